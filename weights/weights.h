@@ -1,0 +1,142 @@
+/* weights.h — reading and writing checkpoints.
+ *
+ * Two parts:
+ *  - safetensors: a validating, zero-copy (mmap) reader and an atomic writer.
+ *    Nothing in a file is trusted: the header length, the JSON, every dtype,
+ *    shape and byte range are checked before a tensor is handed out.
+ *  - layouts: the key names timm and Hugging Face use for ViT/DeiT, mapped to
+ *    one canonical set of roles so the model loader never sees hub spellings.
+ */
+#ifndef WEIGHTS_H
+#define WEIGHTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vit_error.h"
+
+/* ---------------------------------------------------------------- safetensors */
+
+typedef enum weights_dtype {
+    WEIGHTS_F32,
+    WEIGHTS_F16,
+    WEIGHTS_BF16,
+    WEIGHTS_F64,
+    WEIGHTS_I8,
+    WEIGHTS_U8,
+    WEIGHTS_I16,
+    WEIGHTS_I32,
+    WEIGHTS_I64,
+    WEIGHTS_BOOL
+} weights_dtype;
+
+#define WEIGHTS_MAX_DIMS 8
+/* Safety limits for files from strangers. */
+#define WEIGHTS_MAX_HEADER_BYTES ((size_t)100 << 20) /* 100 MiB of JSON header */
+#define WEIGHTS_MAX_TENSORS 100000
+
+typedef struct weights_tensor {
+    const char *name;
+    weights_dtype dtype;
+    int ndim;
+    int64_t shape[WEIGHTS_MAX_DIMS];
+    size_t numel;      /* product of shape (1 for a scalar) */
+    size_t nbytes;     /* numel * element size, validated against the file */
+    const void *data;  /* points into the mapping; valid until weights_close */
+} weights_tensor;
+
+typedef struct weights_file weights_file;
+
+/* Maps and validates a .safetensors file. On failure *out is NULL and err
+ * names the file, the tensor (if any) and the problem. */
+vit_status weights_open(const char *path, weights_file **out, vit_error *err);
+
+/* Unmaps and frees; NULL is allowed. Tensors obtained from f become invalid. */
+void weights_close(weights_file *f);
+
+/* The path given to weights_open. */
+const char *weights_path(const weights_file *f);
+
+/* Number of tensors, and the i-th in file-offset order. */
+size_t weights_count(const weights_file *f);
+const weights_tensor *weights_at(const weights_file *f, size_t i);
+
+/* The tensor called name, or NULL. */
+const weights_tensor *weights_find(const weights_file *f, const char *name);
+
+/* The string value of key in the header's "__metadata__", or NULL. */
+const char *weights_metadata(const weights_file *f, const char *key);
+
+/* Size in bytes of one element of dtype; its safetensors spelling ("F32"). */
+size_t weights_dtype_size(weights_dtype dtype);
+const char *weights_dtype_name(weights_dtype dtype);
+
+/* Converts t (F32, F16 or BF16) to float32 into dst (t->numel floats).
+ * Other dtypes are VIT_E_UNSUPPORTED, with the file and tensor named. */
+vit_status weights_to_f32(const weights_file *f, const weights_tensor *t, float *dst,
+                          vit_error *err);
+
+/* Writes tensors (data taken from each .data, .nbytes bytes) and optional
+ * string metadata (n_meta key/value pairs) as a safetensors file. The file is
+ * written to a temporary name beside path and renamed into place, so a crash
+ * never leaves a half-written checkpoint. */
+vit_status weights_write(const char *path, const weights_tensor *tensors, size_t n_tensors,
+                         const char *const *meta_keys, const char *const *meta_values,
+                         size_t n_meta, vit_error *err);
+
+/* -------------------------------------------------------------------- layouts */
+
+typedef enum weights_layout {
+    WEIGHTS_LAYOUT_UNKNOWN = 0,
+    WEIGHTS_LAYOUT_TIMM,    /* patch_embed.proj, blocks.N.attn.qkv, head */
+    WEIGHTS_LAYOUT_HF_VIT,  /* vit.embeddings..., vit.encoder.layer.N..., classifier */
+    WEIGHTS_LAYOUT_HF_DEIT  /* deit.embeddings..., cls_classifier/distillation_classifier */
+} weights_layout;
+
+/* Every tensor the model needs, independent of hub spelling. Per-layer roles
+ * take a layer index. Q, K, V are separate roles: timm stores them fused as
+ * one qkv tensor, which weights_layout_find exposes as slices. */
+typedef enum weights_role {
+    WEIGHTS_PATCH_W, WEIGHTS_PATCH_B, WEIGHTS_CLS_TOKEN, WEIGHTS_DIST_TOKEN, WEIGHTS_POS_EMBED,
+    WEIGHTS_LN1_W, WEIGHTS_LN1_B,
+    WEIGHTS_Q_W, WEIGHTS_Q_B, WEIGHTS_K_W, WEIGHTS_K_B, WEIGHTS_V_W, WEIGHTS_V_B,
+    WEIGHTS_PROJ_W, WEIGHTS_PROJ_B,
+    WEIGHTS_LN2_W, WEIGHTS_LN2_B,
+    WEIGHTS_FC1_W, WEIGHTS_FC1_B, WEIGHTS_FC2_W, WEIGHTS_FC2_B,
+    WEIGHTS_NORM_W, WEIGHTS_NORM_B,
+    WEIGHTS_HEAD_W, WEIGHTS_HEAD_B, WEIGHTS_HEAD_DIST_W, WEIGHTS_HEAD_DIST_B,
+    WEIGHTS_ROLE_COUNT
+} weights_role;
+
+/* Recognises the layout from the tensor names. */
+weights_layout weights_layout_detect(const weights_file *f);
+
+/* Human-readable layout name ("timm", "Hugging Face ViT", ...). */
+const char *weights_layout_name(weights_layout layout);
+
+/* The number of encoder layers present (highest block index + 1). */
+int weights_layout_num_layers(const weights_file *f, weights_layout layout);
+
+/* Where a role's values live: a tensor, and for a slice of a fused tensor the
+ * first row and row count along dimension 0 (row_count 0: the whole tensor). */
+typedef struct weights_ref {
+    const weights_tensor *tensor;
+    int64_t row_start;
+    int64_t row_count;
+    char key[160]; /* the key looked up, for messages */
+} weights_ref;
+
+/* Finds role (for layer, where per-layer) in f. Returns VIT_OK with
+ * ref->tensor NULL when the tensor is absent; the caller decides whether the
+ * role is optional. */
+vit_status weights_layout_find(const weights_file *f, weights_layout layout, weights_role role,
+                               int layer, weights_ref *ref, vit_error *err);
+
+/* ------------------------------------------------------------- shipped files */
+
+/* The 1000 ImageNet-1k class names in index order, one per line, for
+ * 1000-class checkpoints that carry no labels (timm). Embedded at build time
+ * from weights/imagenet1k_labels.txt. */
+const char *weights_imagenet1k_labels(void);
+
+#endif
