@@ -1,0 +1,297 @@
+/* The forward pass. One readable sequence of steps over buffers the context
+ * owns; GEMMs go to OpenBLAS, row-wise work is split across OpenMP threads.
+ * Nothing here allocates. */
+#include "vit_internal.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "patching.h"
+
+struct vit_context {
+    const vit_model *model;
+    int max_batch, image_size, grid_h, grid_w, num_patches, num_tokens, num_threads;
+    const float *pos_embed; /* the model's, or pos_resampled */
+    float *pos_resampled;
+    float *x;         /* [B*T, D] residual stream */
+    float *normed;    /* [B*T, D] LayerNorm output */
+    float *qkv;       /* [B*T, 3D] */
+    float *attn;      /* [B*T, D] attention output before projection */
+    float *hidden;    /* [B*T, M] MLP hidden */
+    float *cols;      /* [B*Np, C*P*P] im2col */
+    float *patches;   /* [B*Np, D] patch embeddings */
+    float *scores;    /* [threads, T, T] attention probabilities */
+    float *pooled;    /* [B, prefix, D] normed prefix tokens */
+    float **captures; /* [layers + 1]: index 0 after embedding, l + 1 after block l */
+};
+
+static float *alloc_floats(size_t count) {
+    /* 64-byte alignment: whole AVX-512 vectors for every row start we can. */
+    size_t bytes = ((count ? count : 1) * sizeof(float) + 63) & ~(size_t)63;
+    return aligned_alloc(64, bytes);
+}
+
+vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
+                              vit_context **out, vit_error *err) {
+    *out = NULL;
+    const vit_config *c = &model->config;
+    if (max_batch <= 0 || max_batch > 4096)
+        return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..4096", max_batch);
+    if (image_size == 0) image_size = c->image_size;
+    if (image_size < c->patch_size || image_size > 8192)
+        return vit_error_set(err, VIT_E_ARG, "image size %d is outside %d..8192", image_size,
+                             c->patch_size);
+    vit_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    ctx->model = model;
+    ctx->max_batch = max_batch;
+    ctx->image_size = image_size;
+    ctx->grid_h = ctx->grid_w = patching_grid(image_size, c->patch_size);
+    ctx->num_patches = ctx->grid_h * ctx->grid_w;
+    ctx->num_tokens = c->num_prefix_tokens + ctx->num_patches;
+    ctx->num_threads = omp_get_max_threads();
+
+    const size_t B = (size_t)max_batch, T = (size_t)ctx->num_tokens, D = (size_t)c->hidden_size;
+    const size_t M = (size_t)c->mlp_size, Np = (size_t)ctx->num_patches;
+    const size_t K = (size_t)c->num_channels * c->patch_size * c->patch_size;
+    ctx->x = alloc_floats(B * T * D);
+    ctx->normed = alloc_floats(B * T * D);
+    ctx->qkv = alloc_floats(B * T * 3 * D);
+    ctx->attn = alloc_floats(B * T * D);
+    ctx->hidden = alloc_floats(B * T * M);
+    ctx->cols = alloc_floats(B * Np * K);
+    ctx->patches = alloc_floats(B * Np * D);
+    ctx->scores = alloc_floats((size_t)ctx->num_threads * T * T);
+    ctx->pooled = alloc_floats(B * (size_t)c->num_prefix_tokens * D);
+    ctx->captures = calloc((size_t)c->num_layers + 1, sizeof *ctx->captures);
+    if (!ctx->x || !ctx->normed || !ctx->qkv || !ctx->attn || !ctx->hidden || !ctx->cols ||
+        !ctx->patches || !ctx->scores || !ctx->pooled || !ctx->captures) {
+        vit_context_free(ctx);
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory for a batch of %d at %dx%d",
+                             max_batch, image_size, image_size);
+    }
+
+    const int native_grid = c->image_size / c->patch_size;
+    if (ctx->grid_h == native_grid) {
+        ctx->pos_embed = model->pos_embed;
+    } else {
+        ctx->pos_resampled = alloc_floats(T * D);
+        if (!ctx->pos_resampled) {
+            vit_context_free(ctx);
+            return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        }
+        patching_resample_pos_embed(model->pos_embed, c->num_prefix_tokens, native_grid,
+                                    native_grid, (int)D, ctx->pos_resampled, ctx->grid_h,
+                                    ctx->grid_w);
+        ctx->pos_embed = ctx->pos_resampled;
+    }
+    *out = ctx;
+    return VIT_OK;
+}
+
+void vit_context_free(vit_context *ctx) {
+    if (!ctx) return;
+    free(ctx->x);
+    free(ctx->normed);
+    free(ctx->qkv);
+    free(ctx->attn);
+    free(ctx->hidden);
+    free(ctx->cols);
+    free(ctx->patches);
+    free(ctx->scores);
+    free(ctx->pooled);
+    free(ctx->pos_resampled);
+    free(ctx->captures);
+    free(ctx);
+}
+
+int vit_context_image_size(const vit_context *ctx) { return ctx->image_size; }
+int vit_context_num_tokens(const vit_context *ctx) { return ctx->num_tokens; }
+
+vit_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, vit_error *err) {
+    if (layer < -1 || layer >= ctx->model->config.num_layers)
+        return vit_error_set(err, VIT_E_ARG, "layer %d is outside -1..%d", layer,
+                             ctx->model->config.num_layers - 1);
+    ctx->captures[layer + 1] = dst;
+    return VIT_OK;
+}
+
+/* ------------------------------------------------------------- kernels */
+
+/* out[rows, out_dim] = in[rows, in_dim] · W[out_dim, in_dim]ᵀ + bias, or,
+ * with accumulate, out += the same (the residual add fused into the GEMM). */
+static void linear(const float *in, int rows, int in_dim, const float *weight, const float *bias,
+                   int out_dim, float *out, int accumulate) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in_dim, 1.0f, in, in_dim,
+                weight, in_dim, accumulate ? 1.0f : 0.0f, out, out_dim);
+    if (!bias) return;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *row = out + (size_t)r * out_dim;
+        for (int j = 0; j < out_dim; j++) row[j] += bias[j];
+    }
+}
+
+static void layer_norm_row(const float *in, const float *w, const float *b, int dim, float eps,
+                           float *out) {
+    float sum = 0.0f;
+    for (int i = 0; i < dim; i++) sum += in[i];
+    const float mean = sum / (float)dim;
+    float var = 0.0f;
+    for (int i = 0; i < dim; i++) {
+        const float d = in[i] - mean;
+        var += d * d;
+    }
+    const float inv_std = 1.0f / sqrtf(var / (float)dim + eps);
+    for (int i = 0; i < dim; i++) out[i] = (in[i] - mean) * inv_std * w[i] + b[i];
+}
+
+static void layer_norm(const float *in, int rows, int dim, const float *w, const float *b,
+                       float eps, float *out) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++)
+        layer_norm_row(in + (size_t)r * dim, w, b, dim, eps, out + (size_t)r * dim);
+}
+
+/* Exact GELU, as torch.nn.GELU() and HF's "gelu". */
+static void gelu(float *values, size_t count) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; i++)
+        values[i] = 0.5f * values[i] * (1.0f + erff(values[i] * 0.70710678118654752f));
+}
+
+void vit_softmax(float *values, int n) {
+    float max = values[0];
+    for (int i = 1; i < n; i++) max = values[i] > max ? values[i] : max;
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        values[i] = expf(values[i] - max);
+        sum += values[i];
+    }
+    const float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) values[i] *= inv;
+}
+
+/* Multi-head self-attention over qkv [B*T, 3D] into attn [B*T, D]. One
+ * (image, head) pair per task; each thread keeps its T x T scores. */
+static void attention(vit_context *ctx, int batch) {
+    const vit_config *c = &ctx->model->config;
+    const int T = ctx->num_tokens, D = c->hidden_size, H = c->num_heads, dh = D / H;
+    const float scale = 1.0f / sqrtf((float)dh);
+#pragma omp parallel for schedule(dynamic) num_threads(ctx->num_threads)
+    for (int task = 0; task < batch * H; task++) {
+        const int b = task / H, h = task % H;
+        float *scores = ctx->scores + (size_t)omp_get_thread_num() * T * T;
+        const float *q = ctx->qkv + (size_t)b * T * 3 * D + (size_t)h * dh;
+        const float *k = q + D, *v = q + 2 * D;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, scale, q, 3 * D, k, 3 * D,
+                    0.0f, scores, T);
+        for (int i = 0; i < T; i++) vit_softmax(scores + (size_t)i * T, T);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, 1.0f, scores, T, v,
+                    3 * D, 0.0f, ctx->attn + (size_t)b * T * D + (size_t)h * dh, D);
+    }
+}
+
+static void capture(const vit_context *ctx, int slot, int batch) {
+    float *dst = ctx->captures[slot];
+    if (dst)
+        memcpy(dst, ctx->x,
+               sizeof(float) * (size_t)batch * ctx->num_tokens * ctx->model->config.hidden_size);
+}
+
+/* Patch embedding, prefix tokens and position embeddings into ctx->x. */
+static void embed(vit_context *ctx, const float *images, int batch) {
+    const vit_model *m = ctx->model;
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, T = ctx->num_tokens, Np = ctx->num_patches, S = ctx->image_size;
+    const int K = c->num_channels * c->patch_size * c->patch_size, prefix = c->num_prefix_tokens;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < batch; b++)
+        patching_im2col(images + (size_t)b * c->num_channels * S * S, c->num_channels, S, S,
+                        c->patch_size, ctx->cols + (size_t)b * Np * K);
+    linear(ctx->cols, batch * Np, K, m->patch_w, m->patch_b, D, ctx->patches, 0);
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < batch * T; row++) {
+        const int b = row / T, t = row % T;
+        float *dst = ctx->x + (size_t)row * D;
+        const float *pos = ctx->pos_embed + (size_t)t * D;
+        const float *src = t == 0        ? m->cls_token
+                           : t < prefix ? m->dist_token
+                                        : ctx->patches + ((size_t)b * Np + (t - prefix)) * D;
+        for (int d = 0; d < D; d++) dst[d] = src[d] + pos[d];
+    }
+}
+
+vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *out,
+                       vit_error *err) {
+    const vit_model *m = ctx->model;
+    const vit_config *c = &m->config;
+    if (batch <= 0 || batch > ctx->max_batch)
+        return vit_error_set(err, VIT_E_ARG, "batch of %d images, the context holds 1..%d",
+                             batch, ctx->max_batch);
+    const int D = c->hidden_size, M = c->mlp_size, rows = batch * ctx->num_tokens;
+    const float eps = c->layer_norm_eps;
+
+    embed(ctx, images, batch);
+    capture(ctx, 0, batch);
+    for (int l = 0; l < c->num_layers; l++) {
+        const vit_block *blk = &m->blocks[l];
+        layer_norm(ctx->x, rows, D, blk->ln1_w, blk->ln1_b, eps, ctx->normed);
+        linear(ctx->normed, rows, D, blk->qkv_w, blk->qkv_b, 3 * D, ctx->qkv, 0);
+        attention(ctx, batch);
+        linear(ctx->attn, rows, D, blk->proj_w, blk->proj_b, D, ctx->x, 1);
+        layer_norm(ctx->x, rows, D, blk->ln2_w, blk->ln2_b, eps, ctx->normed);
+        linear(ctx->normed, rows, D, blk->fc1_w, blk->fc1_b, M, ctx->hidden, 0);
+        gelu(ctx->hidden, (size_t)rows * M);
+        linear(ctx->hidden, rows, M, blk->fc2_w, blk->fc2_b, D, ctx->x, 1);
+        capture(ctx, l + 1, batch);
+    }
+
+    /* Only the prefix tokens feed the head: normalise just those. */
+    const int prefix = c->num_prefix_tokens;
+    for (int b = 0; b < batch; b++)
+        for (int t = 0; t < prefix; t++)
+            layer_norm_row(ctx->x + ((size_t)b * ctx->num_tokens + t) * D, m->norm_w, m->norm_b, D,
+                           eps, ctx->pooled + ((size_t)b * prefix + t) * D);
+    if (c->num_classes == 0) {
+        for (int b = 0; b < batch; b++)
+            memcpy(out + (size_t)b * D, ctx->pooled + (size_t)b * prefix * D, sizeof(float) * D);
+        return VIT_OK;
+    }
+    const int C = c->num_classes;
+    /* Class token rows sit prefix*D apart in pooled: a strided GEMM input. */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, C, D, 1.0f, ctx->pooled,
+                prefix * D, m->head_w, D, 0.0f, out, C);
+    if (m->head_dist_w) {
+        /* Distilled DeiT at inference: the mean of both heads (timm, HF). */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, C, D, 0.5f, ctx->pooled + D,
+                    prefix * D, m->head_dist_w, D, 0.5f, out, C);
+        for (int b = 0; b < batch; b++)
+            for (int j = 0; j < C; j++)
+                out[(size_t)b * C + j] += 0.5f * (m->head_b[j] + m->head_dist_b[j]);
+    } else {
+        for (int b = 0; b < batch; b++)
+            for (int j = 0; j < C; j++) out[(size_t)b * C + j] += m->head_b[j];
+    }
+    return VIT_OK;
+}
+
+int vit_top_k(const float *values, int n, int k, int *indices) {
+    if (k > n) k = n;
+    if (k <= 0) return 0;
+    int count = 0;
+    for (int j = 0; j < n; j++) {
+        /* Strict comparisons keep the lower index first among ties. */
+        if (count == k && !(values[j] > values[indices[k - 1]])) continue;
+        int pos = count < k ? count++ : k - 1;
+        while (pos > 0 && values[j] > values[indices[pos - 1]]) {
+            indices[pos] = indices[pos - 1];
+            pos--;
+        }
+        indices[pos] = j;
+    }
+    return k;
+}

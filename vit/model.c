@@ -1,0 +1,621 @@
+/* Loading a checkpoint: find the files, settle the hyper-parameters, map
+ * every tensor to its role and check its shape before anything runs. */
+#include "vit_internal.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* A config.json larger than this is not a config (21k-class id2label files
+ * are about 1 MB). */
+#define MAX_CONFIG_BYTES ((long)16 << 20)
+#define MAX_LABELS 1000000
+
+/* ------------------------------------------------------------------ files */
+
+static int is_directory(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Reads a whole small text file. Returns NULL (with err set) on failure. */
+static char *read_text_file(const char *path, long max_bytes, vit_error *err) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        vit_error_set(err, VIT_E_IO, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *text = NULL;
+    long size = -1;
+    if (fseek(fp, 0, SEEK_END) == 0) size = ftell(fp);
+    if (size < 0 || fseek(fp, 0, SEEK_SET) != 0) {
+        vit_error_set(err, VIT_E_IO, "%s: cannot read: %s", path, strerror(errno));
+    } else if (size > max_bytes) {
+        vit_error_set(err, VIT_E_LIMIT, "%s: %ld bytes exceeds the limit of %ld bytes", path,
+                      size, max_bytes);
+    } else if (!(text = malloc((size_t)size + 1))) {
+        vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
+    } else if (fread(text, 1, (size_t)size, fp) != (size_t)size) {
+        vit_error_set(err, VIT_E_IO, "%s: short read", path);
+        free(text);
+        text = NULL;
+    } else {
+        text[size] = '\0';
+    }
+    fclose(fp);
+    return text;
+}
+
+/* ------------------------------------------------------------- json utils */
+
+static int json_int(const cJSON *obj, const char *key, int fallback) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (cJSON_IsNumber(item) && item->valuedouble >= 0 && item->valuedouble <= 1e9 &&
+        item->valuedouble == floor(item->valuedouble))
+        return (int)item->valuedouble;
+    return fallback;
+}
+
+static double json_number(const cJSON *obj, const char *key, double fallback) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsNumber(item) ? item->valuedouble : fallback;
+}
+
+/* ------------------------------------------------------------ model store */
+
+static float *own(vit_model *m, size_t count) {
+    if (m->num_owned == m->owned_capacity) {
+        size_t capacity = m->owned_capacity ? m->owned_capacity * 2 : 64;
+        float **grown = realloc(m->owned, capacity * sizeof *grown);
+        if (!grown) return NULL;
+        m->owned = grown;
+        m->owned_capacity = capacity;
+    }
+    float *buffer = malloc((count ? count : 1) * sizeof(float));
+    if (buffer) m->owned[m->num_owned++] = buffer;
+    return buffer;
+}
+
+static vit_status shape_error(const vit_model *m, const weights_ref *ref, const char *expected,
+                              vit_error *err) {
+    char got[128] = "";
+    size_t used = 0;
+    for (int i = 0; i < ref->tensor->ndim && used < sizeof got - 24; i++)
+        used += (size_t)snprintf(got + used, sizeof got - used, "%s%lld", i ? ", " : "",
+                                 (long long)ref->tensor->shape[i]);
+    return vit_error_set(err, VIT_E_SHAPE, "%s: tensor '%s' has shape [%s], expected %s",
+                         weights_path(m->file), ref->key, got, expected);
+}
+
+/* Checks a tensor (or fused slice) holds rows x cols values laid out as rows
+ * of cols. For rows == 1 any shape with cols values fits (biases [D], tokens
+ * [1, 1, D], tables [1, T, D]); otherwise dim 0 is rows and the trailing dims
+ * multiply to cols (a conv kernel [D, C, P, P] reads as [D, C*P*P]). */
+static int shape_matches(const weights_ref *ref, int64_t rows, int64_t cols) {
+    const weights_tensor *t = ref->tensor;
+    if (ref->row_count) {
+        if (t->ndim == 1) return rows == 1 && ref->row_count == cols;
+        return t->ndim == 2 && ref->row_count == rows && t->shape[1] == cols;
+    }
+    if (rows == 1) return (int64_t)t->numel == cols;
+    if (t->ndim < 1 || t->shape[0] != rows) return 0;
+    return (int64_t)t->numel == rows * cols;
+}
+
+/* Float32 values of a tensor (or slice): in place when the file already holds
+ * aligned F32, else converted into a buffer the model owns. */
+static vit_status tensor_values(vit_model *m, const weights_ref *ref, const float **out,
+                                vit_error *err) {
+    const weights_tensor *t = ref->tensor;
+    const size_t row_len = t->ndim >= 2 ? t->numel / (size_t)t->shape[0] : 1;
+    const size_t first = (size_t)ref->row_start * row_len;
+    if (t->dtype == WEIGHTS_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
+        *out = (const float *)t->data + first;
+        return VIT_OK;
+    }
+    float *whole = own(m, t->numel);
+    if (!whole) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(m->file));
+    vit_status status = weights_to_f32(m->file, t, whole, err);
+    if (status != VIT_OK) return status;
+    *out = whole + first;
+    return VIT_OK;
+}
+
+/* Looks up role, requires it (unless optional), checks its shape is
+ * rows x cols and returns its values. */
+static vit_status take(vit_model *m, weights_role role, int layer, int64_t rows, int64_t cols,
+                       int optional, const float **out, vit_error *err) {
+    weights_ref ref;
+    *out = NULL;
+    vit_status status = weights_layout_find(m->file, m->layout, role, layer, &ref, err);
+    if (status != VIT_OK) return status;
+    if (!ref.tensor) {
+        if (optional) return VIT_OK;
+        return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout)",
+                             weights_path(m->file), ref.key, weights_layout_name(m->layout));
+    }
+    if (!shape_matches(&ref, rows, cols)) {
+        char expected[64];
+        if (rows == 1)
+            snprintf(expected, sizeof expected, "%lld values", (long long)cols);
+        else
+            snprintf(expected, sizeof expected, "[%lld, %lld]", (long long)rows, (long long)cols);
+        return shape_error(m, &ref, expected, err);
+    }
+    /* A fused tensor is counted once, with its first slice. */
+    if (ref.row_start == 0) m->param_count += ref.tensor->numel;
+    return tensor_values(m, &ref, out, err);
+}
+
+/* Q, K and V of one block as one [3D, D] matrix (and [3D] bias): the timm
+ * fused tensor in place, or the three Hugging Face tensors concatenated. */
+static vit_status take_qkv(vit_model *m, int layer, const float **w, const float **b,
+                           vit_error *err) {
+    const int D = m->config.hidden_size;
+    const weights_role w_roles[3] = {WEIGHTS_Q_W, WEIGHTS_K_W, WEIGHTS_V_W};
+    const weights_role b_roles[3] = {WEIGHTS_Q_B, WEIGHTS_K_B, WEIGHTS_V_B};
+    const float *parts_w[3], *parts_b[3];
+    for (int i = 0; i < 3; i++) {
+        vit_status status = take(m, w_roles[i], layer, D, D, 0, &parts_w[i], err);
+        if (status == VIT_OK) status = take(m, b_roles[i], layer, 1, D, 1, &parts_b[i], err);
+        if (status != VIT_OK) return status;
+    }
+    const int has_bias = parts_b[0] && parts_b[1] && parts_b[2];
+    if (!has_bias && (parts_b[0] || parts_b[1] || parts_b[2]))
+        return vit_error_set(err, VIT_E_FORMAT, "%s: block %d has a bias for only some of Q, K, V",
+                             weights_path(m->file), layer);
+    const size_t DD = (size_t)D * D;
+    if (parts_w[1] == parts_w[0] + DD && parts_w[2] == parts_w[1] + DD) {
+        *w = parts_w[0];
+    } else {
+        float *fused = own(m, 3 * DD);
+        if (!fused) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        for (int i = 0; i < 3; i++) memcpy(fused + i * DD, parts_w[i], DD * sizeof(float));
+        *w = fused;
+    }
+    *b = NULL;
+    if (has_bias) {
+        if (parts_b[1] == parts_b[0] + D && parts_b[2] == parts_b[1] + D) {
+            *b = parts_b[0];
+        } else {
+            float *fused = own(m, 3 * (size_t)D);
+            if (!fused) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+            for (int i = 0; i < 3; i++) memcpy(fused + i * D, parts_b[i], D * sizeof(float));
+            *b = fused;
+        }
+    }
+    return VIT_OK;
+}
+
+/* ------------------------------------------------------ hyper-parameters */
+
+/* Values a config file states; 0 / negative: not stated. */
+typedef struct stated_config {
+    int hidden_size, num_layers, num_heads, mlp_size, patch_size, image_size, num_channels;
+    double layer_norm_eps;
+} stated_config;
+
+/* Hugging Face config.json (also the form we write into __metadata__). */
+static void read_hf_config(const cJSON *json, stated_config *c) {
+    c->hidden_size = json_int(json, "hidden_size", 0);
+    c->num_layers = json_int(json, "num_hidden_layers", 0);
+    c->num_heads = json_int(json, "num_attention_heads", 0);
+    c->mlp_size = json_int(json, "intermediate_size", 0);
+    c->patch_size = json_int(json, "patch_size", 0);
+    c->image_size = json_int(json, "image_size", 0);
+    c->num_channels = json_int(json, "num_channels", 0);
+    /* transformers' ViTConfig/DeiTConfig default. */
+    c->layer_norm_eps = json_number(json, "layer_norm_eps", 1e-12);
+}
+
+/* timm config.json: dims only when the model was built with explicit
+ * model_args; the architecture name alone fixes them by convention. */
+static void read_timm_config(const cJSON *json, stated_config *c) {
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(json, "model_args");
+    c->hidden_size = json_int(args, "embed_dim", 0);
+    c->num_layers = json_int(args, "depth", 0);
+    c->num_heads = json_int(args, "num_heads", 0);
+    c->patch_size = json_int(args, "patch_size", 0);
+    c->image_size = json_int(args, "img_size", 0);
+    const double mlp_ratio = json_number(args, "mlp_ratio", 0);
+    if (mlp_ratio > 0 && c->hidden_size > 0) c->mlp_size = (int)(c->hidden_size * mlp_ratio);
+    const cJSON *pretrained = cJSON_GetObjectItemCaseSensitive(json, "pretrained_cfg");
+    const cJSON *input_size = cJSON_GetObjectItemCaseSensitive(pretrained, "input_size");
+    if (!c->image_size && cJSON_IsArray(input_size) && cJSON_GetArraySize(input_size) == 3) {
+        const cJSON *h = cJSON_GetArrayItem(input_size, 1);
+        if (cJSON_IsNumber(h) && h->valuedouble > 0 && h->valuedouble < 1e6)
+            c->image_size = (int)h->valuedouble;
+    }
+    c->layer_norm_eps = 1e-6; /* timm's ViT default */
+}
+
+static int is_timm_config(const cJSON *json) {
+    return cJSON_GetObjectItemCaseSensitive(json, "architecture") ||
+           cJSON_GetObjectItemCaseSensitive(json, "pretrained_cfg");
+}
+
+static void add_notice(vit_model *m, const char *text) {
+    size_t used = strlen(m->notices);
+    snprintf(m->notices + used, sizeof m->notices - used, "%s\n", text);
+}
+
+/* Checks a stated value against the one the tensors imply. */
+static vit_status check_stated(const vit_model *m, const char *what, int stated, int actual,
+                               const char *tensor, vit_error *err) {
+    if (stated > 0 && stated != actual)
+        return vit_error_set(err, VIT_E_SHAPE,
+                             "%s: %s says %s = %d but tensor '%s' implies %d",
+                             weights_path(m->file), m->config_source, what, stated, tensor, actual);
+    return VIT_OK;
+}
+
+/* Settles the configuration: sizes from the tensors (they cannot lie about
+ * what is in the file), heads and eps from the config when stated. */
+static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_timm,
+                                vit_error *err) {
+    vit_config *c = &m->config;
+    const char *path = weights_path(m->file);
+    stated_config stated = {0};
+    if (json) {
+        if (json_is_timm) read_timm_config(json, &stated);
+        else read_hf_config(json, &stated);
+    } else {
+        stated.layer_norm_eps = 1e-6;
+    }
+
+    weights_ref patch, pos, fc1, head, dist;
+    vit_status status;
+    if ((status = weights_layout_find(m->file, m->layout, WEIGHTS_PATCH_W, 0, &patch, err)) ||
+        (status = weights_layout_find(m->file, m->layout, WEIGHTS_POS_EMBED, 0, &pos, err)) ||
+        (status = weights_layout_find(m->file, m->layout, WEIGHTS_FC1_W, 0, &fc1, err)) ||
+        (status = weights_layout_find(m->file, m->layout, WEIGHTS_HEAD_W, 0, &head, err)) ||
+        (status = weights_layout_find(m->file, m->layout, WEIGHTS_DIST_TOKEN, 0, &dist, err)))
+        return status;
+    const weights_ref *required[] = {&patch, &pos, &fc1};
+    for (int i = 0; i < 3; i++)
+        if (!required[i]->tensor)
+            return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout)", path,
+                                 required[i]->key, weights_layout_name(m->layout));
+
+    const weights_tensor *pw = patch.tensor;
+    if (pw->ndim != 4 || pw->shape[2] != pw->shape[3] || pw->shape[0] <= 0 || pw->shape[0] > 65536 ||
+        pw->shape[1] <= 0 || pw->shape[1] > 64 || pw->shape[2] <= 0 || pw->shape[2] > 1024)
+        return shape_error(m, &patch, "[D, channels, P, P]", err);
+    c->hidden_size = (int)pw->shape[0];
+    c->num_channels = (int)pw->shape[1];
+    c->patch_size = (int)pw->shape[2];
+    c->num_prefix_tokens = dist.tensor ? 2 : 1;
+    c->num_layers = weights_layout_num_layers(m->file, m->layout);
+    if (c->num_layers <= 0)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: no encoder blocks found (%s layout)", path,
+                             weights_layout_name(m->layout));
+
+    const weights_tensor *fc = fc1.tensor;
+    if (fc->ndim != 2 || fc->shape[1] != c->hidden_size || fc->shape[0] <= 0 || fc->shape[0] > (1 << 20))
+        return shape_error(m, &fc1, "[mlp, D]", err);
+    c->mlp_size = (int)fc->shape[0];
+
+    const weights_tensor *pe = pos.tensor;
+    const int64_t pos_tokens = pe->ndim >= 2 ? pe->shape[pe->ndim - 2] : 0;
+    if (pe->ndim < 2 || pe->shape[pe->ndim - 1] != c->hidden_size || pos_tokens <= c->num_prefix_tokens ||
+        (int64_t)pe->numel != pos_tokens * c->hidden_size)
+        return shape_error(m, &pos, "[1, tokens, D]", err);
+    const int64_t grid_cells = pos_tokens - c->num_prefix_tokens;
+    const int grid = (int)llround(sqrt((double)grid_cells));
+    if ((int64_t)grid * grid != grid_cells)
+        return vit_error_set(err, VIT_E_UNSUPPORTED,
+                             "%s: tensor '%s' holds %lld patch positions, not a square grid",
+                             path, pos.key, (long long)grid_cells);
+    c->image_size = grid * c->patch_size;
+
+    c->num_classes = 0;
+    if (head.tensor) {
+        if (head.tensor->ndim != 2 || head.tensor->shape[1] != c->hidden_size ||
+            head.tensor->shape[0] <= 0 || head.tensor->shape[0] > MAX_LABELS)
+            return shape_error(m, &head, "[classes, D]", err);
+        c->num_classes = (int)head.tensor->shape[0];
+    }
+
+    if ((status = check_stated(m, "hidden size", stated.hidden_size, c->hidden_size, patch.key, err)) ||
+        (status = check_stated(m, "patch size", stated.patch_size, c->patch_size, patch.key, err)) ||
+        (status = check_stated(m, "channels", stated.num_channels, c->num_channels, patch.key, err)) ||
+        (status = check_stated(m, "layers", stated.num_layers, c->num_layers, "encoder blocks", err)) ||
+        (status = check_stated(m, "MLP size", stated.mlp_size, c->mlp_size, fc1.key, err)) ||
+        (status = check_stated(m, "image size", stated.image_size, c->image_size, pos.key, err)))
+        return status;
+
+    if (stated.num_heads > 0) {
+        c->num_heads = stated.num_heads;
+    } else {
+        /* timm's and Hugging Face's standard ViT/DeiT sizes all use 64-wide heads. */
+        c->num_heads = c->hidden_size % 64 == 0 ? c->hidden_size / 64 : 1;
+        char note[160];
+        snprintf(note, sizeof note, "%s: number of heads not stated, using %d (hidden size / 64)",
+                 path, c->num_heads);
+        add_notice(m, note);
+    }
+    if (c->num_heads <= 0 || c->hidden_size % c->num_heads != 0)
+        return vit_error_set(err, VIT_E_SHAPE, "%s: %d heads do not divide hidden size %d", path,
+                             c->num_heads, c->hidden_size);
+    c->layer_norm_eps = (float)stated.layer_norm_eps;
+    if (!json) {
+        char note[160];
+        snprintf(note, sizeof note, "%s: no config, layer-norm eps %g (timm default)", path,
+                 (double)c->layer_norm_eps);
+        add_notice(m, note);
+    }
+    return VIT_OK;
+}
+
+/* --------------------------------------------------------------- labels */
+
+/* One label per line; a final newline does not start another label. */
+static vit_status set_labels_from_lines(vit_model *m, const char *text, const char *source,
+                                        vit_error *err) {
+    int count = 0;
+    for (const char *p = text; *p; count++) {
+        const char *end = strchr(p, '\n');
+        if (!end) { count++; break; }
+        p = end + 1;
+        if (count >= MAX_LABELS)
+            return vit_error_set(err, VIT_E_LIMIT, "%s: more than %d labels", source, MAX_LABELS);
+    }
+    m->labels = calloc((size_t)count + 1, sizeof *m->labels);
+    if (!m->labels) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", source);
+    const char *p = text;
+    for (int i = 0; i < count; i++) {
+        const char *end = strchr(p, '\n');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const size_t advance = end ? len + 1 : len;
+        if (len && p[len - 1] == '\r') len--;
+        if (!(m->labels[i] = strndup(p, len)))
+            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", source);
+        m->num_labels = i + 1;
+        p += advance;
+    }
+    return VIT_OK;
+}
+
+static vit_status set_labels_from_id2label(vit_model *m, const cJSON *id2label,
+                                           const char *config_path, vit_error *err) {
+    const int count = cJSON_GetArraySize(id2label);
+    if (count <= 0 || count > MAX_LABELS) return VIT_OK;
+    m->labels = calloc((size_t)count + 1, sizeof *m->labels);
+    if (!m->labels) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", config_path);
+    m->num_labels = count; /* so a failure part-way frees what was filled */
+    const cJSON *item;
+    cJSON_ArrayForEach(item, id2label) {
+        char *end;
+        long index = strtol(item->string, &end, 10);
+        if (*end || end == item->string || index < 0 || index >= count || !cJSON_IsString(item))
+            return vit_error_set(err, VIT_E_FORMAT, "%s: id2label entry \"%s\" is not an index 0..%d with a string label",
+                                 config_path, item->string, count - 1);
+        if (m->labels[index])
+            return vit_error_set(err, VIT_E_FORMAT, "%s: id2label has index %ld twice", config_path, index);
+        if (!(m->labels[index] = strdup(item->valuestring)))
+            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", config_path);
+    }
+    return VIT_OK;
+}
+
+static vit_status settle_labels(vit_model *m, const cJSON *json, const char *config_path,
+                                const vit_load_options *options, vit_error *err) {
+    vit_status status = VIT_OK;
+    const int classes = m->config.num_classes;
+    if (options && options->labels_path) {
+        char *text = read_text_file(options->labels_path, MAX_CONFIG_BYTES, err);
+        if (!text) return err ? err->code : VIT_E_IO;
+        status = set_labels_from_lines(m, text, options->labels_path, err);
+        free(text);
+        if (status != VIT_OK) return status;
+        if (m->num_labels != classes)
+            return vit_error_set(err, VIT_E_SHAPE, "%s: %d labels for a model with %d classes",
+                                 options->labels_path, m->num_labels, classes);
+        snprintf(m->labels_source, sizeof m->labels_source, "--labels FILE");
+        return VIT_OK;
+    }
+    const cJSON *id2label = json ? cJSON_GetObjectItemCaseSensitive(json, "id2label") : NULL;
+    if (cJSON_IsObject(id2label) && cJSON_GetArraySize(id2label) == classes && classes > 0) {
+        status = set_labels_from_id2label(m, id2label, config_path, err);
+        if (status == VIT_OK) snprintf(m->labels_source, sizeof m->labels_source, "config.json id2label");
+        return status;
+    }
+    if (classes == 1000) {
+        status = set_labels_from_lines(m, weights_imagenet1k_labels(), "ImageNet-1k labels", err);
+        if (status == VIT_OK) snprintf(m->labels_source, sizeof m->labels_source, "ImageNet-1k (shipped)");
+        return status;
+    }
+    snprintf(m->labels_source, sizeof m->labels_source, "none");
+    return VIT_OK;
+}
+
+/* ------------------------------------------------------------- weights */
+
+static vit_status take_all(vit_model *m, vit_error *err) {
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, M = c->mlp_size, K = c->num_channels * c->patch_size * c->patch_size;
+    const int grid = c->image_size / c->patch_size;
+    const int tokens = c->num_prefix_tokens + grid * grid;
+    vit_status s;
+    if ((s = take(m, WEIGHTS_PATCH_W, 0, D, K, 0, &m->patch_w, err)) ||
+        (s = take(m, WEIGHTS_PATCH_B, 0, 1, D, 0, &m->patch_b, err)) ||
+        (s = take(m, WEIGHTS_CLS_TOKEN, 0, 1, D, 0, &m->cls_token, err)) ||
+        (s = take(m, WEIGHTS_DIST_TOKEN, 0, 1, D, 1, &m->dist_token, err)) ||
+        (s = take(m, WEIGHTS_POS_EMBED, 0, 1, (int64_t)tokens * D, 0, &m->pos_embed, err)) ||
+        (s = take(m, WEIGHTS_NORM_W, 0, 1, D, 0, &m->norm_w, err)) ||
+        (s = take(m, WEIGHTS_NORM_B, 0, 1, D, 0, &m->norm_b, err)))
+        return s;
+    if (!(m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks)))
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    for (int l = 0; l < c->num_layers; l++) {
+        vit_block *b = &m->blocks[l];
+        if ((s = take(m, WEIGHTS_LN1_W, l, 1, D, 0, &b->ln1_w, err)) ||
+            (s = take(m, WEIGHTS_LN1_B, l, 1, D, 0, &b->ln1_b, err)) ||
+            (s = take_qkv(m, l, &b->qkv_w, &b->qkv_b, err)) ||
+            (s = take(m, WEIGHTS_PROJ_W, l, D, D, 0, &b->proj_w, err)) ||
+            (s = take(m, WEIGHTS_PROJ_B, l, 1, D, 0, &b->proj_b, err)) ||
+            (s = take(m, WEIGHTS_LN2_W, l, 1, D, 0, &b->ln2_w, err)) ||
+            (s = take(m, WEIGHTS_LN2_B, l, 1, D, 0, &b->ln2_b, err)) ||
+            (s = take(m, WEIGHTS_FC1_W, l, M, D, 0, &b->fc1_w, err)) ||
+            (s = take(m, WEIGHTS_FC1_B, l, 1, M, 0, &b->fc1_b, err)) ||
+            (s = take(m, WEIGHTS_FC2_W, l, D, M, 0, &b->fc2_w, err)) ||
+            (s = take(m, WEIGHTS_FC2_B, l, 1, D, 0, &b->fc2_b, err)))
+            return s;
+    }
+    if (c->num_classes > 0) {
+        const int C = c->num_classes;
+        if ((s = take(m, WEIGHTS_HEAD_W, 0, C, D, 0, &m->head_w, err)) ||
+            (s = take(m, WEIGHTS_HEAD_B, 0, 1, C, 0, &m->head_b, err)))
+            return s;
+        /* A distilled model may come with a distillation head (timm,
+         * HF WithTeacher) or without (HF DeiTForImageClassification reads
+         * the class token only). */
+        if (m->dist_token) {
+            if ((s = take(m, WEIGHTS_HEAD_DIST_W, 0, C, D, 1, &m->head_dist_w, err)) ||
+                (s = take(m, WEIGHTS_HEAD_DIST_B, 0, 1, C, m->head_dist_w == NULL, &m->head_dist_b, err)))
+                return s;
+        }
+    }
+    return VIT_OK;
+}
+
+static void describe_dtypes(vit_model *m) {
+    int seen[WEIGHTS_BOOL + 1] = {0};
+    for (size_t i = 0; i < weights_count(m->file); i++) seen[weights_at(m->file, i)->dtype] = 1;
+    size_t used = 0;
+    for (int d = 0; d <= WEIGHTS_BOOL; d++)
+        if (seen[d] && used < sizeof m->dtypes)
+            used += (size_t)snprintf(m->dtypes + used, sizeof m->dtypes - used, "%s%s",
+                                     used ? "+" : "", weights_dtype_name((weights_dtype)d));
+}
+
+/* Finds the safetensors file and the directory its configs live in. */
+static vit_status locate(const char *path, char *weights_path_out, char *dir_out, size_t size,
+                         vit_error *err) {
+    if (is_directory(path)) {
+        snprintf(dir_out, size, "%s", path);
+        snprintf(weights_path_out, size, "%s/model.safetensors", path);
+        if (!file_exists(weights_path_out))
+            return vit_error_set(err, VIT_E_IO, "%s: no model.safetensors in this directory", path);
+        return VIT_OK;
+    }
+    if (!file_exists(path))
+        return vit_error_set(err, VIT_E_IO, "%s: no such model file or directory", path);
+    snprintf(weights_path_out, size, "%s", path);
+    const char *slash = strrchr(path, '/');
+    if (slash)
+        snprintf(dir_out, size, "%.*s", (int)(slash - path), path);
+    else
+        snprintf(dir_out, size, ".");
+    if (!dir_out[0]) snprintf(dir_out, size, "/");
+    return VIT_OK;
+}
+
+vit_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
+                          vit_error *err) {
+    *out = NULL;
+    if (!path) return vit_error_set(err, VIT_E_ARG, "no model given");
+    char weights_file_path[4096], dir[4096], config_path[4200];
+    vit_status status = locate(path, weights_file_path, dir, sizeof dir, err);
+    if (status != VIT_OK) return status;
+
+    vit_model *m = calloc(1, sizeof *m);
+    if (!m) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    cJSON *json = NULL;
+    int json_is_timm = 0;
+
+    status = weights_open(weights_file_path, &m->file, err);
+    if (status != VIT_OK) goto fail;
+    m->layout = weights_layout_detect(m->file);
+    if (m->layout == WEIGHTS_LAYOUT_UNKNOWN) {
+        status = vit_error_set(err, VIT_E_UNSUPPORTED,
+                               "%s: not a ViT/DeiT checkpoint in timm or Hugging Face layout "
+                               "(no patch-embedding tensor found)", weights_file_path);
+        goto fail;
+    }
+
+    snprintf(config_path, sizeof config_path, "%s/config.json", dir);
+    if (file_exists(config_path)) {
+        char *text = read_text_file(config_path, MAX_CONFIG_BYTES, err);
+        if (!text) { status = err ? err->code : VIT_E_IO; goto fail; }
+        json = cJSON_Parse(text);
+        free(text);
+        if (!cJSON_IsObject(json)) {
+            status = vit_error_set(err, VIT_E_FORMAT, "%s: not a JSON object", config_path);
+            goto fail;
+        }
+        json_is_timm = is_timm_config(json);
+        snprintf(m->config_source, sizeof m->config_source, "config.json");
+    } else {
+        const char *meta = weights_metadata(m->file, "config");
+        if (meta) {
+            snprintf(config_path, sizeof config_path, "%s (__metadata__ config)", weights_file_path);
+            json = cJSON_Parse(meta);
+            if (!cJSON_IsObject(json)) {
+                status = vit_error_set(err, VIT_E_FORMAT, "%s: not a JSON object", config_path);
+                goto fail;
+            }
+            json_is_timm = is_timm_config(json);
+            snprintf(m->config_source, sizeof m->config_source, "safetensors __metadata__");
+        } else {
+            snprintf(m->config_source, sizeof m->config_source, "inferred from tensor shapes");
+        }
+    }
+
+    if ((status = settle_config(m, json, json_is_timm, err)) != VIT_OK) goto fail;
+    if ((status = take_all(m, err)) != VIT_OK) goto fail;
+    if ((status = settle_labels(m, json, config_path, options, err)) != VIT_OK) goto fail;
+    status = data_preprocess_for_model(dir, m->config.image_size, &m->preprocess, err);
+    if (status != VIT_OK) goto fail;
+    describe_dtypes(m);
+    cJSON_Delete(json);
+    *out = m;
+    return VIT_OK;
+
+fail:
+    cJSON_Delete(json);
+    vit_model_free(m);
+    return status;
+}
+
+void vit_model_free(vit_model *m) {
+    if (!m) return;
+    for (size_t i = 0; i < m->num_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    if (m->labels)
+        for (int i = 0; i < m->num_labels; i++) free(m->labels[i]);
+    free(m->labels);
+    free(m->blocks);
+    weights_close(m->file);
+    free(m);
+}
+
+const vit_config *vit_model_config(const vit_model *m) { return &m->config; }
+const data_preprocess *vit_model_preprocess(const vit_model *m) { return &m->preprocess; }
+weights_layout vit_model_layout(const vit_model *m) { return m->layout; }
+const char *vit_model_config_source(const vit_model *m) { return m->config_source; }
+const char *vit_model_notices(const vit_model *m) { return m->notices; }
+const char *vit_model_weights_path(const vit_model *m) { return weights_path(m->file); }
+size_t vit_model_param_count(const vit_model *m) { return m->param_count; }
+const char *vit_model_dtypes(const vit_model *m) { return m->dtypes; }
+int vit_model_num_labels(const vit_model *m) { return m->num_labels; }
+const char *vit_model_labels_source(const vit_model *m) { return m->labels_source; }
+
+const char *vit_model_label(const vit_model *m, int class_index) {
+    if (class_index < 0 || class_index >= m->num_labels) return NULL;
+    return m->labels[class_index];
+}
+
+int vit_model_output_size(const vit_model *m) {
+    return m->config.num_classes > 0 ? m->config.num_classes : m->config.hidden_size;
+}

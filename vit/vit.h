@@ -1,0 +1,122 @@
+/* vit.h — the vitc public API: load a ViT/DeiT checkpoint, run it.
+ *
+ *   vit_model *model;  vit_context *ctx;  vit_error err;
+ *   vit_model_load("models/deit-tiny", NULL, &model, &err);
+ *   vit_context_create(model, batch, 0, &ctx, &err);     // 0: native size
+ *   vit_forward(ctx, images, batch, logits, &err);       // images: B x 3 x S x S
+ *
+ * The model follows timm / Hugging Face semantics: Conv patch embedding,
+ * class (and DeiT distillation) token, learned absolute position embeddings,
+ * pre-norm encoder blocks (LayerNorm, multi-head self-attention, exact GELU
+ * MLP), a final LayerNorm and a linear head on the class token (distilled
+ * DeiT: the mean of the class and distillation heads). A checkpoint without a
+ * head returns the normed class token as features.
+ *
+ * A vit_model is read-only after loading and may be shared between threads;
+ * each thread running forward passes needs its own vit_context, which holds
+ * every buffer the forward pass touches, so the pass itself never allocates.
+ */
+#ifndef VIT_H
+#define VIT_H
+
+#include <stddef.h>
+
+#include "data.h"
+#include "vit_error.h"
+#include "weights.h"
+
+typedef struct vit_config {
+    int hidden_size;       /* D */
+    int num_layers;
+    int num_heads;
+    int mlp_size;          /* hidden width of the MLP */
+    int patch_size;
+    int image_size;        /* size the position embeddings were learned at */
+    int num_channels;
+    float layer_norm_eps;
+    int num_classes;       /* 0: no head, the output is the class-token features */
+    int num_prefix_tokens; /* 1 (class token) or 2 (class + distillation) */
+} vit_config;
+
+typedef struct vit_load_options {
+    const char *labels_path; /* one label per line; overrides the checkpoint's */
+} vit_load_options;
+
+typedef struct vit_model vit_model;
+
+/* Loads a checkpoint. path is a model directory (model.safetensors beside
+ * config.json / preprocessor_config.json) or a .safetensors file. The key
+ * layout (timm or Hugging Face) is detected; hyper-parameters come from
+ * config.json, else the file's __metadata__ "config", else tensor shapes.
+ * Every tensor's shape is checked against the configuration before use. */
+vit_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
+                          vit_error *err);
+
+/* Frees the model; NULL is allowed. Contexts must be freed first. */
+void vit_model_free(vit_model *model);
+
+const vit_config *vit_model_config(const vit_model *model);
+
+/* The preprocessing the checkpoint was trained with (at its native size). */
+const data_preprocess *vit_model_preprocess(const vit_model *model);
+
+/* Detected key layout, and where the configuration came from ("config.json",
+ * "safetensors __metadata__", "inferred from tensor shapes"). */
+weights_layout vit_model_layout(const vit_model *model);
+const char *vit_model_config_source(const vit_model *model);
+
+/* Notes a user should see on stderr (e.g. inferred hyper-parameters), one per
+ * line; empty when there are none. */
+const char *vit_model_notices(const vit_model *model);
+
+/* The safetensors file the model was read from. */
+const char *vit_model_weights_path(const vit_model *model);
+
+/* Number of parameters, and the stored dtypes ("F32", "F16+F32"...). */
+size_t vit_model_param_count(const vit_model *model);
+const char *vit_model_dtypes(const vit_model *model);
+
+/* Class labels: the count (0 when the checkpoint has none) and the label of
+ * a class, or NULL. Where labels come from: "config.json id2label",
+ * "--labels FILE", "ImageNet-1k (shipped)", or "none". */
+int vit_model_num_labels(const vit_model *model);
+const char *vit_model_label(const vit_model *model, int class_index);
+const char *vit_model_labels_source(const vit_model *model);
+
+/* Floats per image that vit_forward writes: num_classes, or hidden_size for
+ * a checkpoint without a head. */
+int vit_model_output_size(const vit_model *model);
+
+typedef struct vit_context vit_context;
+
+/* Allocates the buffers for batches of up to max_batch images of
+ * image_size x image_size pixels (0: the model's native size). At another
+ * size the position embeddings are resampled once, here. */
+vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
+                              vit_context **out, vit_error *err);
+
+void vit_context_free(vit_context *ctx);
+
+/* The input size and token count (prefix + patches) of the context. */
+int vit_context_image_size(const vit_context *ctx);
+int vit_context_num_tokens(const vit_context *ctx);
+
+/* Asks the next forward passes to copy the token embeddings (batch x tokens x
+ * hidden floats) into dst: after the embedding (layer -1) or after encoder
+ * block `layer`. dst NULL stops it. Costs nothing when unused. */
+vit_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, vit_error *err);
+
+/* Runs batch images (batch x 3 x S x S floats, preprocessed) through the
+ * model and writes batch x vit_model_output_size floats (logits, or class
+ * token features for a headless model) to out. */
+vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *out,
+                       vit_error *err);
+
+/* In-place numerically stable softmax over n values. */
+void vit_softmax(float *values, int n);
+
+/* Indices of the k largest values, largest first (ties: lower index first).
+ * Returns the number written, min(k, n). */
+int vit_top_k(const float *values, int n, int k, int *indices);
+
+#endif

@@ -1,0 +1,48 @@
+/* vit_internal.h — the model's private layout, shared by model.c (loading)
+ * and forward.c (running). Not part of the public API. */
+#ifndef VIT_INTERNAL_H
+#define VIT_INTERNAL_H
+
+#include "vit.h"
+
+/* One encoder block. Q, K and V are stored fused as [3D, D] (rows q; k; v,
+ * heads contiguous inside each), so one GEMM produces all three. */
+typedef struct vit_block {
+    const float *ln1_w, *ln1_b;
+    const float *qkv_w, *qkv_b; /* qkv_b NULL: the checkpoint has no qkv bias */
+    const float *proj_w, *proj_b;
+    const float *ln2_w, *ln2_b;
+    const float *fc1_w, *fc1_b;
+    const float *fc2_w, *fc2_b;
+} vit_block;
+
+struct vit_model {
+    vit_config config;
+    weights_file *file;
+    weights_layout layout;
+
+    const float *patch_w, *patch_b; /* [D, C*P*P], [D] */
+    const float *cls_token, *dist_token; /* [D]; dist_token NULL unless distilled */
+    const float *pos_embed;              /* [prefix + grid*grid, D] */
+    vit_block *blocks;
+    const float *norm_w, *norm_b;
+    const float *head_w, *head_b;           /* [classes, D]; NULL without a head */
+    const float *head_dist_w, *head_dist_b; /* distilled DeiT only */
+
+    /* Buffers for tensors that could not be used in place (converted from
+     * F16/BF16, or Q/K/V concatenated). */
+    float **owned;
+    size_t num_owned, owned_capacity;
+
+    char **labels;
+    int num_labels;
+    char labels_source[64];
+
+    data_preprocess preprocess;
+    char config_source[64];
+    char notices[1024];
+    char dtypes[64];
+    size_t param_count;
+};
+
+#endif
