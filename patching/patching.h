@@ -7,6 +7,8 @@
 #ifndef PATCHING_H
 #define PATCHING_H
 
+#include "vit_error.h"
+
 /* The patch grid for an input of height x width: floor division, as the
  * strided convolution drops a remainder. */
 int patching_grid(int size, int patch);
@@ -20,9 +22,13 @@ void patching_im2col(const float *image, int channels, int height, int width, in
 /* Resamples the grid part of a position-embedding table. src holds
  * prefix + src_h * src_w rows of dim floats (prefix rows: class/distillation
  * tokens, copied unchanged); dst receives prefix + dst_h * dst_w rows.
- * Bicubic with A = -0.75 and align_corners=False, borders clamped, exactly
- * as torch.nn.functional.interpolate(mode='bicubic'). */
-void patching_resample_pos_embed(const float *src, int prefix, int src_h, int src_w, int dim,
-                                 float *dst, int dst_h, int dst_w);
+ * antialias 0: torch F.interpolate(mode='bicubic', align_corners=False)
+ * (A = -0.75, taps clamped at the borders), as transformers and timm < 0.9.
+ * antialias 1: the same call with antialias=True, as timm >= 0.9's
+ * resample_abs_pos_embed (PIL-style kernel, A = -0.5, support widened when
+ * shrinking, weights renormalised at the borders). Returns VIT_E_NOMEM if
+ * its scratch cannot be allocated. */
+vit_status patching_resample_pos_embed(const float *src, int prefix, int src_h, int src_w, int dim,
+                                       float *dst, int dst_h, int dst_w, int antialias);
 
 #endif

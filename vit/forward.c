@@ -79,13 +79,13 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
         ctx->pos_embed = model->pos_embed;
     } else {
         ctx->pos_resampled = alloc_floats(T * D);
-        if (!ctx->pos_resampled) {
+        if (!ctx->pos_resampled ||
+            patching_resample_pos_embed(model->pos_embed, c->num_prefix_tokens, native_grid,
+                                        native_grid, (int)D, ctx->pos_resampled, ctx->grid_h,
+                                        ctx->grid_w, c->pos_embed_antialias) != VIT_OK) {
             vit_context_free(ctx);
             return vit_error_set(err, VIT_E_NOMEM, "out of memory");
         }
-        patching_resample_pos_embed(model->pos_embed, c->num_prefix_tokens, native_grid,
-                                    native_grid, (int)D, ctx->pos_resampled, ctx->grid_h,
-                                    ctx->grid_w);
         ctx->pos_embed = ctx->pos_resampled;
     }
     *out = ctx;

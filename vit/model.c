@@ -573,6 +573,10 @@ vit_status vit_model_load(const char *path, const vit_load_options *options, vit
     }
 
     if ((status = settle_config(m, json, json_is_timm, err)) != VIT_OK) goto fail;
+    const vit_pos_resample resample = options ? options->pos_resample : VIT_POS_RESAMPLE_AUTO;
+    m->config.pos_embed_antialias = resample == VIT_POS_RESAMPLE_AUTO
+                                        ? m->layout == WEIGHTS_LAYOUT_TIMM
+                                        : resample == VIT_POS_RESAMPLE_BICUBIC_AA;
     if ((status = take_all(m, err)) != VIT_OK) goto fail;
     if ((status = settle_labels(m, json, config_path, options, err)) != VIT_OK) goto fail;
     status = data_preprocess_for_model(dir, m->config.image_size, &m->preprocess, err);

@@ -36,10 +36,20 @@ typedef struct vit_config {
     float layer_norm_eps;
     int num_classes;       /* 0: no head, the output is the class-token features */
     int num_prefix_tokens; /* 1 (class token) or 2 (class + distillation) */
+    int pos_embed_antialias; /* resample position embeddings with antialiasing */
 } vit_config;
+
+/* How position embeddings are resampled at a size other than the native one. */
+typedef enum vit_pos_resample {
+    VIT_POS_RESAMPLE_AUTO = 0,  /* as the checkpoint's library does: timm (>= 0.9)
+                                   antialiased bicubic, transformers plain bicubic */
+    VIT_POS_RESAMPLE_BICUBIC,   /* F.interpolate bicubic, align_corners=False */
+    VIT_POS_RESAMPLE_BICUBIC_AA /* the same with antialias=True */
+} vit_pos_resample;
 
 typedef struct vit_load_options {
     const char *labels_path; /* one label per line; overrides the checkpoint's */
+    vit_pos_resample pos_resample;
 } vit_load_options;
 
 typedef struct vit_model vit_model;

@@ -1,0 +1,124 @@
+/* Forward-pass parity with PyTorch: random-weight checkpoints in every key
+ * layout we read, with inputs and activations written by tests/gen_parity.py
+ * (a plain-torch reimplementation of timm / HF ViT semantics). */
+#include <cJSON.h>
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vit.h"
+
+#define FIXTURES VITC_SOURCE_DIR "/tests/fixtures/parity/"
+#define TOLERANCE 1e-4f
+
+static char *read_text(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    cr_assert(fp, "cannot open %s", path);
+    fseek(fp, 0, SEEK_END);
+    long size = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *text = calloc((size_t)size + 1, 1);
+    cr_assert(fread(text, 1, (size_t)size, fp) == (size_t)size);
+    fclose(fp);
+    return text;
+}
+
+static float *tensor_f32(const weights_file *f, const char *name, const weights_tensor **out) {
+    const weights_tensor *t = weights_find(f, name);
+    cr_assert(t, "expected.safetensors has no '%s'", name);
+    float *values = malloc(t->numel * sizeof(float));
+    vit_error err;
+    cr_assert(weights_to_f32(f, t, values, &err) == VIT_OK, "%s", err.message);
+    if (out) *out = t;
+    return values;
+}
+
+static float max_abs_diff(const float *a, const float *b, size_t n) {
+    float worst = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float d = fabsf(a[i] - b[i]);
+        if (!(d <= worst)) worst = d; /* NaN counts as worst */
+    }
+    return worst;
+}
+
+/* Loads the case's checkpoint, runs the expected input through it and
+ * compares the encoder input, block 0's output and the final output. */
+static void check_case(const char *name, const vit_load_options *options) {
+    char path[1024];
+    snprintf(path, sizeof path, FIXTURES "%s/case.json", name);
+    char *text = read_text(path);
+    cJSON *info = cJSON_Parse(text);
+    free(text);
+    cr_assert(info, "%s: bad JSON", path);
+    const int run_size = cJSON_GetObjectItem(info, "run_size")->valueint;
+    const cJSON *model_ref = cJSON_GetObjectItem(info, "model");
+    char model_path[1024];
+    if (cJSON_IsString(model_ref))
+        snprintf(model_path, sizeof model_path, FIXTURES "%s/%s", name, model_ref->valuestring);
+    else
+        snprintf(model_path, sizeof model_path, FIXTURES "%s", name);
+
+    vit_error err;
+    vit_model *model;
+    cr_assert(vit_model_load(model_path, options, &model, &err) == VIT_OK, "%s", err.message);
+    snprintf(path, sizeof path, FIXTURES "%s/expected.safetensors", name);
+    weights_file *expected;
+    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+
+    const weights_tensor *input_t;
+    float *input = tensor_f32(expected, "input", &input_t);
+    float *embed = tensor_f32(expected, "embed", NULL);
+    float *block0 = tensor_f32(expected, "block0", NULL);
+    const weights_tensor *logits_t;
+    float *logits = tensor_f32(expected, "logits", &logits_t);
+    const int batch = (int)input_t->shape[0];
+    cr_assert_eq(input_t->shape[2], run_size);
+
+    vit_context *ctx;
+    cr_assert(vit_context_create(model, batch, run_size, &ctx, &err) == VIT_OK, "%s", err.message);
+    const size_t token_floats =
+        (size_t)batch * vit_context_num_tokens(ctx) * vit_model_config(model)->hidden_size;
+    float *got_embed = malloc(token_floats * sizeof(float));
+    float *got_block0 = malloc(token_floats * sizeof(float));
+    const size_t out_floats = (size_t)batch * vit_model_output_size(model);
+    cr_assert_eq(out_floats, logits_t->numel, "%s: output size %zu, PyTorch %zu", name,
+                 out_floats, logits_t->numel);
+    float *got_logits = malloc(out_floats * sizeof(float));
+    cr_assert(vit_context_capture_tokens(ctx, -1, got_embed, &err) == VIT_OK);
+    cr_assert(vit_context_capture_tokens(ctx, 0, got_block0, &err) == VIT_OK);
+    cr_assert(vit_forward(ctx, input, batch, got_logits, &err) == VIT_OK, "%s", err.message);
+
+    float e = max_abs_diff(got_embed, embed, token_floats);
+    cr_expect(e <= TOLERANCE, "%s: encoder input differs from PyTorch by %g", name, e);
+    e = max_abs_diff(got_block0, block0, token_floats);
+    cr_expect(e <= TOLERANCE, "%s: block 0 output differs from PyTorch by %g", name, e);
+    e = max_abs_diff(got_logits, logits, out_floats);
+    cr_expect(e <= TOLERANCE, "%s: output differs from PyTorch by %g", name, e);
+
+    free(got_embed); free(got_block0); free(got_logits);
+    free(input); free(embed); free(block0); free(logits);
+    vit_context_free(ctx);
+    weights_close(expected);
+    vit_model_free(model);
+    cJSON_Delete(info);
+}
+
+static const vit_load_options PLAIN_BICUBIC = {.pos_resample = VIT_POS_RESAMPLE_BICUBIC};
+
+Test(parity, timm_inferred_config) { check_case("timm_d128_h2", NULL); }
+Test(parity, timm_distilled_with_config) { check_case("timm_dist_d96_h4", NULL); }
+Test(parity, timm_without_head_gives_features) { check_case("timm_nohead_d64_h1", NULL); }
+Test(parity, timm_at_larger_size_plain_bicubic_pos_embed) {
+    check_case("timm_d128_h2_size48", &PLAIN_BICUBIC);
+}
+/* With no option a timm checkpoint resamples as timm >= 0.9 does. */
+Test(parity, timm_at_larger_size_antialiased_pos_embed_by_default) {
+    check_case("timm_d128_h2_size48_aa", NULL);
+}
+Test(parity, hf_vit) { check_case("hf_vit_d48_h3", NULL); }
+Test(parity, hf_vit_layer_norm_eps_from_config) { check_case("hf_vit_eps_d32_h2", NULL); }
+Test(parity, hf_deit_with_teacher) { check_case("hf_deit_teacher_d64_h2", NULL); }
+Test(parity, hf_deit_without_teacher) { check_case("hf_deit_plain_d32_h2", NULL); }
