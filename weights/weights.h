@@ -42,7 +42,9 @@ typedef struct weights_tensor {
     int64_t shape[WEIGHTS_MAX_DIMS];
     size_t numel;      /* product of shape (1 for a scalar) */
     size_t nbytes;     /* numel * element size, validated against the file */
-    const void *data;  /* points into the mapping; valid until weights_close */
+    const void *data;  /* points into the mapping; valid until weights_close. The
+                          format does not align tensors: it may be misaligned for
+                          its dtype, so read it with weights_to_f32 or memcpy. */
 } weights_tensor;
 
 typedef struct weights_file weights_file;
