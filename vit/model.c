@@ -218,6 +218,18 @@ static void read_hf_config(const cJSON *json, stated_config *c) {
     c->layer_norm_eps = json_number(json, "layer_norm_eps", 1e-12);
 }
 
+/* Heads of timm's named ViT/DeiT sizes (their configs state no dims). */
+static int timm_architecture_heads(const char *architecture) {
+    static const struct { const char *prefix; int heads; } SIZES[] = {
+        {"vit_tiny_", 3},   {"vit_small_", 6},  {"vit_base_", 12},   {"vit_large_", 16},
+        {"vit_huge_", 16},  {"deit_tiny_", 3},  {"deit_small_", 6},  {"deit_base_", 12},
+        {"deit3_small_", 6}, {"deit3_medium_", 8}, {"deit3_base_", 12}, {"deit3_large_", 16},
+    };
+    for (size_t i = 0; architecture && i < sizeof SIZES / sizeof *SIZES; i++)
+        if (strncmp(architecture, SIZES[i].prefix, strlen(SIZES[i].prefix)) == 0) return SIZES[i].heads;
+    return 0;
+}
+
 /* timm config.json: dims only when the model was built with explicit
  * model_args; the architecture name alone fixes them by convention. */
 static void read_timm_config(const cJSON *json, stated_config *c) {
@@ -235,6 +247,10 @@ static void read_timm_config(const cJSON *json, stated_config *c) {
         const cJSON *h = cJSON_GetArrayItem(input_size, 1);
         if (cJSON_IsNumber(h) && h->valuedouble > 0 && h->valuedouble < 1e6)
             c->image_size = (int)h->valuedouble;
+    }
+    if (!c->num_heads) {
+        const cJSON *architecture = cJSON_GetObjectItemCaseSensitive(json, "architecture");
+        if (cJSON_IsString(architecture)) c->num_heads = timm_architecture_heads(architecture->valuestring);
     }
     c->layer_norm_eps = 1e-6; /* timm's ViT default */
 }

@@ -1,0 +1,138 @@
+#include <cblas.h>
+#include <errno.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void print_help(const char *usage, const cli_option *options, int num_options) {
+    printf("%s\n\noptions:\n", usage);
+    for (int i = 0; i < num_options; i++) {
+        char left[64];
+        const cli_option *o = &options[i];
+        if (o->short_name)
+            snprintf(left, sizeof left, "-%c, --%s%s%s", o->short_name, o->long_name,
+                     o->takes_value ? " " : "", o->takes_value ? o->value_name : "");
+        else
+            snprintf(left, sizeof left, "    --%s%s%s", o->long_name, o->takes_value ? " " : "",
+                     o->takes_value ? o->value_name : "");
+        printf("  %-26s %s\n", left, o->help);
+    }
+    printf("  %-26s %s\n", "-h, --help", "show this help");
+}
+
+static int find_option(const cli_option *options, int num_options, const char *arg) {
+    for (int i = 0; i < num_options; i++) {
+        if (arg[1] == '-' && strcmp(arg + 2, options[i].long_name) == 0) return i;
+        if (arg[1] != '-' && options[i].short_name && arg[1] == options[i].short_name && !arg[2])
+            return i;
+    }
+    return -1;
+}
+
+int cli_parse(const char *command, const char *usage, const cli_option *options, int num_options,
+              int argc, char **argv, cli_args *args) {
+    memset(args, 0, sizeof *args);
+    args->positional = calloc((size_t)argc + 1, sizeof *args->positional);
+    if (!args->positional) {
+        fprintf(stderr, "vit %s: out of memory\n", command);
+        return -1;
+    }
+    int only_positional = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        if (only_positional || arg[0] != '-' || arg[1] == '\0') {
+            args->positional[args->num_positional++] = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            only_positional = 1;
+            continue;
+        }
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            print_help(usage, options, num_options);
+            return 1;
+        }
+        /* --name=value */
+        char name[64];
+        const char *inline_value = NULL;
+        const char *eq = arg[1] == '-' ? strchr(arg, '=') : NULL;
+        if (eq && (size_t)(eq - arg) < sizeof name) {
+            snprintf(name, sizeof name, "%.*s", (int)(eq - arg), arg);
+            inline_value = eq + 1;
+            arg = name;
+        }
+        const int index = find_option(options, num_options, arg);
+        if (index < 0) {
+            fprintf(stderr, "vit %s: unknown option '%s' (see 'vit %s -h')\n", command, argv[i],
+                    command);
+            return -1;
+        }
+        if (!options[index].takes_value) {
+            if (inline_value) {
+                fprintf(stderr, "vit %s: option '%s' takes no value\n", command, arg);
+                return -1;
+            }
+            args->values[index] = "";
+        } else if (inline_value) {
+            args->values[index] = inline_value;
+        } else if (i + 1 < argc) {
+            args->values[index] = argv[++i];
+        } else {
+            fprintf(stderr, "vit %s: option '%s' needs a value (%s)\n", command, arg,
+                    options[index].value_name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int cli_int(const char *command, const char *option, const char *text, long min, long max,
+            long *value) {
+    char *end;
+    errno = 0;
+    long parsed = strtol(text, &end, 10);
+    if (errno || end == text || *end || parsed < min || parsed > max) {
+        fprintf(stderr, "vit %s: %s expects a whole number from %ld to %ld, got '%s'\n", command,
+                option, min, max, text);
+        return -1;
+    }
+    *value = parsed;
+    return 0;
+}
+
+void cli_set_threads(int threads) {
+    if (threads <= 0) threads = omp_get_num_procs();
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+}
+
+vit_model *cli_load_model(const char *command, const char *model_path, const char *labels_path,
+                          const char *pos_resample) {
+    if (!model_path) {
+        fprintf(stderr, "vit %s: no model given (use -m DIR or -m FILE.safetensors)\n", command);
+        return NULL;
+    }
+    vit_load_options options = {.labels_path = labels_path};
+    if (!pos_resample || strcmp(pos_resample, "auto") == 0) {
+        options.pos_resample = VIT_POS_RESAMPLE_AUTO;
+    } else if (strcmp(pos_resample, "bicubic") == 0) {
+        options.pos_resample = VIT_POS_RESAMPLE_BICUBIC;
+    } else if (strcmp(pos_resample, "bicubic-aa") == 0) {
+        options.pos_resample = VIT_POS_RESAMPLE_BICUBIC_AA;
+    } else {
+        fprintf(stderr, "vit %s: --pos-resample expects auto, bicubic or bicubic-aa, got '%s'\n",
+                command, pos_resample);
+        return NULL;
+    }
+    vit_model *model;
+    vit_error err;
+    if (vit_model_load(model_path, &options, &model, &err) != VIT_OK) {
+        fprintf(stderr, "vit %s: %s\n", command, err.message);
+        return NULL;
+    }
+    const char *notices = vit_model_notices(model);
+    if (notices[0]) fprintf(stderr, "%s", notices);
+    return model;
+}

@@ -1,0 +1,330 @@
+/* vit eval: top-1 / top-5 accuracy on labelled images. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+enum { OPT_MODEL, OPT_LABELS_CSV, OPT_OUTPUT, OPT_THREADS, OPT_SIZE, OPT_BATCH, OPT_LABELS,
+       OPT_POS_RESAMPLE, NUM_OPTS };
+
+static const cli_option OPTIONS[NUM_OPTS] = {
+    [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file"},
+    [OPT_LABELS_CSV] = {"labels-csv", 0, 1, "FILE", "CSV of file,class_index,... (paths relative to DIR)"},
+    [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "write per-image results as CSV"},
+    [OPT_THREADS] = {"threads", 't', 1, "N", "threads (default: all cores)"},
+    [OPT_SIZE] = {"size", 0, 1, "S", "input size (default: native)"},
+    [OPT_BATCH] = {"batch", 'b', 1, "N", "images per forward pass (default 16)"},
+    [OPT_LABELS] = {"labels", 0, 1, "FILE", "class labels, one per line"},
+    [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,
+};
+
+static const char USAGE[] =
+    "usage: vit eval -m MODEL DIR [--labels-csv FILE] [-o FILE]\n"
+    "\n"
+    "Top-1 and top-5 accuracy on labelled images: either DIR/<class>/* (ImageFolder;\n"
+    "class folders match the model's labels: the full label, any of its comma-separated\n"
+    "names, or the class index; '_' reads as a space) or the files a --labels-csv names.\n"
+    "Images that cannot be read are reported and left out of the accuracy.";
+
+typedef struct labelled {
+    char **paths;
+    int *truth;
+    size_t count, capacity;
+} labelled;
+
+static int add_item(labelled *set, const char *path, int truth) {
+    if (set->count == set->capacity) {
+        size_t capacity = set->capacity ? set->capacity * 2 : 1024;
+        char **paths = realloc(set->paths, capacity * sizeof *paths);
+        if (paths) set->paths = paths;
+        int *truths = realloc(set->truth, capacity * sizeof *truths);
+        if (truths) set->truth = truths;
+        if (!paths || !truths) return -1;
+        set->capacity = capacity;
+    }
+    if (!(set->paths[set->count] = strdup(path))) return -1;
+    set->truth[set->count++] = truth;
+    return 0;
+}
+
+static void free_items(labelled *set) {
+    for (size_t i = 0; i < set->count; i++) free(set->paths[i]);
+    free(set->paths);
+    free(set->truth);
+}
+
+/* Lower case, '_' as space, surrounding blanks trimmed. */
+static void normalise(const char *in, size_t len, char *out, size_t size) {
+    while (len && isspace((unsigned char)*in)) in++, len--;
+    while (len && isspace((unsigned char)in[len - 1])) len--;
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 1 < size; i++)
+        out[n++] = in[i] == '_' ? ' ' : (char)tolower((unsigned char)in[i]);
+    out[n] = '\0';
+}
+
+/* The class a folder name stands for, or -1. */
+static int class_of_folder(const vit_model *model, const char *folder) {
+    char name[512], part[512];
+    char *end;
+    long index = strtol(folder, &end, 10);
+    const int classes = vit_model_config(model)->num_classes;
+    if (*folder && !*end) return index >= 0 && index < classes ? (int)index : -1;
+    normalise(folder, strlen(folder), name, sizeof name);
+    for (int c = 0; c < vit_model_num_labels(model); c++) {
+        const char *label = vit_model_label(model, c);
+        normalise(label, strlen(label), part, sizeof part);
+        if (strcmp(part, name) == 0) return c;
+        for (const char *p = label; *p;) {
+            const char *comma = strchr(p, ',');
+            size_t len = comma ? (size_t)(comma - p) : strlen(p);
+            normalise(p, len, part, sizeof part);
+            if (strcmp(part, name) == 0) return c;
+            if (!comma) break;
+            p = comma + 1;
+        }
+    }
+    return -1;
+}
+
+static int collect_image_folder(const vit_model *model, const char *dir, labelled *set) {
+    data_file_list classes = {0};
+    vit_error err;
+    int rc = -1;
+    if (data_list_subdirs(dir, &classes, &err) != VIT_OK) {
+        fprintf(stderr, "vit eval: %s\n", err.message);
+        return -1;
+    }
+    if (classes.count == 0) {
+        fprintf(stderr, "vit eval: %s: no class folders (expected DIR/<class>/*, or give --labels-csv)\n", dir);
+        goto done;
+    }
+    for (size_t i = 0; i < classes.count; i++) {
+        const int truth = class_of_folder(model, classes.paths[i]);
+        if (truth < 0) {
+            fprintf(stderr, "vit eval: %s/%s: folder name matches none of the model's %d labels\n",
+                    dir, classes.paths[i], vit_model_num_labels(model));
+            goto done;
+        }
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, classes.paths[i]);
+        data_file_list files = {0};
+        if (data_walk(path, NULL, &files, &err) != VIT_OK) {
+            fprintf(stderr, "vit eval: %s\n", err.message);
+            data_file_list_free(&files);
+            goto done;
+        }
+        for (size_t f = 0; f < files.count; f++)
+            if (add_item(set, files.paths[f], truth) != 0) {
+                fprintf(stderr, "vit eval: out of memory\n");
+                data_file_list_free(&files);
+                goto done;
+            }
+        data_file_list_free(&files);
+    }
+    rc = 0;
+done:
+    data_file_list_free(&classes);
+    return rc;
+}
+
+/* Reads one CSV field (RFC 4180 quoting) from *p into out; advances *p past
+ * the field and its comma. */
+static void csv_field(const char **p, char *out, size_t size) {
+    const char *s = *p;
+    size_t n = 0;
+    if (*s == '"') {
+        s++;
+        while (*s && !(*s == '"' && s[1] != '"')) {
+            if (*s == '"') s++; /* doubled quote */
+            if (n + 1 < size) out[n++] = *s;
+            s++;
+        }
+        if (*s == '"') s++;
+    } else {
+        while (*s && *s != ',' && *s != '\n' && *s != '\r') {
+            if (n + 1 < size) out[n++] = *s;
+            s++;
+        }
+    }
+    out[n] = '\0';
+    if (*s == ',') s++;
+    *p = s;
+}
+
+static int collect_csv(const vit_model *model, const char *dir, const char *csv_path, labelled *set) {
+    FILE *fp = fopen(csv_path, "r");
+    if (!fp) {
+        fprintf(stderr, "vit eval: %s: cannot open: %s\n", csv_path, strerror(errno));
+        return -1;
+    }
+    const int classes = vit_model_config(model)->num_classes;
+    char line[8192], file[4096], index_text[64], path[8300];
+    int line_number = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, fp)) {
+        line_number++;
+        const char *p = line;
+        if (line[0] == '\n' || line[0] == '\r' || line[0] == '\0') continue;
+        csv_field(&p, file, sizeof file);
+        csv_field(&p, index_text, sizeof index_text);
+        char *end;
+        long index = strtol(index_text, &end, 10);
+        if (end == index_text || *end) {
+            if (line_number == 1) continue; /* a header row */
+            fprintf(stderr, "vit eval: %s:%d: second column '%s' is not a class index\n", csv_path,
+                    line_number, index_text);
+            rc = -1;
+        } else if (index < 0 || index >= classes) {
+            fprintf(stderr, "vit eval: %s:%d: class index %ld is outside 0..%d of the model\n",
+                    csv_path, line_number, index, classes - 1);
+            rc = -1;
+        } else {
+            snprintf(path, sizeof path, "%s/%s", dir, file);
+            if (add_item(set, path, (int)index) != 0) {
+                fprintf(stderr, "vit eval: out of memory\n");
+                rc = -1;
+            }
+        }
+    }
+    fclose(fp);
+    if (rc == 0 && set->count == 0) {
+        fprintf(stderr, "vit eval: %s: no rows\n", csv_path);
+        rc = -1;
+    }
+    return rc;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Writes s as one CSV field. */
+static void csv_write_field(FILE *out, const char *s) {
+    if (!strpbrk(s, ",\"\n\r")) {
+        fputs(s, out);
+        return;
+    }
+    fputc('"', out);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', out);
+        fputc(*s, out);
+    }
+    fputc('"', out);
+}
+
+int cli_eval(int argc, char **argv) {
+    cli_args args;
+    int parsed = cli_parse("eval", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
+    if (parsed != 0) {
+        free(args.positional);
+        return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
+    }
+    int exit_code = CLI_EXIT_FATAL;
+    vit_model *model = NULL;
+    cli_batch batch_run = {0};
+    labelled set = {0};
+    FILE *out = NULL;
+    char out_tmp[4200] = "";
+    long threads = 0, size = 0, batch = 16;
+    if ((args.values[OPT_THREADS] && cli_int("eval", "-t", args.values[OPT_THREADS], 1, 1024, &threads)) ||
+        (args.values[OPT_SIZE] && cli_int("eval", "--size", args.values[OPT_SIZE], 1, 8192, &size)) ||
+        (args.values[OPT_BATCH] && cli_int("eval", "-b", args.values[OPT_BATCH], 1, 1024, &batch)))
+        goto done;
+    if (args.num_positional != 1) {
+        fprintf(stderr, "vit eval: expected one image directory, got %d (see 'vit eval -h')\n",
+                args.num_positional);
+        goto done;
+    }
+    const char *dir = args.positional[0];
+    cli_set_threads((int)threads);
+    model = cli_load_model("eval", args.values[OPT_MODEL], args.values[OPT_LABELS],
+                           args.values[OPT_POS_RESAMPLE]);
+    if (!model) goto done;
+    if (vit_model_config(model)->num_classes == 0) {
+        fprintf(stderr, "vit eval: %s has no classification head\n", vit_model_weights_path(model));
+        goto done;
+    }
+    if ((args.values[OPT_LABELS_CSV] ? collect_csv(model, dir, args.values[OPT_LABELS_CSV], &set)
+                                     : collect_image_folder(model, dir, &set)) != 0)
+        goto done;
+    if (args.values[OPT_OUTPUT]) {
+        /* Written beside the target and renamed at the end: never half a file. */
+        snprintf(out_tmp, sizeof out_tmp, "%s.tmp.%ld", args.values[OPT_OUTPUT], (long)getpid());
+        if (!(out = fopen(out_tmp, "w"))) {
+            fprintf(stderr, "vit eval: %s: cannot write: %s\n", args.values[OPT_OUTPUT], strerror(errno));
+            out_tmp[0] = '\0';
+            goto done;
+        }
+        fprintf(out, "file,true,predicted,correct,true_label,predicted_label\n");
+    }
+    if ((size_t)batch > set.count) batch = (long)set.count;
+    if (cli_batch_init(&batch_run, model, (int)batch, (int)size, "eval") != 0) goto done;
+
+    const int show_progress = isatty(STDERR_FILENO);
+    size_t top1 = 0, top5 = 0, scored = 0, failed = 0;
+    const double start = now_seconds();
+    for (size_t first = 0; first < set.count; first += (size_t)batch) {
+        int count = (int)(set.count - first < (size_t)batch ? set.count - first : (size_t)batch);
+        cli_batch_run(&batch_run, (const char *const *)set.paths + first, count);
+        for (int i = 0; i < count; i++) {
+            const size_t item = first + i;
+            const float *probs = cli_batch_output(&batch_run, i);
+            if (!probs) {
+                failed++;
+                fprintf(stderr, "%svit eval: %s\n", show_progress ? "\r" : "", batch_run.errors[i].message);
+                continue;
+            }
+            int top[5];
+            const int n = vit_top_k(probs, batch_run.num_outputs, 5, top);
+            const int truth = set.truth[item];
+            int in_top5 = 0;
+            for (int k = 0; k < n; k++) in_top5 |= top[k] == truth;
+            scored++;
+            top1 += top[0] == truth;
+            top5 += in_top5;
+            if (out) {
+                csv_write_field(out, set.paths[item] + (args.values[OPT_LABELS_CSV] ? strlen(dir) + 1 : 0));
+                fprintf(out, ",%d,%d,%d,", truth, top[0], top[0] == truth);
+                csv_write_field(out, vit_model_label(model, truth) ? vit_model_label(model, truth) : "");
+                fputc(',', out);
+                csv_write_field(out, vit_model_label(model, top[0]) ? vit_model_label(model, top[0]) : "");
+                fputc('\n', out);
+            }
+        }
+        if (show_progress)
+            fprintf(stderr, "\r  %zu/%zu images, top-1 %.1f%%", first + count, set.count,
+                    scored ? 100.0 * top1 / scored : 0.0);
+    }
+    const double seconds = now_seconds() - start;
+    if (show_progress) fprintf(stderr, "\r%60s\r", "");
+    printf("top-1 %.2f%% (%zu/%zu)  top-5 %.2f%% (%zu/%zu)\n", scored ? 100.0 * top1 / scored : 0.0,
+           top1, scored, scored ? 100.0 * top5 / scored : 0.0, top5, scored);
+    printf("%zu images in %.1f s (%.1f images/s)%s", scored + failed, seconds,
+           seconds > 0 ? (scored + failed) / seconds : 0.0, failed ? "" : "\n");
+    if (failed) printf(", %zu could not be read and are left out\n", failed);
+    if (out) {
+        int write_failed = ferror(out) | (fclose(out) != 0);
+        out = NULL;
+        if (write_failed || rename(out_tmp, args.values[OPT_OUTPUT]) != 0) {
+            fprintf(stderr, "vit eval: %s: cannot write: %s\n", args.values[OPT_OUTPUT], strerror(errno));
+            goto done;
+        }
+        out_tmp[0] = '\0';
+    }
+    exit_code = failed ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
+
+done:
+    if (out) fclose(out);
+    if (out_tmp[0]) unlink(out_tmp);
+    cli_batch_free(&batch_run);
+    free_items(&set);
+    vit_model_free(model);
+    free(args.positional);
+    return exit_code;
+}

@@ -1,0 +1,41 @@
+/* vit — command-line front end of vitc. Each subcommand parses its
+ * arguments and calls the library; nothing here knows how a ViT works. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define VITC_VERSION "0.1.0"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: vit <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  classify   print the top-k labels of images\n"
+            "  eval       top-1 / top-5 accuracy on a labelled image directory\n"
+            "  info       describe a checkpoint and the preprocessing it uses\n"
+            "\n"
+            "'vit <command> -h' shows a command's options; 'vit --version' the version.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_FATAL;
+    }
+    const char *command = argv[1];
+    if (strcmp(command, "-h") == 0 || strcmp(command, "--help") == 0 || strcmp(command, "help") == 0) {
+        usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(command, "--version") == 0) {
+        printf("vit (vitc) %s\n", VITC_VERSION);
+        return CLI_EXIT_OK;
+    }
+    if (strcmp(command, "classify") == 0) return cli_classify(argc - 2, argv + 2);
+    if (strcmp(command, "info") == 0) return cli_info(argc - 2, argv + 2);
+    if (strcmp(command, "eval") == 0) return cli_eval(argc - 2, argv + 2);
+    fprintf(stderr, "vit: unknown command '%s' (see 'vit -h')\n", command);
+    return CLI_EXIT_FATAL;
+}
