@@ -129,4 +129,34 @@ vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img
 vit_status data_preprocess_file(const data_preprocess *p, const char *path, float *out,
                                 vit_error *err);
 
+/* ---------------------------------------------------------- directories */
+
+/* A growable list of paths (each owned). */
+typedef struct data_file_list {
+    char **paths;
+    size_t count, capacity;
+} data_file_list;
+
+typedef struct data_walk_options {
+    int recursive;                    /* descend into subdirectories */
+    const char *const *extensions;    /* NULL: the image formats we decode */
+    size_t num_extensions;
+} data_walk_options;
+
+/* Appends to out the image files under path (or path itself when it is a
+ * file), in byte-wise sorted order: extensions matched case-insensitively,
+ * hidden entries (".name") skipped, symlinks followed but never around a
+ * loop. options NULL: recursive, default extensions. */
+vit_status data_walk(const char *path, const data_walk_options *options, data_file_list *out,
+                     vit_error *err);
+
+/* Appends the names (not paths) of path's non-hidden subdirectories, sorted. */
+vit_status data_list_subdirs(const char *path, data_file_list *out, vit_error *err);
+
+/* Whether path ends in one of the extensions (options NULL: the defaults). */
+int data_has_image_extension(const char *path, const data_walk_options *options);
+
+/* Frees every path and the list itself, leaving it empty. */
+void data_file_list_free(data_file_list *list);
+
 #endif

@@ -1,0 +1,406 @@
+/* image.c — decoding image files to 8-bit RGB the way PIL's
+ * Image.open(path).convert('RGB') does.
+ *
+ * stb_image does the decoding (Debian's libstb). Where stb's conversion to
+ * RGB differs from PIL's we convert ourselves; checked against Pillow 9.4:
+ *
+ *  - grey, grey+alpha, RGBA, palette (with or without tRNS): replicate grey,
+ *    drop alpha without blending, look the palette up. stb with 3 requested
+ *    channels does exactly this.
+ *  - 16-bit PNG with colour (RGB, RGBA) or grey+alpha: PIL unpacks these
+ *    into 8-bit modes by keeping the high byte; stb's 16 -> 8 conversion is
+ *    also v >> 8, so they match.
+ *  - 16-bit grey PNG: PIL opens it as mode "I" (32-bit integer) and
+ *    convert('RGB') clamps the value to 0..255 (a value of 1000 becomes
+ *    255, not 3). We load the 16-bit samples and clamp the same way.
+ *  - binary PNM (P5/P6), decoded here rather than by stb because PIL scales
+ *    by maxval and stb does not: 8-bit samples become round(v * 255 / maxval);
+ *    16-bit RGB likewise; 16-bit grey becomes mode "I" holding
+ *    round(v * 65535 / maxval), which convert('RGB') then clamps to 255.
+ *    Rounding is half to even, as PIL's results show.
+ *
+ * Known differences from PIL (documented, not fixed):
+ *  - JPEG: stb's IDCT, chroma upsampling and YCbCr conversion are not
+ *    libjpeg-turbo's, so pixels differ by a few levels (see the tests for
+ *    measured numbers). CMYK/YCCK JPEGs are converted by stb's formula.
+ *  - GIF: transparent pixels of the first frame come out black, where PIL
+ *    shows the palette colour of the transparent index.
+ *  - ASCII PNM (P1-P3), bitmap PBM (P4), TIFF, WebP and Radiance HDR are
+ *    refused.
+ *
+ * Truncation: stb fills missing JPEG and BMP data with zeros instead of
+ * failing, whereas PIL raises "image file is truncated". We check those two
+ * formats for completeness ourselves so a cut-off download is an error, not
+ * a half-grey picture.
+ */
+#include "data.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <stb_image.h>
+
+/* Encoded files larger than this are refused before reading. */
+#define DATA_MAX_FILE_BYTES ((size_t)1 << 30)
+
+void data_image_free(data_image *img) {
+    if (!img) return;
+    free(img->pixels);
+    img->pixels = NULL;
+    img->width = img->height = 0;
+}
+
+typedef enum image_format {
+    FMT_UNKNOWN,
+    FMT_PNG,
+    FMT_JPEG,
+    FMT_GIF,
+    FMT_BMP,
+    FMT_PSD,
+    FMT_PNM,
+    FMT_PNM_ASCII,
+    FMT_HDR,
+    FMT_TIFF,
+    FMT_WEBP
+} image_format;
+
+static const char *format_name(image_format f) {
+    switch (f) {
+    case FMT_PNG: return "PNG";
+    case FMT_JPEG: return "JPEG";
+    case FMT_GIF: return "GIF";
+    case FMT_BMP: return "BMP";
+    case FMT_PSD: return "PSD";
+    case FMT_PNM: return "PNM";
+    case FMT_PNM_ASCII: return "ASCII PNM";
+    case FMT_HDR: return "Radiance HDR";
+    case FMT_TIFF: return "TIFF";
+    case FMT_WEBP: return "WebP";
+    default: return "image";
+    }
+}
+
+/* Recognise the format from magic bytes, for precise messages. TGA has no
+ * magic and stays FMT_UNKNOWN (stb still tries it). */
+static image_format sniff_format(const uint8_t *b, size_t n) {
+    if (n >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return FMT_PNG;
+    if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return FMT_JPEG;
+    if (n >= 4 && memcmp(b, "GIF8", 4) == 0) return FMT_GIF;
+    if (n >= 2 && b[0] == 'B' && b[1] == 'M') return FMT_BMP;
+    if (n >= 4 && memcmp(b, "8BPS", 4) == 0) return FMT_PSD;
+    if (n >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '6')) return FMT_PNM;
+    if (n >= 2 && b[0] == 'P' && b[1] >= '1' && b[1] <= '4') return FMT_PNM_ASCII;
+    if (n >= 2 && b[0] == '#' && b[1] == '?') return FMT_HDR;
+    if (n >= 4 && (memcmp(b, "II*\0", 4) == 0 || memcmp(b, "MM\0*", 4) == 0)) return FMT_TIFF;
+    if (n >= 12 && memcmp(b, "RIFF", 4) == 0 && memcmp(b + 8, "WEBP", 4) == 0) return FMT_WEBP;
+    return FMT_UNKNOWN;
+}
+
+/* True when the JPEG marker stream reaches an end-of-image marker. Walks the
+ * segments (skipping APPn payloads, whose EXIF thumbnails contain their own
+ * EOI) and the entropy-coded data after each SOS. */
+static int jpeg_is_complete(const uint8_t *b, size_t n) {
+    size_t i = 2; /* after SOI */
+    while (i < n) {
+        if (b[i] != 0xFF) { /* stray bytes before a marker: libjpeg skips them too */
+            i++;
+            continue;
+        }
+        while (i < n && b[i] == 0xFF) i++; /* fill bytes */
+        if (i >= n) return 0;
+        uint8_t m = b[i++];
+        if (m == 0xD9) return 1;
+        if (m == 0x01 || (m >= 0xD0 && m <= 0xD7) || m == 0x00) continue;
+        if (i + 2 > n) return 0;
+        size_t len = ((size_t)b[i] << 8) | b[i + 1];
+        if (len < 2) return 0;
+        i += len;
+        if (m != 0xDA) continue;
+        /* Entropy-coded data: runs until a marker that is not a stuffed
+         * zero or a restart marker. */
+        while (i + 1 < n) {
+            if (b[i] == 0xFF && b[i + 1] != 0x00 && b[i + 1] != 0xFF &&
+                !(b[i + 1] >= 0xD0 && b[i + 1] <= 0xD7))
+                break;
+            i++;
+        }
+        if (i + 1 >= n) return 0;
+    }
+    return 0;
+}
+
+static uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* For uncompressed BMPs, true when the file holds all the pixel rows its
+ * header promises. Other BMP variants are left to stb. */
+static int bmp_is_complete(const uint8_t *b, size_t n) {
+    if (n < 34) return 0;
+    uint32_t offset = le32(b + 10), header = le32(b + 14);
+    if (header < 40) return 1; /* OS/2 core header: not checked */
+    int64_t w = (int32_t)le32(b + 18), h = (int32_t)le32(b + 22);
+    uint32_t bpp = (uint32_t)b[28] | ((uint32_t)b[29] << 8);
+    uint32_t compression = le32(b + 30);
+    if (compression != 0 && compression != 3) return 1;
+    if (h < 0) h = -h;
+    int64_t row_bytes = ((w * bpp + 31) / 32) * 4;
+    return (int64_t)offset + row_bytes * h <= (int64_t)n;
+}
+
+static vit_status check_dimensions(const char *name, int64_t w, int64_t h, vit_error *err) {
+    if (w <= 0 || h <= 0)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: invalid image size %lldx%lld", name,
+                             (long long)w, (long long)h);
+    int64_t px = w * h;
+    if (px > DATA_MAX_PIXELS) {
+        double mp = (double)px / 1e6;
+        return vit_error_set(err, VIT_E_LIMIT,
+                             "%s: %lldx%lld = %.*f megapixels exceeds the limit of %lld megapixels",
+                             name, (long long)w, (long long)h, px % 1000000 ? 1 : 0, mp,
+                             (long long)(DATA_MAX_PIXELS / 1000000));
+    }
+    return VIT_OK;
+}
+
+static vit_status alloc_image(const char *name, int w, int h, data_image *out, vit_error *err) {
+    out->pixels = malloc((size_t)w * (size_t)h * 3);
+    if (!out->pixels)
+        return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory for %dx%d pixels", name, w, h);
+    out->width = w;
+    out->height = h;
+    return VIT_OK;
+}
+
+/* ---- binary PNM (P5 grey, P6 RGB) ---- */
+
+static int pnm_space(uint8_t c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/* Reads one header integer, skipping whitespace and # comments. */
+static int pnm_int(const uint8_t *b, size_t n, size_t *pos, long *value) {
+    size_t i = *pos;
+    for (;;) {
+        while (i < n && pnm_space(b[i])) i++;
+        if (i < n && b[i] == '#') {
+            while (i < n && b[i] != '\n' && b[i] != '\r') i++;
+            continue;
+        }
+        break;
+    }
+    if (i >= n || b[i] < '0' || b[i] > '9') return 0;
+    long v = 0;
+    while (i < n && b[i] >= '0' && b[i] <= '9') {
+        if (v > 100000000) return 0;
+        v = v * 10 + (b[i] - '0');
+        i++;
+    }
+    *pos = i;
+    *value = v;
+    return 1;
+}
+
+static vit_status decode_pnm(const uint8_t *b, size_t n, const char *name, data_image *out,
+                             vit_error *err) {
+    int channels = b[1] == '6' ? 3 : 1;
+    size_t pos = 2;
+    long w, h, maxval;
+    if (!pnm_int(b, n, &pos, &w) || !pnm_int(b, n, &pos, &h) || !pnm_int(b, n, &pos, &maxval) ||
+        pos >= n || !pnm_space(b[pos]))
+        return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt PNM header", name);
+    pos++; /* exactly one whitespace byte ends the header */
+    if (maxval < 1 || maxval > 65535)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: PNM maxval %ld out of range", name, maxval);
+    vit_status st = check_dimensions(name, w, h, err);
+    if (st != VIT_OK) return st;
+    size_t bytes_per_sample = maxval > 255 ? 2 : 1;
+    size_t samples = (size_t)w * (size_t)h * (size_t)channels;
+    if (n - pos < samples * bytes_per_sample)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: truncated PNM (%zu of %zu pixel bytes)", name,
+                             n - pos, samples * bytes_per_sample);
+    st = alloc_image(name, (int)w, (int)h, out, err);
+    if (st != VIT_OK) return st;
+    const uint8_t *p = b + pos;
+    /* Grey with 16-bit samples goes through PIL's 32-bit "I" mode, i.e. it is
+     * scaled to 0..65535 and then clamped; everything else scales to 0..255. */
+    double target = (channels == 1 && maxval > 255) ? 65535.0 : 255.0;
+    uint8_t *dst = out->pixels;
+    for (size_t i = 0; i < samples; i++) {
+        long v = bytes_per_sample == 2 ? ((long)p[2 * i] << 8) | p[2 * i + 1] : p[i];
+        double s = nearbyint((double)v * target / (double)maxval);
+        uint8_t q = (uint8_t)(s > 255.0 ? 255.0 : s);
+        if (channels == 1) {
+            dst[3 * i] = dst[3 * i + 1] = dst[3 * i + 2] = q;
+        } else {
+            dst[i] = q;
+        }
+    }
+    return VIT_OK;
+}
+
+vit_status data_image_load_memory(const void *bytes, size_t size, const char *name,
+                                  data_image *out, vit_error *err) {
+    if (!name) name = "(memory)";
+    if (!out) return vit_error_set(err, VIT_E_ARG, "%s: no output image", name);
+    memset(out, 0, sizeof *out);
+    if (!bytes || size == 0) return vit_error_set(err, VIT_E_FORMAT, "%s: empty file", name);
+    if (size > (size_t)INT_MAX)
+        return vit_error_set(err, VIT_E_LIMIT, "%s: file of %zu bytes is too large", name, size);
+    const uint8_t *b = bytes;
+    image_format fmt = sniff_format(b, size);
+    switch (fmt) {
+    case FMT_PNM: return decode_pnm(b, size, name, out, err);
+    case FMT_PNM_ASCII:
+    case FMT_HDR:
+    case FMT_TIFF:
+    case FMT_WEBP:
+        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: %s images are not supported", name,
+                             format_name(fmt));
+    default: break;
+    }
+
+    /* stb refuses PNG headers beyond 2^30 bytes of pixels with a generic
+     * "unknown image type", so read the size ourselves for a useful message. */
+    if (fmt == FMT_PNG && size >= 24 && memcmp(b + 12, "IHDR", 4) == 0) {
+        int64_t pw = ((int64_t)b[16] << 24) | (b[17] << 16) | (b[18] << 8) | b[19];
+        int64_t ph = ((int64_t)b[20] << 24) | (b[21] << 16) | (b[22] << 8) | b[23];
+        vit_status st = check_dimensions(name, pw, ph, err);
+        if (st != VIT_OK) return st;
+    }
+    int w = 0, h = 0, comp = 0;
+    if (!stbi_info_from_memory(b, (int)size, &w, &h, &comp)) {
+        if (fmt == FMT_UNKNOWN)
+            return vit_error_set(err, VIT_E_FORMAT, "%s: not an image (unknown format)", name);
+        return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated %s header (%s)", name,
+                             format_name(fmt), stbi_failure_reason());
+    }
+    vit_status st = check_dimensions(name, w, h, err);
+    if (st != VIT_OK) return st;
+    if (fmt == FMT_JPEG && !jpeg_is_complete(b, size))
+        return vit_error_set(err, VIT_E_FORMAT, "%s: truncated JPEG (no end-of-image marker)", name);
+    if (fmt == FMT_BMP && !bmp_is_complete(b, size))
+        return vit_error_set(err, VIT_E_FORMAT, "%s: truncated BMP (pixel data missing)", name);
+
+    int dw = 0, dh = 0, dcomp = 0;
+    if (comp == 1 && stbi_is_16_bit_from_memory(b, (int)size)) {
+        /* 16-bit grey: clamp, as PIL's "I" -> "RGB" conversion does. */
+        stbi_us *grey = stbi_load_16_from_memory(b, (int)size, &dw, &dh, &dcomp, 1);
+        if (!grey)
+            return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt %s data (%s)", name,
+                                 format_name(fmt), stbi_failure_reason());
+        if (dw != w || dh != h) {
+            stbi_image_free(grey);
+            return vit_error_set(err, VIT_E_FORMAT, "%s: inconsistent %s size", name,
+                                 format_name(fmt));
+        }
+        st = alloc_image(name, w, h, out, err);
+        if (st == VIT_OK) {
+            size_t n = (size_t)w * (size_t)h;
+            for (size_t i = 0; i < n; i++) {
+                uint8_t q = grey[i] > 255 ? 255 : (uint8_t)grey[i];
+                out->pixels[3 * i] = out->pixels[3 * i + 1] = out->pixels[3 * i + 2] = q;
+            }
+        }
+        stbi_image_free(grey);
+        return st;
+    }
+
+    stbi_uc *rgb = stbi_load_from_memory(b, (int)size, &dw, &dh, &dcomp, 3);
+    if (!rgb)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated %s data (%s)", name,
+                             format_name(fmt), stbi_failure_reason());
+    if (dw != w || dh != h) {
+        stbi_image_free(rgb);
+        return vit_error_set(err, VIT_E_FORMAT, "%s: inconsistent %s size", name,
+                             format_name(fmt));
+    }
+    st = alloc_image(name, w, h, out, err);
+    if (st == VIT_OK) memcpy(out->pixels, rgb, (size_t)w * (size_t)h * 3);
+    stbi_image_free(rgb);
+    return st;
+}
+
+/* Reads a whole file, refusing directories, empty and oversized files. */
+static vit_status read_file(const char *path, uint8_t **bytes, size_t *size, vit_error *err) {
+    *bytes = NULL;
+    *size = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0) {
+        int e = errno;
+        fclose(f);
+        return vit_error_set(err, VIT_E_IO, "%s: cannot stat (%s)", path, strerror(e));
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        fclose(f);
+        return vit_error_set(err, VIT_E_IO, "%s: is a directory, not an image file", path);
+    }
+    if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > DATA_MAX_FILE_BYTES) {
+        fclose(f);
+        return vit_error_set(err, VIT_E_LIMIT, "%s: file of %lld bytes exceeds the limit of %zu MiB",
+                             path, (long long)sb.st_size, DATA_MAX_FILE_BYTES >> 20);
+    }
+    /* Grow as we read, so pipes and files that change size work too. */
+    size_t cap = S_ISREG(sb.st_mode) && sb.st_size > 0 ? (size_t)sb.st_size + 1 : 65536;
+    uint8_t *buf = malloc(cap);
+    size_t len = 0;
+    vit_status st = VIT_OK;
+    while (buf) {
+        if (len == cap) {
+            if (cap >= DATA_MAX_FILE_BYTES) {
+                st = vit_error_set(err, VIT_E_LIMIT, "%s: file exceeds the limit of %zu MiB",
+                                   path, DATA_MAX_FILE_BYTES >> 20);
+                break;
+            }
+            size_t grown = cap * 2;
+            uint8_t *nb = realloc(buf, grown);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap = grown;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) {
+            if (ferror(f))
+                st = vit_error_set(err, VIT_E_IO, "%s: read error (%s)", path, strerror(errno));
+            break;
+        }
+    }
+    fclose(f);
+    if (!buf) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory reading the file", path);
+    if (st != VIT_OK) {
+        free(buf);
+        return st;
+    }
+    if (len == 0) {
+        free(buf);
+        return vit_error_set(err, VIT_E_FORMAT, "%s: empty file", path);
+    }
+    *bytes = buf;
+    *size = len;
+    return VIT_OK;
+}
+
+vit_status data_image_load(const char *path, data_image *out, vit_error *err) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!path) return vit_error_set(err, VIT_E_ARG, "no image path given");
+    if (!out) return vit_error_set(err, VIT_E_ARG, "%s: no output image", path);
+    uint8_t *bytes;
+    size_t size;
+    vit_status st = read_file(path, &bytes, &size, err);
+    if (st != VIT_OK) return st;
+    st = data_image_load_memory(bytes, size, path, out, err);
+    free(bytes);
+    return st;
+}

@@ -1,0 +1,765 @@
+/* preprocess.c — preprocessing recipes (timm pretrained_cfg, Hugging Face
+ * image processors, default) and their application: resize, centre crop,
+ * rescale and normalise into a planar float32 tensor.
+ *
+ * Semantic choices (each mirrors a reference implementation unless noted):
+ *
+ *  - timm eval transform: scale_size = floor(H / crop_pct) with H from
+ *    input_size [3, H, W]; crop_mode "center" resizes the shorter side to
+ *    scale_size (torchvision Resize(int): long side int(scale * long /
+ *    short), truncated), "squash" resizes to scale_size x scale_size; both
+ *    then CenterCrop(H, W) with top = round((h - ch) / 2) rounding half to
+ *    even like Python. crop_mode "border" and non-square input_size with
+ *    "center" (timm's ResizeKeepRatio) are refused as unsupported.
+ *    Missing keys default to timm's: input_size 224, crop_pct 0.875,
+ *    bicubic, ImageNet mean/std.
+ *  - Hugging Face: size/crop_size as int N (N x N, get_size_dict with
+ *    default_to_square), [h, w] list, {"height","width"} or
+ *    {"shortest_edge"} (size only; long side int(N * long / short)).
+ *    {"shortest_edge", "longest_edge"} is refused. Defaults follow the
+ *    processor named by image_processor_type / feature_extractor_type:
+ *    DeiT* -> 256x256 bicubic, crop 224, ImageNet mean/std; anything else
+ *    -> ViT's 224x224 bilinear, no crop, mean/std 0.5. do_center_crop
+ *    defaults to true when crop_size is given (or for DeiT). A JSON null is
+ *    treated as an absent key. Centre crop top = (h - ch) // 2 (floor).
+ *  - A recipe must produce a fixed output size, so configs that resize by
+ *    shortest_edge (or not at all) without a centre crop are refused.
+ *  - Crops larger than the image pad with zero pixels (before
+ *    normalisation), as both references do; they only differ in where an
+ *    odd padding goes: torchvision puts the smaller half on top/left
+ *    (floor), transformers the larger (ceil).
+ *  - Normalisation is float32: (float)(pixel * rescale) then (v - mean) /
+ *    std, evaluated once per channel into a 256-entry table. For the
+ *    usual rescale 1/255 we divide by 255 in double and round once, which
+ *    equals torchvision's float32 p / 255 and transformers' float32(p *
+ *    (1/255)) for every 8-bit value. Any other rescale_factor is held as a
+ *    float in data_preprocess, so transformers' double product can differ
+ *    from ours by one float32 ulp (about 2e-7).
+ *  - data_preprocess_set_size: timm/default recipes recompute
+ *    floor(size / crop_pct); Hugging Face recipes scale the resize by
+ *    size / crop (rounded); recipes without a crop resize to size x size.
+ *  - JSON files are capped at 1 MiB; std must be positive; sizes must be
+ *    integers in 1..65536.
+ */
+#include "data.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JSON_MAX_BYTES ((size_t)1 << 20)
+#define MAX_SIDE 65536
+
+static const float IMAGENET_MEAN[3] = {0.485f, 0.456f, 0.406f};
+static const float IMAGENET_STD[3] = {0.229f, 0.224f, 0.225f};
+static const double DEFAULT_CROP_PCT = 0.875;
+
+static void set_source(data_preprocess *p, const char *s) {
+    snprintf(p->source, sizeof p->source, "%s", s);
+}
+
+/* floor(size / crop_pct) with crop_pct as the decimal the config wrote:
+ * p->crop_pct is a float, and dividing by the float would floor 238 / 0.85
+ * differently from Python's double arithmetic. */
+static int timm_scale_size(int size, float crop_pct) {
+    char text[32];
+    snprintf(text, sizeof text, "%.7g", (double)crop_pct);
+    double pct = strtod(text, NULL);
+    return (int)floor((double)size / pct);
+}
+
+void data_preprocess_default(data_preprocess *p, int image_size) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    if (image_size <= 0) image_size = 224;
+    p->resize_mode = DATA_RESIZE_SHORTEST_EDGE;
+    p->resize_shortest = (int)floor(image_size / DEFAULT_CROP_PCT);
+    p->resample = DATA_RESAMPLE_BICUBIC;
+    p->do_center_crop = 1;
+    p->crop_width = p->crop_height = image_size;
+    p->crop_rounding = DATA_CROP_TORCHVISION;
+    p->crop_pct = (float)DEFAULT_CROP_PCT;
+    p->do_rescale = 1;
+    p->rescale_factor = 1.0f / 255.0f;
+    p->do_normalize = 1;
+    memcpy(p->mean, IMAGENET_MEAN, sizeof p->mean);
+    memcpy(p->std, IMAGENET_STD, sizeof p->std);
+    set_source(p, "default");
+}
+
+/* ---- JSON helpers ---- */
+
+/* The item for key, with JSON null treated as absent. */
+static const cJSON *get_key(const cJSON *obj, const char *key) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return item && !cJSON_IsNull(item) ? item : NULL;
+}
+
+static int as_side(const cJSON *item, int *out) {
+    if (!cJSON_IsNumber(item)) return 0;
+    double v = item->valuedouble;
+    if (!(v >= 1 && v <= MAX_SIDE) || v != floor(v)) return 0;
+    *out = (int)v;
+    return 1;
+}
+
+static vit_status get_bool(const cJSON *obj, const char *key, int *out, const char *name,
+                           vit_error *err) {
+    const cJSON *item = get_key(obj, key);
+    if (!item) return VIT_OK;
+    if (!cJSON_IsBool(item))
+        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" must be true or false", name, key);
+    *out = cJSON_IsTrue(item);
+    return VIT_OK;
+}
+
+/* mean/std: a list of 3 numbers or a single number for all channels. */
+static vit_status get_triplet(const cJSON *obj, const char *key, float out[3], int positive,
+                              const char *name, vit_error *err) {
+    const cJSON *item = get_key(obj, key);
+    if (!item) return VIT_OK;
+    double v[3];
+    if (cJSON_IsNumber(item)) {
+        v[0] = v[1] = v[2] = item->valuedouble;
+    } else if (cJSON_IsArray(item) &&
+               (cJSON_GetArraySize(item) == 3 || cJSON_GetArraySize(item) == 1)) {
+        int n = cJSON_GetArraySize(item);
+        for (int i = 0; i < n; i++) {
+            const cJSON *e = cJSON_GetArrayItem(item, i);
+            if (!cJSON_IsNumber(e))
+                return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\"[%d] is not a number", name,
+                                     key, i);
+            v[i] = e->valuedouble;
+        }
+        if (n == 1) v[1] = v[2] = v[0];
+    } else {
+        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" must be a list of 3 numbers", name,
+                             key);
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!isfinite(v[i]) || fabs(v[i]) > 1e6)
+            return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\"[%d] = %g is out of range", name,
+                                 key, i, v[i]);
+        if (positive && !(v[i] > 0))
+            return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\"[%d] = %g must be positive", name,
+                                 key, i, v[i]);
+        out[i] = (float)v[i];
+    }
+    return VIT_OK;
+}
+
+static vit_status parse_json(const char *text, const char *name, cJSON **root, vit_error *err) {
+    *root = NULL;
+    if (!text) return vit_error_set(err, VIT_E_ARG, "%s: no JSON text", name);
+    size_t len = strnlen(text, JSON_MAX_BYTES + 1);
+    if (len > JSON_MAX_BYTES)
+        return vit_error_set(err, VIT_E_LIMIT, "%s: JSON larger than %zu KiB", name,
+                             JSON_MAX_BYTES >> 10);
+    const char *end = NULL;
+    /* len + 1 includes the terminator, which makes cJSON reject trailing text. */
+    cJSON *r = cJSON_ParseWithLengthOpts(text, len + 1, &end, 1);
+    if (!r) {
+        size_t at = end && end >= text ? (size_t)(end - text) : 0;
+        return vit_error_set(err, VIT_E_FORMAT, "%s: malformed JSON near byte %zu", name, at);
+    }
+    if (!cJSON_IsObject(r)) {
+        cJSON_Delete(r);
+        return vit_error_set(err, VIT_E_FORMAT, "%s: top level is not a JSON object", name);
+    }
+    *root = r;
+    return VIT_OK;
+}
+
+/* ---- Hugging Face ---- */
+
+typedef struct hf_size {
+    int present;
+    int shortest; /* > 0: shortest_edge */
+    int height, width;
+} hf_size;
+
+static vit_status get_hf_size(const cJSON *obj, const char *key, int allow_shortest, hf_size *out,
+                              const char *name, vit_error *err) {
+    const cJSON *item = get_key(obj, key);
+    if (!item) return VIT_OK;
+    hf_size s = {1, 0, 0, 0};
+    if (cJSON_IsNumber(item)) {
+        if (!as_side(item, &s.height))
+            return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" must be an integer in 1..%d",
+                                 name, key, MAX_SIDE);
+        s.width = s.height;
+    } else if (cJSON_IsArray(item)) {
+        if (cJSON_GetArraySize(item) != 2 || !as_side(cJSON_GetArrayItem(item, 0), &s.height) ||
+            !as_side(cJSON_GetArrayItem(item, 1), &s.width))
+            return vit_error_set(err, VIT_E_FORMAT,
+                                 "%s: \"%s\" must be [height, width] with integers in 1..%d", name,
+                                 key, MAX_SIDE);
+    } else if (cJSON_IsObject(item)) {
+        const cJSON *h = get_key(item, "height"), *w = get_key(item, "width");
+        const cJSON *se = get_key(item, "shortest_edge"), *le = get_key(item, "longest_edge");
+        if (h || w) {
+            if (!h || !w || !as_side(h, &s.height) || !as_side(w, &s.width))
+                return vit_error_set(err, VIT_E_FORMAT,
+                                     "%s: \"%s\" needs integer \"height\" and \"width\" in 1..%d",
+                                     name, key, MAX_SIDE);
+        } else if (se) {
+            if (!allow_shortest)
+                return vit_error_set(err, VIT_E_UNSUPPORTED,
+                                     "%s: \"%s\" with \"shortest_edge\" is not supported", name,
+                                     key);
+            if (le)
+                return vit_error_set(err, VIT_E_UNSUPPORTED,
+                                     "%s: \"%s\" with \"longest_edge\" is not supported", name,
+                                     key);
+            if (!as_side(se, &s.shortest))
+                return vit_error_set(err, VIT_E_FORMAT,
+                                     "%s: \"%s\".shortest_edge must be an integer in 1..%d", name,
+                                     key, MAX_SIDE);
+        } else {
+            return vit_error_set(err, VIT_E_FORMAT,
+                                 "%s: \"%s\" has neither height/width nor shortest_edge", name,
+                                 key);
+        }
+    } else {
+        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" must be an integer or an object",
+                             name, key);
+    }
+    *out = s;
+    return VIT_OK;
+}
+
+static vit_status hf_from_root(const cJSON *root, const char *name, data_preprocess *p,
+                               vit_error *err) {
+    const cJSON *type = get_key(root, "image_processor_type");
+    if (!type) type = get_key(root, "feature_extractor_type");
+    int deit = cJSON_IsString(type) && strstr(type->valuestring, "DeiT") != NULL;
+
+    /* transformers' defaults for the named processor. */
+    hf_size size = {1, 0, deit ? 256 : 224, deit ? 256 : 224};
+    hf_size crop = {0, 0, 224, 224};
+    int do_resize = 1, do_crop = -1, do_rescale = 1, do_normalize = 1;
+    double rescale = 1.0 / 255.0;
+    int resample = deit ? DATA_RESAMPLE_BICUBIC : DATA_RESAMPLE_BILINEAR;
+    float mean[3], std[3];
+    for (int c = 0; c < 3; c++) {
+        mean[c] = deit ? IMAGENET_MEAN[c] : 0.5f;
+        std[c] = deit ? IMAGENET_STD[c] : 0.5f;
+    }
+
+    vit_status st;
+    if ((st = get_hf_size(root, "size", 1, &size, name, err)) != VIT_OK) return st;
+    if ((st = get_hf_size(root, "crop_size", 0, &crop, name, err)) != VIT_OK) return st;
+    if ((st = get_bool(root, "do_resize", &do_resize, name, err)) != VIT_OK) return st;
+    if ((st = get_bool(root, "do_center_crop", &do_crop, name, err)) != VIT_OK) return st;
+    if ((st = get_bool(root, "do_rescale", &do_rescale, name, err)) != VIT_OK) return st;
+    if ((st = get_bool(root, "do_normalize", &do_normalize, name, err)) != VIT_OK) return st;
+    if ((st = get_triplet(root, "image_mean", mean, 0, name, err)) != VIT_OK) return st;
+    if ((st = get_triplet(root, "image_std", std, 1, name, err)) != VIT_OK) return st;
+    const cJSON *item = get_key(root, "rescale_factor");
+    if (item) {
+        if (!cJSON_IsNumber(item) || !(item->valuedouble > 0) || !isfinite(item->valuedouble))
+            return vit_error_set(err, VIT_E_FORMAT, "%s: \"rescale_factor\" must be a positive number",
+                                 name);
+        rescale = item->valuedouble;
+    }
+    item = get_key(root, "resample");
+    if (item) {
+        if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble))
+            return vit_error_set(err, VIT_E_FORMAT, "%s: \"resample\" must be a PIL filter number",
+                                 name);
+        int r = (int)item->valuedouble;
+        if (r != DATA_RESAMPLE_NEAREST && r != DATA_RESAMPLE_BILINEAR && r != DATA_RESAMPLE_BICUBIC)
+            return vit_error_set(err, VIT_E_UNSUPPORTED,
+                                 "%s: \"resample\" %d is not supported (0 nearest, 2 bilinear, 3 "
+                                 "bicubic)",
+                                 name, r);
+        resample = r;
+    }
+    if (do_crop < 0) do_crop = crop.present || deit;
+
+    memset(p, 0, sizeof *p);
+    if (!do_resize) {
+        p->resize_mode = DATA_RESIZE_NONE;
+    } else if (size.shortest > 0) {
+        p->resize_mode = DATA_RESIZE_SHORTEST_EDGE;
+        p->resize_shortest = size.shortest;
+    } else {
+        p->resize_mode = DATA_RESIZE_EXACT;
+        p->resize_height = size.height;
+        p->resize_width = size.width;
+    }
+    if (!do_crop && p->resize_mode != DATA_RESIZE_EXACT)
+        return vit_error_set(err, VIT_E_UNSUPPORTED,
+                             "%s: output size would depend on the image (%s without a centre "
+                             "crop)",
+                             name, do_resize ? "shortest_edge resize" : "no resize");
+    p->resample = (data_resample)resample;
+    p->do_center_crop = do_crop;
+    p->crop_height = do_crop ? crop.height : 0;
+    p->crop_width = do_crop ? crop.width : 0;
+    p->crop_rounding = DATA_CROP_HF;
+    p->crop_pct = 0;
+    p->do_rescale = do_rescale;
+    p->rescale_factor = (float)rescale;
+    p->do_normalize = do_normalize;
+    memcpy(p->mean, mean, sizeof mean);
+    memcpy(p->std, std, sizeof std);
+    set_source(p, "preprocessor_config.json");
+    return VIT_OK;
+}
+
+vit_status data_preprocess_from_hf_json(const char *json_text, const char *name,
+                                        data_preprocess *p, vit_error *err) {
+    if (!name) name = "preprocessor_config.json";
+    if (!p) return vit_error_set(err, VIT_E_ARG, "%s: no recipe to fill", name);
+    cJSON *root;
+    vit_status st = parse_json(json_text, name, &root, err);
+    if (st != VIT_OK) return st;
+    data_preprocess tmp;
+    st = hf_from_root(root, name, &tmp, err);
+    cJSON_Delete(root);
+    if (st == VIT_OK) *p = tmp;
+    return st;
+}
+
+/* ---- timm ---- */
+
+static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preprocess *p,
+                                vit_error *err) {
+    int height = 224, width = 224;
+    const cJSON *item = get_key(cfg, "input_size");
+    if (item) {
+        int channels = 0;
+        if (!cJSON_IsArray(item) || cJSON_GetArraySize(item) != 3 ||
+            !as_side(cJSON_GetArrayItem(item, 0), &channels) ||
+            !as_side(cJSON_GetArrayItem(item, 1), &height) ||
+            !as_side(cJSON_GetArrayItem(item, 2), &width))
+            return vit_error_set(err, VIT_E_FORMAT,
+                                 "%s: pretrained_cfg.input_size must be [3, height, width]", name);
+        if (channels != 3)
+            return vit_error_set(err, VIT_E_UNSUPPORTED,
+                                 "%s: pretrained_cfg.input_size has %d channels, only 3 supported",
+                                 name, channels);
+    }
+    double crop_pct = DEFAULT_CROP_PCT;
+    item = get_key(cfg, "crop_pct");
+    if (item) {
+        if (!cJSON_IsNumber(item) || !(item->valuedouble > 0 && item->valuedouble <= 10))
+            return vit_error_set(err, VIT_E_FORMAT,
+                                 "%s: pretrained_cfg.crop_pct must be a number in (0, 10]", name);
+        crop_pct = item->valuedouble;
+    }
+    data_resample resample = DATA_RESAMPLE_BICUBIC;
+    item = get_key(cfg, "interpolation");
+    if (item) {
+        const char *s = cJSON_IsString(item) ? item->valuestring : NULL;
+        if (!s)
+            return vit_error_set(err, VIT_E_FORMAT,
+                                 "%s: pretrained_cfg.interpolation must be a string", name);
+        if (strcmp(s, "bicubic") == 0) resample = DATA_RESAMPLE_BICUBIC;
+        else if (strcmp(s, "bilinear") == 0) resample = DATA_RESAMPLE_BILINEAR;
+        else if (strcmp(s, "nearest") == 0) resample = DATA_RESAMPLE_NEAREST;
+        else
+            return vit_error_set(err, VIT_E_UNSUPPORTED,
+                                 "%s: pretrained_cfg.interpolation \"%.40s\" is not supported "
+                                 "(bicubic, bilinear, nearest)",
+                                 name, s);
+    }
+    int squash = 0;
+    item = get_key(cfg, "crop_mode");
+    if (item) {
+        const char *s = cJSON_IsString(item) ? item->valuestring : NULL;
+        if (!s)
+            return vit_error_set(err, VIT_E_FORMAT, "%s: pretrained_cfg.crop_mode must be a string",
+                                 name);
+        if (strcmp(s, "squash") == 0) squash = 1;
+        else if (strcmp(s, "center") != 0)
+            return vit_error_set(err, VIT_E_UNSUPPORTED,
+                                 "%s: pretrained_cfg.crop_mode \"%.40s\" is not supported (center, "
+                                 "squash)",
+                                 name, s);
+    }
+    float mean[3], std[3];
+    memcpy(mean, IMAGENET_MEAN, sizeof mean);
+    memcpy(std, IMAGENET_STD, sizeof std);
+    vit_status st;
+    if ((st = get_triplet(cfg, "mean", mean, 0, name, err)) != VIT_OK) return st;
+    if ((st = get_triplet(cfg, "std", std, 1, name, err)) != VIT_OK) return st;
+
+    int scale_h = (int)floor(height / crop_pct), scale_w = (int)floor(width / crop_pct);
+    if (scale_h < 1 || scale_w < 1 || scale_h > MAX_SIDE || scale_w > MAX_SIDE)
+        return vit_error_set(err, VIT_E_FORMAT,
+                             "%s: pretrained_cfg.crop_pct %g gives an invalid resize %dx%d", name,
+                             crop_pct, scale_w, scale_h);
+    memset(p, 0, sizeof *p);
+    if (squash) {
+        p->resize_mode = DATA_RESIZE_EXACT;
+        p->resize_height = scale_h;
+        p->resize_width = scale_w;
+    } else {
+        if (height != width)
+            return vit_error_set(err, VIT_E_UNSUPPORTED,
+                                 "%s: non-square input_size %dx%d with crop_mode center is not "
+                                 "supported",
+                                 name, width, height);
+        p->resize_mode = DATA_RESIZE_SHORTEST_EDGE;
+        p->resize_shortest = scale_h;
+    }
+    p->resample = resample;
+    p->do_center_crop = 1;
+    p->crop_height = height;
+    p->crop_width = width;
+    p->crop_rounding = DATA_CROP_TORCHVISION;
+    p->crop_pct = (float)crop_pct;
+    p->do_rescale = 1;
+    p->rescale_factor = 1.0f / 255.0f;
+    p->do_normalize = 1;
+    memcpy(p->mean, mean, sizeof mean);
+    memcpy(p->std, std, sizeof std);
+    set_source(p, "timm pretrained_cfg");
+    return VIT_OK;
+}
+
+vit_status data_preprocess_from_timm_json(const char *json_text, const char *name,
+                                          data_preprocess *p, vit_error *err) {
+    if (!name) name = "config.json";
+    if (!p) return vit_error_set(err, VIT_E_ARG, "%s: no recipe to fill", name);
+    cJSON *root;
+    vit_status st = parse_json(json_text, name, &root, err);
+    if (st != VIT_OK) return st;
+    const cJSON *cfg = get_key(root, "pretrained_cfg");
+    data_preprocess tmp;
+    if (!cfg)
+        st = vit_error_set(err, VIT_E_FORMAT, "%s: no \"pretrained_cfg\" (not a timm config)", name);
+    else if (!cJSON_IsObject(cfg))
+        st = vit_error_set(err, VIT_E_FORMAT, "%s: \"pretrained_cfg\" is not an object", name);
+    else
+        st = timm_from_cfg(cfg, name, &tmp, err);
+    cJSON_Delete(root);
+    if (st == VIT_OK) *p = tmp;
+    return st;
+}
+
+/* ---- model directories ---- */
+
+/* Reads a small text file. *missing is set (and VIT_OK returned) when the
+ * file does not exist, so callers can fall back. */
+static vit_status read_text(const char *path, char **text, int *missing, vit_error *err) {
+    *text = NULL;
+    *missing = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT) {
+            *missing = 1;
+            return VIT_OK;
+        }
+        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(errno));
+    }
+    char *buf = malloc(JSON_MAX_BYTES + 1);
+    if (!buf) {
+        fclose(f);
+        return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
+    }
+    size_t len = fread(buf, 1, JSON_MAX_BYTES + 1, f);
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        free(buf);
+        return vit_error_set(err, VIT_E_IO, "%s: read error", path);
+    }
+    if (len > JSON_MAX_BYTES) {
+        free(buf);
+        return vit_error_set(err, VIT_E_LIMIT, "%s: larger than the %zu KiB limit for JSON", path,
+                             JSON_MAX_BYTES >> 10);
+    }
+    buf[len] = '\0';
+    if (strlen(buf) != len) {
+        free(buf);
+        return vit_error_set(err, VIT_E_FORMAT, "%s: contains NUL bytes, not JSON", path);
+    }
+    *text = buf;
+    return VIT_OK;
+}
+
+vit_status data_preprocess_for_model(const char *model_dir, int image_size, data_preprocess *p,
+                                     vit_error *err) {
+    if (!p) return vit_error_set(err, VIT_E_ARG, "no recipe to fill");
+    if (!model_dir) {
+        data_preprocess_default(p, image_size);
+        return VIT_OK;
+    }
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/preprocessor_config.json", model_dir) >= (int)sizeof path)
+        return vit_error_set(err, VIT_E_ARG, "%s: model directory path too long", model_dir);
+    char *text;
+    int missing;
+    vit_status st = read_text(path, &text, &missing, err);
+    if (st != VIT_OK) return st;
+    if (!missing) {
+        st = data_preprocess_from_hf_json(text, path, p, err);
+        free(text);
+        return st;
+    }
+    snprintf(path, sizeof path, "%s/config.json", model_dir);
+    st = read_text(path, &text, &missing, err);
+    if (st != VIT_OK) return st;
+    if (!missing) {
+        cJSON *root;
+        st = parse_json(text, path, &root, err);
+        free(text);
+        if (st != VIT_OK) return st;
+        const cJSON *cfg = get_key(root, "pretrained_cfg");
+        if (cfg) {
+            data_preprocess tmp;
+            if (!cJSON_IsObject(cfg))
+                st = vit_error_set(err, VIT_E_FORMAT, "%s: \"pretrained_cfg\" is not an object",
+                                   path);
+            else
+                st = timm_from_cfg(cfg, path, &tmp, err);
+            cJSON_Delete(root);
+            if (st == VIT_OK) *p = tmp;
+            return st;
+        }
+        cJSON_Delete(root);
+    }
+    data_preprocess_default(p, image_size);
+    return VIT_OK;
+}
+
+/* ---- size, description ---- */
+
+static int scale_side(int side, int size, int crop) {
+    long v = lround((double)side * size / crop);
+    return v < 1 ? 1 : v > MAX_SIDE ? MAX_SIDE : (int)v;
+}
+
+void data_preprocess_set_size(data_preprocess *p, int size) {
+    if (!p || size <= 0 || size > MAX_SIDE) return;
+    if (!p->do_center_crop || p->crop_height <= 0 || p->crop_width <= 0) {
+        /* No crop: the resize alone fixes the output size. */
+        p->resize_mode = DATA_RESIZE_EXACT;
+        p->resize_height = p->resize_width = size;
+        return;
+    }
+    int old_h = p->crop_height, old_w = p->crop_width;
+    p->crop_height = p->crop_width = size;
+    switch (p->resize_mode) {
+    case DATA_RESIZE_SHORTEST_EDGE:
+        if (p->crop_pct > 0) p->resize_shortest = timm_scale_size(size, p->crop_pct);
+        else p->resize_shortest = scale_side(p->resize_shortest, size, old_h);
+        break;
+    case DATA_RESIZE_EXACT:
+        if (p->crop_pct > 0) {
+            p->resize_height = p->resize_width = timm_scale_size(size, p->crop_pct);
+        } else {
+            p->resize_height = scale_side(p->resize_height, size, old_h);
+            p->resize_width = scale_side(p->resize_width, size, old_w);
+        }
+        break;
+    case DATA_RESIZE_NONE: break;
+    }
+}
+
+int data_preprocess_out_height(const data_preprocess *p) {
+    if (!p) return 0;
+    if (p->do_center_crop) return p->crop_height;
+    return p->resize_mode == DATA_RESIZE_EXACT ? p->resize_height : 0;
+}
+
+int data_preprocess_out_width(const data_preprocess *p) {
+    if (!p) return 0;
+    if (p->do_center_crop) return p->crop_width;
+    return p->resize_mode == DATA_RESIZE_EXACT ? p->resize_width : 0;
+}
+
+static const char *resample_name(data_resample r) {
+    switch (r) {
+    case DATA_RESAMPLE_NEAREST: return "nearest";
+    case DATA_RESAMPLE_BILINEAR: return "bilinear";
+    case DATA_RESAMPLE_BICUBIC: return "bicubic";
+    }
+    return "unknown filter";
+}
+
+void data_preprocess_describe(const data_preprocess *p, char *buf, size_t size) {
+    if (!buf || size == 0) return;
+    if (!p) {
+        snprintf(buf, size, "(no recipe)");
+        return;
+    }
+    char resize[96], crop[64], scale[64], norm[128];
+    switch (p->resize_mode) {
+    case DATA_RESIZE_SHORTEST_EDGE:
+        snprintf(resize, sizeof resize, "resize shorter side to %d (%s)", p->resize_shortest,
+                 resample_name(p->resample));
+        break;
+    case DATA_RESIZE_EXACT:
+        snprintf(resize, sizeof resize, "resize to %dx%d (%s)", p->resize_width, p->resize_height,
+                 resample_name(p->resample));
+        break;
+    default: snprintf(resize, sizeof resize, "no resize"); break;
+    }
+    if (p->do_center_crop)
+        snprintf(crop, sizeof crop, ", centre crop %dx%d", p->crop_width, p->crop_height);
+    else
+        snprintf(crop, sizeof crop, ", no crop");
+    if (!p->do_rescale)
+        snprintf(scale, sizeof scale, ", no rescale");
+    else if (fabsf(p->rescale_factor - 1.0f / 255.0f) > 1e-9f)
+        snprintf(scale, sizeof scale, ", rescale %g", (double)p->rescale_factor);
+    else
+        scale[0] = '\0';
+    if (p->do_normalize)
+        snprintf(norm, sizeof norm, ", mean %g,%g,%g std %g,%g,%g", (double)p->mean[0],
+                 (double)p->mean[1], (double)p->mean[2], (double)p->std[0], (double)p->std[1],
+                 (double)p->std[2]);
+    else
+        snprintf(norm, sizeof norm, ", no normalisation");
+    snprintf(buf, size, "%s%s%s%s (%s)", resize, crop, scale, norm,
+             p->source[0] ? p->source : "custom");
+}
+
+/* ---- application ---- */
+
+/* Python's int(round(x / 2)) for an integer x: halves go to the even side. */
+static int half_round_even(int x) {
+    int q = x / 2; /* x >= 0 here */
+    if (x % 2 == 0) return q;
+    return (q % 2 == 0) ? q : q + 1;
+}
+
+/* Source start and destination offset of a centre crop along one axis. */
+static void crop_axis(int size, int crop, data_crop_rounding rounding, int *src_start,
+                      int *dst_start, int *count) {
+    if (size >= crop) {
+        int margin = size - crop;
+        *src_start = rounding == DATA_CROP_TORCHVISION ? half_round_even(margin) : margin / 2;
+        *dst_start = 0;
+        *count = crop;
+    } else {
+        int pad = crop - size;
+        *src_start = 0;
+        *dst_start = rounding == DATA_CROP_TORCHVISION ? pad / 2 : (pad + 1) / 2;
+        *count = size;
+    }
+}
+
+static vit_status check_recipe(const data_preprocess *p, vit_error *err) {
+    if (p->resize_mode == DATA_RESIZE_EXACT &&
+        (p->resize_width <= 0 || p->resize_height <= 0 || p->resize_width > MAX_SIDE ||
+         p->resize_height > MAX_SIDE))
+        return vit_error_set(err, VIT_E_ARG, "preprocess: invalid resize %dx%d", p->resize_width,
+                             p->resize_height);
+    if (p->resize_mode == DATA_RESIZE_SHORTEST_EDGE &&
+        (p->resize_shortest <= 0 || p->resize_shortest > MAX_SIDE))
+        return vit_error_set(err, VIT_E_ARG, "preprocess: invalid shorter side %d",
+                             p->resize_shortest);
+    if (p->do_center_crop) {
+        if (p->crop_width <= 0 || p->crop_height <= 0 || p->crop_width > MAX_SIDE ||
+            p->crop_height > MAX_SIDE)
+            return vit_error_set(err, VIT_E_ARG, "preprocess: invalid crop %dx%d", p->crop_width,
+                                 p->crop_height);
+    } else if (p->resize_mode != DATA_RESIZE_EXACT) {
+        return vit_error_set(err, VIT_E_ARG,
+                             "preprocess: output size depends on the image (no exact resize and "
+                             "no crop)");
+    }
+    if (p->do_normalize)
+        for (int c = 0; c < 3; c++)
+            if (!(p->std[c] > 0) && !(p->std[c] < 0))
+                return vit_error_set(err, VIT_E_ARG, "preprocess: std[%d] is zero", c);
+    if (p->do_rescale && !(p->rescale_factor > 0))
+        return vit_error_set(err, VIT_E_ARG, "preprocess: rescale factor must be positive");
+    return VIT_OK;
+}
+
+vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img, float *out,
+                                 vit_error *err) {
+    if (!p || !img || !out) return vit_error_set(err, VIT_E_ARG, "preprocess: missing argument");
+    if (!img->pixels || img->width <= 0 || img->height <= 0)
+        return vit_error_set(err, VIT_E_ARG, "preprocess: empty image");
+    vit_status st = check_recipe(p, err);
+    if (st != VIT_OK) return st;
+
+    /* 1. resize, with torchvision's/transformers' output size rule. */
+    int rw = img->width, rh = img->height;
+    if (p->resize_mode == DATA_RESIZE_EXACT) {
+        rw = p->resize_width;
+        rh = p->resize_height;
+    } else if (p->resize_mode == DATA_RESIZE_SHORTEST_EDGE) {
+        int64_t s = p->resize_shortest;
+        if (img->width <= img->height) {
+            rw = (int)s;
+            double l = (double)(s * img->height) / img->width;
+            rh = l > 2e9 ? INT32_MAX : (int)l;
+        } else {
+            rh = (int)s;
+            double l = (double)(s * img->width) / img->height;
+            rw = l > 2e9 ? INT32_MAX : (int)l;
+        }
+    }
+    data_image resized = {0};
+    const data_image *cur = img;
+    if (rw != img->width || rh != img->height) {
+        st = data_resize(img, rw, rh, p->resample, &resized, err);
+        if (st != VIT_OK) return st;
+        cur = &resized;
+    }
+
+    /* 2. per-channel lookup from 8-bit value to the normalised float. */
+    float lut[3][256];
+    int exact_255 = p->rescale_factor == 1.0f / 255.0f;
+    for (int c = 0; c < 3; c++) {
+        for (int v = 0; v < 256; v++) {
+            float x;
+            if (!p->do_rescale) x = (float)v;
+            else if (exact_255) x = (float)(v / 255.0);
+            else x = (float)(v * (double)p->rescale_factor);
+            if (p->do_normalize) x = (x - p->mean[c]) / p->std[c];
+            lut[c][v] = x;
+        }
+    }
+
+    /* 3. centre crop (zero-padded when the crop is larger) into CHW. */
+    int oh = p->do_center_crop ? p->crop_height : cur->height;
+    int ow = p->do_center_crop ? p->crop_width : cur->width;
+    int sy = 0, dy = 0, ny = oh, sx = 0, dx = 0, nx = ow;
+    if (p->do_center_crop) {
+        crop_axis(cur->height, oh, p->crop_rounding, &sy, &dy, &ny);
+        crop_axis(cur->width, ow, p->crop_rounding, &sx, &dx, &nx);
+    }
+    size_t plane = (size_t)oh * ow;
+    if (ny < oh || nx < ow)
+        for (int c = 0; c < 3; c++)
+            for (size_t i = 0; i < plane; i++) out[c * plane + i] = lut[c][0];
+    for (int y = 0; y < ny; y++) {
+        const uint8_t *row = cur->pixels + ((size_t)(sy + y) * cur->width + sx) * 3;
+        size_t o = (size_t)(dy + y) * ow + dx;
+        for (int x = 0; x < nx; x++) {
+            out[o + x] = lut[0][row[3 * x]];
+            out[plane + o + x] = lut[1][row[3 * x + 1]];
+            out[2 * plane + o + x] = lut[2][row[3 * x + 2]];
+        }
+    }
+    data_image_free(&resized);
+    return VIT_OK;
+}
+
+vit_status data_preprocess_file(const data_preprocess *p, const char *path, float *out,
+                                vit_error *err) {
+    data_image img;
+    vit_status st = data_image_load(path, &img, err);
+    if (st != VIT_OK) return st;
+    st = data_preprocess_apply(p, &img, out, err);
+    if (st != VIT_OK && err && path && !strstr(err->message, path)) {
+        /* Resize/recipe messages do not know the file; name it. */
+        char msg[sizeof err->message];
+        snprintf(msg, sizeof msg, "%s", err->message);
+        vit_error_set(err, st, "%s: %s", path, msg);
+    }
+    data_image_free(&img);
+    return st;
+}
