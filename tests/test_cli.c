@@ -1,0 +1,130 @@
+/* The vit program as a user meets it: exit statuses, one-line errors on
+ * stderr, results alone on stdout, valid JSON. Runs the built binary on a
+ * small fixture checkpoint; the expected labels come from PyTorch's config. */
+#include <cJSON.h>
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define VIT VITC_BINARY_DIR "/vit"
+#define MODEL VITC_SOURCE_DIR "/tests/fixtures/parity/hf_vit_d48_h3"
+#define PHOTO VITC_SOURCE_DIR "/tests/fixtures/real/apple.png"
+
+typedef struct run_result {
+    int status;
+    char out[65536], err[65536];
+} run_result;
+
+static void slurp(const char *path, char *buf, size_t size) {
+    FILE *fp = fopen(path, "r");
+    size_t n = fp ? fread(buf, 1, size - 1, fp) : 0;
+    buf[n] = '\0';
+    if (fp) fclose(fp);
+}
+
+static run_result *run(const char *args) {
+    static run_result r;
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s >/tmp/vitc-cli-out.%d 2>/tmp/vitc-cli-err.%d </dev/null", VIT,
+             args, (int)getpid(), (int)getpid());
+    int raw = system(cmd);
+    cr_assert(WIFEXITED(raw), "'%s' did not exit normally", cmd);
+    r.status = WEXITSTATUS(raw);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/vitc-cli-out.%d", (int)getpid());
+    slurp(path, r.out, sizeof r.out);
+    remove(path);
+    snprintf(path, sizeof path, "/tmp/vitc-cli-err.%d", (int)getpid());
+    slurp(path, r.err, sizeof r.err);
+    remove(path);
+    return &r;
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+Test(cli, unknown_flag_is_one_line_and_fatal) {
+    run_result *r = run("classify --frobnicate -m " MODEL " " PHOTO);
+    cr_expect_eq(r->status, 1);
+    cr_expect_eq(count_lines(r->err), 1, "stderr: %s", r->err);
+    cr_expect(strstr(r->err, "--frobnicate"), "stderr: %s", r->err);
+    cr_expect_str_empty(r->out);
+}
+
+Test(cli, unknown_command) {
+    run_result *r = run("frobnicate");
+    cr_expect_eq(r->status, 1);
+    cr_expect(strstr(r->err, "frobnicate"), "stderr: %s", r->err);
+}
+
+Test(cli, missing_model_is_fatal) {
+    run_result *r = run("classify -m /nonexistent/model " PHOTO);
+    cr_expect_eq(r->status, 1);
+    cr_expect_eq(count_lines(r->err), 1, "stderr: %s", r->err);
+    cr_expect(strstr(r->err, "/nonexistent/model"), "stderr: %s", r->err);
+}
+
+Test(cli, bad_number) {
+    run_result *r = run("classify -k many -m " MODEL " " PHOTO);
+    cr_expect_eq(r->status, 1);
+    cr_expect(strstr(r->err, "-k") && strstr(r->err, "many"), "stderr: %s", r->err);
+}
+
+Test(cli, help_on_every_command) {
+    const char *commands[] = {"classify", "info", "eval"};
+    for (int i = 0; i < 3; i++) {
+        char args[64];
+        snprintf(args, sizeof args, "%s -h", commands[i]);
+        run_result *r = run(args);
+        cr_expect_eq(r->status, 0, "%s -h", commands[i]);
+        cr_expect(strstr(r->out, "usage: vit"), "%s -h printed: %s", commands[i], r->out);
+    }
+}
+
+Test(cli, classify_text_labels_from_config) {
+    run_result *r = run("classify -k 5 -m " MODEL " " PHOTO);
+    cr_expect_eq(r->status, 0, "stderr: %s", r->err);
+    cr_expect(strstr(r->out, "apple.png\n"), "stdout: %s", r->out);
+    /* All five classes are listed, with id2label's names. */
+    const char *names[] = {"class zero", "class one", "class two", "class three", "class four"};
+    for (int i = 0; i < 5; i++) cr_expect(strstr(r->out, names[i]), "missing %s in %s", names[i], r->out);
+}
+
+Test(cli, a_bad_image_does_not_stop_the_others) {
+    run_result *r = run("classify --format json -k 2 -m " MODEL " /nonexistent.png " PHOTO);
+    cr_expect_eq(r->status, 2, "stderr: %s", r->err);
+    cr_expect_eq(count_lines(r->err), 1, "stderr: %s", r->err);
+    cr_expect(strstr(r->err, "/nonexistent.png"), "stderr: %s", r->err);
+    cJSON *json = cJSON_Parse(r->out);
+    cr_assert(cJSON_IsArray(json), "stdout is not a JSON array: %s", r->out);
+    cr_assert_eq(cJSON_GetArraySize(json), 2);
+    const cJSON *bad = cJSON_GetArrayItem(json, 0), *good = cJSON_GetArrayItem(json, 1);
+    cr_expect(cJSON_IsString(cJSON_GetObjectItem(bad, "error")));
+    const cJSON *top = cJSON_GetObjectItem(good, "top");
+    cr_assert_eq(cJSON_GetArraySize(top), 2);
+    const cJSON *first = cJSON_GetArrayItem(top, 0);
+    cr_expect(cJSON_IsString(cJSON_GetObjectItem(first, "label")));
+    const double p = cJSON_GetObjectItem(first, "probability")->valuedouble;
+    cr_expect(p > 0.0 && p <= 1.0);
+    cJSON_Delete(json);
+}
+
+Test(cli, info_names_layout_and_preprocessing) {
+    run_result *r = run("info -m " MODEL);
+    cr_expect_eq(r->status, 0, "stderr: %s", r->err);
+    cr_expect(strstr(r->out, "Hugging Face ViT"), "stdout: %s", r->out);
+    cr_expect(strstr(r->out, "3 heads"), "stdout: %s", r->out);
+    cr_expect(strstr(r->out, "preprocess"), "stdout: %s", r->out);
+}
+
+Test(cli, info_takes_the_safetensors_file_too) {
+    run_result *r = run("info -m " MODEL "/model.safetensors");
+    cr_expect_eq(r->status, 0, "stderr: %s", r->err);
+    cr_expect(strstr(r->out, "config.json"), "config beside the file not used: %s", r->out);
+}
