@@ -289,7 +289,8 @@ int cli_eval(int argc, char **argv) {
             top1 += top[0] == truth;
             top5 += in_top5;
             if (out) {
-                csv_write_field(out, set.paths[item] + (args.values[OPT_LABELS_CSV] ? strlen(dir) + 1 : 0));
+                /* Paths relative to DIR, as the user named them. */
+                csv_write_field(out, set.paths[item] + strlen(dir) + 1);
                 fprintf(out, ",%d,%d,%d,", truth, top[0], top[0] == truth);
                 csv_write_field(out, vit_model_label(model, truth) ? vit_model_label(model, truth) : "");
                 fputc(',', out);

@@ -128,3 +128,39 @@ Test(cli, info_takes_the_safetensors_file_too) {
     cr_expect_eq(r->status, 0, "stderr: %s", r->err);
     cr_expect(strstr(r->out, "config.json"), "config beside the file not used: %s", r->out);
 }
+
+/* ImageFolder eval: folders are matched to labels (underscores as spaces,
+ * or class indices), every image is counted, and the per-image CSV carries
+ * the class each folder stands for. */
+Test(cli, eval_image_folder) {
+    char dir[] = "/tmp/vitc-eval-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/class_two %s/4 %s/.hidden && cp %s %s/class_two/a.png && "
+             "cp %s %s/class_two/b.PNG && cp %s %s/4/c.png && cp %s %s/.hidden/d.png",
+             dir, dir, dir, PHOTO, dir, PHOTO, dir, PHOTO, dir, PHOTO, dir);
+    cr_assert(system(cmd) == 0);
+    char args[1024];
+    snprintf(args, sizeof args, "eval -m " MODEL " -o %s/out.csv %s", dir, dir);
+    run_result *r = run(args);
+    cr_expect_eq(r->status, 0, "stderr: %s", r->err);
+    cr_expect(strstr(r->out, "/3)"), "three images expected: %s", r->out);
+    char csv_path[256], csv[4096];
+    snprintf(csv_path, sizeof csv_path, "%s/out.csv", dir);
+    slurp(csv_path, csv, sizeof csv);
+    cr_expect(strstr(csv, "\n4/c.png,4,"), "csv: %s", csv);
+    cr_expect(strstr(csv, "\nclass_two/a.png,2,"), "csv: %s", csv);
+    cr_expect(strstr(csv, "\nclass_two/b.PNG,2,"), "csv: %s", csv);
+    cr_expect(!strstr(csv, "d.png"), "hidden folder was read: %s", csv);
+
+    /* A folder that names no class is a fatal error naming it. */
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/giraffe && cp %s %s/giraffe/e.png", dir, PHOTO, dir);
+    cr_assert(system(cmd) == 0);
+    snprintf(args, sizeof args, "eval -m " MODEL " %s", dir);
+    r = run(args);
+    cr_expect_eq(r->status, 1);
+    cr_expect(strstr(r->err, "giraffe"), "stderr: %s", r->err);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert(system(cmd) == 0);
+}
