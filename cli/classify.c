@@ -1,69 +1,194 @@
-/* vit classify: top-k labels for image files. */
-#include <cJSON.h>
+/* vit classify: top-k labels for image files and whole directories. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
-enum { OPT_MODEL, OPT_TOPK, OPT_THREADS, OPT_SIZE, OPT_LABELS, OPT_FORMAT, OPT_BATCH,
+enum { OPT_MODEL, OPT_TOPK, OPT_THREADS, OPT_SIZE, OPT_LABELS, OPT_FORMAT, OPT_BATCH, OPT_OUTPUT,
+       OPT_RESUME, OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, OPT_SHARD, OPT_NO_PREFETCH,
        OPT_POS_RESAMPLE, NUM_OPTS };
+
+#define DEFAULT_BATCH 16
 
 static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file"},
-    [OPT_TOPK] = {"top-k", 'k', 1, "N", "labels to print per image (default 5)"},
+    [OPT_TOPK] = {"top-k", 'k', 1, "N", "labels per image (default 5)"},
     [OPT_THREADS] = {"threads", 't', 1, "N", "threads (default: all cores)"},
     [OPT_SIZE] = {"size", 0, 1, "S", "input size, position embeddings resampled (default: native)"},
     [OPT_LABELS] = {"labels", 0, 1, "FILE", "class labels, one per line"},
-    [OPT_FORMAT] = {"format", 0, 1, "FMT", "text or json (default text)"},
-    [OPT_BATCH] = {"batch", 'b', 1, "N", "images per forward pass (default 8)"},
+    [OPT_FORMAT] = {"format", 0, 1, "FMT", "text, csv, jsonl or json (default: from -o's extension, else text)"},
+    [OPT_BATCH] = {"batch", 'b', 1, "N", "images per forward pass (default 16)"},
+    [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "write results to FILE instead of standard output"},
+    [OPT_RESUME] = {"resume", 0, 0, "", "with -o (csv/jsonl): skip files already in FILE, append the rest"},
+    [OPT_QUIET] = {"quiet", 'q', 0, "", "no progress or summary on stderr"},
+    [OPT_NO_RECURSIVE] = {"no-recursive", 0, 0, "", "do not descend into subdirectories"},
+    [OPT_EXT] = {"ext", 0, 1, "LIST", "image extensions, comma-separated (default jpg,jpeg,png,bmp,gif,tga,pnm,ppm,pgm,psd)"},
+    [OPT_SHARD] = {"shard", 0, 1, "I/N", "process only shard I of N (0 <= I < N), by a stable hash of the path"},
+    [OPT_NO_PREFETCH] = {"no-prefetch", 0, 0, "", "decode each batch only when the model needs it (for benchmarks)"},
     [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,
 };
 
 static const char USAGE[] =
-    "usage: vit classify -m MODEL [options] IMAGE...\n"
+    "usage: vit classify -m MODEL [options] PATH...\n"
     "\n"
-    "Prints the top-k labels and probabilities of each image. Exit status: 0 all\n"
-    "images classified, 2 some images failed (each named on stderr), 1 fatal error.";
+    "Prints the top-k labels and probabilities of images. A PATH that is a directory\n"
+    "is walked (recursively, sorted, hidden entries skipped) for image files. Rows name\n"
+    "each image relative to the directory given (when one PATH is given) or by its path.\n"
+    "Exit status: 0 all images classified, 2 some failed (each named on stderr and in\n"
+    "its row), 1 fatal error.";
 
-typedef struct classify_output {
-    const vit_model *model;
-    int top_k, json, printed_any;
-} classify_output;
+/* The files to classify: where to read each and the name its row carries. */
+typedef struct inputs {
+    char **paths, **names;
+    unsigned char *skip_row; /* resume: computed with its batch, row already written */
+    size_t count, capacity;
+} inputs;
 
-static void print_text(const classify_output *o, const char *path, const float *probs) {
-    int top[1000];
-    const int n = vit_top_k(probs, vit_model_output_size(o->model), o->top_k, top);
-    printf("%s\n", path);
-    for (int i = 0; i < n; i++) {
-        const char *label = vit_model_label(o->model, top[i]);
-        printf("  %6.2f%%  %s (%d)\n", 100.0 * probs[top[i]], label ? label : "class", top[i]);
+static int add_input(inputs *in, const char *path, const char *name) {
+    if (in->count == in->capacity) {
+        size_t capacity = in->capacity ? in->capacity * 2 : 1024;
+        char **paths = realloc(in->paths, capacity * sizeof *paths);
+        if (paths) in->paths = paths;
+        char **names = realloc(in->names, capacity * sizeof *names);
+        if (names) in->names = names;
+        if (!paths || !names) return -1;
+        in->capacity = capacity;
     }
+    in->paths[in->count] = strdup(path);
+    in->names[in->count] = strdup(name);
+    if (!in->paths[in->count] || !in->names[in->count]) return -1;
+    in->count++;
+    return 0;
 }
 
-static void print_json(classify_output *o, const char *path, const float *probs,
-                       const char *error) {
-    cJSON *obj = cJSON_CreateObject();
-    cJSON_AddStringToObject(obj, "file", path);
-    if (error) {
-        cJSON_AddStringToObject(obj, "error", error);
-    } else {
-        int top[1000];
-        const int n = vit_top_k(probs, vit_model_output_size(o->model), o->top_k, top);
-        cJSON *list = cJSON_AddArrayToObject(obj, "top");
-        for (int i = 0; i < n; i++) {
-            cJSON *item = cJSON_CreateObject();
-            const char *label = vit_model_label(o->model, top[i]);
-            cJSON_AddNumberToObject(item, "index", top[i]);
-            if (label) cJSON_AddStringToObject(item, "label", label);
-            cJSON_AddNumberToObject(item, "probability", probs[top[i]]);
-            cJSON_AddItemToArray(list, item);
+static void free_inputs(inputs *in) {
+    for (size_t i = 0; i < in->count; i++) {
+        free(in->paths[i]);
+        free(in->names[i]);
+    }
+    free(in->paths);
+    free(in->names);
+    free(in->skip_row);
+}
+
+/* Splits "jpg,png" into a list (pointers into text, which is modified). */
+static size_t split_extensions(char *text, const char **list, size_t max) {
+    size_t n = 0;
+    for (char *save = NULL, *tok = strtok_r(text, ",", &save); tok && n < max; tok = strtok_r(NULL, ",", &save))
+        list[n++] = tok;
+    return n;
+}
+
+static int collect(const cli_args *args, const data_walk_options *walk, inputs *in) {
+    const int relative = args->num_positional == 1;
+    for (int a = 0; a < args->num_positional; a++) {
+        const char *arg = args->positional[a];
+        struct stat st;
+        if (stat(arg, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            /* A file named on the command line is classified whatever its
+             * extension; a missing one becomes an error row. */
+            if (add_input(in, arg, arg) != 0) return -1;
+            continue;
+        }
+        data_file_list files = {0};
+        vit_error err;
+        if (data_walk(arg, walk, &files, &err) != VIT_OK) {
+            fprintf(stderr, "vit classify: %s\n", err.message);
+            data_file_list_free(&files);
+            return -1;
+        }
+        size_t prefix = strlen(arg);
+        while (prefix > 1 && arg[prefix - 1] == '/') prefix--;
+        for (size_t i = 0; i < files.count; i++) {
+            const char *name = relative ? files.paths[i] + prefix + 1 : files.paths[i];
+            if (add_input(in, files.paths[i], name) != 0) {
+                data_file_list_free(&files);
+                return -1;
+            }
+        }
+        data_file_list_free(&files);
+    }
+    return 0;
+}
+
+/* Keeps the inputs for which keep(name) holds, in order. */
+static void filter_inputs(inputs *in, int (*keep)(const char *, const void *), const void *context) {
+    size_t kept = 0;
+    for (size_t i = 0; i < in->count; i++) {
+        if (keep(in->names[i], context)) {
+            in->paths[kept] = in->paths[i];
+            in->names[kept] = in->names[i];
+            kept++;
+        } else {
+            free(in->paths[i]);
+            free(in->names[i]);
         }
     }
-    char *text = cJSON_PrintUnformatted(obj);
-    printf("%s%s", o->printed_any ? ",\n" : "[\n", text ? text : "{}");
-    o->printed_any = 1;
-    free(text);
-    cJSON_Delete(obj);
+    in->count = kept;
+}
+
+typedef struct shard { unsigned long index, count; } shard;
+
+static int in_shard(const char *name, const void *context) {
+    const shard *s = context;
+    return data_hash(name) % s->count == s->index;
+}
+
+/* For --resume: keeps only the batches that hold a file not yet in the
+ * output, whole, so every batch is the same group of images as in an
+ * uninterrupted run and computes bit-identical results (the numbers of a
+ * batched forward pass depend, in the last float digits, on its company).
+ * Files of kept batches whose rows exist are marked skip_row. */
+static int keep_unfinished_batches(inputs *in, const cli_string_set *done, size_t batch) {
+    if (!(in->skip_row = calloc(in->count ? in->count : 1, 1))) return -1;
+    size_t kept = 0;
+    for (size_t first = 0; first < in->count; first += batch) {
+        const size_t end = first + batch < in->count ? first + batch : in->count;
+        int unfinished = 0;
+        for (size_t i = first; i < end; i++) {
+            in->skip_row[i] = (unsigned char)cli_string_set_has(done, in->names[i]);
+            unfinished |= !in->skip_row[i];
+        }
+        for (size_t i = first; i < end; i++) {
+            if (!unfinished) {
+                free(in->paths[i]);
+                free(in->names[i]);
+                continue;
+            }
+            in->paths[kept] = in->paths[i];
+            in->names[kept] = in->names[i];
+            in->skip_row[kept] = in->skip_row[i];
+            kept++;
+        }
+    }
+    in->count = kept;
+    return 0;
+}
+
+static int parse_shard(const char *text, shard *s) {
+    char *end;
+    s->index = strtoul(text, &end, 10);
+    if (end == text || *end != '/') return -1;
+    const char *count_text = end + 1;
+    s->count = strtoul(count_text, &end, 10);
+    if (end == count_text || *end || s->count == 0 || s->count > 1000000 || s->index >= s->count) return -1;
+    return 0;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void show_progress(size_t done, size_t total, size_t failed, double elapsed) {
+    const double rate = elapsed > 0 ? done / elapsed : 0.0;
+    const long eta = rate > 0 ? (long)((total - done) / rate + 0.5) : 0;
+    fprintf(stderr, "\r  %zu/%zu files  %.1f images/s  ETA %ld:%02ld:%02ld  %zu failed   ", done, total,
+            rate, eta / 3600, eta / 60 % 60, eta % 60, failed);
 }
 
 int cli_classify(int argc, char **argv) {
@@ -75,55 +200,126 @@ int cli_classify(int argc, char **argv) {
     }
     int exit_code = CLI_EXIT_FATAL;
     vit_model *model = NULL;
-    cli_batch batch_run = {0};
-    long top_k = 5, threads = 0, size = 0, batch = 8;
+    vit_context *ctx = NULL;
+    data_loader *loader = NULL;
+    float *outputs = NULL;
+    inputs in = {0};
+    cli_string_set done = {0};
+    cli_results results = {0};
+    int results_open = 0;
+    char *ext_text = NULL;
+    long top_k = 5, threads = 0, size = 0, batch = DEFAULT_BATCH;
     if ((args.values[OPT_TOPK] && cli_int("classify", "-k", args.values[OPT_TOPK], 1, 1000, &top_k)) ||
         (args.values[OPT_THREADS] && cli_int("classify", "-t", args.values[OPT_THREADS], 1, 1024, &threads)) ||
         (args.values[OPT_SIZE] && cli_int("classify", "--size", args.values[OPT_SIZE], 1, 8192, &size)) ||
         (args.values[OPT_BATCH] && cli_int("classify", "-b", args.values[OPT_BATCH], 1, 1024, &batch)))
         goto done;
-    const char *format = args.values[OPT_FORMAT] ? args.values[OPT_FORMAT] : "text";
-    if (strcmp(format, "text") != 0 && strcmp(format, "json") != 0) {
-        fprintf(stderr, "vit classify: --format expects text or json, got '%s'\n", format);
+    const char *output = args.values[OPT_OUTPUT];
+    cli_results_format format = cli_results_format_for_path(output);
+    if (args.values[OPT_FORMAT] && cli_results_format_parse(args.values[OPT_FORMAT], &format) != 0) {
+        fprintf(stderr, "vit classify: --format expects text, csv, jsonl or json, got '%s'\n",
+                args.values[OPT_FORMAT]);
+        goto done;
+    }
+    const int resume = args.values[OPT_RESUME] != NULL;
+    if (resume && (!output || (format != CLI_RESULTS_CSV && format != CLI_RESULTS_JSONL))) {
+        fprintf(stderr, "vit classify: --resume needs -o FILE in csv or jsonl format\n");
+        goto done;
+    }
+    shard part = {0, 1};
+    if (args.values[OPT_SHARD] && parse_shard(args.values[OPT_SHARD], &part) != 0) {
+        fprintf(stderr, "vit classify: --shard expects I/N with 0 <= I < N, got '%s'\n", args.values[OPT_SHARD]);
         goto done;
     }
     if (args.num_positional == 0) {
         fprintf(stderr, "vit classify: no images given (see 'vit classify -h')\n");
         goto done;
     }
+    const int quiet = args.values[OPT_QUIET] != NULL;
+
+    const char *extensions[64];
+    data_walk_options walk = {.recursive = !args.values[OPT_NO_RECURSIVE]};
+    if (args.values[OPT_EXT]) {
+        if (!(ext_text = strdup(args.values[OPT_EXT]))) goto done;
+        walk.extensions = extensions;
+        walk.num_extensions = split_extensions(ext_text, extensions, 64);
+    }
+    if (collect(&args, &walk, &in) != 0) goto done;
+    if (part.count > 1) filter_inputs(&in, in_shard, &part);
+
     cli_set_threads((int)threads);
     model = cli_load_model("classify", args.values[OPT_MODEL], args.values[OPT_LABELS],
                            args.values[OPT_POS_RESAMPLE]);
     if (!model) goto done;
-    if (batch > args.num_positional) batch = args.num_positional;
-    if (cli_batch_init(&batch_run, model, (int)batch, (int)size, "classify") != 0) goto done;
+    if (vit_model_config(model)->num_classes == 0) {
+        fprintf(stderr, "vit classify: %s has no classification head (it outputs features)\n",
+                vit_model_weights_path(model));
+        goto done;
+    }
+    if (cli_results_open(&results, output, format, (int)top_k, model, resume, &done) != 0) goto done;
+    results_open = 1;
+    if ((size_t)batch > in.count && in.count > 0) batch = (long)in.count;
+    if (resume && keep_unfinished_batches(&in, &done, (size_t)batch) != 0) {
+        fprintf(stderr, "vit classify: out of memory\n");
+        goto done;
+    }
+    size_t to_write = in.count;
+    for (size_t i = 0; in.skip_row && i < in.count; i++) to_write -= in.skip_row[i];
 
-    classify_output out = {.model = model, .top_k = (int)top_k, .json = strcmp(format, "json") == 0};
-    int failed = 0;
-    for (int start = 0; start < args.num_positional; start += (int)batch) {
-        const char *const *paths = args.positional + start;
-        int count = args.num_positional - start;
-        if (count > batch) count = (int)batch;
-        cli_batch_run(&batch_run, paths, count);
-        for (int i = 0; i < count; i++) {
-            const float *probs = cli_batch_output(&batch_run, i);
-            if (!probs) {
+    data_preprocess pre = *vit_model_preprocess(model);
+    if (size) data_preprocess_set_size(&pre, (int)size);
+    vit_error err;
+    if (vit_context_create(model, (int)batch, (int)size, &ctx, &err) != VIT_OK ||
+        data_loader_create(&pre, (const char *const *)in.paths, in.count, (int)batch,
+                           cli_thread_count((int)threads), !args.values[OPT_NO_PREFETCH], &loader,
+                           &err) != VIT_OK) {
+        fprintf(stderr, "vit classify: %s\n", err.message);
+        goto done;
+    }
+    if (!(outputs = malloc(sizeof(float) * vit_model_output_size(model) * (size_t)batch))) {
+        fprintf(stderr, "vit classify: out of memory\n");
+        goto done;
+    }
+
+    const int progress = !quiet && isatty(STDERR_FILENO);
+    const int classes = vit_model_output_size(model);
+    size_t processed = 0, failed = 0;
+    const double start = now_seconds();
+    data_batch b;
+    while (data_loader_next(loader, &b) > 0) {
+        if (cli_run_batch("classify", ctx, model, &b, outputs) != 0) goto done;
+        for (int i = 0; i < b.count; i++) {
+            const char *name = in.names[b.first + i];
+            if (in.skip_row && in.skip_row[b.first + i]) continue;
+            processed++;
+            if (b.row[i] < 0) {
                 failed++;
-                fprintf(stderr, "vit classify: %s\n", batch_run.errors[i].message);
-                if (out.json) print_json(&out, paths[i], NULL, batch_run.errors[i].message);
-            } else if (out.json) {
-                print_json(&out, paths[i], probs, NULL);
+                fprintf(stderr, "%svit classify: %s\n", progress ? "\r" : "", b.errors[i].message);
+                cli_results_add(&results, name, NULL, b.errors[i].message);
             } else {
-                print_text(&out, paths[i], probs);
+                cli_results_add(&results, name, outputs + (size_t)b.row[i] * classes, NULL);
             }
         }
-        fflush(stdout);
+        if (cli_results_flush(&results) != 0) goto done;
+        if (progress) show_progress(processed, to_write, failed, now_seconds() - start);
     }
-    if (out.json) printf("%s]\n", out.printed_any ? "\n" : "[\n");
+    results_open = 0;
+    if (cli_results_close(&results) != 0) goto done;
+    const double seconds = now_seconds() - start;
+    if (progress) fprintf(stderr, "\r%78s\r", "");
+    if (!quiet)
+        fprintf(stderr, "vit classify: %zu files, %zu failed, %.1f s, %.1f images/s\n", processed,
+                failed, seconds, seconds > 0 ? processed / seconds : 0.0);
     exit_code = failed ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 
 done:
-    cli_batch_free(&batch_run);
+    if (results_open) cli_results_close(&results);
+    data_loader_free(loader);
+    vit_context_free(ctx);
+    free(outputs);
+    free(ext_text);
+    free_inputs(&in);
+    cli_string_set_free(&done);
     vit_model_free(model);
     free(args.positional);
     return exit_code;

@@ -44,6 +44,9 @@ int cli_int(const char *command, const char *option, const char *text, long min,
 /* Sets the OpenMP and OpenBLAS thread counts (0: all cores). */
 void cli_set_threads(int threads);
 
+/* The thread count -t means (0: all cores). */
+int cli_thread_count(int threads);
+
 /* The --pos-resample option every model-running command offers. */
 #define CLI_POS_RESAMPLE_OPTION                                                              \
     {"pos-resample", 0, 1, "MODE",                                                          \
@@ -55,32 +58,61 @@ void cli_set_threads(int threads);
 vit_model *cli_load_model(const char *command, const char *model_path, const char *labels_path,
                           const char *pos_resample);
 
-/* A reusable batch: buffers for `capacity` images and their outputs. */
-typedef struct cli_batch {
+/* Runs one loaded batch through the model: outputs gets batch->num_good rows
+ * of probabilities (softmax) for a model with a head, features otherwise.
+ * Prints one line and returns -1 if the forward pass fails. */
+int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
+                  const data_batch *batch, float *outputs);
+
+/* A growable set of owned strings; sort once, then look up. */
+typedef struct cli_string_set {
+    char **items;
+    size_t count, capacity;
+} cli_string_set;
+
+int cli_string_set_add(cli_string_set *set, char *owned);
+void cli_string_set_sort(cli_string_set *set);
+int cli_string_set_has(const cli_string_set *set, const char *text);
+void cli_string_set_free(cli_string_set *set);
+
+/* Result rows of classify. */
+typedef enum cli_results_format {
+    CLI_RESULTS_TEXT,
+    CLI_RESULTS_CSV,
+    CLI_RESULTS_JSONL,
+    CLI_RESULTS_JSON
+} cli_results_format;
+
+typedef struct cli_results {
+    cli_results_format format;
+    int fd, owns_fd, top_k, header_written, failed;
+    size_t rows;
     const vit_model *model;
-    vit_context *ctx;
-    data_preprocess pre;
-    int capacity, num_outputs;
-    size_t image_floats;
-    float *inputs, *outputs;
-    vit_status *status; /* per file of the last run */
-    vit_error *errors;
-    int *row;           /* output row per file, -1 when it failed */
-} cli_batch;
+    const char *display_name;
+    char *buffer; /* rows of the batch not yet written */
+    size_t length, capacity;
+} cli_results;
 
-/* Prepares a batch for model at input size `size` (0: native); prints one
- * line and returns -1 on failure. */
-int cli_batch_init(cli_batch *b, const vit_model *model, int capacity, int size,
-                   const char *command);
+/* Parses "text|csv|jsonl|json"; -1 if it is none. */
+int cli_results_format_parse(const char *text, cli_results_format *format);
 
-/* Decodes, preprocesses and classifies count (<= capacity) files. Outputs are
- * probabilities (softmax) for a model with a head, features otherwise. */
-void cli_batch_run(cli_batch *b, const char *const *paths, int count);
+/* The format an output file's extension implies (.csv, .jsonl, .json; else text). */
+cli_results_format cli_results_format_for_path(const char *path);
 
-/* File i's output from the last run, or NULL when it failed. */
-const float *cli_batch_output(const cli_batch *b, int i);
+/* Opens path (NULL: stdout). With resume, first reads the rows already in
+ * path into done (sorted, for cli_string_set_has) and cuts an incomplete
+ * last row. Prints one line and returns -1 on failure. */
+int cli_results_open(cli_results *r, const char *path, cli_results_format format, int top_k,
+                     const vit_model *model, int resume, cli_string_set *done);
 
-void cli_batch_free(cli_batch *b);
+/* Adds one file's row: probs (top-k taken from them) or an error. */
+void cli_results_add(cli_results *r, const char *path, const float *probs, const char *error);
+
+/* Writes the rows added since the last flush with one write(2). */
+int cli_results_flush(cli_results *r);
+
+/* Finishes (closing a JSON array), flushes and closes. */
+int cli_results_close(cli_results *r);
 
 int cli_classify(int argc, char **argv);
 int cli_eval(int argc, char **argv);

@@ -102,8 +102,10 @@ int cli_int(const char *command, const char *option, const char *text, long min,
     return 0;
 }
 
+int cli_thread_count(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
+
 void cli_set_threads(int threads) {
-    if (threads <= 0) threads = omp_get_num_procs();
+    threads = cli_thread_count(threads);
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
 }
@@ -135,4 +137,18 @@ vit_model *cli_load_model(const char *command, const char *model_path, const cha
     const char *notices = vit_model_notices(model);
     if (notices[0]) fprintf(stderr, "%s", notices);
     return model;
+}
+
+int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
+                  const data_batch *batch, float *outputs) {
+    if (batch->num_good == 0) return 0;
+    vit_error err;
+    if (vit_forward(ctx, batch->images, batch->num_good, outputs, &err) != VIT_OK) {
+        fprintf(stderr, "vit %s: %s\n", command, err.message);
+        return -1;
+    }
+    const int n = vit_model_output_size(model);
+    if (vit_model_config(model)->num_classes > 0)
+        for (int r = 0; r < batch->num_good; r++) vit_softmax(outputs + (size_t)r * n, n);
+    return 0;
 }

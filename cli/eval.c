@@ -14,7 +14,8 @@ enum { OPT_MODEL, OPT_LABELS_CSV, OPT_OUTPUT, OPT_THREADS, OPT_SIZE, OPT_BATCH, 
 static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file"},
     [OPT_LABELS_CSV] = {"labels-csv", 0, 1, "FILE", "CSV of file,class_index,... (paths relative to DIR)"},
-    [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "write per-image results as CSV"},
+    [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "per-image CSV; also FILE's stem + .classes.csv (per-class "
+                                             "accuracy) and .confusion.csv (true, predicted, count)"},
     [OPT_THREADS] = {"threads", 't', 1, "N", "threads (default: all cores)"},
     [OPT_SIZE] = {"size", 0, 1, "S", "input size (default: native)"},
     [OPT_BATCH] = {"batch", 'b', 1, "N", "images per forward pass (default 16)"},
@@ -218,6 +219,67 @@ static void csv_write_field(FILE *out, const char *s) {
     fputc('"', out);
 }
 
+typedef struct class_pair {
+    int truth, predicted;
+} class_pair;
+
+static int compare_pairs(const void *a, const void *b) {
+    const class_pair *x = a, *y = b;
+    if (x->truth != y->truth) return x->truth < y->truth ? -1 : 1;
+    return x->predicted < y->predicted ? -1 : x->predicted > y->predicted;
+}
+
+/* Writes path with its extension replaced by suffix, via a temporary file. */
+static FILE *open_beside(const char *path, const char *suffix, char *final_path, char *tmp_path,
+                         size_t size) {
+    const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
+    const int stem = dot && (!slash || dot > slash) ? (int)(dot - path) : (int)strlen(path);
+    snprintf(final_path, size, "%.*s%s", stem, path, suffix);
+    snprintf(tmp_path, size, "%s.tmp.%ld", final_path, (long)getpid());
+    FILE *fp = fopen(tmp_path, "w");
+    if (!fp) fprintf(stderr, "vit eval: %s: cannot write: %s\n", final_path, strerror(errno));
+    return fp;
+}
+
+static int close_beside(FILE *fp, const char *final_path, const char *tmp_path) {
+    int failed = ferror(fp) | (fclose(fp) != 0);
+    if (failed || rename(tmp_path, final_path) != 0) {
+        fprintf(stderr, "vit eval: %s: cannot write: %s\n", final_path, strerror(errno));
+        unlink(tmp_path);
+        return -1;
+    }
+    return 0;
+}
+
+/* Per-class accuracy (classes with images) and the confusion counts, both
+ * beside the per-image CSV. pairs is sorted here. */
+static int write_tables(const char *output, const vit_model *model, const size_t *per_class,
+                        class_pair *pairs, size_t count) {
+    char final_path[4200], tmp_path[4300];
+    FILE *fp = open_beside(output, ".classes.csv", final_path, tmp_path, sizeof final_path);
+    if (!fp) return -1;
+    fprintf(fp, "class,label,images,top1,top5\n");
+    for (int c = 0; c < vit_model_config(model)->num_classes; c++) {
+        const size_t n = per_class[3 * c];
+        if (!n) continue;
+        fprintf(fp, "%d,", c);
+        csv_write_field(fp, vit_model_label(model, c) ? vit_model_label(model, c) : "");
+        fprintf(fp, ",%zu,%.4f,%.4f\n", n, (double)per_class[3 * c + 1] / n, (double)per_class[3 * c + 2] / n);
+    }
+    if (close_beside(fp, final_path, tmp_path) != 0) return -1;
+
+    qsort(pairs, count, sizeof *pairs, compare_pairs);
+    if (!(fp = open_beside(output, ".confusion.csv", final_path, tmp_path, sizeof final_path))) return -1;
+    fprintf(fp, "true,predicted,count\n");
+    for (size_t i = 0; i < count;) {
+        size_t j = i;
+        while (j < count && compare_pairs(&pairs[i], &pairs[j]) == 0) j++;
+        fprintf(fp, "%d,%d,%zu\n", pairs[i].truth, pairs[i].predicted, j - i);
+        i = j;
+    }
+    return close_beside(fp, final_path, tmp_path);
+}
+
 int cli_eval(int argc, char **argv) {
     cli_args args;
     int parsed = cli_parse("eval", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
@@ -227,7 +289,11 @@ int cli_eval(int argc, char **argv) {
     }
     int exit_code = CLI_EXIT_FATAL;
     vit_model *model = NULL;
-    cli_batch batch_run = {0};
+    vit_context *ctx = NULL;
+    data_loader *loader = NULL;
+    float *outputs = NULL;
+    size_t *per_class = NULL;
+    class_pair *pairs = NULL;
     labelled set = {0};
     FILE *out = NULL;
     char out_tmp[4200] = "";
@@ -264,30 +330,51 @@ int cli_eval(int argc, char **argv) {
         fprintf(out, "file,true,predicted,correct,true_label,predicted_label\n");
     }
     if ((size_t)batch > set.count) batch = (long)set.count;
-    if (cli_batch_init(&batch_run, model, (int)batch, (int)size, "eval") != 0) goto done;
+    const int classes = vit_model_config(model)->num_classes;
+    data_preprocess pre = *vit_model_preprocess(model);
+    if (size) data_preprocess_set_size(&pre, (int)size);
+    vit_error err;
+    if (vit_context_create(model, (int)batch, (int)size, &ctx, &err) != VIT_OK ||
+        data_loader_create(&pre, (const char *const *)set.paths, set.count, (int)batch,
+                           cli_thread_count((int)threads), 1, &loader, &err) != VIT_OK) {
+        fprintf(stderr, "vit eval: %s\n", err.message);
+        goto done;
+    }
+    outputs = malloc(sizeof(float) * classes * (size_t)batch);
+    per_class = calloc((size_t)classes * 3, sizeof *per_class); /* images, top-1, top-5 */
+    pairs = malloc(sizeof *pairs * set.count);
+    if (!outputs || !per_class || !pairs) {
+        fprintf(stderr, "vit eval: out of memory\n");
+        goto done;
+    }
 
     const int show_progress = isatty(STDERR_FILENO);
     size_t top1 = 0, top5 = 0, scored = 0, failed = 0;
     const double start = now_seconds();
-    for (size_t first = 0; first < set.count; first += (size_t)batch) {
-        int count = (int)(set.count - first < (size_t)batch ? set.count - first : (size_t)batch);
-        cli_batch_run(&batch_run, (const char *const *)set.paths + first, count);
-        for (int i = 0; i < count; i++) {
-            const size_t item = first + i;
-            const float *probs = cli_batch_output(&batch_run, i);
-            if (!probs) {
+    data_batch b;
+    while (data_loader_next(loader, &b) > 0) {
+        if (cli_run_batch("eval", ctx, model, &b, outputs) != 0) goto done;
+        for (int i = 0; i < b.count; i++) {
+            const size_t item = b.first + i;
+            if (b.row[i] < 0) {
                 failed++;
-                fprintf(stderr, "%svit eval: %s\n", show_progress ? "\r" : "", batch_run.errors[i].message);
+                fprintf(stderr, "%svit eval: %s\n", show_progress ? "\r" : "", b.errors[i].message);
                 continue;
             }
+            const float *probs = outputs + (size_t)b.row[i] * classes;
             int top[5];
-            const int n = vit_top_k(probs, batch_run.num_outputs, 5, top);
+            const int n = vit_top_k(probs, classes, 5, top);
             const int truth = set.truth[item];
             int in_top5 = 0;
             for (int k = 0; k < n; k++) in_top5 |= top[k] == truth;
+            pairs[scored].truth = truth;
+            pairs[scored].predicted = top[0];
             scored++;
             top1 += top[0] == truth;
             top5 += in_top5;
+            per_class[3 * truth] += 1;
+            per_class[3 * truth + 1] += top[0] == truth;
+            per_class[3 * truth + 2] += in_top5;
             if (out) {
                 /* Paths relative to DIR, as the user named them. */
                 csv_write_field(out, set.paths[item] + strlen(dir) + 1);
@@ -299,7 +386,7 @@ int cli_eval(int argc, char **argv) {
             }
         }
         if (show_progress)
-            fprintf(stderr, "\r  %zu/%zu images, top-1 %.1f%%", first + count, set.count,
+            fprintf(stderr, "\r  %zu/%zu images, top-1 %.1f%%", b.first + b.count, set.count,
                     scored ? 100.0 * top1 / scored : 0.0);
     }
     const double seconds = now_seconds() - start;
@@ -317,13 +404,18 @@ int cli_eval(int argc, char **argv) {
             goto done;
         }
         out_tmp[0] = '\0';
+        if (write_tables(args.values[OPT_OUTPUT], model, per_class, pairs, scored) != 0) goto done;
     }
     exit_code = failed ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 
 done:
     if (out) fclose(out);
     if (out_tmp[0]) unlink(out_tmp);
-    cli_batch_free(&batch_run);
+    data_loader_free(loader);
+    vit_context_free(ctx);
+    free(outputs);
+    free(per_class);
+    free(pairs);
     free_items(&set);
     vit_model_free(model);
     free(args.positional);

@@ -159,4 +159,38 @@ int data_has_image_extension(const char *path, const data_walk_options *options)
 /* Frees every path and the list itself, leaving it empty. */
 void data_file_list_free(data_file_list *list);
 
+/* ------------------------------------------------------------- batches */
+
+/* One batch handed out by a data_loader. Files that could not be read are
+ * left out of images; row says where each file's image went. */
+typedef struct data_batch {
+    size_t first;            /* index (in the loader's paths) of the batch's first file */
+    int count;               /* files in the batch */
+    int num_good;            /* images decoded, packed at the front of images */
+    const float *images;     /* num_good x 3 x H x W, preprocessed */
+    const int *row;          /* per file: its image's index in images, or -1 */
+    const vit_error *errors; /* per file: why it failed, where row is -1 */
+} data_batch;
+
+typedef struct data_loader data_loader;
+
+/* Prepares to load paths (which must outlive the loader) in batches of
+ * batch_size, decoding each batch with `threads` threads. With prefetch, a
+ * background thread prepares the next batch while the caller works on the
+ * current one. */
+vit_status data_loader_create(const data_preprocess *pre, const char *const *paths, size_t count,
+                              int batch_size, int threads, int prefetch, data_loader **out,
+                              vit_error *err);
+
+/* Hands out the next batch (valid until the next call) and returns its file
+ * count; 0 when every file has been handed out. */
+int data_loader_next(data_loader *loader, data_batch *batch);
+
+/* Stops the background thread and frees; NULL is allowed. */
+void data_loader_free(data_loader *loader);
+
+/* A stable 64-bit hash (FNV-1a) of a string: the same on every machine and
+ * run, for splitting work into shards. */
+uint64_t data_hash(const char *text);
+
 #endif

@@ -9,45 +9,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "test_util.h"
+
 #define VIT VITC_BINARY_DIR "/vit"
 #define MODEL VITC_SOURCE_DIR "/tests/fixtures/parity/hf_vit_d48_h3"
 #define PHOTO VITC_SOURCE_DIR "/tests/fixtures/real/apple.png"
-
-typedef struct run_result {
-    int status;
-    char out[65536], err[65536];
-} run_result;
-
-static void slurp(const char *path, char *buf, size_t size) {
-    FILE *fp = fopen(path, "r");
-    size_t n = fp ? fread(buf, 1, size - 1, fp) : 0;
-    buf[n] = '\0';
-    if (fp) fclose(fp);
-}
-
-static run_result *run(const char *args) {
-    static run_result r;
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s >/tmp/vitc-cli-out.%d 2>/tmp/vitc-cli-err.%d </dev/null", VIT,
-             args, (int)getpid(), (int)getpid());
-    int raw = system(cmd);
-    cr_assert(WIFEXITED(raw), "'%s' did not exit normally", cmd);
-    r.status = WEXITSTATUS(raw);
-    char path[64];
-    snprintf(path, sizeof path, "/tmp/vitc-cli-out.%d", (int)getpid());
-    slurp(path, r.out, sizeof r.out);
-    remove(path);
-    snprintf(path, sizeof path, "/tmp/vitc-cli-err.%d", (int)getpid());
-    slurp(path, r.err, sizeof r.err);
-    remove(path);
-    return &r;
-}
-
-static int count_lines(const char *s) {
-    int n = 0;
-    for (; *s; s++) n += *s == '\n';
-    return n;
-}
 
 Test(cli, unknown_flag_is_one_line_and_fatal) {
     run_result *r = run("classify --frobnicate -m " MODEL " " PHOTO);
@@ -97,7 +63,7 @@ Test(cli, classify_text_labels_from_config) {
 }
 
 Test(cli, a_bad_image_does_not_stop_the_others) {
-    run_result *r = run("classify --format json -k 2 -m " MODEL " /nonexistent.png " PHOTO);
+    run_result *r = run("classify -q --format json -k 2 -m " MODEL " /nonexistent.png " PHOTO);
     cr_expect_eq(r->status, 2, "stderr: %s", r->err);
     cr_expect_eq(count_lines(r->err), 1, "stderr: %s", r->err);
     cr_expect(strstr(r->err, "/nonexistent.png"), "stderr: %s", r->err);
@@ -106,6 +72,8 @@ Test(cli, a_bad_image_does_not_stop_the_others) {
     cr_assert_eq(cJSON_GetArraySize(json), 2);
     const cJSON *bad = cJSON_GetArrayItem(json, 0), *good = cJSON_GetArrayItem(json, 1);
     cr_expect(cJSON_IsString(cJSON_GetObjectItem(bad, "error")));
+    cr_expect_str_eq(cJSON_GetObjectItem(good, "path")->valuestring, PHOTO);
+    cr_expect(cJSON_IsNull(cJSON_GetObjectItem(good, "error")));
     const cJSON *top = cJSON_GetObjectItem(good, "top");
     cr_assert_eq(cJSON_GetArraySize(top), 2);
     const cJSON *first = cJSON_GetArrayItem(top, 0);

@@ -1,0 +1,303 @@
+/* Result rows for classify: text, CSV, JSON Lines or a JSON array, written
+ * a batch at a time with one write(2) each, so a killed run leaves whole
+ * rows behind (--resume drops a last row a kill may have cut). */
+#include <cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+int cli_results_format_parse(const char *text, cli_results_format *format) {
+    static const char *const NAMES[] = {"text", "csv", "jsonl", "json"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(text, NAMES[i]) == 0) {
+            *format = (cli_results_format)i;
+            return 0;
+        }
+    return -1;
+}
+
+cli_results_format cli_results_format_for_path(const char *path) {
+    const char *dot = path ? strrchr(path, '.') : NULL;
+    if (dot && strcmp(dot, ".csv") == 0) return CLI_RESULTS_CSV;
+    if (dot && strcmp(dot, ".jsonl") == 0) return CLI_RESULTS_JSONL;
+    if (dot && strcmp(dot, ".json") == 0) return CLI_RESULTS_JSON;
+    return CLI_RESULTS_TEXT;
+}
+
+static void append(cli_results *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void append(cli_results *r, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        const size_t room = r->capacity - r->length;
+        const int n = vsnprintf(r->buffer ? r->buffer + r->length : NULL, room, fmt, ap);
+        va_end(ap);
+        if (n < 0) return;
+        if ((size_t)n < room) {
+            r->length += (size_t)n;
+            return;
+        }
+        size_t capacity = r->capacity ? r->capacity * 2 : 16384;
+        while (capacity - r->length <= (size_t)n) capacity *= 2;
+        char *grown = realloc(r->buffer, capacity);
+        if (!grown) {
+            r->failed = 1;
+            return;
+        }
+        r->buffer = grown;
+        r->capacity = capacity;
+    }
+}
+
+static void append_csv_field(cli_results *r, const char *s) {
+    if (!strpbrk(s, ",\"\n\r")) {
+        append(r, "%s", s);
+        return;
+    }
+    append(r, "\"");
+    for (; *s; s++) append(r, *s == '"' ? "\"\"" : "%c", *s);
+    append(r, "\"");
+}
+
+static void csv_header(cli_results *r) {
+    append(r, "path");
+    for (int k = 1; k <= r->top_k; k++) append(r, ",index_%d,label_%d,probability_%d", k, k, k);
+    append(r, ",error\n");
+}
+
+void cli_results_add(cli_results *r, const char *path, const float *probs, const char *error) {
+    int top[1000];
+    const int n = probs ? vit_top_k(probs, vit_model_output_size(r->model), r->top_k, top) : 0;
+    if (r->format == CLI_RESULTS_TEXT) {
+        append(r, "%s\n", path);
+        if (error) append(r, "  error: %s\n", error);
+        for (int i = 0; i < n; i++) {
+            const char *label = vit_model_label(r->model, top[i]);
+            append(r, "  %6.2f%%  %s (%d)\n", 100.0 * probs[top[i]], label ? label : "class", top[i]);
+        }
+    } else if (r->format == CLI_RESULTS_CSV) {
+        append_csv_field(r, path);
+        for (int i = 0; i < r->top_k; i++) {
+            if (i < n) {
+                const char *label = vit_model_label(r->model, top[i]);
+                append(r, ",%d,", top[i]);
+                append_csv_field(r, label ? label : "");
+                append(r, ",%.6f", probs[top[i]]);
+            } else {
+                append(r, ",,,");
+            }
+        }
+        append(r, ",");
+        append_csv_field(r, error ? error : "");
+        append(r, "\n");
+    } else {
+        cJSON *obj = cJSON_CreateObject();
+        cJSON_AddStringToObject(obj, "path", path);
+        cJSON *list = cJSON_AddArrayToObject(obj, "top");
+        for (int i = 0; i < n; i++) {
+            cJSON *item = cJSON_CreateObject();
+            const char *label = vit_model_label(r->model, top[i]);
+            cJSON_AddNumberToObject(item, "index", top[i]);
+            cJSON_AddStringToObject(item, "label", label ? label : "");
+            /* Rounded as in CSV so both formats carry the same numbers. */
+            char prob[32];
+            snprintf(prob, sizeof prob, "%.6f", probs[top[i]]);
+            cJSON_AddRawToObject(item, "probability", prob);
+            cJSON_AddItemToArray(list, item);
+        }
+        if (error) cJSON_AddStringToObject(obj, "error", error);
+        else cJSON_AddNullToObject(obj, "error");
+        char *text = cJSON_PrintUnformatted(obj);
+        if (!text) r->failed = 1;
+        else if (r->format == CLI_RESULTS_JSON) append(r, "%s%s", r->rows ? ",\n" : "[\n", text);
+        else append(r, "%s\n", text);
+        free(text);
+        cJSON_Delete(obj);
+    }
+    r->rows++;
+}
+
+static int write_all(int fd, const char *data, size_t length) {
+    while (length > 0) {
+        ssize_t n = write(fd, data, length);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        data += n;
+        length -= (size_t)n;
+    }
+    return 0;
+}
+
+int cli_results_flush(cli_results *r) {
+    if (r->failed) {
+        fprintf(stderr, "vit classify: %s: out of memory formatting results\n", r->display_name);
+        return -1;
+    }
+    if (r->length && write_all(r->fd, r->buffer, r->length) != 0) {
+        fprintf(stderr, "vit classify: %s: cannot write: %s\n", r->display_name, strerror(errno));
+        r->failed = 1;
+        return -1;
+    }
+    r->length = 0;
+    return 0;
+}
+
+/* Reads the rows already in path (resume): their paths into done, sorted.
+ * Cuts a last line without its newline. Returns -1 (message printed) when
+ * the file cannot be used. */
+static int read_done(cli_results *r, const char *path, cli_string_set *done) {
+    FILE *fp = fopen(path, "r+");
+    if (!fp) {
+        if (errno == ENOENT) return 0; /* nothing done yet */
+        fprintf(stderr, "vit classify: %s: cannot open for --resume: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long complete_bytes = 0;
+    int line_number = 0, rc = 0;
+    char expected_header[4096] = "";
+    if (r->format == CLI_RESULTS_CSV) {
+        csv_header(r);
+        snprintf(expected_header, sizeof expected_header, "%.*s", (int)r->length, r->buffer);
+        r->length = 0;
+    }
+    while (rc == 0 && (n = getline(&line, &cap, fp)) > 0) {
+        if (line[n - 1] != '\n') break; /* cut by a kill: dropped below */
+        line_number++;
+        complete_bytes += n;
+        if (r->format == CLI_RESULTS_CSV && line_number == 1) {
+            if (strcmp(line, expected_header) != 0) {
+                fprintf(stderr, "vit classify: %s: its CSV columns differ from this run's (different -k?); "
+                                "cannot resume into it\n", path);
+                rc = -1;
+            }
+            continue;
+        }
+        char *row_path = NULL;
+        if (r->format == CLI_RESULTS_CSV) {
+            /* The first field, unquoted. */
+            const char *s = line;
+            size_t len = 0;
+            row_path = malloc((size_t)n + 1);
+            if (row_path && *s == '"') {
+                for (s++; *s && !(*s == '"' && s[1] != '"'); s++) {
+                    if (*s == '"') s++;
+                    row_path[len++] = *s;
+                }
+            } else if (row_path) {
+                while (*s && *s != ',' && *s != '\n') row_path[len++] = *s++;
+            }
+            if (row_path) row_path[len] = '\0';
+        } else {
+            cJSON *obj = cJSON_Parse(line);
+            const cJSON *p = cJSON_GetObjectItemCaseSensitive(obj, "path");
+            if (cJSON_IsString(p)) row_path = strdup(p->valuestring);
+            cJSON_Delete(obj);
+            if (!row_path && obj == NULL) {
+                fprintf(stderr, "vit classify: %s:%d: not a JSON line; cannot resume into it\n", path,
+                        line_number);
+                rc = -1;
+                continue;
+            }
+        }
+        if (!row_path || cli_string_set_add(done, row_path) != 0) {
+            free(row_path);
+            fprintf(stderr, "vit classify: out of memory reading %s\n", path);
+            rc = -1;
+        }
+    }
+    free(line);
+    if (rc == 0) {
+        fflush(fp);
+        struct stat st;
+        if (fstat(fileno(fp), &st) == 0 && st.st_size > complete_bytes) {
+            if (ftruncate(fileno(fp), complete_bytes) != 0) {
+                fprintf(stderr, "vit classify: %s: cannot drop its incomplete last row: %s\n", path,
+                        strerror(errno));
+                rc = -1;
+            } else {
+                fprintf(stderr, "vit classify: %s: dropped an incomplete last row\n", path);
+            }
+        }
+        r->rows = line_number > 0 && r->format == CLI_RESULTS_CSV ? line_number - 1 : line_number;
+        r->header_written = line_number > 0;
+    }
+    fclose(fp);
+    cli_string_set_sort(done);
+    return rc;
+}
+
+int cli_results_open(cli_results *r, const char *path, cli_results_format format, int top_k,
+                     const vit_model *model, int resume, cli_string_set *done) {
+    memset(r, 0, sizeof *r);
+    r->format = format;
+    r->top_k = top_k;
+    r->model = model;
+    r->display_name = path ? path : "standard output";
+    if (!path) {
+        r->fd = STDOUT_FILENO;
+    } else {
+        if (resume && read_done(r, path, done) != 0) return -1;
+        r->fd = open(path, O_WRONLY | O_CREAT | (resume ? O_APPEND : O_TRUNC), 0666);
+        if (r->fd < 0) {
+            fprintf(stderr, "vit classify: %s: cannot write: %s\n", path, strerror(errno));
+            return -1;
+        }
+        r->owns_fd = 1;
+    }
+    if (format == CLI_RESULTS_CSV && !r->header_written) csv_header(r);
+    return cli_results_flush(r);
+}
+
+int cli_results_close(cli_results *r) {
+    if (r->format == CLI_RESULTS_JSON) append(r, "%s]\n", r->rows ? "\n" : "[\n");
+    int rc = cli_results_flush(r);
+    if (r->owns_fd && close(r->fd) != 0 && rc == 0) {
+        fprintf(stderr, "vit classify: %s: cannot write: %s\n", r->display_name, strerror(errno));
+        rc = -1;
+    }
+    free(r->buffer);
+    r->buffer = NULL;
+    return rc;
+}
+
+/* ------------------------------------------------------------ string set */
+
+static int compare_strings(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int cli_string_set_add(cli_string_set *set, char *owned) {
+    if (set->count == set->capacity) {
+        size_t capacity = set->capacity ? set->capacity * 2 : 1024;
+        char **grown = realloc(set->items, capacity * sizeof *grown);
+        if (!grown) return -1;
+        set->items = grown;
+        set->capacity = capacity;
+    }
+    set->items[set->count++] = owned;
+    return 0;
+}
+
+void cli_string_set_sort(cli_string_set *set) {
+    if (set->count) qsort(set->items, set->count, sizeof *set->items, compare_strings);
+}
+
+int cli_string_set_has(const cli_string_set *set, const char *text) {
+    return set->count && bsearch(&text, set->items, set->count, sizeof *set->items, compare_strings) != NULL;
+}
+
+void cli_string_set_free(cli_string_set *set) {
+    for (size_t i = 0; i < set->count; i++) free(set->items[i]);
+    free(set->items);
+    memset(set, 0, sizeof *set);
+}
