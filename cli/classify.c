@@ -271,7 +271,8 @@ int cli_classify(int argc, char **argv) {
     vit_error err;
     if (vit_context_create(model, (int)batch, (int)size, &ctx, &err) != VIT_OK ||
         data_loader_create(&pre, (const char *const *)in.paths, in.count, (int)batch,
-                           cli_thread_count((int)threads), !args.values[OPT_NO_PREFETCH], &loader,
+                           args.values[OPT_NO_PREFETCH] ? cli_thread_count((int)threads) : 1,
+                           !args.values[OPT_NO_PREFETCH], &loader,
                            &err) != VIT_OK) {
         fprintf(stderr, "vit classify: %s\n", err.message);
         goto done;

@@ -27,7 +27,26 @@ struct vit_context {
     float *scores;    /* [threads, T, T] attention probabilities */
     float *pooled;    /* [B, prefix, D] normed prefix tokens */
     float **captures; /* [layers + 1]: index 0 after embedding, l + 1 after block l */
+    double *profile;  /* per-stage seconds, or NULL */
+    double stage_start;
 };
+
+const char *vit_stage_name(vit_stage stage) {
+    static const char *const NAMES[VIT_STAGE_COUNT] = {
+        "patch embedding", "layer norm", "qkv projection", "attention", "output projection",
+        "mlp fc1", "gelu", "mlp fc2", "final norm + head"};
+    return stage < VIT_STAGE_COUNT ? NAMES[stage] : "?";
+}
+
+void vit_context_profile(vit_context *ctx, double *seconds) { ctx->profile = seconds; }
+
+/* Charges the time since the last mark to stage (when profiling). */
+static void mark(vit_context *ctx, vit_stage stage) {
+    if (!ctx->profile) return;
+    const double now = omp_get_wtime();
+    ctx->profile[stage] += now - ctx->stage_start;
+    ctx->stage_start = now;
+}
 
 static float *alloc_floats(size_t count) {
     /* 64-byte alignment: whole AVX-512 vectors for every row start we can. */
@@ -271,19 +290,29 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
     const int D = c->hidden_size, M = c->mlp_size, rows = batch * ctx->num_tokens;
     const float eps = c->layer_norm_eps;
 
+    if (ctx->profile) ctx->stage_start = omp_get_wtime();
     embed(ctx, images, batch);
     capture(ctx, 0, batch);
+    mark(ctx, VIT_STAGE_PATCH_EMBED);
     for (int l = 0; l < c->num_layers; l++) {
         const vit_block *blk = &m->blocks[l];
         layer_norm(ctx->x, rows, D, blk->ln1_w, blk->ln1_b, eps, ctx->normed);
+        mark(ctx, VIT_STAGE_LAYER_NORM);
         linear(ctx->normed, rows, D, blk->qkv_w, blk->qkv_b, 3 * D, ctx->qkv, 0);
+        mark(ctx, VIT_STAGE_QKV);
         attention(ctx, batch);
+        mark(ctx, VIT_STAGE_ATTENTION);
         linear(ctx->attn, rows, D, blk->proj_w, blk->proj_b, D, ctx->x, 1);
+        mark(ctx, VIT_STAGE_PROJECTION);
         layer_norm(ctx->x, rows, D, blk->ln2_w, blk->ln2_b, eps, ctx->normed);
+        mark(ctx, VIT_STAGE_LAYER_NORM);
         linear(ctx->normed, rows, D, blk->fc1_w, blk->fc1_b, M, ctx->hidden, 0);
+        mark(ctx, VIT_STAGE_MLP_FC1);
         gelu(ctx->hidden, (size_t)rows * M);
+        mark(ctx, VIT_STAGE_GELU);
         linear(ctx->hidden, rows, M, blk->fc2_w, blk->fc2_b, D, ctx->x, 1);
         capture(ctx, l + 1, batch);
+        mark(ctx, VIT_STAGE_MLP_FC2);
     }
 
     /* Only the prefix tokens feed the head: normalise just those. */
@@ -295,6 +324,7 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
     if (c->num_classes == 0) {
         for (int b = 0; b < batch; b++)
             memcpy(out + (size_t)b * D, ctx->pooled + (size_t)b * prefix * D, sizeof(float) * D);
+        mark(ctx, VIT_STAGE_HEAD);
         return VIT_OK;
     }
     const int C = c->num_classes;
@@ -312,6 +342,7 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
         for (int b = 0; b < batch; b++)
             for (int j = 0; j < C; j++) out[(size_t)b * C + j] += m->head_b[j];
     }
+    mark(ctx, VIT_STAGE_HEAD);
     return VIT_OK;
 }
 

@@ -116,6 +116,27 @@ int vit_context_num_tokens(const vit_context *ctx);
  * block `layer`. dst NULL stops it. Costs nothing when unused. */
 vit_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, vit_error *err);
 
+/* Stages of the forward pass, for profiling. */
+typedef enum vit_stage {
+    VIT_STAGE_PATCH_EMBED,
+    VIT_STAGE_LAYER_NORM,
+    VIT_STAGE_QKV,
+    VIT_STAGE_ATTENTION,
+    VIT_STAGE_PROJECTION,
+    VIT_STAGE_MLP_FC1,
+    VIT_STAGE_GELU,
+    VIT_STAGE_MLP_FC2,
+    VIT_STAGE_HEAD,
+    VIT_STAGE_COUNT
+} vit_stage;
+
+/* The stage's name ("attention", ...). */
+const char *vit_stage_name(vit_stage stage);
+
+/* With seconds non-NULL, later forward passes add each stage's wall time to
+ * seconds[stage] (VIT_STAGE_COUNT entries); NULL turns timing off. */
+void vit_context_profile(vit_context *ctx, double *seconds);
+
 /* Runs batch images (batch x 3 x S x S floats, preprocessed) through the
  * model and writes batch x vit_model_output_size floats (logits, or class
  * token features for a headless model) to out. */
