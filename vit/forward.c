@@ -15,6 +15,7 @@
 struct vit_context {
     const vit_model *model;
     int max_batch, image_size, grid_h, grid_w, num_patches, num_tokens, num_threads;
+    int query_blocks; /* attention splits each head's queries into this many blocks */
     const float *pos_embed; /* the model's, or pos_resampled */
     float *pos_resampled;
     float *x;         /* [B*T, D] residual stream */
@@ -73,6 +74,9 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     ctx->num_patches = ctx->grid_h * ctx->grid_w;
     ctx->num_tokens = c->num_prefix_tokens + ctx->num_patches;
     ctx->num_threads = omp_get_max_threads();
+    /* Blocks of about 48 query rows: enough tasks to balance the threads,
+     * large enough for an efficient GEMM. */
+    ctx->query_blocks = (ctx->num_tokens + 47) / 48;
 
     const size_t B = (size_t)max_batch, T = (size_t)ctx->num_tokens, D = (size_t)c->hidden_size;
     const size_t M = (size_t)c->mlp_size, Np = (size_t)ctx->num_patches;
@@ -84,7 +88,8 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     ctx->hidden = alloc_floats(B * T * M);
     ctx->cols = alloc_floats(B * Np * K);
     ctx->patches = alloc_floats(B * Np * D);
-    ctx->scores = alloc_floats((size_t)ctx->num_threads * T * T);
+    const size_t block_rows = (T + ctx->query_blocks - 1) / ctx->query_blocks;
+    ctx->scores = alloc_floats((size_t)ctx->num_threads * block_rows * T);
     ctx->pooled = alloc_floats(B * (size_t)c->num_prefix_tokens * D);
     ctx->captures = calloc((size_t)c->num_layers + 1, sizeof *ctx->captures);
     if (!ctx->x || !ctx->normed || !ctx->qkv || !ctx->attn || !ctx->hidden || !ctx->cols ||
@@ -142,17 +147,25 @@ vit_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, v
 /* ------------------------------------------------------------- kernels */
 
 /* out[rows, out_dim] = in[rows, in_dim] · W[out_dim, in_dim]ᵀ + bias, or,
- * with accumulate, out += the same (the residual add fused into the GEMM). */
+ * with accumulate, out += the same (the residual add fused into the GEMM).
+ * The bias is written (or added) first and the GEMM accumulates onto it with
+ * beta = 1, which OpenBLAS runs without a separate pass over out. */
 static void linear(const float *in, int rows, int in_dim, const float *weight, const float *bias,
                    int out_dim, float *out, int accumulate) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in_dim, 1.0f, in, in_dim,
-                weight, in_dim, accumulate ? 1.0f : 0.0f, out, out_dim);
-    if (!bias) return;
+    if (bias || !accumulate) {
 #pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        float *row = out + (size_t)r * out_dim;
-        for (int j = 0; j < out_dim; j++) row[j] += bias[j];
+        for (int r = 0; r < rows; r++) {
+            float *row = out + (size_t)r * out_dim;
+            if (!bias)
+                memset(row, 0, sizeof(float) * out_dim);
+            else if (accumulate)
+                for (int j = 0; j < out_dim; j++) row[j] += bias[j];
+            else
+                memcpy(row, bias, sizeof(float) * out_dim);
+        }
     }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in_dim, 1.0f, in, in_dim,
+                weight, in_dim, 1.0f, out, out_dim);
 }
 
 static void layer_norm_row(const float *in, const float *w, const float *b, int dim, float eps,
@@ -230,23 +243,28 @@ void vit_softmax(float *values, int n) {
     for (int i = 0; i < n; i++) values[i] *= inv;
 }
 
-/* Multi-head self-attention over qkv [B*T, 3D] into attn [B*T, D]. One
- * (image, head) pair per task; each thread keeps its T x T scores. */
+/* Multi-head self-attention over qkv [B*T, 3D] into attn [B*T, D]. A task
+ * is one block of query rows of one head of one image, so even a single
+ * image with few heads spreads evenly over the threads; each thread keeps
+ * its block's scores (rows x T) in its own buffer. */
 static void attention(vit_context *ctx, int batch) {
     const vit_config *c = &ctx->model->config;
     const int T = ctx->num_tokens, D = c->hidden_size, H = c->num_heads, dh = D / H;
+    const int blocks = ctx->query_blocks, block_rows = (T + blocks - 1) / blocks;
     const float scale = 1.0f / sqrtf((float)dh);
 #pragma omp parallel for schedule(dynamic) num_threads(ctx->num_threads)
-    for (int task = 0; task < batch * H; task++) {
-        const int b = task / H, h = task % H;
-        float *scores = ctx->scores + (size_t)omp_get_thread_num() * T * T;
-        const float *q = ctx->qkv + (size_t)b * T * 3 * D + (size_t)h * dh;
-        const float *k = q + D, *v = q + 2 * D;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, scale, q, 3 * D, k, 3 * D,
+    for (int task = 0; task < batch * H * blocks; task++) {
+        const int b = task / (H * blocks), h = task / blocks % H, first = task % blocks * block_rows;
+        const int rows = T - first < block_rows ? T - first : block_rows;
+        if (rows <= 0) continue;
+        float *scores = ctx->scores + (size_t)omp_get_thread_num() * block_rows * T;
+        const float *q = ctx->qkv + ((size_t)b * T + first) * 3 * D + (size_t)h * dh;
+        const float *k = ctx->qkv + (size_t)b * T * 3 * D + D + (size_t)h * dh, *v = k + D;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, T, dh, scale, q, 3 * D, k, 3 * D,
                     0.0f, scores, T);
-        for (int i = 0; i < T; i++) vit_softmax(scores + (size_t)i * T, T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, 1.0f, scores, T, v,
-                    3 * D, 0.0f, ctx->attn + (size_t)b * T * D + (size_t)h * dh, D);
+        for (int i = 0; i < rows; i++) vit_softmax(scores + (size_t)i * T, T);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, T, 1.0f, scores, T, v,
+                    3 * D, 0.0f, ctx->attn + ((size_t)b * T + first) * D + (size_t)h * dh, D);
     }
 }
 

@@ -1,0 +1,159 @@
+/* vit_bench — vitc's side of the benchmark table: load time, median
+ * latency per batch, images/s, GFLOP/s, peak RSS, the per-stage profile,
+ * and this machine's single-precision GEMM peak. One JSON object per line,
+ * the format the peer scripts print too (bench/run assembles the table).
+ *
+ * usage: vit_bench -m MODEL [-t N] [--batches 1,8,32] [--runs 20] [--warmup 5]
+ *        vit_bench --sgemm-peak [-t N] */
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "vit.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double peak_rss_mib(void) {
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return usage.ru_maxrss / 1024.0; /* kilobytes on Linux */
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* FLOPs of one image (a multiply-add counts two), as the GEMMs do them. */
+static double flops_per_image(const vit_config *c, int tokens) {
+    const double T = tokens, D = c->hidden_size, M = c->mlp_size, P = c->patch_size;
+    const double patches = tokens - c->num_prefix_tokens;
+    double per_layer = 2 * T * D * 3 * D   /* qkv */
+                       + 2 * 2 * T * T * D /* QK^T and PV over all heads */
+                       + 2 * T * D * D     /* projection */
+                       + 2 * 2 * T * D * M; /* fc1, fc2 */
+    double heads = c->num_classes > 0 ? 2 * D * c->num_classes * (c->num_prefix_tokens == 2 ? 2 : 1) : 0;
+    return 2 * patches * c->num_channels * P * P * D + c->num_layers * per_layer + heads;
+}
+
+/* Median GFLOP/s of a large square sgemm: the machine's practical peak. */
+static void sgemm_peak(int threads) {
+    const int n = 4096;
+    float *a = calloc((size_t)n * n, sizeof(float)), *b = calloc((size_t)n * n, sizeof(float));
+    float *c = calloc((size_t)n * n, sizeof(float));
+    double times[5];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    for (int r = 0; r < 5; r++) {
+        const double t = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        times[r] = now() - t;
+    }
+    qsort(times, 5, sizeof *times, compare_doubles);
+    printf("{\"engine\":\"sgemm\",\"n\":%d,\"threads\":%d,\"gflop_s\":%.1f}\n", n, threads,
+           2.0 * n * n * n / times[2] / 1e9);
+    free(a), free(b), free(c);
+}
+
+int main(int argc, char **argv) {
+    const char *model_path = NULL, *batches = "1,8,32", *name = NULL;
+    int threads = 0, runs = 20, warmup = 5, peak = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-m") && v) model_path = argv[++i];
+        else if (!strcmp(a, "-t") && v) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--batches") && v) batches = argv[++i];
+        else if (!strcmp(a, "--runs") && v) runs = atoi(argv[++i]);
+        else if (!strcmp(a, "--warmup") && v) warmup = atoi(argv[++i]);
+        else if (!strcmp(a, "--name") && v) name = argv[++i];
+        else if (!strcmp(a, "--sgemm-peak")) peak = 1;
+        else {
+            fprintf(stderr, "vit_bench: unknown argument '%s'\n", a);
+            return 1;
+        }
+    }
+    if (threads <= 0) threads = omp_get_num_procs();
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+    if (peak) {
+        sgemm_peak(threads);
+        return 0;
+    }
+    if (!model_path || runs < 1) {
+        fprintf(stderr, "usage: vit_bench -m MODEL [-t N] [--batches 1,8,32] [--runs 20] [--warmup 5]\n");
+        return 1;
+    }
+    if (!name) {
+        const char *slash = strrchr(model_path, '/');
+        name = slash && slash[1] ? slash + 1 : model_path;
+    }
+
+    vit_error err;
+    vit_model *model;
+    const double t0 = now();
+    if (vit_model_load(model_path, NULL, &model, &err) != VIT_OK) {
+        fprintf(stderr, "vit_bench: %s\n", err.message);
+        return 1;
+    }
+    const double load_s = now() - t0;
+    const vit_config *c = vit_model_config(model);
+    const int S = c->image_size, per_image = 3 * S * S, outputs = vit_model_output_size(model);
+
+    char list[256];
+    snprintf(list, sizeof list, "%s", batches);
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        const int batch = atoi(tok);
+        if (batch <= 0) continue;
+        vit_context *ctx;
+        if (vit_context_create(model, batch, 0, &ctx, &err) != VIT_OK) {
+            fprintf(stderr, "vit_bench: %s\n", err.message);
+            return 1;
+        }
+        float *images = malloc(sizeof(float) * per_image * (size_t)batch);
+        float *out = malloc(sizeof(float) * outputs * (size_t)batch);
+        srand(1);
+        for (size_t i = 0; i < (size_t)per_image * batch; i++) images[i] = (float)rand() / RAND_MAX - 0.5f;
+        for (int r = 0; r < warmup; r++) vit_forward(ctx, images, batch, out, &err);
+        double *times = malloc(sizeof(double) * runs);
+        for (int r = 0; r < runs; r++) {
+            const double t = now();
+            vit_forward(ctx, images, batch, out, &err);
+            times[r] = now() - t;
+        }
+        qsort(times, (size_t)runs, sizeof *times, compare_doubles);
+        const double median = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
+        const double gflop = flops_per_image(c, vit_context_num_tokens(ctx)) * batch / 1e9;
+        printf("{\"engine\":\"vitc\",\"model\":\"%s\",\"batch\":%d,\"threads\":%d,\"median_ms\":%.3f,"
+               "\"images_per_s\":%.2f,\"gflop_s\":%.1f,\"gflop_per_image\":%.3f,\"load_s\":%.4f,"
+               "\"peak_rss_mib\":%.1f}\n",
+               name, batch, threads, median * 1e3, batch / median, gflop / median, gflop / batch,
+               load_s, peak_rss_mib());
+        if (batch == 1 || batch == 32) {
+            /* Where the time goes, from a few more profiled runs. */
+            double seconds[VIT_STAGE_COUNT] = {0}, total = 0;
+            vit_context_profile(ctx, seconds);
+            for (int r = 0; r < (runs < 10 ? runs : 10); r++) vit_forward(ctx, images, batch, out, &err);
+            vit_context_profile(ctx, NULL);
+            for (int s = 0; s < VIT_STAGE_COUNT; s++) total += seconds[s];
+            printf("{\"engine\":\"vitc\",\"model\":\"%s\",\"batch\":%d,\"profile\":{", name, batch);
+            for (int s = 0; s < VIT_STAGE_COUNT; s++)
+                printf("%s\"%s\":%.1f", s ? "," : "", vit_stage_name((vit_stage)s),
+                       total > 0 ? 100.0 * seconds[s] / total : 0.0);
+            printf("}}\n");
+        }
+        fflush(stdout);
+        free(times);
+        free(images);
+        free(out);
+        vit_context_free(ctx);
+    }
+    vit_model_free(model);
+    return 0;
+}
