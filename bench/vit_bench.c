@@ -63,14 +63,14 @@ static void sgemm_peak(int threads) {
 }
 
 int main(int argc, char **argv) {
-    const char *model_path = NULL, *batches = "1,8,32", *name = NULL;
-    int threads = 0, runs = 20, warmup = 5, peak = 0;
+    const char *model_path = NULL, *batches = "1,8,32", *name = NULL, *runs_list = "20";
+    int threads = 0, warmup = 5, peak = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-m") && v) model_path = argv[++i];
         else if (!strcmp(a, "-t") && v) threads = atoi(argv[++i]);
         else if (!strcmp(a, "--batches") && v) batches = argv[++i];
-        else if (!strcmp(a, "--runs") && v) runs = atoi(argv[++i]);
+        else if (!strcmp(a, "--runs") && v) runs_list = argv[++i];
         else if (!strcmp(a, "--warmup") && v) warmup = atoi(argv[++i]);
         else if (!strcmp(a, "--name") && v) name = argv[++i];
         else if (!strcmp(a, "--sgemm-peak")) peak = 1;
@@ -86,7 +86,7 @@ int main(int argc, char **argv) {
         sgemm_peak(threads);
         return 0;
     }
-    if (!model_path || runs < 1) {
+    if (!model_path) {
         fprintf(stderr, "usage: vit_bench -m MODEL [-t N] [--batches 1,8,32] [--runs 20] [--warmup 5]\n");
         return 1;
     }
@@ -106,10 +106,18 @@ int main(int argc, char **argv) {
     const vit_config *c = vit_model_config(model);
     const int S = c->image_size, per_image = 3 * S * S, outputs = vit_model_output_size(model);
 
+    /* --runs: one count, or one per batch size. */
+    int run_counts[32], num_counts = 0;
     char list[256];
+    snprintf(list, sizeof list, "%s", runs_list);
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && num_counts < 32; tok = strtok_r(NULL, ",", &save))
+        run_counts[num_counts++] = atoi(tok) > 0 ? atoi(tok) : 1;
     snprintf(list, sizeof list, "%s", batches);
+    int batch_index = 0;
     for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         const int batch = atoi(tok);
+        const int runs = run_counts[batch_index < num_counts ? batch_index : num_counts - 1];
+        batch_index++;
         if (batch <= 0) continue;
         vit_context *ctx;
         if (vit_context_create(model, batch, 0, &ctx, &err) != VIT_OK) {

@@ -164,8 +164,19 @@ static void linear(const float *in, int rows, int in_dim, const float *weight, c
                 memcpy(row, bias, sizeof(float) * out_dim);
         }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in_dim, 1.0f, in, in_dim,
-                weight, in_dim, 1.0f, out, out_dim);
+    /* Each thread takes its own slice of output columns (whole 16-column
+     * panels) and runs a single-threaded GEMM on it: measured faster than
+     * OpenBLAS's own threading for these shapes, most of all at 197 rows. */
+    const int threads = omp_get_max_threads();
+#pragma omp parallel num_threads(threads)
+    {
+        const int chunk = ((out_dim + threads - 1) / threads + 15) / 16 * 16;
+        const int first = omp_get_thread_num() * chunk;
+        const int cols = out_dim - first < chunk ? out_dim - first : chunk;
+        if (cols > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, in_dim, 1.0f, in, in_dim,
+                        weight + (size_t)first * in_dim, in_dim, 1.0f, out + first, out_dim);
+    }
 }
 
 static void layer_norm_row(const float *in, const float *w, const float *b, int dim, float eps,
