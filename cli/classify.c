@@ -178,11 +178,6 @@ static int parse_shard(const char *text, shard *s) {
     return 0;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void show_progress(size_t done, size_t total, size_t failed, double elapsed) {
     const double rate = elapsed > 0 ? done / elapsed : 0.0;
@@ -285,7 +280,7 @@ int cli_classify(int argc, char **argv) {
     const int progress = !quiet && isatty(STDERR_FILENO);
     const int classes = vit_model_output_size(model);
     size_t processed = 0, failed = 0;
-    const double start = now_seconds();
+    const double start = cli_now_seconds();
     data_batch b;
     while (data_loader_next(loader, &b) > 0) {
         if (cli_run_batch("classify", ctx, model, &b, outputs) != 0) goto done;
@@ -302,11 +297,11 @@ int cli_classify(int argc, char **argv) {
             }
         }
         if (cli_results_flush(&results) != 0) goto done;
-        if (progress) show_progress(processed, to_write, failed, now_seconds() - start);
+        if (progress) show_progress(processed, to_write, failed, cli_now_seconds() - start);
     }
     results_open = 0;
     if (cli_results_close(&results) != 0) goto done;
-    const double seconds = now_seconds() - start;
+    const double seconds = cli_now_seconds() - start;
     if (progress) fprintf(stderr, "\r%78s\r", "");
     if (!quiet)
         fprintf(stderr, "vit classify: %zu files, %zu failed, %.1f s, %.1f images/s\n", processed,

@@ -44,6 +44,9 @@ int cli_int(const char *command, const char *option, const char *text, long min,
 /* Sets the OpenMP and OpenBLAS thread counts (0: all cores). */
 void cli_set_threads(int threads);
 
+/* A monotonic clock in seconds, for rates and progress. */
+double cli_now_seconds(void);
+
 /* The thread count -t means (0: all cores). */
 int cli_thread_count(int threads);
 

@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -151,4 +152,10 @@ int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
     if (vit_model_config(model)->num_classes > 0)
         for (int r = 0; r < batch->num_good; r++) vit_softmax(outputs + (size_t)r * n, n);
     return 0;
+}
+
+double cli_now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }

@@ -199,11 +199,6 @@ static int collect_csv(const vit_model *model, const char *dir, const char *csv_
     return rc;
 }
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* Writes s as one CSV field. */
 static void csv_write_field(FILE *out, const char *s) {
@@ -350,7 +345,7 @@ int cli_eval(int argc, char **argv) {
 
     const int show_progress = isatty(STDERR_FILENO);
     size_t top1 = 0, top5 = 0, scored = 0, failed = 0;
-    const double start = now_seconds();
+    const double start = cli_now_seconds();
     data_batch b;
     while (data_loader_next(loader, &b) > 0) {
         if (cli_run_batch("eval", ctx, model, &b, outputs) != 0) goto done;
@@ -389,7 +384,7 @@ int cli_eval(int argc, char **argv) {
             fprintf(stderr, "\r  %zu/%zu images, top-1 %.1f%%", b.first + b.count, set.count,
                     scored ? 100.0 * top1 / scored : 0.0);
     }
-    const double seconds = now_seconds() - start;
+    const double seconds = cli_now_seconds() - start;
     if (show_progress) fprintf(stderr, "\r%60s\r", "");
     printf("top-1 %.2f%% (%zu/%zu)  top-5 %.2f%% (%zu/%zu)\n", scored ? 100.0 * top1 / scored : 0.0,
            top1, scored, scored ? 100.0 * top5 / scored : 0.0, top5, scored);

@@ -101,6 +101,13 @@ vit_status data_preprocess_from_hf_json(const char *json_text, const char *name,
 vit_status data_preprocess_from_timm_json(const char *json_text, const char *name,
                                           data_preprocess *p, vit_error *err);
 
+/* Reads a whole text file of at most max_bytes into *text (NUL-terminated,
+ * caller frees). With missing non-NULL, a file that does not exist sets
+ * *missing and returns VIT_OK; otherwise it is VIT_E_IO. Files with NUL bytes
+ * are refused. */
+vit_status data_read_text_file(const char *path, size_t max_bytes, char **text, int *missing,
+                               vit_error *err);
+
 /* Chooses the recipe for a model directory: preprocessor_config.json if
  * present, else config.json with a timm "pretrained_cfg", else the default
  * for image_size. model_dir may be NULL (default). */

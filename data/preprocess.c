@@ -445,40 +445,39 @@ vit_status data_preprocess_from_timm_json(const char *json_text, const char *nam
 
 /* ---- model directories ---- */
 
-/* Reads a small text file. *missing is set (and VIT_OK returned) when the
- * file does not exist, so callers can fall back. */
-static vit_status read_text(const char *path, char **text, int *missing, vit_error *err) {
+vit_status data_read_text_file(const char *path, size_t max_bytes, char **text, int *missing,
+                               vit_error *err) {
     *text = NULL;
-    *missing = 0;
+    if (missing) *missing = 0;
     FILE *f = fopen(path, "rb");
     if (!f) {
-        if (errno == ENOENT) {
+        if (errno == ENOENT && missing) {
             *missing = 1;
             return VIT_OK;
         }
         return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(errno));
     }
-    char *buf = malloc(JSON_MAX_BYTES + 1);
+    char *buf = malloc(max_bytes + 1);
     if (!buf) {
         fclose(f);
         return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
     }
-    size_t len = fread(buf, 1, JSON_MAX_BYTES + 1, f);
+    size_t len = fread(buf, 1, max_bytes + 1, f);
     int failed = ferror(f);
     fclose(f);
     if (failed) {
         free(buf);
         return vit_error_set(err, VIT_E_IO, "%s: read error", path);
     }
-    if (len > JSON_MAX_BYTES) {
+    if (len > max_bytes) {
         free(buf);
-        return vit_error_set(err, VIT_E_LIMIT, "%s: larger than the %zu KiB limit for JSON", path,
-                             JSON_MAX_BYTES >> 10);
+        return vit_error_set(err, VIT_E_LIMIT, "%s: larger than the limit of %zu KiB", path,
+                             max_bytes >> 10);
     }
     buf[len] = '\0';
     if (strlen(buf) != len) {
         free(buf);
-        return vit_error_set(err, VIT_E_FORMAT, "%s: contains NUL bytes, not JSON", path);
+        return vit_error_set(err, VIT_E_FORMAT, "%s: contains NUL bytes, not text", path);
     }
     *text = buf;
     return VIT_OK;
@@ -496,7 +495,7 @@ vit_status data_preprocess_for_model(const char *model_dir, int image_size, data
         return vit_error_set(err, VIT_E_ARG, "%s: model directory path too long", model_dir);
     char *text;
     int missing;
-    vit_status st = read_text(path, &text, &missing, err);
+    vit_status st = data_read_text_file(path, JSON_MAX_BYTES, &text, &missing, err);
     if (st != VIT_OK) return st;
     if (!missing) {
         st = data_preprocess_from_hf_json(text, path, p, err);
@@ -504,7 +503,7 @@ vit_status data_preprocess_for_model(const char *model_dir, int image_size, data
         return st;
     }
     snprintf(path, sizeof path, "%s/config.json", model_dir);
-    st = read_text(path, &text, &missing, err);
+    st = data_read_text_file(path, JSON_MAX_BYTES, &text, &missing, err);
     if (st != VIT_OK) return st;
     if (!missing) {
         cJSON *root;

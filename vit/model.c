@@ -30,30 +30,8 @@ static int file_exists(const char *path) {
 
 /* Reads a whole small text file. Returns NULL (with err set) on failure. */
 static char *read_text_file(const char *path, long max_bytes, vit_error *err) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        vit_error_set(err, VIT_E_IO, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *text = NULL;
-    long size = -1;
-    if (fseek(fp, 0, SEEK_END) == 0) size = ftell(fp);
-    if (size < 0 || fseek(fp, 0, SEEK_SET) != 0) {
-        vit_error_set(err, VIT_E_IO, "%s: cannot read: %s", path, strerror(errno));
-    } else if (size > max_bytes) {
-        vit_error_set(err, VIT_E_LIMIT, "%s: %ld bytes exceeds the limit of %ld bytes", path,
-                      size, max_bytes);
-    } else if (!(text = malloc((size_t)size + 1))) {
-        vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
-    } else if (fread(text, 1, (size_t)size, fp) != (size_t)size) {
-        vit_error_set(err, VIT_E_IO, "%s: short read", path);
-        free(text);
-        text = NULL;
-    } else {
-        text[size] = '\0';
-    }
-    fclose(fp);
-    return text;
+    char *text;
+    return data_read_text_file(path, (size_t)max_bytes, &text, NULL, err) == VIT_OK ? text : NULL;
 }
 
 /* ------------------------------------------------------------- json utils */
