@@ -67,6 +67,17 @@ vit_model *cli_load_model(const char *command, const char *model_path, const cha
 int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
                   const data_batch *batch, float *outputs);
 
+/* Reads one CSV field (RFC 4180 quoting) at *p into out (truncated to
+ * size - 1 bytes) and advances *p past it and its comma. */
+void cli_csv_read_field(const char **p, char *out, size_t size);
+
+/* s as one CSV field, quoted when it holds a comma, quote or line break
+ * (malloc'd; NULL when out of memory). */
+char *cli_csv_quote(const char *s);
+
+/* Writes s to out as one CSV field; -1 when out of memory (nothing written). */
+int cli_csv_write_field(FILE *out, const char *s);
+
 /* A growable set of owned strings; sort once, then look up. */
 typedef struct cli_string_set {
     char **items;

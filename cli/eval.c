@@ -133,30 +133,6 @@ done:
     return rc;
 }
 
-/* Reads one CSV field (RFC 4180 quoting) from *p into out; advances *p past
- * the field and its comma. */
-static void csv_field(const char **p, char *out, size_t size) {
-    const char *s = *p;
-    size_t n = 0;
-    if (*s == '"') {
-        s++;
-        while (*s && !(*s == '"' && s[1] != '"')) {
-            if (*s == '"') s++; /* doubled quote */
-            if (n + 1 < size) out[n++] = *s;
-            s++;
-        }
-        if (*s == '"') s++;
-    } else {
-        while (*s && *s != ',' && *s != '\n' && *s != '\r') {
-            if (n + 1 < size) out[n++] = *s;
-            s++;
-        }
-    }
-    out[n] = '\0';
-    if (*s == ',') s++;
-    *p = s;
-}
-
 static int collect_csv(const vit_model *model, const char *dir, const char *csv_path, labelled *set) {
     FILE *fp = fopen(csv_path, "r");
     if (!fp) {
@@ -170,8 +146,8 @@ static int collect_csv(const vit_model *model, const char *dir, const char *csv_
         line_number++;
         const char *p = line;
         if (line[0] == '\n' || line[0] == '\r' || line[0] == '\0') continue;
-        csv_field(&p, file, sizeof file);
-        csv_field(&p, index_text, sizeof index_text);
+        cli_csv_read_field(&p, file, sizeof file);
+        cli_csv_read_field(&p, index_text, sizeof index_text);
         char *end;
         long index = strtol(index_text, &end, 10);
         if (end == index_text || *end) {
@@ -200,19 +176,6 @@ static int collect_csv(const vit_model *model, const char *dir, const char *csv_
 }
 
 
-/* Writes s as one CSV field. */
-static void csv_write_field(FILE *out, const char *s) {
-    if (!strpbrk(s, ",\"\n\r")) {
-        fputs(s, out);
-        return;
-    }
-    fputc('"', out);
-    for (; *s; s++) {
-        if (*s == '"') fputc('"', out);
-        fputc(*s, out);
-    }
-    fputc('"', out);
-}
 
 typedef struct class_pair {
     int truth, predicted;
@@ -236,8 +199,8 @@ static FILE *open_beside(const char *path, const char *suffix, char *final_path,
     return fp;
 }
 
-static int close_beside(FILE *fp, const char *final_path, const char *tmp_path) {
-    int failed = ferror(fp) | (fclose(fp) != 0);
+static int close_beside(FILE *fp, int field_failed, const char *final_path, const char *tmp_path) {
+    int failed = field_failed | ferror(fp) | (fclose(fp) != 0);
     if (failed || rename(tmp_path, final_path) != 0) {
         fprintf(stderr, "vit eval: %s: cannot write: %s\n", final_path, strerror(errno));
         unlink(tmp_path);
@@ -253,15 +216,16 @@ static int write_tables(const char *output, const vit_model *model, const size_t
     char final_path[4200], tmp_path[4300];
     FILE *fp = open_beside(output, ".classes.csv", final_path, tmp_path, sizeof final_path);
     if (!fp) return -1;
+    int field_failed = 0;
     fprintf(fp, "class,label,images,top1,top5\n");
     for (int c = 0; c < vit_model_config(model)->num_classes; c++) {
         const size_t n = per_class[3 * c];
         if (!n) continue;
         fprintf(fp, "%d,", c);
-        csv_write_field(fp, vit_model_label(model, c) ? vit_model_label(model, c) : "");
+        field_failed |= cli_csv_write_field(fp, vit_model_label(model, c) ? vit_model_label(model, c) : "");
         fprintf(fp, ",%zu,%.4f,%.4f\n", n, (double)per_class[3 * c + 1] / n, (double)per_class[3 * c + 2] / n);
     }
-    if (close_beside(fp, final_path, tmp_path) != 0) return -1;
+    if (close_beside(fp, field_failed, final_path, tmp_path) != 0) return -1;
 
     qsort(pairs, count, sizeof *pairs, compare_pairs);
     if (!(fp = open_beside(output, ".confusion.csv", final_path, tmp_path, sizeof final_path))) return -1;
@@ -272,7 +236,7 @@ static int write_tables(const char *output, const vit_model *model, const size_t
         fprintf(fp, "%d,%d,%zu\n", pairs[i].truth, pairs[i].predicted, j - i);
         i = j;
     }
-    return close_beside(fp, final_path, tmp_path);
+    return close_beside(fp, 0, final_path, tmp_path);
 }
 
 int cli_eval(int argc, char **argv) {
@@ -345,6 +309,7 @@ int cli_eval(int argc, char **argv) {
 
     const int show_progress = isatty(STDERR_FILENO);
     size_t top1 = 0, top5 = 0, scored = 0, failed = 0;
+    int out_failed = 0; /* a field could not be formatted */
     const double start = cli_now_seconds();
     data_batch b;
     while (data_loader_next(loader, &b) > 0) {
@@ -372,11 +337,11 @@ int cli_eval(int argc, char **argv) {
             per_class[3 * truth + 2] += in_top5;
             if (out) {
                 /* Paths relative to DIR, as the user named them. */
-                csv_write_field(out, set.paths[item] + strlen(dir) + 1);
+                out_failed |= cli_csv_write_field(out, set.paths[item] + strlen(dir) + 1);
                 fprintf(out, ",%d,%d,%d,", truth, top[0], top[0] == truth);
-                csv_write_field(out, vit_model_label(model, truth) ? vit_model_label(model, truth) : "");
+                out_failed |= cli_csv_write_field(out, vit_model_label(model, truth) ? vit_model_label(model, truth) : "");
                 fputc(',', out);
-                csv_write_field(out, vit_model_label(model, top[0]) ? vit_model_label(model, top[0]) : "");
+                out_failed |= cli_csv_write_field(out, vit_model_label(model, top[0]) ? vit_model_label(model, top[0]) : "");
                 fputc('\n', out);
             }
         }
@@ -392,7 +357,7 @@ int cli_eval(int argc, char **argv) {
            seconds > 0 ? (scored + failed) / seconds : 0.0, failed ? "" : "\n");
     if (failed) printf(", %zu could not be read and are left out\n", failed);
     if (out) {
-        int write_failed = ferror(out) | (fclose(out) != 0);
+        int write_failed = out_failed | ferror(out) | (fclose(out) != 0);
         out = NULL;
         if (write_failed || rename(out_tmp, args.values[OPT_OUTPUT]) != 0) {
             fprintf(stderr, "vit eval: %s: cannot write: %s\n", args.values[OPT_OUTPUT], strerror(errno));

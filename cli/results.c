@@ -57,13 +57,13 @@ static void append(cli_results *r, const char *fmt, ...) {
 }
 
 static void append_csv_field(cli_results *r, const char *s) {
-    if (!strpbrk(s, ",\"\n\r")) {
-        append(r, "%s", s);
+    char *quoted = cli_csv_quote(s);
+    if (!quoted) {
+        r->failed = 1;
         return;
     }
-    append(r, "\"");
-    for (; *s; s++) append(r, *s == '"' ? "\"\"" : "%c", *s);
-    append(r, "\"");
+    append(r, "%s", quoted);
+    free(quoted);
 }
 
 static void csv_header(cli_results *r) {
@@ -184,19 +184,8 @@ static int read_done(cli_results *r, const char *path, cli_string_set *done) {
         }
         char *row_path = NULL;
         if (r->format == CLI_RESULTS_CSV) {
-            /* The first field, unquoted. */
-            const char *s = line;
-            size_t len = 0;
-            row_path = malloc((size_t)n + 1);
-            if (row_path && *s == '"') {
-                for (s++; *s && !(*s == '"' && s[1] != '"'); s++) {
-                    if (*s == '"') s++;
-                    row_path[len++] = *s;
-                }
-            } else if (row_path) {
-                while (*s && *s != ',' && *s != '\n') row_path[len++] = *s++;
-            }
-            if (row_path) row_path[len] = '\0';
+            const char *p = line;
+            if ((row_path = malloc((size_t)n + 1))) cli_csv_read_field(&p, row_path, (size_t)n + 1);
         } else {
             cJSON *obj = cJSON_Parse(line);
             const cJSON *p = cJSON_GetObjectItemCaseSensitive(obj, "path");
