@@ -111,10 +111,33 @@ void vit_context_free(vit_context *ctx);
 int vit_context_image_size(const vit_context *ctx);
 int vit_context_num_tokens(const vit_context *ctx);
 
-/* Asks the next forward passes to copy the token embeddings (batch x tokens x
- * hidden floats) into dst: after the embedding (layer -1) or after encoder
- * block `layer`. dst NULL stops it. Costs nothing when unused. */
+/* What vit_context_capture copies out of the forward pass. */
+typedef enum vit_capture_kind {
+    VIT_CAPTURE_TOKENS,    /* batch x tokens x hidden: the residual stream after the
+                              embedding (layer -1) or after encoder block `layer` */
+    VIT_CAPTURE_ATTENTION, /* batch x heads x tokens x tokens: block `layer`'s softmax
+                              probabilities, row = query, column = key */
+    VIT_CAPTURE_KEYS,      /* batch x tokens x hidden: block `layer`'s attention keys,
+                              heads side by side (head h = columns h*dh ..) */
+    VIT_CAPTURE_KIND_COUNT
+} vit_capture_kind;
+
+/* Asks the next forward passes to copy `kind` for `layer` into dst (sized
+ * for the batches that will be passed; layout above). dst NULL stops it.
+ * Any number of (kind, layer) pairs may be active at once. Costs nothing
+ * when unused. */
+vit_status vit_context_capture(vit_context *ctx, vit_capture_kind kind, int layer, float *dst,
+                               vit_error *err);
+
+/* The same as vit_context_capture(ctx, VIT_CAPTURE_TOKENS, layer, dst, err). */
 vit_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, vit_error *err);
+
+/* Applies the model's final LayerNorm and classifier head to n token rows
+ * taken after the last encoder block (n x hidden floats): n x num_classes
+ * logits into out (the mean of both heads for distilled DeiT). This is the
+ * classifier run on every patch token. VIT_E_ARG for a model without head. */
+vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, float *out,
+                            vit_error *err);
 
 /* Stages of the forward pass, for profiling. */
 typedef enum vit_stage {
