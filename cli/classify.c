@@ -40,82 +40,8 @@ static const char USAGE[] =
     "Exit status: 0 all images classified, 2 some failed (each named on stderr and in\n"
     "its row), 1 fatal error.";
 
-/* The files to classify: where to read each and the name its row carries. */
-typedef struct inputs {
-    char **paths, **names;
-    unsigned char *skip_row; /* resume: computed with its batch, row already written */
-    size_t count, capacity;
-} inputs;
-
-static int add_input(inputs *in, const char *path, const char *name) {
-    if (in->count == in->capacity) {
-        size_t capacity = in->capacity ? in->capacity * 2 : 1024;
-        char **paths = realloc(in->paths, capacity * sizeof *paths);
-        if (paths) in->paths = paths;
-        char **names = realloc(in->names, capacity * sizeof *names);
-        if (names) in->names = names;
-        if (!paths || !names) return -1;
-        in->capacity = capacity;
-    }
-    in->paths[in->count] = strdup(path);
-    in->names[in->count] = strdup(name);
-    if (!in->paths[in->count] || !in->names[in->count]) return -1;
-    in->count++;
-    return 0;
-}
-
-static void free_inputs(inputs *in) {
-    for (size_t i = 0; i < in->count; i++) {
-        free(in->paths[i]);
-        free(in->names[i]);
-    }
-    free(in->paths);
-    free(in->names);
-    free(in->skip_row);
-}
-
-/* Splits "jpg,png" into a list (pointers into text, which is modified). */
-static size_t split_extensions(char *text, const char **list, size_t max) {
-    size_t n = 0;
-    for (char *save = NULL, *tok = strtok_r(text, ",", &save); tok && n < max; tok = strtok_r(NULL, ",", &save))
-        list[n++] = tok;
-    return n;
-}
-
-static int collect(const cli_args *args, const data_walk_options *walk, inputs *in) {
-    const int relative = args->num_positional == 1;
-    for (int a = 0; a < args->num_positional; a++) {
-        const char *arg = args->positional[a];
-        struct stat st;
-        if (stat(arg, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            /* A file named on the command line is classified whatever its
-             * extension; a missing one becomes an error row. */
-            if (add_input(in, arg, arg) != 0) return -1;
-            continue;
-        }
-        data_file_list files = {0};
-        vit_error err;
-        if (data_walk(arg, walk, &files, &err) != VIT_OK) {
-            fprintf(stderr, "vit classify: %s\n", err.message);
-            data_file_list_free(&files);
-            return -1;
-        }
-        size_t prefix = strlen(arg);
-        while (prefix > 1 && arg[prefix - 1] == '/') prefix--;
-        for (size_t i = 0; i < files.count; i++) {
-            const char *name = relative ? files.paths[i] + prefix + 1 : files.paths[i];
-            if (add_input(in, files.paths[i], name) != 0) {
-                data_file_list_free(&files);
-                return -1;
-            }
-        }
-        data_file_list_free(&files);
-    }
-    return 0;
-}
-
 /* Keeps the inputs for which keep(name) holds, in order. */
-static void filter_inputs(inputs *in, int (*keep)(const char *, const void *), const void *context) {
+static void filter_inputs(cli_inputs *in, int (*keep)(const char *, const void *), const void *context) {
     size_t kept = 0;
     for (size_t i = 0; i < in->count; i++) {
         if (keep(in->names[i], context)) {
@@ -142,15 +68,17 @@ static int in_shard(const char *name, const void *context) {
  * uninterrupted run and computes bit-identical results (the numbers of a
  * batched forward pass depend, in the last float digits, on its company).
  * Files of kept batches whose rows exist are marked skip_row. */
-static int keep_unfinished_batches(inputs *in, const cli_string_set *done, size_t batch) {
-    if (!(in->skip_row = calloc(in->count ? in->count : 1, 1))) return -1;
+static int keep_unfinished_batches(cli_inputs *in, unsigned char **skip, const cli_string_set *done,
+                                   size_t batch) {
+    unsigned char *skip_row = *skip = calloc(in->count ? in->count : 1, 1);
+    if (!skip_row) return -1;
     size_t kept = 0;
     for (size_t first = 0; first < in->count; first += batch) {
         const size_t end = first + batch < in->count ? first + batch : in->count;
         int unfinished = 0;
         for (size_t i = first; i < end; i++) {
-            in->skip_row[i] = (unsigned char)cli_string_set_has(done, in->names[i]);
-            unfinished |= !in->skip_row[i];
+            skip_row[i] = (unsigned char)cli_string_set_has(done, in->names[i]);
+            unfinished |= !skip_row[i];
         }
         for (size_t i = first; i < end; i++) {
             if (!unfinished) {
@@ -160,7 +88,7 @@ static int keep_unfinished_batches(inputs *in, const cli_string_set *done, size_
             }
             in->paths[kept] = in->paths[i];
             in->names[kept] = in->names[i];
-            in->skip_row[kept] = in->skip_row[i];
+            skip_row[kept] = skip_row[i];
             kept++;
         }
     }
@@ -179,13 +107,6 @@ static int parse_shard(const char *text, shard *s) {
 }
 
 
-static void show_progress(size_t done, size_t total, size_t failed, double elapsed) {
-    const double rate = elapsed > 0 ? done / elapsed : 0.0;
-    const long eta = rate > 0 ? (long)((total - done) / rate + 0.5) : 0;
-    fprintf(stderr, "\r  %zu/%zu files  %.1f images/s  ETA %ld:%02ld:%02ld  %zu failed   ", done, total,
-            rate, eta / 3600, eta / 60 % 60, eta % 60, failed);
-}
-
 int cli_classify(int argc, char **argv) {
     cli_args args;
     int parsed = cli_parse("classify", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
@@ -198,7 +119,8 @@ int cli_classify(int argc, char **argv) {
     vit_context *ctx = NULL;
     data_loader *loader = NULL;
     float *outputs = NULL;
-    inputs in = {0};
+    cli_inputs in = {0};
+    unsigned char *skip_row = NULL; /* resume: computed with its batch, row already written */
     cli_string_set done = {0};
     cli_results results = {0};
     int results_open = 0;
@@ -237,9 +159,11 @@ int cli_classify(int argc, char **argv) {
     if (args.values[OPT_EXT]) {
         if (!(ext_text = strdup(args.values[OPT_EXT]))) goto done;
         walk.extensions = extensions;
-        walk.num_extensions = split_extensions(ext_text, extensions, 64);
+        walk.num_extensions = cli_split_list(ext_text, extensions, 64);
     }
-    if (collect(&args, &walk, &in) != 0) goto done;
+    if (cli_inputs_collect("classify", args.positional, args.num_positional, &walk, CLI_NAMES_ROWS,
+                           &in) != 0)
+        goto done;
     if (part.count > 1) filter_inputs(&in, in_shard, &part);
 
     cli_set_threads((int)threads);
@@ -254,12 +178,12 @@ int cli_classify(int argc, char **argv) {
     if (cli_results_open(&results, output, format, (int)top_k, model, resume, &done) != 0) goto done;
     results_open = 1;
     if ((size_t)batch > in.count && in.count > 0) batch = (long)in.count;
-    if (resume && keep_unfinished_batches(&in, &done, (size_t)batch) != 0) {
+    if (resume && keep_unfinished_batches(&in, &skip_row, &done, (size_t)batch) != 0) {
         fprintf(stderr, "vit classify: out of memory\n");
         goto done;
     }
     size_t to_write = in.count;
-    for (size_t i = 0; in.skip_row && i < in.count; i++) to_write -= in.skip_row[i];
+    for (size_t i = 0; skip_row && i < in.count; i++) to_write -= skip_row[i];
 
     data_preprocess pre = *vit_model_preprocess(model);
     if (size) data_preprocess_set_size(&pre, (int)size);
@@ -286,7 +210,7 @@ int cli_classify(int argc, char **argv) {
         if (cli_run_batch("classify", ctx, model, &b, outputs) != 0) goto done;
         for (int i = 0; i < b.count; i++) {
             const char *name = in.names[b.first + i];
-            if (in.skip_row && in.skip_row[b.first + i]) continue;
+            if (skip_row && skip_row[b.first + i]) continue;
             processed++;
             if (b.row[i] < 0) {
                 failed++;
@@ -297,7 +221,7 @@ int cli_classify(int argc, char **argv) {
             }
         }
         if (cli_results_flush(&results) != 0) goto done;
-        if (progress) show_progress(processed, to_write, failed, cli_now_seconds() - start);
+        if (progress) cli_show_progress(processed, to_write, failed, cli_now_seconds() - start);
     }
     results_open = 0;
     if (cli_results_close(&results) != 0) goto done;
@@ -314,7 +238,8 @@ done:
     vit_context_free(ctx);
     free(outputs);
     free(ext_text);
-    free_inputs(&in);
+    cli_inputs_free(&in);
+    free(skip_row);
     cli_string_set_free(&done);
     vit_model_free(model);
     free(args.positional);

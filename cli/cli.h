@@ -67,6 +67,37 @@ vit_model *cli_load_model(const char *command, const char *model_path, const cha
 int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
                   const data_batch *batch, float *outputs);
 
+/* The image files a command works on: where to read each, and the name it
+ * goes by in rows and output file names. */
+typedef struct cli_inputs {
+    char **paths, **names;
+    size_t count, capacity;
+} cli_inputs;
+
+/* How cli_inputs_collect names files. */
+typedef enum cli_naming {
+    CLI_NAMES_ROWS,   /* relative to the directory when one PATH is given, else the path */
+    CLI_NAMES_OUTPUTS /* relative to its directory argument; a file given itself: its base name */
+} cli_naming;
+
+/* Appends copies of path and name; -1 when out of memory. */
+int cli_inputs_add(cli_inputs *in, const char *path, const char *name);
+void cli_inputs_free(cli_inputs *in);
+
+/* Adds the files the command-line PATHs name: a file is taken whatever its
+ * extension (a missing one fails later, as a bad file), a directory is
+ * walked. Prints one line and returns -1 on failure. */
+int cli_inputs_collect(const char *command, const char *const *paths, int num_paths,
+                       const data_walk_options *walk, cli_naming naming, cli_inputs *in);
+
+/* Splits a comma-separated list in place (text is modified); returns the
+ * number of items stored in list (at most max). */
+size_t cli_split_list(char *text, const char **list, size_t max);
+
+/* The "done/total files, images/s, ETA, failed" line a batch run redraws on
+ * a terminal. */
+void cli_show_progress(size_t done, size_t total, size_t failed, double elapsed);
+
 /* Reads one CSV field (RFC 4180 quoting) at *p into out (truncated to
  * size - 1 bytes) and advances *p past it and its comma. */
 void cli_csv_read_field(const char **p, char *out, size_t size);
@@ -131,5 +162,9 @@ int cli_results_close(cli_results *r);
 int cli_classify(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_info(int argc, char **argv);
+int cli_attention(int argc, char **argv);
+int cli_features(int argc, char **argv);
+int cli_segment(int argc, char **argv);
+int cli_patches(int argc, char **argv);
 
 #endif

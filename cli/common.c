@@ -3,7 +3,9 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -202,4 +204,86 @@ int cli_csv_write_field(FILE *out, const char *s) {
     fputs(quoted, out);
     free(quoted);
     return 0;
+}
+
+int cli_inputs_add(cli_inputs *in, const char *path, const char *name) {
+    if (in->count == in->capacity) {
+        size_t capacity = in->capacity ? in->capacity * 2 : 1024;
+        char **paths = realloc(in->paths, capacity * sizeof *paths);
+        if (paths) in->paths = paths;
+        char **names = realloc(in->names, capacity * sizeof *names);
+        if (names) in->names = names;
+        if (!paths || !names) return -1;
+        in->capacity = capacity;
+    }
+    in->paths[in->count] = strdup(path);
+    in->names[in->count] = strdup(name);
+    if (!in->paths[in->count] || !in->names[in->count]) {
+        free(in->paths[in->count]);
+        free(in->names[in->count]);
+        return -1;
+    }
+    in->count++;
+    return 0;
+}
+
+void cli_inputs_free(cli_inputs *in) {
+    for (size_t i = 0; i < in->count; i++) {
+        free(in->paths[i]);
+        free(in->names[i]);
+    }
+    free(in->paths);
+    free(in->names);
+    memset(in, 0, sizeof *in);
+}
+
+int cli_inputs_collect(const char *command, const char *const *paths, int num_paths,
+                       const data_walk_options *walk, cli_naming naming, cli_inputs *in) {
+    const int relative = naming == CLI_NAMES_OUTPUTS || num_paths == 1;
+    for (int a = 0; a < num_paths; a++) {
+        const char *arg = paths[a];
+        struct stat st;
+        if (stat(arg, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            const char *slash = strrchr(arg, '/');
+            const char *name = naming == CLI_NAMES_OUTPUTS && slash && slash[1] ? slash + 1 : arg;
+            if (cli_inputs_add(in, arg, name) != 0) goto nomem;
+            continue;
+        }
+        data_file_list files = {0};
+        vit_error err;
+        if (data_walk(arg, walk, &files, &err) != VIT_OK) {
+            fprintf(stderr, "vit %s: %s\n", command, err.message);
+            data_file_list_free(&files);
+            return -1;
+        }
+        size_t prefix = strlen(arg);
+        while (prefix > 1 && arg[prefix - 1] == '/') prefix--;
+        for (size_t i = 0; i < files.count; i++) {
+            const char *name = relative ? files.paths[i] + prefix + 1 : files.paths[i];
+            if (cli_inputs_add(in, files.paths[i], name) != 0) {
+                data_file_list_free(&files);
+                goto nomem;
+            }
+        }
+        data_file_list_free(&files);
+    }
+    return 0;
+nomem:
+    fprintf(stderr, "vit %s: out of memory\n", command);
+    return -1;
+}
+
+size_t cli_split_list(char *text, const char **list, size_t max) {
+    size_t n = 0;
+    for (char *save = NULL, *tok = strtok_r(text, ",", &save); tok && n < max;
+         tok = strtok_r(NULL, ",", &save))
+        list[n++] = tok;
+    return n;
+}
+
+void cli_show_progress(size_t done, size_t total, size_t failed, double elapsed) {
+    const double rate = elapsed > 0 ? done / elapsed : 0.0;
+    const long eta = rate > 0 ? (long)((total - done) / rate + 0.5) : 0;
+    fprintf(stderr, "\r  %zu/%zu files  %.1f images/s  ETA %ld:%02ld:%02ld  %zu failed   ", done,
+            total, rate, eta / 3600, eta / 60 % 60, eta % 60, failed);
 }
