@@ -200,4 +200,104 @@ void data_loader_free(data_loader *loader);
  * run, for splitting work into shards. */
 uint64_t data_hash(const char *text);
 
+/* ------------------------------------------------------------- outputs
+ * Files the inspection commands write (data/output.c). Every file is written
+ * atomically: into "<path>.tmp.<pid>.<n>" beside it, then renamed over path,
+ * so a reader never sees half a file and a failed run leaves none. */
+
+/* A file being written atomically. */
+typedef struct data_atomic_file data_atomic_file;
+
+/* Creates the temporary file for path (mode 0666 minus umask). */
+vit_status data_atomic_open(const char *path, data_atomic_file **out, vit_error *err);
+
+/* Appends size bytes. */
+vit_status data_atomic_write(data_atomic_file *f, const void *bytes, size_t size, vit_error *err);
+
+/* Flushes, syncs and renames the file into place, and frees f (also on
+ * failure, when the temporary file is removed). */
+vit_status data_atomic_commit(data_atomic_file *f, vit_error *err);
+
+/* Removes the temporary file and frees f; NULL is allowed. */
+void data_atomic_abort(data_atomic_file *f);
+
+/* Writes bytes to path atomically. */
+vit_status data_write_file_atomic(const char *path, const void *bytes, size_t size,
+                                  vit_error *err);
+
+/* Element types of .npy arrays. */
+typedef enum data_npy_dtype {
+    DATA_NPY_F32, /* '<f4' */
+    DATA_NPY_I32  /* '<i4' */
+} data_npy_dtype;
+
+#define DATA_NPY_MAX_DIMS 8
+
+/* Starts a NumPy .npy file (format 1.0, C order, little-endian, header
+ * padded with spaces to a multiple of 64 bytes and ending in a newline);
+ * the caller appends exactly prod(shape) elements with data_atomic_write
+ * (little-endian, as this machine stores them) and commits. */
+vit_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
+                         data_atomic_file **out, vit_error *err);
+
+/* Writes a whole .npy file: prod(shape) elements from data. */
+vit_status data_write_npy(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
+                          const void *data, vit_error *err);
+
+/* Writes 8-bit pixels (channels 1: grey, 3: RGB, 4: RGBA; rows top to
+ * bottom, no padding) as a PNG file with stb_image_write. */
+vit_status data_write_png(const char *path, int width, int height, int channels,
+                          const uint8_t *pixels, vit_error *err);
+
+/* Resizes a single-channel sh x sw grid to dh x dw as
+ * torch.nn.functional.interpolate(mode='bilinear', align_corners=False). */
+void data_upsample_bilinear(const float *src, int sh, int sw, float *dst, int dh, int dw);
+
+/* The region of an image of width x height (in its pixel coordinates, x0,
+ * y0, x1, y1, possibly fractional, possibly beyond the image when the crop
+ * pads) that p's resize and centre crop turn into the model input. Exact up
+ * to the crop's rounding of its offset (half a resized pixel). */
+void data_preprocess_source_box(const data_preprocess *p, int width, int height, double box[4]);
+
+/* Colour of t in [0, 1] (clamped) on the "turbo" colormap (Google, 2019): a
+ * perceptually smoothed rainbow, dark blue (0) through green to dark red (1). */
+void data_colormap_turbo(float t, uint8_t rgb[3]);
+
+/* A distinct colour for category `index` (20 colours, then repeating
+ * lighter/darker). */
+void data_palette_color(int index, uint8_t rgb[3]);
+
+/* A copy of img with grid (gh x gw values, raster order) laid over box
+ * (data_preprocess_source_box): values mapped linearly from [lo, hi] to the
+ * turbo colormap, bilinearly upsampled to the box as F.interpolate would,
+ * blended with opacity alpha; pixels outside the box (which the model did not
+ * see) are dimmed. out is allocated. */
+vit_status data_overlay_heatmap(const data_image *img, const double box[4], const float *grid,
+                                int gh, int gw, float lo, float hi, float alpha, data_image *out,
+                                vit_error *err);
+
+/* The same for categories: labels (gh x gw, raster order) upsampled to the
+ * box by nearest neighbour (F.interpolate mode='nearest') and drawn with
+ * colors[label] (3 bytes each; label < 0: left as is) at opacity alpha. */
+vit_status data_overlay_labels(const data_image *img, const double box[4], const int *labels,
+                               int gh, int gw, const uint8_t *colors, float alpha,
+                               data_image *out, vit_error *err);
+
+/* The label grid upsampled to the whole width x height image by nearest
+ * neighbour within box, `outside` elsewhere: one byte per pixel into out. */
+void data_label_mask(const double box[4], const int *labels, int gh, int gw, int width,
+                     int height, uint8_t outside, uint8_t *out);
+
+/* Fills a rectangle, blending rgb at opacity alpha; clipped to the image. */
+void data_fill_rect(data_image *img, int x, int y, int w, int h, const uint8_t rgb[3],
+                    float alpha);
+
+/* Draws ASCII text with its top-left corner at (x, y) in a small built-in
+ * font (stb_easy_font) magnified `scale` times; clipped to the image.
+ * Returns the width drawn, in pixels. data_text_height is a line's height. */
+int data_draw_text(data_image *img, int x, int y, int scale, const char *text,
+                   const uint8_t rgb[3]);
+int data_text_width(const char *text, int scale);
+int data_text_height(int scale);
+
 #endif
