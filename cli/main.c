@@ -15,6 +15,10 @@ static void usage(FILE *out) {
             "  classify   print the top-k labels of images\n"
             "  eval       top-1 / top-5 accuracy on a labelled image directory\n"
             "  info       describe a checkpoint and the preprocessing it uses\n"
+            "  attention  class-token attention (or rollout) heatmaps over images\n"
+            "  features   token embeddings of images as a .npy array\n"
+            "  segment    unsupervised part segmentation: k-means on patch tokens\n"
+            "  patches    the classifier applied to every patch token, as a class map\n"
             "\n"
             "'vit <command> -h' shows a command's options; 'vit --version' the version.\n");
 }
@@ -36,6 +40,10 @@ int main(int argc, char **argv) {
     if (strcmp(command, "classify") == 0) return cli_classify(argc - 2, argv + 2);
     if (strcmp(command, "info") == 0) return cli_info(argc - 2, argv + 2);
     if (strcmp(command, "eval") == 0) return cli_eval(argc - 2, argv + 2);
+    if (strcmp(command, "attention") == 0) return cli_attention(argc - 2, argv + 2);
+    if (strcmp(command, "features") == 0) return cli_features(argc - 2, argv + 2);
+    if (strcmp(command, "segment") == 0) return cli_segment(argc - 2, argv + 2);
+    if (strcmp(command, "patches") == 0) return cli_patches(argc - 2, argv + 2);
     fprintf(stderr, "vit: unknown command '%s' (see 'vit -h')\n", command);
     return CLI_EXIT_FATAL;
 }

@@ -1,0 +1,1012 @@
+/* vit attention | features | segment | patches: pictures and arrays of what
+ * happens inside the model, for single images or whole directories.
+ *
+ * The four share one driver (inspect_setup / inspect_run): inputs collected
+ * and walked as by classify, batches loaded by data_loader, the forward pass
+ * asked to capture what the command needs, then one handler call per file.
+ * Pictures cover the input image at its own size; the part of it the model
+ * did not see (outside the resize + centre crop) is dimmed. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "vit_inspect.h"
+
+#define DEFAULT_BATCH 8
+#define OVERLAY_ALPHA 0.55f
+#define KMEANS_MAX_ITER 300
+#define MASK_OUTSIDE 255 /* label-mask value where the model saw nothing */
+
+/* Options every inspection command takes, first in each command's table. */
+enum { OPT_MODEL, OPT_OUTPUT, OPT_LAYER, OPT_THREADS, OPT_BATCH, OPT_SIZE, OPT_POS_RESAMPLE,
+       OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, NUM_COMMON };
+
+#define COMMON_OPTIONS(output_help, layer_help)                                                  \
+    [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file"},            \
+    [OPT_OUTPUT] = {"output", 'o', 1, "PATH", output_help},                                      \
+    [OPT_LAYER] = {"layer", 0, 1, "L", layer_help},                                              \
+    [OPT_THREADS] = {"threads", 't', 1, "N", "threads (default: all cores)"},                    \
+    [OPT_BATCH] = {"batch", 'b', 1, "N", "images per forward pass (default 8)"},                 \
+    [OPT_SIZE] = {"size", 0, 1, "S", "input size, position embeddings resampled (default: native)"}, \
+    [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,                                                \
+    [OPT_QUIET] = {"quiet", 'q', 0, "", "no progress or summary on stderr"},                     \
+    [OPT_NO_RECURSIVE] = {"no-recursive", 0, 0, "", "do not descend into subdirectories"},       \
+    [OPT_EXT] = {"ext", 0, 1, "LIST", "image extensions in directories, comma-separated"}
+
+#define OUTPUT_HELP_PICTURE "output PNG, or a directory (ending in /) for one per input"
+#define LAYER_HELP_BLOCK "encoder block, 0-based; negative counts from the end (default -1, the last)"
+
+#define COMMON_USAGE \
+    "PATHs are images or directories (walked recursively, sorted). With one image, -o\n" \
+    "names the output file; with several, or with -o DIR/, outputs go into DIR named\n" \
+    "after the inputs (a/b.jpg -> DIR/a/b.png). Exit status: 0 all went well, 2 some\n" \
+    "images failed (each named on stderr), 1 fatal error."
+
+/* The state one inspection run shares between driver and command. */
+typedef struct inspect {
+    const char *command;
+    cli_args args;
+    cli_inputs in;
+    unsigned char *collides; /* per input: its output name is taken by an earlier input */
+    vit_model *model;
+    vit_context *ctx;
+    data_preprocess pre;
+    int batch, layers, heads, dim, tokens, prefix, grid_h, grid_w, patches;
+    int layer; /* resolved --layer: -1 (embedding) .. layers - 1 */
+    const char *npy;      /* --npy, or NULL */
+    int out_dir, npy_dir; /* -o / --npy name directories: one file per input */
+    int quiet;
+    char *ext_text;
+    size_t failed;
+} inspect;
+
+/* A per-file handler: row is the image's index in the batch (its captures),
+ * or -1 when the file could not be read (error printed already). Returns 0,
+ * 1 when this file failed (message printed), -1 on a fatal error. */
+typedef int (*inspect_handler)(inspect *s, void *state, size_t index, int row);
+
+static void inspect_free(inspect *s) {
+    vit_context_free(s->ctx);
+    vit_model_free(s->model);
+    cli_inputs_free(&s->in);
+    free(s->collides);
+    free(s->ext_text);
+    free(s->args.positional);
+}
+
+/* Prints "vit CMD: message" for one file, keeping the progress line tidy. */
+static int file_failed(inspect *s, const char *message) {
+    fprintf(stderr, "%svit %s: %s\n", !s->quiet && isatty(STDERR_FILENO) ? "\r" : "", s->command,
+            message);
+    return 1;
+}
+
+static int out_of_memory(const inspect *s) {
+    fprintf(stderr, "vit %s: out of memory\n", s->command);
+    return -1;
+}
+
+/* --layer: a block index (negative from the end) or, with allow_embed,
+ * "embed" for the encoder input. */
+static int parse_layer(const inspect *s, int allow_embed) {
+    const char *text = s->args.values[OPT_LAYER];
+    if (!text) return s->layers - 1;
+    if (allow_embed && strcmp(text, "embed") == 0) return -1;
+    long v;
+    if (cli_int(s->command, "--layer", text, -s->layers, s->layers - 1, &v) != 0) return -2;
+    return v < 0 ? (int)(v + s->layers) : (int)v;
+}
+
+/* Whether an output argument names a directory: it ends in '/' or is one. */
+static int is_dir_target(const char *path) {
+    struct stat st;
+    const size_t n = strlen(path);
+    return (n > 0 && path[n - 1] == '/') || (stat(path, &st) == 0 && S_ISDIR(st.st_mode));
+}
+
+/* The input's name without its extension (malloc'd). */
+static char *stem_of(const char *name) {
+    const char *slash = strrchr(name, '/'), *dot = strrchr(name, '.');
+    const size_t n = dot && dot > (slash ? slash + 1 : name) ? (size_t)(dot - name) : strlen(name);
+    return strndup(name, n);
+}
+
+/* Creates the directories leading to path (mkdir -p of its dirname). */
+static int make_parents(const char *path) {
+    char *copy = strdup(path);
+    if (!copy) return -1;
+    for (char *p = copy + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(copy, 0777) != 0 && errno != EEXIST) {
+            free(copy);
+            return -1;
+        }
+        *p = '/';
+    }
+    free(copy);
+    return 0;
+}
+
+/* Where an output of input `index` goes: with dir_mode DIR/<stem><suffix>
+ * (directories created), otherwise `given` itself. malloc'd; NULL with a
+ * message printed on failure. */
+static char *output_path(inspect *s, const char *given, int dir_mode, size_t index,
+                         const char *suffix) {
+    if (!dir_mode) {
+        char *p = strdup(given);
+        if (!p) out_of_memory(s);
+        return p;
+    }
+    char *stem = stem_of(s->in.names[index]);
+    size_t n = strlen(given);
+    while (n > 1 && given[n - 1] == '/') n--;
+    const size_t size = n + (stem ? strlen(stem) : 0) + strlen(suffix) + 2;
+    char *p = stem ? malloc(size) : NULL;
+    if (!p) {
+        free(stem);
+        out_of_memory(s);
+        return NULL;
+    }
+    snprintf(p, size, "%.*s/%s%s", (int)n, given, stem, suffix);
+    free(stem);
+    if (make_parents(p) != 0) {
+        fprintf(stderr, "vit %s: %s: cannot create its directory: %s\n", s->command, p,
+                strerror(errno));
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static int compare_strings(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Marks inputs whose output stem an earlier input already has (a.jpg and
+ * a.png would both write DIR/a.png): those fail instead of overwriting. */
+static int mark_collisions(inspect *s) {
+    const size_t n = s->in.count;
+    char **keys = calloc(n ? n : 1, sizeof *keys);
+    if (!keys) return out_of_memory(s);
+    int status = 0;
+    for (size_t i = 0; i < n && status == 0; i++) {
+        /* stem, NUL, then the index as 16 hex digits so equal stems sort
+         * in input order and the first one keeps its name. */
+        char *stem = stem_of(s->in.names[i]);
+        const size_t len = stem ? strlen(stem) : 0;
+        if (!stem || !(keys[i] = malloc(len + 18))) {
+            free(stem);
+            status = out_of_memory(s);
+            break;
+        }
+        memcpy(keys[i], stem, len + 1);
+        snprintf(keys[i] + len + 1, 17, "%016zx", i);
+        free(stem);
+    }
+    if (status == 0) {
+        qsort(keys, n, sizeof *keys, compare_strings);
+        for (size_t i = 1; i < n; i++)
+            if (strcmp(keys[i], keys[i - 1]) == 0)
+                s->collides[strtoull(keys[i] + strlen(keys[i]) + 1, NULL, 16)] = 1;
+    }
+    for (size_t i = 0; i < n; i++) free(keys[i]);
+    free(keys);
+    return status;
+}
+
+static int output_mode(const inspect *s, const char *option, const char *given);
+
+/* Parses the common options, collects the inputs (naming them for rows or
+ * for one output file each: then -o and --npy, the value npy, are checked),
+ * loads the model (with labels_path, if any), creates the context and
+ * resolves --layer ("embed" allowed with allow_embed). Returns 0, or -1
+ * (message printed). */
+static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path, int allow_embed,
+                         const char *npy) {
+    const cli_args *a = &s->args;
+    long threads = 0, size = 0, batch = DEFAULT_BATCH;
+    if ((a->values[OPT_THREADS] && cli_int(s->command, "-t", a->values[OPT_THREADS], 1, 1024, &threads)) ||
+        (a->values[OPT_SIZE] && cli_int(s->command, "--size", a->values[OPT_SIZE], 1, 8192, &size)) ||
+        (a->values[OPT_BATCH] && cli_int(s->command, "-b", a->values[OPT_BATCH], 1, 1024, &batch)))
+        return -1;
+    if (!a->values[OPT_OUTPUT]) {
+        fprintf(stderr, "vit %s: no output given (-o, see 'vit %s -h')\n", s->command, s->command);
+        return -1;
+    }
+    if (a->num_positional == 0) {
+        fprintf(stderr, "vit %s: no images given (see 'vit %s -h')\n", s->command, s->command);
+        return -1;
+    }
+    s->quiet = a->values[OPT_QUIET] != NULL;
+    const char *extensions[64];
+    data_walk_options walk = {.recursive = !a->values[OPT_NO_RECURSIVE]};
+    if (a->values[OPT_EXT]) {
+        if (!(s->ext_text = strdup(a->values[OPT_EXT]))) return out_of_memory(s);
+        walk.extensions = extensions;
+        walk.num_extensions = cli_split_list(s->ext_text, extensions, 64);
+    }
+    if (cli_inputs_collect(s->command, a->positional, a->num_positional, &walk, naming, &s->in) != 0)
+        return -1;
+    if (!(s->collides = calloc(s->in.count ? s->in.count : 1, 1))) return out_of_memory(s);
+    if (naming == CLI_NAMES_OUTPUTS && mark_collisions(s) != 0) return -1;
+
+    cli_set_threads((int)threads);
+    s->model = cli_load_model(s->command, a->values[OPT_MODEL], labels_path,
+                              a->values[OPT_POS_RESAMPLE]);
+    if (!s->model) return -1;
+    const vit_config *c = vit_model_config(s->model);
+    s->layers = c->num_layers;
+    s->heads = c->num_heads;
+    s->dim = c->hidden_size;
+    s->prefix = c->num_prefix_tokens;
+    if ((size_t)batch > s->in.count && s->in.count > 0) batch = (long)s->in.count;
+    s->batch = (int)batch;
+    s->pre = *vit_model_preprocess(s->model);
+    if (size) data_preprocess_set_size(&s->pre, (int)size);
+    vit_error err;
+    if (vit_context_create(s->model, s->batch, (int)size, &s->ctx, &err) != VIT_OK) {
+        fprintf(stderr, "vit %s: %s\n", s->command, err.message);
+        return -1;
+    }
+    s->tokens = vit_context_num_tokens(s->ctx);
+    s->grid_h = s->grid_w = vit_context_image_size(s->ctx) / c->patch_size;
+    s->patches = s->tokens - s->prefix;
+    if ((s->layer = parse_layer(s, allow_embed)) < -1) return -1;
+    if (naming == CLI_NAMES_OUTPUTS) {
+        s->npy = npy;
+        if ((s->out_dir = output_mode(s, "-o", a->values[OPT_OUTPUT])) < 0) return -1;
+        if (npy && (s->npy_dir = output_mode(s, "--npy", npy)) < 0) return -1;
+    }
+    return 0;
+}
+
+/* Captures `kind` of layer `layer` for whole batches into a new buffer of
+ * batch x floats_per_image floats (*dst; freed by the caller). */
+static int capture(inspect *s, vit_capture_kind kind, int layer, size_t floats_per_image,
+                   float **dst) {
+    if (!(*dst = malloc((size_t)s->batch * floats_per_image * sizeof **dst))) return out_of_memory(s);
+    vit_error err;
+    if (vit_context_capture(s->ctx, kind, layer, *dst, &err) != VIT_OK) {
+        fprintf(stderr, "vit %s: %s\n", s->command, err.message);
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs every input through the model, calling handler once per file in
+ * input order. Returns the exit status. */
+static int inspect_run(inspect *s, inspect_handler handler, void *state) {
+    data_loader *loader = NULL;
+    vit_error err;
+    if (data_loader_create(&s->pre, (const char *const *)s->in.paths, s->in.count, s->batch, 1, 1,
+                           &loader, &err) != VIT_OK) {
+        fprintf(stderr, "vit %s: %s\n", s->command, err.message);
+        return CLI_EXIT_FATAL;
+    }
+    float *outputs = malloc(sizeof(float) * vit_model_output_size(s->model) * (size_t)s->batch);
+    if (!outputs) {
+        data_loader_free(loader);
+        out_of_memory(s);
+        return CLI_EXIT_FATAL;
+    }
+    const int progress = !s->quiet && isatty(STDERR_FILENO);
+    const double start = cli_now_seconds();
+    size_t processed = 0;
+    int status = CLI_EXIT_OK;
+    data_batch b;
+    while (status == CLI_EXIT_OK && data_loader_next(loader, &b) > 0) {
+        if (cli_run_batch(s->command, s->ctx, s->model, &b, outputs) != 0) {
+            status = CLI_EXIT_FATAL;
+            break;
+        }
+        for (int i = 0; i < b.count; i++) {
+            const size_t index = b.first + (size_t)i;
+            int row = b.row[i];
+            if (row < 0) {
+                file_failed(s, b.errors[i].message);
+            } else if (s->collides[index]) {
+                char message[1024];
+                snprintf(message, sizeof message,
+                         "%s: skipped, its output name is taken by another input with the same "
+                         "name before the extension",
+                         s->in.paths[index]);
+                file_failed(s, message);
+                row = -1;
+            }
+            const int r = handler(s, state, index, row);
+            if (r < 0) {
+                status = CLI_EXIT_FATAL;
+                break;
+            }
+            s->failed += row < 0 || r > 0;
+            processed++;
+        }
+        if (progress) cli_show_progress(processed, s->in.count, s->failed, cli_now_seconds() - start);
+    }
+    free(outputs);
+    data_loader_free(loader);
+    if (progress) fprintf(stderr, "\r%78s\r", "");
+    if (status != CLI_EXIT_OK) return status;
+    const double seconds = cli_now_seconds() - start;
+    if (!s->quiet)
+        fprintf(stderr, "vit %s: %zu files, %zu failed, %.1f s, %.1f images/s\n", s->command,
+                processed, s->failed, seconds, seconds > 0 ? processed / seconds : 0.0);
+    return s->failed ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
+}
+
+/* Parses argv for a command; 1: done (help shown or bad option, *exit_code set). */
+static int inspect_parse(inspect *s, const char *command, const char *usage,
+                         const cli_option *options, int num_options, int argc, char **argv,
+                         int *exit_code) {
+    memset(s, 0, sizeof *s);
+    s->command = command;
+    const int parsed = cli_parse(command, usage, options, num_options, argc, argv, &s->args);
+    if (parsed == 0) return 0;
+    *exit_code = parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
+    return 1;
+}
+
+/* Whether -o / --npy must be directories, and are: several inputs (or a
+ * directory argument) need one. Returns 1 for directory mode, 0 for a file,
+ * -1 (message printed) when a file was given for several inputs. */
+static int output_mode(const inspect *s, const char *option, const char *given) {
+    int several = s->in.count > 1;
+    for (int a = 0; a < s->args.num_positional; a++) {
+        struct stat st;
+        if (stat(s->args.positional[a], &st) == 0 && S_ISDIR(st.st_mode)) several = 1;
+    }
+    if (is_dir_target(given)) return 1;
+    if (several) {
+        fprintf(stderr, "vit %s: with several images %s must be a directory (end it with /)\n",
+                s->command, option);
+        return -1;
+    }
+    return 0;
+}
+
+/* Writes a picture, or prints why not; 0 or 1 (failed). */
+static int write_picture(inspect *s, const char *path, const data_image *img) {
+    vit_error err;
+    if (data_write_png(path, img->width, img->height, 3, img->pixels, &err) != VIT_OK)
+        return file_failed(s, err.message);
+    return 0;
+}
+
+/* Writes the picture of input `index` to its -o output. */
+static int write_output_picture(inspect *s, size_t index, const data_image *pic) {
+    char *path = output_path(s, s->args.values[OPT_OUTPUT], s->out_dir, index, ".png");
+    const int r = path ? write_picture(s, path, pic) : 1;
+    free(path);
+    return r;
+}
+
+/* Writes an array to the --npy output of input `index` (if any). */
+static int write_array(inspect *s, size_t index, data_npy_dtype dtype, const int64_t *shape,
+                       int ndim, const void *data) {
+    if (!s->npy) return 0;
+    char *path = output_path(s, s->npy, s->npy_dir, index, ".npy");
+    if (!path) return 1;
+    vit_error err;
+    int r = 0;
+    if (data_write_npy(path, dtype, shape, ndim, data, &err) != VIT_OK) r = file_failed(s, err.message);
+    free(path);
+    return r;
+}
+
+/* Loads the input's own pixels (the loader only keeps the model input). */
+static int load_original(inspect *s, size_t index, data_image *img) {
+    vit_error err;
+    if (data_image_load(s->in.paths[index], img, &err) != VIT_OK) return file_failed(s, err.message);
+    return 0;
+}
+
+static void min_max(const float *v, size_t n, float *lo, float *hi) {
+    *lo = *hi = v[0];
+    for (size_t i = 1; i < n; i++) {
+        if (v[i] < *lo) *lo = v[i];
+        if (v[i] > *hi) *hi = v[i];
+    }
+}
+
+/* ------------------------------------------------------------ attention */
+
+enum { OPT_HEAD = NUM_COMMON, OPT_ROLLOUT, OPT_DISCARD, OPT_GRID, OPT_NPY, NUM_ATTENTION_OPTS };
+
+static const cli_option ATTENTION_OPTIONS[NUM_ATTENTION_OPTS] = {
+    COMMON_OPTIONS(OUTPUT_HELP_PICTURE, LAYER_HELP_BLOCK " (rollout: the last layer included)"),
+    [OPT_HEAD] = {"head", 0, 1, "H", "one head (0-based) or mean (default mean)"},
+    [OPT_ROLLOUT] = {"rollout", 0, 0, "", "attention rollout through layers 0..L instead"},
+    [OPT_DISCARD] = {"discard", 0, 1, "R", "rollout: drop the lowest fraction R of each layer's attention (default 0)"},
+    [OPT_GRID] = {"grid", 0, 0, "", "draw every head of the layer (and their mean) as tiles"},
+    [OPT_NPY] = {"npy", 0, 1, "PATH", "also write the grid_h x grid_w float32 map (--grid: heads x ...) as .npy"},
+};
+
+static const char ATTENTION_USAGE[] =
+    "usage: vit attention -m MODEL -o OUT.png [options] PATH...\n"
+    "\n"
+    "Draws the class token's attention over the patches, from one layer (one head or\n"
+    "the mean of the heads) or as attention rollout (Abnar & Zuidema 2020), upsampled\n"
+    "bilinearly and blended over the image as a heatmap (turbo colormap, min..max of\n"
+    "the map). --npy writes the raw map.\n\n" COMMON_USAGE;
+
+typedef struct attention_state {
+    int head; /* -1: mean */
+    int rollout, grid;
+    float discard;
+    float **layers;           /* captured attention per layer (rollout: 0..L; else [L] only) */
+    const float **per_image;  /* rollout: this image's layer pointers */
+    float *result, *scratch;  /* rollout: T x T, and its scratch */
+    float *maps;              /* (heads + 1) x grid cells */
+} attention_state;
+
+/* A tiled figure: one tile per head and the mean, each the image (scaled to
+ * at most 256 pixels a side) under that head's map, with its name. */
+static int attention_figure(inspect *s, attention_state *st, const data_image *img,
+                            data_image *fig, vit_error *err) {
+    const int cells = s->patches, tiles = s->heads + 1;
+    const double scale = fmin(1.0, 256.0 / (img->width > img->height ? img->width : img->height));
+    const int tw = (int)fmax(1, lround(img->width * scale)), th = (int)fmax(1, lround(img->height * scale));
+    const int cols = (int)ceil(sqrt((double)tiles)), rows = (tiles + cols - 1) / cols, gap = 4;
+    data_image small = {0}, tile = {0};
+    if (data_resize(img, tw, th, DATA_RESAMPLE_BILINEAR, &small, err) != VIT_OK) return -1;
+    double box[4];
+    data_preprocess_source_box(&s->pre, tw, th, box);
+    fig->width = cols * tw + (cols + 1) * gap;
+    fig->height = rows * th + (rows + 1) * gap;
+    if (!(fig->pixels = malloc((size_t)fig->width * fig->height * 3))) {
+        data_image_free(&small);
+        vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        return -1;
+    }
+    memset(fig->pixels, 255, (size_t)fig->width * fig->height * 3);
+    const uint8_t white[3] = {255, 255, 255}, black[3] = {0, 0, 0};
+    for (int t = 0; t < tiles; t++) {
+        const float *map = st->maps + (size_t)t * cells;
+        float lo, hi;
+        min_max(map, (size_t)cells, &lo, &hi);
+        if (data_overlay_heatmap(&small, box, map, s->grid_h, s->grid_w, lo, hi, OVERLAY_ALPHA,
+                                 &tile, err) != VIT_OK) {
+            data_image_free(&small);
+            return -1;
+        }
+        const int x0 = gap + t % cols * (tw + gap), y0 = gap + t / cols * (th + gap);
+        for (int y = 0; y < th; y++)
+            memcpy(fig->pixels + ((size_t)(y0 + y) * fig->width + x0) * 3,
+                   tile.pixels + (size_t)y * tw * 3, (size_t)tw * 3);
+        char name[32];
+        if (t < s->heads) snprintf(name, sizeof name, "head %d", t);
+        else snprintf(name, sizeof name, "mean");
+        const int tscale = tw >= 160 ? 2 : 1;
+        data_fill_rect(fig, x0, y0, data_text_width(name, tscale) + 4 * tscale,
+                       data_text_height(tscale), black, 0.6f);
+        data_draw_text(fig, x0 + 2 * tscale, y0 + tscale, tscale, name, white);
+        data_image_free(&tile);
+    }
+    data_image_free(&small);
+    return 0;
+}
+
+static int attention_image(inspect *s, void *state, size_t index, int row) {
+    attention_state *st = state;
+    if (row < 0) return 0;
+    const int T = s->tokens, H = s->heads, cells = s->patches;
+    const size_t per_image = (size_t)H * T * T;
+    vit_error err;
+    float *map = st->maps; /* the map drawn and saved (grid: all tiles) */
+    if (st->rollout) {
+        for (int l = 0; l <= s->layer; l++) st->per_image[l] = st->layers[l] + (size_t)row * per_image;
+        if (vit_attention_rollout(st->per_image, s->layer + 1, H, T, st->discard, st->result,
+                                  st->scratch, &err) != VIT_OK)
+            return file_failed(s, err.message);
+        memcpy(map, st->result + s->prefix, (size_t)cells * sizeof *map);
+    } else {
+        const float *attn = st->layers[s->layer] + (size_t)row * per_image;
+        if (st->grid) {
+            for (int h = 0; h < H; h++) vit_attention_row(attn, H, T, 0, h, s->prefix, map + (size_t)h * cells);
+            vit_attention_row(attn, H, T, 0, -1, s->prefix, map + (size_t)H * cells);
+        } else {
+            vit_attention_row(attn, H, T, 0, st->head, s->prefix, map);
+        }
+    }
+
+    data_image img = {0}, pic = {0};
+    if (load_original(s, index, &img)) return 1;
+    int r = 0;
+    if (st->grid) {
+        if (attention_figure(s, st, &img, &pic, &err) != 0) r = file_failed(s, err.message);
+    } else {
+        double box[4];
+        float lo, hi;
+        data_preprocess_source_box(&s->pre, img.width, img.height, box);
+        min_max(map, (size_t)cells, &lo, &hi);
+        if (data_overlay_heatmap(&img, box, map, s->grid_h, s->grid_w, lo, hi, OVERLAY_ALPHA, &pic,
+                                 &err) != VIT_OK)
+            r = file_failed(s, err.message);
+    }
+    data_image_free(&img);
+    if (r == 0) {
+        r = write_output_picture(s, index, &pic);
+    }
+    data_image_free(&pic);
+    if (r == 0) {
+        const int64_t shape[3] = {H, s->grid_h, s->grid_w};
+        r = st->grid ? write_array(s, index, DATA_NPY_F32, shape, 3, map)
+                     : write_array(s, index, DATA_NPY_F32, shape + 1, 2, map);
+    }
+    return r;
+}
+
+int cli_attention(int argc, char **argv) {
+    inspect s;
+    int exit_code = CLI_EXIT_FATAL;
+    if (inspect_parse(&s, "attention", ATTENTION_USAGE, ATTENTION_OPTIONS, NUM_ATTENTION_OPTS, argc,
+                      argv, &exit_code))
+        goto done;
+    attention_state st = {.head = -1};
+    const char **v = s.args.values;
+    st.rollout = v[OPT_ROLLOUT] != NULL;
+    st.grid = v[OPT_GRID] != NULL;
+    if (v[OPT_DISCARD]) {
+        char *end;
+        st.discard = strtof(v[OPT_DISCARD], &end);
+        if (end == v[OPT_DISCARD] || *end || !(st.discard >= 0.0f && st.discard < 1.0f)) {
+            fprintf(stderr, "vit attention: --discard expects a fraction in [0, 1), got '%s'\n", v[OPT_DISCARD]);
+            goto done;
+        }
+    }
+    if ((st.rollout && (v[OPT_HEAD] || st.grid)) || (v[OPT_DISCARD] && !st.rollout) ||
+        (st.grid && v[OPT_HEAD])) {
+        fprintf(stderr, "vit attention: --rollout (with --discard) averages the heads: it goes "
+                        "with neither --head nor --grid, and --grid draws every head\n");
+        goto done;
+    }
+    if (inspect_setup(&s, CLI_NAMES_OUTPUTS, NULL, 0, v[OPT_NPY]) != 0) goto done;
+    if (v[OPT_HEAD] && strcmp(v[OPT_HEAD], "mean") != 0) {
+        long h;
+        if (cli_int("attention", "--head", v[OPT_HEAD], 0, s.heads - 1, &h) != 0) goto done;
+        st.head = (int)h;
+    }
+
+    const size_t per_image = (size_t)s.heads * s.tokens * s.tokens;
+    const size_t plane = (size_t)s.tokens * s.tokens;
+    st.layers = calloc((size_t)s.layers, sizeof *st.layers);
+    st.per_image = calloc((size_t)s.layers, sizeof *st.per_image);
+    st.maps = malloc((size_t)(s.heads + 1) * s.patches * sizeof *st.maps);
+    if (st.rollout) {
+        st.result = malloc(plane * sizeof *st.result);
+        st.scratch = malloc(vit_rollout_scratch_size(s.tokens) * sizeof *st.scratch);
+    }
+    if (!st.layers || !st.per_image || !st.maps || (st.rollout && (!st.result || !st.scratch))) {
+        out_of_memory(&s);
+        goto free_state;
+    }
+    for (int l = st.rollout ? 0 : s.layer; l <= s.layer; l++)
+        if (capture(&s, VIT_CAPTURE_ATTENTION, l, per_image, &st.layers[l]) != 0) goto free_state;
+    exit_code = inspect_run(&s, attention_image, &st);
+free_state:
+    for (int l = 0; st.layers && l < s.layers; l++) free(st.layers[l]);
+    free(st.layers);
+    free(st.per_image);
+    free(st.maps);
+    free(st.result);
+    free(st.scratch);
+done:
+    inspect_free(&s);
+    return exit_code;
+}
+
+/* ------------------------------------------------------------- features */
+
+enum { OPT_TOKENS = NUM_COMMON, NUM_FEATURES_OPTS };
+
+static const cli_option FEATURES_OPTIONS[NUM_FEATURES_OPTS] = {
+    COMMON_OPTIONS("the .npy file to write (images x tokens x hidden, float32)",
+                   LAYER_HELP_BLOCK ", or embed for the encoder input"),
+    [OPT_TOKENS] = {"tokens", 0, 1, "WHICH", "cls (the class token), patch (the patches) or all (default)"},
+};
+
+static const char FEATURES_USAGE[] =
+    "usage: vit features -m MODEL -o OUT.npy [options] PATH...\n"
+    "\n"
+    "Writes the token embeddings of images, in input order, as one float32 .npy array\n"
+    "(images x tokens x hidden): the residual stream after block L (before the final\n"
+    "LayerNorm). A file that fails gets a row of NaN. With several images, OUT.files.txt\n"
+    "beside it names the image of each row.\n\n" COMMON_USAGE;
+
+typedef struct features_state {
+    data_atomic_file *file;
+    float *captured, *nan_rows;
+    int first, count; /* the tokens written: first .. first + count - 1 */
+} features_state;
+
+static int features_image(inspect *s, void *state, size_t index, int row) {
+    (void)index;
+    features_state *st = state;
+    const size_t floats = (size_t)st->count * s->dim;
+    const float *rows = row < 0 ? st->nan_rows
+                                : st->captured + ((size_t)row * s->tokens + st->first) * s->dim;
+    vit_error err;
+    if (data_atomic_write(st->file, rows, floats * sizeof *rows, &err) != VIT_OK) {
+        fprintf(stderr, "vit features: %s\n", err.message);
+        return -1;
+    }
+    return 0;
+}
+
+/* Beside OUT.npy, OUT.files.txt: the input of each row, one per line. */
+static int write_file_list(inspect *s, const char *npy_path) {
+    size_t n = strlen(npy_path), length = 0;
+    if (n >= 4 && strcmp(npy_path + n - 4, ".npy") == 0) n -= 4;
+    for (size_t i = 0; i < s->in.count; i++) length += strlen(s->in.names[i]) + 1;
+    char *path = malloc(n + 11), *text = malloc(length + 1);
+    if (!path || !text) {
+        free(path);
+        free(text);
+        return out_of_memory(s);
+    }
+    snprintf(path, n + 11, "%.*s.files.txt", (int)n, npy_path);
+    char *p = text;
+    for (size_t i = 0; i < s->in.count; i++) p += sprintf(p, "%s\n", s->in.names[i]);
+    vit_error err;
+    int r = 0;
+    if (data_write_file_atomic(path, text, length, &err) != VIT_OK) {
+        fprintf(stderr, "vit features: %s\n", err.message);
+        r = -1;
+    }
+    free(path);
+    free(text);
+    return r;
+}
+
+int cli_features(int argc, char **argv) {
+    inspect s;
+    int exit_code = CLI_EXIT_FATAL;
+    if (inspect_parse(&s, "features", FEATURES_USAGE, FEATURES_OPTIONS, NUM_FEATURES_OPTS, argc,
+                      argv, &exit_code))
+        goto done;
+    const char *which = s.args.values[OPT_TOKENS] ? s.args.values[OPT_TOKENS] : "all";
+    if (strcmp(which, "cls") && strcmp(which, "patch") && strcmp(which, "all")) {
+        fprintf(stderr, "vit features: --tokens expects cls, patch or all, got '%s'\n", which);
+        goto done;
+    }
+    const char *out = s.args.values[OPT_OUTPUT];
+    if (out && is_dir_target(out)) {
+        fprintf(stderr, "vit features: -o names one .npy file for all images, not a directory\n");
+        goto done;
+    }
+    if (inspect_setup(&s, CLI_NAMES_ROWS, NULL, 1, NULL) != 0) goto done;
+    features_state st = {0};
+    st.first = strcmp(which, "patch") == 0 ? s.prefix : 0;
+    st.count = strcmp(which, "cls") == 0 ? 1 : s.tokens - st.first;
+    const size_t row_floats = (size_t)st.count * s.dim;
+    if (!(st.nan_rows = malloc(row_floats * sizeof *st.nan_rows))) {
+        out_of_memory(&s);
+        goto done;
+    }
+    for (size_t i = 0; i < row_floats; i++) st.nan_rows[i] = NAN;
+    if (capture(&s, VIT_CAPTURE_TOKENS, s.layer, (size_t)s.tokens * s.dim, &st.captured) != 0)
+        goto free_state;
+    const int64_t shape[3] = {(int64_t)s.in.count, st.count, s.dim};
+    vit_error err;
+    if (data_npy_open(out, DATA_NPY_F32, shape, 3, &st.file, &err) != VIT_OK) {
+        fprintf(stderr, "vit features: %s\n", err.message);
+        goto free_state;
+    }
+    exit_code = inspect_run(&s, features_image, &st);
+    if (exit_code == CLI_EXIT_FATAL) {
+        data_atomic_abort(st.file);
+    } else if (data_atomic_commit(st.file, &err) != VIT_OK) {
+        fprintf(stderr, "vit features: %s\n", err.message);
+        exit_code = CLI_EXIT_FATAL;
+    } else {
+        int several = s.in.count > 1;
+        for (int a = 0; a < s.args.num_positional; a++) {
+            struct stat sb;
+            several |= stat(s.args.positional[a], &sb) == 0 && S_ISDIR(sb.st_mode);
+        }
+        if (several && write_file_list(&s, out) != 0) exit_code = CLI_EXIT_FATAL;
+    }
+free_state:
+    free(st.captured);
+    free(st.nan_rows);
+done:
+    inspect_free(&s);
+    return exit_code;
+}
+
+/* -------------------------------------------------------------- segment */
+
+enum { OPT_K = NUM_COMMON, OPT_SEED, OPT_FEATURE, OPT_SEGMENT_NPY, NUM_SEGMENT_OPTS };
+
+static const cli_option SEGMENT_OPTIONS[NUM_SEGMENT_OPTS] = {
+    COMMON_OPTIONS("the label mask PNG (beside it NAME.overlay.png), or a directory (ending in /)",
+                   LAYER_HELP_BLOCK),
+    [OPT_K] = {"clusters", 'k', 1, "K", "number of clusters (default 4)"},
+    [OPT_SEED] = {"seed", 0, 1, "S", "k-means++ seed (default 0)"},
+    [OPT_FEATURE] = {"feature", 0, 1, "WHAT", "token (residual stream after block L, default) or key (block L's attention keys)"},
+    [OPT_SEGMENT_NPY] = {"npy", 0, 1, "PATH", "also write the grid_h x grid_w int32 label grid as .npy"},
+};
+
+static const char SEGMENT_USAGE[] =
+    "usage: vit segment -m MODEL -o MASK.png [options] PATH...\n"
+    "\n"
+    "Unsupervised part segmentation: the patch tokens of block L (or its keys) are\n"
+    "L2-normalised and clustered with k-means (k-means++ seeding, fixed seed,\n"
+    "deterministic). MASK.png is a greyscale PNG of the image's size whose values are\n"
+    "the cluster ids (0..K-1; 255 where the model saw nothing, outside its crop);\n"
+    "MASK.overlay.png shows the clusters in colour over the image.\n\n" COMMON_USAGE;
+
+typedef struct segment_state {
+    int k, keys;
+    uint64_t seed;
+    float *captured, *points;
+    int *labels;
+    double *scratch;
+    uint8_t *colors;
+} segment_state;
+
+/* MASK.png -> MASK.overlay.png (a name without .png gets the suffix added). */
+static char *overlay_path(const char *mask) {
+    size_t n = strlen(mask);
+    if (n >= 4 && strcmp(mask + n - 4, ".png") == 0) n -= 4;
+    char *p = malloc(n + 13);
+    if (p) snprintf(p, n + 13, "%.*s.overlay.png", (int)n, mask);
+    return p;
+}
+
+static int segment_image(inspect *s, void *state, size_t index, int row) {
+    segment_state *st = state;
+    if (row < 0) return 0;
+    const int n = s->patches, D = s->dim;
+    memcpy(st->points, st->captured + ((size_t)row * s->tokens + s->prefix) * D,
+           (size_t)n * D * sizeof *st->points);
+    vit_l2_normalize_rows(st->points, n, D);
+    vit_error err;
+    if (vit_kmeans(st->points, n, D, st->k, st->seed, KMEANS_MAX_ITER, st->labels, NULL,
+                   st->scratch, NULL, &err) != VIT_OK)
+        return file_failed(s, err.message);
+
+    data_image img = {0}, pic = {0};
+    if (load_original(s, index, &img)) return 1;
+    double box[4];
+    data_preprocess_source_box(&s->pre, img.width, img.height, box);
+    int r = 0;
+    char *mask_path = output_path(s, s->args.values[OPT_OUTPUT], s->out_dir, index, ".png");
+    char *over_path = mask_path ? overlay_path(mask_path) : NULL;
+    uint8_t *mask = malloc((size_t)img.width * img.height);
+    if (!mask_path || !over_path || !mask) {
+        r = file_failed(s, "out of memory");
+    } else {
+        data_label_mask(box, st->labels, s->grid_h, s->grid_w, img.width, img.height, MASK_OUTSIDE,
+                        mask);
+        if (data_write_png(mask_path, img.width, img.height, 1, mask, &err) != VIT_OK ||
+            data_overlay_labels(&img, box, st->labels, s->grid_h, s->grid_w, st->colors,
+                                OVERLAY_ALPHA, &pic, &err) != VIT_OK)
+            r = file_failed(s, err.message);
+        else
+            r = write_picture(s, over_path, &pic);
+    }
+    free(mask);
+    free(mask_path);
+    free(over_path);
+    data_image_free(&img);
+    data_image_free(&pic);
+    if (r == 0) {
+        const int64_t shape[2] = {s->grid_h, s->grid_w};
+        r = write_array(s, index, DATA_NPY_I32, shape, 2, st->labels);
+    }
+    return r;
+}
+
+int cli_segment(int argc, char **argv) {
+    inspect s;
+    int exit_code = CLI_EXIT_FATAL;
+    if (inspect_parse(&s, "segment", SEGMENT_USAGE, SEGMENT_OPTIONS, NUM_SEGMENT_OPTS, argc, argv,
+                      &exit_code))
+        goto done;
+    const char **v = s.args.values;
+    segment_state st = {.k = 4};
+    long k = 4, seed = 0;
+    if ((v[OPT_K] && cli_int("segment", "-k", v[OPT_K], 1, 254, &k)) ||
+        (v[OPT_SEED] && cli_int("segment", "--seed", v[OPT_SEED], 0, 0x7fffffffL, &seed)))
+        goto done;
+    st.k = (int)k;
+    st.seed = (uint64_t)seed;
+    if (v[OPT_FEATURE] && strcmp(v[OPT_FEATURE], "token") && strcmp(v[OPT_FEATURE], "key")) {
+        fprintf(stderr, "vit segment: --feature expects token or key, got '%s'\n", v[OPT_FEATURE]);
+        goto done;
+    }
+    st.keys = v[OPT_FEATURE] && strcmp(v[OPT_FEATURE], "key") == 0;
+    if (inspect_setup(&s, CLI_NAMES_OUTPUTS, NULL, 0, v[OPT_SEGMENT_NPY]) != 0) goto done;
+    if (st.k > s.patches) {
+        fprintf(stderr, "vit segment: -k %d is more clusters than the %d patches\n", st.k, s.patches);
+        goto done;
+    }
+    st.points = malloc((size_t)s.patches * s.dim * sizeof *st.points);
+    st.labels = malloc((size_t)s.patches * sizeof *st.labels);
+    st.scratch = malloc(vit_kmeans_scratch_size(s.patches, s.dim, st.k) * sizeof *st.scratch);
+    st.colors = malloc((size_t)st.k * 3);
+    if (!st.points || !st.labels || !st.scratch || !st.colors) {
+        out_of_memory(&s);
+        goto free_state;
+    }
+    for (int c = 0; c < st.k; c++) data_palette_color(c, st.colors + 3 * c);
+    if (capture(&s, st.keys ? VIT_CAPTURE_KEYS : VIT_CAPTURE_TOKENS, s.layer,
+                (size_t)s.tokens * s.dim, &st.captured) != 0)
+        goto free_state;
+    exit_code = inspect_run(&s, segment_image, &st);
+free_state:
+    free(st.captured);
+    free(st.points);
+    free(st.labels);
+    free(st.scratch);
+    free(st.colors);
+done:
+    inspect_free(&s);
+    return exit_code;
+}
+
+/* -------------------------------------------------------------- patches */
+
+enum { OPT_LABELS = NUM_COMMON, OPT_LEGEND, OPT_PATCHES_NPY, NUM_PATCHES_OPTS };
+
+static const cli_option PATCHES_OPTIONS[NUM_PATCHES_OPTS] = {
+    COMMON_OPTIONS(OUTPUT_HELP_PICTURE, LAYER_HELP_BLOCK),
+    [OPT_LABELS] = {"labels", 0, 1, "FILE", "class labels, one per line"},
+    [OPT_LEGEND] = {"legend", 0, 1, "N", "classes in the legend, most frequent first; the rest grey (default 5)"},
+    [OPT_PATCHES_NPY] = {"npy", 0, 1, "PATH", "also write the grid_h x grid_w x classes float32 logits as .npy"},
+};
+
+static const char PATCHES_USAGE[] =
+    "usage: vit patches -m MODEL -o OUT.png [options] PATH...\n"
+    "\n"
+    "Applies the final LayerNorm and the classifier head to every patch token after\n"
+    "block L (the last by default) and draws each patch's top-1 class over the image,\n"
+    "with a legend of the most frequent classes. --npy writes the per-patch logits.\n\n" COMMON_USAGE;
+
+typedef struct patches_state {
+    int legend, classes;
+    float *captured, *logits;
+    int *top, *count, *rank, *order;
+    uint8_t *colors;
+} patches_state;
+
+/* A label's first comma-separated name ("cheetah, chetah, ..." -> "cheetah"). */
+static void short_label(const vit_model *model, int cls, char *out, size_t size) {
+    const char *label = vit_model_label(model, cls);
+    if (!label) {
+        snprintf(out, size, "class %d", cls);
+        return;
+    }
+    const size_t n = strcspn(label, ",");
+    snprintf(out, size, "%.*s", (int)(n < 40 ? n : 40), label);
+}
+
+/* The legend: swatch, name and share of patches per listed class, in a
+ * translucent box at the bottom left, scaled with the picture. */
+static void draw_legend(const inspect *s, const patches_state *st, int shown, data_image *pic) {
+    const int scale = pic->width >= 600 ? 3 : pic->width >= 280 ? 2 : 1;
+    const int line = data_text_height(scale) + 2 * scale, pad = 3 * scale;
+    char text[64];
+    int width = 0;
+    for (int r = 0; r < shown; r++) {
+        short_label(s->model, st->order[r], text, sizeof text);
+        const int w = data_text_width(text, scale) + data_text_width(" 100%", scale);
+        if (w > width) width = w;
+    }
+    width += line + 2 * pad;
+    const int height = shown * line + 2 * pad, y0 = pic->height - height;
+    const uint8_t white[3] = {255, 255, 255}, black[3] = {0, 0, 0};
+    data_fill_rect(pic, 0, y0, width, height, white, 0.8f);
+    for (int r = 0; r < shown; r++) {
+        const int y = y0 + pad + r * line;
+        data_fill_rect(pic, pad, y, line - 2 * scale, line - 2 * scale, st->colors + 3 * r, 1.0f);
+        short_label(s->model, st->order[r], text, sizeof text);
+        const int x = pad + line + data_draw_text(pic, pad + line, y + scale, scale, text, black);
+        snprintf(text, sizeof text, " %d%%",
+                 (int)lround(100.0 * st->count[st->order[r]] / s->patches));
+        data_draw_text(pic, x, y + scale, scale, text, black);
+    }
+}
+
+static int patches_image(inspect *s, void *state, size_t index, int row) {
+    patches_state *st = state;
+    if (row < 0) return 0;
+    const int n = s->patches, C = st->classes;
+    vit_error err;
+    if (vit_token_logits(s->model, st->captured + ((size_t)row * s->tokens + s->prefix) * s->dim, n,
+                         st->logits, &err) != VIT_OK)
+        return file_failed(s, err.message);
+    memset(st->count, 0, (size_t)C * sizeof *st->count);
+    for (int p = 0; p < n; p++) {
+        vit_top_k(st->logits + (size_t)p * C, C, 1, &st->top[p]);
+        st->count[st->top[p]]++;
+    }
+    /* Classes by patch count, most first (ties: lower index): the legend. */
+    int shown = 0;
+    for (int r = 0; r < st->legend; r++) {
+        int best = -1;
+        for (int c = 0; c < C; c++)
+            if (st->count[c] > 0 && st->rank[c] < 0 && (best < 0 || st->count[c] > st->count[best])) best = c;
+        if (best < 0) break;
+        st->rank[best] = r;
+        st->order[shown++] = best;
+    }
+    /* Colour index per patch: its class's rank, or `shown` (grey) if unlisted. */
+    for (int p = 0; p < n; p++) st->top[p] = st->rank[st->top[p]] >= 0 ? st->rank[st->top[p]] : shown;
+    for (int r = 0; r < shown; r++) st->rank[st->order[r]] = -1; /* reset for the next image */
+    const uint8_t grey[3] = {128, 128, 128};
+    memcpy(st->colors + 3 * shown, grey, 3);
+
+    data_image img = {0}, pic = {0};
+    if (load_original(s, index, &img)) return 1;
+    double box[4];
+    data_preprocess_source_box(&s->pre, img.width, img.height, box);
+    int r = 0;
+    if (data_overlay_labels(&img, box, st->top, s->grid_h, s->grid_w, st->colors, OVERLAY_ALPHA,
+                            &pic, &err) != VIT_OK) {
+        r = file_failed(s, err.message);
+    } else {
+        draw_legend(s, st, shown, &pic);
+        r = write_output_picture(s, index, &pic);
+    }
+    for (int c = 0; c < st->legend; c++) data_palette_color(c, st->colors + 3 * c);
+    data_image_free(&img);
+    data_image_free(&pic);
+    if (r == 0) {
+        const int64_t shape[3] = {s->grid_h, s->grid_w, C};
+        r = write_array(s, index, DATA_NPY_F32, shape, 3, st->logits);
+    }
+    return r;
+}
+
+int cli_patches(int argc, char **argv) {
+    inspect s;
+    int exit_code = CLI_EXIT_FATAL;
+    if (inspect_parse(&s, "patches", PATCHES_USAGE, PATCHES_OPTIONS, NUM_PATCHES_OPTS, argc, argv,
+                      &exit_code))
+        goto done;
+    const char **v = s.args.values;
+    patches_state st = {0};
+    long legend = 5;
+    if (v[OPT_LEGEND] && cli_int("patches", "--legend", v[OPT_LEGEND], 0, 20, &legend)) goto done;
+    st.legend = (int)legend;
+    if (inspect_setup(&s, CLI_NAMES_OUTPUTS, v[OPT_LABELS], 0, v[OPT_PATCHES_NPY]) != 0) goto done;
+    st.classes = vit_model_config(s.model)->num_classes;
+    if (st.classes == 0) {
+        fprintf(stderr, "vit patches: %s has no classification head (it outputs features)\n",
+                vit_model_weights_path(s.model));
+        goto done;
+    }
+    st.logits = malloc((size_t)s.patches * st.classes * sizeof *st.logits);
+    st.top = malloc((size_t)s.patches * sizeof *st.top);
+    st.count = malloc((size_t)st.classes * sizeof *st.count);
+    st.rank = malloc((size_t)st.classes * sizeof *st.rank);
+    st.order = malloc((size_t)(st.legend + 1) * sizeof *st.order);
+    st.colors = malloc((size_t)(st.legend + 1) * 3);
+    if (!st.logits || !st.top || !st.count || !st.rank || !st.order || !st.colors) {
+        out_of_memory(&s);
+        goto free_state;
+    }
+    for (int c = 0; c < st.classes; c++) st.rank[c] = -1;
+    for (int c = 0; c < st.legend; c++) data_palette_color(c, st.colors + 3 * c);
+    if (capture(&s, VIT_CAPTURE_TOKENS, s.layer, (size_t)s.tokens * s.dim, &st.captured) != 0)
+        goto free_state;
+    exit_code = inspect_run(&s, patches_image, &st);
+free_state:
+    free(st.captured);
+    free(st.logits);
+    free(st.top);
+    free(st.count);
+    free(st.rank);
+    free(st.order);
+    free(st.colors);
+done:
+    inspect_free(&s);
+    return exit_code;
+}
