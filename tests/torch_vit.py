@@ -228,7 +228,9 @@ class RefViT(torch.nn.Module):
     def _ln(self, x, w, b):
         return F.layer_norm(x, (self.embed_dim,), w, b, self.eps)
 
-    def _attn(self, blk, x):
+    def _attn(self, blk, x, record=None):
+        """record: a list that, when given, receives (probabilities [B, H, T, T],
+        keys [B, T, D] with heads side by side) for this block."""
         B, T, D = x.shape
         H = self.num_heads
         dh = D // H
@@ -237,6 +239,8 @@ class RefViT(torch.nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         a = (q * dh ** -0.5) @ k.transpose(-2, -1)            # [B, H, T, T]
         a = a.softmax(dim=-1)
+        if record is not None:
+            record.append((a, k.transpose(1, 2).reshape(B, T, D)))
         o = (a @ v).transpose(1, 2).reshape(B, T, D)
         return F.linear(o, blk.proj_w, blk.proj_b)
 
@@ -261,15 +265,25 @@ class RefViT(torch.nn.Module):
                                      antialias=self.pos_antialias)
         return t + pos
 
-    def forward(self, x, return_intermediates=False):
+    def forward(self, x, return_intermediates=False, return_inside=False):
+        """return_inside (with return_intermediates): also "attention" and
+        "keys" (one [B, H, T, T] / [B, T, D] per block) and "blocks" (every
+        block's output [B, T, D]), for the inspection fixtures."""
         inter = OrderedDict()
         h = self.embed(x)
         inter["embed"] = h
+        record = [] if return_inside else None
+        blocks = []
         for i, blk in enumerate(self.blocks):
-            h = h + self._attn(blk, self._ln(h, blk.norm1_w, blk.norm1_b))
+            h = h + self._attn(blk, self._ln(h, blk.norm1_w, blk.norm1_b), record)
             h = h + self._mlp(blk, self._ln(h, blk.norm2_w, blk.norm2_b))
+            blocks.append(h)
             if i == 0:
                 inter["block0"] = h
+        if return_inside:
+            inter["attention"] = [a for a, _ in record]
+            inter["keys"] = [k for _, k in record]
+            inter["blocks"] = blocks
         h = self._ln(h, self.norm_w, self.norm_b)
         inter["final"] = h
         if not self.num_classes:
