@@ -9,7 +9,7 @@
 
 enum { OPT_MODEL, OPT_TOPK, OPT_THREADS, OPT_SIZE, OPT_LABELS, OPT_FORMAT, OPT_BATCH, OPT_OUTPUT,
        OPT_RESUME, OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, OPT_SHARD, OPT_NO_PREFETCH,
-       OPT_POS_RESAMPLE, NUM_OPTS };
+       OPT_POS_RESAMPLE, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
 
 #define DEFAULT_BATCH 16
 
@@ -29,6 +29,7 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_SHARD] = {"shard", 0, 1, "I/N", "process only shard I of N (0 <= I < N), by a stable hash of the path"},
     [OPT_NO_PREFETCH] = {"no-prefetch", 0, 0, "", "decode each batch only when the model needs it (for benchmarks)"},
     [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,
+    [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };
 
 static const char USAGE[] =
@@ -126,7 +127,9 @@ int cli_classify(int argc, char **argv) {
     int results_open = 0;
     char *ext_text = NULL;
     long top_k = 5, threads = 0, size = 0, batch = DEFAULT_BATCH;
-    if ((args.values[OPT_TOPK] && cli_int("classify", "-k", args.values[OPT_TOPK], 1, 1000, &top_k)) ||
+    vit_limits limits;
+    if (cli_limits("classify", &args.values[OPT_LIMITS], &limits) != 0 ||
+        (args.values[OPT_TOPK] && cli_int("classify", "-k", args.values[OPT_TOPK], 1, 1000, &top_k)) ||
         (args.values[OPT_THREADS] && cli_int("classify", "-t", args.values[OPT_THREADS], 1, 1024, &threads)) ||
         (args.values[OPT_SIZE] && cli_int("classify", "--size", args.values[OPT_SIZE], 1, 8192, &size)) ||
         (args.values[OPT_BATCH] && cli_int("classify", "-b", args.values[OPT_BATCH], 1, 1024, &batch)))
@@ -167,8 +170,8 @@ int cli_classify(int argc, char **argv) {
     if (part.count > 1) filter_inputs(&in, in_shard, &part);
 
     cli_set_threads((int)threads);
-    model = cli_load_model("classify", args.values[OPT_MODEL], args.values[OPT_LABELS],
-                           args.values[OPT_POS_RESAMPLE]);
+    model = cli_load_model_limited("classify", args.values[OPT_MODEL], args.values[OPT_LABELS],
+                                   args.values[OPT_POS_RESAMPLE], &limits);
     if (!model) goto done;
     if (vit_model_config(model)->num_classes == 0) {
         fprintf(stderr, "vit classify: %s has no classification head (it outputs features)\n",

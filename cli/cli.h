@@ -56,10 +56,32 @@ int cli_thread_count(int threads);
      "position embeddings at another --size: auto (as the checkpoint's library), "          \
      "bicubic, bicubic-aa"}
 
+/* The safety-limit options of every command that reads a model or images,
+ * as CLI_NUM_LIMIT_OPTIONS consecutive entries of an option table (put
+ * `[OPT_LIMITS] = CLI_LIMIT_OPTIONS` last and leave CLI_NUM_LIMIT_OPTIONS
+ * slots for it in the enum). */
+#define CLI_NUM_LIMIT_OPTIONS 5
+#define CLI_LIMIT_OPTIONS                                                                     \
+    {"max-pixels", 0, 1, "N", "refuse images over N pixels, before decoding (default 100000000)"}, \
+    {"max-header-mb", 0, 1, "N", "refuse checkpoints whose header exceeds N MiB (default 100)"}, \
+    {"max-tensors", 0, 1, "N", "refuse checkpoints with over N tensors (default 100000)"},      \
+    {"max-json-kb", 0, 1, "N", "refuse config JSON files over N KiB (default 16384)"},        \
+    {"max-json-depth", 0, 1, "N", "refuse JSON nested deeper than N levels (default 64)"}
+
+/* Reads the CLI_LIMIT_OPTIONS values (values[0 .. CLI_NUM_LIMIT_OPTIONS-1],
+ * NULL where not given) into limits. Prints one line and returns -1 on a
+ * bad value. */
+int cli_limits(const char *command, const char *const *values, vit_limits *limits);
+
 /* Loads the model named by -m with --labels and --pos-resample (NULL: auto),
  * printing notices and, on failure, one error line. Returns NULL on failure. */
 vit_model *cli_load_model(const char *command, const char *model_path, const char *labels_path,
                           const char *pos_resample);
+
+/* The same with safety limits (NULL: defaults). */
+vit_model *cli_load_model_limited(const char *command, const char *model_path,
+                                  const char *labels_path, const char *pos_resample,
+                                  const vit_limits *limits);
 
 /* Runs one loaded batch through the model: outputs gets batch->num_good rows
  * of probabilities (softmax) for a model with a head, features otherwise.

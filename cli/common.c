@@ -113,13 +113,35 @@ void cli_set_threads(int threads) {
     openblas_set_num_threads(threads);
 }
 
+int cli_limits(const char *command, const char *const *values, vit_limits *limits) {
+    static const char *const NAMES[CLI_NUM_LIMIT_OPTIONS] = {
+        "--max-pixels", "--max-header-mb", "--max-tensors", "--max-json-kb", "--max-json-depth"};
+    static const long MAX[CLI_NUM_LIMIT_OPTIONS] = {1L << 40, 1L << 20, 1L << 30, 1L << 30, 100000};
+    long v[CLI_NUM_LIMIT_OPTIONS] = {0};
+    for (int i = 0; i < CLI_NUM_LIMIT_OPTIONS; i++)
+        if (values[i] && cli_int(command, NAMES[i], values[i], 1, MAX[i], &v[i]) != 0) return -1;
+    memset(limits, 0, sizeof *limits); /* 0: the default */
+    limits->max_pixels = v[0];
+    limits->max_header_bytes = (size_t)v[1] << 20;
+    limits->max_tensors = (size_t)v[2];
+    limits->max_json_bytes = (size_t)v[3] << 10;
+    limits->max_json_depth = (int)v[4];
+    return 0;
+}
+
 vit_model *cli_load_model(const char *command, const char *model_path, const char *labels_path,
                           const char *pos_resample) {
+    return cli_load_model_limited(command, model_path, labels_path, pos_resample, NULL);
+}
+
+vit_model *cli_load_model_limited(const char *command, const char *model_path,
+                                  const char *labels_path, const char *pos_resample,
+                                  const vit_limits *limits) {
     if (!model_path) {
         fprintf(stderr, "vit %s: no model given (use -m DIR or -m FILE.safetensors)\n", command);
         return NULL;
     }
-    vit_load_options options = {.labels_path = labels_path};
+    vit_load_options options = {.labels_path = labels_path, .limits = limits};
     if (!pos_resample || strcmp(pos_resample, "auto") == 0) {
         options.pos_resample = VIT_POS_RESAMPLE_AUTO;
     } else if (strcmp(pos_resample, "bicubic") == 0) {

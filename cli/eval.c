@@ -9,7 +9,7 @@
 #include "cli.h"
 
 enum { OPT_MODEL, OPT_LABELS_CSV, OPT_OUTPUT, OPT_THREADS, OPT_SIZE, OPT_BATCH, OPT_LABELS,
-       OPT_POS_RESAMPLE, NUM_OPTS };
+       OPT_POS_RESAMPLE, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file"},
@@ -21,6 +21,7 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_BATCH] = {"batch", 'b', 1, "N", "images per forward pass (default 16)"},
     [OPT_LABELS] = {"labels", 0, 1, "FILE", "class labels, one per line"},
     [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,
+    [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };
 
 static const char USAGE[] =
@@ -30,33 +31,6 @@ static const char USAGE[] =
     "class folders match the model's labels: the full label, any of its comma-separated\n"
     "names, or the class index; '_' reads as a space) or the files a --labels-csv names.\n"
     "Images that cannot be read are reported and left out of the accuracy.";
-
-typedef struct labelled {
-    char **paths;
-    int *truth;
-    size_t count, capacity;
-} labelled;
-
-static int add_item(labelled *set, const char *path, int truth) {
-    if (set->count == set->capacity) {
-        size_t capacity = set->capacity ? set->capacity * 2 : 1024;
-        char **paths = realloc(set->paths, capacity * sizeof *paths);
-        if (paths) set->paths = paths;
-        int *truths = realloc(set->truth, capacity * sizeof *truths);
-        if (truths) set->truth = truths;
-        if (!paths || !truths) return -1;
-        set->capacity = capacity;
-    }
-    if (!(set->paths[set->count] = strdup(path))) return -1;
-    set->truth[set->count++] = truth;
-    return 0;
-}
-
-static void free_items(labelled *set) {
-    for (size_t i = 0; i < set->count; i++) free(set->paths[i]);
-    free(set->paths);
-    free(set->truth);
-}
 
 /* Lower case, '_' as space, surrounding blanks trimmed. */
 static void normalise(const char *in, size_t len, char *out, size_t size) {
@@ -92,7 +66,7 @@ static int class_of_folder(const vit_model *model, const char *folder) {
     return -1;
 }
 
-static int collect_image_folder(const vit_model *model, const char *dir, labelled *set) {
+static int collect_image_folder(const vit_model *model, const char *dir, data_labelled_files *set) {
     data_file_list classes = {0};
     vit_error err;
     int rc = -1;
@@ -120,7 +94,7 @@ static int collect_image_folder(const vit_model *model, const char *dir, labelle
             goto done;
         }
         for (size_t f = 0; f < files.count; f++)
-            if (add_item(set, files.paths[f], truth) != 0) {
+            if (data_labelled_files_add(set, files.paths[f], truth) != 0) {
                 fprintf(stderr, "vit eval: out of memory\n");
                 data_file_list_free(&files);
                 goto done;
@@ -133,45 +107,34 @@ done:
     return rc;
 }
 
-static int collect_csv(const vit_model *model, const char *dir, const char *csv_path, labelled *set) {
-    FILE *fp = fopen(csv_path, "r");
-    if (!fp) {
-        fprintf(stderr, "vit eval: %s: cannot open: %s\n", csv_path, strerror(errno));
+/* A labels CSV of 50,000 validation rows is about 2 MB; a million-row
+ * training list about 60 MB. */
+#define MAX_LABELS_CSV_BYTES ((size_t)1 << 30)
+
+static int collect_csv(const vit_model *model, const char *dir, const char *csv_path, data_labelled_files *set) {
+    char *text = NULL;
+    data_labelled_files rows = {0};
+    vit_error err;
+    if (data_read_text_file(csv_path, MAX_LABELS_CSV_BYTES, &text, NULL, &err) != VIT_OK ||
+        data_labels_csv_parse(text, strlen(text), csv_path, vit_model_config(model)->num_classes,
+                              &rows, &err) != VIT_OK) {
+        fprintf(stderr, "vit eval: %s\n", err.message);
+        free(text);
+        data_labelled_files_free(&rows);
         return -1;
     }
-    const int classes = vit_model_config(model)->num_classes;
-    char line[8192], file[4096], index_text[64], path[8300];
-    int line_number = 0, rc = 0;
-    while (rc == 0 && fgets(line, sizeof line, fp)) {
-        line_number++;
-        const char *p = line;
-        if (line[0] == '\n' || line[0] == '\r' || line[0] == '\0') continue;
-        cli_csv_read_field(&p, file, sizeof file);
-        cli_csv_read_field(&p, index_text, sizeof index_text);
-        char *end;
-        long index = strtol(index_text, &end, 10);
-        if (end == index_text || *end) {
-            if (line_number == 1) continue; /* a header row */
-            fprintf(stderr, "vit eval: %s:%d: second column '%s' is not a class index\n", csv_path,
-                    line_number, index_text);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < rows.count; i++) {
+        char *path = malloc(strlen(dir) + strlen(rows.files[i]) + 2);
+        if (path) sprintf(path, "%s/%s", dir, rows.files[i]);
+        if (!path || data_labelled_files_add(set, path, rows.classes[i]) != 0) {
+            fprintf(stderr, "vit eval: out of memory\n");
             rc = -1;
-        } else if (index < 0 || index >= classes) {
-            fprintf(stderr, "vit eval: %s:%d: class index %ld is outside 0..%d of the model\n",
-                    csv_path, line_number, index, classes - 1);
-            rc = -1;
-        } else {
-            snprintf(path, sizeof path, "%s/%s", dir, file);
-            if (add_item(set, path, (int)index) != 0) {
-                fprintf(stderr, "vit eval: out of memory\n");
-                rc = -1;
-            }
         }
+        free(path);
     }
-    fclose(fp);
-    if (rc == 0 && set->count == 0) {
-        fprintf(stderr, "vit eval: %s: no rows\n", csv_path);
-        rc = -1;
-    }
+    free(text);
+    data_labelled_files_free(&rows);
     return rc;
 }
 
@@ -253,11 +216,13 @@ int cli_eval(int argc, char **argv) {
     float *outputs = NULL;
     size_t *per_class = NULL;
     class_pair *pairs = NULL;
-    labelled set = {0};
+    data_labelled_files set = {0};
     FILE *out = NULL;
     char out_tmp[4200] = "";
     long threads = 0, size = 0, batch = 16;
-    if ((args.values[OPT_THREADS] && cli_int("eval", "-t", args.values[OPT_THREADS], 1, 1024, &threads)) ||
+    vit_limits limits;
+    if (cli_limits("eval", &args.values[OPT_LIMITS], &limits) != 0 ||
+        (args.values[OPT_THREADS] && cli_int("eval", "-t", args.values[OPT_THREADS], 1, 1024, &threads)) ||
         (args.values[OPT_SIZE] && cli_int("eval", "--size", args.values[OPT_SIZE], 1, 8192, &size)) ||
         (args.values[OPT_BATCH] && cli_int("eval", "-b", args.values[OPT_BATCH], 1, 1024, &batch)))
         goto done;
@@ -268,8 +233,8 @@ int cli_eval(int argc, char **argv) {
     }
     const char *dir = args.positional[0];
     cli_set_threads((int)threads);
-    model = cli_load_model("eval", args.values[OPT_MODEL], args.values[OPT_LABELS],
-                           args.values[OPT_POS_RESAMPLE]);
+    model = cli_load_model_limited("eval", args.values[OPT_MODEL], args.values[OPT_LABELS],
+                                   args.values[OPT_POS_RESAMPLE], &limits);
     if (!model) goto done;
     if (vit_model_config(model)->num_classes == 0) {
         fprintf(stderr, "vit eval: %s has no classification head\n", vit_model_weights_path(model));
@@ -294,7 +259,7 @@ int cli_eval(int argc, char **argv) {
     if (size) data_preprocess_set_size(&pre, (int)size);
     vit_error err;
     if (vit_context_create(model, (int)batch, (int)size, &ctx, &err) != VIT_OK ||
-        data_loader_create(&pre, (const char *const *)set.paths, set.count, (int)batch,
+        data_loader_create(&pre, (const char *const *)set.files, set.count, (int)batch,
                            cli_thread_count((int)threads), 1, &loader, &err) != VIT_OK) {
         fprintf(stderr, "vit eval: %s\n", err.message);
         goto done;
@@ -324,7 +289,7 @@ int cli_eval(int argc, char **argv) {
             const float *probs = outputs + (size_t)b.row[i] * classes;
             int top[5];
             const int n = vit_top_k(probs, classes, 5, top);
-            const int truth = set.truth[item];
+            const int truth = set.classes[item];
             int in_top5 = 0;
             for (int k = 0; k < n; k++) in_top5 |= top[k] == truth;
             pairs[scored].truth = truth;
@@ -337,7 +302,7 @@ int cli_eval(int argc, char **argv) {
             per_class[3 * truth + 2] += in_top5;
             if (out) {
                 /* Paths relative to DIR, as the user named them. */
-                out_failed |= cli_csv_write_field(out, set.paths[item] + strlen(dir) + 1);
+                out_failed |= cli_csv_write_field(out, set.files[item] + strlen(dir) + 1);
                 fprintf(out, ",%d,%d,%d,", truth, top[0], top[0] == truth);
                 out_failed |= cli_csv_write_field(out, vit_model_label(model, truth) ? vit_model_label(model, truth) : "");
                 fputc(',', out);
@@ -376,7 +341,7 @@ done:
     free(outputs);
     free(per_class);
     free(pairs);
-    free_items(&set);
+    data_labelled_files_free(&set);
     vit_model_free(model);
     free(args.positional);
     return exit_code;

@@ -3,11 +3,12 @@
 
 #include "cli.h"
 
-enum { OPT_MODEL, OPT_LABELS, NUM_OPTS };
+enum { OPT_MODEL, OPT_LABELS, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file"},
     [OPT_LABELS] = {"labels", 0, 1, "FILE", "class labels, one per line"},
+    [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };
 
 static const char USAGE[] = "usage: vit info -m MODEL\n\nDescribes a checkpoint: layout, "
@@ -23,7 +24,11 @@ int cli_info(int argc, char **argv) {
         free(args.positional);
         return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
     }
-    vit_model *model = cli_load_model("info", args.values[OPT_MODEL], args.values[OPT_LABELS], NULL);
+    vit_limits limits;
+    vit_model *model = NULL;
+    if (cli_limits("info", &args.values[OPT_LIMITS], &limits) == 0)
+        model = cli_load_model_limited("info", args.values[OPT_MODEL], args.values[OPT_LABELS],
+                                       NULL, &limits);
     free(args.positional);
     if (!model) return CLI_EXIT_FATAL;
     const vit_config *c = vit_model_config(model);

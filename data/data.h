@@ -12,9 +12,11 @@
 #include <stdint.h>
 
 #include "vit_error.h"
+#include "vit_limits.h"
 
-/* Refuse images larger than this before decoding pixels (width*height). */
-#define DATA_MAX_PIXELS ((int64_t)100000000)
+/* Refuse images larger than this before decoding pixels (width*height), by
+ * default; data_image_load_capped and data_preprocess.max_pixels override. */
+#define DATA_MAX_PIXELS VIT_DEFAULT_MAX_PIXELS
 
 /* An 8-bit RGB image, rows top to bottom, pixels interleaved R,G,B. */
 typedef struct data_image {
@@ -33,6 +35,15 @@ vit_status data_image_load(const char *path, data_image *out, vit_error *err);
 /* The same for an image held in memory; name is used in messages. */
 vit_status data_image_load_memory(const void *bytes, size_t size, const char *name,
                                   data_image *out, vit_error *err);
+
+/* The same two with a pixel cap other than DATA_MAX_PIXELS (max_pixels <= 0:
+ * the default). Headers are read first: a file whose dimensions exceed the
+ * cap is refused (VIT_E_LIMIT, naming the file, its size and the cap) before
+ * any pixel memory is allocated. */
+vit_status data_image_load_capped(const char *path, int64_t max_pixels, data_image *out,
+                                  vit_error *err);
+vit_status data_image_load_memory_capped(const void *bytes, size_t size, const char *name,
+                                         int64_t max_pixels, data_image *out, vit_error *err);
 
 /* Frees the pixels; safe on a zeroed or already freed image. */
 void data_image_free(data_image *img);
@@ -80,6 +91,10 @@ typedef struct data_preprocess {
     int do_normalize;
     float mean[3], std[3];
     char source[64];        /* "preprocessor_config.json", "timm pretrained_cfg", "default" */
+    int64_t max_pixels;     /* images over this many pixels are refused before decoding
+                               (data_preprocess_file); 0: DATA_MAX_PIXELS. Not part of
+                               the recipe proper: the recipe readers leave it 0 and
+                               vit_model_load sets it from its limits. */
 } data_preprocess;
 
 /* The DeiT/timm default for a model trained at image_size: shorter side to
@@ -101,6 +116,16 @@ vit_status data_preprocess_from_hf_json(const char *json_text, const char *name,
 vit_status data_preprocess_from_timm_json(const char *json_text, const char *name,
                                           data_preprocess *p, vit_error *err);
 
+/* Chooses the recipe from config texts already in memory, as
+ * data_preprocess_for_model does from files: preprocessor_json (Hugging
+ * Face) if non-NULL, else config_json if it has a timm "pretrained_cfg",
+ * else the default for image_size. Either text may be NULL; names are for
+ * messages. Both are checked against limits (NULL: defaults) first. */
+vit_status data_preprocess_from_texts(const char *preprocessor_json, const char *preprocessor_name,
+                                      const char *config_json, const char *config_name,
+                                      int image_size, const vit_limits *limits,
+                                      data_preprocess *p, vit_error *err);
+
 /* Reads a whole text file of at most max_bytes into *text (NUL-terminated,
  * caller frees). With missing non-NULL, a file that does not exist sets
  * *missing and returns VIT_OK; otherwise it is VIT_E_IO. Files with NUL bytes
@@ -113,6 +138,37 @@ vit_status data_read_text_file(const char *path, size_t max_bytes, char **text, 
  * for image_size. model_dir may be NULL (default). */
 vit_status data_preprocess_for_model(const char *model_dir, int image_size,
                                      data_preprocess *p, vit_error *err);
+
+/* ------------------------------------------------------------- labels */
+
+/* Splits text into one label per line ('\n' or "\r\n"; a final newline does
+ * not start another label). *labels (count + 1 entries, NULL-terminated)
+ * and each label are malloc'd: free with data_labels_free. More than
+ * max_labels lines is VIT_E_LIMIT. name is used in messages. */
+vit_status data_labels_parse(const char *text, const char *name, int max_labels, char ***labels,
+                             int *count, vit_error *err);
+void data_labels_free(char **labels, int count);
+
+/* Rows of a labels CSV (`file,class_index[,...]`, RFC 4180 quoting; an
+ * optional header row whose second field is not a number; blank lines
+ * skipped). files[i] is as written in the CSV (relative to the image
+ * directory), classes[i] in 0..num_classes-1. */
+typedef struct data_labelled_files {
+    char **files;
+    int *classes;
+    size_t count, capacity;
+} data_labelled_files;
+
+/* Parses a labels CSV held in text (len bytes, no NUL needed) into out
+ * (appended). A row without a class index, or with one outside
+ * 0..num_classes-1, is VIT_E_FORMAT naming name and the line; no rows at all
+ * is VIT_E_FORMAT too. */
+vit_status data_labels_csv_parse(const char *text, size_t len, const char *name, int num_classes,
+                                 data_labelled_files *out, vit_error *err);
+void data_labelled_files_free(data_labelled_files *list);
+
+/* Appends one (file, class) pair (file copied); -1 when out of memory. */
+int data_labelled_files_add(data_labelled_files *list, const char *file, int class_index);
 
 /* Retargets p to produce size x size inputs (for --size): the crop becomes
  * size and the resize scales with it (timm: floor(size / crop_pct); exact

@@ -153,18 +153,22 @@ static int bmp_is_complete(const uint8_t *b, size_t n) {
     return (int64_t)offset + row_bytes * h <= (int64_t)n;
 }
 
-static vit_status check_dimensions(const char *name, int64_t w, int64_t h, vit_error *err) {
+static vit_status check_dimensions(const char *name, int64_t w, int64_t h, int64_t max_pixels,
+                                   vit_error *err) {
     if (w <= 0 || h <= 0)
         return vit_error_set(err, VIT_E_FORMAT, "%s: invalid image size %lldx%lld", name,
                              (long long)w, (long long)h);
-    int64_t px = w * h;
-    if (px > DATA_MAX_PIXELS) {
+    int64_t px = w * h; /* each side < 2^32 here, so no overflow */
+    if (px > max_pixels && max_pixels % 1000000 == 0) {
         double mp = (double)px / 1e6;
         return vit_error_set(err, VIT_E_LIMIT,
                              "%s: %lldx%lld = %.*f megapixels exceeds the limit of %lld megapixels",
                              name, (long long)w, (long long)h, px % 1000000 ? 1 : 0, mp,
-                             (long long)(DATA_MAX_PIXELS / 1000000));
+                             (long long)(max_pixels / 1000000));
     }
+    if (px > max_pixels)
+        return vit_error_set(err, VIT_E_LIMIT, "%s: %lldx%lld = %lld pixels exceeds the limit of %lld pixels",
+                             name, (long long)w, (long long)h, (long long)px, (long long)max_pixels);
     return VIT_OK;
 }
 
@@ -206,8 +210,8 @@ static int pnm_int(const uint8_t *b, size_t n, size_t *pos, long *value) {
     return 1;
 }
 
-static vit_status decode_pnm(const uint8_t *b, size_t n, const char *name, data_image *out,
-                             vit_error *err) {
+static vit_status decode_pnm(const uint8_t *b, size_t n, const char *name, int64_t max_pixels,
+                             data_image *out, vit_error *err) {
     int channels = b[1] == '6' ? 3 : 1;
     size_t pos = 2;
     long w, h, maxval;
@@ -217,7 +221,7 @@ static vit_status decode_pnm(const uint8_t *b, size_t n, const char *name, data_
     pos++; /* exactly one whitespace byte ends the header */
     if (maxval < 1 || maxval > 65535)
         return vit_error_set(err, VIT_E_FORMAT, "%s: PNM maxval %ld out of range", name, maxval);
-    vit_status st = check_dimensions(name, w, h, err);
+    vit_status st = check_dimensions(name, w, h, max_pixels, err);
     if (st != VIT_OK) return st;
     size_t bytes_per_sample = maxval > 255 ? 2 : 1;
     size_t samples = (size_t)w * (size_t)h * (size_t)channels;
@@ -246,6 +250,12 @@ static vit_status decode_pnm(const uint8_t *b, size_t n, const char *name, data_
 
 vit_status data_image_load_memory(const void *bytes, size_t size, const char *name,
                                   data_image *out, vit_error *err) {
+    return data_image_load_memory_capped(bytes, size, name, 0, out, err);
+}
+
+vit_status data_image_load_memory_capped(const void *bytes, size_t size, const char *name,
+                                         int64_t max_pixels, data_image *out, vit_error *err) {
+    if (max_pixels <= 0) max_pixels = DATA_MAX_PIXELS;
     if (!name) name = "(memory)";
     if (!out) return vit_error_set(err, VIT_E_ARG, "%s: no output image", name);
     memset(out, 0, sizeof *out);
@@ -255,7 +265,7 @@ vit_status data_image_load_memory(const void *bytes, size_t size, const char *na
     const uint8_t *b = bytes;
     image_format fmt = sniff_format(b, size);
     switch (fmt) {
-    case FMT_PNM: return decode_pnm(b, size, name, out, err);
+    case FMT_PNM: return decode_pnm(b, size, name, max_pixels, out, err);
     case FMT_PNM_ASCII:
     case FMT_HDR:
     case FMT_TIFF:
@@ -270,7 +280,7 @@ vit_status data_image_load_memory(const void *bytes, size_t size, const char *na
     if (fmt == FMT_PNG && size >= 24 && memcmp(b + 12, "IHDR", 4) == 0) {
         int64_t pw = ((int64_t)b[16] << 24) | (b[17] << 16) | (b[18] << 8) | b[19];
         int64_t ph = ((int64_t)b[20] << 24) | (b[21] << 16) | (b[22] << 8) | b[23];
-        vit_status st = check_dimensions(name, pw, ph, err);
+        vit_status st = check_dimensions(name, pw, ph, max_pixels, err);
         if (st != VIT_OK) return st;
     }
     int w = 0, h = 0, comp = 0;
@@ -280,7 +290,7 @@ vit_status data_image_load_memory(const void *bytes, size_t size, const char *na
         return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated %s header (%s)", name,
                              format_name(fmt), stbi_failure_reason());
     }
-    vit_status st = check_dimensions(name, w, h, err);
+    vit_status st = check_dimensions(name, w, h, max_pixels, err);
     if (st != VIT_OK) return st;
     if (fmt == FMT_JPEG && !jpeg_is_complete(b, size))
         return vit_error_set(err, VIT_E_FORMAT, "%s: truncated JPEG (no end-of-image marker)", name);
@@ -393,6 +403,11 @@ static vit_status read_file(const char *path, uint8_t **bytes, size_t *size, vit
 }
 
 vit_status data_image_load(const char *path, data_image *out, vit_error *err) {
+    return data_image_load_capped(path, 0, out, err);
+}
+
+vit_status data_image_load_capped(const char *path, int64_t max_pixels, data_image *out,
+                                  vit_error *err) {
     if (out) memset(out, 0, sizeof *out);
     if (!path) return vit_error_set(err, VIT_E_ARG, "no image path given");
     if (!out) return vit_error_set(err, VIT_E_ARG, "%s: no output image", path);
@@ -400,7 +415,7 @@ vit_status data_image_load(const char *path, data_image *out, vit_error *err) {
     size_t size;
     vit_status st = read_file(path, &bytes, &size, err);
     if (st != VIT_OK) return st;
-    st = data_image_load_memory(bytes, size, path, out, err);
+    st = data_image_load_memory_capped(bytes, size, path, max_pixels, out, err);
     free(bytes);
     return st;
 }

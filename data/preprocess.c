@@ -38,8 +38,8 @@
  *  - data_preprocess_set_size: timm/default recipes recompute
  *    floor(size / crop_pct); Hugging Face recipes scale the resize by
  *    size / crop (rounded); recipes without a crop resize to size x size.
- *  - JSON files are capped at 1 MiB; std must be positive; sizes must be
- *    integers in 1..65536.
+ *  - JSON texts are checked against vit_limits (size, nesting) before
+ *    parsing; std must be positive; sizes must be integers in 1..65536.
  */
 #include "data.h"
 
@@ -49,8 +49,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
-#define JSON_MAX_BYTES ((size_t)1 << 20)
 #define MAX_SIDE 65536
 
 static const float IMAGENET_MEAN[3] = {0.485f, 0.456f, 0.406f};
@@ -91,6 +91,11 @@ void data_preprocess_default(data_preprocess *p, int image_size) {
 }
 
 /* ---- JSON helpers ---- */
+
+/* A value from the file, for a one-line message. */
+static const char *one_line(const char *s) {
+    return strpbrk(s, "\n\r") ? "(text with a line break)" : s;
+}
 
 /* The item for key, with JSON null treated as absent. */
 static const cJSON *get_key(const cJSON *obj, const char *key) {
@@ -151,13 +156,14 @@ static vit_status get_triplet(const cJSON *obj, const char *key, float out[3], i
     return VIT_OK;
 }
 
-static vit_status parse_json(const char *text, const char *name, cJSON **root, vit_error *err) {
+static vit_status parse_json(const char *text, const char *name, const vit_limits *limits,
+                             cJSON **root, vit_error *err) {
     *root = NULL;
     if (!text) return vit_error_set(err, VIT_E_ARG, "%s: no JSON text", name);
-    size_t len = strnlen(text, JSON_MAX_BYTES + 1);
-    if (len > JSON_MAX_BYTES)
-        return vit_error_set(err, VIT_E_LIMIT, "%s: JSON larger than %zu KiB", name,
-                             JSON_MAX_BYTES >> 10);
+    const size_t max_bytes = vit_limits_resolve(limits).max_json_bytes;
+    size_t len = strnlen(text, max_bytes + 1);
+    vit_status st = vit_json_check_limits(text, len, name, limits, err);
+    if (st != VIT_OK) return st;
     const char *end = NULL;
     /* len + 1 includes the terminator, which makes cJSON reject trailing text. */
     cJSON *r = cJSON_ParseWithLengthOpts(text, len + 1, &end, 1);
@@ -316,7 +322,7 @@ vit_status data_preprocess_from_hf_json(const char *json_text, const char *name,
     if (!name) name = "preprocessor_config.json";
     if (!p) return vit_error_set(err, VIT_E_ARG, "%s: no recipe to fill", name);
     cJSON *root;
-    vit_status st = parse_json(json_text, name, &root, err);
+    vit_status st = parse_json(json_text, name, NULL, &root, err);
     if (st != VIT_OK) return st;
     data_preprocess tmp;
     st = hf_from_root(root, name, &tmp, err);
@@ -366,7 +372,7 @@ static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preproc
             return vit_error_set(err, VIT_E_UNSUPPORTED,
                                  "%s: pretrained_cfg.interpolation \"%.40s\" is not supported "
                                  "(bicubic, bilinear, nearest)",
-                                 name, s);
+                                 name, one_line(s));
     }
     int squash = 0;
     item = get_key(cfg, "crop_mode");
@@ -380,7 +386,7 @@ static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preproc
             return vit_error_set(err, VIT_E_UNSUPPORTED,
                                  "%s: pretrained_cfg.crop_mode \"%.40s\" is not supported (center, "
                                  "squash)",
-                                 name, s);
+                                 name, one_line(s));
     }
     float mean[3], std[3];
     memcpy(mean, IMAGENET_MEAN, sizeof mean);
@@ -428,7 +434,7 @@ vit_status data_preprocess_from_timm_json(const char *json_text, const char *nam
     if (!name) name = "config.json";
     if (!p) return vit_error_set(err, VIT_E_ARG, "%s: no recipe to fill", name);
     cJSON *root;
-    vit_status st = parse_json(json_text, name, &root, err);
+    vit_status st = parse_json(json_text, name, NULL, &root, err);
     if (st != VIT_OK) return st;
     const cJSON *cfg = get_key(root, "pretrained_cfg");
     data_preprocess tmp;
@@ -457,22 +463,39 @@ vit_status data_read_text_file(const char *path, size_t max_bytes, char **text, 
         }
         return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(errno));
     }
-    char *buf = malloc(max_bytes + 1);
-    if (!buf) {
-        fclose(f);
-        return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
+    /* Sized by the file, not the cap, and grown while reading (the file may
+     * be a pipe or grow), so a generous cap costs nothing. */
+    struct stat sb;
+    size_t cap = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) ? (size_t)sb.st_size : 0;
+    if (cap > max_bytes) cap = max_bytes;
+    cap += 1 + (cap < 4096 ? 4096 : 0); /* + 1: a byte beyond the cap proves it exceeded */
+    if (cap > max_bytes + 1) cap = max_bytes + 1;
+    char *buf = malloc(cap + 1);
+    size_t len = 0;
+    int failed = 0;
+    while (buf) {
+        len += fread(buf + len, 1, cap - len, f);
+        if ((failed = ferror(f)) || len < cap || cap == max_bytes + 1) break;
+        size_t grown = cap > (max_bytes + 1) / 2 ? max_bytes + 1 : cap * 2;
+        char *nb = realloc(buf, grown + 1);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf = nb;
+            cap = grown;
+        }
     }
-    size_t len = fread(buf, 1, max_bytes + 1, f);
-    int failed = ferror(f);
     fclose(f);
+    if (!buf) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
     if (failed) {
         free(buf);
         return vit_error_set(err, VIT_E_IO, "%s: read error", path);
     }
     if (len > max_bytes) {
         free(buf);
-        return vit_error_set(err, VIT_E_LIMIT, "%s: larger than the limit of %zu KiB", path,
-                             max_bytes >> 10);
+        return vit_error_set(err, VIT_E_LIMIT, "%s: larger than the limit of %zu bytes", path,
+                             max_bytes);
     }
     buf[len] = '\0';
     if (strlen(buf) != len) {
@@ -483,41 +506,33 @@ vit_status data_read_text_file(const char *path, size_t max_bytes, char **text, 
     return VIT_OK;
 }
 
-vit_status data_preprocess_for_model(const char *model_dir, int image_size, data_preprocess *p,
-                                     vit_error *err) {
+vit_status data_preprocess_from_texts(const char *preprocessor_json, const char *preprocessor_name,
+                                      const char *config_json, const char *config_name,
+                                      int image_size, const vit_limits *limits,
+                                      data_preprocess *p, vit_error *err) {
     if (!p) return vit_error_set(err, VIT_E_ARG, "no recipe to fill");
-    if (!model_dir) {
-        data_preprocess_default(p, image_size);
-        return VIT_OK;
-    }
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/preprocessor_config.json", model_dir) >= (int)sizeof path)
-        return vit_error_set(err, VIT_E_ARG, "%s: model directory path too long", model_dir);
-    char *text;
-    int missing;
-    vit_status st = data_read_text_file(path, JSON_MAX_BYTES, &text, &missing, err);
-    if (st != VIT_OK) return st;
-    if (!missing) {
-        st = data_preprocess_from_hf_json(text, path, p, err);
-        free(text);
+    cJSON *root;
+    data_preprocess tmp;
+    vit_status st;
+    if (preprocessor_json) {
+        if (!preprocessor_name) preprocessor_name = "preprocessor_config.json";
+        if ((st = parse_json(preprocessor_json, preprocessor_name, limits, &root, err)) != VIT_OK)
+            return st;
+        st = hf_from_root(root, preprocessor_name, &tmp, err);
+        cJSON_Delete(root);
+        if (st == VIT_OK) *p = tmp;
         return st;
     }
-    snprintf(path, sizeof path, "%s/config.json", model_dir);
-    st = data_read_text_file(path, JSON_MAX_BYTES, &text, &missing, err);
-    if (st != VIT_OK) return st;
-    if (!missing) {
-        cJSON *root;
-        st = parse_json(text, path, &root, err);
-        free(text);
-        if (st != VIT_OK) return st;
+    if (config_json) {
+        if (!config_name) config_name = "config.json";
+        if ((st = parse_json(config_json, config_name, limits, &root, err)) != VIT_OK) return st;
         const cJSON *cfg = get_key(root, "pretrained_cfg");
         if (cfg) {
-            data_preprocess tmp;
             if (!cJSON_IsObject(cfg))
                 st = vit_error_set(err, VIT_E_FORMAT, "%s: \"pretrained_cfg\" is not an object",
-                                   path);
+                                   config_name);
             else
-                st = timm_from_cfg(cfg, path, &tmp, err);
+                st = timm_from_cfg(cfg, config_name, &tmp, err);
             cJSON_Delete(root);
             if (st == VIT_OK) *p = tmp;
             return st;
@@ -526,6 +541,31 @@ vit_status data_preprocess_for_model(const char *model_dir, int image_size, data
     }
     data_preprocess_default(p, image_size);
     return VIT_OK;
+}
+
+vit_status data_preprocess_for_model(const char *model_dir, int image_size, data_preprocess *p,
+                                     vit_error *err) {
+    if (!p) return vit_error_set(err, VIT_E_ARG, "no recipe to fill");
+    if (!model_dir) {
+        data_preprocess_default(p, image_size);
+        return VIT_OK;
+    }
+    char pre_path[4096], config_path[4096];
+    if (snprintf(pre_path, sizeof pre_path, "%s/preprocessor_config.json", model_dir) >=
+            (int)sizeof pre_path ||
+        snprintf(config_path, sizeof config_path, "%s/config.json", model_dir) >=
+            (int)sizeof config_path)
+        return vit_error_set(err, VIT_E_ARG, "%s: model directory path too long", model_dir);
+    const size_t max_bytes = VIT_DEFAULT_MAX_JSON_BYTES;
+    char *pre = NULL, *config = NULL;
+    int missing;
+    vit_status st = data_read_text_file(pre_path, max_bytes, &pre, &missing, err);
+    if (st == VIT_OK && !pre) st = data_read_text_file(config_path, max_bytes, &config, &missing, err);
+    if (st == VIT_OK)
+        st = data_preprocess_from_texts(pre, pre_path, config, config_path, image_size, NULL, p, err);
+    free(pre);
+    free(config);
+    return st;
 }
 
 /* ---- size, description ---- */
@@ -750,7 +790,7 @@ vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img
 vit_status data_preprocess_file(const data_preprocess *p, const char *path, float *out,
                                 vit_error *err) {
     data_image img;
-    vit_status st = data_image_load(path, &img, err);
+    vit_status st = data_image_load_capped(path, p ? p->max_pixels : 0, &img, err);
     if (st != VIT_OK) return st;
     st = data_preprocess_apply(p, &img, out, err);
     if (st != VIT_OK && err && path && !strstr(err->message, path)) {

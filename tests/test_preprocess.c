@@ -470,7 +470,7 @@ Test(recipe, malformed_configs_are_errors) {
                   err.message);
     }
     /* Oversized and deeply nested JSON. */
-    size_t big = (1u << 20) + 16;
+    size_t big = VIT_DEFAULT_MAX_JSON_BYTES + 16;
     char *text = malloc(big + 1);
     cr_assert(text);
     memset(text, ' ', big);

@@ -11,9 +11,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* A config.json larger than this is not a config (21k-class id2label files
- * are about 1 MB). */
-#define MAX_CONFIG_BYTES ((long)16 << 20)
+/* A --labels file larger than this is not a label list (21k-class lists
+ * are about 1 MB). Config JSON has its own limit (vit_limits). */
+#define MAX_LABELS_BYTES ((long)16 << 20)
 #define MAX_LABELS 1000000
 
 /* ------------------------------------------------------------------ files */
@@ -218,7 +218,8 @@ static void read_timm_config(const cJSON *json, stated_config *c) {
     c->patch_size = json_int(args, "patch_size", 0);
     c->image_size = json_int(args, "img_size", 0);
     const double mlp_ratio = json_number(args, "mlp_ratio", 0);
-    if (mlp_ratio > 0 && c->hidden_size > 0) c->mlp_size = (int)(c->hidden_size * mlp_ratio);
+    if (mlp_ratio > 0 && mlp_ratio < 1e6 && c->hidden_size > 0)
+        c->mlp_size = (int)(c->hidden_size * mlp_ratio); /* < 1e15: the cast is defined */
     const cJSON *pretrained = cJSON_GetObjectItemCaseSensitive(json, "pretrained_cfg");
     const cJSON *input_size = cJSON_GetObjectItemCaseSensitive(pretrained, "input_size");
     if (!c->image_size && cJSON_IsArray(input_size) && cJSON_GetArraySize(input_size) == 3) {
@@ -305,6 +306,9 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
         (int64_t)pe->numel != pos_tokens * c->hidden_size)
         return shape_error(m, &pos, "[1, tokens, D]", err);
     const int64_t grid_cells = pos_tokens - c->num_prefix_tokens;
+    if (grid_cells > (1 << 24))
+        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: tensor '%s' holds %lld patch positions, "
+                             "more than the %d supported", path, pos.key, (long long)grid_cells, 1 << 24);
     const int grid = (int)llround(sqrt((double)grid_cells));
     if ((int64_t)grid * grid != grid_cells)
         return vit_error_set(err, VIT_E_UNSUPPORTED,
@@ -341,6 +345,9 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
     if (c->num_heads <= 0 || c->hidden_size % c->num_heads != 0)
         return vit_error_set(err, VIT_E_SHAPE, "%s: %d heads do not divide hidden size %d", path,
                              c->num_heads, c->hidden_size);
+    if (!(stated.layer_norm_eps > 0 && stated.layer_norm_eps < 1))
+        return vit_error_set(err, VIT_E_FORMAT, "%s: %s says layer_norm_eps = %g; expected a "
+                             "positive number below 1", path, m->config_source, stated.layer_norm_eps);
     c->layer_norm_eps = (float)stated.layer_norm_eps;
     if (!json) {
         char note[160];
@@ -356,28 +363,7 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
 /* One label per line; a final newline does not start another label. */
 static vit_status set_labels_from_lines(vit_model *m, const char *text, const char *source,
                                         vit_error *err) {
-    int count = 0;
-    for (const char *p = text; *p; count++) {
-        const char *end = strchr(p, '\n');
-        if (!end) { count++; break; }
-        p = end + 1;
-        if (count >= MAX_LABELS)
-            return vit_error_set(err, VIT_E_LIMIT, "%s: more than %d labels", source, MAX_LABELS);
-    }
-    m->labels = calloc((size_t)count + 1, sizeof *m->labels);
-    if (!m->labels) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", source);
-    const char *p = text;
-    for (int i = 0; i < count; i++) {
-        const char *end = strchr(p, '\n');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        const size_t advance = end ? len + 1 : len;
-        if (len && p[len - 1] == '\r') len--;
-        if (!(m->labels[i] = strndup(p, len)))
-            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", source);
-        m->num_labels = i + 1;
-        p += advance;
-    }
-    return VIT_OK;
+    return data_labels_parse(text, source, MAX_LABELS, &m->labels, &m->num_labels, err);
 }
 
 static vit_status set_labels_from_id2label(vit_model *m, const cJSON *id2label,
@@ -392,8 +378,9 @@ static vit_status set_labels_from_id2label(vit_model *m, const cJSON *id2label,
         char *end;
         long index = strtol(item->string, &end, 10);
         if (*end || end == item->string || index < 0 || index >= count || !cJSON_IsString(item))
-            return vit_error_set(err, VIT_E_FORMAT, "%s: id2label entry \"%s\" is not an index 0..%d with a string label",
-                                 config_path, item->string, count - 1);
+            return vit_error_set(err, VIT_E_FORMAT, "%s: id2label entry \"%.40s\" is not an index 0..%d with a string label",
+                                 config_path, strpbrk(item->string, "\n\r") ? "(key with a line break)" : item->string,
+                                 count - 1);
         if (m->labels[index])
             return vit_error_set(err, VIT_E_FORMAT, "%s: id2label has index %ld twice", config_path, index);
         if (!(m->labels[index] = strdup(item->valuestring)))
@@ -407,7 +394,7 @@ static vit_status settle_labels(vit_model *m, const cJSON *json, const char *con
     vit_status status = VIT_OK;
     const int classes = m->config.num_classes;
     if (options && options->labels_path) {
-        char *text = read_text_file(options->labels_path, MAX_CONFIG_BYTES, err);
+        char *text = read_text_file(options->labels_path, MAX_LABELS_BYTES, err);
         if (!text) return err ? err->code : VIT_E_IO;
         status = set_labels_from_lines(m, text, options->labels_path, err);
         free(text);
@@ -515,75 +502,142 @@ static vit_status locate(const char *path, char *weights_path_out, char *dir_out
     return VIT_OK;
 }
 
-vit_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
-                          vit_error *err) {
-    *out = NULL;
-    if (!path) return vit_error_set(err, VIT_E_ARG, "no model given");
-    char weights_file_path[4096], dir[4096], config_path[4200];
-    vit_status status = locate(path, weights_file_path, dir, sizeof dir, err);
-    if (status != VIT_OK) return status;
+/* What a load reads besides the weights, as text (NULL: absent); names are
+ * for messages. */
+typedef struct load_texts {
+    const char *config, *config_name;
+    const char *preprocessor, *preprocessor_name;
+} load_texts;
 
-    vit_model *m = calloc(1, sizeof *m);
-    if (!m) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+/* Parses a config JSON text after checking it against the limits. */
+static vit_status parse_config(const char *text, const char *name, const vit_limits *limits,
+                               cJSON **json, vit_error *err) {
+    vit_status status = vit_json_check_limits(text, strlen(text), name, limits, err);
+    if (status != VIT_OK) return status;
+    *json = cJSON_Parse(text);
+    if (!cJSON_IsObject(*json))
+        return vit_error_set(err, VIT_E_FORMAT, "%s: not a JSON object", name);
+    return VIT_OK;
+}
+
+/* Everything after the weights are open: configuration, tensors, labels,
+ * preprocessing. m->file is set; on failure the caller frees m. */
+static vit_status load_from(vit_model *m, const load_texts *texts, const vit_load_options *options,
+                            vit_error *err) {
+    const vit_limits limits = vit_limits_resolve(options ? options->limits : NULL);
+    const char *weights_file_path = weights_path(m->file);
+    char config_path[4200];
     cJSON *json = NULL;
     int json_is_timm = 0;
-
-    status = weights_open(weights_file_path, &m->file, err);
-    if (status != VIT_OK) goto fail;
+    vit_status status = VIT_OK;
     m->layout = weights_layout_detect(m->file);
-    if (m->layout == WEIGHTS_LAYOUT_UNKNOWN) {
-        status = vit_error_set(err, VIT_E_UNSUPPORTED,
-                               "%s: not a ViT/DeiT checkpoint in timm or Hugging Face layout "
-                               "(no patch-embedding tensor found)", weights_file_path);
-        goto fail;
-    }
+    if (m->layout == WEIGHTS_LAYOUT_UNKNOWN)
+        return vit_error_set(err, VIT_E_UNSUPPORTED,
+                             "%s: not a ViT/DeiT checkpoint in timm or Hugging Face layout "
+                             "(no patch-embedding tensor found)", weights_file_path);
 
-    snprintf(config_path, sizeof config_path, "%s/config.json", dir);
-    if (file_exists(config_path)) {
-        char *text = read_text_file(config_path, MAX_CONFIG_BYTES, err);
-        if (!text) { status = err ? err->code : VIT_E_IO; goto fail; }
-        json = cJSON_Parse(text);
-        free(text);
-        if (!cJSON_IsObject(json)) {
-            status = vit_error_set(err, VIT_E_FORMAT, "%s: not a JSON object", config_path);
-            goto fail;
-        }
-        json_is_timm = is_timm_config(json);
+    if (texts->config) {
+        snprintf(config_path, sizeof config_path, "%s", texts->config_name);
+        status = parse_config(texts->config, config_path, &limits, &json, err);
         snprintf(m->config_source, sizeof m->config_source, "config.json");
     } else {
         const char *meta = weights_metadata(m->file, "config");
         if (meta) {
             snprintf(config_path, sizeof config_path, "%s (__metadata__ config)", weights_file_path);
-            json = cJSON_Parse(meta);
-            if (!cJSON_IsObject(json)) {
-                status = vit_error_set(err, VIT_E_FORMAT, "%s: not a JSON object", config_path);
-                goto fail;
-            }
-            json_is_timm = is_timm_config(json);
+            status = parse_config(meta, config_path, &limits, &json, err);
             snprintf(m->config_source, sizeof m->config_source, "safetensors __metadata__");
         } else {
+            snprintf(config_path, sizeof config_path, "%s", weights_file_path);
             snprintf(m->config_source, sizeof m->config_source, "inferred from tensor shapes");
         }
     }
+    if (status == VIT_OK && json) json_is_timm = is_timm_config(json);
 
-    if ((status = settle_config(m, json, json_is_timm, err)) != VIT_OK) goto fail;
-    const vit_pos_resample resample = options ? options->pos_resample : VIT_POS_RESAMPLE_AUTO;
-    m->config.pos_embed_antialias = resample == VIT_POS_RESAMPLE_AUTO
-                                        ? m->layout == WEIGHTS_LAYOUT_TIMM
-                                        : resample == VIT_POS_RESAMPLE_BICUBIC_AA;
-    if ((status = take_all(m, err)) != VIT_OK) goto fail;
-    if ((status = settle_labels(m, json, config_path, options, err)) != VIT_OK) goto fail;
-    status = data_preprocess_for_model(dir, m->config.image_size, &m->preprocess, err);
-    if (status != VIT_OK) goto fail;
-    describe_dtypes(m);
+    if (status == VIT_OK) status = settle_config(m, json, json_is_timm, err);
+    if (status == VIT_OK) {
+        const vit_pos_resample resample = options ? options->pos_resample : VIT_POS_RESAMPLE_AUTO;
+        m->config.pos_embed_antialias = resample == VIT_POS_RESAMPLE_AUTO
+                                            ? m->layout == WEIGHTS_LAYOUT_TIMM
+                                            : resample == VIT_POS_RESAMPLE_BICUBIC_AA;
+        status = take_all(m, err);
+    }
+    if (status == VIT_OK) status = settle_labels(m, json, config_path, options, err);
+    if (status == VIT_OK)
+        status = data_preprocess_from_texts(texts->preprocessor, texts->preprocessor_name,
+                                            texts->config, texts->config_name,
+                                            m->config.image_size, &limits, &m->preprocess, err);
+    if (status == VIT_OK) {
+        m->preprocess.max_pixels = limits.max_pixels;
+        describe_dtypes(m);
+    }
     cJSON_Delete(json);
+    return status;
+}
+
+/* Reads dir/name into *text if it exists (else *text stays NULL). */
+static vit_status read_optional(const char *dir, const char *name, size_t max_bytes, char *path,
+                                size_t path_size, char **text, vit_error *err) {
+    *text = NULL;
+    snprintf(path, path_size, "%s/%s", dir, name);
+    if (!file_exists(path)) return VIT_OK;
+    return data_read_text_file(path, max_bytes, text, NULL, err);
+}
+
+vit_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
+                          vit_error *err) {
+    *out = NULL;
+    if (!path) return vit_error_set(err, VIT_E_ARG, "no model given");
+    const vit_limits limits = vit_limits_resolve(options ? options->limits : NULL);
+    char weights_file_path[4096], dir[4096], config_path[4200], preprocessor_path[4200];
+    vit_status status = locate(path, weights_file_path, dir, sizeof dir, err);
+    if (status != VIT_OK) return status;
+
+    vit_model *m = calloc(1, sizeof *m);
+    if (!m) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    char *config = NULL, *preprocessor = NULL;
+    status = weights_open_limited(weights_file_path, &limits, &m->file, err);
+    if (status == VIT_OK)
+        status = read_optional(dir, "config.json", limits.max_json_bytes, config_path,
+                               sizeof config_path, &config, err);
+    if (status == VIT_OK)
+        status = read_optional(dir, "preprocessor_config.json", limits.max_json_bytes,
+                               preprocessor_path, sizeof preprocessor_path, &preprocessor, err);
+    if (status == VIT_OK) {
+        const load_texts texts = {config, config_path, preprocessor, preprocessor_path};
+        status = load_from(m, &texts, options, err);
+    }
+    free(config);
+    free(preprocessor);
+    if (status != VIT_OK) {
+        vit_model_free(m);
+        return status;
+    }
     *out = m;
     return VIT_OK;
+}
 
-fail:
-    cJSON_Delete(json);
-    vit_model_free(m);
-    return status;
+vit_status vit_model_load_memory(const void *weights, size_t size, const char *name,
+                                 const char *config_json, const char *preprocessor_json,
+                                 const vit_load_options *options, vit_model **out, vit_error *err) {
+    *out = NULL;
+    if (!name) name = "(memory)";
+    const vit_limits limits = vit_limits_resolve(options ? options->limits : NULL);
+    vit_model *m = calloc(1, sizeof *m);
+    if (!m) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    char config_name[4200], preprocessor_name[4200];
+    snprintf(config_name, sizeof config_name, "%s config.json", name);
+    snprintf(preprocessor_name, sizeof preprocessor_name, "%s preprocessor_config.json", name);
+    vit_status status = weights_open_memory(weights, size, name, &limits, &m->file, err);
+    if (status == VIT_OK) {
+        const load_texts texts = {config_json, config_name, preprocessor_json, preprocessor_name};
+        status = load_from(m, &texts, options, err);
+    }
+    if (status != VIT_OK) {
+        vit_model_free(m);
+        return status;
+    }
+    *out = m;
+    return VIT_OK;
 }
 
 void vit_model_free(vit_model *m) {

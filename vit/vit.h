@@ -50,6 +50,7 @@ typedef enum vit_pos_resample {
 typedef struct vit_load_options {
     const char *labels_path; /* one label per line; overrides the checkpoint's */
     vit_pos_resample pos_resample;
+    const vit_limits *limits; /* safety limits (vit_limits.h); NULL: the defaults */
 } vit_load_options;
 
 typedef struct vit_model vit_model;
@@ -61,6 +62,14 @@ typedef struct vit_model vit_model;
  * Every tensor's shape is checked against the configuration before use. */
 vit_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
                           vit_error *err);
+
+/* The same from memory: the safetensors bytes (size bytes, kept by the model
+ * until vit_model_free, not copied) and the texts of config.json and
+ * preprocessor_config.json (NULL: absent). name stands for the file in
+ * messages. For fuzzing and for callers that hold the files already. */
+vit_status vit_model_load_memory(const void *weights, size_t size, const char *name,
+                                 const char *config_json, const char *preprocessor_json,
+                                 const vit_load_options *options, vit_model **out, vit_error *err);
 
 /* Frees the model; NULL is allowed. Contexts must be freed first. */
 void vit_model_free(vit_model *model);

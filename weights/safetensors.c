@@ -43,8 +43,9 @@
 
 struct weights_file {
     char *path;
-    void *map;
+    const void *map;
     size_t map_size;
+    int owns_map; /* mapped by weights_open (unmapped on close), not caller memory */
     weights_tensor *tensors;               /* file-offset order */
     const weights_tensor **tensors_by_name; /* sorted by name, for bsearch */
     size_t n_tensors;
@@ -187,6 +188,7 @@ typedef struct parse_ctx {
     const char *path;
     size_t data_size;
     const unsigned char *data;
+    size_t max_tensors;
     vit_error *err;
 } parse_ctx;
 
@@ -449,9 +451,10 @@ static vit_status measure_header(const parse_ctx *ctx, const cJSON *root, size_t
             bytes += (cJSON_IsString(m) ? strlen(m->valuestring) : 0) + 1;
         }
     }
-    if (count > WEIGHTS_MAX_TENSORS)
-        return vit_error_set(ctx->err, VIT_E_LIMIT, "%s: %zu tensors, more than the %d allowed",
-                             ctx->path, count, WEIGHTS_MAX_TENSORS);
+    if (count > ctx->max_tensors)
+        return vit_error_set(ctx->err, VIT_E_LIMIT,
+                             "%s: %zu tensors exceed the limit of %zu tensors per checkpoint",
+                             ctx->path, count, ctx->max_tensors);
     *n_tensors = count;
     *string_bytes = bytes;
     return VIT_OK;
@@ -535,19 +538,31 @@ static bool only_json_whitespace(const char *p, const char *end) {
     return true;
 }
 
-static vit_status parse_header(weights_file *f, vit_error *err) {
+static vit_status parse_header(weights_file *f, const vit_limits *limits, vit_error *err) {
+    const vit_limits lim = vit_limits_resolve(limits);
     const unsigned char *bytes = f->map;
+    if (f->map_size < HEADER_LEN_BYTES)
+        return vit_error_set(err, VIT_E_FORMAT,
+                             "%s: file is %zu bytes, too short for the 8-byte header length",
+                             f->path, f->map_size);
     uint64_t header_len = read_u64_le(bytes);
     size_t available = f->map_size - HEADER_LEN_BYTES;
+    if (header_len > lim.max_header_bytes)
+        return vit_error_set(err, VIT_E_LIMIT,
+                             "%s: header length %llu exceeds the limit of %zu bytes", f->path,
+                             (unsigned long long)header_len, lim.max_header_bytes);
     if (header_len > available)
         return vit_error_set(err, VIT_E_FORMAT,
                              "%s: header length %llu exceeds the %zu bytes after it", f->path,
                              (unsigned long long)header_len, available);
-    if (header_len > WEIGHTS_MAX_HEADER_BYTES)
-        return vit_error_set(err, VIT_E_LIMIT, "%s: header length %llu exceeds the %zu-byte limit",
-                             f->path, (unsigned long long)header_len, WEIGHTS_MAX_HEADER_BYTES);
     const char *json = (const char *)bytes + HEADER_LEN_BYTES;
     const char *json_end = json + header_len;
+    /* The header is JSON like any other: same nesting cap (its size has its
+     * own limit above). */
+    vit_limits depth_only = lim;
+    depth_only.max_json_bytes = (size_t)header_len;
+    vit_status depth = vit_json_check_limits(json, (size_t)header_len, f->path, &depth_only, err);
+    if (depth != VIT_OK) return depth;
     const char *parse_end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, (size_t)header_len, &parse_end, false);
     if (!root) {
@@ -559,6 +574,7 @@ static vit_status parse_header(weights_file *f, vit_error *err) {
         .path = f->path,
         .data_size = available - (size_t)header_len,
         .data = bytes + HEADER_LEN_BYTES + header_len,
+        .max_tensors = lim.max_tensors,
         .err = err,
     };
     vit_status s;
@@ -573,7 +589,9 @@ static vit_status parse_header(weights_file *f, vit_error *err) {
     return s;
 }
 
-vit_status weights_open(const char *path, weights_file **out, vit_error *err) {
+/* Opens from a file (bytes NULL: map path) or from caller memory. */
+static vit_status open_common(const char *path, const void *bytes, size_t size,
+                              const vit_limits *limits, weights_file **out, vit_error *err) {
     if (!out) return vit_error_set(err, VIT_E_ARG, "%s: weights_open needs an output pointer",
                                    path ? path : "(null)");
     *out = NULL;
@@ -583,8 +601,17 @@ vit_status weights_open(const char *path, weights_file **out, vit_error *err) {
         free(f);
         return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
     }
-    vit_status s = map_file(path, &f->map, &f->map_size, err);
-    if (s == VIT_OK) s = parse_header(f, err);
+    vit_status s = VIT_OK;
+    if (bytes) {
+        f->map = bytes;
+        f->map_size = size;
+    } else {
+        void *map = NULL;
+        s = map_file(path, &map, &f->map_size, err);
+        f->map = map;
+        f->owns_map = map != NULL;
+    }
+    if (s == VIT_OK) s = parse_header(f, limits, err);
     if (s != VIT_OK) {
         weights_close(f);
         return s;
@@ -593,9 +620,28 @@ vit_status weights_open(const char *path, weights_file **out, vit_error *err) {
     return VIT_OK;
 }
 
+vit_status weights_open(const char *path, weights_file **out, vit_error *err) {
+    return open_common(path, NULL, 0, NULL, out, err);
+}
+
+vit_status weights_open_limited(const char *path, const vit_limits *limits, weights_file **out,
+                                vit_error *err) {
+    return open_common(path, NULL, 0, limits, out, err);
+}
+
+vit_status weights_open_memory(const void *bytes, size_t size, const char *name,
+                               const vit_limits *limits, weights_file **out, vit_error *err) {
+    if (!name) name = "(memory)";
+    if (!bytes) {
+        if (out) *out = NULL;
+        return vit_error_set(err, VIT_E_ARG, "%s: weights_open_memory given no bytes", name);
+    }
+    return open_common(name, bytes, size, limits, out, err);
+}
+
 void weights_close(weights_file *f) {
     if (!f) return;
-    if (f->map) munmap(f->map, f->map_size);
+    if (f->owns_map) munmap((void *)f->map, f->map_size);
     free(f->tensors);
     free(f->tensors_by_name);
     free(f->meta_keys);
@@ -868,7 +914,7 @@ static vit_status check_write_args(const char *path, const weights_tensor *tenso
     if (n_tensors > 0 && !tensors)
         return vit_error_set(err, VIT_E_ARG, "%s: tensors is NULL", path);
     if (n_tensors > WEIGHTS_MAX_TENSORS)
-        return vit_error_set(err, VIT_E_LIMIT, "%s: %zu tensors, more than the %d allowed", path,
+        return vit_error_set(err, VIT_E_LIMIT, "%s: %zu tensors, more than the %zu allowed", path,
                              n_tensors, WEIGHTS_MAX_TENSORS);
     if (n_meta > 0 && (!meta_keys || !meta_values))
         return vit_error_set(err, VIT_E_ARG, "%s: metadata keys or values are NULL", path);

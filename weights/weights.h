@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "vit_error.h"
+#include "vit_limits.h"
 
 /* ---------------------------------------------------------------- safetensors */
 
@@ -31,9 +32,9 @@ typedef enum weights_dtype {
 } weights_dtype;
 
 #define WEIGHTS_MAX_DIMS 8
-/* Safety limits for files from strangers. */
-#define WEIGHTS_MAX_HEADER_BYTES ((size_t)100 << 20) /* 100 MiB of JSON header */
-#define WEIGHTS_MAX_TENSORS 100000
+/* Default safety limits for files from strangers (vit_limits overrides). */
+#define WEIGHTS_MAX_HEADER_BYTES VIT_DEFAULT_MAX_HEADER_BYTES
+#define WEIGHTS_MAX_TENSORS VIT_DEFAULT_MAX_TENSORS
 
 typedef struct weights_tensor {
     const char *name;
@@ -52,6 +53,18 @@ typedef struct weights_file weights_file;
 /* Maps and validates a .safetensors file. On failure *out is NULL and err
  * names the file, the tensor (if any) and the problem. */
 vit_status weights_open(const char *path, weights_file **out, vit_error *err);
+
+/* weights_open with limits other than the defaults (NULL: defaults): header
+ * length, tensor count and the JSON nesting depth of the header. */
+vit_status weights_open_limited(const char *path, const vit_limits *limits, weights_file **out,
+                                vit_error *err);
+
+/* The same checks on a file held in memory (size bytes at bytes, which must
+ * stay valid and unchanged until weights_close; nothing is copied). name
+ * stands for the path in messages and weights_path. For fuzzing and for
+ * callers that already hold the bytes. */
+vit_status weights_open_memory(const void *bytes, size_t size, const char *name,
+                               const vit_limits *limits, weights_file **out, vit_error *err);
 
 /* Unmaps and frees; NULL is allowed. Tensors obtained from f become invalid. */
 void weights_close(weights_file *f);

@@ -1,0 +1,172 @@
+/* labels.c — the two label-list formats users hand in: one class name per
+ * line (--labels) and labelled-file CSVs (eval --labels-csv). Both are
+ * parsed from memory so they can be tested and fuzzed without files. */
+#include "data.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void data_labels_free(char **labels, int count) {
+    if (!labels) return;
+    for (int i = 0; i < count; i++) free(labels[i]);
+    free(labels);
+}
+
+vit_status data_labels_parse(const char *text, const char *name, int max_labels, char ***labels,
+                             int *count, vit_error *err) {
+    if (!name) name = "labels";
+    if (!labels || !count || !text) return vit_error_set(err, VIT_E_ARG, "%s: missing argument", name);
+    *labels = NULL;
+    *count = 0;
+    int n = 0;
+    for (const char *p = text; *p;) {
+        if (n >= max_labels)
+            return vit_error_set(err, VIT_E_LIMIT, "%s: more than the limit of %d labels", name,
+                                 max_labels);
+        n++;
+        const char *end = strchr(p, '\n');
+        if (!end) break;
+        p = end + 1;
+    }
+    char **list = calloc((size_t)n + 1, sizeof *list);
+    if (!list) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", name);
+    const char *p = text;
+    for (int i = 0; i < n; i++) {
+        const char *end = strchr(p, '\n');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const size_t advance = end ? len + 1 : len;
+        if (len && p[len - 1] == '\r') len--;
+        if (!(list[i] = strndup(p, len))) {
+            data_labels_free(list, i);
+            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", name);
+        }
+        p += advance;
+    }
+    *labels = list;
+    *count = n;
+    return VIT_OK;
+}
+
+void data_labelled_files_free(data_labelled_files *list) {
+    if (!list) return;
+    for (size_t i = 0; i < list->count; i++) free(list->files[i]);
+    free(list->files);
+    free(list->classes);
+    memset(list, 0, sizeof *list);
+}
+
+int data_labelled_files_add(data_labelled_files *list, const char *file, int class_index) {
+    if (list->count == list->capacity) {
+        size_t capacity = list->capacity ? list->capacity * 2 : 1024;
+        char **files = realloc(list->files, capacity * sizeof *files);
+        if (files) list->files = files;
+        int *classes = realloc(list->classes, capacity * sizeof *classes);
+        if (classes) list->classes = classes;
+        if (!files || !classes) return -1;
+        list->capacity = capacity;
+    }
+    if (!(list->files[list->count] = strdup(file))) return -1;
+    list->classes[list->count++] = class_index;
+    return 0;
+}
+
+/* One CSV field (RFC 4180) starting at *p, before end, into out (malloc'd,
+ * NUL-terminated, quotes undone); *p moves past the field and its comma.
+ * *line_end is set when the field ended its record. NULL when out of memory. */
+static char *read_field(const char **p, const char *end, size_t *out_len, int *line_end) {
+    const char *s = *p;
+    size_t cap = 64, n = 0;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    int quoted = s < end && *s == '"';
+    if (quoted) s++;
+    for (; s < end; s++) {
+        char c = *s;
+        if (quoted) {
+            if (c == '"') {
+                if (s + 1 < end && s[1] == '"') {
+                    s++; /* doubled quote: one literal quote */
+                } else {
+                    quoted = 0;
+                    continue;
+                }
+            }
+        } else if (c == ',' || c == '\n' || c == '\r') {
+            break;
+        }
+        if (n + 1 >= cap) {
+            char *grown = realloc(out, cap * 2);
+            if (!grown) {
+                free(out);
+                return NULL;
+            }
+            out = grown;
+            cap *= 2;
+        }
+        out[n++] = c;
+    }
+    out[n] = '\0';
+    *line_end = s >= end || *s != ',';
+    if (s < end && *s == ',') s++;
+    *p = s;
+    *out_len = n;
+    return out;
+}
+
+vit_status data_labels_csv_parse(const char *text, size_t len, const char *name, int num_classes,
+                                 data_labelled_files *out, vit_error *err) {
+    if (!name) name = "labels CSV";
+    if (!out || (!text && len)) return vit_error_set(err, VIT_E_ARG, "%s: missing argument", name);
+    const char *p = text, *end = text + len;
+    const size_t before = out->count;
+    int line = 0;
+    while (p && p < end) {
+        line++;
+        if (*p == '\n' || *p == '\r') { /* blank line */
+            p += (*p == '\r' && p + 1 < end && p[1] == '\n') ? 2 : 1;
+            continue;
+        }
+        size_t file_len, index_len;
+        int line_end = 0;
+        char *file = read_field(&p, end, &file_len, &line_end);
+        char *index_text = file && !line_end ? read_field(&p, end, &index_len, &line_end) : NULL;
+        /* Further fields are ignored: skip to the end of the record. */
+        while (file && index_text && !line_end) {
+            size_t ignored;
+            char *extra = read_field(&p, end, &ignored, &line_end);
+            if (!extra) break;
+            free(extra);
+        }
+        if (!file || (!line_end && !index_text)) {
+            free(file);
+            free(index_text);
+            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", name);
+        }
+        if (p < end && *p == '\r') p++;
+        if (p < end && *p == '\n') p++;
+        vit_status st = VIT_OK;
+        char *stop;
+        errno = 0;
+        long index = index_text ? strtol(index_text, &stop, 10) : 0;
+        if (!index_text || !*index_text || stop == index_text || *stop || errno) {
+            for (char *c = index_text; c && *c; c++) /* one line in the message */
+                if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+            if (line != 1) /* else a header row */
+                st = vit_error_set(err, VIT_E_FORMAT, "%s:%d: second column '%.60s' is not a class index",
+                                   name, line, index_text ? index_text : "");
+        } else if (index < 0 || index >= num_classes) {
+            st = vit_error_set(err, VIT_E_FORMAT, "%s:%d: class index %ld is outside 0..%d of the model",
+                               name, line, index, num_classes - 1);
+        } else if (file_len != strlen(file)) {
+            st = vit_error_set(err, VIT_E_FORMAT, "%s:%d: file name contains a NUL byte", name, line);
+        } else if (data_labelled_files_add(out, file, (int)index) != 0) {
+            st = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", name);
+        }
+        free(file);
+        free(index_text);
+        if (st != VIT_OK) return st;
+    }
+    if (out->count == before) return vit_error_set(err, VIT_E_FORMAT, "%s: no rows", name);
+    return VIT_OK;
+}

@@ -1,0 +1,305 @@
+/* Safety limits (vit_limits.h): each one refuses with one line naming the
+ * file and the limit, can be raised from the command line, and in a batch
+ * run turns only the offending file into an error row. Also the in-memory
+ * entry points the fuzzers use, which must agree with the file ones. */
+#include <sys/stat.h>
+
+#include "test_util.h"
+#include "vit.h"
+
+#define FIXTURES VITC_SOURCE_DIR "/tests/fixtures"
+#define MODEL FIXTURES "/parity/hf_vit_d48_h3"
+#define APPLE FIXTURES "/real/apple.png" /* 256 x 256 */
+
+static char dir[64];
+
+static void make_dir(void) {
+    snprintf(dir, sizeof dir, "/tmp/vitc-limits-XXXXXX");
+    cr_assert(mkdtemp(dir));
+}
+
+static void remove_dir(void) { shell("rm -rf '%s'", dir); }
+
+TestSuite(limits, .init = make_dir, .fini = remove_dir);
+
+static void expect_one_line(const char *message, const char *needle1, const char *needle2) {
+    cr_expect(strchr(message, '\n') == NULL || strchr(message, '\n')[1] == '\0',
+              "not one line: %s", message);
+    cr_expect(strstr(message, needle1), "'%s' not in: %s", needle1, message);
+    if (needle2) cr_expect(strstr(message, needle2), "'%s' not in: %s", needle2, message);
+}
+
+static char *read_file(const char *path, size_t *size) {
+    FILE *fp = fopen(path, "rb");
+    cr_assert(fp, "cannot open %s", path);
+    fseek(fp, 0, SEEK_END);
+    *size = (size_t)ftell(fp);
+    rewind(fp);
+    char *bytes = malloc(*size + 1);
+    cr_assert(bytes && fread(bytes, 1, *size, fp) == *size);
+    bytes[*size] = '\0';
+    fclose(fp);
+    return bytes;
+}
+
+static void write_file(const char *path, const char *text, size_t size) {
+    FILE *fp = fopen(path, "wb");
+    cr_assert(fp, "cannot write %s", path);
+    cr_assert(fwrite(text, 1, size, fp) == size);
+    fclose(fp);
+}
+
+/* A copy of the model directory whose config.json gets extra text inserted
+ * after its opening brace. */
+static void model_with_config_extra(const char *extra) {
+    shell("mkdir -p %s/model && cp " MODEL "/model.safetensors %s/model/", dir, dir);
+    size_t size;
+    char *config = read_file(MODEL "/config.json", &size);
+    char *brace = strchr(config, '{');
+    cr_assert(brace);
+    size_t extra_len = strlen(extra), head = (size_t)(brace + 1 - config);
+    char *edited = malloc(size + extra_len + 1);
+    memcpy(edited, config, head);
+    memcpy(edited + head, extra, extra_len);
+    memcpy(edited + head + extra_len, config + head, size - head);
+    char path[128];
+    snprintf(path, sizeof path, "%s/model/config.json", dir);
+    write_file(path, edited, size + extra_len);
+    free(edited);
+    free(config);
+}
+
+/* --------------------------------------------------------------- images */
+
+/* An 8-bit grey PGM of w x h pixels. */
+static void write_pgm(const char *path, int w, int h) {
+    char header[64];
+    int n = snprintf(header, sizeof header, "P5 %d %d 255\n", w, h);
+    char *bytes = calloc(1, (size_t)n + (size_t)w * h);
+    memcpy(bytes, header, (size_t)n);
+    for (int i = 0; i < w * h; i++) bytes[n + i] = (char)(i * 37);
+    write_file(path, bytes, (size_t)n + (size_t)w * h);
+    free(bytes);
+}
+
+Test(limits, pixel_cap_is_checked_before_decoding_and_can_be_set) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/small.pgm", dir);
+    write_pgm(path, 6, 5);
+    data_image img;
+    vit_error err = {0};
+    cr_expect_eq(data_image_load_capped(path, 29, &img, &err), VIT_E_LIMIT);
+    expect_one_line(err.message, path, "30 pixels exceeds the limit of 29 pixels");
+    cr_expect_null(img.pixels);
+    cr_assert_eq(data_image_load_capped(path, 30, &img, &err), VIT_OK, "%s", err.message);
+    data_image_free(&img);
+    /* A PNG header claiming 200000 x 200000 with no pixel data behind it:
+     * refused on its size, not on its missing data. */
+    size_t size;
+    char *png = read_file(APPLE, &size);
+    for (int i = 0; i < 2; i++) {
+        png[16 + 4 * i] = 0;
+        png[17 + 4 * i] = 0x03;
+        png[18 + 4 * i] = 0x0d;
+        png[19 + 4 * i] = 0x40;
+    }
+    cr_expect_eq(data_image_load_memory(png, 64, "claims.png", &img, &err), VIT_E_LIMIT);
+    expect_one_line(err.message, "claims.png", "exceeds the limit of 100 megapixels");
+    free(png);
+}
+
+Test(limits, files_that_claim_more_data_than_they_hold_are_refused) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/short.pgm", dir);
+    write_file(path, "P5 100 100 255\n\1\2\3", 18);
+    data_image img;
+    vit_error err = {0};
+    cr_expect_eq(data_image_load(path, &img, &err), VIT_E_FORMAT);
+    expect_one_line(err.message, path, "truncated");
+    size_t size;
+    char *png = read_file(APPLE, &size);
+    cr_expect_neq(data_image_load_memory(png, size / 2, "half.png", &img, &err), VIT_OK);
+    expect_one_line(err.message, "half.png", NULL);
+    free(png);
+}
+
+Test(limits, max_pixels_flag_makes_an_error_row_and_the_rest_carries_on) {
+    shell("mkdir -p %s/in && cp " APPLE " %s/in/big.png", dir, dir);
+    char path[128], args[512];
+    snprintf(path, sizeof path, "%s/in/small.pgm", dir);
+    write_pgm(path, 10, 10);
+    snprintf(args, sizeof args, "classify -q -k 1 -m " MODEL " --max-pixels 1000 -o %s/out.csv %s/in",
+             dir, dir);
+    run_result *r = run(args);
+    cr_expect_eq(r->status, 2, "status %d: %s", r->status, r->err);
+    cr_expect_eq(count_lines(r->err), 1, "%s", r->err);
+    expect_one_line(r->err, "big.png", "65536 pixels exceeds the limit of 1000 pixels");
+    static char csv[65536];
+    snprintf(path, sizeof path, "%s/out.csv", dir);
+    slurp(path, csv, sizeof csv);
+    cr_expect_eq(count_lines(csv), 3, "%s", csv);
+    cr_expect(strstr(csv, "big.png,,,,pixels") == NULL); /* the error is in the last column */
+    cr_expect(strstr(csv, "\nsmall.pgm,"), "%s", csv);
+    /* Raised above the image: all fine. */
+    snprintf(args, sizeof args, "classify -q -k 1 -m " MODEL " --max-pixels 70000 %s/in", dir);
+    cr_expect_eq(run(args)->status, 0);
+    r = run("classify -m " MODEL " --max-pixels 0 " APPLE);
+    cr_expect_eq(r->status, 1);
+    expect_one_line(r->err, "--max-pixels", NULL);
+}
+
+/* ---------------------------------------------------------- checkpoints */
+
+Test(limits, header_and_tensor_count_caps) {
+    weights_file *f;
+    vit_error err = {0};
+    const vit_limits small_header = {.max_header_bytes = 4096};
+    cr_expect_eq(weights_open_limited(MODEL "/model.safetensors", &small_header, &f, &err), VIT_E_LIMIT);
+    expect_one_line(err.message, "model.safetensors", "header length 4240 exceeds the limit of 4096 bytes");
+    const vit_limits few = {.max_tensors = 10};
+    cr_expect_eq(weights_open_limited(MODEL "/model.safetensors", &few, &f, &err), VIT_E_LIMIT);
+    expect_one_line(err.message, "model.safetensors", "exceed the limit of 10 tensors");
+    const vit_limits enough = {.max_header_bytes = 4240, .max_tensors = 45};
+    cr_assert_eq(weights_open_limited(MODEL "/model.safetensors", &enough, &f, &err), VIT_OK, "%s",
+                 err.message);
+    weights_close(f);
+
+    run_result *r = run("info -m " MODEL " --max-tensors 10");
+    cr_expect_eq(r->status, 1);
+    cr_expect_eq(count_lines(r->err), 1, "%s", r->err);
+    expect_one_line(r->err, "model.safetensors", "limit of 10 tensors");
+    cr_expect_eq(run("info -m " MODEL " --max-tensors 45 --max-header-mb 1")->status, 0);
+}
+
+Test(limits, overflowing_shapes_and_deep_headers_are_refused) {
+    static const char *const headers[] = {
+        /* 2^32 * 2^32 * 16 elements: the product overflows size_t. */
+        "{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296,16],\"data_offsets\":[0,16]}}",
+        /* Nested far beyond what a header needs. */
+        "{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]"
+        "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
+    };
+    const vit_status expected[] = {VIT_E_FORMAT, VIT_E_LIMIT};
+    for (int i = 0; i < 2; i++) {
+        const size_t len = strlen(headers[i]);
+        char *file = calloc(1, 8 + len + 16);
+        for (int b = 0; b < 8; b++) file[b] = (char)((uint64_t)len >> (8 * b));
+        memcpy(file + 8, headers[i], len);
+        weights_file *f;
+        vit_error err = {0};
+        cr_expect_eq(weights_open_memory(file, 8 + len + 16, "bad.safetensors", NULL, &f, &err),
+                     expected[i], "%s", err.message);
+        expect_one_line(err.message, "bad.safetensors", i ? "64 levels" : "overflows");
+        free(file);
+    }
+}
+
+/* ----------------------------------------------------------------- JSON */
+
+Test(limits, config_json_depth_and_size_caps) {
+    char extra[512] = "\"deep\": ";
+    for (int i = 0; i < 70; i++) strcat(extra, "[");
+    for (int i = 0; i < 70; i++) strcat(extra, "]");
+    strcat(extra, ",");
+    model_with_config_extra(extra);
+    char model_dir[128], args[512];
+    snprintf(model_dir, sizeof model_dir, "%s/model", dir);
+    vit_model *model;
+    vit_error err = {0};
+    cr_expect_eq(vit_model_load(model_dir, NULL, &model, &err), VIT_E_LIMIT);
+    expect_one_line(err.message, "config.json", "deeper than the limit of 64 levels");
+    const vit_limits deeper = {.max_json_depth = 80};
+    const vit_load_options options = {.limits = &deeper};
+    cr_assert_eq(vit_model_load(model_dir, &options, &model, &err), VIT_OK, "%s", err.message);
+    vit_model_free(model);
+    snprintf(args, sizeof args, "info -m %s --max-json-depth 80", model_dir);
+    cr_expect_eq(run(args)->status, 0);
+
+    /* 20 KB of spaces: over a limit of 8 KiB. */
+    char *padding = malloc(20001);
+    memset(padding, ' ', 20000);
+    padding[20000] = '\0';
+    model_with_config_extra(padding);
+    free(padding);
+    snprintf(args, sizeof args, "classify -m %s --max-json-kb 8 " APPLE, model_dir);
+    run_result *r = run(args);
+    cr_expect_eq(r->status, 1);
+    cr_expect_eq(count_lines(r->err), 1, "%s", r->err);
+    expect_one_line(r->err, "config.json", "limit of 8192 bytes");
+    snprintf(args, sizeof args, "classify -m %s --max-json-kb 64 " APPLE, model_dir);
+    cr_expect_eq(run(args)->status, 0);
+}
+
+Test(limits, help_lists_the_limit_flags) {
+    const char *commands[] = {"classify -h", "eval -h", "info -h"};
+    for (int i = 0; i < 3; i++) {
+        run_result *r = run(commands[i]);
+        cr_expect_eq(r->status, 0);
+        const char *flags[] = {"--max-pixels", "--max-header-mb", "--max-tensors", "--max-json-kb",
+                               "--max-json-depth"};
+        for (int k = 0; k < 5; k++) cr_expect(strstr(r->out, flags[k]), "%s lacks %s", commands[i], flags[k]);
+    }
+}
+
+/* --------------------------------------------------------------- labels */
+
+Test(limits, labels_csv_rows_header_quotes_and_errors) {
+    const char text[] = "file,class_index\r\n\"a,\"\"b\"\".jpg\",3,extra\n\nc.png,0";
+    data_labelled_files rows = {0};
+    vit_error err = {0};
+    cr_assert_eq(data_labels_csv_parse(text, sizeof text - 1, "l.csv", 5, &rows, &err), VIT_OK, "%s",
+                 err.message);
+    cr_assert_eq(rows.count, 2);
+    cr_expect_str_eq(rows.files[0], "a,\"b\".jpg");
+    cr_expect_eq(rows.classes[0], 3);
+    cr_expect_str_eq(rows.files[1], "c.png");
+    data_labelled_files_free(&rows);
+    static const char *const bad[] = {"a.jpg,5\n", "a.jpg,1\nb.jpg,x\n", "file,class\n", "file,class\na.jpg,\"1\n2\"\n"};
+    static const char *const needle[] = {"l.csv:1: class index 5 is outside 0..4", "l.csv:2: second column 'x'",
+                                         "l.csv: no rows", "second column '1?2'"};
+    for (int i = 0; i < 4; i++) {
+        cr_expect_eq(data_labels_csv_parse(bad[i], strlen(bad[i]), "l.csv", 5, &rows, &err), VIT_E_FORMAT,
+                     "%s", bad[i]);
+        expect_one_line(err.message, needle[i], NULL);
+        data_labelled_files_free(&rows);
+    }
+    char **labels;
+    int count;
+    cr_assert_eq(data_labels_parse("a\r\nb\n\nc", "l.txt", 10, &labels, &count, &err), VIT_OK);
+    cr_expect_eq(count, 4);
+    cr_expect_str_eq(labels[0], "a");
+    cr_expect_str_eq(labels[2], "");
+    cr_expect_str_eq(labels[3], "c");
+    data_labels_free(labels, count);
+    cr_expect_eq(data_labels_parse("a\nb\nc\n", "l.txt", 2, &labels, &count, &err), VIT_E_LIMIT);
+    expect_one_line(err.message, "l.txt", "limit of 2 labels");
+}
+
+/* ------------------------------------------------------- memory loaders */
+
+Test(limits, memory_loader_agrees_with_the_file_loader) {
+    size_t size;
+    char *weights = read_file(MODEL "/model.safetensors", &size);
+    char *config = read_file(MODEL "/config.json", &size);
+    size_t weights_size;
+    free(read_file(MODEL "/model.safetensors", &weights_size));
+    vit_model *from_file, *from_memory;
+    vit_error err = {0};
+    cr_assert_eq(vit_model_load(MODEL, NULL, &from_file, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_model_load_memory(weights, weights_size, "mem", config, NULL, NULL, &from_memory,
+                                       &err), VIT_OK, "%s", err.message);
+    cr_expect_eq(memcmp(vit_model_config(from_file), vit_model_config(from_memory), sizeof(vit_config)), 0);
+    cr_expect_eq(vit_model_num_labels(from_file), vit_model_num_labels(from_memory));
+    cr_expect_str_eq(vit_model_label(from_memory, 4), "class four");
+    const data_preprocess *a = vit_model_preprocess(from_file), *b = vit_model_preprocess(from_memory);
+    cr_expect_eq(a->crop_width, b->crop_width);
+    cr_expect_eq(a->resize_mode, b->resize_mode);
+    cr_expect_eq(a->max_pixels, VIT_DEFAULT_MAX_PIXELS);
+    vit_model_free(from_file);
+    vit_model_free(from_memory);
+    cr_expect_eq(vit_model_load_memory(weights, 7, "short", NULL, NULL, NULL, &from_memory, &err),
+                 VIT_E_FORMAT);
+    expect_one_line(err.message, "short", "too short");
+    free(weights);
+    free(config);
+}
