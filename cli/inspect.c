@@ -890,7 +890,10 @@ static void short_label(const vit_model *model, int cls, char *out, size_t size)
 /* The legend: swatch, name and share of patches per listed class, in a
  * translucent box at the bottom left, scaled with the picture. */
 static void draw_legend(const inspect *s, const patches_state *st, int shown, data_image *pic) {
-    const int scale = pic->width >= 600 ? 3 : pic->width >= 280 ? 2 : 1;
+    /* About a 25th of the shorter side per line: readable, and small
+     * pictures keep most of their area free. */
+    const int shorter = pic->width < pic->height ? pic->width : pic->height;
+    const int scale = shorter >= 1200 ? 4 : shorter >= 600 ? 2 + (shorter >= 900) : shorter >= 300 ? 2 : 1;
     const int line = data_text_height(scale) + 2 * scale, pad = 3 * scale;
     char text[64];
     int width = 0;
