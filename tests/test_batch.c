@@ -16,16 +16,7 @@
 #define JPEG FIXTURES "/preprocess/dec_photo.jpg"
 #define HUGE FIXTURES "/preprocess/huge_50000.jpg"
 
-static char dir[64];
-
-static void make_dir(void) {
-    snprintf(dir, sizeof dir, "/tmp/vitc-batch-XXXXXX");
-    cr_assert(mkdtemp(dir));
-}
-
-static void remove_dir(void) { shell("rm -rf '%s'", dir); }
-
-TestSuite(batch, .init = make_dir, .fini = remove_dir);
+TEMP_DIR_SUITE(batch);
 
 /* ------------------------------------------------------------- walking */
 
@@ -199,19 +190,8 @@ Test(batch, bad_files_become_error_rows_and_the_rest_carries_on) {
 
 /* --------------------------------------------------------- kill, resume */
 
-static void make_photos(int count) {
-    shell("mkdir -p %s/in && for i in $(seq -w 1 %d); do cp %s %s/in/img$i.png; done && cp %s %s/in/img000.png",
-          dir, count, APPLE, dir, POLARS, dir);
-}
-
-static int count_file_lines(const char *path) {
-    static char text[1 << 20];
-    slurp(path, text, sizeof text);
-    return count_lines(text);
-}
-
 Test(batch, kill_9_then_resume_equals_an_uninterrupted_run, .timeout = 600) {
-    make_photos(80);
+    make_photos(dir, 80);
     /* A larger input makes each image slow enough to kill a run mid-way. */
     const char *common = "classify -q -k 2 -b 3 --size 320 -m " MODEL;
     char args[1024], out[256], ref[256];
@@ -220,16 +200,11 @@ Test(batch, kill_9_then_resume_equals_an_uninterrupted_run, .timeout = 600) {
     snprintf(args, sizeof args, "%s -o %s %s/in", common, ref, dir);
     cr_assert_eq(run(args)->status, 0);
 
-    pid_t pid = fork();
-    cr_assert(pid >= 0);
-    if (pid == 0) {
-        char size_arg[] = "320";
-        char input[128];
-        snprintf(input, sizeof input, "%s/in", dir);
-        execl(VIT, VIT, "classify", "-q", "-k", "2", "-b", "3", "--size", size_arg, "-m", MODEL, "-o",
-              out, input, (char *)NULL);
-        _exit(127);
-    }
+    char input[128];
+    snprintf(input, sizeof input, "%s/in", dir);
+    const char *const argv[] = {"classify", "-q", "-k", "2", "-b", "3", "--size", "320", "-m", MODEL,
+                                "-o", out, input, NULL};
+    pid_t pid = spawn_vit(argv);
     /* Kill once some rows are written, at a moment that varies run to run. */
     const struct timespec tick = {0, 2000000};
     for (int waited = 0; waited < 20000 && count_file_lines(out) < 12; waited++) nanosleep(&tick, NULL);
@@ -262,7 +237,7 @@ Test(batch, kill_9_then_resume_equals_an_uninterrupted_run, .timeout = 600) {
 }
 
 Test(batch, resume_drops_a_torn_last_row) {
-    make_photos(5);
+    make_photos(dir, 5);
     char args[1024], out[256];
     snprintf(out, sizeof out, "%s/out.csv", dir);
     snprintf(args, sizeof args, "classify -q -k 2 -m " MODEL " -o %s %s/in", out, dir);
@@ -282,7 +257,7 @@ Test(batch, resume_drops_a_torn_last_row) {
 /* --------------------------------------------------------------- shards */
 
 Test(batch, shards_partition_the_files) {
-    make_photos(30);
+    make_photos(dir, 30);
     char args[1024], path[256];
     snprintf(args, sizeof args, "classify -q -k 2 -m " MODEL " -o %s/all.csv %s/in", dir, dir);
     cr_assert_eq(run(args)->status, 0);

@@ -11,16 +11,7 @@
 #define MODEL FIXTURES "/parity/hf_vit_d48_h3"
 #define APPLE FIXTURES "/real/apple.png" /* 256 x 256 */
 
-static char dir[64];
-
-static void make_dir(void) {
-    snprintf(dir, sizeof dir, "/tmp/vitc-limits-XXXXXX");
-    cr_assert(mkdtemp(dir));
-}
-
-static void remove_dir(void) { shell("rm -rf '%s'", dir); }
-
-TestSuite(limits, .init = make_dir, .fini = remove_dir);
+TEMP_DIR_SUITE(limits);
 
 static void expect_one_line(const char *message, const char *needle1, const char *needle2) {
     cr_expect(strchr(message, '\n') == NULL || strchr(message, '\n')[1] == '\0',

@@ -60,4 +60,46 @@ static inline int count_lines(const char *s) {
     return n;
 }
 
+/* A test suite working in a fresh /tmp/vitc-NAME-XXXXXX, removed after each
+ * test: defines `dir` and the suite NAME. */
+#define TEMP_DIR_SUITE(NAME)                                                 \
+    static char dir[64];                                                     \
+    static void make_dir(void) {                                             \
+        snprintf(dir, sizeof dir, "/tmp/vitc-" #NAME "-XXXXXX");             \
+        cr_assert(mkdtemp(dir));                                             \
+    }                                                                        \
+    static void remove_dir(void) { shell("rm -rf '%s'", dir); }              \
+    TestSuite(NAME, .init = make_dir, .fini = remove_dir)
+
+/* dir/in/ with count + 1 photos: img001.png .. (the apple fixture) and
+ * img000.png (the polar bears). */
+static inline void make_photos(const char *dir, int count) {
+    shell("mkdir -p %s/in && for i in $(seq -w 1 %d); do cp %s %s/in/img$i.png; done && cp %s %s/in/img000.png",
+          dir, count, VITC_SOURCE_DIR "/tests/fixtures/real/apple.png", dir,
+          VITC_SOURCE_DIR "/tests/fixtures/real/polars.png", dir);
+}
+
+static inline int count_file_lines(const char *path) {
+    static char text[1 << 20];
+    slurp(path, text, sizeof text);
+    return count_lines(text);
+}
+
+/* Starts "vit ARGS..." (argv: NULL-terminated, without the program) with
+ * its output discarded; returns the child's pid. */
+static inline pid_t spawn_vit(const char *const *args) {
+    const char *argv[64] = {VIT};
+    int n = 1;
+    for (; args[n - 1] && n < 63; n++) argv[n] = args[n - 1];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork failed");
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(126);
+        execv(VIT, (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
 #endif
