@@ -28,10 +28,11 @@
  *  - ASCII PNM (P1-P3), bitmap PBM (P4), TIFF, WebP and Radiance HDR are
  *    refused.
  *
- * Truncation: stb fills missing JPEG and BMP data with zeros instead of
- * failing, whereas PIL raises "image file is truncated". We check those two
- * formats for completeness ourselves so a cut-off download is an error, not
- * a half-grey picture.
+ * Truncation: stb fills missing JPEG, BMP, GIF and TGA data with zeros
+ * instead of failing, whereas PIL raises "image file is truncated". We check
+ * those formats for completeness ourselves so a cut-off download is an
+ * error, not a half-grey picture (GIF: the first frame's data blocks; TGA:
+ * uncompressed pixel data; RLE TGA is left to stb).
  */
 #include "data.h"
 
@@ -153,23 +154,68 @@ static int bmp_is_complete(const uint8_t *b, size_t n) {
     return (int64_t)offset + row_bytes * h <= (int64_t)n;
 }
 
+/* For GIF, true when the block structure up to the end of the first
+ * image's data sub-blocks lies inside the file. */
+static int gif_is_complete(const uint8_t *b, size_t n) {
+    if (n < 13) return 0;
+    size_t i = 13;
+    if (b[10] & 0x80) i += (size_t)3 << ((b[10] & 7) + 1); /* global colour table */
+    while (i < n) {
+        const uint8_t block = b[i++];
+        if (block == 0x21) { /* extension: label, then sub-blocks */
+            i++;
+        } else if (block == 0x2C) { /* image: descriptor, colour table, LZW code size */
+            if (i + 9 > n) return 0;
+            const uint8_t flags = b[i + 8];
+            i += 9;
+            if (flags & 0x80) i += (size_t)3 << ((flags & 7) + 1);
+            i++;
+        } else {
+            return block != 0x3B; /* a trailer before any image; else left to stb */
+        }
+        for (;;) { /* data sub-blocks, ended by an empty one */
+            if (i >= n) return 0;
+            const uint8_t len = b[i++];
+            if (len == 0) break;
+            i += len;
+        }
+        if (block == 0x2C) return 1;
+    }
+    return 0;
+}
+
+/* TGA has no magic number: what stb accepts as one when nothing else matched. */
+static int looks_like_tga(const uint8_t *b, size_t n) {
+    return n >= 18 && b[1] <= 1 && (b[2] == 1 || b[2] == 2 || b[2] == 3 || b[2] == 9 ||
+                                    b[2] == 10 || b[2] == 11);
+}
+
+/* For uncompressed TGA, true when the file holds every pixel its header
+ * promises. */
+static int tga_is_complete(const uint8_t *b, size_t n) {
+    if (b[2] > 3) return 1; /* RLE: not checked */
+    const size_t id_len = b[0], cmap_len = (size_t)b[5] | (size_t)b[6] << 8;
+    const size_t cmap_bytes = b[1] ? cmap_len * (((size_t)b[7] + 7) / 8) : 0;
+    const size_t w = (size_t)b[12] | (size_t)b[13] << 8, h = (size_t)b[14] | (size_t)b[15] << 8;
+    return 18 + id_len + cmap_bytes + w * h * (((size_t)b[16] + 7) / 8) <= n;
+}
+
 static vit_status check_dimensions(const char *name, int64_t w, int64_t h, int64_t max_pixels,
                                    vit_error *err) {
     if (w <= 0 || h <= 0)
         return vit_error_set(err, VIT_E_FORMAT, "%s: invalid image size %lldx%lld", name,
                              (long long)w, (long long)h);
-    int64_t px = w * h; /* each side < 2^32 here, so no overflow */
-    if (px > max_pixels && max_pixels % 1000000 == 0) {
-        double mp = (double)px / 1e6;
+    /* Sides up to 2^32 (PNG): compare by division, since w * h can
+     * overflow int64 (found by fuzz_image). */
+    if (w <= max_pixels / h) return VIT_OK;
+    const double px = (double)w * (double)h;
+    if (max_pixels % 1000000 == 0)
         return vit_error_set(err, VIT_E_LIMIT,
                              "%s: %lldx%lld = %.*f megapixels exceeds the limit of %lld megapixels",
-                             name, (long long)w, (long long)h, px % 1000000 ? 1 : 0, mp,
+                             name, (long long)w, (long long)h, fmod(px, 1e6) != 0 ? 1 : 0, px / 1e6,
                              (long long)(max_pixels / 1000000));
-    }
-    if (px > max_pixels)
-        return vit_error_set(err, VIT_E_LIMIT, "%s: %lldx%lld = %lld pixels exceeds the limit of %lld pixels",
-                             name, (long long)w, (long long)h, (long long)px, (long long)max_pixels);
-    return VIT_OK;
+    return vit_error_set(err, VIT_E_LIMIT, "%s: %lldx%lld = %.0f pixels exceeds the limit of %lld pixels",
+                         name, (long long)w, (long long)h, px, (long long)max_pixels);
 }
 
 static vit_status alloc_image(const char *name, int w, int h, data_image *out, vit_error *err) {
@@ -296,6 +342,10 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
         return vit_error_set(err, VIT_E_FORMAT, "%s: truncated JPEG (no end-of-image marker)", name);
     if (fmt == FMT_BMP && !bmp_is_complete(b, size))
         return vit_error_set(err, VIT_E_FORMAT, "%s: truncated BMP (pixel data missing)", name);
+    if (fmt == FMT_GIF && !gif_is_complete(b, size))
+        return vit_error_set(err, VIT_E_FORMAT, "%s: truncated GIF (image data missing)", name);
+    if (fmt == FMT_UNKNOWN && looks_like_tga(b, size) && !tga_is_complete(b, size))
+        return vit_error_set(err, VIT_E_FORMAT, "%s: truncated TGA (pixel data missing)", name);
 
     int dw = 0, dh = 0, dcomp = 0;
     if (comp == 1 && stbi_is_16_bit_from_memory(b, (int)size)) {

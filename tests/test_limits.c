@@ -97,6 +97,10 @@ Test(limits, pixel_cap_is_checked_before_decoding_and_can_be_set) {
     cr_expect_eq(data_image_load_memory(png, 64, "claims.png", &img, &err), VIT_E_LIMIT);
     expect_one_line(err.message, "claims.png", "exceeds the limit of 100 megapixels");
     free(png);
+    /* Found by fuzz_image: sides near 2^32 whose product overflows int64. */
+    cr_expect_eq(data_image_load(VITC_SOURCE_DIR "/tests/fuzz/corpus/image/regress-png-dims-overflow.png",
+                                 &img, &err), VIT_E_LIMIT);
+    expect_one_line(err.message, "4290904064x3082272960", "exceeds the limit");
 }
 
 Test(limits, files_that_claim_more_data_than_they_hold_are_refused) {
@@ -112,6 +116,17 @@ Test(limits, files_that_claim_more_data_than_they_hold_are_refused) {
     cr_expect_neq(data_image_load_memory(png, size / 2, "half.png", &img, &err), VIT_OK);
     expect_one_line(err.message, "half.png", NULL);
     free(png);
+    /* stb pads missing GIF and TGA data with zeros: checked by us. */
+    const char *const whole[] = {VITC_SOURCE_DIR "/tests/fuzz/corpus/image/anim.gif",
+                                 VITC_SOURCE_DIR "/tests/fuzz/corpus/image/rgb.tga"};
+    for (int i = 0; i < 2; i++) {
+        char *bytes = read_file(whole[i], &size);
+        cr_assert_eq(data_image_load_memory(bytes, size, whole[i], &img, &err), VIT_OK, "%s", err.message);
+        data_image_free(&img);
+        cr_expect_eq(data_image_load_memory(bytes, size / 2, "cut", &img, &err), VIT_E_FORMAT, "%s", whole[i]);
+        expect_one_line(err.message, "cut: truncated ", i ? "TGA" : "GIF");
+        free(bytes);
+    }
 }
 
 Test(limits, max_pixels_flag_makes_an_error_row_and_the_rest_carries_on) {
