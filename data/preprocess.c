@@ -273,7 +273,8 @@ static vit_status hf_from_root(const cJSON *root, const char *name, data_preproc
     }
     item = get_key(root, "resample");
     if (item) {
-        if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble))
+        if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
+            fabs(item->valuedouble) > 1000)
             return vit_error_set(err, VIT_E_FORMAT, "%s: \"resample\" must be a PIL filter number",
                                  name);
         int r = (int)item->valuedouble;
@@ -395,11 +396,14 @@ static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preproc
     if ((st = get_triplet(cfg, "mean", mean, 0, name, err)) != VIT_OK) return st;
     if ((st = get_triplet(cfg, "std", std, 1, name, err)) != VIT_OK) return st;
 
-    int scale_h = (int)floor(height / crop_pct), scale_w = (int)floor(width / crop_pct);
-    if (scale_h < 1 || scale_w < 1 || scale_h > MAX_SIDE || scale_w > MAX_SIDE)
+    /* Range-checked as doubles: a tiny crop_pct overflows an int (found by
+     * fuzz_config). */
+    const double scale_hd = floor(height / crop_pct), scale_wd = floor(width / crop_pct);
+    if (!(scale_hd >= 1 && scale_wd >= 1 && scale_hd <= MAX_SIDE && scale_wd <= MAX_SIDE))
         return vit_error_set(err, VIT_E_FORMAT,
-                             "%s: pretrained_cfg.crop_pct %g gives an invalid resize %dx%d", name,
-                             crop_pct, scale_w, scale_h);
+                             "%s: pretrained_cfg.crop_pct %g gives an invalid resize %.0fx%.0f", name,
+                             crop_pct, scale_wd, scale_hd);
+    const int scale_h = (int)scale_hd, scale_w = (int)scale_wd;
     memset(p, 0, sizeof *p);
     if (squash) {
         p->resize_mode = DATA_RESIZE_EXACT;

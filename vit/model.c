@@ -218,8 +218,9 @@ static void read_timm_config(const cJSON *json, stated_config *c) {
     c->patch_size = json_int(args, "patch_size", 0);
     c->image_size = json_int(args, "img_size", 0);
     const double mlp_ratio = json_number(args, "mlp_ratio", 0);
-    if (mlp_ratio > 0 && mlp_ratio < 1e6 && c->hidden_size > 0)
-        c->mlp_size = (int)(c->hidden_size * mlp_ratio); /* < 1e15: the cast is defined */
+    const double mlp_size = c->hidden_size * mlp_ratio;
+    if (mlp_ratio > 0 && c->hidden_size > 0 && mlp_size < 1e9)
+        c->mlp_size = (int)mlp_size; /* range checked first: the cast is defined */
     const cJSON *pretrained = cJSON_GetObjectItemCaseSensitive(json, "pretrained_cfg");
     const cJSON *input_size = cJSON_GetObjectItemCaseSensitive(pretrained, "input_size");
     if (!c->image_size && cJSON_IsArray(input_size) && cJSON_GetArraySize(input_size) == 3) {
