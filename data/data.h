@@ -238,9 +238,9 @@ typedef struct data_batch {
 typedef struct data_loader data_loader;
 
 /* Prepares to load paths (which must outlive the loader) in batches of
- * batch_size, decoding each batch with `threads` threads. With prefetch, a
- * background thread prepares the next batch while the caller works on the
- * current one. */
+ * batch_size. With prefetch, one background thread prepares the next batch
+ * while the caller works on the current one; without, each batch is decoded
+ * when asked for, with `threads` threads. */
 vit_status data_loader_create(const data_preprocess *pre, const char *const *paths, size_t count,
                               int batch_size, int threads, int prefetch, data_loader **out,
                               vit_error *err);

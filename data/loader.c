@@ -1,7 +1,9 @@
 /* A double-buffered batch loader: while the caller runs the model on one
- * batch, a background thread decodes and preprocesses the next (itself
- * split across OpenMP threads), so the model rarely waits for the disk or
- * the JPEG decoder. */
+ * batch, a background thread decodes and preprocesses the next, so the
+ * model rarely waits for the disk or the JPEG decoder. The background thread
+ * decodes alone: with the model's threads already on every core, a second
+ * OpenMP team only added threads spinning for work (bench/README.md).
+ * Without prefetch a batch is decoded on all threads when it is asked for. */
 #include "data.h"
 
 #include <pthread.h>
@@ -38,11 +40,12 @@ struct data_loader {
     pthread_cond_t changed;
 };
 
-/* Decodes the files of one batch into slot, good images packed to the front. */
-static void fill(data_loader *l, loader_slot *slot, size_t first, int count) {
+/* Decodes the files of one batch into slot with `threads` threads, good
+ * images packed to the front. */
+static void fill(data_loader *l, loader_slot *slot, size_t first, int count, int threads) {
     slot->first = first;
     slot->count = count;
-#pragma omp parallel for schedule(dynamic) num_threads(l->threads)
+#pragma omp parallel for schedule(dynamic) num_threads(threads)
     for (int i = 0; i < count; i++)
         slot->status[i] = data_preprocess_file(&l->pre, l->paths[first + i],
                                                 slot->images + (size_t)i * l->image_floats,
@@ -75,7 +78,7 @@ static void *producer(void *arg) {
         const int count = batch_at(l, first);
         l->next_to_fill += (size_t)count;
         pthread_mutex_unlock(&l->lock);
-        fill(l, slot, first, count);
+        fill(l, slot, first, count, 1);
         pthread_mutex_lock(&l->lock);
         slot->state = SLOT_READY;
         l->fill_slot ^= 1;
@@ -139,7 +142,7 @@ int data_loader_next(data_loader *l, data_batch *batch) {
         const size_t first = l->next_to_fill;
         const int count = batch_at(l, first);
         l->next_to_fill += (size_t)count;
-        fill(l, &l->slots[0], first, count);
+        fill(l, &l->slots[0], first, count, l->threads);
         hand_out(&l->slots[0], batch);
         return count;
     }
