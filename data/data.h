@@ -356,4 +356,40 @@ int data_draw_text(data_image *img, int x, int y, int scale, const char *text,
 int data_text_width(const char *text, int scale);
 int data_text_height(int scale);
 
+/* ------------------------------------------------------------- datasets
+ * Training data (data/dataset.c). */
+
+/* Where the Debian package dataset-fashion-mnist puts the idx files. */
+#define DATA_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+/* An MNIST-format split held in memory: count grey images of height x
+ * width bytes (rows top to bottom) and a class byte each. */
+typedef struct data_mnist {
+    int count, height, width;
+    uint8_t *pixels; /* count * height * width */
+    uint8_t *labels; /* count */
+} data_mnist;
+
+/* Reads dir/{train,t10k}-images-idx3-ubyte and -labels-idx1-ubyte (each
+ * gzip-compressed with a .gz suffix, or plain) for the training (train 1)
+ * or test split. dir NULL: DATA_FASHION_MNIST_DIR. Headers, sizes and
+ * labels (< 256 classes, as stored) are checked. */
+vit_status data_mnist_load(const char *dir, int train, data_mnist *out, vit_error *err);
+void data_mnist_free(data_mnist *set);
+
+/* The ten Fashion-MNIST class names ("T-shirt/top" .. "Ankle boot"). */
+const char *data_fashion_mnist_label(int index);
+
+/* The caller's source of uniform numbers in [0, 1) (state is theirs), so
+ * augmentation is seeded and reproducible without hidden state. */
+typedef double (*data_uniform_fn)(void *state);
+
+/* torchvision's RandomResizedCrop (area fraction in [min_scale, 1], aspect
+ * ratio in [3/4, 4/3] log-uniform, ten tries then a centre crop) resized
+ * to size x size bilinearly, then with flip a horizontal mirror half the
+ * time. out is allocated. */
+vit_status data_random_resized_crop(const data_image *img, int size, double min_scale, int flip,
+                                    data_uniform_fn uniform, void *state, data_image *out,
+                                    vit_error *err);
+
 #endif
