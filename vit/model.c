@@ -563,11 +563,23 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
         status = take_all(m, err);
     }
     if (status == VIT_OK) status = settle_labels(m, json, config_path, options, err);
+    /* A file that carries its config in __metadata__ (vit train writes
+     * them) may carry its preprocessing there too. */
+    const char *preprocessor = texts->preprocessor, *preprocessor_name = texts->preprocessor_name;
+    char meta_preprocessor_name[4200];
+    if (!preprocessor && !texts->config &&
+        (preprocessor = weights_metadata(m->file, "preprocessor_config"))) {
+        snprintf(meta_preprocessor_name, sizeof meta_preprocessor_name,
+                 "%s (__metadata__ preprocessor_config)", weights_file_path);
+        preprocessor_name = meta_preprocessor_name;
+    }
     if (status == VIT_OK)
-        status = data_preprocess_from_texts(texts->preprocessor, texts->preprocessor_name,
+        status = data_preprocess_from_texts(preprocessor, preprocessor_name,
                                             texts->config, texts->config_name,
                                             m->config.image_size, &limits, &m->preprocess, err);
     if (status == VIT_OK) {
+        if (preprocessor_name == meta_preprocessor_name)
+            snprintf(m->preprocess.source, sizeof m->preprocess.source, "safetensors __metadata__");
         m->preprocess.max_pixels = limits.max_pixels;
         describe_dtypes(m);
     }
