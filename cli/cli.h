@@ -73,7 +73,16 @@ int cli_thread_count(int threads);
  * bad value. */
 int cli_limits(const char *command, const char *const *values, vit_limits *limits);
 
-/* Loads the model named by -m with --labels and --pos-resample (NULL: auto),
+/* The model vitc ships (weights/, trained by 'vit train' on Fashion-MNIST),
+ * used when a command is given no -m. */
+#define CLI_DEFAULT_MODEL_NAME "fashion-mnist-vit.safetensors"
+
+/* Its path: where the build says the source tree keeps it, else weights/
+ * beside the program or one directory up (path written to buf); NULL when
+ * none is readable. */
+const char *cli_default_model(char *buf, size_t size);
+
+/* Loads the model named by -m (NULL: the shipped model) with --labels and --pos-resample (NULL: auto),
  * printing notices and, on failure, one error line. Returns NULL on failure. */
 vit_model *cli_load_model(const char *command, const char *model_path, const char *labels_path,
                           const char *pos_resample);
@@ -188,5 +197,11 @@ int cli_attention(int argc, char **argv);
 int cli_features(int argc, char **argv);
 int cli_segment(int argc, char **argv);
 int cli_patches(int argc, char **argv);
+int cli_train(int argc, char **argv);
+
+/* 'vit eval -m MODEL fashion-mnist': top-1 / top-5 on the Fashion-MNIST test
+ * split (DATA_FASHION_MNIST_DIR), batch images per pass at size (0: native).
+ * Returns the exit status. */
+int cli_eval_fashion_mnist(const vit_model *model, int batch, int size);
 
 #endif

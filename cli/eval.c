@@ -29,7 +29,8 @@ static const char USAGE[] =
     "\n"
     "Top-1 and top-5 accuracy on labelled images: either DIR/<class>/* (ImageFolder;\n"
     "class folders match the model's labels: the full label, any of its comma-separated\n"
-    "names, or the class index; '_' reads as a space) or the files a --labels-csv names.\n"
+    "names, or the class index; '_' reads as a space), the files a --labels-csv names,\n"
+    "or fashion-mnist: the Fashion-MNIST test split (Debian dataset-fashion-mnist).\n"
     "Images that cannot be read are reported and left out of the accuracy.";
 
 /* Lower case, '_' as space, surrounding blanks trimmed. */
@@ -238,6 +239,10 @@ int cli_eval(int argc, char **argv) {
     if (!model) goto done;
     if (vit_model_config(model)->num_classes == 0) {
         fprintf(stderr, "vit eval: %s has no classification head\n", vit_model_weights_path(model));
+        goto done;
+    }
+    if (strcmp(dir, "fashion-mnist") == 0 && access(dir, F_OK) != 0 && !args.values[OPT_LABELS_CSV]) {
+        exit_code = cli_eval_fashion_mnist(model, (int)batch, (int)size);
         goto done;
     }
     if ((args.values[OPT_LABELS_CSV] ? collect_csv(model, dir, args.values[OPT_LABELS_CSV], &set)

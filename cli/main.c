@@ -19,6 +19,7 @@ static void usage(FILE *out) {
             "  features   token embeddings of images as a .npy array\n"
             "  segment    unsupervised part segmentation: k-means on patch tokens\n"
             "  patches    the classifier applied to every patch token, as a class map\n"
+            "  train      train a ViT (from scratch or fine-tuned) on labelled images\n"
             "\n"
             "'vit <command> -h' shows a command's options; 'vit --version' the version.\n");
 }
@@ -44,6 +45,7 @@ int main(int argc, char **argv) {
     if (strcmp(command, "features") == 0) return cli_features(argc - 2, argv + 2);
     if (strcmp(command, "segment") == 0) return cli_segment(argc - 2, argv + 2);
     if (strcmp(command, "patches") == 0) return cli_patches(argc - 2, argv + 2);
+    if (strcmp(command, "train") == 0) return cli_train(argc - 2, argv + 2);
     fprintf(stderr, "vit: unknown command '%s' (see 'vit -h')\n", command);
     return CLI_EXIT_FATAL;
 }

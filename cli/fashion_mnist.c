@@ -1,0 +1,82 @@
+/* The Fashion-MNIST test split as an evaluation source ('vit eval -m MODEL
+ * fashion-mnist'). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int cli_eval_fashion_mnist(const vit_model *model, int batch, int size) {
+    data_mnist set;
+    vit_error err;
+    if (data_mnist_load(NULL, 0, &set, &err) != VIT_OK) {
+        fprintf(stderr, "vit eval: %s\n", err.message);
+        return CLI_EXIT_FATAL;
+    }
+    const int classes = vit_model_config(model)->num_classes;
+    data_preprocess pre = *vit_model_preprocess(model);
+    if (size) data_preprocess_set_size(&pre, size);
+    vit_context *ctx = NULL;
+    if (batch > set.count) batch = set.count;
+    int exit_code = CLI_EXIT_FATAL;
+    if (vit_context_create(model, batch, size, &ctx, &err) != VIT_OK) {
+        fprintf(stderr, "vit eval: %s\n", err.message);
+        data_mnist_free(&set);
+        return CLI_EXIT_FATAL;
+    }
+    const int S = vit_context_image_size(ctx), W = set.width, H = set.height;
+    const size_t per = (size_t)3 * S * S;
+    float *images = malloc(sizeof(float) * per * batch);
+    float *logits = malloc(sizeof(float) * classes * batch);
+    int *failed = calloc((size_t)batch, sizeof *failed);
+    if (!images || !logits || !failed) {
+        fprintf(stderr, "vit eval: out of memory\n");
+        goto done;
+    }
+    size_t top1 = 0, top5 = 0;
+    const double start = cli_now_seconds();
+    for (int first = 0; first < set.count; first += batch) {
+        const int n = set.count - first < batch ? set.count - first : batch;
+        /* Each image as its PNG would arrive: grey replicated to RGB, then
+         * the model's own preprocessing. */
+#pragma omp parallel for schedule(static)
+        for (int b = 0; b < n; b++) {
+            const uint8_t *px = set.pixels + (size_t)(first + b) * W * H;
+            data_image rgb = {W, H, malloc((size_t)W * H * 3)};
+            vit_error e;
+            failed[b] = !rgb.pixels;
+            for (int i = 0; rgb.pixels && i < W * H; i++) memset(rgb.pixels + 3 * i, px[i], 3);
+            if (rgb.pixels) failed[b] = data_preprocess_apply(&pre, &rgb, images + b * per, &e) != VIT_OK;
+            data_image_free(&rgb);
+        }
+        for (int b = 0; b < n; b++)
+            if (failed[b]) {
+                fprintf(stderr, "vit eval: cannot preprocess test image %d\n", first + b);
+                goto done;
+            }
+        if (vit_forward(ctx, images, n, logits, &err) != VIT_OK) {
+            fprintf(stderr, "vit eval: %s\n", err.message);
+            goto done;
+        }
+        for (int b = 0; b < n; b++) {
+            int top[5];
+            const int k = vit_top_k(logits + (size_t)b * classes, classes, 5, top);
+            const int truth = set.labels[first + b];
+            top1 += top[0] == truth;
+            for (int i = 0; i < k; i++) top5 += top[i] == truth;
+        }
+    }
+    const double seconds = cli_now_seconds() - start;
+    printf("top-1 %.2f%% (%zu/%d)  top-5 %.2f%% (%zu/%d)\n", 100.0 * top1 / set.count, top1,
+           set.count, 100.0 * top5 / set.count, top5, set.count);
+    printf("%d images in %.1f s (%.1f images/s), Fashion-MNIST test split\n", set.count, seconds,
+           seconds > 0 ? set.count / seconds : 0.0);
+    exit_code = CLI_EXIT_OK;
+done:
+    free(images);
+    free(logits);
+    free(failed);
+    vit_context_free(ctx);
+    data_mnist_free(&set);
+    return exit_code;
+}
