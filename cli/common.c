@@ -129,6 +129,26 @@ int cli_limits(const char *command, const char *const *values, vit_limits *limit
     return 0;
 }
 
+const char *cli_default_model(char *buf, size_t size) {
+#ifdef VITC_DEFAULT_MODEL
+    if (access(VITC_DEFAULT_MODEL, R_OK) == 0) return VITC_DEFAULT_MODEL;
+#endif
+    /* A copied or installed tree: weights/ beside the program or one up. */
+    char exe[4096];
+    const ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0) return NULL;
+    exe[len] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash) return NULL;
+    *slash = '\0';
+    static const char *const PLACES[] = {"%s/weights/%s", "%s/../weights/%s"};
+    for (size_t i = 0; i < sizeof PLACES / sizeof *PLACES; i++) {
+        snprintf(buf, size, PLACES[i], exe, CLI_DEFAULT_MODEL_NAME);
+        if (access(buf, R_OK) == 0) return buf;
+    }
+    return NULL;
+}
+
 vit_model *cli_load_model(const char *command, const char *model_path, const char *labels_path,
                           const char *pos_resample) {
     return cli_load_model_limited(command, model_path, labels_path, pos_resample, NULL);
@@ -137,8 +157,10 @@ vit_model *cli_load_model(const char *command, const char *model_path, const cha
 vit_model *cli_load_model_limited(const char *command, const char *model_path,
                                   const char *labels_path, const char *pos_resample,
                                   const vit_limits *limits) {
-    if (!model_path) {
-        fprintf(stderr, "vit %s: no model given (use -m DIR or -m FILE.safetensors)\n", command);
+    char shipped[4200];
+    if (!model_path && !(model_path = cli_default_model(shipped, sizeof shipped))) {
+        fprintf(stderr, "vit %s: no model given (use -m DIR or -m FILE.safetensors), and the "
+                        "shipped model weights/%s is not found\n", command, CLI_DEFAULT_MODEL_NAME);
         return NULL;
     }
     vit_load_options options = {.labels_path = labels_path, .limits = limits};
