@@ -1,0 +1,112 @@
+/* vit train from the command line: ImageFolder and Fashion-MNIST sources,
+ * checkpoints that load, resume, fine-tuning, and the shipped model. */
+#include "test_util.h"
+
+#include <sys/stat.h>
+
+TEMP_DIR_SUITE(train_cli);
+
+/* dir/data/{apple,bear}/ with a few copies of two photos each. */
+static void make_folder(void) {
+    shell("mkdir -p %s/data/apple %s/data/bear && for i in 1 2 3 4; do "
+          "cp %s %s/data/apple/a$i.png; cp %s %s/data/bear/b$i.png; done",
+          dir, dir, VITC_SOURCE_DIR "/tests/fixtures/real/apple.png", dir,
+          VITC_SOURCE_DIR "/tests/fixtures/real/polars.png", dir);
+}
+
+#define SMALL "--arch custom --dim 16 --depth 1 --heads 2 --mlp 32 --patch 8 --image-size 32 -t 1"
+
+Test(train_cli, image_folder_trains_resumes_and_classifies) {
+    make_folder();
+    char args[2048];
+    snprintf(args, sizeof args, "train --data %s/data --val %s/data -o %s/m.safetensors " SMALL
+             " --epochs 2 -b 4 --seed 5 --lr 3e-3", dir, dir, dir);
+    run_result *r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->err, "epoch 2/2: loss"), "%s", r->err);
+    cr_expect(strstr(r->err, "val top-1"), "%s", r->err);
+    struct stat st;
+    char path[256];
+    snprintf(path, sizeof path, "%s/m.safetensors.state", dir);
+    cr_expect(stat(path, &st) == 0, "no state file");
+
+    snprintf(args, sizeof args, "classify -m %s/m.safetensors -k 1 %s/data/apple/a1.png", dir, dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "apple") || strstr(r->out, "bear"), "%s", r->out);
+
+    /* The labels come with the model: eval matches the folders by name. */
+    snprintf(args, sizeof args, "eval -m %s/m.safetensors %s/data", dir, dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "(8)") || strstr(r->out, "/8)"), "%s", r->out);
+
+    /* Resuming a finished run to more epochs continues from its state. */
+    snprintf(args, sizeof args, "train --data %s/data -o %s/m.safetensors " SMALL
+             " --epochs 3 -b 4 --resume %s/m.safetensors", dir, dir, dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->err, "after epoch 2"), "%s", r->err);
+    cr_expect(strstr(r->err, "epoch 3/3: loss") && !strstr(r->err, "epoch 1/3"), "%s", r->err);
+
+    /* Fine-tuning: a new head on the trained backbone, alone or not. */
+    snprintf(args, sizeof args, "train --data %s/data -o %s/probe.safetensors --init %s/m.safetensors "
+             "--freeze-backbone --epochs 2 -b 4 -t 1", dir, dir, dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->err, "features of 8 images"), "%s", r->err);
+    snprintf(args, sizeof args, "train --data %s/data -o %s/ft.safetensors --init %s/m.safetensors "
+             "--epochs 1 -b 4 -t 1", dir, dir, dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+}
+
+Test(train_cli, same_seed_same_model) {
+    make_folder();
+    for (int i = 0; i < 2; i++) {
+        char args[1024];
+        snprintf(args, sizeof args, "train --data %s/data -o %s/m%d.safetensors " SMALL
+                 " --epochs 2 -b 3 --seed 9", dir, dir, i);
+        run_result *r = run(args);
+        cr_assert_eq(r->status, 0, "%s", r->err);
+    }
+    /* The metadata holds the command line (file names differ), so compare
+     * what the two models say about the same images. */
+    char a[1024], b[1024];
+    snprintf(a, sizeof a, "classify -m %s/m0.safetensors -k 2 --format csv %s/data", dir, dir);
+    run_result *r = run(a);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    char first[8192];
+    snprintf(first, sizeof first, "%s", r->out);
+    snprintf(b, sizeof b, "classify -m %s/m1.safetensors -k 2 --format csv %s/data", dir, dir);
+    r = run(b);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect_str_eq(r->out, first);
+}
+
+Test(train_cli, bad_arguments_are_refused) {
+    run_result *r = run("train -o /tmp/x.safetensors");
+    cr_expect_eq(r->status, 1);
+    cr_expect(strstr(r->err, "--data"), "%s", r->err);
+    r = run("train --data fashion-mnist -o /tmp/x.safetensors --freeze-backbone");
+    cr_expect_eq(r->status, 1);
+    cr_expect(strstr(r->err, "--init"), "%s", r->err);
+    char args[1024];
+    snprintf(args, sizeof args, "train --data %s/none -o %s/x.safetensors", dir, dir);
+    r = run(args);
+    cr_expect_eq(r->status, 1);
+}
+
+Test(train_cli, fashion_mnist_source) {
+    char args[1024];
+    snprintf(args, sizeof args, "train --data fashion-mnist --limit 256 --epochs 1 -b 64 -t 1 "
+             "--dim 16 --depth 1 --heads 2 --mlp 32 -o %s/f.safetensors", dir);
+    run_result *r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->err, "256 images, 10 classes"), "%s", r->err);
+    snprintf(args, sizeof args, "info -m %s/f.safetensors", dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "28x28, patch 4"), "%s", r->out);
+    cr_expect(strstr(r->out, "safetensors __metadata__"), "%s", r->out);
+}
