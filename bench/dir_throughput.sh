@@ -20,6 +20,8 @@ files=$(find "$dir" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.pn
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
+calc() { awk "BEGIN { print $1 }"; } # floating point without bc
+
 best_seconds() { # args: classify options...
   local best=
   for _ in $(seq "$repeats"); do
@@ -27,8 +29,8 @@ best_seconds() { # args: classify options...
     start=$(date +%s.%N)
     "$vit" classify -q -m "$model" -o "$out" "$@" "$dir" >/dev/null 2>&1 || true
     end=$(date +%s.%N)
-    s=$(echo "$end - $start" | bc -l)
-    if [ -z "$best" ] || [ "$(echo "$s < $best" | bc -l)" = 1 ]; then best=$s; fi
+    s=$(calc "$end - $start")
+    if [ -z "$best" ] || [ "$(calc "$s < $best")" = 1 ]; then best=$s; fi
   done
   echo "$best"
 }
@@ -39,7 +41,7 @@ base=
 for setting in "-b 1" "-b 8" "-b 16" "-b 32" "-b 16 --no-prefetch"; do
   # shellcheck disable=SC2086
   s=$(best_seconds $setting)
-  rate=$(echo "$files / $s" | bc -l)
+  rate=$(calc "$files / $s")
   [ -n "$base" ] || base=$rate
-  printf '%-22s %10.2f %10.1f %7.2fx\n' "$setting" "$s" "$rate" "$(echo "$rate / $base" | bc -l)"
+  printf '%-22s %10.2f %10.1f %7.2fx\n' "$setting" "$s" "$rate" "$(calc "$rate / $base")"
 done
