@@ -14,14 +14,11 @@
 #define TOLERANCE 1e-4f
 
 static char *read_text(const char *path) {
-    FILE *fp = fopen(path, "rb");
-    cr_assert(fp, "cannot open %s", path);
-    fseek(fp, 0, SEEK_END);
-    long size = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *text = calloc((size_t)size + 1, 1);
-    cr_assert(fread(text, 1, (size_t)size, fp) == (size_t)size);
-    fclose(fp);
+    char *text = NULL;
+    int missing = 0;
+    vit_error err;
+    cr_assert(data_read_text_file(path, 1 << 20, &text, &missing, &err) == VIT_OK && !missing,
+              "cannot read %s: %s", path, missing ? "missing" : err.message);
     return text;
 }
 
