@@ -331,3 +331,36 @@ Test(train, saved_model_loads_and_matches) {
     remove(path);
     vit_train_free(m);
 }
+
+/* The training forward on the inference parity fixtures (timm and Hugging
+ * Face layouts, through vit_train_copy_from): the logits PyTorch gave. */
+static void check_parity_forward(const char *name) {
+    char path[1024];
+    vit_error err;
+    vit_model *model;
+    snprintf(path, sizeof path, VITC_SOURCE_DIR "/tests/fixtures/parity/%s", name);
+    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    snprintf(path, sizeof path, VITC_SOURCE_DIR "/tests/fixtures/parity/%s/expected.safetensors", name);
+    weights_file *expected;
+    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    const weights_tensor *in = weights_find(expected, "input");
+    const int batch = (int)in->shape[0];
+    const vit_config *c = vit_model_config(model);
+    vit_train_model *m;
+    cr_assert(vit_train_create(c, batch, &m, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_train_copy_from(m, model, 1, &err) == VIT_OK, "%s", err.message);
+    float *input = values_of(expected, "input", 0), *want = values_of(expected, "logits", 0);
+    float *got = malloc(sizeof(float) * batch * c->num_classes);
+    cr_assert(vit_train_forward(m, input, batch, got, NULL, &err) == VIT_OK, "%s", err.message);
+    const double e = relative_error(got, want, (size_t)batch * c->num_classes);
+    cr_expect(e <= 1e-5, "%s: training forward differs from PyTorch by %.3g (relative)", name, e);
+    free(input);
+    free(want);
+    free(got);
+    vit_train_free(m);
+    weights_close(expected);
+    vit_model_free(model);
+}
+
+Test(train, forward_matches_parity_fixture_timm) { check_parity_forward("timm_d128_h2"); }
+Test(train, forward_matches_parity_fixture_hf_vit) { check_parity_forward("hf_vit_d48_h3"); }
