@@ -92,7 +92,8 @@ typedef struct data_preprocess {
     float mean[3], std[3];
     char source[64];        /* "preprocessor_config.json", "timm pretrained_cfg", "default" */
     int64_t max_pixels;     /* images over this many pixels are refused before decoding
-                               (data_preprocess_file); 0: DATA_MAX_PIXELS. Not part of
+                               (data_preprocess_file), and so is a resize to more
+                               (data_preprocess_apply); 0: DATA_MAX_PIXELS. Not part of
                                the recipe proper: the recipe readers leave it 0 and
                                vit_model_load sets it from its limits. */
 } data_preprocess;

@@ -746,6 +746,14 @@ vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img
     }
     data_image resized = {0};
     const data_image *cur = img;
+    /* The resized image is held in memory too: the same pixel cap applies,
+     * which bounds the work an extreme aspect ratio can cause (a 5 x 186879
+     * image resized to 18 x 672764 made fuzz_image time out). */
+    const int64_t max_pixels = p->max_pixels > 0 ? p->max_pixels : DATA_MAX_PIXELS;
+    if ((rw != img->width || rh != img->height) && rw > max_pixels / rh)
+        return vit_error_set(err, VIT_E_LIMIT,
+                             "preprocess: resizing %dx%d to %dx%d exceeds the limit of %lld pixels",
+                             img->width, img->height, rw, rh, (long long)max_pixels);
     if (rw != img->width || rh != img->height) {
         st = data_resize(img, rw, rh, p->resample, &resized, err);
         if (st != VIT_OK) return st;

@@ -103,6 +103,22 @@ Test(limits, pixel_cap_is_checked_before_decoding_and_can_be_set) {
     expect_one_line(err.message, "4290904064x3082272960", "exceeds the limit");
 }
 
+Test(limits, resizing_past_the_pixel_cap_is_refused) {
+    /* 2 x 400 pixels, shorter side to 18: 18 x 3600 = 64800 pixels. */
+    data_image img = {2, 400, calloc(2 * 400 * 3, 1)};
+    data_preprocess p;
+    data_preprocess_default(&p, 16);
+    p.max_pixels = 60000;
+    float *out = malloc(sizeof(float) * 3 * 16 * 16);
+    vit_error err = {0};
+    cr_expect_eq(data_preprocess_apply(&p, &img, out, &err), VIT_E_LIMIT);
+    expect_one_line(err.message, "resizing 2x400 to 18x3600", "limit of 60000 pixels");
+    p.max_pixels = 64800;
+    cr_expect_eq(data_preprocess_apply(&p, &img, out, &err), VIT_OK, "%s", err.message);
+    free(out);
+    data_image_free(&img);
+}
+
 Test(limits, files_that_claim_more_data_than_they_hold_are_refused) {
     char path[128];
     snprintf(path, sizeof path, "%s/short.pgm", dir);
@@ -133,13 +149,13 @@ Test(limits, max_pixels_flag_makes_an_error_row_and_the_rest_carries_on) {
     shell("mkdir -p %s/in && cp " APPLE " %s/in/big.png", dir, dir);
     char path[128], args[512];
     snprintf(path, sizeof path, "%s/in/small.pgm", dir);
-    write_pgm(path, 10, 10);
-    snprintf(args, sizeof args, "classify -q -k 1 -m " MODEL " --max-pixels 1000 -o %s/out.csv %s/in",
+    write_pgm(path, 100, 100);
+    snprintf(args, sizeof args, "classify -q -k 1 -m " MODEL " --max-pixels 20000 -o %s/out.csv %s/in",
              dir, dir);
     run_result *r = run(args);
     cr_expect_eq(r->status, 2, "status %d: %s", r->status, r->err);
     cr_expect_eq(count_lines(r->err), 1, "%s", r->err);
-    expect_one_line(r->err, "big.png", "65536 pixels exceeds the limit of 1000 pixels");
+    expect_one_line(r->err, "big.png", "65536 pixels exceeds the limit of 20000 pixels");
     static char csv[65536];
     snprintf(path, sizeof path, "%s/out.csv", dir);
     slurp(path, csv, sizeof csv);

@@ -21,6 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
      * nearest resize without a crop (Hugging Face ViT style). */
     data_preprocess recipes[2];
     data_preprocess_default(&recipes[0], 16);
+    recipes[0].max_pixels = FUZZ_MAX_PIXELS; /* also bounds the resized image */
     recipes[1] = recipes[0];
     recipes[1].resize_mode = DATA_RESIZE_EXACT;
     recipes[1].resize_width = 12;
