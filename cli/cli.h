@@ -198,6 +198,7 @@ int cli_features(int argc, char **argv);
 int cli_segment(int argc, char **argv);
 int cli_patches(int argc, char **argv);
 int cli_train(int argc, char **argv);
+int cli_quantize(int argc, char **argv);
 
 /* 'vit eval -m MODEL fashion-mnist': top-1 / top-5 on the Fashion-MNIST test
  * split (DATA_FASHION_MNIST_DIR), batch images per pass at size (0: native).

@@ -573,10 +573,14 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
                  "%s (__metadata__ preprocessor_config)", weights_file_path);
         preprocessor_name = meta_preprocessor_name;
     }
+    /* A config carried in __metadata__ (vit quantize copies it there) serves
+     * preprocessing too, as timm's pretrained_cfg does from config.json. */
+    const char *config_text = texts->config ? texts->config : weights_metadata(m->file, "config");
+    const char *config_text_name = texts->config ? texts->config_name : config_path;
     if (status == VIT_OK)
-        status = data_preprocess_from_texts(preprocessor, preprocessor_name,
-                                            texts->config, texts->config_name,
-                                            m->config.image_size, &limits, &m->preprocess, err);
+        status = data_preprocess_from_texts(preprocessor, preprocessor_name, config_text,
+                                            config_text_name, m->config.image_size, &limits,
+                                            &m->preprocess, err);
     if (status == VIT_OK) {
         if (preprocessor_name == meta_preprocessor_name)
             snprintf(m->preprocess.source, sizeof m->preprocess.source, "safetensors __metadata__");

@@ -684,6 +684,16 @@ const char *weights_metadata(const weights_file *f, const char *key) {
     return NULL;
 }
 
+size_t weights_metadata_count(const weights_file *f) { return f ? f->n_meta : 0; }
+
+const char *weights_metadata_key(const weights_file *f, size_t i) {
+    return f && i < f->n_meta ? f->meta_keys[i] : NULL;
+}
+
+const char *weights_metadata_value(const weights_file *f, size_t i) {
+    return f && i < f->n_meta ? f->meta_values[i] : NULL;
+}
+
 /* ------------------------------------------------------------- conversion */
 
 static uint32_t f32_bits(float x) {
@@ -741,6 +751,35 @@ static void convert_bf16(const unsigned char *src, float *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = f32_from_bits((uint32_t)load_u16(src + 2 * i) << 16);
 }
 
+/* An I8 matrix times its group scales (see weights_quantize). */
+static vit_status dequantize_i8(const weights_file *f, const weights_tensor *t, float *dst,
+                                vit_error *err) {
+    const char *path = f ? f->path : "(no file)";
+    char scale_name[512];
+    if (t->ndim != 2 || snprintf(scale_name, sizeof scale_name, "%s%s", t->name,
+                                 WEIGHTS_SCALE_SUFFIX) >= (int)sizeof scale_name)
+        return tensor_error(err, VIT_E_UNSUPPORTED, path, t->name,
+                            "I8 tensors are read only as matrices with scales");
+    const weights_tensor *scale = weights_find(f, scale_name);
+    const size_t rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
+    const size_t groups = scale && rows ? scale->numel / rows : 0;
+    if (!scale || scale->dtype == WEIGHTS_I8 || groups == 0 || scale->numel != rows * groups ||
+        cols % groups != 0)
+        return tensor_error(err, VIT_E_FORMAT, path, t->name,
+                            "I8 matrix without a '%s' of %zu x (a divisor of %zu) floats",
+                            scale_name, rows, cols);
+    float *scales = malloc(sizeof(float) * scale->numel);
+    if (!scales) return tensor_error(err, VIT_E_NOMEM, path, t->name, "out of memory");
+    vit_status status = weights_to_f32(f, scale, scales, err);
+    if (status == VIT_OK) {
+        const signed char *q = t->data;
+        const size_t group = cols / groups;
+        for (size_t i = 0; i < t->numel; i++) dst[i] = (float)q[i] * scales[i / group];
+    }
+    free(scales);
+    return status;
+}
+
 vit_status weights_to_f32(const weights_file *f, const weights_tensor *t, float *dst,
                           vit_error *err) {
     const char *path = f ? f->path : "(no file)";
@@ -755,6 +794,7 @@ vit_status weights_to_f32(const weights_file *f, const weights_tensor *t, float 
     case WEIGHTS_F32: memcpy(dst, t->data, t->nbytes); return VIT_OK;
     case WEIGHTS_F16: convert_f16(t->data, dst, t->numel); return VIT_OK;
     case WEIGHTS_BF16: convert_bf16(t->data, dst, t->numel); return VIT_OK;
+    case WEIGHTS_I8: return dequantize_i8(f, t, dst, err);
     default:
         return tensor_error(err, VIT_E_UNSUPPORTED, path, name,
                             "dtype %s cannot be converted to F32 (only F32, F16, BF16)",

@@ -82,11 +82,20 @@ const weights_tensor *weights_find(const weights_file *f, const char *name);
 /* The string value of key in the header's "__metadata__", or NULL. */
 const char *weights_metadata(const weights_file *f, const char *key);
 
+/* Number of "__metadata__" entries, and the i-th key and value (NULL past
+ * the end), in header order. */
+size_t weights_metadata_count(const weights_file *f);
+const char *weights_metadata_key(const weights_file *f, size_t i);
+const char *weights_metadata_value(const weights_file *f, size_t i);
+
 /* Size in bytes of one element of dtype; its safetensors spelling ("F32"). */
 size_t weights_dtype_size(weights_dtype dtype);
 const char *weights_dtype_name(weights_dtype dtype);
 
-/* Converts t (F32, F16 or BF16) to float32 into dst (t->numel floats).
+/* Converts t (F32, F16 or BF16) to float32 into dst (t->numel floats). An
+ * I8 matrix [rows, cols] written by weights_quantize is dequantized with its
+ * scales, the tensor "<name>_scale" in f ([rows, groups] or [rows]; groups
+ * of cols / groups weights along each row).
  * Other dtypes are VIT_E_UNSUPPORTED, with the file and tensor named. */
 vit_status weights_to_f32(const weights_file *f, const weights_tensor *t, float *dst,
                           vit_error *err);
@@ -98,6 +107,30 @@ vit_status weights_to_f32(const weights_file *f, const weights_tensor *t, float 
 vit_status weights_write(const char *path, const weights_tensor *tensors, size_t n_tensors,
                          const char *const *meta_keys, const char *const *meta_values,
                          size_t n_meta, vit_error *err);
+
+/* ------------------------------------------------------------ quantisation */
+
+typedef enum weights_quant {
+    WEIGHTS_QUANT_BF16, /* every floating-point tensor as BF16 (round to nearest even) */
+    WEIGHTS_QUANT_INT8  /* the encoder blocks' linear-layer matrices [rows, cols] as I8,
+                           symmetric, with one F32 scale (max|w| / 127) per group of
+                           WEIGHTS_INT8_GROUP weights along a row (per row when cols is
+                           not a multiple), "<name>_scale" [rows, groups]; everything
+                           else (embeddings, norms, biases, head) F32 */
+} weights_quant;
+
+#define WEIGHTS_INT8_GROUP 32
+
+/* The suffix of the scale tensor beside an I8 matrix. */
+#define WEIGHTS_SCALE_SUFFIX "_scale"
+
+/* Writes a copy of f with its tensors stored as `to` asks, and the n_meta
+ * metadata pairs given (the caller decides what of f's own to keep), to
+ * path (atomically, as weights_write). Refuses a file that already holds I8
+ * tensors. */
+vit_status weights_quantize(const weights_file *f, weights_quant to, const char *path,
+                            const char *const *meta_keys, const char *const *meta_values,
+                            size_t n_meta, vit_error *err);
 
 /* -------------------------------------------------------------------- layouts */
 

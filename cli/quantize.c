@@ -1,0 +1,145 @@
+/* vit quantize: a BF16 or int8 copy of a checkpoint that every command loads.
+ * The copy is self-contained: config.json and preprocessor_config.json from
+ * beside the source go into its __metadata__. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+
+enum { OPT_MODEL, OPT_OUTPUT, OPT_DTYPE, NUM_OPTS };
+
+static const cli_option OPTIONS[NUM_OPTS] = {
+    [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file"},
+    [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "the .safetensors file to write"},
+    [OPT_DTYPE] = {"dtype", 0, 1, "bf16|int8",
+                   "bf16: every float tensor as BF16; int8: linear layers as int8 with one "
+                   "scale per output row"},
+};
+
+static const char USAGE[] =
+    "usage: vit quantize -m MODEL -o OUT.safetensors --dtype bf16|int8\n\n"
+    "Writes a reduced-precision copy of a checkpoint (half or a quarter of the size),\n"
+    "with its config, labels and preprocessing inside, so every command loads it.\n"
+    "On CPUs without AVX-512 BF16 / VNNI the weights are widened to float32 at load.";
+
+/* Reads dir/name if it exists: 0 (text or NULL), or -1 after one line. */
+static int read_beside(const char *weights_path, const char *name, char **text) {
+    char path[4200];
+    const char *slash = strrchr(weights_path, '/');
+    const int dir_len = slash ? (int)(slash - weights_path) : 1;
+    snprintf(path, sizeof path, "%.*s/%s", dir_len, slash ? weights_path : ".", name);
+    int missing = 0;
+    vit_error err;
+    *text = NULL;
+    if (data_read_text_file(path, (size_t)16 << 20, text, &missing, &err) != VIT_OK) {
+        fprintf(stderr, "vit quantize: %s\n", err.message);
+        return -1;
+    }
+    return 0;
+}
+
+static double file_mib(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (double)st.st_size / (1024.0 * 1024.0) : 0.0;
+}
+
+int cli_quantize(int argc, char **argv) {
+    cli_args args;
+    int parsed = cli_parse("quantize", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
+    if (parsed != 0 || args.num_positional > 0) {
+        if (parsed == 0)
+            fprintf(stderr, "vit quantize: unexpected argument '%s'\n", args.positional[0]);
+        free(args.positional);
+        return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
+    }
+    free(args.positional);
+    const char **v = args.values;
+    const char *dtype = v[OPT_DTYPE], *out_path = v[OPT_OUTPUT];
+    if (!out_path || !dtype) {
+        fprintf(stderr, "vit quantize: %s is required (see 'vit quantize -h')\n",
+                out_path ? "--dtype" : "-o");
+        return CLI_EXIT_FATAL;
+    }
+    weights_quant to;
+    if (strcmp(dtype, "bf16") == 0) {
+        to = WEIGHTS_QUANT_BF16;
+    } else if (strcmp(dtype, "int8") == 0) {
+        to = WEIGHTS_QUANT_INT8;
+    } else {
+        fprintf(stderr, "vit quantize: --dtype expects bf16 or int8, got '%s'\n", dtype);
+        return CLI_EXIT_FATAL;
+    }
+    /* Loading first proves the source is a model we can run. */
+    vit_model *model = cli_load_model("quantize", v[OPT_MODEL], NULL, NULL);
+    if (!model) return CLI_EXIT_FATAL;
+    const char *source = vit_model_weights_path(model);
+    struct stat source_stat, out_stat;
+    if (stat(source, &source_stat) == 0 && stat(out_path, &out_stat) == 0 &&
+        source_stat.st_dev == out_stat.st_dev && source_stat.st_ino == out_stat.st_ino) {
+        fprintf(stderr, "vit quantize: %s: would overwrite the model it reads\n", out_path);
+        vit_model_free(model);
+        return CLI_EXIT_FATAL;
+    }
+
+    int status = CLI_EXIT_FATAL;
+    weights_file *file = NULL;
+    char *config = NULL, *preprocessor = NULL;
+    const char **keys = NULL, **values = NULL;
+    vit_error err;
+    if (weights_open(source, &file, &err) != VIT_OK) {
+        fprintf(stderr, "vit quantize: %s\n", err.message);
+        goto done;
+    }
+    if (read_beside(source, "config.json", &config) != 0 ||
+        read_beside(source, "preprocessor_config.json", &preprocessor) != 0)
+        goto done;
+    /* The source's own metadata, with ours in place of the same keys. */
+    const size_t n_source = weights_metadata_count(file);
+    keys = calloc(n_source + 3, sizeof *keys);
+    values = calloc(n_source + 3, sizeof *values);
+    if (!keys || !values) {
+        fprintf(stderr, "vit quantize: out of memory\n");
+        goto done;
+    }
+    size_t n_meta = 0;
+    for (size_t i = 0; i < n_source; i++) {
+        const char *key = weights_metadata_key(file, i);
+        if ((config && strcmp(key, "config") == 0) ||
+            (preprocessor && strcmp(key, "preprocessor_config") == 0) ||
+            strcmp(key, "quantization") == 0)
+            continue;
+        keys[n_meta] = key;
+        values[n_meta++] = weights_metadata_value(file, i);
+    }
+    if (config) keys[n_meta] = "config", values[n_meta++] = config;
+    if (preprocessor) keys[n_meta] = "preprocessor_config", values[n_meta++] = preprocessor;
+    keys[n_meta] = "quantization";
+    values[n_meta++] = to == WEIGHTS_QUANT_BF16
+                           ? "bf16: every float tensor rounded to bfloat16"
+                           : "int8: linear-layer weights, symmetric, one float32 scale per "
+                             "output row (<name>_scale); activations in float32";
+    if (weights_quantize(file, to, out_path, keys, values, n_meta, &err) != VIT_OK) {
+        fprintf(stderr, "vit quantize: %s\n", err.message);
+        goto done;
+    }
+    /* The copy must load like the original; a failure here is our bug. */
+    vit_model *copy = NULL;
+    if (vit_model_load(out_path, NULL, &copy, &err) != VIT_OK) {
+        fprintf(stderr, "vit quantize: wrote %s but it does not load: %s\n", out_path, err.message);
+        remove(out_path);
+        goto done;
+    }
+    vit_model_free(copy);
+    fprintf(stderr, "vit quantize: %s (%.1f MiB) -> %s (%.1f MiB, %s)\n", source, file_mib(source),
+            out_path, file_mib(out_path), dtype);
+    status = CLI_EXIT_OK;
+done:
+    free(keys);
+    free(values);
+    free(config);
+    free(preprocessor);
+    weights_close(file);
+    vit_model_free(model);
+    return status;
+}
