@@ -119,3 +119,16 @@ Test(parity, hf_vit) { check_case("hf_vit_d48_h3", NULL); }
 Test(parity, hf_vit_layer_norm_eps_from_config) { check_case("hf_vit_eps_d32_h2", NULL); }
 Test(parity, hf_deit_with_teacher) { check_case("hf_deit_teacher_d64_h2", NULL); }
 Test(parity, hf_deit_without_teacher) { check_case("hf_deit_plain_d32_h2", NULL); }
+
+/* A NaN score (from a corrupt checkpoint) must come out as NaN, not as
+ * garbage probabilities from an undefined float-to-int conversion inside
+ * the vectorised exp (found by fuzz_safetensors). */
+Test(parity, softmax_carries_nan_through) {
+    float values[4] = {NAN, 1.0f, 2.0f, 0.5f};
+    vit_softmax(values, 4);
+    for (int i = 0; i < 4; i++) cr_expect(isnan(values[i]), "value %d is %g", i, values[i]);
+    float finite[3] = {0.0f, 0.0f, -INFINITY};
+    vit_softmax(finite, 3);
+    cr_expect(fabsf(finite[0] - 0.5f) < 1e-6f && finite[2] == 0.0f, "%g %g %g", finite[0],
+              finite[1], finite[2]);
+}

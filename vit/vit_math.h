@@ -12,6 +12,8 @@
 /* exp(x) to about 2 ulp: x = n ln2 + r with |r| <= ln2 / 2, a degree-6
  * polynomial for e^r, and 2^n built in the exponent bits. */
 static inline float fast_expf(float x) {
+    /* Below -87.3 the result would be under FLT_MIN: 0 (so exp(-inf) = 0). */
+    const int underflow = x < -87.3f;
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     const float n = floorf(x * 1.44269504088896341f + 0.5f);
     const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
@@ -22,10 +24,12 @@ static inline float fast_expf(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    const int32_t bits = ((int32_t)n + 127) << 23;
+    /* NaN passes the clamp above; converting it to int would be undefined
+     * behaviour, so it takes 2^0 and the NaN in p carries through. */
+    const int32_t bits = ((int32_t)(n == n ? n : 0.0f) + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return underflow ? 0.0f : p * scale;
 }
 
 /* erf(x) within 1.5e-7 absolute (Abramowitz & Stegun 7.1.26). */
