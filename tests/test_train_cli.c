@@ -2,6 +2,7 @@
  * checkpoints that load, resume, fine-tuning, and the shipped model. */
 #include "test_util.h"
 
+#include <math.h>
 #include <sys/stat.h>
 
 TEMP_DIR_SUITE(train_cli);
@@ -109,4 +110,25 @@ Test(train_cli, fashion_mnist_source) {
     cr_assert_eq(r->status, 0, "%s", r->err);
     cr_expect(strstr(r->out, "28x28, patch 4"), "%s", r->out);
     cr_expect(strstr(r->out, "safetensors __metadata__"), "%s", r->out);
+}
+
+/* The model vitc ships: commands without -m use it, the sample images are
+ * classified, and its Fashion-MNIST test accuracy is what weights/README.md
+ * states (88.73%: below the issue's 90%, see there). */
+Test(train_cli, shipped_model_classifies_without_m) {
+    run_result *r = run("classify -k 1 " VITC_SOURCE_DIR "/data/samples/ankle-boot-0000.png");
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "Ankle boot"), "%s", r->out);
+    r = run("info");
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "fashion-mnist-vit.safetensors"), "%s", r->out);
+    cr_expect(strstr(r->out, "mean 0.286"), "the preprocessing is the model's own: %s", r->out);
+}
+
+Test(train_cli, shipped_model_reaches_stated_accuracy, .timeout = 600) {
+    run_result *r = run("eval fashion-mnist");
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    double top1 = 0;
+    cr_assert(sscanf(r->out, "top-1 %lf%%", &top1) == 1, "%s", r->out);
+    cr_expect(fabs(top1 - 88.73) <= 0.05, "test accuracy %.2f%%, weights/README.md says 88.73%%", top1);
 }
