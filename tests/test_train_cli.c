@@ -77,8 +77,8 @@ Test(train_cli, same_seed_same_model) {
     snprintf(a, sizeof a, "classify -m %s/m0.safetensors -k 2 --format csv %s/data", dir, dir);
     run_result *r = run(a);
     cr_assert_eq(r->status, 0, "%s", r->err);
-    char first[8192];
-    snprintf(first, sizeof first, "%s", r->out);
+    static char first[sizeof r->out];
+    memcpy(first, r->out, sizeof first);
     snprintf(b, sizeof b, "classify -m %s/m1.safetensors -k 2 --format csv %s/data", dir, dir);
     r = run(b);
     cr_assert_eq(r->status, 0, "%s", r->err);
