@@ -86,11 +86,19 @@ static const char *format_name(image_format f) {
     }
 }
 
+/* Where a JPEG's start-of-image marker ends (0: none). Like stb, any number
+ * of 0xFF fill bytes may come before it, and junk after it. */
+static size_t jpeg_soi_end(const uint8_t *b, size_t n) {
+    size_t i = 0;
+    while (i < n && b[i] == 0xFF) i++;
+    return i > 0 && i < n && b[i] == 0xD8 ? i + 1 : 0;
+}
+
 /* Recognise the format from magic bytes, for precise messages. TGA has no
  * magic and stays FMT_UNKNOWN (stb still tries it). */
 static image_format sniff_format(const uint8_t *b, size_t n) {
     if (n >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0) return FMT_PNG;
-    if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return FMT_JPEG;
+    if (jpeg_soi_end(b, n)) return FMT_JPEG;
     if (n >= 4 && memcmp(b, "GIF8", 4) == 0) return FMT_GIF;
     if (n >= 2 && b[0] == 'B' && b[1] == 'M') return FMT_BMP;
     if (n >= 4 && memcmp(b, "8BPS", 4) == 0) return FMT_PSD;
@@ -105,8 +113,25 @@ static image_format sniff_format(const uint8_t *b, size_t n) {
 /* True when the JPEG marker stream reaches an end-of-image marker. Walks the
  * segments (skipping APPn payloads, whose EXIF thumbnails contain their own
  * EOI) and the entropy-coded data after each SOS. */
+/* A DHT segment's tables (seg: the payload after the length): every table
+ * holds at most 256 codes. stb_image 2.27 (Debian's) does not check this and
+ * writes past its 257-entry size table (found by fuzz_image once stb was
+ * instrumented; fixed upstream in 2.28). */
+static int jpeg_dht_ok(const uint8_t *seg, size_t len, size_t avail) {
+    /* Bytes past the end of the file read as 0, as stb reads them. */
+    for (size_t i = 0; i < len;) {
+        size_t codes = 0;
+        for (size_t k = 1; k <= 16; k++) codes += i + k < avail ? seg[i + k] : 0;
+        if (codes > 256) return 0;
+        i += 17 + codes;
+    }
+    return 1; /* a length that does not add up is stb's own error */
+}
+
+/* 1 when complete, 0 when truncated, -1 with a Huffman table stb would
+ * overflow on. */
 static int jpeg_is_complete(const uint8_t *b, size_t n) {
-    size_t i = 2; /* after SOI */
+    size_t i = jpeg_soi_end(b, n);
     while (i < n) {
         if (b[i] != 0xFF) { /* stray bytes before a marker: libjpeg skips them too */
             i++;
@@ -120,6 +145,7 @@ static int jpeg_is_complete(const uint8_t *b, size_t n) {
         if (i + 2 > n) return 0;
         size_t len = ((size_t)b[i] << 8) | b[i + 1];
         if (len < 2) return 0;
+        if (m == 0xC4 && !jpeg_dht_ok(b + i + 2, len - 2, i + 2 <= n ? n - i - 2 : 0)) return -1;
         i += len;
         if (m != 0xDA) continue;
         /* Entropy-coded data: runs until a marker that is not a stuffed
@@ -332,6 +358,11 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
         vit_status st = check_dimensions(name, pw, ph, max_pixels, err);
         if (st != VIT_OK) return st;
     }
+    /* Before stb sees the file at all: its header reader builds Huffman
+     * tables too. */
+    const int jpeg_state = fmt == FMT_JPEG ? jpeg_is_complete(b, size) : 1;
+    if (jpeg_state < 0)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt JPEG (Huffman table with over 256 codes)", name);
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory(b, (int)size, &w, &h, &comp)) {
         if (fmt == FMT_UNKNOWN)
@@ -341,7 +372,7 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
     }
     vit_status st = check_dimensions(name, w, h, max_pixels, err);
     if (st != VIT_OK) return st;
-    if (fmt == FMT_JPEG && !jpeg_is_complete(b, size))
+    if (jpeg_state == 0)
         return vit_error_set(err, VIT_E_FORMAT, "%s: truncated JPEG (no end-of-image marker)", name);
     if (fmt == FMT_BMP && !bmp_is_complete(b, size))
         return vit_error_set(err, VIT_E_FORMAT, "%s: truncated BMP (pixel data missing)", name);

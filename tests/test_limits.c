@@ -132,6 +132,17 @@ Test(limits, files_that_claim_more_data_than_they_hold_are_refused) {
     cr_expect_neq(data_image_load_memory(png, size / 2, "half.png", &img, &err), VIT_OK);
     expect_one_line(err.message, "half.png", NULL);
     free(png);
+    /* Found by fuzz_image with stb instrumented: Huffman tables with over
+     * 256 codes make stb 2.27 write past a table (also cut short, and
+     * behind 0xFF fill bytes before the start-of-image marker). */
+    const char *const dht[] = {"", "-cut", "-fill"};
+    for (int i = 0; i < 3; i++) {
+        char name[256];
+        snprintf(name, sizeof name, VITC_SOURCE_DIR "/tests/fuzz/corpus/image/regress-jpeg-dht-overflow%s.jpg",
+                 dht[i]);
+        cr_expect_eq(data_image_load(name, &img, &err), VIT_E_FORMAT, "%s", name);
+        expect_one_line(err.message, name, "Huffman table with over 256 codes");
+    }
     /* stb pads missing GIF and TGA data with zeros: checked by us. */
     const char *const whole[] = {VITC_SOURCE_DIR "/tests/fuzz/corpus/image/anim.gif",
                                  VITC_SOURCE_DIR "/tests/fuzz/corpus/image/rgb.tga"};
