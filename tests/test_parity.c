@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "test_util.h"
 #include "vit.h"
 
 #define FIXTURES VITC_SOURCE_DIR "/tests/fixtures/parity/"
@@ -20,16 +21,6 @@ static char *read_text(const char *path) {
     cr_assert(data_read_text_file(path, 1 << 20, &text, &missing, &err) == VIT_OK && !missing,
               "cannot read %s: %s", path, missing ? "missing" : err.message);
     return text;
-}
-
-static float *tensor_f32(const weights_file *f, const char *name, const weights_tensor **out) {
-    const weights_tensor *t = weights_find(f, name);
-    cr_assert(t, "expected.safetensors has no '%s'", name);
-    float *values = malloc(t->numel * sizeof(float));
-    vit_error err;
-    cr_assert(weights_to_f32(f, t, values, &err) == VIT_OK, "%s", err.message);
-    if (out) *out = t;
-    return values;
 }
 
 static float max_abs_diff(const float *a, const float *b, size_t n) {

@@ -19,15 +19,6 @@ static void out_path(char *path, size_t size, const char *name, const char *dtyp
     snprintf(path, size, "/tmp/vitc-quantize-%d-%s-%s.safetensors", (int)getpid(), name, dtype);
 }
 
-static float *tensor_f32(const weights_file *f, const char *name, const weights_tensor **t) {
-    vit_error err;
-    *t = weights_find(f, name);
-    cr_assert(*t, "expected.safetensors has no '%s'", name);
-    float *values = malloc((*t)->numel * sizeof(float));
-    cr_assert(weights_to_f32(f, *t, values, &err) == VIT_OK, "%s", err.message);
-    return values;
-}
-
 /* Quantises fixture `name` with the command, runs PyTorch's input through
  * the copy and returns max |logit - PyTorch's float32 logit| / max |logit|. */
 static float relative_logit_error(const char *name, const char *dtype) {

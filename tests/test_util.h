@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "weights.h"
+
 #define VIT VITC_BINARY_DIR "/vit"
 
 typedef struct run_result {
@@ -52,6 +54,19 @@ static inline void shell(const char *fmt, ...) {
     vsnprintf(cmd, sizeof cmd, fmt, ap);
     va_end(ap);
     cr_assert(system(cmd) == 0, "command failed: %s", cmd);
+}
+
+/* Tensor `name` of f as float32 (malloc'd; the test fails if it is absent);
+ * with out non-NULL also its description. */
+static inline float *tensor_f32(const weights_file *f, const char *name,
+                                const weights_tensor **out) {
+    const weights_tensor *t = weights_find(f, name);
+    cr_assert(t, "%s has no '%s'", weights_path(f), name);
+    float *values = malloc(t->numel * sizeof(float));
+    vit_error err;
+    cr_assert(weights_to_f32(f, t, values, &err) == VIT_OK, "%s", err.message);
+    if (out) *out = t;
+    return values;
 }
 
 static inline int count_lines(const char *s) {
