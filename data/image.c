@@ -110,28 +110,88 @@ static image_format sniff_format(const uint8_t *b, size_t n) {
     return FMT_UNKNOWN;
 }
 
-/* True when the JPEG marker stream reaches an end-of-image marker. Walks the
- * segments (skipping APPn payloads, whose EXIF thumbnails contain their own
- * EOI) and the entropy-coded data after each SOS. */
 /* A DHT segment's tables (seg: the payload after the length): every table
  * holds at most 256 codes. stb_image 2.27 (Debian's) does not check this and
  * writes past its 257-entry size table (found by fuzz_image once stb was
- * instrumented; fixed upstream in 2.28). */
-static int jpeg_dht_ok(const uint8_t *seg, size_t len, size_t avail) {
+ * instrumented; fixed upstream in 2.28). Marks each table it defines in
+ * *huffman (bit 4 * class + id). */
+static int jpeg_dht_ok(const uint8_t *seg, size_t len, size_t avail, unsigned *huffman) {
     /* Bytes past the end of the file read as 0, as stb reads them. */
     for (size_t i = 0; i < len;) {
+        const uint8_t q = i < avail ? seg[i] : 0;
         size_t codes = 0;
         for (size_t k = 1; k <= 16; k++) codes += i + k < avail ? seg[i + k] : 0;
         if (codes > 256) return 0;
+        if ((q >> 4) <= 1 && (q & 15) <= 3) *huffman |= 1u << (4 * (q >> 4) + (q & 15));
         i += 17 + codes;
     }
     return 1; /* a length that does not add up is stb's own error */
 }
 
-/* 1 when complete, 0 when truncated, -1 with a Huffman table stb would
- * overflow on. */
-static int jpeg_is_complete(const uint8_t *b, size_t n) {
+/* Marks in *quant each quantisation table a DQT segment defines. */
+static void jpeg_dqt_mark(const uint8_t *seg, size_t len, unsigned *quant) {
+    for (size_t i = 0; i < len;) {
+        const uint8_t q = seg[i];
+        if ((q & 15) <= 3) *quant |= 1u << (q & 15);
+        i += (q >> 4) ? 129 : 65;
+    }
+}
+
+/* What a JPEG's frame header (SOF) says about its components. */
+typedef struct {
+    int seen, progressive, count;
+    uint8_t id[4], quant[4];
+} jpeg_frame;
+
+static void jpeg_sof_read(const uint8_t *seg, size_t len, uint8_t marker, jpeg_frame *f) {
+    if (f->seen || len < 6) return; /* stb reads the first frame header only */
+    f->seen = 1;
+    f->progressive = marker == 0xC2;
+    f->count = 0;
+    for (size_t c = 0; c < seg[5] && c < 4 && 6 + 3 * c + 2 < len; c++) {
+        f->id[c] = seg[6 + 3 * c];
+        f->quant[c] = seg[8 + 3 * c];
+        f->count++;
+    }
+}
+
+/* True when every table the scan (SOS payload) decodes with has been
+ * defined. stb_image 2.27 allocates its decoder without clearing it, so a
+ * scan naming a table no DHT defined reads uninitialised memory and then
+ * indexes past its symbol tables with the garbage (an out-of-bounds read
+ * found by fuzz_image; 2.28 bounds the index). A DQT missing for a
+ * component would put heap garbage into the pixels. */
+static int jpeg_scan_tables_defined(const uint8_t *seg, size_t len, const jpeg_frame *f,
+                                    unsigned huffman, unsigned quant) {
+    if (!f->seen || len < 1) return 1; /* stb refuses the file itself */
+    const size_t n = seg[0];
+    if (len < 1 + 2 * n + 3) return 1;
+    const uint8_t spec_start = seg[1 + 2 * n], succ_high = seg[3 + 2 * n] >> 4;
+    for (size_t s = 0; s < n; s++) {
+        int c = 0;
+        while (c < f->count && f->id[c] != seg[1 + 2 * s]) c++;
+        if (c == f->count) return 1; /* no such component: stb's error */
+        const unsigned dc = seg[2 + 2 * s] >> 4, ac = seg[2 + 2 * s] & 15;
+        if (dc > 3 || ac > 3 || f->quant[c] > 3) return 1; /* stb's error */
+        /* Progressive scans decode either DC (the first pass with the DC
+         * table, refinements bit by bit) or AC coefficients (AC table). */
+        const int uses_dc = f->progressive ? spec_start == 0 && succ_high == 0 : 1;
+        const int uses_ac = f->progressive ? spec_start != 0 : 1;
+        if (uses_dc && !(huffman & (1u << dc))) return 0;
+        if (uses_ac && !(huffman & (1u << (4 + ac)))) return 0;
+        if (!(quant & (1u << f->quant[c]))) return 0;
+    }
+    return 1;
+}
+
+/* Walks the JPEG marker stream: 1 when it reaches an end-of-image marker, 0
+ * when truncated, -1 when stb 2.27 would read or write out of bounds on it
+ * (*problem says why). Skips APPn payloads, whose EXIF thumbnails contain
+ * their own EOI, and the entropy-coded data after each SOS. */
+static int jpeg_check(const uint8_t *b, size_t n, const char **problem) {
     size_t i = jpeg_soi_end(b, n);
+    unsigned huffman = 0, quant = 0;
+    jpeg_frame frame = {0};
     while (i < n) {
         if (b[i] != 0xFF) { /* stray bytes before a marker: libjpeg skips them too */
             i++;
@@ -145,7 +205,18 @@ static int jpeg_is_complete(const uint8_t *b, size_t n) {
         if (i + 2 > n) return 0;
         size_t len = ((size_t)b[i] << 8) | b[i + 1];
         if (len < 2) return 0;
-        if (m == 0xC4 && !jpeg_dht_ok(b + i + 2, len - 2, i + 2 <= n ? n - i - 2 : 0)) return -1;
+        const uint8_t *seg = b + i + 2;
+        const size_t whole = i + len <= n ? len - 2 : 0; /* segments cut short are stb's error */
+        if (m == 0xC4 && !jpeg_dht_ok(seg, len - 2, i + 2 <= n ? n - i - 2 : 0, &huffman)) {
+            *problem = "Huffman table with over 256 codes";
+            return -1;
+        }
+        if (m == 0xDB) jpeg_dqt_mark(seg, whole, &quant);
+        if (m == 0xC0 || m == 0xC1 || m == 0xC2) jpeg_sof_read(seg, whole, m, &frame);
+        if (m == 0xDA && !jpeg_scan_tables_defined(seg, whole, &frame, huffman, quant)) {
+            *problem = "a scan uses a Huffman or quantisation table the file never defines";
+            return -1;
+        }
         i += len;
         if (m != 0xDA) continue;
         /* Entropy-coded data: runs until a marker that is not a stuffed
@@ -360,9 +431,9 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
     }
     /* Before stb sees the file at all: its header reader builds Huffman
      * tables too. */
-    const int jpeg_state = fmt == FMT_JPEG ? jpeg_is_complete(b, size) : 1;
-    if (jpeg_state < 0)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt JPEG (Huffman table with over 256 codes)", name);
+    const char *jpeg_problem = "";
+    const int jpeg_state = fmt == FMT_JPEG ? jpeg_check(b, size, &jpeg_problem) : 1;
+    if (jpeg_state < 0) return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt JPEG (%s)", name, jpeg_problem);
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory(b, (int)size, &w, &h, &comp)) {
         if (fmt == FMT_UNKNOWN)

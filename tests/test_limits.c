@@ -143,6 +143,19 @@ Test(limits, files_that_claim_more_data_than_they_hold_are_refused) {
         cr_expect_eq(data_image_load(name, &img, &err), VIT_E_FORMAT, "%s", name);
         expect_one_line(err.message, name, "Huffman table with over 256 codes");
     }
+    /* Found by fuzz_image with stb instrumented: a progressive AC scan with
+     * an AC table no DHT defined makes stb 2.27 index past its tables with
+     * uninitialised memory. Valid baseline and progressive JPEGs still load. */
+    const char *const undefined = VITC_SOURCE_DIR "/tests/fuzz/corpus/image/regress-jpeg-undefined-huffman.jpg";
+    cr_expect_eq(data_image_load(undefined, &img, &err), VIT_E_FORMAT);
+    expect_one_line(err.message, undefined, "table the file never defines");
+    const char *const valid[] = {VITC_SOURCE_DIR "/tests/fuzz/corpus/image/baseline.jpg",
+                                 VITC_SOURCE_DIR "/tests/fuzz/corpus/image/progressive.jpg",
+                                 VITC_SOURCE_DIR "/tests/fuzz/corpus/image/grey.jpg"};
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(data_image_load(valid[i], &img, &err), VIT_OK, "%s", err.message);
+        data_image_free(&img);
+    }
     /* stb pads missing GIF and TGA data with zeros: checked by us. */
     const char *const whole[] = {VITC_SOURCE_DIR "/tests/fuzz/corpus/image/anim.gif",
                                  VITC_SOURCE_DIR "/tests/fuzz/corpus/image/rgb.tga"};
