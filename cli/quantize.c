@@ -13,8 +13,8 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file"},
     [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "the .safetensors file to write"},
     [OPT_DTYPE] = {"dtype", 0, 1, "bf16|int8",
-                   "bf16: every float tensor as BF16; int8: linear layers as int8 with one "
-                   "scale per output row"},
+                   "bf16: every float tensor as BF16; int8: the encoder's linear layers as int8 "
+                   "with one scale per 32 weights"},
 };
 
 static const char USAGE[] =
@@ -22,22 +22,6 @@ static const char USAGE[] =
     "Writes a reduced-precision copy of a checkpoint (half or a quarter of the size),\n"
     "with its config, labels and preprocessing inside, so every command loads it.\n"
     "On CPUs without AVX-512 BF16 / VNNI the weights are widened to float32 at load.";
-
-/* Reads dir/name if it exists: 0 (text or NULL), or -1 after one line. */
-static int read_beside(const char *weights_path, const char *name, char **text) {
-    char path[4200];
-    const char *slash = strrchr(weights_path, '/');
-    const int dir_len = slash ? (int)(slash - weights_path) : 1;
-    snprintf(path, sizeof path, "%.*s/%s", dir_len, slash ? weights_path : ".", name);
-    int missing = 0;
-    vit_error err;
-    *text = NULL;
-    if (data_read_text_file(path, (size_t)16 << 20, text, &missing, &err) != VIT_OK) {
-        fprintf(stderr, "vit quantize: %s\n", err.message);
-        return -1;
-    }
-    return 0;
-}
 
 static double file_mib(const char *path) {
     struct stat st;
@@ -83,43 +67,8 @@ int cli_quantize(int argc, char **argv) {
     }
 
     int status = CLI_EXIT_FATAL;
-    weights_file *file = NULL;
-    char *config = NULL, *preprocessor = NULL;
-    const char **keys = NULL, **values = NULL;
     vit_error err;
-    if (weights_open(source, &file, &err) != VIT_OK) {
-        fprintf(stderr, "vit quantize: %s\n", err.message);
-        goto done;
-    }
-    if (read_beside(source, "config.json", &config) != 0 ||
-        read_beside(source, "preprocessor_config.json", &preprocessor) != 0)
-        goto done;
-    /* The source's own metadata, with ours in place of the same keys. */
-    const size_t n_source = weights_metadata_count(file);
-    keys = calloc(n_source + 3, sizeof *keys);
-    values = calloc(n_source + 3, sizeof *values);
-    if (!keys || !values) {
-        fprintf(stderr, "vit quantize: out of memory\n");
-        goto done;
-    }
-    size_t n_meta = 0;
-    for (size_t i = 0; i < n_source; i++) {
-        const char *key = weights_metadata_key(file, i);
-        if ((config && strcmp(key, "config") == 0) ||
-            (preprocessor && strcmp(key, "preprocessor_config") == 0) ||
-            strcmp(key, "quantization") == 0)
-            continue;
-        keys[n_meta] = key;
-        values[n_meta++] = weights_metadata_value(file, i);
-    }
-    if (config) keys[n_meta] = "config", values[n_meta++] = config;
-    if (preprocessor) keys[n_meta] = "preprocessor_config", values[n_meta++] = preprocessor;
-    keys[n_meta] = "quantization";
-    values[n_meta++] = to == WEIGHTS_QUANT_BF16
-                           ? "bf16: every float tensor rounded to bfloat16"
-                           : "int8: linear-layer weights, symmetric, one float32 scale per "
-                             "output row (<name>_scale); activations in float32";
-    if (weights_quantize(file, to, out_path, keys, values, n_meta, &err) != VIT_OK) {
+    if (vit_model_quantize(model, to, out_path, &err) != VIT_OK) {
         fprintf(stderr, "vit quantize: %s\n", err.message);
         goto done;
     }
@@ -135,11 +84,6 @@ int cli_quantize(int argc, char **argv) {
             out_path, file_mib(out_path), dtype);
     status = CLI_EXIT_OK;
 done:
-    free(keys);
-    free(values);
-    free(config);
-    free(preprocessor);
-    weights_close(file);
     vit_model_free(model);
     return status;
 }

@@ -19,6 +19,26 @@ static void out_path(char *path, size_t size, const char *name, const char *dtyp
     snprintf(path, size, "/tmp/vitc-quantize-%d-%s-%s.safetensors", (int)getpid(), name, dtype);
 }
 
+/* The copy carries the source's preprocessing and labels in its metadata:
+ * it sits alone in /tmp, without the config files the source has beside it. */
+static void expect_same_recipe_and_labels(const vit_model *source, const vit_model *copy,
+                                          const char *name) {
+    const data_preprocess *a = vit_model_preprocess(source), *b = vit_model_preprocess(copy);
+    const int same_geometry = a->resize_mode == b->resize_mode && a->resize_width == b->resize_width &&
+                              a->resize_height == b->resize_height &&
+                              a->resize_shortest == b->resize_shortest && a->resample == b->resample &&
+                              a->do_center_crop == b->do_center_crop && a->crop_width == b->crop_width &&
+                              a->crop_height == b->crop_height && a->crop_rounding == b->crop_rounding;
+    const int same_values = a->do_rescale == b->do_rescale && a->rescale_factor == b->rescale_factor &&
+                            a->do_normalize == b->do_normalize &&
+                            memcmp(a->mean, b->mean, sizeof a->mean) == 0 &&
+                            memcmp(a->std, b->std, sizeof a->std) == 0;
+    cr_expect(same_geometry && same_values, "%s: the copy preprocesses differently", name);
+    cr_expect_eq(vit_model_num_labels(copy), vit_model_num_labels(source), "%s", name);
+    for (int i = 0; i < vit_model_num_labels(source); i++)
+        cr_expect_str_eq(vit_model_label(copy, i), vit_model_label(source, i), "%s class %d", name, i);
+}
+
 /* Quantises fixture `name` with the command, runs PyTorch's input through
  * the copy and returns max |logit - PyTorch's float32 logit| / max |logit|. */
 static float relative_logit_error(const char *name, const char *dtype) {
@@ -31,8 +51,11 @@ static float relative_logit_error(const char *name, const char *dtype) {
     cr_assert_eq(r->status, 0, "vit %s: %s", args, r->err);
 
     vit_error err;
-    vit_model *m;
+    vit_model *m, *source;
     cr_assert(vit_model_load(out, NULL, &m, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_load(model, NULL, &source, &err) == VIT_OK, "%s", err.message);
+    expect_same_recipe_and_labels(source, m, name);
+    vit_model_free(source);
     weights_file *expected;
     cr_assert(weights_open(expected_path, &expected, &err) == VIT_OK, "%s", err.message);
     const weights_tensor *input_t, *logits_t;

@@ -586,6 +586,9 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
             snprintf(m->preprocess.source, sizeof m->preprocess.source, "safetensors __metadata__");
         m->preprocess.max_pixels = limits.max_pixels;
         describe_dtypes(m);
+        if ((config_text && !(m->config_text = strdup(config_text))) ||
+            (preprocessor && !(m->preprocessor_text = strdup(preprocessor))))
+            status = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_file_path);
     }
     cJSON_Delete(json);
     return status;
@@ -665,8 +668,45 @@ void vit_model_free(vit_model *m) {
         for (int i = 0; i < m->num_labels; i++) free(m->labels[i]);
     free(m->labels);
     free(m->blocks);
+    free(m->config_text);
+    free(m->preprocessor_text);
     weights_close(m->file);
     free(m);
+}
+
+vit_status vit_model_quantize(const vit_model *m, weights_quant to, const char *path,
+                              vit_error *err) {
+    /* The source's own metadata, with the texts the model was loaded with in
+     * place of the same keys, so the copy loads without files beside it. */
+    const weights_file *f = m->file;
+    const size_t n_source = weights_metadata_count(f);
+    const char **keys = calloc(n_source + 3, sizeof *keys);
+    const char **values = calloc(n_source + 3, sizeof *values);
+    if (!keys || !values) {
+        free(keys);
+        free(values);
+        return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < n_source; i++) {
+        const char *key = weights_metadata_key(f, i);
+        if (strcmp(key, "config") == 0 || strcmp(key, "preprocessor_config") == 0 ||
+            strcmp(key, "quantization") == 0)
+            continue;
+        keys[n] = key;
+        values[n++] = weights_metadata_value(f, i);
+    }
+    if (m->config_text) keys[n] = "config", values[n++] = m->config_text;
+    if (m->preprocessor_text) keys[n] = "preprocessor_config", values[n++] = m->preprocessor_text;
+    keys[n] = "quantization";
+    values[n++] = to == WEIGHTS_QUANT_BF16
+                      ? "bf16: every float tensor rounded to bfloat16"
+                      : "int8: encoder linear-layer weights, symmetric, one float32 scale per "
+                        "32 weights of a row (<name>_scale); activations in float32";
+    vit_status status = weights_quantize(f, to, path, keys, values, n, err);
+    free(keys);
+    free(values);
+    return status;
 }
 
 const vit_config *vit_model_config(const vit_model *m) { return &m->config; }

@@ -39,6 +39,9 @@ struct vit_model {
     char labels_source[64];
 
     data_preprocess preprocess;
+    /* The config and preprocessing texts the model was loaded with (NULL:
+     * none), kept so a copy of the model can carry them (vit_model_quantize). */
+    char *config_text, *preprocessor_text;
     char config_source[64];
     char notices[1024];
     char dtypes[64];
