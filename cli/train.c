@@ -17,7 +17,7 @@ enum {
     OPT_DATA, OPT_OUTPUT, OPT_ARCH, OPT_DIM, OPT_DEPTH, OPT_HEADS, OPT_MLP, OPT_PATCH, OPT_SIZE,
     OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_MIN_LR, OPT_WD, OPT_WARMUP, OPT_SMOOTHING, OPT_CLIP,
     OPT_SEED, OPT_VAL, OPT_RESUME, OPT_INIT, OPT_FREEZE, OPT_LIMIT, OPT_MIN_SCALE, OPT_NO_FLIP,
-    OPT_THREADS, NUM_OPTS
+    OPT_SHIFT,    OPT_THREADS, NUM_OPTS
 };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
@@ -51,6 +51,8 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MIN_SCALE] = {"min-scale", 0, 1, "X", "random resized crop: smallest area fraction "
                                               "for photos (default 0.08)"},
     [OPT_NO_FLIP] = {"no-flip", 0, 0, NULL, "no random horizontal flips"},
+    [OPT_SHIFT] = {"shift", 0, 1, "N", "fashion-mnist: move each image by up to N pixels each way "
+                                       "at random, background filling the gap (default 0)"},
     [OPT_THREADS] = {"threads", 't', 1, "N", "threads (default: all cores)"},
 };
 
@@ -171,6 +173,7 @@ static int source_label(const source *s, size_t i) {
 typedef struct input_spec {
     int size, channels;
     int augment, flip;
+    int shift; /* Fashion-MNIST: largest random translation, pixels */
     double min_scale;
     data_preprocess eval; /* for folders (and resized Fashion-MNIST) */
     uint64_t seed;
@@ -204,10 +207,21 @@ static int load_item(const source *s, size_t i, const input_spec *in, long epoch
         const int H = s->set.height, W = s->set.width;
         const uint8_t *px = s->set.pixels + i * (size_t)H * W;
         const int flip = in->augment && in->flip && vit_train_rng_uniform(&rng) < 0.5;
+        int dx = 0, dy = 0;
+        if (in->augment && in->shift > 0) {
+            const int span = 2 * in->shift + 1;
+            dx = (int)(vit_train_rng_uniform(&rng) * span) - in->shift;
+            dy = (int)(vit_train_rng_uniform(&rng) * span) - in->shift;
+        }
         if (S == W && H == W && in->channels == 1) {
+            /* Pixel (x, y) shows source (x - dx, y - dy); outside it the
+             * black background (0) of every Fashion-MNIST image. */
             for (int y = 0; y < H; y++)
-                for (int x = 0; x < W; x++)
-                    out[y * W + x] = (px[y * W + (flip ? W - 1 - x : x)] / 255.0f - FMNIST_MEAN) / FMNIST_STD;
+                for (int x = 0; x < W; x++) {
+                    const int sy = y - dy, sx = flip ? W - 1 - (x - dx) : x - dx;
+                    const int inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
+                    out[y * W + x] = ((inside ? px[sy * W + sx] : 0) / 255.0f - FMNIST_MEAN) / FMNIST_STD;
+                }
             return 0;
         }
         /* Another size (a fine-tuned model): as an RGB image through the
@@ -481,7 +495,7 @@ int cli_train(int argc, char **argv) {
     size_t *order = NULL;
     vit_error err;
 
-    long epochs = 10, batch = 128, seed = 0, threads = 0, limit = 0, warmup = 1;
+    long epochs = 10, batch = 128, seed = 0, threads = 0, limit = 0, warmup = 1, shift = 0;
     double lr = 1e-3, min_lr = 1e-5, wd = 0.05, smoothing = 0.1, clip = 1.0, min_scale = 0.08;
     long dim = 64, depth = 4, heads = 4, mlp = 128, patch = 0, size = 0;
     if (v[OPT_ARCH] && strcmp(v[OPT_ARCH], "small") == 0) dim = 128, depth = 6, mlp = 256;
@@ -494,6 +508,7 @@ int cli_train(int argc, char **argv) {
         (v[OPT_SEED] && cli_int("train", "--seed", v[OPT_SEED], 0, 0x7fffffffL, &seed)) ||
         (v[OPT_THREADS] && cli_int("train", "-t", v[OPT_THREADS], 1, 1024, &threads)) ||
         (v[OPT_LIMIT] && cli_int("train", "--limit", v[OPT_LIMIT], 1, 1L << 40, &limit)) ||
+        (v[OPT_SHIFT] && cli_int("train", "--shift", v[OPT_SHIFT], 0, 64, &shift)) ||
         (v[OPT_WARMUP] && cli_int("train", "--warmup", v[OPT_WARMUP], 0, 100000, &warmup)) ||
         (v[OPT_DIM] && cli_int("train", "--dim", v[OPT_DIM], 1, 8192, &dim)) ||
         (v[OPT_DEPTH] && cli_int("train", "--depth", v[OPT_DEPTH], 1, 256, &depth)) ||
@@ -606,7 +621,7 @@ int cli_train(int argc, char **argv) {
 
     /* Preprocessing the saved model states (and validation uses). */
     input_spec in = {.size = config.image_size, .channels = config.num_channels, .augment = 1,
-                     .flip = !v[OPT_NO_FLIP], .min_scale = min_scale, .seed = r.seed};
+                     .flip = !v[OPT_NO_FLIP], .shift = (int)shift, .min_scale = min_scale, .seed = r.seed};
     if (init) {
         in.eval = *vit_model_preprocess(init);
     } else if (train.mnist) {

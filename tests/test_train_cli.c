@@ -132,3 +132,26 @@ Test(train_cli, shipped_model_reaches_stated_accuracy, .timeout = 600) {
     cr_assert(sscanf(r->out, "top-1 %lf%%", &top1) == 1, "%s", r->out);
     cr_expect(fabs(top1 - 88.73) <= 0.05, "test accuracy %.2f%%, weights/README.md says 88.73%%", top1);
 }
+
+/* --shift N moves Fashion-MNIST images at random: another model than without
+ * it, the same one for the same seed, and --shift 0 is the default. */
+Test(train_cli, shift_augmentation_is_seeded_and_optional) {
+    const char *const shifts[] = {"", "--shift 0", "--shift 2", "--shift 2"};
+    static char loss[4][128];
+    for (int i = 0; i < 4; i++) {
+        char args[1024];
+        snprintf(args, sizeof args, "train --data fashion-mnist --limit 256 --epochs 1 -b 64 -t 1 "
+                 "--dim 16 --depth 1 --heads 2 --mlp 32 %s -o %s/s%d.safetensors", shifts[i], dir, i);
+        run_result *r = run(args);
+        cr_assert_eq(r->status, 0, "%s", r->err);
+        const char *line = strstr(r->err, "epoch 1/1: loss");
+        cr_assert(line, "%s", r->err);
+        snprintf(loss[i], sizeof loss[i], "%.22s", line);
+    }
+    cr_expect_str_eq(loss[0], loss[1]);
+    cr_expect_str_neq(loss[1], loss[2]);
+    cr_expect_str_eq(loss[2], loss[3]);
+    run_result *r = run("train --data fashion-mnist -o /tmp/x.safetensors --shift -1");
+    cr_expect_eq(r->status, 1);
+    cr_expect(strstr(r->err, "--shift"), "%s", r->err);
+}
