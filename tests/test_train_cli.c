@@ -113,8 +113,8 @@ Test(train_cli, fashion_mnist_source) {
 }
 
 /* The model vitc ships: commands without -m use it, the sample images are
- * classified, and its Fashion-MNIST test accuracy is what weights/README.md
- * states (88.73%: below the issue's 90%, see there). */
+ * classified, and its Fashion-MNIST test accuracy reaches the issue's 90% and
+ * is the number weights/README.md states. */
 Test(train_cli, shipped_model_classifies_without_m) {
     run_result *r = run("classify -k 1 " VITC_SOURCE_DIR "/data/samples/ankle-boot-0000.png");
     cr_assert_eq(r->status, 0, "%s", r->err);
@@ -128,9 +128,16 @@ Test(train_cli, shipped_model_classifies_without_m) {
 Test(train_cli, shipped_model_reaches_stated_accuracy, .timeout = 600) {
     run_result *r = run("eval fashion-mnist");
     cr_assert_eq(r->status, 0, "%s", r->err);
-    double top1 = 0;
+    double top1 = 0, stated = 0;
     cr_assert(sscanf(r->out, "top-1 %lf%%", &top1) == 1, "%s", r->out);
-    cr_expect(fabs(top1 - 88.73) <= 0.05, "test accuracy %.2f%%, weights/README.md says 88.73%%", top1);
+    cr_expect(top1 >= 90.0, "test accuracy %.2f%%, below 90%%", top1);
+    static char readme[16384];
+    slurp(VITC_SOURCE_DIR "/weights/README.md", readme, sizeof readme);
+    const char *row = strstr(readme, "| **test accuracy** | **");
+    cr_assert(row && sscanf(row, "| **test accuracy** | **%lf%%", &stated) == 1,
+              "weights/README.md states no test accuracy");
+    cr_expect(fabs(top1 - stated) < 0.005, "test accuracy %.2f%%, weights/README.md says %.2f%%", top1,
+              stated);
 }
 
 /* --shift N moves Fashion-MNIST images at random: another model than without
