@@ -399,6 +399,44 @@ vit_status data_image_load_memory(const void *bytes, size_t size, const char *na
     return data_image_load_memory_capped(bytes, size, name, 0, out, err);
 }
 
+/* stb's reason for its last refusal, never empty in a message. */
+static const char *stb_reason(void) {
+    const char *reason = stbi_failure_reason();
+    return reason && reason[0] ? reason : "no reason given";
+}
+
+static uint32_t be32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+/* A copy of the PNG without its empty IDAT chunks, or NULL when it has none
+ * (or memory is short: stb then sees the original). An empty IDAT is legal,
+ * but when it comes first stb 2.27 reads it to a NULL buffer plus zero, an
+ * undefined pointer operation (found by fuzz_image with stb instrumented);
+ * it carries no data, so dropping it changes nothing else. */
+static uint8_t *png_without_empty_idat(const uint8_t *b, size_t n, size_t *out_size) {
+    int found = 0;
+    for (size_t i = 8; i + 12 <= n && be32(b + i) <= n - i - 12; i += 12 + be32(b + i))
+        if (be32(b + i) == 0 && memcmp(b + i + 4, "IDAT", 4) == 0) found = 1;
+    if (!found) return NULL;
+    uint8_t *copy = malloc(n);
+    if (!copy) return NULL;
+    memcpy(copy, b, 8);
+    size_t i = 8, o = 8;
+    for (; i + 12 <= n && be32(b + i) <= n - i - 12; i += 12 + be32(b + i)) {
+        const size_t chunk = 12 + be32(b + i);
+        if (chunk == 12 && memcmp(b + i + 4, "IDAT", 4) == 0) continue;
+        memcpy(copy + o, b + i, chunk);
+        o += chunk;
+    }
+    memcpy(copy + o, b + i, n - i); /* a truncated last chunk, as it was */
+    *out_size = o + (n - i);
+    return copy;
+}
+
+static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
+                                  int64_t max_pixels, data_image *out, vit_error *err);
+
 vit_status data_image_load_memory_capped(const void *bytes, size_t size, const char *name,
                                          int64_t max_pixels, data_image *out, vit_error *err) {
     if (max_pixels <= 0) max_pixels = DATA_MAX_PIXELS;
@@ -420,7 +458,22 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
                              format_name(fmt));
     default: break;
     }
+    if (fmt == FMT_PNG) {
+        size_t clean_size;
+        uint8_t *clean = png_without_empty_idat(b, size, &clean_size);
+        if (clean) {
+            vit_status st = decode_with_stb(clean, clean_size, fmt, name, max_pixels, out, err);
+            free(clean);
+            return st;
+        }
+    }
+    return decode_with_stb(b, size, fmt, name, max_pixels, out, err);
+}
 
+/* Everything stb decodes (PNG, JPEG, GIF, BMP, TGA, PSD), after our own
+ * checks of what stb 2.27 would mishandle. */
+static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
+                                  int64_t max_pixels, data_image *out, vit_error *err) {
     /* stb refuses PNG headers beyond 2^30 bytes of pixels with a generic
      * "unknown image type", so read the size ourselves for a useful message. */
     if (fmt == FMT_PNG && size >= 24 && memcmp(b + 12, "IHDR", 4) == 0) {
@@ -439,7 +492,7 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
         if (fmt == FMT_UNKNOWN)
             return vit_error_set(err, VIT_E_FORMAT, "%s: not an image (unknown format)", name);
         return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated %s header (%s)", name,
-                             format_name(fmt), stbi_failure_reason());
+                             format_name(fmt), stb_reason());
     }
     vit_status st = check_dimensions(name, w, h, max_pixels, err);
     if (st != VIT_OK) return st;
@@ -458,7 +511,7 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
         stbi_us *grey = stbi_load_16_from_memory(b, (int)size, &dw, &dh, &dcomp, 1);
         if (!grey)
             return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt %s data (%s)", name,
-                                 format_name(fmt), stbi_failure_reason());
+                                 format_name(fmt), stb_reason());
         if (dw != w || dh != h) {
             stbi_image_free(grey);
             return vit_error_set(err, VIT_E_FORMAT, "%s: inconsistent %s size", name,
@@ -479,7 +532,7 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
     stbi_uc *rgb = stbi_load_from_memory(b, (int)size, &dw, &dh, &dcomp, 3);
     if (!rgb)
         return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated %s data (%s)", name,
-                             format_name(fmt), stbi_failure_reason());
+                             format_name(fmt), stb_reason());
     if (dw != w || dh != h) {
         stbi_image_free(rgb);
         return vit_error_set(err, VIT_E_FORMAT, "%s: inconsistent %s size", name,
