@@ -236,6 +236,10 @@ static uint32_t le32(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
+static uint32_t be32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
 /* For uncompressed BMPs, true when the file holds all the pixel rows its
  * header promises. RLE (compression 1, 2) is left to stb, which refuses it;
  * stb reads every other compression value as uncompressed rows, so those
@@ -405,10 +409,6 @@ static const char *stb_reason(void) {
     return reason && reason[0] ? reason : "no reason given";
 }
 
-static uint32_t be32(const uint8_t *p) {
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
-}
-
 /* A copy of the PNG without its empty IDAT chunks, or NULL when it has none
  * (or memory is short: stb then sees the original). An empty IDAT is legal,
  * but when it comes first stb 2.27 reads it to a NULL buffer plus zero, an
@@ -477,9 +477,7 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
     /* stb refuses PNG headers beyond 2^30 bytes of pixels with a generic
      * "unknown image type", so read the size ourselves for a useful message. */
     if (fmt == FMT_PNG && size >= 24 && memcmp(b + 12, "IHDR", 4) == 0) {
-        int64_t pw = ((int64_t)b[16] << 24) | (b[17] << 16) | (b[18] << 8) | b[19];
-        int64_t ph = ((int64_t)b[20] << 24) | (b[21] << 16) | (b[22] << 8) | b[23];
-        vit_status st = check_dimensions(name, pw, ph, max_pixels, err);
+        vit_status st = check_dimensions(name, be32(b + 16), be32(b + 20), max_pixels, err);
         if (st != VIT_OK) return st;
     }
     /* Before stb sees the file at all: its header reader builds Huffman
