@@ -140,6 +140,34 @@ vit_status data_read_text_file(const char *path, size_t max_bytes, char **text, 
 vit_status data_preprocess_for_model(const char *model_dir, int image_size,
                                      data_preprocess *p, vit_error *err);
 
+/* ---------------------------------------------------------------- CSV */
+
+/* The one CSV reader of the program (RFC 4180): fields separated by commas,
+ * records ended by "\n" or "\r\n", a field in double quotes may hold commas,
+ * quotes (doubled) and line breaks. Reads from memory (text, len: no NUL
+ * needed), one record at a time. */
+typedef struct data_csv {
+    const char *text, *p, *end;
+    int line;            /* the line the next record starts on, 1-based */
+    int record_line;     /* the line the last record (or damage) started on */
+    size_t record_start; /* its byte offset in text */
+    int terminated;      /* the last record ended with a line break (0: at the end of text) */
+    int unterminated;    /* the text ended inside a quoted field (with VIT_E_FORMAT) */
+    char **fields;       /* the last record's fields, NUL-terminated, quotes undone */
+    size_t *lengths;     /* their lengths (a field may hold a NUL byte) */
+    size_t num_fields, capacity;
+} data_csv;
+
+void data_csv_init(data_csv *csv, const char *text, size_t len);
+
+/* Reads the next record into csv->fields. *got is 1 for a record, 0 at the
+ * end of the text. A damaged record (a quote inside an unquoted field, text
+ * after a closing quote, a lone carriage return, a quoted field the text
+ * ends inside) is VIT_E_FORMAT naming name and its line; callers decide
+ * whether a damaged or unterminated last record is a cut they can drop. */
+vit_status data_csv_next(data_csv *csv, const char *name, int *got, vit_error *err);
+void data_csv_free(data_csv *csv);
+
 /* ------------------------------------------------------------- labels */
 
 /* Splits text into one label per line ('\n' or "\r\n"; a final newline does

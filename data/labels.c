@@ -71,81 +71,20 @@ int data_labelled_files_add(data_labelled_files *list, const char *file, int cla
     return 0;
 }
 
-/* One CSV field (RFC 4180) starting at *p, before end, into out (malloc'd,
- * NUL-terminated, quotes undone); *p moves past the field and its comma.
- * *line_end is set when the field ended its record. NULL when out of memory. */
-static char *read_field(const char **p, const char *end, size_t *out_len, int *line_end) {
-    const char *s = *p;
-    size_t cap = 64, n = 0;
-    char *out = malloc(cap);
-    if (!out) return NULL;
-    int quoted = s < end && *s == '"';
-    if (quoted) s++;
-    for (; s < end; s++) {
-        char c = *s;
-        if (quoted) {
-            if (c == '"') {
-                if (s + 1 < end && s[1] == '"') {
-                    s++; /* doubled quote: one literal quote */
-                } else {
-                    quoted = 0;
-                    continue;
-                }
-            }
-        } else if (c == ',' || c == '\n' || c == '\r') {
-            break;
-        }
-        if (n + 1 >= cap) {
-            char *grown = realloc(out, cap * 2);
-            if (!grown) {
-                free(out);
-                return NULL;
-            }
-            out = grown;
-            cap *= 2;
-        }
-        out[n++] = c;
-    }
-    out[n] = '\0';
-    *line_end = s >= end || *s != ',';
-    if (s < end && *s == ',') s++;
-    *p = s;
-    *out_len = n;
-    return out;
-}
-
 vit_status data_labels_csv_parse(const char *text, size_t len, const char *name, int num_classes,
                                  data_labelled_files *out, vit_error *err) {
     if (!name) name = "labels CSV";
     if (!out || (!text && len)) return vit_error_set(err, VIT_E_ARG, "%s: missing argument", name);
-    const char *p = text, *end = text + len;
     const size_t before = out->count;
-    int line = 0;
-    while (p && p < end) {
-        line++;
-        if (*p == '\n' || *p == '\r') { /* blank line */
-            p += (*p == '\r' && p + 1 < end && p[1] == '\n') ? 2 : 1;
-            continue;
-        }
-        size_t file_len, index_len;
-        int line_end = 0;
-        char *file = read_field(&p, end, &file_len, &line_end);
-        char *index_text = file && !line_end ? read_field(&p, end, &index_len, &line_end) : NULL;
-        /* Further fields are ignored: skip to the end of the record. */
-        while (file && index_text && !line_end) {
-            size_t ignored;
-            char *extra = read_field(&p, end, &ignored, &line_end);
-            if (!extra) break;
-            free(extra);
-        }
-        if (!file || (!line_end && !index_text)) {
-            free(file);
-            free(index_text);
-            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", name);
-        }
-        if (p < end && *p == '\r') p++;
-        if (p < end && *p == '\n') p++;
-        vit_status st = VIT_OK;
+    data_csv csv;
+    data_csv_init(&csv, text, len);
+    vit_status st = VIT_OK;
+    int got;
+    while (st == VIT_OK && (st = data_csv_next(&csv, name, &got, err)) == VIT_OK && got) {
+        const int line = csv.record_line;
+        if (csv.num_fields == 1 && csv.lengths[0] == 0) continue; /* blank line */
+        /* Fields after the second are ignored. */
+        char *file = csv.fields[0], *index_text = csv.num_fields > 1 ? csv.fields[1] : NULL;
         char *stop;
         errno = 0;
         long index = index_text ? strtol(index_text, &stop, 10) : 0;
@@ -158,15 +97,14 @@ vit_status data_labels_csv_parse(const char *text, size_t len, const char *name,
         } else if (index < 0 || index >= num_classes) {
             st = vit_error_set(err, VIT_E_FORMAT, "%s:%d: class index %ld is outside 0..%d of the model",
                                name, line, index, num_classes - 1);
-        } else if (file_len != strlen(file)) {
+        } else if (csv.lengths[0] != strlen(file)) {
             st = vit_error_set(err, VIT_E_FORMAT, "%s:%d: file name contains a NUL byte", name, line);
         } else if (data_labelled_files_add(out, file, (int)index) != 0) {
             st = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", name);
         }
-        free(file);
-        free(index_text);
-        if (st != VIT_OK) return st;
     }
+    data_csv_free(&csv);
+    if (st != VIT_OK) return st;
     if (out->count == before) return vit_error_set(err, VIT_E_FORMAT, "%s: no rows", name);
     return VIT_OK;
 }
