@@ -211,7 +211,7 @@ int cli_classify(int argc, char **argv) {
     const double start = cli_now_seconds();
     data_batch b;
     while (data_loader_next(loader, &b) > 0) {
-        if (cli_run_batch("classify", ctx, model, &b, outputs) != 0) goto done;
+        if (cli_run_batch("classify", ctx, model, (const char *const *)in.paths, &b, outputs) != 0) goto done;
         for (int i = 0; i < b.count; i++) {
             const char *name = in.names[b.first + i];
             if (skip_row && skip_row[b.first + i]) continue;

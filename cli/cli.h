@@ -94,9 +94,11 @@ vit_model *cli_load_model_limited(const char *command, const char *model_path,
 
 /* Runs one loaded batch through the model: outputs gets batch->num_good rows
  * of probabilities (softmax) for a model with a head, features otherwise.
- * Prints one line and returns -1 if the forward pass fails. */
+ * A file whose outputs are not all finite is marked failed in batch (row
+ * -1, its error naming paths[batch->first + i] and the cause). Prints one
+ * line and returns -1 if the forward pass fails. */
 int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
-                  const data_batch *batch, float *outputs);
+                  const char *const *paths, data_batch *batch, float *outputs);
 
 /* The image files a command works on: where to read each, and the name it
  * goes by in rows and output file names. */

@@ -1,5 +1,6 @@
 #include <cblas.h>
 #include <errno.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,7 +188,7 @@ vit_model *cli_load_model_limited(const char *command, const char *model_path,
 }
 
 int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
-                  const data_batch *batch, float *outputs) {
+                  const char *const *paths, data_batch *batch, float *outputs) {
     if (batch->num_good == 0) return 0;
     vit_error err;
     if (vit_forward(ctx, batch->images, batch->num_good, outputs, &err) != VIT_OK) {
@@ -195,8 +196,23 @@ int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
         return -1;
     }
     const int n = vit_model_output_size(model);
-    if (vit_model_config(model)->num_classes > 0)
-        for (int r = 0; r < batch->num_good; r++) vit_softmax(outputs + (size_t)r * n, n);
+    for (int i = 0; i < batch->count; i++) {
+        const int row = batch->row[i];
+        if (row < 0) continue;
+        float *out = outputs + (size_t)row * n;
+        /* NaN/Inf weights, or a preprocessing std that overflows the
+         * pixels, give outputs no result can be made of (and that JSON
+         * cannot carry): the file fails, with the cause. */
+        int finite = 1;
+        for (int c = 0; c < n; c++) finite &= isfinite(out[c]) != 0;
+        if (!finite) {
+            batch->row[i] = -1;
+            vit_error_set(&batch->errors[i], VIT_E_FORMAT, "%s: model output is not finite (NaN/Inf)",
+                          paths[batch->first + (size_t)i]);
+        } else if (vit_model_config(model)->num_classes > 0) {
+            vit_softmax(out, n);
+        }
+    }
     return 0;
 }
 

@@ -31,7 +31,8 @@ static const char USAGE[] =
     "class folders match the model's labels: the full label, any of its comma-separated\n"
     "names, or the class index; '_' reads as a space), the files a --labels-csv names,\n"
     "or fashion-mnist: the Fashion-MNIST test split (Debian dataset-fashion-mnist).\n"
-    "Images that cannot be read are reported and left out of the accuracy.";
+    "Images that cannot be read, or whose outputs are not finite (NaN/Inf), are\n"
+    "reported and left out of the accuracy.";
 
 /* Lower case, '_' as space, surrounding blanks trimmed. */
 static void normalise(const char *in, size_t len, char *out, size_t size) {
@@ -283,7 +284,7 @@ int cli_eval(int argc, char **argv) {
     const double start = cli_now_seconds();
     data_batch b;
     while (data_loader_next(loader, &b) > 0) {
-        if (cli_run_batch("eval", ctx, model, &b, outputs) != 0) goto done;
+        if (cli_run_batch("eval", ctx, model, (const char *const *)set.files, &b, outputs) != 0) goto done;
         for (int i = 0; i < b.count; i++) {
             const size_t item = b.first + i;
             if (b.row[i] < 0) {
@@ -325,7 +326,7 @@ int cli_eval(int argc, char **argv) {
            top1, scored, scored ? 100.0 * top5 / scored : 0.0, top5, scored);
     printf("%zu images in %.1f s (%.1f images/s)%s", scored + failed, seconds,
            seconds > 0 ? (scored + failed) / seconds : 0.0, failed ? "" : "\n");
-    if (failed) printf(", %zu could not be read and are left out\n", failed);
+    if (failed) printf(", %zu failed (named on stderr) and are left out\n", failed);
     if (out) {
         int write_failed = out_failed | ferror(out) | (fclose(out) != 0);
         out = NULL;

@@ -300,7 +300,7 @@ static int inspect_run(inspect *s, inspect_handler handler, void *state) {
     int status = CLI_EXIT_OK;
     data_batch b;
     while (status == CLI_EXIT_OK && data_loader_next(loader, &b) > 0) {
-        if (cli_run_batch(s->command, s->ctx, s->model, &b, outputs) != 0) {
+        if (cli_run_batch(s->command, s->ctx, s->model, (const char *const *)s->in.paths, &b, outputs) != 0) {
             status = CLI_EXIT_FATAL;
             break;
         }

@@ -260,8 +260,11 @@ typedef struct data_batch {
     int count;               /* files in the batch */
     int num_good;            /* images decoded, packed at the front of images */
     const float *images;     /* num_good x 3 x H x W, preprocessed */
-    const int *row;          /* per file: its image's index in images, or -1 */
-    const vit_error *errors; /* per file: why it failed, where row is -1 */
+    /* Writable so the caller can still fail a file after the forward pass
+     * (the CLI does when its outputs are not finite); the loader refills
+     * both at the next data_loader_next. */
+    int *row;          /* per file: its image's index in images, or -1 */
+    vit_error *errors; /* per file: why it failed, where row is -1 */
 } data_batch;
 
 typedef struct data_loader data_loader;
