@@ -163,7 +163,9 @@ typedef enum cli_results_format {
 
 typedef struct cli_results {
     cli_results_format format;
-    int fd, owns_fd, top_k, header_written, failed;
+    int fd, owns_fd, top_k, header_written;
+    int failed;   /* out of memory formatting a row */
+    int reported; /* an error was printed: the output is unusable, say nothing more */
     size_t rows;
     const vit_model *model;
     const char *display_name;

@@ -136,13 +136,15 @@ static int write_all(int fd, const char *data, size_t length) {
 }
 
 int cli_results_flush(cli_results *r) {
+    if (r->reported) return -1; /* said once, when it happened */
     if (r->failed) {
         fprintf(stderr, "vit classify: %s: out of memory formatting results\n", r->display_name);
+        r->reported = 1;
         return -1;
     }
     if (r->length && write_all(r->fd, r->buffer, r->length) != 0) {
         fprintf(stderr, "vit classify: %s: cannot write: %s\n", r->display_name, strerror(errno));
-        r->failed = 1;
+        r->reported = 1;
         return -1;
     }
     r->length = 0;
