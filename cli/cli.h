@@ -142,6 +142,16 @@ char *cli_csv_quote(const char *s);
 /* Writes s to out as one CSV field; -1 when out of memory (nothing written). */
 int cli_csv_write_field(FILE *out, const char *s);
 
+/* s as vitc writes every string into JSON: valid UTF-8 whatever the bytes,
+ * and reversible. Each byte that is not part of a valid UTF-8 sequence
+ * becomes the four characters \xNN (lower-case hex) and each backslash two
+ * backslashes; everything else is kept. (malloc'd; NULL when out of memory.) */
+char *cli_json_text(const char *s);
+
+/* The bytes cli_json_text(s) was made from (malloc'd; NULL when out of
+ * memory); a backslash not starting \\ or \xNN is kept as it is. */
+char *cli_json_text_decode(const char *s);
+
 /* A growable set of owned strings; sort once, then look up. */
 typedef struct cli_string_set {
     char **items;

@@ -347,3 +347,74 @@ void cli_show_progress(size_t done, size_t total, size_t failed, double elapsed)
     fprintf(stderr, "\r  %zu/%zu files  %.1f images/s  ETA %ld:%02ld:%02ld  %zu failed   ", done,
             total, rate, eta / 3600, eta / 60 % 60, eta % 60, failed);
 }
+
+/* ---------------------------------------------------------- JSON text */
+
+/* The length of the valid UTF-8 sequence at s (1..4), or 0 when the byte
+ * there does not start one (overlong forms and surrogates are invalid). */
+static int utf8_length(const unsigned char *s) {
+    const unsigned char c = s[0];
+    if (c < 0x80) return 1;
+    int n;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) n = 2;
+    else if (c == 0xE0) n = 3, lo = 0xA0;
+    else if (c == 0xED) n = 3, hi = 0x9F;
+    else if (c >= 0xE1 && c <= 0xEF) n = 3;
+    else if (c == 0xF0) n = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) n = 4;
+    else if (c == 0xF4) n = 4, hi = 0x8F;
+    else return 0;
+    if (s[1] < lo || s[1] > hi) return 0;
+    for (int i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF) return 0;
+    return n;
+}
+
+char *cli_json_text(const char *s) {
+    char *out = malloc(4 * strlen(s) + 1), *o = out;
+    if (!out) return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        const int n = utf8_length(p);
+        if (*p == '\\') {
+            *o++ = '\\';
+            *o++ = '\\';
+            p++;
+        } else if (n == 0) {
+            o += sprintf(o, "\\x%02x", *p++);
+        } else {
+            memcpy(o, p, (size_t)n);
+            o += n;
+            p += n;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+char *cli_json_text_decode(const char *s) {
+    char *out = malloc(strlen(s) + 1), *o = out;
+    if (!out) return NULL;
+    while (*s) {
+        int hi, lo;
+        if (s[0] == '\\' && s[1] == '\\') {
+            *o++ = '\\';
+            s += 2;
+        } else if (s[0] == '\\' && s[1] == 'x' && (hi = hex_value(s[2])) >= 0 &&
+                   (lo = hex_value(s[3])) >= 0) {
+            *o++ = (char)(hi << 4 | lo);
+            s += 4;
+        } else {
+            *o++ = *s++; /* not an escape of ours: kept as it is */
+        }
+    }
+    *o = '\0';
+    return out;
+}

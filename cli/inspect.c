@@ -6,6 +6,7 @@
  * asked to capture what the command needs, then one handler call per file.
  * Pictures cover the input image at its own size; the part of it the model
  * did not see (outside the resize + centre crop) is dimmed. */
+#include <cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -615,8 +616,9 @@ static const char FEATURES_USAGE[] =
     "\n"
     "Writes the token embeddings of images, in input order, as one float32 .npy array\n"
     "(images x tokens x hidden): the residual stream after block L (before the final\n"
-    "LayerNorm). A file that fails gets a row of NaN. With several images, OUT.files.txt\n"
-    "beside it names the image of each row.\n\n" COMMON_USAGE;
+    "LayerNorm). A file that fails gets a row of NaN. With several images,\n"
+    "OUT.files.jsonl beside it names the image of each row: one JSON string a line\n"
+    "(bytes of a name that are not UTF-8 as \\xNN, a backslash as \\\\).\n\n" COMMON_USAGE;
 
 typedef struct features_state {
     data_atomic_file *file;
@@ -638,29 +640,53 @@ static int features_image(inspect *s, void *state, size_t index, int row) {
     return 0;
 }
 
-/* Beside OUT.npy, OUT.files.txt: the input of each row, one per line. */
+/* Beside OUT.npy, OUT.files.jsonl: the input of each row, one JSON string
+ * a line, escaped as every JSON vitc writes (cli_json_text), so names with
+ * line breaks or bytes that are not UTF-8 still give one line per row. */
 static int write_file_list(inspect *s, const char *npy_path) {
-    size_t n = strlen(npy_path), length = 0;
+    size_t n = strlen(npy_path);
     if (n >= 4 && strcmp(npy_path + n - 4, ".npy") == 0) n -= 4;
-    for (size_t i = 0; i < s->in.count; i++) length += strlen(s->in.names[i]) + 1;
-    char *path = malloc(n + 11), *text = malloc(length + 1);
-    if (!path || !text) {
-        free(path);
-        free(text);
-        return out_of_memory(s);
+    char *path = malloc(n + sizeof ".files.jsonl");
+    cJSON *name = NULL;
+    char *text = NULL;
+    size_t length = 0, capacity = 0;
+    int r = -1;
+    if (!path) goto nomem;
+    snprintf(path, n + sizeof ".files.jsonl", "%.*s.files.jsonl", (int)n, npy_path);
+    for (size_t i = 0; i < s->in.count; i++) {
+        char *escaped = cli_json_text(s->in.names[i]);
+        name = escaped ? cJSON_CreateString(escaped) : NULL;
+        free(escaped);
+        char *line = name ? cJSON_PrintUnformatted(name) : NULL;
+        cJSON_Delete(name);
+        if (!line) goto nomem;
+        const size_t len = strlen(line);
+        if (length + len + 1 > capacity) {
+            capacity = 2 * (length + len + 1);
+            char *grown = realloc(text, capacity);
+            if (!grown) {
+                free(line);
+                goto nomem;
+            }
+            text = grown;
+        }
+        memcpy(text + length, line, len);
+        text[length + len] = '\n';
+        length += len + 1;
+        free(line);
     }
-    snprintf(path, n + 11, "%.*s.files.txt", (int)n, npy_path);
-    char *p = text;
-    for (size_t i = 0; i < s->in.count; i++) p += sprintf(p, "%s\n", s->in.names[i]);
     vit_error err;
-    int r = 0;
-    if (data_write_file_atomic(path, text, length, &err) != VIT_OK) {
+    if (data_write_file_atomic(path, text ? text : "", length, &err) != VIT_OK)
         fprintf(stderr, "vit features: %s\n", err.message);
-        r = -1;
-    }
+    else
+        r = 0;
     free(path);
     free(text);
     return r;
+nomem:
+    free(path);
+    free(text);
+    return out_of_memory(s);
 }
 
 int cli_features(int argc, char **argv) {

@@ -72,6 +72,14 @@ static void csv_header(cli_results *r) {
     append(r, ",error\n");
 }
 
+/* Every string goes into JSON through cli_json_text: names and labels are
+ * bytes, and JSON must be valid UTF-8. */
+static void add_json_text(cli_results *r, cJSON *obj, const char *key, const char *s) {
+    char *text = cli_json_text(s);
+    if (!text || !cJSON_AddStringToObject(obj, key, text)) r->failed = 1;
+    free(text);
+}
+
 void cli_results_add(cli_results *r, const char *path, const float *probs, const char *error) {
     int top[1000];
     const int n = probs ? vit_top_k(probs, vit_model_output_size(r->model), r->top_k, top) : 0;
@@ -99,20 +107,20 @@ void cli_results_add(cli_results *r, const char *path, const float *probs, const
         append(r, "\n");
     } else {
         cJSON *obj = cJSON_CreateObject();
-        cJSON_AddStringToObject(obj, "path", path);
+        add_json_text(r, obj, "path", path);
         cJSON *list = cJSON_AddArrayToObject(obj, "top");
         for (int i = 0; i < n; i++) {
             cJSON *item = cJSON_CreateObject();
             const char *label = vit_model_label(r->model, top[i]);
             cJSON_AddNumberToObject(item, "index", top[i]);
-            cJSON_AddStringToObject(item, "label", label ? label : "");
+            add_json_text(r, item, "label", label ? label : "");
             /* Rounded as in CSV so both formats carry the same numbers. */
             char prob[32];
             snprintf(prob, sizeof prob, "%.6f", probs[top[i]]);
             cJSON_AddRawToObject(item, "probability", prob);
             cJSON_AddItemToArray(list, item);
         }
-        if (error) cJSON_AddStringToObject(obj, "error", error);
+        if (error) add_json_text(r, obj, "error", error);
         else cJSON_AddNullToObject(obj, "error");
         char *text = cJSON_PrintUnformatted(obj);
         if (!text) r->failed = 1;
@@ -191,7 +199,7 @@ static int read_done(cli_results *r, const char *path, cli_string_set *done) {
         } else {
             cJSON *obj = cJSON_Parse(line);
             const cJSON *p = cJSON_GetObjectItemCaseSensitive(obj, "path");
-            if (cJSON_IsString(p)) row_path = strdup(p->valuestring);
+            if (cJSON_IsString(p)) row_path = cli_json_text_decode(p->valuestring);
             cJSON_Delete(obj);
             if (!row_path && obj == NULL) {
                 fprintf(stderr, "vit classify: %s:%d: not a JSON line; cannot resume into it\n", path,

@@ -613,9 +613,9 @@ Test(commands, features_in_input_order_with_nan_rows, .init = make_tmpdir, .fini
     cr_expect(!isnan(got[17 * 48]));
     free(got);
     char list[256];
-    snprintf(path, sizeof path, "%s/f.files.txt", tmpdir);
+    snprintf(path, sizeof path, "%s/f.files.jsonl", tmpdir);
     slurp(path, list, sizeof list);
-    cr_expect_str_eq(list, "a.png\nb.png\nc.png\n");
+    cr_expect_str_eq(list, "\"a.png\"\n\"b.png\"\n\"c.png\"\n");
 
     snprintf(args, sizeof args, "features -q -m %s %s/in/a.png -o %s --tokens cls --layer embed", MODEL, tmpdir, out);
     r = run(args);
