@@ -131,10 +131,6 @@ size_t cli_split_list(char *text, const char **list, size_t max);
  * a terminal. */
 void cli_show_progress(size_t done, size_t total, size_t failed, double elapsed);
 
-/* Reads one CSV field (RFC 4180 quoting) at *p into out (truncated to
- * size - 1 bytes) and advances *p past it and its comma. */
-void cli_csv_read_field(const char **p, char *out, size_t size);
-
 /* s as one CSV field, quoted when it holds a comma, quote or line break
  * (malloc'd; NULL when out of memory). */
 char *cli_csv_quote(const char *s);
@@ -190,8 +186,9 @@ int cli_results_format_parse(const char *text, cli_results_format *format);
 cli_results_format cli_results_format_for_path(const char *path);
 
 /* Opens path (NULL: stdout). With resume, first reads the rows already in
- * path into done (sorted, for cli_string_set_has) and cuts an incomplete
- * last row. Prints one line and returns -1 on failure. */
+ * path into done (names as the inputs have them, sorted, for
+ * cli_string_set_has) and cuts an incomplete last row; a damaged row
+ * elsewhere refuses the file. Prints one line and returns -1 on failure. */
 int cli_results_open(cli_results *r, const char *path, cli_results_format format, int top_k,
                      const vit_model *model, int resume, cli_string_set *done);
 

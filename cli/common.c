@@ -222,28 +222,6 @@ double cli_now_seconds(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-void cli_csv_read_field(const char **p, char *out, size_t size) {
-    const char *s = *p;
-    size_t n = 0;
-    if (*s == '"') {
-        s++;
-        while (*s && !(*s == '"' && s[1] != '"')) {
-            if (*s == '"') s++; /* doubled quote */
-            if (n + 1 < size) out[n++] = *s;
-            s++;
-        }
-        if (*s == '"') s++;
-    } else {
-        while (*s && *s != ',' && *s != '\n' && *s != '\r') {
-            if (n + 1 < size) out[n++] = *s;
-            s++;
-        }
-    }
-    out[n] = '\0';
-    if (*s == ',') s++;
-    *p = s;
-}
-
 char *cli_csv_quote(const char *s) {
     if (!strpbrk(s, ",\"\n\r")) return strdup(s);
     char *quoted = malloc(2 * strlen(s) + 3), *q = quoted;

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -159,78 +160,150 @@ int cli_results_flush(cli_results *r) {
     return 0;
 }
 
-/* Reads the rows already in path (resume): their paths into done, sorted.
- * Cuts a last line without its newline. Returns -1 (message printed) when
- * the file cannot be used. */
-static int read_done(cli_results *r, const char *path, cli_string_set *done) {
-    FILE *fp = fopen(path, "r+");
-    if (!fp) {
-        if (errno == ENOENT) return 0; /* nothing done yet */
-        fprintf(stderr, "vit classify: %s: cannot open for --resume: %s\n", path, strerror(errno));
-        return -1;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
-    long complete_bytes = 0;
-    int line_number = 0, rc = 0;
-    char expected_header[4096] = "";
-    if (r->format == CLI_RESULTS_CSV) {
-        csv_header(r);
-        snprintf(expected_header, sizeof expected_header, "%.*s", (int)r->length, r->buffer);
-        r->length = 0;
-    }
-    while (rc == 0 && (n = getline(&line, &cap, fp)) > 0) {
-        if (line[n - 1] != '\n') break; /* cut by a kill: dropped below */
-        line_number++;
-        complete_bytes += n;
-        if (r->format == CLI_RESULTS_CSV && line_number == 1) {
-            if (strcmp(line, expected_header) != 0) {
-                fprintf(stderr, "vit classify: %s: its CSV columns differ from this run's (different -k?); "
-                                "cannot resume into it\n", path);
-                rc = -1;
-            }
-            continue;
+/* ---------------------------------------------------------------- resume */
+
+/* Counts the line feeds in text[0, n). */
+static size_t line_feeds(const char *text, size_t n) {
+    size_t count = 0;
+    for (const char *p = text; (p = memchr(p, '\n', n - (size_t)(p - text))); p++) count++;
+    return count;
+}
+
+/* The CSV rows of text (size bytes): their paths into done; *complete is
+ * the length of the whole rows (header included). The last row may be cut
+ * (ended without its line break, or inside a quoted field that holds at
+ * most one line break, as a path may): it is left out. Anything else
+ * damaged refuses the file. */
+static int read_csv_rows(cli_results *r, const char *path, const char *text, size_t size,
+                         cli_string_set *done, size_t *complete) {
+    csv_header(r);
+    const size_t header_length = r->length;
+    const size_t columns = 2 + 3 * (size_t)r->top_k;
+    data_csv csv;
+    data_csv_init(&csv, text, size);
+    vit_error err;
+    int got, rc = 0;
+    for (;;) {
+        if (data_csv_next(&csv, path, &got, &err) != VIT_OK) {
+            const size_t tail = size - csv.record_start;
+            if (csv.unterminated && line_feeds(text + csv.record_start, tail) <= 1) break; /* cut */
+            fprintf(stderr, "vit classify: %s; cannot resume into it\n", err.message);
+            rc = -1;
+            break;
         }
-        char *row_path = NULL;
-        if (r->format == CLI_RESULTS_CSV) {
-            const char *p = line;
-            if ((row_path = malloc((size_t)n + 1))) cli_csv_read_field(&p, row_path, (size_t)n + 1);
-        } else {
-            cJSON *obj = cJSON_Parse(line);
-            const cJSON *p = cJSON_GetObjectItemCaseSensitive(obj, "path");
-            if (cJSON_IsString(p)) row_path = cli_json_text_decode(p->valuestring);
-            cJSON_Delete(obj);
-            if (!row_path && obj == NULL) {
-                fprintf(stderr, "vit classify: %s:%d: not a JSON line; cannot resume into it\n", path,
-                        line_number);
+        if (!got || !csv.terminated) break; /* the end, or a cut last row */
+        const size_t record_end = (size_t)(csv.p - text);
+        if (csv.record_start == 0) {
+            if (record_end - csv.record_start != header_length ||
+                memcmp(text, r->buffer, header_length) != 0) {
+                fprintf(stderr, "vit classify: %s: its CSV columns differ from this run's (different "
+                                "-k?); cannot resume into it\n", path);
                 rc = -1;
-                continue;
+                break;
             }
+        } else if (csv.num_fields != columns) {
+            fprintf(stderr, "vit classify: %s:%d: a row of %zu fields, not %zu (damaged?); cannot "
+                            "resume into it\n", path, csv.record_line, csv.num_fields, columns);
+            rc = -1;
+            break;
+        } else {
+            char *row_path = strndup(csv.fields[0], csv.lengths[0]);
+            if (!row_path || cli_string_set_add(done, row_path) != 0) {
+                free(row_path);
+                fprintf(stderr, "vit classify: out of memory reading %s\n", path);
+                rc = -1;
+                break;
+            }
+            r->rows++;
+        }
+        *complete = record_end;
+    }
+    r->length = 0;
+    data_csv_free(&csv);
+    return rc;
+}
+
+/* The JSON lines of text: as read_csv_rows. A last line without its line
+ * break is cut; a line that is not a row of ours refuses the file. */
+static int read_jsonl_rows(cli_results *r, const char *path, const char *text, size_t size,
+                           cli_string_set *done, size_t *complete) {
+    char *line = NULL;
+    int rc = 0, line_number = 0;
+    for (const char *p = text, *end = text + size, *nl; p < end; p = nl + 1) {
+        if (!(nl = memchr(p, '\n', (size_t)(end - p)))) break; /* cut last line */
+        line_number++;
+        char *grown = realloc(line, (size_t)(nl - p) + 1);
+        if (!grown) {
+            fprintf(stderr, "vit classify: out of memory reading %s\n", path);
+            rc = -1;
+            break;
+        }
+        line = grown;
+        memcpy(line, p, (size_t)(nl - p));
+        line[nl - p] = '\0';
+        cJSON *obj = cJSON_ParseWithOpts(line, NULL, 1);
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(obj, "path");
+        char *row_path = cJSON_IsObject(obj) && cJSON_IsString(name)
+                             ? cli_json_text_decode(name->valuestring) : NULL;
+        const int is_row = cJSON_IsObject(obj) && cJSON_IsString(name);
+        cJSON_Delete(obj);
+        if (!is_row) {
+            fprintf(stderr, "vit classify: %s:%d: not a JSON row with a \"path\" (damaged?); cannot "
+                            "resume into it\n", path, line_number);
+            rc = -1;
+            break;
         }
         if (!row_path || cli_string_set_add(done, row_path) != 0) {
             free(row_path);
             fprintf(stderr, "vit classify: out of memory reading %s\n", path);
             rc = -1;
+            break;
         }
+        r->rows++;
+        *complete = (size_t)(nl + 1 - text);
     }
     free(line);
-    if (rc == 0) {
-        fflush(fp);
-        struct stat st;
-        if (fstat(fileno(fp), &st) == 0 && st.st_size > complete_bytes) {
-            if (ftruncate(fileno(fp), complete_bytes) != 0) {
-                fprintf(stderr, "vit classify: %s: cannot drop its incomplete last row: %s\n", path,
-                        strerror(errno));
-                rc = -1;
-            } else {
-                fprintf(stderr, "vit classify: %s: dropped an incomplete last row\n", path);
-            }
-        }
-        r->rows = line_number > 0 && r->format == CLI_RESULTS_CSV ? line_number - 1 : line_number;
-        r->header_written = line_number > 0;
+    return rc;
+}
+
+/* Reads the rows already in path (resume): their paths into done, sorted.
+ * Cuts an incomplete last row. Returns -1 (message printed) when the file
+ * cannot be used. */
+static int read_done(cli_results *r, const char *path, cli_string_set *done) {
+    const int fd = open(path, O_RDWR);
+    if (fd < 0) {
+        if (errno == ENOENT) return 0; /* nothing done yet */
+        fprintf(stderr, "vit classify: %s: cannot open for --resume: %s\n", path, strerror(errno));
+        return -1;
     }
-    fclose(fp);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "vit classify: %s: not a regular file; cannot resume into it\n", path);
+        close(fd);
+        return -1;
+    }
+    const size_t size = (size_t)st.st_size;
+    const char *text = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : "";
+    if (text == MAP_FAILED) {
+        fprintf(stderr, "vit classify: %s: cannot read for --resume: %s\n", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    size_t complete = 0;
+    int rc = r->format == CLI_RESULTS_CSV ? read_csv_rows(r, path, text, size, done, &complete)
+                                          : read_jsonl_rows(r, path, text, size, done, &complete);
+    if (size) munmap((void *)text, size);
+    if (rc == 0 && size > complete) {
+        if (ftruncate(fd, (off_t)complete) != 0) {
+            fprintf(stderr, "vit classify: %s: cannot drop its incomplete last row: %s\n", path,
+                    strerror(errno));
+            rc = -1;
+        } else {
+            fprintf(stderr, "vit classify: %s: dropped an incomplete last row\n", path);
+        }
+    }
+    r->header_written = complete > 0;
+    close(fd);
     cli_string_set_sort(done);
     return rc;
 }
