@@ -23,7 +23,8 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_FORMAT] = {"format", 0, 1, "FMT", "text, csv, jsonl or json (default: from -o's extension, else text)"},
     [OPT_BATCH] = {"batch", 'b', 1, "N", "images per forward pass (default 16)"},
     [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "write results to FILE instead of standard output"},
-    [OPT_RESUME] = {"resume", 0, 0, "", "with -o (csv/jsonl): skip files already in FILE, append the rest"},
+    [OPT_RESUME] = {"resume", 0, 0, "", "with -o (csv/jsonl): skip files already in FILE, append the rest "
+                                       "(FILE.run.json must show the same model, labels, -k and format)"},
     [OPT_QUIET] = {"quiet", 'q', 0, "", "no progress or summary on stderr"},
     [OPT_NO_RECURSIVE] = {"no-recursive", 0, 0, "", "do not descend into subdirectories"},
     [OPT_EXT] = {"ext", 0, 1, "LIST", "image extensions, comma-separated (default jpg,jpeg,png,bmp,gif,tga,pnm,ppm,pgm,psd)"},
@@ -179,7 +180,9 @@ int cli_classify(int argc, char **argv) {
                 vit_model_weights_path(model));
         goto done;
     }
-    if (cli_results_open(&results, output, format, (int)top_k, model, resume, &done) != 0) goto done;
+    const cli_run_settings settings = {(int)size, args.values[OPT_POS_RESAMPLE], args.values[OPT_SHARD]};
+    if (cli_results_open(&results, output, format, (int)top_k, model, &settings, resume, &done) != 0)
+        goto done;
     results_open = 1;
     if ((size_t)batch > in.count && in.count > 0) batch = (long)in.count;
     if (resume && keep_unfinished_batches(&in, &skip_row, &done, (size_t)batch) != 0) {

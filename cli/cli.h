@@ -185,12 +185,26 @@ int cli_results_format_parse(const char *text, cli_results_format *format);
 /* The format an output file's extension implies (.csv, .jsonl, .json; else text). */
 cli_results_format cli_results_format_for_path(const char *path);
 
-/* Opens path (NULL: stdout). With resume, first reads the rows already in
- * path into done (names as the inputs have them, sorted, for
- * cli_string_set_has) and cuts an incomplete last row; a damaged row
- * elsewhere refuses the file. Prints one line and returns -1 on failure. */
+/* The settings of a run that a --resume must share with the run that
+ * wrote the file, besides the model, -k and the format. */
+typedef struct cli_run_settings {
+    int size;                 /* --size, 0: native */
+    const char *pos_resample; /* --pos-resample, NULL: auto */
+    const char *shard;        /* --shard I/N, NULL: all files */
+} cli_run_settings;
+
+/* Opens path (NULL: stdout). A csv or jsonl file (a regular file, or one
+ * not there yet) gets a run record beside it, PATH.run.json, naming the
+ * model (path, size, a fingerprint of its tensors), the labels' hash, -k,
+ * the format and settings. With resume, the record must match this run
+ * (an output without one, from an older vitc, is resumed with a warning);
+ * then the rows already in path are read into done (names as the inputs
+ * have them, sorted, for cli_string_set_has) and an incomplete last row is
+ * cut. A damaged row elsewhere refuses the file. Prints one line and
+ * returns -1 on failure. */
 int cli_results_open(cli_results *r, const char *path, cli_results_format format, int top_k,
-                     const vit_model *model, int resume, cli_string_set *done);
+                     const vit_model *model, const cli_run_settings *settings, int resume,
+                     cli_string_set *done);
 
 /* Adds one file's row: probs (top-k taken from them) or an error. */
 void cli_results_add(cli_results *r, const char *path, const float *probs, const char *error);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "weights.h"
 
 int cli_results_format_parse(const char *text, cli_results_format *format) {
     static const char *const NAMES[] = {"text", "csv", "jsonl", "json"};
@@ -308,8 +309,185 @@ static int read_done(cli_results *r, const char *path, cli_string_set *done) {
     return rc;
 }
 
+/* ------------------------------------------------------------ run record */
+
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+#define FNV_START 0xcbf29ce484222325ULL
+#define FINGERPRINT_SAMPLE 256 /* bytes hashed at each end of every tensor */
+
+/* A cheap identity of the model's weights: every tensor's name, dtype and
+ * shape, and its first and last bytes (a fine-tuned copy changes them in
+ * every tensor it trains, a new head in the head), not the whole file. */
+static int model_fingerprint(const char *path, uint64_t *hash, vit_error *err) {
+    weights_file *f;
+    if (weights_open(path, &f, err) != VIT_OK) return -1;
+    uint64_t h = FNV_START;
+    for (size_t i = 0; i < weights_count(f); i++) {
+        const weights_tensor *t = weights_at(f, i);
+        h = fnv1a(h, t->name, strlen(t->name) + 1);
+        h = fnv1a(h, &t->dtype, sizeof t->dtype);
+        h = fnv1a(h, t->shape, sizeof t->shape[0] * (size_t)t->ndim);
+        const size_t n = t->nbytes < FINGERPRINT_SAMPLE ? t->nbytes : FINGERPRINT_SAMPLE;
+        h = fnv1a(h, t->data, n);
+        h = fnv1a(h, (const char *)t->data + t->nbytes - n, n);
+    }
+    weights_close(f);
+    *hash = h;
+    return 0;
+}
+
+static const char *const FORMAT_NAMES[] = {"text", "csv", "jsonl", "json"};
+
+/* This run's record (NULL with a message printed on failure). */
+static cJSON *make_record(const vit_model *model, int top_k, cli_results_format format,
+                          const cli_run_settings *settings) {
+    const char *weights = vit_model_weights_path(model);
+    struct stat st;
+    uint64_t fingerprint;
+    vit_error err;
+    if (stat(weights, &st) != 0) {
+        fprintf(stderr, "vit classify: %s: %s\n", weights, strerror(errno));
+        return NULL;
+    }
+    if (model_fingerprint(weights, &fingerprint, &err) != 0) {
+        fprintf(stderr, "vit classify: %s\n", err.message);
+        return NULL;
+    }
+    uint64_t labels = FNV_START;
+    const int num_labels = vit_model_num_labels(model);
+    for (int c = 0; c < num_labels; c++) {
+        const char *label = vit_model_label(model, c);
+        labels = fnv1a(labels, label ? label : "", strlen(label ? label : "") + 1);
+    }
+    char fingerprint_hex[17], labels_hex[17], size_text[16];
+    snprintf(fingerprint_hex, sizeof fingerprint_hex, "%016llx", (unsigned long long)fingerprint);
+    snprintf(labels_hex, sizeof labels_hex, "%016llx", (unsigned long long)labels);
+    snprintf(size_text, sizeof size_text, "%d", settings ? settings->size : 0);
+    char *weights_text = cli_json_text(weights);
+    cJSON *rec = cJSON_CreateObject();
+    int ok = rec && weights_text && cJSON_AddStringToObject(rec, "written_by", "vit classify") &&
+             cJSON_AddStringToObject(rec, "model", weights_text) &&
+             cJSON_AddNumberToObject(rec, "model_bytes", (double)st.st_size) &&
+             cJSON_AddStringToObject(rec, "model_fingerprint", fingerprint_hex) &&
+             cJSON_AddNumberToObject(rec, "labels", num_labels) &&
+             cJSON_AddStringToObject(rec, "labels_hash", labels_hex) &&
+             cJSON_AddNumberToObject(rec, "top_k", top_k) &&
+             cJSON_AddStringToObject(rec, "format", FORMAT_NAMES[format]) &&
+             cJSON_AddStringToObject(rec, "size", settings && settings->size ? size_text : "native") &&
+             cJSON_AddStringToObject(rec, "pos_resample", settings && settings->pos_resample
+                                                              ? settings->pos_resample : "auto") &&
+             cJSON_AddStringToObject(rec, "shard", settings && settings->shard ? settings->shard : "all");
+    free(weights_text);
+    if (!ok) {
+        cJSON_Delete(rec);
+        fprintf(stderr, "vit classify: out of memory\n");
+        return NULL;
+    }
+    return rec;
+}
+
+/* The first setting in which the record `was` differs from `now`, as one
+ * phrase for the message; NULL when they agree. */
+static const char *record_difference(const cJSON *was, const cJSON *now, char *buf, size_t size) {
+    static const struct {
+        const char *key, *what;
+    } FIELDS[] = {{"model_fingerprint", "model"}, {"model_bytes", "model"}, {"labels", "labels"},
+                  {"labels_hash", "labels"},       {"top_k", "-k"},         {"format", "--format"},
+                  {"size", "--size"},              {"pos_resample", "--pos-resample"},
+                  {"shard", "--shard"}};
+    for (size_t i = 0; i < sizeof FIELDS / sizeof *FIELDS; i++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(was, FIELDS[i].key);
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(now, FIELDS[i].key);
+        if (a && cJSON_Compare(a, b, 1)) continue;
+        if (strcmp(FIELDS[i].what, "model") == 0) {
+            const cJSON *m = cJSON_GetObjectItemCaseSensitive(was, "model");
+            snprintf(buf, size, "another model (%.300s; this run: %.300s)",
+                     cJSON_IsString(m) ? m->valuestring : "?",
+                     cJSON_GetObjectItemCaseSensitive(now, "model")->valuestring);
+        } else if (strcmp(FIELDS[i].what, "labels") == 0) {
+            const cJSON *n = cJSON_GetObjectItemCaseSensitive(was, "labels");
+            const int had = cJSON_IsNumber(n) ? n->valueint : -1;
+            const int has = cJSON_GetObjectItemCaseSensitive(now, "labels")->valueint;
+            if (had != has) snprintf(buf, size, "other labels (%d of them; this run has %d)", had, has);
+            else snprintf(buf, size, "other labels (as many, %d, named differently)", has);
+        } else {
+            char *x = a ? cJSON_PrintUnformatted(a) : NULL, *y = cJSON_PrintUnformatted(b);
+            snprintf(buf, size, "%s %.100s (this run: %.100s)", FIELDS[i].what, x ? x : "(none)",
+                     y ? y : "?");
+            free(x);
+            free(y);
+        }
+        return buf;
+    }
+    return NULL;
+}
+
+/* Whether path is where a run record belongs: a regular file or nothing
+ * yet (not a device or pipe such as /dev/stdout). */
+static int wants_record(const char *path, cli_results_format format) {
+    struct stat st;
+    if (format != CLI_RESULTS_CSV && format != CLI_RESULTS_JSONL) return 0;
+    return stat(path, &st) != 0 ? errno == ENOENT : S_ISREG(st.st_mode);
+}
+
+/* With resume and rows in path, checks its record against rec. Returns -1
+ * (message printed) when the file was written by another kind of run. */
+static int check_record(const char *path, const char *record_path, const cJSON *rec) {
+    struct stat st;
+    if (stat(path, &st) != 0 || st.st_size == 0) return 0; /* nothing to resume */
+    char *text = NULL;
+    int missing = 0;
+    vit_error err;
+    if (data_read_text_file(record_path, 1 << 20, &text, &missing, &err) != VIT_OK) {
+        fprintf(stderr, "vit classify: %s\n", err.message);
+        return -1;
+    }
+    if (missing) {
+        fprintf(stderr, "vit classify: %s: warning: no run record %s beside it (written by an "
+                        "older vitc?): resuming without checking it was made with this model, "
+                        "labels, -k and format\n", path, record_path);
+        return 0;
+    }
+    cJSON *was = cJSON_Parse(text);
+    free(text);
+    char why[1024];
+    const char *difference = cJSON_IsObject(was) ? record_difference(was, rec, why, sizeof why)
+                                                 : "a run record that cannot be read";
+    cJSON_Delete(was);
+    if (difference) {
+        fprintf(stderr, "vit classify: %s: written with %s; cannot resume into it (remove it, or "
+                        "-o another file)\n", path, difference);
+        return -1;
+    }
+    return 0;
+}
+
+static int write_record(const char *record_path, const cJSON *rec) {
+    char *text = cJSON_Print(rec);
+    vit_error err;
+    int rc = 0;
+    if (!text) {
+        fprintf(stderr, "vit classify: out of memory\n");
+        return -1;
+    }
+    const size_t n = strlen(text);
+    text[n] = '\n'; /* replaces the NUL: the file ends with a line break */
+    if (data_write_file_atomic(record_path, text, n + 1, &err) != VIT_OK) {
+        fprintf(stderr, "vit classify: %s\n", err.message);
+        rc = -1;
+    }
+    free(text);
+    return rc;
+}
+
 int cli_results_open(cli_results *r, const char *path, cli_results_format format, int top_k,
-                     const vit_model *model, int resume, cli_string_set *done) {
+                     const vit_model *model, const cli_run_settings *settings, int resume,
+                     cli_string_set *done) {
     memset(r, 0, sizeof *r);
     r->format = format;
     r->top_k = top_k;
@@ -318,7 +496,27 @@ int cli_results_open(cli_results *r, const char *path, cli_results_format format
     if (!path) {
         r->fd = STDOUT_FILENO;
     } else {
-        if (resume && read_done(r, path, done) != 0) return -1;
+        cJSON *rec = NULL;
+        char *record_path = NULL;
+        if (wants_record(path, format)) {
+            if (!(record_path = malloc(strlen(path) + sizeof ".run.json"))) {
+                fprintf(stderr, "vit classify: out of memory\n");
+                return -1;
+            }
+            sprintf(record_path, "%s.run.json", path);
+            if (!(rec = make_record(model, top_k, format, settings))) {
+                free(record_path);
+                return -1;
+            }
+        }
+        /* Checked before anything in the file is touched; written before
+         * the first row, so every file with rows has the record of the run
+         * that wrote them. */
+        int rc = (resume && rec && check_record(path, record_path, rec) != 0) ||
+                 (resume && read_done(r, path, done) != 0) || (rec && write_record(record_path, rec) != 0);
+        cJSON_Delete(rec);
+        free(record_path);
+        if (rc) return -1;
         r->fd = open(path, O_WRONLY | O_CREAT | (resume ? O_APPEND : O_TRUNC), 0666);
         if (r->fd < 0) {
             fprintf(stderr, "vit classify: %s: cannot write: %s\n", path, strerror(errno));
