@@ -1,4 +1,5 @@
 /* vit classify: top-k labels for image files and whole directories. */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -41,7 +42,9 @@ static const char USAGE[] =
     "is walked (recursively, sorted, hidden entries skipped) for image files. Rows name\n"
     "each image relative to the directory given (when one PATH is given) or by its path.\n"
     "Exit status: 0 all images classified, 2 some failed (each named on stderr and in\n"
-    "its row), 1 fatal error.";
+    "its row), 1 fatal error, 130/143 stopped by SIGINT/SIGTERM (rows written are\n"
+    "whole, a JSON array closed). In JSON, bytes of names that are not UTF-8 appear as\n"
+    "\\xNN and a backslash as \\\\; CSV holds names as they are.";
 
 /* Keeps the inputs for which keep(name) holds, in order. */
 static void filter_inputs(cli_inputs *in, int (*keep)(const char *, const void *), const void *context) {
@@ -213,7 +216,8 @@ int cli_classify(int argc, char **argv) {
     size_t processed = 0, failed = 0;
     const double start = cli_now_seconds();
     data_batch b;
-    while (data_loader_next(loader, &b) > 0) {
+    cli_catch_stop_signals();
+    while (!cli_stop_requested() && data_loader_next(loader, &b) > 0) {
         if (cli_run_batch("classify", ctx, model, (const char *const *)in.paths, &b, outputs) != 0) goto done;
         for (int i = 0; i < b.count; i++) {
             const char *name = in.names[b.first + i];
@@ -234,6 +238,20 @@ int cli_classify(int argc, char **argv) {
     if (cli_results_close(&results) != 0) goto done;
     const double seconds = cli_now_seconds() - start;
     if (progress) fprintf(stderr, "\r%78s\r", "");
+    const int signo = cli_stop_requested();
+    if (signo) {
+        /* Stopped between batches: every row written is whole and a JSON
+         * array is closed; the status says the run did not finish. */
+        fprintf(stderr, "vit classify: stopped by %s after %zu of %zu files%s\n",
+                signo == SIGINT ? "SIGINT" : "SIGTERM", processed, to_write,
+                !output ? ""
+                : format == CLI_RESULTS_CSV || format == CLI_RESULTS_JSONL ? "; --resume continues"
+                : format == CLI_RESULTS_JSON ? "; the JSON array holds their rows (a json file "
+                                               "cannot be resumed: use jsonl for that)"
+                : "");
+        exit_code = 128 + signo;
+        goto done;
+    }
     if (!quiet)
         fprintf(stderr, "vit classify: %zu files, %zu failed, %.1f s, %.1f images/s\n", processed,
                 failed, seconds, seconds > 0 ? processed / seconds : 0.0);

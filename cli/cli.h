@@ -148,6 +148,12 @@ char *cli_json_text(const char *s);
  * memory); a backslash not starting \\ or \xNN is kept as it is. */
 char *cli_json_text_decode(const char *s);
 
+/* From now on SIGINT and SIGTERM only set a flag, which cli_stop_requested
+ * returns (the signal number, 0 if none came): a batch run checks it between
+ * batches and finishes its output cleanly. A second signal kills at once. */
+void cli_catch_stop_signals(void);
+int cli_stop_requested(void);
+
 /* A growable set of owned strings; sort once, then look up. */
 typedef struct cli_string_set {
     char **items;

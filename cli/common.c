@@ -1,6 +1,7 @@
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -396,3 +397,25 @@ char *cli_json_text_decode(const char *s) {
     *o = '\0';
     return out;
 }
+
+/* ------------------------------------------------------------- signals */
+
+/* Set by the handler, read between batches: the handler does nothing else,
+ * as only that is async-signal-safe. */
+static volatile sig_atomic_t stop_signal;
+
+static void note_stop_signal(int signo) { stop_signal = signo; }
+
+void cli_catch_stop_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = note_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    /* Interrupted writes restart, so a row is never cut by the signal; the
+     * handler resets to the default, so a second signal stops at once. */
+    sa.sa_flags = SA_RESTART | SA_RESETHAND;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int cli_stop_requested(void) { return stop_signal; }
