@@ -516,10 +516,13 @@ int cli_results_open(cli_results *r, const char *path, cli_results_format format
                  (resume && read_done(r, path, done) != 0) || (rec && write_record(record_path, rec) != 0);
         cJSON_Delete(rec);
         free(record_path);
-        if (rc) return -1;
-        r->fd = open(path, O_WRONLY | O_CREAT | (resume ? O_APPEND : O_TRUNC), 0666);
-        if (r->fd < 0) {
+        if (!rc && (r->fd = open(path, O_WRONLY | O_CREAT | (resume ? O_APPEND : O_TRUNC), 0666)) < 0) {
             fprintf(stderr, "vit classify: %s: cannot write: %s\n", path, strerror(errno));
+            rc = 1;
+        }
+        if (rc) { /* reading the rows may have used the row buffer */
+            free(r->buffer);
+            r->buffer = NULL;
             return -1;
         }
         r->owns_fd = 1;
