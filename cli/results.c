@@ -244,9 +244,8 @@ static int read_jsonl_rows(cli_results *r, const char *path, const char *text, s
         line[nl - p] = '\0';
         cJSON *obj = cJSON_ParseWithOpts(line, NULL, 1);
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(obj, "path");
-        char *row_path = cJSON_IsObject(obj) && cJSON_IsString(name)
-                             ? cli_json_text_decode(name->valuestring) : NULL;
         const int is_row = cJSON_IsObject(obj) && cJSON_IsString(name);
+        char *row_path = is_row ? cli_json_text_decode(name->valuestring) : NULL;
         cJSON_Delete(obj);
         if (!is_row) {
             fprintf(stderr, "vit classify: %s:%d: not a JSON row with a \"path\" (damaged?); cannot "
