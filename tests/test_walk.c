@@ -185,14 +185,16 @@ Test(walk, nothing_to_work_on_is_one_line_and_fatal, .timeout = 120) {
     shell("mkdir -p %s/empty %s/in/a %s/in/b && cp %s %s/in/a/1.png && cp %s %s/in/b/1.png", dir,
           dir, dir, APPLE, dir, APPLE, dir);
     char args[1024];
-    const char *const commands[] = {"classify -m " MODEL " %s/empty",
-                                    "classify -m " MODEL " --ext xyz %s/in",
-                                    "features -m " MODEL " %s/empty -o /dev/null",
-                                    "attention -m " MODEL " %s/empty -o out/",
-                                    "segment -m " MODEL " %s/empty -o out/",
-                                    "patches -m " MODEL " %s/empty -o out/"};
+    /* Outputs go into dir: a command that went on would replace them
+     * atomically (never name /dev/null here: it would be renamed over). */
+    const char *const commands[] = {"classify -m " MODEL " %s/empty -o %s/out.csv",
+                                    "classify -m " MODEL " --ext xyz %s/in -o %s/out.csv",
+                                    "features -m " MODEL " %s/empty -o %s/f.npy",
+                                    "attention -m " MODEL " %s/empty -o %s/out/",
+                                    "segment -m " MODEL " %s/empty -o %s/out/",
+                                    "patches -m " MODEL " %s/empty -o %s/out/"};
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++) {
-        snprintf(args, sizeof args, commands[i], dir);
+        snprintf(args, sizeof args, commands[i], dir, dir);
         run_result *r = run_limited("", args);
         cr_expect_eq(r->status, 1, "%s: %s", args, r->err);
         cr_expect_eq(count_lines(r->err), 1, "%s: %s", args, r->err);
