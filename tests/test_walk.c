@@ -93,6 +93,23 @@ Test(walk, train_data_with_a_fifo_does_not_block, .timeout = 120) {
     cr_expect(strstr(r->err, "2 images, 2 classes"), "%s", r->err);
 }
 
+/* Text inputs (labels, configs) may be pipes, but a FIFO nobody writes to
+ * must not hang the run: it reads as empty. One with a writer is read. */
+Test(walk, a_fifo_as_labels_file_does_not_block, .timeout = 120) {
+    shell("mkfifo %s/labels.txt", dir);
+    char args[1024];
+    snprintf(args, sizeof args, "classify -q -m %s -k 1 --labels %s/labels.txt %s", MODEL, dir, APPLE);
+    run_result *r = run_limited("", args);
+    cr_expect_eq(r->status, 1, "%s", r->err);
+    cr_expect(strstr(r->err, "labels.txt: 0 labels"), "%s", r->err);
+    /* The writer waits in open(2) for a reader; the pause lets it get
+     * there before vit opens the FIFO. */
+    shell("(printf 'a\\nb\\nc\\nd\\nfifth\\n' > %s/labels.txt &) && sleep 0.3", dir);
+    r = run_limited("", args);
+    cr_expect_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "fifth (4)"), "%s", r->out);
+}
+
 /* ------------------------------------------------ unreadable subdirectory */
 
 /* Root reads any directory whatever its mode, so the unreadable case runs
