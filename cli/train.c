@@ -297,9 +297,10 @@ static int load_batch(const source *s, const size_t *order, size_t first, int n,
 
 /* The training options a resumed run continues with unless told otherwise. */
 typedef struct hyper {
-    long batch, warmup, shift, flip;
+    long batch, warmup, shift, flip, freeze;
     double lr, min_lr, wd, smoothing, clip, min_scale;
     size_t images;
+    char init[4096]; /* --init MODEL, "" when trained from scratch */
 } hyper;
 
 typedef struct run {
@@ -386,6 +387,8 @@ static int save_run(run *r, double val_acc, double seconds) {
     cJSON_AddNumberToObject(j, "shift", (double)r->h.shift);
     cJSON_AddNumberToObject(j, "min_scale", r->h.min_scale);
     cJSON_AddNumberToObject(j, "flip", (double)r->h.flip);
+    cJSON_AddNumberToObject(j, "freeze", (double)r->h.freeze);
+    if (r->h.init[0]) cJSON_AddStringToObject(j, "init", r->h.init);
     char *text = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     const char *skeys[] = {"vitc_train_state"}, *svalues[] = {text};
@@ -429,8 +432,10 @@ static int read_state_header(const char *path, vit_config *c, long *epoch, long 
                  .shift = (long)GET("shift"), .flip = (long)GET("flip"), .lr = GET("lr"),
                  .min_lr = GET("min_lr"), .wd = GET("wd"), .smoothing = GET("smoothing"),
                  .clip = GET("clip"), .min_scale = GET("min_scale"),
-                 .images = (size_t)GET("images")};
+                 .images = (size_t)GET("images"), .freeze = GET("freeze") > 0};
 #undef GET
+    const cJSON *init = cJSON_GetObjectItem(j, "init");
+    if (cJSON_IsString(init)) snprintf(h->init, sizeof h->init, "%s", init->valuestring);
     const cJSON *s = cJSON_GetObjectItem(j, "seed");
     *seed = cJSON_IsString(s) ? strtoull(s->valuestring, NULL, 10) : 0;
     cJSON_Delete(j);
@@ -568,7 +573,7 @@ int cli_train(int argc, char **argv) {
                         "arguments (see 'vit train -h')\n");
         goto done;
     }
-    if (v[OPT_FREEZE] && !v[OPT_INIT]) {
+    if (v[OPT_FREEZE] && !v[OPT_INIT] && !v[OPT_RESUME]) {
         fprintf(stderr, "vit train: --freeze-backbone needs --init MODEL\n");
         goto done;
     }
@@ -608,8 +613,10 @@ int cli_train(int argc, char **argv) {
                          .num_channels = train.mnist ? 1 : 3, .layer_norm_eps = 1e-6f,
                          .num_classes = train.num_classes, .num_prefix_tokens = 1};
     long start_epoch = 0;
-    hyper saved = {0};
+    static hyper saved; /* static: it holds a path buffer */
     int have_saved = 0;
+    const char *init_path = v[OPT_INIT];
+    long freeze = v[OPT_FREEZE] != NULL;
     if (v[OPT_RESUME]) {
         char path[4200];
         const size_t len = strlen(v[OPT_RESUME]);
@@ -697,6 +704,25 @@ int cli_train(int argc, char **argv) {
             if (!v[OPT_NO_FLIP]) flip = saved.flip;
             else if (saved.flip) CHANGES(", flips turned off");
             if (!v[OPT_BATCH]) batch = saved.batch;
+            /* A fine-tuned run goes on from its --init model's preprocessing
+             * (the weights come from the state). */
+            if (!init_path && saved.init[0]) {
+                init_path = saved.init;
+                CHANGES(", fine-tuning from %s (--init, as saved)", init_path);
+            } else if (init_path && strcmp(init_path, saved.init) != 0)
+                CHANGES(", --init changed from %s to %s", saved.init[0] ? saved.init : "none",
+                        init_path);
+            if (!freeze) freeze = saved.freeze;
+            else if (!saved.freeze) CHANGES(", the backbone is frozen from now on");
+            const long clamped = (size_t)batch > train.count ? (long)train.count : batch;
+            if (clamped != saved.batch) {
+                /* The schedule counts steps, and the state's step count only
+                 * means the same point of it with the same batch size. */
+                fprintf(stderr, "vit train: --resume: -b %ld, but the state in %s was trained "
+                                "with batch %ld (its step count only fits that batch size)\n",
+                        clamped, path, saved.batch);
+                goto done;
+            }
             if (saved.images != train.count)
                 CHANGES(", training images changed from %zu to %zu", saved.images, train.count);
         }
@@ -704,8 +730,30 @@ int cli_train(int argc, char **argv) {
         fprintf(stderr, "resuming %s after epoch %ld of %ld (step %ld)%s\n", path, start_epoch,
                 epochs, r.step, changes);
     }
-    if (v[OPT_INIT] && !state) {
-        if (!(init = cli_load_model("train", v[OPT_INIT], NULL, NULL))) goto done;
+    if (freeze && !init_path) {
+        fprintf(stderr, "vit train: --freeze-backbone needs --init MODEL\n");
+        goto done;
+    }
+    if (init_path) {
+        if (!(init = cli_load_model("train", init_path, NULL, NULL))) goto done;
+    }
+    if (init && state) {
+        /* Only the preprocessing is taken from it: the architecture must be
+         * the state's, or the model is another one. */
+        const vit_config *ic = vit_model_config(init);
+        if (ic->hidden_size != config.hidden_size || ic->num_layers != config.num_layers ||
+            ic->num_heads != config.num_heads || ic->mlp_size != config.mlp_size ||
+            ic->patch_size != config.patch_size || ic->image_size != config.image_size) {
+            fprintf(stderr, "vit train: --resume: --init %s is ViT D %d, %d layers, %d heads, MLP %d, "
+                            "patch %d, %dx%d, but the state has D %d, %d layers, %d heads, MLP %d, "
+                            "patch %d, %dx%d\n",
+                    init_path, ic->hidden_size, ic->num_layers, ic->num_heads, ic->mlp_size,
+                    ic->patch_size, ic->image_size, ic->image_size, config.hidden_size,
+                    config.num_layers, config.num_heads, config.mlp_size, config.patch_size,
+                    config.image_size, config.image_size);
+            goto done;
+        }
+    } else if (init) {
         const vit_config *ic = vit_model_config(init);
         config.hidden_size = ic->hidden_size;
         config.num_layers = ic->num_layers;
@@ -722,16 +770,10 @@ int cli_train(int argc, char **argv) {
         goto done;
     }
     if ((size_t)batch > train.count) batch = (long)train.count;
-    /* The schedule counts steps, and the state's step count only means the
-     * same point of it with the same batch size. */
-    if (have_saved && batch != saved.batch) {
-        fprintf(stderr, "vit train: --resume: -b %ld, but the state was trained with batch %ld "
-                        "(its step count only fits that batch size)\n", batch, saved.batch);
-        goto done;
-    }
     r.h = (hyper){.batch = batch, .warmup = warmup, .shift = shift, .flip = flip, .lr = lr,
                   .min_lr = min_lr, .wd = wd, .smoothing = smoothing, .clip = clip,
-                  .min_scale = min_scale, .images = train.count};
+                  .min_scale = min_scale, .images = train.count, .freeze = freeze};
+    snprintf(r.h.init, sizeof r.h.init, "%s", init_path ? init_path : "");
     if (vit_train_create(&config, (int)batch, &r.model, &err) != VIT_OK) {
         fprintf(stderr, "vit train: %s\n", err.message);
         goto done;
@@ -749,7 +791,7 @@ int cli_train(int argc, char **argv) {
         fprintf(stderr, "vit train: --init: %s\n", err.message);
         goto done;
     }
-    if (v[OPT_FREEZE]) vit_train_freeze_backbone(r.model, 1);
+    if (freeze) vit_train_freeze_backbone(r.model, 1);
 
     /* Preprocessing the saved model states (and validation uses). */
     input_spec in = {.size = config.image_size, .channels = config.num_channels, .augment = 1,
@@ -786,7 +828,7 @@ int cli_train(int argc, char **argv) {
         goto done;
     }
     const int D = config.hidden_size;
-    if (v[OPT_FREEZE]) {
+    if (freeze) {
         /* Linear probe: every image's features once, without augmentation. */
         features = malloc(sizeof(float) * D * train.count);
         feature_labels = malloc(sizeof(int) * train.count);

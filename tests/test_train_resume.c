@@ -126,3 +126,31 @@ Test(train_resume, untrainable_configuration_says_why) {
     cr_expect_eq(count_lines(r->err), 1, "%s", r->err);
     cr_expect(strstr(r->err, "image size 28 is smaller than patch size 29"), "%s", r->err);
 }
+
+/* A linear probe (--init --freeze-backbone) resumed without repeating them
+ * goes on as one, from its --init model's preprocessing; an --init of
+ * another architecture is refused. */
+Test(train_resume, a_fine_tuned_run_resumes_as_one) {
+    trained_run();
+    char args[1024];
+    snprintf(args, sizeof args, "train --data %s/data -o %s/p.safetensors --init %s/m.safetensors "
+             "--freeze-backbone --epochs 2 -b 2 -t 1", dir, dir, dir);
+    run_result *r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    snprintf(args, sizeof args, "train --data %s/data -o %s/p2.safetensors --resume %s/p.safetensors "
+             "--epochs 3 -t 1", dir, dir, dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->err, "fine-tuning from ") && strstr(r->err, "/m.safetensors (--init, as saved)"),
+              "%s", r->err);
+    cr_expect(strstr(r->err, "features of 4 images"), "not resumed as a linear probe: %s", r->err);
+
+    snprintf(args, sizeof args, "train --data %s/data -o %s/p3.safetensors --resume %s/p.safetensors "
+             "--epochs 3 -t 1 --init " VITC_SOURCE_DIR "/tests/fixtures/parity/hf_vit_d48_h3", dir,
+             dir, dir);
+    r = run(args);
+    cr_expect_eq(r->status, 1, "%s", r->err);
+    cr_expect(strstr(r->err, "--init ") && strstr(r->err, "is ViT D 48") &&
+                  strstr(r->err, "the state has D 16"),
+              "%s", r->err);
+}
