@@ -255,7 +255,7 @@ int cli_classify(int argc, char **argv) {
     if (!quiet)
         fprintf(stderr, "vit classify: %zu files, %zu failed, %.1f s, %.1f images/s\n", processed,
                 failed, seconds, seconds > 0 ? processed / seconds : 0.0);
-    exit_code = failed ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
+    exit_code = failed || in.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 
 done:
     if (results_open) cli_results_close(&results);

@@ -105,6 +105,7 @@ int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
 typedef struct cli_inputs {
     char **paths, **names;
     size_t count, capacity;
+    size_t problems; /* directories that could not be listed (each reported): exit 2 */
 } cli_inputs;
 
 /* How cli_inputs_collect names files. */
@@ -118,8 +119,11 @@ int cli_inputs_add(cli_inputs *in, const char *path, const char *name);
 void cli_inputs_free(cli_inputs *in);
 
 /* Adds the files the command-line PATHs name: a file is taken whatever its
- * extension (a missing one fails later, as a bad file), a directory is
- * walked. Prints one line and returns -1 on failure. */
+ * extension (a missing one, or a FIFO, fails later, as a bad file), a
+ * directory is walked for regular files. A directory in the tree that
+ * cannot be listed is printed on one line, counted in in->problems and left
+ * out; the rest goes on. Prints one line and returns -1 on failure, and
+ * when nothing at all was found ("no images found in DIR"). */
 int cli_inputs_collect(const char *command, const char *const *paths, int num_paths,
                        const data_walk_options *walk, cli_naming naming, cli_inputs *in);
 

@@ -276,6 +276,15 @@ void cli_inputs_free(cli_inputs *in) {
     memset(in, 0, sizeof *in);
 }
 
+/* "A, B and C" of the directory arguments (for "no images found in ..."). */
+static void join_args(const char *const *paths, int num_paths, char *buf, size_t size) {
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int a = 0; a < num_paths && n < size; a++)
+        n += (size_t)snprintf(buf + n, size - n, "%s%s", a == 0 ? "" : a + 1 < num_paths ? ", " : " and ",
+                              paths[a]);
+}
+
 int cli_inputs_collect(const char *command, const char *const *paths, int num_paths,
                        const data_walk_options *walk, cli_naming naming, cli_inputs *in) {
     const int relative = naming == CLI_NAMES_OUTPUTS || num_paths == 1;
@@ -288,13 +297,21 @@ int cli_inputs_collect(const char *command, const char *const *paths, int num_pa
             if (cli_inputs_add(in, arg, name) != 0) goto nomem;
             continue;
         }
-        data_file_list files = {0};
+        data_file_list files = {0}, problems = {0};
         vit_error err;
-        if (data_walk(arg, walk, &files, &err) != VIT_OK) {
+        if (data_walk_collect(arg, walk, &files, &problems, &err) != VIT_OK) {
             fprintf(stderr, "vit %s: %s\n", command, err.message);
             data_file_list_free(&files);
+            data_file_list_free(&problems);
             return -1;
         }
+        /* A directory that cannot be listed is not a file, so it gets no
+         * row (rows are what --resume and --shard count by name); its line
+         * here and exit status 2 say that part of the tree was left out. */
+        for (size_t i = 0; i < problems.count; i++)
+            fprintf(stderr, "vit %s: %s\n", command, problems.paths[i]);
+        in->problems += problems.count;
+        data_file_list_free(&problems);
         size_t prefix = strlen(arg);
         while (prefix > 1 && arg[prefix - 1] == '/') prefix--;
         for (size_t i = 0; i < files.count; i++) {
@@ -305,6 +322,21 @@ int cli_inputs_collect(const char *command, const char *const *paths, int num_pa
             }
         }
         data_file_list_free(&files);
+    }
+    if (in->count == 0) {
+        /* Only directories were given (a file named is always an input) and
+         * they hold nothing: a mistyped path or --ext is likelier than an
+         * intended empty run, and "0 files" with status 0 hides it. */
+        char where[2048], ext[512] = "";
+        join_args(paths, num_paths, where, sizeof where);
+        if (walk && walk->extensions) {
+            size_t n = (size_t)snprintf(ext, sizeof ext, " with extension");
+            for (size_t i = 0; i < walk->num_extensions && n < sizeof ext; i++)
+                n += (size_t)snprintf(ext + n, sizeof ext - n, "%s%s", i ? ", " : " ",
+                                      walk->extensions[i]);
+        }
+        fprintf(stderr, "vit %s: no images found in %s%s\n", command, where, ext);
+        return -1;
     }
     return 0;
 nomem:

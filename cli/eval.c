@@ -68,7 +68,10 @@ static int class_of_folder(const vit_model *model, const char *folder) {
     return -1;
 }
 
-static int collect_image_folder(const vit_model *model, const char *dir, data_labelled_files *set) {
+/* The images of each DIR/<class> folder; a folder that cannot be listed is reported
+ * on one line and counted in *problems, and the rest goes on. */
+static int collect_image_folder(const vit_model *model, const char *dir, data_labelled_files *set,
+                                size_t *problems) {
     data_file_list classes = {0};
     vit_error err;
     int rc = -1;
@@ -77,7 +80,7 @@ static int collect_image_folder(const vit_model *model, const char *dir, data_la
         return -1;
     }
     if (classes.count == 0) {
-        fprintf(stderr, "vit eval: %s: no class folders (expected DIR/<class>/*, or give --labels-csv)\n", dir);
+        fprintf(stderr, "vit eval: no images found in %s (no class folders: expected DIR/<class>/*, or give --labels-csv)\n", dir);
         goto done;
     }
     for (size_t i = 0; i < classes.count; i++) {
@@ -89,12 +92,16 @@ static int collect_image_folder(const vit_model *model, const char *dir, data_la
         }
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, classes.paths[i]);
-        data_file_list files = {0};
-        if (data_walk(path, NULL, &files, &err) != VIT_OK) {
+        data_file_list files = {0}, unreadable = {0};
+        if (data_walk_collect(path, NULL, &files, &unreadable, &err) != VIT_OK) {
             fprintf(stderr, "vit eval: %s\n", err.message);
             data_file_list_free(&files);
             goto done;
         }
+        for (size_t u = 0; u < unreadable.count; u++)
+            fprintf(stderr, "vit eval: %s\n", unreadable.paths[u]);
+        *problems += unreadable.count;
+        data_file_list_free(&unreadable);
         for (size_t f = 0; f < files.count; f++)
             if (data_labelled_files_add(set, files.paths[f], truth) != 0) {
                 fprintf(stderr, "vit eval: out of memory\n");
@@ -102,6 +109,10 @@ static int collect_image_folder(const vit_model *model, const char *dir, data_la
                 goto done;
             }
         data_file_list_free(&files);
+    }
+    if (set->count == 0) {
+        fprintf(stderr, "vit eval: no images found in %s\n", dir);
+        goto done;
     }
     rc = 0;
 done:
@@ -192,7 +203,7 @@ static int write_tables(const char *output, const vit_model *model, const size_t
     }
     if (close_beside(fp, field_failed, final_path, tmp_path) != 0) return -1;
 
-    qsort(pairs, count, sizeof *pairs, compare_pairs);
+    if (count > 1) qsort(pairs, count, sizeof *pairs, compare_pairs);
     if (!(fp = open_beside(output, ".confusion.csv", final_path, tmp_path, sizeof final_path))) return -1;
     fprintf(fp, "true,predicted,count\n");
     for (size_t i = 0; i < count;) {
@@ -246,8 +257,9 @@ int cli_eval(int argc, char **argv) {
         exit_code = cli_eval_fashion_mnist(model, (int)batch, (int)size);
         goto done;
     }
+    size_t problems = 0; /* folders that could not be listed */
     if ((args.values[OPT_LABELS_CSV] ? collect_csv(model, dir, args.values[OPT_LABELS_CSV], &set)
-                                     : collect_image_folder(model, dir, &set)) != 0)
+                                     : collect_image_folder(model, dir, &set, &problems)) != 0)
         goto done;
     if (args.values[OPT_OUTPUT]) {
         /* Written beside the target and renamed at the end: never half a file. */
@@ -337,7 +349,7 @@ int cli_eval(int argc, char **argv) {
         out_tmp[0] = '\0';
         if (write_tables(args.values[OPT_OUTPUT], model, per_class, pairs, scored) != 0) goto done;
     }
-    exit_code = failed ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
+    exit_code = failed || problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 
 done:
     if (out) fclose(out);

@@ -190,7 +190,7 @@ static int mark_collisions(inspect *s) {
         free(stem);
     }
     if (status == 0) {
-        qsort(keys, n, sizeof *keys, compare_strings);
+        if (n > 1) qsort(keys, n, sizeof *keys, compare_strings);
         for (size_t i = 1; i < n; i++)
             if (strcmp(keys[i], keys[i - 1]) == 0)
                 s->collides[strtoull(keys[i] + strlen(keys[i]) + 1, NULL, 16)] = 1;
@@ -337,7 +337,7 @@ static int inspect_run(inspect *s, inspect_handler handler, void *state) {
     if (!s->quiet)
         fprintf(stderr, "vit %s: %zu files, %zu failed, %.1f s, %.1f images/s\n", s->command,
                 processed, s->failed, seconds, seconds > 0 ? processed / seconds : 0.0);
-    return s->failed ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
+    return s->failed || s->in.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 }
 
 /* Parses argv for a command; 1: done (help shown or bad option, *exit_code set). */

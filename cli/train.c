@@ -81,6 +81,7 @@ typedef struct source {
     size_t count;
     char **class_names; /* folder: num_classes names (owned) */
     int num_classes;
+    size_t problems;    /* folder: directories that could not be listed (reported) */
 } source;
 
 static void source_free(source *s) {
@@ -121,7 +122,7 @@ static int source_open(const char *spec, int train, char **names, int num_names,
     }
     int rc = -1;
     if (classes.count == 0) {
-        fprintf(stderr, "vit train: %s: no class folders (expected DIR/<class>/*)\n", spec);
+        fprintf(stderr, "vit train: no images found in %s (no class folders: expected DIR/<class>/*)\n", spec);
         goto done;
     }
     s->num_classes = (int)classes.count;
@@ -142,10 +143,18 @@ static int source_open(const char *spec, int train, char **names, int num_names,
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", spec, classes.paths[c]);
         const size_t before = s->files.count;
-        if (data_walk(path, NULL, &s->files, &err) != VIT_OK) {
+        data_file_list unreadable = {0};
+        if (data_walk_collect(path, NULL, &s->files, &unreadable, &err) != VIT_OK) {
             fprintf(stderr, "vit train: %s\n", err.message);
+            data_file_list_free(&unreadable);
             goto done;
         }
+        /* One unreadable folder should not cost the whole run: said once
+         * here, and the run ends with status 2. */
+        for (size_t u = 0; u < unreadable.count; u++)
+            fprintf(stderr, "vit train: %s\n", unreadable.paths[u]);
+        s->problems += unreadable.count;
+        data_file_list_free(&unreadable);
         int *grown = realloc(s->labels, sizeof *grown * (s->files.count ? s->files.count : 1));
         if (!grown) goto oom;
         s->labels = grown;
@@ -153,7 +162,7 @@ static int source_open(const char *spec, int train, char **names, int num_names,
     }
     s->count = s->files.count;
     if (s->count == 0) {
-        fprintf(stderr, "vit train: %s: no images in the class folders\n", spec);
+        fprintf(stderr, "vit train: no images found in %s (expected DIR/<class>/*)\n", spec);
         goto done;
     }
     rc = 0;
@@ -286,6 +295,14 @@ static int load_batch(const source *s, const size_t *order, size_t first, int n,
 
 /* ------------------------------------------------------------- state */
 
+/* The training options a resumed run continues with unless told otherwise. */
+typedef struct hyper {
+    long batch, warmup, shift, flip, freeze;
+    double lr, min_lr, wd, smoothing, clip, min_scale;
+    size_t images;
+    char init[4096]; /* --init MODEL, "" when trained from scratch */
+} hyper;
+
 typedef struct run {
     vit_train_model *model;
     vit_adamw *opt;
@@ -297,6 +314,7 @@ typedef struct run {
     char *recipe; /* the command line, for the metadata */
     long epochs, epoch_done, step;
     uint64_t seed;
+    hyper h; /* saved in the state, so a resume continues with the same ones */
 } run;
 
 /* The model file (loadable) and the state file (model, AdamW moments, where
@@ -357,6 +375,20 @@ static int save_run(run *r, double val_acc, double seconds) {
     cJSON_AddNumberToObject(j, "num_channels", c->num_channels);
     cJSON_AddNumberToObject(j, "num_classes", c->num_classes);
     cJSON_AddNumberToObject(j, "layer_norm_eps", c->layer_norm_eps);
+    cJSON_AddNumberToObject(j, "epochs", (double)r->epochs);
+    cJSON_AddNumberToObject(j, "batch", (double)r->h.batch);
+    cJSON_AddNumberToObject(j, "images", (double)r->h.images);
+    cJSON_AddNumberToObject(j, "lr", r->h.lr);
+    cJSON_AddNumberToObject(j, "min_lr", r->h.min_lr);
+    cJSON_AddNumberToObject(j, "wd", r->h.wd);
+    cJSON_AddNumberToObject(j, "warmup", (double)r->h.warmup);
+    cJSON_AddNumberToObject(j, "smoothing", r->h.smoothing);
+    cJSON_AddNumberToObject(j, "clip", r->h.clip);
+    cJSON_AddNumberToObject(j, "shift", (double)r->h.shift);
+    cJSON_AddNumberToObject(j, "min_scale", r->h.min_scale);
+    cJSON_AddNumberToObject(j, "flip", (double)r->h.flip);
+    cJSON_AddNumberToObject(j, "freeze", (double)r->h.freeze);
+    if (r->h.init[0]) cJSON_AddStringToObject(j, "init", r->h.init);
     char *text = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     const char *skeys[] = {"vitc_train_state"}, *svalues[] = {text};
@@ -368,9 +400,12 @@ static int save_run(run *r, double val_acc, double seconds) {
     return rc;
 }
 
-/* Reads a state file: the configuration into c, the epoch and step done. */
+/* Reads a state file: the configuration into c, the epoch and step done,
+ * and the epochs planned and options used (*have_hyper 0 for a state
+ * written before they were saved). */
 static int read_state_header(const char *path, vit_config *c, long *epoch, long *step,
-                             uint64_t *seed, weights_file **file) {
+                             uint64_t *seed, long *epochs, hyper *h, int *have_hyper,
+                             weights_file **file) {
     vit_error err;
     if (weights_open(path, file, &err) != VIT_OK) {
         fprintf(stderr, "vit train: --resume: %s\n", err.message);
@@ -391,7 +426,16 @@ static int read_state_header(const char *path, vit_config *c, long *epoch, long 
                       .layer_norm_eps = (float)GET("layer_norm_eps"), .num_prefix_tokens = 1};
     *epoch = (long)GET("epoch");
     *step = (long)GET("step");
+    *epochs = (long)GET("epochs");
+    *have_hyper = cJSON_IsNumber(cJSON_GetObjectItem(j, "lr"));
+    *h = (hyper){.batch = (long)GET("batch"), .warmup = (long)GET("warmup"),
+                 .shift = (long)GET("shift"), .flip = (long)GET("flip"), .lr = GET("lr"),
+                 .min_lr = GET("min_lr"), .wd = GET("wd"), .smoothing = GET("smoothing"),
+                 .clip = GET("clip"), .min_scale = GET("min_scale"),
+                 .images = (size_t)GET("images"), .freeze = GET("freeze") > 0};
 #undef GET
+    const cJSON *init = cJSON_GetObjectItem(j, "init");
+    if (cJSON_IsString(init)) snprintf(h->init, sizeof h->init, "%s", init->valuestring);
     const cJSON *s = cJSON_GetObjectItem(j, "seed");
     *seed = cJSON_IsString(s) ? strtoull(s->valuestring, NULL, 10) : 0;
     cJSON_Delete(j);
@@ -496,6 +540,7 @@ int cli_train(int argc, char **argv) {
     vit_error err;
 
     long epochs = 10, batch = 128, seed = 0, threads = 0, limit = 0, warmup = 1, shift = 0;
+    long flip = !v[OPT_NO_FLIP];
     double lr = 1e-3, min_lr = 1e-5, wd = 0.05, smoothing = 0.1, clip = 1.0, min_scale = 0.08;
     long dim = 64, depth = 4, heads = 4, mlp = 128, patch = 0, size = 0;
     if (v[OPT_ARCH] && strcmp(v[OPT_ARCH], "small") == 0) dim = 128, depth = 6, mlp = 256;
@@ -528,7 +573,7 @@ int cli_train(int argc, char **argv) {
                         "arguments (see 'vit train -h')\n");
         goto done;
     }
-    if (v[OPT_FREEZE] && !v[OPT_INIT]) {
+    if (v[OPT_FREEZE] && !v[OPT_INIT] && !v[OPT_RESUME]) {
         fprintf(stderr, "vit train: --freeze-backbone needs --init MODEL\n");
         goto done;
     }
@@ -568,22 +613,147 @@ int cli_train(int argc, char **argv) {
                          .num_channels = train.mnist ? 1 : 3, .layer_norm_eps = 1e-6f,
                          .num_classes = train.num_classes, .num_prefix_tokens = 1};
     long start_epoch = 0;
+    static hyper saved; /* static: it holds a path buffer */
+    int have_saved = 0;
+    const char *init_path = v[OPT_INIT];
+    long freeze = v[OPT_FREEZE] != NULL;
     if (v[OPT_RESUME]) {
         char path[4200];
         const size_t len = strlen(v[OPT_RESUME]);
         snprintf(path, sizeof path, "%s%s", v[OPT_RESUME],
                  len > 6 && strcmp(v[OPT_RESUME] + len - 6, ".state") == 0 ? "" : ".state");
         uint64_t state_seed;
-        if (read_state_header(path, &config, &start_epoch, &r.step, &state_seed, &state) != 0) goto done;
-        r.seed = state_seed;
+        long saved_epochs;
+        const vit_config wanted = config;
+        if (read_state_header(path, &config, &start_epoch, &r.step, &state_seed, &saved_epochs,
+                              &saved, &have_saved, &state) != 0)
+            goto done;
         if (config.num_classes != train.num_classes) {
             fprintf(stderr, "vit train: --resume: the state has %d classes, the data %d\n",
                     config.num_classes, train.num_classes);
             goto done;
         }
-        fprintf(stderr, "resuming %s after epoch %ld (step %ld)\n", path, start_epoch, r.step);
-    } else if (v[OPT_INIT]) {
-        if (!(init = cli_load_model("train", v[OPT_INIT], NULL, NULL))) goto done;
+        /* The architecture is the state's: an option asking for another
+         * one would be silently ignored, so it is refused, naming it. */
+        const int by_arch = v[OPT_ARCH] && strcmp(v[OPT_ARCH], "custom") != 0;
+        char arch_option[64];
+        snprintf(arch_option, sizeof arch_option, "--arch %s", v[OPT_ARCH] ? v[OPT_ARCH] : "");
+        const struct {
+            const char *option, *what;
+            int given, asked, has;
+        } arch[] = {
+            {v[OPT_DIM] ? "--dim" : arch_option, "hidden size", v[OPT_DIM] || by_arch,
+             wanted.hidden_size, config.hidden_size},
+            {v[OPT_DEPTH] ? "--depth" : arch_option, "layers", v[OPT_DEPTH] || by_arch,
+             wanted.num_layers, config.num_layers},
+            {v[OPT_HEADS] ? "--heads" : arch_option, "heads", v[OPT_HEADS] || by_arch,
+             wanted.num_heads, config.num_heads},
+            {v[OPT_MLP] ? "--mlp" : arch_option, "MLP size", v[OPT_MLP] || by_arch,
+             wanted.mlp_size, config.mlp_size},
+            {"--patch", "patch size", v[OPT_PATCH] != NULL, wanted.patch_size, config.patch_size},
+            {"--image-size", "image size", v[OPT_SIZE] != NULL, wanted.image_size, config.image_size},
+        };
+        for (size_t i = 0; i < sizeof arch / sizeof *arch; i++)
+            if (arch[i].given && arch[i].asked != arch[i].has) {
+                fprintf(stderr, "vit train: --resume: %s asks for %s %d, but the state in %s has "
+                                "%s %d (a resumed run keeps its architecture)\n",
+                        arch[i].option, arch[i].what, arch[i].asked, path, arch[i].what, arch[i].has);
+                goto done;
+            }
+        if (v[OPT_SEED] && (uint64_t)seed != state_seed) {
+            fprintf(stderr, "vit train: --resume: --seed %ld, but the state in %s was trained with "
+                            "seed %" PRIu64 " (the seed fixes the order and augmentation)\n",
+                    seed, path, state_seed);
+            goto done;
+        }
+        r.seed = state_seed;
+        if (!v[OPT_EPOCHS] && saved_epochs > 0) epochs = saved_epochs;
+        if (epochs <= start_epoch) {
+            char given[64];
+            snprintf(given, sizeof given, v[OPT_EPOCHS] ? "got %ld" : "the state's own %ld when not given",
+                     epochs);
+            fprintf(stderr, "vit train: --resume: the state in %s has already trained %ld epochs; "
+                            "--epochs must be larger (%s)\n", path, start_epoch, given);
+            goto done;
+        }
+        r.epochs = epochs;
+        /* Options not given continue as saved; given ones that differ are
+         * changes, said on stderr. */
+        char changes[2048] = "";
+        size_t n = 0;
+#define CHANGES(...) \
+    (n += (size_t)snprintf(changes + n, n < sizeof changes ? sizeof changes - n : 0, __VA_ARGS__))
+        if (saved_epochs > 0 && epochs != saved_epochs)
+            CHANGES(", epochs changed from %ld to %ld", saved_epochs, epochs);
+        if (have_saved) {
+#define KEEP_OR_CHANGE(opt, var, name, fmt, cast)                                        \
+    do {                                                                                 \
+        if (!v[opt]) var = saved.name;                                                   \
+        else if (var != saved.name)                                                      \
+            CHANGES(", " #name " changed from " fmt " to " fmt, (cast)saved.name, (cast)var); \
+    } while (0)
+            KEEP_OR_CHANGE(OPT_LR, lr, lr, "%g", double);
+            KEEP_OR_CHANGE(OPT_MIN_LR, min_lr, min_lr, "%g", double);
+            KEEP_OR_CHANGE(OPT_WD, wd, wd, "%g", double);
+            KEEP_OR_CHANGE(OPT_WARMUP, warmup, warmup, "%ld", long);
+            KEEP_OR_CHANGE(OPT_SMOOTHING, smoothing, smoothing, "%g", double);
+            KEEP_OR_CHANGE(OPT_CLIP, clip, clip, "%g", double);
+            KEEP_OR_CHANGE(OPT_SHIFT, shift, shift, "%ld", long);
+            KEEP_OR_CHANGE(OPT_MIN_SCALE, min_scale, min_scale, "%g", double);
+#undef KEEP_OR_CHANGE
+            if (!v[OPT_NO_FLIP]) flip = saved.flip;
+            else if (saved.flip) CHANGES(", flips turned off");
+            if (!v[OPT_BATCH]) batch = saved.batch;
+            /* A fine-tuned run goes on from its --init model's preprocessing
+             * (the weights come from the state). */
+            if (!init_path && saved.init[0]) {
+                init_path = saved.init;
+                CHANGES(", fine-tuning from %s (--init, as saved)", init_path);
+            } else if (init_path && strcmp(init_path, saved.init) != 0)
+                CHANGES(", --init changed from %s to %s", saved.init[0] ? saved.init : "none",
+                        init_path);
+            if (!freeze) freeze = saved.freeze;
+            else if (!saved.freeze) CHANGES(", the backbone is frozen from now on");
+            const long clamped = (size_t)batch > train.count ? (long)train.count : batch;
+            if (clamped != saved.batch) {
+                /* The schedule counts steps, and the state's step count only
+                 * means the same point of it with the same batch size. */
+                fprintf(stderr, "vit train: --resume: -b %ld, but the state in %s was trained "
+                                "with batch %ld (its step count only fits that batch size)\n",
+                        clamped, path, saved.batch);
+                goto done;
+            }
+            if (saved.images != train.count)
+                CHANGES(", training images changed from %zu to %zu", saved.images, train.count);
+        }
+#undef CHANGES
+        fprintf(stderr, "resuming %s after epoch %ld of %ld (step %ld)%s\n", path, start_epoch,
+                epochs, r.step, changes);
+    }
+    if (freeze && !init_path) {
+        fprintf(stderr, "vit train: --freeze-backbone needs --init MODEL\n");
+        goto done;
+    }
+    if (init_path) {
+        if (!(init = cli_load_model("train", init_path, NULL, NULL))) goto done;
+    }
+    if (init && state) {
+        /* Only the preprocessing is taken from it: the architecture must be
+         * the state's, or the model is another one. */
+        const vit_config *ic = vit_model_config(init);
+        if (ic->hidden_size != config.hidden_size || ic->num_layers != config.num_layers ||
+            ic->num_heads != config.num_heads || ic->mlp_size != config.mlp_size ||
+            ic->patch_size != config.patch_size || ic->image_size != config.image_size) {
+            fprintf(stderr, "vit train: --resume: --init %s is ViT D %d, %d layers, %d heads, MLP %d, "
+                            "patch %d, %dx%d, but the state has D %d, %d layers, %d heads, MLP %d, "
+                            "patch %d, %dx%d\n",
+                    init_path, ic->hidden_size, ic->num_layers, ic->num_heads, ic->mlp_size,
+                    ic->patch_size, ic->image_size, ic->image_size, config.hidden_size,
+                    config.num_layers, config.num_heads, config.mlp_size, config.patch_size,
+                    config.image_size, config.image_size);
+            goto done;
+        }
+    } else if (init) {
         const vit_config *ic = vit_model_config(init);
         config.hidden_size = ic->hidden_size;
         config.num_layers = ic->num_layers;
@@ -600,6 +770,10 @@ int cli_train(int argc, char **argv) {
         goto done;
     }
     if ((size_t)batch > train.count) batch = (long)train.count;
+    r.h = (hyper){.batch = batch, .warmup = warmup, .shift = shift, .flip = flip, .lr = lr,
+                  .min_lr = min_lr, .wd = wd, .smoothing = smoothing, .clip = clip,
+                  .min_scale = min_scale, .images = train.count, .freeze = freeze};
+    snprintf(r.h.init, sizeof r.h.init, "%s", init_path ? init_path : "");
     if (vit_train_create(&config, (int)batch, &r.model, &err) != VIT_OK) {
         fprintf(stderr, "vit train: %s\n", err.message);
         goto done;
@@ -617,11 +791,11 @@ int cli_train(int argc, char **argv) {
         fprintf(stderr, "vit train: --init: %s\n", err.message);
         goto done;
     }
-    if (v[OPT_FREEZE]) vit_train_freeze_backbone(r.model, 1);
+    if (freeze) vit_train_freeze_backbone(r.model, 1);
 
     /* Preprocessing the saved model states (and validation uses). */
     input_spec in = {.size = config.image_size, .channels = config.num_channels, .augment = 1,
-                     .flip = !v[OPT_NO_FLIP], .shift = (int)shift, .min_scale = min_scale, .seed = r.seed};
+                     .flip = (int)flip, .shift = (int)shift, .min_scale = min_scale, .seed = r.seed};
     if (init) {
         in.eval = *vit_model_preprocess(init);
     } else if (train.mnist) {
@@ -654,7 +828,7 @@ int cli_train(int argc, char **argv) {
         goto done;
     }
     const int D = config.hidden_size;
-    if (v[OPT_FREEZE]) {
+    if (freeze) {
         /* Linear probe: every image's features once, without augmentation. */
         features = malloc(sizeof(float) * D * train.count);
         feature_labels = malloc(sizeof(int) * train.count);
@@ -757,7 +931,7 @@ int cli_train(int argc, char **argv) {
     }
     printf("wrote %s (%zu parameters) in %.1f s\n", r.out_path, vit_train_num_params(r.model),
            cli_now_seconds() - run_start);
-    exit_code = CLI_EXIT_OK;
+    exit_code = train.problems || val.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 
 done:
     source_free(&train);

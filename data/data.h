@@ -235,12 +235,25 @@ typedef struct data_walk_options {
     size_t num_extensions;
 } data_walk_options;
 
-/* Appends to out the image files under path (or path itself when it is a
- * file), in byte-wise sorted order: extensions matched case-insensitively,
- * hidden entries (".name") skipped, symlinks followed but never around a
- * loop. options NULL: recursive, default extensions. */
+/* Appends to out the image files under path (or path itself when it is not
+ * a directory), in byte-wise sorted order: regular files (or symlinks to
+ * them) whose extension matches case-insensitively; FIFOs, sockets and
+ * devices are left out whatever their name (opening a FIFO blocks until a
+ * writer comes); a dangling symlink with an image extension is kept so that
+ * reading it reports it. Hidden entries (".name") are skipped, symlinks
+ * followed but never around a loop. options NULL: recursive, default
+ * extensions. A directory under path that cannot be listed fails the walk;
+ * data_walk_collect goes on instead. */
 vit_status data_walk(const char *path, const data_walk_options *options, data_file_list *out,
                      vit_error *err);
+
+/* The same, but a directory that cannot be opened (path itself, or one
+ * under it) adds one message to problems ("DIR: cannot open directory:
+ * REASON") and the walk goes on with the rest; out then holds every file
+ * that could be listed. Errors are only a path that does not exist and
+ * running out of memory. */
+vit_status data_walk_collect(const char *path, const data_walk_options *options,
+                             data_file_list *out, data_file_list *problems, vit_error *err);
 
 /* Appends the names (not paths) of path's non-hidden subdirectories, sorted. */
 vit_status data_list_subdirs(const char *path, data_file_list *out, vit_error *err);

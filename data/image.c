@@ -25,7 +25,7 @@
  *    measured numbers). CMYK/YCCK JPEGs are converted by stb's formula.
  *  - GIF: transparent pixels of the first frame come out black, where PIL
  *    shows the palette colour of the transparent index.
- *  - ASCII PNM (P1-P3), bitmap PBM (P4), TIFF, WebP and Radiance HDR are
+ *  - ASCII PNM (P1-P3), binary bitmap PBM (P4), TIFF, WebP and Radiance HDR are
  *    refused.
  *
  * Truncation: stb fills missing JPEG, BMP, GIF and TGA data with zeros
@@ -37,12 +37,14 @@
 #include "data.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <stb_image.h>
 
@@ -65,6 +67,7 @@ typedef enum image_format {
     FMT_PSD,
     FMT_PNM,
     FMT_PNM_ASCII,
+    FMT_PBM_BINARY,
     FMT_HDR,
     FMT_TIFF,
     FMT_WEBP
@@ -79,6 +82,7 @@ static const char *format_name(image_format f) {
     case FMT_PSD: return "PSD";
     case FMT_PNM: return "PNM";
     case FMT_PNM_ASCII: return "ASCII PNM";
+    case FMT_PBM_BINARY: return "bitmap PBM (P4)";
     case FMT_HDR: return "Radiance HDR";
     case FMT_TIFF: return "TIFF";
     case FMT_WEBP: return "WebP";
@@ -103,7 +107,8 @@ static image_format sniff_format(const uint8_t *b, size_t n) {
     if (n >= 2 && b[0] == 'B' && b[1] == 'M') return FMT_BMP;
     if (n >= 4 && memcmp(b, "8BPS", 4) == 0) return FMT_PSD;
     if (n >= 2 && b[0] == 'P' && (b[1] == '5' || b[1] == '6')) return FMT_PNM;
-    if (n >= 2 && b[0] == 'P' && b[1] >= '1' && b[1] <= '4') return FMT_PNM_ASCII;
+    if (n >= 2 && b[0] == 'P' && b[1] >= '1' && b[1] <= '3') return FMT_PNM_ASCII;
+    if (n >= 2 && b[0] == 'P' && b[1] == '4') return FMT_PBM_BINARY; /* binary, not ASCII */
     if (n >= 2 && b[0] == '#' && b[1] == '?') return FMT_HDR;
     if (n >= 4 && (memcmp(b, "II*\0", 4) == 0 || memcmp(b, "MM\0*", 4) == 0)) return FMT_TIFF;
     if (n >= 12 && memcmp(b, "RIFF", 4) == 0 && memcmp(b + 8, "WEBP", 4) == 0) return FMT_WEBP;
@@ -451,6 +456,7 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
     switch (fmt) {
     case FMT_PNM: return decode_pnm(b, size, name, max_pixels, out, err);
     case FMT_PNM_ASCII:
+    case FMT_PBM_BINARY:
     case FMT_HDR:
     case FMT_TIFF:
     case FMT_WEBP:
@@ -492,6 +498,10 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
         return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated %s header (%s)", name,
                              format_name(fmt), stb_reason());
     }
+    /* stb 2.27's BMP info hands back the header's height as stored: a
+     * top-down BMP (valid, PIL opens it) stores it negated. Its decoder
+     * takes the absolute value and flips, so the size is the magnitude. */
+    if (fmt == FMT_BMP && h < 0 && h != INT_MIN) h = -h;
     vit_status st = check_dimensions(name, w, h, max_pixels, err);
     if (st != VIT_OK) return st;
     if (jpeg_state == 0)
@@ -542,29 +552,64 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
     return st;
 }
 
-/* Reads a whole file, refusing directories, empty and oversized files. */
+/* What a non-regular file is, for messages. */
+static const char *file_kind(mode_t mode) {
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISSOCK(mode)) return "a socket";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    return "not a regular file";
+}
+
+/* Reads a whole file, refusing directories, anything but regular files,
+ * empty and oversized files. Never blocks on opening: a FIFO without a
+ * writer would wait forever in open(2) and hang a whole batch run, so the
+ * file is opened with O_NONBLOCK and what was opened is checked with fstat
+ * (the name could be swapped between a stat and the open). */
 static vit_status read_file(const char *path, uint8_t **bytes, size_t *size, vit_error *err) {
     *bytes = NULL;
     *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(errno));
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        const int e = errno;
+        struct stat sb;
+        /* A socket cannot be opened at all (ENXIO): say what it is. */
+        if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode))
+            return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path,
+                                 file_kind(sb.st_mode));
+        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
+    }
     struct stat sb;
-    if (fstat(fileno(f), &sb) != 0) {
+    if (fstat(fd, &sb) != 0) {
         int e = errno;
-        fclose(f);
+        close(fd);
         return vit_error_set(err, VIT_E_IO, "%s: cannot stat (%s)", path, strerror(e));
     }
     if (S_ISDIR(sb.st_mode)) {
-        fclose(f);
+        close(fd);
         return vit_error_set(err, VIT_E_IO, "%s: is a directory, not an image file", path);
     }
-    if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > DATA_MAX_FILE_BYTES) {
-        fclose(f);
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path,
+                             file_kind(sb.st_mode));
+    }
+    if ((uint64_t)sb.st_size > DATA_MAX_FILE_BYTES) {
+        close(fd);
         return vit_error_set(err, VIT_E_LIMIT, "%s: file of %lld bytes exceeds the limit of %zu MiB",
                              path, (long long)sb.st_size, DATA_MAX_FILE_BYTES >> 20);
     }
-    /* Grow as we read, so pipes and files that change size work too. */
-    size_t cap = S_ISREG(sb.st_mode) && sb.st_size > 0 ? (size_t)sb.st_size + 1 : 65536;
+    /* Regular files never block; blocking reads again, for filesystems
+     * (FUSE, NFS) that might otherwise answer EAGAIN. */
+    const int flags = fcntl(fd, F_GETFL);
+    FILE *f = flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0 ? NULL : fdopen(fd, "rb");
+    if (!f) {
+        int e = errno;
+        close(fd);
+        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
+    }
+    /* Grow as we read, so files that change size meanwhile work too. */
+    size_t cap = sb.st_size > 0 ? (size_t)sb.st_size + 1 : 65536;
     uint8_t *buf = malloc(cap);
     size_t len = 0;
     vit_status st = VIT_OK;

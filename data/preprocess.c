@@ -45,11 +45,13 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define MAX_SIDE 65536
 
@@ -459,13 +461,20 @@ vit_status data_read_text_file(const char *path, size_t max_bytes, char **text, 
                                vit_error *err) {
     *text = NULL;
     if (missing) *missing = 0;
-    FILE *f = fopen(path, "rb");
+    /* Opened without blocking: fopen of a FIFO nobody writes to would wait
+     * forever. Pipes stay readable (--labels <(cmd) is a pipe): once open,
+     * reads block again, and a FIFO without a writer reads as empty. */
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    const int flags = fd < 0 ? -1 : fcntl(fd, F_GETFL);
+    FILE *f = flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0 ? NULL : fdopen(fd, "rb");
     if (!f) {
-        if (errno == ENOENT && missing) {
+        const int e = errno;
+        if (fd >= 0) close(fd);
+        if (e == ENOENT && missing) {
             *missing = 1;
             return VIT_OK;
         }
-        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(errno));
+        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
     }
     /* Sized by the file, not the cap, and grown while reading (the file may
      * be a pipe or grow), so a generous cap costs nothing. */

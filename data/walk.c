@@ -1,5 +1,6 @@
 /* Directory walking: the same files in the same order on every run, however
- * the filesystem lists them, and no endless descent through symlink loops. */
+ * the filesystem lists them, no endless descent through symlink loops, and
+ * nothing that could block (FIFOs, sockets, devices are left out). */
 #include "data.h"
 
 #include <dirent.h>
@@ -61,11 +62,23 @@ static int compare_names(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Adds "PATH: cannot open directory: REASON" to problems, or, with no
+ * list to collect them in, fails the walk with it. */
+static vit_status dir_problem(const char *dir, int error, data_file_list *problems,
+                              vit_error *err) {
+    if (!problems)
+        return vit_error_set(err, VIT_E_IO, "%s: cannot open directory: %s", dir, strerror(error));
+    char message[4200];
+    snprintf(message, sizeof message, "%s: cannot open directory: %s", dir, strerror(error));
+    return push(problems, message, err);
+}
+
 static vit_status walk_dir(const char *dir, const struct stat *dir_st, const data_walk_options *options,
-                           dir_stack *stack, data_file_list *out, vit_error *err) {
+                           dir_stack *stack, data_file_list *out, data_file_list *problems,
+                           vit_error *err) {
     if (on_stack(stack, dir_st) || stack->depth == 64) return VIT_OK; /* loop or absurd depth */
     DIR *d = opendir(dir);
-    if (!d) return vit_error_set(err, VIT_E_IO, "%s: cannot open directory: %s", dir, strerror(errno));
+    if (!d) return dir_problem(dir, errno, problems, err);
     stack->dev[stack->depth] = dir_st->st_dev;
     stack->ino[stack->depth] = dir_st->st_ino;
     stack->depth++;
@@ -78,7 +91,9 @@ static vit_status walk_dir(const char *dir, const struct stat *dir_st, const dat
     while (status == VIT_OK && (entry = readdir(d)))
         if (entry->d_name[0] != '.') status = push(&names, entry->d_name, err);
     closedir(d);
-    if (status == VIT_OK) qsort(names.paths, names.count, sizeof *names.paths, compare_names);
+    /* An empty directory has no array at all: qsort must not see NULL. */
+    if (status == VIT_OK && names.count > 1)
+        qsort(names.paths, names.count, sizeof *names.paths, compare_names);
 
     const int recursive = !options || options->recursive;
     for (size_t i = 0; status == VIT_OK && i < names.count; i++) {
@@ -92,8 +107,10 @@ static vit_status walk_dir(const char *dir, const struct stat *dir_st, const dat
              * like an image, so the run reports it instead of hiding it. */
             if (data_has_image_extension(path, options)) status = push(out, path, err);
         } else if (S_ISDIR(st.st_mode)) {
-            if (recursive) status = walk_dir(path, &st, options, stack, out, err);
-        } else if (data_has_image_extension(path, options)) {
+            if (recursive) status = walk_dir(path, &st, options, stack, out, problems, err);
+        } else if (S_ISREG(st.st_mode) && data_has_image_extension(path, options)) {
+            /* Regular files only: opening a FIFO waits for a writer forever,
+             * and sockets and devices are not images whatever their name. */
             status = push(out, path, err);
         }
         free(path);
@@ -103,20 +120,25 @@ static vit_status walk_dir(const char *dir, const struct stat *dir_st, const dat
     return status;
 }
 
-vit_status data_walk(const char *path, const data_walk_options *options, data_file_list *out,
-                     vit_error *err) {
+vit_status data_walk_collect(const char *path, const data_walk_options *options,
+                             data_file_list *out, data_file_list *problems, vit_error *err) {
     struct stat st;
     if (stat(path, &st) != 0)
         return vit_error_set(err, VIT_E_IO, "%s: %s", path, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return push(out, path, err);
     dir_stack stack = {.depth = 0};
     const size_t first = out->count;
-    vit_status status = walk_dir(path, &st, options, &stack, out, err);
+    vit_status status = walk_dir(path, &st, options, &stack, out, problems, err);
     /* Sorting the full paths keeps files and subdirectories interleaved the
      * way a sorted listing of relative paths shows them. */
-    if (status == VIT_OK)
+    if (status == VIT_OK && out->count - first > 1)
         qsort(out->paths + first, out->count - first, sizeof *out->paths, compare_names);
     return status;
+}
+
+vit_status data_walk(const char *path, const data_walk_options *options, data_file_list *out,
+                     vit_error *err) {
+    return data_walk_collect(path, options, out, NULL, err);
 }
 
 vit_status data_list_subdirs(const char *path, data_file_list *out, vit_error *err) {
@@ -136,7 +158,7 @@ vit_status data_list_subdirs(const char *path, data_file_list *out, vit_error *e
         free(full);
     }
     closedir(d);
-    if (status == VIT_OK)
+    if (status == VIT_OK && out->count - first > 1)
         qsort(out->paths + first, out->count - first, sizeof *out->paths, compare_names);
     return status;
 }

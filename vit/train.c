@@ -173,14 +173,32 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     const vit_config *c = config;
     if (max_batch <= 0 || max_batch > 65536)
         return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..65536", max_batch);
-    if (c->hidden_size <= 0 || c->num_heads <= 0 || c->hidden_size % c->num_heads ||
-        c->num_layers <= 0 || c->mlp_size <= 0 || c->patch_size <= 0 || c->num_channels <= 0 ||
-        c->image_size < c->patch_size || c->num_classes <= 0 || c->num_prefix_tokens != 1 ||
-        !(c->layer_norm_eps > 0))
+    /* The first thing wrong, in words: a bare "cannot train" leaves the
+     * user guessing which of nine numbers to change. */
+    char why[160] = "";
+    if (c->hidden_size <= 0 || c->num_heads <= 0)
+        snprintf(why, sizeof why, "hidden size %d and heads %d must be positive", c->hidden_size,
+                 c->num_heads);
+    else if (c->hidden_size % c->num_heads)
+        snprintf(why, sizeof why, "hidden size %d is not divisible by %d heads", c->hidden_size,
+                 c->num_heads);
+    else if (c->num_layers <= 0 || c->mlp_size <= 0 || c->num_channels <= 0 || c->num_classes <= 0)
+        snprintf(why, sizeof why, "layers, MLP size, channels and classes must be positive");
+    else if (c->patch_size <= 0)
+        snprintf(why, sizeof why, "patch size %d must be positive", c->patch_size);
+    else if (c->image_size < c->patch_size)
+        snprintf(why, sizeof why, "image size %d is smaller than patch size %d, so there are no "
+                 "patches", c->image_size, c->patch_size);
+    else if (c->num_prefix_tokens != 1)
+        snprintf(why, sizeof why, "training needs exactly one prefix (class) token, not %d",
+                 c->num_prefix_tokens);
+    else if (!(c->layer_norm_eps > 0))
+        snprintf(why, sizeof why, "layer norm eps %g must be positive", (double)c->layer_norm_eps);
+    if (why[0])
         return vit_error_set(err, VIT_E_ARG,
-                             "cannot train this configuration (hidden %d, heads %d, layers %d, "
+                             "cannot train this configuration: %s (hidden %d, heads %d, layers %d, "
                              "MLP %d, patch %d, image %d, channels %d, classes %d, prefix %d)",
-                             c->hidden_size, c->num_heads, c->num_layers, c->mlp_size,
+                             why, c->hidden_size, c->num_heads, c->num_layers, c->mlp_size,
                              c->patch_size, c->image_size, c->num_channels, c->num_classes,
                              c->num_prefix_tokens);
     vit_train_model *m = calloc(1, sizeof *m);
