@@ -231,7 +231,8 @@ typedef struct data_batch {
     size_t first;            /* index (in the loader's paths) of the batch's first file */
     int count;               /* files in the batch */
     int num_good;            /* images decoded, packed at the front of images */
-    const float *images;     /* num_good x 3 x H x W, preprocessed */
+    const float *images;     /* num_good x 3 x height x width, preprocessed */
+    int height, width;       /* of every image: the recipe's output size */
     const int *row;          /* per file: its image's index in images, or -1 */
     const vit_error *errors; /* per file: why it failed, where row is -1 */
 } data_batch;

@@ -651,6 +651,20 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
                                             config_text_name, m->config.image_size, &limits,
                                             &m->preprocess, err);
     if (status == VIT_OK) {
+        /* The recipe must make the images the position embeddings were
+         * learned for: smaller ones were read past their end by the patch
+         * embedding, larger ones gave confident garbage. Another size on
+         * purpose is --size (data_preprocess_set_size + vit_context_create). */
+        const int out_h = data_preprocess_out_height(&m->preprocess);
+        const int out_w = data_preprocess_out_width(&m->preprocess);
+        const int size = m->config.image_size;
+        if (out_h != size || out_w != size)
+            status = vit_error_set(err, VIT_E_SHAPE, "%s: preprocessing makes %dx%d images but the "
+                                   "model takes %dx%d (%s)",
+                                   preprocessor ? preprocessor_name : config_text_name, out_w, out_h,
+                                   size, size, weights_file_path);
+    }
+    if (status == VIT_OK) {
         if (preprocessor_name == meta_preprocessor_name)
             snprintf(m->preprocess.source, sizeof m->preprocess.source, "safetensors __metadata__");
         m->preprocess.max_pixels = limits.max_pixels;

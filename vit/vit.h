@@ -182,6 +182,13 @@ void vit_context_profile(vit_context *ctx, double *seconds);
 vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *out,
                        vit_error *err);
 
+/* vit_forward for images whose size the caller states (batch x channels x
+ * height x width floats): refuses (VIT_E_SHAPE, naming both sizes) images
+ * of any other size than the context's 3 x S x S, which vit_forward would
+ * read past or misread. Use it whenever the images come from a recipe. */
+vit_status vit_forward_checked(vit_context *ctx, const float *images, int batch, int channels,
+                               int height, int width, float *out, vit_error *err);
+
 /* In-place numerically stable softmax over n values. */
 void vit_softmax(float *values, int n);
 
