@@ -355,6 +355,13 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
         return shape_error(m, &patch, "[D, channels, P, P]", err);
     c->hidden_size = (int)pw->shape[0];
     c->num_channels = (int)pw->shape[1];
+    /* Images reach the model as RGB only (data_image is RGB, and vit train
+     * stores grey models with their kernel spread over 3 channels): any
+     * other count would make every forward pass read past each image. */
+    if (c->num_channels != 3)
+        return vit_error_set(err, VIT_E_UNSUPPORTED,
+                             "%s: tensor '%s' takes %d input channels; only 3 (RGB) are supported",
+                             path, patch.key, c->num_channels);
     c->patch_size = (int)pw->shape[2];
     c->num_prefix_tokens = dist.tensor ? 2 : 1;
     c->num_layers = weights_layout_num_layers(m->file, m->layout);
