@@ -487,10 +487,25 @@ static vit_status settle_labels(vit_model *m, const cJSON *json, const char *con
         snprintf(m->labels_source, sizeof m->labels_source, "--labels FILE");
         return VIT_OK;
     }
-    const cJSON *id2label = json ? cJSON_GetObjectItemCaseSensitive(json, "id2label") : NULL;
-    if (cJSON_IsObject(id2label) && cJSON_GetArraySize(id2label) == classes && classes > 0) {
+    /* A headless model has no classes to name: its id2label (transformers
+     * writes LABEL_0, LABEL_1 by default) is not used. */
+    const cJSON *id2label = json && classes > 0 ? vit_json_get(json, "id2label") : NULL;
+    if (id2label) {
+        char shown[48];
+        if (!cJSON_IsObject(id2label))
+            return vit_error_set(err, VIT_E_FORMAT, "%s: \"id2label\" is %s; expected an object",
+                                 config_path, vit_json_show(id2label, shown, sizeof shown));
+        /* Labels of another count belong to another head: using them, or
+         * silently others, would name every prediction wrongly. */
+        const int count = cJSON_GetArraySize(id2label);
+        if (count != classes)
+            return vit_error_set(err, VIT_E_SHAPE, "%s: id2label has %d labels but the model has "
+                                 "%d classes", config_path, count, classes);
         status = set_labels_from_id2label(m, id2label, config_path, err);
-        if (status == VIT_OK) snprintf(m->labels_source, sizeof m->labels_source, "config.json id2label");
+        if (status == VIT_OK)
+            snprintf(m->labels_source, sizeof m->labels_source, "%s id2label",
+                     strcmp(m->config_source, "config.json") == 0 ? "config.json"
+                                                                  : "safetensors __metadata__ config");
         return status;
     }
     if (classes == 1000) {

@@ -104,7 +104,10 @@ const char *vit_model_dtypes(const vit_model *model);
 
 /* Class labels: the count (0 when the checkpoint has none) and the label of
  * a class, or NULL. Where labels come from: "config.json id2label",
- * "--labels FILE", "ImageNet-1k (shipped)", or "none". */
+ * "safetensors __metadata__ config id2label", "--labels FILE", "ImageNet-1k
+ * (shipped)", or "none". An id2label whose count is not the number of
+ * classes is refused at load (it belongs to another head); a headless model
+ * ignores id2label. */
 int vit_model_num_labels(const vit_model *model);
 const char *vit_model_label(const vit_model *model, int class_index);
 const char *vit_model_labels_source(const vit_model *model);
