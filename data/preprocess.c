@@ -469,18 +469,33 @@ vit_status data_read_text_file(const char *path, size_t max_bytes, char **text, 
                                vit_error *err) {
     *text = NULL;
     if (missing) *missing = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* O_NONBLOCK: opening a FIFO with no writer must not hang; reads block
+     * again below, so a pipe with a writer (--labels <(...)) still works. */
+    const int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) {
         if (errno == ENOENT && missing) {
             *missing = 1;
             return VIT_OK;
         }
         return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(errno));
     }
+    struct stat sb;
+    const int stated = fstat(fd, &sb) == 0;
+    if (!stated || S_ISDIR(sb.st_mode)) {
+        const int dir = stated;
+        close(fd);
+        return vit_error_set(err, VIT_E_IO, "%s: %s", path, dir ? "a directory, not a file"
+                                                                 : "cannot read its status");
+    }
+    const int flags = fcntl(fd, F_GETFL);
+    FILE *f = flags >= 0 && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        close(fd);
+        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(errno));
+    }
     /* Sized by the file, not the cap, and grown while reading (the file may
      * be a pipe or grow), so a generous cap costs nothing. */
-    struct stat sb;
-    size_t cap = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) ? (size_t)sb.st_size : 0;
+    size_t cap = S_ISREG(sb.st_mode) ? (size_t)sb.st_size : 0;
     if (cap > max_bytes) cap = max_bytes;
     cap += 1 + (cap < 4096 ? 4096 : 0); /* + 1: a byte beyond the cap proves it exceeded */
     if (cap > max_bytes + 1) cap = max_bytes + 1;

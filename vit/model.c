@@ -25,9 +25,36 @@ static int is_directory(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static int file_exists(const char *path) {
+/* What a non-regular file is, for messages. */
+static const char *file_kind(mode_t mode) {
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "a special file";
+}
+
+/* Checks path (following symlinks) is a regular file, without opening it:
+ * opening a FIFO would block until a writer came. *missing (when non-NULL)
+ * is set instead of an error when nothing is there at all. */
+static vit_status check_regular(const char *path, int *missing, vit_error *err) {
     struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    if (missing) *missing = 0;
+    if (stat(path, &st) != 0) {
+        const int error = errno;
+        if (error == ENOENT && missing && lstat(path, &st) != 0) {
+            *missing = 1;
+            return VIT_OK;
+        }
+        if (error == ENOENT)
+            return vit_error_set(err, VIT_E_IO, missing ? "%s: broken symbolic link"
+                                                        : "%s: no such model file or directory", path);
+        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(error));
+    }
+    if (!S_ISREG(st.st_mode))
+        return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path, file_kind(st.st_mode));
+    return VIT_OK;
 }
 
 /* Reads a whole small text file. Returns NULL (with err set) on failure. */
@@ -583,12 +610,14 @@ static vit_status locate(const char *path, char *weights_path_out, char *dir_out
     if (is_directory(path)) {
         snprintf(dir_out, size, "%s", path);
         snprintf(weights_path_out, size, "%s/model.safetensors", path);
-        if (!file_exists(weights_path_out))
+        int missing;
+        vit_status status = check_regular(weights_path_out, &missing, err);
+        if (status == VIT_OK && missing)
             return vit_error_set(err, VIT_E_IO, "%s: no model.safetensors in this directory", path);
-        return VIT_OK;
+        return status;
     }
-    if (!file_exists(path))
-        return vit_error_set(err, VIT_E_IO, "%s: no such model file or directory", path);
+    vit_status status = check_regular(path, NULL, err);
+    if (status != VIT_OK) return status;
     snprintf(weights_path_out, size, "%s", path);
     const char *slash = strrchr(path, '/');
     if (slash)
@@ -704,7 +733,11 @@ static vit_status read_optional(const char *dir, const char *name, size_t max_by
                                 size_t path_size, char **text, vit_error *err) {
     *text = NULL;
     snprintf(path, path_size, "%s/%s", dir, name);
-    if (!file_exists(path)) return VIT_OK;
+    /* Only a file that is not there at all is absent: a FIFO, a device or a
+     * directory in its place is a mistake to report, not to skip. */
+    int missing;
+    vit_status status = check_regular(path, &missing, err);
+    if (status != VIT_OK || missing) return status;
     return data_read_text_file(path, max_bytes, text, NULL, err);
 }
 
