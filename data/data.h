@@ -143,7 +143,7 @@ vit_status data_preprocess_for_model(const char *model_dir, int image_size,
 /* ------------------------------------------------------------- labels */
 
 /* Splits text into one label per line ('\n' or "\r\n"; a final newline does
- * not start another label). *labels (count + 1 entries, NULL-terminated)
+ * not start another label; a leading UTF-8 byte-order mark is dropped). *labels (count + 1 entries, NULL-terminated)
  * and each label are malloc'd: free with data_labels_free. More than
  * max_labels lines is VIT_E_LIMIT. name is used in messages. */
 vit_status data_labels_parse(const char *text, const char *name, int max_labels, char ***labels,
