@@ -59,7 +59,13 @@ typedef struct vit_model vit_model;
  * config.json / preprocessor_config.json) or a .safetensors file. The key
  * layout (timm or Hugging Face) is detected; hyper-parameters come from
  * config.json, else the file's __metadata__ "config", else tensor shapes.
- * Every tensor's shape is checked against the configuration before use. */
+ * Every tensor's shape is checked against the configuration before use.
+ * Refused with one line naming the file: a config key that is present but
+ * invalid (wrong type, not a whole number, out of range; an absent key or
+ * JSON null takes the default), a patch embedding for other than 3 input
+ * channels, a preprocessing recipe whose output is not the model's input
+ * size, and a config.json / preprocessor_config.json that exists but is not
+ * a regular file (FIFO, device, directory; never opened). */
 vit_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
                           vit_error *err);
 
