@@ -464,6 +464,18 @@ Test(validate, broken_config_symlink_is_an_error) {
     expect_refused(VIT_E_IO, "config.json", "broken symbolic link");
 }
 
+/* Checkpoints are opened directly too (vit train --resume, --init). */
+Test(validate, weights_open_on_a_fifo_does_not_block, .timeout = 20) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    weights_file *f = NULL;
+    vit_error err;
+    cr_expect_eq(weights_open(path, &f, &err), VIT_E_IO);
+    cr_expect(strstr(err.message, "not a regular file"), "%s", err.message);
+    cr_expect_null(f);
+}
+
 /* Reading a FIFO nobody writes to ends at once (empty), without hanging. */
 Test(validate, reading_a_fifo_without_writer_does_not_block, .timeout = 20) {
     char path[256];
