@@ -40,6 +40,9 @@
  *    size / crop (rounded); recipes without a crop resize to size x size.
  *  - JSON texts are checked against vit_limits (size, nesting) before
  *    parsing; std must be positive; sizes must be integers in 1..65536.
+ *    A key that is present with a value of the wrong type or range is an
+ *    error naming the file, the key and the value (vit_json.h); only an
+ *    absent (or null) key takes the default.
  */
 #include "data.h"
 
