@@ -192,7 +192,8 @@ int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
                   const char *const *paths, data_batch *batch, float *outputs) {
     if (batch->num_good == 0) return 0;
     vit_error err;
-    if (vit_forward(ctx, batch->images, batch->num_good, outputs, &err) != VIT_OK) {
+    if (vit_forward_checked(ctx, batch->images, batch->num_good, 3, batch->height, batch->width,
+                            outputs, &err) != VIT_OK) {
         fprintf(stderr, "vit %s: %s\n", command, err.message);
         return -1;
     }

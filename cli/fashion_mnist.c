@@ -24,8 +24,11 @@ int cli_eval_fashion_mnist(const vit_model *model, int batch, int size) {
         data_mnist_free(&set);
         return CLI_EXIT_FATAL;
     }
-    const int S = vit_context_image_size(ctx), W = set.width, H = set.height;
-    const size_t per = (size_t)3 * S * S;
+    const int W = set.width, H = set.height;
+    /* Sized by the recipe, which writes the images; vit_forward_checked
+     * then refuses them if the context expects another size. */
+    const int out_h = data_preprocess_out_height(&pre), out_w = data_preprocess_out_width(&pre);
+    const size_t per = (size_t)3 * out_h * out_w;
     float *images = malloc(sizeof(float) * per * batch);
     float *logits = malloc(sizeof(float) * classes * batch);
     int *failed = calloc((size_t)batch, sizeof *failed);
@@ -54,7 +57,7 @@ int cli_eval_fashion_mnist(const vit_model *model, int batch, int size) {
                 fprintf(stderr, "vit eval: cannot preprocess test image %d\n", first + b);
                 goto done;
             }
-        if (vit_forward(ctx, images, n, logits, &err) != VIT_OK) {
+        if (vit_forward_checked(ctx, images, n, 3, out_h, out_w, logits, &err) != VIT_OK) {
             fprintf(stderr, "vit eval: %s\n", err.message);
             goto done;
         }

@@ -171,7 +171,7 @@ void data_csv_free(data_csv *csv);
 /* ------------------------------------------------------------- labels */
 
 /* Splits text into one label per line ('\n' or "\r\n"; a final newline does
- * not start another label). *labels (count + 1 entries, NULL-terminated)
+ * not start another label; a leading UTF-8 byte-order mark is dropped). *labels (count + 1 entries, NULL-terminated)
  * and each label are malloc'd: free with data_labels_free. More than
  * max_labels lines is VIT_E_LIMIT. name is used in messages. */
 vit_status data_labels_parse(const char *text, const char *name, int max_labels, char ***labels,
@@ -272,7 +272,8 @@ typedef struct data_batch {
     size_t first;            /* index (in the loader's paths) of the batch's first file */
     int count;               /* files in the batch */
     int num_good;            /* images decoded, packed at the front of images */
-    const float *images;     /* num_good x 3 x H x W, preprocessed */
+    const float *images;     /* num_good x 3 x height x width, preprocessed */
+    int height, width;       /* of every image: the recipe's output size */
     /* Writable so the caller can still fail a file after the forward pass
      * (the CLI does when its outputs are not finite); the loader refills
      * both at the next data_loader_next. */

@@ -19,6 +19,9 @@ vit_status data_labels_parse(const char *text, const char *name, int max_labels,
     if (!labels || !count || !text) return vit_error_set(err, VIT_E_ARG, "%s: missing argument", name);
     *labels = NULL;
     *count = 0;
+    /* A UTF-8 byte-order mark (Windows editors write one) is not part of
+     * the first label. */
+    if (strncmp(text, "\xEF\xBB\xBF", 3) == 0) text += 3;
     int n = 0;
     for (const char *p = text; *p;) {
         if (n >= max_labels)

@@ -126,11 +126,13 @@ vit_status data_loader_create(const data_preprocess *pre, const char *const *pat
     return VIT_OK;
 }
 
-static void hand_out(const loader_slot *slot, data_batch *batch) {
+static void hand_out(const data_loader *l, const loader_slot *slot, data_batch *batch) {
     batch->first = slot->first;
     batch->count = slot->count;
     batch->num_good = slot->num_good;
     batch->images = slot->images;
+    batch->height = data_preprocess_out_height(&l->pre);
+    batch->width = data_preprocess_out_width(&l->pre);
     batch->row = slot->row;
     batch->errors = slot->errors;
 }
@@ -143,7 +145,7 @@ int data_loader_next(data_loader *l, data_batch *batch) {
         const int count = batch_at(l, first);
         l->next_to_fill += (size_t)count;
         fill(l, &l->slots[0], first, count, l->threads);
-        hand_out(&l->slots[0], batch);
+        hand_out(l, &l->slots[0], batch);
         return count;
     }
     pthread_mutex_lock(&l->lock);
@@ -161,7 +163,7 @@ int data_loader_next(data_loader *l, data_batch *batch) {
     slot->state = SLOT_IN_USE;
     l->take_slot ^= 1;
     l->next_to_take += (size_t)slot->count;
-    hand_out(slot, batch);
+    hand_out(l, slot, batch);
     pthread_mutex_unlock(&l->lock);
     return batch->count;
 }

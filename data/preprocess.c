@@ -40,6 +40,9 @@
  *    size / crop (rounded); recipes without a crop resize to size x size.
  *  - JSON texts are checked against vit_limits (size, nesting) before
  *    parsing; std must be positive; sizes must be integers in 1..65536.
+ *    A key that is present with a value of the wrong type or range is an
+ *    error naming the file, the key and the value (vit_json.h); only an
+ *    absent (or null) key takes the default.
  */
 #include "data.h"
 
@@ -52,6 +55,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "vit_json.h"
 
 #define MAX_SIDE 65536
 
@@ -105,6 +110,10 @@ static const cJSON *get_key(const cJSON *obj, const char *key) {
     return item && !cJSON_IsNull(item) ? item : NULL;
 }
 
+/* The value of item for a message (vit_json_show into a buffer the caller
+ * declares as `char shown[48]`). */
+#define SHOW(item) vit_json_show((item), shown, sizeof shown)
+
 static int as_side(const cJSON *item, int *out) {
     if (!cJSON_IsNumber(item)) return 0;
     double v = item->valuedouble;
@@ -116,9 +125,11 @@ static int as_side(const cJSON *item, int *out) {
 static vit_status get_bool(const cJSON *obj, const char *key, int *out, const char *name,
                            vit_error *err) {
     const cJSON *item = get_key(obj, key);
+    char shown[48];
     if (!item) return VIT_OK;
     if (!cJSON_IsBool(item))
-        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" must be true or false", name, key);
+        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" is %s; expected true or false", name,
+                             key, SHOW(item));
     *out = cJSON_IsTrue(item);
     return VIT_OK;
 }
@@ -127,6 +138,7 @@ static vit_status get_bool(const cJSON *obj, const char *key, int *out, const ch
 static vit_status get_triplet(const cJSON *obj, const char *key, float out[3], int positive,
                               const char *name, vit_error *err) {
     const cJSON *item = get_key(obj, key);
+    char shown[48];
     if (!item) return VIT_OK;
     double v[3];
     if (cJSON_IsNumber(item)) {
@@ -137,14 +149,14 @@ static vit_status get_triplet(const cJSON *obj, const char *key, float out[3], i
         for (int i = 0; i < n; i++) {
             const cJSON *e = cJSON_GetArrayItem(item, i);
             if (!cJSON_IsNumber(e))
-                return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\"[%d] is not a number", name,
-                                     key, i);
+                return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\"[%d] is %s; expected a number",
+                                     name, key, i, SHOW(e));
             v[i] = e->valuedouble;
         }
         if (n == 1) v[1] = v[2] = v[0];
     } else {
-        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" must be a list of 3 numbers", name,
-                             key);
+        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" is %s; expected a list of 3 numbers",
+                             name, key, SHOW(item));
     }
     for (int i = 0; i < 3; i++) {
         if (!isfinite(v[i]) || fabs(v[i]) > 1e6)
@@ -160,25 +172,7 @@ static vit_status get_triplet(const cJSON *obj, const char *key, float out[3], i
 
 static vit_status parse_json(const char *text, const char *name, const vit_limits *limits,
                              cJSON **root, vit_error *err) {
-    *root = NULL;
-    if (!text) return vit_error_set(err, VIT_E_ARG, "%s: no JSON text", name);
-    const size_t max_bytes = vit_limits_resolve(limits).max_json_bytes;
-    size_t len = strnlen(text, max_bytes + 1);
-    vit_status st = vit_json_check_limits(text, len, name, limits, err);
-    if (st != VIT_OK) return st;
-    const char *end = NULL;
-    /* len + 1 includes the terminator, which makes cJSON reject trailing text. */
-    cJSON *r = cJSON_ParseWithLengthOpts(text, len + 1, &end, 1);
-    if (!r) {
-        size_t at = end && end >= text ? (size_t)(end - text) : 0;
-        return vit_error_set(err, VIT_E_FORMAT, "%s: malformed JSON near byte %zu", name, at);
-    }
-    if (!cJSON_IsObject(r)) {
-        cJSON_Delete(r);
-        return vit_error_set(err, VIT_E_FORMAT, "%s: top level is not a JSON object", name);
-    }
-    *root = r;
-    return VIT_OK;
+    return vit_json_parse_object(text, name, limits, root, err);
 }
 
 /* ---- Hugging Face ---- */
@@ -192,27 +186,29 @@ typedef struct hf_size {
 static vit_status get_hf_size(const cJSON *obj, const char *key, int allow_shortest, hf_size *out,
                               const char *name, vit_error *err) {
     const cJSON *item = get_key(obj, key);
+    char shown[48];
     if (!item) return VIT_OK;
     hf_size s = {1, 0, 0, 0};
     if (cJSON_IsNumber(item)) {
         if (!as_side(item, &s.height))
-            return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" must be an integer in 1..%d",
-                                 name, key, MAX_SIDE);
+            return vit_error_set(err, VIT_E_FORMAT,
+                                 "%s: \"%s\" is %s; expected a whole number from 1 to %d", name,
+                                 key, SHOW(item), MAX_SIDE);
         s.width = s.height;
     } else if (cJSON_IsArray(item)) {
         if (cJSON_GetArraySize(item) != 2 || !as_side(cJSON_GetArrayItem(item, 0), &s.height) ||
             !as_side(cJSON_GetArrayItem(item, 1), &s.width))
             return vit_error_set(err, VIT_E_FORMAT,
-                                 "%s: \"%s\" must be [height, width] with integers in 1..%d", name,
-                                 key, MAX_SIDE);
+                                 "%s: \"%s\" is %s; expected [height, width] with whole numbers "
+                                 "from 1 to %d", name, key, SHOW(item), MAX_SIDE);
     } else if (cJSON_IsObject(item)) {
         const cJSON *h = get_key(item, "height"), *w = get_key(item, "width");
         const cJSON *se = get_key(item, "shortest_edge"), *le = get_key(item, "longest_edge");
         if (h || w) {
             if (!h || !w || !as_side(h, &s.height) || !as_side(w, &s.width))
                 return vit_error_set(err, VIT_E_FORMAT,
-                                     "%s: \"%s\" needs integer \"height\" and \"width\" in 1..%d",
-                                     name, key, MAX_SIDE);
+                                     "%s: \"%s\" is %s; expected whole numbers \"height\" and "
+                                     "\"width\" from 1 to %d", name, key, SHOW(item), MAX_SIDE);
         } else if (se) {
             if (!allow_shortest)
                 return vit_error_set(err, VIT_E_UNSUPPORTED,
@@ -224,16 +220,16 @@ static vit_status get_hf_size(const cJSON *obj, const char *key, int allow_short
                                      key);
             if (!as_side(se, &s.shortest))
                 return vit_error_set(err, VIT_E_FORMAT,
-                                     "%s: \"%s\".shortest_edge must be an integer in 1..%d", name,
-                                     key, MAX_SIDE);
+                                     "%s: \"%s\" is %s; expected \"shortest_edge\" a whole number "
+                                     "from 1 to %d", name, key, SHOW(item), MAX_SIDE);
         } else {
             return vit_error_set(err, VIT_E_FORMAT,
-                                 "%s: \"%s\" has neither height/width nor shortest_edge", name,
-                                 key);
+                                 "%s: \"%s\" is %s; expected height/width or shortest_edge", name,
+                                 key, SHOW(item));
         }
     } else {
-        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" must be an integer or an object",
-                             name, key);
+        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" is %s; expected a whole number or an "
+                             "object", name, key, SHOW(item));
     }
     *out = s;
     return VIT_OK;
@@ -241,9 +237,15 @@ static vit_status get_hf_size(const cJSON *obj, const char *key, int allow_short
 
 static vit_status hf_from_root(const cJSON *root, const char *name, data_preprocess *p,
                                vit_error *err) {
-    const cJSON *type = get_key(root, "image_processor_type");
-    if (!type) type = get_key(root, "feature_extractor_type");
-    int deit = cJSON_IsString(type) && strstr(type->valuestring, "DeiT") != NULL;
+    char shown[48];
+    const char *type_key = "image_processor_type";
+    const cJSON *type = get_key(root, type_key);
+    if (!type) type = get_key(root, type_key = "feature_extractor_type");
+    /* The type picks the defaults: a wrong one must not pick them silently. */
+    if (type && !cJSON_IsString(type))
+        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" is %s; expected a string", name,
+                             type_key, SHOW(type));
+    int deit = type && strstr(type->valuestring, "DeiT") != NULL;
 
     /* transformers' defaults for the named processor. */
     hf_size size = {1, 0, deit ? 256 : 224, deit ? 256 : 224};
@@ -269,16 +271,18 @@ static vit_status hf_from_root(const cJSON *root, const char *name, data_preproc
     const cJSON *item = get_key(root, "rescale_factor");
     if (item) {
         if (!cJSON_IsNumber(item) || !(item->valuedouble > 0) || !isfinite(item->valuedouble))
-            return vit_error_set(err, VIT_E_FORMAT, "%s: \"rescale_factor\" must be a positive number",
-                                 name);
+            return vit_error_set(err, VIT_E_FORMAT,
+                                 "%s: \"rescale_factor\" is %s; expected a positive number", name,
+                                 SHOW(item));
         rescale = item->valuedouble;
     }
     item = get_key(root, "resample");
     if (item) {
         if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
             fabs(item->valuedouble) > 1000)
-            return vit_error_set(err, VIT_E_FORMAT, "%s: \"resample\" must be a PIL filter number",
-                                 name);
+            return vit_error_set(err, VIT_E_FORMAT,
+                                 "%s: \"resample\" is %s; expected a PIL filter number", name,
+                                 SHOW(item));
         int r = (int)item->valuedouble;
         if (r != DATA_RESAMPLE_NEAREST && r != DATA_RESAMPLE_BILINEAR && r != DATA_RESAMPLE_BICUBIC)
             return vit_error_set(err, VIT_E_UNSUPPORTED,
@@ -339,6 +343,7 @@ vit_status data_preprocess_from_hf_json(const char *json_text, const char *name,
 static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preprocess *p,
                                 vit_error *err) {
     int height = 224, width = 224;
+    char shown[48];
     const cJSON *item = get_key(cfg, "input_size");
     if (item) {
         int channels = 0;
@@ -347,7 +352,8 @@ static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preproc
             !as_side(cJSON_GetArrayItem(item, 1), &height) ||
             !as_side(cJSON_GetArrayItem(item, 2), &width))
             return vit_error_set(err, VIT_E_FORMAT,
-                                 "%s: pretrained_cfg.input_size must be [3, height, width]", name);
+                                 "%s: \"pretrained_cfg.input_size\" is %s; expected [3, height, "
+                                 "width]", name, SHOW(item));
         if (channels != 3)
             return vit_error_set(err, VIT_E_UNSUPPORTED,
                                  "%s: pretrained_cfg.input_size has %d channels, only 3 supported",
@@ -358,7 +364,8 @@ static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preproc
     if (item) {
         if (!cJSON_IsNumber(item) || !(item->valuedouble > 0 && item->valuedouble <= 10))
             return vit_error_set(err, VIT_E_FORMAT,
-                                 "%s: pretrained_cfg.crop_pct must be a number in (0, 10]", name);
+                                 "%s: \"pretrained_cfg.crop_pct\" is %s; expected a number in (0, "
+                                 "10]", name, SHOW(item));
         crop_pct = item->valuedouble;
     }
     data_resample resample = DATA_RESAMPLE_BICUBIC;
@@ -367,7 +374,8 @@ static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preproc
         const char *s = cJSON_IsString(item) ? item->valuestring : NULL;
         if (!s)
             return vit_error_set(err, VIT_E_FORMAT,
-                                 "%s: pretrained_cfg.interpolation must be a string", name);
+                                 "%s: \"pretrained_cfg.interpolation\" is %s; expected a string",
+                                 name, SHOW(item));
         if (strcmp(s, "bicubic") == 0) resample = DATA_RESAMPLE_BICUBIC;
         else if (strcmp(s, "bilinear") == 0) resample = DATA_RESAMPLE_BILINEAR;
         else if (strcmp(s, "nearest") == 0) resample = DATA_RESAMPLE_NEAREST;
@@ -382,8 +390,9 @@ static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preproc
     if (item) {
         const char *s = cJSON_IsString(item) ? item->valuestring : NULL;
         if (!s)
-            return vit_error_set(err, VIT_E_FORMAT, "%s: pretrained_cfg.crop_mode must be a string",
-                                 name);
+            return vit_error_set(err, VIT_E_FORMAT,
+                                 "%s: \"pretrained_cfg.crop_mode\" is %s; expected a string", name,
+                                 SHOW(item));
         if (strcmp(s, "squash") == 0) squash = 1;
         else if (strcmp(s, "center") != 0)
             return vit_error_set(err, VIT_E_UNSUPPORTED,
@@ -444,10 +453,12 @@ vit_status data_preprocess_from_timm_json(const char *json_text, const char *nam
     if (st != VIT_OK) return st;
     const cJSON *cfg = get_key(root, "pretrained_cfg");
     data_preprocess tmp;
+    char shown[48];
     if (!cfg)
         st = vit_error_set(err, VIT_E_FORMAT, "%s: no \"pretrained_cfg\" (not a timm config)", name);
     else if (!cJSON_IsObject(cfg))
-        st = vit_error_set(err, VIT_E_FORMAT, "%s: \"pretrained_cfg\" is not an object", name);
+        st = vit_error_set(err, VIT_E_FORMAT, "%s: \"pretrained_cfg\" is %s; expected an object",
+                           name, SHOW(cfg));
     else
         st = timm_from_cfg(cfg, name, &tmp, err);
     cJSON_Delete(root);
@@ -461,25 +472,34 @@ vit_status data_read_text_file(const char *path, size_t max_bytes, char **text, 
                                vit_error *err) {
     *text = NULL;
     if (missing) *missing = 0;
-    /* Opened without blocking: fopen of a FIFO nobody writes to would wait
-     * forever. Pipes stay readable (--labels <(cmd) is a pipe): once open,
-     * reads block again, and a FIFO without a writer reads as empty. */
+    /* O_NONBLOCK: opening a FIFO with no writer must not hang; reads block
+     * again below, so a pipe with a writer (--labels <(...)) still works. */
     const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    const int flags = fd < 0 ? -1 : fcntl(fd, F_GETFL);
-    FILE *f = flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0 ? NULL : fdopen(fd, "rb");
-    if (!f) {
+    if (fd < 0) {
         const int e = errno;
-        if (fd >= 0) close(fd);
         if (e == ENOENT && missing) {
             *missing = 1;
             return VIT_OK;
         }
         return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
     }
+    struct stat sb;
+    const int stated = fstat(fd, &sb) == 0;
+    if (!stated || S_ISDIR(sb.st_mode)) {
+        const int dir = stated;
+        close(fd);
+        return vit_error_set(err, VIT_E_IO, "%s: %s", path, dir ? "a directory, not a file"
+                                                                 : "cannot read its status");
+    }
+    const int flags = fcntl(fd, F_GETFL);
+    FILE *f = flags >= 0 && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) {
+        close(fd);
+        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(errno));
+    }
     /* Sized by the file, not the cap, and grown while reading (the file may
      * be a pipe or grow), so a generous cap costs nothing. */
-    struct stat sb;
-    size_t cap = fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) ? (size_t)sb.st_size : 0;
+    size_t cap = S_ISREG(sb.st_mode) ? (size_t)sb.st_size : 0;
     if (cap > max_bytes) cap = max_bytes;
     cap += 1 + (cap < 4096 ? 4096 : 0); /* + 1: a byte beyond the cap proves it exceeded */
     if (cap > max_bytes + 1) cap = max_bytes + 1;
@@ -541,9 +561,10 @@ vit_status data_preprocess_from_texts(const char *preprocessor_json, const char 
         if ((st = parse_json(config_json, config_name, limits, &root, err)) != VIT_OK) return st;
         const cJSON *cfg = get_key(root, "pretrained_cfg");
         if (cfg) {
+            char shown[48];
             if (!cJSON_IsObject(cfg))
-                st = vit_error_set(err, VIT_E_FORMAT, "%s: \"pretrained_cfg\" is not an object",
-                                   config_name);
+                st = vit_error_set(err, VIT_E_FORMAT, "%s: \"pretrained_cfg\" is %s; expected an "
+                                   "object", config_name, SHOW(cfg));
             else
                 st = timm_from_cfg(cfg, config_name, &tmp, err);
             cJSON_Delete(root);

@@ -414,6 +414,18 @@ static void head(const vit_model *m, const float *pooled, int prefix, int batch,
     }
 }
 
+vit_status vit_forward_checked(vit_context *ctx, const float *images, int batch, int channels,
+                               int height, int width, float *out, vit_error *err) {
+    const int C = ctx->model->config.num_channels, S = ctx->image_size;
+    /* vit_forward reads C x S x S floats per image whatever it is given:
+     * anything smaller would be read past its end. */
+    if (channels != C || height != S || width != S)
+        return vit_error_set(err, VIT_E_SHAPE,
+                             "images of %d x %dx%d given to a model context that takes %d x %dx%d",
+                             channels, width, height, C, S, S);
+    return vit_forward(ctx, images, batch, out, err);
+}
+
 vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *out,
                        vit_error *err) {
     const vit_model *m = ctx->model;

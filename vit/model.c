@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "vit_json.h"
+
 /* A --labels file larger than this is not a label list (21k-class lists
  * are about 1 MB). Config JSON has its own limit (vit_limits). */
 #define MAX_LABELS_BYTES ((long)16 << 20)
@@ -23,30 +25,42 @@ static int is_directory(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-static int file_exists(const char *path) {
+/* What a non-regular file is, for messages. */
+static const char *file_kind(mode_t mode) {
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "a special file";
+}
+
+/* Checks path (following symlinks) is a regular file, without opening it:
+ * opening a FIFO would block until a writer came. *missing (when non-NULL)
+ * is set instead of an error when nothing is there at all. */
+static vit_status check_regular(const char *path, int *missing, vit_error *err) {
     struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    if (missing) *missing = 0;
+    if (stat(path, &st) != 0) {
+        const int error = errno;
+        if (error == ENOENT && missing && lstat(path, &st) != 0) {
+            *missing = 1;
+            return VIT_OK;
+        }
+        if (error == ENOENT)
+            return vit_error_set(err, VIT_E_IO, missing ? "%s: broken symbolic link"
+                                                        : "%s: no such model file or directory", path);
+        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(error));
+    }
+    if (!S_ISREG(st.st_mode))
+        return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path, file_kind(st.st_mode));
+    return VIT_OK;
 }
 
 /* Reads a whole small text file. Returns NULL (with err set) on failure. */
 static char *read_text_file(const char *path, long max_bytes, vit_error *err) {
     char *text;
     return data_read_text_file(path, (size_t)max_bytes, &text, NULL, err) == VIT_OK ? text : NULL;
-}
-
-/* ------------------------------------------------------------- json utils */
-
-static int json_int(const cJSON *obj, const char *key, int fallback) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (cJSON_IsNumber(item) && item->valuedouble >= 0 && item->valuedouble <= 1e9 &&
-        item->valuedouble == floor(item->valuedouble))
-        return (int)item->valuedouble;
-    return fallback;
-}
-
-static double json_number(const cJSON *obj, const char *key, double fallback) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return cJSON_IsNumber(item) ? item->valuedouble : fallback;
 }
 
 /* ------------------------------------------------------------ model store */
@@ -177,23 +191,87 @@ static vit_status take_qkv(vit_model *m, int layer, const float **w, const float
 
 /* ------------------------------------------------------ hyper-parameters */
 
-/* Values a config file states; 0 / negative: not stated. */
+/* Values a config file states; 0: not stated (num_classes: -1). */
 typedef struct stated_config {
     int hidden_size, num_layers, num_heads, mlp_size, patch_size, image_size, num_channels;
+    int num_classes;
+    double mlp_ratio; /* timm model_args; 0: not stated */
     double layer_norm_eps;
 } stated_config;
 
-/* Hugging Face config.json (also the form we write into __metadata__). */
-static void read_hf_config(const cJSON *json, stated_config *c) {
-    c->hidden_size = json_int(json, "hidden_size", 0);
-    c->num_layers = json_int(json, "num_hidden_layers", 0);
-    c->num_heads = json_int(json, "num_attention_heads", 0);
-    c->mlp_size = json_int(json, "intermediate_size", 0);
-    c->patch_size = json_int(json, "patch_size", 0);
-    c->image_size = json_int(json, "image_size", 0);
-    c->num_channels = json_int(json, "num_channels", 0);
-    /* transformers' ViTConfig/DeiTConfig default. */
-    c->layer_norm_eps = json_number(json, "layer_norm_eps", 1e-12);
+/* Largest value any integer key may state; the tensors bound the real ones. */
+#define MAX_STATED 1000000000
+
+/* A whole number in min..max (checked as a double first: the cast is then
+ * defined). */
+static int whole_in_range(const cJSON *item, int min, int max, int *out) {
+    if (!cJSON_IsNumber(item)) return 0;
+    const double v = item->valuedouble;
+    if (!(v >= min && v <= max) || v != floor(v)) return 0;
+    *out = (int)v;
+    return 1;
+}
+
+/* A square size written as N or [N, N] (transformers accepts an iterable
+ * for image_size and patch_size). Absent: *out is left alone. */
+static vit_status json_square(const cJSON *obj, const char *key, const char *where,
+                              const char *name, int *out, vit_error *err) {
+    const cJSON *item = vit_json_get(obj, key);
+    if (!item) return VIT_OK;
+    int h, w;
+    if (whole_in_range(item, 1, MAX_STATED, &h)) {
+        *out = h;
+        return VIT_OK;
+    }
+    char shown[48];
+    if (cJSON_IsArray(item) && cJSON_GetArraySize(item) == 2 &&
+        whole_in_range(cJSON_GetArrayItem(item, 0), 1, MAX_STATED, &h) &&
+        whole_in_range(cJSON_GetArrayItem(item, 1), 1, MAX_STATED, &w)) {
+        if (h != w)
+            return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: \"%s%s\" is %s; only square sizes are supported",
+                                 name, where, key, vit_json_show(item, shown, sizeof shown));
+        *out = h;
+        return VIT_OK;
+    }
+    return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s%s\" is %s; expected a whole number from 1 to %d or [N, N]",
+                         name, where, key, vit_json_show(item, shown, sizeof shown), MAX_STATED);
+}
+
+/* A key that must be a JSON object when present. */
+static vit_status json_object(const cJSON *obj, const char *key, const char *name,
+                              const cJSON **out, vit_error *err) {
+    const cJSON *item = vit_json_get(obj, key);
+    *out = item;
+    if (!item || cJSON_IsObject(item)) return VIT_OK;
+    char shown[48];
+    return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" is %s; expected an object", name, key,
+                         vit_json_show(item, shown, sizeof shown));
+}
+
+/* Hugging Face config.json (also the form we write into __metadata__).
+ * Every key is optional; a present one must be valid (vit_json.h). */
+static vit_status read_hf_config(const cJSON *json, const char *name, stated_config *c,
+                                 vit_error *err) {
+    vit_status s;
+    c->layer_norm_eps = 1e-12; /* transformers' ViTConfig/DeiTConfig default */
+    if ((s = vit_json_int(json, "hidden_size", "", 1, MAX_STATED, name, &c->hidden_size, err)) ||
+        (s = vit_json_int(json, "num_hidden_layers", "", 1, MAX_STATED, name, &c->num_layers, err)) ||
+        (s = vit_json_int(json, "num_attention_heads", "", 1, MAX_STATED, name, &c->num_heads, err)) ||
+        (s = vit_json_int(json, "intermediate_size", "", 1, MAX_STATED, name, &c->mlp_size, err)) ||
+        (s = json_square(json, "patch_size", "", name, &c->patch_size, err)) ||
+        (s = json_square(json, "image_size", "", name, &c->image_size, err)) ||
+        (s = vit_json_int(json, "num_channels", "", 1, MAX_STATED, name, &c->num_channels, err)) ||
+        (s = vit_json_number(json, "layer_norm_eps", "", 0, 1, name, &c->layer_norm_eps, err)))
+        return s;
+    /* The forward pass is exact GELU: anything else would run silently wrong. */
+    const cJSON *act = vit_json_get(json, "hidden_act");
+    if (act && !(cJSON_IsString(act) && strcmp(act->valuestring, "gelu") == 0)) {
+        char shown[48];
+        return vit_error_set(err, cJSON_IsString(act) ? VIT_E_UNSUPPORTED : VIT_E_FORMAT,
+                             "%s: \"hidden_act\" is %s; only \"gelu\" (exact GELU) is supported",
+                             name, vit_json_show(act, shown, sizeof shown));
+    }
+    return VIT_OK;
 }
 
 /* Heads of timm's named ViT/DeiT sizes (their configs state no dims). */
@@ -209,30 +287,43 @@ static int timm_architecture_heads(const char *architecture) {
 }
 
 /* timm config.json: dims only when the model was built with explicit
- * model_args; the architecture name alone fixes them by convention. */
-static void read_timm_config(const cJSON *json, stated_config *c) {
-    const cJSON *args = cJSON_GetObjectItemCaseSensitive(json, "model_args");
-    c->hidden_size = json_int(args, "embed_dim", 0);
-    c->num_layers = json_int(args, "depth", 0);
-    c->num_heads = json_int(args, "num_heads", 0);
-    c->patch_size = json_int(args, "patch_size", 0);
-    c->image_size = json_int(args, "img_size", 0);
-    const double mlp_ratio = json_number(args, "mlp_ratio", 0);
-    const double mlp_size = c->hidden_size * mlp_ratio;
-    if (mlp_ratio > 0 && c->hidden_size > 0 && mlp_size < 1e9)
-        c->mlp_size = (int)mlp_size; /* range checked first: the cast is defined */
-    const cJSON *pretrained = cJSON_GetObjectItemCaseSensitive(json, "pretrained_cfg");
-    const cJSON *input_size = cJSON_GetObjectItemCaseSensitive(pretrained, "input_size");
-    if (!c->image_size && cJSON_IsArray(input_size) && cJSON_GetArraySize(input_size) == 3) {
-        const cJSON *h = cJSON_GetArrayItem(input_size, 1);
-        if (cJSON_IsNumber(h) && h->valuedouble > 0 && h->valuedouble < 1e6)
-            c->image_size = (int)h->valuedouble;
+ * model_args; the architecture name alone fixes them by convention. Every
+ * key is optional; a present one must be valid (vit_json.h). */
+static vit_status read_timm_config(const cJSON *json, const char *name, stated_config *c,
+                                   vit_error *err) {
+    const cJSON *args, *pretrained;
+    vit_status s;
+    char shown[48];
+    if ((s = json_object(json, "model_args", name, &args, err)) ||
+        (s = json_object(json, "pretrained_cfg", name, &pretrained, err)) ||
+        (s = vit_json_int(args, "embed_dim", "model_args.", 1, MAX_STATED, name, &c->hidden_size, err)) ||
+        (s = vit_json_int(args, "depth", "model_args.", 1, MAX_STATED, name, &c->num_layers, err)) ||
+        (s = vit_json_int(args, "num_heads", "model_args.", 1, MAX_STATED, name, &c->num_heads, err)) ||
+        (s = json_square(args, "patch_size", "model_args.", name, &c->patch_size, err)) ||
+        (s = json_square(args, "img_size", "model_args.", name, &c->image_size, err)) ||
+        (s = vit_json_int(args, "in_chans", "model_args.", 1, MAX_STATED, name, &c->num_channels, err)) ||
+        (s = vit_json_number(args, "mlp_ratio", "model_args.", 0, 1e6, name, &c->mlp_ratio, err)) ||
+        (s = vit_json_int(json, "num_classes", "", 0, MAX_LABELS, name, &c->num_classes, err)))
+        return s;
+    const cJSON *input_size = vit_json_get(pretrained, "input_size");
+    if (input_size) {
+        int channels, h, w;
+        if (!cJSON_IsArray(input_size) || cJSON_GetArraySize(input_size) != 3 ||
+            !whole_in_range(cJSON_GetArrayItem(input_size, 0), 1, MAX_STATED, &channels) ||
+            !whole_in_range(cJSON_GetArrayItem(input_size, 1), 1, MAX_STATED, &h) ||
+            !whole_in_range(cJSON_GetArrayItem(input_size, 2), 1, MAX_STATED, &w))
+            return vit_error_set(err, VIT_E_FORMAT, "%s: \"pretrained_cfg.input_size\" is %s; "
+                                 "expected [channels, height, width] of whole numbers",
+                                 name, vit_json_show(input_size, shown, sizeof shown));
+        if (!c->image_size) c->image_size = h;
     }
-    if (!c->num_heads) {
-        const cJSON *architecture = cJSON_GetObjectItemCaseSensitive(json, "architecture");
-        if (cJSON_IsString(architecture)) c->num_heads = timm_architecture_heads(architecture->valuestring);
-    }
+    const cJSON *architecture = vit_json_get(json, "architecture");
+    if (architecture && !cJSON_IsString(architecture))
+        return vit_error_set(err, VIT_E_FORMAT, "%s: \"architecture\" is %s; expected a string",
+                             name, vit_json_show(architecture, shown, sizeof shown));
+    if (!c->num_heads && architecture) c->num_heads = timm_architecture_heads(architecture->valuestring);
     c->layer_norm_eps = 1e-6; /* timm's ViT default */
+    return VIT_OK;
 }
 
 static int is_timm_config(const cJSON *json) {
@@ -258,19 +349,21 @@ static vit_status check_stated(const vit_model *m, const char *what, int stated,
 /* Settles the configuration: sizes from the tensors (they cannot lie about
  * what is in the file), heads and eps from the config when stated. */
 static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_timm,
-                                vit_error *err) {
+                                const char *config_path, vit_error *err) {
     vit_config *c = &m->config;
     const char *path = weights_path(m->file);
     stated_config stated = {0};
+    stated.num_classes = -1;
+    vit_status status = VIT_OK;
     if (json) {
-        if (json_is_timm) read_timm_config(json, &stated);
-        else read_hf_config(json, &stated);
+        if (json_is_timm) status = read_timm_config(json, config_path, &stated, err);
+        else status = read_hf_config(json, config_path, &stated, err);
+        if (status != VIT_OK) return status;
     } else {
         stated.layer_norm_eps = 1e-6;
     }
 
     weights_ref patch, pos, fc1, head, dist;
-    vit_status status;
     if ((status = weights_layout_find(m->file, m->layout, WEIGHTS_PATCH_W, 0, &patch, err)) ||
         (status = weights_layout_find(m->file, m->layout, WEIGHTS_POS_EMBED, 0, &pos, err)) ||
         (status = weights_layout_find(m->file, m->layout, WEIGHTS_FC1_W, 0, &fc1, err)) ||
@@ -289,6 +382,13 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
         return shape_error(m, &patch, "[D, channels, P, P]", err);
     c->hidden_size = (int)pw->shape[0];
     c->num_channels = (int)pw->shape[1];
+    /* Images reach the model as RGB only (data_image is RGB, and vit train
+     * stores grey models with their kernel spread over 3 channels): any
+     * other count would make every forward pass read past each image. */
+    if (c->num_channels != 3)
+        return vit_error_set(err, VIT_E_UNSUPPORTED,
+                             "%s: tensor '%s' takes %d input channels; only 3 (RGB) are supported",
+                             path, patch.key, c->num_channels);
     c->patch_size = (int)pw->shape[2];
     c->num_prefix_tokens = dist.tensor ? 2 : 1;
     c->num_layers = weights_layout_num_layers(m->file, m->layout);
@@ -332,6 +432,14 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
         (status = check_stated(m, "MLP size", stated.mlp_size, c->mlp_size, fc1.key, err)) ||
         (status = check_stated(m, "image size", stated.image_size, c->image_size, pos.key, err)))
         return status;
+    /* timm builds the MLP as int(embed_dim * mlp_ratio). */
+    if (stated.mlp_ratio > 0 && (double)c->hidden_size * stated.mlp_ratio < MAX_STATED &&
+        (status = check_stated(m, "MLP size", (int)(c->hidden_size * stated.mlp_ratio), c->mlp_size,
+                               fc1.key, err)))
+        return status;
+    if (stated.num_classes >= 0 && head.tensor && stated.num_classes != c->num_classes)
+        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says num_classes = %d but tensor '%s' implies %d",
+                             path, m->config_source, stated.num_classes, head.key, c->num_classes);
 
     if (stated.num_heads > 0) {
         c->num_heads = stated.num_heads;
@@ -406,10 +514,25 @@ static vit_status settle_labels(vit_model *m, const cJSON *json, const char *con
         snprintf(m->labels_source, sizeof m->labels_source, "--labels FILE");
         return VIT_OK;
     }
-    const cJSON *id2label = json ? cJSON_GetObjectItemCaseSensitive(json, "id2label") : NULL;
-    if (cJSON_IsObject(id2label) && cJSON_GetArraySize(id2label) == classes && classes > 0) {
+    /* A headless model has no classes to name: its id2label (transformers
+     * writes LABEL_0, LABEL_1 by default) is not used. */
+    const cJSON *id2label = json && classes > 0 ? vit_json_get(json, "id2label") : NULL;
+    if (id2label) {
+        char shown[48];
+        if (!cJSON_IsObject(id2label))
+            return vit_error_set(err, VIT_E_FORMAT, "%s: \"id2label\" is %s; expected an object",
+                                 config_path, vit_json_show(id2label, shown, sizeof shown));
+        /* Labels of another count belong to another head: using them, or
+         * silently others, would name every prediction wrongly. */
+        const int count = cJSON_GetArraySize(id2label);
+        if (count != classes)
+            return vit_error_set(err, VIT_E_SHAPE, "%s: id2label has %d labels but the model has "
+                                 "%d classes", config_path, count, classes);
         status = set_labels_from_id2label(m, id2label, config_path, err);
-        if (status == VIT_OK) snprintf(m->labels_source, sizeof m->labels_source, "config.json id2label");
+        if (status == VIT_OK)
+            snprintf(m->labels_source, sizeof m->labels_source, "%s id2label",
+                     strcmp(m->config_source, "config.json") == 0 ? "config.json"
+                                                                  : "safetensors __metadata__ config");
         return status;
     }
     if (classes == 1000) {
@@ -487,12 +610,14 @@ static vit_status locate(const char *path, char *weights_path_out, char *dir_out
     if (is_directory(path)) {
         snprintf(dir_out, size, "%s", path);
         snprintf(weights_path_out, size, "%s/model.safetensors", path);
-        if (!file_exists(weights_path_out))
+        int missing;
+        vit_status status = check_regular(weights_path_out, &missing, err);
+        if (status == VIT_OK && missing)
             return vit_error_set(err, VIT_E_IO, "%s: no model.safetensors in this directory", path);
-        return VIT_OK;
+        return status;
     }
-    if (!file_exists(path))
-        return vit_error_set(err, VIT_E_IO, "%s: no such model file or directory", path);
+    vit_status status = check_regular(path, NULL, err);
+    if (status != VIT_OK) return status;
     snprintf(weights_path_out, size, "%s", path);
     const char *slash = strrchr(path, '/');
     if (slash)
@@ -513,12 +638,7 @@ typedef struct load_texts {
 /* Parses a config JSON text after checking it against the limits. */
 static vit_status parse_config(const char *text, const char *name, const vit_limits *limits,
                                cJSON **json, vit_error *err) {
-    vit_status status = vit_json_check_limits(text, strlen(text), name, limits, err);
-    if (status != VIT_OK) return status;
-    *json = cJSON_Parse(text);
-    if (!cJSON_IsObject(*json))
-        return vit_error_set(err, VIT_E_FORMAT, "%s: not a JSON object", name);
-    return VIT_OK;
+    return vit_json_parse_object(text, name, limits, json, err);
 }
 
 /* Everything after the weights are open: configuration, tensors, labels,
@@ -554,7 +674,7 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
     }
     if (status == VIT_OK && json) json_is_timm = is_timm_config(json);
 
-    if (status == VIT_OK) status = settle_config(m, json, json_is_timm, err);
+    if (status == VIT_OK) status = settle_config(m, json, json_is_timm, config_path, err);
     if (status == VIT_OK) {
         const vit_pos_resample resample = options ? options->pos_resample : VIT_POS_RESAMPLE_AUTO;
         m->config.pos_embed_antialias = resample == VIT_POS_RESAMPLE_AUTO
@@ -582,6 +702,20 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
                                             config_text_name, m->config.image_size, &limits,
                                             &m->preprocess, err);
     if (status == VIT_OK) {
+        /* The recipe must make the images the position embeddings were
+         * learned for: smaller ones were read past their end by the patch
+         * embedding, larger ones gave confident garbage. Another size on
+         * purpose is --size (data_preprocess_set_size + vit_context_create). */
+        const int out_h = data_preprocess_out_height(&m->preprocess);
+        const int out_w = data_preprocess_out_width(&m->preprocess);
+        const int size = m->config.image_size;
+        if (out_h != size || out_w != size)
+            status = vit_error_set(err, VIT_E_SHAPE, "%s: preprocessing makes %dx%d images but the "
+                                   "model takes %dx%d (%s)",
+                                   preprocessor ? preprocessor_name : config_text_name, out_w, out_h,
+                                   size, size, weights_file_path);
+    }
+    if (status == VIT_OK) {
         if (preprocessor_name == meta_preprocessor_name)
             snprintf(m->preprocess.source, sizeof m->preprocess.source, "safetensors __metadata__");
         m->preprocess.max_pixels = limits.max_pixels;
@@ -599,7 +733,11 @@ static vit_status read_optional(const char *dir, const char *name, size_t max_by
                                 size_t path_size, char **text, vit_error *err) {
     *text = NULL;
     snprintf(path, path_size, "%s/%s", dir, name);
-    if (!file_exists(path)) return VIT_OK;
+    /* Only a file that is not there at all is absent: a FIFO, a device or a
+     * directory in its place is a mistake to report, not to skip. */
+    int missing;
+    vit_status status = check_regular(path, &missing, err);
+    if (status != VIT_OK || missing) return status;
     return data_read_text_file(path, max_bytes, text, NULL, err);
 }
 

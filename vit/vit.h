@@ -59,7 +59,13 @@ typedef struct vit_model vit_model;
  * config.json / preprocessor_config.json) or a .safetensors file. The key
  * layout (timm or Hugging Face) is detected; hyper-parameters come from
  * config.json, else the file's __metadata__ "config", else tensor shapes.
- * Every tensor's shape is checked against the configuration before use. */
+ * Every tensor's shape is checked against the configuration before use.
+ * Refused with one line naming the file: a config key that is present but
+ * invalid (wrong type, not a whole number, out of range; an absent key or
+ * JSON null takes the default), a patch embedding for other than 3 input
+ * channels, a preprocessing recipe whose output is not the model's input
+ * size, and a config.json / preprocessor_config.json that exists but is not
+ * a regular file (FIFO, device, directory; never opened). */
 vit_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
                           vit_error *err);
 
@@ -104,7 +110,10 @@ const char *vit_model_dtypes(const vit_model *model);
 
 /* Class labels: the count (0 when the checkpoint has none) and the label of
  * a class, or NULL. Where labels come from: "config.json id2label",
- * "--labels FILE", "ImageNet-1k (shipped)", or "none". */
+ * "safetensors __metadata__ config id2label", "--labels FILE", "ImageNet-1k
+ * (shipped)", or "none". An id2label whose count is not the number of
+ * classes is refused at load (it belongs to another head); a headless model
+ * ignores id2label. */
 int vit_model_num_labels(const vit_model *model);
 const char *vit_model_label(const vit_model *model, int class_index);
 const char *vit_model_labels_source(const vit_model *model);
@@ -181,6 +190,13 @@ void vit_context_profile(vit_context *ctx, double *seconds);
  * token features for a headless model) to out. */
 vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *out,
                        vit_error *err);
+
+/* vit_forward for images whose size the caller states (batch x channels x
+ * height x width floats): refuses (VIT_E_SHAPE, naming both sizes) images
+ * of any other size than the context's 3 x S x S, which vit_forward would
+ * read past or misread. Use it whenever the images come from a recipe. */
+vit_status vit_forward_checked(vit_context *ctx, const float *images, int batch, int channels,
+                               int height, int width, float *out, vit_error *err);
 
 /* In-place numerically stable softmax over n values. */
 void vit_softmax(float *values, int n);

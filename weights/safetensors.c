@@ -145,7 +145,9 @@ static vit_status io_error(vit_error *err, const char *path, const char *what, i
 /* ------------------------------------------------------------ file mapping */
 
 static vit_status map_file(const char *path, void **map, size_t *size, vit_error *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: open(2) of a FIFO would otherwise wait for a writer
+     * before the regular-file check below could refuse it. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return io_error(err, path, "cannot open", errno);
     struct stat st;
     if (fstat(fd, &st) != 0) {
