@@ -559,10 +559,18 @@ int cli_attention(int argc, char **argv) {
             goto done;
         }
     }
-    if ((st.rollout && (v[OPT_HEAD] || st.grid)) || (v[OPT_DISCARD] && !st.rollout) ||
-        (st.grid && v[OPT_HEAD])) {
-        fprintf(stderr, "vit attention: --rollout (with --discard) averages the heads: it goes "
-                        "with neither --head nor --grid, and --grid draws every head\n");
+    /* Each conflict named by the options actually given. */
+    const char *conflict = NULL;
+    if (st.rollout && v[OPT_HEAD])
+        conflict = "--rollout averages the heads: it does not go with --head";
+    else if (st.rollout && st.grid)
+        conflict = "--rollout draws one map: it does not go with --grid";
+    else if (st.grid && v[OPT_HEAD])
+        conflict = "--grid draws every head: it does not go with --head";
+    else if (v[OPT_DISCARD] && !st.rollout)
+        conflict = "--discard applies to --rollout only";
+    if (conflict) {
+        fprintf(stderr, "vit attention: %s\n", conflict);
         goto done;
     }
     if (inspect_setup(&s, CLI_NAMES_OUTPUTS, NULL, 0, v[OPT_NPY]) != 0) goto done;
