@@ -43,8 +43,9 @@ enum { OPT_MODEL, OPT_OUTPUT, OPT_LAYER, OPT_THREADS, OPT_BATCH, OPT_SIZE, OPT_P
 #define COMMON_USAGE \
     "PATHs are images or directories (walked recursively, sorted). With one image, -o\n" \
     "names the output file; with several, or with -o DIR/, outputs go into DIR named\n" \
-    "after the inputs (a/b.jpg -> DIR/a/b.png). Exit status: 0 all went well, 2 some\n" \
-    "images failed (each named on stderr), 1 fatal error."
+    "after the inputs (a/b.jpg -> DIR/a/b.png). No output may be the model's files or\n" \
+    "an input. Exit status: 0 all went well, 2 some images could not be read (each\n" \
+    "named on stderr), 1 fatal error (also an output that cannot be written)."
 
 /* The state one inspection run shares between driver and command. */
 typedef struct inspect {
