@@ -130,6 +130,8 @@ int cli_classify(int argc, char **argv) {
     cli_string_set done = {0};
     cli_results results = {0};
     int results_open = 0;
+    cli_protected protect = {0};
+    cli_lock lock = {0};
     char *ext_text = NULL;
     long top_k = 5, threads = 0, size = 0, batch = DEFAULT_BATCH;
     vit_limits limits;
@@ -183,6 +185,14 @@ int cli_classify(int argc, char **argv) {
                 vit_model_weights_path(model));
         goto done;
     }
+    /* Before the output is opened (and cut): it must be none of the files
+     * this run reads, and no other vit process may be writing it. */
+    if (output &&
+        (cli_protect_run("classify", &protect, model, args.values[OPT_LABELS],
+                         (const char *const *)in.paths, in.count) != 0 ||
+         cli_check_output("classify", &protect, output) != 0 ||
+         cli_lock_output("classify", output, 1, &lock) != 0))
+        goto done;
     const cli_run_settings settings = {(int)size, args.values[OPT_POS_RESAMPLE], args.values[OPT_SHARD]};
     if (cli_results_open(&results, output, format, (int)top_k, model, &settings, resume, &done) != 0)
         goto done;
@@ -259,6 +269,8 @@ int cli_classify(int argc, char **argv) {
 
 done:
     if (results_open) cli_results_close(&results);
+    cli_unlock_output(&lock);
+    cli_protected_free(&protect);
     data_loader_free(loader);
     vit_context_free(ctx);
     free(outputs);

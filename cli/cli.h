@@ -3,6 +3,7 @@
 #define CLI_H
 
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "vit.h"
 
@@ -126,6 +127,77 @@ void cli_inputs_free(cli_inputs *in);
  * when nothing at all was found ("no images found in DIR"). */
 int cli_inputs_collect(const char *command, const char *const *paths, int num_paths,
                        const data_walk_options *walk, cli_naming naming, cli_inputs *in);
+
+/* ------------------------------------------------------ the user's files
+ * Files a run reads and must never write: the model's files and the inputs.
+ * They are compared with outputs by device and inode, so another spelling
+ * of a path, a symlink or a hard link is caught too. Every command checks
+ * every output it plans against them before it writes anything. */
+typedef struct cli_protected_file {
+    dev_t dev;
+    ino_t ino;
+    char *path;
+    int is_input;
+} cli_protected_file;
+
+typedef struct cli_protected {
+    cli_protected_file *files;
+    size_t count, capacity;
+    int sorted;
+    /* Inputs are only stat'ed when some planned output already exists (a
+     * new output cannot be an input): a big directory costs nothing extra. */
+    const char *const *inputs;
+    size_t num_inputs;
+    int inputs_added;
+} cli_protected;
+
+/* The weights file of model, config.json and preprocessor_config.json beside
+ * it, and labels_path (NULL: none). -1 when out of memory. */
+int cli_protect_model(cli_protected *p, const vit_model *model, const char *labels_path);
+
+/* One file (missing: ignored), named in messages as a model file or an input. */
+int cli_protect_file(cli_protected *p, const char *path, int is_input);
+
+/* Input files (paths borrowed: they must outlive p). */
+void cli_protect_inputs(cli_protected *p, const char *const *paths, size_t count);
+
+/* Both of the above (model NULL: no model), printing "out of memory" on failure. */
+int cli_protect_run(const char *command, cli_protected *p, const vit_model *model,
+                    const char *labels_path, const char *const *inputs, size_t num_inputs);
+
+/* 0 when writing path (existing or not) harms none of p's files; otherwise
+ * prints "vit CMD: PATH: would overwrite ..." and returns -1. */
+int cli_check_output(const char *command, cli_protected *p, const char *path);
+
+void cli_protected_free(cli_protected *p);
+
+/* An exclusive lock (flock) held while a run writes an output, so a second
+ * vit process writing the same output stops at once instead of mixing its
+ * rows or files with ours. The kernel drops it when the process ends, even
+ * by kill -9. Where it lives depends on how the output is written:
+ *  - a directory (per-input outputs): the directory itself;
+ *  - a file written in place (classify -o, appended batch by batch): the
+ *    file itself (opened without truncating: truncation comes after);
+ *  - a file replaced by rename (atomic writers): "PATH.lock" beside it, as
+ *    the rename replaces PATH's inode and a lock on it would not hold. The
+ *    lock file is removed at the end (when empty, as vit leaves it); one
+ *    left by a killed run blocks nothing and the next run removes it.
+ * Only regular files and directories are locked (-o /dev/null is not). */
+typedef struct cli_lock {
+    int held, fd;
+    char *remove_path; /* the PATH.lock file to remove on release */
+} cli_lock;
+
+/* Takes the lock for path (in_place: the file is written in place).
+ * Prints one line ("... is being written by another vit process", or why
+ * the output cannot be written) and returns -1 on failure. */
+int cli_lock_output(const char *command, const char *path, int in_place, cli_lock *lock);
+
+/* Releases the lock (removing a PATH.lock file); a zeroed lock is allowed. */
+void cli_unlock_output(cli_lock *lock);
+
+/* Creates the directories leading to path (mkdir -p of its dirname). */
+int cli_make_parents(const char *path);
 
 /* Splits a comma-separated list in place (text is modified); returns the
  * number of items stored in list (at most max). */

@@ -163,13 +163,18 @@ static int compare_pairs(const void *a, const void *b) {
     return x->predicted < y->predicted ? -1 : x->predicted > y->predicted;
 }
 
-/* Writes path with its extension replaced by suffix, via a temporary file. */
-static FILE *open_beside(const char *path, const char *suffix, char *final_path, char *tmp_path,
-                         size_t size) {
+/* path with its extension replaced by suffix. */
+static void beside_path(const char *path, const char *suffix, char *out, size_t size) {
     const char *slash = strrchr(path, '/'), *dot = strrchr(path, '.');
     const int stem = dot && (!slash || dot > slash) ? (int)(dot - path) : (int)strlen(path);
-    snprintf(final_path, size, "%.*s%s", stem, path, suffix);
-    snprintf(tmp_path, size, "%s.tmp.%ld", final_path, (long)getpid());
+    snprintf(out, size, "%.*s%s", stem, path, suffix);
+}
+
+/* Writes path with its extension replaced by suffix, via a temporary file. */
+static FILE *open_beside(const char *path, const char *suffix, char *final_path, size_t size,
+                         char *tmp_path, size_t tmp_size) {
+    beside_path(path, suffix, final_path, size);
+    snprintf(tmp_path, tmp_size, "%s.tmp.%ld", final_path, (long)getpid());
     FILE *fp = fopen(tmp_path, "w");
     if (!fp) fprintf(stderr, "vit eval: %s: cannot write: %s\n", final_path, strerror(errno));
     return fp;
@@ -190,7 +195,8 @@ static int close_beside(FILE *fp, int field_failed, const char *final_path, cons
 static int write_tables(const char *output, const vit_model *model, const size_t *per_class,
                         class_pair *pairs, size_t count) {
     char final_path[4200], tmp_path[4300];
-    FILE *fp = open_beside(output, ".classes.csv", final_path, tmp_path, sizeof final_path);
+    FILE *fp = open_beside(output, ".classes.csv", final_path, sizeof final_path, tmp_path,
+                           sizeof tmp_path);
     if (!fp) return -1;
     int field_failed = 0;
     fprintf(fp, "class,label,images,top1,top5\n");
@@ -204,7 +210,8 @@ static int write_tables(const char *output, const vit_model *model, const size_t
     if (close_beside(fp, field_failed, final_path, tmp_path) != 0) return -1;
 
     if (count > 1) qsort(pairs, count, sizeof *pairs, compare_pairs);
-    if (!(fp = open_beside(output, ".confusion.csv", final_path, tmp_path, sizeof final_path))) return -1;
+    if (!(fp = open_beside(output, ".confusion.csv", final_path, sizeof final_path, tmp_path,
+                             sizeof tmp_path))) return -1;
     fprintf(fp, "true,predicted,count\n");
     for (size_t i = 0; i < count;) {
         size_t j = i;
@@ -232,6 +239,8 @@ int cli_eval(int argc, char **argv) {
     data_labelled_files set = {0};
     FILE *out = NULL;
     char out_tmp[4200] = "";
+    cli_protected protect = {0};
+    cli_lock lock = {0};
     long threads = 0, size = 0, batch = 16;
     vit_limits limits;
     if (cli_limits("eval", &args.values[OPT_LIMITS], &limits) != 0 ||
@@ -262,6 +271,23 @@ int cli_eval(int argc, char **argv) {
                                      : collect_image_folder(model, dir, &set, &problems)) != 0)
         goto done;
     if (args.values[OPT_OUTPUT]) {
+        /* Before anything is written: none of the three outputs may be a
+         * file this run reads, and no other vit process may write them. */
+        const char *output = args.values[OPT_OUTPUT];
+        char classes_path[4200], confusion_path[4200];
+        beside_path(output, ".classes.csv", classes_path, sizeof classes_path);
+        beside_path(output, ".confusion.csv", confusion_path, sizeof confusion_path);
+        if (cli_protect_run("eval", &protect, model, args.values[OPT_LABELS],
+                            (const char *const *)set.files, set.count) != 0 ||
+            cli_protect_file(&protect, args.values[OPT_LABELS_CSV], 1) != 0) {
+            fprintf(stderr, "vit eval: out of memory\n");
+            goto done;
+        }
+        if (cli_check_output("eval", &protect, output) != 0 ||
+            cli_check_output("eval", &protect, classes_path) != 0 ||
+            cli_check_output("eval", &protect, confusion_path) != 0 ||
+            cli_lock_output("eval", output, 0, &lock) != 0)
+            goto done;
         /* Written beside the target and renamed at the end: never half a file. */
         snprintf(out_tmp, sizeof out_tmp, "%s.tmp.%ld", args.values[OPT_OUTPUT], (long)getpid());
         if (!(out = fopen(out_tmp, "w"))) {
@@ -360,6 +386,8 @@ done:
     free(per_class);
     free(pairs);
     data_labelled_files_free(&set);
+    cli_unlock_output(&lock);
+    cli_protected_free(&protect);
     vit_model_free(model);
     free(args.positional);
     return exit_code;

@@ -44,8 +44,9 @@ enum { OPT_MODEL, OPT_OUTPUT, OPT_LAYER, OPT_THREADS, OPT_BATCH, OPT_SIZE, OPT_P
 #define COMMON_USAGE \
     "PATHs are images or directories (walked recursively, sorted). With one image, -o\n" \
     "names the output file; with several, or with -o DIR/, outputs go into DIR named\n" \
-    "after the inputs (a/b.jpg -> DIR/a/b.png). Exit status: 0 all went well, 2 some\n" \
-    "images failed (each named on stderr), 1 fatal error."
+    "after the inputs (a/b.jpg -> DIR/a/b.png). No output may be the model's files or\n" \
+    "an input. Exit status: 0 all went well, 2 some images could not be read (each\n" \
+    "named on stderr), 1 fatal error (also an output that cannot be written)."
 
 /* The state one inspection run shares between driver and command. */
 typedef struct inspect {
@@ -60,6 +61,9 @@ typedef struct inspect {
     int layer; /* resolved --layer: -1 (embedding) .. layers - 1 */
     const char *npy;      /* --npy, or NULL */
     int out_dir, npy_dir; /* -o / --npy name directories: one file per input */
+    int overlay;          /* segment: MASK.overlay.png beside each -o output */
+    cli_protected protect; /* the model's files and the inputs: never written */
+    cli_lock locks[2];    /* -o's and --npy's */
     int quiet;
     char *ext_text;
     size_t failed;
@@ -71,6 +75,8 @@ typedef struct inspect {
 typedef int (*inspect_handler)(inspect *s, void *state, size_t index, int row);
 
 static void inspect_free(inspect *s) {
+    for (int i = 0; i < 2; i++) cli_unlock_output(&s->locks[i]);
+    cli_protected_free(&s->protect);
     vit_context_free(s->ctx);
     vit_model_free(s->model);
     cli_inputs_free(&s->in);
@@ -116,28 +122,11 @@ static char *stem_of(const char *name) {
     return strndup(name, n);
 }
 
-/* Creates the directories leading to path (mkdir -p of its dirname). */
-static int make_parents(const char *path) {
-    char *copy = strdup(path);
-    if (!copy) return -1;
-    for (char *p = copy + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(copy, 0777) != 0 && errno != EEXIST) {
-            free(copy);
-            return -1;
-        }
-        *p = '/';
-    }
-    free(copy);
-    return 0;
-}
-
-/* Where an output of input `index` goes: with dir_mode DIR/<stem><suffix>
- * (directories created), otherwise `given` itself. malloc'd; NULL with a
- * message printed on failure. */
-static char *output_path(inspect *s, const char *given, int dir_mode, size_t index,
-                         const char *suffix) {
+/* Where an output of input `index` goes: with dir_mode DIR/<stem><suffix>,
+ * otherwise `given` itself. malloc'd; NULL with a message printed on
+ * failure. */
+static char *planned_path(inspect *s, const char *given, int dir_mode, size_t index,
+                          const char *suffix) {
     if (!dir_mode) {
         char *p = strdup(given);
         if (!p) out_of_memory(s);
@@ -155,7 +144,15 @@ static char *output_path(inspect *s, const char *given, int dir_mode, size_t ind
     }
     snprintf(p, size, "%.*s/%s%s", (int)n, given, stem, suffix);
     free(stem);
-    if (make_parents(p) != 0) {
+    return p;
+}
+
+/* planned_path, with its directories created. An output that cannot be
+ * written is fatal, as for every command: NULL, message printed. */
+static char *output_path(inspect *s, const char *given, int dir_mode, size_t index,
+                         const char *suffix) {
+    char *p = planned_path(s, given, dir_mode, index, suffix);
+    if (p && dir_mode && cli_make_parents(p) != 0) {
         fprintf(stderr, "vit %s: %s: cannot create its directory: %s\n", s->command, p,
                 strerror(errno));
         free(p);
@@ -200,7 +197,17 @@ static int mark_collisions(inspect *s) {
     return status;
 }
 
+/* MASK.png -> MASK.overlay.png (a name without .png gets the suffix added). */
+static char *overlay_path(const char *mask) {
+    size_t n = strlen(mask);
+    if (n >= 4 && strcmp(mask + n - 4, ".png") == 0) n -= 4;
+    char *p = malloc(n + 13);
+    if (p) snprintf(p, n + 13, "%.*s.overlay.png", (int)n, mask);
+    return p;
+}
+
 static int output_mode(const inspect *s, const char *option, const char *given);
+static int guard_outputs(inspect *s, const char *labels_path);
 
 /* Parses the common options, collects the inputs (naming them for rows or
  * for one output file each: then -o and --npy, the value npy, are checked),
@@ -262,7 +269,56 @@ static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path,
         s->npy = npy;
         if ((s->out_dir = output_mode(s, "-o", a->values[OPT_OUTPUT])) < 0) return -1;
         if (npy && (s->npy_dir = output_mode(s, "--npy", npy)) < 0) return -1;
+        if (guard_outputs(s, labels_path) != 0) return -1;
     }
+    return 0;
+}
+
+/* Whether two output arguments are the same file or directory. */
+static int same_target(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (stat(a, &sa) == 0 && stat(b, &sb) == 0) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    return strcmp(a, b) == 0;
+}
+
+/* Locks an output (a directory, created first, or a file) for this run. */
+static int lock_target(inspect *s, const char *given, int dir_mode, cli_lock *lock) {
+    if (dir_mode && (cli_make_parents(given) != 0 || (mkdir(given, 0777) != 0 && errno != EEXIST))) {
+        fprintf(stderr, "vit %s: %s: cannot create the directory: %s\n", s->command, given,
+                strerror(errno));
+        return -1;
+    }
+    return cli_lock_output(s->command, given, 0, lock);
+}
+
+/* Before anything is written: no planned output (per input in directory
+ * mode) may be the model's files or an input, and no other vit process may
+ * be writing -o or --npy. */
+static int guard_outputs(inspect *s, const char *labels_path) {
+    const char *out = s->args.values[OPT_OUTPUT];
+    if (!s->out_dir && s->npy && !s->npy_dir && same_target(out, s->npy)) {
+        fprintf(stderr, "vit %s: -o and --npy name the same file %s\n", s->command, out);
+        return -1;
+    }
+    if (cli_protect_run(s->command, &s->protect, s->model, labels_path,
+                        (const char *const *)s->in.paths, s->in.count) != 0)
+        return -1;
+    for (size_t i = 0; i < s->in.count; i++) {
+        if (s->collides[i]) continue; /* never written */
+        char *paths[3] = {planned_path(s, out, s->out_dir, i, ".png"), NULL, NULL};
+        if (paths[0] && s->overlay) paths[1] = overlay_path(paths[0]);
+        if (s->npy) paths[2] = planned_path(s, s->npy, s->npy_dir, i, ".npy");
+        int status = !paths[0] || (s->npy && !paths[2]) ? -1 : 0; /* message printed */
+        if (!status && s->overlay && !paths[1]) status = out_of_memory(s);
+        for (int k = 0; k < 3 && status == 0; k++)
+            if (paths[k]) status = cli_check_output(s->command, &s->protect, paths[k]);
+        for (int k = 0; k < 3; k++) free(paths[k]);
+        if (status) return -1;
+    }
+    if (lock_target(s, out, s->out_dir, &s->locks[0]) != 0) return -1;
+    if (s->npy && !(s->npy_dir && s->out_dir && same_target(out, s->npy)) &&
+        lock_target(s, s->npy, s->npy_dir, &s->locks[1]) != 0)
+        return -1;
     return 0;
 }
 
@@ -370,31 +426,39 @@ static int output_mode(const inspect *s, const char *option, const char *given) 
     return 0;
 }
 
-/* Writes a picture, or prints why not; 0 or 1 (failed). */
+/* Writes a picture; 0, or -1 (fatal, message printed): an output that
+ * cannot be written stops the run in every mode, as a full disk or a
+ * read-only directory would fail every file after it too. Exit status 2
+ * is for inputs that cannot be read. */
 static int write_picture(inspect *s, const char *path, const data_image *img) {
     vit_error err;
-    if (data_write_png(path, img->width, img->height, 3, img->pixels, &err) != VIT_OK)
-        return file_failed(s, err.message);
+    if (data_write_png(path, img->width, img->height, 3, img->pixels, &err) != VIT_OK) {
+        file_failed(s, err.message);
+        return -1;
+    }
     return 0;
 }
 
 /* Writes the picture of input `index` to its -o output. */
 static int write_output_picture(inspect *s, size_t index, const data_image *pic) {
     char *path = output_path(s, s->args.values[OPT_OUTPUT], s->out_dir, index, ".png");
-    const int r = path ? write_picture(s, path, pic) : 1;
+    const int r = path ? write_picture(s, path, pic) : -1;
     free(path);
     return r;
 }
 
-/* Writes an array to the --npy output of input `index` (if any). */
+/* Writes an array to the --npy output of input `index` (if any); 0 or -1. */
 static int write_array(inspect *s, size_t index, data_npy_dtype dtype, const int64_t *shape,
                        int ndim, const void *data) {
     if (!s->npy) return 0;
     char *path = output_path(s, s->npy, s->npy_dir, index, ".npy");
-    if (!path) return 1;
+    if (!path) return -1;
     vit_error err;
     int r = 0;
-    if (data_write_npy(path, dtype, shape, ndim, data, &err) != VIT_OK) r = file_failed(s, err.message);
+    if (data_write_npy(path, dtype, shape, ndim, data, &err) != VIT_OK) {
+        file_failed(s, err.message);
+        r = -1;
+    }
     free(path);
     return r;
 }
@@ -560,10 +624,18 @@ int cli_attention(int argc, char **argv) {
             goto done;
         }
     }
-    if ((st.rollout && (v[OPT_HEAD] || st.grid)) || (v[OPT_DISCARD] && !st.rollout) ||
-        (st.grid && v[OPT_HEAD])) {
-        fprintf(stderr, "vit attention: --rollout (with --discard) averages the heads: it goes "
-                        "with neither --head nor --grid, and --grid draws every head\n");
+    /* Each conflict named by the options actually given. */
+    const char *conflict = NULL;
+    if (st.rollout && v[OPT_HEAD])
+        conflict = "--rollout averages the heads: it does not go with --head";
+    else if (st.rollout && st.grid)
+        conflict = "--rollout draws one map: it does not go with --grid";
+    else if (st.grid && v[OPT_HEAD])
+        conflict = "--grid draws every head: it does not go with --head";
+    else if (v[OPT_DISCARD] && !st.rollout)
+        conflict = "--discard applies to --rollout only";
+    if (conflict) {
+        fprintf(stderr, "vit attention: %s\n", conflict);
         goto done;
     }
     if (inspect_setup(&s, CLI_NAMES_OUTPUTS, NULL, 0, v[OPT_NPY]) != 0) goto done;
@@ -640,19 +712,25 @@ static int features_image(inspect *s, void *state, size_t index, int row) {
     return 0;
 }
 
+/* OUT.npy -> OUT.files.jsonl (malloc'd). */
+static char *file_list_path(const char *npy_path) {
+    size_t n = strlen(npy_path);
+    if (n >= 4 && strcmp(npy_path + n - 4, ".npy") == 0) n -= 4;
+    char *path = malloc(n + sizeof ".files.jsonl");
+    if (path) snprintf(path, n + sizeof ".files.jsonl", "%.*s.files.jsonl", (int)n, npy_path);
+    return path;
+}
+
 /* Beside OUT.npy, OUT.files.jsonl: the input of each row, one JSON string
  * a line, escaped as every JSON vitc writes (cli_json_text), so names with
  * line breaks or bytes that are not UTF-8 still give one line per row. */
 static int write_file_list(inspect *s, const char *npy_path) {
-    size_t n = strlen(npy_path);
-    if (n >= 4 && strcmp(npy_path + n - 4, ".npy") == 0) n -= 4;
-    char *path = malloc(n + sizeof ".files.jsonl");
+    char *path = file_list_path(npy_path);
     cJSON *name = NULL;
     char *text = NULL;
     size_t length = 0, capacity = 0;
     int r = -1;
     if (!path) goto nomem;
-    snprintf(path, n + sizeof ".files.jsonl", "%.*s.files.jsonl", (int)n, npy_path);
     for (size_t i = 0; i < s->in.count; i++) {
         char *escaped = cli_json_text(s->in.names[i]);
         name = escaped ? cJSON_CreateString(escaped) : NULL;
@@ -706,6 +784,23 @@ int cli_features(int argc, char **argv) {
         goto done;
     }
     if (inspect_setup(&s, CLI_NAMES_ROWS, NULL, 1, NULL) != 0) goto done;
+    int several = s.in.count > 1;
+    for (int a = 0; a < s.args.num_positional; a++) {
+        struct stat sb;
+        several |= stat(s.args.positional[a], &sb) == 0 && S_ISDIR(sb.st_mode);
+    }
+    /* Before anything is written: neither OUT nor OUT.files.jsonl may be the
+     * model's files or an input, and no other vit process may write OUT. */
+    char *list_path = several ? file_list_path(out) : NULL;
+    const int refused =
+        (several && !list_path && out_of_memory(&s)) ||
+        cli_protect_run("features", &s.protect, s.model, NULL, (const char *const *)s.in.paths,
+                        s.in.count) != 0 ||
+        cli_check_output("features", &s.protect, out) != 0 ||
+        (list_path && cli_check_output("features", &s.protect, list_path) != 0) ||
+        cli_lock_output("features", out, 0, &s.locks[0]) != 0;
+    free(list_path);
+    if (refused) goto done;
     features_state st = {0};
     st.first = strcmp(which, "patch") == 0 ? s.prefix : 0;
     st.count = strcmp(which, "cls") == 0 ? 1 : s.tokens - st.first;
@@ -729,13 +824,8 @@ int cli_features(int argc, char **argv) {
     } else if (data_atomic_commit(st.file, &err) != VIT_OK) {
         fprintf(stderr, "vit features: %s\n", err.message);
         exit_code = CLI_EXIT_FATAL;
-    } else {
-        int several = s.in.count > 1;
-        for (int a = 0; a < s.args.num_positional; a++) {
-            struct stat sb;
-            several |= stat(s.args.positional[a], &sb) == 0 && S_ISDIR(sb.st_mode);
-        }
-        if (several && write_file_list(&s, out) != 0) exit_code = CLI_EXIT_FATAL;
+    } else if (several && write_file_list(&s, out) != 0) {
+        exit_code = CLI_EXIT_FATAL;
     }
 free_state:
     free(st.captured);
@@ -776,15 +866,6 @@ typedef struct segment_state {
     uint8_t *colors;
 } segment_state;
 
-/* MASK.png -> MASK.overlay.png (a name without .png gets the suffix added). */
-static char *overlay_path(const char *mask) {
-    size_t n = strlen(mask);
-    if (n >= 4 && strcmp(mask + n - 4, ".png") == 0) n -= 4;
-    char *p = malloc(n + 13);
-    if (p) snprintf(p, n + 13, "%.*s.overlay.png", (int)n, mask);
-    return p;
-}
-
 static int segment_image(inspect *s, void *state, size_t index, int row) {
     segment_state *st = state;
     if (row < 0) return 0;
@@ -805,17 +886,22 @@ static int segment_image(inspect *s, void *state, size_t index, int row) {
     char *mask_path = output_path(s, s->args.values[OPT_OUTPUT], s->out_dir, index, ".png");
     char *over_path = mask_path ? overlay_path(mask_path) : NULL;
     uint8_t *mask = malloc((size_t)img.width * img.height);
-    if (!mask_path || !over_path || !mask) {
+    if (!mask_path) {
+        r = -1; /* cannot be written: said already */
+    } else if (!over_path || !mask) {
         r = file_failed(s, "out of memory");
     } else {
         data_label_mask(box, st->labels, s->grid_h, s->grid_w, img.width, img.height, MASK_OUTSIDE,
                         mask);
-        if (data_write_png(mask_path, img.width, img.height, 1, mask, &err) != VIT_OK ||
-            data_overlay_labels(&img, box, st->labels, s->grid_h, s->grid_w, st->colors,
-                                OVERLAY_ALPHA, &pic, &err) != VIT_OK)
+        if (data_write_png(mask_path, img.width, img.height, 1, mask, &err) != VIT_OK) {
+            file_failed(s, err.message);
+            r = -1; /* an output that cannot be written is fatal (write_picture) */
+        } else if (data_overlay_labels(&img, box, st->labels, s->grid_h, s->grid_w, st->colors,
+                                       OVERLAY_ALPHA, &pic, &err) != VIT_OK) {
             r = file_failed(s, err.message);
-        else
+        } else {
             r = write_picture(s, over_path, &pic);
+        }
     }
     free(mask);
     free(mask_path);
@@ -848,6 +934,7 @@ int cli_segment(int argc, char **argv) {
         goto done;
     }
     st.keys = v[OPT_FEATURE] && strcmp(v[OPT_FEATURE], "key") == 0;
+    s.overlay = 1;
     if (inspect_setup(&s, CLI_NAMES_OUTPUTS, NULL, 0, v[OPT_SEGMENT_NPY]) != 0) goto done;
     if (st.k > s.patches) {
         fprintf(stderr, "vit segment: -k %d is more clusters than the %d patches\n", st.k, s.patches);

@@ -58,15 +58,15 @@ int cli_quantize(int argc, char **argv) {
     vit_model *model = cli_load_model("quantize", v[OPT_MODEL], NULL, NULL);
     if (!model) return CLI_EXIT_FATAL;
     const char *source = vit_model_weights_path(model);
-    struct stat source_stat, out_stat;
-    if (stat(source, &source_stat) == 0 && stat(out_path, &out_stat) == 0 &&
-        source_stat.st_dev == out_stat.st_dev && source_stat.st_ino == out_stat.st_ino) {
-        fprintf(stderr, "vit quantize: %s: would overwrite the model it reads\n", out_path);
-        vit_model_free(model);
-        return CLI_EXIT_FATAL;
-    }
-
     int status = CLI_EXIT_FATAL;
+    /* Before anything is written: not over the weights or the configs we
+     * read, and no other vit process writing the same copy. */
+    cli_protected protect = {0};
+    cli_lock lock = {0};
+    if (cli_protect_run("quantize", &protect, model, NULL, NULL, 0) != 0 ||
+        cli_check_output("quantize", &protect, out_path) != 0 ||
+        cli_lock_output("quantize", out_path, 0, &lock) != 0)
+        goto done;
     vit_error err;
     if (vit_model_quantize(model, to, out_path, &err) != VIT_OK) {
         fprintf(stderr, "vit quantize: %s\n", err.message);
@@ -84,6 +84,8 @@ int cli_quantize(int argc, char **argv) {
             out_path, file_mib(out_path), dtype);
     status = CLI_EXIT_OK;
 done:
+    cli_unlock_output(&lock);
+    cli_protected_free(&protect);
     vit_model_free(model);
     return status;
 }

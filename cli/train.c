@@ -534,6 +534,8 @@ int cli_train(int argc, char **argv) {
     run r = {0};
     vit_model *init = NULL;
     weights_file *state = NULL;
+    cli_protected protect = {0};
+    cli_lock lock = {0};
     float *images = NULL, *logits = NULL, *features = NULL, *val_features = NULL;
     int *labels = NULL, *ok = NULL, *feature_labels = NULL, *val_labels = NULL;
     size_t *order = NULL;
@@ -764,6 +766,16 @@ int cli_train(int argc, char **argv) {
         config.layer_norm_eps = ic->layer_norm_eps;
         if (!train.mnist) config.num_channels = ic->num_channels;
     }
+    /* Before anything is written: OUT and OUT.state must not be the --init
+     * model's files or training images (OUT.state may be the --resume
+     * state: continuing it is the point), and no other vit process may be
+     * training into OUT. */
+    if (cli_protect_run("train", &protect, init, NULL, (const char *const *)train.files.paths,
+                        train.mnist ? 0 : train.files.count) != 0 ||
+        cli_check_output("train", &protect, r.out_path) != 0 ||
+        cli_check_output("train", &protect, r.state_path) != 0 ||
+        cli_lock_output("train", r.out_path, 0, &lock) != 0)
+        goto done;
     if (config.hidden_size % config.num_heads) {
         fprintf(stderr, "vit train: %d heads do not divide hidden size %d\n", config.num_heads,
                 config.hidden_size);
@@ -934,6 +946,8 @@ int cli_train(int argc, char **argv) {
     exit_code = train.problems || val.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 
 done:
+    cli_unlock_output(&lock);
+    cli_protected_free(&protect);
     source_free(&train);
     source_free(&val);
     vit_train_free(r.model);
