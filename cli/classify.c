@@ -178,7 +178,7 @@ int cli_classify(int argc, char **argv) {
 
     cli_set_threads((int)threads);
     model = cli_load_model_limited("classify", args.values[OPT_MODEL], args.values[OPT_LABELS],
-                                   args.values[OPT_POS_RESAMPLE], &limits);
+                                   args.values[OPT_POS_RESAMPLE], &limits, (int)size);
     if (!model) goto done;
     if (vit_model_config(model)->num_classes == 0) {
         fprintf(stderr, "vit classify: %s has no classification head (it outputs features)\n",

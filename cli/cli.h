@@ -88,10 +88,11 @@ const char *cli_default_model(char *buf, size_t size);
 vit_model *cli_load_model(const char *command, const char *model_path, const char *labels_path,
                           const char *pos_resample);
 
-/* The same with safety limits (NULL: defaults). */
+/* The same with safety limits (NULL: defaults) and the --size the run
+ * will use (0: the model's own; vit_load_options.input_size). */
 vit_model *cli_load_model_limited(const char *command, const char *model_path,
                                   const char *labels_path, const char *pos_resample,
-                                  const vit_limits *limits);
+                                  const vit_limits *limits, int input_size);
 
 /* Runs one loaded batch through the model: outputs gets batch->num_good rows
  * of probabilities (softmax) for a model with a head, features otherwise.

@@ -155,19 +155,19 @@ const char *cli_default_model(char *buf, size_t size) {
 
 vit_model *cli_load_model(const char *command, const char *model_path, const char *labels_path,
                           const char *pos_resample) {
-    return cli_load_model_limited(command, model_path, labels_path, pos_resample, NULL);
+    return cli_load_model_limited(command, model_path, labels_path, pos_resample, NULL, 0);
 }
 
 vit_model *cli_load_model_limited(const char *command, const char *model_path,
                                   const char *labels_path, const char *pos_resample,
-                                  const vit_limits *limits) {
+                                  const vit_limits *limits, int input_size) {
     char shipped[4200];
     if (!model_path && !(model_path = cli_default_model(shipped, sizeof shipped))) {
         fprintf(stderr, "vit %s: no model given (use -m DIR or -m FILE.safetensors), and the "
                         "shipped model weights/%s is not found\n", command, CLI_DEFAULT_MODEL_NAME);
         return NULL;
     }
-    vit_load_options options = {.labels_path = labels_path, .limits = limits};
+    vit_load_options options = {.labels_path = labels_path, .limits = limits, .input_size = input_size};
     if (!pos_resample || strcmp(pos_resample, "auto") == 0) {
         options.pos_resample = VIT_POS_RESAMPLE_AUTO;
     } else if (strcmp(pos_resample, "bicubic") == 0) {

@@ -256,7 +256,7 @@ int cli_eval(int argc, char **argv) {
     const char *dir = args.positional[0];
     cli_set_threads((int)threads);
     model = cli_load_model_limited("eval", args.values[OPT_MODEL], args.values[OPT_LABELS],
-                                   args.values[OPT_POS_RESAMPLE], &limits);
+                                   args.values[OPT_POS_RESAMPLE], &limits, (int)size);
     if (!model) goto done;
     if (vit_model_config(model)->num_classes == 0) {
         fprintf(stderr, "vit eval: %s has no classification head\n", vit_model_weights_path(model));
@@ -283,11 +283,16 @@ int cli_eval(int argc, char **argv) {
             fprintf(stderr, "vit eval: out of memory\n");
             goto done;
         }
-        if (cli_check_output("eval", &protect, output) != 0 ||
-            cli_check_output("eval", &protect, classes_path) != 0 ||
-            cli_check_output("eval", &protect, confusion_path) != 0 ||
-            cli_lock_output("eval", output, 0, &lock) != 0)
-            goto done;
+        const char *const outputs_written[3] = {output, classes_path, confusion_path};
+        for (int i = 0; i < 3; i++) {
+            vit_error replace_err;
+            if (cli_check_output("eval", &protect, outputs_written[i]) != 0) goto done;
+            if (data_output_replaceable(outputs_written[i], &replace_err) != VIT_OK) {
+                fprintf(stderr, "vit eval: %s\n", replace_err.message);
+                goto done;
+            }
+        }
+        if (cli_lock_output("eval", output, 0, &lock) != 0) goto done;
         /* Written beside the target and renamed at the end: never half a file. */
         snprintf(out_tmp, sizeof out_tmp, "%s.tmp.%ld", args.values[OPT_OUTPUT], (long)getpid());
         if (!(out = fopen(out_tmp, "w"))) {

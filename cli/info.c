@@ -28,7 +28,7 @@ int cli_info(int argc, char **argv) {
     vit_model *model = NULL;
     if (cli_limits("info", &args.values[OPT_LIMITS], &limits) == 0)
         model = cli_load_model_limited("info", args.values[OPT_MODEL], args.values[OPT_LABELS],
-                                       NULL, &limits);
+                                       NULL, &limits, 0);
     free(args.positional);
     if (!model) return CLI_EXIT_FATAL;
     const vit_config *c = vit_model_config(model);

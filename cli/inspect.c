@@ -244,8 +244,8 @@ static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path,
     if (naming == CLI_NAMES_OUTPUTS && mark_collisions(s) != 0) return -1;
 
     cli_set_threads((int)threads);
-    s->model = cli_load_model(s->command, a->values[OPT_MODEL], labels_path,
-                              a->values[OPT_POS_RESAMPLE]);
+    s->model = cli_load_model_limited(s->command, a->values[OPT_MODEL], labels_path,
+                                      a->values[OPT_POS_RESAMPLE], NULL, (int)size);
     if (!s->model) return -1;
     const vit_config *c = vit_model_config(s->model);
     s->layers = c->num_layers;

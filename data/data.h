@@ -255,6 +255,10 @@ vit_status data_walk(const char *path, const data_walk_options *options, data_fi
 vit_status data_walk_collect(const char *path, const data_walk_options *options,
                              data_file_list *out, data_file_list *problems, vit_error *err);
 
+/* What a file that is not a regular one is, for messages: "a FIFO",
+ * "a directory", "a character device" ... (mode as stat gives it). */
+const char *data_file_kind(unsigned mode);
+
 /* Appends the names (not paths) of path's non-hidden subdirectories, sorted. */
 vit_status data_list_subdirs(const char *path, data_file_list *out, vit_error *err);
 
@@ -310,7 +314,14 @@ uint64_t data_hash(const char *text);
 /* A file being written atomically. */
 typedef struct data_atomic_file data_atomic_file;
 
-/* Creates the temporary file for path (mode 0666 minus umask). */
+/* Whether path may be replaced by a finished file renamed over it: it does
+ * not exist, or is a regular file or a symbolic link (the link is replaced,
+ * its target left alone). A device, FIFO, socket or directory is refused:
+ * the rename would remove it (as root, /dev/null itself). */
+vit_status data_output_replaceable(const char *path, vit_error *err);
+
+/* Creates the temporary file for path (mode 0666 minus umask), after
+ * data_output_replaceable. */
 vit_status data_atomic_open(const char *path, data_atomic_file **out, vit_error *err);
 
 /* Appends size bytes. */

@@ -552,15 +552,6 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
     return st;
 }
 
-/* What a non-regular file is, for messages. */
-static const char *file_kind(mode_t mode) {
-    if (S_ISFIFO(mode)) return "a FIFO";
-    if (S_ISSOCK(mode)) return "a socket";
-    if (S_ISCHR(mode)) return "a character device";
-    if (S_ISBLK(mode)) return "a block device";
-    return "not a regular file";
-}
-
 /* Reads a whole file, refusing directories, anything but regular files,
  * empty and oversized files. Never blocks on opening: a FIFO without a
  * writer would wait forever in open(2) and hang a whole batch run, so the
@@ -576,7 +567,7 @@ static vit_status read_file(const char *path, uint8_t **bytes, size_t *size, vit
         /* A socket cannot be opened at all (ENXIO): say what it is. */
         if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode))
             return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path,
-                                 file_kind(sb.st_mode));
+                                 data_file_kind(sb.st_mode));
         return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
     }
     struct stat sb;
@@ -592,7 +583,7 @@ static vit_status read_file(const char *path, uint8_t **bytes, size_t *size, vit
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
         return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path,
-                             file_kind(sb.st_mode));
+                             data_file_kind(sb.st_mode));
     }
     if ((uint64_t)sb.st_size > DATA_MAX_FILE_BYTES) {
         close(fd);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <stb_image_write.h>
@@ -32,8 +33,18 @@ static vit_status io_fail(vit_error *err, const char *path, const char *what, in
     return vit_error_set(err, VIT_E_IO, "%s: %s: %s", path, what, strerror(e));
 }
 
+vit_status data_output_replaceable(const char *path, vit_error *err) {
+    struct stat st;
+    if (lstat(path, &st) != 0 || S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) return VIT_OK;
+    return vit_error_set(err, VIT_E_IO, "%s: is %s; outputs are written beside it and renamed "
+                         "over it, which would replace it: name a file", path,
+                         data_file_kind(st.st_mode));
+}
+
 vit_status data_atomic_open(const char *path, data_atomic_file **out, vit_error *err) {
     *out = NULL;
+    vit_status replaceable = data_output_replaceable(path, err);
+    if (replaceable != VIT_OK) return replaceable;
     data_atomic_file *f = calloc(1, sizeof *f);
     const size_t size = strlen(path) + 48;
     if (!f || !(f->tmp = malloc(size)) || !(f->path = strdup(path))) {

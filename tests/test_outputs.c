@@ -327,6 +327,30 @@ Test(outputs, unwritable_output_is_fatal) {
     }
 }
 
+/* An output that exists and is not a regular file is never renamed over:
+ * the atomic writers would replace it (run as root, -o /dev/null turned
+ * /dev/null into a regular file). A FIFO stands in for the device here. */
+Test(outputs, devices_and_fifos_are_never_replaced) {
+    shell("cp -r %s %s/m && cp %s %s/a.png && mkfifo %s/fifo && mkdir -p %s/ev/2 && cp %s %s/ev/2/",
+          MODEL_SRC, dir, PHOTO, dir, dir, dir, PHOTO, dir);
+    const char *forms[] = {
+        "attention -q -m {d}/m {d}/a.png -o {o}",
+        "segment -q -m {d}/m {d}/a.png -o {d}/s.png --npy {o}",
+        "features -q -m {d}/m {d}/a.png -o {o}",
+        "quantize -m {d}/m --dtype int8 -o {o}",
+        "eval -m {d}/m {d}/ev -o {o}",
+    };
+    char fifo[512];
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
+        char args[2048];
+        expand(forms[i], fifo, args, sizeof args);
+        expect_refused(args, "would replace it");
+        struct stat st;
+        cr_expect(lstat(fifo, &st) == 0 && S_ISFIFO(st.st_mode), "the FIFO was replaced by: %s", args);
+    }
+}
+
 /* Item 18b: an option conflict names the options given. */
 Test(outputs, option_conflicts_name_the_options_given) {
     const struct { const char *options, *present, *absent; } cases[] = {

@@ -149,6 +149,24 @@ Test(validate, size_option_still_runs_at_another_size) {
     cr_expect(strstr(r->out, "%") && !strstr(r->out, "nan"), "stdout: %s", r->out);
 }
 
+/* The size differs on purpose: with --size the recipe is retargeted to it,
+ * so a recipe made for another size than the weights' is no longer refused
+ * (position embeddings are resampled), and one that still does not make
+ * --size images is. */
+Test(validate, size_option_accepts_a_recipe_for_another_size) {
+    copy_fixture(HF);
+    write_text("preprocessor_config.json", "{\"size\": 72, \"crop_size\": 64}");
+    char args[512];
+    snprintf(args, sizeof args, "classify -q -k 1 -m %s %s", dir, PHOTO);
+    run_result *r = run(args);
+    cr_expect_eq(r->status, 1, "without --size: %s", r->err);
+    cr_expect(strstr(r->err, "64x64") && strstr(r->err, "32x32"), "stderr: %s", r->err);
+    snprintf(args, sizeof args, "classify -q --size 64 -k 1 -m %s %s", dir, PHOTO);
+    r = run(args);
+    cr_expect_eq(r->status, 0, "with --size 64: %s", r->err);
+    cr_expect(strstr(r->out, "%") && !strstr(r->out, "nan"), "stdout: %s", r->out);
+}
+
 /* Defence in depth: the library refuses images of another size than the
  * context's instead of reading past them. */
 Test(validate, forward_refuses_images_of_another_size) {

@@ -25,16 +25,6 @@ static int is_directory(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* What a non-regular file is, for messages. */
-static const char *file_kind(mode_t mode) {
-    if (S_ISDIR(mode)) return "a directory";
-    if (S_ISFIFO(mode)) return "a FIFO";
-    if (S_ISCHR(mode)) return "a character device";
-    if (S_ISBLK(mode)) return "a block device";
-    if (S_ISSOCK(mode)) return "a socket";
-    return "a special file";
-}
-
 /* Checks path (following symlinks) is a regular file, without opening it:
  * opening a FIFO would block until a writer came. *missing (when non-NULL)
  * is set instead of an error when nothing is there at all. */
@@ -53,7 +43,7 @@ static vit_status check_regular(const char *path, int *missing, vit_error *err) 
         return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(error));
     }
     if (!S_ISREG(st.st_mode))
-        return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path, file_kind(st.st_mode));
+        return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path, data_file_kind(st.st_mode));
     return VIT_OK;
 }
 
@@ -706,14 +696,18 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
          * learned for: smaller ones were read past their end by the patch
          * embedding, larger ones gave confident garbage. Another size on
          * purpose is --size (data_preprocess_set_size + vit_context_create). */
-        const int out_h = data_preprocess_out_height(&m->preprocess);
-        const int out_w = data_preprocess_out_width(&m->preprocess);
-        const int size = m->config.image_size;
+        data_preprocess retargeted = m->preprocess;
+        const int asked = options ? options->input_size : 0;
+        if (asked > 0) data_preprocess_set_size(&retargeted, asked);
+        const int out_h = data_preprocess_out_height(&retargeted);
+        const int out_w = data_preprocess_out_width(&retargeted);
+        const int size = asked > 0 ? asked : m->config.image_size;
         if (out_h != size || out_w != size)
-            status = vit_error_set(err, VIT_E_SHAPE, "%s: preprocessing makes %dx%d images but the "
-                                   "model takes %dx%d (%s)",
+            status = vit_error_set(err, VIT_E_SHAPE, "%s: preprocessing makes %dx%d images but %s "
+                                   "takes %dx%d (%s)",
                                    preprocessor ? preprocessor_name : config_text_name, out_w, out_h,
-                                   size, size, weights_file_path);
+                                   asked > 0 ? "this run (input size)" : "the model", size, size,
+                                   weights_file_path);
     }
     if (status == VIT_OK) {
         if (preprocessor_name == meta_preprocessor_name)

@@ -51,6 +51,10 @@ typedef struct vit_load_options {
     const char *labels_path; /* one label per line; overrides the checkpoint's */
     vit_pos_resample pos_resample;
     const vit_limits *limits; /* safety limits (vit_limits.h); NULL: the defaults */
+    /* The input size the caller will run at (data_preprocess_set_size and
+     * vit_context_create with it, as --size does), 0: the model's own. The
+     * preprocessing recipe is checked to make images of this size. */
+    int input_size;
 } vit_load_options;
 
 typedef struct vit_model vit_model;

@@ -1044,6 +1044,12 @@ static void sync_parent_dir(const char *path) {
 static vit_status write_file_atomically(const char *path, const text_buffer *header,
                                         const weights_tensor *tensors, size_t n_tensors,
                                         vit_error *err) {
+    /* Renaming over a device or FIFO would remove it (as root, /dev/null
+     * itself): only a new file, a regular one or a symlink is replaced. */
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+        return vit_error_set(err, VIT_E_IO, "%s: not a regular file; outputs are written beside "
+                             "it and renamed over it, which would replace it: name a file", path);
     char *tmp = NULL;
     int fd = create_temp(path, &tmp);
     if (fd < 0) return io_error(err, path, "cannot create a temporary file beside it", errno);
