@@ -568,38 +568,31 @@ static int lock_failed(const char *command, const char *path, int e) {
  * work at all. */
 static int lock_unsupported(int e) { return e == ENOLCK || e == EINVAL || e == EBADF || e == EOPNOTSUPP; }
 
+/* Takes the lock on fd (just opened on path; -1: the open failed): lock
+ * holds it, or the run is refused (another holder) or fails. */
+static int lock_opened(const char *command, const char *path, int fd, cli_lock *lock) {
+    if (fd < 0) return lock_failed(command, path, errno);
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        const int e = errno;
+        if (e == EWOULDBLOCK) return lock_refused(command, path, fd);
+        close(fd);
+        return lock_unsupported(e) ? 0 : lock_failed(command, path, e);
+    }
+    lock->held = 1;
+    lock->fd = fd;
+    return 0;
+}
+
 int cli_lock_output(const char *command, const char *path, int in_place, cli_lock *lock) {
     memset(lock, 0, sizeof *lock);
     struct stat st;
     const int exists = stat(path, &st) == 0;
     if (exists && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) return 0; /* /dev/null, a FIFO */
-    if (exists && S_ISDIR(st.st_mode)) {
-        const int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0) return lock_failed(command, path, errno);
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-            const int e = errno;
-            if (e == EWOULDBLOCK) return lock_refused(command, path, fd);
-            close(fd);
-            return lock_unsupported(e) ? 0 : lock_failed(command, path, e);
-        }
-        lock->held = 1;
-        lock->fd = fd;
-        return 0;
-    }
-    if (in_place) {
-        /* No O_TRUNC: the file is cut only once the lock is ours. */
-        const int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
-        if (fd < 0) return lock_failed(command, path, errno);
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-            const int e = errno;
-            if (e == EWOULDBLOCK) return lock_refused(command, path, fd);
-            close(fd);
-            return lock_unsupported(e) ? 0 : lock_failed(command, path, e);
-        }
-        lock->held = 1;
-        lock->fd = fd;
-        return 0;
-    }
+    if (exists && S_ISDIR(st.st_mode))
+        return lock_opened(command, path, open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), lock);
+    /* No O_TRUNC: the file is cut only once the lock is ours. */
+    if (in_place)
+        return lock_opened(command, path, open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666), lock);
     const size_t size = strlen(path) + 6;
     char *lock_path = malloc(size);
     if (!lock_path) {

@@ -1,6 +1,7 @@
 /* vit eval: top-1 / top-5 accuracy on labelled images. */
 #include <ctype.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -326,7 +327,8 @@ int cli_eval(int argc, char **argv) {
     int out_failed = 0; /* a field could not be formatted */
     const double start = cli_now_seconds();
     data_batch b;
-    while (data_loader_next(loader, &b) > 0) {
+    cli_catch_stop_signals();
+    while (!cli_stop_requested() && data_loader_next(loader, &b) > 0) {
         if (cli_run_batch("eval", ctx, model, (const char *const *)set.files, &b, outputs) != 0) goto done;
         for (int i = 0; i < b.count; i++) {
             const size_t item = b.first + i;
@@ -365,6 +367,15 @@ int cli_eval(int argc, char **argv) {
     }
     const double seconds = cli_now_seconds() - start;
     if (show_progress) fprintf(stderr, "\r%60s\r", "");
+    const int signo = cli_stop_requested();
+    if (signo) {
+        /* No accuracy of part of the images: the outputs are dropped (done:
+         * removes the temporary file), nothing half-written is left. */
+        fprintf(stderr, "vit eval: stopped by %s after %zu of %zu images; nothing written\n",
+                signo == SIGINT ? "SIGINT" : "SIGTERM", scored + failed, set.count);
+        exit_code = 128 + signo;
+        goto done;
+    }
     printf("top-1 %.2f%% (%zu/%zu)  top-5 %.2f%% (%zu/%zu)\n", scored ? 100.0 * top1 / scored : 0.0,
            top1, scored, scored ? 100.0 * top5 / scored : 0.0, top5, scored);
     printf("%zu images in %.1f s (%.1f images/s)%s", scored + failed, seconds,

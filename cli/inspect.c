@@ -9,6 +9,7 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -356,7 +357,8 @@ static int inspect_run(inspect *s, inspect_handler handler, void *state) {
     size_t processed = 0;
     int status = CLI_EXIT_OK;
     data_batch b;
-    while (status == CLI_EXIT_OK && data_loader_next(loader, &b) > 0) {
+    cli_catch_stop_signals();
+    while (status == CLI_EXIT_OK && !cli_stop_requested() && data_loader_next(loader, &b) > 0) {
         if (cli_run_batch(s->command, s->ctx, s->model, (const char *const *)s->in.paths, &b, outputs) != 0) {
             status = CLI_EXIT_FATAL;
             break;
@@ -389,6 +391,14 @@ static int inspect_run(inspect *s, inspect_handler handler, void *state) {
     data_loader_free(loader);
     if (progress) fprintf(stderr, "\r%78s\r", "");
     if (status != CLI_EXIT_OK) return status;
+    const int signo = cli_stop_requested();
+    if (signo) {
+        /* Between batches: every output written is whole, and the caller
+         * drops what it was still gathering (features' array). */
+        fprintf(stderr, "vit %s: stopped by %s after %zu of %zu files\n", s->command,
+                signo == SIGINT ? "SIGINT" : "SIGTERM", processed, s->in.count);
+        return 128 + signo;
+    }
     const double seconds = cli_now_seconds() - start;
     if (!s->quiet)
         fprintf(stderr, "vit %s: %zu files, %zu failed, %.1f s, %.1f images/s\n", s->command,
@@ -819,7 +829,7 @@ int cli_features(int argc, char **argv) {
         goto free_state;
     }
     exit_code = inspect_run(&s, features_image, &st);
-    if (exit_code == CLI_EXIT_FATAL) {
+    if (exit_code != CLI_EXIT_OK && exit_code != CLI_EXIT_SOME_FAILED) {
         data_atomic_abort(st.file);
     } else if (data_atomic_commit(st.file, &err) != VIT_OK) {
         fprintf(stderr, "vit features: %s\n", err.message);

@@ -377,6 +377,42 @@ Test(results, sigterm_leaves_a_closed_json_array, .timeout = 300) {
     cJSON_Delete(json);
 }
 
+/* The other batch commands stop between batches too: what they write by
+ * rename is whole or absent, and no temporary file is left behind. */
+Test(results, sigterm_leaves_no_partial_or_temporary_files, .timeout = 300) {
+    shell("mkdir -p %s/in/0 %s/out && cp %s %s/in/0/img0000.png && for i in $(seq -w 1 1500); do "
+          "ln %s/in/0/img0000.png %s/in/0/img$i.png; done", dir, dir, APPLE, dir, dir, dir);
+    char input[256], npy[256], csv[256], pictures[256];
+    snprintf(input, sizeof input, "%s/in", dir);
+    snprintf(npy, sizeof npy, "%s/out/f.npy", dir);
+    snprintf(csv, sizeof csv, "%s/out/e.csv", dir);
+    snprintf(pictures, sizeof pictures, "%s/out/att/", dir);
+    const char *const features[] = {"features", "-q", "-b", "1", "-t", "1", "--size", "256", "-m",
+                                    MODEL, "-o", npy, input, NULL};
+    const char *const eval[] = {"eval", "-b", "1", "-t", "1", "--size", "256", "-m", MODEL,
+                                "-o", csv, input, NULL};
+    const char *const attention[] = {"attention", "-q", "-b", "1", "-t", "1", "--size", "256", "-m",
+                                     MODEL, "-o", pictures, input, NULL};
+    const char *const *runs[] = {features, attention, eval};
+    for (int r = 0; r < 3; r++) {
+        pid_t pid = spawn_vit(runs[r]);
+        cr_assert_eq(wait_until_catching(pid, SIGTERM), 0, "%s never caught SIGTERM", runs[r][0]);
+        kill(pid, SIGTERM);
+        int status;
+        cr_assert(waitpid(pid, &status, 0) > 0);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 143, "%s: status %d (signalled: %d)",
+                  runs[r][0], status, WIFSIGNALED(status));
+    }
+    cr_expect(access(npy, F_OK) != 0, "features wrote part of its array");
+    cr_expect(access(csv, F_OK) != 0, "eval wrote the accuracy of part of its images");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "test -z \"$(find %s/out -name '*.tmp.*')\"", dir);
+    cr_expect(system(cmd) == 0, "temporary files left in %s/out", dir);
+    snprintf(cmd, sizeof cmd, "for f in $(find %s/out -name '*.png'); do "
+             "tail -c 8 $f | od -An -c | grep -q 'I   E   N   D' || exit 1; done", dir);
+    cr_expect(system(cmd) == 0, "a picture in %s/out/att is not whole", dir);
+}
+
 /* ------------------------------------------------------------- full disk */
 
 Test(results, a_full_disk_is_one_true_line) {

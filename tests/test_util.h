@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "weights.h"
@@ -115,6 +116,24 @@ static inline pid_t spawn_vit(const char *const *args) {
         _exit(127);
     }
     return pid;
+}
+
+/* Waits (up to about 60 s) until process pid catches signo, i.e. has
+ * installed its handler (SigCgt in /proc/PID/status); 0 when it did. */
+static inline int wait_until_catching(pid_t pid, int signo) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    const struct timespec tick = {0, 1000000};
+    for (int waited = 0; waited < 60000; waited++) {
+        FILE *fp = fopen(path, "r");
+        unsigned long long caught = 0;
+        while (fp && fgets(line, sizeof line, fp))
+            if (sscanf(line, "SigCgt: %llx", &caught) == 1) break;
+        if (fp) fclose(fp);
+        if (caught >> (signo - 1) & 1) return 0;
+        nanosleep(&tick, NULL);
+    }
+    return -1;
 }
 
 #endif
