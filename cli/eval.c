@@ -129,7 +129,7 @@ static int collect_csv(const vit_model *model, const char *dir, const char *csv_
     char *text = NULL;
     data_labelled_files rows = {0};
     vit_error err;
-    if (data_read_text_file(csv_path, MAX_LABELS_CSV_BYTES, &text, NULL, &err) != VIT_OK ||
+    if (base_read_text_file(csv_path, MAX_LABELS_CSV_BYTES, &text, NULL, &err) != VIT_OK ||
         data_labels_csv_parse(text, strlen(text), csv_path, vit_model_config(model)->num_classes,
                               &rows, &err) != VIT_OK) {
         fprintf(stderr, "vit eval: %s\n", err.message);
@@ -288,7 +288,7 @@ int cli_eval(int argc, char **argv) {
         for (int i = 0; i < 3; i++) {
             vit_error replace_err;
             if (cli_check_output("eval", &protect, outputs_written[i]) != 0) goto done;
-            if (data_output_replaceable(outputs_written[i], &replace_err) != VIT_OK) {
+            if (base_output_replaceable(outputs_written[i], &replace_err) != VIT_OK) {
                 fprintf(stderr, "vit eval: %s\n", replace_err.message);
                 goto done;
             }

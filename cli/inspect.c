@@ -703,7 +703,7 @@ static const char FEATURES_USAGE[] =
     "(bytes of a name that are not UTF-8 as \\xNN, a backslash as \\\\).\n\n" COMMON_USAGE;
 
 typedef struct features_state {
-    data_atomic_file *file;
+    base_atomic_file *file;
     float *captured, *nan_rows;
     int first, count; /* the tokens written: first .. first + count - 1 */
 } features_state;
@@ -715,7 +715,7 @@ static int features_image(inspect *s, void *state, size_t index, int row) {
     const float *rows = row < 0 ? st->nan_rows
                                 : st->captured + ((size_t)row * s->tokens + st->first) * s->dim;
     vit_error err;
-    if (data_atomic_write(st->file, rows, floats * sizeof *rows, &err) != VIT_OK) {
+    if (base_atomic_write(st->file, rows, floats * sizeof *rows, &err) != VIT_OK) {
         fprintf(stderr, "vit features: %s\n", err.message);
         return -1;
     }
@@ -764,7 +764,7 @@ static int write_file_list(inspect *s, const char *npy_path) {
         free(line);
     }
     vit_error err;
-    if (data_write_file_atomic(path, text ? text : "", length, &err) != VIT_OK)
+    if (base_write_file_atomic(path, text ? text : "", length, &err) != VIT_OK)
         fprintf(stderr, "vit features: %s\n", err.message);
     else
         r = 0;
@@ -830,8 +830,8 @@ int cli_features(int argc, char **argv) {
     }
     exit_code = inspect_run(&s, features_image, &st);
     if (exit_code != CLI_EXIT_OK && exit_code != CLI_EXIT_SOME_FAILED) {
-        data_atomic_abort(st.file);
-    } else if (data_atomic_commit(st.file, &err) != VIT_OK) {
+        base_atomic_abort(st.file);
+    } else if (base_atomic_commit(st.file, &err) != VIT_OK) {
         fprintf(stderr, "vit features: %s\n", err.message);
         exit_code = CLI_EXIT_FATAL;
     } else if (several && write_file_list(&s, out) != 0) {

@@ -442,7 +442,7 @@ static int check_record(const char *path, const char *record_path, const cJSON *
     char *text = NULL;
     int missing = 0;
     vit_error err;
-    if (data_read_text_file(record_path, 1 << 20, &text, &missing, &err) != VIT_OK) {
+    if (base_read_text_file(record_path, 1 << 20, &text, &missing, &err) != VIT_OK) {
         fprintf(stderr, "vit classify: %s\n", err.message);
         return -1;
     }
@@ -476,7 +476,7 @@ static int write_record(const char *record_path, const cJSON *rec) {
     }
     const size_t n = strlen(text);
     text[n] = '\n'; /* replaces the NUL: the file ends with a line break */
-    if (data_write_file_atomic(record_path, text, n + 1, &err) != VIT_OK) {
+    if (base_write_file_atomic(record_path, text, n + 1, &err) != VIT_OK) {
         fprintf(stderr, "vit classify: %s\n", err.message);
         rc = -1;
     }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base_io.h"
 #include "vit_error.h"
 #include "vit_limits.h"
 
@@ -127,12 +128,6 @@ vit_status data_preprocess_from_texts(const char *preprocessor_json, const char 
                                       int image_size, const vit_limits *limits,
                                       data_preprocess *p, vit_error *err);
 
-/* Reads a whole text file of at most max_bytes into *text (NUL-terminated,
- * caller frees). With missing non-NULL, a file that does not exist sets
- * *missing and returns VIT_OK; otherwise it is VIT_E_IO. Files with NUL bytes
- * are refused. */
-vit_status data_read_text_file(const char *path, size_t max_bytes, char **text, int *missing,
-                               vit_error *err);
 
 /* Chooses the recipe for a model directory: preprocessor_config.json if
  * present, else config.json with a timm "pretrained_cfg", else the default
@@ -255,10 +250,6 @@ vit_status data_walk(const char *path, const data_walk_options *options, data_fi
 vit_status data_walk_collect(const char *path, const data_walk_options *options,
                              data_file_list *out, data_file_list *problems, vit_error *err);
 
-/* What a file that is not a regular one is, for messages: "a FIFO",
- * "a directory", "a character device" ... (mode as stat gives it). */
-const char *data_file_kind(unsigned mode);
-
 /* Appends the names (not paths) of path's non-hidden subdirectories, sorted. */
 vit_status data_list_subdirs(const char *path, data_file_list *out, vit_error *err);
 
@@ -308,35 +299,9 @@ uint64_t data_hash(const char *text);
 
 /* ------------------------------------------------------------- outputs
  * Files the inspection commands write (data/output.c). Every file is written
- * atomically: into "<path>.tmp.<pid>.<n>" beside it, then renamed over path,
- * so a reader never sees half a file and a failed run leaves none. */
+ * atomically (base_io.h), so a reader never sees half a file and a failed
+ * run leaves none. */
 
-/* A file being written atomically. */
-typedef struct data_atomic_file data_atomic_file;
-
-/* Whether path may be replaced by a finished file renamed over it: it does
- * not exist, or is a regular file or a symbolic link (the link is replaced,
- * its target left alone). A device, FIFO, socket or directory is refused:
- * the rename would remove it (as root, /dev/null itself). */
-vit_status data_output_replaceable(const char *path, vit_error *err);
-
-/* Creates the temporary file for path (mode 0666 minus umask), after
- * data_output_replaceable. */
-vit_status data_atomic_open(const char *path, data_atomic_file **out, vit_error *err);
-
-/* Appends size bytes. */
-vit_status data_atomic_write(data_atomic_file *f, const void *bytes, size_t size, vit_error *err);
-
-/* Flushes, syncs and renames the file into place, and frees f (also on
- * failure, when the temporary file is removed). */
-vit_status data_atomic_commit(data_atomic_file *f, vit_error *err);
-
-/* Removes the temporary file and frees f; NULL is allowed. */
-void data_atomic_abort(data_atomic_file *f);
-
-/* Writes bytes to path atomically. */
-vit_status data_write_file_atomic(const char *path, const void *bytes, size_t size,
-                                  vit_error *err);
 
 /* Element types of .npy arrays. */
 typedef enum data_npy_dtype {
@@ -348,10 +313,10 @@ typedef enum data_npy_dtype {
 
 /* Starts a NumPy .npy file (format 1.0, C order, little-endian, header
  * padded with spaces to a multiple of 64 bytes and ending in a newline);
- * the caller appends exactly prod(shape) elements with data_atomic_write
+ * the caller appends exactly prod(shape) elements with base_atomic_write
  * (little-endian, as this machine stores them) and commits. */
 vit_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
-                         data_atomic_file **out, vit_error *err);
+                         base_atomic_file **out, vit_error *err);
 
 /* Writes a whole .npy file: prod(shape) elements from data. */
 vit_status data_write_npy(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,

@@ -18,10 +18,6 @@ static gzFile open_idx(const char *dir, const char *name, char *path, size_t siz
     return gzopen(path, "rb");
 }
 
-static uint32_t big_endian32(const uint8_t *b) {
-    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
-}
-
 /* Reads an idx file of unsigned bytes with `dims` dimensions: the sizes into
  * shape, the data (malloc'd) into *data. */
 static vit_status read_idx(const char *dir, const char *name, int dims, uint32_t *shape,
@@ -43,7 +39,7 @@ static vit_status read_idx(const char *dir, const char *name, int dims, uint32_t
     }
     size_t total = 1;
     for (int i = 0; i < dims; i++) {
-        shape[i] = big_endian32(header + 4 + 4 * i);
+        shape[i] = base_be32(header + 4 + 4 * i);
         if (shape[i] == 0 || shape[i] > (1u << 24) || total > ((size_t)1 << 34) / shape[i]) {
             status = vit_error_set(err, VIT_E_FORMAT, "%s: implausible size %u in dimension %d",
                                    path, shape[i], i);

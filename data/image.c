@@ -237,14 +237,6 @@ static int jpeg_check(const uint8_t *b, size_t n, const char **problem) {
     return 0;
 }
 
-static uint32_t le32(const uint8_t *p) {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static uint32_t be32(const uint8_t *p) {
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
-}
-
 /* For uncompressed BMPs, true when the file holds all the pixel rows its
  * header promises. RLE (compression 1, 2) is left to stb, which refuses it;
  * stb reads every other compression value as uncompressed rows, so those
@@ -252,11 +244,11 @@ static uint32_t be32(const uint8_t *p) {
  * zero pixels: found by fuzz_image). */
 static int bmp_is_complete(const uint8_t *b, size_t n) {
     if (n < 34) return 0;
-    uint32_t offset = le32(b + 10), header = le32(b + 14);
+    uint32_t offset = base_le32(b + 10), header = base_le32(b + 14);
     if (header < 40) return 1; /* OS/2 core header: not checked */
-    int64_t w = (int32_t)le32(b + 18), h = (int32_t)le32(b + 22);
+    int64_t w = (int32_t)base_le32(b + 18), h = (int32_t)base_le32(b + 22);
     uint32_t bpp = (uint32_t)b[28] | ((uint32_t)b[29] << 8);
-    uint32_t compression = le32(b + 30);
+    uint32_t compression = base_le32(b + 30);
     if (compression == 1 || compression == 2) return 1;
     if (h < 0) h = -h;
     int64_t row_bytes = ((w * bpp + 31) / 32) * 4;
@@ -421,15 +413,15 @@ static const char *stb_reason(void) {
  * it carries no data, so dropping it changes nothing else. */
 static uint8_t *png_without_empty_idat(const uint8_t *b, size_t n, size_t *out_size) {
     int found = 0;
-    for (size_t i = 8; i + 12 <= n && be32(b + i) <= n - i - 12; i += 12 + be32(b + i))
-        if (be32(b + i) == 0 && memcmp(b + i + 4, "IDAT", 4) == 0) found = 1;
+    for (size_t i = 8; i + 12 <= n && base_be32(b + i) <= n - i - 12; i += 12 + base_be32(b + i))
+        if (base_be32(b + i) == 0 && memcmp(b + i + 4, "IDAT", 4) == 0) found = 1;
     if (!found) return NULL;
     uint8_t *copy = malloc(n);
     if (!copy) return NULL;
     memcpy(copy, b, 8);
     size_t i = 8, o = 8;
-    for (; i + 12 <= n && be32(b + i) <= n - i - 12; i += 12 + be32(b + i)) {
-        const size_t chunk = 12 + be32(b + i);
+    for (; i + 12 <= n && base_be32(b + i) <= n - i - 12; i += 12 + base_be32(b + i)) {
+        const size_t chunk = 12 + base_be32(b + i);
         if (chunk == 12 && memcmp(b + i + 4, "IDAT", 4) == 0) continue;
         memcpy(copy + o, b + i, chunk);
         o += chunk;
@@ -483,7 +475,7 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
     /* stb refuses PNG headers beyond 2^30 bytes of pixels with a generic
      * "unknown image type", so read the size ourselves for a useful message. */
     if (fmt == FMT_PNG && size >= 24 && memcmp(b + 12, "IHDR", 4) == 0) {
-        vit_status st = check_dimensions(name, be32(b + 16), be32(b + 20), max_pixels, err);
+        vit_status st = check_dimensions(name, base_be32(b + 16), base_be32(b + 20), max_pixels, err);
         if (st != VIT_OK) return st;
     }
     /* Before stb sees the file at all: its header reader builds Huffman
@@ -567,7 +559,7 @@ static vit_status read_file(const char *path, uint8_t **bytes, size_t *size, vit
         /* A socket cannot be opened at all (ENXIO): say what it is. */
         if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode))
             return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path,
-                                 data_file_kind(sb.st_mode));
+                                 base_file_kind(sb.st_mode));
         return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
     }
     struct stat sb;
@@ -583,7 +575,7 @@ static vit_status read_file(const char *path, uint8_t **bytes, size_t *size, vit
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
         return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path,
-                             data_file_kind(sb.st_mode));
+                             base_file_kind(sb.st_mode));
     }
     if ((uint64_t)sb.st_size > DATA_MAX_FILE_BYTES) {
         close(fd);

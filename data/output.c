@@ -22,120 +22,10 @@
 #include <stb_easy_font.h>
 #pragma GCC diagnostic pop
 
-/* ------------------------------------------------------- atomic files */
-
-struct data_atomic_file {
-    int fd;
-    char *path, *tmp;
-};
-
-static vit_status io_fail(vit_error *err, const char *path, const char *what, int e) {
-    return vit_error_set(err, VIT_E_IO, "%s: %s: %s", path, what, strerror(e));
-}
-
-vit_status data_output_replaceable(const char *path, vit_error *err) {
-    struct stat st;
-    if (lstat(path, &st) != 0 || S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) return VIT_OK;
-    return vit_error_set(err, VIT_E_IO, "%s: is %s; outputs are written beside it and renamed "
-                         "over it, which would replace it: name a file", path,
-                         data_file_kind(st.st_mode));
-}
-
-vit_status data_atomic_open(const char *path, data_atomic_file **out, vit_error *err) {
-    *out = NULL;
-    vit_status replaceable = data_output_replaceable(path, err);
-    if (replaceable != VIT_OK) return replaceable;
-    data_atomic_file *f = calloc(1, sizeof *f);
-    const size_t size = strlen(path) + 48;
-    if (!f || !(f->tmp = malloc(size)) || !(f->path = strdup(path))) {
-        if (f) free(f->tmp);
-        free(f);
-        return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
-    }
-    /* O_EXCL with a pid-based name: a stale file from a crashed process that
-     * had our pid just moves us to the next number. */
-    f->fd = -1;
-    for (int attempt = 0; attempt < 100 && f->fd < 0; attempt++) {
-        snprintf(f->tmp, size, "%s.tmp.%ld.%d", path, (long)getpid(), attempt);
-        f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (f->fd < 0 && errno != EEXIST) break;
-    }
-    if (f->fd < 0) {
-        const int e = errno;
-        free(f->tmp);
-        free(f->path);
-        free(f);
-        return io_fail(err, path, "cannot create a temporary file beside it", e);
-    }
-    *out = f;
-    return VIT_OK;
-}
-
-vit_status data_atomic_write(data_atomic_file *f, const void *bytes, size_t size, vit_error *err) {
-    const char *p = bytes;
-    while (size > 0) {
-        const ssize_t w = write(f->fd, p, size);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return io_fail(err, f->path, "cannot write", w < 0 ? errno : EIO);
-        p += w;
-        size -= (size_t)w;
-    }
-    return VIT_OK;
-}
-
-static void atomic_free(data_atomic_file *f) {
-    free(f->tmp);
-    free(f->path);
-    free(f);
-}
-
-void data_atomic_abort(data_atomic_file *f) {
-    if (!f) return;
-    close(f->fd);
-    unlink(f->tmp);
-    atomic_free(f);
-}
-
-vit_status data_atomic_commit(data_atomic_file *f, vit_error *err) {
-    const char *failed = NULL;
-    int e = 0;
-    if (fsync(f->fd) != 0) {
-        failed = "cannot sync";
-        e = errno;
-    }
-    if (close(f->fd) != 0 && !failed) {
-        failed = "cannot close";
-        e = errno;
-    }
-    if (!failed && rename(f->tmp, f->path) != 0) {
-        failed = "cannot rename the temporary file into place";
-        e = errno;
-    }
-    vit_status st = VIT_OK;
-    if (failed) {
-        unlink(f->tmp);
-        st = io_fail(err, f->path, failed, e);
-    }
-    atomic_free(f);
-    return st;
-}
-
-vit_status data_write_file_atomic(const char *path, const void *bytes, size_t size,
-                                  vit_error *err) {
-    data_atomic_file *f;
-    vit_status st = data_atomic_open(path, &f, err);
-    if (st != VIT_OK) return st;
-    if ((st = data_atomic_write(f, bytes, size, err)) != VIT_OK) {
-        data_atomic_abort(f);
-        return st;
-    }
-    return data_atomic_commit(f, err);
-}
-
 /* ------------------------------------------------------------- .npy */
 
 vit_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
-                         data_atomic_file **out, vit_error *err) {
+                         base_atomic_file **out, vit_error *err) {
     *out = NULL;
     if (ndim < 0 || ndim > DATA_NPY_MAX_DIMS)
         return vit_error_set(err, VIT_E_ARG, "%s: %d dimensions", path, ndim);
@@ -162,10 +52,10 @@ vit_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *
     memcpy(header + prefix, dict, (size_t)n);
     memset(header + prefix + n, ' ', total - unpadded);
     header[total - 1] = '\n';
-    vit_status st = data_atomic_open(path, out, err);
+    vit_status st = base_atomic_open(path, out, err);
     if (st != VIT_OK) return st;
-    if ((st = data_atomic_write(*out, header, total, err)) != VIT_OK) {
-        data_atomic_abort(*out);
+    if ((st = base_atomic_write(*out, header, total, err)) != VIT_OK) {
+        base_atomic_abort(*out);
         *out = NULL;
     }
     return st;
@@ -175,14 +65,14 @@ vit_status data_write_npy(const char *path, data_npy_dtype dtype, const int64_t 
                           const void *data, vit_error *err) {
     size_t count = 1;
     for (int d = 0; d < ndim; d++) count *= (size_t)(shape[d] > 0 ? shape[d] : 0);
-    data_atomic_file *f;
+    base_atomic_file *f;
     vit_status st = data_npy_open(path, dtype, shape, ndim, &f, err);
     if (st != VIT_OK) return st;
-    if ((st = data_atomic_write(f, data, count * 4, err)) != VIT_OK) {
-        data_atomic_abort(f);
+    if ((st = base_atomic_write(f, data, count * 4, err)) != VIT_OK) {
+        base_atomic_abort(f);
         return st;
     }
-    return data_atomic_commit(f, err);
+    return base_atomic_commit(f, err);
 }
 
 /* ------------------------------------------------------------- PNG */
@@ -225,7 +115,7 @@ vit_status data_write_png(const char *path, int width, int height, int channels,
     if (!ok || b.failed)
         st = vit_error_set(err, VIT_E_NOMEM, "%s: cannot encode the PNG (out of memory)", path);
     else
-        st = data_write_file_atomic(path, b.data, b.length, err);
+        st = base_write_file_atomic(path, b.data, b.length, err);
     free(b.data);
     return st;
 }

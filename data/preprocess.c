@@ -468,77 +468,6 @@ vit_status data_preprocess_from_timm_json(const char *json_text, const char *nam
 
 /* ---- model directories ---- */
 
-vit_status data_read_text_file(const char *path, size_t max_bytes, char **text, int *missing,
-                               vit_error *err) {
-    *text = NULL;
-    if (missing) *missing = 0;
-    /* O_NONBLOCK: opening a FIFO with no writer must not hang; reads block
-     * again below, so a pipe with a writer (--labels <(...)) still works. */
-    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        const int e = errno;
-        if (e == ENOENT && missing) {
-            *missing = 1;
-            return VIT_OK;
-        }
-        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
-    }
-    struct stat sb;
-    const int stated = fstat(fd, &sb) == 0;
-    if (!stated || S_ISDIR(sb.st_mode)) {
-        const int dir = stated;
-        close(fd);
-        return vit_error_set(err, VIT_E_IO, "%s: %s", path, dir ? "a directory, not a file"
-                                                                 : "cannot read its status");
-    }
-    const int flags = fcntl(fd, F_GETFL);
-    FILE *f = flags >= 0 && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0 ? fdopen(fd, "rb") : NULL;
-    if (!f) {
-        close(fd);
-        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(errno));
-    }
-    /* Sized by the file, not the cap, and grown while reading (the file may
-     * be a pipe or grow), so a generous cap costs nothing. */
-    size_t cap = S_ISREG(sb.st_mode) ? (size_t)sb.st_size : 0;
-    if (cap > max_bytes) cap = max_bytes;
-    cap += 1 + (cap < 4096 ? 4096 : 0); /* + 1: a byte beyond the cap proves it exceeded */
-    if (cap > max_bytes + 1) cap = max_bytes + 1;
-    char *buf = malloc(cap + 1);
-    size_t len = 0;
-    int failed = 0;
-    while (buf) {
-        len += fread(buf + len, 1, cap - len, f);
-        if ((failed = ferror(f)) || len < cap || cap == max_bytes + 1) break;
-        size_t grown = cap > (max_bytes + 1) / 2 ? max_bytes + 1 : cap * 2;
-        char *nb = realloc(buf, grown + 1);
-        if (!nb) {
-            free(buf);
-            buf = NULL;
-        } else {
-            buf = nb;
-            cap = grown;
-        }
-    }
-    fclose(f);
-    if (!buf) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
-    if (failed) {
-        free(buf);
-        return vit_error_set(err, VIT_E_IO, "%s: read error", path);
-    }
-    if (len > max_bytes) {
-        free(buf);
-        return vit_error_set(err, VIT_E_LIMIT, "%s: larger than the limit of %zu bytes", path,
-                             max_bytes);
-    }
-    buf[len] = '\0';
-    if (strlen(buf) != len) {
-        free(buf);
-        return vit_error_set(err, VIT_E_FORMAT, "%s: contains NUL bytes, not text", path);
-    }
-    *text = buf;
-    return VIT_OK;
-}
-
 vit_status data_preprocess_from_texts(const char *preprocessor_json, const char *preprocessor_name,
                                       const char *config_json, const char *config_name,
                                       int image_size, const vit_limits *limits,
@@ -593,8 +522,8 @@ vit_status data_preprocess_for_model(const char *model_dir, int image_size, data
     const size_t max_bytes = VIT_DEFAULT_MAX_JSON_BYTES;
     char *pre = NULL, *config = NULL;
     int missing;
-    vit_status st = data_read_text_file(pre_path, max_bytes, &pre, &missing, err);
-    if (st == VIT_OK && !pre) st = data_read_text_file(config_path, max_bytes, &config, &missing, err);
+    vit_status st = base_read_text_file(pre_path, max_bytes, &pre, &missing, err);
+    if (st == VIT_OK && !pre) st = base_read_text_file(config_path, max_bytes, &config, &missing, err);
     if (st == VIT_OK)
         st = data_preprocess_from_texts(pre, pre_path, config, config_path, image_size, NULL, p, err);
     free(pre);

@@ -31,15 +31,6 @@ int data_has_image_extension(const char *path, const data_walk_options *options)
     return 0;
 }
 
-const char *data_file_kind(unsigned mode) {
-    if (S_ISDIR(mode)) return "a directory";
-    if (S_ISFIFO(mode)) return "a FIFO";
-    if (S_ISCHR(mode)) return "a character device";
-    if (S_ISBLK(mode)) return "a block device";
-    if (S_ISSOCK(mode)) return "a socket";
-    return S_ISREG(mode) ? "a regular file" : "a special file";
-}
-
 static vit_status push(data_file_list *list, const char *path, vit_error *err) {
     if (list->count == list->capacity) {
         size_t capacity = list->capacity ? list->capacity * 2 : 256;

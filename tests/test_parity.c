@@ -18,7 +18,7 @@ static char *read_text(const char *path) {
     char *text = NULL;
     int missing = 0;
     vit_error err;
-    cr_assert(data_read_text_file(path, 1 << 20, &text, &missing, &err) == VIT_OK && !missing,
+    cr_assert(base_read_text_file(path, 1 << 20, &text, &missing, &err) == VIT_OK && !missing,
               "cannot read %s: %s", path, missing ? "missing" : err.message);
     return text;
 }

@@ -501,7 +501,7 @@ Test(validate, reading_a_fifo_without_writer_does_not_block, .timeout = 20) {
     cr_assert_eq(mkfifo(path, 0600), 0);
     char *text = NULL;
     vit_error err;
-    cr_expect_eq(data_read_text_file(path, 1024, &text, NULL, &err), VIT_OK, "%s", err.message);
+    cr_expect_eq(base_read_text_file(path, 1024, &text, NULL, &err), VIT_OK, "%s", err.message);
     cr_expect(text && text[0] == '\0');
     free(text);
 }

@@ -43,14 +43,14 @@ static vit_status check_regular(const char *path, int *missing, vit_error *err) 
         return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(error));
     }
     if (!S_ISREG(st.st_mode))
-        return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path, data_file_kind(st.st_mode));
+        return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path, base_file_kind(st.st_mode));
     return VIT_OK;
 }
 
 /* Reads a whole small text file. Returns NULL (with err set) on failure. */
 static char *read_text_file(const char *path, long max_bytes, vit_error *err) {
     char *text;
-    return data_read_text_file(path, (size_t)max_bytes, &text, NULL, err) == VIT_OK ? text : NULL;
+    return base_read_text_file(path, (size_t)max_bytes, &text, NULL, err) == VIT_OK ? text : NULL;
 }
 
 /* ------------------------------------------------------------ model store */
@@ -732,7 +732,7 @@ static vit_status read_optional(const char *dir, const char *name, size_t max_by
     int missing;
     vit_status status = check_regular(path, &missing, err);
     if (status != VIT_OK || missing) return status;
-    return data_read_text_file(path, max_bytes, text, NULL, err);
+    return base_read_text_file(path, max_bytes, text, NULL, err);
 }
 
 vit_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,

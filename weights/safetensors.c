@@ -14,6 +14,8 @@
  */
 #include "weights.h"
 
+#include "base_io.h"
+
 #include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -977,102 +979,26 @@ static vit_status check_write_args(const char *path, const weights_tensor *tenso
     return check_unique(path, (const char **)meta_keys, n_meta, "metadata key", err);
 }
 
-static bool write_all(int fd, const void *data, size_t n) {
-    const unsigned char *p = data;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return false;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return true;
-}
-
-/* Creates "<path>.tmp.<pid>.<n>" exclusively; a stale one left by a crashed
- * process with the same pid just moves us on to the next n. */
-static int create_temp(const char *path, char **tmp_path) {
-    size_t size = strlen(path) + 48;
-    char *name = malloc(size);
-    if (!name) {
-        errno = ENOMEM;
-        return -1;
-    }
-    for (int attempt = 0; attempt < 100; attempt++) {
-        snprintf(name, size, "%s.tmp.%ld.%d", path, (long)getpid(), attempt);
-        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd >= 0) {
-            *tmp_path = name;
-            return fd;
-        }
-        if (errno != EEXIST) break;
-    }
-    int e = errno;
-    free(name);
-    errno = e;
-    return -1;
-}
-
-static bool write_contents(int fd, const text_buffer *header, const weights_tensor *tensors,
-                           size_t n_tensors) {
-    unsigned char len_bytes[HEADER_LEN_BYTES];
-    uint64_t len = header->len;
-    for (int i = 0; i < HEADER_LEN_BYTES; i++) len_bytes[i] = (unsigned char)(len >> (8 * i));
-    if (!write_all(fd, len_bytes, sizeof len_bytes)) return false;
-    if (!write_all(fd, header->data, header->len)) return false;
-    for (size_t i = 0; i < n_tensors; i++)
-        if (!write_all(fd, tensors[i].data, tensors[i].nbytes)) return false;
-    return true;
-}
-
-/* Makes the rename itself durable; not every filesystem allows fsync on a
- * directory, and the data is already safe, so failure here is not an error. */
-static void sync_parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!dir) return;
-    int fd = open(dir, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
+/* Header length, header, then every tensor's bytes, into a file that
+ * replaces path only when whole (base_io.h). */
 static vit_status write_file_atomically(const char *path, const text_buffer *header,
                                         const weights_tensor *tensors, size_t n_tensors,
                                         vit_error *err) {
-    /* Renaming over a device or FIFO would remove it (as root, /dev/null
-     * itself): only a new file, a regular one or a symlink is replaced. */
-    struct stat st;
-    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
-        return vit_error_set(err, VIT_E_IO, "%s: not a regular file; outputs are written beside "
-                             "it and renamed over it, which would replace it: name a file", path);
-    char *tmp = NULL;
-    int fd = create_temp(path, &tmp);
-    if (fd < 0) return io_error(err, path, "cannot create a temporary file beside it", errno);
-    const char *failed = NULL;
-    if (!write_contents(fd, header, tensors, n_tensors)) failed = "cannot write";
-    else if (fsync(fd) != 0) failed = "cannot sync";
-    int e = errno;
-    if (close(fd) != 0 && !failed) {
-        failed = "cannot close";
-        e = errno;
+    base_atomic_file *f;
+    vit_status st = base_atomic_open(path, &f, err);
+    if (st != VIT_OK) return st;
+    unsigned char len_bytes[HEADER_LEN_BYTES];
+    uint64_t len = header->len;
+    for (int i = 0; i < HEADER_LEN_BYTES; i++) len_bytes[i] = (unsigned char)(len >> (8 * i));
+    st = base_atomic_write(f, len_bytes, sizeof len_bytes, err);
+    if (st == VIT_OK) st = base_atomic_write(f, header->data, header->len, err);
+    for (size_t i = 0; st == VIT_OK && i < n_tensors; i++)
+        st = base_atomic_write(f, tensors[i].data, tensors[i].nbytes, err);
+    if (st != VIT_OK) {
+        base_atomic_abort(f);
+        return st;
     }
-    if (!failed && rename(tmp, path) != 0) {
-        failed = "cannot rename the temporary file into place";
-        e = errno;
-    }
-    if (failed) {
-        unlink(tmp);
-        free(tmp);
-        return io_error(err, path, failed, e);
-    }
-    free(tmp);
-    sync_parent_dir(path);
-    return VIT_OK;
+    return base_atomic_commit(f, err);
 }
 
 vit_status weights_write(const char *path, const weights_tensor *tensors, size_t n_tensors,
