@@ -1,0 +1,57 @@
+/* image.h — decoding image files into 8-bit RGB.
+ *
+ * stb_image decodes JPEG (baseline and progressive), PNG, BMP, GIF, TGA,
+ * PSD and binary PNM; grey, palette and alpha images become RGB (alpha
+ * dropped), as PIL's convert("RGB") does, and EXIF orientation is ignored as
+ * PIL's Image.open does. Before stb sees a file its header is checked: the
+ * pixel count against a cap (before any pixel is decoded), truncated BMP,
+ * GIF and TGA files, the JPEG and PNG structures stb 2.27 mishandles
+ * (tests/fuzz/README.md). Files are read without blocking on FIFOs.
+ *
+ *     data_image img;
+ *     if (data_image_load("cat.jpg", &img, &err) == VIT_OK) { ... data_image_free(&img); }
+ */
+#ifndef DATA_IMAGE_H
+#define DATA_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vit_error.h"
+#include "vit_limits.h"
+
+/* Refuse images larger than this before decoding pixels (width*height), by
+ * default; data_image_load_capped and data_preprocess.max_pixels override. */
+#define DATA_MAX_PIXELS VIT_DEFAULT_MAX_PIXELS
+
+/* An 8-bit RGB image, rows top to bottom, pixels interleaved R,G,B. */
+typedef struct data_image {
+    int width, height;
+    uint8_t *pixels; /* width*height*3 bytes, owned */
+} data_image;
+
+/* Decodes an image file (JPEG incl. progressive, PNG incl. 16-bit/palette/
+ * grey/alpha, BMP, GIF first frame, TGA, PNM, PSD) to 8-bit RGB the way PIL's
+ * convert('RGB') does: grey is replicated, alpha is dropped (not blended), and
+ * 16-bit samples are reduced to 8 bits. The dimensions are read and checked
+ * against DATA_MAX_PIXELS before pixels are decoded. EXIF orientation is
+ * ignored, as PIL's Image.open and the reference pipelines do. */
+vit_status data_image_load(const char *path, data_image *out, vit_error *err);
+
+/* The same for an image held in memory; name is used in messages. */
+vit_status data_image_load_memory(const void *bytes, size_t size, const char *name,
+                                  data_image *out, vit_error *err);
+
+/* The same two with a pixel cap other than DATA_MAX_PIXELS (max_pixels <= 0:
+ * the default). Headers are read first: a file whose dimensions exceed the
+ * cap is refused (VIT_E_LIMIT, naming the file, its size and the cap) before
+ * any pixel memory is allocated. */
+vit_status data_image_load_capped(const char *path, int64_t max_pixels, data_image *out,
+                                  vit_error *err);
+vit_status data_image_load_memory_capped(const void *bytes, size_t size, const char *name,
+                                         int64_t max_pixels, data_image *out, vit_error *err);
+
+/* Frees the pixels; safe on a zeroed or already freed image. */
+void data_image_free(data_image *img);
+
+#endif
