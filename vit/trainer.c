@@ -3,6 +3,7 @@
  * cli/train.c so it can be driven (and tested) without the program; the
  * arithmetic and the order of every random draw are unchanged. */
 #include "vit_trainer.h"
+#include "vit_json.h"
 
 #include <cJSON.h>
 #include <inttypes.h>
@@ -485,8 +486,14 @@ vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info
     memset(info, 0, sizeof *info);
     if (weights_open(path, file, err) != VIT_OK) return err->code;
     const char *meta = weights_metadata(*file, "vitc_train_state");
-    cJSON *j = meta ? cJSON_Parse(meta) : NULL;
-    if (!j) return vit_error_set(err, VIT_E_FORMAT, "%s is not a vit train state file", path);
+    if (!meta) return vit_error_set(err, VIT_E_FORMAT, "%s is not a vit train state file", path);
+    /* Through the limits-checked parse, like every other JSON we read: a
+     * state file is an input too. */
+    cJSON *j = NULL;
+    vit_error why;
+    if (vit_json_parse_object(meta, "vitc_train_state", NULL, &j, &why) != VIT_OK)
+        return vit_error_set(err, why.code, "%s is not a vit train state file (%s)", path,
+                             why.message);
 #define GET(key) (cJSON_IsNumber(cJSON_GetObjectItem(j, key)) ? cJSON_GetObjectItem(j, key)->valuedouble : -1)
     info->config = (vit_config){
         .hidden_size = (int)GET("hidden_size"), .num_layers = (int)GET("num_layers"),
