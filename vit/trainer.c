@@ -137,10 +137,13 @@ static void normalise_rgb(const data_image *img, const data_preprocess *p, int c
             out[c * n + i] = (img->pixels[i * 3 + c] * p->rescale_factor - p->mean[c]) / p->std[c];
 }
 
-static void warn(const vit_trainer_input *in, const char *fmt, const char *a, const char *b) {
+/* Tells the caller about an image that cannot be read: "PATH: why" when
+ * the message does not name the file itself. */
+static void warn(const vit_trainer_input *in, const char *path, const char *why) {
     if (!in->warn) return;
     char msg[4600];
-    snprintf(msg, sizeof msg, fmt, a, b);
+    if (path) snprintf(msg, sizeof msg, "%s: %s", path, why);
+    else snprintf(msg, sizeof msg, "%s", why);
     in->warn(in->warn_ctx, msg);
 }
 
@@ -198,20 +201,20 @@ static int load_item(const vit_trainer_source *s, size_t i, const vit_trainer_in
     vit_error err;
     data_image img = {0}, crop = {0};
     if (data_image_load(s->files.paths[i], &img, &err) != VIT_OK) {
-        warn(in, "%s%s", err.message, "");
+        warn(in, NULL, err.message);
         return -1;
     }
     int rc = 0;
     if (in->augment) {
         if (data_random_resized_crop(&img, in->size, in->min_scale, in->flip,
                                      vit_train_rng_uniform_cb, &rng, &crop, &err) != VIT_OK) {
-            warn(in, "%s: %s", s->files.paths[i], err.message);
+            warn(in, s->files.paths[i], err.message);
             rc = -1;
         } else {
             normalise_rgb(&crop, &in->eval, in->channels, out);
         }
     } else if (data_preprocess_apply(&in->eval, &img, out, &err) != VIT_OK) {
-        warn(in, "%s%s", err.message, "");
+        warn(in, NULL, err.message);
         rc = -1;
     }
     data_image_free(&img);
