@@ -506,6 +506,39 @@ vit_status data_preprocess_from_texts(const char *preprocessor_json, const char 
     return VIT_OK;
 }
 
+/* The writer beside the reader above: what the trainer stores in a model
+ * file's __metadata__ preprocessor_config, which data_preprocess_from_texts
+ * reads back. */
+char *data_preprocess_to_json(const data_preprocess *pre) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "image_processor_type", "ViTImageProcessor");
+    cJSON_AddBoolToObject(j, "do_resize", pre->resize_mode != DATA_RESIZE_NONE);
+    cJSON *size = cJSON_AddObjectToObject(j, "size");
+    if (pre->resize_mode == DATA_RESIZE_SHORTEST_EDGE) {
+        cJSON_AddNumberToObject(size, "shortest_edge", pre->resize_shortest);
+    } else {
+        cJSON_AddNumberToObject(size, "height", pre->resize_height);
+        cJSON_AddNumberToObject(size, "width", pre->resize_width);
+    }
+    cJSON_AddNumberToObject(j, "resample", (int)pre->resample);
+    cJSON_AddBoolToObject(j, "do_center_crop", pre->do_center_crop);
+    if (pre->do_center_crop) {
+        cJSON *crop = cJSON_AddObjectToObject(j, "crop_size");
+        cJSON_AddNumberToObject(crop, "height", pre->crop_height);
+        cJSON_AddNumberToObject(crop, "width", pre->crop_width);
+    }
+    cJSON_AddBoolToObject(j, "do_rescale", pre->do_rescale);
+    cJSON_AddNumberToObject(j, "rescale_factor", pre->rescale_factor);
+    cJSON_AddBoolToObject(j, "do_normalize", pre->do_normalize);
+    const double mean[3] = {pre->mean[0], pre->mean[1], pre->mean[2]};
+    const double std[3] = {pre->std[0], pre->std[1], pre->std[2]};
+    cJSON_AddItemToObject(j, "image_mean", cJSON_CreateDoubleArray(mean, 3));
+    cJSON_AddItemToObject(j, "image_std", cJSON_CreateDoubleArray(std, 3));
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return text;
+}
+
 vit_status data_preprocess_for_model(const char *model_dir, int image_size, data_preprocess *p,
                                      vit_error *err) {
     if (!p) return vit_error_set(err, VIT_E_ARG, "no recipe to fill");

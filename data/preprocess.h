@@ -103,6 +103,12 @@ vit_status data_preprocess_from_texts(const char *preprocessor_json, const char 
                                       int image_size, const vit_limits *limits,
                                       data_preprocess *p, vit_error *err);
 
+/* p as a Hugging Face preprocessor_config.json that
+ * data_preprocess_from_texts reads back (caller frees; NULL when out of
+ * memory). Only exact-size resizes and shortest-edge resizes with a centre
+ * crop can be stated. */
+char *data_preprocess_to_json(const data_preprocess *p);
+
 
 /* Chooses the recipe for a model directory: preprocessor_config.json if
  * present, else config.json with a timm "pretrained_cfg", else the default

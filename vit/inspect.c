@@ -7,6 +7,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "vit_rng.h"
+
 void vit_attention_row(const float *attn, int heads, int tokens, int query, int head,
                        int first_key, float *out) {
     const int n = tokens - first_key;
@@ -122,16 +124,11 @@ void vit_l2_normalize_rows(float *x, int n, int dim) {
 
 /* ------------------------------------------------------------- k-means */
 
-/* splitmix64 (Steele, Lea, Flood 2014): tiny, well mixed, and the state is
- * ours, so a run depends on nothing but the seed. */
+/* splitmix64 (vit_rng.h): tiny, well mixed, and the state is ours, so a run
+ * depends on nothing but the seed. */
 typedef struct rng { uint64_t state; } rng;
 
-static uint64_t rng_next(rng *r) {
-    uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_next(rng *r) { return vit_splitmix64(&r->state); }
 
 /* Uniform in [0, 1) with 53 random bits. */
 static double rng_uniform(rng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }

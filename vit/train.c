@@ -21,18 +21,12 @@
 
 #include "patching.h"
 #include "vit_math.h"
+#include "vit_rng.h"
 
 /* ------------------------------------------------------------- randomness */
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 void vit_train_rng_seed(vit_train_rng *rng, uint64_t seed) {
-    for (int i = 0; i < 4; i++) rng->s[i] = splitmix64(&seed);
+    for (int i = 0; i < 4; i++) rng->s[i] = vit_splitmix64(&seed);
 }
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -879,38 +873,6 @@ static char *config_json(const vit_train_model *m, int channels, const char *con
     return text;
 }
 
-/* The recipe as a Hugging Face preprocessor_config.json. Only exact-size
- * resizes and shortest-edge resizes with a centre crop can be stated. */
-static char *preprocessor_json(const data_preprocess *pre) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "image_processor_type", "ViTImageProcessor");
-    cJSON_AddBoolToObject(j, "do_resize", pre->resize_mode != DATA_RESIZE_NONE);
-    cJSON *size = cJSON_AddObjectToObject(j, "size");
-    if (pre->resize_mode == DATA_RESIZE_SHORTEST_EDGE) {
-        cJSON_AddNumberToObject(size, "shortest_edge", pre->resize_shortest);
-    } else {
-        cJSON_AddNumberToObject(size, "height", pre->resize_height);
-        cJSON_AddNumberToObject(size, "width", pre->resize_width);
-    }
-    cJSON_AddNumberToObject(j, "resample", (int)pre->resample);
-    cJSON_AddBoolToObject(j, "do_center_crop", pre->do_center_crop);
-    if (pre->do_center_crop) {
-        cJSON *crop = cJSON_AddObjectToObject(j, "crop_size");
-        cJSON_AddNumberToObject(crop, "height", pre->crop_height);
-        cJSON_AddNumberToObject(crop, "width", pre->crop_width);
-    }
-    cJSON_AddBoolToObject(j, "do_rescale", pre->do_rescale);
-    cJSON_AddNumberToObject(j, "rescale_factor", pre->rescale_factor);
-    cJSON_AddBoolToObject(j, "do_normalize", pre->do_normalize);
-    const double mean[3] = {pre->mean[0], pre->mean[1], pre->mean[2]};
-    const double std[3] = {pre->std[0], pre->std[1], pre->std[2]};
-    cJSON_AddItemToObject(j, "image_mean", cJSON_CreateDoubleArray(mean, 3));
-    cJSON_AddItemToObject(j, "image_std", cJSON_CreateDoubleArray(std, 3));
-    char *text = cJSON_PrintUnformatted(j);
-    cJSON_Delete(j);
-    return text;
-}
-
 vit_status vit_train_save(const vit_train_model *m, const char *path, const char *const *labels,
                           const data_preprocess *pre, const weights_tensor *extra,
                           size_t num_extra, const char *const *meta_keys,
@@ -924,7 +886,7 @@ vit_status vit_train_save(const vit_train_model *m, const char *path, const char
     float *folded = fold ? malloc(D * 3 * PP * sizeof(float)) : NULL;
     const char **keys = calloc(num_meta + 2, sizeof *keys), **values = calloc(num_meta + 2, sizeof *values);
     char *config = config_json(m, fold ? 3 : c->num_channels, labels);
-    char *preprocessor = pre ? preprocessor_json(pre) : NULL;
+    char *preprocessor = pre ? data_preprocess_to_json(pre) : NULL;
     vit_status status;
     if (!tensors || (fold && !folded) || !keys || !values || !config || (pre && !preprocessor)) {
         status = vit_error_set(err, VIT_E_NOMEM, "out of memory");

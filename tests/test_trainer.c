@@ -1,0 +1,213 @@
+/* The trainer library without the program: an ImageFolder made in a temp
+ * dir, a few steps, a checkpoint resumed giving exactly the uninterrupted
+ * run, a linear probe leaving the backbone alone, and sources that cannot
+ * be opened. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_util.h"
+#include "vit_trainer.h"
+
+TEMP_DIR_SUITE(trainer);
+
+/* dir/data/{apple,bear}/ with two photos each. */
+static void make_folder(void) {
+    shell("mkdir -p %s/data/apple %s/data/bear && for i in 1 2; do cp %s %s/data/apple/a$i.png; "
+          "cp %s %s/data/bear/b$i.png; done",
+          dir, dir, VITC_SOURCE_DIR "/tests/fixtures/real/apple.png", dir,
+          VITC_SOURCE_DIR "/tests/fixtures/real/polars.png", dir);
+}
+
+static void open_folder(vit_trainer_source *s) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/data", dir);
+    vit_error err;
+    cr_assert_eq(vit_trainer_source_open(path, 1, NULL, 0, s, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(s->count, 4);
+    cr_assert_eq(s->num_classes, 2);
+    cr_assert_str_eq(s->class_names[0], "apple");
+    cr_assert_eq(vit_trainer_source_label(s, 3), 1);
+}
+
+/* A tiny model (D 16, one layer) training on train, batch 2, 3 epochs,
+ * checkpointing into dir/NAME.safetensors. */
+static void make_trainer(vit_trainer *t, const vit_trainer_source *train, const char *name,
+                         int freeze) {
+    static char out[4][256];
+    static int next;
+    char *path = out[next++ % 4];
+    snprintf(path, sizeof out[0], "%s/%s.safetensors", dir, name);
+    memset(t, 0, sizeof *t);
+    const vit_config config = {.hidden_size = 16, .num_layers = 1, .num_heads = 2, .mlp_size = 32,
+                               .patch_size = 8, .image_size = 32, .num_channels = 3,
+                               .num_classes = 2, .layer_norm_eps = 1e-6f,
+                               .num_prefix_tokens = 1};
+    vit_error err;
+    t->out_path = path;
+    snprintf(t->state_path, sizeof t->state_path, "%s.state", path);
+    t->labels = train->class_names;
+    t->num_labels = train->num_classes;
+    t->epochs = 3;
+    t->seed = 5;
+    t->h = (vit_trainer_hyper){.batch = 2, .warmup = 1, .flip = 1, .freeze = freeze, .lr = 3e-3,
+                               .min_lr = 1e-5, .wd = 0.05, .smoothing = 0.1, .clip = 1.0,
+                               .min_scale = 0.08, .images = train->count};
+    cr_assert_eq(vit_train_create(&config, 2, &t->model, &err), VIT_OK, "%s", err.message);
+    vit_train_init(t->model, t->seed);
+    const vit_adamw_params hyper = {0.9f, 0.999f, 1e-8f, 0.05f};
+    cr_assert_eq(vit_adamw_create(t->model, &hyper, &t->opt, &err), VIT_OK, "%s", err.message);
+    if (freeze) vit_train_freeze_backbone(t->model, 1);
+    t->in = (vit_trainer_input){.size = 32, .channels = 3, .augment = 1, .flip = 1,
+                                .min_scale = 0.08, .seed = t->seed};
+    vit_trainer_default_preprocess(NULL, 0, 32, &t->in.eval);
+    t->pre = t->in.eval;
+}
+
+/* Epochs first .. last - 1, each saved; returns the last epoch's loss sum. */
+static double run_epochs(vit_trainer *t, long first, long last) {
+    vit_error err;
+    double loss = 0.0;
+    for (long e = first; e < last; e++) {
+        vit_trainer_epoch_begin(t, e);
+        loss = 0.0;
+        for (long s = 0; s < t->steps_per_epoch; s++) {
+            vit_trainer_step_result res;
+            cr_assert_eq(vit_trainer_step(t, e, s, &res, &err), VIT_OK, "%s", err.message);
+            cr_assert_eq(res.placed, 2);
+            cr_assert(isfinite(res.loss) && res.lr > 0);
+            loss += res.loss;
+        }
+        t->epoch_done = e + 1;
+        cr_assert_eq(vit_trainer_save(t, -1.0, 0.0, &err), VIT_OK, "%s", err.message);
+    }
+    return loss;
+}
+
+static void free_trainer(vit_trainer *t) {
+    vit_trainer_free(t);
+    vit_train_free(t->model);
+    vit_adamw_free(t->opt);
+}
+
+Test(trainer, steps_then_a_loadable_checkpoint) {
+    make_folder();
+    vit_trainer_source train;
+    open_folder(&train);
+    vit_trainer t;
+    make_trainer(&t, &train, "m", 0);
+    vit_error err;
+    cr_assert_eq(vit_trainer_prepare(&t, &train, NULL, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(t.steps_per_epoch, 2);
+    run_epochs(&t, 0, 3);
+    cr_assert_eq(t.step, 6);
+    cr_assert_eq(t.opt->step, 6);
+    cr_assert_lt(vit_trainer_validate(&t), 0.0, "no validation source: -1");
+    vit_model *m = NULL;
+    cr_assert_eq(vit_model_load(t.out_path, NULL, &m, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_model_config(m)->num_classes, 2);
+    vit_model_free(m);
+    vit_trainer_state_info info;
+    weights_file *f = NULL;
+    cr_assert_eq(vit_trainer_state_read(t.state_path, &info, &f, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(info.epoch, 3);
+    cr_assert_eq(info.step, 6);
+    cr_assert_eq(info.seed, 5);
+    cr_assert_eq(info.config.hidden_size, 16);
+    cr_assert_eq(info.h.batch, 2);
+    cr_assert(info.have_hyper);
+    weights_close(f);
+    free_trainer(&t);
+    vit_trainer_source_free(&train);
+}
+
+Test(trainer, resume_gives_the_uninterrupted_run) {
+    make_folder();
+    vit_trainer_source train;
+    open_folder(&train);
+    vit_error err;
+    vit_trainer a, b, c;
+    make_trainer(&a, &train, "a", 0);
+    cr_assert_eq(vit_trainer_prepare(&a, &train, NULL, &err), VIT_OK, "%s", err.message);
+    run_epochs(&a, 0, 3);
+    make_trainer(&b, &train, "b", 0);
+    cr_assert_eq(vit_trainer_prepare(&b, &train, NULL, &err), VIT_OK, "%s", err.message);
+    run_epochs(&b, 0, 1);
+    /* A new trainer, like a new process, from b's state. */
+    vit_trainer_state_info info;
+    weights_file *f = NULL;
+    cr_assert_eq(vit_trainer_state_read(b.state_path, &info, &f, &err), VIT_OK, "%s", err.message);
+    make_trainer(&c, &train, "b", 0);
+    c.step = info.step;
+    c.epoch_done = info.epoch;
+    cr_assert_eq(vit_trainer_state_load(f, &c, &err), VIT_OK, "%s", err.message);
+    weights_close(f);
+    cr_assert_eq(vit_trainer_prepare(&c, &train, NULL, &err), VIT_OK, "%s", err.message);
+    run_epochs(&c, info.epoch, 3);
+    const size_t n = vit_train_num_params(a.model);
+    cr_assert_eq(memcmp(vit_train_params(a.model), vit_train_params(c.model), n * sizeof(float)), 0);
+    cr_assert_eq(memcmp(a.opt->m, c.opt->m, n * sizeof(float)), 0);
+    cr_assert_eq(memcmp(a.opt->v, c.opt->v, n * sizeof(float)), 0);
+    cr_assert_eq(a.step, c.step);
+    free_trainer(&a);
+    free_trainer(&b);
+    free_trainer(&c);
+    vit_trainer_source_free(&train);
+}
+
+Test(trainer, linear_probe_trains_the_head_only) {
+    make_folder();
+    vit_trainer_source train, val;
+    open_folder(&train);
+    char path[256];
+    snprintf(path, sizeof path, "%s/data", dir);
+    vit_error err;
+    cr_assert_eq(vit_trainer_source_open(path, 0, train.class_names, 2, &val, &err), VIT_OK);
+    vit_trainer t;
+    make_trainer(&t, &train, "p", 1);
+    cr_assert_eq(vit_trainer_prepare(&t, &train, &val, &err), VIT_OK, "%s", err.message);
+    cr_assert_not_null(t.features);
+    const size_t n = vit_train_num_params(t.model);
+    float *before = malloc(n * sizeof(float));
+    memcpy(before, vit_train_params(t.model), n * sizeof(float));
+    run_epochs(&t, 0, 3);
+    const vit_train_tensor *head = vit_train_find(t.model, "head.weight");
+    cr_assert_not_null(head);
+    const float *now = vit_train_params(t.model);
+    for (size_t i = 0; i < vit_train_num_tensors(t.model); i++) {
+        const vit_train_tensor *p = vit_train_tensor_at(t.model, i);
+        const int same = memcmp(before + p->offset, now + p->offset, p->numel * sizeof(float)) == 0;
+        if (strncmp(p->name, "head.", 5) == 0) cr_assert(!same, "%s did not train", p->name);
+        else cr_assert(same, "%s changed in a linear probe", p->name);
+    }
+    const double acc = vit_trainer_validate(&t);
+    cr_assert(acc >= 0.0 && acc <= 1.0);
+    free(before);
+    free_trainer(&t);
+    vit_trainer_source_free(&train);
+    vit_trainer_source_free(&val);
+}
+
+Test(trainer, sources_that_cannot_be_used_say_why) {
+    vit_trainer_source s;
+    vit_error err;
+    char path[256];
+    snprintf(path, sizeof path, "%s/none", dir);
+    cr_assert_neq(vit_trainer_source_open(path, 1, NULL, 0, &s, &err), VIT_OK);
+    vit_trainer_source_free(&s);
+    shell("mkdir -p %s/empty", dir);
+    snprintf(path, sizeof path, "%s/empty", dir);
+    cr_assert_neq(vit_trainer_source_open(path, 1, NULL, 0, &s, &err), VIT_OK);
+    cr_assert(strstr(err.message, "no class folders"), "%s", err.message);
+    vit_trainer_source_free(&s);
+    make_folder();
+    shell("mkdir -p %s/data/cat && cp %s %s/data/cat/c.png", dir,
+          VITC_SOURCE_DIR "/tests/fixtures/real/apple.png", dir);
+    char *names[] = {"apple", "bear"};
+    snprintf(path, sizeof path, "%s/data", dir);
+    cr_assert_neq(vit_trainer_source_open(path, 0, names, 2, &s, &err), VIT_OK);
+    cr_assert(strstr(err.message, "cat: no such class in the training data"), "%s", err.message);
+    vit_trainer_source_free(&s);
+}

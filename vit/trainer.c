@@ -1,0 +1,543 @@
+/* The training run: data sources, augmentation, the step and epoch loop,
+ * linear probes, validation and the model + state checkpoint. Moved from
+ * cli/train.c so it can be driven (and tested) without the program; the
+ * arithmetic and the order of every random draw are unchanged. */
+#include "vit_trainer.h"
+#include "vit_json.h"
+
+#include <cJSON.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* ------------------------------------------------------------- sources */
+
+void vit_trainer_source_free(vit_trainer_source *s) {
+    data_mnist_free(&s->set);
+    data_file_list_free(&s->files);
+    data_file_list_free(&s->unreadable);
+    free(s->labels);
+    if (s->class_names)
+        for (int i = 0; i < s->num_classes; i++) free(s->class_names[i]);
+    free(s->class_names);
+    memset(s, 0, sizeof *s);
+}
+
+static int is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Adds the images of one class folder (label) to s. */
+static vit_status add_class(vit_trainer_source *s, const char *spec, const char *name, int label,
+                            vit_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", spec, name);
+    const size_t before = s->files.count, before_u = s->unreadable.count;
+    /* One unreadable folder should not cost the whole run: the caller says
+     * so and ends with a partial-failure status. */
+    if (data_walk_collect(path, NULL, &s->files, &s->unreadable, err) != VIT_OK) {
+        /* The run fails on the error alone, as it did before. */
+        while (s->unreadable.count > before_u) free(s->unreadable.paths[--s->unreadable.count]);
+        return err->code;
+    }
+    int *grown = realloc(s->labels, sizeof *grown * (s->files.count ? s->files.count : 1));
+    if (!grown) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    s->labels = grown;
+    for (size_t i = before; i < s->files.count; i++) s->labels[i] = label;
+    return VIT_OK;
+}
+
+vit_status vit_trainer_source_open(const char *spec, int train, char *const *names, int num_names,
+                                   vit_trainer_source *s, vit_error *err) {
+    memset(s, 0, sizeof *s);
+    if (strcmp(spec, "fashion-mnist") == 0 && !is_dir(spec)) {
+        if (data_mnist_load(NULL, train, &s->set, err) != VIT_OK) return err->code;
+        s->mnist = 1;
+        s->count = (size_t)s->set.count;
+        s->num_classes = 10;
+        return VIT_OK;
+    }
+    data_file_list classes = {0};
+    if (data_list_subdirs(spec, &classes, err) != VIT_OK) return err->code;
+    vit_status st = VIT_OK;
+    if (classes.count == 0) {
+        st = vit_error_set(err, VIT_E_IO, "no images found in %s (no class folders: expected "
+                                          "DIR/<class>/*)", spec);
+        goto done;
+    }
+    s->num_classes = (int)classes.count;
+    if (!(s->class_names = calloc(classes.count, sizeof *s->class_names))) goto oom;
+    for (size_t c = 0; c < classes.count; c++) {
+        int label = (int)c;
+        if (names) {
+            label = -1;
+            for (int k = 0; k < num_names; k++)
+                if (strcmp(names[k], classes.paths[c]) == 0) label = k;
+            if (label < 0) {
+                st = vit_error_set(err, VIT_E_ARG, "%s/%s: no such class in the training data",
+                                   spec, classes.paths[c]);
+                goto done;
+            }
+        }
+        if (!(s->class_names[c] = strdup(classes.paths[c]))) goto oom;
+        if ((st = add_class(s, spec, classes.paths[c], label, err)) != VIT_OK) goto done;
+    }
+    s->count = s->files.count;
+    if (s->count == 0)
+        st = vit_error_set(err, VIT_E_IO, "no images found in %s (expected DIR/<class>/*)", spec);
+    goto done;
+oom:
+    st = vit_error_set(err, VIT_E_NOMEM, "out of memory");
+done:
+    data_file_list_free(&classes);
+    return st;
+}
+
+int vit_trainer_source_label(const vit_trainer_source *s, size_t i) {
+    return s->mnist ? s->set.labels[i] : s->labels[i];
+}
+
+/* ------------------------------------------------------------- input */
+
+void vit_trainer_default_preprocess(const vit_model *pretrained, int mnist, int image_size,
+                                    data_preprocess *out) {
+    if (pretrained) {
+        *out = *vit_model_preprocess(pretrained);
+    } else if (mnist) {
+        data_preprocess_default(out, image_size);
+        out->resize_mode = DATA_RESIZE_EXACT;
+        out->resize_width = out->resize_height = image_size;
+        out->do_center_crop = 0;
+        out->crop_width = out->crop_height = image_size;
+        for (int c = 0; c < 3; c++)
+            out->mean[c] = VIT_TRAINER_FMNIST_MEAN, out->std[c] = VIT_TRAINER_FMNIST_STD;
+    } else {
+        data_preprocess_default(out, image_size);
+    }
+}
+
+/* Per-image generator: the same draws for (seed, epoch, index) whichever
+ * thread runs it, so a run and its resume see the same augmentation. */
+static void image_rng(vit_train_rng *rng, uint64_t seed, long epoch, size_t index) {
+    vit_train_rng_seed(rng, seed ^ ((uint64_t)(epoch + 1) * 0x9E3779B97F4A7C15ull) ^
+                                ((uint64_t)index * 0xD1B54A32D192ED03ull));
+}
+
+/* Normalised planar floats of an 8-bit RGB image into out (channels 1:
+ * the first channel, the images being grey). */
+static void normalise_rgb(const data_image *img, const data_preprocess *p, int channels,
+                          float *out) {
+    const size_t n = (size_t)img->width * img->height;
+    for (int c = 0; c < channels; c++)
+        for (size_t i = 0; i < n; i++)
+            out[c * n + i] = (img->pixels[i * 3 + c] * p->rescale_factor - p->mean[c]) / p->std[c];
+}
+
+/* Tells the caller about an image that cannot be read: "PATH: why" when
+ * the message does not name the file itself. */
+static void warn(const vit_trainer_input *in, const char *path, const char *why) {
+    if (!in->warn) return;
+    char msg[4600];
+    if (path) snprintf(msg, sizeof msg, "%s: %s", path, why);
+    else snprintf(msg, sizeof msg, "%s", why);
+    in->warn(in->warn_ctx, msg);
+}
+
+/* Fashion-MNIST item i: flipped and shifted at random when augmenting. */
+static int load_mnist_item(const vit_trainer_source *s, size_t i, const vit_trainer_input *in,
+                           vit_train_rng *rng, float *out) {
+    const int S = in->size;
+    const int H = s->set.height, W = s->set.width;
+    const uint8_t *px = s->set.pixels + i * (size_t)H * W;
+    const int flip = in->augment && in->flip && vit_train_rng_uniform(rng) < 0.5;
+    int dx = 0, dy = 0;
+    if (in->augment && in->shift > 0) {
+        const int span = 2 * in->shift + 1;
+        dx = (int)(vit_train_rng_uniform(rng) * span) - in->shift;
+        dy = (int)(vit_train_rng_uniform(rng) * span) - in->shift;
+    }
+    if (S == W && H == W && in->channels == 1) {
+        /* Pixel (x, y) shows source (x - dx, y - dy); outside it the
+         * black background (0) of every Fashion-MNIST image. */
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++) {
+                const int sy = y - dy, sx = flip ? W - 1 - (x - dx) : x - dx;
+                const int inside = sy >= 0 && sy < H && sx >= 0 && sx < W;
+                out[y * W + x] = ((inside ? px[sy * W + sx] : 0) / 255.0f - VIT_TRAINER_FMNIST_MEAN) /
+                                 VIT_TRAINER_FMNIST_STD;
+            }
+        return 0;
+    }
+    /* Another size (a fine-tuned model): as an RGB image through the
+     * model's own preprocessing, like any PNG. */
+    vit_error err;
+    data_image rgb = {W, H, malloc((size_t)W * H * 3)};
+    if (!rgb.pixels) return -1;
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            memset(rgb.pixels + ((size_t)y * W + x) * 3, px[y * W + (flip ? W - 1 - x : x)], 3);
+    float *tmp = malloc(sizeof(float) * 3 * S * S);
+    int rc = -1;
+    if (tmp && data_preprocess_apply(&in->eval, &rgb, tmp, &err) == VIT_OK) {
+        memcpy(out, tmp, sizeof(float) * in->channels * S * S);
+        rc = 0;
+    }
+    free(tmp);
+    data_image_free(&rgb);
+    return rc;
+}
+
+/* One model input for item i of s into out. Returns -1 (warned) when an
+ * image cannot be read. */
+static int load_item(const vit_trainer_source *s, size_t i, const vit_trainer_input *in, long epoch,
+                     float *out) {
+    vit_train_rng rng;
+    image_rng(&rng, in->seed, epoch, i);
+    if (s->mnist) return load_mnist_item(s, i, in, &rng, out);
+    vit_error err;
+    data_image img = {0}, crop = {0};
+    if (data_image_load(s->files.paths[i], &img, &err) != VIT_OK) {
+        warn(in, NULL, err.message);
+        return -1;
+    }
+    int rc = 0;
+    if (in->augment) {
+        if (data_random_resized_crop(&img, in->size, in->min_scale, in->flip,
+                                     vit_train_rng_uniform_cb, &rng, &crop, &err) != VIT_OK) {
+            warn(in, s->files.paths[i], err.message);
+            rc = -1;
+        } else {
+            normalise_rgb(&crop, &in->eval, in->channels, out);
+        }
+    } else if (data_preprocess_apply(&in->eval, &img, out, &err) != VIT_OK) {
+        warn(in, NULL, err.message);
+        rc = -1;
+    }
+    data_image_free(&img);
+    data_image_free(&crop);
+    return rc;
+}
+
+int vit_trainer_load_batch(const vit_trainer_source *s, const size_t *order, size_t first, int n,
+                           const vit_trainer_input *in, long epoch, float *images, int *labels,
+                           int *ok) {
+    const size_t per = (size_t)in->channels * in->size * in->size;
+#pragma omp parallel for schedule(dynamic) if (!s->mnist)
+    for (int b = 0; b < n; b++) {
+        const size_t item = order ? order[first + b] : first + b;
+        ok[b] = load_item(s, item, in, epoch, images + (size_t)b * per) == 0;
+    }
+    int placed = 0;
+    for (int b = 0; b < n; b++) {
+        if (!ok[b]) continue;
+        const size_t item = order ? order[first + b] : first + b;
+        if (placed != b) memmove(images + placed * per, images + b * per, per * sizeof(float));
+        labels[placed++] = vit_trainer_source_label(s, item);
+    }
+    return placed;
+}
+
+void vit_trainer_shuffle(size_t *order, size_t n, uint64_t seed, long epoch) {
+    vit_train_rng rng;
+    vit_train_rng_seed(&rng, seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch);
+    for (size_t i = 0; i < n; i++) order[i] = i;
+    for (size_t i = n - 1; i > 0; i--) {
+        const size_t j = vit_train_rng_below(&rng, (uint32_t)(i + 1));
+        const size_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
+
+/* ------------------------------------------------------------- the run */
+
+double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
+                            const vit_trainer_input *in, float *images, int *labels, int *ok,
+                            float *logits, float *features) {
+    const int B = vit_train_max_batch(m), C = vit_train_config(m)->num_classes;
+    const int D = vit_train_config(m)->hidden_size;
+    vit_trainer_input plain = *in;
+    plain.augment = 0;
+    size_t hits = 0, seen = 0;
+    vit_error err;
+    for (size_t first = 0; first < s->count; first += (size_t)B) {
+        const int n = (int)(s->count - first < (size_t)B ? s->count - first : (size_t)B);
+        const int placed = vit_trainer_load_batch(s, NULL, first, n, &plain, -1, images, labels, ok);
+        if (placed == 0) continue;
+        float *feat = features ? features + seen * D : NULL;
+        if (vit_train_forward(m, images, placed, logits, feat, &err) != VIT_OK) return -1.0;
+        for (int b = 0; b < placed; b++) {
+            int best;
+            vit_top_k(logits + (size_t)b * C, C, 1, &best);
+            hits += best == labels[b];
+        }
+        seen += (size_t)placed;
+    }
+    return seen ? (double)hits / seen : 0.0;
+}
+
+vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
+                               const vit_trainer_source *val, vit_error *err) {
+    const vit_config *c = vit_train_config(t->model);
+    const long batch = t->h.batch;
+    t->train = train;
+    t->val = val && val->count ? val : NULL;
+    const size_t per = (size_t)c->num_channels * c->image_size * c->image_size;
+    t->images = malloc(sizeof(float) * per * batch);
+    t->logits = malloc(sizeof(float) * c->num_classes * batch);
+    t->batch_labels = malloc(sizeof(int) * batch);
+    t->ok = malloc(sizeof(int) * batch);
+    t->order = malloc(sizeof(size_t) * train->count);
+    if (!t->images || !t->logits || !t->batch_labels || !t->ok || !t->order)
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    t->steps_per_epoch = (long)((train->count + batch - 1) / batch);
+    t->sched = (vit_train_schedule){(float)t->h.lr, (float)t->h.min_lr,
+                                    t->h.warmup * t->steps_per_epoch,
+                                    t->epochs * t->steps_per_epoch};
+    if (!t->h.freeze) return VIT_OK;
+    /* Linear probe: every image's features once, without augmentation. */
+    const int D = c->hidden_size;
+    t->features = malloc(sizeof(float) * D * train->count);
+    t->feature_labels = malloc(sizeof(int) * train->count);
+    if (t->val) t->val_features = malloc(sizeof(float) * D * t->val->count);
+    if (!t->features || !t->feature_labels || (t->val && !t->val_features))
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory for %zu feature rows", train->count);
+    vit_trainer_evaluate(t->model, train, &t->in, t->images, t->batch_labels, t->ok, t->logits,
+                         t->features);
+    for (size_t i = 0; i < train->count; i++)
+        t->feature_labels[i] = vit_trainer_source_label(train, i);
+    if (t->val)
+        vit_trainer_evaluate(t->model, t->val, &t->in, t->images, t->batch_labels, t->ok,
+                             t->logits, t->val_features);
+    return VIT_OK;
+}
+
+void vit_trainer_free(vit_trainer *t) {
+    free(t->images);
+    free(t->logits);
+    free(t->batch_labels);
+    free(t->ok);
+    free(t->order);
+    free(t->features);
+    free(t->feature_labels);
+    free(t->val_features);
+    t->images = t->logits = t->features = t->val_features = NULL;
+    t->batch_labels = t->ok = t->feature_labels = NULL;
+    t->order = NULL;
+}
+
+void vit_trainer_epoch_begin(vit_trainer *t, long epoch) {
+    vit_trainer_shuffle(t->order, t->train->count, t->seed, epoch);
+}
+
+vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step_result *res,
+                            vit_error *err) {
+    const size_t first = (size_t)s * t->h.batch, count = t->train->count;
+    const size_t batch = (size_t)t->h.batch;
+    const int n = (int)(count - first < batch ? count - first : batch);
+    const int D = vit_train_config(t->model)->hidden_size;
+    float *images = t->images;
+    int *labels = t->batch_labels;
+    vit_status st;
+    memset(res, 0, sizeof *res);
+    if (t->features) {
+        for (int b = 0; b < n; b++) {
+            memcpy(images + (size_t)b * D, t->features + t->order[first + b] * D, sizeof(float) * D);
+            labels[b] = t->feature_labels[t->order[first + b]];
+        }
+        res->placed = n;
+        st = vit_train_head_grads(t->model, images, labels, n, (float)t->h.smoothing, &res->loss,
+                                  &res->correct, err);
+    } else {
+        res->placed = vit_trainer_load_batch(t->train, t->order, first, n, &t->in, epoch, images,
+                                             labels, t->ok);
+        if (res->placed == 0) return VIT_OK;
+        st = vit_train_step_grads(t->model, images, labels, res->placed, (float)t->h.smoothing,
+                                  &res->loss, &res->correct, err);
+    }
+    if (st != VIT_OK) return st;
+    if (!isfinite(res->loss))
+        return vit_error_set(err, VIT_E_ARG, "the loss is %g at step %ld: lower --lr",
+                             (double)res->loss, t->step);
+    vit_train_clip_grad_norm(t->model, (float)t->h.clip);
+    res->lr = vit_train_lr_at(t->step, &t->sched);
+    vit_adamw_step(t->opt, t->model, res->lr);
+    t->step++;
+    return VIT_OK;
+}
+
+double vit_trainer_validate(vit_trainer *t) {
+    if (!t->val) return -1.0;
+    if (!t->features)
+        return vit_trainer_evaluate(t->model, t->val, &t->in, t->images, t->batch_labels, t->ok,
+                                    t->logits, NULL);
+    const size_t batch = (size_t)t->h.batch, count = t->val->count;
+    const int D = vit_train_config(t->model)->hidden_size;
+    size_t vh = 0;
+    vit_error err;
+    for (size_t first = 0; first < count; first += batch) {
+        const int n = (int)(count - first < batch ? count - first : batch);
+        float loss;
+        int correct;
+        for (int b = 0; b < n; b++) t->batch_labels[b] = vit_trainer_source_label(t->val, first + b);
+        vit_train_head_grads(t->model, t->val_features + first * D, t->batch_labels, n, 0.0f,
+                             &loss, &correct, &err);
+        vh += (size_t)correct;
+    }
+    return (double)vh / count;
+}
+
+/* ------------------------------------------------------------- checkpoint */
+
+/* The tensors of the state: parameters as trained (not folded), then the
+ * moments m and v, under the parameter names with these prefixes. */
+static const char *const STATE_PREFIX[3] = {"", "adamw.m.", "adamw.v."};
+
+/* The state's JSON: where the run stands, the configuration and options. */
+static char *state_json(const vit_trainer *t) {
+    const vit_config *c = vit_train_config(t->model);
+    const vit_trainer_hyper *h = &t->h;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "epoch", (double)t->epoch_done);
+    cJSON_AddNumberToObject(j, "step", (double)t->step);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%" PRIu64, t->seed);
+    cJSON_AddStringToObject(j, "seed", seed);
+    cJSON_AddNumberToObject(j, "hidden_size", c->hidden_size);
+    cJSON_AddNumberToObject(j, "num_layers", c->num_layers);
+    cJSON_AddNumberToObject(j, "num_heads", c->num_heads);
+    cJSON_AddNumberToObject(j, "mlp_size", c->mlp_size);
+    cJSON_AddNumberToObject(j, "patch_size", c->patch_size);
+    cJSON_AddNumberToObject(j, "image_size", c->image_size);
+    cJSON_AddNumberToObject(j, "num_channels", c->num_channels);
+    cJSON_AddNumberToObject(j, "num_classes", c->num_classes);
+    cJSON_AddNumberToObject(j, "layer_norm_eps", c->layer_norm_eps);
+    cJSON_AddNumberToObject(j, "epochs", (double)t->epochs);
+    cJSON_AddNumberToObject(j, "batch", (double)h->batch);
+    cJSON_AddNumberToObject(j, "images", (double)h->images);
+    cJSON_AddNumberToObject(j, "lr", h->lr);
+    cJSON_AddNumberToObject(j, "min_lr", h->min_lr);
+    cJSON_AddNumberToObject(j, "wd", h->wd);
+    cJSON_AddNumberToObject(j, "warmup", (double)h->warmup);
+    cJSON_AddNumberToObject(j, "smoothing", h->smoothing);
+    cJSON_AddNumberToObject(j, "clip", h->clip);
+    cJSON_AddNumberToObject(j, "shift", (double)h->shift);
+    cJSON_AddNumberToObject(j, "min_scale", h->min_scale);
+    cJSON_AddNumberToObject(j, "flip", (double)h->flip);
+    cJSON_AddNumberToObject(j, "freeze", (double)h->freeze);
+    if (h->init[0]) cJSON_AddStringToObject(j, "init", h->init);
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return text;
+}
+
+static vit_status save_state(const vit_trainer *t, vit_error *err) {
+    vit_train_model *m = t->model;
+    const size_t nt = vit_train_num_tensors(m);
+    weights_tensor *w = calloc(3 * nt, sizeof *w);
+    char (*names)[64] = calloc(3 * nt, sizeof *names);
+    char *text = w && names ? state_json(t) : NULL;
+    vit_status st;
+    if (!text) {
+        st = vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        goto done;
+    }
+    const float *bufs[3] = {vit_train_params(m), t->opt->m, t->opt->v};
+    for (size_t i = 0; i < nt; i++) {
+        const vit_train_tensor *p = vit_train_tensor_at(m, i);
+        for (int k = 0; k < 3; k++) {
+            weights_tensor *x = &w[k * nt + i];
+            snprintf(names[k * nt + i], sizeof names[0], "%s%s", STATE_PREFIX[k], p->name);
+            x->name = names[k * nt + i];
+            x->dtype = WEIGHTS_F32;
+            x->ndim = p->ndim;
+            memcpy(x->shape, p->shape, sizeof(int64_t) * p->ndim);
+            x->numel = p->numel;
+            x->nbytes = p->numel * sizeof(float);
+            x->data = bufs[k] + p->offset;
+        }
+    }
+    const char *keys[] = {"vitc_train_state"}, *values[] = {text};
+    st = weights_write(t->state_path, w, 3 * nt, keys, values, 1, err);
+done:
+    free(text);
+    free(w);
+    free(names);
+    return st;
+}
+
+vit_status vit_trainer_save(const vit_trainer *t, double val_acc, double seconds, vit_error *err) {
+    char info[1024];
+    snprintf(info, sizeof info,
+             "{\"epoch\":%ld,\"epochs\":%ld,\"step\":%ld,\"seed\":%" PRIu64 ",\"val_top1\":%.4f,"
+             "\"seconds\":%.1f,\"command\":\"%s\"}",
+             t->epoch_done, t->epochs, t->step, t->seed, val_acc, seconds,
+             t->recipe ? t->recipe : "");
+    const char *keys[] = {"vitc_training"}, *values[] = {info};
+    if (vit_train_save(t->model, t->out_path, (const char *const *)t->labels, &t->pre, NULL, 0,
+                       keys, values, 1, err) != VIT_OK)
+        return err->code;
+    return save_state(t, err);
+}
+
+vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info,
+                                  weights_file **file, vit_error *err) {
+    memset(info, 0, sizeof *info);
+    if (weights_open(path, file, err) != VIT_OK) return err->code;
+    const char *meta = weights_metadata(*file, "vitc_train_state");
+    if (!meta) return vit_error_set(err, VIT_E_FORMAT, "%s is not a vit train state file", path);
+    /* Through the limits-checked parse, like every other JSON we read: a
+     * state file is an input too. */
+    cJSON *j = NULL;
+    vit_error why;
+    if (vit_json_parse_object(meta, "vitc_train_state", NULL, &j, &why) != VIT_OK)
+        return vit_error_set(err, why.code, "%s is not a vit train state file (%s)", path,
+                             why.message);
+#define GET(key) (cJSON_IsNumber(cJSON_GetObjectItem(j, key)) ? cJSON_GetObjectItem(j, key)->valuedouble : -1)
+    info->config = (vit_config){
+        .hidden_size = (int)GET("hidden_size"), .num_layers = (int)GET("num_layers"),
+        .num_heads = (int)GET("num_heads"), .mlp_size = (int)GET("mlp_size"),
+        .patch_size = (int)GET("patch_size"), .image_size = (int)GET("image_size"),
+        .num_channels = (int)GET("num_channels"), .num_classes = (int)GET("num_classes"),
+        .layer_norm_eps = (float)GET("layer_norm_eps"), .num_prefix_tokens = 1};
+    info->epoch = (long)GET("epoch");
+    info->step = (long)GET("step");
+    info->epochs = (long)GET("epochs");
+    info->have_hyper = cJSON_IsNumber(cJSON_GetObjectItem(j, "lr"));
+    info->h = (vit_trainer_hyper){
+        .batch = (long)GET("batch"), .warmup = (long)GET("warmup"), .shift = (long)GET("shift"),
+        .flip = (long)GET("flip"), .lr = GET("lr"), .min_lr = GET("min_lr"), .wd = GET("wd"),
+        .smoothing = GET("smoothing"), .clip = GET("clip"), .min_scale = GET("min_scale"),
+        .images = (size_t)GET("images"), .freeze = GET("freeze") > 0};
+#undef GET
+    const cJSON *init = cJSON_GetObjectItem(j, "init");
+    if (cJSON_IsString(init)) snprintf(info->h.init, sizeof info->h.init, "%s", init->valuestring);
+    const cJSON *s = cJSON_GetObjectItem(j, "seed");
+    info->seed = cJSON_IsString(s) ? strtoull(s->valuestring, NULL, 10) : 0;
+    cJSON_Delete(j);
+    return VIT_OK;
+}
+
+vit_status vit_trainer_state_load(weights_file *f, vit_trainer *t, vit_error *err) {
+    vit_train_model *m = t->model;
+    float *bufs[3] = {vit_train_params(m), t->opt->m, t->opt->v};
+    const size_t nt = vit_train_num_tensors(m);
+    for (size_t i = 0; i < nt; i++) {
+        const vit_train_tensor *p = vit_train_tensor_at(m, i);
+        for (int k = 0; k < 3; k++) {
+            char name[96];
+            snprintf(name, sizeof name, "%s%s", STATE_PREFIX[k], p->name);
+            const weights_tensor *w = weights_find(f, name);
+            if (!w || w->numel != p->numel)
+                return vit_error_set(err, VIT_E_SHAPE, "%s: tensor '%s' missing or of another size",
+                                     weights_path(f), name);
+            if (weights_to_f32(f, w, bufs[k] + p->offset, err) != VIT_OK) return err->code;
+        }
+    }
+    t->opt->step = t->step;
+    return VIT_OK;
+}

@@ -1,0 +1,178 @@
+/* vit_trainer.h — the training run around vit_train.h: data sources
+ * (Fashion-MNIST or an ImageFolder, DIR/CLASS/ images), augmentation, the epoch
+ * loop one step at a time, a linear probe on frozen features, validation,
+ * and the checkpoint (a loadable model file plus FILE.state with the AdamW
+ * moments and where the run stands, each written atomically).
+ *
+ *   vit_trainer_source train;  vit_trainer t = {0};  vit_error err;
+ *   vit_trainer_source_open("DIR", 1, NULL, 0, &train, &err);
+ *   ... t.model, t.opt (vit_train_create, vit_adamw_create), t.out_path,
+ *       t.state_path, t.labels, t.epochs, t.seed, t.h, t.in ...
+ *   vit_trainer_prepare(&t, &train, NULL, &err);
+ *   for (long e = 0; e < t.epochs; e++) {
+ *       vit_trainer_epoch_begin(&t, e);
+ *       for (long s = 0; s < t.steps_per_epoch; s++) vit_trainer_step(&t, e, s, &res, &err);
+ *       t.epoch_done = e + 1;
+ *       vit_trainer_save(&t, -1.0, seconds, &err);
+ *   }
+ *   vit_trainer_free(&t);  vit_trainer_source_free(&train);
+ *
+ * Nothing here prints: errors come back as vit_error, and images that cannot
+ * be read during a step are reported through the input's warn callback (it
+ * may be called from several OpenMP threads at once). Randomness is a pure
+ * function of (seed, epoch, image index), so a run and its resume see the
+ * same order and augmentation whatever the thread count. Limits: the whole
+ * Fashion-MNIST split sits in memory; ImageFolder images are decoded every
+ * epoch; a linear probe keeps hidden_size floats per image.
+ */
+#ifndef VIT_TRAINER_H
+#define VIT_TRAINER_H
+
+#include "data.h"
+#include "vit_train.h"
+#include "weights.h"
+
+/* Fashion-MNIST's pixel mean and std (training split, over [0, 1]). */
+#define VIT_TRAINER_FMNIST_MEAN 0.2860f
+#define VIT_TRAINER_FMNIST_STD 0.3530f
+
+/* ------------------------------------------------------------- sources */
+
+typedef struct vit_trainer_source {
+    int mnist;              /* Fashion-MNIST; else an ImageFolder */
+    data_mnist set;         /* mnist */
+    data_file_list files;   /* folder: the images */
+    int *labels;            /* folder: the class of each file */
+    size_t count;
+    char **class_names;     /* folder: num_classes names (owned) */
+    int num_classes;
+    data_file_list unreadable; /* folder: directories that could not be listed */
+} vit_trainer_source;
+
+/* Opens spec: "fashion-mnist" (train: its training split, else the test
+ * split) unless a directory of that name exists, or an ImageFolder. With
+ * names (validation), every class folder must be one of them and takes its
+ * index. Directories that cannot be listed are kept in s->unreadable (also
+ * on failure) rather than failing the run. */
+vit_status vit_trainer_source_open(const char *spec, int train, char *const *names, int num_names,
+                                   vit_trainer_source *s, vit_error *err);
+void vit_trainer_source_free(vit_trainer_source *s);
+int vit_trainer_source_label(const vit_trainer_source *s, size_t i);
+
+/* ------------------------------------------------------------- input */
+
+/* What turns a source image into model input. */
+typedef struct vit_trainer_input {
+    int size, channels;
+    int augment, flip;
+    int shift;            /* Fashion-MNIST: largest random translation, pixels */
+    double min_scale;     /* random resized crop: smallest area fraction */
+    data_preprocess eval; /* for folders (and resized Fashion-MNIST) */
+    uint64_t seed;
+    /* Told about each image that cannot be read (may be NULL). */
+    void (*warn)(void *ctx, const char *message);
+    void *warn_ctx;
+} vit_trainer_input;
+
+/* The preprocessing a model trained on a source states: the --init model's
+ * (pretrained non-NULL), Fashion-MNIST's own statistics, or the default. */
+void vit_trainer_default_preprocess(const vit_model *pretrained, int mnist, int image_size,
+                                    data_preprocess *out);
+
+/* Fills a batch with items order[first .. first + n) (first + b without
+ * order); unreadable images are left out. Returns the number placed. */
+int vit_trainer_load_batch(const vit_trainer_source *s, const size_t *order, size_t first, int n,
+                           const vit_trainer_input *in, long epoch, float *images, int *labels,
+                           int *ok);
+
+/* The epoch's order of n items: a Fisher-Yates shuffle seeded by (seed, epoch). */
+void vit_trainer_shuffle(size_t *order, size_t n, uint64_t seed, long epoch);
+
+/* ------------------------------------------------------------- the run */
+
+/* The training options a resumed run continues with unless told otherwise. */
+typedef struct vit_trainer_hyper {
+    long batch, warmup, shift, flip, freeze;
+    double lr, min_lr, wd, smoothing, clip, min_scale;
+    size_t images;
+    char init[4096]; /* --init MODEL, "" when trained from scratch */
+} vit_trainer_hyper;
+
+typedef struct vit_trainer {
+    /* Set by the caller. */
+    vit_train_model *model;
+    vit_adamw *opt;
+    const char *out_path;
+    char state_path[4200];
+    char **labels; /* num_labels class names for the model file */
+    int num_labels;
+    data_preprocess pre; /* written with the model */
+    char *recipe;        /* the command line, JSON-safe, for the metadata */
+    long epochs, epoch_done, step;
+    uint64_t seed;
+    vit_trainer_hyper h; /* saved in the state */
+    vit_trainer_input in;
+    /* Set by vit_trainer_prepare. */
+    const vit_trainer_source *train, *val;
+    long steps_per_epoch;
+    vit_train_schedule sched;
+    float *images, *logits, *features, *val_features;
+    int *batch_labels, *ok, *feature_labels;
+    size_t *order;
+} vit_trainer;
+
+/* Buffers for batches of h.batch images and, with h.freeze (a linear
+ * probe), every image's features computed once without augmentation. */
+vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
+                               const vit_trainer_source *val, vit_error *err);
+/* Frees what vit_trainer_prepare allocated (not the model, optimiser,
+ * labels or recipe, which the caller owns). */
+void vit_trainer_free(vit_trainer *t);
+
+/* Shuffles the training order for epoch. */
+void vit_trainer_epoch_begin(vit_trainer *t, long epoch);
+
+typedef struct vit_trainer_step_result {
+    float loss;  /* mean over the placed images */
+    int correct, placed;
+    float lr;    /* the rate this step used */
+} vit_trainer_step_result;
+
+/* Step s of epoch (after vit_trainer_epoch_begin): loads the batch, computes
+ * gradients, clips them and updates the parameters. placed 0 (no readable
+ * image): nothing was done. A non-finite loss is an error. */
+vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step_result *res,
+                            vit_error *err);
+
+/* Top-1 accuracy on the validation source (no augmentation). */
+double vit_trainer_validate(vit_trainer *t);
+
+/* Top-1 accuracy of the model on all of s; features, when non-NULL,
+ * receives every image's normed class token. -1 on failure. */
+double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
+                            const vit_trainer_input *in, float *images, int *labels, int *ok,
+                            float *logits, float *features);
+
+/* The model file (loadable) and the state file (parameters, AdamW moments,
+ * where the run stands), each written atomically; the state names the epoch
+ * the model file holds, so a crash between the two is harmless. */
+vit_status vit_trainer_save(const vit_trainer *t, double val_acc, double seconds, vit_error *err);
+
+/* What a state file says: the configuration, epochs done and planned, step,
+ * seed and options (*have_hyper 0 for a state written before they were
+ * saved). *file stays open for vit_trainer_state_load. */
+typedef struct vit_trainer_state_info {
+    vit_config config;
+    long epoch, step, epochs;
+    uint64_t seed;
+    vit_trainer_hyper h;
+    int have_hyper;
+} vit_trainer_state_info;
+
+vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info,
+                                  weights_file **file, vit_error *err);
+
+/* Copies the parameters and AdamW moments of an open state file into t. */
+vit_status vit_trainer_state_load(weights_file *f, vit_trainer *t, vit_error *err);
+
+#endif
