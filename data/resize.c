@@ -38,14 +38,15 @@ static double bilinear_filter(double x) {
     return 0.0;
 }
 
-/* Keys' cubic convolution with a = -0.5, as Pillow uses. */
-static double bicubic_filter(double x) {
-    const double a = -0.5;
+double data_bicubic_weight(double x, double a) {
     if (x < 0.0) x = -x;
     if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
     if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
     return 0.0;
 }
+
+/* Pillow's BICUBIC: Keys' kernel with a = -0.5. */
+static double bicubic_filter(double x) { return data_bicubic_weight(x, DATA_BICUBIC_A_PIL); }
 
 /* Fixed-point weights for one axis: output i reads `count[i]` input samples
  * starting at `first[i]` with weights coeffs[i * taps ...]. */
