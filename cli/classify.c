@@ -18,11 +18,11 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file (default: the "
                                            "shipped Fashion-MNIST model, weights/README.md)"},
     [OPT_TOPK] = {"top-k", 'k', 1, "N", "labels per image (default 5)"},
-    [OPT_THREADS] = {"threads", 't', 1, "N", "threads (default: all cores)"},
+    [OPT_THREADS] = CLI_THREADS_OPTION,
     [OPT_SIZE] = {"size", 0, 1, "S", "input size, position embeddings resampled (default: native)"},
-    [OPT_LABELS] = {"labels", 0, 1, "FILE", "class labels, one per line"},
+    [OPT_LABELS] = CLI_LABELS_OPTION,
     [OPT_FORMAT] = {"format", 0, 1, "FMT", "text, csv, jsonl or json (default: from -o's extension, else text)"},
-    [OPT_BATCH] = {"batch", 'b', 1, "N", "images per forward pass (default 16)"},
+    [OPT_BATCH] = CLI_BATCH_OPTION("16"),
     [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "write results to FILE instead of standard output"},
     [OPT_RESUME] = {"resume", 0, 0, "", "with -o (csv/jsonl): skip files already in FILE, append the rest "
                                        "(FILE.run.json must show the same model, labels, -k and format)"},
@@ -113,6 +113,156 @@ static int parse_shard(const char *text, shard *s) {
 }
 
 
+/* One classify run: the shared batch run plus the rows. */
+typedef struct classify_run {
+    cli_batch_run run;
+    const char *const *values; /* the parsed options, by OPT_ */
+    const char *output;        /* -o, NULL: standard output */
+    cli_results_format format;
+    long top_k;
+    int resume, quiet, progress;
+    shard part;
+    char *ext_text;            /* --ext, split in place */
+    cli_inputs in;
+    unsigned char *skip_row;   /* resume: computed with its batch, row already written */
+    cli_string_set done;       /* resume: the rows already in the output */
+    cli_results results;
+    int results_open;
+    size_t to_write, processed, failed;
+} classify_run;
+
+/* The options besides the batch run's, checked in the order they always were. */
+static int read_settings(classify_run *c, const cli_args *args) {
+    const char *const *v = c->values;
+    if (cli_batch_numbers(&c->run, &v[OPT_LIMITS], v[OPT_TOPK], &c->top_k, v[OPT_THREADS],
+                          v[OPT_SIZE], v[OPT_BATCH]) != 0)
+        return -1;
+    c->output = v[OPT_OUTPUT];
+    c->format = cli_results_format_for_path(c->output);
+    if (v[OPT_FORMAT] && cli_results_format_parse(v[OPT_FORMAT], &c->format) != 0) {
+        fprintf(stderr, "vit classify: --format expects text, csv, jsonl or json, got '%s'\n", v[OPT_FORMAT]);
+        return -1;
+    }
+    c->resume = v[OPT_RESUME] != NULL;
+    if (c->resume && (!c->output || (c->format != CLI_RESULTS_CSV && c->format != CLI_RESULTS_JSONL))) {
+        fprintf(stderr, "vit classify: --resume needs -o FILE in csv or jsonl format\n");
+        return -1;
+    }
+    if (v[OPT_SHARD] && parse_shard(v[OPT_SHARD], &c->part) != 0) {
+        fprintf(stderr, "vit classify: --shard expects I/N with 0 <= I < N, got '%s'\n", v[OPT_SHARD]);
+        return -1;
+    }
+    if (args->num_positional == 0) {
+        fprintf(stderr, "vit classify: no images given (see 'vit classify -h')\n");
+        return -1;
+    }
+    c->quiet = v[OPT_QUIET] != NULL;
+    return 0;
+}
+
+/* The files the PATHs name (walked with --no-recursive / --ext), this shard's. */
+static int collect_inputs(classify_run *c, const cli_args *args) {
+    const char *extensions[64];
+    data_walk_options walk = {.recursive = !c->values[OPT_NO_RECURSIVE]};
+    if (c->values[OPT_EXT]) {
+        if (!(c->ext_text = strdup(c->values[OPT_EXT]))) return -1;
+        walk.extensions = extensions;
+        walk.num_extensions = cli_split_list(c->ext_text, extensions, 64);
+    }
+    if (cli_inputs_collect("classify", args->positional, args->num_positional, &walk, CLI_NAMES_ROWS,
+                           &c->in) != 0)
+        return -1;
+    if (c->part.count > 1) filter_inputs(&c->in, in_shard, &c->part);
+    return 0;
+}
+
+/* Opens the rows' output (resume: reads the rows there), and for --resume
+ * keeps only the batches still to do. */
+static int open_results(classify_run *c) {
+    /* Before the output is opened (and cut): it must be none of the files
+     * this run reads, and no other vit process may be writing it. */
+    if (c->output &&
+        (cli_protect_run("classify", &c->run.protect, c->run.model, c->values[OPT_LABELS],
+                         (const char *const *)c->in.paths, c->in.count) != 0 ||
+         cli_check_output("classify", &c->run.protect, c->output) != 0 ||
+         cli_lock_output("classify", c->output, 1, &c->run.lock) != 0))
+        return -1;
+    const cli_run_settings settings = {(int)c->run.size, c->values[OPT_POS_RESAMPLE], c->values[OPT_SHARD]};
+    if (cli_results_open(&c->results, c->output, c->format, (int)c->top_k, c->run.model, &settings,
+                         c->resume, &c->done) != 0)
+        return -1;
+    c->results_open = 1;
+    cli_batch_fit(&c->run, c->in.count);
+    if (c->resume && keep_unfinished_batches(&c->in, &c->skip_row, &c->done, (size_t)c->run.batch) != 0) {
+        fprintf(stderr, "vit classify: out of memory\n");
+        return -1;
+    }
+    c->to_write = c->in.count;
+    for (size_t i = 0; c->skip_row && i < c->in.count; i++) c->to_write -= c->skip_row[i];
+    return 0;
+}
+
+static void add_row(void *self, size_t index, const float *probs, const char *error) {
+    classify_run *c = self;
+    if (c->skip_row && c->skip_row[index]) return;
+    c->processed++;
+    if (error) {
+        c->failed++;
+        cli_batch_report_failure(&c->run, c->progress, error);
+    }
+    cli_results_add(&c->results, c->in.names[index], probs, error);
+}
+
+static int flush_rows(void *self, const data_batch *b, double elapsed) {
+    classify_run *c = self;
+    (void)b;
+    if (cli_results_flush(&c->results) != 0) return -1;
+    if (c->progress) cli_show_progress(c->processed, c->to_write, c->failed, elapsed);
+    return 0;
+}
+
+/* The exit status after the loop: the stop by a signal, or the summary. */
+static int finish(classify_run *c, double seconds) {
+    if (c->progress) fprintf(stderr, "\r%78s\r", "");
+    const int signo = cli_stop_requested();
+    if (signo) {
+        /* Stopped between batches: every row written is whole and a JSON
+         * array is closed; the status says the run did not finish. */
+        fprintf(stderr, "vit classify: stopped by %s after %zu of %zu files%s\n",
+                signo == SIGINT ? "SIGINT" : "SIGTERM", c->processed, c->to_write,
+                !c->output ? ""
+                : c->format == CLI_RESULTS_CSV || c->format == CLI_RESULTS_JSONL ? "; --resume continues"
+                : c->format == CLI_RESULTS_JSON ? "; the JSON array holds their rows (a json file "
+                                                  "cannot be resumed: use jsonl for that)"
+                : "");
+        return 128 + signo;
+    }
+    if (!c->quiet)
+        fprintf(stderr, "vit classify: %zu files, %zu failed, %.1f s, %.1f images/s\n", c->processed,
+                c->failed, seconds, seconds > 0 ? c->processed / seconds : 0.0);
+    return c->failed || c->in.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
+}
+
+static int run_classify(classify_run *c, const cli_args *args) {
+    if (read_settings(c, args) != 0 || collect_inputs(c, args) != 0 ||
+        cli_batch_load_model(&c->run, c->values[OPT_MODEL], c->values[OPT_LABELS],
+                             c->values[OPT_POS_RESAMPLE], " (it outputs features)") != 0 ||
+        open_results(c) != 0)
+        return CLI_EXIT_FATAL;
+    const int prefetch = !c->values[OPT_NO_PREFETCH];
+    if (cli_batch_start(&c->run, (const char *const *)c->in.paths, c->in.count,
+                        prefetch ? 1 : cli_thread_count((int)c->run.threads), prefetch) != 0)
+        return CLI_EXIT_FATAL;
+    c->progress = !c->quiet && isatty(STDERR_FILENO);
+    const cli_batch_handlers rows = {add_row, flush_rows, c};
+    double seconds;
+    if (cli_batch_each(&c->run, (const char *const *)c->in.paths, &rows, &seconds) != 0)
+        return CLI_EXIT_FATAL;
+    c->results_open = 0;
+    if (cli_results_close(&c->results) != 0) return CLI_EXIT_FATAL;
+    return finish(c, seconds);
+}
+
 int cli_classify(int argc, char **argv) {
     cli_args args;
     int parsed = cli_parse("classify", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
@@ -120,165 +270,17 @@ int cli_classify(int argc, char **argv) {
         free(args.positional);
         return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
     }
-    int exit_code = CLI_EXIT_FATAL;
-    vit_model *model = NULL;
-    vit_context *ctx = NULL;
-    data_loader *loader = NULL;
-    float *outputs = NULL;
-    cli_inputs in = {0};
-    unsigned char *skip_row = NULL; /* resume: computed with its batch, row already written */
-    cli_string_set done = {0};
-    cli_results results = {0};
-    int results_open = 0;
-    cli_protected protect = {0};
-    cli_lock lock = {0};
-    char *ext_text = NULL;
-    long top_k = 5, threads = 0, size = 0, batch = DEFAULT_BATCH;
-    vit_limits limits;
-    if (cli_limits("classify", &args.values[OPT_LIMITS], &limits) != 0 ||
-        (args.values[OPT_TOPK] && cli_int("classify", "-k", args.values[OPT_TOPK], 1, 1000, &top_k)) ||
-        (args.values[OPT_THREADS] && cli_int("classify", "-t", args.values[OPT_THREADS], 1, 1024, &threads)) ||
-        (args.values[OPT_SIZE] && cli_int("classify", "--size", args.values[OPT_SIZE], 1, 8192, &size)) ||
-        (args.values[OPT_BATCH] && cli_int("classify", "-b", args.values[OPT_BATCH], 1, 1024, &batch)))
-        goto done;
-    const char *output = args.values[OPT_OUTPUT];
-    cli_results_format format = cli_results_format_for_path(output);
-    if (args.values[OPT_FORMAT] && cli_results_format_parse(args.values[OPT_FORMAT], &format) != 0) {
-        fprintf(stderr, "vit classify: --format expects text, csv, jsonl or json, got '%s'\n",
-                args.values[OPT_FORMAT]);
-        goto done;
-    }
-    const int resume = args.values[OPT_RESUME] != NULL;
-    if (resume && (!output || (format != CLI_RESULTS_CSV && format != CLI_RESULTS_JSONL))) {
-        fprintf(stderr, "vit classify: --resume needs -o FILE in csv or jsonl format\n");
-        goto done;
-    }
-    shard part = {0, 1};
-    if (args.values[OPT_SHARD] && parse_shard(args.values[OPT_SHARD], &part) != 0) {
-        fprintf(stderr, "vit classify: --shard expects I/N with 0 <= I < N, got '%s'\n", args.values[OPT_SHARD]);
-        goto done;
-    }
-    if (args.num_positional == 0) {
-        fprintf(stderr, "vit classify: no images given (see 'vit classify -h')\n");
-        goto done;
-    }
-    const int quiet = args.values[OPT_QUIET] != NULL;
-
-    const char *extensions[64];
-    data_walk_options walk = {.recursive = !args.values[OPT_NO_RECURSIVE]};
-    if (args.values[OPT_EXT]) {
-        if (!(ext_text = strdup(args.values[OPT_EXT]))) goto done;
-        walk.extensions = extensions;
-        walk.num_extensions = cli_split_list(ext_text, extensions, 64);
-    }
-    if (cli_inputs_collect("classify", args.positional, args.num_positional, &walk, CLI_NAMES_ROWS,
-                           &in) != 0)
-        goto done;
-    if (part.count > 1) filter_inputs(&in, in_shard, &part);
-
-    cli_set_threads((int)threads);
-    model = cli_load_model_limited("classify", args.values[OPT_MODEL], args.values[OPT_LABELS],
-                                   args.values[OPT_POS_RESAMPLE], &limits, (int)size);
-    if (!model) goto done;
-    if (vit_model_config(model)->num_classes == 0) {
-        fprintf(stderr, "vit classify: %s has no classification head (it outputs features)\n",
-                vit_model_weights_path(model));
-        goto done;
-    }
-    /* Before the output is opened (and cut): it must be none of the files
-     * this run reads, and no other vit process may be writing it. */
-    if (output &&
-        (cli_protect_run("classify", &protect, model, args.values[OPT_LABELS],
-                         (const char *const *)in.paths, in.count) != 0 ||
-         cli_check_output("classify", &protect, output) != 0 ||
-         cli_lock_output("classify", output, 1, &lock) != 0))
-        goto done;
-    const cli_run_settings settings = {(int)size, args.values[OPT_POS_RESAMPLE], args.values[OPT_SHARD]};
-    if (cli_results_open(&results, output, format, (int)top_k, model, &settings, resume, &done) != 0)
-        goto done;
-    results_open = 1;
-    if ((size_t)batch > in.count && in.count > 0) batch = (long)in.count;
-    if (resume && keep_unfinished_batches(&in, &skip_row, &done, (size_t)batch) != 0) {
-        fprintf(stderr, "vit classify: out of memory\n");
-        goto done;
-    }
-    size_t to_write = in.count;
-    for (size_t i = 0; skip_row && i < in.count; i++) to_write -= skip_row[i];
-
-    data_preprocess pre = *vit_model_preprocess(model);
-    if (size) data_preprocess_set_size(&pre, (int)size);
-    vit_error err;
-    if (vit_context_create(model, (int)batch, (int)size, &ctx, &err) != VIT_OK ||
-        data_loader_create(&pre, (const char *const *)in.paths, in.count, (int)batch,
-                           args.values[OPT_NO_PREFETCH] ? cli_thread_count((int)threads) : 1,
-                           !args.values[OPT_NO_PREFETCH], &loader,
-                           &err) != VIT_OK) {
-        fprintf(stderr, "vit classify: %s\n", err.message);
-        goto done;
-    }
-    if (!(outputs = malloc(sizeof(float) * vit_model_output_size(model) * (size_t)batch))) {
-        fprintf(stderr, "vit classify: out of memory\n");
-        goto done;
-    }
-
-    const int progress = !quiet && isatty(STDERR_FILENO);
-    const int classes = vit_model_output_size(model);
-    size_t processed = 0, failed = 0;
-    const double start = cli_now_seconds();
-    data_batch b;
-    cli_catch_stop_signals();
-    while (!cli_stop_requested() && data_loader_next(loader, &b) > 0) {
-        if (cli_run_batch("classify", ctx, model, (const char *const *)in.paths, &b, outputs) != 0) goto done;
-        for (int i = 0; i < b.count; i++) {
-            const char *name = in.names[b.first + i];
-            if (skip_row && skip_row[b.first + i]) continue;
-            processed++;
-            if (b.row[i] < 0) {
-                failed++;
-                fprintf(stderr, "%svit classify: %s\n", progress ? "\r" : "", b.errors[i].message);
-                cli_results_add(&results, name, NULL, b.errors[i].message);
-            } else {
-                cli_results_add(&results, name, outputs + (size_t)b.row[i] * classes, NULL);
-            }
-        }
-        if (cli_results_flush(&results) != 0) goto done;
-        if (progress) cli_show_progress(processed, to_write, failed, cli_now_seconds() - start);
-    }
-    results_open = 0;
-    if (cli_results_close(&results) != 0) goto done;
-    const double seconds = cli_now_seconds() - start;
-    if (progress) fprintf(stderr, "\r%78s\r", "");
-    const int signo = cli_stop_requested();
-    if (signo) {
-        /* Stopped between batches: every row written is whole and a JSON
-         * array is closed; the status says the run did not finish. */
-        fprintf(stderr, "vit classify: stopped by %s after %zu of %zu files%s\n",
-                signo == SIGINT ? "SIGINT" : "SIGTERM", processed, to_write,
-                !output ? ""
-                : format == CLI_RESULTS_CSV || format == CLI_RESULTS_JSONL ? "; --resume continues"
-                : format == CLI_RESULTS_JSON ? "; the JSON array holds their rows (a json file "
-                                               "cannot be resumed: use jsonl for that)"
-                : "");
-        exit_code = 128 + signo;
-        goto done;
-    }
-    if (!quiet)
-        fprintf(stderr, "vit classify: %zu files, %zu failed, %.1f s, %.1f images/s\n", processed,
-                failed, seconds, seconds > 0 ? processed / seconds : 0.0);
-    exit_code = failed || in.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
-
-done:
-    if (results_open) cli_results_close(&results);
-    cli_unlock_output(&lock);
-    cli_protected_free(&protect);
-    data_loader_free(loader);
-    vit_context_free(ctx);
-    free(outputs);
-    free(ext_text);
-    cli_inputs_free(&in);
-    free(skip_row);
-    cli_string_set_free(&done);
-    vit_model_free(model);
+    classify_run c = {.run = {.command = "classify", .batch = DEFAULT_BATCH},
+                      .values = args.values,
+                      .top_k = 5,
+                      .part = {0, 1}};
+    const int exit_code = run_classify(&c, &args);
+    if (c.results_open) cli_results_close(&c.results);
+    cli_batch_free(&c.run);
+    free(c.ext_text);
+    cli_inputs_free(&c.in);
+    free(c.skip_row);
+    cli_string_set_free(&c.done);
     free(args.positional);
     return exit_code;
 }

@@ -51,6 +51,11 @@ double cli_now_seconds(void);
 /* The thread count -t means (0: all cores). */
 int cli_thread_count(int threads);
 
+/* Option table entries several commands share word for word. */
+#define CLI_THREADS_OPTION {"threads", 't', 1, "N", "threads (default: all cores)"}
+#define CLI_LABELS_OPTION {"labels", 0, 1, "FILE", "class labels, one per line"}
+#define CLI_BATCH_OPTION(DEFAULT) {"batch", 'b', 1, "N", "images per forward pass (default " DEFAULT ")"}
+
 /* The --pos-resample option every model-running command offers. */
 #define CLI_POS_RESAMPLE_OPTION                                                              \
     {"pos-resample", 0, 1, "MODE",                                                          \
@@ -297,6 +302,63 @@ int cli_results_flush(cli_results *r);
 
 /* Finishes (closing a JSON array), flushes and closes. */
 int cli_results_close(cli_results *r);
+
+/* ------------------------------------------------------ batch runs
+ * What classify and eval share (cli/batch.c): a model with a head run over
+ * a list of image files batch by batch. Fields are filled step by step;
+ * cli_batch_free releases whatever was made (a zeroed run is allowed). */
+typedef struct cli_batch_run {
+    const char *command;     /* "classify": names the command in messages */
+    long threads, size, batch; /* -t (0: all cores), --size (0: native), -b */
+    vit_limits limits;
+    vit_model *model;
+    int classes;             /* of the model's head */
+    vit_context *ctx;
+    data_loader *loader;
+    float *outputs;          /* batch x classes probabilities of the current batch */
+    cli_protected protect;   /* files the outputs must not overwrite */
+    cli_lock lock;           /* held while the outputs are written */
+} cli_batch_run;
+
+/* Parses the limit options, then -k (top_k_text NULL: the command has
+ * none), -t, --size and -b (NULL: absent, the defaults stay), printing one
+ * line and returning -1 at the first bad value. */
+int cli_batch_numbers(cli_batch_run *run, const char *const *limit_values, const char *top_k_text,
+                      long *top_k, const char *threads_text, const char *size_text,
+                      const char *batch_text);
+
+/* Sets the threads and loads the model; a model without a head is refused
+ * with "... has no classification head" + no_head_note. -1 after one line. */
+int cli_batch_load_model(cli_batch_run *run, const char *model_path, const char *labels_path,
+                         const char *pos_resample, const char *no_head_note);
+
+/* No batch larger than the images there are (no memory for empty rows). */
+void cli_batch_fit(cli_batch_run *run, size_t count);
+
+/* The inference context, the loader over paths (workers decoding threads,
+ * prefetch: decode the next batch while the model runs) and the outputs. */
+int cli_batch_start(cli_batch_run *run, const char *const *paths, size_t count, int workers,
+                    int prefetch);
+
+/* What a command does with each image and after each batch. item gets the
+ * image's index in paths and its probabilities, or NULL and why it failed.
+ * batch_done returns -1 to stop the run as failed. */
+typedef struct cli_batch_handlers {
+    void (*item)(void *self, size_t index, const float *probs, const char *error);
+    int (*batch_done)(void *self, const data_batch *b, double elapsed);
+    void *self;
+} cli_batch_handlers;
+
+/* Runs every batch until the end or a SIGINT/SIGTERM (cli_stop_requested
+ * says which); seconds gets the time taken. -1 when the forward pass or a
+ * handler failed (reported). */
+int cli_batch_each(cli_batch_run *run, const char *const *paths, const cli_batch_handlers *h,
+                   double *seconds);
+
+/* "vit CMD: message" for an image that failed, over the progress line. */
+void cli_batch_report_failure(const cli_batch_run *run, int progress, const char *message);
+
+void cli_batch_free(cli_batch_run *run);
 
 int cli_classify(int argc, char **argv);
 int cli_eval(int argc, char **argv);

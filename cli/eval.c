@@ -17,10 +17,10 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_LABELS_CSV] = {"labels-csv", 0, 1, "FILE", "CSV of file,class_index,... (paths relative to DIR)"},
     [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "per-image CSV; also FILE's stem + .classes.csv (per-class "
                                              "accuracy) and .confusion.csv (true, predicted, count)"},
-    [OPT_THREADS] = {"threads", 't', 1, "N", "threads (default: all cores)"},
+    [OPT_THREADS] = CLI_THREADS_OPTION,
     [OPT_SIZE] = {"size", 0, 1, "S", "input size (default: native)"},
-    [OPT_BATCH] = {"batch", 'b', 1, "N", "images per forward pass (default 16)"},
-    [OPT_LABELS] = {"labels", 0, 1, "FILE", "class labels, one per line"},
+    [OPT_BATCH] = CLI_BATCH_OPTION("16"),
+    [OPT_LABELS] = CLI_LABELS_OPTION,
     [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,
     [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };
@@ -223,6 +223,171 @@ static int write_tables(const char *output, const vit_model *model, const size_t
     return close_beside(fp, 0, final_path, tmp_path);
 }
 
+/* One eval run: the shared batch run plus the scores and the outputs. */
+typedef struct eval_run {
+    cli_batch_run run;
+    const char *const *values; /* the parsed options, by OPT_ */
+    const char *dir;
+    data_labelled_files set;
+    size_t problems;           /* folders that could not be listed */
+    FILE *out;                 /* -o's per-image CSV, written to out_tmp */
+    char out_tmp[4200];
+    size_t *per_class;         /* per class: images, top-1, top-5 */
+    class_pair *pairs;         /* (truth, top-1) of every scored image */
+    size_t top1, top5, scored, failed;
+    int out_failed;            /* a field could not be formatted */
+    int progress;
+} eval_run;
+
+/* Before anything is written: none of the three outputs may be a file this
+ * run reads, and no other vit process may write them. Then the per-image
+ * CSV is opened beside its target, renamed at the end: never half a file. */
+static int open_outputs(eval_run *e) {
+    const char *output = e->values[OPT_OUTPUT];
+    char classes_path[4200], confusion_path[4200];
+    beside_path(output, ".classes.csv", classes_path, sizeof classes_path);
+    beside_path(output, ".confusion.csv", confusion_path, sizeof confusion_path);
+    if (cli_protect_run("eval", &e->run.protect, e->run.model, e->values[OPT_LABELS],
+                        (const char *const *)e->set.files, e->set.count) != 0 ||
+        cli_protect_file(&e->run.protect, e->values[OPT_LABELS_CSV], 1) != 0) {
+        fprintf(stderr, "vit eval: out of memory\n");
+        return -1;
+    }
+    const char *const outputs_written[3] = {output, classes_path, confusion_path};
+    for (int i = 0; i < 3; i++) {
+        vit_error replace_err;
+        if (cli_check_output("eval", &e->run.protect, outputs_written[i]) != 0) return -1;
+        if (base_output_replaceable(outputs_written[i], &replace_err) != VIT_OK) {
+            fprintf(stderr, "vit eval: %s\n", replace_err.message);
+            return -1;
+        }
+    }
+    if (cli_lock_output("eval", output, 0, &e->run.lock) != 0) return -1;
+    snprintf(e->out_tmp, sizeof e->out_tmp, "%s.tmp.%ld", output, (long)getpid());
+    if (!(e->out = fopen(e->out_tmp, "w"))) {
+        fprintf(stderr, "vit eval: %s: cannot write: %s\n", output, strerror(errno));
+        e->out_tmp[0] = '\0';
+        return -1;
+    }
+    fprintf(e->out, "file,true,predicted,correct,true_label,predicted_label\n");
+    return 0;
+}
+
+static void write_image_row(eval_run *e, size_t item, int truth, int predicted) {
+    const vit_model *model = e->run.model;
+    /* Paths relative to DIR, as the user named them. */
+    e->out_failed |= cli_csv_write_field(e->out, e->set.files[item] + strlen(e->dir) + 1);
+    fprintf(e->out, ",%d,%d,%d,", truth, predicted, predicted == truth);
+    e->out_failed |= cli_csv_write_field(e->out, vit_model_label(model, truth) ? vit_model_label(model, truth) : "");
+    fputc(',', e->out);
+    e->out_failed |= cli_csv_write_field(e->out, vit_model_label(model, predicted) ? vit_model_label(model, predicted) : "");
+    fputc('\n', e->out);
+}
+
+static void score(void *self, size_t item, const float *probs, const char *error) {
+    eval_run *e = self;
+    if (error) {
+        e->failed++;
+        cli_batch_report_failure(&e->run, e->progress, error);
+        return;
+    }
+    int top[5];
+    const int n = vit_top_k(probs, e->run.classes, 5, top);
+    const int truth = e->set.classes[item];
+    int in_top5 = 0;
+    for (int k = 0; k < n; k++) in_top5 |= top[k] == truth;
+    e->pairs[e->scored].truth = truth;
+    e->pairs[e->scored].predicted = top[0];
+    e->scored++;
+    e->top1 += top[0] == truth;
+    e->top5 += in_top5;
+    e->per_class[3 * truth] += 1;
+    e->per_class[3 * truth + 1] += top[0] == truth;
+    e->per_class[3 * truth + 2] += in_top5;
+    if (e->out) write_image_row(e, item, truth, top[0]);
+}
+
+static int show_accuracy(void *self, const data_batch *b, double elapsed) {
+    eval_run *e = self;
+    (void)elapsed;
+    if (e->progress)
+        fprintf(stderr, "\r  %zu/%zu images, top-1 %.1f%%", b->first + b->count, e->set.count,
+                e->scored ? 100.0 * e->top1 / e->scored : 0.0);
+    return 0;
+}
+
+/* The accuracy on standard output, then -o's files. */
+static int report(eval_run *e, double seconds) {
+    const size_t scored = e->scored, failed = e->failed;
+    printf("top-1 %.2f%% (%zu/%zu)  top-5 %.2f%% (%zu/%zu)\n", scored ? 100.0 * e->top1 / scored : 0.0,
+           e->top1, scored, scored ? 100.0 * e->top5 / scored : 0.0, e->top5, scored);
+    printf("%zu images in %.1f s (%.1f images/s)%s", scored + failed, seconds,
+           seconds > 0 ? (scored + failed) / seconds : 0.0, failed ? "" : "\n");
+    if (failed) printf(", %zu failed (named on stderr) and are left out\n", failed);
+    if (!e->out) return 0;
+    const char *output = e->values[OPT_OUTPUT];
+    int write_failed = e->out_failed | ferror(e->out) | (fclose(e->out) != 0);
+    e->out = NULL;
+    if (write_failed || rename(e->out_tmp, output) != 0) {
+        fprintf(stderr, "vit eval: %s: cannot write: %s\n", output, strerror(errno));
+        return -1;
+    }
+    e->out_tmp[0] = '\0';
+    return write_tables(output, e->run.model, e->per_class, e->pairs, scored);
+}
+
+/* Scores every image; the exit status. */
+static int score_all(eval_run *e) {
+    cli_batch_fit(&e->run, e->set.count);
+    if (cli_batch_start(&e->run, (const char *const *)e->set.files, e->set.count,
+                        cli_thread_count((int)e->run.threads), 1) != 0)
+        return CLI_EXIT_FATAL;
+    e->per_class = calloc((size_t)e->run.classes * 3, sizeof *e->per_class);
+    e->pairs = malloc(sizeof *e->pairs * e->set.count);
+    if (!e->per_class || !e->pairs) {
+        fprintf(stderr, "vit eval: out of memory\n");
+        return CLI_EXIT_FATAL;
+    }
+    e->progress = isatty(STDERR_FILENO);
+    const cli_batch_handlers scoring = {score, show_accuracy, e};
+    double seconds;
+    if (cli_batch_each(&e->run, (const char *const *)e->set.files, &scoring, &seconds) != 0)
+        return CLI_EXIT_FATAL;
+    if (e->progress) fprintf(stderr, "\r%60s\r", "");
+    const int signo = cli_stop_requested();
+    if (signo) {
+        /* No accuracy of part of the images: the outputs are dropped (the
+         * temporary file is removed), nothing half-written is left. */
+        fprintf(stderr, "vit eval: stopped by %s after %zu of %zu images; nothing written\n",
+                signo == SIGINT ? "SIGINT" : "SIGTERM", e->scored + e->failed, e->set.count);
+        return 128 + signo;
+    }
+    if (report(e, seconds) != 0) return CLI_EXIT_FATAL;
+    return e->failed || e->problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
+}
+
+static int run_eval(eval_run *e, const cli_args *args) {
+    const char *const *v = e->values;
+    if (cli_batch_numbers(&e->run, &v[OPT_LIMITS], NULL, NULL, v[OPT_THREADS], v[OPT_SIZE],
+                          v[OPT_BATCH]) != 0)
+        return CLI_EXIT_FATAL;
+    if (args->num_positional != 1) {
+        fprintf(stderr, "vit eval: expected one image directory, got %d (see 'vit eval -h')\n",
+                args->num_positional);
+        return CLI_EXIT_FATAL;
+    }
+    e->dir = args->positional[0];
+    if (cli_batch_load_model(&e->run, v[OPT_MODEL], v[OPT_LABELS], v[OPT_POS_RESAMPLE], "") != 0)
+        return CLI_EXIT_FATAL;
+    if (strcmp(e->dir, "fashion-mnist") == 0 && access(e->dir, F_OK) != 0 && !v[OPT_LABELS_CSV])
+        return cli_eval_fashion_mnist(e->run.model, (int)e->run.batch, (int)e->run.size);
+    if ((v[OPT_LABELS_CSV] ? collect_csv(e->run.model, e->dir, v[OPT_LABELS_CSV], &e->set)
+                           : collect_image_folder(e->run.model, e->dir, &e->set, &e->problems)) != 0)
+        return CLI_EXIT_FATAL;
+    if (v[OPT_OUTPUT] && open_outputs(e) != 0) return CLI_EXIT_FATAL;
+    return score_all(e);
+}
+
 int cli_eval(int argc, char **argv) {
     cli_args args;
     int parsed = cli_parse("eval", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
@@ -230,181 +395,14 @@ int cli_eval(int argc, char **argv) {
         free(args.positional);
         return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
     }
-    int exit_code = CLI_EXIT_FATAL;
-    vit_model *model = NULL;
-    vit_context *ctx = NULL;
-    data_loader *loader = NULL;
-    float *outputs = NULL;
-    size_t *per_class = NULL;
-    class_pair *pairs = NULL;
-    data_labelled_files set = {0};
-    FILE *out = NULL;
-    char out_tmp[4200] = "";
-    cli_protected protect = {0};
-    cli_lock lock = {0};
-    long threads = 0, size = 0, batch = 16;
-    vit_limits limits;
-    if (cli_limits("eval", &args.values[OPT_LIMITS], &limits) != 0 ||
-        (args.values[OPT_THREADS] && cli_int("eval", "-t", args.values[OPT_THREADS], 1, 1024, &threads)) ||
-        (args.values[OPT_SIZE] && cli_int("eval", "--size", args.values[OPT_SIZE], 1, 8192, &size)) ||
-        (args.values[OPT_BATCH] && cli_int("eval", "-b", args.values[OPT_BATCH], 1, 1024, &batch)))
-        goto done;
-    if (args.num_positional != 1) {
-        fprintf(stderr, "vit eval: expected one image directory, got %d (see 'vit eval -h')\n",
-                args.num_positional);
-        goto done;
-    }
-    const char *dir = args.positional[0];
-    cli_set_threads((int)threads);
-    model = cli_load_model_limited("eval", args.values[OPT_MODEL], args.values[OPT_LABELS],
-                                   args.values[OPT_POS_RESAMPLE], &limits, (int)size);
-    if (!model) goto done;
-    if (vit_model_config(model)->num_classes == 0) {
-        fprintf(stderr, "vit eval: %s has no classification head\n", vit_model_weights_path(model));
-        goto done;
-    }
-    if (strcmp(dir, "fashion-mnist") == 0 && access(dir, F_OK) != 0 && !args.values[OPT_LABELS_CSV]) {
-        exit_code = cli_eval_fashion_mnist(model, (int)batch, (int)size);
-        goto done;
-    }
-    size_t problems = 0; /* folders that could not be listed */
-    if ((args.values[OPT_LABELS_CSV] ? collect_csv(model, dir, args.values[OPT_LABELS_CSV], &set)
-                                     : collect_image_folder(model, dir, &set, &problems)) != 0)
-        goto done;
-    if (args.values[OPT_OUTPUT]) {
-        /* Before anything is written: none of the three outputs may be a
-         * file this run reads, and no other vit process may write them. */
-        const char *output = args.values[OPT_OUTPUT];
-        char classes_path[4200], confusion_path[4200];
-        beside_path(output, ".classes.csv", classes_path, sizeof classes_path);
-        beside_path(output, ".confusion.csv", confusion_path, sizeof confusion_path);
-        if (cli_protect_run("eval", &protect, model, args.values[OPT_LABELS],
-                            (const char *const *)set.files, set.count) != 0 ||
-            cli_protect_file(&protect, args.values[OPT_LABELS_CSV], 1) != 0) {
-            fprintf(stderr, "vit eval: out of memory\n");
-            goto done;
-        }
-        const char *const outputs_written[3] = {output, classes_path, confusion_path};
-        for (int i = 0; i < 3; i++) {
-            vit_error replace_err;
-            if (cli_check_output("eval", &protect, outputs_written[i]) != 0) goto done;
-            if (base_output_replaceable(outputs_written[i], &replace_err) != VIT_OK) {
-                fprintf(stderr, "vit eval: %s\n", replace_err.message);
-                goto done;
-            }
-        }
-        if (cli_lock_output("eval", output, 0, &lock) != 0) goto done;
-        /* Written beside the target and renamed at the end: never half a file. */
-        snprintf(out_tmp, sizeof out_tmp, "%s.tmp.%ld", args.values[OPT_OUTPUT], (long)getpid());
-        if (!(out = fopen(out_tmp, "w"))) {
-            fprintf(stderr, "vit eval: %s: cannot write: %s\n", args.values[OPT_OUTPUT], strerror(errno));
-            out_tmp[0] = '\0';
-            goto done;
-        }
-        fprintf(out, "file,true,predicted,correct,true_label,predicted_label\n");
-    }
-    if ((size_t)batch > set.count) batch = (long)set.count;
-    const int classes = vit_model_config(model)->num_classes;
-    data_preprocess pre = *vit_model_preprocess(model);
-    if (size) data_preprocess_set_size(&pre, (int)size);
-    vit_error err;
-    if (vit_context_create(model, (int)batch, (int)size, &ctx, &err) != VIT_OK ||
-        data_loader_create(&pre, (const char *const *)set.files, set.count, (int)batch,
-                           cli_thread_count((int)threads), 1, &loader, &err) != VIT_OK) {
-        fprintf(stderr, "vit eval: %s\n", err.message);
-        goto done;
-    }
-    outputs = malloc(sizeof(float) * classes * (size_t)batch);
-    per_class = calloc((size_t)classes * 3, sizeof *per_class); /* images, top-1, top-5 */
-    pairs = malloc(sizeof *pairs * set.count);
-    if (!outputs || !per_class || !pairs) {
-        fprintf(stderr, "vit eval: out of memory\n");
-        goto done;
-    }
-
-    const int show_progress = isatty(STDERR_FILENO);
-    size_t top1 = 0, top5 = 0, scored = 0, failed = 0;
-    int out_failed = 0; /* a field could not be formatted */
-    const double start = cli_now_seconds();
-    data_batch b;
-    cli_catch_stop_signals();
-    while (!cli_stop_requested() && data_loader_next(loader, &b) > 0) {
-        if (cli_run_batch("eval", ctx, model, (const char *const *)set.files, &b, outputs) != 0) goto done;
-        for (int i = 0; i < b.count; i++) {
-            const size_t item = b.first + i;
-            if (b.row[i] < 0) {
-                failed++;
-                fprintf(stderr, "%svit eval: %s\n", show_progress ? "\r" : "", b.errors[i].message);
-                continue;
-            }
-            const float *probs = outputs + (size_t)b.row[i] * classes;
-            int top[5];
-            const int n = vit_top_k(probs, classes, 5, top);
-            const int truth = set.classes[item];
-            int in_top5 = 0;
-            for (int k = 0; k < n; k++) in_top5 |= top[k] == truth;
-            pairs[scored].truth = truth;
-            pairs[scored].predicted = top[0];
-            scored++;
-            top1 += top[0] == truth;
-            top5 += in_top5;
-            per_class[3 * truth] += 1;
-            per_class[3 * truth + 1] += top[0] == truth;
-            per_class[3 * truth + 2] += in_top5;
-            if (out) {
-                /* Paths relative to DIR, as the user named them. */
-                out_failed |= cli_csv_write_field(out, set.files[item] + strlen(dir) + 1);
-                fprintf(out, ",%d,%d,%d,", truth, top[0], top[0] == truth);
-                out_failed |= cli_csv_write_field(out, vit_model_label(model, truth) ? vit_model_label(model, truth) : "");
-                fputc(',', out);
-                out_failed |= cli_csv_write_field(out, vit_model_label(model, top[0]) ? vit_model_label(model, top[0]) : "");
-                fputc('\n', out);
-            }
-        }
-        if (show_progress)
-            fprintf(stderr, "\r  %zu/%zu images, top-1 %.1f%%", b.first + b.count, set.count,
-                    scored ? 100.0 * top1 / scored : 0.0);
-    }
-    const double seconds = cli_now_seconds() - start;
-    if (show_progress) fprintf(stderr, "\r%60s\r", "");
-    const int signo = cli_stop_requested();
-    if (signo) {
-        /* No accuracy of part of the images: the outputs are dropped (done:
-         * removes the temporary file), nothing half-written is left. */
-        fprintf(stderr, "vit eval: stopped by %s after %zu of %zu images; nothing written\n",
-                signo == SIGINT ? "SIGINT" : "SIGTERM", scored + failed, set.count);
-        exit_code = 128 + signo;
-        goto done;
-    }
-    printf("top-1 %.2f%% (%zu/%zu)  top-5 %.2f%% (%zu/%zu)\n", scored ? 100.0 * top1 / scored : 0.0,
-           top1, scored, scored ? 100.0 * top5 / scored : 0.0, top5, scored);
-    printf("%zu images in %.1f s (%.1f images/s)%s", scored + failed, seconds,
-           seconds > 0 ? (scored + failed) / seconds : 0.0, failed ? "" : "\n");
-    if (failed) printf(", %zu failed (named on stderr) and are left out\n", failed);
-    if (out) {
-        int write_failed = out_failed | ferror(out) | (fclose(out) != 0);
-        out = NULL;
-        if (write_failed || rename(out_tmp, args.values[OPT_OUTPUT]) != 0) {
-            fprintf(stderr, "vit eval: %s: cannot write: %s\n", args.values[OPT_OUTPUT], strerror(errno));
-            goto done;
-        }
-        out_tmp[0] = '\0';
-        if (write_tables(args.values[OPT_OUTPUT], model, per_class, pairs, scored) != 0) goto done;
-    }
-    exit_code = failed || problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
-
-done:
-    if (out) fclose(out);
-    if (out_tmp[0]) unlink(out_tmp);
-    data_loader_free(loader);
-    vit_context_free(ctx);
-    free(outputs);
-    free(per_class);
-    free(pairs);
-    data_labelled_files_free(&set);
-    cli_unlock_output(&lock);
-    cli_protected_free(&protect);
-    vit_model_free(model);
+    eval_run e = {.run = {.command = "eval", .batch = 16}, .values = args.values};
+    const int exit_code = run_eval(&e, &args);
+    if (e.out) fclose(e.out);
+    if (e.out_tmp[0]) unlink(e.out_tmp);
+    free(e.per_class);
+    free(e.pairs);
+    data_labelled_files_free(&e.set);
+    cli_batch_free(&e.run);
     free(args.positional);
     return exit_code;
 }

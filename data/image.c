@@ -544,14 +544,12 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
     return st;
 }
 
-/* Reads a whole file, refusing directories, anything but regular files,
- * empty and oversized files. Never blocks on opening: a FIFO without a
+/* Opens a file to read, refusing directories, anything but regular files
+ * and oversized files. Never blocks on opening: a FIFO without a
  * writer would wait forever in open(2) and hang a whole batch run, so the
  * file is opened with O_NONBLOCK and what was opened is checked with fstat
  * (the name could be swapped between a stat and the open). */
-static vit_status read_file(const char *path, uint8_t **bytes, size_t *size, vit_error *err) {
-    *bytes = NULL;
-    *size = 0;
+static vit_status open_regular_file(const char *path, FILE **file, off_t *file_size, vit_error *err) {
     const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         const int e = errno;
@@ -591,8 +589,16 @@ static vit_status read_file(const char *path, uint8_t **bytes, size_t *size, vit
         close(fd);
         return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
     }
+    *file = f;
+    *file_size = sb.st_size;
+    return VIT_OK;
+}
+
+/* Reads f to its end into *buf_out (NULL when out of memory). */
+static vit_status read_growing(FILE *f, const char *path, off_t file_size, uint8_t **buf_out,
+                               size_t *len_out, vit_error *err) {
     /* Grow as we read, so files that change size meanwhile work too. */
-    size_t cap = sb.st_size > 0 ? (size_t)sb.st_size + 1 : 65536;
+    size_t cap = file_size > 0 ? (size_t)file_size + 1 : 65536;
     uint8_t *buf = malloc(cap);
     size_t len = 0;
     vit_status st = VIT_OK;
@@ -621,6 +627,22 @@ static vit_status read_file(const char *path, uint8_t **bytes, size_t *size, vit
             break;
         }
     }
+    *buf_out = buf;
+    *len_out = len;
+    return st;
+}
+
+/* The whole of a regular file (see open_regular_file); an empty one is refused. */
+static vit_status read_file(const char *path, uint8_t **bytes, size_t *size, vit_error *err) {
+    *bytes = NULL;
+    *size = 0;
+    FILE *f = NULL;
+    off_t file_size = 0;
+    vit_status st = open_regular_file(path, &f, &file_size, err);
+    if (st != VIT_OK) return st;
+    uint8_t *buf;
+    size_t len;
+    st = read_growing(f, path, file_size, &buf, &len, err);
     fclose(f);
     if (!buf) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory reading the file", path);
     if (st != VIT_OK) {

@@ -235,6 +235,42 @@ static vit_status get_hf_size(const cJSON *obj, const char *key, int allow_short
     return VIT_OK;
 }
 
+/* "rescale_factor" (absent: unchanged). */
+static vit_status hf_rescale_factor(const cJSON *root, const char *name, double *rescale,
+                                    vit_error *err) {
+    char shown[48];
+    const cJSON *item = get_key(root, "rescale_factor");
+    if (item) {
+        if (!cJSON_IsNumber(item) || !(item->valuedouble > 0) || !isfinite(item->valuedouble))
+            return vit_error_set(err, VIT_E_FORMAT,
+                                 "%s: \"rescale_factor\" is %s; expected a positive number", name,
+                                 SHOW(item));
+        *rescale = item->valuedouble;
+    }
+    return VIT_OK;
+}
+
+/* "resample", a PIL filter number (absent: unchanged). */
+static vit_status hf_resample(const cJSON *root, const char *name, int *resample, vit_error *err) {
+    char shown[48];
+    const cJSON *item = get_key(root, "resample");
+    if (item) {
+        if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
+            fabs(item->valuedouble) > 1000)
+            return vit_error_set(err, VIT_E_FORMAT,
+                                 "%s: \"resample\" is %s; expected a PIL filter number", name,
+                                 SHOW(item));
+        int r = (int)item->valuedouble;
+        if (r != DATA_RESAMPLE_NEAREST && r != DATA_RESAMPLE_BILINEAR && r != DATA_RESAMPLE_BICUBIC)
+            return vit_error_set(err, VIT_E_UNSUPPORTED,
+                                 "%s: \"resample\" %d is not supported (0 nearest, 2 bilinear, 3 "
+                                 "bicubic)",
+                                 name, r);
+        *resample = r;
+    }
+    return VIT_OK;
+}
+
 static vit_status hf_from_root(const cJSON *root, const char *name, data_preprocess *p,
                                vit_error *err) {
     char shown[48];
@@ -268,29 +304,8 @@ static vit_status hf_from_root(const cJSON *root, const char *name, data_preproc
     if ((st = get_bool(root, "do_normalize", &do_normalize, name, err)) != VIT_OK) return st;
     if ((st = get_triplet(root, "image_mean", mean, 0, name, err)) != VIT_OK) return st;
     if ((st = get_triplet(root, "image_std", std, 1, name, err)) != VIT_OK) return st;
-    const cJSON *item = get_key(root, "rescale_factor");
-    if (item) {
-        if (!cJSON_IsNumber(item) || !(item->valuedouble > 0) || !isfinite(item->valuedouble))
-            return vit_error_set(err, VIT_E_FORMAT,
-                                 "%s: \"rescale_factor\" is %s; expected a positive number", name,
-                                 SHOW(item));
-        rescale = item->valuedouble;
-    }
-    item = get_key(root, "resample");
-    if (item) {
-        if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
-            fabs(item->valuedouble) > 1000)
-            return vit_error_set(err, VIT_E_FORMAT,
-                                 "%s: \"resample\" is %s; expected a PIL filter number", name,
-                                 SHOW(item));
-        int r = (int)item->valuedouble;
-        if (r != DATA_RESAMPLE_NEAREST && r != DATA_RESAMPLE_BILINEAR && r != DATA_RESAMPLE_BICUBIC)
-            return vit_error_set(err, VIT_E_UNSUPPORTED,
-                                 "%s: \"resample\" %d is not supported (0 nearest, 2 bilinear, 3 "
-                                 "bicubic)",
-                                 name, r);
-        resample = r;
-    }
+    if ((st = hf_rescale_factor(root, name, &rescale, err)) != VIT_OK) return st;
+    if ((st = hf_resample(root, name, &resample, err)) != VIT_OK) return st;
     if (do_crop < 0) do_crop = crop.present || deit;
 
     memset(p, 0, sizeof *p);
@@ -340,17 +355,17 @@ vit_status data_preprocess_from_hf_json(const char *json_text, const char *name,
 
 /* ---- timm ---- */
 
-static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preprocess *p,
-                                vit_error *err) {
-    int height = 224, width = 224;
+/* pretrained_cfg.input_size: [3, height, width] (absent: unchanged). */
+static vit_status timm_input_size(const cJSON *cfg, const char *name, int *height, int *width,
+                                  vit_error *err) {
     char shown[48];
     const cJSON *item = get_key(cfg, "input_size");
     if (item) {
         int channels = 0;
         if (!cJSON_IsArray(item) || cJSON_GetArraySize(item) != 3 ||
             !as_side(cJSON_GetArrayItem(item, 0), &channels) ||
-            !as_side(cJSON_GetArrayItem(item, 1), &height) ||
-            !as_side(cJSON_GetArrayItem(item, 2), &width))
+            !as_side(cJSON_GetArrayItem(item, 1), height) ||
+            !as_side(cJSON_GetArrayItem(item, 2), width))
             return vit_error_set(err, VIT_E_FORMAT,
                                  "%s: \"pretrained_cfg.input_size\" is %s; expected [3, height, "
                                  "width]", name, SHOW(item));
@@ -359,51 +374,80 @@ static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preproc
                                  "%s: pretrained_cfg.input_size has %d channels, only 3 supported",
                                  name, channels);
     }
-    double crop_pct = DEFAULT_CROP_PCT;
-    item = get_key(cfg, "crop_pct");
+    return VIT_OK;
+}
+
+/* pretrained_cfg.crop_pct (absent: unchanged). */
+static vit_status timm_crop_pct(const cJSON *cfg, const char *name, double *crop_pct, vit_error *err) {
+    char shown[48];
+    const cJSON *item = get_key(cfg, "crop_pct");
     if (item) {
         if (!cJSON_IsNumber(item) || !(item->valuedouble > 0 && item->valuedouble <= 10))
             return vit_error_set(err, VIT_E_FORMAT,
                                  "%s: \"pretrained_cfg.crop_pct\" is %s; expected a number in (0, "
                                  "10]", name, SHOW(item));
-        crop_pct = item->valuedouble;
+        *crop_pct = item->valuedouble;
     }
-    data_resample resample = DATA_RESAMPLE_BICUBIC;
-    item = get_key(cfg, "interpolation");
+    return VIT_OK;
+}
+
+/* pretrained_cfg.interpolation (absent: unchanged). */
+static vit_status timm_interpolation(const cJSON *cfg, const char *name, data_resample *resample,
+                                     vit_error *err) {
+    char shown[48];
+    const cJSON *item = get_key(cfg, "interpolation");
     if (item) {
         const char *s = cJSON_IsString(item) ? item->valuestring : NULL;
         if (!s)
             return vit_error_set(err, VIT_E_FORMAT,
                                  "%s: \"pretrained_cfg.interpolation\" is %s; expected a string",
                                  name, SHOW(item));
-        if (strcmp(s, "bicubic") == 0) resample = DATA_RESAMPLE_BICUBIC;
-        else if (strcmp(s, "bilinear") == 0) resample = DATA_RESAMPLE_BILINEAR;
-        else if (strcmp(s, "nearest") == 0) resample = DATA_RESAMPLE_NEAREST;
+        if (strcmp(s, "bicubic") == 0) *resample = DATA_RESAMPLE_BICUBIC;
+        else if (strcmp(s, "bilinear") == 0) *resample = DATA_RESAMPLE_BILINEAR;
+        else if (strcmp(s, "nearest") == 0) *resample = DATA_RESAMPLE_NEAREST;
         else
             return vit_error_set(err, VIT_E_UNSUPPORTED,
                                  "%s: pretrained_cfg.interpolation \"%.40s\" is not supported "
                                  "(bicubic, bilinear, nearest)",
                                  name, one_line(s));
     }
-    int squash = 0;
-    item = get_key(cfg, "crop_mode");
+    return VIT_OK;
+}
+
+/* pretrained_cfg.crop_mode: squash sets *squash, center leaves it. */
+static vit_status timm_crop_mode(const cJSON *cfg, const char *name, int *squash, vit_error *err) {
+    char shown[48];
+    const cJSON *item = get_key(cfg, "crop_mode");
     if (item) {
         const char *s = cJSON_IsString(item) ? item->valuestring : NULL;
         if (!s)
             return vit_error_set(err, VIT_E_FORMAT,
                                  "%s: \"pretrained_cfg.crop_mode\" is %s; expected a string", name,
                                  SHOW(item));
-        if (strcmp(s, "squash") == 0) squash = 1;
+        if (strcmp(s, "squash") == 0) *squash = 1;
         else if (strcmp(s, "center") != 0)
             return vit_error_set(err, VIT_E_UNSUPPORTED,
                                  "%s: pretrained_cfg.crop_mode \"%.40s\" is not supported (center, "
                                  "squash)",
                                  name, one_line(s));
     }
+    return VIT_OK;
+}
+
+static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preprocess *p,
+                                vit_error *err) {
+    int height = 224, width = 224, squash = 0;
+    double crop_pct = DEFAULT_CROP_PCT;
+    data_resample resample = DATA_RESAMPLE_BICUBIC;
+    vit_status st;
+    if ((st = timm_input_size(cfg, name, &height, &width, err)) != VIT_OK ||
+        (st = timm_crop_pct(cfg, name, &crop_pct, err)) != VIT_OK ||
+        (st = timm_interpolation(cfg, name, &resample, err)) != VIT_OK ||
+        (st = timm_crop_mode(cfg, name, &squash, err)) != VIT_OK)
+        return st;
     float mean[3], std[3];
     memcpy(mean, IMAGENET_MEAN, sizeof mean);
     memcpy(std, IMAGENET_STD, sizeof std);
-    vit_status st;
     if ((st = get_triplet(cfg, "mean", mean, 0, name, err)) != VIT_OK) return st;
     if ((st = get_triplet(cfg, "std", std, 1, name, err)) != VIT_OK) return st;
 

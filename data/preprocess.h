@@ -31,6 +31,14 @@ typedef enum data_resample {
     DATA_RESAMPLE_BICUBIC = 3
 } data_resample;
 
+/* Keys' cubic convolution kernel at distance x (support 2) with coefficient
+ * a, evaluated in double exactly as Pillow does: PIL's BICUBIC is a = -0.5
+ * (DATA_BICUBIC_A_PIL), and so is torch's antialiased bicubic. (torch's
+ * plain bicubic, a = -0.75, is computed in float in another order, so it
+ * keeps its own code in patching/ to stay bit-identical with torch.) */
+#define DATA_BICUBIC_A_PIL (-0.5)
+double data_bicubic_weight(double x, double a);
+
 /* Resizes src to width x height exactly as PIL's Image.resize(size, filter)
  * does for an RGB image: separable convolution with the filter's support
  * widened by the scale when downscaling (antialiasing), horizontal pass then

@@ -38,14 +38,15 @@ static double bilinear_filter(double x) {
     return 0.0;
 }
 
-/* Keys' cubic convolution with a = -0.5, as Pillow uses. */
-static double bicubic_filter(double x) {
-    const double a = -0.5;
+double data_bicubic_weight(double x, double a) {
     if (x < 0.0) x = -x;
     if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
     if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
     return 0.0;
 }
+
+/* Pillow's BICUBIC: Keys' kernel with a = -0.5. */
+static double bicubic_filter(double x) { return data_bicubic_weight(x, DATA_BICUBIC_A_PIL); }
 
 /* Fixed-point weights for one axis: output i reads `count[i]` input samples
  * starting at `first[i]` with weights coeffs[i * taps ...]. */
@@ -197,45 +198,12 @@ static vit_status resize_nearest(const data_image *src, data_image *dst, vit_err
     return VIT_OK;
 }
 
-vit_status data_resize(const data_image *src, int width, int height, data_resample filter,
-                       data_image *dst, vit_error *err) {
-    if (!dst) return vit_error_set(err, VIT_E_ARG, "resize: no destination image");
-    memset(dst, 0, sizeof *dst);
-    if (!src || !src->pixels || src->width <= 0 || src->height <= 0)
-        return vit_error_set(err, VIT_E_ARG, "resize: empty source image");
-    if (width <= 0 || height <= 0)
-        return vit_error_set(err, VIT_E_ARG, "resize: invalid target size %dx%d", width, height);
-    if ((int64_t)width * height > DATA_MAX_PIXELS)
-        return vit_error_set(err, VIT_E_LIMIT,
-                             "resize: target %dx%d exceeds the limit of %lld megapixels", width,
-                             height, (long long)(DATA_MAX_PIXELS / 1000000));
-    filter_fn fn;
-    double support;
-    switch (filter) {
-    case DATA_RESAMPLE_NEAREST: fn = NULL; support = 0; break;
-    case DATA_RESAMPLE_BILINEAR: fn = bilinear_filter; support = 1.0; break;
-    case DATA_RESAMPLE_BICUBIC: fn = bicubic_filter; support = 2.0; break;
-    default: return vit_error_set(err, VIT_E_UNSUPPORTED, "resize: unsupported filter %d", (int)filter);
-    }
-    size_t out_bytes = (size_t)width * height * 3;
-    dst->pixels = malloc(out_bytes);
-    if (!dst->pixels)
-        return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory for %dx%d", width, height);
-    dst->width = width;
-    dst->height = height;
-
-    if (width == src->width && height == src->height) {
-        memcpy(dst->pixels, src->pixels, out_bytes);
-        return VIT_OK;
-    }
-    if (filter == DATA_RESAMPLE_NEAREST) {
-        vit_status st = resize_nearest(src, dst, err);
-        if (st != VIT_OK) data_image_free(dst);
-        return st;
-    }
-
-    int need_horizontal = width != src->width;
-    int need_vertical = height != src->height;
+/* BILINEAR/BICUBIC: the separable convolution into dst (allocated, of the
+ * target size): horizontal pass first, each pass only when its side changes. */
+static vit_status resize_convolution(const data_image *src, data_image *dst, filter_fn fn,
+                                     double support, vit_error *err) {
+    const int width = dst->width, height = dst->height;
+    const int need_horizontal = width != src->width, need_vertical = height != src->height;
     axis_weights wx = {0}, wy = {0};
     uint8_t *tmp = NULL;
     int32_t *acc = NULL;
@@ -277,6 +245,47 @@ done:
     free(tmp);
     axis_weights_free(&wx);
     axis_weights_free(&wy);
+    return st;
+}
+
+vit_status data_resize(const data_image *src, int width, int height, data_resample filter,
+                       data_image *dst, vit_error *err) {
+    if (!dst) return vit_error_set(err, VIT_E_ARG, "resize: no destination image");
+    memset(dst, 0, sizeof *dst);
+    if (!src || !src->pixels || src->width <= 0 || src->height <= 0)
+        return vit_error_set(err, VIT_E_ARG, "resize: empty source image");
+    if (width <= 0 || height <= 0)
+        return vit_error_set(err, VIT_E_ARG, "resize: invalid target size %dx%d", width, height);
+    if ((int64_t)width * height > DATA_MAX_PIXELS)
+        return vit_error_set(err, VIT_E_LIMIT,
+                             "resize: target %dx%d exceeds the limit of %lld megapixels", width,
+                             height, (long long)(DATA_MAX_PIXELS / 1000000));
+    filter_fn fn;
+    double support;
+    switch (filter) {
+    case DATA_RESAMPLE_NEAREST: fn = NULL; support = 0; break;
+    case DATA_RESAMPLE_BILINEAR: fn = bilinear_filter; support = 1.0; break;
+    case DATA_RESAMPLE_BICUBIC: fn = bicubic_filter; support = 2.0; break;
+    default: return vit_error_set(err, VIT_E_UNSUPPORTED, "resize: unsupported filter %d", (int)filter);
+    }
+    size_t out_bytes = (size_t)width * height * 3;
+    dst->pixels = malloc(out_bytes);
+    if (!dst->pixels)
+        return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory for %dx%d", width, height);
+    dst->width = width;
+    dst->height = height;
+
+    if (width == src->width && height == src->height) {
+        memcpy(dst->pixels, src->pixels, out_bytes);
+        return VIT_OK;
+    }
+    if (filter == DATA_RESAMPLE_NEAREST) {
+        vit_status st = resize_nearest(src, dst, err);
+        if (st != VIT_OK) data_image_free(dst);
+        return st;
+    }
+
+    vit_status st = resize_convolution(src, dst, fn, support, err);
     if (st != VIT_OK) data_image_free(dst);
     return st;
 }

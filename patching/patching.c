@@ -1,5 +1,7 @@
 #include "patching.h"
 
+#include "data.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,14 +38,8 @@ static void cubic_weights(float t, float w[4]) {
     w[3] = ((A * x - 5.0f * A) * x + 8.0f * A) * x - 4.0f * A;
 }
 
-/* The antialiased path's kernel (PIL's bicubic, A = -0.5). */
-static double aa_cubic(double x) {
-    const double A = -0.5;
-    if (x < 0) x = -x;
-    if (x < 1) return ((A + 2) * x - (A + 3)) * x * x + 1;
-    if (x < 2) return (((x - 5) * x + 8) * x - 4) * A;
-    return 0;
-}
+/* The antialiased path's kernel: PIL's bicubic (A = -0.5), as torch uses. */
+static double aa_cubic(double x) { return data_bicubic_weight(x, DATA_BICUBIC_A_PIL); }
 
 static int clamp_index(int i, int n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 

@@ -164,20 +164,12 @@ size_t vit_kmeans_scratch_size(int n, int dim, int k) {
     return 2 * (size_t)k * dim + 2 * (size_t)n + (size_t)k;
 }
 
-vit_status vit_kmeans(const float *points, int n, int dim, int k, uint64_t seed, int max_iter,
-                      int *labels, float *centroids, double *scratch, int *iterations,
-                      vit_error *err) {
-    if (!points || !labels || !scratch || n < 1 || dim < 1 || max_iter < 0)
-        return vit_error_set(err, VIT_E_ARG, "k-means: bad arguments");
-    if (k < 1 || k > n)
-        return vit_error_set(err, VIT_E_ARG, "k-means: %d clusters for %d points", k, n);
-    double *centre = scratch, *sums = centre + (size_t)k * dim, *mind = sums + (size_t)k * dim,
-           *trial = mind + n, *counts = trial + n;
-    rng r = {seed};
-
-    /* Greedy k-means++ seeding. */
+/* Greedy k-means++ seeding of the k centres; mind gets each point's squared
+ * distance to its nearest centre. */
+static void seed_centres(const float *points, int n, int dim, int k, double *centre, double *mind,
+                         rng *r) {
     const int trials = 2 + (int)log((double)k);
-    set_centre(centre, points + (size_t)(int)(rng_uniform(&r) * n) * dim, dim);
+    set_centre(centre, points + (size_t)(int)(rng_uniform(r) * n) * dim, dim);
     double total = 0.0;
     for (int i = 0; i < n; i++) total += mind[i] = sq_dist(points + (size_t)i * dim, centre, dim);
     for (int c = 1; c < k; c++) {
@@ -185,7 +177,7 @@ vit_status vit_kmeans(const float *points, int n, int dim, int k, uint64_t seed,
         int best = -1;
         double best_total = 0.0;
         for (int t = 0; t < trials; t++) {
-            const int cand = sample_weighted(mind, n, total, &r);
+            const int cand = sample_weighted(mind, n, total, r);
             set_centre(cc, points + (size_t)cand * dim, dim);
             double cand_total = 0.0;
             for (int i = 0; i < n; i++) {
@@ -205,9 +197,13 @@ vit_status vit_kmeans(const float *points, int n, int dim, int k, uint64_t seed,
             total += mind[i];
         }
     }
+}
 
-    /* Lloyd iterations; labels start invalid so the first pass counts as a
-     * change. */
+/* Lloyd iterations from the seeded centres, until no label changes or
+ * max_iter; labels start invalid so the first pass counts as a change.
+ * sums and counts are scratch. Returns the iterations done. */
+static int lloyd(const float *points, int n, int dim, int k, int max_iter, int *labels,
+                 double *centre, double *sums, double *counts) {
     for (int i = 0; i < n; i++) labels[i] = -1;
     int iter = 0;
     for (;;) {
@@ -241,8 +237,14 @@ vit_status vit_kmeans(const float *points, int n, int dim, int k, uint64_t seed,
                 for (int j = 0; j < dim; j++)
                     centre[(size_t)c * dim + j] = sums[(size_t)c * dim + j] / counts[c];
     }
+    return iter;
+}
 
-    /* Renumber by first appearance; counts holds old -> new (or -1). */
+/* Renumbers clusters by first appearance (empty ones last, in their order),
+ * so the same partition always gets the same ids; counts is scratch. */
+static void renumber_clusters(int n, int dim, int k, int *labels, const double *centre,
+                              float *centroids, double *counts) {
+    /* counts holds old -> new (or -1). */
     for (int c = 0; c < k; c++) counts[c] = -1.0;
     int next = 0;
     for (int i = 0; i < n; i++)
@@ -254,6 +256,22 @@ vit_status vit_kmeans(const float *points, int n, int dim, int k, uint64_t seed,
         for (int c = 0; c < k; c++)
             for (int j = 0; j < dim; j++)
                 centroids[(size_t)(int)counts[c] * dim + j] = (float)centre[(size_t)c * dim + j];
+}
+
+vit_status vit_kmeans(const float *points, int n, int dim, int k, uint64_t seed, int max_iter,
+                      int *labels, float *centroids, double *scratch, int *iterations,
+                      vit_error *err) {
+    if (!points || !labels || !scratch || n < 1 || dim < 1 || max_iter < 0)
+        return vit_error_set(err, VIT_E_ARG, "k-means: bad arguments");
+    if (k < 1 || k > n)
+        return vit_error_set(err, VIT_E_ARG, "k-means: %d clusters for %d points", k, n);
+    double *centre = scratch, *sums = centre + (size_t)k * dim, *mind = sums + (size_t)k * dim,
+           *trial = mind + n, *counts = trial + n;
+    rng r = {seed};
+
+    seed_centres(points, n, dim, k, centre, mind, &r);
+    const int iter = lloyd(points, n, dim, k, max_iter, labels, centre, sums, counts);
+    renumber_clusters(n, dim, k, labels, centre, centroids, counts);
     if (iterations) *iterations = iter;
     return VIT_OK;
 }

@@ -336,40 +336,37 @@ static vit_status check_stated(const vit_model *m, const char *what, int stated,
     return VIT_OK;
 }
 
-/* Settles the configuration: sizes from the tensors (they cannot lie about
- * what is in the file), heads and eps from the config when stated. */
-static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_timm,
-                                const char *config_path, vit_error *err) {
-    vit_config *c = &m->config;
-    const char *path = weights_path(m->file);
-    stated_config stated = {0};
-    stated.num_classes = -1;
-    vit_status status = VIT_OK;
-    if (json) {
-        if (json_is_timm) status = read_timm_config(json, config_path, &stated, err);
-        else status = read_hf_config(json, config_path, &stated, err);
-        if (status != VIT_OK) return status;
-    } else {
-        stated.layer_norm_eps = 1e-6;
-    }
-
+/* The tensors whose shapes give the model's sizes. */
+typedef struct config_tensors {
     weights_ref patch, pos, fc1, head, dist;
-    if ((status = weights_layout_find(m->file, m->layout, WEIGHTS_PATCH_W, 0, &patch, err)) ||
-        (status = weights_layout_find(m->file, m->layout, WEIGHTS_POS_EMBED, 0, &pos, err)) ||
-        (status = weights_layout_find(m->file, m->layout, WEIGHTS_FC1_W, 0, &fc1, err)) ||
-        (status = weights_layout_find(m->file, m->layout, WEIGHTS_HEAD_W, 0, &head, err)) ||
-        (status = weights_layout_find(m->file, m->layout, WEIGHTS_DIST_TOKEN, 0, &dist, err)))
+} config_tensors;
+
+static vit_status find_config_tensors(vit_model *m, config_tensors *t, vit_error *err) {
+    const char *path = weights_path(m->file);
+    vit_status status;
+    if ((status = weights_layout_find(m->file, m->layout, WEIGHTS_PATCH_W, 0, &t->patch, err)) ||
+        (status = weights_layout_find(m->file, m->layout, WEIGHTS_POS_EMBED, 0, &t->pos, err)) ||
+        (status = weights_layout_find(m->file, m->layout, WEIGHTS_FC1_W, 0, &t->fc1, err)) ||
+        (status = weights_layout_find(m->file, m->layout, WEIGHTS_HEAD_W, 0, &t->head, err)) ||
+        (status = weights_layout_find(m->file, m->layout, WEIGHTS_DIST_TOKEN, 0, &t->dist, err)))
         return status;
-    const weights_ref *required[] = {&patch, &pos, &fc1};
+    const weights_ref *required[] = {&t->patch, &t->pos, &t->fc1};
     for (int i = 0; i < 3; i++)
         if (!required[i]->tensor)
             return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout)", path,
                                  required[i]->key, weights_layout_name(m->layout));
 
-    const weights_tensor *pw = patch.tensor;
+    return VIT_OK;
+}
+
+/* The patch, block, MLP, grid and class counts the tensors imply. */
+static vit_status sizes_from_tensors(vit_model *m, const config_tensors *t, vit_error *err) {
+    vit_config *c = &m->config;
+    const char *path = weights_path(m->file);
+    const weights_tensor *pw = t->patch.tensor;
     if (pw->ndim != 4 || pw->shape[2] != pw->shape[3] || pw->shape[0] <= 0 || pw->shape[0] > 65536 ||
         pw->shape[1] <= 0 || pw->shape[1] > 64 || pw->shape[2] <= 0 || pw->shape[2] > 1024)
-        return shape_error(m, &patch, "[D, channels, P, P]", err);
+        return shape_error(m, &t->patch, "[D, channels, P, P]", err);
     c->hidden_size = (int)pw->shape[0];
     c->num_channels = (int)pw->shape[1];
     /* Images reach the model as RGB only (data_image is RGB, and vit train
@@ -378,61 +375,76 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
     if (c->num_channels != 3)
         return vit_error_set(err, VIT_E_UNSUPPORTED,
                              "%s: tensor '%s' takes %d input channels; only 3 (RGB) are supported",
-                             path, patch.key, c->num_channels);
+                             path, t->patch.key, c->num_channels);
     c->patch_size = (int)pw->shape[2];
-    c->num_prefix_tokens = dist.tensor ? 2 : 1;
+    c->num_prefix_tokens = t->dist.tensor ? 2 : 1;
     c->num_layers = weights_layout_num_layers(m->file, m->layout);
     if (c->num_layers <= 0)
         return vit_error_set(err, VIT_E_FORMAT, "%s: no encoder blocks found (%s layout)", path,
                              weights_layout_name(m->layout));
 
-    const weights_tensor *fc = fc1.tensor;
+    const weights_tensor *fc = t->fc1.tensor;
     if (fc->ndim != 2 || fc->shape[1] != c->hidden_size || fc->shape[0] <= 0 || fc->shape[0] > (1 << 20))
-        return shape_error(m, &fc1, "[mlp, D]", err);
+        return shape_error(m, &t->fc1, "[mlp, D]", err);
     c->mlp_size = (int)fc->shape[0];
 
-    const weights_tensor *pe = pos.tensor;
+    const weights_tensor *pe = t->pos.tensor;
     const int64_t pos_tokens = pe->ndim >= 2 ? pe->shape[pe->ndim - 2] : 0;
     if (pe->ndim < 2 || pe->shape[pe->ndim - 1] != c->hidden_size || pos_tokens <= c->num_prefix_tokens ||
         (int64_t)pe->numel != pos_tokens * c->hidden_size)
-        return shape_error(m, &pos, "[1, tokens, D]", err);
+        return shape_error(m, &t->pos, "[1, tokens, D]", err);
     const int64_t grid_cells = pos_tokens - c->num_prefix_tokens;
     if (grid_cells > (1 << 24))
         return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: tensor '%s' holds %lld patch positions, "
-                             "more than the %d supported", path, pos.key, (long long)grid_cells, 1 << 24);
+                             "more than the %d supported", path, t->pos.key, (long long)grid_cells, 1 << 24);
     const int grid = (int)llround(sqrt((double)grid_cells));
     if ((int64_t)grid * grid != grid_cells)
         return vit_error_set(err, VIT_E_UNSUPPORTED,
                              "%s: tensor '%s' holds %lld patch positions, not a square grid",
-                             path, pos.key, (long long)grid_cells);
+                             path, t->pos.key, (long long)grid_cells);
     c->image_size = grid * c->patch_size;
 
     c->num_classes = 0;
-    if (head.tensor) {
-        if (head.tensor->ndim != 2 || head.tensor->shape[1] != c->hidden_size ||
-            head.tensor->shape[0] <= 0 || head.tensor->shape[0] > MAX_LABELS)
-            return shape_error(m, &head, "[classes, D]", err);
-        c->num_classes = (int)head.tensor->shape[0];
+    if (t->head.tensor) {
+        if (t->head.tensor->ndim != 2 || t->head.tensor->shape[1] != c->hidden_size ||
+            t->head.tensor->shape[0] <= 0 || t->head.tensor->shape[0] > MAX_LABELS)
+            return shape_error(m, &t->head, "[classes, D]", err);
+        c->num_classes = (int)t->head.tensor->shape[0];
     }
+    return VIT_OK;
+}
 
-    if ((status = check_stated(m, "hidden size", stated.hidden_size, c->hidden_size, patch.key, err)) ||
-        (status = check_stated(m, "patch size", stated.patch_size, c->patch_size, patch.key, err)) ||
-        (status = check_stated(m, "channels", stated.num_channels, c->num_channels, patch.key, err)) ||
-        (status = check_stated(m, "layers", stated.num_layers, c->num_layers, "encoder blocks", err)) ||
-        (status = check_stated(m, "MLP size", stated.mlp_size, c->mlp_size, fc1.key, err)) ||
-        (status = check_stated(m, "image size", stated.image_size, c->image_size, pos.key, err)))
+/* Every size the config states must be the one the tensors imply. */
+static vit_status check_stated_sizes(const vit_model *m, const stated_config *stated,
+                                     const config_tensors *t, vit_error *err) {
+    const vit_config *c = &m->config;
+    const char *path = weights_path(m->file);
+    vit_status status;
+    if ((status = check_stated(m, "hidden size", stated->hidden_size, c->hidden_size, t->patch.key, err)) ||
+        (status = check_stated(m, "patch size", stated->patch_size, c->patch_size, t->patch.key, err)) ||
+        (status = check_stated(m, "channels", stated->num_channels, c->num_channels, t->patch.key, err)) ||
+        (status = check_stated(m, "layers", stated->num_layers, c->num_layers, "encoder blocks", err)) ||
+        (status = check_stated(m, "MLP size", stated->mlp_size, c->mlp_size, t->fc1.key, err)) ||
+        (status = check_stated(m, "image size", stated->image_size, c->image_size, t->pos.key, err)))
         return status;
     /* timm builds the MLP as int(embed_dim * mlp_ratio). */
-    if (stated.mlp_ratio > 0 && (double)c->hidden_size * stated.mlp_ratio < MAX_STATED &&
-        (status = check_stated(m, "MLP size", (int)(c->hidden_size * stated.mlp_ratio), c->mlp_size,
-                               fc1.key, err)))
+    if (stated->mlp_ratio > 0 && (double)c->hidden_size * stated->mlp_ratio < MAX_STATED &&
+        (status = check_stated(m, "MLP size", (int)(c->hidden_size * stated->mlp_ratio), c->mlp_size,
+                               t->fc1.key, err)))
         return status;
-    if (stated.num_classes >= 0 && head.tensor && stated.num_classes != c->num_classes)
+    if (stated->num_classes >= 0 && t->head.tensor && stated->num_classes != c->num_classes)
         return vit_error_set(err, VIT_E_SHAPE, "%s: %s says num_classes = %d but tensor '%s' implies %d",
-                             path, m->config_source, stated.num_classes, head.key, c->num_classes);
+                             path, m->config_source, stated->num_classes, t->head.key, c->num_classes);
+    return VIT_OK;
+}
 
-    if (stated.num_heads > 0) {
-        c->num_heads = stated.num_heads;
+/* Heads and eps: the config's when stated, else the standard ones (noted). */
+static vit_status settle_heads_and_eps(vit_model *m, const stated_config *stated, const cJSON *json,
+                                       vit_error *err) {
+    vit_config *c = &m->config;
+    const char *path = weights_path(m->file);
+    if (stated->num_heads > 0) {
+        c->num_heads = stated->num_heads;
     } else {
         /* timm's and Hugging Face's standard ViT/DeiT sizes all use 64-wide heads. */
         c->num_heads = c->hidden_size % 64 == 0 ? c->hidden_size / 64 : 1;
@@ -444,10 +456,10 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
     if (c->num_heads <= 0 || c->hidden_size % c->num_heads != 0)
         return vit_error_set(err, VIT_E_SHAPE, "%s: %d heads do not divide hidden size %d", path,
                              c->num_heads, c->hidden_size);
-    if (!(stated.layer_norm_eps > 0 && stated.layer_norm_eps < 1))
+    if (!(stated->layer_norm_eps > 0 && stated->layer_norm_eps < 1))
         return vit_error_set(err, VIT_E_FORMAT, "%s: %s says layer_norm_eps = %g; expected a "
-                             "positive number below 1", path, m->config_source, stated.layer_norm_eps);
-    c->layer_norm_eps = (float)stated.layer_norm_eps;
+                             "positive number below 1", path, m->config_source, stated->layer_norm_eps);
+    c->layer_norm_eps = (float)stated->layer_norm_eps;
     if (!json) {
         char note[160];
         snprintf(note, sizeof note, "%s: no config, layer-norm eps %g (timm default)", path,
@@ -455,6 +467,28 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
         add_notice(m, note);
     }
     return VIT_OK;
+}
+
+/* Settles the configuration: sizes from the tensors (they cannot lie about
+ * what is in the file), heads and eps from the config when stated. */
+static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_timm,
+                                const char *config_path, vit_error *err) {
+    stated_config stated = {0};
+    stated.num_classes = -1;
+    vit_status status = VIT_OK;
+    if (json) {
+        if (json_is_timm) status = read_timm_config(json, config_path, &stated, err);
+        else status = read_hf_config(json, config_path, &stated, err);
+        if (status != VIT_OK) return status;
+    } else {
+        stated.layer_norm_eps = 1e-6;
+    }
+    config_tensors tensors;
+    if ((status = find_config_tensors(m, &tensors, err)) ||
+        (status = sizes_from_tensors(m, &tensors, err)) ||
+        (status = check_stated_sizes(m, &stated, &tensors, err)))
+        return status;
+    return settle_heads_and_eps(m, &stated, json, err);
 }
 
 /* --------------------------------------------------------------- labels */
@@ -631,6 +665,54 @@ static vit_status parse_config(const char *text, const char *name, const vit_lim
     return vit_json_parse_object(text, name, limits, json, err);
 }
 
+/* The config: config.json, else one in the weights' __metadata__, else
+ * none (*json NULL: sizes inferred from the tensors). config_path gets the
+ * name messages give it. */
+static vit_status read_model_config(vit_model *m, const load_texts *texts, const vit_limits *limits,
+                                    char *config_path, size_t config_path_size, cJSON **json,
+                                    vit_error *err) {
+    const char *weights_file_path = weights_path(m->file);
+    vit_status status = VIT_OK;
+    if (texts->config) {
+        snprintf(config_path, config_path_size, "%s", texts->config_name);
+        status = parse_config(texts->config, config_path, limits, json, err);
+        snprintf(m->config_source, sizeof m->config_source, "config.json");
+    } else {
+        const char *meta = weights_metadata(m->file, "config");
+        if (meta) {
+            snprintf(config_path, config_path_size, "%s (__metadata__ config)", weights_file_path);
+            status = parse_config(meta, config_path, limits, json, err);
+            snprintf(m->config_source, sizeof m->config_source, "safetensors __metadata__");
+        } else {
+            snprintf(config_path, config_path_size, "%s", weights_file_path);
+            snprintf(m->config_source, sizeof m->config_source, "inferred from tensor shapes");
+        }
+    }
+    return status;
+}
+
+/* The recipe must make the images the position embeddings were learned
+ * for: smaller ones were read past their end by the patch embedding, larger
+ * ones gave confident garbage. Another size on purpose is --size
+ * (data_preprocess_set_size + vit_context_create). recipe_name names the
+ * recipe's file in the message. */
+static vit_status check_recipe_size(const vit_model *m, const vit_load_options *options,
+                                    const char *recipe_name, vit_error *err) {
+    data_preprocess retargeted = m->preprocess;
+    const int asked = options ? options->input_size : 0;
+    if (asked > 0) data_preprocess_set_size(&retargeted, asked);
+    const int out_h = data_preprocess_out_height(&retargeted);
+    const int out_w = data_preprocess_out_width(&retargeted);
+    const int size = asked > 0 ? asked : m->config.image_size;
+    if (out_h != size || out_w != size)
+        return vit_error_set(err, VIT_E_SHAPE, "%s: preprocessing makes %dx%d images but %s "
+                             "takes %dx%d (%s)",
+                             recipe_name, out_w, out_h,
+                             asked > 0 ? "this run (input size)" : "the model", size, size,
+                             weights_path(m->file));
+    return VIT_OK;
+}
+
 /* Everything after the weights are open: configuration, tensors, labels,
  * preprocessing. m->file is set; on failure the caller frees m. */
 static vit_status load_from(vit_model *m, const load_texts *texts, const vit_load_options *options,
@@ -640,28 +722,14 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
     char config_path[4200];
     cJSON *json = NULL;
     int json_is_timm = 0;
-    vit_status status = VIT_OK;
+    vit_status status;
     m->layout = weights_layout_detect(m->file);
     if (m->layout == WEIGHTS_LAYOUT_UNKNOWN)
         return vit_error_set(err, VIT_E_UNSUPPORTED,
                              "%s: not a ViT/DeiT checkpoint in timm or Hugging Face layout "
                              "(no patch-embedding tensor found)", weights_file_path);
 
-    if (texts->config) {
-        snprintf(config_path, sizeof config_path, "%s", texts->config_name);
-        status = parse_config(texts->config, config_path, &limits, &json, err);
-        snprintf(m->config_source, sizeof m->config_source, "config.json");
-    } else {
-        const char *meta = weights_metadata(m->file, "config");
-        if (meta) {
-            snprintf(config_path, sizeof config_path, "%s (__metadata__ config)", weights_file_path);
-            status = parse_config(meta, config_path, &limits, &json, err);
-            snprintf(m->config_source, sizeof m->config_source, "safetensors __metadata__");
-        } else {
-            snprintf(config_path, sizeof config_path, "%s", weights_file_path);
-            snprintf(m->config_source, sizeof m->config_source, "inferred from tensor shapes");
-        }
-    }
+    status = read_model_config(m, texts, &limits, config_path, sizeof config_path, &json, err);
     if (status == VIT_OK && json) json_is_timm = is_timm_config(json);
 
     if (status == VIT_OK) status = settle_config(m, json, json_is_timm, config_path, err);
@@ -691,24 +759,8 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
         status = data_preprocess_from_texts(preprocessor, preprocessor_name, config_text,
                                             config_text_name, m->config.image_size, &limits,
                                             &m->preprocess, err);
-    if (status == VIT_OK) {
-        /* The recipe must make the images the position embeddings were
-         * learned for: smaller ones were read past their end by the patch
-         * embedding, larger ones gave confident garbage. Another size on
-         * purpose is --size (data_preprocess_set_size + vit_context_create). */
-        data_preprocess retargeted = m->preprocess;
-        const int asked = options ? options->input_size : 0;
-        if (asked > 0) data_preprocess_set_size(&retargeted, asked);
-        const int out_h = data_preprocess_out_height(&retargeted);
-        const int out_w = data_preprocess_out_width(&retargeted);
-        const int size = asked > 0 ? asked : m->config.image_size;
-        if (out_h != size || out_w != size)
-            status = vit_error_set(err, VIT_E_SHAPE, "%s: preprocessing makes %dx%d images but %s "
-                                   "takes %dx%d (%s)",
-                                   preprocessor ? preprocessor_name : config_text_name, out_w, out_h,
-                                   asked > 0 ? "this run (input size)" : "the model", size, size,
-                                   weights_file_path);
-    }
+    if (status == VIT_OK)
+        status = check_recipe_size(m, options, preprocessor ? preprocessor_name : config_text_name, err);
     if (status == VIT_OK) {
         if (preprocessor_name == meta_preprocessor_name)
             snprintf(m->preprocess.source, sizeof m->preprocess.source, "safetensors __metadata__");

@@ -1,0 +1,92 @@
+/* The batch run classify and eval share: numeric options, model loading,
+ * context and loader, and the loop that feeds batches through the model
+ * with SIGINT/SIGTERM stopping it between batches. Each command keeps only
+ * what is its own (rows, accuracy tables) in callbacks. */
+#include <stdlib.h>
+
+#include "cli.h"
+
+int cli_batch_numbers(cli_batch_run *run, const char *const *limit_values, const char *top_k_text,
+                      long *top_k, const char *threads_text, const char *size_text,
+                      const char *batch_text) {
+    const char *command = run->command;
+    /* The order of the checks decides which of several bad values is named. */
+    if (cli_limits(command, limit_values, &run->limits) != 0 ||
+        (top_k_text && cli_int(command, "-k", top_k_text, 1, 1000, top_k)) ||
+        (threads_text && cli_int(command, "-t", threads_text, 1, 1024, &run->threads)) ||
+        (size_text && cli_int(command, "--size", size_text, 1, 8192, &run->size)) ||
+        (batch_text && cli_int(command, "-b", batch_text, 1, 1024, &run->batch)))
+        return -1;
+    return 0;
+}
+
+int cli_batch_load_model(cli_batch_run *run, const char *model_path, const char *labels_path,
+                         const char *pos_resample, const char *no_head_note) {
+    cli_set_threads((int)run->threads);
+    run->model = cli_load_model_limited(run->command, model_path, labels_path, pos_resample,
+                                        &run->limits, (int)run->size);
+    if (!run->model) return -1;
+    if (vit_model_config(run->model)->num_classes == 0) {
+        fprintf(stderr, "vit %s: %s has no classification head%s\n", run->command,
+                vit_model_weights_path(run->model), no_head_note);
+        return -1;
+    }
+    run->classes = vit_model_config(run->model)->num_classes;
+    return 0;
+}
+
+void cli_batch_fit(cli_batch_run *run, size_t count) {
+    if ((size_t)run->batch > count && count > 0) run->batch = (long)count;
+}
+
+int cli_batch_start(cli_batch_run *run, const char *const *paths, size_t count, int workers,
+                    int prefetch) {
+    data_preprocess pre = *vit_model_preprocess(run->model);
+    if (run->size) data_preprocess_set_size(&pre, (int)run->size);
+    vit_error err;
+    if (vit_context_create(run->model, (int)run->batch, (int)run->size, &run->ctx, &err) != VIT_OK ||
+        data_loader_create(&pre, paths, count, (int)run->batch, workers, prefetch, &run->loader,
+                           &err) != VIT_OK) {
+        fprintf(stderr, "vit %s: %s\n", run->command, err.message);
+        return -1;
+    }
+    if (!(run->outputs = malloc(sizeof(float) * (size_t)run->classes * (size_t)run->batch))) {
+        fprintf(stderr, "vit %s: out of memory\n", run->command);
+        return -1;
+    }
+    return 0;
+}
+
+int cli_batch_each(cli_batch_run *run, const char *const *paths, const cli_batch_handlers *h,
+                   double *seconds) {
+    const double start = cli_now_seconds();
+    data_batch b;
+    cli_catch_stop_signals();
+    while (!cli_stop_requested() && data_loader_next(run->loader, &b) > 0) {
+        if (cli_run_batch(run->command, run->ctx, run->model, paths, &b, run->outputs) != 0) return -1;
+        for (int i = 0; i < b.count; i++) {
+            const size_t index = b.first + (size_t)i;
+            if (b.row[i] < 0)
+                h->item(h->self, index, NULL, b.errors[i].message);
+            else
+                h->item(h->self, index, run->outputs + (size_t)b.row[i] * run->classes, NULL);
+        }
+        if (h->batch_done(h->self, &b, cli_now_seconds() - start) != 0) return -1;
+    }
+    *seconds = cli_now_seconds() - start;
+    return 0;
+}
+
+void cli_batch_report_failure(const cli_batch_run *run, int progress, const char *message) {
+    /* \r: the message replaces the progress line rather than joining it. */
+    fprintf(stderr, "%svit %s: %s\n", progress ? "\r" : "", run->command, message);
+}
+
+void cli_batch_free(cli_batch_run *run) {
+    cli_unlock_output(&run->lock);
+    cli_protected_free(&run->protect);
+    data_loader_free(run->loader);
+    vit_context_free(run->ctx);
+    free(run->outputs);
+    vit_model_free(run->model);
+}
