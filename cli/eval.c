@@ -171,21 +171,32 @@ static void beside_path(const char *path, const char *suffix, char *out, size_t 
     snprintf(out, size, "%.*s%s", stem, path, suffix);
 }
 
-/* Writes path with its extension replaced by suffix, via a temporary file. */
-static FILE *open_beside(const char *path, const char *suffix, char *final_path, size_t size,
-                         char *tmp_path, size_t tmp_size) {
-    beside_path(path, suffix, final_path, size);
-    snprintf(tmp_path, tmp_size, "%s.tmp.%ld", final_path, (long)getpid());
-    FILE *fp = fopen(tmp_path, "w");
-    if (!fp) fprintf(stderr, "vit eval: %s: cannot write: %s\n", final_path, strerror(errno));
+/* Opens path atomically (base_io.h) as a stream; NULL (message printed)
+ * when it cannot be. */
+static FILE *open_atomic(const char *path, base_atomic_file **file) {
+    vit_error err;
+    FILE *fp = NULL;
+    if (base_atomic_open(path, file, &err) != VIT_OK) {
+        fprintf(stderr, "vit eval: %s\n", err.message);
+    } else if (!(fp = base_atomic_stream(*file))) {
+        fprintf(stderr, "vit eval: %s: cannot write: %s\n", path, strerror(errno));
+        base_atomic_abort(*file);
+        *file = NULL;
+    }
     return fp;
 }
 
-static int close_beside(FILE *fp, int field_failed, const char *final_path, const char *tmp_path) {
-    int failed = field_failed | ferror(fp) | (fclose(fp) != 0);
-    if (failed || rename(tmp_path, final_path) != 0) {
-        fprintf(stderr, "vit eval: %s: cannot write: %s\n", final_path, strerror(errno));
-        unlink(tmp_path);
+/* Renames a file opened by open_atomic into place, or (field_failed: a
+ * field could not be formatted) drops it; -1 (message printed) on failure. */
+static int close_atomic(base_atomic_file *file, int field_failed, const char *path) {
+    vit_error err;
+    if (field_failed) {
+        base_atomic_abort(file);
+        fprintf(stderr, "vit eval: %s: out of memory formatting a row\n", path);
+        return -1;
+    }
+    if (base_atomic_commit(file, &err) != VIT_OK) {
+        fprintf(stderr, "vit eval: %s\n", err.message);
         return -1;
     }
     return 0;
@@ -195,9 +206,10 @@ static int close_beside(FILE *fp, int field_failed, const char *final_path, cons
  * beside the per-image CSV. pairs is sorted here. */
 static int write_tables(const char *output, const vit_model *model, const size_t *per_class,
                         class_pair *pairs, size_t count) {
-    char final_path[4200], tmp_path[4300];
-    FILE *fp = open_beside(output, ".classes.csv", final_path, sizeof final_path, tmp_path,
-                           sizeof tmp_path);
+    char path[4200];
+    base_atomic_file *file;
+    beside_path(output, ".classes.csv", path, sizeof path);
+    FILE *fp = open_atomic(path, &file);
     if (!fp) return -1;
     int field_failed = 0;
     fprintf(fp, "class,label,images,top1,top5\n");
@@ -208,11 +220,11 @@ static int write_tables(const char *output, const vit_model *model, const size_t
         field_failed |= cli_csv_write_field(fp, vit_model_label(model, c) ? vit_model_label(model, c) : "");
         fprintf(fp, ",%zu,%.4f,%.4f\n", n, (double)per_class[3 * c + 1] / n, (double)per_class[3 * c + 2] / n);
     }
-    if (close_beside(fp, field_failed, final_path, tmp_path) != 0) return -1;
+    if (close_atomic(file, field_failed, path) != 0) return -1;
 
     if (count > 1) qsort(pairs, count, sizeof *pairs, compare_pairs);
-    if (!(fp = open_beside(output, ".confusion.csv", final_path, sizeof final_path, tmp_path,
-                             sizeof tmp_path))) return -1;
+    beside_path(output, ".confusion.csv", path, sizeof path);
+    if (!(fp = open_atomic(path, &file))) return -1;
     fprintf(fp, "true,predicted,count\n");
     for (size_t i = 0; i < count;) {
         size_t j = i;
@@ -220,7 +232,7 @@ static int write_tables(const char *output, const vit_model *model, const size_t
         fprintf(fp, "%d,%d,%zu\n", pairs[i].truth, pairs[i].predicted, j - i);
         i = j;
     }
-    return close_beside(fp, 0, final_path, tmp_path);
+    return close_atomic(file, 0, path);
 }
 
 /* One eval run: the shared batch run plus the scores and the outputs. */
@@ -230,8 +242,8 @@ typedef struct eval_run {
     const char *dir;
     data_labelled_files set;
     size_t problems;           /* folders that could not be listed */
-    FILE *out;                 /* -o's per-image CSV, written to out_tmp */
-    char out_tmp[4200];
+    FILE *out;                 /* -o's per-image CSV, a stream of out_file */
+    base_atomic_file *out_file;
     size_t *per_class;         /* per class: images, top-1, top-5 */
     class_pair *pairs;         /* (truth, top-1) of every scored image */
     size_t top1, top5, scored, failed;
@@ -263,12 +275,7 @@ static int open_outputs(eval_run *e) {
         }
     }
     if (cli_lock_output("eval", output, 0, &e->run.lock) != 0) return -1;
-    snprintf(e->out_tmp, sizeof e->out_tmp, "%s.tmp.%ld", output, (long)getpid());
-    if (!(e->out = fopen(e->out_tmp, "w"))) {
-        fprintf(stderr, "vit eval: %s: cannot write: %s\n", output, strerror(errno));
-        e->out_tmp[0] = '\0';
-        return -1;
-    }
+    if (!(e->out = open_atomic(output, &e->out_file))) return -1;
     fprintf(e->out, "file,true,predicted,correct,true_label,predicted_label\n");
     return 0;
 }
@@ -326,13 +333,10 @@ static int report(eval_run *e, double seconds) {
     if (failed) printf(", %zu failed (named on stderr) and are left out\n", failed);
     if (!e->out) return 0;
     const char *output = e->values[OPT_OUTPUT];
-    int write_failed = e->out_failed | ferror(e->out) | (fclose(e->out) != 0);
+    const int closed = close_atomic(e->out_file, e->out_failed, output);
     e->out = NULL;
-    if (write_failed || rename(e->out_tmp, output) != 0) {
-        fprintf(stderr, "vit eval: %s: cannot write: %s\n", output, strerror(errno));
-        return -1;
-    }
-    e->out_tmp[0] = '\0';
+    e->out_file = NULL;
+    if (closed != 0) return -1;
     return write_tables(output, e->run.model, e->per_class, e->pairs, scored);
 }
 
@@ -397,8 +401,7 @@ int cli_eval(int argc, char **argv) {
     }
     eval_run e = {.run = {.command = "eval", .batch = 16}, .values = args.values};
     const int exit_code = run_eval(&e, &args);
-    if (e.out) fclose(e.out);
-    if (e.out_tmp[0]) unlink(e.out_tmp);
+    base_atomic_abort(e.out_file); /* a run that stopped early: nothing written */
     free(e.per_class);
     free(e.pairs);
     data_labelled_files_free(&e.set);
