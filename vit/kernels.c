@@ -56,7 +56,7 @@ vit_status kernels_check_blas(vit_error *err) {
      * be split the way the OpenMP build splits them. */
     const int kind = openblas_get_parallel();
     if (kind != OPENBLAS_OPENMP_BUILD)
-        return vit_error_set(err, VIT_E_ARG,
+        return vit_error_set(err, VIT_E_UNSUPPORTED,
                              "OpenBLAS is the %s build, vitc needs the OpenMP one "
                              "(libopenblas0-openmp)",
                              kind == 0 ? "single-threaded" : "pthreads");

@@ -51,8 +51,8 @@ kernels_threads kernels_threading(kernels_pass pass, int threads);
 
 /* VIT_OK when the OpenBLAS linked in is its OpenMP build: the threading
  * above relies on OpenBLAS running single-threaded when called inside an
- * OpenMP parallel region, which only that build does. Else VIT_E_ARG and
- * a one-line message. */
+ * OpenMP parallel region, which only that build does. Else
+ * VIT_E_UNSUPPORTED and a one-line message. */
 vit_status kernels_check_blas(vit_error *err);
 
 /* count floats, 64-byte aligned (whole AVX-512 vectors per row start) and
