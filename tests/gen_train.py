@@ -94,15 +94,21 @@ def make_case(case, out_dir):
     print(f"{path}: loss {loss.item():.6f}, {sum(p.numel() for p in params.values())} parameters")
 
 
-def main():
+def fixture_dir():
+    """The --out directory (default tests/fixtures/train), created."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                   "fixtures", "train"))
-    args = ap.parse_args()
-    os.makedirs(args.out, exist_ok=True)
+    out = ap.parse_args().out
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def main():
+    out = fixture_dir()
     torch.manual_seed(0)
     for case in CASES:
-        make_case(case, args.out)
+        make_case(case, out)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "train_fixture.h"
 #include "vit.h"
 #include "vit_train.h"
 
-#define FIXTURES VITC_SOURCE_DIR "/tests/fixtures/train/"
 /* The issue's bound on gradients: per tensor, max |ours - torch| divided by
  * max |torch| (an elementwise ratio would blow up on entries near zero). */
 #define GRAD_TOLERANCE 1e-4
@@ -29,22 +29,6 @@ typedef struct fixture {
     int *labels;
 } fixture;
 
-static float *values_of(const weights_file *f, const char *name, size_t expect) {
-    const weights_tensor *t = weights_find(f, name);
-    cr_assert(t, "fixture has no '%s'", name);
-    if (expect) cr_assert_eq(t->numel, expect, "'%s' has %zu values, expected %zu", name, t->numel, expect);
-    float *v = malloc(t->numel * sizeof(float));
-    vit_error err;
-    cr_assert(weights_to_f32(f, t, v, &err) == VIT_OK, "%s", err.message);
-    return v;
-}
-
-static int json_int(const cJSON *obj, const char *key) {
-    const cJSON *item = cJSON_GetObjectItem(obj, key);
-    cr_assert(cJSON_IsNumber(item), "case JSON has no '%s'", key);
-    return item->valueint;
-}
-
 /* Loads a fixture and a training model holding its parameters. */
 static void load_fixture(const char *name, fixture *fx) {
     char path[1024];
@@ -53,27 +37,12 @@ static void load_fixture(const char *name, fixture *fx) {
     cr_assert(weights_open(path, &fx->file, &err) == VIT_OK, "%s", err.message);
     fx->meta = cJSON_Parse(weights_metadata(fx->file, "case"));
     cr_assert(fx->meta);
-    const cJSON *mc = cJSON_GetObjectItem(fx->meta, "model");
-    fx->config = (vit_config){.hidden_size = json_int(mc, "embed_dim"),
-                              .num_layers = json_int(mc, "depth"),
-                              .num_heads = json_int(mc, "num_heads"),
-                              .mlp_size = json_int(mc, "mlp_dim"),
-                              .patch_size = json_int(mc, "patch_size"),
-                              .image_size = json_int(mc, "img_size"),
-                              .num_channels = json_int(mc, "in_chans"),
-                              .layer_norm_eps = (float)cJSON_GetObjectItem(mc, "eps")->valuedouble,
-                              .num_classes = json_int(mc, "num_classes"),
-                              .num_prefix_tokens = 1};
+    fx->config = fixture_config(fx->meta);
     fx->batch = json_int(fx->meta, "batch");
     fx->smoothing = (float)cJSON_GetObjectItem(fx->meta, "smoothing")->valuedouble;
     cr_assert(vit_train_create(&fx->config, fx->batch, &fx->model, &err) == VIT_OK, "%s",
               err.message);
-    for (size_t i = 0; i < vit_train_num_tensors(fx->model); i++) {
-        const vit_train_tensor *t = vit_train_tensor_at(fx->model, i);
-        float *v = values_of(fx->file, t->name, t->numel);
-        memcpy(vit_train_params(fx->model) + t->offset, v, t->numel * sizeof(float));
-        free(v);
-    }
+    fixture_params(fx->file, "", fx->model);
     const size_t image = (size_t)fx->config.num_channels * fx->config.image_size * fx->config.image_size;
     fx->input = values_of(fx->file, "input", image * fx->batch);
     float *labels = values_of(fx->file, "labels", (size_t)fx->batch);
@@ -88,17 +57,6 @@ static void free_fixture(fixture *fx) {
     cJSON_Delete(fx->meta);
     free(fx->input);
     free(fx->labels);
-}
-
-/* max |a - b| / max |b| over n values (NaN counts as infinitely wrong). */
-static double relative_error(const float *a, const float *b, size_t n) {
-    double worst = 0.0, scale = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const double d = fabs((double)a[i] - b[i]);
-        if (!(d <= worst)) worst = isnan(d) ? INFINITY : d;
-        if (fabs((double)b[i]) > scale) scale = fabs((double)b[i]);
-    }
-    return worst / (scale > 0 ? scale : 1.0);
 }
 
 static void check_gradients(const char *name) {
@@ -133,14 +91,8 @@ Test(train, gradients_match_autograd_rgb_three_heads) { check_gradients("rgb_d24
 Test(train, adamw_matches_torch) {
     fixture fx;
     load_fixture("grey_d16_h2", &fx);
-    const cJSON *a = cJSON_GetObjectItem(fx.meta, "adamw");
-    const cJSON *betas = cJSON_GetObjectItem(a, "betas");
-    const vit_adamw_params hyper = {
-        .beta1 = (float)cJSON_GetArrayItem(betas, 0)->valuedouble,
-        .beta2 = (float)cJSON_GetArrayItem(betas, 1)->valuedouble,
-        .eps = (float)cJSON_GetObjectItem(a, "eps")->valuedouble,
-        .weight_decay = (float)cJSON_GetObjectItem(a, "weight_decay")->valuedouble};
-    const float lr = (float)cJSON_GetObjectItem(a, "lr")->valuedouble;
+    float lr;
+    const vit_adamw_params hyper = fixture_adamw(fx.meta, &lr);
     vit_adamw *opt;
     vit_error err;
     cr_assert(vit_adamw_create(fx.model, &hyper, &opt, &err) == VIT_OK);

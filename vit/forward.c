@@ -1,6 +1,7 @@
-/* The forward pass. One readable sequence of steps over buffers the context
- * owns; GEMMs go to OpenBLAS, row-wise work is split across OpenMP threads.
- * Nothing here allocates. */
+/* The forward pass. One readable sequence of kernel calls (kernels.h) over
+ * buffers the context owns; what stays here is the batch scheduling: whole
+ * images per thread, or one image split over all threads. Nothing here
+ * allocates. */
 #include "vit_internal.h"
 
 #include <cblas.h>
@@ -10,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "patching.h"
-#include "vit_math.h"
 
 struct vit_context {
     const vit_model *model;
@@ -68,16 +69,12 @@ static size_t scores_floats(const vit_context *ctx) {
     return (size_t)((ctx->num_tokens + fewest - 1) / fewest) * ctx->num_tokens;
 }
 
-static float *alloc_floats(size_t count) {
-    /* 64-byte alignment: whole AVX-512 vectors for every row start we can. */
-    size_t bytes = ((count ? count : 1) * sizeof(float) + 63) & ~(size_t)63;
-    return aligned_alloc(64, bytes);
-}
-
 vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
                               vit_context **out, vit_error *err) {
     *out = NULL;
     const vit_config *c = &model->config;
+    vit_status blas = kernels_check_blas(err);
+    if (blas != VIT_OK) return blas;
     if (max_batch <= 0 || max_batch > 4096)
         return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..4096", max_batch);
     if (image_size == 0) image_size = c->image_size;
@@ -105,15 +102,15 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     const size_t B = (size_t)max_batch, T = (size_t)ctx->num_tokens, D = (size_t)c->hidden_size;
     const size_t M = (size_t)c->mlp_size, Np = (size_t)ctx->num_patches;
     const size_t K = (size_t)c->num_channels * c->patch_size * c->patch_size;
-    ctx->x = alloc_floats(B * T * D);
-    ctx->normed = alloc_floats(B * T * D);
-    ctx->qkv = alloc_floats(B * T * 3 * D);
-    ctx->attn = alloc_floats(B * T * D);
-    ctx->hidden = alloc_floats(B * T * M);
-    ctx->cols = alloc_floats(B * Np * K);
-    ctx->patches = alloc_floats(B * Np * D);
-    ctx->scores = alloc_floats((size_t)ctx->num_threads * scores_floats(ctx));
-    ctx->pooled = alloc_floats(B * (size_t)c->num_prefix_tokens * D);
+    ctx->x = kernels_alloc_floats(B * T * D);
+    ctx->normed = kernels_alloc_floats(B * T * D);
+    ctx->qkv = kernels_alloc_floats(B * T * 3 * D);
+    ctx->attn = kernels_alloc_floats(B * T * D);
+    ctx->hidden = kernels_alloc_floats(B * T * M);
+    ctx->cols = kernels_alloc_floats(B * Np * K);
+    ctx->patches = kernels_alloc_floats(B * Np * D);
+    ctx->scores = kernels_alloc_floats((size_t)ctx->num_threads * scores_floats(ctx));
+    ctx->pooled = kernels_alloc_floats(B * (size_t)c->num_prefix_tokens * D);
     ctx->captures =
         calloc((size_t)VIT_CAPTURE_KIND_COUNT * (c->num_layers + 1), sizeof *ctx->captures);
     if (!ctx->x || !ctx->normed || !ctx->qkv || !ctx->attn || !ctx->hidden || !ctx->cols ||
@@ -127,7 +124,7 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     if (ctx->grid_h == native_grid) {
         ctx->pos_embed = model->pos_embed;
     } else {
-        ctx->pos_resampled = alloc_floats(T * D);
+        ctx->pos_resampled = kernels_alloc_floats(T * D);
         if (!ctx->pos_resampled ||
             patching_resample_pos_embed(model->pos_embed, c->num_prefix_tokens, native_grid,
                                         native_grid, (int)D, ctx->pos_resampled, ctx->grid_h,
@@ -182,84 +179,7 @@ static float *capture_slot(const vit_context *ctx, vit_capture_kind kind, int la
     return ctx->captures[(size_t)kind * (layers + 1) + (layer + 1)];
 }
 
-/* ------------------------------------------------------------- kernels */
-
-/* Every kernel takes the number of threads to use: all of them when one
- * batch is split across threads, 1 when each thread runs whole images. */
-
-/* out[rows, out_dim] = in[rows, in_dim] · W[out_dim, in_dim]ᵀ + bias, or,
- * with accumulate, out += the same (the residual add fused into the GEMM).
- * The bias is written (or added) first and the GEMM accumulates onto it with
- * beta = 1, which OpenBLAS runs without a separate pass over out. */
-static void linear(const float *in, int rows, int in_dim, const float *weight, const float *bias,
-                   int out_dim, float *out, int accumulate, int threads) {
-    if (bias || !accumulate) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-        for (int r = 0; r < rows; r++) {
-            float *row = out + (size_t)r * out_dim;
-            if (!bias)
-                memset(row, 0, sizeof(float) * out_dim);
-            else if (accumulate)
-                for (int j = 0; j < out_dim; j++) row[j] += bias[j];
-            else
-                memcpy(row, bias, sizeof(float) * out_dim);
-        }
-    }
-    /* Each thread takes its own slice of output columns (whole 16-column
-     * panels) and runs a single-threaded GEMM on it: measured faster than
-     * OpenBLAS's own threading for these shapes, most of all at 197 rows.
-     * (Inside a parallel region OpenBLAS runs on the calling thread.) */
-#pragma omp parallel num_threads(threads)
-    {
-        const int team = omp_get_num_threads();
-        const int chunk = ((out_dim + team - 1) / team + 15) / 16 * 16;
-        const int first = omp_get_thread_num() * chunk;
-        const int cols = out_dim - first < chunk ? out_dim - first : chunk;
-        if (cols > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, in_dim, 1.0f, in, in_dim,
-                        weight + (size_t)first * in_dim, in_dim, 1.0f, out + first, out_dim);
-    }
-}
-
-static void layer_norm_row(const float *in, const float *w, const float *b, int dim, float eps,
-                           float *out) {
-    float sum = 0.0f;
-    for (int i = 0; i < dim; i++) sum += in[i];
-    const float mean = sum / (float)dim;
-    float var = 0.0f;
-    for (int i = 0; i < dim; i++) {
-        const float d = in[i] - mean;
-        var += d * d;
-    }
-    const float inv_std = 1.0f / sqrtf(var / (float)dim + eps);
-    for (int i = 0; i < dim; i++) out[i] = (in[i] - mean) * inv_std * w[i] + b[i];
-}
-
-static void layer_norm(const float *in, int rows, int dim, const float *w, const float *b,
-                       float eps, float *out, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int r = 0; r < rows; r++)
-        layer_norm_row(in + (size_t)r * dim, w, b, dim, eps, out + (size_t)r * dim);
-}
-
-/* Exact (erf) GELU, as torch.nn.GELU() and HF's "gelu". */
-static void gelu(float *values, size_t count, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (size_t i = 0; i < count; i++)
-        values[i] = 0.5f * values[i] * (1.0f + fast_erff(values[i] * 0.70710678118654752f));
-}
-
-void vit_softmax(float *values, int n) {
-    float max = values[0];
-    for (int i = 1; i < n; i++) max = values[i] > max ? values[i] : max;
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) {
-        values[i] = fast_expf(values[i] - max);
-        sum += values[i];
-    }
-    const float inv = 1.0f / sum;
-    for (int i = 0; i < n; i++) values[i] *= inv;
-}
+void vit_softmax(float *values, int n) { softmax_forward(values, n); }
 
 /* One run of the encoder over `count` images: the images' activations live
  * in the buffer rows of image slot `slot` onward, while captures and pooled
@@ -270,35 +190,12 @@ typedef struct encode_job {
     stage_clock clock;
 } encode_job;
 
-/* Multi-head self-attention over qkv [B*T, 3D] into attn [B*T, D]. A task
- * is one block of query rows of one head of one image, so even a single
- * image with few heads spreads evenly over the threads; each thread keeps
- * its block's scores (rows x T) in its own part of the scratch. */
-static void attention(const vit_context *ctx, const encode_job *job, float *captured) {
-    const vit_config *c = &ctx->model->config;
-    const int T = ctx->num_tokens, D = c->hidden_size, H = c->num_heads, dh = D / H;
-    const int blocks = job->threads > 1 ? ctx->split_query_blocks : ctx->solo_query_blocks;
-    const int block_rows = (T + blocks - 1) / blocks;
-    const float scale = 1.0f / sqrtf((float)dh);
-    const float *qkv = ctx->qkv + (size_t)job->slot * T * 3 * D;
-    float *attn = ctx->attn + (size_t)job->slot * T * D;
-#pragma omp parallel for schedule(dynamic) num_threads(job->threads)
-    for (int task = 0; task < job->count * H * blocks; task++) {
-        const int b = task / (H * blocks), h = task / blocks % H, first = task % blocks * block_rows;
-        const int rows = T - first < block_rows ? T - first : block_rows;
-        if (rows <= 0) continue;
-        float *scores = job->scores + (size_t)omp_get_thread_num() * block_rows * T;
-        const float *q = qkv + ((size_t)b * T + first) * 3 * D + (size_t)h * dh;
-        const float *k = qkv + (size_t)b * T * 3 * D + D + (size_t)h * dh, *v = k + D;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, T, dh, scale, q, 3 * D, k, 3 * D,
-                    0.0f, scores, T);
-        for (int i = 0; i < rows; i++) vit_softmax(scores + (size_t)i * T, T);
-        if (captured)
-            memcpy(captured + (((size_t)(job->first + b) * H + h) * T + first) * T, scores,
-                   sizeof(float) * rows * T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, T, 1.0f, scores, T, v,
-                    3 * D, 0.0f, attn + ((size_t)b * T + first) * D + (size_t)h * dh, D);
-    }
+/* Where the attention probabilities of block l go for the job's images
+ * ([count, heads, T, T] from image `first`), or NULL when not captured. */
+static float *captured_attention(const vit_context *ctx, const encode_job *job, int l) {
+    float *dst = capture_slot(ctx, VIT_CAPTURE_ATTENTION, l);
+    const size_t T = (size_t)ctx->num_tokens;
+    return dst ? dst + (size_t)job->first * ctx->model->config.num_heads * T * T : NULL;
 }
 
 /* Copies the job's residual stream (tokens) or keys to a capture buffer. */
@@ -329,7 +226,8 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
     for (int b = 0; b < job->count; b++)
         patching_im2col(images + (size_t)(job->first + b) * c->num_channels * S * S,
                         c->num_channels, S, S, c->patch_size, cols + (size_t)b * Np * K);
-    linear(cols, job->count * Np, K, m->patch_w, m->patch_b, D, patches, 0, job->threads);
+    matmul_forward(patches, cols, m->patch_w, m->patch_b, job->count * Np, K, D,
+                   kernels_threading(KERNELS_INFERENCE, job->threads));
 #pragma omp parallel for schedule(static) num_threads(job->threads)
     for (int row = 0; row < job->count * T; row++) {
         const int b = row / T, t = row % T;
@@ -348,7 +246,9 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
     const vit_model *m = ctx->model;
     const vit_config *c = &m->config;
     const int D = c->hidden_size, M = c->mlp_size, T = ctx->num_tokens, rows = job->count * T;
-    const int threads = job->threads;
+    const kernels_threads th = kernels_threading(KERNELS_INFERENCE, job->threads);
+    /* Attention: blocks of query rows when the threads share the images. */
+    const int query_blocks = job->threads > 1 ? ctx->split_query_blocks : ctx->solo_query_blocks;
     const float eps = c->layer_norm_eps;
     float *x = ctx->x + (size_t)job->slot * T * D, *normed = ctx->normed + (size_t)job->slot * T * D;
     float *qkv = ctx->qkv + (size_t)job->slot * T * 3 * D;
@@ -361,22 +261,25 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
     mark(clock, VIT_STAGE_PATCH_EMBED);
     for (int l = 0; l < c->num_layers; l++) {
         const vit_block *blk = &m->blocks[l];
-        layer_norm(x, rows, D, blk->ln1_w, blk->ln1_b, eps, normed, threads);
+        layernorm_forward(normed, NULL, NULL, x, blk->ln1_w, blk->ln1_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
-        linear(normed, rows, D, blk->qkv_w, blk->qkv_b, 3 * D, qkv, 0, threads);
+        matmul_forward(qkv, normed, blk->qkv_w, blk->qkv_b, rows, D, 3 * D, th);
         capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_KEYS, l), 1);
         mark(clock, VIT_STAGE_QKV);
-        attention(ctx, job, capture_slot(ctx, VIT_CAPTURE_ATTENTION, l));
+        attention_forward(attn, captured_attention(ctx, job, l), qkv, job->count, T, D,
+                          c->num_heads, query_blocks, job->scores, th);
         mark(clock, VIT_STAGE_ATTENTION);
-        linear(attn, rows, D, blk->proj_w, blk->proj_b, D, x, 1, threads);
+        /* x += proj(attn) */
+        residual_matmul_forward(x, x, attn, blk->proj_w, blk->proj_b, rows, D, D, th);
         mark(clock, VIT_STAGE_PROJECTION);
-        layer_norm(x, rows, D, blk->ln2_w, blk->ln2_b, eps, normed, threads);
+        layernorm_forward(normed, NULL, NULL, x, blk->ln2_w, blk->ln2_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
-        linear(normed, rows, D, blk->fc1_w, blk->fc1_b, M, hidden, 0, threads);
+        matmul_forward(hidden, normed, blk->fc1_w, blk->fc1_b, rows, D, M, th);
         mark(clock, VIT_STAGE_MLP_FC1);
-        gelu(hidden, (size_t)rows * M, threads);
+        gelu_forward(hidden, hidden, (size_t)rows * M, th);
         mark(clock, VIT_STAGE_GELU);
-        linear(hidden, rows, M, blk->fc2_w, blk->fc2_b, D, x, 1, threads);
+        /* x += fc2(gelu(fc1(ln2(x)))) */
+        residual_matmul_forward(x, x, hidden, blk->fc2_w, blk->fc2_b, rows, M, D, th);
         capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
         mark(clock, VIT_STAGE_MLP_FC2);
     }
@@ -384,8 +287,8 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
     const int prefix = c->num_prefix_tokens;
     for (int b = 0; b < job->count; b++)
         for (int t = 0; t < prefix; t++)
-            layer_norm_row(x + ((size_t)b * T + t) * D, m->norm_w, m->norm_b, D, eps,
-                           ctx->pooled + ((size_t)(job->first + b) * prefix + t) * D);
+            layernorm_forward_row(ctx->pooled + ((size_t)(job->first + b) * prefix + t) * D, NULL,
+                                  NULL, x + ((size_t)b * T + t) * D, m->norm_w, m->norm_b, D, eps);
 }
 
 /* Class logits (or pooled features) of `batch` pooled rows into out. */
@@ -473,12 +376,12 @@ vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, 
     if (c->num_classes == 0 || !model->head_w)
         return vit_error_set(err, VIT_E_ARG, "the model has no classifier head");
     const int D = c->hidden_size;
-    float *normed = alloc_floats((size_t)n * 2 * D);
+    float *normed = kernels_alloc_floats((size_t)n * 2 * D);
     if (!normed) return vit_error_set(err, VIT_E_NOMEM, "out of memory for %d tokens", n);
     /* Each token fills the class (and distillation) slot of a pooled row. */
     for (int i = 0; i < n; i++) {
-        layer_norm_row(tokens + (size_t)i * D, model->norm_w, model->norm_b, D,
-                       c->layer_norm_eps, normed + (size_t)i * 2 * D);
+        layernorm_forward_row(normed + (size_t)i * 2 * D, NULL, NULL, tokens + (size_t)i * D,
+                              model->norm_w, model->norm_b, D, c->layer_norm_eps);
         memcpy(normed + ((size_t)i * 2 + 1) * D, normed + (size_t)i * 2 * D, sizeof(float) * D);
     }
     head(model, normed, 2, n, out);

@@ -1,13 +1,15 @@
-/* Training: the forward pass again, keeping every activation the backward
- * pass reads, then the backward pass layer by layer in reverse. The
- * inference path (forward.c) stays lean; this one spends memory instead.
+/* Training: the forward pass again through the same kernels as inference
+ * (kernels.h), keeping every activation the backward pass reads, then the
+ * backward pass layer by layer in reverse. The inference path (forward.c)
+ * stays lean; this one spends memory instead.
  *
  * Threading and determinism: GEMMs and GEMVs are OpenBLAS calls made from
- * one thread (OpenBLAS splits them the same way for a given thread count);
- * row-wise work and attention are OpenMP loops with static or per-task
- * splits whose results do not depend on which thread ran them; sums over
- * rows (bias and LayerNorm gradients, token gradients) go through GEMV or
- * a fixed sequential order. Nothing here allocates after vit_train_create. */
+ * one thread (kernels_threading(KERNELS_TRAINING): OpenBLAS splits them the
+ * same way for a given thread count); row-wise work and attention are
+ * OpenMP loops with static or per-task splits whose results do not depend
+ * on which thread ran them; sums over rows (bias and LayerNorm gradients,
+ * token gradients) go through GEMV or a fixed sequential order. Nothing
+ * here allocates after vit_train_create. */
 #include "vit_train.h"
 #include "vit_internal.h"
 
@@ -19,8 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "patching.h"
-#include "vit_math.h"
 #include "vit_rng.h"
 
 /* ------------------------------------------------------------- randomness */
@@ -80,13 +82,13 @@ struct vit_train_model {
     float *x;         /* [(L+1) * B*T*D] block inputs; x[L] is the last output */
     float *xmid;      /* [L * BTD] after the attention residual */
     float *ln1, *ln2; /* [L * BTD] LayerNorm outputs */
-    float *stats1, *stats2; /* [L * BT * 2] mean and 1/std of each LayerNorm row */
+    float *stats1, *stats2; /* [L * 2 * BT]: per layer the BT means, then the BT 1/stds */
     float *qkv;       /* [L * BT*3D] */
     float *probs;     /* [L * B*H*T*T] attention probabilities */
     float *attn;      /* [L * BTD] attention output before projection */
     float *hid;       /* [L * BTM] fc1 output (before GELU) */
     float *act;       /* [L * BTM] GELU output */
-    float *pooled, *pool_stats; /* [B, D], [B, 2] final norm of the class token */
+    float *pooled, *pool_stats; /* [B, D], [2, B] final norm of the class token (means, 1/stds) */
     float *logits;    /* [B, C] */
 
     /* Backward scratch. */
@@ -97,15 +99,8 @@ struct vit_train_model {
     float *dlogits, *dpooled; /* [B, C], [B, D] */
     float *prod;      /* [BTD] dy * xhat for LayerNorm weight gradients */
     float *ones;      /* [max(BT, B*Np)] for column sums by GEMV */
-    int threads;
+    kernels_threads threads;
 };
-
-static float *alloc_floats(size_t count) {
-    size_t bytes = ((count ? count : 1) * sizeof(float) + 63) & ~(size_t)63;
-    float *p = aligned_alloc(64, bytes);
-    if (p) memset(p, 0, bytes);
-    return p;
-}
 
 /* Appends a tensor to the table; returns its offset. */
 static size_t add_tensor(vit_train_model *m, const char *name, int ndim, const int64_t *shape,
@@ -161,12 +156,9 @@ static void lay_out_tensors(vit_train_model *m) {
     m->head_b = add_tensor(m, "head.bias", 1, SHAPE(C), 0);
 }
 
-vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_model **out,
-                            vit_error *err) {
-    *out = NULL;
-    const vit_config *c = config;
-    if (max_batch <= 0 || max_batch > 65536)
-        return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..65536", max_batch);
+/* VIT_OK when training supports configuration c, else the first thing
+ * wrong with it. */
+static vit_status check_trainable(const vit_config *c, vit_error *err) {
     /* The first thing wrong, in words: a bare "cannot train" leaves the
      * user guessing which of nine numbers to change. */
     char why[160] = "";
@@ -188,13 +180,25 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
                  c->num_prefix_tokens);
     else if (!(c->layer_norm_eps > 0))
         snprintf(why, sizeof why, "layer norm eps %g must be positive", (double)c->layer_norm_eps);
-    if (why[0])
-        return vit_error_set(err, VIT_E_ARG,
-                             "cannot train this configuration: %s (hidden %d, heads %d, layers %d, "
-                             "MLP %d, patch %d, image %d, channels %d, classes %d, prefix %d)",
-                             why, c->hidden_size, c->num_heads, c->num_layers, c->mlp_size,
-                             c->patch_size, c->image_size, c->num_channels, c->num_classes,
-                             c->num_prefix_tokens);
+    if (!why[0]) return VIT_OK;
+    return vit_error_set(err, VIT_E_ARG,
+                         "cannot train this configuration: %s (hidden %d, heads %d, layers %d, "
+                         "MLP %d, patch %d, image %d, channels %d, classes %d, prefix %d)",
+                         why, c->hidden_size, c->num_heads, c->num_layers, c->mlp_size,
+                         c->patch_size, c->image_size, c->num_channels, c->num_classes,
+                         c->num_prefix_tokens);
+}
+
+vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_model **out,
+                            vit_error *err) {
+    *out = NULL;
+    const vit_config *c = config;
+    vit_status blas = kernels_check_blas(err);
+    if (blas != VIT_OK) return blas;
+    if (max_batch <= 0 || max_batch > 65536)
+        return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..65536", max_batch);
+    vit_status s = check_trainable(c, err);
+    if (s != VIT_OK) return s;
     vit_train_model *m = calloc(1, sizeof *m);
     if (!m) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     m->config = *c;
@@ -204,7 +208,7 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     m->num_patches = m->grid * m->grid;
     m->num_tokens = 1 + m->num_patches;
     m->patch_dim = c->num_channels * c->patch_size * c->patch_size;
-    m->threads = omp_get_max_threads();
+    m->threads = kernels_threading(KERNELS_TRAINING, omp_get_max_threads());
     m->tensors = calloc((size_t)c->num_layers * 12 + 8, sizeof *m->tensors);
     m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks);
     if (!m->tensors || !m->blocks) {
@@ -217,32 +221,32 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     const size_t M = (size_t)c->mlp_size, L = (size_t)c->num_layers, H = (size_t)c->num_heads;
     const size_t Np = (size_t)m->num_patches, K = (size_t)m->patch_dim;
     const size_t C = (size_t)c->num_classes, BT = B * T;
-    m->params = alloc_floats(m->num_params);
-    m->grads = alloc_floats(m->num_params);
-    m->cols = alloc_floats(B * Np * K);
-    m->x = alloc_floats((L + 1) * BT * D);
-    m->xmid = alloc_floats(L * BT * D);
-    m->ln1 = alloc_floats(L * BT * D);
-    m->ln2 = alloc_floats(L * BT * D);
-    m->stats1 = alloc_floats(L * BT * 2);
-    m->stats2 = alloc_floats(L * BT * 2);
-    m->qkv = alloc_floats(L * BT * 3 * D);
-    m->probs = alloc_floats(L * B * H * T * T);
-    m->attn = alloc_floats(L * BT * D);
-    m->hid = alloc_floats(L * BT * M);
-    m->act = alloc_floats(L * BT * M);
-    m->pooled = alloc_floats(B * D);
-    m->pool_stats = alloc_floats(B * 2);
-    m->logits = alloc_floats(B * C);
-    m->dx = alloc_floats(BT * D);
-    m->dtmp = alloc_floats(BT * D);
-    m->dqkv = alloc_floats(BT * 3 * D);
-    m->dhid = alloc_floats(BT * M);
-    m->dscores = alloc_floats((size_t)m->threads * T * T);
-    m->dlogits = alloc_floats(B * C);
-    m->dpooled = alloc_floats(B * D);
-    m->prod = alloc_floats(BT * (D > C ? D : C));
-    m->ones = alloc_floats(BT);
+    m->params = kernels_alloc_floats(m->num_params);
+    m->grads = kernels_alloc_floats(m->num_params);
+    m->cols = kernels_alloc_floats(B * Np * K);
+    m->x = kernels_alloc_floats((L + 1) * BT * D);
+    m->xmid = kernels_alloc_floats(L * BT * D);
+    m->ln1 = kernels_alloc_floats(L * BT * D);
+    m->ln2 = kernels_alloc_floats(L * BT * D);
+    m->stats1 = kernels_alloc_floats(L * BT * 2);
+    m->stats2 = kernels_alloc_floats(L * BT * 2);
+    m->qkv = kernels_alloc_floats(L * BT * 3 * D);
+    m->probs = kernels_alloc_floats(L * B * H * T * T);
+    m->attn = kernels_alloc_floats(L * BT * D);
+    m->hid = kernels_alloc_floats(L * BT * M);
+    m->act = kernels_alloc_floats(L * BT * M);
+    m->pooled = kernels_alloc_floats(B * D);
+    m->pool_stats = kernels_alloc_floats(B * 2);
+    m->logits = kernels_alloc_floats(B * C);
+    m->dx = kernels_alloc_floats(BT * D);
+    m->dtmp = kernels_alloc_floats(BT * D);
+    m->dqkv = kernels_alloc_floats(BT * 3 * D);
+    m->dhid = kernels_alloc_floats(BT * M);
+    m->dscores = kernels_alloc_floats((size_t)m->threads.count * T * T);
+    m->dlogits = kernels_alloc_floats(B * C);
+    m->dpooled = kernels_alloc_floats(B * D);
+    m->prod = kernels_alloc_floats(BT * (D > C ? D : C));
+    m->ones = kernels_alloc_floats(BT);
     float *const all[] = {m->params, m->grads, m->cols, m->x, m->xmid, m->ln1, m->ln2, m->stats1,
                           m->stats2, m->qkv, m->probs, m->attn, m->hid, m->act, m->pooled,
                           m->pool_stats, m->logits, m->dx, m->dtmp, m->dqkv, m->dhid, m->dscores,
@@ -392,154 +396,28 @@ void vit_train_freeze_backbone(vit_train_model *m, int freeze) {
         m->tensors[i].trainable = !freeze || strncmp(m->tensors[i].name, "head.", 5) == 0;
 }
 
-/* ------------------------------------------------------------- kernels */
-
-/* out[rows, n_out] = in[rows, n_in] · W[n_out, n_in]ᵀ + bias. */
-static void linear_forward(const float *in, int rows, int n_in, const float *w, const float *bias,
-                           int n_out, float *out) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) memcpy(out + (size_t)r * n_out, bias, sizeof(float) * n_out);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n_out, n_in, 1.0f, in, n_in, w,
-                n_in, 1.0f, out, n_out);
-}
-
-/* Given dout [rows, n_out]: dW = doutᵀ · in, db = column sums of dout, and
- * din = dout · W (added to din when accumulate, skipped when din is NULL). */
-static void linear_backward(const float *in, int rows, int n_in, const float *w, int n_out,
-                            const float *dout, const float *ones, float *dw, float *db, float *din,
-                            int accumulate) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, rows, 1.0f, dout, n_out, in,
-                n_in, 0.0f, dw, n_in);
-    cblas_sgemv(CblasRowMajor, CblasTrans, rows, n_out, 1.0f, dout, n_out, ones, 1, 0.0f, db, 1);
-    if (din)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n_in, n_out, 1.0f, dout,
-                    n_out, w, n_in, accumulate ? 1.0f : 0.0f, din, n_in);
-}
-
-/* LayerNorm of one row, keeping the mean and 1/std for the backward pass
- * (biased variance, as torch). */
-static void norm_row_keep(const float *in, const float *w, const float *b, int dim, float eps,
-                          float *out, float *stats) {
-    float sum = 0.0f;
-    for (int i = 0; i < dim; i++) sum += in[i];
-    const float mean = sum / (float)dim;
-    float var = 0.0f;
-    for (int i = 0; i < dim; i++) var += (in[i] - mean) * (in[i] - mean);
-    const float rstd = 1.0f / sqrtf(var / (float)dim + eps);
-    for (int i = 0; i < dim; i++) out[i] = (in[i] - mean) * rstd * w[i] + b[i];
-    stats[0] = mean;
-    stats[1] = rstd;
-}
-
-static void norm_forward(const float *in, int rows, int dim, const float *w, const float *b,
-                         float eps, float *out, float *stats) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++)
-        norm_row_keep(in + (size_t)r * dim, w, b, dim, eps, out + (size_t)r * dim, stats + 2 * r);
-}
-
-/* LayerNorm backward over rows whose input rows sit `stride` rows apart in
- * in and din (1: contiguous): din += the input gradient; dw, db (the
- * parameter gradients) are column sums of dy * xhat and dy, by GEMV over
- * prod so the order of the sum is fixed. */
-static void norm_backward(const float *in, size_t stride, int rows, int dim, const float *w,
-                          const float *stats, const float *dy, float *din, float *prod,
-                          const float *ones, float *dw, float *db) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        const float *x = in + (size_t)r * stride * dim, *g = dy + (size_t)r * dim;
-        float *dxr = din + (size_t)r * stride * dim, *pr = prod + (size_t)r * dim;
-        const float mean = stats[2 * r], rstd = stats[2 * r + 1];
-        float sum_g = 0.0f, sum_gx = 0.0f;
-        for (int i = 0; i < dim; i++) {
-            const float xhat = (x[i] - mean) * rstd, gw = g[i] * w[i];
-            pr[i] = g[i] * xhat;
-            sum_g += gw;
-            sum_gx += gw * xhat;
-        }
-        const float mg = sum_g / (float)dim, mgx = sum_gx / (float)dim;
-        for (int i = 0; i < dim; i++) {
-            const float xhat = (x[i] - mean) * rstd;
-            dxr[i] += rstd * (g[i] * w[i] - mg - xhat * mgx);
-        }
-    }
-    cblas_sgemv(CblasRowMajor, CblasTrans, rows, dim, 1.0f, prod, dim, ones, 1, 0.0f, dw, 1);
-    cblas_sgemv(CblasRowMajor, CblasTrans, rows, dim, 1.0f, dy, dim, ones, 1, 0.0f, db, 1);
-}
-
-#define INV_SQRT2 0.70710678118654752f
-#define INV_SQRT_2PI 0.39894228040143268f
-
-/* Exact (erf) GELU into act, keeping its input hid. */
-static void gelu_forward(const float *hid, float *act, size_t n) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) act[i] = 0.5f * hid[i] * (1.0f + fast_erff(hid[i] * INV_SQRT2));
-}
-
-/* d *= GELU'(hid) = Phi(h) + h phi(h). */
-static void gelu_backward(const float *hid, float *d, size_t n) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        const float h = hid[i];
-        d[i] *= 0.5f * (1.0f + fast_erff(h * INV_SQRT2)) + h * INV_SQRT_2PI * fast_expf(-0.5f * h * h);
-    }
-}
-
 /* ------------------------------------------------------------- forward */
 
 /* Activation pointers of layer l. */
 #define LAYER(buf, l, per) ((buf) + (size_t)(l) * (per))
 
-static void attention_forward(vit_train_model *m, int n, int l) {
+/* Patch embedding, class token and position embeddings into m->x[0]. */
+static void embed(vit_train_model *m, const float *images, int n) {
     const vit_config *c = &m->config;
-    const int T = m->num_tokens, D = c->hidden_size, H = c->num_heads, dh = D / H;
-    const size_t BT = (size_t)m->max_batch * T;
-    const float *qkv = LAYER(m->qkv, l, BT * 3 * D);
-    float *probs = LAYER(m->probs, l, (size_t)m->max_batch * H * T * T);
-    float *attn = LAYER(m->attn, l, BT * D);
-    const float scale = 1.0f / sqrtf((float)dh);
-#pragma omp parallel for schedule(static)
-    for (int task = 0; task < n * H; task++) {
-        const int b = task / H, h = task % H;
-        const float *q = qkv + (size_t)b * T * 3 * D + (size_t)h * dh, *k = q + D, *v = q + 2 * D;
-        float *p = probs + (size_t)task * T * T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, scale, q, 3 * D, k, 3 * D,
-                    0.0f, p, T);
-        for (int i = 0; i < T; i++) vit_softmax(p + (size_t)i * T, T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, 1.0f, p, T, v, 3 * D, 0.0f,
-                    attn + (size_t)b * T * D + (size_t)h * dh, D);
-    }
-}
-
-/* out[r] = in[r] + bias for rows of dim: a residual with the next
- * layer's bias, onto which its GEMM accumulates. */
-static void add_rows(const float *in, const float *bias, int rows, int dim, float *out) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++)
-        for (int d = 0; d < dim; d++) out[(size_t)r * dim + d] = in[(size_t)r * dim + d] + bias[d];
-}
-
-/* The whole forward pass for n images, keeping every activation; logits
- * into m->logits. */
-static void forward(vit_train_model *m, const float *images, int n) {
-    const vit_config *c = &m->config;
-    const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, Np = m->num_patches;
-    const int K = m->patch_dim, S = c->image_size, C = c->num_classes, rows = n * T;
-    const size_t BT = (size_t)m->max_batch * T;
-    const float *p = m->params, eps = c->layer_norm_eps;
+    const int D = c->hidden_size, T = m->num_tokens, Np = m->num_patches;
+    const int K = m->patch_dim, S = c->image_size, rows = n * T;
+    const float *p = m->params;
     float *x0 = m->x;
-
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(m->threads.count)
     for (int b = 0; b < n; b++)
         patching_im2col(images + (size_t)b * c->num_channels * S * S, c->num_channels, S, S,
                         c->patch_size, m->cols + (size_t)b * Np * K);
     /* Patch rows of image b are rows 1..Np of its token block: one GEMM per
-     * image writes them in place (ldc = D). */
+     * image writes them in place (rows D apart). */
     for (int b = 0; b < n; b++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Np, D, K, 1.0f,
-                    m->cols + (size_t)b * Np * K, K, p + m->patch_w, K, 0.0f,
-                    x0 + ((size_t)b * T + 1) * D, D);
-#pragma omp parallel for schedule(static)
+        matmul_gemm(x0 + ((size_t)b * T + 1) * D, D, m->cols + (size_t)b * Np * K,
+                    p + m->patch_w, Np, K, D, 0.0f, m->threads);
+#pragma omp parallel for schedule(static) num_threads(m->threads.count)
     for (int row = 0; row < rows; row++) {
         const int t = row % T;
         float *dst = x0 + (size_t)row * D;
@@ -549,31 +427,47 @@ static void forward(vit_train_model *m, const float *images, int n) {
         else
             for (int d = 0; d < D; d++) dst[d] += p[m->patch_b + d] + pos[d];
     }
+}
 
+/* The whole forward pass for n images, keeping every activation; logits
+ * into m->logits. */
+static void forward(vit_train_model *m, const float *images, int n) {
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, H = c->num_heads;
+    const int C = c->num_classes, rows = n * T;
+    const size_t BT = (size_t)m->max_batch * T;
+    const float *p = m->params, eps = c->layer_norm_eps;
+    const kernels_threads th = m->threads;
+
+    embed(m, images, n);
     for (int l = 0; l < c->num_layers; l++) {
         const block_offsets *o = &m->blocks[l];
         const float *x = LAYER(m->x, l, BT * D);
         float *xmid = LAYER(m->xmid, l, BT * D), *out = LAYER(m->x, l + 1, BT * D);
         float *ln1 = LAYER(m->ln1, l, BT * D), *ln2 = LAYER(m->ln2, l, BT * D);
+        float *mean1 = LAYER(m->stats1, l, BT * 2), *rstd1 = mean1 + BT;
+        float *mean2 = LAYER(m->stats2, l, BT * 2), *rstd2 = mean2 + BT;
+        float *qkv = LAYER(m->qkv, l, BT * 3 * D), *attn = LAYER(m->attn, l, BT * D);
+        float *probs = LAYER(m->probs, l, (size_t)m->max_batch * H * T * T);
         float *hid = LAYER(m->hid, l, BT * M), *act = LAYER(m->act, l, BT * M);
-        norm_forward(x, rows, D, p + o->ln1_w, p + o->ln1_b, eps, ln1, LAYER(m->stats1, l, BT * 2));
-        linear_forward(ln1, rows, D, p + o->qkv_w, p + o->qkv_b, 3 * D, LAYER(m->qkv, l, BT * 3 * D));
-        attention_forward(m, n, l);
-        add_rows(x, p + o->proj_b, rows, D, xmid);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, D, D, 1.0f,
-                    LAYER(m->attn, l, BT * D), D, p + o->proj_w, D, 1.0f, xmid, D);
-        norm_forward(xmid, rows, D, p + o->ln2_w, p + o->ln2_b, eps, ln2, LAYER(m->stats2, l, BT * 2));
-        linear_forward(ln2, rows, D, p + o->fc1_w, p + o->fc1_b, M, hid);
-        gelu_forward(hid, act, (size_t)rows * M);
-        add_rows(xmid, p + o->fc2_b, rows, D, out);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, D, M, 1.0f, act, M,
-                    p + o->fc2_w, M, 1.0f, out, D);
+        layernorm_forward(ln1, mean1, rstd1, x, p + o->ln1_w, p + o->ln1_b, rows, D, eps, th);
+        matmul_forward(qkv, ln1, p + o->qkv_w, p + o->qkv_b, rows, D, 3 * D, th);
+        attention_forward(attn, probs, qkv, n, T, D, H, 1, NULL, th);
+        /* xmid = x + proj(attn) */
+        residual_matmul_forward(xmid, x, attn, p + o->proj_w, p + o->proj_b, rows, D, D, th);
+        layernorm_forward(ln2, mean2, rstd2, xmid, p + o->ln2_w, p + o->ln2_b, rows, D, eps, th);
+        matmul_forward(hid, ln2, p + o->fc1_w, p + o->fc1_b, rows, D, M, th);
+        gelu_forward(act, hid, (size_t)rows * M, th);
+        /* out = xmid + fc2(act) */
+        residual_matmul_forward(out, xmid, act, p + o->fc2_w, p + o->fc2_b, rows, M, D, th);
     }
     const float *last = LAYER(m->x, c->num_layers, BT * D);
+    const int B = m->max_batch;
     for (int b = 0; b < n; b++)
-        norm_row_keep(last + (size_t)b * T * D, p + m->norm_w, p + m->norm_b, D, eps,
-                      m->pooled + (size_t)b * D, m->pool_stats + 2 * b);
-    linear_forward(m->pooled, n, D, p + m->head_w, p + m->head_b, C, m->logits);
+        layernorm_forward_row(m->pooled + (size_t)b * D, m->pool_stats + b,
+                              m->pool_stats + B + b, last + (size_t)b * T * D, p + m->norm_w,
+                              p + m->norm_b, D, eps);
+    matmul_forward(m->logits, m->pooled, p + m->head_w, p + m->head_b, n, D, C, th);
 }
 
 /* Mean cross-entropy with label smoothing over n rows of logits, its
@@ -630,90 +524,14 @@ vit_status vit_train_forward(vit_train_model *m, const float *images, int n, flo
 
 /* ------------------------------------------------------------- backward */
 
-/* Attention backward of layer l: m->dtmp holds d(attention output) [BT, D];
- * writes d(qkv) into m->dqkv. Per image and head, with P the probabilities
- * and O = P V: dP = dO Vᵀ, dV = Pᵀ dO, dS = P ⊙ (dP - rowsum(dP ⊙ P)),
- * dQ = scale dS K, dK = scale dSᵀ Q. */
-static void attention_backward(vit_train_model *m, int n, int l) {
-    const vit_config *c = &m->config;
-    const int T = m->num_tokens, D = c->hidden_size, H = c->num_heads, dh = D / H;
-    const size_t BT = (size_t)m->max_batch * T;
-    const float *qkv = LAYER(m->qkv, l, BT * 3 * D);
-    const float *probs = LAYER(m->probs, l, (size_t)m->max_batch * H * T * T);
-    const float scale = 1.0f / sqrtf((float)dh);
-#pragma omp parallel for schedule(static)
-    for (int task = 0; task < n * H; task++) {
-        const int b = task / H, h = task % H;
-        const size_t base = (size_t)b * T * 3 * D + (size_t)h * dh;
-        const float *q = qkv + base, *k = q + D, *v = q + 2 * D;
-        float *dq = m->dqkv + base, *dk = dq + D, *dv = dq + 2 * D;
-        const float *p = probs + (size_t)task * T * T;
-        const float *dout = m->dtmp + (size_t)b * T * D + (size_t)h * dh;
-        float *ds = m->dscores + (size_t)omp_get_thread_num() * T * T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, 1.0f, dout, D, v, 3 * D,
-                    0.0f, ds, T);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1.0f, p, T, dout, D, 0.0f,
-                    dv, 3 * D);
-        for (int i = 0; i < T; i++) {
-            float *dsr = ds + (size_t)i * T;
-            const float *pr = p + (size_t)i * T;
-            float dot = 0.0f;
-            for (int j = 0; j < T; j++) dot += dsr[j] * pr[j];
-            for (int j = 0; j < T; j++) dsr[j] = pr[j] * (dsr[j] - dot);
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, scale, ds, T, k, 3 * D,
-                    0.0f, dq, 3 * D);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, scale, ds, T, q, 3 * D,
-                    0.0f, dk, 3 * D);
-    }
-}
-
-/* Backward from m->dlogits through the head and final norm (filling the
- * class-token rows of m->dx) and, with full, through every block and the
- * embedding. */
-static void backward(vit_train_model *m, int n, int full) {
-    const vit_config *c = &m->config;
-    const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, Np = m->num_patches;
-    const int K = m->patch_dim, C = c->num_classes, rows = n * T;
-    const size_t BT = (size_t)m->max_batch * T;
+/* Embedding backward from m->dx: class token and position gradients
+ * summed over images in image order; patch rows gathered into dtmp for the
+ * patch GEMM's weight and bias gradients. */
+static void embed_backward(vit_train_model *m, int n) {
+    const int D = m->config.hidden_size, T = m->num_tokens, Np = m->num_patches;
     const float *p = m->params;
     float *g = m->grads;
-
-    linear_backward(m->pooled, n, D, p + m->head_w, C, m->dlogits, m->ones, g + m->head_w,
-                    g + m->head_b, m->dpooled, 0);
-    if (!full) return;
-    memset(m->dx, 0, sizeof(float) * rows * D);
-    /* The final norm read only the class-token rows (T rows apart). */
-    norm_backward(LAYER(m->x, c->num_layers, BT * D), (size_t)T, n, D, p + m->norm_w,
-                  m->pool_stats, m->dpooled, m->dx, m->prod, m->ones, g + m->norm_w,
-                  g + m->norm_b);
-
-    for (int l = c->num_layers - 1; l >= 0; l--) {
-        const block_offsets *o = &m->blocks[l];
-        const float *x = LAYER(m->x, l, BT * D), *xmid = LAYER(m->xmid, l, BT * D);
-        const float *ln1 = LAYER(m->ln1, l, BT * D), *ln2 = LAYER(m->ln2, l, BT * D);
-        const float *hid = LAYER(m->hid, l, BT * M), *act = LAYER(m->act, l, BT * M);
-        /* MLP: dx is d(block output) = d(xmid) through the residual. */
-        linear_backward(act, rows, M, p + o->fc2_w, D, m->dx, m->ones, g + o->fc2_w,
-                        g + o->fc2_b, m->dhid, 0);
-        gelu_backward(hid, m->dhid, (size_t)rows * M);
-        linear_backward(ln2, rows, D, p + o->fc1_w, M, m->dhid, m->ones, g + o->fc1_w,
-                        g + o->fc1_b, m->dtmp, 0);
-        norm_backward(xmid, 1, rows, D, p + o->ln2_w, LAYER(m->stats2, l, BT * 2), m->dtmp, m->dx,
-                      m->prod, m->ones, g + o->ln2_w, g + o->ln2_b);
-        /* Attention: dx is now d(xmid) = d(block input) through the residual. */
-        linear_backward(LAYER(m->attn, l, BT * D), rows, D, p + o->proj_w, D, m->dx, m->ones,
-                        g + o->proj_w, g + o->proj_b, m->dtmp, 0);
-        attention_backward(m, n, l);
-        linear_backward(ln1, rows, D, p + o->qkv_w, 3 * D, m->dqkv, m->ones, g + o->qkv_w,
-                        g + o->qkv_b, m->dtmp, 0);
-        norm_backward(x, 1, rows, D, p + o->ln1_w, LAYER(m->stats1, l, BT * 2), m->dtmp, m->dx,
-                      m->prod, m->ones, g + o->ln1_w, g + o->ln1_b);
-    }
-
-    /* Embedding: class token and position gradients summed over images in
-     * image order; patch rows gathered into dtmp for the kernel's GEMM. */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(m->threads.count)
     for (int t = 0; t < T; t++) {
         float *dpos = g + m->pos + (size_t)t * D;
         memset(dpos, 0, sizeof(float) * D);
@@ -723,12 +541,62 @@ static void backward(vit_train_model *m, int n, int full) {
         }
     }
     memcpy(g + m->cls, g + m->pos, sizeof(float) * D);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(m->threads.count)
     for (int b = 0; b < n; b++)
         memcpy(m->dtmp + (size_t)b * Np * D, m->dx + ((size_t)b * T + 1) * D,
                sizeof(float) * Np * D);
-    linear_backward(m->cols, n * Np, K, p + m->patch_w, D, m->dtmp, m->ones, g + m->patch_w,
-                    g + m->patch_b, NULL, 0);
+    matmul_backward(NULL, g + m->patch_w, g + m->patch_b, m->dtmp, m->cols, p + m->patch_w,
+                    m->ones, n * Np, m->patch_dim, D);
+}
+
+/* Backward from m->dlogits through the head and final norm (filling the
+ * class-token rows of m->dx) and, with full, through every block and the
+ * embedding. */
+static void backward(vit_train_model *m, int n, int full) {
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, H = c->num_heads;
+    const int C = c->num_classes, rows = n * T, B = m->max_batch;
+    const size_t BT = (size_t)B * T;
+    const float *p = m->params;
+    float *g = m->grads;
+    const kernels_threads th = m->threads;
+
+    matmul_backward(m->dpooled, g + m->head_w, g + m->head_b, m->dlogits, m->pooled,
+                    p + m->head_w, m->ones, n, D, C);
+    if (!full) return;
+    memset(m->dx, 0, sizeof(float) * rows * D);
+    /* The final norm read only the class-token rows (T rows apart). */
+    layernorm_backward(m->dx, g + m->norm_w, g + m->norm_b, m->dpooled,
+                       LAYER(m->x, c->num_layers, BT * D), p + m->norm_w, m->pool_stats,
+                       m->pool_stats + B, n, D, (size_t)T, m->prod, m->ones, th);
+
+    for (int l = c->num_layers - 1; l >= 0; l--) {
+        const block_offsets *o = &m->blocks[l];
+        const float *x = LAYER(m->x, l, BT * D), *xmid = LAYER(m->xmid, l, BT * D);
+        const float *ln1 = LAYER(m->ln1, l, BT * D), *ln2 = LAYER(m->ln2, l, BT * D);
+        const float *mean1 = LAYER(m->stats1, l, BT * 2), *rstd1 = mean1 + BT;
+        const float *mean2 = LAYER(m->stats2, l, BT * 2), *rstd2 = mean2 + BT;
+        const float *qkv = LAYER(m->qkv, l, BT * 3 * D), *attn = LAYER(m->attn, l, BT * D);
+        const float *probs = LAYER(m->probs, l, (size_t)B * H * T * T);
+        const float *hid = LAYER(m->hid, l, BT * M), *act = LAYER(m->act, l, BT * M);
+        /* MLP: dx is d(block output) = d(xmid) through the residual. */
+        matmul_backward(m->dhid, g + o->fc2_w, g + o->fc2_b, m->dx, act, p + o->fc2_w, m->ones,
+                        rows, M, D);
+        gelu_backward(m->dhid, hid, m->dhid, (size_t)rows * M, th);
+        matmul_backward(m->dtmp, g + o->fc1_w, g + o->fc1_b, m->dhid, ln2, p + o->fc1_w, m->ones,
+                        rows, D, M);
+        layernorm_backward(m->dx, g + o->ln2_w, g + o->ln2_b, m->dtmp, xmid, p + o->ln2_w, mean2,
+                           rstd2, rows, D, 1, m->prod, m->ones, th);
+        /* Attention: dx is now d(xmid) = d(block input) through the residual. */
+        matmul_backward(m->dtmp, g + o->proj_w, g + o->proj_b, m->dx, attn, p + o->proj_w,
+                        m->ones, rows, D, D);
+        attention_backward(m->dqkv, m->dscores, m->dtmp, qkv, probs, n, T, D, H, th);
+        matmul_backward(m->dtmp, g + o->qkv_w, g + o->qkv_b, m->dqkv, ln1, p + o->qkv_w, m->ones,
+                        rows, D, 3 * D);
+        layernorm_backward(m->dx, g + o->ln1_w, g + o->ln1_b, m->dtmp, x, p + o->ln1_w, mean1,
+                           rstd1, rows, D, 1, m->prod, m->ones, th);
+    }
+    embed_backward(m, n);
 }
 
 vit_status vit_train_step_grads(vit_train_model *m, const float *images, const int *labels, int n,
@@ -752,7 +620,8 @@ vit_status vit_train_head_grads(vit_train_model *m, const float *features, const
     if (s != VIT_OK) return s;
     const int D = m->config.hidden_size, C = m->config.num_classes;
     memcpy(m->pooled, features, sizeof(float) * n * D);
-    linear_forward(m->pooled, n, D, m->params + m->head_w, m->params + m->head_b, C, m->logits);
+    matmul_forward(m->logits, m->pooled, m->params + m->head_w, m->params + m->head_b, n, D, C,
+                   m->threads);
     int hits;
     const float value = cross_entropy(m->logits, labels, n, C, label_smoothing, m->dlogits, &hits);
     backward(m, n, 0);
@@ -794,8 +663,8 @@ vit_status vit_adamw_create(const vit_train_model *model, const vit_adamw_params
     if (!opt) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     opt->hyper = *hyper;
     opt->n = model->num_params;
-    opt->m = alloc_floats(opt->n);
-    opt->v = alloc_floats(opt->n);
+    opt->m = kernels_alloc_floats(opt->n);
+    opt->v = kernels_alloc_floats(opt->n);
     if (!opt->m || !opt->v) {
         vit_adamw_free(opt);
         return vit_error_set(err, VIT_E_NOMEM, "out of memory for the optimiser state");

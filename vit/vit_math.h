@@ -1,7 +1,7 @@
-/* vit_math.h — elementwise math shared by the forward pass (forward.c) and
- * training (train.c). Internal. expf and erff are written so that loops over
- * them vectorise (libm's are scalar calls, which took a third of the forward
- * pass). */
+/* vit_math.h — elementwise math of the kernels (kernels.c), under both
+ * inference and training. Internal. expf and erff are written so that
+ * loops over them vectorise (libm's are scalar calls, which took a third of
+ * the forward pass). */
 #ifndef VIT_MATH_H
 #define VIT_MATH_H
 

@@ -1,0 +1,279 @@
+/* The compute kernels shared by inference and training (kernels.h). Hot
+ * loops are plain loops over rows so gcc vectorises them; nothing here
+ * allocates except kernels_alloc_floats. */
+#include "kernels.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vit_math.h"
+
+/* Runs the for loop given on th.count OpenMP threads with the pragma given,
+ * or, with one thread, plainly on the caller: no parallel region at all,
+ * so a kernel called by a thread that runs whole images never nests one.
+ * Every kernel names its kernels_threads `th`. */
+#define PARALLEL_FOR_WITH(pragma, ...)                                            \
+    do {                                                                          \
+        if (th.count > 1) {                                                       \
+            _Pragma(pragma) __VA_ARGS__                                           \
+        } else {                                                                  \
+            __VA_ARGS__                                                           \
+        }                                                                         \
+    } while (0)
+
+/* Static split (rows of equal cost; the split changes no result). */
+#define PARALLEL_FOR(...) \
+    PARALLEL_FOR_WITH("omp parallel for schedule(static) num_threads(th.count)", __VA_ARGS__)
+
+/* Iterations handed out one by one (tasks of uneven cost). */
+#define PARALLEL_FOR_DYNAMIC(...) \
+    PARALLEL_FOR_WITH("omp parallel for schedule(dynamic) num_threads(th.count)", __VA_ARGS__)
+
+/* Which thread's part of a per-thread scratch buffer to use inside a
+ * PARALLEL_FOR: with one thread there is no region of our own, and the
+ * caller has already handed us its part. */
+static int scratch_slot(kernels_threads th) { return th.count > 1 ? omp_get_thread_num() : 0; }
+
+/* OpenBLAS's own query (cblas.h declares it); OPENBLAS_OPENMP is 2. */
+#define OPENBLAS_OPENMP_BUILD 2
+
+kernels_threads kernels_threading(kernels_pass pass, int threads) {
+    kernels_threads th = {threads > 1 ? threads : 1, KERNELS_GEMM_OPENBLAS};
+    if (pass == KERNELS_INFERENCE) th.gemm = KERNELS_GEMM_COLUMN_SLICES;
+    return th;
+}
+
+vit_status kernels_check_blas(vit_error *err) {
+    /* A pthreads OpenBLAS would start its own threads inside our parallel
+     * regions (threads x threads on the cores) and its results would not
+     * be split the way the OpenMP build splits them. */
+    const int kind = openblas_get_parallel();
+    if (kind != OPENBLAS_OPENMP_BUILD)
+        return vit_error_set(err, VIT_E_UNSUPPORTED,
+                             "OpenBLAS is the %s build, vitc needs the OpenMP one "
+                             "(libopenblas0-openmp)",
+                             kind == 0 ? "single-threaded" : "pthreads");
+    return VIT_OK;
+}
+
+float *kernels_alloc_floats(size_t count) {
+    size_t bytes = ((count ? count : 1) * sizeof(float) + 63) & ~(size_t)63;
+    float *p = aligned_alloc(64, bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+/* ------------------------------------------------------------- layernorm */
+
+void layernorm_forward_row(float *out, float *mean, float *rstd, const float *inp,
+                           const float *weight, const float *bias, int dim, float eps) {
+    float sum = 0.0f;
+    for (int i = 0; i < dim; i++) sum += inp[i];
+    const float m = sum / (float)dim;
+    float var = 0.0f;
+    for (int i = 0; i < dim; i++) {
+        const float d = inp[i] - m;
+        var += d * d;
+    }
+    const float s = 1.0f / sqrtf(var / (float)dim + eps);
+    for (int i = 0; i < dim; i++) out[i] = (inp[i] - m) * s * weight[i] + bias[i];
+    if (mean) *mean = m;
+    if (rstd) *rstd = s;
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *weight, const float *bias, int rows, int dim, float eps,
+                       kernels_threads th) {
+    PARALLEL_FOR(
+        for (int r = 0; r < rows; r++) {
+            layernorm_forward_row(out + (size_t)r * dim, mean ? mean + r : NULL,
+                                  rstd ? rstd + r : NULL, inp + (size_t)r * dim, weight, bias,
+                                  dim, eps);
+        });
+}
+
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const float *mean,
+                        const float *rstd, int rows, int dim, size_t stride, float *scratch,
+                        const float *ones, kernels_threads th) {
+    PARALLEL_FOR(
+        for (int r = 0; r < rows; r++) {
+            const float *x = inp + (size_t)r * stride * dim, *g = dout + (size_t)r * dim;
+            float *dx = dinp + (size_t)r * stride * dim, *prod = scratch + (size_t)r * dim;
+            const float m = mean[r], s = rstd[r];
+            float sum_g = 0.0f, sum_gx = 0.0f;
+            for (int i = 0; i < dim; i++) {
+                const float xhat = (x[i] - m) * s, gw = g[i] * weight[i];
+                prod[i] = g[i] * xhat;
+                sum_g += gw;
+                sum_gx += gw * xhat;
+            }
+            const float mg = sum_g / (float)dim, mgx = sum_gx / (float)dim;
+            for (int i = 0; i < dim; i++) {
+                const float xhat = (x[i] - m) * s;
+                dx[i] += s * (g[i] * weight[i] - mg - xhat * mgx);
+            }
+        });
+    cblas_sgemv(CblasRowMajor, CblasTrans, rows, dim, 1.0f, scratch, dim, ones, 1, 0.0f, dweight,
+                1);
+    cblas_sgemv(CblasRowMajor, CblasTrans, rows, dim, 1.0f, dout, dim, ones, 1, 0.0f, dbias, 1);
+}
+
+/* ------------------------------------------------------------- matmul */
+
+void matmul_gemm(float *out, int ldo, const float *inp, const float *weight, int rows,
+                 int in_dim, int out_dim, float beta, kernels_threads th) {
+    if (th.gemm == KERNELS_GEMM_OPENBLAS || th.count <= 1) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in_dim, 1.0f, inp,
+                    in_dim, weight, in_dim, beta, out, ldo);
+        return;
+    }
+    /* Column slices: inside the parallel region OpenBLAS runs on the
+     * calling thread, so each thread's GEMM is its own. */
+#pragma omp parallel num_threads(th.count)
+    {
+        const int team = omp_get_num_threads();
+        const int chunk = ((out_dim + team - 1) / team + 15) / 16 * 16;
+        const int first = omp_get_thread_num() * chunk;
+        const int cols = out_dim - first < chunk ? out_dim - first : chunk;
+        if (cols > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, in_dim, 1.0f, inp,
+                        in_dim, weight + (size_t)first * in_dim, in_dim, beta, out + first, ldo);
+    }
+}
+
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int rows, int in_dim, int out_dim, kernels_threads th) {
+    PARALLEL_FOR(
+        for (int r = 0; r < rows; r++) {
+            float *row = out + (size_t)r * out_dim;
+            if (bias)
+                memcpy(row, bias, sizeof(float) * out_dim);
+            else
+                memset(row, 0, sizeof(float) * out_dim);
+        });
+    matmul_gemm(out, out_dim, inp, weight, rows, in_dim, out_dim, 1.0f, th);
+}
+
+void residual_matmul_forward(float *out, const float *residual, const float *inp,
+                             const float *weight, const float *bias, int rows, int in_dim,
+                             int out_dim, kernels_threads th) {
+    if (bias || out != residual) {
+        PARALLEL_FOR(
+            for (int r = 0; r < rows; r++) {
+                float *row = out + (size_t)r * out_dim;
+                const float *res = residual + (size_t)r * out_dim;
+                if (bias)
+                    for (int j = 0; j < out_dim; j++) row[j] = res[j] + bias[j];
+                else
+                    memcpy(row, res, sizeof(float) * out_dim);
+            });
+    }
+    matmul_gemm(out, out_dim, inp, weight, rows, in_dim, out_dim, 1.0f, th);
+}
+
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, const float *ones, int rows,
+                     int in_dim, int out_dim) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, rows, 1.0f, dout,
+                out_dim, inp, in_dim, 0.0f, dweight, in_dim);
+    cblas_sgemv(CblasRowMajor, CblasTrans, rows, out_dim, 1.0f, dout, out_dim, ones, 1, 0.0f,
+                dbias, 1);
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in_dim, out_dim, 1.0f, dout,
+                    out_dim, weight, in_dim, 0.0f, dinp, in_dim);
+}
+
+/* ------------------------------------------------------------- gelu */
+
+#define INV_SQRT2 0.70710678118654752f
+#define INV_SQRT_2PI 0.39894228040143268f
+
+void gelu_forward(float *out, const float *inp, size_t n, kernels_threads th) {
+    PARALLEL_FOR(
+        for (size_t i = 0; i < n; i++) {
+            out[i] = 0.5f * inp[i] * (1.0f + fast_erff(inp[i] * INV_SQRT2));
+        });
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
+                   kernels_threads th) {
+    PARALLEL_FOR(
+        for (size_t i = 0; i < n; i++) {
+            const float h = inp[i];
+            dinp[i] = dout[i] * (0.5f * (1.0f + fast_erff(h * INV_SQRT2)) +
+                                 h * INV_SQRT_2PI * fast_expf(-0.5f * h * h));
+        });
+}
+
+/* ------------------------------------------------------------- attention */
+
+void softmax_forward(float *values, int n) {
+    float max = values[0];
+    for (int i = 1; i < n; i++) max = values[i] > max ? values[i] : max;
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        values[i] = fast_expf(values[i] - max);
+        sum += values[i];
+    }
+    const float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) values[i] *= inv;
+}
+
+void attention_forward(float *out, float *att, const float *qkv, int batch, int T, int D,
+                       int heads, int query_blocks, float *scratch, kernels_threads th) {
+    const int H = heads, dh = D / H, blocks = query_blocks;
+    const int block_rows = (T + blocks - 1) / blocks;
+    const float scale = 1.0f / sqrtf((float)dh);
+    /* Dynamic: blocks at the end of a head are shorter. */
+    PARALLEL_FOR_DYNAMIC(
+        for (int task = 0; task < batch * H * blocks; task++) {
+            const int b = task / (H * blocks), h = task / blocks % H, first = task % blocks * block_rows;
+            const int rows = T - first < block_rows ? T - first : block_rows;
+            if (rows <= 0) continue;
+            float *scores = att ? att + (((size_t)b * H + h) * T + first) * T
+                                : scratch + (size_t)scratch_slot(th) * block_rows * T;
+            const float *q = qkv + ((size_t)b * T + first) * 3 * D + (size_t)h * dh;
+            const float *k = qkv + (size_t)b * T * 3 * D + D + (size_t)h * dh, *v = k + D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, T, dh, scale, q, 3 * D, k, 3 * D,
+                        0.0f, scores, T);
+            for (int i = 0; i < rows; i++) softmax_forward(scores + (size_t)i * T, T);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, T, 1.0f, scores, T, v,
+                        3 * D, 0.0f, out + ((size_t)b * T + first) * D + (size_t)h * dh, D);
+        });
+}
+
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                        const float *att, int batch, int T, int D, int heads,
+                        kernels_threads th) {
+    const int H = heads, dh = D / H;
+    const float scale = 1.0f / sqrtf((float)dh);
+    PARALLEL_FOR(
+        for (int task = 0; task < batch * H; task++) {
+            const int b = task / H, h = task % H;
+            const size_t base = (size_t)b * T * 3 * D + (size_t)h * dh;
+            const float *q = qkv + base, *k = q + D, *v = q + 2 * D;
+            float *dq = dqkv + base, *dk = dq + D, *dv = dq + 2 * D;
+            const float *p = att + (size_t)task * T * T;
+            const float *dO = dout + (size_t)b * T * D + (size_t)h * dh;
+            float *ds = scratch + (size_t)scratch_slot(th) * T * T;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, 1.0f, dO, D, v, 3 * D,
+                        0.0f, ds, T);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1.0f, p, T, dO, D, 0.0f,
+                        dv, 3 * D);
+            for (int i = 0; i < T; i++) {
+                float *dsr = ds + (size_t)i * T;
+                const float *pr = p + (size_t)i * T;
+                float dot = 0.0f;
+                for (int j = 0; j < T; j++) dot += dsr[j] * pr[j];
+                for (int j = 0; j < T; j++) dsr[j] = pr[j] * (dsr[j] - dot);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, scale, ds, T, k, 3 * D,
+                        0.0f, dq, 3 * D);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, scale, ds, T, q, 3 * D,
+                        0.0f, dk, 3 * D);
+        });
+}

@@ -1,0 +1,135 @@
+/* kernels.h — the one layer of compute kernels under both the forward pass
+ * (forward.c) and training (train.c). Internal.
+ *
+ * Overview, in the style of llm.c's train_gpt2.c: each layer is a pair
+ *   layernorm_forward / layernorm_backward   LayerNorm over rows (mean, rstd kept for backward)
+ *   matmul_forward    / matmul_backward      out = inp · Wᵀ + bias (a Linear layer)
+ *   residual_matmul_forward                  out = residual + inp · Wᵀ + bias (the residual add)
+ *   attention_forward / attention_backward   multi-head softmax(Q Kᵀ / √dh) V over fused qkv
+ *   gelu_forward      / gelu_backward        exact (erf) GELU
+ *   softmax_forward                          one row, in place
+ * with the same argument names in both directions: out/dout, inp/dinp,
+ * weight/dweight, bias/dbias. Rows are [rows, dim] row-major floats.
+ *
+ * Threading is explicit: every kernel takes a kernels_threads, says how many
+ * OpenMP threads its row-wise loop uses and how its GEMMs run; with one
+ * thread it opens no parallel region, so a kernel called from inside one
+ * (a thread running whole images) never nests. kernels_threading() is the
+ * only place that chooses the GEMM mode.
+ *
+ * Kernels do not allocate; the caller owns every buffer. */
+#ifndef VIT_KERNELS_H
+#define VIT_KERNELS_H
+
+#include <stddef.h>
+
+#include "vit_error.h"
+
+/* How a kernel's GEMMs use the threads. */
+typedef enum kernels_gemm_mode {
+    /* Each of the count threads runs a single-threaded GEMM on its own slice
+     * of output columns (whole 16-column panels). */
+    KERNELS_GEMM_COLUMN_SLICES,
+    /* One GEMM call from the calling thread; OpenBLAS threads it itself. */
+    KERNELS_GEMM_OPENBLAS,
+} kernels_gemm_mode;
+
+typedef struct kernels_threads {
+    int count; /* OpenMP threads for row-wise loops and column slices */
+    kernels_gemm_mode gemm;
+} kernels_threads;
+
+/* Who runs the kernels: inference (forward.c) or training (train.c). */
+typedef enum kernels_pass { KERNELS_INFERENCE, KERNELS_TRAINING } kernels_pass;
+
+/* The one decision on GEMM threading. Inference (a few hundred rows per
+ * image) runs column slices, measured faster than OpenBLAS's own threading
+ * at 197 rows; training (thousands of rows per batch, plus the transposed
+ * backward GEMMs) lets OpenBLAS thread, whose split is fixed for a given
+ * thread count, so training stays deterministic. */
+kernels_threads kernels_threading(kernels_pass pass, int threads);
+
+/* VIT_OK when the OpenBLAS linked in is its OpenMP build: the threading
+ * above relies on OpenBLAS running single-threaded when called inside an
+ * OpenMP parallel region, which only that build does. Else
+ * VIT_E_UNSUPPORTED and a one-line message. */
+vit_status kernels_check_blas(vit_error *err);
+
+/* count floats, 64-byte aligned (whole AVX-512 vectors per row start) and
+ * zeroed; NULL when out of memory. Free with free(). */
+float *kernels_alloc_floats(size_t count);
+
+/* LayerNorm (biased variance, as torch) of one row of dim floats; mean and
+ * rstd (1/std) are stored when not NULL (training keeps them). */
+void layernorm_forward_row(float *out, float *mean, float *rstd, const float *inp,
+                           const float *weight, const float *bias, int dim, float eps);
+
+/* LayerNorm of rows contiguous rows; mean and rstd [rows] or NULL. */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *weight, const float *bias, int rows, int dim, float eps,
+                       kernels_threads th);
+
+/* LayerNorm backward for rows whose inp and dinp rows sit stride rows apart
+ * (1: contiguous; dout is contiguous): dinp += the input gradient, dweight
+ * and dbias = column sums of dout·xhat and dout. The sums go through GEMV
+ * over scratch [rows, dim] and ones [rows] so their order is fixed. */
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const float *mean,
+                        const float *rstd, int rows, int dim, size_t stride, float *scratch,
+                        const float *ones, kernels_threads th);
+
+/* out[r, j] = (inp · weightᵀ)[r, j] + beta · out[r, j], out's rows ldo
+ * floats apart: the GEMM itself, threaded as th says. */
+void matmul_gemm(float *out, int ldo, const float *inp, const float *weight, int rows,
+                 int in_dim, int out_dim, float beta, kernels_threads th);
+
+/* out[rows, out_dim] = inp[rows, in_dim] · weight[out_dim, in_dim]ᵀ + bias
+ * (bias NULL: none). The bias is written first and the GEMM accumulates
+ * onto it (beta = 1), which OpenBLAS runs without another pass over out. */
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int rows, int in_dim, int out_dim, kernels_threads th);
+
+/* out = residual + (inp · weightᵀ + bias): a sublayer's projection added
+ * to the residual stream (out may be residual: x += proj(attn)). Summed as
+ * (residual + bias) + inp · weightᵀ, the GEMM accumulating onto the first
+ * two, so no extra pass over the rows. */
+void residual_matmul_forward(float *out, const float *residual, const float *inp,
+                             const float *weight, const float *bias, int rows, int in_dim,
+                             int out_dim, kernels_threads th);
+
+/* Given dout [rows, out_dim]: dweight = doutᵀ · inp, dbias = column sums of
+ * dout (GEMV with ones [rows]), dinp = dout · weight (skipped when dinp is
+ * NULL). OpenBLAS-threaded GEMMs only (training). */
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, const float *ones, int rows,
+                     int in_dim, int out_dim);
+
+/* Exact (erf) GELU, as torch.nn.GELU() and HF's "gelu"; out may be inp. */
+void gelu_forward(float *out, const float *inp, size_t n, kernels_threads th);
+
+/* dinp = dout · GELU'(inp) = dout · (Phi(inp) + inp phi(inp)); dinp may be
+ * dout. */
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
+                   kernels_threads th);
+
+/* Softmax of one row of n values, in place (max subtracted first). */
+void softmax_forward(float *values, int n);
+
+/* Multi-head self-attention of batch images of T tokens: qkv [batch*T, 3D]
+ * (q; k; v, heads contiguous inside each) into out [batch*T, D]. A task is
+ * query_blocks-th of one head of one image. att, when not NULL, receives
+ * the probabilities [batch, heads, T, T] (kept for the backward pass, or
+ * captured); when NULL each thread uses its part of scratch (ceil(T /
+ * query_blocks) * T floats per thread). */
+void attention_forward(float *out, float *att, const float *qkv, int batch, int T, int D,
+                       int heads, int query_blocks, float *scratch, kernels_threads th);
+
+/* Attention backward from dout [batch*T, D] and the kept att into dqkv
+ * [batch*T, 3D]; scratch holds T*T floats per thread. With P the
+ * probabilities and O = P V: dP = dO Vᵀ, dV = Pᵀ dO, dS = P ⊙ (dP -
+ * rowsum(dP ⊙ P)), dQ = scale dS K, dK = scale dSᵀ Q. */
+void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                        const float *att, int batch, int T, int D, int heads,
+                        kernels_threads th);
+
+#endif
