@@ -264,6 +264,34 @@ static vit_status read_hf_config(const cJSON *json, const char *name, stated_con
     return VIT_OK;
 }
 
+void vit_config_to_hf_json(const vit_config *c, int num_channels, cJSON *json) {
+    cJSON_AddNumberToObject(json, "hidden_size", c->hidden_size);
+    cJSON_AddNumberToObject(json, "num_hidden_layers", c->num_layers);
+    cJSON_AddNumberToObject(json, "num_attention_heads", c->num_heads);
+    cJSON_AddNumberToObject(json, "intermediate_size", c->mlp_size);
+    cJSON_AddNumberToObject(json, "patch_size", c->patch_size);
+    cJSON_AddNumberToObject(json, "image_size", c->image_size);
+    cJSON_AddNumberToObject(json, "num_channels", num_channels);
+    cJSON_AddNumberToObject(json, "layer_norm_eps", c->layer_norm_eps);
+    cJSON_AddStringToObject(json, "hidden_act", "gelu");
+}
+
+vit_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_config *c,
+                                   vit_error *err) {
+    stated_config stated = {0};
+    const vit_status s = read_hf_config(json, name, &stated, err);
+    if (s != VIT_OK) return s;
+    c->hidden_size = stated.hidden_size;
+    c->num_layers = stated.num_layers;
+    c->num_heads = stated.num_heads;
+    c->mlp_size = stated.mlp_size;
+    c->patch_size = stated.patch_size;
+    c->image_size = stated.image_size;
+    c->num_channels = stated.num_channels;
+    c->layer_norm_eps = (float)stated.layer_norm_eps;
+    return VIT_OK;
+}
+
 /* Heads of timm's named ViT/DeiT sizes (their configs state no dims). */
 static int timm_architecture_heads(const char *architecture) {
     static const struct { const char *prefix; int heads; } SIZES[] = {

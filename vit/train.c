@@ -720,15 +720,7 @@ static char *config_json(const vit_train_model *m, int channels, const char *con
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "model_type", "vit");
     cJSON_AddStringToObject(j, "trained_with", "vitc vit train");
-    cJSON_AddNumberToObject(j, "hidden_size", c->hidden_size);
-    cJSON_AddNumberToObject(j, "num_hidden_layers", c->num_layers);
-    cJSON_AddNumberToObject(j, "num_attention_heads", c->num_heads);
-    cJSON_AddNumberToObject(j, "intermediate_size", c->mlp_size);
-    cJSON_AddNumberToObject(j, "patch_size", c->patch_size);
-    cJSON_AddNumberToObject(j, "image_size", c->image_size);
-    cJSON_AddNumberToObject(j, "num_channels", channels);
-    cJSON_AddNumberToObject(j, "layer_norm_eps", c->layer_norm_eps);
-    cJSON_AddStringToObject(j, "hidden_act", "gelu");
+    vit_config_to_hf_json(c, channels, j);
     if (labels) {
         cJSON *id2label = cJSON_AddObjectToObject(j, "id2label");
         for (int i = 0; i < c->num_classes; i++) {

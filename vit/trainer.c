@@ -3,6 +3,7 @@
  * cli/train.c so it can be driven (and tested) without the program; the
  * arithmetic and the order of every random draw are unchanged. */
 #include "vit_trainer.h"
+#include "vit_internal.h"
 #include "vit_json.h"
 
 #include <cJSON.h>
@@ -407,15 +408,8 @@ static char *state_json(const vit_trainer *t) {
     char seed[32];
     snprintf(seed, sizeof seed, "%" PRIu64, t->seed);
     cJSON_AddStringToObject(j, "seed", seed);
-    cJSON_AddNumberToObject(j, "hidden_size", c->hidden_size);
-    cJSON_AddNumberToObject(j, "num_layers", c->num_layers);
-    cJSON_AddNumberToObject(j, "num_heads", c->num_heads);
-    cJSON_AddNumberToObject(j, "mlp_size", c->mlp_size);
-    cJSON_AddNumberToObject(j, "patch_size", c->patch_size);
-    cJSON_AddNumberToObject(j, "image_size", c->image_size);
-    cJSON_AddNumberToObject(j, "num_channels", c->num_channels);
+    vit_config_to_hf_json(c, c->num_channels, cJSON_AddObjectToObject(j, "config"));
     cJSON_AddNumberToObject(j, "num_classes", c->num_classes);
-    cJSON_AddNumberToObject(j, "layer_norm_eps", c->layer_norm_eps);
     cJSON_AddNumberToObject(j, "epochs", (double)t->epochs);
     cJSON_AddNumberToObject(j, "batch", (double)h->batch);
     cJSON_AddNumberToObject(j, "images", (double)h->images);
@@ -498,12 +492,26 @@ vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info
         return vit_error_set(err, why.code, "%s is not a vit train state file (%s)", path,
                              why.message);
 #define GET(key) (cJSON_IsNumber(cJSON_GetObjectItem(j, key)) ? cJSON_GetObjectItem(j, key)->valuedouble : -1)
-    info->config = (vit_config){
-        .hidden_size = (int)GET("hidden_size"), .num_layers = (int)GET("num_layers"),
-        .num_heads = (int)GET("num_heads"), .mlp_size = (int)GET("mlp_size"),
-        .patch_size = (int)GET("patch_size"), .image_size = (int)GET("image_size"),
-        .num_channels = (int)GET("num_channels"), .num_classes = (int)GET("num_classes"),
-        .layer_norm_eps = (float)GET("layer_norm_eps"), .num_prefix_tokens = 1};
+    const cJSON *config = cJSON_GetObjectItem(j, "config");
+    if (cJSON_IsObject(config)) {
+        /* The model's own config keys, read as config.json is. */
+        info->config = (vit_config){.num_prefix_tokens = 1};
+        char name[4200];
+        snprintf(name, sizeof name, "%s (state config)", path);
+        if (vit_config_from_hf_json(config, name, &info->config, err) != VIT_OK) {
+            cJSON_Delete(j);
+            return err->code;
+        }
+        info->config.num_classes = (int)GET("num_classes");
+    } else {
+        /* A state written before the config had one writer: its own keys. */
+        info->config = (vit_config){
+            .hidden_size = (int)GET("hidden_size"), .num_layers = (int)GET("num_layers"),
+            .num_heads = (int)GET("num_heads"), .mlp_size = (int)GET("mlp_size"),
+            .patch_size = (int)GET("patch_size"), .image_size = (int)GET("image_size"),
+            .num_channels = (int)GET("num_channels"), .num_classes = (int)GET("num_classes"),
+            .layer_norm_eps = (float)GET("layer_norm_eps"), .num_prefix_tokens = 1};
+    }
     info->epoch = (long)GET("epoch");
     info->step = (long)GET("step");
     info->epochs = (long)GET("epochs");

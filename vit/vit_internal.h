@@ -5,6 +5,8 @@
 
 #include "vit.h"
 
+#include <cJSON.h>
+
 /* One encoder block. Q, K and V are stored fused as [3D, D] (rows q; k; v,
  * heads contiguous inside each), so one GEMM produces all three. */
 typedef struct vit_block {
@@ -47,5 +49,16 @@ struct vit_model {
     char dtypes[64];
     size_t param_count;
 };
+
+/* The configuration as Hugging Face config.json keys (hidden_size,
+ * num_hidden_layers, ..., hidden_act), added to json: the one writer of a
+ * vit_config, for the model file's __metadata__ config and the training
+ * state. num_channels is given apart (a grey model is saved with RGB
+ * weights). vit_config_from_hf_json reads them back the way config.json is
+ * read: a present but invalid key is an error naming name, an absent one
+ * leaves 0 (layer_norm_eps: transformers' 1e-12). */
+void vit_config_to_hf_json(const vit_config *c, int num_channels, cJSON *json);
+vit_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_config *c,
+                                   vit_error *err);
 
 #endif
