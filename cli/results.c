@@ -170,6 +170,18 @@ static size_t line_feeds(const char *text, size_t n) {
     return count;
 }
 
+/* Counts one row already in the file and remembers its path (owned, NULL
+ * when out of memory); -1 (message printed) when out of memory. */
+static int add_done_row(cli_results *r, cli_string_set *done, char *row_path, const char *path) {
+    if (!row_path || cli_string_set_add(done, row_path) != 0) {
+        free(row_path);
+        fprintf(stderr, "vit classify: out of memory reading %s\n", path);
+        return -1;
+    }
+    r->rows++;
+    return 0;
+}
+
 /* The CSV rows of text (size bytes): their paths into done; *complete is
  * the length of the whole rows (header included). The last row may be cut
  * (ended without its line break, or inside a quoted field that holds at
@@ -208,14 +220,10 @@ static int read_csv_rows(cli_results *r, const char *path, const char *text, siz
             rc = -1;
             break;
         } else {
-            char *row_path = strndup(csv.fields[0], csv.lengths[0]);
-            if (!row_path || cli_string_set_add(done, row_path) != 0) {
-                free(row_path);
-                fprintf(stderr, "vit classify: out of memory reading %s\n", path);
+            if (add_done_row(r, done, strndup(csv.fields[0], csv.lengths[0]), path) != 0) {
                 rc = -1;
                 break;
             }
-            r->rows++;
         }
         *complete = record_end;
     }
@@ -253,13 +261,10 @@ static int read_jsonl_rows(cli_results *r, const char *path, const char *text, s
             rc = -1;
             break;
         }
-        if (!row_path || cli_string_set_add(done, row_path) != 0) {
-            free(row_path);
-            fprintf(stderr, "vit classify: out of memory reading %s\n", path);
+        if (add_done_row(r, done, row_path, path) != 0) {
             rc = -1;
             break;
         }
-        r->rows++;
         *complete = (size_t)(nl + 1 - text);
     }
     free(line);
