@@ -44,7 +44,8 @@ static double flops_per_image(const vit_config *c, int tokens) {
     return 2 * patches * c->num_channels * P * P * D + c->num_layers * per_layer + heads;
 }
 
-/* Median GFLOP/s of a large square sgemm: the machine's practical peak. */
+/* Median GFLOP/s of a large square sgemm: the machine's practical peak, with
+ * the kernel OpenBLAS picked for this CPU (openblas_get_corename). */
 static void sgemm_peak(int threads) {
     const int n = 4096;
     float *a = calloc((size_t)n * n, sizeof(float)), *b = calloc((size_t)n * n, sizeof(float));
@@ -57,8 +58,8 @@ static void sgemm_peak(int threads) {
         times[r] = now() - t;
     }
     qsort(times, 5, sizeof *times, compare_doubles);
-    printf("{\"engine\":\"sgemm\",\"n\":%d,\"threads\":%d,\"gflop_s\":%.1f}\n", n, threads,
-           2.0 * n * n * n / times[2] / 1e9);
+    printf("{\"engine\":\"sgemm\",\"n\":%d,\"threads\":%d,\"gflop_s\":%.1f,\"openblas_core\":\"%s\"}\n", n,
+           threads, 2.0 * n * n * n / times[2] / 1e9, openblas_get_corename());
     free(a), free(b), free(c);
 }
 
