@@ -17,10 +17,12 @@
 struct vit_context {
     const vit_model *model;
     int max_batch, image_size, grid_h, grid_w, num_patches, num_tokens, num_threads;
-    /* Attention splits each head's queries into this many blocks: when all
-     * threads share one image (split), and when a thread runs whole images
-     * on its own (solo). */
-    int split_query_blocks, solo_query_blocks;
+    /* Attention splits each head's queries into blocks of this many rows:
+     * when all threads share one image (split), and when a thread runs
+     * whole images on its own (solo). Both are T or multiples of
+     * KERNELS_ROW_ALIGN, so an image's attention has the same bits either
+     * way (kernels.h). */
+    int split_query_rows, solo_query_rows;
     const float *pos_embed; /* the model's, or pos_resampled */
     float *pos_resampled;
     float *x;         /* [B*T, D] residual stream */
@@ -64,9 +66,10 @@ static void mark(stage_clock *clock, vit_stage stage) {
 
 /* Scores scratch of one thread: the larger of the two query blocks x T. */
 static size_t scores_floats(const vit_context *ctx) {
-    const int fewest = ctx->solo_query_blocks < ctx->split_query_blocks ? ctx->solo_query_blocks
-                                                                        : ctx->split_query_blocks;
-    return (size_t)((ctx->num_tokens + fewest - 1) / fewest) * ctx->num_tokens;
+    int rows = ctx->solo_query_rows > ctx->split_query_rows ? ctx->solo_query_rows
+                                                            : ctx->split_query_rows;
+    if (rows > ctx->num_tokens) rows = ctx->num_tokens;
+    return (size_t)rows * ctx->num_tokens;
 }
 
 vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
@@ -90,14 +93,17 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     ctx->num_patches = ctx->grid_h * ctx->grid_w;
     ctx->num_tokens = c->num_prefix_tokens + ctx->num_patches;
     ctx->num_threads = omp_get_max_threads();
-    /* Shared images: blocks of about 48 query rows, enough tasks to balance
-     * the threads and large enough for an efficient GEMM. Solo: whole heads
-     * (fewer, larger GEMMs) while the scores stay within 1 MiB. */
-    const size_t tokens = (size_t)ctx->num_tokens, scores_cap = (size_t)1 << 18;
-    ctx->split_query_blocks = (ctx->num_tokens + 47) / 48;
-    ctx->solo_query_blocks = (int)((tokens * tokens + scores_cap - 1) / scores_cap);
-    if (ctx->solo_query_blocks > ctx->split_query_blocks)
-        ctx->solo_query_blocks = ctx->split_query_blocks; /* never below 48 rows */
+    /* Shared images: blocks of 48 query rows, enough tasks to balance the
+     * threads and large enough for an efficient GEMM. Solo: whole heads
+     * (fewer, larger GEMMs) while the scores stay within 1 MiB, else the
+     * most whole 48-row blocks that do. */
+    const int scores_cap = 1 << 18, align = KERNELS_ROW_ALIGN;
+    ctx->split_query_rows = align;
+    ctx->solo_query_rows = ctx->num_tokens;
+    if ((size_t)ctx->num_tokens * ctx->num_tokens > (size_t)scores_cap) {
+        const int fit = scores_cap / ctx->num_tokens / align * align;
+        ctx->solo_query_rows = fit > align ? fit : align; /* never below 48 rows */
+    }
 
     const size_t B = (size_t)max_batch, T = (size_t)ctx->num_tokens, D = (size_t)c->hidden_size;
     const size_t M = (size_t)c->mlp_size, Np = (size_t)ctx->num_patches;
@@ -248,7 +254,7 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
     const int D = c->hidden_size, M = c->mlp_size, T = ctx->num_tokens, rows = job->count * T;
     const kernels_threads th = kernels_threading(KERNELS_INFERENCE, job->threads);
     /* Attention: blocks of query rows when the threads share the images. */
-    const int query_blocks = job->threads > 1 ? ctx->split_query_blocks : ctx->solo_query_blocks;
+    const int query_rows = job->threads > 1 ? ctx->split_query_rows : ctx->solo_query_rows;
     const float eps = c->layer_norm_eps;
     float *x = ctx->x + (size_t)job->slot * T * D, *normed = ctx->normed + (size_t)job->slot * T * D;
     float *qkv = ctx->qkv + (size_t)job->slot * T * 3 * D;
@@ -267,7 +273,7 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
         capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_KEYS, l), 1);
         mark(clock, VIT_STAGE_QKV);
         attention_forward(attn, captured_attention(ctx, job, l), qkv, job->count, T, D,
-                          c->num_heads, query_blocks, job->scores, th);
+                          c->num_heads, query_rows, job->scores, th);
         mark(clock, VIT_STAGE_ATTENTION);
         /* x += proj(attn) */
         residual_matmul_forward(x, x, attn, blk->proj_w, blk->proj_b, rows, D, D, th);
@@ -291,7 +297,9 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
                                   NULL, x + ((size_t)b * T + t) * D, m->norm_w, m->norm_b, D, eps);
 }
 
-/* Class logits (or pooled features) of `batch` pooled rows into out. */
+/* Class logits (or pooled features) of `batch` pooled rows into out. One
+ * GEMM per row: OpenBLAS gives a row of a larger GEMM other bits (a batch
+ * would change an image's logits), so the head never sees the batch. */
 static void head(const vit_model *m, const float *pooled, int prefix, int batch, float *out) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size;
@@ -301,19 +309,19 @@ static void head(const vit_model *m, const float *pooled, int prefix, int batch,
         return;
     }
     const int C = c->num_classes;
-    /* Class token rows sit prefix*D apart in pooled: a strided GEMM input. */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, C, D, 1.0f, pooled, prefix * D,
-                m->head_w, D, 0.0f, out, C);
-    if (m->head_dist_w) {
-        /* Distilled DeiT at inference: the mean of both heads (timm, HF). */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, batch, C, D, 0.5f, pooled + D,
-                    prefix * D, m->head_dist_w, D, 0.5f, out, C);
-        for (int b = 0; b < batch; b++)
-            for (int j = 0; j < C; j++)
-                out[(size_t)b * C + j] += 0.5f * (m->head_b[j] + m->head_dist_b[j]);
-    } else {
-        for (int b = 0; b < batch; b++)
-            for (int j = 0; j < C; j++) out[(size_t)b * C + j] += m->head_b[j];
+    for (int b = 0; b < batch; b++) {
+        const float *cls = pooled + (size_t)b * prefix * D;
+        float *logits = out + (size_t)b * C;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, C, D, 1.0f, cls, D, m->head_w, D,
+                    0.0f, logits, C);
+        if (m->head_dist_w) {
+            /* Distilled DeiT at inference: the mean of both heads (timm, HF). */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, C, D, 0.5f, cls + D, D,
+                        m->head_dist_w, D, 0.5f, logits, C);
+            for (int j = 0; j < C; j++) logits[j] += 0.5f * (m->head_b[j] + m->head_dist_b[j]);
+        } else {
+            for (int j = 0; j < C; j++) logits[j] += m->head_b[j];
+        }
     }
 }
 
@@ -342,7 +350,10 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
      * its own, single-threaded: no barrier between the ~100 steps of a
      * forward pass, and one image's activations stay in its core's cache.
      * Measured faster than splitting every step across threads from batch
-     * 2 up (bench/README.md). Images left over run split as at batch 1. */
+     * 2 up (bench/README.md). Images left over run split as at batch 1.
+     * Every encode is of one image: an image's GEMMs then have the same
+     * shapes whatever the batch, and split or solo give the same bits
+     * (panels, kernels.h), so its outputs do not depend on -b or -t. */
     const int parallel_images = threads > 1 ? batch / threads * threads : 0;
     if (parallel_images > 0) {
 #pragma omp parallel num_threads(threads)
@@ -359,9 +370,9 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
         }
     }
     stage_clock clock = {ctx->profile, omp_get_wtime()};
-    if (batch > parallel_images) {
-        encode_job job = {.first = parallel_images, .count = batch - parallel_images, .slot = 0,
-                          .threads = threads, .scores = ctx->scores, .clock = clock};
+    for (int b = parallel_images; b < batch; b++) {
+        encode_job job = {.first = b, .count = 1, .slot = 0, .threads = threads,
+                          .scores = ctx->scores, .clock = clock};
         encode(ctx, &job, images);
         clock = job.clock;
     }

@@ -42,7 +42,7 @@ static int scratch_slot(kernels_threads th) { return th.count > 1 ? omp_get_thre
 
 kernels_threads kernels_threading(kernels_pass pass, int threads) {
     kernels_threads th = {threads > 1 ? threads : 1, KERNELS_GEMM_OPENBLAS};
-    if (pass == KERNELS_INFERENCE) th.gemm = KERNELS_GEMM_COLUMN_SLICES;
+    if (pass == KERNELS_INFERENCE) th.gemm = KERNELS_GEMM_PANELS;
     return th;
 }
 
@@ -124,24 +124,65 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 /* ------------------------------------------------------------- matmul */
 
+/* Where slice i of team starts: i/team of the rows, to the nearest multiple
+ * of KERNELS_ROW_ALIGN (the last slice ends at rows). */
+static int row_boundary(int rows, int i, int team) {
+    if (i >= team) return rows;
+    const long exact = (long)rows * i / team;
+    const long aligned = (exact + KERNELS_ROW_ALIGN / 2) / KERNELS_ROW_ALIGN * KERNELS_ROW_ALIGN;
+    return aligned < rows ? (int)aligned : rows;
+}
+
+/* Where column panel p of KERNELS_PANELS starts: whole 16-column blocks. */
+static int panel_boundary(int out_dim, int p) {
+    if (p >= KERNELS_PANELS) return out_dim;
+    const int at = (out_dim * p / KERNELS_PANELS + 15) / 16 * 16;
+    return at < out_dim ? at : out_dim;
+}
+
+static void gemm_block(float *out, int ldo, const float *inp, const float *weight, int in_dim,
+                       int first_row, int last_row, int first_col, int last_col, float beta) {
+    if (last_row > first_row && last_col > first_col)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, last_row - first_row,
+                    last_col - first_col, in_dim, 1.0f, inp + (size_t)first_row * in_dim, in_dim,
+                    weight + (size_t)first_col * in_dim, in_dim, beta,
+                    out + (size_t)first_row * ldo + first_col, ldo);
+}
+
 void matmul_gemm(float *out, int ldo, const float *inp, const float *weight, int rows,
                  int in_dim, int out_dim, float beta, kernels_threads th) {
-    if (th.gemm == KERNELS_GEMM_OPENBLAS || th.count <= 1) {
+    if (th.gemm == KERNELS_GEMM_OPENBLAS) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in_dim, 1.0f, inp,
                     in_dim, weight, in_dim, beta, out, ldo);
         return;
     }
-    /* Column slices: inside the parallel region OpenBLAS runs on the
-     * calling thread, so each thread's GEMM is its own. */
+    /* Panels: the same GEMM calls whatever the thread count, so an element
+     * never depends on it; one thread runs them one after the other. */
+    if (th.count <= 1) {
+        for (int p = 0; p < KERNELS_PANELS; p++)
+            gemm_block(out, ldo, inp, weight, in_dim, 0, rows, panel_boundary(out_dim, p),
+                       panel_boundary(out_dim, p + 1), beta);
+        return;
+    }
+    /* Thread id runs panel id % KERNELS_PANELS; threads beyond the panels
+     * share one by row slices on KERNELS_ROW_ALIGN boundaries, which keep
+     * every element's bits (kernels.h). Inside the parallel region
+     * OpenBLAS runs on the calling thread, so each thread's GEMM is its own. */
 #pragma omp parallel num_threads(th.count)
     {
-        const int team = omp_get_num_threads();
-        const int chunk = ((out_dim + team - 1) / team + 15) / 16 * 16;
-        const int first = omp_get_thread_num() * chunk;
-        const int cols = out_dim - first < chunk ? out_dim - first : chunk;
-        if (cols > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, cols, in_dim, 1.0f, inp,
-                        in_dim, weight + (size_t)first * in_dim, in_dim, beta, out + first, ldo);
+        const int team = omp_get_num_threads(), id = omp_get_thread_num();
+        const int p = id % KERNELS_PANELS, slice = id / KERNELS_PANELS;
+        const int slices = (team - p + KERNELS_PANELS - 1) / KERNELS_PANELS;
+        if (team < KERNELS_PANELS) {
+            /* Fewer threads than panels: thread id takes panels id, id + team, ... */
+            for (int q = id; q < KERNELS_PANELS; q += team)
+                gemm_block(out, ldo, inp, weight, in_dim, 0, rows, panel_boundary(out_dim, q),
+                           panel_boundary(out_dim, q + 1), beta);
+        } else {
+            gemm_block(out, ldo, inp, weight, in_dim, row_boundary(rows, slice, slices),
+                       row_boundary(rows, slice + 1, slices), panel_boundary(out_dim, p),
+                       panel_boundary(out_dim, p + 1), beta);
+        }
     }
 }
 
@@ -224,9 +265,10 @@ void softmax_forward(float *values, int n) {
 }
 
 void attention_forward(float *out, float *att, const float *qkv, int batch, int T, int D,
-                       int heads, int query_blocks, float *scratch, kernels_threads th) {
-    const int H = heads, dh = D / H, blocks = query_blocks;
-    const int block_rows = (T + blocks - 1) / blocks;
+                       int heads, int block_rows, float *scratch, kernels_threads th) {
+    const int H = heads, dh = D / H;
+    if (block_rows > T) block_rows = T;
+    const int blocks = (T + block_rows - 1) / block_rows;
     const float scale = 1.0f / sqrtf((float)dh);
     /* Dynamic: blocks at the end of a head are shorter. */
     PARALLEL_FOR_DYNAMIC(

@@ -27,25 +27,45 @@
 
 /* How a kernel's GEMMs use the threads. */
 typedef enum kernels_gemm_mode {
-    /* Each of the count threads runs a single-threaded GEMM on its own slice
-     * of output columns (whole 16-column panels). */
-    KERNELS_GEMM_COLUMN_SLICES,
+    /* The GEMM is always run as KERNELS_PANELS single-threaded GEMMs over
+     * fixed column panels (a function of the output width only), one after
+     * the other on one thread or one panel per thread; more threads than
+     * panels split a panel's rows on KERNELS_ROW_ALIGN boundaries. Every
+     * element thus gets the same bits whatever the thread count. */
+    KERNELS_GEMM_PANELS,
     /* One GEMM call from the calling thread; OpenBLAS threads it itself. */
     KERNELS_GEMM_OPENBLAS,
 } kernels_gemm_mode;
 
 typedef struct kernels_threads {
-    int count; /* OpenMP threads for row-wise loops and column slices */
+    int count; /* OpenMP threads for row-wise loops and GEMM panels */
     kernels_gemm_mode gemm;
 } kernels_threads;
+
+/* Row slices that start on a multiple of this many rows of one GEMM give
+ * every element the same bits as that GEMM run whole: OpenBLAS's sgemm
+ * walks the rows (its N, as we call it row-major with Wᵀ) in fixed groups
+ * of micro-kernel tiles, and an element's arithmetic depends on where its
+ * row falls in them. Column slices or a GEMM over more rows (a batch) do
+ * change it (measured, OpenBLAS 0.3.21 Haswell/Zen kernels: 48-row
+ * boundaries gave no differing bit over T = 5..785 and all ViT shapes,
+ * column slices on 16-column panels, or rows shifted by one, did). */
+#define KERNELS_ROW_ALIGN 48
+
+/* Column panels of an inference GEMM (KERNELS_GEMM_PANELS): two, so that
+ * one image on two threads keeps the speed of column slices (each thread
+ * packs half the weights), while a thread running whole images pays only
+ * one more packing of its activations per GEMM. No column split of one
+ * GEMM gives its bits (measured), hence panels even on one thread. */
+#define KERNELS_PANELS 2
 
 /* Who runs the kernels: inference (forward.c) or training (train.c). */
 typedef enum kernels_pass { KERNELS_INFERENCE, KERNELS_TRAINING } kernels_pass;
 
 /* The one decision on GEMM threading. Inference (a few hundred rows per
- * image) runs column slices, measured faster than OpenBLAS's own threading
- * at 197 rows; training (thousands of rows per batch, plus the transposed
- * backward GEMMs) lets OpenBLAS thread, whose split is fixed for a given
+ * image) runs panels, measured faster than OpenBLAS's own threading at
+ * 197 rows, and the same bits whatever the thread count; training
+ * (thousands of rows per batch, plus the transposed backward GEMMs) lets OpenBLAS thread, whose split is fixed for a given
  * thread count, so training stays deterministic. */
 kernels_threads kernels_threading(kernels_pass pass, int threads);
 
@@ -117,12 +137,13 @@ void softmax_forward(float *values, int n);
 
 /* Multi-head self-attention of batch images of T tokens: qkv [batch*T, 3D]
  * (q; k; v, heads contiguous inside each) into out [batch*T, D]. A task is
- * query_blocks-th of one head of one image. att, when not NULL, receives
- * the probabilities [batch, heads, T, T] (kept for the backward pass, or
- * captured); when NULL each thread uses its part of scratch (ceil(T /
- * query_blocks) * T floats per thread). */
+ * block_rows query rows of one head of one image (T: whole heads; a
+ * multiple of KERNELS_ROW_ALIGN gives the bits of whole heads). att, when
+ * not NULL, receives the probabilities [batch, heads, T, T] (kept for the
+ * backward pass, or captured); when NULL each thread uses its part of
+ * scratch (min(block_rows, T) * T floats per thread). */
 void attention_forward(float *out, float *att, const float *qkv, int batch, int T, int D,
-                       int heads, int query_blocks, float *scratch, kernels_threads th);
+                       int heads, int block_rows, float *scratch, kernels_threads th);
 
 /* Attention backward from dout [batch*T, D] and the kept att into dqkv
  * [batch*T, 3D]; scratch holds T*T floats per thread. With P the

@@ -452,7 +452,7 @@ static void forward(vit_train_model *m, const float *images, int n) {
         float *hid = LAYER(m->hid, l, BT * M), *act = LAYER(m->act, l, BT * M);
         layernorm_forward(ln1, mean1, rstd1, x, p + o->ln1_w, p + o->ln1_b, rows, D, eps, th);
         matmul_forward(qkv, ln1, p + o->qkv_w, p + o->qkv_b, rows, D, 3 * D, th);
-        attention_forward(attn, probs, qkv, n, T, D, H, 1, NULL, th);
+        attention_forward(attn, probs, qkv, n, T, D, H, T, NULL, th);
         /* xmid = x + proj(attn) */
         residual_matmul_forward(xmid, x, attn, p + o->proj_w, p + o->proj_b, rows, D, D, th);
         layernorm_forward(ln2, mean2, rstd2, xmid, p + o->ln2_w, p + o->ln2_b, rows, D, eps, th);
