@@ -34,6 +34,12 @@
 vit_status base_read_text_file(const char *path, size_t max_bytes, char **text, int *missing,
                                vit_error *err);
 
+/* fd, opened with O_NONBLOCK so that open(2) of a FIFO cannot wait for a
+ * writer, as a stdio stream whose reads block again (a pipe with a writer
+ * still works, and FUSE/NFS never answer EAGAIN); NULL with errno set when
+ * it cannot be (fd is then still the caller's to close). */
+FILE *base_fdopen_blocking(int fd);
+
 /* What a file that is not a regular one is, for messages: "a FIFO",
  * "a directory", "a character device" ... (mode as stat gives it). */
 const char *base_file_kind(unsigned mode);

@@ -19,6 +19,12 @@ const char *base_file_kind(unsigned mode) {
 
 /* ------------------------------------------------------------ reading */
 
+FILE *base_fdopen_blocking(int fd) {
+    const int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) return NULL;
+    return fdopen(fd, "rb");
+}
+
 vit_status base_read_text_file(const char *path, size_t max_bytes, char **text, int *missing,
                                vit_error *err) {
     *text = NULL;
@@ -42,11 +48,11 @@ vit_status base_read_text_file(const char *path, size_t max_bytes, char **text, 
         return vit_error_set(err, VIT_E_IO, "%s: %s", path, dir ? "a directory, not a file"
                                                                  : "cannot read its status");
     }
-    const int flags = fcntl(fd, F_GETFL);
-    FILE *f = flags >= 0 && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0 ? fdopen(fd, "rb") : NULL;
+    FILE *f = base_fdopen_blocking(fd);
     if (!f) {
+        const int e = errno;
         close(fd);
-        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(errno));
+        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
     }
     /* Sized by the file, not the cap, and grown while reading (the file may
      * be a pipe or grow), so a generous cap costs nothing. */

@@ -580,10 +580,7 @@ static vit_status open_regular_file(const char *path, FILE **file, off_t *file_s
         return vit_error_set(err, VIT_E_LIMIT, "%s: file of %lld bytes exceeds the limit of %zu MiB",
                              path, (long long)sb.st_size, DATA_MAX_FILE_BYTES >> 20);
     }
-    /* Regular files never block; blocking reads again, for filesystems
-     * (FUSE, NFS) that might otherwise answer EAGAIN. */
-    const int flags = fcntl(fd, F_GETFL);
-    FILE *f = flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0 ? NULL : fdopen(fd, "rb");
+    FILE *f = base_fdopen_blocking(fd);
     if (!f) {
         int e = errno;
         close(fd);
