@@ -34,6 +34,11 @@ struct vit_context {
     float *patches;   /* [B*Np, D] patch embeddings */
     float *scores;    /* [threads, scores_floats()] attention probabilities */
     float *pooled;    /* [B, prefix, D] normed prefix tokens */
+    /* Quantised inputs of int8 layers and their row scales, one slot per
+     * image run at once (NULL for a float model). */
+    void *qinp;
+    float *qscale;
+    size_t qinp_slot_bytes;
     /* Capture destinations, [kind][layer + 1]: for tokens index 0 is after
      * the embedding and l + 1 after block l; attention and keys use l + 1. */
     float **captures;
@@ -70,6 +75,16 @@ static size_t scores_floats(const vit_context *ctx) {
                                                             : ctx->split_query_rows;
     if (rows > ctx->num_tokens) rows = ctx->num_tokens;
     return (size_t)rows * ctx->num_tokens;
+}
+
+/* Whether any linear layer runs in int8 (the context then needs buffers
+ * for quantised inputs). */
+static int model_has_int8(const vit_model *m) {
+    for (int l = 0; l < m->config.num_layers; l++) {
+        const vit_block *b = &m->blocks[l];
+        if (b->qkv_q || b->proj_q || b->fc1_q || b->fc2_q) return 1;
+    }
+    return 0;
 }
 
 vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
@@ -119,7 +134,14 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     ctx->pooled = kernels_alloc_floats(B * (size_t)c->num_prefix_tokens * D);
     ctx->captures =
         calloc((size_t)VIT_CAPTURE_KIND_COUNT * (c->num_layers + 1), sizeof *ctx->captures);
-    if (!ctx->x || !ctx->normed || !ctx->qkv || !ctx->attn || !ctx->hidden || !ctx->cols ||
+    if (model_has_int8(model)) {
+        const size_t slots = (size_t)(max_batch < ctx->num_threads ? max_batch : ctx->num_threads);
+        ctx->qinp_slot_bytes = (kernels_qinp_bytes((int)T, (int)(M > D ? M : D)) + 63) / 64 * 64;
+        ctx->qinp = kernels_alloc_floats(slots * ctx->qinp_slot_bytes / sizeof(float));
+        ctx->qscale = kernels_alloc_floats(slots * T);
+    }
+    const int int8_missing = model_has_int8(model) && (!ctx->qinp || !ctx->qscale);
+    if (int8_missing || !ctx->x || !ctx->normed || !ctx->qkv || !ctx->attn || !ctx->hidden || !ctx->cols ||
         !ctx->patches || !ctx->scores || !ctx->pooled || !ctx->captures) {
         vit_context_free(ctx);
         return vit_error_set(err, VIT_E_NOMEM, "out of memory for a batch of %d at %dx%d",
@@ -157,6 +179,8 @@ void vit_context_free(vit_context *ctx) {
     free(ctx->pooled);
     free(ctx->pos_resampled);
     free(ctx->captures);
+    free(ctx->qinp);
+    free(ctx->qscale);
     free(ctx);
 }
 
@@ -246,6 +270,24 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
     }
 }
 
+/* out = [residual +] inp · weightᵀ + bias for the job's rows: the int8
+ * kernels when the layer is quantised (q), else float32. */
+static void linear_forward(const vit_context *ctx, const encode_job *job, float *out,
+                           const float *residual, const float *inp, const float *weight,
+                           const kernels_qmatrix *q, const float *bias, int rows, int in_dim,
+                           int out_dim, kernels_threads th) {
+    if (q) {
+        void *qinp = (char *)ctx->qinp + (size_t)job->slot * ctx->qinp_slot_bytes;
+        float *scale = ctx->qscale + (size_t)job->slot * ctx->num_tokens;
+        quantize_forward(qinp, scale, inp, rows, in_dim, q, th);
+        qmatmul_forward(out, residual, qinp, scale, q, bias, rows, th);
+    } else if (residual) {
+        residual_matmul_forward(out, residual, inp, weight, bias, rows, in_dim, out_dim, th);
+    } else {
+        matmul_forward(out, inp, weight, bias, rows, in_dim, out_dim, th);
+    }
+}
+
 /* Embedding, every encoder block, and the final norm of the prefix tokens
  * (into ctx->pooled) for the job's images. */
 static void encode(const vit_context *ctx, encode_job *job, const float *images) {
@@ -269,23 +311,25 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
         const vit_block *blk = &m->blocks[l];
         layernorm_forward(normed, NULL, NULL, x, blk->ln1_w, blk->ln1_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
-        matmul_forward(qkv, normed, blk->qkv_w, blk->qkv_b, rows, D, 3 * D, th);
+        linear_forward(ctx, job, qkv, NULL, normed, blk->qkv_w, blk->qkv_q, blk->qkv_b, rows, D,
+                       3 * D, th);
         capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_KEYS, l), 1);
         mark(clock, VIT_STAGE_QKV);
         attention_forward(attn, captured_attention(ctx, job, l), qkv, job->count, T, D,
                           c->num_heads, query_rows, job->scores, th);
         mark(clock, VIT_STAGE_ATTENTION);
         /* x += proj(attn) */
-        residual_matmul_forward(x, x, attn, blk->proj_w, blk->proj_b, rows, D, D, th);
+        linear_forward(ctx, job, x, x, attn, blk->proj_w, blk->proj_q, blk->proj_b, rows, D, D, th);
         mark(clock, VIT_STAGE_PROJECTION);
         layernorm_forward(normed, NULL, NULL, x, blk->ln2_w, blk->ln2_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
-        matmul_forward(hidden, normed, blk->fc1_w, blk->fc1_b, rows, D, M, th);
+        linear_forward(ctx, job, hidden, NULL, normed, blk->fc1_w, blk->fc1_q, blk->fc1_b, rows, D,
+                       M, th);
         mark(clock, VIT_STAGE_MLP_FC1);
         gelu_forward(hidden, hidden, (size_t)rows * M, th);
         mark(clock, VIT_STAGE_GELU);
         /* x += fc2(gelu(fc1(ln2(x)))) */
-        residual_matmul_forward(x, x, hidden, blk->fc2_w, blk->fc2_b, rows, M, D, th);
+        linear_forward(ctx, job, x, x, hidden, blk->fc2_w, blk->fc2_q, blk->fc2_b, rows, M, D, th);
         capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
         mark(clock, VIT_STAGE_MLP_FC2);
     }

@@ -153,4 +153,74 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
                         const float *att, int batch, int T, int D, int heads,
                         kernels_threads th);
 
+/* ------------------------------------------------------------------ int8 */
+
+/* The instruction-set paths of the int8 kernels, chosen at run time. All
+ * paths give the same bits: integer sums are exact, and the float steps
+ * (one multiply-add per group of 32, the epilogue) run in the same order
+ * without fused multiply-adds in every path. */
+typedef enum kernels_isa {
+    KERNELS_ISA_GENERIC,     /* portable C, any CPU */
+    KERNELS_ISA_AVX2,        /* vpmaddwd on int16 pairs (AVX2) */
+    KERNELS_ISA_AVX512_VNNI, /* vpdpbusd on u8 x s8 quads (AVX-512 VNNI) */
+    /* The VNNI path's data layout (u8 activations, s8 quads, column sums)
+     * run by plain C: tests check that layout on CPUs without VNNI. */
+    KERNELS_ISA_VNNI_REFERENCE,
+    KERNELS_ISA_COUNT
+} kernels_isa;
+
+/* "generic", "avx2", "avx512vnni", "vnni-reference". */
+const char *kernels_isa_name(kernels_isa isa);
+
+/* Nonzero when this CPU (and OS) can run isa. */
+int kernels_isa_supported(kernels_isa isa);
+
+/* The path to use: the fastest this CPU runs, or the one `forced` names
+ * (the VITC_ISA environment variable; NULL or "" or "auto": choose). An
+ * unknown name or a path this CPU lacks is VIT_E_UNSUPPORTED with a line
+ * naming what it has. */
+vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *err);
+
+/* An int8 weight matrix [rows, cols] (a Linear layer's weight, rows = its
+ * outputs) with one float scale per group of `group` weights along a row,
+ * packed for one path. Opaque. */
+typedef struct kernels_qmatrix kernels_qmatrix;
+
+/* An empty (zero) packed matrix, or NULL when out of memory or the
+ * arguments are not positive with group dividing cols. */
+kernels_qmatrix *kernels_qmatrix_create(int rows, int cols, int group, kernels_isa isa);
+
+/* Fills rows first_row .. first_row + count - 1 from values [count, cols]
+ * and scales [count, cols / group]. */
+void kernels_qmatrix_set_rows(kernels_qmatrix *w, int first_row, int count,
+                              const signed char *values, const float *scales);
+
+/* Its values times their scales as float32 [rows, cols] (for training from
+ * an int8 file). */
+void kernels_qmatrix_to_f32(const kernels_qmatrix *w, float *dst);
+
+kernels_isa kernels_qmatrix_isa(const kernels_qmatrix *w);
+size_t kernels_qmatrix_bytes(const kernels_qmatrix *w);
+void kernels_qmatrix_free(kernels_qmatrix *w);
+
+/* Bytes of quantised activations for rows x cols inputs (any path). */
+size_t kernels_qinp_bytes(int rows, int cols);
+
+/* Dynamic per-row quantisation of the inputs of a quantised layer:
+ * inp_scale[r] = max|inp[r]| / 127, qinp = round-half-even(inp / scale)
+ * in -127..127, in w's path's layout. A row with a NaN or infinity gets a
+ * NaN scale, so its outputs are NaN (reported, never hidden). */
+void quantize_forward(void *qinp, float *inp_scale, const float *inp, int rows, int cols,
+                      const kernels_qmatrix *weight, kernels_threads th);
+
+/* out[rows, weight rows] = residual + bias + dequantised(qinp · weightᵀ):
+ *   out[r, n] = (residual[r, n] + bias[n]) + inp_scale[r] *
+ *               sum over groups g of scale[n, g] * (exact int sum over g),
+ * residual and bias may be NULL (out may be residual). Each output's
+ * arithmetic is fixed by its row and column alone (no batch or thread
+ * count changes it); threads split the columns. */
+void qmatmul_forward(float *out, const float *residual, const void *qinp,
+                     const float *inp_scale, const kernels_qmatrix *weight, const float *bias,
+                     int rows, kernels_threads th);
+
 #endif

@@ -139,16 +139,86 @@ static vit_status take(vit_model *m, weights_role role, int layer, int64_t rows,
     return tensor_values(m, &ref, out, err);
 }
 
+/* Whether the int8 kernels take a matrix of cols columns in groups of
+ * `group` (kernels_qmatrix_create's limits); others load as float. */
+static int packable(size_t cols, size_t group) {
+    return cols <= (1u << 16) && (group == cols || group % 4 == 0);
+}
+
+/* The I8 matrices of parts (each rows_each x cols: a tensor or a slice of
+ * one) stacked into one packed matrix in *q; *q stays NULL when a part is
+ * not I8 or not packable, and the caller loads them as float. */
+static vit_status pack_int8(vit_model *m, const weights_ref *parts, int n_parts,
+                            int64_t rows_each, int64_t cols, kernels_qmatrix **q,
+                            vit_error *err) {
+    *q = NULL;
+    size_t groups = 0;
+    const weights_tensor *scale[3];
+    for (int i = 0; i < n_parts; i++) {
+        const weights_tensor *t = parts[i].tensor;
+        size_t g;
+        if (!t || t->dtype != WEIGHTS_I8 || !shape_matches(&parts[i], rows_each, cols)) return VIT_OK;
+        vit_status s = weights_i8_scales(m->file, t, &scale[i], &g, err);
+        if (s != VIT_OK) return s;
+        if ((i > 0 && g != groups) || !packable((size_t)cols, (size_t)cols / g)) return VIT_OK;
+        groups = g;
+    }
+    kernels_qmatrix *packed = kernels_qmatrix_create((int)(rows_each * n_parts), (int)cols,
+                                                     (int)(cols / (int64_t)groups), m->isa);
+    if (!packed) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(m->file));
+    for (int i = 0; i < n_parts; i++) {
+        const weights_tensor *t = parts[i].tensor;
+        /* The whole scale tensor as float32, then the slice's rows. */
+        float *all = malloc(sizeof(float) * scale[i]->numel);
+        vit_status s = all ? weights_to_f32(m->file, scale[i], all, err)
+                           : vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        if (s != VIT_OK) {
+            free(all);
+            kernels_qmatrix_free(packed);
+            return s;
+        }
+        const size_t first = (size_t)parts[i].row_start;
+        kernels_qmatrix_set_rows(packed, (int)(i * rows_each), (int)rows_each,
+                                 (const signed char *)t->data + first * (size_t)cols,
+                                 all + first * groups);
+        free(all);
+        if (parts[i].row_start == 0) m->param_count += t->numel;
+    }
+    *q = packed;
+    return VIT_OK;
+}
+
+/* A linear layer's weight [rows, cols]: packed int8 when the file stores it
+ * as I8 (then *w is NULL), else float32 as take() gives it. */
+static vit_status take_linear(vit_model *m, weights_role role, int layer, int64_t rows,
+                              int64_t cols, const float **w, kernels_qmatrix **q,
+                              vit_error *err) {
+    weights_ref ref;
+    *w = NULL;
+    vit_status s = weights_layout_find(m->file, m->layout, role, layer, &ref, err);
+    if (s == VIT_OK) s = pack_int8(m, &ref, 1, rows, cols, q, err);
+    if (s != VIT_OK || *q) return s;
+    return take(m, role, layer, rows, cols, 0, w, err);
+}
+
 /* Q, K and V of one block as one [3D, D] matrix (and [3D] bias): the timm
  * fused tensor in place, or the three Hugging Face tensors concatenated. */
 static vit_status take_qkv(vit_model *m, int layer, const float **w, const float **b,
-                           vit_error *err) {
+                           kernels_qmatrix **q, vit_error *err) {
     const int D = m->config.hidden_size;
     const weights_role w_roles[3] = {WEIGHTS_Q_W, WEIGHTS_K_W, WEIGHTS_V_W};
     const weights_role b_roles[3] = {WEIGHTS_Q_B, WEIGHTS_K_B, WEIGHTS_V_B};
-    const float *parts_w[3], *parts_b[3];
+    const float *parts_w[3] = {NULL, NULL, NULL}, *parts_b[3];
+    weights_ref refs[3];
+    *q = NULL;
     for (int i = 0; i < 3; i++) {
-        vit_status status = take(m, w_roles[i], layer, D, D, 0, &parts_w[i], err);
+        vit_status status = weights_layout_find(m->file, m->layout, w_roles[i], layer, &refs[i], err);
+        if (status != VIT_OK) return status;
+    }
+    vit_status packed = pack_int8(m, refs, 3, D, D, q, err);
+    if (packed != VIT_OK) return packed;
+    for (int i = 0; i < 3; i++) {
+        vit_status status = *q ? VIT_OK : take(m, w_roles[i], layer, D, D, 0, &parts_w[i], err);
         if (status == VIT_OK) status = take(m, b_roles[i], layer, 1, D, 1, &parts_b[i], err);
         if (status != VIT_OK) return status;
     }
@@ -157,7 +227,9 @@ static vit_status take_qkv(vit_model *m, int layer, const float **w, const float
         return vit_error_set(err, VIT_E_FORMAT, "%s: block %d has a bias for only some of Q, K, V",
                              weights_path(m->file), layer);
     const size_t DD = (size_t)D * D;
-    if (parts_w[1] == parts_w[0] + DD && parts_w[2] == parts_w[1] + DD) {
+    if (*q) {
+        *w = NULL;
+    } else if (parts_w[1] == parts_w[0] + DD && parts_w[2] == parts_w[1] + DD) {
         *w = parts_w[0];
     } else {
         float *fused = own(m, 3 * DD);
@@ -618,14 +690,14 @@ static vit_status take_all(vit_model *m, vit_error *err) {
         vit_block *b = &m->blocks[l];
         if ((s = take(m, WEIGHTS_LN1_W, l, 1, D, 0, &b->ln1_w, err)) ||
             (s = take(m, WEIGHTS_LN1_B, l, 1, D, 0, &b->ln1_b, err)) ||
-            (s = take_qkv(m, l, &b->qkv_w, &b->qkv_b, err)) ||
-            (s = take(m, WEIGHTS_PROJ_W, l, D, D, 0, &b->proj_w, err)) ||
+            (s = take_qkv(m, l, &b->qkv_w, &b->qkv_b, &b->qkv_q, err)) ||
+            (s = take_linear(m, WEIGHTS_PROJ_W, l, D, D, &b->proj_w, &b->proj_q, err)) ||
             (s = take(m, WEIGHTS_PROJ_B, l, 1, D, 0, &b->proj_b, err)) ||
             (s = take(m, WEIGHTS_LN2_W, l, 1, D, 0, &b->ln2_w, err)) ||
             (s = take(m, WEIGHTS_LN2_B, l, 1, D, 0, &b->ln2_b, err)) ||
-            (s = take(m, WEIGHTS_FC1_W, l, M, D, 0, &b->fc1_w, err)) ||
+            (s = take_linear(m, WEIGHTS_FC1_W, l, M, D, &b->fc1_w, &b->fc1_q, err)) ||
             (s = take(m, WEIGHTS_FC1_B, l, 1, M, 0, &b->fc1_b, err)) ||
-            (s = take(m, WEIGHTS_FC2_W, l, D, M, 0, &b->fc2_w, err)) ||
+            (s = take_linear(m, WEIGHTS_FC2_W, l, D, M, &b->fc2_w, &b->fc2_q, err)) ||
             (s = take(m, WEIGHTS_FC2_B, l, 1, D, 0, &b->fc2_b, err)))
             return s;
     }
@@ -766,7 +838,9 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
         m->config.pos_embed_antialias = resample == VIT_POS_RESAMPLE_AUTO
                                             ? m->layout == WEIGHTS_LAYOUT_TIMM
                                             : resample == VIT_POS_RESAMPLE_BICUBIC_AA;
-        status = take_all(m, err);
+        const char *isa = options && options->isa ? options->isa : getenv("VITC_ISA");
+        status = kernels_isa_choose(isa, &m->isa, err);
+        if (status == VIT_OK) status = take_all(m, err);
     }
     if (status == VIT_OK) status = settle_labels(m, json, config_path, options, err);
     /* A file that carries its config in __metadata__ (vit train writes
@@ -879,6 +953,12 @@ void vit_model_free(vit_model *m) {
     if (m->labels)
         for (int i = 0; i < m->num_labels; i++) free(m->labels[i]);
     free(m->labels);
+    for (int l = 0; m->blocks && l < m->config.num_layers; l++) {
+        kernels_qmatrix_free(m->blocks[l].qkv_q);
+        kernels_qmatrix_free(m->blocks[l].proj_q);
+        kernels_qmatrix_free(m->blocks[l].fc1_q);
+        kernels_qmatrix_free(m->blocks[l].fc2_q);
+    }
     free(m->blocks);
     free(m->config_text);
     free(m->preprocessor_text);
@@ -914,7 +994,7 @@ vit_status vit_model_quantize(const vit_model *m, weights_quant to, const char *
     values[n++] = to == WEIGHTS_QUANT_BF16
                       ? "bf16: every float tensor rounded to bfloat16"
                       : "int8: encoder linear-layer weights, symmetric, one float32 scale per "
-                        "32 weights of a row (<name>_scale); activations in float32";
+                        "32 weights of a row (<name>_scale); activations quantised per row at run time";
     vit_status status = weights_quantize(f, to, path, keys, values, n, err);
     free(keys);
     free(values);

@@ -55,6 +55,10 @@ typedef struct vit_load_options {
      * vit_context_create with it, as --size does), 0: the model's own. The
      * preprocessing recipe is checked to make images of this size. */
     int input_size;
+    /* The int8 kernels' instruction-set path: "auto", "generic", "avx2",
+     * "avx512vnni" (kernels.h). NULL: the VITC_ISA environment variable,
+     * else auto. A path the CPU cannot run is refused at load. */
+    const char *isa;
 } vit_load_options;
 
 typedef struct vit_model vit_model;

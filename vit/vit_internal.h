@@ -7,6 +7,8 @@
 
 #include <cJSON.h>
 
+#include "kernels.h"
+
 /* One encoder block. Q, K and V are stored fused as [3D, D] (rows q; k; v,
  * heads contiguous inside each), so one GEMM produces all three. */
 typedef struct vit_block {
@@ -16,6 +18,9 @@ typedef struct vit_block {
     const float *ln2_w, *ln2_b;
     const float *fc1_w, *fc1_b;
     const float *fc2_w, *fc2_b;
+    /* The linear layers a file stores as I8, packed for the int8 kernels
+     * (their float weight pointer is then NULL); NULL: float. */
+    kernels_qmatrix *qkv_q, *proj_q, *fc1_q, *fc2_q;
 } vit_block;
 
 struct vit_model {
@@ -39,6 +44,8 @@ struct vit_model {
     char **labels;
     int num_labels;
     char labels_source[64];
+
+    kernels_isa isa; /* the int8 kernels' path (VITC_ISA or the CPU's best) */
 
     data_preprocess preprocess;
     /* The config and preprocessing texts the model was loaded with (NULL:

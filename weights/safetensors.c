@@ -755,29 +755,39 @@ static void convert_bf16(const unsigned char *src, float *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = f32_from_bits((uint32_t)load_u16(src + 2 * i) << 16);
 }
 
-/* An I8 matrix times its group scales (see weights_quantize). */
-static vit_status dequantize_i8(const weights_file *f, const weights_tensor *t, float *dst,
-                                vit_error *err) {
+vit_status weights_i8_scales(const weights_file *f, const weights_tensor *t,
+                             const weights_tensor **scale, size_t *groups, vit_error *err) {
     const char *path = f ? f->path : "(no file)";
     char scale_name[512];
     if (t->ndim != 2 || snprintf(scale_name, sizeof scale_name, "%s%s", t->name,
                                  WEIGHTS_SCALE_SUFFIX) >= (int)sizeof scale_name)
         return tensor_error(err, VIT_E_UNSUPPORTED, path, t->name,
                             "I8 tensors are read only as matrices with scales");
-    const weights_tensor *scale = weights_find(f, scale_name);
+    const weights_tensor *s = weights_find(f, scale_name);
     const size_t rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
-    const size_t groups = scale && rows ? scale->numel / rows : 0;
-    if (!scale || scale->dtype == WEIGHTS_I8 || groups == 0 || scale->numel != rows * groups ||
-        cols % groups != 0)
+    const size_t n = s && rows ? s->numel / rows : 0;
+    if (!s || s->dtype == WEIGHTS_I8 || n == 0 || s->numel != rows * n || cols % n != 0)
         return tensor_error(err, VIT_E_FORMAT, path, t->name,
                             "I8 matrix without a '%s' of %zu x (a divisor of %zu) floats",
                             scale_name, rows, cols);
+    *scale = s;
+    *groups = n;
+    return VIT_OK;
+}
+
+/* An I8 matrix times its group scales (see weights_quantize). */
+static vit_status dequantize_i8(const weights_file *f, const weights_tensor *t, float *dst,
+                                vit_error *err) {
+    const weights_tensor *scale;
+    size_t groups;
+    vit_status status = weights_i8_scales(f, t, &scale, &groups, err);
+    if (status != VIT_OK) return status;
     float *scales = malloc(sizeof(float) * scale->numel);
-    if (!scales) return tensor_error(err, VIT_E_NOMEM, path, t->name, "out of memory");
-    vit_status status = weights_to_f32(f, scale, scales, err);
+    if (!scales) return tensor_error(err, VIT_E_NOMEM, f ? f->path : "(no file)", t->name, "out of memory");
+    status = weights_to_f32(f, scale, scales, err);
     if (status == VIT_OK) {
         const signed char *q = t->data;
-        const size_t group = cols / groups;
+        const size_t group = (size_t)t->shape[1] / groups;
         for (size_t i = 0; i < t->numel; i++) dst[i] = (float)q[i] * scales[i / group];
     }
     free(scales);

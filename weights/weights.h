@@ -100,6 +100,12 @@ const char *weights_dtype_name(weights_dtype dtype);
 vit_status weights_to_f32(const weights_file *f, const weights_tensor *t, float *dst,
                           vit_error *err);
 
+/* The "<name>_scale" tensor of an I8 matrix t [rows, cols] and its group
+ * count (a divisor of cols; the group is cols / groups weights along a
+ * row). VIT_E_FORMAT naming both when it is missing or malformed. */
+vit_status weights_i8_scales(const weights_file *f, const weights_tensor *t,
+                             const weights_tensor **scale, size_t *groups, vit_error *err);
+
 /* Writes tensors (data taken from each .data, .nbytes bytes) and optional
  * string metadata (n_meta key/value pairs) as a safetensors file. The file is
  * written to a temporary name beside path and renamed into place, so a crash

@@ -1,0 +1,290 @@
+/* The int8 kernels (kernels.h): choosing a path, packing weights, dynamic
+ * activation quantisation, and the portable C panel kernels. Compiled with
+ * -ffp-contract=off (CMakeLists.txt), as are the AVX2 and AVX-512 files, so
+ * no path fuses a multiply-add the others round twice: every path gives the
+ * same bits, and the tests compare them exactly. */
+#include "kernels_int8.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels_parallel.h"
+
+static const char *const ISA_NAMES[KERNELS_ISA_COUNT] = {"generic", "avx2", "avx512vnni",
+                                                         "vnni-reference"};
+
+const char *kernels_isa_name(kernels_isa isa) {
+    return (unsigned)isa < KERNELS_ISA_COUNT ? ISA_NAMES[isa] : "?";
+}
+
+int kernels_isa_supported(kernels_isa isa) {
+    switch (isa) {
+    case KERNELS_ISA_GENERIC:
+    case KERNELS_ISA_VNNI_REFERENCE: return 1;
+#if defined(__x86_64__) || defined(__i386__)
+    /* __builtin_cpu_supports also checks the OS saves the vector state. */
+    case KERNELS_ISA_AVX2: return __builtin_cpu_supports("avx2");
+    case KERNELS_ISA_AVX512_VNNI:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vnni");
+#endif
+    default: return 0;
+    }
+}
+
+vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *err) {
+    if (!forced || !*forced || strcmp(forced, "auto") == 0) {
+        *isa = kernels_isa_supported(KERNELS_ISA_AVX512_VNNI) ? KERNELS_ISA_AVX512_VNNI
+               : kernels_isa_supported(KERNELS_ISA_AVX2)      ? KERNELS_ISA_AVX2
+                                                              : KERNELS_ISA_GENERIC;
+        return VIT_OK;
+    }
+    char have[128] = "";
+    size_t used = 0;
+    for (int i = 0; i < KERNELS_ISA_COUNT; i++) {
+        if (strcmp(forced, ISA_NAMES[i]) == 0 && kernels_isa_supported((kernels_isa)i)) {
+            *isa = (kernels_isa)i;
+            return VIT_OK;
+        }
+        if (kernels_isa_supported((kernels_isa)i) && used < sizeof have)
+            used += (size_t)snprintf(have + used, sizeof have - used, "%s%s", used ? ", " : "",
+                                     ISA_NAMES[i]);
+    }
+    for (int i = 0; i < KERNELS_ISA_COUNT; i++)
+        if (strcmp(forced, ISA_NAMES[i]) == 0)
+            return vit_error_set(err, VIT_E_UNSUPPORTED,
+                                 "VITC_ISA=%s: this CPU cannot run it (it runs: %s)", forced, have);
+    return vit_error_set(err, VIT_E_UNSUPPORTED,
+                         "VITC_ISA=%.40s: unknown (auto, generic, avx2, avx512vnni, vnni-reference)",
+                         forced);
+}
+
+static int quad_layout(kernels_isa isa) {
+    return isa == KERNELS_ISA_AVX512_VNNI || isa == KERNELS_ISA_VNNI_REFERENCE;
+}
+
+/* 64-byte aligned and zeroed (padding weights and sums must be 0). */
+static void *alloc_zeroed(size_t bytes) {
+    bytes = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p) memset(p, 0, bytes ? bytes : 64);
+    return p;
+}
+
+/* cols is at most 2^16: a group's int32 sum, up to 255 * 127 per weight on
+ * the u8 path, then cannot overflow even when the group is the whole row. */
+kernels_qmatrix *kernels_qmatrix_create(int rows, int cols, int group, kernels_isa isa) {
+    if (rows <= 0 || cols <= 0 || group <= 0 || cols % group != 0 ||
+        (unsigned)isa >= KERNELS_ISA_COUNT || cols > (1 << 16))
+        return NULL;
+    kernels_qmatrix *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->isa = isa;
+    w->rows = rows;
+    w->cols = cols;
+    w->group = group;
+    w->kpad = (cols + 3) / 4 * 4;
+    w->groups = cols / group;
+    /* Padding lands in the last group; a group of 4k stays 4k. */
+    w->kgroup = w->groups == 1 ? w->kpad : group;
+    if (w->groups > 1 && group % 4 != 0) { /* cannot pad inside groups: not packable */
+        free(w);
+        return NULL;
+    }
+    w->panels = (rows + QPANEL - 1) / QPANEL;
+    const size_t slots = (size_t)w->panels * QPANEL;
+    const size_t value_bytes = slots * w->kpad * (quad_layout(isa) ? 1 : 2);
+    w->values = alloc_zeroed(value_bytes);
+    w->scales = alloc_zeroed(slots * w->groups * sizeof(float));
+    w->col_sums = quad_layout(isa) ? alloc_zeroed(slots * w->groups * sizeof(int32_t)) : NULL;
+    if (!w->values || !w->scales || (quad_layout(isa) && !w->col_sums)) {
+        kernels_qmatrix_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+/* Where weight (n, k) lives in the packed values. */
+static size_t packed_index(const kernels_qmatrix *w, int n, int k) {
+    const size_t panel = (size_t)(n / QPANEL), c = (size_t)(n % QPANEL);
+    if (quad_layout(w->isa))
+        return ((panel * (w->kpad / 4) + (size_t)(k / 4)) * QPANEL + c) * 4 + (size_t)(k % 4);
+    return ((panel * (w->kpad / 2) + (size_t)(k / 2)) * QPANEL + c) * 2 + (size_t)(k % 2);
+}
+
+/* Where the scale (or column sum) of weight row n, group g lives. */
+static size_t group_index(const kernels_qmatrix *w, int n, int g) {
+    return ((size_t)(n / QPANEL) * w->groups + (size_t)g) * QPANEL + (size_t)(n % QPANEL);
+}
+
+void kernels_qmatrix_set_rows(kernels_qmatrix *w, int first_row, int count,
+                              const signed char *values, const float *scales) {
+    for (int i = 0; i < count; i++) {
+        const int n = first_row + i;
+        const signed char *row = values + (size_t)i * w->cols;
+        for (int k = 0; k < w->cols; k++) {
+            if (quad_layout(w->isa))
+                ((int8_t *)w->values)[packed_index(w, n, k)] = (int8_t)row[k];
+            else
+                ((int16_t *)w->values)[packed_index(w, n, k)] = (int16_t)row[k];
+        }
+        for (int g = 0; g < w->groups; g++) {
+            w->scales[group_index(w, n, g)] = scales[(size_t)i * w->groups + g];
+            if (!w->col_sums) continue;
+            int32_t sum = 0;
+            for (int k = g * w->group; k < (g + 1) * w->group; k++) sum += row[k];
+            w->col_sums[group_index(w, n, g)] = sum;
+        }
+    }
+}
+
+void kernels_qmatrix_to_f32(const kernels_qmatrix *w, float *dst) {
+    for (int n = 0; n < w->rows; n++)
+        for (int k = 0; k < w->cols; k++) {
+            const size_t at = packed_index(w, n, k);
+            const int q = quad_layout(w->isa) ? ((const int8_t *)w->values)[at]
+                                              : ((const int16_t *)w->values)[at];
+            dst[(size_t)n * w->cols + k] = (float)q * w->scales[group_index(w, n, k / w->group)];
+        }
+}
+
+kernels_isa kernels_qmatrix_isa(const kernels_qmatrix *w) { return w->isa; }
+
+size_t kernels_qmatrix_bytes(const kernels_qmatrix *w) {
+    const size_t slots = (size_t)w->panels * QPANEL;
+    return slots * w->kpad * (quad_layout(w->isa) ? 1 : 2) +
+           slots * w->groups * (sizeof(float) + (w->col_sums ? sizeof(int32_t) : 0));
+}
+
+void kernels_qmatrix_free(kernels_qmatrix *w) {
+    if (!w) return;
+    free(w->values);
+    free(w->scales);
+    free(w->col_sums);
+    free(w);
+}
+
+size_t kernels_qinp_bytes(int rows, int cols) {
+    return (size_t)rows * (size_t)((cols + 3) / 4 * 4) * sizeof(int16_t);
+}
+
+/* max |x[k]| of a row, by the bit patterns: for non-negative floats they
+ * order as integers, so the reduction vectorises (fmaxf would be a call),
+ * and a NaN or infinity is any value at or above the infinity pattern. */
+static float row_max_abs(const float *x, int cols, int *finite) {
+    uint32_t max_bits = 0;
+    for (int k = 0; k < cols; k++) {
+        uint32_t bits;
+        memcpy(&bits, &x[k], sizeof bits);
+        bits &= 0x7fffffffu;
+        max_bits = bits > max_bits ? bits : max_bits;
+    }
+    *finite = max_bits < 0x7f800000u;
+    float max_abs;
+    memcpy(&max_abs, &max_bits, sizeof max_abs);
+    return max_abs;
+}
+
+/* round-half-even(x * inv) clamped to -127..127 (rintf: the default
+ * rounding mode, to nearest even; inlined, unlike nearbyintf). */
+static inline float quantized(float x, float inv) {
+    const float v = rintf(x * inv);
+    return v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+}
+
+/* One row into the int16 layout (or the u8 one, q + 128), zero-padded to
+ * kpad; returns its scale. */
+static float quantize_row(const float *x, int cols, int kpad, int quads, void *dst) {
+    int finite;
+    const float max_abs = row_max_abs(x, cols, &finite);
+    /* A NaN scale for a non-finite row; zeros quantise to 0 at scale 1. */
+    const float inv = finite && max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
+    if (quads) {
+        uint8_t *q = dst;
+        for (int k = 0; k < cols; k++) q[k] = (uint8_t)(int)(quantized(x[k], inv) + 128.0f);
+        for (int k = cols; k < kpad; k++) q[k] = 128;
+    } else {
+        int16_t *q = dst;
+        for (int k = 0; k < cols; k++) q[k] = (int16_t)quantized(x[k], inv);
+        for (int k = cols; k < kpad; k++) q[k] = 0;
+    }
+    if (!finite) return NAN;
+    return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+}
+
+void quantize_forward(void *qinp, float *inp_scale, const float *inp, int rows, int cols,
+                      const kernels_qmatrix *weight, kernels_threads th) {
+    const int kpad = weight->kpad, quads = quad_layout(weight->isa);
+    const size_t row_bytes = (size_t)kpad * (quads ? 1 : 2);
+    PARALLEL_FOR(for (int r = 0; r < rows; r++) inp_scale[r] = quantize_row(
+                     inp + (size_t)r * cols, cols, kpad, quads, (char *)qinp + r * row_bytes););
+}
+
+void qpanel_generic(float *out, int ldo, const float *residual, const void *qinp,
+                    const float *inp_scale, const kernels_qmatrix *w, int panel,
+                    const float *bias, int rows) {
+    const int pairs = w->kgroup / 2, first = panel * QPANEL;
+    const int here = w->rows - first < QPANEL ? w->rows - first : QPANEL;
+    const int16_t *panel_values = (const int16_t *)w->values + (size_t)panel * w->kpad * QPANEL;
+    const float *panel_scales = w->scales + (size_t)panel * w->groups * QPANEL;
+    for (int r = 0; r < rows; r++) {
+        const int16_t *a = (const int16_t *)qinp + (size_t)r * w->kpad;
+        float sum[QPANEL] = {0};
+        for (int g = 0; g < w->groups; g++) {
+            int32_t acc[QPANEL] = {0};
+            for (int p = g * pairs; p < (g + 1) * pairs; p++) {
+                const int32_t a0 = a[2 * p], a1 = a[2 * p + 1];
+                const int16_t *pair = panel_values + (size_t)p * QPANEL * 2;
+                for (int c = 0; c < QPANEL; c++) acc[c] += a0 * pair[2 * c] + a1 * pair[2 * c + 1];
+            }
+            for (int c = 0; c < QPANEL; c++)
+                sum[c] = sum[c] + (float)acc[c] * panel_scales[g * QPANEL + c];
+        }
+        for (int c = 0; c < here; c++)
+            out[(size_t)r * ldo + first + c] =
+                qmatmul_output(residual, bias, ldo, r, first + c, inp_scale[r], sum[c]);
+    }
+}
+
+void qpanel_vnni_reference(float *out, int ldo, const float *residual, const void *qinp,
+                           const float *inp_scale, const kernels_qmatrix *w, int panel,
+                           const float *bias, int rows) {
+    const int quads = w->kgroup / 4, first = panel * QPANEL;
+    const int here = w->rows - first < QPANEL ? w->rows - first : QPANEL;
+    const int8_t *panel_values = (const int8_t *)w->values + (size_t)panel * w->kpad * QPANEL;
+    const float *panel_scales = w->scales + (size_t)panel * w->groups * QPANEL;
+    const int32_t *panel_sums = w->col_sums + (size_t)panel * w->groups * QPANEL;
+    for (int r = 0; r < rows; r++) {
+        const uint8_t *a = (const uint8_t *)qinp + (size_t)r * w->kpad;
+        float sum[QPANEL] = {0};
+        for (int g = 0; g < w->groups; g++) {
+            int32_t acc[QPANEL] = {0};
+            for (int p = g * quads; p < (g + 1) * quads; p++) {
+                const int8_t *quad = panel_values + (size_t)p * QPANEL * 4;
+                for (int c = 0; c < QPANEL; c++)
+                    for (int e = 0; e < 4; e++) acc[c] += a[4 * p + e] * quad[4 * c + e];
+            }
+            for (int c = 0; c < QPANEL; c++) {
+                const int32_t exact = acc[c] - 128 * panel_sums[g * QPANEL + c];
+                sum[c] = sum[c] + (float)exact * panel_scales[g * QPANEL + c];
+            }
+        }
+        for (int c = 0; c < here; c++)
+            out[(size_t)r * ldo + first + c] =
+                qmatmul_output(residual, bias, ldo, r, first + c, inp_scale[r], sum[c]);
+    }
+}
+
+static qpanel_kernel *const PANEL_KERNELS[KERNELS_ISA_COUNT] = {
+    qpanel_generic, qpanel_avx2, qpanel_avx512_vnni, qpanel_vnni_reference};
+
+void qmatmul_forward(float *out, const float *residual, const void *qinp,
+                     const float *inp_scale, const kernels_qmatrix *weight, const float *bias,
+                     int rows, kernels_threads th) {
+    qpanel_kernel *kernel = PANEL_KERNELS[weight->isa];
+    const int ldo = weight->rows;
+    PARALLEL_FOR(for (int panel = 0; panel < weight->panels; panel++) kernel(
+                     out, ldo, residual, qinp, inp_scale, weight, panel, bias, rows););
+}
