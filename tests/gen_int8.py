@@ -305,7 +305,7 @@ def write_like_vitc(path, tensors, meta):
 
 def build_config(kind, m):
     if kind == "timm":
-        return timm_config("vit_int8_fixture_patch8_32", m.num_classes,
+        return timm_config("vit_int8_fixture_patch4_16", m.num_classes,
                            {"embed_dim": m.embed_dim, "depth": m.depth, "num_heads": m.num_heads,
                             "mlp_ratio": m.mlp_dim / m.embed_dim, "patch_size": m.patch_size,
                             "img_size": m.img_size}, m.img_size)
