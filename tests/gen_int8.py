@@ -83,7 +83,7 @@ GROUP = 32  # WEIGHTS_INT8_GROUP
 SCALE_SUFFIX = "_scale"  # WEIGHTS_SCALE_SUFFIX
 # vit/model.c vit_model_quantize's "quantization" metadata value for int8
 QUANT_NOTE = ("int8: encoder linear-layer weights, symmetric, one float32 scale per "
-              "32 weights of a row (<name>_scale); activations in float32")
+              "32 weights of a row (<name>_scale); activations quantised per row at run time")
 
 CASES = [
     dict(name="timm_d64_h4", seed=1501, layout="timm",
