@@ -18,15 +18,15 @@ Each case directory holds
 and, once, linear.safetensors: single-layer (kernel) cases, see linear_fixture.
 
 The int8 scheme (weights as weights/quantize.c stores them; activations
-quantised dynamically per row, i.e. per token, at the input of every quantised
-linear layer y = x W^T + b):
+quantised dynamically per row, i.e. per token, and per group of the weights'
+groups along it, at the input of every quantised linear layer y = x W^T + b):
   weights: group = 32 weights along a row (the whole row when cols % 32 != 0),
            s_w = float32(max|w| / 127) (1 when the group is all zero),
            q_w = clamp(rint(float32(w * float32(1 / s_w))), -127, 127)
-  inputs:  amax = max_k |x[m,k]| (float32); amax == 0: q_x = 0, s_x = 1; else
-           inv = float32(127 / amax), s_x = float32(amax / 127),
-           q_x = clamp(rint(float32(x * inv)), -127, 127)
-  output:  y[m,n] = b[n] + s_x[m] * sum_g s_w[n,g] * (sum_{k in g} q_x[m,k] q_w[n,k])
+  inputs:  per group g of row m: amax = max_{k in g} |x[m,k]| (float32);
+           amax == 0: q_x = 0, s_x = 1; else inv = float32(127 / amax),
+           s_x[m,g] = float32(amax / 127), q_x = clamp(rint(float32(x * inv)), -127, 127)
+  output:  y[m,n] = b[n] + sum_g (s_w[n,g] s_x[m,g]) * (sum_{k in g} q_x[m,k] q_w[n,k])
 rint is round-half-to-even. The timm qkv matrix is the fused [3D, D] one; HF's
 query/key/value are separate tensors with their own scales, which is the same
 thing row by row. Everything else (patch embedding, LayerNorm, softmax, GELU,
@@ -83,7 +83,7 @@ GROUP = 32  # WEIGHTS_INT8_GROUP
 SCALE_SUFFIX = "_scale"  # WEIGHTS_SCALE_SUFFIX
 # vit/model.c vit_model_quantize's "quantization" metadata value for int8
 QUANT_NOTE = ("int8: encoder linear-layer weights, symmetric, one float32 scale per "
-              "32 weights of a row (<name>_scale); activations quantised per row at run time")
+              "32 weights of a row (<name>_scale); activations quantised per row and group at run time")
 
 CASES = [
     dict(name="timm_d64_h4", seed=1501, layout="timm",
@@ -177,19 +177,22 @@ def fused_quantised(qsd, layout, depth):
 MARGINS = None  # a list: quantize_rows appends each call's rounding margins
 
 
-def quantize_rows(x):
-    """Dynamic per-row activation quantisation, every step in float32.
-    x: [B, ..., K] (any float dtype; rounded to float32 first). Returns (q
-    float64 integers, s_x float32 [..., 1]). With MARGINS a list, appends the
-    per-image [B] smallest distance, in quantisation steps, of x * 127 / amax
-    (float64) from a rounding boundary (a half-integer)."""
+def quantize_rows(x, gs):
+    """Dynamic activation quantisation per row and per group of gs inputs along
+    it (the weights' groups), every step in float32. x: [..., K] (any float
+    dtype; rounded to float32 first). Returns (q float64 integers [..., K],
+    s_x float32 [..., K // gs]). With MARGINS a list, appends the per-image [B]
+    smallest distance, in quantisation steps, of x * 127 / amax (float64) from
+    a rounding boundary (a half-integer)."""
+    lead, K = x.shape[:-1], x.shape[-1]
+    xg = x.reshape(*lead, K // gs, gs)
     if MARGINS is not None:
-        x64 = x.double()
+        x64 = xg.double()
         a64 = x64.abs().amax(dim=-1, keepdim=True)
         r = (x64 * 127 / torch.where(a64 == 0, torch.ones_like(a64), a64)).abs()
         d = (r - torch.floor(r) - 0.5).abs()
         MARGINS.append(d.reshape(d.shape[0], -1).amin(dim=1))
-    x32 = x.float()
+    x32 = xg.float()
     amax = x32.abs().amax(dim=-1, keepdim=True)
     zero = amax == 0
     safe = torch.where(zero, torch.ones_like(amax), amax)
@@ -197,21 +200,22 @@ def quantize_rows(x):
     s_x = torch.where(zero, torch.ones_like(amax), safe / torch.tensor(127.0, dtype=torch.float32))
     q = torch.round(x32 * inv).clamp(-127, 127)                      # float32 product, half-even
     q = torch.where(zero, torch.zeros_like(q), q)
-    return q.double(), s_x
+    return q.double().reshape(*lead, K), s_x.reshape(*lead, K // gs)
 
 
 def int8_linear(x, qw, sw, b, dtype):
-    """y = b + s_x * sum_g s_w[:, g] * (integer sum over group g); the integer sums
-    are exact (float64 holds them: |sum| <= 127^2 * K), the combination in dtype."""
-    qx, s_x = quantize_rows(x)
+    """y = b + sum_g (s_w[:, g] * s_x[:, g]) * (integer sum over group g); the
+    integer sums are exact (float64 holds them: |sum| <= 127^2 * K), the
+    combination in dtype."""
     N, K = qw.shape
     G = sw.shape[1]
     gs = K // G
+    qx, s_x = quantize_rows(x, gs)
     lead = qx.shape[:-1]
     qx = qx.reshape(-1, G, gs)                                         # [M, G, gs]
     isum = torch.einsum("mgk,ngk->mng", qx, qw.double().reshape(N, G, gs))  # exact integers
-    y = (isum.to(dtype) * sw.to(dtype)).sum(-1)                        # [M, N]
-    y = b.to(dtype) + s_x.reshape(-1, 1).to(dtype) * y
+    step = sw.to(dtype).unsqueeze(0) * s_x.reshape(-1, 1, G).to(dtype)  # [M, N, G]
+    y = b.to(dtype) + (isum.to(dtype) * step).sum(-1)
     return y.reshape(*lead, N)
 
 
@@ -475,10 +479,11 @@ def linear_fixture(gen):
         x[2, 4], x[2, 5], x[2, 6], x[2, 8] = 0.5, 1.5, -2.5, -126.5
         x[3] = (2 * torch.randint(-126, 126, (K,), generator=gen) + 1).float()  # odd: x / 2 ties
         x[3, 1] = -254.0
+        x[2, 35], x[3, 33] = 127.0, -254.0  # the same scales in the second group (K 64)
         x[4] = torch.randn(K, generator=gen) * 1000
         x[5] = torch.randn(K, generator=gen) * 1e-3
-        qx, s_x = quantize_rows(x)
-        assert s_x[1].item() == 1.0 and s_x[2].item() == 1.0 and s_x[3].item() == 2.0
+        qx, s_x = quantize_rows(x, K // s_w.shape[1])
+        assert (s_x[1] == 1.0).all() and (s_x[2] == 1.0).all() and (s_x[3] == 2.0).all()
         y = int8_linear(x, q_w.long(), s_w, b, torch.float64)
         name = f"k{K}"
         out[f"x_{name}"] = x
@@ -486,7 +491,7 @@ def linear_fixture(gen):
         out[f"w_{name}{SCALE_SUFFIX}"] = s_w
         out[f"b_{name}"] = b
         out[f"xq_{name}"] = qx.to(torch.int8)
-        out[f"xs_{name}"] = s_x.reshape(M)
+        out[f"xs_{name}"] = s_x
         out[f"y_{name}"] = y.float()
     return out
 
@@ -514,13 +519,13 @@ def flip_check(m, qblocks, x, ulps, trials=20):
     for t in range(trials):
         gen = torch.Generator().manual_seed(t)
 
-        def noisy(v):
+        def noisy(v, gs):
             nonlocal flips
             v = v.double()
             amax = v.abs().amax(dim=-1, keepdim=True)
             noise = (2 * torch.rand(v.shape, generator=gen, dtype=torch.float64) - 1) * ulps
-            q0, _ = exact(v)
-            q, s = exact(v + noise * amax * 2.0 ** -23)
+            q0, _ = exact(v, gs)
+            q, s = exact(v + noise * amax * 2.0 ** -23, gs)
             flips += int((q != q0).sum())
             return q, s
         quantize_rows = noisy

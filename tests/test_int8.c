@@ -38,7 +38,7 @@ static void run_layer(kernels_isa isa, int rows, int cols, int n, int group, con
     cr_assert(q, "qmatrix %d x %d group %d", n, cols, group);
     kernels_qmatrix_set_rows(q, 0, n, w, scales);
     void *qinp = malloc(kernels_qinp_bytes(rows, cols));
-    float *inp_scale = malloc(sizeof(float) * rows);
+    float *inp_scale = malloc(sizeof(float) * rows * (cols / group));
     const kernels_threads th = {threads, KERNELS_GEMM_PANELS};
     if (residual) memcpy(out, residual, sizeof(float) * rows * n);
     quantize_forward(qinp, inp_scale, inp, rows, cols, q, th);
@@ -48,20 +48,25 @@ static void run_layer(kernels_isa isa, int rows, int cols, int n, int group, con
     kernels_qmatrix_free(q);
 }
 
-/* The scheme in double precision from the same int8 values. */
+/* The scheme in double precision from the same int8 values: inputs
+ * quantised per group of `group` along the row. */
 static double reference(const float *x, int cols, const signed char *w, const float *scales,
                         int group, float bias) {
-    float max_abs = 0.0f;
-    for (int k = 0; k < cols; k++) max_abs = fmaxf(max_abs, fabsf(x[k]));
-    if (max_abs == 0.0f) return bias;
-    const float inv = 127.0f / max_abs;
-    double sum = 0.0;
-    for (int k = 0; k < cols; k++) {
-        float q = rintf(x[k] * inv);
-        q = fminf(127.0f, fmaxf(-127.0f, q));
-        sum += (double)q * w[k] * scales[k / group];
+    double sum = bias;
+    for (int g = 0; g < cols / group; g++) {
+        const float *part = x + g * group;
+        float max_abs = 0.0f;
+        for (int k = 0; k < group; k++) max_abs = fmaxf(max_abs, fabsf(part[k]));
+        if (max_abs == 0.0f) continue;
+        const float inv = 127.0f / max_abs;
+        double isum = 0.0;
+        for (int k = 0; k < group; k++) {
+            const float q = fminf(127.0f, fmaxf(-127.0f, rintf(part[k] * inv)));
+            isum += (double)q * w[g * group + k];
+        }
+        sum += isum * scales[g] * (double)(max_abs / 127.0f);
     }
-    return bias + sum * (double)(max_abs / 127.0f);
+    return sum;
 }
 
 /* Shapes around every edge: rows not a multiple of the row blocks (4, 8),
@@ -114,7 +119,7 @@ Test(int8, every_path_gives_the_generic_bits_and_the_scheme) {
 }
 
 /* A NaN or infinity in a row makes that row's outputs NaN, never a number,
- * and leaves the other rows alone. */
+ * and leaves the other rows alone (one group of 32 each here). */
 Test(int8, non_finite_rows_stay_non_finite) {
     const int rows = 3, cols = 32, n = 16;
     float inp[3 * 32], scales[16], out[3 * 16];
@@ -171,14 +176,18 @@ Test(int8, one_layer_matches_the_pytorch_emulation) {
             kernels_qmatrix *q = kernels_qmatrix_create(n, K, group, PATHS[p]);
             kernels_qmatrix_set_rows(q, 0, n, wt->data, scales);
             void *qinp = malloc(kernels_qinp_bytes(rows, K));
-            float inp_scale[64], y[64 * 64];
+            float inp_scale[64 * 4], y[64 * 64];
             const kernels_threads th = {1, KERNELS_GEMM_PANELS};
             quantize_forward(qinp, inp_scale, x, rows, K, q, th);
             const int quads = PATHS[p] == KERNELS_ISA_AVX512_VNNI || PATHS[p] == KERNELS_ISA_VNNI_REFERENCE;
             const int kpad = (K + 3) / 4 * 4;
+            const int groups = K / group;
             for (int r = 0; r < rows; r++) {
-                cr_assert(memcmp(&inp_scale[r], &want_scale[r], sizeof(float)) == 0,
-                          "K %d row %d: scale %.9g, PyTorch %.9g", K, r, inp_scale[r], want_scale[r]);
+                for (int g = 0; g < groups; g++)
+                    cr_assert(memcmp(&inp_scale[r * groups + g], &want_scale[r * groups + g],
+                                     sizeof(float)) == 0,
+                              "K %d row %d group %d: scale %.9g, PyTorch %.9g", K, r, g,
+                              inp_scale[r * groups + g], want_scale[r * groups + g]);
                 for (int k = 0; k < K; k++) {
                     const int got = quads ? ((const unsigned char *)qinp)[r * kpad + k] - 128
                                           : ((const short *)qinp)[r * kpad + k];

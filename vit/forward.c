@@ -34,11 +34,11 @@ struct vit_context {
     float *patches;   /* [B*Np, D] patch embeddings */
     float *scores;    /* [threads, scores_floats()] attention probabilities */
     float *pooled;    /* [B, prefix, D] normed prefix tokens */
-    /* Quantised inputs of int8 layers and their row scales, one slot per
+    /* Quantised inputs of int8 layers and their scales, one slot per
      * image run at once (NULL for a float model). */
     void *qinp;
     float *qscale;
-    size_t qinp_slot_bytes;
+    size_t qinp_slot_bytes, qscale_slot;
     /* Capture destinations, [kind][layer + 1]: for tokens index 0 is after
      * the embedding and l + 1 after block l; attention and keys use l + 1. */
     float **captures;
@@ -77,14 +77,18 @@ static size_t scores_floats(const vit_context *ctx) {
     return (size_t)rows * ctx->num_tokens;
 }
 
-/* Whether any linear layer runs in int8 (the context then needs buffers
- * for quantised inputs). */
-static int model_has_int8(const vit_model *m) {
+/* The most input-scale groups of any int8 layer, 0 when all are float (the
+ * context then needs no buffers for quantised inputs). */
+static int int8_groups(const vit_model *m) {
+    int most = 0;
     for (int l = 0; l < m->config.num_layers; l++) {
-        const vit_block *b = &m->blocks[l];
-        if (b->qkv_q || b->proj_q || b->fc1_q || b->fc2_q) return 1;
+        const kernels_qmatrix *layers[4] = {m->blocks[l].qkv_q, m->blocks[l].proj_q,
+                                            m->blocks[l].fc1_q, m->blocks[l].fc2_q};
+        for (int i = 0; i < 4; i++)
+            if (layers[i] && kernels_qmatrix_groups(layers[i]) > most)
+                most = kernels_qmatrix_groups(layers[i]);
     }
-    return 0;
+    return most;
 }
 
 vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
@@ -134,13 +138,14 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     ctx->pooled = kernels_alloc_floats(B * (size_t)c->num_prefix_tokens * D);
     ctx->captures =
         calloc((size_t)VIT_CAPTURE_KIND_COUNT * (c->num_layers + 1), sizeof *ctx->captures);
-    if (model_has_int8(model)) {
+    ctx->qscale_slot = T * (size_t)int8_groups(model);
+    if (ctx->qscale_slot) {
         const size_t slots = (size_t)(max_batch < ctx->num_threads ? max_batch : ctx->num_threads);
         ctx->qinp_slot_bytes = (kernels_qinp_bytes((int)T, (int)(M > D ? M : D)) + 63) / 64 * 64;
         ctx->qinp = kernels_alloc_floats(slots * ctx->qinp_slot_bytes / sizeof(float));
-        ctx->qscale = kernels_alloc_floats(slots * T);
+        ctx->qscale = kernels_alloc_floats(slots * ctx->qscale_slot);
     }
-    const int int8_missing = model_has_int8(model) && (!ctx->qinp || !ctx->qscale);
+    const int int8_missing = ctx->qscale_slot && (!ctx->qinp || !ctx->qscale);
     if (int8_missing || !ctx->x || !ctx->normed || !ctx->qkv || !ctx->attn || !ctx->hidden || !ctx->cols ||
         !ctx->patches || !ctx->scores || !ctx->pooled || !ctx->captures) {
         vit_context_free(ctx);
@@ -278,7 +283,7 @@ static void linear_forward(const vit_context *ctx, const encode_job *job, float 
                            int out_dim, kernels_threads th) {
     if (q) {
         void *qinp = (char *)ctx->qinp + (size_t)job->slot * ctx->qinp_slot_bytes;
-        float *scale = ctx->qscale + (size_t)job->slot * ctx->num_tokens;
+        float *scale = ctx->qscale + (size_t)job->slot * ctx->qscale_slot;
         quantize_forward(qinp, scale, inp, rows, in_dim, q, th);
         qmatmul_forward(out, residual, qinp, scale, q, bias, rows, th);
     } else if (residual) {

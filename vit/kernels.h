@@ -206,19 +206,28 @@ void kernels_qmatrix_free(kernels_qmatrix *w);
 /* Bytes of quantised activations for rows x cols inputs (any path). */
 size_t kernels_qinp_bytes(int rows, int cols);
 
-/* Dynamic per-row quantisation of the inputs of a quantised layer:
- * inp_scale[r] = max|inp[r]| / 127, qinp = round-half-even(inp / scale)
- * in -127..127, in w's path's layout. A row with a NaN or infinity gets a
- * NaN scale, so its outputs are NaN (reported, never hidden). */
+/* Groups along a row of w (cols / group). */
+int kernels_qmatrix_groups(const kernels_qmatrix *w);
+
+/* Dynamic quantisation of a quantised layer's inputs, per row and per
+ * group of the weights' groups along it (32 inputs, or the whole row):
+ * inp_scale[r, g] = max|inp[r, group g]| / 127 ([rows, groups] floats),
+ * qinp = round-half-even(inp * (127 / max)) in -127..127, in w's path's
+ * layout. A group with a NaN or infinity gets a NaN scale, so its row's
+ * outputs are NaN (reported, never hidden). Per group rather than per
+ * row: one outlier channel (ViTs have them) then coarsens 32 inputs, not
+ * the row; per row, top-1 agreed with float32 on 98.8% of the 500
+ * imagenet-sample photos for both real checkpoints. */
 void quantize_forward(void *qinp, float *inp_scale, const float *inp, int rows, int cols,
                       const kernels_qmatrix *weight, kernels_threads th);
 
 /* out[rows, weight rows] = residual + bias + dequantised(qinp · weightᵀ):
- *   out[r, n] = (residual[r, n] + bias[n]) + inp_scale[r] *
- *               sum over groups g of scale[n, g] * (exact int sum over g),
- * residual and bias may be NULL (out may be residual). Each output's
- * arithmetic is fixed by its row and column alone (no batch or thread
- * count changes it); threads split the columns. */
+ *   out[r, n] = (residual[r, n] + bias[n]) + sum over groups g of
+ *               (float)(exact int sum over g) * (scale[n, g] * inp_scale[r, g]),
+ * the float sum taken group by group in order; residual and bias may be
+ * NULL (out may be residual). Each output's arithmetic is fixed by its row
+ * and column alone (no batch or thread count changes it); threads split
+ * the columns. */
 void qmatmul_forward(float *out, const float *residual, const void *qinp,
                      const float *inp_scale, const kernels_qmatrix *weight, const float *bias,
                      int rows, kernels_threads th);

@@ -194,32 +194,41 @@ static inline float quantized(float x, float inv) {
     return v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
 }
 
-/* One row into the int16 layout (or the u8 one, q + 128), zero-padded to
- * kpad; returns its scale. */
-static float quantize_row(const float *x, int cols, int kpad, int quads, void *dst) {
+/* Values x[0 .. len) of a row, at k = first onward, into the int16 layout
+ * (or the u8 one, q + 128); returns their scale. */
+static float quantize_span(const float *x, int len, int first, int quads, void *dst) {
     int finite;
-    const float max_abs = row_max_abs(x, cols, &finite);
-    /* A NaN scale for a non-finite row; zeros quantise to 0 at scale 1. */
+    const float max_abs = row_max_abs(x, len, &finite);
+    /* A NaN scale for non-finite values; zeros quantise to 0 at scale 1. */
     const float inv = finite && max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
     if (quads) {
-        uint8_t *q = dst;
-        for (int k = 0; k < cols; k++) q[k] = (uint8_t)(int)(quantized(x[k], inv) + 128.0f);
-        for (int k = cols; k < kpad; k++) q[k] = 128;
+        uint8_t *q = (uint8_t *)dst + first;
+        for (int k = 0; k < len; k++) q[k] = (uint8_t)(int)(quantized(x[k], inv) + 128.0f);
     } else {
-        int16_t *q = dst;
-        for (int k = 0; k < cols; k++) q[k] = (int16_t)quantized(x[k], inv);
-        for (int k = cols; k < kpad; k++) q[k] = 0;
+        int16_t *q = (int16_t *)dst + first;
+        for (int k = 0; k < len; k++) q[k] = (int16_t)quantized(x[k], inv);
     }
     if (!finite) return NAN;
     return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
 }
 
+int kernels_qmatrix_groups(const kernels_qmatrix *w) { return w->groups; }
+
 void quantize_forward(void *qinp, float *inp_scale, const float *inp, int rows, int cols,
                       const kernels_qmatrix *weight, kernels_threads th) {
-    const int kpad = weight->kpad, quads = quad_layout(weight->isa);
+    const int kpad = weight->kpad, quads = quad_layout(weight->isa), groups = weight->groups;
     const size_t row_bytes = (size_t)kpad * (quads ? 1 : 2);
-    PARALLEL_FOR(for (int r = 0; r < rows; r++) inp_scale[r] = quantize_row(
-                     inp + (size_t)r * cols, cols, kpad, quads, (char *)qinp + r * row_bytes););
+    PARALLEL_FOR(for (int r = 0; r < rows; r++) {
+        char *dst = (char *)qinp + r * row_bytes;
+        for (int g = 0; g < groups; g++)
+            inp_scale[(size_t)r * groups + g] =
+                quantize_span(inp + (size_t)r * cols + g * weight->group, weight->group,
+                              g * weight->group, quads, dst);
+        for (int k = cols; k < kpad; k++) { /* padding: q = 0 */
+            if (quads) ((uint8_t *)dst)[k] = 128;
+            else ((int16_t *)dst)[k] = 0;
+        }
+    });
 }
 
 void qpanel_generic(float *out, int ldo, const float *residual, const void *qinp,
@@ -231,6 +240,7 @@ void qpanel_generic(float *out, int ldo, const float *residual, const void *qinp
     const float *panel_scales = w->scales + (size_t)panel * w->groups * QPANEL;
     for (int r = 0; r < rows; r++) {
         const int16_t *a = (const int16_t *)qinp + (size_t)r * w->kpad;
+        const float *row_scales = inp_scale + (size_t)r * w->groups;
         float sum[QPANEL] = {0};
         for (int g = 0; g < w->groups; g++) {
             int32_t acc[QPANEL] = {0};
@@ -240,11 +250,11 @@ void qpanel_generic(float *out, int ldo, const float *residual, const void *qinp
                 for (int c = 0; c < QPANEL; c++) acc[c] += a0 * pair[2 * c] + a1 * pair[2 * c + 1];
             }
             for (int c = 0; c < QPANEL; c++)
-                sum[c] = sum[c] + (float)acc[c] * panel_scales[g * QPANEL + c];
+                sum[c] = sum[c] + (float)acc[c] * (panel_scales[g * QPANEL + c] * row_scales[g]);
         }
         for (int c = 0; c < here; c++)
             out[(size_t)r * ldo + first + c] =
-                qmatmul_output(residual, bias, ldo, r, first + c, inp_scale[r], sum[c]);
+                qmatmul_output(residual, bias, ldo, r, first + c, sum[c]);
     }
 }
 
@@ -258,6 +268,7 @@ void qpanel_vnni_reference(float *out, int ldo, const float *residual, const voi
     const int32_t *panel_sums = w->col_sums + (size_t)panel * w->groups * QPANEL;
     for (int r = 0; r < rows; r++) {
         const uint8_t *a = (const uint8_t *)qinp + (size_t)r * w->kpad;
+        const float *row_scales = inp_scale + (size_t)r * w->groups;
         float sum[QPANEL] = {0};
         for (int g = 0; g < w->groups; g++) {
             int32_t acc[QPANEL] = {0};
@@ -268,12 +279,12 @@ void qpanel_vnni_reference(float *out, int ldo, const float *residual, const voi
             }
             for (int c = 0; c < QPANEL; c++) {
                 const int32_t exact = acc[c] - 128 * panel_sums[g * QPANEL + c];
-                sum[c] = sum[c] + (float)exact * panel_scales[g * QPANEL + c];
+                sum[c] = sum[c] + (float)exact * (panel_scales[g * QPANEL + c] * row_scales[g]);
             }
         }
         for (int c = 0; c < here; c++)
             out[(size_t)r * ldo + first + c] =
-                qmatmul_output(residual, bias, ldo, r, first + c, inp_scale[r], sum[c]);
+                qmatmul_output(residual, bias, ldo, r, first + c, sum[c]);
     }
 }
 

@@ -41,12 +41,14 @@ qpanel_kernel qpanel_generic, qpanel_vnni_reference;
 qpanel_kernel qpanel_avx2;        /* kernels_int8_avx2.c */
 qpanel_kernel qpanel_avx512_vnni; /* kernels_int8_avx512.c */
 
-/* The epilogue every path computes, per element: (residual + bias) + s * f. */
+/* The epilogue every path computes, per element: (residual + bias) + sum,
+ * where sum adds up, group by group, (float)int_sum * (weight scale *
+ * input scale). */
 static inline float qmatmul_output(const float *residual, const float *bias, int ldo, int r,
-                                   int n, float row_scale, float sum) {
+                                   int n, float sum) {
     float base = bias ? bias[n] : 0.0f;
     if (residual) base = residual[(size_t)r * ldo + n] + base;
-    return base + row_scale * sum;
+    return base + sum;
 }
 
 #endif

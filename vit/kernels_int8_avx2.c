@@ -23,12 +23,15 @@ static inline __m256i pair_of(const int16_t *row, size_t p) {
     return _mm256_set1_epi32(pair);
 }
 
-/* sums[r] += scales * acc_r (both halves), in qmatmul's order. */
-static inline void flush(float *sums, __m256i acc0, __m256i acc1, __m256 s0, __m256 s1) {
+/* sums += acc * (weight scales * the row's input scale for the group),
+ * both halves, in qmatmul's order. */
+static inline void flush(float *sums, __m256i acc0, __m256i acc1, __m256 s0, __m256 s1,
+                         float row_scale) {
+    const __m256 rs = _mm256_set1_ps(row_scale);
     _mm256_storeu_ps(sums, _mm256_add_ps(_mm256_loadu_ps(sums),
-                                         _mm256_mul_ps(_mm256_cvtepi32_ps(acc0), s0)));
+                                         _mm256_mul_ps(_mm256_cvtepi32_ps(acc0), _mm256_mul_ps(s0, rs))));
     _mm256_storeu_ps(sums + 8, _mm256_add_ps(_mm256_loadu_ps(sums + 8),
-                                             _mm256_mul_ps(_mm256_cvtepi32_ps(acc1), s1)));
+                                             _mm256_mul_ps(_mm256_cvtepi32_ps(acc1), _mm256_mul_ps(s1, rs))));
 }
 
 /* acc += madd(b, w), through a scratch register: written with intrinsics,
@@ -46,9 +49,11 @@ static inline __attribute__((always_inline)) __m256i madd_add(__m256i acc, __m25
 
 #define MADD(acc, b, w) acc = madd_add(acc, b, w)
 
-/* sums [BLOCK_ROWS][QPANEL] of rows a .. a + 3 (row stride kpad). */
+/* sums [BLOCK_ROWS][QPANEL] of rows a .. a + 3 (row stride kpad; their
+ * input scales row_scales, groups apart). */
 static void panel_block(const kernels_qmatrix *w, const int16_t *values, const float *scales,
-                        const int16_t *a, float sums[][QPANEL]) {
+                        const int16_t *a, const float *row_scales, float sums[][QPANEL]) {
+    const int G = w->groups;
     const int pairs = w->kgroup / 2;
     const size_t kpad = (size_t)w->kpad;
     const int16_t *a0 = a, *a1 = a + kpad, *a2 = a + 2 * kpad, *a3 = a + 3 * kpad;
@@ -75,16 +80,16 @@ static void panel_block(const kernels_qmatrix *w, const int16_t *values, const f
         }
         const __m256 s0 = _mm256_load_ps(scales + g * QPANEL);
         const __m256 s1 = _mm256_load_ps(scales + g * QPANEL + 8);
-        flush(sums[0], c00, c01, s0, s1);
-        flush(sums[1], c10, c11, s0, s1);
-        flush(sums[2], c20, c21, s0, s1);
-        flush(sums[3], c30, c31, s0, s1);
+        flush(sums[0], c00, c01, s0, s1, row_scales[0 * G + g]);
+        flush(sums[1], c10, c11, s0, s1, row_scales[1 * G + g]);
+        flush(sums[2], c20, c21, s0, s1, row_scales[2 * G + g]);
+        flush(sums[3], c30, c31, s0, s1, row_scales[3 * G + g]);
     }
 }
 
 /* sums [QPANEL] of one row. */
 static void panel_row(const kernels_qmatrix *w, const int16_t *values, const float *scales,
-                      const int16_t *a, float *sums) {
+                      const int16_t *a, const float *row_scales, float *sums) {
     const int pairs = w->kgroup / 2;
     memset(sums, 0, sizeof(float) * QPANEL);
     for (int g = 0; g < w->groups; g++) {
@@ -96,36 +101,34 @@ static void panel_row(const kernels_qmatrix *w, const int16_t *values, const flo
             MADD(c1, b, _mm256_load_si256((const __m256i *)(v + 16)));
         }
         flush(sums, c0, c1, _mm256_load_ps(scales + g * QPANEL),
-              _mm256_load_ps(scales + g * QPANEL + 8));
+              _mm256_load_ps(scales + g * QPANEL + 8), row_scales[g]);
     }
 }
 
-/* qmatmul_output for 8 columns at once, in its order: (residual + bias) + s * sum. */
-static inline __m256 output8(const float *residual, const float *bias, float row_scale,
-                             __m256 sum) {
+/* qmatmul_output for 8 columns at once, in its order: (residual + bias) + sum. */
+static inline __m256 output8(const float *residual, const float *bias, __m256 sum) {
     __m256 base = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
     if (residual) base = _mm256_add_ps(_mm256_loadu_ps(residual), base);
-    return _mm256_add_ps(base, _mm256_mul_ps(_mm256_set1_ps(row_scale), sum));
+    return _mm256_add_ps(base, sum);
 }
 
 /* Writes rows rows of sums (a whole panel when here is QPANEL). */
 static void write_rows(float *out, int ldo, const float *residual, const float *bias,
-                       const float *inp_scale, int r0, int rows, int first, int here,
+                       int r0, int rows, int first, int here,
                        float sums[][QPANEL]) {
     for (int r = 0; r < rows; r++) {
         const size_t at = (size_t)(r0 + r) * ldo + first;
         if (here == QPANEL) {
             for (int half = 0; half < 2; half++) {
                 const __m256 y = output8(residual ? residual + at + 8 * half : NULL,
-                                         bias ? bias + first + 8 * half : NULL, inp_scale[r0 + r],
+                                         bias ? bias + first + 8 * half : NULL,
                                          _mm256_loadu_ps(sums[r] + 8 * half));
                 _mm256_storeu_ps(out + at + 8 * half, y);
             }
             continue;
         }
         for (int c = 0; c < here; c++)
-            out[at + c] = qmatmul_output(residual, bias, ldo, r0 + r, first + c, inp_scale[r0 + r],
-                                         sums[r][c]);
+            out[at + c] = qmatmul_output(residual, bias, ldo, r0 + r, first + c, sums[r][c]);
     }
 }
 
@@ -141,11 +144,12 @@ void qpanel_avx2(float *out, int ldo, const float *residual, const void *qinp,
         const int16_t *a = (const int16_t *)qinp + (size_t)r0 * w->kpad;
         const int count = rows - r0 < BLOCK_ROWS ? rows - r0 : BLOCK_ROWS;
         if (count == BLOCK_ROWS)
-            panel_block(w, values, scales, a, sums);
+            panel_block(w, values, scales, a, inp_scale + (size_t)r0 * w->groups, sums);
         else
             for (int r = 0; r < count; r++)
-                panel_row(w, values, scales, a + (size_t)r * w->kpad, sums[r]);
-        write_rows(out, ldo, residual, bias, inp_scale, r0, count, first, here, sums);
+                panel_row(w, values, scales, a + (size_t)r * w->kpad,
+                          inp_scale + (size_t)(r0 + r) * w->groups, sums[r]);
+        write_rows(out, ldo, residual, bias, r0, count, first, here, sums);
     }
 }
 

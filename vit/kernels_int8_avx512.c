@@ -19,7 +19,8 @@ static inline __attribute__((always_inline)) void panel_rows(const kernels_qmatr
                                                              const int8_t *values,
                                                              const float *scales,
                                                              const int32_t *col_sums,
-                                                             const uint8_t *a, int count,
+                                                             const uint8_t *a,
+                                                             const float *row_scales, int count,
                                                              float sums[][QPANEL]) {
     const int quads = w->kgroup / 4;
     __m512 sum[BLOCK_ROWS];
@@ -40,7 +41,8 @@ static inline __attribute__((always_inline)) void panel_rows(const kernels_qmatr
         const __m512 s = _mm512_load_ps(scales + g * QPANEL);
         for (int r = 0; r < count; r++) {
             const __m512i exact = _mm512_sub_epi32(acc[r], offset);
-            sum[r] = _mm512_add_ps(sum[r], _mm512_mul_ps(_mm512_cvtepi32_ps(exact), s));
+            const __m512 step = _mm512_mul_ps(s, _mm512_set1_ps(row_scales[(size_t)r * w->groups + g]));
+            sum[r] = _mm512_add_ps(sum[r], _mm512_mul_ps(_mm512_cvtepi32_ps(exact), step));
         }
     }
     for (int r = 0; r < count; r++) _mm512_storeu_ps(sums[r], sum[r]);
@@ -59,14 +61,16 @@ void qpanel_avx512_vnni(float *out, int ldo, const float *residual, const void *
         const uint8_t *a = (const uint8_t *)qinp + (size_t)r0 * w->kpad;
         const int count = rows - r0 < BLOCK_ROWS ? rows - r0 : BLOCK_ROWS;
         if (count == BLOCK_ROWS)
-            panel_rows(w, values, scales, col_sums, a, BLOCK_ROWS, sums);
+            panel_rows(w, values, scales, col_sums, a, inp_scale + (size_t)r0 * w->groups,
+                       BLOCK_ROWS, sums);
         else
             for (int r = 0; r < count; r++)
-                panel_rows(w, values, scales, col_sums, a + (size_t)r * w->kpad, 1, sums + r);
+                panel_rows(w, values, scales, col_sums, a + (size_t)r * w->kpad,
+                           inp_scale + (size_t)(r0 + r) * w->groups, 1, sums + r);
         for (int r = 0; r < count; r++)
             for (int c = 0; c < here; c++)
                 out[(size_t)(r0 + r) * ldo + first + c] = qmatmul_output(
-                    residual, bias, ldo, r0 + r, first + c, inp_scale[r0 + r], sums[r][c]);
+                    residual, bias, ldo, r0 + r, first + c, sums[r][c]);
     }
 }
 

@@ -994,7 +994,7 @@ vit_status vit_model_quantize(const vit_model *m, weights_quant to, const char *
     values[n++] = to == WEIGHTS_QUANT_BF16
                       ? "bf16: every float tensor rounded to bfloat16"
                       : "int8: encoder linear-layer weights, symmetric, one float32 scale per "
-                        "32 weights of a row (<name>_scale); activations quantised per row at run time";
+                        "32 weights of a row (<name>_scale); activations quantised per row and group at run time";
     vit_status status = weights_quantize(f, to, path, keys, values, n, err);
     free(keys);
     free(values);
