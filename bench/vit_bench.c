@@ -141,9 +141,10 @@ int main(int argc, char **argv) {
         const double gflop = flops_per_image(c, vit_context_num_tokens(ctx)) * batch / 1e9;
         printf("{\"engine\":\"vitc\",\"model\":\"%s\",\"batch\":%d,\"threads\":%d,\"median_ms\":%.3f,"
                "\"images_per_s\":%.2f,\"gflop_s\":%.1f,\"gflop_per_image\":%.3f,\"load_s\":%.4f,"
-               "\"peak_rss_mib\":%.1f}\n",
+               "\"peak_rss_mib\":%.1f,\"int8_kernels\":\"%s\"}\n",
                name, batch, threads, median * 1e3, batch / median, gflop / median, gflop / batch,
-               load_s, peak_rss_mib());
+               load_s, peak_rss_mib(),
+               vit_model_int8_kernels(model) ? vit_model_int8_kernels(model) : "none");
         if (batch == 1 || batch == 32) {
             /* Where the time goes, from a few more profiled runs. */
             double seconds[VIT_STAGE_COUNT] = {0}, total = 0;

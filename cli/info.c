@@ -55,6 +55,9 @@ int cli_info(int argc, char **argv) {
         printf("head          none: outputs the %d-d class-token features\n", c->hidden_size);
     printf("parameters    %.2f M (%s)\n", (double)vit_model_param_count(model) / 1e6,
            vit_model_dtypes(model));
+    if (vit_model_int8_kernels(model))
+        printf("int8 layers   run in int8 on the %s kernels (VITC_ISA=generic|avx2|avx512vnni forces a path)\n",
+               vit_model_int8_kernels(model));
     printf("labels        %d (%s)\n", vit_model_num_labels(model), vit_model_labels_source(model));
     printf("preprocess    %s\n", preprocess);
     vit_model_free(model);

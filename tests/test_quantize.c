@@ -203,33 +203,60 @@ enum { MAX_IMAGES = 600 };
 #define MIN_REAL_IMAGES 500
 #endif
 
-/* Top-1 of every real photo under model (a path), into top1; the count. */
-static int classify_real(const char *model, int *top1) {
+/* How many rows of `vit classify --format csv` output name an
+ * imagenet-sample photo (its labels.csv: file,class_index,...) and how
+ * many of those have the true class first. */
+static void count_correct(const char *csv, int *labelled, int *correct) {
+    static char labels[1 << 16];
+    slurp(SHARED "/imagenet-sample/labels.csv", labels, sizeof labels);
+    *labelled = *correct = 0;
+    for (const char *line = strchr(csv, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+        const char *comma = strchr(line + 1, ',');
+        const size_t name_len = (size_t)(comma - (line + 1));
+        for (const char *l = strchr(labels, '\n'); l && l[1]; l = strchr(l + 1, '\n')) {
+            if (strncmp(l + 1, line + 1, name_len) != 0 || l[1 + name_len] != ',') continue;
+            (*labelled)++;
+            *correct += atoi(l + 2 + name_len) == atoi(comma + 1);
+            break;
+        }
+    }
+}
+
+/* Top-1 of every real photo under model (a path), into top1; the count.
+ * correct: how many imagenet-sample photos it gets right (of labelled). */
+static int classify_real(const char *model, int *top1, int *labelled, int *correct) {
     char args[2048];
     snprintf(args, sizeof args, "classify -q -k 1 --format csv -m %s " REAL_INPUTS, model);
     run_result *r = run(args);
     cr_assert_eq(r->status, 0, "vit %s: %s", args, r->err);
+    count_correct(r->out, labelled, correct);
     return top1_column(r->out, top1, MAX_IMAGES);
 }
 
 /* Quantises model_name to each dtype and checks top-1 agreement with
- * float32 on the 500 ImageNet photos and the everyday ones. */
+ * float32 on the 500 ImageNet photos and the everyday ones, and ImageNet
+ * top-1 accuracy within half a point of float32's. */
 static void check_agreement(const char *model_name, const char *const *dtypes, int n_dtypes) {
     char model[512], out[512], args[2048];
     snprintf(model, sizeof model, SHARED "/models/%s", model_name);
     static int ref[MAX_IMAGES], got[MAX_IMAGES];
-    const int n = classify_real(model, ref);
+    int labelled, correct, got_labelled, got_correct;
+    const int n = classify_real(model, ref, &labelled, &correct);
     cr_assert_geq(n, MIN_REAL_IMAGES, "%d rows", n);
     for (int d = 0; d < n_dtypes; d++) {
         out_path(out, sizeof out, "real", dtypes[d]);
         snprintf(args, sizeof args, "quantize -m %s -o %s --dtype %s", model, out, dtypes[d]);
         run_result *r = run(args);
         cr_assert_eq(r->status, 0, "%s", r->err);
-        cr_assert_eq(classify_real(out, got), n);
+        cr_assert_eq(classify_real(out, got, &got_labelled, &got_correct), n);
         int same = 0;
         for (int i = 0; i < n; i++) same += ref[i] == got[i];
         cr_expect(same >= 0.99 * n, "%s %s: top-1 agrees with float32 on %d of %d photos",
                   model_name, dtypes[d], same, n);
+        /* ImageNet top-1 within half a point of float32's. */
+        cr_expect(got_labelled == labelled && abs(got_correct - correct) * 200 <= labelled,
+                  "%s %s: top-1 %d of %d labelled photos, float32 %d of %d", model_name,
+                  dtypes[d], got_correct, got_labelled, correct, labelled);
         remove(out);
     }
 }

@@ -41,6 +41,10 @@ qpanel_kernel qpanel_generic, qpanel_vnni_reference;
 qpanel_kernel qpanel_avx2;        /* kernels_int8_avx2.c */
 qpanel_kernel qpanel_avx512_vnni; /* kernels_int8_avx512.c */
 
+/* 32 inputs quantised into the int16 layout (kernels_int8.c's
+ * quantize_span, the same bits); returns their scale. AVX2 only. */
+float qspan32_avx2(const float *x, int16_t *q);
+
 /* The epilogue every path computes, per element: (residual + bias) + sum,
  * where sum adds up, group by group, (float)int_sum * (weight scale *
  * input scale). */

@@ -49,6 +49,14 @@ static inline __attribute__((always_inline)) __m256i madd_add(__m256i acc, __m25
 
 #define MADD(acc, b, w) acc = madd_add(acc, b, w)
 
+/* An aligned load gcc cannot repeat: with _mm256_load_si256 it reloads
+ * the weights before every multiply instead of keeping them in registers. */
+static inline __attribute__((always_inline)) __m256i load_once(const int16_t *p) {
+    __m256i v;
+    __asm__("vmovdqa %[p], %[v]" : [v] "=x"(v) : [p] "m"(*(const __m256i *)p));
+    return v;
+}
+
 /* sums [BLOCK_ROWS][QPANEL] of rows a .. a + 3 (row stride kpad; their
  * input scales row_scales, groups apart). */
 static void panel_block(const kernels_qmatrix *w, const int16_t *values, const float *scales,
@@ -63,8 +71,7 @@ static void panel_block(const kernels_qmatrix *w, const int16_t *values, const f
                 c21 = c00, c30 = c00, c31 = c00;
         const int16_t *v = values + (size_t)g * pairs * QPANEL * 2;
         for (size_t p = (size_t)g * pairs; p < (size_t)(g + 1) * pairs; p++, v += 32) {
-            const __m256i w0 = _mm256_load_si256((const __m256i *)v);
-            const __m256i w1 = _mm256_load_si256((const __m256i *)(v + 16));
+            const __m256i w0 = load_once(v), w1 = load_once(v + 16);
             __m256i b = pair_of(a0, p);
             MADD(c00, b, w0);
             MADD(c01, b, w1);
@@ -153,6 +160,46 @@ void qpanel_avx2(float *out, int ldo, const float *residual, const void *qinp,
     }
 }
 
+/* quantize_span (kernels_int8.c) of 32 values into the int16 layout, the
+ * same bits: max of the magnitudes' bit patterns, 127 / max, x * inv
+ * rounded to nearest even, clamped to +-127. */
+float qspan32_avx2(const float *x, int16_t *q) {
+    const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
+    __m256 v[4];
+    __m256i top = _mm256_setzero_si256();
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_loadu_ps(x + 8 * i);
+        top = _mm256_max_epu32(top, _mm256_and_si256(_mm256_castps_si256(v[i]), magnitude));
+    }
+    __m128i half = _mm_max_epu32(_mm256_castsi256_si128(top), _mm256_extracti128_si256(top, 1));
+    half = _mm_max_epu32(half, _mm_shuffle_epi32(half, 0x4e));
+    half = _mm_max_epu32(half, _mm_shuffle_epi32(half, 0xb1));
+    const uint32_t max_bits = (uint32_t)_mm_cvtsi128_si32(half);
+    if (max_bits >= 0x7f800000u) {
+        memset(q, 0, 32 * sizeof *q);
+        return __builtin_nanf("");
+    }
+    float max_abs;
+    memcpy(&max_abs, &max_bits, sizeof max_abs);
+    const __m256 inv = _mm256_set1_ps(max_abs > 0.0f ? 127.0f / max_abs : 0.0f);
+    const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    __m256i ints[4];
+    for (int i = 0; i < 4; i++) {
+        __m256 r = _mm256_round_ps(_mm256_mul_ps(v[i], inv),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm256_max_ps(_mm256_min_ps(r, hi), lo);
+        ints[i] = _mm256_cvtps_epi32(r);
+    }
+    /* packs works within 128-bit lanes: put the quarters back in order. */
+    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    for (int i = 0; i < 2; i++) {
+        const __m256i packed = _mm256_packs_epi32(ints[2 * i], ints[2 * i + 1]);
+        _mm256_storeu_si256((__m256i *)(q + 16 * i),
+                            _mm256_permutevar8x32_epi32(packed, order));
+    }
+    return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+}
+
 #else /* not x86: never chosen (kernels_isa_supported), kept linkable */
 
 #include "kernels_int8.h"
@@ -160,6 +207,12 @@ void qpanel_avx2(float *out, int ldo, const float *residual, const void *qinp,
 void qpanel_avx2(float *out, int ldo, const float *residual, const void *qinp, const float *inp_scale,
         const kernels_qmatrix *w, int panel, const float *bias, int rows) {
     qpanel_generic(out, ldo, residual, qinp, inp_scale, w, panel, bias, rows);
+}
+
+float qspan32_avx2(const float *x, int16_t *q) {
+    (void)x;
+    (void)q;
+    return 0.0f;
 }
 
 #endif

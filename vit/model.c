@@ -1009,6 +1009,13 @@ const char *vit_model_notices(const vit_model *m) { return m->notices; }
 const char *vit_model_weights_path(const vit_model *m) { return weights_path(m->file); }
 size_t vit_model_param_count(const vit_model *m) { return m->param_count; }
 const char *vit_model_dtypes(const vit_model *m) { return m->dtypes; }
+
+const char *vit_model_int8_kernels(const vit_model *m) {
+    for (int l = 0; l < m->config.num_layers; l++)
+        if (m->blocks[l].qkv_q || m->blocks[l].proj_q || m->blocks[l].fc1_q || m->blocks[l].fc2_q)
+            return kernels_isa_name(m->isa);
+    return NULL;
+}
 int vit_model_num_labels(const vit_model *m) { return m->num_labels; }
 const char *vit_model_labels_source(const vit_model *m) { return m->labels_source; }
 

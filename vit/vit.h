@@ -116,6 +116,10 @@ const char *vit_model_weights_path(const vit_model *model);
 size_t vit_model_param_count(const vit_model *model);
 const char *vit_model_dtypes(const vit_model *model);
 
+/* The instruction-set path its int8 layers run on ("avx2", "generic",
+ * "avx512vnni"), or NULL when every layer is float. */
+const char *vit_model_int8_kernels(const vit_model *model);
+
 /* Class labels: the count (0 when the checkpoint has none) and the label of
  * a class, or NULL. Where labels come from: "config.json id2label",
  * "safetensors __metadata__ config id2label", "--labels FILE", "ImageNet-1k
