@@ -1,7 +1,8 @@
 /* Reduced-precision copies of a checkpoint: BF16 everywhere, or I8 linear
- * layers with a scale per group of 32 weights. The loader turns both back into F32
- * (weights_to_f32), so every command runs them; what they save is disk and
- * download size. */
+ * layers with a scale per group of 32 weights. The model loader widens BF16
+ * to F32 and packs the I8 layers for the int8 kernels (vit/kernels.h);
+ * weights_to_f32 dequantises I8 for everything else (training from an
+ * int8 file, tools). */
 #include "weights.h"
 
 #include <math.h>
