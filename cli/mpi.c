@@ -273,6 +273,8 @@ static size_t remote_schedule(void *context) {
     return batch < 0 ? DATA_LOADER_END : (size_t)batch * (size_t)w->job->batch;
 }
 
+static void *stub_server, *stub_worker;
+
 /* Writer thread: hands the batches that are next in order to the handlers. */
 static int write_ready(server *s) {
     const cli_mpi_job *job = s->job;
@@ -378,10 +380,23 @@ static void *serve(void *arg) {
     }
 }
 
+/* The stub's batches: straight from the schedule, every file "good". */
+static int next_stub_batch(const cli_mpi_job *job, data_loader *loader, int *rows, data_batch *b) {
+    (void)loader;
+    const size_t first = world_rank == 0 ? local_schedule(stub_server) : remote_schedule(stub_worker);
+    if (first == DATA_LOADER_END) return 0;
+    const size_t left = job->count - first;
+    *b = (data_batch){.first = first, .count = (int)(left < (size_t)job->batch ? left : (size_t)job->batch), .row = rows};
+    b->num_good = b->count;
+    return 1;
+}
+
 int cli_mpi_run(const cli_mpi_job *job, double *seconds) {
     const size_t num_batches = (job->count + (size_t)job->batch - 1) / (size_t)job->batch;
     server s = {.job = job, .num_batches = num_batches, .workers_left = world_size - 1};
     worker w = {job};
+    stub_server = &s;
+    stub_worker = &w;
     pthread_t writer;
     int writer_started = 0;
     vit_error err;
@@ -405,16 +420,29 @@ int cli_mpi_run(const cli_mpi_job *job, double *seconds) {
         fprintf(stderr, "vit %s: out of memory\n", job->command);
         cli_mpi_abort(CLI_EXIT_FATAL);
     }
-    if (data_loader_create_scheduled(job->pre, job->paths, job->count, job->batch, 1, 1,
+    const int stub = getenv("VITC_MPI_BENCH_STUB") != NULL;
+    if (!stub && data_loader_create_scheduled(job->pre, job->paths, job->count, job->batch, 1, 1,
                                      world_rank == 0 ? local_schedule : remote_schedule,
                                      world_rank == 0 ? (void *)&s : (void *)&w, &loader,
                                      &err) != VIT_OK) {
         fprintf(stderr, "vit %s: %s\n", job->command, err.message);
         cli_mpi_abort(CLI_EXIT_FATAL);
     }
+    /* For bench/mpi_overhead.sh only (not a user option): no decoding and
+     * no model, made-up probabilities, so what is measured is the handing
+     * out, the messages and rank 0's writer. */
+    int *stub_rows = stub ? malloc(sizeof *stub_rows * (size_t)job->batch) : NULL;
+    if (stub) {
+        if (!stub_rows) cli_mpi_abort(CLI_EXIT_FATAL);
+        for (int i = 0; i < job->batch; i++) {
+            stub_rows[i] = i;
+            for (size_t c = 0; c < job->floats; c++)
+                results[(size_t)i * job->floats + c] = (float)((c * 7 + (size_t)i) % job->floats) / job->floats;
+        }
+    }
     data_batch b;
-    while (data_loader_next(loader, &b) > 0) {
-        if (job->compute(job->self, &b, results) != 0) cli_mpi_abort(CLI_EXIT_FATAL);
+    while (stub ? next_stub_batch(job, loader, stub_rows, &b) : data_loader_next(loader, &b) > 0) {
+        if (!stub && job->compute(job->self, &b, results) != 0) cli_mpi_abort(CLI_EXIT_FATAL);
         if (pack_batch(&out, &b, results, job->floats) != 0) {
             fprintf(stderr, "vit %s: out of memory\n", job->command);
             cli_mpi_abort(CLI_EXIT_FATAL);
@@ -428,6 +456,7 @@ int cli_mpi_run(const cli_mpi_job *job, double *seconds) {
         }
     }
     data_loader_free(loader);
+    free(stub_rows);
     free(out.data);
     free(results);
     if (writer_started) {
