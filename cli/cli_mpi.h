@@ -12,7 +12,8 @@
  * runs batches with its own threads, asking rank 0 for the next batch when
  * it has a free slot (one batch of look-ahead), and sends its outputs to
  * rank 0, where one thread puts them back in input order and calls the
- * command's handlers exactly as a single process does. */
+ * command's handlers exactly as a single process does. bench/mpi_overhead.sh
+ * sets VITC_MPI_BENCH_STUB to measure the writer without the model (cli/mpi.c). */
 #ifndef CLI_MPI_H
 #define CLI_MPI_H
 
