@@ -66,10 +66,9 @@ static void mark(stage_clock *clock, vit_stage stage) {
 
 /* Scores scratch of one thread: the larger of the two query blocks x T. */
 static size_t scores_floats(const vit_context *ctx) {
-    int rows = ctx->solo_query_rows > ctx->split_query_rows ? ctx->solo_query_rows
-                                                            : ctx->split_query_rows;
-    if (rows > ctx->num_tokens) rows = ctx->num_tokens;
-    return (size_t)rows * ctx->num_tokens;
+    const int T = ctx->num_tokens, solo = attention_scratch_rows(T, ctx->solo_query_rows);
+    const int split = attention_scratch_rows(T, ctx->split_query_rows);
+    return (size_t)(solo > split ? solo : split) * T;
 }
 
 vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
@@ -280,10 +279,10 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
         mark(clock, VIT_STAGE_PROJECTION);
         layernorm_forward(normed, NULL, NULL, x, blk->ln2_w, blk->ln2_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
-        matmul_forward(hidden, normed, blk->fc1_w, blk->fc1_b, rows, D, M, th);
+        /* GELU on each block of fc1 as it is computed (the profile's gelu
+         * stage is inside mlp fc1). */
+        matmul_gelu_forward(hidden, normed, blk->fc1_w, blk->fc1_b, rows, D, M, th);
         mark(clock, VIT_STAGE_MLP_FC1);
-        gelu_forward(hidden, hidden, (size_t)rows * M, th);
-        mark(clock, VIT_STAGE_GELU);
         /* x += fc2(gelu(fc1(ln2(x)))) */
         residual_matmul_forward(x, x, hidden, blk->fc2_w, blk->fc2_b, rows, M, D, th);
         capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
