@@ -245,13 +245,15 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
     }
 }
 
-/* Embedding, every encoder block, and the final norm of the prefix tokens
- * (into ctx->pooled) for the job's images. */
-static void encode(const vit_context *ctx, encode_job *job, const float *images) {
+/* The encoder blocks over the job's rows of ctx->x, with the threads th
+ * says; inside a team (th.in_team) every thread of it calls this, and
+ * thread 0 alone keeps the clock and copies captures (the kernels end with
+ * a barrier, so what it copies is complete, and nothing writes it again
+ * before thread 0 itself has passed the next barriers). */
+static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threads th) {
     const vit_model *m = ctx->model;
     const vit_config *c = &m->config;
     const int D = c->hidden_size, M = c->mlp_size, T = ctx->num_tokens, rows = job->count * T;
-    const kernels_threads th = kernels_threading(KERNELS_INFERENCE, job->threads);
     /* Attention: blocks of query rows when the threads share the images. */
     const int query_rows = job->threads > 1 ? ctx->split_query_rows : ctx->solo_query_rows;
     const float eps = c->layer_norm_eps;
@@ -259,17 +261,15 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
     float *qkv = ctx->qkv + (size_t)job->slot * T * 3 * D;
     float *attn = ctx->attn + (size_t)job->slot * T * D;
     float *hidden = ctx->hidden + (size_t)job->slot * T * M;
-    stage_clock *clock = &job->clock;
+    const int lead = !th.in_team || omp_get_thread_num() == 0;
+    stage_clock idle = {NULL, 0.0}, *clock = lead ? &job->clock : &idle;
 
-    embed(ctx, job, images);
-    capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, -1), 0);
-    mark(clock, VIT_STAGE_PATCH_EMBED);
     for (int l = 0; l < c->num_layers; l++) {
         const vit_block *blk = &m->blocks[l];
         layernorm_forward(normed, NULL, NULL, x, blk->ln1_w, blk->ln1_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
         matmul_forward(qkv, normed, blk->qkv_w, blk->qkv_b, rows, D, 3 * D, th);
-        capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_KEYS, l), 1);
+        if (lead) capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_KEYS, l), 1);
         mark(clock, VIT_STAGE_QKV);
         attention_forward(attn, captured_attention(ctx, job, l), qkv, job->count, T, D,
                           c->num_heads, query_rows, job->scores, th);
@@ -285,8 +285,36 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
         mark(clock, VIT_STAGE_MLP_FC1);
         /* x += fc2(gelu(fc1(ln2(x)))) */
         residual_matmul_forward(x, x, hidden, blk->fc2_w, blk->fc2_b, rows, M, D, th);
-        capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
+        if (lead) capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
         mark(clock, VIT_STAGE_MLP_FC2);
+    }
+}
+
+/* Embedding, every encoder block, and the final norm of the prefix tokens
+ * (into ctx->pooled) for the job's images. */
+static void encode(const vit_context *ctx, encode_job *job, const float *images) {
+    const vit_model *m = ctx->model;
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, T = ctx->num_tokens;
+    const kernels_threads th = kernels_threading(KERNELS_INFERENCE, job->threads);
+    const float eps = c->layer_norm_eps;
+    float *x = ctx->x + (size_t)job->slot * T * D;
+
+    embed(ctx, job, images);
+    capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, -1), 0);
+    mark(&job->clock, VIT_STAGE_PATCH_EMBED);
+    if (th.count > 1) {
+        /* One image over all threads: one parallel region for all the
+         * blocks, the kernels sharing their work inside it (about 7
+         * barriers per block instead of 7 forks and joins). */
+#pragma omp parallel num_threads(th.count)
+        {
+            kernels_threads team = th;
+            team.in_team = 1;
+            encode_blocks(ctx, job, team);
+        }
+    } else {
+        encode_blocks(ctx, job, th);
     }
     /* Only the prefix tokens feed the head: normalise just those. */
     const int prefix = c->num_prefix_tokens;

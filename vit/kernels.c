@@ -15,22 +15,27 @@
  * or, with one thread, plainly on the caller: no parallel region at all,
  * so a kernel called by a thread that runs whole images never nests one.
  * Every kernel names its kernels_threads `th`. */
-#define PARALLEL_FOR_WITH(pragma, ...)                                            \
+#define PARALLEL_FOR_WITH(pragma, team_pragma, ...)                              \
     do {                                                                          \
-        if (th.count > 1) {                                                       \
+        if (th.in_team && th.count > 1) {                                         \
+            _Pragma(team_pragma) __VA_ARGS__                                      \
+        } else if (th.count > 1) {                                                \
             _Pragma(pragma) __VA_ARGS__                                           \
         } else {                                                                  \
             __VA_ARGS__                                                           \
         }                                                                         \
     } while (0)
 
-/* Static split (rows of equal cost; the split changes no result). */
-#define PARALLEL_FOR(...) \
-    PARALLEL_FOR_WITH("omp parallel for schedule(static) num_threads(th.count)", __VA_ARGS__)
+/* Static split (rows of equal cost; the split changes no result). Inside a
+ * team (th.in_team) an orphaned omp for, whose end is a barrier. */
+#define PARALLEL_FOR(...)                                                             \
+    PARALLEL_FOR_WITH("omp parallel for schedule(static) num_threads(th.count)",      \
+                      "omp for schedule(static)", __VA_ARGS__)
 
 /* Iterations handed out one by one (tasks of uneven cost). */
-#define PARALLEL_FOR_DYNAMIC(...) \
-    PARALLEL_FOR_WITH("omp parallel for schedule(dynamic) num_threads(th.count)", __VA_ARGS__)
+#define PARALLEL_FOR_DYNAMIC(...)                                                     \
+    PARALLEL_FOR_WITH("omp parallel for schedule(dynamic) num_threads(th.count)",     \
+                      "omp for schedule(dynamic)", __VA_ARGS__)
 
 /* Which thread's part of a per-thread scratch buffer to use inside a
  * PARALLEL_FOR: with one thread there is no region of our own, and the
@@ -41,7 +46,7 @@ static int scratch_slot(kernels_threads th) { return th.count > 1 ? omp_get_thre
 #define OPENBLAS_OPENMP_BUILD 2
 
 kernels_threads kernels_threading(kernels_pass pass, int threads) {
-    kernels_threads th = {threads > 1 ? threads : 1, KERNELS_GEMM_OPENBLAS};
+    kernels_threads th = {threads > 1 ? threads : 1, KERNELS_GEMM_OPENBLAS, 0};
     if (pass == KERNELS_INFERENCE) th.gemm = KERNELS_GEMM_PANELS;
     return th;
 }
@@ -218,6 +223,22 @@ static void gemm_job_block(const gemm_job *g, int r0, int r1, int c0, int c1) {
         }
 }
 
+/* Thread id's share of a gemm_job run by a team of threads. */
+static void gemm_job_share(const gemm_job *g, int team, int id) {
+    const int p = id % KERNELS_PANELS, slice = id / KERNELS_PANELS;
+    const int slices = (team - p + KERNELS_PANELS - 1) / KERNELS_PANELS;
+    if (team < KERNELS_PANELS) {
+        /* Fewer threads than panels: thread id takes panels id, id + team, ... */
+        for (int q = id; q < KERNELS_PANELS; q += team)
+            gemm_job_block(g, 0, g->rows, panel_boundary(g->out_dim, q),
+                           panel_boundary(g->out_dim, q + 1));
+    } else {
+        gemm_job_block(g, row_boundary(g->rows, slice, slices),
+                       row_boundary(g->rows, slice + 1, slices), panel_boundary(g->out_dim, p),
+                       panel_boundary(g->out_dim, p + 1));
+    }
+}
+
 /* Runs a gemm_job as KERNELS_GEMM_PANELS says (kernels.h). */
 static void gemm_job_panels(const gemm_job *g, kernels_threads th) {
     /* Panels: the same GEMM calls whatever the thread count, so an element
@@ -232,22 +253,13 @@ static void gemm_job_panels(const gemm_job *g, kernels_threads th) {
      * share one by row slices on KERNELS_ROW_ALIGN boundaries, which keep
      * every element's bits (kernels.h). Inside the parallel region
      * OpenBLAS runs on the calling thread, so each thread's GEMM is its own. */
-#pragma omp parallel num_threads(th.count)
-    {
-        const int team = omp_get_num_threads(), id = omp_get_thread_num();
-        const int p = id % KERNELS_PANELS, slice = id / KERNELS_PANELS;
-        const int slices = (team - p + KERNELS_PANELS - 1) / KERNELS_PANELS;
-        if (team < KERNELS_PANELS) {
-            /* Fewer threads than panels: thread id takes panels id, id + team, ... */
-            for (int q = id; q < KERNELS_PANELS; q += team)
-                gemm_job_block(g, 0, g->rows, panel_boundary(g->out_dim, q),
-                               panel_boundary(g->out_dim, q + 1));
-        } else {
-            gemm_job_block(g, row_boundary(g->rows, slice, slices),
-                           row_boundary(g->rows, slice + 1, slices),
-                           panel_boundary(g->out_dim, p), panel_boundary(g->out_dim, p + 1));
-        }
+    if (th.in_team) {
+        gemm_job_share(g, omp_get_num_threads(), omp_get_thread_num());
+#pragma omp barrier
+        return;
     }
+#pragma omp parallel num_threads(th.count)
+    gemm_job_share(g, omp_get_num_threads(), omp_get_thread_num());
 }
 
 /* Training (KERNELS_GEMM_OPENBLAS): the fill as its own row loop, then one

@@ -40,6 +40,14 @@ typedef enum kernels_gemm_mode {
 typedef struct kernels_threads {
     int count; /* OpenMP threads for row-wise loops and GEMM panels */
     kernels_gemm_mode gemm;
+    /* Set when every one of the count threads of an enclosing OpenMP
+     * parallel region calls the kernel (inference, one image over all
+     * threads): the kernel then shares its work with orphaned worksharing
+     * (omp for, the panel split by thread number) and ends with a barrier,
+     * opening no region of its own. One region per image instead of one or
+     * two per kernel: a barrier per step instead of a fork and a join.
+     * Same split of the work, same bits. KERNELS_GEMM_PANELS only. */
+    int in_team;
 } kernels_threads;
 
 /* Row slices that start on a multiple of this many rows of one GEMM give
