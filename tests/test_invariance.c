@@ -123,6 +123,19 @@ Test(invariance, small_model_145_tokens, .timeout = 600) {
     expect_attention_invariant(SMALL, "--size 96");
 }
 
+/* int8 files run the int8 kernels (on this CPU's path): the same guarantee. */
+Test(invariance, small_model_int8, .timeout = 600) {
+    make_inputs();
+    char model[300];
+    snprintf(model, sizeof model, "%s/int8.safetensors", dir);
+    char args[1024];
+    snprintf(args, sizeof args, "quantize -m %s --dtype int8 -o %s", SMALL, model);
+    run_result *r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    expect_all_invariant(model, "");
+    expect_attention_invariant(model, "");
+}
+
 Test(invariance, real_deit_tiny, .timeout = 900) {
     if (access(DEIT "/model.safetensors", R_OK) != 0)
         cr_skip_test("%s is absent (../shared): the real DeiT-tiny check is skipped", DEIT);

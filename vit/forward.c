@@ -71,10 +71,9 @@ static void mark(stage_clock *clock, vit_stage stage) {
 
 /* Scores scratch of one thread: the larger of the two query blocks x T. */
 static size_t scores_floats(const vit_context *ctx) {
-    int rows = ctx->solo_query_rows > ctx->split_query_rows ? ctx->solo_query_rows
-                                                            : ctx->split_query_rows;
-    if (rows > ctx->num_tokens) rows = ctx->num_tokens;
-    return (size_t)rows * ctx->num_tokens;
+    const int T = ctx->num_tokens, solo = attention_scratch_rows(T, ctx->solo_query_rows);
+    const int split = attention_scratch_rows(T, ctx->split_query_rows);
+    return (size_t)(solo > split ? solo : split) * T;
 }
 
 /* The most input-scale groups of any int8 layer, 0 when all are float (the
@@ -275,21 +274,74 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
     }
 }
 
-/* out = [residual +] inp · weightᵀ + bias for the job's rows: the int8
- * kernels when the layer is quantised (q), else float32. */
+/* out = [residual +] inp · weightᵀ + bias for the job's rows, then GELU
+ * when asked: the int8 kernels when the layer is quantised (q), else
+ * float32 (GELU fused into the GEMM's panels). */
 static void linear_forward(const vit_context *ctx, const encode_job *job, float *out,
                            const float *residual, const float *inp, const float *weight,
                            const kernels_qmatrix *q, const float *bias, int rows, int in_dim,
-                           int out_dim, kernels_threads th) {
+                           int out_dim, int gelu, kernels_threads th) {
     if (q) {
         void *qinp = (char *)ctx->qinp + (size_t)job->slot * ctx->qinp_slot_bytes;
         float *scale = ctx->qscale + (size_t)job->slot * ctx->qscale_slot;
         quantize_forward(qinp, scale, inp, rows, in_dim, q, th);
         qmatmul_forward(out, residual, qinp, scale, q, bias, rows, th);
+        if (gelu) gelu_forward(out, out, (size_t)rows * out_dim, th);
+    } else if (gelu) {
+        matmul_gelu_forward(out, inp, weight, bias, rows, in_dim, out_dim, th);
     } else if (residual) {
         residual_matmul_forward(out, residual, inp, weight, bias, rows, in_dim, out_dim, th);
     } else {
         matmul_forward(out, inp, weight, bias, rows, in_dim, out_dim, th);
+    }
+}
+
+/* The encoder blocks over the job's rows of ctx->x, with the threads th
+ * says; inside a team (th.in_team) every thread of it calls this, and
+ * thread 0 alone keeps the clock and copies captures (the kernels end with
+ * a barrier, so what it copies is complete, and nothing writes it again
+ * before thread 0 itself has passed the next barriers). */
+static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threads th) {
+    const vit_model *m = ctx->model;
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, M = c->mlp_size, T = ctx->num_tokens, rows = job->count * T;
+    /* Attention: blocks of query rows when the threads share the images. */
+    const int query_rows = job->threads > 1 ? ctx->split_query_rows : ctx->solo_query_rows;
+    const float eps = c->layer_norm_eps;
+    float *x = ctx->x + (size_t)job->slot * T * D, *normed = ctx->normed + (size_t)job->slot * T * D;
+    float *qkv = ctx->qkv + (size_t)job->slot * T * 3 * D;
+    float *attn = ctx->attn + (size_t)job->slot * T * D;
+    float *hidden = ctx->hidden + (size_t)job->slot * T * M;
+    const int lead = !th.in_team || omp_get_thread_num() == 0;
+    stage_clock idle = {NULL, 0.0}, *clock = lead ? &job->clock : &idle;
+
+    for (int l = 0; l < c->num_layers; l++) {
+        const vit_block *blk = &m->blocks[l];
+        layernorm_forward(normed, NULL, NULL, x, blk->ln1_w, blk->ln1_b, rows, D, eps, th);
+        mark(clock, VIT_STAGE_LAYER_NORM);
+        linear_forward(ctx, job, qkv, NULL, normed, blk->qkv_w, blk->qkv_q, blk->qkv_b, rows, D,
+                       3 * D, 0, th);
+        if (lead) capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_KEYS, l), 1);
+        mark(clock, VIT_STAGE_QKV);
+        attention_forward(attn, captured_attention(ctx, job, l), qkv, job->count, T, D,
+                          c->num_heads, query_rows, job->scores, th);
+        mark(clock, VIT_STAGE_ATTENTION);
+        /* x += proj(attn) */
+        linear_forward(ctx, job, x, x, attn, blk->proj_w, blk->proj_q, blk->proj_b, rows, D, D, 0,
+                       th);
+        mark(clock, VIT_STAGE_PROJECTION);
+        layernorm_forward(normed, NULL, NULL, x, blk->ln2_w, blk->ln2_b, rows, D, eps, th);
+        mark(clock, VIT_STAGE_LAYER_NORM);
+        /* GELU on each block of fc1 as it is computed (float32: the
+         * profile's gelu stage is inside mlp fc1). */
+        linear_forward(ctx, job, hidden, NULL, normed, blk->fc1_w, blk->fc1_q, blk->fc1_b, rows, D,
+                       M, 1, th);
+        mark(clock, VIT_STAGE_MLP_FC1);
+        /* x += fc2(gelu(fc1(ln2(x)))) */
+        linear_forward(ctx, job, x, x, hidden, blk->fc2_w, blk->fc2_q, blk->fc2_b, rows, M, D, 0,
+                       th);
+        if (lead) capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
+        mark(clock, VIT_STAGE_MLP_FC2);
     }
 }
 
@@ -298,45 +350,26 @@ static void linear_forward(const vit_context *ctx, const encode_job *job, float 
 static void encode(const vit_context *ctx, encode_job *job, const float *images) {
     const vit_model *m = ctx->model;
     const vit_config *c = &m->config;
-    const int D = c->hidden_size, M = c->mlp_size, T = ctx->num_tokens, rows = job->count * T;
+    const int D = c->hidden_size, T = ctx->num_tokens;
     const kernels_threads th = kernels_threading(KERNELS_INFERENCE, job->threads);
-    /* Attention: blocks of query rows when the threads share the images. */
-    const int query_rows = job->threads > 1 ? ctx->split_query_rows : ctx->solo_query_rows;
     const float eps = c->layer_norm_eps;
-    float *x = ctx->x + (size_t)job->slot * T * D, *normed = ctx->normed + (size_t)job->slot * T * D;
-    float *qkv = ctx->qkv + (size_t)job->slot * T * 3 * D;
-    float *attn = ctx->attn + (size_t)job->slot * T * D;
-    float *hidden = ctx->hidden + (size_t)job->slot * T * M;
-    stage_clock *clock = &job->clock;
+    float *x = ctx->x + (size_t)job->slot * T * D;
 
     embed(ctx, job, images);
     capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, -1), 0);
-    mark(clock, VIT_STAGE_PATCH_EMBED);
-    for (int l = 0; l < c->num_layers; l++) {
-        const vit_block *blk = &m->blocks[l];
-        layernorm_forward(normed, NULL, NULL, x, blk->ln1_w, blk->ln1_b, rows, D, eps, th);
-        mark(clock, VIT_STAGE_LAYER_NORM);
-        linear_forward(ctx, job, qkv, NULL, normed, blk->qkv_w, blk->qkv_q, blk->qkv_b, rows, D,
-                       3 * D, th);
-        capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_KEYS, l), 1);
-        mark(clock, VIT_STAGE_QKV);
-        attention_forward(attn, captured_attention(ctx, job, l), qkv, job->count, T, D,
-                          c->num_heads, query_rows, job->scores, th);
-        mark(clock, VIT_STAGE_ATTENTION);
-        /* x += proj(attn) */
-        linear_forward(ctx, job, x, x, attn, blk->proj_w, blk->proj_q, blk->proj_b, rows, D, D, th);
-        mark(clock, VIT_STAGE_PROJECTION);
-        layernorm_forward(normed, NULL, NULL, x, blk->ln2_w, blk->ln2_b, rows, D, eps, th);
-        mark(clock, VIT_STAGE_LAYER_NORM);
-        linear_forward(ctx, job, hidden, NULL, normed, blk->fc1_w, blk->fc1_q, blk->fc1_b, rows, D,
-                       M, th);
-        mark(clock, VIT_STAGE_MLP_FC1);
-        gelu_forward(hidden, hidden, (size_t)rows * M, th);
-        mark(clock, VIT_STAGE_GELU);
-        /* x += fc2(gelu(fc1(ln2(x)))) */
-        linear_forward(ctx, job, x, x, hidden, blk->fc2_w, blk->fc2_q, blk->fc2_b, rows, M, D, th);
-        capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
-        mark(clock, VIT_STAGE_MLP_FC2);
+    mark(&job->clock, VIT_STAGE_PATCH_EMBED);
+    if (th.count > 1) {
+        /* One image over all threads: one parallel region for all the
+         * blocks, the kernels sharing their work inside it (about 7
+         * barriers per block instead of 7 forks and joins). */
+#pragma omp parallel num_threads(th.count)
+        {
+            kernels_threads team = th;
+            team.in_team = 1;
+            encode_blocks(ctx, job, team);
+        }
+    } else {
+        encode_blocks(ctx, job, th);
     }
     /* Only the prefix tokens feed the head: normalise just those. */
     const int prefix = c->num_prefix_tokens;

@@ -16,7 +16,7 @@
 #define OPENBLAS_OPENMP_BUILD 2
 
 kernels_threads kernels_threading(kernels_pass pass, int threads) {
-    kernels_threads th = {threads > 1 ? threads : 1, KERNELS_GEMM_OPENBLAS};
+    kernels_threads th = {threads > 1 ? threads : 1, KERNELS_GEMM_OPENBLAS, 0};
     if (pass == KERNELS_INFERENCE) th.gemm = KERNELS_GEMM_PANELS;
     return th;
 }
@@ -43,18 +43,38 @@ float *kernels_alloc_floats(size_t count) {
 
 /* ------------------------------------------------------------- layernorm */
 
+/* Sum of n floats in 8 interleaved partial sums (one AVX vector), combined
+ * pairwise: a fixed order for a given n, so a row's result never depends
+ * on where or with what it runs, and a vector add per 8 values instead of
+ * one dependent scalar add per value (a plain `sum += x[i]` loop cannot be
+ * vectorised without reassociation). */
+static float sum8(const float *x, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += x[i + k];
+    float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) sum += x[i];
+    return sum;
+}
+
 void layernorm_forward_row(float *out, float *mean, float *rstd, const float *inp,
                            const float *weight, const float *bias, int dim, float eps) {
-    float sum = 0.0f;
-    for (int i = 0; i < dim; i++) sum += inp[i];
-    const float m = sum / (float)dim;
-    float var = 0.0f;
-    for (int i = 0; i < dim; i++) {
+    const float m = sum8(inp, dim) / (float)dim;
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= dim; i += 8)
+        for (int k = 0; k < 8; k++) {
+            const float d = inp[i + k] - m;
+            acc[k] += d * d;
+        }
+    float var = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < dim; i++) {
         const float d = inp[i] - m;
         var += d * d;
     }
     const float s = 1.0f / sqrtf(var / (float)dim + eps);
-    for (int i = 0; i < dim; i++) out[i] = (inp[i] - m) * s * weight[i] + bias[i];
+    for (i = 0; i < dim; i++) out[i] = (inp[i] - m) * s * weight[i] + bias[i];
     if (mean) *mean = m;
     if (rstd) *rstd = s;
 }
@@ -124,71 +144,140 @@ static void gemm_block(float *out, int ldo, const float *inp, const float *weigh
                     out + (size_t)first_row * ldo + first_col, ldo);
 }
 
-void matmul_gemm(float *out, int ldo, const float *inp, const float *weight, int rows,
-                 int in_dim, int out_dim, float beta, kernels_threads th) {
-    if (th.gemm == KERNELS_GEMM_OPENBLAS) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out_dim, in_dim, 1.0f, inp,
-                    in_dim, weight, in_dim, beta, out, ldo);
-        return;
+static void gelu_span(float *out, const float *inp, size_t n);
+
+/* One inference GEMM with what goes before and after it, done per block
+ * by whichever thread computes that block: the block of out is first set to
+ * bias (+ residual) when fill is set, the GEMM accumulates onto it
+ * (beta), then GELU is applied to it when gelu is set. Each element gets
+ * the same operations in the same order as in separate passes (fill, GEMM,
+ * GELU), so the bits do not change; what goes away are two parallel regions
+ * (two fork/join barriers) and two passes over out, done instead while the
+ * block is still in the core's cache. */
+typedef struct gemm_job {
+    float *out;
+    int ldo;
+    const float *inp, *weight;
+    int rows, in_dim, out_dim;
+    float beta;
+    int fill;              /* set the block to bias (+ residual) first */
+    const float *residual; /* NULL: none (rows ldo floats apart) */
+    const float *bias;     /* NULL: zero */
+    int gelu;              /* GELU on the block afterwards */
+} gemm_job;
+
+/* Sets rows r0..r1, columns c0..c1 of out to bias (+ residual). */
+static void gemm_job_fill(const gemm_job *g, int r0, int r1, int c0, int c1) {
+    for (int r = r0; r < r1; r++) {
+        float *row = g->out + (size_t)r * g->ldo;
+        const float *res = g->residual ? g->residual + (size_t)r * g->ldo : NULL;
+        if (res && g->bias)
+            for (int j = c0; j < c1; j++) row[j] = res[j] + g->bias[j];
+        else if (res && res != row)
+            memcpy(row + c0, res + c0, sizeof(float) * (size_t)(c1 - c0));
+        else if (!res && g->bias)
+            memcpy(row + c0, g->bias + c0, sizeof(float) * (size_t)(c1 - c0));
+        else if (!res)
+            memset(row + c0, 0, sizeof(float) * (size_t)(c1 - c0));
     }
+}
+
+static void gemm_job_block(const gemm_job *g, int r0, int r1, int c0, int c1) {
+    if (r1 <= r0 || c1 <= c0) return;
+    if (g->fill) gemm_job_fill(g, r0, r1, c0, c1);
+    gemm_block(g->out, g->ldo, g->inp, g->weight, g->in_dim, r0, r1, c0, c1, g->beta);
+    if (g->gelu)
+        for (int r = r0; r < r1; r++) {
+            float *row = g->out + (size_t)r * g->ldo + c0;
+            gelu_span(row, row, (size_t)(c1 - c0));
+        }
+}
+
+/* Thread id's share of a gemm_job run by a team of threads. */
+static void gemm_job_share(const gemm_job *g, int team, int id) {
+    const int p = id % KERNELS_PANELS, slice = id / KERNELS_PANELS;
+    const int slices = (team - p + KERNELS_PANELS - 1) / KERNELS_PANELS;
+    if (team < KERNELS_PANELS) {
+        /* Fewer threads than panels: thread id takes panels id, id + team, ... */
+        for (int q = id; q < KERNELS_PANELS; q += team)
+            gemm_job_block(g, 0, g->rows, panel_boundary(g->out_dim, q),
+                           panel_boundary(g->out_dim, q + 1));
+    } else {
+        gemm_job_block(g, row_boundary(g->rows, slice, slices),
+                       row_boundary(g->rows, slice + 1, slices), panel_boundary(g->out_dim, p),
+                       panel_boundary(g->out_dim, p + 1));
+    }
+}
+
+/* Runs a gemm_job as KERNELS_GEMM_PANELS says (kernels.h). */
+static void gemm_job_panels(const gemm_job *g, kernels_threads th) {
     /* Panels: the same GEMM calls whatever the thread count, so an element
      * never depends on it; one thread runs them one after the other. */
     if (th.count <= 1) {
         for (int p = 0; p < KERNELS_PANELS; p++)
-            gemm_block(out, ldo, inp, weight, in_dim, 0, rows, panel_boundary(out_dim, p),
-                       panel_boundary(out_dim, p + 1), beta);
+            gemm_job_block(g, 0, g->rows, panel_boundary(g->out_dim, p),
+                           panel_boundary(g->out_dim, p + 1));
         return;
     }
     /* Thread id runs panel id % KERNELS_PANELS; threads beyond the panels
      * share one by row slices on KERNELS_ROW_ALIGN boundaries, which keep
      * every element's bits (kernels.h). Inside the parallel region
      * OpenBLAS runs on the calling thread, so each thread's GEMM is its own. */
-#pragma omp parallel num_threads(th.count)
-    {
-        const int team = omp_get_num_threads(), id = omp_get_thread_num();
-        const int p = id % KERNELS_PANELS, slice = id / KERNELS_PANELS;
-        const int slices = (team - p + KERNELS_PANELS - 1) / KERNELS_PANELS;
-        if (team < KERNELS_PANELS) {
-            /* Fewer threads than panels: thread id takes panels id, id + team, ... */
-            for (int q = id; q < KERNELS_PANELS; q += team)
-                gemm_block(out, ldo, inp, weight, in_dim, 0, rows, panel_boundary(out_dim, q),
-                           panel_boundary(out_dim, q + 1), beta);
-        } else {
-            gemm_block(out, ldo, inp, weight, in_dim, row_boundary(rows, slice, slices),
-                       row_boundary(rows, slice + 1, slices), panel_boundary(out_dim, p),
-                       panel_boundary(out_dim, p + 1), beta);
-        }
+    if (th.in_team) {
+        gemm_job_share(g, omp_get_num_threads(), omp_get_thread_num());
+#pragma omp barrier
+        return;
     }
+#pragma omp parallel num_threads(th.count)
+    gemm_job_share(g, omp_get_num_threads(), omp_get_thread_num());
+}
+
+/* Training (KERNELS_GEMM_OPENBLAS): the fill as its own row loop, then one
+ * OpenBLAS-threaded GEMM, then GELU. */
+static void gemm_job_openblas(const gemm_job *g, kernels_threads th) {
+    if (g->fill) PARALLEL_FOR(for (int r = 0; r < g->rows; r++) gemm_job_fill(g, r, r + 1, 0, g->out_dim););
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->rows, g->out_dim, g->in_dim, 1.0f,
+                g->inp, g->in_dim, g->weight, g->in_dim, g->beta, g->out, g->ldo);
+    if (g->gelu) gelu_forward(g->out, g->out, (size_t)g->rows * g->out_dim, th);
+}
+
+static void gemm_job_run(const gemm_job *g, kernels_threads th) {
+    if (th.gemm == KERNELS_GEMM_OPENBLAS)
+        gemm_job_openblas(g, th);
+    else
+        gemm_job_panels(g, th);
+}
+
+void matmul_gemm(float *out, int ldo, const float *inp, const float *weight, int rows,
+                 int in_dim, int out_dim, float beta, kernels_threads th) {
+    const gemm_job g = {.out = out, .ldo = ldo, .inp = inp, .weight = weight, .rows = rows,
+                        .in_dim = in_dim, .out_dim = out_dim, .beta = beta};
+    gemm_job_run(&g, th);
 }
 
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int rows, int in_dim, int out_dim, kernels_threads th) {
-    PARALLEL_FOR(
-        for (int r = 0; r < rows; r++) {
-            float *row = out + (size_t)r * out_dim;
-            if (bias)
-                memcpy(row, bias, sizeof(float) * out_dim);
-            else
-                memset(row, 0, sizeof(float) * out_dim);
-        });
-    matmul_gemm(out, out_dim, inp, weight, rows, in_dim, out_dim, 1.0f, th);
+    const gemm_job g = {.out = out, .ldo = out_dim, .inp = inp, .weight = weight, .rows = rows,
+                        .in_dim = in_dim, .out_dim = out_dim, .beta = 1.0f, .fill = 1,
+                        .bias = bias};
+    gemm_job_run(&g, th);
+}
+
+void matmul_gelu_forward(float *out, const float *inp, const float *weight, const float *bias,
+                         int rows, int in_dim, int out_dim, kernels_threads th) {
+    const gemm_job g = {.out = out, .ldo = out_dim, .inp = inp, .weight = weight, .rows = rows,
+                        .in_dim = in_dim, .out_dim = out_dim, .beta = 1.0f, .fill = 1,
+                        .bias = bias, .gelu = 1};
+    gemm_job_run(&g, th);
 }
 
 void residual_matmul_forward(float *out, const float *residual, const float *inp,
                              const float *weight, const float *bias, int rows, int in_dim,
                              int out_dim, kernels_threads th) {
-    if (bias || out != residual) {
-        PARALLEL_FOR(
-            for (int r = 0; r < rows; r++) {
-                float *row = out + (size_t)r * out_dim;
-                const float *res = residual + (size_t)r * out_dim;
-                if (bias)
-                    for (int j = 0; j < out_dim; j++) row[j] = res[j] + bias[j];
-                else
-                    memcpy(row, res, sizeof(float) * out_dim);
-            });
-    }
-    matmul_gemm(out, out_dim, inp, weight, rows, in_dim, out_dim, 1.0f, th);
+    const gemm_job g = {.out = out, .ldo = out_dim, .inp = inp, .weight = weight, .rows = rows,
+                        .in_dim = in_dim, .out_dim = out_dim, .beta = 1.0f,
+                        .fill = bias || out != residual, .residual = residual, .bias = bias};
+    gemm_job_run(&g, th);
 }
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -207,6 +296,10 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 
 #define INV_SQRT2 0.70710678118654752f
 #define INV_SQRT_2PI 0.39894228040143268f
+
+static void gelu_span(float *out, const float *inp, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + fast_erff(inp[i] * INV_SQRT2));
+}
 
 void gelu_forward(float *out, const float *inp, size_t n, kernels_threads th) {
     PARALLEL_FOR(
@@ -228,31 +321,44 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
 /* ------------------------------------------------------------- attention */
 
 void softmax_forward(float *values, int n) {
-    float max = values[0];
-    for (int i = 1; i < n; i++) max = values[i] > max ? values[i] : max;
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) {
-        values[i] = fast_expf(values[i] - max);
-        sum += values[i];
-    }
-    const float inv = 1.0f / sum;
-    for (int i = 0; i < n; i++) values[i] *= inv;
+    /* Max and sum in 8 lanes (sum8), the exponentials in their own loop so
+     * that it vectorises. */
+    float lanes[8];
+    for (int k = 0; k < 8; k++) lanes[k] = values[0];
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) lanes[k] = values[i + k] > lanes[k] ? values[i + k] : lanes[k];
+    float max = lanes[0];
+    for (int k = 1; k < 8; k++) max = lanes[k] > max ? lanes[k] : max;
+    for (; i < n; i++) max = values[i] > max ? values[i] : max;
+    for (i = 0; i < n; i++) values[i] = fast_expf(values[i] - max);
+    const float inv = 1.0f / sum8(values, n);
+    for (i = 0; i < n; i++) values[i] *= inv;
+}
+
+int attention_scratch_rows(int T, int block_rows) {
+    if (block_rows >= T) return T;
+    const int last = T - (T / block_rows - 1) * block_rows; /* the last block's rows */
+    return last > block_rows ? last : block_rows;
 }
 
 void attention_forward(float *out, float *att, const float *qkv, int batch, int T, int D,
                        int heads, int block_rows, float *scratch, kernels_threads th) {
     const int H = heads, dh = D / H;
     if (block_rows > T) block_rows = T;
-    const int blocks = (T + block_rows - 1) / block_rows;
+    /* The rows left after the last whole block join it (197 tokens in 48-row
+     * blocks: 48, 48, 48, 53), rather than making a task of their own that
+     * would pack all of K and V for a few queries. Blocks still start on
+     * multiples of block_rows, which is what keeps the bits (kernels.h). */
+    const int blocks = T / block_rows, slot_rows = attention_scratch_rows(T, block_rows);
     const float scale = 1.0f / sqrtf((float)dh);
-    /* Dynamic: blocks at the end of a head are shorter. */
+    /* Dynamic: the last block of a head is longer. */
     PARALLEL_FOR_DYNAMIC(
         for (int task = 0; task < batch * H * blocks; task++) {
             const int b = task / (H * blocks), h = task / blocks % H, first = task % blocks * block_rows;
-            const int rows = T - first < block_rows ? T - first : block_rows;
-            if (rows <= 0) continue;
+            const int rows = task % blocks == blocks - 1 ? T - first : block_rows;
             float *scores = att ? att + (((size_t)b * H + h) * T + first) * T
-                                : scratch + (size_t)scratch_slot(th) * block_rows * T;
+                                : scratch + (size_t)scratch_slot(th) * slot_rows * T;
             const float *q = qkv + ((size_t)b * T + first) * 3 * D + (size_t)h * dh;
             const float *k = qkv + (size_t)b * T * 3 * D + D + (size_t)h * dh, *v = k + D;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, T, dh, scale, q, 3 * D, k, 3 * D,

@@ -40,6 +40,14 @@ typedef enum kernels_gemm_mode {
 typedef struct kernels_threads {
     int count; /* OpenMP threads for row-wise loops and GEMM panels */
     kernels_gemm_mode gemm;
+    /* Set when every one of the count threads of an enclosing OpenMP
+     * parallel region calls the kernel (inference, one image over all
+     * threads): the kernel then shares its work with orphaned worksharing
+     * (omp for, the panel split by thread number) and ends with a barrier,
+     * opening no region of its own. One region per image instead of one or
+     * two per kernel: a barrier per step instead of a fork and a join.
+     * Same split of the work, same bits. KERNELS_GEMM_PANELS only. */
+    int in_team;
 } kernels_threads;
 
 /* Row slices that start on a multiple of this many rows of one GEMM give
@@ -109,6 +117,12 @@ void matmul_gemm(float *out, int ldo, const float *inp, const float *weight, int
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int rows, int in_dim, int out_dim, kernels_threads th);
 
+/* out = GELU(inp · weightᵀ + bias): matmul_forward then gelu_forward with
+ * the same bits, GELU applied to each block of out by the thread that just
+ * computed it (one parallel region, one pass over out fewer). */
+void matmul_gelu_forward(float *out, const float *inp, const float *weight, const float *bias,
+                         int rows, int in_dim, int out_dim, kernels_threads th);
+
 /* out = residual + (inp · weightᵀ + bias): a sublayer's projection added
  * to the residual stream (out may be residual: x += proj(attn)). Summed as
  * (residual + bias) + inp · weightᵀ, the GEMM accumulating onto the first
@@ -137,11 +151,13 @@ void softmax_forward(float *values, int n);
 
 /* Multi-head self-attention of batch images of T tokens: qkv [batch*T, 3D]
  * (q; k; v, heads contiguous inside each) into out [batch*T, D]. A task is
- * block_rows query rows of one head of one image (T: whole heads; a
- * multiple of KERNELS_ROW_ALIGN gives the bits of whole heads). att, when
- * not NULL, receives the probabilities [batch, heads, T, T] (kept for the
- * backward pass, or captured); when NULL each thread uses its part of
- * scratch (min(block_rows, T) * T floats per thread). */
+ * block_rows query rows of one head of one image, the last block of a head
+ * also taking the T % block_rows rows after it (T: whole heads; a multiple
+ * of KERNELS_ROW_ALIGN gives the bits of whole heads). att, when not NULL,
+ * receives the probabilities [batch, heads, T, T] (kept for the backward
+ * pass, or captured); when NULL each thread uses its part of scratch
+ * (attention_scratch_rows(T, block_rows) * T floats per thread). */
+int attention_scratch_rows(int T, int block_rows);
 void attention_forward(float *out, float *att, const float *qkv, int batch, int T, int D,
                        int heads, int block_rows, float *scratch, kernels_threads th);
 

@@ -11,22 +11,27 @@
  * or, with one thread, plainly on the caller: no parallel region at all,
  * so a kernel called by a thread that runs whole images never nests one.
  * Every kernel names its kernels_threads `th`. */
-#define PARALLEL_FOR_WITH(pragma, ...)                                            \
+#define PARALLEL_FOR_WITH(pragma, team_pragma, ...)                              \
     do {                                                                          \
-        if (th.count > 1) {                                                       \
+        if (th.in_team && th.count > 1) {                                         \
+            _Pragma(team_pragma) __VA_ARGS__                                      \
+        } else if (th.count > 1) {                                                \
             _Pragma(pragma) __VA_ARGS__                                           \
         } else {                                                                  \
             __VA_ARGS__                                                           \
         }                                                                         \
     } while (0)
 
-/* Static split (rows of equal cost; the split changes no result). */
-#define PARALLEL_FOR(...) \
-    PARALLEL_FOR_WITH("omp parallel for schedule(static) num_threads(th.count)", __VA_ARGS__)
+/* Static split (rows of equal cost; the split changes no result). Inside a
+ * team (th.in_team) an orphaned omp for, whose end is a barrier. */
+#define PARALLEL_FOR(...)                                                             \
+    PARALLEL_FOR_WITH("omp parallel for schedule(static) num_threads(th.count)",      \
+                      "omp for schedule(static)", __VA_ARGS__)
 
 /* Iterations handed out one by one (tasks of uneven cost). */
-#define PARALLEL_FOR_DYNAMIC(...) \
-    PARALLEL_FOR_WITH("omp parallel for schedule(dynamic) num_threads(th.count)", __VA_ARGS__)
+#define PARALLEL_FOR_DYNAMIC(...)                                                     \
+    PARALLEL_FOR_WITH("omp parallel for schedule(dynamic) num_threads(th.count)",     \
+                      "omp for schedule(dynamic)", __VA_ARGS__)
 
 /* Which thread's part of a per-thread scratch buffer to use inside a
  * PARALLEL_FOR: with one thread there is no region of our own, and the
