@@ -27,6 +27,8 @@ groups along it, at the input of every quantised linear layer y = x W^T + b):
            amax == 0: q_x = 0, s_x = 1; else inv = float32(127 / amax),
            s_x[m,g] = float32(amax / 127), q_x = clamp(rint(float32(x * inv)), -127, 127)
   output:  y[m,n] = b[n] + sum_g (s_w[n,g] s_x[m,g]) * (sum_{k in g} q_x[m,k] q_w[n,k])
+except the attention output projection (proj / attention.output.dense), which
+vitc runs in float on the dequantised weights float32(q_w) * s_w.
 rint is round-half-to-even. The timm qkv matrix is the fused [3D, D] one; HF's
 query/key/value are separate tensors with their own scales, which is the same
 thing row by row. Everything else (patch embedding, LayerNorm, softmax, GELU,
@@ -245,7 +247,9 @@ def forward_int8(m, qblocks, x, dtype=torch.float64):
         q, k, v = qkv[0], qkv[1], qkv[2]
         a = ((q * dh ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
         o = (a @ v).transpose(1, 2).reshape(B, T, D)
-        h = h + int8_linear(o, *qb["proj"], blk.proj_b, dtype)
+        # The attention output projection runs in float32 on the dequantised
+        # weights (vit/model.c: its inputs lose the most to 8-bit rounding).
+        h = h + F.linear(o, dequantize(*qb["proj"]).to(dtype), P(blk.proj_b))
         y = ln(h, blk.norm2_w, blk.norm2_b)
         f = F.gelu(int8_linear(y, *qb["fc1"], blk.fc1_b, dtype))
         h = h + int8_linear(f, *qb["fc2"], blk.fc2_b, dtype)
