@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "cli.h"
+#include "cli_mpi.h"
 
 int cli_batch_numbers(cli_batch_run *run, const char *const *limit_values, const char *top_k_text,
                       long *top_k, const char *threads_text, const char *size_text,
@@ -41,12 +42,12 @@ void cli_batch_fit(cli_batch_run *run, size_t count) {
 
 int cli_batch_start(cli_batch_run *run, const char *const *paths, size_t count, int workers,
                     int prefetch) {
-    data_preprocess pre = *vit_model_preprocess(run->model);
-    if (run->size) data_preprocess_set_size(&pre, (int)run->size);
+    run->pre = *vit_model_preprocess(run->model);
+    if (run->size) data_preprocess_set_size(&run->pre, (int)run->size);
     vit_error err;
     if (vit_context_create(run->model, (int)run->batch, (int)run->size, &run->ctx, &err) != VIT_OK ||
-        data_loader_create(&pre, paths, count, (int)run->batch, workers, prefetch, &run->loader,
-                           &err) != VIT_OK) {
+        (paths && data_loader_create(&run->pre, paths, count, (int)run->batch, workers, prefetch,
+                                     &run->loader, &err) != VIT_OK)) {
         fprintf(stderr, "vit %s: %s\n", run->command, err.message);
         return -1;
     }
@@ -55,6 +56,26 @@ int cli_batch_start(cli_batch_run *run, const char *const *paths, size_t count, 
         return -1;
     }
     return 0;
+}
+
+static int compute_batch(void *self, data_batch *b, float *results) {
+    cli_batch_run *run = self;
+    return cli_run_batch(run->command, run->ctx, run->model, run->paths, b, results);
+}
+
+int cli_batch_each_mpi(cli_batch_run *run, const char *const *paths, size_t count,
+                       const cli_batch_handlers *h, double *seconds) {
+    run->paths = paths;
+    const cli_mpi_job job = {.command = run->command,
+                             .pre = &run->pre,
+                             .paths = paths,
+                             .count = count,
+                             .batch = (int)run->batch,
+                             .floats = (size_t)vit_model_output_size(run->model),
+                             .compute = compute_batch,
+                             .handlers = *h,
+                             .self = run};
+    return cli_mpi_run(&job, seconds);
 }
 
 int cli_batch_each(cli_batch_run *run, const char *const *paths, const cli_batch_handlers *h,

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_mpi.h"
 
 enum { OPT_MODEL, OPT_TOPK, OPT_THREADS, OPT_SIZE, OPT_LABELS, OPT_FORMAT, OPT_BATCH, OPT_OUTPUT,
        OPT_RESUME, OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, OPT_SHARD, OPT_NO_PREFETCH,
@@ -243,21 +244,46 @@ static int finish(classify_run *c, double seconds) {
     return c->failed || c->in.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 }
 
+/* Several processes (cli_mpi.h): rank 0 checks the arguments, walks and
+ * loads first, so a mistake is reported once; then the other ranks load
+ * the model, rank 0 opens the output (reading it for --resume) and sends
+ * them the files still to do. Only rank 0 writes and reports. */
+static int start_ranks(classify_run *c, const cli_args *args) {
+    const int root = cli_mpi_rank() == 0;
+    const int ready = root && read_settings(c, args) == 0 && collect_inputs(c, args) == 0 &&
+                      cli_batch_load_model(&c->run, c->values[OPT_MODEL], c->values[OPT_LABELS],
+                                           c->values[OPT_POS_RESAMPLE], " (it outputs features)") == 0;
+    if (!cli_mpi_go(ready)) return -1;
+    const int loaded = root || (read_settings(c, args) == 0 &&
+                                cli_batch_load_model(&c->run, c->values[OPT_MODEL], c->values[OPT_LABELS],
+                                                     c->values[OPT_POS_RESAMPLE], "") == 0);
+    if (!cli_mpi_agree("classify", loaded) || !cli_mpi_go(!root || open_results(c) == 0)) return -1;
+    return cli_mpi_share_inputs("classify", &c->in, &c->run.batch);
+}
+
 static int run_classify(classify_run *c, const cli_args *args) {
-    if (read_settings(c, args) != 0 || collect_inputs(c, args) != 0 ||
-        cli_batch_load_model(&c->run, c->values[OPT_MODEL], c->values[OPT_LABELS],
-                             c->values[OPT_POS_RESAMPLE], " (it outputs features)") != 0 ||
-        open_results(c) != 0)
+    const int ranks = cli_mpi_active();
+    if (ranks ? start_ranks(c, args) != 0
+              : read_settings(c, args) != 0 || collect_inputs(c, args) != 0 ||
+                    cli_batch_load_model(&c->run, c->values[OPT_MODEL], c->values[OPT_LABELS],
+                                         c->values[OPT_POS_RESAMPLE], " (it outputs features)") != 0 ||
+                    open_results(c) != 0)
         return CLI_EXIT_FATAL;
     const int prefetch = !c->values[OPT_NO_PREFETCH];
-    if (cli_batch_start(&c->run, (const char *const *)c->in.paths, c->in.count,
-                        prefetch ? 1 : cli_thread_count((int)c->run.threads), prefetch) != 0)
+    const char *const *paths = (const char *const *)c->in.paths;
+    if (cli_batch_start(&c->run, ranks ? NULL : paths, c->in.count,
+                        prefetch ? 1 : cli_thread_count((int)c->run.threads), prefetch) != 0) {
+        cli_mpi_abort(CLI_EXIT_FATAL); /* the other ranks are already running */
         return CLI_EXIT_FATAL;
-    c->progress = !c->quiet && isatty(STDERR_FILENO);
+    }
+    const int root = cli_mpi_rank() == 0;
+    c->progress = root && !c->quiet && isatty(STDERR_FILENO);
     const cli_batch_handlers rows = {add_row, flush_rows, c};
     double seconds;
-    if (cli_batch_each(&c->run, (const char *const *)c->in.paths, &rows, &seconds) != 0)
+    if ((ranks ? cli_batch_each_mpi(&c->run, paths, c->in.count, &rows, &seconds)
+               : cli_batch_each(&c->run, paths, &rows, &seconds)) != 0)
         return CLI_EXIT_FATAL;
+    if (!root) return CLI_EXIT_OK; /* rank 0 says how the job went */
     c->results_open = 0;
     if (cli_results_close(&c->results) != 0) return CLI_EXIT_FATAL;
     return finish(c, seconds);

@@ -314,6 +314,8 @@ typedef struct cli_batch_run {
     vit_model *model;
     int classes;             /* of the model's head */
     vit_context *ctx;
+    data_preprocess pre;     /* the model's, at --size */
+    const char *const *paths; /* the run's inputs (cli_batch_each_mpi) */
     data_loader *loader;
     float *outputs;          /* batch x classes probabilities of the current batch */
     cli_protected protect;   /* files the outputs must not overwrite */
@@ -336,7 +338,8 @@ int cli_batch_load_model(cli_batch_run *run, const char *model_path, const char 
 void cli_batch_fit(cli_batch_run *run, size_t count);
 
 /* The inference context, the loader over paths (workers decoding threads,
- * prefetch: decode the next batch while the model runs) and the outputs. */
+ * prefetch: decode the next batch while the model runs; paths NULL: no
+ * loader, for cli_batch_each_mpi) and the outputs. */
 int cli_batch_start(cli_batch_run *run, const char *const *paths, size_t count, int workers,
                     int prefetch);
 
@@ -354,6 +357,11 @@ typedef struct cli_batch_handlers {
  * handler failed (reported). */
 int cli_batch_each(cli_batch_run *run, const char *const *paths, const cli_batch_handlers *h,
                    double *seconds);
+
+/* cli_batch_each over the processes of an MPI job (cli_mpi.h): every rank
+ * computes, rank 0's handlers see every file in order. */
+int cli_batch_each_mpi(cli_batch_run *run, const char *const *paths, size_t count,
+                       const cli_batch_handlers *h, double *seconds);
 
 /* "vit CMD: message" for an image that failed, over the progress line. */
 void cli_batch_report_failure(const cli_batch_run *run, int progress, const char *message);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_mpi.h"
 
 static void print_help(const char *usage, const cli_option *options, int num_options) {
     printf("%s\n\noptions:\n", usage);
@@ -41,9 +42,11 @@ static int find_option(const cli_option *options, int num_options, const char *a
 int cli_parse(const char *command, const char *usage, const cli_option *options, int num_options,
               int argc, char **argv, cli_args *args) {
     memset(args, 0, sizeof *args);
+    /* In an MPI job every rank parses the same arguments: rank 0 speaks. */
+    FILE *say = cli_mpi_rank() == 0 ? stderr : NULL;
     args->positional = calloc((size_t)argc + 1, sizeof *args->positional);
     if (!args->positional) {
-        fprintf(stderr, "vit %s: out of memory\n", command);
+        if (say) fprintf(say, "vit %s: out of memory\n", command);
         return -1;
     }
     int only_positional = 0;
@@ -58,7 +61,7 @@ int cli_parse(const char *command, const char *usage, const cli_option *options,
             continue;
         }
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-            print_help(usage, options, num_options);
+            if (say) print_help(usage, options, num_options);
             return 1;
         }
         /* --name=value */
@@ -72,13 +75,13 @@ int cli_parse(const char *command, const char *usage, const cli_option *options,
         }
         const int index = find_option(options, num_options, arg);
         if (index < 0) {
-            fprintf(stderr, "vit %s: unknown option '%s' (see 'vit %s -h')\n", command, argv[i],
+            if (say) fprintf(say, "vit %s: unknown option '%s' (see 'vit %s -h')\n", command, argv[i],
                     command);
             return -1;
         }
         if (!options[index].takes_value) {
             if (inline_value) {
-                fprintf(stderr, "vit %s: option '%s' takes no value\n", command, arg);
+                if (say) fprintf(say, "vit %s: option '%s' takes no value\n", command, arg);
                 return -1;
             }
             args->values[index] = "";
@@ -87,7 +90,7 @@ int cli_parse(const char *command, const char *usage, const cli_option *options,
         } else if (i + 1 < argc) {
             args->values[index] = argv[++i];
         } else {
-            fprintf(stderr, "vit %s: option '%s' needs a value (%s)\n", command, arg,
+            if (say) fprintf(say, "vit %s: option '%s' needs a value (%s)\n", command, arg,
                     options[index].value_name);
             return -1;
         }

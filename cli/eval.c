@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_mpi.h"
 
 enum { OPT_MODEL, OPT_LABELS_CSV, OPT_OUTPUT, OPT_THREADS, OPT_SIZE, OPT_BATCH, OPT_LABELS,
        OPT_POS_RESAMPLE, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
@@ -340,23 +341,29 @@ static int report(eval_run *e, double seconds) {
     return write_tables(output, e->run.model, e->per_class, e->pairs, scored);
 }
 
-/* Scores every image; the exit status. */
-static int score_all(eval_run *e) {
-    cli_batch_fit(&e->run, e->set.count);
-    if (cli_batch_start(&e->run, (const char *const *)e->set.files, e->set.count,
-                        cli_thread_count((int)e->run.threads), 1) != 0)
-        return CLI_EXIT_FATAL;
-    e->per_class = calloc((size_t)e->run.classes * 3, sizeof *e->per_class);
-    e->pairs = malloc(sizeof *e->pairs * e->set.count);
-    if (!e->per_class || !e->pairs) {
-        fprintf(stderr, "vit eval: out of memory\n");
+/* Scores every image (paths: e->set's files, or on the other ranks of an
+ * MPI job the list rank 0 sent); the exit status. */
+static int score_all(eval_run *e, const char *const *paths, size_t count) {
+    const int ranks = cli_mpi_active(), root = cli_mpi_rank() == 0;
+    if (cli_batch_start(&e->run, ranks ? NULL : paths, count, cli_thread_count((int)e->run.threads),
+                        1) != 0) {
+        cli_mpi_abort(CLI_EXIT_FATAL); /* the other ranks are already running */
         return CLI_EXIT_FATAL;
     }
-    e->progress = isatty(STDERR_FILENO);
+    e->per_class = calloc((size_t)e->run.classes * 3, sizeof *e->per_class);
+    e->pairs = malloc(sizeof *e->pairs * (count ? count : 1));
+    if (!e->per_class || !e->pairs) {
+        fprintf(stderr, "vit eval: out of memory\n");
+        cli_mpi_abort(CLI_EXIT_FATAL);
+        return CLI_EXIT_FATAL;
+    }
+    e->progress = root && isatty(STDERR_FILENO);
     const cli_batch_handlers scoring = {score, show_accuracy, e};
     double seconds;
-    if (cli_batch_each(&e->run, (const char *const *)e->set.files, &scoring, &seconds) != 0)
+    if ((ranks ? cli_batch_each_mpi(&e->run, paths, count, &scoring, &seconds)
+               : cli_batch_each(&e->run, paths, &scoring, &seconds)) != 0)
         return CLI_EXIT_FATAL;
+    if (!root) return CLI_EXIT_OK; /* rank 0 reports for the job */
     if (e->progress) fprintf(stderr, "\r%60s\r", "");
     const int signo = cli_stop_requested();
     if (signo) {
@@ -370,26 +377,58 @@ static int score_all(eval_run *e) {
     return e->failed || e->problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 }
 
-static int run_eval(eval_run *e, const cli_args *args) {
+/* Rank 0's part of the setup, or all of it in one process: -1 failed
+ * (printed), 1 for fashion-mnist (one process only). */
+static int set_up(eval_run *e, const cli_args *args) {
     const char *const *v = e->values;
     if (cli_batch_numbers(&e->run, &v[OPT_LIMITS], NULL, NULL, v[OPT_THREADS], v[OPT_SIZE],
                           v[OPT_BATCH]) != 0)
-        return CLI_EXIT_FATAL;
+        return -1;
     if (args->num_positional != 1) {
         fprintf(stderr, "vit eval: expected one image directory, got %d (see 'vit eval -h')\n",
                 args->num_positional);
-        return CLI_EXIT_FATAL;
+        return -1;
     }
     e->dir = args->positional[0];
     if (cli_batch_load_model(&e->run, v[OPT_MODEL], v[OPT_LABELS], v[OPT_POS_RESAMPLE], "") != 0)
+        return -1;
+    if (strcmp(e->dir, "fashion-mnist") == 0 && access(e->dir, F_OK) != 0 && !v[OPT_LABELS_CSV]) {
+        if (!cli_mpi_active()) return 1;
+        fprintf(stderr, "vit eval: fashion-mnist runs in one process (start it without mpirun)\n");
+        return -1;
+    }
+    return v[OPT_LABELS_CSV] ? collect_csv(e->run.model, e->dir, v[OPT_LABELS_CSV], &e->set)
+                             : collect_image_folder(e->run.model, e->dir, &e->set, &e->problems);
+}
+
+static int run_eval(eval_run *e, const cli_args *args) {
+    const char *const *v = e->values;
+    if (!cli_mpi_active()) {
+        const int r = set_up(e, args);
+        if (r > 0) return cli_eval_fashion_mnist(e->run.model, (int)e->run.batch, (int)e->run.size);
+        if (r < 0 || (v[OPT_OUTPUT] && open_outputs(e) != 0)) return CLI_EXIT_FATAL;
+        cli_batch_fit(&e->run, e->set.count);
+        return score_all(e, (const char *const *)e->set.files, e->set.count);
+    }
+    /* Several processes (cli_mpi.h): rank 0 checks, loads and collects
+     * first (one message, not one per rank), the others load the model,
+     * rank 0 opens the outputs and sends them the files. */
+    const int root = cli_mpi_rank() == 0;
+    if (!cli_mpi_go(root && set_up(e, args) == 0)) return CLI_EXIT_FATAL;
+    const int loaded = root || (cli_batch_numbers(&e->run, &v[OPT_LIMITS], NULL, NULL, v[OPT_THREADS],
+                                                  v[OPT_SIZE], v[OPT_BATCH]) == 0 &&
+                                cli_batch_load_model(&e->run, v[OPT_MODEL], v[OPT_LABELS],
+                                                     v[OPT_POS_RESAMPLE], "") == 0);
+    if (!cli_mpi_agree("eval", loaded) || !cli_mpi_go(!root || !v[OPT_OUTPUT] || open_outputs(e) == 0))
         return CLI_EXIT_FATAL;
-    if (strcmp(e->dir, "fashion-mnist") == 0 && access(e->dir, F_OK) != 0 && !v[OPT_LABELS_CSV])
-        return cli_eval_fashion_mnist(e->run.model, (int)e->run.batch, (int)e->run.size);
-    if ((v[OPT_LABELS_CSV] ? collect_csv(e->run.model, e->dir, v[OPT_LABELS_CSV], &e->set)
-                           : collect_image_folder(e->run.model, e->dir, &e->set, &e->problems)) != 0)
-        return CLI_EXIT_FATAL;
-    if (v[OPT_OUTPUT] && open_outputs(e) != 0) return CLI_EXIT_FATAL;
-    return score_all(e);
+    if (root) cli_batch_fit(&e->run, e->set.count);
+    /* Rank 0 lends its labelled files (as path and name alike) for sending. */
+    cli_inputs in = {0};
+    if (root) in = (cli_inputs){.paths = e->set.files, .names = e->set.files, .count = e->set.count};
+    if (cli_mpi_share_inputs("eval", &in, &e->run.batch) != 0) return CLI_EXIT_FATAL;
+    const int status = score_all(e, (const char *const *)in.paths, in.count);
+    if (!root) cli_inputs_free(&in);
+    return status;
 }
 
 int cli_eval(int argc, char **argv) {

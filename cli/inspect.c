@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_mpi.h"
 #include "vit_inspect.h"
 
 #define DEFAULT_BATCH 8
@@ -68,6 +69,7 @@ typedef struct inspect {
     int quiet;
     char *ext_text;
     size_t failed;
+    int inputs_given; /* in was filled by rank 0 of an MPI job: no walk */
 } inspect;
 
 /* A per-file handler: row is the image's index in the batch (its captures),
@@ -239,7 +241,8 @@ static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path,
         walk.extensions = extensions;
         walk.num_extensions = cli_split_list(s->ext_text, extensions, 64);
     }
-    if (cli_inputs_collect(s->command, a->positional, a->num_positional, &walk, naming, &s->in) != 0)
+    if (!s->inputs_given &&
+        cli_inputs_collect(s->command, a->positional, a->num_positional, &walk, naming, &s->in) != 0)
         return -1;
     if (!(s->collides = calloc(s->in.count ? s->in.count : 1, 1))) return out_of_memory(s);
     if (naming == CLI_NAMES_OUTPUTS && mark_collisions(s) != 0) return -1;
@@ -336,6 +339,8 @@ static int capture(inspect *s, vit_capture_kind kind, int layer, size_t floats_p
     return 0;
 }
 
+static int inspect_finish(inspect *s, size_t processed, double seconds);
+
 /* Runs every input through the model, calling handler once per file in
  * input order. Returns the exit status. */
 static int inspect_run(inspect *s, inspect_handler handler, void *state) {
@@ -391,6 +396,11 @@ static int inspect_run(inspect *s, inspect_handler handler, void *state) {
     data_loader_free(loader);
     if (progress) fprintf(stderr, "\r%78s\r", "");
     if (status != CLI_EXIT_OK) return status;
+    return inspect_finish(s, processed, cli_now_seconds() - start);
+}
+
+/* After the last batch: the stop by a signal, or the summary; the exit status. */
+static int inspect_finish(inspect *s, size_t processed, double seconds) {
     const int signo = cli_stop_requested();
     if (signo) {
         /* Between batches: every output written is whole, and the caller
@@ -399,7 +409,6 @@ static int inspect_run(inspect *s, inspect_handler handler, void *state) {
                 signo == SIGINT ? "SIGINT" : "SIGTERM", processed, s->in.count);
         return 128 + signo;
     }
-    const double seconds = cli_now_seconds() - start;
     if (!s->quiet)
         fprintf(stderr, "vit %s: %zu files, %zu failed, %.1f s, %.1f images/s\n", s->command,
                 processed, s->failed, seconds, seconds > 0 ? processed / seconds : 0.0);
@@ -777,6 +786,106 @@ nomem:
     return out_of_memory(s);
 }
 
+/* features over the ranks of an MPI job (cli_mpi.h): every rank captures
+ * and sends the rows, rank 0 writes them in input order. */
+typedef struct features_job {
+    inspect *s;
+    features_state *st;
+    size_t processed;
+    int fatal;
+    int progress;
+} features_job;
+
+static int features_compute(void *self, data_batch *b, float *results) {
+    features_job *j = self;
+    inspect *s = j->s;
+    const features_state *st = j->st;
+    float *outputs = malloc(sizeof(float) * vit_model_output_size(s->model) * (size_t)s->batch);
+    if (!outputs) return out_of_memory(s);
+    const int rc = cli_run_batch(s->command, s->ctx, s->model, (const char *const *)s->in.paths, b, outputs);
+    free(outputs);
+    const size_t floats = (size_t)st->count * s->dim;
+    for (int i = 0; rc == 0 && i < b->count; i++)
+        if (b->row[i] >= 0)
+            memcpy(results + (size_t)b->row[i] * floats,
+                   st->captured + ((size_t)b->row[i] * s->tokens + st->first) * s->dim,
+                   floats * sizeof *results);
+    return rc;
+}
+
+static void features_item(void *self, size_t index, const float *rows, const char *error) {
+    features_job *j = self;
+    if (j->fatal) return;
+    if (error) file_failed(j->s, error);
+    vit_error err;
+    if (base_atomic_write(j->st->file, rows ? rows : j->st->nan_rows,
+                          (size_t)j->st->count * j->s->dim * sizeof *rows, &err) != VIT_OK) {
+        fprintf(stderr, "vit features: %s\n", err.message);
+        j->fatal = 1;
+        return;
+    }
+    (void)index;
+    j->s->failed += error != NULL;
+    j->processed++;
+}
+
+static int features_batch_done(void *self, const data_batch *b, double elapsed) {
+    features_job *j = self;
+    (void)b;
+    if (j->progress) cli_show_progress(j->processed, j->s->in.count, j->s->failed, elapsed);
+    return j->fatal ? -1 : 0;
+}
+
+static int features_ranks(inspect *s, features_state *st) {
+    features_job j = {s, st, 0, 0, cli_mpi_rank() == 0 && !s->quiet && isatty(STDERR_FILENO)};
+    const cli_mpi_job job = {.command = s->command,
+                             .pre = &s->pre,
+                             .paths = (const char *const *)s->in.paths,
+                             .count = s->in.count,
+                             .batch = s->batch,
+                             .floats = (size_t)st->count * s->dim,
+                             .compute = features_compute,
+                             .handlers = {features_item, features_batch_done, &j},
+                             .self = &j};
+    double seconds;
+    if (cli_mpi_run(&job, &seconds) != 0) return CLI_EXIT_FATAL;
+    if (cli_mpi_rank() != 0) return CLI_EXIT_OK; /* rank 0 reports for the job */
+    if (j.progress) fprintf(stderr, "\r%78s\r", "");
+    return inspect_finish(s, j.processed, seconds);
+}
+
+/* The checks, the inputs, the model and the locked output (rank 0's part
+ * in an MPI job); 0, or -1 after one line. */
+static int features_setup(inspect *s, const char *which, int *several) {
+    if (strcmp(which, "cls") && strcmp(which, "patch") && strcmp(which, "all")) {
+        fprintf(stderr, "vit features: --tokens expects cls, patch or all, got '%s'\n", which);
+        return -1;
+    }
+    const char *out = s->args.values[OPT_OUTPUT];
+    if (out && is_dir_target(out)) {
+        fprintf(stderr, "vit features: -o names one .npy file for all images, not a directory\n");
+        return -1;
+    }
+    if (inspect_setup(s, CLI_NAMES_ROWS, NULL, 1, NULL) != 0) return -1;
+    *several = s->in.count > 1;
+    for (int a = 0; a < s->args.num_positional; a++) {
+        struct stat sb;
+        *several |= stat(s->args.positional[a], &sb) == 0 && S_ISDIR(sb.st_mode);
+    }
+    /* Before anything is written: neither OUT nor OUT.files.jsonl may be the
+     * model's files or an input, and no other vit process may write OUT. */
+    char *list_path = *several ? file_list_path(out) : NULL;
+    const int refused =
+        (*several && !list_path && out_of_memory(s)) ||
+        cli_protect_run("features", &s->protect, s->model, NULL, (const char *const *)s->in.paths,
+                        s->in.count) != 0 ||
+        cli_check_output("features", &s->protect, out) != 0 ||
+        (list_path && cli_check_output("features", &s->protect, list_path) != 0) ||
+        cli_lock_output("features", out, 0, &s->locks[0]) != 0;
+    free(list_path);
+    return refused ? -1 : 0;
+}
+
 int cli_features(int argc, char **argv) {
     inspect s;
     int exit_code = CLI_EXIT_FATAL;
@@ -784,60 +893,53 @@ int cli_features(int argc, char **argv) {
                       argv, &exit_code))
         goto done;
     const char *which = s.args.values[OPT_TOKENS] ? s.args.values[OPT_TOKENS] : "all";
-    if (strcmp(which, "cls") && strcmp(which, "patch") && strcmp(which, "all")) {
-        fprintf(stderr, "vit features: --tokens expects cls, patch or all, got '%s'\n", which);
-        goto done;
-    }
     const char *out = s.args.values[OPT_OUTPUT];
-    if (out && is_dir_target(out)) {
-        fprintf(stderr, "vit features: -o names one .npy file for all images, not a directory\n");
-        goto done;
+    const int ranks = cli_mpi_active(), root = cli_mpi_rank() == 0;
+    int several = 0;
+    if (!ranks) {
+        if (features_setup(&s, which, &several) != 0) goto done;
+    } else {
+        /* Rank 0 checks, walks, loads and locks first (one message, not one
+         * per rank) and sends the files; then the others load the model. */
+        if (!cli_mpi_go(root && features_setup(&s, which, &several) == 0)) goto done;
+        long batch = s.batch;
+        if (cli_mpi_share_inputs("features", &s.in, &batch) != 0) goto done;
+        s.inputs_given = 1;
+        if (!cli_mpi_agree("features", root || inspect_setup(&s, CLI_NAMES_ROWS, NULL, 1, NULL) == 0))
+            goto done;
     }
-    if (inspect_setup(&s, CLI_NAMES_ROWS, NULL, 1, NULL) != 0) goto done;
-    int several = s.in.count > 1;
-    for (int a = 0; a < s.args.num_positional; a++) {
-        struct stat sb;
-        several |= stat(s.args.positional[a], &sb) == 0 && S_ISDIR(sb.st_mode);
-    }
-    /* Before anything is written: neither OUT nor OUT.files.jsonl may be the
-     * model's files or an input, and no other vit process may write OUT. */
-    char *list_path = several ? file_list_path(out) : NULL;
-    const int refused =
-        (several && !list_path && out_of_memory(&s)) ||
-        cli_protect_run("features", &s.protect, s.model, NULL, (const char *const *)s.in.paths,
-                        s.in.count) != 0 ||
-        cli_check_output("features", &s.protect, out) != 0 ||
-        (list_path && cli_check_output("features", &s.protect, list_path) != 0) ||
-        cli_lock_output("features", out, 0, &s.locks[0]) != 0;
-    free(list_path);
-    if (refused) goto done;
     features_state st = {0};
     st.first = strcmp(which, "patch") == 0 ? s.prefix : 0;
     st.count = strcmp(which, "cls") == 0 ? 1 : s.tokens - st.first;
     const size_t row_floats = (size_t)st.count * s.dim;
+    vit_error err;
+    const int64_t shape[3] = {(int64_t)s.in.count, st.count, s.dim};
     if (!(st.nan_rows = malloc(row_floats * sizeof *st.nan_rows))) {
         out_of_memory(&s);
-        goto done;
+    } else {
+        for (size_t i = 0; i < row_floats; i++) st.nan_rows[i] = NAN;
+        if (capture(&s, VIT_CAPTURE_TOKENS, s.layer, (size_t)s.tokens * s.dim, &st.captured) == 0) {
+            if (!root || data_npy_open(out, DATA_NPY_F32, shape, 3, &st.file, &err) == VIT_OK)
+                exit_code = CLI_EXIT_OK;
+            else
+                fprintf(stderr, "vit features: %s\n", err.message);
+        }
     }
-    for (size_t i = 0; i < row_floats; i++) st.nan_rows[i] = NAN;
-    if (capture(&s, VIT_CAPTURE_TOKENS, s.layer, (size_t)s.tokens * s.dim, &st.captured) != 0)
-        goto free_state;
-    const int64_t shape[3] = {(int64_t)s.in.count, st.count, s.dim};
-    vit_error err;
-    if (data_npy_open(out, DATA_NPY_F32, shape, 3, &st.file, &err) != VIT_OK) {
-        fprintf(stderr, "vit features: %s\n", err.message);
-        goto free_state;
-    }
-    exit_code = inspect_run(&s, features_image, &st);
-    if (exit_code != CLI_EXIT_OK && exit_code != CLI_EXIT_SOME_FAILED) {
-        base_atomic_abort(st.file);
-    } else if (base_atomic_commit(st.file, &err) != VIT_OK) {
-        fprintf(stderr, "vit features: %s\n", err.message);
-        exit_code = CLI_EXIT_FATAL;
-    } else if (several && write_file_list(&s, out) != 0) {
-        exit_code = CLI_EXIT_FATAL;
+    if (ranks && !cli_mpi_agree("features", exit_code == CLI_EXIT_OK)) exit_code = CLI_EXIT_FATAL;
+    if (exit_code != CLI_EXIT_OK) goto free_state;
+    exit_code = ranks ? features_ranks(&s, &st) : inspect_run(&s, features_image, &st);
+    if (root && (exit_code == CLI_EXIT_OK || exit_code == CLI_EXIT_SOME_FAILED)) {
+        const vit_status committed = base_atomic_commit(st.file, &err);
+        st.file = NULL;
+        if (committed != VIT_OK) {
+            fprintf(stderr, "vit features: %s\n", err.message);
+            exit_code = CLI_EXIT_FATAL;
+        } else if (several && write_file_list(&s, out) != 0) {
+            exit_code = CLI_EXIT_FATAL;
+        }
     }
 free_state:
+    base_atomic_abort(st.file); /* a run that failed or stopped: nothing written */
     free(st.captured);
     free(st.nan_rows);
 done:

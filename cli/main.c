@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_mpi.h"
 
 #define VITC_VERSION "0.1.0"
 
@@ -25,7 +26,7 @@ static void usage(FILE *out) {
             "'vit <command> -h' shows a command's options; 'vit --version' the version.\n");
 }
 
-int main(int argc, char **argv) {
+static int run_command(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return CLI_EXIT_FATAL;
@@ -39,6 +40,13 @@ int main(int argc, char **argv) {
         printf("vit (vitc) %s\n", VITC_VERSION);
         return CLI_EXIT_OK;
     }
+    if (cli_mpi_active() && strcmp(command, "classify") && strcmp(command, "eval") &&
+        strcmp(command, "features")) {
+        if (cli_mpi_rank() == 0)
+            fprintf(stderr, "vit %s: does not run on several MPI processes (classify, eval and "
+                            "features do); start it without mpirun, or with -np 1\n", command);
+        return CLI_EXIT_FATAL;
+    }
     if (strcmp(command, "classify") == 0) return cli_classify(argc - 2, argv + 2);
     if (strcmp(command, "info") == 0) return cli_info(argc - 2, argv + 2);
     if (strcmp(command, "eval") == 0) return cli_eval(argc - 2, argv + 2);
@@ -50,4 +58,10 @@ int main(int argc, char **argv) {
     if (strcmp(command, "quantize") == 0) return cli_quantize(argc - 2, argv + 2);
     fprintf(stderr, "vit: unknown command '%s' (see 'vit -h')\n", command);
     return CLI_EXIT_FATAL;
+}
+
+int main(int argc, char **argv) {
+    /* Under mpirun or srun: joins the job (cli_mpi.h); a plain vit does not. */
+    if (cli_mpi_start(&argc, &argv) != 0) return cli_mpi_finish(CLI_EXIT_FATAL);
+    return cli_mpi_finish(run_command(argc, argv));
 }

@@ -145,6 +145,19 @@ vit_status data_loader_create(const data_preprocess *pre, const char *const *pat
                               int batch_size, int threads, int prefetch, data_loader **out,
                               vit_error *err);
 
+/* For work shared between processes: a loader whose batches start where
+ * schedule says (called once per batch, on the loader's thread with
+ * prefetch, without any lock held: it may wait). It returns the index of
+ * the batch's first file (batches are batch_size files from there, fewer
+ * at the end of paths), or DATA_LOADER_END when there is no more. Batches
+ * are handed out in the order schedule gave them. */
+#define DATA_LOADER_END ((size_t)-1)
+typedef size_t (*data_loader_schedule)(void *context);
+vit_status data_loader_create_scheduled(const data_preprocess *pre, const char *const *paths,
+                                        size_t count, int batch_size, int threads, int prefetch,
+                                        data_loader_schedule schedule, void *context,
+                                        data_loader **out, vit_error *err);
+
 /* Hands out the next batch (valid until the next call) and returns its file
  * count; 0 when every file has been handed out. */
 int data_loader_next(data_loader *loader, data_batch *batch);

@@ -27,6 +27,11 @@ struct data_loader {
     size_t next_to_fill; /* first file of the next batch to decode */
     size_t next_to_take; /* first file of the next batch to hand out */
     int batch_size, threads, prefetch;
+    /* Scheduled loaders: where each next batch starts comes from schedule
+     * (DATA_LOADER_END: no more), and the producer says when it is done. */
+    data_loader_schedule schedule;
+    void *schedule_context;
+    int producer_done;
     size_t image_floats;
     /* Both sides walk the two slots in turn: the producer fills a slot once
      * it is free, the consumer takes it once it is ready and frees it on
@@ -67,23 +72,38 @@ static int batch_at(const data_loader *l, size_t first) {
     return (int)(left < (size_t)l->batch_size ? left : (size_t)l->batch_size);
 }
 
+/* The first file of the next batch to decode, or DATA_LOADER_END. A
+ * schedule is asked without the lock held (it may wait, e.g. for another
+ * process to hand out work). */
+static size_t next_first(data_loader *l) {
+    if (l->schedule) {
+        const size_t first = l->schedule(l->schedule_context);
+        return first < l->num_paths ? first : DATA_LOADER_END;
+    }
+    if (l->next_to_fill >= l->num_paths) return DATA_LOADER_END;
+    const size_t first = l->next_to_fill;
+    l->next_to_fill += (size_t)batch_at(l, first);
+    return first;
+}
+
 static void *producer(void *arg) {
     data_loader *l = arg;
     pthread_mutex_lock(&l->lock);
-    while (!l->stop && l->next_to_fill < l->num_paths) {
+    while (!l->stop) {
         loader_slot *slot = &l->slots[l->fill_slot];
         while (!l->stop && slot->state != SLOT_FREE) pthread_cond_wait(&l->changed, &l->lock);
         if (l->stop) break;
-        const size_t first = l->next_to_fill;
-        const int count = batch_at(l, first);
-        l->next_to_fill += (size_t)count;
         pthread_mutex_unlock(&l->lock);
-        fill(l, slot, first, count, 1);
+        const size_t first = next_first(l);
+        if (first != DATA_LOADER_END) fill(l, slot, first, batch_at(l, first), 1);
         pthread_mutex_lock(&l->lock);
+        if (first == DATA_LOADER_END) break;
         slot->state = SLOT_READY;
         l->fill_slot ^= 1;
         pthread_cond_broadcast(&l->changed);
     }
+    l->producer_done = 1;
+    pthread_cond_broadcast(&l->changed);
     pthread_mutex_unlock(&l->lock);
     return NULL;
 }
@@ -91,6 +111,14 @@ static void *producer(void *arg) {
 vit_status data_loader_create(const data_preprocess *pre, const char *const *paths, size_t count,
                               int batch_size, int threads, int prefetch, data_loader **out,
                               vit_error *err) {
+    return data_loader_create_scheduled(pre, paths, count, batch_size, threads, prefetch, NULL, NULL,
+                                        out, err);
+}
+
+vit_status data_loader_create_scheduled(const data_preprocess *pre, const char *const *paths,
+                                        size_t count, int batch_size, int threads, int prefetch,
+                                        data_loader_schedule schedule, void *context,
+                                        data_loader **out, vit_error *err) {
     *out = NULL;
     if (batch_size <= 0) return vit_error_set(err, VIT_E_ARG, "batch size %d must be positive", batch_size);
     data_loader *l = calloc(1, sizeof *l);
@@ -101,6 +129,8 @@ vit_status data_loader_create(const data_preprocess *pre, const char *const *pat
     l->batch_size = batch_size;
     l->threads = threads > 0 ? threads : 1;
     l->prefetch = prefetch;
+    l->schedule = schedule;
+    l->schedule_context = context;
     l->image_floats = (size_t)3 * data_preprocess_out_height(pre) * data_preprocess_out_width(pre);
     pthread_mutex_init(&l->lock, NULL);
     pthread_cond_init(&l->changed, NULL);
@@ -140,10 +170,9 @@ static void hand_out(const data_loader *l, const loader_slot *slot, data_batch *
 int data_loader_next(data_loader *l, data_batch *batch) {
     memset(batch, 0, sizeof *batch);
     if (!l->prefetch) {
-        if (l->next_to_fill >= l->num_paths) return 0;
-        const size_t first = l->next_to_fill;
+        const size_t first = next_first(l);
+        if (first == DATA_LOADER_END) return 0;
         const int count = batch_at(l, first);
-        l->next_to_fill += (size_t)count;
         fill(l, &l->slots[0], first, count, l->threads);
         hand_out(l, &l->slots[0], batch);
         return count;
@@ -154,12 +183,16 @@ int data_loader_next(data_loader *l, data_batch *batch) {
         previous->state = SLOT_FREE;
         pthread_cond_broadcast(&l->changed);
     }
-    if (l->next_to_take >= l->num_paths) {
+    if (!l->thread_started || (!l->schedule && l->next_to_take >= l->num_paths)) {
         pthread_mutex_unlock(&l->lock);
         return 0;
     }
     loader_slot *slot = &l->slots[l->take_slot];
-    while (slot->state != SLOT_READY) pthread_cond_wait(&l->changed, &l->lock);
+    while (slot->state != SLOT_READY && !l->producer_done) pthread_cond_wait(&l->changed, &l->lock);
+    if (slot->state != SLOT_READY) { /* the producer filled every batch there was */
+        pthread_mutex_unlock(&l->lock);
+        return 0;
+    }
     slot->state = SLOT_IN_USE;
     l->take_slot ^= 1;
     l->next_to_take += (size_t)slot->count;
