@@ -22,7 +22,7 @@
 
 #include "mpi_train.h"
 
-static int joined_here, world_rank, world_size = 1, local_size = 1, use_allgather;
+static int world_rank, world_size = 1, local_size = 1, use_allgather;
 static vit_trainer_parallel parallel;
 static char *gather_buf; /* world_size parts (rank 0, or every rank with allgather) */
 static size_t gather_size;
@@ -33,15 +33,6 @@ static int saved_out = -1, saved_err = -1;
 int cli_mpi_train_rank(void) { return world_rank; }
 int cli_mpi_train_size(void) { return world_size; }
 int cli_mpi_train_local_size(void) { return local_size; }
-
-/* Launched by mpirun / mpiexec (Open MPI: OMPI_COMM_WORLD_SIZE, PMIx:
- * PMIX_RANK) or srun / MPICH's hydra (PMI_SIZE / PMI_RANK). */
-static int launched(void) {
-    static const char *const VARS[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK"};
-    for (size_t i = 0; i < sizeof VARS / sizeof *VARS; i++)
-        if (getenv(VARS[i])) return 1;
-    return 0;
-}
 
 /* MPI_Wait without spinning on a core: a few quick tests (a collective's
  * later stages only progress inside MPI calls), then sleeps growing to
@@ -127,17 +118,10 @@ static int sum_parts(void *ctx, float *floats, size_t nf, double *doubles, size_
 double cli_mpi_train_sum_seconds(void) { return sum_seconds; }
 
 int cli_mpi_train_start(void) {
+    /* main joined the job (cli_mpi_start) when a launcher started vit. */
     int initialised = 0;
     MPI_Initialized(&initialised);
-    if (!initialised) {
-        if (!launched()) return 0;
-        int provided;
-        if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
-            fprintf(stderr, "vit train: cannot join the MPI job (MPI_Init_thread failed)\n");
-            return -1;
-        }
-        joined_here = 1;
-    }
+    if (!initialised) return 0;
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     MPI_Comm local;
@@ -156,8 +140,6 @@ void cli_mpi_train_finish(void) {
     free(gather_buf);
     gather_buf = NULL;
     gather_size = 0;
-    if (joined_here) MPI_Finalize();
-    joined_here = 0;
 }
 
 const vit_trainer_parallel *cli_mpi_train_parallel(void) {

@@ -1,13 +1,12 @@
 /* mpi_train.h — vit train over several processes with MPI (data-parallel).
  *
  * Built when CMake finds MPI (cli/mpi_train.c; -DVITC_MPI=OFF leaves it
- * out): then VITC_MPI_TRAIN is defined. Without it every function below is
+ * out): then VITC_MPI is defined. Without it every function below is
  * a stub for one process, so cli/train.c calls them unconditionally.
  *
- * A vit train started by a launcher (mpirun, mpiexec, srun) joins the job;
- * with several processes each computes the gradients of its slice of every
- * global batch and the library's vit_trainer_parallel.sum adds them in rank
- * order (gathered to rank 0, summed there, broadcast), so every rank holds
+ * In a job of several processes (main joins it, cli_mpi.h) each computes
+ * the gradients of its slice of every global batch and the library's
+ * vit_trainer_parallel.sum adds them in rank order (gathered to rank 0, summed there, broadcast), so every rank holds
  * the same gradients and weights to the bit. Rank 0 alone prints progress
  * and writes the model and state. A plain vit never calls MPI. */
 #ifndef CLI_MPI_TRAIN_H
@@ -15,12 +14,11 @@
 
 #include "vit_trainer.h"
 
-#ifdef VITC_MPI_TRAIN
+#ifdef VITC_MPI
 
-/* Joins the MPI job when a launcher started vit (unless MPI is already
- * initialised). 0, or -1 after one line. */
+/* Takes the job main joined (cli_mpi_start; none: one process). 0. */
 int cli_mpi_train_start(void);
-/* Leaves it (MPI_Finalize) when cli_mpi_train_start joined it. */
+/* Frees what the sums kept (main leaves the job). */
 void cli_mpi_train_finish(void);
 int cli_mpi_train_rank(void);
 int cli_mpi_train_size(void);

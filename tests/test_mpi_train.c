@@ -33,7 +33,7 @@ TEMP_DIR_SUITE(mpi_train);
 /* Skips (saying so on stderr too: Criterion shows skips only with
  * --verbose) without MPI in the build or mpirun on the PATH. */
 static void need_mpi(void) {
-#ifndef VITC_MPI_TRAIN
+#ifndef VITC_HAVE_MPI
     fprintf(stderr, "test_mpi_train: this build has no MPI (VITC_MPI off or MPI not found): skipped\n");
     cr_skip_test("this build has no MPI (VITC_MPI off or MPI not found): skipped");
 #endif
