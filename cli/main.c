@@ -41,10 +41,11 @@ static int run_command(int argc, char **argv) {
         return CLI_EXIT_OK;
     }
     if (cli_mpi_active() && strcmp(command, "classify") && strcmp(command, "eval") &&
-        strcmp(command, "features")) {
+        strcmp(command, "features") && strcmp(command, "train")) {
         if (cli_mpi_rank() == 0)
-            fprintf(stderr, "vit %s: does not run on several MPI processes (classify, eval and "
-                            "features do); start it without mpirun, or with -np 1\n", command);
+            fprintf(stderr, "vit %s: does not run on several MPI processes (classify, eval, "
+                            "features and train do); start it without mpirun, or with -np 1\n",
+                    command);
         return CLI_EXIT_FATAL;
     }
     if (strcmp(command, "classify") == 0) return cli_classify(argc - 2, argv + 2);

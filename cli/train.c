@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "mpi_train.h"
 #include "vit_trainer.h"
 
 enum {
@@ -334,7 +335,9 @@ static int adopt_init(const vit_model *init, int resumed, int mnist, const char 
 static int create_model(vit_trainer *t, const vit_config *config, const train_opts *o,
                         const vit_model *init, weights_file *state) {
     vit_error err;
-    if (vit_train_create(config, (int)o->batch, &t->model, &err) != VIT_OK) {
+    /* Under MPI each rank computes a slice of every batch. */
+    const int ranks = cli_mpi_train_size();
+    if (vit_train_create(config, (int)((o->batch + ranks - 1) / ranks), &t->model, &err) != VIT_OK) {
         fprintf(stderr, "vit train: %s\n", err.message);
         return -1;
     }
@@ -360,6 +363,8 @@ static int create_model(vit_trainer *t, const vit_config *config, const train_op
 /* The epochs from start_epoch on, with progress on stderr and a checkpoint
  * after each. */
 static int run_epochs(vit_trainer *t, long start_epoch) {
+    /* Under MPI rank 0 alone speaks and writes; every rank trains. */
+    const int root = cli_mpi_train_rank() == 0;
     const int tty = isatty(STDERR_FILENO);
     const double run_start = cli_now_seconds();
     const long steps = t->steps_per_epoch;
@@ -367,19 +372,24 @@ static int run_epochs(vit_trainer *t, long start_epoch) {
     for (long epoch = start_epoch; epoch < t->epochs; epoch++) {
         vit_trainer_epoch_begin(t, epoch);
         double loss_sum = 0.0, epoch_start = cli_now_seconds(), last_print = epoch_start;
+        const double sums_before = cli_mpi_train_sum_seconds();
         size_t hits = 0, seen = 0;
         for (long s = 0; s < steps; s++) {
             vit_trainer_step_result res;
             if (vit_trainer_step(t, epoch, s, &res, &err) != VIT_OK) {
-                fprintf(stderr, "vit train: %s\n", err.message);
+                if (root) fprintf(stderr, "vit train: %s\n", err.message);
+                else fprintf(stderr, "vit train: (rank %d) %s\n", cli_mpi_train_rank(), err.message);
+                /* The other ranks may be waiting for this one. */
+                cli_mpi_train_abort(1);
                 return -1;
             }
+            cli_mpi_train_after_step(t);
             if (res.placed == 0) continue;
             loss_sum += (double)res.loss * res.placed;
             hits += (size_t)res.correct;
             seen += (size_t)res.placed;
             const double now = cli_now_seconds();
-            if (now - last_print >= (tty ? 0.5 : 30.0) || s + 1 == steps) {
+            if (root && (now - last_print >= (tty ? 0.5 : 30.0) || s + 1 == steps)) {
                 last_print = now;
                 fprintf(stderr, "%sepoch %ld/%ld  step %ld/%ld  loss %.4f  acc %.2f%%  lr %.2e  %.0f images/s%s",
                         tty ? "\r" : "", epoch + 1, t->epochs, s + 1, steps, loss_sum / seen,
@@ -390,16 +400,22 @@ static int run_epochs(vit_trainer *t, long start_epoch) {
         const double val_acc = vit_trainer_validate(t);
         t->epoch_done = epoch + 1;
         const double took = cli_now_seconds() - epoch_start;
+        if (!root) continue;
         fprintf(stderr, "%sepoch %ld/%ld: loss %.4f, train top-1 %.2f%%", tty ? "\r" : "",
                 epoch + 1, t->epochs, seen ? loss_sum / seen : 0.0, seen ? 100.0 * hits / seen : 0.0);
         if (val_acc >= 0) fprintf(stderr, ", val top-1 %.2f%%", 100.0 * val_acc);
-        fprintf(stderr, ", %.1f s (%.0f images/s)\n", took, seen / took);
+        fprintf(stderr, ", %.1f s (%.0f images/s", took, seen / took);
+        if (cli_mpi_train_size() > 1)
+            fprintf(stderr, "; %.2f s in gradient sums", cli_mpi_train_sum_seconds() - sums_before);
+        fprintf(stderr, ")\n");
         if (vit_trainer_save(t, val_acc, cli_now_seconds() - run_start, &err) != VIT_OK) {
             fprintf(stderr, "vit train: %s\n", err.message);
+            cli_mpi_train_abort(1);
             return -1;
         }
     }
-    printf("wrote %s (%zu parameters) in %.1f s\n", t->out_path, vit_train_num_params(t->model),
+    if (root)
+        printf("wrote %s (%zu parameters) in %.1f s\n", t->out_path, vit_train_num_params(t->model),
            cli_now_seconds() - run_start);
     return 0;
 }
@@ -471,7 +487,7 @@ static int open_run(train_run *r) {
                         train->mnist ? 0 : train->files.count) != 0 ||
         cli_check_output("train", &r->protect, r->t.out_path) != 0 ||
         cli_check_output("train", &r->protect, r->t.state_path) != 0 ||
-        cli_lock_output("train", r->t.out_path, 0, &r->lock) != 0)
+        (cli_mpi_train_rank() == 0 && cli_lock_output("train", r->t.out_path, 0, &r->lock) != 0))
         return -1;
     if (r->config.hidden_size % r->config.num_heads) {
         fprintf(stderr, "vit train: %d heads do not divide hidden size %d\n",
@@ -495,6 +511,7 @@ static int prepare_run(train_run *r) {
                                .min_scale = o->min_scale, .images = train->count,
                                .freeze = o->freeze};
     snprintf(t->h.init, sizeof t->h.init, "%s", o->init_path ? o->init_path : "");
+    t->parallel = cli_mpi_train_parallel();
     if (create_model(t, &r->config, o, r->init, r->state) != 0) return -1;
     /* Preprocessing the saved model states (and validation uses). */
     t->in = (vit_trainer_input){.size = r->config.image_size, .channels = r->config.num_channels,
@@ -521,32 +538,54 @@ static int prepare_run(train_run *r) {
     return 0;
 }
 
-/* Options, sources, model and trainer; then the epochs. */
-int cli_train(int argc, char **argv) {
+/* Under MPI with -t not given: the host's cores shared by its ranks. */
+static int default_threads(long threads) {
+    if (threads || cli_mpi_train_size() <= 1) return (int)threads;
+    const int share = omp_get_num_procs() / cli_mpi_train_local_size();
+    return share > 1 ? share : 1;
+}
+
+/* Options, sources, model and trainer; then the epochs. Under MPI every
+ * rank sets up the same run (ranks other than 0 quietly: they would say
+ * the same), they agree that all are ready and start alike, and train. */
+static int train_main(int argc, char **argv) {
+    cli_mpi_train_quiet_begin();
     cli_args args;
     int parsed = cli_parse("train", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
     if (parsed != 0) {
+        cli_mpi_train_quiet_end(0);
         free(args.positional);
         return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
     }
-    int exit_code = CLI_EXIT_FATAL;
+    int exit_code = CLI_EXIT_FATAL, ready = 0, root_ready;
     train_run r = {.v = args.values};
-    if (parse_options(r.v, &args, &r.o) != 0) goto done;
-    cli_set_threads((int)r.o.threads);
-    r.t.out_path = r.v[OPT_OUTPUT];
-    r.t.epochs = r.o.epochs;
-    r.t.seed = (uint64_t)r.o.seed;
-    snprintf(r.t.state_path, sizeof r.t.state_path, "%s.state", r.t.out_path);
-    if (!(r.t.recipe = make_recipe(argc, argv))) goto done;
-    if (open_run(&r) != 0 || prepare_run(&r) != 0) goto done;
+    if (parse_options(r.v, &args, &r.o) == 0) {
+        cli_set_threads(default_threads(r.o.threads));
+        r.t.out_path = r.v[OPT_OUTPUT];
+        r.t.epochs = r.o.epochs;
+        r.t.seed = (uint64_t)r.o.seed;
+        snprintf(r.t.state_path, sizeof r.t.state_path, "%s.state", r.t.out_path);
+        ready = (r.t.recipe = make_recipe(argc, argv)) && open_run(&r) == 0 && prepare_run(&r) == 0;
+    }
+    const int all_ready = cli_mpi_train_agree(ready, &root_ready);
+    /* A rank that failed alone says why; when rank 0 failed too, it has. */
+    cli_mpi_train_quiet_end(!ready && root_ready);
+    if (!all_ready || cli_mpi_train_check_same(&r.t) != 0) goto done;
     const vit_config *c = &r.config;
-    fprintf(stderr, "training %s: %zu images, %d classes; ViT D %d, %d layers, %d heads, MLP %d, "
-                    "patch %d, %dx%d x%d; %zu parameters; %ld epochs of %ld steps (batch %ld), "
-                    "%d threads\n",
-            r.v[OPT_DATA], r.train.count, c->num_classes, c->hidden_size, c->num_layers,
-            c->num_heads, c->mlp_size, c->patch_size, c->image_size, c->image_size,
-            c->num_channels, vit_train_num_params(r.t.model), r.t.epochs, r.t.steps_per_epoch,
-            r.o.batch, omp_get_max_threads());
+    char workers[64];
+    if (cli_mpi_train_size() > 1)
+        snprintf(workers, sizeof workers, "%d processes x %d threads", cli_mpi_train_size(),
+                 omp_get_max_threads());
+    else
+        snprintf(workers, sizeof workers, "%d threads", omp_get_max_threads());
+    if (cli_mpi_train_rank() == 0)
+        fprintf(stderr, "training %s: %zu images, %d classes; ViT D %d, %d layers, %d heads, "
+                        "MLP %d, patch %d, %dx%d x%d; %zu parameters; %ld epochs of %ld steps "
+                        "(batch %ld), %s\n",
+                r.v[OPT_DATA], r.train.count, c->num_classes, c->hidden_size, c->num_layers,
+                c->num_heads, c->mlp_size, c->patch_size, c->image_size, c->image_size,
+                c->num_channels, vit_train_num_params(r.t.model), r.t.epochs,
+                r.t.steps_per_epoch, r.o.batch, workers);
     if (run_epochs(&r.t, r.start_epoch) != 0) goto done;
     exit_code = r.train.unreadable.count || r.val.unreadable.count ? CLI_EXIT_SOME_FAILED
                                                                    : CLI_EXIT_OK;
@@ -554,4 +593,11 @@ done:
     run_free(&r);
     free(args.positional);
     return exit_code;
+}
+
+int cli_train(int argc, char **argv) {
+    if (cli_mpi_train_start() != 0) return CLI_EXIT_FATAL;
+    const int status = train_main(argc, argv);
+    cli_mpi_train_finish();
+    return status;
 }

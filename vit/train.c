@@ -478,11 +478,12 @@ static void forward(vit_train_model *m, const float *images, int n) {
     matmul_forward(m->logits, m->pooled, p + m->head_w, p + m->head_b, n, D, C, th);
 }
 
-/* Mean cross-entropy with label smoothing over n rows of logits, its
- * gradient (dlogits, already divided by n) and the top-1 hits. */
-static float cross_entropy(const float *logits, const int *labels, int n, int C, float smoothing,
-                           float *dlogits, int *correct) {
-    double total = 0.0;
+/* Cross-entropy with label smoothing over n rows of logits, summed and
+ * divided by total (n: the mean), its gradient (dlogits, likewise divided
+ * by total) and the top-1 hits. */
+static float cross_entropy(const float *logits, const int *labels, int n, int total, int C,
+                           float smoothing, float *dlogits, int *correct) {
+    double sum_loss = 0.0;
     int hits = 0;
     for (int b = 0; b < n; b++) {
         const float *z = logits + (size_t)b * C;
@@ -500,13 +501,13 @@ static float cross_entropy(const float *logits, const int *labels, int n, int C,
             const double target = (j == labels[b] ? 1.0 - smoothing : 0.0) + smoothing / C;
             const double logp = (double)z[j] - log_sum;
             loss -= target * logp;
-            g[j] = (float)((exp(logp) - target) / n);
+            g[j] = (float)((exp(logp) - target) / total);
         }
-        total += loss;
+        sum_loss += loss;
         hits += best == labels[b];
     }
     *correct = hits;
-    return (float)(total / n);
+    return (float)(sum_loss / total);
 }
 
 static vit_status check_batch(const vit_train_model *m, const int *labels, int n, vit_error *err) {
@@ -607,15 +608,41 @@ static void backward(vit_train_model *m, int n, int full) {
     embed_backward(m, n);
 }
 
-vit_status vit_train_step_grads(vit_train_model *m, const float *images, const int *labels, int n,
-                                float label_smoothing, float *loss, int *correct, vit_error *err) {
+vit_status vit_train_step_grads_part(vit_train_model *m, const float *images, const int *labels,
+                                     int n, int total, float label_smoothing, float *loss,
+                                     int *correct, vit_error *err) {
     vit_status s = check_batch(m, labels, n, err);
     if (s != VIT_OK) return s;
+    if (total < n) return vit_error_set(err, VIT_E_ARG, "%d images of a batch of %d", n, total);
     forward(m, images, n);
     int hits;
-    const float value = cross_entropy(m->logits, labels, n, m->config.num_classes,
+    const float value = cross_entropy(m->logits, labels, n, total, m->config.num_classes,
                                       label_smoothing, m->dlogits, &hits);
     backward(m, n, 1);
+    if (loss) *loss = value;
+    if (correct) *correct = hits;
+    return VIT_OK;
+}
+
+vit_status vit_train_step_grads(vit_train_model *m, const float *images, const int *labels, int n,
+                                float label_smoothing, float *loss, int *correct, vit_error *err) {
+    return vit_train_step_grads_part(m, images, labels, n, n, label_smoothing, loss, correct, err);
+}
+
+vit_status vit_train_head_grads_part(vit_train_model *m, const float *features, const int *labels,
+                                     int n, int total, float label_smoothing, float *loss,
+                                     int *correct, vit_error *err) {
+    vit_status s = check_batch(m, labels, n, err);
+    if (s != VIT_OK) return s;
+    if (total < n) return vit_error_set(err, VIT_E_ARG, "%d images of a batch of %d", n, total);
+    const int D = m->config.hidden_size, C = m->config.num_classes;
+    memcpy(m->pooled, features, sizeof(float) * n * D);
+    matmul_forward(m->logits, m->pooled, m->params + m->head_w, m->params + m->head_b, n, D, C,
+                   m->threads);
+    int hits;
+    const float value =
+        cross_entropy(m->logits, labels, n, total, C, label_smoothing, m->dlogits, &hits);
+    backward(m, n, 0);
     if (loss) *loss = value;
     if (correct) *correct = hits;
     return VIT_OK;
@@ -624,18 +651,8 @@ vit_status vit_train_step_grads(vit_train_model *m, const float *images, const i
 vit_status vit_train_head_grads(vit_train_model *m, const float *features, const int *labels,
                                 int n, float label_smoothing, float *loss, int *correct,
                                 vit_error *err) {
-    vit_status s = check_batch(m, labels, n, err);
-    if (s != VIT_OK) return s;
-    const int D = m->config.hidden_size, C = m->config.num_classes;
-    memcpy(m->pooled, features, sizeof(float) * n * D);
-    matmul_forward(m->logits, m->pooled, m->params + m->head_w, m->params + m->head_b, n, D, C,
-                   m->threads);
-    int hits;
-    const float value = cross_entropy(m->logits, labels, n, C, label_smoothing, m->dlogits, &hits);
-    backward(m, n, 0);
-    if (loss) *loss = value;
-    if (correct) *correct = hits;
-    return VIT_OK;
+    return vit_train_head_grads_part(m, features, labels, n, n, label_smoothing, loss, correct,
+                                     err);
 }
 
 /* ------------------------------------------------------------- optimiser */

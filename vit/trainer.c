@@ -335,32 +335,69 @@ void vit_trainer_epoch_begin(vit_trainer *t, long epoch) {
     vit_trainer_shuffle(t->order, t->train->count, t->seed, epoch);
 }
 
+/* The items [*lo, *hi) of a batch of n that process rank of size loads. */
+static void slice(int n, const vit_trainer_parallel *par, int *lo, int *hi) {
+    const int size = par ? par->size : 1, rank = par ? par->rank : 0;
+    *lo = (int)((long long)n * rank / size);
+    *hi = (int)((long long)n * (rank + 1) / size);
+}
+
 vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step_result *res,
                             vit_error *err) {
     const size_t first = (size_t)s * t->h.batch, count = t->train->count;
     const size_t batch = (size_t)t->h.batch;
     const int n = (int)(count - first < batch ? count - first : batch);
     const int D = vit_train_config(t->model)->hidden_size;
+    const vit_trainer_parallel *par = t->parallel && t->parallel->size > 1 ? t->parallel : NULL;
     float *images = t->images;
     int *labels = t->batch_labels;
-    vit_status st;
+    vit_status st = VIT_OK;
+    int lo, hi, placed;
+    slice(n, par, &lo, &hi);
     memset(res, 0, sizeof *res);
     if (t->features) {
-        for (int b = 0; b < n; b++) {
-            memcpy(images + (size_t)b * D, t->features + t->order[first + b] * D, sizeof(float) * D);
-            labels[b] = t->feature_labels[t->order[first + b]];
+        for (int b = lo; b < hi; b++) {
+            memcpy(images + (size_t)(b - lo) * D, t->features + t->order[first + b] * D,
+                   sizeof(float) * D);
+            labels[b - lo] = t->feature_labels[t->order[first + b]];
         }
-        res->placed = n;
-        st = vit_train_head_grads(t->model, images, labels, n, (float)t->h.smoothing, &res->loss,
-                                  &res->correct, err);
+        placed = hi - lo;
     } else {
-        res->placed = vit_trainer_load_batch(t->train, t->order, first, n, &t->in, epoch, images,
-                                             labels, t->ok);
-        if (res->placed == 0) return VIT_OK;
-        st = vit_train_step_grads(t->model, images, labels, res->placed, (float)t->h.smoothing,
-                                  &res->loss, &res->correct, err);
+        placed = hi > lo ? vit_trainer_load_batch(t->train, t->order, first + lo, hi - lo, &t->in,
+                                                  epoch, images, labels, t->ok)
+                         : 0;
+    }
+    /* The whole batch's images, which the gradients are the mean over. */
+    int total = placed;
+    if (par) {
+        double all = placed;
+        if (par->sum(par->ctx, NULL, 0, &all, 1) != 0)
+            return vit_error_set(err, VIT_E_IO, "step %ld: the processes could not add up their "
+                                                "image counts", t->step);
+        total = (int)all;
+    }
+    res->placed = total;
+    if (total == 0) return VIT_OK;
+    if (placed == 0) {
+        /* Nothing of this batch here: no part of its gradients. */
+        memset(vit_train_grads(t->model), 0, sizeof(float) * vit_train_num_params(t->model));
+    } else if (t->features) {
+        st = vit_train_head_grads_part(t->model, images, labels, placed, total,
+                                       (float)t->h.smoothing, &res->loss, &res->correct, err);
+    } else {
+        st = vit_train_step_grads_part(t->model, images, labels, placed, total,
+                                       (float)t->h.smoothing, &res->loss, &res->correct, err);
     }
     if (st != VIT_OK) return st;
+    if (par) {
+        double stats[2] = {res->loss, res->correct};
+        if (par->sum(par->ctx, vit_train_grads(t->model), vit_train_num_params(t->model), stats,
+                     2) != 0)
+            return vit_error_set(err, VIT_E_IO, "step %ld: the processes could not add up their "
+                                                "gradients", t->step);
+        res->loss = (float)stats[0];
+        res->correct = (int)stats[1];
+    }
     if (!isfinite(res->loss))
         return vit_error_set(err, VIT_E_ARG, "the loss is %g at step %ld: lower --lr",
                              (double)res->loss, t->step);

@@ -118,6 +118,18 @@ vit_status vit_train_head_grads(vit_train_model *m, const float *features, const
                                 int n, float label_smoothing, float *loss, int *correct,
                                 vit_error *err);
 
+/* The same for n images that are part of a batch of total (n <= total):
+ * the gradients and *loss are the batch's mean restricted to these images
+ * (their sums divided by total), so the parts of a batch add up to the
+ * whole batch's (to rounding: data-parallel training over processes).
+ * total == n gives exactly vit_train_step_grads / vit_train_head_grads. */
+vit_status vit_train_step_grads_part(vit_train_model *m, const float *images, const int *labels,
+                                     int n, int total, float label_smoothing, float *loss,
+                                     int *correct, vit_error *err);
+vit_status vit_train_head_grads_part(vit_train_model *m, const float *features, const int *labels,
+                                     int n, int total, float label_smoothing, float *loss,
+                                     int *correct, vit_error *err);
+
 /* Scales the gradients of trainable tensors so their global L2 norm is at
  * most max_norm (as torch.nn.utils.clip_grad_norm_); returns the norm
  * before clipping. max_norm <= 0: only measures. */

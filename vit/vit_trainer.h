@@ -90,6 +90,24 @@ void vit_trainer_shuffle(size_t *order, size_t n, uint64_t seed, long epoch);
 
 /* ------------------------------------------------------------- the run */
 
+/* Data-parallel training over several processes (vit_trainer.parallel;
+ * NULL: one process). size processes run the same trainer on the same data
+ * with the same seed, each with its own rank: every step's global batch (the
+ * same items and augmentation as in one process) is cut into size contiguous
+ * slices, process rank loads slice rank and computes its part of the
+ * gradients (vit_train_step_grads_part), and sum adds the parts so that every
+ * process holds the same gradients, to the bit, and applies the same update.
+ * The library does no communication itself: sum is the caller's (the
+ * program's MPI, or anything else). */
+typedef struct vit_trainer_parallel {
+    int rank, size;
+    /* Replaces floats[0 .. nf) and doubles[0 .. nd) on every process by
+     * their sums over all processes, added in rank order (((x0 + x1) + x2)
+     * ...), so that every process gets the same bits. Nonzero: it failed. */
+    int (*sum)(void *ctx, float *floats, size_t nf, double *doubles, size_t nd);
+    void *ctx;
+} vit_trainer_parallel;
+
 /* The training options a resumed run continues with unless told otherwise. */
 typedef struct vit_trainer_hyper {
     long batch, warmup, shift, flip, freeze;
@@ -112,6 +130,10 @@ typedef struct vit_trainer {
     uint64_t seed;
     vit_trainer_hyper h; /* saved in the state */
     vit_trainer_input in;
+    /* Data parallelism (NULL: one process). The model needs batches of
+     * only ceil(h.batch / size) images. Validation and a linear probe's
+     * features are computed by every process in full. */
+    const vit_trainer_parallel *parallel;
     /* Set by vit_trainer_prepare. */
     const vit_trainer_source *train, *val;
     long steps_per_epoch;
@@ -140,7 +162,9 @@ typedef struct vit_trainer_step_result {
 
 /* Step s of epoch (after vit_trainer_epoch_begin): loads the batch, computes
  * gradients, clips them and updates the parameters. placed 0 (no readable
- * image): nothing was done. A non-finite loss is an error. */
+ * image): nothing was done. A non-finite loss is an error. With
+ * t->parallel, every process calls it for the same step: it loads its
+ * slice, and res holds the whole batch's loss, hits and images. */
 vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step_result *res,
                             vit_error *err);
 
