@@ -9,15 +9,16 @@
 #include "cli.h"
 #include "cli_mpi.h"
 
-enum { OPT_MODEL, OPT_TOPK, OPT_THREADS, OPT_SIZE, OPT_LABELS, OPT_FORMAT, OPT_BATCH, OPT_OUTPUT,
-       OPT_RESUME, OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, OPT_SHARD, OPT_NO_PREFETCH,
+enum { OPT_MODEL, OPT_REVISION, OPT_TOPK, OPT_THREADS, OPT_SIZE, OPT_LABELS, OPT_FORMAT,
+       OPT_BATCH, OPT_OUTPUT, OPT_RESUME, OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, OPT_SHARD, OPT_NO_PREFETCH,
        OPT_POS_RESAMPLE, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
 
 #define DEFAULT_BATCH 16
 
 static const cli_option OPTIONS[NUM_OPTS] = {
-    [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file (default: the "
-                                           "shipped Fashion-MNIST model, weights/README.md)"},
+    [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP " (default: the shipped "
+                                            "Fashion-MNIST model, weights/README.md)"},
+    [OPT_REVISION] = CLI_REVISION_OPTION,
     [OPT_TOPK] = {"top-k", 'k', 1, "N", "labels per image (default 5)"},
     [OPT_THREADS] = CLI_THREADS_OPTION,
     [OPT_SIZE] = {"size", 0, 1, "S", "input size, position embeddings resampled (default: native)"},

@@ -29,11 +29,16 @@ typedef struct cli_args {
     const char *values[CLI_MAX_OPTIONS]; /* value, or "" for a flag given, NULL if absent */
     const char **positional;
     int num_positional;
+    char model_path[8192]; /* where a hub name given to -m was found (cli_resolve_model) */
 } cli_args;
 
 /* Parses argv (after the subcommand name) against options. On a bad option
  * prints one line naming it and returns -1; returns 1 if -h/--help was given
- * (help printed), 0 otherwise. args->positional must be freed. */
+ * (help printed), 0 otherwise. args->positional must be freed. A "model"
+ * option's value that names a model in the Hugging Face cache (with the
+ * "revision" option's value, if the table has one) is replaced by the
+ * snapshot directory (cli_resolve_model); one it cannot find is a bad
+ * option. */
 int cli_parse(const char *command, const char *usage, const cli_option *options, int num_options,
               int argc, char **argv, cli_args *args);
 
@@ -57,6 +62,20 @@ int cli_thread_count(int threads);
 #define CLI_BATCH_OPTION(DEFAULT) {"batch", 'b', 1, "N", "images per forward pass (default " DEFAULT ")"}
 
 /* The --pos-resample option every model-running command offers. */
+/* -m's help text, and --revision for every command that takes -m. */
+#define CLI_MODEL_HELP "model directory, .safetensors file, or hub name org/name (HF cache)"
+#define CLI_REVISION_OPTION \
+    {"revision", 0, 1, "REV", "with -m org/name: a branch/tag in the cache, or a commit (default main)"}
+
+/* Resolves -m VALUE: an existing path, or anything not shaped like org/name,
+ * is used as it is (*path = value); a hub name is looked up in the Hugging
+ * Face cache (hub_cache.h) at revision (NULL: main) and *path set to the
+ * snapshot directory written to buf. --revision without a hub name, or a
+ * name the cache does not hold, prints one line to say (NULL: silent)
+ * telling the user to run scripts/get-model, and returns -1. */
+int cli_resolve_model(const char *command, const char *value, const char *revision, char *buf,
+                      size_t size, FILE *say, const char **path);
+
 #define CLI_POS_RESAMPLE_OPTION                                                              \
     {"pos-resample", 0, 1, "MODE",                                                          \
      "position embeddings at another --size: auto (as the checkpoint's library), "          \

@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "cli_mpi.h"
+#include "hub_cache.h"
 
 static void print_help(const char *usage, const cli_option *options, int num_options) {
     printf("%s\n\noptions:\n", usage);
@@ -95,6 +96,39 @@ int cli_parse(const char *command, const char *usage, const cli_option *options,
             return -1;
         }
     }
+    int model = -1, revision = -1;
+    for (int i = 0; i < num_options; i++) {
+        if (strcmp(options[i].long_name, "model") == 0) model = i;
+        if (strcmp(options[i].long_name, "revision") == 0) revision = i;
+    }
+    if (model >= 0 &&
+        cli_resolve_model(command, args->values[model], revision >= 0 ? args->values[revision] : NULL,
+                          args->model_path, sizeof args->model_path, say, &args->values[model]) != 0)
+        return -1;
+    return 0;
+}
+
+int cli_resolve_model(const char *command, const char *value, const char *revision, char *buf,
+                      size_t size, FILE *say, const char **path) {
+    *path = value;
+    struct stat st;
+    const int hub = value && hub_cache_is_name(value) && stat(value, &st) != 0;
+    if (revision && !hub) {
+        if (say)
+            fprintf(say, "vit %s: --revision goes with -m org/name (a model in the Hugging Face "
+                         "cache)%s%s%s\n", command, value ? ", not the path '" : "",
+                    value ? value : "", value ? "'" : "");
+        return -1;
+    }
+    if (!hub) return 0;
+    vit_error err;
+    if (hub_cache_resolve(value, revision, buf, size, &err) != VIT_OK) {
+        if (say)
+            fprintf(say, "vit %s: %s; run scripts/get-model %s%s%s\n", command, err.message, value,
+                    revision ? " --revision " : "", revision ? revision : "");
+        return -1;
+    }
+    *path = buf;
     return 0;
 }
 
@@ -170,6 +204,9 @@ vit_model *cli_load_model_limited(const char *command, const char *model_path,
                         "shipped model weights/%s is not found\n", command, CLI_DEFAULT_MODEL_NAME);
         return NULL;
     }
+    char resolved[8192]; /* -m org/name where no option table resolved it (train --init) */
+    if (cli_resolve_model(command, model_path, NULL, resolved, sizeof resolved, stderr, &model_path) != 0)
+        return NULL;
     vit_load_options options = {.labels_path = labels_path, .limits = limits, .input_size = input_size};
     if (!pos_resample || strcmp(pos_resample, "auto") == 0) {
         options.pos_resample = VIT_POS_RESAMPLE_AUTO;

@@ -10,11 +10,12 @@
 #include "cli.h"
 #include "cli_mpi.h"
 
-enum { OPT_MODEL, OPT_LABELS_CSV, OPT_OUTPUT, OPT_THREADS, OPT_SIZE, OPT_BATCH, OPT_LABELS,
+enum { OPT_MODEL, OPT_REVISION, OPT_LABELS_CSV, OPT_OUTPUT, OPT_THREADS, OPT_SIZE, OPT_BATCH, OPT_LABELS,
        OPT_POS_RESAMPLE, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
-    [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file"},
+    [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP},
+    [OPT_REVISION] = CLI_REVISION_OPTION,
     [OPT_LABELS_CSV] = {"labels-csv", 0, 1, "FILE", "CSV of file,class_index,... (paths relative to DIR)"},
     [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "per-image CSV; also FILE's stem + .classes.csv (per-class "
                                              "accuracy) and .confusion.csv (true, predicted, count)"},

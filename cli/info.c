@@ -3,10 +3,11 @@
 
 #include "cli.h"
 
-enum { OPT_MODEL, OPT_LABELS, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
+enum { OPT_MODEL, OPT_REVISION, OPT_LABELS, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
-    [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file"},
+    [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP},
+    [OPT_REVISION] = CLI_REVISION_OPTION,
     [OPT_LABELS] = {"labels", 0, 1, "FILE", "class labels, one per line"},
     [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };

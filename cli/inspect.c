@@ -25,11 +25,12 @@
 #define MASK_OUTSIDE 255 /* label-mask value where the model saw nothing */
 
 /* Options every inspection command takes, first in each command's table. */
-enum { OPT_MODEL, OPT_OUTPUT, OPT_LAYER, OPT_THREADS, OPT_BATCH, OPT_SIZE, OPT_POS_RESAMPLE,
+enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_LAYER, OPT_THREADS, OPT_BATCH, OPT_SIZE, OPT_POS_RESAMPLE,
        OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, NUM_COMMON };
 
 #define COMMON_OPTIONS(output_help, layer_help)                                                  \
-    [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file"},            \
+    [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP},                                  \
+    [OPT_REVISION] = CLI_REVISION_OPTION,                                                        \
     [OPT_OUTPUT] = {"output", 'o', 1, "PATH", output_help},                                      \
     [OPT_LAYER] = {"layer", 0, 1, "L", layer_help},                                              \
     [OPT_THREADS] = {"threads", 't', 1, "N", "threads (default: all cores)"},                    \

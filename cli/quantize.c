@@ -7,10 +7,11 @@
 
 #include "cli.h"
 
-enum { OPT_MODEL, OPT_OUTPUT, OPT_DTYPE, NUM_OPTS };
+enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_DTYPE, NUM_OPTS };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
-    [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file"},
+    [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP},
+    [OPT_REVISION] = CLI_REVISION_OPTION,
     [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "the .safetensors file to write"},
     [OPT_DTYPE] = {"dtype", 0, 1, "bf16|int8",
                    "bf16: every float tensor as BF16; int8: the encoder's linear layers as int8 "
