@@ -17,7 +17,7 @@ enum { OPT_MODEL, OPT_TOPK, OPT_THREADS, OPT_SIZE, OPT_LABELS, OPT_FORMAT, OPT_B
 
 static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "PATH", "model directory or .safetensors file (default: the "
-                                           "shipped Fashion-MNIST model, weights/README.md)"},
+                                           "shipped ImageNet-1k ViT-Ti/16, weights/README.md)"},
     [OPT_TOPK] = {"top-k", 'k', 1, "N", "labels per image (default 5)"},
     [OPT_THREADS] = CLI_THREADS_OPTION,
     [OPT_SIZE] = {"size", 0, 1, "S", "input size, position embeddings resampled (default: native)"},
