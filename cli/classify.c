@@ -17,7 +17,7 @@ enum { OPT_MODEL, OPT_REVISION, OPT_TOPK, OPT_THREADS, OPT_SIZE, OPT_LABELS, OPT
 
 static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP " (default: the shipped "
-                                            "Fashion-MNIST model, weights/README.md)"},
+                                            "ImageNet-1k ViT-Ti/16, weights/README.md)"},
     [OPT_REVISION] = CLI_REVISION_OPTION,
     [OPT_TOPK] = {"top-k", 'k', 1, "N", "labels per image (default 5)"},
     [OPT_THREADS] = CLI_THREADS_OPTION,

@@ -98,9 +98,9 @@ int cli_resolve_model(const char *command, const char *value, const char *revisi
  * bad value. */
 int cli_limits(const char *command, const char *const *values, vit_limits *limits);
 
-/* The model vitc ships (weights/, trained by 'vit train' on Fashion-MNIST),
- * used when a command is given no -m. */
-#define CLI_DEFAULT_MODEL_NAME "fashion-mnist-vit.safetensors"
+/* The model vitc ships as the default (weights/README.md: timm's ViT-Ti/16
+ * AugReg ImageNet-1k checkpoint, int8), used when a command is given no -m. */
+#define CLI_DEFAULT_MODEL_NAME "vit-tiny-augreg-int8.safetensors"
 
 /* Its path: where the build says the source tree keeps it, else weights/
  * beside the program or one directory up (path written to buf); NULL when
