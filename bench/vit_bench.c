@@ -128,7 +128,7 @@ int main(int argc, char **argv) {
         float *images = malloc(sizeof(float) * per_image * (size_t)batch);
         float *out = malloc(sizeof(float) * outputs * (size_t)batch);
         srand(1);
-        for (size_t i = 0; i < (size_t)per_image * batch; i++) images[i] = (float)rand() / RAND_MAX - 0.5f;
+        for (size_t i = 0; i < (size_t)per_image * batch; i++) images[i] = (float)((double)rand() / RAND_MAX) - 0.5f;
         for (int r = 0; r < warmup; r++) vit_forward(ctx, images, batch, out, &err);
         double *times = malloc(sizeof(double) * runs);
         for (int r = 0; r < runs; r++) {

@@ -1,9 +1,11 @@
 /* The int8 panel kernel for AVX2 (kernels_int8.h): vpmaddwd multiplies
  * int16 pairs and adds each pair into int32, exactly, 16 products per
  * instruction (twice the multiply-adds of an fp32 FMA of the same width).
- * Compiled for AVX2 by the pragma, called only when the CPU has it. */
+ * Compiled for AVX2 (AVX2_FN), called only when the CPU has it. */
 #if defined(__x86_64__) || defined(__i386__)
-#pragma GCC target("avx2")
+/* Every function here is compiled for the instruction set (gcc and clang
+ * alike; clang ignores gcc's target pragma). */
+#define AVX2_FN __attribute__((target("avx2")))
 
 #include <immintrin.h>
 #include <string.h>
@@ -17,7 +19,7 @@
 #define BLOCK_ROWS 4
 
 /* The pair of int16 activations k = 2p, 2p + 1 of a row, in every lane. */
-static inline __m256i pair_of(const int16_t *row, size_t p) {
+AVX2_FN static inline __m256i pair_of(const int16_t *row, size_t p) {
     int32_t pair;
     memcpy(&pair, row + 2 * p, sizeof pair);
     return _mm256_set1_epi32(pair);
@@ -25,7 +27,7 @@ static inline __m256i pair_of(const int16_t *row, size_t p) {
 
 /* sums += acc * (weight scales * the row's input scale for the group),
  * both halves, in qmatmul's order. */
-static inline void flush(float *sums, __m256i acc0, __m256i acc1, __m256 s0, __m256 s1,
+AVX2_FN static inline void flush(float *sums, __m256i acc0, __m256i acc1, __m256 s0, __m256 s1,
                          float row_scale) {
     const __m256 rs = _mm256_set1_ps(row_scale);
     _mm256_storeu_ps(sums, _mm256_add_ps(_mm256_loadu_ps(sums),
@@ -38,7 +40,7 @@ static inline void flush(float *sums, __m256i acc0, __m256i acc1, __m256 s0, __m
  * gcc 12 multiplies into b, adds into the product and moves that back to
  * acc, a third more instructions than the loop needs (measured 1.2x
  * slower). */
-static inline __attribute__((always_inline)) __m256i madd_add(__m256i acc, __m256i b, __m256i w) {
+AVX2_FN static inline __attribute__((always_inline)) __m256i madd_add(__m256i acc, __m256i b, __m256i w) {
     __m256i product;
     __asm__("vpmaddwd %[w], %[b], %[product]\n\t"
             "vpaddd %[product], %[acc], %[acc]"
@@ -51,7 +53,7 @@ static inline __attribute__((always_inline)) __m256i madd_add(__m256i acc, __m25
 
 /* An aligned load gcc cannot repeat: with _mm256_load_si256 it reloads
  * the weights before every multiply instead of keeping them in registers. */
-static inline __attribute__((always_inline)) __m256i load_once(const int16_t *p) {
+AVX2_FN static inline __attribute__((always_inline)) __m256i load_once(const int16_t *p) {
     __m256i v;
     __asm__("vmovdqa %[p], %[v]" : [v] "=x"(v) : [p] "m"(*(const __m256i *)p));
     return v;
@@ -59,7 +61,7 @@ static inline __attribute__((always_inline)) __m256i load_once(const int16_t *p)
 
 /* sums [BLOCK_ROWS][QPANEL] of rows a .. a + 3 (row stride kpad; their
  * input scales row_scales, groups apart). */
-static void panel_block(const kernels_qmatrix *w, const int16_t *values, const float *scales,
+AVX2_FN static void panel_block(const kernels_qmatrix *w, const int16_t *values, const float *scales,
                         const int16_t *a, const float *row_scales, float sums[][QPANEL]) {
     const int G = w->groups;
     const int pairs = w->kgroup / 2;
@@ -95,7 +97,7 @@ static void panel_block(const kernels_qmatrix *w, const int16_t *values, const f
 }
 
 /* sums [QPANEL] of one row. */
-static void panel_row(const kernels_qmatrix *w, const int16_t *values, const float *scales,
+AVX2_FN static void panel_row(const kernels_qmatrix *w, const int16_t *values, const float *scales,
                       const int16_t *a, const float *row_scales, float *sums) {
     const int pairs = w->kgroup / 2;
     memset(sums, 0, sizeof(float) * QPANEL);
@@ -113,14 +115,14 @@ static void panel_row(const kernels_qmatrix *w, const int16_t *values, const flo
 }
 
 /* qmatmul_output for 8 columns at once, in its order: (residual + bias) + sum. */
-static inline __m256 output8(const float *residual, const float *bias, __m256 sum) {
+AVX2_FN static inline __m256 output8(const float *residual, const float *bias, __m256 sum) {
     __m256 base = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
     if (residual) base = _mm256_add_ps(_mm256_loadu_ps(residual), base);
     return _mm256_add_ps(base, sum);
 }
 
 /* Writes rows rows of sums (a whole panel when here is QPANEL). */
-static void write_rows(float *out, int ldo, const float *residual, const float *bias,
+AVX2_FN static void write_rows(float *out, int ldo, const float *residual, const float *bias,
                        int r0, int rows, int first, int here,
                        float sums[][QPANEL]) {
     for (int r = 0; r < rows; r++) {
@@ -139,7 +141,7 @@ static void write_rows(float *out, int ldo, const float *residual, const float *
     }
 }
 
-void qpanel_avx2(float *out, int ldo, const float *residual, const void *qinp,
+AVX2_FN void qpanel_avx2(float *out, int ldo, const float *residual, const void *qinp,
                  const float *inp_scale, const kernels_qmatrix *w, int panel, const float *bias,
                  int rows) {
     const int first = panel * QPANEL;
@@ -163,7 +165,7 @@ void qpanel_avx2(float *out, int ldo, const float *residual, const void *qinp,
 /* quantize_span (kernels_int8.c) of 32 values into the int16 layout, the
  * same bits: max of the magnitudes' bit patterns, 127 / max, x * inv
  * rounded to nearest even, clamped to +-127. */
-float qspan32_avx2(const float *x, int16_t *q) {
+AVX2_FN float qspan32_avx2(const float *x, int16_t *q) {
     const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
     __m256 v[4];
     __m256i top = _mm256_setzero_si256();

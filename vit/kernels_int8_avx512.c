@@ -1,11 +1,13 @@
 /* The int8 panel kernel for AVX-512 VNNI (kernels_int8.h): vpdpbusd
  * multiplies u8 activations (q + 128) by s8 weights in fours and adds them
  * into int32, 64 products per instruction; the group's column sums take
- * the 128 back out. Compiled for AVX-512 VNNI by the pragma, called only
+ * the 128 back out. Compiled for AVX-512 VNNI (AVX512_VNNI_FN), called only
  * when the CPU has it; its layout and arithmetic are those of
  * qpanel_vnni_reference, which the tests check on every CPU. */
 #if defined(__x86_64__) || defined(__i386__)
-#pragma GCC target("avx512f,avx512bw,avx512vnni")
+/* Every function here is compiled for the instruction set (gcc and clang
+ * alike; clang ignores gcc's target pragma). */
+#define AVX512_VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vnni")))
 
 #include <immintrin.h>
 #include <string.h>
@@ -15,7 +17,7 @@
 /* 8 rows x 16 columns: 8 sum and 8 int32 registers of the 32. */
 #define BLOCK_ROWS 8
 
-static inline __attribute__((always_inline)) void panel_rows(const kernels_qmatrix *w,
+AVX512_VNNI_FN static inline __attribute__((always_inline)) void panel_rows(const kernels_qmatrix *w,
                                                              const int8_t *values,
                                                              const float *scales,
                                                              const int32_t *col_sums,
@@ -48,7 +50,7 @@ static inline __attribute__((always_inline)) void panel_rows(const kernels_qmatr
     for (int r = 0; r < count; r++) _mm512_storeu_ps(sums[r], sum[r]);
 }
 
-void qpanel_avx512_vnni(float *out, int ldo, const float *residual, const void *qinp,
+AVX512_VNNI_FN void qpanel_avx512_vnni(float *out, int ldo, const float *residual, const void *qinp,
                         const float *inp_scale, const kernels_qmatrix *w, int panel,
                         const float *bias, int rows) {
     const int first = panel * QPANEL;
