@@ -76,20 +76,6 @@ static size_t scores_floats(const vit_context *ctx) {
     return (size_t)(solo > split ? solo : split) * T;
 }
 
-/* The most input-scale groups of any int8 layer, 0 when all are float (the
- * context then needs no buffers for quantised inputs). */
-static int int8_groups(const vit_model *m) {
-    int most = 0;
-    for (int l = 0; l < m->config.num_layers; l++) {
-        const kernels_qmatrix *layers[4] = {m->blocks[l].qkv_q, m->blocks[l].proj_q,
-                                            m->blocks[l].fc1_q, m->blocks[l].fc2_q};
-        for (int i = 0; i < 4; i++)
-            if (layers[i] && kernels_qmatrix_groups(layers[i]) > most)
-                most = kernels_qmatrix_groups(layers[i]);
-    }
-    return most;
-}
-
 vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
                               vit_context **out, vit_error *err) {
     *out = NULL;
@@ -137,7 +123,7 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     ctx->pooled = kernels_alloc_floats(B * (size_t)c->num_prefix_tokens * D);
     ctx->captures =
         calloc((size_t)VIT_CAPTURE_KIND_COUNT * (c->num_layers + 1), sizeof *ctx->captures);
-    ctx->qscale_slot = T * (size_t)int8_groups(model);
+    ctx->qscale_slot = T * (size_t)vit_model_int8_groups(model);
     if (ctx->qscale_slot) {
         const size_t slots = (size_t)(max_batch < ctx->num_threads ? max_batch : ctx->num_threads);
         ctx->qinp_slot_bytes = (kernels_qinp_bytes((int)T, (int)(M > D ? M : D)) + 63) / 64 * 64;
@@ -327,8 +313,7 @@ static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threa
                           c->num_heads, query_rows, job->scores, th);
         mark(clock, VIT_STAGE_ATTENTION);
         /* x += proj(attn) */
-        linear_forward(ctx, job, x, x, attn, blk->proj_w, blk->proj_q, blk->proj_b, rows, D, D, 0,
-                       th);
+        linear_forward(ctx, job, x, x, attn, blk->proj_w, NULL, blk->proj_b, rows, D, D, 0, th);
         mark(clock, VIT_STAGE_PROJECTION);
         layernorm_forward(normed, NULL, NULL, x, blk->ln2_w, blk->ln2_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);

@@ -166,23 +166,27 @@ static vit_status pack_int8(vit_model *m, const weights_ref *parts, int n_parts,
     kernels_qmatrix *packed = kernels_qmatrix_create((int)(rows_each * n_parts), (int)cols,
                                                      (int)(cols / (int64_t)groups), m->isa);
     if (!packed) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(m->file));
-    for (int i = 0; i < n_parts; i++) {
+    float *all = NULL; /* the scale tensor of part i as float32 (slices share one) */
+    vit_status s = VIT_OK;
+    for (int i = 0; i < n_parts && s == VIT_OK; i++) {
         const weights_tensor *t = parts[i].tensor;
-        /* The whole scale tensor as float32, then the slice's rows. */
-        float *all = malloc(sizeof(float) * scale[i]->numel);
-        vit_status s = all ? weights_to_f32(m->file, scale[i], all, err)
-                           : vit_error_set(err, VIT_E_NOMEM, "out of memory");
-        if (s != VIT_OK) {
+        if (i == 0 || scale[i] != scale[i - 1]) {
             free(all);
-            kernels_qmatrix_free(packed);
-            return s;
+            all = malloc(sizeof(float) * scale[i]->numel);
+            s = all ? weights_to_f32(m->file, scale[i], all, err)
+                    : vit_error_set(err, VIT_E_NOMEM, "out of memory");
+            if (s != VIT_OK) break;
         }
         const size_t first = (size_t)parts[i].row_start;
         kernels_qmatrix_set_rows(packed, (int)(i * rows_each), (int)rows_each,
                                  (const signed char *)t->data + first * (size_t)cols,
                                  all + first * groups);
-        free(all);
         if (parts[i].row_start == 0) m->param_count += t->numel;
+    }
+    free(all);
+    if (s != VIT_OK) {
+        kernels_qmatrix_free(packed);
+        return s;
     }
     *q = packed;
     return VIT_OK;
@@ -961,7 +965,6 @@ void vit_model_free(vit_model *m) {
     free(m->labels);
     for (int l = 0; m->blocks && l < m->config.num_layers; l++) {
         kernels_qmatrix_free(m->blocks[l].qkv_q);
-        kernels_qmatrix_free(m->blocks[l].proj_q);
         kernels_qmatrix_free(m->blocks[l].fc1_q);
         kernels_qmatrix_free(m->blocks[l].fc2_q);
     }
@@ -1016,11 +1019,20 @@ const char *vit_model_weights_path(const vit_model *m) { return weights_path(m->
 size_t vit_model_param_count(const vit_model *m) { return m->param_count; }
 const char *vit_model_dtypes(const vit_model *m) { return m->dtypes; }
 
+int vit_model_int8_groups(const vit_model *m) {
+    int most = 0;
+    for (int l = 0; l < m->config.num_layers; l++) {
+        const kernels_qmatrix *layers[3] = {m->blocks[l].qkv_q, m->blocks[l].fc1_q,
+                                            m->blocks[l].fc2_q};
+        for (int i = 0; i < 3; i++)
+            if (layers[i] && kernels_qmatrix_groups(layers[i]) > most)
+                most = kernels_qmatrix_groups(layers[i]);
+    }
+    return most;
+}
+
 const char *vit_model_int8_kernels(const vit_model *m) {
-    for (int l = 0; l < m->config.num_layers; l++)
-        if (m->blocks[l].qkv_q || m->blocks[l].proj_q || m->blocks[l].fc1_q || m->blocks[l].fc2_q)
-            return kernels_isa_name(m->isa);
-    return NULL;
+    return vit_model_int8_groups(m) ? kernels_isa_name(m->isa) : NULL;
 }
 int vit_model_num_labels(const vit_model *m) { return m->num_labels; }
 const char *vit_model_labels_source(const vit_model *m) { return m->labels_source; }

@@ -19,8 +19,9 @@ typedef struct vit_block {
     const float *fc1_w, *fc1_b;
     const float *fc2_w, *fc2_b;
     /* The linear layers a file stores as I8, packed for the int8 kernels
-     * (their float weight pointer is then NULL); NULL: float. */
-    kernels_qmatrix *qkv_q, *proj_q, *fc1_q, *fc2_q;
+     * (their float weight pointer is then NULL); NULL: float. The attention
+     * output projection is always float32 (model.c says why). */
+    kernels_qmatrix *qkv_q, *fc1_q, *fc2_q;
 } vit_block;
 
 struct vit_model {
@@ -56,6 +57,10 @@ struct vit_model {
     char dtypes[64];
     size_t param_count;
 };
+
+/* The most input-scale groups (kernels_qmatrix_groups) of any of the
+ * model's int8 layers; 0 when every layer is float. */
+int vit_model_int8_groups(const vit_model *m);
 
 /* The configuration as Hugging Face config.json keys (hidden_size,
  * num_hidden_layers, ..., hidden_act), added to json: the one writer of a
