@@ -12,7 +12,7 @@ int cli_batch_numbers(cli_batch_run *run, const char *const *limit_values, const
                       const char *batch_text) {
     const char *command = run->command;
     /* The order of the checks decides which of several bad values is named. */
-    if (cli_limits(command, limit_values, &run->limits) != 0 ||
+    if (cli_limits(command, limit_values, CLI_NUM_LIMIT_OPTIONS, &run->limits) != 0 ||
         (top_k_text && cli_int(command, "-k", top_k_text, 1, 1000, top_k)) ||
         (threads_text && cli_int(command, "-t", threads_text, 1, 1024, &run->threads)) ||
         (size_text && cli_int(command, "--size", size_text, 1, 8192, &run->size)) ||
@@ -99,8 +99,9 @@ int cli_batch_each(cli_batch_run *run, const char *const *paths, const cli_batch
 }
 
 void cli_batch_report_failure(const cli_batch_run *run, int progress, const char *message) {
-    /* \r: the message replaces the progress line rather than joining it. */
-    fprintf(stderr, "%svit %s: %s\n", progress ? "\r" : "", run->command, message);
+    /* The message replaces the progress line rather than joining it. */
+    if (progress) cli_progress_clear();
+    fprintf(stderr, "vit %s: %s\n", run->command, message);
 }
 
 void cli_batch_free(cli_batch_run *run) {

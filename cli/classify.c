@@ -38,15 +38,16 @@ static const cli_option OPTIONS[NUM_OPTS] = {
 };
 
 static const char USAGE[] =
-    "usage: vit classify -m MODEL [options] PATH...\n"
+    "usage: vit classify [-m MODEL] [options] PATH...\n"
     "\n"
-    "Prints the top-k labels and probabilities of images. A PATH that is a directory\n"
-    "is walked (recursively, sorted, hidden entries skipped) for image files. Rows name\n"
-    "each image relative to the directory given (when one PATH is given) or by its path.\n"
-    "Exit status: 0 all images classified, 2 some failed (each named on stderr and in\n"
-    "its row), 1 fatal error, 130/143 stopped by SIGINT/SIGTERM (rows written are\n"
-    "whole, a JSON array closed). In JSON, bytes of names that are not UTF-8 appear as\n"
-    "\\xNN and a backslash as \\\\; CSV holds names as they are.";
+    "Prints the top-k labels and probabilities of images. A PATH that is a\n"
+    "directory is walked (recursively, sorted, hidden entries skipped) for image\n"
+    "files. Rows name each image relative to the directory given (when one PATH is\n"
+    "given) or by its path. Exit status: 0 all images classified, 2 some failed\n"
+    "(each named on stderr and in its row), 1 fatal error, 130/143 stopped by\n"
+    "SIGINT/SIGTERM (rows written are whole, a JSON array closed). In JSON, bytes\n"
+    "of names that are not UTF-8 appear as \\xNN and a backslash as \\\\; CSV holds\n"
+    "names as they are.";
 
 /* Keeps the inputs for which keep(name) holds, in order. */
 static void filter_inputs(cli_inputs *in, int (*keep)(const char *, const void *), const void *context) {
@@ -225,7 +226,7 @@ static int flush_rows(void *self, const data_batch *b, double elapsed) {
 
 /* The exit status after the loop: the stop by a signal, or the summary. */
 static int finish(classify_run *c, double seconds) {
-    if (c->progress) fprintf(stderr, "\r%78s\r", "");
+    if (c->progress) cli_progress_clear();
     const int signo = cli_stop_requested();
     if (signo) {
         /* Stopped between batches: every row written is whole and a JSON

@@ -81,22 +81,27 @@ int cli_resolve_model(const char *command, const char *value, const char *revisi
      "position embeddings at another --size: auto (as the checkpoint's library), "          \
      "bicubic, bicubic-aa"}
 
-/* The safety-limit options of every command that reads a model or images,
+/* The safety-limit options of every command that reads a model and images,
  * as CLI_NUM_LIMIT_OPTIONS consecutive entries of an option table (put
  * `[OPT_LIMITS] = CLI_LIMIT_OPTIONS` last and leave CLI_NUM_LIMIT_OPTIONS
- * slots for it in the enum). */
-#define CLI_NUM_LIMIT_OPTIONS 5
-#define CLI_LIMIT_OPTIONS                                                                     \
-    {"max-pixels", 0, 1, "N", "refuse images over N pixels, before decoding (default 100000000)"}, \
+ * slots for it in the enum). A command that reads no images (info) takes
+ * the first CLI_NUM_MODEL_LIMIT_OPTIONS: CLI_MODEL_LIMIT_OPTIONS. */
+#define CLI_NUM_MODEL_LIMIT_OPTIONS 4
+#define CLI_NUM_LIMIT_OPTIONS (CLI_NUM_MODEL_LIMIT_OPTIONS + 1)
+#define CLI_MODEL_LIMIT_OPTIONS                                                               \
     {"max-header-mb", 0, 1, "N", "refuse checkpoints whose header exceeds N MiB (default 100)"}, \
     {"max-tensors", 0, 1, "N", "refuse checkpoints with over N tensors (default 100000)"},      \
     {"max-json-kb", 0, 1, "N", "refuse config JSON files over N KiB (default 16384)"},        \
     {"max-json-depth", 0, 1, "N", "refuse JSON nested deeper than N levels (default 64)"}
+#define CLI_LIMIT_OPTIONS                                                                     \
+    CLI_MODEL_LIMIT_OPTIONS,                                                                  \
+    {"max-pixels", 0, 1, "N", "refuse images over N pixels, before decoding (default 100000000)"}
 
-/* Reads the CLI_LIMIT_OPTIONS values (values[0 .. CLI_NUM_LIMIT_OPTIONS-1],
- * NULL where not given) into limits. Prints one line and returns -1 on a
- * bad value. */
-int cli_limits(const char *command, const char *const *values, vit_limits *limits);
+/* Reads the values of the first count limit options (values[0 ..
+ * count-1], NULL where not given; count is CLI_NUM_LIMIT_OPTIONS or
+ * CLI_NUM_MODEL_LIMIT_OPTIONS) into limits. Prints one line and returns -1
+ * on a bad value. */
+int cli_limits(const char *command, const char *const *values, int count, vit_limits *limits);
 
 /* The model vitc ships as the default (weights/README.md: timm's ViT-Ti/16
  * AugReg ImageNet-1k checkpoint, int8), used when a command is given no -m. */
@@ -231,6 +236,13 @@ size_t cli_split_list(char *text, const char **list, size_t max);
 /* The "done/total files, images/s, ETA, failed" line a batch run redraws on
  * a terminal. */
 void cli_show_progress(size_t done, size_t total, size_t failed, double elapsed);
+
+/* Redraws the progress line on stderr (a terminal) with printf-style text,
+ * cut to the terminal's width so that it never wraps and scrolls. */
+void cli_progress_line(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+/* Erases the progress line (before an error line or the summary). */
+void cli_progress_clear(void);
 
 /* s as one CSV field, quoted when it holds a comma, quote or line break
  * (malloc'd; NULL when out of memory). */
@@ -398,8 +410,10 @@ int cli_train(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 
 /* 'vit eval -m MODEL fashion-mnist': top-1 / top-5 on the Fashion-MNIST test
- * split (DATA_FASHION_MNIST_DIR), batch images per pass at size (0: native).
+ * split (DATA_FASHION_MNIST_DIR), batch images per pass at size (0: native);
+ * is_default: the model is the shipped default (no -m), named in the
+ * message when its classes are not Fashion-MNIST's; quiet: no timing line.
  * Returns the exit status. */
-int cli_eval_fashion_mnist(const vit_model *model, int batch, int size);
+int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int quiet);
 
 #endif

@@ -11,7 +11,7 @@
 #include "cli_mpi.h"
 
 enum { OPT_MODEL, OPT_REVISION, OPT_LABELS_CSV, OPT_OUTPUT, OPT_THREADS, OPT_SIZE, OPT_BATCH, OPT_LABELS,
-       OPT_POS_RESAMPLE, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
+       OPT_POS_RESAMPLE, OPT_QUIET, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP},
@@ -24,16 +24,18 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_BATCH] = CLI_BATCH_OPTION("16"),
     [OPT_LABELS] = CLI_LABELS_OPTION,
     [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,
+    [OPT_QUIET] = {"quiet", 'q', 0, "", "no progress or summary on stderr"},
     [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };
 
 static const char USAGE[] =
-    "usage: vit eval -m MODEL DIR [--labels-csv FILE] [-o FILE]\n"
+    "usage: vit eval [-m MODEL] DIR [--labels-csv FILE] [-o FILE]\n"
     "\n"
-    "Top-1 and top-5 accuracy on labelled images: either DIR/<class>/* (ImageFolder;\n"
-    "class folders match the model's labels: the full label, any of its comma-separated\n"
-    "names, or the class index; '_' reads as a space), the files a --labels-csv names,\n"
-    "or fashion-mnist: the Fashion-MNIST test split (Debian dataset-fashion-mnist).\n"
+    "Top-1 and top-5 accuracy on labelled images: either DIR/<class>/*\n"
+    "(ImageFolder; class folders match the model's labels: the full label, any of\n"
+    "its comma-separated names, or the class index; '_' reads as a space), the\n"
+    "files a --labels-csv names, or fashion-mnist: the Fashion-MNIST test split\n"
+    "(Debian dataset-fashion-mnist; give -m weights/fashion-mnist-vit.safetensors).\n"
     "Images that cannot be read, or whose outputs are not finite (NaN/Inf), are\n"
     "reported and left out of the accuracy.";
 
@@ -278,7 +280,7 @@ static int open_outputs(eval_run *e) {
     }
     if (cli_lock_output("eval", output, 0, &e->run.lock) != 0) return -1;
     if (!(e->out = open_atomic(output, &e->out_file))) return -1;
-    fprintf(e->out, "file,true,predicted,correct,true_label,predicted_label\n");
+    fprintf(e->out, "path,true,predicted,correct,true_label,predicted_label\n");
     return 0;
 }
 
@@ -320,8 +322,8 @@ static int show_accuracy(void *self, const data_batch *b, double elapsed) {
     eval_run *e = self;
     (void)elapsed;
     if (e->progress)
-        fprintf(stderr, "\r  %zu/%zu images, top-1 %.1f%%", b->first + b->count, e->set.count,
-                e->scored ? 100.0 * e->top1 / e->scored : 0.0);
+        cli_progress_line("  %zu/%zu images, top-1 %.1f%%", b->first + b->count, e->set.count,
+                          e->scored ? 100.0 * e->top1 / e->scored : 0.0);
     return 0;
 }
 
@@ -330,9 +332,12 @@ static int report(eval_run *e, double seconds) {
     const size_t scored = e->scored, failed = e->failed;
     printf("top-1 %.2f%% (%zu/%zu)  top-5 %.2f%% (%zu/%zu)\n", scored ? 100.0 * e->top1 / scored : 0.0,
            e->top1, scored, scored ? 100.0 * e->top5 / scored : 0.0, e->top5, scored);
-    printf("%zu images in %.1f s (%.1f images/s)%s", scored + failed, seconds,
-           seconds > 0 ? (scored + failed) / seconds : 0.0, failed ? "" : "\n");
-    if (failed) printf(", %zu failed (named on stderr) and are left out\n", failed);
+    /* Only the accuracy is the result: the rest goes with the progress. */
+    if (!e->values[OPT_QUIET]) {
+        fprintf(stderr, "vit eval: %zu images in %.1f s (%.1f images/s)%s", scored + failed, seconds,
+                seconds > 0 ? (scored + failed) / seconds : 0.0, failed ? "" : "\n");
+        if (failed) fprintf(stderr, ", %zu failed (named on stderr) and are left out\n", failed);
+    }
     if (!e->out) return 0;
     const char *output = e->values[OPT_OUTPUT];
     const int closed = close_atomic(e->out_file, e->out_failed, output);
@@ -358,14 +363,14 @@ static int score_all(eval_run *e, const char *const *paths, size_t count) {
         cli_mpi_abort(CLI_EXIT_FATAL);
         return CLI_EXIT_FATAL;
     }
-    e->progress = root && isatty(STDERR_FILENO);
+    e->progress = root && !e->values[OPT_QUIET] && isatty(STDERR_FILENO);
     const cli_batch_handlers scoring = {score, show_accuracy, e};
     double seconds;
     if ((ranks ? cli_batch_each_mpi(&e->run, paths, count, &scoring, &seconds)
                : cli_batch_each(&e->run, paths, &scoring, &seconds)) != 0)
         return CLI_EXIT_FATAL;
     if (!root) return CLI_EXIT_OK; /* rank 0 reports for the job */
-    if (e->progress) fprintf(stderr, "\r%60s\r", "");
+    if (e->progress) cli_progress_clear();
     const int signo = cli_stop_requested();
     if (signo) {
         /* No accuracy of part of the images: the outputs are dropped (the
@@ -406,7 +411,9 @@ static int run_eval(eval_run *e, const cli_args *args) {
     const char *const *v = e->values;
     if (!cli_mpi_active()) {
         const int r = set_up(e, args);
-        if (r > 0) return cli_eval_fashion_mnist(e->run.model, (int)e->run.batch, (int)e->run.size);
+        if (r > 0)
+            return cli_eval_fashion_mnist(e->run.model, v[OPT_MODEL] == NULL, (int)e->run.batch,
+                                          (int)e->run.size, v[OPT_QUIET] != NULL);
         if (r < 0 || (v[OPT_OUTPUT] && open_outputs(e) != 0)) return CLI_EXIT_FATAL;
         cli_batch_fit(&e->run, e->set.count);
         return score_all(e, (const char *const *)e->set.files, e->set.count);

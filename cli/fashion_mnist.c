@@ -6,14 +6,25 @@
 
 #include "cli.h"
 
-int cli_eval_fashion_mnist(const vit_model *model, int batch, int size) {
+/* The ten classes of Fashion-MNIST (T-shirt/top ... ankle boot). */
+#define FASHION_MNIST_CLASSES 10
+
+int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int quiet) {
+    const int classes = vit_model_config(model)->num_classes;
+    if (classes != FASHION_MNIST_CLASSES) {
+        /* An accuracy of a 1000-class model on 10 classes would be a
+         * number with no meaning; say which model is meant instead. */
+        fprintf(stderr, "vit eval: fashion-mnist has %d classes, %s has %d%s\n",
+                FASHION_MNIST_CLASSES, is_default ? "the default (ImageNet-1k) model" : "the model",
+                classes, is_default ? ": use -m weights/fashion-mnist-vit.safetensors" : "");
+        return CLI_EXIT_FATAL;
+    }
     data_mnist set;
     vit_error err;
     if (data_mnist_load(NULL, 0, &set, &err) != VIT_OK) {
         fprintf(stderr, "vit eval: %s\n", err.message);
         return CLI_EXIT_FATAL;
     }
-    const int classes = vit_model_config(model)->num_classes;
     data_preprocess pre = *vit_model_preprocess(model);
     if (size) data_preprocess_set_size(&pre, size);
     vit_context *ctx = NULL;
@@ -72,8 +83,9 @@ int cli_eval_fashion_mnist(const vit_model *model, int batch, int size) {
     const double seconds = cli_now_seconds() - start;
     printf("top-1 %.2f%% (%zu/%d)  top-5 %.2f%% (%zu/%d)\n", 100.0 * top1 / set.count, top1,
            set.count, 100.0 * top5 / set.count, top5, set.count);
-    printf("%d images in %.1f s (%.1f images/s), Fashion-MNIST test split\n", set.count, seconds,
-           seconds > 0 ? set.count / seconds : 0.0);
+    if (!quiet)
+        fprintf(stderr, "vit eval: %d images in %.1f s (%.1f images/s), Fashion-MNIST test split\n",
+                set.count, seconds, seconds > 0 ? set.count / seconds : 0.0);
     exit_code = CLI_EXIT_OK;
 done:
     free(images);

@@ -3,17 +3,20 @@
 
 #include "cli.h"
 
-enum { OPT_MODEL, OPT_REVISION, OPT_LABELS, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
+enum { OPT_MODEL, OPT_REVISION, OPT_LABELS, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_MODEL_LIMIT_OPTIONS };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP},
     [OPT_REVISION] = CLI_REVISION_OPTION,
     [OPT_LABELS] = {"labels", 0, 1, "FILE", "class labels, one per line"},
-    [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
+    [OPT_LIMITS] = CLI_MODEL_LIMIT_OPTIONS,
 };
 
-static const char USAGE[] = "usage: vit info -m MODEL\n\nDescribes a checkpoint: layout, "
-                            "architecture, parameters, labels and preprocessing.";
+static const char USAGE[] =
+    "usage: vit info [-m MODEL]\n"
+    "\n"
+    "Describes a checkpoint: layout, architecture, parameters, labels and\n"
+    "preprocessing. Without -m, the model vitc ships as its default.";
 
 int cli_info(int argc, char **argv) {
     cli_args args;
@@ -27,7 +30,7 @@ int cli_info(int argc, char **argv) {
     }
     vit_limits limits;
     vit_model *model = NULL;
-    if (cli_limits("info", &args.values[OPT_LIMITS], &limits) == 0)
+    if (cli_limits("info", &args.values[OPT_LIMITS], CLI_NUM_MODEL_LIMIT_OPTIONS, &limits) == 0)
         model = cli_load_model_limited("info", args.values[OPT_MODEL], args.values[OPT_LABELS],
                                        NULL, &limits, 0);
     free(args.positional);
@@ -36,7 +39,9 @@ int cli_info(int argc, char **argv) {
     const int grid = c->image_size / c->patch_size;
     char preprocess[256];
     data_preprocess_describe(vit_model_preprocess(model), preprocess, sizeof preprocess);
-    printf("file          %s\n", vit_model_weights_path(model));
+    /* Said, so that no one takes the default for the model they meant. */
+    printf("file          %s%s\n", vit_model_weights_path(model),
+           args.values[OPT_MODEL] ? "" : " (vitc's default model: no -m given)");
     printf("layout        %s\n", weights_layout_name(vit_model_layout(model)));
     printf("config        %s\n", vit_model_config_source(model));
     printf("architecture  %s, hidden %d, %d layers, %d heads, MLP %d\n",

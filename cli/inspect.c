@@ -45,11 +45,15 @@ enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_LAYER, OPT_THREADS, OPT_BATCH, O
 #define LAYER_HELP_BLOCK "encoder block, 0-based; negative counts from the end (default -1, the last)"
 
 #define COMMON_USAGE \
-    "PATHs are images or directories (walked recursively, sorted). With one image, -o\n" \
-    "names the output file; with several, or with -o DIR/, outputs go into DIR named\n" \
-    "after the inputs (a/b.jpg -> DIR/a/b.png). No output may be the model's files or\n" \
-    "an input. Exit status: 0 all went well, 2 some images could not be read (each\n" \
-    "named on stderr), 1 fatal error (also an output that cannot be written)."
+    "PATHs are images or directories (walked recursively, sorted). No output may be\n" \
+    "the model's files or an input. Exit status: 0 all went well, 2 some images\n" \
+    "could not be read (each named on stderr), 1 fatal error (also an output that\n" \
+    "cannot be written)."
+
+/* What the commands that draw pictures add (features writes one array). */
+#define PICTURE_USAGE(size_note) \
+    "With one image, -o names the output picture; with several, or with -o DIR/,\n" \
+    "outputs go into DIR named after the inputs (a/b.jpg -> DIR/a/b.png). " size_note "\n\n"
 
 /* The state one inspection run shares between driver and command. */
 typedef struct inspect {
@@ -91,8 +95,8 @@ static void inspect_free(inspect *s) {
 
 /* Prints "vit CMD: message" for one file, keeping the progress line tidy. */
 static int file_failed(inspect *s, const char *message) {
-    fprintf(stderr, "%svit %s: %s\n", !s->quiet && isatty(STDERR_FILENO) ? "\r" : "", s->command,
-            message);
+    if (!s->quiet && isatty(STDERR_FILENO)) cli_progress_clear();
+    fprintf(stderr, "vit %s: %s\n", s->command, message);
     return 1;
 }
 
@@ -395,7 +399,7 @@ static int inspect_run(inspect *s, inspect_handler handler, void *state) {
     }
     free(outputs);
     data_loader_free(loader);
-    if (progress) fprintf(stderr, "\r%78s\r", "");
+    if (progress) cli_progress_clear();
     if (status != CLI_EXIT_OK) return status;
     return inspect_finish(s, processed, cli_now_seconds() - start);
 }
@@ -512,12 +516,14 @@ static const cli_option ATTENTION_OPTIONS[NUM_ATTENTION_OPTS] = {
 };
 
 static const char ATTENTION_USAGE[] =
-    "usage: vit attention -m MODEL -o OUT.png [options] PATH...\n"
+    "usage: vit attention [-m MODEL] -o OUT.png [options] PATH...\n"
     "\n"
     "Draws the class token's attention over the patches, from one layer (one head or\n"
     "the mean of the heads) or as attention rollout (Abnar & Zuidema 2020), upsampled\n"
     "bilinearly and blended over the image as a heatmap (turbo colormap, min..max of\n"
-    "the map). --npy writes the raw map.\n\n" COMMON_USAGE;
+    "the map). --npy writes the raw map.\n\n"
+    PICTURE_USAGE("Pictures\nhave the input image's size; --grid tiles one picture per head and their mean,\n"
+                  "each the image scaled to at most 256 pixels a side.") COMMON_USAGE;
 
 typedef struct attention_state {
     int head; /* -1: mean */
@@ -704,7 +710,7 @@ static const cli_option FEATURES_OPTIONS[NUM_FEATURES_OPTS] = {
 };
 
 static const char FEATURES_USAGE[] =
-    "usage: vit features -m MODEL -o OUT.npy [options] PATH...\n"
+    "usage: vit features [-m MODEL] -o OUT.npy [options] PATH...\n"
     "\n"
     "Writes the token embeddings of images, in input order, as one float32 .npy array\n"
     "(images x tokens x hidden): the residual stream after block L (before the final\n"
@@ -851,7 +857,7 @@ static int features_ranks(inspect *s, features_state *st) {
     double seconds;
     if (cli_mpi_run(&job, &seconds) != 0) return CLI_EXIT_FATAL;
     if (cli_mpi_rank() != 0) return CLI_EXIT_OK; /* rank 0 reports for the job */
-    if (j.progress) fprintf(stderr, "\r%78s\r", "");
+    if (j.progress) cli_progress_clear();
     return inspect_finish(s, j.processed, seconds);
 }
 
@@ -955,20 +961,22 @@ enum { OPT_K = NUM_COMMON, OPT_SEED, OPT_FEATURE, OPT_SEGMENT_NPY, NUM_SEGMENT_O
 static const cli_option SEGMENT_OPTIONS[NUM_SEGMENT_OPTS] = {
     COMMON_OPTIONS("the label mask PNG (beside it NAME.overlay.png), or a directory (ending in /)",
                    LAYER_HELP_BLOCK),
-    [OPT_K] = {"clusters", 'k', 1, "K", "number of clusters (default 4)"},
+    /* No -k: that is classify's top-k, and one letter must not mean two things. */
+    [OPT_K] = {"clusters", 0, 1, "K", "number of clusters (default 4)"},
     [OPT_SEED] = {"seed", 0, 1, "S", "k-means++ seed (default 0)"},
     [OPT_FEATURE] = {"feature", 0, 1, "WHAT", "token (residual stream after block L, default) or key (block L's attention keys)"},
     [OPT_SEGMENT_NPY] = {"npy", 0, 1, "PATH", "also write the grid_h x grid_w int32 label grid as .npy"},
 };
 
 static const char SEGMENT_USAGE[] =
-    "usage: vit segment -m MODEL -o MASK.png [options] PATH...\n"
+    "usage: vit segment [-m MODEL] -o MASK.png [options] PATH...\n"
     "\n"
     "Unsupervised part segmentation: the patch tokens of block L (or its keys) are\n"
     "L2-normalised and clustered with k-means (k-means++ seeding, fixed seed,\n"
     "deterministic). MASK.png is a greyscale PNG of the image's size whose values are\n"
     "the cluster ids (0..K-1; 255 where the model saw nothing, outside its crop);\n"
-    "MASK.overlay.png shows the clusters in colour over the image.\n\n" COMMON_USAGE;
+    "MASK.overlay.png shows the clusters in colour over the image.\n\n"
+    PICTURE_USAGE("") COMMON_USAGE;
 
 typedef struct segment_state {
     int k, keys;
@@ -1037,7 +1045,7 @@ int cli_segment(int argc, char **argv) {
     const char **v = s.args.values;
     segment_state st = {.k = 4};
     long k = 4, seed = 0;
-    if ((v[OPT_K] && cli_int("segment", "-k", v[OPT_K], 1, 254, &k)) ||
+    if ((v[OPT_K] && cli_int("segment", "--clusters", v[OPT_K], 1, 254, &k)) ||
         (v[OPT_SEED] && cli_int("segment", "--seed", v[OPT_SEED], 0, 0x7fffffffL, &seed)))
         goto done;
     st.k = (int)k;
@@ -1050,7 +1058,7 @@ int cli_segment(int argc, char **argv) {
     s.overlay = 1;
     if (inspect_setup(&s, CLI_NAMES_OUTPUTS, NULL, 0, v[OPT_SEGMENT_NPY]) != 0) goto done;
     if (st.k > s.patches) {
-        fprintf(stderr, "vit segment: -k %d is more clusters than the %d patches\n", st.k, s.patches);
+        fprintf(stderr, "vit segment: --clusters %d is more clusters than the %d patches\n", st.k, s.patches);
         goto done;
     }
     st.points = malloc((size_t)s.patches * s.dim * sizeof *st.points);
@@ -1089,11 +1097,13 @@ static const cli_option PATCHES_OPTIONS[NUM_PATCHES_OPTS] = {
 };
 
 static const char PATCHES_USAGE[] =
-    "usage: vit patches -m MODEL -o OUT.png [options] PATH...\n"
+    "usage: vit patches [-m MODEL] -o OUT.png [options] PATH...\n"
     "\n"
     "Applies the final LayerNorm and the classifier head to every patch token after\n"
     "block L (the last by default) and draws each patch's top-1 class over the image,\n"
-    "with a legend of the most frequent classes. --npy writes the per-patch logits.\n\n" COMMON_USAGE;
+    "with a legend of the most frequent classes. --npy writes the per-patch logits.\n\n"
+    PICTURE_USAGE("The\npicture has the input image's size, the legend in its bottom left corner.")
+    COMMON_USAGE;
 
 typedef struct patches_state {
     int legend, classes;

@@ -15,7 +15,7 @@ enum {
     OPT_DATA, OPT_OUTPUT, OPT_ARCH, OPT_DIM, OPT_DEPTH, OPT_HEADS, OPT_MLP, OPT_PATCH, OPT_SIZE,
     OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_MIN_LR, OPT_WD, OPT_WARMUP, OPT_SMOOTHING, OPT_CLIP,
     OPT_SEED, OPT_VAL, OPT_RESUME, OPT_INIT, OPT_FREEZE, OPT_LIMIT, OPT_MIN_SCALE, OPT_NO_FLIP,
-    OPT_SHIFT, OPT_THREADS, NUM_OPTS
+    OPT_SHIFT, OPT_THREADS, OPT_QUIET, NUM_OPTS
 };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
@@ -52,15 +52,17 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_SHIFT] = {"shift", 0, 1, "N", "fashion-mnist: move each image by up to N pixels each way "
                                        "at random, background filling the gap (default 0)"},
     [OPT_THREADS] = {"threads", 't', 1, "N", "threads (default: all cores)"},
+    [OPT_QUIET] = {"quiet", 'q', 0, "", "no progress or per-epoch lines on stderr (errors only)"},
 };
 
 static const char USAGE[] =
-    "usage: vit train --data SRC -o OUT.safetensors [--arch tiny|small|custom] [--epochs E]\n"
-    "                 [-b B] [--lr X] [--wd X] [--seed N] [--val SRC] [--resume CKPT]\n"
-    "                 [--init MODEL [--freeze-backbone]]\n"
+    "usage: vit train --data SRC -o OUT.safetensors [--arch tiny|small|custom]\n"
+    "                 [--epochs E] [-b B] [--lr X] [--wd X] [--seed N] [--val SRC]\n"
+    "                 [--resume CKPT] [--init MODEL [--freeze-backbone]]\n"
     "\n"
-    "Trains a ViT on SRC: fashion-mnist (the Debian package dataset-fashion-mnist; 28x28\n"
-    "grey, flipped at random) or DIR/<class>/* photos (random resized crop and flip).\n"
+    "Trains a ViT on SRC: fashion-mnist (the Debian package dataset-fashion-mnist;\n"
+    "28x28 grey, flipped at random) or DIR/<class>/* photos (random resized crop and\n"
+    "flip).\n"
     "AdamW, linear warm-up then cosine decay, label smoothing, gradient clipping; the\n"
     "same seed and thread count give the same model. OUT is replaced atomically after\n"
     "every epoch and loads with 'vit classify -m OUT'.";
@@ -360,11 +362,11 @@ static int create_model(vit_trainer *t, const vit_config *config, const train_op
     return 0;
 }
 
-/* The epochs from start_epoch on, with progress on stderr and a checkpoint
- * after each. */
-static int run_epochs(vit_trainer *t, long start_epoch) {
+/* The epochs from start_epoch on, with progress on stderr (unless quiet)
+ * and a checkpoint after each. */
+static int run_epochs(vit_trainer *t, long start_epoch, int quiet) {
     /* Under MPI rank 0 alone speaks and writes; every rank trains. */
-    const int root = cli_mpi_train_rank() == 0;
+    const int root = cli_mpi_train_rank() == 0, speak = root && !quiet;
     const int tty = isatty(STDERR_FILENO);
     const double run_start = cli_now_seconds();
     const long steps = t->steps_per_epoch;
@@ -389,25 +391,31 @@ static int run_epochs(vit_trainer *t, long start_epoch) {
             hits += (size_t)res.correct;
             seen += (size_t)res.placed;
             const double now = cli_now_seconds();
-            if (root && (now - last_print >= (tty ? 0.5 : 30.0) || s + 1 == steps)) {
+            if (speak && (now - last_print >= (tty ? 0.5 : 30.0) || s + 1 == steps)) {
                 last_print = now;
-                fprintf(stderr, "%sepoch %ld/%ld  step %ld/%ld  loss %.4f  acc %.2f%%  lr %.2e  %.0f images/s%s",
-                        tty ? "\r" : "", epoch + 1, t->epochs, s + 1, steps, loss_sum / seen,
-                        100.0 * hits / seen, (double)res.lr, seen / (now - epoch_start),
-                        tty ? "  " : "\n");
+                char line[256];
+                snprintf(line, sizeof line,
+                         "epoch %ld/%ld  step %ld/%ld  loss %.4f  acc %.2f%%  lr %.2e  %.0f images/s",
+                         epoch + 1, t->epochs, s + 1, steps, loss_sum / seen, 100.0 * hits / seen,
+                         (double)res.lr, seen / (now - epoch_start));
+                if (tty) cli_progress_line("%s", line);
+                else fprintf(stderr, "%s\n", line);
             }
         }
         const double val_acc = vit_trainer_validate(t);
         t->epoch_done = epoch + 1;
         const double took = cli_now_seconds() - epoch_start;
         if (!root) continue;
-        fprintf(stderr, "%sepoch %ld/%ld: loss %.4f, train top-1 %.2f%%", tty ? "\r" : "",
-                epoch + 1, t->epochs, seen ? loss_sum / seen : 0.0, seen ? 100.0 * hits / seen : 0.0);
-        if (val_acc >= 0) fprintf(stderr, ", val top-1 %.2f%%", 100.0 * val_acc);
-        fprintf(stderr, ", %.1f s (%.0f images/s", took, seen / took);
-        if (cli_mpi_train_size() > 1)
-            fprintf(stderr, "; %.2f s in gradient sums", cli_mpi_train_sum_seconds() - sums_before);
-        fprintf(stderr, ")\n");
+        if (speak) {
+            if (tty) cli_progress_clear();
+            fprintf(stderr, "epoch %ld/%ld: loss %.4f, train top-1 %.2f%%", epoch + 1, t->epochs,
+                    seen ? loss_sum / seen : 0.0, seen ? 100.0 * hits / seen : 0.0);
+            if (val_acc >= 0) fprintf(stderr, ", val top-1 %.2f%%", 100.0 * val_acc);
+            fprintf(stderr, ", %.1f s (%.0f images/s", took, seen / took);
+            if (cli_mpi_train_size() > 1)
+                fprintf(stderr, "; %.2f s in gradient sums", cli_mpi_train_sum_seconds() - sums_before);
+            fprintf(stderr, ")\n");
+        }
         if (vit_trainer_save(t, val_acc, cli_now_seconds() - run_start, &err) != VIT_OK) {
             fprintf(stderr, "vit train: %s\n", err.message);
             cli_mpi_train_abort(1);
@@ -532,7 +540,7 @@ static int prepare_run(train_run *r) {
         fprintf(stderr, "vit train: %s\n", err.message);
         return -1;
     }
-    if (t->features)
+    if (t->features && !r->v[OPT_QUIET])
         fprintf(stderr, "features of %zu images in %.1f s\n", train->count + r->val.count,
                 cli_now_seconds() - t0);
     return 0;
@@ -578,7 +586,7 @@ static int train_main(int argc, char **argv) {
                  omp_get_max_threads());
     else
         snprintf(workers, sizeof workers, "%d threads", omp_get_max_threads());
-    if (cli_mpi_train_rank() == 0)
+    if (cli_mpi_train_rank() == 0 && !r.v[OPT_QUIET])
         fprintf(stderr, "training %s: %zu images, %d classes; ViT D %d, %d layers, %d heads, "
                         "MLP %d, patch %d, %dx%d x%d; %zu parameters; %ld epochs of %ld steps "
                         "(batch %ld), %s\n",
@@ -586,7 +594,7 @@ static int train_main(int argc, char **argv) {
                 c->num_heads, c->mlp_size, c->patch_size, c->image_size, c->image_size,
                 c->num_channels, vit_train_num_params(r.t.model), r.t.epochs,
                 r.t.steps_per_epoch, r.o.batch, workers);
-    if (run_epochs(&r.t, r.start_epoch) != 0) goto done;
+    if (run_epochs(&r.t, r.start_epoch, r.v[OPT_QUIET] != NULL) != 0) goto done;
     exit_code = r.train.unreadable.count || r.val.unreadable.count ? CLI_EXIT_SOME_FAILED
                                                                    : CLI_EXIT_OK;
 done:

@@ -635,7 +635,7 @@ def option_cases(a):
         a.run("classify %s %s" % (bad[i], bad[i + 1]), d, args, expect=(0, 1) if bad[i] in ("--size", "--ext") else 1)
     for cmd, args in (("attention", ["--grid", "--head", "1"]), ("attention", ["--head", "99"]),
                       ("attention", ["--layer", "99"]), ("attention", ["--discard", "1.5"]),
-                      ("segment", ["-k", "0"]), ("segment", ["-k", "100000"]), ("features", ["--tokens", "x"]),
+                      ("segment", ["--clusters", "0"]), ("segment", ["--clusters", "100000"]), ("features", ["--tokens", "x"]),
                       ("patches", ["--legend", "-1"])):
         out = "out/o.npy" if cmd == "features" else "out/o.png"
         a.run("%s %s" % (cmd, " ".join(args)), d, [cmd, "-q", "-m", "in/model", "in/x.png", "-o", out] + args,

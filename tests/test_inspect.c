@@ -526,7 +526,7 @@ Test(commands, segment_mask_overlay_and_labels, .init = make_tmpdir, .fini = rem
     snprintf(out, sizeof out, "%s/mask.png", tmpdir);
     snprintf(over, sizeof over, "%s/mask.overlay.png", tmpdir);
     snprintf(npy, sizeof npy, "%s/labels.npy", tmpdir);
-    snprintf(args, sizeof args, "segment -q -m %s %s -o %s --npy %s -k 3 --seed 5", MODEL, img, out, npy);
+    snprintf(args, sizeof args, "segment -q -m %s %s -o %s --npy %s --clusters 3 --seed 5", MODEL, img, out, npy);
     run_result *r = run(args);
     cr_assert_eq(r->status, 0, "%s", r->err);
     expect_png_size(out, 64, 48, 1);

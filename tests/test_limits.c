@@ -310,7 +310,9 @@ Test(limits, help_lists_the_limit_flags) {
         cr_expect_eq(r->status, 0);
         const char *flags[] = {"--max-pixels", "--max-header-mb", "--max-tensors", "--max-json-kb",
                                "--max-json-depth"};
-        for (int k = 0; k < 5; k++) cr_expect(strstr(r->out, flags[k]), "%s lacks %s", commands[i], flags[k]);
+        /* info reads no image: no pixel limit to offer. */
+        for (int k = i == 2; k < 5; k++)
+            cr_expect(strstr(r->out, flags[k]), "%s lacks %s", commands[i], flags[k]);
     }
 }
 
