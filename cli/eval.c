@@ -330,8 +330,12 @@ static int report(eval_run *e, double seconds) {
     const size_t scored = e->scored, failed = e->failed;
     printf("top-1 %.2f%% (%zu/%zu)  top-5 %.2f%% (%zu/%zu)\n", scored ? 100.0 * e->top1 / scored : 0.0,
            e->top1, scored, scored ? 100.0 * e->top5 / scored : 0.0, e->top5, scored);
-    printf("%zu images in %.1f s (%.1f images/s)%s", scored + failed, seconds,
-           seconds > 0 ? (scored + failed) / seconds : 0.0, failed ? "" : "\n");
+    const cli_timings *t = &e->run.timings;
+    char split[96] = "";
+    if (t->split)
+        snprintf(split, sizeof split, ", decode wait %.2f s, forward %.2f s", t->decode, t->forward);
+    printf("%zu images in %.1f s (%.1f images/s; load %.2f s%s)%s", scored + failed, seconds,
+           seconds > 0 ? (scored + failed) / seconds : 0.0, t->load, split, failed ? "" : "\n");
     if (failed) printf(", %zu failed (named on stderr) and are left out\n", failed);
     if (!e->out) return 0;
     const char *output = e->values[OPT_OUTPUT];

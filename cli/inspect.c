@@ -71,6 +71,7 @@ typedef struct inspect {
     char *ext_text;
     size_t failed;
     int inputs_given; /* in was filled by rank 0 of an MPI job: no walk */
+    cli_timings timings; /* for the summary line */
 } inspect;
 
 /* A per-file handler: row is the image's index in the batch (its captures),
@@ -249,8 +250,10 @@ static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path,
     if (naming == CLI_NAMES_OUTPUTS && mark_collisions(s) != 0) return -1;
 
     cli_set_threads((int)threads);
+    const double load_start = cli_now_seconds();
     s->model = cli_load_model_limited(s->command, a->values[OPT_MODEL], labels_path,
                                       a->values[OPT_POS_RESAMPLE], NULL, (int)size);
+    s->timings.load = cli_now_seconds() - load_start;
     if (!s->model) return -1;
     const vit_config *c = vit_model_config(s->model);
     s->layers = c->num_layers;
@@ -364,8 +367,17 @@ static int inspect_run(inspect *s, inspect_handler handler, void *state) {
     int status = CLI_EXIT_OK;
     data_batch b;
     cli_catch_stop_signals();
-    while (status == CLI_EXIT_OK && !cli_stop_requested() && data_loader_next(loader, &b) > 0) {
-        if (cli_run_batch(s->command, s->ctx, s->model, (const char *const *)s->in.paths, &b, outputs) != 0) {
+    s->timings.split = 1;
+    while (status == CLI_EXIT_OK && !cli_stop_requested()) {
+        /* decode: the time the model waited for the loader (cli_timings). */
+        const double wait = cli_now_seconds();
+        if (data_loader_next(loader, &b) <= 0) break;
+        const double forward = cli_now_seconds();
+        s->timings.decode += forward - wait;
+        const int rc = cli_run_batch(s->command, s->ctx, s->model, (const char *const *)s->in.paths, &b,
+                                     outputs);
+        s->timings.forward += cli_now_seconds() - forward;
+        if (rc != 0) {
             status = CLI_EXIT_FATAL;
             break;
         }
@@ -410,9 +422,8 @@ static int inspect_finish(inspect *s, size_t processed, double seconds) {
                 signo == SIGINT ? "SIGINT" : "SIGTERM", processed, s->in.count);
         return 128 + signo;
     }
-    if (!s->quiet)
-        fprintf(stderr, "vit %s: %zu files, %zu failed, %.1f s, %.1f images/s\n", s->command,
-                processed, s->failed, seconds, seconds > 0 ? processed / seconds : 0.0);
+    s->timings.total = seconds;
+    if (!s->quiet) cli_print_summary(s->command, "computed", processed, s->failed, &s->timings);
     return s->failed || s->in.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 }
 
