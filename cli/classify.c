@@ -23,8 +23,7 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_THREADS] = CLI_THREADS_OPTION,
     [OPT_SIZE] = {"size", 0, 1, "S", "input size, position embeddings resampled (default: native)"},
     [OPT_LABELS] = CLI_LABELS_OPTION,
-    [OPT_FORMAT] = {"format", 0, 1, "FMT", "text, csv, jsonl, json, hf, hf-jsonl or npy (default: from "
-                                           "-o's extension, else text)"},
+    [OPT_FORMAT] = {"format", 0, 1, "FMT", "text|csv|jsonl|json|hf|hf-jsonl|npy; default by -o"},
     [OPT_BATCH] = CLI_BATCH_OPTION("16"),
     [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "write results to FILE instead of standard output"},
     [OPT_RESUME] = {"resume", 0, 0, "", "with -o (csv/jsonl): skip files already in FILE, append the rest "
@@ -35,8 +34,7 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_SHARD] = {"shard", 0, 1, "I/N", "process only shard I of N (0 <= I < N), by a stable hash of the path"},
     [OPT_NO_PREFETCH] = {"no-prefetch", 0, 0, "", "decode each batch only when the model needs it (for benchmarks)"},
     [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,
-    [OPT_ALL_CLASSES] = {"all-classes", 0, 1, "WHAT", "probs or logits of every class instead of the top -k "
-                                                      "(csv, jsonl, json, npy)"},
+    [OPT_ALL_CLASSES] = {"all-classes", 0, 1, "WHAT", "probs or logits of every class, not the top -k"},
     [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };
 

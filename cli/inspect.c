@@ -712,9 +712,8 @@ static const cli_option FEATURES_OPTIONS[NUM_FEATURES_OPTS] = {
     COMMON_OPTIONS("the .npy file to write (images x tokens x hidden, float32)",
                    LAYER_HELP_BLOCK ", or embed for the encoder input"),
     [OPT_TOKENS] = {"tokens", 0, 1, "WHICH", "cls (the class token), patch (the patches) or all (default)"},
-    [OPT_POOL] = {"pool", 0, 1, "HOW", "after the final LayerNorm: cls, mean (of the patches) or "
-                                       "none (every token)"},
-    [OPT_L2] = {"l2", 0, 0, "", "divide each output vector (each token's) by its L2 norm"},
+    [OPT_POOL] = {"pool", 0, 1, "HOW", "cls, mean or none: final-normed tokens pooled"},
+    [OPT_L2] = {"l2", 0, 0, "", "divide each output vector by its L2 norm"},
 };
 
 static const char FEATURES_USAGE[] =
