@@ -37,8 +37,8 @@ calc() { awk "BEGIN { print $1 }"; }
 # median [min-max] of the numbers on stdin
 spread() { sort -g | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2;
                                             printf "%.2f [%.2f-%.2f]", m, v[1], v[NR] }'; }
-# images/s from a summary line "vit classify: N files, F failed, S s, R images/s"
-rate_of() { sed -n 's/.* s, \([0-9.]*\) images\/s$/\1/p' "$1" | tail -1; }
+# images/s from a summary line "vit classify: N files, F failed; load ... s; R images/s"
+rate_of() { sed -n 's/.* s; \([0-9.]*\) images\/s$/\1/p' "$1" | tail -1; }
 
 files=$(find "$dir" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) | wc -l)
 cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)

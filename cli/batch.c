@@ -24,8 +24,10 @@ int cli_batch_numbers(cli_batch_run *run, const char *const *limit_values, const
 int cli_batch_load_model(cli_batch_run *run, const char *model_path, const char *labels_path,
                          const char *pos_resample, const char *no_head_note) {
     cli_set_threads((int)run->threads);
+    const double start = cli_now_seconds();
     run->model = cli_load_model_limited(run->command, model_path, labels_path, pos_resample,
                                         &run->limits, (int)run->size);
+    run->timings.load = cli_now_seconds() - start;
     if (!run->model) return -1;
     if (vit_model_config(run->model)->num_classes == 0) {
         fprintf(stderr, "vit %s: %s has no classification head%s\n", run->command,
@@ -60,7 +62,8 @@ int cli_batch_start(cli_batch_run *run, const char *const *paths, size_t count, 
 
 static int compute_batch(void *self, data_batch *b, float *results) {
     cli_batch_run *run = self;
-    return cli_run_batch(run->command, run->ctx, run->model, run->paths, b, results);
+    return cli_run_batch_softmax(run->command, run->ctx, run->model, run->paths, b, results,
+                                 !run->logits);
 }
 
 int cli_batch_each_mpi(cli_batch_run *run, const char *const *paths, size_t count,
@@ -75,7 +78,10 @@ int cli_batch_each_mpi(cli_batch_run *run, const char *const *paths, size_t coun
                              .compute = compute_batch,
                              .handlers = *h,
                              .self = run};
-    return cli_mpi_run(&job, seconds);
+    const int rc = cli_mpi_run(&job, seconds);
+    run->timings.total = *seconds;
+    run->timings.split = 0;
+    return rc;
 }
 
 int cli_batch_each(cli_batch_run *run, const char *const *paths, const cli_batch_handlers *h,
@@ -83,8 +89,20 @@ int cli_batch_each(cli_batch_run *run, const char *const *paths, const cli_batch
     const double start = cli_now_seconds();
     data_batch b;
     cli_catch_stop_signals();
-    while (!cli_stop_requested() && data_loader_next(run->loader, &b) > 0) {
-        if (cli_run_batch(run->command, run->ctx, run->model, paths, &b, run->outputs) != 0) return -1;
+    cli_timings *t = &run->timings;
+    t->split = 1;
+    for (;;) {
+        if (cli_stop_requested()) break;
+        /* How long the model waits for the loader: decoding that the
+         * prefetch did not hide behind the previous forward pass. */
+        const double wait = cli_now_seconds();
+        if (data_loader_next(run->loader, &b) <= 0) break;
+        const double forward = cli_now_seconds();
+        t->decode += forward - wait;
+        const int rc = cli_run_batch_softmax(run->command, run->ctx, run->model, paths, &b,
+                                             run->outputs, !run->logits);
+        t->forward += cli_now_seconds() - forward;
+        if (rc != 0) return -1;
         for (int i = 0; i < b.count; i++) {
             const size_t index = b.first + (size_t)i;
             if (b.row[i] < 0)
@@ -94,7 +112,7 @@ int cli_batch_each(cli_batch_run *run, const char *const *paths, const cli_batch
         }
         if (h->batch_done(h->self, &b, cli_now_seconds() - start) != 0) return -1;
     }
-    *seconds = cli_now_seconds() - start;
+    *seconds = t->total = cli_now_seconds() - start;
     return 0;
 }
 

@@ -11,7 +11,7 @@
 
 enum { OPT_MODEL, OPT_REVISION, OPT_TOPK, OPT_THREADS, OPT_SIZE, OPT_LABELS, OPT_FORMAT,
        OPT_BATCH, OPT_OUTPUT, OPT_RESUME, OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, OPT_SHARD, OPT_NO_PREFETCH,
-       OPT_POS_RESAMPLE, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
+       OPT_POS_RESAMPLE, OPT_ALL_CLASSES, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
 
 #define DEFAULT_BATCH 16
 
@@ -23,7 +23,7 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_THREADS] = CLI_THREADS_OPTION,
     [OPT_SIZE] = {"size", 0, 1, "S", "input size, position embeddings resampled (default: native)"},
     [OPT_LABELS] = CLI_LABELS_OPTION,
-    [OPT_FORMAT] = {"format", 0, 1, "FMT", "text, csv, jsonl or json (default: from -o's extension, else text)"},
+    [OPT_FORMAT] = {"format", 0, 1, "FMT", "text|csv|jsonl|json|hf|hf-jsonl|npy; default by -o"},
     [OPT_BATCH] = CLI_BATCH_OPTION("16"),
     [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "write results to FILE instead of standard output"},
     [OPT_RESUME] = {"resume", 0, 0, "", "with -o (csv/jsonl): skip files already in FILE, append the rest "
@@ -34,6 +34,7 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_SHARD] = {"shard", 0, 1, "I/N", "process only shard I of N (0 <= I < N), by a stable hash of the path"},
     [OPT_NO_PREFETCH] = {"no-prefetch", 0, 0, "", "decode each batch only when the model needs it (for benchmarks)"},
     [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,
+    [OPT_ALL_CLASSES] = {"all-classes", 0, 1, "WHAT", "probs or logits of every class, not the top -k"},
     [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };
 
@@ -47,7 +48,17 @@ static const char USAGE[] =
     "(each named on stderr and in its row), 1 fatal error, 130/143 stopped by\n"
     "SIGINT/SIGTERM (rows written are whole, a JSON array closed). In JSON, bytes\n"
     "of names that are not UTF-8 appear as \\xNN and a backslash as \\\\; CSV holds\n"
-    "names as they are.";
+    "names as they are.\n"
+    "\n"
+    "--format hf writes what transformers' pipeline(\"image-classification\")\n"
+    "returns: a JSON array, in input order, of one [{\"label\", \"score\"}, ...] list\n"
+    "per image (a failed image: []); hf-jsonl one {\"path\", \"predictions\",\n"
+    "\"error\"} a line. --all-classes probs|logits writes every class instead of the\n"
+    "top -k: CSV columns path, one per class named by its label, error; JSON\n"
+    "\"probs\"/\"logits\"; -o OUT.npy an images x classes float32 array (a failed\n"
+    "image: NaN), written whole at the end. Outputs whose rows carry no path (npy,\n"
+    "hf) get OUT.files.jsonl beside them, naming each row's image, when there are\n"
+    "several images.";
 
 /* Keeps the inputs for which keep(name) holds, in order. */
 static void filter_inputs(cli_inputs *in, int (*keep)(const char *, const void *), const void *context) {
@@ -122,6 +133,7 @@ typedef struct classify_run {
     const char *const *values; /* the parsed options, by OPT_ */
     const char *output;        /* -o, NULL: standard output */
     cli_results_format format;
+    int all_classes; /* CLI_TOP_K, CLI_ALL_PROBS or CLI_ALL_LOGITS */
     long top_k;
     int resume, quiet, progress;
     shard part;
@@ -132,6 +144,8 @@ typedef struct classify_run {
     cli_results results;
     int results_open;
     size_t to_write, processed, failed;
+    size_t inputs; /* files of this run before --resume left out the finished ones */
+    int several; /* several images, or a directory: rows named in OUT.files.jsonl (npy, hf) */
 } classify_run;
 
 /* The options besides the batch run's, checked in the order they always were. */
@@ -146,9 +160,37 @@ static int read_settings(classify_run *c, const cli_args *args) {
         fprintf(stderr, "vit classify: --format expects text, csv, jsonl or json, got '%s'\n", v[OPT_FORMAT]);
         return -1;
     }
+    if (v[OPT_ALL_CLASSES]) {
+        if (strcmp(v[OPT_ALL_CLASSES], "probs") == 0) c->all_classes = CLI_ALL_PROBS;
+        else if (strcmp(v[OPT_ALL_CLASSES], "logits") == 0) c->all_classes = CLI_ALL_LOGITS;
+        else {
+            fprintf(stderr, "vit classify: --all-classes expects probs or logits, got '%s'\n",
+                    v[OPT_ALL_CLASSES]);
+            return -1;
+        }
+        /* Every class on standard output: CSV, unless a format was asked for. */
+        if (!v[OPT_FORMAT] && c->format == CLI_RESULTS_TEXT) c->format = CLI_RESULTS_CSV;
+        if (c->format == CLI_RESULTS_TEXT || c->format == CLI_RESULTS_HF ||
+            c->format == CLI_RESULTS_HF_JSONL) {
+            fprintf(stderr, "vit classify: --all-classes writes csv, jsonl, json or npy, not %s\n",
+                    v[OPT_FORMAT] ? v[OPT_FORMAT] : "text");
+            return -1;
+        }
+        c->run.logits = c->all_classes == CLI_ALL_LOGITS;
+    } else if (c->format == CLI_RESULTS_NPY) {
+        fprintf(stderr, "vit classify: a .npy output holds every class: give --all-classes probs "
+                        "or --all-classes logits\n");
+        return -1;
+    }
+    if (c->format == CLI_RESULTS_NPY && !c->output) {
+        fprintf(stderr, "vit classify: --format npy needs -o FILE.npy\n");
+        return -1;
+    }
     c->resume = v[OPT_RESUME] != NULL;
-    if (c->resume && (!c->output || (c->format != CLI_RESULTS_CSV && c->format != CLI_RESULTS_JSONL))) {
-        fprintf(stderr, "vit classify: --resume needs -o FILE in csv or jsonl format\n");
+    if (c->resume && (!c->output || (c->format != CLI_RESULTS_CSV && c->format != CLI_RESULTS_JSONL &&
+                                     c->format != CLI_RESULTS_HF_JSONL))) {
+        fprintf(stderr, "vit classify: --resume needs -o FILE in csv, jsonl or hf-jsonl format%s\n",
+                c->format == CLI_RESULTS_NPY ? " (a .npy is written whole at the end)" : "");
         return -1;
     }
     if (v[OPT_SHARD] && parse_shard(v[OPT_SHARD], &c->part) != 0) {
@@ -175,6 +217,13 @@ static int collect_inputs(classify_run *c, const cli_args *args) {
     if (cli_inputs_collect("classify", args->positional, args->num_positional, &walk, CLI_NAMES_ROWS,
                            &c->in) != 0)
         return -1;
+    /* As vit features: a names file when there are several images (or a
+     * directory, which may hold several). */
+    c->several = c->in.count > 1;
+    for (int a = 0; a < args->num_positional; a++) {
+        struct stat st;
+        c->several |= stat(args->positional[a], &st) == 0 && S_ISDIR(st.st_mode);
+    }
     if (c->part.count > 1) filter_inputs(&c->in, in_shard, &c->part);
     return 0;
 }
@@ -184,18 +233,31 @@ static int collect_inputs(classify_run *c, const cli_args *args) {
 static int open_results(classify_run *c) {
     /* Before the output is opened (and cut): it must be none of the files
      * this run reads, and no other vit process may be writing it. */
-    if (c->output &&
+    const int names_file = c->output && c->several &&
+                           (c->format == CLI_RESULTS_NPY || c->format == CLI_RESULTS_HF);
+    char *names_path = names_file ? cli_files_list_path(c->output) : NULL;
+    if (names_file && !names_path) {
+        fprintf(stderr, "vit classify: out of memory\n");
+        return -1;
+    }
+    /* A .npy is renamed into place at the end: its lock is OUT.lock. */
+    const int refused =
+        c->output &&
         (cli_protect_run("classify", &c->run.protect, c->run.model, c->values[OPT_LABELS],
                          (const char *const *)c->in.paths, c->in.count) != 0 ||
          cli_check_output("classify", &c->run.protect, c->output) != 0 ||
-         cli_lock_output("classify", c->output, 1, &c->run.lock) != 0))
-        return -1;
-    const cli_run_settings settings = {(int)c->run.size, c->values[OPT_POS_RESAMPLE], c->values[OPT_SHARD]};
+         (names_path && cli_check_output("classify", &c->run.protect, names_path) != 0) ||
+         cli_lock_output("classify", c->output, c->format != CLI_RESULTS_NPY, &c->run.lock) != 0);
+    free(names_path);
+    if (refused) return -1;
+    const cli_run_settings settings = {(int)c->run.size, c->values[OPT_POS_RESAMPLE], c->values[OPT_SHARD],
+                                       c->all_classes, c->in.count, names_file};
     if (cli_results_open(&c->results, c->output, c->format, (int)c->top_k, c->run.model, &settings,
                          c->resume, &c->done) != 0)
         return -1;
     c->results_open = 1;
     cli_batch_fit(&c->run, c->in.count);
+    c->inputs = c->in.count;
     if (c->resume && keep_unfinished_batches(&c->in, &c->skip_row, &c->done, (size_t)c->run.batch) != 0) {
         fprintf(stderr, "vit classify: out of memory\n");
         return -1;
@@ -234,15 +296,25 @@ static int finish(classify_run *c, double seconds) {
         fprintf(stderr, "vit classify: stopped by %s after %zu of %zu files%s\n",
                 signo == SIGINT ? "SIGINT" : "SIGTERM", c->processed, c->to_write,
                 !c->output ? ""
-                : c->format == CLI_RESULTS_CSV || c->format == CLI_RESULTS_JSONL ? "; --resume continues"
-                : c->format == CLI_RESULTS_JSON ? "; the JSON array holds their rows (a json file "
-                                                  "cannot be resumed: use jsonl for that)"
-                : "");
+                : c->format == CLI_RESULTS_CSV || c->format == CLI_RESULTS_JSONL ||
+                        c->format == CLI_RESULTS_HF_JSONL ? "; --resume continues"
+                : c->format == CLI_RESULTS_JSON || c->format == CLI_RESULTS_HF
+                    ? "; the JSON array holds their rows (a json file cannot be resumed: use "
+                      "jsonl for that)"
+                : c->format == CLI_RESULTS_NPY ? "; nothing written" : "");
         return 128 + signo;
     }
-    if (!c->quiet)
-        fprintf(stderr, "vit classify: %zu files, %zu failed, %.1f s, %.1f images/s\n", c->processed,
-                c->failed, seconds, seconds > 0 ? c->processed / seconds : 0.0);
+    (void)seconds; /* in c->run.timings */
+    if (c->quiet) {
+    } else if (c->processed == 0 && c->resume) {
+        if (c->inputs == 1)
+            fprintf(stderr, "vit classify: nothing to do: the one file is already in %s\n", c->output);
+        else
+            fprintf(stderr, "vit classify: nothing to do: all %zu files already in %s\n", c->inputs,
+                    c->output);
+    } else {
+        cli_print_summary("classify", "classified", c->processed, c->failed, &c->run.timings);
+    }
     return c->failed || c->in.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 }
 
@@ -303,7 +375,10 @@ int cli_classify(int argc, char **argv) {
                       .top_k = 5,
                       .part = {0, 1}};
     const int exit_code = run_classify(&c, &args);
-    if (c.results_open) cli_results_close(&c.results);
+    if (c.results_open) {
+        c.results.abandon = 1; /* a fatal error: a .npy is not left half-made */
+        cli_results_close(&c.results);
+    }
     cli_batch_free(&c.run);
     free(c.ext_text);
     cli_inputs_free(&c.in);

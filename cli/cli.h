@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "base_io.h"
 #include "vit.h"
 
 /* Exit statuses, the same for every subcommand. */
@@ -130,6 +131,27 @@ vit_model *cli_load_model_limited(const char *command, const char *model_path,
  * line and returns -1 if the forward pass fails. */
 int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
                   const char *const *paths, data_batch *batch, float *outputs);
+
+/* cli_run_batch with the softmax chosen: softmax 0 leaves a head's outputs
+ * as the logits (classify --all-classes logits). */
+int cli_run_batch_softmax(const char *command, vit_context *ctx, const vit_model *model,
+                          const char *const *paths, data_batch *batch, float *outputs, int softmax);
+
+/* Where a batch run's time went, for the summary line. decode is the time
+ * the forward pass waited for decoded images: with the prefetching loader
+ * decoding overlaps the forward pass, and only the part it does not hide
+ * costs time. */
+typedef struct cli_timings {
+    double load, decode, forward, total; /* seconds; total: the batch loop */
+    int split; /* decode and forward were measured (not over MPI ranks) */
+} cli_timings;
+
+/* The summary line of a batch run on stderr: "vit CMD: 500 files, 2 failed;
+ * load 0.12 s, decode wait 3.4 s, forward 10.2 s; 38.1 images/s". When no
+ * file succeeded: "vit CMD: 1 file, 1 failed: nothing VERBED"; when there
+ * was nothing to run, the caller says why (cli_print_nothing_to_do). */
+void cli_print_summary(const char *command, const char *verbed, size_t files, size_t failed,
+                       const cli_timings *t);
 
 /* The image files a command works on: where to read each, and the name it
  * goes by in rows and output file names. */
@@ -283,12 +305,25 @@ typedef enum cli_results_format {
     CLI_RESULTS_TEXT,
     CLI_RESULTS_CSV,
     CLI_RESULTS_JSONL,
-    CLI_RESULTS_JSON
+    CLI_RESULTS_JSON,
+    CLI_RESULTS_HF,       /* a JSON array of pipeline("image-classification") lists */
+    CLI_RESULTS_HF_JSONL, /* one {"path", "predictions": that list, "error"} a line */
+    CLI_RESULTS_NPY       /* --all-classes: images x classes float32, atomically */
 } cli_results_format;
+
+/* What classify writes of each image: the top -k, or every class. */
+enum { CLI_TOP_K = 0, CLI_ALL_PROBS, CLI_ALL_LOGITS };
 
 typedef struct cli_results {
     cli_results_format format;
+    int all_classes; /* CLI_TOP_K, or CLI_ALL_*: values holds every class */
     int fd, owns_fd, top_k, header_written;
+    base_atomic_file *npy; /* the .npy being written (renamed into place at close) */
+    float *nan_row;        /* a failed image's .npy row */
+    char *names;           /* OUT.files.jsonl's lines so far (NULL: not written) */
+    size_t names_length, names_capacity;
+    char *names_path;
+    int abandon; /* close drops the .npy instead of committing it (a fatal error) */
     int failed;   /* out of memory formatting a row */
     int reported; /* an error was printed: the output is unusable, say nothing more */
     size_t rows;
@@ -298,10 +333,11 @@ typedef struct cli_results {
     size_t length, capacity;
 } cli_results;
 
-/* Parses "text|csv|jsonl|json"; -1 if it is none. */
+/* Parses "text|csv|jsonl|json|hf|hf-jsonl|npy"; -1 if it is none. */
 int cli_results_format_parse(const char *text, cli_results_format *format);
 
-/* The format an output file's extension implies (.csv, .jsonl, .json; else text). */
+/* The format an output file's extension implies (.csv, .jsonl, .json, .npy;
+ * else text). */
 cli_results_format cli_results_format_for_path(const char *path);
 
 /* The settings of a run that a --resume must share with the run that
@@ -310,7 +346,14 @@ typedef struct cli_run_settings {
     int size;                 /* --size, 0: native */
     const char *pos_resample; /* --pos-resample, NULL: auto */
     const char *shard;        /* --shard I/N, NULL: all files */
+    int all_classes;          /* CLI_TOP_K or --all-classes CLI_ALL_PROBS / CLI_ALL_LOGITS */
+    size_t images;            /* rows the run will write (the .npy's first dimension) */
+    int names_file;           /* write OUT.files.jsonl beside -o (npy, hf): several images */
 } cli_run_settings;
+
+/* OUT.npy or OUT.json -> OUT.files.jsonl, the names of the rows of an output
+ * that does not name them itself (malloc'd; NULL when out of memory). */
+char *cli_files_list_path(const char *path);
 
 /* Opens path (NULL: stdout). A csv or jsonl file (a regular file, or one
  * not there yet) gets a run record beside it, PATH.run.json, naming the
@@ -325,7 +368,8 @@ int cli_results_open(cli_results *r, const char *path, cli_results_format format
                      const vit_model *model, const cli_run_settings *settings, int resume,
                      cli_string_set *done);
 
-/* Adds one file's row: probs (top-k taken from them) or an error. */
+/* Adds one file's row: probs (top-k taken from them; with all_classes every
+ * class's value, probabilities or logits) or an error. */
 void cli_results_add(cli_results *r, const char *path, const float *probs, const char *error);
 
 /* Writes the rows added since the last flush with one write(2). */
@@ -351,6 +395,8 @@ typedef struct cli_batch_run {
     float *outputs;          /* batch x classes probabilities of the current batch */
     cli_protected protect;   /* files the outputs must not overwrite */
     cli_lock lock;           /* held while the outputs are written */
+    int logits;              /* outputs are the head's logits, not probabilities */
+    cli_timings timings;     /* load, decode wait, forward and loop time */
 } cli_batch_run;
 
 /* Parses the limit options, then -k (top_k_text NULL: the command has

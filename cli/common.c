@@ -317,6 +317,11 @@ vit_model *cli_load_model_limited(const char *command, const char *model_path,
 
 int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
                   const char *const *paths, data_batch *batch, float *outputs) {
+    return cli_run_batch_softmax(command, ctx, model, paths, batch, outputs, 1);
+}
+
+int cli_run_batch_softmax(const char *command, vit_context *ctx, const vit_model *model,
+                          const char *const *paths, data_batch *batch, float *outputs, int softmax) {
     if (batch->num_good == 0) return 0;
     vit_error err;
     if (vit_forward_checked(ctx, batch->images, batch->num_good, 3, batch->height, batch->width,
@@ -338,7 +343,7 @@ int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
             batch->row[i] = -1;
             vit_error_set(&batch->errors[i], VIT_E_FORMAT, "%s: model output is not finite (NaN/Inf)",
                           paths[batch->first + (size_t)i]);
-        } else if (vit_model_config(model)->num_classes > 0) {
+        } else if (softmax && vit_model_config(model)->num_classes > 0) {
             vit_softmax(out, n);
         }
     }
@@ -349,6 +354,27 @@ double cli_now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void cli_print_summary(const char *command, const char *verbed, size_t files, size_t failed,
+                       const cli_timings *t) {
+    const char *noun = files == 1 ? "file" : "files";
+    if (files == 0) {
+        fprintf(stderr, "vit %s: nothing to do: no files\n", command);
+        return;
+    }
+    if (files > 0 && failed == files) {
+        fprintf(stderr, "vit %s: %zu %s, %zu failed: nothing %s\n", command, files, noun, failed,
+                verbed);
+        return;
+    }
+    char split[128] = "";
+    if (t->split)
+        snprintf(split, sizeof split, ", decode wait %.2f s, forward %.2f s", t->decode, t->forward);
+    else /* over MPI ranks: the batches ran on every rank at once */
+        snprintf(split, sizeof split, ", run %.2f s", t->total);
+    fprintf(stderr, "vit %s: %zu %s, %zu failed; load %.2f s%s; %.1f images/s\n", command, files,
+            noun, failed, t->load, split, t->total > 0 ? files / t->total : 0.0);
 }
 
 char *cli_csv_quote(const char *s) {

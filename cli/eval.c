@@ -328,16 +328,13 @@ static int show_accuracy(void *self, const data_batch *b, double elapsed) {
 }
 
 /* The accuracy on standard output, then -o's files. */
-static int report(eval_run *e, double seconds) {
+static int report(eval_run *e) {
     const size_t scored = e->scored, failed = e->failed;
     printf("top-1 %.2f%% (%zu/%zu)  top-5 %.2f%% (%zu/%zu)\n", scored ? 100.0 * e->top1 / scored : 0.0,
            e->top1, scored, scored ? 100.0 * e->top5 / scored : 0.0, e->top5, scored);
-    /* Only the accuracy is the result: the rest goes with the progress. */
-    if (!e->values[OPT_QUIET]) {
-        fprintf(stderr, "vit eval: %zu images in %.1f s (%.1f images/s)%s", scored + failed, seconds,
-                seconds > 0 ? (scored + failed) / seconds : 0.0, failed ? "" : "\n");
-        if (failed) fprintf(stderr, ", %zu failed (named on stderr) and are left out\n", failed);
-    }
+    /* Only the accuracy is the result: the timings go with the progress,
+     * in the summary line every batch command prints. */
+    if (!e->values[OPT_QUIET]) cli_print_summary("eval", "scored", scored + failed, failed, &e->run.timings);
     if (!e->out) return 0;
     const char *output = e->values[OPT_OUTPUT];
     const int closed = close_atomic(e->out_file, e->out_failed, output);
@@ -379,7 +376,7 @@ static int score_all(eval_run *e, const char *const *paths, size_t count) {
                 signo == SIGINT ? "SIGINT" : "SIGTERM", e->scored + e->failed, e->set.count);
         return 128 + signo;
     }
-    if (report(e, seconds) != 0) return CLI_EXIT_FATAL;
+    if (report(e) != 0) return CLI_EXIT_FATAL;
     return e->failed || e->problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 }
 

@@ -75,6 +75,7 @@ typedef struct inspect {
     char *ext_text;
     size_t failed;
     int inputs_given; /* in was filled by rank 0 of an MPI job: no walk */
+    cli_timings timings; /* for the summary line */
 } inspect;
 
 /* A per-file handler: row is the image's index in the batch (its captures),
@@ -253,8 +254,10 @@ static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path,
     if (naming == CLI_NAMES_OUTPUTS && mark_collisions(s) != 0) return -1;
 
     cli_set_threads((int)threads);
+    const double load_start = cli_now_seconds();
     s->model = cli_load_model_limited(s->command, a->values[OPT_MODEL], labels_path,
                                       a->values[OPT_POS_RESAMPLE], NULL, (int)size);
+    s->timings.load = cli_now_seconds() - load_start;
     if (!s->model) return -1;
     const vit_config *c = vit_model_config(s->model);
     s->layers = c->num_layers;
@@ -368,8 +371,17 @@ static int inspect_run(inspect *s, inspect_handler handler, void *state) {
     int status = CLI_EXIT_OK;
     data_batch b;
     cli_catch_stop_signals();
-    while (status == CLI_EXIT_OK && !cli_stop_requested() && data_loader_next(loader, &b) > 0) {
-        if (cli_run_batch(s->command, s->ctx, s->model, (const char *const *)s->in.paths, &b, outputs) != 0) {
+    s->timings.split = 1;
+    while (status == CLI_EXIT_OK && !cli_stop_requested()) {
+        /* decode: the time the model waited for the loader (cli_timings). */
+        const double wait = cli_now_seconds();
+        if (data_loader_next(loader, &b) <= 0) break;
+        const double forward = cli_now_seconds();
+        s->timings.decode += forward - wait;
+        const int rc = cli_run_batch(s->command, s->ctx, s->model, (const char *const *)s->in.paths, &b,
+                                     outputs);
+        s->timings.forward += cli_now_seconds() - forward;
+        if (rc != 0) {
             status = CLI_EXIT_FATAL;
             break;
         }
@@ -414,9 +426,8 @@ static int inspect_finish(inspect *s, size_t processed, double seconds) {
                 signo == SIGINT ? "SIGINT" : "SIGTERM", processed, s->in.count);
         return 128 + signo;
     }
-    if (!s->quiet)
-        fprintf(stderr, "vit %s: %zu files, %zu failed, %.1f s, %.1f images/s\n", s->command,
-                processed, s->failed, seconds, seconds > 0 ? processed / seconds : 0.0);
+    s->timings.total = seconds;
+    if (!s->quiet) cli_print_summary(s->command, "computed", processed, s->failed, &s->timings);
     return s->failed || s->in.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 }
 
@@ -701,12 +712,14 @@ done:
 
 /* ------------------------------------------------------------- features */
 
-enum { OPT_TOKENS = NUM_COMMON, NUM_FEATURES_OPTS };
+enum { OPT_TOKENS = NUM_COMMON, OPT_POOL, OPT_L2, NUM_FEATURES_OPTS };
 
 static const cli_option FEATURES_OPTIONS[NUM_FEATURES_OPTS] = {
     COMMON_OPTIONS("the .npy file to write (images x tokens x hidden, float32)",
                    LAYER_HELP_BLOCK ", or embed for the encoder input"),
     [OPT_TOKENS] = {"tokens", 0, 1, "WHICH", "cls (the class token), patch (the patches) or all (default)"},
+    [OPT_POOL] = {"pool", 0, 1, "HOW", "cls, mean or none: final-normed tokens pooled"},
+    [OPT_L2] = {"l2", 0, 0, "", "divide each output vector by its L2 norm"},
 };
 
 static const char FEATURES_USAGE[] =
@@ -716,20 +729,48 @@ static const char FEATURES_USAGE[] =
     "(images x tokens x hidden): the residual stream after block L (before the final\n"
     "LayerNorm). A file that fails gets a row of NaN. With several images,\n"
     "OUT.files.jsonl beside it names the image of each row: one JSON string a line\n"
-    "(bytes of a name that are not UTF-8 as \\xNN, a backslash as \\\\).\n\n" COMMON_USAGE;
+    "(bytes of a name that are not UTF-8 as \\xNN, a backslash as \\\\).\n"
+    "\n"
+    "--pool takes the tokens after the last block through the final LayerNorm, as\n"
+    "timm's forward_features, and pools them as its forward_head(pre_logits=True):\n"
+    "cls the class token (global_pool='token'), mean the mean of the patch tokens\n"
+    "(global_pool='avg', fc_norm=False): images x hidden; none every token (HF\n"
+    "ViTModel's last_hidden_state, not its pooler): images x tokens x hidden. --l2\n"
+    "divides each vector by max(L2 norm, 1e-12), as torch.nn.functional.normalize.\n\n" COMMON_USAGE;
 
 typedef struct features_state {
     base_atomic_file *file;
     float *captured, *nan_rows;
     int first, count; /* the tokens written: first .. first + count - 1 */
+    int pool;         /* --pool (vit_pool), or -1: the residual stream as it is */
+    int l2;
+    size_t row_floats; /* floats an image gets in the array */
+    float *row, *scratch; /* one image's output; vit_pool_tokens' scratch */
 } features_state;
+
+/* The output of the image in batch row `row` into dst (st->row_floats). */
+static int features_rows(const inspect *s, const features_state *st, int row, float *dst) {
+    const float *tokens = st->captured + (size_t)row * s->tokens * s->dim;
+    if (st->pool < 0) {
+        memcpy(dst, tokens + (size_t)st->first * s->dim, st->row_floats * sizeof *dst);
+        if (st->l2) vit_l2_normalize_rows(dst, st->count, s->dim);
+        return 0;
+    }
+    vit_error err;
+    if (vit_pool_tokens(s->model, tokens, s->tokens, (vit_pool)st->pool, st->l2, dst, st->scratch,
+                        &err) != VIT_OK) {
+        fprintf(stderr, "vit features: %s\n", err.message);
+        return -1;
+    }
+    return 0;
+}
 
 static int features_image(inspect *s, void *state, size_t index, int row) {
     (void)index;
     features_state *st = state;
-    const size_t floats = (size_t)st->count * s->dim;
-    const float *rows = row < 0 ? st->nan_rows
-                                : st->captured + ((size_t)row * s->tokens + st->first) * s->dim;
+    const size_t floats = st->row_floats;
+    if (row >= 0 && features_rows(s, st, row, st->row) != 0) return -1;
+    const float *rows = row < 0 ? st->nan_rows : st->row;
     vit_error err;
     if (base_atomic_write(st->file, rows, floats * sizeof *rows, &err) != VIT_OK) {
         fprintf(stderr, "vit features: %s\n", err.message);
@@ -738,14 +779,8 @@ static int features_image(inspect *s, void *state, size_t index, int row) {
     return 0;
 }
 
-/* OUT.npy -> OUT.files.jsonl (malloc'd). */
-static char *file_list_path(const char *npy_path) {
-    size_t n = strlen(npy_path);
-    if (n >= 4 && strcmp(npy_path + n - 4, ".npy") == 0) n -= 4;
-    char *path = malloc(n + sizeof ".files.jsonl");
-    if (path) snprintf(path, n + sizeof ".files.jsonl", "%.*s.files.jsonl", (int)n, npy_path);
-    return path;
-}
+/* OUT.npy -> OUT.files.jsonl (malloc'd), as classify names its rows. */
+static char *file_list_path(const char *npy_path) { return cli_files_list_path(npy_path); }
 
 /* Beside OUT.npy, OUT.files.jsonl: the input of each row, one JSON string
  * a line, escaped as every JSON vitc writes (cli_json_text), so names with
@@ -811,13 +846,11 @@ static int features_compute(void *self, data_batch *b, float *results) {
     if (!outputs) return out_of_memory(s);
     const int rc = cli_run_batch(s->command, s->ctx, s->model, (const char *const *)s->in.paths, b, outputs);
     free(outputs);
-    const size_t floats = (size_t)st->count * s->dim;
-    for (int i = 0; rc == 0 && i < b->count; i++)
+    int failed = rc;
+    for (int i = 0; failed == 0 && i < b->count; i++)
         if (b->row[i] >= 0)
-            memcpy(results + (size_t)b->row[i] * floats,
-                   st->captured + ((size_t)b->row[i] * s->tokens + st->first) * s->dim,
-                   floats * sizeof *results);
-    return rc;
+            failed = features_rows(s, st, b->row[i], results + (size_t)b->row[i] * st->row_floats);
+    return failed;
 }
 
 static void features_item(void *self, size_t index, const float *rows, const char *error) {
@@ -826,7 +859,7 @@ static void features_item(void *self, size_t index, const float *rows, const cha
     if (error) file_failed(j->s, error);
     vit_error err;
     if (base_atomic_write(j->st->file, rows ? rows : j->st->nan_rows,
-                          (size_t)j->st->count * j->s->dim * sizeof *rows, &err) != VIT_OK) {
+                          j->st->row_floats * sizeof *rows, &err) != VIT_OK) {
         fprintf(stderr, "vit features: %s\n", err.message);
         j->fatal = 1;
         return;
@@ -850,7 +883,7 @@ static int features_ranks(inspect *s, features_state *st) {
                              .paths = (const char *const *)s->in.paths,
                              .count = s->in.count,
                              .batch = s->batch,
-                             .floats = (size_t)st->count * s->dim,
+                             .floats = st->row_floats,
                              .compute = features_compute,
                              .handlers = {features_item, features_batch_done, &j},
                              .self = &j};
@@ -866,6 +899,18 @@ static int features_ranks(inspect *s, features_state *st) {
 static int features_setup(inspect *s, const char *which, int *several) {
     if (strcmp(which, "cls") && strcmp(which, "patch") && strcmp(which, "all")) {
         fprintf(stderr, "vit features: --tokens expects cls, patch or all, got '%s'\n", which);
+        return -1;
+    }
+    const char *pool = s->args.values[OPT_POOL];
+    if (pool && strcmp(pool, "cls") && strcmp(pool, "mean") && strcmp(pool, "none")) {
+        fprintf(stderr, "vit features: --pool expects cls, mean or none, got '%s'\n", pool);
+        return -1;
+    }
+    /* --pool is the model's own output end (the final LayerNorm after the
+     * last block); --layer and --tokens pick raw residual-stream rows. */
+    if (pool && (s->args.values[OPT_LAYER] || s->args.values[OPT_TOKENS])) {
+        fprintf(stderr, "vit features: --pool works on the last block's tokens; it cannot be "
+                        "combined with %s\n", s->args.values[OPT_LAYER] ? "--layer" : "--tokens");
         return -1;
     }
     const char *out = s->args.values[OPT_OUTPUT];
@@ -918,15 +963,27 @@ int cli_features(int argc, char **argv) {
     features_state st = {0};
     st.first = strcmp(which, "patch") == 0 ? s.prefix : 0;
     st.count = strcmp(which, "cls") == 0 ? 1 : s.tokens - st.first;
-    const size_t row_floats = (size_t)st.count * s.dim;
+    const char *pool = s.args.values[OPT_POOL];
+    st.pool = !pool ? -1
+              : strcmp(pool, "cls") == 0 ? VIT_POOL_CLS
+              : strcmp(pool, "mean") == 0 ? VIT_POOL_MEAN : VIT_POOL_NONE;
+    if (st.pool == VIT_POOL_CLS || st.pool == VIT_POOL_MEAN) st.count = 1; /* one vector */
+    st.l2 = s.args.values[OPT_L2] != NULL;
+    const size_t row_floats = st.row_floats = (size_t)st.count * s.dim;
     vit_error err;
+    /* Pooled vectors: images x hidden; tokens: images x tokens x hidden. */
     const int64_t shape[3] = {(int64_t)s.in.count, st.count, s.dim};
-    if (!(st.nan_rows = malloc(row_floats * sizeof *st.nan_rows))) {
+    const int64_t pooled_shape[2] = {(int64_t)s.in.count, s.dim};
+    const int pooled = st.pool == VIT_POOL_CLS || st.pool == VIT_POOL_MEAN;
+    if (!(st.nan_rows = malloc(row_floats * sizeof *st.nan_rows)) ||
+        !(st.row = malloc(row_floats * sizeof *st.row)) ||
+        !(st.scratch = malloc((size_t)s.dim * sizeof *st.scratch))) {
         out_of_memory(&s);
     } else {
         for (size_t i = 0; i < row_floats; i++) st.nan_rows[i] = NAN;
         if (capture(&s, VIT_CAPTURE_TOKENS, s.layer, (size_t)s.tokens * s.dim, &st.captured) == 0) {
-            if (!root || data_npy_open(out, DATA_NPY_F32, shape, 3, &st.file, &err) == VIT_OK)
+            if (!root || data_npy_open(out, DATA_NPY_F32, pooled ? pooled_shape : shape, pooled ? 2 : 3,
+                                       &st.file, &err) == VIT_OK)
                 exit_code = CLI_EXIT_OK;
             else
                 fprintf(stderr, "vit features: %s\n", err.message);
@@ -949,6 +1006,8 @@ free_state:
     base_atomic_abort(st.file); /* a run that failed or stopped: nothing written */
     free(st.captured);
     free(st.nan_rows);
+    free(st.row);
+    free(st.scratch);
 done:
     inspect_free(&s);
     return exit_code;

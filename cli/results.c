@@ -4,6 +4,7 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,11 @@
 #include "cli.h"
 #include "weights.h"
 
+static const char *const FORMAT_NAMES[] = {"text", "csv", "jsonl", "json", "hf", "hf-jsonl", "npy"};
+
 int cli_results_format_parse(const char *text, cli_results_format *format) {
-    static const char *const NAMES[] = {"text", "csv", "jsonl", "json"};
-    for (int i = 0; i < 4; i++)
-        if (strcmp(text, NAMES[i]) == 0) {
+    for (int i = 0; i < (int)(sizeof FORMAT_NAMES / sizeof *FORMAT_NAMES); i++)
+        if (strcmp(text, FORMAT_NAMES[i]) == 0) {
             *format = (cli_results_format)i;
             return 0;
         }
@@ -29,7 +31,17 @@ cli_results_format cli_results_format_for_path(const char *path) {
     if (dot && strcmp(dot, ".csv") == 0) return CLI_RESULTS_CSV;
     if (dot && strcmp(dot, ".jsonl") == 0) return CLI_RESULTS_JSONL;
     if (dot && strcmp(dot, ".json") == 0) return CLI_RESULTS_JSON;
+    if (dot && strcmp(dot, ".npy") == 0) return CLI_RESULTS_NPY;
     return CLI_RESULTS_TEXT;
+}
+
+char *cli_files_list_path(const char *path) {
+    size_t n = strlen(path);
+    if (n >= 4 && strcmp(path + n - 4, ".npy") == 0) n -= 4;
+    else if (n >= 5 && strcmp(path + n - 5, ".json") == 0) n -= 5;
+    char *list = malloc(n + sizeof ".files.jsonl");
+    if (list) snprintf(list, n + sizeof ".files.jsonl", "%.*s.files.jsonl", (int)n, path);
+    return list;
 }
 
 static void append(cli_results *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -70,8 +82,24 @@ static void append_csv_field(cli_results *r, const char *s) {
 
 static void csv_header(cli_results *r) {
     append(r, "path");
-    for (int k = 1; k <= r->top_k; k++) append(r, ",index_%d,label_%d,probability_%d", k, k, k);
+    if (r->all_classes) {
+        /* One column per class, named by its label (pandas: df["tabby, tabby
+         * cat"]), or by its index when the model has no labels. */
+        for (int c = 0; c < vit_model_output_size(r->model); c++) {
+            const char *label = vit_model_label(r->model, c);
+            append(r, ",");
+            if (label) append_csv_field(r, label);
+            else append(r, "%d", c);
+        }
+    } else {
+        for (int k = 1; k <= r->top_k; k++) append(r, ",index_%d,label_%d,probability_%d", k, k, k);
+    }
     append(r, ",error\n");
+}
+
+/* The number of CSV fields of a row. */
+static size_t csv_columns(const cli_results *r) {
+    return 2 + (r->all_classes ? (size_t)vit_model_output_size(r->model) : 3 * (size_t)r->top_k);
 }
 
 /* Every string goes into JSON through cli_json_text: names and labels are
@@ -82,10 +110,134 @@ static void add_json_text(cli_results *r, cJSON *obj, const char *key, const cha
     free(text);
 }
 
+/* The line naming this row in OUT.files.jsonl: its path as a JSON string. */
+static void add_name(cli_results *r, const char *path) {
+    char *escaped = cli_json_text(path);
+    cJSON *name = escaped ? cJSON_CreateString(escaped) : NULL;
+    char *line = name ? cJSON_PrintUnformatted(name) : NULL;
+    const size_t n = line ? strlen(line) : 0;
+    if (line && r->names_length + n + 1 > r->names_capacity) {
+        const size_t capacity = 2 * (r->names_length + n + 1);
+        char *grown = realloc(r->names, capacity);
+        if (grown) {
+            r->names = grown;
+            r->names_capacity = capacity;
+        }
+    }
+    if (!line || r->names_length + n + 1 > r->names_capacity) {
+        r->failed = 1;
+    } else {
+        memcpy(r->names + r->names_length, line, n);
+        r->names[r->names_length + n] = '\n';
+        r->names_length += n + 1;
+    }
+    free(line);
+    cJSON_Delete(name);
+    free(escaped);
+}
+
+/* Every class's value, shortest form that reads back as the same float32
+ * (%.9g), so logits and probabilities lose nothing. */
+static void add_all_classes(cli_results *r, const char *path, const float *values,
+                            const char *error) {
+    const int classes = vit_model_output_size(r->model);
+    if (r->format == CLI_RESULTS_NPY) {
+        vit_error err;
+        if (!r->reported &&
+            base_atomic_write(r->npy, values ? values : r->nan_row, sizeof(float) * (size_t)classes,
+                              &err) != VIT_OK) {
+            fprintf(stderr, "vit classify: %s\n", err.message);
+            r->reported = 1;
+        }
+    } else if (r->format == CLI_RESULTS_CSV) {
+        append_csv_field(r, path);
+        for (int c = 0; c < classes; c++) {
+            if (values) append(r, ",%.9g", values[c]);
+            else append(r, ",");
+        }
+        append(r, ",");
+        append_csv_field(r, error ? error : "");
+        append(r, "\n");
+    } else { /* jsonl, json */
+        append(r, "{\"path\":");
+        char *text = cli_json_text(path);
+        cJSON *name = text ? cJSON_CreateString(text) : NULL;
+        char *quoted = name ? cJSON_PrintUnformatted(name) : NULL;
+        if (!quoted) r->failed = 1;
+        else append(r, "%s", quoted);
+        free(quoted);
+        cJSON_Delete(name);
+        free(text);
+        append(r, ",\"%s\":", r->all_classes == CLI_ALL_LOGITS ? "logits" : "probs");
+        if (values) {
+            for (int c = 0; c < classes; c++) append(r, "%s%.9g", c ? "," : "[", values[c]);
+            append(r, "]");
+        } else {
+            append(r, "null");
+        }
+        if (error) {
+            text = cli_json_text(error);
+            name = text ? cJSON_CreateString(text) : NULL;
+            quoted = name ? cJSON_PrintUnformatted(name) : NULL;
+            if (!quoted) r->failed = 1;
+            else append(r, ",\"error\":%s}", quoted);
+            free(quoted);
+            cJSON_Delete(name);
+            free(text);
+        } else {
+            append(r, ",\"error\":null}");
+        }
+        append(r, "\n");
+    }
+}
+
+/* transformers' pipeline("image-classification") output for one image:
+ * [{"label": ..., "score": ...}, ...], best first (a failed image: []). */
+static cJSON *hf_list(cli_results *r, const float *probs, const int *top, int n) {
+    cJSON *list = cJSON_CreateArray();
+    for (int i = 0; list && i < n; i++) {
+        cJSON *item = cJSON_CreateObject();
+        const char *label = vit_model_label(r->model, top[i]);
+        char index_label[32];
+        snprintf(index_label, sizeof index_label, "LABEL_%d", top[i]); /* as transformers names them */
+        add_json_text(r, item, "label", label ? label : index_label);
+        char score[32];
+        snprintf(score, sizeof score, "%.6f", probs[top[i]]);
+        cJSON_AddRawToObject(item, "score", score);
+        cJSON_AddItemToArray(list, item);
+    }
+    if (!list) r->failed = 1;
+    return list;
+}
+
 void cli_results_add(cli_results *r, const char *path, const float *probs, const char *error) {
+    if (r->names) add_name(r, path);
+    if (r->all_classes) {
+        if (r->format == CLI_RESULTS_JSON) append(r, "%s", r->rows ? ",\n" : "[\n");
+        add_all_classes(r, path, probs, error);
+        if (r->format == CLI_RESULTS_JSON && r->length && r->buffer[r->length - 1] == '\n')
+            r->length--; /* the array's separators go between rows */
+        r->rows++;
+        return;
+    }
     int top[1000];
     const int n = probs ? vit_top_k(probs, vit_model_output_size(r->model), r->top_k, top) : 0;
-    if (r->format == CLI_RESULTS_TEXT) {
+    if (r->format == CLI_RESULTS_HF || r->format == CLI_RESULTS_HF_JSONL) {
+        cJSON *list = hf_list(r, probs, top, n), *obj = list;
+        if (r->format == CLI_RESULTS_HF_JSONL) {
+            obj = cJSON_CreateObject();
+            add_json_text(r, obj, "path", path);
+            cJSON_AddItemToObject(obj, "predictions", list);
+            if (error) add_json_text(r, obj, "error", error);
+            else cJSON_AddNullToObject(obj, "error");
+        }
+        char *text = obj ? cJSON_PrintUnformatted(obj) : NULL;
+        if (!text) r->failed = 1;
+        else if (r->format == CLI_RESULTS_HF) append(r, "%s%s", r->rows ? ",\n" : "[\n", text);
+        else append(r, "%s\n", text);
+        free(text);
+        cJSON_Delete(obj);
+    } else if (r->format == CLI_RESULTS_TEXT) {
         append(r, "%s\n", path);
         if (error) append(r, "  error: %s\n", error);
         for (int i = 0; i < n; i++) {
@@ -152,7 +304,7 @@ int cli_results_flush(cli_results *r) {
         r->reported = 1;
         return -1;
     }
-    if (r->length && write_all(r->fd, r->buffer, r->length) != 0) {
+    if (r->length && r->fd >= 0 && write_all(r->fd, r->buffer, r->length) != 0) {
         fprintf(stderr, "vit classify: %s: cannot write: %s\n", r->display_name, strerror(errno));
         r->reported = 1;
         return -1;
@@ -191,7 +343,7 @@ static int read_csv_rows(cli_results *r, const char *path, const char *text, siz
                          cli_string_set *done, size_t *complete) {
     csv_header(r);
     const size_t header_length = r->length;
-    const size_t columns = 2 + 3 * (size_t)r->top_k;
+    const size_t columns = csv_columns(r);
     data_csv csv;
     data_csv_init(&csv, text, size);
     vit_error err;
@@ -210,7 +362,7 @@ static int read_csv_rows(cli_results *r, const char *path, const char *text, siz
             if (record_end - csv.record_start != header_length ||
                 memcmp(text, r->buffer, header_length) != 0) {
                 fprintf(stderr, "vit classify: %s: its CSV columns differ from this run's (different "
-                                "-k?); cannot resume into it\n", path);
+                                "-k, --all-classes or labels?); cannot resume into it\n", path);
                 rc = -1;
                 break;
             }
@@ -345,11 +497,10 @@ static int model_fingerprint(const char *path, uint64_t *hash, vit_error *err) {
     return 0;
 }
 
-static const char *const FORMAT_NAMES[] = {"text", "csv", "jsonl", "json"};
-
 /* This run's record (NULL with a message printed on failure). */
 static cJSON *make_record(const vit_model *model, int top_k, cli_results_format format,
                           const cli_run_settings *settings) {
+    static const char *const ALL_CLASSES[] = {"no", "probs", "logits"};
     const char *weights = vit_model_weights_path(model);
     struct stat st;
     uint64_t fingerprint;
@@ -385,7 +536,10 @@ static cJSON *make_record(const vit_model *model, int top_k, cli_results_format 
              cJSON_AddStringToObject(rec, "size", settings && settings->size ? size_text : "native") &&
              cJSON_AddStringToObject(rec, "pos_resample", settings && settings->pos_resample
                                                               ? settings->pos_resample : "auto") &&
-             cJSON_AddStringToObject(rec, "shard", settings && settings->shard ? settings->shard : "all");
+             cJSON_AddStringToObject(rec, "shard", settings && settings->shard ? settings->shard : "all") &&
+             /* Only when given, so records of top-k runs stay as older vitc wrote them. */
+             (!settings || !settings->all_classes ||
+              cJSON_AddStringToObject(rec, "all_classes", ALL_CLASSES[settings->all_classes]));
     free(weights_text);
     if (!ok) {
         cJSON_Delete(rec);
@@ -403,11 +557,12 @@ static const char *record_difference(const cJSON *was, const cJSON *now, char *b
     } FIELDS[] = {{"model_fingerprint", "model"}, {"model_bytes", "model"}, {"labels", "labels"},
                   {"labels_hash", "labels"},       {"top_k", "-k"},         {"format", "--format"},
                   {"size", "--size"},              {"pos_resample", "--pos-resample"},
-                  {"shard", "--shard"}};
+                  {"shard", "--shard"},           {"all_classes", "--all-classes"}};
     for (size_t i = 0; i < sizeof FIELDS / sizeof *FIELDS; i++) {
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(was, FIELDS[i].key);
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(now, FIELDS[i].key);
         if (a && cJSON_Compare(a, b, 1)) continue;
+        if (!a && !b) continue; /* all_classes: neither run gave it */
         if (strcmp(FIELDS[i].what, "model") == 0) {
             const cJSON *m = cJSON_GetObjectItemCaseSensitive(was, "model");
             snprintf(buf, size, "another model (%.300s; this run: %.300s)",
@@ -435,7 +590,8 @@ static const char *record_difference(const cJSON *was, const cJSON *now, char *b
  * yet (not a device or pipe such as /dev/stdout). */
 static int wants_record(const char *path, cli_results_format format) {
     struct stat st;
-    if (format != CLI_RESULTS_CSV && format != CLI_RESULTS_JSONL) return 0;
+    if (format != CLI_RESULTS_CSV && format != CLI_RESULTS_JSONL && format != CLI_RESULTS_HF_JSONL)
+        return 0;
     return stat(path, &st) != 0 ? errno == ENOENT : S_ISREG(st.st_mode);
 }
 
@@ -497,6 +653,39 @@ int cli_results_open(cli_results *r, const char *path, cli_results_format format
     r->top_k = top_k;
     r->model = model;
     r->display_name = path ? path : "standard output";
+    r->all_classes = settings ? settings->all_classes : CLI_TOP_K;
+    if (path && settings && settings->names_file) {
+        if (!(r->names_path = cli_files_list_path(path)) || !(r->names = malloc(1))) {
+            free(r->names_path);
+            r->names_path = NULL;
+            fprintf(stderr, "vit classify: out of memory\n");
+            return -1;
+        }
+        r->names_capacity = 1;
+    }
+    if (path && format == CLI_RESULTS_NPY) {
+        /* Written whole or not at all (renamed into place at close), as
+         * features' arrays: rows in input order, NaN for a failed image. */
+        const int classes = vit_model_output_size(model);
+        const int64_t shape[2] = {(int64_t)settings->images, classes};
+        vit_error err;
+        r->fd = -1;
+        if (!(r->nan_row = malloc(sizeof(float) * (size_t)classes))) {
+            fprintf(stderr, "vit classify: out of memory\n");
+            return -1;
+        }
+        for (int c = 0; c < classes; c++) r->nan_row[c] = NAN;
+        if (data_npy_open(path, DATA_NPY_F32, shape, 2, &r->npy, &err) != VIT_OK) {
+            fprintf(stderr, "vit classify: %s\n", err.message);
+            free(r->nan_row);
+            free(r->names);
+            free(r->names_path);
+            r->nan_row = NULL;
+            r->names = r->names_path = NULL;
+            return -1;
+        }
+        return 0;
+    }
     if (!path) {
         r->fd = STDOUT_FILENO;
     } else {
@@ -535,9 +724,39 @@ int cli_results_open(cli_results *r, const char *path, cli_results_format format
     return cli_results_flush(r);
 }
 
+/* The .npy into place (or dropped, when the run did not finish) and
+ * OUT.files.jsonl beside it. */
+static int close_npy(cli_results *r, int rc) {
+    vit_error err;
+    if (rc != 0 || r->abandon || cli_stop_requested()) {
+        base_atomic_abort(r->npy); /* nothing half-written is left */
+    } else if (base_atomic_commit(r->npy, &err) != VIT_OK) {
+        fprintf(stderr, "vit classify: %s\n", err.message);
+        rc = -1;
+    }
+    r->npy = NULL;
+    return rc;
+}
+
 int cli_results_close(cli_results *r) {
-    if (r->format == CLI_RESULTS_JSON) append(r, "%s]\n", r->rows ? "\n" : "[\n");
+    if (r->format == CLI_RESULTS_JSON || r->format == CLI_RESULTS_HF)
+        append(r, "%s]\n", r->rows ? "\n" : "[\n");
     int rc = cli_results_flush(r);
+    if (r->npy) rc = close_npy(r, rc);
+    /* The names of the rows, once the rows are there (not after a stop:
+     * the .npy was dropped; an hf array closed early names its rows). */
+    if (r->names_path && rc == 0 && !r->abandon && !(r->format == CLI_RESULTS_NPY && cli_stop_requested())) {
+        vit_error err;
+        if (base_write_file_atomic(r->names_path, r->names, r->names_length, &err) != VIT_OK) {
+            fprintf(stderr, "vit classify: %s\n", err.message);
+            rc = -1;
+        }
+    }
+    free(r->names);
+    free(r->names_path);
+    free(r->nan_row);
+    r->names = r->names_path = NULL;
+    r->nan_row = NULL;
     if (r->owns_fd && close(r->fd) != 0 && rc == 0) {
         fprintf(stderr, "vit classify: %s: cannot write: %s\n", r->display_name, strerror(errno));
         rc = -1;

@@ -11,6 +11,10 @@ inputs, read back from tests/fixtures/parity/), the PyTorch reference
   rollout_50      [B, T, T]     the same dropping the lowest 50 % per layer
   patch_logits    [B, T - prefix, C]  final LayerNorm + head on every patch token
                                 (distilled with two heads: their mean)
+  pool_cls, pool_mean [B, D], pool_none [B, T, D]  RefViT.pre_logits on
+                                forward_features (timm semantics: final LayerNorm,
+                                then the class token / the patch-token mean / all);
+                                pool_*_l2 the same through F.normalize(dim=-1)
 and resample.safetensors holds F.interpolate references for the upsampling
 helpers. Rollout follows vit/vit_inspect.h: per layer the head mean, the
 floor(T*T*R) smallest entries zeroed except entry (0, 0) (as
@@ -90,6 +94,11 @@ def main():
             out["rollout_0"] = rollout(r["attention"], 0.0)
             out["rollout_50"] = rollout(r["attention"], 0.5)
             out["patch_logits"] = patch_logits(m, r["blocks"][-1])
+            feats = m.forward_features(x)
+            for pool, key in (("token", "cls"), ("avg", "mean"), ("none", "none")):
+                pooled = m.pre_logits(feats, pool)
+                out[f"pool_{key}"] = pooled
+                out[f"pool_{key}_l2"] = F.normalize(pooled, dim=-1)
         out = {k: v.float().contiguous() for k, v in out.items()}
         save_safetensors(os.path.join(args.out, name + ".safetensors"), out,
                          {"case": name, "generator": "tests/gen_inspect.py"})

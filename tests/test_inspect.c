@@ -115,6 +115,27 @@ static void check_case(const char *name) {
     }
     free(want);
 
+    /* vit features --pool: the final LayerNorm, then timm's pre_logits pool
+     * (class token / mean of the patch tokens / every token), with and
+     * without F.normalize. */
+    static const struct { const char *key; vit_pool pool; int l2; } POOLS[] = {
+        {"pool_cls", VIT_POOL_CLS, 0},     {"pool_mean", VIT_POOL_MEAN, 0},
+        {"pool_none", VIT_POOL_NONE, 0},   {"pool_cls_l2", VIT_POOL_CLS, 1},
+        {"pool_mean_l2", VIT_POOL_MEAN, 1}, {"pool_none_l2", VIT_POOL_NONE, 1}};
+    float *pooled = malloc((size_t)T * D * sizeof(float)), *pool_scratch = malloc((size_t)D * sizeof(float));
+    for (size_t k = 0; k < sizeof POOLS / sizeof *POOLS; k++) {
+        const size_t per_image = POOLS[k].pool == VIT_POOL_NONE ? (size_t)T * D : (size_t)D;
+        want = tensor(ref, POOLS[k].key, (size_t)B * per_image);
+        for (int b = 0; b < B; b++) {
+            cr_assert(vit_pool_tokens(model, tokens + (size_t)b * T * D, T, POOLS[k].pool, POOLS[k].l2,
+                                      pooled, pool_scratch, &err) == VIT_OK, "%s", err.message);
+            e = max_abs_diff(pooled, want + (size_t)b * per_image, per_image);
+            cr_expect(e <= TOLERANCE, "%s: %s of image %d differs from PyTorch by %g", name, POOLS[k].key, b, e);
+        }
+        free(want);
+    }
+    free(pooled); free(pool_scratch);
+
     free(patch); free(result); free(scratch); free(layers);
     for (int l = 0; l < L; l++) free(attn[l]);
     free(attn); free(tokens); free(keys); free(logits); free(input);

@@ -296,6 +296,23 @@ class RefViT(torch.nn.Module):
         inter["logits"] = out
         return inter if return_intermediates else out
 
+    def forward_features(self, x):
+        """timm's forward_features: every token after the final LayerNorm,
+        [B, T, D] (what HF ViTModel returns as last_hidden_state)."""
+        return self(x, return_intermediates=True)["final"]
+
+    def pre_logits(self, feats, pool):
+        """timm's forward_head(feats, pre_logits=True) for global_pool
+        'token' (the class token) or 'avg' (the mean of the patch tokens,
+        prefix tokens left out; fc_norm off, so the final norm stays before
+        the pool); 'none' keeps every token, [B, T, D]."""
+        if pool == "token":
+            return feats[:, 0]
+        if pool == "avg":
+            return feats[:, self.num_prefix:].mean(dim=1)
+        assert pool == "none", pool
+        return feats
+
     # -- state dicts in hub layouts
     def timm_state_dict(self):
         sd = OrderedDict()

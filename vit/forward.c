@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "vit_inspect.h"
 #include "patching.h"
 
 struct vit_context {
@@ -464,6 +465,37 @@ vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, 
     }
     head(model, normed, 2, n, out);
     free(normed);
+    return VIT_OK;
+}
+
+vit_status vit_pool_tokens(const vit_model *model, const float *tokens, int num_tokens,
+                           vit_pool pool, int l2, float *out, float *scratch, vit_error *err) {
+    const vit_config *c = &model->config;
+    const int D = c->hidden_size, prefix = c->num_prefix_tokens;
+    if (num_tokens <= prefix || (pool == VIT_POOL_MEAN && !scratch) ||
+        (pool != VIT_POOL_CLS && pool != VIT_POOL_MEAN && pool != VIT_POOL_NONE))
+        return vit_error_set(err, VIT_E_ARG, "cannot pool %d tokens this way", num_tokens);
+    int rows = 1;
+    if (pool == VIT_POOL_CLS) {
+        layernorm_forward_row(out, NULL, NULL, tokens, model->norm_w, model->norm_b, D,
+                              c->layer_norm_eps);
+    } else if (pool == VIT_POOL_NONE) {
+        rows = num_tokens;
+        for (int t = 0; t < num_tokens; t++)
+            layernorm_forward_row(out + (size_t)t * D, NULL, NULL, tokens + (size_t)t * D,
+                                  model->norm_w, model->norm_b, D, c->layer_norm_eps);
+    } else {
+        /* Summed in token order, one float per channel, as torch's mean
+         * over dim 1 on a CPU does; then divided by the count. */
+        for (int d = 0; d < D; d++) out[d] = 0.0f;
+        for (int t = prefix; t < num_tokens; t++) {
+            layernorm_forward_row(scratch, NULL, NULL, tokens + (size_t)t * D, model->norm_w,
+                                  model->norm_b, D, c->layer_norm_eps);
+            for (int d = 0; d < D; d++) out[d] += scratch[d];
+        }
+        for (int d = 0; d < D; d++) out[d] /= (float)(num_tokens - prefix);
+    }
+    if (l2) vit_l2_normalize_rows(out, rows, D);
     return VIT_OK;
 }
 

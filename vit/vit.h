@@ -176,6 +176,25 @@ vit_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, v
 vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, float *out,
                             vit_error *err);
 
+/* How vit_pool_tokens makes one image's features, following timm's
+ * forward_head(pre_logits=True) on forward_features' output. */
+typedef enum vit_pool {
+    VIT_POOL_CLS,  /* the final-normed class token (timm global_pool='token') */
+    VIT_POOL_MEAN, /* the mean of the final-normed patch tokens, prefix tokens left
+                      out (timm global_pool='avg' with fc_norm=False) */
+    VIT_POOL_NONE  /* every final-normed token (HF ViTModel's last_hidden_state) */
+} vit_pool;
+
+/* One image's features from its tokens after the last encoder block
+ * (num_tokens x hidden floats, as VIT_CAPTURE_TOKENS gives for the last
+ * layer): the model's final LayerNorm on the tokens, then pool: hidden
+ * floats into out (CLS, MEAN), or num_tokens x hidden (NONE). With l2,
+ * each output row is divided by max(its L2 norm, 1e-12), as
+ * torch.nn.functional.normalize. scratch: hidden floats (MEAN), else
+ * unused (may be NULL). Does not allocate. VIT_E_ARG for bad sizes. */
+vit_status vit_pool_tokens(const vit_model *model, const float *tokens, int num_tokens,
+                           vit_pool pool, int l2, float *out, float *scratch, vit_error *err);
+
 /* Stages of the forward pass, for profiling. */
 typedef enum vit_stage {
     VIT_STAGE_PATCH_EMBED,
