@@ -1,4 +1,6 @@
 /* vit classify: top-k labels for image files and whole directories. */
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +13,7 @@
 
 enum { OPT_MODEL, OPT_REVISION, OPT_TOPK, OPT_THREADS, OPT_SIZE, OPT_LABELS, OPT_FORMAT,
        OPT_BATCH, OPT_OUTPUT, OPT_RESUME, OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, OPT_SHARD, OPT_NO_PREFETCH,
-       OPT_POS_RESAMPLE, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
+       OPT_POS_RESAMPLE, OPT_FILES_FROM, OPT_NULL, OPT_STREAM, OPT_MAX_WAIT, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
 
 #define DEFAULT_BATCH 16
 
@@ -30,10 +32,16 @@ static const cli_option OPTIONS[NUM_OPTS] = {
                                        "(FILE.run.json must show the same model, labels, -k and format)"},
     [OPT_QUIET] = {"quiet", 'q', 0, "", "no progress or summary on stderr"},
     [OPT_NO_RECURSIVE] = {"no-recursive", 0, 0, "", "do not descend into subdirectories"},
-    [OPT_EXT] = {"ext", 0, 1, "LIST", "image extensions, comma-separated (default jpg,jpeg,png,bmp,gif,tga,pnm,ppm,pgm,psd)"},
+    [OPT_EXT] = {"ext", 0, 1, "LIST", "image extensions, comma-separated (default jpg,jpeg,png,bmp,gif,tga,pnm,ppm,pgm,psd,webp)"},
     [OPT_SHARD] = {"shard", 0, 1, "I/N", "process only shard I of N (0 <= I < N), by a stable hash of the path"},
     [OPT_NO_PREFETCH] = {"no-prefetch", 0, 0, "", "decode each batch only when the model needs it (for benchmarks)"},
     [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,
+    [OPT_FILES_FROM] = CLI_FILES_FROM_OPTION,
+    [OPT_NULL] = CLI_NULL_OPTION,
+    [OPT_STREAM] = {"stream", 0, 0, "", "classify paths as they arrive on stdin (or --files-from), "
+                                       "writing each batch's rows at once"},
+    [OPT_MAX_WAIT] = {"max-wait-ms", 0, 1, "N", "with --stream: wait up to N ms to fill a batch "
+                                                "(default 20)"},
     [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };
 
@@ -46,7 +54,16 @@ static const char USAGE[] =
     "Exit status: 0 all images classified, 2 some failed (each named on stderr and in\n"
     "its row), 1 fatal error, 130/143 stopped by SIGINT/SIGTERM (rows written are\n"
     "whole, a JSON array closed). In JSON, bytes of names that are not UTF-8 appear as\n"
-    "\\xNN and a backslash as \\\\; CSV holds names as they are.";
+    "\\xNN and a backslash as \\\\; CSV holds names as they are.\n"
+    "\n"
+    "--files-from FILE adds the files FILE lists (after the PATHs; not walked; rows\n"
+    "name them as listed): one per line, blank lines skipped, a line ending in \\r\n"
+    "refused; with -0 NUL-separated: find DIR -print0 | vit classify --files-from - -0\n"
+    "\n"
+    "--stream: a long-lived run. Paths come from stdin (or the --files-from FILE or\n"
+    "FIFO) as they arrive; what has come within --max-wait-ms (up to -b) forms a batch\n"
+    "whose rows are written and flushed at once. EOF ends the run (exit 0, or 2 if an\n"
+    "image failed); a bad line is one failed row. No --resume, --shard or progress.";
 
 /* Keeps the inputs for which keep(name) holds, in order. */
 static void filter_inputs(cli_inputs *in, int (*keep)(const char *, const void *), const void *context) {
@@ -123,6 +140,8 @@ typedef struct classify_run {
     cli_results_format format;
     long top_k;
     int resume, quiet, progress;
+    int stream;                /* --stream */
+    long max_wait_ms;          /* --max-wait-ms */
     shard part;
     char *ext_text;            /* --ext, split in place */
     cli_inputs in;
@@ -154,7 +173,25 @@ static int read_settings(classify_run *c, const cli_args *args) {
         fprintf(stderr, "vit classify: --shard expects I/N with 0 <= I < N, got '%s'\n", v[OPT_SHARD]);
         return -1;
     }
-    if (args->num_positional == 0) {
+    c->stream = v[OPT_STREAM] != NULL;
+    if (c->stream && (c->resume || v[OPT_SHARD])) {
+        fprintf(stderr, "vit classify: --stream cannot go with %s (a stream has no end to resume "
+                        "or split)\n", c->resume ? "--resume" : "--shard");
+        return -1;
+    }
+    if (c->stream && args->num_positional > 0) {
+        fprintf(stderr, "vit classify: --stream reads paths from stdin or --files-from, not "
+                        "PATH arguments ('%s')\n", args->positional[0]);
+        return -1;
+    }
+    if (v[OPT_MAX_WAIT] && !c->stream) {
+        fprintf(stderr, "vit classify: --max-wait-ms goes with --stream\n");
+        return -1;
+    }
+    if (v[OPT_MAX_WAIT] && cli_int("classify", "--max-wait-ms", v[OPT_MAX_WAIT], 0, 3600000,
+                                   &c->max_wait_ms) != 0)
+        return -1;
+    if (args->num_positional == 0 && !v[OPT_FILES_FROM] && !c->stream) {
         fprintf(stderr, "vit classify: no images given (see 'vit classify -h')\n");
         return -1;
     }
@@ -171,8 +208,8 @@ static int collect_inputs(classify_run *c, const cli_args *args) {
         walk.extensions = extensions;
         walk.num_extensions = cli_split_list(c->ext_text, extensions, 64);
     }
-    if (cli_inputs_collect("classify", args->positional, args->num_positional, &walk, CLI_NAMES_ROWS,
-                           &c->in) != 0)
+    if (cli_inputs_gather("classify", args->positional, args->num_positional, &walk, CLI_NAMES_ROWS,
+                          c->values[OPT_FILES_FROM], c->values[OPT_NULL] != NULL, &c->in) != 0)
         return -1;
     if (c->part.count > 1) filter_inputs(&c->in, in_shard, &c->part);
     return 0;
@@ -230,8 +267,10 @@ static int finish(classify_run *c, double seconds) {
     if (signo) {
         /* Stopped between batches: every row written is whole and a JSON
          * array is closed; the status says the run did not finish. */
-        fprintf(stderr, "vit classify: stopped by %s after %zu of %zu files%s\n",
-                signo == SIGINT ? "SIGINT" : "SIGTERM", c->processed, c->to_write,
+        char of_total[32] = ""; /* a stream has no total */
+        if (!c->stream) snprintf(of_total, sizeof of_total, " of %zu", c->to_write);
+        fprintf(stderr, "vit classify: stopped by %s after %zu%s files%s\n",
+                signo == SIGINT ? "SIGINT" : "SIGTERM", c->processed, of_total,
                 !c->output ? ""
                 : c->format == CLI_RESULTS_CSV || c->format == CLI_RESULTS_JSONL ? "; --resume continues"
                 : c->format == CLI_RESULTS_JSON ? "; the JSON array holds their rows (a json file "
@@ -262,8 +301,17 @@ static int start_ranks(classify_run *c, const cli_args *args) {
     return cli_mpi_share_inputs("classify", &c->in, &c->run.batch);
 }
 
+static int run_stream(classify_run *c);
+
 static int run_classify(classify_run *c, const cli_args *args) {
     const int ranks = cli_mpi_active();
+    if (c->values[OPT_STREAM]) {
+        if (ranks) {
+            fprintf(stderr, "vit classify: --stream runs in one process, not under mpirun\n");
+            return CLI_EXIT_FATAL;
+        }
+        return read_settings(c, args) != 0 ? CLI_EXIT_FATAL : run_stream(c);
+    }
     if (ranks ? start_ranks(c, args) != 0
               : read_settings(c, args) != 0 || collect_inputs(c, args) != 0 ||
                     cli_batch_load_model(&c->run, c->values[OPT_MODEL], c->values[OPT_LABELS],
@@ -290,6 +338,155 @@ static int run_classify(classify_run *c, const cli_args *args) {
     return finish(c, seconds);
 }
 
+/* ------------------------------------------------------------ --stream
+ * Paths arrive on a pipe for as long as the writer likes. The model stays
+ * loaded; a batch is what has arrived within --max-wait-ms of its first
+ * path (at most -b), decoded and run at once, its rows written with one
+ * write(2) as soon as it is done, so a reader at the other end of a pipe
+ * sees each answer without waiting for more input. Only the batch in hand
+ * is kept in memory, however long the run. Results are those of a plain
+ * run: an image's numbers do not depend on its batch (README). */
+
+/* Waits until fd has input (or its end) or timeout_ms pass (-1: without
+ * limit), sleeping in poll(2). 1: there is input; 0: timed out or a signal
+ * came (cli_stop_requested says which); -1: poll failed. */
+static int wait_for_input(int fd, int timeout_ms) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    const int n = poll(&p, 1, timeout_ms);
+    if (n < 0) return errno == EINTR ? 0 : -1;
+    return n > 0;
+}
+
+/* The entries of one stream batch beside c->in: why an entry is no path
+ * (NULL: it is one), and the paths the loader gets. */
+typedef struct stream_batch {
+    char **problem;
+    const char **paths;
+} stream_batch;
+
+/* Reads entries into c->in until the batch is full, --max-wait-ms have
+ * passed since its first entry, the input ends or a stop signal comes.
+ * -1 after one line when the input cannot be read. */
+static int stream_collect(classify_run *c, cli_path_reader *r, stream_batch *sb) {
+    double deadline = 0;
+    while (c->in.count < (size_t)c->run.batch && !cli_stop_requested()) {
+        const char *path, *problem;
+        if (cli_path_reader_next(r, &path, &problem)) {
+            if (cli_inputs_add(&c->in, path, path) != 0 ||
+                (problem && !(sb->problem[c->in.count - 1] = strdup(problem)))) {
+                fprintf(stderr, "vit classify: out of memory\n");
+                return -1;
+            }
+            if (c->in.count == 1) deadline = cli_now_seconds() + c->max_wait_ms / 1000.0;
+            continue;
+        }
+        if (r->eof) break;
+        int timeout = -1; /* nothing yet: sleep until something comes */
+        if (c->in.count > 0) {
+            const double left = deadline - cli_now_seconds();
+            if (left <= 0) break;
+            timeout = (int)(left * 1000.0 + 0.999);
+        }
+        const int ready = wait_for_input(r->fd, timeout);
+        if (ready < 0 || (ready > 0 && cli_path_reader_fill(r) != 0)) {
+            fprintf(stderr, "vit classify: %s: cannot read: %s\n", r->name, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Decodes and classifies the entries in c->in, writes their rows in order
+ * and empties the batch. -1 when the forward pass or the output failed. */
+static int stream_run_batch(classify_run *c, stream_batch *sb, double start) {
+    cli_batch_run *run = &c->run;
+    size_t good = 0;
+    for (size_t i = 0; i < c->in.count; i++)
+        if (!sb->problem[i]) sb->paths[good++] = c->in.paths[i];
+    data_loader *loader = NULL;
+    data_batch b = {0};
+    vit_error err;
+    int status = 0;
+    if (good > 0) {
+        if (data_loader_create(&run->pre, sb->paths, good, (int)good,
+                               cli_thread_count((int)run->threads), 0, &loader, &err) != VIT_OK) {
+            fprintf(stderr, "vit classify: %s\n", err.message);
+            return -1;
+        }
+        if (data_loader_next(loader, &b) <= 0 ||
+            cli_run_batch("classify", run->ctx, run->model, sb->paths, &b, run->outputs) != 0)
+            status = -1;
+    }
+    for (size_t i = 0, g = 0; status == 0 && i < c->in.count; i++) {
+        if (sb->problem[i]) {
+            add_row(c, i, NULL, sb->problem[i]);
+            continue;
+        }
+        const int row = b.row[g];
+        if (row < 0) add_row(c, i, NULL, b.errors[g].message);
+        else add_row(c, i, run->outputs + (size_t)row * run->classes, NULL);
+        g++;
+    }
+    data_loader_free(loader);
+    if (status == 0) status = flush_rows(c, &b, cli_now_seconds() - start);
+    for (size_t i = 0; i < c->in.count; i++) {
+        free(sb->problem[i]);
+        sb->problem[i] = NULL;
+    }
+    cli_inputs_free(&c->in);
+    return status;
+}
+
+static int run_stream(classify_run *c) {
+    const char *list = c->values[OPT_FILES_FROM] ? c->values[OPT_FILES_FROM] : "-";
+    const char *list_input[1] = {list};
+    cli_path_reader reader;
+    stream_batch sb = {0};
+    if (cli_batch_load_model(&c->run, c->values[OPT_MODEL], c->values[OPT_LABELS],
+                             c->values[OPT_POS_RESAMPLE], " (it outputs features)") != 0)
+        return CLI_EXIT_FATAL;
+    /* The images to come are unknown: only the model's files and the list
+     * itself are protected from -o. */
+    if (c->output &&
+        (cli_protect_run("classify", &c->run.protect, c->run.model, c->values[OPT_LABELS], list_input,
+                         strcmp(list, "-") != 0) != 0 ||
+         cli_check_output("classify", &c->run.protect, c->output) != 0 ||
+         cli_lock_output("classify", c->output, 1, &c->run.lock) != 0))
+        return CLI_EXIT_FATAL;
+    const cli_run_settings settings = {(int)c->run.size, c->values[OPT_POS_RESAMPLE], NULL};
+    if (cli_results_open(&c->results, c->output, c->format, (int)c->top_k, c->run.model, &settings, 0,
+                         &c->done) != 0)
+        return CLI_EXIT_FATAL;
+    c->results_open = 1;
+    if (cli_batch_start(&c->run, NULL, 0, 0, 0) != 0 ||
+        cli_path_reader_open("classify", list, c->values[OPT_NULL] != NULL, &reader) != 0)
+        return CLI_EXIT_FATAL;
+    int status = 0;
+    sb.problem = calloc((size_t)c->run.batch, sizeof *sb.problem);
+    sb.paths = calloc((size_t)c->run.batch, sizeof *sb.paths);
+    if (!sb.problem || !sb.paths) {
+        fprintf(stderr, "vit classify: out of memory\n");
+        status = -1;
+    }
+    cli_catch_stop_signals();
+    const double start = cli_now_seconds();
+    while (status == 0 && !cli_stop_requested()) {
+        status = stream_collect(c, &reader, &sb);
+        if (status != 0 || c->in.count == 0) break; /* the end, or a stop with nothing read */
+        status = stream_run_batch(c, &sb, start);
+    }
+    const double seconds = cli_now_seconds() - start;
+    for (size_t i = 0; sb.problem && i < c->in.count; i++) free(sb.problem[i]);
+    free(sb.problem);
+    free(sb.paths);
+    cli_path_reader_close(&reader);
+    if (status != 0) return CLI_EXIT_FATAL;
+    c->results_open = 0;
+    if (cli_results_close(&c->results) != 0) return CLI_EXIT_FATAL;
+    c->to_write = c->processed;
+    return finish(c, seconds);
+}
+
 int cli_classify(int argc, char **argv) {
     cli_args args;
     int parsed = cli_parse("classify", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
@@ -300,7 +497,8 @@ int cli_classify(int argc, char **argv) {
     classify_run c = {.run = {.command = "classify", .batch = DEFAULT_BATCH},
                       .values = args.values,
                       .top_k = 5,
-                      .part = {0, 1}};
+                      .part = {0, 1},
+                      .max_wait_ms = 20};
     const int exit_code = run_classify(&c, &args);
     if (c.results_open) cli_results_close(&c.results);
     cli_batch_free(&c.run);
