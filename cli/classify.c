@@ -32,16 +32,14 @@ static const cli_option OPTIONS[NUM_OPTS] = {
                                        "(FILE.run.json must show the same model, labels, -k and format)"},
     [OPT_QUIET] = {"quiet", 'q', 0, "", "no progress or summary on stderr"},
     [OPT_NO_RECURSIVE] = {"no-recursive", 0, 0, "", "do not descend into subdirectories"},
-    [OPT_EXT] = {"ext", 0, 1, "LIST", "image extensions, comma-separated (default jpg,jpeg,png,bmp,gif,tga,pnm,ppm,pgm,psd,webp)"},
+    [OPT_EXT] = {"ext", 0, 1, "LIST", "extensions walked, comma-separated (default below)"},
     [OPT_SHARD] = {"shard", 0, 1, "I/N", "process only shard I of N (0 <= I < N), by a stable hash of the path"},
     [OPT_NO_PREFETCH] = {"no-prefetch", 0, 0, "", "decode each batch only when the model needs it (for benchmarks)"},
     [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,
     [OPT_FILES_FROM] = CLI_FILES_FROM_OPTION,
     [OPT_NULL] = CLI_NULL_OPTION,
-    [OPT_STREAM] = {"stream", 0, 0, "", "classify paths as they arrive on stdin (or --files-from), "
-                                       "writing each batch's rows at once"},
-    [OPT_MAX_WAIT] = {"max-wait-ms", 0, 1, "N", "with --stream: wait up to N ms to fill a batch "
-                                                "(default 20)"},
+    [OPT_STREAM] = {"stream", 0, 0, "", "classify paths as they come on stdin/--files-from"},
+    [OPT_MAX_WAIT] = {"max-wait-ms", 0, 1, "N", "--stream: wait up to N ms to fill a batch (20)"},
     [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };
 
@@ -56,14 +54,19 @@ static const char USAGE[] =
     "whole, a JSON array closed). In JSON, bytes of names that are not UTF-8 appear as\n"
     "\\xNN and a backslash as \\\\; CSV holds names as they are.\n"
     "\n"
+    "Directories are walked for jpg jpeg png bmp gif tga pnm ppm pgm psd webp files\n"
+    "(--ext); JPEG, PNG, BMP, GIF, TGA, PNM, PSD and WebP are read whatever the name.\n"
+    "\n"
     "--files-from FILE adds the files FILE lists (after the PATHs; not walked; rows\n"
     "name them as listed): one per line, blank lines skipped, a line ending in \\r\n"
-    "refused; with -0 NUL-separated: find DIR -print0 | vit classify --files-from - -0\n"
+    "refused. -0: NUL-separated, as from find DIR -print0 | vit classify\n"
+    "--files-from - -0.\n"
     "\n"
     "--stream: a long-lived run. Paths come from stdin (or the --files-from FILE or\n"
-    "FIFO) as they arrive; what has come within --max-wait-ms (up to -b) forms a batch\n"
-    "whose rows are written and flushed at once. EOF ends the run (exit 0, or 2 if an\n"
-    "image failed); a bad line is one failed row. No --resume, --shard or progress.";
+    "FIFO) as they arrive; what has come within --max-wait-ms (up to -b) forms a\n"
+    "batch whose rows are written and flushed at once. EOF ends the run (exit 0, or\n"
+    "2 if an image failed); a bad line is one failed row. No --resume, --shard or\n"
+    "progress line.";
 
 /* Keeps the inputs for which keep(name) holds, in order. */
 static void filter_inputs(cli_inputs *in, int (*keep)(const char *, const void *), const void *context) {

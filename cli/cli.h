@@ -156,8 +156,8 @@ int cli_inputs_collect(const char *command, const char *const *paths, int num_pa
 /* --files-from FILE and -0: a list of image paths instead of, or after,
  * the PATH arguments (every command that takes PATHs). */
 #define CLI_FILES_FROM_OPTION \
-    {"files-from", 0, 1, "FILE", "read image paths from FILE, one per line ('-': stdin)"}
-#define CLI_NULL_OPTION {"null", '0', 0, "", "with --files-from: paths end in NUL bytes (find -print0)"}
+    {"files-from", 0, 1, "FILE", "image paths from FILE, one a line ('-': stdin)"}
+#define CLI_NULL_OPTION {"null", '0', 0, "", "--files-from entries end in NUL (find -print0)"}
 
 /* Reads a list of paths, one entry at a time, from a file, a FIFO or
  * standard input: for --files-from (to its end) and classify --stream (as

@@ -47,13 +47,14 @@ enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_LAYER, OPT_THREADS, OPT_BATCH, O
 #define LAYER_HELP_BLOCK "encoder block, 0-based; negative counts from the end (default -1, the last)"
 
 #define COMMON_USAGE \
-    "PATHs are images or directories (walked recursively, sorted); --files-from FILE\n" \
-    "adds the files it lists, not walked ('find DIR -print0 | vit CMD ... --files-from\n" \
-    "- -0'). With one image, -o names the output file; with several, or with -o DIR/,\n" \
-    "outputs go into DIR named after the inputs (a/b.jpg -> DIR/a/b.png; a listed\n" \
-    "file by its base name). No output may be the model's files or an input. Exit\n" \
-    "status: 0 all went well, 2 some images could not be read (each named on stderr),\n" \
-    "1 fatal error (also an output that cannot be written)."
+    "PATHs are images or directories (walked recursively, sorted); --files-from\n" \
+    "FILE adds the files it lists, not walked (find DIR -print0 | vit CMD ...\n" \
+    "--files-from - -0). With one image, -o names the output file; with several, or\n" \
+    "with -o DIR/, outputs go into DIR named after the inputs (a/b.jpg ->\n" \
+    "DIR/a/b.png; a listed file by its base name). No output may be the model's\n" \
+    "files or an input. Exit status: 0 all went well, 2 some images could not be\n" \
+    "read (each named on stderr), 1 fatal error (also an output that cannot be\n" \
+    "written)."
 
 /* The state one inspection run shares between driver and command. */
 typedef struct inspect {
