@@ -1,4 +1,6 @@
 /* vit classify: top-k labels for image files and whole directories. */
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +13,8 @@
 
 enum { OPT_MODEL, OPT_REVISION, OPT_TOPK, OPT_THREADS, OPT_SIZE, OPT_LABELS, OPT_FORMAT,
        OPT_BATCH, OPT_OUTPUT, OPT_RESUME, OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, OPT_SHARD, OPT_NO_PREFETCH,
-       OPT_POS_RESAMPLE, OPT_ALL_CLASSES, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
+       OPT_POS_RESAMPLE, OPT_ALL_CLASSES, OPT_FILES_FROM, OPT_NULL, OPT_STREAM, OPT_MAX_WAIT,
+       OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
 
 #define DEFAULT_BATCH 16
 
@@ -30,11 +33,15 @@ static const cli_option OPTIONS[NUM_OPTS] = {
                                        "(FILE.run.json must show the same model, labels, -k and format)"},
     [OPT_QUIET] = {"quiet", 'q', 0, "", "no progress or summary on stderr"},
     [OPT_NO_RECURSIVE] = {"no-recursive", 0, 0, "", "do not descend into subdirectories"},
-    [OPT_EXT] = {"ext", 0, 1, "LIST", "image extensions, comma-separated (default jpg,jpeg,png,bmp,gif,tga,pnm,ppm,pgm,psd)"},
+    [OPT_EXT] = {"ext", 0, 1, "LIST", "extensions walked, comma-separated (default below)"},
     [OPT_SHARD] = {"shard", 0, 1, "I/N", "process only shard I of N (0 <= I < N), by a stable hash of the path"},
     [OPT_NO_PREFETCH] = {"no-prefetch", 0, 0, "", "decode each batch only when the model needs it (for benchmarks)"},
     [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,
     [OPT_ALL_CLASSES] = {"all-classes", 0, 1, "WHAT", "probs or logits of every class, not the top -k"},
+    [OPT_FILES_FROM] = CLI_FILES_FROM_OPTION,
+    [OPT_NULL] = CLI_NULL_OPTION,
+    [OPT_STREAM] = {"stream", 0, 0, "", "classify paths as they come on stdin/--files-from"},
+    [OPT_MAX_WAIT] = {"max-wait-ms", 0, 1, "N", "--stream: wait up to N ms to fill a batch (20)"},
     [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };
 
@@ -58,7 +65,22 @@ static const char USAGE[] =
     "\"probs\"/\"logits\"; -o OUT.npy an images x classes float32 array (a failed\n"
     "image: NaN), written whole at the end. Outputs whose rows carry no path (npy,\n"
     "hf) get OUT.files.jsonl beside them, naming each row's image, when there are\n"
-    "several images.";
+    "several images.\n"
+    "\n"
+
+    "Directories are walked for jpg jpeg png bmp gif tga pnm ppm pgm psd webp files\n"
+    "(--ext); JPEG, PNG, BMP, GIF, TGA, PNM, PSD and WebP are read whatever the name.\n"
+    "\n"
+    "--files-from FILE adds the files FILE lists (after the PATHs; not walked; rows\n"
+    "name them as listed): one per line, blank lines skipped, a line ending in \\r\n"
+    "refused. -0: NUL-separated, as from find DIR -print0 | vit classify\n"
+    "--files-from - -0.\n"
+    "\n"
+    "--stream: a long-lived run. Paths come from stdin (or the --files-from FILE or\n"
+    "FIFO) as they arrive; what has come within --max-wait-ms (up to -b) forms a\n"
+    "batch whose rows are written and flushed at once. EOF ends the run (exit 0, or\n"
+    "2 if an image failed); a bad line is one failed row. No --resume, --shard or\n"
+    "progress line.";
 
 /* Keeps the inputs for which keep(name) holds, in order. */
 static void filter_inputs(cli_inputs *in, int (*keep)(const char *, const void *), const void *context) {
@@ -136,6 +158,8 @@ typedef struct classify_run {
     int all_classes; /* CLI_TOP_K, CLI_ALL_PROBS or CLI_ALL_LOGITS */
     long top_k;
     int resume, quiet, progress;
+    int stream;                /* --stream */
+    long max_wait_ms;          /* --max-wait-ms */
     shard part;
     char *ext_text;            /* --ext, split in place */
     cli_inputs in;
@@ -197,7 +221,31 @@ static int read_settings(classify_run *c, const cli_args *args) {
         fprintf(stderr, "vit classify: --shard expects I/N with 0 <= I < N, got '%s'\n", v[OPT_SHARD]);
         return -1;
     }
-    if (args->num_positional == 0) {
+    c->stream = v[OPT_STREAM] != NULL;
+    if (c->stream && (c->resume || v[OPT_SHARD])) {
+        fprintf(stderr, "vit classify: --stream cannot go with %s (a stream has no end to resume "
+                        "or split)\n", c->resume ? "--resume" : "--shard");
+        return -1;
+    }
+    if (c->stream && (c->format == CLI_RESULTS_NPY || c->format == CLI_RESULTS_HF)) {
+        /* Both need the number or the names of all images before the end. */
+        fprintf(stderr, "vit classify: --stream writes rows as they come: text, csv, jsonl, json "
+                        "or hf-jsonl, not %s\n", c->format == CLI_RESULTS_NPY ? "npy" : "hf");
+        return -1;
+    }
+    if (c->stream && args->num_positional > 0) {
+        fprintf(stderr, "vit classify: --stream reads paths from stdin or --files-from, not "
+                        "PATH arguments ('%s')\n", args->positional[0]);
+        return -1;
+    }
+    if (v[OPT_MAX_WAIT] && !c->stream) {
+        fprintf(stderr, "vit classify: --max-wait-ms goes with --stream\n");
+        return -1;
+    }
+    if (v[OPT_MAX_WAIT] && cli_int("classify", "--max-wait-ms", v[OPT_MAX_WAIT], 0, 3600000,
+                                   &c->max_wait_ms) != 0)
+        return -1;
+    if (args->num_positional == 0 && !v[OPT_FILES_FROM] && !c->stream) {
         fprintf(stderr, "vit classify: no images given (see 'vit classify -h')\n");
         return -1;
     }
@@ -214,8 +262,8 @@ static int collect_inputs(classify_run *c, const cli_args *args) {
         walk.extensions = extensions;
         walk.num_extensions = cli_split_list(c->ext_text, extensions, 64);
     }
-    if (cli_inputs_collect("classify", args->positional, args->num_positional, &walk, CLI_NAMES_ROWS,
-                           &c->in) != 0)
+    if (cli_inputs_gather("classify", args->positional, args->num_positional, &walk, CLI_NAMES_ROWS,
+                          c->values[OPT_FILES_FROM], c->values[OPT_NULL] != NULL, &c->in) != 0)
         return -1;
     /* As vit features: a names file when there are several images (or a
      * directory, which may hold several). */
@@ -293,8 +341,10 @@ static int finish(classify_run *c, double seconds) {
     if (signo) {
         /* Stopped between batches: every row written is whole and a JSON
          * array is closed; the status says the run did not finish. */
-        fprintf(stderr, "vit classify: stopped by %s after %zu of %zu files%s\n",
-                signo == SIGINT ? "SIGINT" : "SIGTERM", c->processed, c->to_write,
+        char of_total[32] = ""; /* a stream has no total */
+        if (!c->stream) snprintf(of_total, sizeof of_total, " of %zu", c->to_write);
+        fprintf(stderr, "vit classify: stopped by %s after %zu%s files%s\n",
+                signo == SIGINT ? "SIGINT" : "SIGTERM", c->processed, of_total,
                 !c->output ? ""
                 : c->format == CLI_RESULTS_CSV || c->format == CLI_RESULTS_JSONL ||
                         c->format == CLI_RESULTS_HF_JSONL ? "; --resume continues"
@@ -335,8 +385,17 @@ static int start_ranks(classify_run *c, const cli_args *args) {
     return cli_mpi_share_inputs("classify", &c->in, &c->run.batch);
 }
 
+static int run_stream(classify_run *c);
+
 static int run_classify(classify_run *c, const cli_args *args) {
     const int ranks = cli_mpi_active();
+    if (c->values[OPT_STREAM]) {
+        if (ranks) {
+            fprintf(stderr, "vit classify: --stream runs in one process, not under mpirun\n");
+            return CLI_EXIT_FATAL;
+        }
+        return read_settings(c, args) != 0 ? CLI_EXIT_FATAL : run_stream(c);
+    }
     if (ranks ? start_ranks(c, args) != 0
               : read_settings(c, args) != 0 || collect_inputs(c, args) != 0 ||
                     cli_batch_load_model(&c->run, c->values[OPT_MODEL], c->values[OPT_LABELS],
@@ -363,6 +422,166 @@ static int run_classify(classify_run *c, const cli_args *args) {
     return finish(c, seconds);
 }
 
+/* ------------------------------------------------------------ --stream
+ * Paths arrive on a pipe for as long as the writer likes. The model stays
+ * loaded; a batch is what has arrived within --max-wait-ms of its first
+ * path (at most -b), decoded and run at once, its rows written with one
+ * write(2) as soon as it is done, so a reader at the other end of a pipe
+ * sees each answer without waiting for more input. Only the batch in hand
+ * is kept in memory, however long the run. Results are those of a plain
+ * run: an image's numbers do not depend on its batch (README). */
+
+/* Waits until fd has input (or its end) or timeout_ms pass (-1: without
+ * limit), sleeping in poll(2). 1: there is input; 0: timed out or a signal
+ * came (cli_stop_requested says which); -1: poll failed. */
+static int wait_for_input(int fd, int timeout_ms) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    const int n = poll(&p, 1, timeout_ms);
+    if (n < 0) return errno == EINTR ? 0 : -1;
+    return n > 0;
+}
+
+/* The entries of one stream batch beside c->in: why an entry is no path
+ * (NULL: it is one), and the paths the loader gets. */
+typedef struct stream_batch {
+    char **problem;
+    const char **paths;
+} stream_batch;
+
+/* Reads entries into c->in until the batch is full, --max-wait-ms have
+ * passed since its first entry, the input ends or a stop signal comes.
+ * -1 after one line when the input cannot be read. */
+static int stream_collect(classify_run *c, cli_path_reader *r, stream_batch *sb) {
+    double deadline = 0;
+    while (c->in.count < (size_t)c->run.batch && !cli_stop_requested()) {
+        const char *path, *problem;
+        if (cli_path_reader_next(r, &path, &problem)) {
+            if (cli_inputs_add(&c->in, path, path) != 0 ||
+                (problem && !(sb->problem[c->in.count - 1] = strdup(problem)))) {
+                fprintf(stderr, "vit classify: out of memory\n");
+                return -1;
+            }
+            if (c->in.count == 1) deadline = cli_now_seconds() + c->max_wait_ms / 1000.0;
+            continue;
+        }
+        if (r->eof) break;
+        int timeout = -1; /* nothing yet: sleep until something comes */
+        if (c->in.count > 0) {
+            const double left = deadline - cli_now_seconds();
+            if (left <= 0) break;
+            timeout = (int)(left * 1000.0 + 0.999);
+        }
+        const int ready = wait_for_input(r->fd, timeout);
+        if (ready < 0 || (ready > 0 && cli_path_reader_fill(r) != 0)) {
+            fprintf(stderr, "vit classify: %s: cannot read: %s\n", r->name, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Decodes and classifies the entries in c->in, writes their rows in order
+ * and empties the batch. -1 when the forward pass or the output failed. */
+static int stream_run_batch(classify_run *c, stream_batch *sb, double start) {
+    cli_batch_run *run = &c->run;
+    size_t good = 0;
+    for (size_t i = 0; i < c->in.count; i++)
+        if (!sb->problem[i]) sb->paths[good++] = c->in.paths[i];
+    data_loader *loader = NULL;
+    data_batch b = {0};
+    vit_error err;
+    int status = 0;
+    if (good > 0) {
+        if (data_loader_create(&run->pre, sb->paths, good, (int)good,
+                               cli_thread_count((int)run->threads), 0, &loader, &err) != VIT_OK) {
+            fprintf(stderr, "vit classify: %s\n", err.message);
+            return -1;
+        }
+        /* The summary's split, as cli_batch_each measures it (no prefetch
+         * here: the decoding is all waited for). */
+        const double decode = cli_now_seconds();
+        const int loaded = data_loader_next(loader, &b) > 0;
+        const double forward = cli_now_seconds();
+        run->timings.decode += forward - decode;
+        if (!loaded || cli_run_batch_softmax("classify", run->ctx, run->model, sb->paths, &b,
+                                             run->outputs, !run->logits) != 0)
+            status = -1;
+        run->timings.forward += cli_now_seconds() - forward;
+    }
+    for (size_t i = 0, g = 0; status == 0 && i < c->in.count; i++) {
+        if (sb->problem[i]) {
+            add_row(c, i, NULL, sb->problem[i]);
+            continue;
+        }
+        const int row = b.row[g];
+        if (row < 0) add_row(c, i, NULL, b.errors[g].message);
+        else add_row(c, i, run->outputs + (size_t)row * run->classes, NULL);
+        g++;
+    }
+    data_loader_free(loader);
+    if (status == 0) status = flush_rows(c, &b, cli_now_seconds() - start);
+    for (size_t i = 0; i < c->in.count; i++) {
+        free(sb->problem[i]);
+        sb->problem[i] = NULL;
+    }
+    cli_inputs_free(&c->in);
+    return status;
+}
+
+static int run_stream(classify_run *c) {
+    const char *list = c->values[OPT_FILES_FROM] ? c->values[OPT_FILES_FROM] : "-";
+    const char *list_input[1] = {list};
+    cli_path_reader reader;
+    stream_batch sb = {0};
+    if (cli_batch_load_model(&c->run, c->values[OPT_MODEL], c->values[OPT_LABELS],
+                             c->values[OPT_POS_RESAMPLE], " (it outputs features)") != 0)
+        return CLI_EXIT_FATAL;
+    /* The images to come are unknown: only the model's files and the list
+     * itself are protected from -o. */
+    if (c->output &&
+        (cli_protect_run("classify", &c->run.protect, c->run.model, c->values[OPT_LABELS], list_input,
+                         strcmp(list, "-") != 0) != 0 ||
+         cli_check_output("classify", &c->run.protect, c->output) != 0 ||
+         cli_lock_output("classify", c->output, 1, &c->run.lock) != 0))
+        return CLI_EXIT_FATAL;
+    const cli_run_settings settings = {(int)c->run.size, c->values[OPT_POS_RESAMPLE], NULL,
+                                       c->all_classes, 0, 0};
+    if (cli_results_open(&c->results, c->output, c->format, (int)c->top_k, c->run.model, &settings, 0,
+                         &c->done) != 0)
+        return CLI_EXIT_FATAL;
+    c->results_open = 1;
+    if (cli_batch_start(&c->run, NULL, 0, 0, 0) != 0 ||
+        cli_path_reader_open("classify", list, c->values[OPT_NULL] != NULL, &reader) != 0)
+        return CLI_EXIT_FATAL;
+    int status = 0;
+    sb.problem = calloc((size_t)c->run.batch, sizeof *sb.problem);
+    sb.paths = calloc((size_t)c->run.batch, sizeof *sb.paths);
+    if (!sb.problem || !sb.paths) {
+        fprintf(stderr, "vit classify: out of memory\n");
+        status = -1;
+    }
+    cli_catch_stop_signals();
+    const double start = cli_now_seconds();
+    while (status == 0 && !cli_stop_requested()) {
+        status = stream_collect(c, &reader, &sb);
+        if (status != 0 || c->in.count == 0) break; /* the end, or a stop with nothing read */
+        status = stream_run_batch(c, &sb, start);
+    }
+    const double seconds = cli_now_seconds() - start;
+    /* images/s over the whole run, the time waiting for paths included. */
+    c->run.timings.total = seconds;
+    c->run.timings.split = 1;
+    for (size_t i = 0; sb.problem && i < c->in.count; i++) free(sb.problem[i]);
+    free(sb.problem);
+    free(sb.paths);
+    cli_path_reader_close(&reader);
+    if (status != 0) return CLI_EXIT_FATAL;
+    c->results_open = 0;
+    if (cli_results_close(&c->results) != 0) return CLI_EXIT_FATAL;
+    c->to_write = c->processed;
+    return finish(c, seconds);
+}
+
 int cli_classify(int argc, char **argv) {
     cli_args args;
     int parsed = cli_parse("classify", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
@@ -373,7 +592,8 @@ int cli_classify(int argc, char **argv) {
     classify_run c = {.run = {.command = "classify", .batch = DEFAULT_BATCH},
                       .values = args.values,
                       .top_k = 5,
-                      .part = {0, 1}};
+                      .part = {0, 1},
+                      .max_wait_ms = 20};
     const int exit_code = run_classify(&c, &args);
     if (c.results_open) {
         c.results.abandon = 1; /* a fatal error: a .npy is not left half-made */

@@ -180,6 +180,57 @@ void cli_inputs_free(cli_inputs *in);
 int cli_inputs_collect(const char *command, const char *const *paths, int num_paths,
                        const data_walk_options *walk, cli_naming naming, cli_inputs *in);
 
+/* --files-from FILE and -0: a list of image paths instead of, or after,
+ * the PATH arguments (every command that takes PATHs). */
+#define CLI_FILES_FROM_OPTION \
+    {"files-from", 0, 1, "FILE", "image paths from FILE, one a line ('-': stdin)"}
+#define CLI_NULL_OPTION {"null", '0', 0, "", "--files-from entries end in NUL (find -print0)"}
+
+/* Reads a list of paths, one entry at a time, from a file, a FIFO or
+ * standard input: for --files-from (to its end) and classify --stream (as
+ * the entries arrive; poll fd, then cli_path_reader_fill). */
+typedef struct cli_path_reader {
+    int fd, owns_fd;
+    int nul;           /* entries end in '\0', else in '\n' */
+    int eof, skipping; /* skipping: inside an overlong entry */
+    const char *name;  /* the list as messages name it ("standard input" for -) */
+    char *buf;
+    size_t start, length, capacity;
+    unsigned long line; /* entries seen so far (line number of the last one) */
+    char message[4608], display[80];
+} cli_path_reader;
+
+/* Opens list ("-": standard input). Prints one line naming it and returns
+ * -1 when it cannot be read. */
+int cli_path_reader_open(const char *command, const char *list, int nul, cli_path_reader *r);
+
+/* One read(2) of what is there (blocks if nothing is: poll first to wait
+ * with a timeout); sets r->eof at the end. -1 on a read error (errno). */
+int cli_path_reader_fill(cli_path_reader *r);
+
+/* The next whole entry already read: returns 1 with *path (valid until the
+ * next call), 0 when more input is needed (or, with r->eof, the list is
+ * done). Empty entries are skipped. An entry that cannot be a path gets
+ * *problem, one line naming the list and line: longer than PATH_MAX (*path
+ * then shows its start; the rest is skipped), or in line mode holding a NUL
+ * byte or ending in "\r" (not stripped: a CRLF list is refused rather than
+ * silently read as other names). The last entry needs no separator. */
+int cli_path_reader_next(cli_path_reader *r, const char **path, const char **problem);
+void cli_path_reader_close(cli_path_reader *r);
+
+/* Appends the paths listed in list (--files-from; nul: -0) to in as files,
+ * never walked, named as listed (CLI_NAMES_OUTPUTS: by base name, as a file
+ * argument); *added counts them. A list that cannot be read or holds an
+ * entry with a problem is one line and -1. */
+int cli_inputs_read_list(const char *command, const char *list, int nul, cli_naming naming,
+                         cli_inputs *in, size_t *added);
+
+/* cli_inputs_collect of the PATHs, then the list (NULL: none): the usual
+ * errors, and when both together give no image at all one line saying so. */
+int cli_inputs_gather(const char *command, const char *const *paths, int num_paths,
+                      const data_walk_options *walk, cli_naming naming, const char *list, int nul,
+                      cli_inputs *in);
+
 /* ------------------------------------------------------ the user's files
  * Files a run reads and must never write: the model's files and the inputs.
  * They are compared with outputs by device and inode, so another spelling

@@ -26,7 +26,7 @@
 
 /* Options every inspection command takes, first in each command's table. */
 enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_LAYER, OPT_THREADS, OPT_BATCH, OPT_SIZE, OPT_POS_RESAMPLE,
-       OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, NUM_COMMON };
+       OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, OPT_FILES_FROM, OPT_NULL, NUM_COMMON };
 
 #define COMMON_OPTIONS(output_help, layer_help)                                                  \
     [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP},                                  \
@@ -39,21 +39,25 @@ enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_LAYER, OPT_THREADS, OPT_BATCH, O
     [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,                                                \
     [OPT_QUIET] = {"quiet", 'q', 0, "", "no progress or summary on stderr"},                     \
     [OPT_NO_RECURSIVE] = {"no-recursive", 0, 0, "", "do not descend into subdirectories"},       \
-    [OPT_EXT] = {"ext", 0, 1, "LIST", "image extensions in directories, comma-separated"}
+    [OPT_EXT] = {"ext", 0, 1, "LIST", "image extensions in directories, comma-separated"},   \
+    [OPT_FILES_FROM] = CLI_FILES_FROM_OPTION,                                                    \
+    [OPT_NULL] = CLI_NULL_OPTION
 
 #define OUTPUT_HELP_PICTURE "output PNG, or a directory (ending in /) for one per input"
 #define LAYER_HELP_BLOCK "encoder block, 0-based; negative counts from the end (default -1, the last)"
 
 #define COMMON_USAGE \
-    "PATHs are images or directories (walked recursively, sorted). No output may be\n" \
-    "the model's files or an input. Exit status: 0 all went well, 2 some images\n" \
-    "could not be read (each named on stderr), 1 fatal error (also an output that\n" \
-    "cannot be written)."
+    "PATHs are images or directories (walked recursively, sorted); --files-from\n" \
+    "FILE adds the files it lists, not walked (find DIR -print0 | vit CMD ...\n" \
+    "--files-from - -0). No output may be the model's files or an input. Exit\n" \
+    "status: 0 all went well, 2 some images could not be read (each named on\n" \
+    "stderr), 1 fatal error (also an output that cannot be written)."
 
 /* What the commands that draw pictures add (features writes one array). */
 #define PICTURE_USAGE(size_note) \
     "With one image, -o names the output picture; with several, or with -o DIR/,\n" \
-    "outputs go into DIR named after the inputs (a/b.jpg -> DIR/a/b.png). " size_note "\n\n"
+    "outputs go into DIR named after the inputs (a/b.jpg -> DIR/a/b.png; a listed\n" \
+    "file by its base name). " size_note "\n\n"
 
 /* The state one inspection run shares between driver and command. */
 typedef struct inspect {
@@ -235,7 +239,7 @@ static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path,
         fprintf(stderr, "vit %s: no output given (-o, see 'vit %s -h')\n", s->command, s->command);
         return -1;
     }
-    if (a->num_positional == 0) {
+    if (a->num_positional == 0 && !a->values[OPT_FILES_FROM]) {
         fprintf(stderr, "vit %s: no images given (see 'vit %s -h')\n", s->command, s->command);
         return -1;
     }
@@ -248,7 +252,8 @@ static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path,
         walk.num_extensions = cli_split_list(s->ext_text, extensions, 64);
     }
     if (!s->inputs_given &&
-        cli_inputs_collect(s->command, a->positional, a->num_positional, &walk, naming, &s->in) != 0)
+        cli_inputs_gather(s->command, a->positional, a->num_positional, &walk, naming,
+                          a->values[OPT_FILES_FROM], a->values[OPT_NULL] != NULL, &s->in) != 0)
         return -1;
     if (!(s->collides = calloc(s->in.count ? s->in.count : 1, 1))) return out_of_memory(s);
     if (naming == CLI_NAMES_OUTPUTS && mark_collisions(s) != 0) return -1;

@@ -25,8 +25,17 @@
  *    measured numbers). CMYK/YCCK JPEGs are converted by stb's formula.
  *  - GIF: transparent pixels of the first frame come out black, where PIL
  *    shows the palette colour of the transparent index.
- *  - ASCII PNM (P1-P3), binary bitmap PBM (P4), TIFF, WebP and Radiance HDR are
+ *  - ASCII PNM (P1-P3), binary bitmap PBM (P4), TIFF and Radiance HDR are
  *    refused.
+ *
+ * WebP (recognised by "RIFF....WEBP", whatever the name) is decoded by
+ * libwebp, the library PIL's WebP plugin uses, so pixels are PIL's exactly,
+ * lossy ones included (tests/test_webp.c). The canvas size is read from the
+ * header and checked against the pixel cap before anything is decoded.
+ * Alpha is dropped without blending, as for PNG and as convert('RGB') does.
+ * An animated WebP gives its first frame, as a GIF does: composed on its
+ * canvas by libwebpdemux's animation decoder, as PIL composes it (what
+ * the first frame does not cover is transparent black, so black in RGB).
  *
  * Truncation: stb fills missing JPEG, BMP, GIF and TGA data with zeros
  * instead of failing, whereas PIL raises "image file is truncated". We check
@@ -47,6 +56,8 @@
 #include <unistd.h>
 
 #include <stb_image.h>
+#include <webp/decode.h>
+#include <webp/demux.h>
 
 /* Encoded files larger than this are refused before reading. */
 #define DATA_MAX_FILE_BYTES ((size_t)1 << 30)
@@ -434,6 +445,80 @@ static uint8_t *png_without_empty_idat(const uint8_t *b, size_t n, size_t *out_s
 static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
                                   int64_t max_pixels, data_image *out, vit_error *err);
 
+/* libwebp's reason for a refusal, for messages. */
+static const char *webp_reason(VP8StatusCode status) {
+    switch (status) {
+    case VP8_STATUS_OUT_OF_MEMORY: return "out of memory";
+    case VP8_STATUS_BITSTREAM_ERROR: return "corrupt data";
+    case VP8_STATUS_UNSUPPORTED_FEATURE: return "unsupported feature";
+    case VP8_STATUS_NOT_ENOUGH_DATA: return "truncated";
+    default: return "cannot decode";
+    }
+}
+
+/* An animated WebP's first frame on its canvas (see the top of the file). */
+static vit_status decode_webp_first_frame(const uint8_t *b, size_t size, const char *name,
+                                          data_image *out, vit_error *err) {
+    WebPAnimDecoderOptions options;
+    if (!WebPAnimDecoderOptionsInit(&options))
+        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: libwebp version mismatch", name);
+    options.color_mode = MODE_RGBA; /* not premultiplied: alpha is just dropped */
+    options.use_threads = 0;
+    const WebPData data = {b, size};
+    WebPAnimDecoder *dec = WebPAnimDecoderNew(&data, &options);
+    if (!dec) return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated animated WebP", name);
+    WebPAnimInfo info;
+    uint8_t *rgba = NULL;
+    int timestamp;
+    vit_status st = VIT_OK;
+    if (!WebPAnimDecoderGetInfo(dec, &info) || !WebPAnimDecoderGetNext(dec, &rgba, &timestamp))
+        st = vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated animated WebP (first frame)",
+                           name);
+    else if ((int)info.canvas_width != out->width || (int)info.canvas_height != out->height)
+        st = vit_error_set(err, VIT_E_FORMAT, "%s: inconsistent WebP size", name);
+    const size_t n = (size_t)out->width * (size_t)out->height;
+    for (size_t i = 0; st == VIT_OK && i < n; i++) memcpy(out->pixels + 3 * i, rgba + 4 * i, 3);
+    WebPAnimDecoderDelete(dec);
+    return st;
+}
+
+static vit_status decode_webp(const uint8_t *b, size_t size, const char *name, int64_t max_pixels,
+                              data_image *out, vit_error *err) {
+    WebPBitstreamFeatures features;
+    const VP8StatusCode status = WebPGetFeatures(b, size, &features);
+    if (status != VP8_STATUS_OK)
+        return vit_error_set(err, status == VP8_STATUS_UNSUPPORTED_FEATURE ? VIT_E_UNSUPPORTED : VIT_E_FORMAT,
+                             "%s: %s WebP header", name,
+                             status == VP8_STATUS_NOT_ENOUGH_DATA ? "truncated" : webp_reason(status));
+    /* The header's size (the canvas, for an animation) before any pixel. */
+    vit_status st = check_dimensions(name, features.width, features.height, max_pixels, err);
+    if (st != VIT_OK) return st;
+    if ((st = alloc_image(name, features.width, features.height, out, err)) != VIT_OK) return st;
+    if (features.has_animation) st = decode_webp_first_frame(b, size, name, out, err);
+    else {
+        /* Straight into our pixels: RGB, alpha dropped. */
+        WebPDecoderConfig config;
+        if (!WebPInitDecoderConfig(&config)) {
+            st = vit_error_set(err, VIT_E_UNSUPPORTED, "%s: libwebp version mismatch", name);
+        } else {
+            config.output.colorspace = MODE_RGB;
+            config.output.is_external_memory = 1;
+            config.output.u.RGBA.rgba = out->pixels;
+            config.output.u.RGBA.stride = 3 * out->width;
+            config.output.u.RGBA.size = (size_t)out->width * (size_t)out->height * 3;
+            const VP8StatusCode decoded = WebPDecode(b, size, &config);
+            if (decoded != VP8_STATUS_OK)
+                st = vit_error_set(err, VIT_E_FORMAT, "%s: %s WebP data", name,
+                                   decoded == VP8_STATUS_NOT_ENOUGH_DATA ? "truncated"
+                                                                         : webp_reason(decoded));
+            else if (config.output.width != out->width || config.output.height != out->height)
+                st = vit_error_set(err, VIT_E_FORMAT, "%s: inconsistent WebP size", name);
+        }
+    }
+    if (st != VIT_OK) data_image_free(out);
+    return st;
+}
+
 vit_status data_image_load_memory_capped(const void *bytes, size_t size, const char *name,
                                          int64_t max_pixels, data_image *out, vit_error *err) {
     if (max_pixels <= 0) max_pixels = DATA_MAX_PIXELS;
@@ -447,11 +532,11 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
     image_format fmt = sniff_format(b, size);
     switch (fmt) {
     case FMT_PNM: return decode_pnm(b, size, name, max_pixels, out, err);
+    case FMT_WEBP: return decode_webp(b, size, name, max_pixels, out, err);
     case FMT_PNM_ASCII:
     case FMT_PBM_BINARY:
     case FMT_HDR:
     case FMT_TIFF:
-    case FMT_WEBP:
         return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: %s images are not supported", name,
                              format_name(fmt));
     default: break;

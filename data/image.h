@@ -1,7 +1,8 @@
 /* image.h — decoding image files into 8-bit RGB.
  *
  * stb_image decodes JPEG (baseline and progressive), PNG, BMP, GIF, TGA,
- * PSD and binary PNM; grey, palette and alpha images become RGB (alpha
+ * PSD and binary PNM, libwebp WebP (an animation: its first frame); grey,
+ * palette and alpha images become RGB (alpha
  * dropped), as PIL's convert("RGB") does, and EXIF orientation is ignored as
  * PIL's Image.open does. Before stb sees a file its header is checked: the
  * pixel count against a cap (before any pixel is decoded), truncated BMP,
@@ -31,7 +32,8 @@ typedef struct data_image {
 } data_image;
 
 /* Decodes an image file (JPEG incl. progressive, PNG incl. 16-bit/palette/
- * grey/alpha, BMP, GIF first frame, TGA, PNM, PSD) to 8-bit RGB the way PIL's
+ * grey/alpha, BMP, GIF first frame, TGA, PNM, PSD, WebP lossy/lossless/
+ * animated first frame) to 8-bit RGB the way PIL's
  * convert('RGB') does: grey is replicated, alpha is dropped (not blended), and
  * 16-bit samples are reduced to 8 bits. The dimensions are read and checked
  * against DATA_MAX_PIXELS before pixels are decoded. EXIF orientation is

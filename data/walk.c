@@ -12,7 +12,7 @@
 #include <sys/stat.h>
 
 static const char *const DEFAULT_EXTENSIONS[] = {"jpg", "jpeg", "png", "bmp", "gif", "tga",
-                                                 "pnm", "ppm", "pgm", "psd"};
+                                                 "pnm", "ppm", "pgm", "psd", "webp"};
 
 int data_has_image_extension(const char *path, const data_walk_options *options) {
     const char *slash = strrchr(path, '/');

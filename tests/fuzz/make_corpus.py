@@ -199,6 +199,9 @@ def make_images():
     variants("image", "rgb.bmp", encode(im, "BMP"), cuts=(0.8,))
     variants("image", "anim.gif", encode(im.convert("P"), "GIF"), cuts=(0.7,))
     variants("image", "rgb.tga", encode(im, "TGA"), flips=1)
+    # WebP (libwebp): lossy with alpha, so the VP8X, ALPH and VP8 chunks are all there.
+    alpha = (np.arange(30).reshape(6, 5) * 8).astype(np.uint8)
+    out("image", "rgba.webp", encode(Image.fromarray(np.dstack([rgb, alpha])), "WEBP", quality=80))
     variants("image", "rgb.ppm", encode(im, "PPM"), cuts=(0.9,))
     variants("image", "grey.pgm", encode(Image.fromarray(grey), "PPM"), flips=1)
     out("image", "grey16.pgm", b"P5 3 2 1000\n" + bytes(range(12)))
