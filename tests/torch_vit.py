@@ -768,6 +768,8 @@ class FamilyViT:
             pooled = h[:, 0]
         elif self.global_pool == "avg":
             pooled = h[:, self.num_prefix:].mean(dim=1)
+        elif self.global_pool == "dinov2" and not self.num_classes:
+            pooled = h[:, 0]  # bare Dinov2Model: pooler_output, the normed class token
         elif self.global_pool == "dinov2":
             pooled = torch.cat([h[:, 0], h[:, 1 + self.reg_tokens:].mean(dim=1)], dim=1)
         else:
@@ -955,6 +957,8 @@ def _independent_family_forward(m, x):
             pooled = h[0]
         elif m.global_pool == "avg":
             pooled = sum(h[t] for t in range(m.num_prefix, T)) / (T - m.num_prefix)
+        elif not m.num_classes:
+            pooled = h[0]
         else:
             first = 1 + m.reg_tokens
             pooled = torch.cat([h[0], sum(h[t] for t in range(first, T)) / (T - first)])
