@@ -232,6 +232,18 @@ CASES = [
          notes="Register tokens WITHOUT no_embed_class (a legal timm combination): pos_embed "
                "[1, 1 + 2 + 4, D] covers cls, reg0, reg1 and the 4 patches, added after the "
                "concatenation. T = 7."),
+    dict(name="gap_implicit", seed=1814, layout="timm",
+         model=dict(embed_dim=32, depth=1, num_heads=2, mlp_dim=128, patch_size=4, img_size=16,
+                    num_classes=3, class_token=False, global_pool="avg", fc_norm=False,
+                    qkv_bias=False, init_values=1e-6, eps=1e-6),
+         run_size=16, arch="vit_medium_patch16_gap_256", args="dims",
+         switches=["no_class_token", "global_pool_avg", "qkv_bias_false", "layer_scale",
+                   "implied_by_architecture"],
+         notes="timm vit_medium_patch16_gap_256 (model_args with dimensions only): the entrypoint "
+               "passes class_token=False, global_pool='avg', fc_norm=False, qkv_bias=False, "
+               "init_values=1e-6. fc_norm=False: the final norm stays per token BEFORE the mean "
+               "(norm.weight/bias present, no fc_norm.*), 'tokens' are normed. No prefix tokens: "
+               "pos_embed [1, 16, D] and the sequence is the 16 patches (T = 16)."),
     dict(name="qknorm_nobias", seed=1809, layout="timm",
          model=dict(embed_dim=48, depth=2, num_heads=3, mlp_dim=96, patch_size=4, img_size=16,
                     num_classes=3, qk_norm=True, qkv_bias=False, eps=1e-6),
@@ -327,12 +339,18 @@ def ablations(m):
         v = _variant(m, use_fc_norm=False)
         v.p["norm.weight"], v.p["norm.bias"] = m.p["fc_norm.weight"], m.p["fc_norm.bias"]
         out.append(("fc_norm applied per token before the pool (as norm)", v))
+    if m.global_pool == "avg" and not m.use_fc_norm:
+        v = _variant(m, use_fc_norm=True)
+        v.p["fc_norm.weight"], v.p["fc_norm.bias"] = m.p["norm.weight"], m.p["norm.bias"]
+        out.append(("norm applied after the pool (as fc_norm)", v))
+    if m.global_pool == "avg" and m.reg_tokens and m.no_embed_class:
+        out.append(("register tokens included in the mean", _variant(m, num_prefix=0)))
+    if m.style == "timm":
+        out.append(("pos resample antialias=False (timm <= 0.6 / HF ViT)", _variant(m, pos_antialias=False)))
     if m.style == "dinov2_reg":
         out.append(("antialias=False (Dinov2 instead of WithRegisters)", _variant(m, pos_antialias=False)))
     if m.style == "dinov2":
         out.append(("antialias=True", _variant(m, pos_antialias=True)))
-    if m.style == "timm" and m.no_embed_class is False and m.pos_antialias:
-        pass
     return out
 
 
@@ -473,7 +491,10 @@ def main():
 
         abl = OrderedDict()
         for desc, v in ablations(m):
-            abl[desc] = float("%.3g" % (v(x)["logits"] - r["logits"]).abs().max().item())
+            delta = (v(x)["logits"] - r["logits"]).abs().max().item()
+            if delta == 0 and desc.startswith("pos resample"):
+                continue  # not resampled at this size
+            abl[desc] = float("%.3g" % delta)
         info = OrderedDict()
         info["layout"] = c["layout"]
         if c["layout"] == "hf":
