@@ -245,12 +245,12 @@ CASES = [
                "(norm.weight/bias present, no fc_norm.*), 'tokens' are normed. No prefix tokens: "
                "pos_embed [1, 16, D] and the sequence is the 16 patches (T = 16)."),
     dict(name="qknorm_nobias", seed=1809, layout="timm",
-         model=dict(embed_dim=48, depth=2, num_heads=3, mlp_dim=96, patch_size=4, img_size=16,
+         model=dict(embed_dim=32, depth=2, num_heads=4, mlp_dim=64, patch_size=4, img_size=16,
                     num_classes=3, qk_norm=True, qkv_bias=False, eps=1e-6),
          run_size=16, arch="vit_base_patch16_224", args="spelled",
          switches=["qk_norm", "qkv_bias_false"],
-         notes="qk_norm: blocks.N.attn.q_norm / k_norm, LayerNorm over head_dim (16) with weight "
-               "and bias [16] shared by the heads, eps 1e-6, applied to q and k of every head "
+         notes="qk_norm: blocks.N.attn.q_norm / k_norm, LayerNorm over head_dim (8; 4 heads) with "
+               "weight and bias [8] shared by the heads, eps 1e-6, applied to q and k of every head "
                "before the dh^-0.5 scaling (timm Attention). qkv_bias=False: no "
                "blocks.N.attn.qkv.bias (attn.proj keeps its bias). T = 17."),
     dict(name="dinov2_hf", seed=1810, layout="hf", hf_layout="hf_dinov2",
@@ -404,6 +404,10 @@ def hostile_cases():
          "register_tokens", "register_tokens [1, 4, 24] (hidden_size 16)"),
         ("dinov2_register_count_mismatch", "hf_dinov2_reg_cfg3", lambda sd: sd, "num_register_tokens",
          "config.json says num_register_tokens 3, the file holds register_tokens [1, 4, 16]"),
+        ("ambiguous_pos_embed", "timm_ambiguous", lambda sd: sd, "pos_embed",
+         "no config.json; cls_token + reg_token [1, 4, D] + pos_embed [1, 9, D]: either 9 patch "
+         "positions (no_embed_class, 3x3 grid, native 24) or 5 prefix + 4 patch positions (2x2 "
+         "grid, native 16) - undecidable from the tensors"),
     ]
 
 
@@ -417,6 +421,8 @@ def hostile_bases(seed):
     d2 = FamilyViT(16, 2, 2, 32, 8, 16, num_classes=3, style="dinov2", eps=1e-6).random_init(g)
     d2r = FamilyViT(16, 2, 2, 32, 8, 16, num_classes=3, style="dinov2_reg", reg_tokens=4,
                     eps=1e-6).random_init(g)
+    amb = FamilyViT(16, 1, 2, 32, 8, 24, num_classes=3, class_token=True, reg_tokens=4,
+                    no_embed_class=True, eps=1e-6).random_init(g)
     labels = ["a", "b", "c"]
     cfg3 = hf_dinov2_config(d2r, "Dinov2WithRegistersForImageClassification", labels)
     cfg3["num_register_tokens"] = 3
@@ -427,6 +433,7 @@ def hostile_bases(seed):
         "hf_dinov2_reg": (d2r, "hf_dinov2_reg",
                           hf_dinov2_config(d2r, "Dinov2WithRegistersForImageClassification", labels)),
         "hf_dinov2_reg_cfg3": (d2r, "hf_dinov2_reg", cfg3),
+        "timm_ambiguous": (amb, "timm", None),
     }
 
 
@@ -548,10 +555,11 @@ def main():
         os.makedirs(dd)
         save_safetensors(os.path.join(dd, "model.safetensors"), sd,
                          {"format": "pt", "fault": desc})
-        write_json(os.path.join(dd, "config.json"), cfg)
+        if cfg is not None:
+            write_json(os.path.join(dd, "config.json"), cfg)
         manifest[f"{name}/model.safetensors"] = substring
         # the reference loader refuses it too (config-level faults excepted)
-        if name != "dinov2_register_count_mismatch":
+        if name not in ("dinov2_register_count_mismatch", "ambiguous_pos_embed"):
             try:
                 FamilyViT(**_ctor_args(m)).load(sd, layout)
             except (KeyError, RuntimeError, AssertionError):

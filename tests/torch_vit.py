@@ -1060,4 +1060,34 @@ if __name__ == "__main__":
                                             pos_antialias=m.pos_antialias)
                 with torch.no_grad():
                     assert torch.equal(m2(x), m(x)), lay
+    # FamilyViT (issue 18): every switch against the float64 loop formulation,
+    # at the native size and resampled, and the key layouts round trip.
+    for kw, layouts in ((dict(init_values=1e-6, no_embed_class=True), ("timm",)),
+                        (dict(pre_norm=True, act="quick_gelu", eps=1e-5), ("timm",)),
+                        (dict(reg_tokens=4, class_token=False, global_pool="avg",
+                              no_embed_class=True, init_values=1e-5), ("timm",)),
+                        (dict(class_token=False, global_pool="avg", fc_norm=False), ("timm",)),
+                        (dict(reg_tokens=2), ("timm",)),
+                        (dict(qk_norm=True, qkv_bias=False), ("timm",)),
+                        (dict(style="dinov2"), ("timm", "hf_dinov2", "hf_dinov2_model")),
+                        (dict(style="dinov2_reg", reg_tokens=4), ("timm", "hf_dinov2_reg"))):
+        m = FamilyViT(32, 2, 2, 64, 4, 16, num_classes=3, **kw).random_init(g)
+        for S in (16, 24):
+            x = torch.randn(2, 3, S, S, generator=g)
+            r = m(x)
+            t64, p64, l64, a64 = _independent_family_forward(m, x)
+            err = max((r["tokens"].double() - t64).abs().max().item(),
+                      (r["logits"].double() - l64).abs().max().item(),
+                      (r["attention"][0].double() - a64).abs().max().item())
+            print(f"family {kw} S={S}: max |ref - independent| = {err:.2e}")
+            assert err < 1e-4
+        for lay in layouts:
+            nc = 0 if lay == "hf_dinov2_model" else 3
+            m2 = FamilyViT(32, 2, 2, 64, 4, 16, num_classes=nc, **kw)
+            sd = m.state_dict(lay)
+            m2.load(sd, lay)
+            if nc:
+                assert torch.equal(m2(x)["logits"], r["logits"]), lay
+            else:
+                assert torch.equal(m2(x)["tokens"], r["tokens"]), lay
     print("ok")
