@@ -264,9 +264,10 @@ CASES = [
                "like 518 = 37x37 for the real models), run at 16: the patch positions are "
                "resized 7x7 -> 4x4 by interpolate_pos_encoding: F.interpolate(size=(4, 4), "
                "mode='bicubic', align_corners=False, antialias=False) in float32, class position "
-               "kept (current transformers; versions before ~4.45 used scale_factor=((h+0.1)/7, "
-               "(w+0.1)/7) instead of size, which gives the same 4x4 sampling grid only up to "
-               "that offset - the fixture follows size=). eps 1e-6, GELU (erf). T = 17."),
+               "kept (current transformers; older versions passed scale_factor=((h/P + 0.1)/7, "
+               "(w/P + 0.1)/7) instead of size=, the DINO +0.1 offset, and torch then maps "
+               "coordinates with that scale: 0.10 off in the logits here, see the ablations - the "
+               "fixture follows size=). eps 1e-6, GELU (erf). T = 17."),
     dict(name="dinov2_hf_native", seed=1811, layout="hf", hf_layout="hf_dinov2",
          same_model_as="dinov2_hf", run_size=28,
          switches=["layer_scale", "dinov2_classifier", "mask_token_unused"],
@@ -323,8 +324,27 @@ def _variant(m, **attrs):
     return v
 
 
-def ablations(m):
+def _old_hf_dinov2_pos(m, S):
+    """transformers' Dinov2 interpolate_pos_encoding before the size= rewrite:
+    scale_factor=((g + 0.1) / sqrt(N), (g + 0.1) / sqrt(N)) (the DINO +0.1
+    offset); torch then maps coordinates with that scale, not with g / sqrt(N)."""
+    pos = m.p["pos_embed"]
+    n = pos.shape[1] - 1
+    gs = int(round(n ** 0.5))
+    g = S // m.patch_size + 0.1
+    grid = pos[:, 1:].reshape(1, gs, gs, -1).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, scale_factor=(g / gs, g / gs), mode="bicubic",
+                                           align_corners=False, antialias=m.pos_antialias)
+    assert grid.shape[-1] == S // m.patch_size
+    return torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, pos.shape[-1])], dim=1)
+
+
+def ablations(m, S):
     out = []
+    if m.style != "timm" and S != m.img_size:
+        v = _variant(m, grid=(S // m.patch_size,) * 2)
+        v.p["pos_embed"] = _old_hf_dinov2_pos(m, S)
+        out.append(("old transformers scale_factor=(g+0.1)/sqrt(N) interpolation", v))
     if m.init_values:
         out.append(("LayerScale ignored", _variant(m, init_values=None)))
     if m.pre_norm:
@@ -497,7 +517,7 @@ def main():
                          {"case": c["name"], "generator": "tests/gen_family.py"})
 
         abl = OrderedDict()
-        for desc, v in ablations(m):
+        for desc, v in ablations(m, S):
             delta = (v(x)["logits"] - r["logits"]).abs().max().item()
             if delta == 0 and desc.startswith("pos resample"):
                 continue  # not resampled at this size
