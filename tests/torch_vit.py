@@ -734,9 +734,9 @@ class FamilyViT:
         h = self._act(F.linear(x, self.p[b + "fc1.weight"], self.p[b + "fc1.bias"]))
         return F.linear(h, self.p[b + "fc2.weight"], self.p[b + "fc2.bias"])
 
-    @torch.no_grad()
     def forward(self, x):
-        """Returns an OrderedDict: embed [B,T,D] (encoder input, before
+        """Differentiable: set requires_grad on entries of self.p (and x) to get
+        autograd gradients for a training check. Returns an OrderedDict: embed [B,T,D] (encoder input, before
         norm_pre), block0 [B,T,D], attention (list of [B,H,T,T] per block),
         tokens [B,T,D] (after the final norm; the last block's output when the
         model has fc_norm instead), pooled [B,D'] (timm pre_logits: pool then
