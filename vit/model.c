@@ -283,7 +283,7 @@ typedef struct stated_config {
     int global_pool;  /* vit_global_pool */
     int act;          /* vit_act */
     int act_stated_by; /* 0 nothing, 1 the config, 2 the architecture table */
-    int dinov2;       /* HF model_type dinov2 / dinov2_with_registers */
+    int dinov2;       /* HF model_type dinov2 (1) / dinov2_with_registers (2) */
     char architecture[96]; /* timm's, "" when none */
 } stated_config;
 
@@ -415,8 +415,9 @@ static vit_status read_hf_config(const cJSON *json, const char *name, stated_con
         return s;
     if (c->act >= 0) c->act_stated_by = 1;
     const cJSON *type = vit_json_get(json, "model_type");
-    c->dinov2 = cJSON_IsString(type) && (strcmp(type->valuestring, "dinov2") == 0 ||
-                                         strcmp(type->valuestring, "dinov2_with_registers") == 0);
+    c->dinov2 = !cJSON_IsString(type) ? 0
+                : strcmp(type->valuestring, "dinov2") == 0 ? 1
+                : strcmp(type->valuestring, "dinov2_with_registers") == 0 ? 2 : 0;
     if (c->dinov2 && !vit_json_get(json, "layer_norm_eps")) c->layer_norm_eps = 1e-6; /* Dinov2Config */
     if ((s = vit_json_int(json, "num_register_tokens", "", 0, 4096, name, &c->reg_tokens, err)))
         return s;
@@ -526,6 +527,9 @@ static const timm_arch_switches TIMM_ARCH_SWITCHES[] = {
     {"_reg2_gap_", VIT_ACT_GELU, 0, 1, VIT_GLOBAL_POOL_AVG},
     {"_reg4_gap_", VIT_ACT_GELU, 0, 1, VIT_GLOBAL_POOL_AVG},
     {"_reg8_gap_", VIT_ACT_GELU, 0, 1, VIT_GLOBAL_POOL_AVG},
+    /* SigLIP towers: some use tanh GELU, which vitc does not run (act -2: refuse
+     * unless model_args.act_layer says) */
+    {"_siglip_", -2, 0, -1, -1},
     /* timm's DINOv2 ports: with registers, pos_embed without the prefix */
     {"_reg4_dinov2", VIT_ACT_GELU, 0, 1, VIT_GLOBAL_POOL_TOKEN},
     {"_dinov2", VIT_ACT_GELU, 0, 0, VIT_GLOBAL_POOL_TOKEN},
@@ -598,6 +602,10 @@ static vit_status read_timm_config(const cJSON *json, const char *name, stated_c
             c->eps_stated = 1;
             if (known->eps > 0) c->layer_norm_eps = known->eps;
             if (c->act < 0 && known->act >= 0) c->act = known->act, c->act_stated_by = 2;
+            if (c->act < 0 && known->act == -2)
+                return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: timm architecture '%s' may use "
+                                     "tanh GELU, which vitc does not run, and model_args.act_layer "
+                                     "does not say", name, c->architecture);
             if (c->no_embed_class < 0) c->no_embed_class = known->no_embed_class;
             if (c->global_pool < 0) c->global_pool = known->global_pool;
         }
@@ -757,8 +765,10 @@ static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
         c->num_reg_tokens = (int)(r->numel / (size_t)D);
     }
     if (stated->reg_tokens >= 0 && stated->reg_tokens != c->num_reg_tokens)
-        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says %d register tokens but the checkpoint "
-                             "holds %d ('%s')", path, m->config_source, stated->reg_tokens,
+        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says %s = %d but the checkpoint "
+                             "holds %d register tokens ('%s')", path, m->config_source,
+                             m->layout == WEIGHTS_LAYOUT_TIMM ? "reg_tokens" : "num_register_tokens",
+                             stated->reg_tokens,
                              c->num_reg_tokens, t->reg.key[0] ? t->reg.key : "reg_token");
     if (stated->class_token >= 0 && stated->class_token == c->no_class_token)
         return vit_error_set(err, VIT_E_SHAPE, "%s: %s says class_token = %s but tensor '%s' is %s",
@@ -938,6 +948,12 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
         (status = sizes_from_tensors(m, &stated, &tensors, err)) ||
         (status = check_stated_sizes(m, &stated, &tensors, err)))
         return status;
+    /* timm >= 0.9 resamples with antialiasing; transformers' ViT, DeiT and
+     * Dinov2 without, its Dinov2WithRegisters with. */
+    m->library_antialias =
+        m->layout == WEIGHTS_LAYOUT_TIMM ||
+        (m->layout == WEIGHTS_LAYOUT_HF_DINOV2 &&
+         (stated.dinov2 == 2 || (stated.dinov2 == 0 && m->config.num_reg_tokens > 0)));
     return settle_heads_and_eps(m, &stated, json, err);
 }
 
@@ -1030,7 +1046,8 @@ static vit_status take_all(vit_model *m, vit_error *err) {
     if (!(m->used = calloc(weights_count(m->file) + 1, 1)))
         return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     if ((s = take(m, WEIGHTS_PATCH_W, 0, D, K, 0, &m->patch_w, err)) ||
-        (s = take(m, WEIGHTS_PATCH_B, 0, 1, D, 0, &m->patch_b, err)) ||
+        /* timm: bias = not pre_norm (CLIP towers have none) */
+        (s = take(m, WEIGHTS_PATCH_B, 0, 1, D, c->pre_norm, &m->patch_b, err)) ||
         (s = take(m, WEIGHTS_CLS_TOKEN, 0, 1, D, c->no_class_token, &m->cls_token, err)) ||
         (s = take(m, WEIGHTS_DIST_TOKEN, 0, 1, D, !c->distilled, &m->dist_token, err)) ||
         (s = take(m, WEIGHTS_REG_TOKEN, 0, 1, (int64_t)c->num_reg_tokens * D, !c->num_reg_tokens,
@@ -1241,10 +1258,8 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
     if (status == VIT_OK) status = settle_config(m, json, json_is_timm, config_path, err);
     if (status == VIT_OK) {
         const vit_pos_resample resample = options ? options->pos_resample : VIT_POS_RESAMPLE_AUTO;
-        /* transformers' Dinov2 interpolates with antialias=True, its ViT without. */
         m->config.pos_embed_antialias = resample == VIT_POS_RESAMPLE_AUTO
-                                            ? m->layout == WEIGHTS_LAYOUT_TIMM ||
-                                                  m->layout == WEIGHTS_LAYOUT_HF_DINOV2
+                                            ? m->library_antialias
                                             : resample == VIT_POS_RESAMPLE_BICUBIC_AA;
         const char *isa = options && options->isa ? options->isa : getenv("VITC_ISA");
         status = kernels_isa_choose(isa, &m->isa, err);

@@ -52,6 +52,8 @@ struct vit_model {
     int num_labels;
     char labels_source[64];
 
+    int library_antialias; /* how the checkpoint's library resamples position
+                              embeddings (VIT_POS_RESAMPLE_AUTO) */
     kernels_isa isa; /* the int8 kernels' path (VITC_ISA or the CPU's best) */
 
     data_preprocess preprocess;

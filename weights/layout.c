@@ -8,8 +8,12 @@
 
 static const char *hf_prefix(const weights_file *f, weights_layout layout) {
     if (layout == WEIGHTS_LAYOUT_HF_DEIT) return "deit.";
-    if (layout == WEIGHTS_LAYOUT_HF_DINOV2)
-        return weights_find(f, "dinov2.embeddings.patch_embeddings.projection.weight") ? "dinov2." : "";
+    if (layout == WEIGHTS_LAYOUT_HF_DINOV2) {
+        if (weights_find(f, "dinov2.embeddings.patch_embeddings.projection.weight")) return "dinov2.";
+        if (weights_find(f, "dinov2_with_registers.embeddings.patch_embeddings.projection.weight"))
+            return "dinov2_with_registers.";
+        return "";
+    }
     /* A bare ViTModel checkpoint has no "vit." prefix. */
     return weights_find(f, "vit.embeddings.patch_embeddings.projection.weight") ? "vit." : "";
 }
@@ -20,6 +24,7 @@ weights_layout weights_layout_detect(const weights_file *f) {
         return WEIGHTS_LAYOUT_HF_DEIT;
     /* DINOv2's blocks name their norms norm1/norm2 (ViT: layernorm_before). */
     if (weights_find(f, "dinov2.embeddings.patch_embeddings.projection.weight") ||
+        weights_find(f, "dinov2_with_registers.embeddings.patch_embeddings.projection.weight") ||
         (weights_find(f, "embeddings.patch_embeddings.projection.weight") &&
          weights_find(f, "encoder.layer.0.norm1.weight")))
         return WEIGHTS_LAYOUT_HF_DINOV2;
@@ -156,7 +161,8 @@ vit_status weights_layout_find(const weights_file *f, weights_layout layout, wei
 
 int weights_layout_known_unneeded(weights_layout layout, const char *name) {
     if (layout == WEIGHTS_LAYOUT_TIMM || layout == WEIGHTS_LAYOUT_UNKNOWN) return 0;
-    /* The prefix ("vit.", "deit.", "dinov2." or none) does not matter. */
+    /* The prefix ("vit.", "deit.", "dinov2.", "dinov2_with_registers." or
+     * none) does not matter. */
     static const char *const UNNEEDED[] = {
         "embeddings.mask_token", /* masked-image modelling only (DINOv2, ViT with use_mask_token) */
         "pooler.dense.weight",   /* ViTModel/DeiTModel's pooler: not what features or the */
