@@ -87,21 +87,33 @@ int cli_resolve_model(const char *command, const char *value, const char *revisi
  * `[OPT_LIMITS] = CLI_LIMIT_OPTIONS` last and leave CLI_NUM_LIMIT_OPTIONS
  * slots for it in the enum). A command that reads no images (info) takes
  * the first CLI_NUM_MODEL_LIMIT_OPTIONS: CLI_MODEL_LIMIT_OPTIONS. */
-#define CLI_NUM_MODEL_LIMIT_OPTIONS 4
+/* --allow-unused, offered by every command that loads a model (inside
+ * CLI_MODEL_LIMIT_OPTIONS, and on its own in the tables of the commands
+ * that take no limits): the value given to cli_set_allow_unused. */
+#define CLI_ALLOW_UNUSED_OPTION                                                              \
+    {"allow-unused", 0, 0, "", "load a checkpoint holding tensors the model does not use "   \
+                               "(named in a warning)"}
+
+/* Makes the next cli_load_model* calls pass vit_load_options.allow_unused
+ * (value non-NULL: the option was given). */
+void cli_set_allow_unused(const char *value);
+
+#define CLI_NUM_MODEL_LIMIT_OPTIONS 5
 #define CLI_NUM_LIMIT_OPTIONS (CLI_NUM_MODEL_LIMIT_OPTIONS + 1)
 #define CLI_MODEL_LIMIT_OPTIONS                                                               \
     {"max-header-mb", 0, 1, "N", "refuse checkpoints whose header exceeds N MiB (default 100)"}, \
     {"max-tensors", 0, 1, "N", "refuse checkpoints with over N tensors (default 100000)"},      \
     {"max-json-kb", 0, 1, "N", "refuse config JSON files over N KiB (default 16384)"},        \
-    {"max-json-depth", 0, 1, "N", "refuse JSON nested deeper than N levels (default 64)"}
+    {"max-json-depth", 0, 1, "N", "refuse JSON nested deeper than N levels (default 64)"},    \
+    CLI_ALLOW_UNUSED_OPTION
 #define CLI_LIMIT_OPTIONS                                                                     \
     CLI_MODEL_LIMIT_OPTIONS,                                                                  \
     {"max-pixels", 0, 1, "N", "refuse images over N pixels, before decoding (default 100000000)"}
 
 /* Reads the values of the first count limit options (values[0 ..
  * count-1], NULL where not given; count is CLI_NUM_LIMIT_OPTIONS or
- * CLI_NUM_MODEL_LIMIT_OPTIONS) into limits. Prints one line and returns -1
- * on a bad value. */
+ * CLI_NUM_MODEL_LIMIT_OPTIONS) into limits, and --allow-unused
+ * (cli_set_allow_unused). Prints one line and returns -1 on a bad value. */
 int cli_limits(const char *command, const char *const *values, int count, vit_limits *limits);
 
 /* The model vitc ships as the default (weights/README.md: timm's ViT-Ti/16
