@@ -16,6 +16,8 @@
 
 #include "test_util.h"
 #include "vit.h"
+#include "vit_internal.h"
+#include "vit_train.h"
 
 #define FAMILY VITC_SOURCE_DIR "/tests/fixtures/family/"
 #define TOLERANCE 1e-4f
@@ -270,5 +272,50 @@ Test(family, int8_and_bf16_copies_keep_the_switches) {
     for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
         check_quantized(CASES[i], WEIGHTS_QUANT_BF16, 0.1f);
         check_quantized(CASES[i], WEIGHTS_QUANT_INT8, 0.25f);
+    }
+}
+
+/* Training does not implement the switches yet: it refuses such a model in
+ * one line naming them, rather than train something else. */
+Test(family, training_refuses_the_switches_it_lacks) {
+    vit_model *model;
+    vit_error err;
+    cr_assert(vit_model_load(FAMILY "reg4_gap", NULL, &model, &err) == VIT_OK, "%s", err.message);
+    vit_train_model *train = NULL;
+    cr_expect(vit_train_create(vit_model_config(model), 2, &train, &err) != VIT_OK);
+    cr_expect(strstr(err.message, "training does not support") && strstr(err.message, "register"),
+              "%s", err.message);
+    cr_expect(!strchr(err.message, '\n'), "%s", err.message);
+    vit_train_free(train);
+    vit_model_free(model);
+}
+
+/* The config vit train / quantize metadata use (vit_config_to_hf_json)
+ * carries the switches back. */
+Test(family, hf_json_config_round_trips_the_switches) {
+    static const char *const CASES[] = {"clip_ft", "reg4_gap", "qknorm_nobias", "gap_implicit"};
+    for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
+        char path[512];
+        snprintf(path, sizeof path, FAMILY "%s", CASES[i]);
+        vit_model *model;
+        vit_error err;
+        cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
+        const vit_config *c = vit_model_config(model);
+        cJSON *json = cJSON_CreateObject();
+        vit_config_to_hf_json(c, 3, json);
+        vit_config back = {0};
+        cr_assert(vit_config_from_hf_json(json, "round trip", &back, &err) == VIT_OK, "%s", err.message);
+        cr_expect_eq(back.no_class_token, c->no_class_token, "%s", CASES[i]);
+        cr_expect_eq(back.num_reg_tokens, c->num_reg_tokens, "%s", CASES[i]);
+        cr_expect_eq(back.no_embed_class, c->no_embed_class, "%s", CASES[i]);
+        cr_expect_eq(back.global_pool, c->global_pool, "%s", CASES[i]);
+        cr_expect_eq(back.fc_norm, c->fc_norm, "%s", CASES[i]);
+        cr_expect_eq(back.pre_norm, c->pre_norm, "%s", CASES[i]);
+        cr_expect_eq(back.qk_norm, c->qk_norm, "%s", CASES[i]);
+        cr_expect_eq(back.no_qkv_bias, c->no_qkv_bias, "%s", CASES[i]);
+        cr_expect_eq(back.act, c->act, "%s", CASES[i]);
+        cr_expect_eq(back.layer_norm_eps, c->layer_norm_eps, "%s", CASES[i]);
+        cJSON_Delete(json);
+        vit_model_free(model);
     }
 }

@@ -188,13 +188,13 @@ static vit_status check_trainable(const vit_config *c, vit_error *err) {
     else if (c->image_size < c->patch_size)
         snprintf(why, sizeof why, "image size %d is smaller than patch size %d, so there are no "
                  "patches", c->image_size, c->patch_size);
+    else if (train_unsupported(c, why, sizeof why))
+        ; /* why names the switches */
     else if (c->num_prefix_tokens != 1)
         snprintf(why, sizeof why, "training needs exactly one prefix (class) token, not %d",
                  c->num_prefix_tokens);
     else if (!(c->layer_norm_eps > 0))
         snprintf(why, sizeof why, "layer norm eps %g must be positive", (double)c->layer_norm_eps);
-    else
-        train_unsupported(c, why, sizeof why);
     if (!why[0]) return VIT_OK;
     return vit_error_set(err, VIT_E_ARG,
                          "cannot train this configuration: %s (hidden %d, heads %d, layers %d, "
