@@ -135,7 +135,13 @@ typedef struct vit_model vit_model;
  * JSON null takes the default), a patch embedding for other than 3 input
  * channels, a preprocessing recipe whose output is not the model's input
  * size, and a config.json / preprocessor_config.json that exists but is not
- * a regular file (FIFO, device, directory; never opened). */
+ * a regular file (FIFO, device, directory; never opened). The switches
+ * (vit_config) come from the tensors present, timm's config.json
+ * (architecture name and model_args) and HF configs; one they cannot decide
+ * is an error naming the file and the missing fact. A checkpoint holding
+ * tensors the forward pass does not use is refused, naming them, unless
+ * options->allow_unused (then a notice) or they are known to be unneeded
+ * (weights_layout_known_unneeded: HF mask_token, pooler). */
 vit_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
                           vit_error *err);
 
