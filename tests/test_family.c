@@ -319,3 +319,23 @@ Test(family, hf_json_config_round_trips_the_switches) {
         vit_model_free(model);
     }
 }
+
+/* The command line: the refusal is one line naming the tensor,
+ * --allow-unused loads with a warning, and vit info names the switches. */
+Test(family, cli_allow_unused_and_info_switches) {
+    run_result *r = run("info -m " FAMILY "hostile/unused_tensor");
+    cr_expect_eq(r->status, 1, "%s", r->err);
+    cr_expect(strstr(r->err, "blocks.0.foo.weight") && count_lines(r->err) == 1, "%s", r->err);
+    r = run("info --allow-unused -m " FAMILY "hostile/unused_tensor");
+    cr_expect_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->err, "warning") && strstr(r->err, "blocks.0.foo.weight"), "%s", r->err);
+    r = run("info -m " FAMILY "reg4_gap");
+    cr_expect_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "4 register tokens") && strstr(r->out, "no class token") &&
+                  strstr(r->out, "LayerScale") && strstr(r->out, "average pooling") &&
+                  strstr(r->out, "fc_norm"),
+              "%s", r->out);
+    r = run("info -m " FAMILY "clip_ft");
+    cr_expect(strstr(r->out, "pre-norm") && strstr(r->out, "QuickGELU") && strstr(r->out, "eps 1e-05"),
+              "%s", r->out);
+}
