@@ -40,7 +40,9 @@ static double flops_per_image(const vit_config *c, int tokens) {
                        + 2 * 2 * T * T * D /* QK^T and PV over all heads */
                        + 2 * T * D * D     /* projection */
                        + 2 * 2 * T * D * M; /* fc1, fc2 */
-    double heads = c->num_classes > 0 ? 2 * D * c->num_classes * (c->num_prefix_tokens == 2 ? 2 : 1) : 0;
+    double heads = c->num_classes > 0
+                       ? 2.0 * vit_config_pooled_size(c) * c->num_classes * (c->distilled ? 2 : 1)
+                       : 0;
     return 2 * patches * c->num_channels * P * P * D + c->num_layers * per_layer + heads;
 }
 

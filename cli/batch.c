@@ -12,7 +12,7 @@ int cli_batch_numbers(cli_batch_run *run, const char *const *limit_values, const
                       const char *batch_text) {
     const char *command = run->command;
     /* The order of the checks decides which of several bad values is named. */
-    if (cli_limits(command, limit_values, CLI_NUM_LIMIT_OPTIONS, &run->limits) != 0 ||
+    if (cli_limits(command, limit_values, CLI_NUM_LIMIT_OPTIONS, &run->limits, &run->allow_unused) != 0 ||
         (top_k_text && cli_int(command, "-k", top_k_text, 1, 1000, top_k)) ||
         (threads_text && cli_int(command, "-t", threads_text, 1, 1024, &run->threads)) ||
         (size_text && cli_int(command, "--size", size_text, 1, 8192, &run->size)) ||
@@ -26,7 +26,7 @@ int cli_batch_load_model(cli_batch_run *run, const char *model_path, const char 
     cli_set_threads((int)run->threads);
     const double start = cli_now_seconds();
     run->model = cli_load_model_limited(run->command, model_path, labels_path, pos_resample,
-                                        &run->limits, (int)run->size);
+                                        &run->limits, (int)run->size, run->allow_unused);
     run->timings.load = cli_now_seconds() - start;
     if (!run->model) return -1;
     if (vit_model_config(run->model)->num_classes == 0) {

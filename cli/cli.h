@@ -87,22 +87,32 @@ int cli_resolve_model(const char *command, const char *value, const char *revisi
  * `[OPT_LIMITS] = CLI_LIMIT_OPTIONS` last and leave CLI_NUM_LIMIT_OPTIONS
  * slots for it in the enum). A command that reads no images (info) takes
  * the first CLI_NUM_MODEL_LIMIT_OPTIONS: CLI_MODEL_LIMIT_OPTIONS. */
-#define CLI_NUM_MODEL_LIMIT_OPTIONS 4
+/* --allow-unused, offered by every command that loads a model (inside
+ * CLI_MODEL_LIMIT_OPTIONS, and on its own in the tables of the commands
+ * that take no limits): the allow_unused of cli_load_model*. */
+#define CLI_ALLOW_UNUSED_OPTION                                                              \
+    {"allow-unused", 0, 0, "", "load a checkpoint holding tensors the model does not use "   \
+                               "(named in a warning)"}
+
+
+#define CLI_NUM_MODEL_LIMIT_OPTIONS 5
 #define CLI_NUM_LIMIT_OPTIONS (CLI_NUM_MODEL_LIMIT_OPTIONS + 1)
 #define CLI_MODEL_LIMIT_OPTIONS                                                               \
     {"max-header-mb", 0, 1, "N", "refuse checkpoints whose header exceeds N MiB (default 100)"}, \
     {"max-tensors", 0, 1, "N", "refuse checkpoints with over N tensors (default 100000)"},      \
     {"max-json-kb", 0, 1, "N", "refuse config JSON files over N KiB (default 16384)"},        \
-    {"max-json-depth", 0, 1, "N", "refuse JSON nested deeper than N levels (default 64)"}
+    {"max-json-depth", 0, 1, "N", "refuse JSON nested deeper than N levels (default 64)"},    \
+    CLI_ALLOW_UNUSED_OPTION
 #define CLI_LIMIT_OPTIONS                                                                     \
     CLI_MODEL_LIMIT_OPTIONS,                                                                  \
     {"max-pixels", 0, 1, "N", "refuse images over N pixels, before decoding (default 100000000)"}
 
 /* Reads the values of the first count limit options (values[0 ..
  * count-1], NULL where not given; count is CLI_NUM_LIMIT_OPTIONS or
- * CLI_NUM_MODEL_LIMIT_OPTIONS) into limits. Prints one line and returns -1
- * on a bad value. */
-int cli_limits(const char *command, const char *const *values, int count, vit_limits *limits);
+ * CLI_NUM_MODEL_LIMIT_OPTIONS) into limits, and whether --allow-unused was
+ * given into *allow_unused. Prints one line and returns -1 on a bad value. */
+int cli_limits(const char *command, const char *const *values, int count, vit_limits *limits,
+               int *allow_unused);
 
 /* The model vitc ships as the default (weights/README.md: timm's ViT-Ti/16
  * AugReg ImageNet-1k checkpoint, int8), used when a command is given no -m. */
@@ -113,16 +123,17 @@ int cli_limits(const char *command, const char *const *values, int count, vit_li
  * none is readable. */
 const char *cli_default_model(char *buf, size_t size);
 
-/* Loads the model named by -m (NULL: the shipped model) with --labels and --pos-resample (NULL: auto),
+/* Loads the model named by -m (NULL: the shipped model) with --labels,
+ * --pos-resample (NULL: auto) and --allow-unused (vit_load_options),
  * printing notices and, on failure, one error line. Returns NULL on failure. */
 vit_model *cli_load_model(const char *command, const char *model_path, const char *labels_path,
-                          const char *pos_resample);
+                          const char *pos_resample, int allow_unused);
 
 /* The same with safety limits (NULL: defaults) and the --size the run
  * will use (0: the model's own; vit_load_options.input_size). */
 vit_model *cli_load_model_limited(const char *command, const char *model_path,
                                   const char *labels_path, const char *pos_resample,
-                                  const vit_limits *limits, int input_size);
+                                  const vit_limits *limits, int input_size, int allow_unused);
 
 /* Runs one loaded batch through the model: outputs gets batch->num_good rows
  * of probabilities (softmax) for a model with a head, features otherwise.
@@ -437,6 +448,7 @@ typedef struct cli_batch_run {
     const char *command;     /* "classify": names the command in messages */
     long threads, size, batch; /* -t (0: all cores), --size (0: native), -b */
     vit_limits limits;
+    int allow_unused;        /* --allow-unused */
     vit_model *model;
     int classes;             /* of the model's head */
     vit_context *ctx;

@@ -240,19 +240,25 @@ void cli_set_threads(int threads) {
     openblas_set_num_threads(threads);
 }
 
-int cli_limits(const char *command, const char *const *values, int count, vit_limits *limits) {
+int cli_limits(const char *command, const char *const *values, int count, vit_limits *limits,
+               int *allow_unused) {
+    enum { ALLOW_UNUSED = 4 }; /* the flag among the limit options */
     static const char *const NAMES[CLI_NUM_LIMIT_OPTIONS] = {
-        "--max-header-mb", "--max-tensors", "--max-json-kb", "--max-json-depth", "--max-pixels"};
-    static const long MAX[CLI_NUM_LIMIT_OPTIONS] = {1L << 20, 1L << 30, 1L << 30, 100000, 1L << 40};
+        "--max-header-mb", "--max-tensors", "--max-json-kb", "--max-json-depth", "--allow-unused",
+        "--max-pixels"};
+    static const long MAX[CLI_NUM_LIMIT_OPTIONS] = {1L << 20, 1L << 30, 1L << 30, 100000, 0, 1L << 40};
     long v[CLI_NUM_LIMIT_OPTIONS] = {0};
     for (int i = 0; i < count && i < CLI_NUM_LIMIT_OPTIONS; i++)
-        if (values[i] && cli_int(command, NAMES[i], values[i], 1, MAX[i], &v[i]) != 0) return -1;
+        if (i != ALLOW_UNUSED && values[i] &&
+            cli_int(command, NAMES[i], values[i], 1, MAX[i], &v[i]) != 0)
+            return -1;
+    *allow_unused = count > ALLOW_UNUSED && values[ALLOW_UNUSED] != NULL;
     memset(limits, 0, sizeof *limits); /* 0: the default */
     limits->max_header_bytes = (size_t)v[0] << 20;
     limits->max_tensors = (size_t)v[1];
     limits->max_json_bytes = (size_t)v[2] << 10;
     limits->max_json_depth = (int)v[3];
-    limits->max_pixels = v[4];
+    limits->max_pixels = v[5];
     return 0;
 }
 
@@ -277,13 +283,14 @@ const char *cli_default_model(char *buf, size_t size) {
 }
 
 vit_model *cli_load_model(const char *command, const char *model_path, const char *labels_path,
-                          const char *pos_resample) {
-    return cli_load_model_limited(command, model_path, labels_path, pos_resample, NULL, 0);
+                          const char *pos_resample, int allow_unused) {
+    return cli_load_model_limited(command, model_path, labels_path, pos_resample, NULL, 0,
+                                  allow_unused);
 }
 
 vit_model *cli_load_model_limited(const char *command, const char *model_path,
                                   const char *labels_path, const char *pos_resample,
-                                  const vit_limits *limits, int input_size) {
+                                  const vit_limits *limits, int input_size, int allow_unused) {
     char shipped[4200];
     if (!model_path && !(model_path = cli_default_model(shipped, sizeof shipped))) {
         fprintf(stderr, "vit %s: no model given (use -m DIR or -m FILE.safetensors), and the "
@@ -293,7 +300,8 @@ vit_model *cli_load_model_limited(const char *command, const char *model_path,
     char resolved[8192]; /* -m org/name where no option table resolved it (train --init) */
     if (cli_resolve_model(command, model_path, NULL, resolved, sizeof resolved, stderr, &model_path) != 0)
         return NULL;
-    vit_load_options options = {.labels_path = labels_path, .limits = limits, .input_size = input_size};
+    vit_load_options options = {.labels_path = labels_path, .limits = limits, .input_size = input_size,
+                                .allow_unused = allow_unused};
     if (!pos_resample || strcmp(pos_resample, "auto") == 0) {
         options.pos_resample = VIT_POS_RESAMPLE_AUTO;
     } else if (strcmp(pos_resample, "bicubic") == 0) {

@@ -26,7 +26,7 @@
 
 /* Options every inspection command takes, first in each command's table. */
 enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_LAYER, OPT_THREADS, OPT_BATCH, OPT_SIZE, OPT_POS_RESAMPLE,
-       OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, OPT_FILES_FROM, OPT_NULL, NUM_COMMON };
+       OPT_QUIET, OPT_NO_RECURSIVE, OPT_EXT, OPT_FILES_FROM, OPT_NULL, OPT_ALLOW_UNUSED, NUM_COMMON };
 
 #define COMMON_OPTIONS(output_help, layer_help)                                                  \
     [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP},                                  \
@@ -41,7 +41,8 @@ enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_LAYER, OPT_THREADS, OPT_BATCH, O
     [OPT_NO_RECURSIVE] = {"no-recursive", 0, 0, "", "do not descend into subdirectories"},       \
     [OPT_EXT] = {"ext", 0, 1, "LIST", "image extensions in directories, comma-separated"},   \
     [OPT_FILES_FROM] = CLI_FILES_FROM_OPTION,                                                    \
-    [OPT_NULL] = CLI_NULL_OPTION
+    [OPT_NULL] = CLI_NULL_OPTION,                                                                \
+    [OPT_ALLOW_UNUSED] = CLI_ALLOW_UNUSED_OPTION
 
 #define OUTPUT_HELP_PICTURE "output PNG, or a directory (ending in /) for one per input"
 #define LAYER_HELP_BLOCK "encoder block, 0-based; negative counts from the end (default -1, the last)"
@@ -261,7 +262,8 @@ static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path,
     cli_set_threads((int)threads);
     const double load_start = cli_now_seconds();
     s->model = cli_load_model_limited(s->command, a->values[OPT_MODEL], labels_path,
-                                      a->values[OPT_POS_RESAMPLE], NULL, (int)size);
+                                      a->values[OPT_POS_RESAMPLE], NULL, (int)size,
+                                      a->values[OPT_ALLOW_UNUSED] != NULL);
     s->timings.load = cli_now_seconds() - load_start;
     if (!s->model) return -1;
     const vit_config *c = vit_model_config(s->model);
@@ -681,6 +683,13 @@ int cli_attention(int argc, char **argv) {
         goto done;
     }
     if (inspect_setup(&s, CLI_NAMES_OUTPUTS, NULL, 0, v[OPT_NPY]) != 0) goto done;
+    /* The maps are the class token's attention (row 0): without a class
+     * token row 0 is a register or a patch. Not drawn rather than wrong. */
+    if (vit_model_config(s.model)->no_class_token) {
+        fprintf(stderr, "vit attention: %s has no class token; maps from the patch tokens' mean "
+                "are not implemented yet\n", vit_model_weights_path(s.model));
+        goto done;
+    }
     if (v[OPT_HEAD] && strcmp(v[OPT_HEAD], "mean") != 0) {
         long h;
         if (cli_int("attention", "--head", v[OPT_HEAD], 0, s.heads - 1, &h) != 0) goto done;
@@ -739,7 +748,8 @@ static const char FEATURES_USAGE[] =
     "--pool takes the tokens after the last block through the final LayerNorm, as\n"
     "timm's forward_features, and pools them as its forward_head(pre_logits=True):\n"
     "cls the class token (global_pool='token'), mean the mean of the patch tokens\n"
-    "(global_pool='avg', fc_norm=False): images x hidden; none every token (HF\n"
+    "(global_pool='avg'; registers left out, fc_norm after it where the model has\n"
+    "one): images x hidden; none every token (HF\n"
     "ViTModel's last_hidden_state, not its pooler): images x tokens x hidden. --l2\n"
     "divides each vector by max(L2 norm, 1e-12), as torch.nn.functional.normalize.\n\n" COMMON_USAGE;
 
@@ -972,6 +982,12 @@ int cli_features(int argc, char **argv) {
     st.pool = !pool ? -1
               : strcmp(pool, "cls") == 0 ? VIT_POOL_CLS
               : strcmp(pool, "mean") == 0 ? VIT_POOL_MEAN : VIT_POOL_NONE;
+    if ((st.pool == VIT_POOL_CLS || strcmp(which, "cls") == 0) &&
+        vit_model_config(s.model)->no_class_token) {
+        fprintf(stderr, "vit features: %s has no class token (use --pool mean, or the patch "
+                "tokens)\n", vit_model_weights_path(s.model));
+        goto done;
+    }
     if (st.pool == VIT_POOL_CLS || st.pool == VIT_POOL_MEAN) st.count = 1; /* one vector */
     st.l2 = s.args.values[OPT_L2] != NULL;
     const size_t row_floats = st.row_floats = (size_t)st.count * s.dim;

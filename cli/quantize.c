@@ -7,7 +7,7 @@
 
 #include "cli.h"
 
-enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_DTYPE, NUM_OPTS };
+enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_DTYPE, OPT_ALLOW_UNUSED, NUM_OPTS };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP},
@@ -16,6 +16,7 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_DTYPE] = {"dtype", 0, 1, "bf16|int8",
                    "bf16: every float tensor as BF16; int8: the encoder's linear layers as int8 "
                    "with one scale per 32 weights"},
+    [OPT_ALLOW_UNUSED] = CLI_ALLOW_UNUSED_OPTION,
 };
 
 static const char USAGE[] =
@@ -58,7 +59,7 @@ int cli_quantize(int argc, char **argv) {
         return CLI_EXIT_FATAL;
     }
     /* Loading first proves the source is a model we can run. */
-    vit_model *model = cli_load_model("quantize", v[OPT_MODEL], NULL, NULL);
+    vit_model *model = cli_load_model("quantize", v[OPT_MODEL], NULL, NULL, v[OPT_ALLOW_UNUSED] != NULL);
     if (!model) return CLI_EXIT_FATAL;
     const char *source = vit_model_weights_path(model);
     int status = CLI_EXIT_FATAL;
@@ -77,7 +78,8 @@ int cli_quantize(int argc, char **argv) {
     }
     /* The copy must load like the original; a failure here is our bug. */
     vit_model *copy = NULL;
-    if (vit_model_load(out_path, NULL, &copy, &err) != VIT_OK) {
+    const vit_load_options reload = {.allow_unused = v[OPT_ALLOW_UNUSED] != NULL};
+    if (vit_model_load(out_path, &reload, &copy, &err) != VIT_OK) {
         fprintf(stderr, "vit quantize: wrote %s but it does not load: %s\n", out_path, err.message);
         remove(out_path);
         goto done;

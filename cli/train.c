@@ -15,7 +15,7 @@ enum {
     OPT_DATA, OPT_OUTPUT, OPT_ARCH, OPT_DIM, OPT_DEPTH, OPT_HEADS, OPT_MLP, OPT_PATCH, OPT_SIZE,
     OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_MIN_LR, OPT_WD, OPT_WARMUP, OPT_SMOOTHING, OPT_CLIP,
     OPT_SEED, OPT_VAL, OPT_RESUME, OPT_INIT, OPT_FREEZE, OPT_LIMIT, OPT_MIN_SCALE, OPT_NO_FLIP,
-    OPT_SHIFT, OPT_THREADS, OPT_QUIET, NUM_OPTS
+    OPT_SHIFT, OPT_THREADS, OPT_QUIET, OPT_ALLOW_UNUSED, NUM_OPTS
 };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
@@ -53,6 +53,7 @@ static const cli_option OPTIONS[NUM_OPTS] = {
                                        "at random, background filling the gap (default 0)"},
     [OPT_THREADS] = {"threads", 't', 1, "N", "threads (default: all cores)"},
     [OPT_QUIET] = {"quiet", 'q', 0, "", "no progress or per-epoch lines on stderr (errors only)"},
+    [OPT_ALLOW_UNUSED] = CLI_ALLOW_UNUSED_OPTION,
 };
 
 static const char USAGE[] =
@@ -482,7 +483,9 @@ static int open_run(train_run *r) {
         fprintf(stderr, "vit train: --freeze-backbone needs --init MODEL\n");
         return -1;
     }
-    if (o->init_path && !(r->init = cli_load_model("train", o->init_path, NULL, NULL))) return -1;
+    if (o->init_path && !(r->init = cli_load_model("train", o->init_path, NULL, NULL,
+                                                    r->v[OPT_ALLOW_UNUSED] != NULL)))
+        return -1;
     if (r->init &&
         adopt_init(r->init, r->state != NULL, train->mnist, o->init_path, &r->config) != 0)
         return -1;

@@ -147,11 +147,11 @@ Test(invariance, real_deit_tiny, .timeout = 900) {
 /* The library call itself: vit_forward on a batch of 7, on each image alone,
  * with 1 and 2 threads (a context takes omp_get_max_threads() when created):
  * the same bits, logits and captured tokens and attention alike. */
-Test(invariance, forward_bits_do_not_depend_on_batch_or_threads) {
+static void forward_bits_invariant(const char *path, int S) {
     vit_model *model;
     vit_error err;
-    cr_assert(vit_model_load(SMALL, NULL, &model, &err) == VIT_OK, "%s", err.message);
-    enum { B = 7, S = 96 };
+    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    enum { B = 7 };
     const int per = 3 * S * S, C = vit_model_output_size(model);
     const int L = vit_model_config(model)->num_layers, H = vit_model_config(model)->num_heads;
     float *images = malloc(sizeof(float) * per * B);
@@ -190,9 +190,10 @@ Test(invariance, forward_bits_do_not_depend_on_batch_or_threads) {
                 continue;
             }
             cr_expect(memcmp(logits, want, sizeof(float) * B * C) == 0,
-                      "logits differ: %d threads, %s", threads, pass ? "one image" : "batch of 7");
+                      "%s: logits differ: %d threads, %s", path, threads, pass ? "one image" : "batch of 7");
             cr_expect(memcmp(att, want_att, sizeof(float) * B * att_floats) == 0,
-                      "attention differs: %d threads, %s", threads, pass ? "one image" : "batch of 7");
+                      "%s: attention differs: %d threads, %s", path, threads,
+                      pass ? "one image" : "batch of 7");
         }
         free(logits);
         free(att);
@@ -202,4 +203,17 @@ Test(invariance, forward_bits_do_not_depend_on_batch_or_threads) {
     free(want_att);
     free(images);
     vit_model_free(model);
+}
+
+Test(invariance, forward_bits_do_not_depend_on_batch_or_threads) { forward_bits_invariant(SMALL, 96); }
+
+/* The same with the switches of the wider family (issue 18): pre-norm +
+ * QuickGELU, registers + average pooling + fc_norm + LayerScale, qk-norm
+ * without qkv bias, DINOv2 with registers at another size (over 48 tokens:
+ * the split and solo attention blocks). */
+Test(invariance, family_forward_bits_do_not_depend_on_batch_or_threads) {
+    forward_bits_invariant(FIXTURES "/family/clip_ft", 48);
+    forward_bits_invariant(FIXTURES "/family/reg4_gap", 48);
+    forward_bits_invariant(FIXTURES "/family/qknorm_nobias", 48);
+    forward_bits_invariant(FIXTURES "/family/dinov2_reg_hf", 40);
 }

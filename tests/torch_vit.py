@@ -490,6 +490,488 @@ class RefViT(torch.nn.Module):
         return m
 
 
+# ---------------------------------------------------------------- the wider family (issue 18)
+
+def quick_gelu(x):
+    """timm.layers.activations.quick_gelu / OpenAI CLIP's QuickGELU: x * sigmoid(1.702 x)."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+class FamilyViT:
+    """Reference for the rest of timm's ``VisionTransformer`` switches and for
+    Hugging Face DINOv2 (issue 18). Functional (a dict of tensors in timm
+    naming, ``self.p``), fp32, no autograd needed. ``RefViT`` above is left
+    untouched; this class covers what it does not.
+
+    style "timm" follows timm/models/vision_transformer.py (VisionTransformer,
+    timm >= 1.0):
+      __init__: num_prefix_tokens = class_token + reg_tokens;
+                pos_embed length = num_patches if no_embed_class
+                else num_patches + num_prefix_tokens;
+                patch_embed bias = not pre_norm (CLIP towers have no patch bias);
+                norm_pre = norm_layer(D) if pre_norm;
+                use_fc_norm = global_pool in ('avg','avgmax','max') if fc_norm is None;
+                norm = norm_layer(D) if not use_fc_norm, fc_norm = norm_layer(D) if use_fc_norm.
+      _pos_embed: to_cat = [cls_token?, reg_token?] (order: cls, reg..., then patches);
+                no_embed_class: x = patches + pos_embed, then cat(to_cat + [x]);
+                else cat(to_cat + [patches]) + pos_embed.
+                Resampling (dynamic_img_size / set_input_size / checkpoint_filter_fn):
+                resample_abs_pos_embed(num_prefix_tokens = 0 if no_embed_class
+                else num_prefix_tokens), antialias=True by default (timm >= 0.9).
+      forward_features: patch_embed, _pos_embed, norm_pre, blocks, norm.
+      Block: x = x + ls1(attn(norm1(x))); x = x + ls2(mlp(norm2(x)));
+             LayerScale (timm.layers.layer_scale): x * gamma, gamma [D].
+      Attention (timm.layers.attention): qkv = Linear(D, 3D, bias=qkv_bias),
+             reshape(B,N,3,H,dh).permute(2,0,3,1,4); q, k = q_norm(q), k_norm(k)
+             (norm_layer(head_dim), i.e. LayerNorm over dh, per head, same eps as
+             the model's norm_layer) BEFORE q * dh^-0.5; softmax(q k^T) v; proj.
+      Mlp: fc2(act(fc1(x))), act nn.GELU (erf) or 'quick_gelu'.
+      pool (global_pool_nlc): 'token' -> x[:, 0]; 'avg' -> x[:, num_prefix_tokens:].mean(1)
+             (register tokens are prefix tokens: left out of the mean).
+      forward_head: pool, fc_norm, head.
+      LayerNorm eps: timm's default norm_layer is LayerNorm(eps=1e-6); the
+      *_clip_* entrypoints pass norm_layer=nn.LayerNorm (eps 1e-5).
+
+    style "dinov2" / "dinov2_reg" follow transformers'
+    models/dinov2/modeling_dinov2.py and
+    models/dinov2_with_registers/modular_dinov2_with_registers.py:
+      Dinov2Embeddings: cat([cls, patches]) + interpolate_pos_encoding(...)
+                (position_embeddings [1, 1 + N, D]: the class position is kept,
+                the patch grid resized with F.interpolate(size=(h/P, w/P),
+                mode='bicubic', align_corners=False) in float32, skipped when
+                num_patches == num_positions and height == width;
+                Dinov2: antialias=False; Dinov2WithRegisters: antialias=True).
+      Dinov2WithRegistersEmbeddings: after the position embedding, the
+                register_tokens [1, R, D] are inserted after the class token:
+                cat(x[:, :1], registers, x[:, 1:]) (no position for registers).
+      Dinov2Layer: h = h + layer_scale1(attention(norm1(h)));
+                   h = h + layer_scale2(mlp(norm2(h))); LayerScale: x * lambda1.
+      Dinov2Model: layernorm after the encoder (last_hidden_state).
+      Dinov2(WithRegisters)ForImageClassification: classifier (Linear(2D, C)) on
+                cat([cls, mean(patch tokens)]) where the patch tokens exclude
+                the class token and the registers (sequence_output[:, 1 + R:]).
+      mask_token [1, D] is only used with bool_masked_pos (pre-training): not
+      used at inference.
+    """
+
+    def __init__(self, embed_dim, depth, num_heads, mlp_dim, patch_size, img_size,
+                 num_classes=0, style="timm", class_token=True, reg_tokens=0,
+                 no_embed_class=False, init_values=None, pre_norm=False,
+                 global_pool="token", fc_norm=None, act="gelu", qkv_bias=True,
+                 qk_norm=False, eps=1e-6, patch_bias=None, pos_antialias=True,
+                 in_chans=3):
+        assert style in ("timm", "dinov2", "dinov2_reg"), style
+        D = embed_dim
+        self.style = style
+        self.embed_dim, self.depth, self.num_heads = D, depth, num_heads
+        self.mlp_dim, self.patch_size, self.img_size = mlp_dim, patch_size, img_size
+        self.num_classes, self.in_chans = num_classes, in_chans
+        if style != "timm":
+            # DINOv2: class token always, LayerScale always (lambda1), final
+            # layernorm, position embedding over [cls, patches] only.
+            class_token, no_embed_class, pre_norm = True, False, False
+            global_pool, fc_norm = "dinov2", False
+            init_values = 1.0 if init_values is None else init_values
+            reg_tokens = reg_tokens if style == "dinov2_reg" else 0
+            pos_antialias = style == "dinov2_reg"
+        assert class_token or global_pool != "token"
+        self.class_token, self.reg_tokens = class_token, reg_tokens
+        self.no_embed_class, self.init_values = no_embed_class, init_values
+        self.pre_norm, self.global_pool, self.act = pre_norm, global_pool, act
+        self.qkv_bias, self.qk_norm, self.eps = qkv_bias, qk_norm, eps
+        self.pos_antialias = pos_antialias
+        self.use_fc_norm = (global_pool in ("avg", "avgmax", "max")) if fc_norm is None else bool(fc_norm)
+        self.patch_bias = (not pre_norm) if patch_bias is None else patch_bias
+        self.num_prefix = int(class_token) + reg_tokens
+        g = img_size // patch_size
+        self.grid = (g, g)
+        N = g * g
+        if style == "timm":
+            pos_len = N if no_embed_class else N + self.num_prefix
+        else:
+            pos_len = N + 1
+        dh = D // num_heads
+        z = torch.zeros
+        p = OrderedDict()
+        if class_token:
+            p["cls_token"] = z(1, 1, D)
+        if reg_tokens:
+            p["reg_token"] = z(1, reg_tokens, D)
+        if style != "timm":
+            p["mask_token"] = z(1, D)
+        p["pos_embed"] = z(1, pos_len, D)
+        p["patch_embed.proj.weight"] = z(D, in_chans, patch_size, patch_size)
+        if self.patch_bias:
+            p["patch_embed.proj.bias"] = z(D)
+        if pre_norm:
+            p["norm_pre.weight"], p["norm_pre.bias"] = z(D), z(D)
+        for i in range(depth):
+            b = f"blocks.{i}."
+            p[b + "norm1.weight"], p[b + "norm1.bias"] = z(D), z(D)
+            p[b + "attn.qkv.weight"] = z(3 * D, D)
+            if qkv_bias:
+                p[b + "attn.qkv.bias"] = z(3 * D)
+            if qk_norm:
+                p[b + "attn.q_norm.weight"], p[b + "attn.q_norm.bias"] = z(dh), z(dh)
+                p[b + "attn.k_norm.weight"], p[b + "attn.k_norm.bias"] = z(dh), z(dh)
+            p[b + "attn.proj.weight"], p[b + "attn.proj.bias"] = z(D, D), z(D)
+            if init_values:
+                p[b + "ls1.gamma"] = z(D)
+            p[b + "norm2.weight"], p[b + "norm2.bias"] = z(D), z(D)
+            p[b + "mlp.fc1.weight"], p[b + "mlp.fc1.bias"] = z(mlp_dim, D), z(mlp_dim)
+            p[b + "mlp.fc2.weight"], p[b + "mlp.fc2.bias"] = z(D, mlp_dim), z(D)
+            if init_values:
+                p[b + "ls2.gamma"] = z(D)
+        if not self.use_fc_norm:
+            p["norm.weight"], p["norm.bias"] = z(D), z(D)
+        else:
+            p["fc_norm.weight"], p["fc_norm.bias"] = z(D), z(D)
+        if num_classes:
+            hin = 2 * D if style != "timm" else D
+            p["head.weight"], p["head.bias"] = z(num_classes, hin), z(num_classes)
+        self.p = p
+
+    # -- synthetic weights (same spirit as RefViT.random_init)
+    @torch.no_grad()
+    def random_init(self, gen, token_std=0.5, patch_scale=1.0, gamma=(-0.4, 1.2)):
+        def normal(shape, std):
+            return torch.randn(shape, generator=gen) * std
+
+        def unif(shape, lo, hi):
+            return lo + (hi - lo) * torch.rand(shape, generator=gen)
+
+        for k, t in self.p.items():
+            s = t.shape
+            if k in ("cls_token", "reg_token", "pos_embed"):
+                v = normal(s, token_std)
+            elif k == "mask_token":
+                v = normal(s, 1.0)  # unused at inference: any value must give the same output
+            elif k == "patch_embed.proj.weight":
+                v = normal(s, patch_scale / math.sqrt(t[0].numel()))
+            elif k == "patch_embed.proj.bias":
+                v = unif(s, -0.1 * patch_scale, 0.1 * patch_scale)
+            elif k.endswith((".gamma",)):
+                v = unif(s, *gamma)
+            elif "q_norm" in k or "k_norm" in k:
+                v = unif(s, 0.5, 1.5) if k.endswith("weight") else unif(s, -0.2, 0.2)
+            elif k.startswith("head."):
+                v = normal(s, 2.0 / math.sqrt(s[-1])) if k.endswith("weight") else unif(s, -0.1, 0.1)
+            elif k.endswith("weight") and t.dim() == 1:   # LayerNorm weight
+                v = unif(s, 0.8, 1.2)
+            elif k.endswith("bias") and t.dim() == 1 and not any(
+                    x in k for x in ("qkv", "proj", "fc1", "fc2")):  # LayerNorm bias
+                v = unif(s, -0.1, 0.1)
+            elif k.endswith("weight"):                     # Linear weight
+                v = normal(s, 1.0 / math.sqrt(s[1]))
+            else:                                          # Linear bias
+                v = unif(s, -0.1, 0.1)
+            t.copy_(v)
+        return self
+
+    # -- forward pieces
+    def _ln(self, x, name, dim=None):
+        return F.layer_norm(x, (x.shape[-1] if dim is None else dim,),
+                            self.p[name + ".weight"], self.p[name + ".bias"], self.eps)
+
+    def _act(self, x):
+        if self.act == "gelu":
+            return F.gelu(x)          # exact erf GELU (nn.GELU / HF "gelu")
+        if self.act == "quick_gelu":
+            return quick_gelu(x)
+        raise ValueError(self.act)
+
+    def _pos(self, gh, gw):
+        """The position embedding for a gh x gw patch grid (see class docstring)."""
+        if self.style == "timm":
+            npre = 0 if self.no_embed_class else self.num_prefix
+        else:
+            npre = 1
+        return resample_abs_pos_embed(self.p["pos_embed"], (gh, gw), old_size=self.grid,
+                                      num_prefix_tokens=npre, antialias=self.pos_antialias)
+
+    def embed(self, x):
+        B = x.shape[0]
+        p = self.p
+        t = F.conv2d(x, p["patch_embed.proj.weight"], p.get("patch_embed.proj.bias"),
+                     stride=self.patch_size)
+        gh, gw = t.shape[-2:]
+        t = t.flatten(2).transpose(1, 2)
+        pos = self._pos(gh, gw)
+        if self.style == "timm":
+            to_cat = []
+            if self.class_token:
+                to_cat.append(p["cls_token"].expand(B, -1, -1))
+            if self.reg_tokens:
+                to_cat.append(p["reg_token"].expand(B, -1, -1))
+            if self.no_embed_class:
+                t = torch.cat(to_cat + [t + pos], dim=1)
+            else:
+                t = torch.cat(to_cat + [t], dim=1) + pos
+        else:
+            t = torch.cat([p["cls_token"].expand(B, -1, -1), t], dim=1) + pos
+            if self.reg_tokens:
+                t = torch.cat([t[:, :1], p["reg_token"].expand(B, -1, -1), t[:, 1:]], dim=1)
+        return t
+
+    def _attn(self, i, x, record=None):
+        B, T, D = x.shape
+        H = self.num_heads
+        dh = D // H
+        b = f"blocks.{i}.attn."
+        qkv = F.linear(x, self.p[b + "qkv.weight"], self.p.get(b + "qkv.bias"))
+        q, k, v = qkv.reshape(B, T, 3, H, dh).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.qk_norm:
+            q = self._ln(q, b + "q_norm")
+            k = self._ln(k, b + "k_norm")
+        a = ((q * dh ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+        if record is not None:
+            record.append(a)
+        o = (a @ v).transpose(1, 2).reshape(B, T, D)
+        return F.linear(o, self.p[b + "proj.weight"], self.p[b + "proj.bias"])
+
+    def _mlp(self, i, x):
+        b = f"blocks.{i}.mlp."
+        h = self._act(F.linear(x, self.p[b + "fc1.weight"], self.p[b + "fc1.bias"]))
+        return F.linear(h, self.p[b + "fc2.weight"], self.p[b + "fc2.bias"])
+
+    def forward(self, x):
+        """Differentiable: set requires_grad on entries of self.p (and x) to get
+        autograd gradients for a training check. Returns an OrderedDict: embed [B,T,D] (encoder input, before
+        norm_pre), block0 [B,T,D], attention (list of [B,H,T,T] per block),
+        tokens [B,T,D] (after the final norm; the last block's output when the
+        model has fc_norm instead), pooled [B,D'] (timm pre_logits: pool then
+        fc_norm; DINOv2: cat[cls, mean(patches)], [B,2D]), logits [B,C]
+        (no head: pooled)."""
+        out = OrderedDict()
+        h = self.embed(x)
+        out["embed"] = h
+        if self.pre_norm:
+            h = self._ln(h, "norm_pre")
+        rec = []
+        for i in range(self.depth):
+            b = f"blocks.{i}."
+            y = self._attn(i, self._ln(h, b + "norm1"), rec)
+            if self.init_values:
+                y = y * self.p[b + "ls1.gamma"]
+            h = h + y
+            y = self._mlp(i, self._ln(h, b + "norm2"))
+            if self.init_values:
+                y = y * self.p[b + "ls2.gamma"]
+            h = h + y
+            if i == 0:
+                out["block0"] = h
+        out["attention"] = rec
+        if not self.use_fc_norm:
+            h = self._ln(h, "norm")
+        out["tokens"] = h
+        if self.global_pool == "token":
+            pooled = h[:, 0]
+        elif self.global_pool == "avg":
+            pooled = h[:, self.num_prefix:].mean(dim=1)
+        elif self.global_pool == "dinov2" and not self.num_classes:
+            pooled = h[:, 0]  # bare Dinov2Model: pooler_output, the normed class token
+        elif self.global_pool == "dinov2":
+            pooled = torch.cat([h[:, 0], h[:, 1 + self.reg_tokens:].mean(dim=1)], dim=1)
+        else:
+            raise ValueError(self.global_pool)
+        if self.use_fc_norm:
+            pooled = self._ln(pooled, "fc_norm")
+        out["pooled"] = pooled
+        if self.num_classes:
+            out["logits"] = F.linear(pooled, self.p["head.weight"], self.p["head.bias"])
+        else:
+            out["logits"] = pooled
+        return out
+
+    __call__ = forward
+
+    # -- key layouts
+    def name_map(self, layout="timm"):
+        """OrderedDict internal (timm) name -> file name for a layout:
+        'timm', 'hf_dinov2' (Dinov2ForImageClassification: dinov2. prefix),
+        'hf_dinov2_model' (Dinov2Model / Dinov2WithRegistersModel: no prefix,
+        no classifier), 'hf_dinov2_reg' (Dinov2WithRegistersForImageClassification:
+        dinov2_with_registers. prefix). HF q/k/v are the three row blocks of
+        timm's fused qkv (weight rows [q; k; v]), see the split in state_dict."""
+        m = OrderedDict()
+        if layout == "timm":
+            for k in self.p:
+                m[k] = k
+            return m
+        assert self.style != "timm", "HF layouts are for the DINOv2 styles"
+        pre = {"hf_dinov2": "dinov2.", "hf_dinov2_reg": "dinov2_with_registers.",
+               "hf_dinov2_model": ""}[layout]
+        e = pre + "embeddings."
+        fixed = {"cls_token": e + "cls_token", "mask_token": e + "mask_token",
+                 "reg_token": e + "register_tokens", "pos_embed": e + "position_embeddings",
+                 "patch_embed.proj.weight": e + "patch_embeddings.projection.weight",
+                 "patch_embed.proj.bias": e + "patch_embeddings.projection.bias",
+                 "norm.weight": pre + "layernorm.weight", "norm.bias": pre + "layernorm.bias",
+                 "head.weight": "classifier.weight", "head.bias": "classifier.bias"}
+        blk = {"norm1": "norm1", "attn.proj": "attention.output.dense", "ls1.gamma": "layer_scale1.lambda1",
+               "norm2": "norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
+               "ls2.gamma": "layer_scale2.lambda1"}
+        for k in self.p:
+            if k in fixed:
+                if k.startswith("head.") and layout == "hf_dinov2_model":
+                    continue
+                m[k] = fixed[k]
+                continue
+            parts = k.split(".")
+            i, rest = parts[1], ".".join(parts[2:])
+            b = f"{pre}encoder.layer.{i}."
+            if rest.startswith("attn.qkv."):
+                m[k] = [b + f"attention.attention.{n}.{parts[-1]}" for n in ("query", "key", "value")]
+                continue
+            for src, dst in blk.items():
+                if rest == src or rest.startswith(src + "."):
+                    m[k] = b + dst + rest[len(src):]
+                    break
+            else:
+                raise KeyError(k)
+        return m
+
+    def state_dict(self, layout="timm"):
+        D = self.embed_dim
+        sd = OrderedDict()
+        for k, dst in self.name_map(layout).items():
+            t = self.p[k]
+            if isinstance(dst, list):
+                for j, n in enumerate(dst):
+                    sd[n] = t[j * D:(j + 1) * D].clone().contiguous()
+            else:
+                sd[dst] = t.clone().contiguous()
+        return sd
+
+    @torch.no_grad()
+    def load(self, sd, layout="timm"):
+        """Inverse of state_dict: fills self.p from a file's tensors (exact names)."""
+        used = set()
+        for k, dst in self.name_map(layout).items():
+            if isinstance(dst, list):
+                self.p[k].copy_(torch.cat([sd[n].float() for n in dst], 0))
+                used.update(dst)
+            else:
+                self.p[k].copy_(sd[dst].float().reshape(self.p[k].shape))
+                used.add(dst)
+        extra = set(sd) - used
+        assert not extra, f"unused tensors {sorted(extra)}"
+        return self
+
+
+def _independent_family_forward(m, x):
+    """A second, deliberately different float64 formulation of FamilyViT
+    (per-image, per-token and per-head loops, hand-written LayerNorm, GELU,
+    QuickGELU and conv-as-matmul; q/k/v as separate slices; the sequence built
+    token by token). Position-embedding resampling reuses
+    resample_abs_pos_embed (checked elsewhere). Returns (tokens, pooled, logits,
+    attn0)."""
+    D, H, P = m.embed_dim, m.num_heads, m.patch_size
+    dh = D // H
+    p = {k: v.double() for k, v in m.p.items()}
+    x = x.double()
+    B, C, Hh, Ww = x.shape
+    gh, gw = Hh // P, Ww // P
+
+    def ln(t, w, b):
+        mu = sum(t[..., j] for j in range(t.shape[-1])) / t.shape[-1]
+        var = sum((t[..., j] - mu) ** 2 for j in range(t.shape[-1])) / t.shape[-1]
+        return (t - mu[..., None]) / torch.sqrt(var[..., None] + m.eps) * w + b
+
+    def act(f):
+        if m.act == "gelu":
+            return 0.5 * f * (1 + torch.erf(f / math.sqrt(2)))
+        return f / (1 + torch.exp(-1.702 * f))
+
+    Wp = p["patch_embed.proj.weight"].reshape(D, -1)
+    bp = p.get("patch_embed.proj.bias", torch.zeros(D, dtype=torch.float64))
+    if m.style == "timm":
+        npre_pos = 0 if m.no_embed_class else m.num_prefix
+    else:
+        npre_pos = 1
+    pos = resample_abs_pos_embed(p["pos_embed"], (gh, gw), old_size=m.grid,
+                                 num_prefix_tokens=npre_pos, antialias=m.pos_antialias)[0]
+    toks_all, pooled_all, logits_all, attn0_all = [], [], [], []
+    for bi in range(B):
+        patches = []
+        for r in range(gh):
+            for c in range(gw):
+                patch = x[bi, :, r * P:(r + 1) * P, c * P:(c + 1) * P].reshape(-1)
+                patches.append(Wp @ patch + bp)
+        seq = []
+        if m.style == "timm":
+            pre = []
+            if m.class_token:
+                pre.append(p["cls_token"][0, 0])
+            for j in range(m.reg_tokens):
+                pre.append(p["reg_token"][0, j])
+            if m.no_embed_class:
+                seq = pre + [patches[n] + pos[n] for n in range(len(patches))]
+            else:
+                allt = pre + patches
+                seq = [allt[n] + pos[n] for n in range(len(allt))]
+        else:
+            seq = [p["cls_token"][0, 0] + pos[0]]
+            seq += [p["reg_token"][0, j] for j in range(m.reg_tokens)]
+            seq += [patches[n] + pos[1 + n] for n in range(len(patches))]
+        h = torch.stack(seq)                                     # [T, D]
+        if m.pre_norm:
+            h = ln(h, p["norm_pre.weight"], p["norm_pre.bias"])
+        for i in range(m.depth):
+            b = f"blocks.{i}."
+            y = ln(h, p[b + "norm1.weight"], p[b + "norm1.bias"])
+            Wq = p[b + "attn.qkv.weight"]
+            bq = p.get(b + "attn.qkv.bias", torch.zeros(3 * D, dtype=torch.float64))
+            q = y @ Wq[:D].t() + bq[:D]
+            k = y @ Wq[D:2 * D].t() + bq[D:2 * D]
+            v = y @ Wq[2 * D:].t() + bq[2 * D:]
+            heads = []
+            probs = []
+            for hd in range(H):
+                s = slice(hd * dh, (hd + 1) * dh)
+                qh, kh = q[:, s], k[:, s]
+                if m.qk_norm:
+                    qh = ln(qh, p[b + "attn.q_norm.weight"], p[b + "attn.q_norm.bias"])
+                    kh = ln(kh, p[b + "attn.k_norm.weight"], p[b + "attn.k_norm.bias"])
+                sc = (qh @ kh.t()) / math.sqrt(dh)
+                sc = torch.exp(sc - sc.max(-1, keepdim=True).values)
+                sc = sc / sc.sum(-1, keepdim=True)
+                probs.append(sc)
+                heads.append(sc @ v[:, s])
+            if i == 0:
+                attn0_all.append(torch.stack(probs))
+            o = torch.cat(heads, -1) @ p[b + "attn.proj.weight"].t() + p[b + "attn.proj.bias"]
+            if m.init_values:
+                o = o * p[b + "ls1.gamma"]
+            h = h + o
+            y = ln(h, p[b + "norm2.weight"], p[b + "norm2.bias"])
+            f = act(y @ p[b + "mlp.fc1.weight"].t() + p[b + "mlp.fc1.bias"])
+            f = f @ p[b + "mlp.fc2.weight"].t() + p[b + "mlp.fc2.bias"]
+            if m.init_values:
+                f = f * p[b + "ls2.gamma"]
+            h = h + f
+        if not m.use_fc_norm:
+            h = ln(h, p["norm.weight"], p["norm.bias"])
+        T = h.shape[0]
+        if m.global_pool == "token":
+            pooled = h[0]
+        elif m.global_pool == "avg":
+            pooled = sum(h[t] for t in range(m.num_prefix, T)) / (T - m.num_prefix)
+        elif not m.num_classes:
+            pooled = h[0]
+        else:
+            first = 1 + m.reg_tokens
+            pooled = torch.cat([h[0], sum(h[t] for t in range(first, T)) / (T - first)])
+        if m.use_fc_norm:
+            pooled = ln(pooled, p["fc_norm.weight"], p["fc_norm.bias"])
+        logits = pooled @ p["head.weight"].t() + p["head.bias"] if m.num_classes else pooled
+        toks_all.append(h)
+        pooled_all.append(pooled)
+        logits_all.append(logits)
+    return (torch.stack(toks_all), torch.stack(pooled_all), torch.stack(logits_all),
+            torch.stack(attn0_all))
+
+
 # ---------------------------------------------------------------- self-check
 
 def _independent_forward(model, x):
@@ -578,4 +1060,34 @@ if __name__ == "__main__":
                                             pos_antialias=m.pos_antialias)
                 with torch.no_grad():
                     assert torch.equal(m2(x), m(x)), lay
+    # FamilyViT (issue 18): every switch against the float64 loop formulation,
+    # at the native size and resampled, and the key layouts round trip.
+    for kw, layouts in ((dict(init_values=1e-6, no_embed_class=True), ("timm",)),
+                        (dict(pre_norm=True, act="quick_gelu", eps=1e-5), ("timm",)),
+                        (dict(reg_tokens=4, class_token=False, global_pool="avg",
+                              no_embed_class=True, init_values=1e-5), ("timm",)),
+                        (dict(class_token=False, global_pool="avg", fc_norm=False), ("timm",)),
+                        (dict(reg_tokens=2), ("timm",)),
+                        (dict(qk_norm=True, qkv_bias=False), ("timm",)),
+                        (dict(style="dinov2"), ("timm", "hf_dinov2", "hf_dinov2_model")),
+                        (dict(style="dinov2_reg", reg_tokens=4), ("timm", "hf_dinov2_reg"))):
+        m = FamilyViT(32, 2, 2, 64, 4, 16, num_classes=3, **kw).random_init(g)
+        for S in (16, 24):
+            x = torch.randn(2, 3, S, S, generator=g)
+            r = m(x)
+            t64, p64, l64, a64 = _independent_family_forward(m, x)
+            err = max((r["tokens"].double() - t64).abs().max().item(),
+                      (r["logits"].double() - l64).abs().max().item(),
+                      (r["attention"][0].double() - a64).abs().max().item())
+            print(f"family {kw} S={S}: max |ref - independent| = {err:.2e}")
+            assert err < 1e-4
+        for lay in layouts:
+            nc = 0 if lay == "hf_dinov2_model" else 3
+            m2 = FamilyViT(32, 2, 2, 64, 4, 16, num_classes=nc, **kw)
+            sd = m.state_dict(lay)
+            m2.load(sd, lay)
+            if nc:
+                assert torch.equal(m2(x)["logits"], r["logits"]), lay
+            else:
+                assert torch.equal(m2(x)["tokens"], r["tokens"]), lay
     print("ok")

@@ -24,8 +24,9 @@ struct vit_context {
      * KERNELS_ROW_ALIGN, so an image's attention has the same bits either
      * way (kernels.h). */
     int split_query_rows, solo_query_rows;
-    const float *pos_embed; /* the model's, or pos_resampled */
-    float *pos_resampled;
+    /* Position embedding of every token [T, D]: the model's rows (resampled
+     * to this grid when it differs), zero for prefix tokens without one. */
+    float *pos_embed;
     float *x;         /* [B*T, D] residual stream */
     float *normed;    /* [B*T, D] LayerNorm output */
     float *qkv;       /* [B*T, 3D] */
@@ -34,7 +35,8 @@ struct vit_context {
     float *cols;      /* [B*Np, C*P*P] im2col */
     float *patches;   /* [B*Np, D] patch embeddings */
     float *scores;    /* [threads, scores_floats()] attention probabilities */
-    float *pooled;    /* [B, prefix, D] normed prefix tokens */
+    float *pooled;    /* [B, pool_stride] what the head reads, per image */
+    int pool_stride;  /* floats per image in pooled: vit_config_pooled_size, 2D distilled */
     /* Quantised inputs of int8 layers and their scales, one slot per
      * image run at once (NULL for a float model). */
     void *qinp;
@@ -121,7 +123,9 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     ctx->cols = kernels_alloc_floats(B * Np * K);
     ctx->patches = kernels_alloc_floats(B * Np * D);
     ctx->scores = kernels_alloc_floats((size_t)ctx->num_threads * scores_floats(ctx));
-    ctx->pooled = kernels_alloc_floats(B * (size_t)c->num_prefix_tokens * D);
+    ctx->pool_stride = c->distilled ? 2 * (int)D : vit_config_pooled_size(c);
+    ctx->pooled = kernels_alloc_floats(B * (size_t)ctx->pool_stride);
+    ctx->pos_embed = kernels_alloc_floats(T * D);
     ctx->captures =
         calloc((size_t)VIT_CAPTURE_KIND_COUNT * (c->num_layers + 1), sizeof *ctx->captures);
     ctx->qscale_slot = T * (size_t)vit_model_int8_groups(model);
@@ -133,25 +137,26 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     }
     const int int8_missing = ctx->qscale_slot && (!ctx->qinp || !ctx->qscale);
     if (int8_missing || !ctx->x || !ctx->normed || !ctx->qkv || !ctx->attn || !ctx->hidden || !ctx->cols ||
-        !ctx->patches || !ctx->scores || !ctx->pooled || !ctx->captures) {
+        !ctx->patches || !ctx->scores || !ctx->pooled || !ctx->captures || !ctx->pos_embed) {
         vit_context_free(ctx);
         return vit_error_set(err, VIT_E_NOMEM, "out of memory for a batch of %d at %dx%d",
                              max_batch, image_size, image_size);
     }
 
-    const int native_grid = c->image_size / c->patch_size;
+    /* Prefix tokens with a position row (the first pos_embed_prefix) get
+     * it; the others (registers, no_embed_class) stay zero. Only the patch
+     * positions are resampled at another grid. */
+    const int native_grid = c->pos_embed_grid, pos_prefix = c->pos_embed_prefix;
+    memcpy(ctx->pos_embed, model->pos_embed, sizeof(float) * (size_t)pos_prefix * D);
+    float *patch_pos = ctx->pos_embed + (size_t)c->num_prefix_tokens * D;
+    const float *model_patch_pos = model->pos_embed + (size_t)pos_prefix * D;
     if (ctx->grid_h == native_grid) {
-        ctx->pos_embed = model->pos_embed;
-    } else {
-        ctx->pos_resampled = kernels_alloc_floats(T * D);
-        if (!ctx->pos_resampled ||
-            patching_resample_pos_embed(model->pos_embed, c->num_prefix_tokens, native_grid,
-                                        native_grid, (int)D, ctx->pos_resampled, ctx->grid_h,
-                                        ctx->grid_w, c->pos_embed_antialias) != VIT_OK) {
-            vit_context_free(ctx);
-            return vit_error_set(err, VIT_E_NOMEM, "out of memory");
-        }
-        ctx->pos_embed = ctx->pos_resampled;
+        memcpy(patch_pos, model_patch_pos, sizeof(float) * Np * D);
+    } else if (patching_resample_pos_embed(model_patch_pos, 0, native_grid, native_grid, (int)D,
+                                           patch_pos, ctx->grid_h, ctx->grid_w,
+                                           c->pos_embed_antialias) != VIT_OK) {
+        vit_context_free(ctx);
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     }
     *out = ctx;
     return VIT_OK;
@@ -168,7 +173,7 @@ void vit_context_free(vit_context *ctx) {
     free(ctx->patches);
     free(ctx->scores);
     free(ctx->pooled);
-    free(ctx->pos_resampled);
+    free(ctx->pos_embed);
     free(ctx->captures);
     free(ctx->qinp);
     free(ctx->qscale);
@@ -254,26 +259,35 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
         const int b = row / T, t = row % T;
         float *dst = x + (size_t)row * D;
         const float *pos = ctx->pos_embed + (size_t)t * D;
-        const float *src = t == 0        ? m->cls_token
-                           : t < prefix ? m->dist_token
-                                        : patches + ((size_t)b * Np + (t - prefix)) * D;
+        /* [class] [distillation] [registers] [patches] */
+        const int after_cls = t - !c->no_class_token, reg = after_cls - c->distilled;
+        const float *src = t >= prefix               ? patches + ((size_t)b * Np + (t - prefix)) * D
+                           : after_cls < 0           ? m->cls_token
+                           : reg < 0                 ? m->dist_token
+                                                     : m->reg_tokens + (size_t)reg * D;
         for (int d = 0; d < D; d++) dst[d] = src[d] + pos[d];
     }
 }
 
-/* out = [residual +] inp · weightᵀ + bias for the job's rows, then GELU
- * when asked: the int8 kernels when the layer is quantised (q), else
- * float32 (GELU fused into the GEMM's panels). */
+/* out = [residual +] inp · weightᵀ + bias for the job's rows, then the
+ * MLP's activation when gelu is set (GELU or QuickGELU, the model's): the
+ * int8 kernels when the layer is quantised (q), else float32 (exact GELU
+ * fused into the GEMM's panels). */
 static void linear_forward(const vit_context *ctx, const encode_job *job, float *out,
                            const float *residual, const float *inp, const float *weight,
                            const kernels_qmatrix *q, const float *bias, int rows, int in_dim,
                            int out_dim, int gelu, kernels_threads th) {
+    const int quick = gelu && ctx->model->config.act == VIT_ACT_QUICK_GELU;
     if (q) {
         void *qinp = (char *)ctx->qinp + (size_t)job->slot * ctx->qinp_slot_bytes;
         float *scale = ctx->qscale + (size_t)job->slot * ctx->qscale_slot;
         quantize_forward(qinp, scale, inp, rows, in_dim, q, th);
         qmatmul_forward(out, residual, qinp, scale, q, bias, rows, th);
-        if (gelu) gelu_forward(out, out, (size_t)rows * out_dim, th);
+        if (quick) quick_gelu_forward(out, out, (size_t)rows * out_dim, th);
+        else if (gelu) gelu_forward(out, out, (size_t)rows * out_dim, th);
+    } else if (quick) {
+        matmul_forward(out, inp, weight, bias, rows, in_dim, out_dim, th);
+        quick_gelu_forward(out, out, (size_t)rows * out_dim, th);
     } else if (gelu) {
         matmul_gelu_forward(out, inp, weight, bias, rows, in_dim, out_dim, th);
     } else if (residual) {
@@ -308,13 +322,23 @@ static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threa
         mark(clock, VIT_STAGE_LAYER_NORM);
         linear_forward(ctx, job, qkv, NULL, normed, blk->qkv_w, blk->qkv_q, blk->qkv_b, rows, D,
                        3 * D, 0, th);
+        if (blk->q_norm_w)
+            qk_norm_forward(qkv, rows, D, c->num_heads, blk->q_norm_w, blk->q_norm_b,
+                            blk->k_norm_w, blk->k_norm_b, eps, th);
         if (lead) capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_KEYS, l), 1);
         mark(clock, VIT_STAGE_QKV);
         attention_forward(attn, captured_attention(ctx, job, l), qkv, job->count, T, D,
                           c->num_heads, query_rows, job->scores, th);
         mark(clock, VIT_STAGE_ATTENTION);
-        /* x += proj(attn) */
-        linear_forward(ctx, job, x, x, attn, blk->proj_w, NULL, blk->proj_b, rows, D, D, 0, th);
+        /* x += proj(attn), or with LayerScale x += ls1 * proj(attn) (the
+         * branch into normed, free until the next norm) */
+        if (blk->ls1) {
+            linear_forward(ctx, job, normed, NULL, attn, blk->proj_w, NULL, blk->proj_b, rows, D,
+                           D, 0, th);
+            layer_scale_add_forward(x, normed, blk->ls1, rows, D, th);
+        } else {
+            linear_forward(ctx, job, x, x, attn, blk->proj_w, NULL, blk->proj_b, rows, D, D, 0, th);
+        }
         mark(clock, VIT_STAGE_PROJECTION);
         layernorm_forward(normed, NULL, NULL, x, blk->ln2_w, blk->ln2_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
@@ -323,12 +347,64 @@ static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threa
         linear_forward(ctx, job, hidden, NULL, normed, blk->fc1_w, blk->fc1_q, blk->fc1_b, rows, D,
                        M, 1, th);
         mark(clock, VIT_STAGE_MLP_FC1);
-        /* x += fc2(gelu(fc1(ln2(x)))) */
-        linear_forward(ctx, job, x, x, hidden, blk->fc2_w, blk->fc2_q, blk->fc2_b, rows, M, D, 0,
-                       th);
+        /* x += fc2(gelu(fc1(ln2(x)))) [times ls2] */
+        if (blk->ls2) {
+            linear_forward(ctx, job, normed, NULL, hidden, blk->fc2_w, blk->fc2_q, blk->fc2_b, rows,
+                           M, D, 0, th);
+            layer_scale_add_forward(x, normed, blk->ls2, rows, D, th);
+        } else {
+            linear_forward(ctx, job, x, x, hidden, blk->fc2_w, blk->fc2_q, blk->fc2_b, rows, M, D,
+                           0, th);
+        }
         if (lead) capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
         mark(clock, VIT_STAGE_MLP_FC2);
     }
+}
+
+/* The final norm of one token (identity for a model without one). */
+static void final_norm_row(const vit_model *m, float *out, const float *token) {
+    const int D = m->config.hidden_size;
+    if (m->norm_w)
+        layernorm_forward_row(out, NULL, NULL, token, m->norm_w, m->norm_b, D, m->config.layer_norm_eps);
+    else if (out != token)
+        memcpy(out, token, sizeof(float) * D);
+}
+
+/* The mean of the final-normed patch tokens (prefix tokens left out) into
+ * out, summed in token order, one float per channel, as torch's mean over
+ * dim 1 on a CPU does; scratch: D floats. */
+static void mean_patches(const vit_model *m, const float *tokens, int T, float *out, float *scratch) {
+    const int D = m->config.hidden_size, prefix = m->config.num_prefix_tokens;
+    for (int d = 0; d < D; d++) out[d] = 0.0f;
+    for (int t = prefix; t < T; t++) {
+        final_norm_row(m, scratch, tokens + (size_t)t * D);
+        for (int d = 0; d < D; d++) out[d] += scratch[d];
+    }
+    for (int d = 0; d < D; d++) out[d] /= (float)(T - prefix);
+}
+
+/* What the head reads from one image's T tokens after the last block
+ * (timm forward_head(pre_logits=True)): the final-normed class token
+ * (distilled: and distillation token, 2D), the mean of the patch tokens,
+ * or [class ‖ mean] (DINOv2); then fc_norm when the model has one.
+ * scratch: D floats. */
+static void pool_image(const vit_model *m, const float *tokens, int T, float *out, float *scratch) {
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size;
+    switch (c->global_pool) {
+    case VIT_GLOBAL_POOL_TOKEN:
+        for (int t = 0; t < 1 + c->distilled; t++) final_norm_row(m, out + (size_t)t * D, tokens + (size_t)t * D);
+        break;
+    case VIT_GLOBAL_POOL_AVG:
+        mean_patches(m, tokens, T, out, scratch);
+        break;
+    case VIT_GLOBAL_POOL_TOKEN_AVG:
+        final_norm_row(m, out, tokens);
+        mean_patches(m, tokens, T, out + D, scratch);
+        break;
+    }
+    if (m->fc_norm_w)
+        layernorm_forward_row(out, NULL, NULL, out, m->fc_norm_w, m->fc_norm_b, D, c->layer_norm_eps);
 }
 
 /* Embedding, every encoder block, and the final norm of the prefix tokens
@@ -342,6 +418,9 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
     float *x = ctx->x + (size_t)job->slot * T * D;
 
     embed(ctx, job, images);
+    if (m->norm_pre_w) /* CLIP's ln_pre, in place (a row-wise LayerNorm may be) */
+        layernorm_forward(x, NULL, NULL, x, m->norm_pre_w, m->norm_pre_b, job->count * T, D, eps,
+                          kernels_threading(KERNELS_INFERENCE, job->threads));
     capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, -1), 0);
     mark(&job->clock, VIT_STAGE_PATCH_EMBED);
     if (th.count > 1) {
@@ -357,30 +436,28 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
     } else {
         encode_blocks(ctx, job, th);
     }
-    /* Only the prefix tokens feed the head: normalise just those. */
-    const int prefix = c->num_prefix_tokens;
+    /* What the head reads, per image (only the tokens it reads are normed). */
     for (int b = 0; b < job->count; b++)
-        for (int t = 0; t < prefix; t++)
-            layernorm_forward_row(ctx->pooled + ((size_t)(job->first + b) * prefix + t) * D, NULL,
-                                  NULL, x + ((size_t)b * T + t) * D, m->norm_w, m->norm_b, D, eps);
+        pool_image(m, x + (size_t)b * T * D, T, ctx->pooled + (size_t)(job->first + b) * ctx->pool_stride,
+                   ctx->normed + (size_t)job->slot * T * D);
 }
 
 /* Class logits (or pooled features) of `batch` pooled rows into out. One
  * GEMM per row: OpenBLAS gives a row of a larger GEMM other bits (a batch
  * would change an image's logits), so the head never sees the batch. */
-static void head(const vit_model *m, const float *pooled, int prefix, int batch, float *out) {
+static void head(const vit_model *m, const float *pooled, int stride, int batch, float *out) {
     const vit_config *c = &m->config;
-    const int D = c->hidden_size;
+    const int D = c->hidden_size, in = vit_config_pooled_size(c);
     if (c->num_classes == 0) {
         for (int b = 0; b < batch; b++)
-            memcpy(out + (size_t)b * D, pooled + (size_t)b * prefix * D, sizeof(float) * D);
+            memcpy(out + (size_t)b * D, pooled + (size_t)b * stride, sizeof(float) * D);
         return;
     }
     const int C = c->num_classes;
     for (int b = 0; b < batch; b++) {
-        const float *cls = pooled + (size_t)b * prefix * D;
+        const float *cls = pooled + (size_t)b * stride;
         float *logits = out + (size_t)b * C;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, C, D, 1.0f, cls, D, m->head_w, D,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, C, in, 1.0f, cls, in, m->head_w, in,
                     0.0f, logits, C);
         if (m->head_dist_w) {
             /* Distilled DeiT at inference: the mean of both heads (timm, HF). */
@@ -444,7 +521,7 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
         encode(ctx, &job, images);
         clock = job.clock;
     }
-    head(m, ctx->pooled, m->config.num_prefix_tokens, batch, out);
+    head(m, ctx->pooled, ctx->pool_stride, batch, out);
     mark(&clock, VIT_STAGE_HEAD);
     return VIT_OK;
 }
@@ -454,16 +531,23 @@ vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, 
     const vit_config *c = &model->config;
     if (c->num_classes == 0 || !model->head_w)
         return vit_error_set(err, VIT_E_ARG, "the model has no classifier head");
+    if (c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG)
+        return vit_error_set(err, VIT_E_UNSUPPORTED, "the model's head reads [class token, mean of "
+                             "patches], not one token");
     const int D = c->hidden_size;
     float *normed = kernels_alloc_floats((size_t)n * 2 * D);
     if (!normed) return vit_error_set(err, VIT_E_NOMEM, "out of memory for %d tokens", n);
-    /* Each token fills the class (and distillation) slot of a pooled row. */
+    /* Each token fills the class (and distillation) slot of a pooled row:
+     * final norm, then fc_norm, as the pooled features get. */
     for (int i = 0; i < n; i++) {
-        layernorm_forward_row(normed + (size_t)i * 2 * D, NULL, NULL, tokens + (size_t)i * D,
-                              model->norm_w, model->norm_b, D, c->layer_norm_eps);
-        memcpy(normed + ((size_t)i * 2 + 1) * D, normed + (size_t)i * 2 * D, sizeof(float) * D);
+        float *row = normed + (size_t)i * 2 * D;
+        final_norm_row(model, row, tokens + (size_t)i * D);
+        if (model->fc_norm_w)
+            layernorm_forward_row(row, NULL, NULL, row, model->fc_norm_w, model->fc_norm_b, D,
+                                  c->layer_norm_eps);
+        memcpy(row + D, row, sizeof(float) * D);
     }
-    head(model, normed, 2, n, out);
+    head(model, normed, 2 * D, n, out);
     free(normed);
     return VIT_OK;
 }
@@ -472,30 +556,34 @@ vit_status vit_pool_tokens(const vit_model *model, const float *tokens, int num_
                            vit_pool pool, int l2, float *out, float *scratch, vit_error *err) {
     const vit_config *c = &model->config;
     const int D = c->hidden_size, prefix = c->num_prefix_tokens;
-    if (num_tokens <= prefix || (pool == VIT_POOL_MEAN && !scratch) ||
-        (pool != VIT_POOL_CLS && pool != VIT_POOL_MEAN && pool != VIT_POOL_NONE))
+    if (num_tokens <= prefix || ((pool == VIT_POOL_MEAN || pool == VIT_POOL_MODEL) && !scratch) ||
+        (pool != VIT_POOL_CLS && pool != VIT_POOL_MEAN && pool != VIT_POOL_NONE &&
+         pool != VIT_POOL_MODEL))
         return vit_error_set(err, VIT_E_ARG, "cannot pool %d tokens this way", num_tokens);
-    int rows = 1;
+    if (pool == VIT_POOL_CLS && c->no_class_token)
+        return vit_error_set(err, VIT_E_ARG, "the model has no class token");
+    int rows = 1, width = D;
     if (pool == VIT_POOL_CLS) {
-        layernorm_forward_row(out, NULL, NULL, tokens, model->norm_w, model->norm_b, D,
-                              c->layer_norm_eps);
+        final_norm_row(model, out, tokens);
     } else if (pool == VIT_POOL_NONE) {
         rows = num_tokens;
         for (int t = 0; t < num_tokens; t++)
-            layernorm_forward_row(out + (size_t)t * D, NULL, NULL, tokens + (size_t)t * D,
-                                  model->norm_w, model->norm_b, D, c->layer_norm_eps);
+            final_norm_row(model, out + (size_t)t * D, tokens + (size_t)t * D);
+    } else if (pool == VIT_POOL_MEAN) {
+        mean_patches(model, tokens, num_tokens, out, scratch);
+        if (model->fc_norm_w)
+            layernorm_forward_row(out, NULL, NULL, out, model->fc_norm_w, model->fc_norm_b, D,
+                                  c->layer_norm_eps);
     } else {
-        /* Summed in token order, one float per channel, as torch's mean
-         * over dim 1 on a CPU does; then divided by the count. */
-        for (int d = 0; d < D; d++) out[d] = 0.0f;
-        for (int t = prefix; t < num_tokens; t++) {
-            layernorm_forward_row(scratch, NULL, NULL, tokens + (size_t)t * D, model->norm_w,
-                                  model->norm_b, D, c->layer_norm_eps);
-            for (int d = 0; d < D; d++) out[d] += scratch[d];
+        /* The model's own: pool_image without the distillation token. */
+        width = vit_config_pooled_size(c);
+        if (c->distilled) {
+            final_norm_row(model, out, tokens);
+        } else {
+            pool_image(model, tokens, num_tokens, out, scratch);
         }
-        for (int d = 0; d < D; d++) out[d] /= (float)(num_tokens - prefix);
     }
-    if (l2) vit_l2_normalize_rows(out, rows, D);
+    if (l2) vit_l2_normalize_rows(out, rows, width);
     return VIT_OK;
 }
 

@@ -318,6 +318,37 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
         });
 }
 
+void quick_gelu_forward(float *out, const float *inp, size_t n, kernels_threads th) {
+    PARALLEL_FOR(
+        for (size_t i = 0; i < n; i++) {
+            const float x = inp[i];
+            out[i] = x * (1.0f / (1.0f + expf(-1.702f * x)));
+        });
+}
+
+void layer_scale_add_forward(float *x, const float *branch, const float *gamma, int rows, int dim,
+                             kernels_threads th) {
+    PARALLEL_FOR(
+        for (int r = 0; r < rows; r++) {
+            float *xr = x + (size_t)r * dim;
+            const float *br = branch + (size_t)r * dim;
+            for (int d = 0; d < dim; d++) xr[d] += gamma[d] * br[d];
+        });
+}
+
+void qk_norm_forward(float *qkv, int rows, int D, int heads, const float *qw, const float *qb,
+                     const float *kw, const float *kb, float eps, kernels_threads th) {
+    const int dh = D / heads;
+    PARALLEL_FOR(
+        for (int r = 0; r < rows; r++) {
+            float *q = qkv + (size_t)r * 3 * D, *k = q + D;
+            for (int h = 0; h < heads; h++) {
+                layernorm_forward_row(q + h * dh, NULL, NULL, q + h * dh, qw, qb, dh, eps);
+                layernorm_forward_row(k + h * dh, NULL, NULL, k + h * dh, kw, kb, dh, eps);
+            }
+        });
+}
+
 /* ------------------------------------------------------------- attention */
 
 void softmax_forward(float *values, int n) {

@@ -149,6 +149,18 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
 /* Softmax of one row of n values, in place (max subtracted first). */
 void softmax_forward(float *values, int n);
 
+/* QuickGELU, x * sigmoid(1.702 x) (OpenAI CLIP), n floats; in place allowed. */
+void quick_gelu_forward(float *out, const float *inp, size_t n, kernels_threads th);
+
+/* x += gamma * branch over rows of dim (LayerScale on a residual branch). */
+void layer_scale_add_forward(float *x, const float *branch, const float *gamma, int rows, int dim,
+                             kernels_threads th);
+
+/* qk-norm: LayerNorm over each head's dh = D / heads values of Q (weight
+ * qw, bias qb) and of K (kw, kb), in place in fused qkv rows [rows, 3D]. */
+void qk_norm_forward(float *qkv, int rows, int D, int heads, const float *qw, const float *qb,
+                     const float *kw, const float *kb, float eps, kernels_threads th);
+
 /* Multi-head self-attention of batch images of T tokens: qkv [batch*T, 3D]
  * (q; k; v, heads contiguous inside each) into out [batch*T, D]. A task is
  * block_rows query rows of one head of one image, the last block of a head

@@ -68,6 +68,18 @@ static float *own(vit_model *m, size_t count) {
     return buffer;
 }
 
+/* Notes that the forward pass reads t (and, for I8, its scales). */
+static void mark_used(vit_model *m, const weights_tensor *t) {
+    if (!m->used || !t) return;
+    m->used[t - weights_at(m->file, 0)] = 1;
+    if (t->dtype == WEIGHTS_I8) {
+        char name[400];
+        snprintf(name, sizeof name, "%s%s", t->name, WEIGHTS_SCALE_SUFFIX);
+        const weights_tensor *scale = weights_find(m->file, name);
+        if (scale) m->used[scale - weights_at(m->file, 0)] = 1;
+    }
+}
+
 static vit_status shape_error(const vit_model *m, const weights_ref *ref, const char *expected,
                               vit_error *err) {
     char got[128] = "";
@@ -136,6 +148,7 @@ static vit_status take(vit_model *m, weights_role role, int layer, int64_t rows,
     }
     /* A fused tensor is counted once, with its first slice. */
     if (ref.row_start == 0) m->param_count += ref.tensor->numel;
+    mark_used(m, ref.tensor);
     return tensor_values(m, &ref, out, err);
 }
 
@@ -182,6 +195,7 @@ static vit_status pack_int8(vit_model *m, const weights_ref *parts, int n_parts,
                                  (const signed char *)t->data + first * (size_t)cols,
                                  all + first * groups);
         if (parts[i].row_start == 0) m->param_count += t->numel;
+        mark_used(m, t);
     }
     free(all);
     if (s != VIT_OK) {
@@ -263,7 +277,75 @@ typedef struct stated_config {
     int num_classes;
     double mlp_ratio; /* timm model_args; 0: not stated */
     double layer_norm_eps;
+    int eps_stated;   /* layer_norm_eps said by the config or its architecture name */
+    /* Switches; -1: not stated. */
+    int class_token, no_embed_class, reg_tokens, fc_norm, pre_norm, qk_norm, qkv_bias;
+    int global_pool;  /* vit_global_pool */
+    int act;          /* vit_act */
+    int act_stated_by; /* 0 nothing, 1 the config, 2 the architecture table */
+    int dinov2;       /* HF model_type dinov2 (1) / dinov2_with_registers (2) */
+    char architecture[96]; /* timm's, "" when none */
 } stated_config;
+
+static void stated_init(stated_config *c) {
+    memset(c, 0, sizeof *c);
+    c->num_classes = -1;
+    c->class_token = c->no_embed_class = c->reg_tokens = c->fc_norm = c->pre_norm = -1;
+    c->qk_norm = c->qkv_bias = c->global_pool = c->act = -1;
+}
+
+/* A boolean key (JSON true/false; null or absent: *out left alone). */
+static vit_status json_bool(const cJSON *obj, const char *key, const char *where,
+                            const char *name, int *out, vit_error *err) {
+    const cJSON *item = vit_json_get(obj, key);
+    if (!item) return VIT_OK;
+    if (!cJSON_IsBool(item)) {
+        char shown[48];
+        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s%s\" is %s; expected true or false",
+                             name, where, key, vit_json_show(item, shown, sizeof shown));
+    }
+    *out = cJSON_IsTrue(item);
+    return VIT_OK;
+}
+
+/* An activation name: "gelu" (exact) or "quick_gelu"; anything else would
+ * run silently wrong. */
+static vit_status json_act(const cJSON *obj, const char *key, const char *where,
+                           const char *name, int *out, vit_error *err) {
+    const cJSON *act = vit_json_get(obj, key);
+    if (!act) return VIT_OK;
+    if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu") == 0) {
+        *out = VIT_ACT_GELU;
+        return VIT_OK;
+    }
+    if (cJSON_IsString(act) && strcmp(act->valuestring, "quick_gelu") == 0) {
+        *out = VIT_ACT_QUICK_GELU;
+        return VIT_OK;
+    }
+    char shown[48];
+    return vit_error_set(err, cJSON_IsString(act) ? VIT_E_UNSUPPORTED : VIT_E_FORMAT,
+                         "%s: \"%s%s\" is %s; only \"gelu\" (exact GELU) and \"quick_gelu\" are "
+                         "supported", name, where, key, vit_json_show(act, shown, sizeof shown));
+}
+
+/* timm's global_pool: "token" or "avg" (others, e.g. "map", are refused). */
+static vit_status json_pool(const cJSON *obj, const char *key, const char *where,
+                            const char *name, int *out, vit_error *err) {
+    const cJSON *pool = vit_json_get(obj, key);
+    if (!pool) return VIT_OK;
+    if (cJSON_IsString(pool) && strcmp(pool->valuestring, "token") == 0) {
+        *out = VIT_GLOBAL_POOL_TOKEN;
+        return VIT_OK;
+    }
+    if (cJSON_IsString(pool) && strcmp(pool->valuestring, "avg") == 0) {
+        *out = VIT_GLOBAL_POOL_AVG;
+        return VIT_OK;
+    }
+    char shown[48];
+    return vit_error_set(err, cJSON_IsString(pool) ? VIT_E_UNSUPPORTED : VIT_E_FORMAT,
+                         "%s: \"%s%s\" is %s; only \"token\" and \"avg\" are supported", name,
+                         where, key, vit_json_show(pool, shown, sizeof shown));
+}
 
 /* Largest value any integer key may state; the tensors bound the real ones. */
 #define MAX_STATED 1000000000
@@ -327,16 +409,33 @@ static vit_status read_hf_config(const cJSON *json, const char *name, stated_con
         (s = json_square(json, "patch_size", "", name, &c->patch_size, err)) ||
         (s = json_square(json, "image_size", "", name, &c->image_size, err)) ||
         (s = vit_json_int(json, "num_channels", "", 1, MAX_STATED, name, &c->num_channels, err)) ||
-        (s = vit_json_number(json, "layer_norm_eps", "", 0, 1, name, &c->layer_norm_eps, err)))
+        (s = vit_json_number(json, "layer_norm_eps", "", 0, 1, name, &c->layer_norm_eps, err)) ||
+        (s = json_act(json, "hidden_act", "", name, &c->act, err)) ||
+        (s = json_bool(json, "qkv_bias", "", name, &c->qkv_bias, err)))
         return s;
-    /* The forward pass is exact GELU: anything else would run silently wrong. */
-    const cJSON *act = vit_json_get(json, "hidden_act");
-    if (act && !(cJSON_IsString(act) && strcmp(act->valuestring, "gelu") == 0)) {
-        char shown[48];
-        return vit_error_set(err, cJSON_IsString(act) ? VIT_E_UNSUPPORTED : VIT_E_FORMAT,
-                             "%s: \"hidden_act\" is %s; only \"gelu\" (exact GELU) is supported",
-                             name, vit_json_show(act, shown, sizeof shown));
-    }
+    if (c->act >= 0) c->act_stated_by = 1;
+    const cJSON *type = vit_json_get(json, "model_type");
+    c->dinov2 = !cJSON_IsString(type) ? 0
+                : strcmp(type->valuestring, "dinov2") == 0 ? 1
+                : strcmp(type->valuestring, "dinov2_with_registers") == 0 ? 2 : 0;
+    if (c->dinov2 && !vit_json_get(json, "layer_norm_eps")) c->layer_norm_eps = 1e-6; /* Dinov2Config */
+    if ((s = vit_json_int(json, "num_register_tokens", "", 0, 4096, name, &c->reg_tokens, err)))
+        return s;
+    if (!vit_json_get(json, "num_register_tokens")) c->reg_tokens = -1;
+    int swiglu = 0;
+    if ((s = json_bool(json, "use_swiglu_ffn", "", name, &swiglu, err))) return s;
+    if (swiglu)
+        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: \"use_swiglu_ffn\" is true; the SwiGLU "
+                             "MLP (dinov2-giant) is not supported", name);
+    /* The switches vit_config_to_hf_json writes (vitc's own keys). */
+    if ((s = json_bool(json, "class_token", "", name, &c->class_token, err)) ||
+        (s = json_bool(json, "no_embed_class", "", name, &c->no_embed_class, err)) ||
+        (s = json_bool(json, "fc_norm", "", name, &c->fc_norm, err)) ||
+        (s = json_bool(json, "pre_norm", "", name, &c->pre_norm, err)) ||
+        (s = json_bool(json, "qk_norm", "", name, &c->qk_norm, err)) ||
+        (s = json_pool(json, "global_pool", "", name, &c->global_pool, err)))
+        return s;
+    c->eps_stated = 1; /* transformers' default when absent */
     return VIT_OK;
 }
 
@@ -349,12 +448,23 @@ void vit_config_to_hf_json(const vit_config *c, int num_channels, cJSON *json) {
     cJSON_AddNumberToObject(json, "image_size", c->image_size);
     cJSON_AddNumberToObject(json, "num_channels", num_channels);
     cJSON_AddNumberToObject(json, "layer_norm_eps", c->layer_norm_eps);
-    cJSON_AddStringToObject(json, "hidden_act", "gelu");
+    cJSON_AddStringToObject(json, "hidden_act", c->act == VIT_ACT_QUICK_GELU ? "quick_gelu" : "gelu");
+    /* The switches, only where they differ from the original ViT's (the
+     * tensors show most; these say what they cannot). */
+    if (c->no_class_token) cJSON_AddBoolToObject(json, "class_token", 0);
+    if (c->num_reg_tokens) cJSON_AddNumberToObject(json, "num_register_tokens", c->num_reg_tokens);
+    if (c->no_embed_class) cJSON_AddBoolToObject(json, "no_embed_class", 1);
+    if (c->global_pool == VIT_GLOBAL_POOL_AVG) cJSON_AddStringToObject(json, "global_pool", "avg");
+    if (c->fc_norm) cJSON_AddBoolToObject(json, "fc_norm", 1);
+    if (c->pre_norm) cJSON_AddBoolToObject(json, "pre_norm", 1);
+    if (c->qk_norm) cJSON_AddBoolToObject(json, "qk_norm", 1);
+    if (c->no_qkv_bias) cJSON_AddBoolToObject(json, "qkv_bias", 0);
 }
 
 vit_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_config *c,
                                    vit_error *err) {
-    stated_config stated = {0};
+    stated_config stated;
+    stated_init(&stated);
     const vit_status s = read_hf_config(json, name, &stated, err);
     if (s != VIT_OK) return s;
     c->hidden_size = stated.hidden_size;
@@ -365,19 +475,75 @@ vit_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_conf
     c->image_size = stated.image_size;
     c->num_channels = stated.num_channels;
     c->layer_norm_eps = (float)stated.layer_norm_eps;
+    c->act = stated.act > 0 ? VIT_ACT_QUICK_GELU : VIT_ACT_GELU;
+    c->no_class_token = stated.class_token == 0;
+    c->num_reg_tokens = stated.reg_tokens > 0 ? stated.reg_tokens : 0;
+    c->no_embed_class = stated.no_embed_class > 0;
+    c->global_pool = stated.global_pool > 0 ? (vit_global_pool)stated.global_pool : VIT_GLOBAL_POOL_TOKEN;
+    c->fc_norm = stated.fc_norm > 0;
+    c->pre_norm = stated.pre_norm > 0;
+    c->qk_norm = stated.qk_norm > 0;
+    c->no_qkv_bias = stated.qkv_bias == 0;
     return VIT_OK;
 }
 
 /* Heads of timm's named ViT/DeiT sizes (their configs state no dims). */
 static int timm_architecture_heads(const char *architecture) {
     static const struct { const char *prefix; int heads; } SIZES[] = {
+        /* before vit_base_: timm builds this one with 16 heads */
+        {"vit_base_patch16_gap_224", 16},
         {"vit_tiny_", 3},   {"vit_small_", 6},  {"vit_base_", 12},   {"vit_large_", 16},
         {"vit_huge_", 16},  {"deit_tiny_", 3},  {"deit_small_", 6},  {"deit_base_", 12},
         {"deit3_small_", 6}, {"deit3_medium_", 8}, {"deit3_base_", 12}, {"deit3_large_", 16},
+        {"deit3_huge_", 16}, {"vit_medium_", 8}, {"vit_betwixt_", 10}, {"vit_mediumd_", 8},
     };
     for (size_t i = 0; architecture && i < sizeof SIZES / sizeof *SIZES; i++)
         if (strncmp(architecture, SIZES[i].prefix, strlen(SIZES[i].prefix)) == 0) return SIZES[i].heads;
     return 0;
+}
+
+/* The switches timm's architecture names fix in code, which their
+ * config.json does not spell out (model_args is absent for hub models).
+ * Those the tensors show (LayerScale, registers, class token, fc_norm,
+ * pre_norm, qk-norm, qkv bias) are not listed: the tensors decide them.
+ * README lists this table. First match wins. */
+typedef struct timm_arch_switches {
+    const char *pattern; /* substring of the architecture name */
+    int act;             /* vit_act, -1: not fixed */
+    double eps;          /* 0: timm's ViT default 1e-6 */
+    int no_embed_class;  /* -1: not fixed */
+    int global_pool;     /* -1: not fixed */
+} timm_arch_switches;
+
+static const timm_arch_switches TIMM_ARCH_SWITCHES[] = {
+    /* OpenAI CLIP towers kept as trained: QuickGELU, nn.LayerNorm (1e-5), pre-norm */
+    {"_clip_quickgelu_", VIT_ACT_QUICK_GELU, 1e-5, 0, VIT_GLOBAL_POOL_TOKEN},
+    /* CLIP fine-tunes (openai_ft_in1k, laion2b_ft_in1k...): GELU, 1e-5, pre-norm */
+    {"_clip_", VIT_ACT_GELU, 1e-5, 0, VIT_GLOBAL_POOL_TOKEN},
+    /* DeiT III: LayerScale, pos_embed without the class token */
+    {"deit3_", VIT_ACT_GELU, 0, 1, VIT_GLOBAL_POOL_TOKEN},
+    /* vit_*_reg4_gap_*: registers, no class token, average pooling, no_embed_class */
+    {"_reg1_gap_", VIT_ACT_GELU, 0, 1, VIT_GLOBAL_POOL_AVG},
+    {"_reg2_gap_", VIT_ACT_GELU, 0, 1, VIT_GLOBAL_POOL_AVG},
+    {"_reg4_gap_", VIT_ACT_GELU, 0, 1, VIT_GLOBAL_POOL_AVG},
+    {"_reg8_gap_", VIT_ACT_GELU, 0, 1, VIT_GLOBAL_POOL_AVG},
+    /* SigLIP towers: some use tanh GELU, which vitc does not run (act -2: refuse
+     * unless model_args.act_layer says) */
+    {"_siglip_", -2, 0, -1, -1},
+    /* timm's DINOv2 ports: with registers, pos_embed without the prefix */
+    {"_reg4_dinov2", VIT_ACT_GELU, 0, 1, VIT_GLOBAL_POOL_TOKEN},
+    {"_dinov2", VIT_ACT_GELU, 0, 0, VIT_GLOBAL_POOL_TOKEN},
+    /* vit_*_gap_*: no class token, average pooling */
+    {"_gap_", VIT_ACT_GELU, 0, 0, VIT_GLOBAL_POOL_AVG},
+    /* the original ViT / DeiT names */
+    {"vit_", VIT_ACT_GELU, 0, -1, -1},
+    {"deit_", VIT_ACT_GELU, 0, -1, -1},
+};
+
+static const timm_arch_switches *timm_arch_lookup(const char *architecture) {
+    for (size_t i = 0; i < sizeof TIMM_ARCH_SWITCHES / sizeof *TIMM_ARCH_SWITCHES; i++)
+        if (strstr(architecture, TIMM_ARCH_SWITCHES[i].pattern)) return &TIMM_ARCH_SWITCHES[i];
+    return NULL;
 }
 
 /* timm config.json: dims only when the model was built with explicit
@@ -397,8 +563,20 @@ static vit_status read_timm_config(const cJSON *json, const char *name, stated_c
         (s = json_square(args, "img_size", "model_args.", name, &c->image_size, err)) ||
         (s = vit_json_int(args, "in_chans", "model_args.", 1, MAX_STATED, name, &c->num_channels, err)) ||
         (s = vit_json_number(args, "mlp_ratio", "model_args.", 0, 1e6, name, &c->mlp_ratio, err)) ||
-        (s = vit_json_int(json, "num_classes", "", 0, MAX_LABELS, name, &c->num_classes, err)))
+        (s = vit_json_int(json, "num_classes", "", 0, MAX_LABELS, name, &c->num_classes, err)) ||
+        (s = json_bool(args, "class_token", "model_args.", name, &c->class_token, err)) ||
+        (s = json_bool(args, "no_embed_class", "model_args.", name, &c->no_embed_class, err)) ||
+        (s = json_bool(args, "fc_norm", "model_args.", name, &c->fc_norm, err)) ||
+        (s = json_bool(args, "pre_norm", "model_args.", name, &c->pre_norm, err)) ||
+        (s = json_bool(args, "qk_norm", "model_args.", name, &c->qk_norm, err)) ||
+        (s = json_bool(args, "qkv_bias", "model_args.", name, &c->qkv_bias, err)) ||
+        (s = vit_json_int(args, "reg_tokens", "model_args.", 0, 4096, name, &c->reg_tokens, err)) ||
+        (s = json_act(args, "act_layer", "model_args.", name, &c->act, err)) ||
+        (s = json_pool(json, "global_pool", "", name, &c->global_pool, err)) ||
+        (s = json_pool(args, "global_pool", "model_args.", name, &c->global_pool, err)))
         return s;
+    if (!vit_json_get(args, "reg_tokens")) c->reg_tokens = -1;
+    if (c->act >= 0) c->act_stated_by = 1;
     const cJSON *input_size = vit_json_get(pretrained, "input_size");
     if (input_size) {
         int channels, h, w;
@@ -417,6 +595,21 @@ static vit_status read_timm_config(const cJSON *json, const char *name, stated_c
                              name, vit_json_show(architecture, shown, sizeof shown));
     if (!c->num_heads && architecture) c->num_heads = timm_architecture_heads(architecture->valuestring);
     c->layer_norm_eps = 1e-6; /* timm's ViT default */
+    if (architecture) {
+        snprintf(c->architecture, sizeof c->architecture, "%s", architecture->valuestring);
+        const timm_arch_switches *known = timm_arch_lookup(architecture->valuestring);
+        if (known) {
+            c->eps_stated = 1;
+            if (known->eps > 0) c->layer_norm_eps = known->eps;
+            if (c->act < 0 && known->act >= 0) c->act = known->act, c->act_stated_by = 2;
+            if (c->act < 0 && known->act == -2)
+                return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: timm architecture '%s' may use "
+                                     "tanh GELU, which vitc does not run, and model_args.act_layer "
+                                     "does not say", name, c->architecture);
+            if (c->no_embed_class < 0) c->no_embed_class = known->no_embed_class;
+            if (c->global_pool < 0) c->global_pool = known->global_pool;
+        }
+    }
     return VIT_OK;
 }
 
@@ -440,20 +633,24 @@ static vit_status check_stated(const vit_model *m, const char *what, int stated,
     return VIT_OK;
 }
 
-/* The tensors whose shapes give the model's sizes. */
+/* The tensors whose shapes give the model's sizes and switches. */
 typedef struct config_tensors {
-    weights_ref patch, pos, fc1, head, dist;
+    weights_ref patch, pos, fc1, head, dist, cls, reg, norm, fc_norm, norm_pre, ls1, q_norm, q_bias;
 } config_tensors;
 
 static vit_status find_config_tensors(vit_model *m, config_tensors *t, vit_error *err) {
     const char *path = weights_path(m->file);
     vit_status status;
-    if ((status = weights_layout_find(m->file, m->layout, WEIGHTS_PATCH_W, 0, &t->patch, err)) ||
-        (status = weights_layout_find(m->file, m->layout, WEIGHTS_POS_EMBED, 0, &t->pos, err)) ||
-        (status = weights_layout_find(m->file, m->layout, WEIGHTS_FC1_W, 0, &t->fc1, err)) ||
-        (status = weights_layout_find(m->file, m->layout, WEIGHTS_HEAD_W, 0, &t->head, err)) ||
-        (status = weights_layout_find(m->file, m->layout, WEIGHTS_DIST_TOKEN, 0, &t->dist, err)))
-        return status;
+    const struct { weights_role role; weights_ref *ref; } FIND[] = {
+        {WEIGHTS_PATCH_W, &t->patch},    {WEIGHTS_POS_EMBED, &t->pos},   {WEIGHTS_FC1_W, &t->fc1},
+        {WEIGHTS_HEAD_W, &t->head},      {WEIGHTS_DIST_TOKEN, &t->dist}, {WEIGHTS_CLS_TOKEN, &t->cls},
+        {WEIGHTS_REG_TOKEN, &t->reg},    {WEIGHTS_NORM_W, &t->norm},     {WEIGHTS_FC_NORM_W, &t->fc_norm},
+        {WEIGHTS_NORM_PRE_W, &t->norm_pre}, {WEIGHTS_LS1, &t->ls1},      {WEIGHTS_Q_NORM_W, &t->q_norm},
+        {WEIGHTS_Q_B, &t->q_bias},
+    };
+    for (size_t i = 0; i < sizeof FIND / sizeof *FIND; i++)
+        if ((status = weights_layout_find(m->file, m->layout, FIND[i].role, 0, FIND[i].ref, err)))
+            return status;
     const weights_ref *required[] = {&t->patch, &t->pos, &t->fc1};
     for (int i = 0; i < 3; i++)
         if (!required[i]->tensor)
@@ -463,8 +660,77 @@ static vit_status find_config_tensors(vit_model *m, config_tensors *t, vit_error
     return VIT_OK;
 }
 
-/* The patch, block, MLP, grid and class counts the tensors imply. */
-static vit_status sizes_from_tensors(vit_model *m, const config_tensors *t, vit_error *err) {
+/* side when n is a square side * side, else -1. */
+static int square_side(int64_t n) {
+    if (n <= 0 || n > (1 << 24)) return -1;
+    const int side = (int)llround(sqrt((double)n));
+    return (int64_t)side * side == n ? side : -1;
+}
+
+/* Which leading prefix tokens the position embeddings hold rows for: the
+ * layout's convention (HF: all, DINOv2: the class token), for timm the
+ * table's shape, with no_embed_class from the config or the architecture
+ * table where the shape allows both. Sets pos_embed_prefix, pos_embed_grid
+ * and image_size. */
+static vit_status settle_pos_embed(vit_model *m, const stated_config *stated,
+                                   const config_tensors *t, vit_error *err) {
+    vit_config *c = &m->config;
+    const char *path = weights_path(m->file);
+    const weights_tensor *pe = t->pos.tensor;
+    const int64_t pos_tokens = pe->ndim >= 2 ? pe->shape[pe->ndim - 2] : 0;
+    if (pe->ndim < 2 || pe->shape[pe->ndim - 1] != c->hidden_size || pos_tokens <= 0 ||
+        (int64_t)pe->numel != pos_tokens * c->hidden_size)
+        return shape_error(m, &t->pos, "[1, tokens, D]", err);
+    const int prefix = c->num_prefix_tokens;
+    int with_prefix = pos_tokens > prefix ? square_side(pos_tokens - prefix) : -1;
+    int without = square_side(pos_tokens);
+    if (m->layout == WEIGHTS_LAYOUT_HF_DINOV2) {
+        /* Dinov2Embeddings: the class token's position, registers after. */
+        with_prefix = -1;
+        without = pos_tokens > 1 ? square_side(pos_tokens - 1) : -1;
+        if (without < 0)
+            return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: tensor '%s' holds %lld positions, "
+                                 "not the class token's and a square grid", path, t->pos.key,
+                                 (long long)pos_tokens);
+        c->pos_embed_prefix = 1;
+        c->pos_embed_grid = without;
+    } else {
+        if (m->layout != WEIGHTS_LAYOUT_TIMM || prefix == 0) without = prefix == 0 ? without : -1;
+        int use_without;
+        if (with_prefix > 0 && without > 0 && prefix > 0) {
+            if (stated->no_embed_class < 0)
+                return vit_error_set(err, VIT_E_FORMAT, "%s: tensor '%s' (%lld positions) fits both "
+                                     "a %dx%d grid with the %d prefix tokens and a %dx%d grid "
+                                     "without them, and no config states no_embed_class",
+                                     path, t->pos.key, (long long)pos_tokens, with_prefix,
+                                     with_prefix, prefix, without, without);
+            use_without = stated->no_embed_class;
+        } else if (with_prefix > 0 || without > 0) {
+            use_without = with_prefix <= 0;
+            if (stated->no_embed_class >= 0 && prefix > 0 && stated->no_embed_class != use_without)
+                return vit_error_set(err, VIT_E_SHAPE, "%s: %s says no_embed_class = %s but tensor "
+                                     "'%s' holds %lld positions (%s the %d prefix tokens)",
+                                     path, m->config_source,
+                                     stated->no_embed_class ? "true" : "false", t->pos.key,
+                                     (long long)pos_tokens, use_without ? "without" : "with", prefix);
+        } else {
+            return vit_error_set(err, VIT_E_UNSUPPORTED,
+                                 "%s: tensor '%s' holds %lld positions: not a square grid, with or "
+                                 "without the %d prefix tokens", path, t->pos.key,
+                                 (long long)pos_tokens, prefix);
+        }
+        c->pos_embed_prefix = use_without ? 0 : prefix;
+        c->pos_embed_grid = use_without ? without : with_prefix;
+    }
+    c->no_embed_class = prefix > 0 && c->pos_embed_prefix == 0;
+    c->image_size = c->pos_embed_grid * c->patch_size;
+    return VIT_OK;
+}
+
+/* The patch, block, MLP, grid and class counts and the switches the
+ * tensors imply. */
+static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
+                                     const config_tensors *t, vit_error *err) {
     vit_config *c = &m->config;
     const char *path = weights_path(m->file);
     const weights_tensor *pw = t->patch.tensor;
@@ -481,40 +747,111 @@ static vit_status sizes_from_tensors(vit_model *m, const config_tensors *t, vit_
                              "%s: tensor '%s' takes %d input channels; only 3 (RGB) are supported",
                              path, t->patch.key, c->num_channels);
     c->patch_size = (int)pw->shape[2];
-    c->num_prefix_tokens = t->dist.tensor ? 2 : 1;
     c->num_layers = weights_layout_num_layers(m->file, m->layout);
     if (c->num_layers <= 0)
         return vit_error_set(err, VIT_E_FORMAT, "%s: no encoder blocks found (%s layout)", path,
                              weights_layout_name(m->layout));
+
+    /* The prefix tokens: class, distillation, registers. */
+    c->no_class_token = t->cls.tensor == NULL;
+    c->distilled = t->dist.tensor != NULL;
+    c->num_reg_tokens = 0;
+    if (t->reg.tensor) {
+        const weights_tensor *r = t->reg.tensor;
+        const int64_t D = c->hidden_size;
+        if (r->ndim < 1 || r->shape[r->ndim - 1] != D || r->numel % (size_t)D != 0 ||
+            r->numel / (size_t)D > 4096 || r->numel == 0)
+            return shape_error(m, &t->reg, "[1, registers, D]", err);
+        c->num_reg_tokens = (int)(r->numel / (size_t)D);
+    }
+    if (stated->reg_tokens >= 0 && stated->reg_tokens != c->num_reg_tokens)
+        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says %s = %d but the checkpoint "
+                             "holds %d register tokens ('%s')", path, m->config_source,
+                             m->layout == WEIGHTS_LAYOUT_TIMM ? "reg_tokens" : "num_register_tokens",
+                             stated->reg_tokens,
+                             c->num_reg_tokens, t->reg.key[0] ? t->reg.key : "reg_token");
+    if (stated->class_token >= 0 && stated->class_token == c->no_class_token)
+        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says class_token = %s but tensor '%s' is %s",
+                             path, m->config_source, stated->class_token ? "true" : "false",
+                             t->cls.key, c->no_class_token ? "absent" : "present");
+    if (c->distilled && c->no_class_token)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: tensor '%s' without a class token '%s'", path,
+                             t->dist.key, t->cls.key);
+    c->num_prefix_tokens = !c->no_class_token + c->distilled + c->num_reg_tokens;
 
     const weights_tensor *fc = t->fc1.tensor;
     if (fc->ndim != 2 || fc->shape[1] != c->hidden_size || fc->shape[0] <= 0 || fc->shape[0] > (1 << 20))
         return shape_error(m, &t->fc1, "[mlp, D]", err);
     c->mlp_size = (int)fc->shape[0];
 
-    const weights_tensor *pe = t->pos.tensor;
-    const int64_t pos_tokens = pe->ndim >= 2 ? pe->shape[pe->ndim - 2] : 0;
-    if (pe->ndim < 2 || pe->shape[pe->ndim - 1] != c->hidden_size || pos_tokens <= c->num_prefix_tokens ||
-        (int64_t)pe->numel != pos_tokens * c->hidden_size)
-        return shape_error(m, &t->pos, "[1, tokens, D]", err);
-    const int64_t grid_cells = pos_tokens - c->num_prefix_tokens;
-    if (grid_cells > (1 << 24))
-        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: tensor '%s' holds %lld patch positions, "
-                             "more than the %d supported", path, t->pos.key, (long long)grid_cells, 1 << 24);
-    const int grid = (int)llround(sqrt((double)grid_cells));
-    if ((int64_t)grid * grid != grid_cells)
-        return vit_error_set(err, VIT_E_UNSUPPORTED,
-                             "%s: tensor '%s' holds %lld patch positions, not a square grid",
-                             path, t->pos.key, (long long)grid_cells);
-    c->image_size = grid * c->patch_size;
+    vit_status status = settle_pos_embed(m, stated, t, err);
+    if (status != VIT_OK) return status;
+
+    /* Norms and pooling. */
+    c->no_final_norm = t->norm.tensor == NULL;
+    c->fc_norm = t->fc_norm.tensor != NULL;
+    c->pre_norm = t->norm_pre.tensor != NULL;
+    if (c->no_final_norm && !c->fc_norm)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout)", path,
+                             t->norm.key, weights_layout_name(m->layout));
+    if (stated->fc_norm > 0 && !c->fc_norm)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: %s says fc_norm = true but tensor 'fc_norm.weight' "
+                             "is missing", path, m->config_source);
+    if (stated->pre_norm > 0 && !c->pre_norm)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: %s says pre_norm = true but tensor "
+                             "'norm_pre.weight' is missing", path, m->config_source);
+    if (m->layout == WEIGHTS_LAYOUT_HF_DINOV2) {
+        c->global_pool = VIT_GLOBAL_POOL_TOKEN; /* the features: Dinov2Model's pooler_output */
+    } else if (c->no_class_token) {
+        if (stated->global_pool == VIT_GLOBAL_POOL_TOKEN)
+            return vit_error_set(err, VIT_E_FORMAT, "%s: %s says global_pool = \"token\" but the "
+                                 "checkpoint has no class token ('%s')", path, m->config_source,
+                                 t->cls.key);
+        c->global_pool = VIT_GLOBAL_POOL_AVG; /* the only pooling without a class token */
+    } else if (stated->global_pool >= 0) {
+        c->global_pool = (vit_global_pool)stated->global_pool;
+    } else if (c->fc_norm) {
+        /* timm's default ties fc_norm to avg, but a class token with fc_norm
+         * exists both ways (BEiT-style fine-tunes): not a guess to make. */
+        return vit_error_set(err, VIT_E_FORMAT, "%s: the checkpoint has a class token and fc_norm, "
+                             "and no config states global_pool (\"token\" or \"avg\")", path);
+    } else {
+        c->global_pool = VIT_GLOBAL_POOL_TOKEN;
+    }
+    if (c->distilled && c->global_pool != VIT_GLOBAL_POOL_TOKEN)
+        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: a distilled model with average pooling "
+                             "is not supported", path);
+
+    /* Block switches, read from block 0 (take_all requires them in every block). */
+    c->layer_scale = t->ls1.tensor != NULL;
+    c->qk_norm = t->q_norm.tensor != NULL;
+    c->no_qkv_bias = t->q_bias.tensor == NULL;
+    if (stated->qk_norm >= 0 && stated->qk_norm != c->qk_norm)
+        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says qk_norm = %s but tensor '%s' is %s",
+                             path, m->config_source, stated->qk_norm ? "true" : "false",
+                             t->q_norm.key, c->qk_norm ? "present" : "absent");
+    if (stated->qkv_bias >= 0 && stated->qkv_bias == c->no_qkv_bias)
+        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says qkv_bias = %s but tensor '%s' is %s",
+                             path, m->config_source, stated->qkv_bias ? "true" : "false",
+                             t->q_bias.key, c->no_qkv_bias ? "absent" : "present");
 
     c->num_classes = 0;
     if (t->head.tensor) {
-        if (t->head.tensor->ndim != 2 || t->head.tensor->shape[1] != c->hidden_size ||
-            t->head.tensor->shape[0] <= 0 || t->head.tensor->shape[0] > MAX_LABELS)
-            return shape_error(m, &t->head, "[classes, D]", err);
+        const int64_t in = vit_config_pooled_size(c) *
+                           (m->layout == WEIGHTS_LAYOUT_HF_DINOV2 ? 2 : 1);
+        if (t->head.tensor->ndim != 2 || t->head.tensor->shape[1] != in ||
+            t->head.tensor->shape[0] <= 0 || t->head.tensor->shape[0] > MAX_LABELS) {
+            char expected[64];
+            snprintf(expected, sizeof expected, "[classes, %lld]", (long long)in);
+            return shape_error(m, &t->head, expected, err);
+        }
         c->num_classes = (int)t->head.tensor->shape[0];
+        /* Dinov2ForImageClassification: the classifier reads [CLS ‖ mean(patches)]. */
+        if (m->layout == WEIGHTS_LAYOUT_HF_DINOV2) c->global_pool = VIT_GLOBAL_POOL_TOKEN_AVG;
     }
+    if (m->layout == WEIGHTS_LAYOUT_HF_DINOV2 && c->no_class_token)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout)", path,
+                             t->cls.key, weights_layout_name(m->layout));
     return VIT_OK;
 }
 
@@ -564,6 +901,25 @@ static vit_status settle_heads_and_eps(vit_model *m, const stated_config *stated
         return vit_error_set(err, VIT_E_FORMAT, "%s: %s says layer_norm_eps = %g; expected a "
                              "positive number below 1", path, m->config_source, stated->layer_norm_eps);
     c->layer_norm_eps = (float)stated->layer_norm_eps;
+    /* CLIP-style towers (norm_pre) come with nn.LayerNorm's 1e-5 and, from
+     * OpenAI, QuickGELU: neither shows in the tensors, so a file that has
+     * norm_pre must have them said (config, or a known timm architecture). */
+    if (c->pre_norm && !stated->eps_stated)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: the checkpoint has norm_pre (a CLIP-style "
+                             "tower) but %s%s%s; cannot tell its LayerNorm eps (1e-5 or 1e-6)", path,
+                             !json ? "no config"
+                             : stated->architecture[0] ? "vitc does not know the timm architecture '"
+                                                       : "the config does not say",
+                             stated->architecture, stated->architecture[0] ? "'" : "");
+    if (stated->act >= 0) {
+        c->act = (vit_act)stated->act;
+    } else if (c->pre_norm) {
+        return vit_error_set(err, VIT_E_FORMAT, "%s: the checkpoint has norm_pre (a CLIP-style "
+                             "tower) but %s; cannot tell its activation (gelu or quick_gelu)",
+                             path, !json ? "no config" : "the config does not say (act_layer / hidden_act)");
+    } else {
+        c->act = VIT_ACT_GELU;
+    }
     if (!json) {
         char note[160];
         snprintf(note, sizeof note, "%s: no config, layer-norm eps %g (timm default)", path,
@@ -577,8 +933,8 @@ static vit_status settle_heads_and_eps(vit_model *m, const stated_config *stated
  * what is in the file), heads and eps from the config when stated. */
 static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_timm,
                                 const char *config_path, vit_error *err) {
-    stated_config stated = {0};
-    stated.num_classes = -1;
+    stated_config stated;
+    stated_init(&stated);
     vit_status status = VIT_OK;
     if (json) {
         if (json_is_timm) status = read_timm_config(json, config_path, &stated, err);
@@ -589,9 +945,15 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
     }
     config_tensors tensors;
     if ((status = find_config_tensors(m, &tensors, err)) ||
-        (status = sizes_from_tensors(m, &tensors, err)) ||
+        (status = sizes_from_tensors(m, &stated, &tensors, err)) ||
         (status = check_stated_sizes(m, &stated, &tensors, err)))
         return status;
+    /* timm >= 0.9 resamples with antialiasing; transformers' ViT, DeiT and
+     * Dinov2 without, its Dinov2WithRegisters with. */
+    m->library_antialias =
+        m->layout == WEIGHTS_LAYOUT_TIMM ||
+        (m->layout == WEIGHTS_LAYOUT_HF_DINOV2 &&
+         (stated.dinov2 == 2 || (stated.dinov2 == 0 && m->config.num_reg_tokens > 0)));
     return settle_heads_and_eps(m, &stated, json, err);
 }
 
@@ -677,16 +1039,26 @@ static vit_status settle_labels(vit_model *m, const cJSON *json, const char *con
 static vit_status take_all(vit_model *m, vit_error *err) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, M = c->mlp_size, K = c->num_channels * c->patch_size * c->patch_size;
-    const int grid = c->image_size / c->patch_size;
-    const int tokens = c->num_prefix_tokens + grid * grid;
+    const int dh = D / c->num_heads;
+    const int grid = c->pos_embed_grid;
+    const int pos_rows = c->pos_embed_prefix + grid * grid;
     vit_status s;
+    if (!(m->used = calloc(weights_count(m->file) + 1, 1)))
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     if ((s = take(m, WEIGHTS_PATCH_W, 0, D, K, 0, &m->patch_w, err)) ||
-        (s = take(m, WEIGHTS_PATCH_B, 0, 1, D, 0, &m->patch_b, err)) ||
-        (s = take(m, WEIGHTS_CLS_TOKEN, 0, 1, D, 0, &m->cls_token, err)) ||
-        (s = take(m, WEIGHTS_DIST_TOKEN, 0, 1, D, 1, &m->dist_token, err)) ||
-        (s = take(m, WEIGHTS_POS_EMBED, 0, 1, (int64_t)tokens * D, 0, &m->pos_embed, err)) ||
-        (s = take(m, WEIGHTS_NORM_W, 0, 1, D, 0, &m->norm_w, err)) ||
-        (s = take(m, WEIGHTS_NORM_B, 0, 1, D, 0, &m->norm_b, err)))
+        /* timm: bias = not pre_norm (CLIP towers have none) */
+        (s = take(m, WEIGHTS_PATCH_B, 0, 1, D, c->pre_norm, &m->patch_b, err)) ||
+        (s = take(m, WEIGHTS_CLS_TOKEN, 0, 1, D, c->no_class_token, &m->cls_token, err)) ||
+        (s = take(m, WEIGHTS_DIST_TOKEN, 0, 1, D, !c->distilled, &m->dist_token, err)) ||
+        (s = take(m, WEIGHTS_REG_TOKEN, 0, 1, (int64_t)c->num_reg_tokens * D, !c->num_reg_tokens,
+                  &m->reg_tokens, err)) ||
+        (s = take(m, WEIGHTS_POS_EMBED, 0, 1, (int64_t)pos_rows * D, 0, &m->pos_embed, err)) ||
+        (s = take(m, WEIGHTS_NORM_PRE_W, 0, 1, D, !c->pre_norm, &m->norm_pre_w, err)) ||
+        (s = take(m, WEIGHTS_NORM_PRE_B, 0, 1, D, !c->pre_norm, &m->norm_pre_b, err)) ||
+        (s = take(m, WEIGHTS_NORM_W, 0, 1, D, c->no_final_norm, &m->norm_w, err)) ||
+        (s = take(m, WEIGHTS_NORM_B, 0, 1, D, c->no_final_norm, &m->norm_b, err)) ||
+        (s = take(m, WEIGHTS_FC_NORM_W, 0, 1, D, !c->fc_norm, &m->fc_norm_w, err)) ||
+        (s = take(m, WEIGHTS_FC_NORM_B, 0, 1, D, !c->fc_norm, &m->fc_norm_b, err)))
         return s;
     if (!(m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks)))
         return vit_error_set(err, VIT_E_NOMEM, "out of memory");
@@ -708,12 +1080,24 @@ static vit_status take_all(vit_model *m, vit_error *err) {
             (s = take_linear(m, WEIGHTS_FC1_W, l, M, D, &b->fc1_w, &b->fc1_q, err)) ||
             (s = take(m, WEIGHTS_FC1_B, l, 1, M, 0, &b->fc1_b, err)) ||
             (s = take_linear(m, WEIGHTS_FC2_W, l, D, M, &b->fc2_w, &b->fc2_q, err)) ||
-            (s = take(m, WEIGHTS_FC2_B, l, 1, D, 0, &b->fc2_b, err)))
+            (s = take(m, WEIGHTS_FC2_B, l, 1, D, 0, &b->fc2_b, err)) ||
+            /* Every block has what block 0 has: a partner missing (ls1
+             * without ls2, q_norm without k_norm) is a missing tensor. */
+            (s = take(m, WEIGHTS_LS1, l, 1, D, !c->layer_scale, &b->ls1, err)) ||
+            (s = take(m, WEIGHTS_LS2, l, 1, D, !c->layer_scale, &b->ls2, err)) ||
+            (s = take(m, WEIGHTS_Q_NORM_W, l, 1, dh, !c->qk_norm, &b->q_norm_w, err)) ||
+            (s = take(m, WEIGHTS_Q_NORM_B, l, 1, dh, !c->qk_norm, &b->q_norm_b, err)) ||
+            (s = take(m, WEIGHTS_K_NORM_W, l, 1, dh, !c->qk_norm, &b->k_norm_w, err)) ||
+            (s = take(m, WEIGHTS_K_NORM_B, l, 1, dh, !c->qk_norm, &b->k_norm_b, err)))
             return s;
+        if ((b->qkv_b == NULL) != c->no_qkv_bias)
+            return vit_error_set(err, VIT_E_FORMAT, "%s: block %d %s a qkv bias but block 0 %s",
+                                 weights_path(m->file), l, b->qkv_b ? "has" : "lacks",
+                                 c->no_qkv_bias ? "does not" : "has one");
     }
     if (c->num_classes > 0) {
-        const int C = c->num_classes;
-        if ((s = take(m, WEIGHTS_HEAD_W, 0, C, D, 0, &m->head_w, err)) ||
+        const int C = c->num_classes, in = vit_config_pooled_size(c);
+        if ((s = take(m, WEIGHTS_HEAD_W, 0, C, in, 0, &m->head_w, err)) ||
             (s = take(m, WEIGHTS_HEAD_B, 0, 1, C, 0, &m->head_b, err)))
             return s;
         /* A distilled model may come with a distillation head (timm,
@@ -725,6 +1109,35 @@ static vit_status take_all(vit_model *m, vit_error *err) {
                 return s;
         }
     }
+    return VIT_OK;
+}
+
+/* No tensor silently ignored: one the forward pass does not read (other
+ * than the layout's known-unneeded ones) refuses the load, or with
+ * allow_unused is named in a notice. */
+static vit_status check_unused(vit_model *m, int allow_unused, vit_error *err) {
+    char names[400] = "";
+    size_t used_len = 0, count = 0;
+    for (size_t i = 0; i < weights_count(m->file); i++) {
+        const weights_tensor *t = weights_at(m->file, i);
+        if (m->used[i] || weights_layout_known_unneeded(m->layout, t->name)) continue;
+        if (count < 4 && used_len < sizeof names - 2)
+            used_len += (size_t)snprintf(names + used_len, sizeof names - used_len, "%s'%.80s'",
+                                         count ? ", " : "", t->name);
+        count++;
+    }
+    if (!count) return VIT_OK;
+    char more[48] = "";
+    if (count > 4) snprintf(more, sizeof more, " and %zu more", count - 4);
+    if (!allow_unused)
+        return vit_error_set(err, VIT_E_UNSUPPORTED,
+                             "%s: %zu tensor%s the forward pass would not use: %s%s (a model "
+                             "vitc does not support; --allow-unused loads it anyway)",
+                             weights_path(m->file), count, count == 1 ? "" : "s", names, more);
+    char note[700];
+    snprintf(note, sizeof note, "%s: warning: %zu tensor%s not used (--allow-unused): %s%s",
+             weights_path(m->file), count, count == 1 ? "" : "s", names, more);
+    add_notice(m, note);
     return VIT_OK;
 }
 
@@ -846,11 +1259,12 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
     if (status == VIT_OK) {
         const vit_pos_resample resample = options ? options->pos_resample : VIT_POS_RESAMPLE_AUTO;
         m->config.pos_embed_antialias = resample == VIT_POS_RESAMPLE_AUTO
-                                            ? m->layout == WEIGHTS_LAYOUT_TIMM
+                                            ? m->library_antialias
                                             : resample == VIT_POS_RESAMPLE_BICUBIC_AA;
         const char *isa = options && options->isa ? options->isa : getenv("VITC_ISA");
         status = kernels_isa_choose(isa, &m->isa, err);
         if (status == VIT_OK) status = take_all(m, err);
+        if (status == VIT_OK) status = check_unused(m, options && options->allow_unused, err);
     }
     if (status == VIT_OK) status = settle_labels(m, json, config_path, options, err);
     /* A file that carries its config in __metadata__ (vit train writes
@@ -871,6 +1285,15 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
         status = data_preprocess_from_texts(preprocessor, preprocessor_name, config_text,
                                             config_text_name, m->config.image_size, &limits,
                                             &m->preprocess, err);
+    /* transformers' DINOv2 resamples its position embeddings to whatever it
+     * is given (518 learned, 224 crops in its recipe): its recipe's size is
+     * the one it runs at. */
+    if (status == VIT_OK && m->layout == WEIGHTS_LAYOUT_HF_DINOV2 &&
+        !(options && options->input_size > 0)) {
+        const int h = data_preprocess_out_height(&m->preprocess);
+        if (h == data_preprocess_out_width(&m->preprocess) && h >= m->config.patch_size && h <= 8192)
+            m->config.image_size = h;
+    }
     if (status == VIT_OK)
         status = check_recipe_size(m, options, preprocessor ? preprocessor_name : config_text_name, err);
     if (status == VIT_OK) {
@@ -969,6 +1392,7 @@ void vit_model_free(vit_model *m) {
         kernels_qmatrix_free(m->blocks[l].fc2_q);
     }
     free(m->blocks);
+    free(m->used);
     free(m->config_text);
     free(m->preprocessor_text);
     weights_close(m->file);
@@ -1044,4 +1468,37 @@ const char *vit_model_label(const vit_model *m, int class_index) {
 
 int vit_model_output_size(const vit_model *m) {
     return m->config.num_classes > 0 ? m->config.num_classes : m->config.hidden_size;
+}
+
+int vit_config_pooled_size(const vit_config *c) {
+    return c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG ? 2 * c->hidden_size : c->hidden_size;
+}
+
+const char *vit_config_describe_switches(const vit_config *c, char *buf, size_t size) {
+    size_t used = 0;
+    buf[0] = '\0';
+#define SWITCH(cond, ...)                                                                   \
+    do {                                                                                    \
+        if ((cond) && used < size) {                                                        \
+            used += (size_t)snprintf(buf + used, size - used, "%s", used ? ", " : "");      \
+            if (used < size) used += (size_t)snprintf(buf + used, size - used, __VA_ARGS__); \
+        }                                                                                   \
+    } while (0)
+    SWITCH(c->no_class_token, "no class token");
+    SWITCH(c->distilled, "distillation token");
+    SWITCH(c->num_reg_tokens, "%d register tokens", c->num_reg_tokens);
+    SWITCH(c->no_embed_class, "position embeddings without the prefix tokens (no_embed_class)");
+    SWITCH(c->num_prefix_tokens > 1 && c->pos_embed_prefix == 1 && !c->no_class_token,
+           "position embeddings for the class token only");
+    SWITCH(c->pre_norm, "pre-norm (norm_pre)");
+    SWITCH(c->layer_scale, "LayerScale");
+    SWITCH(c->no_qkv_bias, "QKV without bias");
+    SWITCH(c->qk_norm, "qk-norm");
+    SWITCH(c->act == VIT_ACT_QUICK_GELU, "QuickGELU");
+    SWITCH(c->no_final_norm, "no final norm");
+    SWITCH(c->global_pool == VIT_GLOBAL_POOL_AVG, "average pooling");
+    SWITCH(c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG, "[class token, mean of patches] pooling");
+    SWITCH(c->fc_norm, "fc_norm after pooling");
+#undef SWITCH
+    return buf;
 }

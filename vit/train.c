@@ -158,6 +158,19 @@ static void lay_out_tensors(vit_train_model *m) {
 
 /* VIT_OK when training supports configuration c, else the first thing
  * wrong with it. */
+/* The switches of the wider ViT family (vit_config) training does not
+ * implement yet: names them into why (non-zero) or returns 0. QKV without
+ * bias trains (the bias starts at zero and is learned, as before). */
+static int train_unsupported(const vit_config *c, char *why, size_t size) {
+    vit_config plain = *c;
+    plain.no_qkv_bias = 0;
+    char found[120];
+    vit_config_describe_switches(&plain, found, sizeof found);
+    if (!found[0]) return 0;
+    snprintf(why, size, "training does not support %.120s yet", found);
+    return 1;
+}
+
 static vit_status check_trainable(const vit_config *c, vit_error *err) {
     /* The first thing wrong, in words: a bare "cannot train" leaves the
      * user guessing which of nine numbers to change. */
@@ -175,6 +188,8 @@ static vit_status check_trainable(const vit_config *c, vit_error *err) {
     else if (c->image_size < c->patch_size)
         snprintf(why, sizeof why, "image size %d is smaller than patch size %d, so there are no "
                  "patches", c->image_size, c->patch_size);
+    else if (train_unsupported(c, why, sizeof why))
+        ; /* why names the switches */
     else if (c->num_prefix_tokens != 1)
         snprintf(why, sizeof why, "training needs exactly one prefix (class) token, not %d",
                  c->num_prefix_tokens);
@@ -337,6 +352,10 @@ static vit_status copy_linear(float *dst, const float *src, const kernels_qmatri
 vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int copy_head,
                                vit_error *err) {
     const vit_config *a = &m->config, *b = &src->config;
+    char why[300];
+    if (train_unsupported(b, why, sizeof why))
+        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: %s (it can be run, not fine-tuned)",
+                             weights_path(src->file), why);
     if (a->hidden_size != b->hidden_size || a->num_layers != b->num_layers ||
         a->mlp_size != b->mlp_size || a->patch_size != b->patch_size ||
         a->image_size != b->image_size || a->num_heads != b->num_heads ||

@@ -10,7 +10,11 @@
  * pre-norm encoder blocks (LayerNorm, multi-head self-attention, exact GELU
  * MLP), a final LayerNorm and a linear head on the class token (distilled
  * DeiT: the mean of the class and distillation heads). A checkpoint without a
- * head returns the normed class token as features.
+ * head returns its pooled features (the normed class token). The switches of
+ * timm's VisionTransformer and of transformers' DINOv2 (vit_config: register
+ * tokens, no class token and average pooling, fc_norm, pre-norm, LayerScale,
+ * qk-norm, QKV without bias, QuickGELU, no_embed_class) are read from the
+ * checkpoint's tensors and config.
  *
  * A vit_model is read-only after loading and may be shared between threads;
  * each thread running forward passes needs its own vit_context, which holds
@@ -25,19 +29,72 @@
 #include "vit_error.h"
 #include "weights.h"
 
+/* How the features the head reads are pooled from the final tokens. */
+typedef enum vit_global_pool {
+    VIT_GLOBAL_POOL_TOKEN = 0, /* the class token (timm global_pool='token'); distilled
+                                  DeiT: class and distillation tokens, one head each */
+    VIT_GLOBAL_POOL_AVG,       /* the mean of the patch tokens, prefix tokens (class,
+                                  registers) left out (timm global_pool='avg') */
+    VIT_GLOBAL_POOL_TOKEN_AVG  /* [class token ‖ mean of the patch tokens], 2 x hidden
+                                  (Hugging Face Dinov2ForImageClassification) */
+} vit_global_pool;
+
+/* The MLP's activation. */
+typedef enum vit_act {
+    VIT_ACT_GELU = 0,   /* exact (erf) GELU */
+    VIT_ACT_QUICK_GELU  /* x * sigmoid(1.702 x) (OpenAI CLIP; timm act_layer='quick_gelu') */
+} vit_act;
+
+/* A model's hyper-parameters and switches. Every switch's zero value is
+ * the original ViT's, so a config written with only the sizes (training's)
+ * is a plain ViT. The token sequence is [class (unless no_class_token)] [distillation (distilled)] [registers
+ * (num_reg_tokens)] [patches, row-major]: num_prefix_tokens of them before
+ * the patches. */
 typedef struct vit_config {
     int hidden_size;       /* D */
     int num_layers;
     int num_heads;
     int mlp_size;          /* hidden width of the MLP */
     int patch_size;
-    int image_size;        /* size the position embeddings were learned at */
+    int image_size;        /* the input size the model runs at by default: the position
+                              embeddings' grid x patch, except where the checkpoint's
+                              library always resamples them (DINOv2: its recipe's size) */
     int num_channels;
-    float layer_norm_eps;
-    int num_classes;       /* 0: no head, the output is the class-token features */
-    int num_prefix_tokens; /* 1 (class token) or 2 (class + distillation) */
+    float layer_norm_eps;  /* every LayerNorm's (also pre-norm, fc_norm, qk-norm) */
+    int num_classes;       /* 0: no head, the output is the pooled features */
+    int num_prefix_tokens; /* !no_class_token + distilled + num_reg_tokens */
     int pos_embed_antialias; /* resample position embeddings with antialiasing */
+
+    int no_class_token;    /* 1: no class token (timm class_token=False); pooling is avg */
+    int distilled;         /* 1: DeiT distillation token (and head, averaged with the class head) */
+    int num_reg_tokens;    /* register tokens (timm reg_tokens, HF num_register_tokens) */
+    int pos_embed_grid;    /* side of the patch grid the position embeddings hold */
+    /* Leading prefix tokens that have a row in the position embeddings
+     * (the rest get none): num_prefix_tokens (timm default), 0 (timm
+     * no_embed_class: pos_embed holds only patch positions), 1 (HF DINOv2:
+     * the class token's, registers inserted after). */
+    int pos_embed_prefix;
+    int no_embed_class;    /* pos_embed_prefix == 0 while there are prefix tokens */
+    vit_global_pool global_pool;
+    int no_final_norm;     /* 1: no LayerNorm `norm` on the tokens after the blocks
+                              (identity: timm with fc_norm) */
+    int fc_norm;           /* 1: LayerNorm `fc_norm` on the pooled features */
+    int pre_norm;          /* 1: LayerNorm `norm_pre` before the blocks (CLIP) */
+    vit_act act;
+    int no_qkv_bias;       /* 1: Q, K, V have no biases (timm qkv_bias=False) */
+    int qk_norm;           /* 1: LayerNorm over the head dim on Q and K (per head,
+                              shared weights) before the scaled dot product */
+    int layer_scale;       /* 1: per-channel LayerScale on both residual branches
+                              (timm ls1/ls2.gamma, HF layer_scale1/2.lambda1) */
 } vit_config;
+
+/* The floats per image the head reads (the pooled features): hidden_size,
+ * or 2 x hidden_size for VIT_GLOBAL_POOL_TOKEN_AVG. */
+int vit_config_pooled_size(const vit_config *c);
+
+/* The switches of c a plain ViT/DeiT lacks, named as vit info does
+ * ("LayerScale, registers x4, ..."), into buf; empty when none. Returns buf. */
+const char *vit_config_describe_switches(const vit_config *c, char *buf, size_t size);
 
 /* How position embeddings are resampled at a size other than the native one. */
 typedef enum vit_pos_resample {
@@ -59,6 +116,11 @@ typedef struct vit_load_options {
      * "avx512vnni" (kernels.h). NULL: the VITC_ISA environment variable,
      * else auto. A path the CPU cannot run is refused at load. */
     const char *isa;
+    /* Load a checkpoint holding tensors the forward pass does not use
+     * (refused otherwise, the unused ones named; a short list known to be
+     * unneeded at inference is always accepted: README), with a notice
+     * (vit_model_notices) naming them. */
+    int allow_unused;
 } vit_load_options;
 
 typedef struct vit_model vit_model;
@@ -73,7 +135,13 @@ typedef struct vit_model vit_model;
  * JSON null takes the default), a patch embedding for other than 3 input
  * channels, a preprocessing recipe whose output is not the model's input
  * size, and a config.json / preprocessor_config.json that exists but is not
- * a regular file (FIFO, device, directory; never opened). */
+ * a regular file (FIFO, device, directory; never opened). The switches
+ * (vit_config) come from the tensors present, timm's config.json
+ * (architecture name and model_args) and HF configs; one they cannot decide
+ * is an error naming the file and the missing fact. A checkpoint holding
+ * tensors the forward pass does not use is refused, naming them, unless
+ * options->allow_unused (then a notice) or they are known to be unneeded
+ * (weights_layout_known_unneeded: HF mask_token, pooler). */
 vit_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
                           vit_error *err);
 
@@ -169,29 +237,36 @@ vit_status vit_context_capture(vit_context *ctx, vit_capture_kind kind, int laye
 /* The same as vit_context_capture(ctx, VIT_CAPTURE_TOKENS, layer, dst, err). */
 vit_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, vit_error *err);
 
-/* Applies the model's final LayerNorm and classifier head to n token rows
- * taken after the last encoder block (n x hidden floats): n x num_classes
- * logits into out (the mean of both heads for distilled DeiT). This is the
- * classifier run on every patch token. VIT_E_ARG for a model without head. */
+/* Applies the model's final LayerNorm (and fc_norm) and classifier head to
+ * n token rows taken after the last encoder block (n x hidden floats): n x
+ * num_classes logits into out (the mean of both heads for distilled DeiT).
+ * This is the classifier run on every patch token. VIT_E_ARG for a model
+ * without head; VIT_E_UNSUPPORTED for a head on [class ‖ mean] (DINOv2). */
 vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, float *out,
                             vit_error *err);
 
 /* How vit_pool_tokens makes one image's features, following timm's
  * forward_head(pre_logits=True) on forward_features' output. */
 typedef enum vit_pool {
-    VIT_POOL_CLS,  /* the final-normed class token (timm global_pool='token') */
-    VIT_POOL_MEAN, /* the mean of the final-normed patch tokens, prefix tokens left
-                      out (timm global_pool='avg' with fc_norm=False) */
-    VIT_POOL_NONE  /* every final-normed token (HF ViTModel's last_hidden_state) */
+    VIT_POOL_CLS,  /* the final-normed class token (timm global_pool='token');
+                      VIT_E_ARG for a model without one */
+    VIT_POOL_MEAN, /* the mean of the final-normed patch tokens, prefix tokens
+                      (class, distillation, registers) left out, then fc_norm when
+                      the model has one (timm global_pool='avg') */
+    VIT_POOL_NONE, /* every final-normed token (HF ViTModel's last_hidden_state) */
+    VIT_POOL_MODEL /* what the model's head reads (vit_config_pooled_size floats):
+                      its global_pool, then fc_norm; DINOv2's [class ‖ mean];
+                      distilled DeiT: the class token */
 } vit_pool;
 
 /* One image's features from its tokens after the last encoder block
  * (num_tokens x hidden floats, as VIT_CAPTURE_TOKENS gives for the last
- * layer): the model's final LayerNorm on the tokens, then pool: hidden
- * floats into out (CLS, MEAN), or num_tokens x hidden (NONE). With l2,
- * each output row is divided by max(its L2 norm, 1e-12), as
- * torch.nn.functional.normalize. scratch: hidden floats (MEAN), else
- * unused (may be NULL). Does not allocate. VIT_E_ARG for bad sizes. */
+ * layer): the model's final LayerNorm on the tokens (identity for a model
+ * without one, timm fc_norm models), then pool: hidden floats into out
+ * (CLS, MEAN), vit_config_pooled_size (MODEL), or num_tokens x hidden
+ * (NONE). With l2, each output row is divided by max(its L2 norm, 1e-12),
+ * as torch.nn.functional.normalize. scratch: hidden floats (MEAN, MODEL),
+ * else unused (may be NULL). Does not allocate. VIT_E_ARG for bad sizes. */
 vit_status vit_pool_tokens(const vit_model *model, const float *tokens, int num_tokens,
                            vit_pool pool, int l2, float *out, float *scratch, vit_error *err);
 

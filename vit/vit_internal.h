@@ -22,6 +22,9 @@ typedef struct vit_block {
      * (their float weight pointer is then NULL); NULL: float. The attention
      * output projection is always float32 (model.c says why). */
     kernels_qmatrix *qkv_q, *fc1_q, *fc2_q;
+    const float *ls1, *ls2;             /* [D] LayerScale; NULL without */
+    const float *q_norm_w, *q_norm_b;   /* [D/H] qk-norm; NULL without */
+    const float *k_norm_w, *k_norm_b;
 } vit_block;
 
 struct vit_model {
@@ -30,10 +33,13 @@ struct vit_model {
     weights_layout layout;
 
     const float *patch_w, *patch_b; /* [D, C*P*P], [D] */
-    const float *cls_token, *dist_token; /* [D]; dist_token NULL unless distilled */
-    const float *pos_embed;              /* [prefix + grid*grid, D] */
+    const float *cls_token, *dist_token; /* [D]; NULL when the model has none */
+    const float *reg_tokens;             /* [R, D]; NULL without registers */
+    const float *pos_embed;              /* [pos_embed_prefix + grid*grid, D] */
+    const float *norm_pre_w, *norm_pre_b; /* NULL unless pre_norm */
     vit_block *blocks;
-    const float *norm_w, *norm_b;
+    const float *norm_w, *norm_b;        /* NULL when the final norm is identity */
+    const float *fc_norm_w, *fc_norm_b;  /* NULL unless fc_norm */
     const float *head_w, *head_b;           /* [classes, D]; NULL without a head */
     const float *head_dist_w, *head_dist_b; /* distilled DeiT only */
 
@@ -46,6 +52,8 @@ struct vit_model {
     int num_labels;
     char labels_source[64];
 
+    int library_antialias; /* how the checkpoint's library resamples position
+                              embeddings (VIT_POS_RESAMPLE_AUTO) */
     kernels_isa isa; /* the int8 kernels' path (VITC_ISA or the CPU's best) */
 
     data_preprocess preprocess;
@@ -56,6 +64,8 @@ struct vit_model {
     char notices[1024];
     char dtypes[64];
     size_t param_count;
+    /* Per tensor of the file (weights_at order): used by the forward pass. */
+    unsigned char *used;
 };
 
 /* The most input-scale groups (kernels_qmatrix_groups) of any of the

@@ -8,6 +8,12 @@
 
 static const char *hf_prefix(const weights_file *f, weights_layout layout) {
     if (layout == WEIGHTS_LAYOUT_HF_DEIT) return "deit.";
+    if (layout == WEIGHTS_LAYOUT_HF_DINOV2) {
+        if (weights_find(f, "dinov2.embeddings.patch_embeddings.projection.weight")) return "dinov2.";
+        if (weights_find(f, "dinov2_with_registers.embeddings.patch_embeddings.projection.weight"))
+            return "dinov2_with_registers.";
+        return "";
+    }
     /* A bare ViTModel checkpoint has no "vit." prefix. */
     return weights_find(f, "vit.embeddings.patch_embeddings.projection.weight") ? "vit." : "";
 }
@@ -16,6 +22,12 @@ weights_layout weights_layout_detect(const weights_file *f) {
     if (weights_find(f, "patch_embed.proj.weight")) return WEIGHTS_LAYOUT_TIMM;
     if (weights_find(f, "deit.embeddings.patch_embeddings.projection.weight"))
         return WEIGHTS_LAYOUT_HF_DEIT;
+    /* DINOv2's blocks name their norms norm1/norm2 (ViT: layernorm_before). */
+    if (weights_find(f, "dinov2.embeddings.patch_embeddings.projection.weight") ||
+        weights_find(f, "dinov2_with_registers.embeddings.patch_embeddings.projection.weight") ||
+        (weights_find(f, "embeddings.patch_embeddings.projection.weight") &&
+         weights_find(f, "encoder.layer.0.norm1.weight")))
+        return WEIGHTS_LAYOUT_HF_DINOV2;
     if (weights_find(f, "vit.embeddings.patch_embeddings.projection.weight") ||
         weights_find(f, "embeddings.patch_embeddings.projection.weight"))
         return WEIGHTS_LAYOUT_HF_VIT;
@@ -27,6 +39,7 @@ const char *weights_layout_name(weights_layout layout) {
     case WEIGHTS_LAYOUT_TIMM: return "timm";
     case WEIGHTS_LAYOUT_HF_VIT: return "Hugging Face ViT";
     case WEIGHTS_LAYOUT_HF_DEIT: return "Hugging Face DeiT";
+    case WEIGHTS_LAYOUT_HF_DINOV2: return "Hugging Face DINOv2";
     case WEIGHTS_LAYOUT_UNKNOWN: break;
     }
     return "unknown";
@@ -59,16 +72,17 @@ typedef struct role_keys {
     const char *hf;
     const char *hf_alt; /* tried when hf is absent (DeiT with teacher) */
     int slice;
+    const char *dinov2; /* HF DINOv2 where it differs from hf ("-": no such tensor) */
 } role_keys;
 
 static const role_keys ROLE_KEYS[WEIGHTS_ROLE_COUNT] = {
     [WEIGHTS_PATCH_W] = {"patch_embed.proj.weight", "embeddings.patch_embeddings.projection.weight", NULL, -1},
     [WEIGHTS_PATCH_B] = {"patch_embed.proj.bias", "embeddings.patch_embeddings.projection.bias", NULL, -1},
     [WEIGHTS_CLS_TOKEN] = {"cls_token", "embeddings.cls_token", NULL, -1},
-    [WEIGHTS_DIST_TOKEN] = {"dist_token", "embeddings.distillation_token", NULL, -1},
+    [WEIGHTS_DIST_TOKEN] = {"dist_token", "embeddings.distillation_token", NULL, -1, "-"},
     [WEIGHTS_POS_EMBED] = {"pos_embed", "embeddings.position_embeddings", NULL, -1},
-    [WEIGHTS_LN1_W] = {"blocks.%d.norm1.weight", "encoder.layer.%d.layernorm_before.weight", NULL, -1},
-    [WEIGHTS_LN1_B] = {"blocks.%d.norm1.bias", "encoder.layer.%d.layernorm_before.bias", NULL, -1},
+    [WEIGHTS_LN1_W] = {"blocks.%d.norm1.weight", "encoder.layer.%d.layernorm_before.weight", NULL, -1, "encoder.layer.%d.norm1.weight"},
+    [WEIGHTS_LN1_B] = {"blocks.%d.norm1.bias", "encoder.layer.%d.layernorm_before.bias", NULL, -1, "encoder.layer.%d.norm1.bias"},
     [WEIGHTS_Q_W] = {"blocks.%d.attn.qkv.weight", "encoder.layer.%d.attention.attention.query.weight", NULL, 0},
     [WEIGHTS_Q_B] = {"blocks.%d.attn.qkv.bias", "encoder.layer.%d.attention.attention.query.bias", NULL, 0},
     [WEIGHTS_K_W] = {"blocks.%d.attn.qkv.weight", "encoder.layer.%d.attention.attention.key.weight", NULL, 1},
@@ -77,19 +91,31 @@ static const role_keys ROLE_KEYS[WEIGHTS_ROLE_COUNT] = {
     [WEIGHTS_V_B] = {"blocks.%d.attn.qkv.bias", "encoder.layer.%d.attention.attention.value.bias", NULL, 2},
     [WEIGHTS_PROJ_W] = {"blocks.%d.attn.proj.weight", "encoder.layer.%d.attention.output.dense.weight", NULL, -1},
     [WEIGHTS_PROJ_B] = {"blocks.%d.attn.proj.bias", "encoder.layer.%d.attention.output.dense.bias", NULL, -1},
-    [WEIGHTS_LN2_W] = {"blocks.%d.norm2.weight", "encoder.layer.%d.layernorm_after.weight", NULL, -1},
-    [WEIGHTS_LN2_B] = {"blocks.%d.norm2.bias", "encoder.layer.%d.layernorm_after.bias", NULL, -1},
-    [WEIGHTS_FC1_W] = {"blocks.%d.mlp.fc1.weight", "encoder.layer.%d.intermediate.dense.weight", NULL, -1},
-    [WEIGHTS_FC1_B] = {"blocks.%d.mlp.fc1.bias", "encoder.layer.%d.intermediate.dense.bias", NULL, -1},
-    [WEIGHTS_FC2_W] = {"blocks.%d.mlp.fc2.weight", "encoder.layer.%d.output.dense.weight", NULL, -1},
-    [WEIGHTS_FC2_B] = {"blocks.%d.mlp.fc2.bias", "encoder.layer.%d.output.dense.bias", NULL, -1},
+    [WEIGHTS_LN2_W] = {"blocks.%d.norm2.weight", "encoder.layer.%d.layernorm_after.weight", NULL, -1, "encoder.layer.%d.norm2.weight"},
+    [WEIGHTS_LN2_B] = {"blocks.%d.norm2.bias", "encoder.layer.%d.layernorm_after.bias", NULL, -1, "encoder.layer.%d.norm2.bias"},
+    [WEIGHTS_FC1_W] = {"blocks.%d.mlp.fc1.weight", "encoder.layer.%d.intermediate.dense.weight", NULL, -1, "encoder.layer.%d.mlp.fc1.weight"},
+    [WEIGHTS_FC1_B] = {"blocks.%d.mlp.fc1.bias", "encoder.layer.%d.intermediate.dense.bias", NULL, -1, "encoder.layer.%d.mlp.fc1.bias"},
+    [WEIGHTS_FC2_W] = {"blocks.%d.mlp.fc2.weight", "encoder.layer.%d.output.dense.weight", NULL, -1, "encoder.layer.%d.mlp.fc2.weight"},
+    [WEIGHTS_FC2_B] = {"blocks.%d.mlp.fc2.bias", "encoder.layer.%d.output.dense.bias", NULL, -1, "encoder.layer.%d.mlp.fc2.bias"},
     [WEIGHTS_NORM_W] = {"norm.weight", "layernorm.weight", NULL, -1},
     [WEIGHTS_NORM_B] = {"norm.bias", "layernorm.bias", NULL, -1},
     /* The heads sit outside the "vit."/"deit." prefix in Hugging Face files. */
     [WEIGHTS_HEAD_W] = {"head.weight", "/classifier.weight", "/cls_classifier.weight", -1},
     [WEIGHTS_HEAD_B] = {"head.bias", "/classifier.bias", "/cls_classifier.bias", -1},
-    [WEIGHTS_HEAD_DIST_W] = {"head_dist.weight", "/distillation_classifier.weight", NULL, -1},
-    [WEIGHTS_HEAD_DIST_B] = {"head_dist.bias", "/distillation_classifier.bias", NULL, -1},
+    [WEIGHTS_HEAD_DIST_W] = {"head_dist.weight", "/distillation_classifier.weight", NULL, -1, "-"},
+    [WEIGHTS_HEAD_DIST_B] = {"head_dist.bias", "/distillation_classifier.bias", NULL, -1, "-"},
+    /* "-": the Hugging Face ViT/DeiT models have no such tensor. */
+    [WEIGHTS_REG_TOKEN] = {"reg_token", "-", NULL, -1, "embeddings.register_tokens"},
+    [WEIGHTS_NORM_PRE_W] = {"norm_pre.weight", "-", NULL, -1, "-"},
+    [WEIGHTS_NORM_PRE_B] = {"norm_pre.bias", "-", NULL, -1, "-"},
+    [WEIGHTS_FC_NORM_W] = {"fc_norm.weight", "-", NULL, -1, "-"},
+    [WEIGHTS_FC_NORM_B] = {"fc_norm.bias", "-", NULL, -1, "-"},
+    [WEIGHTS_LS1] = {"blocks.%d.ls1.gamma", "-", NULL, -1, "encoder.layer.%d.layer_scale1.lambda1"},
+    [WEIGHTS_LS2] = {"blocks.%d.ls2.gamma", "-", NULL, -1, "encoder.layer.%d.layer_scale2.lambda1"},
+    [WEIGHTS_Q_NORM_W] = {"blocks.%d.attn.q_norm.weight", "-", NULL, -1, "-"},
+    [WEIGHTS_Q_NORM_B] = {"blocks.%d.attn.q_norm.bias", "-", NULL, -1, "-"},
+    [WEIGHTS_K_NORM_W] = {"blocks.%d.attn.k_norm.weight", "-", NULL, -1, "-"},
+    [WEIGHTS_K_NORM_B] = {"blocks.%d.attn.k_norm.bias", "-", NULL, -1, "-"},
 };
 
 static void hf_key(const weights_file *f, weights_layout layout, const char *pattern, int layer,
@@ -121,7 +147,9 @@ vit_status weights_layout_find(const weights_file *f, weights_layout layout, wei
         }
         return VIT_OK;
     }
-    hf_key(f, layout, keys->hf, layer, ref->key, sizeof ref->key);
+    const char *pattern = layout == WEIGHTS_LAYOUT_HF_DINOV2 && keys->dinov2 ? keys->dinov2 : keys->hf;
+    if (strcmp(pattern, "-") == 0) return VIT_OK; /* no such tensor in this layout */
+    hf_key(f, layout, pattern, layer, ref->key, sizeof ref->key);
     ref->tensor = weights_find(f, ref->key);
     if (!ref->tensor && keys->hf_alt) {
         char alt[sizeof ref->key];
@@ -129,4 +157,22 @@ vit_status weights_layout_find(const weights_file *f, weights_layout layout, wei
         if ((ref->tensor = weights_find(f, alt))) memcpy(ref->key, alt, sizeof alt);
     }
     return VIT_OK;
+}
+
+int weights_layout_known_unneeded(weights_layout layout, const char *name) {
+    if (layout == WEIGHTS_LAYOUT_TIMM || layout == WEIGHTS_LAYOUT_UNKNOWN) return 0;
+    /* The prefix ("vit.", "deit.", "dinov2.", "dinov2_with_registers." or
+     * none) does not matter. */
+    static const char *const UNNEEDED[] = {
+        "embeddings.mask_token", /* masked-image modelling only (DINOv2, ViT with use_mask_token) */
+        "pooler.dense.weight",   /* ViTModel/DeiTModel's pooler: not what features or the */
+        "pooler.dense.bias",     /* classifiers read (README) */
+    };
+    const char *dot = strchr(name, '.');
+    for (size_t i = 0; i < sizeof UNNEEDED / sizeof *UNNEEDED; i++)
+        if (strcmp(name, UNNEEDED[i]) == 0 || (dot && strcmp(dot + 1, UNNEEDED[i]) == 0 &&
+                                               strncmp(name, "embeddings.", 11) != 0 &&
+                                               strncmp(name, "pooler.", 7) != 0))
+            return 1;
+    return 0;
 }

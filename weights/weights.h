@@ -144,7 +144,9 @@ typedef enum weights_layout {
     WEIGHTS_LAYOUT_UNKNOWN = 0,
     WEIGHTS_LAYOUT_TIMM,    /* patch_embed.proj, blocks.N.attn.qkv, head */
     WEIGHTS_LAYOUT_HF_VIT,  /* vit.embeddings..., vit.encoder.layer.N..., classifier */
-    WEIGHTS_LAYOUT_HF_DEIT  /* deit.embeddings..., cls_classifier/distillation_classifier */
+    WEIGHTS_LAYOUT_HF_DEIT, /* deit.embeddings..., cls_classifier/distillation_classifier */
+    WEIGHTS_LAYOUT_HF_DINOV2 /* [dinov2.]embeddings..., encoder.layer.N.norm1 / mlp.fc1 /
+                                layer_scale1.lambda1, classifier on [CLS ‖ mean] */
 } weights_layout;
 
 /* Every tensor the model needs, independent of hub spelling. Per-layer roles
@@ -159,6 +161,13 @@ typedef enum weights_role {
     WEIGHTS_FC1_W, WEIGHTS_FC1_B, WEIGHTS_FC2_W, WEIGHTS_FC2_B,
     WEIGHTS_NORM_W, WEIGHTS_NORM_B,
     WEIGHTS_HEAD_W, WEIGHTS_HEAD_B, WEIGHTS_HEAD_DIST_W, WEIGHTS_HEAD_DIST_B,
+    /* The switches of the wider family (a layout without a spelling for a
+     * role never finds it: the key is then empty). */
+    WEIGHTS_REG_TOKEN,                     /* [1, R, D] register tokens */
+    WEIGHTS_NORM_PRE_W, WEIGHTS_NORM_PRE_B, /* timm pre_norm */
+    WEIGHTS_FC_NORM_W, WEIGHTS_FC_NORM_B,   /* timm fc_norm (after pooling) */
+    WEIGHTS_LS1, WEIGHTS_LS2,               /* per-block LayerScale [D] */
+    WEIGHTS_Q_NORM_W, WEIGHTS_Q_NORM_B, WEIGHTS_K_NORM_W, WEIGHTS_K_NORM_B, /* qk-norm [D/H] */
     WEIGHTS_ROLE_COUNT
 } weights_role;
 
@@ -185,6 +194,11 @@ typedef struct weights_ref {
  * role is optional. */
 vit_status weights_layout_find(const weights_file *f, weights_layout layout, weights_role role,
                                int layer, weights_ref *ref, vit_error *err);
+
+/* Whether name is a tensor known to be unneeded at inference in the layout
+ * (HF embeddings.mask_token, HF pooler.dense.*): such a tensor is never
+ * reported as unused. */
+int weights_layout_known_unneeded(weights_layout layout, const char *name);
 
 /* ------------------------------------------------------------- shipped files */
 
