@@ -539,13 +539,17 @@ static const char ATTENTION_USAGE[] =
     "Draws the class token's attention over the patches, from one layer (one head or\n"
     "the mean of the heads) or as attention rollout (Abnar & Zuidema 2020), upsampled\n"
     "bilinearly and blended over the image as a heatmap (turbo colormap, min..max of\n"
-    "the map). --npy writes the raw map.\n\n"
+    "the map). --npy writes the raw map. Only patch columns are drawn: the class,\n"
+    "distillation and register tokens' are left out (not renormalised). A model\n"
+    "without a class token draws the mean over the patch tokens of their rows (of\n"
+    "the layer's attention, or of the rollout matrix).\n\n"
     PICTURE_USAGE("Pictures\nhave the input image's size; --grid tiles one picture per head and their mean,\n"
                   "each the image scaled to at most 256 pixels a side.") COMMON_USAGE;
 
 typedef struct attention_state {
     int head; /* -1: mean */
     int rollout, grid;
+    int patch_mean; /* no class token: the mean of the patch rows, not row 0 */
     float discard;
     float **layers;           /* captured attention per layer (rollout: 0..L; else [L] only) */
     const float **per_image;  /* rollout: this image's layer pointers */
@@ -612,14 +616,21 @@ static int attention_image(inspect *s, void *state, size_t index, int row) {
         if (vit_attention_rollout(st->per_image, s->layer + 1, H, T, st->discard, st->result,
                                   st->scratch, &err) != VIT_OK)
             return file_failed(s, err.message);
-        memcpy(map, st->result + s->prefix, (size_t)cells * sizeof *map);
+        if (st->patch_mean)
+            vit_attention_mean_row(st->result, 1, T, s->prefix, 0, s->prefix, map);
+        else
+            memcpy(map, st->result + s->prefix, (size_t)cells * sizeof *map);
     } else {
         const float *attn = st->layers[s->layer] + (size_t)row * per_image;
-        if (st->grid) {
-            for (int h = 0; h < H; h++) vit_attention_row(attn, H, T, 0, h, s->prefix, map + (size_t)h * cells);
-            vit_attention_row(attn, H, T, 0, -1, s->prefix, map + (size_t)H * cells);
-        } else {
-            vit_attention_row(attn, H, T, 0, st->head, s->prefix, map);
+        const int first = st->grid ? 0 : st->head, last = st->grid ? H - 1 : st->head;
+        /* --grid: every head, then the mean in the last tile. */
+        for (int h = first; h <= last + st->grid; h++) {
+            const int head = h < H ? h : -1;
+            float *out = map + (size_t)(st->grid ? h : 0) * cells;
+            if (st->patch_mean)
+                vit_attention_mean_row(attn, H, T, s->prefix, head, s->prefix, out);
+            else
+                vit_attention_row(attn, H, T, 0, head, s->prefix, out);
         }
     }
 
@@ -683,13 +694,11 @@ int cli_attention(int argc, char **argv) {
         goto done;
     }
     if (inspect_setup(&s, CLI_NAMES_OUTPUTS, NULL, 0, v[OPT_NPY]) != 0) goto done;
-    /* The maps are the class token's attention (row 0): without a class
-     * token row 0 is a register or a patch. Not drawn rather than wrong. */
-    if (vit_model_config(s.model)->no_class_token) {
-        fprintf(stderr, "vit attention: %s has no class token; maps from the patch tokens' mean "
-                "are not implemented yet\n", vit_model_weights_path(s.model));
-        goto done;
-    }
+    /* The maps are the class token's attention (row 0); without a class
+     * token row 0 is a register or a patch, so the patch queries' mean row
+     * stands in: the attention of the average patch, which is what the
+     * model's average pool reads. */
+    st.patch_mean = vit_model_config(s.model)->no_class_token;
     if (v[OPT_HEAD] && strcmp(v[OPT_HEAD], "mean") != 0) {
         long h;
         if (cli_int("attention", "--head", v[OPT_HEAD], 0, s.heads - 1, &h) != 0) goto done;
@@ -731,8 +740,8 @@ enum { OPT_TOKENS = NUM_COMMON, OPT_POOL, OPT_L2, NUM_FEATURES_OPTS };
 static const cli_option FEATURES_OPTIONS[NUM_FEATURES_OPTS] = {
     COMMON_OPTIONS("the .npy file to write (images x tokens x hidden, float32)",
                    LAYER_HELP_BLOCK ", or embed for the encoder input"),
-    [OPT_TOKENS] = {"tokens", 0, 1, "WHICH", "cls (the class token), patch (the patches) or all (default)"},
-    [OPT_POOL] = {"pool", 0, 1, "HOW", "cls, mean or none: final-normed tokens pooled"},
+    [OPT_TOKENS] = {"tokens", 0, 1, "WHICH", "cls (the class token), reg (the registers), patch (the patches) or all (default)"},
+    [OPT_POOL] = {"pool", 0, 1, "HOW", "cls, mean, model or none: final-normed tokens pooled"},
     [OPT_L2] = {"l2", 0, 0, "", "divide each output vector by its L2 norm"},
 };
 
@@ -741,7 +750,9 @@ static const char FEATURES_USAGE[] =
     "\n"
     "Writes the token embeddings of images, in input order, as one float32 .npy array\n"
     "(images x tokens x hidden): the residual stream after block L (before the final\n"
-    "LayerNorm). A file that fails gets a row of NaN. With several images,\n"
+    "LayerNorm). Tokens are in the model's order: class, distillation, registers,\n"
+    "then the patches row by row; --tokens patch keeps the patches only, reg the\n"
+    "register tokens, cls the class token (refused without one). A file that fails gets a row of NaN. With several images,\n"
     "OUT.files.jsonl beside it names the image of each row: one JSON string a line\n"
     "(bytes of a name that are not UTF-8 as \\xNN, a backslash as \\\\).\n"
     "\n"
@@ -749,8 +760,10 @@ static const char FEATURES_USAGE[] =
     "timm's forward_features, and pools them as its forward_head(pre_logits=True):\n"
     "cls the class token (global_pool='token'), mean the mean of the patch tokens\n"
     "(global_pool='avg'; registers left out, fc_norm after it where the model has\n"
-    "one): images x hidden; none every token (HF\n"
-    "ViTModel's last_hidden_state, not its pooler): images x tokens x hidden. --l2\n"
+    "one): images x hidden; model what the model's head reads (its own pool: cls,\n"
+    "mean, DINOv2's [class, mean] of 2 x hidden; distilled DeiT the class token);\n"
+    "none every token (HF ViTModel's last_hidden_state, not its pooler): images x\n"
+    "tokens x hidden. A model without a class token refuses cls. --l2\n"
     "divides each vector by max(L2 norm, 1e-12), as torch.nn.functional.normalize.\n\n" COMMON_USAGE;
 
 typedef struct features_state {
@@ -912,13 +925,14 @@ static int features_ranks(inspect *s, features_state *st) {
 /* The checks, the inputs, the model and the locked output (rank 0's part
  * in an MPI job); 0, or -1 after one line. */
 static int features_setup(inspect *s, const char *which, int *several) {
-    if (strcmp(which, "cls") && strcmp(which, "patch") && strcmp(which, "all")) {
-        fprintf(stderr, "vit features: --tokens expects cls, patch or all, got '%s'\n", which);
+    if (strcmp(which, "cls") && strcmp(which, "reg") && strcmp(which, "patch") && strcmp(which, "all")) {
+        fprintf(stderr, "vit features: --tokens expects cls, reg, patch or all, got '%s'\n", which);
         return -1;
     }
     const char *pool = s->args.values[OPT_POOL];
-    if (pool && strcmp(pool, "cls") && strcmp(pool, "mean") && strcmp(pool, "none")) {
-        fprintf(stderr, "vit features: --pool expects cls, mean or none, got '%s'\n", pool);
+    if (pool && strcmp(pool, "cls") && strcmp(pool, "mean") && strcmp(pool, "model") &&
+        strcmp(pool, "none")) {
+        fprintf(stderr, "vit features: --pool expects cls, mean, model or none, got '%s'\n", pool);
         return -1;
     }
     /* --pool is the model's own output end (the final LayerNorm after the
@@ -976,26 +990,36 @@ int cli_features(int argc, char **argv) {
             goto done;
     }
     features_state st = {0};
-    st.first = strcmp(which, "patch") == 0 ? s.prefix : 0;
-    st.count = strcmp(which, "cls") == 0 ? 1 : s.tokens - st.first;
+    const vit_config *config = vit_model_config(s.model);
+    /* Token order (vit_config): class, distillation, registers, patches. */
+    const int registers = config->num_reg_tokens, first_reg = s.prefix - registers;
+    st.first = strcmp(which, "patch") == 0 ? s.prefix : strcmp(which, "reg") == 0 ? first_reg : 0;
+    st.count = strcmp(which, "cls") == 0 ? 1 : strcmp(which, "reg") == 0 ? registers : s.tokens - st.first;
     const char *pool = s.args.values[OPT_POOL];
     st.pool = !pool ? -1
               : strcmp(pool, "cls") == 0 ? VIT_POOL_CLS
-              : strcmp(pool, "mean") == 0 ? VIT_POOL_MEAN : VIT_POOL_NONE;
-    if ((st.pool == VIT_POOL_CLS || strcmp(which, "cls") == 0) &&
-        vit_model_config(s.model)->no_class_token) {
+              : strcmp(pool, "mean") == 0 ? VIT_POOL_MEAN
+              : strcmp(pool, "model") == 0 ? VIT_POOL_MODEL : VIT_POOL_NONE;
+    if ((st.pool == VIT_POOL_CLS || strcmp(which, "cls") == 0) && config->no_class_token) {
         fprintf(stderr, "vit features: %s has no class token (use --pool mean, or the patch "
                 "tokens)\n", vit_model_weights_path(s.model));
         goto done;
     }
-    if (st.pool == VIT_POOL_CLS || st.pool == VIT_POOL_MEAN) st.count = 1; /* one vector */
+    if (strcmp(which, "reg") == 0 && registers == 0) {
+        fprintf(stderr, "vit features: %s has no register tokens (--tokens reg)\n",
+                vit_model_weights_path(s.model));
+        goto done;
+    }
+    /* One vector per image; the model's own pool may be wider (DINOv2: 2D). */
+    const int width = st.pool == VIT_POOL_MODEL ? vit_config_pooled_size(config) : s.dim;
+    if (st.pool == VIT_POOL_CLS || st.pool == VIT_POOL_MEAN || st.pool == VIT_POOL_MODEL) st.count = 1;
     st.l2 = s.args.values[OPT_L2] != NULL;
-    const size_t row_floats = st.row_floats = (size_t)st.count * s.dim;
+    const size_t row_floats = st.row_floats = (size_t)st.count * width;
     vit_error err;
     /* Pooled vectors: images x hidden; tokens: images x tokens x hidden. */
     const int64_t shape[3] = {(int64_t)s.in.count, st.count, s.dim};
-    const int64_t pooled_shape[2] = {(int64_t)s.in.count, s.dim};
-    const int pooled = st.pool == VIT_POOL_CLS || st.pool == VIT_POOL_MEAN;
+    const int64_t pooled_shape[2] = {(int64_t)s.in.count, width};
+    const int pooled = st.count == 1 && st.pool >= 0 && st.pool != VIT_POOL_NONE;
     if (!(st.nan_rows = malloc(row_floats * sizeof *st.nan_rows)) ||
         !(st.row = malloc(row_floats * sizeof *st.row)) ||
         !(st.scratch = malloc((size_t)s.dim * sizeof *st.scratch))) {
@@ -1181,7 +1205,10 @@ static const char PATCHES_USAGE[] =
     "\n"
     "Applies the final LayerNorm and the classifier head to every patch token after\n"
     "block L (the last by default) and draws each patch's top-1 class over the image,\n"
-    "with a legend of the most frequent classes. --npy writes the per-patch logits.\n\n"
+    "with a legend of the most frequent classes. --npy writes the per-patch logits.\n"
+    "Registers and the class token get no cell. Each patch stands in for the pooled\n"
+    "features: a model with fc_norm (no final norm) gets fc_norm then the head per\n"
+    "patch; DINOv2's head on [class, mean] reads [class, patch].\n\n"
     PICTURE_USAGE("The\npicture has the input image's size, the legend in its bottom left corner.")
     COMMON_USAGE;
 
@@ -1238,7 +1265,7 @@ static int patches_image(inspect *s, void *state, size_t index, int row) {
     if (row < 0) return 0;
     const int n = s->patches, C = st->classes;
     vit_error err;
-    if (vit_token_logits(s->model, st->captured + ((size_t)row * s->tokens + s->prefix) * s->dim, n,
+    if (vit_patch_logits(s->model, st->captured + (size_t)row * s->tokens * s->dim, s->tokens,
                          st->logits, &err) != VIT_OK)
         return file_failed(s, err.message);
     memset(st->count, 0, (size_t)C * sizeof *st->count);

@@ -552,6 +552,34 @@ vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, 
     return VIT_OK;
 }
 
+vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num_tokens,
+                            float *out, vit_error *err) {
+    const vit_config *c = &model->config;
+    const int D = c->hidden_size, prefix = c->num_prefix_tokens, n = num_tokens - prefix;
+    if (n < 1 || !tokens || !out)
+        return vit_error_set(err, VIT_E_ARG, "%d tokens hold no patch after %d prefix tokens",
+                             num_tokens, prefix);
+    if (c->global_pool != VIT_GLOBAL_POOL_TOKEN_AVG)
+        return vit_token_logits(model, tokens + (size_t)prefix * D, n, out, err);
+    if (c->num_classes == 0 || !model->head_w)
+        return vit_error_set(err, VIT_E_ARG, "the model has no classifier head");
+    float *rows = kernels_alloc_floats((size_t)n * 2 * D);
+    if (!rows) return vit_error_set(err, VIT_E_NOMEM, "out of memory for %d tokens", n);
+    /* [class ‖ patch]: the same class half for every patch, the patch in the
+     * mean's half; fc_norm (DINOv2 has none) exactly where pool_image puts it. */
+    for (int i = 0; i < n; i++) {
+        float *row = rows + (size_t)i * 2 * D;
+        final_norm_row(model, row, tokens);
+        if (model->fc_norm_w)
+            layernorm_forward_row(row, NULL, NULL, row, model->fc_norm_w, model->fc_norm_b, D,
+                                  c->layer_norm_eps);
+        final_norm_row(model, row + D, tokens + (size_t)(prefix + i) * D);
+    }
+    head(model, rows, 2 * D, n, out);
+    free(rows);
+    return VIT_OK;
+}
+
 vit_status vit_pool_tokens(const vit_model *model, const float *tokens, int num_tokens,
                            vit_pool pool, int l2, float *out, float *scratch, vit_error *err) {
     const vit_config *c = &model->config;

@@ -26,6 +26,30 @@ void vit_attention_row(const float *attn, int heads, int tokens, int query, int 
     }
 }
 
+void vit_attention_mean_row(const float *attn, int heads, int tokens, int first_query, int head,
+                            int first_key, float *out) {
+    const int n = tokens - first_key, queries = tokens - first_query;
+    const size_t plane = (size_t)tokens * tokens;
+    for (int j = 0; j < n; j++) out[j] = 0.0f;
+    for (int q = first_query; q < tokens; q++) {
+        const float *row = attn + (size_t)q * tokens + first_key;
+        for (int j = 0; j < n; j++) {
+            float v;
+            if (head >= 0) {
+                v = row[(size_t)head * plane + j];
+            } else {
+                /* The head mean first, as vit_attention_row: the map of one
+                 * query is the same whichever function draws it. */
+                float sum = 0.0f;
+                for (int h = 0; h < heads; h++) sum += row[(size_t)h * plane + j];
+                v = sum / (float)heads;
+            }
+            out[j] += v;
+        }
+    }
+    for (int j = 0; j < n; j++) out[j] /= (float)queries;
+}
+
 size_t vit_rollout_scratch_size(int tokens) { return 3 * (size_t)tokens * tokens; }
 
 /* The value of rank k (0-based) among v[0..n-1] if they were sorted; v is

@@ -245,6 +245,20 @@ vit_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, v
 vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, float *out,
                             vit_error *err);
 
+/* The classifier on every patch token of one image: tokens are all
+ * num_tokens rows after the last encoder block (prefix tokens first), out
+ * gets (num_tokens - num_prefix_tokens) x num_classes logits, patches in
+ * raster order; registers, class and distillation tokens get none. Each
+ * patch takes the place of the pooled features: final norm, fc_norm where
+ * the model has one (timm fc_norm models: as if the pool were that one
+ * token), head — vit_token_logits. A head on [class ‖ mean of patches]
+ * (VIT_GLOBAL_POOL_TOKEN_AVG, DINOv2) reads [normed class token ‖ normed
+ * patch]: the patch stands in for the mean, so, the head being linear, the
+ * mean of the patch logits is the model's logits. VIT_E_ARG for a model
+ * without head or bad sizes. */
+vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num_tokens,
+                            float *out, vit_error *err);
+
 /* How vit_pool_tokens makes one image's features, following timm's
  * forward_head(pre_logits=True) on forward_features' output. */
 typedef enum vit_pool {

@@ -27,6 +27,18 @@
 void vit_attention_row(const float *attn, int heads, int tokens, int query, int head,
                        int first_key, float *out);
 
+/* The mean, over the query tokens first_query .. T-1, of their attention
+ * over the keys first_key .. T-1 (vit_attention_row of each, summed in query
+ * order, then divided by their count) into out (T - first_key floats). Not
+ * renormalised: each value is the mean share of a query's attention that the
+ * key gets, so the keys before first_key (class, registers) keep theirs and
+ * the map sums to at most 1. This is the map of a model without a class token:
+ * first_query = first_key = the number of prefix tokens, i.e. the mean patch
+ * query's attention over the patches (and, with heads 1, the mean of the
+ * patch rows of a rollout matrix). */
+void vit_attention_mean_row(const float *attn, int heads, int tokens, int first_query, int head,
+                            int first_key, float *out);
+
 /* Floats of scratch space vit_attention_rollout needs for T tokens (3 T^2). */
 size_t vit_rollout_scratch_size(int tokens);
 
@@ -44,7 +56,10 @@ size_t vit_rollout_scratch_size(int tokens);
  *     row sums over columns instead, which only equals this without discard);
  *   R = A R, starting from R = I.
  * result receives R (T x T, row = query). The class token's rollout over the
- * patches is row 0 from column num_prefix_tokens on. Returns VIT_E_ARG for
+ * patches is row 0 from column num_prefix_tokens on; a model without a
+ * class token has the mean of the patch rows instead (vit_attention_mean_row
+ * with heads 1). Entry (0, 0) is protected whatever token 0 is (a register or
+ * the first patch when there is no class token), as vit-explain would. Returns VIT_E_ARG for
  * bad sizes or discard outside [0, 1). */
 vit_status vit_attention_rollout(const float *const *layers, int num_layers, int heads,
                                  int tokens, float discard, float *result, float *scratch,
