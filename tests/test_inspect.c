@@ -331,6 +331,162 @@ Test(resample, source_box_of_recipes) {
               "box %g %g %g %g", box[0], box[1], box[2], box[3]);
 }
 
+/* ------------------------------------ register / no-class-token models */
+
+#define FAMILY VITC_SOURCE_DIR "/tests/fixtures/family/"
+
+/* The map the commands draw for one image (cli/inspect.c, attention_image):
+ * the class token's row, or without one the mean of the patch rows, over the
+ * patch columns. attn: one image's [heads, T, T] (heads 1: a rollout). */
+static void family_map(const vit_config *c, const float *attn, int heads, int T, int head, float *out) {
+    if (c->no_class_token)
+        vit_attention_mean_row(attn, heads, T, c->num_prefix_tokens, head, c->num_prefix_tokens, out);
+    else
+        vit_attention_row(attn, heads, T, 0, head, c->num_prefix_tokens, out);
+}
+
+/* tests/gen_inspect_family.py: maps (one layer, a head or the mean; rollout),
+ * pools and patch logits on models with registers and / or without a class
+ * token, against FamilyViT. P is the number of patches, never + registers. */
+static void check_family(const char *name, int want_prefix, int want_patches) {
+    char path[1024];
+    vit_error err;
+    vit_model *model;
+    snprintf(path, sizeof path, FAMILY "%s", name);
+    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    snprintf(path, sizeof path, FAMILY "%s/expected.safetensors", name);
+    weights_file *expected, *ref;
+    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    snprintf(path, sizeof path, FIXTURES "family_%s.safetensors", name);
+    cr_assert(weights_open(path, &ref, &err) == VIT_OK, "%s", err.message);
+    const vit_config *c = vit_model_config(model);
+    const weights_tensor *input_t = weights_find(expected, "input");
+    const int B = (int)input_t->shape[0], S = (int)input_t->shape[2];
+    float *input = tensor(expected, "input", 0);
+    vit_context *ctx;
+    cr_assert(vit_context_create(model, B, S, &ctx, &err) == VIT_OK, "%s", err.message);
+    const int T = vit_context_num_tokens(ctx), H = c->num_heads, D = c->hidden_size,
+              L = c->num_layers, prefix = c->num_prefix_tokens, P = T - prefix, C = c->num_classes;
+    cr_assert_eq(prefix, want_prefix, "%s: %d prefix tokens", name, prefix);
+    cr_assert_eq(P, want_patches, "%s: %d patches", name, P);
+    const size_t plane = (size_t)T * T;
+    float **attn = calloc((size_t)L, sizeof *attn);
+    for (int l = 0; l < L; l++) {
+        attn[l] = malloc((size_t)B * H * plane * sizeof(float));
+        cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, l, attn[l], &err) == VIT_OK, "%s", err.message);
+    }
+    float *tokens = malloc((size_t)B * T * D * sizeof(float));
+    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_TOKENS, L - 1, tokens, &err) == VIT_OK);
+    float *logits = malloc((size_t)B * vit_model_output_size(model) * sizeof(float));
+    cr_assert(vit_forward(ctx, input, B, logits, &err) == VIT_OK, "%s", err.message);
+
+    float *want = tensor(ref, "tokens_last", (size_t)B * T * D);
+    float e = max_abs_diff(tokens, want, (size_t)B * T * D);
+    cr_expect(e <= TOLERANCE, "%s: last-block tokens differ from PyTorch by %g", name, e);
+    free(want);
+
+    float *map = malloc((size_t)P * sizeof(float));
+    char key[64];
+    for (int l = 0; l < L; l++)
+        for (int h = -1; h < H; h++) {
+            if (h < 0) snprintf(key, sizeof key, "map_%d_mean", l);
+            else snprintf(key, sizeof key, "map_%d_head%d", l, h);
+            want = tensor(ref, key, (size_t)B * P);
+            for (int b = 0; b < B; b++) {
+                family_map(c, attn[l] + (size_t)b * H * plane, H, T, h, map);
+                e = max_abs_diff(map, want + (size_t)b * P, (size_t)P);
+                cr_expect(e <= TOLERANCE, "%s: %s of image %d differs from PyTorch by %g", name, key, b, e);
+                if (c->num_reg_tokens && h < 0) {
+                    /* The check has teeth: register columns in the grid (keys
+                     * from the first register on) must break it. */
+                    const int first_reg = prefix - c->num_reg_tokens;
+                    float *wide = malloc((size_t)(T - first_reg) * sizeof(float));
+                    if (c->no_class_token)
+                        vit_attention_mean_row(attn[l] + (size_t)b * H * plane, H, T, prefix, -1, first_reg, wide);
+                    else
+                        vit_attention_row(attn[l] + (size_t)b * H * plane, H, T, 0, -1, first_reg, wide);
+                    cr_expect(max_abs_diff(wide, want + (size_t)b * P, (size_t)P) > 10 * TOLERANCE,
+                              "%s: register columns go unnoticed", name);
+                    free(wide);
+                }
+            }
+            free(want);
+        }
+
+    /* Rollout through every layer, as attention --rollout at the last layer. */
+    float *result = malloc(plane * sizeof(float)), *scratch = malloc(vit_rollout_scratch_size(T) * sizeof(float));
+    const float **layers = calloc((size_t)L, sizeof *layers);
+    const float discards[2] = {0.0f, 0.5f};
+    const char *names[2] = {"rollout_0", "rollout_50"};
+    for (int d = 0; d < 2; d++) {
+        want = tensor(ref, names[d], (size_t)B * P);
+        for (int b = 0; b < B; b++) {
+            for (int l = 0; l < L; l++) layers[l] = attn[l] + (size_t)b * H * plane;
+            cr_assert(vit_attention_rollout(layers, L, H, T, discards[d], result, scratch, &err) == VIT_OK, "%s", err.message);
+            family_map(c, result, 1, T, 0, map);
+            e = max_abs_diff(map, want + (size_t)b * P, (size_t)P);
+            cr_expect(e <= TOLERANCE, "%s: %s of image %d differs from PyTorch by %g", name, names[d], b, e);
+        }
+        free(want);
+    }
+
+    /* features --pool: mean over the patches only (fc_norm after), model, none, cls. */
+    static const struct { const char *key; vit_pool pool; } POOLS[] = {
+        {"pool_mean", VIT_POOL_MEAN}, {"pool_model", VIT_POOL_MODEL}, {"pool_none", VIT_POOL_NONE},
+        {"pool_cls", VIT_POOL_CLS}};
+    float *pooled = malloc((size_t)T * D * sizeof(float)), *pool_scratch = malloc((size_t)D * sizeof(float));
+    for (size_t k = 0; k < sizeof POOLS / sizeof *POOLS; k++) {
+        if (POOLS[k].pool == VIT_POOL_CLS && c->no_class_token) {
+            cr_expect(vit_pool_tokens(model, tokens, T, VIT_POOL_CLS, 0, pooled, pool_scratch, &err) == VIT_E_ARG,
+                      "%s: --pool cls accepted without a class token", name);
+            cr_expect(weights_find(ref, "pool_cls") == NULL);
+            continue;
+        }
+        const size_t per_image = POOLS[k].pool == VIT_POOL_NONE    ? (size_t)T * D
+                                 : POOLS[k].pool == VIT_POOL_MODEL ? (size_t)vit_config_pooled_size(c)
+                                                                   : (size_t)D;
+        want = tensor(ref, POOLS[k].key, (size_t)B * per_image);
+        for (int b = 0; b < B; b++) {
+            cr_assert(vit_pool_tokens(model, tokens + (size_t)b * T * D, T, POOLS[k].pool, 0, pooled,
+                                      pool_scratch, &err) == VIT_OK, "%s", err.message);
+            e = max_abs_diff(pooled, want + (size_t)b * per_image, per_image);
+            cr_expect(e <= TOLERANCE, "%s: %s of image %d differs from PyTorch by %g", name, POOLS[k].key, b, e);
+        }
+        free(want);
+    }
+
+    /* patches: the classifier on every patch token (DINOv2: [class ‖ patch],
+     * whose mean over the patches is the model's logits). */
+    float *patch = malloc((size_t)P * C * sizeof(float));
+    want = tensor(ref, "patch_logits", (size_t)B * P * C);
+    for (int b = 0; b < B; b++) {
+        cr_assert(vit_patch_logits(model, tokens + (size_t)b * T * D, T, patch, &err) == VIT_OK, "%s", err.message);
+        e = max_abs_diff(patch, want + (size_t)b * P * C, (size_t)P * C);
+        cr_expect(e <= TOLERANCE, "%s: patch logits of image %d differ from PyTorch by %g", name, b, e);
+        if (c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG)
+            for (int j = 0; j < C; j++) {
+                double sum = 0.0;
+                for (int p = 0; p < P; p++) sum += patch[(size_t)p * C + j];
+                cr_expect(fabs(sum / P - logits[(size_t)b * C + j]) <= TOLERANCE,
+                          "%s: the patch logits' mean is not the logits (class %d)", name, j);
+            }
+    }
+    free(want);
+
+    free(patch); free(pooled); free(pool_scratch); free(result); free(scratch); free(layers); free(map);
+    for (int l = 0; l < L; l++) free(attn[l]);
+    free(attn); free(tokens); free(logits); free(input);
+    vit_context_free(ctx);
+    weights_close(ref);
+    weights_close(expected);
+    vit_model_free(model);
+}
+
+Test(inspect_family, registers_no_class_token) { check_family("reg4_gap", 4, 16); }
+Test(inspect_family, class_token_and_registers) { check_family("reg4_token", 5, 16); }
+Test(inspect_family, dinov2_with_registers) { check_family("dinov2_reg_hf", 5, 16); }
+Test(inspect_family, no_class_token_no_registers) { check_family("gap_implicit", 0, 16); }
+
 /* ------------------------------------------------------------- writers */
 
 static char tmpdir[256];
