@@ -809,3 +809,159 @@ Test(commands, features_in_input_order_with_nan_rows, .init = make_tmpdir, .fini
         numpy_check(out, "<f4", "(1, 16, 48)", NULL);
     }
 }
+
+/* One image through a family model at `size` (0: native), as the commands
+ * load and preprocess it: the last block's tokens and every layer's attention
+ * (arrays for one image, attn may be NULL). Returns the model (caller frees). */
+static vit_model *family_run(const char *name, int size, const char *image, float *tokens, float **attn) {
+    char path[1024];
+    snprintf(path, sizeof path, FAMILY "%s", name);
+    vit_error err;
+    vit_model *model;
+    const vit_load_options options = {.input_size = size};
+    cr_assert(vit_model_load(path, &options, &model, &err) == VIT_OK, "%s", err.message);
+    const vit_config *c = vit_model_config(model);
+    data_preprocess pre = *vit_model_preprocess(model);
+    if (size) data_preprocess_set_size(&pre, size);
+    vit_context *ctx;
+    cr_assert(vit_context_create(model, 1, size, &ctx, &err) == VIT_OK, "%s", err.message);
+    const int S = vit_context_image_size(ctx);
+    float *input = malloc((size_t)3 * S * S * sizeof(float));
+    float *out = malloc((size_t)vit_model_output_size(model) * sizeof(float));
+    cr_assert(data_preprocess_file(&pre, image, input, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_TOKENS, c->num_layers - 1, tokens, &err) == VIT_OK);
+    for (int l = 0; attn && l < c->num_layers; l++)
+        cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, l, attn[l], &err) == VIT_OK);
+    cr_assert(vit_forward(ctx, input, 1, out, &err) == VIT_OK, "%s", err.message);
+    free(input);
+    free(out);
+    vit_context_free(ctx);
+    return model;
+}
+
+/* The commands on register / no-class-token models: grids of the 16 patches
+ * only (registers excluded by position, numbers written out here rather than
+ * taken from num_prefix_tokens), the maps as the library computes them, the
+ * refusals in one line. */
+Test(commands, register_and_no_class_token_models, .init = make_tmpdir, .fini = remove_tmpdir) {
+    char img[512], args[2048], out[512], npy[512];
+    snprintf(img, sizeof img, "%s/photo.png", tmpdir);
+    make_image(img, 48, 40);
+    snprintf(out, sizeof out, "%s/o.png", tmpdir);
+    snprintf(npy, sizeof npy, "%s/o.npy", tmpdir);
+    vit_error err;
+
+    /* reg4_gap: tokens reg0..reg3, 16 patches (T 20, D 32, 2 heads, 2 layers, 6 classes). */
+    float tokens[21 * 32], pooled[64], scratch[32], map[16], logits[16 * 6];
+    float *attn[2] = {malloc(2 * 21 * 21 * sizeof(float)), malloc(2 * 21 * 21 * sizeof(float))}; /* T <= 21 */
+    vit_model *model = family_run("reg4_gap", 0, img, tokens, attn);
+    snprintf(args, sizeof args, "attention -q -m " FAMILY "reg4_gap %s -o %s --npy %s --layer 0 --head 1", img, out, npy);
+    run_result *r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    float *got = npy_floats(npy, 16);
+    vit_attention_mean_row(attn[0], 2, 20, 4, 1, 4, map);
+    cr_expect(max_abs_diff(got, map, 16) == 0.0f, "attention: not the patch queries' mean row");
+    free(got);
+    snprintf(args, sizeof args, "attention -q -m " FAMILY "reg4_gap %s -o %s --npy %s --rollout", img, out, npy);
+    cr_assert_eq(run(args)->status, 0);
+    float result[20 * 20], rscratch[3 * 20 * 20];
+    const float *layers[2] = {attn[0], attn[1]};
+    cr_assert(vit_attention_rollout(layers, 2, 2, 20, 0.0f, result, rscratch, &err) == VIT_OK);
+    vit_attention_mean_row(result, 1, 20, 4, 0, 4, map);
+    got = npy_floats(npy, 16);
+    cr_expect(max_abs_diff(got, map, 16) == 0.0f, "rollout: not the mean of the patch rows");
+    free(got);
+    snprintf(args, sizeof args, "attention -q -m " FAMILY "reg4_gap %s -o %s --npy %s --grid", img, out, npy);
+    cr_assert_eq(run(args)->status, 0);
+    got = npy_floats(npy, 2 * 16); /* heads x 4 x 4 */
+    vit_attention_mean_row(attn[1], 2, 20, 4, 1, 4, map);
+    cr_expect(max_abs_diff(got + 16, map, 16) == 0.0f, "--grid: head 1 is not its patch queries' mean row");
+    free(got);
+
+    snprintf(args, sizeof args, "features -q -m " FAMILY "reg4_gap %s -o %s --tokens patch", img, npy);
+    cr_assert_eq(run(args)->status, 0);
+    got = npy_floats(npy, 16 * 32);
+    cr_expect(max_abs_diff(got, tokens + 4 * 32, 16 * 32) <= 1e-6f, "--tokens patch: not tokens 4..19");
+    free(got);
+    snprintf(args, sizeof args, "features -q -m " FAMILY "reg4_gap %s -o %s --tokens reg", img, npy);
+    cr_assert_eq(run(args)->status, 0);
+    got = npy_floats(npy, 4 * 32);
+    cr_expect(max_abs_diff(got, tokens, 4 * 32) <= 1e-6f, "--tokens reg: not tokens 0..3");
+    free(got);
+    snprintf(args, sizeof args, "features -q -m " FAMILY "reg4_gap %s -o %s --tokens all", img, npy);
+    cr_assert_eq(run(args)->status, 0);
+    free(npy_floats(npy, 20 * 32));
+    snprintf(args, sizeof args, "features -q -m " FAMILY "reg4_gap %s -o %s --pool mean", img, npy);
+    cr_assert_eq(run(args)->status, 0);
+    cr_assert(vit_pool_tokens(model, tokens, 20, VIT_POOL_MEAN, 0, pooled, scratch, &err) == VIT_OK);
+    got = npy_floats(npy, 32);
+    cr_expect(max_abs_diff(got, pooled, 32) <= 1e-6f, "--pool mean");
+    free(got);
+    snprintf(args, sizeof args, "features -q -m " FAMILY "reg4_gap %s -o %s --pool model", img, npy);
+    cr_assert_eq(run(args)->status, 0);
+    got = npy_floats(npy, 32);
+    cr_expect(max_abs_diff(got, pooled, 32) <= 1e-6f, "--pool model of an avg-pool model is its mean");
+    free(got);
+    static const char *const refused[] = {"--tokens cls", "--pool cls"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, "features -q -m " FAMILY "reg4_gap %s -o %s %s", img, npy, refused[k]);
+        r = run(args);
+        cr_expect_eq(r->status, 1, "%s accepted", refused[k]);
+        cr_expect(strstr(r->err, "has no class token") && strchr(r->err, '\n') == r->err + strlen(r->err) - 1,
+                  "%s: %s", refused[k], r->err);
+    }
+    snprintf(args, sizeof args, "segment -q -m " FAMILY "reg4_gap %s -o %s --npy %s", img, out, npy);
+    cr_assert_eq(run(args)->status, 0, "%s", run(args)->err);
+    free(npy_floats(npy, 16)); /* int32: 16 patch labels, no register */
+    snprintf(args, sizeof args, "patches -q -m " FAMILY "reg4_gap %s -o %s --npy %s", img, out, npy);
+    cr_assert_eq(run(args)->status, 0);
+    cr_assert(vit_patch_logits(model, tokens, 20, logits, &err) == VIT_OK, "%s", err.message);
+    got = npy_floats(npy, 16 * 6);
+    cr_expect(max_abs_diff(got, logits, 16 * 6) == 0.0f, "patches");
+    free(got);
+    vit_model_free(model);
+
+    /* reg4_token: cls, reg0..reg3, 16 patches; the map is the class row from column 5. */
+    model = family_run("reg4_token", 0, img, tokens, attn);
+    snprintf(args, sizeof args, "attention -q -m " FAMILY "reg4_token %s -o %s --npy %s", img, out, npy);
+    cr_assert_eq(run(args)->status, 0);
+    got = npy_floats(npy, 16);
+    for (int j = 0; j < 16; j++)
+        map[j] = (attn[1][5 + j] + attn[1][21 * 21 + 5 + j]) / 2.0f;
+    cr_expect(max_abs_diff(got, map, 16) <= 1e-6f, "attention: not the class row over columns 5..20");
+    free(got);
+    snprintf(args, sizeof args, "features -q -m " FAMILY "reg4_token %s -o %s --tokens reg", img, npy);
+    cr_assert_eq(run(args)->status, 0);
+    got = npy_floats(npy, 4 * 32);
+    cr_expect(max_abs_diff(got, tokens + 32, 4 * 32) <= 1e-6f, "--tokens reg: not tokens 1..4");
+    free(got);
+    snprintf(args, sizeof args, "features -q -m " FAMILY "reg4_token %s -o %s --tokens cls", img, npy);
+    cr_assert_eq(run(args)->status, 0);
+    got = npy_floats(npy, 32);
+    cr_expect(max_abs_diff(got, tokens, 32) <= 1e-6f, "--tokens cls: not token 0");
+    free(got);
+    vit_model_free(model);
+
+    /* DINOv2 with registers at --size 16: patches read [class, patch], the
+     * model's pool is 2 x hidden. */
+    model = family_run("dinov2_reg_hf", 16, img, tokens, NULL);
+    snprintf(args, sizeof args, "patches -q -m " FAMILY "dinov2_reg_hf --size 16 %s -o %s --npy %s", img, out, npy);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_assert(vit_patch_logits(model, tokens, 21, logits, &err) == VIT_OK, "%s", err.message);
+    got = npy_floats(npy, 16 * 4);
+    cr_expect(max_abs_diff(got, logits, 16 * 4) == 0.0f, "dinov2 patches");
+    free(got);
+    snprintf(args, sizeof args, "features -q -m " FAMILY "dinov2_reg_hf --size 16 %s -o %s --pool model", img, npy);
+    cr_assert_eq(run(args)->status, 0);
+    cr_assert(vit_pool_tokens(model, tokens, 21, VIT_POOL_MODEL, 0, pooled, scratch, &err) == VIT_OK);
+    got = npy_floats(npy, 64);
+    cr_expect(max_abs_diff(got, pooled, 64) <= 1e-6f, "dinov2 --pool model");
+    free(got);
+    vit_model_free(model);
+    snprintf(args, sizeof args, "features -q -m " FAMILY "gap_implicit %s -o %s --tokens reg", img, npy);
+    r = run(args);
+    cr_expect(r->status == 1 && strstr(r->err, "no register tokens"), "%s", r->err);
+    free(attn[0]);
+    free(attn[1]);
+}
