@@ -241,7 +241,8 @@ vit_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, v
  * n token rows taken after the last encoder block (n x hidden floats): n x
  * num_classes logits into out (the mean of both heads for distilled DeiT).
  * This is the classifier run on every patch token. VIT_E_ARG for a model
- * without head; VIT_E_UNSUPPORTED for a head on [class ‖ mean] (DINOv2). */
+ * without head; VIT_E_UNSUPPORTED for a head on [class ‖ mean] (DINOv2:
+ * vit_patch_logits gives it the class token). */
 vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, float *out,
                             vit_error *err);
 
