@@ -493,7 +493,7 @@ vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int cop
                              weights_path(src->file), why);
     if (a->hidden_size != b->hidden_size || a->num_layers != b->num_layers ||
         a->mlp_size != b->mlp_size || a->patch_size != b->patch_size ||
-        a->image_size != b->image_size || a->num_heads != b->num_heads ||
+        a->num_heads != b->num_heads ||
         !(a->num_channels == b->num_channels || (a->num_channels == 1 && b->num_channels == 3)))
         return vit_error_set(err, VIT_E_SHAPE,
                              "the pretrained model (hidden %d, %d layers, %d heads, MLP %d, patch "
@@ -522,8 +522,9 @@ vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int cop
             }
     }
     /* Position rows: the prefix tokens' as they are, the patch grid
-     * resampled (as the loader's library does) when the checkpoint's is
-     * another (DINOv2 keeps its pre-training grid). */
+     * resampled (as the checkpoint's library does) when the checkpoint's is
+     * another: training at another image size, or DINOv2, which keeps its
+     * pre-training grid. */
     const size_t pos_prefix = (size_t)m->pos_prefix;
     memcpy(p + m->pos, src->pos_embed, pos_prefix * D * sizeof(float));
     if (b->pos_embed_grid == m->grid) {
