@@ -321,16 +321,36 @@ static int adopt_init(const vit_model *init, int resumed, int mnist, const char 
                     config->image_size, config->image_size);
             return -1;
         }
-        return 0;
+        /* the switches, which the state's config may not spell out */
+    } else {
+        config->hidden_size = ic->hidden_size;
+        config->num_layers = ic->num_layers;
+        config->num_heads = ic->num_heads;
+        config->mlp_size = ic->mlp_size;
+        config->patch_size = ic->patch_size;
+        config->image_size = ic->image_size;
+        config->layer_norm_eps = ic->layer_norm_eps;
+        if (!mnist) config->num_channels = ic->num_channels;
     }
-    config->hidden_size = ic->hidden_size;
-    config->num_layers = ic->num_layers;
-    config->num_heads = ic->num_heads;
-    config->mlp_size = ic->mlp_size;
-    config->patch_size = ic->patch_size;
-    config->image_size = ic->image_size;
-    config->layer_norm_eps = ic->layer_norm_eps;
-    if (!mnist) config->num_channels = ic->num_channels;
+    /* Every switch of the --init model (vit.h): trained as it runs. A
+     * Hugging Face DINOv2 backbone gets that library's classifier, on
+     * [class token ‖ mean of the patches]. */
+    config->num_prefix_tokens = ic->num_prefix_tokens;
+    config->no_class_token = ic->no_class_token;
+    config->distilled = ic->distilled;
+    config->num_reg_tokens = ic->num_reg_tokens;
+    config->pos_embed_prefix = ic->pos_embed_prefix;
+    config->no_embed_class = ic->no_embed_class;
+    config->global_pool = vit_model_layout(init) == WEIGHTS_LAYOUT_HF_DINOV2
+                              ? VIT_GLOBAL_POOL_TOKEN_AVG
+                              : ic->global_pool;
+    config->no_final_norm = ic->no_final_norm;
+    config->fc_norm = ic->fc_norm;
+    config->pre_norm = ic->pre_norm;
+    config->act = ic->act;
+    config->no_qkv_bias = ic->no_qkv_bias;
+    config->qk_norm = ic->qk_norm;
+    config->layer_scale = ic->layer_scale;
     return 0;
 }
 

@@ -275,19 +275,55 @@ Test(family, int8_and_bf16_copies_keep_the_switches) {
     }
 }
 
-/* Training does not implement the switches yet: it refuses such a model in
- * one line naming them, rather than train something else. */
-Test(family, training_refuses_the_switches_it_lacks) {
+/* Training runs every switch: a training model made from a family
+ * checkpoint's config, its weights copied (DINOv2's position grid resampled
+ * to the run size as HF does), gives PyTorch's logits; one that differs in
+ * a switch is refused naming it. */
+static void check_training_forward(const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, FAMILY "%s", name);
     vit_model *model;
     vit_error err;
-    cr_assert(vit_model_load(FAMILY "reg4_gap", NULL, &model, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    snprintf(path, sizeof path, FAMILY "%s/expected.safetensors", name);
+    weights_file *expected;
+    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    const weights_tensor *in = weights_find(expected, "input");
+    const int batch = (int)in->shape[0];
+    /* At the size the fixture runs (DINOv2: its recipe's, not the grid's). */
+    vit_config run = *vit_model_config(model);
+    const vit_config *c = &run;
+    run.image_size = (int)in->shape[2];
     vit_train_model *train = NULL;
-    cr_expect(vit_train_create(vit_model_config(model), 2, &train, &err) != VIT_OK);
-    cr_expect(strstr(err.message, "training does not support") && strstr(err.message, "register"),
-              "%s", err.message);
-    cr_expect(!strchr(err.message, '\n'), "%s", err.message);
+    cr_assert(vit_train_create(c, batch, &train, &err) == VIT_OK, "%s: %s", name, err.message);
+    cr_assert(vit_train_copy_from(train, model, 1, &err) == VIT_OK, "%s: %s", name, err.message);
+    float *input = tensor_f32(expected, "input", NULL), *want = tensor_f32(expected, "logits", NULL);
+    float *got = malloc(sizeof(float) * batch * c->num_classes);
+    cr_assert(vit_train_forward(train, input, batch, got, NULL, &err) == VIT_OK, "%s", err.message);
+    for (int i = 0; i < batch * c->num_classes; i++)
+        cr_expect(fabsf(got[i] - want[i]) <= TOLERANCE * (1.0f + fabsf(want[i])),
+                  "%s: training logit %d is %g, PyTorch %g", name, i, (double)got[i], (double)want[i]);
+    /* The same backbone without LayerScale is not this model. */
+    vit_config other = *c;
+    other.layer_scale = !other.layer_scale;
+    vit_train_model *wrong;
+    cr_assert(vit_train_create(&other, batch, &wrong, &err) == VIT_OK, "%s", err.message);
+    cr_expect(vit_train_copy_from(wrong, model, 1, &err) != VIT_OK, "%s", name);
+    cr_expect(strstr(err.message, "LayerScale") && !strchr(err.message, '\n'), "%s", err.message);
+    vit_train_free(wrong);
+    free(input);
+    free(want);
+    free(got);
     vit_train_free(train);
+    weights_close(expected);
     vit_model_free(model);
+}
+
+Test(family, training_forward_matches_pytorch_for_every_switch) {
+    static const char *const CASES[] = {"deit3", "clip_ft", "clip_implicit", "reg4_gap",
+                                        "reg4_token", "reg2_embed_class", "gap_implicit",
+                                        "qknorm_nobias", "dinov2_hf", "dinov2_reg_hf"};
+    for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) check_training_forward(CASES[i]);
 }
 
 /* The config vit train / quantize metadata use (vit_config_to_hf_json)

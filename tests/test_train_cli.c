@@ -166,3 +166,38 @@ Test(train_cli, shift_augmentation_is_seeded_and_optional) {
     cr_expect_eq(r->status, 1);
     cr_expect(strstr(r->err, "--shift"), "%s", r->err);
 }
+
+/* --init with the ViT family's switches (issue 18): a linear probe on a
+ * model without a class token (registers, average pooling, fc_norm,
+ * LayerScale), and fine-tuning Hugging Face DINOv2 with registers; the
+ * results keep their switches (vit info), classify, and resume. */
+Test(train_cli, init_family_models_probe_fine_tune_and_resume) {
+    make_folder();
+    char args[2048];
+    snprintf(args, sizeof args, "train --data %s/data -o %s/gap.safetensors --init "
+             VITC_SOURCE_DIR "/tests/fixtures/family/reg4_gap --freeze-backbone --epochs 2 -b 4 -t 1",
+             dir, dir);
+    run_result *r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->err, "features of 8 images"), "%s", r->err);
+    snprintf(args, sizeof args, "info -m %s/gap.safetensors", dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "4 register tokens") && strstr(r->out, "no class token") &&
+                  strstr(r->out, "LayerScale") && strstr(r->out, "average pooling") &&
+                  strstr(r->out, "fc_norm"), "%s", r->out);
+
+    snprintf(args, sizeof args, "train --data %s/data -o %s/dino.safetensors --init "
+             VITC_SOURCE_DIR "/tests/fixtures/family/dinov2_reg_hf --epochs 1 -b 4 -t 1", dir, dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    snprintf(args, sizeof args, "classify -m %s/dino.safetensors -k 1 %s/data/apple/a1.png", dir, dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "apple") || strstr(r->out, "bear"), "%s", r->out);
+    snprintf(args, sizeof args, "train --data %s/data -o %s/dino.safetensors --epochs 2 -b 4 -t 1 "
+             "--resume %s/dino.safetensors", dir, dir, dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->err, "after epoch 1") && strstr(r->err, "epoch 2/2: loss"), "%s", r->err);
+}

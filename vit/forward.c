@@ -323,7 +323,7 @@ static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threa
         linear_forward(ctx, job, qkv, NULL, normed, blk->qkv_w, blk->qkv_q, blk->qkv_b, rows, D,
                        3 * D, 0, th);
         if (blk->q_norm_w)
-            qk_norm_forward(qkv, rows, D, c->num_heads, blk->q_norm_w, blk->q_norm_b,
+            qk_norm_forward(qkv, NULL, NULL, rows, D, c->num_heads, blk->q_norm_w, blk->q_norm_b,
                             blk->k_norm_w, blk->k_norm_b, eps, th);
         if (lead) capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_KEYS, l), 1);
         mark(clock, VIT_STAGE_QKV);

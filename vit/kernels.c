@@ -285,8 +285,9 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      int in_dim, int out_dim) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, rows, 1.0f, dout,
                 out_dim, inp, in_dim, 0.0f, dweight, in_dim);
-    cblas_sgemv(CblasRowMajor, CblasTrans, rows, out_dim, 1.0f, dout, out_dim, ones, 1, 0.0f,
-                dbias, 1);
+    if (dbias)
+        cblas_sgemv(CblasRowMajor, CblasTrans, rows, out_dim, 1.0f, dout, out_dim, ones, 1, 0.0f,
+                    dbias, 1);
     if (dinp)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in_dim, out_dim, 1.0f, dout,
                     out_dim, weight, in_dim, 0.0f, dinp, in_dim);
@@ -326,6 +327,15 @@ void quick_gelu_forward(float *out, const float *inp, size_t n, kernels_threads 
         });
 }
 
+void quick_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
+                         kernels_threads th) {
+    PARALLEL_FOR(
+        for (size_t i = 0; i < n; i++) {
+            const float x = inp[i], s = 1.0f / (1.0f + expf(-1.702f * x));
+            dinp[i] = dout[i] * (s + 1.702f * x * s * (1.0f - s));
+        });
+}
+
 void layer_scale_add_forward(float *x, const float *branch, const float *gamma, int rows, int dim,
                              kernels_threads th) {
     PARALLEL_FOR(
@@ -336,17 +346,91 @@ void layer_scale_add_forward(float *x, const float *branch, const float *gamma, 
         });
 }
 
-void qk_norm_forward(float *qkv, int rows, int D, int heads, const float *qw, const float *qb,
-                     const float *kw, const float *kb, float eps, kernels_threads th) {
+void layer_scale_add_backward(float *dbranch, float *dgamma, const float *dout,
+                              const float *branch, const float *gamma, int rows, int dim,
+                              float *scratch, const float *ones, kernels_threads th) {
+    PARALLEL_FOR(
+        for (int r = 0; r < rows; r++) {
+            const float *g = dout + (size_t)r * dim, *br = branch + (size_t)r * dim;
+            float *db = dbranch + (size_t)r * dim, *prod = scratch + (size_t)r * dim;
+            for (int d = 0; d < dim; d++) {
+                prod[d] = g[d] * br[d];
+                db[d] = g[d] * gamma[d];
+            }
+        });
+    cblas_sgemv(CblasRowMajor, CblasTrans, rows, dim, 1.0f, scratch, dim, ones, 1, 0.0f, dgamma,
+                1);
+}
+
+void qk_norm_forward(float *qkv, float *mean, float *rstd, int rows, int D, int heads,
+                     const float *qw, const float *qb, const float *kw, const float *kb, float eps,
+                     kernels_threads th) {
     const int dh = D / heads;
     PARALLEL_FOR(
         for (int r = 0; r < rows; r++) {
             float *q = qkv + (size_t)r * 3 * D, *k = q + D;
+            const size_t sq = (size_t)r * 2 * heads, sk = sq + heads;
             for (int h = 0; h < heads; h++) {
-                layernorm_forward_row(q + h * dh, NULL, NULL, q + h * dh, qw, qb, dh, eps);
-                layernorm_forward_row(k + h * dh, NULL, NULL, k + h * dh, kw, kb, dh, eps);
+                layernorm_forward_row(q + h * dh, mean ? mean + sq + h : NULL,
+                                      rstd ? rstd + sq + h : NULL, q + h * dh, qw, qb, dh, eps);
+                layernorm_forward_row(k + h * dh, mean ? mean + sk + h : NULL,
+                                      rstd ? rstd + sk + h : NULL, k + h * dh, kw, kb, dh, eps);
             }
         });
+}
+
+/* One of Q (part 0) or K (part 1) of qk_norm_backward. */
+static void qk_norm_backward_part(float *dqkv, float *dweight, float *dbias, const float *inp,
+                                  const float *weight, const float *mean, const float *rstd,
+                                  int rows, int D, int heads, int part, float *scratch,
+                                  float *sums, const float *ones, kernels_threads th) {
+    const int dh = D / heads;
+    /* Bias: column sums of the incoming gradient, before it is replaced. */
+    cblas_sgemv(CblasRowMajor, CblasTrans, rows, D, 1.0f, dqkv + (size_t)part * D, 3 * D, ones, 1,
+                0.0f, sums, 1);
+    for (int i = 0; i < dh; i++) {
+        float total = 0.0f;
+        for (int h = 0; h < heads; h++) total += sums[h * dh + i];
+        dbias[i] = total;
+    }
+    PARALLEL_FOR(
+        for (int r = 0; r < rows; r++) {
+            for (int h = 0; h < heads; h++) {
+                const float *x = inp + (size_t)r * 2 * D + (size_t)part * D + h * dh;
+                float *g = dqkv + (size_t)r * 3 * D + (size_t)part * D + h * dh;
+                float *prod = scratch + (size_t)r * D + h * dh;
+                const size_t stat = ((size_t)r * 2 + part) * heads + h;
+                const float m = mean[stat], s = rstd[stat];
+                float sum_g = 0.0f, sum_gx = 0.0f;
+                for (int i = 0; i < dh; i++) {
+                    const float xhat = (x[i] - m) * s, gw = g[i] * weight[i];
+                    prod[i] = g[i] * xhat;
+                    sum_g += gw;
+                    sum_gx += gw * xhat;
+                }
+                const float mg = sum_g / (float)dh, mgx = sum_gx / (float)dh;
+                for (int i = 0; i < dh; i++) {
+                    const float xhat = (x[i] - m) * s;
+                    g[i] = s * (g[i] * weight[i] - mg - xhat * mgx);
+                }
+            }
+        });
+    cblas_sgemv(CblasRowMajor, CblasTrans, rows, D, 1.0f, scratch, D, ones, 1, 0.0f, sums, 1);
+    for (int i = 0; i < dh; i++) {
+        float total = 0.0f;
+        for (int h = 0; h < heads; h++) total += sums[h * dh + i];
+        dweight[i] = total;
+    }
+}
+
+void qk_norm_backward(float *dqkv, float *dqw, float *dqb, float *dkw, float *dkb,
+                      const float *inp, const float *qw, const float *kw, const float *mean,
+                      const float *rstd, int rows, int D, int heads, float *scratch, float *sums,
+                      const float *ones, kernels_threads th) {
+    qk_norm_backward_part(dqkv, dqw, dqb, inp, qw, mean, rstd, rows, D, heads, 0, scratch, sums,
+                          ones, th);
+    qk_norm_backward_part(dqkv, dkw, dkb, inp, kw, mean, rstd, rows, D, heads, 1, scratch, sums,
+                          ones, th);
 }
 
 /* ------------------------------------------------------------- attention */

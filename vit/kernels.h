@@ -7,6 +7,9 @@
  *   residual_matmul_forward                  out = residual + inp · Wᵀ + bias (the residual add)
  *   attention_forward / attention_backward   multi-head softmax(Q Kᵀ / √dh) V over fused qkv
  *   gelu_forward      / gelu_backward        exact (erf) GELU
+ *   quick_gelu_forward / quick_gelu_backward x * sigmoid(1.702 x)
+ *   layer_scale_add_forward / _backward      x += gamma * branch (LayerScale)
+ *   qk_norm_forward   / qk_norm_backward     LayerNorm over each head of Q and K
  *   softmax_forward                          one row, in place
  * with the same argument names in both directions: out/dout, inp/dinp,
  * weight/dweight, bias/dbias. Rows are [rows, dim] row-major floats.
@@ -132,8 +135,8 @@ void residual_matmul_forward(float *out, const float *residual, const float *inp
                              int out_dim, kernels_threads th);
 
 /* Given dout [rows, out_dim]: dweight = doutᵀ · inp, dbias = column sums of
- * dout (GEMV with ones [rows]), dinp = dout · weight (skipped when dinp is
- * NULL). OpenBLAS-threaded GEMMs only (training). */
+ * dout (GEMV with ones [rows]; skipped when dbias is NULL, a layer without
+ * bias), dinp = dout · weight (skipped when dinp is NULL). OpenBLAS-threaded GEMMs only (training). */
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, const float *ones, int rows,
                      int in_dim, int out_dim);
@@ -152,14 +155,41 @@ void softmax_forward(float *values, int n);
 /* QuickGELU, x * sigmoid(1.702 x) (OpenAI CLIP), n floats; in place allowed. */
 void quick_gelu_forward(float *out, const float *inp, size_t n, kernels_threads th);
 
+/* dinp = dout · QuickGELU'(inp) = dout · (s + 1.702 inp s (1 - s)),
+ * s = sigmoid(1.702 inp); dinp may be dout. */
+void quick_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
+                         kernels_threads th);
+
 /* x += gamma * branch over rows of dim (LayerScale on a residual branch). */
 void layer_scale_add_forward(float *x, const float *branch, const float *gamma, int rows, int dim,
                              kernels_threads th);
 
+/* Its backward from dout = d(x after the add) [rows, dim]: dbranch = dout ·
+ * gamma, dgamma = column sums of dout · branch (GEMV over scratch [rows,
+ * dim] and ones [rows], a fixed order). The residual's gradient is dout
+ * itself. */
+void layer_scale_add_backward(float *dbranch, float *dgamma, const float *dout,
+                              const float *branch, const float *gamma, int rows, int dim,
+                              float *scratch, const float *ones, kernels_threads th);
+
 /* qk-norm: LayerNorm over each head's dh = D / heads values of Q (weight
- * qw, bias qb) and of K (kw, kb), in place in fused qkv rows [rows, 3D]. */
-void qk_norm_forward(float *qkv, int rows, int D, int heads, const float *qw, const float *qb,
-                     const float *kw, const float *kb, float eps, kernels_threads th);
+ * qw, bias qb) and of K (kw, kb), in place in fused qkv rows [rows, 3D].
+ * mean and rstd, when not NULL, receive [rows, 2 (q, k), heads] statistics
+ * for the backward pass. */
+void qk_norm_forward(float *qkv, float *mean, float *rstd, int rows, int D, int heads,
+                     const float *qw, const float *qb, const float *kw, const float *kb, float eps,
+                     kernels_threads th);
+
+/* Its backward, in place on dqkv [rows, 3D]: the Q and K parts hold the
+ * gradient of the normed values and receive that of the raw ones (V is
+ * left alone). inp: the raw Q and K, rows 2D floats apart ([q ‖ k], as
+ * they were before qk_norm_forward). dqw, dqb, dkw, dkb [dh]: column sums
+ * over rows and heads (GEMV over scratch [rows, D] and ones [rows], then
+ * the heads in order; sums [D] more scratch). */
+void qk_norm_backward(float *dqkv, float *dqw, float *dqb, float *dkw, float *dkb,
+                      const float *inp, const float *qw, const float *kw, const float *mean,
+                      const float *rstd, int rows, int D, int heads, float *scratch, float *sums,
+                      const float *ones, kernels_threads th);
 
 /* Multi-head self-attention of batch images of T tokens: qkv [batch*T, 3D]
  * (q; k; v, heads contiguous inside each) into out [batch*T, D]. A task is

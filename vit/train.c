@@ -63,44 +63,70 @@ double vit_train_rng_normal(vit_train_rng *rng) {
 
 /* ------------------------------------------------------------- the model */
 
-/* Offsets (in floats) of one block's tensors in the flat buffers. */
+/* The offset of a tensor the configuration does not have. */
+#define NONE ((size_t)-1)
+
+/* Offsets (in floats) of one block's tensors in the flat buffers; NONE for
+ * a switch's tensor the model lacks (qkv bias, LayerScale, qk-norm). */
 typedef struct block_offsets {
     size_t ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_w, ln2_b, fc1_w, fc1_b, fc2_w, fc2_b;
+    size_t ls1, ls2, q_norm_w, q_norm_b, k_norm_w, k_norm_b;
 } block_offsets;
 
 struct vit_train_model {
     vit_config config;
     int max_batch, grid, num_patches, num_tokens, patch_dim;
+    /* Tokens: [class (has_cls)] [registers (num_reg)] [patches]; prefix =
+     * has_cls + num_reg. The first pos_prefix tokens and the patches have
+     * position rows (pos_rows of them). pooled_size: what the head reads. */
+    int has_cls, num_reg, prefix, pos_prefix, pos_rows, pooled_size;
     vit_train_tensor *tensors;
     size_t num_tensors, num_params;
     float *params, *grads;
-    size_t patch_w, patch_b, cls, pos, norm_w, norm_b, head_w, head_b;
+    size_t patch_w, patch_b, cls, reg, pos, norm_pre_w, norm_pre_b, norm_w, norm_b;
+    size_t fc_norm_w, fc_norm_b, head_w, head_b;
     block_offsets *blocks;
 
     /* Activations, per layer l where indexed [l]: */
     float *cols;      /* [B*Np, K] im2col of the images */
+    float *emb, *pre_stats; /* pre_norm: [BTD] embedding before norm_pre, [2 * BT] its stats */
     float *x;         /* [(L+1) * B*T*D] block inputs; x[L] is the last output */
     float *xmid;      /* [L * BTD] after the attention residual */
     float *ln1, *ln2; /* [L * BTD] LayerNorm outputs */
     float *stats1, *stats2; /* [L * 2 * BT]: per layer the BT means, then the BT 1/stds */
-    float *qkv;       /* [L * BT*3D] */
+    float *qkv;       /* [L * BT*3D] (Q and K after qk-norm) */
+    float *qk_raw, *qk_stats; /* qk-norm: [L * BT*2D] Q and K before it, [L * 2 * BT*2H] stats */
+    float *br1, *br2; /* LayerScale: [L * BTD] the branches (proj, fc2 outputs) before gamma */
     float *probs;     /* [L * B*H*T*T] attention probabilities */
     float *attn;      /* [L * BTD] attention output before projection */
-    float *hid;       /* [L * BTM] fc1 output (before GELU) */
-    float *act;       /* [L * BTM] GELU output */
-    float *pooled, *pool_stats; /* [B, D], [2, B] final norm of the class token (means, 1/stds) */
+    float *hid;       /* [L * BTM] fc1 output (before the activation) */
+    float *act;       /* [L * BTM] activation output */
+    float *fin, *fin_stats; /* final norm: [BTD] normed tokens (token pooling: the n class
+                               tokens, contiguous), [2 * BT] stats */
+    float *pool_in;   /* fc_norm: [B, D] pooled before it */
+    float *pooled, *pool_stats; /* [B, pooled_size] what the head reads, [2, B] fc_norm stats */
     float *logits;    /* [B, C] */
 
     /* Backward scratch. */
     float *dx, *dtmp; /* [BTD] */
+    float *dbranch;   /* [BTD] LayerScale: d(branch) */
     float *dqkv;      /* [BT*3D] */
     float *dhid;      /* [BTM] */
     float *dscores;   /* [threads, T*T] */
-    float *dlogits, *dpooled; /* [B, C], [B, D] */
-    float *prod;      /* [BTD] dy * xhat for LayerNorm weight gradients */
+    float *dlogits, *dpooled, *dpool_in; /* [B, C], [B, pooled_size], [B, D] */
+    float *prod;      /* [BT * max(D, C)] dy * xhat for LayerNorm weight gradients */
+    float *sums;      /* [D] qk-norm column sums */
     float *ones;      /* [max(BT, B*Np)] for column sums by GEMV */
     kernels_threads threads;
 };
+
+/* A parameter's values or gradient, NULL when the model lacks it. */
+static const float *param(const vit_train_model *m, size_t offset) {
+    return offset == NONE ? NULL : m->params + offset;
+}
+static float *grad(const vit_train_model *m, size_t offset) {
+    return offset == NONE ? NULL : m->grads + offset;
+}
 
 /* Appends a tensor to the table; returns its offset. */
 static size_t add_tensor(vit_train_model *m, const char *name, int ndim, const int64_t *shape,
@@ -122,16 +148,28 @@ static size_t add_tensor(vit_train_model *m, const char *name, int ndim, const i
 
 #define SHAPE(...) (const int64_t[]){__VA_ARGS__}
 
+/* The tensors of the configuration, in timm's names and order (a switch's
+ * tensors only when the model has it). */
 static void lay_out_tensors(vit_train_model *m) {
     const vit_config *c = &m->config;
     const int64_t D = c->hidden_size, M = c->mlp_size, C = c->num_classes, P = c->patch_size;
+    const int64_t dh = D / c->num_heads;
     char name[48];
+    m->patch_b = m->cls = m->reg = m->norm_pre_w = m->norm_pre_b = NONE;
+    m->norm_w = m->norm_b = m->fc_norm_w = m->fc_norm_b = NONE;
     m->patch_w = add_tensor(m, "patch_embed.proj.weight", 4, SHAPE(D, c->num_channels, P, P), 1);
-    m->patch_b = add_tensor(m, "patch_embed.proj.bias", 1, SHAPE(D), 0);
-    m->cls = add_tensor(m, "cls_token", 3, SHAPE(1, 1, D), 0);
-    m->pos = add_tensor(m, "pos_embed", 3, SHAPE(1, m->num_tokens, D), 0);
+    /* timm: the patch embedding has a bias unless pre_norm (CLIP) */
+    if (!c->pre_norm) m->patch_b = add_tensor(m, "patch_embed.proj.bias", 1, SHAPE(D), 0);
+    if (m->has_cls) m->cls = add_tensor(m, "cls_token", 3, SHAPE(1, 1, D), 0);
+    if (m->num_reg) m->reg = add_tensor(m, "reg_token", 3, SHAPE(1, m->num_reg, D), 0);
+    m->pos = add_tensor(m, "pos_embed", 3, SHAPE(1, m->pos_rows, D), 0);
+    if (c->pre_norm) {
+        m->norm_pre_w = add_tensor(m, "norm_pre.weight", 1, SHAPE(D), 0);
+        m->norm_pre_b = add_tensor(m, "norm_pre.bias", 1, SHAPE(D), 0);
+    }
     for (int l = 0; l < c->num_layers; l++) {
         block_offsets *b = &m->blocks[l];
+        b->qkv_b = b->ls1 = b->ls2 = b->q_norm_w = b->q_norm_b = b->k_norm_w = b->k_norm_b = NONE;
 #define BLOCK_TENSOR(field, suffix, decay, ...)                           \
     snprintf(name, sizeof name, "blocks.%d." suffix, l);                  \
     b->field = add_tensor(m, name, (int)(sizeof(SHAPE(__VA_ARGS__)) / sizeof(int64_t)), \
@@ -139,42 +177,84 @@ static void lay_out_tensors(vit_train_model *m) {
         BLOCK_TENSOR(ln1_w, "norm1.weight", 0, D);
         BLOCK_TENSOR(ln1_b, "norm1.bias", 0, D);
         BLOCK_TENSOR(qkv_w, "attn.qkv.weight", 1, 3 * D, D);
-        BLOCK_TENSOR(qkv_b, "attn.qkv.bias", 0, 3 * D);
+        if (!c->no_qkv_bias) {
+            BLOCK_TENSOR(qkv_b, "attn.qkv.bias", 0, 3 * D);
+        }
+        if (c->qk_norm) {
+            BLOCK_TENSOR(q_norm_w, "attn.q_norm.weight", 0, dh);
+            BLOCK_TENSOR(q_norm_b, "attn.q_norm.bias", 0, dh);
+            BLOCK_TENSOR(k_norm_w, "attn.k_norm.weight", 0, dh);
+            BLOCK_TENSOR(k_norm_b, "attn.k_norm.bias", 0, dh);
+        }
         BLOCK_TENSOR(proj_w, "attn.proj.weight", 1, D, D);
         BLOCK_TENSOR(proj_b, "attn.proj.bias", 0, D);
+        if (c->layer_scale) {
+            BLOCK_TENSOR(ls1, "ls1.gamma", 0, D);
+        }
         BLOCK_TENSOR(ln2_w, "norm2.weight", 0, D);
         BLOCK_TENSOR(ln2_b, "norm2.bias", 0, D);
         BLOCK_TENSOR(fc1_w, "mlp.fc1.weight", 1, M, D);
         BLOCK_TENSOR(fc1_b, "mlp.fc1.bias", 0, M);
         BLOCK_TENSOR(fc2_w, "mlp.fc2.weight", 1, D, M);
         BLOCK_TENSOR(fc2_b, "mlp.fc2.bias", 0, D);
+        if (c->layer_scale) {
+            BLOCK_TENSOR(ls2, "ls2.gamma", 0, D);
+        }
 #undef BLOCK_TENSOR
     }
-    m->norm_w = add_tensor(m, "norm.weight", 1, SHAPE(D), 0);
-    m->norm_b = add_tensor(m, "norm.bias", 1, SHAPE(D), 0);
-    m->head_w = add_tensor(m, "head.weight", 2, SHAPE(C, D), 1);
+    if (!c->no_final_norm) {
+        m->norm_w = add_tensor(m, "norm.weight", 1, SHAPE(D), 0);
+        m->norm_b = add_tensor(m, "norm.bias", 1, SHAPE(D), 0);
+    }
+    if (c->fc_norm) {
+        m->fc_norm_w = add_tensor(m, "fc_norm.weight", 1, SHAPE(D), 0);
+        m->fc_norm_b = add_tensor(m, "fc_norm.bias", 1, SHAPE(D), 0);
+    }
+    m->head_w = add_tensor(m, "head.weight", 2, SHAPE(C, m->pooled_size), 1);
     m->head_b = add_tensor(m, "head.bias", 1, SHAPE(C), 0);
 }
 
-/* VIT_OK when training supports configuration c, else the first thing
- * wrong with it. */
-/* The switches of the wider ViT family (vit_config) training does not
- * implement yet: names them into why (non-zero) or returns 0. QKV without
- * bias trains (the bias starts at zero and is learned, as before). */
+/* What training cannot do with configuration c (the switches of vit.h it
+ * does: every one but the DeiT distillation token), into why (non-zero),
+ * else 0. The Hugging Face DINOv2 head on [class ‖ mean] is saved in that
+ * layout, which has no spelling for pre-norm, fc_norm or qk-norm. */
+/* The leading prefix tokens with a position row: none with no_embed_class,
+ * the class token's alone where the config says 1 with registers (DINOv2),
+ * else all (a config that states only sizes, pos_embed_prefix 0, is the
+ * original ViT's). */
+static int pos_prefix_of(const vit_config *c) {
+    const int prefix = !c->no_class_token + c->num_reg_tokens;
+    if (c->no_embed_class) return 0;
+    if (c->pos_embed_prefix == 1 && !c->no_class_token) return 1;
+    return prefix;
+}
+
 static int train_unsupported(const vit_config *c, char *why, size_t size) {
-    vit_config plain = *c;
-    plain.no_qkv_bias = 0;
-    char found[120];
-    vit_config_describe_switches(&plain, found, sizeof found);
-    if (!found[0]) return 0;
-    snprintf(why, size, "training does not support %.120s yet", found);
+    const int prefix = !c->no_class_token + c->num_reg_tokens, pos_prefix = pos_prefix_of(c);
+    if (c->distilled)
+        snprintf(why, size, "training does not support the DeiT distillation token");
+    else if (c->num_reg_tokens < 0 || c->num_reg_tokens > 64)
+        snprintf(why, size, "%d register tokens is outside 0..64", c->num_reg_tokens);
+    else if (c->no_class_token && c->global_pool != VIT_GLOBAL_POOL_AVG)
+        snprintf(why, size, "a model without a class token needs average pooling");
+    else if (c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG &&
+             (c->no_class_token || c->fc_norm || c->pre_norm || c->qk_norm ||
+              pos_prefix != 1 || c->no_final_norm || c->act != VIT_ACT_GELU))
+        snprintf(why, size, "the [class, mean of patches] head is DINOv2's, whose layout has no "
+                 "pre-norm, fc_norm, qk-norm, QuickGELU or position rows for other than the class "
+                 "token");
+    else if (c->global_pool != VIT_GLOBAL_POOL_TOKEN_AVG && pos_prefix == 1 && prefix > 1)
+        snprintf(why, size, "a position row for the class token alone (DINOv2) needs DINOv2's "
+                 "[class, mean of patches] head");
+    else
+        return 0;
     return 1;
 }
 
 static vit_status check_trainable(const vit_config *c, vit_error *err) {
     /* The first thing wrong, in words: a bare "cannot train" leaves the
      * user guessing which of nine numbers to change. */
-    char why[160] = "";
+    char why[300] = "";
     if (c->hidden_size <= 0 || c->num_heads <= 0)
         snprintf(why, sizeof why, "hidden size %d and heads %d must be positive", c->hidden_size,
                  c->num_heads);
@@ -189,10 +269,10 @@ static vit_status check_trainable(const vit_config *c, vit_error *err) {
         snprintf(why, sizeof why, "image size %d is smaller than patch size %d, so there are no "
                  "patches", c->image_size, c->patch_size);
     else if (train_unsupported(c, why, sizeof why))
-        ; /* why names the switches */
-    else if (c->num_prefix_tokens != 1)
-        snprintf(why, sizeof why, "training needs exactly one prefix (class) token, not %d",
-                 c->num_prefix_tokens);
+        ; /* why says what */
+    else if (c->num_prefix_tokens != !c->no_class_token + c->num_reg_tokens)
+        snprintf(why, sizeof why, "%d prefix tokens, not the class token%s and %d registers",
+                 c->num_prefix_tokens, c->no_class_token ? " (none)" : "", c->num_reg_tokens);
     else if (!(c->layer_norm_eps > 0))
         snprintf(why, sizeof why, "layer norm eps %g must be positive", (double)c->layer_norm_eps);
     if (!why[0]) return VIT_OK;
@@ -203,6 +283,15 @@ static vit_status check_trainable(const vit_config *c, vit_error *err) {
                          c->patch_size, c->image_size, c->num_channels, c->num_classes,
                          c->num_prefix_tokens);
 }
+
+/* Every buffer of the model, for allocation checks and freeing. */
+#define ALL_BUFFERS(m)                                                                          \
+    {(m)->params, (m)->grads, (m)->cols, (m)->emb, (m)->pre_stats, (m)->x, (m)->xmid, (m)->ln1, \
+     (m)->ln2, (m)->stats1, (m)->stats2, (m)->qkv, (m)->qk_raw, (m)->qk_stats, (m)->br1,        \
+     (m)->br2, (m)->probs, (m)->attn, (m)->hid, (m)->act, (m)->fin, (m)->fin_stats,             \
+     (m)->pool_in, (m)->pooled, (m)->pool_stats, (m)->logits, (m)->dx, (m)->dtmp, (m)->dbranch, \
+     (m)->dqkv, (m)->dhid, (m)->dscores, (m)->dlogits, (m)->dpooled, (m)->dpool_in, (m)->prod,  \
+     (m)->sums, (m)->ones}
 
 vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_model **out,
                             vit_error *err) {
@@ -221,10 +310,20 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     m->max_batch = max_batch;
     m->grid = patching_grid(c->image_size, c->patch_size);
     m->num_patches = m->grid * m->grid;
-    m->num_tokens = 1 + m->num_patches;
+    m->has_cls = !c->no_class_token;
+    m->num_reg = c->num_reg_tokens;
+    m->prefix = m->has_cls + m->num_reg;
+    m->pos_prefix = pos_prefix_of(c);
+    m->pos_rows = m->pos_prefix + m->num_patches;
+    m->pooled_size = vit_config_pooled_size(c);
+    m->num_tokens = m->prefix + m->num_patches;
+    /* The model's own position grid is the training size's. */
+    m->config.pos_embed_prefix = m->pos_prefix;
+    m->config.no_embed_class = m->prefix > 0 && m->pos_prefix == 0;
+    m->config.pos_embed_grid = m->grid;
     m->patch_dim = c->num_channels * c->patch_size * c->patch_size;
     m->threads = kernels_threading(KERNELS_TRAINING, omp_get_max_threads());
-    m->tensors = calloc((size_t)c->num_layers * 12 + 8, sizeof *m->tensors);
+    m->tensors = calloc((size_t)c->num_layers * 18 + 16, sizeof *m->tensors);
     m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks);
     if (!m->tensors || !m->blocks) {
         vit_train_free(m);
@@ -235,10 +334,15 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     const size_t B = (size_t)max_batch, T = (size_t)m->num_tokens, D = (size_t)c->hidden_size;
     const size_t M = (size_t)c->mlp_size, L = (size_t)c->num_layers, H = (size_t)c->num_heads;
     const size_t Np = (size_t)m->num_patches, K = (size_t)m->patch_dim;
-    const size_t C = (size_t)c->num_classes, BT = B * T;
+    const size_t C = (size_t)c->num_classes, BT = B * T, PS = (size_t)m->pooled_size;
+    /* A switch's buffers only when the model has it: one float otherwise
+     * (never read), so the allocation check below stays uniform. */
+    const size_t pre = c->pre_norm, qk = c->qk_norm, ls = c->layer_scale;
     m->params = kernels_alloc_floats(m->num_params);
     m->grads = kernels_alloc_floats(m->num_params);
     m->cols = kernels_alloc_floats(B * Np * K);
+    m->emb = kernels_alloc_floats(pre * BT * D);
+    m->pre_stats = kernels_alloc_floats(pre * BT * 2);
     m->x = kernels_alloc_floats((L + 1) * BT * D);
     m->xmid = kernels_alloc_floats(L * BT * D);
     m->ln1 = kernels_alloc_floats(L * BT * D);
@@ -246,26 +350,33 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     m->stats1 = kernels_alloc_floats(L * BT * 2);
     m->stats2 = kernels_alloc_floats(L * BT * 2);
     m->qkv = kernels_alloc_floats(L * BT * 3 * D);
+    m->qk_raw = kernels_alloc_floats(qk * L * BT * 2 * D);
+    m->qk_stats = kernels_alloc_floats(qk * L * 2 * BT * 2 * H);
+    m->br1 = kernels_alloc_floats(ls * L * BT * D);
+    m->br2 = kernels_alloc_floats(ls * L * BT * D);
     m->probs = kernels_alloc_floats(L * B * H * T * T);
     m->attn = kernels_alloc_floats(L * BT * D);
     m->hid = kernels_alloc_floats(L * BT * M);
     m->act = kernels_alloc_floats(L * BT * M);
-    m->pooled = kernels_alloc_floats(B * D);
+    m->fin = kernels_alloc_floats(BT * D);
+    m->fin_stats = kernels_alloc_floats(BT * 2);
+    m->pool_in = kernels_alloc_floats(B * D);
+    m->pooled = kernels_alloc_floats(B * PS);
     m->pool_stats = kernels_alloc_floats(B * 2);
     m->logits = kernels_alloc_floats(B * C);
     m->dx = kernels_alloc_floats(BT * D);
     m->dtmp = kernels_alloc_floats(BT * D);
+    m->dbranch = kernels_alloc_floats(ls * BT * D);
     m->dqkv = kernels_alloc_floats(BT * 3 * D);
     m->dhid = kernels_alloc_floats(BT * M);
     m->dscores = kernels_alloc_floats((size_t)m->threads.count * T * T);
     m->dlogits = kernels_alloc_floats(B * C);
-    m->dpooled = kernels_alloc_floats(B * D);
+    m->dpooled = kernels_alloc_floats(B * PS);
+    m->dpool_in = kernels_alloc_floats(B * D);
     m->prod = kernels_alloc_floats(BT * (D > C ? D : C));
+    m->sums = kernels_alloc_floats(D);
     m->ones = kernels_alloc_floats(BT);
-    float *const all[] = {m->params, m->grads, m->cols, m->x, m->xmid, m->ln1, m->ln2, m->stats1,
-                          m->stats2, m->qkv, m->probs, m->attn, m->hid, m->act, m->pooled,
-                          m->pool_stats, m->logits, m->dx, m->dtmp, m->dqkv, m->dhid, m->dscores,
-                          m->dlogits, m->dpooled, m->prod, m->ones};
+    float *const all[] = ALL_BUFFERS(m);
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         if (!all[i]) {
             vit_train_free(m);
@@ -280,10 +391,7 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
 
 void vit_train_free(vit_train_model *m) {
     if (!m) return;
-    float *const all[] = {m->params, m->grads, m->cols, m->x, m->xmid, m->ln1, m->ln2, m->stats1,
-                          m->stats2, m->qkv, m->probs, m->attn, m->hid, m->act, m->pooled,
-                          m->pool_stats, m->logits, m->dx, m->dtmp, m->dqkv, m->dhid, m->dscores,
-                          m->dlogits, m->dpooled, m->prod, m->ones};
+    float *const all[] = ALL_BUFFERS(m);
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
     free(m->tensors);
     free(m->blocks);
@@ -324,8 +432,11 @@ void vit_train_init(vit_train_model *m, uint64_t seed) {
         const vit_train_tensor *t = &m->tensors[i];
         float *p = m->params + t->offset;
         const size_t len = strlen(t->name);
-        if (t->decay || strcmp(t->name, "cls_token") == 0 || strcmp(t->name, "pos_embed") == 0)
+        if (t->decay || strcmp(t->name, "cls_token") == 0 || strcmp(t->name, "reg_token") == 0 ||
+            strcmp(t->name, "pos_embed") == 0)
             trunc_normal(&rng, p, t->numel, 0.02);
+        else if (len > 6 && strcmp(t->name + len - 6, ".gamma") == 0) /* LayerScale */
+            for (size_t j = 0; j < t->numel; j++) p[j] = 1e-5f; /* timm's usual init_values */
         else if (len > 7 && strcmp(t->name + len - 7, ".weight") == 0) /* LayerNorm */
             for (size_t j = 0; j < t->numel; j++) p[j] = 1.0f;
         else
@@ -349,6 +460,30 @@ static vit_status copy_linear(float *dst, const float *src, const kernels_qmatri
     return VIT_OK;
 }
 
+/* The switches of a and b that differ, named into buf (empty when none);
+ * the pooling only when the head is copied (a new head may read other
+ * features of the same backbone), a qkv bias only when b has one a lacks
+ * (a missing one is trained from zero). */
+static void switch_differences(const vit_config *a, const vit_config *b, int copy_head, char *buf,
+                               size_t size) {
+    size_t n = 0;
+    buf[0] = '\0';
+#define DIFF(cond, what) \
+    if ((cond) && n < size) n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? ", " : "", what)
+    DIFF(a->no_class_token != b->no_class_token, "class token");
+    DIFF(a->num_reg_tokens != b->num_reg_tokens, "register tokens");
+    DIFF(pos_prefix_of(a) != b->pos_embed_prefix, "position rows of the prefix tokens");
+    DIFF(copy_head && a->global_pool != b->global_pool, "pooling");
+    DIFF(a->no_final_norm != b->no_final_norm, "final norm");
+    DIFF(a->fc_norm != b->fc_norm, "fc_norm");
+    DIFF(a->pre_norm != b->pre_norm, "pre-norm");
+    DIFF(a->act != b->act, "activation");
+    DIFF(a->no_qkv_bias && !b->no_qkv_bias, "qkv bias");
+    DIFF(a->qk_norm != b->qk_norm, "qk-norm");
+    DIFF(a->layer_scale != b->layer_scale, "LayerScale");
+#undef DIFF
+}
+
 vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int copy_head,
                                vit_error *err) {
     const vit_config *a = &m->config, *b = &src->config;
@@ -358,8 +493,7 @@ vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int cop
                              weights_path(src->file), why);
     if (a->hidden_size != b->hidden_size || a->num_layers != b->num_layers ||
         a->mlp_size != b->mlp_size || a->patch_size != b->patch_size ||
-        a->image_size != b->image_size || a->num_heads != b->num_heads ||
-        b->num_prefix_tokens != 1 ||
+        a->num_heads != b->num_heads ||
         !(a->num_channels == b->num_channels || (a->num_channels == 1 && b->num_channels == 3)))
         return vit_error_set(err, VIT_E_SHAPE,
                              "the pretrained model (hidden %d, %d layers, %d heads, MLP %d, patch "
@@ -370,7 +504,12 @@ vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int cop
                              b->patch_size, b->image_size, b->num_channels, b->num_prefix_tokens,
                              a->hidden_size, a->num_layers, a->num_heads, a->mlp_size,
                              a->patch_size, a->image_size, a->num_channels);
+    switch_differences(a, b, copy_head, why, sizeof why);
+    if (why[0])
+        return vit_error_set(err, VIT_E_SHAPE, "the pretrained model differs from the one being "
+                             "trained in: %s", why);
     const size_t D = (size_t)a->hidden_size, M = (size_t)a->mlp_size, PP = (size_t)a->patch_size * a->patch_size;
+    const size_t dh = D / (size_t)a->num_heads, Np = (size_t)m->num_patches;
     float *p = m->params;
     if (a->num_channels == b->num_channels) {
         memcpy(p + m->patch_w, src->patch_w, D * m->patch_dim * sizeof(float));
@@ -382,12 +521,42 @@ vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int cop
                 p[m->patch_w + d * PP + k] = w[k] + w[PP + k] + w[2 * PP + k];
             }
     }
+    /* Position rows: the prefix tokens' as they are, the patch grid
+     * resampled (as the checkpoint's library does) when the checkpoint's is
+     * another: training at another image size, or DINOv2, which keeps its
+     * pre-training grid. */
+    const size_t pos_prefix = (size_t)m->pos_prefix;
+    memcpy(p + m->pos, src->pos_embed, pos_prefix * D * sizeof(float));
+    if (b->pos_embed_grid == m->grid) {
+        memcpy(p + m->pos + pos_prefix * D, src->pos_embed + pos_prefix * D, Np * D * sizeof(float));
+    } else if (patching_resample_pos_embed(src->pos_embed + pos_prefix * D, 0, b->pos_embed_grid,
+                                           b->pos_embed_grid, (int)D, p + m->pos + pos_prefix * D,
+                                           m->grid, m->grid, b->pos_embed_antialias) != VIT_OK) {
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    }
+    /* A patch bias the model being trained lacks (timm: none with
+     * pre-norm) is the same constant on every patch row: folded into
+     * their positions. One it has and the checkpoint lacks starts at 0. */
+    if (m->patch_b != NONE) {
+        if (src->patch_b) memcpy(p + m->patch_b, src->patch_b, D * sizeof(float));
+        else memset(p + m->patch_b, 0, D * sizeof(float));
+    } else if (src->patch_b) {
+        for (size_t t = 0; t < Np; t++)
+            for (size_t d = 0; d < D; d++) p[m->pos + (pos_prefix + t) * D + d] += src->patch_b[d];
+    }
     vit_status s = VIT_OK;
-    if ((s = copy_param(p + m->patch_b, src->patch_b, D, "patch bias", err)) ||
-        (s = copy_param(p + m->cls, src->cls_token, D, "class token", err)) ||
-        (s = copy_param(p + m->pos, src->pos_embed, (size_t)m->num_tokens * D, "position embeddings", err)) ||
-        (s = copy_param(p + m->norm_w, src->norm_w, D, "final norm", err)) ||
-        (s = copy_param(p + m->norm_b, src->norm_b, D, "final norm", err)))
+    if ((m->cls != NONE && (s = copy_param(p + m->cls, src->cls_token, D, "class token", err))) ||
+        (m->reg != NONE &&
+         (s = copy_param(p + m->reg, src->reg_tokens, (size_t)m->num_reg * D, "register tokens", err))) ||
+        (m->norm_pre_w != NONE &&
+         ((s = copy_param(p + m->norm_pre_w, src->norm_pre_w, D, "pre-norm", err)) ||
+          (s = copy_param(p + m->norm_pre_b, src->norm_pre_b, D, "pre-norm", err)))) ||
+        (m->norm_w != NONE &&
+         ((s = copy_param(p + m->norm_w, src->norm_w, D, "final norm", err)) ||
+          (s = copy_param(p + m->norm_b, src->norm_b, D, "final norm", err)))) ||
+        (m->fc_norm_w != NONE &&
+         ((s = copy_param(p + m->fc_norm_w, src->fc_norm_w, D, "fc_norm", err)) ||
+          (s = copy_param(p + m->fc_norm_b, src->fc_norm_b, D, "fc_norm", err)))))
         return s;
     for (int l = 0; l < a->num_layers; l++) {
         const vit_block *sb = &src->blocks[l];
@@ -404,15 +573,28 @@ vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int cop
             (s = copy_linear(p + o->fc2_w, sb->fc2_w, sb->fc2_q, D * M, "fc2", err)) ||
             (s = copy_param(p + o->fc2_b, sb->fc2_b, D, "fc2 bias", err)))
             return s;
-        /* A checkpoint without qkv bias trains one from zero. */
-        if (sb->qkv_b) memcpy(p + o->qkv_b, sb->qkv_b, 3 * D * sizeof(float));
-        else memset(p + o->qkv_b, 0, 3 * D * sizeof(float));
+        if (o->ls1 != NONE &&
+            ((s = copy_param(p + o->ls1, sb->ls1, D, "LayerScale", err)) ||
+             (s = copy_param(p + o->ls2, sb->ls2, D, "LayerScale", err))))
+            return s;
+        if (o->q_norm_w != NONE &&
+            ((s = copy_param(p + o->q_norm_w, sb->q_norm_w, dh, "q_norm", err)) ||
+             (s = copy_param(p + o->q_norm_b, sb->q_norm_b, dh, "q_norm", err)) ||
+             (s = copy_param(p + o->k_norm_w, sb->k_norm_w, dh, "k_norm", err)) ||
+             (s = copy_param(p + o->k_norm_b, sb->k_norm_b, dh, "k_norm", err))))
+            return s;
+        /* A checkpoint without qkv bias trains one from zero when the model
+         * being trained has one. */
+        if (o->qkv_b != NONE) {
+            if (sb->qkv_b) memcpy(p + o->qkv_b, sb->qkv_b, 3 * D * sizeof(float));
+            else memset(p + o->qkv_b, 0, 3 * D * sizeof(float));
+        }
     }
     if (copy_head) {
         if (b->num_classes != a->num_classes || !src->head_w)
             return vit_error_set(err, VIT_E_SHAPE, "the pretrained head has %d classes, not %d",
                                  b->num_classes, a->num_classes);
-        memcpy(p + m->head_w, src->head_w, (size_t)a->num_classes * D * sizeof(float));
+        memcpy(p + m->head_w, src->head_w, (size_t)a->num_classes * m->pooled_size * sizeof(float));
         memcpy(p + m->head_b, src->head_b, (size_t)a->num_classes * sizeof(float));
     }
     return VIT_OK;
@@ -428,31 +610,50 @@ void vit_train_freeze_backbone(vit_train_model *m, int freeze) {
 /* Activation pointers of layer l. */
 #define LAYER(buf, l, per) ((buf) + (size_t)(l) * (per))
 
-/* Patch embedding, class token and position embeddings into m->x[0]. */
-static void embed(vit_train_model *m, const float *images, int n) {
+/* The mean of the patch tokens of one image (prefix tokens left out) into
+ * out, summed in token order as the inference pass does. */
+static void mean_patch_tokens(float *out, const float *tokens, int prefix, int T, int D) {
+    for (int d = 0; d < D; d++) out[d] = 0.0f;
+    for (int t = prefix; t < T; t++)
+        for (int d = 0; d < D; d++) out[d] += tokens[(size_t)t * D + d];
+    for (int d = 0; d < D; d++) out[d] /= (float)(T - prefix);
+}
+
+/* Patch embedding, prefix tokens (class, registers) and position
+ * embeddings into dst [n*T, D]: token t < pos_prefix gets position row t,
+ * patch j row pos_prefix + j, other prefix tokens none (no_embed_class,
+ * DINOv2's registers). */
+static void embed(vit_train_model *m, const float *images, int n, float *dst) {
     const vit_config *c = &m->config;
-    const int D = c->hidden_size, T = m->num_tokens, Np = m->num_patches;
-    const int K = m->patch_dim, S = c->image_size, rows = n * T;
-    const float *p = m->params;
-    float *x0 = m->x;
+    const int D = c->hidden_size, T = m->num_tokens, Np = m->num_patches, prefix = m->prefix;
+    const int K = m->patch_dim, S = c->image_size, rows = n * T, pos_prefix = m->pos_prefix;
+    const float *p = m->params, *patch_b = param(m, m->patch_b);
 #pragma omp parallel for schedule(static) num_threads(m->threads.count)
     for (int b = 0; b < n; b++)
         patching_im2col(images + (size_t)b * c->num_channels * S * S, c->num_channels, S, S,
                         c->patch_size, m->cols + (size_t)b * Np * K);
-    /* Patch rows of image b are rows 1..Np of its token block: one GEMM per
-     * image writes them in place (rows D apart). */
+    /* Patch rows of image b are rows prefix.. of its token block: one GEMM
+     * per image writes them in place (rows D apart). */
     for (int b = 0; b < n; b++)
-        matmul_gemm(x0 + ((size_t)b * T + 1) * D, D, m->cols + (size_t)b * Np * K,
+        matmul_gemm(dst + ((size_t)b * T + prefix) * D, D, m->cols + (size_t)b * Np * K,
                     p + m->patch_w, Np, K, D, 0.0f, m->threads);
 #pragma omp parallel for schedule(static) num_threads(m->threads.count)
     for (int row = 0; row < rows; row++) {
         const int t = row % T;
-        float *dst = x0 + (size_t)row * D;
-        const float *pos = p + m->pos + (size_t)t * D;
-        if (t == 0)
-            for (int d = 0; d < D; d++) dst[d] = p[m->cls + d] + pos[d];
-        else
-            for (int d = 0; d < D; d++) dst[d] += p[m->patch_b + d] + pos[d];
+        float *x = dst + (size_t)row * D;
+        if (t >= prefix) {
+            const float *pos = p + m->pos + (size_t)(pos_prefix + t - prefix) * D;
+            if (patch_b)
+                for (int d = 0; d < D; d++) x[d] += patch_b[d] + pos[d];
+            else
+                for (int d = 0; d < D; d++) x[d] += pos[d];
+        } else {
+            const float *token = t < m->has_cls ? p + m->cls : p + m->reg + (size_t)(t - m->has_cls) * D;
+            if (t < pos_prefix)
+                for (int d = 0; d < D; d++) x[d] = token[d] + p[m->pos + (size_t)t * D + d];
+            else
+                memcpy(x, token, sizeof(float) * D);
+        }
     }
 }
 
@@ -461,12 +662,19 @@ static void embed(vit_train_model *m, const float *images, int n) {
 static void forward(vit_train_model *m, const float *images, int n) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, H = c->num_heads;
-    const int C = c->num_classes, rows = n * T;
-    const size_t BT = (size_t)m->max_batch * T;
+    const int C = c->num_classes, rows = n * T, PS = m->pooled_size, B = m->max_batch;
+    const size_t BT = (size_t)B * T;
     const float *p = m->params, eps = c->layer_norm_eps;
     const kernels_threads th = m->threads;
 
-    embed(m, images, n);
+    if (c->pre_norm) {
+        /* CLIP's ln_pre on the embedding */
+        embed(m, images, n, m->emb);
+        layernorm_forward(m->x, m->pre_stats, m->pre_stats + BT, m->emb, p + m->norm_pre_w,
+                          p + m->norm_pre_b, rows, D, eps, th);
+    } else {
+        embed(m, images, n, m->x);
+    }
     for (int l = 0; l < c->num_layers; l++) {
         const block_offsets *o = &m->blocks[l];
         const float *x = LAYER(m->x, l, BT * D);
@@ -478,23 +686,78 @@ static void forward(vit_train_model *m, const float *images, int n) {
         float *probs = LAYER(m->probs, l, (size_t)m->max_batch * H * T * T);
         float *hid = LAYER(m->hid, l, BT * M), *act = LAYER(m->act, l, BT * M);
         layernorm_forward(ln1, mean1, rstd1, x, p + o->ln1_w, p + o->ln1_b, rows, D, eps, th);
-        matmul_forward(qkv, ln1, p + o->qkv_w, p + o->qkv_b, rows, D, 3 * D, th);
+        matmul_forward(qkv, ln1, p + o->qkv_w, param(m, o->qkv_b), rows, D, 3 * D, th);
+        if (c->qk_norm) {
+            /* Q and K as they were, then normed in place */
+            float *raw = LAYER(m->qk_raw, l, BT * 2 * D);
+            float *qk_mean = LAYER(m->qk_stats, l, BT * 2 * H * 2), *qk_rstd = qk_mean + BT * 2 * H;
+            for (int r = 0; r < rows; r++)
+                memcpy(raw + (size_t)r * 2 * D, qkv + (size_t)r * 3 * D, sizeof(float) * 2 * D);
+            qk_norm_forward(qkv, qk_mean, qk_rstd, rows, D, H, p + o->q_norm_w, p + o->q_norm_b,
+                            p + o->k_norm_w, p + o->k_norm_b, eps, th);
+        }
         attention_forward(attn, probs, qkv, n, T, D, H, T, NULL, th);
-        /* xmid = x + proj(attn) */
-        residual_matmul_forward(xmid, x, attn, p + o->proj_w, p + o->proj_b, rows, D, D, th);
+        if (c->layer_scale) {
+            /* xmid = x + ls1 * proj(attn) */
+            float *br1 = LAYER(m->br1, l, BT * D);
+            matmul_forward(br1, attn, p + o->proj_w, p + o->proj_b, rows, D, D, th);
+            memcpy(xmid, x, sizeof(float) * rows * D);
+            layer_scale_add_forward(xmid, br1, p + o->ls1, rows, D, th);
+        } else {
+            /* xmid = x + proj(attn) */
+            residual_matmul_forward(xmid, x, attn, p + o->proj_w, p + o->proj_b, rows, D, D, th);
+        }
         layernorm_forward(ln2, mean2, rstd2, xmid, p + o->ln2_w, p + o->ln2_b, rows, D, eps, th);
         matmul_forward(hid, ln2, p + o->fc1_w, p + o->fc1_b, rows, D, M, th);
-        gelu_forward(act, hid, (size_t)rows * M, th);
-        /* out = xmid + fc2(act) */
-        residual_matmul_forward(out, xmid, act, p + o->fc2_w, p + o->fc2_b, rows, M, D, th);
+        if (c->act == VIT_ACT_QUICK_GELU) quick_gelu_forward(act, hid, (size_t)rows * M, th);
+        else gelu_forward(act, hid, (size_t)rows * M, th);
+        if (c->layer_scale) {
+            /* out = xmid + ls2 * fc2(act) */
+            float *br2 = LAYER(m->br2, l, BT * D);
+            matmul_forward(br2, act, p + o->fc2_w, p + o->fc2_b, rows, M, D, th);
+            memcpy(out, xmid, sizeof(float) * rows * D);
+            layer_scale_add_forward(out, br2, p + o->ls2, rows, D, th);
+        } else {
+            /* out = xmid + fc2(act) */
+            residual_matmul_forward(out, xmid, act, p + o->fc2_w, p + o->fc2_b, rows, M, D, th);
+        }
     }
-    const float *last = LAYER(m->x, c->num_layers, BT * D);
-    const int B = m->max_batch;
-    for (int b = 0; b < n; b++)
-        layernorm_forward_row(m->pooled + (size_t)b * D, m->pool_stats + b,
-                              m->pool_stats + B + b, last + (size_t)b * T * D, p + m->norm_w,
-                              p + m->norm_b, D, eps);
-    matmul_forward(m->logits, m->pooled, p + m->head_w, p + m->head_b, n, D, C, th);
+    /* The final norm on the tokens pooling reads (token pooling: the class
+     * tokens alone, n rows into fin), then the pooling, then fc_norm. */
+    const float *last = LAYER(m->x, c->num_layers, BT * D), *tokens = last;
+    const int token_pool = c->global_pool == VIT_GLOBAL_POOL_TOKEN;
+    if (m->norm_w != NONE) {
+        if (token_pool)
+            for (int b = 0; b < n; b++)
+                layernorm_forward_row(m->fin + (size_t)b * D, m->fin_stats + b,
+                                      m->fin_stats + BT + b, last + (size_t)b * T * D,
+                                      p + m->norm_w, p + m->norm_b, D, eps);
+        else
+            layernorm_forward(m->fin, m->fin_stats, m->fin_stats + BT, last, p + m->norm_w,
+                              p + m->norm_b, rows, D, eps, th);
+        tokens = m->fin;
+    }
+    float *feat = c->fc_norm ? m->pool_in : m->pooled;
+    for (int b = 0; b < n; b++) {
+        const float *img = tokens + (size_t)b * T * D;
+        float *f = feat + (size_t)b * PS;
+        switch (c->global_pool) {
+        case VIT_GLOBAL_POOL_TOKEN:
+            memcpy(f, m->norm_w != NONE ? tokens + (size_t)b * D : img, sizeof(float) * D);
+            break;
+        case VIT_GLOBAL_POOL_AVG:
+            mean_patch_tokens(f, img, m->prefix, T, D);
+            break;
+        case VIT_GLOBAL_POOL_TOKEN_AVG:
+            memcpy(f, img, sizeof(float) * D);
+            mean_patch_tokens(f + D, img, m->prefix, T, D);
+            break;
+        }
+    }
+    if (c->fc_norm)
+        layernorm_forward(m->pooled, m->pool_stats, m->pool_stats + B, m->pool_in,
+                          p + m->fc_norm_w, p + m->fc_norm_b, n, D, eps, th);
+    matmul_forward(m->logits, m->pooled, p + m->head_w, p + m->head_b, n, PS, C, th);
 }
 
 /* Cross-entropy with label smoothing over n rows of logits, summed and
@@ -546,57 +809,100 @@ vit_status vit_train_forward(vit_train_model *m, const float *images, int n, flo
     if (s != VIT_OK) return s;
     forward(m, images, n);
     if (logits) memcpy(logits, m->logits, sizeof(float) * n * m->config.num_classes);
-    if (features) memcpy(features, m->pooled, sizeof(float) * n * m->config.hidden_size);
+    if (features) memcpy(features, m->pooled, sizeof(float) * n * m->pooled_size);
     return VIT_OK;
 }
 
 /* ------------------------------------------------------------- backward */
 
-/* Embedding backward from m->dx: class token and position gradients
- * summed over images in image order; patch rows gathered into dtmp for the
- * patch GEMM's weight and bias gradients. */
-static void embed_backward(vit_train_model *m, int n) {
+/* Embedding backward from demb [n*T, D] (the gradient of embed's output):
+ * prefix-token and position gradients summed over images in image order;
+ * patch rows gathered into gather [n*Np, D] for the patch GEMM's weight and
+ * bias gradients. */
+static void embed_backward(vit_train_model *m, int n, const float *demb, float *gather) {
     const int D = m->config.hidden_size, T = m->num_tokens, Np = m->num_patches;
+    const int prefix = m->prefix, pos_prefix = m->pos_prefix;
     const float *p = m->params;
     float *g = m->grads;
+    /* Position row r belongs to token r (prefix) or prefix + r - pos_prefix (patches). */
 #pragma omp parallel for schedule(static) num_threads(m->threads.count)
-    for (int t = 0; t < T; t++) {
-        float *dpos = g + m->pos + (size_t)t * D;
+    for (int r = 0; r < m->pos_rows; r++) {
+        const int t = r < pos_prefix ? r : prefix + r - pos_prefix;
+        float *dpos = g + m->pos + (size_t)r * D;
         memset(dpos, 0, sizeof(float) * D);
         for (int b = 0; b < n; b++) {
-            const float *src = m->dx + ((size_t)b * T + t) * D;
+            const float *src = demb + ((size_t)b * T + t) * D;
             for (int d = 0; d < D; d++) dpos[d] += src[d];
         }
     }
-    memcpy(g + m->cls, g + m->pos, sizeof(float) * D);
+    for (int t = 0; t < prefix; t++) {
+        float *dtok = t < m->has_cls ? g + m->cls : g + m->reg + (size_t)(t - m->has_cls) * D;
+        memset(dtok, 0, sizeof(float) * D);
+        for (int b = 0; b < n; b++) {
+            const float *src = demb + ((size_t)b * T + t) * D;
+            for (int d = 0; d < D; d++) dtok[d] += src[d];
+        }
+    }
 #pragma omp parallel for schedule(static) num_threads(m->threads.count)
     for (int b = 0; b < n; b++)
-        memcpy(m->dtmp + (size_t)b * Np * D, m->dx + ((size_t)b * T + 1) * D,
+        memcpy(gather + (size_t)b * Np * D, demb + ((size_t)b * T + prefix) * D,
                sizeof(float) * Np * D);
-    matmul_backward(NULL, g + m->patch_w, g + m->patch_b, m->dtmp, m->cols, p + m->patch_w,
+    matmul_backward(NULL, g + m->patch_w, grad(m, m->patch_b), gather, m->cols, p + m->patch_w,
                     m->ones, n * Np, m->patch_dim, D);
 }
 
-/* Backward from m->dlogits through the head and final norm (filling the
- * class-token rows of m->dx) and, with full, through every block and the
- * embedding. */
+/* Backward from m->dlogits through the head, fc_norm, pooling and final
+ * norm (filling m->dx, the gradient of the last block's output) and, with
+ * full, through every block and the embedding. */
 static void backward(vit_train_model *m, int n, int full) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, H = c->num_heads;
-    const int C = c->num_classes, rows = n * T, B = m->max_batch;
+    const int C = c->num_classes, rows = n * T, B = m->max_batch, PS = m->pooled_size;
     const size_t BT = (size_t)B * T;
     const float *p = m->params;
     float *g = m->grads;
     const kernels_threads th = m->threads;
 
     matmul_backward(m->dpooled, g + m->head_w, g + m->head_b, m->dlogits, m->pooled,
-                    p + m->head_w, m->ones, n, D, C);
+                    p + m->head_w, m->ones, n, PS, C);
     if (!full) return;
+    const float *dfeat = m->dpooled;
+    if (c->fc_norm) {
+        memset(m->dpool_in, 0, sizeof(float) * n * D);
+        layernorm_backward(m->dpool_in, g + m->fc_norm_w, g + m->fc_norm_b, m->dpooled,
+                           m->pool_in, p + m->fc_norm_w, m->pool_stats, m->pool_stats + B, n, D,
+                           1, m->prod, m->ones, th);
+        dfeat = m->dpool_in;
+    }
+    const float *last = LAYER(m->x, c->num_layers, BT * D);
     memset(m->dx, 0, sizeof(float) * rows * D);
-    /* The final norm read only the class-token rows (T rows apart). */
-    layernorm_backward(m->dx, g + m->norm_w, g + m->norm_b, m->dpooled,
-                       LAYER(m->x, c->num_layers, BT * D), p + m->norm_w, m->pool_stats,
-                       m->pool_stats + B, n, D, (size_t)T, m->prod, m->ones, th);
+    if (c->global_pool == VIT_GLOBAL_POOL_TOKEN) {
+        /* The class tokens alone (T rows apart). */
+        if (m->norm_w != NONE)
+            layernorm_backward(m->dx, g + m->norm_w, g + m->norm_b, dfeat, last, p + m->norm_w,
+                               m->fin_stats, m->fin_stats + BT, n, D, (size_t)T, m->prod, m->ones,
+                               th);
+        else
+            for (int b = 0; b < n; b++)
+                memcpy(m->dx + (size_t)b * T * D, dfeat + (size_t)b * D, sizeof(float) * D);
+    } else {
+        /* d(tokens): the class token's part of [class ‖ mean], and the
+         * mean's gradient over the patch tokens. */
+        float *dtok = m->norm_w != NONE ? m->dtmp : m->dx;
+        const int count = T - m->prefix, token_avg = c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG;
+        memset(dtok, 0, sizeof(float) * rows * D);
+        for (int b = 0; b < n; b++) {
+            const float *f = dfeat + (size_t)b * PS;
+            float *img = dtok + (size_t)b * T * D;
+            if (token_avg) memcpy(img, f, sizeof(float) * D);
+            const float *fmean = f + (token_avg ? D : 0);
+            for (int t = m->prefix; t < T; t++)
+                for (int d = 0; d < D; d++) img[(size_t)t * D + d] = fmean[d] / (float)count;
+        }
+        if (m->norm_w != NONE)
+            layernorm_backward(m->dx, g + m->norm_w, g + m->norm_b, dtok, last, p + m->norm_w,
+                               m->fin_stats, m->fin_stats + BT, rows, D, 1, m->prod, m->ones, th);
+    }
 
     for (int l = c->num_layers - 1; l >= 0; l--) {
         const block_offsets *o = &m->blocks[l];
@@ -607,24 +913,54 @@ static void backward(vit_train_model *m, int n, int full) {
         const float *qkv = LAYER(m->qkv, l, BT * 3 * D), *attn = LAYER(m->attn, l, BT * D);
         const float *probs = LAYER(m->probs, l, (size_t)B * H * T * T);
         const float *hid = LAYER(m->hid, l, BT * M), *act = LAYER(m->act, l, BT * M);
-        /* MLP: dx is d(block output) = d(xmid) through the residual. */
-        matmul_backward(m->dhid, g + o->fc2_w, g + o->fc2_b, m->dx, act, p + o->fc2_w, m->ones,
+        /* MLP: dx is d(block output) = d(xmid) through the residual; the
+         * branch's gradient is dx, or dx * ls2 with LayerScale. */
+        const float *dmlp = m->dx;
+        if (c->layer_scale) {
+            layer_scale_add_backward(m->dbranch, g + o->ls2, m->dx, LAYER(m->br2, l, BT * D),
+                                     p + o->ls2, rows, D, m->prod, m->ones, th);
+            dmlp = m->dbranch;
+        }
+        matmul_backward(m->dhid, g + o->fc2_w, g + o->fc2_b, dmlp, act, p + o->fc2_w, m->ones,
                         rows, M, D);
-        gelu_backward(m->dhid, hid, m->dhid, (size_t)rows * M, th);
+        if (c->act == VIT_ACT_QUICK_GELU) quick_gelu_backward(m->dhid, hid, m->dhid, (size_t)rows * M, th);
+        else gelu_backward(m->dhid, hid, m->dhid, (size_t)rows * M, th);
         matmul_backward(m->dtmp, g + o->fc1_w, g + o->fc1_b, m->dhid, ln2, p + o->fc1_w, m->ones,
                         rows, D, M);
         layernorm_backward(m->dx, g + o->ln2_w, g + o->ln2_b, m->dtmp, xmid, p + o->ln2_w, mean2,
                            rstd2, rows, D, 1, m->prod, m->ones, th);
         /* Attention: dx is now d(xmid) = d(block input) through the residual. */
-        matmul_backward(m->dtmp, g + o->proj_w, g + o->proj_b, m->dx, attn, p + o->proj_w,
+        const float *dproj = m->dx;
+        if (c->layer_scale) {
+            layer_scale_add_backward(m->dbranch, g + o->ls1, m->dx, LAYER(m->br1, l, BT * D),
+                                     p + o->ls1, rows, D, m->prod, m->ones, th);
+            dproj = m->dbranch;
+        }
+        matmul_backward(m->dtmp, g + o->proj_w, g + o->proj_b, dproj, attn, p + o->proj_w,
                         m->ones, rows, D, D);
         attention_backward(m->dqkv, m->dscores, m->dtmp, qkv, probs, n, T, D, H, th);
-        matmul_backward(m->dtmp, g + o->qkv_w, g + o->qkv_b, m->dqkv, ln1, p + o->qkv_w, m->ones,
-                        rows, D, 3 * D);
+        if (c->qk_norm) {
+            const float *qk_mean = LAYER(m->qk_stats, l, BT * 2 * H * 2), *qk_rstd = qk_mean + BT * 2 * H;
+            qk_norm_backward(m->dqkv, g + o->q_norm_w, g + o->q_norm_b, g + o->k_norm_w,
+                             g + o->k_norm_b, LAYER(m->qk_raw, l, BT * 2 * D), p + o->q_norm_w,
+                             p + o->k_norm_w, qk_mean, qk_rstd, rows, D, H, m->prod, m->sums,
+                             m->ones, th);
+        }
+        matmul_backward(m->dtmp, g + o->qkv_w, grad(m, o->qkv_b), m->dqkv, ln1, p + o->qkv_w,
+                        m->ones, rows, D, 3 * D);
         layernorm_backward(m->dx, g + o->ln1_w, g + o->ln1_b, m->dtmp, x, p + o->ln1_w, mean1,
                            rstd1, rows, D, 1, m->prod, m->ones, th);
     }
-    embed_backward(m, n);
+    if (c->pre_norm) {
+        /* d(embedding) through norm_pre into dtmp; dx is then free to gather in. */
+        memset(m->dtmp, 0, sizeof(float) * rows * D);
+        layernorm_backward(m->dtmp, g + m->norm_pre_w, g + m->norm_pre_b, m->dx, m->emb,
+                           p + m->norm_pre_w, m->pre_stats, m->pre_stats + BT, rows, D, 1,
+                           m->prod, m->ones, th);
+        embed_backward(m, n, m->dtmp, m->dx);
+    } else {
+        embed_backward(m, n, m->dx, m->dtmp);
+    }
 }
 
 vit_status vit_train_step_grads_part(vit_train_model *m, const float *images, const int *labels,
@@ -654,9 +990,9 @@ vit_status vit_train_head_grads_part(vit_train_model *m, const float *features, 
     vit_status s = check_batch(m, labels, n, err);
     if (s != VIT_OK) return s;
     if (total < n) return vit_error_set(err, VIT_E_ARG, "%d images of a batch of %d", n, total);
-    const int D = m->config.hidden_size, C = m->config.num_classes;
-    memcpy(m->pooled, features, sizeof(float) * n * D);
-    matmul_forward(m->logits, m->pooled, m->params + m->head_w, m->params + m->head_b, n, D, C,
+    const int PS = m->pooled_size, C = m->config.num_classes;
+    memcpy(m->pooled, features, sizeof(float) * n * PS);
+    matmul_forward(m->logits, m->pooled, m->params + m->head_w, m->params + m->head_b, n, PS, C,
                    m->threads);
     int hits;
     const float value =
@@ -762,7 +1098,9 @@ float vit_train_lr_at(long step, const vit_train_schedule *s) {
 static char *config_json(const vit_train_model *m, int channels, const char *const *labels) {
     const vit_config *c = &m->config;
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "model_type", "vit");
+    cJSON_AddStringToObject(j, "model_type", c->global_pool != VIT_GLOBAL_POOL_TOKEN_AVG ? "vit"
+                                             : c->num_reg_tokens ? "dinov2_with_registers"
+                                                                 : "dinov2");
     cJSON_AddStringToObject(j, "trained_with", "vitc vit train");
     vit_config_to_hf_json(c, channels, j);
     if (labels) {
@@ -778,6 +1116,56 @@ static char *config_json(const vit_train_model *m, int channels, const char *con
     return text;
 }
 
+/* The Hugging Face DINOv2 name of a training tensor (timm name), for a
+ * model whose head reads [class ‖ mean] (Dinov2ForImageClassification; no
+ * timm spelling): into out, with *split set when the tensor is timm's fused
+ * qkv, written as query, key and value (part 0..2 names each). */
+static void dinov2_name(const vit_train_model *m, const char *timm, int part, char *out,
+                        size_t size, int *split) {
+    static const char *const QKV[3] = {"query", "key", "value"};
+    static const struct { const char *timm, *hf; } FIXED[] = {
+        {"cls_token", "embeddings.cls_token"},
+        {"reg_token", "embeddings.register_tokens"},
+        {"pos_embed", "embeddings.position_embeddings"},
+        {"patch_embed.proj.weight", "embeddings.patch_embeddings.projection.weight"},
+        {"patch_embed.proj.bias", "embeddings.patch_embeddings.projection.bias"},
+        {"norm.weight", "layernorm.weight"},
+        {"norm.bias", "layernorm.bias"}};
+    static const struct { const char *timm, *hf; } BLOCK[] = {
+        {"attn.proj.", "attention.output.dense."},
+        {"ls1.gamma", "layer_scale1.lambda1"},
+        {"ls2.gamma", "layer_scale2.lambda1"}};
+    const char *prefix = m->num_reg ? "dinov2_with_registers." : "dinov2.";
+    *split = 0;
+    if (strncmp(timm, "head.", 5) == 0) {
+        snprintf(out, size, "classifier.%s", timm + 5);
+        return;
+    }
+    for (size_t i = 0; i < sizeof FIXED / sizeof *FIXED; i++)
+        if (strcmp(timm, FIXED[i].timm) == 0) {
+            snprintf(out, size, "%s%s", prefix, FIXED[i].hf);
+            return;
+        }
+    /* blocks.N.rest */
+    int layer = 0, used = 0;
+    sscanf(timm, "blocks.%d.%n", &layer, &used);
+    const char *rest = timm + used;
+    if (strncmp(rest, "attn.qkv.", 9) == 0) {
+        *split = 1;
+        snprintf(out, size, "%sencoder.layer.%d.attention.attention.%s.%s", prefix, layer,
+                 QKV[part], rest + 9);
+        return;
+    }
+    for (size_t i = 0; i < sizeof BLOCK / sizeof *BLOCK; i++) {
+        const size_t len = strlen(BLOCK[i].timm);
+        if (strncmp(rest, BLOCK[i].timm, len) == 0) {
+            snprintf(out, size, "%sencoder.layer.%d.%s%s", prefix, layer, BLOCK[i].hf, rest + len);
+            return;
+        }
+    }
+    snprintf(out, size, "%sencoder.layer.%d.%s", prefix, layer, rest); /* norm1, norm2, mlp */
+}
+
 vit_status vit_train_save(const vit_train_model *m, const char *path, const char *const *labels,
                           const data_preprocess *pre, const weights_tensor *extra,
                           size_t num_extra, const char *const *meta_keys,
@@ -787,19 +1175,26 @@ vit_status vit_train_save(const vit_train_model *m, const char *path, const char
     const size_t D = (size_t)c->hidden_size, PP = (size_t)c->patch_size * c->patch_size;
     /* ITU-R 601-2 luma, the weights of PIL's convert('L'). */
     static const float LUMA[3] = {0.299f, 0.587f, 0.114f};
-    weights_tensor *tensors = calloc(m->num_tensors + num_extra, sizeof *tensors);
+    /* The [class ‖ mean] head has only the Hugging Face DINOv2 spelling,
+     * whose Q, K and V are three tensors: up to 3 per training tensor. */
+    const int dinov2 = c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG;
+    const size_t max_out = m->num_tensors * (dinov2 ? 3 : 1);
+    weights_tensor *tensors = calloc(max_out + num_extra, sizeof *tensors);
+    char(*names)[96] = dinov2 ? calloc(max_out, sizeof *names) : NULL;
     float *folded = fold ? malloc(D * 3 * PP * sizeof(float)) : NULL;
     const char **keys = calloc(num_meta + 2, sizeof *keys), **values = calloc(num_meta + 2, sizeof *values);
     char *config = config_json(m, fold ? 3 : c->num_channels, labels);
     char *preprocessor = pre ? data_preprocess_to_json(pre) : NULL;
     vit_status status;
-    if (!tensors || (fold && !folded) || !keys || !values || !config || (pre && !preprocessor)) {
+    if (!tensors || (dinov2 && !names) || (fold && !folded) || !keys || !values || !config ||
+        (pre && !preprocessor)) {
         status = vit_error_set(err, VIT_E_NOMEM, "out of memory");
         goto done;
     }
+    size_t count = 0;
     for (size_t i = 0; i < m->num_tensors; i++) {
         const vit_train_tensor *t = &m->tensors[i];
-        weights_tensor *w = &tensors[i];
+        weights_tensor *w = &tensors[count++];
         w->name = t->name;
         w->dtype = WEIGHTS_F32;
         w->ndim = t->ndim;
@@ -817,8 +1212,25 @@ vit_status vit_train_save(const vit_train_model *m, const char *path, const char
             w->nbytes *= 3;
             w->data = folded;
         }
+        if (!dinov2) continue;
+        int split;
+        dinov2_name(m, t->name, 0, names[count - 1], sizeof *names, &split);
+        w->name = names[count - 1];
+        if (!split) continue;
+        /* rows [q; k; v] of the fused tensor, a third each */
+        const weights_tensor whole = *w;
+        for (int part = 0; part < 3; part++) {
+            weights_tensor *q = part ? &tensors[count++] : w;
+            *q = whole;
+            dinov2_name(m, t->name, part, names[count - 1], sizeof *names, &split);
+            q->name = names[count - 1];
+            q->shape[0] = whole.shape[0] / 3;
+            q->numel = whole.numel / 3;
+            q->nbytes = whole.nbytes / 3;
+            q->data = (const float *)whole.data + (size_t)part * q->numel;
+        }
     }
-    for (size_t i = 0; i < num_extra; i++) tensors[m->num_tensors + i] = extra[i];
+    for (size_t i = 0; i < num_extra; i++) tensors[count + i] = extra[i];
     size_t n_meta = 0;
     keys[n_meta] = "config";
     values[n_meta++] = config;
@@ -830,9 +1242,10 @@ vit_status vit_train_save(const vit_train_model *m, const char *path, const char
         keys[n_meta] = meta_keys[i];
         values[n_meta++] = meta_values[i];
     }
-    status = weights_write(path, tensors, m->num_tensors + num_extra, keys, values, n_meta, err);
+    status = weights_write(path, tensors, count + num_extra, keys, values, n_meta, err);
 done:
     free(tensors);
+    free(names);
     free(folded);
     free(keys);
     free(values);

@@ -260,7 +260,7 @@ double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
                             const vit_trainer_input *in, float *images, int *labels, int *ok,
                             float *logits, float *features) {
     const int B = vit_train_max_batch(m), C = vit_train_config(m)->num_classes;
-    const int D = vit_train_config(m)->hidden_size;
+    const int D = vit_config_pooled_size(vit_train_config(m)); /* features per image */
     vit_trainer_input plain = *in;
     plain.augment = 0;
     size_t hits = 0, seen = 0;
@@ -301,7 +301,7 @@ vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
                                     t->epochs * t->steps_per_epoch};
     if (!t->h.freeze) return VIT_OK;
     /* Linear probe: every image's features once, without augmentation. */
-    const int D = c->hidden_size;
+    const int D = vit_config_pooled_size(c);
     t->features = malloc(sizeof(float) * D * train->count);
     t->feature_labels = malloc(sizeof(int) * train->count);
     if (t->val) t->val_features = malloc(sizeof(float) * D * t->val->count);
@@ -347,7 +347,7 @@ vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step
     const size_t first = (size_t)s * t->h.batch, count = t->train->count;
     const size_t batch = (size_t)t->h.batch;
     const int n = (int)(count - first < batch ? count - first : batch);
-    const int D = vit_train_config(t->model)->hidden_size;
+    const int D = vit_config_pooled_size(vit_train_config(t->model)); /* features per image */
     const vit_trainer_parallel *par = t->parallel && t->parallel->size > 1 ? t->parallel : NULL;
     float *images = t->images;
     int *labels = t->batch_labels;
@@ -414,7 +414,7 @@ double vit_trainer_validate(vit_trainer *t) {
         return vit_trainer_evaluate(t->model, t->val, &t->in, t->images, t->batch_labels, t->ok,
                                     t->logits, NULL);
     const size_t batch = (size_t)t->h.batch, count = t->val->count;
-    const int D = vit_train_config(t->model)->hidden_size;
+    const int D = vit_config_pooled_size(vit_train_config(t->model)); /* features per image */
     size_t vh = 0;
     vit_error err;
     for (size_t first = 0; first < count; first += batch) {
@@ -446,6 +446,12 @@ static char *state_json(const vit_trainer *t) {
     snprintf(seed, sizeof seed, "%" PRIu64, t->seed);
     cJSON_AddStringToObject(j, "seed", seed);
     vit_config_to_hf_json(c, c->num_channels, cJSON_AddObjectToObject(j, "config"));
+    /* What those keys leave to the tensors (a state is read by config alone). */
+    cJSON *sw = cJSON_AddObjectToObject(j, "switches");
+    cJSON_AddNumberToObject(sw, "pos_embed_prefix", c->pos_embed_prefix);
+    cJSON_AddNumberToObject(sw, "global_pool", c->global_pool);
+    cJSON_AddNumberToObject(sw, "no_final_norm", c->no_final_norm);
+    cJSON_AddNumberToObject(sw, "layer_scale", c->layer_scale);
     cJSON_AddNumberToObject(j, "num_classes", c->num_classes);
     cJSON_AddNumberToObject(j, "epochs", (double)t->epochs);
     cJSON_AddNumberToObject(j, "batch", (double)h->batch);
@@ -540,6 +546,17 @@ vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info
             return err->code;
         }
         info->config.num_classes = (int)GET("num_classes");
+        const vit_config *k = &info->config;
+        info->config.num_prefix_tokens = !k->no_class_token + k->num_reg_tokens;
+        const cJSON *sw = cJSON_GetObjectItem(j, "switches");
+#define SWITCH(key) (cJSON_IsNumber(cJSON_GetObjectItem(sw, key)) ? cJSON_GetObjectItem(sw, key)->valueint : 0)
+        if (cJSON_IsObject(sw)) {
+            info->config.pos_embed_prefix = SWITCH("pos_embed_prefix");
+            info->config.global_pool = (vit_global_pool)SWITCH("global_pool");
+            info->config.no_final_norm = SWITCH("no_final_norm");
+            info->config.layer_scale = SWITCH("layer_scale");
+        }
+#undef SWITCH
     } else {
         /* A state written before the config had one writer: its own keys. */
         info->config = (vit_config){

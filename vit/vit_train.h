@@ -14,8 +14,14 @@
  *
  * The model is the timm ViT (class token, learned position embeddings,
  * pre-norm blocks, exact GELU, final LayerNorm, linear head on the class
- * token); parameters carry timm's names, so a saved file loads with
- * vit_model_load. The training model owns its parameters, gradients and
+ * token) with every switch of vit_config but the DeiT distillation token:
+ * LayerScale (ls1/ls2.gamma trained), register tokens (trained like the
+ * class token), no class token with average pooling over the patch tokens,
+ * fc_norm, pre-norm (norm_pre; no patch bias, as timm), QuickGELU, QKV
+ * without bias, qk-norm, eps, no_embed_class, and Hugging Face DINOv2's
+ * classifier on [class ‖ mean of patches]. Parameters carry timm's names
+ * (the DINOv2 head: the Hugging Face DINOv2 layout, the only one that
+ * spells it), so a saved file loads with vit_model_load with every switch. The training model owns its parameters, gradients and
  * every activation for batches up to max_batch: a step never allocates.
  * GEMMs go to OpenBLAS (threaded), row work to OpenMP with a fixed split,
  * and every reduction runs in a fixed order, so results are the same for a
@@ -64,8 +70,10 @@ typedef struct vit_train_tensor {
 
 typedef struct vit_train_model vit_train_model;
 
-/* Allocates a model of config (num_prefix_tokens must be 1, num_classes >=
- * 1) and buffers for batches of up to max_batch images. Values are zero
+/* Allocates a model of config (num_classes >= 1; num_prefix_tokens the
+ * class token and registers; no distillation token; a config stating only
+ * sizes is the original ViT's) and buffers for batches of up to max_batch
+ * images. What it cannot train is VIT_E_ARG with one line saying why. Values are zero
  * until vit_train_init or vit_train_copy_from. */
 vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_model **out,
                             vit_error *err);
@@ -88,11 +96,14 @@ vit_train_tensor *vit_train_find(vit_train_model *m, const char *name);
  * biases zero, LayerNorm weight one. */
 void vit_train_init(vit_train_model *m, uint64_t seed);
 
-/* Copies every parameter of a pretrained model whose shapes match (a
- * 1-channel training model takes the sum of a 3-channel patch kernel, the
- * exact equivalent for grey inputs). With copy_head 0 the head keeps its
- * current values (a new head for new classes). VIT_E_SHAPE when the
- * backbones differ. */
+/* Copies every parameter of a pretrained model whose shapes and switches
+ * match (a 1-channel training model takes the sum of a 3-channel patch
+ * kernel, the exact equivalent for grey inputs; a patch grid of another
+ * size is resampled as the checkpoint's library does; a pre-norm
+ * checkpoint's patch bias is folded into the patch positions). With
+ * copy_head 0 the head keeps its current values (a new head for new
+ * classes, which may pool otherwise). VIT_E_SHAPE when the backbones
+ * differ, naming the switches that do. */
 vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int copy_head,
                                vit_error *err);
 
@@ -107,12 +118,14 @@ vit_status vit_train_step_grads(vit_train_model *m, const float *images, const i
                                 float label_smoothing, float *loss, int *correct, vit_error *err);
 
 /* The forward pass alone: n x num_classes logits into logits and, when
- * features is non-NULL, the n x hidden normed class tokens. */
+ * features is non-NULL, the n x vit_config_pooled_size features the head
+ * reads (pooled, then fc_norm: the normed class token, the mean of the
+ * patch tokens, or DINOv2's [class ‖ mean]). */
 vit_status vit_train_forward(vit_train_model *m, const float *images, int n, float *logits,
                              float *features, vit_error *err);
 
-/* The head alone on precomputed features (n x hidden, from
- * vit_train_forward): gradients of the head only (the rest are left as
+/* The head alone on precomputed features (n x vit_config_pooled_size,
+ * from vit_train_forward): gradients of the head only (the rest are left as
  * they are), loss and hits. For linear probes: features computed once. */
 vit_status vit_train_head_grads(vit_train_model *m, const float *features, const int *labels,
                                 int n, float label_smoothing, float *loss, int *correct,
