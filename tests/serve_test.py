@@ -315,6 +315,35 @@ def test_limits():
         check(s.stop() == 0, "exit status")
 
 
+def test_connections():
+    """--timeout closes a connection that sends nothing; --max-connections
+    turns away the connection over the limit, and the server goes on."""
+    import socket
+    s = Server("--timeout", "1", "--max-connections", "2")
+    try:
+        idle = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(2)]
+        idle[0].sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+        try:
+            extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = extra.recv(100)
+        except OSError:
+            got = b""
+        check(got == b"", f"a third connection over --max-connections 2 was served: {got!r}")
+        extra.close()
+        start = time.time()
+        closed = [c.recv(100) for c in idle]  # both idle: closed by the 1 s timeout
+        check(closed == [b"", b""] and time.time() - start < 8,
+              f"idle connections not closed by --timeout: {closed}")
+        for c in idle:
+            c.close()
+        status, _, _ = s.request("GET", "/health")
+        check(status == 200, "server not answering after the connection tests")
+    finally:
+        check(s.stop() == 0, "exit status")
+
+
 def test_graceful_shutdown():
     """SIGTERM while a request waits in the queue: it is answered, then the
     server exits 0 and accepts no more connections."""
@@ -347,7 +376,8 @@ def main():
     if probe.returncode != 0 and "without GNU libmicrohttpd" in probe.stderr:
         print("skipped: vit was built without libmicrohttpd")
         return 77
-    for test in (test_answers_and_errors, test_batching, test_limits, test_graceful_shutdown):
+    for test in (test_answers_and_errors, test_batching, test_limits, test_connections,
+                 test_graceful_shutdown):
         print(f"{test.__name__} ...", flush=True)
         test()
     if failures:
