@@ -183,6 +183,10 @@ typedef struct server {
     pthread_mutex_t lock;
     pthread_cond_t work; /* the model thread waits for images (or the end) */
     pthread_cond_t done; /* handlers wait for their images; shutdown for requests */
+    /* The model thread's: the context and a batch's buffers. */
+    vit_context *ctx;
+    float *images, *logits, *tokens_buffer, *scratch;
+    item *items;
     item *ring;          /* queue_cap items */
     size_t head, count;  /* decoded images waiting for the model */
     size_t reserved;     /* images admitted and not yet taken by the model */
@@ -365,22 +369,8 @@ static void *model_thread(void *arg) {
     server *s = arg;
     /* OpenMP's thread count is per thread: set it where the model runs. */
     cli_set_threads((int)s->threads);
-    vit_error err;
-    vit_context *ctx = NULL;
     const size_t batch = (size_t)s->batch;
-    float *images = malloc(batch * s->image_floats * sizeof(float));
-    float *logits = malloc(batch * (size_t)s->out_floats * sizeof(float));
-    item *items = malloc(batch * sizeof *items);
-    float *scratch = malloc((size_t)s->hidden * sizeof(float) + 64);
-    float *tokens = NULL;
-    const char *problem = NULL;
-    if (vit_context_create(s->model, (int)s->batch, 0, &ctx, &err) != VIT_OK) problem = err.message;
-    else {
-        s->tokens = vit_context_num_tokens(ctx);
-        tokens = malloc(batch * (size_t)s->tokens * (size_t)s->hidden * sizeof(float));
-    }
-    if (!problem && (!images || !logits || !items || !scratch || !tokens)) problem = "out of memory";
-    if (problem) fprintf(stderr, "vit serve: %s\n", problem);
+    item *items = s->items;
     pthread_mutex_lock(&s->lock);
     for (;;) {
         while (s->count == 0 && !s->worker_stop) pthread_cond_wait(&s->work, &s->lock);
@@ -401,11 +391,7 @@ static void *model_thread(void *arg) {
         s->reserved -= (size_t)k;
         pthread_mutex_unlock(&s->lock);
         const double start = now();
-        if (problem) {
-            for (int i = 0; i < k; i++) items[i].r->errors[items[i].index] = strdup(problem);
-        } else {
-            run_items(s, ctx, images, logits, tokens, scratch, items, k);
-        }
+        run_items(s, s->ctx, s->images, s->logits, s->tokens_buffer, s->scratch, items, k);
         const double seconds = now() - start;
         pthread_mutex_lock(&s->lock);
         for (int i = 0; i < k; i++) items[i].r->remaining--;
@@ -416,12 +402,6 @@ static void *model_thread(void *arg) {
         pthread_cond_broadcast(&s->done);
     }
     pthread_mutex_unlock(&s->lock);
-    vit_context_free(ctx);
-    free(images);
-    free(logits);
-    free(items);
-    free(scratch);
-    free(tokens);
     return NULL;
 }
 
@@ -935,7 +915,20 @@ static int serve_start(server *s, const char *host, long port) {
     pthread_cond_init(&s->work, &attr);
     pthread_cond_init(&s->done, &attr);
     pthread_condattr_destroy(&attr);
-    if (!(s->ring = calloc((size_t)s->queue_cap, sizeof *s->ring))) {
+    vit_error err;
+    if (vit_context_create(s->model, (int)s->batch, 0, &s->ctx, &err) != VIT_OK) {
+        fprintf(stderr, "vit serve: %s\n", err.message);
+        return -1;
+    }
+    const size_t batch = (size_t)s->batch;
+    s->tokens = vit_context_num_tokens(s->ctx);
+    s->images = malloc(batch * s->image_floats * sizeof(float));
+    s->logits = malloc(batch * (size_t)s->out_floats * sizeof(float));
+    s->tokens_buffer = malloc(batch * (size_t)s->tokens * (size_t)s->hidden * sizeof(float));
+    s->scratch = malloc((size_t)s->hidden * sizeof(float));
+    s->items = malloc(batch * sizeof *s->items);
+    s->ring = calloc((size_t)s->queue_cap, sizeof *s->ring);
+    if (!s->images || !s->logits || !s->tokens_buffer || !s->scratch || !s->items || !s->ring) {
         fprintf(stderr, "vit serve: out of memory\n");
         return -1;
     }
@@ -999,6 +992,12 @@ static void serve_stop(server *s) {
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->worker, NULL);
     }
+    vit_context_free(s->ctx);
+    free(s->images);
+    free(s->logits);
+    free(s->tokens_buffer);
+    free(s->scratch);
+    free(s->items);
     free(s->ring);
 }
 

@@ -42,8 +42,8 @@ def check(ok, what):
 class Server:
     """A running vit serve; its stderr is collected in the background."""
 
-    def __init__(self, *args):
-        self.proc = subprocess.Popen([VIT, "serve", "-m", MODEL, "--port", "0", *args],
+    def __init__(self, *args, model=MODEL):
+        self.proc = subprocess.Popen([VIT, "serve", "-m", model, "--port", "0", *args],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.err = []
@@ -66,12 +66,26 @@ class Server:
             self.proc.kill()
             raise SystemExit(f"vit serve did not start: {''.join(self.err)}")
 
-    def request(self, method, path, body=None, headers=None, timeout=60):
+    def request(self, method, path, body=None, headers=None, timeout=60, chunked=False):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        conn.request(method, path, body=body, headers=headers or {})
+        conn.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
         r = conn.getresponse()
         data = r.read()
         conn.close()
+        return r.status, dict(r.getheaders()), data
+
+    def announce(self, method, path, length):
+        """Sends only the headers of a request with a body of length bytes
+        and reads the answer, as a client waiting for 100-continue does
+        (sending the body would race with the server closing on a 413)."""
+        import socket
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        r = http.client.HTTPResponse(sock)
+        r.begin()
+        data = r.read()
+        sock.close()
         return r.status, dict(r.getheaders()), data
 
     def stop(self, sig=signal.SIGTERM):
@@ -277,8 +291,11 @@ def test_batching():
 def test_limits():
     s = Server("--queue", "1", "--max-wait-ms", "400", "--max-body-mb", "1", "--max-pixels", "200")
     try:
-        status, h, data = s.request("POST", "/classify", b"\0" * (2 << 20))
+        status, h, data = s.announce("POST", "/classify", 2 << 20)
         check("limit of 1 MiB" in json_error(status, h, data, 413, "body too large"), f"{data!r}")
+        # Chunked, without a length: read on, kept no more, 413 at its end.
+        status, h, data = s.request("POST", "/classify", iter([b"\0" * 65536] * 32), chunked=True)
+        check("limit of 1 MiB" in json_error(status, h, data, 413, "chunked too large"), f"{data!r}")
         # The pixel cap, before decoding (the photos are far over 200 pixels).
         status, h, data = s.request("POST", "/classify", read(IMAGES[0]))
         check("exceeds the limit" in json_error(status, h, data, 413, "pixel cap"), f"{data!r}")
@@ -344,6 +361,21 @@ def test_connections():
         check(s.stop() == 0, "exit status")
 
 
+def test_headless():
+    """A model without a head: /features answers, /classify says why not."""
+    s = Server(model=os.path.join(SOURCE, "tests/fixtures/family/dinov2_model_hf"))
+    try:
+        status, h, data = s.request("POST", "/classify", read(IMAGES[0]))
+        check("no classification head" in json_error(status, h, data, 400, "headless classify"),
+              f"{data!r}")
+        size = json.loads(s.request("GET", "/info")[2])["feature_size"]
+        for pool in ("model", "mean", "cls"):
+            status, _, data = s.request("POST", f"/features?pool={pool}", read(IMAGES[0]))
+            check(status == 200 and len(json.loads(data)) == size, f"headless {pool}: {data[:80]!r}")
+    finally:
+        check(s.stop() == 0, "exit status")
+
+
 def test_graceful_shutdown():
     """SIGTERM while a request waits in the queue: it is answered, then the
     server exits 0 and accepts no more connections."""
@@ -376,7 +408,7 @@ def main():
     if probe.returncode != 0 and "without GNU libmicrohttpd" in probe.stderr:
         print("skipped: vit was built without libmicrohttpd")
         return 77
-    for test in (test_answers_and_errors, test_batching, test_limits, test_connections,
+    for test in (test_answers_and_errors, test_batching, test_limits, test_connections, test_headless,
                  test_graceful_shutdown):
         print(f"{test.__name__} ...", flush=True)
         test()
