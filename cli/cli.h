@@ -508,6 +508,24 @@ void cli_batch_report_failure(const cli_batch_run *run, int progress, const char
 
 void cli_batch_free(cli_batch_run *run);
 
+/* What vit info prints about a model, line by line (key, value): the
+ * lines of `vit info`, and GET /info of vit serve as JSON. is_default: the
+ * model is the shipped one (no -m). */
+#define CLI_INFO_MAX_LINES 16
+typedef struct cli_info_lines {
+    int count;
+    struct {
+        const char *key;
+        char value[1024];
+    } lines[CLI_INFO_MAX_LINES];
+} cli_info_lines;
+void cli_info_describe(const vit_model *model, int is_default, cli_info_lines *info);
+
+/* The same lines as a JSON object (keys with '_' for spaces) plus the
+ * numbers (num_classes, image_size, ...); NULL when out of memory. */
+struct cJSON *cli_info_json(const vit_model *model, int is_default);
+
+int cli_serve(int argc, char **argv);
 int cli_classify(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_info(int argc, char **argv);

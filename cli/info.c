@@ -1,5 +1,10 @@
 /* vit info: what a checkpoint is and how its inputs will be prepared. */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
 
 #include "cli.h"
 
@@ -17,6 +22,107 @@ static const char USAGE[] =
     "\n"
     "Describes a checkpoint: layout, architecture, parameters, labels and\n"
     "preprocessing. Without -m, the model vitc ships as its default.";
+
+/* Adds one line to info (key, then printf-style value). */
+static void add_line(cli_info_lines *info, const char *key, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+static void add_line(cli_info_lines *info, const char *key, const char *format, ...) {
+    if (info->count == CLI_INFO_MAX_LINES) return;
+    info->lines[info->count].key = key;
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(info->lines[info->count].value, sizeof info->lines[info->count].value, format, ap);
+    va_end(ap);
+    info->count++;
+}
+
+void cli_info_describe(const vit_model *model, int is_default, cli_info_lines *info) {
+    info->count = 0;
+    const vit_config *c = vit_model_config(model);
+    const int grid = c->image_size / c->patch_size;
+    char switches[512], prefix[160] = "";
+    vit_config_describe_switches(c, switches, sizeof switches);
+    /* The prefix tokens by kind: class, distillation, registers. */
+    snprintf(prefix, sizeof prefix, "%d prefix: %s%s%s", c->num_prefix_tokens,
+             c->no_class_token ? "" : "class", c->distilled ? " + distillation" : "",
+             c->num_reg_tokens ? (c->no_class_token ? "registers" : " + registers") : "");
+    if (c->num_prefix_tokens == 0) snprintf(prefix, sizeof prefix, "no prefix tokens");
+    char preprocess[256];
+    data_preprocess_describe(vit_model_preprocess(model), preprocess, sizeof preprocess);
+    /* Said, so that no one takes the default for the model they meant. */
+    add_line(info, "file", "%s%s", vit_model_weights_path(model),
+           is_default ? " (vitc's default model: no -m given)" : "");
+    add_line(info, "layout", "%s", weights_layout_name(vit_model_layout(model)));
+    add_line(info, "config", "%s", vit_model_config_source(model));
+    add_line(info, "architecture", "%s, hidden %d, %d layers, %d heads, MLP %d",
+           vit_model_layout(model) == WEIGHTS_LAYOUT_HF_DINOV2 ? "DINOv2"
+           : c->distilled                                       ? "DeiT (distilled)"
+                                                                : "ViT",
+           c->hidden_size, c->num_layers, c->num_heads, c->mlp_size);
+    add_line(info, "switches", "%s", switches[0] ? switches : "none (the original ViT)");
+    add_line(info, "input", "%dx%d, patch %d, %d tokens (%s + %dx%d patches), %d channels",
+           c->image_size, c->image_size, c->patch_size, c->num_prefix_tokens + grid * grid, prefix,
+           grid, grid, c->num_channels);
+    if (c->pos_embed_grid != grid)
+        add_line(info, "positions", "learned for a %dx%d grid, resampled to %dx%d", c->pos_embed_grid,
+               c->pos_embed_grid, grid, grid);
+    add_line(info, "layer norm", "eps %g", (double)c->layer_norm_eps);
+    add_line(info, "activation", "%s", c->act == VIT_ACT_QUICK_GELU ? "QuickGELU, x * sigmoid(1.702 x)"
+                                                            : "GELU (exact, erf)");
+    add_line(info, "other sizes", "position embeddings resampled %s",
+           c->pos_embed_antialias ? "bicubic with antialiasing (timm >= 0.9; transformers' "
+                                    "Dinov2WithRegisters)"
+                                  : "bicubic (transformers)");
+    const char *pooled = c->global_pool == VIT_GLOBAL_POOL_AVG       ? "mean of the patch tokens"
+                         : c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG ? "[class token, mean of the patch tokens]"
+                                                                       : "class token";
+    if (c->num_classes > 0)
+        add_line(info, "head", "%d classes on the %s%s%s", c->num_classes, pooled,
+               c->fc_norm ? " (fc_norm)" : "",
+               c->distilled ? " (class and distillation heads averaged)" : "");
+    else
+        add_line(info, "head", "none: outputs the %d-d features, %s%s", c->hidden_size, pooled,
+               c->fc_norm ? " (fc_norm)" : "");
+    add_line(info, "parameters", "%.2f M (%s)", (double)vit_model_param_count(model) / 1e6,
+           vit_model_dtypes(model));
+    if (vit_model_int8_kernels(model))
+        add_line(info, "int8 layers", "run in int8 on the %s kernels (VITC_ISA=generic|avx2|avx512vnni forces a path)",
+               vit_model_int8_kernels(model));
+    add_line(info, "labels", "%d (%s)", vit_model_num_labels(model), vit_model_labels_source(model));
+    add_line(info, "preprocess", "%s", preprocess);
+}
+
+cJSON *cli_info_json(const vit_model *model, int is_default) {
+    cli_info_lines info;
+    cli_info_describe(model, is_default, &info);
+    cJSON *obj = cJSON_CreateObject();
+    const vit_config *c = vit_model_config(model);
+    int ok = obj != NULL;
+    /* The lines of vit info, keys with '_' for ' ', then the numbers. */
+    for (int i = 0; ok && i < info.count; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "%s", info.lines[i].key);
+        for (char *p = key; *p; p++)
+            if (*p == ' ') *p = '_';
+        char *text = cli_json_text(info.lines[i].value);
+        ok = text && cJSON_AddStringToObject(obj, key, text);
+        free(text);
+    }
+    ok = ok && cJSON_AddNumberToObject(obj, "num_classes", c->num_classes) &&
+         cJSON_AddNumberToObject(obj, "image_size", c->image_size) &&
+         cJSON_AddNumberToObject(obj, "patch_size", c->patch_size) &&
+         cJSON_AddNumberToObject(obj, "hidden_size", c->hidden_size) &&
+         cJSON_AddNumberToObject(obj, "num_layers", c->num_layers) &&
+         cJSON_AddNumberToObject(obj, "num_heads", c->num_heads) &&
+         cJSON_AddNumberToObject(obj, "num_parameters", (double)vit_model_param_count(model)) &&
+         cJSON_AddNumberToObject(obj, "num_labels", vit_model_num_labels(model)) &&
+         cJSON_AddNumberToObject(obj, "feature_size", vit_config_pooled_size(c));
+    if (!ok) {
+        cJSON_Delete(obj);
+        return NULL;
+    }
+    return obj;
+}
 
 int cli_info(int argc, char **argv) {
     cli_args args;
@@ -37,58 +143,9 @@ int cli_info(int argc, char **argv) {
                                        NULL, &limits, 0, allow_unused);
     free(args.positional);
     if (!model) return CLI_EXIT_FATAL;
-    const vit_config *c = vit_model_config(model);
-    const int grid = c->image_size / c->patch_size;
-    char switches[512], prefix[160] = "";
-    vit_config_describe_switches(c, switches, sizeof switches);
-    /* The prefix tokens by kind: class, distillation, registers. */
-    snprintf(prefix, sizeof prefix, "%d prefix: %s%s%s", c->num_prefix_tokens,
-             c->no_class_token ? "" : "class", c->distilled ? " + distillation" : "",
-             c->num_reg_tokens ? (c->no_class_token ? "registers" : " + registers") : "");
-    if (c->num_prefix_tokens == 0) snprintf(prefix, sizeof prefix, "no prefix tokens");
-    char preprocess[256];
-    data_preprocess_describe(vit_model_preprocess(model), preprocess, sizeof preprocess);
-    /* Said, so that no one takes the default for the model they meant. */
-    printf("file          %s%s\n", vit_model_weights_path(model),
-           args.values[OPT_MODEL] ? "" : " (vitc's default model: no -m given)");
-    printf("layout        %s\n", weights_layout_name(vit_model_layout(model)));
-    printf("config        %s\n", vit_model_config_source(model));
-    printf("architecture  %s, hidden %d, %d layers, %d heads, MLP %d\n",
-           vit_model_layout(model) == WEIGHTS_LAYOUT_HF_DINOV2 ? "DINOv2"
-           : c->distilled                                       ? "DeiT (distilled)"
-                                                                : "ViT",
-           c->hidden_size, c->num_layers, c->num_heads, c->mlp_size);
-    printf("switches      %s\n", switches[0] ? switches : "none (the original ViT)");
-    printf("input         %dx%d, patch %d, %d tokens (%s + %dx%d patches), %d channels\n",
-           c->image_size, c->image_size, c->patch_size, c->num_prefix_tokens + grid * grid, prefix,
-           grid, grid, c->num_channels);
-    if (c->pos_embed_grid != grid)
-        printf("positions     learned for a %dx%d grid, resampled to %dx%d\n", c->pos_embed_grid,
-               c->pos_embed_grid, grid, grid);
-    printf("layer norm    eps %g\n", (double)c->layer_norm_eps);
-    printf("activation    %s\n", c->act == VIT_ACT_QUICK_GELU ? "QuickGELU, x * sigmoid(1.702 x)"
-                                                            : "GELU (exact, erf)");
-    printf("other sizes   position embeddings resampled %s\n",
-           c->pos_embed_antialias ? "bicubic with antialiasing (timm >= 0.9; transformers' "
-                                    "Dinov2WithRegisters)"
-                                  : "bicubic (transformers)");
-    const char *pooled = c->global_pool == VIT_GLOBAL_POOL_AVG       ? "mean of the patch tokens"
-                         : c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG ? "[class token, mean of the patch tokens]"
-                                                                       : "class token";
-    if (c->num_classes > 0)
-        printf("head          %d classes on the %s%s%s\n", c->num_classes, pooled,
-               c->fc_norm ? " (fc_norm)" : "",
-               c->distilled ? " (class and distillation heads averaged)" : "");
-    else
-        printf("head          none: outputs the %d-d features, %s%s\n", c->hidden_size, pooled,
-               c->fc_norm ? " (fc_norm)" : "");
-    printf("parameters    %.2f M (%s)\n", (double)vit_model_param_count(model) / 1e6,
-           vit_model_dtypes(model));
-    if (vit_model_int8_kernels(model))
-        printf("int8 layers   run in int8 on the %s kernels (VITC_ISA=generic|avx2|avx512vnni forces a path)\n",
-               vit_model_int8_kernels(model));
-    printf("labels        %d (%s)\n", vit_model_num_labels(model), vit_model_labels_source(model));
-    printf("preprocess    %s\n", preprocess);
+    cli_info_lines info;
+    cli_info_describe(model, args.values[OPT_MODEL] == NULL, &info);
+    for (int i = 0; i < info.count; i++) printf("%-14s%s\n", info.lines[i].key, info.lines[i].value);
     vit_model_free(model);
     return CLI_EXIT_OK;
 }

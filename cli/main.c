@@ -22,6 +22,7 @@ static void usage(FILE *out) {
             "  patches    the classifier applied to every patch token, as a class map\n"
             "  train      train a ViT (from scratch or fine-tuned) on labelled images\n"
             "  quantize   write a bf16 or int8 copy of a checkpoint (smaller files)\n"
+            "  serve      an HTTP server: classify and embed images sent in requests\n"
             "\n"
             "'vit <command> -h' shows a command's options; 'vit --version' the version.\n");
 }
@@ -57,6 +58,7 @@ static int run_command(int argc, char **argv) {
     if (strcmp(command, "patches") == 0) return cli_patches(argc - 2, argv + 2);
     if (strcmp(command, "train") == 0) return cli_train(argc - 2, argv + 2);
     if (strcmp(command, "quantize") == 0) return cli_quantize(argc - 2, argv + 2);
+    if (strcmp(command, "serve") == 0) return cli_serve(argc - 2, argv + 2);
     fprintf(stderr, "vit: unknown command '%s' (see 'vit -h')\n", command);
     return CLI_EXIT_FATAL;
 }

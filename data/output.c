@@ -24,11 +24,12 @@
 
 /* ------------------------------------------------------------- .npy */
 
-vit_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
-                         base_atomic_file **out, vit_error *err) {
-    *out = NULL;
+vit_status data_npy_header(data_npy_dtype dtype, const int64_t *shape, int ndim,
+                           unsigned char header[DATA_NPY_MAX_HEADER], size_t *length,
+                           vit_error *err) {
+    *length = 0;
     if (ndim < 0 || ndim > DATA_NPY_MAX_DIMS)
-        return vit_error_set(err, VIT_E_ARG, "%s: %d dimensions", path, ndim);
+        return vit_error_set(err, VIT_E_ARG, ".npy of %d dimensions", ndim);
     /* Format 1.0: magic, version, uint16 header length, then a Python dict
      * literal padded with spaces so that the data starts at a multiple of
      * 64 bytes, ending in '\n'. A 1-tuple needs its trailing comma. */
@@ -36,7 +37,7 @@ vit_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *
     int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (",
                      dtype == DATA_NPY_I32 ? "<i4" : "<f4");
     for (int d = 0; d < ndim; d++) {
-        if (shape[d] < 0) return vit_error_set(err, VIT_E_ARG, "%s: negative dimension", path);
+        if (shape[d] < 0) return vit_error_set(err, VIT_E_ARG, ".npy with a negative dimension");
         n += snprintf(dict + n, sizeof dict - (size_t)n, "%lld%s", (long long)shape[d],
                       d + 1 < ndim || ndim == 1 ? ", " : "");
     }
@@ -44,7 +45,6 @@ vit_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *
     n += snprintf(dict + n, sizeof dict - (size_t)n, "), }");
     const size_t prefix = 10, unpadded = prefix + (size_t)n + 1;
     const size_t total = (unpadded + 63) / 64 * 64;
-    unsigned char header[640];
     memcpy(header, "\x93NUMPY\x01\x00", 8);
     const size_t hlen = total - prefix;
     header[8] = (unsigned char)(hlen & 0xff);
@@ -52,8 +52,22 @@ vit_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *
     memcpy(header + prefix, dict, (size_t)n);
     memset(header + prefix + n, ' ', total - unpadded);
     header[total - 1] = '\n';
-    vit_status st = base_atomic_open(path, out, err);
-    if (st != VIT_OK) return st;
+    *length = total;
+    return VIT_OK;
+}
+
+vit_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
+                         base_atomic_file **out, vit_error *err) {
+    *out = NULL;
+    unsigned char header[DATA_NPY_MAX_HEADER];
+    size_t total;
+    vit_status st = data_npy_header(dtype, shape, ndim, header, &total, err);
+    if (st != VIT_OK) {
+        char msg[sizeof err->message];
+        snprintf(msg, sizeof msg, "%s", err ? err->message : "");
+        return vit_error_set(err, st, "%s: %s", path, msg);
+    }
+    if ((st = base_atomic_open(path, out, err)) != VIT_OK) return st;
     if ((st = base_atomic_write(*out, header, total, err)) != VIT_OK) {
         base_atomic_abort(*out);
         *out = NULL;

@@ -29,6 +29,15 @@ typedef enum data_npy_dtype {
 
 #define DATA_NPY_MAX_DIMS 8
 
+/* The header of a NumPy .npy array (format 1.0, C order, little-endian,
+ * padded with spaces to a multiple of 64 bytes, ending in a newline) into
+ * header; *length gets its size. For arrays sent rather than written (vit
+ * serve); data_npy_open writes the same header. */
+#define DATA_NPY_MAX_HEADER 640
+vit_status data_npy_header(data_npy_dtype dtype, const int64_t *shape, int ndim,
+                           unsigned char header[DATA_NPY_MAX_HEADER], size_t *length,
+                           vit_error *err);
+
 /* Starts a NumPy .npy file (format 1.0, C order, little-endian, header
  * padded with spaces to a multiple of 64 bytes and ending in a newline);
  * the caller appends exactly prod(shape) elements with base_atomic_write

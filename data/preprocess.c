@@ -835,18 +835,31 @@ vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img
     return VIT_OK;
 }
 
+/* Preprocesses a decoded image (or passes on why it failed to decode). */
+static vit_status preprocess_decoded(const data_preprocess *p, vit_status st, data_image *img,
+                                     const char *name, float *out, vit_error *err) {
+    if (st != VIT_OK) return st;
+    st = data_preprocess_apply(p, img, out, err);
+    if (st != VIT_OK && err && name && !strstr(err->message, name)) {
+        /* Resize/recipe messages do not know the file; name it. */
+        char msg[sizeof err->message];
+        snprintf(msg, sizeof msg, "%s", err->message);
+        vit_error_set(err, st, "%s: %s", name, msg);
+    }
+    data_image_free(img);
+    return st;
+}
+
 vit_status data_preprocess_file(const data_preprocess *p, const char *path, float *out,
                                 vit_error *err) {
     data_image img;
     vit_status st = data_image_load_capped(path, p ? p->max_pixels : 0, &img, err);
-    if (st != VIT_OK) return st;
-    st = data_preprocess_apply(p, &img, out, err);
-    if (st != VIT_OK && err && path && !strstr(err->message, path)) {
-        /* Resize/recipe messages do not know the file; name it. */
-        char msg[sizeof err->message];
-        snprintf(msg, sizeof msg, "%s", err->message);
-        vit_error_set(err, st, "%s: %s", path, msg);
-    }
-    data_image_free(&img);
-    return st;
+    return preprocess_decoded(p, st, &img, path, out, err);
+}
+
+vit_status data_preprocess_memory(const data_preprocess *p, const void *bytes, size_t size,
+                                  const char *name, float *out, vit_error *err) {
+    data_image img;
+    vit_status st = data_image_load_memory_capped(bytes, size, name, p ? p->max_pixels : 0, &img, err);
+    return preprocess_decoded(p, st, &img, name, out, err);
 }

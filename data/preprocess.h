@@ -146,6 +146,11 @@ vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img
 vit_status data_preprocess_file(const data_preprocess *p, const char *path, float *out,
                                 vit_error *err);
 
+/* The same for an encoded image held in memory (vit serve: a request's
+ * body), with the same checks and pixel cap; name is used in messages. */
+vit_status data_preprocess_memory(const data_preprocess *p, const void *bytes, size_t size,
+                                  const char *name, float *out, vit_error *err);
+
 /* The region of an image of width x height (in its pixel coordinates, x0,
  * y0, x1, y1, possibly fractional, possibly beyond the image when the crop
  * pads) that p's resize and centre crop turn into the model input. Exact up

@@ -13,7 +13,8 @@
 #define README VITC_SOURCE_DIR "/README.md"
 
 static const char *const COMMANDS[] = {"classify", "eval",     "info",  "attention", "features",
-                                       "segment",  "patches", "train", "quantize"};
+                                       "segment",  "patches", "train", "quantize",
+                                       "serve"};
 #define NUM_COMMANDS (sizeof COMMANDS / sizeof *COMMANDS)
 
 /* Every spelling getopt_long accepts gives the same rows as the plain one. */
