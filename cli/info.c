@@ -51,43 +51,43 @@ void cli_info_describe(const vit_model *model, int is_default, cli_info_lines *i
     data_preprocess_describe(vit_model_preprocess(model), preprocess, sizeof preprocess);
     /* Said, so that no one takes the default for the model they meant. */
     add_line(info, "file", "%s%s", vit_model_weights_path(model),
-           is_default ? " (vitc's default model: no -m given)" : "");
+             is_default ? " (vitc's default model: no -m given)" : "");
     add_line(info, "layout", "%s", weights_layout_name(vit_model_layout(model)));
     add_line(info, "config", "%s", vit_model_config_source(model));
     add_line(info, "architecture", "%s, hidden %d, %d layers, %d heads, MLP %d",
-           vit_model_layout(model) == WEIGHTS_LAYOUT_HF_DINOV2 ? "DINOv2"
-           : c->distilled                                       ? "DeiT (distilled)"
-                                                                : "ViT",
-           c->hidden_size, c->num_layers, c->num_heads, c->mlp_size);
+             vit_model_layout(model) == WEIGHTS_LAYOUT_HF_DINOV2 ? "DINOv2"
+             : c->distilled                                       ? "DeiT (distilled)"
+                                                                  : "ViT",
+             c->hidden_size, c->num_layers, c->num_heads, c->mlp_size);
     add_line(info, "switches", "%s", switches[0] ? switches : "none (the original ViT)");
     add_line(info, "input", "%dx%d, patch %d, %d tokens (%s + %dx%d patches), %d channels",
-           c->image_size, c->image_size, c->patch_size, c->num_prefix_tokens + grid * grid, prefix,
-           grid, grid, c->num_channels);
+             c->image_size, c->image_size, c->patch_size, c->num_prefix_tokens + grid * grid, prefix,
+             grid, grid, c->num_channels);
     if (c->pos_embed_grid != grid)
         add_line(info, "positions", "learned for a %dx%d grid, resampled to %dx%d", c->pos_embed_grid,
-               c->pos_embed_grid, grid, grid);
+                 c->pos_embed_grid, grid, grid);
     add_line(info, "layer norm", "eps %g", (double)c->layer_norm_eps);
-    add_line(info, "activation", "%s", c->act == VIT_ACT_QUICK_GELU ? "QuickGELU, x * sigmoid(1.702 x)"
-                                                            : "GELU (exact, erf)");
+    add_line(info, "activation", "%s",
+             c->act == VIT_ACT_QUICK_GELU ? "QuickGELU, x * sigmoid(1.702 x)" : "GELU (exact, erf)");
     add_line(info, "other sizes", "position embeddings resampled %s",
-           c->pos_embed_antialias ? "bicubic with antialiasing (timm >= 0.9; transformers' "
-                                    "Dinov2WithRegisters)"
-                                  : "bicubic (transformers)");
+             c->pos_embed_antialias ? "bicubic with antialiasing (timm >= 0.9; transformers' "
+                                      "Dinov2WithRegisters)"
+                                    : "bicubic (transformers)");
     const char *pooled = c->global_pool == VIT_GLOBAL_POOL_AVG       ? "mean of the patch tokens"
                          : c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG ? "[class token, mean of the patch tokens]"
                                                                        : "class token";
     if (c->num_classes > 0)
         add_line(info, "head", "%d classes on the %s%s%s", c->num_classes, pooled,
-               c->fc_norm ? " (fc_norm)" : "",
-               c->distilled ? " (class and distillation heads averaged)" : "");
+                 c->fc_norm ? " (fc_norm)" : "",
+                 c->distilled ? " (class and distillation heads averaged)" : "");
     else
         add_line(info, "head", "none: outputs the %d-d features, %s%s", c->hidden_size, pooled,
-               c->fc_norm ? " (fc_norm)" : "");
+                 c->fc_norm ? " (fc_norm)" : "");
     add_line(info, "parameters", "%.2f M (%s)", (double)vit_model_param_count(model) / 1e6,
-           vit_model_dtypes(model));
+             vit_model_dtypes(model));
     if (vit_model_int8_kernels(model))
         add_line(info, "int8 layers", "run in int8 on the %s kernels (VITC_ISA=generic|avx2|avx512vnni forces a path)",
-               vit_model_int8_kernels(model));
+                 vit_model_int8_kernels(model));
     add_line(info, "labels", "%d (%s)", vit_model_num_labels(model), vit_model_labels_source(model));
     add_line(info, "preprocess", "%s", preprocess);
 }
