@@ -68,28 +68,46 @@ def make_case(case, out_dir):
     y = torch.randint(0, c["num_classes"], (B,), generator=gen)
     loss = F.cross_entropy(m(x), y, label_smoothing=case["smoothing"])
     loss.backward()
+    out, grads = autograd_tensors(params, x, y, loss)
+    adamw_steps(params, grads, out, 2)
+    write_case(os.path.join(out_dir, case["name"] + ".safetensors"), out, dict(case), params, loss)
 
+
+def autograd_tensors(params, x, y, loss, **extra):
+    """After loss.backward(): the file's tensors (the parameters, input,
+    labels as floats, loss, the extra tensors, grad.<param>) and the
+    gradients by name."""
     out = OrderedDict((k, v.detach().clone()) for k, v in params.items())
     out["input"] = x
     out["labels"] = y.float()
     out["loss"] = loss.detach().reshape(1)
+    out.update(extra)
     grads = OrderedDict((k, p.grad.detach().clone()) for k, p in params.items())
     for k, g in grads.items():
         out["grad." + k] = g
+    return out, grads
+
+
+def adamw_steps(params, grads, out, steps):
+    """steps torch.optim.AdamW steps (ADAMW, decay on weight matrices only),
+    each with the same gradients; the parameters after step k go to
+    out["step<k>.<param>"]."""
     groups = [
         {"params": [p for k, p in params.items() if decays(k, p)]},
         {"params": [p for k, p in params.items() if not decays(k, p)], "weight_decay": 0.0},
     ]
     opt = torch.optim.AdamW(groups, **ADAMW)
-    for step in (1, 2):
+    for step in range(1, steps + 1):
         for k, p in params.items():
             p.grad = grads[k].clone()
         opt.step()
         for k, p in params.items():
             out[f"step{step}.{k}"] = p.detach().clone()
-    meta = dict(case)
+
+
+def write_case(path, out, meta, params, loss):
+    """The fixture file, meta (with ADAMW added) as its "case" JSON."""
     meta["adamw"] = dict(ADAMW, betas=list(ADAMW["betas"]))
-    path = os.path.join(out_dir, case["name"] + ".safetensors")
     save_safetensors(path, out, {"case": json.dumps(meta)})
     print(f"{path}: loss {loss.item():.6f}, {sum(p.numel() for p in params.values())} parameters")
 
@@ -104,11 +122,16 @@ def fixture_dir():
     return out
 
 
-def main():
+def generate(cases, make_case):
+    """make_case(case, out_dir) for every case, into --out."""
     out = fixture_dir()
     torch.manual_seed(0)
-    for case in CASES:
+    for case in cases:
         make_case(case, out)
+
+
+def main():
+    generate(CASES, make_case)
 
 
 if __name__ == "__main__":
