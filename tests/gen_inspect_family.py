@@ -42,7 +42,6 @@ pool, fc_norm left out of the patch logits).
 Usage: /usr/bin/python3 tests/gen_inspect_family.py [--out DIR]
 """
 
-import argparse
 import os
 import sys
 from collections import OrderedDict
@@ -51,7 +50,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_vit import FamilyViT, load_safetensors, save_safetensors  # noqa: E402
+from torch_vit import FamilyViT, load_safetensors  # noqa: E402
+from fixture_io import case_named, fixture_args, save_f32  # noqa: E402
 from gen_family import CASES as FAMILY_CASES  # noqa: E402
 from gen_inspect import rollout  # noqa: E402
 
@@ -90,16 +90,11 @@ def final_norm(m, h):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=os.path.join(here, "fixtures", "inspect"))
-    ap.add_argument("--family", default=os.path.join(here, "fixtures", "family"))
-    args = ap.parse_args()
+    args = fixture_args(__doc__, "inspect", family="family")
     torch.set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
 
     for name in CASES:
-        c = next(k for k in FAMILY_CASES if k["name"] == name)
+        c = case_named(FAMILY_CASES, name)
         d = os.path.join(args.family, name)
         sd, _ = load_safetensors(os.path.join(d, "model.safetensors"))
         m = FamilyViT(**c["model"]).load(sd, c.get("hf_layout", "timm"))
@@ -170,9 +165,8 @@ def main():
         for what, good, bad in wrong:
             delta = (good - bad).abs().max().item()
             assert delta > SEPARATION, (name, what, delta)
-        out = OrderedDict((k, v.float().contiguous()) for k, v in out.items())
-        save_safetensors(os.path.join(args.out, f"family_{name}.safetensors"), out,
-                         {"case": name, "generator": "tests/gen_inspect_family.py"})
+        out = save_f32(os.path.join(args.out, f"family_{name}.safetensors"), out, case=name,
+                       generator="tests/gen_inspect_family.py")
         print(f"{name:14s} T={h.shape[1]} prefix={prefix} registers={R} class_token={cls} "
               f"map sum {out['map_1_mean' if m.depth > 1 else 'map_0_mean'][0].sum().item():.3f} "
               f"smallest wrong-rule delta "

@@ -14,7 +14,6 @@ and in __metadata__ "case": the configuration and hyper-parameters as JSON.
 Usage: /usr/bin/python3 tests/gen_train.py [--out DIR]
 """
 
-import argparse
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_vit import RefViT, save_safetensors  # noqa: E402
+from fixture_io import fixture_args  # noqa: E402
 
 CASES = [
     dict(name="grey_d16_h2", seed=2001, batch=3, smoothing=0.1,
@@ -114,12 +114,7 @@ def write_case(path, out, meta, params, loss):
 
 def fixture_dir():
     """The --out directory (default tests/fixtures/train), created."""
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                  "fixtures", "train"))
-    out = ap.parse_args().out
-    os.makedirs(out, exist_ok=True)
-    return out
+    return fixture_args(None, "train").out
 
 
 def generate(cases, make_case):
