@@ -59,25 +59,6 @@ CASES = ["reg4_gap", "reg4_token", "dinov2_reg_hf", "gap_implicit"]
 SEPARATION = 1e-3  # a wrong rule must be off by more than this (the C tolerance is 1e-4)
 
 
-def last_block(m, x):
-    """Every block of FamilyViT.forward, without the final norm."""
-    h = m.embed(x)
-    if m.pre_norm:
-        h = m._ln(h, "norm_pre")
-    rec = []
-    for i in range(m.depth):
-        b = f"blocks.{i}."
-        y = m._attn(i, m._ln(h, b + "norm1"), rec)
-        if m.init_values:
-            y = y * m.p[b + "ls1.gamma"]
-        h = h + y
-        y = m._mlp(i, m._ln(h, b + "norm2"))
-        if m.init_values:
-            y = y * m.p[b + "ls2.gamma"]
-        h = h + y
-    return h, rec
-
-
 def attention_map(a, prefix, class_token):
     """a: [B, T, T] (one head, or the head mean, or a rollout matrix)."""
     if class_token:
@@ -104,7 +85,7 @@ def main():
         with torch.no_grad():
             r = m(x)
             assert torch.equal(r["logits"], expected["logits"]), name
-            h, attn = last_block(m, x)
+            h, attn = m.encode(x)
             normed = final_norm(m, h)
             assert torch.equal(normed, r["tokens"]), name
             out = OrderedDict(tokens_last=h)
