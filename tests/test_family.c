@@ -22,27 +22,6 @@
 #define FAMILY VITC_SOURCE_DIR "/tests/fixtures/family/"
 #define TOLERANCE 1e-4f
 
-static cJSON *read_json(const char *path) {
-    char *text = NULL;
-    int missing = 0;
-    vit_error err;
-    cr_assert(base_read_text_file(path, 1 << 20, &text, &missing, &err) == VIT_OK && !missing,
-              "cannot read %s: %s", path, missing ? "missing" : err.message);
-    cJSON *json = cJSON_Parse(text);
-    free(text);
-    cr_assert(json, "%s: bad JSON", path);
-    return json;
-}
-
-static float max_abs_diff(const float *a, const float *b, size_t n) {
-    float worst = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float d = fabsf(a[i] - b[i]);
-        if (!(d <= worst)) worst = d; /* NaN counts as worst */
-    }
-    return worst;
-}
-
 /* The model path of a case: its directory, or the case its weights are. */
 static void case_model_path(const char *name, const cJSON *info, char *path, size_t size) {
     const cJSON *model_ref = cJSON_GetObjectItem(info, "model");
@@ -283,11 +262,9 @@ static void check_training_forward(const char *name) {
     char path[512];
     snprintf(path, sizeof path, FAMILY "%s", name);
     vit_model *model;
-    vit_error err;
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
-    snprintf(path, sizeof path, FAMILY "%s/expected.safetensors", name);
     weights_file *expected;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    open_case(path, &model, &expected);
+    vit_error err;
     const weights_tensor *in = weights_find(expected, "input");
     const int batch = (int)in->shape[0];
     /* At the size the fixture runs (DINOv2: its recipe's, not the grid's). */

@@ -27,28 +27,16 @@ static float *tensor(const weights_file *f, const char *name, size_t expect_nume
     return values;
 }
 
-static float max_abs_diff(const float *a, const float *b, size_t n) {
-    float worst = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        const float d = fabsf(a[i] - b[i]);
-        if (!(d <= worst)) worst = d; /* NaN counts as worst */
-    }
-    return worst;
-}
-
 /* ------------------------------------------------- parity with PyTorch */
 
 static void check_case(const char *name) {
     char path[1024];
     vit_error err;
     vit_model *model;
+    weights_file *expected, *ref;
     snprintf(path, sizeof path, PARITY "%s", name);
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
-    snprintf(path, sizeof path, PARITY "%s/expected.safetensors", name);
-    weights_file *expected;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    open_case(path, &model, &expected);
     snprintf(path, sizeof path, FIXTURES "%s.safetensors", name);
-    weights_file *ref;
     cr_assert(weights_open(path, &ref, &err) == VIT_OK, "%s", err.message);
 
     const vit_config *c = vit_model_config(model);
@@ -352,11 +340,9 @@ static void check_family(const char *name, int want_prefix, int want_patches) {
     char path[1024];
     vit_error err;
     vit_model *model;
-    snprintf(path, sizeof path, FAMILY "%s", name);
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
-    snprintf(path, sizeof path, FAMILY "%s/expected.safetensors", name);
     weights_file *expected, *ref;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    snprintf(path, sizeof path, FAMILY "%s", name);
+    open_case(path, &model, &expected);
     snprintf(path, sizeof path, FIXTURES "family_%s.safetensors", name);
     cr_assert(weights_open(path, &ref, &err) == VIT_OK, "%s", err.message);
     const vit_config *c = vit_model_config(model);

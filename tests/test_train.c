@@ -189,11 +189,9 @@ static void check_parity_forward(const char *name) {
     char path[1024];
     vit_error err;
     vit_model *model;
-    snprintf(path, sizeof path, VITC_SOURCE_DIR "/tests/fixtures/parity/%s", name);
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
-    snprintf(path, sizeof path, VITC_SOURCE_DIR "/tests/fixtures/parity/%s/expected.safetensors", name);
     weights_file *expected;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    snprintf(path, sizeof path, VITC_SOURCE_DIR "/tests/fixtures/parity/%s", name);
+    open_case(path, &model, &expected);
     const weights_tensor *in = weights_find(expected, "input");
     const int batch = (int)in->shape[0];
     const vit_config *c = vit_model_config(model);
