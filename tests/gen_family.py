@@ -27,11 +27,8 @@ formulation. Deterministic: fixed seed per case.
 Usage: /usr/bin/python3 tests/gen_family.py [--out DIR]
 """
 
-import argparse
 import copy
-import json
 import os
-import shutil
 import sys
 from collections import OrderedDict
 
@@ -40,6 +37,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_vit import (FamilyViT, _independent_family_forward, load_safetensors,  # noqa: E402
                        save_safetensors)
+from fixture_io import case_named, fixture_args, fresh_dir, save_f32, write_json  # noqa: E402
 
 BATCH = 2
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -457,30 +455,18 @@ def hostile_bases(seed):
     }
 
 
-def write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-
-
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=os.path.join(here, "fixtures", "family"))
-    args = ap.parse_args()
+    args = fixture_args(__doc__, "family")
     torch.set_num_threads(1)  # deterministic reduction order
 
-    os.makedirs(args.out, exist_ok=True)
     models = {}
     for c in CASES:
         d = os.path.join(args.out, c["name"])
-        if os.path.isdir(d):
-            shutil.rmtree(d)
-        os.makedirs(d)
+        fresh_dir(d)
         g = torch.Generator().manual_seed(c["seed"])
         model_ref = None
         if "same_model_as" in c:
-            base = next(b for b in CASES if b["name"] == c["same_model_as"])
+            base = case_named(CASES, c["same_model_as"])
             m = models[base["name"]]
             model_ref = f"../{base['name']}/model.safetensors"
             cfg = build_config(base, m)
@@ -512,9 +498,8 @@ def main():
         assert err < 2e-5, (c["name"], err)
         exp = OrderedDict(input=x, logits=r["logits"], tokens=r["tokens"], attn0=r["attention"][0],
                           pooled=r["pooled"], embed=r["embed"], block0=r["block0"])
-        exp = OrderedDict((k, v.float().contiguous()) for k, v in exp.items())
-        save_safetensors(os.path.join(d, "expected.safetensors"), exp,
-                         {"case": c["name"], "generator": "tests/gen_family.py"})
+        save_f32(os.path.join(d, "expected.safetensors"), exp, case=c["name"],
+                 generator="tests/gen_family.py")
 
         abl = OrderedDict()
         for desc, v in ablations(m, S):
@@ -530,8 +515,8 @@ def main():
                                   "hf_dinov2_model": ""}[c["hf_layout"]]
         else:
             info["architecture"] = arch
-            info["model_args"] = "spelled" if (c.get("args") or next(
-                b for b in CASES if b["name"] == c.get("same_model_as"))["args"]) == "spelled" else "dims_only"
+            info["model_args"] = "spelled" if (c.get("args") or case_named(
+                CASES, c.get("same_model_as"))["args"]) == "spelled" else "dims_only"
         info["switches"] = c["switches"]
         info["run_size"] = S
         info["native_size"] = m.img_size
@@ -563,9 +548,7 @@ def main():
 
     # hostile
     hd = os.path.join(args.out, "hostile")
-    if os.path.isdir(hd):
-        shutil.rmtree(hd)
-    os.makedirs(hd)
+    fresh_dir(hd)
     bases = hostile_bases(1899)
     manifest = OrderedDict()
     for name, base, mutate, substring, desc in hostile_cases():

@@ -23,7 +23,6 @@ jacobgil/vit-explain), (A + I) / 2, rows renormalised, R = A R.
 Usage: /usr/bin/python3 tests/gen_inspect.py [--out DIR]
 """
 
-import argparse
 import json
 import os
 import sys
@@ -32,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_vit import RefViT, load_safetensors, save_safetensors  # noqa: E402
+from torch_vit import RefViT, load_safetensors  # noqa: E402
+from fixture_io import fixture_args, save_f32  # noqa: E402
 
 CASES = ["hf_vit_d48_h3", "timm_dist_d96_h4", "hf_deit_teacher_d64_h2"]
 
@@ -66,13 +66,8 @@ def patch_logits(m, tokens):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=os.path.join(here, "fixtures", "inspect"))
-    ap.add_argument("--parity", default=os.path.join(here, "fixtures", "parity"))
-    args = ap.parse_args()
+    args = fixture_args(__doc__, "inspect", parity="parity")
     torch.set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
 
     for name in CASES:
         d = os.path.join(args.parity, name)
@@ -99,9 +94,8 @@ def main():
                 pooled = m.pre_logits(feats, pool)
                 out[f"pool_{key}"] = pooled
                 out[f"pool_{key}_l2"] = F.normalize(pooled, dim=-1)
-        out = {k: v.float().contiguous() for k, v in out.items()}
-        save_safetensors(os.path.join(args.out, name + ".safetensors"), out,
-                         {"case": name, "generator": "tests/gen_inspect.py"})
+        out = save_f32(os.path.join(args.out, name + ".safetensors"), out, case=name,
+                       generator="tests/gen_inspect.py")
         print(f"{name}: T={out['tokens_last'].shape[1]} layers={len(r['attention'])} "
               f"rollout_50 row0 max {out['rollout_50'][:, 0].max().item():.3f}")
 
@@ -115,9 +109,7 @@ def main():
         labels = torch.randint(0, 7, (1, 1, sh, sw), generator=g).float()
         res[f"labels_{i}"] = labels[0, 0]
         res[f"nearest_{i}"] = F.interpolate(labels, size=(dh, dw), mode="nearest")[0, 0]
-    save_safetensors(os.path.join(args.out, "resample.safetensors"),
-                     {k: v.float().contiguous() for k, v in res.items()},
-                     {"generator": "tests/gen_inspect.py"})
+    save_f32(os.path.join(args.out, "resample.safetensors"), res, generator="tests/gen_inspect.py")
 
 
 if __name__ == "__main__":

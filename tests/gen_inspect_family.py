@@ -42,7 +42,6 @@ pool, fc_norm left out of the patch logits).
 Usage: /usr/bin/python3 tests/gen_inspect_family.py [--out DIR]
 """
 
-import argparse
 import os
 import sys
 from collections import OrderedDict
@@ -51,31 +50,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_vit import FamilyViT, load_safetensors, save_safetensors  # noqa: E402
+from torch_vit import FamilyViT, load_safetensors  # noqa: E402
+from fixture_io import case_named, fixture_args, save_f32  # noqa: E402
 from gen_family import CASES as FAMILY_CASES  # noqa: E402
 from gen_inspect import rollout  # noqa: E402
 
 CASES = ["reg4_gap", "reg4_token", "dinov2_reg_hf", "gap_implicit"]
 SEPARATION = 1e-3  # a wrong rule must be off by more than this (the C tolerance is 1e-4)
-
-
-def last_block(m, x):
-    """Every block of FamilyViT.forward, without the final norm."""
-    h = m.embed(x)
-    if m.pre_norm:
-        h = m._ln(h, "norm_pre")
-    rec = []
-    for i in range(m.depth):
-        b = f"blocks.{i}."
-        y = m._attn(i, m._ln(h, b + "norm1"), rec)
-        if m.init_values:
-            y = y * m.p[b + "ls1.gamma"]
-        h = h + y
-        y = m._mlp(i, m._ln(h, b + "norm2"))
-        if m.init_values:
-            y = y * m.p[b + "ls2.gamma"]
-        h = h + y
-    return h, rec
 
 
 def attention_map(a, prefix, class_token):
@@ -90,16 +71,11 @@ def final_norm(m, h):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=os.path.join(here, "fixtures", "inspect"))
-    ap.add_argument("--family", default=os.path.join(here, "fixtures", "family"))
-    args = ap.parse_args()
+    args = fixture_args(__doc__, "inspect", family="family")
     torch.set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
 
     for name in CASES:
-        c = next(k for k in FAMILY_CASES if k["name"] == name)
+        c = case_named(FAMILY_CASES, name)
         d = os.path.join(args.family, name)
         sd, _ = load_safetensors(os.path.join(d, "model.safetensors"))
         m = FamilyViT(**c["model"]).load(sd, c.get("hf_layout", "timm"))
@@ -109,7 +85,7 @@ def main():
         with torch.no_grad():
             r = m(x)
             assert torch.equal(r["logits"], expected["logits"]), name
-            h, attn = last_block(m, x)
+            h, attn = m.encode(x)
             normed = final_norm(m, h)
             assert torch.equal(normed, r["tokens"]), name
             out = OrderedDict(tokens_last=h)
@@ -170,9 +146,8 @@ def main():
         for what, good, bad in wrong:
             delta = (good - bad).abs().max().item()
             assert delta > SEPARATION, (name, what, delta)
-        out = OrderedDict((k, v.float().contiguous()) for k, v in out.items())
-        save_safetensors(os.path.join(args.out, f"family_{name}.safetensors"), out,
-                         {"case": name, "generator": "tests/gen_inspect_family.py"})
+        out = save_f32(os.path.join(args.out, f"family_{name}.safetensors"), out, case=name,
+                       generator="tests/gen_inspect_family.py")
         print(f"{name:14s} T={h.shape[1]} prefix={prefix} registers={R} class_token={cls} "
               f"map sum {out['map_1_mean' if m.depth > 1 else 'map_0_mean'][0].sum().item():.3f} "
               f"smallest wrong-rule delta "

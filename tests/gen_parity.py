@@ -16,17 +16,15 @@ Deterministic: every case draws from its own torch.Generator with a fixed seed.
 Usage: /usr/bin/python3 tests/gen_parity.py [--out DIR]
 """
 
-import argparse
 from collections import OrderedDict
-import json
 import os
-import shutil
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_vit import RefViT, save_safetensors, load_safetensors  # noqa: E402
+from fixture_io import case_named, fixture_args, fresh_dir, save_f32, write_json  # noqa: E402
 
 BATCH = 2
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -182,22 +180,16 @@ def state_dict_for(m, layout):
 
 
 def main():
-    here = os.path.dirname(os.path.abspath(__file__))
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=os.path.join(here, "fixtures", "parity"))
-    args = ap.parse_args()
+    args = fixture_args(__doc__, "parity")
     torch.set_num_threads(1)  # deterministic reduction order
 
-    os.makedirs(args.out, exist_ok=True)
     models = {}
     for c in CASES:
         d = os.path.join(args.out, c["name"])
-        if os.path.isdir(d):
-            shutil.rmtree(d)
-        os.makedirs(d)
+        fresh_dir(d)
         g = torch.Generator().manual_seed(c["seed"])
         if "same_model_as" in c:
-            base = next(b for b in CASES if b["name"] == c["same_model_as"])
+            base = case_named(CASES, c["same_model_as"])
             m = models[base["name"]]
             m.pos_antialias = c.get("pos_antialias", False)
             model_ref = f"../{base['name']}/model.safetensors"
@@ -225,9 +217,7 @@ def main():
             model_ref = None
         cfg = build_config(c.get("config"), m)
         if cfg is not None:
-            with open(os.path.join(d, "config.json"), "w") as f:
-                json.dump(cfg, f, indent=2)
-                f.write("\n")
+            write_json(os.path.join(d, "config.json"), cfg)
 
         S = c["run_size"]
         x = torch.randn(BATCH, 3, S, S, generator=g)
@@ -236,9 +226,8 @@ def main():
             if model_ref is None:
                 assert torch.equal(m2(x), r["logits"])
         exp = {"input": x, "embed": r["embed"], "block0": r["block0"], "logits": r["logits"]}
-        exp = {k: v.float().contiguous() for k, v in exp.items()}
-        save_safetensors(os.path.join(d, "expected.safetensors"), exp,
-                         {"case": c["name"], "generator": "tests/gen_parity.py"})
+        save_f32(os.path.join(d, "expected.safetensors"), exp, case=c["name"],
+                 generator="tests/gen_parity.py")
 
         info = {
             "layout": c["layout"],
@@ -259,9 +248,7 @@ def main():
         }
         if model_ref:
             info["model"] = model_ref
-        with open(os.path.join(d, "case.json"), "w") as f:
-            json.dump(info, f, indent=2)
-            f.write("\n")
+        write_json(os.path.join(d, "case.json"), info)
         lg = r["logits"]
         print(f"{c['name']:26s} S={S:2d} T={info['tokens']:2d} D={m.embed_dim:3d} "
               f"logits {list(lg.shape)} |logits|max={lg.abs().max().item():.2f} "

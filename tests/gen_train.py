@@ -14,7 +14,6 @@ and in __metadata__ "case": the configuration and hyper-parameters as JSON.
 Usage: /usr/bin/python3 tests/gen_train.py [--out DIR]
 """
 
-import argparse
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_vit import RefViT, save_safetensors  # noqa: E402
+from fixture_io import fixture_args  # noqa: E402
 
 CASES = [
     dict(name="grey_d16_h2", seed=2001, batch=3, smoothing=0.1,
@@ -68,47 +68,65 @@ def make_case(case, out_dir):
     y = torch.randint(0, c["num_classes"], (B,), generator=gen)
     loss = F.cross_entropy(m(x), y, label_smoothing=case["smoothing"])
     loss.backward()
+    out, grads = autograd_tensors(params, x, y, loss)
+    adamw_steps(params, grads, out, 2)
+    write_case(os.path.join(out_dir, case["name"] + ".safetensors"), out, dict(case), params, loss)
 
+
+def autograd_tensors(params, x, y, loss, **extra):
+    """After loss.backward(): the file's tensors (the parameters, input,
+    labels as floats, loss, the extra tensors, grad.<param>) and the
+    gradients by name."""
     out = OrderedDict((k, v.detach().clone()) for k, v in params.items())
     out["input"] = x
     out["labels"] = y.float()
     out["loss"] = loss.detach().reshape(1)
+    out.update(extra)
     grads = OrderedDict((k, p.grad.detach().clone()) for k, p in params.items())
     for k, g in grads.items():
         out["grad." + k] = g
+    return out, grads
+
+
+def adamw_steps(params, grads, out, steps):
+    """steps torch.optim.AdamW steps (ADAMW, decay on weight matrices only),
+    each with the same gradients; the parameters after step k go to
+    out["step<k>.<param>"]."""
     groups = [
         {"params": [p for k, p in params.items() if decays(k, p)]},
         {"params": [p for k, p in params.items() if not decays(k, p)], "weight_decay": 0.0},
     ]
     opt = torch.optim.AdamW(groups, **ADAMW)
-    for step in (1, 2):
+    for step in range(1, steps + 1):
         for k, p in params.items():
             p.grad = grads[k].clone()
         opt.step()
         for k, p in params.items():
             out[f"step{step}.{k}"] = p.detach().clone()
-    meta = dict(case)
+
+
+def write_case(path, out, meta, params, loss):
+    """The fixture file, meta (with ADAMW added) as its "case" JSON."""
     meta["adamw"] = dict(ADAMW, betas=list(ADAMW["betas"]))
-    path = os.path.join(out_dir, case["name"] + ".safetensors")
     save_safetensors(path, out, {"case": json.dumps(meta)})
     print(f"{path}: loss {loss.item():.6f}, {sum(p.numel() for p in params.values())} parameters")
 
 
 def fixture_dir():
     """The --out directory (default tests/fixtures/train), created."""
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                  "fixtures", "train"))
-    out = ap.parse_args().out
-    os.makedirs(out, exist_ok=True)
-    return out
+    return fixture_args(None, "train").out
+
+
+def generate(cases, make_case):
+    """make_case(case, out_dir) for every case, into --out."""
+    out = fixture_dir()
+    torch.manual_seed(0)
+    for case in cases:
+        make_case(case, out)
 
 
 def main():
-    out = fixture_dir()
-    torch.manual_seed(0)
-    for case in CASES:
-        make_case(case, out)
+    generate(CASES, make_case)
 
 
 if __name__ == "__main__":

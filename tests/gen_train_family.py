@@ -24,7 +24,6 @@ mean(patches)] head of width 2D).
 Usage: /usr/bin/python3 tests/gen_train_family.py [--out DIR]
 """
 
-import json
 import os
 import sys
 from collections import OrderedDict
@@ -33,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_vit import FamilyViT, save_safetensors  # noqa: E402
-from gen_train import ADAMW, decays, fixture_dir  # noqa: E402
+from torch_vit import FamilyViT  # noqa: E402
+from gen_train import adamw_steps, autograd_tensors, generate, write_case  # noqa: E402
 
 BASE = dict(embed_dim=16, depth=2, num_heads=2, mlp_dim=32, patch_size=4, img_size=8,
             num_classes=5)
@@ -91,36 +90,15 @@ def make_case(case, out_dir):
     logits = m(x)["logits"]
     loss = F.cross_entropy(logits, y, label_smoothing=case["smoothing"])
     loss.backward()
-
-    out = OrderedDict((k, v.detach().clone()) for k, v in params.items())
-    out["input"] = x
-    out["labels"] = y.float()
-    out["loss"] = loss.detach().reshape(1)
-    out["logits"] = logits.detach()
-    grads = OrderedDict((k, p.grad.detach().clone()) for k, p in params.items())
-    for k, g in grads.items():
-        out["grad." + k] = g
+    out, grads = autograd_tensors(params, x, y, loss, logits=logits.detach())
     if case.get("adamw"):
-        groups = [
-            {"params": [p for k, p in params.items() if decays(k, p)]},
-            {"params": [p for k, p in params.items() if not decays(k, p)], "weight_decay": 0.0},
-        ]
-        opt = torch.optim.AdamW(groups, **ADAMW)
-        opt.step()
-        for k, p in params.items():
-            out["step1." + k] = p.detach().clone()
-    meta = dict(case, config=vit_config(m))
-    meta["adamw"] = dict(ADAMW, betas=list(ADAMW["betas"]))
-    path = os.path.join(out_dir, "family_" + case["name"] + ".safetensors")
-    save_safetensors(path, out, {"case": json.dumps(meta)})
-    print(f"{path}: loss {loss.item():.6f}, {sum(p.numel() for p in params.values())} parameters")
+        adamw_steps(params, grads, out, 1)
+    write_case(os.path.join(out_dir, "family_" + case["name"] + ".safetensors"), out,
+               dict(case, config=vit_config(m)), params, loss)
 
 
 def main():
-    out = fixture_dir()
-    torch.manual_seed(0)
-    for case in CASES:
-        make_case(case, out)
+    generate(CASES, make_case)
 
 
 if __name__ == "__main__":

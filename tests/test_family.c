@@ -22,27 +22,6 @@
 #define FAMILY VITC_SOURCE_DIR "/tests/fixtures/family/"
 #define TOLERANCE 1e-4f
 
-static cJSON *read_json(const char *path) {
-    char *text = NULL;
-    int missing = 0;
-    vit_error err;
-    cr_assert(base_read_text_file(path, 1 << 20, &text, &missing, &err) == VIT_OK && !missing,
-              "cannot read %s: %s", path, missing ? "missing" : err.message);
-    cJSON *json = cJSON_Parse(text);
-    free(text);
-    cr_assert(json, "%s: bad JSON", path);
-    return json;
-}
-
-static float max_abs_diff(const float *a, const float *b, size_t n) {
-    float worst = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float d = fabsf(a[i] - b[i]);
-        if (!(d <= worst)) worst = d; /* NaN counts as worst */
-    }
-    return worst;
-}
-
 /* The model path of a case: its directory, or the case its weights are. */
 static void case_model_path(const char *name, const cJSON *info, char *path, size_t size) {
     const cJSON *model_ref = cJSON_GetObjectItem(info, "model");
@@ -52,12 +31,16 @@ static void case_model_path(const char *name, const cJSON *info, char *path, siz
         snprintf(path, size, FAMILY "%s", name);
 }
 
-/* Runs a loaded model on the case's input and compares what PyTorch wrote.
- * tolerance: TOLERANCE for float32 weights, looser for quantised copies
- * (only the logits are then compared). */
-static void compare(const char *name, const vit_model *model, const weights_file *expected,
-                    int run_size, float tolerance, int logits_only) {
+/* Runs a loaded model on the case's input and compares what PyTorch wrote
+ * (FAMILY name/expected.safetensors). tolerance: TOLERANCE for float32
+ * weights, looser for quantised copies (only the logits are then compared). */
+static void compare(const char *name, const vit_model *model, int run_size, float tolerance,
+                    int logits_only) {
+    char path[1024];
+    snprintf(path, sizeof path, FAMILY "%s/expected.safetensors", name);
+    weights_file *expected;
     vit_error err;
+    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
     const vit_config *c = vit_model_config(model);
     const weights_tensor *input_t;
     float *input = tensor_f32(expected, "input", &input_t);
@@ -117,6 +100,7 @@ static void compare(const char *name, const vit_model *model, const weights_file
     }
     free(input); free(logits); free(got); free(last); free(attn);
     vit_context_free(ctx);
+    weights_close(expected);
 }
 
 static void check_case(const char *name) {
@@ -148,11 +132,7 @@ static void check_case(const char *name) {
         cr_expect_eq(c->act == VIT_ACT_QUICK_GELU, strcmp(act->valuestring, "quick_gelu") == 0,
                      "%s: activation", name);
 
-    snprintf(path, sizeof path, FAMILY "%s/expected.safetensors", name);
-    weights_file *expected;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
-    compare(name, model, expected, run_size, TOLERANCE, 0);
-    weights_close(expected);
+    compare(name, model, run_size, TOLERANCE, 0);
     vit_model_free(model);
     cJSON_Delete(info);
 }
@@ -256,11 +236,7 @@ static void check_quantized(const char *name, weights_quant to, float tolerance)
     cr_expect(fabsf(vit_model_config(model)->layer_norm_eps - vit_model_config(copy)->layer_norm_eps) == 0);
     cr_expect_eq(vit_model_config(model)->act, vit_model_config(copy)->act);
     if (to == WEIGHTS_QUANT_INT8) cr_expect(vit_model_int8_kernels(copy) != NULL, "%s: no int8 layers", name);
-    snprintf(path, sizeof path, FAMILY "%s/expected.safetensors", name);
-    weights_file *expected;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
-    compare(name, copy, expected, run_size, tolerance, 1);
-    weights_close(expected);
+    compare(name, copy, run_size, tolerance, 1);
     vit_model_free(copy);
     vit_model_free(model);
     remove(out);
@@ -283,11 +259,9 @@ static void check_training_forward(const char *name) {
     char path[512];
     snprintf(path, sizeof path, FAMILY "%s", name);
     vit_model *model;
-    vit_error err;
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
-    snprintf(path, sizeof path, FAMILY "%s/expected.safetensors", name);
     weights_file *expected;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    open_case(path, &model, &expected);
+    vit_error err;
     const weights_tensor *in = weights_find(expected, "input");
     const int batch = (int)in->shape[0];
     /* At the size the fixture runs (DINOv2: its recipe's, not the grid's). */

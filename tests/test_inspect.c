@@ -27,49 +27,72 @@ static float *tensor(const weights_file *f, const char *name, size_t expect_nume
     return values;
 }
 
-static float max_abs_diff(const float *a, const float *b, size_t n) {
-    float worst = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        const float d = fabsf(a[i] - b[i]);
-        if (!(d <= worst)) worst = d; /* NaN counts as worst */
+/* A fixture case (case_dir: its model and expected.safetensors) run on its
+ * input once, every layer's attention and the last layer's tokens (with
+ * keys, also its keys) captured; ref: the inspection fixture to compare with. */
+typedef struct inspected {
+    vit_model *model;
+    weights_file *expected, *ref;
+    vit_context *ctx;
+    int B, L;
+    float *input, **attn, *tokens, *keys, *logits;
+} inspected;
+
+static void inspect_case(const char *case_dir, const char *ref_path, int keys, inspected *r) {
+    vit_error err;
+    open_case(case_dir, &r->model, &r->expected);
+    cr_assert(weights_open(ref_path, &r->ref, &err) == VIT_OK, "%s", err.message);
+    const vit_config *c = vit_model_config(r->model);
+    const weights_tensor *input_t = weights_find(r->expected, "input");
+    const int B = (int)input_t->shape[0], S = (int)input_t->shape[2], L = c->num_layers;
+    r->B = B;
+    r->L = L;
+    r->input = tensor(r->expected, "input", 0);
+    cr_assert(vit_context_create(r->model, B, S, &r->ctx, &err) == VIT_OK, "%s", err.message);
+    const int T = vit_context_num_tokens(r->ctx);
+    const size_t token_floats = (size_t)B * T * c->hidden_size;
+    r->attn = calloc((size_t)L, sizeof *r->attn);
+    for (int l = 0; l < L; l++) {
+        r->attn[l] = malloc((size_t)B * c->num_heads * T * T * sizeof(float));
+        cr_assert(vit_context_capture(r->ctx, VIT_CAPTURE_ATTENTION, l, r->attn[l], &err) == VIT_OK, "%s",
+                  err.message);
     }
-    return worst;
+    r->tokens = malloc(token_floats * sizeof(float));
+    cr_assert(vit_context_capture(r->ctx, VIT_CAPTURE_TOKENS, L - 1, r->tokens, &err) == VIT_OK);
+    r->keys = NULL;
+    if (keys) {
+        r->keys = malloc(token_floats * sizeof(float));
+        cr_assert(vit_context_capture(r->ctx, VIT_CAPTURE_KEYS, L - 1, r->keys, &err) == VIT_OK);
+    }
+    r->logits = malloc((size_t)B * vit_model_output_size(r->model) * sizeof(float));
+    cr_assert(vit_forward(r->ctx, r->input, B, r->logits, &err) == VIT_OK, "%s", err.message);
+}
+
+static void inspected_free(inspected *r) {
+    for (int l = 0; l < r->L; l++) free(r->attn[l]);
+    free(r->attn); free(r->tokens); free(r->keys); free(r->logits); free(r->input);
+    vit_context_free(r->ctx);
+    weights_close(r->ref);
+    weights_close(r->expected);
+    vit_model_free(r->model);
 }
 
 /* ------------------------------------------------- parity with PyTorch */
 
 static void check_case(const char *name) {
-    char path[1024];
-    vit_error err;
-    vit_model *model;
-    snprintf(path, sizeof path, PARITY "%s", name);
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
-    snprintf(path, sizeof path, PARITY "%s/expected.safetensors", name);
-    weights_file *expected;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    char dir[1024], path[1024];
+    snprintf(dir, sizeof dir, PARITY "%s", name);
     snprintf(path, sizeof path, FIXTURES "%s.safetensors", name);
-    weights_file *ref;
-    cr_assert(weights_open(path, &ref, &err) == VIT_OK, "%s", err.message);
-
+    inspected run;
+    inspect_case(dir, path, 1, &run);
+    vit_error err;
+    const vit_model *model = run.model;
+    const weights_file *ref = run.ref;
     const vit_config *c = vit_model_config(model);
-    const weights_tensor *input_t = weights_find(expected, "input");
-    const int B = (int)input_t->shape[0], S = (int)input_t->shape[2];
-    float *input = tensor(expected, "input", 0);
-    vit_context *ctx;
-    cr_assert(vit_context_create(model, B, S, &ctx, &err) == VIT_OK, "%s", err.message);
-    const int T = vit_context_num_tokens(ctx), H = c->num_heads, D = c->hidden_size,
+    const int B = run.B, T = vit_context_num_tokens(run.ctx), H = c->num_heads, D = c->hidden_size,
               L = c->num_layers, P = T - c->num_prefix_tokens, C = c->num_classes;
     const size_t attn_floats = (size_t)B * H * T * T, token_floats = (size_t)B * T * D;
-    float **attn = calloc((size_t)L, sizeof *attn);
-    for (int l = 0; l < L; l++) {
-        attn[l] = malloc(attn_floats * sizeof(float));
-        cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, l, attn[l], &err) == VIT_OK, "%s", err.message);
-    }
-    float *tokens = malloc(token_floats * sizeof(float)), *keys = malloc(token_floats * sizeof(float));
-    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_TOKENS, L - 1, tokens, &err) == VIT_OK);
-    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_KEYS, L - 1, keys, &err) == VIT_OK);
-    float *logits = malloc((size_t)B * vit_model_output_size(model) * sizeof(float));
-    cr_assert(vit_forward(ctx, input, B, logits, &err) == VIT_OK, "%s", err.message);
+    float **attn = run.attn, *tokens = run.tokens, *keys = run.keys;
 
     for (int l = 0; l < L; l++) {
         char key[32];
@@ -137,12 +160,7 @@ static void check_case(const char *name) {
     free(pooled); free(pool_scratch);
 
     free(patch); free(result); free(scratch); free(layers);
-    for (int l = 0; l < L; l++) free(attn[l]);
-    free(attn); free(tokens); free(keys); free(logits); free(input);
-    vit_context_free(ctx);
-    weights_close(ref);
-    weights_close(expected);
-    vit_model_free(model);
+    inspected_free(&run);
 }
 
 Test(inspect_parity, hf_vit) { check_case("hf_vit_d48_h3"); }
@@ -349,36 +367,21 @@ static void family_map(const vit_config *c, const float *attn, int heads, int T,
  * pools and patch logits on models with registers and / or without a class
  * token, against FamilyViT. P is the number of patches, never + registers. */
 static void check_family(const char *name, int want_prefix, int want_patches) {
-    char path[1024];
-    vit_error err;
-    vit_model *model;
-    snprintf(path, sizeof path, FAMILY "%s", name);
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
-    snprintf(path, sizeof path, FAMILY "%s/expected.safetensors", name);
-    weights_file *expected, *ref;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    char dir[1024], path[1024];
+    snprintf(dir, sizeof dir, FAMILY "%s", name);
     snprintf(path, sizeof path, FIXTURES "family_%s.safetensors", name);
-    cr_assert(weights_open(path, &ref, &err) == VIT_OK, "%s", err.message);
+    inspected run;
+    inspect_case(dir, path, 0, &run);
+    vit_error err;
+    const vit_model *model = run.model;
+    const weights_file *ref = run.ref;
     const vit_config *c = vit_model_config(model);
-    const weights_tensor *input_t = weights_find(expected, "input");
-    const int B = (int)input_t->shape[0], S = (int)input_t->shape[2];
-    float *input = tensor(expected, "input", 0);
-    vit_context *ctx;
-    cr_assert(vit_context_create(model, B, S, &ctx, &err) == VIT_OK, "%s", err.message);
-    const int T = vit_context_num_tokens(ctx), H = c->num_heads, D = c->hidden_size,
+    const int B = run.B, T = vit_context_num_tokens(run.ctx), H = c->num_heads, D = c->hidden_size,
               L = c->num_layers, prefix = c->num_prefix_tokens, P = T - prefix, C = c->num_classes;
     cr_assert_eq(prefix, want_prefix, "%s: %d prefix tokens", name, prefix);
     cr_assert_eq(P, want_patches, "%s: %d patches", name, P);
     const size_t plane = (size_t)T * T;
-    float **attn = calloc((size_t)L, sizeof *attn);
-    for (int l = 0; l < L; l++) {
-        attn[l] = malloc((size_t)B * H * plane * sizeof(float));
-        cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, l, attn[l], &err) == VIT_OK, "%s", err.message);
-    }
-    float *tokens = malloc((size_t)B * T * D * sizeof(float));
-    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_TOKENS, L - 1, tokens, &err) == VIT_OK);
-    float *logits = malloc((size_t)B * vit_model_output_size(model) * sizeof(float));
-    cr_assert(vit_forward(ctx, input, B, logits, &err) == VIT_OK, "%s", err.message);
+    float **attn = run.attn, *tokens = run.tokens, *logits = run.logits;
 
     float *want = tensor(ref, "tokens_last", (size_t)B * T * D);
     float e = max_abs_diff(tokens, want, (size_t)B * T * D);
@@ -474,12 +477,7 @@ static void check_family(const char *name, int want_prefix, int want_patches) {
     free(want);
 
     free(patch); free(pooled); free(pool_scratch); free(result); free(scratch); free(layers); free(map);
-    for (int l = 0; l < L; l++) free(attn[l]);
-    free(attn); free(tokens); free(logits); free(input);
-    vit_context_free(ctx);
-    weights_close(ref);
-    weights_close(expected);
-    vit_model_free(model);
+    inspected_free(&run);
 }
 
 Test(inspect_family, registers_no_class_token) { check_family("reg4_gap", 4, 16); }

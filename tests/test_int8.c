@@ -214,15 +214,6 @@ Test(int8, one_layer_matches_the_pytorch_emulation) {
     weights_close(f);
 }
 
-static float max_abs_diff(const float *a, const float *b, size_t n) {
-    float worst = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        const float d = fabsf(a[i] - b[i]);
-        if (!(d <= worst)) worst = d;
-    }
-    return worst;
-}
-
 /* A whole int8 model on one path against the emulation: block 0's output
  * and the logits within 1e-4, while the dequantised float model (what
  * vitc ran before) is far further off. */

@@ -14,33 +14,12 @@
 #define FIXTURES VITC_SOURCE_DIR "/tests/fixtures/parity/"
 #define TOLERANCE 1e-4f
 
-static char *read_text(const char *path) {
-    char *text = NULL;
-    int missing = 0;
-    vit_error err;
-    cr_assert(base_read_text_file(path, 1 << 20, &text, &missing, &err) == VIT_OK && !missing,
-              "cannot read %s: %s", path, missing ? "missing" : err.message);
-    return text;
-}
-
-static float max_abs_diff(const float *a, const float *b, size_t n) {
-    float worst = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float d = fabsf(a[i] - b[i]);
-        if (!(d <= worst)) worst = d; /* NaN counts as worst */
-    }
-    return worst;
-}
-
 /* Loads the case's checkpoint, runs the expected input through it and
  * compares the encoder input, block 0's output and the final output. */
 static void check_case(const char *name, const vit_load_options *options) {
     char path[1024];
     snprintf(path, sizeof path, FIXTURES "%s/case.json", name);
-    char *text = read_text(path);
-    cJSON *info = cJSON_Parse(text);
-    free(text);
-    cr_assert(info, "%s: bad JSON", path);
+    cJSON *info = read_json(path);
     const int run_size = cJSON_GetObjectItem(info, "run_size")->valueint;
     const cJSON *model_ref = cJSON_GetObjectItem(info, "model");
     char model_path[1024];

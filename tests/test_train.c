@@ -14,118 +14,17 @@
 #include "vit.h"
 #include "vit_train.h"
 
-/* The issue's bound on gradients: per tensor, max |ours - torch| divided by
- * max |torch| (an elementwise ratio would blow up on entries near zero). */
-#define GRAD_TOLERANCE 1e-4
-
-typedef struct fixture {
-    weights_file *file;
-    cJSON *meta;
-    vit_config config;
-    int batch;
-    float smoothing;
-    vit_train_model *model;
-    float *input;
-    int *labels;
-} fixture;
-
-/* Loads a fixture and a training model holding its parameters. */
-static void load_fixture(const char *name, fixture *fx) {
-    char path[1024];
-    snprintf(path, sizeof path, FIXTURES "%s.safetensors", name);
-    vit_error err;
-    cr_assert(weights_open(path, &fx->file, &err) == VIT_OK, "%s", err.message);
-    fx->meta = cJSON_Parse(weights_metadata(fx->file, "case"));
-    cr_assert(fx->meta);
-    fx->config = fixture_config(fx->meta);
-    fx->batch = json_int(fx->meta, "batch");
-    fx->smoothing = (float)cJSON_GetObjectItem(fx->meta, "smoothing")->valuedouble;
-    cr_assert(vit_train_create(&fx->config, fx->batch, &fx->model, &err) == VIT_OK, "%s",
-              err.message);
-    fixture_params(fx->file, "", fx->model);
-    const size_t image = (size_t)fx->config.num_channels * fx->config.image_size * fx->config.image_size;
-    fx->input = values_of(fx->file, "input", image * fx->batch);
-    float *labels = values_of(fx->file, "labels", (size_t)fx->batch);
-    fx->labels = malloc(sizeof(int) * fx->batch);
-    for (int b = 0; b < fx->batch; b++) fx->labels[b] = (int)labels[b];
-    free(labels);
-}
-
-static void free_fixture(fixture *fx) {
-    vit_train_free(fx->model);
-    weights_close(fx->file);
-    cJSON_Delete(fx->meta);
-    free(fx->input);
-    free(fx->labels);
-}
-
-static void check_gradients(const char *name) {
-    fixture fx;
-    load_fixture(name, &fx);
-    vit_error err;
-    float loss;
-    int correct;
-    cr_assert(vit_train_step_grads(fx.model, fx.input, fx.labels, fx.batch, fx.smoothing, &loss,
-                                   &correct, &err) == VIT_OK, "%s", err.message);
-    float *want_loss = values_of(fx.file, "loss", 1);
-    cr_expect(fabsf(loss - want_loss[0]) <= 1e-5f * fabsf(want_loss[0]), "%s: loss %.8g, torch %.8g",
-              name, (double)loss, (double)want_loss[0]);
-    for (size_t i = 0; i < vit_train_num_tensors(fx.model); i++) {
-        const vit_train_tensor *t = vit_train_tensor_at(fx.model, i);
-        char key[96];
-        snprintf(key, sizeof key, "grad.%s", t->name);
-        float *want = values_of(fx.file, key, t->numel);
-        const double e = relative_error(vit_train_grads(fx.model) + t->offset, want, t->numel);
-        cr_expect(e <= GRAD_TOLERANCE, "%s: gradient of %s differs from autograd by %.3g (relative)",
-                  name, t->name, e);
-        free(want);
-    }
-    free(want_loss);
-    free_fixture(&fx);
-}
+static void check_gradients(const char *name) { check_train_gradients(name, fixture_config, 0.0); }
 
 Test(train, gradients_match_autograd_grey_two_layers_smoothing) { check_gradients("grey_d16_h2"); }
 Test(train, gradients_match_autograd_rgb_three_heads) { check_gradients("rgb_d24_h3"); }
 
 /* Two torch.optim.AdamW steps from the fixture's parameters and gradients. */
 Test(train, adamw_matches_torch) {
-    fixture fx;
-    load_fixture("grey_d16_h2", &fx);
-    float lr;
-    const vit_adamw_params hyper = fixture_adamw(fx.meta, &lr);
-    vit_adamw *opt;
-    vit_error err;
-    cr_assert(vit_adamw_create(fx.model, &hyper, &opt, &err) == VIT_OK);
-    for (int step = 1; step <= 2; step++) {
-        for (size_t i = 0; i < vit_train_num_tensors(fx.model); i++) {
-            const vit_train_tensor *t = vit_train_tensor_at(fx.model, i);
-            char key[96];
-            snprintf(key, sizeof key, "grad.%s", t->name);
-            float *g = values_of(fx.file, key, t->numel);
-            memcpy(vit_train_grads(fx.model) + t->offset, g, t->numel * sizeof(float));
-            free(g);
-        }
-        vit_adamw_step(opt, fx.model, lr);
-        for (size_t i = 0; i < vit_train_num_tensors(fx.model); i++) {
-            const vit_train_tensor *t = vit_train_tensor_at(fx.model, i);
-            char key[96];
-            snprintf(key, sizeof key, "step%d.%s", step, t->name);
-            float *want = values_of(fx.file, key, t->numel);
-            const float *got = vit_train_params(fx.model) + t->offset;
-            /* Against the size of the update (about lr per step), not of
-             * the parameter: an error of 1e-4 of a step is caught. */
-            double worst = 0.0;
-            for (size_t j = 0; j < t->numel; j++) {
-                const double d = fabs((double)got[j] - want[j]);
-                if (!(d <= worst)) worst = isnan(d) ? INFINITY : d;
-            }
-            cr_expect(worst <= 1e-4 * lr * step + 1e-6, "step %d: %s differs from torch by %.3g",
-                      step, t->name, worst);
-            free(want);
-        }
-    }
-    vit_adamw_free(opt);
-    free_fixture(&fx);
+    train_fixture fx;
+    load_train_fixture("grey_d16_h2", fixture_config, &fx);
+    check_adamw_steps(&fx, 2);
+    free_train_fixture(&fx);
 }
 
 /* A tiny model of random weights. */
@@ -290,11 +189,9 @@ static void check_parity_forward(const char *name) {
     char path[1024];
     vit_error err;
     vit_model *model;
-    snprintf(path, sizeof path, VITC_SOURCE_DIR "/tests/fixtures/parity/%s", name);
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
-    snprintf(path, sizeof path, VITC_SOURCE_DIR "/tests/fixtures/parity/%s/expected.safetensors", name);
     weights_file *expected;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    snprintf(path, sizeof path, VITC_SOURCE_DIR "/tests/fixtures/parity/%s", name);
+    open_case(path, &model, &expected);
     const weights_tensor *in = weights_find(expected, "input");
     const int batch = (int)in->shape[0];
     const vit_config *c = vit_model_config(model);

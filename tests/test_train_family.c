@@ -17,23 +17,9 @@
 #include "vit.h"
 #include "vit_train.h"
 
-/* test_train.c's bounds: gradients per tensor relative to max |torch|. */
-#define GRAD_TOLERANCE 1e-4
-
 static const char *const CASES[] = {"deit3", "clip", "reg4_gap", "gap_norm", "qknorm_nobias",
                                     "dinov2_reg"};
 #define NUM_CASES (sizeof CASES / sizeof *CASES)
-
-typedef struct fixture {
-    weights_file *file;
-    cJSON *meta;
-    vit_config config;
-    int batch;
-    float smoothing;
-    vit_train_model *model;
-    float *input;
-    int *labels;
-} fixture;
 
 /* The case's "config": vit_config fields by name. */
 static vit_config case_config(const cJSON *meta) {
@@ -63,20 +49,13 @@ static vit_config case_config(const cJSON *meta) {
                         .layer_scale = json_int(c, "layer_scale")};
 }
 
-static void load_fixture(const char *name, fixture *fx) {
-    char path[1024];
-    snprintf(path, sizeof path, FIXTURES "family_%s.safetensors", name);
-    vit_error err;
-    cr_assert(weights_open(path, &fx->file, &err) == VIT_OK, "%s", err.message);
-    fx->meta = cJSON_Parse(weights_metadata(fx->file, "case"));
-    cr_assert(fx->meta);
-    fx->config = case_config(fx->meta);
-    fx->batch = json_int(fx->meta, "batch");
-    fx->smoothing = (float)json_number(fx->meta, "smoothing");
-    cr_assert(vit_train_create(&fx->config, fx->batch, &fx->model, &err) == VIT_OK, "%s: %s", name,
-              err.message);
-    /* Every tensor of the training model is in the file, and every
-     * parameter of the file is in the model (no switch's tensor dropped). */
+/* FIXTURES family_<name>.safetensors; every tensor of the training model is
+ * in the file, and every parameter of the file is in the model (no switch's
+ * tensor dropped). */
+static void load_fixture(const char *name, train_fixture *fx) {
+    char file[128];
+    snprintf(file, sizeof file, "family_%s", name);
+    load_train_fixture(file, case_config, fx);
     size_t file_params = 0;
     for (size_t i = 0; i < weights_count(fx->file); i++) {
         const char *n = weights_at(fx->file, i)->name;
@@ -86,61 +65,16 @@ static void load_fixture(const char *name, fixture *fx) {
     }
     cr_expect_eq(vit_train_num_tensors(fx->model), file_params, "%s: %zu tensors, the file %zu",
                  name, vit_train_num_tensors(fx->model), file_params);
-    fixture_params(fx->file, "", fx->model);
-    const size_t image = (size_t)fx->config.num_channels * fx->config.image_size * fx->config.image_size;
-    fx->input = values_of(fx->file, "input", image * fx->batch);
-    float *labels = values_of(fx->file, "labels", (size_t)fx->batch);
-    fx->labels = malloc(sizeof(int) * fx->batch);
-    for (int b = 0; b < fx->batch; b++) fx->labels[b] = (int)labels[b];
-    free(labels);
 }
 
-static void free_fixture(fixture *fx) {
-    vit_train_free(fx->model);
-    weights_close(fx->file);
-    cJSON_Delete(fx->meta);
-    free(fx->input);
-    free(fx->labels);
-}
-
+/* Gradients within GRAD_TOLERANCE but where torch's is zero but for
+ * rounding (below 1e-6): the k_norm bias adds one constant to every key's
+ * score for a query, which softmax ignores. A ratio to torch's rounding
+ * noise means nothing; ours must be as small. */
 static void check_gradients(const char *name) {
-    fixture fx;
-    load_fixture(name, &fx);
-    vit_error err;
-    float loss;
-    int correct;
-    cr_assert(vit_train_step_grads(fx.model, fx.input, fx.labels, fx.batch, fx.smoothing, &loss,
-                                   &correct, &err) == VIT_OK, "%s", err.message);
-    float *want_loss = values_of(fx.file, "loss", 1);
-    cr_expect(fabsf(loss - want_loss[0]) <= 1e-5f * fabsf(want_loss[0]), "%s: loss %.8g, torch %.8g",
-              name, (double)loss, (double)want_loss[0]);
-    for (size_t i = 0; i < vit_train_num_tensors(fx.model); i++) {
-        const vit_train_tensor *t = vit_train_tensor_at(fx.model, i);
-        char key[96];
-        snprintf(key, sizeof key, "grad.%s", t->name);
-        float *want = values_of(fx.file, key, t->numel);
-        const float *got = vit_train_grads(fx.model) + t->offset;
-        double scale = 0.0, worst = 0.0;
-        for (size_t j = 0; j < t->numel; j++) {
-            scale = fmax(scale, fabs((double)want[j]));
-            worst = fmax(worst, fabs((double)got[j]));
-        }
-        if (scale < 1e-6) {
-            /* Zero but for rounding: the k_norm bias adds one constant to
-             * every key's score for a query, which softmax ignores. A
-             * ratio to torch's rounding noise means nothing; ours must be
-             * as small. */
-            cr_expect(worst <= 1e-6 && isfinite(worst), "%s: gradient of %s is %.3g, torch's is %.3g "
-                      "(zero but for rounding)", name, t->name, worst, scale);
-        } else {
-            const double e = relative_error(got, want, t->numel);
-            cr_expect(e <= GRAD_TOLERANCE, "%s: gradient of %s differs from autograd by %.3g (relative)",
-                      name, t->name, e);
-        }
-        free(want);
-    }
-    free(want_loss);
-    free_fixture(&fx);
+    char file[128];
+    snprintf(file, sizeof file, "family_%s", name);
+    check_train_gradients(file, case_config, 1e-6);
 }
 
 Test(train_family, gradients_deit3_layer_scale_no_embed_class) { check_gradients("deit3"); }
@@ -153,44 +87,16 @@ Test(train_family, gradients_dinov2_registers_class_mean_head) { check_gradients
 /* One torch.optim.AdamW step of the switch-heavy reg4_gap model: gammas,
  * registers and fc_norm are stepped (no decay), as PyTorch does. */
 Test(train_family, adamw_step_matches_torch_reg4_gap) {
-    fixture fx;
+    train_fixture fx;
     load_fixture("reg4_gap", &fx);
-    float lr;
-    const vit_adamw_params hyper = fixture_adamw(fx.meta, &lr);
-    vit_adamw *opt;
-    vit_error err;
-    cr_assert(vit_adamw_create(fx.model, &hyper, &opt, &err) == VIT_OK);
-    for (size_t i = 0; i < vit_train_num_tensors(fx.model); i++) {
-        const vit_train_tensor *t = vit_train_tensor_at(fx.model, i);
-        char key[96];
-        snprintf(key, sizeof key, "grad.%s", t->name);
-        float *g = values_of(fx.file, key, t->numel);
-        memcpy(vit_train_grads(fx.model) + t->offset, g, t->numel * sizeof(float));
-        free(g);
-    }
-    vit_adamw_step(opt, fx.model, lr);
-    for (size_t i = 0; i < vit_train_num_tensors(fx.model); i++) {
-        const vit_train_tensor *t = vit_train_tensor_at(fx.model, i);
-        char key[96];
-        snprintf(key, sizeof key, "step1.%s", t->name);
-        float *want = values_of(fx.file, key, t->numel);
-        const float *got = vit_train_params(fx.model) + t->offset;
-        double worst = 0.0;
-        for (size_t j = 0; j < t->numel; j++) {
-            const double d = fabs((double)got[j] - want[j]);
-            if (!(d <= worst)) worst = isnan(d) ? INFINITY : d;
-        }
-        cr_expect(worst <= 1e-4 * lr + 1e-6, "%s differs from torch by %.3g", t->name, worst);
-        free(want);
-    }
-    vit_adamw_free(opt);
-    free_fixture(&fx);
+    check_adamw_steps(&fx, 1);
+    free_train_fixture(&fx);
 }
 
 /* Saved, reloaded for inference: every switch kept, the logits the training
  * forward gives (and PyTorch's). */
 static void check_save_reload(const char *name) {
-    fixture fx;
+    train_fixture fx;
     load_fixture(name, &fx);
     const vit_config *c = &fx.config;
     const int N = fx.batch, C = c->num_classes;
@@ -237,7 +143,7 @@ static void check_save_reload(const char *name) {
     free(train_logits);
     free(got);
     free(torch_logits);
-    free_fixture(&fx);
+    free_train_fixture(&fx);
 }
 
 Test(train_family, saved_models_reload_with_every_switch) {
@@ -249,7 +155,7 @@ Test(train_family, saved_models_reload_with_every_switch) {
  * gradients on them are the full step's head gradients, and steps leave
  * the backbone alone. */
 Test(train_family, linear_probe_without_class_token) {
-    fixture fx;
+    train_fixture fx;
     load_fixture("reg4_gap", &fx);
     const int N = fx.batch, D = fx.config.hidden_size, C = fx.config.num_classes;
     vit_error err;
@@ -297,5 +203,5 @@ Test(train_family, linear_probe_without_class_token) {
     free(full);
     free(features);
     free(logits);
-    free_fixture(&fx);
+    free_train_fixture(&fx);
 }

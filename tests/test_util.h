@@ -1,8 +1,11 @@
-/* test_util.h — helpers for tests that run the built vit program. */
+/* test_util.h — helpers for tests that run the built vit program, and for
+ * reading fixtures and comparing with them. */
 #ifndef TEST_UTIL_H
 #define TEST_UTIL_H
 
+#include <cJSON.h>
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base_io.h"
+#include "vit.h"
 #include "weights.h"
 
 #define VIT VITC_BINARY_DIR "/vit"
@@ -68,6 +73,39 @@ static inline float *tensor_f32(const weights_file *f, const char *name,
     cr_assert(weights_to_f32(f, t, values, &err) == VIT_OK, "%s", err.message);
     if (out) *out = t;
     return values;
+}
+
+/* max |a - b| over n values; NaN counts as the worst. */
+static inline float max_abs_diff(const float *a, const float *b, size_t n) {
+    float worst = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        const float d = fabsf(a[i] - b[i]);
+        if (!(d <= worst)) worst = d;
+    }
+    return worst;
+}
+
+/* A JSON file, parsed (the test fails if it cannot be read or parsed). */
+static inline cJSON *read_json(const char *path) {
+    char *text = NULL;
+    int missing = 0;
+    vit_error err;
+    cr_assert(base_read_text_file(path, 1 << 20, &text, &missing, &err) == VIT_OK && !missing,
+              "cannot read %s: %s", path, missing ? "missing" : err.message);
+    cJSON *json = cJSON_Parse(text);
+    free(text);
+    cr_assert(json, "%s: bad JSON", path);
+    return json;
+}
+
+/* A fixture case directory (tests/gen_parity.py, tests/gen_family.py): the
+ * model it holds and its expected.safetensors. */
+static inline void open_case(const char *dir, vit_model **model, weights_file **expected) {
+    char path[1024 + 32];
+    vit_error err;
+    cr_assert(vit_model_load(dir, NULL, model, &err) == VIT_OK, "%s: %s", dir, err.message);
+    snprintf(path, sizeof path, "%s/expected.safetensors", dir);
+    cr_assert(weights_open(path, expected, &err) == VIT_OK, "%s", err.message);
 }
 
 static inline int count_lines(const char *s) {

@@ -734,17 +734,13 @@ class FamilyViT:
         h = self._act(F.linear(x, self.p[b + "fc1.weight"], self.p[b + "fc1.bias"]))
         return F.linear(h, self.p[b + "fc2.weight"], self.p[b + "fc2.bias"])
 
-    def forward(self, x):
-        """Differentiable: set requires_grad on entries of self.p (and x) to get
-        autograd gradients for a training check. Returns an OrderedDict: embed [B,T,D] (encoder input, before
-        norm_pre), block0 [B,T,D], attention (list of [B,H,T,T] per block),
-        tokens [B,T,D] (after the final norm; the last block's output when the
-        model has fc_norm instead), pooled [B,D'] (timm pre_logits: pool then
-        fc_norm; DINOv2: cat[cls, mean(patches)], [B,2D]), logits [B,C]
-        (no head: pooled)."""
-        out = OrderedDict()
+    def encode(self, x, out=None):
+        """The encoder up to the final norm: embed, norm_pre and every block.
+        Returns (the last block's output [B,T,D], the attention probabilities
+        of every block); out, when given, receives "embed" and "block0"."""
         h = self.embed(x)
-        out["embed"] = h
+        if out is not None:
+            out["embed"] = h
         if self.pre_norm:
             h = self._ln(h, "norm_pre")
         rec = []
@@ -758,8 +754,20 @@ class FamilyViT:
             if self.init_values:
                 y = y * self.p[b + "ls2.gamma"]
             h = h + y
-            if i == 0:
+            if i == 0 and out is not None:
                 out["block0"] = h
+        return h, rec
+
+    def forward(self, x):
+        """Differentiable: set requires_grad on entries of self.p (and x) to get
+        autograd gradients for a training check. Returns an OrderedDict: embed [B,T,D] (encoder input, before
+        norm_pre), block0 [B,T,D], attention (list of [B,H,T,T] per block),
+        tokens [B,T,D] (after the final norm; the last block's output when the
+        model has fc_norm instead), pooled [B,D'] (timm pre_logits: pool then
+        fc_norm; DINOv2: cat[cls, mean(patches)], [B,2D]), logits [B,C]
+        (no head: pooled)."""
+        out = OrderedDict()
+        h, rec = self.encode(x, out)
         out["attention"] = rec
         if not self.use_fc_norm:
             h = self._ln(h, "norm")

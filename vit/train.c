@@ -657,6 +657,21 @@ static void embed(vit_train_model *m, const float *images, int n, float *dst) {
     }
 }
 
+/* A block's residual branch: out = x + branch, branch = inp · Wᵀ + bias,
+ * scaled by LayerScale's gamma when gamma is given (the unscaled branch then
+ * kept in br for the backward pass; br unused without gamma). */
+static void residual_branch_forward(float *out, const float *x, float *br, const float *inp,
+                                    const float *weight, const float *bias, const float *gamma,
+                                    int rows, int in_dim, int dim, kernels_threads th) {
+    if (gamma) {
+        matmul_forward(br, inp, weight, bias, rows, in_dim, dim, th);
+        memcpy(out, x, sizeof(float) * rows * dim);
+        layer_scale_add_forward(out, br, gamma, rows, dim, th);
+    } else {
+        residual_matmul_forward(out, x, inp, weight, bias, rows, in_dim, dim, th);
+    }
+}
+
 /* The whole forward pass for n images, keeping every activation; logits
  * into m->logits. */
 static void forward(vit_train_model *m, const float *images, int n) {
@@ -697,30 +712,18 @@ static void forward(vit_train_model *m, const float *images, int n) {
                             p + o->k_norm_w, p + o->k_norm_b, eps, th);
         }
         attention_forward(attn, probs, qkv, n, T, D, H, T, NULL, th);
-        if (c->layer_scale) {
-            /* xmid = x + ls1 * proj(attn) */
-            float *br1 = LAYER(m->br1, l, BT * D);
-            matmul_forward(br1, attn, p + o->proj_w, p + o->proj_b, rows, D, D, th);
-            memcpy(xmid, x, sizeof(float) * rows * D);
-            layer_scale_add_forward(xmid, br1, p + o->ls1, rows, D, th);
-        } else {
-            /* xmid = x + proj(attn) */
-            residual_matmul_forward(xmid, x, attn, p + o->proj_w, p + o->proj_b, rows, D, D, th);
-        }
+        /* xmid = x + (ls1 *) proj(attn) */
+        residual_branch_forward(xmid, x, c->layer_scale ? LAYER(m->br1, l, BT * D) : NULL, attn,
+                                p + o->proj_w, p + o->proj_b, c->layer_scale ? p + o->ls1 : NULL,
+                                rows, D, D, th);
         layernorm_forward(ln2, mean2, rstd2, xmid, p + o->ln2_w, p + o->ln2_b, rows, D, eps, th);
         matmul_forward(hid, ln2, p + o->fc1_w, p + o->fc1_b, rows, D, M, th);
         if (c->act == VIT_ACT_QUICK_GELU) quick_gelu_forward(act, hid, (size_t)rows * M, th);
         else gelu_forward(act, hid, (size_t)rows * M, th);
-        if (c->layer_scale) {
-            /* out = xmid + ls2 * fc2(act) */
-            float *br2 = LAYER(m->br2, l, BT * D);
-            matmul_forward(br2, act, p + o->fc2_w, p + o->fc2_b, rows, M, D, th);
-            memcpy(out, xmid, sizeof(float) * rows * D);
-            layer_scale_add_forward(out, br2, p + o->ls2, rows, D, th);
-        } else {
-            /* out = xmid + fc2(act) */
-            residual_matmul_forward(out, xmid, act, p + o->fc2_w, p + o->fc2_b, rows, M, D, th);
-        }
+        /* out = xmid + (ls2 *) fc2(act) */
+        residual_branch_forward(out, xmid, c->layer_scale ? LAYER(m->br2, l, BT * D) : NULL, act,
+                                p + o->fc2_w, p + o->fc2_b, c->layer_scale ? p + o->ls2 : NULL,
+                                rows, M, D, th);
     }
     /* The final norm on the tokens pooling reads (token pooling: the class
      * tokens alone, n rows into fin), then the pooling, then fc_norm. */
