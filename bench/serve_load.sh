@@ -112,6 +112,8 @@ if [ "$soak" = 1 ]; then
        "socket errors $(field "$result" socket_errors)"
   echo "RSS after warm-up ${rss0} KiB, at the end ${rss1} KiB, highest sample ${max} KiB" \
        "($(wc -l < "$work/rss") samples)"
+  # The trend tells a leak (still climbing at the end) from a high-water mark.
+  echo "RSS every 30 s (KiB): $(awk 'NR % 6 == 0 { printf "%s ", $2 }' "$work/rss")"
   echo "$metrics"
   bad=$(echo "$metrics" | grep -v 'code="200"\|code="400"\|code="413"\|code="422"' || true)
   ok=1
