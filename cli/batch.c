@@ -84,6 +84,20 @@ int cli_batch_each_mpi(cli_batch_run *run, const char *const *paths, size_t coun
     return rc;
 }
 
+int cli_run_next_batch(const char *command, vit_context *ctx, const vit_model *model,
+                       data_loader *loader, const char *const *paths, data_batch *b,
+                       float *outputs, int softmax, cli_timings *t) {
+    /* How long the model waits for the loader: decoding that the prefetch
+     * did not hide behind the previous forward pass. */
+    const double wait = cli_now_seconds();
+    if (data_loader_next(loader, b) <= 0) return 0;
+    const double forward = cli_now_seconds();
+    t->decode += forward - wait;
+    const int rc = cli_run_batch_softmax(command, ctx, model, paths, b, outputs, softmax);
+    t->forward += cli_now_seconds() - forward;
+    return rc != 0 ? -1 : 1;
+}
+
 int cli_batch_each(cli_batch_run *run, const char *const *paths, const cli_batch_handlers *h,
                    double *seconds) {
     const double start = cli_now_seconds();
@@ -93,16 +107,10 @@ int cli_batch_each(cli_batch_run *run, const char *const *paths, const cli_batch
     t->split = 1;
     for (;;) {
         if (cli_stop_requested()) break;
-        /* How long the model waits for the loader: decoding that the
-         * prefetch did not hide behind the previous forward pass. */
-        const double wait = cli_now_seconds();
-        if (data_loader_next(run->loader, &b) <= 0) break;
-        const double forward = cli_now_seconds();
-        t->decode += forward - wait;
-        const int rc = cli_run_batch_softmax(run->command, run->ctx, run->model, paths, &b,
-                                             run->outputs, !run->logits);
-        t->forward += cli_now_seconds() - forward;
-        if (rc != 0) return -1;
+        const int rc = cli_run_next_batch(run->command, run->ctx, run->model, run->loader, paths,
+                                          &b, run->outputs, !run->logits, t);
+        if (rc == 0) break;
+        if (rc < 0) return -1;
         for (int i = 0; i < b.count; i++) {
             const size_t index = b.first + (size_t)i;
             if (b.row[i] < 0)

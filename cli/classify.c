@@ -497,16 +497,10 @@ static int stream_run_batch(classify_run *c, stream_batch *sb, double start) {
             fprintf(stderr, "vit classify: %s\n", err.message);
             return -1;
         }
-        /* The summary's split, as cli_batch_each measures it (no prefetch
-         * here: the decoding is all waited for). */
-        const double decode = cli_now_seconds();
-        const int loaded = data_loader_next(loader, &b) > 0;
-        const double forward = cli_now_seconds();
-        run->timings.decode += forward - decode;
-        if (!loaded || cli_run_batch_softmax("classify", run->ctx, run->model, sb->paths, &b,
-                                             run->outputs, !run->logits) != 0)
+        /* No prefetch here: the summary's decode wait is all the decoding. */
+        if (cli_run_next_batch("classify", run->ctx, run->model, loader, sb->paths, &b,
+                               run->outputs, !run->logits, &run->timings) <= 0)
             status = -1;
-        run->timings.forward += cli_now_seconds() - forward;
     }
     for (size_t i = 0, g = 0; status == 0 && i < c->in.count; i++) {
         if (sb->problem[i]) {

@@ -157,6 +157,15 @@ typedef struct cli_timings {
     int split; /* decode and forward were measured (not over MPI ranks) */
 } cli_timings;
 
+/* Takes loader's next batch into b and runs it through the model
+ * (cli_run_batch_softmax), adding the time waited for the loader and the
+ * forward time to t. 1: computed, 0: the loader had no batch left, -1: the
+ * forward pass failed (reported). The one batch step of classify, eval,
+ * classify --stream and the inspection commands. */
+int cli_run_next_batch(const char *command, vit_context *ctx, const vit_model *model,
+                       data_loader *loader, const char *const *paths, data_batch *b,
+                       float *outputs, int softmax, cli_timings *t);
+
 /* The summary line of a batch run on stderr: "vit CMD: 500 files, 2 failed;
  * load 0.12 s, decode wait 3.4 s, forward 10.2 s; 38.1 images/s". When no
  * file succeeded: "vit CMD: 1 file, 1 failed: nothing VERBED"; when there

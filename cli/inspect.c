@@ -380,15 +380,11 @@ static int inspect_run(inspect *s, inspect_handler handler, void *state) {
     cli_catch_stop_signals();
     s->timings.split = 1;
     while (status == CLI_EXIT_OK && !cli_stop_requested()) {
-        /* decode: the time the model waited for the loader (cli_timings). */
-        const double wait = cli_now_seconds();
-        if (data_loader_next(loader, &b) <= 0) break;
-        const double forward = cli_now_seconds();
-        s->timings.decode += forward - wait;
-        const int rc = cli_run_batch(s->command, s->ctx, s->model, (const char *const *)s->in.paths, &b,
-                                     outputs);
-        s->timings.forward += cli_now_seconds() - forward;
-        if (rc != 0) {
+        const int rc = cli_run_next_batch(s->command, s->ctx, s->model, loader,
+                                          (const char *const *)s->in.paths, &b, outputs, 1,
+                                          &s->timings);
+        if (rc == 0) break;
+        if (rc < 0) {
             status = CLI_EXIT_FATAL;
             break;
         }
