@@ -44,7 +44,7 @@ static const char *write_list(const char *name, const char *text, size_t len) {
     return path;
 }
 
-static char expected[1 << 16];
+static char expected[sizeof ((run_result *)0)->out];
 
 /* What plain classify prints for PATHs, for comparison. */
 static void classify_plain(const char *format, const char *paths) {
@@ -279,7 +279,8 @@ Test(inputs, stream_all_classes_and_refused_formats) {
     run_result *r = run("classify --all-classes logits --format csv -m " MODEL " " APPLE " " POLARS);
     cr_assert_eq(r->status, 0, "%s", r->err);
     snprintf(expected, sizeof expected, "%s", r->out);
-    char out_path[96], got[sizeof expected];
+    char out_path[96];
+    static char got[sizeof expected];
     snprintf(out_path, sizeof out_path, "%s/stream.csv", dir);
     shell("printf '%%s\\n%%s\\n' " APPLE " " POLARS " | " VIT " classify --stream -q --all-classes "
           "logits --format csv -m " MODEL " > %s", out_path);
