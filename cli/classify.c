@@ -72,8 +72,9 @@ static const char USAGE[] =
     "(--ext); JPEG, PNG, BMP, GIF, TGA, PNM, PSD and WebP are read whatever the name.\n"
     "\n"
     "--files-from FILE adds the files FILE lists (after the PATHs; not walked; rows\n"
-    "name them as listed): one per line, blank lines skipped, a line ending in \\r\n"
-    "refused. -0: NUL-separated, as from find DIR -print0 | vit classify\n"
+    "name them as listed): one per line, blank lines skipped; a line ending in \\r,\n"
+    "holding a NUL byte or longer than PATH_MAX refuses the list (exit 1, nothing\n"
+    "run). -0: NUL-separated, as from find DIR -print0 | vit classify\n"
     "--files-from - -0.\n"
     "\n"
     "--stream: a long-lived run. Paths come from stdin (or the --files-from FILE or\n"
@@ -345,7 +346,9 @@ static int finish(classify_run *c, double seconds) {
         if (!c->stream) snprintf(of_total, sizeof of_total, " of %zu", c->to_write);
         fprintf(stderr, "vit classify: stopped by %s after %zu%s files%s\n",
                 signo == SIGINT ? "SIGINT" : "SIGTERM", c->processed, of_total,
-                !c->output ? ""
+                /* A stream has nothing to resume: its rows are whole and
+                 * that is all there is to say. */
+                !c->output || c->stream ? ""
                 : c->format == CLI_RESULTS_CSV || c->format == CLI_RESULTS_JSONL ||
                         c->format == CLI_RESULTS_HF_JSONL ? "; --resume continues"
                 : c->format == CLI_RESULTS_JSON || c->format == CLI_RESULTS_HF

@@ -966,7 +966,7 @@ int cli_path_reader_next(cli_path_reader *r, const char **path, const char **pro
             r->start = r->start + PATH_READER_MAX;
             entry[60] = '\0';
             snprintf(r->message, sizeof r->message,
-                     "%s: %s %lu is longer than PATH_MAX (%d bytes); skipped", r->name,
+                     "%s: %s %lu is longer than PATH_MAX (%d bytes)", r->name,
                      r->nul ? "entry" : "line", r->line, PATH_READER_MAX);
             snprintf(r->display, sizeof r->display, "%s...", entry);
             *path = r->display;
