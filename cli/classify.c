@@ -294,6 +294,7 @@ static int open_results(classify_run *c) {
         c->output &&
         (cli_protect_run("classify", &c->run.protect, c->run.model, c->values[OPT_LABELS],
                          (const char *const *)c->in.paths, c->in.count) != 0 ||
+         cli_protect_list("classify", &c->run.protect, c->values[OPT_FILES_FROM]) != 0 ||
          cli_check_output("classify", &c->run.protect, c->output) != 0 ||
          (names_path && cli_check_output("classify", &c->run.protect, names_path) != 0) ||
          cli_lock_output("classify", c->output, c->format != CLI_RESULTS_NPY, &c->run.lock) != 0);
@@ -527,7 +528,6 @@ static int stream_run_batch(classify_run *c, stream_batch *sb, double start) {
 
 static int run_stream(classify_run *c) {
     const char *list = c->values[OPT_FILES_FROM] ? c->values[OPT_FILES_FROM] : "-";
-    const char *list_input[1] = {list};
     cli_path_reader reader;
     stream_batch sb = {0};
     if (cli_batch_load_model(&c->run, c->values[OPT_MODEL], c->values[OPT_LABELS],
@@ -536,8 +536,9 @@ static int run_stream(classify_run *c) {
     /* The images to come are unknown: only the model's files and the list
      * itself are protected from -o. */
     if (c->output &&
-        (cli_protect_run("classify", &c->run.protect, c->run.model, c->values[OPT_LABELS], list_input,
-                         strcmp(list, "-") != 0) != 0 ||
+        (cli_protect_run("classify", &c->run.protect, c->run.model, c->values[OPT_LABELS], NULL,
+                         0) != 0 ||
+         cli_protect_list("classify", &c->run.protect, list) != 0 ||
          cli_check_output("classify", &c->run.protect, c->output) != 0 ||
          cli_lock_output("classify", c->output, 1, &c->run.lock) != 0))
         return CLI_EXIT_FATAL;
