@@ -68,9 +68,12 @@ static const char USAGE[] =
     "same seed and thread count give the same model. OUT is replaced atomically after\n"
     "every epoch and loads with 'vit classify -m OUT'.";
 
-/* The library's warnings (images that cannot be read), from any thread. */
+/* The library's warnings (images that cannot be read), from any thread;
+ * ctx counts them, for the exit status. */
 static void warn_stderr(void *ctx, const char *message) {
-    (void)ctx;
+    size_t *failed = ctx;
+#pragma omp atomic
+    (*failed)++;
     fprintf(stderr, "vit train: %s\n", message);
 }
 
@@ -462,6 +465,7 @@ typedef struct train_run {
     weights_file *state;
     cli_protected protect;
     cli_lock lock;
+    size_t failed_images; /* warnings of images that could not be read: exit 2 */
 } train_run;
 
 static void run_free(train_run *r) {
@@ -547,7 +551,8 @@ static int prepare_run(train_run *r) {
     /* Preprocessing the saved model states (and validation uses). */
     t->in = (vit_trainer_input){.size = r->config.image_size, .channels = r->config.num_channels,
                                 .augment = 1, .flip = (int)o->flip, .shift = (int)o->shift,
-                                .min_scale = o->min_scale, .seed = t->seed, .warn = warn_stderr};
+                                .min_scale = o->min_scale, .seed = t->seed, .warn = warn_stderr,
+                                .warn_ctx = &r->failed_images};
     vit_trainer_default_preprocess(r->init, train->mnist, r->config.image_size, &t->in.eval);
     t->pre = t->in.eval;
     if (v[OPT_VAL] && source_open(v[OPT_VAL], 0, train->mnist ? NULL : train->class_names,
@@ -618,8 +623,9 @@ static int train_main(int argc, char **argv) {
                 c->num_channels, vit_train_num_params(r.t.model), r.t.epochs,
                 r.t.steps_per_epoch, r.o.batch, workers);
     if (run_epochs(&r.t, r.start_epoch, r.v[OPT_QUIET] != NULL) != 0) goto done;
-    exit_code = r.train.unreadable.count || r.val.unreadable.count ? CLI_EXIT_SOME_FAILED
-                                                                   : CLI_EXIT_OK;
+    exit_code = r.train.unreadable.count || r.val.unreadable.count || r.failed_images
+                    ? CLI_EXIT_SOME_FAILED
+                    : CLI_EXIT_OK;
 done:
     run_free(&r);
     free(args.positional);

@@ -85,7 +85,17 @@ vit_status vit_trainer_source_open(const char *spec, int train, char *const *nam
             }
         }
         if (!(s->class_names[c] = strdup(classes.paths[c]))) goto oom;
+        const size_t before = s->files.count, before_u = s->unreadable.count;
         if ((st = add_class(s, spec, classes.paths[c], label, err)) != VIT_OK) goto done;
+        /* A training folder is a class: an empty one would be a class the
+         * model can never learn, counted in its head and in "N classes". */
+        if (!names && s->files.count == before) {
+            st = vit_error_set(err, VIT_E_IO, "%s/%s: class folder %s (every folder under the "
+                               "training data is a class: remove it or add images)", spec,
+                               classes.paths[c], s->unreadable.count > before_u
+                                   ? "could not be listed, so it has no images" : "holds no images");
+            goto done;
+        }
     }
     s->count = s->files.count;
     if (s->count == 0)
