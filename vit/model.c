@@ -822,19 +822,6 @@ static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
         return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: a distilled model with average pooling "
                              "is not supported", path);
 
-    /* Block switches, read from block 0 (take_all requires them in every block). */
-    c->layer_scale = t->ls1.tensor != NULL;
-    c->qk_norm = t->q_norm.tensor != NULL;
-    c->no_qkv_bias = t->q_bias.tensor == NULL;
-    if (stated->qk_norm >= 0 && stated->qk_norm != c->qk_norm)
-        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says qk_norm = %s but tensor '%s' is %s",
-                             path, m->config_source, stated->qk_norm ? "true" : "false",
-                             t->q_norm.key, c->qk_norm ? "present" : "absent");
-    if (stated->qkv_bias >= 0 && stated->qkv_bias == c->no_qkv_bias)
-        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says qkv_bias = %s but tensor '%s' is %s",
-                             path, m->config_source, stated->qkv_bias ? "true" : "false",
-                             t->q_bias.key, c->no_qkv_bias ? "absent" : "present");
-
     c->num_classes = 0;
     if (t->head.tensor) {
         const int64_t in = vit_config_pooled_size(c) *
@@ -852,6 +839,62 @@ static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
     if (m->layout == WEIGHTS_LAYOUT_HF_DINOV2 && c->no_class_token)
         return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout)", path,
                              t->cls.key, weights_layout_name(m->layout));
+    return VIT_OK;
+}
+
+/* Whether the blocks hold a per-block switch's tensors (roles): none in
+ * any block is off; one anywhere is on, and then every block must hold
+ * every one of them, else the error names the first missing (block 0 alone
+ * used to decide, so a file without blocks.0.ls1.gamma ran with LayerScale
+ * off and the other blocks' gammas loaded but unused). */
+static vit_status block_switch(vit_model *m, const weights_role *roles, int num_roles,
+                               const char *what, int *on, vit_error *err) {
+    const int layers = m->config.num_layers;
+    weights_ref ref, seen = {0};
+    vit_status status;
+    *on = 0;
+    for (int l = 0; l < layers && !*on; l++)
+        for (int i = 0; i < num_roles && !*on; i++) {
+            if ((status = weights_layout_find(m->file, m->layout, roles[i], l, &ref, err))) return status;
+            if (ref.tensor) *on = 1, seen = ref;
+        }
+    for (int l = 0; *on && l < layers; l++)
+        for (int i = 0; i < num_roles; i++) {
+            if ((status = weights_layout_find(m->file, m->layout, roles[i], l, &ref, err))) return status;
+            if (!ref.tensor && ref.key[0]) /* "": the layout has no such tensor */
+                return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout): '%s' "
+                                     "is there, and %s needs its tensors in every block",
+                                     weights_path(m->file), ref.key,
+                                     weights_layout_name(m->layout), seen.key, what);
+        }
+    return VIT_OK;
+}
+
+/* The per-block switches, decided from all blocks (block_switch), and
+ * checked against what the config states. */
+static vit_status settle_block_switches(vit_model *m, const stated_config *stated,
+                                        const config_tensors *t, vit_error *err) {
+    vit_config *c = &m->config;
+    const char *path = weights_path(m->file);
+    static const weights_role LS[] = {WEIGHTS_LS1, WEIGHTS_LS2};
+    static const weights_role QK_NORM[] = {WEIGHTS_Q_NORM_W, WEIGHTS_Q_NORM_B, WEIGHTS_K_NORM_W,
+                                           WEIGHTS_K_NORM_B};
+    static const weights_role QKV_BIAS[] = {WEIGHTS_Q_B, WEIGHTS_K_B, WEIGHTS_V_B};
+    int qkv_bias;
+    vit_status status;
+    if ((status = block_switch(m, LS, 2, "LayerScale", &c->layer_scale, err)) ||
+        (status = block_switch(m, QK_NORM, 4, "qk-norm", &c->qk_norm, err)) ||
+        (status = block_switch(m, QKV_BIAS, 3, "the QKV bias", &qkv_bias, err)))
+        return status;
+    c->no_qkv_bias = !qkv_bias;
+    if (stated->qk_norm >= 0 && stated->qk_norm != c->qk_norm)
+        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says qk_norm = %s but tensor '%s' is %s",
+                             path, m->config_source, stated->qk_norm ? "true" : "false",
+                             t->q_norm.key, c->qk_norm ? "present" : "absent");
+    if (stated->qkv_bias >= 0 && stated->qkv_bias == c->no_qkv_bias)
+        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says qkv_bias = %s but tensor '%s' is %s",
+                             path, m->config_source, stated->qkv_bias ? "true" : "false",
+                             t->q_bias.key, c->no_qkv_bias ? "absent" : "present");
     return VIT_OK;
 }
 
@@ -946,6 +989,7 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
     config_tensors tensors;
     if ((status = find_config_tensors(m, &tensors, err)) ||
         (status = sizes_from_tensors(m, &stated, &tensors, err)) ||
+        (status = settle_block_switches(m, &stated, &tensors, err)) ||
         (status = check_stated_sizes(m, &stated, &tensors, err)))
         return status;
     /* timm >= 0.9 resamples with antialiasing; transformers' ViT, DeiT and
@@ -1081,8 +1125,8 @@ static vit_status take_all(vit_model *m, vit_error *err) {
             (s = take(m, WEIGHTS_FC1_B, l, 1, M, 0, &b->fc1_b, err)) ||
             (s = take_linear(m, WEIGHTS_FC2_W, l, D, M, &b->fc2_w, &b->fc2_q, err)) ||
             (s = take(m, WEIGHTS_FC2_B, l, 1, D, 0, &b->fc2_b, err)) ||
-            /* Every block has what block 0 has: a partner missing (ls1
-             * without ls2, q_norm without k_norm) is a missing tensor. */
+            /* settle_block_switches made each switch's tensors all or
+             * nothing across blocks: optional means none anywhere. */
             (s = take(m, WEIGHTS_LS1, l, 1, D, !c->layer_scale, &b->ls1, err)) ||
             (s = take(m, WEIGHTS_LS2, l, 1, D, !c->layer_scale, &b->ls2, err)) ||
             (s = take(m, WEIGHTS_Q_NORM_W, l, 1, dh, !c->qk_norm, &b->q_norm_w, err)) ||
