@@ -13,9 +13,10 @@
 
 #include "cli.h"
 
-/* A slot goes to a newcomer only from a connection that has been slow for
- * this long: a prompt client's head, or a body that has just begun, takes
- * a few milliseconds, and is not cut for a newcomer. */
+/* A connection counts as slow, and first to give its slot to a newcomer,
+ * once it has waited this long for its head or sent its body below the
+ * rate this long: a prompt client's head takes milliseconds, and a body
+ * may start late (curl waits up to a second for 100 Continue). */
 #define EVICT_AFTER_SECONDS 1.0
 
 static void timespec_at(double when, struct timespec *ts) {
@@ -112,11 +113,21 @@ static double deadline_of(const serve_guard *g, const serve_guard_conn *k) {
     return INFINITY;
 }
 
-/* Slow enough to give its slot to a newcomer. */
-static int evictable(const serve_guard *g, const serve_guard_conn *k, double now) {
+/* How readily a connection gives its slot to a newcomer: 0 one slow for a
+ * second with its head or its body (under --min-rate), 1 a kept-alive one
+ * idle between requests (a server may close those at any time, RFC 9112
+ * 9.6; it may also be one its client has closed and libmicrohttpd has not
+ * yet cleaned up), 2 one that opened less than a second ago and has not
+ * sent its head: closing it or the newcomer costs one client alike, and
+ * after a slowloris client reconnects all its sockets at once that is
+ * all there is; -1 never: it is being answered, or its body comes at the
+ * rate. */
+static int eviction_rank(const serve_guard *g, const serve_guard_conn *k, double now) {
     const double age = now - k->since;
-    if (age < EVICT_AFTER_SECONDS) return 0;
-    return k->state == CONN_HEAD || (k->state == CONN_BODY && (double)k->received < g->min_rate * age);
+    if (k->state == CONN_HEAD) return k->kept_alive ? 1 : age >= EVICT_AFTER_SECONDS ? 0 : 2;
+    if (k->state == CONN_BODY && age >= EVICT_AFTER_SECONDS && (double)k->received < g->min_rate * age)
+        return 0;
+    return -1;
 }
 
 /* Under the lock: its thread sees the end of the stream, libmicrohttpd
@@ -189,13 +200,21 @@ void serve_guard_stop(serve_guard *g) {
     pthread_cond_destroy(&g->wake);
 }
 
-/* A new connection over the limit: the slowest evictable one makes room
- * (the one slow for longest), else the newcomer is turned away. */
+/* A new connection over the limit: the connection of the lowest rank
+ * (eviction_rank), the longest in its state among those, makes room;
+ * when every other is being answered or sends its body at the rate, the
+ * newcomer is turned away. */
 static void make_room(serve_guard *g, serve_guard_conn *newcomer) {
     const double now = cli_now_seconds();
     serve_guard_conn *victim = NULL;
-    for (serve_guard_conn *k = g->conns; k; k = k->next)
-        if (k != newcomer && evictable(g, k, now) && (!victim || k->since < victim->since)) victim = k;
+    int victim_rank = 3;
+    for (serve_guard_conn *k = g->conns; k; k = k->next) {
+        const int rank = k == newcomer ? -1 : eviction_rank(g, k, now);
+        if (rank >= 0 && (rank < victim_rank || (rank == victim_rank && k->since < victim->since))) {
+            victim = k;
+            victim_rank = rank;
+        }
+    }
     if (victim) g->evicted++;
     else g->refused++;
     close_conn(g, victim ? victim : newcomer);

@@ -10,10 +10,11 @@
  *    connection whose head has not arrived in time, or whose body comes in
  *    slower than a minimum rate after a grace period; libmicrohttpd's own
  *    timeout only sees silence, not a byte every few seconds. At the
- *    connection limit a new connection takes the slot of the connection
- *    that has waited longest for its head (or sends its body slowest), so
+ *    connection limit a new connection takes the slot of one that has been
+ *    slow for a second with its head or body, else of a kept-alive one
+ *    idle between requests, else of one still waiting for its head, so
  *    slow clients cannot keep prompt ones out; only when every slot is
- *    busy answering is the newcomer turned away.
+ *    being answered or receiving a body at the rate is it turned away.
  *
  * A connection is closed by shutdown(2) on its socket, under the guard's
  * lock: its own thread then sees the end of the stream and libmicrohttpd
