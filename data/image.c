@@ -895,7 +895,9 @@ vit_status data_image_probe_memory(const void *bytes, size_t size, const char *n
     out->width = (int)w;
     out->height = (int)h;
     /* Plus the file itself (PNG copies its data once or twice) and the
-     * decoders' and the resize's fixed tables. */
-    out->peak_bytes = per_pixel * (size_t)w * (size_t)h + size + ((size_t)1 << 20);
+     * decoders' and the resize's fixed tables; saturated, for a cap raised
+     * past what memory can hold. */
+    const size_t pixels = (size_t)w * (size_t)h, extra = size + ((size_t)1 << 20);
+    out->peak_bytes = pixels > (SIZE_MAX - extra) / per_pixel ? SIZE_MAX : per_pixel * pixels + extra;
     return VIT_OK;
 }
