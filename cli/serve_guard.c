@@ -113,20 +113,23 @@ static double deadline_of(const serve_guard *g, const serve_guard_conn *k) {
     return INFINITY;
 }
 
-/* How readily a connection gives its slot to a newcomer: 0 one slow for a
- * second with its head or its body (under --min-rate), 1 a kept-alive one
- * idle between requests (a server may close those at any time, RFC 9112
- * 9.6; it may also be one its client has closed and libmicrohttpd has not
- * yet cleaned up), 2 one that opened less than a second ago and has not
- * sent its head: closing it or the newcomer costs one client alike, and
- * after a slowloris client reconnects all its sockets at once that is
- * all there is; -1 never: it is being answered, or its body comes at the
- * rate. */
+/* How readily a connection gives its slot to a newcomer:
+ *  0: for a second or more it has waited for its head, sent its body
+ *     under --min-rate, or sat idle after an answer (a server may close
+ *     a kept-alive connection at any time, RFC 9112 9.6);
+ *  1: it opened less than a second ago and its head has not arrived:
+ *     closing it or the newcomer costs one client alike, and right after
+ *     a slowloris client has reconnected all its sockets together that is
+ *     all there is;
+ *  2: it answered a request less than a second ago: most likely a prompt
+ *     client about to send the next one, so last (but it may also be one
+ *     its client has closed and libmicrohttpd has not cleaned up yet);
+ * -1: never: it is being answered, or its body comes at the rate. */
 static int eviction_rank(const serve_guard *g, const serve_guard_conn *k, double now) {
     const double age = now - k->since;
-    if (k->state == CONN_HEAD) return k->kept_alive ? 1 : age >= EVICT_AFTER_SECONDS ? 0 : 2;
-    if (k->state == CONN_BODY && age >= EVICT_AFTER_SECONDS && (double)k->received < g->min_rate * age)
-        return 0;
+    const int slow = age >= EVICT_AFTER_SECONDS;
+    if (k->state == CONN_HEAD) return slow ? 0 : k->kept_alive ? 2 : 1;
+    if (k->state == CONN_BODY && slow && (double)k->received < g->min_rate * age) return 0;
     return -1;
 }
 

@@ -11,9 +11,9 @@
  *    slower than a minimum rate after a grace period; libmicrohttpd's own
  *    timeout only sees silence, not a byte every few seconds. At the
  *    connection limit a new connection takes the slot of one that has been
- *    slow for a second with its head or body, else of a kept-alive one
- *    idle between requests, else of one still waiting for its head, so
- *    slow clients cannot keep prompt ones out; only when every slot is
+ *    slow (or idle after an answer) for a second, else of one still
+ *    waiting for its head, else of one that answered a request just now,
+ *    so slow clients cannot keep prompt ones out; only when every slot is
  *    being answered or receiving a body at the rate is it turned away.
  *
  * A connection is closed by shutdown(2) on its socket, under the guard's
