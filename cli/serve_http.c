@@ -34,7 +34,7 @@ static const char *param_value(const char *p, const char *end, char *out, size_t
         if (p >= end) return NULL;
         p++;
     } else {
-        for (; p < end && *p != ';' && *p != ',' && *p != ' ' && *p != '\t'; p++)
+        for (; p < end && *p != ';' && *p != ',' && *p != ' ' && *p != '\t' && *p != '\r'; p++)
             if (n + 1 < size) out[n++] = *p;
     }
     if (size) out[n] = '\0';
@@ -171,8 +171,6 @@ static int part_headers(const char *p, const char *end, serve_form_part *part) {
         }
         p = line_end + 1;
     }
-    for (char *s = filename; has_file && *s; s++)
-        if (*s == '\r') *s = ' ';
     part->field = strdup(field);
     part->filename = has_file ? strdup(filename) : NULL;
     return part->field && (!has_file || part->filename) ? 0 : -2;

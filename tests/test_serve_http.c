@@ -75,6 +75,14 @@ Test(serve_http, a_body_splits_into_its_parts) {
     cr_expect_eq(parts[3].filename, NULL, "a plain field has no file name");
     cr_expect_str_eq(parts[3].field, "field");
     serve_form_parts_free(parts, n);
+    /* Bare tokens end at the line's end. */
+    static const char BARE[] = "--B\r\nContent-Disposition: form-data; name=f; filename=x.png\r\n\r\n"
+                               "x\r\n--B--";
+    cr_assert_eq(serve_form_split((const unsigned char *)BARE, sizeof BARE - 1, "B", 10, &parts, &n,
+                                  message, sizeof message), 0, "%s", message);
+    cr_expect_str_eq(parts[0].filename, "x.png");
+    cr_expect_str_eq(parts[0].field, "f");
+    serve_form_parts_free(parts, n);
     cr_expect_eq(serve_form_split(body, sizeof BODY - 1, "XYZ", 3, &parts, &n, message,
                                   sizeof message), -1);
     cr_expect(strstr(message, "more than 3 files"), "%s", message);
