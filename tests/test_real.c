@@ -110,6 +110,10 @@ Test(real, timm_vit_tiny_photos_match_pytorch, .timeout = 300) {
  * PyTorch's (stb_image vs libjpeg decoding may move an image or two). */
 static void check_accuracy(const char *name, double ref_top1, double ref_top5) {
     require_shared();
+#ifdef VITC_TEST_EMULATED
+    cr_skip_test("issue 30: 500 photos take hours under an emulator; the accuracy is checked "
+                 "natively, and scripts/aarch64 identity compares the outputs with x86-64's");
+#endif
     vit_model *model = load(name);
     FILE *csv = fopen(SHARED "/imagenet-sample/labels.csv", "r");
     cr_assert(csv, "cannot open labels.csv");
