@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -214,7 +215,7 @@ static int mark_collisions(inspect *s) {
 /* MASK.png -> MASK.overlay.png (a name without .png gets the suffix added). */
 static char *overlay_path(const char *mask) {
     size_t n = strlen(mask);
-    if (n >= 4 && strcmp(mask + n - 4, ".png") == 0) n -= 4;
+    if (n >= 4 && strcasecmp(mask + n - 4, ".png") == 0) n -= 4;
     char *p = malloc(n + 13);
     if (p) snprintf(p, n + 13, "%.*s.overlay.png", (int)n, mask);
     return p;
@@ -526,7 +527,7 @@ static const cli_option ATTENTION_OPTIONS[NUM_ATTENTION_OPTS] = {
     [OPT_ROLLOUT] = {"rollout", 0, 0, "", "attention rollout through layers 0..L instead"},
     [OPT_DISCARD] = {"discard", 0, 1, "R", "rollout: drop the lowest fraction R of each layer's attention (default 0)"},
     [OPT_GRID] = {"grid", 0, 0, "", "draw every head of the layer (and their mean) as tiles"},
-    [OPT_NPY] = {"npy", 0, 1, "PATH", "also write the grid_h x grid_w float32 map (--grid: heads x ...) as .npy"},
+    [OPT_NPY] = {"npy", 0, 1, "PATH", "also write the grid_h x grid_w float32 map as .npy (--grid: heads + 1 maps, the mean last)"},
 };
 
 static const char ATTENTION_USAGE[] =
@@ -650,7 +651,8 @@ static int attention_image(inspect *s, void *state, size_t index, int row) {
     }
     data_image_free(&pic);
     if (r == 0) {
-        const int64_t shape[3] = {H, s->grid_h, s->grid_w};
+        /* --grid: the maps drawn, every head then their mean. */
+        const int64_t shape[3] = {H + 1, s->grid_h, s->grid_w};
         r = st->grid ? write_array(s, index, DATA_NPY_F32, shape, 3, map)
                      : write_array(s, index, DATA_NPY_F32, shape + 1, 2, map);
     }

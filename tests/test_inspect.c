@@ -656,7 +656,14 @@ Test(commands, attention_single_image_and_rollout, .init = make_tmpdir, .fini = 
     snprintf(args, sizeof args, "attention -q -m %s %s -o %s --grid --npy %s", MODEL, img, out, npy);
     r = run(args);
     cr_assert_eq(r->status, 0, "%s", r->err);
-    free(npy_floats(npy, 3 * 16));
+    /* The maps drawn: 3 heads, then their mean. */
+    got = npy_floats(npy, 4 * 16);
+    for (int j = 0; j < 16; j++)
+        cr_expect_float_eq(got[3 * 16 + j], (got[j] + got[16 + j] + got[32 + j]) / 3, 1e-6f,
+                           "--grid .npy: map 3 is not the heads' mean at patch %d", j);
+    free(got);
+    if (system("/usr/bin/python3 -c 'import numpy' >/dev/null 2>&1") == 0)
+        numpy_check(npy, "<f4", "(4, 4, 4)", NULL);
     /* 3 heads + mean in 2x2 tiles of 60x45 with 4-pixel gaps. */
     expect_png_size(out, 2 * 60 + 3 * 4, 2 * 45 + 3 * 4, 3);
 
@@ -871,7 +878,7 @@ Test(commands, register_and_no_class_token_models, .init = make_tmpdir, .fini = 
     free(got);
     snprintf(args, sizeof args, "attention -q -m " FAMILY "reg4_gap %s -o %s --npy %s --grid", img, out, npy);
     cr_assert_eq(run(args)->status, 0);
-    got = npy_floats(npy, 2 * 16); /* heads x 4 x 4 */
+    got = npy_floats(npy, 3 * 16); /* (heads + mean) x 4 x 4 */
     vit_attention_mean_row(attn[1], 2, 20, 4, 1, 4, map);
     cr_expect(max_abs_diff(got + 16, map, 16) == 0.0f, "--grid: head 1 is not its patch queries' mean row");
     free(got);
