@@ -150,24 +150,6 @@ static int parse_options(const char *const *v, const cli_args *args, train_opts 
     return 0;
 }
 
-/* The command line, JSON-safe: the recipe sits in a JSON string. */
-static char *make_recipe(int argc, char **argv) {
-    size_t len = 64;
-    for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
-    char *recipe = malloc(len);
-    if (!recipe) return NULL;
-    strcpy(recipe, "vit train");
-    for (int i = 0; i < argc; i++) {
-        strcat(recipe, " ");
-        for (const char *p = argv[i]; *p; p++) {
-            const size_t n = strlen(recipe);
-            recipe[n] = *p == '"' || *p == '\\' || (unsigned char)*p < 32 ? '_' : *p;
-            recipe[n + 1] = '\0';
-        }
-    }
-    return recipe;
-}
-
 /* The architecture is the state's: an option asking for another one would
  * be silently ignored, so it is refused, naming it. */
 static int check_resume_arch(const char *const *v, const vit_config *wanted,
@@ -285,8 +267,9 @@ static int resume(const char *const *v, train_opts *o, const vit_trainer_source 
         char given[64];
         snprintf(given, sizeof given,
                  v[OPT_EPOCHS] ? "got %ld" : "the state's own %ld when not given", o->epochs);
-        fprintf(stderr, "vit train: --resume: the state in %s has already trained %ld epochs; "
-                        "--epochs must be larger (%s)\n", path, *start_epoch, given);
+        fprintf(stderr, "vit train: --resume: the state in %s has already trained %ld epoch%s; "
+                        "--epochs must be larger (%s)\n", path, *start_epoch,
+                *start_epoch == 1 ? "" : "s", given);
         return -1;
     }
     t->epochs = o->epochs;
@@ -354,9 +337,12 @@ static int adopt_init(const vit_model *init, int resumed, int mnist, const char 
     return 0;
 }
 
-/* The model and optimiser: from the state, the --init model, or new. */
+/* The model and optimiser: from the state, the --init model, or new (a
+ * linear probe's state holds the head only: the backbone comes from --init
+ * first, then the state). */
 static int create_model(vit_trainer *t, const vit_config *config, const train_opts *o,
-                        const vit_model *init, weights_file *state) {
+                        const vit_model *init, weights_file *state,
+                        const vit_trainer_state_info *saved) {
     vit_error err;
     /* Under MPI each rank computes a slice of every batch. */
     const int ranks = cli_mpi_train_size();
@@ -370,16 +356,15 @@ static int create_model(vit_trainer *t, const vit_config *config, const train_op
         fprintf(stderr, "vit train: %s\n", err.message);
         return -1;
     }
-    if (state) {
-        if (vit_trainer_state_load(state, t, &err) != VIT_OK) {
-            fprintf(stderr, "vit train: --resume: %s\n", err.message);
-            return -1;
-        }
-    } else if (init && vit_train_copy_from(t->model, init, 0, &err) != VIT_OK) {
+    if (init && (!state || o->freeze) && vit_train_copy_from(t->model, init, 0, &err) != VIT_OK) {
         fprintf(stderr, "vit train: --init: %s\n", err.message);
         return -1;
     }
     if (o->freeze) vit_train_freeze_backbone(t->model, 1);
+    if (state && vit_trainer_state_load(state, saved, t, &err) != VIT_OK) {
+        fprintf(stderr, "vit train: --resume: %s\n", err.message);
+        return -1;
+    }
     return 0;
 }
 
@@ -437,15 +422,15 @@ static int run_epochs(vit_trainer *t, long start_epoch, int quiet) {
                 fprintf(stderr, "; %.2f s in gradient sums", cli_mpi_train_sum_seconds() - sums_before);
             fprintf(stderr, ")\n");
         }
-        if (vit_trainer_save(t, val_acc, cli_now_seconds() - run_start, &err) != VIT_OK) {
+        if (vit_trainer_save(t, val_acc, &err) != VIT_OK) {
             fprintf(stderr, "vit train: %s\n", err.message);
             cli_mpi_train_abort(1);
             return -1;
         }
     }
-    if (root)
+    if (speak)
         printf("wrote %s (%zu parameters) in %.1f s\n", t->out_path, vit_train_num_params(t->model),
-           cli_now_seconds() - run_start);
+               cli_now_seconds() - run_start);
     return 0;
 }
 
@@ -473,7 +458,6 @@ static void run_free(train_run *r) {
     vit_train_free(r->t.model);
     vit_adamw_free(r->t.opt);
     free(r->t.labels);
-    free(r->t.recipe);
     vit_model_free(r->init);
     weights_close(r->state);
 }
@@ -543,7 +527,7 @@ static int prepare_run(train_run *r) {
                                .freeze = o->freeze};
     snprintf(t->h.init, sizeof t->h.init, "%s", o->init_path ? o->init_path : "");
     t->parallel = cli_mpi_train_parallel();
-    if (create_model(t, &r->config, o, r->init, r->state) != 0) return -1;
+    if (create_model(t, &r->config, o, r->init, r->state, &r->saved) != 0) return -1;
     /* Preprocessing the saved model states (and validation uses). */
     t->in = (vit_trainer_input){.size = r->config.image_size, .channels = r->config.num_channels,
                                 .augment = 1, .flip = (int)o->flip, .shift = (int)o->shift,
@@ -596,7 +580,7 @@ static int train_main(int argc, char **argv) {
         r.t.epochs = r.o.epochs;
         r.t.seed = (uint64_t)r.o.seed;
         snprintf(r.t.state_path, sizeof r.t.state_path, "%s.state", r.t.out_path);
-        ready = (r.t.recipe = make_recipe(argc, argv)) && open_run(&r) == 0 && prepare_run(&r) == 0;
+        ready = open_run(&r) == 0 && prepare_run(&r) == 0;
     }
     const int all_ready = cli_mpi_train_agree(ready, &root_ready);
     /* A rank that failed alone says why; when rank 0 failed too, it has. */
@@ -611,12 +595,13 @@ static int train_main(int argc, char **argv) {
         snprintf(workers, sizeof workers, "%d threads", omp_get_max_threads());
     if (cli_mpi_train_rank() == 0 && !r.v[OPT_QUIET])
         fprintf(stderr, "training %s: %zu images, %d classes; ViT D %d, %d layers, %d heads, "
-                        "MLP %d, patch %d, %dx%d x%d; %zu parameters; %ld epochs of %ld steps "
+                        "MLP %d, patch %d, %dx%d x%d; %zu parameters; %ld epoch%s of %ld step%s "
                         "(batch %ld), %s\n",
                 r.v[OPT_DATA], r.train.count, c->num_classes, c->hidden_size, c->num_layers,
                 c->num_heads, c->mlp_size, c->patch_size, c->image_size, c->image_size,
                 c->num_channels, vit_train_num_params(r.t.model), r.t.epochs,
-                r.t.steps_per_epoch, r.o.batch, workers);
+                r.t.epochs == 1 ? "" : "s", r.t.steps_per_epoch,
+                r.t.steps_per_epoch == 1 ? "" : "s", r.o.batch, workers);
     if (run_epochs(&r.t, r.start_epoch, r.v[OPT_QUIET] != NULL) != 0) goto done;
     exit_code = r.train.unreadable.count || r.val.unreadable.count ? CLI_EXIT_SOME_FAILED
                                                                    : CLI_EXIT_OK;

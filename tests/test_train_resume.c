@@ -144,6 +144,29 @@ Test(train_resume, a_fine_tuned_run_resumes_as_one) {
     cr_expect(strstr(r->err, "fine-tuning from ") && strstr(r->err, "/m.safetensors (--init, as saved)"),
               "%s", r->err);
     cr_expect(strstr(r->err, "features of 4 images"), "not resumed as a linear probe: %s", r->err);
+    /* The probe's state holds the head and its moments, not the frozen
+     * backbone (which is --init's): head.weight, head.bias, x3. */
+    char state[512];
+    snprintf(state, sizeof state, "%s/p.safetensors.state", dir);
+    weights_file *f = NULL;
+    vit_error err;
+    cr_assert_eq(weights_open(state, &f, &err), VIT_OK, "%s", err.message);
+    cr_expect_eq(weights_count(f), 6, "%zu tensors in a linear probe's state", weights_count(f));
+    cr_expect_not_null(weights_find(f, "adamw.v.head.weight"));
+    weights_close(f);
+    /* An --init file that no longer holds the backbone the probe was
+     * trained on is refused, not silently mixed. */
+    snprintf(args, sizeof args, "train --data %s/data -o %s/other.safetensors " SMALL
+             " --epochs 1 -b 2 --seed 6", dir, dir);
+    cr_assert_eq(run(args)->status, 0);
+    shell("cp %s/m.safetensors %s/m.keep && cp %s/other.safetensors %s/m.safetensors", dir, dir,
+          dir, dir);
+    snprintf(args, sizeof args, "train --data %s/data -o %s/p4.safetensors --resume %s/p.safetensors "
+             "--epochs 3 -t 1", dir, dir, dir);
+    r = run(args);
+    shell("mv %s/m.keep %s/m.safetensors", dir, dir);
+    cr_expect_eq(r->status, 1, "%s", r->err);
+    cr_expect(strstr(r->err, "frozen backbone is not the one"), "%s", r->err);
 
     snprintf(args, sizeof args, "train --data %s/data -o %s/p3.safetensors --resume %s/p.safetensors "
              "--epochs 3 -t 1 --init " VITC_SOURCE_DIR "/tests/fixtures/parity/hf_vit_d48_h3", dir,

@@ -435,24 +435,9 @@ double vit_trainer_validate(vit_trainer *t) {
  * moments m and v, under the parameter names with these prefixes. */
 static const char *const STATE_PREFIX[3] = {"", "adamw.m.", "adamw.v."};
 
-/* The state's JSON: where the run stands, the configuration and options. */
-static char *state_json(const vit_trainer *t) {
-    const vit_config *c = vit_train_config(t->model);
+/* The training options, as the state and the model's metadata record them. */
+static void add_hyper(cJSON *j, const vit_trainer *t) {
     const vit_trainer_hyper *h = &t->h;
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "epoch", (double)t->epoch_done);
-    cJSON_AddNumberToObject(j, "step", (double)t->step);
-    char seed[32];
-    snprintf(seed, sizeof seed, "%" PRIu64, t->seed);
-    cJSON_AddStringToObject(j, "seed", seed);
-    vit_config_to_hf_json(c, c->num_channels, cJSON_AddObjectToObject(j, "config"));
-    /* What those keys leave to the tensors (a state is read by config alone). */
-    cJSON *sw = cJSON_AddObjectToObject(j, "switches");
-    cJSON_AddNumberToObject(sw, "pos_embed_prefix", c->pos_embed_prefix);
-    cJSON_AddNumberToObject(sw, "global_pool", c->global_pool);
-    cJSON_AddNumberToObject(sw, "no_final_norm", c->no_final_norm);
-    cJSON_AddNumberToObject(sw, "layer_scale", c->layer_scale);
-    cJSON_AddNumberToObject(j, "num_classes", c->num_classes);
     cJSON_AddNumberToObject(j, "epochs", (double)t->epochs);
     cJSON_AddNumberToObject(j, "batch", (double)h->batch);
     cJSON_AddNumberToObject(j, "images", (double)h->images);
@@ -467,6 +452,48 @@ static char *state_json(const vit_trainer *t) {
     cJSON_AddNumberToObject(j, "flip", (double)h->flip);
     cJSON_AddNumberToObject(j, "freeze", (double)h->freeze);
     if (h->init[0]) cJSON_AddStringToObject(j, "init", h->init);
+}
+
+/* FNV-1a over the frozen parameters (a linear probe's backbone), which the
+ * state leaves out: a resumed probe takes them from --init again, and this
+ * tells whether that file still holds the same weights. 0: none frozen. */
+static uint64_t frozen_checksum(vit_train_model *m) {
+    uint64_t h = 0;
+    const float *params = vit_train_params(m);
+    for (size_t i = 0; i < vit_train_num_tensors(m); i++) {
+        const vit_train_tensor *p = vit_train_tensor_at(m, i);
+        if (p->trainable) continue;
+        if (!h) h = 0xcbf29ce484222325ull;
+        const unsigned char *b = (const unsigned char *)(params + p->offset);
+        for (size_t k = 0; k < p->numel * sizeof(float); k++) h = (h ^ b[k]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* The state's JSON: where the run stands, the configuration and options. */
+static char *state_json(const vit_trainer *t) {
+    const vit_config *c = vit_train_config(t->model);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "epoch", (double)t->epoch_done);
+    cJSON_AddNumberToObject(j, "step", (double)t->step);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%" PRIu64, t->seed);
+    cJSON_AddStringToObject(j, "seed", seed);
+    vit_config_to_hf_json(c, c->num_channels, cJSON_AddObjectToObject(j, "config"));
+    /* What those keys leave to the tensors (a state is read by config alone). */
+    cJSON *sw = cJSON_AddObjectToObject(j, "switches");
+    cJSON_AddNumberToObject(sw, "pos_embed_prefix", c->pos_embed_prefix);
+    cJSON_AddNumberToObject(sw, "global_pool", c->global_pool);
+    cJSON_AddNumberToObject(sw, "no_final_norm", c->no_final_norm);
+    cJSON_AddNumberToObject(sw, "layer_scale", c->layer_scale);
+    cJSON_AddNumberToObject(j, "num_classes", c->num_classes);
+    add_hyper(j, t);
+    const uint64_t frozen = frozen_checksum(t->model);
+    if (frozen) {
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016" PRIx64, frozen);
+        cJSON_AddStringToObject(j, "frozen_checksum", hex);
+    }
     char *text = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return text;
@@ -484,12 +511,16 @@ static vit_status save_state(const vit_trainer *t, vit_error *err) {
         goto done;
     }
     const float *bufs[3] = {vit_train_params(m), t->opt->m, t->opt->v};
+    /* A frozen tensor's moments stay zero and its values are --init's: a
+     * linear probe's state holds the head alone (not 3x the backbone). */
+    size_t kept = 0;
     for (size_t i = 0; i < nt; i++) {
         const vit_train_tensor *p = vit_train_tensor_at(m, i);
-        for (int k = 0; k < 3; k++) {
-            weights_tensor *x = &w[k * nt + i];
-            snprintf(names[k * nt + i], sizeof names[0], "%s%s", STATE_PREFIX[k], p->name);
-            x->name = names[k * nt + i];
+        if (!p->trainable) continue;
+        for (int k = 0; k < 3; k++, kept++) {
+            weights_tensor *x = &w[kept];
+            snprintf(names[kept], sizeof names[0], "%s%s", STATE_PREFIX[k], p->name);
+            x->name = names[kept];
             x->dtype = WEIGHTS_F32;
             x->ndim = p->ndim;
             memcpy(x->shape, p->shape, sizeof(int64_t) * p->ndim);
@@ -499,7 +530,7 @@ static vit_status save_state(const vit_trainer *t, vit_error *err) {
         }
     }
     const char *keys[] = {"vitc_train_state"}, *values[] = {text};
-    st = weights_write(t->state_path, w, 3 * nt, keys, values, 1, err);
+    st = weights_write(t->state_path, w, kept, keys, values, 1, err);
 done:
     free(text);
     free(w);
@@ -507,18 +538,27 @@ done:
     return st;
 }
 
-vit_status vit_trainer_save(const vit_trainer *t, double val_acc, double seconds, vit_error *err) {
-    char info[1024];
-    snprintf(info, sizeof info,
-             "{\"epoch\":%ld,\"epochs\":%ld,\"step\":%ld,\"seed\":%" PRIu64 ",\"val_top1\":%.4f,"
-             "\"seconds\":%.1f,\"command\":\"%s\"}",
-             t->epoch_done, t->epochs, t->step, t->seed, val_acc, seconds,
-             t->recipe ? t->recipe : "");
+vit_status vit_trainer_save(const vit_trainer *t, double val_acc, vit_error *err) {
+    /* Only what the run determines: no wall-clock time and no command line,
+     * so a run resumed after a crash writes the same file as one that was
+     * not interrupted (timings go to stderr and to vit train --log). */
+    cJSON *j = cJSON_CreateObject();
+    char seed[32], *info = NULL;
+    snprintf(seed, sizeof seed, "%" PRIu64, t->seed);
+    if (j && cJSON_AddNumberToObject(j, "epoch", (double)t->epoch_done) &&
+        cJSON_AddNumberToObject(j, "step", (double)t->step) &&
+        cJSON_AddStringToObject(j, "seed", seed) &&
+        cJSON_AddNumberToObject(j, "val_top1", val_acc >= 0 ? round(val_acc * 1e6) / 1e6 : -1)) {
+        add_hyper(j, t);
+        info = cJSON_PrintUnformatted(j);
+    }
+    cJSON_Delete(j);
+    if (!info) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     const char *keys[] = {"vitc_training"}, *values[] = {info};
-    if (vit_train_save(t->model, t->out_path, (const char *const *)t->labels, &t->pre, NULL, 0,
-                       keys, values, 1, err) != VIT_OK)
-        return err->code;
-    return save_state(t, err);
+    const vit_status st = vit_train_save(t->model, t->out_path, (const char *const *)t->labels,
+                                         &t->pre, NULL, 0, keys, values, 1, err);
+    free(info);
+    return st != VIT_OK ? st : save_state(t, err);
 }
 
 vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info,
@@ -578,13 +618,17 @@ vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info
 #undef GET
     const cJSON *init = cJSON_GetObjectItem(j, "init");
     if (cJSON_IsString(init)) snprintf(info->h.init, sizeof info->h.init, "%s", init->valuestring);
+    const cJSON *frozen = cJSON_GetObjectItem(j, "frozen_checksum");
+    if (cJSON_IsString(frozen))
+        snprintf(info->frozen_checksum, sizeof info->frozen_checksum, "%s", frozen->valuestring);
     const cJSON *s = cJSON_GetObjectItem(j, "seed");
     info->seed = cJSON_IsString(s) ? strtoull(s->valuestring, NULL, 10) : 0;
     cJSON_Delete(j);
     return VIT_OK;
 }
 
-vit_status vit_trainer_state_load(weights_file *f, vit_trainer *t, vit_error *err) {
+vit_status vit_trainer_state_load(weights_file *f, const vit_trainer_state_info *info,
+                                  vit_trainer *t, vit_error *err) {
     vit_train_model *m = t->model;
     float *bufs[3] = {vit_train_params(m), t->opt->m, t->opt->v};
     const size_t nt = vit_train_num_tensors(m);
@@ -594,12 +638,20 @@ vit_status vit_trainer_state_load(weights_file *f, vit_trainer *t, vit_error *er
             char name[96];
             snprintf(name, sizeof name, "%s%s", STATE_PREFIX[k], p->name);
             const weights_tensor *w = weights_find(f, name);
+            if (!w && !p->trainable) continue; /* a probe's backbone: from --init */
             if (!w || w->numel != p->numel)
                 return vit_error_set(err, VIT_E_SHAPE, "%s: tensor '%s' missing or of another size",
                                      weights_path(f), name);
             if (weights_to_f32(f, w, bufs[k] + p->offset, err) != VIT_OK) return err->code;
         }
     }
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016" PRIx64, frozen_checksum(m));
+    const char *saved = info->frozen_checksum[0] ? info->frozen_checksum : NULL;
+    if (saved && strcmp(saved, hex) != 0)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: the frozen backbone is not the one this "
+                             "state was trained on (--init %s changed since?)",
+                             weights_path(f), t->h.init);
     t->opt->step = t->step;
     return VIT_OK;
 }

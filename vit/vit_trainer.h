@@ -125,7 +125,6 @@ typedef struct vit_trainer {
     char **labels; /* num_labels class names for the model file */
     int num_labels;
     data_preprocess pre; /* written with the model */
-    char *recipe;        /* the command line, JSON-safe, for the metadata */
     long epochs, epoch_done, step;
     uint64_t seed;
     vit_trainer_hyper h; /* saved in the state */
@@ -148,7 +147,7 @@ typedef struct vit_trainer {
 vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
                                const vit_trainer_source *val, vit_error *err);
 /* Frees what vit_trainer_prepare allocated (not the model, optimiser,
- * labels or recipe, which the caller owns). */
+ * or labels, which the caller owns). */
 void vit_trainer_free(vit_trainer *t);
 
 /* Shuffles the training order for epoch. */
@@ -180,7 +179,7 @@ double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
 /* The model file (loadable) and the state file (parameters, AdamW moments,
  * where the run stands), each written atomically; the state names the epoch
  * the model file holds, so a crash between the two is harmless. */
-vit_status vit_trainer_save(const vit_trainer *t, double val_acc, double seconds, vit_error *err);
+vit_status vit_trainer_save(const vit_trainer *t, double val_acc, vit_error *err);
 
 /* What a state file says: the configuration, epochs done and planned, step,
  * seed and options (*have_hyper 0 for a state written before they were
@@ -191,12 +190,19 @@ typedef struct vit_trainer_state_info {
     uint64_t seed;
     vit_trainer_hyper h;
     int have_hyper;
+    /* A linear probe's state leaves the frozen backbone out (it is --init's):
+     * the checksum of those weights, hex, or "" when nothing was frozen. */
+    char frozen_checksum[17];
 } vit_trainer_state_info;
 
 vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info,
                                   weights_file **file, vit_error *err);
 
-/* Copies the parameters and AdamW moments of an open state file into t. */
-vit_status vit_trainer_state_load(weights_file *f, vit_trainer *t, vit_error *err);
+/* Copies the parameters and AdamW moments of an open state file into t.
+ * Tensors t->model has frozen may be absent (a linear probe's state): they
+ * keep the values they have, which must be the ones info's checksum names
+ * (copy the --init model in first). */
+vit_status vit_trainer_state_load(weights_file *f, const vit_trainer_state_info *info,
+                                  vit_trainer *t, vit_error *err);
 
 #endif
