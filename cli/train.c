@@ -334,6 +334,9 @@ static int adopt_init(const vit_model *init, int resumed, int mnist, const char 
     config->no_qkv_bias = ic->no_qkv_bias;
     config->qk_norm = ic->qk_norm;
     config->layer_scale = ic->layer_scale;
+    /* Saved in timm's layout, the model keeps its source library's way of
+     * resampling positions (transformers' DeiT: no antialiasing). */
+    config->pos_embed_antialias = ic->pos_embed_antialias;
     return 0;
 }
 
@@ -479,7 +482,8 @@ static int open_run(train_run *r) {
                              .patch_size = (int)(o->patch ? o->patch : train->mnist ? 4 : 8),
                              .image_size = (int)(o->size ? o->size : train->mnist ? 28 : 64),
                              .num_channels = train->mnist ? 1 : 3, .layer_norm_eps = 1e-6f,
-                             .num_classes = train->num_classes, .num_prefix_tokens = 1};
+                             .num_classes = train->num_classes, .num_prefix_tokens = 1,
+                             .pos_embed_antialias = 1 /* timm's, the layout it is saved in */};
     if (v[OPT_RESUME] && resume(v, o, train, &r->config, &r->t, &r->start_epoch, &r->saved,
                                 &r->state) != 0)
         return -1;

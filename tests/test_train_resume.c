@@ -177,3 +177,25 @@ Test(train_resume, a_fine_tuned_run_resumes_as_one) {
                   strstr(r->err, "the state has D 16"),
               "%s", r->err);
 }
+
+/* A model trained from a Hugging Face ViT is saved in timm's layout but
+ * keeps transformers' way of resampling positions (no antialiasing), so
+ * --size gives what its source would; one trained from scratch resamples
+ * as timm does. */
+Test(train_resume, trained_models_keep_their_sources_resampling) {
+    trained_run();
+    char args[1024];
+    snprintf(args, sizeof args, "train --data %s/data -o %s/hf.safetensors --init "
+             VITC_SOURCE_DIR "/tests/fixtures/parity/hf_vit_d48_h3 --freeze-backbone --epochs 1 "
+             "-b 2 -t 1", dir, dir);
+    run_result *r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    snprintf(args, sizeof args, "info -m %s/hf.safetensors", dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "position embeddings resampled bicubic (transformers)"), "%s", r->out);
+    snprintf(args, sizeof args, "info -m %s/m.safetensors", dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "position embeddings resampled bicubic with antialiasing"), "%s", r->out);
+}

@@ -306,7 +306,6 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     vit_train_model *m = calloc(1, sizeof *m);
     if (!m) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     m->config = *c;
-    m->config.pos_embed_antialias = 0;
     m->max_batch = max_batch;
     m->grid = patching_grid(c->image_size, c->patch_size);
     m->num_patches = m->grid * m->grid;
