@@ -169,9 +169,10 @@ int cli_run_next_batch(const char *command, vit_context *ctx, const vit_model *m
 /* The summary line of a batch run on stderr: "vit CMD: 500 files, 2 failed;
  * load 0.12 s, decode wait 3.4 s, forward 10.2 s; 38.1 images/s". When no
  * file succeeded: "vit CMD: 1 file, 1 failed: nothing VERBED"; when there
- * was nothing to run, the caller says why (cli_print_nothing_to_do). */
+ * was nothing to run, the caller says why (cli_print_nothing_to_do). note,
+ * when not NULL, follows the counts ("; 300 more already in out.csv"). */
 void cli_print_summary(const char *command, const char *verbed, size_t files, size_t failed,
-                       const cli_timings *t);
+                       const char *note, const cli_timings *t);
 
 /* The image files a command works on: where to read each, and the name it
  * goes by in rows and output file names. */

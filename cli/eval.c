@@ -334,7 +334,7 @@ static int report(eval_run *e) {
            e->top1, scored, scored ? 100.0 * e->top5 / scored : 0.0, e->top5, scored);
     /* Only the accuracy is the result: the timings go with the progress,
      * in the summary line every batch command prints. */
-    if (!e->values[OPT_QUIET]) cli_print_summary("eval", "scored", scored + failed, failed, &e->run.timings);
+    if (!e->values[OPT_QUIET]) cli_print_summary("eval", "scored", scored + failed, failed, NULL, &e->run.timings);
     if (!e->out) return 0;
     const char *output = e->values[OPT_OUTPUT];
     const int closed = close_atomic(e->out_file, e->out_failed, output);

@@ -431,7 +431,7 @@ static int inspect_finish(inspect *s, size_t processed, double seconds) {
         return 128 + signo;
     }
     s->timings.total = seconds;
-    if (!s->quiet) cli_print_summary(s->command, "computed", processed, s->failed, &s->timings);
+    if (!s->quiet) cli_print_summary(s->command, "computed", processed, s->failed, NULL, &s->timings);
     return s->failed || s->in.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 }
 
