@@ -104,9 +104,12 @@ Test(cmdline, every_option_in_help_is_in_readme) {
         for (char *line = strtok(r->out, "\n"); line; line = strtok(NULL, "\n")) {
             char shortname = 0, name[64];
             /* "  -k, --top-k N   ..." or "      --size S   ..." */
-            if (sscanf(line, "  -%c, --%63[a-z0-9-]", &shortname, name) != 2 &&
-                sscanf(line, "      --%63[a-z0-9-]", name) != 1)
-                continue;
+            /* (A long-only line matches the first pattern's "  -%c" too,
+             * with '-' as the letter: that is no short option.) */
+            if (sscanf(line, "  -%c, --%63[a-z0-9-]", &shortname, name) != 2) {
+                shortname = 0;
+                if (sscanf(line, "      --%63[a-z0-9-]", name) != 1) continue;
+            }
             if (strcmp(name, "help") == 0) continue;
             char as_long[80], as_short[8];
             snprintf(as_long, sizeof as_long, "--%s", name);
