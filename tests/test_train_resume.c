@@ -199,3 +199,42 @@ Test(train_resume, trained_models_keep_their_sources_resampling) {
     cr_assert_eq(r->status, 0, "%s", r->err);
     cr_expect(strstr(r->out, "position embeddings resampled bicubic with antialiasing"), "%s", r->out);
 }
+
+/* --log writes timm's summary.csv columns, a row per epoch, and keeps the
+ * earlier rows (their timings too) across --resume; --plot draws a PNG. */
+Test(train_resume, log_and_plot_continue_across_resume) {
+    trained_run();
+    char args[1024], path[512];
+    snprintf(args, sizeof args, "train --data %s/data --val %s/data -o %s/l.safetensors " SMALL
+             " --epochs 2 -b 2 --seed 5 --log %s/l.csv --plot %s/l.png", dir, dir, dir, dir, dir);
+    run_result *r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    static char first[65536], after[65536];
+    snprintf(path, sizeof path, "%s/l.csv", dir);
+    slurp(path, first, sizeof first);
+    const char *header = "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr,images_per_s,"
+                         "train_top1\n1,";
+    cr_expect(strncmp(first, header, strlen(header)) == 0, "%s", first);
+    cr_expect_eq(count_lines(first), 3, "%s", first);
+    snprintf(path, sizeof path, "%s/l.png", dir);
+    data_image png;
+    vit_error err;
+    cr_expect(data_image_load(path, &png, &err) == VIT_OK, "--plot: %s", err.message);
+    data_image_free(&png);
+    snprintf(args, sizeof args, "train --data %s/data --val %s/data -o %s/l.safetensors --resume "
+             "%s/l.safetensors --epochs 3 --log %s/l.csv", dir, dir, dir, dir, dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    snprintf(path, sizeof path, "%s/l.csv", dir);
+    slurp(path, after, sizeof after);
+    cr_expect_eq(count_lines(after), 4, "%s", after);
+    cr_expect(strncmp(after, first, strlen(first)) == 0, "the first epochs' rows changed:\n%s\n%s",
+              first, after);
+    cr_expect(strstr(after, "\n3,") != NULL, "%s", after);
+    /* A log may not be the model it logs. */
+    snprintf(args, sizeof args, "train --data %s/data -o %s/x.safetensors " SMALL
+             " --epochs 1 --log %s/x.safetensors", dir, dir, dir);
+    r = run(args);
+    cr_expect_eq(r->status, 1, "%s", r->err);
+    cr_expect(strstr(r->err, "--log") != NULL, "%s", r->err);
+}

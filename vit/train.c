@@ -1005,6 +1005,17 @@ vit_status vit_train_head_grads_part(vit_train_model *m, const float *features, 
     return VIT_OK;
 }
 
+vit_status vit_train_head_forward(vit_train_model *m, const float *features, int n,
+                                  float *logits, vit_error *err) {
+    if (n < 1 || n > m->max_batch)
+        return vit_error_set(err, VIT_E_ARG, "%d images for a batch of at most %d", n, m->max_batch);
+    const int PS = m->pooled_size, C = m->config.num_classes;
+    memcpy(m->pooled, features, sizeof(float) * n * PS);
+    matmul_forward(logits, m->pooled, m->params + m->head_w, m->params + m->head_b, n, PS, C,
+                   m->threads);
+    return VIT_OK;
+}
+
 vit_status vit_train_head_grads(vit_train_model *m, const float *features, const int *labels,
                                 int n, float label_smoothing, float *loss, int *correct,
                                 vit_error *err) {

@@ -256,14 +256,37 @@ void vit_trainer_shuffle(size_t *order, size_t n, uint64_t seed, long epoch) {
 
 /* ------------------------------------------------------------- the run */
 
+/* Adds n images' logits to sums: cross-entropy (log-softmax in double),
+ * top-1 and top-5 hits. */
+static void score_logits(const float *logits, const int *labels, int n, int C, double sums[3]) {
+    for (int b = 0; b < n; b++) {
+        const float *z = logits + (size_t)b * C;
+        double max = z[0], total = 0.0;
+        for (int c = 1; c < C; c++) max = z[c] > max ? z[c] : max;
+        for (int c = 0; c < C; c++) total += exp((double)z[c] - max);
+        sums[0] += log(total) + max - z[labels[b]];
+        int top[5];
+        const int k = vit_top_k(z, C, 5, top);
+        sums[1] += top[0] == labels[b];
+        for (int i = 0; i < k; i++) sums[2] += top[i] == labels[b];
+    }
+}
+
+static void scores_from_sums(const double sums[3], size_t images, vit_trainer_scores *scores) {
+    *scores = (vit_trainer_scores){0};
+    if (!images) return;
+    *scores = (vit_trainer_scores){sums[0] / images, sums[1] / images, sums[2] / images, images};
+}
+
 double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
                             const vit_trainer_input *in, float *images, int *labels, int *ok,
-                            float *logits, float *features) {
+                            float *logits, float *features, vit_trainer_scores *scores) {
     const int B = vit_train_max_batch(m), C = vit_train_config(m)->num_classes;
     const int D = vit_config_pooled_size(vit_train_config(m)); /* features per image */
     vit_trainer_input plain = *in;
     plain.augment = 0;
-    size_t hits = 0, seen = 0;
+    size_t seen = 0;
+    double sums[3] = {0};
     vit_error err;
     for (size_t first = 0; first < s->count; first += (size_t)B) {
         const int n = (int)(s->count - first < (size_t)B ? s->count - first : (size_t)B);
@@ -271,14 +294,11 @@ double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
         if (placed == 0) continue;
         float *feat = features ? features + seen * D : NULL;
         if (vit_train_forward(m, images, placed, logits, feat, &err) != VIT_OK) return -1.0;
-        for (int b = 0; b < placed; b++) {
-            int best;
-            vit_top_k(logits + (size_t)b * C, C, 1, &best);
-            hits += best == labels[b];
-        }
+        score_logits(logits, labels, placed, C, sums);
         seen += (size_t)placed;
     }
-    return seen ? (double)hits / seen : 0.0;
+    if (scores) scores_from_sums(sums, seen, scores);
+    return seen ? sums[1] / seen : 0.0;
 }
 
 vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
@@ -308,16 +328,30 @@ vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
     if (!t->features || !t->feature_labels || (t->val && !t->val_features))
         return vit_error_set(err, VIT_E_NOMEM, "out of memory for %zu feature rows", train->count);
     vit_trainer_evaluate(t->model, train, &t->in, t->images, t->batch_labels, t->ok, t->logits,
-                         t->features);
+                         t->features, NULL);
     for (size_t i = 0; i < train->count; i++)
         t->feature_labels[i] = vit_trainer_source_label(train, i);
     if (t->val)
         vit_trainer_evaluate(t->model, t->val, &t->in, t->images, t->batch_labels, t->ok,
-                             t->logits, t->val_features);
+                             t->logits, t->val_features, NULL);
+    return VIT_OK;
+}
+
+vit_status vit_trainer_record_epoch(vit_trainer *t, const vit_trainer_epoch *e, vit_error *err) {
+    size_t keep = 0;
+    while (keep < t->history_count && t->history[keep].epoch < e->epoch) keep++;
+    vit_trainer_epoch *grown = realloc(t->history, (keep + 1) * sizeof *grown);
+    if (!grown) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    grown[keep] = *e;
+    t->history = grown;
+    t->history_count = keep + 1;
     return VIT_OK;
 }
 
 void vit_trainer_free(vit_trainer *t) {
+    free(t->history);
+    t->history = NULL;
+    t->history_count = 0;
     free(t->images);
     free(t->logits);
     free(t->batch_labels);
@@ -408,25 +442,28 @@ vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step
     return VIT_OK;
 }
 
-double vit_trainer_validate(vit_trainer *t) {
-    if (!t->val) return -1.0;
-    if (!t->features)
-        return vit_trainer_evaluate(t->model, t->val, &t->in, t->images, t->batch_labels, t->ok,
-                                    t->logits, NULL);
+int vit_trainer_validate(vit_trainer *t, vit_trainer_scores *scores) {
+    *scores = (vit_trainer_scores){0};
+    if (!t->val) return -1;
+    if (!t->features) {
+        vit_trainer_evaluate(t->model, t->val, &t->in, t->images, t->batch_labels, t->ok,
+                             t->logits, NULL, scores);
+        return 0;
+    }
+    /* A linear probe: the head on the features computed once. */
     const size_t batch = (size_t)t->h.batch, count = t->val->count;
-    const int D = vit_config_pooled_size(vit_train_config(t->model)); /* features per image */
-    size_t vh = 0;
+    const vit_config *c = vit_train_config(t->model);
+    const int D = vit_config_pooled_size(c); /* features per image */
+    double sums[3] = {0};
     vit_error err;
     for (size_t first = 0; first < count; first += batch) {
         const int n = (int)(count - first < batch ? count - first : batch);
-        float loss;
-        int correct;
         for (int b = 0; b < n; b++) t->batch_labels[b] = vit_trainer_source_label(t->val, first + b);
-        vit_train_head_grads(t->model, t->val_features + first * D, t->batch_labels, n, 0.0f,
-                             &loss, &correct, &err);
-        vh += (size_t)correct;
+        if (vit_train_head_forward(t->model, t->val_features + first * D, n, t->logits, &err) == VIT_OK)
+            score_logits(t->logits, t->batch_labels, n, c->num_classes, sums);
     }
-    return (double)vh / count;
+    scores_from_sums(sums, count, scores);
+    return 0;
 }
 
 /* ------------------------------------------------------------- checkpoint */
@@ -452,6 +489,41 @@ static void add_hyper(cJSON *j, const vit_trainer *t) {
     cJSON_AddNumberToObject(j, "flip", (double)h->flip);
     cJSON_AddNumberToObject(j, "freeze", (double)h->freeze);
     if (h->init[0]) cJSON_AddStringToObject(j, "init", h->init);
+}
+
+/* The history as rows [epoch, train_loss, train_top1, eval_loss,
+ * eval_top1, eval_top5, lr]; JSON has no NaN: null. */
+static void add_history(cJSON *j, const vit_trainer *t) {
+    cJSON *rows = cJSON_AddArrayToObject(j, "history");
+    for (size_t i = 0; rows && i < t->history_count; i++) {
+        const vit_trainer_epoch *e = &t->history[i];
+        const double v[7] = {(double)e->epoch, e->train_loss, e->train_top1, e->eval_loss,
+                             e->eval_top1, e->eval_top5, e->lr};
+        cJSON *row = cJSON_CreateArray();
+        for (int k = 0; row && k < 7; k++)
+            cJSON_AddItemToArray(row, isfinite(v[k]) ? cJSON_CreateNumber(v[k]) : cJSON_CreateNull());
+        cJSON_AddItemToArray(rows, row);
+    }
+}
+
+/* Reads add_history's rows (absent in older states: none). */
+static vit_status read_history(const cJSON *j, vit_trainer_state_info *info, vit_error *err) {
+    const cJSON *rows = cJSON_GetObjectItem(j, "history");
+    const int n = cJSON_IsArray(rows) ? cJSON_GetArraySize(rows) : 0;
+    if (n == 0) return VIT_OK;
+    if (!(info->history = calloc((size_t)n, sizeof *info->history)))
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const cJSON *row = cJSON_GetArrayItem(rows, i);
+        double v[7];
+        for (int k = 0; k < 7; k++) {
+            const cJSON *x = cJSON_GetArrayItem(row, k);
+            v[k] = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+        }
+        info->history[i] = (vit_trainer_epoch){(long)v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
+    }
+    info->history_count = (size_t)n;
+    return VIT_OK;
 }
 
 /* FNV-1a over the frozen parameters (a linear probe's backbone), which the
@@ -488,6 +560,7 @@ static char *state_json(const vit_trainer *t) {
     cJSON_AddNumberToObject(sw, "layer_scale", c->layer_scale);
     cJSON_AddNumberToObject(j, "num_classes", c->num_classes);
     add_hyper(j, t);
+    add_history(j, t);
     const uint64_t frozen = frozen_checksum(t->model);
     if (frozen) {
         char hex[17];
@@ -618,6 +691,10 @@ vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info
 #undef GET
     const cJSON *init = cJSON_GetObjectItem(j, "init");
     if (cJSON_IsString(init)) snprintf(info->h.init, sizeof info->h.init, "%s", init->valuestring);
+    if (read_history(j, info, err) != VIT_OK) {
+        cJSON_Delete(j);
+        return err->code;
+    }
     const cJSON *frozen = cJSON_GetObjectItem(j, "frozen_checksum");
     if (cJSON_IsString(frozen))
         snprintf(info->frozen_checksum, sizeof info->frozen_checksum, "%s", frozen->valuestring);
@@ -627,7 +704,7 @@ vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info
     return VIT_OK;
 }
 
-vit_status vit_trainer_state_load(weights_file *f, const vit_trainer_state_info *info,
+vit_status vit_trainer_state_load(weights_file *f, vit_trainer_state_info *info,
                                   vit_trainer *t, vit_error *err) {
     vit_train_model *m = t->model;
     float *bufs[3] = {vit_train_params(m), t->opt->m, t->opt->v};
@@ -653,5 +730,14 @@ vit_status vit_trainer_state_load(weights_file *f, const vit_trainer_state_info 
                              "state was trained on (--init %s changed since?)",
                              weights_path(f), t->h.init);
     t->opt->step = t->step;
+    /* The epochs after the state's are not done: a crash came between
+     * recording them and saving. */
+    free(t->history);
+    t->history = info->history;
+    t->history_count = info->history_count;
+    while (t->history_count && t->history[t->history_count - 1].epoch > info->epoch)
+        t->history_count--;
+    info->history = NULL;
+    info->history_count = 0;
     return VIT_OK;
 }
