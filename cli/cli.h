@@ -551,6 +551,13 @@ int cli_quantize(int argc, char **argv);
  * is_default: the model is the shipped default (no -m), named in the
  * message when its classes are not Fashion-MNIST's; quiet: no timing line.
  * Returns the exit status. */
-int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int quiet);
+int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int quiet,
+                           const char *confusion_png);
+
+/* vit eval --confusion: the confusion matrix as a PNG, counts[t * classes +
+ * p] images of class t predicted as p, rows named by the model's labels.
+ * 0, or -1 (message printed). */
+int cli_eval_confusion_png(const char *path, const vit_model *model, const size_t *counts,
+                           const char *source, size_t top1, size_t scored);
 
 #endif

@@ -176,9 +176,9 @@ vit_status data_plot_lines(data_image *out, int width, int height, const char *t
 /* ------------------------------------------------------------- confusion */
 
 typedef struct shown_classes {
-    int *ids;  /* the classes drawn, ascending */
-    int count;
-    int other; /* a column for predictions outside them */
+    int *rows, *cols;      /* the classes drawn as rows (true) and columns (predicted) */
+    int num_rows, num_cols;
+    int other;             /* a column for predictions outside cols */
 } shown_classes;
 
 static size_t row_sum(const size_t *counts, int classes, int t) {
@@ -187,32 +187,55 @@ static size_t row_sum(const size_t *counts, int classes, int t) {
     return sum;
 }
 
-/* The classes with images; of more than max_shown, those with the most
- * errors (ties: the lower index). */
+static int compare_ints(const void *a, const void *b) {
+    const int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* The max_shown entries of ids (count n) with the largest score, ties to
+ * the lower class, then sorted by class: into ids, returning how many. */
+static int keep_largest(int *ids, int n, const size_t *score, int max_shown) {
+    while (n > max_shown) {
+        int drop = 0;
+        for (int i = 1; i < n; i++)
+            if (score[ids[i]] <= score[ids[drop]]) drop = i;
+        memmove(ids + drop, ids + drop + 1, sizeof *ids * (size_t)(n - drop - 1));
+        n--;
+    }
+    qsort(ids, (size_t)n, sizeof *ids, compare_ints);
+    return n;
+}
+
+/* Rows: the classes with images, or of more than max_shown those with the
+ * most errors. Columns: the classes those rows' images are predicted as,
+ * of more than max_shown the most frequent (right or wrong). */
 static vit_status choose_classes(const size_t *counts, int classes, int max_shown,
                                  shown_classes *out, vit_error *err) {
-    out->ids = malloc(sizeof *out->ids * (size_t)(classes > 0 ? classes : 1));
-    size_t *errors = malloc(sizeof *errors * (size_t)(classes > 0 ? classes : 1));
-    if (!out->ids || !errors) {
+    const size_t n = (size_t)(classes > 0 ? classes : 1);
+    out->rows = malloc(sizeof *out->rows * n);
+    out->cols = malloc(sizeof *out->cols * n);
+    size_t *errors = calloc(n, sizeof *errors), *taken = calloc(n, sizeof *taken);
+    if (!out->rows || !out->cols || !errors || !taken) {
         free(errors);
+        free(taken);
         return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     }
-    int with_images = 0;
     for (int t = 0; t < classes; t++) {
         const size_t total = row_sum(counts, classes, t);
         errors[t] = total ? total - counts[(size_t)t * classes + t] : 0;
-        if (total) out->ids[with_images++] = t;
+        if (total) out->rows[out->num_rows++] = t;
     }
-    out->count = with_images;
-    out->other = with_images > max_shown;
-    while (out->count > max_shown) { /* drop the class with the fewest errors */
-        int worst = 0;
-        for (int i = 1; i < out->count; i++)
-            if (errors[out->ids[i]] <= errors[out->ids[worst]]) worst = i;
-        memmove(out->ids + worst, out->ids + worst + 1, sizeof *out->ids * (size_t)(out->count - worst - 1));
-        out->count--;
-    }
+    out->num_rows = keep_largest(out->rows, out->num_rows, errors, max_shown);
+    for (int i = 0; i < out->num_rows; i++)
+        for (int p = 0; p < classes; p++)
+            taken[p] += counts[(size_t)out->rows[i] * classes + p];
+    for (int p = 0; p < classes; p++)
+        if (taken[p]) out->cols[out->num_cols++] = p;
+    const int all = out->num_cols;
+    out->num_cols = keep_largest(out->cols, out->num_cols, taken, max_shown);
+    out->other = all > out->num_cols;
     free(errors);
+    free(taken);
     return VIT_OK;
 }
 
@@ -234,53 +257,97 @@ static void draw_cell(data_image *img, int x, int y, int cell, size_t count, siz
                        share > 0.5 ? white : BLACK);
 }
 
-/* "12 ankle boot": a row's label, its name cut to 28 characters. */
-static void row_label(char *out, size_t size, int index, const char *name) {
-    snprintf(out, size, "%d %.28s", index, name ? name : "");
+/* The number a class goes by in the picture: its row's, else rows + its
+ * place among the column-only classes; -1 when not drawn. */
+static int class_number(const shown_classes *sh, int c) {
+    int k = 0;
+    for (int i = 0; i < sh->num_rows; i++)
+        if (sh->rows[i] == c) return i;
+    for (int j = 0; j < sh->num_cols; j++) {
+        int in_rows = 0;
+        for (int i = 0; i < sh->num_rows; i++) in_rows |= sh->rows[i] == sh->cols[j];
+        if (in_rows) continue;
+        if (sh->cols[j] == c) return sh->num_rows + k;
+        k++;
+    }
+    return -1;
+}
+
+/* "12 ankle boot": a class's label in the picture, its name cut short. */
+static void class_label(char *out, size_t size, int number, const char *name) {
+    snprintf(out, size, "%d %.28s", number, name ? name : "");
+}
+
+typedef struct confusion_layout {
+    int cell, scale, th, x0, y0, label_w, key_lines;
+} confusion_layout;
+
+static confusion_layout confusion_measure(const shown_classes *sh, const char *const *names) {
+    const int n = sh->num_rows > sh->num_cols ? sh->num_rows : sh->num_cols;
+    confusion_layout l = {.cell = n <= 12 ? 48 : n <= 24 ? 32 : 22};
+    l.scale = l.cell >= 32 ? 2 : 1;
+    l.th = data_text_height(l.scale);
+    char text[64];
+    for (int i = 0; i < sh->num_rows; i++) {
+        class_label(text, sizeof text, i, names[sh->rows[i]]);
+        if (data_text_width(text, l.scale) > l.label_w) l.label_w = data_text_width(text, l.scale);
+    }
+    for (int j = 0; j < sh->num_cols; j++) l.key_lines += class_number(sh, sh->cols[j]) >= sh->num_rows;
+    l.x0 = l.label_w + 12 * l.scale;
+    l.y0 = 3 * l.th + 14 * l.scale;
+    return l;
+}
+
+/* The column headers, and a key below the matrix naming the columns that
+ * are no row's class. */
+static void draw_columns(data_image *img, const shown_classes *sh, const char *const *names,
+                         const confusion_layout *l) {
+    char text[64];
+    int key_y = l->y0 + sh->num_rows * l->cell + l->th;
+    for (int j = 0; j <= sh->num_cols; j++) {
+        if (j == sh->num_cols && !sh->other) break;
+        const int number = j < sh->num_cols ? class_number(sh, sh->cols[j]) : -1;
+        snprintf(text, sizeof text, number >= 0 ? "%d" : "other", number);
+        data_draw_text(img, l->x0 + j * l->cell + (l->cell - data_text_width(text, l->scale)) / 2,
+                       l->y0 - l->th - 2 * l->scale, l->scale, text, BLACK);
+        if (number < sh->num_rows) continue;
+        class_label(text, sizeof text, number, names[sh->cols[j]]);
+        data_draw_text(img, l->x0, key_y, l->scale, text, GREY);
+        key_y += l->th + 2 * l->scale;
+    }
 }
 
 vit_status data_plot_confusion(data_image *out, const char *title, const char *const *names,
                                const size_t *counts, int classes, int max_shown, vit_error *err) {
     *out = (data_image){0};
-    shown_classes shown = {0};
-    vit_status st = choose_classes(counts, classes, max_shown, &shown, err);
-    if (st != VIT_OK) return st;
-    const int k = shown.count, cols = k + shown.other;
-    const int cell = k <= 12 ? 48 : k <= 24 ? 32 : 22, scale = cell >= 32 ? 2 : 1;
-    const int th = data_text_height(scale);
-    int label_w = 0;
+    shown_classes sh = {0};
+    vit_status st = choose_classes(counts, classes, max_shown, &sh, err);
+    const confusion_layout l = confusion_measure(&sh, names);
+    const int width = l.x0 + (sh.num_cols + sh.other) * l.cell + 8 * l.scale;
+    const int title_w = data_text_width(title, l.scale) + 16 * l.scale;
+    const int height = l.y0 + sh.num_rows * l.cell + (l.key_lines + 1) * (l.th + 2 * l.scale) + 8 * l.scale;
+    if (st == VIT_OK) st = blank(out, width > title_w ? width : title_w, height, err);
+    if (st != VIT_OK) goto done;
+    data_draw_text(out, 6 * l.scale, 4 * l.scale, l.scale, title, BLACK);
+    data_draw_text(out, l.x0, 6 * l.scale + l.th, l.scale, "predicted (columns) by true class (rows)", GREY);
+    draw_columns(out, &sh, names, &l);
     char text[64];
-    for (int i = 0; i < k; i++) {
-        row_label(text, sizeof text, i, names[shown.ids[i]]);
-        if (data_text_width(text, scale) > label_w) label_w = data_text_width(text, scale);
-    }
-    const int x0 = label_w + 12 * scale, y0 = 3 * th + 14 * scale;
-    const int width = x0 + cols * cell + 8 * scale;
-    const int title_w = data_text_width(title, scale) + 16 * scale;
-    if ((st = blank(out, width > title_w ? width : title_w, y0 + k * cell + th + 12 * scale, err)))
-        goto done;
-    data_draw_text(out, 6 * scale, 4 * scale, scale, title, BLACK);
-    data_draw_text(out, x0, 6 * scale + th, scale, "predicted (columns) by true class (rows)", GREY);
-    for (int j = 0; j < cols; j++) {
-        snprintf(text, sizeof text, j < k ? "%d" : "other", j);
-        data_draw_text(out, x0 + j * cell + (cell - data_text_width(text, scale)) / 2,
-                       y0 - th - 2 * scale, scale, text, BLACK);
-    }
-    for (int i = 0; i < k; i++) {
-        const int t = shown.ids[i], y = y0 + i * cell;
+    for (int i = 0; i < sh.num_rows; i++) {
+        const int t = sh.rows[i], y = l.y0 + i * l.cell;
         const size_t total = row_sum(counts, classes, t);
-        row_label(text, sizeof text, i, names[t]);
-        data_draw_text(out, x0 - 6 * scale - data_text_width(text, scale), y + (cell - th) / 2,
-                       scale, text, BLACK);
+        class_label(text, sizeof text, i, names[t]);
+        data_draw_text(out, l.x0 - 6 * l.scale - data_text_width(text, l.scale), y + (l.cell - l.th) / 2,
+                       l.scale, text, BLACK);
         size_t elsewhere = total;
-        for (int j = 0; j < k; j++) {
-            const size_t c = counts[(size_t)t * classes + shown.ids[j]];
+        for (int j = 0; j < sh.num_cols; j++) {
+            const size_t c = counts[(size_t)t * classes + sh.cols[j]];
             elsewhere -= c;
-            draw_cell(out, x0 + j * cell, y, cell, c, total, scale);
+            draw_cell(out, l.x0 + j * l.cell, y, l.cell, c, total, l.scale);
         }
-        if (shown.other) draw_cell(out, x0 + k * cell, y, cell, elsewhere, total, scale);
+        if (sh.other) draw_cell(out, l.x0 + sh.num_cols * l.cell, y, l.cell, elsewhere, total, l.scale);
     }
 done:
-    free(shown.ids);
+    free(sh.rows);
+    free(sh.cols);
     return st;
 }

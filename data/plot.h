@@ -35,12 +35,13 @@ vit_status data_plot_lines(data_image *out, int width, int height, const char *t
 void data_image_paste(data_image *dst, const data_image *src, int x, int y);
 
 /* A confusion matrix: counts[t * classes + p] images of class t predicted as
- * class p, names[c] each class's name. Rows are true classes, columns
- * predicted ones, each cell shaded by its share of its row and holding its
- * count when there is room. Of more than max_shown classes, the max_shown
- * with the most errors are drawn, their confusions with the others in an
- * "other" column (the title says so). Classes without images are left out.
- * out is allocated. */
+ * class p, names[c] each class's name. Rows are true classes (those with
+ * images; of more than max_shown, the max_shown with the most errors),
+ * columns predicted ones (the rows' classes and the others they are most
+ * often mistaken for, max_shown at most, the rest in an "other" column),
+ * each cell shaded by its share of its row and holding its count when there
+ * is room. Classes go by number, named beside the rows and, for columns
+ * that are no row, in a key below. out is allocated. */
 vit_status data_plot_confusion(data_image *out, const char *title, const char *const *names,
                                const size_t *counts, int classes, int max_shown, vit_error *err);
 

@@ -122,6 +122,22 @@ Test(cli, eval_image_folder) {
     cr_expect(strstr(csv, "\nclass_two/b.PNG,2,"), "csv: %s", csv);
     cr_expect(!strstr(csv, "d.png"), "hidden folder was read: %s", csv);
 
+    /* --confusion draws the matrix; it may not be one of the images. */
+    snprintf(args, sizeof args, "eval -q -m " MODEL " %s --confusion %s/confusion.png", dir, dir);
+    r = run(args);
+    cr_expect_eq(r->status, 0, "stderr: %s", r->err);
+    char png[256];
+    snprintf(png, sizeof png, "%s/confusion.png", dir);
+    data_image pic;
+    vit_error err;
+    cr_expect(data_image_load(png, &pic, &err) == VIT_OK, "--confusion: %s", err.message);
+    if (pic.pixels) cr_expect(pic.width > 100 && pic.height > 100, "%dx%d", pic.width, pic.height);
+    data_image_free(&pic);
+    snprintf(args, sizeof args, "eval -q -m " MODEL " %s --confusion %s/4/c.png", dir, dir);
+    r = run(args);
+    cr_expect_eq(r->status, 1, "stderr: %s", r->err);
+    cr_expect(strstr(r->err, "c.png"), "stderr: %s", r->err);
+
     /* A folder that names no class is a fatal error naming it. */
     snprintf(cmd, sizeof cmd, "mkdir -p %s/giraffe && cp %s %s/giraffe/e.png", dir, PHOTO, dir);
     cr_assert(system(cmd) == 0);
