@@ -37,17 +37,18 @@ TIMEOUT = 600
 
 
 def blocks(text):
-    """(kind, first line number, body lines) of each fenced block."""
-    found, kind, body, start = [], None, [], 0
+    """(kind, first line number, body lines) of each fenced block; a block
+    indented (inside a list item) loses its fence's indentation."""
+    found, kind, body, start, indent = [], None, [], 0, 0
     for number, line in enumerate(text.split("\n"), 1):
-        fence = re.match(r"^\s*```(\w*)\s*$", line)
+        fence = re.match(r"^(\s*)```(\w*)\s*$", line)
         if fence and kind is None:
-            kind, body, start = fence.group(1) or "text", [], number
+            kind, body, start, indent = fence.group(2) or "text", [], number, len(fence.group(1))
         elif fence and kind is not None:
             found.append((kind, start, body))
             kind = None
         elif kind is not None:
-            body.append(line)
+            body.append(line[indent:] if line[:indent].strip() == "" else line)
     return found
 
 
