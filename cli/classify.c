@@ -72,8 +72,9 @@ static const char USAGE[] =
     "(--ext); JPEG, PNG, BMP, GIF, TGA, PNM, PSD and WebP are read whatever the name.\n"
     "\n"
     "--files-from FILE adds the files FILE lists (after the PATHs; not walked; rows\n"
-    "name them as listed): one per line, blank lines skipped, a line ending in \\r\n"
-    "refused. -0: NUL-separated, as from find DIR -print0 | vit classify\n"
+    "name them as listed): one per line, blank lines skipped; a line ending in \\r,\n"
+    "holding a NUL byte or longer than PATH_MAX refuses the list (exit 1, nothing\n"
+    "run). -0: NUL-separated, as from find DIR -print0 | vit classify\n"
     "--files-from - -0.\n"
     "\n"
     "--stream: a long-lived run. Paths come from stdin (or the --files-from FILE or\n"
@@ -293,6 +294,7 @@ static int open_results(classify_run *c) {
         c->output &&
         (cli_protect_run("classify", &c->run.protect, c->run.model, c->values[OPT_LABELS],
                          (const char *const *)c->in.paths, c->in.count) != 0 ||
+         cli_protect_list("classify", &c->run.protect, c->values[OPT_FILES_FROM]) != 0 ||
          cli_check_output("classify", &c->run.protect, c->output) != 0 ||
          (names_path && cli_check_output("classify", &c->run.protect, names_path) != 0) ||
          cli_lock_output("classify", c->output, c->format != CLI_RESULTS_NPY, &c->run.lock) != 0);
@@ -345,7 +347,9 @@ static int finish(classify_run *c, double seconds) {
         if (!c->stream) snprintf(of_total, sizeof of_total, " of %zu", c->to_write);
         fprintf(stderr, "vit classify: stopped by %s after %zu%s files%s\n",
                 signo == SIGINT ? "SIGINT" : "SIGTERM", c->processed, of_total,
-                !c->output ? ""
+                /* A stream has nothing to resume: its rows are whole and
+                 * that is all there is to say. */
+                !c->output || c->stream ? ""
                 : c->format == CLI_RESULTS_CSV || c->format == CLI_RESULTS_JSONL ||
                         c->format == CLI_RESULTS_HF_JSONL ? "; --resume continues"
                 : c->format == CLI_RESULTS_JSON || c->format == CLI_RESULTS_HF
@@ -530,7 +534,6 @@ static int stream_run_batch(classify_run *c, stream_batch *sb, double start) {
 
 static int run_stream(classify_run *c) {
     const char *list = c->values[OPT_FILES_FROM] ? c->values[OPT_FILES_FROM] : "-";
-    const char *list_input[1] = {list};
     cli_path_reader reader;
     stream_batch sb = {0};
     if (cli_batch_load_model(&c->run, c->values[OPT_MODEL], c->values[OPT_LABELS],
@@ -539,8 +542,9 @@ static int run_stream(classify_run *c) {
     /* The images to come are unknown: only the model's files and the list
      * itself are protected from -o. */
     if (c->output &&
-        (cli_protect_run("classify", &c->run.protect, c->run.model, c->values[OPT_LABELS], list_input,
-                         strcmp(list, "-") != 0) != 0 ||
+        (cli_protect_run("classify", &c->run.protect, c->run.model, c->values[OPT_LABELS], NULL,
+                         0) != 0 ||
+         cli_protect_list("classify", &c->run.protect, list) != 0 ||
          cli_check_output("classify", &c->run.protect, c->output) != 0 ||
          cli_lock_output("classify", c->output, 1, &c->run.lock) != 0))
         return CLI_EXIT_FATAL;

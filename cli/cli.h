@@ -261,7 +261,7 @@ typedef struct cli_protected_file {
     dev_t dev;
     ino_t ino;
     char *path;
-    int is_input;
+    int is_input; /* 0: a model file, 1: an input, 2: the --files-from list */
 } cli_protected_file;
 
 typedef struct cli_protected {
@@ -281,6 +281,11 @@ int cli_protect_model(cli_protected *p, const vit_model *model, const char *labe
 
 /* One file (missing: ignored), named in messages as a model file or an input. */
 int cli_protect_file(cli_protected *p, const char *path, int is_input);
+
+/* The --files-from list (NULL: none; "-": standard input, protected when
+ * it is a regular file), so that -o cannot cut the list the user wrote.
+ * -1 (printed) when out of memory. */
+int cli_protect_list(const char *command, cli_protected *p, const char *list);
 
 /* Input files (paths borrowed: they must outlive p). */
 void cli_protect_inputs(cli_protected *p, const char *const *paths, size_t count);

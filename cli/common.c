@@ -681,9 +681,8 @@ static int compare_file_ids(const void *a, const void *b) {
     return x->ino < y->ino ? -1 : x->ino > y->ino;
 }
 
-int cli_protect_file(cli_protected *p, const char *path, int is_input) {
-    struct stat st;
-    if (!path || stat(path, &st) != 0) return 0; /* nothing there to overwrite */
+/* Adds the file st describes, named path in messages. */
+static int protect_stat(cli_protected *p, const char *path, const struct stat *st, int is_input) {
     if (p->count == p->capacity) {
         const size_t capacity = p->capacity ? p->capacity * 2 : 16;
         cli_protected_file *grown = realloc(p->files, capacity * sizeof *grown);
@@ -693,12 +692,33 @@ int cli_protect_file(cli_protected *p, const char *path, int is_input) {
     }
     cli_protected_file *f = &p->files[p->count];
     if (!(f->path = strdup(path))) return -1;
-    f->dev = st.st_dev;
-    f->ino = st.st_ino;
+    f->dev = st->st_dev;
+    f->ino = st->st_ino;
     f->is_input = is_input;
     p->count++;
     p->sorted = 0;
     return 0;
+}
+
+int cli_protect_file(cli_protected *p, const char *path, int is_input) {
+    struct stat st;
+    if (!path || stat(path, &st) != 0) return 0; /* nothing there to overwrite */
+    return protect_stat(p, path, &st, is_input);
+}
+
+int cli_protect_list(const char *command, cli_protected *p, const char *list) {
+    if (!list) return 0;
+    struct stat st;
+    int status = 0;
+    if (strcmp(list, "-") != 0) {
+        status = cli_protect_file(p, list, 2);
+    } else if (fstat(STDIN_FILENO, &st) == 0 && S_ISREG(st.st_mode)) {
+        /* `--files-from - < list.txt -o list.txt`: the shell opened the
+         * list, and -o would cut it. */
+        status = protect_stat(p, "standard input", &st, 2);
+    }
+    if (status != 0) fprintf(stderr, "vit %s: out of memory\n", command);
+    return status;
 }
 
 int cli_protect_model(cli_protected *p, const vit_model *model, const char *labels_path) {
@@ -754,7 +774,10 @@ int cli_check_output(const char *command, cli_protected *p, const char *path) {
     if (!hit) return 0;
     /* Name the protected file as the user gave it: a link or another
      * spelling of it may be what -o says. */
-    if (hit->is_input)
+    if (hit->is_input == 2)
+        fprintf(stderr, "vit %s: %s: would overwrite the --files-from list %s; choose another "
+                        "output\n", command, path, hit->path);
+    else if (hit->is_input)
         fprintf(stderr, "vit %s: %s: would overwrite the input %s; choose another output\n",
                 command, path, hit->path);
     else
@@ -967,7 +990,7 @@ int cli_path_reader_next(cli_path_reader *r, const char **path, const char **pro
             r->start = r->start + PATH_READER_MAX;
             entry[60] = '\0';
             snprintf(r->message, sizeof r->message,
-                     "%s: %s %lu is longer than PATH_MAX (%d bytes); skipped", r->name,
+                     "%s: %s %lu is longer than PATH_MAX (%d bytes)", r->name,
                      r->nul ? "entry" : "line", r->line, PATH_READER_MAX);
             snprintf(r->display, sizeof r->display, "%s...", entry);
             *path = r->display;

@@ -329,7 +329,8 @@ static int guard_outputs(inspect *s, const char *labels_path) {
         return -1;
     }
     if (cli_protect_run(s->command, &s->protect, s->model, labels_path,
-                        (const char *const *)s->in.paths, s->in.count) != 0)
+                        (const char *const *)s->in.paths, s->in.count) != 0 ||
+        cli_protect_list(s->command, &s->protect, s->args.values[OPT_FILES_FROM]) != 0)
         return -1;
     for (size_t i = 0; i < s->in.count; i++) {
         if (s->collides[i]) continue; /* never written */
@@ -1003,6 +1004,7 @@ static int features_setup(inspect *s, const char *which, int *several) {
         (*several && !list_path && out_of_memory(s)) ||
         cli_protect_run("features", &s->protect, s->model, NULL, (const char *const *)s->in.paths,
                         s->in.count) != 0 ||
+        cli_protect_list("features", &s->protect, s->args.values[OPT_FILES_FROM]) != 0 ||
         cli_check_output("features", &s->protect, out) != 0 ||
         (list_path && cli_check_output("features", &s->protect, list_path) != 0) ||
         cli_lock_output("features", out, 0, &s->locks[0]) != 0;

@@ -75,9 +75,12 @@ static const char USAGE[] =
     "same seed and thread count give the same model. OUT is replaced atomically after\n"
     "every epoch and loads with 'vit classify -m OUT'.";
 
-/* The library's warnings (images that cannot be read), from any thread. */
+/* The library's warnings (images that cannot be read), from any thread;
+ * ctx counts them, for the exit status. */
 static void warn_stderr(void *ctx, const char *message) {
-    (void)ctx;
+    size_t *failed = ctx;
+#pragma omp atomic
+    (*failed)++;
     fprintf(stderr, "vit train: %s\n", message);
 }
 
@@ -512,6 +515,7 @@ typedef struct train_run {
     cli_protected protect;
     cli_lock lock;
     train_curves curves;
+    size_t failed_images; /* warnings of images that could not be read: exit 2 */
 } train_run;
 
 static void run_free(train_run *r) {
@@ -638,7 +642,8 @@ static int prepare_run(train_run *r) {
     /* Preprocessing the saved model states (and validation uses). */
     t->in = (vit_trainer_input){.size = r->config.image_size, .channels = r->config.num_channels,
                                 .augment = 1, .flip = (int)o->flip, .shift = (int)o->shift,
-                                .min_scale = o->min_scale, .seed = t->seed, .warn = warn_stderr};
+                                .min_scale = o->min_scale, .seed = t->seed, .warn = warn_stderr,
+                                .warn_ctx = &r->failed_images};
     vit_trainer_default_preprocess(r->init, train->mnist, r->config.image_size, &t->in.eval);
     t->pre = t->in.eval;
     if (v[OPT_VAL] && source_open(v[OPT_VAL], 0, train->mnist ? NULL : train->class_names,
@@ -712,8 +717,9 @@ static int train_main(int argc, char **argv) {
                 r.t.epochs == 1 ? "" : "s", r.t.steps_per_epoch,
                 r.t.steps_per_epoch == 1 ? "" : "s", r.o.batch, workers);
     if (run_epochs(&r.t, &r.curves, r.v[OPT_QUIET] != NULL) != 0) goto done;
-    exit_code = r.train.unreadable.count || r.val.unreadable.count ? CLI_EXIT_SOME_FAILED
-                                                                   : CLI_EXIT_OK;
+    exit_code = r.train.unreadable.count || r.val.unreadable.count || r.failed_images
+                    ? CLI_EXIT_SOME_FAILED
+                    : CLI_EXIT_OK;
 done:
     run_free(&r);
     free(args.positional);

@@ -41,9 +41,14 @@
  * instead of failing, whereas PIL raises "image file is truncated". We check
  * those formats for completeness ourselves so a cut-off download is an
  * error, not a half-grey picture (GIF: the first frame's data blocks; TGA:
- * uncompressed pixel data; RLE TGA is left to stb).
+ * uncompressed pixel data; RLE TGA is left to stb). A JPEG must reach its
+ * end-of-image marker (PIL raises without one) and every scan's data must
+ * hold all its blocks (data/jpeg_scan.c). There we are stricter than PIL:
+ * libjpeg only warns ("premature end of data segment") when the marker
+ * comes early, and PIL loads the grey-filled picture.
  */
 #include "data.h"
+#include "jpeg_scan.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -583,6 +588,17 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
     if (st != VIT_OK) return st;
     if (jpeg_state == 0)
         return vit_error_set(err, VIT_E_FORMAT, "%s: truncated JPEG (no end-of-image marker)", name);
+    if (fmt == FMT_JPEG) {
+        /* Before the pixels are allocated: an end-of-image marker after a
+         * few bytes of scan data would otherwise decode to a full-size grey
+         * picture (data/jpeg_scan.h). */
+        char detail[160];
+        const data_jpeg_scans scans = data_jpeg_scans_check(b, size, detail, sizeof detail);
+        if (scans == DATA_JPEG_SCANS_TRUNCATED)
+            return vit_error_set(err, VIT_E_FORMAT, "%s: truncated JPEG (%s)", name, detail);
+        if (scans == DATA_JPEG_SCANS_NOMEM)
+            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory checking the JPEG data", name);
+    }
     if (fmt == FMT_BMP && !bmp_is_complete(b, size))
         return vit_error_set(err, VIT_E_FORMAT, "%s: truncated BMP (pixel data missing)", name);
     if (fmt == FMT_GIF && !gif_is_complete(b, size))

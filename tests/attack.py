@@ -646,13 +646,136 @@ def option_cases(a):
         a.run("train " + " ".join(args), d, full, expect=1)
 
 
+# ------------------------------------------------- issue 24 (not the server)
+
+JPEG_PHOTO = os.path.join(ROOT, "tests", "fixtures", "preprocess", "dec_photo.jpg")
+FAMILY_HOSTILE = os.path.join(ROOT, "tests", "fixtures", "family", "hostile")
+
+
+def jpeg_scan_start(data):
+    """(where the first scan's entropy-coded data starts, where the SOF
+    payload starts) in a baseline JPEG."""
+    i, frame = 2, None
+    while data[i] == 0xFF:
+        m, length = data[i + 1], data[i + 2] << 8 | data[i + 3]
+        if 0xC0 <= m <= 0xC2:
+            frame = i + 4
+        i += 2 + length
+        if m == 0xDA:
+            return i, frame
+    raise ValueError("no scan")
+
+
+def says(*words, absent=()):
+    """A check: stderr holds every word and none of absent."""
+    def check(code, out, err):
+        missing = [w for w in words if w not in err] + ["not %r" % w for w in absent if w in err]
+        return "stderr lacks %s: %s" % (missing, err.strip()[:300]) if missing else None
+    return check
+
+
+def issue24_cases(a):
+    """Issue 24: nothing the user names is silently ignored or overwritten."""
+    # An end-of-image marker inside the scan data: one error row, every command.
+    d = a.case_dir()
+    a.model(d)
+    with open(JPEG_PHOTO, "rb") as f:
+        jpeg = f.read()
+    first, frame = jpeg_scan_start(jpeg)
+    huge = bytearray(jpeg)
+    huge[frame + 1:frame + 5] = struct.pack(">HH", 10000, 10000)
+    for name, body in (("early_eoi.jpg", jpeg[:first + 50] + b"\xff\xd9"),
+                       ("half_scan.jpg", jpeg[:(first + len(jpeg)) // 2] + b"\xff\xd9"),
+                       ("huge_50_bytes.jpg", bytes(huge[:first + 50]) + b"\xff\xd9")):
+        with open(os.path.join(d, "in", name), "wb") as f:
+            f.write(body)
+        a.run("classify %s" % name, d, ["classify", "-q", "-m", "in/model", "in/" + name, "--format", "json"],
+              expect=2, stdout_format="json", check=says(name, "truncated JPEG"))
+    a.run("attention truncated JPEG", d, ["attention", "-q", "-m", "in/model", "in/early_eoi.jpg",
+                                          "-o", "out/a.png"], expect=(1, 2), check=says("truncated JPEG"))
+
+    # -o naming the --files-from list, by any spelling or link.
+    d = a.case_dir()
+    a.model(d)
+    shutil.copy(PHOTO, os.path.join(d, "in", "x.png"))
+    with open(os.path.join(d, "in", "list.txt"), "w") as f:
+        f.write("in/x.png\n")
+    os.link(os.path.join(d, "in", "list.txt"), os.path.join(d, "in", "hard.txt"))
+    for cmd, target in (("classify", "in/list.txt"), ("classify", "in/hard.txt"), ("features", "in/./list.txt"),
+                        ("attention", "in/list.txt"), ("segment", "in/hard.txt"), ("patches", "in/list.txt")):
+        a.run("%s --files-from LIST -o %s" % (cmd, target), d,
+              [cmd, "-q", "-m", "in/model", "--files-from", "in/list.txt", "-o", target], expect=1,
+              check=says("would overwrite the --files-from list"))
+    with open(os.path.join(d, "in", "long.txt"), "w") as f:
+        f.write("x" * 5000 + "\nin/x.png\n")
+    a.run("--files-from with an over-long line", d,
+          ["classify", "-q", "-m", "in/model", "--files-from", "in/long.txt"], expect=1,
+          check=says("longer than PATH_MAX", absent=("skipped",)))
+
+    # A per-block tensor missing from block 0 only.
+    for fault, word in (("ls1_missing_in_block0", "blocks.0.ls1.gamma"),
+                        ("dinov2_lambda1_missing_in_layer0", "layer.0.layer_scale1.lambda1"),
+                        ("q_norm_missing_in_block0", "blocks.0.attn.q_norm.weight")):
+        d = a.case_dir()
+        a.model(d, os.path.join(FAMILY_HOSTILE, fault))
+        a.run("info " + fault, d, ["info", "-m", "in/model"], expect=1, check=says(word))
+
+    # A config.json beside a file that carries another.
+    d = a.case_dir()
+    m = a.model(d)
+    subprocess.run([VIT, "quantize", "-m", "in/model", "--dtype", "int8", "-o", "in/model/int8.safetensors"],
+                   cwd=d, env=ENV, capture_output=True, timeout=TIMEOUT, check=True)
+    a.run("int8 copy beside its own config", d, ["info", "-m", "in/model/int8.safetensors"], expect=0)
+    with open(os.path.join(m, "config.json")) as f:
+        config = json.load(f)
+    config["layer_norm_eps"] = 1e-6
+    with open(os.path.join(m, "config.json"), "w") as f:
+        json.dump(config, f)
+    a.run("int8 copy beside another config", d, ["classify", "-q", "-m", "in/model/int8.safetensors", PHOTO],
+          expect=1, check=says("disagree", "layer_norm_eps", "config.json"))
+
+    # A FIFO, a device and a huge file as refs/REV of a cached model.
+    d = a.case_dir()
+    repo = os.path.join(d, "in", "hub", "models--acme--m")
+    os.makedirs(os.path.join(repo, "refs"))
+    os.makedirs(os.path.join(repo, "snapshots"))
+    shutil.copytree(FIXTURE_MODEL, os.path.join(repo, "snapshots", "0" * 40))
+    os.mkfifo(os.path.join(repo, "refs", "fifo"))
+    os.symlink("/dev/zero", os.path.join(repo, "refs", "zero"))
+    with open(os.path.join(repo, "refs", "big"), "w") as f:
+        f.write("0" * 40 + "\n" * 5000)
+    ENV["HF_HUB_CACHE"] = os.path.join(d, "in", "hub")
+    try:
+        for ref in ("fifo", "zero", "big"):
+            a.run("-m org/name --revision %s" % ref, d, ["info", "-m", "acme/m", "--revision", ref], expect=1,
+                  check=says("refs/" + ref))
+    finally:
+        del ENV["HF_HUB_CACHE"]
+
+    # train: an unreadable image is exit 2; an empty class folder is refused.
+    d = a.case_dir()
+    for cls in ("a", "b"):
+        os.makedirs(os.path.join(d, "in", "data", cls))
+        for i in range(2):
+            shutil.copy(PHOTO, os.path.join(d, "in", "data", cls, "%d.png" % i))
+    with open(os.path.join(d, "in", "data", "b", "broken.png"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n broken")
+    small = ["--arch", "custom", "--dim", "16", "--depth", "1", "--heads", "2", "--mlp", "32", "--patch", "8",
+             "--image-size", "32", "--epochs", "1", "-b", "2", "-t", "1"]
+    a.run("train with an unreadable image", d, ["train", "--data", "in/data", "-o", "out/t.safetensors"] + small,
+          expect=2, check=says("broken.png"))
+    os.makedirs(os.path.join(d, "in", "data", "empty"))
+    a.run("train with an empty class folder", d, ["train", "--data", "in/data", "-o", "out/u.safetensors"] + small,
+          expect=1, check=says("empty: class folder holds no images"))
+
+
 def main():
     if not os.access(VIT, os.X_OK):
         print("attack: %s is not built" % VIT)
         return 1
     a = Attack()
     try:
-        for group in (model_cases, image_cases, output_cases, option_cases):
+        for group in (model_cases, image_cases, output_cases, option_cases, issue24_cases):
             group(a)
     finally:
         shutil.rmtree(a.top, ignore_errors=True)

@@ -422,6 +422,21 @@ def hostile_cases():
          "register_tokens", "register_tokens [1, 4, 24] (hidden_size 16)"),
         ("dinov2_register_count_mismatch", "hf_dinov2_reg_cfg3", lambda sd: sd, "num_register_tokens",
          "config.json says num_register_tokens 3, the file holds register_tokens [1, 4, 16]"),
+        # Issue 24: a per-block switch is decided from every block, so a tensor
+        # missing from block 0 is named, not taken as the switch being off
+        # (which left the other blocks' tensors loaded and unused).
+        ("ls1_missing_in_block0", "timm", drop("blocks.0.ls1.gamma"), "blocks.0.ls1.gamma",
+         "blocks.0.ls1.gamma missing, block 1 has ls1/ls2 and block 0 ls2"),
+        ("ls2_only", "timm", drop("blocks.0.ls1.gamma", "blocks.1.ls1.gamma"), "blocks.0.ls1.gamma",
+         "every block has ls2.gamma, none ls1.gamma"),
+        ("q_norm_missing_in_block0", "timm",
+         drop("blocks.0.attn.q_norm.weight", "blocks.0.attn.q_norm.bias"), "blocks.0.attn.q_norm.weight",
+         "block 0 has k_norm but no q_norm; block 1 has both"),
+        ("qkv_bias_missing_in_block0", "timm", drop("blocks.0.attn.qkv.bias"), "blocks.0.attn.qkv.bias",
+         "block 1 has a qkv bias, block 0 none"),
+        ("dinov2_lambda1_missing_in_layer0", "hf_dinov2",
+         drop("dinov2.encoder.layer.0.layer_scale1.lambda1"),
+         "dinov2.encoder.layer.0.layer_scale1.lambda1", "layer 0 lacks layer_scale1.lambda1"),
         ("ambiguous_pos_embed", "timm_ambiguous", lambda sd: sd, "pos_embed",
          "no config.json; cls_token + reg_token [1, 4, D] + pos_embed [1, 9, D]: either 9 patch "
          "positions (no_embed_class, 3x3 grid, native 24) or 5 prefix + 4 patch positions (2x2 "

@@ -7,7 +7,9 @@ Serves the Hub's API answers and files for acme/tiny-vit (from a test
 model) on 127.0.0.1, points HF_ENDPOINT at it and checks that get-model
 lays out the Hugging Face cache (blobs by checksum, snapshot symlinks,
 refs), sends HF_TOKEN, refuses a corrupted file, writes --local-dir, and
-that `vit info -m acme/tiny-vit [--revision v2]` then finds the model.
+that `vit info -m acme/tiny-vit [--revision v2]` then finds the model; then
+that a hostile stand-in (commit, names or checksums that are paths) is
+refused with nothing written.
 """
 import hashlib
 import http.server
@@ -35,6 +37,80 @@ def run(args, env, expect=0):
     r = subprocess.run(args, env=env, capture_output=True, text=True)
     check(r.returncode == expect, f"{' '.join(args)}: exit {r.returncode}, want {expect}\n{r.stderr}")
     return r
+
+
+def hostile_hub(tmp, script, files, tree):
+    """Issue 24: a Hub (or a proxy) whose answers are paths. Its commit, file
+    names and checksums become paths in the cache; each must be refused
+    (exit 1) before anything is written, and nothing outside the cache may
+    change (a commit of "../../../victim" once made get-model replace the
+    files there with symlinks, exit 0)."""
+    victim = os.path.join(tmp, "victim")
+    os.makedirs(victim)
+    for name in ("model.safetensors", "config.json", "precious"):
+        with open(os.path.join(victim, name), "w") as out:
+            out.write("the user's " + name)
+    evil = "../../../victim"
+    lfs_oid = tree[0]["lfs"]["oid"]
+
+    def with_entry(index, **changes):
+        changed = [dict(e) for e in tree]
+        changed[index].update(changes)
+        return changed
+
+    cases = [  # (what, commit, tree, words the message must hold)
+        ("commit is a path", evil, tree, "not a commit hash"),
+        ("commit is not hex", "g" * 40, tree, "not a commit hash"),
+        ("LFS checksum is a path", COMMIT, with_entry(0, lfs={"oid": evil, "size": 1}), "sha256"),
+        ("git checksum is a path", COMMIT, with_entry(1, oid="../" + "0" * 37), "git object id"),
+        ("file name climbs", COMMIT, with_entry(1, path="../../../victim/config.json"),
+         "not a relative name"),
+        ("file name is absolute", COMMIT, with_entry(1, path=victim + "/config.json"),
+         "not a relative name"),
+        ("tree is not a list", COMMIT, {"model.safetensors": tree[0]}, "not a list"),
+    ]
+    answer = {}
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # raw paths: no normalising of '..'
+            if "/revision/" in self.path:
+                body = json.dumps({"sha": answer["commit"]}).encode()
+            elif "/tree/" in self.path:
+                body = json.dumps(answer["tree"]).encode()
+            else:
+                body = files.get(self.path.rsplit("/", 1)[-1], b"")
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for what, commit, listed, words in cases:
+            answer.update(commit=commit, tree=listed)
+            cache = os.path.join(tmp, "hostile-hub", "hub")
+            env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}",
+                       HF_HUB_CACHE=cache)
+            env.pop("HF_HOME", None)
+            r = run([script, "acme/tiny-vit"], env, expect=1)
+            check(words in r.stderr and len(r.stderr.strip().splitlines()) == 1,
+                  f"hostile Hub, {what}: {r.stderr}")
+            for name in ("model.safetensors", "config.json", "precious"):
+                path = os.path.join(victim, name)
+                check(not os.path.islink(path) and open(path).read() == "the user's " + name,
+                      f"hostile Hub, {what}: {path} was changed")
+            check(sorted(os.listdir(victim)) == ["config.json", "model.safetensors", "precious"],
+                  f"hostile Hub, {what}: files appeared in {victim}: {os.listdir(victim)}")
+            leftovers = [os.path.join(d, f) for d, _, fs in os.walk(cache) for f in fs]
+            check(not leftovers, f"hostile Hub, {what}: files written: {leftovers}")
+            shutil.rmtree(os.path.dirname(cache), ignore_errors=True)
+        check(lfs_oid == tree[0]["lfs"]["oid"], "the good tree was left alone")
+    finally:
+        server.shutdown()
 
 
 def main():
@@ -121,6 +197,7 @@ def main():
         r = run([script, "acme/tiny-vit", "--revision"], env, expect=1)
         check("needs a value" in r.stderr, r.stderr)
         server.shutdown()
+        hostile_hub(tmp, script, files, tree)
         print("get-model offline: all checks passed")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

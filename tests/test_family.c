@@ -200,7 +200,7 @@ Test(family, hostile_files_are_refused_with_their_fault_named) {
                   err.message);
         count++;
     }
-    cr_expect(count >= 13, "only %d hostile files", count);
+    cr_expect(count >= 18, "only %d hostile files", count);
     cJSON_Delete(manifest);
 }
 

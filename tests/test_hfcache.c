@@ -217,3 +217,31 @@ Test(hfcache, revision_without_a_hub_name) {
     cr_assert_eq(count_lines(r->err), 1, "%s", r->err);
     cr_assert(strstr(r->err, "--revision"), "%s", r->err);
 }
+
+/* Issue 24: refs/ is read as image files are: a FIFO there (no writer)
+ * hung `vit info -m org/name --revision fifo` in open(2) forever; a device
+ * or an oversized file is no ref either. Each is one error naming it. */
+Test(hfcache, refs_that_are_not_small_regular_files_are_errors, .timeout = 60) {
+    make_cache();
+    use_hub_cache();
+    char root[128], path[4096];
+    snprintf(root, sizeof root, "%s/hub/models--acme--tiny-vit/refs", dir);
+    shell("cd '%s' && mkfifo fifo && ln -s /dev/zero zero && head -c 5000 /dev/zero | tr '\\0' a >big",
+          root);
+    const char *const cases[][2] = {{"fifo", "not a regular file (a FIFO)"},
+                                    {"zero", "not a regular file (a character device)"},
+                                    {"big", "5000 bytes"}};
+    for (int i = 0; i < 3; i++) {
+        vit_error err = {0};
+        cr_expect_neq(hub_cache_resolve("acme/tiny-vit", cases[i][0], path, sizeof path, &err), VIT_OK,
+                      "%s resolved", cases[i][0]);
+        cr_expect(strstr(err.message, cases[i][1]) && strstr(err.message, cases[i][0]), "%s: %s",
+                  cases[i][0], err.message);
+    }
+    run_result *r = run("info -m acme/tiny-vit --revision fifo");
+    cr_expect_eq(r->status, 1);
+    cr_expect(count_lines(r->err) == 1 && strstr(r->err, "refs/fifo: not a regular file"), "%s", r->err);
+    /* refs/pr/ is a directory: asked for "pr", there is no such ref. */
+    shell("mkdir -p '%s/pr'", root);
+    cr_expect_eq(hub_cache_resolve("acme/tiny-vit", "pr", path, sizeof path, NULL), VIT_E_IO);
+}

@@ -101,6 +101,20 @@ Test(inputs, malformed_unreadable_and_empty_lists_are_one_line) {
               "stderr: %s", r->err);
     cr_expect_str_empty(r->out);
 
+    /* An over-long line refuses the list like the others: the message must
+     * not say it was skipped (it said so while the run stopped, exit 1). */
+    static char overlong[5000];
+    memset(overlong, 'x', sizeof overlong - 1);
+    overlong[sizeof overlong - 2] = '\n';
+    const char *longlist = write_list("long.txt", overlong, sizeof overlong - 1);
+    snprintf(args, sizeof args, "classify -m " MODEL " " APPLE " --files-from %s", longlist);
+    r = run(args);
+    cr_expect_eq(r->status, 1);
+    cr_expect(count_lines(r->err) == 1 && strstr(r->err, "long.txt: line 1 is longer than PATH_MAX") &&
+                  !strstr(r->err, "skipped"),
+              "stderr: %s", r->err);
+    cr_expect_str_empty(r->out);
+
     r = run("classify -m " MODEL " --files-from /nonexistent/list.txt");
     cr_expect_eq(r->status, 1);
     cr_expect(count_lines(r->err) == 1 && strstr(r->err, "/nonexistent/list.txt"), "stderr: %s", r->err);
@@ -138,7 +152,8 @@ typedef struct streamer {
     size_t length;
 } streamer;
 
-static void stream_start(streamer *s, const char *format) {
+/* output: -o OUTPUT (NULL: the rows come on stdout). */
+static void stream_start_to(streamer *s, const char *format, const char *output) {
     int to[2], from[2];
     cr_assert(pipe(to) == 0 && pipe(from) == 0);
     char err_path[96];
@@ -152,7 +167,12 @@ static void stream_start(streamer *s, const char *format) {
         if (err >= 0) dup2(err, 2);
         close(to[1]);
         close(from[0]);
-        execl(VIT, VIT, "classify", "--stream", "-k", "3", "--format", format, "-m", MODEL, (char *)NULL);
+        if (output)
+            execl(VIT, VIT, "classify", "--stream", "-k", "3", "--format", format, "-m", MODEL, "-o",
+                  output, (char *)NULL);
+        else
+            execl(VIT, VIT, "classify", "--stream", "-k", "3", "--format", format, "-m", MODEL,
+                  (char *)NULL);
         _exit(127);
     }
     close(to[0]);
@@ -162,6 +182,8 @@ static void stream_start(streamer *s, const char *format) {
     s->length = 0;
     s->got[0] = '\0';
 }
+
+static void stream_start(streamer *s, const char *format) { stream_start_to(s, format, NULL); }
 
 static void stream_send(streamer *s, const char *text) {
     cr_assert_eq(write(s->in, text, strlen(text)), (ssize_t)strlen(text));
@@ -262,6 +284,30 @@ Test(inputs, stream_stops_on_sigterm_after_its_batch, .timeout = 240) {
     const int status = stream_wait(&s);
     close(s.in);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 143, "status %d", status);
+}
+
+/* A stream cannot be resumed, so its stop message must not offer --resume
+ * (it did, for -o with a resumable format). */
+Test(inputs, stream_stopped_by_sigterm_does_not_offer_resume, .timeout = 240) {
+    char rows[96], err_path[96], err[4096], text[4096];
+    snprintf(rows, sizeof rows, "%s/rows.csv", dir);
+    snprintf(err_path, sizeof err_path, "%s/stderr", dir);
+    streamer s;
+    stream_start_to(&s, "csv", rows);
+    stream_send(&s, APPLE "\n");
+    for (int waited = 0; waited < 600; waited++) { /* the header and one row */
+        slurp(rows, text, sizeof text);
+        if (count_lines(text) >= 2) break;
+        nanosleep(&(struct timespec){0, 100000000}, NULL);
+    }
+    cr_assert_eq(count_lines(text), 2, "rows: %s", text);
+    cr_assert_eq(wait_until_catching(s.pid, SIGTERM), 0);
+    kill(s.pid, SIGTERM);
+    const int status = stream_wait(&s);
+    close(s.in);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 143, "status %d", status);
+    slurp(err_path, err, sizeof err);
+    cr_expect(strstr(err, "stopped by SIGTERM") && !strstr(err, "--resume"), "stderr: %s", err);
 }
 
 Test(inputs, stream_refuses_resume_shard_and_paths) {

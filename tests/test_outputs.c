@@ -136,6 +136,40 @@ Test(outputs, inputs_are_never_outputs) {
     cr_expect(system(cmd) == 0, "a refused run left files behind");
 }
 
+/* Issue 24: the --files-from list is an input too: -o naming it (by any
+ * spelling or link, or as standard input) is refused, for every command
+ * that takes a list. */
+Test(outputs, files_from_lists_are_never_outputs) {
+    setup_files();
+    shell("cd %s && printf '%%s/a.png\\n' %s >list.txt && cp list.txt list.orig && "
+          "ln -s list.txt link.txt && ln list.txt hard.txt", dir, dir);
+    const char *forms[] = {
+        "classify -m {d}/m --files-from {d}/list.txt -o {d}/list.txt",
+        "classify -m {d}/m {d}/b.png --files-from {d}/list.txt -o {d}/hard.txt",
+        "classify --stream -m {d}/m --files-from {d}/list.txt -o {d}/link.txt",
+        "features -m {d}/m --files-from {d}/list.txt -o {d}/./list.txt",
+        "attention -m {d}/m --files-from {d}/list.txt -o {d}/hard.txt",
+        "attention -m {d}/m --files-from {d}/list.txt -o {d}/out.png --npy {d}/link.txt",
+        "segment -m {d}/m --files-from {d}/list.txt -o {d}/list.txt",
+        "patches -m {d}/m --files-from {d}/list.txt -o {d}/hard.txt",
+    };
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cmp -s %s/list.txt %s/list.orig", dir, dir);
+    for (size_t f = 0; f < sizeof forms / sizeof *forms; f++) {
+        char args[4096];
+        expand(forms[f], "", args, sizeof args);
+        expect_refused(args, "would overwrite the --files-from list");
+        cr_expect(system(cmd) == 0, "the list changed after: %s", args);
+    }
+    /* The shell opened the list as standard input. */
+    snprintf(cmd, sizeof cmd, "cd %s && %s classify -m m --files-from - -o list.txt <list.txt 2>err.txt; "
+             "test $? = 1 && grep -q 'would overwrite the --files-from list standard input' err.txt && "
+             "cmp -s list.txt list.orig", dir, VIT);
+    cr_expect(system(cmd) == 0, "--files-from - <list.txt -o list.txt was not refused");
+    snprintf(cmd, sizeof cmd, "test -z \"$(find %s -name 'out*' -o -name '*.lock' -o -name '*.tmp*')\"", dir);
+    cr_expect(system(cmd) == 0, "a refused run left files behind");
+}
+
 /* Normal use still writes: -o beside the inputs, into the input directory
  * under new names, and over an earlier output. */
 Test(outputs, ordinary_outputs_still_work) {

@@ -4,11 +4,14 @@
  * transforms. Expected values never come from vitc itself. */
 #include <criterion/criterion.h>
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "data.h"
@@ -600,6 +603,109 @@ Test(hostile, bad_files_are_clear_errors, .init = make_tmpdir, .fini = remove_tm
         write_tmp("random.jpg", noise, (size_t)(trial * 200 + 1), path, sizeof path);
         expect_load_error(path, VIT_OK);
     }
+}
+
+/* Where the entropy-coded data of scan k (1: the first) starts in a JPEG,
+ * and *frame where its SOF segment's payload starts; 0 when not found. */
+static size_t jpeg_scan_start(const uint8_t *b, size_t n, int k, size_t *frame) {
+    size_t i = 2;
+    while (i + 4 <= n && b[i] == 0xFF) {
+        const uint8_t m = b[i + 1];
+        const size_t len = (size_t)b[i + 2] << 8 | b[i + 3];
+        if (m >= 0xC0 && m <= 0xC2 && frame) *frame = i + 4;
+        i += 2 + len;
+        if (m != 0xDA) continue;
+        if (--k == 0) return i;
+        while (i + 1 < n && !(b[i] == 0xFF && b[i + 1] != 0 && (b[i + 1] < 0xD0 || b[i + 1] > 0xD7))) i++;
+    }
+    return 0;
+}
+
+/* The first `keep` bytes of jpeg then an end-of-image marker, loaded:
+ * must fail as a truncated JPEG, naming the file. */
+static void expect_truncated_jpeg(const uint8_t *jpeg, size_t keep, const char *what) {
+    uint8_t *cut = malloc(keep + 2);
+    memcpy(cut, jpeg, keep);
+    cut[keep] = 0xFF;
+    cut[keep + 1] = 0xD9;
+    data_image img;
+    vit_error err = {0};
+    const vit_status st = data_image_load_memory(cut, keep + 2, what, &img, &err);
+    cr_expect_eq(st, VIT_E_FORMAT, "%s: status %d (%s)", what, st, err.message);
+    cr_expect(strstr(err.message, what) && strstr(err.message, "truncated JPEG"), "%s", err.message);
+    cr_expect_null(img.pixels);
+    free(cut);
+}
+
+/* Issue 24: an end-of-image marker inside the scan data (the file cut and
+ * an EOI appended, or made so) decoded as a grey-filled picture, answered
+ * as a result; PIL loads it too, libjpeg only warning. Every caller now
+ * gets "truncated JPEG", checked before the pixels are allocated: a file
+ * declaring 10000x10000 with 50 bytes of scan data is refused at once. */
+Test(hostile, jpeg_scan_data_cut_short_is_truncated) {
+    const char *names[] = {"dec_photo.jpg", "dec_photo_prog.jpg", "dec_grey.jpg", "dec_444.jpg"};
+    for (int f = 0; f < 4; f++) {
+        char path[1024];
+        size_t n;
+        fixture(path, sizeof path, names[f]);
+        uint8_t *jpeg = read_all(path, &n);
+        const size_t first = jpeg_scan_start(jpeg, n, 1, NULL);
+        cr_assert(first > 0, "%s: no scan", names[f]);
+        const size_t keeps[] = {first, first + 50, first + (n - first) / 2, n - 4};
+        for (int k = 0; k < 4; k++) {
+            char what[128];
+            snprintf(what, sizeof what, "%s cut at %zu of %zu", names[f], keeps[k], n);
+            expect_truncated_jpeg(jpeg, keeps[k], what);
+        }
+        data_image img;
+        vit_error err;
+        cr_expect_eq(data_image_load_memory(jpeg, n, names[f], &img, &err), VIT_OK, "%s", err.message);
+        data_image_free(&img);
+        free(jpeg);
+    }
+    /* 10000 x 10000 (within the pixel cap) declared, 50 bytes of scan data. */
+    char path[1024];
+    size_t n, frame = 0;
+    fixture(path, sizeof path, "dec_grey.jpg");
+    uint8_t *jpeg = read_all(path, &n);
+    const size_t first = jpeg_scan_start(jpeg, n, 1, &frame);
+    cr_assert(first > 0 && frame > 0);
+    jpeg[frame + 1] = jpeg[frame + 3] = 10000 >> 8;
+    jpeg[frame + 2] = jpeg[frame + 4] = 10000 & 255;
+    const double start = (double)clock() / CLOCKS_PER_SEC;
+    expect_truncated_jpeg(jpeg, first + 50, "10000x10000.jpg");
+    cr_expect_lt((double)clock() / CLOCKS_PER_SEC - start, 0.5, "not refused before decoding");
+    free(jpeg);
+}
+
+/* The check reads every real photo as complete (../shared: a few everyday
+ * photos and the 500 ImageNet ones, baseline and progressive, from many
+ * encoders). */
+Test(hostile, every_shared_photo_decodes, .timeout = 300) {
+    DIR *dirs[2] = {opendir(VITC_SOURCE_DIR "/../shared/images"),
+                    opendir(VITC_SOURCE_DIR "/../shared/imagenet-sample")};
+    const char *roots[2] = {VITC_SOURCE_DIR "/../shared/images", VITC_SOURCE_DIR "/../shared/imagenet-sample"};
+    if (!dirs[0] || !dirs[1]) {
+        for (int d = 0; d < 2; d++)
+            if (dirs[d]) closedir(dirs[d]);
+        cr_skip_test("../shared is absent: the real-photo decoding check is skipped");
+    }
+    int photos = 0;
+    for (int d = 0; d < 2; d++) {
+        for (struct dirent *e; (e = readdir(dirs[d]));) {
+            const char *dot = strrchr(e->d_name, '.');
+            if (!dot || (strcasecmp(dot, ".jpg") && strcasecmp(dot, ".jpeg"))) continue;
+            char path[1024];
+            snprintf(path, sizeof path, "%s/%s", roots[d], e->d_name);
+            data_image img;
+            vit_error err;
+            cr_expect_eq(data_image_load(path, &img, &err), VIT_OK, "%s", err.message);
+            data_image_free(&img);
+            photos++;
+        }
+        closedir(dirs[d]);
+    }
+    cr_expect_geq(photos, 509, "only %d photos", photos);
 }
 
 Test(hostile, absurd_dimensions_are_refused_before_decoding) {

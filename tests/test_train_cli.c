@@ -62,6 +62,31 @@ Test(train_cli, image_folder_trains_resumes_and_classifies) {
     cr_assert_eq(r->status, 0, "%s", r->err);
 }
 
+/* Issue 24: an image under --data that cannot be read is named and the run
+ * ends with status 2 (it ended 0); an empty class folder is refused rather
+ * than becoming a class no image teaches ("10 images, 3 classes"). */
+Test(train_cli, failed_images_exit_2_and_empty_classes_are_refused) {
+    make_folder();
+    shell("printf 'not an image' >%s/data/bear/broken.png", dir);
+    char args[2048];
+    snprintf(args, sizeof args, "train --data %s/data -o %s/m.safetensors " SMALL
+             " --epochs 1 -b 4 --seed 5", dir, dir);
+    run_result *r = run(args);
+    cr_expect_eq(r->status, 2, "%s", r->err);
+    cr_expect(strstr(r->err, "broken.png"), "%s", r->err);
+    cr_expect(strstr(r->err, "9 images, 2 classes"), "%s", r->err);
+
+    shell("rm %s/data/bear/broken.png && rm -f %s/m.safetensors* && mkdir %s/data/empty", dir, dir, dir);
+    r = run(args);
+    cr_expect_eq(r->status, 1, "%s", r->err);
+    cr_expect(count_lines(r->err) == 1 && strstr(r->err, "data/empty: class folder holds no images"),
+              "%s", r->err);
+    struct stat st;
+    char path[256];
+    snprintf(path, sizeof path, "%s/m.safetensors", dir);
+    cr_expect(stat(path, &st) != 0, "a refused run wrote %s", path);
+}
+
 Test(train_cli, same_seed_same_model) {
     make_folder();
     for (int i = 0; i < 2; i++) {

@@ -563,3 +563,76 @@ Test(validate, labels_source_names_the_metadata_config) {
     cr_expect(strstr(r->out, "labels        5 (safetensors __metadata__ config id2label)"),
               "stdout: %s", r->out);
 }
+
+/* dir/q/model.safetensors: a bf16 copy of dir's model (HF fixture with a
+ * preprocessor_config.json), carrying both texts in __metadata__, as vit
+ * quantize writes it. */
+static void make_carrying_copy(void) {
+    copy_fixture(HF);
+    write_text("preprocessor_config.json",
+               "{\"do_resize\": true, \"size\": {\"height\": 32, \"width\": 32}, \"resample\": 2, "
+               "\"do_normalize\": true, \"image_mean\": [0.5, 0.5, 0.5], "
+               "\"image_std\": [0.5, 0.5, 0.5]}");
+    vit_model *model = expect_loads();
+    vit_error err;
+    char path[256];
+    snprintf(path, sizeof path, "%s/q", dir);
+    cr_assert(mkdir(path, 0777) == 0);
+    snprintf(path, sizeof path, "%s/q/model.safetensors", dir);
+    cr_assert(vit_model_quantize(model, WEIGHTS_QUANT_BF16, path, &err) == VIT_OK, "%s", err.message);
+    vit_model_free(model);
+}
+
+/* Loads dir/q: 1 when it loads, else 0 with the message in err. */
+static int copy_loads(vit_error *err) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/q", dir);
+    vit_model *model = NULL;
+    memset(err, 0, sizeof *err);
+    const vit_status status = vit_model_load(path, NULL, &model, err);
+    vit_model_free(model);
+    return status == VIT_OK;
+}
+
+/* Issue 24: a config beside a file that carries its own replaced it without
+ * a word (ViT-tiny's config.json beside an int8 DeiT-tiny: eps 1e-12 ->
+ * 1e-6, "lemon" 52.5% -> 38.3%). Files beside that repeat the carried
+ * configuration are fine; any that changes what the model computes, its
+ * preprocessing or its labels is refused, naming both and what differs. */
+Test(validate, config_beside_a_file_that_carries_one_must_agree) {
+    make_carrying_copy();
+    vit_error err;
+    cr_expect(copy_loads(&err), "alone: %s", err.message);
+    shell("cp %s/config.json %s/preprocessor_config.json %s/q/", dir, dir, dir);
+    cr_expect(copy_loads(&err), "beside it, the same files: %s", err.message);
+    write_hf_config_with("architectures", "[\"ViTModel\"]"); /* not read by the forward pass */
+    shell("cp %s/config.json %s/q/", dir, dir);
+    cr_expect(copy_loads(&err), "a config differing only in unused keys: %s", err.message);
+
+    const char *const changed[][3] = {
+        {"layer_norm_eps", "1e-6", "layer_norm_eps 1e-12 vs 1e-06"},
+        {"id2label", "{\"0\": \"a\", \"1\": \"b\", \"2\": \"c\", \"3\": \"d\", \"4\": \"e\"}",
+         "label 0 'class zero' vs 'a'"},
+        {"num_attention_heads", "1", "num_heads 3 vs 1"},
+    };
+    for (int i = 0; i < 3; i++) {
+        write_hf_config_with(changed[i][0], changed[i][1]);
+        shell("cp %s/config.json %s/q/", dir, dir);
+        cr_expect(!copy_loads(&err), "config.json beside with %s %s loaded", changed[i][0],
+                  changed[i][1]);
+        cr_expect(strstr(err.message, "q/model.safetensors") && strstr(err.message, "q/config.json") &&
+                      strstr(err.message, changed[i][2]) && !strchr(err.message, '\n'),
+                  "%s", err.message);
+    }
+    write_hf_config_with("architectures", NULL);
+    shell("cp %s/config.json %s/q/ && sed -i 's/0.5, 0.5, 0.5], \"image_std/0.4, 0.5, 0.5], "
+          "\"image_std/' %s/q/preprocessor_config.json", dir, dir, dir);
+    cr_expect(!copy_loads(&err), "a preprocessor_config.json with another mean loaded");
+    cr_expect(strstr(err.message, "q/preprocessor_config.json") && strstr(err.message, "mean 0.5,0.5,0.5 "
+                                                                                       "vs 0.4,0.5,0.5"),
+              "%s", err.message);
+    /* Without the preprocessor file beside, the carried recipe is used:
+     * the config beside does not drop it. */
+    shell("rm %s/q/preprocessor_config.json", dir);
+    cr_expect(copy_loads(&err), "config.json beside, no preprocessor_config.json: %s", err.message);
+}

@@ -829,19 +829,6 @@ static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
         return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: a distilled model with average pooling "
                              "is not supported", path);
 
-    /* Block switches, read from block 0 (take_all requires them in every block). */
-    c->layer_scale = t->ls1.tensor != NULL;
-    c->qk_norm = t->q_norm.tensor != NULL;
-    c->no_qkv_bias = t->q_bias.tensor == NULL;
-    if (stated->qk_norm >= 0 && stated->qk_norm != c->qk_norm)
-        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says qk_norm = %s but tensor '%s' is %s",
-                             path, m->config_source, stated->qk_norm ? "true" : "false",
-                             t->q_norm.key, c->qk_norm ? "present" : "absent");
-    if (stated->qkv_bias >= 0 && stated->qkv_bias == c->no_qkv_bias)
-        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says qkv_bias = %s but tensor '%s' is %s",
-                             path, m->config_source, stated->qkv_bias ? "true" : "false",
-                             t->q_bias.key, c->no_qkv_bias ? "absent" : "present");
-
     c->num_classes = 0;
     if (t->head.tensor) {
         const int64_t in = vit_config_pooled_size(c) *
@@ -859,6 +846,62 @@ static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
     if (m->layout == WEIGHTS_LAYOUT_HF_DINOV2 && c->no_class_token)
         return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout)", path,
                              t->cls.key, weights_layout_name(m->layout));
+    return VIT_OK;
+}
+
+/* Whether the blocks hold a per-block switch's tensors (roles): none in
+ * any block is off; one anywhere is on, and then every block must hold
+ * every one of them, else the error names the first missing (block 0 alone
+ * used to decide, so a file without blocks.0.ls1.gamma ran with LayerScale
+ * off and the other blocks' gammas loaded but unused). */
+static vit_status block_switch(vit_model *m, const weights_role *roles, int num_roles,
+                               const char *what, int *on, vit_error *err) {
+    const int layers = m->config.num_layers;
+    weights_ref ref, seen = {0};
+    vit_status status;
+    *on = 0;
+    for (int l = 0; l < layers && !*on; l++)
+        for (int i = 0; i < num_roles && !*on; i++) {
+            if ((status = weights_layout_find(m->file, m->layout, roles[i], l, &ref, err))) return status;
+            if (ref.tensor) *on = 1, seen = ref;
+        }
+    for (int l = 0; *on && l < layers; l++)
+        for (int i = 0; i < num_roles; i++) {
+            if ((status = weights_layout_find(m->file, m->layout, roles[i], l, &ref, err))) return status;
+            if (!ref.tensor && ref.key[0]) /* "": the layout has no such tensor */
+                return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout): '%s' "
+                                     "is there, and %s needs its tensors in every block",
+                                     weights_path(m->file), ref.key,
+                                     weights_layout_name(m->layout), seen.key, what);
+        }
+    return VIT_OK;
+}
+
+/* The per-block switches, decided from all blocks (block_switch), and
+ * checked against what the config states. */
+static vit_status settle_block_switches(vit_model *m, const stated_config *stated,
+                                        const config_tensors *t, vit_error *err) {
+    vit_config *c = &m->config;
+    const char *path = weights_path(m->file);
+    static const weights_role LS[] = {WEIGHTS_LS1, WEIGHTS_LS2};
+    static const weights_role QK_NORM[] = {WEIGHTS_Q_NORM_W, WEIGHTS_Q_NORM_B, WEIGHTS_K_NORM_W,
+                                           WEIGHTS_K_NORM_B};
+    static const weights_role QKV_BIAS[] = {WEIGHTS_Q_B, WEIGHTS_K_B, WEIGHTS_V_B};
+    int qkv_bias;
+    vit_status status;
+    if ((status = block_switch(m, LS, 2, "LayerScale", &c->layer_scale, err)) ||
+        (status = block_switch(m, QK_NORM, 4, "qk-norm", &c->qk_norm, err)) ||
+        (status = block_switch(m, QKV_BIAS, 3, "the QKV bias", &qkv_bias, err)))
+        return status;
+    c->no_qkv_bias = !qkv_bias;
+    if (stated->qk_norm >= 0 && stated->qk_norm != c->qk_norm)
+        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says qk_norm = %s but tensor '%s' is %s",
+                             path, m->config_source, stated->qk_norm ? "true" : "false",
+                             t->q_norm.key, c->qk_norm ? "present" : "absent");
+    if (stated->qkv_bias >= 0 && stated->qkv_bias == c->no_qkv_bias)
+        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says qkv_bias = %s but tensor '%s' is %s",
+                             path, m->config_source, stated->qkv_bias ? "true" : "false",
+                             t->q_bias.key, c->no_qkv_bias ? "absent" : "present");
     return VIT_OK;
 }
 
@@ -953,6 +996,7 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
     config_tensors tensors;
     if ((status = find_config_tensors(m, &tensors, err)) ||
         (status = sizes_from_tensors(m, &stated, &tensors, err)) ||
+        (status = settle_block_switches(m, &stated, &tensors, err)) ||
         (status = check_stated_sizes(m, &stated, &tensors, err)))
         return status;
     /* timm >= 0.9 resamples with antialiasing; transformers' ViT, DeiT and
@@ -1089,8 +1133,8 @@ static vit_status take_all(vit_model *m, vit_error *err) {
             (s = take(m, WEIGHTS_FC1_B, l, 1, M, 0, &b->fc1_b, err)) ||
             (s = take_linear(m, WEIGHTS_FC2_W, l, D, M, &b->fc2_w, &b->fc2_q, err)) ||
             (s = take(m, WEIGHTS_FC2_B, l, 1, D, 0, &b->fc2_b, err)) ||
-            /* Every block has what block 0 has: a partner missing (ls1
-             * without ls2, q_norm without k_norm) is a missing tensor. */
+            /* settle_block_switches made each switch's tensors all or
+             * nothing across blocks: optional means none anywhere. */
             (s = take(m, WEIGHTS_LS1, l, 1, D, !c->layer_scale, &b->ls1, err)) ||
             (s = take(m, WEIGHTS_LS2, l, 1, D, !c->layer_scale, &b->ls2, err)) ||
             (s = take(m, WEIGHTS_Q_NORM_W, l, 1, dh, !c->qk_norm, &b->q_norm_w, err)) ||
@@ -1196,30 +1240,56 @@ static vit_status parse_config(const char *text, const char *name, const vit_lim
     return vit_json_parse_object(text, name, limits, json, err);
 }
 
-/* The config: config.json, else one in the weights' __metadata__, else
- * none (*json NULL: sizes inferred from the tensors). config_path gets the
- * name messages give it. */
-static vit_status read_model_config(vit_model *m, const load_texts *texts, const vit_limits *limits,
-                                    char *config_path, size_t config_path_size, cJSON **json,
-                                    vit_error *err) {
-    const char *weights_file_path = weights_path(m->file);
-    vit_status status = VIT_OK;
-    if (texts->config) {
-        snprintf(config_path, config_path_size, "%s", texts->config_name);
-        status = parse_config(texts->config, config_path, limits, json, err);
-        snprintf(m->config_source, sizeof m->config_source, "config.json");
+/* The texts one load uses (NULL: none) and the names messages give them. */
+typedef struct chosen_texts {
+    const char *config, *preprocessor;
+    int config_from_meta, preprocessor_from_meta;
+    char config_name[4200], preprocessor_name[4200];
+} chosen_texts;
+
+/* Chooses the texts of a load, config and preprocessing each on its own:
+ * the file beside the weights (texts) first and the weights' __metadata__
+ * when there is none, or with own_first the weights' own first
+ * (check_neighbours). Without any config, config_name names the weights
+ * file. */
+static void choose_texts(const vit_model *m, const load_texts *texts, int own_first,
+                         chosen_texts *c) {
+    const char *path = weights_path(m->file);
+    const char *meta_config = weights_metadata(m->file, "config");
+    const char *meta_pre = weights_metadata(m->file, "preprocessor_config");
+    memset(c, 0, sizeof *c);
+    if (texts->config && (!own_first || !meta_config)) {
+        c->config = texts->config;
+        snprintf(c->config_name, sizeof c->config_name, "%s", texts->config_name);
+    } else if (meta_config) {
+        c->config = meta_config;
+        c->config_from_meta = 1;
+        snprintf(c->config_name, sizeof c->config_name, "%s (__metadata__ config)", path);
     } else {
-        const char *meta = weights_metadata(m->file, "config");
-        if (meta) {
-            snprintf(config_path, config_path_size, "%s (__metadata__ config)", weights_file_path);
-            status = parse_config(meta, config_path, limits, json, err);
-            snprintf(m->config_source, sizeof m->config_source, "safetensors __metadata__");
-        } else {
-            snprintf(config_path, config_path_size, "%s", weights_file_path);
-            snprintf(m->config_source, sizeof m->config_source, "inferred from tensor shapes");
-        }
+        snprintf(c->config_name, sizeof c->config_name, "%s", path);
     }
-    return status;
+    if (texts->preprocessor && (!own_first || !meta_pre)) {
+        c->preprocessor = texts->preprocessor;
+        snprintf(c->preprocessor_name, sizeof c->preprocessor_name, "%s", texts->preprocessor_name);
+    } else if (meta_pre) {
+        c->preprocessor = meta_pre;
+        c->preprocessor_from_meta = 1;
+        snprintf(c->preprocessor_name, sizeof c->preprocessor_name,
+                 "%s (__metadata__ preprocessor_config)", path);
+    }
+}
+
+/* The chosen config parsed (*json NULL without one: sizes inferred from
+ * the tensors). */
+static vit_status read_model_config(vit_model *m, const chosen_texts *texts,
+                                    const vit_limits *limits, cJSON **json, vit_error *err) {
+    if (!texts->config) {
+        snprintf(m->config_source, sizeof m->config_source, "inferred from tensor shapes");
+        return VIT_OK;
+    }
+    snprintf(m->config_source, sizeof m->config_source, "%s",
+             texts->config_from_meta ? "safetensors __metadata__" : "config.json");
+    return parse_config(texts->config, texts->config_name, limits, json, err);
 }
 
 /* The recipe must make the images the position embeddings were learned
@@ -1244,76 +1314,131 @@ static vit_status check_recipe_size(const vit_model *m, const vit_load_options *
     return VIT_OK;
 }
 
-/* Everything after the weights are open: configuration, tensors, labels,
- * preprocessing. m->file is set; on failure the caller frees m. */
-static vit_status load_from(vit_model *m, const load_texts *texts, const vit_load_options *options,
-                            vit_error *err) {
+/* The layout, the configuration (*json: the config parsed, NULL without
+ * one) and how position embeddings are resampled. */
+static vit_status settle_model_config(vit_model *m, const chosen_texts *texts,
+                                      const vit_load_options *options, cJSON **json,
+                                      vit_error *err) {
     const vit_limits limits = vit_limits_resolve(options ? options->limits : NULL);
-    const char *weights_file_path = weights_path(m->file);
-    char config_path[4200];
-    cJSON *json = NULL;
-    int json_is_timm = 0;
-    vit_status status;
     m->layout = weights_layout_detect(m->file);
     if (m->layout == WEIGHTS_LAYOUT_UNKNOWN)
         return vit_error_set(err, VIT_E_UNSUPPORTED,
                              "%s: not a ViT/DeiT checkpoint in timm or Hugging Face layout "
-                             "(no patch-embedding tensor found)", weights_file_path);
-
-    status = read_model_config(m, texts, &limits, config_path, sizeof config_path, &json, err);
-    if (status == VIT_OK && json) json_is_timm = is_timm_config(json);
-
-    if (status == VIT_OK) status = settle_config(m, json, json_is_timm, config_path, err);
-    if (status == VIT_OK) {
-        const vit_pos_resample resample = options ? options->pos_resample : VIT_POS_RESAMPLE_AUTO;
-        m->config.pos_embed_antialias = resample == VIT_POS_RESAMPLE_AUTO
-                                            ? m->library_antialias
-                                            : resample == VIT_POS_RESAMPLE_BICUBIC_AA;
-        const char *isa = options && options->isa ? options->isa : getenv("VITC_ISA");
-        status = kernels_isa_choose(isa, &m->isa, err);
-        if (status == VIT_OK) status = take_all(m, err);
-        if (status == VIT_OK) status = check_unused(m, options && options->allow_unused, err);
-    }
-    if (status == VIT_OK) status = settle_labels(m, json, config_path, options, err);
-    /* A file that carries its config in __metadata__ (vit train writes
-     * them) may carry its preprocessing there too. */
-    const char *preprocessor = texts->preprocessor, *preprocessor_name = texts->preprocessor_name;
-    char meta_preprocessor_name[4200];
-    if (!preprocessor && !texts->config &&
-        (preprocessor = weights_metadata(m->file, "preprocessor_config"))) {
-        snprintf(meta_preprocessor_name, sizeof meta_preprocessor_name,
-                 "%s (__metadata__ preprocessor_config)", weights_file_path);
-        preprocessor_name = meta_preprocessor_name;
-    }
-    /* A config carried in __metadata__ (vit quantize copies it there) serves
-     * preprocessing too, as timm's pretrained_cfg does from config.json. */
-    const char *config_text = texts->config ? texts->config : weights_metadata(m->file, "config");
-    const char *config_text_name = texts->config ? texts->config_name : config_path;
+                             "(no patch-embedding tensor found)", weights_path(m->file));
+    vit_status status = read_model_config(m, texts, &limits, json, err);
     if (status == VIT_OK)
-        status = data_preprocess_from_texts(preprocessor, preprocessor_name, config_text,
-                                            config_text_name, m->config.image_size, &limits,
-                                            &m->preprocess, err);
+        status = settle_config(m, *json, *json && is_timm_config(*json), texts->config_name, err);
+    if (status != VIT_OK) return status;
+    const vit_pos_resample resample = options ? options->pos_resample : VIT_POS_RESAMPLE_AUTO;
+    m->config.pos_embed_antialias = resample == VIT_POS_RESAMPLE_AUTO
+                                        ? m->library_antialias
+                                        : resample == VIT_POS_RESAMPLE_BICUBIC_AA;
+    return VIT_OK;
+}
+
+/* The labels and the preprocessing recipe, once the configuration is
+ * settled. A config serves preprocessing too (timm's pretrained_cfg, in
+ * config.json or in __metadata__, where vit quantize copies it). */
+static vit_status settle_labels_and_recipe(vit_model *m, const chosen_texts *texts,
+                                           const cJSON *json, const vit_load_options *options,
+                                           vit_error *err) {
+    const vit_limits limits = vit_limits_resolve(options ? options->limits : NULL);
+    vit_status status = settle_labels(m, json, texts->config_name, options, err);
+    if (status == VIT_OK)
+        status = data_preprocess_from_texts(texts->preprocessor, texts->preprocessor_name,
+                                            texts->config, texts->config_name, m->config.image_size,
+                                            &limits, &m->preprocess, err);
+    if (status != VIT_OK) return status;
     /* transformers' DINOv2 resamples its position embeddings to whatever it
      * is given (518 learned, 224 crops in its recipe): its recipe's size is
      * the one it runs at. */
-    if (status == VIT_OK && m->layout == WEIGHTS_LAYOUT_HF_DINOV2 &&
-        !(options && options->input_size > 0)) {
+    if (m->layout == WEIGHTS_LAYOUT_HF_DINOV2 && !(options && options->input_size > 0)) {
         const int h = data_preprocess_out_height(&m->preprocess);
         if (h == data_preprocess_out_width(&m->preprocess) && h >= m->config.patch_size && h <= 8192)
             m->config.image_size = h;
     }
-    if (status == VIT_OK)
-        status = check_recipe_size(m, options, preprocessor ? preprocessor_name : config_text_name, err);
+    status = check_recipe_size(m, options,
+                               texts->preprocessor ? texts->preprocessor_name : texts->config_name,
+                               err);
+    if (texts->preprocessor_from_meta)
+        snprintf(m->preprocess.source, sizeof m->preprocess.source, "safetensors __metadata__");
+    m->preprocess.max_pixels = limits.max_pixels;
+    return status;
+}
+
+/* "A" or "A and B": the files beside the weights a load read. */
+static void name_neighbours(const load_texts *texts, char *out, size_t size) {
+    snprintf(out, size, "%s%s%s", texts->config ? texts->config_name : "",
+             texts->config && texts->preprocessor ? " and " : "",
+             texts->preprocessor ? texts->preprocessor_name : "");
+}
+
+/* A file that carries its configuration (__metadata__: vit quantize and vit
+ * train write it) and has config files beside it: the load used those (m);
+ * settled from the weights' own texts first it must come out the same, or
+ * the files beside would silently change the model (a config.json of
+ * another model once moved eps, mean and std). Refused naming both and
+ * what differs; files that repeat the weights' configuration are fine. */
+static vit_status check_neighbours(const vit_model *m, const load_texts *texts,
+                                   const vit_load_options *options, vit_error *err) {
+    if ((!texts->config && !texts->preprocessor) ||
+        (!weights_metadata(m->file, "config") && !weights_metadata(m->file, "preprocessor_config")))
+        return VIT_OK;
+    vit_model *own = calloc(1, sizeof *own);
+    chosen_texts *chosen = malloc(sizeof *chosen);
+    char beside[8500], diff[400];
+    name_neighbours(texts, beside, sizeof beside);
+    vit_status status = own && chosen ? VIT_OK : vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    cJSON *json = NULL;
     if (status == VIT_OK) {
-        if (preprocessor_name == meta_preprocessor_name)
-            snprintf(m->preprocess.source, sizeof m->preprocess.source, "safetensors __metadata__");
-        m->preprocess.max_pixels = limits.max_pixels;
-        describe_dtypes(m);
-        if ((config_text && !(m->config_text = strdup(config_text))) ||
-            (preprocessor && !(m->preprocessor_text = strdup(preprocessor))))
-            status = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_file_path);
+        own->file = m->file; /* borrowed: not closed below */
+        choose_texts(own, texts, 1, chosen);
+        status = settle_model_config(own, chosen, options, &json, err);
+        if (status == VIT_OK) status = settle_labels_and_recipe(own, chosen, json, options, err);
+        if (status != VIT_OK) {
+            char inner[sizeof err->message];
+            snprintf(inner, sizeof inner, "%s", err ? err->message : "");
+            status = vit_error_set(err, status, "%s (the configuration the weights carry; %s "
+                                   "beside them may not replace it)", inner, beside);
+        } else if (vit_model_settings_diff(own, m, diff, sizeof diff)) {
+            status = vit_error_set(err, VIT_E_FORMAT, "%s: the configuration it carries "
+                                   "(__metadata__) and %s beside it disagree: %s (its own vs "
+                                   "beside it); remove or correct the file beside it",
+                                   weights_path(m->file), beside, diff);
+        }
     }
     cJSON_Delete(json);
+    if (own) own->file = NULL;
+    vit_model_free(own);
+    free(chosen);
+    return status;
+}
+
+/* Everything after the weights are open: configuration, tensors, labels,
+ * preprocessing. m->file is set; on failure the caller frees m. */
+static vit_status load_from(vit_model *m, const load_texts *texts, const vit_load_options *options,
+                            vit_error *err) {
+    chosen_texts *chosen = malloc(sizeof *chosen);
+    if (!chosen) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    choose_texts(m, texts, 0, chosen);
+    cJSON *json = NULL;
+    vit_status status = settle_model_config(m, chosen, options, &json, err);
+    if (status == VIT_OK) {
+        const char *isa = options && options->isa ? options->isa : getenv("VITC_ISA");
+        status = kernels_isa_choose(isa, &m->isa, err);
+    }
+    if (status == VIT_OK) status = take_all(m, err);
+    if (status == VIT_OK) status = check_unused(m, options && options->allow_unused, err);
+    if (status == VIT_OK) status = settle_labels_and_recipe(m, chosen, json, options, err);
+    if (status == VIT_OK) status = check_neighbours(m, texts, options, err);
+    if (status == VIT_OK) {
+        describe_dtypes(m);
+        if ((chosen->config && !(m->config_text = strdup(chosen->config))) ||
+            (chosen->preprocessor && !(m->preprocessor_text = strdup(chosen->preprocessor))))
+            status = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(m->file));
+    }
+    cJSON_Delete(json);
+    free(chosen);
     return status;
 }
 

@@ -65,6 +65,7 @@ vit_status vit_trainer_source_open(const char *spec, int train, char *const *nam
     data_file_list classes = {0};
     if (data_list_subdirs(spec, &classes, err) != VIT_OK) return err->code;
     vit_status st = VIT_OK;
+    int empty = -1, empty_unlisted = 0; /* the first class folder without images */
     if (classes.count == 0) {
         st = vit_error_set(err, VIT_E_IO, "no images found in %s (no class folders: expected "
                                           "DIR/<class>/*)", spec);
@@ -85,11 +86,21 @@ vit_status vit_trainer_source_open(const char *spec, int train, char *const *nam
             }
         }
         if (!(s->class_names[c] = strdup(classes.paths[c]))) goto oom;
+        const size_t before = s->files.count, before_u = s->unreadable.count;
         if ((st = add_class(s, spec, classes.paths[c], label, err)) != VIT_OK) goto done;
+        if (empty < 0 && s->files.count == before) {
+            empty = (int)c;
+            empty_unlisted = s->unreadable.count > before_u;
+        }
     }
     s->count = s->files.count;
     if (s->count == 0)
         st = vit_error_set(err, VIT_E_IO, "no images found in %s (expected DIR/<class>/*)", spec);
+    else if (!names && empty >= 0) /* a training folder is a class the head has a row for */
+        st = vit_error_set(err, VIT_E_IO, "%s/%s: class folder %s (every folder under the training "
+                           "data is a class: remove it or add images)", spec, classes.paths[empty],
+                           empty_unlisted ? "could not be listed, so it has no images"
+                                          : "holds no images");
     goto done;
 oom:
     st = vit_error_set(err, VIT_E_NOMEM, "out of memory");

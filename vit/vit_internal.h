@@ -72,6 +72,11 @@ struct vit_model {
  * model's int8 layers; 0 when every layer is float. */
 int vit_model_int8_groups(const vit_model *m);
 
+/* What two loads of one checkpoint settled differently (hyper-parameters,
+ * preprocessing, labels): "name A vs B" items, comma-separated, into out
+ * (cut to size). Returns how many differ (0: the same model). */
+int vit_model_settings_diff(const vit_model *a, const vit_model *b, char *out, size_t size);
+
 /* The configuration as Hugging Face config.json keys (hidden_size,
  * num_hidden_layers, ..., hidden_act), added to json: the one writer of a
  * vit_config, for the model file's __metadata__ config and the training

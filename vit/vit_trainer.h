@@ -53,7 +53,9 @@ typedef struct vit_trainer_source {
  * split) unless a directory of that name exists, or an ImageFolder. With
  * names (validation), every class folder must be one of them and takes its
  * index. Directories that cannot be listed are kept in s->unreadable (also
- * on failure) rather than failing the run. */
+ * on failure) rather than failing the run. Without names (training data) a
+ * class folder without images is an error naming it; a validation folder
+ * without images adds nothing. */
 vit_status vit_trainer_source_open(const char *spec, int train, char *const *names, int num_names,
                                    vit_trainer_source *s, vit_error *err);
 void vit_trainer_source_free(vit_trainer_source *s);

@@ -1,9 +1,14 @@
 #include "hub_cache.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include "base_io.h"
 
 int hub_cache_is_name(const char *text) {
     if (!text || !text[0] || text[0] == '.' || text[0] == '/') return 0;
@@ -49,13 +54,62 @@ static int safe_revision(const char *rev) {
     return 1;
 }
 
-/* The commit in a refs file: its first line, trimmed (empty: none). */
-static void read_ref(const char *path, char *commit, size_t size) {
+/* A refs file holds one commit hash and a newline: anything much larger
+ * is not one. */
+#define HUB_REF_MAX_BYTES 1024
+
+/* Checks the refs file fd opened: a directory is no ref (refs/pr/ when
+ * asked for "pr"; *none set), anything but a small regular file an error. */
+static vit_status check_ref_file(int fd, const char *path, int *none, vit_error *err) {
+    struct stat sb;
+    *none = 0;
+    if (fstat(fd, &sb) != 0)
+        return vit_error_set(err, VIT_E_IO, "%s: cannot stat (%s)", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) {
+        *none = 1;
+        return VIT_OK;
+    }
+    if (!S_ISREG(sb.st_mode))
+        return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path,
+                             base_file_kind(sb.st_mode));
+    if (sb.st_size > HUB_REF_MAX_BYTES)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: %lld bytes; a ref holds one commit hash",
+                             path, (long long)sb.st_size);
+    return VIT_OK;
+}
+
+/* The commit in a refs file: its first line, trimmed (empty: no such ref).
+ * Opened as images are: without blocking (open(2) of a FIFO with no
+ * writer waits forever), regular files only, small. */
+static vit_status read_ref(const char *path, char *commit, size_t size, vit_error *err) {
     commit[0] = '\0';
-    FILE *fp = fopen(path, "r");
-    if (!fp) return;
-    if (fgets(commit, (int)size, fp)) commit[strcspn(commit, " \t\r\n")] = '\0';
-    fclose(fp);
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        const int e = errno;
+        struct stat sb;
+        if (e == ENOENT || e == ENOTDIR) return VIT_OK;
+        if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) /* a socket: ENXIO */
+            return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path,
+                                 base_file_kind(sb.st_mode));
+        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
+    }
+    int none;
+    vit_status status = check_ref_file(fd, path, &none, err);
+    char text[HUB_REF_MAX_BYTES + 1];
+    ssize_t got = 0;
+    if (status == VIT_OK && !none) {
+        do got = read(fd, text, sizeof text - 1);
+        while (got < 0 && errno == EINTR);
+        if (got < 0) status = vit_error_set(err, VIT_E_IO, "%s: read error (%s)", path, strerror(errno));
+    }
+    close(fd);
+    if (status != VIT_OK || none) return status;
+    text[got] = '\0';
+    text[strcspn(text, " \t\r\n")] = '\0';
+    if (strlen(text) >= size)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: '%.60s...' is not a commit hash", path, text);
+    memcpy(commit, text, strlen(text) + 1);
+    return VIT_OK;
 }
 
 vit_status hub_cache_resolve(const char *name, const char *revision, char *out, size_t size,
@@ -79,7 +133,8 @@ vit_status hub_cache_resolve(const char *name, const char *revision, char *out, 
                              base, cache);
     char commit[256];
     snprintf(path, sizeof path, "%s/refs/%s", repo, rev);
-    read_ref(path, commit, sizeof commit);
+    status = read_ref(path, commit, sizeof commit, err);
+    if (status != VIT_OK) return status;
     if (commit[0] && !safe_revision(commit))
         return vit_error_set(err, VIT_E_FORMAT, "%s: '%s' is not a commit hash", path, commit);
     const char *snapshot = commit[0] ? commit : rev;
