@@ -11,9 +11,17 @@
 #   ../shared/imagenet-sample (its JPEGs); SECONDS (default 20) per wrk run;
 #   ROUNDS (default 2) of the whole interleaved series.
 #   --soak: SECONDS (default 300) at concurrency 8 with every 5th request a
-#   broken image (truncated, random bytes, empty, text); RSS sampled every
-#   5 s; passes when every answer is 200 or an expected 4xx, no socket
-#   error, and the RSS at the end is within 20% of the RSS after warm-up.
+#   broken image (truncated, random bytes, empty, text), while
+#   bench/serve_hostile.py attacks the same server (decompression bombs,
+#   300,000-part bodies, 64 slowloris sockets, slow bodies, malformed
+#   heads) and sends a normal photo every second; the server runs with
+#   its default limits (64 connections, --decode-mb 384, --bodies-mb 128).
+#   RSS sampled every 5 s. Passes when: every wrk answer is 200 or the
+#   400/422 of a broken image, with no socket error; every one of the
+#   normal client's photos is answered 200; the highest RSS sample stays
+#   under the README's bound (RSS after warm-up + --decode-mb + --bodies-mb
+#   + --queue input tensors); and the RSS at the end is within 20% of the
+#   RSS after warm-up.
 # Environment: SERVE_BATCH (-b for both, default 32), SERVE_WAIT_MS
 # (--max-wait-ms, default 5), THREADS (-t for both, default all cores).
 set -euo pipefail
@@ -56,7 +64,7 @@ files=$(wc -l < "$work/list")
 
 start_server() { # args: extra serve options
   "$vit" serve -m "$model" --port 0 -b "$batch" --max-wait-ms "$wait_ms" -t "$threads" \
-    --max-connections 256 "$@" 2> "$work/serve.log" &
+    "$@" 2> "$work/serve.log" &
   server=$!
   for _ in $(seq 600); do
     port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\)$|\1|p' "$work/serve.log")
@@ -95,30 +103,56 @@ if [ "$soak" = 1 ]; then
   echo "not an image" > "$work/text.png"
   printf 'broken %s\n' "$work/truncated.jpg" "$work/random.bin" "$work/empty.jpg" "$work/text.png" >> "$work/list"
   start_server
-  echo "vit serve soak: $seconds s at concurrency 8, every 5th request broken; model $model," \
-       "$files photos, $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "vit serve soak: $seconds s at concurrency 8, every 5th request broken, with hostile clients" \
+       "(bench/serve_hostile.py); model $model, $files photos, $(nproc) cores," \
+       "$(date -u '+%Y-%m-%d %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
   run_wrk 8 5 5 > /dev/null # warm-up: buffers, the context, OpenMP's threads
   rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$server/status"; }
   rss0=$(rss)
+  metric() { curl -s "http://127.0.0.1:$port/metrics" | sed -n "s/^$1 //p"; }
+  # The README's bound: what the budgets allow on top of the warm server,
+  # and the input tensors the queue may hold (3 x size x size float32 each).
+  size=$(curl -s "http://127.0.0.1:$port/info" | sed -n 's/.*"image_size":\([0-9]*\).*/\1/p')
+  bound=$(awk "BEGIN { printf \"%d\", $rss0 + ($(metric vit_decode_budget_bytes) + \
+               $(metric vit_body_budget_bytes) + $(metric vit_queue_capacity) * 12 * $size * $size) / 1024 }")
   ( while sleep 5; do echo "$(date +%s) $(rss)"; done ) > "$work/rss" 2>/dev/null &
   sampler=$!
+  /usr/bin/python3 bench/serve_hostile.py "$port" "$seconds" "$first" > "$work/hostile.out" 2>&1 &
+  hostile=$!
   result=$(run_wrk 8 "$seconds" 5)
+  wait "$hostile" || { cat "$work/hostile.out" >&2; exit 1; }
+  # The last bombs may still be decoding: the end is measured once idle.
+  for _ in $(seq 120); do
+    [ "$(metric vit_decode_bytes_in_use)" = 0 ] && [ "$(metric vit_requests_in_flight)" = 1 ] && break
+    sleep 1
+  done
   kill "$sampler" 2>/dev/null || true
   rss1=$(rss)
   max=$(awk 'BEGIN { m = 0 } $2 > m { m = $2 } END { print m }' "$work/rss")
-  metrics=$(curl -s "http://127.0.0.1:$port/metrics" | grep '^vit_requests_total' || true)
+  hostile_result=$(sed -n 's/^RESULT //p' "$work/hostile.out")
+  metrics=$(curl -s "http://127.0.0.1:$port/metrics" |
+            grep '^vit_requests_total\|^vit_decode_\|^vit_body_\|^vit_connections_' || true)
   stop_server
-  echo "requests $(field "$result" requests), non-2xx $(field "$result" non2xx)," \
-       "socket errors $(field "$result" socket_errors)"
+  echo "wrk: requests $(field "$result" requests), non-2xx $(field "$result" non2xx)," \
+       "socket errors $(field "$result" socket_errors);" \
+       "by status:$(echo "$result" | tr ' ' '\n' | sed -n 's/^s\([0-9]*\)=/ \1: /p' | tr '\n' ',')"
+  echo "normal client (a photo a second, new connection each): $(field "$hostile_result" normal_ok)" \
+       "of $(field "$hostile_result" normal_total) answered 200, slowest" \
+       "$(field "$hostile_result" normal_max_ms) ms, longest stretch without a 200" \
+       "$(field "$hostile_result" normal_gap_s) s"
+  echo "hostile clients: $(echo "$hostile_result" | tr ' ' '\n' | grep -v '^normal_' | tr '\n' ' ')"
   echo "RSS after warm-up ${rss0} KiB, at the end ${rss1} KiB, highest sample ${max} KiB" \
-       "($(wc -l < "$work/rss") samples)"
+       "($(wc -l < "$work/rss") samples); bound ${bound} KiB"
   # The trend tells a leak (still climbing at the end) from a high-water mark.
   echo "RSS every 30 s (KiB): $(awk 'NR % 6 == 0 { printf "%s ", $2 }' "$work/rss")"
   echo "$metrics"
-  bad=$(echo "$metrics" | grep -v 'code="200"\|code="400"\|code="413"\|code="422"' || true)
   ok=1
-  [ -z "$bad" ] || { echo "unexpected answers: $bad"; ok=0; }
-  [ "$(field "$result" socket_errors)" = 0 ] || { echo "socket errors"; ok=0; }
+  other=$(echo "$result" | tr ' ' '\n' | grep '^s[0-9]*=' | grep -v '^s200=\|^s400=\|^s422=' || true)
+  [ -z "$other" ] || { echo "unexpected answers to wrk: $other"; ok=0; }
+  [ "$(field "$result" socket_errors)" = 0 ] || { echo "wrk socket errors"; ok=0; }
+  [ "$(field "$hostile_result" normal_ok)" = "$(field "$hostile_result" normal_total)" ] &&
+    [ "$(field "$hostile_result" normal_total)" -gt 0 ] || { echo "normal photos not all answered"; ok=0; }
+  [ "$(calc "$max <= $bound")" = 1 ] || { echo "RSS over the bound"; ok=0; }
   [ "$(calc "$rss1 <= 1.2 * $rss0")" = 1 ] || { echo "RSS grew by over 20%"; ok=0; }
   [ "$ok" = 1 ] && echo "soak passed" || { echo "soak FAILED"; exit 1; }
   exit 0
@@ -134,7 +168,7 @@ echo "vit serve vs vit classify: model $model, $files photos in $dir, -b $batch,
      "$(date -u '+%Y-%m-%d %H:%M UTC')"
 printf '%-6s %-12s %10s %10s %10s %10s %8s\n' round concurrency "serve i/s" "classify" ratio \
   "p50 ms" "p99 ms"
-start_server
+start_server --max-connections 256
 run_wrk 8 3 0 > /dev/null # warm-up
 for round in $(seq "$rounds"); do
   for c in 1 8 32; do

@@ -1,8 +1,8 @@
 /* vit serve: an HTTP inference server with dynamic batching.
  *
- * GNU libmicrohttpd does all of HTTP (parsing, keep-alive, chunked bodies,
- * 100-continue, multipart through its post processor, timeouts and the
- * connection limit). Threads:
+ * GNU libmicrohttpd does the HTTP protocol (parsing heads, keep-alive,
+ * chunked bodies, 100-continue, the idle timeout and the connection
+ * limit); multipart bodies and Accept are parsed in serve_http.c. Threads:
  *  - libmicrohttpd's: one per connection. A request's handler reads the
  *    body, decodes and preprocesses its images itself (so requests that
  *    arrive together are decoded in parallel), puts them in the queue and
@@ -10,12 +10,18 @@
  *  - one model thread: takes what is queued, waiting up to --max-wait-ms
  *    after the first image for -b images in all, runs them through one
  *    batched forward pass (OpenMP inside) and wakes the handlers.
+ *  - the guard's (serve_guard.c): closes connections whose request head
+ *    or body is late, and makes room at the connection limit.
  *  - the main thread: waits for SIGINT/SIGTERM (blocked everywhere else,
- *    taken with sigwait), then stops accepting, lets the requests in
- *    flight finish and exits 0.
- * The queue is bounded (--queue images, counted from admission to the
- * model taking them); a request that does not fit gets 503 at once.
- * Everything shared lives in one server struct under one mutex. */
+ *    taken with sigwait), then stops accepting, lets the requests begun
+ *    before the signal finish and exits 0.
+ * Memory is bounded whatever clients send: bodies are kept only up to
+ * --max-body-mb each and --bodies-mb together, and an image is decoded only
+ * once its probed peak (data_image_probe_memory) fits in --decode-mb beside
+ * the decodes under way. The queue is bounded (--queue images, counted from
+ * admission to the model taking them); a request that does not fit gets
+ * 503 at once. The server's shared state lives in one struct under one
+ * mutex; the budgets and the guard have their own. */
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -52,8 +58,12 @@ int cli_serve(int argc, char **argv) {
 #include <microhttpd.h>
 #include <omp.h>
 
+#include "serve_guard.h"
+#include "serve_http.h"
+
 enum { OPT_MODEL, OPT_REVISION, OPT_LABELS, OPT_HOST, OPT_PORT, OPT_BATCH, OPT_MAX_WAIT,
-       OPT_THREADS, OPT_TOPK, OPT_QUEUE, OPT_MAX_BODY, OPT_TIMEOUT, OPT_CONNECTIONS,
+       OPT_THREADS, OPT_TOPK, OPT_QUEUE, OPT_MAX_BODY, OPT_BODIES, OPT_DECODE, OPT_DECODE_WAIT,
+       OPT_TIMEOUT, OPT_HEAD_TIMEOUT, OPT_BODY_TIMEOUT, OPT_MIN_RATE, OPT_CONNECTIONS, OPT_PER_IP,
        OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
@@ -74,9 +84,26 @@ static const cli_option OPTIONS[NUM_OPTS] = {
                                       "more: 503 (default 256)"},
     [OPT_MAX_BODY] = {"max-body-mb", 0, 1, "N", "refuse request bodies over N MiB: 413 "
                                                "(default 20)"},
-    [OPT_TIMEOUT] = {"timeout", 0, 1, "S", "close a connection idle for S seconds (default 30)"},
+    [OPT_BODIES] = {"bodies-mb", 0, 1, "N", "request bodies held at once, all connections "
+                                           "together, at most N MiB; more: 503 (default 128)"},
+    [OPT_DECODE] = {"decode-mb", 0, 1, "N", "images being decoded at once take at most N MiB "
+                                           "(each counted at its peak); one over: 413 (default "
+                                           "384)"},
+    [OPT_DECODE_WAIT] = {"decode-wait-ms", 0, 1, "N", "an image that does not fit in --decode-mb "
+                                                     "now waits up to N ms, then 503 (default "
+                                                     "10000)"},
+    [OPT_TIMEOUT] = {"timeout", 0, 1, "S", "close a connection silent for S seconds; wait up to S "
+                                          "for requests at shutdown (default 30)"},
+    [OPT_HEAD_TIMEOUT] = {"head-timeout", 0, 1, "S", "close a connection whose request head is not "
+                                                    "in S seconds after it opened (default 10)"},
+    [OPT_BODY_TIMEOUT] = {"body-timeout", 0, 1, "S", "a request body may take S seconds, plus the "
+                                                    "time its bytes take at --min-rate (default 30)"},
+    [OPT_MIN_RATE] = {"min-rate", 0, 1, "KIB", "the slowest a body may arrive after "
+                                              "--body-timeout, in KiB/s (default 16)"},
     [OPT_CONNECTIONS] = {"max-connections", 0, 1, "N", "connections open at once at most "
                                                       "(default 64)"},
+    [OPT_PER_IP] = {"max-connections-per-ip", 0, 1, "N", "connections open at once from one "
+                                                        "address (default 0: no limit)"},
     [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };
 
@@ -100,15 +127,19 @@ static const char USAGE[] =
     "                   latency, queue length\n"
     "\n"
     "Errors are {\"error\": \"one line\"}: 400 bad request or parameter, 404, 405,\n"
-    "413 body or image too large, 422 not a readable image, 503 queue full or\n"
-    "shutting down. SIGINT/SIGTERM: stop accepting, answer the requests in\n"
-    "flight, exit 0 (a second signal stops at once).";
+    "406 Accept allows no answer type, 413 body, image or decode too large,\n"
+    "422 not a readable image, 500 the model's output is not finite, 503 queue,\n"
+    "bodies or decode budget full (Retry-After), or shutting down.\n"
+    "SIGINT/SIGTERM: stop accepting, answer the requests begun, exit 0 (a\n"
+    "second signal stops at once).";
 
 /* ------------------------------------------------------------ metrics */
 
-enum { EP_CLASSIFY, EP_FEATURES, EP_HEALTH, EP_INFO, EP_METRICS, EP_OTHER, EP_COUNT };
-static const char *const EP_NAMES[EP_COUNT] = {"classify", "features", "health",
-                                               "info",     "metrics",  "other"};
+/* EP_NONE: requests libmicrohttpd refused itself, before any endpoint (a
+ * malformed or oversized head, a bad Content-Length, another HTTP version). */
+enum { EP_CLASSIFY, EP_FEATURES, EP_HEALTH, EP_INFO, EP_METRICS, EP_OTHER, EP_NONE, EP_COUNT };
+static const char *const EP_NAMES[EP_COUNT] = {"classify", "features", "health", "info",
+                                               "metrics",  "other",    "none"};
 
 static const double LATENCY_BUCKETS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                          0.5,   1,    2.5,   5,    10,  30};
@@ -124,19 +155,28 @@ typedef struct metrics {
     unsigned long batches, images, batch_images;
     double forward_seconds;
     unsigned long rejected_full; /* 503 for a full queue */
+    unsigned long refused_connections; /* by libmicrohttpd's limits (total, per address) */
 } metrics;
 
-/* ------------------------------------------------------------ requests */
+/* libmicrohttpd's messages, which a client can provoke at will (one per
+ * malformed request): at most LOG_BURST lines per LOG_WINDOW seconds. */
+#define LOG_BURST 5
+#define LOG_WINDOW 10.0
 
-typedef struct part {
-    char *name; /* its file name, for messages */
-    unsigned char *bytes;
-    size_t length, capacity;
-} part;
+typedef struct log_limit {
+    double window_start;
+    int lines;
+    unsigned long suppressed;
+} log_limit;
+
+/* ------------------------------------------------------------ requests */
 
 typedef enum pool_kind { POOL_MODEL, POOL_CLS, POOL_MEAN } pool_kind;
 
 struct server;
+
+/* Why a body was not kept (the answer is given once it has been read). */
+typedef enum body_refusal { BODY_KEPT, BODY_TOO_LARGE, BODY_NO_BUDGET, BODY_TOO_MANY_PARTS } body_refusal;
 
 /* One HTTP request, from its headers to the end of its response. */
 typedef struct request {
@@ -145,14 +185,18 @@ typedef struct request {
     double start;
     unsigned code;   /* status sent (0: none yet) */
     int answered;    /* a response was queued at the first call */
-    /* The body: raw bytes, or the files of a multipart body. */
-    struct MHD_PostProcessor *pp;
-    part body;
-    part *parts;
-    size_t num_parts, parts_capacity;
+    int late;        /* its head came after the stop signal */
+    /* The body, kept whole; a multipart one is split when it is in. */
+    unsigned char *body;
+    size_t length, capacity; /* capacity is what the bodies budget holds for it */
+    size_t expected;         /* Content-Length, 0 when not given */
     size_t received;
-    int too_large, form_error;
-    char form_message[256];
+    body_refusal refused;
+    int multipart;
+    char boundary[SERVE_BOUNDARY_MAX + 1];
+    serve_form_counter counter;
+    serve_form_part *parts; /* the files, once split */
+    size_t num_parts;
     /* The work: n images, the model fills outputs and counts down. */
     int n;
     int wants_features;
@@ -176,8 +220,13 @@ typedef struct server {
     data_preprocess pre;
     int classes, out_floats, feature_floats, tokens, hidden;
     size_t image_floats;
-    long batch, max_wait_ms, threads, top_k, queue_cap, timeout, connections;
+    long batch, max_wait_ms, threads, top_k, queue_cap, timeout, connections, per_ip;
+    long head_timeout, body_timeout, min_rate_kib;
     size_t max_body;
+    double decode_wait; /* seconds */
+    serve_budget bodies, decode;
+    serve_guard guard;
+    int guard_started;
     struct MHD_Daemon *daemon;
     pthread_t worker;
     int worker_started;
@@ -195,6 +244,7 @@ typedef struct server {
     int stopping;        /* refuse new work */
     int worker_stop;     /* the model thread ends when the queue is empty */
     metrics m;
+    log_limit log;
 } server;
 
 /* ------------------------------------------------------------ responses */
@@ -408,32 +458,11 @@ static void *model_thread(void *arg) {
 
 /* ------------------------------------------------------------ handlers */
 
-static void part_free(part *p) {
-    free(p->name);
-    free(p->bytes);
-    memset(p, 0, sizeof *p);
-}
-
-static int part_append(part *p, const char *data, size_t size) {
-    if (p->length + size > p->capacity) {
-        size_t capacity = p->capacity ? p->capacity : 65536;
-        while (capacity < p->length + size) capacity *= 2;
-        unsigned char *grown = realloc(p->bytes, capacity);
-        if (!grown) return -1;
-        p->bytes = grown;
-        p->capacity = capacity;
-    }
-    memcpy(p->bytes + p->length, data, size);
-    p->length += size;
-    return 0;
-}
-
 static void request_free(request *r) {
     if (!r) return;
-    if (r->pp) MHD_destroy_post_processor(r->pp);
-    part_free(&r->body);
-    for (size_t i = 0; i < r->num_parts; i++) part_free(&r->parts[i]);
-    free(r->parts);
+    serve_budget_give(&r->s->bodies, r->capacity);
+    free(r->body);
+    serve_form_parts_free(r->parts, r->num_parts);
     for (int i = 0; r->errors && i < r->n; i++) free(r->errors[i]);
     free(r->errors);
     free(r->inputs);
@@ -441,38 +470,58 @@ static void request_free(request *r) {
     free(r);
 }
 
-/* The post processor's callback: each file of a multipart body. */
-static enum MHD_Result on_form_data(void *cls, enum MHD_ValueKind kind, const char *key,
-                                    const char *filename, const char *content_type,
-                                    const char *transfer_encoding, const char *data, uint64_t off,
-                                    size_t size) {
-    request *r = cls;
-    (void)kind;
-    (void)content_type;
-    (void)transfer_encoding;
-    if (r->form_error) return MHD_YES;
-    if (!filename) {
-        snprintf(r->form_message, sizeof r->form_message,
-                 "form field '%.100s' is not a file: send images as files (curl -F image=@cat.jpg)",
-                 key ? key : "");
-        r->form_error = 1;
-        return MHD_YES;
-    }
-    part *last = r->num_parts ? &r->parts[r->num_parts - 1] : NULL;
-    if (off == 0 && (!last || last->length > 0 || strcmp(last->name, filename) != 0)) {
-        if (r->num_parts == r->parts_capacity) {
-            const size_t capacity = r->parts_capacity ? 2 * r->parts_capacity : 4;
-            part *grown = realloc(r->parts, capacity * sizeof *grown);
-            if (!grown) return MHD_NO;
-            r->parts = grown;
-            r->parts_capacity = capacity;
+/* Drops the body kept so far (a refused one is read on, not kept). */
+static void body_drop(request *r, body_refusal why) {
+    serve_budget_give(&r->s->bodies, r->capacity);
+    free(r->body);
+    r->body = NULL;
+    r->length = r->capacity = 0;
+    r->refused = why;
+}
+
+/* Appends to the body, its buffer growing with what has arrived (doubling,
+ * up to the announced length) and charged to the bodies budget: memory
+ * follows the bytes received, not what a header or a part count claims. */
+static void body_append(request *r, const char *data, size_t size) {
+    server *s = r->s;
+    if (r->length + size > r->capacity) {
+        size_t capacity = r->capacity ? 2 * r->capacity : 65536;
+        if (capacity < r->length + size) capacity = r->length + size;
+        if (r->expected >= r->length + size && capacity > r->expected) capacity = r->expected;
+        if (capacity > s->max_body) capacity = s->max_body;
+        if (serve_budget_take(&s->bodies, capacity - r->capacity, 0) != BUDGET_TAKEN) {
+            body_drop(r, BODY_NO_BUDGET);
+            return;
         }
-        last = &r->parts[r->num_parts++];
-        memset(last, 0, sizeof *last);
-        if (!(last->name = strdup(filename[0] ? filename : "(unnamed file)"))) return MHD_NO;
+        unsigned char *grown = realloc(r->body, capacity);
+        if (!grown) {
+            serve_budget_give(&s->bodies, capacity - r->capacity);
+            body_drop(r, BODY_NO_BUDGET);
+            return;
+        }
+        r->body = grown;
+        r->capacity = capacity;
     }
-    if (!last) return MHD_YES;
-    return size == 0 || part_append(last, data, size) == 0 ? MHD_YES : MHD_NO;
+    memcpy(r->body + r->length, data, size);
+    r->length += size;
+}
+
+/* The next piece of a body: counted against the size limit and, for a
+ * multipart body, against --queue files while it streams in. */
+static void body_receive(request *r, const char *data, size_t size) {
+    server *s = r->s;
+    r->received += size;
+    if (r->refused) return;
+    if (r->received > s->max_body) {
+        body_drop(r, BODY_TOO_LARGE); /* chunked: read on, keep nothing */
+        return;
+    }
+    if (r->multipart &&
+        serve_form_counter_feed(&r->counter, (const unsigned char *)data, size) > (size_t)s->queue_cap) {
+        body_drop(r, BODY_TOO_MANY_PARTS);
+        return;
+    }
+    body_append(r, data, size);
 }
 
 /* Query parameters: top_k (classify) and pool (features); anything else is
@@ -540,30 +589,41 @@ static void add_predictions(text *t, const server *s, const float *probs, int to
     text_add(t, "]");
 }
 
-static enum MHD_Result answer_results(struct MHD_Connection *c, request *r, long top_k,
-                                      int several) {
+/* A file's name for messages. */
+static const char *part_name(const request *r, int i) {
+    if (!r->multipart) return "request body";
+    return r->parts[i].filename[0] ? r->parts[i].filename : "(unnamed file)";
+}
+
+/* The features as a .npy (images x size float32). */
+static enum MHD_Result answer_npy(struct MHD_Connection *c, request *r) {
+    unsigned char header[DATA_NPY_MAX_HEADER];
+    size_t header_length;
+    const int64_t shape[2] = {r->n, r->feature_size};
+    vit_error err;
+    const size_t bytes = (size_t)r->n * (size_t)r->feature_size * sizeof(float);
+    if (data_npy_header(DATA_NPY_F32, shape, 2, header, &header_length, &err) != VIT_OK)
+        return send_error(c, r, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", err.message);
+    char *npy = malloc(header_length + bytes);
+    if (!npy) return MHD_NO;
+    memcpy(npy, header, header_length);
+    memcpy(npy + header_length, r->outputs, bytes);
+    return send_buffer(c, r, MHD_HTTP_OK, "application/octet-stream", npy, header_length + bytes);
+}
+
+static enum MHD_Result answer_results(struct MHD_Connection *c, request *r, long top_k) {
     server *s = r->s;
     for (int i = 0; i < r->n; i++)
         if (r->errors[i])
             return send_error(c, r, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s%s%s",
-                              several ? r->parts[i].name : "", several ? ": " : "", r->errors[i]);
-    const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT);
-    if (r->endpoint == EP_FEATURES && accept && strstr(accept, "application/octet-stream")) {
-        unsigned char header[DATA_NPY_MAX_HEADER];
-        size_t header_length;
-        const int64_t shape[2] = {r->n, r->feature_size};
-        vit_error err;
-        const size_t bytes = (size_t)r->n * (size_t)r->feature_size * sizeof(float);
-        if (data_npy_header(DATA_NPY_F32, shape, 2, header, &header_length, &err) != VIT_OK)
-            return send_error(c, r, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", err.message);
-        char *npy = malloc(header_length + bytes);
-        if (!npy) return MHD_NO;
-        memcpy(npy, header, header_length);
-        memcpy(npy + header_length, r->outputs, bytes);
-        return send_buffer(c, r, MHD_HTTP_OK, "application/octet-stream", npy, header_length + bytes);
-    }
+                              r->multipart ? part_name(r, i) : "", r->multipart ? ": " : "",
+                              r->errors[i]);
+    if (r->endpoint == EP_FEATURES &&
+        serve_accept(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT)) ==
+            SERVE_ANSWER_NPY)
+        return answer_npy(c, r);
     text t = {0};
-    if (several) text_add(&t, "[");
+    if (r->multipart) text_add(&t, "[");
     for (int i = 0; i < r->n; i++) {
         if (i) text_add(&t, ",");
         if (r->endpoint == EP_CLASSIFY) {
@@ -576,7 +636,7 @@ static enum MHD_Result answer_results(struct MHD_Connection *c, request *r, long
             text_add(&t, "]");
         }
     }
-    if (several) text_add(&t, "]");
+    if (r->multipart) text_add(&t, "]");
     text_add(&t, "\n");
     if (t.failed) {
         free(t.data);
@@ -585,47 +645,109 @@ static enum MHD_Result answer_results(struct MHD_Connection *c, request *r, long
     return send_buffer(c, r, MHD_HTTP_OK, "application/json", t.data, t.length);
 }
 
-/* The whole body is in: check, decode, queue, wait for the model, answer. */
-static enum MHD_Result run_request(struct MHD_Connection *c, request *r) {
+/* A refusal's status, with its message written into message. */
+static unsigned refusal(unsigned code, char *message, size_t size, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+static unsigned refusal(unsigned code, char *message, size_t size, const char *format, ...) {
+    va_list ap;
+    va_start(ap, format);
+    vsnprintf(message, size, format, ap);
+    va_end(ap);
+    return code;
+}
+
+/* The body is in: why it cannot be served (a status, with message), or 0
+ * with a multipart body split into its files. An empty part with an empty
+ * file name is what a browser sends for a file input left empty: skipped. */
+static unsigned check_body(request *r, char *message, size_t size) {
     server *s = r->s;
-    if (r->too_large)
-        return send_error(c, r, MHD_HTTP_CONTENT_TOO_LARGE,
-                          "request body exceeds the limit of %zu MiB (--max-body-mb)", s->max_body >> 20);
-    if (r->pp && MHD_destroy_post_processor(r->pp) != MHD_YES && !r->form_error) {
-        r->pp = NULL;
-        return send_error(c, r, MHD_HTTP_BAD_REQUEST, "malformed or truncated multipart/form-data body");
+    if (r->refused == BODY_TOO_LARGE)
+        return refusal(MHD_HTTP_CONTENT_TOO_LARGE, message, size,
+                       "request body exceeds the limit of %zu MiB (--max-body-mb)", s->max_body >> 20);
+    if (r->refused == BODY_TOO_MANY_PARTS)
+        return refusal(MHD_HTTP_CONTENT_TOO_LARGE, message, size,
+                       "more than %ld files in one request; the queue holds %ld (--queue)",
+                       s->queue_cap, s->queue_cap);
+    if (r->refused == BODY_NO_BUDGET)
+        return refusal(MHD_HTTP_SERVICE_UNAVAILABLE, message, size,
+                       "the request bodies held in memory are at their limit (--bodies-mb %zu); "
+                       "try again later", s->bodies.capacity >> 20);
+    if (!r->multipart)
+        return r->length ? 0
+                         : refusal(MHD_HTTP_BAD_REQUEST, message, size,
+                                   "empty body: send the image bytes (curl --data-binary @cat.jpg) "
+                                   "or a multipart form with files");
+    if (serve_form_split(r->body, r->length, r->boundary, (size_t)s->queue_cap, &r->parts,
+                         &r->num_parts, message, size) != 0)
+        return MHD_HTTP_BAD_REQUEST;
+    for (size_t i = 0; i < r->num_parts; i++)
+        if (!r->parts[i].filename)
+            return refusal(MHD_HTTP_BAD_REQUEST, message, size,
+                           "form field '%.100s' is not a file: send images as files (curl -F "
+                           "image=@cat.jpg)", r->parts[i].field);
+    size_t files = 0;
+    for (size_t i = 0; i < r->num_parts; i++) {
+        serve_form_part *part = &r->parts[i];
+        if (part->filename[0] || part->length) {
+            r->parts[files++] = *part;
+        } else {
+            free(part->field);
+            free(part->filename);
+        }
     }
-    const int multipart = r->pp != NULL;
-    r->pp = NULL;
-    if (r->form_error) return send_error(c, r, MHD_HTTP_BAD_REQUEST, "%s", r->form_message);
-    params p = {.r = r, .top_k = s->top_k};
-    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, on_argument, &p);
-    if (p.message[0]) return send_error(c, r, MHD_HTTP_BAD_REQUEST, "%s", p.message);
-    if (r->endpoint == EP_FEATURES && r->pool == POOL_CLS &&
-        vit_model_config(s->model)->no_class_token)
-        return send_error(c, r, MHD_HTTP_BAD_REQUEST, "the model has no class token (use pool=mean)");
-    if (multipart ? r->num_parts == 0 : r->body.length == 0)
-        return send_error(c, r, MHD_HTTP_BAD_REQUEST,
-                          multipart ? "no file in the multipart/form-data body"
-                                    : "empty body: send the image bytes (curl --data-binary "
-                                      "@cat.jpg) or a multipart form with files");
-    const int n = multipart ? (int)r->num_parts : 1;
+    r->num_parts = files; /* the slots past it are stale copies, never freed */
+    if (files == 0)
+        return refusal(MHD_HTTP_BAD_REQUEST, message, size, "no file in the multipart/form-data body");
+    return 0;
+}
+
+/* Probes image i, waits for room in the decode budget, decodes and
+ * preprocesses it into its input row; 0 or a status with message. */
+static unsigned decode_image(request *r, int i, char *message, size_t size) {
+    server *s = r->s;
+    const unsigned char *bytes = r->multipart ? r->body + r->parts[i].offset : r->body;
+    const size_t length = r->multipart ? r->parts[i].length : r->length;
+    const char *name = part_name(r, i);
+    data_image_probe probe;
+    vit_error err;
+    vit_status st = data_image_probe_memory(bytes, length, name, s->pre.max_pixels, &probe, &err);
+    if (st != VIT_OK) return refusal(decode_status(st), message, size, "%s", err.message);
+    const size_t mib = (probe.peak_bytes + (1 << 20) - 1) >> 20;
+    switch (serve_budget_take(&s->decode, probe.peak_bytes, s->decode_wait)) {
+    case BUDGET_NEVER:
+        return refusal(MHD_HTTP_CONTENT_TOO_LARGE, message, size,
+                       "%s: a %dx%d %s takes about %zu MiB to decode, over the decode budget of "
+                       "%zu MiB (--decode-mb)", name, probe.width, probe.height, probe.format, mib,
+                       s->decode.capacity >> 20);
+    case BUDGET_BUSY:
+        return refusal(MHD_HTTP_SERVICE_UNAVAILABLE, message, size,
+                       "%s: decoding it takes about %zu MiB and the decode budget (--decode-mb %zu) "
+                       "stayed full for %.0f ms; try again later", name, mib,
+                       s->decode.capacity >> 20, s->decode_wait * 1000);
+    case BUDGET_TAKEN: break;
+    }
+    st = data_preprocess_memory(&s->pre, bytes, length, name, r->inputs + (size_t)i * s->image_floats,
+                                &err);
+    serve_budget_give(&s->decode, probe.peak_bytes);
+    return st == VIT_OK ? 0 : refusal(decode_status(st), message, size, "%s", err.message);
+}
+
+/* A place in the queue for every image, or 503 now; then the buffers. */
+static unsigned admit(request *r, int n, char *message, size_t size) {
+    server *s = r->s;
     if (n > s->queue_cap)
-        return send_error(c, r, MHD_HTTP_CONTENT_TOO_LARGE,
-                          "%d images in one request; the queue holds %ld (--queue)", n, s->queue_cap);
-    /* Admission: a place in the queue for every image, or 503 now. */
+        return refusal(MHD_HTTP_CONTENT_TOO_LARGE, message, size,
+                       "%d images in one request; the queue holds %ld (--queue)", n, s->queue_cap);
     pthread_mutex_lock(&s->lock);
-    const int stopping = s->stopping;
-    const int full = !stopping && s->reserved + (size_t)n > (size_t)s->queue_cap;
-    if (!stopping && !full) s->reserved += (size_t)n;
+    const int full = s->reserved + (size_t)n > (size_t)s->queue_cap;
     if (full) s->m.rejected_full++;
+    else s->reserved += (size_t)n;
     const size_t waiting = s->reserved;
     pthread_mutex_unlock(&s->lock);
-    if (stopping) return send_error(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, "the server is shutting down");
     if (full)
-        return send_error(c, r, MHD_HTTP_SERVICE_UNAVAILABLE,
-                          "queue full (%zu images waiting, --queue %ld); try again later", waiting,
-                          s->queue_cap);
+        return refusal(MHD_HTTP_SERVICE_UNAVAILABLE, message, size,
+                       "queue full (%zu images waiting, --queue %ld); try again later", waiting,
+                       s->queue_cap);
     r->n = n;
     r->wants_features = r->endpoint == EP_FEATURES;
     r->feature_size = r->pool == POOL_MODEL ? s->feature_floats : s->hidden;
@@ -633,21 +755,38 @@ static enum MHD_Result run_request(struct MHD_Connection *c, request *r) {
     r->inputs = malloc((size_t)n * s->image_floats * sizeof(float));
     r->outputs = malloc((size_t)n * out * sizeof(float));
     r->errors = calloc((size_t)n, sizeof *r->errors);
-    unsigned status = 0;
-    vit_error err;
-    if (!r->inputs || !r->outputs || !r->errors) {
-        status = MHD_HTTP_SERVICE_UNAVAILABLE;
-        snprintf(err.message, sizeof err.message, "out of memory for %d images", n);
+    if (!r->inputs || !r->outputs || !r->errors)
+        return refusal(MHD_HTTP_SERVICE_UNAVAILABLE, message, size, "out of memory for %d images", n);
+    return 0;
+}
+
+/* The whole body is in: check, decode, queue, wait for the model, answer. */
+static enum MHD_Result run_request(struct MHD_Connection *c, request *r) {
+    server *s = r->s;
+    char message[1024];
+    if (r->late) return send_error(c, r, MHD_HTTP_SERVICE_UNAVAILABLE, "the server is shutting down");
+    unsigned status = check_body(r, message, sizeof message);
+    if (status) return send_error(c, r, status, "%s", message);
+    params p = {.r = r, .top_k = s->top_k};
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, on_argument, &p);
+    if (p.message[0]) return send_error(c, r, MHD_HTTP_BAD_REQUEST, "%s", p.message);
+    if (r->endpoint == EP_FEATURES && r->pool == POOL_CLS &&
+        vit_model_config(s->model)->no_class_token)
+        return send_error(c, r, MHD_HTTP_BAD_REQUEST, "the model has no class token (use pool=mean)");
+    const int n = r->multipart ? (int)r->num_parts : 1;
+    if ((status = admit(r, n, message, sizeof message)) != 0) {
+        if (r->n) { /* admitted, then short of memory */
+            pthread_mutex_lock(&s->lock);
+            s->reserved -= (size_t)n;
+            pthread_mutex_unlock(&s->lock);
+        }
+        return send_error(c, r, status, "%s", message);
     }
     /* Decoded here, on this connection's thread: requests that arrive
-     * together are decoded at the same time. */
-    for (int i = 0; !status && i < n; i++) {
-        const part *img = multipart ? &r->parts[i] : &r->body;
-        const vit_status st = data_preprocess_memory(&s->pre, img->bytes, img->length,
-                                                     multipart ? img->name : "request body",
-                                                     r->inputs + (size_t)i * s->image_floats, &err);
-        if (st != VIT_OK) status = decode_status(st);
-    }
+     * together are decoded at the same time, within the decode budget. */
+    for (int i = 0; !status && i < n; i++) status = decode_image(r, i, message, sizeof message);
+    /* The encoded bytes are no longer needed. */
+    body_drop(r, BODY_KEPT);
     pthread_mutex_lock(&s->lock);
     if (status) {
         s->reserved -= (size_t)n;
@@ -663,11 +802,11 @@ static enum MHD_Result run_request(struct MHD_Connection *c, request *r) {
         s->m.images += (unsigned long)n;
     }
     pthread_mutex_unlock(&s->lock);
-    if (status) return send_error(c, r, status, "%s", err.message);
+    if (status) return send_error(c, r, status, "%s", message);
     /* The images are no longer needed: free them before formatting. */
     free(r->inputs);
     r->inputs = NULL;
-    return answer_results(c, r, p.top_k, multipart);
+    return answer_results(c, r, p.top_k);
 }
 
 static enum MHD_Result answer_metrics(struct MHD_Connection *c, request *r);
@@ -697,6 +836,48 @@ static int endpoint_of(const char *url) {
     return EP_OTHER;
 }
 
+/* The first call, with the request's head: route, and refuse what can be
+ * refused now. */
+static enum MHD_Result begin_request(struct MHD_Connection *c, server *s, request *r,
+                                     const char *url, const char *method) {
+    const int post = r->endpoint == EP_CLASSIFY || r->endpoint == EP_FEATURES;
+    const int is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+    const int is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+                       strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    serve_guard_request(&s->guard, c, is_post);
+    r->answered = 1;
+    if (r->endpoint == EP_OTHER)
+        return send_error(c, r, MHD_HTTP_NOT_FOUND,
+                          "no such endpoint: %.200s (POST /classify, POST /features, GET "
+                          "/health, GET /info, GET /metrics)", url);
+    if (post ? !is_post : !is_get)
+        return send_error(c, r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s %.200s: use %s", method, url,
+                          post ? "POST" : "GET");
+    if (!post) return answer_get(c, r);
+    if (r->endpoint == EP_CLASSIFY && s->classes == 0)
+        return send_error(c, r, MHD_HTTP_BAD_REQUEST,
+                          "the model has no classification head: use POST /features");
+    if (r->endpoint == EP_FEATURES &&
+        serve_accept(MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT)) ==
+            SERVE_ANSWER_NONE)
+        return send_error(c, r, MHD_HTTP_NOT_ACCEPTABLE,
+                          "Accept allows neither application/json nor application/octet-stream");
+    const char *length = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const unsigned long long announced = length ? strtoull(length, NULL, 10) : 0;
+    if (announced > s->max_body)
+        return send_error(c, r, MHD_HTTP_CONTENT_TOO_LARGE,
+                          "request body of %s bytes exceeds the limit of %zu MiB (--max-body-mb)",
+                          length, s->max_body >> 20);
+    r->expected = (size_t)announced;
+    const int form = serve_form_boundary(
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE), r->boundary);
+    if (form < 0)
+        return send_error(c, r, MHD_HTTP_BAD_REQUEST, "multipart/form-data without a usable boundary");
+    if ((r->multipart = form > 0)) serve_form_counter_init(&r->counter, r->boundary);
+    r->answered = 0;
+    return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
@@ -704,7 +885,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)version;
     request *r = *con_cls;
     if (!r) {
-        /* The headers are in: route, and refuse what can be refused now. */
         if (!(r = calloc(1, sizeof *r))) return MHD_NO;
         r->s = s;
         r->start = now();
@@ -712,57 +892,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *con_cls = r;
         pthread_mutex_lock(&s->lock);
         s->active++;
+        r->late = s->stopping; /* a head after the stop signal (a kept-alive connection) */
         pthread_mutex_unlock(&s->lock);
-        const int post = r->endpoint == EP_CLASSIFY || r->endpoint == EP_FEATURES;
-        const int is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
-        const int is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
-                           strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-        r->answered = 1;
-        if (r->endpoint == EP_OTHER)
-            return send_error(c, r, MHD_HTTP_NOT_FOUND,
-                              "no such endpoint: %.200s (POST /classify, POST /features, GET "
-                              "/health, GET /info, GET /metrics)", url);
-        if (post ? !is_post : !is_get)
-            return send_error(c, r, MHD_HTTP_METHOD_NOT_ALLOWED, "%s %.200s: use %s", method, url,
-                              post ? "POST" : "GET");
-        if (!post) return answer_get(c, r);
-        if (r->endpoint == EP_CLASSIFY && s->classes == 0)
-            return send_error(c, r, MHD_HTTP_BAD_REQUEST,
-                              "the model has no classification head: use POST /features");
-        const char *length = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                         MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (length && strtoull(length, NULL, 10) > s->max_body)
-            return send_error(c, r, MHD_HTTP_CONTENT_TOO_LARGE,
-                              "request body of %s bytes exceeds the limit of %zu MiB (--max-body-mb)",
-                              length, s->max_body >> 20);
-        const char *type = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                       MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (type && strncasecmp(type, "multipart/form-data", 19) == 0 &&
-            !(r->pp = MHD_create_post_processor(c, 65536, on_form_data, r)))
-            return send_error(c, r, MHD_HTTP_BAD_REQUEST,
-                              "multipart/form-data without a usable boundary");
-        r->answered = 0;
-        return MHD_YES;
-    }
-    if (r->answered) { /* refused at the headers: the rest of the body is dropped */
-        *upload_data_size = 0;
-        return MHD_YES;
+        return begin_request(c, s, r, url, method);
     }
     if (*upload_data_size > 0) {
         const size_t size = *upload_data_size;
         *upload_data_size = 0;
-        r->received += size;
-        if (r->received > s->max_body) r->too_large = 1; /* chunked: read on, keep nothing */
-        if (r->too_large) return MHD_YES;
-        if (r->pp) return MHD_post_process(r->pp, upload_data, size) == MHD_YES || r->form_error
-                              ? MHD_YES
-                              : (r->form_error = 1,
-                                 snprintf(r->form_message, sizeof r->form_message,
-                                          "malformed multipart/form-data body"),
-                                 MHD_YES);
-        return part_append(&r->body, upload_data, size) == 0 ? MHD_YES : MHD_NO;
+        serve_guard_body(&s->guard, c, size);
+        if (!r->answered) body_receive(r, upload_data, size); /* else refused at the head: dropped */
+        return MHD_YES;
     }
+    if (r->answered) return MHD_YES;
     r->answered = 1;
+    serve_guard_busy(&s->guard, c);
     return run_request(c, r);
 }
 
@@ -770,8 +913,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     server *s = cls;
     request *r = *con_cls;
-    (void)c;
     (void)toe;
+    serve_guard_done(&s->guard, c);
     if (!r) return;
     const double seconds = now() - r->start;
     pthread_mutex_lock(&s->lock);
@@ -790,6 +933,45 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     *con_cls = NULL;
 }
 
+/* The counters of the limits that keep the server bounded. */
+static void metrics_limits(text *t, server *s, const metrics *m) {
+    serve_budget decode, bodies;
+    serve_budget_read(&s->decode, &decode);
+    serve_budget_read(&s->bodies, &bodies);
+    serve_guard_counts g;
+    serve_guard_read(&s->guard, &g);
+    text_add(t, "# HELP vit_decode_budget_bytes Memory images being decoded may take at once "
+                "(--decode-mb).\n# TYPE vit_decode_budget_bytes gauge\nvit_decode_budget_bytes %zu\n"
+                "# HELP vit_decode_bytes_in_use Of it, taken by decodes under way (each at its "
+                "probed peak).\n# TYPE vit_decode_bytes_in_use gauge\nvit_decode_bytes_in_use %zu\n"
+                "# HELP vit_decode_bytes_peak The most taken at once since the start.\n"
+                "# TYPE vit_decode_bytes_peak gauge\nvit_decode_bytes_peak %zu\n",
+             decode.capacity, decode.used, decode.peak);
+    text_add(t, "# HELP vit_decode_waits_total Images that waited for room in the decode budget.\n"
+                "# TYPE vit_decode_waits_total counter\nvit_decode_waits_total %lu\n"
+                "# HELP vit_decode_rejections_total Images refused by the decode budget: too_large "
+                "(413), busy (503 after --decode-wait-ms).\n# TYPE vit_decode_rejections_total counter\n"
+                "vit_decode_rejections_total{reason=\"too_large\"} %lu\n"
+                "vit_decode_rejections_total{reason=\"busy\"} %lu\n",
+             decode.waited, decode.too_large, decode.timed_out);
+    text_add(t, "# HELP vit_body_bytes_in_use Memory holding request bodies (--bodies-mb: "
+                "vit_body_budget_bytes).\n# TYPE vit_body_bytes_in_use gauge\nvit_body_bytes_in_use %zu\n"
+                "# TYPE vit_body_budget_bytes gauge\nvit_body_budget_bytes %zu\n"
+                "# HELP vit_body_rejections_total Bodies refused for want of room (503).\n"
+                "# TYPE vit_body_rejections_total counter\nvit_body_rejections_total %lu\n",
+             bodies.used, bodies.capacity, bodies.timed_out + bodies.too_large);
+    text_add(t, "# HELP vit_connections_open Connections open (--max-connections).\n"
+                "# TYPE vit_connections_open gauge\nvit_connections_open %d\n"
+                "# HELP vit_connections_closed_total Connections the server closed: head_timeout, "
+                "body_timeout (too slow), evicted (a slow one's slot given to a new one), refused "
+                "(no slot free).\n# TYPE vit_connections_closed_total counter\n"
+                "vit_connections_closed_total{reason=\"head_timeout\"} %lu\n"
+                "vit_connections_closed_total{reason=\"body_timeout\"} %lu\n"
+                "vit_connections_closed_total{reason=\"evicted\"} %lu\n"
+                "vit_connections_closed_total{reason=\"refused\"} %lu\n",
+             g.open, g.head_timeouts, g.body_timeouts, g.evicted, g.refused + m->refused_connections);
+}
+
 static enum MHD_Result answer_metrics(struct MHD_Connection *c, request *r) {
     server *s = r->s;
     pthread_mutex_lock(&s->lock);
@@ -798,7 +980,8 @@ static enum MHD_Result answer_metrics(struct MHD_Connection *c, request *r) {
     const int active = s->active;
     pthread_mutex_unlock(&s->lock);
     text t = {0};
-    text_add(&t, "# HELP vit_requests_total HTTP requests answered, by endpoint and status code.\n"
+    text_add(&t, "# HELP vit_requests_total HTTP requests answered, by endpoint and status code "
+                 "(endpoint none: refused by the HTTP layer before routing).\n"
                  "# TYPE vit_requests_total counter\n");
     unsigned long errors[EP_COUNT] = {0};
     for (int e = 0; e < EP_COUNT; e++)
@@ -847,6 +1030,7 @@ static enum MHD_Result answer_metrics(struct MHD_Connection *c, request *r) {
                  "# TYPE vit_queue_capacity gauge\nvit_queue_capacity %ld\n", s->queue_cap);
     text_add(&t, "# HELP vit_requests_in_flight Requests begun and not yet completed.\n"
                  "# TYPE vit_requests_in_flight gauge\nvit_requests_in_flight %d\n", active);
+    metrics_limits(&t, s, &m);
     if (t.failed) {
         free(t.data);
         return MHD_NO;
@@ -854,21 +1038,86 @@ static enum MHD_Result answer_metrics(struct MHD_Connection *c, request *r) {
     return send_buffer(c, r, MHD_HTTP_OK, "text/plain; version=0.0.4", t.data, t.length);
 }
 
-/* libmicrohttpd's own messages (a refused connection, a protocol error). */
+/* Under s->lock: whether a line may be printed now; a line saying how
+ * many were held back goes first, once a window that held some is over. */
+static int log_allowed(server *s) {
+    const double t = now();
+    if (t - s->log.window_start >= LOG_WINDOW) {
+        if (s->log.suppressed)
+            fprintf(stderr, "vit serve: %lu more libmicrohttpd messages in the last %.0f s not "
+                            "shown\n", s->log.suppressed, t - s->log.window_start);
+        s->log.window_start = t;
+        s->log.lines = 0;
+        s->log.suppressed = 0;
+    }
+    if (s->log.lines < LOG_BURST) {
+        s->log.lines++;
+        return 1;
+    }
+    s->log.suppressed++;
+    return 0;
+}
+
+/* libmicrohttpd's own messages: counted (the errors it answers itself, the
+ * connections its limits refuse) and printed at a bounded rate. Its
+ * message formats are matched by their opening words, stable in 0.9.x. */
 static void on_log(void *cls, const char *format, va_list ap) {
-    (void)cls;
+    server *s = cls;
+    static const char ANSWERED[] = "Error processing request (HTTP response code is ";
+    static const char LIMIT[] = "Server reached connection limit";
+    unsigned code = 0;
+    if (strncmp(format, ANSWERED, sizeof ANSWERED - 1) == 0) {
+        va_list copy;
+        va_copy(copy, ap);
+        code = va_arg(copy, unsigned);
+        va_end(copy);
+    }
     char line[1024];
     vsnprintf(line, sizeof line, format, ap);
-    const size_t n = strcspn(line, "\n");
-    fprintf(stderr, "vit serve: %.*s\n", (int)n, line);
+    pthread_mutex_lock(&s->lock);
+    if (code >= 100 && code < 600) s->m.requests[EP_NONE][code]++;
+    if (strncmp(format, LIMIT, sizeof LIMIT - 1) == 0) s->m.refused_connections++;
+    const int print = log_allowed(s);
+    pthread_mutex_unlock(&s->lock);
+    if (print) fprintf(stderr, "vit serve: %.*s\n", (int)strcspn(line, "\n"), line);
 }
 
 /* ------------------------------------------------------------ setup */
 
+static int read_limits(server *s, const cli_args *args) {
+    const char *const *v = args->values;
+    long max_body_mb = 20, bodies_mb = 128, decode_mb = 384, decode_wait_ms = 10000;
+    if ((v[OPT_MAX_BODY] && cli_int("serve", "--max-body-mb", v[OPT_MAX_BODY], 1, 1024, &max_body_mb)) ||
+        (v[OPT_BODIES] && cli_int("serve", "--bodies-mb", v[OPT_BODIES], 1, 1 << 20, &bodies_mb)) ||
+        (v[OPT_DECODE] && cli_int("serve", "--decode-mb", v[OPT_DECODE], 1, 1 << 20, &decode_mb)) ||
+        (v[OPT_DECODE_WAIT] &&
+         cli_int("serve", "--decode-wait-ms", v[OPT_DECODE_WAIT], 0, 600000, &decode_wait_ms)) ||
+        (v[OPT_TIMEOUT] && cli_int("serve", "--timeout", v[OPT_TIMEOUT], 1, 86400, &s->timeout)) ||
+        (v[OPT_HEAD_TIMEOUT] &&
+         cli_int("serve", "--head-timeout", v[OPT_HEAD_TIMEOUT], 1, 86400, &s->head_timeout)) ||
+        (v[OPT_BODY_TIMEOUT] &&
+         cli_int("serve", "--body-timeout", v[OPT_BODY_TIMEOUT], 1, 86400, &s->body_timeout)) ||
+        (v[OPT_MIN_RATE] && cli_int("serve", "--min-rate", v[OPT_MIN_RATE], 1, 1 << 20, &s->min_rate_kib)) ||
+        (v[OPT_CONNECTIONS] &&
+         cli_int("serve", "--max-connections", v[OPT_CONNECTIONS], 1, 10000, &s->connections)) ||
+        (v[OPT_PER_IP] &&
+         cli_int("serve", "--max-connections-per-ip", v[OPT_PER_IP], 0, 10000, &s->per_ip)))
+        return -1;
+    if (bodies_mb < max_body_mb) {
+        fprintf(stderr, "vit serve: --bodies-mb %ld is less than --max-body-mb %ld: a body of the "
+                        "largest size could never be held\n", bodies_mb, max_body_mb);
+        return -1;
+    }
+    s->max_body = (size_t)max_body_mb << 20;
+    serve_budget_init(&s->bodies, (size_t)bodies_mb << 20);
+    serve_budget_init(&s->decode, (size_t)decode_mb << 20);
+    s->decode_wait = (double)decode_wait_ms / 1000.0;
+    return 0;
+}
+
 static int read_options(server *s, const cli_args *args, vit_limits *limits, int *allow_unused,
                         long *port) {
     const char *const *v = args->values;
-    long max_body_mb = 20;
     *port = 8080;
     if (cli_limits("serve", &v[OPT_LIMITS], CLI_NUM_LIMIT_OPTIONS, limits, allow_unused) != 0 ||
         (v[OPT_PORT] && cli_int("serve", "--port", v[OPT_PORT], 0, 65535, port)) ||
@@ -877,12 +1126,8 @@ static int read_options(server *s, const cli_args *args, vit_limits *limits, int
         (v[OPT_THREADS] && cli_int("serve", "-t", v[OPT_THREADS], 1, 1024, &s->threads)) ||
         (v[OPT_TOPK] && cli_int("serve", "-k", v[OPT_TOPK], 1, 1000, &s->top_k)) ||
         (v[OPT_QUEUE] && cli_int("serve", "--queue", v[OPT_QUEUE], 1, 1 << 20, &s->queue_cap)) ||
-        (v[OPT_MAX_BODY] && cli_int("serve", "--max-body-mb", v[OPT_MAX_BODY], 1, 1024, &max_body_mb)) ||
-        (v[OPT_TIMEOUT] && cli_int("serve", "--timeout", v[OPT_TIMEOUT], 1, 86400, &s->timeout)) ||
-        (v[OPT_CONNECTIONS] &&
-         cli_int("serve", "--max-connections", v[OPT_CONNECTIONS], 1, 10000, &s->connections)))
+        read_limits(s, args) != 0)
         return -1;
-    s->max_body = (size_t)max_body_mb << 20;
     if (args->num_positional > 0) {
         fprintf(stderr, "vit serve: unexpected argument '%s' (images come in requests)\n",
                 args->positional[0]);
@@ -891,8 +1136,12 @@ static int read_options(server *s, const cli_args *args, vit_limits *limits, int
     return 0;
 }
 
-/* The address to bind: a numeric IPv4/IPv6 address or a host name. */
-static int resolve_host(const char *host, long port, struct sockaddr_storage *addr, socklen_t *len) {
+/* The listening socket, made here rather than by libmicrohttpd so that a
+ * port in use is an error that says so: SO_REUSEADDR lets a restarted
+ * server bind while old connections linger in TIME_WAIT, but (unlike the
+ * SO_REUSEPORT libmicrohttpd's address reuse option adds) not while
+ * another server listens there. */
+static int open_listener(const char *host, long port, MHD_socket *fd, int *v6) {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *found = NULL;
     char service[16];
@@ -902,20 +1151,60 @@ static int resolve_host(const char *host, long port, struct sockaddr_storage *ad
         fprintf(stderr, "vit serve: --host %s: %s\n", host, rc ? gai_strerror(rc) : "no address");
         return -1;
     }
-    memcpy(addr, found->ai_addr, found->ai_addrlen);
-    *len = found->ai_addrlen;
+    *v6 = found->ai_family == AF_INET6;
+    *fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const int one = 1;
+    int e = *fd < 0 ? errno : 0;
+    if (!e && (setsockopt(*fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+               (*v6 && setsockopt(*fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0) ||
+               bind(*fd, found->ai_addr, found->ai_addrlen) != 0 || listen(*fd, SOMAXCONN) != 0))
+        e = errno;
     freeaddrinfo(found);
+    if (!e) return 0;
+    if (*fd >= 0) close(*fd);
+    *fd = MHD_INVALID_SOCKET;
+    if (e == EADDRINUSE)
+        fprintf(stderr, "vit serve: port %ld on %s is in use (another server is listening there; "
+                        "choose another --port, or --port 0 for any free one)\n", port, host);
+    else
+        fprintf(stderr, "vit serve: cannot listen on %s port %ld: %s\n", host, port, strerror(e));
+    return -1;
+}
+
+/* A model whose output is not finite on plain black, grey and white
+ * images (a broken checkpoint, or a preprocessor whose image_std is
+ * near zero) would answer every request 500: refuse it at the start. */
+static int check_model_output(server *s) {
+    static const uint8_t LEVELS[3] = {0, 128, 255};
+    uint8_t pixels[32 * 32 * 3];
+    const data_image img = {32, 32, pixels};
+    data_preprocess pre = s->pre;
+    pre.max_pixels = 0; /* --max-pixels is for clients' images */
+    vit_error err;
+    for (int i = 0; i < 3; i++) {
+        memset(pixels, LEVELS[i], sizeof pixels);
+        if (data_preprocess_apply(&pre, &img, s->images, &err) != VIT_OK ||
+            vit_context_capture_tokens(s->ctx, vit_model_config(s->model)->num_layers - 1, NULL,
+                                       &err) != VIT_OK ||
+            vit_forward_checked(s->ctx, s->images, 1, 3, data_preprocess_out_height(&s->pre),
+                                data_preprocess_out_width(&s->pre), s->logits, &err) != VIT_OK) {
+            fprintf(stderr, "vit serve: the model cannot run: %s\n", err.message);
+            return -1;
+        }
+        for (int k = 0; k < s->out_floats; k++)
+            if (!isfinite(s->logits[k])) {
+                fprintf(stderr, "vit serve: the model's output is not finite (NaN/Inf) on a plain "
+                                "%s image: its weights or its preprocessing (image_mean, image_std) "
+                                "are broken; not serving it\n",
+                        i == 0 ? "black" : i == 1 ? "grey" : "white");
+                return -1;
+            }
+    }
     return 0;
 }
 
-static int serve_start(server *s, const char *host, long port) {
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->work, &attr);
-    pthread_cond_init(&s->done, &attr);
-    pthread_condattr_destroy(&attr);
+/* The context, the model thread's buffers and the thread itself. */
+static int start_model(server *s) {
     vit_error err;
     if (vit_context_create(s->model, (int)s->batch, 0, &s->ctx, &err) != VIT_OK) {
         fprintf(stderr, "vit serve: %s\n", err.message);
@@ -933,40 +1222,67 @@ static int serve_start(server *s, const char *host, long port) {
         fprintf(stderr, "vit serve: out of memory\n");
         return -1;
     }
+    if (check_model_output(s) != 0) return -1;
     if (pthread_create(&s->worker, NULL, model_thread, s) != 0) {
         fprintf(stderr, "vit serve: cannot start the model thread\n");
         return -1;
     }
     s->worker_started = 1;
-    struct sockaddr_storage addr;
-    socklen_t addr_len;
-    if (resolve_host(host, port, &addr, &addr_len) != 0) return -1;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    if (addr.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+    return 0;
+}
+
+static int serve_start(server *s, const char *host, long port) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->work, &attr);
+    pthread_cond_init(&s->done, &attr);
+    pthread_condattr_destroy(&attr);
+    if (start_model(s) != 0) return -1;
+    MHD_socket listener;
+    int v6;
+    if (open_listener(host, port, &listener, &v6) != 0) return -1;
+    if (serve_guard_start(&s->guard, (int)s->connections, (double)s->head_timeout,
+                          (double)s->timeout, (double)s->body_timeout,
+                          (double)s->min_rate_kib * 1024.0) != 0) {
+        fprintf(stderr, "vit serve: cannot start the connection guard: %s\n", strerror(errno));
+        close(listener);
+        return -1;
+    }
+    s->guard_started = 1;
+    /* libmicrohttpd's own limit sits above --max-connections, which the
+     * guard enforces: closed connections hold a slot there until its
+     * thread has cleaned them up, and a newcomer must get in to take the
+     * slot of a slow one. */
+    const unsigned hard_limit = (unsigned)(s->connections + 8 + s->connections / 8);
+    const unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                           MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s,
-                                 MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                                 MHD_OPTION_EXTERNAL_LOGGER, on_log, s,
+                                 MHD_OPTION_LISTEN_SOCKET, listener,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->timeout,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->connections,
+                                 MHD_OPTION_CONNECTION_LIMIT, hard_limit,
+                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->per_ip,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                 MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+                                 MHD_OPTION_NOTIFY_CONNECTION, serve_guard_on_connection, &s->guard,
                                  MHD_OPTION_END);
     if (!s->daemon) {
-        fprintf(stderr, "vit serve: cannot listen on %s port %ld (in use, or not an address "
-                        "of this machine?)\n", host, port);
+        fprintf(stderr, "vit serve: cannot start the HTTP server on %s port %ld\n", host, port);
+        close(listener);
         return -1;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     const unsigned bound = info ? info->port : (unsigned)port;
-    const int v6 = addr.ss_family == AF_INET6;
     fprintf(stderr, "vit serve: listening on http://%s%s%s:%u\n", v6 ? "[" : "", host, v6 ? "]" : "",
             bound);
     return 0;
 }
 
-/* After a stop signal: no new connections, requests in flight answered
- * (waiting at most --timeout for one that is still sending its body). */
+/* After a stop signal: no new connections; the requests whose heads came
+ * before it are answered as usual (bodies still arriving included), the
+ * wait bounded by --timeout; requests after it on kept-alive connections
+ * get 503. */
 static void serve_drain(server *s, int signo) {
     pthread_mutex_lock(&s->lock);
     s->stopping = 1;
@@ -986,6 +1302,7 @@ static void serve_drain(server *s, int signo) {
 
 static void serve_stop(server *s) {
     if (s->daemon) MHD_stop_daemon(s->daemon); /* closes idle keep-alive connections */
+    if (s->guard_started) serve_guard_stop(&s->guard);
     if (s->worker_started) {
         pthread_mutex_lock(&s->lock);
         s->worker_stop = 1;
@@ -993,6 +1310,8 @@ static void serve_stop(server *s) {
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->worker, NULL);
     }
+    if (s->log.suppressed)
+        fprintf(stderr, "vit serve: %lu more libmicrohttpd messages not shown\n", s->log.suppressed);
     vit_context_free(s->ctx);
     free(s->images);
     free(s->logits);
@@ -1024,7 +1343,7 @@ int cli_serve(int argc, char **argv) {
      * 2 arenas it stayed at 134-140 MB). A user's MALLOC_ARENA_MAX wins. */
     if (!getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 2);
     server s = {.batch = 16, .max_wait_ms = 5, .top_k = 5, .queue_cap = 256, .timeout = 30,
-                .connections = 64};
+                .connections = 64, .head_timeout = 10, .body_timeout = 30, .min_rate_kib = 16};
     vit_limits limits;
     int allow_unused;
     long port;
@@ -1035,6 +1354,10 @@ int cli_serve(int argc, char **argv) {
         s.model = cli_load_model_limited("serve", args.values[OPT_MODEL], args.values[OPT_LABELS],
                                          NULL, &limits, 0, allow_unused);
     if (!s.model) {
+        if (ok) {
+            serve_budget_destroy(&s.bodies);
+            serve_budget_destroy(&s.decode);
+        }
         free(args.positional);
         return CLI_EXIT_FATAL;
     }
@@ -1061,6 +1384,8 @@ int cli_serve(int argc, char **argv) {
     pthread_mutex_destroy(&s.lock);
     pthread_cond_destroy(&s.work);
     pthread_cond_destroy(&s.done);
+    serve_budget_destroy(&s.bodies);
+    serve_budget_destroy(&s.decode);
     vit_model_free(s.model);
     free(args.positional);
     if (exit_code == CLI_EXIT_OK) fprintf(stderr, "vit serve: stopped\n");

@@ -773,3 +773,147 @@ vit_status data_image_load_capped(const char *path, int64_t max_pixels, data_ima
     free(bytes);
     return st;
 }
+
+/* ---- what a decode takes, from the header alone (vit serve's budget) ---- */
+
+/* Bytes per declared pixel that decoding (and preprocessing) holds at its
+ * peak, measured by bench/decode_memory.py on 4000 x 4000 images of each
+ * variant (bench/README.md) and rounded up by at least one byte: stb's
+ * output and our RGB copy live together, PNG adds its inflated rows,
+ * progressive JPEG its coefficients, libwebp's animation decoder two RGBA
+ * canvases, stb's GIF reader three screen-sized buffers. */
+enum {
+    PER_PIXEL_PNM = 4,              /* our RGB only: 2.9 */
+    PER_PIXEL_WEBP_LOSSY = 6,       /* 3.0, with alpha 4.5 */
+    PER_PIXEL_WEBP_LOSSLESS = 8,    /* ARGB + RGB: 7.0 */
+    PER_PIXEL_WEBP_ANIMATED = 12,   /* two RGBA canvases + RGB: 11.0 */
+    PER_PIXEL_GIF = 10,             /* 9 allocated (8.0 touched) */
+    PER_PIXEL_BMP = 7,              /* 6.0 */
+    PER_PIXEL_OTHER = 8             /* TGA, PSD: 7.0 */
+};
+
+/* PNG: the inflated rows and stb's image of c channels of d bytes each
+ * live together (Adam7: plus a pass), then stb's 3-channel copy and ours;
+ * palette images count as RGBA (their tRNS is not looked for).
+ * Measured: RGB 8 6.0, RGBA 16 16.0, RGBA 16 interlaced 20.1. */
+static size_t png_per_pixel(const uint8_t *ihdr) {
+    static const int CHANNELS[7] = {1, 0, 3, 4, 2, 0, 4};
+    const int depth_bytes = ihdr[8] == 16 ? 2 : 1;
+    const int channels = ihdr[9] < 7 && CHANNELS[ihdr[9]] ? CHANNELS[ihdr[9]] : 4;
+    const size_t n = (size_t)(ihdr[12] ? 3 : 2) * (size_t)channels * (size_t)depth_bytes;
+    return (n > 6 ? n : 6) + 1;
+}
+
+/* JPEG: the frame header's size and stb's planes (one byte per component
+ * and pixel), its RGB output and ours; a progressive file keeps two bytes
+ * of coefficients per component and pixel besides. Measured: baseline
+ * 4:4:4 6.0, CMYK 7.0, progressive 4:4:4 12.0, progressive CMYK 15.0.
+ * Walks the segments itself, without stb: stb's header reader builds the
+ * Huffman tables that jpeg_check guards it from. */
+static vit_status probe_jpeg(const uint8_t *b, size_t n, const char *name, int64_t *w, int64_t *h,
+                             size_t *per_pixel, vit_error *err) {
+    size_t i = jpeg_soi_end(b, n);
+    while (i + 4 <= n) {
+        if (b[i] != 0xFF) {
+            i++;
+            continue;
+        }
+        while (i < n && b[i] == 0xFF) i++;
+        if (i + 3 > n) break;
+        const uint8_t m = b[i++];
+        if (m == 0x01 || (m >= 0xD0 && m <= 0xD7) || m == 0x00) continue;
+        if (m == 0xDA || m == 0xD9) break; /* a scan or the end before any frame header */
+        const size_t len = ((size_t)b[i] << 8) | b[i + 1];
+        const int sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+        if (sof && len >= 8 && i + 8 <= n) {
+            *h = ((int64_t)b[i + 3] << 8) | b[i + 4];
+            *w = ((int64_t)b[i + 5] << 8) | b[i + 6];
+            const size_t components = b[i + 7] ? b[i + 7] : 4;
+            const int progressive = m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE;
+            const size_t bytes = progressive ? 3 * components + 3 : components + 3;
+            *per_pixel = (bytes > 6 ? bytes : 6) + 1;
+            return VIT_OK;
+        }
+        i += len;
+    }
+    return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated JPEG header (no frame header)",
+                         name);
+}
+
+/* Everything else stb reads: its own header reader, as decode_with_stb. */
+static vit_status probe_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
+                            int64_t *w, int64_t *h, size_t *per_pixel, vit_error *err) {
+    if (fmt == FMT_PNG && size >= 33 && memcmp(b + 12, "IHDR", 4) == 0) {
+        *w = base_be32(b + 16);
+        *h = base_be32(b + 20);
+        *per_pixel = png_per_pixel(b + 16);
+        return VIT_OK;
+    }
+    int iw = 0, ih = 0, comp = 0;
+    if (!stbi_info_from_memory(b, (int)size, &iw, &ih, &comp)) {
+        if (fmt == FMT_UNKNOWN)
+            return vit_error_set(err, VIT_E_FORMAT, "%s: not an image (unknown format)", name);
+        return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated %s header (%s)", name,
+                             format_name(fmt), stb_reason());
+    }
+    if (fmt == FMT_BMP && ih < 0 && ih != INT_MIN) ih = -ih; /* top-down, as decode_with_stb */
+    *w = iw;
+    *h = ih;
+    *per_pixel = fmt == FMT_GIF ? PER_PIXEL_GIF : fmt == FMT_BMP ? PER_PIXEL_BMP : PER_PIXEL_OTHER;
+    return VIT_OK;
+}
+
+vit_status data_image_probe_memory(const void *bytes, size_t size, const char *name,
+                                   int64_t max_pixels, data_image_probe *out, vit_error *err) {
+    if (max_pixels <= 0) max_pixels = DATA_MAX_PIXELS;
+    if (!name) name = "(memory)";
+    if (!out) return vit_error_set(err, VIT_E_ARG, "%s: no probe result", name);
+    memset(out, 0, sizeof *out);
+    if (!bytes || size == 0) return vit_error_set(err, VIT_E_FORMAT, "%s: empty file", name);
+    if (size > (size_t)INT_MAX)
+        return vit_error_set(err, VIT_E_LIMIT, "%s: file of %zu bytes is too large", name, size);
+    const uint8_t *b = bytes;
+    const image_format fmt = sniff_format(b, size);
+    int64_t w = 0, h = 0;
+    size_t per_pixel = PER_PIXEL_OTHER;
+    vit_status st = VIT_OK;
+    if (fmt == FMT_PNM_ASCII || fmt == FMT_PBM_BINARY || fmt == FMT_HDR || fmt == FMT_TIFF)
+        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: %s images are not supported", name,
+                             format_name(fmt));
+    if (fmt == FMT_PNM) {
+        size_t pos = 2;
+        long pw, ph;
+        if (!pnm_int(b, size, &pos, &pw) || !pnm_int(b, size, &pos, &ph))
+            return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt PNM header", name);
+        w = pw;
+        h = ph;
+        per_pixel = PER_PIXEL_PNM;
+    } else if (fmt == FMT_WEBP) {
+        WebPBitstreamFeatures f;
+        const VP8StatusCode status = WebPGetFeatures(b, size, &f);
+        if (status != VP8_STATUS_OK)
+            return vit_error_set(err, status == VP8_STATUS_UNSUPPORTED_FEATURE ? VIT_E_UNSUPPORTED
+                                                                               : VIT_E_FORMAT,
+                                 "%s: %s WebP header", name,
+                                 status == VP8_STATUS_NOT_ENOUGH_DATA ? "truncated" : webp_reason(status));
+        w = f.width;
+        h = f.height;
+        per_pixel = f.has_animation ? PER_PIXEL_WEBP_ANIMATED
+                    : f.format == 2 ? PER_PIXEL_WEBP_LOSSLESS : PER_PIXEL_WEBP_LOSSY;
+    } else if (fmt == FMT_JPEG) {
+        st = probe_jpeg(b, size, name, &w, &h, &per_pixel, err);
+    } else {
+        st = probe_stb(b, size, fmt, name, &w, &h, &per_pixel, err);
+    }
+    if (st == VIT_OK) st = check_dimensions(name, w, h, max_pixels, err);
+    if (st != VIT_OK) return st;
+    out->format = format_name(fmt);
+    out->width = (int)w;
+    out->height = (int)h;
+    /* Plus the file itself (PNG copies its data once or twice) and the
+     * decoders' and the resize's fixed tables; saturated, for a cap raised
+     * past what memory can hold. */
+    const size_t pixels = (size_t)w * (size_t)h, extra = size + ((size_t)1 << 20);
+    out->peak_bytes = pixels > (SIZE_MAX - extra) / per_pixel ? SIZE_MAX : per_pixel * pixels + extra;
+    return VIT_OK;
+}

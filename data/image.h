@@ -56,4 +56,22 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
 /* Frees the pixels; safe on a zeroed or already freed image. */
 void data_image_free(data_image *img);
 
+/* What decoding an image held in memory takes at most, read from its
+ * header alone: no pixel is decoded and stb's decoders are not run (a
+ * server admits the decode against a memory budget with it). */
+typedef struct data_image_probe {
+    const char *format; /* "PNG", "JPEG", "WebP" ... ("image": TGA, which has no magic) */
+    int width, height;  /* as declared: an animated WebP's canvas, a GIF's screen */
+    size_t peak_bytes;  /* the most data_image_load_memory_capped and data_preprocess_memory
+                           hold at once for it: declared pixels times the decoder's
+                           bytes per pixel (measured, image.c), plus the file's size */
+} data_image_probe;
+
+/* Fills out from the header of bytes. Refuses what the decoder refuses at
+ * its header, with the same status and message (an empty or unknown file,
+ * an unsupported format, a header it cannot read, a size over max_pixels;
+ * <= 0: the default cap); a file it accepts may still fail to decode. */
+vit_status data_image_probe_memory(const void *bytes, size_t size, const char *name,
+                                   int64_t max_pixels, data_image_probe *out, vit_error *err);
+
 #endif

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Attacks the vit program the way a careless or hostile user would.
 
-Usage:  /usr/bin/python3 tests/attack.py [PATH/TO/vit]   (default build-sanitize/vit)
+Usage:  /usr/bin/python3 tests/attack.py [PATH/TO/vit [GROUP ...]]   (default build-sanitize/vit;
+        GROUP: model_cases, image_cases, output_cases, option_cases,
+        serve_start_cases, serve_hostile_cases; default all)
 
 Every case builds its hostile input in a temporary directory (crafted
 checkpoints and configs, broken and odd images, hostile directory trees,
@@ -769,13 +771,180 @@ def issue24_cases(a):
           expect=1, check=says("empty: class folder holds no images"))
 
 
+# ------------------------------------------------------------ vit serve (issue 24)
+# The server under hostile clients. These live apart from the other
+# groups: they start `vit serve` in the background and talk HTTP to it.
+
+def serve_start(d, args, env=None):
+    """Starts vit serve -m in/model --port 0 ARGS in d; returns (proc, port,
+    stderr lines) or (proc, None, lines) when it did not come up."""
+    import re
+    import threading
+    proc = subprocess.Popen([VIT, "serve", "-m", "in/model", "--port", "0"] + args, cwd=d,
+                            env=env or SERVE_ENV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    lines, ready, port = [], threading.Event(), []
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)$", line.strip())
+            if m:
+                port.append(int(m.group(1)))
+                ready.set()
+        ready.set()
+    threading.Thread(target=read, daemon=True).start()
+    ready.wait(TIMEOUT)
+    return proc, (port[0] if port else None), lines
+
+
+# ASan's quarantine (256 MB by default) would count as resident memory.
+SERVE_ENV = dict(ENV, ASAN_OPTIONS=ENV["ASAN_OPTIONS"] + ":quarantine_size_mb=16")
+
+
+def serve_post(port, body, headers=None, timeout=120):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", "/classify", body=body, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, r.read()
+    except OSError as e:
+        return repr(e), b""
+    finally:
+        conn.close()
+
+
+def serve_vm(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def serve_start_cases(a):
+    """vit serve refuses to start, with one line, on: a port in use, a
+    model whose output is not finite, contradictory limits."""
+    d = a.case_dir()
+    model = a.model(d)
+    first, port, _ = serve_start(d, [])
+    try:
+        a.run("serve on a port in use", d, ["serve", "-m", "in/model", "--port", str(port)], expect=1,
+              check=one_line_naming("in use"))
+    finally:
+        first.terminate()
+        first.wait(TIMEOUT)
+    with open(os.path.join(model, "preprocessor_config.json"), "w") as f:
+        json.dump({"do_resize": True, "size": {"height": 32, "width": 32}, "image_mean": [0.5] * 3,
+                   "image_std": [1e-40] * 3, "do_normalize": True, "rescale_factor": 1 / 255}, f)
+    a.run("serve a model with image_std 1e-40", d, ["serve", "-m", "in/model", "--port", "0"], expect=1,
+          check=one_line_naming("not finite"))
+    a.run("serve --bodies-mb below --max-body-mb", d,
+          ["serve", "-m", "in/model", "--port", "0", "--bodies-mb", "4", "--max-body-mb", "8"], expect=1,
+          check=one_line_naming("--bodies-mb"))
+
+
+def serve_hostile_cases(a):
+    """One server under decompression bombs, many-part bodies, slowloris
+    sockets and malformed heads at once: it answers every photo a normal
+    client sends throughout,
+    its peak memory grows by less than its decode budget, it stops with
+    SIGTERM, exit 0, and no sanitizer speaks."""
+    import threading
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import bombs
+    d = a.case_dir()
+    a.model(d)
+    name = "serve under bombs, many parts, slowloris and malformed heads"
+    proc, port, lines = serve_start(d, ["--decode-mb", "160", "--decode-wait-ms", "2000",
+                                        "--head-timeout", "2", "--max-connections", "12"])
+    problems = []
+    if port is None:
+        problems.append("did not start: " + "".join(lines)[-300:])
+    else:
+        photo = open(PHOTO, "rb").read()
+        serve_post(port, photo)
+        base = serve_vm(proc.pid, "VmRSS")
+        stop = threading.Event()
+        hostile = [bombs.png(10000), bombs.webp_animation(10000), bombs.jpeg_truncated(10000),
+                   bombs.gif(10000), bombs.png(4500), bombs.jpeg(4000),
+                   b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x\"\r\n\r\nA\r\n" * 200000]
+
+        def bomber(i):
+            while not stop.is_set():
+                body = hostile[i % len(hostile)]
+                headers = {"Content-Type": "multipart/form-data; boundary=b"} if i % len(hostile) == 6 else {}
+                serve_post(port, body, headers)
+                i += 1
+
+        def slowloris():
+            while not stop.is_set():
+                try:
+                    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                    while not stop.is_set():
+                        s.sendall(b"X")
+                        time.sleep(0.5)
+                except OSError:
+                    pass
+
+        def malformed():
+            while not stop.is_set():
+                try:
+                    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                    s.sendall(b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n")
+                    s.recv(100)
+                    s.close()
+                except OSError:
+                    pass
+                time.sleep(0.05)
+        threads = [threading.Thread(target=bomber, args=(i,)) for i in range(4)]
+        threads += [threading.Thread(target=slowloris) for _ in range(16)] + [threading.Thread(target=malformed)]
+        for t in threads:
+            t.daemon = True
+            t.start()
+        answered, end = [], time.monotonic() + 30
+        while time.monotonic() < end:
+            answered.append(serve_post(port, photo, timeout=60)[0])
+            time.sleep(0.2)
+        peak = serve_vm(proc.pid, "VmHWM")
+        stop.set()
+        good = answered.count(200)
+        print("     serve under attack: %d of %d photos answered 200; peak memory grew %d MiB" %
+              (good, len(answered), peak - base))
+        if good < len(answered):
+            problems.append("%d of %d photos answered 200 (%s)" % (good, len(answered), sorted(set(map(str, answered)))))
+        if peak - base > 160 + 96:
+            problems.append("peak memory grew by %d MiB (--decode-mb 160)" % (peak - base))
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = "hung"
+    text = "".join(lines)
+    if code != 0:
+        problems.append("exit status %s" % code)
+    if "Sanitizer" in text or "runtime error:" in text:
+        problems.append("sanitizer report: " + text[text.find("Sanitizer") - 200:][:600])
+    if problems:
+        a.failed.append(name)
+        print("FAIL %s: %s" % (name, "; ".join(problems)))
+    else:
+        a.passed += 1
+
+
 def main():
     if not os.access(VIT, os.X_OK):
         print("attack: %s is not built" % VIT)
         return 1
     a = Attack()
     try:
-        for group in (model_cases, image_cases, output_cases, option_cases, issue24_cases):
+        for group in (model_cases, image_cases, output_cases, option_cases, issue24_cases,
+                      serve_start_cases, serve_hostile_cases):
+            if len(sys.argv) > 2 and group.__name__ not in sys.argv[2:]:
+                continue
             group(a)
     finally:
         shutil.rmtree(a.top, ignore_errors=True)
