@@ -1,0 +1,170 @@
+/* vitc's fp32 GEMM (kernels.h kernels_linear): packing weights into
+ * panels, splitting output panels over threads, choosing a path, and the
+ * portable C path. Compiled with -ffp-contract=off (CMakeLists.txt) like
+ * the AVX2 and AVX-512 files: every multiply-add that is fused is an fmaf
+ * or an FMA instruction, written out, in every path alike. */
+#include "kernels_gemm.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels_parallel.h"
+#include "kernels_rows.h"
+
+kernels_fmatrix *kernels_fmatrix_create(int rows, int cols) {
+    if (rows <= 0 || cols <= 0) return NULL;
+    kernels_fmatrix *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->rows = rows;
+    w->cols = cols;
+    w->panels = (rows + FPANEL - 1) / FPANEL;
+    w->values = kernels_alloc_floats((size_t)w->panels * FPANEL * (size_t)cols);
+    if (!w->values) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void kernels_fmatrix_set(kernels_fmatrix *w, int first_row, int count, int first_col, int width,
+                         const float *values, float scale) {
+    for (int i = 0; i < count; i++) {
+        const int n = first_row + i;
+        float *panel = w->values + (size_t)(n / FPANEL) * w->cols * FPANEL + n % FPANEL;
+        const float *row = values + (size_t)i * width;
+        for (int k = 0; k < width; k++) panel[(size_t)(first_col + k) * FPANEL] = row[k] * scale;
+    }
+}
+
+int kernels_fmatrix_rows(const kernels_fmatrix *w) { return w->rows; }
+int kernels_fmatrix_cols(const kernels_fmatrix *w) { return w->cols; }
+
+size_t kernels_fmatrix_bytes(const kernels_fmatrix *w) {
+    return (size_t)w->panels * FPANEL * w->cols * sizeof(float);
+}
+
+void kernels_fmatrix_free(kernels_fmatrix *w) {
+    if (!w) return;
+    free(w->values);
+    free(w);
+}
+
+/* ------------------------------------------------------------ generic */
+
+/* One row's 16 columns of panel p, stored through the epilogue; a row at
+ * a time, each element its own chain of fmaf over k. */
+static void generic_row_panel(const gemm_call *g, int r, int p) {
+    const float *a = g->inp + (size_t)r * g->lda;
+    const float *w = g->panels + (size_t)p * g->k * FPANEL;
+    float acc[FPANEL] = {0};
+    for (int k = 0; k < g->k; k++)
+        for (int c = 0; c < FPANEL; c++) acc[c] = fmaf(a[k], w[(size_t)k * FPANEL + c], acc[c]);
+    const int j0 = p * FPANEL, here = g->n - j0 < FPANEL ? g->n - j0 : FPANEL;
+    float *out = g->out + (size_t)r * g->ldo;
+    const float *res = g->ep.residual ? g->ep.residual + (size_t)r * g->ldo : NULL;
+    for (int c = 0; c < here; c++) out[j0 + c] = gemm_epilogue(&g->ep, acc[c], j0 + c, res);
+    if (g->ep.act != KERNELS_ACT_NONE) rows_act(out + j0, (size_t)here, g->ep.act);
+}
+
+static void gemm_panels_generic(const gemm_call *g, int p0, int p1) {
+    for (int p = p0; p < p1; p++)
+        for (int r = 0; r < g->rows; r++) generic_row_panel(g, r, p);
+}
+
+ROWS_DEFINE_PATH(generic, )
+
+const kernels_path kernels_path_generic = {gemm_panels_generic, act_generic, layernorm_generic,
+                                           softmax_generic};
+
+const kernels_path *kernels_path_of(kernels_isa isa) {
+    switch (isa) {
+    case KERNELS_ISA_AVX2: return &kernels_path_avx2;
+    case KERNELS_ISA_AVX512:
+    case KERNELS_ISA_AVX512_VNNI: return &kernels_path_avx512;
+    default: return &kernels_path_generic;
+    }
+}
+
+/* ------------------------------------------------------------ threads */
+
+/* Thread id of team's share: whole pairs of panels (an AVX-512 tile's
+ * width), contiguous, as even as they split. */
+static void gemm_share(const gemm_call *g, gemm_panels_fn *run, int team, int id) {
+    const int panels = (g->n + FPANEL - 1) / FPANEL, pairs = (panels + 1) / 2;
+    const int first = 2 * (int)((long)pairs * id / team);
+    const int last = 2 * (int)((long)pairs * (id + 1) / team);
+    if (first < panels) run(g, first, last < panels ? last : panels);
+}
+
+void kernels_linear(float *out, int ldo, const float *inp, int lda, int rows,
+                    const kernels_fmatrix *w, const kernels_epilogue *ep, kernels_threads th) {
+    static const kernels_epilogue plain = {0};
+    const gemm_call g = {out, ldo, inp, lda, rows, w->values, w->rows, w->cols, ep ? *ep : plain};
+    gemm_panels_fn *run = kernels_path_of(th.isa)->gemm;
+    if (rows <= 0) return;
+    if (th.count <= 1) {
+        run(&g, 0, w->panels);
+    } else if (th.in_team) {
+        gemm_share(&g, run, omp_get_num_threads(), omp_get_thread_num());
+#pragma omp barrier
+    } else {
+#pragma omp parallel num_threads(th.count)
+        gemm_share(&g, run, omp_get_num_threads(), omp_get_thread_num());
+    }
+}
+
+/* x = act(x) in chunks of 4096 floats (whole vectors on every path). */
+void kernels_act_forward(float *x, size_t n, kernels_act act, kernels_threads th) {
+    const kernels_path *path = kernels_path_of(th.isa);
+    const size_t chunk = 4096, chunks = (n + chunk - 1) / chunk;
+    if (act == KERNELS_ACT_NONE) return;
+    PARALLEL_FOR(for (size_t c = 0; c < chunks; c++) {
+        const size_t first = c * chunk;
+        path->act(x + first, n - first < chunk ? n - first : chunk, act);
+    });
+}
+
+/* ------------------------------------------------------------ attention */
+
+/* Floats of one head's K in panels ([ceil(T / 16)][dh][16]: K as the
+ * weights of Q Kᵀ) and of its V ([ceil(dh / 16)][T][16]: Vᵀ as the
+ * weights of P V), each a whole number of 16-float vectors. */
+static size_t k_panel_floats(int T, int dh) { return (size_t)(T + FPANEL - 1) / FPANEL * FPANEL * dh; }
+static size_t v_panel_floats(int T, int dh) { return (size_t)(dh + FPANEL - 1) / FPANEL * FPANEL * T; }
+
+size_t attention_pack_floats(int T, int dh) { return k_panel_floats(T, dh) + v_panel_floats(T, dh); }
+
+/* K [T, dh] and V [T, dh] (rows ld floats apart) into their panels. Lanes
+ * past T (K) or dh (V) keep what they hold: they only reach columns that
+ * are never stored. */
+static void pack_head(float *kp, float *vp, const float *k, const float *v, size_t ld, int T,
+                      int dh) {
+    for (int t = 0; t < T; t++) {
+        float *dst = kp + (size_t)(t / FPANEL) * dh * FPANEL + t % FPANEL;
+        for (int d = 0; d < dh; d++) dst[(size_t)d * FPANEL] = k[t * ld + d];
+    }
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < dh; c++)
+            vp[((size_t)(c / FPANEL) * T + t) * FPANEL + c % FPANEL] = v[t * ld + c];
+}
+
+void attention_task(float *out, float *att, const float *qkv, int T, int D, int heads, int b,
+                    int h, int first, int rows, float *scratch, kernels_isa isa) {
+    const kernels_path *path = kernels_path_of(isa);
+    const int dh = D / heads;
+    const size_t ld = 3 * (size_t)D;
+    const float *image = qkv + (size_t)b * T * ld + (size_t)h * dh;
+    float *kp = scratch, *vp = kp + k_panel_floats(T, dh);
+    float *scores = att ? att + (((size_t)b * heads + h) * T + first) * T
+                        : vp + v_panel_floats(T, dh);
+    pack_head(kp, vp, image + D, image + 2 * D, ld, T, dh);
+    const gemm_call s = {scores, T, image + first * ld, (int)ld, rows, kp, T, dh,
+                         {.scaled = 1, .scale = 1.0f / sqrtf((float)dh)}};
+    path->gemm(&s, 0, (T + FPANEL - 1) / FPANEL);
+    for (int i = 0; i < rows; i++) path->softmax(scores + (size_t)i * T, T);
+    const gemm_call o = {out + ((size_t)b * T + first) * D + (size_t)h * dh, D, scores, T, rows,
+                         vp, dh, T, {0}};
+    path->gemm(&o, 0, (dh + FPANEL - 1) / FPANEL);
+}

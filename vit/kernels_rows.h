@@ -1,0 +1,105 @@
+/* kernels_rows.h — the row kernels every path runs (LayerNorm, softmax,
+ * GELU), written once in C. Each path file includes this and wraps the
+ * functions in its own target attribute, so gcc vectorises the same C for
+ * its vector width: the same operations on every element in every path
+ * (no -ffast-math, -ffp-contract=off), hence the same bits.
+ *
+ * Reductions over a row (the LayerNorm mean and variance, the softmax max
+ * and sum) use exactly 16 partial sums, x[i] into partial i mod 16, then a
+ * fixed pairwise tree: one AVX-512 vector, two AVX2 ones, an array in C,
+ * and one order whatever the width. Internal to the kernel layer. */
+#ifndef VIT_KERNELS_ROWS_H
+#define VIT_KERNELS_ROWS_H
+
+#include <math.h>
+#include <stddef.h>
+
+#include "kernels.h"
+#include "vit_math.h"
+
+#define ROWS_INLINE static inline __attribute__((always_inline))
+
+#define INV_SQRT2 0.70710678118654752f
+
+/* Partial i (mod 16) combined: lanes l and l + 8, then l and l + 4, ... */
+ROWS_INLINE float rows_tree16(float p[16]) {
+    for (int l = 0; l < 8; l++) p[l] = p[l] + p[l + 8];
+    for (int l = 0; l < 4; l++) p[l] = p[l] + p[l + 4];
+    for (int l = 0; l < 2; l++) p[l] = p[l] + p[l + 2];
+    return p[0] + p[1];
+}
+
+ROWS_INLINE float rows_sum16(const float *x, int n) {
+    float p[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) p[l] = p[l] + x[i + l];
+    for (int l = 0; i + l < n; l++) p[l] = p[l] + x[i + l];
+    return rows_tree16(p);
+}
+
+/* Sum of (x[i] - m)^2 in the same 16 partials. */
+ROWS_INLINE float rows_sq_dev16(const float *x, int n, float m) {
+    float p[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) {
+            const float d = x[i + l] - m;
+            p[l] = p[l] + d * d;
+        }
+    for (int l = 0; i + l < n; l++) {
+        const float d = x[i + l] - m;
+        p[l] = p[l] + d * d;
+    }
+    return rows_tree16(p);
+}
+
+/* max by x > m ? x : m, also in 16 partials and a fixed tree (so a NaN or
+ * a signed zero lands the same way on every path). */
+ROWS_INLINE float rows_max16(const float *x, int n) {
+    float p[16];
+    for (int l = 0; l < 16; l++) p[l] = x[0];
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) p[l] = x[i + l] > p[l] ? x[i + l] : p[l];
+    for (int l = 0; i + l < n; l++) p[l] = x[i + l] > p[l] ? x[i + l] : p[l];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) p[l] = p[l + w] > p[l] ? p[l + w] : p[l];
+    return p[0];
+}
+
+ROWS_INLINE void rows_layernorm(float *out, float *mean, float *rstd, const float *inp,
+                                const float *weight, const float *bias, int dim, float eps) {
+    const float m = rows_sum16(inp, dim) / (float)dim;
+    const float var = rows_sq_dev16(inp, dim, m);
+    const float s = 1.0f / sqrtf(var / (float)dim + eps);
+    for (int i = 0; i < dim; i++) out[i] = (inp[i] - m) * s * weight[i] + bias[i];
+    if (mean) *mean = m;
+    if (rstd) *rstd = s;
+}
+
+ROWS_INLINE void rows_softmax(float *x, int n) {
+    const float max = rows_max16(x, n);
+    for (int i = 0; i < n; i++) x[i] = fast_expf(x[i] - max);
+    const float inv = 1.0f / rows_sum16(x, n);
+    for (int i = 0; i < n; i++) x[i] = x[i] * inv;
+}
+
+ROWS_INLINE void rows_act(float *x, size_t n, kernels_act act) {
+    if (act == KERNELS_ACT_GELU)
+        for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + fast_erff(x[i] * INV_SQRT2));
+    else if (act == KERNELS_ACT_QUICK_GELU)
+        for (size_t i = 0; i < n; i++) x[i] = x[i] * (1.0f / (1.0f + fast_expf(-1.702f * x[i])));
+}
+
+/* The path's row kernels, each compiled with attribute attr. */
+#define ROWS_DEFINE_PATH(suffix, attr)                                                          \
+    attr static void act_##suffix(float *x, size_t n, kernels_act act) { rows_act(x, n, act); } \
+    attr static void layernorm_##suffix(float *out, float *mean, float *rstd, const float *inp, \
+                                        const float *weight, const float *bias, int dim,        \
+                                        float eps) {                                            \
+        rows_layernorm(out, mean, rstd, inp, weight, bias, dim, eps);                           \
+    }                                                                                           \
+    attr static void softmax_##suffix(float *x, int n) { rows_softmax(x, n); }
+
+#endif
