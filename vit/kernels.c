@@ -12,6 +12,7 @@
 #include "kernels_gemm.h"
 #include "kernels_parallel.h"
 #include "kernels_rows.h"
+#include "vit_math.h" /* training's GELU and its gradient */
 
 /* OpenBLAS's own query (cblas.h declares it); OPENBLAS_OPENMP is 2. */
 #define OPENBLAS_OPENMP_BUILD 2
@@ -326,7 +327,7 @@ static void attention_forward_blas(float *out, float *att, const float *qkv, int
             const float *k = q + D, *v = q + 2 * D;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, scale, q, 3 * D, k, 3 * D,
                         0.0f, scores, T);
-            for (int i = 0; i < T; i++) softmax_forward(scores + (size_t)i * T, T);
+            for (int i = 0; i < T; i++) kernels_path_of(th.isa)->softmax(scores + (size_t)i * T, T);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, 1.0f, scores, T, v,
                         3 * D, 0.0f, out + (size_t)b * T * D + (size_t)h * dh, D);
         });
@@ -338,21 +339,8 @@ void attention_forward(float *out, float *att, const float *qkv, int batch, int 
         attention_forward_blas(out, att, qkv, batch, T, D, heads, th);
         return;
     }
-    if (block_rows > T) block_rows = T;
-    /* The rows left after the last whole block join it (197 tokens in 48-row
-     * blocks: 48, 48, 48, 53), rather than making a task of their own that
-     * would pack all of K and V for a few queries. */
-    const int blocks = T / block_rows;
-    const size_t slot = attention_scratch_floats(T, D, heads, block_rows);
-    /* Dynamic: the last block of a head is longer. */
-    PARALLEL_FOR_DYNAMIC(
-        for (int task = 0; task < batch * heads * blocks; task++) {
-            const int b = task / (heads * blocks), h = task / blocks % heads;
-            const int first = task % blocks * block_rows;
-            const int rows = task % blocks == blocks - 1 ? T - first : block_rows;
-            attention_task(out, att, qkv, T, D, heads, b, h, first, rows,
-                           scratch + (size_t)scratch_slot(th) * slot, th.isa);
-        });
+    attention_forward_vitc(out, att, qkv, batch, T, D, heads, block_rows, scratch,
+                           attention_scratch_floats(T, D, heads, block_rows), th);
 }
 
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,

@@ -7,19 +7,69 @@
  * Reductions over a row (the LayerNorm mean and variance, the softmax max
  * and sum) use exactly 16 partial sums, x[i] into partial i mod 16, then a
  * fixed pairwise tree: one AVX-512 vector, two AVX2 ones, an array in C,
- * and one order whatever the width. Internal to the kernel layer. */
+ * and one order whatever the width.
+ *
+ * exp and erf are written with fmaf, one fused multiply-add per step, as
+ * every vector path's FMA computes it; gcc inlines fmaf as an FMA where the
+ * target has one (the portable path calls libm's, the same bits). No
+ * float-to-int conversion: a NaN input must stay defined behaviour.
+ * Internal to the kernel layer. */
 #ifndef VIT_KERNELS_ROWS_H
 #define VIT_KERNELS_ROWS_H
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "kernels.h"
-#include "vit_math.h"
 
 #define ROWS_INLINE static inline __attribute__((always_inline))
 
 #define INV_SQRT2 0.70710678118654752f
+
+/* e^x within 1.2 ulp (62e-9 relative on the reduced range): x = n ln2 + r,
+ * n = round(x log2 e) by adding 1.5 * 2^23 (which leaves n in the low bits
+ * of t), r by two fused steps (Cody-Waite, ln2 = hi + lo), e^r by a degree-6
+ * polynomial (1 + r + c2 r^2 + ... , least-squares fitted against the
+ * relative error on |r| <= ln2 / 2), 2^n from the bits of t. Below -87.3
+ * (under FLT_MIN) it is 0, above 88 it saturates at e^88. */
+ROWS_INLINE float rows_exp(float x) {
+    const int underflow = x < -87.3f;
+    x = x > 88.0f ? 88.0f : (x < -87.3f ? -87.3f : x); /* a NaN passes */
+    const float shift = 0x1.8p23f;
+    const float t = fmaf(x, 1.44269504088896341f, shift);
+    const float n = t - shift;
+    float r = fmaf(n, -0.693145751953125f, x);
+    r = fmaf(n, -1.428606765330187e-06f, r);
+    float p = 0.001381459878757596f;
+    p = fmaf(p, r, 0.0083687175065279f);
+    p = fmaf(p, r, 0.04166838899254799f);
+    p = fmaf(p, r, 0.1666652113199234f);
+    p = fmaf(p, r, 0.4999999403953552f);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    uint32_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits - 0x4B400000u + 127u) << 23; /* 2^n, n in -126..127 */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return underflow ? 0.0f : p * scale;
+}
+
+/* erf(x) within 1.5e-7 absolute (Abramowitz & Stegun 7.1.26, Horner by
+ * fused steps, rows_exp). */
+ROWS_INLINE float rows_erf(float x) {
+    const float a = fabsf(x);
+    const float t = 1.0f / fmaf(0.3275911f, a, 1.0f);
+    float p = 1.061405429f;
+    p = fmaf(p, t, -1.453152027f);
+    p = fmaf(p, t, 1.421413741f);
+    p = fmaf(p, t, -0.284496736f);
+    p = fmaf(p, t, 0.254829592f);
+    const float y = 1.0f - p * t * rows_exp(-(a * a));
+    return x < 0.0f ? -y : y;
+}
 
 /* Partial i (mod 16) combined: lanes l and l + 8, then l and l + 4, ... */
 ROWS_INLINE float rows_tree16(float p[16]) {
@@ -78,18 +128,32 @@ ROWS_INLINE void rows_layernorm(float *out, float *mean, float *rstd, const floa
     if (rstd) *rstd = s;
 }
 
+/* The exponentials and their sum (rows_sum16's partials and tree) in one
+ * pass. */
 ROWS_INLINE void rows_softmax(float *x, int n) {
     const float max = rows_max16(x, n);
-    for (int i = 0; i < n; i++) x[i] = fast_expf(x[i] - max);
-    const float inv = 1.0f / rows_sum16(x, n);
-    for (int i = 0; i < n; i++) x[i] = x[i] * inv;
+    float p[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) {
+            const float e = rows_exp(x[i + l] - max);
+            x[i + l] = e;
+            p[l] = p[l] + e;
+        }
+    for (int l = 0; i + l < n; l++) {
+        const float e = rows_exp(x[i + l] - max);
+        x[i + l] = e;
+        p[l] = p[l] + e;
+    }
+    const float inv = 1.0f / rows_tree16(p);
+    for (i = 0; i < n; i++) x[i] = x[i] * inv;
 }
 
 ROWS_INLINE void rows_act(float *x, size_t n, kernels_act act) {
     if (act == KERNELS_ACT_GELU)
-        for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + fast_erff(x[i] * INV_SQRT2));
+        for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + rows_erf(x[i] * INV_SQRT2));
     else if (act == KERNELS_ACT_QUICK_GELU)
-        for (size_t i = 0; i < n; i++) x[i] = x[i] * (1.0f / (1.0f + fast_expf(-1.702f * x[i])));
+        for (size_t i = 0; i < n; i++) x[i] = x[i] * (1.0f / (1.0f + rows_exp(-1.702f * x[i])));
 }
 
 /* The path's row kernels, each compiled with attribute attr. */

@@ -1,7 +1,8 @@
-/* vit_math.h — elementwise math of the kernels (kernels.c), under both
- * inference and training. Internal. expf and erff are written so that
- * loops over them vectorise (libm's are scalar calls, which took a third of
- * the forward pass). */
+/* vit_math.h — elementwise math of training's GELU and its gradient
+ * (kernels.c). Internal. expf and erff are written so that loops over them
+ * vectorise (libm's are scalar calls, which took a third of the forward
+ * pass) without fused multiply-adds. Inference (and training's LayerNorm
+ * and softmax) use kernels_rows.h's, with FMA, the same on every path. */
 #ifndef VIT_MATH_H
 #define VIT_MATH_H
 
