@@ -134,7 +134,13 @@ void kernels_act_forward(float *x, size_t n, kernels_act act, kernels_threads th
 static size_t k_panel_floats(int T, int dh) { return (size_t)(T + FPANEL - 1) / FPANEL * FPANEL * dh; }
 static size_t v_panel_floats(int T, int dh) { return (size_t)(dh + FPANEL - 1) / FPANEL * FPANEL * T; }
 
-size_t attention_pack_floats(int T, int dh) { return k_panel_floats(T, dh) + v_panel_floats(T, dh); }
+/* A thread's scratch: a 16-float header (which head its panels hold), the
+ * panels, then the scores of a task. */
+#define SLOT_HEADER 16
+
+size_t attention_pack_floats(int T, int dh) {
+    return SLOT_HEADER + k_panel_floats(T, dh) + v_panel_floats(T, dh);
+}
 
 /* K [T, dh] and V [T, dh] (rows ld floats apart) into their panels. Lanes
  * past T (K) or dh (V) keep what they hold: they only reach columns that
@@ -150,21 +156,67 @@ static void pack_head(float *kp, float *vp, const float *k, const float *v, size
             vp[((size_t)(c / FPANEL) * T + t) * FPANEL + c % FPANEL] = v[t * ld + c];
 }
 
-void attention_task(float *out, float *att, const float *qkv, int T, int D, int heads, int b,
-                    int h, int first, int rows, float *scratch, kernels_isa isa) {
-    const kernels_path *path = kernels_path_of(isa);
-    const int dh = D / heads;
+/* One inference attention: the arguments of attention_forward. */
+typedef struct attention_job {
+    float *out, *att;
+    const float *qkv;
+    int T, D, heads, block_rows, blocks;
+    float *scratch;
+    size_t slot; /* floats of a thread's part of scratch */
+    kernels_isa isa;
+} attention_job;
+
+/* Task `task` (block task % blocks of head task / blocks % heads of image
+ * task / (heads * blocks)) with scratch `mine`, whose panels are packed
+ * again only for another head than the last. */
+static void attention_task(const attention_job *a, int task, float *mine) {
+    const kernels_path *path = kernels_path_of(a->isa);
+    const int T = a->T, D = a->D, heads = a->heads, dh = D / heads;
+    const int b = task / (heads * a->blocks), h = task / a->blocks % heads;
+    const int first = task % a->blocks * a->block_rows;
+    const int rows = task % a->blocks == a->blocks - 1 ? T - first : a->block_rows;
     const size_t ld = 3 * (size_t)D;
-    const float *image = qkv + (size_t)b * T * ld + (size_t)h * dh;
-    float *kp = scratch, *vp = kp + k_panel_floats(T, dh);
-    float *scores = att ? att + (((size_t)b * heads + h) * T + first) * T
-                        : vp + v_panel_floats(T, dh);
-    pack_head(kp, vp, image + D, image + 2 * D, ld, T, dh);
+    const float *image = a->qkv + (size_t)b * T * ld + (size_t)h * dh;
+    float *kp = mine + SLOT_HEADER, *vp = kp + k_panel_floats(T, dh);
+    float *scores = a->att ? a->att + (((size_t)b * heads + h) * T + first) * T
+                           : vp + v_panel_floats(T, dh);
+    if (mine[0] != (float)(b * heads + h)) {
+        pack_head(kp, vp, image + D, image + 2 * D, ld, T, dh);
+        mine[0] = (float)(b * heads + h);
+    }
     const gemm_call s = {scores, T, image + first * ld, (int)ld, rows, kp, T, dh,
                          {.scaled = 1, .scale = 1.0f / sqrtf((float)dh)}};
     path->gemm(&s, 0, (T + FPANEL - 1) / FPANEL);
     for (int i = 0; i < rows; i++) path->softmax(scores + (size_t)i * T, T);
-    const gemm_call o = {out + ((size_t)b * T + first) * D + (size_t)h * dh, D, scores, T, rows,
+    const gemm_call o = {a->out + ((size_t)b * T + first) * D + (size_t)h * dh, D, scores, T, rows,
                          vp, dh, T, {0}};
     path->gemm(&o, 0, (dh + FPANEL - 1) / FPANEL);
+}
+
+/* The tasks of a team's thread `id` (dynamic: the last block of a head is
+ * longer), as an orphaned omp for, ending with its barrier. */
+static void attention_share(const attention_job *a, int tasks, int id) {
+    float *mine = a->scratch + (size_t)id * a->slot;
+    mine[0] = -1.0f; /* no head packed yet in this call */
+#pragma omp for schedule(dynamic)
+    for (int task = 0; task < tasks; task++) attention_task(a, task, mine);
+}
+
+void attention_forward_vitc(float *out, float *att, const float *qkv, int batch, int T, int D,
+                            int heads, int block_rows, float *scratch, size_t slot,
+                            kernels_threads th) {
+    if (block_rows > T) block_rows = T;
+    /* The rows left after the last whole block join it (197 tokens in 48-row
+     * blocks: 48, 48, 48, 53), rather than making a task of their own. */
+    const attention_job a = {out, att, qkv, T, D, heads, block_rows, T / block_rows, scratch, slot, th.isa};
+    const int tasks = batch * heads * a.blocks;
+    if (th.count <= 1) {
+        scratch[0] = -1.0f;
+        for (int task = 0; task < tasks; task++) attention_task(&a, task, scratch);
+    } else if (th.in_team) {
+        attention_share(&a, tasks, omp_get_thread_num());
+    } else {
+#pragma omp parallel num_threads(th.count)
+        attention_share(&a, tasks, omp_get_thread_num());
+    }
 }

@@ -60,15 +60,15 @@ extern const kernels_path kernels_path_generic, kernels_path_avx2, kernels_path_
 /* The fp32 path of isa (generic for paths without one of their own). */
 const kernels_path *kernels_path_of(kernels_isa isa);
 
-/* Floats of a head's K and V packed for attention_task, a whole number of
- * 16-float vectors. */
+/* Floats of a thread's scratch for inference attention before its
+ * scores: a head's K and V packed, a whole number of 16-float vectors. */
 size_t attention_pack_floats(int T, int dh);
 
-/* One task of inference attention (kernels.h attention_forward): query
- * rows first .. first + rows - 1 of head h of image b, on path isa.
- * scratch: attention_pack_floats, then (att NULL) rows x T scores. */
-void attention_task(float *out, float *att, const float *qkv, int T, int D, int heads, int b,
-                    int h, int first, int rows, float *scratch, kernels_isa isa);
+/* Inference attention (kernels.h attention_forward, KERNELS_GEMM_VITC):
+ * each thread's part of scratch is slot floats. */
+void attention_forward_vitc(float *out, float *att, const float *qkv, int batch, int T, int D,
+                            int heads, int block_rows, float *scratch, size_t slot,
+                            kernels_threads th);
 
 /* The scalar epilogue (kernels.h), before the activation, of sum s in
  * column j; res_row: the residual's row or NULL. What every path computes
