@@ -8,15 +8,20 @@
  *   solo   each of -t threads runs its own image's GEMM (batch >= threads:
  *          whole images per thread), against the peak of -t threads
  *   split  one image's GEMM shared by -t threads (batch 1), same peak
+ * --cold: the weights come from memory, as in a forward pass (each call
+ * takes the next of enough copies of them to overflow the caches).
  * Layers at --rows tokens (197: a 224 image in 16-pixel patches plus the
  * class token), with the forward pass's epilogues: qkv (bias), proj (bias +
- * residual), fc1 (bias + GELU), fc2 (bias + residual).
+ * residual), fc1 (bias + GELU), fc2 (bias + residual); and attention's two
+ * products for one head of 64 channels (q·kᵀ scaled, p·v), whose weights
+ * (K, V) the forward pass packs per head: their rate is per head.
  *
  * usage: vit_gemm [--isa avx512,avx2,generic] [-t N] [--rows R] [--rounds N]
- *                 [--dims 192,384,768] [--mode solo|split]
+ *                 [--dims 192,384,768] [--mode solo|split] [--cold]
  * prints per layer: GFLOP/s and % of peak, median [min-max] over rounds. */
 #include <omp.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,10 +41,14 @@ typedef struct layer {
     kernels_epilogue ep;
 } layer;
 
-/* One layer's operands: per thread its own input and output. */
+#define MAX_COPIES 64
+
+/* One layer's operands: per thread its own input and output; copies of the
+ * weights, used in turn. */
 typedef struct operands {
     float *x[64], *y[64];
-    kernels_fmatrix *w;
+    kernels_fmatrix *w[MAX_COPIES];
+    int copies, next;
 } operands;
 
 static float uniform(unsigned *seed) {
@@ -47,17 +56,29 @@ static float uniform(unsigned *seed) {
     return (float)(*seed >> 16) / 32768.0f - 1.0f;
 }
 
-/* Seconds of the fastest of `calls` runs of the layer on `threads`. */
-static double best_time(const layer *l, const operands *o, int rows, int threads, int split,
+/* The calling thread's CPU seconds: on one thread, what a run costs even
+ * when other processes take turns on its core (wall time would count
+ * their turns too). */
+static double thread_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Seconds of the fastest of `calls` runs of the layer on `threads`: CPU
+ * time on one thread, wall time on more. */
+static double best_time(const layer *l, operands *o, int rows, int threads, int split,
                         kernels_isa isa, int calls) {
     double best = 1e30;
     for (int c = 0; c < calls; c++) {
-        const double t0 = omp_get_wtime();
+        const kernels_fmatrix *w = o->w[o->next];
+        o->next = (o->next + 1) % o->copies;
+        const double t0 = threads == 1 ? thread_seconds() : omp_get_wtime();
         if (split) {
             kernels_threads th = kernels_threading(KERNELS_INFERENCE, threads, isa);
             kernels_epilogue ep = l->ep;
             if (ep.residual) ep.residual = o->y[0];
-            kernels_linear(o->y[0], l->N, o->x[0], l->K, rows, o->w, &ep, th);
+            kernels_linear(o->y[0], l->N, o->x[0], l->K, rows, w, &ep, th);
         } else {
 #pragma omp parallel num_threads(threads)
             {
@@ -65,22 +86,28 @@ static double best_time(const layer *l, const operands *o, int rows, int threads
                 kernels_threads th = kernels_threading(KERNELS_INFERENCE, 1, isa);
                 kernels_epilogue ep = l->ep;
                 if (ep.residual) ep.residual = o->y[id];
-                kernels_linear(o->y[id], l->N, o->x[id], l->K, rows, o->w, &ep, th);
+                kernels_linear(o->y[id], l->N, o->x[id], l->K, rows, w, &ep, th);
             }
         }
-        const double t = omp_get_wtime() - t0;
+        const double t = (threads == 1 ? thread_seconds() : omp_get_wtime()) - t0;
         best = t < best ? t : best;
     }
     return best;
 }
 
-static operands make_operands(const layer *l, int rows, int threads) {
+/* With cold, enough copies of the weights for 256 MiB (at most 64). */
+static operands make_operands(const layer *l, int rows, int threads, int cold) {
     operands o = {0};
     unsigned seed = 7;
     float *w = malloc(sizeof(float) * l->N * l->K);
     for (int i = 0; i < l->N * l->K; i++) w[i] = uniform(&seed) * 0.05f;
-    o.w = kernels_fmatrix_create(l->N, l->K);
-    kernels_fmatrix_set(o.w, 0, l->N, 0, l->K, w, 1.0f);
+    const double bytes = 4.0 * l->N * l->K;
+    o.copies = cold ? (int)(256.0 * (1 << 20) / bytes) + 1 : 1;
+    if (o.copies > MAX_COPIES) o.copies = MAX_COPIES;
+    for (int c = 0; c < o.copies; c++) {
+        o.w[c] = kernels_fmatrix_create(l->N, l->K);
+        kernels_fmatrix_set(o.w[c], 0, l->N, 0, l->K, w, 1.0f);
+    }
     free(w);
     for (int t = 0; t < threads; t++) {
         o.x[t] = kernels_alloc_floats((size_t)rows * l->K);
@@ -92,7 +119,7 @@ static operands make_operands(const layer *l, int rows, int threads) {
 
 static void free_operands(operands *o, int threads) {
     for (int t = 0; t < threads; t++) free(o->x[t]), free(o->y[t]);
-    kernels_fmatrix_free(o->w);
+    for (int c = 0; c < o->copies; c++) kernels_fmatrix_free(o->w[c]);
 }
 
 /* The FMA peak a path is held to: its widest FMA. */
@@ -104,11 +131,11 @@ static const peak_path *peak_of(kernels_isa isa) {
 
 typedef struct options {
     kernels_isa isas[8];
-    int num_isas, threads, rows, rounds, split, dims[8], num_dims;
+    int num_isas, threads, rows, rounds, split, cold, dims[8], num_dims;
 } options;
 
 static void run_layer(const options *opt, const layer *l) {
-    operands o = make_operands(l, opt->rows, opt->split ? 1 : opt->threads);
+    operands o = make_operands(l, opt->rows, opt->split ? 1 : opt->threads, opt->cold);
     const double flops = 2.0 * opt->rows * l->K * l->N * (opt->split ? 1 : opt->threads);
     double rate[8][MAX_ROUNDS], pct[8][MAX_ROUNDS];
     for (int r = 0; r < opt->rounds; r++)
@@ -135,7 +162,13 @@ static void run_layer(const options *opt, const layer *l) {
 static int parse(int argc, char **argv, options *opt) {
     const char *isas = "avx512,avx2", *dims = "192,384,768";
     *opt = (options){.threads = 1, .rows = 197, .rounds = 5};
-    for (int i = 1; i + 1 < argc; i += 2) {
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--cold")) {
+            opt->cold = 1;
+            i--;
+            continue;
+        }
+        if (i + 1 >= argc) return 0;
         if (!strcmp(argv[i], "--isa")) isas = argv[i + 1];
         else if (!strcmp(argv[i], "-t")) opt->threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--rows")) opt->rows = atoi(argv[i + 1]);
@@ -165,12 +198,12 @@ int main(int argc, char **argv) {
     options opt;
     if (!parse(argc, argv, &opt)) {
         fprintf(stderr, "usage: vit_gemm [--isa avx512,avx2,generic] [-t N] [--rows R] [--rounds N] "
-                        "[--dims 192,384,768] [--mode solo|split]\n");
+                        "[--dims 192,384,768] [--mode solo|split] [--cold]\n");
         return 1;
     }
-    printf("vitc fp32 GEMM, %s mode, %d thread(s), %d rows, %d interleaved rounds; "
+    printf("vitc fp32 GEMM, %s mode, %s weights, %d thread(s), %d rows, %d interleaved rounds; "
            "GFLOP/s and %% of the path's FMA peak at %d thread(s), median [min-max]\n",
-           opt.split ? "split" : "solo", opt.threads, opt.rows, opt.rounds, opt.threads);
+           opt.split ? "split" : "solo", opt.cold ? "cold" : "cached", opt.threads, opt.rows, opt.rounds, opt.threads);
     printf("%-5s %5s %5s", "layer", "K", "N");
     for (int i = 0; i < opt.num_isas; i++) printf("   %-26s", kernels_isa_name(opt.isas[i]));
     printf("\n");
@@ -183,6 +216,8 @@ int main(int argc, char **argv) {
             {"proj", D, D, {.bias = bias, .residual = &dummy}},
             {"fc1", D, 4 * D, {.bias = bias, .act = KERNELS_ACT_GELU}},
             {"fc2", 4 * D, D, {.bias = bias, .residual = &dummy}},
+            {"q·kᵀ", 64, opt.rows, {.scaled = 1, .scale = 0.125f}},
+            {"p·v", opt.rows, 64, {0}},
         };
         printf("D = %d\n", D);
         for (size_t l = 0; l < sizeof layers / sizeof *layers; l++) run_layer(&opt, &layers[l]);
