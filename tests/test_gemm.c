@@ -190,7 +190,7 @@ Test(gemm, generic_is_within_the_rounding_bound_of_a_double_sum) {
     }
 }
 
-/* LayerNorm, softmax and both activations, rows of every length up to 70
+/* LayerNorm, softmax, both activations and GELU's gradient, rows of every length up to 70
  * (every tail of the 16 lanes), with special values, on every path. */
 Test(gemm, row_kernels_give_the_generic_bits) {
     uint32_t seed = 5;
@@ -213,9 +213,11 @@ Test(gemm, row_kernels_give_the_generic_bits) {
             cr_assert(first_difference(want, got, (size_t)n) == (size_t)n, "%s: softmax of %d", name, n);
             for (int a = KERNELS_ACT_GELU; a <= KERNELS_ACT_QUICK_GELU; a++) {
                 memcpy(want, x, sizeof(float) * n), memcpy(got, x, sizeof(float) * n);
-                generic->act(want, (size_t)n, (kernels_act)a), path->act(got, (size_t)n, (kernels_act)a);
+                generic->act(want, want, (size_t)n, (kernels_act)a), path->act(got, got, (size_t)n, (kernels_act)a);
                 cr_assert(first_difference(want, got, (size_t)n) == (size_t)n, "%s: act %d of %d", name, a, n);
             }
+            generic->gelu_backward(want, x, w, (size_t)n), path->gelu_backward(got, x, w, (size_t)n);
+            cr_assert(first_difference(want, got, (size_t)n) == (size_t)n, "%s: GELU gradient of %d", name, n);
         }
         free(x), free(w), free(b);
     }

@@ -357,7 +357,7 @@ static void linear_forward(const vit_context *ctx, const encode_job *job, float 
         return;
     }
     qmatmul_forward(out, residual, qinp, scale, q, bias, rows, th);
-    kernels_act_forward(out, (size_t)rows * out_dim, act, th);
+    kernels_act_forward(out, out, (size_t)rows * out_dim, act, th);
 }
 
 /* The encoder blocks over the job's rows of ctx->x, with the threads th

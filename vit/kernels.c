@@ -12,7 +12,6 @@
 #include "kernels_gemm.h"
 #include "kernels_parallel.h"
 #include "kernels_rows.h"
-#include "vit_math.h" /* training's GELU and its gradient */
 
 /* OpenBLAS's own query (cblas.h declares it); OPENBLAS_OPENMP is 2. */
 #define OPENBLAS_OPENMP_BUILD 2
@@ -164,23 +163,9 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 
 /* ------------------------------------------------------------- gelu */
 
-#define INV_SQRT_2PI 0.39894228040143268f
 
 void gelu_forward(float *out, const float *inp, size_t n, kernels_threads th) {
-    PARALLEL_FOR(
-        for (size_t i = 0; i < n; i++) {
-            out[i] = 0.5f * inp[i] * (1.0f + fast_erff(inp[i] * INV_SQRT2));
-        });
-}
-
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
-                   kernels_threads th) {
-    PARALLEL_FOR(
-        for (size_t i = 0; i < n; i++) {
-            const float h = inp[i];
-            dinp[i] = dout[i] * (0.5f * (1.0f + fast_erff(h * INV_SQRT2)) +
-                                 h * INV_SQRT_2PI * fast_expf(-0.5f * h * h));
-        });
+    kernels_act_forward(out, inp, n, KERNELS_ACT_GELU, th);
 }
 
 void quick_gelu_forward(float *out, const float *inp, size_t n, kernels_threads th) {

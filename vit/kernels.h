@@ -150,15 +150,17 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      const float *inp, const float *weight, const float *ones, int rows,
                      int in_dim, int out_dim);
 
-/* x = act(x) over n floats on path th.isa (inference: after the int8
- * GEMM, whose epilogue has no activation). */
-void kernels_act_forward(float *x, size_t n, kernels_act act, kernels_threads th);
+/* out = act(inp) over n floats on path th.isa (inference: after the int8
+ * GEMM, whose epilogue has no activation); out may be inp. */
+void kernels_act_forward(float *out, const float *inp, size_t n, kernels_act act,
+                         kernels_threads th);
 
-/* Exact (erf) GELU, as torch.nn.GELU() and HF's "gelu"; out may be inp. */
+/* Exact (erf) GELU, as torch.nn.GELU() and HF's "gelu" (kernels_act_forward
+ * with KERNELS_ACT_GELU); out may be inp. */
 void gelu_forward(float *out, const float *inp, size_t n, kernels_threads th);
 
-/* dinp = dout · GELU'(inp) = dout · (Phi(inp) + inp phi(inp)); dinp may be
- * dout. */
+/* dinp = dout · GELU'(inp) = dout · (Phi(inp) + inp phi(inp)) on path
+ * th.isa, with the forward's erf and exp; dinp may be dout. */
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
                    kernels_threads th);
 

@@ -65,7 +65,7 @@ static void generic_row_panel(const gemm_call *g, int r, int p) {
     float *out = g->out + (size_t)r * g->ldo;
     const float *res = g->ep.residual ? g->ep.residual + (size_t)r * g->ldo : NULL;
     for (int c = 0; c < here; c++) out[j0 + c] = gemm_epilogue(&g->ep, acc[c], j0 + c, res);
-    if (g->ep.act != KERNELS_ACT_NONE) rows_act(out + j0, (size_t)here, g->ep.act);
+    if (g->ep.act != KERNELS_ACT_NONE) rows_act(out + j0, out + j0, (size_t)here, g->ep.act);
 }
 
 static void gemm_panels_generic(const gemm_call *g, int p0, int p1) {
@@ -75,8 +75,8 @@ static void gemm_panels_generic(const gemm_call *g, int p0, int p1) {
 
 ROWS_DEFINE_PATH(generic, )
 
-const kernels_path kernels_path_generic = {gemm_panels_generic, act_generic, layernorm_generic,
-                                           softmax_generic};
+const kernels_path kernels_path_generic = {gemm_panels_generic, act_generic, gelu_backward_generic,
+                                           layernorm_generic, softmax_generic};
 
 const kernels_path *kernels_path_of(kernels_isa isa) {
     switch (isa) {
@@ -115,14 +115,26 @@ void kernels_linear(float *out, int ldo, const float *inp, int lda, int rows,
     }
 }
 
-/* x = act(x) in chunks of 4096 floats (whole vectors on every path). */
-void kernels_act_forward(float *x, size_t n, kernels_act act, kernels_threads th) {
+/* Elementwise work in chunks of 4096 floats (whole vectors on every
+ * path), split statically over th's threads. */
+#define CHUNK 4096
+#define CHUNKS(n) (((n) + CHUNK - 1) / CHUNK)
+#define CHUNK_LEN(n, c) ((n) - (c) * CHUNK < CHUNK ? (n) - (c) * CHUNK : CHUNK)
+
+void kernels_act_forward(float *out, const float *inp, size_t n, kernels_act act,
+                         kernels_threads th) {
     const kernels_path *path = kernels_path_of(th.isa);
-    const size_t chunk = 4096, chunks = (n + chunk - 1) / chunk;
     if (act == KERNELS_ACT_NONE) return;
-    PARALLEL_FOR(for (size_t c = 0; c < chunks; c++) {
-        const size_t first = c * chunk;
-        path->act(x + first, n - first < chunk ? n - first : chunk, act);
+    PARALLEL_FOR(for (size_t c = 0; c < CHUNKS(n); c++) {
+        path->act(out + c * CHUNK, inp + c * CHUNK, CHUNK_LEN(n, c), act);
+    });
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
+                   kernels_threads th) {
+    const kernels_path *path = kernels_path_of(th.isa);
+    PARALLEL_FOR(for (size_t c = 0; c < CHUNKS(n); c++) {
+        path->gelu_backward(dinp + c * CHUNK, inp + c * CHUNK, dout + c * CHUNK, CHUNK_LEN(n, c));
     });
 }
 

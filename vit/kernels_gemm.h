@@ -46,8 +46,10 @@ typedef void gemm_panels_fn(const gemm_call *g, int p0, int p1);
  * instruction set, so the same operations per element. */
 typedef struct kernels_path {
     gemm_panels_fn *gemm;
-    /* x[0 .. n) = act(x), in place */
-    void (*act)(float *x, size_t n, kernels_act act);
+    /* out[0 .. n) = act(inp); out may be inp */
+    void (*act)(float *out, const float *inp, size_t n, kernels_act act);
+    /* GELU's gradient (kernels.h gelu_backward), n floats */
+    void (*gelu_backward)(float *dinp, const float *inp, const float *dout, size_t n);
     /* LayerNorm of one row (kernels.h layernorm_forward_row) */
     void (*layernorm)(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                       const float *bias, int dim, float eps);

@@ -82,11 +82,12 @@ AVX2_FN static void gemm_panels_avx2(const gemm_call *g, int p0, int p1) {
         }
         if (g->ep.act == KERNELS_ACT_NONE) continue;
         const int j0 = p * FPANEL, cols = g->n - j0 < FPANEL ? g->n - j0 : FPANEL;
-        for (int r = 0; r < g->rows; r++) act_avx2(g->out + (size_t)r * g->ldo + j0, (size_t)cols, g->ep.act);
+        for (int r = 0; r < g->rows; r++) act_avx2(g->out + (size_t)r * g->ldo + j0, g->out + (size_t)r * g->ldo + j0, (size_t)cols,
+                   g->ep.act);
     }
 }
 
-const kernels_path kernels_path_avx2 = {gemm_panels_avx2, act_avx2, layernorm_avx2, softmax_avx2};
+const kernels_path kernels_path_avx2 = {gemm_panels_avx2, act_avx2, gelu_backward_avx2, layernorm_avx2, softmax_avx2};
 
 #else /* not x86: never chosen (kernels_isa_supported), kept linkable */
 

@@ -88,11 +88,12 @@ AVX512_FN static void gemm_panels_avx512(const gemm_call *g, int p0, int p1) {
         }
         if (g->ep.act == KERNELS_ACT_NONE) continue;
         const int j0 = p * FPANEL, cols = g->n - j0 < np * FPANEL ? g->n - j0 : np * FPANEL;
-        for (int r = 0; r < g->rows; r++) act_avx512(g->out + (size_t)r * g->ldo + j0, (size_t)cols, g->ep.act);
+        for (int r = 0; r < g->rows; r++) act_avx512(g->out + (size_t)r * g->ldo + j0, g->out + (size_t)r * g->ldo + j0, (size_t)cols,
+                   g->ep.act);
     }
 }
 
-const kernels_path kernels_path_avx512 = {gemm_panels_avx512, act_avx512, layernorm_avx512,
+const kernels_path kernels_path_avx512 = {gemm_panels_avx512, act_avx512, gelu_backward_avx512, layernorm_avx512,
                                           softmax_avx512};
 
 #else /* not x86: never chosen (kernels_isa_supported), kept linkable */

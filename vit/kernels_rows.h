@@ -149,16 +149,35 @@ ROWS_INLINE void rows_softmax(float *x, int n) {
     for (i = 0; i < n; i++) x[i] = x[i] * inv;
 }
 
-ROWS_INLINE void rows_act(float *x, size_t n, kernels_act act) {
+/* out = act(inp); out may be inp. */
+ROWS_INLINE void rows_act(float *out, const float *inp, size_t n, kernels_act act) {
     if (act == KERNELS_ACT_GELU)
-        for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + rows_erf(x[i] * INV_SQRT2));
+        for (size_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + rows_erf(inp[i] * INV_SQRT2));
     else if (act == KERNELS_ACT_QUICK_GELU)
-        for (size_t i = 0; i < n; i++) x[i] = x[i] * (1.0f / (1.0f + rows_exp(-1.702f * x[i])));
+        for (size_t i = 0; i < n; i++) out[i] = inp[i] * (1.0f / (1.0f + rows_exp(-1.702f * inp[i])));
+}
+
+#define INV_SQRT_2PI 0.39894228040143268f
+
+/* dinp = dout (Phi(h) + h phi(h)), h = inp: GELU's gradient (training);
+ * dinp may be dout. */
+ROWS_INLINE void rows_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const float h = inp[i];
+        dinp[i] = dout[i] * (0.5f * (1.0f + rows_erf(h * INV_SQRT2)) +
+                             h * INV_SQRT_2PI * rows_exp(-0.5f * h * h));
+    }
 }
 
 /* The path's row kernels, each compiled with attribute attr. */
 #define ROWS_DEFINE_PATH(suffix, attr)                                                          \
-    attr static void act_##suffix(float *x, size_t n, kernels_act act) { rows_act(x, n, act); } \
+    attr static void act_##suffix(float *out, const float *inp, size_t n, kernels_act act) {    \
+        rows_act(out, inp, n, act);                                                             \
+    }                                                                                           \
+    attr static void gelu_backward_##suffix(float *dinp, const float *inp, const float *dout,   \
+                                            size_t n) {                                         \
+        rows_gelu_backward(dinp, inp, dout, n);                                                 \
+    }                                                                                           \
     attr static void layernorm_##suffix(float *out, float *mean, float *rstd, const float *inp, \
                                         const float *weight, const float *bias, int dim,        \
                                         float eps) {                                            \
