@@ -138,6 +138,31 @@ Test(gemm, every_path_gives_the_generic_bits_on_edge_shapes, .timeout = 600) {
     for (size_t i = 1; i < NUM_PATHS; i++) path_runs(PATHS[i]);
 }
 
+/* kernels_matmul (b row-major, packed on the fly) gives kernels_linear's
+ * bits with bᵀ as the weights, on every path, also in place on b. */
+Test(gemm, matmul_gives_the_bits_of_linear_on_the_transpose) {
+    uint32_t seed = 44;
+    for (size_t s = 0; s < NUM_SHAPES; s++) {
+        const int M = SHAPES[s][0], K = SHAPES[s][1], N = SHAPES[s][2];
+        problem p = make_problem(M, K, N, &seed);
+        float *b = malloc(sizeof(float) * K * N), *scratch = malloc(sizeof(float) * kernels_matmul_scratch_floats(K, N));
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < N; j++) b[(size_t)k * N + j] = p.weight[(size_t)j * K + k];
+        float *want = malloc(sizeof(float) * M * p.ldo), *got = malloc(sizeof(float) * M * p.ldo);
+        run_gemm(&p, EP_NONE, KERNELS_ISA_GENERIC, 1, want);
+        for (size_t i = 0; i < NUM_PATHS; i++) {
+            if (!kernels_isa_supported(PATHS[i])) continue;
+            memcpy(got, want, sizeof(float) * M * p.ldo);
+            kernels_matmul(got, p.ldo, p.inp, p.lda, M, b, N, K, N, scratch,
+                           kernels_threading(KERNELS_INFERENCE, 2, PATHS[i]));
+            cr_assert(first_difference(want, got, (size_t)M * p.ldo) == (size_t)M * p.ldo,
+                      "%s: %dx%d -> %d", kernels_isa_name(PATHS[i]), M, K, N);
+        }
+        free(b), free(scratch), free(want), free(got);
+        free_problem(&p);
+    }
+}
+
 /* Non-finite inputs stay in their own row on every path, with the same
  * (NaN or infinite) results. */
 Test(gemm, non_finite_inputs_give_the_same_results_on_every_path) {

@@ -51,6 +51,15 @@ void kernels_fmatrix_free(kernels_fmatrix *w) {
     free(w);
 }
 
+/* b [K, N] (row-major, rows ldb floats apart) as the weights of a product
+ * a · b: panels of its columns, [ceil(N / 16)][K][16]. Lanes past N keep
+ * what they hold: they only reach columns that are never stored. */
+static void pack_columns(float *dst, const float *b, size_t ldb, int K, int N) {
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < N; j++)
+            dst[((size_t)(j / FPANEL) * K + k) * FPANEL + j % FPANEL] = b[k * ldb + j];
+}
+
 /* ------------------------------------------------------------ generic */
 
 /* One row's 16 columns of panel p, stored through the epilogue; a row at
@@ -98,21 +107,37 @@ static void gemm_share(const gemm_call *g, gemm_panels_fn *run, int team, int id
     if (first < panels) run(g, first, last < panels ? last : panels);
 }
 
+/* g on th's threads (kernels_linear's split). */
+static void gemm_run(const gemm_call *g, kernels_threads th) {
+    gemm_panels_fn *run = kernels_path_of(th.isa)->gemm;
+    if (g->rows <= 0) return;
+    if (th.count <= 1) {
+        run(g, 0, (g->n + FPANEL - 1) / FPANEL);
+    } else if (th.in_team) {
+        gemm_share(g, run, omp_get_num_threads(), omp_get_thread_num());
+#pragma omp barrier
+    } else {
+#pragma omp parallel num_threads(th.count)
+        gemm_share(g, run, omp_get_num_threads(), omp_get_thread_num());
+    }
+}
+
 void kernels_linear(float *out, int ldo, const float *inp, int lda, int rows,
                     const kernels_fmatrix *w, const kernels_epilogue *ep, kernels_threads th) {
     static const kernels_epilogue plain = {0};
     const gemm_call g = {out, ldo, inp, lda, rows, w->values, w->rows, w->cols, ep ? *ep : plain};
-    gemm_panels_fn *run = kernels_path_of(th.isa)->gemm;
-    if (rows <= 0) return;
-    if (th.count <= 1) {
-        run(&g, 0, w->panels);
-    } else if (th.in_team) {
-        gemm_share(&g, run, omp_get_num_threads(), omp_get_thread_num());
-#pragma omp barrier
-    } else {
-#pragma omp parallel num_threads(th.count)
-        gemm_share(&g, run, omp_get_num_threads(), omp_get_thread_num());
-    }
+    gemm_run(&g, th);
+}
+
+size_t kernels_matmul_scratch_floats(int K, int N) {
+    return (size_t)(N + FPANEL - 1) / FPANEL * FPANEL * (size_t)K;
+}
+
+void kernels_matmul(float *out, int ldo, const float *a, int lda, int rows, const float *b, int ldb,
+                    int K, int N, float *scratch, kernels_threads th) {
+    pack_columns(scratch, b, (size_t)ldb, K, N);
+    const gemm_call g = {out, ldo, a, lda, rows, scratch, N, K, {0}};
+    gemm_run(&g, th);
 }
 
 /* Elementwise work in chunks of 4096 floats (whole vectors on every
@@ -154,18 +179,16 @@ size_t attention_pack_floats(int T, int dh) {
     return SLOT_HEADER + k_panel_floats(T, dh) + v_panel_floats(T, dh);
 }
 
-/* K [T, dh] and V [T, dh] (rows ld floats apart) into their panels. Lanes
- * past T (K) or dh (V) keep what they hold: they only reach columns that
- * are never stored. */
+/* K [T, dh] and V [T, dh] (rows ld floats apart) into their panels: K
+ * rows as the weights of Q Kᵀ (transposed into panels of tokens, lanes past
+ * T left alone as above), V's columns as those of P V. */
 static void pack_head(float *kp, float *vp, const float *k, const float *v, size_t ld, int T,
                       int dh) {
     for (int t = 0; t < T; t++) {
         float *dst = kp + (size_t)(t / FPANEL) * dh * FPANEL + t % FPANEL;
         for (int d = 0; d < dh; d++) dst[(size_t)d * FPANEL] = k[t * ld + d];
     }
-    for (int t = 0; t < T; t++)
-        for (int c = 0; c < dh; c++)
-            vp[((size_t)(c / FPANEL) * T + t) * FPANEL + c % FPANEL] = v[t * ld + c];
+    pack_columns(vp, v, ld, T, dh);
 }
 
 /* One inference attention: the arguments of attention_forward. */

@@ -49,8 +49,8 @@ AVX2_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p) {
     const float *w = g->panels + (size_t)p * g->k * FPANEL;
     const int K = g->k;
     for (int k = 0; k < K; k++) {
-        const __m256 b0 = _mm256_load_ps(w + (size_t)k * FPANEL);
-        const __m256 b1 = _mm256_load_ps(w + (size_t)k * FPANEL + 8);
+        const __m256 b0 = _mm256_loadu_ps(w + (size_t)k * FPANEL);
+        const __m256 b1 = _mm256_loadu_ps(w + (size_t)k * FPANEL + 8);
 #pragma GCC unroll 12
         for (int i = 0; i < mr; i++) {
             const __m256 x = _mm256_broadcast_ss(a + i * lda + k);

@@ -50,8 +50,8 @@ AVX512_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p, cons
     const float *w0 = g->panels + (size_t)p * g->k * FPANEL, *w1 = w0 + (size_t)g->k * FPANEL;
     const int K = g->k;
     for (int k = 0; k < K; k++) {
-        const __m512 b0 = _mm512_load_ps(w0 + (size_t)k * FPANEL);
-        const __m512 b1 = np == 2 ? _mm512_load_ps(w1 + (size_t)k * FPANEL) : b0;
+        const __m512 b0 = _mm512_loadu_ps(w0 + (size_t)k * FPANEL);
+        const __m512 b1 = np == 2 ? _mm512_loadu_ps(w1 + (size_t)k * FPANEL) : b0;
 #pragma GCC unroll 12
         for (int i = 0; i < mr; i++) {
             const __m512 x = _mm512_set1_ps(a[i * lda + k]);
