@@ -73,6 +73,68 @@ static void sgemm_peak(int threads) {
     free(a), free(b), free(c);
 }
 
+/* The median of n sorted values. */
+static double median_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, compare_doubles);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Where the time goes, from a few more profiled runs: one JSON line. */
+static void print_profile(vit_context *ctx, const char *name, const float *images, int batch,
+                          float *out, int runs) {
+    double seconds[VIT_STAGE_COUNT] = {0}, total = 0;
+    vit_error err;
+    vit_context_profile(ctx, seconds);
+    for (int r = 0; r < (runs < 10 ? runs : 10); r++) vit_forward(ctx, images, batch, out, &err);
+    vit_context_profile(ctx, NULL);
+    for (int s = 0; s < VIT_STAGE_COUNT; s++) total += seconds[s];
+    printf("{\"engine\":\"vitc\",\"model\":\"%s\",\"batch\":%d,\"profile\":{", name, batch);
+    for (int s = 0; s < VIT_STAGE_COUNT; s++)
+        printf("%s\"%s\":%.1f", s ? "," : "", vit_stage_name((vit_stage)s),
+               total > 0 ? 100.0 * seconds[s] / total : 0.0);
+    printf("}}\n");
+}
+
+/* One batch size: `warmup` untimed runs, then `runs` timed ones; one JSON
+ * line (and the profile at batch 1 and 32). 0, or 1 when the context
+ * cannot be made. */
+static int bench_batch(const vit_model *model, const char *name, int batch, int runs, int warmup,
+                       int threads, double load_s) {
+    const vit_config *c = vit_model_config(model);
+    const int S = c->image_size, per_image = 3 * S * S, outputs = vit_model_output_size(model);
+    vit_error err;
+    vit_context *ctx;
+    if (vit_context_create(model, batch, 0, &ctx, &err) != VIT_OK) {
+        fprintf(stderr, "vit_bench: %s\n", err.message);
+        return 1;
+    }
+    float *images = malloc(sizeof(float) * per_image * (size_t)batch);
+    float *out = malloc(sizeof(float) * outputs * (size_t)batch);
+    srand(1);
+    for (size_t i = 0; i < (size_t)per_image * batch; i++) images[i] = (float)((double)rand() / RAND_MAX) - 0.5f;
+    for (int r = 0; r < warmup; r++) vit_forward(ctx, images, batch, out, &err);
+    double *times = malloc(sizeof(double) * runs), *cpu = malloc(sizeof(double) * runs);
+    for (int r = 0; r < runs; r++) {
+        const double t = now(), c0 = cpu_seconds();
+        vit_forward(ctx, images, batch, out, &err);
+        times[r] = now() - t;
+        cpu[r] = cpu_seconds() - c0;
+    }
+    const double median = median_of(times, runs), cpu_median = median_of(cpu, runs);
+    const double gflop = flops_per_image(c, vit_context_num_tokens(ctx)) * batch / 1e9;
+    printf("{\"engine\":\"vitc\",\"model\":\"%s\",\"batch\":%d,\"threads\":%d,\"median_ms\":%.3f,"
+           "\"cpu_ms\":%.3f,\"images_per_s\":%.2f,\"gflop_s\":%.1f,\"gflop_per_image\":%.3f,\"load_s\":%.4f,"
+           "\"peak_rss_mib\":%.1f,\"kernels\":\"%s\",\"int8_kernels\":\"%s\"}\n",
+           name, batch, threads, median * 1e3, cpu_median * 1e3, batch / median, gflop / median,
+           gflop / batch, load_s, peak_rss_mib(), vit_model_kernels(model),
+           vit_model_int8_kernels(model) ? vit_model_int8_kernels(model) : "none");
+    if (batch == 1 || batch == 32) print_profile(ctx, name, images, batch, out, runs);
+    fflush(stdout);
+    free(times), free(cpu), free(images), free(out);
+    vit_context_free(ctx);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *model_path = NULL, *batches = "1,8,32", *name = NULL, *runs_list = "20";
     int threads = 0, warmup = 5, peak = 0;
@@ -105,7 +167,6 @@ int main(int argc, char **argv) {
         const char *slash = strrchr(model_path, '/');
         name = slash && slash[1] ? slash + 1 : model_path;
     }
-
     vit_error err;
     vit_model *model;
     const double t0 = now();
@@ -114,70 +175,18 @@ int main(int argc, char **argv) {
         return 1;
     }
     const double load_s = now() - t0;
-    const vit_config *c = vit_model_config(model);
-    const int S = c->image_size, per_image = 3 * S * S, outputs = vit_model_output_size(model);
-
     /* --runs: one count, or one per batch size. */
-    int run_counts[32], num_counts = 0;
+    int run_counts[32], num_counts = 0, batch_index = 0, status = 0;
     char list[256];
     snprintf(list, sizeof list, "%s", runs_list);
     for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && num_counts < 32; tok = strtok_r(NULL, ",", &save))
         run_counts[num_counts++] = atoi(tok) > 0 ? atoi(tok) : 1;
     snprintf(list, sizeof list, "%s", batches);
-    int batch_index = 0;
-    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        const int batch = atoi(tok);
-        const int runs = run_counts[batch_index < num_counts ? batch_index : num_counts - 1];
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && !status; tok = strtok_r(NULL, ",", &save)) {
+        const int batch = atoi(tok), runs = run_counts[batch_index < num_counts ? batch_index : num_counts - 1];
         batch_index++;
-        if (batch <= 0) continue;
-        vit_context *ctx;
-        if (vit_context_create(model, batch, 0, &ctx, &err) != VIT_OK) {
-            fprintf(stderr, "vit_bench: %s\n", err.message);
-            return 1;
-        }
-        float *images = malloc(sizeof(float) * per_image * (size_t)batch);
-        float *out = malloc(sizeof(float) * outputs * (size_t)batch);
-        srand(1);
-        for (size_t i = 0; i < (size_t)per_image * batch; i++) images[i] = (float)((double)rand() / RAND_MAX) - 0.5f;
-        for (int r = 0; r < warmup; r++) vit_forward(ctx, images, batch, out, &err);
-        double *times = malloc(sizeof(double) * runs), *cpu = malloc(sizeof(double) * runs);
-        for (int r = 0; r < runs; r++) {
-            const double t = now(), c0 = cpu_seconds();
-            vit_forward(ctx, images, batch, out, &err);
-            times[r] = now() - t;
-            cpu[r] = cpu_seconds() - c0;
-        }
-        qsort(times, (size_t)runs, sizeof *times, compare_doubles);
-        qsort(cpu, (size_t)runs, sizeof *cpu, compare_doubles);
-        const double median = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
-        const double cpu_median = runs % 2 ? cpu[runs / 2] : 0.5 * (cpu[runs / 2 - 1] + cpu[runs / 2]);
-        const double gflop = flops_per_image(c, vit_context_num_tokens(ctx)) * batch / 1e9;
-        printf("{\"engine\":\"vitc\",\"model\":\"%s\",\"batch\":%d,\"threads\":%d,\"median_ms\":%.3f,"
-               "\"cpu_ms\":%.3f,\"images_per_s\":%.2f,\"gflop_s\":%.1f,\"gflop_per_image\":%.3f,\"load_s\":%.4f,"
-               "\"peak_rss_mib\":%.1f,\"kernels\":\"%s\",\"int8_kernels\":\"%s\"}\n",
-               name, batch, threads, median * 1e3, cpu_median * 1e3, batch / median, gflop / median, gflop / batch,
-               load_s, peak_rss_mib(), vit_model_kernels(model),
-               vit_model_int8_kernels(model) ? vit_model_int8_kernels(model) : "none");
-        if (batch == 1 || batch == 32) {
-            /* Where the time goes, from a few more profiled runs. */
-            double seconds[VIT_STAGE_COUNT] = {0}, total = 0;
-            vit_context_profile(ctx, seconds);
-            for (int r = 0; r < (runs < 10 ? runs : 10); r++) vit_forward(ctx, images, batch, out, &err);
-            vit_context_profile(ctx, NULL);
-            for (int s = 0; s < VIT_STAGE_COUNT; s++) total += seconds[s];
-            printf("{\"engine\":\"vitc\",\"model\":\"%s\",\"batch\":%d,\"profile\":{", name, batch);
-            for (int s = 0; s < VIT_STAGE_COUNT; s++)
-                printf("%s\"%s\":%.1f", s ? "," : "", vit_stage_name((vit_stage)s),
-                       total > 0 ? 100.0 * seconds[s] / total : 0.0);
-            printf("}}\n");
-        }
-        fflush(stdout);
-        free(times);
-        free(cpu);
-        free(images);
-        free(out);
-        vit_context_free(ctx);
+        if (batch > 0) status = bench_batch(model, name, batch, runs, warmup, threads, load_s);
     }
     vit_model_free(model);
-    return 0;
+    return status;
 }
