@@ -54,6 +54,18 @@ static double flops_per_image(const vit_config *c, int tokens) {
     return 2 * patches * c->num_channels * P * P * D + c->num_layers * per_layer + heads;
 }
 
+/* FLOPs of one image in each profiled stage (the GEMMs' multiply-adds). */
+static void stage_flops(const vit_config *c, int tokens, double flops[VIT_STAGE_COUNT]) {
+    const double T = tokens, D = c->hidden_size, M = c->mlp_size, P = c->patch_size, L = c->num_layers;
+    for (int s = 0; s < VIT_STAGE_COUNT; s++) flops[s] = 0;
+    flops[VIT_STAGE_PATCH_EMBED] = 2 * (T - c->num_prefix_tokens) * c->num_channels * P * P * D;
+    flops[VIT_STAGE_QKV] = L * 2 * T * D * 3 * D;
+    flops[VIT_STAGE_ATTENTION] = L * 2 * 2 * T * T * D;
+    flops[VIT_STAGE_PROJECTION] = L * 2 * T * D * D;
+    flops[VIT_STAGE_MLP_FC1] = L * 2 * T * D * M;
+    flops[VIT_STAGE_MLP_FC2] = L * 2 * T * D * M;
+}
+
 /* Median GFLOP/s of a large square sgemm: the machine's practical peak, with
  * the kernel OpenBLAS picked for this CPU (openblas_get_corename). */
 static void sgemm_peak(int threads) {
@@ -79,10 +91,12 @@ static double median_of(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Where the time goes, from a few more profiled runs: one JSON line. */
-static void print_profile(vit_context *ctx, const char *name, const float *images, int batch,
-                          float *out, int runs) {
-    double seconds[VIT_STAGE_COUNT] = {0}, total = 0;
+/* Where the time goes, from a few more profiled runs: one JSON line, with
+ * each stage's GFLOP per image ("gflop": bench/run turns them into rates). */
+static void print_profile(const vit_model *model, vit_context *ctx, const char *name,
+                          const float *images, int batch, float *out, int runs) {
+    double seconds[VIT_STAGE_COUNT] = {0}, total = 0, flops[VIT_STAGE_COUNT];
+    stage_flops(vit_model_config(model), vit_context_num_tokens(ctx), flops);
     vit_error err;
     vit_context_profile(ctx, seconds);
     for (int r = 0; r < (runs < 10 ? runs : 10); r++) vit_forward(ctx, images, batch, out, &err);
@@ -92,6 +106,9 @@ static void print_profile(vit_context *ctx, const char *name, const float *image
     for (int s = 0; s < VIT_STAGE_COUNT; s++)
         printf("%s\"%s\":%.1f", s ? "," : "", vit_stage_name((vit_stage)s),
                total > 0 ? 100.0 * seconds[s] / total : 0.0);
+    printf("},\"gflop\":{");
+    for (int s = 0; s < VIT_STAGE_COUNT; s++)
+        printf("%s\"%s\":%.4f", s ? "," : "", vit_stage_name((vit_stage)s), flops[s] / 1e9);
     printf("}}\n");
 }
 
@@ -128,7 +145,7 @@ static int bench_batch(const vit_model *model, const char *name, int batch, int 
            name, batch, threads, median * 1e3, cpu_median * 1e3, batch / median, gflop / median,
            gflop / batch, load_s, peak_rss_mib(), vit_model_kernels(model),
            vit_model_int8_kernels(model) ? vit_model_int8_kernels(model) : "none");
-    if (batch == 1 || batch == 32) print_profile(ctx, name, images, batch, out, runs);
+    if (batch == 1 || batch == 32) print_profile(model, ctx, name, images, batch, out, runs);
     fflush(stdout);
     free(times), free(cpu), free(images), free(out);
     vit_context_free(ctx);
