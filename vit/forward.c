@@ -242,10 +242,13 @@ vit_status vit_model_pack(vit_model *m, vit_error *err) {
     const int D = c->hidden_size, M = c->mlp_size;
     int ok = pack_linear(&m->patch_f, m->patch_w, D, c->num_channels * c->patch_size * c->patch_size) &&
              pack_head(m);
-    for (int l = 0; ok && l < c->num_layers; l++) {
+    /* The layers side by side: packing reads and writes every weight once,
+     * most of a large model's load time. */
+#pragma omp parallel for schedule(dynamic) reduction(&& : ok)
+    for (int l = 0; l < c->num_layers; l++) {
         vit_block *b = &m->blocks[l];
         ok = pack_linear(&b->qkv_f, b->qkv_w, 3 * D, D) && pack_linear(&b->proj_f, b->proj_w, D, D) &&
-             pack_linear(&b->fc1_f, b->fc1_w, M, D) && pack_linear(&b->fc2_f, b->fc2_w, D, M);
+             pack_linear(&b->fc1_f, b->fc1_w, M, D) && pack_linear(&b->fc2_f, b->fc2_w, D, M) && ok;
     }
     return ok ? VIT_OK : vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
 }
