@@ -82,11 +82,16 @@ static double best_time(const layer *l, operands *o, int rows, int threads, int 
         } else {
 #pragma omp parallel num_threads(threads)
             {
+                /* Each thread its own copy of the weights, as threads
+                 * running different images at different layers read
+                 * different weights (with one copy the second thread would
+                 * find the first's in L3). */
                 const int id = omp_get_thread_num();
                 kernels_threads th = kernels_threading(KERNELS_INFERENCE, 1, isa);
                 kernels_epilogue ep = l->ep;
                 if (ep.residual) ep.residual = o->y[id];
-                kernels_linear(o->y[id], l->N, o->x[id], l->K, rows, w, &ep, th);
+                kernels_linear(o->y[id], l->N, o->x[id], l->K, rows, o->w[(o->next + id) % o->copies],
+                               &ep, th);
             }
         }
         const double t = (threads == 1 ? thread_seconds() : omp_get_wtime()) - t0;
