@@ -537,9 +537,9 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
      * forward pass, and one image's activations stay in its core's cache.
      * Measured faster than splitting every step across threads from batch
      * 2 up (bench/README.md). Images left over run split as at batch 1.
-     * Every encode is of one image: an image's GEMMs then have the same
-     * shapes whatever the batch, and split or solo give the same bits
-     * (panels, kernels.h), so its outputs do not depend on -b or -t. */
+     * An image's bits do not depend on this (kernels.h: every element of
+     * vitc's GEMM is one fixed sum whatever the split or the rows beside
+     * it), so its outputs do not depend on -b or -t. */
     const int parallel_images = threads > 1 ? batch / threads * threads : 0;
     if (parallel_images > 0) {
 #pragma omp parallel num_threads(threads)
