@@ -215,37 +215,78 @@ Test(gemm, generic_is_within_the_rounding_bound_of_a_double_sum) {
     }
 }
 
-/* LayerNorm, softmax, both activations and GELU's gradient, rows of every length up to 70
- * (every tail of the 16 lanes), with special values, on every path. */
+/* One row of n: LayerNorm, softmax, both activations and GELU's gradient
+ * on path `path` give the generic bits. */
+static void expect_row_bits(const kernels_path *path, const char *name, const float *x,
+                            const float *w, const float *b, int n) {
+    const kernels_path *generic = kernels_path_of(KERNELS_ISA_GENERIC);
+    float want[70], got[70], wm, wr, gm, gr;
+    generic->layernorm(want, &wm, &wr, x, w, b, n, 1e-6f);
+    path->layernorm(got, &gm, &gr, x, w, b, n, 1e-6f);
+    cr_assert(first_difference(want, got, (size_t)n) == (size_t)n &&
+                  first_difference(&wm, &gm, 1) == 1 && first_difference(&wr, &gr, 1) == 1,
+              "%s: layernorm of %d", name, n);
+    memcpy(want, x, sizeof(float) * n), memcpy(got, x, sizeof(float) * n);
+    generic->softmax(want, n), path->softmax(got, n);
+    cr_assert(first_difference(want, got, (size_t)n) == (size_t)n, "%s: softmax of %d", name, n);
+    for (int a = KERNELS_ACT_GELU; a <= KERNELS_ACT_QUICK_GELU; a++) {
+        generic->act(want, x, (size_t)n, (kernels_act)a), path->act(got, x, (size_t)n, (kernels_act)a);
+        cr_assert(first_difference(want, got, (size_t)n) == (size_t)n, "%s: act %d of %d", name, a, n);
+    }
+    generic->gelu_backward(want, x, w, (size_t)n), path->gelu_backward(got, x, w, (size_t)n);
+    cr_assert(first_difference(want, got, (size_t)n) == (size_t)n, "%s: GELU gradient of %d", name, n);
+}
+
+/* Rows of every length up to 70 (every tail of the 16 lanes), of random
+ * values, with exp's edges (-100: under, 90: a dominant score, -0) and
+ * with NaN and infinities, on every path. */
 Test(gemm, row_kernels_give_the_generic_bits) {
     uint32_t seed = 5;
-    const kernels_path *generic = kernels_path_of(KERNELS_ISA_GENERIC);
     for (int n = 1; n <= 70; n++) {
         float *x = random_floats((size_t)n, 8.0f, &seed), *w = random_floats((size_t)n, 1.0f, &seed);
         float *b = random_floats((size_t)n, 1.0f, &seed);
-        float want[70], got[70], wm, wr, gm, gr;
-        if (n > 3) x[n / 2] = -100.0f, x[1] = 90.0f; /* exp underflow, a dominant score */
-        for (size_t i = 1; i < NUM_PATHS; i++) {
-            if (!kernels_isa_supported(PATHS[i])) continue;
-            const kernels_path *path = kernels_path_of(PATHS[i]);
-            const char *name = kernels_isa_name(PATHS[i]);
-            generic->layernorm(want, &wm, &wr, x, w, b, n, 1e-6f);
-            path->layernorm(got, &gm, &gr, x, w, b, n, 1e-6f);
-            cr_assert(first_difference(want, got, (size_t)n) == (size_t)n && wm == gm && wr == gr,
-                      "%s: layernorm of %d", name, n);
-            memcpy(want, x, sizeof(float) * n), memcpy(got, x, sizeof(float) * n);
-            generic->softmax(want, n), path->softmax(got, n);
-            cr_assert(first_difference(want, got, (size_t)n) == (size_t)n, "%s: softmax of %d", name, n);
-            for (int a = KERNELS_ACT_GELU; a <= KERNELS_ACT_QUICK_GELU; a++) {
-                memcpy(want, x, sizeof(float) * n), memcpy(got, x, sizeof(float) * n);
-                generic->act(want, want, (size_t)n, (kernels_act)a), path->act(got, got, (size_t)n, (kernels_act)a);
-                cr_assert(first_difference(want, got, (size_t)n) == (size_t)n, "%s: act %d of %d", name, a, n);
-            }
-            generic->gelu_backward(want, x, w, (size_t)n), path->gelu_backward(got, x, w, (size_t)n);
-            cr_assert(first_difference(want, got, (size_t)n) == (size_t)n, "%s: GELU gradient of %d", name, n);
+        for (int special = 0; special < 3; special++) {
+            if (special == 1 && n > 3) x[n / 2] = -100.0f, x[1] = 90.0f, x[n - 1] = -0.0f;
+            if (special == 2) x[n - 1] = -INFINITY, x[n / 2] = INFINITY, x[n / 3] = NAN;
+            for (size_t i = 1; i < NUM_PATHS; i++)
+                if (kernels_isa_supported(PATHS[i]))
+                    expect_row_bits(kernels_path_of(PATHS[i]), kernels_isa_name(PATHS[i]), x, w, b, n);
         }
         free(x), free(w), free(b);
     }
+}
+
+/* exp and erf on every path, densely: 2^20 GELU and QuickGELU inputs over
+ * [-12, 12) and [-60, 60), and softmax rows of 2048 scores spread over the
+ * whole range of exp's argument (a mutation that rounds one polynomial
+ * step differently moves few results: a thousand values may all agree). */
+Test(gemm, exp_and_erf_give_the_generic_bits_densely) {
+    enum { N = 1 << 20, ROW = 2048 };
+    float *x = malloc(sizeof(float) * N), *want = malloc(sizeof(float) * N), *got = malloc(sizeof(float) * N);
+    const kernels_path *generic = kernels_path_of(KERNELS_ISA_GENERIC);
+    for (int a = KERNELS_ACT_GELU; a <= KERNELS_ACT_QUICK_GELU; a++) {
+        const float span = a == KERNELS_ACT_GELU ? 12.0f : 60.0f;
+        for (int i = 0; i < N; i++) x[i] = -span + 2 * span * (float)i / N;
+        generic->act(want, x, N, (kernels_act)a);
+        for (size_t p = 1; p < NUM_PATHS; p++) {
+            if (!kernels_isa_supported(PATHS[p])) continue;
+            kernels_path_of(PATHS[p])->act(got, x, N, (kernels_act)a);
+            const size_t at = first_difference(want, got, N);
+            cr_assert(at == N, "%s: act %d of %.9g: %.9g, generic %.9g", kernels_isa_name(PATHS[p]), a,
+                      x[at < N ? at : 0], got[at < N ? at : 0], want[at < N ? at : 0]);
+        }
+    }
+    uint32_t seed = 8;
+    for (int i = 0; i < N; i++) x[i] = (uniform(&seed) - 1.0f) * 45.0f; /* (-90, 0] */
+    memcpy(want, x, sizeof(float) * N);
+    for (int r = 0; r < N / ROW; r++) generic->softmax(want + (size_t)r * ROW, ROW);
+    for (size_t p = 1; p < NUM_PATHS; p++) {
+        if (!kernels_isa_supported(PATHS[p])) continue;
+        memcpy(got, x, sizeof(float) * N);
+        for (int r = 0; r < N / ROW; r++) kernels_path_of(PATHS[p])->softmax(got + (size_t)r * ROW, ROW);
+        cr_assert(first_difference(want, got, N) == N, "%s: softmax", kernels_isa_name(PATHS[p]));
+    }
+    free(x), free(want), free(got);
 }
 
 /* Attention of two images, every path, 1 and 2 threads, query blocks of

@@ -113,7 +113,8 @@ static void gemm_panels_generic(const gemm_call *g, int p0, int p1) {
         for (int r = 0; r < g->rows; r++) generic_row_panel(g, r, p);
 }
 
-ROWS_DEFINE_PATH(generic, )
+ROWS_DEFINE_ELEMENTWISE(generic, )
+ROWS_DEFINE_REDUCTIONS(generic, )
 
 const kernels_path kernels_path_generic = {gemm_panels_generic, act_generic, gelu_backward_generic,
                                            layernorm_generic, softmax_generic};

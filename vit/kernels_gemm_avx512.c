@@ -73,7 +73,113 @@ AVX512_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p, cons
         TILE_CASE(9, np) TILE_CASE(10, np) TILE_CASE(11, np) default: tile(g, r0, MR, p, np); \
     }
 
-ROWS_DEFINE_PATH(avx512, AVX512_FN)
+ROWS_DEFINE_ELEMENTWISE(avx512, AVX512_FN)
+
+/* ---- softmax and LayerNorm written out in vectors: the operations of
+ * kernels_rows.h's C lane by lane (16 lanes = its 16 partial sums; gcc
+ * left its max reduction scalar). */
+
+/* rows_exp on 16 lanes. */
+AVX512_FN INLINE __m512 v_exp(__m512 x) {
+    const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(EXP_LO), _CMP_LT_OQ);
+    const __mmask16 over = _mm512_cmp_ps_mask(x, _mm512_set1_ps(EXP_HI), _CMP_GT_OQ);
+    x = _mm512_mask_blend_ps(over, x, _mm512_set1_ps(EXP_HI));
+    x = _mm512_mask_blend_ps(under, x, _mm512_set1_ps(EXP_LO));
+    const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(EXP_LOG2E), _mm512_set1_ps(EXP_SHIFT));
+    const __m512 n = _mm512_sub_ps(t, _mm512_set1_ps(EXP_SHIFT));
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-EXP_LN2_HI), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(-EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(EXP_C6);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C5));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512i bits = _mm512_slli_epi32(
+        _mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32((int)EXP_BIAS)), 23);
+    return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(bits));
+}
+
+/* The halves of 16 lanes: lanes 0-7 and 8-15. */
+AVX512_FN INLINE __m256 low8(__m512 v) { return _mm512_castps512_ps256(v); }
+AVX512_FN INLINE __m256 high8(__m512 v) {
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
+/* rows_tree16: p[l] + p[l + 8], then + 4, + 2, + 1 (8 lanes given as the
+ * sum of the two halves, a 128-bit step and two scalar-lane ones). */
+AVX512_FN INLINE float tree_sum(__m512 p) {
+    const __m256 s8 = _mm256_add_ps(low8(p), high8(p));
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+/* rows_max16's tree: p[l] = p[l + w] > p[l] ? p[l + w] : p[l] (maxps
+ * returns its first operand exactly when it is greater). */
+AVX512_FN INLINE float tree_max(__m512 p) {
+    const __m256 m8 = _mm256_max_ps(high8(p), low8(p));
+    const __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m8, 1), _mm256_castps256_ps128(m8));
+    const __m128 m2 = _mm_max_ps(_mm_movehl_ps(m4, m4), m4);
+    return _mm_cvtss_f32(_mm_max_ss(_mm_shuffle_ps(m2, m2, 1), m2));
+}
+
+/* Lanes of the last part-vector of n values. */
+AVX512_FN INLINE __mmask16 tail_mask(int n) { return (__mmask16)((1u << (n % 16)) - 1); }
+
+AVX512_FN static void softmax_v512(float *x, int n) {
+    const int whole = n / 16 * 16;
+    const __mmask16 tail = tail_mask(n);
+    __m512 p = _mm512_set1_ps(x[0]);
+    for (int i = 0; i < whole; i += 16) p = _mm512_max_ps(_mm512_loadu_ps(x + i), p);
+    if (tail) p = _mm512_mask_max_ps(p, tail, _mm512_maskz_loadu_ps(tail, x + whole), p);
+    const __m512 max = _mm512_set1_ps(tree_max(p));
+    __m512 sum = _mm512_setzero_ps();
+    for (int i = 0; i < whole; i += 16) {
+        const __m512 e = v_exp(_mm512_sub_ps(_mm512_loadu_ps(x + i), max));
+        _mm512_storeu_ps(x + i, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (tail) {
+        const __m512 e = v_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + whole), max));
+        _mm512_mask_storeu_ps(x + whole, tail, e);
+        sum = _mm512_mask_add_ps(sum, tail, sum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / tree_sum(sum));
+    for (int i = 0; i < whole; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+    if (tail) _mm512_mask_storeu_ps(x + whole, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + whole), inv));
+}
+
+AVX512_FN static void layernorm_v512(float *out, float *mean, float *rstd, const float *inp,
+                                     const float *weight, const float *bias, int dim, float eps) {
+    const int whole = dim / 16 * 16;
+    const __mmask16 tail = tail_mask(dim);
+    __m512 p = _mm512_setzero_ps();
+    for (int i = 0; i < whole; i += 16) p = _mm512_add_ps(p, _mm512_loadu_ps(inp + i));
+    if (tail) p = _mm512_mask_add_ps(p, tail, p, _mm512_maskz_loadu_ps(tail, inp + whole));
+    const float m = tree_sum(p) / (float)dim;
+    const __m512 vm = _mm512_set1_ps(m);
+    p = _mm512_setzero_ps();
+    for (int i = 0; i < whole; i += 16) {
+        const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(inp + i), vm);
+        p = _mm512_add_ps(p, _mm512_mul_ps(d, d));
+    }
+    if (tail) {
+        const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(tail, inp + whole), vm);
+        p = _mm512_mask_add_ps(p, tail, p, _mm512_mul_ps(d, d));
+    }
+    const float s = 1.0f / sqrtf(tree_sum(p) / (float)dim + eps);
+    const __m512 vs = _mm512_set1_ps(s);
+    for (int i = 0; i < dim; i += 16) {
+        const __mmask16 k = i < whole ? (__mmask16)0xffff : tail;
+        const __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, inp + i), vm), vs),
+                                       _mm512_maskz_loadu_ps(k, weight + i));
+        _mm512_mask_storeu_ps(out + i, k, _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, bias + i)));
+    }
+    if (mean) *mean = m;
+    if (rstd) *rstd = s;
+}
 
 AVX512_FN static void gemm_panels_avx512(const gemm_call *g, int p0, int p1) {
     for (int p = p0; p < p1; p += 2) {
@@ -93,8 +199,8 @@ AVX512_FN static void gemm_panels_avx512(const gemm_call *g, int p0, int p1) {
     }
 }
 
-const kernels_path kernels_path_avx512 = {gemm_panels_avx512, act_avx512, gelu_backward_avx512, layernorm_avx512,
-                                          softmax_avx512};
+const kernels_path kernels_path_avx512 = {gemm_panels_avx512, act_avx512, gelu_backward_avx512,
+                                          layernorm_v512, softmax_v512};
 
 #else /* not x86: never chosen (kernels_isa_supported), kept linkable */
 

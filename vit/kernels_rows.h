@@ -34,24 +34,37 @@
  * polynomial (1 + r + c2 r^2 + ... , least-squares fitted against the
  * relative error on |r| <= ln2 / 2), 2^n from the bits of t. Below -87.3
  * (under FLT_MIN) it is 0, above 88 it saturates at e^88. */
+/* rows_exp's constants, shared with the vector paths' copies of it. */
+#define EXP_HI 88.0f
+#define EXP_LO (-87.3f)
+#define EXP_SHIFT 0x1.8p23f
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_LN2_HI 0.693145751953125f
+#define EXP_LN2_LO 1.428606765330187e-06f
+#define EXP_C6 0.001381459878757596f
+#define EXP_C5 0.0083687175065279f
+#define EXP_C4 0.04166838899254799f
+#define EXP_C3 0.1666652113199234f
+#define EXP_C2 0.4999999403953552f
+#define EXP_BIAS (127u - 0x4B400000u) /* t's bits + this, shifted: 2^n */
+
 ROWS_INLINE float rows_exp(float x) {
-    const int underflow = x < -87.3f;
-    x = x > 88.0f ? 88.0f : (x < -87.3f ? -87.3f : x); /* a NaN passes */
-    const float shift = 0x1.8p23f;
-    const float t = fmaf(x, 1.44269504088896341f, shift);
-    const float n = t - shift;
-    float r = fmaf(n, -0.693145751953125f, x);
-    r = fmaf(n, -1.428606765330187e-06f, r);
-    float p = 0.001381459878757596f;
-    p = fmaf(p, r, 0.0083687175065279f);
-    p = fmaf(p, r, 0.04166838899254799f);
-    p = fmaf(p, r, 0.1666652113199234f);
-    p = fmaf(p, r, 0.4999999403953552f);
+    const int underflow = x < EXP_LO;
+    x = x > EXP_HI ? EXP_HI : (x < EXP_LO ? EXP_LO : x); /* a NaN passes */
+    const float t = fmaf(x, EXP_LOG2E, EXP_SHIFT);
+    const float n = t - EXP_SHIFT;
+    float r = fmaf(n, -EXP_LN2_HI, x);
+    r = fmaf(n, -EXP_LN2_LO, r);
+    float p = EXP_C6;
+    p = fmaf(p, r, EXP_C5);
+    p = fmaf(p, r, EXP_C4);
+    p = fmaf(p, r, EXP_C3);
+    p = fmaf(p, r, EXP_C2);
     p = fmaf(p, r, 1.0f);
     p = fmaf(p, r, 1.0f);
     uint32_t bits;
     memcpy(&bits, &t, sizeof bits);
-    bits = (bits - 0x4B400000u + 127u) << 23; /* 2^n, n in -126..127 */
+    bits = (bits + EXP_BIAS) << 23; /* 2^n, n in -126..127 */
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return underflow ? 0.0f : p * scale;
@@ -169,15 +182,19 @@ ROWS_INLINE void rows_gelu_backward(float *dinp, const float *inp, const float *
     }
 }
 
-/* The path's row kernels, each compiled with attribute attr. */
-#define ROWS_DEFINE_PATH(suffix, attr)                                                          \
+/* The path's elementwise kernels, each compiled with attribute attr. */
+#define ROWS_DEFINE_ELEMENTWISE(suffix, attr)                                                   \
     attr static void act_##suffix(float *out, const float *inp, size_t n, kernels_act act) {    \
         rows_act(out, inp, n, act);                                                             \
     }                                                                                           \
     attr static void gelu_backward_##suffix(float *dinp, const float *inp, const float *dout,   \
                                             size_t n) {                                         \
         rows_gelu_backward(dinp, inp, dout, n);                                                 \
-    }                                                                                           \
+    }
+
+/* The reductions, as C (the vector paths write theirs out: gcc leaves the
+ * max reduction scalar). */
+#define ROWS_DEFINE_REDUCTIONS(suffix, attr)                                                    \
     attr static void layernorm_##suffix(float *out, float *mean, float *rstd, const float *inp, \
                                         const float *weight, const float *bias, int dim,        \
                                         float eps) {                                            \
