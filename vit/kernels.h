@@ -346,9 +346,10 @@ void kernels_linear(float *out, int ldo, const float *inp, int lda, int rows,
 
 /* out [rows, N] (row stride ldo) = a [rows, K] (row stride lda) · b [K, N]
  * (row-major, row stride ldb) by the same GEMM, b packed first into scratch
- * (kernels_matmul_scratch_floats(K, N) floats); out may be b (packed before
- * out is written), not a or scratch. The same bits as kernels_linear with
- * b's transpose as weights. */
+ * (kernels_matmul_scratch_floats(K, N) floats) by the calling thread, so not
+ * from inside a team (th.in_team 0); out may be b (packed before out is
+ * written), not a or scratch. The same bits as kernels_linear with b's
+ * transpose as weights. */
 size_t kernels_matmul_scratch_floats(int K, int N);
 void kernels_matmul(float *out, int ldo, const float *a, int lda, int rows, const float *b, int ldb,
                     int K, int N, float *scratch, kernels_threads th);

@@ -80,14 +80,15 @@ void kernels_fmatrix_free(kernels_fmatrix *w) {
 }
 
 /* b [K, N] (row-major, rows ldb floats apart) as the weights of a product
- * a · b: panels of its columns, [ceil(N / 16)][K][16]. Lanes past N keep
- * what they hold: they only reach columns that are never stored. */
+ * a · b: panels of its columns, [ceil(N / 16)][K][16], lanes past N zero. */
 static void pack_columns(float *dst, const float *b, size_t ldb, int K, int N) {
     for (int j0 = 0; j0 < N; j0 += FPANEL) { /* a panel at a time: row pieces copied whole */
         const int width = N - j0 < FPANEL ? N - j0 : FPANEL;
         float *panel = dst + (size_t)j0 * K;
-        for (int k = 0; k < K; k++)
+        for (int k = 0; k < K; k++) {
             for (int l = 0; l < width; l++) panel[(size_t)k * FPANEL + l] = b[k * ldb + j0 + l];
+            for (int l = width; l < FPANEL; l++) panel[(size_t)k * FPANEL + l] = 0.0f;
+        }
     }
 }
 
@@ -213,12 +214,12 @@ size_t attention_pack_floats(int T, int dh) {
 
 /* K [T, dh] and V [T, dh] (rows ld floats apart) into their panels: K
  * rows as the weights of Q Kᵀ (transposed into panels of tokens, lanes past
- * T left alone as above), V's columns as those of P V. */
+ * T zero), V's columns as those of P V. */
 static void pack_head(float *kp, float *vp, const float *k, const float *v, size_t ld, int T,
                       int dh) {
-    for (int t = 0; t < T; t++) {
+    for (int t = 0; t < (T + FPANEL - 1) / FPANEL * FPANEL; t++) {
         float *dst = kp + (size_t)(t / FPANEL) * dh * FPANEL + t % FPANEL;
-        for (int d = 0; d < dh; d++) dst[(size_t)d * FPANEL] = k[t * ld + d];
+        for (int d = 0; d < dh; d++) dst[(size_t)d * FPANEL] = t < T ? k[t * ld + d] : 0.0f;
     }
     pack_columns(vp, v, ld, T, dh);
 }
