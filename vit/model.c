@@ -280,6 +280,7 @@ typedef struct stated_config {
     int eps_stated;   /* layer_norm_eps said by the config or its architecture name */
     /* Switches; -1: not stated. */
     int class_token, no_embed_class, reg_tokens, fc_norm, pre_norm, qk_norm, qkv_bias;
+    int pos_antialias; /* vitc's own key: how its source library resamples positions */
     int global_pool;  /* vit_global_pool */
     int act;          /* vit_act */
     int act_stated_by; /* 0 nothing, 1 the config, 2 the architecture table */
@@ -291,7 +292,7 @@ static void stated_init(stated_config *c) {
     memset(c, 0, sizeof *c);
     c->num_classes = -1;
     c->class_token = c->no_embed_class = c->reg_tokens = c->fc_norm = c->pre_norm = -1;
-    c->qk_norm = c->qkv_bias = c->global_pool = c->act = -1;
+    c->qk_norm = c->qkv_bias = c->global_pool = c->act = c->pos_antialias = -1;
 }
 
 /* A boolean key (JSON true/false; null or absent: *out left alone). */
@@ -433,6 +434,7 @@ static vit_status read_hf_config(const cJSON *json, const char *name, stated_con
         (s = json_bool(json, "fc_norm", "", name, &c->fc_norm, err)) ||
         (s = json_bool(json, "pre_norm", "", name, &c->pre_norm, err)) ||
         (s = json_bool(json, "qk_norm", "", name, &c->qk_norm, err)) ||
+        (s = json_bool(json, "vitc_pos_embed_antialias", "", name, &c->pos_antialias, err)) ||
         (s = json_pool(json, "global_pool", "", name, &c->global_pool, err)))
         return s;
     c->eps_stated = 1; /* transformers' default when absent */
@@ -459,6 +461,10 @@ void vit_config_to_hf_json(const vit_config *c, int num_channels, cJSON *json) {
     if (c->pre_norm) cJSON_AddBoolToObject(json, "pre_norm", 1);
     if (c->qk_norm) cJSON_AddBoolToObject(json, "qk_norm", 1);
     if (c->no_qkv_bias) cJSON_AddBoolToObject(json, "qkv_bias", 0);
+    /* A model vit train wrote is in timm's layout whatever it was trained
+     * from: this keeps its source's resampling (an HF DeiT's, without
+     * antialiasing) for runs at another size. */
+    cJSON_AddBoolToObject(json, "vitc_pos_embed_antialias", c->pos_embed_antialias);
 }
 
 vit_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_config *c,
@@ -484,6 +490,7 @@ vit_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_conf
     c->pre_norm = stated.pre_norm > 0;
     c->qk_norm = stated.qk_norm > 0;
     c->no_qkv_bias = stated.qkv_bias == 0;
+    c->pos_embed_antialias = stated.pos_antialias != 0; /* timm's, unless said */
     return VIT_OK;
 }
 
@@ -998,6 +1005,7 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
         m->layout == WEIGHTS_LAYOUT_TIMM ||
         (m->layout == WEIGHTS_LAYOUT_HF_DINOV2 &&
          (stated.dinov2 == 2 || (stated.dinov2 == 0 && m->config.num_reg_tokens > 0)));
+    if (stated.pos_antialias >= 0) m->library_antialias = stated.pos_antialias;
     return settle_heads_and_eps(m, &stated, json, err);
 }
 
@@ -1421,6 +1429,7 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
     }
     if (status == VIT_OK) status = take_all(m, err);
     if (status == VIT_OK) status = check_unused(m, options && options->allow_unused, err);
+    if (status == VIT_OK) status = vit_model_pack(m, err);
     if (status == VIT_OK) status = settle_labels_and_recipe(m, chosen, json, options, err);
     if (status == VIT_OK) status = check_neighbours(m, texts, options, err);
     if (status == VIT_OK) {
@@ -1508,6 +1517,7 @@ void vit_model_free(vit_model *m) {
     if (!m) return;
     for (size_t i = 0; i < m->num_owned; i++) free(m->owned[i]);
     free(m->owned);
+    vit_model_unpack(m);
     if (m->labels)
         for (int i = 0; i < m->num_labels; i++) free(m->labels[i]);
     free(m->labels);
@@ -1581,8 +1591,10 @@ int vit_model_int8_groups(const vit_model *m) {
 }
 
 const char *vit_model_int8_kernels(const vit_model *m) {
-    return vit_model_int8_groups(m) ? kernels_isa_name(m->isa) : NULL;
+    return vit_model_int8_groups(m) ? kernels_isa_name(kernels_isa_int8(m->isa)) : NULL;
 }
+
+const char *vit_model_kernels(const vit_model *m) { return kernels_isa_name(m->isa); }
 int vit_model_num_labels(const vit_model *m) { return m->num_labels; }
 const char *vit_model_labels_source(const vit_model *m) { return m->labels_source; }
 

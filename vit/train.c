@@ -303,10 +303,11 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
         return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..65536", max_batch);
     vit_status s = check_trainable(c, err);
     if (s != VIT_OK) return s;
+    kernels_isa isa; /* for the kernels other than OpenBLAS's GEMMs */
+    if ((s = kernels_isa_choose(getenv("VITC_ISA"), &isa, err)) != VIT_OK) return s;
     vit_train_model *m = calloc(1, sizeof *m);
     if (!m) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     m->config = *c;
-    m->config.pos_embed_antialias = 0;
     m->max_batch = max_batch;
     m->grid = patching_grid(c->image_size, c->patch_size);
     m->num_patches = m->grid * m->grid;
@@ -322,7 +323,7 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     m->config.no_embed_class = m->prefix > 0 && m->pos_prefix == 0;
     m->config.pos_embed_grid = m->grid;
     m->patch_dim = c->num_channels * c->patch_size * c->patch_size;
-    m->threads = kernels_threading(KERNELS_TRAINING, omp_get_max_threads());
+    m->threads = kernels_threading(KERNELS_TRAINING, omp_get_max_threads(), isa);
     m->tensors = calloc((size_t)c->num_layers * 18 + 16, sizeof *m->tensors);
     m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks);
     if (!m->tensors || !m->blocks) {
@@ -1003,6 +1004,17 @@ vit_status vit_train_head_grads_part(vit_train_model *m, const float *features, 
     backward(m, n, 0);
     if (loss) *loss = value;
     if (correct) *correct = hits;
+    return VIT_OK;
+}
+
+vit_status vit_train_head_forward(vit_train_model *m, const float *features, int n,
+                                  float *logits, vit_error *err) {
+    if (n < 1 || n > m->max_batch)
+        return vit_error_set(err, VIT_E_ARG, "%d images for a batch of at most %d", n, m->max_batch);
+    const int PS = m->pooled_size, C = m->config.num_classes;
+    memcpy(m->pooled, features, sizeof(float) * n * PS);
+    matmul_forward(logits, m->pooled, m->params + m->head_w, m->params + m->head_b, n, PS, C,
+                   m->threads);
     return VIT_OK;
 }
 
