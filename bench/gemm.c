@@ -129,9 +129,14 @@ static void free_operands(operands *o, int threads) {
 
 /* The FMA peak a path is held to: its widest FMA. */
 static const peak_path *peak_of(kernels_isa isa) {
+#if defined(__aarch64__)
+    (void)isa;
+    return peak_find("fp32_neon");
+#else
     return peak_find(isa == KERNELS_ISA_AVX2 ? "fp32_avx2"
                      : isa == KERNELS_ISA_GENERIC ? "fp32_avx2" /* what fmaf compiles to at best */
                                                   : "fp32_avx512");
+#endif
 }
 
 typedef struct options {

@@ -6,7 +6,8 @@
  *   fp32 FMA       vfmadd231ps zmm (AVX-512F), ymm (AVX2 + FMA): 2 flops per lane
  *   bf16 dot       vdpbf16ps zmm (AVX-512 BF16): 2 products + 2 adds per fp32 lane
  *   int8 dot       vpdpbusd zmm (AVX-512 VNNI), ymm (AVX-VNNI): 4 products + 4 adds per lane
- *   int16 pairs    vpmaddwd + vpaddd ymm (AVX2, the avx2 int8 path): 2 + 2 per lane */
+ *   int16 pairs    vpmaddwd + vpaddd ymm (AVX2, the avx2 int8 path): 2 + 2 per lane
+ *   fp32 FMA       fmla v.4s (aarch64 NEON): 2 flops per lane */
 #ifndef VITC_BENCH_PEAK_H
 #define VITC_BENCH_PEAK_H
 
@@ -99,6 +100,24 @@ static const peak_path PEAK_PATHS[] = {
     {"int8_avxvnni", int8_avxvnni, 8 * 8, has_avxvnni},
     {"int16_avx2", int16_avx2, 8 * 4, has_avx2},
 };
+#define NUM_PEAK_PATHS (sizeof PEAK_PATHS / sizeof PEAK_PATHS[0])
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+
+/* The loop of the x86 paths (PEAK_LOOP there), for NEON's fmla. */
+static float fp32_neon(float seed) {
+    const float32x4_t a = vdupq_n_f32(seed), b = vdupq_n_f32(0.999f);
+    float32x4_t acc[ACC];
+    for (int i = 0; i < ACC; i++) acc[i] = a;
+    for (long r = 0; r < REPS; r++)
+        for (int i = 0; i < ACC; i++) acc[i] = vfmaq_f32(acc[i], a, b);
+    for (int i = 1; i < ACC; i++) acc[0] = vaddq_f32(acc[0], acc[i]);
+    return vgetq_lane_f32(acc[0], 0);
+}
+
+static int has_neon(void) { return 1; }
+
+static const peak_path PEAK_PATHS[] = {{"fp32_neon", fp32_neon, 4 * 2, has_neon}};
 #define NUM_PEAK_PATHS (sizeof PEAK_PATHS / sizeof PEAK_PATHS[0])
 #else
 static const peak_path PEAK_PATHS[1] = {{"none", NULL, 0, NULL}};

@@ -23,7 +23,8 @@
 #define SHARED_MODELS VITC_SOURCE_DIR "/../shared/models"
 
 static const kernels_isa PATHS[] = {KERNELS_ISA_GENERIC, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512,
-                                    KERNELS_ISA_AVX512_VNNI, KERNELS_ISA_VNNI_REFERENCE};
+                                    KERNELS_ISA_AVX512_VNNI, KERNELS_ISA_VNNI_REFERENCE,
+                                    KERNELS_ISA_NEON};
 #define NUM_PATHS (sizeof PATHS / sizeof PATHS[0])
 
 static int path_runs(kernels_isa isa) {
@@ -414,9 +415,15 @@ TEMP_DIR_SUITE(gemm_env);
 /* The OpenBLAS kernels this CPU can run that give sgemm other bits. */
 static int coretypes(const char **names) {
     int n = 0;
+#if defined(__x86_64__) || defined(__i386__)
     names[n++] = "Nehalem"; /* SSE only */
     names[n++] = "Haswell"; /* AVX2 + FMA */
     if (__builtin_cpu_supports("avx512f")) names[n++] = "SkylakeX";
+#else
+    /* Another architecture's OpenBLAS names other kernels: its default
+     * one (NULL: the variable left as it is) stands for them. */
+    names[n++] = NULL;
+#endif
     return n;
 }
 

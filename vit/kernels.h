@@ -47,6 +47,9 @@ typedef enum kernels_isa {
      * sums) run by plain C, fp32 generic: tests check that layout on CPUs
      * without VNNI. */
     KERNELS_ISA_VNNI_REFERENCE,
+    /* aarch64 NEON (always there on aarch64 Linux): fp32 6 x 16 vfmaq
+     * tiles; int8 as generic for now */
+    KERNELS_ISA_NEON,
     KERNELS_ISA_COUNT
 } kernels_isa;
 
@@ -232,6 +235,10 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
 
 /* "generic", "avx2", "avx512", "avx512vnni", "vnni-reference". */
 const char *kernels_isa_name(kernels_isa isa);
+
+/* The VITC_ISA values this build's architecture knows, "|"-separated
+ * (the reference and forcing-only paths left out). */
+const char *kernels_isa_choices(void);
 
 /* The path whose int8 kernels path isa runs: avx512 (AVX-512F without
  * VNNI) runs avx2's, every other path its own. */

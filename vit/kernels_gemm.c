@@ -125,6 +125,7 @@ const kernels_path *kernels_path_of(kernels_isa isa) {
     case KERNELS_ISA_AVX2: return &kernels_path_avx2;
     case KERNELS_ISA_AVX512:
     case KERNELS_ISA_AVX512_VNNI: return &kernels_path_avx512;
+    case KERNELS_ISA_NEON: return &kernels_path_neon;
     default: return &kernels_path_generic;
     }
 }

@@ -57,7 +57,8 @@ typedef struct kernels_path {
     void (*softmax)(float *x, int n);
 } kernels_path;
 
-extern const kernels_path kernels_path_generic, kernels_path_avx2, kernels_path_avx512;
+extern const kernels_path kernels_path_generic, kernels_path_avx2, kernels_path_avx512,
+    kernels_path_neon;
 
 /* The fp32 path of isa (generic for paths without one of their own). */
 const kernels_path *kernels_path_of(kernels_isa isa);

@@ -12,8 +12,16 @@
 
 #include "kernels_parallel.h"
 
-static const char *const ISA_NAMES[KERNELS_ISA_COUNT] = {"generic", "avx2", "avx512",
-                                                         "avx512vnni", "vnni-reference"};
+static const char *const ISA_NAMES[KERNELS_ISA_COUNT] = {
+    "generic", "avx2", "avx512", "avx512vnni", "vnni-reference", "neon"};
+
+const char *kernels_isa_choices(void) {
+#if defined(__aarch64__)
+    return "generic|neon";
+#else
+    return "generic|avx2|avx512|avx512vnni";
+#endif
+}
 
 const char *kernels_isa_name(kernels_isa isa) {
     return (unsigned)isa < KERNELS_ISA_COUNT ? ISA_NAMES[isa] : "?";
@@ -33,13 +41,17 @@ int kernels_isa_supported(kernels_isa isa) {
         return kernels_isa_supported(KERNELS_ISA_AVX512) && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vnni");
 #endif
+#if defined(__aarch64__)
+    case KERNELS_ISA_NEON: return 1; /* Advanced SIMD is part of the AArch64 base */
+#endif
     default: return 0;
     }
 }
 
 vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *err) {
     if (!forced || !*forced || strcmp(forced, "auto") == 0) {
-        *isa = kernels_isa_supported(KERNELS_ISA_AVX512_VNNI) ? KERNELS_ISA_AVX512_VNNI
+        *isa = kernels_isa_supported(KERNELS_ISA_NEON)        ? KERNELS_ISA_NEON
+               : kernels_isa_supported(KERNELS_ISA_AVX512_VNNI) ? KERNELS_ISA_AVX512_VNNI
                : kernels_isa_supported(KERNELS_ISA_AVX512)    ? KERNELS_ISA_AVX512
                : kernels_isa_supported(KERNELS_ISA_AVX2)      ? KERNELS_ISA_AVX2
                                                               : KERNELS_ISA_GENERIC;
@@ -62,11 +74,12 @@ vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *e
                                  "VITC_ISA=%s: this CPU cannot run it (it runs: %s)", forced, have);
     return vit_error_set(err, VIT_E_UNSUPPORTED,
                          "VITC_ISA=%.40s: unknown (auto, generic, avx2, avx512, avx512vnni, "
-                         "vnni-reference)",
+                         "vnni-reference, neon)",
                          forced);
 }
 
 kernels_isa kernels_isa_int8(kernels_isa isa) {
+    if (isa == KERNELS_ISA_NEON) return KERNELS_ISA_GENERIC; /* no NEON int8 kernel yet */
     return isa == KERNELS_ISA_AVX512 ? KERNELS_ISA_AVX2 : isa;
 }
 
@@ -317,7 +330,8 @@ void qpanel_vnni_reference(float *out, int ldo, const float *residual, const voi
 
 /* By int8 path (kernels_isa_int8: never KERNELS_ISA_AVX512, whose slot is avx2's). */
 static qpanel_kernel *const PANEL_KERNELS[KERNELS_ISA_COUNT] = {
-    qpanel_generic, qpanel_avx2, qpanel_avx2, qpanel_avx512_vnni, qpanel_vnni_reference};
+    qpanel_generic, qpanel_avx2, qpanel_avx2, qpanel_avx512_vnni, qpanel_vnni_reference,
+    qpanel_generic};
 
 void qmatmul_forward(float *out, const float *residual, const void *qinp,
                      const float *inp_scale, const kernels_qmatrix *weight, const float *bias,

@@ -1595,6 +1595,7 @@ const char *vit_model_int8_kernels(const vit_model *m) {
 }
 
 const char *vit_model_kernels(const vit_model *m) { return kernels_isa_name(m->isa); }
+const char *vit_kernels_choices(void) { return kernels_isa_choices(); }
 int vit_model_num_labels(const vit_model *m) { return m->num_labels; }
 const char *vit_model_labels_source(const vit_model *m) { return m->labels_source; }
 

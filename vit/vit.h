@@ -190,6 +190,9 @@ const char *vit_model_dtypes(const vit_model *model);
  * the same bits. */
 const char *vit_model_kernels(const vit_model *model);
 
+/* The VITC_ISA values this build knows, "|"-separated ("generic|avx2|..."). */
+const char *vit_kernels_choices(void);
+
 /* The path of the int8 kernels its int8 layers run on ("generic", "avx2",
  * "avx512vnni"; avx512 without VNNI runs avx2's), or NULL when every layer
  * is float. */
