@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kernels_parallel.h"
 #include "vit_inspect.h"
 #include "patching.h"
 
@@ -83,7 +84,11 @@ static size_t scores_floats(const vit_context *ctx) {
  * tasks to balance them, four whole 12-row AVX-512 tiles. */
 #define SPLIT_QUERY_ROWS 48
 
-vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
+/* An explicit thread count, 0: one per processor the process may use (a
+ * property of the machine, not the process's OpenMP settings). */
+int vit_threads_or_procs(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
+
+vit_status vit_context_create(const vit_model *model, int max_batch, int image_size, int threads,
                               vit_context **out, vit_error *err) {
     *out = NULL;
     const vit_config *c = &model->config;
@@ -91,6 +96,8 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     if (blas != VIT_OK) return blas;
     if (max_batch <= 0 || max_batch > 4096)
         return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..4096", max_batch);
+    if (threads < 0 || threads > 1024)
+        return vit_error_set(err, VIT_E_ARG, "thread count %d is outside 0..1024", threads);
     if (image_size == 0) image_size = c->image_size;
     if (image_size < c->patch_size || image_size > 8192)
         return vit_error_set(err, VIT_E_ARG, "image size %d is outside %d..8192", image_size,
@@ -111,7 +118,7 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     ctx->grid_h = ctx->grid_w = patching_grid(image_size, c->patch_size);
     ctx->num_patches = ctx->grid_h * ctx->grid_w;
     ctx->num_tokens = c->num_prefix_tokens + ctx->num_patches;
-    ctx->num_threads = omp_get_max_threads();
+    ctx->num_threads = vit_threads_or_procs(threads);
     /* Shared images: blocks of 48 query rows. Solo: whole heads (K and V
      * packed once per head) while the scores stay within 1 MiB, else the
      * most whole 48-row blocks that do. */
@@ -193,6 +200,7 @@ void vit_context_free(vit_context *ctx) {
 
 int vit_context_image_size(const vit_context *ctx) { return ctx->image_size; }
 int vit_context_num_tokens(const vit_context *ctx) { return ctx->num_tokens; }
+int vit_context_threads(const vit_context *ctx) { return ctx->num_threads; }
 
 vit_status vit_context_capture(vit_context *ctx, vit_capture_kind kind, int layer, float *dst,
                                vit_error *err) {
@@ -245,14 +253,14 @@ static int pack_head(vit_model *m) {
     return 1;
 }
 
-vit_status vit_model_pack(vit_model *m, vit_error *err) {
+vit_status vit_model_pack(vit_model *m, int threads, vit_error *err) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, M = c->mlp_size;
     int ok = pack_linear(&m->patch_f, m->patch_w, D, c->num_channels * c->patch_size * c->patch_size) &&
              pack_head(m);
     /* The layers side by side: packing reads and writes every weight once,
      * most of a large model's load time. */
-#pragma omp parallel for schedule(dynamic) reduction(&& : ok)
+#pragma omp parallel for schedule(dynamic) reduction(&& : ok) num_threads(threads)
     for (int l = 0; l < c->num_layers; l++) {
         vit_block *b = &m->blocks[l];
         ok = pack_linear(&b->qkv_f, b->qkv_w, 3 * D, D) && pack_linear(&b->proj_f, b->proj_w, D, D) &&
@@ -318,26 +326,28 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
     float *cols = ctx->cols + (size_t)job->slot * Np * K;
     float *patches = ctx->patches + (size_t)job->slot * Np * D;
     float *x = ctx->x + (size_t)job->slot * T * D;
-#pragma omp parallel for schedule(static) num_threads(job->threads)
-    for (int b = 0; b < job->count; b++)
-        patching_im2col(images + (size_t)(job->first + b) * c->num_channels * S * S,
-                        c->num_channels, S, S, c->patch_size, cols + (size_t)b * Np * K);
+    /* A job of one thread runs inside forward's per-image region (or on
+     * the caller): PARALLEL_FOR then opens no region of its own. */
+    const kernels_threads th = kernels_threading(KERNELS_INFERENCE, job->threads, m->isa);
+    PARALLEL_FOR(
+        for (int b = 0; b < job->count; b++)
+            patching_im2col(images + (size_t)(job->first + b) * c->num_channels * S * S,
+                            c->num_channels, S, S, c->patch_size, cols + (size_t)b * Np * K););
     const kernels_epilogue bias = {.bias = m->patch_b};
-    kernels_linear(patches, D, cols, K, job->count * Np, m->patch_f, &bias,
-                   kernels_threading(KERNELS_INFERENCE, job->threads, m->isa));
-#pragma omp parallel for schedule(static) num_threads(job->threads)
-    for (int row = 0; row < job->count * T; row++) {
-        const int b = row / T, t = row % T;
-        float *dst = x + (size_t)row * D;
-        const float *pos = ctx->pos_embed + (size_t)t * D;
-        /* [class] [distillation] [registers] [patches] */
-        const int after_cls = t - !c->no_class_token, reg = after_cls - c->distilled;
-        const float *src = t >= prefix               ? patches + ((size_t)b * Np + (t - prefix)) * D
-                           : after_cls < 0           ? m->cls_token
-                           : reg < 0                 ? m->dist_token
-                                                     : m->reg_tokens + (size_t)reg * D;
-        for (int d = 0; d < D; d++) dst[d] = src[d] + pos[d];
-    }
+    kernels_linear(patches, D, cols, K, job->count * Np, m->patch_f, &bias, th);
+    PARALLEL_FOR(
+        for (int row = 0; row < job->count * T; row++) {
+            const int b = row / T, t = row % T;
+            float *dst = x + (size_t)row * D;
+            const float *pos = ctx->pos_embed + (size_t)t * D;
+            /* [class] [distillation] [registers] [patches] */
+            const int after_cls = t - !c->no_class_token, reg = after_cls - c->distilled;
+            const float *src = t >= prefix     ? patches + ((size_t)b * Np + (t - prefix)) * D
+                               : after_cls < 0 ? m->cls_token
+                               : reg < 0       ? m->dist_token
+                                               : m->reg_tokens + (size_t)reg * D;
+            for (int d = 0; d < D; d++) dst[d] = src[d] + pos[d];
+        });
 }
 
 /* out = [residual + [gamma *]] (inp · weightᵀ + bias) for the job's rows,
@@ -576,8 +586,8 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
     return VIT_OK;
 }
 
-vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, float *out,
-                            vit_error *err) {
+vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, int threads,
+                            float *out, vit_error *err) {
     const vit_config *c = &model->config;
     if (c->num_classes == 0 || !model->head_w)
         return vit_error_set(err, VIT_E_ARG, "the model has no classifier head");
@@ -598,20 +608,20 @@ vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, 
         memcpy(row + D, row, sizeof(float) * D);
     }
     head(model, normed, 2 * D, n, out,
-         kernels_threading(KERNELS_INFERENCE, omp_get_max_threads(), model->isa));
+         kernels_threading(KERNELS_INFERENCE, vit_threads_or_procs(threads), model->isa));
     free(normed);
     return VIT_OK;
 }
 
 vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num_tokens,
-                            float *out, vit_error *err) {
+                            int threads, float *out, vit_error *err) {
     const vit_config *c = &model->config;
     const int D = c->hidden_size, prefix = c->num_prefix_tokens, n = num_tokens - prefix;
     if (n < 1 || !tokens || !out)
         return vit_error_set(err, VIT_E_ARG, "%d tokens hold no patch after %d prefix tokens",
                              num_tokens, prefix);
     if (c->global_pool != VIT_GLOBAL_POOL_TOKEN_AVG)
-        return vit_token_logits(model, tokens + (size_t)prefix * D, n, out, err);
+        return vit_token_logits(model, tokens + (size_t)prefix * D, n, threads, out, err);
     if (c->num_classes == 0 || !model->head_w)
         return vit_error_set(err, VIT_E_ARG, "the model has no classifier head");
     float *rows = kernels_alloc_floats((size_t)n * 2 * D);
@@ -627,7 +637,7 @@ vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num
         final_norm_row(model, row + D, tokens + (size_t)(prefix + i) * D);
     }
     head(model, rows, 2 * D, n, out,
-         kernels_threading(KERNELS_INFERENCE, omp_get_max_threads(), model->isa));
+         kernels_threading(KERNELS_INFERENCE, vit_threads_or_procs(threads), model->isa));
     free(rows);
     return VIT_OK;
 }

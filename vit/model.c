@@ -1429,7 +1429,8 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
     }
     if (status == VIT_OK) status = take_all(m, err);
     if (status == VIT_OK) status = check_unused(m, options && options->allow_unused, err);
-    if (status == VIT_OK) status = vit_model_pack(m, err);
+    if (status == VIT_OK)
+        status = vit_model_pack(m, vit_threads_or_procs(options ? options->threads : 0), err);
     if (status == VIT_OK) status = settle_labels_and_recipe(m, chosen, json, options, err);
     if (status == VIT_OK) status = check_neighbours(m, texts, options, err);
     if (status == VIT_OK) {
