@@ -84,6 +84,60 @@ static size_t scores_floats(const vit_context *ctx) {
  * tasks to balance them, four whole 12-row AVX-512 tiles. */
 #define SPLIT_QUERY_ROWS 48
 
+/* Every buffer of the context; 0 when one could not be had. */
+static int alloc_buffers(vit_context *ctx) {
+    const vit_model *model = ctx->model;
+    const vit_config *c = &model->config;
+    const int max_batch = ctx->max_batch;
+    const size_t B = (size_t)max_batch, T = (size_t)ctx->num_tokens, D = (size_t)c->hidden_size;
+    const size_t M = (size_t)c->mlp_size, Np = (size_t)ctx->num_patches;
+    const size_t K = (size_t)c->num_channels * c->patch_size * c->patch_size;
+    ctx->x = kernels_alloc_floats(B * T * D);
+    ctx->normed = kernels_alloc_floats(B * T * D);
+    ctx->qkv = kernels_alloc_floats(B * T * 3 * D);
+    ctx->attn = kernels_alloc_floats(B * T * D);
+    ctx->hidden = kernels_alloc_floats(B * T * M);
+    ctx->cols = kernels_alloc_floats(B * Np * K);
+    ctx->patches = kernels_alloc_floats(B * Np * D);
+    ctx->scores = kernels_alloc_floats((size_t)ctx->num_threads * scores_floats(ctx));
+    ctx->pool_stride = c->distilled ? 2 * (int)D : vit_config_pooled_size(c);
+    ctx->pooled = kernels_alloc_floats(B * (size_t)ctx->pool_stride);
+    ctx->pos_embed = kernels_alloc_floats(T * D);
+    ctx->captures =
+        calloc((size_t)VIT_CAPTURE_KIND_COUNT * (c->num_layers + 1), sizeof *ctx->captures);
+    ctx->qscale_slot = T * (size_t)vit_model_int8_groups(model);
+    if (ctx->qscale_slot) {
+        const size_t slots = (size_t)(max_batch < ctx->num_threads ? max_batch : ctx->num_threads);
+        ctx->qinp_slot_bytes = (kernels_qinp_bytes((int)T, (int)(M > D ? M : D)) + 63) / 64 * 64;
+        ctx->qinp = kernels_alloc_floats(slots * ctx->qinp_slot_bytes / sizeof(float));
+        ctx->qscale = kernels_alloc_floats(slots * ctx->qscale_slot);
+    }
+    const int int8_missing = ctx->qscale_slot && (!ctx->qinp || !ctx->qscale);
+    return !int8_missing && ctx->x && ctx->normed && ctx->qkv && ctx->attn && ctx->hidden &&
+           ctx->cols && ctx->patches && ctx->scores && ctx->pooled && ctx->captures &&
+           ctx->pos_embed;
+}
+
+/* The context's position row of every token: prefix tokens with a row
+ * (the first pos_embed_prefix) get it; the others (registers,
+ * no_embed_class) stay zero. Only the patch positions are resampled at
+ * another grid. VIT_OK, or VIT_E_NOMEM. */
+static vit_status fill_pos_embed(vit_context *ctx) {
+    const vit_model *model = ctx->model;
+    const vit_config *c = &model->config;
+    const size_t D = (size_t)c->hidden_size, Np = (size_t)ctx->num_patches;
+    const int native_grid = c->pos_embed_grid, pos_prefix = c->pos_embed_prefix;
+    memcpy(ctx->pos_embed, model->pos_embed, sizeof(float) * (size_t)pos_prefix * D);
+    float *patch_pos = ctx->pos_embed + (size_t)c->num_prefix_tokens * D;
+    const float *model_patch_pos = model->pos_embed + (size_t)pos_prefix * D;
+    if (ctx->grid_h == native_grid) {
+        memcpy(patch_pos, model_patch_pos, sizeof(float) * Np * D);
+        return VIT_OK;
+    }
+    return patching_resample_pos_embed(model_patch_pos, 0, native_grid, native_grid, (int)D,
+                                       patch_pos, ctx->grid_h, ctx->grid_w, c->pos_embed_antialias);
+}
+
 /* An explicit thread count, 0: one per processor the process may use (a
  * property of the machine, not the process's OpenMP settings). */
 int vit_threads_or_procs(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
@@ -130,49 +184,12 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
         ctx->solo_query_rows = fit > align ? fit : align; /* never below 48 rows */
     }
 
-    const size_t B = (size_t)max_batch, T = (size_t)ctx->num_tokens, D = (size_t)c->hidden_size;
-    const size_t M = (size_t)c->mlp_size, Np = (size_t)ctx->num_patches;
-    const size_t K = (size_t)c->num_channels * c->patch_size * c->patch_size;
-    ctx->x = kernels_alloc_floats(B * T * D);
-    ctx->normed = kernels_alloc_floats(B * T * D);
-    ctx->qkv = kernels_alloc_floats(B * T * 3 * D);
-    ctx->attn = kernels_alloc_floats(B * T * D);
-    ctx->hidden = kernels_alloc_floats(B * T * M);
-    ctx->cols = kernels_alloc_floats(B * Np * K);
-    ctx->patches = kernels_alloc_floats(B * Np * D);
-    ctx->scores = kernels_alloc_floats((size_t)ctx->num_threads * scores_floats(ctx));
-    ctx->pool_stride = c->distilled ? 2 * (int)D : vit_config_pooled_size(c);
-    ctx->pooled = kernels_alloc_floats(B * (size_t)ctx->pool_stride);
-    ctx->pos_embed = kernels_alloc_floats(T * D);
-    ctx->captures =
-        calloc((size_t)VIT_CAPTURE_KIND_COUNT * (c->num_layers + 1), sizeof *ctx->captures);
-    ctx->qscale_slot = T * (size_t)vit_model_int8_groups(model);
-    if (ctx->qscale_slot) {
-        const size_t slots = (size_t)(max_batch < ctx->num_threads ? max_batch : ctx->num_threads);
-        ctx->qinp_slot_bytes = (kernels_qinp_bytes((int)T, (int)(M > D ? M : D)) + 63) / 64 * 64;
-        ctx->qinp = kernels_alloc_floats(slots * ctx->qinp_slot_bytes / sizeof(float));
-        ctx->qscale = kernels_alloc_floats(slots * ctx->qscale_slot);
-    }
-    const int int8_missing = ctx->qscale_slot && (!ctx->qinp || !ctx->qscale);
-    if (int8_missing || !ctx->x || !ctx->normed || !ctx->qkv || !ctx->attn || !ctx->hidden || !ctx->cols ||
-        !ctx->patches || !ctx->scores || !ctx->pooled || !ctx->captures || !ctx->pos_embed) {
+    if (!alloc_buffers(ctx)) {
         vit_context_free(ctx);
         return vit_error_set(err, VIT_E_NOMEM, "out of memory for a batch of %d at %dx%d",
                              max_batch, image_size, image_size);
     }
-
-    /* Prefix tokens with a position row (the first pos_embed_prefix) get
-     * it; the others (registers, no_embed_class) stay zero. Only the patch
-     * positions are resampled at another grid. */
-    const int native_grid = c->pos_embed_grid, pos_prefix = c->pos_embed_prefix;
-    memcpy(ctx->pos_embed, model->pos_embed, sizeof(float) * (size_t)pos_prefix * D);
-    float *patch_pos = ctx->pos_embed + (size_t)c->num_prefix_tokens * D;
-    const float *model_patch_pos = model->pos_embed + (size_t)pos_prefix * D;
-    if (ctx->grid_h == native_grid) {
-        memcpy(patch_pos, model_patch_pos, sizeof(float) * Np * D);
-    } else if (patching_resample_pos_embed(model_patch_pos, 0, native_grid, native_grid, (int)D,
-                                           patch_pos, ctx->grid_h, ctx->grid_w,
-                                           c->pos_embed_antialias) != VIT_OK) {
+    if (fill_pos_embed(ctx) != VIT_OK) {
         vit_context_free(ctx);
         return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     }
