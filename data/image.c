@@ -558,8 +558,6 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
     return decode_with_stb(b, size, fmt, name, max_pixels, out, err);
 }
 
-/* Everything stb decodes (PNG, JPEG, GIF, BMP, TGA, PSD), after our own
- * checks of what stb 2.27 would mishandle. */
 /* A 16-bit grey image of w x h (stb's header) as RGB, clamped as PIL's
  * "I" -> "RGB" conversion does. */
 static vit_status decode_grey16(const uint8_t *b, size_t size, image_format fmt, const char *name,
@@ -586,6 +584,8 @@ static vit_status decode_grey16(const uint8_t *b, size_t size, image_format fmt,
     return st;
 }
 
+/* Everything stb decodes (PNG, JPEG, GIF, BMP, TGA, PSD), after our own
+ * checks of what stb 2.27 would mishandle. */
 static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
                                   int64_t max_pixels, data_image *out, vit_error *err) {
     /* stb refuses PNG headers beyond 2^30 bytes of pixels with a generic

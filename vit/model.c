@@ -734,8 +734,6 @@ static vit_status settle_pos_embed(vit_model *m, const stated_config *stated,
     return VIT_OK;
 }
 
-/* The patch, block, MLP, grid and class counts and the switches the
- * tensors imply. */
 /* The prefix tokens (class, distillation, registers) from the tensors
  * present, checked against what the config states (sizes_from_tensors). */
 static vit_status settle_prefix_tokens(vit_model *m, const stated_config *stated,
@@ -813,6 +811,8 @@ static vit_status settle_norms_and_pool(vit_model *m, const stated_config *state
     return VIT_OK;
 }
 
+/* The patch, block, MLP, grid and class counts and the switches the
+ * tensors imply. */
 static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
                                      const config_tensors *t, vit_error *err) {
     vit_config *c = &m->config;

@@ -701,8 +701,6 @@ static void residual_branch_forward(float *out, const float *x, float *br, const
     }
 }
 
-/* The whole forward pass for n images, keeping every activation; logits
- * into m->logits. */
 /* Encoder block l on n images: m->x[l] into m->x[l + 1], keeping what
  * block_backward reads. */
 static void block_forward(vit_train_model *m, int n, int l) {
@@ -794,6 +792,8 @@ static void head_forward(vit_train_model *m, int n) {
     matmul_forward(m->logits, m->pooled, p + m->head_w, p + m->head_b, n, PS, C, th);
 }
 
+/* The whole forward pass for n images, keeping every activation; logits
+ * into m->logits. */
 static void forward(vit_train_model *m, const float *images, int n) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, T = m->num_tokens, rows = n * T;
@@ -904,9 +904,6 @@ static void embed_backward(vit_train_model *m, int n, const float *demb, float *
                     m->ones, n * Np, m->patch_dim, D);
 }
 
-/* Backward from m->dlogits through the head, fc_norm, pooling and final
- * norm (filling m->dx, the gradient of the last block's output) and, with
- * full, through every block and the embedding. */
 /* From d(pooled features) (m->dpooled) back through fc_norm, the pooling
  * and the final norm: d(last block's output) into m->dx. */
 static void pool_backward(vit_train_model *m, int n) {
@@ -1013,6 +1010,9 @@ static void block_backward(vit_train_model *m, int n, int l) {
                        rstd1, rows, D, 1, m->prod, m->ones, th);
 }
 
+/* Backward from m->dlogits through the head, fc_norm, pooling and final
+ * norm (filling m->dx, the gradient of the last block's output) and, with
+ * full, through every block and the embedding. */
 static void backward(vit_train_model *m, int n, int full) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, T = m->num_tokens;
