@@ -459,39 +459,21 @@ static void final_norm_row(const vit_model *m, float *out, const float *token) {
         memcpy(out, token, sizeof(float) * D);
 }
 
-/* The mean of the final-normed patch tokens (prefix tokens left out) into
- * out, summed in token order, one float per channel, as torch's mean over
- * dim 1 on a CPU does; scratch: D floats. */
-static void mean_patches(const vit_model *m, const float *tokens, int T, float *out, float *scratch) {
-    const int D = m->config.hidden_size, prefix = m->config.num_prefix_tokens;
-    for (int d = 0; d < D; d++) out[d] = 0.0f;
-    for (int t = prefix; t < T; t++) {
-        final_norm_row(m, scratch, tokens + (size_t)t * D);
-        for (int d = 0; d < D; d++) out[d] += scratch[d];
-    }
-    for (int d = 0; d < D; d++) out[d] /= (float)(T - prefix);
-}
+_Static_assert((int)KERNELS_POOL_TOKEN == (int)VIT_GLOBAL_POOL_TOKEN &&
+                   (int)KERNELS_POOL_AVG == (int)VIT_GLOBAL_POOL_AVG &&
+                   (int)KERNELS_POOL_TOKEN_AVG == (int)VIT_GLOBAL_POOL_TOKEN_AVG,
+               "pool_forward takes vit_global_pool's values");
 
 /* What the head reads from one image's T tokens after the last block
- * (timm forward_head(pre_logits=True)): the final-normed class token
- * (distilled: and distillation token, 2D), the mean of the patch tokens,
- * or [class ‖ mean] (DINOv2); then fc_norm when the model has one.
- * scratch: D floats. */
+ * (timm forward_head(pre_logits=True)): pool_forward's pooling (the
+ * final-normed class token, distilled: and distillation token, 2D; the
+ * mean of the patch tokens; or [class ‖ mean], DINOv2) of the final-normed
+ * tokens, then fc_norm when the model has one. scratch: D floats. */
 static void pool_image(const vit_model *m, const float *tokens, int T, float *out, float *scratch) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size;
-    switch (c->global_pool) {
-    case VIT_GLOBAL_POOL_TOKEN:
-        for (int t = 0; t < 1 + c->distilled; t++) final_norm_row(m, out + (size_t)t * D, tokens + (size_t)t * D);
-        break;
-    case VIT_GLOBAL_POOL_AVG:
-        mean_patches(m, tokens, T, out, scratch);
-        break;
-    case VIT_GLOBAL_POOL_TOKEN_AVG:
-        final_norm_row(m, out, tokens);
-        mean_patches(m, tokens, T, out + D, scratch);
-        break;
-    }
+    pool_forward(out, tokens, T, c->num_prefix_tokens, 1 + c->distilled, D,
+                 (kernels_pool)c->global_pool, m->norm_w, m->norm_b, c->layer_norm_eps, scratch);
     if (m->fc_norm_w)
         layernorm_forward_row(out, NULL, NULL, out, m->fc_norm_w, m->fc_norm_b, D, c->layer_norm_eps);
 }
@@ -677,7 +659,8 @@ vit_status vit_pool_tokens(const vit_model *model, const float *tokens, int num_
         for (int t = 0; t < num_tokens; t++)
             final_norm_row(model, out + (size_t)t * D, tokens + (size_t)t * D);
     } else if (pool == VIT_POOL_MEAN) {
-        mean_patches(model, tokens, num_tokens, out, scratch);
+        pool_forward(out, tokens, num_tokens, prefix, 1, D, KERNELS_POOL_AVG, model->norm_w,
+                     model->norm_b, c->layer_norm_eps, scratch);
         if (model->fc_norm_w)
             layernorm_forward_row(out, NULL, NULL, out, model->fc_norm_w, model->fc_norm_b, D,
                                   c->layer_norm_eps);

@@ -11,6 +11,7 @@
  *   layer_scale_add_forward / _backward      x += gamma * branch (LayerScale)
  *   qk_norm_forward   / qk_norm_backward     LayerNorm over each head of Q and K
  *   softmax_forward                          one row, in place
+ *   pool_forward                             final norm + token / mean pooling (the head's input)
  * with the same argument names in both directions: out/dout, inp/dinp,
  * weight/dweight, bias/dbias. Rows are [rows, dim] row-major floats.
  *
@@ -108,6 +109,23 @@ float *kernels_alloc_floats(size_t count);
  * rstd (1/std) are stored when not NULL (training keeps them). */
 void layernorm_forward_row(float *out, float *mean, float *rstd, const float *inp,
                            const float *weight, const float *bias, int dim, float eps);
+
+/* How pool_forward pools an image's tokens (vit_global_pool's values). */
+typedef enum kernels_pool {
+    KERNELS_POOL_TOKEN,    /* the first class_rows tokens side by side (class [, distillation]) */
+    KERNELS_POOL_AVG,      /* the mean of tokens prefix..T-1 (the patches) */
+    KERNELS_POOL_TOKEN_AVG /* [token 0 ‖ the mean of the patches] */
+} kernels_pool;
+
+/* What the head reads from one image's T token rows (before fc_norm):
+ * each row pool reads is first LayerNormed with norm_w/norm_b (the final
+ * norm; NULL: read as it is, for rows normed already or a model without
+ * one), class rows into out, mean rows one by one through scratch [dim]
+ * and summed in token order into out, then divided by their count: the
+ * one pooling of inference and training. */
+void pool_forward(float *out, const float *tokens, int T, int prefix, int class_rows, int dim,
+                  kernels_pool pool, const float *norm_w, const float *norm_b, float eps,
+                  float *scratch);
 
 /* LayerNorm of rows contiguous rows; mean and rstd [rows] or NULL. */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,

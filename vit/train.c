@@ -639,15 +639,6 @@ void vit_train_freeze_backbone(vit_train_model *m, int freeze) {
 /* Activation pointers of layer l. */
 #define LAYER(buf, l, per) ((buf) + (size_t)(l) * (per))
 
-/* The mean of the patch tokens of one image (prefix tokens left out) into
- * out, summed in token order as the inference pass does. */
-static void mean_patch_tokens(float *out, const float *tokens, int prefix, int T, int D) {
-    for (int d = 0; d < D; d++) out[d] = 0.0f;
-    for (int t = prefix; t < T; t++)
-        for (int d = 0; d < D; d++) out[d] += tokens[(size_t)t * D + d];
-    for (int d = 0; d < D; d++) out[d] /= (float)(T - prefix);
-}
-
 /* Patch embedding, prefix tokens (class, registers) and position
  * embeddings into dst [n*T, D]: token t < pos_prefix gets position row t,
  * patch j row pos_prefix + j, other prefix tokens none (no_embed_class,
@@ -769,22 +760,14 @@ static void head_forward(vit_train_model *m, int n) {
                               p + m->norm_b, rows, D, eps, th);
         tokens = m->fin;
     }
+    /* The tokens are normed already (token pooling: fin holds the class
+     * rows alone, D apart). */
     float *feat = c->fc_norm ? m->pool_in : m->pooled;
     for (int b = 0; b < n; b++) {
-        const float *img = tokens + (size_t)b * T * D;
-        float *f = feat + (size_t)b * PS;
-        switch (c->global_pool) {
-        case VIT_GLOBAL_POOL_TOKEN:
-            memcpy(f, m->norm_w != NONE ? tokens + (size_t)b * D : img, sizeof(float) * D);
-            break;
-        case VIT_GLOBAL_POOL_AVG:
-            mean_patch_tokens(f, img, m->prefix, T, D);
-            break;
-        case VIT_GLOBAL_POOL_TOKEN_AVG:
-            memcpy(f, img, sizeof(float) * D);
-            mean_patch_tokens(f + D, img, m->prefix, T, D);
-            break;
-        }
+        const float *img = token_pool && m->norm_w != NONE ? tokens + (size_t)b * D
+                                                           : tokens + (size_t)b * T * D;
+        pool_forward(feat + (size_t)b * PS, img, T, m->prefix, 1, D, (kernels_pool)c->global_pool,
+                     NULL, NULL, eps, NULL);
     }
     if (c->fc_norm)
         layernorm_forward(m->pooled, m->pool_stats, m->pool_stats + B, m->pool_in,
