@@ -339,7 +339,7 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
     const vit_model *m = ctx->model;
     const vit_config *c = &m->config;
     const int D = c->hidden_size, T = ctx->num_tokens, Np = ctx->num_patches, S = ctx->image_size;
-    const int K = c->num_channels * c->patch_size * c->patch_size, prefix = c->num_prefix_tokens;
+    const int K = c->num_channels * c->patch_size * c->patch_size;
     float *cols = ctx->cols + (size_t)job->slot * Np * K;
     float *patches = ctx->patches + (size_t)job->slot * Np * D;
     float *x = ctx->x + (size_t)job->slot * T * D;
@@ -352,19 +352,8 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
                             c->num_channels, S, S, c->patch_size, cols + (size_t)b * Np * K););
     const kernels_epilogue bias = {.bias = m->patch_b};
     kernels_linear(patches, D, cols, K, job->count * Np, m->patch_f, &bias, th);
-    PARALLEL_FOR(
-        for (int row = 0; row < job->count * T; row++) {
-            const int b = row / T, t = row % T;
-            float *dst = x + (size_t)row * D;
-            const float *pos = ctx->pos_embed + (size_t)t * D;
-            /* [class] [distillation] [registers] [patches] */
-            const int after_cls = t - !c->no_class_token, reg = after_cls - c->distilled;
-            const float *src = t >= prefix     ? patches + ((size_t)b * Np + (t - prefix)) * D
-                               : after_cls < 0 ? m->cls_token
-                               : reg < 0       ? m->dist_token
-                                               : m->reg_tokens + (size_t)reg * D;
-            for (int d = 0; d < D; d++) dst[d] = src[d] + pos[d];
-        });
+    embed_tokens_forward(x, patches, m->cls_token, m->dist_token, m->reg_tokens, ctx->pos_embed,
+                         job->count, T, Np, D, th);
 }
 
 /* out = [residual + [gamma *]] (inp · weightᵀ + bias) for the job's rows,

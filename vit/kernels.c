@@ -87,6 +87,27 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
     cblas_sgemv(CblasRowMajor, CblasTrans, rows, dim, 1.0f, dout, dim, ones, 1, 0.0f, dbias, 1);
 }
 
+/* ------------------------------------------------------------- embedding */
+
+void embed_tokens_forward(float *out, const float *patches, const float *cls, const float *dist,
+                          const float *reg, const float *pos, int count, int T, int Np, int dim,
+                          kernels_threads th) {
+    const int prefix = T - Np, has_cls = cls != NULL, has_dist = dist != NULL;
+    PARALLEL_FOR(
+        for (int row = 0; row < count * T; row++) {
+            const int b = row / T, t = row % T;
+            /* [class] [distillation] [registers] [patches] */
+            const int after_cls = t - has_cls, r = after_cls - has_dist;
+            const float *src = t >= prefix     ? patches + ((size_t)b * Np + (t - prefix)) * dim
+                               : after_cls < 0 ? cls
+                               : r < 0         ? dist
+                                               : reg + (size_t)r * dim;
+            float *dst = out + (size_t)row * dim;
+            const float *p = pos + (size_t)t * dim;
+            for (int d = 0; d < dim; d++) dst[d] = src[d] + p[d];
+        });
+}
+
 /* ------------------------------------------------------------- pooling */
 
 /* One token row as pooling reads it: final-normed into out, or as it is. */

@@ -11,6 +11,7 @@
  *   layer_scale_add_forward / _backward      x += gamma * branch (LayerScale)
  *   qk_norm_forward   / qk_norm_backward     LayerNorm over each head of Q and K
  *   softmax_forward                          one row, in place
+ *   embed_tokens_forward                     prefix tokens and patches plus positions
  *   pool_forward                             final norm + token / mean pooling (the head's input)
  * with the same argument names in both directions: out/dout, inp/dinp,
  * weight/dweight, bias/dbias. Rows are [rows, dim] row-major floats.
@@ -109,6 +110,16 @@ float *kernels_alloc_floats(size_t count);
  * rstd (1/std) are stored when not NULL (training keeps them). */
 void layernorm_forward_row(float *out, float *mean, float *rstd, const float *inp,
                            const float *weight, const float *bias, int dim, float eps);
+
+/* The token rows of count images into out [count*T, dim]: [class (cls)]
+ * [distillation (dist)] [registers (reg, [num, dim])] [patches] (cls,
+ * dist, reg NULL: none; T - Np prefix tokens in all), each plus its row of
+ * pos [T, dim] (zero rows for tokens without one). patches [count*Np,
+ * dim]: the patch projections, bias included. The one token assembly of
+ * inference and training. */
+void embed_tokens_forward(float *out, const float *patches, const float *cls, const float *dist,
+                          const float *reg, const float *pos, int count, int T, int Np, int dim,
+                          kernels_threads th);
 
 /* How pool_forward pools an image's tokens (vit_global_pool's values). */
 typedef enum kernels_pool {
