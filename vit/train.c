@@ -89,6 +89,7 @@ struct vit_train_model {
 
     /* Activations, per layer l where indexed [l]: */
     float *cols;      /* [B*Np, K] im2col of the images */
+    float *token_pos; /* [T, D] each token's position row (zero: none), from pos */
     float *emb, *pre_stats; /* pre_norm: [BTD] embedding before norm_pre, [2 * BT] its stats */
     float *x;         /* [(L+1) * B*T*D] block inputs; x[L] is the last output */
     float *xmid;      /* [L * BTD] after the attention residual */
@@ -286,7 +287,7 @@ static vit_status check_trainable(const vit_config *c, vit_error *err) {
 
 /* Every buffer of the model, for allocation checks and freeing. */
 #define ALL_BUFFERS(m)                                                                          \
-    {(m)->params, (m)->grads, (m)->cols, (m)->emb, (m)->pre_stats, (m)->x, (m)->xmid, (m)->ln1, \
+    {(m)->params, (m)->grads, (m)->cols, (m)->token_pos, (m)->emb, (m)->pre_stats, (m)->x, (m)->xmid, (m)->ln1, \
      (m)->ln2, (m)->stats1, (m)->stats2, (m)->qkv, (m)->qk_raw, (m)->qk_stats, (m)->br1,        \
      (m)->br2, (m)->probs, (m)->attn, (m)->hid, (m)->act, (m)->fin, (m)->fin_stats,             \
      (m)->pool_in, (m)->pooled, (m)->pool_stats, (m)->logits, (m)->dx, (m)->dtmp, (m)->dbranch, \
@@ -308,6 +309,7 @@ static void alloc_buffers(vit_train_model *m) {
     m->params = kernels_alloc_floats(m->num_params);
     m->grads = kernels_alloc_floats(m->num_params);
     m->cols = kernels_alloc_floats(B * Np * K);
+    m->token_pos = kernels_alloc_floats(T * D);
     m->emb = kernels_alloc_floats(pre * BT * D);
     m->pre_stats = kernels_alloc_floats(pre * BT * 2);
     m->x = kernels_alloc_floats((L + 1) * BT * D);
@@ -646,35 +648,26 @@ void vit_train_freeze_backbone(vit_train_model *m, int freeze) {
 static void embed(vit_train_model *m, const float *images, int n, float *dst) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, T = m->num_tokens, Np = m->num_patches, prefix = m->prefix;
-    const int K = m->patch_dim, S = c->image_size, rows = n * T, pos_prefix = m->pos_prefix;
-    const float *p = m->params, *patch_b = param(m, m->patch_b);
-#pragma omp parallel for schedule(static) num_threads(m->threads.count)
+    const int K = m->patch_dim, S = c->image_size, pos_prefix = m->pos_prefix;
+    const float *p = m->params;
+    const kernels_threads th = m->threads;
+    /* The patch projections, bias included, into dtmp (backward's scratch,
+     * free until then). */
+    float *patches = m->dtmp;
+#pragma omp parallel for schedule(static) num_threads(th.count)
     for (int b = 0; b < n; b++)
         patching_im2col(images + (size_t)b * c->num_channels * S * S, c->num_channels, S, S,
                         c->patch_size, m->cols + (size_t)b * Np * K);
-    /* Patch rows of image b are rows prefix.. of its token block: one GEMM
-     * per image writes them in place (rows D apart). */
-    for (int b = 0; b < n; b++)
-        matmul_gemm(dst + ((size_t)b * T + prefix) * D, D, m->cols + (size_t)b * Np * K,
-                    p + m->patch_w, Np, K, D, 0.0f, m->threads);
-#pragma omp parallel for schedule(static) num_threads(m->threads.count)
-    for (int row = 0; row < rows; row++) {
-        const int t = row % T;
-        float *x = dst + (size_t)row * D;
-        if (t >= prefix) {
-            const float *pos = p + m->pos + (size_t)(pos_prefix + t - prefix) * D;
-            if (patch_b)
-                for (int d = 0; d < D; d++) x[d] += patch_b[d] + pos[d];
-            else
-                for (int d = 0; d < D; d++) x[d] += pos[d];
-        } else {
-            const float *token = t < m->has_cls ? p + m->cls : p + m->reg + (size_t)(t - m->has_cls) * D;
-            if (t < pos_prefix)
-                for (int d = 0; d < D; d++) x[d] = token[d] + p[m->pos + (size_t)t * D + d];
-            else
-                memcpy(x, token, sizeof(float) * D);
-        }
+    matmul_forward(patches, m->cols, p + m->patch_w, param(m, m->patch_b), n * Np, K, D, th);
+    /* Each token's position row as the context holds it at inference. */
+    for (int t = 0; t < T; t++) {
+        float *dst_pos = m->token_pos + (size_t)t * D;
+        const int row = t < prefix ? (t < pos_prefix ? t : -1) : pos_prefix + t - prefix;
+        if (row < 0) memset(dst_pos, 0, sizeof(float) * D);
+        else memcpy(dst_pos, p + m->pos + (size_t)row * D, sizeof(float) * D);
     }
+    embed_tokens_forward(dst, patches, param(m, m->cls), NULL, param(m, m->reg), m->token_pos, n,
+                         T, Np, D, th);
 }
 
 /* A block's residual branch: out = x + branch, branch = inp · Wᵀ + bias,
