@@ -366,9 +366,7 @@ static void linear_forward(const vit_context *ctx, const encode_job *job, float 
                            const float *residual, const float *inp, const kernels_fmatrix *f,
                            const kernels_qmatrix *q, const float *bias, const float *gamma,
                            int rows, int in_dim, int out_dim, int gelu, kernels_threads th) {
-    const kernels_act act = !gelu ? KERNELS_ACT_NONE
-                            : ctx->model->config.act == VIT_ACT_QUICK_GELU ? KERNELS_ACT_QUICK_GELU
-                                                                          : KERNELS_ACT_GELU;
+    const kernels_act act = gelu ? vit_kernels_act(ctx->model->config.act) : KERNELS_ACT_NONE;
     if (!q) {
         const kernels_epilogue ep = {.bias = bias, .act = act, .residual = residual, .gamma = gamma};
         kernels_linear(out, out_dim, inp, in_dim, rows, f, &ep, th);

@@ -223,11 +223,7 @@ void gelu_forward(float *out, const float *inp, size_t n, kernels_threads th) {
 }
 
 void quick_gelu_forward(float *out, const float *inp, size_t n, kernels_threads th) {
-    PARALLEL_FOR(
-        for (size_t i = 0; i < n; i++) {
-            const float x = inp[i];
-            out[i] = x * (1.0f / (1.0f + expf(-1.702f * x)));
-        });
+    kernels_act_forward(out, inp, n, KERNELS_ACT_QUICK_GELU, th);
 }
 
 void quick_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,

@@ -196,7 +196,8 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
 /* Softmax of one row of n values, in place (max subtracted first). */
 void softmax_forward(float *values, int n);
 
-/* QuickGELU, x * sigmoid(1.702 x) (OpenAI CLIP), n floats; in place allowed. */
+/* QuickGELU, x * sigmoid(1.702 x) (OpenAI CLIP), n floats; in place
+ * allowed (kernels_act_forward with KERNELS_ACT_QUICK_GELU). */
 void quick_gelu_forward(float *out, const float *inp, size_t n, kernels_threads th);
 
 /* dinp = dout · QuickGELU'(inp) = dout · (s + 1.702 inp s (1 - s)),

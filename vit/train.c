@@ -721,8 +721,7 @@ static void block_forward(vit_train_model *m, int n, int l) {
                             rows, D, D, th);
     layernorm_forward(ln2, mean2, rstd2, xmid, p + o->ln2_w, p + o->ln2_b, rows, D, eps, th);
     matmul_forward(hid, ln2, p + o->fc1_w, p + o->fc1_b, rows, D, M, th);
-    if (c->act == VIT_ACT_QUICK_GELU) quick_gelu_forward(act, hid, (size_t)rows * M, th);
-    else gelu_forward(act, hid, (size_t)rows * M, th);
+    kernels_act_forward(act, hid, (size_t)rows * M, vit_kernels_act(c->act), th);
     /* out = xmid + (ls2 *) fc2(act) */
     residual_branch_forward(out, xmid, c->layer_scale ? LAYER(m->br2, l, BT * D) : NULL, act,
                             p + o->fc2_w, p + o->fc2_b, c->layer_scale ? p + o->ls2 : NULL,

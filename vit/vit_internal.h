@@ -77,6 +77,11 @@ struct vit_model {
     unsigned char *used;
 };
 
+/* The kernels' form of the model's MLP activation (inference and training). */
+static inline kernels_act vit_kernels_act(vit_act act) {
+    return act == VIT_ACT_QUICK_GELU ? KERNELS_ACT_QUICK_GELU : KERNELS_ACT_GELU;
+}
+
 /* Packs the model's float32 linear layers for vitc's GEMM (the *_f
  * fields, forward.c) on `threads` threads (>= 1); VIT_E_NOMEM when out of
  * memory. Called once at load; vit_model_unpack frees them (NULL fields
