@@ -121,7 +121,7 @@ static int bench_batch(const vit_model *model, const char *name, int batch, int 
     const int S = c->image_size, per_image = 3 * S * S, outputs = vit_model_output_size(model);
     vit_error err;
     vit_context *ctx;
-    if (vit_context_create(model, batch, 0, &ctx, &err) != VIT_OK) {
+    if (vit_context_create(model, batch, 0, threads, &ctx, &err) != VIT_OK) {
         fprintf(stderr, "vit_bench: %s\n", err.message);
         return 1;
     }
@@ -187,7 +187,8 @@ int main(int argc, char **argv) {
     vit_error err;
     vit_model *model;
     const double t0 = now();
-    if (vit_model_load(model_path, NULL, &model, &err) != VIT_OK) {
+    const vit_load_options options = {.threads = threads};
+    if (vit_model_load(model_path, &options, &model, &err) != VIT_OK) {
         fprintf(stderr, "vit_bench: %s\n", err.message);
         return 1;
     }

@@ -47,7 +47,8 @@ int cli_batch_start(cli_batch_run *run, const char *const *paths, size_t count, 
     run->pre = *vit_model_preprocess(run->model);
     if (run->size) data_preprocess_set_size(&run->pre, (int)run->size);
     vit_error err;
-    if (vit_context_create(run->model, (int)run->batch, (int)run->size, &run->ctx, &err) != VIT_OK ||
+    if (vit_context_create(run->model, (int)run->batch, (int)run->size,
+                           cli_thread_count((int)run->threads), &run->ctx, &err) != VIT_OK ||
         (paths && data_loader_create(&run->pre, paths, count, (int)run->batch, workers, prefetch,
                                      &run->loader, &err) != VIT_OK)) {
         fprintf(stderr, "vit %s: %s\n", run->command, err.message);

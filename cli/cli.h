@@ -552,12 +552,12 @@ int cli_train(int argc, char **argv);
 int cli_quantize(int argc, char **argv);
 
 /* 'vit eval -m MODEL fashion-mnist': top-1 / top-5 on the Fashion-MNIST test
- * split (DATA_FASHION_MNIST_DIR), batch images per pass at size (0: native);
- * is_default: the model is the shipped default (no -m), named in the
- * message when its classes are not Fashion-MNIST's; quiet: no timing line.
- * Returns the exit status. */
-int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int quiet,
-                           const char *confusion_png);
+ * split (DATA_FASHION_MNIST_DIR), batch images per pass at size (0: native)
+ * on `threads` threads; is_default: the model is the shipped default (no
+ * -m), named in the message when its classes are not Fashion-MNIST's;
+ * quiet: no timing line. Returns the exit status. */
+int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int threads,
+                           int quiet, const char *confusion_png);
 
 /* vit eval --confusion: the confusion matrix as a PNG, counts[t * classes +
  * p] images of class t predicted as p, rows named by the model's labels.

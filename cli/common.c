@@ -300,8 +300,10 @@ vit_model *cli_load_model_limited(const char *command, const char *model_path,
     char resolved[8192]; /* -m org/name where no option table resolved it (train --init) */
     if (cli_resolve_model(command, model_path, NULL, resolved, sizeof resolved, stderr, &model_path) != 0)
         return NULL;
+    /* -t, as cli_set_threads left it for this thread: the library takes
+     * thread counts as arguments only. */
     vit_load_options options = {.labels_path = labels_path, .limits = limits, .input_size = input_size,
-                                .allow_unused = allow_unused};
+                                .allow_unused = allow_unused, .threads = omp_get_max_threads()};
     if (!pos_resample || strcmp(pos_resample, "auto") == 0) {
         options.pos_resample = VIT_POS_RESAMPLE_AUTO;
     } else if (strcmp(pos_resample, "bicubic") == 0) {

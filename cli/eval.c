@@ -484,7 +484,8 @@ static int run_eval(eval_run *e, const cli_args *args) {
         if (r > 0 && check_confusion(e) != 0) return CLI_EXIT_FATAL;
         if (r > 0)
             return cli_eval_fashion_mnist(e->run.model, v[OPT_MODEL] == NULL, (int)e->run.batch,
-                                          (int)e->run.size, v[OPT_QUIET] != NULL,
+                                          (int)e->run.size, cli_thread_count((int)e->run.threads),
+                                          v[OPT_QUIET] != NULL,
                                           v[OPT_CONFUSION]);
         if (r < 0 || (v[OPT_OUTPUT] && open_outputs(e) != 0) || check_confusion(e) != 0)
             return CLI_EXIT_FATAL;

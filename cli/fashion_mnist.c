@@ -9,8 +9,8 @@
 /* The ten classes of Fashion-MNIST (T-shirt/top ... ankle boot). */
 #define FASHION_MNIST_CLASSES 10
 
-int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int quiet,
-                           const char *confusion_png) {
+int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int threads,
+                           int quiet, const char *confusion_png) {
     const int classes = vit_model_config(model)->num_classes;
     if (classes != FASHION_MNIST_CLASSES) {
         /* An accuracy of a 1000-class model on 10 classes would be a
@@ -31,7 +31,7 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
     vit_context *ctx = NULL;
     if (batch > set.count) batch = set.count;
     int exit_code = CLI_EXIT_FATAL;
-    if (vit_context_create(model, batch, size, &ctx, &err) != VIT_OK) {
+    if (vit_context_create(model, batch, size, threads, &ctx, &err) != VIT_OK) {
         fprintf(stderr, "vit eval: %s\n", err.message);
         data_mnist_free(&set);
         return CLI_EXIT_FATAL;

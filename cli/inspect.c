@@ -78,6 +78,7 @@ typedef struct inspect {
     vit_context *ctx;
     data_preprocess pre;
     int batch, layers, heads, dim, tokens, prefix, grid_h, grid_w, patches;
+    int threads; /* -t, resolved (cli_thread_count) */
     int layer; /* resolved --layer: -1 (embedding) .. layers - 1 */
     const char *npy;      /* --npy, or NULL */
     int out_dir, npy_dir; /* -o / --npy name directories: one file per input */
@@ -269,6 +270,7 @@ static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path,
     if (naming == CLI_NAMES_OUTPUTS && mark_collisions(s) != 0) return -1;
 
     cli_set_threads((int)threads);
+    s->threads = cli_thread_count((int)threads);
     const double load_start = cli_now_seconds();
     s->model = cli_load_model_limited(s->command, a->values[OPT_MODEL], labels_path,
                                       a->values[OPT_POS_RESAMPLE], NULL, (int)size,
@@ -285,7 +287,7 @@ static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path,
     s->pre = *vit_model_preprocess(s->model);
     if (size) data_preprocess_set_size(&s->pre, (int)size);
     vit_error err;
-    if (vit_context_create(s->model, s->batch, (int)size, &s->ctx, &err) != VIT_OK) {
+    if (vit_context_create(s->model, s->batch, (int)size, s->threads, &s->ctx, &err) != VIT_OK) {
         fprintf(stderr, "vit %s: %s\n", s->command, err.message);
         return -1;
     }
@@ -1351,7 +1353,7 @@ static int patches_image(inspect *s, void *state, size_t index, int row) {
     const int n = s->patches, C = st->classes;
     vit_error err;
     if (vit_patch_logits(s->model, st->captured + (size_t)row * s->tokens * s->dim, s->tokens,
-                         st->logits, &err) != VIT_OK)
+                         s->threads, st->logits, &err) != VIT_OK)
         return file_failed(s, err.message);
     memset(st->count, 0, (size_t)C * sizeof *st->count);
     for (int p = 0; p < n; p++) {

@@ -1206,7 +1206,8 @@ static int check_model_output(server *s) {
 /* The context, the model thread's buffers and the thread itself. */
 static int start_model(server *s) {
     vit_error err;
-    if (vit_context_create(s->model, (int)s->batch, 0, &s->ctx, &err) != VIT_OK) {
+    if (vit_context_create(s->model, (int)s->batch, 0, cli_thread_count((int)s->threads), &s->ctx,
+                           &err) != VIT_OK) {
         fprintf(stderr, "vit serve: %s\n", err.message);
         return -1;
     }

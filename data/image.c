@@ -558,6 +558,32 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
     return decode_with_stb(b, size, fmt, name, max_pixels, out, err);
 }
 
+/* A 16-bit grey image of w x h (stb's header) as RGB, clamped as PIL's
+ * "I" -> "RGB" conversion does. */
+static vit_status decode_grey16(const uint8_t *b, size_t size, image_format fmt, const char *name,
+                                int w, int h, data_image *out, vit_error *err) {
+    int dw = 0, dh = 0, dcomp = 0;
+    stbi_us *grey = stbi_load_16_from_memory(b, (int)size, &dw, &dh, &dcomp, 1);
+    if (!grey)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt %s data (%s)", name,
+                             format_name(fmt), stb_reason());
+    if (dw != w || dh != h) {
+        stbi_image_free(grey);
+        return vit_error_set(err, VIT_E_FORMAT, "%s: inconsistent %s size", name,
+                             format_name(fmt));
+    }
+    vit_status st = alloc_image(name, w, h, out, err);
+    if (st == VIT_OK) {
+        size_t n = (size_t)w * (size_t)h;
+        for (size_t i = 0; i < n; i++) {
+            uint8_t q = grey[i] > 255 ? 255 : (uint8_t)grey[i];
+            out->pixels[3 * i] = out->pixels[3 * i + 1] = out->pixels[3 * i + 2] = q;
+        }
+    }
+    stbi_image_free(grey);
+    return st;
+}
+
 /* Everything stb decodes (PNG, JPEG, GIF, BMP, TGA, PSD), after our own
  * checks of what stb 2.27 would mishandle. */
 static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
@@ -606,29 +632,9 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
     if (fmt == FMT_UNKNOWN && looks_like_tga(b, size) && !tga_is_complete(b, size))
         return vit_error_set(err, VIT_E_FORMAT, "%s: truncated TGA (pixel data missing)", name);
 
+    if (comp == 1 && stbi_is_16_bit_from_memory(b, (int)size))
+        return decode_grey16(b, size, fmt, name, w, h, out, err);
     int dw = 0, dh = 0, dcomp = 0;
-    if (comp == 1 && stbi_is_16_bit_from_memory(b, (int)size)) {
-        /* 16-bit grey: clamp, as PIL's "I" -> "RGB" conversion does. */
-        stbi_us *grey = stbi_load_16_from_memory(b, (int)size, &dw, &dh, &dcomp, 1);
-        if (!grey)
-            return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt %s data (%s)", name,
-                                 format_name(fmt), stb_reason());
-        if (dw != w || dh != h) {
-            stbi_image_free(grey);
-            return vit_error_set(err, VIT_E_FORMAT, "%s: inconsistent %s size", name,
-                                 format_name(fmt));
-        }
-        st = alloc_image(name, w, h, out, err);
-        if (st == VIT_OK) {
-            size_t n = (size_t)w * (size_t)h;
-            for (size_t i = 0; i < n; i++) {
-                uint8_t q = grey[i] > 255 ? 255 : (uint8_t)grey[i];
-                out->pixels[3 * i] = out->pixels[3 * i + 1] = out->pixels[3 * i + 2] = q;
-            }
-        }
-        stbi_image_free(grey);
-        return st;
-    }
 
     stbi_uc *rgb = stbi_load_from_memory(b, (int)size, &dw, &dh, &dcomp, 3);
     if (!rgb)

@@ -69,7 +69,7 @@ Test(batch, batched_forward_equals_single_images) {
     srand(7);
     for (int i = 0; i < per * B; i++) images[i] = (float)rand() / RAND_MAX * 4.0f - 2.0f;
     vit_context *ctx;
-    cr_assert(vit_context_create(model, B, 0, &ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, B, 0, 0, &ctx, &err) == VIT_OK, "%s", err.message);
     cr_assert(vit_forward(ctx, images, B, batched, &err) == VIT_OK, "%s", err.message);
     for (int b = 0; b < B; b++) {
         cr_assert(vit_forward(ctx, images + (size_t)b * per, 1, single, &err) == VIT_OK);

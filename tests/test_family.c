@@ -49,7 +49,7 @@ static void compare(const char *name, const vit_model *model, int run_size, floa
                  (long long)input_t->shape[2], run_size);
 
     vit_context *ctx;
-    cr_assert(vit_context_create(model, batch, run_size, &ctx, &err) == VIT_OK, "%s: %s", name,
+    cr_assert(vit_context_create(model, batch, run_size, 0, &ctx, &err) == VIT_OK, "%s: %s", name,
               err.message);
     const int T = vit_context_num_tokens(ctx), D = c->hidden_size, H = c->num_heads;
     const size_t token_floats = (size_t)batch * T * D;

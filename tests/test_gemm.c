@@ -335,7 +335,8 @@ Test(gemm, attention_gives_the_generic_bits) {
 
 /* What a forward pass of batch random images gives on path isa: logits,
  * the last block's tokens and block 0's attention, one buffer. */
-static float *model_outputs(const char *dir, kernels_isa isa, int batch, size_t *floats) {
+static float *model_outputs(const char *dir, kernels_isa isa, int batch, int threads,
+                            size_t *floats) {
     const vit_load_options options = {.isa = kernels_isa_name(isa)};
     vit_model *model;
     vit_error err;
@@ -343,7 +344,7 @@ static float *model_outputs(const char *dir, kernels_isa isa, int batch, size_t 
     const vit_config *c = vit_model_config(model);
     const int S = c->image_size, C = vit_model_output_size(model), D = c->hidden_size;
     vit_context *ctx;
-    cr_assert(vit_context_create(model, batch, S, &ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, batch, S, threads, &ctx, &err) == VIT_OK, "%s", err.message);
     const size_t T = (size_t)vit_context_num_tokens(ctx);
     const size_t n_logits = (size_t)batch * C, n_tokens = (size_t)batch * T * D;
     *floats = n_logits + n_tokens + (size_t)batch * c->num_heads * T * T;
@@ -361,12 +362,11 @@ static float *model_outputs(const char *dir, kernels_isa isa, int batch, size_t 
 
 static void expect_every_path_same(const char *dir, int batch) {
     size_t n, m;
-    float *want = model_outputs(dir, KERNELS_ISA_GENERIC, batch, &n);
+    float *want = model_outputs(dir, KERNELS_ISA_GENERIC, batch, 1, &n);
     for (size_t i = 1; i < NUM_PATHS; i++) {
         if (!kernels_isa_supported(PATHS[i])) continue;
         for (int threads = 1; threads <= 2; threads++) {
-            omp_set_num_threads(threads);
-            float *got = model_outputs(dir, PATHS[i], batch, &m);
+            float *got = model_outputs(dir, PATHS[i], batch, threads, &m);
             const size_t at = first_difference(want, got, n);
             cr_expect(at == n, "%s on %s, %d threads: output %zu of %zu is %.9g, generic %.9g", dir,
                       kernels_isa_name(PATHS[i]), threads, at, n, got[at < n ? at : 0],

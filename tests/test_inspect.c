@@ -50,7 +50,7 @@ static void inspect_case(const char *case_dir, const char *ref_path, int keys, i
     r->B = B;
     r->L = L;
     r->input = tensor(r->expected, "input", 0);
-    cr_assert(vit_context_create(r->model, B, S, &r->ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(r->model, B, S, 0, &r->ctx, &err) == VIT_OK, "%s", err.message);
     const int T = vit_context_num_tokens(r->ctx);
     const size_t token_floats = (size_t)B * T * c->hidden_size;
     r->attn = calloc((size_t)L, sizeof *r->attn);
@@ -134,7 +134,7 @@ static void check_case(const char *name) {
     float *patch = malloc((size_t)P * C * sizeof(float));
     want = tensor(ref, "patch_logits", (size_t)B * P * C);
     for (int b = 0; b < B; b++) {
-        cr_assert(vit_token_logits(model, tokens + ((size_t)b * T + c->num_prefix_tokens) * D, P, patch, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_token_logits(model, tokens + ((size_t)b * T + c->num_prefix_tokens) * D, P, 0, patch, &err) == VIT_OK, "%s", err.message);
         e = max_abs_diff(patch, want + (size_t)b * P * C, (size_t)P * C);
         cr_expect(e <= TOLERANCE, "%s: patch logits of image %d differ from PyTorch by %g", name, b, e);
     }
@@ -465,7 +465,7 @@ static void check_family(const char *name, int want_prefix, int want_patches) {
     float *patch = malloc((size_t)P * C * sizeof(float));
     want = tensor(ref, "patch_logits", (size_t)B * P * C);
     for (int b = 0; b < B; b++) {
-        cr_assert(vit_patch_logits(model, tokens + (size_t)b * T * D, T, patch, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_patch_logits(model, tokens + (size_t)b * T * D, T, 0, patch, &err) == VIT_OK, "%s", err.message);
         e = max_abs_diff(patch, want + (size_t)b * P * C, (size_t)P * C);
         cr_expect(e <= TOLERANCE, "%s: patch logits of image %d differ from PyTorch by %g", name, b, e);
         if (c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG)
@@ -651,7 +651,7 @@ static void library_run(const char *image, vit_capture_kind kind, int layer, flo
     vit_model *model;
     cr_assert(vit_model_load(MODEL, NULL, &model, &err) == VIT_OK, "%s", err.message);
     vit_context *ctx;
-    cr_assert(vit_context_create(model, 1, 0, &ctx, &err) == VIT_OK);
+    cr_assert(vit_context_create(model, 1, 0, 0, &ctx, &err) == VIT_OK);
     float input[3 * 32 * 32], logits[5];
     cr_assert(data_preprocess_file(vit_model_preprocess(model), image, input, &err) == VIT_OK, "%s", err.message);
     if (dst) cr_assert(vit_context_capture(ctx, kind, layer, dst, &err) == VIT_OK);
@@ -831,7 +831,7 @@ Test(commands, patches_logits_and_picture, .init = make_tmpdir, .fini = remove_t
     library_run(img, VIT_CAPTURE_TOKENS, 1, tokens, NULL);
     vit_model *model;
     cr_assert(vit_model_load(MODEL, NULL, &model, &err) == VIT_OK);
-    cr_assert(vit_token_logits(model, tokens + 48, 16, want, &err) == VIT_OK);
+    cr_assert(vit_token_logits(model, tokens + 48, 16, 0, want, &err) == VIT_OK);
     vit_model_free(model);
     float *got = npy_floats(npy, 16 * 5);
     cr_expect(max_abs_diff(got, want, 16 * 5) == 0.0f);
@@ -898,7 +898,7 @@ static vit_model *family_run(const char *name, int size, const char *image, floa
     data_preprocess pre = *vit_model_preprocess(model);
     if (size) data_preprocess_set_size(&pre, size);
     vit_context *ctx;
-    cr_assert(vit_context_create(model, 1, size, &ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, 1, size, 0, &ctx, &err) == VIT_OK, "%s", err.message);
     const int S = vit_context_image_size(ctx);
     float *input = malloc((size_t)3 * S * S * sizeof(float));
     float *out = malloc((size_t)vit_model_output_size(model) * sizeof(float));
@@ -989,7 +989,7 @@ Test(commands, register_and_no_class_token_models, .init = make_tmpdir, .fini = 
     free(npy_floats(npy, 16)); /* int32: 16 patch labels, no register */
     snprintf(args, sizeof args, "patches -q -m " FAMILY "reg4_gap %s -o %s --npy %s", img, out, npy);
     cr_assert_eq(run(args)->status, 0);
-    cr_assert(vit_patch_logits(model, tokens, 20, logits, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_patch_logits(model, tokens, 20, 0, logits, &err) == VIT_OK, "%s", err.message);
     got = npy_floats(npy, 16 * 6);
     cr_expect(max_abs_diff(got, logits, 16 * 6) == 0.0f, "patches");
     free(got);
@@ -1022,7 +1022,7 @@ Test(commands, register_and_no_class_token_models, .init = make_tmpdir, .fini = 
     snprintf(args, sizeof args, "patches -q -m " FAMILY "dinov2_reg_hf --size 16 %s -o %s --npy %s", img, out, npy);
     r = run(args);
     cr_assert_eq(r->status, 0, "%s", r->err);
-    cr_assert(vit_patch_logits(model, tokens, 21, logits, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_patch_logits(model, tokens, 21, 0, logits, &err) == VIT_OK, "%s", err.message);
     got = npy_floats(npy, 16 * 4);
     cr_expect(max_abs_diff(got, logits, 16 * 4) == 0.0f, "dinov2 patches");
     free(got);

@@ -235,7 +235,7 @@ static void check_model(const char *name, kernels_isa isa) {
     float *block0 = tensor_f32(expected, "block0_int8_emul", NULL);
     const int batch = (int)input_t->shape[0], size = (int)input_t->shape[2];
     vit_context *ctx;
-    cr_assert(vit_context_create(model, batch, size, &ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, batch, size, 0, &ctx, &err) == VIT_OK, "%s", err.message);
     const size_t tokens = (size_t)batch * vit_context_num_tokens(ctx) * vit_model_config(model)->hidden_size;
     float *got_block0 = malloc(sizeof(float) * tokens), *got = malloc(sizeof(float) * logits_t->numel);
     cr_assert(vit_context_capture_tokens(ctx, 0, got_block0, &err) == VIT_OK);
@@ -275,7 +275,7 @@ Test(int8, outputs_do_not_depend_on_batch_or_threads) {
     const int classes = vit_model_output_size(model);
     float *together = malloc(sizeof(float) * batch * classes), *alone = malloc(sizeof(float) * classes);
     vit_context *ctx;
-    cr_assert(vit_context_create(model, batch, size, &ctx, &err) == VIT_OK);
+    cr_assert(vit_context_create(model, batch, size, 0, &ctx, &err) == VIT_OK);
     cr_assert(vit_forward(ctx, input, batch, together, &err) == VIT_OK);
     const size_t image = (size_t)3 * size * size;
     for (int b = 0; b < batch; b++) {

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "picture.h"
@@ -145,7 +146,7 @@ Test(invariance, real_deit_tiny, .timeout = 900) {
 }
 
 /* The library call itself: vit_forward on a batch of 7, on each image alone,
- * with 1 and 2 threads (a context takes omp_get_max_threads() when created):
+ * with contexts of 1 and 2 threads (vit_context_create's argument):
  * the same bits, logits and captured tokens and attention alike. */
 static void forward_bits_invariant(const char *path, int S) {
     vit_model *model;
@@ -160,9 +161,9 @@ static void forward_bits_invariant(const char *path, int S) {
     float *want = NULL, *want_att = NULL;
     size_t att_floats = 0;
     for (int threads = 1; threads <= 2; threads++) {
-        omp_set_num_threads(threads);
         vit_context *ctx;
-        cr_assert(vit_context_create(model, B, S, &ctx, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_context_create(model, B, S, threads, &ctx, &err) == VIT_OK, "%s", err.message);
+        cr_assert_eq(vit_context_threads(ctx), threads);
         const size_t T = (size_t)vit_context_num_tokens(ctx);
         att_floats = (size_t)H * T * T;
         float *logits = malloc(sizeof(float) * B * C), *att = malloc(sizeof(float) * B * att_floats);
@@ -216,4 +217,76 @@ Test(invariance, family_forward_bits_do_not_depend_on_batch_or_threads) {
     forward_bits_invariant(FIXTURES "/family/reg4_gap", 48);
     forward_bits_invariant(FIXTURES "/family/qknorm_nobias", 48);
     forward_bits_invariant(FIXTURES "/family/dinov2_reg_hf", 40);
+}
+
+/* Two contexts of one model with their own thread counts (1 and 2), run at
+ * once from two threads of the process (a server with two models, a Python
+ * caller): each gives the bits it gives alone, and the process's OpenMP
+ * setting (1 here) is neither what they run on nor changed by them. */
+typedef struct context_run {
+    vit_context *ctx;
+    const float *images;
+    int batch, rounds;
+    float *out; /* rounds x batch outputs */
+    size_t per_round;
+    vit_status status;
+} context_run;
+
+static void *run_context(void *arg) {
+    context_run *r = arg;
+    vit_error err;
+    r->status = VIT_OK;
+    for (int i = 0; i < r->rounds && r->status == VIT_OK; i++)
+        r->status = vit_forward(r->ctx, r->images, r->batch, r->out + (size_t)i * r->per_round, &err);
+    return NULL;
+}
+
+static void two_contexts_at_once(const char *path, int S) {
+    vit_model *model;
+    vit_error err;
+    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    enum { B = 5, ROUNDS = 6 };
+    const int per = 3 * S * S, C = vit_model_output_size(model);
+    float *images = malloc(sizeof(float) * per * B);
+    srand(27);
+    for (int i = 0; i < per * B; i++) images[i] = (float)rand() / RAND_MAX * 4.0f - 2.0f;
+    omp_set_num_threads(1);
+    context_run runs[2];
+    float *alone[2];
+    for (int k = 0; k < 2; k++) {
+        cr_assert(vit_context_create(model, B, S, k + 1, &runs[k].ctx, &err) == VIT_OK, "%s",
+                  err.message);
+        cr_assert_eq(vit_context_threads(runs[k].ctx), k + 1);
+        runs[k].images = images;
+        runs[k].batch = B;
+        runs[k].rounds = ROUNDS;
+        runs[k].per_round = (size_t)B * C;
+        runs[k].out = malloc(sizeof(float) * ROUNDS * B * C);
+        /* Alone: one round. */
+        alone[k] = malloc(sizeof(float) * B * C);
+        cr_assert(vit_forward(runs[k].ctx, images, B, alone[k], &err) == VIT_OK, "%s", err.message);
+    }
+    cr_expect(memcmp(alone[0], alone[1], sizeof(float) * B * C) == 0,
+              "%s: 1 and 2 threads differ", path);
+    pthread_t tid[2];
+    for (int k = 0; k < 2; k++) cr_assert(pthread_create(&tid[k], NULL, run_context, &runs[k]) == 0);
+    for (int k = 0; k < 2; k++) pthread_join(tid[k], NULL);
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(runs[k].status, VIT_OK);
+        for (int i = 0; i < ROUNDS; i++)
+            cr_expect(memcmp(runs[k].out + (size_t)i * B * C, alone[k], sizeof(float) * B * C) == 0,
+                      "%s: the %d-thread context, round %d beside the other, differs from alone",
+                      path, k + 1, i);
+        free(runs[k].out);
+        free(alone[k]);
+        vit_context_free(runs[k].ctx);
+    }
+    cr_expect_eq(omp_get_max_threads(), 1, "the library changed the process's OpenMP setting");
+    free(images);
+    vit_model_free(model);
+}
+
+Test(invariance, two_contexts_with_their_own_thread_counts_at_once) {
+    two_contexts_at_once(SMALL, 96);
+    two_contexts_at_once(FIXTURES "/family/reg4_gap", 48);
 }

@@ -45,7 +45,7 @@ static void check_case(const char *name, const vit_load_options *options) {
     cr_assert_eq(input_t->shape[2], run_size);
 
     vit_context *ctx;
-    cr_assert(vit_context_create(model, batch, run_size, &ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, batch, run_size, 0, &ctx, &err) == VIT_OK, "%s", err.message);
     const size_t token_floats =
         (size_t)batch * vit_context_num_tokens(ctx) * vit_model_config(model)->hidden_size;
     float *got_embed = malloc(token_floats * sizeof(float));

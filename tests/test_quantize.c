@@ -63,7 +63,7 @@ static float relative_logit_error(const char *name, const char *dtype) {
     float *logits = tensor_f32(expected, "logits", &logits_t);
     const int batch = (int)input_t->shape[0];
     vit_context *ctx;
-    cr_assert(vit_context_create(m, batch, (int)input_t->shape[2], &ctx, &err) == VIT_OK, "%s",
+    cr_assert(vit_context_create(m, batch, (int)input_t->shape[2], 0, &ctx, &err) == VIT_OK, "%s",
               err.message);
     float *got = malloc(logits_t->numel * sizeof(float));
     cr_assert(vit_forward(ctx, input, batch, got, &err) == VIT_OK, "%s", err.message);

@@ -71,7 +71,7 @@ static void check_photos(const char *name) {
     }
     cr_assert_eq(row, rows);
     vit_context *ctx;
-    cr_assert(vit_context_create(model, rows, 0, &ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, rows, 0, 0, &ctx, &err) == VIT_OK, "%s", err.message);
     cr_assert(vit_forward(ctx, inputs, rows, logits, &err) == VIT_OK, "%s", err.message);
 
     for (int r = 0; r < rows; r++) {
@@ -125,7 +125,7 @@ static void check_accuracy(const char *name, double ref_top1, double ref_top5) {
     int truth[BATCH], count = 0, total = 0, top1 = 0, top5 = 0;
     vit_context *ctx;
     vit_error err;
-    cr_assert(vit_context_create(model, BATCH, 0, &ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, BATCH, 0, 0, &ctx, &err) == VIT_OK, "%s", err.message);
     char line[1024], path[1200];
     int more = fgets(line, sizeof line, csv) != NULL; /* header */
     while (more) {

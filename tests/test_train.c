@@ -172,7 +172,7 @@ Test(train, saved_model_loads_and_matches) {
     for (int b = 0; b < N; b++)
         for (int ch = 0; ch < 3; ch++) memcpy(rgb + (b * 3 + ch) * 64, images + b * 64, sizeof(float) * 64);
     vit_context *ctx;
-    cr_assert(vit_context_create(model, N, 0, &ctx, &err) == VIT_OK);
+    cr_assert(vit_context_create(model, N, 0, 0, &ctx, &err) == VIT_OK);
     cr_assert(vit_forward(ctx, rgb, N, got, &err) == VIT_OK);
     for (int i = 0; i < N * CLASSES; i++)
         cr_expect(fabsf(got[i] - want[i]) <= 1e-4f * (1.0f + fabsf(want[i])), "logit %d: %g vs %g",

@@ -133,7 +133,7 @@ static void check_save_reload(const char *name) {
     cr_expect_eq(r->layer_norm_eps, c->layer_norm_eps, "%s", name);
     cr_expect_eq(r->num_classes, C, "%s", name);
     vit_context *ctx;
-    cr_assert(vit_context_create(model, N, 0, &ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, N, 0, 0, &ctx, &err) == VIT_OK, "%s", err.message);
     cr_assert(vit_forward(ctx, fx.input, N, got, &err) == VIT_OK);
     const double e = relative_error(got, train_logits, (size_t)N * C);
     cr_expect(e <= 1e-5, "%s: reloaded logits differ from the training forward's by %.3g", name, e);

@@ -174,7 +174,7 @@ Test(validate, forward_refuses_images_of_another_size) {
     vit_model *model = expect_loads();
     vit_context *ctx;
     vit_error err;
-    cr_assert_eq(vit_context_create(model, 1, 0, &ctx, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_context_create(model, 1, 0, 0, &ctx, &err), VIT_OK, "%s", err.message);
     float *images = calloc(3 * 7 * 7, sizeof(float)), out[5];
     cr_expect_eq(vit_forward_checked(ctx, images, 1, 3, 7, 7, out, &err), VIT_E_SHAPE);
     cr_expect(strstr(err.message, "7x7") && strstr(err.message, "32x32"), "%s", err.message);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "kernels_parallel.h"
 #include "vit_inspect.h"
 #include "patching.h"
 
@@ -83,46 +84,11 @@ static size_t scores_floats(const vit_context *ctx) {
  * tasks to balance them, four whole 12-row AVX-512 tiles. */
 #define SPLIT_QUERY_ROWS 48
 
-vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
-                              vit_context **out, vit_error *err) {
-    *out = NULL;
+/* Every buffer of the context; 0 when one could not be had. */
+static int alloc_buffers(vit_context *ctx) {
+    const vit_model *model = ctx->model;
     const vit_config *c = &model->config;
-    vit_status blas = kernels_check_blas(err);
-    if (blas != VIT_OK) return blas;
-    if (max_batch <= 0 || max_batch > 4096)
-        return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..4096", max_batch);
-    if (image_size == 0) image_size = c->image_size;
-    if (image_size < c->patch_size || image_size > 8192)
-        return vit_error_set(err, VIT_E_ARG, "image size %d is outside %d..8192", image_size,
-                             c->patch_size);
-    /* The patch embedding would drop the pixels past the last whole patch
-     * (as a strided convolution does): a 100-pixel input to a patch-16
-     * model loses a 4-pixel border and gives a 6x6 grid without a word. */
-    if (image_size % c->patch_size)
-        return vit_error_set(err, VIT_E_ARG,
-                             "image size %d is not a multiple of the patch size %d (%d or %d are)",
-                             image_size, c->patch_size, image_size / c->patch_size * c->patch_size,
-                             (image_size / c->patch_size + 1) * c->patch_size);
-    vit_context *ctx = calloc(1, sizeof *ctx);
-    if (!ctx) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
-    ctx->model = model;
-    ctx->max_batch = max_batch;
-    ctx->image_size = image_size;
-    ctx->grid_h = ctx->grid_w = patching_grid(image_size, c->patch_size);
-    ctx->num_patches = ctx->grid_h * ctx->grid_w;
-    ctx->num_tokens = c->num_prefix_tokens + ctx->num_patches;
-    ctx->num_threads = omp_get_max_threads();
-    /* Shared images: blocks of 48 query rows. Solo: whole heads (K and V
-     * packed once per head) while the scores stay within 1 MiB, else the
-     * most whole 48-row blocks that do. */
-    const int scores_cap = 1 << 18, align = SPLIT_QUERY_ROWS;
-    ctx->split_query_rows = align;
-    ctx->solo_query_rows = ctx->num_tokens;
-    if ((size_t)ctx->num_tokens * ctx->num_tokens > (size_t)scores_cap) {
-        const int fit = scores_cap / ctx->num_tokens / align * align;
-        ctx->solo_query_rows = fit > align ? fit : align; /* never below 48 rows */
-    }
-
+    const int max_batch = ctx->max_batch;
     const size_t B = (size_t)max_batch, T = (size_t)ctx->num_tokens, D = (size_t)c->hidden_size;
     const size_t M = (size_t)c->mlp_size, Np = (size_t)ctx->num_patches;
     const size_t K = (size_t)c->num_channels * c->patch_size * c->patch_size;
@@ -147,25 +113,83 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
         ctx->qscale = kernels_alloc_floats(slots * ctx->qscale_slot);
     }
     const int int8_missing = ctx->qscale_slot && (!ctx->qinp || !ctx->qscale);
-    if (int8_missing || !ctx->x || !ctx->normed || !ctx->qkv || !ctx->attn || !ctx->hidden || !ctx->cols ||
-        !ctx->patches || !ctx->scores || !ctx->pooled || !ctx->captures || !ctx->pos_embed) {
-        vit_context_free(ctx);
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory for a batch of %d at %dx%d",
-                             max_batch, image_size, image_size);
-    }
+    return !int8_missing && ctx->x && ctx->normed && ctx->qkv && ctx->attn && ctx->hidden &&
+           ctx->cols && ctx->patches && ctx->scores && ctx->pooled && ctx->captures &&
+           ctx->pos_embed;
+}
 
-    /* Prefix tokens with a position row (the first pos_embed_prefix) get
-     * it; the others (registers, no_embed_class) stay zero. Only the patch
-     * positions are resampled at another grid. */
+/* The context's position row of every token: prefix tokens with a row
+ * (the first pos_embed_prefix) get it; the others (registers,
+ * no_embed_class) stay zero. Only the patch positions are resampled at
+ * another grid. VIT_OK, or VIT_E_NOMEM. */
+static vit_status fill_pos_embed(vit_context *ctx) {
+    const vit_model *model = ctx->model;
+    const vit_config *c = &model->config;
+    const size_t D = (size_t)c->hidden_size, Np = (size_t)ctx->num_patches;
     const int native_grid = c->pos_embed_grid, pos_prefix = c->pos_embed_prefix;
     memcpy(ctx->pos_embed, model->pos_embed, sizeof(float) * (size_t)pos_prefix * D);
     float *patch_pos = ctx->pos_embed + (size_t)c->num_prefix_tokens * D;
     const float *model_patch_pos = model->pos_embed + (size_t)pos_prefix * D;
     if (ctx->grid_h == native_grid) {
         memcpy(patch_pos, model_patch_pos, sizeof(float) * Np * D);
-    } else if (patching_resample_pos_embed(model_patch_pos, 0, native_grid, native_grid, (int)D,
-                                           patch_pos, ctx->grid_h, ctx->grid_w,
-                                           c->pos_embed_antialias) != VIT_OK) {
+        return VIT_OK;
+    }
+    return patching_resample_pos_embed(model_patch_pos, 0, native_grid, native_grid, (int)D,
+                                       patch_pos, ctx->grid_h, ctx->grid_w, c->pos_embed_antialias);
+}
+
+/* An explicit thread count, 0: one per processor the process may use (a
+ * property of the machine, not the process's OpenMP settings). */
+int vit_threads_or_procs(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
+
+vit_status vit_context_create(const vit_model *model, int max_batch, int image_size, int threads,
+                              vit_context **out, vit_error *err) {
+    *out = NULL;
+    const vit_config *c = &model->config;
+    vit_status blas = kernels_check_blas(err);
+    if (blas != VIT_OK) return blas;
+    if (max_batch <= 0 || max_batch > 4096)
+        return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..4096", max_batch);
+    if (threads < 0 || threads > 1024)
+        return vit_error_set(err, VIT_E_ARG, "thread count %d is outside 0..1024", threads);
+    if (image_size == 0) image_size = c->image_size;
+    if (image_size < c->patch_size || image_size > 8192)
+        return vit_error_set(err, VIT_E_ARG, "image size %d is outside %d..8192", image_size,
+                             c->patch_size);
+    /* The patch embedding would drop the pixels past the last whole patch
+     * (as a strided convolution does): a 100-pixel input to a patch-16
+     * model loses a 4-pixel border and gives a 6x6 grid without a word. */
+    if (image_size % c->patch_size)
+        return vit_error_set(err, VIT_E_ARG,
+                             "image size %d is not a multiple of the patch size %d (%d or %d are)",
+                             image_size, c->patch_size, image_size / c->patch_size * c->patch_size,
+                             (image_size / c->patch_size + 1) * c->patch_size);
+    vit_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    ctx->model = model;
+    ctx->max_batch = max_batch;
+    ctx->image_size = image_size;
+    ctx->grid_h = ctx->grid_w = patching_grid(image_size, c->patch_size);
+    ctx->num_patches = ctx->grid_h * ctx->grid_w;
+    ctx->num_tokens = c->num_prefix_tokens + ctx->num_patches;
+    ctx->num_threads = vit_threads_or_procs(threads);
+    /* Shared images: blocks of 48 query rows. Solo: whole heads (K and V
+     * packed once per head) while the scores stay within 1 MiB, else the
+     * most whole 48-row blocks that do. */
+    const int scores_cap = 1 << 18, align = SPLIT_QUERY_ROWS;
+    ctx->split_query_rows = align;
+    ctx->solo_query_rows = ctx->num_tokens;
+    if ((size_t)ctx->num_tokens * ctx->num_tokens > (size_t)scores_cap) {
+        const int fit = scores_cap / ctx->num_tokens / align * align;
+        ctx->solo_query_rows = fit > align ? fit : align; /* never below 48 rows */
+    }
+
+    if (!alloc_buffers(ctx)) {
+        vit_context_free(ctx);
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory for a batch of %d at %dx%d",
+                             max_batch, image_size, image_size);
+    }
+    if (fill_pos_embed(ctx) != VIT_OK) {
         vit_context_free(ctx);
         return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     }
@@ -193,6 +217,7 @@ void vit_context_free(vit_context *ctx) {
 
 int vit_context_image_size(const vit_context *ctx) { return ctx->image_size; }
 int vit_context_num_tokens(const vit_context *ctx) { return ctx->num_tokens; }
+int vit_context_threads(const vit_context *ctx) { return ctx->num_threads; }
 
 vit_status vit_context_capture(vit_context *ctx, vit_capture_kind kind, int layer, float *dst,
                                vit_error *err) {
@@ -245,14 +270,14 @@ static int pack_head(vit_model *m) {
     return 1;
 }
 
-vit_status vit_model_pack(vit_model *m, vit_error *err) {
+vit_status vit_model_pack(vit_model *m, int threads, vit_error *err) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, M = c->mlp_size;
     int ok = pack_linear(&m->patch_f, m->patch_w, D, c->num_channels * c->patch_size * c->patch_size) &&
              pack_head(m);
     /* The layers side by side: packing reads and writes every weight once,
      * most of a large model's load time. */
-#pragma omp parallel for schedule(dynamic) reduction(&& : ok)
+#pragma omp parallel for schedule(dynamic) reduction(&& : ok) num_threads(threads)
     for (int l = 0; l < c->num_layers; l++) {
         vit_block *b = &m->blocks[l];
         ok = pack_linear(&b->qkv_f, b->qkv_w, 3 * D, D) && pack_linear(&b->proj_f, b->proj_w, D, D) &&
@@ -314,30 +339,21 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
     const vit_model *m = ctx->model;
     const vit_config *c = &m->config;
     const int D = c->hidden_size, T = ctx->num_tokens, Np = ctx->num_patches, S = ctx->image_size;
-    const int K = c->num_channels * c->patch_size * c->patch_size, prefix = c->num_prefix_tokens;
+    const int K = c->num_channels * c->patch_size * c->patch_size;
     float *cols = ctx->cols + (size_t)job->slot * Np * K;
     float *patches = ctx->patches + (size_t)job->slot * Np * D;
     float *x = ctx->x + (size_t)job->slot * T * D;
-#pragma omp parallel for schedule(static) num_threads(job->threads)
-    for (int b = 0; b < job->count; b++)
-        patching_im2col(images + (size_t)(job->first + b) * c->num_channels * S * S,
-                        c->num_channels, S, S, c->patch_size, cols + (size_t)b * Np * K);
+    /* A job of one thread runs inside forward's per-image region (or on
+     * the caller): PARALLEL_FOR then opens no region of its own. */
+    const kernels_threads th = kernels_threading(KERNELS_INFERENCE, job->threads, m->isa);
+    PARALLEL_FOR(
+        for (int b = 0; b < job->count; b++)
+            patching_im2col(images + (size_t)(job->first + b) * c->num_channels * S * S,
+                            c->num_channels, S, S, c->patch_size, cols + (size_t)b * Np * K););
     const kernels_epilogue bias = {.bias = m->patch_b};
-    kernels_linear(patches, D, cols, K, job->count * Np, m->patch_f, &bias,
-                   kernels_threading(KERNELS_INFERENCE, job->threads, m->isa));
-#pragma omp parallel for schedule(static) num_threads(job->threads)
-    for (int row = 0; row < job->count * T; row++) {
-        const int b = row / T, t = row % T;
-        float *dst = x + (size_t)row * D;
-        const float *pos = ctx->pos_embed + (size_t)t * D;
-        /* [class] [distillation] [registers] [patches] */
-        const int after_cls = t - !c->no_class_token, reg = after_cls - c->distilled;
-        const float *src = t >= prefix               ? patches + ((size_t)b * Np + (t - prefix)) * D
-                           : after_cls < 0           ? m->cls_token
-                           : reg < 0                 ? m->dist_token
-                                                     : m->reg_tokens + (size_t)reg * D;
-        for (int d = 0; d < D; d++) dst[d] = src[d] + pos[d];
-    }
+    kernels_linear(patches, D, cols, K, job->count * Np, m->patch_f, &bias, th);
+    embed_tokens_forward(x, patches, m->cls_token, m->dist_token, m->reg_tokens, ctx->pos_embed,
+                         job->count, T, Np, D, th);
 }
 
 /* out = [residual + [gamma *]] (inp · weightᵀ + bias) for the job's rows,
@@ -350,9 +366,7 @@ static void linear_forward(const vit_context *ctx, const encode_job *job, float 
                            const float *residual, const float *inp, const kernels_fmatrix *f,
                            const kernels_qmatrix *q, const float *bias, const float *gamma,
                            int rows, int in_dim, int out_dim, int gelu, kernels_threads th) {
-    const kernels_act act = !gelu ? KERNELS_ACT_NONE
-                            : ctx->model->config.act == VIT_ACT_QUICK_GELU ? KERNELS_ACT_QUICK_GELU
-                                                                          : KERNELS_ACT_GELU;
+    const kernels_act act = gelu ? vit_kernels_act(ctx->model->config.act) : KERNELS_ACT_NONE;
     if (!q) {
         const kernels_epilogue ep = {.bias = bias, .act = act, .residual = residual, .gamma = gamma};
         kernels_linear(out, out_dim, inp, in_dim, rows, f, &ep, th);
@@ -432,39 +446,21 @@ static void final_norm_row(const vit_model *m, float *out, const float *token) {
         memcpy(out, token, sizeof(float) * D);
 }
 
-/* The mean of the final-normed patch tokens (prefix tokens left out) into
- * out, summed in token order, one float per channel, as torch's mean over
- * dim 1 on a CPU does; scratch: D floats. */
-static void mean_patches(const vit_model *m, const float *tokens, int T, float *out, float *scratch) {
-    const int D = m->config.hidden_size, prefix = m->config.num_prefix_tokens;
-    for (int d = 0; d < D; d++) out[d] = 0.0f;
-    for (int t = prefix; t < T; t++) {
-        final_norm_row(m, scratch, tokens + (size_t)t * D);
-        for (int d = 0; d < D; d++) out[d] += scratch[d];
-    }
-    for (int d = 0; d < D; d++) out[d] /= (float)(T - prefix);
-}
+_Static_assert((int)KERNELS_POOL_TOKEN == (int)VIT_GLOBAL_POOL_TOKEN &&
+                   (int)KERNELS_POOL_AVG == (int)VIT_GLOBAL_POOL_AVG &&
+                   (int)KERNELS_POOL_TOKEN_AVG == (int)VIT_GLOBAL_POOL_TOKEN_AVG,
+               "pool_forward takes vit_global_pool's values");
 
 /* What the head reads from one image's T tokens after the last block
- * (timm forward_head(pre_logits=True)): the final-normed class token
- * (distilled: and distillation token, 2D), the mean of the patch tokens,
- * or [class ‖ mean] (DINOv2); then fc_norm when the model has one.
- * scratch: D floats. */
+ * (timm forward_head(pre_logits=True)): pool_forward's pooling (the
+ * final-normed class token, distilled: and distillation token, 2D; the
+ * mean of the patch tokens; or [class ‖ mean], DINOv2) of the final-normed
+ * tokens, then fc_norm when the model has one. scratch: D floats. */
 static void pool_image(const vit_model *m, const float *tokens, int T, float *out, float *scratch) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size;
-    switch (c->global_pool) {
-    case VIT_GLOBAL_POOL_TOKEN:
-        for (int t = 0; t < 1 + c->distilled; t++) final_norm_row(m, out + (size_t)t * D, tokens + (size_t)t * D);
-        break;
-    case VIT_GLOBAL_POOL_AVG:
-        mean_patches(m, tokens, T, out, scratch);
-        break;
-    case VIT_GLOBAL_POOL_TOKEN_AVG:
-        final_norm_row(m, out, tokens);
-        mean_patches(m, tokens, T, out + D, scratch);
-        break;
-    }
+    pool_forward(out, tokens, T, c->num_prefix_tokens, 1 + c->distilled, D,
+                 (kernels_pool)c->global_pool, m->norm_w, m->norm_b, c->layer_norm_eps, scratch);
     if (m->fc_norm_w)
         layernorm_forward_row(out, NULL, NULL, out, m->fc_norm_w, m->fc_norm_b, D, c->layer_norm_eps);
 }
@@ -576,8 +572,8 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
     return VIT_OK;
 }
 
-vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, float *out,
-                            vit_error *err) {
+vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, int threads,
+                            float *out, vit_error *err) {
     const vit_config *c = &model->config;
     if (c->num_classes == 0 || !model->head_w)
         return vit_error_set(err, VIT_E_ARG, "the model has no classifier head");
@@ -598,20 +594,20 @@ vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, 
         memcpy(row + D, row, sizeof(float) * D);
     }
     head(model, normed, 2 * D, n, out,
-         kernels_threading(KERNELS_INFERENCE, omp_get_max_threads(), model->isa));
+         kernels_threading(KERNELS_INFERENCE, vit_threads_or_procs(threads), model->isa));
     free(normed);
     return VIT_OK;
 }
 
 vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num_tokens,
-                            float *out, vit_error *err) {
+                            int threads, float *out, vit_error *err) {
     const vit_config *c = &model->config;
     const int D = c->hidden_size, prefix = c->num_prefix_tokens, n = num_tokens - prefix;
     if (n < 1 || !tokens || !out)
         return vit_error_set(err, VIT_E_ARG, "%d tokens hold no patch after %d prefix tokens",
                              num_tokens, prefix);
     if (c->global_pool != VIT_GLOBAL_POOL_TOKEN_AVG)
-        return vit_token_logits(model, tokens + (size_t)prefix * D, n, out, err);
+        return vit_token_logits(model, tokens + (size_t)prefix * D, n, threads, out, err);
     if (c->num_classes == 0 || !model->head_w)
         return vit_error_set(err, VIT_E_ARG, "the model has no classifier head");
     float *rows = kernels_alloc_floats((size_t)n * 2 * D);
@@ -627,7 +623,7 @@ vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num
         final_norm_row(model, row + D, tokens + (size_t)(prefix + i) * D);
     }
     head(model, rows, 2 * D, n, out,
-         kernels_threading(KERNELS_INFERENCE, omp_get_max_threads(), model->isa));
+         kernels_threading(KERNELS_INFERENCE, vit_threads_or_procs(threads), model->isa));
     free(rows);
     return VIT_OK;
 }
@@ -650,7 +646,8 @@ vit_status vit_pool_tokens(const vit_model *model, const float *tokens, int num_
         for (int t = 0; t < num_tokens; t++)
             final_norm_row(model, out + (size_t)t * D, tokens + (size_t)t * D);
     } else if (pool == VIT_POOL_MEAN) {
-        mean_patches(model, tokens, num_tokens, out, scratch);
+        pool_forward(out, tokens, num_tokens, prefix, 1, D, KERNELS_POOL_AVG, model->norm_w,
+                     model->norm_b, c->layer_norm_eps, scratch);
         if (model->fc_norm_w)
             layernorm_forward_row(out, NULL, NULL, out, model->fc_norm_w, model->fc_norm_b, D,
                                   c->layer_norm_eps);

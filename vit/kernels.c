@@ -87,6 +87,60 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
     cblas_sgemv(CblasRowMajor, CblasTrans, rows, dim, 1.0f, dout, dim, ones, 1, 0.0f, dbias, 1);
 }
 
+/* ------------------------------------------------------------- embedding */
+
+void embed_tokens_forward(float *out, const float *patches, const float *cls, const float *dist,
+                          const float *reg, const float *pos, int count, int T, int Np, int dim,
+                          kernels_threads th) {
+    const int prefix = T - Np, has_cls = cls != NULL, has_dist = dist != NULL;
+    PARALLEL_FOR(
+        for (int row = 0; row < count * T; row++) {
+            const int b = row / T, t = row % T;
+            /* [class] [distillation] [registers] [patches] */
+            const int after_cls = t - has_cls, r = after_cls - has_dist;
+            const float *src = t >= prefix     ? patches + ((size_t)b * Np + (t - prefix)) * dim
+                               : after_cls < 0 ? cls
+                               : r < 0         ? dist
+                                               : reg + (size_t)r * dim;
+            float *dst = out + (size_t)row * dim;
+            const float *p = pos + (size_t)t * dim;
+            for (int d = 0; d < dim; d++) dst[d] = src[d] + p[d];
+        });
+}
+
+/* ------------------------------------------------------------- pooling */
+
+/* One token row as pooling reads it: final-normed into out, or as it is. */
+static const float *pooled_row(float *out, const float *row, int dim, const float *norm_w,
+                               const float *norm_b, float eps) {
+    if (!norm_w) return row;
+    layernorm_forward_row(out, NULL, NULL, row, norm_w, norm_b, dim, eps);
+    return out;
+}
+
+void pool_forward(float *out, const float *tokens, int T, int prefix, int class_rows, int dim,
+                  kernels_pool pool, const float *norm_w, const float *norm_b, float eps,
+                  float *scratch) {
+    if (pool != KERNELS_POOL_AVG) {
+        const int rows = pool == KERNELS_POOL_TOKEN ? class_rows : 1;
+        for (int t = 0; t < rows; t++) {
+            float *dst = out + (size_t)t * dim;
+            const float *row = pooled_row(dst, tokens + (size_t)t * dim, dim, norm_w, norm_b, eps);
+            if (row != dst) memcpy(dst, row, sizeof(float) * dim);
+        }
+        if (pool == KERNELS_POOL_TOKEN) return;
+        out += dim;
+    }
+    /* The mean as torch's over dim 1 on a CPU: token order, one float per
+     * channel. */
+    for (int d = 0; d < dim; d++) out[d] = 0.0f;
+    for (int t = prefix; t < T; t++) {
+        const float *row = pooled_row(scratch, tokens + (size_t)t * dim, dim, norm_w, norm_b, eps);
+        for (int d = 0; d < dim; d++) out[d] += row[d];
+    }
+    for (int d = 0; d < dim; d++) out[d] /= (float)(T - prefix);
+}
+
 /* ------------------------------------------------------------- matmul */
 
 /* One GEMM of training: out's block set to bias (+ residual) first when
@@ -169,11 +223,7 @@ void gelu_forward(float *out, const float *inp, size_t n, kernels_threads th) {
 }
 
 void quick_gelu_forward(float *out, const float *inp, size_t n, kernels_threads th) {
-    PARALLEL_FOR(
-        for (size_t i = 0; i < n; i++) {
-            const float x = inp[i];
-            out[i] = x * (1.0f / (1.0f + expf(-1.702f * x)));
-        });
+    kernels_act_forward(out, inp, n, KERNELS_ACT_QUICK_GELU, th);
 }
 
 void quick_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,

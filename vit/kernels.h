@@ -11,6 +11,8 @@
  *   layer_scale_add_forward / _backward      x += gamma * branch (LayerScale)
  *   qk_norm_forward   / qk_norm_backward     LayerNorm over each head of Q and K
  *   softmax_forward                          one row, in place
+ *   embed_tokens_forward                     prefix tokens and patches plus positions
+ *   pool_forward                             final norm + token / mean pooling (the head's input)
  * with the same argument names in both directions: out/dout, inp/dinp,
  * weight/dweight, bias/dbias. Rows are [rows, dim] row-major floats.
  *
@@ -112,6 +114,33 @@ float *kernels_alloc_floats(size_t count);
 void layernorm_forward_row(float *out, float *mean, float *rstd, const float *inp,
                            const float *weight, const float *bias, int dim, float eps);
 
+/* The token rows of count images into out [count*T, dim]: [class (cls)]
+ * [distillation (dist)] [registers (reg, [num, dim])] [patches] (cls,
+ * dist, reg NULL: none; T - Np prefix tokens in all), each plus its row of
+ * pos [T, dim] (zero rows for tokens without one). patches [count*Np,
+ * dim]: the patch projections, bias included. The one token assembly of
+ * inference and training. */
+void embed_tokens_forward(float *out, const float *patches, const float *cls, const float *dist,
+                          const float *reg, const float *pos, int count, int T, int Np, int dim,
+                          kernels_threads th);
+
+/* How pool_forward pools an image's tokens (vit_global_pool's values). */
+typedef enum kernels_pool {
+    KERNELS_POOL_TOKEN,    /* the first class_rows tokens side by side (class [, distillation]) */
+    KERNELS_POOL_AVG,      /* the mean of tokens prefix..T-1 (the patches) */
+    KERNELS_POOL_TOKEN_AVG /* [token 0 ‖ the mean of the patches] */
+} kernels_pool;
+
+/* What the head reads from one image's T token rows (before fc_norm):
+ * each row pool reads is first LayerNormed with norm_w/norm_b (the final
+ * norm; NULL: read as it is, for rows normed already or a model without
+ * one), class rows into out, mean rows one by one through scratch [dim]
+ * and summed in token order into out, then divided by their count: the
+ * one pooling of inference and training. */
+void pool_forward(float *out, const float *tokens, int T, int prefix, int class_rows, int dim,
+                  kernels_pool pool, const float *norm_w, const float *norm_b, float eps,
+                  float *scratch);
+
 /* LayerNorm of rows contiguous rows; mean and rstd [rows] or NULL. */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int rows, int dim, float eps,
@@ -170,7 +199,8 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
 /* Softmax of one row of n values, in place (max subtracted first). */
 void softmax_forward(float *values, int n);
 
-/* QuickGELU, x * sigmoid(1.702 x) (OpenAI CLIP), n floats; in place allowed. */
+/* QuickGELU, x * sigmoid(1.702 x) (OpenAI CLIP), n floats; in place
+ * allowed (kernels_act_forward with KERNELS_ACT_QUICK_GELU). */
 void quick_gelu_forward(float *out, const float *inp, size_t n, kernels_threads th);
 
 /* dinp = dout · QuickGELU'(inp) = dout · (s + 1.702 inp s (1 - s)),

@@ -734,32 +734,12 @@ static vit_status settle_pos_embed(vit_model *m, const stated_config *stated,
     return VIT_OK;
 }
 
-/* The patch, block, MLP, grid and class counts and the switches the
- * tensors imply. */
-static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
-                                     const config_tensors *t, vit_error *err) {
+/* The prefix tokens (class, distillation, registers) from the tensors
+ * present, checked against what the config states (sizes_from_tensors). */
+static vit_status settle_prefix_tokens(vit_model *m, const stated_config *stated,
+                                       const config_tensors *t, vit_error *err) {
     vit_config *c = &m->config;
     const char *path = weights_path(m->file);
-    const weights_tensor *pw = t->patch.tensor;
-    if (pw->ndim != 4 || pw->shape[2] != pw->shape[3] || pw->shape[0] <= 0 || pw->shape[0] > 65536 ||
-        pw->shape[1] <= 0 || pw->shape[1] > 64 || pw->shape[2] <= 0 || pw->shape[2] > 1024)
-        return shape_error(m, &t->patch, "[D, channels, P, P]", err);
-    c->hidden_size = (int)pw->shape[0];
-    c->num_channels = (int)pw->shape[1];
-    /* Images reach the model as RGB only (data_image is RGB, and vit train
-     * stores grey models with their kernel spread over 3 channels): any
-     * other count would make every forward pass read past each image. */
-    if (c->num_channels != 3)
-        return vit_error_set(err, VIT_E_UNSUPPORTED,
-                             "%s: tensor '%s' takes %d input channels; only 3 (RGB) are supported",
-                             path, t->patch.key, c->num_channels);
-    c->patch_size = (int)pw->shape[2];
-    c->num_layers = weights_layout_num_layers(m->file, m->layout);
-    if (c->num_layers <= 0)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: no encoder blocks found (%s layout)", path,
-                             weights_layout_name(m->layout));
-
-    /* The prefix tokens: class, distillation, registers. */
     c->no_class_token = t->cls.tensor == NULL;
     c->distilled = t->dist.tensor != NULL;
     c->num_reg_tokens = 0;
@@ -785,16 +765,15 @@ static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
         return vit_error_set(err, VIT_E_FORMAT, "%s: tensor '%s' without a class token '%s'", path,
                              t->dist.key, t->cls.key);
     c->num_prefix_tokens = !c->no_class_token + c->distilled + c->num_reg_tokens;
+    return VIT_OK;
+}
 
-    const weights_tensor *fc = t->fc1.tensor;
-    if (fc->ndim != 2 || fc->shape[1] != c->hidden_size || fc->shape[0] <= 0 || fc->shape[0] > (1 << 20))
-        return shape_error(m, &t->fc1, "[mlp, D]", err);
-    c->mlp_size = (int)fc->shape[0];
-
-    vit_status status = settle_pos_embed(m, stated, t, err);
-    if (status != VIT_OK) return status;
-
-    /* Norms and pooling. */
+/* The norms (final, fc_norm, pre-norm) and the pooling, from the tensors
+ * present and what the config states (sizes_from_tensors). */
+static vit_status settle_norms_and_pool(vit_model *m, const stated_config *stated,
+                                        const config_tensors *t, vit_error *err) {
+    vit_config *c = &m->config;
+    const char *path = weights_path(m->file);
     c->no_final_norm = t->norm.tensor == NULL;
     c->fc_norm = t->fc_norm.tensor != NULL;
     c->pre_norm = t->norm_pre.tensor != NULL;
@@ -828,6 +807,46 @@ static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
     if (c->distilled && c->global_pool != VIT_GLOBAL_POOL_TOKEN)
         return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: a distilled model with average pooling "
                              "is not supported", path);
+
+    return VIT_OK;
+}
+
+/* The patch, block, MLP, grid and class counts and the switches the
+ * tensors imply. */
+static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
+                                     const config_tensors *t, vit_error *err) {
+    vit_config *c = &m->config;
+    const char *path = weights_path(m->file);
+    const weights_tensor *pw = t->patch.tensor;
+    if (pw->ndim != 4 || pw->shape[2] != pw->shape[3] || pw->shape[0] <= 0 || pw->shape[0] > 65536 ||
+        pw->shape[1] <= 0 || pw->shape[1] > 64 || pw->shape[2] <= 0 || pw->shape[2] > 1024)
+        return shape_error(m, &t->patch, "[D, channels, P, P]", err);
+    c->hidden_size = (int)pw->shape[0];
+    c->num_channels = (int)pw->shape[1];
+    /* Images reach the model as RGB only (data_image is RGB, and vit train
+     * stores grey models with their kernel spread over 3 channels): any
+     * other count would make every forward pass read past each image. */
+    if (c->num_channels != 3)
+        return vit_error_set(err, VIT_E_UNSUPPORTED,
+                             "%s: tensor '%s' takes %d input channels; only 3 (RGB) are supported",
+                             path, t->patch.key, c->num_channels);
+    c->patch_size = (int)pw->shape[2];
+    c->num_layers = weights_layout_num_layers(m->file, m->layout);
+    if (c->num_layers <= 0)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: no encoder blocks found (%s layout)", path,
+                             weights_layout_name(m->layout));
+
+    vit_status status = settle_prefix_tokens(m, stated, t, err);
+    if (status != VIT_OK) return status;
+
+    const weights_tensor *fc = t->fc1.tensor;
+    if (fc->ndim != 2 || fc->shape[1] != c->hidden_size || fc->shape[0] <= 0 || fc->shape[0] > (1 << 20))
+        return shape_error(m, &t->fc1, "[mlp, D]", err);
+    c->mlp_size = (int)fc->shape[0];
+
+    if ((status = settle_pos_embed(m, stated, t, err)) != VIT_OK ||
+        (status = settle_norms_and_pool(m, stated, t, err)) != VIT_OK)
+        return status;
 
     c->num_classes = 0;
     if (t->head.tensor) {
@@ -1429,7 +1448,8 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
     }
     if (status == VIT_OK) status = take_all(m, err);
     if (status == VIT_OK) status = check_unused(m, options && options->allow_unused, err);
-    if (status == VIT_OK) status = vit_model_pack(m, err);
+    if (status == VIT_OK)
+        status = vit_model_pack(m, vit_threads_or_procs(options ? options->threads : 0), err);
     if (status == VIT_OK) status = settle_labels_and_recipe(m, chosen, json, options, err);
     if (status == VIT_OK) status = check_neighbours(m, texts, options, err);
     if (status == VIT_OK) {

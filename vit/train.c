@@ -89,6 +89,7 @@ struct vit_train_model {
 
     /* Activations, per layer l where indexed [l]: */
     float *cols;      /* [B*Np, K] im2col of the images */
+    float *token_pos; /* [T, D] each token's position row (zero: none), from pos */
     float *emb, *pre_stats; /* pre_norm: [BTD] embedding before norm_pre, [2 * BT] its stats */
     float *x;         /* [(L+1) * B*T*D] block inputs; x[L] is the last output */
     float *xmid;      /* [L * BTD] after the attention residual */
@@ -286,12 +287,65 @@ static vit_status check_trainable(const vit_config *c, vit_error *err) {
 
 /* Every buffer of the model, for allocation checks and freeing. */
 #define ALL_BUFFERS(m)                                                                          \
-    {(m)->params, (m)->grads, (m)->cols, (m)->emb, (m)->pre_stats, (m)->x, (m)->xmid, (m)->ln1, \
+    {(m)->params, (m)->grads, (m)->cols, (m)->token_pos, (m)->emb, (m)->pre_stats, (m)->x, (m)->xmid, (m)->ln1, \
      (m)->ln2, (m)->stats1, (m)->stats2, (m)->qkv, (m)->qk_raw, (m)->qk_stats, (m)->br1,        \
      (m)->br2, (m)->probs, (m)->attn, (m)->hid, (m)->act, (m)->fin, (m)->fin_stats,             \
      (m)->pool_in, (m)->pooled, (m)->pool_stats, (m)->logits, (m)->dx, (m)->dtmp, (m)->dbranch, \
      (m)->dqkv, (m)->dhid, (m)->dscores, (m)->dlogits, (m)->dpooled, (m)->dpool_in, (m)->prod,  \
      (m)->sums, (m)->ones}
+
+/* The parameters, gradients and every activation for batches of up to
+ * m->max_batch images (ALL_BUFFERS; the caller checks them). */
+static void alloc_buffers(vit_train_model *m) {
+    const vit_config *c = &m->config;
+    const int max_batch = m->max_batch;
+    const size_t B = (size_t)max_batch, T = (size_t)m->num_tokens, D = (size_t)c->hidden_size;
+    const size_t M = (size_t)c->mlp_size, L = (size_t)c->num_layers, H = (size_t)c->num_heads;
+    const size_t Np = (size_t)m->num_patches, K = (size_t)m->patch_dim;
+    const size_t C = (size_t)c->num_classes, BT = B * T, PS = (size_t)m->pooled_size;
+    /* A switch's buffers only when the model has it: one float otherwise
+     * (never read), so the allocation check below stays uniform. */
+    const size_t pre = c->pre_norm, qk = c->qk_norm, ls = c->layer_scale;
+    m->params = kernels_alloc_floats(m->num_params);
+    m->grads = kernels_alloc_floats(m->num_params);
+    m->cols = kernels_alloc_floats(B * Np * K);
+    m->token_pos = kernels_alloc_floats(T * D);
+    m->emb = kernels_alloc_floats(pre * BT * D);
+    m->pre_stats = kernels_alloc_floats(pre * BT * 2);
+    m->x = kernels_alloc_floats((L + 1) * BT * D);
+    m->xmid = kernels_alloc_floats(L * BT * D);
+    m->ln1 = kernels_alloc_floats(L * BT * D);
+    m->ln2 = kernels_alloc_floats(L * BT * D);
+    m->stats1 = kernels_alloc_floats(L * BT * 2);
+    m->stats2 = kernels_alloc_floats(L * BT * 2);
+    m->qkv = kernels_alloc_floats(L * BT * 3 * D);
+    m->qk_raw = kernels_alloc_floats(qk * L * BT * 2 * D);
+    m->qk_stats = kernels_alloc_floats(qk * L * 2 * BT * 2 * H);
+    m->br1 = kernels_alloc_floats(ls * L * BT * D);
+    m->br2 = kernels_alloc_floats(ls * L * BT * D);
+    m->probs = kernels_alloc_floats(L * B * H * T * T);
+    m->attn = kernels_alloc_floats(L * BT * D);
+    m->hid = kernels_alloc_floats(L * BT * M);
+    m->act = kernels_alloc_floats(L * BT * M);
+    m->fin = kernels_alloc_floats(BT * D);
+    m->fin_stats = kernels_alloc_floats(BT * 2);
+    m->pool_in = kernels_alloc_floats(B * D);
+    m->pooled = kernels_alloc_floats(B * PS);
+    m->pool_stats = kernels_alloc_floats(B * 2);
+    m->logits = kernels_alloc_floats(B * C);
+    m->dx = kernels_alloc_floats(BT * D);
+    m->dtmp = kernels_alloc_floats(BT * D);
+    m->dbranch = kernels_alloc_floats(ls * BT * D);
+    m->dqkv = kernels_alloc_floats(BT * 3 * D);
+    m->dhid = kernels_alloc_floats(BT * M);
+    m->dscores = kernels_alloc_floats((size_t)m->threads.count * T * T);
+    m->dlogits = kernels_alloc_floats(B * C);
+    m->dpooled = kernels_alloc_floats(B * PS);
+    m->dpool_in = kernels_alloc_floats(B * D);
+    m->prod = kernels_alloc_floats(BT * (D > C ? D : C));
+    m->sums = kernels_alloc_floats(D);
+    m->ones = kernels_alloc_floats(BT);
+}
 
 vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_model **out,
                             vit_error *err) {
@@ -332,51 +386,8 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     }
     lay_out_tensors(m);
 
-    const size_t B = (size_t)max_batch, T = (size_t)m->num_tokens, D = (size_t)c->hidden_size;
-    const size_t M = (size_t)c->mlp_size, L = (size_t)c->num_layers, H = (size_t)c->num_heads;
-    const size_t Np = (size_t)m->num_patches, K = (size_t)m->patch_dim;
-    const size_t C = (size_t)c->num_classes, BT = B * T, PS = (size_t)m->pooled_size;
-    /* A switch's buffers only when the model has it: one float otherwise
-     * (never read), so the allocation check below stays uniform. */
-    const size_t pre = c->pre_norm, qk = c->qk_norm, ls = c->layer_scale;
-    m->params = kernels_alloc_floats(m->num_params);
-    m->grads = kernels_alloc_floats(m->num_params);
-    m->cols = kernels_alloc_floats(B * Np * K);
-    m->emb = kernels_alloc_floats(pre * BT * D);
-    m->pre_stats = kernels_alloc_floats(pre * BT * 2);
-    m->x = kernels_alloc_floats((L + 1) * BT * D);
-    m->xmid = kernels_alloc_floats(L * BT * D);
-    m->ln1 = kernels_alloc_floats(L * BT * D);
-    m->ln2 = kernels_alloc_floats(L * BT * D);
-    m->stats1 = kernels_alloc_floats(L * BT * 2);
-    m->stats2 = kernels_alloc_floats(L * BT * 2);
-    m->qkv = kernels_alloc_floats(L * BT * 3 * D);
-    m->qk_raw = kernels_alloc_floats(qk * L * BT * 2 * D);
-    m->qk_stats = kernels_alloc_floats(qk * L * 2 * BT * 2 * H);
-    m->br1 = kernels_alloc_floats(ls * L * BT * D);
-    m->br2 = kernels_alloc_floats(ls * L * BT * D);
-    m->probs = kernels_alloc_floats(L * B * H * T * T);
-    m->attn = kernels_alloc_floats(L * BT * D);
-    m->hid = kernels_alloc_floats(L * BT * M);
-    m->act = kernels_alloc_floats(L * BT * M);
-    m->fin = kernels_alloc_floats(BT * D);
-    m->fin_stats = kernels_alloc_floats(BT * 2);
-    m->pool_in = kernels_alloc_floats(B * D);
-    m->pooled = kernels_alloc_floats(B * PS);
-    m->pool_stats = kernels_alloc_floats(B * 2);
-    m->logits = kernels_alloc_floats(B * C);
-    m->dx = kernels_alloc_floats(BT * D);
-    m->dtmp = kernels_alloc_floats(BT * D);
-    m->dbranch = kernels_alloc_floats(ls * BT * D);
-    m->dqkv = kernels_alloc_floats(BT * 3 * D);
-    m->dhid = kernels_alloc_floats(BT * M);
-    m->dscores = kernels_alloc_floats((size_t)m->threads.count * T * T);
-    m->dlogits = kernels_alloc_floats(B * C);
-    m->dpooled = kernels_alloc_floats(B * PS);
-    m->dpool_in = kernels_alloc_floats(B * D);
-    m->prod = kernels_alloc_floats(BT * (D > C ? D : C));
-    m->sums = kernels_alloc_floats(D);
-    m->ones = kernels_alloc_floats(BT);
+    alloc_buffers(m);
+    const size_t T = (size_t)m->num_tokens, L = (size_t)c->num_layers;
     float *const all[] = ALL_BUFFERS(m);
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         if (!all[i]) {
@@ -385,7 +396,7 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
                                  "out of memory for training at batch %d (%zu tokens, %zu "
                                  "layers)", max_batch, T, L);
         }
-    for (size_t i = 0; i < BT; i++) m->ones[i] = 1.0f;
+    for (size_t i = 0; i < (size_t)max_batch * T; i++) m->ones[i] = 1.0f;
     *out = m;
     return VIT_OK;
 }
@@ -485,32 +496,11 @@ static void switch_differences(const vit_config *a, const vit_config *b, int cop
 #undef DIFF
 }
 
-vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int copy_head,
-                               vit_error *err) {
+/* The patch embedding and position rows of src into m (vit_train_copy_from). */
+static vit_status copy_embedding(vit_train_model *m, const vit_model *src, vit_error *err) {
     const vit_config *a = &m->config, *b = &src->config;
-    char why[300];
-    if (train_unsupported(b, why, sizeof why))
-        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: %s (it can be run, not fine-tuned)",
-                             weights_path(src->file), why);
-    if (a->hidden_size != b->hidden_size || a->num_layers != b->num_layers ||
-        a->mlp_size != b->mlp_size || a->patch_size != b->patch_size ||
-        a->num_heads != b->num_heads ||
-        !(a->num_channels == b->num_channels || (a->num_channels == 1 && b->num_channels == 3)))
-        return vit_error_set(err, VIT_E_SHAPE,
-                             "the pretrained model (hidden %d, %d layers, %d heads, MLP %d, patch "
-                             "%d, image %d, %d channels, %d prefix tokens) does not match the one "
-                             "being trained (hidden %d, %d layers, %d heads, MLP %d, patch %d, "
-                             "image %d, %d channels)",
-                             b->hidden_size, b->num_layers, b->num_heads, b->mlp_size,
-                             b->patch_size, b->image_size, b->num_channels, b->num_prefix_tokens,
-                             a->hidden_size, a->num_layers, a->num_heads, a->mlp_size,
-                             a->patch_size, a->image_size, a->num_channels);
-    switch_differences(a, b, copy_head, why, sizeof why);
-    if (why[0])
-        return vit_error_set(err, VIT_E_SHAPE, "the pretrained model differs from the one being "
-                             "trained in: %s", why);
-    const size_t D = (size_t)a->hidden_size, M = (size_t)a->mlp_size, PP = (size_t)a->patch_size * a->patch_size;
-    const size_t dh = D / (size_t)a->num_heads, Np = (size_t)m->num_patches;
+    const size_t D = (size_t)a->hidden_size, PP = (size_t)a->patch_size * a->patch_size;
+    const size_t Np = (size_t)m->num_patches;
     float *p = m->params;
     if (a->num_channels == b->num_channels) {
         memcpy(p + m->patch_w, src->patch_w, D * m->patch_dim * sizeof(float));
@@ -545,7 +535,77 @@ vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int cop
         for (size_t t = 0; t < Np; t++)
             for (size_t d = 0; d < D; d++) p[m->pos + (pos_prefix + t) * D + d] += src->patch_b[d];
     }
-    vit_status s = VIT_OK;
+    return VIT_OK;
+}
+
+/* Encoder block l of src into m (vit_train_copy_from). */
+static vit_status copy_block(vit_train_model *m, const vit_model *src, int l, vit_error *err) {
+    const vit_config *a = &m->config;
+    const size_t D = (size_t)a->hidden_size, M = (size_t)a->mlp_size;
+    const size_t dh = D / (size_t)a->num_heads;
+    float *p = m->params;
+    vit_status s;
+    const vit_block *sb = &src->blocks[l];
+    const block_offsets *o = &m->blocks[l];
+    if ((s = copy_param(p + o->ln1_w, sb->ln1_w, D, "norm1", err)) ||
+        (s = copy_param(p + o->ln1_b, sb->ln1_b, D, "norm1", err)) ||
+        (s = copy_linear(p + o->qkv_w, sb->qkv_w, sb->qkv_q, 3 * D * D, "qkv", err)) ||
+        (s = copy_param(p + o->proj_w, sb->proj_w, D * D, "proj", err)) ||
+        (s = copy_param(p + o->proj_b, sb->proj_b, D, "proj bias", err)) ||
+        (s = copy_param(p + o->ln2_w, sb->ln2_w, D, "norm2", err)) ||
+        (s = copy_param(p + o->ln2_b, sb->ln2_b, D, "norm2", err)) ||
+        (s = copy_linear(p + o->fc1_w, sb->fc1_w, sb->fc1_q, M * D, "fc1", err)) ||
+        (s = copy_param(p + o->fc1_b, sb->fc1_b, M, "fc1 bias", err)) ||
+        (s = copy_linear(p + o->fc2_w, sb->fc2_w, sb->fc2_q, D * M, "fc2", err)) ||
+        (s = copy_param(p + o->fc2_b, sb->fc2_b, D, "fc2 bias", err)))
+        return s;
+    if (o->ls1 != NONE &&
+        ((s = copy_param(p + o->ls1, sb->ls1, D, "LayerScale", err)) ||
+         (s = copy_param(p + o->ls2, sb->ls2, D, "LayerScale", err))))
+        return s;
+    if (o->q_norm_w != NONE &&
+        ((s = copy_param(p + o->q_norm_w, sb->q_norm_w, dh, "q_norm", err)) ||
+         (s = copy_param(p + o->q_norm_b, sb->q_norm_b, dh, "q_norm", err)) ||
+         (s = copy_param(p + o->k_norm_w, sb->k_norm_w, dh, "k_norm", err)) ||
+         (s = copy_param(p + o->k_norm_b, sb->k_norm_b, dh, "k_norm", err))))
+        return s;
+    /* A checkpoint without qkv bias trains one from zero when the model
+     * being trained has one. */
+    if (o->qkv_b != NONE) {
+        if (sb->qkv_b) memcpy(p + o->qkv_b, sb->qkv_b, 3 * D * sizeof(float));
+        else memset(p + o->qkv_b, 0, 3 * D * sizeof(float));
+    }
+    return VIT_OK;
+}
+
+vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int copy_head,
+                               vit_error *err) {
+    const vit_config *a = &m->config, *b = &src->config;
+    char why[300];
+    if (train_unsupported(b, why, sizeof why))
+        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: %s (it can be run, not fine-tuned)",
+                             weights_path(src->file), why);
+    if (a->hidden_size != b->hidden_size || a->num_layers != b->num_layers ||
+        a->mlp_size != b->mlp_size || a->patch_size != b->patch_size ||
+        a->num_heads != b->num_heads ||
+        !(a->num_channels == b->num_channels || (a->num_channels == 1 && b->num_channels == 3)))
+        return vit_error_set(err, VIT_E_SHAPE,
+                             "the pretrained model (hidden %d, %d layers, %d heads, MLP %d, patch "
+                             "%d, image %d, %d channels, %d prefix tokens) does not match the one "
+                             "being trained (hidden %d, %d layers, %d heads, MLP %d, patch %d, "
+                             "image %d, %d channels)",
+                             b->hidden_size, b->num_layers, b->num_heads, b->mlp_size,
+                             b->patch_size, b->image_size, b->num_channels, b->num_prefix_tokens,
+                             a->hidden_size, a->num_layers, a->num_heads, a->mlp_size,
+                             a->patch_size, a->image_size, a->num_channels);
+    switch_differences(a, b, copy_head, why, sizeof why);
+    if (why[0])
+        return vit_error_set(err, VIT_E_SHAPE, "the pretrained model differs from the one being "
+                             "trained in: %s", why);
+    const size_t D = (size_t)a->hidden_size;
+    float *p = m->params;
+    vit_status s = copy_embedding(m, src, err);
+    if (s != VIT_OK) return s;
     if ((m->cls != NONE && (s = copy_param(p + m->cls, src->cls_token, D, "class token", err))) ||
         (m->reg != NONE &&
          (s = copy_param(p + m->reg, src->reg_tokens, (size_t)m->num_reg * D, "register tokens", err))) ||
@@ -559,38 +619,8 @@ vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int cop
          ((s = copy_param(p + m->fc_norm_w, src->fc_norm_w, D, "fc_norm", err)) ||
           (s = copy_param(p + m->fc_norm_b, src->fc_norm_b, D, "fc_norm", err)))))
         return s;
-    for (int l = 0; l < a->num_layers; l++) {
-        const vit_block *sb = &src->blocks[l];
-        const block_offsets *o = &m->blocks[l];
-        if ((s = copy_param(p + o->ln1_w, sb->ln1_w, D, "norm1", err)) ||
-            (s = copy_param(p + o->ln1_b, sb->ln1_b, D, "norm1", err)) ||
-            (s = copy_linear(p + o->qkv_w, sb->qkv_w, sb->qkv_q, 3 * D * D, "qkv", err)) ||
-            (s = copy_param(p + o->proj_w, sb->proj_w, D * D, "proj", err)) ||
-            (s = copy_param(p + o->proj_b, sb->proj_b, D, "proj bias", err)) ||
-            (s = copy_param(p + o->ln2_w, sb->ln2_w, D, "norm2", err)) ||
-            (s = copy_param(p + o->ln2_b, sb->ln2_b, D, "norm2", err)) ||
-            (s = copy_linear(p + o->fc1_w, sb->fc1_w, sb->fc1_q, M * D, "fc1", err)) ||
-            (s = copy_param(p + o->fc1_b, sb->fc1_b, M, "fc1 bias", err)) ||
-            (s = copy_linear(p + o->fc2_w, sb->fc2_w, sb->fc2_q, D * M, "fc2", err)) ||
-            (s = copy_param(p + o->fc2_b, sb->fc2_b, D, "fc2 bias", err)))
-            return s;
-        if (o->ls1 != NONE &&
-            ((s = copy_param(p + o->ls1, sb->ls1, D, "LayerScale", err)) ||
-             (s = copy_param(p + o->ls2, sb->ls2, D, "LayerScale", err))))
-            return s;
-        if (o->q_norm_w != NONE &&
-            ((s = copy_param(p + o->q_norm_w, sb->q_norm_w, dh, "q_norm", err)) ||
-             (s = copy_param(p + o->q_norm_b, sb->q_norm_b, dh, "q_norm", err)) ||
-             (s = copy_param(p + o->k_norm_w, sb->k_norm_w, dh, "k_norm", err)) ||
-             (s = copy_param(p + o->k_norm_b, sb->k_norm_b, dh, "k_norm", err))))
-            return s;
-        /* A checkpoint without qkv bias trains one from zero when the model
-         * being trained has one. */
-        if (o->qkv_b != NONE) {
-            if (sb->qkv_b) memcpy(p + o->qkv_b, sb->qkv_b, 3 * D * sizeof(float));
-            else memset(p + o->qkv_b, 0, 3 * D * sizeof(float));
-        }
-    }
+    for (int l = 0; l < a->num_layers; l++)
+        if ((s = copy_block(m, src, l, err)) != VIT_OK) return s;
     if (copy_head) {
         if (b->num_classes != a->num_classes || !src->head_w)
             return vit_error_set(err, VIT_E_SHAPE, "the pretrained head has %d classes, not %d",
@@ -611,15 +641,6 @@ void vit_train_freeze_backbone(vit_train_model *m, int freeze) {
 /* Activation pointers of layer l. */
 #define LAYER(buf, l, per) ((buf) + (size_t)(l) * (per))
 
-/* The mean of the patch tokens of one image (prefix tokens left out) into
- * out, summed in token order as the inference pass does. */
-static void mean_patch_tokens(float *out, const float *tokens, int prefix, int T, int D) {
-    for (int d = 0; d < D; d++) out[d] = 0.0f;
-    for (int t = prefix; t < T; t++)
-        for (int d = 0; d < D; d++) out[d] += tokens[(size_t)t * D + d];
-    for (int d = 0; d < D; d++) out[d] /= (float)(T - prefix);
-}
-
 /* Patch embedding, prefix tokens (class, registers) and position
  * embeddings into dst [n*T, D]: token t < pos_prefix gets position row t,
  * patch j row pos_prefix + j, other prefix tokens none (no_embed_class,
@@ -627,35 +648,26 @@ static void mean_patch_tokens(float *out, const float *tokens, int prefix, int T
 static void embed(vit_train_model *m, const float *images, int n, float *dst) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, T = m->num_tokens, Np = m->num_patches, prefix = m->prefix;
-    const int K = m->patch_dim, S = c->image_size, rows = n * T, pos_prefix = m->pos_prefix;
-    const float *p = m->params, *patch_b = param(m, m->patch_b);
-#pragma omp parallel for schedule(static) num_threads(m->threads.count)
+    const int K = m->patch_dim, S = c->image_size, pos_prefix = m->pos_prefix;
+    const float *p = m->params;
+    const kernels_threads th = m->threads;
+    /* The patch projections, bias included, into dtmp (backward's scratch,
+     * free until then). */
+    float *patches = m->dtmp;
+#pragma omp parallel for schedule(static) num_threads(th.count)
     for (int b = 0; b < n; b++)
         patching_im2col(images + (size_t)b * c->num_channels * S * S, c->num_channels, S, S,
                         c->patch_size, m->cols + (size_t)b * Np * K);
-    /* Patch rows of image b are rows prefix.. of its token block: one GEMM
-     * per image writes them in place (rows D apart). */
-    for (int b = 0; b < n; b++)
-        matmul_gemm(dst + ((size_t)b * T + prefix) * D, D, m->cols + (size_t)b * Np * K,
-                    p + m->patch_w, Np, K, D, 0.0f, m->threads);
-#pragma omp parallel for schedule(static) num_threads(m->threads.count)
-    for (int row = 0; row < rows; row++) {
-        const int t = row % T;
-        float *x = dst + (size_t)row * D;
-        if (t >= prefix) {
-            const float *pos = p + m->pos + (size_t)(pos_prefix + t - prefix) * D;
-            if (patch_b)
-                for (int d = 0; d < D; d++) x[d] += patch_b[d] + pos[d];
-            else
-                for (int d = 0; d < D; d++) x[d] += pos[d];
-        } else {
-            const float *token = t < m->has_cls ? p + m->cls : p + m->reg + (size_t)(t - m->has_cls) * D;
-            if (t < pos_prefix)
-                for (int d = 0; d < D; d++) x[d] = token[d] + p[m->pos + (size_t)t * D + d];
-            else
-                memcpy(x, token, sizeof(float) * D);
-        }
+    matmul_forward(patches, m->cols, p + m->patch_w, param(m, m->patch_b), n * Np, K, D, th);
+    /* Each token's position row as the context holds it at inference. */
+    for (int t = 0; t < T; t++) {
+        float *dst_pos = m->token_pos + (size_t)t * D;
+        const int row = t < prefix ? (t < pos_prefix ? t : -1) : pos_prefix + t - prefix;
+        if (row < 0) memset(dst_pos, 0, sizeof(float) * D);
+        else memcpy(dst_pos, p + m->pos + (size_t)row * D, sizeof(float) * D);
     }
+    embed_tokens_forward(dst, patches, param(m, m->cls), NULL, param(m, m->reg), m->token_pos, n,
+                         T, Np, D, th);
 }
 
 /* A block's residual branch: out = x + branch, branch = inp · Wᵀ + bias,
@@ -673,59 +685,58 @@ static void residual_branch_forward(float *out, const float *x, float *br, const
     }
 }
 
-/* The whole forward pass for n images, keeping every activation; logits
- * into m->logits. */
-static void forward(vit_train_model *m, const float *images, int n) {
+/* Encoder block l on n images: m->x[l] into m->x[l + 1], keeping what
+ * block_backward reads. */
+static void block_forward(vit_train_model *m, int n, int l) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, H = c->num_heads;
+    const int rows = n * T;
+    const size_t BT = (size_t)m->max_batch * T;
+    const float *p = m->params, eps = c->layer_norm_eps;
+    const kernels_threads th = m->threads;
+    const block_offsets *o = &m->blocks[l];
+    const float *x = LAYER(m->x, l, BT * D);
+    float *xmid = LAYER(m->xmid, l, BT * D), *out = LAYER(m->x, l + 1, BT * D);
+    float *ln1 = LAYER(m->ln1, l, BT * D), *ln2 = LAYER(m->ln2, l, BT * D);
+    float *mean1 = LAYER(m->stats1, l, BT * 2), *rstd1 = mean1 + BT;
+    float *mean2 = LAYER(m->stats2, l, BT * 2), *rstd2 = mean2 + BT;
+    float *qkv = LAYER(m->qkv, l, BT * 3 * D), *attn = LAYER(m->attn, l, BT * D);
+    float *probs = LAYER(m->probs, l, (size_t)m->max_batch * H * T * T);
+    float *hid = LAYER(m->hid, l, BT * M), *act = LAYER(m->act, l, BT * M);
+    layernorm_forward(ln1, mean1, rstd1, x, p + o->ln1_w, p + o->ln1_b, rows, D, eps, th);
+    matmul_forward(qkv, ln1, p + o->qkv_w, param(m, o->qkv_b), rows, D, 3 * D, th);
+    if (c->qk_norm) {
+        /* Q and K as they were, then normed in place */
+        float *raw = LAYER(m->qk_raw, l, BT * 2 * D);
+        float *qk_mean = LAYER(m->qk_stats, l, BT * 2 * H * 2), *qk_rstd = qk_mean + BT * 2 * H;
+        for (int r = 0; r < rows; r++)
+            memcpy(raw + (size_t)r * 2 * D, qkv + (size_t)r * 3 * D, sizeof(float) * 2 * D);
+        qk_norm_forward(qkv, qk_mean, qk_rstd, rows, D, H, p + o->q_norm_w, p + o->q_norm_b,
+                        p + o->k_norm_w, p + o->k_norm_b, eps, th);
+    }
+    attention_forward(attn, probs, qkv, n, T, D, H, T, NULL, th);
+    /* xmid = x + (ls1 *) proj(attn) */
+    residual_branch_forward(xmid, x, c->layer_scale ? LAYER(m->br1, l, BT * D) : NULL, attn,
+                            p + o->proj_w, p + o->proj_b, c->layer_scale ? p + o->ls1 : NULL,
+                            rows, D, D, th);
+    layernorm_forward(ln2, mean2, rstd2, xmid, p + o->ln2_w, p + o->ln2_b, rows, D, eps, th);
+    matmul_forward(hid, ln2, p + o->fc1_w, p + o->fc1_b, rows, D, M, th);
+    kernels_act_forward(act, hid, (size_t)rows * M, vit_kernels_act(c->act), th);
+    /* out = xmid + (ls2 *) fc2(act) */
+    residual_branch_forward(out, xmid, c->layer_scale ? LAYER(m->br2, l, BT * D) : NULL, act,
+                            p + o->fc2_w, p + o->fc2_b, c->layer_scale ? p + o->ls2 : NULL,
+                            rows, M, D, th);
+}
+
+/* After the blocks: the final norm, pooling, fc_norm and head of n
+ * images, logits into m->logits. */
+static void head_forward(vit_train_model *m, int n) {
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, T = m->num_tokens;
     const int C = c->num_classes, rows = n * T, PS = m->pooled_size, B = m->max_batch;
     const size_t BT = (size_t)B * T;
     const float *p = m->params, eps = c->layer_norm_eps;
     const kernels_threads th = m->threads;
-
-    if (c->pre_norm) {
-        /* CLIP's ln_pre on the embedding */
-        embed(m, images, n, m->emb);
-        layernorm_forward(m->x, m->pre_stats, m->pre_stats + BT, m->emb, p + m->norm_pre_w,
-                          p + m->norm_pre_b, rows, D, eps, th);
-    } else {
-        embed(m, images, n, m->x);
-    }
-    for (int l = 0; l < c->num_layers; l++) {
-        const block_offsets *o = &m->blocks[l];
-        const float *x = LAYER(m->x, l, BT * D);
-        float *xmid = LAYER(m->xmid, l, BT * D), *out = LAYER(m->x, l + 1, BT * D);
-        float *ln1 = LAYER(m->ln1, l, BT * D), *ln2 = LAYER(m->ln2, l, BT * D);
-        float *mean1 = LAYER(m->stats1, l, BT * 2), *rstd1 = mean1 + BT;
-        float *mean2 = LAYER(m->stats2, l, BT * 2), *rstd2 = mean2 + BT;
-        float *qkv = LAYER(m->qkv, l, BT * 3 * D), *attn = LAYER(m->attn, l, BT * D);
-        float *probs = LAYER(m->probs, l, (size_t)m->max_batch * H * T * T);
-        float *hid = LAYER(m->hid, l, BT * M), *act = LAYER(m->act, l, BT * M);
-        layernorm_forward(ln1, mean1, rstd1, x, p + o->ln1_w, p + o->ln1_b, rows, D, eps, th);
-        matmul_forward(qkv, ln1, p + o->qkv_w, param(m, o->qkv_b), rows, D, 3 * D, th);
-        if (c->qk_norm) {
-            /* Q and K as they were, then normed in place */
-            float *raw = LAYER(m->qk_raw, l, BT * 2 * D);
-            float *qk_mean = LAYER(m->qk_stats, l, BT * 2 * H * 2), *qk_rstd = qk_mean + BT * 2 * H;
-            for (int r = 0; r < rows; r++)
-                memcpy(raw + (size_t)r * 2 * D, qkv + (size_t)r * 3 * D, sizeof(float) * 2 * D);
-            qk_norm_forward(qkv, qk_mean, qk_rstd, rows, D, H, p + o->q_norm_w, p + o->q_norm_b,
-                            p + o->k_norm_w, p + o->k_norm_b, eps, th);
-        }
-        attention_forward(attn, probs, qkv, n, T, D, H, T, NULL, th);
-        /* xmid = x + (ls1 *) proj(attn) */
-        residual_branch_forward(xmid, x, c->layer_scale ? LAYER(m->br1, l, BT * D) : NULL, attn,
-                                p + o->proj_w, p + o->proj_b, c->layer_scale ? p + o->ls1 : NULL,
-                                rows, D, D, th);
-        layernorm_forward(ln2, mean2, rstd2, xmid, p + o->ln2_w, p + o->ln2_b, rows, D, eps, th);
-        matmul_forward(hid, ln2, p + o->fc1_w, p + o->fc1_b, rows, D, M, th);
-        if (c->act == VIT_ACT_QUICK_GELU) quick_gelu_forward(act, hid, (size_t)rows * M, th);
-        else gelu_forward(act, hid, (size_t)rows * M, th);
-        /* out = xmid + (ls2 *) fc2(act) */
-        residual_branch_forward(out, xmid, c->layer_scale ? LAYER(m->br2, l, BT * D) : NULL, act,
-                                p + o->fc2_w, p + o->fc2_b, c->layer_scale ? p + o->ls2 : NULL,
-                                rows, M, D, th);
-    }
     /* The final norm on the tokens pooling reads (token pooling: the class
      * tokens alone, n rows into fin), then the pooling, then fc_norm. */
     const float *last = LAYER(m->x, c->num_layers, BT * D), *tokens = last;
@@ -741,27 +752,40 @@ static void forward(vit_train_model *m, const float *images, int n) {
                               p + m->norm_b, rows, D, eps, th);
         tokens = m->fin;
     }
+    /* The tokens are normed already (token pooling: fin holds the class
+     * rows alone, D apart). */
     float *feat = c->fc_norm ? m->pool_in : m->pooled;
     for (int b = 0; b < n; b++) {
-        const float *img = tokens + (size_t)b * T * D;
-        float *f = feat + (size_t)b * PS;
-        switch (c->global_pool) {
-        case VIT_GLOBAL_POOL_TOKEN:
-            memcpy(f, m->norm_w != NONE ? tokens + (size_t)b * D : img, sizeof(float) * D);
-            break;
-        case VIT_GLOBAL_POOL_AVG:
-            mean_patch_tokens(f, img, m->prefix, T, D);
-            break;
-        case VIT_GLOBAL_POOL_TOKEN_AVG:
-            memcpy(f, img, sizeof(float) * D);
-            mean_patch_tokens(f + D, img, m->prefix, T, D);
-            break;
-        }
+        const float *img = token_pool && m->norm_w != NONE ? tokens + (size_t)b * D
+                                                           : tokens + (size_t)b * T * D;
+        pool_forward(feat + (size_t)b * PS, img, T, m->prefix, 1, D, (kernels_pool)c->global_pool,
+                     NULL, NULL, eps, NULL);
     }
     if (c->fc_norm)
         layernorm_forward(m->pooled, m->pool_stats, m->pool_stats + B, m->pool_in,
                           p + m->fc_norm_w, p + m->fc_norm_b, n, D, eps, th);
     matmul_forward(m->logits, m->pooled, p + m->head_w, p + m->head_b, n, PS, C, th);
+}
+
+/* The whole forward pass for n images, keeping every activation; logits
+ * into m->logits. */
+static void forward(vit_train_model *m, const float *images, int n) {
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, T = m->num_tokens, rows = n * T;
+    const size_t BT = (size_t)m->max_batch * T;
+    const float *p = m->params, eps = c->layer_norm_eps;
+    const kernels_threads th = m->threads;
+
+    if (c->pre_norm) {
+        /* CLIP's ln_pre on the embedding */
+        embed(m, images, n, m->emb);
+        layernorm_forward(m->x, m->pre_stats, m->pre_stats + BT, m->emb, p + m->norm_pre_w,
+                          p + m->norm_pre_b, rows, D, eps, th);
+    } else {
+        embed(m, images, n, m->x);
+    }
+    for (int l = 0; l < c->num_layers; l++) block_forward(m, n, l);
+    head_forward(m, n);
 }
 
 /* Cross-entropy with label smoothing over n rows of logits, summed and
@@ -855,21 +879,16 @@ static void embed_backward(vit_train_model *m, int n, const float *demb, float *
                     m->ones, n * Np, m->patch_dim, D);
 }
 
-/* Backward from m->dlogits through the head, fc_norm, pooling and final
- * norm (filling m->dx, the gradient of the last block's output) and, with
- * full, through every block and the embedding. */
-static void backward(vit_train_model *m, int n, int full) {
+/* From d(pooled features) (m->dpooled) back through fc_norm, the pooling
+ * and the final norm: d(last block's output) into m->dx. */
+static void pool_backward(vit_train_model *m, int n) {
     const vit_config *c = &m->config;
-    const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, H = c->num_heads;
-    const int C = c->num_classes, rows = n * T, B = m->max_batch, PS = m->pooled_size;
+    const int D = c->hidden_size, T = m->num_tokens;
+    const int rows = n * T, B = m->max_batch, PS = m->pooled_size;
     const size_t BT = (size_t)B * T;
     const float *p = m->params;
     float *g = m->grads;
     const kernels_threads th = m->threads;
-
-    matmul_backward(m->dpooled, g + m->head_w, g + m->head_b, m->dlogits, m->pooled,
-                    p + m->head_w, m->ones, n, PS, C);
-    if (!full) return;
     const float *dfeat = m->dpooled;
     if (c->fc_norm) {
         memset(m->dpool_in, 0, sizeof(float) * n * D);
@@ -907,54 +926,82 @@ static void backward(vit_train_model *m, int n, int full) {
             layernorm_backward(m->dx, g + m->norm_w, g + m->norm_b, dtok, last, p + m->norm_w,
                                m->fin_stats, m->fin_stats + BT, rows, D, 1, m->prod, m->ones, th);
     }
+}
 
-    for (int l = c->num_layers - 1; l >= 0; l--) {
-        const block_offsets *o = &m->blocks[l];
-        const float *x = LAYER(m->x, l, BT * D), *xmid = LAYER(m->xmid, l, BT * D);
-        const float *ln1 = LAYER(m->ln1, l, BT * D), *ln2 = LAYER(m->ln2, l, BT * D);
-        const float *mean1 = LAYER(m->stats1, l, BT * 2), *rstd1 = mean1 + BT;
-        const float *mean2 = LAYER(m->stats2, l, BT * 2), *rstd2 = mean2 + BT;
-        const float *qkv = LAYER(m->qkv, l, BT * 3 * D), *attn = LAYER(m->attn, l, BT * D);
-        const float *probs = LAYER(m->probs, l, (size_t)B * H * T * T);
-        const float *hid = LAYER(m->hid, l, BT * M), *act = LAYER(m->act, l, BT * M);
-        /* MLP: dx is d(block output) = d(xmid) through the residual; the
-         * branch's gradient is dx, or dx * ls2 with LayerScale. */
-        const float *dmlp = m->dx;
-        if (c->layer_scale) {
-            layer_scale_add_backward(m->dbranch, g + o->ls2, m->dx, LAYER(m->br2, l, BT * D),
-                                     p + o->ls2, rows, D, m->prod, m->ones, th);
-            dmlp = m->dbranch;
-        }
-        matmul_backward(m->dhid, g + o->fc2_w, g + o->fc2_b, dmlp, act, p + o->fc2_w, m->ones,
-                        rows, M, D);
-        if (c->act == VIT_ACT_QUICK_GELU) quick_gelu_backward(m->dhid, hid, m->dhid, (size_t)rows * M, th);
-        else gelu_backward(m->dhid, hid, m->dhid, (size_t)rows * M, th);
-        matmul_backward(m->dtmp, g + o->fc1_w, g + o->fc1_b, m->dhid, ln2, p + o->fc1_w, m->ones,
-                        rows, D, M);
-        layernorm_backward(m->dx, g + o->ln2_w, g + o->ln2_b, m->dtmp, xmid, p + o->ln2_w, mean2,
-                           rstd2, rows, D, 1, m->prod, m->ones, th);
-        /* Attention: dx is now d(xmid) = d(block input) through the residual. */
-        const float *dproj = m->dx;
-        if (c->layer_scale) {
-            layer_scale_add_backward(m->dbranch, g + o->ls1, m->dx, LAYER(m->br1, l, BT * D),
-                                     p + o->ls1, rows, D, m->prod, m->ones, th);
-            dproj = m->dbranch;
-        }
-        matmul_backward(m->dtmp, g + o->proj_w, g + o->proj_b, dproj, attn, p + o->proj_w,
-                        m->ones, rows, D, D);
-        attention_backward(m->dqkv, m->dscores, m->dtmp, qkv, probs, n, T, D, H, th);
-        if (c->qk_norm) {
-            const float *qk_mean = LAYER(m->qk_stats, l, BT * 2 * H * 2), *qk_rstd = qk_mean + BT * 2 * H;
-            qk_norm_backward(m->dqkv, g + o->q_norm_w, g + o->q_norm_b, g + o->k_norm_w,
-                             g + o->k_norm_b, LAYER(m->qk_raw, l, BT * 2 * D), p + o->q_norm_w,
-                             p + o->k_norm_w, qk_mean, qk_rstd, rows, D, H, m->prod, m->sums,
-                             m->ones, th);
-        }
-        matmul_backward(m->dtmp, g + o->qkv_w, grad(m, o->qkv_b), m->dqkv, ln1, p + o->qkv_w,
-                        m->ones, rows, D, 3 * D);
-        layernorm_backward(m->dx, g + o->ln1_w, g + o->ln1_b, m->dtmp, x, p + o->ln1_w, mean1,
-                           rstd1, rows, D, 1, m->prod, m->ones, th);
+/* Encoder block l backward: m->dx holds d(its output) on entry, d(its
+ * input) on return; its parameters' gradients are written. */
+static void block_backward(vit_train_model *m, int n, int l) {
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, H = c->num_heads;
+    const int rows = n * T, B = m->max_batch;
+    const size_t BT = (size_t)B * T;
+    const float *p = m->params;
+    float *g = m->grads;
+    const kernels_threads th = m->threads;
+    const block_offsets *o = &m->blocks[l];
+    const float *x = LAYER(m->x, l, BT * D), *xmid = LAYER(m->xmid, l, BT * D);
+    const float *ln1 = LAYER(m->ln1, l, BT * D), *ln2 = LAYER(m->ln2, l, BT * D);
+    const float *mean1 = LAYER(m->stats1, l, BT * 2), *rstd1 = mean1 + BT;
+    const float *mean2 = LAYER(m->stats2, l, BT * 2), *rstd2 = mean2 + BT;
+    const float *qkv = LAYER(m->qkv, l, BT * 3 * D), *attn = LAYER(m->attn, l, BT * D);
+    const float *probs = LAYER(m->probs, l, (size_t)B * H * T * T);
+    const float *hid = LAYER(m->hid, l, BT * M), *act = LAYER(m->act, l, BT * M);
+    /* MLP: dx is d(block output) = d(xmid) through the residual; the
+     * branch's gradient is dx, or dx * ls2 with LayerScale. */
+    const float *dmlp = m->dx;
+    if (c->layer_scale) {
+        layer_scale_add_backward(m->dbranch, g + o->ls2, m->dx, LAYER(m->br2, l, BT * D),
+                                 p + o->ls2, rows, D, m->prod, m->ones, th);
+        dmlp = m->dbranch;
     }
+    matmul_backward(m->dhid, g + o->fc2_w, g + o->fc2_b, dmlp, act, p + o->fc2_w, m->ones,
+                    rows, M, D);
+    if (c->act == VIT_ACT_QUICK_GELU) quick_gelu_backward(m->dhid, hid, m->dhid, (size_t)rows * M, th);
+    else gelu_backward(m->dhid, hid, m->dhid, (size_t)rows * M, th);
+    matmul_backward(m->dtmp, g + o->fc1_w, g + o->fc1_b, m->dhid, ln2, p + o->fc1_w, m->ones,
+                    rows, D, M);
+    layernorm_backward(m->dx, g + o->ln2_w, g + o->ln2_b, m->dtmp, xmid, p + o->ln2_w, mean2,
+                       rstd2, rows, D, 1, m->prod, m->ones, th);
+    /* Attention: dx is now d(xmid) = d(block input) through the residual. */
+    const float *dproj = m->dx;
+    if (c->layer_scale) {
+        layer_scale_add_backward(m->dbranch, g + o->ls1, m->dx, LAYER(m->br1, l, BT * D),
+                                 p + o->ls1, rows, D, m->prod, m->ones, th);
+        dproj = m->dbranch;
+    }
+    matmul_backward(m->dtmp, g + o->proj_w, g + o->proj_b, dproj, attn, p + o->proj_w,
+                    m->ones, rows, D, D);
+    attention_backward(m->dqkv, m->dscores, m->dtmp, qkv, probs, n, T, D, H, th);
+    if (c->qk_norm) {
+        const float *qk_mean = LAYER(m->qk_stats, l, BT * 2 * H * 2), *qk_rstd = qk_mean + BT * 2 * H;
+        qk_norm_backward(m->dqkv, g + o->q_norm_w, g + o->q_norm_b, g + o->k_norm_w,
+                         g + o->k_norm_b, LAYER(m->qk_raw, l, BT * 2 * D), p + o->q_norm_w,
+                         p + o->k_norm_w, qk_mean, qk_rstd, rows, D, H, m->prod, m->sums,
+                         m->ones, th);
+    }
+    matmul_backward(m->dtmp, g + o->qkv_w, grad(m, o->qkv_b), m->dqkv, ln1, p + o->qkv_w,
+                    m->ones, rows, D, 3 * D);
+    layernorm_backward(m->dx, g + o->ln1_w, g + o->ln1_b, m->dtmp, x, p + o->ln1_w, mean1,
+                       rstd1, rows, D, 1, m->prod, m->ones, th);
+}
+
+/* Backward from m->dlogits through the head, fc_norm, pooling and final
+ * norm (filling m->dx, the gradient of the last block's output) and, with
+ * full, through every block and the embedding. */
+static void backward(vit_train_model *m, int n, int full) {
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, T = m->num_tokens;
+    const int C = c->num_classes, rows = n * T, B = m->max_batch, PS = m->pooled_size;
+    const size_t BT = (size_t)B * T;
+    const float *p = m->params;
+    float *g = m->grads;
+    const kernels_threads th = m->threads;
+
+    matmul_backward(m->dpooled, g + m->head_w, g + m->head_b, m->dlogits, m->pooled,
+                    p + m->head_w, m->ones, n, PS, C);
+    if (!full) return;
+    pool_backward(m, n);
+    for (int l = c->num_layers - 1; l >= 0; l--) block_backward(m, n, l);
     if (c->pre_norm) {
         /* d(embedding) through norm_pre into dtmp; dx is then free to gather in. */
         memset(m->dtmp, 0, sizeof(float) * rows * D);
@@ -1181,31 +1228,17 @@ static void dinov2_name(const vit_train_model *m, const char *timm, int part, ch
     snprintf(out, size, "%sencoder.layer.%d.%s", prefix, layer, rest); /* norm1, norm2, mlp */
 }
 
-vit_status vit_train_save(const vit_train_model *m, const char *path, const char *const *labels,
-                          const data_preprocess *pre, const weights_tensor *extra,
-                          size_t num_extra, const char *const *meta_keys,
-                          const char *const *meta_values, size_t num_meta, vit_error *err) {
+/* The model's tensors as the file stores them, into tensors (returns how
+ * many): timm's, a grey patch kernel folded to RGB (into folded), or with
+ * a [class ‖ mean] head the Hugging Face DINOv2 names (into names), its
+ * fused qkv as query, key and value. */
+static size_t file_tensors(const vit_train_model *m, weights_tensor *tensors, char (*names)[96],
+                           float *folded) {
     const vit_config *c = &m->config;
-    const int fold = c->num_channels == 1;
+    const int fold = c->num_channels == 1, dinov2 = c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG;
     const size_t D = (size_t)c->hidden_size, PP = (size_t)c->patch_size * c->patch_size;
     /* ITU-R 601-2 luma, the weights of PIL's convert('L'). */
     static const float LUMA[3] = {0.299f, 0.587f, 0.114f};
-    /* The [class ‖ mean] head has only the Hugging Face DINOv2 spelling,
-     * whose Q, K and V are three tensors: up to 3 per training tensor. */
-    const int dinov2 = c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG;
-    const size_t max_out = m->num_tensors * (dinov2 ? 3 : 1);
-    weights_tensor *tensors = calloc(max_out + num_extra, sizeof *tensors);
-    char(*names)[96] = dinov2 ? calloc(max_out, sizeof *names) : NULL;
-    float *folded = fold ? malloc(D * 3 * PP * sizeof(float)) : NULL;
-    const char **keys = calloc(num_meta + 2, sizeof *keys), **values = calloc(num_meta + 2, sizeof *values);
-    char *config = config_json(m, fold ? 3 : c->num_channels, labels);
-    char *preprocessor = pre ? data_preprocess_to_json(pre) : NULL;
-    vit_status status;
-    if (!tensors || (dinov2 && !names) || (fold && !folded) || !keys || !values || !config ||
-        (pre && !preprocessor)) {
-        status = vit_error_set(err, VIT_E_NOMEM, "out of memory");
-        goto done;
-    }
     size_t count = 0;
     for (size_t i = 0; i < m->num_tensors; i++) {
         const vit_train_tensor *t = &m->tensors[i];
@@ -1245,6 +1278,33 @@ vit_status vit_train_save(const vit_train_model *m, const char *path, const char
             q->data = (const float *)whole.data + (size_t)part * q->numel;
         }
     }
+    return count;
+}
+
+vit_status vit_train_save(const vit_train_model *m, const char *path, const char *const *labels,
+                          const data_preprocess *pre, const weights_tensor *extra,
+                          size_t num_extra, const char *const *meta_keys,
+                          const char *const *meta_values, size_t num_meta, vit_error *err) {
+    const vit_config *c = &m->config;
+    const int fold = c->num_channels == 1;
+    const size_t D = (size_t)c->hidden_size, PP = (size_t)c->patch_size * c->patch_size;
+    /* The [class ‖ mean] head has only the Hugging Face DINOv2 spelling,
+     * whose Q, K and V are three tensors: up to 3 per training tensor. */
+    const int dinov2 = c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG;
+    const size_t max_out = m->num_tensors * (dinov2 ? 3 : 1);
+    weights_tensor *tensors = calloc(max_out + num_extra, sizeof *tensors);
+    char(*names)[96] = dinov2 ? calloc(max_out, sizeof *names) : NULL;
+    float *folded = fold ? malloc(D * 3 * PP * sizeof(float)) : NULL;
+    const char **keys = calloc(num_meta + 2, sizeof *keys), **values = calloc(num_meta + 2, sizeof *values);
+    char *config = config_json(m, fold ? 3 : c->num_channels, labels);
+    char *preprocessor = pre ? data_preprocess_to_json(pre) : NULL;
+    vit_status status;
+    if (!tensors || (dinov2 && !names) || (fold && !folded) || !keys || !values || !config ||
+        (pre && !preprocessor)) {
+        status = vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        goto done;
+    }
+    const size_t count = file_tensors(m, tensors, names, folded);
     for (size_t i = 0; i < num_extra; i++) tensors[count + i] = extra[i];
     size_t n_meta = 0;
     keys[n_meta] = "config";

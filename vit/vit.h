@@ -2,7 +2,7 @@
  *
  *   vit_model *model;  vit_context *ctx;  vit_error err;
  *   vit_model_load("models/deit-tiny", NULL, &model, &err);
- *   vit_context_create(model, batch, 0, &ctx, &err);     // 0: native size
+ *   vit_context_create(model, batch, 0, threads, &ctx, &err); // 0: native size
  *   vit_forward(ctx, images, batch, logits, &err);       // images: B x 3 x S x S
  *
  * The model follows timm / Hugging Face semantics: Conv patch embedding,
@@ -19,6 +19,13 @@
  * A vit_model is read-only after loading and may be shared between threads;
  * each thread running forward passes needs its own vit_context, which holds
  * every buffer the forward pass touches, so the pass itself never allocates.
+ *
+ * Thread counts are arguments (vit_context_create, vit_load_options.threads,
+ * vit_token_logits): the library neither reads nor sets the process's
+ * OpenMP or OpenBLAS thread settings, so two contexts in one process (a
+ * server with two models, a Python caller) each run on their own count.
+ * 0 means one thread per processor the process may run on
+ * (omp_get_num_procs). Outputs do not depend on the count.
  */
 #ifndef VIT_H
 #define VIT_H
@@ -122,6 +129,8 @@ typedef struct vit_load_options {
      * unneeded at inference is always accepted: README), with a notice
      * (vit_model_notices) naming them. */
     int allow_unused;
+    /* Threads packing the weights at load (0: one per processor). */
+    int threads;
 } vit_load_options;
 
 typedef struct vit_model vit_model;
@@ -215,16 +224,19 @@ int vit_model_output_size(const vit_model *model);
 typedef struct vit_context vit_context;
 
 /* Allocates the buffers for batches of up to max_batch images of
- * image_size x image_size pixels (0: the model's native size). At another
+ * image_size x image_size pixels (0: the model's native size), run on
+ * `threads` OpenMP threads (1..1024; 0: one per processor). At another
  * size the position embeddings are resampled once, here. */
-vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
+vit_status vit_context_create(const vit_model *model, int max_batch, int image_size, int threads,
                               vit_context **out, vit_error *err);
 
 void vit_context_free(vit_context *ctx);
 
-/* The input size and token count (prefix + patches) of the context. */
+/* The input size, token count (prefix + patches) and thread count of the
+ * context. */
 int vit_context_image_size(const vit_context *ctx);
 int vit_context_num_tokens(const vit_context *ctx);
+int vit_context_threads(const vit_context *ctx);
 
 /* What vit_context_capture copies out of the forward pass. */
 typedef enum vit_capture_kind {
@@ -252,9 +264,10 @@ vit_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, v
  * num_classes logits into out (the mean of both heads for distilled DeiT).
  * This is the classifier run on every patch token. VIT_E_ARG for a model
  * without head; VIT_E_UNSUPPORTED for a head on [class ‖ mean] (DINOv2:
- * vit_patch_logits gives it the class token). */
-vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, float *out,
-                            vit_error *err);
+ * vit_patch_logits gives it the class token). The head's GEMM runs on
+ * `threads` threads (0: one per processor). */
+vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, int threads,
+                            float *out, vit_error *err);
 
 /* The classifier on every patch token of one image: tokens are all
  * num_tokens rows after the last encoder block (prefix tokens first), out
@@ -266,9 +279,9 @@ vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, 
  * (VIT_GLOBAL_POOL_TOKEN_AVG, DINOv2) reads [normed class token ‖ normed
  * patch]: the patch stands in for the mean, so, the head being linear, the
  * mean of the patch logits is the model's logits. VIT_E_ARG for a model
- * without head or bad sizes. */
+ * without head or bad sizes. threads as vit_token_logits. */
 vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num_tokens,
-                            float *out, vit_error *err);
+                            int threads, float *out, vit_error *err);
 
 /* How vit_pool_tokens makes one image's features, following timm's
  * forward_head(pre_logits=True) on forward_features' output. */

@@ -77,10 +77,20 @@ struct vit_model {
     unsigned char *used;
 };
 
+/* The kernels' form of the model's MLP activation (inference and training). */
+static inline kernels_act vit_kernels_act(vit_act act) {
+    return act == VIT_ACT_QUICK_GELU ? KERNELS_ACT_QUICK_GELU : KERNELS_ACT_GELU;
+}
+
 /* Packs the model's float32 linear layers for vitc's GEMM (the *_f
- * fields, forward.c); VIT_E_NOMEM when out of memory. Called once at load;
- * vit_model_unpack frees them (NULL fields allowed). */
-vit_status vit_model_pack(vit_model *m, vit_error *err);
+ * fields, forward.c) on `threads` threads (>= 1); VIT_E_NOMEM when out of
+ * memory. Called once at load; vit_model_unpack frees them (NULL fields
+ * allowed). */
+vit_status vit_model_pack(vit_model *m, int threads, vit_error *err);
+
+/* threads when > 0, else one per processor the process may run on
+ * (omp_get_num_procs: the machine, not the process's OpenMP settings). */
+int vit_threads_or_procs(int threads);
 void vit_model_unpack(vit_model *m);
 
 /* The most input-scale groups (kernels_qmatrix_groups) of any of the

@@ -46,7 +46,7 @@ static void run_model(const vit_model *model) {
         return;
     vit_context *ctx;
     vit_error err;
-    if (vit_context_create(model, 1, 0, &ctx, &err) != VIT_OK) return;
+    if (vit_context_create(model, 1, 0, 0, &ctx, &err) != VIT_OK) return;
     const size_t in = (size_t)3 * c->image_size * c->image_size;
     float *image = calloc(in, sizeof *image);
     float *out = calloc((size_t)vit_model_output_size(model), sizeof *out);
