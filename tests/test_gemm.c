@@ -23,7 +23,8 @@
 #define SHARED_MODELS VITC_SOURCE_DIR "/../shared/models"
 
 static const kernels_isa PATHS[] = {KERNELS_ISA_GENERIC, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512,
-                                    KERNELS_ISA_AVX512_VNNI, KERNELS_ISA_VNNI_REFERENCE};
+                                    KERNELS_ISA_AVX512_VNNI, KERNELS_ISA_VNNI_REFERENCE,
+                                    KERNELS_ISA_AVX_VNNI};
 #define NUM_PATHS (sizeof PATHS / sizeof PATHS[0])
 
 static int path_runs(kernels_isa isa) {
