@@ -85,7 +85,7 @@ void cli_info_describe(const vit_model *model, int is_default, cli_info_lines *i
                  c->fc_norm ? " (fc_norm)" : "");
     add_line(info, "parameters", "%.2f M (%s)", (double)vit_model_param_count(model) / 1e6,
              vit_model_dtypes(model));
-    add_line(info, "kernels", "%s (VITC_ISA=generic|avx2|avx512|avx512vnni forces a path; all give the same bits)",
+    add_line(info, "kernels", "%s (VITC_ISA=generic|avx2|avxvnni|avx512|avx512vnni forces a path; all give the same bits)",
              vit_model_kernels(model));
     if (vit_model_int8_kernels(model))
         add_line(info, "int8 layers", "run in int8 on the %s kernels", vit_model_int8_kernels(model));
