@@ -67,16 +67,14 @@ static int rows(const char *csv, char (*paths)[256], int *top1) {
 }
 
 /* On the 509 shared photos the default (int8) model's top-1 is float32's
- * on all but two, both near ties (measured; the same on every CPU and path
- * since vitc's own GEMM gives the same bits everywhere): int8 gives
- * n04505470_typewriter_keyboard.JPEG the true class 878 (50.9% against
- * 49.0%) where float32 says 810 (space bar, 50.3% against 49.6%), and
- * n12267677_acorn.JPEG 995 (30.5% against 29.9%) where float32 says 993
- * (30.3% against 29.2%). n02979186_cassette_player.JPEG is the next
- * nearest (int8 17.40% against 17.24%, the same order as float32's) and
- * did flip with earlier rounding; it is allowed too. On OpenBLAS, int8
- * agreed on all but the typewriter with Haswell's sgemm kernel and
- * differed on the acorn too with SkylakeX's. */
+ * on all but one, a near tie (measured; the same on every CPU and path
+ * since vitc's kernels give the same bits everywhere): int8 gives
+ * n04505470_typewriter_keyboard.JPEG the true class 878 (51.2% against
+ * 48.8%) where float32 says 810 (space bar, 50.3% against 49.6%).
+ * n12267677_acorn.JPEG (int8 993 at 30.7% against 995 at 28.0%, float32's
+ * order) and n02979186_cassette_player.JPEG are the next nearest and
+ * flipped with earlier rounding (the float32 attention projection, the
+ * unfused group step, OpenBLAS); they are allowed too. */
 static int known_near_tie(const char *path) {
     return strstr(path, "n04505470_typewriter_keyboard") || strstr(path, "n02979186_cassette_player") ||
            strstr(path, "n12267677_acorn");

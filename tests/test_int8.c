@@ -19,7 +19,7 @@
 
 static const kernels_isa PATHS[] = {KERNELS_ISA_GENERIC, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512,
                                     KERNELS_ISA_AVX512_VNNI, KERNELS_ISA_VNNI_REFERENCE,
-                                    KERNELS_ISA_NEON};
+                                    KERNELS_ISA_AVX_VNNI, KERNELS_ISA_NEON};
 #define NUM_PATHS (sizeof PATHS / sizeof PATHS[0])
 
 static int path_runs(kernels_isa isa) {
@@ -36,7 +36,7 @@ static float uniform(uint32_t *state) { return (float)(lcg(state) >> 8) / 167772
 /* One quantised layer of random int8 weights run on one path: out [rows, n]. */
 static void run_layer(kernels_isa isa, int rows, int cols, int n, int group, const float *inp,
                       const signed char *w, const float *scales, const float *bias,
-                      const float *residual, int threads, float *out) {
+                      const float *residual, kernels_act act, int threads, float *out) {
     kernels_qmatrix *q = kernels_qmatrix_create(n, cols, group, isa);
     cr_assert(q, "qmatrix %d x %d group %d", n, cols, group);
     kernels_qmatrix_set_rows(q, 0, n, w, scales);
@@ -45,7 +45,7 @@ static void run_layer(kernels_isa isa, int rows, int cols, int n, int group, con
     const kernels_threads th = {.count = threads, .gemm = KERNELS_GEMM_VITC};
     if (residual) memcpy(out, residual, sizeof(float) * rows * n);
     quantize_forward(qinp, inp_scale, inp, rows, cols, q, th);
-    qmatmul_forward(out, residual ? out : NULL, qinp, inp_scale, q, bias, rows, th);
+    qmatmul_forward(out, residual ? out : NULL, qinp, inp_scale, q, bias, act, rows, th);
     free(qinp);
     free(inp_scale);
     kernels_qmatrix_free(q);
@@ -90,11 +90,15 @@ Test(int8, every_path_gives_the_generic_bits_and_the_scheme) {
         for (int i = 0; i < n * groups; i++) scales[i] = 0.001f + 0.01f * (uniform(&seed) + 1);
         for (int i = 0; i < n; i++) bias[i] = uniform(&seed);
         for (int i = 0; i < rows * n; i++) residual[i] = uniform(&seed) * 3;
-        for (int variant = 0; variant < 4; variant++) {
+        /* bias, residual, and the activation of the epilogue (GELU,
+         * QuickGELU: the same bits on every path, not part of the scheme
+         * reference) */
+        for (int variant = 0; variant < 12; variant++) {
             const float *b = variant & 1 ? bias : NULL, *res = variant & 2 ? residual : NULL;
+            const kernels_act act = (kernels_act)(variant / 4);
             float *want = malloc(sizeof(float) * rows * n), *got = malloc(sizeof(float) * rows * n);
-            run_layer(KERNELS_ISA_GENERIC, rows, cols, n, group, inp, w, scales, b, res, 1, want);
-            for (int r = 0; r < rows; r++)
+            run_layer(KERNELS_ISA_GENERIC, rows, cols, n, group, inp, w, scales, b, res, act, 1, want);
+            for (int r = 0; r < rows && act == KERNELS_ACT_NONE; r++)
                 for (int j = 0; j < n; j++) {
                     const double ref = reference(inp + (size_t)r * cols, cols, w + (size_t)j * cols,
                                                  scales + (size_t)j * groups, group, b ? b[j] : 0.0f) +
@@ -106,11 +110,13 @@ Test(int8, every_path_gives_the_generic_bits_and_the_scheme) {
             for (size_t p = 1; p < NUM_PATHS; p++) {
                 if (!kernels_isa_supported(PATHS[p])) continue;
                 for (int threads = 1; threads <= 2; threads++) {
-                    run_layer(PATHS[p], rows, cols, n, group, inp, w, scales, b, res, threads, got);
+                    run_layer(PATHS[p], rows, cols, n, group, inp, w, scales, b, res, act, threads,
+                              got);
                     cr_assert(memcmp(got, want, sizeof(float) * rows * n) == 0,
-                              "%s differs from generic at %dx%d->%d (bias %d, residual %d, %d threads)",
+                              "%s differs from generic at %dx%d->%d (bias %d, residual %d, act %d, "
+                              "%d threads)",
                               kernels_isa_name(PATHS[p]), rows, cols, n, b != NULL, res != NULL,
-                              threads);
+                              (int)act, threads);
                 }
             }
             free(want);
@@ -134,7 +140,7 @@ Test(int8, non_finite_rows_stay_non_finite) {
     inp[2 * cols + 9] = INFINITY;
     for (size_t p = 0; p < NUM_PATHS; p++) {
         if (!kernels_isa_supported(PATHS[p])) continue;
-        run_layer(PATHS[p], rows, cols, n, cols, inp, w, scales, NULL, NULL, 1, out);
+        run_layer(PATHS[p], rows, cols, n, cols, inp, w, scales, NULL, NULL, KERNELS_ACT_NONE, 1, out);
         for (int j = 0; j < n; j++) {
             cr_assert(isfinite(out[j]), "%s: a finite row gave %g", kernels_isa_name(PATHS[p]), out[j]);
             cr_assert(isnan(out[n + j]) && isnan(out[2 * n + j]), "%s: a non-finite row gave a number",
@@ -182,7 +188,8 @@ Test(int8, one_layer_matches_the_pytorch_emulation) {
             float inp_scale[64 * 4], y[64 * 64];
             const kernels_threads th = {.count = 1, .gemm = KERNELS_GEMM_VITC};
             quantize_forward(qinp, inp_scale, x, rows, K, q, th);
-            const int quads = PATHS[p] == KERNELS_ISA_AVX512_VNNI || PATHS[p] == KERNELS_ISA_VNNI_REFERENCE;
+            const int quads = PATHS[p] == KERNELS_ISA_AVX512_VNNI || PATHS[p] == KERNELS_ISA_VNNI_REFERENCE ||
+                              PATHS[p] == KERNELS_ISA_AVX_VNNI;
             const int kpad = (K + 3) / 4 * 4;
             const int groups = K / group;
             for (int r = 0; r < rows; r++) {
@@ -198,7 +205,7 @@ Test(int8, one_layer_matches_the_pytorch_emulation) {
                                  "K %d row %d col %d: quantised to %d", K, r, k, got);
                 }
             }
-            qmatmul_forward(y, NULL, qinp, inp_scale, q, bias, rows, th);
+            qmatmul_forward(y, NULL, qinp, inp_scale, q, bias, KERNELS_ACT_NONE, rows, th);
             for (int r = 0; r < rows; r++) {
                 float row_max = 0.0f;
                 for (int j = 0; j < n; j++) row_max = fmaxf(row_max, fabsf(want_y[r * n + j]));

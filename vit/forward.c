@@ -377,12 +377,11 @@ static void linear_forward(const vit_context *ctx, const encode_job *job, float 
     float *branch = ctx->normed + (size_t)job->slot * ctx->num_tokens * ctx->model->config.hidden_size;
     quantize_forward(qinp, scale, inp, rows, in_dim, q, th);
     if (gamma) {
-        qmatmul_forward(branch, NULL, qinp, scale, q, bias, rows, th);
+        qmatmul_forward(branch, NULL, qinp, scale, q, bias, act, rows, th);
         layer_scale_add_forward(out, branch, gamma, rows, out_dim, th);
         return;
     }
-    qmatmul_forward(out, residual, qinp, scale, q, bias, rows, th);
-    kernels_act_forward(out, out, (size_t)rows * out_dim, act, th);
+    qmatmul_forward(out, residual, qinp, scale, q, bias, act, rows, th);
 }
 
 /* The encoder blocks over the job's rows of ctx->x, with the threads th
@@ -419,8 +418,8 @@ static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threa
                           c->num_heads, query_rows, job->scores, th);
         mark(clock, VIT_STAGE_ATTENTION);
         /* x += proj(attn), or with LayerScale x += ls1 * proj(attn) */
-        linear_forward(ctx, job, x, x, attn, blk->proj_f, NULL, blk->proj_b, blk->ls1, rows, D, D,
-                       0, th);
+        linear_forward(ctx, job, x, x, attn, blk->proj_f, blk->proj_q, blk->proj_b, blk->ls1, rows,
+                       D, D, 0, th);
         mark(clock, VIT_STAGE_PROJECTION);
         layernorm_forward(normed, NULL, NULL, x, blk->ln2_w, blk->ln2_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);

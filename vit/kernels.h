@@ -35,8 +35,8 @@
  * int8 one. Every path gives the same bits: the fp32 GEMM sums each output
  * over K in one fixed chain of fused multiply-adds (fmaf in C) and every
  * reduction over 16 lane partials in one fixed tree whatever the vector
- * width; int8 sums are exact and its float steps run in the same order,
- * without fused multiply-adds, in every path. */
+ * width; int8 sums are exact and its float steps (one fused multiply-add
+ * per group, kernels_int8.h) run in the same order in every path. */
 typedef enum kernels_isa {
     KERNELS_ISA_GENERIC, /* portable C, any CPU */
     /* AVX2 + FMA: fp32 6 x 16 FMA tiles; int8 vpmaddwd on int16 pairs */
@@ -49,6 +49,10 @@ typedef enum kernels_isa {
      * sums) run by plain C, fp32 generic: tests check that layout on CPUs
      * without VNNI. */
     KERNELS_ISA_VNNI_REFERENCE,
+    /* AVX2 + FMA + AVX-VNNI (VEX vpdpbusd on ymm: Intel client CPUs from
+     * Alder Lake, which have no AVX-512): fp32 as avx2; int8 vpdpbusd on
+     * the u8 x s8 quads of avx512vnni, 8 columns a register. */
+    KERNELS_ISA_AVX_VNNI,
     /* aarch64 NEON (always there on aarch64 Linux): fp32 6 x 16 vfmaq
      * tiles; int8 as generic for now */
     KERNELS_ISA_NEON,
@@ -263,7 +267,7 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
 
 /* ------------------------------------------------------- paths, int8 */
 
-/* "generic", "avx2", "avx512", "avx512vnni", "vnni-reference". */
+/* "generic", "avx2", "avx512", "avx512vnni", "vnni-reference", "avxvnni". */
 const char *kernels_isa_name(kernels_isa isa);
 
 /* The VITC_ISA values this build's architecture knows, "|"-separated
@@ -324,16 +328,17 @@ int kernels_qmatrix_groups(const kernels_qmatrix *w);
 void quantize_forward(void *qinp, float *inp_scale, const float *inp, int rows, int cols,
                       const kernels_qmatrix *weight, kernels_threads th);
 
-/* out[rows, weight rows] = residual + bias + dequantised(qinp · weightᵀ):
- *   out[r, n] = (residual[r, n] + bias[n]) + sum over groups g of
- *               (float)(exact int sum over g) * (scale[n, g] * inp_scale[r, g]),
- * the float sum taken group by group in order; residual and bias may be
- * NULL (out may be residual). Each output's arithmetic is fixed by its row
- * and column alone (no batch or thread count changes it); threads split
- * the columns. */
+/* out[rows, weight rows] = act(residual + bias + dequantised(qinp · weightᵀ)):
+ *   sum = 0; for each group g in order:
+ *       sum = fma((float)(exact int sum over g), scale[n, g] * inp_scale[r, g], sum)
+ *   out[r, n] = act((residual[r, n] + bias[n]) + sum)
+ * residual and bias may be NULL (out may be residual); act as
+ * kernels_act_forward computes it. Each output's arithmetic is fixed by
+ * its row and column alone (no batch or thread count changes it); threads
+ * split the columns. */
 void qmatmul_forward(float *out, const float *residual, const void *qinp,
                      const float *inp_scale, const kernels_qmatrix *weight, const float *bias,
-                     int rows, kernels_threads th);
+                     kernels_act act, int rows, kernels_threads th);
 
 /* ------------------------------------------------------------ fp32 GEMM */
 

@@ -1,8 +1,10 @@
 /* The int8 kernels (kernels.h): choosing a path, packing weights, dynamic
  * activation quantisation, and the portable C panel kernels. Compiled with
- * -ffp-contract=off (CMakeLists.txt), as are the AVX2 and AVX-512 files, so
- * no path fuses a multiply-add the others round twice: every path gives the
- * same bits, and the tests compare them exactly. */
+ * -ffp-contract=off (CMakeLists.txt), as are the AVX2, AVX-VNNI and AVX-512
+ * files, so the one fused multiply-add per group (kernels_int8.h) is
+ * written out (fmaf here, an FMA instruction there) and no path fuses
+ * another: every path gives the same bits, and the tests compare them
+ * exactly. */
 #include "kernels_int8.h"
 
 #include <math.h>
@@ -13,13 +15,13 @@
 #include "kernels_parallel.h"
 
 static const char *const ISA_NAMES[KERNELS_ISA_COUNT] = {
-    "generic", "avx2", "avx512", "avx512vnni", "vnni-reference", "neon"};
+    "generic", "avx2", "avx512", "avx512vnni", "vnni-reference", "avxvnni", "neon"};
 
 const char *kernels_isa_choices(void) {
 #if defined(__aarch64__)
     return "generic|neon";
 #else
-    return "generic|avx2|avx512|avx512vnni";
+    return "generic|avx2|avxvnni|avx512|avx512vnni";
 #endif
 }
 
@@ -40,6 +42,8 @@ int kernels_isa_supported(kernels_isa isa) {
     case KERNELS_ISA_AVX512_VNNI:
         return kernels_isa_supported(KERNELS_ISA_AVX512) && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vnni");
+    case KERNELS_ISA_AVX_VNNI:
+        return kernels_isa_supported(KERNELS_ISA_AVX2) && __builtin_cpu_supports("avxvnni");
 #endif
 #if defined(__aarch64__)
     case KERNELS_ISA_NEON: return 1; /* Advanced SIMD is part of the AArch64 base */
@@ -53,6 +57,7 @@ vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *e
         *isa = kernels_isa_supported(KERNELS_ISA_NEON)        ? KERNELS_ISA_NEON
                : kernels_isa_supported(KERNELS_ISA_AVX512_VNNI) ? KERNELS_ISA_AVX512_VNNI
                : kernels_isa_supported(KERNELS_ISA_AVX512)    ? KERNELS_ISA_AVX512
+               : kernels_isa_supported(KERNELS_ISA_AVX_VNNI)  ? KERNELS_ISA_AVX_VNNI
                : kernels_isa_supported(KERNELS_ISA_AVX2)      ? KERNELS_ISA_AVX2
                                                               : KERNELS_ISA_GENERIC;
         return VIT_OK;
@@ -74,7 +79,7 @@ vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *e
                                  "VITC_ISA=%s: this CPU cannot run it (it runs: %s)", forced, have);
     return vit_error_set(err, VIT_E_UNSUPPORTED,
                          "VITC_ISA=%.40s: unknown (auto, generic, avx2, avx512, avx512vnni, "
-                         "vnni-reference, neon)",
+                         "vnni-reference, avxvnni, neon)",
                          forced);
 }
 
@@ -84,7 +89,8 @@ kernels_isa kernels_isa_int8(kernels_isa isa) {
 }
 
 static int quad_layout(kernels_isa isa) {
-    return isa == KERNELS_ISA_AVX512_VNNI || isa == KERNELS_ISA_VNNI_REFERENCE;
+    return isa == KERNELS_ISA_AVX512_VNNI || isa == KERNELS_ISA_VNNI_REFERENCE ||
+           isa == KERNELS_ISA_AVX_VNNI;
 }
 
 /* 64-byte aligned and zeroed (padding weights and sums must be 0). */
@@ -120,8 +126,8 @@ kernels_qmatrix *kernels_qmatrix_create(int rows, int cols, int group, kernels_i
     const size_t value_bytes = slots * w->kpad * (quad_layout(isa) ? 1 : 2);
     w->values = alloc_zeroed(value_bytes);
     w->scales = alloc_zeroed(slots * w->groups * sizeof(float));
-    w->col_sums = quad_layout(isa) ? alloc_zeroed(slots * w->groups * sizeof(int32_t)) : NULL;
-    if (!w->values || !w->scales || (quad_layout(isa) && !w->col_sums)) {
+    w->offsets = quad_layout(isa) ? alloc_zeroed(slots * w->groups * sizeof(int32_t)) : NULL;
+    if (!w->values || !w->scales || (quad_layout(isa) && !w->offsets)) {
         kernels_qmatrix_free(w);
         return NULL;
     }
@@ -136,7 +142,7 @@ static size_t packed_index(const kernels_qmatrix *w, int n, int k) {
     return ((panel * (w->kpad / 2) + (size_t)(k / 2)) * QPANEL + c) * 2 + (size_t)(k % 2);
 }
 
-/* Where the scale (or column sum) of weight row n, group g lives. */
+/* Where the scale (or offset) of weight row n, group g lives. */
 static size_t group_index(const kernels_qmatrix *w, int n, int g) {
     return ((size_t)(n / QPANEL) * w->groups + (size_t)g) * QPANEL + (size_t)(n % QPANEL);
 }
@@ -154,10 +160,10 @@ void kernels_qmatrix_set_rows(kernels_qmatrix *w, int first_row, int count,
         }
         for (int g = 0; g < w->groups; g++) {
             w->scales[group_index(w, n, g)] = scales[(size_t)i * w->groups + g];
-            if (!w->col_sums) continue;
+            if (!w->offsets) continue;
             int32_t sum = 0;
             for (int k = g * w->group; k < (g + 1) * w->group; k++) sum += row[k];
-            w->col_sums[group_index(w, n, g)] = sum;
+            w->offsets[group_index(w, n, g)] = -128 * sum;
         }
     }
 }
@@ -177,14 +183,14 @@ kernels_isa kernels_qmatrix_isa(const kernels_qmatrix *w) { return w->isa; }
 size_t kernels_qmatrix_bytes(const kernels_qmatrix *w) {
     const size_t slots = (size_t)w->panels * QPANEL;
     return slots * w->kpad * (quad_layout(w->isa) ? 1 : 2) +
-           slots * w->groups * (sizeof(float) + (w->col_sums ? sizeof(int32_t) : 0));
+           slots * w->groups * (sizeof(float) + (w->offsets ? sizeof(int32_t) : 0));
 }
 
 void kernels_qmatrix_free(kernels_qmatrix *w) {
     if (!w) return;
     free(w->values);
     free(w->scales);
-    free(w->col_sums);
+    free(w->offsets);
     free(w);
 }
 
@@ -210,7 +216,8 @@ static float row_max_abs(const float *x, int cols, int *finite) {
 }
 
 /* round-half-even(x * inv) clamped to -127..127 (rintf: the default
- * rounding mode, to nearest even; inlined, unlike nearbyintf). */
+ * rounding mode, to nearest even; inlined, unlike nearbyintf). x * inv is
+ * never NaN (qinv keeps inv finite, and x is finite here). */
 static inline float quantized(float x, float inv) {
     const float v = rintf(x * inv);
     return v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
@@ -224,7 +231,7 @@ static inline __attribute__((always_inline)) float quantize_span(const float *x,
     int finite;
     const float max_abs = row_max_abs(x, len, &finite);
     /* Non-finite values: a NaN scale (the outputs become NaN) over zeros. */
-    const float inv = finite && max_abs > 0.0f ? 127.0f / max_abs : 0.0f;
+    const float inv = finite ? qinv(max_abs) : 0.0f;
     if (quads) {
         uint8_t *q = (uint8_t *)dst + first;
         for (int k = 0; k < len; k++)
@@ -250,10 +257,30 @@ static float quantize_span_any(const float *x, int len, int first, int quads, vo
 
 int kernels_qmatrix_groups(const kernels_qmatrix *w) { return w->groups; }
 
+/* One group of a row into dst (the row's quantised values) at k = first:
+ * the vector paths' own code where they have it, the C otherwise. */
+static inline float quantize_group(kernels_isa isa, const float *x, int len, int first,
+                                   void *dst) {
+    switch (isa) {
+    case KERNELS_ISA_AVX512_VNNI:
+        if (len % 16 == 0) return qspan_u8_avx512(x, len, (uint8_t *)dst + first);
+        break;
+    case KERNELS_ISA_AVX_VNNI:
+        if (len % 8 == 0) return qspan_u8_avx2(x, len, (uint8_t *)dst + first);
+        break;
+    case KERNELS_ISA_AVX2:
+        if (len == 32) return qspan32_avx2(x, (int16_t *)dst + first);
+        break;
+    default: break;
+    }
+    const int quads = quad_layout(isa);
+    return len == 32 ? quantize_span32(x, first, quads, dst)
+                     : quantize_span_any(x, len, first, quads, dst);
+}
+
 void quantize_forward(void *qinp, float *inp_scale, const float *inp, int rows, int cols,
                       const kernels_qmatrix *weight, kernels_threads th) {
     const int kpad = weight->kpad, quads = quad_layout(weight->isa), groups = weight->groups;
-    const int avx2 = weight->isa == KERNELS_ISA_AVX2;
     const size_t row_bytes = (size_t)kpad * (quads ? 1 : 2);
     PARALLEL_FOR(for (int r = 0; r < rows; r++) {
         char *dst = (char *)qinp + r * row_bytes;
@@ -261,9 +288,7 @@ void quantize_forward(void *qinp, float *inp_scale, const float *inp, int rows, 
         const int group = weight->group;
         for (int g = 0; g < groups; g++)
             inp_scale[(size_t)r * groups + g] =
-                group != 32 ? quantize_span_any(row + g * group, group, g * group, quads, dst)
-                : avx2      ? qspan32_avx2(row + g * 32, (int16_t *)dst + g * 32)
-                            : quantize_span32(row + g * 32, g * 32, quads, dst);
+                quantize_group(weight->isa, row + g * group, group, g * group, dst);
         for (int k = cols; k < kpad; k++) { /* padding: q = 0 */
             if (quads) ((uint8_t *)dst)[k] = 128;
             else ((int16_t *)dst)[k] = 0;
@@ -271,73 +296,100 @@ void quantize_forward(void *qinp, float *inp_scale, const float *inp, int rows, 
     });
 }
 
-void qpanel_generic(float *out, int ldo, const float *residual, const void *qinp,
-                    const float *inp_scale, const kernels_qmatrix *w, int panel,
-                    const float *bias, int rows) {
-    const int pairs = w->kgroup / 2, first = panel * QPANEL;
-    const int here = w->rows - first < QPANEL ? w->rows - first : QPANEL;
+/* The activation over rows r0 .. r0 + rows - 1, columns first .. first + n - 1 of out,
+ * on a path's row kernels (kernels_act_forward's bits on every path). */
+void qmatmul_act(const qmatmul_call *c, const kernels_path *path, int r0, int rows, int first,
+                 int n) {
+    if (c->act == KERNELS_ACT_NONE || n <= 0) return;
+    for (int r = r0; r < r0 + rows; r++) {
+        float *row = c->out + (size_t)r * c->ldo + first;
+        path->act(row, row, (size_t)n, c->act);
+    }
+}
+
+/* Columns of panel p that exist (a last panel may be part). */
+static int panel_width(const kernels_qmatrix *w, int p) {
+    const int here = w->rows - p * QPANEL;
+    return here < QPANEL ? here : QPANEL;
+}
+
+static void panel_generic(const qmatmul_call *c, int panel) {
+    const kernels_qmatrix *w = c->w;
+    const int pairs = w->kgroup / 2, first = panel * QPANEL, here = panel_width(w, panel);
     const int16_t *panel_values = (const int16_t *)w->values + (size_t)panel * w->kpad * QPANEL;
     const float *panel_scales = w->scales + (size_t)panel * w->groups * QPANEL;
-    for (int r = 0; r < rows; r++) {
-        const int16_t *a = (const int16_t *)qinp + (size_t)r * w->kpad;
-        const float *row_scales = inp_scale + (size_t)r * w->groups;
+    for (int r = 0; r < c->rows; r++) {
+        const int16_t *a = (const int16_t *)c->qinp + (size_t)r * w->kpad;
+        const float *row_scales = c->inp_scale + (size_t)r * w->groups;
         float sum[QPANEL] = {0};
         for (int g = 0; g < w->groups; g++) {
             int32_t acc[QPANEL] = {0};
             for (int p = g * pairs; p < (g + 1) * pairs; p++) {
                 const int32_t a0 = a[2 * p], a1 = a[2 * p + 1];
                 const int16_t *pair = panel_values + (size_t)p * QPANEL * 2;
-                for (int c = 0; c < QPANEL; c++) acc[c] += a0 * pair[2 * c] + a1 * pair[2 * c + 1];
+                for (int k = 0; k < QPANEL; k++) acc[k] += a0 * pair[2 * k] + a1 * pair[2 * k + 1];
             }
-            for (int c = 0; c < QPANEL; c++)
-                sum[c] = sum[c] + (float)acc[c] * (panel_scales[g * QPANEL + c] * row_scales[g]);
+            for (int k = 0; k < QPANEL; k++)
+                sum[k] = fmaf((float)acc[k], panel_scales[g * QPANEL + k] * row_scales[g], sum[k]);
         }
-        for (int c = 0; c < here; c++)
-            out[(size_t)r * ldo + first + c] =
-                qmatmul_output(residual, bias, ldo, r, first + c, sum[c]);
+        for (int k = 0; k < here; k++)
+            c->out[(size_t)r * c->ldo + first + k] =
+                qmatmul_output(c->residual, c->bias, c->ldo, r, first + k, sum[k]);
     }
+    qmatmul_act(c, kernels_path_of(KERNELS_ISA_GENERIC), 0, c->rows, first, here);
 }
 
-void qpanel_vnni_reference(float *out, int ldo, const float *residual, const void *qinp,
-                           const float *inp_scale, const kernels_qmatrix *w, int panel,
-                           const float *bias, int rows) {
-    const int quads = w->kgroup / 4, first = panel * QPANEL;
-    const int here = w->rows - first < QPANEL ? w->rows - first : QPANEL;
+void qpanel_generic(const qmatmul_call *c, int first, int count) {
+    for (int p = first; p < first + count; p++) panel_generic(c, p);
+}
+
+static void panel_vnni_reference(const qmatmul_call *c, int panel) {
+    const kernels_qmatrix *w = c->w;
+    const int quads = w->kgroup / 4, first = panel * QPANEL, here = panel_width(w, panel);
     const int8_t *panel_values = (const int8_t *)w->values + (size_t)panel * w->kpad * QPANEL;
     const float *panel_scales = w->scales + (size_t)panel * w->groups * QPANEL;
-    const int32_t *panel_sums = w->col_sums + (size_t)panel * w->groups * QPANEL;
-    for (int r = 0; r < rows; r++) {
-        const uint8_t *a = (const uint8_t *)qinp + (size_t)r * w->kpad;
-        const float *row_scales = inp_scale + (size_t)r * w->groups;
+    const int32_t *panel_offsets = w->offsets + (size_t)panel * w->groups * QPANEL;
+    for (int r = 0; r < c->rows; r++) {
+        const uint8_t *a = (const uint8_t *)c->qinp + (size_t)r * w->kpad;
+        const float *row_scales = c->inp_scale + (size_t)r * w->groups;
         float sum[QPANEL] = {0};
         for (int g = 0; g < w->groups; g++) {
-            int32_t acc[QPANEL] = {0};
+            int32_t acc[QPANEL];
+            for (int k = 0; k < QPANEL; k++) acc[k] = panel_offsets[g * QPANEL + k];
             for (int p = g * quads; p < (g + 1) * quads; p++) {
                 const int8_t *quad = panel_values + (size_t)p * QPANEL * 4;
-                for (int c = 0; c < QPANEL; c++)
-                    for (int e = 0; e < 4; e++) acc[c] += a[4 * p + e] * quad[4 * c + e];
+                for (int k = 0; k < QPANEL; k++)
+                    for (int e = 0; e < 4; e++) acc[k] += a[4 * p + e] * quad[4 * k + e];
             }
-            for (int c = 0; c < QPANEL; c++) {
-                const int32_t exact = acc[c] - 128 * panel_sums[g * QPANEL + c];
-                sum[c] = sum[c] + (float)exact * (panel_scales[g * QPANEL + c] * row_scales[g]);
-            }
+            for (int k = 0; k < QPANEL; k++)
+                sum[k] = fmaf((float)acc[k], panel_scales[g * QPANEL + k] * row_scales[g], sum[k]);
         }
-        for (int c = 0; c < here; c++)
-            out[(size_t)r * ldo + first + c] =
-                qmatmul_output(residual, bias, ldo, r, first + c, sum[c]);
+        for (int k = 0; k < here; k++)
+            c->out[(size_t)r * c->ldo + first + k] =
+                qmatmul_output(c->residual, c->bias, c->ldo, r, first + k, sum[k]);
     }
+    qmatmul_act(c, kernels_path_of(KERNELS_ISA_GENERIC), 0, c->rows, first, here);
+}
+
+void qpanel_vnni_reference(const qmatmul_call *c, int first, int count) {
+    for (int p = first; p < first + count; p++) panel_vnni_reference(c, p);
 }
 
 /* By int8 path (kernels_isa_int8: never KERNELS_ISA_AVX512, whose slot is avx2's). */
 static qpanel_kernel *const PANEL_KERNELS[KERNELS_ISA_COUNT] = {
     qpanel_generic, qpanel_avx2, qpanel_avx2, qpanel_avx512_vnni, qpanel_vnni_reference,
-    qpanel_generic};
+    qpanel_avx_vnni, qpanel_generic};
 
 void qmatmul_forward(float *out, const float *residual, const void *qinp,
                      const float *inp_scale, const kernels_qmatrix *weight, const float *bias,
-                     int rows, kernels_threads th) {
+                     kernels_act act, int rows, kernels_threads th) {
     qpanel_kernel *kernel = PANEL_KERNELS[weight->isa];
-    const int ldo = weight->rows;
-    PARALLEL_FOR(for (int panel = 0; panel < weight->panels; panel++) kernel(
-                     out, ldo, residual, qinp, inp_scale, weight, panel, bias, rows););
+    const qmatmul_call call = {.out = out, .ldo = weight->rows, .residual = residual,
+                               .bias = bias, .qinp = qinp, .inp_scale = inp_scale,
+                               .w = weight, .rows = rows, .act = act};
+    /* Pairs of panels (32 columns: the AVX-512 tile's width), split
+     * statically: which thread computes a column changes none of its bits. */
+    const int pairs = (weight->panels + 1) / 2;
+    PARALLEL_FOR(for (int pair = 0; pair < pairs; pair++) kernel(
+                     &call, 2 * pair, weight->panels - 2 * pair < 2 ? 1 : 2););
 }

@@ -5,7 +5,7 @@
 #if defined(__x86_64__) || defined(__i386__)
 /* Every function here is compiled for the instruction set (gcc and clang
  * alike; clang ignores gcc's target pragma). */
-#define AVX2_FN __attribute__((target("avx2")))
+#define AVX2_FN __attribute__((target("avx2,fma")))
 
 #include <immintrin.h>
 #include <string.h>
@@ -25,15 +25,15 @@ AVX2_FN static inline __m256i pair_of(const int16_t *row, size_t p) {
     return _mm256_set1_epi32(pair);
 }
 
-/* sums += acc * (weight scales * the row's input scale for the group),
- * both halves, in qmatmul's order. */
+/* sums = fma(acc, weight scales * the row's input scale for the group,
+ * sums), both halves, as kernels_int8.h says. */
 AVX2_FN static inline void flush(float *sums, __m256i acc0, __m256i acc1, __m256 s0, __m256 s1,
                          float row_scale) {
     const __m256 rs = _mm256_set1_ps(row_scale);
-    _mm256_storeu_ps(sums, _mm256_add_ps(_mm256_loadu_ps(sums),
-                                         _mm256_mul_ps(_mm256_cvtepi32_ps(acc0), _mm256_mul_ps(s0, rs))));
-    _mm256_storeu_ps(sums + 8, _mm256_add_ps(_mm256_loadu_ps(sums + 8),
-                                             _mm256_mul_ps(_mm256_cvtepi32_ps(acc1), _mm256_mul_ps(s1, rs))));
+    _mm256_storeu_ps(sums, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc0), _mm256_mul_ps(s0, rs),
+                                           _mm256_loadu_ps(sums)));
+    _mm256_storeu_ps(sums + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc1), _mm256_mul_ps(s1, rs),
+                                               _mm256_loadu_ps(sums + 8)));
 }
 
 /* acc += madd(b, w), through a scratch register: written with intrinsics,
@@ -141,25 +141,29 @@ AVX2_FN static void write_rows(float *out, int ldo, const float *residual, const
     }
 }
 
-AVX2_FN void qpanel_avx2(float *out, int ldo, const float *residual, const void *qinp,
-                 const float *inp_scale, const kernels_qmatrix *w, int panel, const float *bias,
-                 int rows) {
+AVX2_FN static void panel_avx2(const qmatmul_call *c, int panel) {
+    const kernels_qmatrix *w = c->w;
     const int first = panel * QPANEL;
     const int here = w->rows - first < QPANEL ? w->rows - first : QPANEL;
     const int16_t *values = (const int16_t *)w->values + (size_t)panel * w->kpad * QPANEL;
     const float *scales = w->scales + (size_t)panel * w->groups * QPANEL;
     float sums[BLOCK_ROWS][QPANEL];
-    for (int r0 = 0; r0 < rows; r0 += BLOCK_ROWS) {
-        const int16_t *a = (const int16_t *)qinp + (size_t)r0 * w->kpad;
-        const int count = rows - r0 < BLOCK_ROWS ? rows - r0 : BLOCK_ROWS;
+    for (int r0 = 0; r0 < c->rows; r0 += BLOCK_ROWS) {
+        const int16_t *a = (const int16_t *)c->qinp + (size_t)r0 * w->kpad;
+        const int count = c->rows - r0 < BLOCK_ROWS ? c->rows - r0 : BLOCK_ROWS;
         if (count == BLOCK_ROWS)
-            panel_block(w, values, scales, a, inp_scale + (size_t)r0 * w->groups, sums);
+            panel_block(w, values, scales, a, c->inp_scale + (size_t)r0 * w->groups, sums);
         else
             for (int r = 0; r < count; r++)
                 panel_row(w, values, scales, a + (size_t)r * w->kpad,
-                          inp_scale + (size_t)(r0 + r) * w->groups, sums[r]);
-        write_rows(out, ldo, residual, bias, r0, count, first, here, sums);
+                          c->inp_scale + (size_t)(r0 + r) * w->groups, sums[r]);
+        write_rows(c->out, c->ldo, c->residual, c->bias, r0, count, first, here, sums);
     }
+    qmatmul_act(c, &kernels_path_avx2, 0, c->rows, first, here);
+}
+
+AVX2_FN void qpanel_avx2(const qmatmul_call *c, int first, int count) {
+    for (int p = first; p < first + count; p++) panel_avx2(c, p);
 }
 
 /* quantize_span (kernels_int8.c) of 32 values into the int16 layout, the
@@ -183,7 +187,7 @@ AVX2_FN float qspan32_avx2(const float *x, int16_t *q) {
     }
     float max_abs;
     memcpy(&max_abs, &max_bits, sizeof max_abs);
-    const __m256 inv = _mm256_set1_ps(max_abs > 0.0f ? 127.0f / max_abs : 0.0f);
+    const __m256 inv = _mm256_set1_ps(qinv(max_abs));
     const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
     __m256i ints[4];
     for (int i = 0; i < 4; i++) {
@@ -202,18 +206,48 @@ AVX2_FN float qspan32_avx2(const float *x, int16_t *q) {
     return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
 }
 
+/* quantize_span of len inputs (a multiple of 8) into the u8 layout (q +
+ * 128), the same bits, for the AVX-VNNI path. */
+AVX2_FN float qspan_u8_avx2(const float *x, int len, uint8_t *q) {
+    const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
+    __m256i top = _mm256_setzero_si256();
+    for (int k = 0; k < len; k += 8)
+        top = _mm256_max_epu32(top, _mm256_and_si256(_mm256_castps_si256(_mm256_loadu_ps(x + k)), magnitude));
+    __m128i half = _mm_max_epu32(_mm256_castsi256_si128(top), _mm256_extracti128_si256(top, 1));
+    half = _mm_max_epu32(half, _mm_shuffle_epi32(half, 0x4e));
+    half = _mm_max_epu32(half, _mm_shuffle_epi32(half, 0xb1));
+    const uint32_t max_bits = (uint32_t)_mm_cvtsi128_si32(half);
+    if (max_bits >= 0x7f800000u) {
+        memset(q, 128, (size_t)len);
+        return __builtin_nanf("");
+    }
+    float max_abs;
+    memcpy(&max_abs, &max_bits, sizeof max_abs);
+    const __m256 inv = _mm256_set1_ps(qinv(max_abs));
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    const __m256i zero_point = _mm256_set1_epi32(128);
+    for (int k = 0; k < len; k += 8) {
+        __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), inv));
+        v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v, lo), hi), zero_point);
+        const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        _mm_storel_epi64((__m128i *)(q + k), _mm_packus_epi16(words, words));
+    }
+    return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+}
+
 #else /* not x86: never chosen (kernels_isa_supported), kept linkable */
 
 #include "kernels_int8.h"
 
-void qpanel_avx2(float *out, int ldo, const float *residual, const void *qinp, const float *inp_scale,
-        const kernels_qmatrix *w, int panel, const float *bias, int rows) {
-    qpanel_generic(out, ldo, residual, qinp, inp_scale, w, panel, bias, rows);
-}
+void qpanel_avx2(const qmatmul_call *c, int first, int count) { qpanel_generic(c, first, count); }
 
 float qspan32_avx2(const float *x, int16_t *q) {
-    (void)x;
-    (void)q;
+    (void)x, (void)q;
+    return 0.0f;
+}
+
+float qspan_u8_avx2(const float *x, int len, uint8_t *q) {
+    (void)x, (void)len, (void)q;
     return 0.0f;
 }
 

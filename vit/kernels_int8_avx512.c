@@ -1,88 +1,172 @@
-/* The int8 panel kernel for AVX-512 VNNI (kernels_int8.h): vpdpbusd
- * multiplies u8 activations (q + 128) by s8 weights in fours and adds them
- * into int32, 64 products per instruction; the group's column sums take
- * the 128 back out. Compiled for AVX-512 VNNI (AVX512_VNNI_FN), called only
- * when the CPU has it; its layout and arithmetic are those of
- * qpanel_vnni_reference, which the tests check on every CPU. */
+/* The int8 kernels for AVX-512 VNNI (kernels_int8.h): vpdpbusd multiplies
+ * u8 activations (q + 128) by s8 weights in fours and adds them into
+ * int32, 64 products per instruction; each group's sums start at its
+ * offset (-128 times the group's weight sum), which takes the 128 back out.
+ * Tiles of MR rows x 32 columns (two panels): 12 int32 and 12 float
+ * accumulators, per step two weight vectors and one broadcast per row.
+ * Per group of 32 inputs and per 16 outputs, 8 vpdpbusd, then one
+ * conversion, one multiply (weight scale x input scale) and one FMA into
+ * the float sum: the scheme's one float step. Compiled for AVX-512 VNNI
+ * (AVX512_VNNI_FN), called only when the CPU has it; its layout and
+ * arithmetic are those of qpanel_vnni_reference, which the tests check on
+ * every CPU. */
 #if defined(__x86_64__) || defined(__i386__)
 /* Every function here is compiled for the instruction set (gcc and clang
  * alike; clang ignores gcc's target pragma). */
-#define AVX512_VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define AVX512_VNNI_FN \
+    __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma,prefer-vector-width=512")))
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels_int8.h"
 
-/* 8 rows x 16 columns: 8 sum and 8 int32 registers of the 32. */
-#define BLOCK_ROWS 8
+#define MR 6 /* rows of a tile: 12 + 12 accumulators, 2 weight vectors, a broadcast */
+#define INLINE static inline __attribute__((always_inline))
 
-AVX512_VNNI_FN static inline __attribute__((always_inline)) void panel_rows(const kernels_qmatrix *w,
-                                                             const int8_t *values,
-                                                             const float *scales,
-                                                             const int32_t *col_sums,
-                                                             const uint8_t *a,
-                                                             const float *row_scales, int count,
-                                                             float sums[][QPANEL]) {
-    const int quads = w->kgroup / 4;
-    __m512 sum[BLOCK_ROWS];
-    for (int r = 0; r < count; r++) sum[r] = _mm512_setzero_ps();
-    for (int g = 0; g < w->groups; g++) {
-        __m512i acc[BLOCK_ROWS];
-        for (int r = 0; r < count; r++) acc[r] = _mm512_setzero_si512();
-        const int8_t *group_values = values + (size_t)g * quads * QPANEL * 4;
-        for (int p = 0; p < quads; p++) {
-            const __m512i wq = _mm512_load_si512((const void *)(group_values + p * 64));
-            for (int r = 0; r < count; r++) {
-                int32_t quad;
-                memcpy(&quad, a + (size_t)r * w->kpad + 4 * ((size_t)g * quads + p), sizeof quad);
-                acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(quad), wq);
-            }
-        }
-        const __m512i offset = _mm512_slli_epi32(_mm512_load_si512((const void *)(col_sums + g * QPANEL)), 7);
-        const __m512 s = _mm512_load_ps(scales + g * QPANEL);
-        for (int r = 0; r < count; r++) {
-            const __m512i exact = _mm512_sub_epi32(acc[r], offset);
-            const __m512 step = _mm512_mul_ps(s, _mm512_set1_ps(row_scales[(size_t)r * w->groups + g]));
-            sum[r] = _mm512_add_ps(sum[r], _mm512_mul_ps(_mm512_cvtepi32_ps(exact), step));
-        }
-    }
-    for (int r = 0; r < count; r++) _mm512_storeu_ps(sums[r], sum[r]);
+/* The four u8 activations at p, in every lane. */
+AVX512_VNNI_FN INLINE __m512i quad_of(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm512_set1_epi32(v);
 }
 
-AVX512_VNNI_FN void qpanel_avx512_vnni(float *out, int ldo, const float *residual, const void *qinp,
-                        const float *inp_scale, const kernels_qmatrix *w, int panel,
-                        const float *bias, int rows) {
-    const int first = panel * QPANEL;
-    const int here = w->rows - first < QPANEL ? w->rows - first : QPANEL;
-    const int8_t *values = (const int8_t *)w->values + (size_t)panel * w->kpad * QPANEL;
-    const float *scales = w->scales + (size_t)panel * w->groups * QPANEL;
-    const int32_t *col_sums = w->col_sums + (size_t)panel * w->groups * QPANEL;
-    float sums[BLOCK_ROWS][QPANEL];
-    for (int r0 = 0; r0 < rows; r0 += BLOCK_ROWS) {
-        const uint8_t *a = (const uint8_t *)qinp + (size_t)r0 * w->kpad;
-        const int count = rows - r0 < BLOCK_ROWS ? rows - r0 : BLOCK_ROWS;
-        if (count == BLOCK_ROWS)
-            panel_rows(w, values, scales, col_sums, a, inp_scale + (size_t)r0 * w->groups,
-                       BLOCK_ROWS, sums);
-        else
-            for (int r = 0; r < count; r++)
-                panel_rows(w, values, scales, col_sums, a + (size_t)r * w->kpad,
-                           inp_scale + (size_t)(r0 + r) * w->groups, 1, sums + r);
-        for (int r = 0; r < count; r++)
-            for (int c = 0; c < here; c++)
-                out[(size_t)(r0 + r) * ldo + first + c] = qmatmul_output(
-                    residual, bias, ldo, r0 + r, first + c, sums[r][c]);
+/* Mask of the columns of panel p that exist. */
+AVX512_VNNI_FN INLINE __mmask16 panel_mask(const kernels_qmatrix *w, int p) {
+    const int here = w->rows - p * QPANEL;
+    return here >= QPANEL ? (__mmask16)0xffff : (__mmask16)((1u << here) - 1);
+}
+
+/* Rows r0 .. r0 + mr - 1 x panels p .. p + np - 1 (np 1 or 2), every
+ * group; mr, np and fixed_quads (quads per group when known where this is
+ * inlined, else 0) are constants there, so the accumulators stay in
+ * registers. */
+AVX512_VNNI_FN INLINE void tile(const qmatmul_call *c, int r0, const int mr, int p, const int np,
+                                const int fixed_quads) {
+    const kernels_qmatrix *w = c->w;
+    const int G = w->groups, quads = fixed_quads ? fixed_quads : w->kgroup / 4;
+    const size_t kpad = (size_t)w->kpad;
+    const int8_t *v0 = (const int8_t *)w->values + (size_t)p * kpad * QPANEL;
+    const int8_t *v1 = v0 + kpad * QPANEL;
+    const float *s0 = w->scales + (size_t)p * G * QPANEL, *s1 = s0 + (size_t)G * QPANEL;
+    const int32_t *o0 = w->offsets + (size_t)p * G * QPANEL, *o1 = o0 + (size_t)G * QPANEL;
+    const uint8_t *a = (const uint8_t *)c->qinp + (size_t)r0 * kpad;
+    const float *xs = c->inp_scale + (size_t)r0 * G;
+    __m512 sum[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++) sum[i][0] = sum[i][1] = _mm512_setzero_ps();
+    for (int g = 0; g < G; g++) {
+        __m512i acc[MR][2];
+        const __m512i off0 = _mm512_load_si512((const void *)(o0 + (size_t)g * QPANEL));
+        const __m512i off1 = np == 2 ? _mm512_load_si512((const void *)(o1 + (size_t)g * QPANEL)) : off0;
+#pragma GCC unroll 6
+        for (int i = 0; i < mr; i++) acc[i][0] = off0, acc[i][1] = off1;
+        const int8_t *wg0 = v0 + (size_t)g * quads * 4 * QPANEL, *wg1 = v1 + (size_t)g * quads * 4 * QPANEL;
+        const uint8_t *ag = a + (size_t)g * quads * 4;
+#pragma GCC unroll 8
+        for (int q = 0; q < quads; q++) {
+            const __m512i w0 = _mm512_load_si512((const void *)(wg0 + q * 4 * QPANEL));
+            const __m512i w1 = np == 2 ? _mm512_load_si512((const void *)(wg1 + q * 4 * QPANEL)) : w0;
+#pragma GCC unroll 6
+            for (int i = 0; i < mr; i++) {
+                const __m512i b = quad_of(ag + i * kpad + 4 * q);
+                acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], b, w0);
+                if (np == 2) acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], b, w1);
+            }
+        }
+        const __m512 ws0 = _mm512_load_ps(s0 + (size_t)g * QPANEL);
+        const __m512 ws1 = np == 2 ? _mm512_load_ps(s1 + (size_t)g * QPANEL) : ws0;
+#pragma GCC unroll 6
+        for (int i = 0; i < mr; i++) {
+            const __m512 x = _mm512_set1_ps(xs[(size_t)i * G + g]);
+            sum[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][0]), _mm512_mul_ps(ws0, x), sum[i][0]);
+            if (np == 2)
+                sum[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i][1]), _mm512_mul_ps(ws1, x), sum[i][1]);
+        }
     }
+    /* (residual + bias) + sum, as qmatmul_output, lane by lane. */
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++)
+        for (int q = 0; q < np; q++) {
+            const __mmask16 m = panel_mask(w, p + q);
+            const size_t at = (size_t)(r0 + i) * c->ldo + (size_t)(p + q) * QPANEL;
+            __m512 base = c->bias ? _mm512_maskz_loadu_ps(m, c->bias + (size_t)(p + q) * QPANEL)
+                                  : _mm512_setzero_ps();
+            if (c->residual) base = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c->residual + at), base);
+            _mm512_mask_storeu_ps(c->out + at, m, _mm512_add_ps(base, sum[i][q]));
+        }
+}
+
+#define TILE_CASE(n, np, fq) \
+    case n: tile(c, r0, n, p, np, fq); break;
+#define TILE_SWITCH(mr, np, fq)                                                            \
+    switch (mr) {                                                                          \
+        TILE_CASE(1, np, fq) TILE_CASE(2, np, fq) TILE_CASE(3, np, fq) TILE_CASE(4, np, fq) \
+        TILE_CASE(5, np, fq) default: tile(c, r0, MR, p, np, fq);                          \
+    }
+
+AVX512_VNNI_FN void qpanel_avx512_vnni(const qmatmul_call *c, int first, int count) {
+    const kernels_qmatrix *w = c->w;
+    for (int p = first; p < first + count; p += 2) {
+        const int np = first + count - p >= 2 ? 2 : 1;
+        for (int r0 = 0; r0 < c->rows; r0 += MR) {
+            const int mr = c->rows - r0 < MR ? c->rows - r0 : MR;
+            if (w->kgroup == 32) {
+                if (np == 2) {
+                    TILE_SWITCH(mr, 2, 8)
+                } else {
+                    TILE_SWITCH(mr, 1, 8)
+                }
+            } else if (np == 2) {
+                TILE_SWITCH(mr, 2, 0)
+            } else {
+                TILE_SWITCH(mr, 1, 0)
+            }
+        }
+        const int width = w->rows - p * QPANEL < np * QPANEL ? w->rows - p * QPANEL : np * QPANEL;
+        qmatmul_act(c, &kernels_path_avx512, 0, c->rows, p * QPANEL, width);
+    }
+}
+
+/* quantize_span (kernels_int8.c) of len inputs (a multiple of 16) into
+ * the u8 layout, the same bits: max of the magnitudes' bit patterns, inv =
+ * qinv(max), x * inv rounded to nearest even (the default rounding mode),
+ * clamped to +-127, plus 128. */
+AVX512_VNNI_FN float qspan_u8_avx512(const float *x, int len, uint8_t *q) {
+    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+    __m512i top = _mm512_setzero_si512();
+    for (int k = 0; k < len; k += 16)
+        top = _mm512_max_epu32(top, _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(x + k)), magnitude));
+    const uint32_t max_bits = (uint32_t)_mm512_reduce_max_epu32(top);
+    if (max_bits >= 0x7f800000u) { /* NaN or infinity: a NaN scale over zeros */
+        memset(q, 128, (size_t)len);
+        return NAN;
+    }
+    float max_abs;
+    memcpy(&max_abs, &max_bits, sizeof max_abs);
+    const __m512 inv = _mm512_set1_ps(qinv(max_abs));
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    const __m512i zero_point = _mm512_set1_epi32(128);
+    for (int k = 0; k < len; k += 16) {
+        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv));
+        v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), zero_point);
+        _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtepi32_epi8(v));
+    }
+    return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
 }
 
 #else /* not x86: never chosen (kernels_isa_supported), kept linkable */
 
 #include "kernels_int8.h"
 
-void qpanel_avx512_vnni(float *out, int ldo, const float *residual, const void *qinp, const float *inp_scale,
-        const kernels_qmatrix *w, int panel, const float *bias, int rows) {
-    qpanel_generic(out, ldo, residual, qinp, inp_scale, w, panel, bias, rows);
+void qpanel_avx512_vnni(const qmatmul_call *c, int first, int count) {
+    qpanel_vnni_reference(c, first, count);
+}
+
+float qspan_u8_avx512(const float *x, int len, uint8_t *q) {
+    (void)x, (void)len, (void)q;
+    return 0.0f;
 }
 
 #endif

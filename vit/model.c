@@ -1138,13 +1138,13 @@ static vit_status take_all(vit_model *m, vit_error *err) {
         if ((s = take(m, WEIGHTS_LN1_W, l, 1, D, 0, &b->ln1_w, err)) ||
             (s = take(m, WEIGHTS_LN1_B, l, 1, D, 0, &b->ln1_b, err)) ||
             (s = take_qkv(m, l, &b->qkv_w, &b->qkv_b, &b->qkv_q, err)) ||
-            /* The attention output projection runs in float32 even from an
-             * int8 file (dequantised at load, 1/12 of the linear layers'
-             * work): its inputs, attention outputs, lose the most to 8-bit
-             * rounding. In int8 too, top-1 agreed with float32 on 494 of the
-             * 500 imagenet-sample photos (DeiT-tiny) and 497 (ViT-tiny);
-             * with it in float32, 498 and 499. */
-            (s = take(m, WEIGHTS_PROJ_W, l, D, D, 0, &b->proj_w, err)) ||
+            /* The attention output projection in int8 too: with the
+             * kernels' fused group step (kernels_int8.h) top-1 agreed
+             * with float32 on 497 of the 500 imagenet-sample photos
+             * (DeiT-tiny) and 499 (ViT-tiny), against 496 and 498 with
+             * it in float32 on its dequantised weights (bench/README.md,
+             * "Issue 27: int8"). */
+            (s = take_linear(m, WEIGHTS_PROJ_W, l, D, D, &b->proj_w, &b->proj_q, err)) ||
             (s = take(m, WEIGHTS_PROJ_B, l, 1, D, 0, &b->proj_b, err)) ||
             (s = take(m, WEIGHTS_LN2_W, l, 1, D, 0, &b->ln2_w, err)) ||
             (s = take(m, WEIGHTS_LN2_B, l, 1, D, 0, &b->ln2_b, err)) ||
@@ -1543,6 +1543,7 @@ void vit_model_free(vit_model *m) {
     free(m->labels);
     for (int l = 0; m->blocks && l < m->config.num_layers; l++) {
         kernels_qmatrix_free(m->blocks[l].qkv_q);
+        kernels_qmatrix_free(m->blocks[l].proj_q);
         kernels_qmatrix_free(m->blocks[l].fc1_q);
         kernels_qmatrix_free(m->blocks[l].fc2_q);
     }
@@ -1601,9 +1602,9 @@ const char *vit_model_dtypes(const vit_model *m) { return m->dtypes; }
 int vit_model_int8_groups(const vit_model *m) {
     int most = 0;
     for (int l = 0; l < m->config.num_layers; l++) {
-        const kernels_qmatrix *layers[3] = {m->blocks[l].qkv_q, m->blocks[l].fc1_q,
-                                            m->blocks[l].fc2_q};
-        for (int i = 0; i < 3; i++)
+        const kernels_qmatrix *layers[4] = {m->blocks[l].qkv_q, m->blocks[l].proj_q,
+                                            m->blocks[l].fc1_q, m->blocks[l].fc2_q};
+        for (int i = 0; i < 4; i++)
             if (layers[i] && kernels_qmatrix_groups(layers[i]) > most)
                 most = kernels_qmatrix_groups(layers[i]);
     }

@@ -550,7 +550,7 @@ static vit_status copy_block(vit_train_model *m, const vit_model *src, int l, vi
     if ((s = copy_param(p + o->ln1_w, sb->ln1_w, D, "norm1", err)) ||
         (s = copy_param(p + o->ln1_b, sb->ln1_b, D, "norm1", err)) ||
         (s = copy_linear(p + o->qkv_w, sb->qkv_w, sb->qkv_q, 3 * D * D, "qkv", err)) ||
-        (s = copy_param(p + o->proj_w, sb->proj_w, D * D, "proj", err)) ||
+        (s = copy_linear(p + o->proj_w, sb->proj_w, sb->proj_q, D * D, "proj", err)) ||
         (s = copy_param(p + o->proj_b, sb->proj_b, D, "proj bias", err)) ||
         (s = copy_param(p + o->ln2_w, sb->ln2_w, D, "norm2", err)) ||
         (s = copy_param(p + o->ln2_b, sb->ln2_b, D, "norm2", err)) ||

@@ -19,9 +19,8 @@ typedef struct vit_block {
     const float *fc1_w, *fc1_b;
     const float *fc2_w, *fc2_b;
     /* The linear layers a file stores as I8, packed for the int8 kernels
-     * (their float weight pointer is then NULL); NULL: float. The attention
-     * output projection is always float32 (model.c says why). */
-    kernels_qmatrix *qkv_q, *fc1_q, *fc2_q;
+     * (their float weight pointer is then NULL); NULL: float. */
+    kernels_qmatrix *qkv_q, *proj_q, *fc1_q, *fc2_q;
     /* The float32 ones packed for vitc's GEMM at load (vit_model_pack);
      * NULL where the layer is int8. */
     kernels_fmatrix *qkv_f, *proj_f, *fc1_f, *fc2_f;
