@@ -173,6 +173,11 @@ int cli_run_next_batch(const char *command, vit_context *ctx, const vit_model *m
 void cli_print_summary(const char *command, const char *verbed, size_t files, size_t failed,
                        const cli_timings *t);
 
+/* With VITC_TIMINGS in the environment (bench/oneshot.sh), the stages of
+ * a batch run in milliseconds on stderr, -q or not: "vit CMD: timings:
+ * load 41.20 ms, decode wait 7.91 ms, forward 10.33 ms". Nothing without. */
+void cli_print_timings(const char *command, const cli_timings *t);
+
 /* The image files a command works on: where to read each, and the name it
  * goes by in rows and output file names. */
 typedef struct cli_inputs {
