@@ -368,7 +368,13 @@ static int finish(classify_run *c, double seconds) {
             fprintf(stderr, "vit classify: nothing to do: all %zu files already in %s\n", c->inputs,
                     c->output);
     } else {
-        cli_print_summary("classify", "classified", c->processed, c->failed, &c->run.timings);
+        /* A resumed run counts what it did, and says what was done before. */
+        char before[4200] = "";
+        if (c->resume && c->inputs > c->processed)
+            snprintf(before, sizeof before, "; %zu more already in %s", c->inputs - c->processed,
+                     c->output);
+        cli_print_summary("classify", "classified", c->processed, c->failed, before,
+                          &c->run.timings);
     }
     return c->failed || c->in.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 }

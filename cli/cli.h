@@ -169,9 +169,10 @@ int cli_run_next_batch(const char *command, vit_context *ctx, const vit_model *m
 /* The summary line of a batch run on stderr: "vit CMD: 500 files, 2 failed;
  * load 0.12 s, decode wait 3.4 s, forward 10.2 s; 38.1 images/s". When no
  * file succeeded: "vit CMD: 1 file, 1 failed: nothing VERBED"; when there
- * was nothing to run, the caller says why (cli_print_nothing_to_do). */
+ * was nothing to run, the caller says why (cli_print_nothing_to_do). note,
+ * when not NULL, follows the counts ("; 300 more already in out.csv"). */
 void cli_print_summary(const char *command, const char *verbed, size_t files, size_t failed,
-                       const cli_timings *t);
+                       const char *note, const cli_timings *t);
 
 /* With VITC_TIMINGS in the environment (bench/oneshot.sh), the stages of
  * a batch run in milliseconds on stderr, -q or not: "vit CMD: timings:
@@ -560,6 +561,13 @@ int cli_quantize(int argc, char **argv);
  * is_default: the model is the shipped default (no -m), named in the
  * message when its classes are not Fashion-MNIST's; quiet: no timing line.
  * Returns the exit status. */
-int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int quiet);
+int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int quiet,
+                           const char *confusion_png);
+
+/* vit eval --confusion: the confusion matrix as a PNG, counts[t * classes +
+ * p] images of class t predicted as p, rows named by the model's labels.
+ * 0, or -1 (message printed). */
+int cli_eval_confusion_png(const char *path, const vit_model *model, const size_t *counts,
+                           const char *source, size_t top1, size_t scored);
 
 #endif

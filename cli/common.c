@@ -366,15 +366,16 @@ double cli_now_seconds(void) {
 }
 
 void cli_print_summary(const char *command, const char *verbed, size_t files, size_t failed,
-                       const cli_timings *t) {
+                       const char *note, const cli_timings *t) {
+    if (!note) note = "";
     const char *noun = files == 1 ? "file" : "files";
     if (files == 0) {
         fprintf(stderr, "vit %s: nothing to do: no files\n", command);
         return;
     }
     if (files > 0 && failed == files) {
-        fprintf(stderr, "vit %s: %zu %s, %zu failed: nothing %s\n", command, files, noun, failed,
-                verbed);
+        fprintf(stderr, "vit %s: %zu %s, %zu failed%s: nothing %s\n", command, files, noun, failed,
+                note, verbed);
         return;
     }
     char split[128] = "";
@@ -382,8 +383,8 @@ void cli_print_summary(const char *command, const char *verbed, size_t files, si
         snprintf(split, sizeof split, ", decode wait %.2f s, forward %.2f s", t->decode, t->forward);
     else /* over MPI ranks: the batches ran on every rank at once */
         snprintf(split, sizeof split, ", run %.2f s", t->total);
-    fprintf(stderr, "vit %s: %zu %s, %zu failed; load %.2f s%s; %.1f images/s\n", command, files,
-            noun, failed, t->load, split, t->total > 0 ? files / t->total : 0.0);
+    fprintf(stderr, "vit %s: %zu %s, %zu failed%s; load %.2f s%s; %.1f images/s\n", command, files,
+            noun, failed, note, t->load, split, t->total > 0 ? files / t->total : 0.0);
 }
 
 void cli_print_timings(const char *command, const cli_timings *t) {

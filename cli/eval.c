@@ -9,9 +9,11 @@
 
 #include "cli.h"
 #include "cli_mpi.h"
+#include "plot.h"
 
 enum { OPT_MODEL, OPT_REVISION, OPT_LABELS_CSV, OPT_OUTPUT, OPT_THREADS, OPT_SIZE, OPT_BATCH, OPT_LABELS,
-       OPT_POS_RESAMPLE, OPT_QUIET, OPT_LIMITS, NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
+       OPT_POS_RESAMPLE, OPT_QUIET, OPT_CONFUSION, OPT_LIMITS,
+       NUM_OPTS = OPT_LIMITS + CLI_NUM_LIMIT_OPTIONS };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP},
@@ -25,6 +27,9 @@ static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_LABELS] = CLI_LABELS_OPTION,
     [OPT_POS_RESAMPLE] = CLI_POS_RESAMPLE_OPTION,
     [OPT_QUIET] = {"quiet", 'q', 0, "", "no progress or summary on stderr"},
+    [OPT_CONFUSION] = {"confusion", 0, 1, "FILE.png", "draw the confusion matrix with the class "
+                                                     "names (over 30 classes: the 30 with the most "
+                                                     "errors)"},
     [OPT_LIMITS] = CLI_LIMIT_OPTIONS,
 };
 
@@ -239,6 +244,58 @@ static int write_tables(const char *output, const vit_model *model, const size_t
     return close_atomic(file, 0, path);
 }
 
+/* Most classes a confusion picture draws: beyond, the cells are too small
+ * to read; the classes with the most errors are the ones worth a look. */
+#define CONFUSION_MAX_CLASSES 30
+
+int cli_eval_confusion_png(const char *path, const vit_model *model, const size_t *counts,
+                           const char *source, size_t top1, size_t scored) {
+    const int classes = vit_model_config(model)->num_classes;
+    const char **names = calloc((size_t)classes, sizeof *names);
+    char title[512], fallback[32];
+    snprintf(fallback, sizeof fallback, "class");
+    if (!names) {
+        fprintf(stderr, "vit eval: out of memory\n");
+        return -1;
+    }
+    for (int c = 0; c < classes; c++) names[c] = vit_model_label(model, c) ? vit_model_label(model, c) : fallback;
+    int with_images = 0;
+    for (int t = 0; t < classes; t++)
+        for (int p = 0; p < classes; p++)
+            if (counts[(size_t)t * classes + p]) {
+                with_images++;
+                break;
+            }
+    const int n = snprintf(title, sizeof title, "%.200s: top-1 %.2f%% of %zu images", source,
+                           scored ? 100.0 * top1 / scored : 0.0, scored);
+    if (with_images > CONFUSION_MAX_CLASSES)
+        snprintf(title + n, sizeof title - (size_t)n, "; rows: the %d of %d classes with the most "
+                 "errors", CONFUSION_MAX_CLASSES, with_images);
+    data_image pic = {0};
+    vit_error err;
+    vit_status st = data_plot_confusion(&pic, title, names, counts, classes, CONFUSION_MAX_CLASSES, &err);
+    if (st == VIT_OK) st = data_write_png(path, pic.width, pic.height, 3, pic.pixels, &err);
+    if (st != VIT_OK) fprintf(stderr, "vit eval: --confusion %s: %s\n", path, err.message);
+    data_image_free(&pic);
+    free(names);
+    return st == VIT_OK ? 0 : -1;
+}
+
+/* --confusion from the (truth, top-1) pairs of the scored images. */
+static int confusion_from_pairs(const char *path, const vit_model *model, const class_pair *pairs,
+                                size_t count, const char *source, size_t top1) {
+    const size_t classes = (size_t)vit_model_config(model)->num_classes;
+    size_t *counts = calloc(classes * classes, sizeof *counts);
+    if (!counts) {
+        fprintf(stderr, "vit eval: out of memory\n");
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) counts[(size_t)pairs[i].truth * classes + pairs[i].predicted]++;
+    const int r = cli_eval_confusion_png(path, model, counts, source, top1, count);
+    free(counts);
+    return r;
+}
+
 /* One eval run: the shared batch run plus the scores and the outputs. */
 typedef struct eval_run {
     cli_batch_run run;
@@ -282,6 +339,18 @@ static int open_outputs(eval_run *e) {
     if (!(e->out = open_atomic(output, &e->out_file))) return -1;
     fprintf(e->out, "path,true,predicted,correct,true_label,predicted_label\n");
     return 0;
+}
+
+/* --confusion: a file of its own, none of the run's inputs. */
+static int check_confusion(eval_run *e) {
+    const char *path = e->values[OPT_CONFUSION];
+    if (!path) return 0;
+    if ((!e->values[OPT_OUTPUT] &&
+         cli_protect_run("eval", &e->run.protect, e->run.model, e->values[OPT_LABELS],
+                         (const char *const *)e->set.files, e->set.count) != 0) ||
+        cli_protect_file(&e->run.protect, e->values[OPT_LABELS_CSV], 1) != 0)
+        return -1;
+    return cli_check_output("eval", &e->run.protect, path);
 }
 
 static void write_image_row(eval_run *e, size_t item, int truth, int predicted) {
@@ -334,7 +403,11 @@ static int report(eval_run *e) {
            e->top1, scored, scored ? 100.0 * e->top5 / scored : 0.0, e->top5, scored);
     /* Only the accuracy is the result: the timings go with the progress,
      * in the summary line every batch command prints. */
-    if (!e->values[OPT_QUIET]) cli_print_summary("eval", "scored", scored + failed, failed, &e->run.timings);
+    if (!e->values[OPT_QUIET]) cli_print_summary("eval", "scored", scored + failed, failed, NULL, &e->run.timings);
+    if (e->values[OPT_CONFUSION] &&
+        confusion_from_pairs(e->values[OPT_CONFUSION], e->run.model, e->pairs, scored, e->dir,
+                             e->top1) != 0)
+        return -1;
     if (!e->out) return 0;
     const char *output = e->values[OPT_OUTPUT];
     const int closed = close_atomic(e->out_file, e->out_failed, output);
@@ -408,10 +481,13 @@ static int run_eval(eval_run *e, const cli_args *args) {
     const char *const *v = e->values;
     if (!cli_mpi_active()) {
         const int r = set_up(e, args);
+        if (r > 0 && check_confusion(e) != 0) return CLI_EXIT_FATAL;
         if (r > 0)
             return cli_eval_fashion_mnist(e->run.model, v[OPT_MODEL] == NULL, (int)e->run.batch,
-                                          (int)e->run.size, v[OPT_QUIET] != NULL);
-        if (r < 0 || (v[OPT_OUTPUT] && open_outputs(e) != 0)) return CLI_EXIT_FATAL;
+                                          (int)e->run.size, v[OPT_QUIET] != NULL,
+                                          v[OPT_CONFUSION]);
+        if (r < 0 || (v[OPT_OUTPUT] && open_outputs(e) != 0) || check_confusion(e) != 0)
+            return CLI_EXIT_FATAL;
         cli_batch_fit(&e->run, e->set.count);
         return score_all(e, (const char *const *)e->set.files, e->set.count);
     }
@@ -424,7 +500,8 @@ static int run_eval(eval_run *e, const cli_args *args) {
                                                   v[OPT_SIZE], v[OPT_BATCH]) == 0 &&
                                 cli_batch_load_model(&e->run, v[OPT_MODEL], v[OPT_LABELS],
                                                      v[OPT_POS_RESAMPLE], "") == 0);
-    if (!cli_mpi_agree("eval", loaded) || !cli_mpi_go(!root || !v[OPT_OUTPUT] || open_outputs(e) == 0))
+    if (!cli_mpi_agree("eval", loaded) ||
+        !cli_mpi_go(!root || ((!v[OPT_OUTPUT] || open_outputs(e) == 0) && check_confusion(e) == 0)))
         return CLI_EXIT_FATAL;
     if (root) cli_batch_fit(&e->run, e->set.count);
     /* Rank 0 lends its labelled files (as path and name alike) for sending. */

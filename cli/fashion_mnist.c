@@ -9,7 +9,8 @@
 /* The ten classes of Fashion-MNIST (T-shirt/top ... ankle boot). */
 #define FASHION_MNIST_CLASSES 10
 
-int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int quiet) {
+int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int quiet,
+                           const char *confusion_png) {
     const int classes = vit_model_config(model)->num_classes;
     if (classes != FASHION_MNIST_CLASSES) {
         /* An accuracy of a 1000-class model on 10 classes would be a
@@ -43,7 +44,8 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
     float *images = malloc(sizeof(float) * per * batch);
     float *logits = malloc(sizeof(float) * classes * batch);
     int *failed = calloc((size_t)batch, sizeof *failed);
-    if (!images || !logits || !failed) {
+    size_t *counts = calloc((size_t)classes * classes, sizeof *counts);
+    if (!images || !logits || !failed || !counts) {
         fprintf(stderr, "vit eval: out of memory\n");
         goto done;
     }
@@ -78,6 +80,7 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
             const int truth = set.labels[first + b];
             top1 += top[0] == truth;
             for (int i = 0; i < k; i++) top5 += top[i] == truth;
+            counts[(size_t)truth * classes + top[0]]++;
         }
     }
     const double seconds = cli_now_seconds() - start;
@@ -87,7 +90,12 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
         fprintf(stderr, "vit eval: %d images in %.1f s (%.1f images/s), Fashion-MNIST test split\n",
                 set.count, seconds, seconds > 0 ? set.count / seconds : 0.0);
     exit_code = CLI_EXIT_OK;
+    if (confusion_png && cli_eval_confusion_png(confusion_png, model, counts,
+                                                "Fashion-MNIST test split", top1,
+                                                (size_t)set.count) != 0)
+        exit_code = CLI_EXIT_FATAL;
 done:
+    free(counts);
     free(images);
     free(logits);
     free(failed);

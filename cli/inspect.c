@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,6 +46,13 @@ enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_LAYER, OPT_THREADS, OPT_BATCH, O
     [OPT_ALLOW_UNUSED] = CLI_ALLOW_UNUSED_OPTION
 
 #define OUTPUT_HELP_PICTURE "output PNG, or a directory (ending in /) for one per input"
+
+/* Pictures are drawn over the input scaled down to this longest side: a
+ * 4000-pixel photo's heatmap is a 4 MB PNG that shows nothing more. */
+#define DEFAULT_MAX_SIDE 1024
+#define MAX_SIDE_OPTION                                                                         \
+    {"max-side", 0, 1, "N", "draw pictures at most N pixels on their longer side (default 1024; " \
+                            "0: the input's size)"}
 #define LAYER_HELP_BLOCK "encoder block, 0-based; negative counts from the end (default -1, the last)"
 
 #define COMMON_USAGE \
@@ -77,6 +85,7 @@ typedef struct inspect {
     cli_protected protect; /* the model's files and the inputs: never written */
     cli_lock locks[2];    /* -o's and --npy's */
     int quiet;
+    int max_side; /* pictures: longest side in pixels at most (0: the input's size) */
     char *ext_text;
     size_t failed;
     int inputs_given; /* in was filled by rank 0 of an MPI job: no walk */
@@ -214,7 +223,7 @@ static int mark_collisions(inspect *s) {
 /* MASK.png -> MASK.overlay.png (a name without .png gets the suffix added). */
 static char *overlay_path(const char *mask) {
     size_t n = strlen(mask);
-    if (n >= 4 && strcmp(mask + n - 4, ".png") == 0) n -= 4;
+    if (n >= 4 && strcasecmp(mask + n - 4, ".png") == 0) n -= 4;
     char *p = malloc(n + 13);
     if (p) snprintf(p, n + 13, "%.*s.overlay.png", (int)n, mask);
     return p;
@@ -431,7 +440,7 @@ static int inspect_finish(inspect *s, size_t processed, double seconds) {
         return 128 + signo;
     }
     s->timings.total = seconds;
-    if (!s->quiet) cli_print_summary(s->command, "computed", processed, s->failed, &s->timings);
+    if (!s->quiet) cli_print_summary(s->command, "computed", processed, s->failed, NULL, &s->timings);
     return s->failed || s->in.problems ? CLI_EXIT_SOME_FAILED : CLI_EXIT_OK;
 }
 
@@ -509,6 +518,38 @@ static int load_original(inspect *s, size_t index, data_image *img) {
     return 0;
 }
 
+/* Scales img down (bicubic with antialiasing, as PIL's thumbnail) so its
+ * longer side is at most --max-side; 0, or 1 when this file failed. */
+static int fit_picture(inspect *s, data_image *img) {
+    const int longer = img->width > img->height ? img->width : img->height;
+    if (s->max_side <= 0 || longer <= s->max_side) return 0;
+    const double scale = (double)s->max_side / longer;
+    const int w = (int)fmax(1, lround(img->width * scale)), h = (int)fmax(1, lround(img->height * scale));
+    data_image small = {0};
+    vit_error err;
+    if (data_resize(img, w, h, DATA_RESAMPLE_BICUBIC, &small, &err) != VIT_OK)
+        return file_failed(s, err.message);
+    data_image_free(img);
+    *img = small;
+    return 0;
+}
+
+/* The input scaled to be drawn on: load_original, then fit_picture. */
+static int load_picture(inspect *s, size_t index, data_image *img) {
+    if (load_original(s, index, img)) return 1;
+    if (fit_picture(s, img) == 0) return 0;
+    data_image_free(img);
+    return 1;
+}
+
+/* --max-side N (0..65535) into s->max_side; 0, or -1 (message printed). */
+static int parse_max_side(inspect *s, const char *text) {
+    long side = DEFAULT_MAX_SIDE;
+    if (text && cli_int(s->command, "--max-side", text, 0, 65535, &side) != 0) return -1;
+    s->max_side = (int)side;
+    return 0;
+}
+
 static void min_max(const float *v, size_t n, float *lo, float *hi) {
     *lo = *hi = v[0];
     for (size_t i = 1; i < n; i++) {
@@ -519,7 +560,8 @@ static void min_max(const float *v, size_t n, float *lo, float *hi) {
 
 /* ------------------------------------------------------------ attention */
 
-enum { OPT_HEAD = NUM_COMMON, OPT_ROLLOUT, OPT_DISCARD, OPT_GRID, OPT_NPY, NUM_ATTENTION_OPTS };
+enum { OPT_HEAD = NUM_COMMON, OPT_ROLLOUT, OPT_DISCARD, OPT_GRID, OPT_NPY, OPT_ATTENTION_MAX_SIDE,
+       NUM_ATTENTION_OPTS };
 
 static const cli_option ATTENTION_OPTIONS[NUM_ATTENTION_OPTS] = {
     COMMON_OPTIONS(OUTPUT_HELP_PICTURE, LAYER_HELP_BLOCK " (rollout: the last layer included)"),
@@ -527,7 +569,8 @@ static const cli_option ATTENTION_OPTIONS[NUM_ATTENTION_OPTS] = {
     [OPT_ROLLOUT] = {"rollout", 0, 0, "", "attention rollout through layers 0..L instead"},
     [OPT_DISCARD] = {"discard", 0, 1, "R", "rollout: drop the lowest fraction R of each layer's attention (default 0)"},
     [OPT_GRID] = {"grid", 0, 0, "", "draw every head of the layer (and their mean) as tiles"},
-    [OPT_NPY] = {"npy", 0, 1, "PATH", "also write the grid_h x grid_w float32 map (--grid: heads x ...) as .npy"},
+    [OPT_NPY] = {"npy", 0, 1, "PATH", "also write the grid_h x grid_w float32 map as .npy (--grid: heads + 1 maps, the mean last)"},
+    [OPT_ATTENTION_MAX_SIDE] = MAX_SIDE_OPTION,
 };
 
 static const char ATTENTION_USAGE[] =
@@ -540,8 +583,8 @@ static const char ATTENTION_USAGE[] =
     "distillation and register tokens' are left out (not renormalised). A model\n"
     "without a class token draws the mean over the patch tokens of their rows (of\n"
     "the layer's attention, or of the rollout matrix).\n\n"
-    PICTURE_USAGE("Pictures\nhave the input image's size; --grid tiles one picture per head and their mean,\n"
-                  "each the image scaled to at most 256 pixels a side.") COMMON_USAGE;
+    PICTURE_USAGE("Pictures\nhave the input image's size up to --max-side; --grid tiles one picture per head\n"
+                  "and their mean, each the image scaled to at most 256 pixels a side.") COMMON_USAGE;
 
 typedef struct attention_state {
     int head; /* -1: mean */
@@ -632,7 +675,7 @@ static int attention_image(inspect *s, void *state, size_t index, int row) {
     }
 
     data_image img = {0}, pic = {0};
-    if (load_original(s, index, &img)) return 1;
+    if (load_picture(s, index, &img)) return 1;
     int r = 0;
     if (st->grid) {
         if (attention_figure(s, st, &img, &pic, &err) != 0) r = file_failed(s, err.message);
@@ -651,7 +694,8 @@ static int attention_image(inspect *s, void *state, size_t index, int row) {
     }
     data_image_free(&pic);
     if (r == 0) {
-        const int64_t shape[3] = {H, s->grid_h, s->grid_w};
+        /* --grid: the maps drawn, every head then their mean. */
+        const int64_t shape[3] = {H + 1, s->grid_h, s->grid_w};
         r = st->grid ? write_array(s, index, DATA_NPY_F32, shape, 3, map)
                      : write_array(s, index, DATA_NPY_F32, shape + 1, 2, map);
     }
@@ -690,7 +734,9 @@ int cli_attention(int argc, char **argv) {
         fprintf(stderr, "vit attention: %s\n", conflict);
         goto done;
     }
-    if (inspect_setup(&s, CLI_NAMES_OUTPUTS, NULL, 0, v[OPT_NPY]) != 0) goto done;
+    if (parse_max_side(&s, v[OPT_ATTENTION_MAX_SIDE]) != 0 ||
+        inspect_setup(&s, CLI_NAMES_OUTPUTS, NULL, 0, v[OPT_NPY]) != 0)
+        goto done;
     /* The maps are the class token's attention (row 0); without a class
      * token row 0 is a register or a patch, so the patch queries' mean row
      * stands in: the attention of the average patch, which is what the
@@ -1059,7 +1105,8 @@ done:
 
 /* -------------------------------------------------------------- segment */
 
-enum { OPT_K = NUM_COMMON, OPT_SEED, OPT_FEATURE, OPT_SEGMENT_NPY, NUM_SEGMENT_OPTS };
+enum { OPT_K = NUM_COMMON, OPT_SEED, OPT_FEATURE, OPT_SEGMENT_NPY, OPT_SEGMENT_MAX_SIDE,
+       NUM_SEGMENT_OPTS };
 
 static const cli_option SEGMENT_OPTIONS[NUM_SEGMENT_OPTS] = {
     COMMON_OPTIONS("the label mask PNG (beside it NAME.overlay.png), or a directory (ending in /)",
@@ -1069,6 +1116,7 @@ static const cli_option SEGMENT_OPTIONS[NUM_SEGMENT_OPTS] = {
     [OPT_SEED] = {"seed", 0, 1, "S", "k-means++ seed (default 0)"},
     [OPT_FEATURE] = {"feature", 0, 1, "WHAT", "token (residual stream after block L, default) or key (block L's attention keys)"},
     [OPT_SEGMENT_NPY] = {"npy", 0, 1, "PATH", "also write the grid_h x grid_w int32 label grid as .npy"},
+    [OPT_SEGMENT_MAX_SIDE] = MAX_SIDE_OPTION,
 };
 
 static const char SEGMENT_USAGE[] =
@@ -1076,9 +1124,10 @@ static const char SEGMENT_USAGE[] =
     "\n"
     "Unsupervised part segmentation: the patch tokens of block L (or its keys) are\n"
     "L2-normalised and clustered with k-means (k-means++ seeding, fixed seed,\n"
-    "deterministic). MASK.png is a greyscale PNG of the image's size whose values are\n"
-    "the cluster ids (0..K-1; 255 where the model saw nothing, outside its crop);\n"
-    "MASK.overlay.png shows the clusters in colour over the image.\n\n"
+    "deterministic). MASK.png is an indexed (palette) PNG of the image's size: each\n"
+    "pixel is its cluster id (0..K-1; 255 where the model saw nothing, outside its\n"
+    "crop), shown in the overlay's colours; numpy.array(PIL.Image.open(MASK)) gives\n"
+    "the ids. MASK.overlay.png shows the clusters over the image (up to --max-side).\n\n"
     PICTURE_USAGE("") COMMON_USAGE;
 
 typedef struct segment_state {
@@ -1089,6 +1138,42 @@ typedef struct segment_state {
     double *scratch;
     uint8_t *colors;
 } segment_state;
+
+/* The mask at the input's size, as an indexed PNG in the overlay's colours
+ * (ids past the clusters unused, MASK_OUTSIDE dark grey); 0, or -1 (fatal:
+ * it cannot be written). */
+static int write_mask(inspect *s, const segment_state *st, const char *path, const data_image *img,
+                      const double box[4]) {
+    uint8_t *mask = malloc((size_t)img->width * img->height), palette[256 * 3] = {0};
+    if (!mask) return file_failed(s, "out of memory");
+    memcpy(palette, st->colors, (size_t)st->k * 3);
+    memset(palette + 3 * MASK_OUTSIDE, 64, 3);
+    data_label_mask(box, st->labels, s->grid_h, s->grid_w, img->width, img->height, MASK_OUTSIDE,
+                    mask);
+    vit_error err;
+    const vit_status written =
+        data_write_png_indexed(path, img->width, img->height, mask, palette, 256, &err);
+    free(mask);
+    if (written == VIT_OK) return 0;
+    file_failed(s, err.message);
+    return -1; /* an output that cannot be written is fatal (write_picture) */
+}
+
+/* The overlay, drawn on the input scaled to --max-side. */
+static int write_segment_overlay(inspect *s, const segment_state *st, const char *path,
+                                 data_image *img) {
+    if (fit_picture(s, img)) return 1;
+    double box[4];
+    data_preprocess_source_box(&s->pre, img->width, img->height, box);
+    data_image pic = {0};
+    vit_error err;
+    if (data_overlay_labels(img, box, st->labels, s->grid_h, s->grid_w, st->colors, OVERLAY_ALPHA,
+                            &pic, &err) != VIT_OK)
+        return file_failed(s, err.message);
+    const int r = write_picture(s, path, &pic);
+    data_image_free(&pic);
+    return r;
+}
 
 static int segment_image(inspect *s, void *state, size_t index, int row) {
     segment_state *st = state;
@@ -1102,36 +1187,20 @@ static int segment_image(inspect *s, void *state, size_t index, int row) {
                    st->scratch, NULL, &err) != VIT_OK)
         return file_failed(s, err.message);
 
-    data_image img = {0}, pic = {0};
+    data_image img = {0};
     if (load_original(s, index, &img)) return 1;
     double box[4];
     data_preprocess_source_box(&s->pre, img.width, img.height, box);
-    int r = 0;
     char *mask_path = output_path(s, s->args.values[OPT_OUTPUT], s->out_dir, index, ".png");
     char *over_path = mask_path ? overlay_path(mask_path) : NULL;
-    uint8_t *mask = malloc((size_t)img.width * img.height);
-    if (!mask_path) {
-        r = -1; /* cannot be written: said already */
-    } else if (!over_path || !mask) {
-        r = file_failed(s, "out of memory");
-    } else {
-        data_label_mask(box, st->labels, s->grid_h, s->grid_w, img.width, img.height, MASK_OUTSIDE,
-                        mask);
-        if (data_write_png(mask_path, img.width, img.height, 1, mask, &err) != VIT_OK) {
-            file_failed(s, err.message);
-            r = -1; /* an output that cannot be written is fatal (write_picture) */
-        } else if (data_overlay_labels(&img, box, st->labels, s->grid_h, s->grid_w, st->colors,
-                                       OVERLAY_ALPHA, &pic, &err) != VIT_OK) {
-            r = file_failed(s, err.message);
-        } else {
-            r = write_picture(s, over_path, &pic);
-        }
-    }
-    free(mask);
+    int r;
+    if (!mask_path) r = -1; /* cannot be written: said already */
+    else if (!over_path) r = file_failed(s, "out of memory");
+    else if ((r = write_mask(s, st, mask_path, &img, box)) == 0)
+        r = write_segment_overlay(s, st, over_path, &img);
     free(mask_path);
     free(over_path);
     data_image_free(&img);
-    data_image_free(&pic);
     if (r == 0) {
         const int64_t shape[2] = {s->grid_h, s->grid_w};
         r = write_array(s, index, DATA_NPY_I32, shape, 2, st->labels);
@@ -1159,7 +1228,9 @@ int cli_segment(int argc, char **argv) {
     }
     st.keys = v[OPT_FEATURE] && strcmp(v[OPT_FEATURE], "key") == 0;
     s.overlay = 1;
-    if (inspect_setup(&s, CLI_NAMES_OUTPUTS, NULL, 0, v[OPT_SEGMENT_NPY]) != 0) goto done;
+    if (parse_max_side(&s, v[OPT_SEGMENT_MAX_SIDE]) != 0 ||
+        inspect_setup(&s, CLI_NAMES_OUTPUTS, NULL, 0, v[OPT_SEGMENT_NPY]) != 0)
+        goto done;
     if (st.k > s.patches) {
         fprintf(stderr, "vit segment: --clusters %d is more clusters than the %d patches\n", st.k, s.patches);
         goto done;
@@ -1190,13 +1261,14 @@ done:
 
 /* -------------------------------------------------------------- patches */
 
-enum { OPT_LABELS = NUM_COMMON, OPT_LEGEND, OPT_PATCHES_NPY, NUM_PATCHES_OPTS };
+enum { OPT_LABELS = NUM_COMMON, OPT_LEGEND, OPT_PATCHES_NPY, OPT_PATCHES_MAX_SIDE, NUM_PATCHES_OPTS };
 
 static const cli_option PATCHES_OPTIONS[NUM_PATCHES_OPTS] = {
     COMMON_OPTIONS(OUTPUT_HELP_PICTURE, LAYER_HELP_BLOCK),
     [OPT_LABELS] = {"labels", 0, 1, "FILE", "class labels, one per line"},
     [OPT_LEGEND] = {"legend", 0, 1, "N", "classes in the legend, most frequent first; the rest grey (default 5)"},
     [OPT_PATCHES_NPY] = {"npy", 0, 1, "PATH", "also write the grid_h x grid_w x classes float32 logits as .npy"},
+    [OPT_PATCHES_MAX_SIDE] = MAX_SIDE_OPTION,
 };
 
 static const char PATCHES_USAGE[] =
@@ -1208,7 +1280,7 @@ static const char PATCHES_USAGE[] =
     "Registers and the class token get no cell. Each patch stands in for the pooled\n"
     "features: a model with fc_norm (no final norm) gets fc_norm then the head per\n"
     "patch; DINOv2's head on [class, mean] reads [class, patch].\n\n"
-    PICTURE_USAGE("The\npicture has the input image's size, the legend in its bottom left corner.")
+    PICTURE_USAGE("The\npicture has the input image's size up to --max-side, the legend below it.")
     COMMON_USAGE;
 
 typedef struct patches_state {
@@ -1229,14 +1301,8 @@ static void short_label(const vit_model *model, int cls, char *out, size_t size)
     snprintf(out, size, "%.*s", (int)(n < 40 ? n : 40), label);
 }
 
-/* The legend: swatch, name and share of patches per listed class, in a
- * translucent box at the bottom left, scaled with the picture. */
-static void draw_legend(const inspect *s, const patches_state *st, int shown, data_image *pic) {
-    /* About a 25th of the shorter side per line: readable, and small
-     * pictures keep most of their area free. */
-    const int shorter = pic->width < pic->height ? pic->width : pic->height;
-    const int scale = shorter >= 1200 ? 4 : shorter >= 600 ? 2 + (shorter >= 900) : shorter >= 300 ? 2 : 1;
-    const int line = data_text_height(scale) + 2 * scale, pad = 3 * scale;
+/* The widest legend line ("swatch name 100%") at text scale `scale`. */
+static int legend_width(const inspect *s, const patches_state *st, int shown, int scale) {
     char text[64];
     int width = 0;
     for (int r = 0; r < shown; r++) {
@@ -1244,19 +1310,39 @@ static void draw_legend(const inspect *s, const patches_state *st, int shown, da
         const int w = data_text_width(text, scale) + data_text_width(" 100%", scale);
         if (w > width) width = w;
     }
-    width += line + 2 * pad;
-    const int height = shown * line + 2 * pad, y0 = pic->height - height;
-    const uint8_t white[3] = {255, 255, 255}, black[3] = {0, 0, 0};
-    data_fill_rect(pic, 0, y0, width, height, white, 0.8f);
+    return width;
+}
+
+/* The picture with the legend in a white strip below it, never over it:
+ * swatch, name and share of patches per listed class, the text scaled with
+ * the picture's width (a line per 25th or so of a 1024-pixel picture). The
+ * canvas widens when the legend is wider than a small picture. */
+static int add_legend(const inspect *s, const patches_state *st, int shown, data_image *pic) {
+    const int scale = pic->width >= 900 ? 3 : pic->width >= 480 ? 2 : 1;
+    const int line = data_text_height(scale) + 2 * scale, pad = 3 * scale;
+    const int strip = shown ? shown * line + 2 * pad : 0;
+    const int legend = shown ? legend_width(s, st, shown, scale) + line + 2 * pad : 0;
+    data_image framed = {.width = pic->width > legend ? pic->width : legend,
+                         .height = pic->height + strip};
+    if (!(framed.pixels = malloc((size_t)framed.width * framed.height * 3))) return -1;
+    memset(framed.pixels, 255, (size_t)framed.width * framed.height * 3);
+    for (int y = 0; y < pic->height; y++)
+        memcpy(framed.pixels + (size_t)y * framed.width * 3, pic->pixels + (size_t)y * pic->width * 3,
+               (size_t)pic->width * 3);
+    const uint8_t black[3] = {0, 0, 0};
+    char text[64];
     for (int r = 0; r < shown; r++) {
-        const int y = y0 + pad + r * line;
-        data_fill_rect(pic, pad, y, line - 2 * scale, line - 2 * scale, st->colors + 3 * r, 1.0f);
+        const int y = pic->height + pad + r * line;
+        data_fill_rect(&framed, pad, y, line - 2 * scale, line - 2 * scale, st->colors + 3 * r, 1.0f);
         short_label(s->model, st->order[r], text, sizeof text);
-        const int x = pad + line + data_draw_text(pic, pad + line, y + scale, scale, text, black);
+        const int x = pad + line + data_draw_text(&framed, pad + line, y + scale, scale, text, black);
         snprintf(text, sizeof text, " %d%%",
                  (int)lround(100.0 * st->count[st->order[r]] / s->patches));
-        data_draw_text(pic, x, y + scale, scale, text, black);
+        data_draw_text(&framed, x, y + scale, scale, text, black);
     }
+    data_image_free(pic);
+    *pic = framed;
+    return 0;
 }
 
 static int patches_image(inspect *s, void *state, size_t index, int row) {
@@ -1289,17 +1375,17 @@ static int patches_image(inspect *s, void *state, size_t index, int row) {
     memcpy(st->colors + 3 * shown, grey, 3);
 
     data_image img = {0}, pic = {0};
-    if (load_original(s, index, &img)) return 1;
+    if (load_picture(s, index, &img)) return 1;
     double box[4];
     data_preprocess_source_box(&s->pre, img.width, img.height, box);
     int r = 0;
     if (data_overlay_labels(&img, box, st->top, s->grid_h, s->grid_w, st->colors, OVERLAY_ALPHA,
-                            &pic, &err) != VIT_OK) {
+                            &pic, &err) != VIT_OK)
         r = file_failed(s, err.message);
-    } else {
-        draw_legend(s, st, shown, &pic);
+    else if (add_legend(s, st, shown, &pic) != 0)
+        r = file_failed(s, "out of memory");
+    else
         r = write_output_picture(s, index, &pic);
-    }
     for (int c = 0; c < st->legend; c++) data_palette_color(c, st->colors + 3 * c);
     data_image_free(&img);
     data_image_free(&pic);
@@ -1321,7 +1407,9 @@ int cli_patches(int argc, char **argv) {
     long legend = 5;
     if (v[OPT_LEGEND] && cli_int("patches", "--legend", v[OPT_LEGEND], 0, 20, &legend)) goto done;
     st.legend = (int)legend;
-    if (inspect_setup(&s, CLI_NAMES_OUTPUTS, v[OPT_LABELS], 0, v[OPT_PATCHES_NPY]) != 0) goto done;
+    if (parse_max_side(&s, v[OPT_PATCHES_MAX_SIDE]) != 0 ||
+        inspect_setup(&s, CLI_NAMES_OUTPUTS, v[OPT_LABELS], 0, v[OPT_PATCHES_NPY]) != 0)
+        goto done;
     st.classes = vit_model_config(s.model)->num_classes;
     if (st.classes == 0) {
         fprintf(stderr, "vit patches: %s has no classification head (it outputs features)\n",

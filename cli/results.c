@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,19 +27,21 @@ int cli_results_format_parse(const char *text, cli_results_format *format) {
     return -1;
 }
 
+/* Extensions in any case, as the directory walk matches them: out.CSV is
+ * a CSV file. */
 cli_results_format cli_results_format_for_path(const char *path) {
     const char *dot = path ? strrchr(path, '.') : NULL;
-    if (dot && strcmp(dot, ".csv") == 0) return CLI_RESULTS_CSV;
-    if (dot && strcmp(dot, ".jsonl") == 0) return CLI_RESULTS_JSONL;
-    if (dot && strcmp(dot, ".json") == 0) return CLI_RESULTS_JSON;
-    if (dot && strcmp(dot, ".npy") == 0) return CLI_RESULTS_NPY;
+    if (dot && strcasecmp(dot, ".csv") == 0) return CLI_RESULTS_CSV;
+    if (dot && strcasecmp(dot, ".jsonl") == 0) return CLI_RESULTS_JSONL;
+    if (dot && strcasecmp(dot, ".json") == 0) return CLI_RESULTS_JSON;
+    if (dot && strcasecmp(dot, ".npy") == 0) return CLI_RESULTS_NPY;
     return CLI_RESULTS_TEXT;
 }
 
 char *cli_files_list_path(const char *path) {
     size_t n = strlen(path);
-    if (n >= 4 && strcmp(path + n - 4, ".npy") == 0) n -= 4;
-    else if (n >= 5 && strcmp(path + n - 5, ".json") == 0) n -= 5;
+    if (n >= 4 && strcasecmp(path + n - 4, ".npy") == 0) n -= 4;
+    else if (n >= 5 && strcasecmp(path + n - 5, ".json") == 0) n -= 5;
     char *list = malloc(n + sizeof ".files.jsonl");
     if (list) snprintf(list, n + sizeof ".files.jsonl", "%.*s.files.jsonl", (int)n, path);
     return list;

@@ -1,6 +1,8 @@
 /* vit train: train a ViT from scratch or fine-tune one, on Fashion-MNIST or
  * an ImageFolder directory, with a checkpoint every epoch. */
 #include <inttypes.h>
+#include <math.h>
+#include <sys/stat.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,13 +11,14 @@
 
 #include "cli.h"
 #include "mpi_train.h"
+#include "train_curves.h"
 #include "vit_trainer.h"
 
 enum {
     OPT_DATA, OPT_OUTPUT, OPT_ARCH, OPT_DIM, OPT_DEPTH, OPT_HEADS, OPT_MLP, OPT_PATCH, OPT_SIZE,
     OPT_EPOCHS, OPT_BATCH, OPT_LR, OPT_MIN_LR, OPT_WD, OPT_WARMUP, OPT_SMOOTHING, OPT_CLIP,
     OPT_SEED, OPT_VAL, OPT_RESUME, OPT_INIT, OPT_FREEZE, OPT_LIMIT, OPT_MIN_SCALE, OPT_NO_FLIP,
-    OPT_SHIFT, OPT_THREADS, OPT_QUIET, OPT_ALLOW_UNUSED, NUM_OPTS
+    OPT_SHIFT, OPT_THREADS, OPT_QUIET, OPT_LOG, OPT_PLOT, OPT_ALLOW_UNUSED, NUM_OPTS
 };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
@@ -53,6 +56,10 @@ static const cli_option OPTIONS[NUM_OPTS] = {
                                        "at random, background filling the gap (default 0)"},
     [OPT_THREADS] = {"threads", 't', 1, "N", "threads (default: all cores)"},
     [OPT_QUIET] = {"quiet", 'q', 0, "", "no progress or per-epoch lines on stderr (errors only)"},
+    [OPT_LOG] = {"log", 0, 1, "FILE.csv", "a row per epoch: timm's summary.csv columns, then "
+                                          "images_per_s, train_top1 (kept across --resume)"},
+    [OPT_PLOT] = {"plot", 0, 1, "FILE.png", "draw loss and accuracy against the epoch, after "
+                                           "every epoch"},
     [OPT_ALLOW_UNUSED] = CLI_ALLOW_UNUSED_OPTION,
 };
 
@@ -151,24 +158,6 @@ static int parse_options(const char *const *v, const cli_args *args, train_opts 
         return -1;
     }
     return 0;
-}
-
-/* The command line, JSON-safe: the recipe sits in a JSON string. */
-static char *make_recipe(int argc, char **argv) {
-    size_t len = 64;
-    for (int i = 0; i < argc; i++) len += strlen(argv[i]) + 1;
-    char *recipe = malloc(len);
-    if (!recipe) return NULL;
-    strcpy(recipe, "vit train");
-    for (int i = 0; i < argc; i++) {
-        strcat(recipe, " ");
-        for (const char *p = argv[i]; *p; p++) {
-            const size_t n = strlen(recipe);
-            recipe[n] = *p == '"' || *p == '\\' || (unsigned char)*p < 32 ? '_' : *p;
-            recipe[n + 1] = '\0';
-        }
-    }
-    return recipe;
 }
 
 /* The architecture is the state's: an option asking for another one would
@@ -288,8 +277,9 @@ static int resume(const char *const *v, train_opts *o, const vit_trainer_source 
         char given[64];
         snprintf(given, sizeof given,
                  v[OPT_EPOCHS] ? "got %ld" : "the state's own %ld when not given", o->epochs);
-        fprintf(stderr, "vit train: --resume: the state in %s has already trained %ld epochs; "
-                        "--epochs must be larger (%s)\n", path, *start_epoch, given);
+        fprintf(stderr, "vit train: --resume: the state in %s has already trained %ld epoch%s; "
+                        "--epochs must be larger (%s)\n", path, *start_epoch,
+                *start_epoch == 1 ? "" : "s", given);
         return -1;
     }
     t->epochs = o->epochs;
@@ -354,12 +344,18 @@ static int adopt_init(const vit_model *init, int resumed, int mnist, const char 
     config->no_qkv_bias = ic->no_qkv_bias;
     config->qk_norm = ic->qk_norm;
     config->layer_scale = ic->layer_scale;
+    /* Saved in timm's layout, the model keeps its source library's way of
+     * resampling positions (transformers' DeiT: no antialiasing). */
+    config->pos_embed_antialias = ic->pos_embed_antialias;
     return 0;
 }
 
-/* The model and optimiser: from the state, the --init model, or new. */
+/* The model and optimiser: from the state, the --init model, or new (a
+ * linear probe's state holds the head only: the backbone comes from --init
+ * first, then the state). */
 static int create_model(vit_trainer *t, const vit_config *config, const train_opts *o,
-                        const vit_model *init, weights_file *state) {
+                        const vit_model *init, weights_file *state,
+                        vit_trainer_state_info *saved) {
     vit_error err;
     /* Under MPI each rank computes a slice of every batch. */
     const int ranks = cli_mpi_train_size();
@@ -373,82 +369,135 @@ static int create_model(vit_trainer *t, const vit_config *config, const train_op
         fprintf(stderr, "vit train: %s\n", err.message);
         return -1;
     }
-    if (state) {
-        if (vit_trainer_state_load(state, t, &err) != VIT_OK) {
-            fprintf(stderr, "vit train: --resume: %s\n", err.message);
-            return -1;
-        }
-    } else if (init && vit_train_copy_from(t->model, init, 0, &err) != VIT_OK) {
+    if (init && (!state || o->freeze) && vit_train_copy_from(t->model, init, 0, &err) != VIT_OK) {
         fprintf(stderr, "vit train: --init: %s\n", err.message);
         return -1;
     }
     if (o->freeze) vit_train_freeze_backbone(t->model, 1);
+    if (state && vit_trainer_state_load(state, saved, t, &err) != VIT_OK) {
+        fprintf(stderr, "vit train: --resume: %s\n", err.message);
+        return -1;
+    }
     return 0;
 }
 
-/* The epochs from start_epoch on, with progress on stderr (unless quiet)
- * and a checkpoint after each. */
-static int run_epochs(vit_trainer *t, long start_epoch, int quiet) {
-    /* Under MPI rank 0 alone speaks and writes; every rank trains. */
-    const int root = cli_mpi_train_rank() == 0, speak = root && !quiet;
+/* Where the curves go (--log, --plot), and what they need beyond the
+ * trainer's history: this run's images/s per epoch, the log being
+ * continued (a resumed run keeps its earlier rows' timings). */
+typedef struct train_curves {
+    const char *log_path, *plot_path;
+    char *old_log;
+    double *speeds; /* per epoch from start_epoch on */
+    long start_epoch;
+} train_curves;
+
+/* One epoch's sums, as the steps add them up. */
+typedef struct epoch_sums {
+    double loss, seconds;
+    size_t hits, seen;
+    float lr;
+} epoch_sums;
+
+/* The steps of one epoch, with a progress line on stderr when speak. 0,
+ * or -1 (printed; the other ranks told). */
+static int run_steps(vit_trainer *t, long epoch, int speak, epoch_sums *sums) {
     const int tty = isatty(STDERR_FILENO);
-    const double run_start = cli_now_seconds();
     const long steps = t->steps_per_epoch;
+    const double start = cli_now_seconds();
+    double last_print = start;
     vit_error err;
-    for (long epoch = start_epoch; epoch < t->epochs; epoch++) {
-        vit_trainer_epoch_begin(t, epoch);
-        double loss_sum = 0.0, epoch_start = cli_now_seconds(), last_print = epoch_start;
-        const double sums_before = cli_mpi_train_sum_seconds();
-        size_t hits = 0, seen = 0;
-        for (long s = 0; s < steps; s++) {
-            vit_trainer_step_result res;
-            if (vit_trainer_step(t, epoch, s, &res, &err) != VIT_OK) {
-                if (root) fprintf(stderr, "vit train: %s\n", err.message);
-                else fprintf(stderr, "vit train: (rank %d) %s\n", cli_mpi_train_rank(), err.message);
-                /* The other ranks may be waiting for this one. */
-                cli_mpi_train_abort(1);
-                return -1;
-            }
-            cli_mpi_train_after_step(t);
-            if (res.placed == 0) continue;
-            loss_sum += (double)res.loss * res.placed;
-            hits += (size_t)res.correct;
-            seen += (size_t)res.placed;
-            const double now = cli_now_seconds();
-            if (speak && (now - last_print >= (tty ? 0.5 : 30.0) || s + 1 == steps)) {
-                last_print = now;
-                char line[256];
-                snprintf(line, sizeof line,
-                         "epoch %ld/%ld  step %ld/%ld  loss %.4f  acc %.2f%%  lr %.2e  %.0f images/s",
-                         epoch + 1, t->epochs, s + 1, steps, loss_sum / seen, 100.0 * hits / seen,
-                         (double)res.lr, seen / (now - epoch_start));
-                if (tty) cli_progress_line("%s", line);
-                else fprintf(stderr, "%s\n", line);
-            }
-        }
-        const double val_acc = vit_trainer_validate(t);
-        t->epoch_done = epoch + 1;
-        const double took = cli_now_seconds() - epoch_start;
-        if (!root) continue;
-        if (speak) {
-            if (tty) cli_progress_clear();
-            fprintf(stderr, "epoch %ld/%ld: loss %.4f, train top-1 %.2f%%", epoch + 1, t->epochs,
-                    seen ? loss_sum / seen : 0.0, seen ? 100.0 * hits / seen : 0.0);
-            if (val_acc >= 0) fprintf(stderr, ", val top-1 %.2f%%", 100.0 * val_acc);
-            fprintf(stderr, ", %.1f s (%.0f images/s", took, seen / took);
-            if (cli_mpi_train_size() > 1)
-                fprintf(stderr, "; %.2f s in gradient sums", cli_mpi_train_sum_seconds() - sums_before);
-            fprintf(stderr, ")\n");
-        }
-        if (vit_trainer_save(t, val_acc, cli_now_seconds() - run_start, &err) != VIT_OK) {
-            fprintf(stderr, "vit train: %s\n", err.message);
-            cli_mpi_train_abort(1);
+    *sums = (epoch_sums){0};
+    for (long s = 0; s < steps; s++) {
+        vit_trainer_step_result res;
+        if (vit_trainer_step(t, epoch, s, &res, &err) != VIT_OK) {
+            if (cli_mpi_train_rank() == 0) fprintf(stderr, "vit train: %s\n", err.message);
+            else fprintf(stderr, "vit train: (rank %d) %s\n", cli_mpi_train_rank(), err.message);
+            cli_mpi_train_abort(1); /* the other ranks may be waiting for this one */
             return -1;
         }
+        cli_mpi_train_after_step(t);
+        if (res.placed == 0) continue;
+        sums->loss += (double)res.loss * res.placed;
+        sums->hits += (size_t)res.correct;
+        sums->seen += (size_t)res.placed;
+        sums->lr = res.lr;
+        const double now = cli_now_seconds();
+        if (speak && (now - last_print >= (tty ? 0.5 : 30.0) || s + 1 == steps)) {
+            last_print = now;
+            char line[256];
+            snprintf(line, sizeof line,
+                     "epoch %ld/%ld  step %ld/%ld  loss %.4f  acc %.2f%%  lr %.2e  %.0f images/s",
+                     epoch + 1, t->epochs, s + 1, steps, sums->loss / sums->seen,
+                     100.0 * sums->hits / sums->seen, (double)res.lr, sums->seen / (now - start));
+            if (tty) cli_progress_line("%s", line);
+            else fprintf(stderr, "%s\n", line);
+        }
     }
-    if (root)
+    sums->seconds = cli_now_seconds() - start;
+    if (speak && tty) cli_progress_clear();
+    return 0;
+}
+
+/* The epoch's line on stderr. */
+static void say_epoch(const vit_trainer *t, const vit_trainer_epoch *e, const epoch_sums *sums,
+                      double gradient_sums) {
+    fprintf(stderr, "epoch %ld/%ld: loss %.4f, train top-1 %.2f%%", e->epoch, t->epochs,
+            e->train_loss, 100.0 * e->train_top1);
+    if (isfinite(e->eval_top1)) fprintf(stderr, ", val top-1 %.2f%%", 100.0 * e->eval_top1);
+    fprintf(stderr, ", %.1f s (%.0f images/s", sums->seconds, sums->seen / sums->seconds);
+    if (cli_mpi_train_size() > 1) fprintf(stderr, "; %.2f s in gradient sums", gradient_sums);
+    fprintf(stderr, ")\n");
+}
+
+/* After an epoch's steps: validation, its record, the checkpoint, the
+ * curves. Rank 0 alone speaks and writes. 0, or -1 (printed). */
+static int end_epoch(vit_trainer *t, long epoch, const epoch_sums *sums, double gradient_sums,
+                     int speak, train_curves *curves) {
+    vit_trainer_scores val;
+    const int validated = vit_trainer_validate(t, &val) == 0;
+    t->epoch_done = epoch + 1;
+    if (cli_mpi_train_rank() != 0) return 0;
+    const vit_trainer_epoch e = {
+        .epoch = epoch + 1, .lr = sums->lr,
+        .train_loss = sums->seen ? sums->loss / sums->seen : 0.0,
+        .train_top1 = sums->seen ? (double)sums->hits / sums->seen : 0.0,
+        .eval_loss = validated ? val.loss : NAN, .eval_top1 = validated ? val.top1 : NAN,
+        .eval_top5 = validated ? val.top5 : NAN};
+    if (speak) say_epoch(t, &e, sums, gradient_sums);
+    curves->speeds[epoch - curves->start_epoch] = sums->seen / sums->seconds;
+    vit_error err;
+    if (vit_trainer_record_epoch(t, &e, &err) != VIT_OK ||
+        vit_trainer_save(t, validated ? val.top1 : -1.0, &err) != VIT_OK) {
+        fprintf(stderr, "vit train: %s\n", err.message);
+        cli_mpi_train_abort(1);
+        return -1;
+    }
+    if ((curves->log_path &&
+         cli_train_write_log(curves->log_path, t->history, t->history_count, curves->speeds,
+                             curves->start_epoch, curves->old_log) != 0) ||
+        (curves->plot_path && cli_train_plot(curves->plot_path, t->history, t->history_count) != 0)) {
+        cli_mpi_train_abort(1);
+        return -1;
+    }
+    return 0;
+}
+
+/* The epochs from start_epoch on, with progress on stderr (unless quiet),
+ * a checkpoint and the curves after each. */
+static int run_epochs(vit_trainer *t, train_curves *curves, int quiet) {
+    const int speak = cli_mpi_train_rank() == 0 && !quiet;
+    const double run_start = cli_now_seconds();
+    for (long epoch = curves->start_epoch; epoch < t->epochs; epoch++) {
+        vit_trainer_epoch_begin(t, epoch);
+        const double sums_before = cli_mpi_train_sum_seconds();
+        epoch_sums sums;
+        if (run_steps(t, epoch, speak, &sums) != 0 ||
+            end_epoch(t, epoch, &sums, cli_mpi_train_sum_seconds() - sums_before, speak, curves) != 0)
+            return -1;
+    }
+    if (speak)
         printf("wrote %s (%zu parameters) in %.1f s\n", t->out_path, vit_train_num_params(t->model),
-           cli_now_seconds() - run_start);
+               cli_now_seconds() - run_start);
     return 0;
 }
 
@@ -465,6 +514,7 @@ typedef struct train_run {
     weights_file *state;
     cli_protected protect;
     cli_lock lock;
+    train_curves curves;
     size_t failed_images; /* warnings of images that could not be read: exit 2 */
 } train_run;
 
@@ -477,9 +527,48 @@ static void run_free(train_run *r) {
     vit_train_free(r->t.model);
     vit_adamw_free(r->t.opt);
     free(r->t.labels);
-    free(r->t.recipe);
     vit_model_free(r->init);
     weights_close(r->state);
+    free(r->saved.history);
+    free(r->curves.old_log);
+    free(r->curves.speeds);
+}
+
+/* Whether two outputs are one file: the same path, or (existing) the same
+ * inode. */
+static int same_output(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (strcmp(a, b) == 0) return 1;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* --log and --plot: files of their own, harming none of the run's inputs;
+ * a resumed log is read back (its earlier rows keep their timings). */
+static int open_curves(train_run *r) {
+    train_curves *c = &r->curves;
+    const char *paths[2] = {c->log_path, c->plot_path}, *options[2] = {"--log", "--plot"};
+    for (int i = 0; i < 2; i++) {
+        if (!paths[i]) continue;
+        const char *clash = same_output(paths[i], r->t.out_path)     ? "-o"
+                            : same_output(paths[i], r->t.state_path) ? "-o's .state"
+                            : i == 1 && paths[0] && same_output(paths[1], paths[0]) ? "--log"
+                                                                                      : NULL;
+        if (clash) {
+            fprintf(stderr, "vit train: %s %s is the file %s names\n", options[i], paths[i], clash);
+            return -1;
+        }
+        if (cli_check_output("train", &r->protect, paths[i]) != 0) return -1;
+    }
+    c->start_epoch = r->start_epoch;
+    if (!(c->speeds = calloc((size_t)(r->t.epochs > 0 ? r->t.epochs : 1), sizeof *c->speeds))) {
+        fprintf(stderr, "vit train: out of memory\n");
+        return -1;
+    }
+    vit_error err;
+    if (c->log_path && r->state &&
+        base_read_text_file(c->log_path, (size_t)1 << 26, &c->old_log, NULL, &err) != VIT_OK)
+        c->old_log = NULL; /* none to continue: earlier rows get no timing */
+    return 0;
 }
 
 /* The training data, its class names, and the architecture: a state to
@@ -499,7 +588,8 @@ static int open_run(train_run *r) {
                              .patch_size = (int)(o->patch ? o->patch : train->mnist ? 4 : 8),
                              .image_size = (int)(o->size ? o->size : train->mnist ? 28 : 64),
                              .num_channels = train->mnist ? 1 : 3, .layer_norm_eps = 1e-6f,
-                             .num_classes = train->num_classes, .num_prefix_tokens = 1};
+                             .num_classes = train->num_classes, .num_prefix_tokens = 1,
+                             .pos_embed_antialias = 1 /* timm's, the layout it is saved in */};
     if (v[OPT_RESUME] && resume(v, o, train, &r->config, &r->t, &r->start_epoch, &r->saved,
                                 &r->state) != 0)
         return -1;
@@ -522,7 +612,8 @@ static int open_run(train_run *r) {
                         train->mnist ? 0 : train->files.count) != 0 ||
         cli_check_output("train", &r->protect, r->t.out_path) != 0 ||
         cli_check_output("train", &r->protect, r->t.state_path) != 0 ||
-        (cli_mpi_train_rank() == 0 && cli_lock_output("train", r->t.out_path, 0, &r->lock) != 0))
+        (cli_mpi_train_rank() == 0 && cli_lock_output("train", r->t.out_path, 0, &r->lock) != 0) ||
+        open_curves(r) != 0)
         return -1;
     if (r->config.hidden_size % r->config.num_heads) {
         fprintf(stderr, "vit train: %d heads do not divide hidden size %d\n",
@@ -547,7 +638,7 @@ static int prepare_run(train_run *r) {
                                .freeze = o->freeze};
     snprintf(t->h.init, sizeof t->h.init, "%s", o->init_path ? o->init_path : "");
     t->parallel = cli_mpi_train_parallel();
-    if (create_model(t, &r->config, o, r->init, r->state) != 0) return -1;
+    if (create_model(t, &r->config, o, r->init, r->state, &r->saved) != 0) return -1;
     /* Preprocessing the saved model states (and validation uses). */
     t->in = (vit_trainer_input){.size = r->config.image_size, .channels = r->config.num_channels,
                                 .augment = 1, .flip = (int)o->flip, .shift = (int)o->shift,
@@ -600,8 +691,10 @@ static int train_main(int argc, char **argv) {
         r.t.out_path = r.v[OPT_OUTPUT];
         r.t.epochs = r.o.epochs;
         r.t.seed = (uint64_t)r.o.seed;
+        r.curves.log_path = r.v[OPT_LOG];
+        r.curves.plot_path = r.v[OPT_PLOT];
         snprintf(r.t.state_path, sizeof r.t.state_path, "%s.state", r.t.out_path);
-        ready = (r.t.recipe = make_recipe(argc, argv)) && open_run(&r) == 0 && prepare_run(&r) == 0;
+        ready = open_run(&r) == 0 && prepare_run(&r) == 0;
     }
     const int all_ready = cli_mpi_train_agree(ready, &root_ready);
     /* A rank that failed alone says why; when rank 0 failed too, it has. */
@@ -616,13 +709,14 @@ static int train_main(int argc, char **argv) {
         snprintf(workers, sizeof workers, "%d threads", omp_get_max_threads());
     if (cli_mpi_train_rank() == 0 && !r.v[OPT_QUIET])
         fprintf(stderr, "training %s: %zu images, %d classes; ViT D %d, %d layers, %d heads, "
-                        "MLP %d, patch %d, %dx%d x%d; %zu parameters; %ld epochs of %ld steps "
+                        "MLP %d, patch %d, %dx%d x%d; %zu parameters; %ld epoch%s of %ld step%s "
                         "(batch %ld), %s\n",
                 r.v[OPT_DATA], r.train.count, c->num_classes, c->hidden_size, c->num_layers,
                 c->num_heads, c->mlp_size, c->patch_size, c->image_size, c->image_size,
                 c->num_channels, vit_train_num_params(r.t.model), r.t.epochs,
-                r.t.steps_per_epoch, r.o.batch, workers);
-    if (run_epochs(&r.t, r.start_epoch, r.v[OPT_QUIET] != NULL) != 0) goto done;
+                r.t.epochs == 1 ? "" : "s", r.t.steps_per_epoch,
+                r.t.steps_per_epoch == 1 ? "" : "s", r.o.batch, workers);
+    if (run_epochs(&r.t, &r.curves, r.v[OPT_QUIET] != NULL) != 0) goto done;
     exit_code = r.train.unreadable.count || r.val.unreadable.count || r.failed_images
                     ? CLI_EXIT_SOME_FAILED
                     : CLI_EXIT_OK;

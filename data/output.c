@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <stb_image_write.h>
+#include <zlib.h>
 
 /* stb_easy_font.h is all static functions; we use only some of them. */
 #pragma GCC diagnostic push
@@ -130,6 +131,72 @@ vit_status data_write_png(const char *path, int width, int height, int channels,
         st = vit_error_set(err, VIT_E_NOMEM, "%s: cannot encode the PNG (out of memory)", path);
     else
         st = base_write_file_atomic(path, b.data, b.length, err);
+    free(b.data);
+    return st;
+}
+
+/* A PNG chunk: length, type, data, CRC-32 of type and data. */
+static void png_chunk(byte_buffer *b, const char type[4], const unsigned char *data, size_t n) {
+    const unsigned char length[4] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16),
+                                     (unsigned char)(n >> 8), (unsigned char)n};
+    append_bytes(b, (void *)length, 4);
+    append_bytes(b, (void *)type, 4);
+    if (n) append_bytes(b, (void *)data, (int)n);
+    uLong crc = crc32(0L, (const Bytef *)type, 4);
+    if (n) crc = crc32(crc, data, (uInt)n);
+    const unsigned char sum[4] = {(unsigned char)(crc >> 24), (unsigned char)(crc >> 16),
+                                  (unsigned char)(crc >> 8), (unsigned char)crc};
+    append_bytes(b, (void *)sum, 4);
+}
+
+/* The image data of an indexed PNG: each row behind filter byte 0 (none),
+ * deflated. malloc'd into *out, NULL when out of memory. */
+static unsigned char *png_index_data(int width, int height, const uint8_t *pixels, uLongf *size) {
+    const size_t row = (size_t)width + 1, raw_size = row * (size_t)height;
+    unsigned char *raw = malloc(raw_size);
+    *size = compressBound((uLong)raw_size);
+    unsigned char *packed = raw ? malloc(*size) : NULL;
+    if (packed) {
+        for (int y = 0; y < height; y++) {
+            raw[(size_t)y * row] = 0;
+            memcpy(raw + (size_t)y * row + 1, pixels + (size_t)y * width, (size_t)width);
+        }
+        if (compress2(packed, size, raw, (uLong)raw_size, 6) != Z_OK) {
+            free(packed);
+            packed = NULL;
+        }
+    }
+    free(raw);
+    return packed;
+}
+
+vit_status data_write_png_indexed(const char *path, int width, int height, const uint8_t *pixels,
+                                  const uint8_t *palette, int colors, vit_error *err) {
+    if (width <= 0 || height <= 0 || colors < 1 || colors > 256 || (size_t)width >= (1u << 31) ||
+        (size_t)height >= (1u << 31))
+        return vit_error_set(err, VIT_E_ARG, "%s: cannot write a %dx%d PNG with %d colours", path,
+                             width, height, colors);
+    uLongf packed_size;
+    unsigned char *packed = png_index_data(width, height, pixels, &packed_size);
+    byte_buffer b = {0};
+    if (packed) {
+        const unsigned char ihdr[13] = {
+            (unsigned char)(width >> 24),  (unsigned char)(width >> 16),  (unsigned char)(width >> 8),
+            (unsigned char)width,          (unsigned char)(height >> 24), (unsigned char)(height >> 16),
+            (unsigned char)(height >> 8),  (unsigned char)height,
+            8, 3, 0, 0, 0}; /* 8 bits per index, colour type 3 (palette), no interlace */
+        append_bytes(&b, (void *)"\x89PNG\r\n\x1a\n", 8);
+        png_chunk(&b, "IHDR", ihdr, sizeof ihdr);
+        png_chunk(&b, "PLTE", palette, (size_t)colors * 3);
+        png_chunk(&b, "IDAT", packed, packed_size);
+        png_chunk(&b, "IEND", NULL, 0);
+    }
+    vit_status st;
+    if (!packed || b.failed)
+        st = vit_error_set(err, VIT_E_NOMEM, "%s: cannot encode the PNG (out of memory)", path);
+    else
+        st = base_write_file_atomic(path, b.data, b.length, err);
+    free(packed);
     free(b.data);
     return st;
 }

@@ -54,6 +54,13 @@ vit_status data_write_npy(const char *path, data_npy_dtype dtype, const int64_t 
 vit_status data_write_png(const char *path, int width, int height, int channels,
                           const uint8_t *pixels, vit_error *err);
 
+/* Writes one byte per pixel as an indexed PNG (colour type 3): each byte
+ * indexes palette (colors RGB triples, at most 256; a byte past them is
+ * invalid for the reader). Image viewers show the colours, while PIL and
+ * other readers that keep the index (PIL mode "P") give back the bytes. */
+vit_status data_write_png_indexed(const char *path, int width, int height, const uint8_t *pixels,
+                                  const uint8_t *palette, int colors, vit_error *err);
+
 /* Resizes a single-channel sh x sw grid to dh x dw as
  * torch.nn.functional.interpolate(mode='bilinear', align_corners=False). */
 void data_upsample_bilinear(const float *src, int sh, int sw, float *dst, int dh, int dw);

@@ -306,6 +306,14 @@ Test(outputs_formats, all_classes_small_model_and_resume) {
     cr_expect_eq(r->status, 0, "%s", r->err);
     snprintf(path, sizeof path, "vit classify: nothing to do: all 2 files already in %s/p.csv\n", dir);
     cr_expect_str_eq(r->err, path);
+    /* A resume that had work left says how much was done before. */
+    shell("head -n 2 %s/p.csv > %s/half.csv && cp %s/p.csv.run.json %s/half.csv.run.json", dir, dir,
+          dir, dir);
+    snprintf(args, sizeof args, "classify -m " SMALL " %s/in --all-classes probs -o %s/half.csv --resume", dir, dir);
+    r = run(args);
+    cr_expect_eq(r->status, 0, "%s", r->err);
+    snprintf(path, sizeof path, "vit classify: 1 file, 0 failed; 1 more already in %s/half.csv; load ", dir);
+    cr_expect(strncmp(r->err, path, strlen(path)) == 0, "%s", r->err);
     const char *refused[] = {"--all-classes logits -o {}/p.csv --resume", "-o {}/p.csv --resume",
                              "--all-classes probs -o {}/p.npy --resume"};
     const char *why[] = {"--all-classes", "--all-classes", "--resume"};

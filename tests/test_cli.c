@@ -122,6 +122,22 @@ Test(cli, eval_image_folder) {
     cr_expect(strstr(csv, "\nclass_two/b.PNG,2,"), "csv: %s", csv);
     cr_expect(!strstr(csv, "d.png"), "hidden folder was read: %s", csv);
 
+    /* --confusion draws the matrix; it may not be one of the images. */
+    snprintf(args, sizeof args, "eval -q -m " MODEL " %s --confusion %s/confusion.png", dir, dir);
+    r = run(args);
+    cr_expect_eq(r->status, 0, "stderr: %s", r->err);
+    char png[256];
+    snprintf(png, sizeof png, "%s/confusion.png", dir);
+    data_image pic;
+    vit_error err;
+    cr_expect(data_image_load(png, &pic, &err) == VIT_OK, "--confusion: %s", err.message);
+    if (pic.pixels) cr_expect(pic.width > 100 && pic.height > 100, "%dx%d", pic.width, pic.height);
+    data_image_free(&pic);
+    snprintf(args, sizeof args, "eval -q -m " MODEL " %s --confusion %s/4/c.png", dir, dir);
+    r = run(args);
+    cr_expect_eq(r->status, 1, "stderr: %s", r->err);
+    cr_expect(strstr(r->err, "c.png"), "stderr: %s", r->err);
+
     /* A folder that names no class is a fatal error naming it. */
     snprintf(cmd, sizeof cmd, "mkdir -p %s/giraffe && cp %s %s/giraffe/e.png", dir, PHOTO, dir);
     cr_assert(system(cmd) == 0);
@@ -131,4 +147,35 @@ Test(cli, eval_image_folder) {
     cr_expect(strstr(r->err, "giraffe"), "stderr: %s", r->err);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert(system(cmd) == 0);
+}
+
+/* An input size the patches do not tile would drop the pixels past the last
+ * whole patch without a word: refused, naming the sizes that work. */
+Test(cli, size_not_a_multiple_of_the_patch_is_refused) {
+    run_result *r = run("classify --size 36 -m " MODEL " " PHOTO);
+    cr_expect_eq(r->status, 1, "stderr: %s", r->err);
+    cr_expect_eq(count_lines(r->err), 1, "stderr: %s", r->err);
+    cr_expect(strstr(r->err, "36 is not a multiple of the patch size 8 (32 or 40"), "stderr: %s",
+              r->err);
+    cr_expect_str_empty(r->out);
+    r = run("classify --size 40 -m " MODEL " " PHOTO);
+    cr_expect_eq(r->status, 0, "stderr: %s", r->err);
+}
+
+/* Output formats follow -o's extension in any case, as the walk matches
+ * image extensions. */
+Test(cli, output_extension_in_any_case) {
+    char path[64], text[4096];
+    snprintf(path, sizeof path, "/tmp/vitc-cli-%d.CSV", (int)getpid());
+    char args[512];
+    snprintf(args, sizeof args, "classify -q -k 2 -m " MODEL " -o %s " PHOTO, path);
+    run_result *r = run(args);
+    cr_expect_eq(r->status, 0, "stderr: %s", r->err);
+    slurp(path, text, sizeof text);
+    cr_expect(strncmp(text, "path,index_1,label_1,probability_1,", 35) == 0, "%s holds: %s", path,
+              text);
+    remove(path);
+    char record[80];
+    snprintf(record, sizeof record, "%s.run.json", path);
+    remove(record);
 }

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <zlib.h>
+
 #include "test_util.h"
 #include "vit.h"
 #include "vit_inspect.h"
@@ -580,6 +582,48 @@ static void make_image(const char *path, int w, int h) {
     free(px);
 }
 
+/* The index bytes of an indexed PNG as vitc writes it (colour type 3, 8
+ * bits, filter 0 on every row) and its palette: what a reader that keeps
+ * the indices (PIL mode "P") gets. malloc'd, width x height. */
+static uint8_t *png_indices(const char *path, int *w, int *h, uint8_t palette[768]) {
+    size_t n = 0;
+    FILE *fp = fopen(path, "rb");
+    cr_assert(fp, "%s was not written", path);
+    uint8_t *file = malloc(1 << 22), *idat = malloc(1 << 22);
+    n = fread(file, 1, 1 << 22, fp);
+    fclose(fp);
+    cr_assert(n > 8 && memcmp(file, "\x89PNG\r\n\x1a\n", 8) == 0, "%s is not a PNG", path);
+    size_t at = 8, packed = 0;
+    *w = *h = 0;
+    while (at + 12 <= n) {
+        const size_t len = (size_t)file[at] << 24 | file[at + 1] << 16 | file[at + 2] << 8 | file[at + 3];
+        const uint8_t *type = file + at + 4, *data = file + at + 8;
+        if (memcmp(type, "IHDR", 4) == 0) {
+            *w = data[0] << 24 | data[1] << 16 | data[2] << 8 | data[3];
+            *h = data[4] << 24 | data[5] << 16 | data[6] << 8 | data[7];
+            cr_assert(data[8] == 8 && data[9] == 3, "%s: not an 8-bit indexed PNG", path);
+        } else if (memcmp(type, "PLTE", 4) == 0) {
+            memcpy(palette, data, len < 768 ? len : 768);
+        } else if (memcmp(type, "IDAT", 4) == 0) {
+            memcpy(idat + packed, data, len);
+            packed += len;
+        }
+        at += 12 + len;
+    }
+    cr_assert(*w > 0 && *h > 0, "%s: no IHDR", path);
+    uLongf raw_size = (uLongf)(*w + 1) * *h;
+    uint8_t *raw = malloc(raw_size), *indices = malloc((size_t)*w * *h);
+    cr_assert(uncompress(raw, &raw_size, idat, packed) == Z_OK, "%s: bad image data", path);
+    for (int y = 0; y < *h; y++) {
+        cr_assert(raw[(size_t)y * (*w + 1)] == 0, "%s: row %d is filtered", path, y);
+        memcpy(indices + (size_t)y * *w, raw + (size_t)y * (*w + 1) + 1, (size_t)*w);
+    }
+    free(file);
+    free(idat);
+    free(raw);
+    return indices;
+}
+
 static void expect_png_size(const char *path, int w, int h, int channels) {
     int pw, ph, comp;
     FILE *fp = fopen(path, "rb");
@@ -590,7 +634,7 @@ static void expect_png_size(const char *path, int w, int h, int channels) {
     cr_assert(memcmp(head, "\x89PNG", 4) == 0, "%s is not a PNG", path);
     pw = head[16] << 24 | head[17] << 16 | head[18] << 8 | head[19];
     ph = head[20] << 24 | head[21] << 16 | head[22] << 8 | head[23];
-    comp = head[25] == 0 ? 1 : head[25] == 2 ? 3 : head[25] == 6 ? 4 : -1;
+    comp = head[25] == 0 ? 1 : head[25] == 2 ? 3 : head[25] == 6 ? 4 : head[25] == 3 ? 'P' : -1;
     cr_expect(pw == w && ph == h && comp == channels, "%s: %dx%d with %d channels, expected %dx%d with %d",
               path, pw, ph, comp, w, h, channels);
     data_image img;
@@ -656,7 +700,14 @@ Test(commands, attention_single_image_and_rollout, .init = make_tmpdir, .fini = 
     snprintf(args, sizeof args, "attention -q -m %s %s -o %s --grid --npy %s", MODEL, img, out, npy);
     r = run(args);
     cr_assert_eq(r->status, 0, "%s", r->err);
-    free(npy_floats(npy, 3 * 16));
+    /* The maps drawn: 3 heads, then their mean. */
+    got = npy_floats(npy, 4 * 16);
+    for (int j = 0; j < 16; j++)
+        cr_expect_float_eq(got[3 * 16 + j], (got[j] + got[16 + j] + got[32 + j]) / 3, 1e-6f,
+                           "--grid .npy: map 3 is not the heads' mean at patch %d", j);
+    free(got);
+    if (system("/usr/bin/python3 -c 'import numpy' >/dev/null 2>&1") == 0)
+        numpy_check(npy, "<f4", "(4, 4, 4)", NULL);
     /* 3 heads + mean in 2x2 tiles of 60x45 with 4-pixel gaps. */
     expect_png_size(out, 2 * 60 + 3 * 4, 2 * 45 + 3 * 4, 3);
 
@@ -704,7 +755,7 @@ Test(commands, segment_mask_overlay_and_labels, .init = make_tmpdir, .fini = rem
     snprintf(args, sizeof args, "segment -q -m %s %s -o %s --npy %s --clusters 3 --seed 5", MODEL, img, out, npy);
     run_result *r = run(args);
     cr_assert_eq(r->status, 0, "%s", r->err);
-    expect_png_size(out, 64, 48, 1);
+    expect_png_size(out, 64, 48, 'P');
     expect_png_size(over, 64, 48, 3);
     /* Same labels as k-means on the library's normalised patch tokens. */
     float tokens[17 * 48];
@@ -721,16 +772,28 @@ Test(commands, segment_mask_overlay_and_labels, .init = make_tmpdir, .fini = rem
     cr_assert(fread(got, 4, 16, fp) == 16);
     fclose(fp);
     for (int j = 0; j < 16; j++) cr_expect_eq(got[j], labels[j], "patch %d", j);
-    /* The mask holds the ids, 255 outside the crop. */
-    data_image m;
-    cr_assert(data_image_load(out, &m, &err) == VIT_OK);
+    /* The mask holds the ids (255 outside the crop), shown in the
+     * overlay's colours: a palette PNG. */
+    int mw, mh;
+    uint8_t palette[768] = {0};
+    uint8_t *m = png_indices(out, &mw, &mh, palette);
+    cr_assert(mw == 64 && mh == 48);
     int outside = 0, ids = 0;
     for (int i = 0; i < 64 * 48; i++) {
-        outside += m.pixels[3 * i] == 255;
-        ids += m.pixels[3 * i] < 3;
+        outside += m[i] == 255;
+        ids += m[i] < 3;
     }
     cr_expect(outside > 0 && ids > 0 && outside + ids == 64 * 48, "outside %d ids %d", outside, ids);
-    data_image_free(&m);
+    free(m);
+    for (int c = 0; c < 3; c++) {
+        uint8_t rgb[3];
+        data_palette_color(c, rgb);
+        cr_expect(memcmp(palette + 3 * c, rgb, 3) == 0, "cluster %d's colour is not the overlay's", c);
+    }
+    if (system("/usr/bin/python3 -c 'import PIL, numpy' >/dev/null 2>&1") == 0)
+        shell("/usr/bin/python3 -c \"import numpy, PIL.Image as I; im = I.open('%s'); "
+              "a = numpy.array(im); assert im.mode == 'P' and a.shape == (48, 64) and "
+              "set(numpy.unique(a)) <= {0, 1, 2, 255}, (im.mode, a.shape)\"", out);
     if (system("/usr/bin/python3 -c 'import numpy' >/dev/null 2>&1") == 0)
         numpy_check(npy, "<i4", "(4, 4)", "assert a.min() >= 0 and a.max() < 3");
     /* Deterministic: a second run writes the same files. */
@@ -749,10 +812,23 @@ Test(commands, patches_logits_and_picture, .init = make_tmpdir, .fini = remove_t
     snprintf(args, sizeof args, "patches -q -m %s %s -o %s --npy %s", MODEL, img, out, npy);
     run_result *r = run(args);
     cr_assert_eq(r->status, 0, "%s", r->err);
+    /* The legend sits in a strip below the picture, never over it (and
+     * widens a picture narrower than itself). */
+    data_image pic;
+    vit_error err;
+    cr_assert(data_image_load(out, &pic, &err) == VIT_OK, "%s", err.message);
+    cr_expect(pic.width >= 50 && pic.height > 50, "%dx%d", pic.width, pic.height);
+    int dark = 0;
+    for (size_t i = (size_t)50 * pic.width * 3; i < (size_t)pic.width * pic.height * 3; i++)
+        dark += pic.pixels[i] < 64;
+    cr_expect(dark > 0, "no legend below the picture");
+    data_image_free(&pic);
+    char bare[2048];
+    snprintf(bare, sizeof bare, "patches -q -m %s %s -o %s --legend 0", MODEL, img, out);
+    cr_assert_eq(run(bare)->status, 0);
     expect_png_size(out, 50, 50, 3);
     float tokens[17 * 48], want[16 * 5];
     library_run(img, VIT_CAPTURE_TOKENS, 1, tokens, NULL);
-    vit_error err;
     vit_model *model;
     cr_assert(vit_model_load(MODEL, NULL, &model, &err) == VIT_OK);
     cr_assert(vit_token_logits(model, tokens + 48, 16, want, &err) == VIT_OK);
@@ -871,7 +947,7 @@ Test(commands, register_and_no_class_token_models, .init = make_tmpdir, .fini = 
     free(got);
     snprintf(args, sizeof args, "attention -q -m " FAMILY "reg4_gap %s -o %s --npy %s --grid", img, out, npy);
     cr_assert_eq(run(args)->status, 0);
-    got = npy_floats(npy, 2 * 16); /* heads x 4 x 4 */
+    got = npy_floats(npy, 3 * 16); /* (heads + mean) x 4 x 4 */
     vit_attention_mean_row(attn[1], 2, 20, 4, 1, 4, map);
     cr_expect(max_abs_diff(got + 16, map, 16) == 0.0f, "--grid: head 1 is not its patch queries' mean row");
     free(got);
@@ -962,4 +1038,31 @@ Test(commands, register_and_no_class_token_models, .init = make_tmpdir, .fini = 
     cr_expect(r->status == 1 && strstr(r->err, "no register tokens"), "%s", r->err);
     free(attn[0]);
     free(attn[1]);
+}
+
+/* Pictures are drawn on the input scaled to --max-side (1024 by default, 0
+ * for the input's size); segment's mask, which is data, keeps the input's
+ * size. */
+Test(commands, pictures_fit_max_side, .init = make_tmpdir, .fini = remove_tmpdir) {
+    char img[512], args[2048], out[512];
+    snprintf(img, sizeof img, "%s/wide.png", tmpdir);
+    make_image(img, 300, 200);
+    snprintf(out, sizeof out, "%s/a.png", tmpdir);
+    snprintf(args, sizeof args, "attention -q -m %s %s -o %s --max-side 150", MODEL, img, out);
+    cr_assert_eq(run(args)->status, 0);
+    expect_png_size(out, 150, 100, 3);
+    snprintf(args, sizeof args, "attention -q -m %s %s -o %s --max-side 0", MODEL, img, out);
+    cr_assert_eq(run(args)->status, 0);
+    expect_png_size(out, 300, 200, 3);
+    snprintf(args, sizeof args, "attention -q -m %s %s -o %s", MODEL, img, out);
+    cr_assert_eq(run(args)->status, 0);
+    expect_png_size(out, 300, 200, 3); /* under the default: as it is */
+    snprintf(out, sizeof out, "%s/m.png", tmpdir);
+    snprintf(args, sizeof args, "segment -q -m %s %s -o %s --max-side 60", MODEL, img, out);
+    cr_assert_eq(run(args)->status, 0);
+    expect_png_size(out, 300, 200, 'P');
+    snprintf(out, sizeof out, "%s/m.overlay.png", tmpdir);
+    expect_png_size(out, 60, 40, 3);
+    run_result *r = run("attention -m " MODEL " x.png -o y.png --max-side -1");
+    cr_expect_eq(r->status, 1, "%s", r->err);
 }

@@ -144,6 +144,29 @@ Test(train_resume, a_fine_tuned_run_resumes_as_one) {
     cr_expect(strstr(r->err, "fine-tuning from ") && strstr(r->err, "/m.safetensors (--init, as saved)"),
               "%s", r->err);
     cr_expect(strstr(r->err, "features of 4 images"), "not resumed as a linear probe: %s", r->err);
+    /* The probe's state holds the head and its moments, not the frozen
+     * backbone (which is --init's): head.weight, head.bias, x3. */
+    char state[512];
+    snprintf(state, sizeof state, "%s/p.safetensors.state", dir);
+    weights_file *f = NULL;
+    vit_error err;
+    cr_assert_eq(weights_open(state, &f, &err), VIT_OK, "%s", err.message);
+    cr_expect_eq(weights_count(f), 6, "%zu tensors in a linear probe's state", weights_count(f));
+    cr_expect_not_null(weights_find(f, "adamw.v.head.weight"));
+    weights_close(f);
+    /* An --init file that no longer holds the backbone the probe was
+     * trained on is refused, not silently mixed. */
+    snprintf(args, sizeof args, "train --data %s/data -o %s/other.safetensors " SMALL
+             " --epochs 1 -b 2 --seed 6", dir, dir);
+    cr_assert_eq(run(args)->status, 0);
+    shell("cp %s/m.safetensors %s/m.keep && cp %s/other.safetensors %s/m.safetensors", dir, dir,
+          dir, dir);
+    snprintf(args, sizeof args, "train --data %s/data -o %s/p4.safetensors --resume %s/p.safetensors "
+             "--epochs 3 -t 1", dir, dir, dir);
+    r = run(args);
+    shell("mv %s/m.keep %s/m.safetensors", dir, dir);
+    cr_expect_eq(r->status, 1, "%s", r->err);
+    cr_expect(strstr(r->err, "frozen backbone is not the one"), "%s", r->err);
 
     snprintf(args, sizeof args, "train --data %s/data -o %s/p3.safetensors --resume %s/p.safetensors "
              "--epochs 3 -t 1 --init " VITC_SOURCE_DIR "/tests/fixtures/parity/hf_vit_d48_h3", dir,
@@ -153,4 +176,65 @@ Test(train_resume, a_fine_tuned_run_resumes_as_one) {
     cr_expect(strstr(r->err, "--init ") && strstr(r->err, "is ViT D 48") &&
                   strstr(r->err, "the state has D 16"),
               "%s", r->err);
+}
+
+/* A model trained from a Hugging Face ViT is saved in timm's layout but
+ * keeps transformers' way of resampling positions (no antialiasing), so
+ * --size gives what its source would; one trained from scratch resamples
+ * as timm does. */
+Test(train_resume, trained_models_keep_their_sources_resampling) {
+    trained_run();
+    char args[1024];
+    snprintf(args, sizeof args, "train --data %s/data -o %s/hf.safetensors --init "
+             VITC_SOURCE_DIR "/tests/fixtures/parity/hf_vit_d48_h3 --freeze-backbone --epochs 1 "
+             "-b 2 -t 1", dir, dir);
+    run_result *r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    snprintf(args, sizeof args, "info -m %s/hf.safetensors", dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "position embeddings resampled bicubic (transformers)"), "%s", r->out);
+    snprintf(args, sizeof args, "info -m %s/m.safetensors", dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    cr_expect(strstr(r->out, "position embeddings resampled bicubic with antialiasing"), "%s", r->out);
+}
+
+/* --log writes timm's summary.csv columns, a row per epoch, and keeps the
+ * earlier rows (their timings too) across --resume; --plot draws a PNG. */
+Test(train_resume, log_and_plot_continue_across_resume) {
+    trained_run();
+    char args[1024], path[512];
+    snprintf(args, sizeof args, "train --data %s/data --val %s/data -o %s/l.safetensors " SMALL
+             " --epochs 2 -b 2 --seed 5 --log %s/l.csv --plot %s/l.png", dir, dir, dir, dir, dir);
+    run_result *r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    static char first[65536], after[65536];
+    snprintf(path, sizeof path, "%s/l.csv", dir);
+    slurp(path, first, sizeof first);
+    const char *header = "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr,images_per_s,"
+                         "train_top1\n1,";
+    cr_expect(strncmp(first, header, strlen(header)) == 0, "%s", first);
+    cr_expect_eq(count_lines(first), 3, "%s", first);
+    snprintf(path, sizeof path, "%s/l.png", dir);
+    data_image png;
+    vit_error err;
+    cr_expect(data_image_load(path, &png, &err) == VIT_OK, "--plot: %s", err.message);
+    data_image_free(&png);
+    snprintf(args, sizeof args, "train --data %s/data --val %s/data -o %s/l.safetensors --resume "
+             "%s/l.safetensors --epochs 3 --log %s/l.csv", dir, dir, dir, dir, dir);
+    r = run(args);
+    cr_assert_eq(r->status, 0, "%s", r->err);
+    snprintf(path, sizeof path, "%s/l.csv", dir);
+    slurp(path, after, sizeof after);
+    cr_expect_eq(count_lines(after), 4, "%s", after);
+    cr_expect(strncmp(after, first, strlen(first)) == 0, "the first epochs' rows changed:\n%s\n%s",
+              first, after);
+    cr_expect(strstr(after, "\n3,") != NULL, "%s", after);
+    /* A log may not be the model it logs. */
+    snprintf(args, sizeof args, "train --data %s/data -o %s/x.safetensors " SMALL
+             " --epochs 1 --log %s/x.safetensors", dir, dir, dir);
+    r = run(args);
+    cr_expect_eq(r->status, 1, "%s", r->err);
+    cr_expect(strstr(r->err, "--log") != NULL, "%s", r->err);
 }

@@ -81,9 +81,19 @@ static double run_epochs(vit_trainer *t, long first, long last) {
             loss += res.loss;
         }
         t->epoch_done = e + 1;
-        cr_assert_eq(vit_trainer_save(t, -1.0, 0.0, &err), VIT_OK, "%s", err.message);
+        /* The history goes into the state, so a resumed state keeps it. */
+        const vit_trainer_epoch rec = {.epoch = e + 1, .train_loss = loss, .lr = 1e-3 * (e + 1),
+                                       .eval_loss = NAN, .eval_top1 = NAN, .eval_top5 = NAN};
+        cr_assert_eq(vit_trainer_record_epoch(t, &rec, &err), VIT_OK);
+        cr_assert_eq(vit_trainer_save(t, -1.0, &err), VIT_OK, "%s", err.message);
     }
     return loss;
+}
+
+static int files_equal(const char *a, const char *b) {
+    char cmd[8500];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s'", a, b);
+    return system(cmd) == 0;
 }
 
 static void free_trainer(vit_trainer *t) {
@@ -104,7 +114,9 @@ Test(trainer, steps_then_a_loadable_checkpoint) {
     run_epochs(&t, 0, 3);
     cr_assert_eq(t.step, 6);
     cr_assert_eq(t.opt->step, 6);
-    cr_assert_lt(vit_trainer_validate(&t), 0.0, "no validation source: -1");
+    vit_trainer_scores none;
+    cr_assert_lt(vit_trainer_validate(&t, &none), 0, "no validation source: -1");
+    cr_assert_eq(none.images, 0);
     vit_model *m = NULL;
     cr_assert_eq(vit_model_load(t.out_path, NULL, &m, &err), VIT_OK, "%s", err.message);
     cr_assert_eq(vit_model_config(m)->num_classes, 2);
@@ -142,10 +154,17 @@ Test(trainer, resume_gives_the_uninterrupted_run) {
     make_trainer(&c, &train, "b", 0);
     c.step = info.step;
     c.epoch_done = info.epoch;
-    cr_assert_eq(vit_trainer_state_load(f, &c, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_trainer_state_load(f, &info, &c, &err), VIT_OK, "%s", err.message);
     weights_close(f);
     cr_assert_eq(vit_trainer_prepare(&c, &train, NULL, &err), VIT_OK, "%s", err.message);
     run_epochs(&c, info.epoch, 3);
+    /* The files too, metadata included: nothing of the run's time or
+     * command line in them. */
+    cr_assert(files_equal(a.out_path, c.out_path), "the resumed model file differs");
+    cr_assert(files_equal(a.state_path, c.state_path), "the resumed state file differs");
+    cr_assert_eq(c.history_count, 3);
+    cr_assert_eq(c.history[0].epoch, 1);
+    cr_assert(isnan(c.history[2].eval_top1));
     const size_t n = vit_train_num_params(a.model);
     cr_assert_eq(memcmp(vit_train_params(a.model), vit_train_params(c.model), n * sizeof(float)), 0);
     cr_assert_eq(memcmp(a.opt->m, c.opt->m, n * sizeof(float)), 0);
@@ -182,8 +201,11 @@ Test(trainer, linear_probe_trains_the_head_only) {
         if (strncmp(p->name, "head.", 5) == 0) cr_assert(!same, "%s did not train", p->name);
         else cr_assert(same, "%s changed in a linear probe", p->name);
     }
-    const double acc = vit_trainer_validate(&t);
-    cr_assert(acc >= 0.0 && acc <= 1.0);
+    vit_trainer_scores scores;
+    cr_assert_eq(vit_trainer_validate(&t, &scores), 0);
+    cr_assert(scores.top1 >= 0.0 && scores.top1 <= scores.top5 && scores.top5 <= 1.0, "%g %g",
+              scores.top1, scores.top5);
+    cr_assert(scores.images == 4 && scores.loss > 0 && isfinite(scores.loss));
     free(before);
     free_trainer(&t);
     vit_trainer_source_free(&train);

@@ -91,6 +91,14 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     if (image_size < c->patch_size || image_size > 8192)
         return vit_error_set(err, VIT_E_ARG, "image size %d is outside %d..8192", image_size,
                              c->patch_size);
+    /* The patch embedding would drop the pixels past the last whole patch
+     * (as a strided convolution does): a 100-pixel input to a patch-16
+     * model loses a 4-pixel border and gives a 6x6 grid without a word. */
+    if (image_size % c->patch_size)
+        return vit_error_set(err, VIT_E_ARG,
+                             "image size %d is not a multiple of the patch size %d (%d or %d are)",
+                             image_size, c->patch_size, image_size / c->patch_size * c->patch_size,
+                             (image_size / c->patch_size + 1) * c->patch_size);
     vit_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     ctx->model = model;

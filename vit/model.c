@@ -280,6 +280,7 @@ typedef struct stated_config {
     int eps_stated;   /* layer_norm_eps said by the config or its architecture name */
     /* Switches; -1: not stated. */
     int class_token, no_embed_class, reg_tokens, fc_norm, pre_norm, qk_norm, qkv_bias;
+    int pos_antialias; /* vitc's own key: how its source library resamples positions */
     int global_pool;  /* vit_global_pool */
     int act;          /* vit_act */
     int act_stated_by; /* 0 nothing, 1 the config, 2 the architecture table */
@@ -291,7 +292,7 @@ static void stated_init(stated_config *c) {
     memset(c, 0, sizeof *c);
     c->num_classes = -1;
     c->class_token = c->no_embed_class = c->reg_tokens = c->fc_norm = c->pre_norm = -1;
-    c->qk_norm = c->qkv_bias = c->global_pool = c->act = -1;
+    c->qk_norm = c->qkv_bias = c->global_pool = c->act = c->pos_antialias = -1;
 }
 
 /* A boolean key (JSON true/false; null or absent: *out left alone). */
@@ -433,6 +434,7 @@ static vit_status read_hf_config(const cJSON *json, const char *name, stated_con
         (s = json_bool(json, "fc_norm", "", name, &c->fc_norm, err)) ||
         (s = json_bool(json, "pre_norm", "", name, &c->pre_norm, err)) ||
         (s = json_bool(json, "qk_norm", "", name, &c->qk_norm, err)) ||
+        (s = json_bool(json, "vitc_pos_embed_antialias", "", name, &c->pos_antialias, err)) ||
         (s = json_pool(json, "global_pool", "", name, &c->global_pool, err)))
         return s;
     c->eps_stated = 1; /* transformers' default when absent */
@@ -459,6 +461,10 @@ void vit_config_to_hf_json(const vit_config *c, int num_channels, cJSON *json) {
     if (c->pre_norm) cJSON_AddBoolToObject(json, "pre_norm", 1);
     if (c->qk_norm) cJSON_AddBoolToObject(json, "qk_norm", 1);
     if (c->no_qkv_bias) cJSON_AddBoolToObject(json, "qkv_bias", 0);
+    /* A model vit train wrote is in timm's layout whatever it was trained
+     * from: this keeps its source's resampling (an HF DeiT's, without
+     * antialiasing) for runs at another size. */
+    cJSON_AddBoolToObject(json, "vitc_pos_embed_antialias", c->pos_embed_antialias);
 }
 
 vit_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_config *c,
@@ -484,6 +490,7 @@ vit_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_conf
     c->pre_norm = stated.pre_norm > 0;
     c->qk_norm = stated.qk_norm > 0;
     c->no_qkv_bias = stated.qkv_bias == 0;
+    c->pos_embed_antialias = stated.pos_antialias != 0; /* timm's, unless said */
     return VIT_OK;
 }
 
@@ -998,6 +1005,7 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
         m->layout == WEIGHTS_LAYOUT_TIMM ||
         (m->layout == WEIGHTS_LAYOUT_HF_DINOV2 &&
          (stated.dinov2 == 2 || (stated.dinov2 == 0 && m->config.num_reg_tokens > 0)));
+    if (stated.pos_antialias >= 0) m->library_antialias = stated.pos_antialias;
     return settle_heads_and_eps(m, &stated, json, err);
 }
 

@@ -306,7 +306,6 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     vit_train_model *m = calloc(1, sizeof *m);
     if (!m) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     m->config = *c;
-    m->config.pos_embed_antialias = 0;
     m->max_batch = max_batch;
     m->grid = patching_grid(c->image_size, c->patch_size);
     m->num_patches = m->grid * m->grid;
@@ -1003,6 +1002,17 @@ vit_status vit_train_head_grads_part(vit_train_model *m, const float *features, 
     backward(m, n, 0);
     if (loss) *loss = value;
     if (correct) *correct = hits;
+    return VIT_OK;
+}
+
+vit_status vit_train_head_forward(vit_train_model *m, const float *features, int n,
+                                  float *logits, vit_error *err) {
+    if (n < 1 || n > m->max_batch)
+        return vit_error_set(err, VIT_E_ARG, "%d images for a batch of at most %d", n, m->max_batch);
+    const int PS = m->pooled_size, C = m->config.num_classes;
+    memcpy(m->pooled, features, sizeof(float) * n * PS);
+    matmul_forward(logits, m->pooled, m->params + m->head_w, m->params + m->head_b, n, PS, C,
+                   m->threads);
     return VIT_OK;
 }
 

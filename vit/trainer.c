@@ -267,14 +267,37 @@ void vit_trainer_shuffle(size_t *order, size_t n, uint64_t seed, long epoch) {
 
 /* ------------------------------------------------------------- the run */
 
+/* Adds n images' logits to sums: cross-entropy (log-softmax in double),
+ * top-1 and top-5 hits. */
+static void score_logits(const float *logits, const int *labels, int n, int C, double sums[3]) {
+    for (int b = 0; b < n; b++) {
+        const float *z = logits + (size_t)b * C;
+        double max = z[0], total = 0.0;
+        for (int c = 1; c < C; c++) max = z[c] > max ? z[c] : max;
+        for (int c = 0; c < C; c++) total += exp((double)z[c] - max);
+        sums[0] += log(total) + max - z[labels[b]];
+        int top[5];
+        const int k = vit_top_k(z, C, 5, top);
+        sums[1] += top[0] == labels[b];
+        for (int i = 0; i < k; i++) sums[2] += top[i] == labels[b];
+    }
+}
+
+static void scores_from_sums(const double sums[3], size_t images, vit_trainer_scores *scores) {
+    *scores = (vit_trainer_scores){0};
+    if (!images) return;
+    *scores = (vit_trainer_scores){sums[0] / images, sums[1] / images, sums[2] / images, images};
+}
+
 double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
                             const vit_trainer_input *in, float *images, int *labels, int *ok,
-                            float *logits, float *features) {
+                            float *logits, float *features, vit_trainer_scores *scores) {
     const int B = vit_train_max_batch(m), C = vit_train_config(m)->num_classes;
     const int D = vit_config_pooled_size(vit_train_config(m)); /* features per image */
     vit_trainer_input plain = *in;
     plain.augment = 0;
-    size_t hits = 0, seen = 0;
+    size_t seen = 0;
+    double sums[3] = {0};
     vit_error err;
     for (size_t first = 0; first < s->count; first += (size_t)B) {
         const int n = (int)(s->count - first < (size_t)B ? s->count - first : (size_t)B);
@@ -282,14 +305,11 @@ double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
         if (placed == 0) continue;
         float *feat = features ? features + seen * D : NULL;
         if (vit_train_forward(m, images, placed, logits, feat, &err) != VIT_OK) return -1.0;
-        for (int b = 0; b < placed; b++) {
-            int best;
-            vit_top_k(logits + (size_t)b * C, C, 1, &best);
-            hits += best == labels[b];
-        }
+        score_logits(logits, labels, placed, C, sums);
         seen += (size_t)placed;
     }
-    return seen ? (double)hits / seen : 0.0;
+    if (scores) scores_from_sums(sums, seen, scores);
+    return seen ? sums[1] / seen : 0.0;
 }
 
 vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
@@ -319,16 +339,30 @@ vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
     if (!t->features || !t->feature_labels || (t->val && !t->val_features))
         return vit_error_set(err, VIT_E_NOMEM, "out of memory for %zu feature rows", train->count);
     vit_trainer_evaluate(t->model, train, &t->in, t->images, t->batch_labels, t->ok, t->logits,
-                         t->features);
+                         t->features, NULL);
     for (size_t i = 0; i < train->count; i++)
         t->feature_labels[i] = vit_trainer_source_label(train, i);
     if (t->val)
         vit_trainer_evaluate(t->model, t->val, &t->in, t->images, t->batch_labels, t->ok,
-                             t->logits, t->val_features);
+                             t->logits, t->val_features, NULL);
+    return VIT_OK;
+}
+
+vit_status vit_trainer_record_epoch(vit_trainer *t, const vit_trainer_epoch *e, vit_error *err) {
+    size_t keep = 0;
+    while (keep < t->history_count && t->history[keep].epoch < e->epoch) keep++;
+    vit_trainer_epoch *grown = realloc(t->history, (keep + 1) * sizeof *grown);
+    if (!grown) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    grown[keep] = *e;
+    t->history = grown;
+    t->history_count = keep + 1;
     return VIT_OK;
 }
 
 void vit_trainer_free(vit_trainer *t) {
+    free(t->history);
+    t->history = NULL;
+    t->history_count = 0;
     free(t->images);
     free(t->logits);
     free(t->batch_labels);
@@ -419,25 +453,28 @@ vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step
     return VIT_OK;
 }
 
-double vit_trainer_validate(vit_trainer *t) {
-    if (!t->val) return -1.0;
-    if (!t->features)
-        return vit_trainer_evaluate(t->model, t->val, &t->in, t->images, t->batch_labels, t->ok,
-                                    t->logits, NULL);
+int vit_trainer_validate(vit_trainer *t, vit_trainer_scores *scores) {
+    *scores = (vit_trainer_scores){0};
+    if (!t->val) return -1;
+    if (!t->features) {
+        vit_trainer_evaluate(t->model, t->val, &t->in, t->images, t->batch_labels, t->ok,
+                             t->logits, NULL, scores);
+        return 0;
+    }
+    /* A linear probe: the head on the features computed once. */
     const size_t batch = (size_t)t->h.batch, count = t->val->count;
-    const int D = vit_config_pooled_size(vit_train_config(t->model)); /* features per image */
-    size_t vh = 0;
+    const vit_config *c = vit_train_config(t->model);
+    const int D = vit_config_pooled_size(c); /* features per image */
+    double sums[3] = {0};
     vit_error err;
     for (size_t first = 0; first < count; first += batch) {
         const int n = (int)(count - first < batch ? count - first : batch);
-        float loss;
-        int correct;
         for (int b = 0; b < n; b++) t->batch_labels[b] = vit_trainer_source_label(t->val, first + b);
-        vit_train_head_grads(t->model, t->val_features + first * D, t->batch_labels, n, 0.0f,
-                             &loss, &correct, &err);
-        vh += (size_t)correct;
+        if (vit_train_head_forward(t->model, t->val_features + first * D, n, t->logits, &err) == VIT_OK)
+            score_logits(t->logits, t->batch_labels, n, c->num_classes, sums);
     }
-    return (double)vh / count;
+    scores_from_sums(sums, count, scores);
+    return 0;
 }
 
 /* ------------------------------------------------------------- checkpoint */
@@ -446,24 +483,9 @@ double vit_trainer_validate(vit_trainer *t) {
  * moments m and v, under the parameter names with these prefixes. */
 static const char *const STATE_PREFIX[3] = {"", "adamw.m.", "adamw.v."};
 
-/* The state's JSON: where the run stands, the configuration and options. */
-static char *state_json(const vit_trainer *t) {
-    const vit_config *c = vit_train_config(t->model);
+/* The training options, as the state and the model's metadata record them. */
+static void add_hyper(cJSON *j, const vit_trainer *t) {
     const vit_trainer_hyper *h = &t->h;
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "epoch", (double)t->epoch_done);
-    cJSON_AddNumberToObject(j, "step", (double)t->step);
-    char seed[32];
-    snprintf(seed, sizeof seed, "%" PRIu64, t->seed);
-    cJSON_AddStringToObject(j, "seed", seed);
-    vit_config_to_hf_json(c, c->num_channels, cJSON_AddObjectToObject(j, "config"));
-    /* What those keys leave to the tensors (a state is read by config alone). */
-    cJSON *sw = cJSON_AddObjectToObject(j, "switches");
-    cJSON_AddNumberToObject(sw, "pos_embed_prefix", c->pos_embed_prefix);
-    cJSON_AddNumberToObject(sw, "global_pool", c->global_pool);
-    cJSON_AddNumberToObject(sw, "no_final_norm", c->no_final_norm);
-    cJSON_AddNumberToObject(sw, "layer_scale", c->layer_scale);
-    cJSON_AddNumberToObject(j, "num_classes", c->num_classes);
     cJSON_AddNumberToObject(j, "epochs", (double)t->epochs);
     cJSON_AddNumberToObject(j, "batch", (double)h->batch);
     cJSON_AddNumberToObject(j, "images", (double)h->images);
@@ -478,6 +500,84 @@ static char *state_json(const vit_trainer *t) {
     cJSON_AddNumberToObject(j, "flip", (double)h->flip);
     cJSON_AddNumberToObject(j, "freeze", (double)h->freeze);
     if (h->init[0]) cJSON_AddStringToObject(j, "init", h->init);
+}
+
+/* The history as rows [epoch, train_loss, train_top1, eval_loss,
+ * eval_top1, eval_top5, lr]; JSON has no NaN: null. */
+static void add_history(cJSON *j, const vit_trainer *t) {
+    cJSON *rows = cJSON_AddArrayToObject(j, "history");
+    for (size_t i = 0; rows && i < t->history_count; i++) {
+        const vit_trainer_epoch *e = &t->history[i];
+        const double v[7] = {(double)e->epoch, e->train_loss, e->train_top1, e->eval_loss,
+                             e->eval_top1, e->eval_top5, e->lr};
+        cJSON *row = cJSON_CreateArray();
+        for (int k = 0; row && k < 7; k++)
+            cJSON_AddItemToArray(row, isfinite(v[k]) ? cJSON_CreateNumber(v[k]) : cJSON_CreateNull());
+        cJSON_AddItemToArray(rows, row);
+    }
+}
+
+/* Reads add_history's rows (absent in older states: none). */
+static vit_status read_history(const cJSON *j, vit_trainer_state_info *info, vit_error *err) {
+    const cJSON *rows = cJSON_GetObjectItem(j, "history");
+    const int n = cJSON_IsArray(rows) ? cJSON_GetArraySize(rows) : 0;
+    if (n == 0) return VIT_OK;
+    if (!(info->history = calloc((size_t)n, sizeof *info->history)))
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const cJSON *row = cJSON_GetArrayItem(rows, i);
+        double v[7];
+        for (int k = 0; k < 7; k++) {
+            const cJSON *x = cJSON_GetArrayItem(row, k);
+            v[k] = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+        }
+        info->history[i] = (vit_trainer_epoch){(long)v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
+    }
+    info->history_count = (size_t)n;
+    return VIT_OK;
+}
+
+/* FNV-1a over the frozen parameters (a linear probe's backbone), which the
+ * state leaves out: a resumed probe takes them from --init again, and this
+ * tells whether that file still holds the same weights. 0: none frozen. */
+static uint64_t frozen_checksum(vit_train_model *m) {
+    uint64_t h = 0;
+    const float *params = vit_train_params(m);
+    for (size_t i = 0; i < vit_train_num_tensors(m); i++) {
+        const vit_train_tensor *p = vit_train_tensor_at(m, i);
+        if (p->trainable) continue;
+        if (!h) h = 0xcbf29ce484222325ull;
+        const unsigned char *b = (const unsigned char *)(params + p->offset);
+        for (size_t k = 0; k < p->numel * sizeof(float); k++) h = (h ^ b[k]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* The state's JSON: where the run stands, the configuration and options. */
+static char *state_json(const vit_trainer *t) {
+    const vit_config *c = vit_train_config(t->model);
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "epoch", (double)t->epoch_done);
+    cJSON_AddNumberToObject(j, "step", (double)t->step);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%" PRIu64, t->seed);
+    cJSON_AddStringToObject(j, "seed", seed);
+    vit_config_to_hf_json(c, c->num_channels, cJSON_AddObjectToObject(j, "config"));
+    /* What those keys leave to the tensors (a state is read by config alone). */
+    cJSON *sw = cJSON_AddObjectToObject(j, "switches");
+    cJSON_AddNumberToObject(sw, "pos_embed_prefix", c->pos_embed_prefix);
+    cJSON_AddNumberToObject(sw, "global_pool", c->global_pool);
+    cJSON_AddNumberToObject(sw, "no_final_norm", c->no_final_norm);
+    cJSON_AddNumberToObject(sw, "layer_scale", c->layer_scale);
+    cJSON_AddNumberToObject(j, "num_classes", c->num_classes);
+    add_hyper(j, t);
+    add_history(j, t);
+    const uint64_t frozen = frozen_checksum(t->model);
+    if (frozen) {
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016" PRIx64, frozen);
+        cJSON_AddStringToObject(j, "frozen_checksum", hex);
+    }
     char *text = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return text;
@@ -495,12 +595,16 @@ static vit_status save_state(const vit_trainer *t, vit_error *err) {
         goto done;
     }
     const float *bufs[3] = {vit_train_params(m), t->opt->m, t->opt->v};
+    /* A frozen tensor's moments stay zero and its values are --init's: a
+     * linear probe's state holds the head alone (not 3x the backbone). */
+    size_t kept = 0;
     for (size_t i = 0; i < nt; i++) {
         const vit_train_tensor *p = vit_train_tensor_at(m, i);
-        for (int k = 0; k < 3; k++) {
-            weights_tensor *x = &w[k * nt + i];
-            snprintf(names[k * nt + i], sizeof names[0], "%s%s", STATE_PREFIX[k], p->name);
-            x->name = names[k * nt + i];
+        if (!p->trainable) continue;
+        for (int k = 0; k < 3; k++, kept++) {
+            weights_tensor *x = &w[kept];
+            snprintf(names[kept], sizeof names[0], "%s%s", STATE_PREFIX[k], p->name);
+            x->name = names[kept];
             x->dtype = WEIGHTS_F32;
             x->ndim = p->ndim;
             memcpy(x->shape, p->shape, sizeof(int64_t) * p->ndim);
@@ -510,7 +614,7 @@ static vit_status save_state(const vit_trainer *t, vit_error *err) {
         }
     }
     const char *keys[] = {"vitc_train_state"}, *values[] = {text};
-    st = weights_write(t->state_path, w, 3 * nt, keys, values, 1, err);
+    st = weights_write(t->state_path, w, kept, keys, values, 1, err);
 done:
     free(text);
     free(w);
@@ -518,18 +622,27 @@ done:
     return st;
 }
 
-vit_status vit_trainer_save(const vit_trainer *t, double val_acc, double seconds, vit_error *err) {
-    char info[1024];
-    snprintf(info, sizeof info,
-             "{\"epoch\":%ld,\"epochs\":%ld,\"step\":%ld,\"seed\":%" PRIu64 ",\"val_top1\":%.4f,"
-             "\"seconds\":%.1f,\"command\":\"%s\"}",
-             t->epoch_done, t->epochs, t->step, t->seed, val_acc, seconds,
-             t->recipe ? t->recipe : "");
+vit_status vit_trainer_save(const vit_trainer *t, double val_acc, vit_error *err) {
+    /* Only what the run determines: no wall-clock time and no command line,
+     * so a run resumed after a crash writes the same file as one that was
+     * not interrupted (timings go to stderr and to vit train --log). */
+    cJSON *j = cJSON_CreateObject();
+    char seed[32], *info = NULL;
+    snprintf(seed, sizeof seed, "%" PRIu64, t->seed);
+    if (j && cJSON_AddNumberToObject(j, "epoch", (double)t->epoch_done) &&
+        cJSON_AddNumberToObject(j, "step", (double)t->step) &&
+        cJSON_AddStringToObject(j, "seed", seed) &&
+        cJSON_AddNumberToObject(j, "val_top1", val_acc >= 0 ? round(val_acc * 1e6) / 1e6 : -1)) {
+        add_hyper(j, t);
+        info = cJSON_PrintUnformatted(j);
+    }
+    cJSON_Delete(j);
+    if (!info) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     const char *keys[] = {"vitc_training"}, *values[] = {info};
-    if (vit_train_save(t->model, t->out_path, (const char *const *)t->labels, &t->pre, NULL, 0,
-                       keys, values, 1, err) != VIT_OK)
-        return err->code;
-    return save_state(t, err);
+    const vit_status st = vit_train_save(t->model, t->out_path, (const char *const *)t->labels,
+                                         &t->pre, NULL, 0, keys, values, 1, err);
+    free(info);
+    return st != VIT_OK ? st : save_state(t, err);
 }
 
 vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info,
@@ -589,13 +702,21 @@ vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info
 #undef GET
     const cJSON *init = cJSON_GetObjectItem(j, "init");
     if (cJSON_IsString(init)) snprintf(info->h.init, sizeof info->h.init, "%s", init->valuestring);
+    if (read_history(j, info, err) != VIT_OK) {
+        cJSON_Delete(j);
+        return err->code;
+    }
+    const cJSON *frozen = cJSON_GetObjectItem(j, "frozen_checksum");
+    if (cJSON_IsString(frozen))
+        snprintf(info->frozen_checksum, sizeof info->frozen_checksum, "%s", frozen->valuestring);
     const cJSON *s = cJSON_GetObjectItem(j, "seed");
     info->seed = cJSON_IsString(s) ? strtoull(s->valuestring, NULL, 10) : 0;
     cJSON_Delete(j);
     return VIT_OK;
 }
 
-vit_status vit_trainer_state_load(weights_file *f, vit_trainer *t, vit_error *err) {
+vit_status vit_trainer_state_load(weights_file *f, vit_trainer_state_info *info,
+                                  vit_trainer *t, vit_error *err) {
     vit_train_model *m = t->model;
     float *bufs[3] = {vit_train_params(m), t->opt->m, t->opt->v};
     const size_t nt = vit_train_num_tensors(m);
@@ -605,12 +726,29 @@ vit_status vit_trainer_state_load(weights_file *f, vit_trainer *t, vit_error *er
             char name[96];
             snprintf(name, sizeof name, "%s%s", STATE_PREFIX[k], p->name);
             const weights_tensor *w = weights_find(f, name);
+            if (!w && !p->trainable) continue; /* a probe's backbone: from --init */
             if (!w || w->numel != p->numel)
                 return vit_error_set(err, VIT_E_SHAPE, "%s: tensor '%s' missing or of another size",
                                      weights_path(f), name);
             if (weights_to_f32(f, w, bufs[k] + p->offset, err) != VIT_OK) return err->code;
         }
     }
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016" PRIx64, frozen_checksum(m));
+    const char *saved = info->frozen_checksum[0] ? info->frozen_checksum : NULL;
+    if (saved && strcmp(saved, hex) != 0)
+        return vit_error_set(err, VIT_E_FORMAT, "%s: the frozen backbone is not the one this "
+                             "state was trained on (--init %s changed since?)",
+                             weights_path(f), t->h.init);
     t->opt->step = t->step;
+    /* The epochs after the state's are not done: a crash came between
+     * recording them and saving. */
+    free(t->history);
+    t->history = info->history;
+    t->history_count = info->history_count;
+    while (t->history_count && t->history[t->history_count - 1].epoch > info->epoch)
+        t->history_count--;
+    info->history = NULL;
+    info->history_count = 0;
     return VIT_OK;
 }

@@ -124,6 +124,11 @@ vit_status vit_train_step_grads(vit_train_model *m, const float *images, const i
 vit_status vit_train_forward(vit_train_model *m, const float *images, int n, float *logits,
                              float *features, vit_error *err);
 
+/* The head alone on n precomputed features (as vit_train_forward gives
+ * them): n x num_classes logits. */
+vit_status vit_train_head_forward(vit_train_model *m, const float *features, int n,
+                                  float *logits, vit_error *err);
+
 /* The head alone on precomputed features (n x vit_config_pooled_size,
  * from vit_train_forward): gradients of the head only (the rest are left as
  * they are), loss and hits. For linear probes: features computed once. */

@@ -118,6 +118,15 @@ typedef struct vit_trainer_hyper {
     char init[4096]; /* --init MODEL, "" when trained from scratch */
 } vit_trainer_hyper;
 
+/* What one epoch scored: the curves vit train --log and --plot show, kept
+ * in the state so a resumed run has the whole history. */
+typedef struct vit_trainer_epoch {
+    long epoch;                      /* 1-based */
+    double train_loss, train_top1;   /* over the epoch's batches (smoothed loss) */
+    double eval_loss, eval_top1, eval_top5; /* NaN without validation images */
+    double lr;                       /* the learning rate of its last step */
+} vit_trainer_epoch;
+
 typedef struct vit_trainer {
     /* Set by the caller. */
     vit_train_model *model;
@@ -127,7 +136,6 @@ typedef struct vit_trainer {
     char **labels; /* num_labels class names for the model file */
     int num_labels;
     data_preprocess pre; /* written with the model */
-    char *recipe;        /* the command line, JSON-safe, for the metadata */
     long epochs, epoch_done, step;
     uint64_t seed;
     vit_trainer_hyper h; /* saved in the state */
@@ -136,6 +144,9 @@ typedef struct vit_trainer {
      * only ceil(h.batch / size) images. Validation and a linear probe's
      * features are computed by every process in full. */
     const vit_trainer_parallel *parallel;
+    /* Every epoch so far, earliest first (vit_trainer_record_epoch). */
+    vit_trainer_epoch *history;
+    size_t history_count;
     /* Set by vit_trainer_prepare. */
     const vit_trainer_source *train, *val;
     long steps_per_epoch;
@@ -149,8 +160,12 @@ typedef struct vit_trainer {
  * probe), every image's features computed once without augmentation. */
 vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
                                const vit_trainer_source *val, vit_error *err);
+/* Appends an epoch to t->history, replacing it and any later one already
+ * there (an epoch run again after a crash). */
+vit_status vit_trainer_record_epoch(vit_trainer *t, const vit_trainer_epoch *e, vit_error *err);
+
 /* Frees what vit_trainer_prepare allocated (not the model, optimiser,
- * labels or recipe, which the caller owns). */
+ * or labels, which the caller owns). */
 void vit_trainer_free(vit_trainer *t);
 
 /* Shuffles the training order for epoch. */
@@ -170,19 +185,28 @@ typedef struct vit_trainer_step_result {
 vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step_result *res,
                             vit_error *err);
 
-/* Top-1 accuracy on the validation source (no augmentation). */
-double vit_trainer_validate(vit_trainer *t);
+/* Scores on labelled images, as timm's validate reports them. */
+typedef struct vit_trainer_scores {
+    double loss;       /* mean cross-entropy (no label smoothing) */
+    double top1, top5; /* fractions of the images */
+    size_t images;     /* 0: no images were scored (the rest is 0) */
+} vit_trainer_scores;
 
-/* Top-1 accuracy of the model on all of s; features, when non-NULL,
- * receives every image's normed class token. -1 on failure. */
+/* Scores on the validation source (no augmentation); -1 (and *scores all
+ * 0) when there is none, 0 when scored. */
+int vit_trainer_validate(vit_trainer *t, vit_trainer_scores *scores);
+
+/* Scores (when non-NULL) of the model on all of s; top-1 accuracy as the
+ * value; features, when non-NULL, receives every image's normed class
+ * token. -1 on failure. */
 double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
                             const vit_trainer_input *in, float *images, int *labels, int *ok,
-                            float *logits, float *features);
+                            float *logits, float *features, vit_trainer_scores *scores);
 
 /* The model file (loadable) and the state file (parameters, AdamW moments,
  * where the run stands), each written atomically; the state names the epoch
  * the model file holds, so a crash between the two is harmless. */
-vit_status vit_trainer_save(const vit_trainer *t, double val_acc, double seconds, vit_error *err);
+vit_status vit_trainer_save(const vit_trainer *t, double val_acc, vit_error *err);
 
 /* What a state file says: the configuration, epochs done and planned, step,
  * seed and options (*have_hyper 0 for a state written before they were
@@ -193,12 +217,23 @@ typedef struct vit_trainer_state_info {
     uint64_t seed;
     vit_trainer_hyper h;
     int have_hyper;
+    /* A linear probe's state leaves the frozen backbone out (it is --init's):
+     * the checksum of those weights, hex, or "" when nothing was frozen. */
+    char frozen_checksum[17];
+    /* The epochs' scores (malloc'd; vit_trainer_state_load hands them to
+     * the trainer, else free them). */
+    vit_trainer_epoch *history;
+    size_t history_count;
 } vit_trainer_state_info;
 
 vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info,
                                   weights_file **file, vit_error *err);
 
-/* Copies the parameters and AdamW moments of an open state file into t. */
-vit_status vit_trainer_state_load(weights_file *f, vit_trainer *t, vit_error *err);
+/* Copies the parameters and AdamW moments of an open state file into t.
+ * Tensors t->model has frozen may be absent (a linear probe's state): they
+ * keep the values they have, which must be the ones info's checksum names
+ * (copy the --init model in first). */
+vit_status vit_trainer_state_load(weights_file *f, vit_trainer_state_info *info,
+                                  vit_trainer *t, vit_error *err);
 
 #endif
