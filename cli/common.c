@@ -389,8 +389,8 @@ void cli_print_summary(const char *command, const char *verbed, size_t files, si
 
 void cli_print_timings(const char *command, const cli_timings *t) {
     if (!getenv("VITC_TIMINGS")) return;
-    fprintf(stderr, "vit %s: timings: load %.2f ms, decode wait %.2f ms, forward %.2f ms\n", command,
-            t->load * 1e3, t->decode * 1e3, t->forward * 1e3);
+    fprintf(stderr, "vit %s: timings: load %.2f ms, start %.2f ms, decode wait %.2f ms, forward %.2f ms\n",
+            command, t->load * 1e3, t->start * 1e3, t->decode * 1e3, t->forward * 1e3);
 }
 
 char *cli_csv_quote(const char *s) {
