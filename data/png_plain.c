@@ -151,6 +151,19 @@ static int inflate_rest(z_stream *strm, idat_reader *r, int ended) {
     return 0;
 }
 
+/* The IDAT bytes left after the deflate stream's end. stb 2.27 refuses to
+ * decode a Huffman symbol once it has read its last byte with fewer than
+ * 16 bits left ("bad huffman code"), so a stream that ends within 2 bytes
+ * of the data (no Adler-32 sum after it, say) may fail there though zlib
+ * reads it: with 2 bytes or more after the end, every symbol starts at
+ * least 17 bits before the data's end, and stb decodes it. */
+static size_t bytes_after_stream(const z_stream *strm, idat_reader *r) {
+    size_t left = strm->avail_in;
+    for (size_t i = r->next; !chunk_is(r->b + i, "IEND"); i += 12 + (size_t)base_be32(r->b + i))
+        if (chunk_is(r->b + i, "IDAT")) left += base_be32(r->b + i);
+    return left;
+}
+
 /* The Paeth predictor as the PNG specification (and stb) writes it, with
  * the choices as selects rather than branches: photos are mostly Paeth
  * rows, and the branches mispredicted on almost every byte. */
@@ -248,7 +261,7 @@ static int decode_rows(const uint8_t *b, size_t n, const png_header *h, data_ima
              (direct || to_rgb(h, cur, out->pixels + y * 3 * (size_t)h->width) == 0);
         prior = cur;
     }
-    ok = ok && inflate_rest(&strm, &r, ended) == 0;
+    ok = ok && inflate_rest(&strm, &r, ended) == 0 && bytes_after_stream(&strm, &r) >= 2;
     inflateEnd(&strm);
     free(rows);
     return ok;

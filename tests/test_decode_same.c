@@ -4,7 +4,8 @@
  *    place) against stb_image asked for 3 channels, as image.c did before,
  *    on every shared photo and on synthetic files of every colour type,
  *    filter, edge size and chunk layout, damaged ones included (which
- *    must fail, or not, exactly when stb does);
+ *    must fail, or not, exactly when stb does; tests/fuzz/fuzz_png.c
+ *    looks for more);
  *  - the streaming, windowed resize and the fused crop and normalisation
  *    against the code they replaced (tests/resize_oracle.h).
  * The shared photos are ../shared/images and ../shared/imagenet-sample
@@ -105,7 +106,9 @@ enum {
     PNG_CRITICAL = 128,     /* an unknown critical chunk: stb refuses */
     PNG_EMPTY_IDAT = 256,   /* an empty IDAT after the first */
     PNG_NO_IEND = 512,      /* no IEND: stb refuses */
-    PNG_BAD_PLTE = 1024     /* a PLTE of 7 bytes: stb refuses */
+    PNG_BAD_PLTE = 1024,    /* a PLTE of 7 bytes: stb refuses */
+    PNG_NO_ADLER = 2048,    /* the stream ends with the data: stb may refuse */
+    PNG_ONE_AFTER = 4096    /* one byte after the stream: likewise */
 };
 
 static void chunk(bytes *b, const char *type, const void *data, uint32_t len) {
@@ -156,6 +159,8 @@ static bytes make_png(int w, int h, int color, const uint8_t *raw, int f, size_t
     if (flags & PNG_BAD_ADLER) z[zlen - 1] ^= 0x5a;
     if (flags & PNG_TRAILING) memcpy(z + zlen, "junk", 4), zlen += 4;
     if (flags & PNG_TRUNCATED) zlen /= 2;
+    if (flags & PNG_NO_ADLER) zlen -= 4;
+    if (flags & PNG_ONE_AFTER) zlen -= 3;
     bytes b = {0};
     put(&b, "\x89PNG\r\n\x1a\n", 8);
     uint8_t ihdr[13] = {0};
@@ -223,7 +228,8 @@ Test(png, plain_files_decode_as_stb) {
 Test(png, odd_and_damaged_files_as_stb) {
     static const int FLAGS[] = {PNG_BAD_ADLER, PNG_TRAILING,  PNG_TRUNCATED,  PNG_BAD_FILTER,
                                 PNG_ANCILLARY, PNG_TRNS,      PNG_TRNS_LATE,  PNG_CRITICAL,
-                                PNG_EMPTY_IDAT, PNG_NO_IEND,  PNG_BAD_PLTE,
+                                PNG_EMPTY_IDAT, PNG_NO_IEND,  PNG_BAD_PLTE,   PNG_NO_ADLER,
+                                PNG_ONE_AFTER,
                                 PNG_ANCILLARY | PNG_TRNS | PNG_EMPTY_IDAT};
     for (size_t k = 0; k < sizeof FLAGS / sizeof *FLAGS; k++)
         for (size_t c = 0; c < sizeof COLORS / sizeof *COLORS; c++) {
