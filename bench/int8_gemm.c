@@ -34,7 +34,7 @@ static void run_sgemm(const layer_run *l) {
 }
 
 static void run_int8(const layer_run *l) {
-    const kernels_threads th = {.count = 1, .gemm = KERNELS_GEMM_PANELS};
+    const kernels_threads th = {.count = 1, .gemm = KERNELS_GEMM_VITC};
     quantize_forward(l->qinp, l->inp_scale, l->x, l->rows, l->K, l->qm, th);
     qmatmul_forward(l->y, NULL, l->qinp, l->inp_scale, l->qm, NULL, l->rows, th);
 }

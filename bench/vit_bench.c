@@ -21,6 +21,14 @@ static double now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* CPU seconds of the whole process (every thread): on one thread, a run's
+ * cost even while other processes take turns on the core. */
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static double peak_rss_mib(void) {
     struct rusage usage;
     getrusage(RUSAGE_SELF, &usage);
@@ -46,6 +54,18 @@ static double flops_per_image(const vit_config *c, int tokens) {
     return 2 * patches * c->num_channels * P * P * D + c->num_layers * per_layer + heads;
 }
 
+/* FLOPs of one image in each profiled stage (the GEMMs' multiply-adds). */
+static void stage_flops(const vit_config *c, int tokens, double flops[VIT_STAGE_COUNT]) {
+    const double T = tokens, D = c->hidden_size, M = c->mlp_size, P = c->patch_size, L = c->num_layers;
+    for (int s = 0; s < VIT_STAGE_COUNT; s++) flops[s] = 0;
+    flops[VIT_STAGE_PATCH_EMBED] = 2 * (T - c->num_prefix_tokens) * c->num_channels * P * P * D;
+    flops[VIT_STAGE_QKV] = L * 2 * T * D * 3 * D;
+    flops[VIT_STAGE_ATTENTION] = L * 2 * 2 * T * T * D;
+    flops[VIT_STAGE_PROJECTION] = L * 2 * T * D * D;
+    flops[VIT_STAGE_MLP_FC1] = L * 2 * T * D * M;
+    flops[VIT_STAGE_MLP_FC2] = L * 2 * T * D * M;
+}
+
 /* Median GFLOP/s of a large square sgemm: the machine's practical peak, with
  * the kernel OpenBLAS picked for this CPU (openblas_get_corename). */
 static void sgemm_peak(int threads) {
@@ -63,6 +83,73 @@ static void sgemm_peak(int threads) {
     printf("{\"engine\":\"sgemm\",\"n\":%d,\"threads\":%d,\"gflop_s\":%.1f,\"openblas_core\":\"%s\"}\n", n,
            threads, 2.0 * n * n * n / times[2] / 1e9, openblas_get_corename());
     free(a), free(b), free(c);
+}
+
+/* The median of n sorted values. */
+static double median_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, compare_doubles);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Where the time goes, from a few more profiled runs: one JSON line, with
+ * each stage's GFLOP per image ("gflop": bench/run turns them into rates). */
+static void print_profile(const vit_model *model, vit_context *ctx, const char *name,
+                          const float *images, int batch, float *out, int runs) {
+    double seconds[VIT_STAGE_COUNT] = {0}, total = 0, flops[VIT_STAGE_COUNT];
+    stage_flops(vit_model_config(model), vit_context_num_tokens(ctx), flops);
+    vit_error err;
+    vit_context_profile(ctx, seconds);
+    for (int r = 0; r < (runs < 10 ? runs : 10); r++) vit_forward(ctx, images, batch, out, &err);
+    vit_context_profile(ctx, NULL);
+    for (int s = 0; s < VIT_STAGE_COUNT; s++) total += seconds[s];
+    printf("{\"engine\":\"vitc\",\"model\":\"%s\",\"batch\":%d,\"profile\":{", name, batch);
+    for (int s = 0; s < VIT_STAGE_COUNT; s++)
+        printf("%s\"%s\":%.1f", s ? "," : "", vit_stage_name((vit_stage)s),
+               total > 0 ? 100.0 * seconds[s] / total : 0.0);
+    printf("},\"gflop\":{");
+    for (int s = 0; s < VIT_STAGE_COUNT; s++)
+        printf("%s\"%s\":%.4f", s ? "," : "", vit_stage_name((vit_stage)s), flops[s] / 1e9);
+    printf("}}\n");
+}
+
+/* One batch size: `warmup` untimed runs, then `runs` timed ones; one JSON
+ * line (and the profile at batch 1 and 32). 0, or 1 when the context
+ * cannot be made. */
+static int bench_batch(const vit_model *model, const char *name, int batch, int runs, int warmup,
+                       int threads, double load_s) {
+    const vit_config *c = vit_model_config(model);
+    const int S = c->image_size, per_image = 3 * S * S, outputs = vit_model_output_size(model);
+    vit_error err;
+    vit_context *ctx;
+    if (vit_context_create(model, batch, 0, &ctx, &err) != VIT_OK) {
+        fprintf(stderr, "vit_bench: %s\n", err.message);
+        return 1;
+    }
+    float *images = malloc(sizeof(float) * per_image * (size_t)batch);
+    float *out = malloc(sizeof(float) * outputs * (size_t)batch);
+    srand(1);
+    for (size_t i = 0; i < (size_t)per_image * batch; i++) images[i] = (float)((double)rand() / RAND_MAX) - 0.5f;
+    for (int r = 0; r < warmup; r++) vit_forward(ctx, images, batch, out, &err);
+    double *times = malloc(sizeof(double) * runs), *cpu = malloc(sizeof(double) * runs);
+    for (int r = 0; r < runs; r++) {
+        const double t = now(), c0 = cpu_seconds();
+        vit_forward(ctx, images, batch, out, &err);
+        times[r] = now() - t;
+        cpu[r] = cpu_seconds() - c0;
+    }
+    const double median = median_of(times, runs), cpu_median = median_of(cpu, runs);
+    const double gflop = flops_per_image(c, vit_context_num_tokens(ctx)) * batch / 1e9;
+    printf("{\"engine\":\"vitc\",\"model\":\"%s\",\"batch\":%d,\"threads\":%d,\"median_ms\":%.3f,"
+           "\"cpu_ms\":%.3f,\"images_per_s\":%.2f,\"gflop_s\":%.1f,\"gflop_per_image\":%.3f,\"load_s\":%.4f,"
+           "\"peak_rss_mib\":%.1f,\"kernels\":\"%s\",\"int8_kernels\":\"%s\"}\n",
+           name, batch, threads, median * 1e3, cpu_median * 1e3, batch / median, gflop / median,
+           gflop / batch, load_s, peak_rss_mib(), vit_model_kernels(model),
+           vit_model_int8_kernels(model) ? vit_model_int8_kernels(model) : "none");
+    if (batch == 1 || batch == 32) print_profile(model, ctx, name, images, batch, out, runs);
+    fflush(stdout);
+    free(times), free(cpu), free(images), free(out);
+    vit_context_free(ctx);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -97,7 +184,6 @@ int main(int argc, char **argv) {
         const char *slash = strrchr(model_path, '/');
         name = slash && slash[1] ? slash + 1 : model_path;
     }
-
     vit_error err;
     vit_model *model;
     const double t0 = now();
@@ -106,66 +192,18 @@ int main(int argc, char **argv) {
         return 1;
     }
     const double load_s = now() - t0;
-    const vit_config *c = vit_model_config(model);
-    const int S = c->image_size, per_image = 3 * S * S, outputs = vit_model_output_size(model);
-
     /* --runs: one count, or one per batch size. */
-    int run_counts[32], num_counts = 0;
+    int run_counts[32], num_counts = 0, batch_index = 0, status = 0;
     char list[256];
     snprintf(list, sizeof list, "%s", runs_list);
     for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && num_counts < 32; tok = strtok_r(NULL, ",", &save))
         run_counts[num_counts++] = atoi(tok) > 0 ? atoi(tok) : 1;
     snprintf(list, sizeof list, "%s", batches);
-    int batch_index = 0;
-    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        const int batch = atoi(tok);
-        const int runs = run_counts[batch_index < num_counts ? batch_index : num_counts - 1];
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && !status; tok = strtok_r(NULL, ",", &save)) {
+        const int batch = atoi(tok), runs = run_counts[batch_index < num_counts ? batch_index : num_counts - 1];
         batch_index++;
-        if (batch <= 0) continue;
-        vit_context *ctx;
-        if (vit_context_create(model, batch, 0, &ctx, &err) != VIT_OK) {
-            fprintf(stderr, "vit_bench: %s\n", err.message);
-            return 1;
-        }
-        float *images = malloc(sizeof(float) * per_image * (size_t)batch);
-        float *out = malloc(sizeof(float) * outputs * (size_t)batch);
-        srand(1);
-        for (size_t i = 0; i < (size_t)per_image * batch; i++) images[i] = (float)((double)rand() / RAND_MAX) - 0.5f;
-        for (int r = 0; r < warmup; r++) vit_forward(ctx, images, batch, out, &err);
-        double *times = malloc(sizeof(double) * runs);
-        for (int r = 0; r < runs; r++) {
-            const double t = now();
-            vit_forward(ctx, images, batch, out, &err);
-            times[r] = now() - t;
-        }
-        qsort(times, (size_t)runs, sizeof *times, compare_doubles);
-        const double median = runs % 2 ? times[runs / 2] : 0.5 * (times[runs / 2 - 1] + times[runs / 2]);
-        const double gflop = flops_per_image(c, vit_context_num_tokens(ctx)) * batch / 1e9;
-        printf("{\"engine\":\"vitc\",\"model\":\"%s\",\"batch\":%d,\"threads\":%d,\"median_ms\":%.3f,"
-               "\"images_per_s\":%.2f,\"gflop_s\":%.1f,\"gflop_per_image\":%.3f,\"load_s\":%.4f,"
-               "\"peak_rss_mib\":%.1f,\"int8_kernels\":\"%s\"}\n",
-               name, batch, threads, median * 1e3, batch / median, gflop / median, gflop / batch,
-               load_s, peak_rss_mib(),
-               vit_model_int8_kernels(model) ? vit_model_int8_kernels(model) : "none");
-        if (batch == 1 || batch == 32) {
-            /* Where the time goes, from a few more profiled runs. */
-            double seconds[VIT_STAGE_COUNT] = {0}, total = 0;
-            vit_context_profile(ctx, seconds);
-            for (int r = 0; r < (runs < 10 ? runs : 10); r++) vit_forward(ctx, images, batch, out, &err);
-            vit_context_profile(ctx, NULL);
-            for (int s = 0; s < VIT_STAGE_COUNT; s++) total += seconds[s];
-            printf("{\"engine\":\"vitc\",\"model\":\"%s\",\"batch\":%d,\"profile\":{", name, batch);
-            for (int s = 0; s < VIT_STAGE_COUNT; s++)
-                printf("%s\"%s\":%.1f", s ? "," : "", vit_stage_name((vit_stage)s),
-                       total > 0 ? 100.0 * seconds[s] / total : 0.0);
-            printf("}}\n");
-        }
-        fflush(stdout);
-        free(times);
-        free(images);
-        free(out);
-        vit_context_free(ctx);
+        if (batch > 0) status = bench_batch(model, name, batch, runs, warmup, threads, load_s);
     }
     vit_model_free(model);
-    return 0;
+    return status;
 }

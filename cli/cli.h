@@ -533,7 +533,7 @@ void cli_batch_free(cli_batch_run *run);
 /* What vit info prints about a model, line by line (key, value): the
  * lines of `vit info`, and GET /info of vit serve as JSON. is_default: the
  * model is the shipped one (no -m). */
-#define CLI_INFO_MAX_LINES 16
+#define CLI_INFO_MAX_LINES 20
 typedef struct cli_info_lines {
     int count;
     struct {

@@ -85,9 +85,10 @@ void cli_info_describe(const vit_model *model, int is_default, cli_info_lines *i
                  c->fc_norm ? " (fc_norm)" : "");
     add_line(info, "parameters", "%.2f M (%s)", (double)vit_model_param_count(model) / 1e6,
              vit_model_dtypes(model));
+    add_line(info, "kernels", "%s (VITC_ISA=generic|avx2|avx512|avx512vnni forces a path; all give the same bits)",
+             vit_model_kernels(model));
     if (vit_model_int8_kernels(model))
-        add_line(info, "int8 layers", "run in int8 on the %s kernels (VITC_ISA=generic|avx2|avx512vnni forces a path)",
-                 vit_model_int8_kernels(model));
+        add_line(info, "int8 layers", "run in int8 on the %s kernels", vit_model_int8_kernels(model));
     add_line(info, "labels", "%d (%s)", vit_model_num_labels(model), vit_model_labels_source(model));
     add_line(info, "preprocess", "%s", preprocess);
 }

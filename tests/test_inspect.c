@@ -175,7 +175,7 @@ Test(inspect_parity, hf_deit_three_layers) { check_case("hf_deit_teacher_d64_h2"
  * "lowest flat indices first, (0, 0) spared". */
 Test(rollout, discard_ties_and_protected_class_entry) {
     enum { T = 4 };
-    float attn[T * T], result[T * T], scratch[3 * T * T];
+    float attn[T * T], result[T * T], scratch[T * T + 16 * T]; /* vit_rollout_scratch_size */
     for (int i = 0; i < T * T; i++) attn[i] = 1.0f / T;
     const float *layers[1] = {attn};
     vit_error err;
@@ -192,7 +192,7 @@ Test(rollout, discard_ties_and_protected_class_entry) {
 
 Test(rollout, identity_attention_gives_identity) {
     enum { T = 5 };
-    float attn[2 * T * T], result[T * T], scratch[3 * T * T];
+    float attn[2 * T * T], result[T * T], scratch[T * T + 16 * T]; /* vit_rollout_scratch_size */
     memset(attn, 0, sizeof attn);
     for (int h = 0; h < 2; h++)
         for (int i = 0; i < T; i++) attn[h * T * T + i * T + i] = 1.0f;

@@ -17,7 +17,7 @@
 
 #define FIXTURES VITC_SOURCE_DIR "/tests/fixtures/int8/"
 
-static const kernels_isa PATHS[] = {KERNELS_ISA_GENERIC, KERNELS_ISA_AVX2,
+static const kernels_isa PATHS[] = {KERNELS_ISA_GENERIC, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512,
                                     KERNELS_ISA_AVX512_VNNI, KERNELS_ISA_VNNI_REFERENCE};
 #define NUM_PATHS (sizeof PATHS / sizeof PATHS[0])
 
@@ -41,7 +41,7 @@ static void run_layer(kernels_isa isa, int rows, int cols, int n, int group, con
     kernels_qmatrix_set_rows(q, 0, n, w, scales);
     void *qinp = malloc(kernels_qinp_bytes(rows, cols));
     float *inp_scale = malloc(sizeof(float) * rows * (cols / group));
-    const kernels_threads th = {.count = threads, .gemm = KERNELS_GEMM_PANELS};
+    const kernels_threads th = {.count = threads, .gemm = KERNELS_GEMM_VITC};
     if (residual) memcpy(out, residual, sizeof(float) * rows * n);
     quantize_forward(qinp, inp_scale, inp, rows, cols, q, th);
     qmatmul_forward(out, residual ? out : NULL, qinp, inp_scale, q, bias, rows, th);
@@ -179,7 +179,7 @@ Test(int8, one_layer_matches_the_pytorch_emulation) {
             kernels_qmatrix_set_rows(q, 0, n, wt->data, scales);
             void *qinp = malloc(kernels_qinp_bytes(rows, K));
             float inp_scale[64 * 4], y[64 * 64];
-            const kernels_threads th = {.count = 1, .gemm = KERNELS_GEMM_PANELS};
+            const kernels_threads th = {.count = 1, .gemm = KERNELS_GEMM_VITC};
             quantize_forward(qinp, inp_scale, x, rows, K, q, th);
             const int quads = PATHS[p] == KERNELS_ISA_AVX512_VNNI || PATHS[p] == KERNELS_ISA_VNNI_REFERENCE;
             const int kpad = (K + 3) / 4 * 4;

@@ -4,7 +4,6 @@
  * allocates. */
 #include "vit_internal.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdint.h>
 #include <omp.h>
@@ -20,9 +19,8 @@ struct vit_context {
     int max_batch, image_size, grid_h, grid_w, num_patches, num_tokens, num_threads;
     /* Attention splits each head's queries into blocks of this many rows:
      * when all threads share one image (split), and when a thread runs
-     * whole images on its own (solo). Both are T or multiples of
-     * KERNELS_ROW_ALIGN, so an image's attention has the same bits either
-     * way (kernels.h). */
+     * whole images on its own (solo). Any split gives the same bits
+     * (kernels.h attention_forward). */
     int split_query_rows, solo_query_rows;
     /* Position embedding of every token [T, D]: the model's rows (resampled
      * to this grid when it differs), zero for prefix tokens without one. */
@@ -34,7 +32,7 @@ struct vit_context {
     float *hidden;    /* [B*T, M] MLP hidden */
     float *cols;      /* [B*Np, C*P*P] im2col */
     float *patches;   /* [B*Np, D] patch embeddings */
-    float *scores;    /* [threads, scores_floats()] attention probabilities */
+    float *scores;    /* [threads, scores_floats()] attention scratch: packed K and V, probabilities */
     float *pooled;    /* [B, pool_stride] what the head reads, per image */
     int pool_stride;  /* floats per image in pooled: vit_config_pooled_size, 2D distilled */
     /* Quantised inputs of int8 layers and their scales, one slot per
@@ -72,12 +70,18 @@ static void mark(stage_clock *clock, vit_stage stage) {
     clock->start = now;
 }
 
-/* Scores scratch of one thread: the larger of the two query blocks x T. */
+/* Attention scratch of one thread, for the larger of the two query blocks. */
 static size_t scores_floats(const vit_context *ctx) {
-    const int T = ctx->num_tokens, solo = attention_scratch_rows(T, ctx->solo_query_rows);
-    const int split = attention_scratch_rows(T, ctx->split_query_rows);
-    return (size_t)(solo > split ? solo : split) * T;
+    const vit_config *c = &ctx->model->config;
+    const int T = ctx->num_tokens, D = c->hidden_size, H = c->num_heads;
+    const size_t solo = attention_scratch_floats(T, D, H, ctx->solo_query_rows);
+    const size_t split = attention_scratch_floats(T, D, H, ctx->split_query_rows);
+    return solo > split ? solo : split;
 }
+
+/* Query rows of an attention task when the threads share one image: enough
+ * tasks to balance them, four whole 12-row AVX-512 tiles. */
+#define SPLIT_QUERY_ROWS 48
 
 vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
                               vit_context **out, vit_error *err) {
@@ -108,11 +112,10 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     ctx->num_patches = ctx->grid_h * ctx->grid_w;
     ctx->num_tokens = c->num_prefix_tokens + ctx->num_patches;
     ctx->num_threads = omp_get_max_threads();
-    /* Shared images: blocks of 48 query rows, enough tasks to balance the
-     * threads and large enough for an efficient GEMM. Solo: whole heads
-     * (fewer, larger GEMMs) while the scores stay within 1 MiB, else the
+    /* Shared images: blocks of 48 query rows. Solo: whole heads (K and V
+     * packed once per head) while the scores stay within 1 MiB, else the
      * most whole 48-row blocks that do. */
-    const int scores_cap = 1 << 18, align = KERNELS_ROW_ALIGN;
+    const int scores_cap = 1 << 18, align = SPLIT_QUERY_ROWS;
     ctx->split_query_rows = align;
     ctx->solo_query_rows = ctx->num_tokens;
     if ((size_t)ctx->num_tokens * ctx->num_tokens > (size_t)scores_cap) {
@@ -215,6 +218,65 @@ static float *capture_slot(const vit_context *ctx, vit_capture_kind kind, int la
 
 void vit_softmax(float *values, int n) { softmax_forward(values, n); }
 
+/* *dst = weight [rows, cols] packed (NULL when weight is: an int8 layer);
+ * 0 when out of memory. */
+static int pack_linear(kernels_fmatrix **dst, const float *weight, int rows, int cols) {
+    *dst = NULL;
+    if (!weight) return 1;
+    if (!(*dst = kernels_fmatrix_create(rows, cols))) return 0;
+    kernels_fmatrix_set(*dst, 0, rows, 0, cols, weight, 1.0f);
+    return 1;
+}
+
+/* The head as vitc's GEMM runs it (vit_internal.h): with a distillation
+ * head both halves halved (exact) side by side, so one sum over [class ‖
+ * distillation] gives the mean of the heads. */
+static int pack_head(vit_model *m) {
+    const vit_config *c = &m->config;
+    const int C = c->num_classes, D = c->hidden_size;
+    if (C == 0 || !m->head_w) return 1;
+    if (!m->head_dist_w) return pack_linear(&m->head_f, m->head_w, C, vit_config_pooled_size(c));
+    m->head_f = kernels_fmatrix_create(C, 2 * D);
+    m->head_bias = malloc(sizeof(float) * (size_t)C);
+    if (!m->head_f || !m->head_bias) return 0;
+    kernels_fmatrix_set(m->head_f, 0, C, 0, D, m->head_w, 0.5f);
+    kernels_fmatrix_set(m->head_f, 0, C, D, D, m->head_dist_w, 0.5f);
+    for (int j = 0; j < C; j++) m->head_bias[j] = 0.5f * (m->head_b[j] + m->head_dist_b[j]);
+    return 1;
+}
+
+vit_status vit_model_pack(vit_model *m, vit_error *err) {
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, M = c->mlp_size;
+    int ok = pack_linear(&m->patch_f, m->patch_w, D, c->num_channels * c->patch_size * c->patch_size) &&
+             pack_head(m);
+    /* The layers side by side: packing reads and writes every weight once,
+     * most of a large model's load time. */
+#pragma omp parallel for schedule(dynamic) reduction(&& : ok)
+    for (int l = 0; l < c->num_layers; l++) {
+        vit_block *b = &m->blocks[l];
+        ok = pack_linear(&b->qkv_f, b->qkv_w, 3 * D, D) && pack_linear(&b->proj_f, b->proj_w, D, D) &&
+             pack_linear(&b->fc1_f, b->fc1_w, M, D) && pack_linear(&b->fc2_f, b->fc2_w, D, M) && ok;
+    }
+    return ok ? VIT_OK : vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
+}
+
+void vit_model_unpack(vit_model *m) {
+    kernels_fmatrix_free(m->patch_f);
+    kernels_fmatrix_free(m->head_f);
+    free(m->head_bias);
+    m->patch_f = m->head_f = NULL;
+    m->head_bias = NULL;
+    for (int l = 0; m->blocks && l < m->config.num_layers; l++) {
+        vit_block *b = &m->blocks[l];
+        kernels_fmatrix_free(b->qkv_f);
+        kernels_fmatrix_free(b->proj_f);
+        kernels_fmatrix_free(b->fc1_f);
+        kernels_fmatrix_free(b->fc2_f);
+        b->qkv_f = b->proj_f = b->fc1_f = b->fc2_f = NULL;
+    }
+}
+
 /* One run of the encoder over `count` images: the images' activations live
  * in the buffer rows of image slot `slot` onward, while captures and pooled
  * outputs go to image index `first` of the batch. */
@@ -260,8 +322,9 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
     for (int b = 0; b < job->count; b++)
         patching_im2col(images + (size_t)(job->first + b) * c->num_channels * S * S,
                         c->num_channels, S, S, c->patch_size, cols + (size_t)b * Np * K);
-    matmul_forward(patches, cols, m->patch_w, m->patch_b, job->count * Np, K, D,
-                   kernels_threading(KERNELS_INFERENCE, job->threads));
+    const kernels_epilogue bias = {.bias = m->patch_b};
+    kernels_linear(patches, D, cols, K, job->count * Np, m->patch_f, &bias,
+                   kernels_threading(KERNELS_INFERENCE, job->threads, m->isa));
 #pragma omp parallel for schedule(static) num_threads(job->threads)
     for (int row = 0; row < job->count * T; row++) {
         const int b = row / T, t = row % T;
@@ -277,32 +340,35 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
     }
 }
 
-/* out = [residual +] inp · weightᵀ + bias for the job's rows, then the
- * MLP's activation when gelu is set (GELU or QuickGELU, the model's): the
- * int8 kernels when the layer is quantised (q), else float32 (exact GELU
- * fused into the GEMM's panels). */
+/* out = [residual + [gamma *]] (inp · weightᵀ + bias) for the job's rows,
+ * with the MLP's activation (GELU or QuickGELU, the model's) when gelu is
+ * set: the int8 kernels when the layer is quantised (q), else vitc's GEMM
+ * on the packed float32 weights (f), everything after the sum in its
+ * epilogue. An int8 layer with LayerScale (gamma) writes its branch into
+ * the job's normed rows first (free then: the next norm refills them). */
 static void linear_forward(const vit_context *ctx, const encode_job *job, float *out,
-                           const float *residual, const float *inp, const float *weight,
-                           const kernels_qmatrix *q, const float *bias, int rows, int in_dim,
-                           int out_dim, int gelu, kernels_threads th) {
-    const int quick = gelu && ctx->model->config.act == VIT_ACT_QUICK_GELU;
-    if (q) {
-        void *qinp = (char *)ctx->qinp + (size_t)job->slot * ctx->qinp_slot_bytes;
-        float *scale = ctx->qscale + (size_t)job->slot * ctx->qscale_slot;
-        quantize_forward(qinp, scale, inp, rows, in_dim, q, th);
-        qmatmul_forward(out, residual, qinp, scale, q, bias, rows, th);
-        if (quick) quick_gelu_forward(out, out, (size_t)rows * out_dim, th);
-        else if (gelu) gelu_forward(out, out, (size_t)rows * out_dim, th);
-    } else if (quick) {
-        matmul_forward(out, inp, weight, bias, rows, in_dim, out_dim, th);
-        quick_gelu_forward(out, out, (size_t)rows * out_dim, th);
-    } else if (gelu) {
-        matmul_gelu_forward(out, inp, weight, bias, rows, in_dim, out_dim, th);
-    } else if (residual) {
-        residual_matmul_forward(out, residual, inp, weight, bias, rows, in_dim, out_dim, th);
-    } else {
-        matmul_forward(out, inp, weight, bias, rows, in_dim, out_dim, th);
+                           const float *residual, const float *inp, const kernels_fmatrix *f,
+                           const kernels_qmatrix *q, const float *bias, const float *gamma,
+                           int rows, int in_dim, int out_dim, int gelu, kernels_threads th) {
+    const kernels_act act = !gelu ? KERNELS_ACT_NONE
+                            : ctx->model->config.act == VIT_ACT_QUICK_GELU ? KERNELS_ACT_QUICK_GELU
+                                                                          : KERNELS_ACT_GELU;
+    if (!q) {
+        const kernels_epilogue ep = {.bias = bias, .act = act, .residual = residual, .gamma = gamma};
+        kernels_linear(out, out_dim, inp, in_dim, rows, f, &ep, th);
+        return;
     }
+    void *qinp = (char *)ctx->qinp + (size_t)job->slot * ctx->qinp_slot_bytes;
+    float *scale = ctx->qscale + (size_t)job->slot * ctx->qscale_slot;
+    float *branch = ctx->normed + (size_t)job->slot * ctx->num_tokens * ctx->model->config.hidden_size;
+    quantize_forward(qinp, scale, inp, rows, in_dim, q, th);
+    if (gamma) {
+        qmatmul_forward(branch, NULL, qinp, scale, q, bias, rows, th);
+        layer_scale_add_forward(out, branch, gamma, rows, out_dim, th);
+        return;
+    }
+    qmatmul_forward(out, residual, qinp, scale, q, bias, rows, th);
+    kernels_act_forward(out, out, (size_t)rows * out_dim, act, th);
 }
 
 /* The encoder blocks over the job's rows of ctx->x, with the threads th
@@ -328,8 +394,8 @@ static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threa
         const vit_block *blk = &m->blocks[l];
         layernorm_forward(normed, NULL, NULL, x, blk->ln1_w, blk->ln1_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
-        linear_forward(ctx, job, qkv, NULL, normed, blk->qkv_w, blk->qkv_q, blk->qkv_b, rows, D,
-                       3 * D, 0, th);
+        linear_forward(ctx, job, qkv, NULL, normed, blk->qkv_f, blk->qkv_q, blk->qkv_b, NULL, rows,
+                       D, 3 * D, 0, th);
         if (blk->q_norm_w)
             qk_norm_forward(qkv, NULL, NULL, rows, D, c->num_heads, blk->q_norm_w, blk->q_norm_b,
                             blk->k_norm_w, blk->k_norm_b, eps, th);
@@ -338,32 +404,20 @@ static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threa
         attention_forward(attn, captured_attention(ctx, job, l), qkv, job->count, T, D,
                           c->num_heads, query_rows, job->scores, th);
         mark(clock, VIT_STAGE_ATTENTION);
-        /* x += proj(attn), or with LayerScale x += ls1 * proj(attn) (the
-         * branch into normed, free until the next norm) */
-        if (blk->ls1) {
-            linear_forward(ctx, job, normed, NULL, attn, blk->proj_w, NULL, blk->proj_b, rows, D,
-                           D, 0, th);
-            layer_scale_add_forward(x, normed, blk->ls1, rows, D, th);
-        } else {
-            linear_forward(ctx, job, x, x, attn, blk->proj_w, NULL, blk->proj_b, rows, D, D, 0, th);
-        }
+        /* x += proj(attn), or with LayerScale x += ls1 * proj(attn) */
+        linear_forward(ctx, job, x, x, attn, blk->proj_f, NULL, blk->proj_b, blk->ls1, rows, D, D,
+                       0, th);
         mark(clock, VIT_STAGE_PROJECTION);
         layernorm_forward(normed, NULL, NULL, x, blk->ln2_w, blk->ln2_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
-        /* GELU on each block of fc1 as it is computed (float32: the
-         * profile's gelu stage is inside mlp fc1). */
-        linear_forward(ctx, job, hidden, NULL, normed, blk->fc1_w, blk->fc1_q, blk->fc1_b, rows, D,
-                       M, 1, th);
+        /* The activation in fc1's epilogue (float32: the profile's gelu
+         * stage is inside mlp fc1). */
+        linear_forward(ctx, job, hidden, NULL, normed, blk->fc1_f, blk->fc1_q, blk->fc1_b, NULL,
+                       rows, D, M, 1, th);
         mark(clock, VIT_STAGE_MLP_FC1);
         /* x += fc2(gelu(fc1(ln2(x)))) [times ls2] */
-        if (blk->ls2) {
-            linear_forward(ctx, job, normed, NULL, hidden, blk->fc2_w, blk->fc2_q, blk->fc2_b, rows,
-                           M, D, 0, th);
-            layer_scale_add_forward(x, normed, blk->ls2, rows, D, th);
-        } else {
-            linear_forward(ctx, job, x, x, hidden, blk->fc2_w, blk->fc2_q, blk->fc2_b, rows, M, D,
-                           0, th);
-        }
+        linear_forward(ctx, job, x, x, hidden, blk->fc2_f, blk->fc2_q, blk->fc2_b, blk->ls2, rows,
+                       M, D, 0, th);
         if (lead) capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
         mark(clock, VIT_STAGE_MLP_FC2);
     }
@@ -421,14 +475,13 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
     const vit_model *m = ctx->model;
     const vit_config *c = &m->config;
     const int D = c->hidden_size, T = ctx->num_tokens;
-    const kernels_threads th = kernels_threading(KERNELS_INFERENCE, job->threads);
+    const kernels_threads th = kernels_threading(KERNELS_INFERENCE, job->threads, m->isa);
     const float eps = c->layer_norm_eps;
     float *x = ctx->x + (size_t)job->slot * T * D;
 
     embed(ctx, job, images);
     if (m->norm_pre_w) /* CLIP's ln_pre, in place (a row-wise LayerNorm may be) */
-        layernorm_forward(x, NULL, NULL, x, m->norm_pre_w, m->norm_pre_b, job->count * T, D, eps,
-                          kernels_threading(KERNELS_INFERENCE, job->threads));
+        layernorm_forward(x, NULL, NULL, x, m->norm_pre_w, m->norm_pre_b, job->count * T, D, eps, th);
     capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, -1), 0);
     mark(&job->clock, VIT_STAGE_PATCH_EMBED);
     if (th.count > 1) {
@@ -450,32 +503,20 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
                    ctx->normed + (size_t)job->slot * T * D);
 }
 
-/* Class logits (or pooled features) of `batch` pooled rows into out. One
- * GEMM per row: OpenBLAS gives a row of a larger GEMM other bits (a batch
- * would change an image's logits), so the head never sees the batch. */
-static void head(const vit_model *m, const float *pooled, int stride, int batch, float *out) {
+/* Class logits (or pooled features) of `batch` pooled rows (stride floats
+ * apart) into out: one GEMM on the packed head, whose rows' bits do not
+ * depend on the batch. */
+static void head(const vit_model *m, const float *pooled, int stride, int batch, float *out,
+                 kernels_threads th) {
     const vit_config *c = &m->config;
-    const int D = c->hidden_size, in = vit_config_pooled_size(c);
+    const int D = c->hidden_size;
     if (c->num_classes == 0) {
         for (int b = 0; b < batch; b++)
             memcpy(out + (size_t)b * D, pooled + (size_t)b * stride, sizeof(float) * D);
         return;
     }
-    const int C = c->num_classes;
-    for (int b = 0; b < batch; b++) {
-        const float *cls = pooled + (size_t)b * stride;
-        float *logits = out + (size_t)b * C;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, C, in, 1.0f, cls, in, m->head_w, in,
-                    0.0f, logits, C);
-        if (m->head_dist_w) {
-            /* Distilled DeiT at inference: the mean of both heads (timm, HF). */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, C, D, 0.5f, cls + D, D,
-                        m->head_dist_w, D, 0.5f, logits, C);
-            for (int j = 0; j < C; j++) logits[j] += 0.5f * (m->head_b[j] + m->head_dist_b[j]);
-        } else {
-            for (int j = 0; j < C; j++) logits[j] += m->head_b[j];
-        }
-    }
+    const kernels_epilogue bias = {.bias = m->head_bias ? m->head_bias : m->head_b};
+    kernels_linear(out, c->num_classes, pooled, stride, batch, m->head_f, &bias, th);
 }
 
 vit_status vit_forward_checked(vit_context *ctx, const float *images, int batch, int channels,
@@ -504,9 +545,9 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
      * forward pass, and one image's activations stay in its core's cache.
      * Measured faster than splitting every step across threads from batch
      * 2 up (bench/README.md). Images left over run split as at batch 1.
-     * Every encode is of one image: an image's GEMMs then have the same
-     * shapes whatever the batch, and split or solo give the same bits
-     * (panels, kernels.h), so its outputs do not depend on -b or -t. */
+     * An image's bits do not depend on this (kernels.h: every element of
+     * vitc's GEMM is one fixed sum whatever the split or the rows beside
+     * it), so its outputs do not depend on -b or -t. */
     const int parallel_images = threads > 1 ? batch / threads * threads : 0;
     if (parallel_images > 0) {
 #pragma omp parallel num_threads(threads)
@@ -529,7 +570,8 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
         encode(ctx, &job, images);
         clock = job.clock;
     }
-    head(m, ctx->pooled, ctx->pool_stride, batch, out);
+    head(m, ctx->pooled, ctx->pool_stride, batch, out,
+         kernels_threading(KERNELS_INFERENCE, threads, m->isa));
     mark(&clock, VIT_STAGE_HEAD);
     return VIT_OK;
 }
@@ -555,7 +597,8 @@ vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, 
                                   c->layer_norm_eps);
         memcpy(row + D, row, sizeof(float) * D);
     }
-    head(model, normed, 2 * D, n, out);
+    head(model, normed, 2 * D, n, out,
+         kernels_threading(KERNELS_INFERENCE, omp_get_max_threads(), model->isa));
     free(normed);
     return VIT_OK;
 }
@@ -583,7 +626,8 @@ vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num
                                   c->layer_norm_eps);
         final_norm_row(model, row + D, tokens + (size_t)(prefix + i) * D);
     }
-    head(model, rows, 2 * D, n, out);
+    head(model, rows, 2 * D, n, out,
+         kernels_threading(KERNELS_INFERENCE, omp_get_max_threads(), model->isa));
     free(rows);
     return VIT_OK;
 }

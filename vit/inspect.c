@@ -3,10 +3,10 @@
  * hundred tokens) and the results must not depend on the thread count. */
 #include "vit_inspect.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "vit_rng.h"
 
 void vit_attention_row(const float *attn, int heads, int tokens, int query, int head,
@@ -50,7 +50,11 @@ void vit_attention_mean_row(const float *attn, int heads, int tokens, int first_
     for (int j = 0; j < n; j++) out[j] /= (float)queries;
 }
 
-size_t vit_rollout_scratch_size(int tokens) { return 3 * (size_t)tokens * tokens; }
+/* The head mean, then (during discard) a copy of it, later R packed for the
+ * product (kernels_matmul). */
+size_t vit_rollout_scratch_size(int tokens) {
+    return (size_t)tokens * tokens + kernels_matmul_scratch_floats(tokens, tokens);
+}
 
 /* The value of rank k (0-based) among v[0..n-1] if they were sorted; v is
  * reordered. Iterative quickselect with a median-of-three pivot. */
@@ -106,7 +110,12 @@ vit_status vit_attention_rollout(const float *const *layers, int num_layers, int
                              (double)discard);
     const int T = tokens;
     const size_t plane = (size_t)T * T;
-    float *fused = scratch, *copy = scratch + plane, *product = scratch + 2 * plane;
+    float *fused = scratch, *copy = scratch + plane, *packed = copy;
+    /* R = A R on vitc's GEMM, one thread, the CPU's best path (every path
+     * gives the same bits). */
+    kernels_isa isa;
+    if (kernels_isa_choose(NULL, &isa, err) != VIT_OK) return err->code;
+    const kernels_threads th = kernels_threading(KERNELS_INFERENCE, 1, isa);
     /* Same rounding as vit-explain's int(flat.size(-1) * discard_ratio). */
     const size_t count = (size_t)((double)plane * (double)discard);
 
@@ -127,9 +136,7 @@ vit_status vit_attention_rollout(const float *const *layers, int num_layers, int
             for (int j = 0; j < T; j++) sum += row[j] * 0.5f;
             for (int j = 0; j < T; j++) row[j] = row[j] * 0.5f / sum;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, T, T, 1.0f, fused, T, result, T,
-                    0.0f, product, T);
-        memcpy(result, product, plane * sizeof *result);
+        kernels_matmul(result, T, fused, T, T, result, T, T, T, packed, th);
     }
     return VIT_OK;
 }

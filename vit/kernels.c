@@ -9,15 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels_gemm.h"
 #include "kernels_parallel.h"
-#include "vit_math.h"
+#include "kernels_rows.h"
 
 /* OpenBLAS's own query (cblas.h declares it); OPENBLAS_OPENMP is 2. */
 #define OPENBLAS_OPENMP_BUILD 2
 
-kernels_threads kernels_threading(kernels_pass pass, int threads) {
-    kernels_threads th = {threads > 1 ? threads : 1, KERNELS_GEMM_OPENBLAS, 0};
-    if (pass == KERNELS_INFERENCE) th.gemm = KERNELS_GEMM_PANELS;
+kernels_threads kernels_threading(kernels_pass pass, int threads, kernels_isa isa) {
+    kernels_threads th = {threads > 1 ? threads : 1, KERNELS_GEMM_OPENBLAS, isa, 0};
+    if (pass == KERNELS_INFERENCE) th.gemm = KERNELS_GEMM_VITC;
     return th;
 }
 
@@ -43,50 +44,19 @@ float *kernels_alloc_floats(size_t count) {
 
 /* ------------------------------------------------------------- layernorm */
 
-/* Sum of n floats in 8 interleaved partial sums (one AVX vector), combined
- * pairwise: a fixed order for a given n, so a row's result never depends
- * on where or with what it runs, and a vector add per 8 values instead of
- * one dependent scalar add per value (a plain `sum += x[i]` loop cannot be
- * vectorised without reassociation). */
-static float sum8(const float *x, int n) {
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] += x[i + k];
-    float sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) sum += x[i];
-    return sum;
-}
-
 void layernorm_forward_row(float *out, float *mean, float *rstd, const float *inp,
                            const float *weight, const float *bias, int dim, float eps) {
-    const float m = sum8(inp, dim) / (float)dim;
-    float acc[8] = {0};
-    int i = 0;
-    for (; i + 8 <= dim; i += 8)
-        for (int k = 0; k < 8; k++) {
-            const float d = inp[i + k] - m;
-            acc[k] += d * d;
-        }
-    float var = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < dim; i++) {
-        const float d = inp[i] - m;
-        var += d * d;
-    }
-    const float s = 1.0f / sqrtf(var / (float)dim + eps);
-    for (i = 0; i < dim; i++) out[i] = (inp[i] - m) * s * weight[i] + bias[i];
-    if (mean) *mean = m;
-    if (rstd) *rstd = s;
+    rows_layernorm(out, mean, rstd, inp, weight, bias, dim, eps);
 }
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                        const float *weight, const float *bias, int rows, int dim, float eps,
                        kernels_threads th) {
+    const kernels_path *path = kernels_path_of(th.isa);
     PARALLEL_FOR(
         for (int r = 0; r < rows; r++) {
-            layernorm_forward_row(out + (size_t)r * dim, mean ? mean + r : NULL,
-                                  rstd ? rstd + r : NULL, inp + (size_t)r * dim, weight, bias,
-                                  dim, eps);
+            path->layernorm(out + (size_t)r * dim, mean ? mean + r : NULL, rstd ? rstd + r : NULL,
+                            inp + (size_t)r * dim, weight, bias, dim, eps);
         });
 }
 
@@ -119,133 +89,39 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 /* ------------------------------------------------------------- matmul */
 
-/* Where slice i of team starts: i/team of the rows, to the nearest multiple
- * of KERNELS_ROW_ALIGN (the last slice ends at rows). */
-static int row_boundary(int rows, int i, int team) {
-    if (i >= team) return rows;
-    const long exact = (long)rows * i / team;
-    const long aligned = (exact + KERNELS_ROW_ALIGN / 2) / KERNELS_ROW_ALIGN * KERNELS_ROW_ALIGN;
-    return aligned < rows ? (int)aligned : rows;
-}
-
-/* Where column panel p of KERNELS_PANELS starts: whole 16-column blocks. */
-static int panel_boundary(int out_dim, int p) {
-    if (p >= KERNELS_PANELS) return out_dim;
-    const int at = (out_dim * p / KERNELS_PANELS + 15) / 16 * 16;
-    return at < out_dim ? at : out_dim;
-}
-
-static void gemm_block(float *out, int ldo, const float *inp, const float *weight, int in_dim,
-                       int first_row, int last_row, int first_col, int last_col, float beta) {
-    if (last_row > first_row && last_col > first_col)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, last_row - first_row,
-                    last_col - first_col, in_dim, 1.0f, inp + (size_t)first_row * in_dim, in_dim,
-                    weight + (size_t)first_col * in_dim, in_dim, beta,
-                    out + (size_t)first_row * ldo + first_col, ldo);
-}
-
-static void gelu_span(float *out, const float *inp, size_t n);
-
-/* One inference GEMM with what goes before and after it, done per block
- * by whichever thread computes that block: the block of out is first set to
- * bias (+ residual) when fill is set, the GEMM accumulates onto it
- * (beta), then GELU is applied to it when gelu is set. Each element gets
- * the same operations in the same order as in separate passes (fill, GEMM,
- * GELU), so the bits do not change; what goes away are two parallel regions
- * (two fork/join barriers) and two passes over out, done instead while the
- * block is still in the core's cache. */
+/* One GEMM of training: out's block set to bias (+ residual) first when
+ * fill is set, then OpenBLAS's sgemm accumulates onto it (beta). */
 typedef struct gemm_job {
     float *out;
     int ldo;
     const float *inp, *weight;
     int rows, in_dim, out_dim;
     float beta;
-    int fill;              /* set the block to bias (+ residual) first */
+    int fill;              /* set out to bias (+ residual) first */
     const float *residual; /* NULL: none (rows ldo floats apart) */
     const float *bias;     /* NULL: zero */
-    int gelu;              /* GELU on the block afterwards */
 } gemm_job;
 
-/* Sets rows r0..r1, columns c0..c1 of out to bias (+ residual). */
-static void gemm_job_fill(const gemm_job *g, int r0, int r1, int c0, int c1) {
-    for (int r = r0; r < r1; r++) {
-        float *row = g->out + (size_t)r * g->ldo;
-        const float *res = g->residual ? g->residual + (size_t)r * g->ldo : NULL;
-        if (res && g->bias)
-            for (int j = c0; j < c1; j++) row[j] = res[j] + g->bias[j];
-        else if (res && res != row)
-            memcpy(row + c0, res + c0, sizeof(float) * (size_t)(c1 - c0));
-        else if (!res && g->bias)
-            memcpy(row + c0, g->bias + c0, sizeof(float) * (size_t)(c1 - c0));
-        else if (!res)
-            memset(row + c0, 0, sizeof(float) * (size_t)(c1 - c0));
-    }
+/* Sets row r of out to bias (+ residual). */
+static void gemm_job_fill(const gemm_job *g, int r) {
+    float *row = g->out + (size_t)r * g->ldo;
+    const float *res = g->residual ? g->residual + (size_t)r * g->ldo : NULL;
+    const int n = g->out_dim;
+    if (res && g->bias)
+        for (int j = 0; j < n; j++) row[j] = res[j] + g->bias[j];
+    else if (res && res != row)
+        memcpy(row, res, sizeof(float) * (size_t)n);
+    else if (!res && g->bias)
+        memcpy(row, g->bias, sizeof(float) * (size_t)n);
+    else if (!res)
+        memset(row, 0, sizeof(float) * (size_t)n);
 }
 
-static void gemm_job_block(const gemm_job *g, int r0, int r1, int c0, int c1) {
-    if (r1 <= r0 || c1 <= c0) return;
-    if (g->fill) gemm_job_fill(g, r0, r1, c0, c1);
-    gemm_block(g->out, g->ldo, g->inp, g->weight, g->in_dim, r0, r1, c0, c1, g->beta);
-    if (g->gelu)
-        for (int r = r0; r < r1; r++) {
-            float *row = g->out + (size_t)r * g->ldo + c0;
-            gelu_span(row, row, (size_t)(c1 - c0));
-        }
-}
-
-/* Thread id's share of a gemm_job run by a team of threads. */
-static void gemm_job_share(const gemm_job *g, int team, int id) {
-    const int p = id % KERNELS_PANELS, slice = id / KERNELS_PANELS;
-    const int slices = (team - p + KERNELS_PANELS - 1) / KERNELS_PANELS;
-    if (team < KERNELS_PANELS) {
-        /* Fewer threads than panels: thread id takes panels id, id + team, ... */
-        for (int q = id; q < KERNELS_PANELS; q += team)
-            gemm_job_block(g, 0, g->rows, panel_boundary(g->out_dim, q),
-                           panel_boundary(g->out_dim, q + 1));
-    } else {
-        gemm_job_block(g, row_boundary(g->rows, slice, slices),
-                       row_boundary(g->rows, slice + 1, slices), panel_boundary(g->out_dim, p),
-                       panel_boundary(g->out_dim, p + 1));
-    }
-}
-
-/* Runs a gemm_job as KERNELS_GEMM_PANELS says (kernels.h). */
-static void gemm_job_panels(const gemm_job *g, kernels_threads th) {
-    /* Panels: the same GEMM calls whatever the thread count, so an element
-     * never depends on it; one thread runs them one after the other. */
-    if (th.count <= 1) {
-        for (int p = 0; p < KERNELS_PANELS; p++)
-            gemm_job_block(g, 0, g->rows, panel_boundary(g->out_dim, p),
-                           panel_boundary(g->out_dim, p + 1));
-        return;
-    }
-    /* Thread id runs panel id % KERNELS_PANELS; threads beyond the panels
-     * share one by row slices on KERNELS_ROW_ALIGN boundaries, which keep
-     * every element's bits (kernels.h). Inside the parallel region
-     * OpenBLAS runs on the calling thread, so each thread's GEMM is its own. */
-    if (th.in_team) {
-        gemm_job_share(g, omp_get_num_threads(), omp_get_thread_num());
-#pragma omp barrier
-        return;
-    }
-#pragma omp parallel num_threads(th.count)
-    gemm_job_share(g, omp_get_num_threads(), omp_get_thread_num());
-}
-
-/* Training (KERNELS_GEMM_OPENBLAS): the fill as its own row loop, then one
- * OpenBLAS-threaded GEMM, then GELU. */
-static void gemm_job_openblas(const gemm_job *g, kernels_threads th) {
-    if (g->fill) PARALLEL_FOR(for (int r = 0; r < g->rows; r++) gemm_job_fill(g, r, r + 1, 0, g->out_dim););
+/* The fill as its own row loop, then one OpenBLAS-threaded GEMM. */
+static void gemm_job_run(const gemm_job *g, kernels_threads th) {
+    if (g->fill) PARALLEL_FOR(for (int r = 0; r < g->rows; r++) gemm_job_fill(g, r););
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->rows, g->out_dim, g->in_dim, 1.0f,
                 g->inp, g->in_dim, g->weight, g->in_dim, g->beta, g->out, g->ldo);
-    if (g->gelu) gelu_forward(g->out, g->out, (size_t)g->rows * g->out_dim, th);
-}
-
-static void gemm_job_run(const gemm_job *g, kernels_threads th) {
-    if (th.gemm == KERNELS_GEMM_OPENBLAS)
-        gemm_job_openblas(g, th);
-    else
-        gemm_job_panels(g, th);
 }
 
 void matmul_gemm(float *out, int ldo, const float *inp, const float *weight, int rows,
@@ -260,14 +136,6 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
     const gemm_job g = {.out = out, .ldo = out_dim, .inp = inp, .weight = weight, .rows = rows,
                         .in_dim = in_dim, .out_dim = out_dim, .beta = 1.0f, .fill = 1,
                         .bias = bias};
-    gemm_job_run(&g, th);
-}
-
-void matmul_gelu_forward(float *out, const float *inp, const float *weight, const float *bias,
-                         int rows, int in_dim, int out_dim, kernels_threads th) {
-    const gemm_job g = {.out = out, .ldo = out_dim, .inp = inp, .weight = weight, .rows = rows,
-                        .in_dim = in_dim, .out_dim = out_dim, .beta = 1.0f, .fill = 1,
-                        .bias = bias, .gelu = 1};
     gemm_job_run(&g, th);
 }
 
@@ -295,28 +163,9 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
 
 /* ------------------------------------------------------------- gelu */
 
-#define INV_SQRT2 0.70710678118654752f
-#define INV_SQRT_2PI 0.39894228040143268f
-
-static void gelu_span(float *out, const float *inp, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + fast_erff(inp[i] * INV_SQRT2));
-}
 
 void gelu_forward(float *out, const float *inp, size_t n, kernels_threads th) {
-    PARALLEL_FOR(
-        for (size_t i = 0; i < n; i++) {
-            out[i] = 0.5f * inp[i] * (1.0f + fast_erff(inp[i] * INV_SQRT2));
-        });
-}
-
-void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
-                   kernels_threads th) {
-    PARALLEL_FOR(
-        for (size_t i = 0; i < n; i++) {
-            const float h = inp[i];
-            dinp[i] = dout[i] * (0.5f * (1.0f + fast_erff(h * INV_SQRT2)) +
-                                 h * INV_SQRT_2PI * fast_expf(-0.5f * h * h));
-        });
+    kernels_act_forward(out, inp, n, KERNELS_ACT_GELU, th);
 }
 
 void quick_gelu_forward(float *out, const float *inp, size_t n, kernels_threads th) {
@@ -435,53 +284,48 @@ void qk_norm_backward(float *dqkv, float *dqw, float *dqb, float *dkw, float *dk
 
 /* ------------------------------------------------------------- attention */
 
-void softmax_forward(float *values, int n) {
-    /* Max and sum in 8 lanes (sum8), the exponentials in their own loop so
-     * that it vectorises. */
-    float lanes[8];
-    for (int k = 0; k < 8; k++) lanes[k] = values[0];
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) lanes[k] = values[i + k] > lanes[k] ? values[i + k] : lanes[k];
-    float max = lanes[0];
-    for (int k = 1; k < 8; k++) max = lanes[k] > max ? lanes[k] : max;
-    for (; i < n; i++) max = values[i] > max ? values[i] : max;
-    for (i = 0; i < n; i++) values[i] = fast_expf(values[i] - max);
-    const float inv = 1.0f / sum8(values, n);
-    for (i = 0; i < n; i++) values[i] *= inv;
+void softmax_forward(float *values, int n) { rows_softmax(values, n); }
+
+/* The rows of the largest task of a head split in blocks of block_rows:
+ * the last block also takes the T % block_rows rows after it. */
+static int attention_block_rows(int T, int block_rows) {
+    if (block_rows >= T) return T;
+    const int last = T - (T / block_rows - 1) * block_rows;
+    return last > block_rows ? last : block_rows;
 }
 
-int attention_scratch_rows(int T, int block_rows) {
-    if (block_rows >= T) return T;
-    const int last = T - (T / block_rows - 1) * block_rows; /* the last block's rows */
-    return last > block_rows ? last : block_rows;
+size_t attention_scratch_floats(int T, int D, int heads, int block_rows) {
+    const size_t floats = attention_pack_floats(T, D / heads) + (size_t)attention_block_rows(T, block_rows) * T;
+    return (floats + 15) / 16 * 16; /* every thread's part 64-byte aligned */
+}
+
+/* Training: one head per task on OpenBLAS, the probabilities into att. */
+static void attention_forward_blas(float *out, float *att, const float *qkv, int batch, int T,
+                                   int D, int heads, kernels_threads th) {
+    const int H = heads, dh = D / H;
+    const float scale = 1.0f / sqrtf((float)dh);
+    PARALLEL_FOR(
+        for (int task = 0; task < batch * H; task++) {
+            const int b = task / H, h = task % H;
+            float *scores = att + (size_t)task * T * T;
+            const float *q = qkv + (size_t)b * T * 3 * D + (size_t)h * dh;
+            const float *k = q + D, *v = q + 2 * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, scale, q, 3 * D, k, 3 * D,
+                        0.0f, scores, T);
+            for (int i = 0; i < T; i++) kernels_path_of(th.isa)->softmax(scores + (size_t)i * T, T);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, 1.0f, scores, T, v,
+                        3 * D, 0.0f, out + (size_t)b * T * D + (size_t)h * dh, D);
+        });
 }
 
 void attention_forward(float *out, float *att, const float *qkv, int batch, int T, int D,
                        int heads, int block_rows, float *scratch, kernels_threads th) {
-    const int H = heads, dh = D / H;
-    if (block_rows > T) block_rows = T;
-    /* The rows left after the last whole block join it (197 tokens in 48-row
-     * blocks: 48, 48, 48, 53), rather than making a task of their own that
-     * would pack all of K and V for a few queries. Blocks still start on
-     * multiples of block_rows, which is what keeps the bits (kernels.h). */
-    const int blocks = T / block_rows, slot_rows = attention_scratch_rows(T, block_rows);
-    const float scale = 1.0f / sqrtf((float)dh);
-    /* Dynamic: the last block of a head is longer. */
-    PARALLEL_FOR_DYNAMIC(
-        for (int task = 0; task < batch * H * blocks; task++) {
-            const int b = task / (H * blocks), h = task / blocks % H, first = task % blocks * block_rows;
-            const int rows = task % blocks == blocks - 1 ? T - first : block_rows;
-            float *scores = att ? att + (((size_t)b * H + h) * T + first) * T
-                                : scratch + (size_t)scratch_slot(th) * slot_rows * T;
-            const float *q = qkv + ((size_t)b * T + first) * 3 * D + (size_t)h * dh;
-            const float *k = qkv + (size_t)b * T * 3 * D + D + (size_t)h * dh, *v = k + D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, T, dh, scale, q, 3 * D, k, 3 * D,
-                        0.0f, scores, T);
-            for (int i = 0; i < rows; i++) softmax_forward(scores + (size_t)i * T, T);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, T, 1.0f, scores, T, v,
-                        3 * D, 0.0f, out + ((size_t)b * T + first) * D + (size_t)h * dh, D);
-        });
+    if (th.gemm == KERNELS_GEMM_OPENBLAS) {
+        attention_forward_blas(out, att, qkv, batch, T, D, heads, th);
+        return;
+    }
+    attention_forward_vitc(out, att, qkv, batch, T, D, heads, block_rows, scratch,
+                           attention_scratch_floats(T, D, heads, block_rows), th);
 }
 
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,

@@ -28,57 +28,71 @@
 
 #include "vit_error.h"
 
-/* How a kernel's GEMMs use the threads. */
+/* The instruction-set paths, chosen at run time, one for every dtype: each
+ * names an fp32 path (GEMM micro-kernels, LayerNorm, softmax, GELU) and an
+ * int8 one. Every path gives the same bits: the fp32 GEMM sums each output
+ * over K in one fixed chain of fused multiply-adds (fmaf in C) and every
+ * reduction over 16 lane partials in one fixed tree whatever the vector
+ * width; int8 sums are exact and its float steps run in the same order,
+ * without fused multiply-adds, in every path. */
+typedef enum kernels_isa {
+    KERNELS_ISA_GENERIC, /* portable C, any CPU */
+    /* AVX2 + FMA: fp32 6 x 16 FMA tiles; int8 vpmaddwd on int16 pairs */
+    KERNELS_ISA_AVX2,
+    /* AVX-512F: fp32 12 x 32 FMA tiles; int8 as avx2 (no VNNI needed) */
+    KERNELS_ISA_AVX512,
+    /* AVX-512F + VNNI: fp32 as avx512; int8 vpdpbusd on u8 x s8 quads */
+    KERNELS_ISA_AVX512_VNNI,
+    /* The VNNI path's int8 data layout (u8 activations, s8 quads, column
+     * sums) run by plain C, fp32 generic: tests check that layout on CPUs
+     * without VNNI. */
+    KERNELS_ISA_VNNI_REFERENCE,
+    KERNELS_ISA_COUNT
+} kernels_isa;
+
+/* How a kernel's GEMMs run. */
 typedef enum kernels_gemm_mode {
-    /* The GEMM is always run as KERNELS_PANELS single-threaded GEMMs over
-     * fixed column panels (a function of the output width only), one after
-     * the other on one thread or one panel per thread; more threads than
-     * panels split a panel's rows on KERNELS_ROW_ALIGN boundaries. Every
-     * element thus gets the same bits whatever the thread count. */
-    KERNELS_GEMM_PANELS,
-    /* One GEMM call from the calling thread; OpenBLAS threads it itself. */
+    /* vitc's own GEMM (kernels_linear, attention_forward): weights packed
+     * once at load, every output element summed over K in one fixed chain,
+     * output panels split statically over the threads. An element's bits
+     * depend on nothing but its inputs: not on the thread count, the batch,
+     * the instruction-set path or OpenBLAS. Inference. */
+    KERNELS_GEMM_VITC,
+    /* OpenBLAS's sgemm, which threads itself (training; its split is fixed
+     * for a given thread count, so training stays deterministic). */
     KERNELS_GEMM_OPENBLAS,
 } kernels_gemm_mode;
 
 typedef struct kernels_threads {
     int count; /* OpenMP threads for row-wise loops and GEMM panels */
     kernels_gemm_mode gemm;
+    kernels_isa isa; /* the path of vitc's own kernels (every path: the same bits) */
     /* Set when every one of the count threads of an enclosing OpenMP
      * parallel region calls the kernel (inference, one image over all
      * threads): the kernel then shares its work with orphaned worksharing
      * (omp for, the panel split by thread number) and ends with a barrier,
      * opening no region of its own. One region per image instead of one or
      * two per kernel: a barrier per step instead of a fork and a join.
-     * Same split of the work, same bits. KERNELS_GEMM_PANELS only. */
+     * Same split of the work, same bits. KERNELS_GEMM_VITC only. */
     int in_team;
 } kernels_threads;
-
-/* Row slices that start on a multiple of this many rows of one GEMM give
- * every element the same bits as that GEMM run whole: OpenBLAS's sgemm
- * walks the rows (its N, as we call it row-major with Wᵀ) in fixed groups
- * of micro-kernel tiles, and an element's arithmetic depends on where its
- * row falls in them. Column slices or a GEMM over more rows (a batch) do
- * change it (measured, OpenBLAS 0.3.21 Haswell/Zen kernels: 48-row
- * boundaries gave no differing bit over T = 5..785 and all ViT shapes,
- * column slices on 16-column panels, or rows shifted by one, did). */
-#define KERNELS_ROW_ALIGN 48
-
-/* Column panels of an inference GEMM (KERNELS_GEMM_PANELS): two, so that
- * one image on two threads keeps the speed of column slices (each thread
- * packs half the weights), while a thread running whole images pays only
- * one more packing of its activations per GEMM. No column split of one
- * GEMM gives its bits (measured), hence panels even on one thread. */
-#define KERNELS_PANELS 2
 
 /* Who runs the kernels: inference (forward.c) or training (train.c). */
 typedef enum kernels_pass { KERNELS_INFERENCE, KERNELS_TRAINING } kernels_pass;
 
-/* The one decision on GEMM threading. Inference (a few hundred rows per
- * image) runs panels, measured faster than OpenBLAS's own threading at
- * 197 rows, and the same bits whatever the thread count; training
- * (thousands of rows per batch, plus the transposed backward GEMMs) lets OpenBLAS thread, whose split is fixed for a given
- * thread count, so training stays deterministic. */
-kernels_threads kernels_threading(kernels_pass pass, int threads);
+/* The one decision on GEMM threading: inference runs vitc's own GEMM on
+ * path isa; training (thousands of rows per batch, plus the transposed
+ * backward GEMMs) lets OpenBLAS thread its GEMMs, and runs its other
+ * kernels on path isa. */
+kernels_threads kernels_threading(kernels_pass pass, int threads, kernels_isa isa);
+
+/* An activation, after a GEMM's sum (kernels_epilogue) or on its own
+ * (kernels_act_forward). */
+typedef enum kernels_act {
+    KERNELS_ACT_NONE,
+    KERNELS_ACT_GELU,       /* exact (erf) GELU */
+    KERNELS_ACT_QUICK_GELU, /* x * sigmoid(1.702 x) */
+} kernels_act;
 
 /* VIT_OK when the OpenBLAS linked in is its OpenMP build: the threading
  * above relies on OpenBLAS running single-threaded when called inside an
@@ -109,8 +123,9 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *rstd, int rows, int dim, size_t stride, float *scratch,
                         const float *ones, kernels_threads th);
 
-/* out[r, j] = (inp · weightᵀ)[r, j] + beta · out[r, j], out's rows ldo
- * floats apart: the GEMM itself, threaded as th says. */
+/* The GEMMs of training, on OpenBLAS (KERNELS_GEMM_OPENBLAS; inference
+ * runs kernels_linear): out[r, j] = (inp · weightᵀ)[r, j] + beta ·
+ * out[r, j], out's rows ldo floats apart. */
 void matmul_gemm(float *out, int ldo, const float *inp, const float *weight, int rows,
                  int in_dim, int out_dim, float beta, kernels_threads th);
 
@@ -119,12 +134,6 @@ void matmul_gemm(float *out, int ldo, const float *inp, const float *weight, int
  * onto it (beta = 1), which OpenBLAS runs without another pass over out. */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int rows, int in_dim, int out_dim, kernels_threads th);
-
-/* out = GELU(inp · weightᵀ + bias): matmul_forward then gelu_forward with
- * the same bits, GELU applied to each block of out by the thread that just
- * computed it (one parallel region, one pass over out fewer). */
-void matmul_gelu_forward(float *out, const float *inp, const float *weight, const float *bias,
-                         int rows, int in_dim, int out_dim, kernels_threads th);
 
 /* out = residual + (inp · weightᵀ + bias): a sublayer's projection added
  * to the residual stream (out may be residual: x += proj(attn)). Summed as
@@ -141,11 +150,17 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
                      const float *inp, const float *weight, const float *ones, int rows,
                      int in_dim, int out_dim);
 
-/* Exact (erf) GELU, as torch.nn.GELU() and HF's "gelu"; out may be inp. */
+/* out = act(inp) over n floats on path th.isa (inference: after the int8
+ * GEMM, whose epilogue has no activation); out may be inp. */
+void kernels_act_forward(float *out, const float *inp, size_t n, kernels_act act,
+                         kernels_threads th);
+
+/* Exact (erf) GELU, as torch.nn.GELU() and HF's "gelu" (kernels_act_forward
+ * with KERNELS_ACT_GELU); out may be inp. */
 void gelu_forward(float *out, const float *inp, size_t n, kernels_threads th);
 
-/* dinp = dout · GELU'(inp) = dout · (Phi(inp) + inp phi(inp)); dinp may be
- * dout. */
+/* dinp = dout · GELU'(inp) = dout · (Phi(inp) + inp phi(inp)) on path
+ * th.isa, with the forward's erf and exp; dinp may be dout. */
 void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n,
                    kernels_threads th);
 
@@ -194,12 +209,14 @@ void qk_norm_backward(float *dqkv, float *dqw, float *dqb, float *dkw, float *dk
 /* Multi-head self-attention of batch images of T tokens: qkv [batch*T, 3D]
  * (q; k; v, heads contiguous inside each) into out [batch*T, D]. A task is
  * block_rows query rows of one head of one image, the last block of a head
- * also taking the T % block_rows rows after it (T: whole heads; a multiple
- * of KERNELS_ROW_ALIGN gives the bits of whole heads). att, when not NULL,
+ * also taking the T % block_rows rows after it. att, when not NULL,
  * receives the probabilities [batch, heads, T, T] (kept for the backward
- * pass, or captured); when NULL each thread uses its part of scratch
- * (attention_scratch_rows(T, block_rows) * T floats per thread). */
-int attention_scratch_rows(int T, int block_rows);
+ * pass, or captured). Inference (KERNELS_GEMM_VITC) runs both products on
+ * vitc's GEMM, each thread packing the head's K and V into its part of
+ * scratch (attention_scratch_floats each), and gives every element the
+ * same bits whatever block_rows, th and the path; training
+ * (KERNELS_GEMM_OPENBLAS) runs them on OpenBLAS and needs att. */
+size_t attention_scratch_floats(int T, int D, int heads, int block_rows);
 void attention_forward(float *out, float *att, const float *qkv, int batch, int T, int D,
                        int heads, int block_rows, float *scratch, kernels_threads th);
 
@@ -211,24 +228,14 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
                         const float *att, int batch, int T, int D, int heads,
                         kernels_threads th);
 
-/* ------------------------------------------------------------------ int8 */
+/* ------------------------------------------------------- paths, int8 */
 
-/* The instruction-set paths of the int8 kernels, chosen at run time. All
- * paths give the same bits: integer sums are exact, and the float steps
- * (one multiply-add per group of 32, the epilogue) run in the same order
- * without fused multiply-adds in every path. */
-typedef enum kernels_isa {
-    KERNELS_ISA_GENERIC,     /* portable C, any CPU */
-    KERNELS_ISA_AVX2,        /* vpmaddwd on int16 pairs (AVX2) */
-    KERNELS_ISA_AVX512_VNNI, /* vpdpbusd on u8 x s8 quads (AVX-512 VNNI) */
-    /* The VNNI path's data layout (u8 activations, s8 quads, column sums)
-     * run by plain C: tests check that layout on CPUs without VNNI. */
-    KERNELS_ISA_VNNI_REFERENCE,
-    KERNELS_ISA_COUNT
-} kernels_isa;
-
-/* "generic", "avx2", "avx512vnni", "vnni-reference". */
+/* "generic", "avx2", "avx512", "avx512vnni", "vnni-reference". */
 const char *kernels_isa_name(kernels_isa isa);
+
+/* The path whose int8 kernels path isa runs: avx512 (AVX-512F without
+ * VNNI) runs avx2's, every other path its own. */
+kernels_isa kernels_isa_int8(kernels_isa isa);
 
 /* Nonzero when this CPU (and OS) can run isa. */
 int kernels_isa_supported(kernels_isa isa);
@@ -241,7 +248,7 @@ vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *e
 
 /* An int8 weight matrix [rows, cols] (a Linear layer's weight, rows = its
  * outputs) with one float scale per group of `group` weights along a row,
- * packed for one path. Opaque. */
+ * packed for the int8 kernels of one path. Opaque. */
 typedef struct kernels_qmatrix kernels_qmatrix;
 
 /* An empty (zero) packed matrix, or NULL when out of memory or the
@@ -257,6 +264,7 @@ void kernels_qmatrix_set_rows(kernels_qmatrix *w, int first_row, int count,
  * an int8 file). */
 void kernels_qmatrix_to_f32(const kernels_qmatrix *w, float *dst);
 
+/* The int8 kernels it runs on: avx512's are avx2's, the others' their own. */
 kernels_isa kernels_qmatrix_isa(const kernels_qmatrix *w);
 size_t kernels_qmatrix_bytes(const kernels_qmatrix *w);
 void kernels_qmatrix_free(kernels_qmatrix *w);
@@ -289,5 +297,61 @@ void quantize_forward(void *qinp, float *inp_scale, const float *inp, int rows, 
 void qmatmul_forward(float *out, const float *residual, const void *qinp,
                      const float *inp_scale, const kernels_qmatrix *weight, const float *bias,
                      int rows, kernels_threads th);
+
+/* ------------------------------------------------------------ fp32 GEMM */
+
+/* A float32 weight matrix [rows, cols] (a Linear layer's weight, rows = its
+ * outputs), packed once for vitc's GEMM: column panels of 16 outputs,
+ * [rows / 16][cols][16] floats, rows padded with zero outputs. One layout
+ * for every path. Opaque. */
+typedef struct kernels_fmatrix kernels_fmatrix;
+
+/* An empty (zero) packed matrix, or NULL when out of memory or the
+ * arguments are not positive. */
+kernels_fmatrix *kernels_fmatrix_create(int rows, int cols);
+
+/* Fills rows first_row .. first_row + count - 1 of columns first_col ..
+ * first_col + width - 1 from values [count, width] (row stride width),
+ * each times scale (1, or a power of two: exact). */
+void kernels_fmatrix_set(kernels_fmatrix *w, int first_row, int count, int first_col, int width,
+                         const float *values, float scale);
+
+int kernels_fmatrix_rows(const kernels_fmatrix *w);
+int kernels_fmatrix_cols(const kernels_fmatrix *w);
+size_t kernels_fmatrix_bytes(const kernels_fmatrix *w);
+void kernels_fmatrix_free(kernels_fmatrix *w);
+
+/* out[r, j] from the sum s = inp[r, 0] w[j, 0] + ... over k in order (a
+ * chain of fused multiply-adds from 0), in this order, each step rounded:
+ *   v = s * scale (when scaled), v = v + bias[j] (when bias),
+ *   v = act(v), then out = residual[r, j] + v, or with LayerScale
+ *   out = residual[r, j] + gamma[j] * v (when residual).
+ * act and residual are not combined. residual has out's row stride and may
+ * be out itself. */
+typedef struct kernels_epilogue {
+    const float *bias;     /* [cols of out] or NULL */
+    int scaled;            /* multiply by scale first */
+    float scale;
+    kernels_act act;
+    const float *residual; /* NULL: none */
+    const float *gamma;    /* LayerScale [cols of out] or NULL (residual only) */
+} kernels_epilogue;
+
+/* out [rows, w rows] (row stride ldo) = the epilogue of inp [rows, w cols]
+ * (row stride lda) times wᵀ, on path th.isa; the output panels are split
+ * statically over th's threads. Each element's bits depend on its inputs
+ * alone. ep NULL: a plain product. */
+void kernels_linear(float *out, int ldo, const float *inp, int lda, int rows,
+                    const kernels_fmatrix *w, const kernels_epilogue *ep, kernels_threads th);
+
+/* out [rows, N] (row stride ldo) = a [rows, K] (row stride lda) · b [K, N]
+ * (row-major, row stride ldb) by the same GEMM, b packed first into scratch
+ * (kernels_matmul_scratch_floats(K, N) floats) by the calling thread, so not
+ * from inside a team (th.in_team 0); out may be b (packed before out is
+ * written), not a or scratch. The same bits as kernels_linear with b's
+ * transpose as weights. */
+size_t kernels_matmul_scratch_floats(int K, int N);
+void kernels_matmul(float *out, int ldo, const float *a, int lda, int rows, const float *b, int ldb,
+                    int K, int N, float *scratch, kernels_threads th);
 
 #endif

@@ -12,8 +12,8 @@
 
 #include "kernels_parallel.h"
 
-static const char *const ISA_NAMES[KERNELS_ISA_COUNT] = {"generic", "avx2", "avx512vnni",
-                                                         "vnni-reference"};
+static const char *const ISA_NAMES[KERNELS_ISA_COUNT] = {"generic", "avx2", "avx512",
+                                                         "avx512vnni", "vnni-reference"};
 
 const char *kernels_isa_name(kernels_isa isa) {
     return (unsigned)isa < KERNELS_ISA_COUNT ? ISA_NAMES[isa] : "?";
@@ -24,10 +24,13 @@ int kernels_isa_supported(kernels_isa isa) {
     case KERNELS_ISA_GENERIC:
     case KERNELS_ISA_VNNI_REFERENCE: return 1;
 #if defined(__x86_64__) || defined(__i386__)
-    /* __builtin_cpu_supports also checks the OS saves the vector state. */
-    case KERNELS_ISA_AVX2: return __builtin_cpu_supports("avx2");
+    /* __builtin_cpu_supports also checks the OS saves the vector state.
+     * Every path above generic runs fp32 FMA tiles (kernels_gemm.h). */
+    case KERNELS_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case KERNELS_ISA_AVX512:
+        return kernels_isa_supported(KERNELS_ISA_AVX2) && __builtin_cpu_supports("avx512f");
     case KERNELS_ISA_AVX512_VNNI:
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        return kernels_isa_supported(KERNELS_ISA_AVX512) && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vnni");
 #endif
     default: return 0;
@@ -37,6 +40,7 @@ int kernels_isa_supported(kernels_isa isa) {
 vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *err) {
     if (!forced || !*forced || strcmp(forced, "auto") == 0) {
         *isa = kernels_isa_supported(KERNELS_ISA_AVX512_VNNI) ? KERNELS_ISA_AVX512_VNNI
+               : kernels_isa_supported(KERNELS_ISA_AVX512)    ? KERNELS_ISA_AVX512
                : kernels_isa_supported(KERNELS_ISA_AVX2)      ? KERNELS_ISA_AVX2
                                                               : KERNELS_ISA_GENERIC;
         return VIT_OK;
@@ -57,8 +61,13 @@ vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *e
             return vit_error_set(err, VIT_E_UNSUPPORTED,
                                  "VITC_ISA=%s: this CPU cannot run it (it runs: %s)", forced, have);
     return vit_error_set(err, VIT_E_UNSUPPORTED,
-                         "VITC_ISA=%.40s: unknown (auto, generic, avx2, avx512vnni, vnni-reference)",
+                         "VITC_ISA=%.40s: unknown (auto, generic, avx2, avx512, avx512vnni, "
+                         "vnni-reference)",
                          forced);
+}
+
+kernels_isa kernels_isa_int8(kernels_isa isa) {
+    return isa == KERNELS_ISA_AVX512 ? KERNELS_ISA_AVX2 : isa;
 }
 
 static int quad_layout(kernels_isa isa) {
@@ -81,7 +90,7 @@ kernels_qmatrix *kernels_qmatrix_create(int rows, int cols, int group, kernels_i
         return NULL;
     kernels_qmatrix *w = calloc(1, sizeof *w);
     if (!w) return NULL;
-    w->isa = isa;
+    w->isa = kernels_isa_int8(isa);
     w->rows = rows;
     w->cols = cols;
     w->group = group;
@@ -306,8 +315,9 @@ void qpanel_vnni_reference(float *out, int ldo, const float *residual, const voi
     }
 }
 
+/* By int8 path (kernels_isa_int8: never KERNELS_ISA_AVX512, whose slot is avx2's). */
 static qpanel_kernel *const PANEL_KERNELS[KERNELS_ISA_COUNT] = {
-    qpanel_generic, qpanel_avx2, qpanel_avx512_vnni, qpanel_vnni_reference};
+    qpanel_generic, qpanel_avx2, qpanel_avx2, qpanel_avx512_vnni, qpanel_vnni_reference};
 
 void qmatmul_forward(float *out, const float *residual, const void *qinp,
                      const float *inp_scale, const kernels_qmatrix *weight, const float *bias,

@@ -1429,6 +1429,7 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
     }
     if (status == VIT_OK) status = take_all(m, err);
     if (status == VIT_OK) status = check_unused(m, options && options->allow_unused, err);
+    if (status == VIT_OK) status = vit_model_pack(m, err);
     if (status == VIT_OK) status = settle_labels_and_recipe(m, chosen, json, options, err);
     if (status == VIT_OK) status = check_neighbours(m, texts, options, err);
     if (status == VIT_OK) {
@@ -1516,6 +1517,7 @@ void vit_model_free(vit_model *m) {
     if (!m) return;
     for (size_t i = 0; i < m->num_owned; i++) free(m->owned[i]);
     free(m->owned);
+    vit_model_unpack(m);
     if (m->labels)
         for (int i = 0; i < m->num_labels; i++) free(m->labels[i]);
     free(m->labels);
@@ -1589,8 +1591,10 @@ int vit_model_int8_groups(const vit_model *m) {
 }
 
 const char *vit_model_int8_kernels(const vit_model *m) {
-    return vit_model_int8_groups(m) ? kernels_isa_name(m->isa) : NULL;
+    return vit_model_int8_groups(m) ? kernels_isa_name(kernels_isa_int8(m->isa)) : NULL;
 }
+
+const char *vit_model_kernels(const vit_model *m) { return kernels_isa_name(m->isa); }
 int vit_model_num_labels(const vit_model *m) { return m->num_labels; }
 const char *vit_model_labels_source(const vit_model *m) { return m->labels_source; }
 

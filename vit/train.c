@@ -303,6 +303,8 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
         return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..65536", max_batch);
     vit_status s = check_trainable(c, err);
     if (s != VIT_OK) return s;
+    kernels_isa isa; /* for the kernels other than OpenBLAS's GEMMs */
+    if ((s = kernels_isa_choose(getenv("VITC_ISA"), &isa, err)) != VIT_OK) return s;
     vit_train_model *m = calloc(1, sizeof *m);
     if (!m) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     m->config = *c;
@@ -321,7 +323,7 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     m->config.no_embed_class = m->prefix > 0 && m->pos_prefix == 0;
     m->config.pos_embed_grid = m->grid;
     m->patch_dim = c->num_channels * c->patch_size * c->patch_size;
-    m->threads = kernels_threading(KERNELS_TRAINING, omp_get_max_threads());
+    m->threads = kernels_threading(KERNELS_TRAINING, omp_get_max_threads(), isa);
     m->tensors = calloc((size_t)c->num_layers * 18 + 16, sizeof *m->tensors);
     m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks);
     if (!m->tensors || !m->blocks) {

@@ -112,9 +112,10 @@ typedef struct vit_load_options {
      * vit_context_create with it, as --size does), 0: the model's own. The
      * preprocessing recipe is checked to make images of this size. */
     int input_size;
-    /* The int8 kernels' instruction-set path: "auto", "generic", "avx2",
-     * "avx512vnni" (kernels.h). NULL: the VITC_ISA environment variable,
-     * else auto. A path the CPU cannot run is refused at load. */
+    /* The kernels' instruction-set path, for every dtype: "auto",
+     * "generic", "avx2", "avx512", "avx512vnni" (vit/kernels.h; all give
+     * the same bits). NULL: the VITC_ISA environment variable, else auto.
+     * A path the CPU cannot run is refused at load. */
     const char *isa;
     /* Load a checkpoint holding tensors the forward pass does not use
      * (refused otherwise, the unused ones named; a short list known to be
@@ -184,8 +185,14 @@ const char *vit_model_weights_path(const vit_model *model);
 size_t vit_model_param_count(const vit_model *model);
 const char *vit_model_dtypes(const vit_model *model);
 
-/* The instruction-set path its int8 layers run on ("avx2", "generic",
- * "avx512vnni"), or NULL when every layer is float. */
+/* The instruction-set path the model runs on, every dtype ("generic",
+ * "avx2", "avx512", "avx512vnni": vit_load_options.isa). Every path gives
+ * the same bits. */
+const char *vit_model_kernels(const vit_model *model);
+
+/* The path of the int8 kernels its int8 layers run on ("generic", "avx2",
+ * "avx512vnni"; avx512 without VNNI runs avx2's), or NULL when every layer
+ * is float. */
 const char *vit_model_int8_kernels(const vit_model *model);
 
 /* Class labels: the count (0 when the checkpoint has none) and the label of

@@ -39,7 +39,8 @@ void vit_attention_row(const float *attn, int heads, int tokens, int query, int 
 void vit_attention_mean_row(const float *attn, int heads, int tokens, int first_query, int head,
                             int first_key, float *out);
 
-/* Floats of scratch space vit_attention_rollout needs for T tokens (3 T^2). */
+/* Floats of scratch space vit_attention_rollout needs for T tokens (T^2 +
+ * T x T rounded up to a multiple of 16: at least 3 T^2 for T >= 15). */
 size_t vit_rollout_scratch_size(int tokens);
 
 /* Attention rollout (Abnar & Zuidema 2020) through num_layers layers, in

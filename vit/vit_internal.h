@@ -22,6 +22,9 @@ typedef struct vit_block {
      * (their float weight pointer is then NULL); NULL: float. The attention
      * output projection is always float32 (model.c says why). */
     kernels_qmatrix *qkv_q, *fc1_q, *fc2_q;
+    /* The float32 ones packed for vitc's GEMM at load (vit_model_pack);
+     * NULL where the layer is int8. */
+    kernels_fmatrix *qkv_f, *proj_f, *fc1_f, *fc2_f;
     const float *ls1, *ls2;             /* [D] LayerScale; NULL without */
     const float *q_norm_w, *q_norm_b;   /* [D/H] qk-norm; NULL without */
     const float *k_norm_w, *k_norm_b;
@@ -42,6 +45,12 @@ struct vit_model {
     const float *fc_norm_w, *fc_norm_b;  /* NULL unless fc_norm */
     const float *head_w, *head_b;           /* [classes, D]; NULL without a head */
     const float *head_dist_w, *head_dist_b; /* distilled DeiT only */
+    /* Packed at load (vit_model_pack): the patch embedding [D, C*P*P], and
+     * the head (NULL without one): [classes, pooled] or, with a
+     * distillation head, both heads as one [classes, 2D] = [W | W_dist] / 2
+     * with head_bias = (b + b_dist) / 2, the mean of the two heads. */
+    kernels_fmatrix *patch_f, *head_f;
+    float *head_bias;
 
     /* Buffers for tensors that could not be used in place (converted from
      * F16/BF16, or Q/K/V concatenated). */
@@ -54,7 +63,7 @@ struct vit_model {
 
     int library_antialias; /* how the checkpoint's library resamples position
                               embeddings (VIT_POS_RESAMPLE_AUTO) */
-    kernels_isa isa; /* the int8 kernels' path (VITC_ISA or the CPU's best) */
+    kernels_isa isa; /* the kernels' path, every dtype (VITC_ISA or the CPU's best) */
 
     data_preprocess preprocess;
     /* The config and preprocessing texts the model was loaded with (NULL:
@@ -67,6 +76,12 @@ struct vit_model {
     /* Per tensor of the file (weights_at order): used by the forward pass. */
     unsigned char *used;
 };
+
+/* Packs the model's float32 linear layers for vitc's GEMM (the *_f
+ * fields, forward.c); VIT_E_NOMEM when out of memory. Called once at load;
+ * vit_model_unpack frees them (NULL fields allowed). */
+vit_status vit_model_pack(vit_model *m, vit_error *err);
+void vit_model_unpack(vit_model *m);
 
 /* The most input-scale groups (kernels_qmatrix_groups) of any of the
  * model's int8 layers; 0 when every layer is float. */

@@ -1,0 +1,219 @@
+/* vitc's fp32 GEMM for AVX2 + FMA (kernels_gemm.h): tiles of 6 rows x 16
+ * columns (one packed panel, two ymm) in 12 accumulators, each step one
+ * broadcast of an input and two FMAs per row. Compiled for AVX2 + FMA
+ * (AVX2_FN), called only when the CPU has both; each element's chain is
+ * that of the C path, fma for fmaf. */
+#if defined(__x86_64__) || defined(__i386__)
+/* Every function here is compiled for the instruction set (gcc and clang
+ * alike; clang ignores gcc's target pragma). */
+#define AVX2_FN __attribute__((target("avx2,fma")))
+
+#include <immintrin.h>
+
+#include "kernels_gemm.h"
+#include "kernels_rows.h"
+
+#define MR 6 /* rows of a tile: 12 accumulators + 2 weight vectors of 16 */
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* The lanes of a half panel (8 columns from j) that exist, as maskload
+ * wants them: all ones in a lane that does. */
+AVX2_FN INLINE __m256i half_mask(const gemm_call *g, int j) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(g->n - j), lane);
+}
+
+/* Row r, columns j .. j + 7 of out from their sums: gemm_epilogue lane by
+ * lane, in its order. */
+AVX2_FN INLINE void store_half(const gemm_call *g, int r, int j, __m256 v) {
+    const __m256i m = half_mask(g, j);
+    if (g->ep.scaled) v = _mm256_mul_ps(v, _mm256_set1_ps(g->ep.scale));
+    if (g->ep.bias) v = _mm256_add_ps(v, _mm256_maskload_ps(g->ep.bias + j, m));
+    if (g->ep.residual) {
+        const __m256 res = _mm256_maskload_ps(g->ep.residual + (size_t)r * g->ldo + j, m);
+        if (g->ep.gamma) v = _mm256_mul_ps(_mm256_maskload_ps(g->ep.gamma + j, m), v);
+        v = _mm256_add_ps(res, v);
+    }
+    _mm256_maskstore_ps(g->out + (size_t)r * g->ldo + j, m, v);
+}
+
+/* Rows r0 .. r0 + mr - 1 x panel p: mr is a constant where this is
+ * inlined, so the accumulators stay in registers. */
+AVX2_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p) {
+    __m256 acc[MR][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    const size_t lda = (size_t)g->lda;
+    const float *a = g->inp + (size_t)r0 * lda;
+    const float *w = g->panels + (size_t)p * g->k * FPANEL;
+    const int K = g->k;
+    for (int k = 0; k < K; k++) {
+        const __m256 b0 = _mm256_loadu_ps(w + (size_t)k * FPANEL);
+        const __m256 b1 = _mm256_loadu_ps(w + (size_t)k * FPANEL + 8);
+#pragma GCC unroll 12
+        for (int i = 0; i < mr; i++) {
+            const __m256 x = _mm256_broadcast_ss(a + i * lda + k);
+            acc[i][0] = _mm256_fmadd_ps(x, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(x, b1, acc[i][1]);
+        }
+    }
+    const int j0 = p * FPANEL;
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {
+        store_half(g, r0 + i, j0, acc[i][0]);
+        if (g->n > j0 + 8) store_half(g, r0 + i, j0 + 8, acc[i][1]);
+    }
+}
+
+ROWS_DEFINE_ELEMENTWISE(avx2, AVX2_FN)
+
+/* ---- softmax and LayerNorm written out in vectors: the operations of
+ * kernels_rows.h's C lane by lane, its 16 partial sums as two vectors
+ * (lanes 0-7, 8-15; gcc left its max reduction scalar). */
+
+/* rows_exp on 8 lanes. */
+AVX2_FN INLINE __m256 v_exp(__m256 x) {
+    const __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_LO), _CMP_LT_OQ);
+    const __m256 over = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_HI), _CMP_GT_OQ);
+    x = _mm256_blendv_ps(x, _mm256_set1_ps(EXP_HI), over);
+    x = _mm256_blendv_ps(x, _mm256_set1_ps(EXP_LO), under);
+    const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(EXP_LOG2E), _mm256_set1_ps(EXP_SHIFT));
+    const __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(EXP_SHIFT));
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-EXP_LN2_HI), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(EXP_C6);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C5));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i bits = _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32((int)EXP_BIAS)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
+}
+
+/* rows_tree16 of lanes a (0-7) and b (8-15). */
+AVX2_FN INLINE float tree_sum(__m256 a, __m256 b) {
+    const __m256 s8 = _mm256_add_ps(a, b);
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+/* rows_max16's tree (maxps returns its first operand exactly when it is
+ * greater). */
+AVX2_FN INLINE float tree_max(__m256 a, __m256 b) {
+    const __m256 m8 = _mm256_max_ps(b, a);
+    const __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m8, 1), _mm256_castps256_ps128(m8));
+    const __m128 m2 = _mm_max_ps(_mm_movehl_ps(m4, m4), m4);
+    return _mm_cvtss_f32(_mm_max_ss(_mm_shuffle_ps(m2, m2, 1), m2));
+}
+
+/* The lanes of the last part of n values that exist, in the half from
+ * lane `from` (0 or 8): all ones where they do, as maskload wants. */
+AVX2_FN INLINE __m256i tail8(int n, int from) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n % 16 - from), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+AVX2_FN static void softmax_v256(float *x, int n) {
+    const int whole = n / 16 * 16;
+    const __m256i m0 = tail8(n, 0), m1 = tail8(n, 8);
+    float *t = x + whole;
+    __m256 a = _mm256_set1_ps(x[0]), b = a;
+    for (int i = 0; i < whole; i += 16) {
+        a = _mm256_max_ps(_mm256_loadu_ps(x + i), a);
+        b = _mm256_max_ps(_mm256_loadu_ps(x + i + 8), b);
+    }
+    if (n % 16) {
+        a = _mm256_blendv_ps(a, _mm256_max_ps(_mm256_maskload_ps(t, m0), a), _mm256_castsi256_ps(m0));
+        b = _mm256_blendv_ps(b, _mm256_max_ps(_mm256_maskload_ps(t + 8, m1), b), _mm256_castsi256_ps(m1));
+    }
+    const __m256 max = _mm256_set1_ps(tree_max(a, b));
+    __m256 sa = _mm256_setzero_ps(), sb = sa;
+    for (int i = 0; i < whole; i += 16) {
+        const __m256 ea = v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i), max));
+        const __m256 eb = v_exp(_mm256_sub_ps(_mm256_loadu_ps(x + i + 8), max));
+        _mm256_storeu_ps(x + i, ea), _mm256_storeu_ps(x + i + 8, eb);
+        sa = _mm256_add_ps(sa, ea), sb = _mm256_add_ps(sb, eb);
+    }
+    if (n % 16) {
+        const __m256 ea = v_exp(_mm256_sub_ps(_mm256_maskload_ps(t, m0), max));
+        const __m256 eb = v_exp(_mm256_sub_ps(_mm256_maskload_ps(t + 8, m1), max));
+        _mm256_maskstore_ps(t, m0, ea), _mm256_maskstore_ps(t + 8, m1, eb);
+        sa = _mm256_blendv_ps(sa, _mm256_add_ps(sa, ea), _mm256_castsi256_ps(m0));
+        sb = _mm256_blendv_ps(sb, _mm256_add_ps(sb, eb), _mm256_castsi256_ps(m1));
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / tree_sum(sa, sb));
+    for (int i = 0; i < whole; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    if (n % 16) {
+        _mm256_maskstore_ps(t, m0, _mm256_mul_ps(_mm256_maskload_ps(t, m0), inv));
+        _mm256_maskstore_ps(t + 8, m1, _mm256_mul_ps(_mm256_maskload_ps(t + 8, m1), inv));
+    }
+}
+
+/* Sum of x[i] (dev: of (x[i] - m)^2) over the 16 partials, as
+ * rows_sum16 / rows_sq_dev16 take them. */
+AVX2_FN INLINE float sum16(const float *x, int n, int dev, float m) {
+    const int whole = n / 16 * 16;
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 a = _mm256_setzero_ps(), b = a;
+    for (int i = 0; i < n; i += 16) {
+        const __m256i m0 = i < whole ? _mm256_set1_epi32(-1) : tail8(n, 0);
+        const __m256i m1 = i < whole ? _mm256_set1_epi32(-1) : tail8(n, 8);
+        __m256 va = _mm256_maskload_ps(x + i, m0), vb = _mm256_maskload_ps(x + i + 8, m1);
+        if (dev) {
+            va = _mm256_sub_ps(va, vm), vb = _mm256_sub_ps(vb, vm);
+            va = _mm256_mul_ps(va, va), vb = _mm256_mul_ps(vb, vb);
+        }
+        a = _mm256_blendv_ps(a, _mm256_add_ps(a, va), _mm256_castsi256_ps(m0));
+        b = _mm256_blendv_ps(b, _mm256_add_ps(b, vb), _mm256_castsi256_ps(m1));
+    }
+    return tree_sum(a, b);
+}
+
+AVX2_FN static void layernorm_v256(float *out, float *mean, float *rstd, const float *inp,
+                                   const float *weight, const float *bias, int dim, float eps) {
+    const float m = sum16(inp, dim, 0, 0.0f) / (float)dim;
+    const float s = 1.0f / sqrtf(sum16(inp, dim, 1, m) / (float)dim + eps);
+    const __m256 vm = _mm256_set1_ps(m), vs = _mm256_set1_ps(s);
+    for (int i = 0; i < dim; i += 8) {
+        const __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32(dim - i), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256 y = _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(inp + i, k), vm), vs),
+                                       _mm256_maskload_ps(weight + i, k));
+        _mm256_maskstore_ps(out + i, k, _mm256_add_ps(y, _mm256_maskload_ps(bias + i, k)));
+    }
+    if (mean) *mean = m;
+    if (rstd) *rstd = s;
+}
+
+AVX2_FN static void gemm_panels_avx2(const gemm_call *g, int p0, int p1) {
+    for (int p = p0; p < p1; p++) {
+        for (int r0 = 0; r0 < g->rows; r0 += MR) {
+            switch (g->rows - r0 < MR ? g->rows - r0 : MR) {
+            case 1: tile(g, r0, 1, p); break;
+            case 2: tile(g, r0, 2, p); break;
+            case 3: tile(g, r0, 3, p); break;
+            case 4: tile(g, r0, 4, p); break;
+            case 5: tile(g, r0, 5, p); break;
+            default: tile(g, r0, MR, p);
+            }
+        }
+        if (g->ep.act == KERNELS_ACT_NONE) continue;
+        const int j0 = p * FPANEL, cols = g->n - j0 < FPANEL ? g->n - j0 : FPANEL;
+        for (int r = 0; r < g->rows; r++) act_avx2(g->out + (size_t)r * g->ldo + j0, g->out + (size_t)r * g->ldo + j0, (size_t)cols,
+                   g->ep.act);
+    }
+}
+
+const kernels_path kernels_path_avx2 = {gemm_panels_avx2, act_avx2, gelu_backward_avx2, layernorm_v256,
+                                        softmax_v256};
+
+#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
+
+#include "kernels_gemm.h"
+
+const kernels_path kernels_path_avx2 = {0};
+
+#endif

@@ -1,0 +1,211 @@
+/* vitc's fp32 GEMM for AVX-512F (kernels_gemm.h): tiles of 12 rows x 32
+ * columns (two packed panels) in 24 zmm accumulators, each step one
+ * broadcast of an input and two FMAs per row. Compiled for AVX-512F
+ * (AVX512_FN), called only when the CPU has it; each element's chain is
+ * that of the C path, fma for fmaf. */
+#if defined(__x86_64__) || defined(__i386__)
+/* Every function here is compiled for the instruction set (gcc and clang
+ * alike; clang ignores gcc's target pragma). */
+#define AVX512_FN __attribute__((target("avx512f,avx2,fma,prefer-vector-width=512")))
+
+#include <immintrin.h>
+
+#include "kernels_gemm.h"
+#include "kernels_rows.h"
+
+#define MR 12 /* rows of a tile: 24 accumulators + 2 weight vectors of 32 */
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Mask of the columns of panel p that exist (a last panel may be part). */
+AVX512_FN INLINE __mmask16 panel_mask(const gemm_call *g, int p) {
+    const int here = g->n - p * FPANEL;
+    return here >= FPANEL ? (__mmask16)0xffff : (__mmask16)((1u << here) - 1);
+}
+
+/* Row r, panel p of out from its sum: the epilogue of gemm_epilogue, lane
+ * by lane, in its order. */
+AVX512_FN INLINE void store(const gemm_call *g, int r, int p, __m512 v) {
+    const __mmask16 m = panel_mask(g, p);
+    const int j0 = p * FPANEL;
+    if (g->ep.scaled) v = _mm512_mul_ps(v, _mm512_set1_ps(g->ep.scale));
+    if (g->ep.bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, g->ep.bias + j0));
+    if (g->ep.residual) {
+        const __m512 res = _mm512_maskz_loadu_ps(m, g->ep.residual + (size_t)r * g->ldo + j0);
+        if (g->ep.gamma) v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, g->ep.gamma + j0), v);
+        v = _mm512_add_ps(res, v);
+    }
+    _mm512_mask_storeu_ps(g->out + (size_t)r * g->ldo + j0, m, v);
+}
+
+/* Rows r0 .. r0 + mr - 1 x panels p .. p + np - 1 (np 1 or 2): mr and np
+ * are constants where this is inlined, so the accumulators stay in
+ * registers. */
+AVX512_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p, const int np) {
+    __m512 acc[MR][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    const size_t lda = (size_t)g->lda;
+    const float *a = g->inp + (size_t)r0 * lda;
+    const float *w0 = g->panels + (size_t)p * g->k * FPANEL, *w1 = w0 + (size_t)g->k * FPANEL;
+    const int K = g->k;
+    for (int k = 0; k < K; k++) {
+        const __m512 b0 = _mm512_loadu_ps(w0 + (size_t)k * FPANEL);
+        const __m512 b1 = np == 2 ? _mm512_loadu_ps(w1 + (size_t)k * FPANEL) : b0;
+#pragma GCC unroll 12
+        for (int i = 0; i < mr; i++) {
+            const __m512 x = _mm512_set1_ps(a[i * lda + k]);
+            acc[i][0] = _mm512_fmadd_ps(x, b0, acc[i][0]);
+            if (np == 2) acc[i][1] = _mm512_fmadd_ps(x, b1, acc[i][1]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++)
+        for (int q = 0; q < np; q++) store(g, r0 + i, p + q, acc[i][q]);
+}
+
+#define TILE_CASE(n, np) \
+    case n: tile(g, r0, n, p, np); break;
+#define TILE_SWITCH(mr, np)                                                               \
+    switch (mr) {                                                                         \
+        TILE_CASE(1, np) TILE_CASE(2, np) TILE_CASE(3, np) TILE_CASE(4, np)               \
+        TILE_CASE(5, np) TILE_CASE(6, np) TILE_CASE(7, np) TILE_CASE(8, np)               \
+        TILE_CASE(9, np) TILE_CASE(10, np) TILE_CASE(11, np) default: tile(g, r0, MR, p, np); \
+    }
+
+ROWS_DEFINE_ELEMENTWISE(avx512, AVX512_FN)
+
+/* ---- softmax and LayerNorm written out in vectors: the operations of
+ * kernels_rows.h's C lane by lane (16 lanes = its 16 partial sums; gcc
+ * left its max reduction scalar). */
+
+/* rows_exp on 16 lanes. */
+AVX512_FN INLINE __m512 v_exp(__m512 x) {
+    const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(EXP_LO), _CMP_LT_OQ);
+    const __mmask16 over = _mm512_cmp_ps_mask(x, _mm512_set1_ps(EXP_HI), _CMP_GT_OQ);
+    x = _mm512_mask_blend_ps(over, x, _mm512_set1_ps(EXP_HI));
+    x = _mm512_mask_blend_ps(under, x, _mm512_set1_ps(EXP_LO));
+    const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(EXP_LOG2E), _mm512_set1_ps(EXP_SHIFT));
+    const __m512 n = _mm512_sub_ps(t, _mm512_set1_ps(EXP_SHIFT));
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-EXP_LN2_HI), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(-EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(EXP_C6);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C5));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512i bits = _mm512_slli_epi32(
+        _mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32((int)EXP_BIAS)), 23);
+    return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(bits));
+}
+
+/* The halves of 16 lanes: lanes 0-7 and 8-15. */
+AVX512_FN INLINE __m256 low8(__m512 v) { return _mm512_castps512_ps256(v); }
+AVX512_FN INLINE __m256 high8(__m512 v) {
+    return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+}
+
+/* rows_tree16: p[l] + p[l + 8], then + 4, + 2, + 1 (8 lanes given as the
+ * sum of the two halves, a 128-bit step and two scalar-lane ones). */
+AVX512_FN INLINE float tree_sum(__m512 p) {
+    const __m256 s8 = _mm256_add_ps(low8(p), high8(p));
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+/* rows_max16's tree: p[l] = p[l + w] > p[l] ? p[l + w] : p[l] (maxps
+ * returns its first operand exactly when it is greater). */
+AVX512_FN INLINE float tree_max(__m512 p) {
+    const __m256 m8 = _mm256_max_ps(high8(p), low8(p));
+    const __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m8, 1), _mm256_castps256_ps128(m8));
+    const __m128 m2 = _mm_max_ps(_mm_movehl_ps(m4, m4), m4);
+    return _mm_cvtss_f32(_mm_max_ss(_mm_shuffle_ps(m2, m2, 1), m2));
+}
+
+/* Lanes of the last part-vector of n values. */
+AVX512_FN INLINE __mmask16 tail_mask(int n) { return (__mmask16)((1u << (n % 16)) - 1); }
+
+AVX512_FN static void softmax_v512(float *x, int n) {
+    const int whole = n / 16 * 16;
+    const __mmask16 tail = tail_mask(n);
+    __m512 p = _mm512_set1_ps(x[0]);
+    for (int i = 0; i < whole; i += 16) p = _mm512_max_ps(_mm512_loadu_ps(x + i), p);
+    if (tail) p = _mm512_mask_max_ps(p, tail, _mm512_maskz_loadu_ps(tail, x + whole), p);
+    const __m512 max = _mm512_set1_ps(tree_max(p));
+    __m512 sum = _mm512_setzero_ps();
+    for (int i = 0; i < whole; i += 16) {
+        const __m512 e = v_exp(_mm512_sub_ps(_mm512_loadu_ps(x + i), max));
+        _mm512_storeu_ps(x + i, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (tail) {
+        const __m512 e = v_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + whole), max));
+        _mm512_mask_storeu_ps(x + whole, tail, e);
+        sum = _mm512_mask_add_ps(sum, tail, sum, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / tree_sum(sum));
+    for (int i = 0; i < whole; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+    if (tail) _mm512_mask_storeu_ps(x + whole, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + whole), inv));
+}
+
+AVX512_FN static void layernorm_v512(float *out, float *mean, float *rstd, const float *inp,
+                                     const float *weight, const float *bias, int dim, float eps) {
+    const int whole = dim / 16 * 16;
+    const __mmask16 tail = tail_mask(dim);
+    __m512 p = _mm512_setzero_ps();
+    for (int i = 0; i < whole; i += 16) p = _mm512_add_ps(p, _mm512_loadu_ps(inp + i));
+    if (tail) p = _mm512_mask_add_ps(p, tail, p, _mm512_maskz_loadu_ps(tail, inp + whole));
+    const float m = tree_sum(p) / (float)dim;
+    const __m512 vm = _mm512_set1_ps(m);
+    p = _mm512_setzero_ps();
+    for (int i = 0; i < whole; i += 16) {
+        const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(inp + i), vm);
+        p = _mm512_add_ps(p, _mm512_mul_ps(d, d));
+    }
+    if (tail) {
+        const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(tail, inp + whole), vm);
+        p = _mm512_mask_add_ps(p, tail, p, _mm512_mul_ps(d, d));
+    }
+    const float s = 1.0f / sqrtf(tree_sum(p) / (float)dim + eps);
+    const __m512 vs = _mm512_set1_ps(s);
+    for (int i = 0; i < dim; i += 16) {
+        const __mmask16 k = i < whole ? (__mmask16)0xffff : tail;
+        const __m512 y = _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, inp + i), vm), vs),
+                                       _mm512_maskz_loadu_ps(k, weight + i));
+        _mm512_mask_storeu_ps(out + i, k, _mm512_add_ps(y, _mm512_maskz_loadu_ps(k, bias + i)));
+    }
+    if (mean) *mean = m;
+    if (rstd) *rstd = s;
+}
+
+AVX512_FN static void gemm_panels_avx512(const gemm_call *g, int p0, int p1) {
+    for (int p = p0; p < p1; p += 2) {
+        const int np = p1 - p >= 2 ? 2 : 1;
+        for (int r0 = 0; r0 < g->rows; r0 += MR) {
+            const int mr = g->rows - r0 < MR ? g->rows - r0 : MR;
+            if (np == 2) {
+                TILE_SWITCH(mr, 2)
+            } else {
+                TILE_SWITCH(mr, 1)
+            }
+        }
+        if (g->ep.act == KERNELS_ACT_NONE) continue;
+        const int j0 = p * FPANEL, cols = g->n - j0 < np * FPANEL ? g->n - j0 : np * FPANEL;
+        for (int r = 0; r < g->rows; r++) act_avx512(g->out + (size_t)r * g->ldo + j0, g->out + (size_t)r * g->ldo + j0, (size_t)cols,
+                   g->ep.act);
+    }
+}
+
+const kernels_path kernels_path_avx512 = {gemm_panels_avx512, act_avx512, gelu_backward_avx512,
+                                          layernorm_v512, softmax_v512};
+
+#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
+
+#include "kernels_gemm.h"
+
+const kernels_path kernels_path_avx512 = {0};
+
+#endif
