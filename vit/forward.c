@@ -218,45 +218,76 @@ static float *capture_slot(const vit_context *ctx, vit_capture_kind kind, int la
 
 void vit_softmax(float *values, int n) { softmax_forward(values, n); }
 
-/* *dst = weight [rows, cols] packed (NULL when weight is: an int8 layer);
- * 0 when out of memory. */
-static int pack_linear(kernels_fmatrix **dst, const float *weight, int rows, int cols) {
+/* *dst = weight [rows, cols] packed (NULL when weight is: an int8 layer),
+ * mapped from a packed file when it holds it (vit_packed_fmatrix). */
+static vit_status pack_linear(const vit_model *m, const char *name, kernels_fmatrix **dst,
+                              const float *weight, int rows, int cols, vit_error *err) {
     *dst = NULL;
-    if (!weight) return 1;
-    if (!(*dst = kernels_fmatrix_create(rows, cols))) return 0;
+    if (!weight) return VIT_OK;
+    vit_status s = vit_packed_fmatrix(m, name, rows, cols, dst, err);
+    if (s != VIT_OK || *dst) return s;
+    if (!(*dst = kernels_fmatrix_create(rows, cols)))
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
     kernels_fmatrix_set(*dst, 0, rows, 0, cols, weight, 1.0f);
-    return 1;
+    return VIT_OK;
 }
 
 /* The head as vitc's GEMM runs it (vit_internal.h): with a distillation
  * head both halves halved (exact) side by side, so one sum over [class ‖
  * distillation] gives the mean of the heads. */
-static int pack_head(vit_model *m) {
+static vit_status pack_head(vit_model *m, vit_error *err) {
     const vit_config *c = &m->config;
     const int C = c->num_classes, D = c->hidden_size;
-    if (C == 0 || !m->head_w) return 1;
-    if (!m->head_dist_w) return pack_linear(&m->head_f, m->head_w, C, vit_config_pooled_size(c));
-    m->head_f = kernels_fmatrix_create(C, 2 * D);
-    m->head_bias = malloc(sizeof(float) * (size_t)C);
-    if (!m->head_f || !m->head_bias) return 0;
+    if (C == 0 || !m->head_w) return VIT_OK;
+    if (!m->head_dist_w)
+        return pack_linear(m, "head", &m->head_f, m->head_w, C, vit_config_pooled_size(c), err);
+    if (!(m->head_bias = malloc(sizeof(float) * (size_t)C)))
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
+    for (int j = 0; j < C; j++) m->head_bias[j] = 0.5f * (m->head_b[j] + m->head_dist_b[j]);
+    vit_status s = vit_packed_fmatrix(m, "head", C, 2 * D, &m->head_f, err);
+    if (s != VIT_OK || m->head_f) return s;
+    if (!(m->head_f = kernels_fmatrix_create(C, 2 * D)))
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
     kernels_fmatrix_set(m->head_f, 0, C, 0, D, m->head_w, 0.5f);
     kernels_fmatrix_set(m->head_f, 0, C, D, D, m->head_dist_w, 0.5f);
-    for (int j = 0; j < C; j++) m->head_bias[j] = 0.5f * (m->head_b[j] + m->head_dist_b[j]);
-    return 1;
+    return VIT_OK;
+}
+
+/* Block l's float32 layers packed (or mapped). */
+static vit_status pack_block(vit_model *m, int l, vit_error *err) {
+    const int D = m->config.hidden_size, M = m->config.mlp_size;
+    vit_block *b = &m->blocks[l];
+    kernels_fmatrix **dst[4] = {&b->qkv_f, &b->proj_f, &b->fc1_f, &b->fc2_f};
+    const float *w[4] = {b->qkv_w, b->proj_w, b->fc1_w, b->fc2_w};
+    const int rows[4] = {3 * D, D, M, D}, cols[4] = {D, D, D, M};
+    static const char *const WHAT[4] = {"qkv", "proj", "fc1", "fc2"};
+    vit_status s = VIT_OK;
+    for (int i = 0; i < 4 && s == VIT_OK; i++) {
+        if (*dst[i]) continue; /* mapped by take_all (model.c take_mapped) */
+        char name[48];
+        snprintf(name, sizeof name, "blocks.%d.%s", l, WHAT[i]);
+        s = pack_linear(m, name, dst[i], w[i], rows[i], cols[i], err);
+    }
+    return s;
 }
 
 vit_status vit_model_pack(vit_model *m, vit_error *err) {
     const vit_config *c = &m->config;
-    const int D = c->hidden_size, M = c->mlp_size;
-    int ok = pack_linear(&m->patch_f, m->patch_w, D, c->num_channels * c->patch_size * c->patch_size) &&
-             pack_head(m);
+    vit_status s = pack_linear(m, "patch", &m->patch_f, m->patch_w, c->hidden_size,
+                               c->num_channels * c->patch_size * c->patch_size, err);
+    if (s == VIT_OK) s = pack_head(m, err);
+    if (s != VIT_OK) return s;
+    if (m->packed_f) { /* mapped: no work worth starting the threads for */
+        for (int l = 0; l < c->num_layers && s == VIT_OK; l++) s = pack_block(m, l, err);
+        return s;
+    }
     /* The layers side by side: packing reads and writes every weight once,
-     * most of a large model's load time. */
+     * most of a large model's load time. Only out of memory can fail. */
+    int ok = 1;
 #pragma omp parallel for schedule(dynamic) reduction(&& : ok)
     for (int l = 0; l < c->num_layers; l++) {
-        vit_block *b = &m->blocks[l];
-        ok = pack_linear(&b->qkv_f, b->qkv_w, 3 * D, D) && pack_linear(&b->proj_f, b->proj_w, D, D) &&
-             pack_linear(&b->fc1_f, b->fc1_w, M, D) && pack_linear(&b->fc2_f, b->fc2_w, D, M) && ok;
+        vit_error mine;
+        ok = pack_block(m, l, &mine) == VIT_OK && ok;
     }
     return ok ? VIT_OK : vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
 }

@@ -24,6 +24,7 @@
 struct kernels_fmatrix {
     int rows, cols, panels; /* outputs, inputs (K), ceil(rows / FPANEL) */
     float *values;          /* [panels][cols][FPANEL], 64-byte aligned */
+    int wrapped;            /* values belong to the caller (kernels_fmatrix_wrap) */
 };
 
 /* One GEMM: out [rows, n] = epilogue(inp [rows, k] x packed panels). */

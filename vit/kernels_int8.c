@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,27 +83,29 @@ static void *alloc_zeroed(size_t bytes) {
     return p;
 }
 
-/* cols is at most 2^16: a group's int32 sum, up to 255 * 127 per weight on
- * the u8 path, then cannot overflow even when the group is the whole row. */
-kernels_qmatrix *kernels_qmatrix_create(int rows, int cols, int group, kernels_isa isa) {
+/* The shape fields of kernels_qmatrix_create, without the arrays; 0 when
+ * the arguments are not packable. */
+static int qmatrix_shape(kernels_qmatrix *w, int rows, int cols, int group, kernels_isa isa) {
     if (rows <= 0 || cols <= 0 || group <= 0 || cols % group != 0 ||
         (unsigned)isa >= KERNELS_ISA_COUNT || cols > (1 << 16))
-        return NULL;
-    kernels_qmatrix *w = calloc(1, sizeof *w);
-    if (!w) return NULL;
-    w->isa = kernels_isa_int8(isa);
-    w->rows = rows;
-    w->cols = cols;
-    w->group = group;
+        return 0;
+    *w = (kernels_qmatrix){.isa = kernels_isa_int8(isa), .rows = rows, .cols = cols, .group = group};
     w->kpad = (cols + 3) / 4 * 4;
     w->groups = cols / group;
     /* Padding lands in the last group; a group of 4k stays 4k. */
     w->kgroup = w->groups == 1 ? w->kpad : group;
-    if (w->groups > 1 && group % 4 != 0) { /* cannot pad inside groups: not packable */
-        free(w);
-        return NULL;
-    }
     w->panels = (rows + QPANEL - 1) / QPANEL;
+    return w->groups == 1 || group % 4 == 0; /* cannot pad inside groups */
+}
+
+/* cols is at most 2^16: a group's int32 sum, up to 255 * 127 per weight on
+ * the u8 path, then cannot overflow even when the group is the whole row. */
+kernels_qmatrix *kernels_qmatrix_create(int rows, int cols, int group, kernels_isa isa) {
+    kernels_qmatrix shape;
+    if (!qmatrix_shape(&shape, rows, cols, group, isa)) return NULL;
+    kernels_qmatrix *w = malloc(sizeof *w);
+    if (!w) return NULL;
+    *w = shape;
     const size_t slots = (size_t)w->panels * QPANEL;
     const size_t value_bytes = slots * w->kpad * (quad_layout(isa) ? 1 : 2);
     w->values = alloc_zeroed(value_bytes);
@@ -169,10 +172,47 @@ size_t kernels_qmatrix_bytes(const kernels_qmatrix *w) {
 
 void kernels_qmatrix_free(kernels_qmatrix *w) {
     if (!w) return;
-    free(w->values);
-    free(w->scales);
-    free(w->col_sums);
+    if (!w->wrapped) {
+        free(w->values);
+        free(w->scales);
+        free(w->col_sums);
+    }
     free(w);
+}
+
+/* Version 1 of each (kernels_int8.h): parts values, scales and, for the
+ * quads, col_sums, in panels of 16 outputs. */
+const char *kernels_qmatrix_layout(kernels_isa isa) {
+    return quad_layout(kernels_isa_int8(isa)) ? "qmatrix-u8s8-quad-panel16-v1"
+                                              : "qmatrix-s16-pair-panel16-v1";
+}
+
+void kernels_qmatrix_parts(const kernels_qmatrix *w, kernels_packed *out) {
+    const size_t slots = (size_t)w->panels * QPANEL;
+    *out = (kernels_packed){.count = w->col_sums ? 3 : 2,
+                            .part = {w->values, w->scales, w->col_sums},
+                            .bytes = {slots * w->kpad * (quad_layout(w->isa) ? 1 : 2),
+                                      slots * w->groups * sizeof(float),
+                                      w->col_sums ? slots * w->groups * sizeof(int32_t) : 0}};
+}
+
+kernels_qmatrix *kernels_qmatrix_wrap(int rows, int cols, int group, kernels_isa isa,
+                                      const kernels_packed *p) {
+    kernels_qmatrix shape;
+    if (!qmatrix_shape(&shape, rows, cols, group, isa)) return NULL;
+    shape.values = (void *)p->part[0];
+    shape.scales = (float *)p->part[1];
+    shape.col_sums = quad_layout(shape.isa) ? (int32_t *)p->part[2] : NULL;
+    kernels_packed want;
+    kernels_qmatrix_parts(&shape, &want);
+    if (p->count != want.count) return NULL;
+    for (int i = 0; i < want.count; i++)
+        if (p->bytes[i] != want.bytes[i] || (uintptr_t)p->part[i] % 64 != 0) return NULL;
+    kernels_qmatrix *w = malloc(sizeof *w);
+    if (!w) return NULL;
+    *w = shape;
+    w->wrapped = 1;
+    return w;
 }
 
 size_t kernels_qinp_bytes(int rows, int cols) {

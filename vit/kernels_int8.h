@@ -29,6 +29,7 @@ struct kernels_qmatrix {
     void *values;
     float *scales;
     int32_t *col_sums; /* quad layouts only */
+    int wrapped;       /* the arrays belong to the caller (kernels_qmatrix_wrap) */
 };
 
 /* One panel's columns for rows rows of activations (row stride kpad):

@@ -154,10 +154,12 @@ vit_status vit_model_load_memory(const void *weights, size_t size, const char *n
                                  const char *config_json, const char *preprocessor_json,
                                  const vit_load_options *options, vit_model **out, vit_error *err);
 
-/* Writes a reduced-precision copy of the model's checkpoint to path
- * (atomically; weights_quantize says what each dtype stores). The copy
- * carries in its __metadata__ the config and preprocessing texts the model
- * was loaded with, so it loads on its own. */
+/* Writes a copy of the model's checkpoint to path in the dtype `to` asks
+ * (weights_quantize says what each stores; WEIGHTS_QUANT_KEEP as stored),
+ * with its matrices also packed for the model's kernels (vit/packed.c), so
+ * loading it maps them instead of packing. The copy carries in its
+ * __metadata__ the config and preprocessing texts the model was loaded
+ * with, so it loads on its own. */
 vit_status vit_model_quantize(const vit_model *model, weights_quant to, const char *path,
                               vit_error *err);
 
