@@ -77,10 +77,16 @@ add "vit --version" "build/vit --version"
 add "vit info" "build/vit info"
 [ -n "$old" ] && add "baseline info" "$old info"
 add "vit classify (int8 default)" "build/vit classify -q -k 1 $image"
+# The same with libgomp's default wait policy (threads spin ~300k times at
+# each barrier before sleeping): what a user gets without the variable.
+add "vit classify (int8 default, OMP_WAIT_POLICY unset)" "env -u OMP_WAIT_POLICY build/vit classify -q -k 1 $image"
 [ -n "$old" ] && add "baseline classify (int8)" "$old classify -q -k 1 $image"
 if [ -d "$FP32" ]; then
   add "vit classify (fp32 original)" "build/vit classify -q -k 1 -m $FP32 $image"
   [ -n "$old" ] && add "baseline classify (fp32)" "$old classify -q -k 1 -m $FP32 $image"
+  # Its fast copy (docs/quantize.md "Packed copies"), made again each run.
+  build/vit quantize -m "$FP32" --dtype fp32 -o "$cache/fp32-packed.safetensors" 2>/dev/null &&
+    add "vit classify (fp32 packed copy)" "build/vit classify -q -k 1 -m $cache/fp32-packed.safetensors $image"
 fi
 if [ $peers = 1 ] && [ -d "$FP32" ]; then
   $PY -c "import torch, torchvision, PIL" 2>/dev/null &&
@@ -157,7 +163,7 @@ if mains and all(stage.values()):
     print(f"  start   {start:6.1f} ms  a whole `vit --version` (exec, loader, libraries, exit); "
           f"{st.median(cpus):.1f} ms CPU before main" if start else "")
     notes = {"load": "the model (vit_model_load)",
-             "start": "inference context and loader (OpenBLAS loads here today)",
+             "start": "inference context and loader (the loader's thread starts decoding first)",
              "decode wait": "decode and preprocessing the forward pass waited for",
              "forward": "the forward pass and softmax"}
     for k in ("load", "start", "decode wait", "forward"):

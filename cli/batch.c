@@ -48,9 +48,11 @@ int cli_batch_start(cli_batch_run *run, const char *const *paths, size_t count, 
     if (run->size) data_preprocess_set_size(&run->pre, (int)run->size);
     vit_error err;
     const double start = cli_now_seconds();
-    if (vit_context_create(run->model, (int)run->batch, (int)run->size, &run->ctx, &err) != VIT_OK ||
-        (paths && data_loader_create(&run->pre, paths, count, (int)run->batch, workers, prefetch,
-                                     &run->loader, &err) != VIT_OK)) {
+    /* The loader first: its thread decodes the first batch while this one
+     * makes the context (a one-shot run's decode and context overlap). */
+    if ((paths && data_loader_create(&run->pre, paths, count, (int)run->batch, workers, prefetch,
+                                     &run->loader, &err) != VIT_OK) ||
+        vit_context_create(run->model, (int)run->batch, (int)run->size, &run->ctx, &err) != VIT_OK) {
         fprintf(stderr, "vit %s: %s\n", run->command, err.message);
         return -1;
     }

@@ -2,6 +2,8 @@
  * buffers the context owns; what stays here is the batch scheduling: whole
  * images per thread, or one image split over all threads. Nothing here
  * allocates. */
+/* madvise and MADV_HUGEPAGE (Linux) beside the project's POSIX. */
+#define _DEFAULT_SOURCE
 #include "vit_internal.h"
 
 #include <math.h>
@@ -9,6 +11,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "kernels.h"
 #include "vit_inspect.h"
@@ -43,6 +46,8 @@ struct vit_context {
     /* Capture destinations, [kind][layer + 1]: for tokens index 0 is after
      * the embedding and l + 1 after block l; attention and keys use l + 1. */
     float **captures;
+    void *arena; /* every float buffer above, one allocation (context_arena) */
+    size_t arena_bytes;
     double *profile; /* per-stage seconds, or NULL */
 };
 
@@ -83,12 +88,54 @@ static size_t scores_floats(const vit_context *ctx) {
  * tasks to balance them, four whole 12-row AVX-512 tiles. */
 #define SPLIT_QUERY_ROWS 48
 
+/* The context's float buffers (*bufs[i] gets floats[i], 0: NULL) carved,
+ * 64-byte aligned and zeroed, from one allocation: in 2 MiB pages where the
+ * kernel allows (transparent huge pages in madvise mode), as the packed
+ * weights are. Separately, their 4 KiB page faults were most of a
+ * one-shot classify's context creation on the VMs here (one per 1024
+ * floats, ~2.5 MiB for ViT-tiny at batch 1). Leaves every pointer NULL
+ * when out of memory. */
+static void context_arena(vit_context *ctx, float **const *bufs, const size_t *floats, size_t n) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) bytes += (floats[i] * sizeof(float) + 63) / 64 * 64;
+    const size_t huge = (size_t)2 << 20;
+    void *arena = NULL;
+    if (bytes >= huge / 2 && posix_memalign(&arena, huge, (bytes + huge - 1) / huge * huge) == 0) {
+#ifdef MADV_HUGEPAGE
+        madvise(arena, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
+#endif
+    } else if (!(arena = aligned_alloc(64, bytes ? (bytes + 63) / 64 * 64 : 64))) {
+        arena = NULL;
+    }
+    ctx->arena = arena;
+    ctx->arena_bytes = bytes;
+    if (arena) memset(arena, 0, bytes);
+    char *at = arena;
+    for (size_t i = 0; i < n; i++) {
+        *bufs[i] = arena && floats[i] ? (float *)at : NULL;
+        at += (floats[i] * sizeof(float) + 63) / 64 * 64;
+    }
+}
+
+/* Shared images: blocks of 48 query rows. Solo: whole heads (K and V
+ * packed once per head) while the scores stay within 1 MiB, else the most
+ * whole 48-row blocks that do. */
+static void settle_query_rows(vit_context *ctx) {
+    const int scores_cap = 1 << 18, align = SPLIT_QUERY_ROWS;
+    ctx->split_query_rows = align;
+    ctx->solo_query_rows = ctx->num_tokens;
+    if ((size_t)ctx->num_tokens * ctx->num_tokens > (size_t)scores_cap) {
+        const int fit = scores_cap / ctx->num_tokens / align * align;
+        ctx->solo_query_rows = fit > align ? fit : align; /* never below 48 rows */
+    }
+}
+
 vit_status vit_context_create(const vit_model *model, int max_batch, int image_size,
                               vit_context **out, vit_error *err) {
     *out = NULL;
     const vit_config *c = &model->config;
-    vit_status blas = kernels_check_blas(err);
-    if (blas != VIT_OK) return blas;
+    /* No kernels_check_blas: inference runs on vitc's own kernels, never
+     * OpenBLAS, which training alone loads (base/vitc_blas.h). */
     if (max_batch <= 0 || max_batch > 4096)
         return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..4096", max_batch);
     if (image_size == 0) image_size = c->image_size;
@@ -112,40 +159,29 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
     ctx->num_patches = ctx->grid_h * ctx->grid_w;
     ctx->num_tokens = c->num_prefix_tokens + ctx->num_patches;
     ctx->num_threads = omp_get_max_threads();
-    /* Shared images: blocks of 48 query rows. Solo: whole heads (K and V
-     * packed once per head) while the scores stay within 1 MiB, else the
-     * most whole 48-row blocks that do. */
-    const int scores_cap = 1 << 18, align = SPLIT_QUERY_ROWS;
-    ctx->split_query_rows = align;
-    ctx->solo_query_rows = ctx->num_tokens;
-    if ((size_t)ctx->num_tokens * ctx->num_tokens > (size_t)scores_cap) {
-        const int fit = scores_cap / ctx->num_tokens / align * align;
-        ctx->solo_query_rows = fit > align ? fit : align; /* never below 48 rows */
-    }
+    settle_query_rows(ctx);
 
     const size_t B = (size_t)max_batch, T = (size_t)ctx->num_tokens, D = (size_t)c->hidden_size;
     const size_t M = (size_t)c->mlp_size, Np = (size_t)ctx->num_patches;
     const size_t K = (size_t)c->num_channels * c->patch_size * c->patch_size;
-    ctx->x = kernels_alloc_floats(B * T * D);
-    ctx->normed = kernels_alloc_floats(B * T * D);
-    ctx->qkv = kernels_alloc_floats(B * T * 3 * D);
-    ctx->attn = kernels_alloc_floats(B * T * D);
-    ctx->hidden = kernels_alloc_floats(B * T * M);
-    ctx->cols = kernels_alloc_floats(B * Np * K);
-    ctx->patches = kernels_alloc_floats(B * Np * D);
-    ctx->scores = kernels_alloc_floats((size_t)ctx->num_threads * scores_floats(ctx));
+    ctx->qscale_slot = T * (size_t)vit_model_int8_groups(model);
+    const size_t slots = (size_t)(max_batch < ctx->num_threads ? max_batch : ctx->num_threads);
+    if (ctx->qscale_slot)
+        ctx->qinp_slot_bytes = (kernels_qinp_bytes((int)T, (int)(M > D ? M : D)) + 63) / 64 * 64;
     ctx->pool_stride = c->distilled ? 2 * (int)D : vit_config_pooled_size(c);
-    ctx->pooled = kernels_alloc_floats(B * (size_t)ctx->pool_stride);
-    ctx->pos_embed = kernels_alloc_floats(T * D);
+    float *qinp;
+    float **bufs[] = {&ctx->x,    &ctx->normed,  &ctx->qkv,    &ctx->attn,   &ctx->hidden,
+                      &ctx->cols, &ctx->patches, &ctx->scores, &ctx->pooled, &ctx->pos_embed,
+                      &qinp,      &ctx->qscale};
+    const size_t floats[] = {B * T * D, B * T * D, B * T * 3 * D, B * T * D, B * T * M, B * Np * K,
+                             B * Np * D, (size_t)ctx->num_threads * scores_floats(ctx),
+                             B * (size_t)ctx->pool_stride, T * D,
+                             ctx->qscale_slot ? slots * ctx->qinp_slot_bytes / sizeof(float) : 0,
+                             slots * ctx->qscale_slot};
+    context_arena(ctx, bufs, floats, sizeof floats / sizeof *floats);
+    ctx->qinp = qinp;
     ctx->captures =
         calloc((size_t)VIT_CAPTURE_KIND_COUNT * (c->num_layers + 1), sizeof *ctx->captures);
-    ctx->qscale_slot = T * (size_t)vit_model_int8_groups(model);
-    if (ctx->qscale_slot) {
-        const size_t slots = (size_t)(max_batch < ctx->num_threads ? max_batch : ctx->num_threads);
-        ctx->qinp_slot_bytes = (kernels_qinp_bytes((int)T, (int)(M > D ? M : D)) + 63) / 64 * 64;
-        ctx->qinp = kernels_alloc_floats(slots * ctx->qinp_slot_bytes / sizeof(float));
-        ctx->qscale = kernels_alloc_floats(slots * ctx->qscale_slot);
-    }
     const int int8_missing = ctx->qscale_slot && (!ctx->qinp || !ctx->qscale);
     if (int8_missing || !ctx->x || !ctx->normed || !ctx->qkv || !ctx->attn || !ctx->hidden || !ctx->cols ||
         !ctx->patches || !ctx->scores || !ctx->pooled || !ctx->captures || !ctx->pos_embed) {
@@ -175,19 +211,8 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
 
 void vit_context_free(vit_context *ctx) {
     if (!ctx) return;
-    free(ctx->x);
-    free(ctx->normed);
-    free(ctx->qkv);
-    free(ctx->attn);
-    free(ctx->hidden);
-    free(ctx->cols);
-    free(ctx->patches);
-    free(ctx->scores);
-    free(ctx->pooled);
-    free(ctx->pos_embed);
+    free(ctx->arena);
     free(ctx->captures);
-    free(ctx->qinp);
-    free(ctx->qscale);
     free(ctx);
 }
 

@@ -1630,7 +1630,7 @@ static vit_status pack_copy(const vit_model *m, const char *path, vit_error *err
     return status;
 }
 
-vit_status vit_model_quantize(const vit_model *m, weights_quant to, const char *path,
+vit_status vit_model_quantize(const vit_model *m, weights_quant to, int packed, const char *path,
                               vit_error *err) {
     const size_t n_source = weights_metadata_count(m->file);
     const char **keys = calloc(n_source + 3, sizeof *keys);
@@ -1644,7 +1644,7 @@ vit_status vit_model_quantize(const vit_model *m, weights_quant to, const char *
     vit_status status = weights_quantize(m->file, to, path, keys, values, n, err);
     free(keys);
     free(values);
-    if (status != VIT_OK) return status; /* path untouched (written atomically) */
+    if (status != VIT_OK || !packed) return status; /* failed: path untouched (atomic) */
     status = pack_copy(m, path, err);
     if (status != VIT_OK) remove(path); /* not left half done */
     return status;
@@ -1676,6 +1676,11 @@ const char *vit_model_int8_kernels(const vit_model *m) {
 }
 
 const char *vit_model_kernels(const vit_model *m) { return kernels_isa_name(m->isa); }
+const char *vit_model_packing(const vit_model *m) {
+    /* An int8 file maps both kinds or packs its int8 layers itself. */
+    const int int8 = vit_model_int8_groups(m) > 0;
+    return m->packed_f && (m->packed_q || !int8) ? "mapped from the file" : "packed at load";
+}
 int vit_model_num_labels(const vit_model *m) { return m->num_labels; }
 const char *vit_model_labels_source(const vit_model *m) { return m->labels_source; }
 
