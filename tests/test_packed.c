@@ -62,6 +62,33 @@ static void strip(const char *in, const char *out, const char *shrink) {
     weights_close(f);
 }
 
+/* `in` with byte `at` of tensor `part` flipped (xor 0x40) into `out`. */
+static void flip(const char *in, const char *out, const char *part, size_t at) {
+    weights_file *f;
+    vit_error err;
+    cr_assert(weights_open(in, &f, &err) == VIT_OK, "%s", err.message);
+    const size_t n = weights_count(f), n_meta = weights_metadata_count(f);
+    weights_tensor *t = calloc(n, sizeof *t);
+    const char **k = calloc(n_meta + 1, sizeof *k), **v = calloc(n_meta + 1, sizeof *v);
+    unsigned char *copy = NULL;
+    for (size_t i = 0; i < n; i++) {
+        t[i] = *weights_at(f, i);
+        if (strcmp(t[i].name, part) != 0) continue;
+        copy = malloc(t[i].nbytes);
+        memcpy(copy, t[i].data, t[i].nbytes);
+        copy[at] ^= 0x40;
+        t[i].data = copy;
+    }
+    cr_assert(copy, "%s: no %s", in, part);
+    for (size_t i = 0; i < n_meta; i++) k[i] = weights_metadata_key(f, i), v[i] = weights_metadata_value(f, i);
+    cr_assert(weights_write(out, t, n, k, v, n_meta, &err) == VIT_OK, "%s", err.message);
+    free(copy);
+    free(t);
+    free(k);
+    free(v);
+    weights_close(f);
+}
+
 /* The fixture's PyTorch input through the model at path into *logits
  * (malloc'd); returns the count. options NULL: the defaults. */
 static size_t forward(const char *name, const char *path, const vit_load_options *options,
@@ -202,6 +229,24 @@ Test(packed, a_part_that_does_not_fit_its_layout_refuses_the_load) {
         vit_model *m = NULL;
         cr_expect_eq(vit_model_load(bad, NULL, &m, &err), VIT_E_FORMAT, "%s", PARTS[i]);
         cr_expect(strstr(err.message, "packed matrix"), "%s", err.message);
+        vit_model_free(m);
+    }
+    /* An int8 weight packing cannot write, on the C paths (which check):
+     * the high byte of an int16 pair out of -127..127 (generic), or a
+     * quad's byte no longer its column sum's (vnni-reference). */
+    static const char *const ISAS[] = {"generic", "vnni-reference"};
+    for (size_t i = 0; i < 2; i++) {
+        const vit_load_options on = {.isa = ISAS[i]};
+        vit_error err;
+        vit_model *m;
+        cr_assert(vit_model_load(FIXTURES "hf_vit_d48_h3", &on, &m, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_model_quantize(m, WEIGHTS_QUANT_INT8, 1, out, &err) == VIT_OK, "%s", err.message);
+        vit_model_free(m);
+        flip(out, bad, PREFIX "blocks.0.fc1.0", 1);
+        m = NULL;
+        cr_expect_eq(vit_model_load(bad, &on, &m, &err), VIT_E_FORMAT, "%s: a flipped weight loads",
+                     ISAS[i]);
+        cr_expect(strstr(err.message, "packed matrix 'blocks.0.fc1'"), "%s", err.message);
         vit_model_free(m);
     }
     remove(out);

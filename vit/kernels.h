@@ -353,8 +353,11 @@ void kernels_qmatrix_parts(const kernels_qmatrix *w, kernels_packed *out);
 
 /* A matrix over parts the caller keeps alive (a mapped file), not copied,
  * as kernels_*_parts gave them for the same arguments; NULL when the
- * count, a size or an alignment is not what the layout needs (or out of
- * memory). kernels_*_free frees the matrix and leaves the parts. */
+ * count, a size or an alignment is not what the layout needs, when an int8
+ * matrix for a C path holds what packing cannot write (a weight outside
+ * -127..127, a column sum not its weights': kernels_int8.c), or out of
+ * memory.
+ * kernels_*_free frees the matrix and leaves the parts. */
 kernels_fmatrix *kernels_fmatrix_wrap(int rows, int cols, const kernels_packed *p);
 kernels_qmatrix *kernels_qmatrix_wrap(int rows, int cols, int group, kernels_isa isa,
                                       const kernels_packed *p);

@@ -196,6 +196,42 @@ void kernels_qmatrix_parts(const kernels_qmatrix *w, kernels_packed *out) {
                                       w->col_sums ? slots * w->groups * sizeof(int32_t) : 0}};
 }
 
+/* What set_rows can write, checked in one pass over mapped parts: weights
+ * in -127..127 and, for the quads, each group's column sum theirs. Beyond
+ * them the int32 sums of the C paths (generic, vnni-reference) could
+ * overflow, which C leaves undefined, so a file's bytes are checked before
+ * they run on them. The vector paths' sums wrap (vpmaddwd, vpdpbusd): a
+ * damaged file gives wrong numbers there, as damaged float weights do,
+ * and the pass (a third of `vit info`'s CPU on the default model) is
+ * skipped. */
+static int qmatrix_valid(const kernels_qmatrix *w) {
+    const size_t slots = (size_t)w->panels * QPANEL;
+    if (!quad_layout(w->isa)) {
+        const int16_t *v = w->values;
+        int16_t bad = 0;
+        for (size_t i = 0; i < slots * w->kpad; i++) bad |= (int16_t)(v[i] < -127 || v[i] > 127);
+        return !bad;
+    }
+    const int8_t *v = w->values;
+    const int quads = w->kgroup / 4;
+    int bad = 0;
+    for (int panel = 0; panel < w->panels && !bad; panel++)
+        for (int g = 0; g < w->groups && !bad; g++) {
+            int32_t sum[QPANEL] = {0};
+            for (int q = g * quads; q < (g + 1) * quads; q++) {
+                const int8_t *quad = v + ((size_t)panel * (w->kpad / 4) + (size_t)q) * QPANEL * 4;
+                for (int c = 0; c < QPANEL; c++) {
+                    const int8_t *e = quad + 4 * c;
+                    bad |= (e[0] == -128) | (e[1] == -128) | (e[2] == -128) | (e[3] == -128);
+                    sum[c] += e[0] + e[1] + e[2] + e[3];
+                }
+            }
+            const int32_t *want = w->col_sums + ((size_t)panel * w->groups + (size_t)g) * QPANEL;
+            bad |= memcmp(sum, want, sizeof sum) != 0;
+        }
+    return !bad;
+}
+
 kernels_qmatrix *kernels_qmatrix_wrap(int rows, int cols, int group, kernels_isa isa,
                                       const kernels_packed *p) {
     kernels_qmatrix shape;
@@ -208,6 +244,8 @@ kernels_qmatrix *kernels_qmatrix_wrap(int rows, int cols, int group, kernels_isa
     if (p->count != want.count) return NULL;
     for (int i = 0; i < want.count; i++)
         if (p->bytes[i] != want.bytes[i] || (uintptr_t)p->part[i] % 64 != 0) return NULL;
+    const int c_path = shape.isa == KERNELS_ISA_GENERIC || shape.isa == KERNELS_ISA_VNNI_REFERENCE;
+    if (c_path && !qmatrix_valid(&shape)) return NULL;
     kernels_qmatrix *w = malloc(sizeof *w);
     if (!w) return NULL;
     *w = shape;

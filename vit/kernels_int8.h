@@ -11,7 +11,9 @@
  *     of each group's weights, so sum (q + 128) w - 128 sum w = sum q w.
  * scales and col_sums are [panels][groups][QPANEL]; kpad is cols rounded
  * up to a multiple of 4 (padding weights are 0), and a group whose size is
- * the whole row covers kpad. */
+ * the whole row covers kpad. Packed copies (vit/packed.c) store these
+ * bytes as they are: a change to either layout must change its name in
+ * kernels_qmatrix_layout (kernels_int8.c), or old files are misread. */
 #ifndef VIT_KERNELS_INT8_H
 #define VIT_KERNELS_INT8_H
 
