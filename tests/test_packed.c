@@ -252,3 +252,30 @@ Test(packed, a_part_that_does_not_fit_its_layout_refuses_the_load) {
     remove(out);
     remove(bad);
 }
+
+/* A packed file handed over in memory at an address that is not 64-byte
+ * aligned (vit_model_load_memory) loads, packed at load, with the bits of
+ * the same file mapped. */
+Test(packed, unaligned_in_memory_packs_at_load) {
+    const char *name = "timm_d128_h2";
+    char out[512], args[2048];
+    tmp_path(out, sizeof out, name, "memory");
+    snprintf(args, sizeof args, "quantize -m " FIXTURES "%s -o %s --dtype int8", name, out);
+    cr_assert_eq(run(args)->status, 0);
+    FILE *f = fopen(out, "rb");
+    cr_assert(f);
+    fseek(f, 0, SEEK_END);
+    const long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buffer = malloc((size_t)size + 8); /* 16-aligned, so buffer + 8 is not 64- */
+    cr_assert_eq(fread(buffer + 8, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    vit_error err;
+    vit_model *m;
+    cr_assert(vit_model_load_memory(buffer + 8, (size_t)size, "packed", NULL, NULL, NULL, &m, &err) ==
+                  VIT_OK, "%s", err.message);
+    cr_expect_str_eq(vit_model_packing(m), "packed at load");
+    vit_model_free(m);
+    free(buffer);
+    remove(out);
+}

@@ -245,7 +245,7 @@ void vit_softmax(float *values, int n) { softmax_forward(values, n); }
 
 /* *dst = weight [rows, cols] packed (NULL when weight is: an int8 layer),
  * mapped from a packed file when it holds it (vit_packed_fmatrix). */
-static vit_status pack_linear(const vit_model *m, const char *name, kernels_fmatrix **dst,
+static vit_status pack_linear(vit_model *m, const char *name, kernels_fmatrix **dst,
                               const float *weight, int rows, int cols, vit_error *err) {
     *dst = NULL;
     if (!weight) return VIT_OK;
@@ -254,6 +254,8 @@ static vit_status pack_linear(const vit_model *m, const char *name, kernels_fmat
     if (!(*dst = kernels_fmatrix_create(rows, cols)))
         return vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
     kernels_fmatrix_set(*dst, 0, rows, 0, cols, weight, 1.0f);
+#pragma omp atomic
+    m->packed++;
     return VIT_OK;
 }
 
@@ -275,6 +277,7 @@ static vit_status pack_head(vit_model *m, vit_error *err) {
         return vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
     kernels_fmatrix_set(m->head_f, 0, C, 0, D, m->head_w, 0.5f);
     kernels_fmatrix_set(m->head_f, 0, C, D, D, m->head_dist_w, 0.5f);
+    m->packed++;
     return VIT_OK;
 }
 

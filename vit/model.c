@@ -169,6 +169,7 @@ static vit_status take_mapped(vit_model *m, weights_role role, int layer, const 
     char name[48];
     snprintf(name, sizeof name, "blocks.%d.%s", layer, what);
     if ((s = vit_packed_fmatrix(m, name, (int)rows, (int)cols, f, err)) != VIT_OK) return s;
+    if (!*f) return take(m, role, layer, rows, cols, 0, w, err); /* not mappable here */
     m->param_count += ref.tensor->numel;
     mark_used(m, ref.tensor);
     return VIT_OK;
@@ -209,6 +210,7 @@ static vit_status pack_int8(vit_model *m, const char *name, const weights_ref *p
     }
     kernels_qmatrix *packed = kernels_qmatrix_create(rows, (int)cols, group, m->isa);
     if (!packed) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(m->file));
+    m->packed++;
     float *all = NULL; /* the scale tensor of part i as float32 (slices share one) */
     vit_status s = VIT_OK;
     for (int i = 0; i < n_parts && s == VIT_OK; i++) {
@@ -1677,9 +1679,8 @@ const char *vit_model_int8_kernels(const vit_model *m) {
 
 const char *vit_model_kernels(const vit_model *m) { return kernels_isa_name(m->isa); }
 const char *vit_model_packing(const vit_model *m) {
-    /* An int8 file maps both kinds or packs its int8 layers itself. */
-    const int int8 = vit_model_int8_groups(m) > 0;
-    return m->packed_f && (m->packed_q || !int8) ? "mapped from the file" : "packed at load";
+    if (!m->mapped) return "packed at load";
+    return m->packed ? "partly mapped from the file, partly packed at load" : "mapped from the file";
 }
 int vit_model_num_labels(const vit_model *m) { return m->num_labels; }
 const char *vit_model_labels_source(const vit_model *m) { return m->labels_source; }

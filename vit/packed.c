@@ -19,6 +19,7 @@
  * one the kernels use now; otherwise it packs from the source tensors as
  * for any file and says so in one notice line. Parts that the metadata
  * claims but that are missing or of the wrong size refuse the load. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,15 @@ static int find_parts(const vit_model *m, const char *name, kernels_packed *p) {
     return p->count;
 }
 
+/* Whether every part is 64-byte aligned. A mapped file's are (the header
+ * and every part are multiples of 64); a file handed over in memory
+ * (vit_model_load_memory) may sit anywhere, and is then packed at load. */
+static int parts_aligned(const kernels_packed *p) {
+    for (int i = 0; i < p->count; i++)
+        if ((uintptr_t)p->part[i] % 64 != 0) return 0;
+    return 1;
+}
+
 static vit_status bad_parts(const vit_model *m, const char *name, const char *layout, int rows,
                             int cols, vit_error *err) {
     return vit_error_set(err, VIT_E_FORMAT,
@@ -83,21 +93,25 @@ static vit_status bad_parts(const vit_model *m, const char *name, const char *la
                          weights_path(m->file), name, layout, rows, cols);
 }
 
-vit_status vit_packed_fmatrix(const vit_model *m, const char *name, int rows, int cols,
+vit_status vit_packed_fmatrix(vit_model *m, const char *name, int rows, int cols,
                               kernels_fmatrix **out, vit_error *err) {
     *out = NULL;
     if (!m->packed_f) return VIT_OK;
     kernels_packed p;
-    if (find_parts(m, name, &p)) *out = kernels_fmatrix_wrap(rows, cols, &p);
+    if (find_parts(m, name, &p) && !parts_aligned(&p)) return VIT_OK;
+    if (p.count) *out = kernels_fmatrix_wrap(rows, cols, &p);
+    m->mapped += *out != NULL;
     return *out ? VIT_OK : bad_parts(m, name, kernels_fmatrix_layout(), rows, cols, err);
 }
 
-vit_status vit_packed_qmatrix(const vit_model *m, const char *name, int rows, int cols, int group,
+vit_status vit_packed_qmatrix(vit_model *m, const char *name, int rows, int cols, int group,
                               kernels_qmatrix **out, vit_error *err) {
     *out = NULL;
     if (!m->packed_q) return VIT_OK;
     kernels_packed p;
-    if (find_parts(m, name, &p)) *out = kernels_qmatrix_wrap(rows, cols, group, m->isa, &p);
+    if (find_parts(m, name, &p) && !parts_aligned(&p)) return VIT_OK;
+    if (p.count) *out = kernels_qmatrix_wrap(rows, cols, group, m->isa, &p);
+    m->mapped += *out != NULL;
     return *out ? VIT_OK
                 : bad_parts(m, name, kernels_qmatrix_layout(m->isa), rows, cols, err);
 }

@@ -194,7 +194,9 @@ const char *vit_model_dtypes(const vit_model *model);
 const char *vit_model_kernels(const vit_model *model);
 
 /* Whether its matrices were mapped from a packed copy (vit quantize) or
- * packed at load: "mapped from the file" or "packed at load". */
+ * packed at load: "mapped from the file", "packed at load", or (a copy
+ * packed for other int8 kernels) "partly mapped from the file, partly
+ * packed at load". */
 const char *vit_model_packing(const vit_model *model);
 
 /* The path of the int8 kernels its int8 layers run on ("generic", "avx2",

@@ -67,6 +67,7 @@ struct vit_model {
     /* The file's packed parts are in the kernels' layouts (packed.c): its
      * float32 / int8 matrices are mapped, not packed. */
     int packed_f, packed_q;
+    int mapped, packed; /* matrices mapped from the file / packed at load */
 
     data_preprocess preprocess;
     /* The config and preprocessing texts the model was loaded with (NULL:
@@ -94,11 +95,12 @@ int vit_packed_settle(vit_model *m, char *note, size_t size);
 int vit_packed_is_part(const char *name);
 int vit_packed_is_key(const char *key);
 /* The packed matrix name ("patch", "head", "blocks.3.fc1") mapped from the
- * file into *out when the file's layout is the kernels' (else *out NULL);
- * VIT_E_FORMAT when the file claims it but its parts do not fit. */
-vit_status vit_packed_fmatrix(const vit_model *m, const char *name, int rows, int cols,
+ * file into *out when the file's layout is the kernels' (else *out NULL,
+ * as when a file loaded from memory holds its parts unaligned: the caller
+ * packs); VIT_E_FORMAT when the file claims it but its parts do not fit. */
+vit_status vit_packed_fmatrix(vit_model *m, const char *name, int rows, int cols,
                               kernels_fmatrix **out, vit_error *err);
-vit_status vit_packed_qmatrix(const vit_model *m, const char *name, int rows, int cols, int group,
+vit_status vit_packed_qmatrix(vit_model *m, const char *name, int rows, int cols, int group,
                               kernels_qmatrix **out, vit_error *err);
 /* Writes m's file's tensors, with every packed matrix of m before them,
  * and the n_meta metadata pairs plus the layout names, to path. */
