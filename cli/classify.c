@@ -359,6 +359,7 @@ static int finish(classify_run *c, double seconds) {
         return 128 + signo;
     }
     (void)seconds; /* in c->run.timings */
+    cli_print_timings("classify", &c->run.timings);
     if (c->quiet) {
     } else if (c->processed == 0 && c->resume) {
         if (c->inputs == 1)

@@ -154,6 +154,7 @@ int cli_run_batch_softmax(const char *command, vit_context *ctx, const vit_model
  * costs time. */
 typedef struct cli_timings {
     double load, decode, forward, total; /* seconds; total: the batch loop */
+    double start; /* cli_batch_start: the inference context and the loader */
     int split; /* decode and forward were measured (not over MPI ranks) */
 } cli_timings;
 
@@ -173,6 +174,12 @@ int cli_run_next_batch(const char *command, vit_context *ctx, const vit_model *m
  * when not NULL, follows the counts ("; 300 more already in out.csv"). */
 void cli_print_summary(const char *command, const char *verbed, size_t files, size_t failed,
                        const char *note, const cli_timings *t);
+
+/* With VITC_TIMINGS in the environment (bench/oneshot.sh), the stages of
+ * a batch run in milliseconds on stderr, -q or not: "vit CMD: timings:
+ * load 41.20 ms, start 5.10 ms, decode wait 7.91 ms, forward 10.33 ms"
+ * (start: cli_batch_start). Nothing without. */
+void cli_print_timings(const char *command, const cli_timings *t);
 
 /* The image files a command works on: where to read each, and the name it
  * goes by in rows and output file names. */

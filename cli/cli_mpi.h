@@ -1,8 +1,11 @@
 /* cli_mpi.h — classify, eval and features over several processes (MPI).
  *
- * Built when CMake finds MPI (cli/mpi.c; -DVITC_MPI=OFF leaves it out):
- * then VITC_MPI is defined. Without it every function below is a stub for
- * one process, so the commands call them unconditionally.
+ * Built when CMake finds MPI (-DVITC_MPI=OFF leaves it out): then
+ * VITC_MPI is defined, cli/mpi.c is built into vit-mpi.so, which vit opens
+ * only when a launcher started it, and cli/mpi_calls.c defines these
+ * functions in vit (through the module, or as one process). Without it
+ * every function below is a stub for one process, so the commands call
+ * them unconditionally.
  *
  * A vit started by a launcher (mpirun, mpiexec, srun: OMPI_COMM_WORLD_SIZE,
  * PMIX_RANK or PMI_SIZE in its environment) joins the job with MPI_Init; a

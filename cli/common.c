@@ -389,6 +389,12 @@ void cli_print_summary(const char *command, const char *verbed, size_t files, si
             noun, failed, note, t->load, split, t->total > 0 ? files / t->total : 0.0);
 }
 
+void cli_print_timings(const char *command, const cli_timings *t) {
+    if (!getenv("VITC_TIMINGS")) return;
+    fprintf(stderr, "vit %s: timings: load %.2f ms, start %.2f ms, decode wait %.2f ms, forward %.2f ms\n",
+            command, t->load * 1e3, t->start * 1e3, t->decode * 1e3, t->forward * 1e3);
+}
+
 char *cli_csv_quote(const char *s) {
     if (!strpbrk(s, ",\"\n\r")) return strdup(s);
     char *quoted = malloc(2 * strlen(s) + 3), *q = quoted;

@@ -89,6 +89,10 @@ void cli_info_describe(const vit_model *model, int is_default, cli_info_lines *i
              vit_model_kernels(model), vit_kernels_choices());
     if (vit_model_int8_kernels(model))
         add_line(info, "int8 layers", "run in int8 on the %s kernels", vit_model_int8_kernels(model));
+    add_line(info, "weights", "%s%s", vit_model_packing(model),
+             strcmp(vit_model_packing(model), "mapped from the file") != 0
+                 ? " (vit quantize writes a copy that maps them: docs/quantize.md)"
+                 : "");
     add_line(info, "labels", "%d (%s)", vit_model_num_labels(model), vit_model_labels_source(model));
     add_line(info, "preprocess", "%s", preprocess);
 }

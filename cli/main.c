@@ -1,7 +1,9 @@
 /* vit — command-line front end of vitc. Each subcommand parses its
  * arguments and calls the library; nothing here knows how a ViT works. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "cli_mpi.h"
@@ -63,8 +65,24 @@ static int run_command(int argc, char **argv) {
     return CLI_EXIT_FATAL;
 }
 
+/* VITC_TIMINGS (bench/oneshot.sh): the CPU time the process spent before
+ * main, loading and initialising its libraries (before main there is one
+ * thread, so CPU time is that thread's), and the time from main to its end,
+ * on stderr; a command's own stages come in its own line
+ * (cli_print_timings). */
+static void print_process_timings(double cpu_before_main, double main_start) {
+    fprintf(stderr, "vit: timings: before main %.2f ms CPU, main %.2f ms\n",
+            cpu_before_main * 1e3, (cli_now_seconds() - main_start) * 1e3);
+}
+
 int main(int argc, char **argv) {
+    const int timings = getenv("VITC_TIMINGS") != NULL;
+    struct timespec cpu = {0, 0};
+    if (timings) clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+    const double main_start = timings ? cli_now_seconds() : 0.0;
     /* Under mpirun or srun: joins the job (cli_mpi.h); a plain vit does not. */
-    if (cli_mpi_start(&argc, &argv) != 0) return cli_mpi_finish(CLI_EXIT_FATAL);
-    return cli_mpi_finish(run_command(argc, argv));
+    int status = cli_mpi_start(&argc, &argv) != 0 ? CLI_EXIT_FATAL : -1;
+    status = cli_mpi_finish(status >= 0 ? status : run_command(argc, argv));
+    if (timings) print_process_timings((double)cpu.tv_sec + cpu.tv_nsec * 1e-9, main_start);
+    return status;
 }

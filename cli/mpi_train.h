@@ -1,8 +1,10 @@
 /* mpi_train.h — vit train over several processes with MPI (data-parallel).
  *
- * Built when CMake finds MPI (cli/mpi_train.c; -DVITC_MPI=OFF leaves it
- * out): then VITC_MPI is defined. Without it every function below is
- * a stub for one process, so cli/train.c calls them unconditionally.
+ * Built when CMake finds MPI (-DVITC_MPI=OFF leaves it out): then
+ * VITC_MPI is defined and cli/mpi_train.c is built into vit-mpi.so with
+ * cli/mpi.c (cli_mpi.h says when vit opens it). Without it every function
+ * below is a stub for one process, so cli/train.c calls them
+ * unconditionally.
  *
  * In a job of several processes (main joins it, cli_mpi.h) each computes
  * the gradients of its slice of every global batch and the library's

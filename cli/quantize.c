@@ -1,4 +1,5 @@
-/* vit quantize: a BF16 or int8 copy of a checkpoint that every command loads.
+/* vit quantize: a BF16, int8 or float32 copy of a checkpoint that every
+ * command loads, its matrices packed for the kernels (vit/packed.c).
  * The copy is self-contained: config.json and preprocessor_config.json from
  * beside the source go into its __metadata__. */
 #include <stdlib.h>
@@ -7,25 +8,34 @@
 
 #include "cli.h"
 
-enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_DTYPE, OPT_ALLOW_UNUSED, NUM_OPTS };
+enum { OPT_MODEL, OPT_REVISION, OPT_OUTPUT, OPT_DTYPE, OPT_PLAIN, OPT_ALLOW_UNUSED, NUM_OPTS };
 
 static const cli_option OPTIONS[NUM_OPTS] = {
     [OPT_MODEL] = {"model", 'm', 1, "MODEL", CLI_MODEL_HELP},
     [OPT_REVISION] = CLI_REVISION_OPTION,
     [OPT_OUTPUT] = {"output", 'o', 1, "FILE", "the .safetensors file to write"},
-    [OPT_DTYPE] = {"dtype", 0, 1, "bf16|int8",
+    [OPT_DTYPE] = {"dtype", 0, 1, "bf16|int8|fp32|packed",
                    "bf16: every float tensor as BF16; int8: the encoder's linear layers as int8 "
-                   "with one scale per 32 weights"},
+                   "with one scale per 32 weights; fp32: every float tensor as float32; packed: "
+                   "every tensor as stored. Each copy also holds its matrices packed for this "
+                   "CPU's kernels, so it loads without packing"},
+    [OPT_PLAIN] = {"plain", 0, 0, NULL,
+                   "without the packed matrices: the smallest file, packed at every load"},
     [OPT_ALLOW_UNUSED] = CLI_ALLOW_UNUSED_OPTION,
 };
 
 static const char USAGE[] =
-    "usage: vit quantize -m MODEL -o OUT.safetensors --dtype bf16|int8\n\n"
-    "Writes a reduced-precision copy of a checkpoint, with its config, labels and\n"
-    "preprocessing inside, so every command loads it: bf16 is half the size, int8\n"
-    "about a third (the encoder's linear layers in int8, the rest float32). bf16\n"
-    "weights are widened to float32 at load; int8 layers compute in int8 (AVX-512\n"
-    "VNNI, AVX2 or portable C, as the CPU allows).";
+    "usage: vit quantize -m MODEL -o OUT.safetensors --dtype bf16|int8|fp32|packed\n"
+    "                    [--plain]\n\n"
+    "Writes a copy of a checkpoint, with its config, labels and preprocessing\n"
+    "inside, so every command loads it, and its matrices packed for this CPU's\n"
+    "kernels beside its tensors, so loading maps them instead of packing (the fast\n"
+    "copy; a file packed for other kernels is packed again at load, with a line\n"
+    "saying so; --plain leaves them out). bf16 stores the weights in half the\n"
+    "size, int8 in about a third (the encoder's linear layers in int8, the rest\n"
+    "float32); fp32 and packed keep the values. bf16 weights are widened to\n"
+    "float32 at load; int8 layers compute in int8 (AVX-512 VNNI, AVX2 or portable\n"
+    "C, as the CPU allows).";
 
 static double file_mib(const char *path) {
     struct stat st;
@@ -54,8 +64,13 @@ int cli_quantize(int argc, char **argv) {
         to = WEIGHTS_QUANT_BF16;
     } else if (strcmp(dtype, "int8") == 0) {
         to = WEIGHTS_QUANT_INT8;
+    } else if (strcmp(dtype, "fp32") == 0) {
+        to = WEIGHTS_QUANT_F32;
+    } else if (strcmp(dtype, "packed") == 0) {
+        to = WEIGHTS_QUANT_KEEP;
     } else {
-        fprintf(stderr, "vit quantize: --dtype expects bf16 or int8, got '%s'\n", dtype);
+        fprintf(stderr, "vit quantize: --dtype expects bf16, int8, fp32 or packed, got '%s'\n",
+                dtype);
         return CLI_EXIT_FATAL;
     }
     /* Loading first proves the source is a model we can run. */
@@ -72,7 +87,7 @@ int cli_quantize(int argc, char **argv) {
         cli_lock_output("quantize", out_path, 0, &lock) != 0)
         goto done;
     vit_error err;
-    if (vit_model_quantize(model, to, out_path, &err) != VIT_OK) {
+    if (vit_model_quantize(model, to, !v[OPT_PLAIN], out_path, &err) != VIT_OK) {
         fprintf(stderr, "vit quantize: %s\n", err.message);
         goto done;
     }

@@ -32,18 +32,7 @@
 #include <strings.h>
 
 #include "cli.h"
-
-#ifndef VITC_HAVE_MHD
-
-int cli_serve(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "vit serve: this vit was built without GNU libmicrohttpd (install "
-                    "libmicrohttpd-dev, as scripts/setup does, and rebuild)\n");
-    return CLI_EXIT_FATAL;
-}
-
-#else
+#include "module.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -1393,4 +1382,7 @@ int cli_serve(int argc, char **argv) {
     return exit_code;
 }
 
-#endif
+/* What vit opens (module.c): this file is built into vit-serve.so, with
+ * serve_guard.c and serve_http.c, only when libmicrohttpd is there. */
+__attribute__((visibility("default"))) const cli_serve_module vitc_serve_module = {
+    {VITC_MODULE_ABI}, cli_serve};

@@ -56,6 +56,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "resize_rows.h"
 #include "vit_json.h"
 
 #define MAX_SIDE 65536
@@ -755,6 +756,41 @@ static vit_status check_recipe(const data_preprocess *p, vit_error *err) {
     return VIT_OK;
 }
 
+/* Where the rows of the crop go: planes of ow-wide rows, the crop's
+ * rows starting at (dx, dy) (the padding's offset), through the lookup. */
+typedef struct planar_sink {
+    float lut[3][256];
+    float *out;
+    size_t plane;
+    int ow, dx, dy, nx;
+} planar_sink;
+
+/* The normalised float of every 8-bit value, per channel. */
+static void fill_lut(const data_preprocess *p, float lut[3][256]) {
+    int exact_255 = p->rescale_factor == 1.0f / 255.0f;
+    for (int c = 0; c < 3; c++) {
+        for (int v = 0; v < 256; v++) {
+            float x;
+            if (!p->do_rescale) x = (float)v;
+            else if (exact_255) x = (float)(v / 255.0);
+            else x = (float)(v * (double)p->rescale_factor);
+            if (p->do_normalize) x = (x - p->mean[c]) / p->std[c];
+            lut[c][v] = x;
+        }
+    }
+}
+
+/* One row of the crop (nx RGB pixels) into the three planes. */
+static void planar_row(void *ctx, int y, const uint8_t *row) {
+    planar_sink *s = ctx;
+    float *r = s->out + (size_t)(s->dy + y) * s->ow + s->dx, *g = r + s->plane, *b = g + s->plane;
+    for (int x = 0; x < s->nx; x++) {
+        r[x] = s->lut[0][row[3 * x]];
+        g[x] = s->lut[1][row[3 * x + 1]];
+        b[x] = s->lut[2][row[3 * x + 2]];
+    }
+}
+
 vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img, float *out,
                                  vit_error *err) {
     if (!p || !img || !out) return vit_error_set(err, VIT_E_ARG, "preprocess: missing argument");
@@ -780,8 +816,6 @@ vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img
             rw = l > 2e9 ? INT32_MAX : (int)l;
         }
     }
-    data_image resized = {0};
-    const data_image *cur = img;
     /* The resized image is held in memory too: the same pixel cap applies,
      * which bounds the work an extreme aspect ratio can cause (a 5 x 186879
      * image resized to 18 x 672764 made fuzz_image time out). */
@@ -790,48 +824,33 @@ vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img
         return vit_error_set(err, VIT_E_LIMIT,
                              "preprocess: resizing %dx%d to %dx%d exceeds the limit of %lld pixels",
                              img->width, img->height, rw, rh, (long long)max_pixels);
-    if (rw != img->width || rh != img->height) {
-        st = data_resize(img, rw, rh, p->resample, &resized, err);
-        if (st != VIT_OK) return st;
-        cur = &resized;
-    }
 
     /* 2. per-channel lookup from 8-bit value to the normalised float. */
-    float lut[3][256];
-    int exact_255 = p->rescale_factor == 1.0f / 255.0f;
-    for (int c = 0; c < 3; c++) {
-        for (int v = 0; v < 256; v++) {
-            float x;
-            if (!p->do_rescale) x = (float)v;
-            else if (exact_255) x = (float)(v / 255.0);
-            else x = (float)(v * (double)p->rescale_factor);
-            if (p->do_normalize) x = (x - p->mean[c]) / p->std[c];
-            lut[c][v] = x;
-        }
-    }
+    planar_sink sink;
+    fill_lut(p, sink.lut);
 
-    /* 3. centre crop (zero-padded when the crop is larger) into CHW. */
-    int oh = p->do_center_crop ? p->crop_height : cur->height;
-    int ow = p->do_center_crop ? p->crop_width : cur->width;
-    int sy = 0, dy = 0, ny = oh, sx = 0, dx = 0, nx = ow;
+    /* 3. centre crop (zero-padded when the crop is larger) into CHW: only
+     * the rows and columns of the resized image the crop keeps are
+     * computed, each row normalised into the planes as it comes. */
+    int oh = p->do_center_crop ? p->crop_height : rh;
+    int ow = p->do_center_crop ? p->crop_width : rw;
+    int sy = 0, ny = oh, sx = 0, nx = ow;
+    sink.out = out;
+    sink.plane = (size_t)oh * ow;
+    sink.ow = ow;
+    sink.dx = sink.dy = 0;
     if (p->do_center_crop) {
-        crop_axis(cur->height, oh, p->crop_rounding, &sy, &dy, &ny);
-        crop_axis(cur->width, ow, p->crop_rounding, &sx, &dx, &nx);
+        crop_axis(rh, oh, p->crop_rounding, &sy, &sink.dy, &ny);
+        crop_axis(rw, ow, p->crop_rounding, &sx, &sink.dx, &nx);
     }
-    size_t plane = (size_t)oh * ow;
+    sink.nx = nx;
     if (ny < oh || nx < ow)
         for (int c = 0; c < 3; c++)
-            for (size_t i = 0; i < plane; i++) out[c * plane + i] = lut[c][0];
-    for (int y = 0; y < ny; y++) {
-        const uint8_t *row = cur->pixels + ((size_t)(sy + y) * cur->width + sx) * 3;
-        size_t o = (size_t)(dy + y) * ow + dx;
-        for (int x = 0; x < nx; x++) {
-            out[o + x] = lut[0][row[3 * x]];
-            out[plane + o + x] = lut[1][row[3 * x + 1]];
-            out[2 * plane + o + x] = lut[2][row[3 * x + 2]];
-        }
-    }
-    data_image_free(&resized);
+            for (size_t i = 0; i < sink.plane; i++) out[c * sink.plane + i] = sink.lut[c][0];
+    if (rw != img->width || rh != img->height)
+        return data_resize_rows(img, rw, rh, p->resample, sx, sy, nx, ny, planar_row, &sink, err);
+    for (int y = 0; y < ny; y++)
+        planar_row(&sink, y, img->pixels + ((size_t)(sy + y) * img->width + sx) * 3);
     return VIT_OK;
 }
 

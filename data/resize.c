@@ -19,8 +19,17 @@
  *    truncated; the accumulation, not a closed form, decides which pixel is
  *    picked at exact .0 boundaries, so we accumulate the same way.
  *  - Same size: a plain copy.
+ *
+ * The passes run as a stream over a window of the output (data_resize_rows):
+ * output rows come out one at a time, and each input row is resampled
+ * horizontally once, when the first output row needs it, into a ring of
+ * as many rows as the vertical filter has taps. Every output pixel is
+ * computed by the same sums as before; a window only leaves out pixels a
+ * centre crop would drop, and the ring replaces an intermediate image
+ * (fresh pages cost ~16 us each on the project's VMs).
  */
 #include "data.h"
+#include "resize_rows.h"
 
 #include <limits.h>
 #include <math.h>
@@ -64,8 +73,10 @@ static void axis_weights_free(axis_weights *w) {
     memset(w, 0, sizeof *w);
 }
 
-static vit_status axis_weights_compute(int in_size, int out_size, filter_fn filter,
-                                       double filter_support, axis_weights *w,
+/* Weights for the outputs first .. first + count - 1 of an axis resized
+ * from in_size to out_size (the centres are those of the whole axis). */
+static vit_status axis_weights_compute(int in_size, int out_size, int first, int count,
+                                       filter_fn filter, double filter_support, axis_weights *w,
                                        vit_error *err) {
     memset(w, 0, sizeof *w);
     /* Pillow computes the box extent in float, exact for these sizes. */
@@ -74,21 +85,22 @@ static vit_status axis_weights_compute(int in_size, int out_size, filter_fn filt
     double support = filter_support * filter_scale;
     /* support <= 2 * in_size, and in_size is bounded by DATA_MAX_PIXELS. */
     int taps = (int)ceil(support) * 2 + 1;
-    if ((size_t)out_size > SIZE_MAX / sizeof(int32_t) / (size_t)taps)
+    if ((size_t)count > SIZE_MAX / sizeof(int32_t) / (size_t)taps)
         return vit_error_set(err, VIT_E_LIMIT, "resize: coefficient table too large");
     w->taps = taps;
-    w->first = malloc((size_t)out_size * sizeof *w->first);
-    w->count = malloc((size_t)out_size * sizeof *w->count);
-    w->coeffs = calloc((size_t)out_size * (size_t)taps, sizeof *w->coeffs);
+    w->first = malloc((size_t)count * sizeof *w->first);
+    w->count = malloc((size_t)count * sizeof *w->count);
+    w->coeffs = calloc((size_t)count * (size_t)taps, sizeof *w->coeffs);
     double *k = malloc((size_t)taps * sizeof *k);
     if (!w->first || !w->count || !w->coeffs || !k) {
         free(k);
         axis_weights_free(w);
         return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory for %d x %d weights",
-                             out_size, taps);
+                             count, taps);
     }
     double inv_filter_scale = 1.0 / filter_scale;
-    for (int i = 0; i < out_size; i++) {
+    for (int j = 0; j < count; j++) {
+        const int i = first + j;
         double center = (i + 0.5) * scale;
         /* (int) truncates toward zero, as Pillow's "round" does. */
         int lo = (int)(center - support + 0.5);
@@ -102,14 +114,14 @@ static vit_status axis_weights_compute(int in_size, int out_size, filter_fn filt
             k[t] = filter((t + lo - center + 0.5) * inv_filter_scale);
             sum += k[t];
         }
-        int32_t *out = w->coeffs + (size_t)i * taps;
+        int32_t *out = w->coeffs + (size_t)j * taps;
         for (int t = 0; t < n; t++) {
             double v = sum != 0.0 ? k[t] / sum : k[t];
             double f = v * (1 << PRECISION_BITS);
             out[t] = (int32_t)(v < 0 ? f - 0.5 : f + 0.5);
         }
-        w->first[i] = lo;
-        w->count[i] = n;
+        w->first[j] = lo;
+        w->count[j] = n;
     }
     free(k);
     return VIT_OK;
@@ -121,131 +133,183 @@ static inline uint8_t clip8(int32_t v) {
     return (uint8_t)(s < 0 ? 0 : s > 255 ? 255 : s);
 }
 
-/* Horizontal pass over `rows` rows of src starting at row first_row. */
-static void resample_horizontal(const uint8_t *src, int src_width, int first_row, int rows,
-                                uint8_t *dst, int dst_width, const axis_weights *w) {
-    for (int y = 0; y < rows; y++) {
-        const uint8_t *in = src + ((size_t)(first_row + y) * src_width) * 3;
-        uint8_t *out = dst + (size_t)y * dst_width * 3;
-        for (int x = 0; x < dst_width; x++) {
-            const uint8_t *p = in + (size_t)w->first[x] * 3;
-            const int32_t *k = w->coeffs + (size_t)x * w->taps;
-            int n = w->count[x];
-            int32_t r = 1 << (PRECISION_BITS - 1), g = r, b = r;
-            for (int t = 0; t < n; t++) {
-                r += p[3 * t + 0] * k[t];
-                g += p[3 * t + 1] * k[t];
-                b += p[3 * t + 2] * k[t];
-            }
-            out[3 * x + 0] = clip8(r);
-            out[3 * x + 1] = clip8(g);
-            out[3 * x + 2] = clip8(b);
+/* The horizontal pass for one input row: the outputs wx describes. */
+static void horizontal_row(const uint8_t *in, uint8_t *out, int width, const axis_weights *wx) {
+    for (int x = 0; x < width; x++) {
+        const uint8_t *p = in + (size_t)wx->first[x] * 3;
+        const int32_t *k = wx->coeffs + (size_t)x * wx->taps;
+        int n = wx->count[x];
+        int32_t r = 1 << (PRECISION_BITS - 1), g = r, b = r;
+        for (int t = 0; t < n; t++) {
+            r += p[3 * t + 0] * k[t];
+            g += p[3 * t + 1] * k[t];
+            b += p[3 * t + 2] * k[t];
         }
+        out[3 * x + 0] = clip8(r);
+        out[3 * x + 1] = clip8(g);
+        out[3 * x + 2] = clip8(b);
     }
 }
 
-/* Vertical pass; src row 0 corresponds to input row row_offset. Works on
- * whole rows with an int32 accumulator row so the inner loop vectorises;
- * integer sums are order independent, so this equals Pillow's per-pixel
- * loop exactly. */
-static void resample_vertical(const uint8_t *src, int row_offset, int width, uint8_t *dst,
-                              int dst_height, const axis_weights *w, int32_t *acc) {
-    size_t n = (size_t)width * 3;
-    for (int y = 0; y < dst_height; y++) {
-        for (size_t i = 0; i < n; i++) acc[i] = 1 << (PRECISION_BITS - 1);
-        const int32_t *k = w->coeffs + (size_t)y * w->taps;
-        int first = w->first[y] - row_offset;
-        for (int t = 0; t < w->count[y]; t++) {
-            const uint8_t *in = src + (size_t)(first + t) * n;
-            int32_t kt = k[t];
-            for (size_t i = 0; i < n; i++) acc[i] += in[i] * kt;
-        }
-        uint8_t *out = dst + (size_t)y * n;
-        for (size_t i = 0; i < n; i++) out[i] = clip8(acc[i]);
+/* The vertical pass for one output row from its count input rows. Whole
+ * rows with an int32 accumulator row so the inner loop vectorises; integer
+ * sums are order independent, so this equals Pillow's per-pixel loop. */
+static void vertical_row(const uint8_t *const *rows, int count, const int32_t *k, size_t n,
+                         int32_t *acc, uint8_t *out) {
+    for (size_t i = 0; i < n; i++) acc[i] = 1 << (PRECISION_BITS - 1);
+    for (int t = 0; t < count; t++) {
+        const uint8_t *in = rows[t];
+        const int32_t kt = k[t];
+        for (size_t i = 0; i < n; i++) acc[i] += in[i] * kt;
     }
+    for (size_t i = 0; i < n; i++) out[i] = clip8(acc[i]);
 }
 
-static vit_status resize_nearest(const data_image *src, data_image *dst, vit_error *err) {
-    int *col = malloc((size_t)dst->width * sizeof *col);
-    if (!col) return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory");
-    double sx = (double)(float)src->width / dst->width;
-    double sy = (double)(float)src->height / dst->height;
+/* A window of a BILINEAR/BICUBIC resize in progress. wx.taps (wy.taps) is
+ * 0 when the width (height) does not change and its pass is skipped. */
+typedef struct resize_stream {
+    const data_image *src;
+    int x0, y0, w, h;
+    axis_weights wx, wy;
+    uint8_t *ring;       /* ring_rows input rows after the horizontal pass */
+    int ring_rows, next; /* next: the next input row to pass horizontally */
+    const uint8_t **rows; /* the rows one output row reads */
+    uint8_t *row;        /* one output row */
+    int32_t *acc;
+} resize_stream;
+
+/* Input row r after the horizontal pass. Rows are passed in order, each
+ * once, and those below first (no output row reads them) are skipped; the
+ * ring holds as many rows as an output row reads at most. */
+static const uint8_t *input_row(resize_stream *s, int first, int r) {
+    const size_t bytes = (size_t)s->w * 3;
+    if (!s->wx.taps) return s->src->pixels + ((size_t)r * s->src->width + s->x0) * 3;
+    if (s->next < first) s->next = first;
+    for (; s->next <= r; s->next++)
+        horizontal_row(s->src->pixels + (size_t)s->next * s->src->width * 3,
+                       s->ring + (size_t)(s->next % s->ring_rows) * bytes, s->w, &s->wx);
+    return s->ring + (size_t)(r % s->ring_rows) * bytes;
+}
+
+static vit_status stream_start(resize_stream *s, int width, int height, filter_fn fn,
+                               double support, vit_error *err) {
+    const data_image *src = s->src;
+    vit_status st = VIT_OK;
+    if (width != src->width) st = axis_weights_compute(src->width, width, s->x0, s->w, fn, support, &s->wx, err);
+    if (st == VIT_OK && height != src->height)
+        st = axis_weights_compute(src->height, height, s->y0, s->h, fn, support, &s->wy, err);
+    if (st != VIT_OK) return st;
+    const size_t bytes = (size_t)s->w * 3;
+    s->ring_rows = s->wy.taps ? s->wy.taps : 1;
+    if (s->ring_rows > src->height) s->ring_rows = src->height;
+    s->ring = s->wx.taps ? malloc((size_t)s->ring_rows * bytes) : NULL;
+    s->rows = malloc((size_t)(s->wy.taps ? s->wy.taps : 1) * sizeof *s->rows);
+    s->row = malloc(bytes);
+    s->acc = malloc(bytes * sizeof *s->acc);
+    if ((s->wx.taps && !s->ring) || !s->rows || !s->row || !s->acc)
+        return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory");
+    return VIT_OK;
+}
+
+static void stream_free(resize_stream *s) {
+    axis_weights_free(&s->wx);
+    axis_weights_free(&s->wy);
+    free(s->ring);
+    free(s->rows);
+    free(s->row);
+    free(s->acc);
+}
+
+/* BILINEAR/BICUBIC: the window's rows, one at a time, to emit. */
+static vit_status resize_convolution(resize_stream *s, int width, int height, filter_fn fn,
+                                     double support, data_resize_row_fn emit, void *ctx,
+                                     vit_error *err) {
+    vit_status st = stream_start(s, width, height, fn, support, err);
+    for (int y = 0; st == VIT_OK && y < s->h; y++) {
+        if (!s->wy.taps) {
+            emit(ctx, y, input_row(s, s->y0 + y, s->y0 + y));
+            continue;
+        }
+        const int first = s->wy.first[y], count = s->wy.count[y];
+        for (int t = 0; t < count; t++) s->rows[t] = input_row(s, first, first + t);
+        vertical_row(s->rows, count, s->wy.coeffs + (size_t)y * s->wy.taps, (size_t)s->w * 3,
+                     s->acc, s->row);
+        emit(ctx, y, s->row);
+    }
+    stream_free(s);
+    return st;
+}
+
+/* NEAREST: the source coordinates are accumulated over the whole axis,
+ * as Pillow does, and the window's are used. */
+static vit_status resize_nearest(const resize_stream *s, int width, int height,
+                                 data_resize_row_fn emit, void *ctx, vit_error *err) {
+    const data_image *src = s->src;
+    int *col = malloc((size_t)width * sizeof *col);
+    uint8_t *row = malloc((size_t)s->w * 3);
+    if (!col || !row) {
+        free(col);
+        free(row);
+        return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory");
+    }
+    double sx = (double)(float)src->width / width;
+    double sy = (double)(float)src->height / height;
     double xo = sx * 0.5;
-    for (int x = 0; x < dst->width; x++) {
+    for (int x = 0; x < width; x++) {
         int xi = xo < 0.0 ? -1 : (int)xo;
         col[x] = xi < src->width ? xi : -1; /* -1: outside, filled with zero like PIL */
         xo += sx;
     }
     double yo = sy * 0.5;
-    for (int y = 0; y < dst->height; y++) {
+    for (int y = 0; y < s->y0 + s->h; y++, yo += sy) {
+        if (y < s->y0) continue;
         int yi = yo < 0.0 ? -1 : (int)yo;
-        uint8_t *out = dst->pixels + (size_t)y * dst->width * 3;
-        if (yi < 0 || yi >= src->height) {
-            memset(out, 0, (size_t)dst->width * 3);
-        } else {
-            const uint8_t *in = src->pixels + (size_t)yi * src->width * 3;
-            for (int x = 0; x < dst->width; x++) {
-                if (col[x] < 0) {
-                    out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = 0;
-                } else {
-                    memcpy(out + 3 * x, in + 3 * col[x], 3);
-                }
-            }
+        const uint8_t *in = yi < 0 || yi >= src->height ? NULL : src->pixels + (size_t)yi * src->width * 3;
+        for (int x = 0; x < s->w; x++) {
+            const int c = col[s->x0 + x];
+            if (!in || c < 0) row[3 * x] = row[3 * x + 1] = row[3 * x + 2] = 0;
+            else memcpy(row + 3 * x, in + 3 * c, 3);
         }
-        yo += sy;
+        emit(ctx, y - s->y0, row);
     }
     free(col);
+    free(row);
     return VIT_OK;
 }
 
-/* BILINEAR/BICUBIC: the separable convolution into dst (allocated, of the
- * target size): horizontal pass first, each pass only when its side changes. */
-static vit_status resize_convolution(const data_image *src, data_image *dst, filter_fn fn,
-                                     double support, vit_error *err) {
-    const int width = dst->width, height = dst->height;
-    const int need_horizontal = width != src->width, need_vertical = height != src->height;
-    axis_weights wx = {0}, wy = {0};
-    uint8_t *tmp = NULL;
-    int32_t *acc = NULL;
-    vit_status st = VIT_OK;
-    if (need_horizontal) st = axis_weights_compute(src->width, width, fn, support, &wx, err);
-    if (st == VIT_OK && need_vertical)
-        st = axis_weights_compute(src->height, height, fn, support, &wy, err);
-    if (st != VIT_OK) goto done;
+vit_status data_resize_rows(const data_image *src, int width, int height, data_resample filter,
+                            int x, int y, int w, int h, data_resize_row_fn emit, void *ctx,
+                            vit_error *err) {
+    if (!src || !src->pixels || src->width <= 0 || src->height <= 0)
+        return vit_error_set(err, VIT_E_ARG, "resize: empty source image");
+    if (width <= 0 || height <= 0)
+        return vit_error_set(err, VIT_E_ARG, "resize: invalid target size %dx%d", width, height);
+    if ((int64_t)width * height > DATA_MAX_PIXELS)
+        return vit_error_set(err, VIT_E_LIMIT,
+                             "resize: target %dx%d exceeds the limit of %lld megapixels", width,
+                             height, (long long)(DATA_MAX_PIXELS / 1000000));
+    if (x < 0 || y < 0 || w <= 0 || h <= 0 || x > width - w || y > height - h)
+        return vit_error_set(err, VIT_E_ARG, "resize: window %dx%d at %d,%d is outside %dx%d", w,
+                             h, x, y, width, height);
+    resize_stream s = {.src = src, .x0 = x, .y0 = y, .w = w, .h = h};
+    if (width == src->width && height == src->height) {
+        for (int r = 0; r < h; r++) emit(ctx, r, src->pixels + ((size_t)(y + r) * src->width + x) * 3);
+        return VIT_OK;
+    }
+    switch (filter) {
+    case DATA_RESAMPLE_NEAREST: return resize_nearest(&s, width, height, emit, ctx, err);
+    case DATA_RESAMPLE_BILINEAR:
+        return resize_convolution(&s, width, height, bilinear_filter, 1.0, emit, ctx, err);
+    case DATA_RESAMPLE_BICUBIC:
+        return resize_convolution(&s, width, height, bicubic_filter, 2.0, emit, ctx, err);
+    default: return vit_error_set(err, VIT_E_UNSUPPORTED, "resize: unsupported filter %d", (int)filter);
+    }
+}
 
-    if (!need_vertical) {
-        resample_horizontal(src->pixels, src->width, 0, height, dst->pixels, width, &wx);
-        goto done;
-    }
-    /* Only the input rows the vertical filter touches need the horizontal pass. */
-    int row_first = wy.first[0];
-    int row_last = wy.first[height - 1] + wy.count[height - 1];
-    const uint8_t *vsrc = src->pixels;
-    int row_offset = 0;
-    if (need_horizontal) {
-        tmp = malloc((size_t)width * (size_t)(row_last - row_first) * 3);
-        if (!tmp) {
-            st = vit_error_set(err, VIT_E_NOMEM, "resize: out of memory");
-            goto done;
-        }
-        resample_horizontal(src->pixels, src->width, row_first, row_last - row_first, tmp, width,
-                            &wx);
-        vsrc = tmp;
-        row_offset = row_first;
-    }
-    acc = malloc((size_t)width * 3 * sizeof *acc);
-    if (!acc) {
-        st = vit_error_set(err, VIT_E_NOMEM, "resize: out of memory");
-        goto done;
-    }
-    resample_vertical(vsrc, row_offset, width, dst->pixels, height, &wy, acc);
-
-done:
-    free(acc);
-    free(tmp);
-    axis_weights_free(&wx);
-    axis_weights_free(&wy);
-    return st;
+/* data_resize's rows go into its image. */
+static void store_row(void *ctx, int y, const uint8_t *rgb) {
+    data_image *dst = ctx;
+    memcpy(dst->pixels + (size_t)y * dst->width * 3, rgb, (size_t)dst->width * 3);
 }
 
 vit_status data_resize(const data_image *src, int width, int height, data_resample filter,
@@ -260,32 +324,15 @@ vit_status data_resize(const data_image *src, int width, int height, data_resamp
         return vit_error_set(err, VIT_E_LIMIT,
                              "resize: target %dx%d exceeds the limit of %lld megapixels", width,
                              height, (long long)(DATA_MAX_PIXELS / 1000000));
-    filter_fn fn;
-    double support;
-    switch (filter) {
-    case DATA_RESAMPLE_NEAREST: fn = NULL; support = 0; break;
-    case DATA_RESAMPLE_BILINEAR: fn = bilinear_filter; support = 1.0; break;
-    case DATA_RESAMPLE_BICUBIC: fn = bicubic_filter; support = 2.0; break;
-    default: return vit_error_set(err, VIT_E_UNSUPPORTED, "resize: unsupported filter %d", (int)filter);
-    }
-    size_t out_bytes = (size_t)width * height * 3;
-    dst->pixels = malloc(out_bytes);
+    if (filter != DATA_RESAMPLE_NEAREST && filter != DATA_RESAMPLE_BILINEAR &&
+        filter != DATA_RESAMPLE_BICUBIC)
+        return vit_error_set(err, VIT_E_UNSUPPORTED, "resize: unsupported filter %d", (int)filter);
+    dst->pixels = malloc((size_t)width * height * 3);
     if (!dst->pixels)
         return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory for %dx%d", width, height);
     dst->width = width;
     dst->height = height;
-
-    if (width == src->width && height == src->height) {
-        memcpy(dst->pixels, src->pixels, out_bytes);
-        return VIT_OK;
-    }
-    if (filter == DATA_RESAMPLE_NEAREST) {
-        vit_status st = resize_nearest(src, dst, err);
-        if (st != VIT_OK) data_image_free(dst);
-        return st;
-    }
-
-    vit_status st = resize_convolution(src, dst, fn, support, err);
+    vit_status st = data_resize_rows(src, width, height, filter, 0, 0, width, height, store_row, dst, err);
     if (st != VIT_OK) data_image_free(dst);
     return st;
 }

@@ -228,7 +228,7 @@ static void check_quantized(const char *name, weights_quant to, float tolerance)
     vit_model *model, *copy;
     cr_assert(vit_model_load(model_path, NULL, &model, &err) == VIT_OK, "%s", err.message);
     snprintf(out, sizeof out, "/tmp/vitc-family-%d-%s-%d.safetensors", (int)getpid(), name, (int)to);
-    cr_assert(vit_model_quantize(model, to, out, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_quantize(model, to, 1, out, &err) == VIT_OK, "%s", err.message);
     cr_assert(vit_model_load(out, NULL, &copy, &err) == VIT_OK, "%s: %s", name, err.message);
     char a[256], b[256];
     cr_expect_str_eq(vit_config_describe_switches(vit_model_config(model), a, sizeof a),

@@ -160,7 +160,7 @@ Test(quantize, refuses_bad_requests_in_one_line) {
     out_path(out, sizeof out, "refuse", "int8");
     run_result *r = run("quantize -m " FIXTURES "hf_vit_d48_h3 -o /tmp/x.safetensors --dtype fp4");
     cr_expect_eq(r->status, 1);
-    cr_expect(strstr(r->err, "--dtype expects bf16 or int8"), "%s", r->err);
+    cr_expect(strstr(r->err, "--dtype expects bf16, int8, fp32 or packed"), "%s", r->err);
     r = run("quantize -m " FIXTURES "hf_vit_d48_h3 --dtype int8");
     cr_expect_eq(r->status, 1);
     cr_expect(strstr(r->err, "-o is required"), "%s", r->err);

@@ -579,7 +579,7 @@ static void make_carrying_copy(void) {
     snprintf(path, sizeof path, "%s/q", dir);
     cr_assert(mkdir(path, 0777) == 0);
     snprintf(path, sizeof path, "%s/q/model.safetensors", dir);
-    cr_assert(vit_model_quantize(model, WEIGHTS_QUANT_BF16, path, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_quantize(model, WEIGHTS_QUANT_BF16, 1, path, &err) == VIT_OK, "%s", err.message);
     vit_model_free(model);
 }
 

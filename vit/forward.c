@@ -2,6 +2,8 @@
  * buffers the context owns; what stays here is the batch scheduling: whole
  * images per thread, or one image split over all threads. Nothing here
  * allocates. */
+/* madvise and MADV_HUGEPAGE (Linux) beside the project's POSIX. */
+#define _DEFAULT_SOURCE
 #include "vit_internal.h"
 
 #include <math.h>
@@ -9,6 +11,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "kernels.h"
 #include "kernels_parallel.h"
@@ -44,6 +47,8 @@ struct vit_context {
     /* Capture destinations, [kind][layer + 1]: for tokens index 0 is after
      * the embedding and l + 1 after block l; attention and keys use l + 1. */
     float **captures;
+    void *arena; /* every float buffer above, one allocation (context_arena) */
+    size_t arena_bytes;
     double *profile; /* per-stage seconds, or NULL */
 };
 
@@ -84,6 +89,35 @@ static size_t scores_floats(const vit_context *ctx) {
  * tasks to balance them, four whole 12-row AVX-512 tiles. */
 #define SPLIT_QUERY_ROWS 48
 
+/* The context's float buffers (*bufs[i] gets floats[i], 0: NULL) carved,
+ * 64-byte aligned and zeroed, from one allocation: in 2 MiB pages where the
+ * kernel allows (transparent huge pages in madvise mode), as the packed
+ * weights are. Separately, their 4 KiB page faults were most of a
+ * one-shot classify's context creation on the VMs here (one per 1024
+ * floats, ~2.5 MiB for ViT-tiny at batch 1). Leaves every pointer NULL
+ * when out of memory. */
+static void context_arena(vit_context *ctx, float **const *bufs, const size_t *floats, size_t n) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) bytes += (floats[i] * sizeof(float) + 63) / 64 * 64;
+    const size_t huge = (size_t)2 << 20;
+    void *arena = NULL;
+    if (bytes >= huge / 2 && posix_memalign(&arena, huge, (bytes + huge - 1) / huge * huge) == 0) {
+#ifdef MADV_HUGEPAGE
+        madvise(arena, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
+#endif
+    } else if (!(arena = aligned_alloc(64, bytes ? (bytes + 63) / 64 * 64 : 64))) {
+        arena = NULL;
+    }
+    ctx->arena = arena;
+    ctx->arena_bytes = bytes;
+    if (arena) memset(arena, 0, bytes);
+    char *at = arena;
+    for (size_t i = 0; i < n; i++) {
+        *bufs[i] = arena && floats[i] ? (float *)at : NULL;
+        at += (floats[i] * sizeof(float) + 63) / 64 * 64;
+    }
+}
+
 /* Every buffer of the context; 0 when one could not be had. */
 static int alloc_buffers(vit_context *ctx) {
     const vit_model *model = ctx->model;
@@ -92,26 +126,24 @@ static int alloc_buffers(vit_context *ctx) {
     const size_t B = (size_t)max_batch, T = (size_t)ctx->num_tokens, D = (size_t)c->hidden_size;
     const size_t M = (size_t)c->mlp_size, Np = (size_t)ctx->num_patches;
     const size_t K = (size_t)c->num_channels * c->patch_size * c->patch_size;
-    ctx->x = kernels_alloc_floats(B * T * D);
-    ctx->normed = kernels_alloc_floats(B * T * D);
-    ctx->qkv = kernels_alloc_floats(B * T * 3 * D);
-    ctx->attn = kernels_alloc_floats(B * T * D);
-    ctx->hidden = kernels_alloc_floats(B * T * M);
-    ctx->cols = kernels_alloc_floats(B * Np * K);
-    ctx->patches = kernels_alloc_floats(B * Np * D);
-    ctx->scores = kernels_alloc_floats((size_t)ctx->num_threads * scores_floats(ctx));
+    ctx->qscale_slot = T * (size_t)vit_model_int8_groups(model);
+    const size_t slots = (size_t)(max_batch < ctx->num_threads ? max_batch : ctx->num_threads);
+    if (ctx->qscale_slot)
+        ctx->qinp_slot_bytes = (kernels_qinp_bytes((int)T, (int)(M > D ? M : D)) + 63) / 64 * 64;
     ctx->pool_stride = c->distilled ? 2 * (int)D : vit_config_pooled_size(c);
-    ctx->pooled = kernels_alloc_floats(B * (size_t)ctx->pool_stride);
-    ctx->pos_embed = kernels_alloc_floats(T * D);
+    float *qinp;
+    float **bufs[] = {&ctx->x,    &ctx->normed,  &ctx->qkv,    &ctx->attn,   &ctx->hidden,
+                      &ctx->cols, &ctx->patches, &ctx->scores, &ctx->pooled, &ctx->pos_embed,
+                      &qinp,      &ctx->qscale};
+    const size_t floats[] = {B * T * D, B * T * D, B * T * 3 * D, B * T * D, B * T * M, B * Np * K,
+                             B * Np * D, (size_t)ctx->num_threads * scores_floats(ctx),
+                             B * (size_t)ctx->pool_stride, T * D,
+                             ctx->qscale_slot ? slots * ctx->qinp_slot_bytes / sizeof(float) : 0,
+                             slots * ctx->qscale_slot};
+    context_arena(ctx, bufs, floats, sizeof floats / sizeof *floats);
+    ctx->qinp = qinp;
     ctx->captures =
         calloc((size_t)VIT_CAPTURE_KIND_COUNT * (c->num_layers + 1), sizeof *ctx->captures);
-    ctx->qscale_slot = T * (size_t)vit_model_int8_groups(model);
-    if (ctx->qscale_slot) {
-        const size_t slots = (size_t)(max_batch < ctx->num_threads ? max_batch : ctx->num_threads);
-        ctx->qinp_slot_bytes = (kernels_qinp_bytes((int)T, (int)(M > D ? M : D)) + 63) / 64 * 64;
-        ctx->qinp = kernels_alloc_floats(slots * ctx->qinp_slot_bytes / sizeof(float));
-        ctx->qscale = kernels_alloc_floats(slots * ctx->qscale_slot);
-    }
     const int int8_missing = ctx->qscale_slot && (!ctx->qinp || !ctx->qscale);
     return !int8_missing && ctx->x && ctx->normed && ctx->qkv && ctx->attn && ctx->hidden &&
            ctx->cols && ctx->patches && ctx->scores && ctx->pooled && ctx->captures &&
@@ -146,8 +178,8 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
                               vit_context **out, vit_error *err) {
     *out = NULL;
     const vit_config *c = &model->config;
-    vit_status blas = kernels_check_blas(err);
-    if (blas != VIT_OK) return blas;
+    /* No kernels_check_blas: inference runs on vitc's own kernels, never
+     * OpenBLAS, which training alone loads (base/vitc_blas.h). */
     if (max_batch <= 0 || max_batch > 4096)
         return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..4096", max_batch);
     if (threads < 0 || threads > 1024)
@@ -199,19 +231,8 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
 
 void vit_context_free(vit_context *ctx) {
     if (!ctx) return;
-    free(ctx->x);
-    free(ctx->normed);
-    free(ctx->qkv);
-    free(ctx->attn);
-    free(ctx->hidden);
-    free(ctx->cols);
-    free(ctx->patches);
-    free(ctx->scores);
-    free(ctx->pooled);
-    free(ctx->pos_embed);
+    free(ctx->arena);
     free(ctx->captures);
-    free(ctx->qinp);
-    free(ctx->qscale);
     free(ctx);
 }
 
@@ -243,45 +264,79 @@ static float *capture_slot(const vit_context *ctx, vit_capture_kind kind, int la
 
 void vit_softmax(float *values, int n) { softmax_forward(values, n); }
 
-/* *dst = weight [rows, cols] packed (NULL when weight is: an int8 layer);
- * 0 when out of memory. */
-static int pack_linear(kernels_fmatrix **dst, const float *weight, int rows, int cols) {
+/* *dst = weight [rows, cols] packed (NULL when weight is: an int8 layer),
+ * mapped from a packed file when it holds it (vit_packed_fmatrix). */
+static vit_status pack_linear(vit_model *m, const char *name, kernels_fmatrix **dst,
+                              const float *weight, int rows, int cols, vit_error *err) {
     *dst = NULL;
-    if (!weight) return 1;
-    if (!(*dst = kernels_fmatrix_create(rows, cols))) return 0;
+    if (!weight) return VIT_OK;
+    vit_status s = vit_packed_fmatrix(m, name, rows, cols, dst, err);
+    if (s != VIT_OK || *dst) return s;
+    if (!(*dst = kernels_fmatrix_create(rows, cols)))
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
     kernels_fmatrix_set(*dst, 0, rows, 0, cols, weight, 1.0f);
-    return 1;
+#pragma omp atomic
+    m->packed++;
+    return VIT_OK;
 }
 
 /* The head as vitc's GEMM runs it (vit_internal.h): with a distillation
  * head both halves halved (exact) side by side, so one sum over [class ‖
  * distillation] gives the mean of the heads. */
-static int pack_head(vit_model *m) {
+static vit_status pack_head(vit_model *m, vit_error *err) {
     const vit_config *c = &m->config;
     const int C = c->num_classes, D = c->hidden_size;
-    if (C == 0 || !m->head_w) return 1;
-    if (!m->head_dist_w) return pack_linear(&m->head_f, m->head_w, C, vit_config_pooled_size(c));
-    m->head_f = kernels_fmatrix_create(C, 2 * D);
-    m->head_bias = malloc(sizeof(float) * (size_t)C);
-    if (!m->head_f || !m->head_bias) return 0;
+    if (C == 0 || !m->head_w) return VIT_OK;
+    if (!m->head_dist_w)
+        return pack_linear(m, "head", &m->head_f, m->head_w, C, vit_config_pooled_size(c), err);
+    if (!(m->head_bias = malloc(sizeof(float) * (size_t)C)))
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
+    for (int j = 0; j < C; j++) m->head_bias[j] = 0.5f * (m->head_b[j] + m->head_dist_b[j]);
+    vit_status s = vit_packed_fmatrix(m, "head", C, 2 * D, &m->head_f, err);
+    if (s != VIT_OK || m->head_f) return s;
+    if (!(m->head_f = kernels_fmatrix_create(C, 2 * D)))
+        return vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
     kernels_fmatrix_set(m->head_f, 0, C, 0, D, m->head_w, 0.5f);
     kernels_fmatrix_set(m->head_f, 0, C, D, D, m->head_dist_w, 0.5f);
-    for (int j = 0; j < C; j++) m->head_bias[j] = 0.5f * (m->head_b[j] + m->head_dist_b[j]);
-    return 1;
+    m->packed++;
+    return VIT_OK;
+}
+
+/* Block l's float32 layers packed (or mapped). */
+static vit_status pack_block(vit_model *m, int l, vit_error *err) {
+    const int D = m->config.hidden_size, M = m->config.mlp_size;
+    vit_block *b = &m->blocks[l];
+    kernels_fmatrix **dst[4] = {&b->qkv_f, &b->proj_f, &b->fc1_f, &b->fc2_f};
+    const float *w[4] = {b->qkv_w, b->proj_w, b->fc1_w, b->fc2_w};
+    const int rows[4] = {3 * D, D, M, D}, cols[4] = {D, D, D, M};
+    static const char *const WHAT[4] = {"qkv", "proj", "fc1", "fc2"};
+    vit_status s = VIT_OK;
+    for (int i = 0; i < 4 && s == VIT_OK; i++) {
+        if (*dst[i]) continue; /* mapped by take_all (model.c take_mapped) */
+        char name[48];
+        snprintf(name, sizeof name, "blocks.%d.%s", l, WHAT[i]);
+        s = pack_linear(m, name, dst[i], w[i], rows[i], cols[i], err);
+    }
+    return s;
 }
 
 vit_status vit_model_pack(vit_model *m, int threads, vit_error *err) {
     const vit_config *c = &m->config;
-    const int D = c->hidden_size, M = c->mlp_size;
-    int ok = pack_linear(&m->patch_f, m->patch_w, D, c->num_channels * c->patch_size * c->patch_size) &&
-             pack_head(m);
+    vit_status s = pack_linear(m, "patch", &m->patch_f, m->patch_w, c->hidden_size,
+                               c->num_channels * c->patch_size * c->patch_size, err);
+    if (s == VIT_OK) s = pack_head(m, err);
+    if (s != VIT_OK) return s;
+    if (m->packed_f) { /* mapped: no work worth starting the threads for */
+        for (int l = 0; l < c->num_layers && s == VIT_OK; l++) s = pack_block(m, l, err);
+        return s;
+    }
     /* The layers side by side: packing reads and writes every weight once,
-     * most of a large model's load time. */
+     * most of a large model's load time. Only out of memory can fail. */
+    int ok = 1;
 #pragma omp parallel for schedule(dynamic) reduction(&& : ok) num_threads(threads)
     for (int l = 0; l < c->num_layers; l++) {
-        vit_block *b = &m->blocks[l];
-        ok = pack_linear(&b->qkv_f, b->qkv_w, 3 * D, D) && pack_linear(&b->proj_f, b->proj_w, D, D) &&
-             pack_linear(&b->fc1_f, b->fc1_w, M, D) && pack_linear(&b->fc2_f, b->fc2_w, D, M) && ok;
+        vit_error mine;
+        ok = pack_block(m, l, &mine) == VIT_OK && ok;
     }
     return ok ? VIT_OK : vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
 }

@@ -358,10 +358,51 @@ kernels_fmatrix *kernels_fmatrix_create(int rows, int cols);
 void kernels_fmatrix_set(kernels_fmatrix *w, int first_row, int count, int first_col, int width,
                          const float *values, float scale);
 
+/* Its values as float32 [rows, cols] (training from a packed file whose
+ * layer was mapped, never unpacked: vit/packed.c). */
+void kernels_fmatrix_to_f32(const kernels_fmatrix *w, float *dst);
+
 int kernels_fmatrix_rows(const kernels_fmatrix *w);
 int kernels_fmatrix_cols(const kernels_fmatrix *w);
 size_t kernels_fmatrix_bytes(const kernels_fmatrix *w);
 void kernels_fmatrix_free(kernels_fmatrix *w);
+
+/* ------------------------------------------- packed matrices in files */
+
+/* A packed matrix as a file stores it (vit quantize's packed copies,
+ * docs/quantize.md): its bytes in up to KERNELS_PACKED_PARTS parts, each
+ * a multiple of 64 bytes and 64-byte aligned, under a layout name that
+ * this layer defines and versions. A load maps the parts in place of
+ * packing only when the file's layout name is the one the kernels use now
+ * (kernels_*_layout): any change to a packed layout (panel width, element
+ * order, padding, what the parts hold) must change its name, so an older
+ * file is repacked from its source tensors instead of misread. */
+#define KERNELS_PACKED_PARTS 3
+typedef struct kernels_packed {
+    int count;
+    const void *part[KERNELS_PACKED_PARTS];
+    size_t bytes[KERNELS_PACKED_PARTS];
+} kernels_packed;
+
+/* The layout names, with their version: fp32 matrices (every path),
+ * and int8 matrices for path isa's kernels. */
+const char *kernels_fmatrix_layout(void);
+const char *kernels_qmatrix_layout(kernels_isa isa);
+
+/* w's packed bytes (pointers into w, valid while it lives). */
+void kernels_fmatrix_parts(const kernels_fmatrix *w, kernels_packed *out);
+void kernels_qmatrix_parts(const kernels_qmatrix *w, kernels_packed *out);
+
+/* A matrix over parts the caller keeps alive (a mapped file), not copied,
+ * as kernels_*_parts gave them for the same arguments; NULL when the
+ * count, a size or an alignment is not what the layout needs, when an int8
+ * matrix for a C path holds what packing cannot write (a weight outside
+ * -127..127, a column sum not its weights': kernels_int8.c), or out of
+ * memory.
+ * kernels_*_free frees the matrix and leaves the parts. */
+kernels_fmatrix *kernels_fmatrix_wrap(int rows, int cols, const kernels_packed *p);
+kernels_qmatrix *kernels_qmatrix_wrap(int rows, int cols, int group, kernels_isa isa,
+                                      const kernels_packed *p);
 
 /* out[r, j] from the sum s = inp[r, 0] w[j, 0] + ... over k in order (a
  * chain of fused multiply-adds from 0), in this order, each step rounded:

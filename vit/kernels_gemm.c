@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -66,6 +67,12 @@ void kernels_fmatrix_set(kernels_fmatrix *w, int first_row, int count, int first
     }
 }
 
+void kernels_fmatrix_to_f32(const kernels_fmatrix *w, float *dst) {
+    for (int n = 0; n < w->rows; n++)
+        for (int k = 0; k < w->cols; k++)
+            dst[(size_t)n * w->cols + k] = w->values[((size_t)(n / FPANEL) * w->cols + k) * FPANEL + n % FPANEL];
+}
+
 int kernels_fmatrix_rows(const kernels_fmatrix *w) { return w->rows; }
 int kernels_fmatrix_cols(const kernels_fmatrix *w) { return w->cols; }
 
@@ -75,8 +82,28 @@ size_t kernels_fmatrix_bytes(const kernels_fmatrix *w) {
 
 void kernels_fmatrix_free(kernels_fmatrix *w) {
     if (!w) return;
-    free(w->values);
+    if (!w->wrapped) free(w->values);
     free(w);
+}
+
+/* Version 1: [panels][cols][16] floats, panel p holding outputs 16p ..
+ * 16p + 15 (lanes past rows 0), one part. */
+const char *kernels_fmatrix_layout(void) { return "fmatrix-f32-panel16-v1"; }
+
+void kernels_fmatrix_parts(const kernels_fmatrix *w, kernels_packed *out) {
+    *out = (kernels_packed){.count = 1, .part = {w->values}, .bytes = {kernels_fmatrix_bytes(w)}};
+}
+
+kernels_fmatrix *kernels_fmatrix_wrap(int rows, int cols, const kernels_packed *p) {
+    if (rows <= 0 || cols <= 0 || p->count != 1 || (uintptr_t)p->part[0] % 64 != 0) return NULL;
+    kernels_fmatrix *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    *w = (kernels_fmatrix){rows, cols, (rows + FPANEL - 1) / FPANEL, (float *)p->part[0], 1};
+    if (p->bytes[0] != kernels_fmatrix_bytes(w)) {
+        free(w);
+        return NULL;
+    }
+    return w;
 }
 
 /* b [K, N] (row-major, rows ldb floats apart) as the weights of a product

@@ -21,9 +21,12 @@
 /* Output columns per packed panel: one AVX-512 vector, two AVX2 ones. */
 #define FPANEL 16
 
+/* Packed copies (vit/packed.c) store values as they are: a change to this
+ * layout must change kernels_fmatrix_layout's name (kernels_gemm.c). */
 struct kernels_fmatrix {
     int rows, cols, panels; /* outputs, inputs (K), ceil(rows / FPANEL) */
     float *values;          /* [panels][cols][FPANEL], 64-byte aligned */
+    int wrapped;            /* values belong to the caller (kernels_fmatrix_wrap) */
 };
 
 /* One GEMM: out [rows, n] = epilogue(inp [rows, k] x packed panels). */

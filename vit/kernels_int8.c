@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,27 +102,29 @@ static void *alloc_zeroed(size_t bytes) {
     return p;
 }
 
-/* cols is at most 2^16: a group's int32 sum, up to 255 * 127 per weight on
- * the u8 path, then cannot overflow even when the group is the whole row. */
-kernels_qmatrix *kernels_qmatrix_create(int rows, int cols, int group, kernels_isa isa) {
+/* The shape fields of kernels_qmatrix_create, without the arrays; 0 when
+ * the arguments are not packable. */
+static int qmatrix_shape(kernels_qmatrix *w, int rows, int cols, int group, kernels_isa isa) {
     if (rows <= 0 || cols <= 0 || group <= 0 || cols % group != 0 ||
         (unsigned)isa >= KERNELS_ISA_COUNT || cols > (1 << 16))
-        return NULL;
-    kernels_qmatrix *w = calloc(1, sizeof *w);
-    if (!w) return NULL;
-    w->isa = kernels_isa_int8(isa);
-    w->rows = rows;
-    w->cols = cols;
-    w->group = group;
+        return 0;
+    *w = (kernels_qmatrix){.isa = kernels_isa_int8(isa), .rows = rows, .cols = cols, .group = group};
     w->kpad = (cols + 3) / 4 * 4;
     w->groups = cols / group;
     /* Padding lands in the last group; a group of 4k stays 4k. */
     w->kgroup = w->groups == 1 ? w->kpad : group;
-    if (w->groups > 1 && group % 4 != 0) { /* cannot pad inside groups: not packable */
-        free(w);
-        return NULL;
-    }
     w->panels = (rows + QPANEL - 1) / QPANEL;
+    return w->groups == 1 || group % 4 == 0; /* cannot pad inside groups */
+}
+
+/* cols is at most 2^16: a group's int32 sum, up to 255 * 127 per weight on
+ * the u8 path, then cannot overflow even when the group is the whole row. */
+kernels_qmatrix *kernels_qmatrix_create(int rows, int cols, int group, kernels_isa isa) {
+    kernels_qmatrix shape;
+    if (!qmatrix_shape(&shape, rows, cols, group, isa)) return NULL;
+    kernels_qmatrix *w = malloc(sizeof *w);
+    if (!w) return NULL;
+    *w = shape;
     const size_t slots = (size_t)w->panels * QPANEL;
     const size_t value_bytes = slots * w->kpad * (quad_layout(isa) ? 1 : 2);
     w->values = alloc_zeroed(value_bytes);
@@ -188,10 +191,86 @@ size_t kernels_qmatrix_bytes(const kernels_qmatrix *w) {
 
 void kernels_qmatrix_free(kernels_qmatrix *w) {
     if (!w) return;
-    free(w->values);
-    free(w->scales);
-    free(w->offsets);
+    if (!w->wrapped) {
+        free(w->values);
+        free(w->scales);
+        free(w->offsets);
+    }
     free(w);
+}
+
+/* The pairs' version 1 and the quads' version 2 (kernels_int8.h): parts
+ * values, scales and, for the quads, offsets (-128 x each group's weight
+ * sum; version 1 held the sums themselves), in panels of 16 outputs. */
+const char *kernels_qmatrix_layout(kernels_isa isa) {
+    return quad_layout(kernels_isa_int8(isa)) ? "qmatrix-u8s8-quad-panel16-v2"
+                                              : "qmatrix-s16-pair-panel16-v1";
+}
+
+void kernels_qmatrix_parts(const kernels_qmatrix *w, kernels_packed *out) {
+    const size_t slots = (size_t)w->panels * QPANEL;
+    *out = (kernels_packed){.count = w->offsets ? 3 : 2,
+                            .part = {w->values, w->scales, w->offsets},
+                            .bytes = {slots * w->kpad * (quad_layout(w->isa) ? 1 : 2),
+                                      slots * w->groups * sizeof(float),
+                                      w->offsets ? slots * w->groups * sizeof(int32_t) : 0}};
+}
+
+/* What set_rows can write, checked in one pass over mapped parts: weights
+ * in -127..127 and, for the quads, each group's offset -128 x their sum. Beyond
+ * them the int32 sums of the C paths (generic, vnni-reference) could
+ * overflow, which C leaves undefined, so a file's bytes are checked before
+ * they run on them. The vector paths' sums wrap (vpmaddwd, vpdpbusd): a
+ * damaged file gives wrong numbers there, as damaged float weights do,
+ * and the pass (a third of `vit info`'s CPU on the default model) is
+ * skipped. */
+static int qmatrix_valid(const kernels_qmatrix *w) {
+    const size_t slots = (size_t)w->panels * QPANEL;
+    if (!quad_layout(w->isa)) {
+        const int16_t *v = w->values;
+        int16_t bad = 0;
+        for (size_t i = 0; i < slots * w->kpad; i++) bad |= (int16_t)(v[i] < -127 || v[i] > 127);
+        return !bad;
+    }
+    const int8_t *v = w->values;
+    const int quads = w->kgroup / 4;
+    int bad = 0;
+    for (int panel = 0; panel < w->panels && !bad; panel++)
+        for (int g = 0; g < w->groups && !bad; g++) {
+            int32_t sum[QPANEL] = {0};
+            for (int q = g * quads; q < (g + 1) * quads; q++) {
+                const int8_t *quad = v + ((size_t)panel * (w->kpad / 4) + (size_t)q) * QPANEL * 4;
+                for (int c = 0; c < QPANEL; c++) {
+                    const int8_t *e = quad + 4 * c;
+                    bad |= (e[0] == -128) | (e[1] == -128) | (e[2] == -128) | (e[3] == -128);
+                    sum[c] += e[0] + e[1] + e[2] + e[3];
+                }
+            }
+            const int32_t *want = w->offsets + ((size_t)panel * w->groups + (size_t)g) * QPANEL;
+            for (int c = 0; c < QPANEL; c++) bad |= want[c] != -128 * sum[c];
+        }
+    return !bad;
+}
+
+kernels_qmatrix *kernels_qmatrix_wrap(int rows, int cols, int group, kernels_isa isa,
+                                      const kernels_packed *p) {
+    kernels_qmatrix shape;
+    if (!qmatrix_shape(&shape, rows, cols, group, isa)) return NULL;
+    shape.values = (void *)p->part[0];
+    shape.scales = (float *)p->part[1];
+    shape.offsets = quad_layout(shape.isa) ? (int32_t *)p->part[2] : NULL;
+    kernels_packed want;
+    kernels_qmatrix_parts(&shape, &want);
+    if (p->count != want.count) return NULL;
+    for (int i = 0; i < want.count; i++)
+        if (p->bytes[i] != want.bytes[i] || (uintptr_t)p->part[i] % 64 != 0) return NULL;
+    const int c_path = shape.isa == KERNELS_ISA_GENERIC || shape.isa == KERNELS_ISA_VNNI_REFERENCE;
+    if (c_path && !qmatrix_valid(&shape)) return NULL;
+    kernels_qmatrix *w = malloc(sizeof *w);
+    if (!w) return NULL;
+    *w = shape;
+    w->wrapped = 1;
+    return w;
 }
 
 size_t kernels_qinp_bytes(int rows, int cols) {

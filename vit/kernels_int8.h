@@ -20,7 +20,9 @@
  *   sum = 0; for g in order: sum = fma((float)s_g, scale[n, g] * inp_scale[r, g], sum)
  *   out = (residual + bias) + sum, then the activation (kernels_rows.h),
  * so every path gives the same bits, whatever rows or columns it computes
- * together. */
+ * together. Packed copies (vit/packed.c) store these bytes as they are: a
+ * change to either layout must change its name in kernels_qmatrix_layout
+ * (kernels_int8.c), or old files are misread. */
 #ifndef VIT_KERNELS_INT8_H
 #define VIT_KERNELS_INT8_H
 
@@ -39,6 +41,7 @@ struct kernels_qmatrix {
     void *values;
     float *scales;
     int32_t *offsets; /* quad layouts only: -128 * the group's weight sum */
+    int wrapped;      /* the arrays belong to the caller (kernels_qmatrix_wrap) */
 };
 
 /* One qmatmul_forward call, as the panel kernels see it. */

@@ -152,6 +152,29 @@ static vit_status take(vit_model *m, weights_role role, int layer, int64_t rows,
     return tensor_values(m, &ref, out, err);
 }
 
+/* A float32 linear weight [rows, cols] of block `layer`: from a packed
+ * file whose float layout is the kernels', mapped into *f, and *w left NULL
+ * unless the tensor is float32 in place (so a dtype the forward pass would
+ * convert, an int8 file's proj or a bf16 file's, is never converted);
+ * otherwise as take() gives it, packed later by vit_model_pack. */
+static vit_status take_mapped(vit_model *m, weights_role role, int layer, const char *what,
+                              int64_t rows, int64_t cols, const float **w, kernels_fmatrix **f,
+                              vit_error *err) {
+    weights_ref ref;
+    *w = NULL;
+    vit_status s = weights_layout_find(m->file, m->layout, role, layer, &ref, err);
+    if (s != VIT_OK || !m->packed_f || !ref.tensor || ref.row_count || !shape_matches(&ref, rows, cols) ||
+        (ref.tensor->dtype == WEIGHTS_F32 && (uintptr_t)ref.tensor->data % sizeof(float) == 0))
+        return s != VIT_OK ? s : take(m, role, layer, rows, cols, 0, w, err);
+    char name[48];
+    snprintf(name, sizeof name, "blocks.%d.%s", layer, what);
+    if ((s = vit_packed_fmatrix(m, name, (int)rows, (int)cols, f, err)) != VIT_OK) return s;
+    if (!*f) return take(m, role, layer, rows, cols, 0, w, err); /* not mappable here */
+    m->param_count += ref.tensor->numel;
+    mark_used(m, ref.tensor);
+    return VIT_OK;
+}
+
 /* Whether the int8 kernels take a matrix of cols columns in groups of
  * `group` (kernels_qmatrix_create's limits); others load as float. */
 static int packable(size_t cols, size_t group) {
@@ -161,7 +184,7 @@ static int packable(size_t cols, size_t group) {
 /* The I8 matrices of parts (each rows_each x cols: a tensor or a slice of
  * one) stacked into one packed matrix in *q; *q stays NULL when a part is
  * not I8 or not packable, and the caller loads them as float. */
-static vit_status pack_int8(vit_model *m, const weights_ref *parts, int n_parts,
+static vit_status pack_int8(vit_model *m, const char *name, const weights_ref *parts, int n_parts,
                             int64_t rows_each, int64_t cols, kernels_qmatrix **q,
                             vit_error *err) {
     *q = NULL;
@@ -176,9 +199,18 @@ static vit_status pack_int8(vit_model *m, const weights_ref *parts, int n_parts,
         if ((i > 0 && g != groups) || !packable((size_t)cols, (size_t)cols / g)) return VIT_OK;
         groups = g;
     }
-    kernels_qmatrix *packed = kernels_qmatrix_create((int)(rows_each * n_parts), (int)cols,
-                                                     (int)(cols / (int64_t)groups), m->isa);
+    const int rows = (int)(rows_each * n_parts), group = (int)(cols / (int64_t)groups);
+    vit_status mapped = vit_packed_qmatrix(m, name, rows, (int)cols, group, q, err);
+    if (mapped != VIT_OK || *q) { /* a packed file's own: nothing to pack */
+        for (int i = 0; mapped == VIT_OK && i < n_parts; i++) {
+            if (parts[i].row_start == 0) m->param_count += parts[i].tensor->numel;
+            mark_used(m, parts[i].tensor);
+        }
+        return mapped;
+    }
+    kernels_qmatrix *packed = kernels_qmatrix_create(rows, (int)cols, group, m->isa);
     if (!packed) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(m->file));
+    m->packed++;
     float *all = NULL; /* the scale tensor of part i as float32 (slices share one) */
     vit_status s = VIT_OK;
     for (int i = 0; i < n_parts && s == VIT_OK; i++) {
@@ -210,13 +242,16 @@ static vit_status pack_int8(vit_model *m, const weights_ref *parts, int n_parts,
  * as I8 (then *w is NULL), else float32 as take() gives it. */
 static vit_status take_linear(vit_model *m, weights_role role, int layer, int64_t rows,
                               int64_t cols, const float **w, kernels_qmatrix **q,
-                              vit_error *err) {
+                              kernels_fmatrix **f, vit_error *err) {
     weights_ref ref;
     *w = NULL;
     vit_status s = weights_layout_find(m->file, m->layout, role, layer, &ref, err);
-    if (s == VIT_OK) s = pack_int8(m, &ref, 1, rows, cols, q, err);
+    const char *what = role == WEIGHTS_FC1_W ? "fc1" : role == WEIGHTS_FC2_W ? "fc2" : "proj";
+    char name[48];
+    snprintf(name, sizeof name, "blocks.%d.%s", layer, what);
+    if (s == VIT_OK) s = pack_int8(m, name, &ref, 1, rows, cols, q, err);
     if (s != VIT_OK || *q) return s;
-    return take(m, role, layer, rows, cols, 0, w, err);
+    return take_mapped(m, role, layer, what, rows, cols, w, f, err);
 }
 
 /* Q, K and V of one block as one [3D, D] matrix (and [3D] bias): the timm
@@ -233,7 +268,9 @@ static vit_status take_qkv(vit_model *m, int layer, const float **w, const float
         vit_status status = weights_layout_find(m->file, m->layout, w_roles[i], layer, &refs[i], err);
         if (status != VIT_OK) return status;
     }
-    vit_status packed = pack_int8(m, refs, 3, D, D, q, err);
+    char name[48];
+    snprintf(name, sizeof name, "blocks.%d.qkv", layer);
+    vit_status packed = pack_int8(m, name, refs, 3, D, D, q, err);
     if (packed != VIT_OK) return packed;
     for (int i = 0; i < 3; i++) {
         vit_status status = *q ? VIT_OK : take(m, w_roles[i], layer, D, D, 0, &parts_w[i], err);
@@ -1116,6 +1153,8 @@ static vit_status take_all(vit_model *m, vit_error *err) {
     vit_status s;
     if (!(m->used = calloc(weights_count(m->file) + 1, 1)))
         return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    char note[512];
+    if (vit_packed_settle(m, note, sizeof note)) add_notice(m, note);
     if ((s = take(m, WEIGHTS_PATCH_W, 0, D, K, 0, &m->patch_w, err)) ||
         /* timm: bias = not pre_norm (CLIP towers have none) */
         (s = take(m, WEIGHTS_PATCH_B, 0, 1, D, c->pre_norm, &m->patch_b, err)) ||
@@ -1144,13 +1183,13 @@ static vit_status take_all(vit_model *m, vit_error *err) {
              * (DeiT-tiny) and 499 (ViT-tiny), against 496 and 498 with
              * it in float32 on its dequantised weights (bench/README.md,
              * "Issue 27: int8"). */
-            (s = take_linear(m, WEIGHTS_PROJ_W, l, D, D, &b->proj_w, &b->proj_q, err)) ||
+            (s = take_linear(m, WEIGHTS_PROJ_W, l, D, D, &b->proj_w, &b->proj_q, &b->proj_f, err)) ||
             (s = take(m, WEIGHTS_PROJ_B, l, 1, D, 0, &b->proj_b, err)) ||
             (s = take(m, WEIGHTS_LN2_W, l, 1, D, 0, &b->ln2_w, err)) ||
             (s = take(m, WEIGHTS_LN2_B, l, 1, D, 0, &b->ln2_b, err)) ||
-            (s = take_linear(m, WEIGHTS_FC1_W, l, M, D, &b->fc1_w, &b->fc1_q, err)) ||
+            (s = take_linear(m, WEIGHTS_FC1_W, l, M, D, &b->fc1_w, &b->fc1_q, &b->fc1_f, err)) ||
             (s = take(m, WEIGHTS_FC1_B, l, 1, M, 0, &b->fc1_b, err)) ||
-            (s = take_linear(m, WEIGHTS_FC2_W, l, D, M, &b->fc2_w, &b->fc2_q, err)) ||
+            (s = take_linear(m, WEIGHTS_FC2_W, l, D, M, &b->fc2_w, &b->fc2_q, &b->fc2_f, err)) ||
             (s = take(m, WEIGHTS_FC2_B, l, 1, D, 0, &b->fc2_b, err)) ||
             /* settle_block_switches made each switch's tensors all or
              * nothing across blocks: optional means none anywhere. */
@@ -1214,7 +1253,8 @@ static vit_status check_unused(vit_model *m, int allow_unused, vit_error *err) {
 
 static void describe_dtypes(vit_model *m) {
     int seen[WEIGHTS_BOOL + 1] = {0};
-    for (size_t i = 0; i < weights_count(m->file); i++) seen[weights_at(m->file, i)->dtype] = 1;
+    for (size_t i = 0; i < weights_count(m->file); i++)
+        if (!vit_packed_is_part(weights_at(m->file, i)->name)) seen[weights_at(m->file, i)->dtype] = 1;
     size_t used = 0;
     for (int d = 0; d <= WEIGHTS_BOOL; d++)
         if (seen[d] && used < sizeof m->dtypes)
@@ -1555,12 +1595,67 @@ void vit_model_free(vit_model *m) {
     free(m);
 }
 
-vit_status vit_model_quantize(const vit_model *m, weights_quant to, const char *path,
-                              vit_error *err) {
-    /* The source's own metadata, with the texts the model was loaded with in
-     * place of the same keys, so the copy loads without files beside it. */
+static const char *quantization_text(weights_quant to) {
+    switch (to) {
+    case WEIGHTS_QUANT_BF16: return "bf16: every float tensor rounded to bfloat16";
+    case WEIGHTS_QUANT_INT8:
+        return "int8: encoder linear-layer weights, symmetric, one float32 scale per 32 weights "
+               "of a row (<name>_scale); activations quantised per row and group at run time";
+    case WEIGHTS_QUANT_F32: return "f32: every float tensor as float32";
+    default: return NULL; /* as stored: the source's own text stays */
+    }
+}
+
+/* The source's own metadata, with the texts the model was loaded with in
+ * place of the same keys, so the copy loads without files beside it; the
+ * packing's keys left out (vit_model_write_packed sets them). keys and
+ * values hold n_source + 3 pairs. */
+static size_t copy_metadata(const vit_model *m, weights_quant to, const char **keys,
+                            const char **values) {
     const weights_file *f = m->file;
-    const size_t n_source = weights_metadata_count(f);
+    const char *quantization = quantization_text(to);
+    size_t n = 0;
+    for (size_t i = 0; i < weights_metadata_count(f); i++) {
+        const char *key = weights_metadata_key(f, i);
+        if (strcmp(key, "config") == 0 || strcmp(key, "preprocessor_config") == 0 ||
+            (quantization && strcmp(key, "quantization") == 0) || vit_packed_is_key(key))
+            continue;
+        keys[n] = key;
+        values[n++] = weights_metadata_value(f, i);
+    }
+    if (m->config_text) keys[n] = "config", values[n++] = m->config_text;
+    if (m->preprocessor_text) keys[n] = "preprocessor_config", values[n++] = m->preprocessor_text;
+    if (quantization) keys[n] = "quantization", values[n++] = quantization;
+    return n;
+}
+
+/* Rewrites path (written by weights_quantize) with its matrices packed for
+ * m's kernels: loaded on m's path, then written with the parts. */
+static vit_status pack_copy(const vit_model *m, const char *path, vit_error *err) {
+    const vit_load_options options = {.isa = kernels_isa_name(m->isa), .allow_unused = 1};
+    vit_model *copy = NULL;
+    vit_status status = vit_model_load(path, &options, &copy, err);
+    const size_t n_source = copy ? weights_metadata_count(copy->file) : 0;
+    const char **keys = calloc(n_source + 1, sizeof *keys);
+    const char **values = calloc(n_source + 1, sizeof *values);
+    if (status == VIT_OK && (!keys || !values))
+        status = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
+    if (status == VIT_OK) {
+        for (size_t i = 0; i < n_source; i++) {
+            keys[i] = weights_metadata_key(copy->file, i);
+            values[i] = weights_metadata_value(copy->file, i);
+        }
+        status = vit_model_write_packed(copy, path, keys, values, n_source, err);
+    }
+    free(keys);
+    free(values);
+    vit_model_free(copy);
+    return status;
+}
+
+vit_status vit_model_quantize(const vit_model *m, weights_quant to, int packed, const char *path,
+                              vit_error *err) {
+    const size_t n_source = weights_metadata_count(m->file);
     const char **keys = calloc(n_source + 3, sizeof *keys);
     const char **values = calloc(n_source + 3, sizeof *values);
     if (!keys || !values) {
@@ -1568,25 +1663,13 @@ vit_status vit_model_quantize(const vit_model *m, weights_quant to, const char *
         free(values);
         return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
     }
-    size_t n = 0;
-    for (size_t i = 0; i < n_source; i++) {
-        const char *key = weights_metadata_key(f, i);
-        if (strcmp(key, "config") == 0 || strcmp(key, "preprocessor_config") == 0 ||
-            strcmp(key, "quantization") == 0)
-            continue;
-        keys[n] = key;
-        values[n++] = weights_metadata_value(f, i);
-    }
-    if (m->config_text) keys[n] = "config", values[n++] = m->config_text;
-    if (m->preprocessor_text) keys[n] = "preprocessor_config", values[n++] = m->preprocessor_text;
-    keys[n] = "quantization";
-    values[n++] = to == WEIGHTS_QUANT_BF16
-                      ? "bf16: every float tensor rounded to bfloat16"
-                      : "int8: encoder linear-layer weights, symmetric, one float32 scale per "
-                        "32 weights of a row (<name>_scale); activations quantised per row and group at run time";
-    vit_status status = weights_quantize(f, to, path, keys, values, n, err);
+    const size_t n = copy_metadata(m, to, keys, values);
+    vit_status status = weights_quantize(m->file, to, path, keys, values, n, err);
     free(keys);
     free(values);
+    if (status != VIT_OK || !packed) return status; /* failed: path untouched (atomic) */
+    status = pack_copy(m, path, err);
+    if (status != VIT_OK) remove(path); /* not left half done */
     return status;
 }
 
@@ -1617,6 +1700,10 @@ const char *vit_model_int8_kernels(const vit_model *m) {
 
 const char *vit_model_kernels(const vit_model *m) { return kernels_isa_name(m->isa); }
 const char *vit_kernels_choices(void) { return kernels_isa_choices(); }
+const char *vit_model_packing(const vit_model *m) {
+    if (!m->mapped) return "packed at load";
+    return m->packed ? "partly mapped from the file, partly packed at load" : "mapped from the file";
+}
 int vit_model_num_labels(const vit_model *m) { return m->num_labels; }
 const char *vit_model_labels_source(const vit_model *m) { return m->labels_source; }
 

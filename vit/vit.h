@@ -163,12 +163,15 @@ vit_status vit_model_load_memory(const void *weights, size_t size, const char *n
                                  const char *config_json, const char *preprocessor_json,
                                  const vit_load_options *options, vit_model **out, vit_error *err);
 
-/* Writes a reduced-precision copy of the model's checkpoint to path
- * (atomically; weights_quantize says what each dtype stores). The copy
- * carries in its __metadata__ the config and preprocessing texts the model
- * was loaded with, so it loads on its own. */
-vit_status vit_model_quantize(const vit_model *model, weights_quant to, const char *path,
-                              vit_error *err);
+/* Writes a copy of the model's checkpoint to path in the dtype `to` asks
+ * (weights_quantize says what each stores; WEIGHTS_QUANT_KEEP as stored).
+ * packed: its matrices also packed for the model's kernels (vit/packed.c),
+ * so loading it maps them instead of packing (a larger file: the source
+ * tensors stay, for other kernels and other tools). The copy carries in
+ * its __metadata__ the config and preprocessing texts the model was loaded
+ * with, so it loads on its own. */
+vit_status vit_model_quantize(const vit_model *model, weights_quant to, int packed,
+                              const char *path, vit_error *err);
 
 /* Frees the model; NULL is allowed. Contexts must be freed first. */
 void vit_model_free(vit_model *model);
@@ -201,6 +204,12 @@ const char *vit_model_kernels(const vit_model *model);
 
 /* The VITC_ISA values this build knows, "|"-separated ("generic|avx2|..."). */
 const char *vit_kernels_choices(void);
+
+/* Whether its matrices were mapped from a packed copy (vit quantize) or
+ * packed at load: "mapped from the file", "packed at load", or (a copy
+ * packed for other int8 kernels) "partly mapped from the file, partly
+ * packed at load". */
+const char *vit_model_packing(const vit_model *model);
 
 /* The path of the int8 kernels its int8 layers run on ("generic", "avx2",
  * "avx512vnni"; avx512 without VNNI runs avx2's), or NULL when every layer

@@ -63,6 +63,10 @@ struct vit_model {
     int library_antialias; /* how the checkpoint's library resamples position
                               embeddings (VIT_POS_RESAMPLE_AUTO) */
     kernels_isa isa; /* the kernels' path, every dtype (VITC_ISA or the CPU's best) */
+    /* The file's packed parts are in the kernels' layouts (packed.c): its
+     * float32 / int8 matrices are mapped, not packed. */
+    int packed_f, packed_q;
+    int mapped, packed; /* matrices mapped from the file / packed at load */
 
     data_preprocess preprocess;
     /* The config and preprocessing texts the model was loaded with (NULL:
@@ -91,6 +95,26 @@ vit_status vit_model_pack(vit_model *m, int threads, vit_error *err);
  * (omp_get_num_procs: the machine, not the process's OpenMP settings). */
 int vit_threads_or_procs(int threads);
 void vit_model_unpack(vit_model *m);
+
+/* Packed copies (packed.c). vit_packed_settle, once m->used exists:
+ * whether the file's parts can be used (packed_f, packed_q), every part
+ * marked used; 1 with a notice line in note when a layout is stale. */
+int vit_packed_settle(vit_model *m, char *note, size_t size);
+/* Whether a tensor name is a packed part / a metadata key is the packing's. */
+int vit_packed_is_part(const char *name);
+int vit_packed_is_key(const char *key);
+/* The packed matrix name ("patch", "head", "blocks.3.fc1") mapped from the
+ * file into *out when the file's layout is the kernels' (else *out NULL,
+ * as when a file loaded from memory holds its parts unaligned: the caller
+ * packs); VIT_E_FORMAT when the file claims it but its parts do not fit. */
+vit_status vit_packed_fmatrix(vit_model *m, const char *name, int rows, int cols,
+                              kernels_fmatrix **out, vit_error *err);
+vit_status vit_packed_qmatrix(vit_model *m, const char *name, int rows, int cols, int group,
+                              kernels_qmatrix **out, vit_error *err);
+/* Writes m's file's tensors, with every packed matrix of m before them,
+ * and the n_meta metadata pairs plus the layout names, to path. */
+vit_status vit_model_write_packed(const vit_model *m, const char *path, const char *const *keys,
+                                  const char *const *values, size_t n_meta, vit_error *err);
 
 /* The most input-scale groups (kernels_qmatrix_groups) of any of the
  * model's int8 layers; 0 when every layer is float. */

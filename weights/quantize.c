@@ -60,7 +60,7 @@ vit_status weights_quantize(const weights_file *f, weights_quant to, const char 
                             size_t n_meta, vit_error *err) {
     const size_t n = weights_count(f);
     for (size_t i = 0; i < n; i++)
-        if (weights_at(f, i)->dtype == WEIGHTS_I8)
+        if (weights_at(f, i)->dtype == WEIGHTS_I8 && to != WEIGHTS_QUANT_KEEP)
             return vit_error_set(err, VIT_E_ARG, "%s: already quantised (tensor '%s' is I8)",
                                  weights_path(f), weights_at(f, i)->name);
     /* Up to two output tensors per input (matrix + scales), each with its
@@ -75,7 +75,9 @@ vit_status weights_quantize(const weights_file *f, weights_quant to, const char 
         const weights_tensor *t = weights_at(f, i);
         weights_tensor *o = &out[n_out++];
         *o = *t;
-        if (!is_float(t->dtype) || t->numel == 0) continue; /* stored as it is */
+        if (!is_float(t->dtype) || t->numel == 0 || to == WEIGHTS_QUANT_KEEP ||
+            (to == WEIGHTS_QUANT_F32 && t->dtype == WEIGHTS_F32))
+            continue; /* stored as it is */
         float *values = malloc(sizeof(float) * t->numel);
         buffers[n_buffers++] = values;
         if (!values) {
@@ -90,7 +92,7 @@ vit_status weights_quantize(const weights_file *f, weights_quant to, const char 
             o->dtype = WEIGHTS_BF16;
             o->data = half;
             o->nbytes = t->numel * sizeof(uint16_t);
-        } else if (is_linear_weight(t)) {
+        } else if (to == WEIGHTS_QUANT_INT8 && is_linear_weight(t)) {
             const size_t rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
             const size_t group = cols % WEIGHTS_INT8_GROUP == 0 ? WEIGHTS_INT8_GROUP : cols;
             const size_t groups = cols / group;

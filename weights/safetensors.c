@@ -903,7 +903,10 @@ static vit_status build_header(const char *path, const weights_tensor *tensors, 
         offset += tensors[i].nbytes;
     }
     text_puts(b, "}");
-    while (b->len % 8 != 0) text_puts(b, " ");
+    /* Padded so the data starts at a multiple of 64 bytes: tensors whose sizes
+     * are multiples of 64 at the front then stay 64-byte aligned when the
+     * file is mapped (vit/packed.c's packed parts). */
+    while ((b->len + HEADER_LEN_BYTES) % 64 != 0) text_puts(b, " ");
     if (b->failed) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory for the header", path);
     if (b->len > WEIGHTS_MAX_HEADER_BYTES)
         return vit_error_set(err, VIT_E_LIMIT, "%s: header would be %zu bytes, over the %zu limit",

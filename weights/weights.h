@@ -122,7 +122,9 @@ typedef enum weights_quant {
                            symmetric, with one F32 scale (max|w| / 127) per group of
                            WEIGHTS_INT8_GROUP weights along a row (per row when cols is
                            not a multiple), "<name>_scale" [rows, groups]; everything
-                           else (embeddings, norms, biases, head) F32 */
+                           else (embeddings, norms, biases, head) F32 */,
+    WEIGHTS_QUANT_F32,  /* every floating-point tensor as F32 */
+    WEIGHTS_QUANT_KEEP  /* every tensor as stored (I8 files included) */
 } weights_quant;
 
 #define WEIGHTS_INT8_GROUP 32
@@ -133,7 +135,7 @@ typedef enum weights_quant {
 /* Writes a copy of f with its tensors stored as `to` asks, and the n_meta
  * metadata pairs given (the caller decides what of f's own to keep), to
  * path (atomically, as weights_write). Refuses a file that already holds I8
- * tensors. */
+ * tensors unless `to` is WEIGHTS_QUANT_KEEP. */
 vit_status weights_quantize(const weights_file *f, weights_quant to, const char *path,
                             const char *const *meta_keys, const char *const *meta_values,
                             size_t n_meta, vit_error *err);
