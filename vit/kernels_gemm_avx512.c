@@ -6,7 +6,11 @@
 #if defined(__x86_64__) || defined(__i386__)
 /* Every function here is compiled for the instruction set (gcc and clang
  * alike; clang ignores gcc's target pragma). */
+#ifdef __clang__ /* clang drops a target attribute naming prefer-vector-width */
+#define AVX512_FN __attribute__((target("avx512f,avx2,fma")))
+#else
 #define AVX512_FN __attribute__((target("avx512f,avx2,fma,prefer-vector-width=512")))
+#endif
 
 #include <immintrin.h>
 
