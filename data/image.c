@@ -51,6 +51,7 @@
 #include "jpeg_scan.h"
 #include "png_plain.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -451,6 +452,22 @@ static uint8_t *png_without_empty_idat(const uint8_t *b, size_t n, size_t *out_s
 static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
                                   int64_t max_pixels, data_image *out, vit_error *err);
 
+/* The first chunk before IEND whose declared length runs past the end of
+ * the file, or 0. stb 2.27 grows its IDAT buffer to a chunk's declared
+ * length before reading it, so a 348-byte file claiming a 1.2 GB IDAT made
+ * it reallocate 2 GiB (found by fuzz_image); such a file is truncated. */
+static size_t png_chunk_overrun(const uint8_t *b, size_t n, uint32_t *declared) {
+    for (size_t i = 8; i + 8 <= n; i += 12 + (size_t)base_be32(b + i)) {
+        if (memcmp(b + i + 4, "IEND", 4) == 0) return 0;
+        if (base_be32(b + i) > n - i - 8) {
+            *declared = base_be32(b + i);
+            return i;
+        }
+        if (n - i - 8 - base_be32(b + i) < 4) return 0; /* no CRC: stb's own refusal */
+    }
+    return 0;
+}
+
 /* libwebp's reason for a refusal, for messages. */
 static const char *webp_reason(VP8StatusCode status) {
     switch (status) {
@@ -597,6 +614,16 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
     if (fmt == FMT_PNG && size >= 24 && memcmp(b + 12, "IHDR", 4) == 0) {
         vit_status st = check_dimensions(name, base_be32(b + 16), base_be32(b + 20), max_pixels, err);
         if (st != VIT_OK) return st;
+        uint32_t declared = 0;
+        const size_t at = png_chunk_overrun(b, size, &declared);
+        if (at) {
+            char type[5] = "????";
+            for (int k = 0; k < 4; k++)
+                if (isalpha(b[at + 4 + k])) type[k] = (char)b[at + 4 + k];
+            return vit_error_set(err, VIT_E_FORMAT,
+                                 "%s: truncated PNG (the %s chunk at byte %zu declares %u bytes, %zu remain)",
+                                 name, type, at, declared, size - at - 8);
+        }
     }
     /* Before stb sees the file at all: its header reader builds Huffman
      * tables too. */

@@ -605,6 +605,30 @@ Test(hostile, bad_files_are_clear_errors, .init = make_tmpdir, .fini = remove_tm
     }
 }
 
+/* A PNG whose IDAT chunk declares far more bytes than the file holds (a
+ * file cut short, or a hostile one): stb 2.27 grew its buffer to the
+ * declared length first (2 GiB for a 348-byte file, found by fuzz_image).
+ * Refused as truncated before stb sees it, naming the file and the chunk. */
+Test(hostile, png_chunk_longer_than_the_file_is_truncated) {
+    char path[1024];
+    size_t n;
+    fixture(path, sizeof path, "src_polars.png");
+    uint8_t *png = read_all(path, &n);
+    size_t at = 8;
+    while (at + 8 <= n && memcmp(png + at + 4, "IDAT", 4) != 0)
+        at += 12 + ((size_t)png[at] << 24 | (size_t)png[at + 1] << 16 | (size_t)png[at + 2] << 8 | png[at + 3]);
+    cr_assert(at + 8 <= n, "no IDAT in src_polars.png");
+    const uint8_t huge[4] = {0x49, 0x46, 0x00, 0x89}; /* 1,229,324,425 bytes */
+    memcpy(png + at, huge, 4);
+    data_image img;
+    vit_error err = {0};
+    const vit_status st = data_image_load_memory(png, n, "overrun.png", &img, &err);
+    cr_expect_eq(st, VIT_E_FORMAT, "status %d (%s)", st, err.message);
+    cr_expect(strstr(err.message, "overrun.png: truncated PNG (the IDAT chunk"), "%s", err.message);
+    cr_expect_null(img.pixels);
+    free(png);
+}
+
 /* Where the entropy-coded data of scan k (1: the first) starts in a JPEG,
  * and *frame where its SOF segment's payload starts; 0 when not found. */
 static size_t jpeg_scan_start(const uint8_t *b, size_t n, int k, size_t *frame) {
