@@ -226,3 +226,21 @@ def test_missing_library_says_how_to_build(tmp_path):
 def test_info_is_json_safe(model):
     assert json.loads(json.dumps(model.info))["layout"] == "timm"
     assert model.num_classes == 1000 and model.hidden_size == 192 and model.num_heads == 3
+
+
+@pytest.mark.skipif(not os.environ.get("VITC_BUILD_DIR"), reason="ctest names the build to install from")
+def test_cmake_install(tmp_path):
+    """cmake --install puts a package that works on its own: library and
+    default model inside it, nothing from the source tree needed."""
+    prefix = tmp_path / "prefix"
+    subprocess.run(["cmake", "--install", os.environ["VITC_BUILD_DIR"], "--prefix", str(prefix)],
+                   check=True, capture_output=True)
+    site = next(prefix.glob("lib/python3*/dist-packages"))
+    env = dict(os.environ, PYTHONPATH=str(site))
+    env.pop("VITC_LIBRARY", None)
+    done = subprocess.run([sys.executable, "-c", "import vitc; m = vitc.Model(); "
+                           "print(vitc.library_path); print(m.path); print(m.classify(%r, top_k=1)[0][0]['index'])"
+                           % CHELSEA], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    library, model, index = done.stdout.split()
+    assert library.startswith(str(site)) and model.startswith(str(site)) and index == "285"
