@@ -154,6 +154,13 @@ def test_two_models_in_two_threads():
             assert got.tobytes() == expected.tobytes()
 
 
+def test_calls_release_the_gil():
+    """ctypes.CDLL (not PyDLL) drops the GIL around every foreign call: the
+    forward pass of one thread leaves Python free for the others."""
+    import ctypes
+    assert isinstance(vitc._LIB, ctypes.CDLL) and not isinstance(vitc._LIB, ctypes.PyDLL)
+
+
 def test_one_model_shared_by_threads(model):
     """One model from several threads: its lock serialises the calls."""
     expected = model.logits(CHELSEA)
