@@ -129,6 +129,21 @@ def test_broken_model_files(tmp_path):
         vitc.Model("no-such-org/no-such-model")                     # a hub name not in the cache
 
 
+def test_hub_name_from_the_cache(tmp_path):
+    """Model("org/name") finds the snapshot in the Hugging Face cache, as -m does."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--vitc-test--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    os.symlink(DEFAULT_MODEL, repo / "snapshots" / commit / "model.safetensors")
+    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path), PYTHONPATH=os.path.join(ROOT, "python"))
+    done = subprocess.run([sys.executable, "-c", "import vitc; m = vitc.Model('vitc-test/tiny'); "
+                           "print(m.classify(%r, top_k=1)[0][0]['index'])" % CHELSEA],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.split() == ["285"], done.stderr
+
+
 def test_two_models_in_two_threads():
     """Each thread its own model: results equal a serial run's bits, and the
     two run at once (ctypes releases the GIL in every call)."""
