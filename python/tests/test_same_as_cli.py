@@ -151,3 +151,23 @@ def test_info_and_labels(case):
     assert model.info == info
     assert len(model.labels) == 1000 and model.labels[285].startswith("Egyptian cat")
     assert model.grid == (14, 14) and model.image_size == 224
+
+
+def test_readme_example_prints_what_the_readme_says(tmp_path):
+    """README's From Python block (tests/docs_test.py runs it too) prints the
+    two lines the text after it quotes, and writes its picture."""
+    import re
+    import subprocess
+    import sys
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = text[text.index("## From Python"):]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    for name in ("data", "weights", "build"):
+        os.symlink(os.path.join(ROOT, name), tmp_path / name)
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    done = subprocess.run([sys.executable, "-"], input=block, capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    quoted = re.findall(r"`(whole photo: [^`]*|top quarter: [^`]*)`", section.replace("\n", " "))
+    assert done.stdout.splitlines() == quoted
+    assert vitc.load_image(tmp_path / "chelsea-rollout.png").shape == (300, 902, 3)
