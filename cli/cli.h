@@ -533,14 +533,7 @@ void cli_batch_free(cli_batch_run *run);
 /* What vit info prints about a model, line by line (key, value): the
  * lines of `vit info`, and GET /info of vit serve as JSON. is_default: the
  * model is the shipped one (no -m). */
-#define CLI_INFO_MAX_LINES 20
-typedef struct cli_info_lines {
-    int count;
-    struct {
-        const char *key;
-        char value[1024];
-    } lines[CLI_INFO_MAX_LINES];
-} cli_info_lines;
+typedef vit_model_description cli_info_lines; /* vit_model_describe */
 void cli_info_describe(const vit_model *model, int is_default, cli_info_lines *info);
 
 /* The same lines as a JSON object (keys with '_' for spaces) plus the

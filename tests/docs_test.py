@@ -10,7 +10,8 @@ What is run (docs/README.md, "Examples are tests", says the same):
     error on an 80-column pseudo-terminal, and progress lines that it erases
     are gone. In them "…" stands for any text within a line (timings, sizes),
     and a line that is "…" alone for any number of lines.
-  - every ```python block, with /usr/bin/python3 (Debian's, with numpy), after
+  - every ```python block, with /usr/bin/python3 (Debian's, with numpy) and
+    PYTHONPATH=python (the binding, python/vitc), after
     the console blocks before it on the same page; it must exit 0.
   - ```sh blocks are shown, not run (installs, long trainings, servers).
 A page's blocks run in order in one scratch directory, laid out like the
@@ -177,6 +178,8 @@ def run_console(page, start, body, work, env):
 
 
 def run_python(page, start, body, work, env):
+    # The binding from the checkout (python/vitc), as docs/python.md runs it.
+    env = dict(env, PYTHONPATH="python")
     done = subprocess.run(["/usr/bin/python3", "-"], input="\n".join(body) + "\n", cwd=work, env=env,
                           capture_output=True, text=True, timeout=TIMEOUT)
     if done.returncode == 0:

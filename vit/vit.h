@@ -226,6 +226,22 @@ int vit_model_num_labels(const vit_model *model);
 const char *vit_model_label(const vit_model *model, int class_index);
 const char *vit_model_labels_source(const vit_model *model);
 
+/* What `vit info` prints about a model, line by line (key, value): file,
+ * layout, config, architecture, switches, input, positions (when
+ * resampled), layer norm, activation, other sizes, head, parameters,
+ * kernels, int8 layers (when any), weights, labels, preprocess. is_default:
+ * the model is the shipped default (said on the file line). Also vit
+ * serve's GET /info and the Python binding's model.info. */
+#define VIT_DESCRIPTION_MAX_LINES 20
+typedef struct vit_model_description {
+    int count;
+    struct {
+        const char *key;
+        char value[1024];
+    } lines[VIT_DESCRIPTION_MAX_LINES];
+} vit_model_description;
+void vit_model_describe(const vit_model *model, int is_default, vit_model_description *out);
+
 /* Floats per image that vit_forward writes: num_classes, or hidden_size for
  * a checkpoint without a head. */
 int vit_model_output_size(const vit_model *model);
