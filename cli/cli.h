@@ -7,6 +7,7 @@
 
 #include "base_io.h"
 #include "vit.h"
+#include "vit_pipeline.h"
 
 /* Exit statuses, the same for every subcommand. */
 enum {
@@ -135,19 +136,6 @@ vit_model *cli_load_model_limited(const char *command, const char *model_path,
                                   const char *labels_path, const char *pos_resample,
                                   const vit_limits *limits, int input_size, int allow_unused);
 
-/* Runs one loaded batch through the model: outputs gets batch->num_good rows
- * of probabilities (softmax) for a model with a head, features otherwise.
- * A file whose outputs are not all finite is marked failed in batch (row
- * -1, its error naming paths[batch->first + i] and the cause). Prints one
- * line and returns -1 if the forward pass fails. */
-int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
-                  const char *const *paths, data_batch *batch, float *outputs);
-
-/* cli_run_batch with the softmax chosen: softmax 0 leaves a head's outputs
- * as the logits (classify --all-classes logits). */
-int cli_run_batch_softmax(const char *command, vit_context *ctx, const vit_model *model,
-                          const char *const *paths, data_batch *batch, float *outputs, int softmax);
-
 /* Where a batch run's time went, for the summary line. decode is the time
  * the forward pass waited for decoded images: with the prefetching loader
  * decoding overlaps the forward pass, and only the part it does not hide
@@ -158,14 +146,14 @@ typedef struct cli_timings {
     int split; /* decode and forward were measured (not over MPI ranks) */
 } cli_timings;
 
-/* Takes loader's next batch into b and runs it through the model
- * (cli_run_batch_softmax), adding the time waited for the loader and the
- * forward time to t. 1: computed, 0: the loader had no batch left, -1: the
- * forward pass failed (reported). The one batch step of classify, eval,
- * classify --stream and the inspection commands. */
-int cli_run_next_batch(const char *command, vit_context *ctx, const vit_model *model,
-                       data_loader *loader, const char *const *paths, data_batch *b,
-                       float *outputs, int softmax, cli_timings *t);
+/* The pipeline's next batch into b (vit_pipeline_next), its timings
+ * into t. 1: computed, 0: no batch left, -1: the forward pass failed
+ * (reported). The one batch step of classify, eval, classify --stream and
+ * the inspection commands. */
+int cli_run_next_batch(const char *command, vit_pipeline *pipeline, data_batch *b, cli_timings *t);
+
+/* Copies the pipeline's setup, decode-wait and forward times into t. */
+void cli_timings_take(cli_timings *t, const vit_pipeline *pipeline);
 
 /* The summary line of a batch run on stderr: "vit CMD: 500 files, 2 failed;
  * load 0.12 s, decode wait 3.4 s, forward 10.2 s; 38.1 images/s". When no
@@ -473,11 +461,7 @@ typedef struct cli_batch_run {
     int allow_unused;        /* --allow-unused */
     vit_model *model;
     int classes;             /* of the model's head */
-    vit_context *ctx;
-    data_preprocess pre;     /* the model's, at --size */
-    const char *const *paths; /* the run's inputs (cli_batch_each_mpi) */
-    data_loader *loader;
-    float *outputs;          /* batch x classes probabilities of the current batch */
+    vit_pipeline *pipeline;  /* context, loader and rows (vit_pipeline.h) */
     cli_protected protect;   /* files the outputs must not overwrite */
     cli_lock lock;           /* held while the outputs are written */
     int logits;              /* outputs are the head's logits, not probabilities */
@@ -499,9 +483,10 @@ int cli_batch_load_model(cli_batch_run *run, const char *model_path, const char 
 /* No batch larger than the images there are (no memory for empty rows). */
 void cli_batch_fit(cli_batch_run *run, size_t count);
 
-/* The inference context, the loader over paths (workers decoding threads,
- * prefetch: decode the next batch while the model runs; paths NULL: no
- * loader, for cli_batch_each_mpi) and the outputs. */
+/* The pipeline: the inference context, the loader over paths (workers
+ * decoding threads, prefetch: decode the next batch while the model runs;
+ * paths NULL: no loader yet, for cli_batch_each_mpi and --stream) and the
+ * rows. */
 int cli_batch_start(cli_batch_run *run, const char *const *paths, size_t count, int workers,
                     int prefetch);
 

@@ -326,39 +326,11 @@ vit_model *cli_load_model_limited(const char *command, const char *model_path,
     return model;
 }
 
-int cli_run_batch(const char *command, vit_context *ctx, const vit_model *model,
-                  const char *const *paths, data_batch *batch, float *outputs) {
-    return cli_run_batch_softmax(command, ctx, model, paths, batch, outputs, 1);
-}
-
-int cli_run_batch_softmax(const char *command, vit_context *ctx, const vit_model *model,
-                          const char *const *paths, data_batch *batch, float *outputs, int softmax) {
-    if (batch->num_good == 0) return 0;
-    vit_error err;
-    if (vit_forward_checked(ctx, batch->images, batch->num_good, 3, batch->height, batch->width,
-                            outputs, &err) != VIT_OK) {
-        fprintf(stderr, "vit %s: %s\n", command, err.message);
-        return -1;
-    }
-    const int n = vit_model_output_size(model);
-    for (int i = 0; i < batch->count; i++) {
-        const int row = batch->row[i];
-        if (row < 0) continue;
-        float *out = outputs + (size_t)row * n;
-        /* NaN/Inf weights, or a preprocessing std that overflows the
-         * pixels, give outputs no result can be made of (and that JSON
-         * cannot carry): the file fails, with the cause. */
-        int finite = 1;
-        for (int c = 0; c < n; c++) finite &= isfinite(out[c]) != 0;
-        if (!finite) {
-            batch->row[i] = -1;
-            vit_error_set(&batch->errors[i], VIT_E_FORMAT, "%s: model output is not finite (NaN/Inf)",
-                          paths[batch->first + (size_t)i]);
-        } else if (softmax && vit_model_config(model)->num_classes > 0) {
-            vit_softmax(out, n);
-        }
-    }
-    return 0;
+void cli_timings_take(cli_timings *t, const vit_pipeline *pipeline) {
+    const vit_pipeline_timings *p = vit_pipeline_get_timings(pipeline);
+    t->start = p->start;
+    t->decode = p->decode;
+    t->forward = p->forward;
 }
 
 double cli_now_seconds(void) {
