@@ -390,6 +390,24 @@ static int next_stub_batch(const cli_mpi_job *job, int *rows, data_batch *b) {
     return 1;
 }
 
+/* For bench/mpi_overhead.sh only (not a user option): no decoding and no
+ * model, made-up probabilities, so what is measured is the handing out,
+ * the messages and rank 0's writer. The rows' indices; *results: the rows. */
+static int *make_stub_rows(const cli_mpi_job *job, float **results) {
+    int *rows = malloc(sizeof *rows * (size_t)job->batch);
+    *results = malloc(sizeof(float) * job->floats * (size_t)job->batch);
+    if (!rows || !*results) {
+        fprintf(stderr, "vit %s: out of memory\n", job->command);
+        cli_mpi_abort(CLI_EXIT_FATAL);
+    }
+    for (int i = 0; i < job->batch; i++) {
+        rows[i] = i;
+        for (size_t c = 0; c < job->floats; c++)
+            (*results)[(size_t)i * job->floats + c] = (float)((c * 7 + (size_t)i) % job->floats) / job->floats;
+    }
+    return rows;
+}
+
 /* The pipeline's next batch and the job's rows of it: 1, 0 at the end;
  * a failure aborts the job (printed). */
 static int next_batch(const cli_mpi_job *job, data_batch *b, float **rows) {
@@ -409,14 +427,12 @@ int cli_mpi_run(const cli_mpi_job *job, double *seconds) {
     pthread_t writer;
     int writer_started = 0;
     vit_error err;
-    /* The stub's made-up rows (the pipeline has its own). */
-    float *results = malloc(sizeof(float) * job->floats * (size_t)job->batch);
     packed out = {0};
     cli_catch_stop_signals();
     s.start = cli_now_seconds();
     if (world_rank == 0) {
         pthread_mutex_init(&s.lock, NULL);
-        if (!(s.ready = calloc(num_batches ? num_batches : 1, sizeof *s.ready)) || !results) {
+        if (!(s.ready = calloc(num_batches ? num_batches : 1, sizeof *s.ready))) {
             fprintf(stderr, "vit %s: out of memory\n", job->command);
             cli_mpi_abort(CLI_EXIT_FATAL);
         }
@@ -425,9 +441,6 @@ int cli_mpi_run(const cli_mpi_job *job, double *seconds) {
             cli_mpi_abort(CLI_EXIT_FATAL);
         }
         writer_started = 1;
-    } else if (!results) {
-        fprintf(stderr, "vit %s: out of memory\n", job->command);
-        cli_mpi_abort(CLI_EXIT_FATAL);
     }
     const int stub = getenv("VITC_MPI_BENCH_STUB") != NULL;
     /* This job's batch source: rank 0 hands out the batches. */
@@ -439,18 +452,8 @@ int cli_mpi_run(const cli_mpi_job *job, double *seconds) {
         fprintf(stderr, "vit %s: %s\n", job->command, err.message);
         cli_mpi_abort(CLI_EXIT_FATAL);
     }
-    /* For bench/mpi_overhead.sh only (not a user option): no decoding and
-     * no model, made-up probabilities, so what is measured is the handing
-     * out, the messages and rank 0's writer. */
-    int *stub_rows = stub ? malloc(sizeof *stub_rows * (size_t)job->batch) : NULL;
-    if (stub) {
-        if (!stub_rows) cli_mpi_abort(CLI_EXIT_FATAL);
-        for (int i = 0; i < job->batch; i++) {
-            stub_rows[i] = i;
-            for (size_t c = 0; c < job->floats; c++)
-                results[(size_t)i * job->floats + c] = (float)((c * 7 + (size_t)i) % job->floats) / job->floats;
-        }
-    }
+    float *results = NULL; /* the stub's rows (the pipeline has its own) */
+    int *stub_rows = stub ? make_stub_rows(job, &results) : NULL;
     data_batch b;
     float *rows = results;
     while (stub ? next_stub_batch(job, stub_rows, &b) : next_batch(job, &b, &rows) > 0) {
