@@ -93,7 +93,8 @@ vit_status vit_pipeline_open(vit_pipeline *p, const vit_pipeline_source *source,
 /* Takes the loader's next batch into b and runs it: 1, with b describing
  * the files (b->first, b->count; b->row[i] -1 and b->errors[i] for a file
  * that failed: unreadable, or outputs not finite); 0 when the source has no
- * batch left; -1 when the forward pass failed (err). */
+ * batch left (or no source was given); -1 when the forward pass failed
+ * (err). */
 int vit_pipeline_next(vit_pipeline *p, data_batch *b, vit_error *err);
 
 /* The row of file i of the batch last returned (vit_pipeline_row_size
