@@ -44,43 +44,39 @@ void cli_batch_fit(cli_batch_run *run, size_t count) {
 
 int cli_batch_start(cli_batch_run *run, const char *const *paths, size_t count, int workers,
                     int prefetch) {
-    run->pre = *vit_model_preprocess(run->model);
-    if (run->size) data_preprocess_set_size(&run->pre, (int)run->size);
+    const vit_pipeline_options options = {.batch = (int)run->batch,
+                                          .size = (int)run->size,
+                                          .threads = cli_thread_count((int)run->threads),
+                                          .decode_threads = workers,
+                                          .prefetch = prefetch,
+                                          .softmax = !run->logits};
+    const vit_pipeline_source source = {.paths = paths, .count = count};
     vit_error err;
-    const double start = cli_now_seconds();
-    /* The loader first: its thread decodes the first batch while this one
-     * makes the context (a one-shot run's decode and context overlap). */
-    if ((paths && data_loader_create(&run->pre, paths, count, (int)run->batch, workers, prefetch,
-                                     &run->loader, &err) != VIT_OK) ||
-        vit_context_create(run->model, (int)run->batch, (int)run->size,
-                           cli_thread_count((int)run->threads), &run->ctx, &err) != VIT_OK) {
+    if (vit_pipeline_create(run->model, &options, &source, &run->pipeline, &err) != VIT_OK) {
         fprintf(stderr, "vit %s: %s\n", run->command, err.message);
         return -1;
     }
-    run->timings.start = cli_now_seconds() - start;
-    if (!(run->outputs = malloc(sizeof(float) * (size_t)run->classes * (size_t)run->batch))) {
-        fprintf(stderr, "vit %s: out of memory\n", run->command);
-        return -1;
-    }
+    cli_timings_take(&run->timings, run->pipeline);
     return 0;
 }
 
-static int compute_batch(void *self, data_batch *b, float *results) {
+/* Over MPI the pipeline has run the batch: its rows are the results. */
+static int batch_rows(void *self, data_batch *b, float **results) {
+    (void)b;
     cli_batch_run *run = self;
-    return cli_run_batch_softmax(run->command, run->ctx, run->model, run->paths, b, results,
-                                 !run->logits);
+    *results = (float *)vit_pipeline_outputs(run->pipeline);
+    return 0;
 }
 
 int cli_batch_each_mpi(cli_batch_run *run, const char *const *paths, size_t count,
                        const cli_batch_handlers *h, double *seconds) {
-    run->paths = paths;
     const cli_mpi_job job = {.command = run->command,
-                             .pre = &run->pre,
+                             .pipeline = run->pipeline,
                              .paths = paths,
                              .count = count,
                              .batch = (int)run->batch,
-                             .floats = (size_t)vit_model_output_size(run->model),
-                             .compute = compute_batch,
+                             .floats = (size_t)vit_pipeline_row_size(run->pipeline),
+                             .rows = batch_rows,
                              .handlers = *h,
                              .self = run};
     const int rc = cli_mpi_run(&job, seconds);
@@ -89,22 +85,17 @@ int cli_batch_each_mpi(cli_batch_run *run, const char *const *paths, size_t coun
     return rc;
 }
 
-int cli_run_next_batch(const char *command, vit_context *ctx, const vit_model *model,
-                       data_loader *loader, const char *const *paths, data_batch *b,
-                       float *outputs, int softmax, cli_timings *t) {
-    /* How long the model waits for the loader: decoding that the prefetch
-     * did not hide behind the previous forward pass. */
-    const double wait = cli_now_seconds();
-    if (data_loader_next(loader, b) <= 0) return 0;
-    const double forward = cli_now_seconds();
-    t->decode += forward - wait;
-    const int rc = cli_run_batch_softmax(command, ctx, model, paths, b, outputs, softmax);
-    t->forward += cli_now_seconds() - forward;
-    return rc != 0 ? -1 : 1;
+int cli_run_next_batch(const char *command, vit_pipeline *pipeline, data_batch *b, cli_timings *t) {
+    vit_error err;
+    const int rc = vit_pipeline_next(pipeline, b, &err);
+    cli_timings_take(t, pipeline);
+    if (rc < 0) fprintf(stderr, "vit %s: %s\n", command, err.message);
+    return rc;
 }
 
 int cli_batch_each(cli_batch_run *run, const char *const *paths, const cli_batch_handlers *h,
                    double *seconds) {
+    (void)paths; /* the pipeline's source */
     const double start = cli_now_seconds();
     data_batch b;
     cli_catch_stop_signals();
@@ -112,16 +103,12 @@ int cli_batch_each(cli_batch_run *run, const char *const *paths, const cli_batch
     t->split = 1;
     for (;;) {
         if (cli_stop_requested()) break;
-        const int rc = cli_run_next_batch(run->command, run->ctx, run->model, run->loader, paths,
-                                          &b, run->outputs, !run->logits, t);
+        const int rc = cli_run_next_batch(run->command, run->pipeline, &b, t);
         if (rc == 0) break;
         if (rc < 0) return -1;
         for (int i = 0; i < b.count; i++) {
-            const size_t index = b.first + (size_t)i;
-            if (b.row[i] < 0)
-                h->item(h->self, index, NULL, b.errors[i].message);
-            else
-                h->item(h->self, index, run->outputs + (size_t)b.row[i] * run->classes, NULL);
+            const float *row = vit_pipeline_row(run->pipeline, &b, i);
+            h->item(h->self, b.first + (size_t)i, row, row ? NULL : b.errors[i].message);
         }
         if (h->batch_done(h->self, &b, cli_now_seconds() - start) != 0) return -1;
     }
@@ -138,8 +125,6 @@ void cli_batch_report_failure(const cli_batch_run *run, int progress, const char
 void cli_batch_free(cli_batch_run *run) {
     cli_unlock_output(&run->lock);
     cli_protected_free(&run->protect);
-    data_loader_free(run->loader);
-    vit_context_free(run->ctx);
-    free(run->outputs);
+    vit_pipeline_free(run->pipeline);
     vit_model_free(run->model);
 }

@@ -498,32 +498,29 @@ static int stream_run_batch(classify_run *c, stream_batch *sb, double start) {
     size_t good = 0;
     for (size_t i = 0; i < c->in.count; i++)
         if (!sb->problem[i]) sb->paths[good++] = c->in.paths[i];
-    data_loader *loader = NULL;
     data_batch b = {0};
     vit_error err;
     int status = 0;
     if (good > 0) {
-        if (data_loader_create(&run->pre, sb->paths, good, (int)good,
-                               cli_thread_count((int)run->threads), 0, &loader, &err) != VIT_OK) {
+        /* The batch's paths as the pipeline's source. No prefetch here:
+         * the summary's decode wait is all the decoding. */
+        const vit_pipeline_source source = {.paths = sb->paths, .count = good};
+        if (vit_pipeline_open(run->pipeline, &source, cli_thread_count((int)run->threads), 0,
+                              &err) != VIT_OK) {
             fprintf(stderr, "vit classify: %s\n", err.message);
             return -1;
         }
-        /* No prefetch here: the summary's decode wait is all the decoding. */
-        if (cli_run_next_batch("classify", run->ctx, run->model, loader, sb->paths, &b,
-                               run->outputs, !run->logits, &run->timings) <= 0)
-            status = -1;
+        if (cli_run_next_batch("classify", run->pipeline, &b, &run->timings) <= 0) status = -1;
     }
     for (size_t i = 0, g = 0; status == 0 && i < c->in.count; i++) {
         if (sb->problem[i]) {
             add_row(c, i, NULL, sb->problem[i]);
             continue;
         }
-        const int row = b.row[g];
-        if (row < 0) add_row(c, i, NULL, b.errors[g].message);
-        else add_row(c, i, run->outputs + (size_t)row * run->classes, NULL);
+        const float *row = vit_pipeline_row(run->pipeline, &b, (int)g);
+        add_row(c, i, row, row ? NULL : b.errors[g].message);
         g++;
     }
-    data_loader_free(loader);
     if (status == 0) status = flush_rows(c, &b, cli_now_seconds() - start);
     for (size_t i = 0; i < c->in.count; i++) {
         free(sb->problem[i]);

@@ -25,18 +25,21 @@
 /* What every rank runs and what rank 0 does with the results. */
 typedef struct cli_mpi_job {
     const char *command;
-    const data_preprocess *pre;
+    /* Every rank's pipeline (vit_pipeline.h): cli_mpi_run plugs in the
+     * job's batch source (rank 0 hands out the batches) and runs it. */
+    vit_pipeline *pipeline;
     const char *const *paths; /* the same list on every rank (cli_mpi_share_inputs) */
     size_t count;
     int batch;
     size_t floats;            /* result floats per image */
-    /* Every rank: runs a decoded batch. results gets one row of `floats`
-     * per good image, at b->row[i]; it may fail more files (row -1 and an
-     * error). -1: fatal (message printed; the job is aborted). */
-    int (*compute)(void *self, data_batch *b, float *results);
+    /* Every rank, after the pipeline ran a batch: *results gets one row of
+     * `floats` per good image, at b->row[i] (the pipeline's own rows, or
+     * what the command made of the batch); it may fail more files (row -1
+     * and an error). -1: fatal (message printed; the job is aborted). */
+    int (*rows)(void *self, data_batch *b, float **results);
     /* Rank 0, in input order, on its writer thread: the command's own. */
     cli_batch_handlers handlers;
-    void *self; /* compute's */
+    void *self; /* rows' */
 } cli_mpi_job;
 
 #ifdef VITC_MPI

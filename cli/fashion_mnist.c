@@ -26,26 +26,26 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
         fprintf(stderr, "vit eval: %s\n", err.message);
         return CLI_EXIT_FATAL;
     }
-    data_preprocess pre = *vit_model_preprocess(model);
-    if (size) data_preprocess_set_size(&pre, size);
-    vit_context *ctx = NULL;
+    vit_pipeline *pipeline = NULL;
     if (batch > set.count) batch = set.count;
     int exit_code = CLI_EXIT_FATAL;
-    if (vit_context_create(model, batch, size, threads, &ctx, &err) != VIT_OK) {
+    /* Logits, not probabilities: the top-5 as the model ranks them. */
+    const vit_pipeline_options options = {.batch = batch, .size = size, .threads = threads};
+    if (vit_pipeline_create(model, &options, NULL, &pipeline, &err) != VIT_OK) {
         fprintf(stderr, "vit eval: %s\n", err.message);
         data_mnist_free(&set);
         return CLI_EXIT_FATAL;
     }
+    const data_preprocess *pre = vit_pipeline_preprocess(pipeline);
     const int W = set.width, H = set.height;
-    /* Sized by the recipe, which writes the images; vit_forward_checked
-     * then refuses them if the context expects another size. */
-    const int out_h = data_preprocess_out_height(&pre), out_w = data_preprocess_out_width(&pre);
-    const size_t per = (size_t)3 * out_h * out_w;
+    /* Sized by the recipe, which writes the images; the pipeline then
+     * refuses them if the context expects another size. */
+    const int out_h = data_preprocess_out_height(pre), out_w = data_preprocess_out_width(pre);
+    const size_t per = (size_t)vit_model_config(model)->num_channels * out_h * out_w;
     float *images = malloc(sizeof(float) * per * batch);
-    float *logits = malloc(sizeof(float) * classes * batch);
     int *failed = calloc((size_t)batch, sizeof *failed);
     size_t *counts = calloc((size_t)classes * classes, sizeof *counts);
-    if (!images || !logits || !failed || !counts) {
+    if (!images || !failed || !counts) {
         fprintf(stderr, "vit eval: out of memory\n");
         goto done;
     }
@@ -62,7 +62,7 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
             vit_error e;
             failed[b] = !rgb.pixels;
             for (int i = 0; rgb.pixels && i < W * H; i++) memset(rgb.pixels + 3 * i, px[i], 3);
-            if (rgb.pixels) failed[b] = data_preprocess_apply(&pre, &rgb, images + b * per, &e) != VIT_OK;
+            if (rgb.pixels) failed[b] = data_preprocess_apply(pre, &rgb, images + b * per, &e) != VIT_OK;
             data_image_free(&rgb);
         }
         for (int b = 0; b < n; b++)
@@ -70,10 +70,11 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
                 fprintf(stderr, "vit eval: cannot preprocess test image %d\n", first + b);
                 goto done;
             }
-        if (vit_forward_checked(ctx, images, n, 3, out_h, out_w, logits, &err) != VIT_OK) {
+        if (vit_pipeline_run_images(pipeline, images, n, NULL, &err) != VIT_OK) {
             fprintf(stderr, "vit eval: %s\n", err.message);
             goto done;
         }
+        const float *logits = vit_pipeline_outputs(pipeline);
         for (int b = 0; b < n; b++) {
             int top[5];
             const int k = vit_top_k(logits + (size_t)b * classes, classes, 5, top);
@@ -97,9 +98,8 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
 done:
     free(counts);
     free(images);
-    free(logits);
     free(failed);
-    vit_context_free(ctx);
+    vit_pipeline_free(pipeline);
     data_mnist_free(&set);
     return exit_code;
 }

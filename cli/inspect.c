@@ -75,8 +75,9 @@ typedef struct inspect {
     cli_inputs in;
     unsigned char *collides; /* per input: its output name is taken by an earlier input */
     vit_model *model;
-    vit_context *ctx;
-    data_preprocess pre;
+    vit_pipeline *pipeline; /* loader, context and rows (vit_pipeline.h) */
+    vit_context *ctx;       /* the pipeline's, for the captures */
+    data_preprocess pre;    /* the pipeline's recipe, for the source boxes */
     int batch, layers, heads, dim, tokens, prefix, grid_h, grid_w, patches;
     int threads; /* -t, resolved (cli_thread_count) */
     int layer; /* resolved --layer: -1 (embedding) .. layers - 1 */
@@ -101,7 +102,7 @@ typedef int (*inspect_handler)(inspect *s, void *state, size_t index, int row);
 static void inspect_free(inspect *s) {
     for (int i = 0; i < 2; i++) cli_unlock_output(&s->locks[i]);
     cli_protected_free(&s->protect);
-    vit_context_free(s->ctx);
+    vit_pipeline_free(s->pipeline);
     vit_model_free(s->model);
     cli_inputs_free(&s->in);
     free(s->collides);
@@ -284,13 +285,17 @@ static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path,
     s->prefix = c->num_prefix_tokens;
     if ((size_t)batch > s->in.count && s->in.count > 0) batch = (long)s->in.count;
     s->batch = (int)batch;
-    s->pre = *vit_model_preprocess(s->model);
-    if (size) data_preprocess_set_size(&s->pre, (int)size);
+    /* The pipeline without its source yet: the captures are set on its
+     * context first (inspect_run opens the inputs). */
+    const vit_pipeline_options options = {
+        .batch = s->batch, .size = (int)size, .threads = s->threads, .softmax = 1};
     vit_error err;
-    if (vit_context_create(s->model, s->batch, (int)size, s->threads, &s->ctx, &err) != VIT_OK) {
+    if (vit_pipeline_create(s->model, &options, NULL, &s->pipeline, &err) != VIT_OK) {
         fprintf(stderr, "vit %s: %s\n", s->command, err.message);
         return -1;
     }
+    s->ctx = vit_pipeline_context(s->pipeline);
+    s->pre = *vit_pipeline_preprocess(s->pipeline);
     s->tokens = vit_context_num_tokens(s->ctx);
     s->grid_h = s->grid_w = vit_context_image_size(s->ctx) / c->patch_size;
     s->patches = s->tokens - s->prefix;
@@ -371,17 +376,10 @@ static int inspect_finish(inspect *s, size_t processed, double seconds);
 /* Runs every input through the model, calling handler once per file in
  * input order. Returns the exit status. */
 static int inspect_run(inspect *s, inspect_handler handler, void *state) {
-    data_loader *loader = NULL;
+    const vit_pipeline_source source = {(const char *const *)s->in.paths, s->in.count, NULL, NULL};
     vit_error err;
-    if (data_loader_create(&s->pre, (const char *const *)s->in.paths, s->in.count, s->batch, 1, 1,
-                           &loader, &err) != VIT_OK) {
+    if (vit_pipeline_open(s->pipeline, &source, 1, 1, &err) != VIT_OK) {
         fprintf(stderr, "vit %s: %s\n", s->command, err.message);
-        return CLI_EXIT_FATAL;
-    }
-    float *outputs = malloc(sizeof(float) * vit_model_output_size(s->model) * (size_t)s->batch);
-    if (!outputs) {
-        data_loader_free(loader);
-        out_of_memory(s);
         return CLI_EXIT_FATAL;
     }
     const int progress = !s->quiet && isatty(STDERR_FILENO);
@@ -392,9 +390,7 @@ static int inspect_run(inspect *s, inspect_handler handler, void *state) {
     cli_catch_stop_signals();
     s->timings.split = 1;
     while (status == CLI_EXIT_OK && !cli_stop_requested()) {
-        const int rc = cli_run_next_batch(s->command, s->ctx, s->model, loader,
-                                          (const char *const *)s->in.paths, &b, outputs, 1,
-                                          &s->timings);
+        const int rc = cli_run_next_batch(s->command, s->pipeline, &b, &s->timings);
         if (rc == 0) break;
         if (rc < 0) {
             status = CLI_EXIT_FATAL;
@@ -424,8 +420,6 @@ static int inspect_run(inspect *s, inspect_handler handler, void *state) {
         }
         if (progress) cli_show_progress(processed, s->in.count, s->failed, cli_now_seconds() - start);
     }
-    free(outputs);
-    data_loader_free(loader);
     if (progress) cli_progress_clear();
     if (status != CLI_EXIT_OK) return status;
     return inspect_finish(s, processed, cli_now_seconds() - start);
@@ -910,21 +904,18 @@ typedef struct features_job {
     size_t processed;
     int fatal;
     int progress;
+    float *rows; /* batch x row_floats: the features of the batch in hand */
 } features_job;
 
-static int features_compute(void *self, data_batch *b, float *results) {
+/* The features of a batch the pipeline ran, into the job's rows. */
+static int features_compute(void *self, data_batch *b, float **results) {
     features_job *j = self;
-    inspect *s = j->s;
-    const features_state *st = j->st;
-    float *outputs = malloc(sizeof(float) * vit_model_output_size(s->model) * (size_t)s->batch);
-    if (!outputs) return out_of_memory(s);
-    const int rc = cli_run_batch(s->command, s->ctx, s->model, (const char *const *)s->in.paths, b, outputs);
-    free(outputs);
-    int failed = rc;
-    for (int i = 0; failed == 0 && i < b->count; i++)
-        if (b->row[i] >= 0)
-            failed = features_rows(s, st, b->row[i], results + (size_t)b->row[i] * st->row_floats);
-    return failed;
+    *results = j->rows;
+    for (int i = 0; i < b->count; i++)
+        if (b->row[i] >= 0 &&
+            features_rows(j->s, j->st, b->row[i], j->rows + (size_t)b->row[i] * j->st->row_floats) != 0)
+            return -1;
+    return 0;
 }
 
 static void features_item(void *self, size_t index, const float *rows, const char *error) {
@@ -951,18 +942,25 @@ static int features_batch_done(void *self, const data_batch *b, double elapsed) 
 }
 
 static int features_ranks(inspect *s, features_state *st) {
-    features_job j = {s, st, 0, 0, cli_mpi_rank() == 0 && !s->quiet && isatty(STDERR_FILENO)};
+    features_job j = {s, st, 0, 0, cli_mpi_rank() == 0 && !s->quiet && isatty(STDERR_FILENO),
+                      malloc(sizeof(float) * st->row_floats * (size_t)s->batch)};
+    if (!j.rows) {
+        out_of_memory(s);
+        return CLI_EXIT_FATAL;
+    }
     const cli_mpi_job job = {.command = s->command,
-                             .pre = &s->pre,
+                             .pipeline = s->pipeline,
                              .paths = (const char *const *)s->in.paths,
                              .count = s->in.count,
                              .batch = s->batch,
                              .floats = st->row_floats,
-                             .compute = features_compute,
+                             .rows = features_compute,
                              .handlers = {features_item, features_batch_done, &j},
                              .self = &j};
     double seconds;
-    if (cli_mpi_run(&job, &seconds) != 0) return CLI_EXIT_FATAL;
+    const int rc = cli_mpi_run(&job, &seconds);
+    free(j.rows);
+    if (rc != 0) return CLI_EXIT_FATAL;
     if (cli_mpi_rank() != 0) return CLI_EXIT_OK; /* rank 0 reports for the job */
     if (j.progress) cli_progress_clear();
     return inspect_finish(s, j.processed, seconds);

@@ -381,14 +381,41 @@ static void *serve(void *arg) {
 }
 
 /* The stub's batches: straight from the schedule, every file "good". */
-static int next_stub_batch(const cli_mpi_job *job, data_loader *loader, int *rows, data_batch *b) {
-    (void)loader;
+static int next_stub_batch(const cli_mpi_job *job, int *rows, data_batch *b) {
     const size_t first = world_rank == 0 ? local_schedule(stub_server) : remote_schedule(stub_worker);
     if (first == DATA_LOADER_END) return 0;
     const size_t left = job->count - first;
     *b = (data_batch){.first = first, .count = (int)(left < (size_t)job->batch ? left : (size_t)job->batch), .row = rows};
     b->num_good = b->count;
     return 1;
+}
+
+/* For bench/mpi_overhead.sh only (not a user option): no decoding and no
+ * model, made-up probabilities, so what is measured is the handing out,
+ * the messages and rank 0's writer. The rows' indices; *results: the rows. */
+static int *make_stub_rows(const cli_mpi_job *job, float **results) {
+    int *rows = malloc(sizeof *rows * (size_t)job->batch);
+    *results = malloc(sizeof(float) * job->floats * (size_t)job->batch);
+    if (!rows || !*results) {
+        fprintf(stderr, "vit %s: out of memory\n", job->command);
+        cli_mpi_abort(CLI_EXIT_FATAL);
+    }
+    for (int i = 0; i < job->batch; i++) {
+        rows[i] = i;
+        for (size_t c = 0; c < job->floats; c++)
+            (*results)[(size_t)i * job->floats + c] = (float)((c * 7 + (size_t)i) % job->floats) / job->floats;
+    }
+    return rows;
+}
+
+/* The pipeline's next batch and the job's rows of it: 1, 0 at the end;
+ * a failure aborts the job (printed). */
+static int next_batch(const cli_mpi_job *job, data_batch *b, float **rows) {
+    vit_error err;
+    const int rc = vit_pipeline_next(job->pipeline, b, &err);
+    if (rc < 0) fprintf(stderr, "vit %s: %s\n", job->command, err.message);
+    if (rc < 0 || (rc > 0 && job->rows(job->self, b, rows) != 0)) cli_mpi_abort(CLI_EXIT_FATAL);
+    return rc;
 }
 
 int cli_mpi_run(const cli_mpi_job *job, double *seconds) {
@@ -400,14 +427,12 @@ int cli_mpi_run(const cli_mpi_job *job, double *seconds) {
     pthread_t writer;
     int writer_started = 0;
     vit_error err;
-    data_loader *loader = NULL;
-    float *results = malloc(sizeof(float) * job->floats * (size_t)job->batch);
     packed out = {0};
     cli_catch_stop_signals();
     s.start = cli_now_seconds();
     if (world_rank == 0) {
         pthread_mutex_init(&s.lock, NULL);
-        if (!(s.ready = calloc(num_batches ? num_batches : 1, sizeof *s.ready)) || !results) {
+        if (!(s.ready = calloc(num_batches ? num_batches : 1, sizeof *s.ready))) {
             fprintf(stderr, "vit %s: out of memory\n", job->command);
             cli_mpi_abort(CLI_EXIT_FATAL);
         }
@@ -416,34 +441,23 @@ int cli_mpi_run(const cli_mpi_job *job, double *seconds) {
             cli_mpi_abort(CLI_EXIT_FATAL);
         }
         writer_started = 1;
-    } else if (!results) {
-        fprintf(stderr, "vit %s: out of memory\n", job->command);
-        cli_mpi_abort(CLI_EXIT_FATAL);
     }
     const int stub = getenv("VITC_MPI_BENCH_STUB") != NULL;
-    if (!stub && data_loader_create_scheduled(job->pre, job->paths, job->count, job->batch, 1, 1,
-                                     world_rank == 0 ? local_schedule : remote_schedule,
-                                     world_rank == 0 ? (void *)&s : (void *)&w, &loader,
-                                     &err) != VIT_OK) {
+    /* This job's batch source: rank 0 hands out the batches. */
+    const vit_pipeline_source source = {.paths = job->paths,
+                                        .count = job->count,
+                                        .schedule = world_rank == 0 ? local_schedule : remote_schedule,
+                                        .schedule_context = world_rank == 0 ? (void *)&s : (void *)&w};
+    if (!stub && vit_pipeline_open(job->pipeline, &source, 1, 1, &err) != VIT_OK) {
         fprintf(stderr, "vit %s: %s\n", job->command, err.message);
         cli_mpi_abort(CLI_EXIT_FATAL);
     }
-    /* For bench/mpi_overhead.sh only (not a user option): no decoding and
-     * no model, made-up probabilities, so what is measured is the handing
-     * out, the messages and rank 0's writer. */
-    int *stub_rows = stub ? malloc(sizeof *stub_rows * (size_t)job->batch) : NULL;
-    if (stub) {
-        if (!stub_rows) cli_mpi_abort(CLI_EXIT_FATAL);
-        for (int i = 0; i < job->batch; i++) {
-            stub_rows[i] = i;
-            for (size_t c = 0; c < job->floats; c++)
-                results[(size_t)i * job->floats + c] = (float)((c * 7 + (size_t)i) % job->floats) / job->floats;
-        }
-    }
+    float *results = NULL; /* the stub's rows (the pipeline has its own) */
+    int *stub_rows = stub ? make_stub_rows(job, &results) : NULL;
     data_batch b;
-    while (stub ? next_stub_batch(job, loader, stub_rows, &b) : data_loader_next(loader, &b) > 0) {
-        if (!stub && job->compute(job->self, &b, results) != 0) cli_mpi_abort(CLI_EXIT_FATAL);
-        if (pack_batch(&out, &b, results, job->floats) != 0) {
+    float *rows = results;
+    while (stub ? next_stub_batch(job, stub_rows, &b) : next_batch(job, &b, &rows) > 0) {
+        if (pack_batch(&out, &b, rows, job->floats) != 0) {
             fprintf(stderr, "vit %s: out of memory\n", job->command);
             cli_mpi_abort(CLI_EXIT_FATAL);
         }
@@ -455,7 +469,6 @@ int cli_mpi_run(const cli_mpi_job *job, double *seconds) {
             wait_quietly(&r, NULL);
         }
     }
-    data_loader_free(loader);
     free(stub_rows);
     free(out.data);
     free(results);

@@ -223,8 +223,9 @@ typedef struct server {
     pthread_cond_t work; /* the model thread waits for images (or the end) */
     pthread_cond_t done; /* handlers wait for their images; shutdown for requests */
     /* The model thread's: the context and a batch's buffers. */
-    vit_context *ctx;
-    float *images, *logits, *tokens_buffer, *scratch;
+    vit_pipeline *pipeline; /* context and rows; the queue below is its batch source */
+    float *images, *tokens_buffer, *scratch;
+    int *finite; /* per image of a batch: its row is finite */
     item *items;
     item *ring;          /* queue_cap items */
     size_t head, count;  /* decoded images waiting for the model */
@@ -360,8 +361,8 @@ static int batch_bucket(int size) {
 /* Runs the taken items through the model and fills their requests'
  * outputs (or errors). Called without the lock: only this thread touches
  * the items' inputs and outputs until remaining reaches 0. */
-static void run_items(server *s, vit_context *ctx, float *images, float *logits, float *tokens,
-                      float *scratch, const item *items, int k) {
+static void run_items(server *s, float *images, float *tokens, float *scratch, const item *items,
+                      int k) {
     int features = 0;
     for (int i = 0; i < k; i++) {
         memcpy(images + (size_t)i * s->image_floats,
@@ -370,11 +371,10 @@ static void run_items(server *s, vit_context *ctx, float *images, float *logits,
         features |= items[i].r->wants_features;
     }
     vit_error err;
-    vit_status st = vit_context_capture_tokens(ctx, vit_model_config(s->model)->num_layers - 1,
+    vit_status st = vit_context_capture_tokens(vit_pipeline_context(s->pipeline),
+                                               vit_model_config(s->model)->num_layers - 1,
                                                features ? tokens : NULL, &err);
-    if (st == VIT_OK)
-        st = vit_forward_checked(ctx, images, k, 3, data_preprocess_out_height(&s->pre),
-                                 data_preprocess_out_width(&s->pre), logits, &err);
+    if (st == VIT_OK) st = vit_pipeline_run_images(s->pipeline, images, k, s->finite, &err);
     for (int i = 0; i < k; i++) {
         request *r = items[i].r;
         const int x = items[i].index;
@@ -395,13 +395,11 @@ static void run_items(server *s, vit_context *ctx, float *images, float *logits,
                     if (!isfinite(out[f])) r->errors[x] = strdup("model output is not finite (NaN/Inf)");
             continue;
         }
-        /* As cli_run_batch_softmax: non-finite outputs fail, else softmax. */
+        /* The pipeline's row: probabilities, or not finite (failed). */
         float *out = r->outputs + (size_t)x * s->classes;
-        memcpy(out, logits + (size_t)i * s->out_floats, (size_t)s->classes * sizeof *out);
-        int finite = 1;
-        for (int c = 0; c < s->classes; c++) finite &= isfinite(out[c]) != 0;
-        if (!finite) r->errors[x] = strdup("model output is not finite (NaN/Inf)");
-        else vit_softmax(out, s->classes);
+        memcpy(out, vit_pipeline_outputs(s->pipeline) + (size_t)i * s->out_floats,
+               (size_t)s->classes * sizeof *out);
+        if (!s->finite[i]) r->errors[x] = strdup("model output is not finite (NaN/Inf)");
     }
 }
 
@@ -431,7 +429,7 @@ static void *model_thread(void *arg) {
         s->reserved -= (size_t)k;
         pthread_mutex_unlock(&s->lock);
         const double start = now();
-        run_items(s, s->ctx, s->images, s->logits, s->tokens_buffer, s->scratch, items, k);
+        run_items(s, s->images, s->tokens_buffer, s->scratch, items, k);
         const double seconds = now() - start;
         pthread_mutex_lock(&s->lock);
         for (int i = 0; i < k; i++) items[i].r->remaining--;
@@ -1173,21 +1171,20 @@ static int check_model_output(server *s) {
     for (int i = 0; i < 3; i++) {
         memset(pixels, LEVELS[i], sizeof pixels);
         if (data_preprocess_apply(&pre, &img, s->images, &err) != VIT_OK ||
-            vit_context_capture_tokens(s->ctx, vit_model_config(s->model)->num_layers - 1, NULL,
+            vit_context_capture_tokens(vit_pipeline_context(s->pipeline),
+                                       vit_model_config(s->model)->num_layers - 1, NULL,
                                        &err) != VIT_OK ||
-            vit_forward_checked(s->ctx, s->images, 1, 3, data_preprocess_out_height(&s->pre),
-                                data_preprocess_out_width(&s->pre), s->logits, &err) != VIT_OK) {
+            vit_pipeline_run_images(s->pipeline, s->images, 1, s->finite, &err) != VIT_OK) {
             fprintf(stderr, "vit serve: the model cannot run: %s\n", err.message);
             return -1;
         }
-        for (int k = 0; k < s->out_floats; k++)
-            if (!isfinite(s->logits[k])) {
-                fprintf(stderr, "vit serve: the model's output is not finite (NaN/Inf) on a plain "
-                                "%s image: its weights or its preprocessing (image_mean, image_std) "
-                                "are broken; not serving it\n",
-                        i == 0 ? "black" : i == 1 ? "grey" : "white");
-                return -1;
-            }
+        if (!s->finite[0]) {
+            fprintf(stderr, "vit serve: the model's output is not finite (NaN/Inf) on a plain "
+                            "%s image: its weights or its preprocessing (image_mean, image_std) "
+                            "are broken; not serving it\n",
+                    i == 0 ? "black" : i == 1 ? "grey" : "white");
+            return -1;
+        }
     }
     return 0;
 }
@@ -1195,20 +1192,24 @@ static int check_model_output(server *s) {
 /* The context, the model thread's buffers and the thread itself. */
 static int start_model(server *s) {
     vit_error err;
-    if (vit_context_create(s->model, (int)s->batch, 0, cli_thread_count((int)s->threads), &s->ctx,
-                           &err) != VIT_OK) {
+    /* No loader: the request queue is the pipeline's batch source, its
+     * bodies decoded by the HTTP threads. */
+    const vit_pipeline_options options = {.batch = (int)s->batch,
+                                          .threads = cli_thread_count((int)s->threads),
+                                          .softmax = 1};
+    if (vit_pipeline_create(s->model, &options, NULL, &s->pipeline, &err) != VIT_OK) {
         fprintf(stderr, "vit serve: %s\n", err.message);
         return -1;
     }
     const size_t batch = (size_t)s->batch;
-    s->tokens = vit_context_num_tokens(s->ctx);
+    s->tokens = vit_context_num_tokens(vit_pipeline_context(s->pipeline));
     s->images = malloc(batch * s->image_floats * sizeof(float));
-    s->logits = malloc(batch * (size_t)s->out_floats * sizeof(float));
+    s->finite = malloc(batch * sizeof *s->finite);
     s->tokens_buffer = malloc(batch * (size_t)s->tokens * (size_t)s->hidden * sizeof(float));
     s->scratch = malloc((size_t)s->hidden * sizeof(float));
     s->items = malloc(batch * sizeof *s->items);
     s->ring = calloc((size_t)s->queue_cap, sizeof *s->ring);
-    if (!s->images || !s->logits || !s->tokens_buffer || !s->scratch || !s->items || !s->ring) {
+    if (!s->images || !s->finite || !s->tokens_buffer || !s->scratch || !s->items || !s->ring) {
         fprintf(stderr, "vit serve: out of memory\n");
         return -1;
     }
@@ -1302,9 +1303,9 @@ static void serve_stop(server *s) {
     }
     if (s->log.suppressed)
         fprintf(stderr, "vit serve: %lu more libmicrohttpd messages not shown\n", s->log.suppressed);
-    vit_context_free(s->ctx);
+    vit_pipeline_free(s->pipeline);
     free(s->images);
-    free(s->logits);
+    free(s->finite);
     free(s->tokens_buffer);
     free(s->scratch);
     free(s->items);
@@ -1357,7 +1358,7 @@ int cli_serve(int argc, char **argv) {
     s.out_floats = vit_model_output_size(s.model);
     s.feature_floats = vit_config_pooled_size(c);
     s.hidden = c->hidden_size;
-    s.image_floats = 3 * (size_t)data_preprocess_out_height(&s.pre) *
+    s.image_floats = (size_t)c->num_channels * (size_t)data_preprocess_out_height(&s.pre) *
                      (size_t)data_preprocess_out_width(&s.pre);
     signal(SIGPIPE, SIG_IGN); /* a client gone mid-response is its own business */
     int exit_code = CLI_EXIT_FATAL;
