@@ -115,6 +115,7 @@ kernels_isa kernels_isa_int8(kernels_isa isa) {
 }
 
 static int quad_layout(kernels_isa isa) {
+    isa = kernels_isa_int8(isa); /* avx512bf16 packs as avx512vnni */
     return isa == KERNELS_ISA_AVX512_VNNI || isa == KERNELS_ISA_VNNI_REFERENCE ||
            isa == KERNELS_ISA_AVX_VNNI;
 }
