@@ -259,6 +259,9 @@ static void check_agreement(const char *model_name, const char *const *dtypes, i
         cr_assert_eq(classify_real(out, got, &got_labelled, &got_correct), n);
         int same = 0;
         for (int i = 0; i < n; i++) same += ref[i] == got[i];
+        fprintf(stderr, "test_quantize: %s %s: top-1 agrees with float32 on %d of %d photos; "
+                "top-1 %d of %d labelled (float32 %d)\n", model_name, dtypes[d], same, n,
+                got_correct, got_labelled, correct);
         cr_expect(same >= min_agreement(dtypes[d]) * n,
                   "%s %s: top-1 agrees with float32 on %d of %d photos (at least %.1f%% needed)",
                   model_name, dtypes[d], same, n, 100 * min_agreement(dtypes[d]));
