@@ -115,8 +115,18 @@ static void round_row(uint16_t *dst, const float *x, int cols, int kpad) {
 void bf16_round_forward(uint16_t *binp, const float *inp, int rows, int cols,
                         const kernels_bmatrix *w, kernels_threads th) {
     const int kpad = w->kpad;
-    PARALLEL_FOR(for (int r = 0; r < rows; r++)
-                     round_row(binp + (size_t)r * kpad, inp + (size_t)r * cols, cols, kpad););
+    /* The instruction where there is one: SSE2's C took a fifth of a
+     * narrow layer's time (DeiT-tiny's proj and fc2). */
+    const int hw = th.isa == KERNELS_ISA_AVX512_BF16;
+    PARALLEL_FOR(for (int r = 0; r < rows; r++) {
+        uint16_t *dst = binp + (size_t)r * kpad;
+        if (hw) {
+            bf16_round_row_avx512bf16(dst, inp + (size_t)r * cols, cols);
+            if (cols < kpad) dst[cols] = 0;
+        } else {
+            round_row(dst, inp + (size_t)r * cols, cols, kpad);
+        }
+    });
 }
 
 /* ------------------------------------------------------------ generic */

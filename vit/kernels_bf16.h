@@ -57,6 +57,10 @@ bgemm_panels_fn bgemm_panels_avx2;       /* kernels_bf16_avx2.c */
 bgemm_panels_fn bgemm_panels_avx512bf16; /* kernels_bf16_avx512.c */
 bgemm_panels_fn bgemm_panels_neon;       /* kernels_bf16_neon.c */
 
+/* A row of n floats rounded as bf16_round into dst (vcvtne2ps2bf16, whose
+ * rounding is bf16_round's: RNE, DAZ, NaN quieted); kernels_bf16_avx512.c. */
+void bf16_round_row_avx512bf16(uint16_t *dst, const float *x, int n);
+
 static inline float bf16_f32(uint16_t h) {
     const uint32_t u = (uint32_t)h << 16;
     float f;

@@ -6,9 +6,9 @@
  * (BF16_FN), called only when the CPU has it (kernels_isa_supported). */
 #if defined(__x86_64__) || defined(__i386__)
 #ifdef __clang__ /* clang drops a target attribute naming prefer-vector-width */
-#define BF16_FN __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma")))
+#define BF16_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
 #else
-#define BF16_FN __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma,prefer-vector-width=512")))
+#define BF16_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,prefer-vector-width=512")))
 #endif
 
 #include <immintrin.h>
@@ -90,9 +90,26 @@ BF16_FN void bgemm_panels_avx512bf16(const bgemm_call *g, int p0, int p1) {
     }
 }
 
+BF16_FN void bf16_round_row_avx512bf16(uint16_t *dst, const float *x, int n) {
+    int k = 0;
+    for (; k + 32 <= n; k += 32) {
+        const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + k + 16), _mm512_loadu_ps(x + k));
+        _mm512_storeu_si512(dst + k, (__m512i)v);
+    }
+    for (; k < n; k += 16) {
+        const __mmask16 m = n - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - k)) - 1);
+        const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + k));
+        _mm256_mask_storeu_epi16(dst + k, m, (__m256i)v);
+    }
+}
+
 #else /* not x86: never chosen (kernels_isa_supported), kept linkable */
 
 #include "kernels_bf16.h"
+
+void bf16_round_row_avx512bf16(uint16_t *dst, const float *x, int n) {
+    for (int k = 0; k < n; k++) dst[k] = bf16_round(x[k]);
+}
 
 void bgemm_panels_avx512bf16(const bgemm_call *g, int p0, int p1) { bgemm_panels_generic(g, p0, p1); }
 

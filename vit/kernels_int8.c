@@ -67,7 +67,8 @@ int kernels_isa_supported(kernels_isa isa) {
         return kernels_isa_supported(KERNELS_ISA_AVX2) && cpu_has_avx_vnni();
     /* Every CPU with it has VNNI too (its fp32 and int8 are avx512vnni's). */
     case KERNELS_ISA_AVX512_BF16:
-        return kernels_isa_supported(KERNELS_ISA_AVX512_VNNI) && cpu_has_avx512_bf16();
+        return kernels_isa_supported(KERNELS_ISA_AVX512_VNNI) && __builtin_cpu_supports("avx512vl") &&
+               cpu_has_avx512_bf16();
 #endif
 #if defined(__aarch64__)
     case KERNELS_ISA_NEON: return 1; /* Advanced SIMD is part of the AArch64 base */
