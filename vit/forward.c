@@ -482,7 +482,8 @@ static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threa
         const vit_block *blk = &m->blocks[l];
         layernorm_forward(normed, NULL, NULL, x, blk->ln1_w, blk->ln1_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
-        linear_forward(ctx, job, qkv, NULL, normed, &(vit_linear){blk->qkv_f, blk->qkv_q, blk->qkv_h}, blk->qkv_b, NULL, rows,
+        linear_forward(ctx, job, qkv, NULL, normed,
+                       &(vit_linear){blk->qkv_f, blk->qkv_q, blk->qkv_h}, blk->qkv_b, NULL, rows,
                        D, 3 * D, 0, th);
         if (blk->q_norm_w)
             qk_norm_forward(qkv, NULL, NULL, rows, D, c->num_heads, blk->q_norm_w, blk->q_norm_b,
@@ -493,19 +494,22 @@ static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threa
                           c->num_heads, query_rows, job->scores, th);
         mark(clock, VIT_STAGE_ATTENTION);
         /* x += proj(attn), or with LayerScale x += ls1 * proj(attn) */
-        linear_forward(ctx, job, x, x, attn, &(vit_linear){blk->proj_f, blk->proj_q, blk->proj_h}, blk->proj_b, blk->ls1, rows,
-                       D, D, 0, th);
+        linear_forward(ctx, job, x, x, attn,
+                       &(vit_linear){blk->proj_f, blk->proj_q, blk->proj_h}, blk->proj_b, blk->ls1,
+                       rows, D, D, 0, th);
         mark(clock, VIT_STAGE_PROJECTION);
         layernorm_forward(normed, NULL, NULL, x, blk->ln2_w, blk->ln2_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
         /* The activation in fc1's epilogue (float32: the profile's gelu
          * stage is inside mlp fc1). */
-        linear_forward(ctx, job, hidden, NULL, normed, &(vit_linear){blk->fc1_f, blk->fc1_q, blk->fc1_h}, blk->fc1_b, NULL,
+        linear_forward(ctx, job, hidden, NULL, normed,
+                       &(vit_linear){blk->fc1_f, blk->fc1_q, blk->fc1_h}, blk->fc1_b, NULL,
                        rows, D, M, 1, th);
         mark(clock, VIT_STAGE_MLP_FC1);
         /* x += fc2(gelu(fc1(ln2(x)))) [times ls2] */
-        linear_forward(ctx, job, x, x, hidden, &(vit_linear){blk->fc2_f, blk->fc2_q, blk->fc2_h}, blk->fc2_b, blk->ls2, rows,
-                       M, D, 0, th);
+        linear_forward(ctx, job, x, x, hidden,
+                       &(vit_linear){blk->fc2_f, blk->fc2_q, blk->fc2_h}, blk->fc2_b, blk->ls2,
+                       rows, M, D, 0, th);
         if (lead) capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
         mark(clock, VIT_STAGE_MLP_FC2);
     }
