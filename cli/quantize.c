@@ -33,9 +33,10 @@ static const char USAGE[] =
     "copy; a file packed for other kernels is packed again at load, with a line\n"
     "saying so; --plain leaves them out). bf16 stores the weights in half the\n"
     "size, int8 in about a third (the encoder's linear layers in int8, the rest\n"
-    "float32); fp32 and packed keep the values. bf16 weights are widened to\n"
-    "float32 at load; int8 layers compute in int8 (AVX-512 VNNI, AVX2 or portable\n"
-    "C, as the CPU allows).";
+    "float32); fp32 and packed keep the values. bf16 linear layers compute in\n"
+    "bf16 (bf16 products, float32 sums: AVX-512 BF16 where the CPU has it, the\n"
+    "same bits elsewhere); int8 layers compute in int8 (AVX-512 VNNI, AVX2 or\n"
+    "portable C, as the CPU allows).";
 
 static double file_mib(const char *path) {
     struct stat st;

@@ -19,7 +19,7 @@
 
 static const kernels_isa PATHS[] = {KERNELS_ISA_GENERIC, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512,
                                     KERNELS_ISA_AVX512_VNNI, KERNELS_ISA_VNNI_REFERENCE,
-                                    KERNELS_ISA_AVX_VNNI, KERNELS_ISA_NEON};
+                                    KERNELS_ISA_AVX_VNNI, KERNELS_ISA_NEON, KERNELS_ISA_AVX512_BF16};
 #define NUM_PATHS (sizeof PATHS / sizeof PATHS[0])
 
 static int path_runs(kernels_isa isa) {
@@ -189,7 +189,7 @@ Test(int8, one_layer_matches_the_pytorch_emulation) {
             const kernels_threads th = {.count = 1, .gemm = KERNELS_GEMM_VITC};
             quantize_forward(qinp, inp_scale, x, rows, K, q, th);
             const int quads = PATHS[p] == KERNELS_ISA_AVX512_VNNI || PATHS[p] == KERNELS_ISA_VNNI_REFERENCE ||
-                              PATHS[p] == KERNELS_ISA_AVX_VNNI;
+                              PATHS[p] == KERNELS_ISA_AVX_VNNI || PATHS[p] == KERNELS_ISA_AVX512_BF16;
             const int kpad = (K + 3) / 4 * 4;
             const int groups = K / group;
             for (int r = 0; r < rows; r++) {

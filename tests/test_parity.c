@@ -13,6 +13,13 @@
 
 #define FIXTURES VITC_SOURCE_DIR "/tests/fixtures/parity/"
 #define TOLERANCE 1e-4f
+/* A BF16 checkpoint computes in bf16 (vit quantize --dtype bf16 files,
+ * docs/quantize.md): every linear layer rounds its inputs to bf16 (relative
+ * error up to 2^-9), where PyTorch's reference ran float32 activations on
+ * the same bf16 weights. So such a fixture is held to a bf16-sized bound,
+ * as tests/test_quantize.c holds its bf16 copies; tests/test_bf16.c holds
+ * the bf16 arithmetic itself exactly. */
+#define BF16_TOLERANCE 3e-2f
 
 /* Loads the case's checkpoint, runs the expected input through it and
  * compares the encoder input, block 0's output and the final output. */
@@ -58,12 +65,13 @@ static void check_case(const char *name, const vit_load_options *options) {
     cr_assert(vit_context_capture_tokens(ctx, 0, got_block0, &err) == VIT_OK);
     cr_assert(vit_forward(ctx, input, batch, got_logits, &err) == VIT_OK, "%s", err.message);
 
+    const float tol = vit_model_bf16_kernels(model) ? BF16_TOLERANCE : TOLERANCE;
     float e = max_abs_diff(got_embed, embed, token_floats);
     cr_expect(e <= TOLERANCE, "%s: encoder input differs from PyTorch by %g", name, e);
     e = max_abs_diff(got_block0, block0, token_floats);
-    cr_expect(e <= TOLERANCE, "%s: block 0 output differs from PyTorch by %g", name, e);
+    cr_expect(e <= tol, "%s: block 0 output differs from PyTorch by %g", name, e);
     e = max_abs_diff(got_logits, logits, out_floats);
-    cr_expect(e <= TOLERANCE, "%s: output differs from PyTorch by %g", name, e);
+    cr_expect(e <= tol, "%s: output differs from PyTorch by %g", name, e);
 
     free(got_embed); free(got_block0); free(got_logits);
     free(input); free(embed); free(block0); free(logits);

@@ -236,6 +236,11 @@ static int classify_real(const char *model, int *top1, int *labelled, int *corre
     return top1_column(r->out, top1, MAX_IMAGES);
 }
 
+/* The top-1 agreement with float32 each dtype must reach: int8 99%; bf16
+ * (which now computes in bf16: activations rounded to bf16 at every
+ * linear layer, not only the weights) 99.5%, issue 27's guard. */
+static double min_agreement(const char *dtype) { return strcmp(dtype, "bf16") == 0 ? 0.995 : 0.99; }
+
 /* Quantises model_name to each dtype and checks top-1 agreement with
  * float32 on the 500 ImageNet photos and the everyday ones, and ImageNet
  * top-1 accuracy within half a point of float32's. */
@@ -254,8 +259,12 @@ static void check_agreement(const char *model_name, const char *const *dtypes, i
         cr_assert_eq(classify_real(out, got, &got_labelled, &got_correct), n);
         int same = 0;
         for (int i = 0; i < n; i++) same += ref[i] == got[i];
-        cr_expect(same >= 0.99 * n, "%s %s: top-1 agrees with float32 on %d of %d photos",
-                  model_name, dtypes[d], same, n);
+        fprintf(stderr, "test_quantize: %s %s: top-1 agrees with float32 on %d of %d photos; "
+                "top-1 %d of %d labelled (float32 %d)\n", model_name, dtypes[d], same, n,
+                got_correct, got_labelled, correct);
+        cr_expect(same >= min_agreement(dtypes[d]) * n,
+                  "%s %s: top-1 agrees with float32 on %d of %d photos (at least %.1f%% needed)",
+                  model_name, dtypes[d], same, n, 100 * min_agreement(dtypes[d]));
         /* ImageNet top-1 within half a point of float32's. */
         cr_expect(got_labelled == labelled && abs(got_correct - correct) * 200 <= labelled,
                   "%s %s: top-1 %d of %d labelled photos, float32 %d of %d", model_name,
@@ -270,14 +279,14 @@ static void need_shared(void) {
         cr_skip_test("../shared/models is absent: real-photo agreement tests skipped");
 }
 
-Test(quantize, real_deit_tiny_int8_and_bf16_agree_with_float32_on_99_percent, .timeout = 900) {
+Test(quantize, real_deit_tiny_int8_and_bf16_agree_with_float32, .timeout = 900) {
     need_shared();
     const char *dtypes[] = {"int8", "bf16"};
     check_agreement("deit-tiny-patch16-224", dtypes, 2);
 }
 
-Test(quantize, real_vit_tiny_int8_agrees_with_float32_on_99_percent, .timeout = 900) {
+Test(quantize, real_vit_tiny_int8_and_bf16_agree_with_float32, .timeout = 900) {
     need_shared();
-    const char *dtypes[] = {"int8"};
-    check_agreement("vit_tiny_patch16_224.augreg_in21k_ft_in1k", dtypes, 1);
+    const char *dtypes[] = {"int8", "bf16"};
+    check_agreement("vit_tiny_patch16_224.augreg_in21k_ft_in1k", dtypes, 2);
 }

@@ -73,6 +73,9 @@ void vit_model_describe(const vit_model *model, int is_default, vit_model_descri
              vit_model_kernels(model), vit_kernels_choices());
     if (vit_model_int8_kernels(model))
         add_line(info, "int8 layers", "run in int8 on the %s kernels", vit_model_int8_kernels(model));
+    if (vit_model_bf16_kernels(model))
+        add_line(info, "bf16 layers", "bf16 products, fp32 sums, on the %s kernels",
+                 vit_model_bf16_kernels(model));
     add_line(info, "weights", "%s%s", vit_model_packing(model),
              strcmp(vit_model_packing(model), "mapped from the file") != 0
                  ? " (vit quantize writes a copy that maps them: docs/quantize.md)"

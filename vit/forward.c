@@ -44,6 +44,8 @@ struct vit_context {
     void *qinp;
     float *qscale;
     size_t qinp_slot_bytes, qscale_slot;
+    void *binp; /* a bf16 layer's inputs rounded to bf16, per slot */
+    size_t binp_slot_bytes;
     /* Capture destinations, [kind][layer + 1]: for tokens index 0 is after
      * the embedding and l + 1 after block l; attention and keys use l + 1. */
     float **captures;
@@ -130,22 +132,26 @@ static int alloc_buffers(vit_context *ctx) {
     const size_t slots = (size_t)(max_batch < ctx->num_threads ? max_batch : ctx->num_threads);
     if (ctx->qscale_slot)
         ctx->qinp_slot_bytes = (kernels_qinp_bytes((int)T, (int)(M > D ? M : D)) + 63) / 64 * 64;
+    if (vit_model_has_bf16(model))
+        ctx->binp_slot_bytes = (kernels_binp_bytes((int)T, (int)(M > D ? M : D)) + 63) / 64 * 64;
     ctx->pool_stride = c->distilled ? 2 * (int)D : vit_config_pooled_size(c);
-    float *qinp;
+    float *qinp, *binp;
     float **bufs[] = {&ctx->x,    &ctx->normed,  &ctx->qkv,    &ctx->attn,   &ctx->hidden,
                       &ctx->cols, &ctx->patches, &ctx->scores, &ctx->pooled, &ctx->pos_embed,
-                      &qinp,      &ctx->qscale};
+                      &qinp,      &ctx->qscale,  &binp};
     const size_t floats[] = {B * T * D, B * T * D, B * T * 3 * D, B * T * D, B * T * M, B * Np * K,
                              B * Np * D, (size_t)ctx->num_threads * scores_floats(ctx),
                              B * (size_t)ctx->pool_stride, T * D,
                              ctx->qscale_slot ? slots * ctx->qinp_slot_bytes / sizeof(float) : 0,
-                             slots * ctx->qscale_slot};
+                             slots * ctx->qscale_slot, slots * ctx->binp_slot_bytes / sizeof(float)};
     context_arena(ctx, bufs, floats, sizeof floats / sizeof *floats);
     ctx->qinp = qinp;
+    ctx->binp = binp;
     ctx->captures =
         calloc((size_t)VIT_CAPTURE_KIND_COUNT * (c->num_layers + 1), sizeof *ctx->captures);
     const int int8_missing = ctx->qscale_slot && (!ctx->qinp || !ctx->qscale);
-    return !int8_missing && ctx->x && ctx->normed && ctx->qkv && ctx->attn && ctx->hidden &&
+    const int bf16_missing = ctx->binp_slot_bytes && !ctx->binp;
+    return !int8_missing && !bf16_missing && ctx->x && ctx->normed && ctx->qkv && ctx->attn && ctx->hidden &&
            ctx->cols && ctx->patches && ctx->scores && ctx->pooled && ctx->captures &&
            ctx->pos_embed;
 }
@@ -411,6 +417,13 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
                          job->count, T, Np, D, th);
 }
 
+/* A linear layer's weights: exactly one of them is set. */
+typedef struct vit_linear {
+    const kernels_fmatrix *f;
+    const kernels_qmatrix *q;
+    const kernels_bmatrix *h;
+} vit_linear;
+
 /* out = [residual + [gamma *]] (inp · weightᵀ + bias) for the job's rows,
  * with the MLP's activation (GELU or QuickGELU, the model's) when gelu is
  * set: the int8 kernels when the layer is quantised (q), else vitc's GEMM
@@ -418,13 +431,20 @@ static void embed(const vit_context *ctx, const encode_job *job, const float *im
  * epilogue. An int8 layer with LayerScale (gamma) writes its branch into
  * the job's normed rows first (free then: the next norm refills them). */
 static void linear_forward(const vit_context *ctx, const encode_job *job, float *out,
-                           const float *residual, const float *inp, const kernels_fmatrix *f,
-                           const kernels_qmatrix *q, const float *bias, const float *gamma,
-                           int rows, int in_dim, int out_dim, int gelu, kernels_threads th) {
+                           const float *residual, const float *inp, const vit_linear *w,
+                           const float *bias, const float *gamma, int rows, int in_dim,
+                           int out_dim, int gelu, kernels_threads th) {
     const kernels_act act = gelu ? vit_kernels_act(ctx->model->config.act) : KERNELS_ACT_NONE;
+    const kernels_qmatrix *q = w->q;
+    const kernels_epilogue ep = {.bias = bias, .act = act, .residual = residual, .gamma = gamma};
+    if (w->h) { /* bf16: the inputs rounded per row, then bf16 products */
+        uint16_t *binp = (uint16_t *)((char *)ctx->binp + (size_t)job->slot * ctx->binp_slot_bytes);
+        bf16_round_forward(binp, inp, rows, in_dim, w->h, th);
+        kernels_linear_bf16(out, out_dim, binp, rows, w->h, &ep, th);
+        return;
+    }
     if (!q) {
-        const kernels_epilogue ep = {.bias = bias, .act = act, .residual = residual, .gamma = gamma};
-        kernels_linear(out, out_dim, inp, in_dim, rows, f, &ep, th);
+        kernels_linear(out, out_dim, inp, in_dim, rows, w->f, &ep, th);
         return;
     }
     void *qinp = (char *)ctx->qinp + (size_t)job->slot * ctx->qinp_slot_bytes;
@@ -462,7 +482,8 @@ static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threa
         const vit_block *blk = &m->blocks[l];
         layernorm_forward(normed, NULL, NULL, x, blk->ln1_w, blk->ln1_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
-        linear_forward(ctx, job, qkv, NULL, normed, blk->qkv_f, blk->qkv_q, blk->qkv_b, NULL, rows,
+        linear_forward(ctx, job, qkv, NULL, normed,
+                       &(vit_linear){blk->qkv_f, blk->qkv_q, blk->qkv_h}, blk->qkv_b, NULL, rows,
                        D, 3 * D, 0, th);
         if (blk->q_norm_w)
             qk_norm_forward(qkv, NULL, NULL, rows, D, c->num_heads, blk->q_norm_w, blk->q_norm_b,
@@ -473,19 +494,22 @@ static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threa
                           c->num_heads, query_rows, job->scores, th);
         mark(clock, VIT_STAGE_ATTENTION);
         /* x += proj(attn), or with LayerScale x += ls1 * proj(attn) */
-        linear_forward(ctx, job, x, x, attn, blk->proj_f, blk->proj_q, blk->proj_b, blk->ls1, rows,
-                       D, D, 0, th);
+        linear_forward(ctx, job, x, x, attn,
+                       &(vit_linear){blk->proj_f, blk->proj_q, blk->proj_h}, blk->proj_b, blk->ls1,
+                       rows, D, D, 0, th);
         mark(clock, VIT_STAGE_PROJECTION);
         layernorm_forward(normed, NULL, NULL, x, blk->ln2_w, blk->ln2_b, rows, D, eps, th);
         mark(clock, VIT_STAGE_LAYER_NORM);
         /* The activation in fc1's epilogue (float32: the profile's gelu
          * stage is inside mlp fc1). */
-        linear_forward(ctx, job, hidden, NULL, normed, blk->fc1_f, blk->fc1_q, blk->fc1_b, NULL,
+        linear_forward(ctx, job, hidden, NULL, normed,
+                       &(vit_linear){blk->fc1_f, blk->fc1_q, blk->fc1_h}, blk->fc1_b, NULL,
                        rows, D, M, 1, th);
         mark(clock, VIT_STAGE_MLP_FC1);
         /* x += fc2(gelu(fc1(ln2(x)))) [times ls2] */
-        linear_forward(ctx, job, x, x, hidden, blk->fc2_f, blk->fc2_q, blk->fc2_b, blk->ls2, rows,
-                       M, D, 0, th);
+        linear_forward(ctx, job, x, x, hidden,
+                       &(vit_linear){blk->fc2_f, blk->fc2_q, blk->fc2_h}, blk->fc2_b, blk->ls2,
+                       rows, M, D, 0, th);
         if (lead) capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
         mark(clock, VIT_STAGE_MLP_FC2);
     }

@@ -27,6 +27,7 @@
 #define VIT_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "vit_error.h"
 
@@ -56,6 +57,10 @@ typedef enum kernels_isa {
     /* aarch64 NEON (always there on aarch64 Linux): fp32 6 x 16 vfmaq
      * tiles; int8 as generic for now */
     KERNELS_ISA_NEON,
+    /* AVX-512 VNNI + AVX512_BF16 (Zen 4/5, Cooper Lake, Sapphire Rapids):
+     * fp32 and int8 as avx512vnni; bf16 files' linear layers on vdpbf16ps
+     * (kernels_bf16.h), the bits every other path computes with fmas */
+    KERNELS_ISA_AVX512_BF16,
     KERNELS_ISA_COUNT
 } kernels_isa;
 
@@ -340,6 +345,39 @@ void qmatmul_forward(float *out, const float *residual, const void *qinp,
                      const float *inp_scale, const kernels_qmatrix *weight, const float *bias,
                      kernels_act act, int rows, kernels_threads th);
 
+/* ------------------------------------------------------------ bf16 GEMM */
+
+/* A bfloat16 weight matrix [rows, cols] (a Linear layer's weight stored
+ * as BF16 by vit quantize --dtype bf16), packed once as vdpbf16ps reads
+ * it: column panels of 16 outputs holding K in pairs, [rows / 16][kpad /
+ * 2][16][2] bf16 (kpad = cols rounded up to even; padding 0). One layout
+ * for every path. Opaque. */
+typedef struct kernels_bmatrix kernels_bmatrix;
+
+/* An empty (zero) packed matrix, or NULL when out of memory or the
+ * arguments are not positive. */
+kernels_bmatrix *kernels_bmatrix_create(int rows, int cols);
+
+/* Fills rows first_row .. first_row + count - 1 from bf16 bit patterns
+ * [count, cols] (host order, any alignment: a file's bytes); subnormal weights become zeros of their sign (what
+ * vdpbf16ps reads them as). */
+void kernels_bmatrix_set_rows(kernels_bmatrix *w, int first_row, int count,
+                              const void *values);
+
+/* Its values as float32 [rows, cols] (exact; training from a bf16 file). */
+void kernels_bmatrix_to_f32(const kernels_bmatrix *w, float *dst);
+size_t kernels_bmatrix_bytes(const kernels_bmatrix *w);
+void kernels_bmatrix_free(kernels_bmatrix *w);
+
+/* Bytes of bf16 activations for rows x cols inputs (bf16_round_forward). */
+size_t kernels_binp_bytes(int rows, int cols);
+
+/* A bf16 layer's inputs rounded to bfloat16, per row: round to nearest
+ * even, subnormals to zeros of their sign, NaN kept a (quiet) NaN, the
+ * row padded with a zero to w's even length: binp [rows][kpad]. */
+void bf16_round_forward(uint16_t *binp, const float *inp, int rows, int cols,
+                        const kernels_bmatrix *w, kernels_threads th);
+
 /* ------------------------------------------------------------ fp32 GEMM */
 
 /* A float32 weight matrix [rows, cols] (a Linear layer's weight, rows = its
@@ -388,10 +426,12 @@ typedef struct kernels_packed {
  * and int8 matrices for path isa's kernels. */
 const char *kernels_fmatrix_layout(void);
 const char *kernels_qmatrix_layout(kernels_isa isa);
+const char *kernels_bmatrix_layout(void);
 
 /* w's packed bytes (pointers into w, valid while it lives). */
 void kernels_fmatrix_parts(const kernels_fmatrix *w, kernels_packed *out);
 void kernels_qmatrix_parts(const kernels_qmatrix *w, kernels_packed *out);
+void kernels_bmatrix_parts(const kernels_bmatrix *w, kernels_packed *out);
 
 /* A matrix over parts the caller keeps alive (a mapped file), not copied,
  * as kernels_*_parts gave them for the same arguments; NULL when the
@@ -403,6 +443,7 @@ void kernels_qmatrix_parts(const kernels_qmatrix *w, kernels_packed *out);
 kernels_fmatrix *kernels_fmatrix_wrap(int rows, int cols, const kernels_packed *p);
 kernels_qmatrix *kernels_qmatrix_wrap(int rows, int cols, int group, kernels_isa isa,
                                       const kernels_packed *p);
+kernels_bmatrix *kernels_bmatrix_wrap(int rows, int cols, const kernels_packed *p);
 
 /* out[r, j] from the sum s = inp[r, 0] w[j, 0] + ... over k in order (a
  * chain of fused multiply-adds from 0), in this order, each step rounded:
@@ -436,5 +477,20 @@ void kernels_linear(float *out, int ldo, const float *inp, int lda, int rows,
 size_t kernels_matmul_scratch_floats(int K, int N);
 void kernels_matmul(float *out, int ldo, const float *a, int lda, int rows, const float *b, int ldb,
                     int K, int N, float *scratch, kernels_threads th);
+
+/* out [rows, w rows] (row stride ldo) = the epilogue (kernels_epilogue) of
+ * the bf16 products binp · wᵀ summed in fp32: for each pair of inputs k =
+ * 2i, 2i + 1 in order, s = s + a[2i+1] w[2i+1], then s = s + a[2i] w[2i],
+ * each an exact product added with one rounding to nearest even, a result
+ * below FLT_MIN (after rounding) flushed to zero: vdpbf16ps's arithmetic
+ * (kernels_bf16.h), the same bits on every path. Output panels split
+ * statically over th's threads. */
+void kernels_linear_bf16(float *out, int ldo, const uint16_t *binp, int rows,
+                         const kernels_bmatrix *w, const kernels_epilogue *ep,
+                         kernels_threads th);
+
+/* What path isa runs a bf16 layer on: "avx512bf16 (vdpbf16ps)", "avx2
+ * (fma)", "neon (vfmaq)" or "generic (C)". */
+const char *kernels_bf16_path(kernels_isa isa);
 
 #endif

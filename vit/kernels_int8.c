@@ -19,13 +19,13 @@
 #include "kernels_parallel.h"
 
 static const char *const ISA_NAMES[KERNELS_ISA_COUNT] = {
-    "generic", "avx2", "avx512", "avx512vnni", "vnni-reference", "avxvnni", "neon"};
+    "generic", "avx2", "avx512", "avx512vnni", "vnni-reference", "avxvnni", "neon", "avx512bf16"};
 
 const char *kernels_isa_choices(void) {
 #if defined(__aarch64__)
     return "generic|neon";
 #else
-    return "generic|avx2|avxvnni|avx512|avx512vnni";
+    return "generic|avx2|avxvnni|avx512|avx512vnni|avx512bf16";
 #endif
 }
 
@@ -40,6 +40,13 @@ const char *kernels_isa_name(kernels_isa isa) {
 static int cpu_has_avx_vnni(void) {
     unsigned a, b, c, d;
     return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 4 & 1u);
+}
+
+/* AVX512_BF16: CPUID leaf 7, subleaf 1, EAX bit 5 (gcc 12's
+ * __builtin_cpu_supports does not know "avx512bf16"; bench/peak.h). */
+static int cpu_has_avx512_bf16(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 5 & 1u);
 }
 #endif
 
@@ -58,6 +65,10 @@ int kernels_isa_supported(kernels_isa isa) {
                __builtin_cpu_supports("avx512vnni");
     case KERNELS_ISA_AVX_VNNI:
         return kernels_isa_supported(KERNELS_ISA_AVX2) && cpu_has_avx_vnni();
+    /* Every CPU with it has VNNI too (its fp32 and int8 are avx512vnni's). */
+    case KERNELS_ISA_AVX512_BF16:
+        return kernels_isa_supported(KERNELS_ISA_AVX512_VNNI) && __builtin_cpu_supports("avx512vl") &&
+               cpu_has_avx512_bf16();
 #endif
 #if defined(__aarch64__)
     case KERNELS_ISA_NEON: return 1; /* Advanced SIMD is part of the AArch64 base */
@@ -69,6 +80,7 @@ int kernels_isa_supported(kernels_isa isa) {
 vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *err) {
     if (!forced || !*forced || strcmp(forced, "auto") == 0) {
         *isa = kernels_isa_supported(KERNELS_ISA_NEON)        ? KERNELS_ISA_NEON
+               : kernels_isa_supported(KERNELS_ISA_AVX512_BF16) ? KERNELS_ISA_AVX512_BF16
                : kernels_isa_supported(KERNELS_ISA_AVX512_VNNI) ? KERNELS_ISA_AVX512_VNNI
                : kernels_isa_supported(KERNELS_ISA_AVX512)    ? KERNELS_ISA_AVX512
                : kernels_isa_supported(KERNELS_ISA_AVX_VNNI)  ? KERNELS_ISA_AVX_VNNI
@@ -93,16 +105,18 @@ vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *e
                                  "VITC_ISA=%s: this CPU cannot run it (it runs: %s)", forced, have);
     return vit_error_set(err, VIT_E_UNSUPPORTED,
                          "VITC_ISA=%.40s: unknown (auto, generic, avx2, avx512, avx512vnni, "
-                         "vnni-reference, avxvnni, neon)",
+                         "vnni-reference, avxvnni, neon, avx512bf16)",
                          forced);
 }
 
 kernels_isa kernels_isa_int8(kernels_isa isa) {
     if (isa == KERNELS_ISA_NEON) return KERNELS_ISA_GENERIC; /* no NEON int8 kernel yet */
+    if (isa == KERNELS_ISA_AVX512_BF16) return KERNELS_ISA_AVX512_VNNI;
     return isa == KERNELS_ISA_AVX512 ? KERNELS_ISA_AVX2 : isa;
 }
 
 static int quad_layout(kernels_isa isa) {
+    isa = kernels_isa_int8(isa); /* avx512bf16 packs as avx512vnni */
     return isa == KERNELS_ISA_AVX512_VNNI || isa == KERNELS_ISA_VNNI_REFERENCE ||
            isa == KERNELS_ISA_AVX_VNNI;
 }
@@ -470,7 +484,7 @@ void qpanel_vnni_reference(const qmatmul_call *c, int first, int count) {
 /* By int8 path (kernels_isa_int8: never KERNELS_ISA_AVX512, whose slot is avx2's). */
 static qpanel_kernel *const PANEL_KERNELS[KERNELS_ISA_COUNT] = {
     qpanel_generic, qpanel_avx2, qpanel_avx2, qpanel_avx512_vnni, qpanel_vnni_reference,
-    qpanel_avx_vnni, qpanel_generic};
+    qpanel_avx_vnni, qpanel_generic, qpanel_avx512_vnni};
 
 void qmatmul_forward(float *out, const float *residual, const void *qinp,
                      const float *inp_scale, const kernels_qmatrix *weight, const float *bias,

@@ -238,11 +238,43 @@ static vit_status pack_int8(vit_model *m, const char *name, const weights_ref *p
     return VIT_OK;
 }
 
+/* The BF16 matrices of parts (each rows_each x cols) stacked into one
+ * matrix packed for the bf16 GEMM in *h, which computes in bf16 (kernels.h
+ * kernels_linear_bf16) rather than widening the weights to float32; *h
+ * stays NULL when a part is not BF16, and the caller loads them as float. */
+static vit_status pack_bf16(vit_model *m, const char *name, const weights_ref *parts,
+                            int n_parts, int64_t rows_each, int64_t cols, kernels_bmatrix **h,
+                            vit_error *err) {
+    *h = NULL;
+    for (int i = 0; i < n_parts; i++)
+        if (!parts[i].tensor || parts[i].tensor->dtype != WEIGHTS_BF16 ||
+            !shape_matches(&parts[i], rows_each, cols))
+            return VIT_OK;
+    const int rows = (int)(rows_each * n_parts);
+    vit_status s = vit_packed_bmatrix(m, name, rows, (int)cols, h, err);
+    if (s != VIT_OK) return s;
+    if (!*h) {
+        if (!(*h = kernels_bmatrix_create(rows, (int)cols)))
+            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(m->file));
+        m->packed++;
+        for (int i = 0; i < n_parts; i++)
+            kernels_bmatrix_set_rows(*h, (int)(i * rows_each), (int)rows_each,
+                                     (const unsigned char *)parts[i].tensor->data +
+                                         (size_t)parts[i].row_start * (size_t)cols * 2);
+    }
+    for (int i = 0; i < n_parts; i++) {
+        if (parts[i].row_start == 0) m->param_count += parts[i].tensor->numel;
+        mark_used(m, parts[i].tensor);
+    }
+    return VIT_OK;
+}
+
 /* A linear layer's weight [rows, cols]: packed int8 when the file stores it
- * as I8 (then *w is NULL), else float32 as take() gives it. */
+ * as I8, packed bf16 when BF16 (then *w is NULL), else float32 as take()
+ * gives it. */
 static vit_status take_linear(vit_model *m, weights_role role, int layer, int64_t rows,
                               int64_t cols, const float **w, kernels_qmatrix **q,
-                              kernels_fmatrix **f, vit_error *err) {
+                              kernels_bmatrix **h, kernels_fmatrix **f, vit_error *err) {
     weights_ref ref;
     *w = NULL;
     vit_status s = weights_layout_find(m->file, m->layout, role, layer, &ref, err);
@@ -250,14 +282,15 @@ static vit_status take_linear(vit_model *m, weights_role role, int layer, int64_
     char name[48];
     snprintf(name, sizeof name, "blocks.%d.%s", layer, what);
     if (s == VIT_OK) s = pack_int8(m, name, &ref, 1, rows, cols, q, err);
-    if (s != VIT_OK || *q) return s;
+    if (s == VIT_OK && !*q) s = pack_bf16(m, name, &ref, 1, rows, cols, h, err);
+    if (s != VIT_OK || *q || *h) return s;
     return take_mapped(m, role, layer, what, rows, cols, w, f, err);
 }
 
 /* Q, K and V of one block as one [3D, D] matrix (and [3D] bias): the timm
  * fused tensor in place, or the three Hugging Face tensors concatenated. */
 static vit_status take_qkv(vit_model *m, int layer, const float **w, const float **b,
-                           kernels_qmatrix **q, vit_error *err) {
+                           kernels_qmatrix **q, kernels_bmatrix **h, vit_error *err) {
     const int D = m->config.hidden_size;
     const weights_role w_roles[3] = {WEIGHTS_Q_W, WEIGHTS_K_W, WEIGHTS_V_W};
     const weights_role b_roles[3] = {WEIGHTS_Q_B, WEIGHTS_K_B, WEIGHTS_V_B};
@@ -271,9 +304,10 @@ static vit_status take_qkv(vit_model *m, int layer, const float **w, const float
     char name[48];
     snprintf(name, sizeof name, "blocks.%d.qkv", layer);
     vit_status packed = pack_int8(m, name, refs, 3, D, D, q, err);
+    if (packed == VIT_OK && !*q) packed = pack_bf16(m, name, refs, 3, D, D, h, err);
     if (packed != VIT_OK) return packed;
     for (int i = 0; i < 3; i++) {
-        vit_status status = *q ? VIT_OK : take(m, w_roles[i], layer, D, D, 0, &parts_w[i], err);
+        vit_status status = *q || *h ? VIT_OK : take(m, w_roles[i], layer, D, D, 0, &parts_w[i], err);
         if (status == VIT_OK) status = take(m, b_roles[i], layer, 1, D, 1, &parts_b[i], err);
         if (status != VIT_OK) return status;
     }
@@ -282,7 +316,7 @@ static vit_status take_qkv(vit_model *m, int layer, const float **w, const float
         return vit_error_set(err, VIT_E_FORMAT, "%s: block %d has a bias for only some of Q, K, V",
                              weights_path(m->file), layer);
     const size_t DD = (size_t)D * D;
-    if (*q) {
+    if (*q || *h) {
         *w = NULL;
     } else if (parts_w[1] == parts_w[0] + DD && parts_w[2] == parts_w[1] + DD) {
         *w = parts_w[0];
@@ -1176,20 +1210,23 @@ static vit_status take_all(vit_model *m, vit_error *err) {
         vit_block *b = &m->blocks[l];
         if ((s = take(m, WEIGHTS_LN1_W, l, 1, D, 0, &b->ln1_w, err)) ||
             (s = take(m, WEIGHTS_LN1_B, l, 1, D, 0, &b->ln1_b, err)) ||
-            (s = take_qkv(m, l, &b->qkv_w, &b->qkv_b, &b->qkv_q, err)) ||
+            (s = take_qkv(m, l, &b->qkv_w, &b->qkv_b, &b->qkv_q, &b->qkv_h, err)) ||
             /* The attention output projection in int8 too: with the
              * kernels' fused group step (kernels_int8.h) top-1 agreed
              * with float32 on 497 of the 500 imagenet-sample photos
              * (DeiT-tiny) and 499 (ViT-tiny), against 496 and 498 with
              * it in float32 on its dequantised weights (bench/README.md,
              * "Issue 27: int8"). */
-            (s = take_linear(m, WEIGHTS_PROJ_W, l, D, D, &b->proj_w, &b->proj_q, &b->proj_f, err)) ||
+            (s = take_linear(m, WEIGHTS_PROJ_W, l, D, D, &b->proj_w, &b->proj_q, &b->proj_h,
+                                &b->proj_f, err)) ||
             (s = take(m, WEIGHTS_PROJ_B, l, 1, D, 0, &b->proj_b, err)) ||
             (s = take(m, WEIGHTS_LN2_W, l, 1, D, 0, &b->ln2_w, err)) ||
             (s = take(m, WEIGHTS_LN2_B, l, 1, D, 0, &b->ln2_b, err)) ||
-            (s = take_linear(m, WEIGHTS_FC1_W, l, M, D, &b->fc1_w, &b->fc1_q, &b->fc1_f, err)) ||
+            (s = take_linear(m, WEIGHTS_FC1_W, l, M, D, &b->fc1_w, &b->fc1_q, &b->fc1_h,
+                                &b->fc1_f, err)) ||
             (s = take(m, WEIGHTS_FC1_B, l, 1, M, 0, &b->fc1_b, err)) ||
-            (s = take_linear(m, WEIGHTS_FC2_W, l, D, M, &b->fc2_w, &b->fc2_q, &b->fc2_f, err)) ||
+            (s = take_linear(m, WEIGHTS_FC2_W, l, D, M, &b->fc2_w, &b->fc2_q, &b->fc2_h,
+                                &b->fc2_f, err)) ||
             (s = take(m, WEIGHTS_FC2_B, l, 1, D, 0, &b->fc2_b, err)) ||
             /* settle_block_switches made each switch's tensors all or
              * nothing across blocks: optional means none anywhere. */
@@ -1586,6 +1623,10 @@ void vit_model_free(vit_model *m) {
         kernels_qmatrix_free(m->blocks[l].proj_q);
         kernels_qmatrix_free(m->blocks[l].fc1_q);
         kernels_qmatrix_free(m->blocks[l].fc2_q);
+        kernels_bmatrix_free(m->blocks[l].qkv_h);
+        kernels_bmatrix_free(m->blocks[l].proj_h);
+        kernels_bmatrix_free(m->blocks[l].fc1_h);
+        kernels_bmatrix_free(m->blocks[l].fc2_h);
     }
     free(m->blocks);
     free(m->used);
@@ -1692,6 +1733,17 @@ int vit_model_int8_groups(const vit_model *m) {
                 most = kernels_qmatrix_groups(layers[i]);
     }
     return most;
+}
+
+int vit_model_has_bf16(const vit_model *m) {
+    for (int l = 0; l < m->config.num_layers; l++)
+        if (m->blocks[l].qkv_h || m->blocks[l].proj_h || m->blocks[l].fc1_h || m->blocks[l].fc2_h)
+            return 1;
+    return 0;
+}
+
+const char *vit_model_bf16_kernels(const vit_model *m) {
+    return vit_model_has_bf16(m) ? kernels_bf16_path(m->isa) : NULL;
 }
 
 const char *vit_model_int8_kernels(const vit_model *m) {

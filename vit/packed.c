@@ -13,8 +13,9 @@
  *    and the header padded to 64, so every part starts 64-byte aligned in
  *    the mapping;
  *  - in __metadata__, the layout names the parts were packed in:
- *    vitc_packed_fmatrix (float32 matrices) and vitc_packed_qmatrix (int8
- *    ones; absent without any).
+ *    vitc_packed_fmatrix (float32 matrices), vitc_packed_qmatrix (int8
+ *    ones; absent without any) and vitc_packed_bmatrix (bf16 ones, as
+ *    vit quantize --dtype bf16 stores the linear layers; absent without).
  * A load takes the parts of a matrix type only when its layout name is the
  * one the kernels use now; otherwise it packs from the source tensors as
  * for any file and says so in one notice line. Parts that the metadata
@@ -29,10 +30,13 @@
 #define PREFIX "vitc_packed."
 #define KEY_F "vitc_packed_fmatrix"
 #define KEY_Q "vitc_packed_qmatrix"
+#define KEY_B "vitc_packed_bmatrix"
 
 int vit_packed_is_part(const char *name) { return strncmp(name, PREFIX, strlen(PREFIX)) == 0; }
 
-int vit_packed_is_key(const char *key) { return strcmp(key, KEY_F) == 0 || strcmp(key, KEY_Q) == 0; }
+int vit_packed_is_key(const char *key) {
+    return strcmp(key, KEY_F) == 0 || strcmp(key, KEY_Q) == 0 || strcmp(key, KEY_B) == 0;
+}
 
 /* Whether layout is what the int8 kernels of some path of this vitc pack:
  * a copy made on another CPU, not a stale one. */
@@ -62,6 +66,7 @@ int vit_packed_settle(vit_model *m, char *note, size_t size) {
     char stale[300] = "";
     m->packed_f = settle_one(m, KEY_F, kernels_fmatrix_layout(), stale, sizeof stale) == 1;
     m->packed_q = settle_one(m, KEY_Q, kernels_qmatrix_layout(m->isa), stale, sizeof stale) == 1;
+    m->packed_b = settle_one(m, KEY_B, kernels_bmatrix_layout(), stale, sizeof stale) == 1;
     /* The parts are never an unknown tensor, used or not. */
     for (size_t i = 0; i < weights_count(m->file); i++)
         if (vit_packed_is_part(weights_at(m->file, i)->name)) m->used[i] = 1;
@@ -128,6 +133,17 @@ vit_status vit_packed_qmatrix(vit_model *m, const char *name, int rows, int cols
                 : bad_parts(m, name, kernels_qmatrix_layout(m->isa), rows, cols, err);
 }
 
+vit_status vit_packed_bmatrix(vit_model *m, const char *name, int rows, int cols,
+                              kernels_bmatrix **out, vit_error *err) {
+    *out = NULL;
+    if (!m->packed_b) return VIT_OK;
+    kernels_packed p;
+    if (find_parts(m, name, &p) && !parts_aligned(&p)) return VIT_OK;
+    if (p.count) *out = kernels_bmatrix_wrap(rows, cols, &p);
+    m->mapped += *out != NULL;
+    return *out ? VIT_OK : bad_parts(m, name, kernels_bmatrix_layout(), rows, cols, err);
+}
+
 /* ------------------------------------------------------------- writing */
 
 typedef struct part_list {
@@ -160,23 +176,33 @@ static void add_q(part_list *l, const char *name, const kernels_qmatrix *w) {
     add_parts(l, name, &p);
 }
 
+static void add_b(part_list *l, const char *name, const kernels_bmatrix *w) {
+    kernels_packed p;
+    if (!w) return;
+    kernels_bmatrix_parts(w, &p);
+    add_parts(l, name, &p);
+}
+
 /* Every packed matrix of m, then the file's own tensors (old parts left
  * out): the parts first, so they sit right after the 64-aligned header. */
-static void list_tensors(const vit_model *m, part_list *l, int *has_q) {
+static void list_tensors(const vit_model *m, part_list *l, int *has_q, int *has_b) {
     add_f(l, "patch", m->patch_f);
     add_f(l, "head", m->head_f);
-    *has_q = 0;
+    *has_q = *has_b = 0;
     for (int b = 0; b < m->config.num_layers; b++) {
         const vit_block *k = &m->blocks[b];
         char name[64];
         const kernels_fmatrix *f[4] = {k->qkv_f, k->proj_f, k->fc1_f, k->fc2_f};
         const kernels_qmatrix *q[4] = {k->qkv_q, k->proj_q, k->fc1_q, k->fc2_q};
+        const kernels_bmatrix *h[4] = {k->qkv_h, k->proj_h, k->fc1_h, k->fc2_h};
         static const char *const WHAT[4] = {"qkv", "proj", "fc1", "fc2"};
         for (int i = 0; i < 4; i++) {
             snprintf(name, sizeof name, "blocks.%d.%s", b, WHAT[i]);
             add_f(l, name, f[i]);
             add_q(l, name, q[i]);
+            add_b(l, name, h[i]);
             *has_q |= q[i] != NULL;
+            *has_b |= h[i] != NULL;
         }
     }
     for (size_t i = 0; i < weights_count(m->file); i++)
@@ -189,18 +215,19 @@ vit_status vit_model_write_packed(const vit_model *m, const char *path, const ch
     const size_t most = (size_t)KERNELS_PACKED_PARTS * (2 + 4 * (size_t)m->config.num_layers);
     part_list l = {calloc(most + weights_count(m->file) + 1, sizeof *l.t), 0,
                    calloc(most + 1, sizeof *l.names)};
-    const char **k = calloc(n_meta + 2, sizeof *k), **v = calloc(n_meta + 2, sizeof *v);
+    const char **k = calloc(n_meta + 3, sizeof *k), **v = calloc(n_meta + 3, sizeof *v);
     vit_status status = VIT_OK;
     if (!l.t || !l.names || !k || !v) {
         status = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
     } else {
-        int has_q;
-        list_tensors(m, &l, &has_q);
+        int has_q, has_b;
+        list_tensors(m, &l, &has_q, &has_b);
         size_t n = 0;
         for (size_t i = 0; i < n_meta; i++)
             if (!vit_packed_is_key(keys[i])) k[n] = keys[i], v[n++] = values[i];
         k[n] = KEY_F, v[n++] = kernels_fmatrix_layout();
         if (has_q) k[n] = KEY_Q, v[n++] = kernels_qmatrix_layout(m->isa);
+        if (has_b) k[n] = KEY_B, v[n++] = kernels_bmatrix_layout();
         status = weights_write(path, l.t, l.n, k, v, n, err);
     }
     free(l.t);

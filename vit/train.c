@@ -464,13 +464,16 @@ static vit_status copy_param(float *dst, const float *src, size_t n, const char 
     return VIT_OK;
 }
 
-/* A linear layer's weight: float, an int8 file's values times scales, or
- * a packed file's mapped matrix (f: the float pointer is then NULL). */
+/* A linear layer's weight: float, an int8 file's values times scales, a
+ * bf16 file's values widened (h), or a packed file's mapped matrix (f: the
+ * float pointer is then NULL). */
 static vit_status copy_linear(float *dst, const float *src, const kernels_qmatrix *q,
-                              const kernels_fmatrix *f, size_t n, const char *name,
-                              vit_error *err) {
+                              const kernels_bmatrix *h, const kernels_fmatrix *f, size_t n,
+                              const char *name, vit_error *err) {
     if (q) {
         kernels_qmatrix_to_f32(q, dst);
+    } else if (h) {
+        kernels_bmatrix_to_f32(h, dst);
     } else if (!src && f) {
         kernels_fmatrix_to_f32(f, dst);
     } else {
@@ -556,14 +559,14 @@ static vit_status copy_block(vit_train_model *m, const vit_model *src, int l, vi
     const block_offsets *o = &m->blocks[l];
     if ((s = copy_param(p + o->ln1_w, sb->ln1_w, D, "norm1", err)) ||
         (s = copy_param(p + o->ln1_b, sb->ln1_b, D, "norm1", err)) ||
-        (s = copy_linear(p + o->qkv_w, sb->qkv_w, sb->qkv_q, sb->qkv_f, 3 * D * D, "qkv", err)) ||
-        (s = copy_linear(p + o->proj_w, sb->proj_w, sb->proj_q, sb->proj_f, D * D, "proj", err)) ||
+        (s = copy_linear(p + o->qkv_w, sb->qkv_w, sb->qkv_q, sb->qkv_h, sb->qkv_f, 3 * D * D, "qkv", err)) ||
+        (s = copy_linear(p + o->proj_w, sb->proj_w, sb->proj_q, sb->proj_h, sb->proj_f, D * D, "proj", err)) ||
         (s = copy_param(p + o->proj_b, sb->proj_b, D, "proj bias", err)) ||
         (s = copy_param(p + o->ln2_w, sb->ln2_w, D, "norm2", err)) ||
         (s = copy_param(p + o->ln2_b, sb->ln2_b, D, "norm2", err)) ||
-        (s = copy_linear(p + o->fc1_w, sb->fc1_w, sb->fc1_q, sb->fc1_f, M * D, "fc1", err)) ||
+        (s = copy_linear(p + o->fc1_w, sb->fc1_w, sb->fc1_q, sb->fc1_h, sb->fc1_f, M * D, "fc1", err)) ||
         (s = copy_param(p + o->fc1_b, sb->fc1_b, M, "fc1 bias", err)) ||
-        (s = copy_linear(p + o->fc2_w, sb->fc2_w, sb->fc2_q, sb->fc2_f, D * M, "fc2", err)) ||
+        (s = copy_linear(p + o->fc2_w, sb->fc2_w, sb->fc2_q, sb->fc2_h, sb->fc2_f, D * M, "fc2", err)) ||
         (s = copy_param(p + o->fc2_b, sb->fc2_b, D, "fc2 bias", err)))
         return s;
     if (o->ls1 != NONE &&

@@ -216,6 +216,12 @@ const char *vit_model_packing(const vit_model *model);
  * is float. */
 const char *vit_model_int8_kernels(const vit_model *model);
 
+/* The path its bf16 layers (a vit quantize --dtype bf16 file's linear
+ * layers) compute on: "avx512bf16 (vdpbf16ps)", "avx2 (fma)", "neon
+ * (vfmaq)" or "generic (C)", every one the same bits; NULL when it has
+ * none. */
+const char *vit_model_bf16_kernels(const vit_model *model);
+
 /* Class labels: the count (0 when the checkpoint has none) and the label of
  * a class, or NULL. Where labels come from: "config.json id2label",
  * "safetensors __metadata__ config id2label", "--labels FILE", "ImageNet-1k

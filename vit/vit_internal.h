@@ -24,6 +24,9 @@ typedef struct vit_block {
     /* The float32 ones packed for vitc's GEMM at load (vit_model_pack);
      * NULL where the layer is int8. */
     kernels_fmatrix *qkv_f, *proj_f, *fc1_f, *fc2_f;
+    /* The linear layers a file stores as BF16, packed for the bf16 GEMM
+     * (kernels_linear_bf16; their float weight pointer is then NULL). */
+    kernels_bmatrix *qkv_h, *proj_h, *fc1_h, *fc2_h;
     const float *ls1, *ls2;             /* [D] LayerScale; NULL without */
     const float *q_norm_w, *q_norm_b;   /* [D/H] qk-norm; NULL without */
     const float *k_norm_w, *k_norm_b;
@@ -65,7 +68,7 @@ struct vit_model {
     kernels_isa isa; /* the kernels' path, every dtype (VITC_ISA or the CPU's best) */
     /* The file's packed parts are in the kernels' layouts (packed.c): its
      * float32 / int8 matrices are mapped, not packed. */
-    int packed_f, packed_q;
+    int packed_f, packed_q, packed_b;
     int mapped, packed; /* matrices mapped from the file / packed at load */
 
     data_preprocess preprocess;
@@ -111,6 +114,8 @@ vit_status vit_packed_fmatrix(vit_model *m, const char *name, int rows, int cols
                               kernels_fmatrix **out, vit_error *err);
 vit_status vit_packed_qmatrix(vit_model *m, const char *name, int rows, int cols, int group,
                               kernels_qmatrix **out, vit_error *err);
+vit_status vit_packed_bmatrix(vit_model *m, const char *name, int rows, int cols,
+                              kernels_bmatrix **out, vit_error *err);
 /* Writes m's file's tensors, with every packed matrix of m before them,
  * and the n_meta metadata pairs plus the layout names, to path. */
 vit_status vit_model_write_packed(const vit_model *m, const char *path, const char *const *keys,
@@ -119,6 +124,9 @@ vit_status vit_model_write_packed(const vit_model *m, const char *path, const ch
 /* The most input-scale groups (kernels_qmatrix_groups) of any of the
  * model's int8 layers; 0 when every layer is float. */
 int vit_model_int8_groups(const vit_model *m);
+
+/* Whether any linear layer of m runs on the bf16 GEMM. */
+int vit_model_has_bf16(const vit_model *m);
 
 /* What two loads of one checkpoint settled differently (hyper-parameters,
  * preprocessing, labels): "name A vs B" items, comma-separated, into out
