@@ -11,7 +11,7 @@
  * token gradients) go through GEMV or a fixed sequential order. Nothing
  * here allocates after vit_train_create. */
 #include "vit_train.h"
-#include "vit_internal.h"
+#include "vit_block.h"
 
 #include <cJSON.h>
 #include <cblas.h>
@@ -86,6 +86,10 @@ struct vit_train_model {
     size_t patch_w, patch_b, cls, reg, pos, norm_pre_w, norm_pre_b, norm_w, norm_b;
     size_t fc_norm_w, fc_norm_b, head_w, head_b;
     block_offsets *blocks;
+    /* Each block's parameters as inference holds them (pointers into
+     * params, the linear layers plain row-major float32): what the one
+     * block forward, vit_block_forward, reads. */
+    vit_block *vblocks;
 
     /* Activations, per layer l where indexed [l]: */
     float *cols;      /* [B*Np, K] im2col of the images */
@@ -347,6 +351,24 @@ static void alloc_buffers(vit_train_model *m) {
     m->ones = kernels_alloc_floats(BT);
 }
 
+/* Points each vit_block at its tensors in params (NULL where the model
+ * lacks a switch's tensor). */
+static void point_blocks(vit_train_model *m) {
+    for (int l = 0; l < m->config.num_layers; l++) {
+        const block_offsets *o = &m->blocks[l];
+        m->vblocks[l] = (vit_block){
+            .ln1_w = param(m, o->ln1_w), .ln1_b = param(m, o->ln1_b),
+            .qkv_w = param(m, o->qkv_w), .qkv_b = param(m, o->qkv_b),
+            .proj_w = param(m, o->proj_w), .proj_b = param(m, o->proj_b),
+            .ln2_w = param(m, o->ln2_w), .ln2_b = param(m, o->ln2_b),
+            .fc1_w = param(m, o->fc1_w), .fc1_b = param(m, o->fc1_b),
+            .fc2_w = param(m, o->fc2_w), .fc2_b = param(m, o->fc2_b),
+            .ls1 = param(m, o->ls1), .ls2 = param(m, o->ls2),
+            .q_norm_w = param(m, o->q_norm_w), .q_norm_b = param(m, o->q_norm_b),
+            .k_norm_w = param(m, o->k_norm_w), .k_norm_b = param(m, o->k_norm_b)};
+    }
+}
+
 vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_model **out,
                             vit_error *err) {
     *out = NULL;
@@ -380,7 +402,8 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     m->threads = kernels_threading(KERNELS_TRAINING, omp_get_max_threads(), isa);
     m->tensors = calloc((size_t)c->num_layers * 18 + 16, sizeof *m->tensors);
     m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks);
-    if (!m->tensors || !m->blocks) {
+    m->vblocks = calloc((size_t)c->num_layers, sizeof *m->vblocks);
+    if (!m->tensors || !m->blocks || !m->vblocks) {
         vit_train_free(m);
         return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     }
@@ -397,6 +420,7 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
                                  "layers)", max_batch, T, L);
         }
     for (size_t i = 0; i < (size_t)max_batch * T; i++) m->ones[i] = 1.0f;
+    point_blocks(m);
     *out = m;
     return VIT_OK;
 }
@@ -407,6 +431,7 @@ void vit_train_free(vit_train_model *m) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
     free(m->tensors);
     free(m->blocks);
+    free(m->vblocks);
     free(m);
 }
 
@@ -677,62 +702,27 @@ static void embed(vit_train_model *m, const float *images, int n, float *dst) {
                          T, Np, D, th);
 }
 
-/* A block's residual branch: out = x + branch, branch = inp · Wᵀ + bias,
- * scaled by LayerScale's gamma when gamma is given (the unscaled branch then
- * kept in br for the backward pass; br unused without gamma). */
-static void residual_branch_forward(float *out, const float *x, float *br, const float *inp,
-                                    const float *weight, const float *bias, const float *gamma,
-                                    int rows, int in_dim, int dim, kernels_threads th) {
-    if (gamma) {
-        matmul_forward(br, inp, weight, bias, rows, in_dim, dim, th);
-        memcpy(out, x, sizeof(float) * rows * dim);
-        layer_scale_add_forward(out, br, gamma, rows, dim, th);
-    } else {
-        residual_matmul_forward(out, x, inp, weight, bias, rows, in_dim, dim, th);
-    }
-}
-
-/* Encoder block l on n images: m->x[l] into m->x[l + 1], keeping what
- * block_backward reads. */
+/* Encoder block l on n images: m->x[l] into m->x[l + 1] through the one
+ * block forward inference runs, keeping what block_backward reads. */
 static void block_forward(vit_train_model *m, int n, int l) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, H = c->num_heads;
-    const int rows = n * T;
     const size_t BT = (size_t)m->max_batch * T;
-    const float *p = m->params, eps = c->layer_norm_eps;
-    const kernels_threads th = m->threads;
-    const block_offsets *o = &m->blocks[l];
-    const float *x = LAYER(m->x, l, BT * D);
-    float *xmid = LAYER(m->xmid, l, BT * D), *out = LAYER(m->x, l + 1, BT * D);
-    float *ln1 = LAYER(m->ln1, l, BT * D), *ln2 = LAYER(m->ln2, l, BT * D);
-    float *mean1 = LAYER(m->stats1, l, BT * 2), *rstd1 = mean1 + BT;
-    float *mean2 = LAYER(m->stats2, l, BT * 2), *rstd2 = mean2 + BT;
-    float *qkv = LAYER(m->qkv, l, BT * 3 * D), *attn = LAYER(m->attn, l, BT * D);
-    float *probs = LAYER(m->probs, l, (size_t)m->max_batch * H * T * T);
-    float *hid = LAYER(m->hid, l, BT * M), *act = LAYER(m->act, l, BT * M);
-    layernorm_forward(ln1, mean1, rstd1, x, p + o->ln1_w, p + o->ln1_b, rows, D, eps, th);
-    matmul_forward(qkv, ln1, p + o->qkv_w, param(m, o->qkv_b), rows, D, 3 * D, th);
-    if (c->qk_norm) {
-        /* Q and K as they were, then normed in place */
-        float *raw = LAYER(m->qk_raw, l, BT * 2 * D);
-        float *qk_mean = LAYER(m->qk_stats, l, BT * 2 * H * 2), *qk_rstd = qk_mean + BT * 2 * H;
-        for (int r = 0; r < rows; r++)
-            memcpy(raw + (size_t)r * 2 * D, qkv + (size_t)r * 3 * D, sizeof(float) * 2 * D);
-        qk_norm_forward(qkv, qk_mean, qk_rstd, rows, D, H, p + o->q_norm_w, p + o->q_norm_b,
-                        p + o->k_norm_w, p + o->k_norm_b, eps, th);
-    }
-    attention_forward(attn, probs, qkv, n, T, D, H, T, NULL, th);
-    /* xmid = x + (ls1 *) proj(attn) */
-    residual_branch_forward(xmid, x, c->layer_scale ? LAYER(m->br1, l, BT * D) : NULL, attn,
-                            p + o->proj_w, p + o->proj_b, c->layer_scale ? p + o->ls1 : NULL,
-                            rows, D, D, th);
-    layernorm_forward(ln2, mean2, rstd2, xmid, p + o->ln2_w, p + o->ln2_b, rows, D, eps, th);
-    matmul_forward(hid, ln2, p + o->fc1_w, p + o->fc1_b, rows, D, M, th);
-    kernels_act_forward(act, hid, (size_t)rows * M, vit_kernels_act(c->act), th);
-    /* out = xmid + (ls2 *) fc2(act) */
-    residual_branch_forward(out, xmid, c->layer_scale ? LAYER(m->br2, l, BT * D) : NULL, act,
-                            p + o->fc2_w, p + o->fc2_b, c->layer_scale ? p + o->ls2 : NULL,
-                            rows, M, D, th);
+    float *mean1 = LAYER(m->stats1, l, BT * 2), *mean2 = LAYER(m->stats2, l, BT * 2);
+    float *qk_mean = LAYER(m->qk_stats, l, BT * 2 * H * 2);
+    vit_block_io io = {
+        .x = LAYER(m->x, l, BT * D), .mid = LAYER(m->xmid, l, BT * D),
+        .out = LAYER(m->x, l + 1, BT * D), .ln1 = LAYER(m->ln1, l, BT * D),
+        .ln2 = LAYER(m->ln2, l, BT * D), .qkv = LAYER(m->qkv, l, BT * 3 * D),
+        .attn = LAYER(m->attn, l, BT * D), .hid = LAYER(m->hid, l, BT * M),
+        .act = LAYER(m->act, l, BT * M),
+        .probs = LAYER(m->probs, l, (size_t)m->max_batch * H * T * T), .query_rows = T,
+        .mean1 = mean1, .rstd1 = mean1 + BT, .mean2 = mean2, .rstd2 = mean2 + BT,
+        .qk_raw = c->qk_norm ? LAYER(m->qk_raw, l, BT * 2 * D) : NULL,
+        .qk_mean = c->qk_norm ? qk_mean : NULL, .qk_rstd = c->qk_norm ? qk_mean + BT * 2 * H : NULL,
+        .br1 = c->layer_scale ? LAYER(m->br1, l, BT * D) : NULL,
+        .br2 = c->layer_scale ? LAYER(m->br2, l, BT * D) : NULL};
+    vit_block_forward(c, &m->vblocks[l], n, T, &io, m->threads);
 }
 
 /* After the blocks: the final norm, pooling, fc_norm and head of n
