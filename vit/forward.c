@@ -389,27 +389,38 @@ static void capture_rows(const vit_context *ctx, const encode_job *job, float *d
     for (size_t r = 0; r < rows; r++) memcpy(dst + r * D, k + r * 3 * D, sizeof(float) * D);
 }
 
+void vit_embed_forward(const vit_model *m, const float *images, int count, int S,
+                       const float *pos_embed, float *cols, float *patches, float *out,
+                       kernels_threads th) {
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, C = c->num_channels, P = c->patch_size, grid = patching_grid(S, P);
+    const int Np = grid * grid, T = c->num_prefix_tokens + Np, K = C * P * P;
+    /* Inference's one-thread jobs run inside forward's per-image region (or
+     * on the caller): PARALLEL_FOR then opens no region of its own. */
+    PARALLEL_FOR(
+        for (int b = 0; b < count; b++)
+            patching_im2col(images + (size_t)b * C * S * S, C, S, S, P, cols + (size_t)b * Np * K););
+    if (m->patch_f) {
+        const kernels_epilogue bias = {.bias = m->patch_b};
+        kernels_linear(patches, D, cols, K, count * Np, m->patch_f, &bias, th);
+    } else { /* training's plain weights */
+        matmul_forward(patches, cols, m->patch_w, m->patch_b, count * Np, K, D, th);
+    }
+    embed_tokens_forward(out, patches, m->cls_token, m->dist_token, m->reg_tokens, pos_embed,
+                         count, T, Np, D, th);
+}
+
 /* Patch embedding, prefix tokens and position embeddings into the job's
  * rows of ctx->x. */
 static void embed(const vit_context *ctx, const encode_job *job, const float *images) {
     const vit_model *m = ctx->model;
     const vit_config *c = &m->config;
     const int D = c->hidden_size, T = ctx->num_tokens, Np = ctx->num_patches, S = ctx->image_size;
-    const int K = c->num_channels * c->patch_size * c->patch_size;
-    float *cols = ctx->cols + (size_t)job->slot * Np * K;
-    float *patches = ctx->patches + (size_t)job->slot * Np * D;
-    float *x = ctx->x + (size_t)job->slot * T * D;
-    /* A job of one thread runs inside forward's per-image region (or on
-     * the caller): PARALLEL_FOR then opens no region of its own. */
-    const kernels_threads th = kernels_threading(KERNELS_INFERENCE, job->threads, m->isa);
-    PARALLEL_FOR(
-        for (int b = 0; b < job->count; b++)
-            patching_im2col(images + (size_t)(job->first + b) * c->num_channels * S * S,
-                            c->num_channels, S, S, c->patch_size, cols + (size_t)b * Np * K););
-    const kernels_epilogue bias = {.bias = m->patch_b};
-    kernels_linear(patches, D, cols, K, job->count * Np, m->patch_f, &bias, th);
-    embed_tokens_forward(x, patches, m->cls_token, m->dist_token, m->reg_tokens, ctx->pos_embed,
-                         job->count, T, Np, D, th);
+    const size_t K = (size_t)c->num_channels * c->patch_size * c->patch_size;
+    vit_embed_forward(m, images + (size_t)job->first * c->num_channels * S * S, job->count, S,
+                      ctx->pos_embed, ctx->cols + (size_t)job->slot * Np * K,
+                      ctx->patches + (size_t)job->slot * Np * D, ctx->x + (size_t)job->slot * T * D,
+                      kernels_threading(KERNELS_INFERENCE, job->threads, m->isa));
 }
 
 /* out = [residual + [gamma *]] (inp · weightᵀ + bias), with the MLP's

@@ -90,6 +90,9 @@ struct vit_train_model {
      * params, the linear layers plain row-major float32): what the one
      * block forward, vit_block_forward, reads. */
     vit_block *vblocks;
+    /* The model as the forward pass reads it: config and pointers into
+     * params (plain float32: no packed or int8 layers). */
+    vit_model view;
 
     /* Activations, per layer l where indexed [l]: */
     float *cols;      /* [B*Np, K] im2col of the images */
@@ -351,9 +354,26 @@ static void alloc_buffers(vit_train_model *m) {
     m->ones = kernels_alloc_floats(BT);
 }
 
-/* Points each vit_block at its tensors in params (NULL where the model
- * lacks a switch's tensor). */
-static void point_blocks(vit_train_model *m) {
+/* Points the view and each of its blocks at their tensors in params (NULL
+ * where the model lacks a switch's tensor). */
+static void point_model(vit_train_model *m, kernels_isa isa) {
+    vit_model *v = &m->view;
+    v->config = m->config;
+    v->isa = isa;
+    v->blocks = m->vblocks;
+    v->patch_w = param(m, m->patch_w);
+    v->patch_b = param(m, m->patch_b);
+    v->cls_token = param(m, m->cls);
+    v->reg_tokens = param(m, m->reg);
+    v->pos_embed = param(m, m->pos);
+    v->norm_pre_w = param(m, m->norm_pre_w);
+    v->norm_pre_b = param(m, m->norm_pre_b);
+    v->norm_w = param(m, m->norm_w);
+    v->norm_b = param(m, m->norm_b);
+    v->fc_norm_w = param(m, m->fc_norm_w);
+    v->fc_norm_b = param(m, m->fc_norm_b);
+    v->head_w = param(m, m->head_w);
+    v->head_b = param(m, m->head_b);
     for (int l = 0; l < m->config.num_layers; l++) {
         const block_offsets *o = &m->blocks[l];
         m->vblocks[l] = (vit_block){
@@ -420,7 +440,7 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
                                  "layers)", max_batch, T, L);
         }
     for (size_t i = 0; i < (size_t)max_batch * T; i++) m->ones[i] = 1.0f;
-    point_blocks(m);
+    point_model(m, isa);
     *out = m;
     return VIT_OK;
 }
@@ -678,28 +698,18 @@ void vit_train_freeze_backbone(vit_train_model *m, int freeze) {
  * patch j row pos_prefix + j, other prefix tokens none (no_embed_class,
  * DINOv2's registers). */
 static void embed(vit_train_model *m, const float *images, int n, float *dst) {
-    const vit_config *c = &m->config;
-    const int D = c->hidden_size, T = m->num_tokens, Np = m->num_patches, prefix = m->prefix;
-    const int K = m->patch_dim, S = c->image_size, pos_prefix = m->pos_prefix;
-    const float *p = m->params;
-    const kernels_threads th = m->threads;
-    /* The patch projections, bias included, into dtmp (backward's scratch,
-     * free until then). */
-    float *patches = m->dtmp;
-#pragma omp parallel for schedule(static) num_threads(th.count)
-    for (int b = 0; b < n; b++)
-        patching_im2col(images + (size_t)b * c->num_channels * S * S, c->num_channels, S, S,
-                        c->patch_size, m->cols + (size_t)b * Np * K);
-    matmul_forward(patches, m->cols, p + m->patch_w, param(m, m->patch_b), n * Np, K, D, th);
+    const int D = m->config.hidden_size, T = m->num_tokens, prefix = m->prefix;
+    const int pos_prefix = m->pos_prefix;
     /* Each token's position row as the context holds it at inference. */
     for (int t = 0; t < T; t++) {
         float *dst_pos = m->token_pos + (size_t)t * D;
         const int row = t < prefix ? (t < pos_prefix ? t : -1) : pos_prefix + t - prefix;
         if (row < 0) memset(dst_pos, 0, sizeof(float) * D);
-        else memcpy(dst_pos, p + m->pos + (size_t)row * D, sizeof(float) * D);
+        else memcpy(dst_pos, m->params + m->pos + (size_t)row * D, sizeof(float) * D);
     }
-    embed_tokens_forward(dst, patches, param(m, m->cls), NULL, param(m, m->reg), m->token_pos, n,
-                         T, Np, D, th);
+    /* The patch projections into dtmp (backward's scratch, free until then). */
+    vit_embed_forward(&m->view, images, n, m->config.image_size, m->token_pos, m->cols, m->dtmp,
+                      dst, m->threads);
 }
 
 /* Encoder block l on n images: m->x[l] into m->x[l + 1] through the one

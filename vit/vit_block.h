@@ -1,7 +1,8 @@
-/* vit_block.h — the one encoder block forward (forward.c), called by
- * inference (encode_blocks) and by training (vit/train.c), so every switch
- * of a block (LayerScale, qk-norm, QKV without bias, QuickGELU) is written
- * once. Not part of the public API. */
+/* vit_block.h — the one forward pass's pieces (forward.c): the embedding
+ * and the encoder block, called by inference (encode, encode_blocks) and
+ * by training (vit/train.c), so every switch (registers, no class token,
+ * LayerScale, qk-norm, QKV without bias, QuickGELU) is written once. Not
+ * part of the public API. */
 #ifndef VIT_BLOCK_H
 #define VIT_BLOCK_H
 
@@ -42,5 +43,15 @@ typedef struct vit_block_io {
  * in a team every thread of it calls this. Allocates nothing. */
 void vit_block_forward(const vit_config *c, const vit_block *blk, int images, int T,
                        vit_block_io *io, kernels_threads th);
+
+/* Patch embedding, prefix tokens and position rows of `count` images
+ * (C x S x S floats each) into out [count * T, D]: im2col into cols
+ * [count * Np, C*P*P], the patch projection into patches [count * Np, D]
+ * (packed when the model is, else training's plain weights), then
+ * embed_tokens_forward with pos_embed [T, D] (a row per token, zero for
+ * tokens without one). */
+void vit_embed_forward(const vit_model *m, const float *images, int count, int S,
+                       const float *pos_embed, float *cols, float *patches, float *out,
+                       kernels_threads th);
 
 #endif
