@@ -1187,52 +1187,14 @@ static char *config_json(const vit_train_model *m, int channels, const char *con
 
 /* The Hugging Face DINOv2 name of a training tensor (timm name), for a
  * model whose head reads [class ‖ mean] (Dinov2ForImageClassification; no
- * timm spelling): into out, with *split set when the tensor is timm's fused
- * qkv, written as query, key and value (part 0..2 names each). */
+ * timm spelling), as the loader's layout table spells it
+ * (weights_layout_spell): into out, with *split set when the tensor is
+ * timm's fused qkv, written as query, key and value (part 0..2 names each).
+ * Every tensor such a model trains has a spelling (train_unsupported). */
 static void dinov2_name(const vit_train_model *m, const char *timm, int part, char *out,
                         size_t size, int *split) {
-    static const char *const QKV[3] = {"query", "key", "value"};
-    static const struct { const char *timm, *hf; } FIXED[] = {
-        {"cls_token", "embeddings.cls_token"},
-        {"reg_token", "embeddings.register_tokens"},
-        {"pos_embed", "embeddings.position_embeddings"},
-        {"patch_embed.proj.weight", "embeddings.patch_embeddings.projection.weight"},
-        {"patch_embed.proj.bias", "embeddings.patch_embeddings.projection.bias"},
-        {"norm.weight", "layernorm.weight"},
-        {"norm.bias", "layernorm.bias"}};
-    static const struct { const char *timm, *hf; } BLOCK[] = {
-        {"attn.proj.", "attention.output.dense."},
-        {"ls1.gamma", "layer_scale1.lambda1"},
-        {"ls2.gamma", "layer_scale2.lambda1"}};
     const char *prefix = m->num_reg ? "dinov2_with_registers." : "dinov2.";
-    *split = 0;
-    if (strncmp(timm, "head.", 5) == 0) {
-        snprintf(out, size, "classifier.%s", timm + 5);
-        return;
-    }
-    for (size_t i = 0; i < sizeof FIXED / sizeof *FIXED; i++)
-        if (strcmp(timm, FIXED[i].timm) == 0) {
-            snprintf(out, size, "%s%s", prefix, FIXED[i].hf);
-            return;
-        }
-    /* blocks.N.rest */
-    int layer = 0, used = 0;
-    sscanf(timm, "blocks.%d.%n", &layer, &used);
-    const char *rest = timm + used;
-    if (strncmp(rest, "attn.qkv.", 9) == 0) {
-        *split = 1;
-        snprintf(out, size, "%sencoder.layer.%d.attention.attention.%s.%s", prefix, layer,
-                 QKV[part], rest + 9);
-        return;
-    }
-    for (size_t i = 0; i < sizeof BLOCK / sizeof *BLOCK; i++) {
-        const size_t len = strlen(BLOCK[i].timm);
-        if (strncmp(rest, BLOCK[i].timm, len) == 0) {
-            snprintf(out, size, "%sencoder.layer.%d.%s%s", prefix, layer, BLOCK[i].hf, rest + len);
-            return;
-        }
-    }
-    snprintf(out, size, "%sencoder.layer.%d.%s", prefix, layer, rest); /* norm1, norm2, mlp */
+    *split = weights_layout_spell(WEIGHTS_LAYOUT_HF_DINOV2, prefix, timm, part, out, size) == 1;
 }
 
 /* The model's tensors as the file stores them, into tensors (returns how
