@@ -609,16 +609,17 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
                    ctx->normed + (size_t)job->slot * T * D);
 }
 
-/* Class logits (or pooled features) of `batch` pooled rows (stride floats
- * apart) into out: one GEMM on the packed head, whose rows' bits do not
- * depend on the batch. */
-static void head(const vit_model *m, const float *pooled, int stride, int batch, float *out,
-                 kernels_threads th) {
+void vit_head_forward(const vit_model *m, const float *pooled, int stride, int batch, float *out,
+                      kernels_threads th) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size;
     if (c->num_classes == 0) {
         for (int b = 0; b < batch; b++)
             memcpy(out + (size_t)b * D, pooled + (size_t)b * stride, sizeof(float) * D);
+        return;
+    }
+    if (!m->head_f) { /* training's plain weights: rows stride apart, one per pooled row */
+        matmul_forward(out, pooled, m->head_w, m->head_b, batch, stride, c->num_classes, th);
         return;
     }
     const kernels_epilogue bias = {.bias = m->head_bias ? m->head_bias : m->head_b};
@@ -676,7 +677,7 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
         encode(ctx, &job, images);
         clock = job.clock;
     }
-    head(m, ctx->pooled, ctx->pool_stride, batch, out,
+    vit_head_forward(m, ctx->pooled, ctx->pool_stride, batch, out,
          kernels_threading(KERNELS_INFERENCE, threads, m->isa));
     mark(&clock, VIT_STAGE_HEAD);
     return VIT_OK;
@@ -703,7 +704,7 @@ vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, 
                                   c->layer_norm_eps);
         memcpy(row + D, row, sizeof(float) * D);
     }
-    head(model, normed, 2 * D, n, out,
+    vit_head_forward(model, normed, 2 * D, n, out,
          kernels_threading(KERNELS_INFERENCE, vit_threads_or_procs(threads), model->isa));
     free(normed);
     return VIT_OK;
@@ -732,7 +733,7 @@ vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num
                                   c->layer_norm_eps);
         final_norm_row(model, row + D, tokens + (size_t)(prefix + i) * D);
     }
-    head(model, rows, 2 * D, n, out,
+    vit_head_forward(model, rows, 2 * D, n, out,
          kernels_threading(KERNELS_INFERENCE, vit_threads_or_procs(threads), model->isa));
     free(rows);
     return VIT_OK;

@@ -740,7 +740,7 @@ static void block_forward(vit_train_model *m, int n, int l) {
 static void head_forward(vit_train_model *m, int n) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, T = m->num_tokens;
-    const int C = c->num_classes, rows = n * T, PS = m->pooled_size, B = m->max_batch;
+    const int rows = n * T, PS = m->pooled_size, B = m->max_batch;
     const size_t BT = (size_t)B * T;
     const float *p = m->params, eps = c->layer_norm_eps;
     const kernels_threads th = m->threads;
@@ -771,7 +771,7 @@ static void head_forward(vit_train_model *m, int n) {
     if (c->fc_norm)
         layernorm_forward(m->pooled, m->pool_stats, m->pool_stats + B, m->pool_in,
                           p + m->fc_norm_w, p + m->fc_norm_b, n, D, eps, th);
-    matmul_forward(m->logits, m->pooled, p + m->head_w, p + m->head_b, n, PS, C, th);
+    vit_head_forward(&m->view, m->pooled, PS, n, m->logits, th);
 }
 
 /* The whole forward pass for n images, keeping every activation; logits
@@ -1050,8 +1050,7 @@ vit_status vit_train_head_grads_part(vit_train_model *m, const float *features, 
     if (total < n) return vit_error_set(err, VIT_E_ARG, "%d images of a batch of %d", n, total);
     const int PS = m->pooled_size, C = m->config.num_classes;
     memcpy(m->pooled, features, sizeof(float) * n * PS);
-    matmul_forward(m->logits, m->pooled, m->params + m->head_w, m->params + m->head_b, n, PS, C,
-                   m->threads);
+    vit_head_forward(&m->view, m->pooled, PS, n, m->logits, m->threads);
     int hits;
     const float value =
         cross_entropy(m->logits, labels, n, total, C, label_smoothing, m->dlogits, &hits);
@@ -1065,10 +1064,9 @@ vit_status vit_train_head_forward(vit_train_model *m, const float *features, int
                                   float *logits, vit_error *err) {
     if (n < 1 || n > m->max_batch)
         return vit_error_set(err, VIT_E_ARG, "%d images for a batch of at most %d", n, m->max_batch);
-    const int PS = m->pooled_size, C = m->config.num_classes;
+    const int PS = m->pooled_size;
     memcpy(m->pooled, features, sizeof(float) * n * PS);
-    matmul_forward(logits, m->pooled, m->params + m->head_w, m->params + m->head_b, n, PS, C,
-                   m->threads);
+    vit_head_forward(&m->view, m->pooled, PS, n, logits, m->threads);
     return VIT_OK;
 }
 

@@ -1,6 +1,6 @@
-/* vit_block.h — the one forward pass's pieces (forward.c): the embedding
- * and the encoder block, called by inference (encode, encode_blocks) and
- * by training (vit/train.c), so every switch (registers, no class token,
+/* vit_block.h — the one forward pass's pieces (forward.c): the embedding,
+ * the encoder block and the head, called by inference (vit_forward) and by
+ * training (vit/train.c), so every switch (registers, no class token,
  * LayerScale, qk-norm, QKV without bias, QuickGELU) is written once. Not
  * part of the public API. */
 #ifndef VIT_BLOCK_H
@@ -53,5 +53,12 @@ void vit_block_forward(const vit_config *c, const vit_block *blk, int images, in
 void vit_embed_forward(const vit_model *m, const float *images, int count, int S,
                        const float *pos_embed, float *cols, float *patches, float *out,
                        kernels_threads th);
+
+/* Class logits (or, without a head, the pooled features) of `batch`
+ * pooled rows (stride floats apart) into out: one GEMM on the packed head,
+ * whose rows' bits do not depend on the batch, or training's plain head
+ * weights (stride then the pooled size: rows side by side). */
+void vit_head_forward(const vit_model *m, const float *pooled, int stride, int batch, float *out,
+                      kernels_threads th);
 
 #endif
