@@ -15,6 +15,7 @@
 
 #include "kernels.h"
 #include "kernels_parallel.h"
+#include "vit_block.h"
 #include "vit_inspect.h"
 #include "patching.h"
 
@@ -394,125 +395,168 @@ static void capture_rows(const vit_context *ctx, const encode_job *job, float *d
     for (size_t r = 0; r < rows; r++) memcpy(dst + r * D, k + r * 3 * D, sizeof(float) * D);
 }
 
+void vit_embed_forward(const vit_model *m, const float *images, int count, int S,
+                       const float *pos_embed, float *cols, float *patches, float *out,
+                       kernels_threads th) {
+    const vit_config *c = &m->config;
+    const int D = c->hidden_size, C = c->num_channels, P = c->patch_size, grid = patching_grid(S, P);
+    const int Np = grid * grid, T = c->num_prefix_tokens + Np, K = C * P * P;
+    /* Inference's one-thread jobs run inside forward's per-image region (or
+     * on the caller): PARALLEL_FOR then opens no region of its own. */
+    PARALLEL_FOR(
+        for (int b = 0; b < count; b++)
+            patching_im2col(images + (size_t)b * C * S * S, C, S, S, P, cols + (size_t)b * Np * K););
+    if (m->patch_f) {
+        const kernels_epilogue bias = {.bias = m->patch_b};
+        kernels_linear(patches, D, cols, K, count * Np, m->patch_f, &bias, th);
+    } else { /* training's plain weights */
+        matmul_forward(patches, cols, m->patch_w, m->patch_b, count * Np, K, D, th);
+    }
+    embed_tokens_forward(out, patches, m->cls_token, m->dist_token, m->reg_tokens, pos_embed,
+                         count, T, Np, D, th);
+}
+
 /* Patch embedding, prefix tokens and position embeddings into the job's
  * rows of ctx->x. */
 static void embed(const vit_context *ctx, const encode_job *job, const float *images) {
     const vit_model *m = ctx->model;
     const vit_config *c = &m->config;
     const int D = c->hidden_size, T = ctx->num_tokens, Np = ctx->num_patches, S = ctx->image_size;
-    const int K = c->num_channels * c->patch_size * c->patch_size;
-    float *cols = ctx->cols + (size_t)job->slot * Np * K;
-    float *patches = ctx->patches + (size_t)job->slot * Np * D;
-    float *x = ctx->x + (size_t)job->slot * T * D;
-    /* A job of one thread runs inside forward's per-image region (or on
-     * the caller): PARALLEL_FOR then opens no region of its own. */
-    const kernels_threads th = kernels_threading(KERNELS_INFERENCE, job->threads, m->isa);
-    PARALLEL_FOR(
-        for (int b = 0; b < job->count; b++)
-            patching_im2col(images + (size_t)(job->first + b) * c->num_channels * S * S,
-                            c->num_channels, S, S, c->patch_size, cols + (size_t)b * Np * K););
-    const kernels_epilogue bias = {.bias = m->patch_b};
-    kernels_linear(patches, D, cols, K, job->count * Np, m->patch_f, &bias, th);
-    embed_tokens_forward(x, patches, m->cls_token, m->dist_token, m->reg_tokens, ctx->pos_embed,
-                         job->count, T, Np, D, th);
+    const size_t K = (size_t)c->num_channels * c->patch_size * c->patch_size;
+    vit_embed_forward(m, images + (size_t)job->first * c->num_channels * S * S, job->count, S,
+                      ctx->pos_embed, ctx->cols + (size_t)job->slot * Np * K,
+                      ctx->patches + (size_t)job->slot * Np * D, ctx->x + (size_t)job->slot * T * D,
+                      kernels_threading(KERNELS_INFERENCE, job->threads, m->isa));
 }
 
-/* A linear layer's weights: exactly one of them is set. */
-typedef struct vit_linear {
-    const kernels_fmatrix *f;
-    const kernels_qmatrix *q;
-    const kernels_bmatrix *h;
-} vit_linear;
-
-/* out = [residual + [gamma *]] (inp · weightᵀ + bias) for the job's rows,
- * with the MLP's activation (GELU or QuickGELU, the model's) when gelu is
- * set: the int8 kernels when the layer is quantised (q), else vitc's GEMM
- * on the packed float32 weights (f), everything after the sum in its
- * epilogue. An int8 layer with LayerScale (gamma) writes its branch into
- * the job's normed rows first (free then: the next norm refills them). */
-static void linear_forward(const vit_context *ctx, const encode_job *job, float *out,
-                           const float *residual, const float *inp, const vit_linear *w,
-                           const float *bias, const float *gamma, int rows, int in_dim,
-                           int out_dim, int gelu, kernels_threads th) {
-    const kernels_act act = gelu ? vit_kernels_act(ctx->model->config.act) : KERNELS_ACT_NONE;
-    const kernels_qmatrix *q = w->q;
+/* out = [residual + [gamma *]] (inp · weightᵀ + bias), with the MLP's
+ * activation act in the epilogue (KERNELS_ACT_NONE: none): the int8
+ * kernels when the layer is quantised (q), the bf16 ones when it is bf16
+ * (h: its inputs rounded to bf16 per row first), vitc's GEMM when it is
+ * packed (f), else OpenBLAS on the plain row-major weight w (training's). With
+ * gamma, the int8 and plain paths write the unscaled branch into `branch`
+ * first (training keeps it for the backward; inference passes its normed
+ * rows, free then: the next norm refills them). */
+static void block_linear(const vit_block_io *io, float *out, const float *residual,
+                         const float *inp, const float *w, const kernels_fmatrix *f,
+                         const kernels_qmatrix *q, const kernels_bmatrix *h, const float *bias,
+                         const float *gamma,
+                         float *branch, int rows, int in_dim, int out_dim, kernels_act act,
+                         kernels_threads th) {
     const kernels_epilogue ep = {.bias = bias, .act = act, .residual = residual, .gamma = gamma};
-    if (w->h) { /* bf16: the inputs rounded per row, then bf16 products */
-        uint16_t *binp = (uint16_t *)((char *)ctx->binp + (size_t)job->slot * ctx->binp_slot_bytes);
-        bf16_round_forward(binp, inp, rows, in_dim, w->h, th);
-        kernels_linear_bf16(out, out_dim, binp, rows, w->h, &ep, th);
-        return;
-    }
-    if (!q) {
-        kernels_linear(out, out_dim, inp, in_dim, rows, w->f, &ep, th);
-        return;
-    }
-    void *qinp = (char *)ctx->qinp + (size_t)job->slot * ctx->qinp_slot_bytes;
-    float *scale = ctx->qscale + (size_t)job->slot * ctx->qscale_slot;
-    float *branch = ctx->normed + (size_t)job->slot * ctx->num_tokens * ctx->model->config.hidden_size;
-    quantize_forward(qinp, scale, inp, rows, in_dim, q, th);
-    if (gamma) {
-        qmatmul_forward(branch, NULL, qinp, scale, q, bias, act, rows, th);
+    if (h) {
+        bf16_round_forward(io->binp, inp, rows, in_dim, h, th);
+        kernels_linear_bf16(out, out_dim, io->binp, rows, h, &ep, th);
+    } else if (f) {
+        kernels_linear(out, out_dim, inp, in_dim, rows, f, &ep, th);
+    } else if (q) {
+        quantize_forward(io->qinp, io->qscale, inp, rows, in_dim, q, th);
+        if (gamma) {
+            qmatmul_forward(branch, NULL, io->qinp, io->qscale, q, bias, act, rows, th);
+            layer_scale_add_forward(out, branch, gamma, rows, out_dim, th);
+        } else {
+            qmatmul_forward(out, residual, io->qinp, io->qscale, q, bias, act, rows, th);
+        }
+    } else if (gamma) {
+        matmul_forward(branch, inp, w, bias, rows, in_dim, out_dim, th);
+        if (out != residual) memcpy(out, residual, sizeof(float) * rows * out_dim);
         layer_scale_add_forward(out, branch, gamma, rows, out_dim, th);
-        return;
+    } else if (residual) {
+        residual_matmul_forward(out, residual, inp, w, bias, rows, in_dim, out_dim, th);
+    } else {
+        matmul_forward(out, inp, w, bias, rows, in_dim, out_dim, th);
+        if (act != KERNELS_ACT_NONE) kernels_act_forward(out, out, (size_t)rows * out_dim, act, th);
     }
-    qmatmul_forward(out, residual, qinp, scale, q, bias, act, rows, th);
+}
+
+/* Charges the time since the last mark to stage, when io profiles. */
+static void block_mark(vit_block_io *io, vit_stage stage) {
+    stage_clock clock = {io->profile, io->clock};
+    mark(&clock, stage);
+    io->clock = clock.start;
+}
+
+/* Attention half of a block: io->mid = x + [ls1 *] proj(attention(qkv(ln1(x)))). */
+static void block_attention(const vit_config *c, const vit_block *blk, int images, int T,
+                            vit_block_io *io, kernels_threads th) {
+    const int D = c->hidden_size, H = c->num_heads, rows = images * T;
+    const float eps = c->layer_norm_eps;
+    layernorm_forward(io->ln1, io->mean1, io->rstd1, io->x, blk->ln1_w, blk->ln1_b, rows, D, eps,
+                      th);
+    block_mark(io, VIT_STAGE_LAYER_NORM);
+    block_linear(io, io->qkv, NULL, io->ln1, blk->qkv_w, blk->qkv_f, blk->qkv_q, blk->qkv_h, blk->qkv_b, NULL,
+                 NULL, rows, D, 3 * D, KERNELS_ACT_NONE, th);
+    if (blk->q_norm_w) {
+        if (io->qk_raw) /* Q and K as they were, for the backward */
+            for (int r = 0; r < rows; r++)
+                memcpy(io->qk_raw + (size_t)r * 2 * D, io->qkv + (size_t)r * 3 * D,
+                       sizeof(float) * 2 * D);
+        qk_norm_forward(io->qkv, io->qk_mean, io->qk_rstd, rows, D, H, blk->q_norm_w,
+                        blk->q_norm_b, blk->k_norm_w, blk->k_norm_b, eps, th);
+    }
+    block_mark(io, VIT_STAGE_QKV);
+    attention_forward(io->attn, io->probs, io->qkv, images, T, D, H, io->query_rows, io->scores,
+                      th);
+    block_mark(io, VIT_STAGE_ATTENTION);
+    block_linear(io, io->mid, io->x, io->attn, blk->proj_w, blk->proj_f, blk->proj_q, blk->proj_h, blk->proj_b,
+                 blk->ls1, io->br1 ? io->br1 : io->ln1, rows, D, D, KERNELS_ACT_NONE, th);
+    block_mark(io, VIT_STAGE_PROJECTION);
+}
+
+void vit_block_forward(const vit_config *c, const vit_block *blk, int images, int T,
+                       vit_block_io *io, kernels_threads th) {
+    const int D = c->hidden_size, M = c->mlp_size, rows = images * T;
+    const kernels_act act = vit_kernels_act(c->act);
+    block_attention(c, blk, images, T, io, th);
+    layernorm_forward(io->ln2, io->mean2, io->rstd2, io->mid, blk->ln2_w, blk->ln2_b, rows, D,
+                      c->layer_norm_eps, th);
+    block_mark(io, VIT_STAGE_LAYER_NORM);
+    /* The activation in fc1's epilogue (float32: the profile's gelu stage
+     * is inside mlp fc1), or apart when its input is kept (training). */
+    block_linear(io, io->hid, NULL, io->ln2, blk->fc1_w, blk->fc1_f, blk->fc1_q, blk->fc1_h, blk->fc1_b, NULL,
+                 NULL, rows, D, M, io->act ? KERNELS_ACT_NONE : act, th);
+    if (io->act) kernels_act_forward(io->act, io->hid, (size_t)rows * M, act, th);
+    block_mark(io, VIT_STAGE_MLP_FC1);
+    /* out = mid + [ls2 *] fc2(act(fc1(ln2(mid)))) */
+    block_linear(io, io->out, io->mid, io->act ? io->act : io->hid, blk->fc2_w, blk->fc2_f,
+                 blk->fc2_q, blk->fc2_h, blk->fc2_b, blk->ls2, io->br2 ? io->br2 : io->ln2, rows, M, D,
+                 KERNELS_ACT_NONE, th);
+    block_mark(io, VIT_STAGE_MLP_FC2);
 }
 
 /* The encoder blocks over the job's rows of ctx->x, with the threads th
  * says; inside a team (th.in_team) every thread of it calls this, and
  * thread 0 alone keeps the clock and copies captures (the kernels end with
  * a barrier, so what it copies is complete, and nothing writes it again
- * before thread 0 itself has passed the next barriers). */
+ * before thread 0 itself has passed the next barriers: qkv, which the keys
+ * are copied from after the block, is next written after the next block's
+ * first LayerNorm). */
 static void encode_blocks(const vit_context *ctx, encode_job *job, kernels_threads th) {
     const vit_model *m = ctx->model;
     const vit_config *c = &m->config;
-    const int D = c->hidden_size, M = c->mlp_size, T = ctx->num_tokens, rows = job->count * T;
-    /* Attention: blocks of query rows when the threads share the images. */
-    const int query_rows = job->threads > 1 ? ctx->split_query_rows : ctx->solo_query_rows;
-    const float eps = c->layer_norm_eps;
-    float *x = ctx->x + (size_t)job->slot * T * D, *normed = ctx->normed + (size_t)job->slot * T * D;
-    float *qkv = ctx->qkv + (size_t)job->slot * T * 3 * D;
-    float *attn = ctx->attn + (size_t)job->slot * T * D;
-    float *hidden = ctx->hidden + (size_t)job->slot * T * M;
+    const int D = c->hidden_size, M = c->mlp_size, T = ctx->num_tokens;
+    const size_t slot = (size_t)job->slot;
+    float *x = ctx->x + slot * T * D, *normed = ctx->normed + slot * T * D;
     const int lead = !th.in_team || omp_get_thread_num() == 0;
-    stage_clock idle = {NULL, 0.0}, *clock = lead ? &job->clock : &idle;
-
+    vit_block_io io = {
+        .x = x, .mid = x, .out = x, .ln1 = normed, .ln2 = normed,
+        .qkv = ctx->qkv + slot * T * 3 * D, .attn = ctx->attn + slot * T * D,
+        .hid = ctx->hidden + slot * T * M, .scores = job->scores,
+        /* Attention: blocks of query rows when the threads share the images. */
+        .query_rows = job->threads > 1 ? ctx->split_query_rows : ctx->solo_query_rows,
+        .qinp = ctx->qinp ? (char *)ctx->qinp + slot * ctx->qinp_slot_bytes : NULL,
+        .qscale = ctx->qscale ? ctx->qscale + slot * ctx->qscale_slot : NULL,
+        .binp = ctx->binp ? (char *)ctx->binp + slot * ctx->binp_slot_bytes : NULL,
+        .profile = lead ? job->clock.profile : NULL, .clock = job->clock.start};
     for (int l = 0; l < c->num_layers; l++) {
-        const vit_block *blk = &m->blocks[l];
-        layernorm_forward(normed, NULL, NULL, x, blk->ln1_w, blk->ln1_b, rows, D, eps, th);
-        mark(clock, VIT_STAGE_LAYER_NORM);
-        linear_forward(ctx, job, qkv, NULL, normed,
-                       &(vit_linear){blk->qkv_f, blk->qkv_q, blk->qkv_h}, blk->qkv_b, NULL, rows,
-                       D, 3 * D, 0, th);
-        if (blk->q_norm_w)
-            qk_norm_forward(qkv, NULL, NULL, rows, D, c->num_heads, blk->q_norm_w, blk->q_norm_b,
-                            blk->k_norm_w, blk->k_norm_b, eps, th);
-        if (lead) capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_KEYS, l), 1);
-        mark(clock, VIT_STAGE_QKV);
-        attention_forward(attn, captured_attention(ctx, job, l), qkv, job->count, T, D,
-                          c->num_heads, query_rows, job->scores, th);
-        mark(clock, VIT_STAGE_ATTENTION);
-        /* x += proj(attn), or with LayerScale x += ls1 * proj(attn) */
-        linear_forward(ctx, job, x, x, attn,
-                       &(vit_linear){blk->proj_f, blk->proj_q, blk->proj_h}, blk->proj_b, blk->ls1,
-                       rows, D, D, 0, th);
-        mark(clock, VIT_STAGE_PROJECTION);
-        layernorm_forward(normed, NULL, NULL, x, blk->ln2_w, blk->ln2_b, rows, D, eps, th);
-        mark(clock, VIT_STAGE_LAYER_NORM);
-        /* The activation in fc1's epilogue (float32: the profile's gelu
-         * stage is inside mlp fc1). */
-        linear_forward(ctx, job, hidden, NULL, normed,
-                       &(vit_linear){blk->fc1_f, blk->fc1_q, blk->fc1_h}, blk->fc1_b, NULL,
-                       rows, D, M, 1, th);
-        mark(clock, VIT_STAGE_MLP_FC1);
-        /* x += fc2(gelu(fc1(ln2(x)))) [times ls2] */
-        linear_forward(ctx, job, x, x, hidden,
-                       &(vit_linear){blk->fc2_f, blk->fc2_q, blk->fc2_h}, blk->fc2_b, blk->ls2,
-                       rows, M, D, 0, th);
-        if (lead) capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
-        mark(clock, VIT_STAGE_MLP_FC2);
+        io.probs = captured_attention(ctx, job, l);
+        vit_block_forward(c, &m->blocks[l], job->count, T, &io, th);
+        if (lead) {
+            capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_KEYS, l), 1);
+            capture_rows(ctx, job, capture_slot(ctx, VIT_CAPTURE_TOKENS, l), 0);
+        }
     }
+    if (lead) job->clock.start = io.clock;
 }
 
 /* The final norm of one token (identity for a model without one). */
@@ -577,16 +621,17 @@ static void encode(const vit_context *ctx, encode_job *job, const float *images)
                    ctx->normed + (size_t)job->slot * T * D);
 }
 
-/* Class logits (or pooled features) of `batch` pooled rows (stride floats
- * apart) into out: one GEMM on the packed head, whose rows' bits do not
- * depend on the batch. */
-static void head(const vit_model *m, const float *pooled, int stride, int batch, float *out,
-                 kernels_threads th) {
+void vit_head_forward(const vit_model *m, const float *pooled, int stride, int batch, float *out,
+                      kernels_threads th) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size;
     if (c->num_classes == 0) {
         for (int b = 0; b < batch; b++)
             memcpy(out + (size_t)b * D, pooled + (size_t)b * stride, sizeof(float) * D);
+        return;
+    }
+    if (!m->head_f) { /* training's plain weights: rows stride apart, one per pooled row */
+        matmul_forward(out, pooled, m->head_w, m->head_b, batch, stride, c->num_classes, th);
         return;
     }
     const kernels_epilogue bias = {.bias = m->head_bias ? m->head_bias : m->head_b};
@@ -644,7 +689,7 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
         encode(ctx, &job, images);
         clock = job.clock;
     }
-    head(m, ctx->pooled, ctx->pool_stride, batch, out,
+    vit_head_forward(m, ctx->pooled, ctx->pool_stride, batch, out,
          kernels_threading(KERNELS_INFERENCE, threads, m->isa));
     mark(&clock, VIT_STAGE_HEAD);
     return VIT_OK;
@@ -671,7 +716,7 @@ vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, 
                                   c->layer_norm_eps);
         memcpy(row + D, row, sizeof(float) * D);
     }
-    head(model, normed, 2 * D, n, out,
+    vit_head_forward(model, normed, 2 * D, n, out,
          kernels_threading(KERNELS_INFERENCE, vit_threads_or_procs(threads), model->isa));
     free(normed);
     return VIT_OK;
@@ -700,7 +745,7 @@ vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num
                                   c->layer_norm_eps);
         final_norm_row(model, row + D, tokens + (size_t)(prefix + i) * D);
     }
-    head(model, rows, 2 * D, n, out,
+    vit_head_forward(model, rows, 2 * D, n, out,
          kernels_threading(KERNELS_INFERENCE, vit_threads_or_procs(threads), model->isa));
     free(rows);
     return VIT_OK;

@@ -11,7 +11,7 @@
  * token gradients) go through GEMV or a fixed sequential order. Nothing
  * here allocates after vit_train_create. */
 #include "vit_train.h"
-#include "vit_internal.h"
+#include "vit_block.h"
 
 #include <cJSON.h>
 #include <cblas.h>
@@ -86,6 +86,13 @@ struct vit_train_model {
     size_t patch_w, patch_b, cls, reg, pos, norm_pre_w, norm_pre_b, norm_w, norm_b;
     size_t fc_norm_w, fc_norm_b, head_w, head_b;
     block_offsets *blocks;
+    /* Each block's parameters as inference holds them (pointers into
+     * params, the linear layers plain row-major float32): what the one
+     * block forward, vit_block_forward, reads. */
+    vit_block *vblocks;
+    /* The model as the forward pass reads it: config and pointers into
+     * params (plain float32: no packed or int8 layers). */
+    vit_model view;
 
     /* Activations, per layer l where indexed [l]: */
     float *cols;      /* [B*Np, K] im2col of the images */
@@ -347,6 +354,41 @@ static void alloc_buffers(vit_train_model *m) {
     m->ones = kernels_alloc_floats(BT);
 }
 
+/* Points the view and each of its blocks at their tensors in params (NULL
+ * where the model lacks a switch's tensor). */
+static void point_model(vit_train_model *m, kernels_isa isa) {
+    vit_model *v = &m->view;
+    v->config = m->config;
+    v->isa = isa;
+    v->blocks = m->vblocks;
+    v->patch_w = param(m, m->patch_w);
+    v->patch_b = param(m, m->patch_b);
+    v->cls_token = param(m, m->cls);
+    v->reg_tokens = param(m, m->reg);
+    v->pos_embed = param(m, m->pos);
+    v->norm_pre_w = param(m, m->norm_pre_w);
+    v->norm_pre_b = param(m, m->norm_pre_b);
+    v->norm_w = param(m, m->norm_w);
+    v->norm_b = param(m, m->norm_b);
+    v->fc_norm_w = param(m, m->fc_norm_w);
+    v->fc_norm_b = param(m, m->fc_norm_b);
+    v->head_w = param(m, m->head_w);
+    v->head_b = param(m, m->head_b);
+    for (int l = 0; l < m->config.num_layers; l++) {
+        const block_offsets *o = &m->blocks[l];
+        m->vblocks[l] = (vit_block){
+            .ln1_w = param(m, o->ln1_w), .ln1_b = param(m, o->ln1_b),
+            .qkv_w = param(m, o->qkv_w), .qkv_b = param(m, o->qkv_b),
+            .proj_w = param(m, o->proj_w), .proj_b = param(m, o->proj_b),
+            .ln2_w = param(m, o->ln2_w), .ln2_b = param(m, o->ln2_b),
+            .fc1_w = param(m, o->fc1_w), .fc1_b = param(m, o->fc1_b),
+            .fc2_w = param(m, o->fc2_w), .fc2_b = param(m, o->fc2_b),
+            .ls1 = param(m, o->ls1), .ls2 = param(m, o->ls2),
+            .q_norm_w = param(m, o->q_norm_w), .q_norm_b = param(m, o->q_norm_b),
+            .k_norm_w = param(m, o->k_norm_w), .k_norm_b = param(m, o->k_norm_b)};
+    }
+}
+
 vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_model **out,
                             vit_error *err) {
     *out = NULL;
@@ -380,7 +422,8 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     m->threads = kernels_threading(KERNELS_TRAINING, omp_get_max_threads(), isa);
     m->tensors = calloc((size_t)c->num_layers * 18 + 16, sizeof *m->tensors);
     m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks);
-    if (!m->tensors || !m->blocks) {
+    m->vblocks = calloc((size_t)c->num_layers, sizeof *m->vblocks);
+    if (!m->tensors || !m->blocks || !m->vblocks) {
         vit_train_free(m);
         return vit_error_set(err, VIT_E_NOMEM, "out of memory");
     }
@@ -397,6 +440,7 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
                                  "layers)", max_batch, T, L);
         }
     for (size_t i = 0; i < (size_t)max_batch * T; i++) m->ones[i] = 1.0f;
+    point_model(m, isa);
     *out = m;
     return VIT_OK;
 }
@@ -407,6 +451,7 @@ void vit_train_free(vit_train_model *m) {
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
     free(m->tensors);
     free(m->blocks);
+    free(m->vblocks);
     free(m);
 }
 
@@ -656,86 +701,41 @@ void vit_train_freeze_backbone(vit_train_model *m, int freeze) {
  * patch j row pos_prefix + j, other prefix tokens none (no_embed_class,
  * DINOv2's registers). */
 static void embed(vit_train_model *m, const float *images, int n, float *dst) {
-    const vit_config *c = &m->config;
-    const int D = c->hidden_size, T = m->num_tokens, Np = m->num_patches, prefix = m->prefix;
-    const int K = m->patch_dim, S = c->image_size, pos_prefix = m->pos_prefix;
-    const float *p = m->params;
-    const kernels_threads th = m->threads;
-    /* The patch projections, bias included, into dtmp (backward's scratch,
-     * free until then). */
-    float *patches = m->dtmp;
-#pragma omp parallel for schedule(static) num_threads(th.count)
-    for (int b = 0; b < n; b++)
-        patching_im2col(images + (size_t)b * c->num_channels * S * S, c->num_channels, S, S,
-                        c->patch_size, m->cols + (size_t)b * Np * K);
-    matmul_forward(patches, m->cols, p + m->patch_w, param(m, m->patch_b), n * Np, K, D, th);
+    const int D = m->config.hidden_size, T = m->num_tokens, prefix = m->prefix;
+    const int pos_prefix = m->pos_prefix;
     /* Each token's position row as the context holds it at inference. */
     for (int t = 0; t < T; t++) {
         float *dst_pos = m->token_pos + (size_t)t * D;
         const int row = t < prefix ? (t < pos_prefix ? t : -1) : pos_prefix + t - prefix;
         if (row < 0) memset(dst_pos, 0, sizeof(float) * D);
-        else memcpy(dst_pos, p + m->pos + (size_t)row * D, sizeof(float) * D);
+        else memcpy(dst_pos, m->params + m->pos + (size_t)row * D, sizeof(float) * D);
     }
-    embed_tokens_forward(dst, patches, param(m, m->cls), NULL, param(m, m->reg), m->token_pos, n,
-                         T, Np, D, th);
+    /* The patch projections into dtmp (backward's scratch, free until then). */
+    vit_embed_forward(&m->view, images, n, m->config.image_size, m->token_pos, m->cols, m->dtmp,
+                      dst, m->threads);
 }
 
-/* A block's residual branch: out = x + branch, branch = inp · Wᵀ + bias,
- * scaled by LayerScale's gamma when gamma is given (the unscaled branch then
- * kept in br for the backward pass; br unused without gamma). */
-static void residual_branch_forward(float *out, const float *x, float *br, const float *inp,
-                                    const float *weight, const float *bias, const float *gamma,
-                                    int rows, int in_dim, int dim, kernels_threads th) {
-    if (gamma) {
-        matmul_forward(br, inp, weight, bias, rows, in_dim, dim, th);
-        memcpy(out, x, sizeof(float) * rows * dim);
-        layer_scale_add_forward(out, br, gamma, rows, dim, th);
-    } else {
-        residual_matmul_forward(out, x, inp, weight, bias, rows, in_dim, dim, th);
-    }
-}
-
-/* Encoder block l on n images: m->x[l] into m->x[l + 1], keeping what
- * block_backward reads. */
+/* Encoder block l on n images: m->x[l] into m->x[l + 1] through the one
+ * block forward inference runs, keeping what block_backward reads. */
 static void block_forward(vit_train_model *m, int n, int l) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, H = c->num_heads;
-    const int rows = n * T;
     const size_t BT = (size_t)m->max_batch * T;
-    const float *p = m->params, eps = c->layer_norm_eps;
-    const kernels_threads th = m->threads;
-    const block_offsets *o = &m->blocks[l];
-    const float *x = LAYER(m->x, l, BT * D);
-    float *xmid = LAYER(m->xmid, l, BT * D), *out = LAYER(m->x, l + 1, BT * D);
-    float *ln1 = LAYER(m->ln1, l, BT * D), *ln2 = LAYER(m->ln2, l, BT * D);
-    float *mean1 = LAYER(m->stats1, l, BT * 2), *rstd1 = mean1 + BT;
-    float *mean2 = LAYER(m->stats2, l, BT * 2), *rstd2 = mean2 + BT;
-    float *qkv = LAYER(m->qkv, l, BT * 3 * D), *attn = LAYER(m->attn, l, BT * D);
-    float *probs = LAYER(m->probs, l, (size_t)m->max_batch * H * T * T);
-    float *hid = LAYER(m->hid, l, BT * M), *act = LAYER(m->act, l, BT * M);
-    layernorm_forward(ln1, mean1, rstd1, x, p + o->ln1_w, p + o->ln1_b, rows, D, eps, th);
-    matmul_forward(qkv, ln1, p + o->qkv_w, param(m, o->qkv_b), rows, D, 3 * D, th);
-    if (c->qk_norm) {
-        /* Q and K as they were, then normed in place */
-        float *raw = LAYER(m->qk_raw, l, BT * 2 * D);
-        float *qk_mean = LAYER(m->qk_stats, l, BT * 2 * H * 2), *qk_rstd = qk_mean + BT * 2 * H;
-        for (int r = 0; r < rows; r++)
-            memcpy(raw + (size_t)r * 2 * D, qkv + (size_t)r * 3 * D, sizeof(float) * 2 * D);
-        qk_norm_forward(qkv, qk_mean, qk_rstd, rows, D, H, p + o->q_norm_w, p + o->q_norm_b,
-                        p + o->k_norm_w, p + o->k_norm_b, eps, th);
-    }
-    attention_forward(attn, probs, qkv, n, T, D, H, T, NULL, th);
-    /* xmid = x + (ls1 *) proj(attn) */
-    residual_branch_forward(xmid, x, c->layer_scale ? LAYER(m->br1, l, BT * D) : NULL, attn,
-                            p + o->proj_w, p + o->proj_b, c->layer_scale ? p + o->ls1 : NULL,
-                            rows, D, D, th);
-    layernorm_forward(ln2, mean2, rstd2, xmid, p + o->ln2_w, p + o->ln2_b, rows, D, eps, th);
-    matmul_forward(hid, ln2, p + o->fc1_w, p + o->fc1_b, rows, D, M, th);
-    kernels_act_forward(act, hid, (size_t)rows * M, vit_kernels_act(c->act), th);
-    /* out = xmid + (ls2 *) fc2(act) */
-    residual_branch_forward(out, xmid, c->layer_scale ? LAYER(m->br2, l, BT * D) : NULL, act,
-                            p + o->fc2_w, p + o->fc2_b, c->layer_scale ? p + o->ls2 : NULL,
-                            rows, M, D, th);
+    float *mean1 = LAYER(m->stats1, l, BT * 2), *mean2 = LAYER(m->stats2, l, BT * 2);
+    float *qk_mean = LAYER(m->qk_stats, l, BT * 2 * H * 2);
+    vit_block_io io = {
+        .x = LAYER(m->x, l, BT * D), .mid = LAYER(m->xmid, l, BT * D),
+        .out = LAYER(m->x, l + 1, BT * D), .ln1 = LAYER(m->ln1, l, BT * D),
+        .ln2 = LAYER(m->ln2, l, BT * D), .qkv = LAYER(m->qkv, l, BT * 3 * D),
+        .attn = LAYER(m->attn, l, BT * D), .hid = LAYER(m->hid, l, BT * M),
+        .act = LAYER(m->act, l, BT * M),
+        .probs = LAYER(m->probs, l, (size_t)m->max_batch * H * T * T), .query_rows = T,
+        .mean1 = mean1, .rstd1 = mean1 + BT, .mean2 = mean2, .rstd2 = mean2 + BT,
+        .qk_raw = c->qk_norm ? LAYER(m->qk_raw, l, BT * 2 * D) : NULL,
+        .qk_mean = c->qk_norm ? qk_mean : NULL, .qk_rstd = c->qk_norm ? qk_mean + BT * 2 * H : NULL,
+        .br1 = c->layer_scale ? LAYER(m->br1, l, BT * D) : NULL,
+        .br2 = c->layer_scale ? LAYER(m->br2, l, BT * D) : NULL};
+    vit_block_forward(c, &m->vblocks[l], n, T, &io, m->threads);
 }
 
 /* After the blocks: the final norm, pooling, fc_norm and head of n
@@ -743,7 +743,7 @@ static void block_forward(vit_train_model *m, int n, int l) {
 static void head_forward(vit_train_model *m, int n) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, T = m->num_tokens;
-    const int C = c->num_classes, rows = n * T, PS = m->pooled_size, B = m->max_batch;
+    const int rows = n * T, PS = m->pooled_size, B = m->max_batch;
     const size_t BT = (size_t)B * T;
     const float *p = m->params, eps = c->layer_norm_eps;
     const kernels_threads th = m->threads;
@@ -774,7 +774,7 @@ static void head_forward(vit_train_model *m, int n) {
     if (c->fc_norm)
         layernorm_forward(m->pooled, m->pool_stats, m->pool_stats + B, m->pool_in,
                           p + m->fc_norm_w, p + m->fc_norm_b, n, D, eps, th);
-    matmul_forward(m->logits, m->pooled, p + m->head_w, p + m->head_b, n, PS, C, th);
+    vit_head_forward(&m->view, m->pooled, PS, n, m->logits, th);
 }
 
 /* The whole forward pass for n images, keeping every activation; logits
@@ -1053,8 +1053,7 @@ vit_status vit_train_head_grads_part(vit_train_model *m, const float *features, 
     if (total < n) return vit_error_set(err, VIT_E_ARG, "%d images of a batch of %d", n, total);
     const int PS = m->pooled_size, C = m->config.num_classes;
     memcpy(m->pooled, features, sizeof(float) * n * PS);
-    matmul_forward(m->logits, m->pooled, m->params + m->head_w, m->params + m->head_b, n, PS, C,
-                   m->threads);
+    vit_head_forward(&m->view, m->pooled, PS, n, m->logits, m->threads);
     int hits;
     const float value =
         cross_entropy(m->logits, labels, n, total, C, label_smoothing, m->dlogits, &hits);
@@ -1068,10 +1067,9 @@ vit_status vit_train_head_forward(vit_train_model *m, const float *features, int
                                   float *logits, vit_error *err) {
     if (n < 1 || n > m->max_batch)
         return vit_error_set(err, VIT_E_ARG, "%d images for a batch of at most %d", n, m->max_batch);
-    const int PS = m->pooled_size, C = m->config.num_classes;
+    const int PS = m->pooled_size;
     memcpy(m->pooled, features, sizeof(float) * n * PS);
-    matmul_forward(logits, m->pooled, m->params + m->head_w, m->params + m->head_b, n, PS, C,
-                   m->threads);
+    vit_head_forward(&m->view, m->pooled, PS, n, logits, m->threads);
     return VIT_OK;
 }
 
@@ -1190,52 +1188,14 @@ static char *config_json(const vit_train_model *m, int channels, const char *con
 
 /* The Hugging Face DINOv2 name of a training tensor (timm name), for a
  * model whose head reads [class ‖ mean] (Dinov2ForImageClassification; no
- * timm spelling): into out, with *split set when the tensor is timm's fused
- * qkv, written as query, key and value (part 0..2 names each). */
+ * timm spelling), as the loader's layout table spells it
+ * (weights_layout_spell): into out, with *split set when the tensor is
+ * timm's fused qkv, written as query, key and value (part 0..2 names each).
+ * Every tensor such a model trains has a spelling (train_unsupported). */
 static void dinov2_name(const vit_train_model *m, const char *timm, int part, char *out,
                         size_t size, int *split) {
-    static const char *const QKV[3] = {"query", "key", "value"};
-    static const struct { const char *timm, *hf; } FIXED[] = {
-        {"cls_token", "embeddings.cls_token"},
-        {"reg_token", "embeddings.register_tokens"},
-        {"pos_embed", "embeddings.position_embeddings"},
-        {"patch_embed.proj.weight", "embeddings.patch_embeddings.projection.weight"},
-        {"patch_embed.proj.bias", "embeddings.patch_embeddings.projection.bias"},
-        {"norm.weight", "layernorm.weight"},
-        {"norm.bias", "layernorm.bias"}};
-    static const struct { const char *timm, *hf; } BLOCK[] = {
-        {"attn.proj.", "attention.output.dense."},
-        {"ls1.gamma", "layer_scale1.lambda1"},
-        {"ls2.gamma", "layer_scale2.lambda1"}};
     const char *prefix = m->num_reg ? "dinov2_with_registers." : "dinov2.";
-    *split = 0;
-    if (strncmp(timm, "head.", 5) == 0) {
-        snprintf(out, size, "classifier.%s", timm + 5);
-        return;
-    }
-    for (size_t i = 0; i < sizeof FIXED / sizeof *FIXED; i++)
-        if (strcmp(timm, FIXED[i].timm) == 0) {
-            snprintf(out, size, "%s%s", prefix, FIXED[i].hf);
-            return;
-        }
-    /* blocks.N.rest */
-    int layer = 0, used = 0;
-    sscanf(timm, "blocks.%d.%n", &layer, &used);
-    const char *rest = timm + used;
-    if (strncmp(rest, "attn.qkv.", 9) == 0) {
-        *split = 1;
-        snprintf(out, size, "%sencoder.layer.%d.attention.attention.%s.%s", prefix, layer,
-                 QKV[part], rest + 9);
-        return;
-    }
-    for (size_t i = 0; i < sizeof BLOCK / sizeof *BLOCK; i++) {
-        const size_t len = strlen(BLOCK[i].timm);
-        if (strncmp(rest, BLOCK[i].timm, len) == 0) {
-            snprintf(out, size, "%sencoder.layer.%d.%s%s", prefix, layer, BLOCK[i].hf, rest + len);
-            return;
-        }
-    }
-    snprintf(out, size, "%sencoder.layer.%d.%s", prefix, layer, rest); /* norm1, norm2, mlp */
+    *split = weights_layout_spell(WEIGHTS_LAYOUT_HF_DINOV2, prefix, timm, part, out, size) == 1;
 }
 
 /* The model's tensors as the file stores them, into tensors (returns how

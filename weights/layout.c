@@ -159,6 +159,42 @@ vit_status weights_layout_find(const weights_file *f, weights_layout layout, wei
     return VIT_OK;
 }
 
+/* The role (and layer) timm spells as name: -1 when none does. A fused
+ * qkv tensor matches its Q role (slice 0). */
+static int timm_role(const char *name, int *layer) {
+    int used = 0;
+    *layer = 0;
+    if (sscanf(name, "blocks.%d.%n", layer, &used) < 1 || !used) *layer = 0;
+    for (int role = 0; role < WEIGHTS_ROLE_COUNT; role++) {
+        char key[160];
+        snprintf(key, sizeof key, ROLE_KEYS[role].timm, *layer);
+        if (strcmp(key, name) == 0) return role;
+    }
+    return -1;
+}
+
+int weights_layout_spell(weights_layout layout, const char *prefix, const char *timm_name,
+                         int part, char *out, size_t size) {
+    int layer;
+    int role = timm_role(timm_name, &layer);
+    if (role < 0 || layout == WEIGHTS_LAYOUT_UNKNOWN) return -1;
+    const int fused = ROLE_KEYS[role].slice >= 0;
+    if (layout == WEIGHTS_LAYOUT_TIMM) {
+        snprintf(out, size, "%s", timm_name);
+        return 0;
+    }
+    /* Q, K and V of one kind are two roles apart (weights_role). */
+    if (fused) role += 2 * (part < 0 ? 0 : part > 2 ? 2 : part);
+    const role_keys *keys = &ROLE_KEYS[role];
+    const char *pattern = layout == WEIGHTS_LAYOUT_HF_DINOV2 && keys->dinov2 ? keys->dinov2 : keys->hf;
+    if (strcmp(pattern, "-") == 0) return -1;
+    char body[128];
+    const int unprefixed = pattern[0] == '/';
+    snprintf(body, sizeof body, unprefixed ? pattern + 1 : pattern, layer);
+    snprintf(out, size, "%s%s", unprefixed || !prefix ? "" : prefix, body);
+    return fused;
+}
+
 int weights_layout_known_unneeded(weights_layout layout, const char *name) {
     if (layout == WEIGHTS_LAYOUT_TIMM || layout == WEIGHTS_LAYOUT_UNKNOWN) return 0;
     /* The prefix ("vit.", "deit.", "dinov2.", "dinov2_with_registers." or

@@ -197,6 +197,15 @@ typedef struct weights_ref {
 vit_status weights_layout_find(const weights_file *f, weights_layout layout, weights_role role,
                                int layer, weights_ref *ref, vit_error *err);
 
+/* How a file of layout spells the tensor timm calls timm_name, for writing
+ * one (a trained model saved in the layout the loader reads back): into
+ * out, the Hugging Face keys after prefix ("dinov2.", "vit.", ...; the
+ * heads take none). Returns 0 for a whole tensor, 1 when the layout stores
+ * a third of it (timm's fused qkv: part 0..2 names Q, K or V), -1 when the
+ * layout has no spelling for it (out unchanged). */
+int weights_layout_spell(weights_layout layout, const char *prefix, const char *timm_name,
+                         int part, char *out, size_t size);
+
 /* Whether name is a tensor known to be unneeded at inference in the layout
  * (HF embeddings.mask_token, HF pooler.dense.*): such a tensor is never
  * reported as unused. */
