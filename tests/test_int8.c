@@ -19,7 +19,8 @@
 
 static const kernels_isa PATHS[] = {KERNELS_ISA_GENERIC, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512,
                                     KERNELS_ISA_AVX512_VNNI, KERNELS_ISA_VNNI_REFERENCE,
-                                    KERNELS_ISA_AVX_VNNI, KERNELS_ISA_NEON};
+                                    KERNELS_ISA_AVX_VNNI, KERNELS_ISA_NEON,
+                                    KERNELS_ISA_NEON_DOTPROD, KERNELS_ISA_NEON_I8MM};
 #define NUM_PATHS (sizeof PATHS / sizeof PATHS[0])
 
 static int path_runs(kernels_isa isa) {
@@ -188,9 +189,12 @@ Test(int8, one_layer_matches_the_pytorch_emulation) {
             float inp_scale[64 * 4], y[64 * 64];
             const kernels_threads th = {.count = 1, .gemm = KERNELS_GEMM_VITC};
             quantize_forward(qinp, inp_scale, x, rows, K, q, th);
+            /* activations: u8 q + 128 (VNNI), s8 q (NEON), int16 q (generic, avx2) */
             const int quads = PATHS[p] == KERNELS_ISA_AVX512_VNNI || PATHS[p] == KERNELS_ISA_VNNI_REFERENCE ||
                               PATHS[p] == KERNELS_ISA_AVX_VNNI;
-            const int kpad = (K + 3) / 4 * 4;
+            const int bytes = PATHS[p] == KERNELS_ISA_NEON || PATHS[p] == KERNELS_ISA_NEON_DOTPROD ||
+                              PATHS[p] == KERNELS_ISA_NEON_I8MM;
+            const int kpad = (K + 3) / 4 * 4; /* also the octs' (K a multiple of 8) */
             const int groups = K / group;
             for (int r = 0; r < rows; r++) {
                 for (int g = 0; g < groups; g++)
@@ -199,8 +203,9 @@ Test(int8, one_layer_matches_the_pytorch_emulation) {
                               "K %d row %d group %d: scale %.9g, PyTorch %.9g", K, r, g,
                               inp_scale[r * groups + g], want_scale[r * groups + g]);
                 for (int k = 0; k < K; k++) {
-                    const int got = quads ? ((const unsigned char *)qinp)[r * kpad + k] - 128
-                                          : ((const short *)qinp)[r * kpad + k];
+                    const int got = quads   ? ((const unsigned char *)qinp)[r * kpad + k] - 128
+                                    : bytes ? ((const signed char *)qinp)[r * kpad + k]
+                                            : ((const short *)qinp)[r * kpad + k];
                     cr_assert_eq(got, ((const signed char *)xq->data)[r * K + k],
                                  "K %d row %d col %d: quantised to %d", K, r, k, got);
                 }
