@@ -128,6 +128,38 @@ Test(int8, every_path_gives_the_generic_bits_and_the_scheme) {
     for (size_t p = 1; p < NUM_PATHS; p++) path_runs(PATHS[p]);
 }
 
+/* Groups of other sizes than 32 (multiples of 4; vitc's files have none,
+ * other tools' may): neon-i8mm's octs take groups of 8k, and run smaller
+ * ones on the dotprod quads; every path gives the generic bits. */
+Test(int8, groups_of_other_sizes_give_the_generic_bits) {
+    const int shapes[][4] = {{3, 48, 20, 12}, {5, 64, 17, 16}, {4, 40, 16, 8}, {2, 24, 33, 4},
+                             {7, 96, 32, 24}};
+    uint32_t seed = 777;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int rows = shapes[s][0], cols = shapes[s][1], n = shapes[s][2], group = shapes[s][3];
+        const int groups = cols / group;
+        float *inp = malloc(sizeof(float) * rows * cols), *bias = malloc(sizeof(float) * n);
+        float *scales = malloc(sizeof(float) * n * groups);
+        float *want = malloc(sizeof(float) * rows * n), *got = malloc(sizeof(float) * rows * n);
+        signed char *w = malloc((size_t)n * cols);
+        for (int i = 0; i < rows * cols; i++) inp[i] = uniform(&seed) * (1 + i % 5);
+        for (int i = 0; i < n * cols; i++) w[i] = (signed char)(lcg(&seed) % 255 - 127);
+        for (int i = 0; i < n * groups; i++) scales[i] = 0.001f + 0.01f * (uniform(&seed) + 1);
+        for (int i = 0; i < n; i++) bias[i] = uniform(&seed);
+        run_layer(KERNELS_ISA_GENERIC, rows, cols, n, group, inp, w, scales, bias, NULL,
+                  KERNELS_ACT_NONE, 1, want);
+        for (size_t p = 1; p < NUM_PATHS; p++) {
+            if (!kernels_isa_supported(PATHS[p])) continue;
+            run_layer(PATHS[p], rows, cols, n, group, inp, w, scales, bias, NULL, KERNELS_ACT_NONE,
+                      1, got);
+            cr_assert(memcmp(got, want, sizeof(float) * rows * n) == 0,
+                      "%s differs from generic at %dx%d->%d, groups of %d",
+                      kernels_isa_name(PATHS[p]), rows, cols, n, group);
+        }
+        free(inp); free(bias); free(scales); free(want); free(got); free(w);
+    }
+}
+
 /* A NaN or infinity in a row makes that row's outputs NaN, never a number,
  * and leaves the other rows alone (one group of 32 each here). */
 Test(int8, non_finite_rows_stay_non_finite) {
