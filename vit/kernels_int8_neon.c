@@ -60,26 +60,27 @@ INLINE float32x4_t group_step(float32x4_t sum, int32x4_t acc, const float *ws, f
     return vfmaq_f32(sum, vcvtq_f32_s32(acc), vmulq_n_f32(vld1q_f32(ws), x));
 }
 
-/* Four s8 activations at p in both halves of a d register. */
-INLINE int8x8_t quad_d(const int8_t *p) {
+/* Four s8 activations at p in all four words of a q register. */
+INLINE int8x16_t quad_q(const int8_t *p) {
     int32_t v;
     memcpy(&v, p, sizeof v);
-    return vreinterpret_s8_s32(vdup_n_s32(v));
+    return vreinterpretq_s8_s32(vdupq_n_s32(v));
 }
 
 /* ---------------------------------------------------------------- neon */
 
 /* acc[2j], acc[2j+1] += columns 4j .. 4j+3 of quads w0 (and w1, when two)
- * times activations a0 (a1): int32 pairs (k 0-1, k 2-3) of each column. */
-INLINE void neon_quads(int32x4_t acc[8], const int8_t *w0, int8x8_t a0, const int8_t *w1,
-                       int8x8_t a1, const int two) {
+ * times activations a0 (a1, each quad in all four words): int32 pairs (k
+ * 0-1, k 2-3) of each column. */
+INLINE void neon_quads(int32x4_t acc[8], const int8_t *w0, int8x16_t a0, const int8_t *w1,
+                       int8x16_t a1, const int two) {
     for (int j = 0; j < 4; j++) {
         const int8x16_t v0 = vld1q_s8(w0 + 16 * j);
-        int16x8_t lo = vmull_s8(vget_low_s8(v0), a0), hi = vmull_s8(vget_high_s8(v0), a0);
+        int16x8_t lo = vmull_s8(vget_low_s8(v0), vget_low_s8(a0)), hi = vmull_high_s8(v0, a0);
         if (two) {
             const int8x16_t v1 = vld1q_s8(w1 + 16 * j);
-            lo = vmlal_s8(lo, vget_low_s8(v1), a1);
-            hi = vmlal_s8(hi, vget_high_s8(v1), a1);
+            lo = vmlal_s8(lo, vget_low_s8(v1), vget_low_s8(a1));
+            hi = vmlal_high_s8(hi, v1, a1);
         }
         acc[2 * j] = vpadalq_s16(acc[2 * j], lo);
         acc[2 * j + 1] = vpadalq_s16(acc[2 * j + 1], hi);
@@ -106,12 +107,12 @@ INLINE void neon_tile(const qmatmul_call *c, int r0, const int mr, int p) {
         int q = 0;
         for (; q + 2 <= quads; q += 2)
             for (int i = 0; i < mr; i++)
-                neon_quads(acc[i], wg + q * 4 * QPANEL, quad_d(ag + i * kpad + 4 * q),
-                           wg + (q + 1) * 4 * QPANEL, quad_d(ag + i * kpad + 4 * q + 4), 1);
+                neon_quads(acc[i], wg + q * 4 * QPANEL, quad_q(ag + i * kpad + 4 * q),
+                           wg + (q + 1) * 4 * QPANEL, quad_q(ag + i * kpad + 4 * q + 4), 1);
         if (q < quads)
             for (int i = 0; i < mr; i++)
-                neon_quads(acc[i], wg + q * 4 * QPANEL, quad_d(ag + i * kpad + 4 * q), NULL,
-                           vdup_n_s8(0), 0);
+                neon_quads(acc[i], wg + q * 4 * QPANEL, quad_q(ag + i * kpad + 4 * q), NULL,
+                           vdupq_n_s8(0), 0);
         for (int i = 0; i < mr; i++) {
             const float x = c->inp_scale[(size_t)(r0 + i) * G + g];
             for (int j = 0; j < 4; j++)
@@ -134,7 +135,7 @@ void qpanel_neon(const qmatmul_call *c, int first, int count) {
 
 /* ------------------------------------------------------------- dotprod */
 
-#define DMR 4 /* rows of a dotprod tile: 16 int32 + 16 float accumulators */
+#define DMR 3 /* rows of a dotprod tile: 12 int32 + 12 float accumulators, 4 weights */
 
 DOTPROD_FN INLINE void dot_tile(const qmatmul_call *c, int r0, const int mr, int p,
                                 const int fixed_quads) {
@@ -145,39 +146,38 @@ DOTPROD_FN INLINE void dot_tile(const qmatmul_call *c, int r0, const int mr, int
     const float *s = w->scales + (size_t)p * G * QPANEL;
     const int8_t *a = (const int8_t *)c->qinp + (size_t)r0 * kpad;
     float32x4_t sum[DMR][4];
-#pragma GCC unroll 4
+#pragma GCC unroll 3
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < 4; j++) sum[i][j] = vdupq_n_f32(0.0f);
     for (int g = 0; g < G; g++) {
         int32x4_t acc[DMR][4];
-#pragma GCC unroll 4
+#pragma GCC unroll 3
         for (int i = 0; i < mr; i++)
             for (int j = 0; j < 4; j++) acc[i][j] = vdupq_n_s32(0);
         const int8_t *wg = v + (size_t)g * quads * 4 * QPANEL;
         const int8_t *ag = a + (size_t)g * quads * 4;
-#pragma GCC unroll 8
+#pragma GCC unroll 2
         for (int q = 0; q < quads; q++) {
             const int8_t *wq = wg + q * 4 * QPANEL;
             const int8x16_t w0 = vld1q_s8(wq), w1 = vld1q_s8(wq + 16), w2 = vld1q_s8(wq + 32),
                             w3 = vld1q_s8(wq + 48);
-#pragma GCC unroll 4
+#pragma GCC unroll 3
             for (int i = 0; i < mr; i++) {
-                const int8x16_t x = vcombine_s8(quad_d(ag + i * kpad + 4 * q),
-                                                quad_d(ag + i * kpad + 4 * q));
+                const int8x16_t x = quad_q(ag + i * kpad + 4 * q);
                 acc[i][0] = vdotq_s32(acc[i][0], w0, x);
                 acc[i][1] = vdotq_s32(acc[i][1], w1, x);
                 acc[i][2] = vdotq_s32(acc[i][2], w2, x);
                 acc[i][3] = vdotq_s32(acc[i][3], w3, x);
             }
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 3
         for (int i = 0; i < mr; i++) {
             const float x = c->inp_scale[(size_t)(r0 + i) * G + g];
             for (int j = 0; j < 4; j++)
                 sum[i][j] = group_step(sum[i][j], acc[i][j], s + (size_t)g * QPANEL + 4 * j, x);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 3
     for (int i = 0; i < mr; i++) store_row(c, r0 + i, p, sum[i]);
 }
 
@@ -185,7 +185,6 @@ DOTPROD_FN INLINE void dot_tile(const qmatmul_call *c, int r0, const int mr, int
     switch (mr) {                                         \
     case 1: dot_tile(c, r0, 1, p, fq); break;             \
     case 2: dot_tile(c, r0, 2, p, fq); break;             \
-    case 3: dot_tile(c, r0, 3, p, fq); break;             \
     default: dot_tile(c, r0, DMR, p, fq);                 \
     }
 
