@@ -29,7 +29,8 @@
 static const kernels_isa PATHS[] = {KERNELS_ISA_GENERIC,     KERNELS_ISA_AVX2,
                                     KERNELS_ISA_AVX512,      KERNELS_ISA_AVX512_VNNI,
                                     KERNELS_ISA_AVX_VNNI,    KERNELS_ISA_NEON,
-                                    KERNELS_ISA_AVX512_BF16};
+                                    KERNELS_ISA_AVX512_BF16, KERNELS_ISA_NEON_DOTPROD,
+                                    KERNELS_ISA_NEON_I8MM};
 #define NUM_PATHS (sizeof PATHS / sizeof PATHS[0])
 
 static void note_skipped(void) {

@@ -19,7 +19,8 @@
 
 static const kernels_isa PATHS[] = {KERNELS_ISA_GENERIC, KERNELS_ISA_AVX2, KERNELS_ISA_AVX512,
                                     KERNELS_ISA_AVX512_VNNI, KERNELS_ISA_VNNI_REFERENCE,
-                                    KERNELS_ISA_AVX_VNNI, KERNELS_ISA_NEON, KERNELS_ISA_AVX512_BF16};
+                                    KERNELS_ISA_AVX_VNNI, KERNELS_ISA_NEON, KERNELS_ISA_AVX512_BF16,
+                                    KERNELS_ISA_NEON_DOTPROD, KERNELS_ISA_NEON_I8MM};
 #define NUM_PATHS (sizeof PATHS / sizeof PATHS[0])
 
 static int path_runs(kernels_isa isa) {
@@ -127,6 +128,38 @@ Test(int8, every_path_gives_the_generic_bits_and_the_scheme) {
     for (size_t p = 1; p < NUM_PATHS; p++) path_runs(PATHS[p]);
 }
 
+/* Groups of other sizes than 32 (multiples of 4; vitc's files have none,
+ * other tools' may): neon-i8mm's octs take groups of 8k, and run smaller
+ * ones on the dotprod quads; every path gives the generic bits. */
+Test(int8, groups_of_other_sizes_give_the_generic_bits) {
+    const int shapes[][4] = {{3, 48, 20, 12}, {5, 64, 17, 16}, {4, 40, 16, 8}, {2, 24, 33, 4},
+                             {7, 96, 32, 24}};
+    uint32_t seed = 777;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int rows = shapes[s][0], cols = shapes[s][1], n = shapes[s][2], group = shapes[s][3];
+        const int groups = cols / group;
+        float *inp = malloc(sizeof(float) * rows * cols), *bias = malloc(sizeof(float) * n);
+        float *scales = malloc(sizeof(float) * n * groups);
+        float *want = malloc(sizeof(float) * rows * n), *got = malloc(sizeof(float) * rows * n);
+        signed char *w = malloc((size_t)n * cols);
+        for (int i = 0; i < rows * cols; i++) inp[i] = uniform(&seed) * (1 + i % 5);
+        for (int i = 0; i < n * cols; i++) w[i] = (signed char)(lcg(&seed) % 255 - 127);
+        for (int i = 0; i < n * groups; i++) scales[i] = 0.001f + 0.01f * (uniform(&seed) + 1);
+        for (int i = 0; i < n; i++) bias[i] = uniform(&seed);
+        run_layer(KERNELS_ISA_GENERIC, rows, cols, n, group, inp, w, scales, bias, NULL,
+                  KERNELS_ACT_NONE, 1, want);
+        for (size_t p = 1; p < NUM_PATHS; p++) {
+            if (!kernels_isa_supported(PATHS[p])) continue;
+            run_layer(PATHS[p], rows, cols, n, group, inp, w, scales, bias, NULL, KERNELS_ACT_NONE,
+                      1, got);
+            cr_assert(memcmp(got, want, sizeof(float) * rows * n) == 0,
+                      "%s differs from generic at %dx%d->%d, groups of %d",
+                      kernels_isa_name(PATHS[p]), rows, cols, n, group);
+        }
+        free(inp); free(bias); free(scales); free(want); free(got); free(w);
+    }
+}
+
 /* A NaN or infinity in a row makes that row's outputs NaN, never a number,
  * and leaves the other rows alone (one group of 32 each here). */
 Test(int8, non_finite_rows_stay_non_finite) {
@@ -188,9 +221,12 @@ Test(int8, one_layer_matches_the_pytorch_emulation) {
             float inp_scale[64 * 4], y[64 * 64];
             const kernels_threads th = {.count = 1, .gemm = KERNELS_GEMM_VITC};
             quantize_forward(qinp, inp_scale, x, rows, K, q, th);
+            /* activations: u8 q + 128 (VNNI), s8 q (NEON), int16 q (generic, avx2) */
             const int quads = PATHS[p] == KERNELS_ISA_AVX512_VNNI || PATHS[p] == KERNELS_ISA_VNNI_REFERENCE ||
                               PATHS[p] == KERNELS_ISA_AVX_VNNI || PATHS[p] == KERNELS_ISA_AVX512_BF16;
-            const int kpad = (K + 3) / 4 * 4;
+            const int bytes = PATHS[p] == KERNELS_ISA_NEON || PATHS[p] == KERNELS_ISA_NEON_DOTPROD ||
+                              PATHS[p] == KERNELS_ISA_NEON_I8MM;
+            const int kpad = (K + 3) / 4 * 4; /* also the octs' (K a multiple of 8) */
             const int groups = K / group;
             for (int r = 0; r < rows; r++) {
                 for (int g = 0; g < groups; g++)
@@ -199,8 +235,9 @@ Test(int8, one_layer_matches_the_pytorch_emulation) {
                               "K %d row %d group %d: scale %.9g, PyTorch %.9g", K, r, g,
                               inp_scale[r * groups + g], want_scale[r * groups + g]);
                 for (int k = 0; k < K; k++) {
-                    const int got = quads ? ((const unsigned char *)qinp)[r * kpad + k] - 128
-                                          : ((const short *)qinp)[r * kpad + k];
+                    const int got = quads   ? ((const unsigned char *)qinp)[r * kpad + k] - 128
+                                    : bytes ? ((const signed char *)qinp)[r * kpad + k]
+                                            : ((const short *)qinp)[r * kpad + k];
                     cr_assert_eq(got, ((const signed char *)xq->data)[r * K + k],
                                  "K %d row %d col %d: quantised to %d", K, r, k, got);
                 }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels.h"
 #include "test_util.h"
 #include "vit.h"
 
@@ -240,6 +241,58 @@ Test(packed, another_layout_is_packed_again_with_one_line) {
     free(b);
     free(c);
     remove(out);
+}
+
+/* The int8 layouts across paths (issue 30): a copy packed on any path
+ * loads on any other this CPU runs with the same bits; the NEON paths but
+ * i8mm map the VNNI quads as they are (one layout, x86-64 or aarch64), and
+ * i8mm's octs are packed again at load elsewhere, silently. On x86-64 the
+ * loop is the portable paths'; under qemu -cpu max every NEON one. */
+Test(packed, int8_copies_load_on_every_path_with_the_same_bits, .timeout = 600) {
+    static const char *const ISAS[] = {"generic", "vnni-reference", "neon", "neon-dotprod",
+                                       "neon-i8mm"};
+    const size_t count = sizeof ISAS / sizeof *ISAS;
+    const char *name = "timm_d128_h2";
+    float *want = NULL;
+    size_t n = 0;
+    for (size_t p = 0; p < count; p++) {
+        kernels_isa packed_isa, isa;
+        vit_error err;
+        if (kernels_isa_choose(ISAS[p], &packed_isa, &err) != VIT_OK) continue;
+        const vit_load_options packer = {.isa = ISAS[p]};
+        char out[512];
+        tmp_path(out, sizeof out, name, ISAS[p]);
+        vit_model *m;
+        cr_assert(vit_model_load(FIXTURES "timm_d128_h2", &packer, &m, &err) == VIT_OK, "%s",
+                  err.message);
+        cr_assert(vit_model_quantize(m, WEIGHTS_QUANT_INT8, 1, out, &err) == VIT_OK, "%s", err.message);
+        vit_model_free(m);
+        for (size_t l = 0; l < count; l++) {
+            if (kernels_isa_choose(ISAS[l], &isa, &err) != VIT_OK) continue;
+            const vit_load_options loader = {.isa = ISAS[l]};
+            float *got;
+            char notes[1024];
+            n = forward(name, out, &loader, &got, notes, sizeof notes);
+            cr_expect(strstr(notes, "packed for another") == NULL, "%s on %s: %s", ISAS[p],
+                      ISAS[l], notes);
+            if (!want) want = got;
+            else {
+                cr_expect(memcmp(got, want, n * sizeof(float)) == 0,
+                          "packed on %s, run on %s: other logits", ISAS[p], ISAS[l]);
+                free(got);
+            }
+            if (strcmp(kernels_qmatrix_layout(isa), kernels_qmatrix_layout(packed_isa)) == 0) {
+                vit_model *loaded;
+                cr_assert(vit_model_load(out, &loader, &loaded, &err) == VIT_OK, "%s", err.message);
+                cr_expect(strcmp(vit_model_packing(loaded), "mapped from the file") == 0,
+                          "packed on %s, loaded on %s (one layout): %s", ISAS[p], ISAS[l],
+                          vit_model_packing(loaded));
+                vit_model_free(loaded);
+            }
+        }
+        remove(out);
+    }
+    free(want);
 }
 
 Test(packed, a_part_that_does_not_fit_its_layout_refuses_the_load) {

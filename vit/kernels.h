@@ -55,12 +55,21 @@ typedef enum kernels_isa {
      * the u8 x s8 quads of avx512vnni, 8 columns a register. */
     KERNELS_ISA_AVX_VNNI,
     /* aarch64 NEON (always there on aarch64 Linux): fp32 6 x 16 vfmaq
-     * tiles; int8 as generic for now */
+     * tiles; int8 smull/smlal/sadalp on the s8 quads of avx512vnni (the
+     * u8 activations turned back into s8) */
     KERNELS_ISA_NEON,
     /* AVX-512 VNNI + AVX512_BF16 (Zen 4/5, Cooper Lake, Sapphire Rapids):
      * fp32 and int8 as avx512vnni; bf16 files' linear layers on vdpbf16ps
      * (kernels_bf16.h), the bits every other path computes with fmas */
     KERNELS_ISA_AVX512_BF16,
+    /* NEON + FEAT_DotProd (HWCAP_ASIMDDP: Cortex-A55/A76 on, Pi 5, Graviton
+     * 2+): fp32 as neon; int8 sdot on the same quads, 16 products an
+     * instruction */
+    KERNELS_ISA_NEON_DOTPROD,
+    /* NEON + FEAT_I8MM (HWCAP2_I8MM: Cortex-A510/A710 on, Graviton 3+):
+     * fp32 as neon; int8 smmla (2 rows x 2 columns x 8 k an instruction)
+     * on its own layout, 8 k of 2 columns together */
+    KERNELS_ISA_NEON_I8MM,
     KERNELS_ISA_COUNT
 } kernels_isa;
 

@@ -170,7 +170,9 @@ static bgemm_panels_fn *path_of(kernels_isa isa) {
     case KERNELS_ISA_AVX_VNNI:
     case KERNELS_ISA_AVX512:
     case KERNELS_ISA_AVX512_VNNI: return bgemm_panels_avx2;
-    case KERNELS_ISA_NEON: return bgemm_panels_neon;
+    case KERNELS_ISA_NEON:
+    case KERNELS_ISA_NEON_DOTPROD:
+    case KERNELS_ISA_NEON_I8MM: return bgemm_panels_neon;
     default: return bgemm_panels_generic;
     }
 }

@@ -154,7 +154,9 @@ const kernels_path *kernels_path_of(kernels_isa isa) {
     case KERNELS_ISA_AVX512:
     case KERNELS_ISA_AVX512_VNNI:
     case KERNELS_ISA_AVX512_BF16: return &kernels_path_avx512;
-    case KERNELS_ISA_NEON: return &kernels_path_neon;
+    case KERNELS_ISA_NEON:
+    case KERNELS_ISA_NEON_DOTPROD:
+    case KERNELS_ISA_NEON_I8MM: return &kernels_path_neon;
     default: return &kernels_path_generic;
     }
 }

@@ -10,6 +10,15 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #endif
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP /* the kernel's bits (arch/arm64/include/uapi/asm/hwcap.h) */
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1UL << 13)
+#endif
+#endif
 #include <math.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -19,11 +28,12 @@
 #include "kernels_parallel.h"
 
 static const char *const ISA_NAMES[KERNELS_ISA_COUNT] = {
-    "generic", "avx2", "avx512", "avx512vnni", "vnni-reference", "avxvnni", "neon", "avx512bf16"};
+    "generic", "avx2",       "avx512",       "avx512vnni", "vnni-reference",
+    "avxvnni", "neon",       "avx512bf16",   "neon-dotprod", "neon-i8mm"};
 
 const char *kernels_isa_choices(void) {
 #if defined(__aarch64__)
-    return "generic|neon";
+    return "generic|neon|neon-dotprod|neon-i8mm";
 #else
     return "generic|avx2|avxvnni|avx512|avx512vnni|avx512bf16";
 #endif
@@ -72,6 +82,10 @@ int kernels_isa_supported(kernels_isa isa) {
 #endif
 #if defined(__aarch64__)
     case KERNELS_ISA_NEON: return 1; /* Advanced SIMD is part of the AArch64 base */
+    /* What the kernel reports the CPU (and itself) supports: the ID
+     * registers are not readable from user space everywhere. */
+    case KERNELS_ISA_NEON_DOTPROD: return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+    case KERNELS_ISA_NEON_I8MM: return (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0;
 #endif
     default: return 0;
     }
@@ -79,7 +93,9 @@ int kernels_isa_supported(kernels_isa isa) {
 
 vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *err) {
     if (!forced || !*forced || strcmp(forced, "auto") == 0) {
-        *isa = kernels_isa_supported(KERNELS_ISA_NEON)        ? KERNELS_ISA_NEON
+        *isa = kernels_isa_supported(KERNELS_ISA_NEON_I8MM)   ? KERNELS_ISA_NEON_I8MM
+               : kernels_isa_supported(KERNELS_ISA_NEON_DOTPROD) ? KERNELS_ISA_NEON_DOTPROD
+               : kernels_isa_supported(KERNELS_ISA_NEON)      ? KERNELS_ISA_NEON
                : kernels_isa_supported(KERNELS_ISA_AVX512_BF16) ? KERNELS_ISA_AVX512_BF16
                : kernels_isa_supported(KERNELS_ISA_AVX512_VNNI) ? KERNELS_ISA_AVX512_VNNI
                : kernels_isa_supported(KERNELS_ISA_AVX512)    ? KERNELS_ISA_AVX512
@@ -105,20 +121,37 @@ vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *e
                                  "VITC_ISA=%s: this CPU cannot run it (it runs: %s)", forced, have);
     return vit_error_set(err, VIT_E_UNSUPPORTED,
                          "VITC_ISA=%.40s: unknown (auto, generic, avx2, avx512, avx512vnni, "
-                         "vnni-reference, avxvnni, neon, avx512bf16)",
+                         "vnni-reference, avxvnni, neon, avx512bf16, neon-dotprod, neon-i8mm)",
                          forced);
 }
 
 kernels_isa kernels_isa_int8(kernels_isa isa) {
-    if (isa == KERNELS_ISA_NEON) return KERNELS_ISA_GENERIC; /* no NEON int8 kernel yet */
     if (isa == KERNELS_ISA_AVX512_BF16) return KERNELS_ISA_AVX512_VNNI;
     return isa == KERNELS_ISA_AVX512 ? KERNELS_ISA_AVX2 : isa;
 }
 
+/* The s8 quads with their offsets (kernels_int8.h): the VNNI paths' and
+ * the NEON ones' but i8mm's. */
 static int quad_layout(kernels_isa isa) {
     isa = kernels_isa_int8(isa); /* avx512bf16 packs as avx512vnni */
     return isa == KERNELS_ISA_AVX512_VNNI || isa == KERNELS_ISA_VNNI_REFERENCE ||
-           isa == KERNELS_ISA_AVX_VNNI;
+           isa == KERNELS_ISA_AVX_VNNI || isa == KERNELS_ISA_NEON ||
+           isa == KERNELS_ISA_NEON_DOTPROD;
+}
+
+/* smmla's s8 octs: [panels][kpad/8][QPANEL][8], kpad a multiple of 8, no offsets. */
+static int oct_layout(kernels_isa isa) { return isa == KERNELS_ISA_NEON_I8MM; }
+
+/* One byte a weight (quads, octs), else int16 pairs. */
+static int byte_layout(kernels_isa isa) { return quad_layout(isa) || oct_layout(isa); }
+
+/* Activations as bytes: q + 128 for vpdpbusd's u8 (ACT_U8), q itself for
+ * the NEON kernels' signed products (ACT_S8), else int16 (ACT_S16). */
+enum { ACT_S16, ACT_U8, ACT_S8 };
+static int act_format(kernels_isa isa) {
+    if (isa == KERNELS_ISA_NEON || isa == KERNELS_ISA_NEON_DOTPROD || isa == KERNELS_ISA_NEON_I8MM)
+        return ACT_S8;
+    return quad_layout(isa) ? ACT_U8 : ACT_S16;
 }
 
 /* 64-byte aligned and zeroed (padding weights and sums must be 0). */
@@ -136,8 +169,11 @@ static int qmatrix_shape(kernels_qmatrix *w, int rows, int cols, int group, kern
         (unsigned)isa >= KERNELS_ISA_COUNT || cols > (1 << 16))
         return 0;
     *w = (kernels_qmatrix){.isa = kernels_isa_int8(isa), .rows = rows, .cols = cols, .group = group};
-    w->kpad = (cols + 3) / 4 * 4;
     w->groups = cols / group;
+    /* smmla takes 8 k at a time: groups of another multiple of 4 (no vitc
+     * file has them) run on the dotprod quads, which every I8MM CPU has. */
+    if (oct_layout(w->isa) && w->groups > 1 && group % 8 != 0) w->isa = KERNELS_ISA_NEON_DOTPROD;
+    w->kpad = oct_layout(w->isa) ? (cols + 7) / 8 * 8 : (cols + 3) / 4 * 4;
     /* Padding lands in the last group; a group of 4k stays 4k. */
     w->kgroup = w->groups == 1 ? w->kpad : group;
     w->panels = (rows + QPANEL - 1) / QPANEL;
@@ -153,11 +189,11 @@ kernels_qmatrix *kernels_qmatrix_create(int rows, int cols, int group, kernels_i
     if (!w) return NULL;
     *w = shape;
     const size_t slots = (size_t)w->panels * QPANEL;
-    const size_t value_bytes = slots * w->kpad * (quad_layout(isa) ? 1 : 2);
+    const size_t value_bytes = slots * w->kpad * (byte_layout(w->isa) ? 1 : 2);
     w->values = alloc_zeroed(value_bytes);
     w->scales = alloc_zeroed(slots * w->groups * sizeof(float));
-    w->offsets = quad_layout(isa) ? alloc_zeroed(slots * w->groups * sizeof(int32_t)) : NULL;
-    if (!w->values || !w->scales || (quad_layout(isa) && !w->offsets)) {
+    w->offsets = quad_layout(w->isa) ? alloc_zeroed(slots * w->groups * sizeof(int32_t)) : NULL;
+    if (!w->values || !w->scales || (quad_layout(w->isa) && !w->offsets)) {
         kernels_qmatrix_free(w);
         return NULL;
     }
@@ -169,6 +205,8 @@ static size_t packed_index(const kernels_qmatrix *w, int n, int k) {
     const size_t panel = (size_t)(n / QPANEL), c = (size_t)(n % QPANEL);
     if (quad_layout(w->isa))
         return ((panel * (w->kpad / 4) + (size_t)(k / 4)) * QPANEL + c) * 4 + (size_t)(k % 4);
+    if (oct_layout(w->isa))
+        return ((panel * (w->kpad / 8) + (size_t)(k / 8)) * QPANEL + c) * 8 + (size_t)(k % 8);
     return ((panel * (w->kpad / 2) + (size_t)(k / 2)) * QPANEL + c) * 2 + (size_t)(k % 2);
 }
 
@@ -183,7 +221,7 @@ void kernels_qmatrix_set_rows(kernels_qmatrix *w, int first_row, int count,
         const int n = first_row + i;
         const signed char *row = values + (size_t)i * w->cols;
         for (int k = 0; k < w->cols; k++) {
-            if (quad_layout(w->isa))
+            if (byte_layout(w->isa))
                 ((int8_t *)w->values)[packed_index(w, n, k)] = (int8_t)row[k];
             else
                 ((int16_t *)w->values)[packed_index(w, n, k)] = (int16_t)row[k];
@@ -202,7 +240,7 @@ void kernels_qmatrix_to_f32(const kernels_qmatrix *w, float *dst) {
     for (int n = 0; n < w->rows; n++)
         for (int k = 0; k < w->cols; k++) {
             const size_t at = packed_index(w, n, k);
-            const int q = quad_layout(w->isa) ? ((const int8_t *)w->values)[at]
+            const int q = byte_layout(w->isa) ? ((const int8_t *)w->values)[at]
                                               : ((const int16_t *)w->values)[at];
             dst[(size_t)n * w->cols + k] = (float)q * w->scales[group_index(w, n, k / w->group)];
         }
@@ -212,7 +250,7 @@ kernels_isa kernels_qmatrix_isa(const kernels_qmatrix *w) { return w->isa; }
 
 size_t kernels_qmatrix_bytes(const kernels_qmatrix *w) {
     const size_t slots = (size_t)w->panels * QPANEL;
-    return slots * w->kpad * (quad_layout(w->isa) ? 1 : 2) +
+    return slots * w->kpad * (byte_layout(w->isa) ? 1 : 2) +
            slots * w->groups * (sizeof(float) + (w->offsets ? sizeof(int32_t) : 0));
 }
 
@@ -226,19 +264,23 @@ void kernels_qmatrix_free(kernels_qmatrix *w) {
     free(w);
 }
 
-/* The pairs' version 1 and the quads' version 2 (kernels_int8.h): parts
- * values, scales and, for the quads, offsets (-128 x each group's weight
- * sum; version 1 held the sums themselves), in panels of 16 outputs. */
+/* The pairs' version 1, the quads' version 2 and the octs' version 1
+ * (kernels_int8.h): parts values, scales and, for the quads, offsets (-128
+ * x each group's weight sum; version 1 held the sums themselves), in
+ * panels of 16 outputs. The NEON paths but i8mm share the x86 VNNI
+ * paths' quads (their activations differ, their weights not), so one
+ * packed file maps on both. */
 const char *kernels_qmatrix_layout(kernels_isa isa) {
-    return quad_layout(kernels_isa_int8(isa)) ? "qmatrix-u8s8-quad-panel16-v2"
-                                              : "qmatrix-s16-pair-panel16-v1";
+    isa = kernels_isa_int8(isa);
+    if (oct_layout(isa)) return "qmatrix-s8-oct-panel16-v1";
+    return quad_layout(isa) ? "qmatrix-u8s8-quad-panel16-v2" : "qmatrix-s16-pair-panel16-v1";
 }
 
 void kernels_qmatrix_parts(const kernels_qmatrix *w, kernels_packed *out) {
     const size_t slots = (size_t)w->panels * QPANEL;
     *out = (kernels_packed){.count = w->offsets ? 3 : 2,
                             .part = {w->values, w->scales, w->offsets},
-                            .bytes = {slots * w->kpad * (quad_layout(w->isa) ? 1 : 2),
+                            .bytes = {slots * w->kpad * (byte_layout(w->isa) ? 1 : 2),
                                       slots * w->groups * sizeof(float),
                                       w->offsets ? slots * w->groups * sizeof(int32_t) : 0}};
 }
@@ -329,19 +371,21 @@ static inline float quantized(float x, float inv) {
     return v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
 }
 
-/* Values x[0 .. len) of a row, at k = first onward, into the int16 layout
- * (or the u8 one, q + 128); returns their scale. */
+/* Values x[0 .. len) of a row, at k = first onward, into activation
+ * format `format` (act_format: int16 q, u8 q + 128 or s8 q); returns
+ * their scale. */
 static inline __attribute__((always_inline)) float quantize_span(const float *x, int len,
-                                                                 int first, int quads,
+                                                                 int first, int format,
                                                                  void *dst) {
     int finite;
     const float max_abs = row_max_abs(x, len, &finite);
     /* Non-finite values: a NaN scale (the outputs become NaN) over zeros. */
     const float inv = finite ? qinv(max_abs) : 0.0f;
-    if (quads) {
+    if (format != ACT_S16) { /* s8 as its two's complement byte */
+        const int zero = format == ACT_U8 ? 128 : 0;
         uint8_t *q = (uint8_t *)dst + first;
         for (int k = 0; k < len; k++)
-            q[k] = finite ? (uint8_t)(int)(quantized(x[k], inv) + 128.0f) : 128;
+            q[k] = (uint8_t)(finite ? (int)(quantized(x[k], inv) + (float)zero) : zero);
     } else {
         int16_t *q = (int16_t *)dst + first;
         for (int k = 0; k < len; k++) q[k] = finite ? (int16_t)quantized(x[k], inv) : 0;
@@ -353,12 +397,12 @@ static inline __attribute__((always_inline)) float quantize_span(const float *x,
 /* Groups of 32 (every layer of a vitc int8 file but rows of other widths)
  * with the length known to the compiler, which then vectorises the group
  * whole: a third of the time of the general loop on fc2's inputs. */
-static float quantize_span32(const float *x, int first, int quads, void *dst) {
-    return quantize_span(x, 32, first, quads, dst);
+static float quantize_span32(const float *x, int first, int format, void *dst) {
+    return quantize_span(x, 32, first, format, dst);
 }
 
-static float quantize_span_any(const float *x, int len, int first, int quads, void *dst) {
-    return quantize_span(x, len, first, quads, dst);
+static float quantize_span_any(const float *x, int len, int first, int format, void *dst) {
+    return quantize_span(x, len, first, format, dst);
 }
 
 int kernels_qmatrix_groups(const kernels_qmatrix *w) { return w->groups; }
@@ -379,15 +423,15 @@ static inline float quantize_group(kernels_isa isa, const float *x, int len, int
         break;
     default: break;
     }
-    const int quads = quad_layout(isa);
-    return len == 32 ? quantize_span32(x, first, quads, dst)
-                     : quantize_span_any(x, len, first, quads, dst);
+    const int format = act_format(isa);
+    return len == 32 ? quantize_span32(x, first, format, dst)
+                     : quantize_span_any(x, len, first, format, dst);
 }
 
 void quantize_forward(void *qinp, float *inp_scale, const float *inp, int rows, int cols,
                       const kernels_qmatrix *weight, kernels_threads th) {
-    const int kpad = weight->kpad, quads = quad_layout(weight->isa), groups = weight->groups;
-    const size_t row_bytes = (size_t)kpad * (quads ? 1 : 2);
+    const int kpad = weight->kpad, format = act_format(weight->isa), groups = weight->groups;
+    const size_t row_bytes = (size_t)kpad * (format != ACT_S16 ? 1 : 2);
     PARALLEL_FOR(for (int r = 0; r < rows; r++) {
         char *dst = (char *)qinp + r * row_bytes;
         const float *row = inp + (size_t)r * cols;
@@ -396,7 +440,7 @@ void quantize_forward(void *qinp, float *inp_scale, const float *inp, int rows, 
             inp_scale[(size_t)r * groups + g] =
                 quantize_group(weight->isa, row + g * group, group, g * group, dst);
         for (int k = cols; k < kpad; k++) { /* padding: q = 0 */
-            if (quads) ((uint8_t *)dst)[k] = 128;
+            if (format != ACT_S16) ((uint8_t *)dst)[k] = format == ACT_U8 ? 128 : 0;
             else ((int16_t *)dst)[k] = 0;
         }
     });
@@ -483,8 +527,8 @@ void qpanel_vnni_reference(const qmatmul_call *c, int first, int count) {
 
 /* By int8 path (kernels_isa_int8: never KERNELS_ISA_AVX512, whose slot is avx2's). */
 static qpanel_kernel *const PANEL_KERNELS[KERNELS_ISA_COUNT] = {
-    qpanel_generic, qpanel_avx2, qpanel_avx2, qpanel_avx512_vnni, qpanel_vnni_reference,
-    qpanel_avx_vnni, qpanel_generic, qpanel_avx512_vnni};
+    qpanel_generic,  qpanel_avx2, qpanel_avx2,        qpanel_avx512_vnni,  qpanel_vnni_reference,
+    qpanel_avx_vnni, qpanel_neon, qpanel_avx512_vnni, qpanel_neon_dotprod, qpanel_neon_i8mm};
 
 void qmatmul_forward(float *out, const float *residual, const void *qinp,
                      const float *inp_scale, const kernels_qmatrix *weight, const float *bias,

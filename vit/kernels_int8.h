@@ -1,7 +1,8 @@
 /* kernels_int8.h — inside the int8 kernels: the packed layouts and the
  * per-path panel kernels (kernels_int8.c dispatches; the AVX2, AVX-VNNI and
- * AVX-512 files are compiled for their instruction sets and called only on
- * CPUs that have them). Internal to the kernel layer.
+ * AVX-512 files, and the DotProd and I8MM code of kernels_int8_neon.c, are
+ * compiled for their instruction sets and called only on CPUs that have
+ * them). Internal to the kernel layer.
  *
  * Layouts, for output columns (weight rows) in panels of QPANEL:
  *   int16 pairs (generic, avx2): values int16 [panels][kpad/2][QPANEL][2],
@@ -9,9 +10,14 @@
  *   u8 x s8 quads (avx512vnni, avxvnni, vnni-reference): values int8
  *     [panels][kpad/4][QPANEL][4], activations uint8 [rows][kpad] holding
  *     q + 128, and offsets -128 times each group's weight sum, the int32
- *     sums' starting value: offset + sum (q + 128) w = sum q w, exactly.
+ *     sums' starting value: offset + sum (q + 128) w = sum q w, exactly;
+ *     the NEON paths (neon, neon-dotprod) take the same weights with
+ *     activations int8 [rows][kpad] holding q (signed products need no
+ *     offset);
+ *   s8 octs (neon-i8mm, smmla): values int8 [panels][kpad/8][QPANEL][8],
+ *     activations int8 q [rows][kpad], kpad a multiple of 8; no offsets.
  * scales and offsets are [panels][groups][QPANEL]; kpad is cols rounded up
- * to a multiple of 4 (padding weights are 0), and a group whose size is
+ * to a multiple of 4 (of 8 for octs; padding weights are 0), and a group whose size is
  * the whole row covers kpad.
  *
  * Every path computes each output element the same way (the generic C is
@@ -64,6 +70,8 @@ qpanel_kernel qpanel_generic, qpanel_vnni_reference;
 qpanel_kernel qpanel_avx2;        /* kernels_int8_avx2.c */
 qpanel_kernel qpanel_avx_vnni;    /* kernels_int8_avxvnni.c */
 qpanel_kernel qpanel_avx512_vnni; /* kernels_int8_avx512.c */
+/* kernels_int8_neon.c: s8 activations; quads (neon, dotprod), octs (i8mm) */
+qpanel_kernel qpanel_neon, qpanel_neon_dotprod, qpanel_neon_i8mm;
 
 /* The activation of rows r0 .. r0 + rows - 1, columns first .. first + n
  * - 1 of c->out, in place, on path's row kernels (kernels_int8.c). */
