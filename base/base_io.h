@@ -12,8 +12,8 @@
  * first: the rename would replace it (as root, /dev/null itself).
  *
  *     base_atomic_file *f;
- *     if (base_atomic_open("out.npy", &f, &err) == VIT_OK &&
- *         base_atomic_write(f, bytes, n, &err) == VIT_OK)
+ *     if (base_atomic_open("out.npy", &f, &err) == BASE_OK &&
+ *         base_atomic_write(f, bytes, n, &err) == BASE_OK)
  *         status = base_atomic_commit(f, &err);   // renamed into place
  *     else
  *         base_atomic_abort(f);                   // nothing left behind
@@ -25,14 +25,14 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "vit_error.h"
+#include "base_error.h"
 
 /* Reads a whole text file of at most max_bytes into *text (NUL-terminated,
  * caller frees). With missing non-NULL, a file that does not exist sets
- * *missing and returns VIT_OK; otherwise it is VIT_E_IO. Directories and
+ * *missing and returns BASE_OK; otherwise it is BASE_E_IO. Directories and
  * files with NUL bytes are refused. */
-vit_status base_read_text_file(const char *path, size_t max_bytes, char **text, int *missing,
-                               vit_error *err);
+base_status base_read_text_file(const char *path, size_t max_bytes, char **text, int *missing,
+                               base_error *err);
 
 /* fd, opened with O_NONBLOCK so that open(2) of a FIFO cannot wait for a
  * writer, as a stdio stream whose reads block again (a pipe with a writer
@@ -50,14 +50,14 @@ typedef struct base_atomic_file base_atomic_file;
 /* Whether path may be replaced by a finished file renamed over it: it does
  * not exist, or is a regular file or a symbolic link (the link is replaced,
  * its target left alone). A device, FIFO, socket or directory is refused. */
-vit_status base_output_replaceable(const char *path, vit_error *err);
+base_status base_output_replaceable(const char *path, base_error *err);
 
 /* Creates the temporary file for path (mode 0666 minus umask), after
  * base_output_replaceable. */
-vit_status base_atomic_open(const char *path, base_atomic_file **out, vit_error *err);
+base_status base_atomic_open(const char *path, base_atomic_file **out, base_error *err);
 
 /* Appends size bytes. */
-vit_status base_atomic_write(base_atomic_file *f, const void *bytes, size_t size, vit_error *err);
+base_status base_atomic_write(base_atomic_file *f, const void *bytes, size_t size, base_error *err);
 
 /* The file as a stdio stream, for writers that format as they go (created
  * on the first call; from then on write through it only). */
@@ -65,14 +65,14 @@ FILE *base_atomic_stream(base_atomic_file *f);
 
 /* Flushes, syncs and renames the file into place (and syncs its directory),
  * and frees f, also on failure, when the temporary file is removed. */
-vit_status base_atomic_commit(base_atomic_file *f, vit_error *err);
+base_status base_atomic_commit(base_atomic_file *f, base_error *err);
 
 /* Removes the temporary file and frees f; NULL is allowed. */
 void base_atomic_abort(base_atomic_file *f);
 
 /* Writes bytes to path atomically. */
-vit_status base_write_file_atomic(const char *path, const void *bytes, size_t size,
-                                  vit_error *err);
+base_status base_write_file_atomic(const char *path, const void *bytes, size_t size,
+                                  base_error *err);
 
 /* Unsigned integers stored little- or big-endian at p. */
 static inline uint16_t base_le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }

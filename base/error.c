@@ -1,9 +1,9 @@
-#include "vit_error.h"
+#include "base_error.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 
-vit_status vit_error_set(vit_error *err, vit_status code, const char *fmt, ...) {
+base_status base_error_set(base_error *err, base_status code, const char *fmt, ...) {
     if (err) {
         va_list ap;
         va_start(ap, fmt);
@@ -14,16 +14,16 @@ vit_status vit_error_set(vit_error *err, vit_status code, const char *fmt, ...) 
     return code;
 }
 
-const char *vit_status_name(vit_status code) {
+const char *base_status_name(base_status code) {
     switch (code) {
-    case VIT_OK: return "ok";
-    case VIT_E_IO: return "I/O error";
-    case VIT_E_FORMAT: return "bad format";
-    case VIT_E_SHAPE: return "shape mismatch";
-    case VIT_E_UNSUPPORTED: return "unsupported";
-    case VIT_E_NOMEM: return "out of memory";
-    case VIT_E_ARG: return "invalid argument";
-    case VIT_E_LIMIT: return "limit exceeded";
+    case BASE_OK: return "ok";
+    case BASE_E_IO: return "I/O error";
+    case BASE_E_FORMAT: return "bad format";
+    case BASE_E_SHAPE: return "shape mismatch";
+    case BASE_E_UNSUPPORTED: return "unsupported";
+    case BASE_E_NOMEM: return "out of memory";
+    case BASE_E_ARG: return "invalid argument";
+    case BASE_E_LIMIT: return "limit exceeded";
     }
     return "unknown error";
 }

@@ -25,8 +25,8 @@ FILE *base_fdopen_blocking(int fd) {
     return fdopen(fd, "rb");
 }
 
-vit_status base_read_text_file(const char *path, size_t max_bytes, char **text, int *missing,
-                               vit_error *err) {
+base_status base_read_text_file(const char *path, size_t max_bytes, char **text, int *missing,
+                               base_error *err) {
     *text = NULL;
     if (missing) *missing = 0;
     /* O_NONBLOCK: opening a FIFO with no writer must not hang; reads block
@@ -36,23 +36,23 @@ vit_status base_read_text_file(const char *path, size_t max_bytes, char **text, 
         const int e = errno;
         if (e == ENOENT && missing) {
             *missing = 1;
-            return VIT_OK;
+            return BASE_OK;
         }
-        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
+        return base_error_set(err, BASE_E_IO, "%s: cannot open (%s)", path, strerror(e));
     }
     struct stat sb;
     const int stated = fstat(fd, &sb) == 0;
     if (!stated || S_ISDIR(sb.st_mode)) {
         const int dir = stated;
         close(fd);
-        return vit_error_set(err, VIT_E_IO, "%s: %s", path, dir ? "a directory, not a file"
+        return base_error_set(err, BASE_E_IO, "%s: %s", path, dir ? "a directory, not a file"
                                                                  : "cannot read its status");
     }
     FILE *f = base_fdopen_blocking(fd);
     if (!f) {
         const int e = errno;
         close(fd);
-        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
+        return base_error_set(err, BASE_E_IO, "%s: cannot open (%s)", path, strerror(e));
     }
     /* Sized by the file, not the cap, and grown while reading (the file may
      * be a pipe or grow), so a generous cap costs nothing. */
@@ -77,23 +77,23 @@ vit_status base_read_text_file(const char *path, size_t max_bytes, char **text, 
         }
     }
     fclose(f);
-    if (!buf) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
+    if (!buf) return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", path);
     if (failed) {
         free(buf);
-        return vit_error_set(err, VIT_E_IO, "%s: read error", path);
+        return base_error_set(err, BASE_E_IO, "%s: read error", path);
     }
     if (len > max_bytes) {
         free(buf);
-        return vit_error_set(err, VIT_E_LIMIT, "%s: larger than the limit of %zu bytes", path,
+        return base_error_set(err, BASE_E_LIMIT, "%s: larger than the limit of %zu bytes", path,
                              max_bytes);
     }
     buf[len] = '\0';
     if (strlen(buf) != len) {
         free(buf);
-        return vit_error_set(err, VIT_E_FORMAT, "%s: contains NUL bytes, not text", path);
+        return base_error_set(err, BASE_E_FORMAT, "%s: contains NUL bytes, not text", path);
     }
     *text = buf;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 
@@ -105,28 +105,28 @@ struct base_atomic_file {
     char *path, *tmp;
 };
 
-static vit_status io_fail(vit_error *err, const char *path, const char *what, int e) {
-    return vit_error_set(err, VIT_E_IO, "%s: %s: %s", path, what, strerror(e));
+static base_status io_fail(base_error *err, const char *path, const char *what, int e) {
+    return base_error_set(err, BASE_E_IO, "%s: %s: %s", path, what, strerror(e));
 }
 
-vit_status base_output_replaceable(const char *path, vit_error *err) {
+base_status base_output_replaceable(const char *path, base_error *err) {
     struct stat st;
-    if (lstat(path, &st) != 0 || S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) return VIT_OK;
-    return vit_error_set(err, VIT_E_IO, "%s: is %s; outputs are written beside it and renamed "
+    if (lstat(path, &st) != 0 || S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) return BASE_OK;
+    return base_error_set(err, BASE_E_IO, "%s: is %s; outputs are written beside it and renamed "
                          "over it, which would replace it: name a file", path,
                          base_file_kind(st.st_mode));
 }
 
-vit_status base_atomic_open(const char *path, base_atomic_file **out, vit_error *err) {
+base_status base_atomic_open(const char *path, base_atomic_file **out, base_error *err) {
     *out = NULL;
-    vit_status replaceable = base_output_replaceable(path, err);
-    if (replaceable != VIT_OK) return replaceable;
+    base_status replaceable = base_output_replaceable(path, err);
+    if (replaceable != BASE_OK) return replaceable;
     base_atomic_file *f = calloc(1, sizeof *f);
     const size_t size = strlen(path) + 48;
     if (!f || !(f->tmp = malloc(size)) || !(f->path = strdup(path))) {
         if (f) free(f->tmp);
         free(f);
-        return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
+        return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", path);
     }
     /* O_EXCL with a pid-based name: a stale file from a crashed process that
      * had our pid just moves us to the next number. */
@@ -144,10 +144,10 @@ vit_status base_atomic_open(const char *path, base_atomic_file **out, vit_error 
         return io_fail(err, path, "cannot create a temporary file beside it", e);
     }
     *out = f;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status base_atomic_write(base_atomic_file *f, const void *bytes, size_t size, vit_error *err) {
+base_status base_atomic_write(base_atomic_file *f, const void *bytes, size_t size, base_error *err) {
     const char *p = bytes;
     while (size > 0) {
         const ssize_t w = write(f->fd, p, size);
@@ -156,7 +156,7 @@ vit_status base_atomic_write(base_atomic_file *f, const void *bytes, size_t size
         p += w;
         size -= (size_t)w;
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Makes the rename itself durable; not every filesystem allows fsync on a
@@ -192,7 +192,7 @@ void base_atomic_abort(base_atomic_file *f) {
     atomic_free(f);
 }
 
-vit_status base_atomic_commit(base_atomic_file *f, vit_error *err) {
+base_status base_atomic_commit(base_atomic_file *f, base_error *err) {
     const char *failed = NULL;
     int e = 0;
     if (f->stream && (fflush(f->stream) != 0 || ferror(f->stream))) {
@@ -212,7 +212,7 @@ vit_status base_atomic_commit(base_atomic_file *f, vit_error *err) {
         failed = "cannot rename the temporary file into place";
         e = errno;
     }
-    vit_status st = VIT_OK;
+    base_status st = BASE_OK;
     if (failed) {
         unlink(f->tmp);
         st = io_fail(err, f->path, failed, e);
@@ -223,12 +223,12 @@ vit_status base_atomic_commit(base_atomic_file *f, vit_error *err) {
     return st;
 }
 
-vit_status base_write_file_atomic(const char *path, const void *bytes, size_t size,
-                                  vit_error *err) {
+base_status base_write_file_atomic(const char *path, const void *bytes, size_t size,
+                                  base_error *err) {
     base_atomic_file *f;
-    vit_status st = base_atomic_open(path, &f, err);
-    if (st != VIT_OK) return st;
-    if ((st = base_atomic_write(f, bytes, size, err)) != VIT_OK) {
+    base_status st = base_atomic_open(path, &f, err);
+    if (st != BASE_OK) return st;
+    if ((st = base_atomic_write(f, bytes, size, err)) != BASE_OK) {
         base_atomic_abort(f);
         return st;
     }

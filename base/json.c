@@ -1,26 +1,26 @@
-/* json.c — config JSON parsing and strict key readers (vit_json.h). */
-#include "vit_json.h"
+/* json.c — config JSON parsing and strict key readers (base_json.h). */
+#include "base_json.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-vit_status vit_json_parse_object(const char *text, const char *name, const vit_limits *limits,
-                                 cJSON **root, vit_error *err) {
+base_status base_json_parse_object(const char *text, const char *name, const base_limits *limits,
+                                 cJSON **root, base_error *err) {
     *root = NULL;
     if (!name) name = "(JSON)";
-    if (!text) return vit_error_set(err, VIT_E_ARG, "%s: no JSON text", name);
-    const size_t max_bytes = vit_limits_resolve(limits).max_json_bytes;
+    if (!text) return base_error_set(err, BASE_E_ARG, "%s: no JSON text", name);
+    const size_t max_bytes = base_limits_resolve(limits).max_json_bytes;
     const size_t len = strnlen(text, max_bytes + 1);
-    vit_status st = vit_json_check_limits(text, len, name, limits, err);
-    if (st != VIT_OK) return st;
+    base_status st = base_json_check_limits(text, len, name, limits, err);
+    if (st != BASE_OK) return st;
     const char *end = NULL;
     /* len + 1 includes the terminator, which makes cJSON reject trailing text. */
     cJSON *r = cJSON_ParseWithLengthOpts(text, len + 1, &end, 1);
     if (!r) {
         const size_t at = end && end >= text ? (size_t)(end - text) : 0;
-        return vit_error_set(err, VIT_E_FORMAT, "%s: malformed JSON near byte %zu", name, at);
+        return base_error_set(err, BASE_E_FORMAT, "%s: malformed JSON near byte %zu", name, at);
     }
     if (!cJSON_IsObject(r)) {
         const char *what = cJSON_IsArray(r)    ? "an array"
@@ -29,19 +29,19 @@ vit_status vit_json_parse_object(const char *text, const char *name, const vit_l
                            : cJSON_IsBool(r)   ? "a boolean"
                                                : "null";
         cJSON_Delete(r);
-        return vit_error_set(err, VIT_E_FORMAT, "%s: not a JSON object (%s)", name, what);
+        return base_error_set(err, BASE_E_FORMAT, "%s: not a JSON object (%s)", name, what);
     }
     *root = r;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-const cJSON *vit_json_get(const cJSON *obj, const char *key) {
+const cJSON *base_json_get(const cJSON *obj, const char *key) {
     if (!cJSON_IsObject(obj)) return NULL;
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
     return item && !cJSON_IsNull(item) ? item : NULL;
 }
 
-const char *vit_json_show(const cJSON *item, char *buf, size_t size) {
+const char *base_json_show(const cJSON *item, char *buf, size_t size) {
     if (!buf || size == 0) return "";
     /* cJSON escapes line breaks inside strings, so the text is one line. */
     char *text = item ? cJSON_PrintUnformatted(item) : NULL;
@@ -58,32 +58,32 @@ const char *vit_json_show(const cJSON *item, char *buf, size_t size) {
     return buf;
 }
 
-vit_status vit_json_int(const cJSON *obj, const char *key, const char *where, int min, int max,
-                        const char *name, int *out, vit_error *err) {
-    const cJSON *item = vit_json_get(obj, key);
-    if (!item) return VIT_OK;
+base_status base_json_int(const cJSON *obj, const char *key, const char *where, int min, int max,
+                        const char *name, int *out, base_error *err) {
+    const cJSON *item = base_json_get(obj, key);
+    if (!item) return BASE_OK;
     /* Only numbers that are whole and in range: "3", 3.5 and 1e300 are
      * refused, not rounded or replaced by a default. */
     const double v = cJSON_IsNumber(item) ? item->valuedouble : NAN;
     if (!(v >= min && v <= max) || v != floor(v)) {
         char shown[48];
-        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s%s\" is %s; expected a whole number from %d to %d",
-                             name, where ? where : "", key, vit_json_show(item, shown, sizeof shown), min, max);
+        return base_error_set(err, BASE_E_FORMAT, "%s: \"%s%s\" is %s; expected a whole number from %d to %d",
+                             name, where ? where : "", key, base_json_show(item, shown, sizeof shown), min, max);
     }
     *out = (int)v;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_json_number(const cJSON *obj, const char *key, const char *where, double low,
-                           double high, const char *name, double *out, vit_error *err) {
-    const cJSON *item = vit_json_get(obj, key);
-    if (!item) return VIT_OK;
+base_status base_json_number(const cJSON *obj, const char *key, const char *where, double low,
+                           double high, const char *name, double *out, base_error *err) {
+    const cJSON *item = base_json_get(obj, key);
+    if (!item) return BASE_OK;
     const double v = cJSON_IsNumber(item) ? item->valuedouble : NAN;
     if (!(v > low && v < high)) {
         char shown[48];
-        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s%s\" is %s; expected a number above %g and below %g",
-                             name, where ? where : "", key, vit_json_show(item, shown, sizeof shown), low, high);
+        return base_error_set(err, BASE_E_FORMAT, "%s: \"%s%s\" is %s; expected a number above %g and below %g",
+                             name, where ? where : "", key, base_json_show(item, shown, sizeof shown), low, high);
     }
     *out = v;
-    return VIT_OK;
+    return BASE_OK;
 }

@@ -1,5 +1,5 @@
 /* lazy_openblas.c — the BLAS entry points vitc calls, loading OpenBLAS on
- * first use (vitc_blas.h says why).
+ * first use (base_blas.h says why).
  *
  * The library is looked for where the build found it first (the directory
  * the link's RUNPATH used to name, so the same OpenMP build of OpenBLAS is
@@ -7,7 +7,7 @@
  * usual search. The state below is written once, inside pthread_once, and
  * only read after it: the loader keeps the same kind of state for a
  * linked library. */
-#include "vitc_blas.h"
+#include "base_blas.h"
 
 #include <cblas.h>
 #include <dlfcn.h>
@@ -92,20 +92,20 @@ static void load(void) {
     if (threads > 0) blas.set_num_threads(threads);
 }
 
-int vitc_blas_load(char *why, size_t size) {
+int base_blas_load(char *why, size_t size) {
     pthread_once(&blas.once, load);
     if (atomic_load(&blas.loaded)) return 0;
     if (why && size) snprintf(why, size, "cannot load OpenBLAS: %s", blas.why);
     return -1;
 }
 
-int vitc_blas_loaded(void) { return atomic_load(&blas.loaded); }
+int base_blas_loaded(void) { return atomic_load(&blas.loaded); }
 
 /* What the dynamic loader does when a linked library is missing (status
  * 127), only later: a BLAS call has no way to return an error. */
 static void need(void) {
     char why[640];
-    if (vitc_blas_load(why, sizeof why) == 0) return;
+    if (base_blas_load(why, sizeof why) == 0) return;
     fprintf(stderr, "vit: %s\n", why);
     fflush(stderr);
     _exit(127);

@@ -50,7 +50,7 @@ static const char *const NAMES[STAGES] = {"read", "decode", "resize+crop+normali
 
 /* One run of every stage; times[stage] in ms. -1 when a stage fails. */
 static int run_once(const char *path, const data_preprocess *pre, float *out, double *times) {
-    vit_error err;
+    base_error err;
     size_t size;
     double t = now_ms();
     unsigned char *bytes = read_file(path, &size);
@@ -58,10 +58,10 @@ static int run_once(const char *path, const data_preprocess *pre, float *out, do
     if (!bytes) return -1;
     data_image img;
     t = now_ms();
-    vit_status st = data_image_load_memory(bytes, size, path, &img, &err);
+    base_status st = data_image_load_memory(bytes, size, path, &img, &err);
     times[DECODE] = now_ms() - t;
     free(bytes);
-    if (st != VIT_OK) {
+    if (st != BASE_OK) {
         fprintf(stderr, "decode_stages: %s\n", err.message);
         return -1;
     }
@@ -70,9 +70,9 @@ static int run_once(const char *path, const data_preprocess *pre, float *out, do
     times[PREPROCESS] = now_ms() - t;
     data_image_free(&img);
     t = now_ms();
-    if (st == VIT_OK) st = data_preprocess_file(pre, path, out, &err);
+    if (st == BASE_OK) st = data_preprocess_file(pre, path, out, &err);
     times[FILE_TOTAL] = now_ms() - t;
-    return st == VIT_OK ? 0 : -1;
+    return st == BASE_OK ? 0 : -1;
 }
 
 int main(int argc, char **argv) {

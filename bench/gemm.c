@@ -190,8 +190,8 @@ static int parse(int argc, char **argv, options *opt) {
     char buf[256];
     snprintf(buf, sizeof buf, "%s", isas);
     for (char *s = NULL, *tok = strtok_r(buf, ",", &s); tok && opt->num_isas < 8; tok = strtok_r(NULL, ",", &s)) {
-        vit_error err;
-        if (kernels_isa_choose(tok, &opt->isas[opt->num_isas], &err) != VIT_OK) {
+        base_error err;
+        if (kernels_isa_choose(tok, &opt->isas[opt->num_isas], &err) != BASE_OK) {
             fprintf(stderr, "vit_gemm: %s (skipped)\n", err.message);
             continue;
         }

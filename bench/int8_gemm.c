@@ -68,8 +68,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     kernels_isa isa;
-    vit_error err;
-    if (kernels_isa_choose(isa_name, &isa, &err) != VIT_OK) {
+    base_error err;
+    if (kernels_isa_choose(isa_name, &isa, &err) != BASE_OK) {
         fprintf(stderr, "vit_int8_gemm: %s\n", err.message);
         return 1;
     }

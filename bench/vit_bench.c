@@ -97,7 +97,7 @@ static void print_profile(const vit_model *model, vit_context *ctx, const char *
                           const float *images, int batch, float *out, int runs) {
     double seconds[VIT_STAGE_COUNT] = {0}, total = 0, flops[VIT_STAGE_COUNT];
     stage_flops(vit_model_config(model), vit_context_num_tokens(ctx), flops);
-    vit_error err;
+    base_error err;
     vit_context_profile(ctx, seconds);
     for (int r = 0; r < (runs < 10 ? runs : 10); r++) vit_forward(ctx, images, batch, out, &err);
     vit_context_profile(ctx, NULL);
@@ -119,9 +119,9 @@ static int bench_batch(const vit_model *model, const char *name, int batch, int 
                        int threads, double load_s) {
     const vit_config *c = vit_model_config(model);
     const int S = c->image_size, per_image = 3 * S * S, outputs = vit_model_output_size(model);
-    vit_error err;
+    base_error err;
     vit_context *ctx;
-    if (vit_context_create(model, batch, 0, threads, &ctx, &err) != VIT_OK) {
+    if (vit_context_create(model, batch, 0, threads, &ctx, &err) != BASE_OK) {
         fprintf(stderr, "vit_bench: %s\n", err.message);
         return 1;
     }
@@ -184,11 +184,11 @@ int main(int argc, char **argv) {
         const char *slash = strrchr(model_path, '/');
         name = slash && slash[1] ? slash + 1 : model_path;
     }
-    vit_error err;
+    base_error err;
     vit_model *model;
     const double t0 = now();
     const vit_load_options options = {.threads = threads};
-    if (vit_model_load(model_path, &options, &model, &err) != VIT_OK) {
+    if (vit_model_load(model_path, &options, &model, &err) != BASE_OK) {
         fprintf(stderr, "vit_bench: %s\n", err.message);
         return 1;
     }

@@ -201,8 +201,8 @@ int cli_resolve_model(const char *command, const char *value, const char *revisi
         return -1;
     }
     if (!hub) return 0;
-    vit_error err;
-    if (hub_cache_resolve(value, revision, buf, size, &err) != VIT_OK) {
+    base_error err;
+    if (hub_cache_resolve(value, revision, buf, size, &err) != BASE_OK) {
         if (say)
             fprintf(say, "vit %s: %s; run scripts/get-model %s%s%s\n", command, err.message, value,
                     revision ? " --revision " : "", revision ? revision : "");
@@ -234,7 +234,7 @@ void cli_set_threads(int threads) {
     openblas_set_num_threads(threads);
 }
 
-int cli_limits(const char *command, const char *const *values, int count, vit_limits *limits,
+int cli_limits(const char *command, const char *const *values, int count, base_limits *limits,
                int *allow_unused) {
     enum { ALLOW_UNUSED = 4 }; /* the flag among the limit options */
     static const char *const NAMES[CLI_NUM_LIMIT_OPTIONS] = {

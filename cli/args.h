@@ -101,7 +101,7 @@ int cli_resolve_model(const char *command, const char *value, const char *revisi
  * count-1], NULL where not given; count is CLI_NUM_LIMIT_OPTIONS or
  * CLI_NUM_MODEL_LIMIT_OPTIONS) into limits, and whether --allow-unused was
  * given into *allow_unused. Prints one line and returns -1 on a bad value. */
-int cli_limits(const char *command, const char *const *values, int count, vit_limits *limits,
+int cli_limits(const char *command, const char *const *values, int count, base_limits *limits,
                int *allow_unused);
 
 /* Splits a comma-separated list in place (text is modified); returns the

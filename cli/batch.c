@@ -51,8 +51,8 @@ int cli_batch_start(cli_batch_run *run, const char *const *paths, size_t count, 
                                           .prefetch = prefetch,
                                           .softmax = !run->logits};
     const vit_pipeline_source source = {.paths = paths, .count = count};
-    vit_error err;
-    if (vit_pipeline_create(run->model, &options, &source, &run->pipeline, &err) != VIT_OK) {
+    base_error err;
+    if (vit_pipeline_create(run->model, &options, &source, &run->pipeline, &err) != BASE_OK) {
         fprintf(stderr, "vit %s: %s\n", run->command, err.message);
         return -1;
     }
@@ -86,7 +86,7 @@ int cli_batch_each_mpi(cli_batch_run *run, const char *const *paths, size_t coun
 }
 
 int cli_run_next_batch(const char *command, vit_pipeline *pipeline, data_batch *b, cli_timings *t) {
-    vit_error err;
+    base_error err;
     const int rc = vit_pipeline_next(pipeline, b, &err);
     cli_timings_take(t, pipeline);
     if (rc < 0) fprintf(stderr, "vit %s: %s\n", command, err.message);

@@ -21,7 +21,7 @@ int cli_run_next_batch(const char *command, vit_pipeline *pipeline, data_batch *
 typedef struct cli_batch_run {
     const char *command;     /* "classify": names the command in messages */
     long threads, size, batch; /* -t (0: all cores), --size (0: native), -b */
-    vit_limits limits;
+    base_limits limits;
     int allow_unused;        /* --allow-unused */
     vit_model *model;
     int classes;             /* of the model's head */

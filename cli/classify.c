@@ -499,14 +499,14 @@ static int stream_run_batch(classify_run *c, stream_batch *sb, double start) {
     for (size_t i = 0; i < c->in.count; i++)
         if (!sb->problem[i]) sb->paths[good++] = c->in.paths[i];
     data_batch b = {0};
-    vit_error err;
+    base_error err;
     int status = 0;
     if (good > 0) {
         /* The batch's paths as the pipeline's source. No prefetch here:
          * the summary's decode wait is all the decoding. */
         const vit_pipeline_source source = {.paths = sb->paths, .count = good};
         if (vit_pipeline_open(run->pipeline, &source, cli_thread_count((int)run->threads), 0,
-                              &err) != VIT_OK) {
+                              &err) != BASE_OK) {
             fprintf(stderr, "vit classify: %s\n", err.message);
             return -1;
         }

@@ -83,9 +83,9 @@ static int class_of_folder(const vit_model *model, const char *folder) {
 static int collect_image_folder(const vit_model *model, const char *dir, data_labelled_files *set,
                                 size_t *problems) {
     data_file_list classes = {0};
-    vit_error err;
+    base_error err;
     int rc = -1;
-    if (data_list_subdirs(dir, &classes, &err) != VIT_OK) {
+    if (data_list_subdirs(dir, &classes, &err) != BASE_OK) {
         fprintf(stderr, "vit eval: %s\n", err.message);
         return -1;
     }
@@ -103,7 +103,7 @@ static int collect_image_folder(const vit_model *model, const char *dir, data_la
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, classes.paths[i]);
         data_file_list files = {0}, unreadable = {0};
-        if (data_walk_collect(path, NULL, &files, &unreadable, &err) != VIT_OK) {
+        if (data_walk_collect(path, NULL, &files, &unreadable, &err) != BASE_OK) {
             fprintf(stderr, "vit eval: %s\n", err.message);
             data_file_list_free(&files);
             goto done;
@@ -137,10 +137,10 @@ done:
 static int collect_csv(const vit_model *model, const char *dir, const char *csv_path, data_labelled_files *set) {
     char *text = NULL;
     data_labelled_files rows = {0};
-    vit_error err;
-    if (base_read_text_file(csv_path, MAX_LABELS_CSV_BYTES, &text, NULL, &err) != VIT_OK ||
+    base_error err;
+    if (base_read_text_file(csv_path, MAX_LABELS_CSV_BYTES, &text, NULL, &err) != BASE_OK ||
         data_labels_csv_parse(text, strlen(text), csv_path, vit_model_config(model)->num_classes,
-                              &rows, &err) != VIT_OK) {
+                              &rows, &err) != BASE_OK) {
         fprintf(stderr, "vit eval: %s\n", err.message);
         free(text);
         data_labelled_files_free(&rows);
@@ -183,9 +183,9 @@ static void beside_path(const char *path, const char *suffix, char *out, size_t 
 /* Opens path atomically (base_io.h) as a stream; NULL (message printed)
  * when it cannot be. */
 static FILE *open_atomic(const char *path, base_atomic_file **file) {
-    vit_error err;
+    base_error err;
     FILE *fp = NULL;
-    if (base_atomic_open(path, file, &err) != VIT_OK) {
+    if (base_atomic_open(path, file, &err) != BASE_OK) {
         fprintf(stderr, "vit eval: %s\n", err.message);
     } else if (!(fp = base_atomic_stream(*file))) {
         fprintf(stderr, "vit eval: %s: cannot write: %s\n", path, strerror(errno));
@@ -198,13 +198,13 @@ static FILE *open_atomic(const char *path, base_atomic_file **file) {
 /* Renames a file opened by open_atomic into place, or (field_failed: a
  * field could not be formatted) drops it; -1 (message printed) on failure. */
 static int close_atomic(base_atomic_file *file, int field_failed, const char *path) {
-    vit_error err;
+    base_error err;
     if (field_failed) {
         base_atomic_abort(file);
         fprintf(stderr, "vit eval: %s: out of memory formatting a row\n", path);
         return -1;
     }
-    if (base_atomic_commit(file, &err) != VIT_OK) {
+    if (base_atomic_commit(file, &err) != BASE_OK) {
         fprintf(stderr, "vit eval: %s\n", err.message);
         return -1;
     }
@@ -272,13 +272,13 @@ int cli_eval_confusion_png(const char *path, const vit_model *model, const size_
         snprintf(title + n, sizeof title - (size_t)n, "; rows: the %d of %d classes with the most "
                  "errors", CONFUSION_MAX_CLASSES, with_images);
     data_image pic = {0};
-    vit_error err;
-    vit_status st = data_plot_confusion(&pic, title, names, counts, classes, CONFUSION_MAX_CLASSES, &err);
-    if (st == VIT_OK) st = data_write_png(path, pic.width, pic.height, 3, pic.pixels, &err);
-    if (st != VIT_OK) fprintf(stderr, "vit eval: --confusion %s: %s\n", path, err.message);
+    base_error err;
+    base_status st = data_plot_confusion(&pic, title, names, counts, classes, CONFUSION_MAX_CLASSES, &err);
+    if (st == BASE_OK) st = data_write_png(path, pic.width, pic.height, 3, pic.pixels, &err);
+    if (st != BASE_OK) fprintf(stderr, "vit eval: --confusion %s: %s\n", path, err.message);
     data_image_free(&pic);
     free(names);
-    return st == VIT_OK ? 0 : -1;
+    return st == BASE_OK ? 0 : -1;
 }
 
 /* --confusion from the (truth, top-1) pairs of the scored images. */
@@ -328,9 +328,9 @@ static int open_outputs(eval_run *e) {
     }
     const char *const outputs_written[3] = {output, classes_path, confusion_path};
     for (int i = 0; i < 3; i++) {
-        vit_error replace_err;
+        base_error replace_err;
         if (cli_check_output("eval", &e->run.protect, outputs_written[i]) != 0) return -1;
-        if (base_output_replaceable(outputs_written[i], &replace_err) != VIT_OK) {
+        if (base_output_replaceable(outputs_written[i], &replace_err) != BASE_OK) {
             fprintf(stderr, "vit eval: %s\n", replace_err.message);
             return -1;
         }

@@ -21,8 +21,8 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
         return CLI_EXIT_FATAL;
     }
     data_mnist set;
-    vit_error err;
-    if (data_mnist_load(NULL, 0, &set, &err) != VIT_OK) {
+    base_error err;
+    if (data_mnist_load(NULL, 0, &set, &err) != BASE_OK) {
         fprintf(stderr, "vit eval: %s\n", err.message);
         return CLI_EXIT_FATAL;
     }
@@ -31,7 +31,7 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
     int exit_code = CLI_EXIT_FATAL;
     /* Logits, not probabilities: the top-5 as the model ranks them. */
     const vit_pipeline_options options = {.batch = batch, .size = size, .threads = threads};
-    if (vit_pipeline_create(model, &options, NULL, &pipeline, &err) != VIT_OK) {
+    if (vit_pipeline_create(model, &options, NULL, &pipeline, &err) != BASE_OK) {
         fprintf(stderr, "vit eval: %s\n", err.message);
         data_mnist_free(&set);
         return CLI_EXIT_FATAL;
@@ -59,10 +59,10 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
         for (int b = 0; b < n; b++) {
             const uint8_t *px = set.pixels + (size_t)(first + b) * W * H;
             data_image rgb = {W, H, malloc((size_t)W * H * 3)};
-            vit_error e;
+            base_error e;
             failed[b] = !rgb.pixels;
             for (int i = 0; rgb.pixels && i < W * H; i++) memset(rgb.pixels + 3 * i, px[i], 3);
-            if (rgb.pixels) failed[b] = data_preprocess_apply(pre, &rgb, images + b * per, &e) != VIT_OK;
+            if (rgb.pixels) failed[b] = data_preprocess_apply(pre, &rgb, images + b * per, &e) != BASE_OK;
             data_image_free(&rgb);
         }
         for (int b = 0; b < n; b++)
@@ -70,7 +70,7 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
                 fprintf(stderr, "vit eval: cannot preprocess test image %d\n", first + b);
                 goto done;
             }
-        if (vit_pipeline_run_images(pipeline, images, n, NULL, &err) != VIT_OK) {
+        if (vit_pipeline_run_images(pipeline, images, n, NULL, &err) != BASE_OK) {
             fprintf(stderr, "vit eval: %s\n", err.message);
             goto done;
         }

@@ -68,7 +68,7 @@ int cli_info(int argc, char **argv) {
         free(args.positional);
         return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
     }
-    vit_limits limits;
+    base_limits limits;
     int allow_unused;
     vit_model *model = NULL;
     if (cli_limits("info", &args.values[OPT_LIMITS], CLI_NUM_MODEL_LIMIT_OPTIONS, &limits,

@@ -65,8 +65,8 @@ static int collect_paths(const char *command, const char *const *paths, int num_
             continue;
         }
         data_file_list files = {0}, problems = {0};
-        vit_error err;
-        if (data_walk_collect(arg, walk, &files, &problems, &err) != VIT_OK) {
+        base_error err;
+        if (data_walk_collect(arg, walk, &files, &problems, &err) != BASE_OK) {
             fprintf(stderr, "vit %s: %s\n", command, err.message);
             data_file_list_free(&files);
             data_file_list_free(&problems);

@@ -289,8 +289,8 @@ static int inspect_setup(inspect *s, cli_naming naming, const char *labels_path,
      * context first (inspect_run opens the inputs). */
     const vit_pipeline_options options = {
         .batch = s->batch, .size = (int)size, .threads = s->threads, .softmax = 1};
-    vit_error err;
-    if (vit_pipeline_create(s->model, &options, NULL, &s->pipeline, &err) != VIT_OK) {
+    base_error err;
+    if (vit_pipeline_create(s->model, &options, NULL, &s->pipeline, &err) != BASE_OK) {
         fprintf(stderr, "vit %s: %s\n", s->command, err.message);
         return -1;
     }
@@ -363,8 +363,8 @@ static int guard_outputs(inspect *s, const char *labels_path) {
 static int capture(inspect *s, vit_capture_kind kind, int layer, size_t floats_per_image,
                    float **dst) {
     if (!(*dst = malloc((size_t)s->batch * floats_per_image * sizeof **dst))) return out_of_memory(s);
-    vit_error err;
-    if (vit_context_capture(s->ctx, kind, layer, *dst, &err) != VIT_OK) {
+    base_error err;
+    if (vit_context_capture(s->ctx, kind, layer, *dst, &err) != BASE_OK) {
         fprintf(stderr, "vit %s: %s\n", s->command, err.message);
         return -1;
     }
@@ -377,8 +377,8 @@ static int inspect_finish(inspect *s, size_t processed, double seconds);
  * input order. Returns the exit status. */
 static int inspect_run(inspect *s, inspect_handler handler, void *state) {
     const vit_pipeline_source source = {(const char *const *)s->in.paths, s->in.count, NULL, NULL};
-    vit_error err;
-    if (vit_pipeline_open(s->pipeline, &source, 1, 1, &err) != VIT_OK) {
+    base_error err;
+    if (vit_pipeline_open(s->pipeline, &source, 1, 1, &err) != BASE_OK) {
         fprintf(stderr, "vit %s: %s\n", s->command, err.message);
         return CLI_EXIT_FATAL;
     }
@@ -475,8 +475,8 @@ static int output_mode(const inspect *s, const char *option, const char *given) 
  * read-only directory would fail every file after it too. Exit status 2
  * is for inputs that cannot be read. */
 static int write_picture(inspect *s, const char *path, const data_image *img) {
-    vit_error err;
-    if (data_write_png(path, img->width, img->height, 3, img->pixels, &err) != VIT_OK) {
+    base_error err;
+    if (data_write_png(path, img->width, img->height, 3, img->pixels, &err) != BASE_OK) {
         file_failed(s, err.message);
         return -1;
     }
@@ -497,9 +497,9 @@ static int write_array(inspect *s, size_t index, data_npy_dtype dtype, const int
     if (!s->npy) return 0;
     char *path = output_path(s, s->npy, s->npy_dir, index, ".npy");
     if (!path) return -1;
-    vit_error err;
+    base_error err;
     int r = 0;
-    if (data_write_npy(path, dtype, shape, ndim, data, &err) != VIT_OK) {
+    if (data_write_npy(path, dtype, shape, ndim, data, &err) != BASE_OK) {
         file_failed(s, err.message);
         r = -1;
     }
@@ -509,8 +509,8 @@ static int write_array(inspect *s, size_t index, data_npy_dtype dtype, const int
 
 /* Loads the input's own pixels (the loader only keeps the model input). */
 static int load_original(inspect *s, size_t index, data_image *img) {
-    vit_error err;
-    if (data_image_load(s->in.paths[index], img, &err) != VIT_OK) return file_failed(s, err.message);
+    base_error err;
+    if (data_image_load(s->in.paths[index], img, &err) != BASE_OK) return file_failed(s, err.message);
     return 0;
 }
 
@@ -522,8 +522,8 @@ static int fit_picture(inspect *s, data_image *img) {
     const double scale = (double)s->max_side / longer;
     const int w = (int)fmax(1, lround(img->width * scale)), h = (int)fmax(1, lround(img->height * scale));
     data_image small = {0};
-    vit_error err;
-    if (data_resize(img, w, h, DATA_RESAMPLE_BICUBIC, &small, &err) != VIT_OK)
+    base_error err;
+    if (data_resize(img, w, h, DATA_RESAMPLE_BICUBIC, &small, &err) != BASE_OK)
         return file_failed(s, err.message);
     data_image_free(img);
     *img = small;
@@ -596,20 +596,20 @@ typedef struct attention_state {
 /* A tiled figure: one tile per head and the mean, each the image (scaled to
  * at most 256 pixels a side) under that head's map, with its name. */
 static int attention_figure(inspect *s, attention_state *st, const data_image *img,
-                            data_image *fig, vit_error *err) {
+                            data_image *fig, base_error *err) {
     const int cells = s->patches, tiles = s->heads + 1;
     const double scale = fmin(1.0, 256.0 / (img->width > img->height ? img->width : img->height));
     const int tw = (int)fmax(1, lround(img->width * scale)), th = (int)fmax(1, lround(img->height * scale));
     const int cols = (int)ceil(sqrt((double)tiles)), rows = (tiles + cols - 1) / cols, gap = 4;
     data_image small = {0}, tile = {0};
-    if (data_resize(img, tw, th, DATA_RESAMPLE_BILINEAR, &small, err) != VIT_OK) return -1;
+    if (data_resize(img, tw, th, DATA_RESAMPLE_BILINEAR, &small, err) != BASE_OK) return -1;
     double box[4];
     data_preprocess_source_box(&s->pre, tw, th, box);
     fig->width = cols * tw + (cols + 1) * gap;
     fig->height = rows * th + (rows + 1) * gap;
     if (!(fig->pixels = malloc((size_t)fig->width * fig->height * 3))) {
         data_image_free(&small);
-        vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        base_error_set(err, BASE_E_NOMEM, "out of memory");
         return -1;
     }
     memset(fig->pixels, 255, (size_t)fig->width * fig->height * 3);
@@ -619,7 +619,7 @@ static int attention_figure(inspect *s, attention_state *st, const data_image *i
         float lo, hi;
         min_max(map, (size_t)cells, &lo, &hi);
         if (data_overlay_heatmap(&small, box, map, s->grid_h, s->grid_w, lo, hi, OVERLAY_ALPHA,
-                                 &tile, err) != VIT_OK) {
+                                 &tile, err) != BASE_OK) {
             data_image_free(&small);
             return -1;
         }
@@ -645,12 +645,12 @@ static int attention_image(inspect *s, void *state, size_t index, int row) {
     if (row < 0) return 0;
     const int T = s->tokens, H = s->heads, cells = s->patches;
     const size_t per_image = (size_t)H * T * T;
-    vit_error err;
+    base_error err;
     float *map = st->maps; /* the map drawn and saved (grid: all tiles) */
     if (st->rollout) {
         for (int l = 0; l <= s->layer; l++) st->per_image[l] = st->layers[l] + (size_t)row * per_image;
         if (vit_attention_rollout(st->per_image, s->layer + 1, H, T, st->discard, st->result,
-                                  st->scratch, &err) != VIT_OK)
+                                  st->scratch, &err) != BASE_OK)
             return file_failed(s, err.message);
         if (st->patch_mean)
             vit_attention_mean_row(st->result, 1, T, s->prefix, 0, s->prefix, map);
@@ -681,7 +681,7 @@ static int attention_image(inspect *s, void *state, size_t index, int row) {
         data_preprocess_source_box(&s->pre, img.width, img.height, box);
         min_max(map, (size_t)cells, &lo, &hi);
         if (data_overlay_heatmap(&img, box, map, s->grid_h, s->grid_w, lo, hi, OVERLAY_ALPHA, &pic,
-                                 &err) != VIT_OK)
+                                 &err) != BASE_OK)
             r = file_failed(s, err.message);
     }
     data_image_free(&img);
@@ -824,9 +824,9 @@ static int features_rows(const inspect *s, const features_state *st, int row, fl
         if (st->l2) vit_l2_normalize_rows(dst, st->count, s->dim);
         return 0;
     }
-    vit_error err;
+    base_error err;
     if (vit_pool_tokens(s->model, tokens, s->tokens, (vit_pool)st->pool, st->l2, dst, st->scratch,
-                        &err) != VIT_OK) {
+                        &err) != BASE_OK) {
         fprintf(stderr, "vit features: %s\n", err.message);
         return -1;
     }
@@ -839,8 +839,8 @@ static int features_image(inspect *s, void *state, size_t index, int row) {
     const size_t floats = st->row_floats;
     if (row >= 0 && features_rows(s, st, row, st->row) != 0) return -1;
     const float *rows = row < 0 ? st->nan_rows : st->row;
-    vit_error err;
-    if (base_atomic_write(st->file, rows, floats * sizeof *rows, &err) != VIT_OK) {
+    base_error err;
+    if (base_atomic_write(st->file, rows, floats * sizeof *rows, &err) != BASE_OK) {
         fprintf(stderr, "vit features: %s\n", err.message);
         return -1;
     }
@@ -882,8 +882,8 @@ static int write_file_list(inspect *s, const char *npy_path) {
         length += len + 1;
         free(line);
     }
-    vit_error err;
-    if (base_write_file_atomic(path, text ? text : "", length, &err) != VIT_OK)
+    base_error err;
+    if (base_write_file_atomic(path, text ? text : "", length, &err) != BASE_OK)
         fprintf(stderr, "vit features: %s\n", err.message);
     else
         r = 0;
@@ -922,9 +922,9 @@ static void features_item(void *self, size_t index, const float *rows, const cha
     features_job *j = self;
     if (j->fatal) return;
     if (error) file_failed(j->s, error);
-    vit_error err;
+    base_error err;
     if (base_atomic_write(j->st->file, rows ? rows : j->st->nan_rows,
-                          j->st->row_floats * sizeof *rows, &err) != VIT_OK) {
+                          j->st->row_floats * sizeof *rows, &err) != BASE_OK) {
         fprintf(stderr, "vit features: %s\n", err.message);
         j->fatal = 1;
         return;
@@ -1060,7 +1060,7 @@ int cli_features(int argc, char **argv) {
     if (st.pool == VIT_POOL_CLS || st.pool == VIT_POOL_MEAN || st.pool == VIT_POOL_MODEL) st.count = 1;
     st.l2 = s.args.values[OPT_L2] != NULL;
     const size_t row_floats = st.row_floats = (size_t)st.count * width;
-    vit_error err;
+    base_error err;
     /* Pooled vectors: images x hidden; tokens: images x tokens x hidden. */
     const int64_t shape[3] = {(int64_t)s.in.count, st.count, s.dim};
     const int64_t pooled_shape[2] = {(int64_t)s.in.count, width};
@@ -1073,7 +1073,7 @@ int cli_features(int argc, char **argv) {
         for (size_t i = 0; i < row_floats; i++) st.nan_rows[i] = NAN;
         if (capture(&s, VIT_CAPTURE_TOKENS, s.layer, (size_t)s.tokens * s.dim, &st.captured) == 0) {
             if (!root || data_npy_open(out, DATA_NPY_F32, pooled ? pooled_shape : shape, pooled ? 2 : 3,
-                                       &st.file, &err) == VIT_OK)
+                                       &st.file, &err) == BASE_OK)
                 exit_code = CLI_EXIT_OK;
             else
                 fprintf(stderr, "vit features: %s\n", err.message);
@@ -1083,9 +1083,9 @@ int cli_features(int argc, char **argv) {
     if (exit_code != CLI_EXIT_OK) goto free_state;
     exit_code = ranks ? features_ranks(&s, &st) : inspect_run(&s, features_image, &st);
     if (root && (exit_code == CLI_EXIT_OK || exit_code == CLI_EXIT_SOME_FAILED)) {
-        const vit_status committed = base_atomic_commit(st.file, &err);
+        const base_status committed = base_atomic_commit(st.file, &err);
         st.file = NULL;
-        if (committed != VIT_OK) {
+        if (committed != BASE_OK) {
             fprintf(stderr, "vit features: %s\n", err.message);
             exit_code = CLI_EXIT_FATAL;
         } else if (several && write_file_list(&s, out) != 0) {
@@ -1150,11 +1150,11 @@ static int write_mask(inspect *s, const segment_state *st, const char *path, con
     memset(palette + 3 * MASK_OUTSIDE, 64, 3);
     data_label_mask(box, st->labels, s->grid_h, s->grid_w, img->width, img->height, MASK_OUTSIDE,
                     mask);
-    vit_error err;
-    const vit_status written =
+    base_error err;
+    const base_status written =
         data_write_png_indexed(path, img->width, img->height, mask, palette, 256, &err);
     free(mask);
-    if (written == VIT_OK) return 0;
+    if (written == BASE_OK) return 0;
     file_failed(s, err.message);
     return -1; /* an output that cannot be written is fatal (write_picture) */
 }
@@ -1166,9 +1166,9 @@ static int write_segment_overlay(inspect *s, const segment_state *st, const char
     double box[4];
     data_preprocess_source_box(&s->pre, img->width, img->height, box);
     data_image pic = {0};
-    vit_error err;
+    base_error err;
     if (data_overlay_labels(img, box, st->labels, s->grid_h, s->grid_w, st->colors, OVERLAY_ALPHA,
-                            &pic, &err) != VIT_OK)
+                            &pic, &err) != BASE_OK)
         return file_failed(s, err.message);
     const int r = write_picture(s, path, &pic);
     data_image_free(&pic);
@@ -1182,9 +1182,9 @@ static int segment_image(inspect *s, void *state, size_t index, int row) {
     memcpy(st->points, st->captured + ((size_t)row * s->tokens + s->prefix) * D,
            (size_t)n * D * sizeof *st->points);
     vit_l2_normalize_rows(st->points, n, D);
-    vit_error err;
+    base_error err;
     if (vit_kmeans(st->points, n, D, st->k, st->seed, KMEANS_MAX_ITER, st->labels, NULL,
-                   st->scratch, NULL, &err) != VIT_OK)
+                   st->scratch, NULL, &err) != BASE_OK)
         return file_failed(s, err.message);
 
     data_image img = {0};
@@ -1349,9 +1349,9 @@ static int patches_image(inspect *s, void *state, size_t index, int row) {
     patches_state *st = state;
     if (row < 0) return 0;
     const int n = s->patches, C = st->classes;
-    vit_error err;
+    base_error err;
     if (vit_patch_logits(s->model, st->captured + (size_t)row * s->tokens * s->dim, s->tokens,
-                         s->threads, st->logits, &err) != VIT_OK)
+                         s->threads, st->logits, &err) != BASE_OK)
         return file_failed(s, err.message);
     memset(st->count, 0, (size_t)C * sizeof *st->count);
     for (int p = 0; p < n; p++) {
@@ -1380,7 +1380,7 @@ static int patches_image(inspect *s, void *state, size_t index, int row) {
     data_preprocess_source_box(&s->pre, img.width, img.height, box);
     int r = 0;
     if (data_overlay_labels(&img, box, st->top, s->grid_h, s->grid_w, st->colors, OVERLAY_ALPHA,
-                            &pic, &err) != VIT_OK)
+                            &pic, &err) != BASE_OK)
         r = file_failed(s, err.message);
     else if (add_legend(s, st, shown, &pic) != 0)
         r = file_failed(s, "out of memory");

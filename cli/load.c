@@ -35,7 +35,7 @@ vit_model *cli_load_model(const char *command, const char *model_path, const cha
 
 vit_model *cli_load_model_limited(const char *command, const char *model_path,
                                   const char *labels_path, const char *pos_resample,
-                                  const vit_limits *limits, int input_size, int allow_unused) {
+                                  const base_limits *limits, int input_size, int allow_unused) {
     char shipped[4200];
     if (!model_path && !(model_path = cli_default_model(shipped, sizeof shipped))) {
         fprintf(stderr, "vit %s: no model given (use -m DIR or -m FILE.safetensors), and the "
@@ -61,8 +61,8 @@ vit_model *cli_load_model_limited(const char *command, const char *model_path,
         return NULL;
     }
     vit_model *model;
-    vit_error err;
-    if (vit_model_load(model_path, &options, &model, &err) != VIT_OK) {
+    base_error err;
+    if (vit_model_load(model_path, &options, &model, &err) != BASE_OK) {
         fprintf(stderr, "vit %s: %s\n", command, err.message);
         return NULL;
     }

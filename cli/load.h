@@ -25,6 +25,6 @@ vit_model *cli_load_model(const char *command, const char *model_path, const cha
  * will use (0: the model's own; vit_load_options.input_size). */
 vit_model *cli_load_model_limited(const char *command, const char *model_path,
                                   const char *labels_path, const char *pos_resample,
-                                  const vit_limits *limits, int input_size, int allow_unused);
+                                  const base_limits *limits, int input_size, int allow_unused);
 
 #endif

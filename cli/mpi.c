@@ -288,7 +288,7 @@ static int write_ready(server *s) {
         memcpy(&head, p.data, sizeof head);
         const char *at = p.data + sizeof head;
         const float *floats = (const float *)(const void *)(p.data + head.floats_offset);
-        char message[sizeof ((vit_error *)0)->message];
+        char message[sizeof ((base_error *)0)->message];
         for (int i = 0; i < head.count; i++) {
             int32_t row;
             memcpy(&row, at, sizeof row);
@@ -411,7 +411,7 @@ static int *make_stub_rows(const cli_mpi_job *job, float **results) {
 /* The pipeline's next batch and the job's rows of it: 1, 0 at the end;
  * a failure aborts the job (printed). */
 static int next_batch(const cli_mpi_job *job, data_batch *b, float **rows) {
-    vit_error err;
+    base_error err;
     const int rc = vit_pipeline_next(job->pipeline, b, &err);
     if (rc < 0) fprintf(stderr, "vit %s: %s\n", job->command, err.message);
     if (rc < 0 || (rc > 0 && job->rows(job->self, b, rows) != 0)) cli_mpi_abort(CLI_EXIT_FATAL);
@@ -426,7 +426,7 @@ int cli_mpi_run(const cli_mpi_job *job, double *seconds) {
     stub_worker = &w;
     pthread_t writer;
     int writer_started = 0;
-    vit_error err;
+    base_error err;
     packed out = {0};
     cli_catch_stop_signals();
     s.start = cli_now_seconds();
@@ -448,7 +448,7 @@ int cli_mpi_run(const cli_mpi_job *job, double *seconds) {
                                         .count = job->count,
                                         .schedule = world_rank == 0 ? local_schedule : remote_schedule,
                                         .schedule_context = world_rank == 0 ? (void *)&s : (void *)&w};
-    if (!stub && vit_pipeline_open(job->pipeline, &source, 1, 1, &err) != VIT_OK) {
+    if (!stub && vit_pipeline_open(job->pipeline, &source, 1, 1, &err) != BASE_OK) {
         fprintf(stderr, "vit %s: %s\n", job->command, err.message);
         cli_mpi_abort(CLI_EXIT_FATAL);
     }

@@ -87,15 +87,15 @@ int cli_quantize(int argc, char **argv) {
         cli_check_output("quantize", &protect, out_path) != 0 ||
         cli_lock_output("quantize", out_path, 0, &lock) != 0)
         goto done;
-    vit_error err;
-    if (vit_model_quantize(model, to, !v[OPT_PLAIN], out_path, &err) != VIT_OK) {
+    base_error err;
+    if (vit_model_quantize(model, to, !v[OPT_PLAIN], out_path, &err) != BASE_OK) {
         fprintf(stderr, "vit quantize: %s\n", err.message);
         goto done;
     }
     /* The copy must load like the original; a failure here is our bug. */
     vit_model *copy = NULL;
     const vit_load_options reload = {.allow_unused = v[OPT_ALLOW_UNUSED] != NULL};
-    if (vit_model_load(out_path, &reload, &copy, &err) != VIT_OK) {
+    if (vit_model_load(out_path, &reload, &copy, &err) != BASE_OK) {
         fprintf(stderr, "vit quantize: wrote %s but it does not load: %s\n", out_path, err.message);
         remove(out_path);
         goto done;

@@ -145,10 +145,10 @@ static void add_all_classes(cli_results *r, const char *path, const float *value
                             const char *error) {
     const int classes = vit_model_output_size(r->model);
     if (r->format == CLI_RESULTS_NPY) {
-        vit_error err;
+        base_error err;
         if (!r->reported &&
             base_atomic_write(r->npy, values ? values : r->nan_row, sizeof(float) * (size_t)classes,
-                              &err) != VIT_OK) {
+                              &err) != BASE_OK) {
             fprintf(stderr, "vit classify: %s\n", err.message);
             r->reported = 1;
         }
@@ -349,10 +349,10 @@ static int read_csv_rows(cli_results *r, const char *path, const char *text, siz
     const size_t columns = csv_columns(r);
     data_csv csv;
     data_csv_init(&csv, text, size);
-    vit_error err;
+    base_error err;
     int got, rc = 0;
     for (;;) {
-        if (data_csv_next(&csv, path, &got, &err) != VIT_OK) {
+        if (data_csv_next(&csv, path, &got, &err) != BASE_OK) {
             const size_t tail = size - csv.record_start;
             if (csv.unterminated && line_feeds(text + csv.record_start, tail) <= 1) break; /* cut */
             fprintf(stderr, "vit classify: %s; cannot resume into it\n", err.message);
@@ -482,9 +482,9 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
 /* A cheap identity of the model's weights: every tensor's name, dtype and
  * shape, and its first and last bytes (a fine-tuned copy changes them in
  * every tensor it trains, a new head in the head), not the whole file. */
-static int model_fingerprint(const char *path, uint64_t *hash, vit_error *err) {
+static int model_fingerprint(const char *path, uint64_t *hash, base_error *err) {
     weights_file *f;
-    if (weights_open(path, &f, err) != VIT_OK) return -1;
+    if (weights_open(path, &f, err) != BASE_OK) return -1;
     uint64_t h = FNV_START;
     for (size_t i = 0; i < weights_count(f); i++) {
         const weights_tensor *t = weights_at(f, i);
@@ -507,7 +507,7 @@ static cJSON *make_record(const vit_model *model, int top_k, cli_results_format 
     const char *weights = vit_model_weights_path(model);
     struct stat st;
     uint64_t fingerprint;
-    vit_error err;
+    base_error err;
     if (stat(weights, &st) != 0) {
         fprintf(stderr, "vit classify: %s: %s\n", weights, strerror(errno));
         return NULL;
@@ -605,8 +605,8 @@ static int check_record(const char *path, const char *record_path, const cJSON *
     if (stat(path, &st) != 0 || st.st_size == 0) return 0; /* nothing to resume */
     char *text = NULL;
     int missing = 0;
-    vit_error err;
-    if (base_read_text_file(record_path, 1 << 20, &text, &missing, &err) != VIT_OK) {
+    base_error err;
+    if (base_read_text_file(record_path, 1 << 20, &text, &missing, &err) != BASE_OK) {
         fprintf(stderr, "vit classify: %s\n", err.message);
         return -1;
     }
@@ -632,7 +632,7 @@ static int check_record(const char *path, const char *record_path, const cJSON *
 
 static int write_record(const char *record_path, const cJSON *rec) {
     char *text = cJSON_Print(rec);
-    vit_error err;
+    base_error err;
     int rc = 0;
     if (!text) {
         fprintf(stderr, "vit classify: out of memory\n");
@@ -640,7 +640,7 @@ static int write_record(const char *record_path, const cJSON *rec) {
     }
     const size_t n = strlen(text);
     text[n] = '\n'; /* replaces the NUL: the file ends with a line break */
-    if (base_write_file_atomic(record_path, text, n + 1, &err) != VIT_OK) {
+    if (base_write_file_atomic(record_path, text, n + 1, &err) != BASE_OK) {
         fprintf(stderr, "vit classify: %s\n", err.message);
         rc = -1;
     }
@@ -671,14 +671,14 @@ int cli_results_open(cli_results *r, const char *path, cli_results_format format
          * features' arrays: rows in input order, NaN for a failed image. */
         const int classes = vit_model_output_size(model);
         const int64_t shape[2] = {(int64_t)settings->images, classes};
-        vit_error err;
+        base_error err;
         r->fd = -1;
         if (!(r->nan_row = malloc(sizeof(float) * (size_t)classes))) {
             fprintf(stderr, "vit classify: out of memory\n");
             return -1;
         }
         for (int c = 0; c < classes; c++) r->nan_row[c] = NAN;
-        if (data_npy_open(path, DATA_NPY_F32, shape, 2, &r->npy, &err) != VIT_OK) {
+        if (data_npy_open(path, DATA_NPY_F32, shape, 2, &r->npy, &err) != BASE_OK) {
             fprintf(stderr, "vit classify: %s\n", err.message);
             free(r->nan_row);
             free(r->names);
@@ -730,10 +730,10 @@ int cli_results_open(cli_results *r, const char *path, cli_results_format format
 /* The .npy into place (or dropped, when the run did not finish) and
  * OUT.files.jsonl beside it. */
 static int close_npy(cli_results *r, int rc) {
-    vit_error err;
+    base_error err;
     if (rc != 0 || r->abandon || cli_stop_requested()) {
         base_atomic_abort(r->npy); /* nothing half-written is left */
-    } else if (base_atomic_commit(r->npy, &err) != VIT_OK) {
+    } else if (base_atomic_commit(r->npy, &err) != BASE_OK) {
         fprintf(stderr, "vit classify: %s\n", err.message);
         rc = -1;
     }
@@ -749,8 +749,8 @@ int cli_results_close(cli_results *r) {
     /* The names of the rows, once the rows are there (not after a stop:
      * the .npy was dropped; an hf array closed early names its rows). */
     if (r->names_path && rc == 0 && !r->abandon && !(r->format == CLI_RESULTS_NPY && cli_stop_requested())) {
-        vit_error err;
-        if (base_write_file_atomic(r->names_path, r->names, r->names_length, &err) != VIT_OK) {
+        base_error err;
+        if (base_write_file_atomic(r->names_path, r->names, r->names_length, &err) != BASE_OK) {
             fprintf(stderr, "vit classify: %s\n", err.message);
             rc = -1;
         }

@@ -370,25 +370,25 @@ static void run_items(server *s, float *images, float *tokens, float *scratch, c
                s->image_floats * sizeof *images);
         features |= items[i].r->wants_features;
     }
-    vit_error err;
-    vit_status st = vit_context_capture_tokens(vit_pipeline_context(s->pipeline),
+    base_error err;
+    base_status st = vit_context_capture_tokens(vit_pipeline_context(s->pipeline),
                                                vit_model_config(s->model)->num_layers - 1,
                                                features ? tokens : NULL, &err);
-    if (st == VIT_OK) st = vit_pipeline_run_images(s->pipeline, images, k, s->finite, &err);
+    if (st == BASE_OK) st = vit_pipeline_run_images(s->pipeline, images, k, s->finite, &err);
     for (int i = 0; i < k; i++) {
         request *r = items[i].r;
         const int x = items[i].index;
-        if (st != VIT_OK) {
+        if (st != BASE_OK) {
             r->errors[x] = strdup(err.message);
             continue;
         }
         if (r->wants_features) {
             static const vit_pool POOLS[] = {[POOL_MODEL] = VIT_POOL_MODEL, [POOL_CLS] = VIT_POOL_CLS,
                                              [POOL_MEAN] = VIT_POOL_MEAN};
-            vit_error perr;
+            base_error perr;
             float *out = r->outputs + (size_t)x * r->feature_size;
             if (vit_pool_tokens(s->model, tokens + (size_t)i * s->tokens * s->hidden, s->tokens,
-                                POOLS[r->pool], 0, out, scratch, &perr) != VIT_OK)
+                                POOLS[r->pool], 0, out, scratch, &perr) != BASE_OK)
                 r->errors[x] = strdup(perr.message);
             else
                 for (int f = 0; f < r->feature_size && !r->errors[x]; f++)
@@ -547,9 +547,9 @@ static enum MHD_Result on_argument(void *cls, enum MHD_ValueKind kind, const cha
 }
 
 /* The status for an image that could not be read. */
-static unsigned decode_status(vit_status st) {
-    if (st == VIT_E_LIMIT) return MHD_HTTP_CONTENT_TOO_LARGE;
-    if (st == VIT_E_NOMEM) return MHD_HTTP_SERVICE_UNAVAILABLE;
+static unsigned decode_status(base_status st) {
+    if (st == BASE_E_LIMIT) return MHD_HTTP_CONTENT_TOO_LARGE;
+    if (st == BASE_E_NOMEM) return MHD_HTTP_SERVICE_UNAVAILABLE;
     return MHD_HTTP_UNPROCESSABLE_CONTENT;
 }
 
@@ -587,9 +587,9 @@ static enum MHD_Result answer_npy(struct MHD_Connection *c, request *r) {
     unsigned char header[DATA_NPY_MAX_HEADER];
     size_t header_length;
     const int64_t shape[2] = {r->n, r->feature_size};
-    vit_error err;
+    base_error err;
     const size_t bytes = (size_t)r->n * (size_t)r->feature_size * sizeof(float);
-    if (data_npy_header(DATA_NPY_F32, shape, 2, header, &header_length, &err) != VIT_OK)
+    if (data_npy_header(DATA_NPY_F32, shape, 2, header, &header_length, &err) != BASE_OK)
         return send_error(c, r, MHD_HTTP_INTERNAL_SERVER_ERROR, "%s", err.message);
     char *npy = malloc(header_length + bytes);
     if (!npy) return MHD_NO;
@@ -696,9 +696,9 @@ static unsigned decode_image(request *r, int i, char *message, size_t size) {
     const size_t length = r->multipart ? r->parts[i].length : r->length;
     const char *name = part_name(r, i);
     data_image_probe probe;
-    vit_error err;
-    vit_status st = data_image_probe_memory(bytes, length, name, s->pre.max_pixels, &probe, &err);
-    if (st != VIT_OK) return refusal(decode_status(st), message, size, "%s", err.message);
+    base_error err;
+    base_status st = data_image_probe_memory(bytes, length, name, s->pre.max_pixels, &probe, &err);
+    if (st != BASE_OK) return refusal(decode_status(st), message, size, "%s", err.message);
     const size_t mib = (probe.peak_bytes + (1 << 20) - 1) >> 20;
     switch (serve_budget_take(&s->decode, probe.peak_bytes, s->decode_wait)) {
     case BUDGET_NEVER:
@@ -716,7 +716,7 @@ static unsigned decode_image(request *r, int i, char *message, size_t size) {
     st = data_preprocess_memory(&s->pre, bytes, length, name, r->inputs + (size_t)i * s->image_floats,
                                 &err);
     serve_budget_give(&s->decode, probe.peak_bytes);
-    return st == VIT_OK ? 0 : refusal(decode_status(st), message, size, "%s", err.message);
+    return st == BASE_OK ? 0 : refusal(decode_status(st), message, size, "%s", err.message);
 }
 
 /* A place in the queue for every image, or 503 now; then the buffers. */
@@ -1102,7 +1102,7 @@ static int read_limits(server *s, const cli_args *args) {
     return 0;
 }
 
-static int read_options(server *s, const cli_args *args, vit_limits *limits, int *allow_unused,
+static int read_options(server *s, const cli_args *args, base_limits *limits, int *allow_unused,
                         long *port) {
     const char *const *v = args->values;
     *port = 8080;
@@ -1167,14 +1167,14 @@ static int check_model_output(server *s) {
     const data_image img = {32, 32, pixels};
     data_preprocess pre = s->pre;
     pre.max_pixels = 0; /* --max-pixels is for clients' images */
-    vit_error err;
+    base_error err;
     for (int i = 0; i < 3; i++) {
         memset(pixels, LEVELS[i], sizeof pixels);
-        if (data_preprocess_apply(&pre, &img, s->images, &err) != VIT_OK ||
+        if (data_preprocess_apply(&pre, &img, s->images, &err) != BASE_OK ||
             vit_context_capture_tokens(vit_pipeline_context(s->pipeline),
                                        vit_model_config(s->model)->num_layers - 1, NULL,
-                                       &err) != VIT_OK ||
-            vit_pipeline_run_images(s->pipeline, s->images, 1, s->finite, &err) != VIT_OK) {
+                                       &err) != BASE_OK ||
+            vit_pipeline_run_images(s->pipeline, s->images, 1, s->finite, &err) != BASE_OK) {
             fprintf(stderr, "vit serve: the model cannot run: %s\n", err.message);
             return -1;
         }
@@ -1191,13 +1191,13 @@ static int check_model_output(server *s) {
 
 /* The context, the model thread's buffers and the thread itself. */
 static int start_model(server *s) {
-    vit_error err;
+    base_error err;
     /* No loader: the request queue is the pipeline's batch source, its
      * bodies decoded by the HTTP threads. */
     const vit_pipeline_options options = {.batch = (int)s->batch,
                                           .threads = cli_thread_count((int)s->threads),
                                           .softmax = 1};
-    if (vit_pipeline_create(s->model, &options, NULL, &s->pipeline, &err) != VIT_OK) {
+    if (vit_pipeline_create(s->model, &options, NULL, &s->pipeline, &err) != BASE_OK) {
         fprintf(stderr, "vit serve: %s\n", err.message);
         return -1;
     }
@@ -1335,7 +1335,7 @@ int cli_serve(int argc, char **argv) {
     if (!getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 2);
     server s = {.batch = 16, .max_wait_ms = 5, .top_k = 5, .queue_cap = 256, .timeout = 30,
                 .connections = 64, .head_timeout = 10, .body_timeout = 30, .min_rate_kib = 16};
-    vit_limits limits;
+    base_limits limits;
     int allow_unused;
     long port;
     const int ok = read_options(&s, &args, &limits, &allow_unused, &port) == 0;

@@ -88,11 +88,11 @@ static void warn_stderr(void *ctx, const char *message) {
  * then ends with status 2) and why it cannot be opened. */
 static int source_open(const char *spec, int train, char **names, int num_names,
                        vit_trainer_source *s) {
-    vit_error err;
-    const vit_status st = vit_trainer_source_open(spec, train, names, num_names, s, &err);
+    base_error err;
+    const base_status st = vit_trainer_source_open(spec, train, names, num_names, s, &err);
     for (size_t u = 0; u < s->unreadable.count; u++)
         fprintf(stderr, "vit train: %s\n", s->unreadable.paths[u]);
-    if (st == VIT_OK) return 0;
+    if (st == BASE_OK) return 0;
     fprintf(stderr, "vit train: %s\n", err.message);
     return -1;
 }
@@ -250,8 +250,8 @@ static int resume(const char *const *v, train_opts *o, const vit_trainer_source 
     const size_t len = strlen(v[OPT_RESUME]);
     snprintf(path, sizeof path, "%s%s", v[OPT_RESUME],
              len > 6 && strcmp(v[OPT_RESUME] + len - 6, ".state") == 0 ? "" : ".state");
-    vit_error err;
-    if (vit_trainer_state_read(path, info, state, &err) != VIT_OK) {
+    base_error err;
+    if (vit_trainer_state_read(path, info, state, &err) != BASE_OK) {
         fprintf(stderr, "vit train: --resume: %s\n", err.message);
         return -1;
     }
@@ -356,25 +356,25 @@ static int adopt_init(const vit_model *init, int resumed, int mnist, const char 
 static int create_model(vit_trainer *t, const vit_config *config, const train_opts *o,
                         const vit_model *init, weights_file *state,
                         vit_trainer_state_info *saved) {
-    vit_error err;
+    base_error err;
     /* Under MPI each rank computes a slice of every batch. */
     const int ranks = cli_mpi_train_size();
-    if (vit_train_create(config, (int)((o->batch + ranks - 1) / ranks), &t->model, &err) != VIT_OK) {
+    if (vit_train_create(config, (int)((o->batch + ranks - 1) / ranks), &t->model, &err) != BASE_OK) {
         fprintf(stderr, "vit train: %s\n", err.message);
         return -1;
     }
     vit_train_init(t->model, t->seed);
     const vit_adamw_params hyper = {0.9f, 0.999f, 1e-8f, (float)o->wd};
-    if (vit_adamw_create(t->model, &hyper, &t->opt, &err) != VIT_OK) {
+    if (vit_adamw_create(t->model, &hyper, &t->opt, &err) != BASE_OK) {
         fprintf(stderr, "vit train: %s\n", err.message);
         return -1;
     }
-    if (init && (!state || o->freeze) && vit_train_copy_from(t->model, init, 0, &err) != VIT_OK) {
+    if (init && (!state || o->freeze) && vit_train_copy_from(t->model, init, 0, &err) != BASE_OK) {
         fprintf(stderr, "vit train: --init: %s\n", err.message);
         return -1;
     }
     if (o->freeze) vit_train_freeze_backbone(t->model, 1);
-    if (state && vit_trainer_state_load(state, saved, t, &err) != VIT_OK) {
+    if (state && vit_trainer_state_load(state, saved, t, &err) != BASE_OK) {
         fprintf(stderr, "vit train: --resume: %s\n", err.message);
         return -1;
     }
@@ -405,11 +405,11 @@ static int run_steps(vit_trainer *t, long epoch, int speak, epoch_sums *sums) {
     const long steps = t->steps_per_epoch;
     const double start = cli_now_seconds();
     double last_print = start;
-    vit_error err;
+    base_error err;
     *sums = (epoch_sums){0};
     for (long s = 0; s < steps; s++) {
         vit_trainer_step_result res;
-        if (vit_trainer_step(t, epoch, s, &res, &err) != VIT_OK) {
+        if (vit_trainer_step(t, epoch, s, &res, &err) != BASE_OK) {
             if (cli_mpi_train_rank() == 0) fprintf(stderr, "vit train: %s\n", err.message);
             else fprintf(stderr, "vit train: (rank %d) %s\n", cli_mpi_train_rank(), err.message);
             cli_mpi_train_abort(1); /* the other ranks may be waiting for this one */
@@ -465,9 +465,9 @@ static int end_epoch(vit_trainer *t, long epoch, const epoch_sums *sums, double 
         .eval_top5 = validated ? val.top5 : NAN};
     if (speak) say_epoch(t, &e, sums, gradient_sums);
     curves->speeds[epoch - curves->start_epoch] = sums->seen / sums->seconds;
-    vit_error err;
-    if (vit_trainer_record_epoch(t, &e, &err) != VIT_OK ||
-        vit_trainer_save(t, validated ? val.top1 : -1.0, &err) != VIT_OK) {
+    base_error err;
+    if (vit_trainer_record_epoch(t, &e, &err) != BASE_OK ||
+        vit_trainer_save(t, validated ? val.top1 : -1.0, &err) != BASE_OK) {
         fprintf(stderr, "vit train: %s\n", err.message);
         cli_mpi_train_abort(1);
         return -1;
@@ -564,9 +564,9 @@ static int open_curves(train_run *r) {
         fprintf(stderr, "vit train: out of memory\n");
         return -1;
     }
-    vit_error err;
+    base_error err;
     if (c->log_path && r->state &&
-        base_read_text_file(c->log_path, (size_t)1 << 26, &c->old_log, NULL, &err) != VIT_OK)
+        base_read_text_file(c->log_path, (size_t)1 << 26, &c->old_log, NULL, &err) != BASE_OK)
         c->old_log = NULL; /* none to continue: earlier rows get no timing */
     return 0;
 }
@@ -654,8 +654,8 @@ static int prepare_run(train_run *r) {
         return -1;
     }
     const double t0 = cli_now_seconds();
-    vit_error err;
-    if (vit_trainer_prepare(t, train, &r->val, &err) != VIT_OK) {
+    base_error err;
+    if (vit_trainer_prepare(t, train, &r->val, &err) != BASE_OK) {
         fprintf(stderr, "vit train: %s\n", err.message);
         return -1;
     }

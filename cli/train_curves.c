@@ -39,9 +39,9 @@ static void field(FILE *fp, const char *format, double v) {
 int cli_train_write_log(const char *path, const vit_trainer_epoch *history, size_t count,
                         const double *speeds, long first_epoch_here, const char *old_log) {
     base_atomic_file *file = NULL;
-    vit_error err;
+    base_error err;
     FILE *fp = NULL;
-    if (base_atomic_open(path, &file, &err) != VIT_OK) {
+    if (base_atomic_open(path, &file, &err) != BASE_OK) {
         fprintf(stderr, "vit train: %s\n", err.message);
         return -1;
     }
@@ -65,7 +65,7 @@ int cli_train_write_log(const char *path, const vit_trainer_epoch *history, size
         field(fp, "%.4f", 100.0 * e->train_top1);
         fputc('\n', fp);
     }
-    if (base_atomic_commit(file, &err) != VIT_OK) {
+    if (base_atomic_commit(file, &err) != BASE_OK) {
         fprintf(stderr, "vit train: %s\n", err.message);
         return -1;
     }
@@ -87,9 +87,9 @@ static double field_of(const vit_trainer_epoch *e, int field) {
 
 /* One 640x440 chart of the curves against the epoch; values: scratch for
  * num_curves x count points. */
-static vit_status chart(data_image *out, const char *title, const vit_trainer_epoch *history,
+static base_status chart(data_image *out, const char *title, const vit_trainer_epoch *history,
                         size_t count, const double *epochs, double *values, const curve *curves,
-                        int num_curves, vit_error *err) {
+                        int num_curves, base_error *err) {
     data_plot_series series[3];
     for (int s = 0; s < num_curves; s++) {
         double *y = values + (size_t)s * count;
@@ -102,8 +102,8 @@ static vit_status chart(data_image *out, const char *title, const vit_trainer_ep
 }
 
 /* Two charts side by side into both: loss, and accuracy. */
-static vit_status draw_curves(data_image *both, const vit_trainer_epoch *history, size_t count,
-                              const double *epochs, double *values, vit_error *err) {
+static base_status draw_curves(data_image *both, const vit_trainer_epoch *history, size_t count,
+                              const double *epochs, double *values, base_error *err) {
     static const curve LOSSES[2] = {{0, "train (smoothed)", {31, 119, 180}},
                                     {1, "validation", {255, 127, 14}}};
     static const curve ACCURACY[3] = {{2, "train top-1", {31, 119, 180}},
@@ -111,16 +111,16 @@ static vit_status draw_curves(data_image *both, const vit_trainer_epoch *history
                                       {4, "val top-5", {44, 160, 44}}};
     const int val = isfinite(history[count - 1].eval_top1); /* validation images given */
     data_image loss = {0}, acc = {0};
-    vit_status st = chart(&loss, "loss (cross-entropy)", history, count, epochs, values, LOSSES,
+    base_status st = chart(&loss, "loss (cross-entropy)", history, count, epochs, values, LOSSES,
                           1 + val, err);
-    if (st == VIT_OK)
+    if (st == BASE_OK)
         st = chart(&acc, "accuracy (%)", history, count, epochs, values, ACCURACY, val ? 3 : 1, err);
-    if (st == VIT_OK) {
+    if (st == BASE_OK) {
         *both = (data_image){loss.width + acc.width, loss.height,
                              malloc((size_t)(loss.width + acc.width) * loss.height * 3)};
-        if (!both->pixels) st = vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        if (!both->pixels) st = base_error_set(err, BASE_E_NOMEM, "out of memory");
     }
-    if (st == VIT_OK) {
+    if (st == BASE_OK) {
         data_image_paste(both, &loss, 0, 0);
         data_image_paste(both, &acc, loss.width, 0);
     }
@@ -133,14 +133,14 @@ int cli_train_plot(const char *path, const vit_trainer_epoch *history, size_t co
     if (count == 0) return 0;
     double *epochs = malloc(sizeof *epochs * count), *values = malloc(sizeof *values * 3 * count);
     data_image both = {0};
-    vit_error err = {0};
-    vit_status st = epochs && values ? VIT_OK : vit_error_set(&err, VIT_E_NOMEM, "out of memory");
-    for (size_t i = 0; st == VIT_OK && i < count; i++) epochs[i] = (double)history[i].epoch;
-    if (st == VIT_OK) st = draw_curves(&both, history, count, epochs, values, &err);
-    if (st == VIT_OK) st = data_write_png(path, both.width, both.height, 3, both.pixels, &err);
-    if (st != VIT_OK) fprintf(stderr, "vit train: --plot %s: %s\n", path, err.message);
+    base_error err = {0};
+    base_status st = epochs && values ? BASE_OK : base_error_set(&err, BASE_E_NOMEM, "out of memory");
+    for (size_t i = 0; st == BASE_OK && i < count; i++) epochs[i] = (double)history[i].epoch;
+    if (st == BASE_OK) st = draw_curves(&both, history, count, epochs, values, &err);
+    if (st == BASE_OK) st = data_write_png(path, both.width, both.height, 3, both.pixels, &err);
+    if (st != BASE_OK) fprintf(stderr, "vit train: --plot %s: %s\n", path, err.message);
     data_image_free(&both);
     free(epochs);
     free(values);
-    return st == VIT_OK ? 0 : -1;
+    return st == BASE_OK ? 0 : -1;
 }

@@ -49,13 +49,13 @@ static int add_field(data_csv *csv, const char *start, size_t len, int quoted) {
     return 0;
 }
 
-vit_status data_csv_next(data_csv *csv, const char *name, int *got, vit_error *err) {
+base_status data_csv_next(data_csv *csv, const char *name, int *got, base_error *err) {
     if (!name) name = "CSV";
     *got = 0;
     csv->num_fields = 0;
     csv->terminated = csv->unterminated = 0;
     const char *s = csv->p, *end = csv->end;
-    if (s >= end) return VIT_OK;
+    if (s >= end) return BASE_OK;
     csv->record_line = csv->line;
     csv->record_start = (size_t)(s - csv->text);
     for (;;) { /* one field per pass */
@@ -69,7 +69,7 @@ vit_status data_csv_next(data_csv *csv, const char *name, int *got, vit_error *e
                 if (s >= end) {
                     csv->unterminated = 1;
                     csv->p = end;
-                    return vit_error_set(err, VIT_E_FORMAT,
+                    return base_error_set(err, BASE_E_FORMAT,
                                          "%s:%d: a quoted field is never closed (the file ends inside it)",
                                          name, csv->record_line);
                 }
@@ -84,12 +84,12 @@ vit_status data_csv_next(data_csv *csv, const char *name, int *got, vit_error *e
             len = (size_t)(s - start);
             s++; /* the closing quote */
             if (s < end && *s != ',' && *s != '\n' && *s != '\r')
-                return vit_error_set(err, VIT_E_FORMAT, "%s:%d: text after a closing quote", name,
+                return base_error_set(err, BASE_E_FORMAT, "%s:%d: text after a closing quote", name,
                                      csv->line);
         } else {
             while (s < end && *s != ',' && *s != '\n' && *s != '\r') {
                 if (*s == '"')
-                    return vit_error_set(err, VIT_E_FORMAT,
+                    return base_error_set(err, BASE_E_FORMAT,
                                          "%s:%d: a quote inside a field that does not start with one",
                                          name, csv->line);
                 s++;
@@ -97,14 +97,14 @@ vit_status data_csv_next(data_csv *csv, const char *name, int *got, vit_error *e
             len = (size_t)(s - start);
         }
         if (add_field(csv, start, len, quoted) != 0)
-            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", name);
+            return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", name);
         if (s < end && *s == ',') {
             s++;
             continue;
         }
         if (s < end && *s == '\r') {
             if (s + 1 < end && s[1] != '\n')
-                return vit_error_set(err, VIT_E_FORMAT, "%s:%d: a carriage return not followed by a "
+                return base_error_set(err, BASE_E_FORMAT, "%s:%d: a carriage return not followed by a "
                                      "line feed outside quotes", name, csv->line);
             s++;
         }
@@ -115,6 +115,6 @@ vit_status data_csv_next(data_csv *csv, const char *name, int *got, vit_error *e
         }
         csv->p = s;
         *got = 1;
-        return VIT_OK;
+        return BASE_OK;
     }
 }

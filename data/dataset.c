@@ -20,20 +20,20 @@ static gzFile open_idx(const char *dir, const char *name, char *path, size_t siz
 
 /* Reads an idx file of unsigned bytes with `dims` dimensions: the sizes into
  * shape, the data (malloc'd) into *data. */
-static vit_status read_idx(const char *dir, const char *name, int dims, uint32_t *shape,
-                           uint8_t **data, vit_error *err) {
+static base_status read_idx(const char *dir, const char *name, int dims, uint32_t *shape,
+                           uint8_t **data, base_error *err) {
     char path[4200];
     *data = NULL;
     gzFile f = open_idx(dir, name, path, sizeof path);
     if (!f)
-        return vit_error_set(err, VIT_E_IO, "%s/%s(.gz): cannot open: %s (install the Debian "
+        return base_error_set(err, BASE_E_IO, "%s/%s(.gz): cannot open: %s (install the Debian "
                              "package dataset-fashion-mnist)", dir, name, strerror(errno));
     uint8_t header[16];
-    vit_status status = VIT_OK;
+    base_status status = BASE_OK;
     const int header_bytes = 4 + 4 * dims;
     if (gzread(f, header, (unsigned)header_bytes) != header_bytes || header[0] || header[1] ||
         header[2] != 0x08 || header[3] != dims) {
-        status = vit_error_set(err, VIT_E_FORMAT, "%s: not an idx file of %d-dimensional bytes",
+        status = base_error_set(err, BASE_E_FORMAT, "%s: not an idx file of %d-dimensional bytes",
                                path, dims);
         goto done;
     }
@@ -41,21 +41,21 @@ static vit_status read_idx(const char *dir, const char *name, int dims, uint32_t
     for (int i = 0; i < dims; i++) {
         shape[i] = base_be32(header + 4 + 4 * i);
         if (shape[i] == 0 || shape[i] > (1u << 24) || total > ((size_t)1 << 34) / shape[i]) {
-            status = vit_error_set(err, VIT_E_FORMAT, "%s: implausible size %u in dimension %d",
+            status = base_error_set(err, BASE_E_FORMAT, "%s: implausible size %u in dimension %d",
                                    path, shape[i], i);
             goto done;
         }
         total *= shape[i];
     }
     if (!(*data = malloc(total))) {
-        status = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
+        status = base_error_set(err, BASE_E_NOMEM, "%s: out of memory", path);
         goto done;
     }
     for (size_t done_bytes = 0; done_bytes < total;) {
         const size_t chunk = total - done_bytes < (1u << 30) ? total - done_bytes : (1u << 30);
         const int got = gzread(f, *data + done_bytes, (unsigned)chunk);
         if (got <= 0) {
-            status = vit_error_set(err, VIT_E_FORMAT, "%s: truncated (%zu of %zu bytes)", path,
+            status = base_error_set(err, BASE_E_FORMAT, "%s: truncated (%zu of %zu bytes)", path,
                                    done_bytes, total);
             goto done;
         }
@@ -63,35 +63,35 @@ static vit_status read_idx(const char *dir, const char *name, int dims, uint32_t
     }
 done:
     gzclose(f);
-    if (status != VIT_OK) {
+    if (status != BASE_OK) {
         free(*data);
         *data = NULL;
     }
     return status;
 }
 
-vit_status data_mnist_load(const char *dir, int train, data_mnist *out, vit_error *err) {
+base_status data_mnist_load(const char *dir, int train, data_mnist *out, base_error *err) {
     memset(out, 0, sizeof *out);
     if (!dir) dir = DATA_FASHION_MNIST_DIR;
     const char *split = train ? "train" : "t10k";
     char name[64];
     uint32_t image_shape[3], label_shape[1];
     snprintf(name, sizeof name, "%s-images-idx3-ubyte", split);
-    vit_status status = read_idx(dir, name, 3, image_shape, &out->pixels, err);
-    if (status != VIT_OK) return status;
+    base_status status = read_idx(dir, name, 3, image_shape, &out->pixels, err);
+    if (status != BASE_OK) return status;
     snprintf(name, sizeof name, "%s-labels-idx1-ubyte", split);
     status = read_idx(dir, name, 1, label_shape, &out->labels, err);
-    if (status == VIT_OK && label_shape[0] != image_shape[0])
-        status = vit_error_set(err, VIT_E_FORMAT, "%s/%s: %u labels for %u images", dir, name,
+    if (status == BASE_OK && label_shape[0] != image_shape[0])
+        status = base_error_set(err, BASE_E_FORMAT, "%s/%s: %u labels for %u images", dir, name,
                                label_shape[0], image_shape[0]);
-    if (status != VIT_OK) {
+    if (status != BASE_OK) {
         data_mnist_free(out);
         return status;
     }
     out->count = (int)image_shape[0];
     out->height = (int)image_shape[1];
     out->width = (int)image_shape[2];
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void data_mnist_free(data_mnist *set) {
@@ -134,20 +134,20 @@ static void crop_box(int width, int height, double min_scale, data_uniform_fn un
     box[3] = h;
 }
 
-vit_status data_random_resized_crop(const data_image *img, int size, double min_scale, int flip,
+base_status data_random_resized_crop(const data_image *img, int size, double min_scale, int flip,
                                     data_uniform_fn uniform, void *state, data_image *out,
-                                    vit_error *err) {
+                                    base_error *err) {
     memset(out, 0, sizeof *out);
     int box[4];
     crop_box(img->width, img->height, min_scale, uniform, state, box);
     data_image crop = {box[2], box[3], malloc((size_t)box[2] * box[3] * 3)};
-    if (!crop.pixels) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    if (!crop.pixels) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     for (int y = 0; y < box[3]; y++)
         memcpy(crop.pixels + (size_t)y * box[2] * 3,
                img->pixels + ((size_t)(box[1] + y) * img->width + box[0]) * 3, (size_t)box[2] * 3);
-    vit_status status = data_resize(&crop, size, size, DATA_RESAMPLE_BILINEAR, out, err);
+    base_status status = data_resize(&crop, size, size, DATA_RESAMPLE_BILINEAR, out, err);
     data_image_free(&crop);
-    if (status != VIT_OK) return status;
+    if (status != BASE_OK) return status;
     if (flip && uniform(state) < 0.5)
         for (int y = 0; y < size; y++) {
             uint8_t *row = out->pixels + (size_t)y * size * 3;
@@ -158,5 +158,5 @@ vit_status data_random_resized_crop(const data_image *img, int size, double min_
                     row[(size - 1 - x) * 3 + c] = t;
                 }
         }
-    return VIT_OK;
+    return BASE_OK;
 }

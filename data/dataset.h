@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "image.h"
-#include "vit_error.h"
+#include "base_error.h"
 
 /* Where the Debian package dataset-fashion-mnist puts the idx files. */
 #define DATA_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
@@ -32,7 +32,7 @@ typedef struct data_mnist {
  * gzip-compressed with a .gz suffix, or plain) for the training (train 1)
  * or test split. dir NULL: DATA_FASHION_MNIST_DIR. Headers, sizes and
  * labels (< 256 classes, as stored) are checked. */
-vit_status data_mnist_load(const char *dir, int train, data_mnist *out, vit_error *err);
+base_status data_mnist_load(const char *dir, int train, data_mnist *out, base_error *err);
 void data_mnist_free(data_mnist *set);
 
 /* The ten Fashion-MNIST class names ("T-shirt/top" .. "Ankle boot"). */
@@ -46,8 +46,8 @@ typedef double (*data_uniform_fn)(void *state);
  * ratio in [3/4, 4/3] log-uniform, ten tries then a centre crop) resized
  * to size x size bilinearly, then with flip a horizontal mirror half the
  * time. out is allocated. */
-vit_status data_random_resized_crop(const data_image *img, int size, double min_scale, int flip,
+base_status data_random_resized_crop(const data_image *img, int size, double min_scale, int flip,
                                     data_uniform_fn uniform, void *state, data_image *out,
-                                    vit_error *err);
+                                    base_error *err);
 
 #endif

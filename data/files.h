@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #include "preprocess.h"
-#include "vit_error.h"
+#include "base_error.h"
 
 /* The one CSV reader of the program (RFC 4180): fields separated by commas,
  * records ended by "\n" or "\r\n", a field in double quotes may hold commas,
@@ -34,7 +34,7 @@ typedef struct data_csv {
     int record_line;     /* the line the last record (or damage) started on */
     size_t record_start; /* its byte offset in text */
     int terminated;      /* the last record ended with a line break (0: at the end of text) */
-    int unterminated;    /* the text ended inside a quoted field (with VIT_E_FORMAT) */
+    int unterminated;    /* the text ended inside a quoted field (with BASE_E_FORMAT) */
     char **fields;       /* the last record's fields, NUL-terminated, quotes undone */
     size_t *lengths;     /* their lengths (a field may hold a NUL byte) */
     size_t num_fields, capacity;
@@ -45,17 +45,17 @@ void data_csv_init(data_csv *csv, const char *text, size_t len);
 /* Reads the next record into csv->fields. *got is 1 for a record, 0 at the
  * end of the text. A damaged record (a quote inside an unquoted field, text
  * after a closing quote, a lone carriage return, a quoted field the text
- * ends inside) is VIT_E_FORMAT naming name and its line; callers decide
+ * ends inside) is BASE_E_FORMAT naming name and its line; callers decide
  * whether a damaged or unterminated last record is a cut they can drop. */
-vit_status data_csv_next(data_csv *csv, const char *name, int *got, vit_error *err);
+base_status data_csv_next(data_csv *csv, const char *name, int *got, base_error *err);
 void data_csv_free(data_csv *csv);
 
 /* Splits text into one label per line ('\n' or "\r\n"; a final newline does
  * not start another label; a leading UTF-8 byte-order mark is dropped). *labels (count + 1 entries, NULL-terminated)
  * and each label are malloc'd: free with data_labels_free. More than
- * max_labels lines is VIT_E_LIMIT. name is used in messages. */
-vit_status data_labels_parse(const char *text, const char *name, int max_labels, char ***labels,
-                             int *count, vit_error *err);
+ * max_labels lines is BASE_E_LIMIT. name is used in messages. */
+base_status data_labels_parse(const char *text, const char *name, int max_labels, char ***labels,
+                             int *count, base_error *err);
 void data_labels_free(char **labels, int count);
 
 /* Rows of a labels CSV (`file,class_index[,...]`, RFC 4180 quoting; an
@@ -70,10 +70,10 @@ typedef struct data_labelled_files {
 
 /* Parses a labels CSV held in text (len bytes, no NUL needed) into out
  * (appended). A row without a class index, or with one outside
- * 0..num_classes-1, is VIT_E_FORMAT naming name and the line; no rows at all
- * is VIT_E_FORMAT too. */
-vit_status data_labels_csv_parse(const char *text, size_t len, const char *name, int num_classes,
-                                 data_labelled_files *out, vit_error *err);
+ * 0..num_classes-1, is BASE_E_FORMAT naming name and the line; no rows at all
+ * is BASE_E_FORMAT too. */
+base_status data_labels_csv_parse(const char *text, size_t len, const char *name, int num_classes,
+                                 data_labelled_files *out, base_error *err);
 void data_labelled_files_free(data_labelled_files *list);
 
 /* Appends one (file, class) pair (file copied); -1 when out of memory. */
@@ -100,19 +100,19 @@ typedef struct data_walk_options {
  * followed but never around a loop. options NULL: recursive, default
  * extensions. A directory under path that cannot be listed fails the walk;
  * data_walk_collect goes on instead. */
-vit_status data_walk(const char *path, const data_walk_options *options, data_file_list *out,
-                     vit_error *err);
+base_status data_walk(const char *path, const data_walk_options *options, data_file_list *out,
+                     base_error *err);
 
 /* The same, but a directory that cannot be opened (path itself, or one
  * under it) adds one message to problems ("DIR: cannot open directory:
  * REASON") and the walk goes on with the rest; out then holds every file
  * that could be listed. Errors are only a path that does not exist and
  * running out of memory. */
-vit_status data_walk_collect(const char *path, const data_walk_options *options,
-                             data_file_list *out, data_file_list *problems, vit_error *err);
+base_status data_walk_collect(const char *path, const data_walk_options *options,
+                             data_file_list *out, data_file_list *problems, base_error *err);
 
 /* Appends the names (not paths) of path's non-hidden subdirectories, sorted. */
-vit_status data_list_subdirs(const char *path, data_file_list *out, vit_error *err);
+base_status data_list_subdirs(const char *path, data_file_list *out, base_error *err);
 
 /* Whether path ends in one of the extensions (options NULL: the defaults). */
 int data_has_image_extension(const char *path, const data_walk_options *options);
@@ -132,7 +132,7 @@ typedef struct data_batch {
      * (the CLI does when its outputs are not finite); the loader refills
      * both at the next data_loader_next. */
     int *row;          /* per file: its image's index in images, or -1 */
-    vit_error *errors; /* per file: why it failed, where row is -1 */
+    base_error *errors; /* per file: why it failed, where row is -1 */
 } data_batch;
 
 typedef struct data_loader data_loader;
@@ -141,9 +141,9 @@ typedef struct data_loader data_loader;
  * batch_size. With prefetch, one background thread prepares the next batch
  * while the caller works on the current one; without, each batch is decoded
  * when asked for, with `threads` threads. */
-vit_status data_loader_create(const data_preprocess *pre, const char *const *paths, size_t count,
+base_status data_loader_create(const data_preprocess *pre, const char *const *paths, size_t count,
                               int batch_size, int threads, int prefetch, data_loader **out,
-                              vit_error *err);
+                              base_error *err);
 
 /* For work shared between processes: a loader whose batches start where
  * schedule says (called once per batch, on the loader's thread with
@@ -153,10 +153,10 @@ vit_status data_loader_create(const data_preprocess *pre, const char *const *pat
  * are handed out in the order schedule gave them. */
 #define DATA_LOADER_END ((size_t)-1)
 typedef size_t (*data_loader_schedule)(void *context);
-vit_status data_loader_create_scheduled(const data_preprocess *pre, const char *const *paths,
+base_status data_loader_create_scheduled(const data_preprocess *pre, const char *const *paths,
                                         size_t count, int batch_size, int threads, int prefetch,
                                         data_loader_schedule schedule, void *context,
-                                        data_loader **out, vit_error *err);
+                                        data_loader **out, base_error *err);
 
 /* Hands out the next batch (valid until the next call) and returns its file
  * count; 0 when every file has been handed out. */

@@ -319,31 +319,31 @@ static int tga_is_complete(const uint8_t *b, size_t n) {
     return 18 + id_len + cmap_bytes + w * h * (((size_t)b[16] + 7) / 8) <= n;
 }
 
-static vit_status check_dimensions(const char *name, int64_t w, int64_t h, int64_t max_pixels,
-                                   vit_error *err) {
+static base_status check_dimensions(const char *name, int64_t w, int64_t h, int64_t max_pixels,
+                                   base_error *err) {
     if (w <= 0 || h <= 0)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: invalid image size %lldx%lld", name,
+        return base_error_set(err, BASE_E_FORMAT, "%s: invalid image size %lldx%lld", name,
                              (long long)w, (long long)h);
     /* Sides up to 2^32 (PNG): compare by division, since w * h can
      * overflow int64 (found by fuzz_image). */
-    if (w <= max_pixels / h) return VIT_OK;
+    if (w <= max_pixels / h) return BASE_OK;
     const double px = (double)w * (double)h;
     if (max_pixels % 1000000 == 0)
-        return vit_error_set(err, VIT_E_LIMIT,
+        return base_error_set(err, BASE_E_LIMIT,
                              "%s: %lldx%lld = %.*f megapixels exceeds the limit of %lld megapixels",
                              name, (long long)w, (long long)h, fmod(px, 1e6) != 0 ? 1 : 0, px / 1e6,
                              (long long)(max_pixels / 1000000));
-    return vit_error_set(err, VIT_E_LIMIT, "%s: %lldx%lld = %.0f pixels exceeds the limit of %lld pixels",
+    return base_error_set(err, BASE_E_LIMIT, "%s: %lldx%lld = %.0f pixels exceeds the limit of %lld pixels",
                          name, (long long)w, (long long)h, px, (long long)max_pixels);
 }
 
-static vit_status alloc_image(const char *name, int w, int h, data_image *out, vit_error *err) {
+static base_status alloc_image(const char *name, int w, int h, data_image *out, base_error *err) {
     out->pixels = malloc((size_t)w * (size_t)h * 3);
     if (!out->pixels)
-        return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory for %dx%d pixels", name, w, h);
+        return base_error_set(err, BASE_E_NOMEM, "%s: out of memory for %dx%d pixels", name, w, h);
     out->width = w;
     out->height = h;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* ---- binary PNM (P5 grey, P6 RGB) ---- */
@@ -375,26 +375,26 @@ static int pnm_int(const uint8_t *b, size_t n, size_t *pos, long *value) {
     return 1;
 }
 
-static vit_status decode_pnm(const uint8_t *b, size_t n, const char *name, int64_t max_pixels,
-                             data_image *out, vit_error *err) {
+static base_status decode_pnm(const uint8_t *b, size_t n, const char *name, int64_t max_pixels,
+                             data_image *out, base_error *err) {
     int channels = b[1] == '6' ? 3 : 1;
     size_t pos = 2;
     long w, h, maxval;
     if (!pnm_int(b, n, &pos, &w) || !pnm_int(b, n, &pos, &h) || !pnm_int(b, n, &pos, &maxval) ||
         pos >= n || !pnm_space(b[pos]))
-        return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt PNM header", name);
+        return base_error_set(err, BASE_E_FORMAT, "%s: corrupt PNM header", name);
     pos++; /* exactly one whitespace byte ends the header */
     if (maxval < 1 || maxval > 65535)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: PNM maxval %ld out of range", name, maxval);
-    vit_status st = check_dimensions(name, w, h, max_pixels, err);
-    if (st != VIT_OK) return st;
+        return base_error_set(err, BASE_E_FORMAT, "%s: PNM maxval %ld out of range", name, maxval);
+    base_status st = check_dimensions(name, w, h, max_pixels, err);
+    if (st != BASE_OK) return st;
     size_t bytes_per_sample = maxval > 255 ? 2 : 1;
     size_t samples = (size_t)w * (size_t)h * (size_t)channels;
     if (n - pos < samples * bytes_per_sample)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: truncated PNM (%zu of %zu pixel bytes)", name,
+        return base_error_set(err, BASE_E_FORMAT, "%s: truncated PNM (%zu of %zu pixel bytes)", name,
                              n - pos, samples * bytes_per_sample);
     st = alloc_image(name, (int)w, (int)h, out, err);
-    if (st != VIT_OK) return st;
+    if (st != BASE_OK) return st;
     const uint8_t *p = b + pos;
     /* Grey with 16-bit samples goes through PIL's 32-bit "I" mode, i.e. it is
      * scaled to 0..65535 and then clamped; everything else scales to 0..255. */
@@ -410,11 +410,11 @@ static vit_status decode_pnm(const uint8_t *b, size_t n, const char *name, int64
             dst[i] = q;
         }
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status data_image_load_memory(const void *bytes, size_t size, const char *name,
-                                  data_image *out, vit_error *err) {
+base_status data_image_load_memory(const void *bytes, size_t size, const char *name,
+                                  data_image *out, base_error *err) {
     return data_image_load_memory_capped(bytes, size, name, 0, out, err);
 }
 
@@ -449,8 +449,8 @@ static uint8_t *png_without_empty_idat(const uint8_t *b, size_t n, size_t *out_s
     return copy;
 }
 
-static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
-                                  int64_t max_pixels, data_image *out, vit_error *err);
+static base_status decode_with_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
+                                  int64_t max_pixels, data_image *out, base_error *err);
 
 /* The first chunk before IEND whose declared length runs past the end of
  * the file, or 0. stb 2.27 grows its IDAT buffer to a chunk's declared
@@ -480,49 +480,49 @@ static const char *webp_reason(VP8StatusCode status) {
 }
 
 /* An animated WebP's first frame on its canvas (see the top of the file). */
-static vit_status decode_webp_first_frame(const uint8_t *b, size_t size, const char *name,
-                                          data_image *out, vit_error *err) {
+static base_status decode_webp_first_frame(const uint8_t *b, size_t size, const char *name,
+                                          data_image *out, base_error *err) {
     WebPAnimDecoderOptions options;
     if (!WebPAnimDecoderOptionsInit(&options))
-        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: libwebp version mismatch", name);
+        return base_error_set(err, BASE_E_UNSUPPORTED, "%s: libwebp version mismatch", name);
     options.color_mode = MODE_RGBA; /* not premultiplied: alpha is just dropped */
     options.use_threads = 0;
     const WebPData data = {b, size};
     WebPAnimDecoder *dec = WebPAnimDecoderNew(&data, &options);
-    if (!dec) return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated animated WebP", name);
+    if (!dec) return base_error_set(err, BASE_E_FORMAT, "%s: corrupt or truncated animated WebP", name);
     WebPAnimInfo info;
     uint8_t *rgba = NULL;
     int timestamp;
-    vit_status st = VIT_OK;
+    base_status st = BASE_OK;
     if (!WebPAnimDecoderGetInfo(dec, &info) || !WebPAnimDecoderGetNext(dec, &rgba, &timestamp))
-        st = vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated animated WebP (first frame)",
+        st = base_error_set(err, BASE_E_FORMAT, "%s: corrupt or truncated animated WebP (first frame)",
                            name);
     else if ((int)info.canvas_width != out->width || (int)info.canvas_height != out->height)
-        st = vit_error_set(err, VIT_E_FORMAT, "%s: inconsistent WebP size", name);
+        st = base_error_set(err, BASE_E_FORMAT, "%s: inconsistent WebP size", name);
     const size_t n = (size_t)out->width * (size_t)out->height;
-    for (size_t i = 0; st == VIT_OK && i < n; i++) memcpy(out->pixels + 3 * i, rgba + 4 * i, 3);
+    for (size_t i = 0; st == BASE_OK && i < n; i++) memcpy(out->pixels + 3 * i, rgba + 4 * i, 3);
     WebPAnimDecoderDelete(dec);
     return st;
 }
 
-static vit_status decode_webp(const uint8_t *b, size_t size, const char *name, int64_t max_pixels,
-                              data_image *out, vit_error *err) {
+static base_status decode_webp(const uint8_t *b, size_t size, const char *name, int64_t max_pixels,
+                              data_image *out, base_error *err) {
     WebPBitstreamFeatures features;
     const VP8StatusCode status = WebPGetFeatures(b, size, &features);
     if (status != VP8_STATUS_OK)
-        return vit_error_set(err, status == VP8_STATUS_UNSUPPORTED_FEATURE ? VIT_E_UNSUPPORTED : VIT_E_FORMAT,
+        return base_error_set(err, status == VP8_STATUS_UNSUPPORTED_FEATURE ? BASE_E_UNSUPPORTED : BASE_E_FORMAT,
                              "%s: %s WebP header", name,
                              status == VP8_STATUS_NOT_ENOUGH_DATA ? "truncated" : webp_reason(status));
     /* The header's size (the canvas, for an animation) before any pixel. */
-    vit_status st = check_dimensions(name, features.width, features.height, max_pixels, err);
-    if (st != VIT_OK) return st;
-    if ((st = alloc_image(name, features.width, features.height, out, err)) != VIT_OK) return st;
+    base_status st = check_dimensions(name, features.width, features.height, max_pixels, err);
+    if (st != BASE_OK) return st;
+    if ((st = alloc_image(name, features.width, features.height, out, err)) != BASE_OK) return st;
     if (features.has_animation) st = decode_webp_first_frame(b, size, name, out, err);
     else {
         /* Straight into our pixels: RGB, alpha dropped. */
         WebPDecoderConfig config;
         if (!WebPInitDecoderConfig(&config)) {
-            st = vit_error_set(err, VIT_E_UNSUPPORTED, "%s: libwebp version mismatch", name);
+            st = base_error_set(err, BASE_E_UNSUPPORTED, "%s: libwebp version mismatch", name);
         } else {
             config.output.colorspace = MODE_RGB;
             config.output.is_external_memory = 1;
@@ -531,26 +531,26 @@ static vit_status decode_webp(const uint8_t *b, size_t size, const char *name, i
             config.output.u.RGBA.size = (size_t)out->width * (size_t)out->height * 3;
             const VP8StatusCode decoded = WebPDecode(b, size, &config);
             if (decoded != VP8_STATUS_OK)
-                st = vit_error_set(err, VIT_E_FORMAT, "%s: %s WebP data", name,
+                st = base_error_set(err, BASE_E_FORMAT, "%s: %s WebP data", name,
                                    decoded == VP8_STATUS_NOT_ENOUGH_DATA ? "truncated"
                                                                          : webp_reason(decoded));
             else if (config.output.width != out->width || config.output.height != out->height)
-                st = vit_error_set(err, VIT_E_FORMAT, "%s: inconsistent WebP size", name);
+                st = base_error_set(err, BASE_E_FORMAT, "%s: inconsistent WebP size", name);
         }
     }
-    if (st != VIT_OK) data_image_free(out);
+    if (st != BASE_OK) data_image_free(out);
     return st;
 }
 
-vit_status data_image_load_memory_capped(const void *bytes, size_t size, const char *name,
-                                         int64_t max_pixels, data_image *out, vit_error *err) {
+base_status data_image_load_memory_capped(const void *bytes, size_t size, const char *name,
+                                         int64_t max_pixels, data_image *out, base_error *err) {
     if (max_pixels <= 0) max_pixels = DATA_MAX_PIXELS;
     if (!name) name = "(memory)";
-    if (!out) return vit_error_set(err, VIT_E_ARG, "%s: no output image", name);
+    if (!out) return base_error_set(err, BASE_E_ARG, "%s: no output image", name);
     memset(out, 0, sizeof *out);
-    if (!bytes || size == 0) return vit_error_set(err, VIT_E_FORMAT, "%s: empty file", name);
+    if (!bytes || size == 0) return base_error_set(err, BASE_E_FORMAT, "%s: empty file", name);
     if (size > (size_t)INT_MAX)
-        return vit_error_set(err, VIT_E_LIMIT, "%s: file of %zu bytes is too large", name, size);
+        return base_error_set(err, BASE_E_LIMIT, "%s: file of %zu bytes is too large", name, size);
     const uint8_t *b = bytes;
     image_format fmt = sniff_format(b, size);
     switch (fmt) {
@@ -560,18 +560,18 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
     case FMT_PBM_BINARY:
     case FMT_HDR:
     case FMT_TIFF:
-        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: %s images are not supported", name,
+        return base_error_set(err, BASE_E_UNSUPPORTED, "%s: %s images are not supported", name,
                              format_name(fmt));
     default: break;
     }
     /* Plain 8-bit PNGs (most photos) decode faster without stb, to the
      * same pixels (png_plain.h); the rest go on to stb. */
-    if (fmt == FMT_PNG && data_png_plain_decode(b, size, max_pixels, out)) return VIT_OK;
+    if (fmt == FMT_PNG && data_png_plain_decode(b, size, max_pixels, out)) return BASE_OK;
     if (fmt == FMT_PNG) {
         size_t clean_size;
         uint8_t *clean = png_without_empty_idat(b, size, &clean_size);
         if (clean) {
-            vit_status st = decode_with_stb(clean, clean_size, fmt, name, max_pixels, out, err);
+            base_status st = decode_with_stb(clean, clean_size, fmt, name, max_pixels, out, err);
             free(clean);
             return st;
         }
@@ -581,20 +581,20 @@ vit_status data_image_load_memory_capped(const void *bytes, size_t size, const c
 
 /* A 16-bit grey image of w x h (stb's header) as RGB, clamped as PIL's
  * "I" -> "RGB" conversion does. */
-static vit_status decode_grey16(const uint8_t *b, size_t size, image_format fmt, const char *name,
-                                int w, int h, data_image *out, vit_error *err) {
+static base_status decode_grey16(const uint8_t *b, size_t size, image_format fmt, const char *name,
+                                int w, int h, data_image *out, base_error *err) {
     int dw = 0, dh = 0, dcomp = 0;
     stbi_us *grey = stbi_load_16_from_memory(b, (int)size, &dw, &dh, &dcomp, 1);
     if (!grey)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt %s data (%s)", name,
+        return base_error_set(err, BASE_E_FORMAT, "%s: corrupt %s data (%s)", name,
                              format_name(fmt), stb_reason());
     if (dw != w || dh != h) {
         stbi_image_free(grey);
-        return vit_error_set(err, VIT_E_FORMAT, "%s: inconsistent %s size", name,
+        return base_error_set(err, BASE_E_FORMAT, "%s: inconsistent %s size", name,
                              format_name(fmt));
     }
-    vit_status st = alloc_image(name, w, h, out, err);
-    if (st == VIT_OK) {
+    base_status st = alloc_image(name, w, h, out, err);
+    if (st == BASE_OK) {
         size_t n = (size_t)w * (size_t)h;
         for (size_t i = 0; i < n; i++) {
             uint8_t q = grey[i] > 255 ? 255 : (uint8_t)grey[i];
@@ -607,20 +607,20 @@ static vit_status decode_grey16(const uint8_t *b, size_t size, image_format fmt,
 
 /* Everything stb decodes (PNG, JPEG, GIF, BMP, TGA, PSD), after our own
  * checks of what stb 2.27 would mishandle. */
-static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
-                                  int64_t max_pixels, data_image *out, vit_error *err) {
+static base_status decode_with_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
+                                  int64_t max_pixels, data_image *out, base_error *err) {
     /* stb refuses PNG headers beyond 2^30 bytes of pixels with a generic
      * "unknown image type", so read the size ourselves for a useful message. */
     if (fmt == FMT_PNG && size >= 24 && memcmp(b + 12, "IHDR", 4) == 0) {
-        vit_status st = check_dimensions(name, base_be32(b + 16), base_be32(b + 20), max_pixels, err);
-        if (st != VIT_OK) return st;
+        base_status st = check_dimensions(name, base_be32(b + 16), base_be32(b + 20), max_pixels, err);
+        if (st != BASE_OK) return st;
         uint32_t declared = 0;
         const size_t at = png_chunk_overrun(b, size, &declared);
         if (at) {
             char type[5] = "????";
             for (int k = 0; k < 4; k++)
                 if (isalpha(b[at + 4 + k])) type[k] = (char)b[at + 4 + k];
-            return vit_error_set(err, VIT_E_FORMAT,
+            return base_error_set(err, BASE_E_FORMAT,
                                  "%s: truncated PNG (the %s chunk at byte %zu declares %u bytes, %zu remain)",
                                  name, type, at, declared, size - at - 8);
         }
@@ -629,22 +629,22 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
      * tables too. */
     const char *jpeg_problem = "";
     const int jpeg_state = fmt == FMT_JPEG ? jpeg_check(b, size, &jpeg_problem) : 1;
-    if (jpeg_state < 0) return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt JPEG (%s)", name, jpeg_problem);
+    if (jpeg_state < 0) return base_error_set(err, BASE_E_FORMAT, "%s: corrupt JPEG (%s)", name, jpeg_problem);
     int w = 0, h = 0, comp = 0;
     if (!stbi_info_from_memory(b, (int)size, &w, &h, &comp)) {
         if (fmt == FMT_UNKNOWN)
-            return vit_error_set(err, VIT_E_FORMAT, "%s: not an image (unknown format)", name);
-        return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated %s header (%s)", name,
+            return base_error_set(err, BASE_E_FORMAT, "%s: not an image (unknown format)", name);
+        return base_error_set(err, BASE_E_FORMAT, "%s: corrupt or truncated %s header (%s)", name,
                              format_name(fmt), stb_reason());
     }
     /* stb 2.27's BMP info hands back the header's height as stored: a
      * top-down BMP (valid, PIL opens it) stores it negated. Its decoder
      * takes the absolute value and flips, so the size is the magnitude. */
     if (fmt == FMT_BMP && h < 0 && h != INT_MIN) h = -h;
-    vit_status st = check_dimensions(name, w, h, max_pixels, err);
-    if (st != VIT_OK) return st;
+    base_status st = check_dimensions(name, w, h, max_pixels, err);
+    if (st != BASE_OK) return st;
     if (jpeg_state == 0)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: truncated JPEG (no end-of-image marker)", name);
+        return base_error_set(err, BASE_E_FORMAT, "%s: truncated JPEG (no end-of-image marker)", name);
     if (fmt == FMT_JPEG) {
         /* Before the pixels are allocated: an end-of-image marker after a
          * few bytes of scan data would otherwise decode to a full-size grey
@@ -652,16 +652,16 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
         char detail[160];
         const data_jpeg_scans scans = data_jpeg_scans_check(b, size, detail, sizeof detail);
         if (scans == DATA_JPEG_SCANS_TRUNCATED)
-            return vit_error_set(err, VIT_E_FORMAT, "%s: truncated JPEG (%s)", name, detail);
+            return base_error_set(err, BASE_E_FORMAT, "%s: truncated JPEG (%s)", name, detail);
         if (scans == DATA_JPEG_SCANS_NOMEM)
-            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory checking the JPEG data", name);
+            return base_error_set(err, BASE_E_NOMEM, "%s: out of memory checking the JPEG data", name);
     }
     if (fmt == FMT_BMP && !bmp_is_complete(b, size))
-        return vit_error_set(err, VIT_E_FORMAT, "%s: truncated BMP (pixel data missing)", name);
+        return base_error_set(err, BASE_E_FORMAT, "%s: truncated BMP (pixel data missing)", name);
     if (fmt == FMT_GIF && !gif_is_complete(b, size))
-        return vit_error_set(err, VIT_E_FORMAT, "%s: truncated GIF (image data missing)", name);
+        return base_error_set(err, BASE_E_FORMAT, "%s: truncated GIF (image data missing)", name);
     if (fmt == FMT_UNKNOWN && looks_like_tga(b, size) && !tga_is_complete(b, size))
-        return vit_error_set(err, VIT_E_FORMAT, "%s: truncated TGA (pixel data missing)", name);
+        return base_error_set(err, BASE_E_FORMAT, "%s: truncated TGA (pixel data missing)", name);
 
     if (comp == 1 && stbi_is_16_bit_from_memory(b, (int)size))
         return decode_grey16(b, size, fmt, name, w, h, out, err);
@@ -674,11 +674,11 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
     const int channels = fmt == FMT_JPEG ? 4 : 3;
     stbi_uc *px = stbi_load_from_memory(b, (int)size, &dw, &dh, &dcomp, channels);
     if (!px)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated %s data (%s)", name,
+        return base_error_set(err, BASE_E_FORMAT, "%s: corrupt or truncated %s data (%s)", name,
                              format_name(fmt), stb_reason());
     if (dw != w || dh != h) {
         stbi_image_free(px);
-        return vit_error_set(err, VIT_E_FORMAT, "%s: inconsistent %s size", name,
+        return base_error_set(err, BASE_E_FORMAT, "%s: inconsistent %s size", name,
                              format_name(fmt));
     }
     /* stb's pixels become the image: stbi_image_free is free() (Debian's
@@ -699,7 +699,7 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
     out->pixels = px;
     out->width = w;
     out->height = h;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Opens a file to read, refusing directories, anything but regular files
@@ -707,60 +707,60 @@ static vit_status decode_with_stb(const uint8_t *b, size_t size, image_format fm
  * writer would wait forever in open(2) and hang a whole batch run, so the
  * file is opened with O_NONBLOCK and what was opened is checked with fstat
  * (the name could be swapped between a stat and the open). */
-static vit_status open_regular_file(const char *path, FILE **file, off_t *file_size, vit_error *err) {
+static base_status open_regular_file(const char *path, FILE **file, off_t *file_size, base_error *err) {
     const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         const int e = errno;
         struct stat sb;
         /* A socket cannot be opened at all (ENXIO): say what it is. */
         if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode))
-            return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path,
+            return base_error_set(err, BASE_E_IO, "%s: not a regular file (%s)", path,
                                  base_file_kind(sb.st_mode));
-        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
+        return base_error_set(err, BASE_E_IO, "%s: cannot open (%s)", path, strerror(e));
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         int e = errno;
         close(fd);
-        return vit_error_set(err, VIT_E_IO, "%s: cannot stat (%s)", path, strerror(e));
+        return base_error_set(err, BASE_E_IO, "%s: cannot stat (%s)", path, strerror(e));
     }
     if (S_ISDIR(sb.st_mode)) {
         close(fd);
-        return vit_error_set(err, VIT_E_IO, "%s: is a directory, not an image file", path);
+        return base_error_set(err, BASE_E_IO, "%s: is a directory, not an image file", path);
     }
     if (!S_ISREG(sb.st_mode)) {
         close(fd);
-        return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path,
+        return base_error_set(err, BASE_E_IO, "%s: not a regular file (%s)", path,
                              base_file_kind(sb.st_mode));
     }
     if ((uint64_t)sb.st_size > DATA_MAX_FILE_BYTES) {
         close(fd);
-        return vit_error_set(err, VIT_E_LIMIT, "%s: file of %lld bytes exceeds the limit of %zu MiB",
+        return base_error_set(err, BASE_E_LIMIT, "%s: file of %lld bytes exceeds the limit of %zu MiB",
                              path, (long long)sb.st_size, DATA_MAX_FILE_BYTES >> 20);
     }
     FILE *f = base_fdopen_blocking(fd);
     if (!f) {
         int e = errno;
         close(fd);
-        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
+        return base_error_set(err, BASE_E_IO, "%s: cannot open (%s)", path, strerror(e));
     }
     *file = f;
     *file_size = sb.st_size;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Reads f to its end into *buf_out (NULL when out of memory). */
-static vit_status read_growing(FILE *f, const char *path, off_t file_size, uint8_t **buf_out,
-                               size_t *len_out, vit_error *err) {
+static base_status read_growing(FILE *f, const char *path, off_t file_size, uint8_t **buf_out,
+                               size_t *len_out, base_error *err) {
     /* Grow as we read, so files that change size meanwhile work too. */
     size_t cap = file_size > 0 ? (size_t)file_size + 1 : 65536;
     uint8_t *buf = malloc(cap);
     size_t len = 0;
-    vit_status st = VIT_OK;
+    base_status st = BASE_OK;
     while (buf) {
         if (len == cap) {
             if (cap >= DATA_MAX_FILE_BYTES) {
-                st = vit_error_set(err, VIT_E_LIMIT, "%s: file exceeds the limit of %zu MiB",
+                st = base_error_set(err, BASE_E_LIMIT, "%s: file exceeds the limit of %zu MiB",
                                    path, DATA_MAX_FILE_BYTES >> 20);
                 break;
             }
@@ -778,7 +778,7 @@ static vit_status read_growing(FILE *f, const char *path, off_t file_size, uint8
         len += got;
         if (got == 0) {
             if (ferror(f))
-                st = vit_error_set(err, VIT_E_IO, "%s: read error (%s)", path, strerror(errno));
+                st = base_error_set(err, BASE_E_IO, "%s: read error (%s)", path, strerror(errno));
             break;
         }
     }
@@ -788,44 +788,44 @@ static vit_status read_growing(FILE *f, const char *path, off_t file_size, uint8
 }
 
 /* The whole of a regular file (see open_regular_file); an empty one is refused. */
-static vit_status read_file(const char *path, uint8_t **bytes, size_t *size, vit_error *err) {
+static base_status read_file(const char *path, uint8_t **bytes, size_t *size, base_error *err) {
     *bytes = NULL;
     *size = 0;
     FILE *f = NULL;
     off_t file_size = 0;
-    vit_status st = open_regular_file(path, &f, &file_size, err);
-    if (st != VIT_OK) return st;
+    base_status st = open_regular_file(path, &f, &file_size, err);
+    if (st != BASE_OK) return st;
     uint8_t *buf;
     size_t len;
     st = read_growing(f, path, file_size, &buf, &len, err);
     fclose(f);
-    if (!buf) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory reading the file", path);
-    if (st != VIT_OK) {
+    if (!buf) return base_error_set(err, BASE_E_NOMEM, "%s: out of memory reading the file", path);
+    if (st != BASE_OK) {
         free(buf);
         return st;
     }
     if (len == 0) {
         free(buf);
-        return vit_error_set(err, VIT_E_FORMAT, "%s: empty file", path);
+        return base_error_set(err, BASE_E_FORMAT, "%s: empty file", path);
     }
     *bytes = buf;
     *size = len;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status data_image_load(const char *path, data_image *out, vit_error *err) {
+base_status data_image_load(const char *path, data_image *out, base_error *err) {
     return data_image_load_capped(path, 0, out, err);
 }
 
-vit_status data_image_load_capped(const char *path, int64_t max_pixels, data_image *out,
-                                  vit_error *err) {
+base_status data_image_load_capped(const char *path, int64_t max_pixels, data_image *out,
+                                  base_error *err) {
     if (out) memset(out, 0, sizeof *out);
-    if (!path) return vit_error_set(err, VIT_E_ARG, "no image path given");
-    if (!out) return vit_error_set(err, VIT_E_ARG, "%s: no output image", path);
+    if (!path) return base_error_set(err, BASE_E_ARG, "no image path given");
+    if (!out) return base_error_set(err, BASE_E_ARG, "%s: no output image", path);
     uint8_t *bytes;
     size_t size;
-    vit_status st = read_file(path, &bytes, &size, err);
-    if (st != VIT_OK) return st;
+    base_status st = read_file(path, &bytes, &size, err);
+    if (st != BASE_OK) return st;
     st = data_image_load_memory_capped(bytes, size, path, max_pixels, out, err);
     free(bytes);
     return st;
@@ -871,8 +871,8 @@ static size_t png_per_pixel(const uint8_t *ihdr) {
  * progressive CMYK 15.0.
  * Walks the segments itself, without stb: stb's header reader builds the
  * Huffman tables that jpeg_check guards it from. */
-static vit_status probe_jpeg(const uint8_t *b, size_t n, const char *name, int64_t *w, int64_t *h,
-                             size_t *per_pixel, vit_error *err) {
+static base_status probe_jpeg(const uint8_t *b, size_t n, const char *name, int64_t *w, int64_t *h,
+                             size_t *per_pixel, base_error *err) {
     size_t i = jpeg_soi_end(b, n);
     while (i + 4 <= n) {
         if (b[i] != 0xFF) {
@@ -893,59 +893,59 @@ static vit_status probe_jpeg(const uint8_t *b, size_t n, const char *name, int64
             const int progressive = m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE;
             const size_t bytes = progressive ? 3 * components + 4 : components + 4;
             *per_pixel = (bytes > 6 ? bytes : 6) + 1;
-            return VIT_OK;
+            return BASE_OK;
         }
         i += len;
     }
-    return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated JPEG header (no frame header)",
+    return base_error_set(err, BASE_E_FORMAT, "%s: corrupt or truncated JPEG header (no frame header)",
                          name);
 }
 
 /* Everything else stb reads: its own header reader, as decode_with_stb. */
-static vit_status probe_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
-                            int64_t *w, int64_t *h, size_t *per_pixel, vit_error *err) {
+static base_status probe_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
+                            int64_t *w, int64_t *h, size_t *per_pixel, base_error *err) {
     if (fmt == FMT_PNG && size >= 33 && memcmp(b + 12, "IHDR", 4) == 0) {
         *w = base_be32(b + 16);
         *h = base_be32(b + 20);
         *per_pixel = png_per_pixel(b + 16);
-        return VIT_OK;
+        return BASE_OK;
     }
     int iw = 0, ih = 0, comp = 0;
     if (!stbi_info_from_memory(b, (int)size, &iw, &ih, &comp)) {
         if (fmt == FMT_UNKNOWN)
-            return vit_error_set(err, VIT_E_FORMAT, "%s: not an image (unknown format)", name);
-        return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt or truncated %s header (%s)", name,
+            return base_error_set(err, BASE_E_FORMAT, "%s: not an image (unknown format)", name);
+        return base_error_set(err, BASE_E_FORMAT, "%s: corrupt or truncated %s header (%s)", name,
                              format_name(fmt), stb_reason());
     }
     if (fmt == FMT_BMP && ih < 0 && ih != INT_MIN) ih = -ih; /* top-down, as decode_with_stb */
     *w = iw;
     *h = ih;
     *per_pixel = fmt == FMT_GIF ? PER_PIXEL_GIF : fmt == FMT_BMP ? PER_PIXEL_BMP : PER_PIXEL_OTHER;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status data_image_probe_memory(const void *bytes, size_t size, const char *name,
-                                   int64_t max_pixels, data_image_probe *out, vit_error *err) {
+base_status data_image_probe_memory(const void *bytes, size_t size, const char *name,
+                                   int64_t max_pixels, data_image_probe *out, base_error *err) {
     if (max_pixels <= 0) max_pixels = DATA_MAX_PIXELS;
     if (!name) name = "(memory)";
-    if (!out) return vit_error_set(err, VIT_E_ARG, "%s: no probe result", name);
+    if (!out) return base_error_set(err, BASE_E_ARG, "%s: no probe result", name);
     memset(out, 0, sizeof *out);
-    if (!bytes || size == 0) return vit_error_set(err, VIT_E_FORMAT, "%s: empty file", name);
+    if (!bytes || size == 0) return base_error_set(err, BASE_E_FORMAT, "%s: empty file", name);
     if (size > (size_t)INT_MAX)
-        return vit_error_set(err, VIT_E_LIMIT, "%s: file of %zu bytes is too large", name, size);
+        return base_error_set(err, BASE_E_LIMIT, "%s: file of %zu bytes is too large", name, size);
     const uint8_t *b = bytes;
     const image_format fmt = sniff_format(b, size);
     int64_t w = 0, h = 0;
     size_t per_pixel = PER_PIXEL_OTHER;
-    vit_status st = VIT_OK;
+    base_status st = BASE_OK;
     if (fmt == FMT_PNM_ASCII || fmt == FMT_PBM_BINARY || fmt == FMT_HDR || fmt == FMT_TIFF)
-        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: %s images are not supported", name,
+        return base_error_set(err, BASE_E_UNSUPPORTED, "%s: %s images are not supported", name,
                              format_name(fmt));
     if (fmt == FMT_PNM) {
         size_t pos = 2;
         long pw, ph;
         if (!pnm_int(b, size, &pos, &pw) || !pnm_int(b, size, &pos, &ph))
-            return vit_error_set(err, VIT_E_FORMAT, "%s: corrupt PNM header", name);
+            return base_error_set(err, BASE_E_FORMAT, "%s: corrupt PNM header", name);
         w = pw;
         h = ph;
         per_pixel = PER_PIXEL_PNM;
@@ -953,8 +953,8 @@ vit_status data_image_probe_memory(const void *bytes, size_t size, const char *n
         WebPBitstreamFeatures f;
         const VP8StatusCode status = WebPGetFeatures(b, size, &f);
         if (status != VP8_STATUS_OK)
-            return vit_error_set(err, status == VP8_STATUS_UNSUPPORTED_FEATURE ? VIT_E_UNSUPPORTED
-                                                                               : VIT_E_FORMAT,
+            return base_error_set(err, status == VP8_STATUS_UNSUPPORTED_FEATURE ? BASE_E_UNSUPPORTED
+                                                                               : BASE_E_FORMAT,
                                  "%s: %s WebP header", name,
                                  status == VP8_STATUS_NOT_ENOUGH_DATA ? "truncated" : webp_reason(status));
         w = f.width;
@@ -966,8 +966,8 @@ vit_status data_image_probe_memory(const void *bytes, size_t size, const char *n
     } else {
         st = probe_stb(b, size, fmt, name, &w, &h, &per_pixel, err);
     }
-    if (st == VIT_OK) st = check_dimensions(name, w, h, max_pixels, err);
-    if (st != VIT_OK) return st;
+    if (st == BASE_OK) st = check_dimensions(name, w, h, max_pixels, err);
+    if (st != BASE_OK) return st;
     out->format = format_name(fmt);
     out->width = (int)w;
     out->height = (int)h;
@@ -976,5 +976,5 @@ vit_status data_image_probe_memory(const void *bytes, size_t size, const char *n
      * past what memory can hold. */
     const size_t pixels = (size_t)w * (size_t)h, extra = size + ((size_t)1 << 20);
     out->peak_bytes = pixels > (SIZE_MAX - extra) / per_pixel ? SIZE_MAX : per_pixel * pixels + extra;
-    return VIT_OK;
+    return BASE_OK;
 }

@@ -10,7 +10,7 @@
  * (tests/fuzz/README.md). Files are read without blocking on FIFOs.
  *
  *     data_image img;
- *     if (data_image_load("cat.jpg", &img, &err) == VIT_OK) { ... data_image_free(&img); }
+ *     if (data_image_load("cat.jpg", &img, &err) == BASE_OK) { ... data_image_free(&img); }
  */
 #ifndef DATA_IMAGE_H
 #define DATA_IMAGE_H
@@ -18,12 +18,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vit_error.h"
-#include "vit_limits.h"
+#include "base_error.h"
+#include "base_limits.h"
 
 /* Refuse images larger than this before decoding pixels (width*height), by
  * default; data_image_load_capped and data_preprocess.max_pixels override. */
-#define DATA_MAX_PIXELS VIT_DEFAULT_MAX_PIXELS
+#define DATA_MAX_PIXELS BASE_DEFAULT_MAX_PIXELS
 
 /* An 8-bit RGB image, rows top to bottom, pixels interleaved R,G,B. */
 typedef struct data_image {
@@ -38,20 +38,20 @@ typedef struct data_image {
  * 16-bit samples are reduced to 8 bits. The dimensions are read and checked
  * against DATA_MAX_PIXELS before pixels are decoded. EXIF orientation is
  * ignored, as PIL's Image.open and the reference pipelines do. */
-vit_status data_image_load(const char *path, data_image *out, vit_error *err);
+base_status data_image_load(const char *path, data_image *out, base_error *err);
 
 /* The same for an image held in memory; name is used in messages. */
-vit_status data_image_load_memory(const void *bytes, size_t size, const char *name,
-                                  data_image *out, vit_error *err);
+base_status data_image_load_memory(const void *bytes, size_t size, const char *name,
+                                  data_image *out, base_error *err);
 
 /* The same two with a pixel cap other than DATA_MAX_PIXELS (max_pixels <= 0:
  * the default). Headers are read first: a file whose dimensions exceed the
- * cap is refused (VIT_E_LIMIT, naming the file, its size and the cap) before
+ * cap is refused (BASE_E_LIMIT, naming the file, its size and the cap) before
  * any pixel memory is allocated. */
-vit_status data_image_load_capped(const char *path, int64_t max_pixels, data_image *out,
-                                  vit_error *err);
-vit_status data_image_load_memory_capped(const void *bytes, size_t size, const char *name,
-                                         int64_t max_pixels, data_image *out, vit_error *err);
+base_status data_image_load_capped(const char *path, int64_t max_pixels, data_image *out,
+                                  base_error *err);
+base_status data_image_load_memory_capped(const void *bytes, size_t size, const char *name,
+                                         int64_t max_pixels, data_image *out, base_error *err);
 
 /* Frees the pixels; safe on a zeroed or already freed image. */
 void data_image_free(data_image *img);
@@ -71,7 +71,7 @@ typedef struct data_image_probe {
  * its header, with the same status and message (an empty or unknown file,
  * an unsupported format, a header it cannot read, a size over max_pixels;
  * <= 0: the default cap); a file it accepts may still fail to decode. */
-vit_status data_image_probe_memory(const void *bytes, size_t size, const char *name,
-                                   int64_t max_pixels, data_image_probe *out, vit_error *err);
+base_status data_image_probe_memory(const void *bytes, size_t size, const char *name,
+                                   int64_t max_pixels, data_image_probe *out, base_error *err);
 
 #endif

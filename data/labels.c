@@ -13,10 +13,10 @@ void data_labels_free(char **labels, int count) {
     free(labels);
 }
 
-vit_status data_labels_parse(const char *text, const char *name, int max_labels, char ***labels,
-                             int *count, vit_error *err) {
+base_status data_labels_parse(const char *text, const char *name, int max_labels, char ***labels,
+                             int *count, base_error *err) {
     if (!name) name = "labels";
-    if (!labels || !count || !text) return vit_error_set(err, VIT_E_ARG, "%s: missing argument", name);
+    if (!labels || !count || !text) return base_error_set(err, BASE_E_ARG, "%s: missing argument", name);
     *labels = NULL;
     *count = 0;
     /* A UTF-8 byte-order mark (Windows editors write one) is not part of
@@ -25,7 +25,7 @@ vit_status data_labels_parse(const char *text, const char *name, int max_labels,
     int n = 0;
     for (const char *p = text; *p;) {
         if (n >= max_labels)
-            return vit_error_set(err, VIT_E_LIMIT, "%s: more than the limit of %d labels", name,
+            return base_error_set(err, BASE_E_LIMIT, "%s: more than the limit of %d labels", name,
                                  max_labels);
         n++;
         const char *end = strchr(p, '\n');
@@ -33,7 +33,7 @@ vit_status data_labels_parse(const char *text, const char *name, int max_labels,
         p = end + 1;
     }
     char **list = calloc((size_t)n + 1, sizeof *list);
-    if (!list) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", name);
+    if (!list) return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", name);
     const char *p = text;
     for (int i = 0; i < n; i++) {
         const char *end = strchr(p, '\n');
@@ -42,13 +42,13 @@ vit_status data_labels_parse(const char *text, const char *name, int max_labels,
         if (len && p[len - 1] == '\r') len--;
         if (!(list[i] = strndup(p, len))) {
             data_labels_free(list, i);
-            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", name);
+            return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", name);
         }
         p += advance;
     }
     *labels = list;
     *count = n;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void data_labelled_files_free(data_labelled_files *list) {
@@ -74,16 +74,16 @@ int data_labelled_files_add(data_labelled_files *list, const char *file, int cla
     return 0;
 }
 
-vit_status data_labels_csv_parse(const char *text, size_t len, const char *name, int num_classes,
-                                 data_labelled_files *out, vit_error *err) {
+base_status data_labels_csv_parse(const char *text, size_t len, const char *name, int num_classes,
+                                 data_labelled_files *out, base_error *err) {
     if (!name) name = "labels CSV";
-    if (!out || (!text && len)) return vit_error_set(err, VIT_E_ARG, "%s: missing argument", name);
+    if (!out || (!text && len)) return base_error_set(err, BASE_E_ARG, "%s: missing argument", name);
     const size_t before = out->count;
     data_csv csv;
     data_csv_init(&csv, text, len);
-    vit_status st = VIT_OK;
+    base_status st = BASE_OK;
     int got;
-    while (st == VIT_OK && (st = data_csv_next(&csv, name, &got, err)) == VIT_OK && got) {
+    while (st == BASE_OK && (st = data_csv_next(&csv, name, &got, err)) == BASE_OK && got) {
         const int line = csv.record_line;
         if (csv.num_fields == 1 && csv.lengths[0] == 0) continue; /* blank line */
         /* Fields after the second are ignored. */
@@ -95,19 +95,19 @@ vit_status data_labels_csv_parse(const char *text, size_t len, const char *name,
             for (char *c = index_text; c && *c; c++) /* one line in the message */
                 if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
             if (line != 1) /* else a header row */
-                st = vit_error_set(err, VIT_E_FORMAT, "%s:%d: second column '%.60s' is not a class index",
+                st = base_error_set(err, BASE_E_FORMAT, "%s:%d: second column '%.60s' is not a class index",
                                    name, line, index_text ? index_text : "");
         } else if (index < 0 || index >= num_classes) {
-            st = vit_error_set(err, VIT_E_FORMAT, "%s:%d: class index %ld is outside 0..%d of the model",
+            st = base_error_set(err, BASE_E_FORMAT, "%s:%d: class index %ld is outside 0..%d of the model",
                                name, line, index, num_classes - 1);
         } else if (csv.lengths[0] != strlen(file)) {
-            st = vit_error_set(err, VIT_E_FORMAT, "%s:%d: file name contains a NUL byte", name, line);
+            st = base_error_set(err, BASE_E_FORMAT, "%s:%d: file name contains a NUL byte", name, line);
         } else if (data_labelled_files_add(out, file, (int)index) != 0) {
-            st = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", name);
+            st = base_error_set(err, BASE_E_NOMEM, "%s: out of memory", name);
         }
     }
     data_csv_free(&csv);
-    if (st != VIT_OK) return st;
-    if (out->count == before) return vit_error_set(err, VIT_E_FORMAT, "%s: no rows", name);
-    return VIT_OK;
+    if (st != BASE_OK) return st;
+    if (out->count == before) return base_error_set(err, BASE_E_FORMAT, "%s: no rows", name);
+    return BASE_OK;
 }

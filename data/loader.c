@@ -13,8 +13,8 @@
 typedef struct loader_slot {
     float *images;
     int *row;
-    vit_status *status;
-    vit_error *errors;
+    base_status *status;
+    base_error *errors;
     size_t first;
     int count, num_good;
     enum { SLOT_FREE, SLOT_READY, SLOT_IN_USE } state;
@@ -58,7 +58,7 @@ static void fill(data_loader *l, loader_slot *slot, size_t first, int count, int
     int good = 0;
     for (int i = 0; i < count; i++) {
         slot->row[i] = -1;
-        if (slot->status[i] != VIT_OK) continue;
+        if (slot->status[i] != BASE_OK) continue;
         if (good != i)
             memmove(slot->images + (size_t)good * l->image_floats,
                     slot->images + (size_t)i * l->image_floats, sizeof(float) * l->image_floats);
@@ -108,21 +108,21 @@ static void *producer(void *arg) {
     return NULL;
 }
 
-vit_status data_loader_create(const data_preprocess *pre, const char *const *paths, size_t count,
+base_status data_loader_create(const data_preprocess *pre, const char *const *paths, size_t count,
                               int batch_size, int threads, int prefetch, data_loader **out,
-                              vit_error *err) {
+                              base_error *err) {
     return data_loader_create_scheduled(pre, paths, count, batch_size, threads, prefetch, NULL, NULL,
                                         out, err);
 }
 
-vit_status data_loader_create_scheduled(const data_preprocess *pre, const char *const *paths,
+base_status data_loader_create_scheduled(const data_preprocess *pre, const char *const *paths,
                                         size_t count, int batch_size, int threads, int prefetch,
                                         data_loader_schedule schedule, void *context,
-                                        data_loader **out, vit_error *err) {
+                                        data_loader **out, base_error *err) {
     *out = NULL;
-    if (batch_size <= 0) return vit_error_set(err, VIT_E_ARG, "batch size %d must be positive", batch_size);
+    if (batch_size <= 0) return base_error_set(err, BASE_E_ARG, "batch size %d must be positive", batch_size);
     data_loader *l = calloc(1, sizeof *l);
-    if (!l) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    if (!l) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     l->pre = *pre;
     l->paths = paths;
     l->num_paths = count;
@@ -142,18 +142,18 @@ vit_status data_loader_create_scheduled(const data_preprocess *pre, const char *
         slot->errors = malloc(sizeof *slot->errors * (size_t)batch_size);
         if (!slot->images || !slot->row || !slot->status || !slot->errors) {
             data_loader_free(l);
-            return vit_error_set(err, VIT_E_NOMEM, "out of memory for a batch of %d images", batch_size);
+            return base_error_set(err, BASE_E_NOMEM, "out of memory for a batch of %d images", batch_size);
         }
     }
     if (prefetch && count > 0) {
         if (pthread_create(&l->thread, NULL, producer, l) != 0) {
             data_loader_free(l);
-            return vit_error_set(err, VIT_E_NOMEM, "cannot start the loader thread");
+            return base_error_set(err, BASE_E_NOMEM, "cannot start the loader thread");
         }
         l->thread_started = 1;
     }
     *out = l;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 static void hand_out(const data_loader *l, const loader_slot *slot, data_batch *batch) {

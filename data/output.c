@@ -25,12 +25,12 @@
 
 /* ------------------------------------------------------------- .npy */
 
-vit_status data_npy_header(data_npy_dtype dtype, const int64_t *shape, int ndim,
+base_status data_npy_header(data_npy_dtype dtype, const int64_t *shape, int ndim,
                            unsigned char header[DATA_NPY_MAX_HEADER], size_t *length,
-                           vit_error *err) {
+                           base_error *err) {
     *length = 0;
     if (ndim < 0 || ndim > DATA_NPY_MAX_DIMS)
-        return vit_error_set(err, VIT_E_ARG, ".npy of %d dimensions", ndim);
+        return base_error_set(err, BASE_E_ARG, ".npy of %d dimensions", ndim);
     /* Format 1.0: magic, version, uint16 header length, then a Python dict
      * literal padded with spaces so that the data starts at a multiple of
      * 64 bytes, ending in '\n'. A 1-tuple needs its trailing comma. */
@@ -38,7 +38,7 @@ vit_status data_npy_header(data_npy_dtype dtype, const int64_t *shape, int ndim,
     int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (",
                      dtype == DATA_NPY_I32 ? "<i4" : "<f4");
     for (int d = 0; d < ndim; d++) {
-        if (shape[d] < 0) return vit_error_set(err, VIT_E_ARG, ".npy with a negative dimension");
+        if (shape[d] < 0) return base_error_set(err, BASE_E_ARG, ".npy with a negative dimension");
         n += snprintf(dict + n, sizeof dict - (size_t)n, "%lld%s", (long long)shape[d],
                       d + 1 < ndim || ndim == 1 ? ", " : "");
     }
@@ -54,36 +54,36 @@ vit_status data_npy_header(data_npy_dtype dtype, const int64_t *shape, int ndim,
     memset(header + prefix + n, ' ', total - unpadded);
     header[total - 1] = '\n';
     *length = total;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
-                         base_atomic_file **out, vit_error *err) {
+base_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
+                         base_atomic_file **out, base_error *err) {
     *out = NULL;
     unsigned char header[DATA_NPY_MAX_HEADER];
     size_t total;
-    vit_status st = data_npy_header(dtype, shape, ndim, header, &total, err);
-    if (st != VIT_OK) {
+    base_status st = data_npy_header(dtype, shape, ndim, header, &total, err);
+    if (st != BASE_OK) {
         char msg[sizeof err->message];
         snprintf(msg, sizeof msg, "%s", err ? err->message : "");
-        return vit_error_set(err, st, "%s: %s", path, msg);
+        return base_error_set(err, st, "%s: %s", path, msg);
     }
-    if ((st = base_atomic_open(path, out, err)) != VIT_OK) return st;
-    if ((st = base_atomic_write(*out, header, total, err)) != VIT_OK) {
+    if ((st = base_atomic_open(path, out, err)) != BASE_OK) return st;
+    if ((st = base_atomic_write(*out, header, total, err)) != BASE_OK) {
         base_atomic_abort(*out);
         *out = NULL;
     }
     return st;
 }
 
-vit_status data_write_npy(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
-                          const void *data, vit_error *err) {
+base_status data_write_npy(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
+                          const void *data, base_error *err) {
     size_t count = 1;
     for (int d = 0; d < ndim; d++) count *= (size_t)(shape[d] > 0 ? shape[d] : 0);
     base_atomic_file *f;
-    vit_status st = data_npy_open(path, dtype, shape, ndim, &f, err);
-    if (st != VIT_OK) return st;
-    if ((st = base_atomic_write(f, data, count * 4, err)) != VIT_OK) {
+    base_status st = data_npy_open(path, dtype, shape, ndim, &f, err);
+    if (st != BASE_OK) return st;
+    if ((st = base_atomic_write(f, data, count * 4, err)) != BASE_OK) {
         base_atomic_abort(f);
         return st;
     }
@@ -117,18 +117,18 @@ static void append_bytes(void *context, void *bytes, int size) {
     b->length += (size_t)size;
 }
 
-vit_status data_write_png(const char *path, int width, int height, int channels,
-                          const uint8_t *pixels, vit_error *err) {
+base_status data_write_png(const char *path, int width, int height, int channels,
+                          const uint8_t *pixels, base_error *err) {
     if (width <= 0 || height <= 0 || channels < 1 || channels > 4 ||
         (int64_t)width * channels > INT32_MAX)
-        return vit_error_set(err, VIT_E_ARG, "%s: cannot write a %dx%d PNG with %d channels", path,
+        return base_error_set(err, BASE_E_ARG, "%s: cannot write a %dx%d PNG with %d channels", path,
                              width, height, channels);
     byte_buffer b = {0};
     const int ok = stbi_write_png_to_func(append_bytes, &b, width, height, channels, pixels,
                                           width * channels);
-    vit_status st;
+    base_status st;
     if (!ok || b.failed)
-        st = vit_error_set(err, VIT_E_NOMEM, "%s: cannot encode the PNG (out of memory)", path);
+        st = base_error_set(err, BASE_E_NOMEM, "%s: cannot encode the PNG (out of memory)", path);
     else
         st = base_write_file_atomic(path, b.data, b.length, err);
     free(b.data);
@@ -170,11 +170,11 @@ static unsigned char *png_index_data(int width, int height, const uint8_t *pixel
     return packed;
 }
 
-vit_status data_write_png_indexed(const char *path, int width, int height, const uint8_t *pixels,
-                                  const uint8_t *palette, int colors, vit_error *err) {
+base_status data_write_png_indexed(const char *path, int width, int height, const uint8_t *pixels,
+                                  const uint8_t *palette, int colors, base_error *err) {
     if (width <= 0 || height <= 0 || colors < 1 || colors > 256 || (size_t)width >= (1u << 31) ||
         (size_t)height >= (1u << 31))
-        return vit_error_set(err, VIT_E_ARG, "%s: cannot write a %dx%d PNG with %d colours", path,
+        return base_error_set(err, BASE_E_ARG, "%s: cannot write a %dx%d PNG with %d colours", path,
                              width, height, colors);
     uLongf packed_size;
     unsigned char *packed = png_index_data(width, height, pixels, &packed_size);
@@ -191,9 +191,9 @@ vit_status data_write_png_indexed(const char *path, int width, int height, const
         png_chunk(&b, "IDAT", packed, packed_size);
         png_chunk(&b, "IEND", NULL, 0);
     }
-    vit_status st;
+    base_status st;
     if (!packed || b.failed)
-        st = vit_error_set(err, VIT_E_NOMEM, "%s: cannot encode the PNG (out of memory)", path);
+        st = base_error_set(err, BASE_E_NOMEM, "%s: cannot encode the PNG (out of memory)", path);
     else
         st = base_write_file_atomic(path, b.data, b.length, err);
     free(packed);
@@ -326,13 +326,13 @@ static uint8_t mix(uint8_t under, uint8_t over, float alpha) {
 }
 
 /* A copy of img with the pixels outside the box dimmed. */
-static vit_status copy_dimmed(const data_image *img, int bx, int by, int bw, int bh,
-                              data_image *out, vit_error *err) {
+static base_status copy_dimmed(const data_image *img, int bx, int by, int bw, int bh,
+                              data_image *out, base_error *err) {
     const size_t bytes = (size_t)img->width * img->height * 3;
     out->width = img->width;
     out->height = img->height;
     if (!(out->pixels = malloc(bytes)))
-        return vit_error_set(err, VIT_E_NOMEM, "overlay: out of memory (%dx%d)", img->width,
+        return base_error_set(err, BASE_E_NOMEM, "overlay: out of memory (%dx%d)", img->width,
                              img->height);
     for (int y = 0; y < img->height; y++) {
         const int inside_y = y >= by && y < by + bh;
@@ -343,16 +343,16 @@ static vit_status copy_dimmed(const data_image *img, int bx, int by, int bw, int
             for (int c = 0; c < 3; c++) d[3 * x + c] = inside ? s[3 * x + c] : s[3 * x + c] / 3;
         }
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status data_overlay_heatmap(const data_image *img, const double box[4], const float *grid,
+base_status data_overlay_heatmap(const data_image *img, const double box[4], const float *grid,
                                 int gh, int gw, float lo, float hi, float alpha, data_image *out,
-                                vit_error *err) {
+                                base_error *err) {
     int bx, by, bw, bh;
     box_pixels(box, &bx, &by, &bw, &bh);
-    vit_status st = copy_dimmed(img, bx, by, bw, bh, out, err);
-    if (st != VIT_OK) return st;
+    base_status st = copy_dimmed(img, bx, by, bw, bh, out, err);
+    if (st != BASE_OK) return st;
     const float range = hi > lo ? hi - lo : 1.0f;
     for (int y = by < 0 ? 0 : by; y < by + bh && y < img->height; y++) {
         uint8_t *row = out->pixels + (size_t)y * img->width * 3;
@@ -364,16 +364,16 @@ vit_status data_overlay_heatmap(const data_image *img, const double box[4], cons
             for (int c = 0; c < 3; c++) row[3 * x + c] = mix(row[3 * x + c], rgb[c], alpha);
         }
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status data_overlay_labels(const data_image *img, const double box[4], const int *labels,
+base_status data_overlay_labels(const data_image *img, const double box[4], const int *labels,
                                int gh, int gw, const uint8_t *colors, float alpha,
-                               data_image *out, vit_error *err) {
+                               data_image *out, base_error *err) {
     int bx, by, bw, bh;
     box_pixels(box, &bx, &by, &bw, &bh);
-    vit_status st = copy_dimmed(img, bx, by, bw, bh, out, err);
-    if (st != VIT_OK) return st;
+    base_status st = copy_dimmed(img, bx, by, bw, bh, out, err);
+    if (st != BASE_OK) return st;
     for (int y = by < 0 ? 0 : by; y < by + bh && y < img->height; y++) {
         uint8_t *row = out->pixels + (size_t)y * img->width * 3;
         const int *lrow = labels + (size_t)nearest_index(y - by, gh, bh) * gw;
@@ -384,7 +384,7 @@ vit_status data_overlay_labels(const data_image *img, const double box[4], const
             for (int c = 0; c < 3; c++) row[3 * x + c] = mix(row[3 * x + c], rgb[c], alpha);
         }
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void data_label_mask(const double box[4], const int *labels, int gh, int gw, int width,

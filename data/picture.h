@@ -19,7 +19,7 @@
 
 #include "base_io.h"
 #include "preprocess.h"
-#include "vit_error.h"
+#include "base_error.h"
 
 /* Element types of .npy arrays. */
 typedef enum data_npy_dtype {
@@ -34,32 +34,32 @@ typedef enum data_npy_dtype {
  * header; *length gets its size. For arrays sent rather than written (vit
  * serve); data_npy_open writes the same header. */
 #define DATA_NPY_MAX_HEADER 640
-vit_status data_npy_header(data_npy_dtype dtype, const int64_t *shape, int ndim,
+base_status data_npy_header(data_npy_dtype dtype, const int64_t *shape, int ndim,
                            unsigned char header[DATA_NPY_MAX_HEADER], size_t *length,
-                           vit_error *err);
+                           base_error *err);
 
 /* Starts a NumPy .npy file (format 1.0, C order, little-endian, header
  * padded with spaces to a multiple of 64 bytes and ending in a newline);
  * the caller appends exactly prod(shape) elements with base_atomic_write
  * (little-endian, as this machine stores them) and commits. */
-vit_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
-                         base_atomic_file **out, vit_error *err);
+base_status data_npy_open(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
+                         base_atomic_file **out, base_error *err);
 
 /* Writes a whole .npy file: prod(shape) elements from data. */
-vit_status data_write_npy(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
-                          const void *data, vit_error *err);
+base_status data_write_npy(const char *path, data_npy_dtype dtype, const int64_t *shape, int ndim,
+                          const void *data, base_error *err);
 
 /* Writes 8-bit pixels (channels 1: grey, 3: RGB, 4: RGBA; rows top to
  * bottom, no padding) as a PNG file with stb_image_write. */
-vit_status data_write_png(const char *path, int width, int height, int channels,
-                          const uint8_t *pixels, vit_error *err);
+base_status data_write_png(const char *path, int width, int height, int channels,
+                          const uint8_t *pixels, base_error *err);
 
 /* Writes one byte per pixel as an indexed PNG (colour type 3): each byte
  * indexes palette (colors RGB triples, at most 256; a byte past them is
  * invalid for the reader). Image viewers show the colours, while PIL and
  * other readers that keep the index (PIL mode "P") give back the bytes. */
-vit_status data_write_png_indexed(const char *path, int width, int height, const uint8_t *pixels,
-                                  const uint8_t *palette, int colors, vit_error *err);
+base_status data_write_png_indexed(const char *path, int width, int height, const uint8_t *pixels,
+                                  const uint8_t *palette, int colors, base_error *err);
 
 /* Resizes a single-channel sh x sw grid to dh x dw as
  * torch.nn.functional.interpolate(mode='bilinear', align_corners=False). */
@@ -78,16 +78,16 @@ void data_palette_color(int index, uint8_t rgb[3]);
  * turbo colormap, bilinearly upsampled to the box as F.interpolate would,
  * blended with opacity alpha; pixels outside the box (which the model did not
  * see) are dimmed. out is allocated. */
-vit_status data_overlay_heatmap(const data_image *img, const double box[4], const float *grid,
+base_status data_overlay_heatmap(const data_image *img, const double box[4], const float *grid,
                                 int gh, int gw, float lo, float hi, float alpha, data_image *out,
-                                vit_error *err);
+                                base_error *err);
 
 /* The same for categories: labels (gh x gw, raster order) upsampled to the
  * box by nearest neighbour (F.interpolate mode='nearest') and drawn with
  * colors[label] (3 bytes each; label < 0: left as is) at opacity alpha. */
-vit_status data_overlay_labels(const data_image *img, const double box[4], const int *labels,
+base_status data_overlay_labels(const data_image *img, const double box[4], const int *labels,
                                int gh, int gw, const uint8_t *colors, float alpha,
-                               data_image *out, vit_error *err);
+                               data_image *out, base_error *err);
 
 /* The label grid upsampled to the whole width x height image by nearest
  * neighbour within box, `outside` elsewhere: one byte per pixel into out. */

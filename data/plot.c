@@ -8,13 +8,13 @@
 
 static const uint8_t BLACK[3] = {0, 0, 0}, GREY[3] = {128, 128, 128}, LIGHT[3] = {225, 225, 225};
 
-static vit_status blank(data_image *img, int width, int height, vit_error *err) {
+static base_status blank(data_image *img, int width, int height, base_error *err) {
     img->width = width;
     img->height = height;
     if (!(img->pixels = malloc((size_t)width * height * 3)))
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory for a %dx%d chart", width, height);
+        return base_error_set(err, BASE_E_NOMEM, "out of memory for a %dx%d chart", width, height);
     memset(img->pixels, 255, (size_t)width * height * 3);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void data_image_paste(data_image *dst, const data_image *src, int x, int y) {
@@ -141,15 +141,15 @@ static void draw_legend_row(data_image *img, int x, int y, const data_plot_serie
     }
 }
 
-vit_status data_plot_lines(data_image *out, int width, int height, const char *title,
+base_status data_plot_lines(data_image *out, int width, int height, const char *title,
                            const char *x_label, const double *xs, int n,
-                           const data_plot_series *series, int num_series, vit_error *err) {
+                           const data_plot_series *series, int num_series, base_error *err) {
     *out = (data_image){0};
     if (width < 120 || height < 100 || n < 1 || num_series < 1)
-        return vit_error_set(err, VIT_E_ARG, "a %dx%d chart of %d points cannot be drawn", width,
+        return base_error_set(err, BASE_E_ARG, "a %dx%d chart of %d points cannot be drawn", width,
                              height, n);
-    vit_status st = blank(out, width, height, err);
-    if (st != VIT_OK) return st;
+    base_status st = blank(out, width, height, err);
+    if (st != BASE_OK) return st;
     const int scale = width >= 560 ? 2 : 1, th = data_text_height(scale);
     axes a = {.top = 3 * th + 10 * scale, .right = width - 24 * scale, /* a last tick's label */
               .bottom = height - 2 * th - 14 * scale};
@@ -170,7 +170,7 @@ vit_status data_plot_lines(data_image *out, int width, int height, const char *t
     for (int s = 0; s < num_series; s++) draw_series(out, &a, xs, n, &series[s], scale);
     data_draw_text(out, (a.left + a.right - data_text_width(x_label, scale)) / 2,
                    height - th - 4 * scale, scale, x_label, BLACK);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* ------------------------------------------------------------- confusion */
@@ -209,8 +209,8 @@ static int keep_largest(int *ids, int n, const size_t *score, int max_shown) {
 /* Rows: the classes with images, or of more than max_shown those with the
  * most errors. Columns: the classes those rows' images are predicted as,
  * of more than max_shown the most frequent (right or wrong). */
-static vit_status choose_classes(const size_t *counts, int classes, int max_shown,
-                                 shown_classes *out, vit_error *err) {
+static base_status choose_classes(const size_t *counts, int classes, int max_shown,
+                                 shown_classes *out, base_error *err) {
     const size_t n = (size_t)(classes > 0 ? classes : 1);
     out->rows = malloc(sizeof *out->rows * n);
     out->cols = malloc(sizeof *out->cols * n);
@@ -218,7 +218,7 @@ static vit_status choose_classes(const size_t *counts, int classes, int max_show
     if (!out->rows || !out->cols || !errors || !taken) {
         free(errors);
         free(taken);
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory");
     }
     for (int t = 0; t < classes; t++) {
         const size_t total = row_sum(counts, classes, t);
@@ -236,7 +236,7 @@ static vit_status choose_classes(const size_t *counts, int classes, int max_show
     out->other = all > out->num_cols;
     free(errors);
     free(taken);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* A cell: white to dark blue by share, its count written when it fits. */
@@ -317,17 +317,17 @@ static void draw_columns(data_image *img, const shown_classes *sh, const char *c
     }
 }
 
-vit_status data_plot_confusion(data_image *out, const char *title, const char *const *names,
-                               const size_t *counts, int classes, int max_shown, vit_error *err) {
+base_status data_plot_confusion(data_image *out, const char *title, const char *const *names,
+                               const size_t *counts, int classes, int max_shown, base_error *err) {
     *out = (data_image){0};
     shown_classes sh = {0};
-    vit_status st = choose_classes(counts, classes, max_shown, &sh, err);
+    base_status st = choose_classes(counts, classes, max_shown, &sh, err);
     const confusion_layout l = confusion_measure(&sh, names);
     const int width = l.x0 + (sh.num_cols + sh.other) * l.cell + 8 * l.scale;
     const int title_w = data_text_width(title, l.scale) + 16 * l.scale;
     const int height = l.y0 + sh.num_rows * l.cell + (l.key_lines + 1) * (l.th + 2 * l.scale) + 8 * l.scale;
-    if (st == VIT_OK) st = blank(out, width > title_w ? width : title_w, height, err);
-    if (st != VIT_OK) goto done;
+    if (st == BASE_OK) st = blank(out, width > title_w ? width : title_w, height, err);
+    if (st != BASE_OK) goto done;
     data_draw_text(out, 6 * l.scale, 4 * l.scale, l.scale, title, BLACK);
     data_draw_text(out, l.x0, 6 * l.scale + l.th, l.scale, "predicted (columns) by true class (rows)", GREY);
     draw_columns(out, &sh, names, &l);

@@ -27,9 +27,9 @@ typedef struct data_plot_series {
  * (ascending), titled, with the x axis named x_label, ticks at round
  * numbers, a point marked at every value and a legend naming the series.
  * out is allocated (data_image_free). */
-vit_status data_plot_lines(data_image *out, int width, int height, const char *title,
+base_status data_plot_lines(data_image *out, int width, int height, const char *title,
                            const char *x_label, const double *xs, int n,
-                           const data_plot_series *series, int num_series, vit_error *err);
+                           const data_plot_series *series, int num_series, base_error *err);
 
 /* Places src into dst (3 channels both) with its top-left corner at x, y. */
 void data_image_paste(data_image *dst, const data_image *src, int x, int y);
@@ -42,7 +42,7 @@ void data_image_paste(data_image *dst, const data_image *src, int x, int y);
  * each cell shaded by its share of its row and holding its count when there
  * is room. Classes go by number, named beside the rows and, for columns
  * that are no row, in a key below. out is allocated. */
-vit_status data_plot_confusion(data_image *out, const char *title, const char *const *names,
-                               const size_t *counts, int classes, int max_shown, vit_error *err);
+base_status data_plot_confusion(data_image *out, const char *title, const char *const *names,
+                               const size_t *counts, int classes, int max_shown, base_error *err);
 
 #endif

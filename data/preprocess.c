@@ -38,10 +38,10 @@
  *  - data_preprocess_set_size: timm/default recipes recompute
  *    floor(size / crop_pct); Hugging Face recipes scale the resize by
  *    size / crop (rounded); recipes without a crop resize to size x size.
- *  - JSON texts are checked against vit_limits (size, nesting) before
+ *  - JSON texts are checked against base_limits (size, nesting) before
  *    parsing; std must be positive; sizes must be integers in 1..65536.
  *    A key that is present with a value of the wrong type or range is an
- *    error naming the file, the key and the value (vit_json.h); only an
+ *    error naming the file, the key and the value (base_json.h); only an
  *    absent (or null) key takes the default.
  */
 #include "data.h"
@@ -57,7 +57,7 @@
 #include <unistd.h>
 
 #include "resize_rows.h"
-#include "vit_json.h"
+#include "base_json.h"
 
 #define MAX_SIDE 65536
 
@@ -111,9 +111,9 @@ static const cJSON *get_key(const cJSON *obj, const char *key) {
     return item && !cJSON_IsNull(item) ? item : NULL;
 }
 
-/* The value of item for a message (vit_json_show into a buffer the caller
+/* The value of item for a message (base_json_show into a buffer the caller
  * declares as `char shown[48]`). */
-#define SHOW(item) vit_json_show((item), shown, sizeof shown)
+#define SHOW(item) base_json_show((item), shown, sizeof shown)
 
 static int as_side(const cJSON *item, int *out) {
     if (!cJSON_IsNumber(item)) return 0;
@@ -123,24 +123,24 @@ static int as_side(const cJSON *item, int *out) {
     return 1;
 }
 
-static vit_status get_bool(const cJSON *obj, const char *key, int *out, const char *name,
-                           vit_error *err) {
+static base_status get_bool(const cJSON *obj, const char *key, int *out, const char *name,
+                           base_error *err) {
     const cJSON *item = get_key(obj, key);
     char shown[48];
-    if (!item) return VIT_OK;
+    if (!item) return BASE_OK;
     if (!cJSON_IsBool(item))
-        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" is %s; expected true or false", name,
+        return base_error_set(err, BASE_E_FORMAT, "%s: \"%s\" is %s; expected true or false", name,
                              key, SHOW(item));
     *out = cJSON_IsTrue(item);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* mean/std: a list of 3 numbers or a single number for all channels. */
-static vit_status get_triplet(const cJSON *obj, const char *key, float out[3], int positive,
-                              const char *name, vit_error *err) {
+static base_status get_triplet(const cJSON *obj, const char *key, float out[3], int positive,
+                              const char *name, base_error *err) {
     const cJSON *item = get_key(obj, key);
     char shown[48];
-    if (!item) return VIT_OK;
+    if (!item) return BASE_OK;
     double v[3];
     if (cJSON_IsNumber(item)) {
         v[0] = v[1] = v[2] = item->valuedouble;
@@ -150,30 +150,30 @@ static vit_status get_triplet(const cJSON *obj, const char *key, float out[3], i
         for (int i = 0; i < n; i++) {
             const cJSON *e = cJSON_GetArrayItem(item, i);
             if (!cJSON_IsNumber(e))
-                return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\"[%d] is %s; expected a number",
+                return base_error_set(err, BASE_E_FORMAT, "%s: \"%s\"[%d] is %s; expected a number",
                                      name, key, i, SHOW(e));
             v[i] = e->valuedouble;
         }
         if (n == 1) v[1] = v[2] = v[0];
     } else {
-        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" is %s; expected a list of 3 numbers",
+        return base_error_set(err, BASE_E_FORMAT, "%s: \"%s\" is %s; expected a list of 3 numbers",
                              name, key, SHOW(item));
     }
     for (int i = 0; i < 3; i++) {
         if (!isfinite(v[i]) || fabs(v[i]) > 1e6)
-            return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\"[%d] = %g is out of range", name,
+            return base_error_set(err, BASE_E_FORMAT, "%s: \"%s\"[%d] = %g is out of range", name,
                                  key, i, v[i]);
         if (positive && !(v[i] > 0))
-            return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\"[%d] = %g must be positive", name,
+            return base_error_set(err, BASE_E_FORMAT, "%s: \"%s\"[%d] = %g must be positive", name,
                                  key, i, v[i]);
         out[i] = (float)v[i];
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
-static vit_status parse_json(const char *text, const char *name, const vit_limits *limits,
-                             cJSON **root, vit_error *err) {
-    return vit_json_parse_object(text, name, limits, root, err);
+static base_status parse_json(const char *text, const char *name, const base_limits *limits,
+                             cJSON **root, base_error *err) {
+    return base_json_parse_object(text, name, limits, root, err);
 }
 
 /* ---- Hugging Face ---- */
@@ -184,22 +184,22 @@ typedef struct hf_size {
     int height, width;
 } hf_size;
 
-static vit_status get_hf_size(const cJSON *obj, const char *key, int allow_shortest, hf_size *out,
-                              const char *name, vit_error *err) {
+static base_status get_hf_size(const cJSON *obj, const char *key, int allow_shortest, hf_size *out,
+                              const char *name, base_error *err) {
     const cJSON *item = get_key(obj, key);
     char shown[48];
-    if (!item) return VIT_OK;
+    if (!item) return BASE_OK;
     hf_size s = {1, 0, 0, 0};
     if (cJSON_IsNumber(item)) {
         if (!as_side(item, &s.height))
-            return vit_error_set(err, VIT_E_FORMAT,
+            return base_error_set(err, BASE_E_FORMAT,
                                  "%s: \"%s\" is %s; expected a whole number from 1 to %d", name,
                                  key, SHOW(item), MAX_SIDE);
         s.width = s.height;
     } else if (cJSON_IsArray(item)) {
         if (cJSON_GetArraySize(item) != 2 || !as_side(cJSON_GetArrayItem(item, 0), &s.height) ||
             !as_side(cJSON_GetArrayItem(item, 1), &s.width))
-            return vit_error_set(err, VIT_E_FORMAT,
+            return base_error_set(err, BASE_E_FORMAT,
                                  "%s: \"%s\" is %s; expected [height, width] with whole numbers "
                                  "from 1 to %d", name, key, SHOW(item), MAX_SIDE);
     } else if (cJSON_IsObject(item)) {
@@ -207,80 +207,80 @@ static vit_status get_hf_size(const cJSON *obj, const char *key, int allow_short
         const cJSON *se = get_key(item, "shortest_edge"), *le = get_key(item, "longest_edge");
         if (h || w) {
             if (!h || !w || !as_side(h, &s.height) || !as_side(w, &s.width))
-                return vit_error_set(err, VIT_E_FORMAT,
+                return base_error_set(err, BASE_E_FORMAT,
                                      "%s: \"%s\" is %s; expected whole numbers \"height\" and "
                                      "\"width\" from 1 to %d", name, key, SHOW(item), MAX_SIDE);
         } else if (se) {
             if (!allow_shortest)
-                return vit_error_set(err, VIT_E_UNSUPPORTED,
+                return base_error_set(err, BASE_E_UNSUPPORTED,
                                      "%s: \"%s\" with \"shortest_edge\" is not supported", name,
                                      key);
             if (le)
-                return vit_error_set(err, VIT_E_UNSUPPORTED,
+                return base_error_set(err, BASE_E_UNSUPPORTED,
                                      "%s: \"%s\" with \"longest_edge\" is not supported", name,
                                      key);
             if (!as_side(se, &s.shortest))
-                return vit_error_set(err, VIT_E_FORMAT,
+                return base_error_set(err, BASE_E_FORMAT,
                                      "%s: \"%s\" is %s; expected \"shortest_edge\" a whole number "
                                      "from 1 to %d", name, key, SHOW(item), MAX_SIDE);
         } else {
-            return vit_error_set(err, VIT_E_FORMAT,
+            return base_error_set(err, BASE_E_FORMAT,
                                  "%s: \"%s\" is %s; expected height/width or shortest_edge", name,
                                  key, SHOW(item));
         }
     } else {
-        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" is %s; expected a whole number or an "
+        return base_error_set(err, BASE_E_FORMAT, "%s: \"%s\" is %s; expected a whole number or an "
                              "object", name, key, SHOW(item));
     }
     *out = s;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* "rescale_factor" (absent: unchanged). */
-static vit_status hf_rescale_factor(const cJSON *root, const char *name, double *rescale,
-                                    vit_error *err) {
+static base_status hf_rescale_factor(const cJSON *root, const char *name, double *rescale,
+                                    base_error *err) {
     char shown[48];
     const cJSON *item = get_key(root, "rescale_factor");
     if (item) {
         if (!cJSON_IsNumber(item) || !(item->valuedouble > 0) || !isfinite(item->valuedouble))
-            return vit_error_set(err, VIT_E_FORMAT,
+            return base_error_set(err, BASE_E_FORMAT,
                                  "%s: \"rescale_factor\" is %s; expected a positive number", name,
                                  SHOW(item));
         *rescale = item->valuedouble;
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* "resample", a PIL filter number (absent: unchanged). */
-static vit_status hf_resample(const cJSON *root, const char *name, int *resample, vit_error *err) {
+static base_status hf_resample(const cJSON *root, const char *name, int *resample, base_error *err) {
     char shown[48];
     const cJSON *item = get_key(root, "resample");
     if (item) {
         if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
             fabs(item->valuedouble) > 1000)
-            return vit_error_set(err, VIT_E_FORMAT,
+            return base_error_set(err, BASE_E_FORMAT,
                                  "%s: \"resample\" is %s; expected a PIL filter number", name,
                                  SHOW(item));
         int r = (int)item->valuedouble;
         if (r != DATA_RESAMPLE_NEAREST && r != DATA_RESAMPLE_BILINEAR && r != DATA_RESAMPLE_BICUBIC)
-            return vit_error_set(err, VIT_E_UNSUPPORTED,
+            return base_error_set(err, BASE_E_UNSUPPORTED,
                                  "%s: \"resample\" %d is not supported (0 nearest, 2 bilinear, 3 "
                                  "bicubic)",
                                  name, r);
         *resample = r;
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
-static vit_status hf_from_root(const cJSON *root, const char *name, data_preprocess *p,
-                               vit_error *err) {
+static base_status hf_from_root(const cJSON *root, const char *name, data_preprocess *p,
+                               base_error *err) {
     char shown[48];
     const char *type_key = "image_processor_type";
     const cJSON *type = get_key(root, type_key);
     if (!type) type = get_key(root, type_key = "feature_extractor_type");
     /* The type picks the defaults: a wrong one must not pick them silently. */
     if (type && !cJSON_IsString(type))
-        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" is %s; expected a string", name,
+        return base_error_set(err, BASE_E_FORMAT, "%s: \"%s\" is %s; expected a string", name,
                              type_key, SHOW(type));
     int deit = type && strstr(type->valuestring, "DeiT") != NULL;
 
@@ -296,17 +296,17 @@ static vit_status hf_from_root(const cJSON *root, const char *name, data_preproc
         std[c] = deit ? IMAGENET_STD[c] : 0.5f;
     }
 
-    vit_status st;
-    if ((st = get_hf_size(root, "size", 1, &size, name, err)) != VIT_OK) return st;
-    if ((st = get_hf_size(root, "crop_size", 0, &crop, name, err)) != VIT_OK) return st;
-    if ((st = get_bool(root, "do_resize", &do_resize, name, err)) != VIT_OK) return st;
-    if ((st = get_bool(root, "do_center_crop", &do_crop, name, err)) != VIT_OK) return st;
-    if ((st = get_bool(root, "do_rescale", &do_rescale, name, err)) != VIT_OK) return st;
-    if ((st = get_bool(root, "do_normalize", &do_normalize, name, err)) != VIT_OK) return st;
-    if ((st = get_triplet(root, "image_mean", mean, 0, name, err)) != VIT_OK) return st;
-    if ((st = get_triplet(root, "image_std", std, 1, name, err)) != VIT_OK) return st;
-    if ((st = hf_rescale_factor(root, name, &rescale, err)) != VIT_OK) return st;
-    if ((st = hf_resample(root, name, &resample, err)) != VIT_OK) return st;
+    base_status st;
+    if ((st = get_hf_size(root, "size", 1, &size, name, err)) != BASE_OK) return st;
+    if ((st = get_hf_size(root, "crop_size", 0, &crop, name, err)) != BASE_OK) return st;
+    if ((st = get_bool(root, "do_resize", &do_resize, name, err)) != BASE_OK) return st;
+    if ((st = get_bool(root, "do_center_crop", &do_crop, name, err)) != BASE_OK) return st;
+    if ((st = get_bool(root, "do_rescale", &do_rescale, name, err)) != BASE_OK) return st;
+    if ((st = get_bool(root, "do_normalize", &do_normalize, name, err)) != BASE_OK) return st;
+    if ((st = get_triplet(root, "image_mean", mean, 0, name, err)) != BASE_OK) return st;
+    if ((st = get_triplet(root, "image_std", std, 1, name, err)) != BASE_OK) return st;
+    if ((st = hf_rescale_factor(root, name, &rescale, err)) != BASE_OK) return st;
+    if ((st = hf_resample(root, name, &resample, err)) != BASE_OK) return st;
     if (do_crop < 0) do_crop = crop.present || deit;
 
     memset(p, 0, sizeof *p);
@@ -321,7 +321,7 @@ static vit_status hf_from_root(const cJSON *root, const char *name, data_preproc
         p->resize_width = size.width;
     }
     if (!do_crop && p->resize_mode != DATA_RESIZE_EXACT)
-        return vit_error_set(err, VIT_E_UNSUPPORTED,
+        return base_error_set(err, BASE_E_UNSUPPORTED,
                              "%s: output size would depend on the image (%s without a centre "
                              "crop)",
                              name, do_resize ? "shortest_edge resize" : "no resize");
@@ -337,28 +337,28 @@ static vit_status hf_from_root(const cJSON *root, const char *name, data_preproc
     memcpy(p->mean, mean, sizeof mean);
     memcpy(p->std, std, sizeof std);
     set_source(p, "preprocessor_config.json");
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status data_preprocess_from_hf_json(const char *json_text, const char *name,
-                                        data_preprocess *p, vit_error *err) {
+base_status data_preprocess_from_hf_json(const char *json_text, const char *name,
+                                        data_preprocess *p, base_error *err) {
     if (!name) name = "preprocessor_config.json";
-    if (!p) return vit_error_set(err, VIT_E_ARG, "%s: no recipe to fill", name);
+    if (!p) return base_error_set(err, BASE_E_ARG, "%s: no recipe to fill", name);
     cJSON *root;
-    vit_status st = parse_json(json_text, name, NULL, &root, err);
-    if (st != VIT_OK) return st;
+    base_status st = parse_json(json_text, name, NULL, &root, err);
+    if (st != BASE_OK) return st;
     data_preprocess tmp;
     st = hf_from_root(root, name, &tmp, err);
     cJSON_Delete(root);
-    if (st == VIT_OK) *p = tmp;
+    if (st == BASE_OK) *p = tmp;
     return st;
 }
 
 /* ---- timm ---- */
 
 /* pretrained_cfg.input_size: [3, height, width] (absent: unchanged). */
-static vit_status timm_input_size(const cJSON *cfg, const char *name, int *height, int *width,
-                                  vit_error *err) {
+static base_status timm_input_size(const cJSON *cfg, const char *name, int *height, int *width,
+                                  base_error *err) {
     char shown[48];
     const cJSON *item = get_key(cfg, "input_size");
     if (item) {
@@ -367,96 +367,96 @@ static vit_status timm_input_size(const cJSON *cfg, const char *name, int *heigh
             !as_side(cJSON_GetArrayItem(item, 0), &channels) ||
             !as_side(cJSON_GetArrayItem(item, 1), height) ||
             !as_side(cJSON_GetArrayItem(item, 2), width))
-            return vit_error_set(err, VIT_E_FORMAT,
+            return base_error_set(err, BASE_E_FORMAT,
                                  "%s: \"pretrained_cfg.input_size\" is %s; expected [3, height, "
                                  "width]", name, SHOW(item));
         if (channels != 3)
-            return vit_error_set(err, VIT_E_UNSUPPORTED,
+            return base_error_set(err, BASE_E_UNSUPPORTED,
                                  "%s: pretrained_cfg.input_size has %d channels, only 3 supported",
                                  name, channels);
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* pretrained_cfg.crop_pct (absent: unchanged). */
-static vit_status timm_crop_pct(const cJSON *cfg, const char *name, double *crop_pct, vit_error *err) {
+static base_status timm_crop_pct(const cJSON *cfg, const char *name, double *crop_pct, base_error *err) {
     char shown[48];
     const cJSON *item = get_key(cfg, "crop_pct");
     if (item) {
         if (!cJSON_IsNumber(item) || !(item->valuedouble > 0 && item->valuedouble <= 10))
-            return vit_error_set(err, VIT_E_FORMAT,
+            return base_error_set(err, BASE_E_FORMAT,
                                  "%s: \"pretrained_cfg.crop_pct\" is %s; expected a number in (0, "
                                  "10]", name, SHOW(item));
         *crop_pct = item->valuedouble;
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* pretrained_cfg.interpolation (absent: unchanged). */
-static vit_status timm_interpolation(const cJSON *cfg, const char *name, data_resample *resample,
-                                     vit_error *err) {
+static base_status timm_interpolation(const cJSON *cfg, const char *name, data_resample *resample,
+                                     base_error *err) {
     char shown[48];
     const cJSON *item = get_key(cfg, "interpolation");
     if (item) {
         const char *s = cJSON_IsString(item) ? item->valuestring : NULL;
         if (!s)
-            return vit_error_set(err, VIT_E_FORMAT,
+            return base_error_set(err, BASE_E_FORMAT,
                                  "%s: \"pretrained_cfg.interpolation\" is %s; expected a string",
                                  name, SHOW(item));
         if (strcmp(s, "bicubic") == 0) *resample = DATA_RESAMPLE_BICUBIC;
         else if (strcmp(s, "bilinear") == 0) *resample = DATA_RESAMPLE_BILINEAR;
         else if (strcmp(s, "nearest") == 0) *resample = DATA_RESAMPLE_NEAREST;
         else
-            return vit_error_set(err, VIT_E_UNSUPPORTED,
+            return base_error_set(err, BASE_E_UNSUPPORTED,
                                  "%s: pretrained_cfg.interpolation \"%.40s\" is not supported "
                                  "(bicubic, bilinear, nearest)",
                                  name, one_line(s));
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* pretrained_cfg.crop_mode: squash sets *squash, center leaves it. */
-static vit_status timm_crop_mode(const cJSON *cfg, const char *name, int *squash, vit_error *err) {
+static base_status timm_crop_mode(const cJSON *cfg, const char *name, int *squash, base_error *err) {
     char shown[48];
     const cJSON *item = get_key(cfg, "crop_mode");
     if (item) {
         const char *s = cJSON_IsString(item) ? item->valuestring : NULL;
         if (!s)
-            return vit_error_set(err, VIT_E_FORMAT,
+            return base_error_set(err, BASE_E_FORMAT,
                                  "%s: \"pretrained_cfg.crop_mode\" is %s; expected a string", name,
                                  SHOW(item));
         if (strcmp(s, "squash") == 0) *squash = 1;
         else if (strcmp(s, "center") != 0)
-            return vit_error_set(err, VIT_E_UNSUPPORTED,
+            return base_error_set(err, BASE_E_UNSUPPORTED,
                                  "%s: pretrained_cfg.crop_mode \"%.40s\" is not supported (center, "
                                  "squash)",
                                  name, one_line(s));
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
-static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preprocess *p,
-                                vit_error *err) {
+static base_status timm_from_cfg(const cJSON *cfg, const char *name, data_preprocess *p,
+                                base_error *err) {
     int height = 224, width = 224, squash = 0;
     double crop_pct = DEFAULT_CROP_PCT;
     data_resample resample = DATA_RESAMPLE_BICUBIC;
-    vit_status st;
-    if ((st = timm_input_size(cfg, name, &height, &width, err)) != VIT_OK ||
-        (st = timm_crop_pct(cfg, name, &crop_pct, err)) != VIT_OK ||
-        (st = timm_interpolation(cfg, name, &resample, err)) != VIT_OK ||
-        (st = timm_crop_mode(cfg, name, &squash, err)) != VIT_OK)
+    base_status st;
+    if ((st = timm_input_size(cfg, name, &height, &width, err)) != BASE_OK ||
+        (st = timm_crop_pct(cfg, name, &crop_pct, err)) != BASE_OK ||
+        (st = timm_interpolation(cfg, name, &resample, err)) != BASE_OK ||
+        (st = timm_crop_mode(cfg, name, &squash, err)) != BASE_OK)
         return st;
     float mean[3], std[3];
     memcpy(mean, IMAGENET_MEAN, sizeof mean);
     memcpy(std, IMAGENET_STD, sizeof std);
-    if ((st = get_triplet(cfg, "mean", mean, 0, name, err)) != VIT_OK) return st;
-    if ((st = get_triplet(cfg, "std", std, 1, name, err)) != VIT_OK) return st;
+    if ((st = get_triplet(cfg, "mean", mean, 0, name, err)) != BASE_OK) return st;
+    if ((st = get_triplet(cfg, "std", std, 1, name, err)) != BASE_OK) return st;
 
     /* Range-checked as doubles: a tiny crop_pct overflows an int (found by
      * fuzz_config). */
     const double scale_hd = floor(height / crop_pct), scale_wd = floor(width / crop_pct);
     if (!(scale_hd >= 1 && scale_wd >= 1 && scale_hd <= MAX_SIDE && scale_wd <= MAX_SIDE))
-        return vit_error_set(err, VIT_E_FORMAT,
+        return base_error_set(err, BASE_E_FORMAT,
                              "%s: pretrained_cfg.crop_pct %g gives an invalid resize %.0fx%.0f", name,
                              crop_pct, scale_wd, scale_hd);
     const int scale_h = (int)scale_hd, scale_w = (int)scale_wd;
@@ -467,7 +467,7 @@ static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preproc
         p->resize_width = scale_w;
     } else {
         if (height != width)
-            return vit_error_set(err, VIT_E_UNSUPPORTED,
+            return base_error_set(err, BASE_E_UNSUPPORTED,
                                  "%s: non-square input_size %dx%d with crop_mode center is not "
                                  "supported",
                                  name, width, height);
@@ -486,69 +486,69 @@ static vit_status timm_from_cfg(const cJSON *cfg, const char *name, data_preproc
     memcpy(p->mean, mean, sizeof mean);
     memcpy(p->std, std, sizeof std);
     set_source(p, "timm pretrained_cfg");
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status data_preprocess_from_timm_json(const char *json_text, const char *name,
-                                          data_preprocess *p, vit_error *err) {
+base_status data_preprocess_from_timm_json(const char *json_text, const char *name,
+                                          data_preprocess *p, base_error *err) {
     if (!name) name = "config.json";
-    if (!p) return vit_error_set(err, VIT_E_ARG, "%s: no recipe to fill", name);
+    if (!p) return base_error_set(err, BASE_E_ARG, "%s: no recipe to fill", name);
     cJSON *root;
-    vit_status st = parse_json(json_text, name, NULL, &root, err);
-    if (st != VIT_OK) return st;
+    base_status st = parse_json(json_text, name, NULL, &root, err);
+    if (st != BASE_OK) return st;
     const cJSON *cfg = get_key(root, "pretrained_cfg");
     data_preprocess tmp;
     char shown[48];
     if (!cfg)
-        st = vit_error_set(err, VIT_E_FORMAT, "%s: no \"pretrained_cfg\" (not a timm config)", name);
+        st = base_error_set(err, BASE_E_FORMAT, "%s: no \"pretrained_cfg\" (not a timm config)", name);
     else if (!cJSON_IsObject(cfg))
-        st = vit_error_set(err, VIT_E_FORMAT, "%s: \"pretrained_cfg\" is %s; expected an object",
+        st = base_error_set(err, BASE_E_FORMAT, "%s: \"pretrained_cfg\" is %s; expected an object",
                            name, SHOW(cfg));
     else
         st = timm_from_cfg(cfg, name, &tmp, err);
     cJSON_Delete(root);
-    if (st == VIT_OK) *p = tmp;
+    if (st == BASE_OK) *p = tmp;
     return st;
 }
 
 /* ---- model directories ---- */
 
-vit_status data_preprocess_from_texts(const char *preprocessor_json, const char *preprocessor_name,
+base_status data_preprocess_from_texts(const char *preprocessor_json, const char *preprocessor_name,
                                       const char *config_json, const char *config_name,
-                                      int image_size, const vit_limits *limits,
-                                      data_preprocess *p, vit_error *err) {
-    if (!p) return vit_error_set(err, VIT_E_ARG, "no recipe to fill");
+                                      int image_size, const base_limits *limits,
+                                      data_preprocess *p, base_error *err) {
+    if (!p) return base_error_set(err, BASE_E_ARG, "no recipe to fill");
     cJSON *root;
     data_preprocess tmp;
-    vit_status st;
+    base_status st;
     if (preprocessor_json) {
         if (!preprocessor_name) preprocessor_name = "preprocessor_config.json";
-        if ((st = parse_json(preprocessor_json, preprocessor_name, limits, &root, err)) != VIT_OK)
+        if ((st = parse_json(preprocessor_json, preprocessor_name, limits, &root, err)) != BASE_OK)
             return st;
         st = hf_from_root(root, preprocessor_name, &tmp, err);
         cJSON_Delete(root);
-        if (st == VIT_OK) *p = tmp;
+        if (st == BASE_OK) *p = tmp;
         return st;
     }
     if (config_json) {
         if (!config_name) config_name = "config.json";
-        if ((st = parse_json(config_json, config_name, limits, &root, err)) != VIT_OK) return st;
+        if ((st = parse_json(config_json, config_name, limits, &root, err)) != BASE_OK) return st;
         const cJSON *cfg = get_key(root, "pretrained_cfg");
         if (cfg) {
             char shown[48];
             if (!cJSON_IsObject(cfg))
-                st = vit_error_set(err, VIT_E_FORMAT, "%s: \"pretrained_cfg\" is %s; expected an "
+                st = base_error_set(err, BASE_E_FORMAT, "%s: \"pretrained_cfg\" is %s; expected an "
                                    "object", config_name, SHOW(cfg));
             else
                 st = timm_from_cfg(cfg, config_name, &tmp, err);
             cJSON_Delete(root);
-            if (st == VIT_OK) *p = tmp;
+            if (st == BASE_OK) *p = tmp;
             return st;
         }
         cJSON_Delete(root);
     }
     data_preprocess_default(p, image_size);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The writer beside the reader above: what the trainer stores in a model
@@ -584,25 +584,25 @@ char *data_preprocess_to_json(const data_preprocess *pre) {
     return text;
 }
 
-vit_status data_preprocess_for_model(const char *model_dir, int image_size, data_preprocess *p,
-                                     vit_error *err) {
-    if (!p) return vit_error_set(err, VIT_E_ARG, "no recipe to fill");
+base_status data_preprocess_for_model(const char *model_dir, int image_size, data_preprocess *p,
+                                     base_error *err) {
+    if (!p) return base_error_set(err, BASE_E_ARG, "no recipe to fill");
     if (!model_dir) {
         data_preprocess_default(p, image_size);
-        return VIT_OK;
+        return BASE_OK;
     }
     char pre_path[4096], config_path[4096];
     if (snprintf(pre_path, sizeof pre_path, "%s/preprocessor_config.json", model_dir) >=
             (int)sizeof pre_path ||
         snprintf(config_path, sizeof config_path, "%s/config.json", model_dir) >=
             (int)sizeof config_path)
-        return vit_error_set(err, VIT_E_ARG, "%s: model directory path too long", model_dir);
-    const size_t max_bytes = VIT_DEFAULT_MAX_JSON_BYTES;
+        return base_error_set(err, BASE_E_ARG, "%s: model directory path too long", model_dir);
+    const size_t max_bytes = BASE_DEFAULT_MAX_JSON_BYTES;
     char *pre = NULL, *config = NULL;
     int missing;
-    vit_status st = base_read_text_file(pre_path, max_bytes, &pre, &missing, err);
-    if (st == VIT_OK && !pre) st = base_read_text_file(config_path, max_bytes, &config, &missing, err);
-    if (st == VIT_OK)
+    base_status st = base_read_text_file(pre_path, max_bytes, &pre, &missing, err);
+    if (st == BASE_OK && !pre) st = base_read_text_file(config_path, max_bytes, &config, &missing, err);
+    if (st == BASE_OK)
         st = data_preprocess_from_texts(pre, pre_path, config, config_path, image_size, NULL, p, err);
     free(pre);
     free(config);
@@ -727,33 +727,33 @@ static void crop_axis(int size, int crop, data_crop_rounding rounding, int *src_
     }
 }
 
-static vit_status check_recipe(const data_preprocess *p, vit_error *err) {
+static base_status check_recipe(const data_preprocess *p, base_error *err) {
     if (p->resize_mode == DATA_RESIZE_EXACT &&
         (p->resize_width <= 0 || p->resize_height <= 0 || p->resize_width > MAX_SIDE ||
          p->resize_height > MAX_SIDE))
-        return vit_error_set(err, VIT_E_ARG, "preprocess: invalid resize %dx%d", p->resize_width,
+        return base_error_set(err, BASE_E_ARG, "preprocess: invalid resize %dx%d", p->resize_width,
                              p->resize_height);
     if (p->resize_mode == DATA_RESIZE_SHORTEST_EDGE &&
         (p->resize_shortest <= 0 || p->resize_shortest > MAX_SIDE))
-        return vit_error_set(err, VIT_E_ARG, "preprocess: invalid shorter side %d",
+        return base_error_set(err, BASE_E_ARG, "preprocess: invalid shorter side %d",
                              p->resize_shortest);
     if (p->do_center_crop) {
         if (p->crop_width <= 0 || p->crop_height <= 0 || p->crop_width > MAX_SIDE ||
             p->crop_height > MAX_SIDE)
-            return vit_error_set(err, VIT_E_ARG, "preprocess: invalid crop %dx%d", p->crop_width,
+            return base_error_set(err, BASE_E_ARG, "preprocess: invalid crop %dx%d", p->crop_width,
                                  p->crop_height);
     } else if (p->resize_mode != DATA_RESIZE_EXACT) {
-        return vit_error_set(err, VIT_E_ARG,
+        return base_error_set(err, BASE_E_ARG,
                              "preprocess: output size depends on the image (no exact resize and "
                              "no crop)");
     }
     if (p->do_normalize)
         for (int c = 0; c < 3; c++)
             if (!(p->std[c] > 0) && !(p->std[c] < 0))
-                return vit_error_set(err, VIT_E_ARG, "preprocess: std[%d] is zero", c);
+                return base_error_set(err, BASE_E_ARG, "preprocess: std[%d] is zero", c);
     if (p->do_rescale && !(p->rescale_factor > 0))
-        return vit_error_set(err, VIT_E_ARG, "preprocess: rescale factor must be positive");
-    return VIT_OK;
+        return base_error_set(err, BASE_E_ARG, "preprocess: rescale factor must be positive");
+    return BASE_OK;
 }
 
 /* Where the rows of the crop go: planes of ow-wide rows, the crop's
@@ -791,13 +791,13 @@ static void planar_row(void *ctx, int y, const uint8_t *row) {
     }
 }
 
-vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img, float *out,
-                                 vit_error *err) {
-    if (!p || !img || !out) return vit_error_set(err, VIT_E_ARG, "preprocess: missing argument");
+base_status data_preprocess_apply(const data_preprocess *p, const data_image *img, float *out,
+                                 base_error *err) {
+    if (!p || !img || !out) return base_error_set(err, BASE_E_ARG, "preprocess: missing argument");
     if (!img->pixels || img->width <= 0 || img->height <= 0)
-        return vit_error_set(err, VIT_E_ARG, "preprocess: empty image");
-    vit_status st = check_recipe(p, err);
-    if (st != VIT_OK) return st;
+        return base_error_set(err, BASE_E_ARG, "preprocess: empty image");
+    base_status st = check_recipe(p, err);
+    if (st != BASE_OK) return st;
 
     /* 1. resize, with torchvision's/transformers' output size rule. */
     int rw = img->width, rh = img->height;
@@ -821,7 +821,7 @@ vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img
      * image resized to 18 x 672764 made fuzz_image time out). */
     const int64_t max_pixels = p->max_pixels > 0 ? p->max_pixels : DATA_MAX_PIXELS;
     if ((rw != img->width || rh != img->height) && rw > max_pixels / rh)
-        return vit_error_set(err, VIT_E_LIMIT,
+        return base_error_set(err, BASE_E_LIMIT,
                              "preprocess: resizing %dx%d to %dx%d exceeds the limit of %lld pixels",
                              img->width, img->height, rw, rh, (long long)max_pixels);
 
@@ -851,34 +851,34 @@ vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img
         return data_resize_rows(img, rw, rh, p->resample, sx, sy, nx, ny, planar_row, &sink, err);
     for (int y = 0; y < ny; y++)
         planar_row(&sink, y, img->pixels + ((size_t)(sy + y) * img->width + sx) * 3);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Preprocesses a decoded image (or passes on why it failed to decode). */
-static vit_status preprocess_decoded(const data_preprocess *p, vit_status st, data_image *img,
-                                     const char *name, float *out, vit_error *err) {
-    if (st != VIT_OK) return st;
+static base_status preprocess_decoded(const data_preprocess *p, base_status st, data_image *img,
+                                     const char *name, float *out, base_error *err) {
+    if (st != BASE_OK) return st;
     st = data_preprocess_apply(p, img, out, err);
-    if (st != VIT_OK && err && name && !strstr(err->message, name)) {
+    if (st != BASE_OK && err && name && !strstr(err->message, name)) {
         /* Resize/recipe messages do not know the file; name it. */
         char msg[sizeof err->message];
         snprintf(msg, sizeof msg, "%s", err->message);
-        vit_error_set(err, st, "%s: %s", name, msg);
+        base_error_set(err, st, "%s: %s", name, msg);
     }
     data_image_free(img);
     return st;
 }
 
-vit_status data_preprocess_file(const data_preprocess *p, const char *path, float *out,
-                                vit_error *err) {
+base_status data_preprocess_file(const data_preprocess *p, const char *path, float *out,
+                                base_error *err) {
     data_image img;
-    vit_status st = data_image_load_capped(path, p ? p->max_pixels : 0, &img, err);
+    base_status st = data_image_load_capped(path, p ? p->max_pixels : 0, &img, err);
     return preprocess_decoded(p, st, &img, path, out, err);
 }
 
-vit_status data_preprocess_memory(const data_preprocess *p, const void *bytes, size_t size,
-                                  const char *name, float *out, vit_error *err) {
+base_status data_preprocess_memory(const data_preprocess *p, const void *bytes, size_t size,
+                                  const char *name, float *out, base_error *err) {
     data_image img;
-    vit_status st = data_image_load_memory_capped(bytes, size, name, p ? p->max_pixels : 0, &img, err);
+    base_status st = data_image_load_memory_capped(bytes, size, name, p ? p->max_pixels : 0, &img, err);
     return preprocess_decoded(p, st, &img, name, out, err);
 }

@@ -21,8 +21,8 @@
 #include <stdint.h>
 
 #include "image.h"
-#include "vit_error.h"
-#include "vit_limits.h"
+#include "base_error.h"
+#include "base_limits.h"
 
 /* Resampling filters, numbered as PIL numbers them (Image.Resampling). */
 typedef enum data_resample {
@@ -43,8 +43,8 @@ double data_bicubic_weight(double x, double a);
  * does for an RGB image: separable convolution with the filter's support
  * widened by the scale when downscaling (antialiasing), horizontal pass then
  * vertical pass, each rounded and clamped to 8 bits. dst is allocated. */
-vit_status data_resize(const data_image *src, int width, int height, data_resample filter,
-                       data_image *dst, vit_error *err);
+base_status data_resize(const data_image *src, int width, int height, data_resample filter,
+                       data_image *dst, base_error *err);
 
 /* How the first resize step picks its output size. */
 typedef enum data_resize_mode {
@@ -92,24 +92,24 @@ void data_preprocess_default(data_preprocess *p, int image_size);
  * "width"} or {"shortest_edge"}); resample is PIL's code; do_resize,
  * do_center_crop, do_normalize, do_rescale and rescale_factor are honoured,
  * with transformers' defaults when absent. name is used in messages. */
-vit_status data_preprocess_from_hf_json(const char *json_text, const char *name,
-                                        data_preprocess *p, vit_error *err);
+base_status data_preprocess_from_hf_json(const char *json_text, const char *name,
+                                        data_preprocess *p, base_error *err);
 
 /* Fills p from the text of a timm config.json (its "pretrained_cfg":
  * input_size, interpolation, crop_pct, crop_mode, mean, std), as timm's eval
  * transform does: shorter side to floor(size / crop_pct), centre crop size. */
-vit_status data_preprocess_from_timm_json(const char *json_text, const char *name,
-                                          data_preprocess *p, vit_error *err);
+base_status data_preprocess_from_timm_json(const char *json_text, const char *name,
+                                          data_preprocess *p, base_error *err);
 
 /* Chooses the recipe from config texts already in memory, as
  * data_preprocess_for_model does from files: preprocessor_json (Hugging
  * Face) if non-NULL, else config_json if it has a timm "pretrained_cfg",
  * else the default for image_size. Either text may be NULL; names are for
  * messages. Both are checked against limits (NULL: defaults) first. */
-vit_status data_preprocess_from_texts(const char *preprocessor_json, const char *preprocessor_name,
+base_status data_preprocess_from_texts(const char *preprocessor_json, const char *preprocessor_name,
                                       const char *config_json, const char *config_name,
-                                      int image_size, const vit_limits *limits,
-                                      data_preprocess *p, vit_error *err);
+                                      int image_size, const base_limits *limits,
+                                      data_preprocess *p, base_error *err);
 
 /* p as a Hugging Face preprocessor_config.json that
  * data_preprocess_from_texts reads back (caller frees; NULL when out of
@@ -121,8 +121,8 @@ char *data_preprocess_to_json(const data_preprocess *p);
 /* Chooses the recipe for a model directory: preprocessor_config.json if
  * present, else config.json with a timm "pretrained_cfg", else the default
  * for image_size. model_dir may be NULL (default). */
-vit_status data_preprocess_for_model(const char *model_dir, int image_size,
-                                     data_preprocess *p, vit_error *err);
+base_status data_preprocess_for_model(const char *model_dir, int image_size,
+                                     data_preprocess *p, base_error *err);
 
 /* Retargets p to produce size x size inputs (for --size): the crop becomes
  * size and the resize scales with it (timm: floor(size / crop_pct); exact
@@ -139,17 +139,17 @@ void data_preprocess_describe(const data_preprocess *p, char *buf, size_t size);
 
 /* Runs p on img and writes a float32 C x H x W tensor (C = 3, planar) into
  * out, which holds 3 * out_height * out_width floats. */
-vit_status data_preprocess_apply(const data_preprocess *p, const data_image *img, float *out,
-                                 vit_error *err);
+base_status data_preprocess_apply(const data_preprocess *p, const data_image *img, float *out,
+                                 base_error *err);
 
 /* Loads and preprocesses one file: data_image_load + data_preprocess_apply. */
-vit_status data_preprocess_file(const data_preprocess *p, const char *path, float *out,
-                                vit_error *err);
+base_status data_preprocess_file(const data_preprocess *p, const char *path, float *out,
+                                base_error *err);
 
 /* The same for an encoded image held in memory (vit serve: a request's
  * body), with the same checks and pixel cap; name is used in messages. */
-vit_status data_preprocess_memory(const data_preprocess *p, const void *bytes, size_t size,
-                                  const char *name, float *out, vit_error *err);
+base_status data_preprocess_memory(const data_preprocess *p, const void *bytes, size_t size,
+                                  const char *name, float *out, base_error *err);
 
 /* The region of an image of width x height (in its pixel coordinates, x0,
  * y0, x1, y1, possibly fractional, possibly beyond the image when the crop

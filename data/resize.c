@@ -75,9 +75,9 @@ static void axis_weights_free(axis_weights *w) {
 
 /* Weights for the outputs first .. first + count - 1 of an axis resized
  * from in_size to out_size (the centres are those of the whole axis). */
-static vit_status axis_weights_compute(int in_size, int out_size, int first, int count,
+static base_status axis_weights_compute(int in_size, int out_size, int first, int count,
                                        filter_fn filter, double filter_support, axis_weights *w,
-                                       vit_error *err) {
+                                       base_error *err) {
     memset(w, 0, sizeof *w);
     /* Pillow computes the box extent in float, exact for these sizes. */
     double scale = (double)(float)in_size / out_size;
@@ -86,7 +86,7 @@ static vit_status axis_weights_compute(int in_size, int out_size, int first, int
     /* support <= 2 * in_size, and in_size is bounded by DATA_MAX_PIXELS. */
     int taps = (int)ceil(support) * 2 + 1;
     if ((size_t)count > SIZE_MAX / sizeof(int32_t) / (size_t)taps)
-        return vit_error_set(err, VIT_E_LIMIT, "resize: coefficient table too large");
+        return base_error_set(err, BASE_E_LIMIT, "resize: coefficient table too large");
     w->taps = taps;
     w->first = malloc((size_t)count * sizeof *w->first);
     w->count = malloc((size_t)count * sizeof *w->count);
@@ -95,7 +95,7 @@ static vit_status axis_weights_compute(int in_size, int out_size, int first, int
     if (!w->first || !w->count || !w->coeffs || !k) {
         free(k);
         axis_weights_free(w);
-        return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory for %d x %d weights",
+        return base_error_set(err, BASE_E_NOMEM, "resize: out of memory for %d x %d weights",
                              count, taps);
     }
     double inv_filter_scale = 1.0 / filter_scale;
@@ -124,7 +124,7 @@ static vit_status axis_weights_compute(int in_size, int out_size, int first, int
         w->count[j] = n;
     }
     free(k);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 static inline uint8_t clip8(int32_t v) {
@@ -191,14 +191,14 @@ static const uint8_t *input_row(resize_stream *s, int first, int r) {
     return s->ring + (size_t)(r % s->ring_rows) * bytes;
 }
 
-static vit_status stream_start(resize_stream *s, int width, int height, filter_fn fn,
-                               double support, vit_error *err) {
+static base_status stream_start(resize_stream *s, int width, int height, filter_fn fn,
+                               double support, base_error *err) {
     const data_image *src = s->src;
-    vit_status st = VIT_OK;
+    base_status st = BASE_OK;
     if (width != src->width) st = axis_weights_compute(src->width, width, s->x0, s->w, fn, support, &s->wx, err);
-    if (st == VIT_OK && height != src->height)
+    if (st == BASE_OK && height != src->height)
         st = axis_weights_compute(src->height, height, s->y0, s->h, fn, support, &s->wy, err);
-    if (st != VIT_OK) return st;
+    if (st != BASE_OK) return st;
     const size_t bytes = (size_t)s->w * 3;
     s->ring_rows = s->wy.taps ? s->wy.taps : 1;
     if (s->ring_rows > src->height) s->ring_rows = src->height;
@@ -207,8 +207,8 @@ static vit_status stream_start(resize_stream *s, int width, int height, filter_f
     s->row = malloc(bytes);
     s->acc = malloc(bytes * sizeof *s->acc);
     if ((s->wx.taps && !s->ring) || !s->rows || !s->row || !s->acc)
-        return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory");
-    return VIT_OK;
+        return base_error_set(err, BASE_E_NOMEM, "resize: out of memory");
+    return BASE_OK;
 }
 
 static void stream_free(resize_stream *s) {
@@ -221,11 +221,11 @@ static void stream_free(resize_stream *s) {
 }
 
 /* BILINEAR/BICUBIC: the window's rows, one at a time, to emit. */
-static vit_status resize_convolution(resize_stream *s, int width, int height, filter_fn fn,
+static base_status resize_convolution(resize_stream *s, int width, int height, filter_fn fn,
                                      double support, data_resize_row_fn emit, void *ctx,
-                                     vit_error *err) {
-    vit_status st = stream_start(s, width, height, fn, support, err);
-    for (int y = 0; st == VIT_OK && y < s->h; y++) {
+                                     base_error *err) {
+    base_status st = stream_start(s, width, height, fn, support, err);
+    for (int y = 0; st == BASE_OK && y < s->h; y++) {
         if (!s->wy.taps) {
             emit(ctx, y, input_row(s, s->y0 + y, s->y0 + y));
             continue;
@@ -242,15 +242,15 @@ static vit_status resize_convolution(resize_stream *s, int width, int height, fi
 
 /* NEAREST: the source coordinates are accumulated over the whole axis,
  * as Pillow does, and the window's are used. */
-static vit_status resize_nearest(const resize_stream *s, int width, int height,
-                                 data_resize_row_fn emit, void *ctx, vit_error *err) {
+static base_status resize_nearest(const resize_stream *s, int width, int height,
+                                 data_resize_row_fn emit, void *ctx, base_error *err) {
     const data_image *src = s->src;
     int *col = malloc((size_t)width * sizeof *col);
     uint8_t *row = malloc((size_t)s->w * 3);
     if (!col || !row) {
         free(col);
         free(row);
-        return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory");
+        return base_error_set(err, BASE_E_NOMEM, "resize: out of memory");
     }
     double sx = (double)(float)src->width / width;
     double sy = (double)(float)src->height / height;
@@ -274,27 +274,27 @@ static vit_status resize_nearest(const resize_stream *s, int width, int height,
     }
     free(col);
     free(row);
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status data_resize_rows(const data_image *src, int width, int height, data_resample filter,
+base_status data_resize_rows(const data_image *src, int width, int height, data_resample filter,
                             int x, int y, int w, int h, data_resize_row_fn emit, void *ctx,
-                            vit_error *err) {
+                            base_error *err) {
     if (!src || !src->pixels || src->width <= 0 || src->height <= 0)
-        return vit_error_set(err, VIT_E_ARG, "resize: empty source image");
+        return base_error_set(err, BASE_E_ARG, "resize: empty source image");
     if (width <= 0 || height <= 0)
-        return vit_error_set(err, VIT_E_ARG, "resize: invalid target size %dx%d", width, height);
+        return base_error_set(err, BASE_E_ARG, "resize: invalid target size %dx%d", width, height);
     if ((int64_t)width * height > DATA_MAX_PIXELS)
-        return vit_error_set(err, VIT_E_LIMIT,
+        return base_error_set(err, BASE_E_LIMIT,
                              "resize: target %dx%d exceeds the limit of %lld megapixels", width,
                              height, (long long)(DATA_MAX_PIXELS / 1000000));
     if (x < 0 || y < 0 || w <= 0 || h <= 0 || x > width - w || y > height - h)
-        return vit_error_set(err, VIT_E_ARG, "resize: window %dx%d at %d,%d is outside %dx%d", w,
+        return base_error_set(err, BASE_E_ARG, "resize: window %dx%d at %d,%d is outside %dx%d", w,
                              h, x, y, width, height);
     resize_stream s = {.src = src, .x0 = x, .y0 = y, .w = w, .h = h};
     if (width == src->width && height == src->height) {
         for (int r = 0; r < h; r++) emit(ctx, r, src->pixels + ((size_t)(y + r) * src->width + x) * 3);
-        return VIT_OK;
+        return BASE_OK;
     }
     switch (filter) {
     case DATA_RESAMPLE_NEAREST: return resize_nearest(&s, width, height, emit, ctx, err);
@@ -302,7 +302,7 @@ vit_status data_resize_rows(const data_image *src, int width, int height, data_r
         return resize_convolution(&s, width, height, bilinear_filter, 1.0, emit, ctx, err);
     case DATA_RESAMPLE_BICUBIC:
         return resize_convolution(&s, width, height, bicubic_filter, 2.0, emit, ctx, err);
-    default: return vit_error_set(err, VIT_E_UNSUPPORTED, "resize: unsupported filter %d", (int)filter);
+    default: return base_error_set(err, BASE_E_UNSUPPORTED, "resize: unsupported filter %d", (int)filter);
     }
 }
 
@@ -312,27 +312,27 @@ static void store_row(void *ctx, int y, const uint8_t *rgb) {
     memcpy(dst->pixels + (size_t)y * dst->width * 3, rgb, (size_t)dst->width * 3);
 }
 
-vit_status data_resize(const data_image *src, int width, int height, data_resample filter,
-                       data_image *dst, vit_error *err) {
-    if (!dst) return vit_error_set(err, VIT_E_ARG, "resize: no destination image");
+base_status data_resize(const data_image *src, int width, int height, data_resample filter,
+                       data_image *dst, base_error *err) {
+    if (!dst) return base_error_set(err, BASE_E_ARG, "resize: no destination image");
     memset(dst, 0, sizeof *dst);
     if (!src || !src->pixels || src->width <= 0 || src->height <= 0)
-        return vit_error_set(err, VIT_E_ARG, "resize: empty source image");
+        return base_error_set(err, BASE_E_ARG, "resize: empty source image");
     if (width <= 0 || height <= 0)
-        return vit_error_set(err, VIT_E_ARG, "resize: invalid target size %dx%d", width, height);
+        return base_error_set(err, BASE_E_ARG, "resize: invalid target size %dx%d", width, height);
     if ((int64_t)width * height > DATA_MAX_PIXELS)
-        return vit_error_set(err, VIT_E_LIMIT,
+        return base_error_set(err, BASE_E_LIMIT,
                              "resize: target %dx%d exceeds the limit of %lld megapixels", width,
                              height, (long long)(DATA_MAX_PIXELS / 1000000));
     if (filter != DATA_RESAMPLE_NEAREST && filter != DATA_RESAMPLE_BILINEAR &&
         filter != DATA_RESAMPLE_BICUBIC)
-        return vit_error_set(err, VIT_E_UNSUPPORTED, "resize: unsupported filter %d", (int)filter);
+        return base_error_set(err, BASE_E_UNSUPPORTED, "resize: unsupported filter %d", (int)filter);
     dst->pixels = malloc((size_t)width * height * 3);
     if (!dst->pixels)
-        return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory for %dx%d", width, height);
+        return base_error_set(err, BASE_E_NOMEM, "resize: out of memory for %dx%d", width, height);
     dst->width = width;
     dst->height = height;
-    vit_status st = data_resize_rows(src, width, height, filter, 0, 0, width, height, store_row, dst, err);
-    if (st != VIT_OK) data_image_free(dst);
+    base_status st = data_resize_rows(src, width, height, filter, 0, 0, width, height, store_row, dst, err);
+    if (st != BASE_OK) data_image_free(dst);
     return st;
 }

@@ -16,8 +16,8 @@ typedef void (*data_resize_row_fn)(void *ctx, int y, const uint8_t *rgb);
 /* The window [x, x + w) x [y, y + h) of data_resize(src, width, height,
  * filter), every pixel the same, its rows handed to emit in order. Only
  * the input rows and columns the window reads are resampled. */
-vit_status data_resize_rows(const data_image *src, int width, int height, data_resample filter,
+base_status data_resize_rows(const data_image *src, int width, int height, data_resample filter,
                             int x, int y, int w, int h, data_resize_row_fn emit, void *ctx,
-                            vit_error *err);
+                            base_error *err);
 
 #endif

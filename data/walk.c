@@ -31,18 +31,18 @@ int data_has_image_extension(const char *path, const data_walk_options *options)
     return 0;
 }
 
-static vit_status push(data_file_list *list, const char *path, vit_error *err) {
+static base_status push(data_file_list *list, const char *path, base_error *err) {
     if (list->count == list->capacity) {
         size_t capacity = list->capacity ? list->capacity * 2 : 256;
         char **grown = realloc(list->paths, capacity * sizeof *grown);
-        if (!grown) return vit_error_set(err, VIT_E_NOMEM, "out of memory listing files");
+        if (!grown) return base_error_set(err, BASE_E_NOMEM, "out of memory listing files");
         list->paths = grown;
         list->capacity = capacity;
     }
     if (!(list->paths[list->count] = strdup(path)))
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory listing files");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory listing files");
     list->count++;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The directories being walked, outermost first, to recognise a loop. */
@@ -64,19 +64,19 @@ static int compare_names(const void *a, const void *b) {
 
 /* Adds "PATH: cannot open directory: REASON" to problems, or, with no
  * list to collect them in, fails the walk with it. */
-static vit_status dir_problem(const char *dir, int error, data_file_list *problems,
-                              vit_error *err) {
+static base_status dir_problem(const char *dir, int error, data_file_list *problems,
+                              base_error *err) {
     if (!problems)
-        return vit_error_set(err, VIT_E_IO, "%s: cannot open directory: %s", dir, strerror(error));
+        return base_error_set(err, BASE_E_IO, "%s: cannot open directory: %s", dir, strerror(error));
     char message[4200];
     snprintf(message, sizeof message, "%s: cannot open directory: %s", dir, strerror(error));
     return push(problems, message, err);
 }
 
-static vit_status walk_dir(const char *dir, const struct stat *dir_st, const data_walk_options *options,
+static base_status walk_dir(const char *dir, const struct stat *dir_st, const data_walk_options *options,
                            dir_stack *stack, data_file_list *out, data_file_list *problems,
-                           vit_error *err) {
-    if (on_stack(stack, dir_st) || stack->depth == 64) return VIT_OK; /* loop or absurd depth */
+                           base_error *err) {
+    if (on_stack(stack, dir_st) || stack->depth == 64) return BASE_OK; /* loop or absurd depth */
     DIR *d = opendir(dir);
     if (!d) return dir_problem(dir, errno, problems, err);
     stack->dev[stack->depth] = dir_st->st_dev;
@@ -86,20 +86,20 @@ static vit_status walk_dir(const char *dir, const struct stat *dir_st, const dat
     /* Read all names first, then visit them sorted, so the order does not
      * depend on the filesystem. */
     data_file_list names = {0};
-    vit_status status = VIT_OK;
+    base_status status = BASE_OK;
     struct dirent *entry;
-    while (status == VIT_OK && (entry = readdir(d)))
+    while (status == BASE_OK && (entry = readdir(d)))
         if (entry->d_name[0] != '.') status = push(&names, entry->d_name, err);
     closedir(d);
     /* An empty directory has no array at all: qsort must not see NULL. */
-    if (status == VIT_OK && names.count > 1)
+    if (status == BASE_OK && names.count > 1)
         qsort(names.paths, names.count, sizeof *names.paths, compare_names);
 
     const int recursive = !options || options->recursive;
-    for (size_t i = 0; status == VIT_OK && i < names.count; i++) {
+    for (size_t i = 0; status == BASE_OK && i < names.count; i++) {
         size_t len = strlen(dir) + strlen(names.paths[i]) + 2;
         char *path = malloc(len);
-        if (!path) { status = vit_error_set(err, VIT_E_NOMEM, "out of memory listing files"); break; }
+        if (!path) { status = base_error_set(err, BASE_E_NOMEM, "out of memory listing files"); break; }
         snprintf(path, len, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", names.paths[i]);
         struct stat st;
         if (stat(path, &st) != 0) {
@@ -120,45 +120,45 @@ static vit_status walk_dir(const char *dir, const struct stat *dir_st, const dat
     return status;
 }
 
-vit_status data_walk_collect(const char *path, const data_walk_options *options,
-                             data_file_list *out, data_file_list *problems, vit_error *err) {
+base_status data_walk_collect(const char *path, const data_walk_options *options,
+                             data_file_list *out, data_file_list *problems, base_error *err) {
     struct stat st;
     if (stat(path, &st) != 0)
-        return vit_error_set(err, VIT_E_IO, "%s: %s", path, strerror(errno));
+        return base_error_set(err, BASE_E_IO, "%s: %s", path, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return push(out, path, err);
     dir_stack stack = {.depth = 0};
     const size_t first = out->count;
-    vit_status status = walk_dir(path, &st, options, &stack, out, problems, err);
+    base_status status = walk_dir(path, &st, options, &stack, out, problems, err);
     /* Sorting the full paths keeps files and subdirectories interleaved the
      * way a sorted listing of relative paths shows them. */
-    if (status == VIT_OK && out->count - first > 1)
+    if (status == BASE_OK && out->count - first > 1)
         qsort(out->paths + first, out->count - first, sizeof *out->paths, compare_names);
     return status;
 }
 
-vit_status data_walk(const char *path, const data_walk_options *options, data_file_list *out,
-                     vit_error *err) {
+base_status data_walk(const char *path, const data_walk_options *options, data_file_list *out,
+                     base_error *err) {
     return data_walk_collect(path, options, out, NULL, err);
 }
 
-vit_status data_list_subdirs(const char *path, data_file_list *out, vit_error *err) {
+base_status data_list_subdirs(const char *path, data_file_list *out, base_error *err) {
     DIR *d = opendir(path);
-    if (!d) return vit_error_set(err, VIT_E_IO, "%s: cannot open directory: %s", path, strerror(errno));
-    vit_status status = VIT_OK;
+    if (!d) return base_error_set(err, BASE_E_IO, "%s: cannot open directory: %s", path, strerror(errno));
+    base_status status = BASE_OK;
     const size_t first = out->count;
     struct dirent *entry;
-    while (status == VIT_OK && (entry = readdir(d))) {
+    while (status == BASE_OK && (entry = readdir(d))) {
         if (entry->d_name[0] == '.') continue;
         size_t len = strlen(path) + strlen(entry->d_name) + 2;
         char *full = malloc(len);
-        if (!full) { status = vit_error_set(err, VIT_E_NOMEM, "out of memory"); break; }
+        if (!full) { status = base_error_set(err, BASE_E_NOMEM, "out of memory"); break; }
         snprintf(full, len, "%s/%s", path, entry->d_name);
         struct stat st;
         if (stat(full, &st) == 0 && S_ISDIR(st.st_mode)) status = push(out, entry->d_name, err);
         free(full);
     }
     closedir(d);
-    if (status == VIT_OK && out->count - first > 1)
+    if (status == BASE_OK && out->count - first > 1)
         qsort(out->paths + first, out->count - first, sizeof *out->paths, compare_names);
     return status;
 }

@@ -70,14 +70,14 @@ static void axis_weights(int in_size, int out_size, int antialias, float *weight
     }
 }
 
-vit_status patching_resample_pos_embed(const float *src, int prefix, int src_h, int src_w, int dim,
+base_status patching_resample_pos_embed(const float *src, int prefix, int src_h, int src_w, int dim,
                                        float *dst, int dst_h, int dst_w, int antialias) {
     float *wx = malloc(sizeof(float) * (size_t)src_w * dst_w);
     float *wy = malloc(sizeof(float) * (size_t)src_h * dst_h);
     float *rows = calloc((size_t)src_h * dst_w * dim, sizeof(float)); /* after the x pass */
     if (!wx || !wy || !rows) {
         free(wx); free(wy); free(rows);
-        return vit_error_set(NULL, VIT_E_NOMEM, "out of memory");
+        return base_error_set(NULL, BASE_E_NOMEM, "out of memory");
     }
     axis_weights(src_w, dst_w, antialias, wx);
     axis_weights(src_h, dst_h, antialias, wy);
@@ -107,5 +107,5 @@ vit_status patching_resample_pos_embed(const float *src, int prefix, int src_h, 
             }
         }
     free(wx); free(wy); free(rows);
-    return VIT_OK;
+    return BASE_OK;
 }

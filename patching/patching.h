@@ -7,7 +7,7 @@
 #ifndef PATCHING_H
 #define PATCHING_H
 
-#include "vit_error.h"
+#include "base_error.h"
 
 /* The patch grid for an input of height x width: floor division, as the
  * strided convolution drops a remainder. */
@@ -26,9 +26,9 @@ void patching_im2col(const float *image, int channels, int height, int width, in
  * (A = -0.75, taps clamped at the borders), as transformers and timm < 0.9.
  * antialias 1: the same call with antialias=True, as timm >= 0.9's
  * resample_abs_pos_embed (PIL-style kernel, A = -0.5, support widened when
- * shrinking, weights renormalised at the borders). Returns VIT_E_NOMEM if
+ * shrinking, weights renormalised at the borders). Returns BASE_E_NOMEM if
  * its scratch cannot be allocated. */
-vit_status patching_resample_pos_embed(const float *src, int prefix, int src_h, int src_w, int dim,
+base_status patching_resample_pos_embed(const float *src, int prefix, int src_h, int src_w, int dim,
                                        float *dst, int dst_h, int dst_w, int antialias);
 
 #endif

@@ -50,9 +50,9 @@ static void axis_weights_free(axis_weights *w) {
     memset(w, 0, sizeof *w);
 }
 
-static vit_status axis_weights_compute(int in_size, int out_size, filter_fn filter,
+static base_status axis_weights_compute(int in_size, int out_size, filter_fn filter,
                                        double filter_support, axis_weights *w,
-                                       vit_error *err) {
+                                       base_error *err) {
     memset(w, 0, sizeof *w);
     /* Pillow computes the box extent in float, exact for these sizes. */
     double scale = (double)(float)in_size / out_size;
@@ -61,7 +61,7 @@ static vit_status axis_weights_compute(int in_size, int out_size, filter_fn filt
     /* support <= 2 * in_size, and in_size is bounded by DATA_MAX_PIXELS. */
     int taps = (int)ceil(support) * 2 + 1;
     if ((size_t)out_size > SIZE_MAX / sizeof(int32_t) / (size_t)taps)
-        return vit_error_set(err, VIT_E_LIMIT, "resize: coefficient table too large");
+        return base_error_set(err, BASE_E_LIMIT, "resize: coefficient table too large");
     w->taps = taps;
     w->first = malloc((size_t)out_size * sizeof *w->first);
     w->count = malloc((size_t)out_size * sizeof *w->count);
@@ -70,7 +70,7 @@ static vit_status axis_weights_compute(int in_size, int out_size, filter_fn filt
     if (!w->first || !w->count || !w->coeffs || !k) {
         free(k);
         axis_weights_free(w);
-        return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory for %d x %d weights",
+        return base_error_set(err, BASE_E_NOMEM, "resize: out of memory for %d x %d weights",
                              out_size, taps);
     }
     double inv_filter_scale = 1.0 / filter_scale;
@@ -98,7 +98,7 @@ static vit_status axis_weights_compute(int in_size, int out_size, filter_fn filt
         w->count[i] = n;
     }
     free(k);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 static inline uint8_t clip8(int32_t v) {
@@ -151,9 +151,9 @@ static void resample_vertical(const uint8_t *src, int row_offset, int width, uin
     }
 }
 
-static vit_status resize_nearest(const data_image *src, data_image *dst, vit_error *err) {
+static base_status resize_nearest(const data_image *src, data_image *dst, base_error *err) {
     int *col = malloc((size_t)dst->width * sizeof *col);
-    if (!col) return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory");
+    if (!col) return base_error_set(err, BASE_E_NOMEM, "resize: out of memory");
     double sx = (double)(float)src->width / dst->width;
     double sy = (double)(float)src->height / dst->height;
     double xo = sx * 0.5;
@@ -181,23 +181,23 @@ static vit_status resize_nearest(const data_image *src, data_image *dst, vit_err
         yo += sy;
     }
     free(col);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* BILINEAR/BICUBIC: the separable convolution into dst (allocated, of the
  * target size): horizontal pass first, each pass only when its side changes. */
-static vit_status resize_convolution(const data_image *src, data_image *dst, filter_fn fn,
-                                     double support, vit_error *err) {
+static base_status resize_convolution(const data_image *src, data_image *dst, filter_fn fn,
+                                     double support, base_error *err) {
     const int width = dst->width, height = dst->height;
     const int need_horizontal = width != src->width, need_vertical = height != src->height;
     axis_weights wx = {0}, wy = {0};
     uint8_t *tmp = NULL;
     int32_t *acc = NULL;
-    vit_status st = VIT_OK;
+    base_status st = BASE_OK;
     if (need_horizontal) st = axis_weights_compute(src->width, width, fn, support, &wx, err);
-    if (st == VIT_OK && need_vertical)
+    if (st == BASE_OK && need_vertical)
         st = axis_weights_compute(src->height, height, fn, support, &wy, err);
-    if (st != VIT_OK) goto done;
+    if (st != BASE_OK) goto done;
 
     if (!need_vertical) {
         resample_horizontal(src->pixels, src->width, 0, height, dst->pixels, width, &wx);
@@ -211,7 +211,7 @@ static vit_status resize_convolution(const data_image *src, data_image *dst, fil
     if (need_horizontal) {
         tmp = malloc((size_t)width * (size_t)(row_last - row_first) * 3);
         if (!tmp) {
-            st = vit_error_set(err, VIT_E_NOMEM, "resize: out of memory");
+            st = base_error_set(err, BASE_E_NOMEM, "resize: out of memory");
             goto done;
         }
         resample_horizontal(src->pixels, src->width, row_first, row_last - row_first, tmp, width,
@@ -221,7 +221,7 @@ static vit_status resize_convolution(const data_image *src, data_image *dst, fil
     }
     acc = malloc((size_t)width * 3 * sizeof *acc);
     if (!acc) {
-        st = vit_error_set(err, VIT_E_NOMEM, "resize: out of memory");
+        st = base_error_set(err, BASE_E_NOMEM, "resize: out of memory");
         goto done;
     }
     resample_vertical(vsrc, row_offset, width, dst->pixels, height, &wy, acc);
@@ -234,16 +234,16 @@ done:
     return st;
 }
 
-static vit_status oracle_resize(const data_image *src, int width, int height, data_resample filter,
-                       data_image *dst, vit_error *err) {
-    if (!dst) return vit_error_set(err, VIT_E_ARG, "resize: no destination image");
+static base_status oracle_resize(const data_image *src, int width, int height, data_resample filter,
+                       data_image *dst, base_error *err) {
+    if (!dst) return base_error_set(err, BASE_E_ARG, "resize: no destination image");
     memset(dst, 0, sizeof *dst);
     if (!src || !src->pixels || src->width <= 0 || src->height <= 0)
-        return vit_error_set(err, VIT_E_ARG, "resize: empty source image");
+        return base_error_set(err, BASE_E_ARG, "resize: empty source image");
     if (width <= 0 || height <= 0)
-        return vit_error_set(err, VIT_E_ARG, "resize: invalid target size %dx%d", width, height);
+        return base_error_set(err, BASE_E_ARG, "resize: invalid target size %dx%d", width, height);
     if ((int64_t)width * height > DATA_MAX_PIXELS)
-        return vit_error_set(err, VIT_E_LIMIT,
+        return base_error_set(err, BASE_E_LIMIT,
                              "resize: target %dx%d exceeds the limit of %lld megapixels", width,
                              height, (long long)(DATA_MAX_PIXELS / 1000000));
     filter_fn fn;
@@ -252,27 +252,27 @@ static vit_status oracle_resize(const data_image *src, int width, int height, da
     case DATA_RESAMPLE_NEAREST: fn = NULL; support = 0; break;
     case DATA_RESAMPLE_BILINEAR: fn = bilinear_filter; support = 1.0; break;
     case DATA_RESAMPLE_BICUBIC: fn = bicubic_filter; support = 2.0; break;
-    default: return vit_error_set(err, VIT_E_UNSUPPORTED, "resize: unsupported filter %d", (int)filter);
+    default: return base_error_set(err, BASE_E_UNSUPPORTED, "resize: unsupported filter %d", (int)filter);
     }
     size_t out_bytes = (size_t)width * height * 3;
     dst->pixels = malloc(out_bytes);
     if (!dst->pixels)
-        return vit_error_set(err, VIT_E_NOMEM, "resize: out of memory for %dx%d", width, height);
+        return base_error_set(err, BASE_E_NOMEM, "resize: out of memory for %dx%d", width, height);
     dst->width = width;
     dst->height = height;
 
     if (width == src->width && height == src->height) {
         memcpy(dst->pixels, src->pixels, out_bytes);
-        return VIT_OK;
+        return BASE_OK;
     }
     if (filter == DATA_RESAMPLE_NEAREST) {
-        vit_status st = resize_nearest(src, dst, err);
-        if (st != VIT_OK) data_image_free(dst);
+        base_status st = resize_nearest(src, dst, err);
+        if (st != BASE_OK) data_image_free(dst);
         return st;
     }
 
-    vit_status st = resize_convolution(src, dst, fn, support, err);
-    if (st != VIT_OK) data_image_free(dst);
+    base_status st = resize_convolution(src, dst, fn, support, err);
+    if (st != BASE_OK) data_image_free(dst);
     return st;
 }
 
@@ -299,12 +299,12 @@ static void oracle_crop_axis(int size, int crop, data_crop_rounding rounding, in
     }
 }
 
-static vit_status oracle_preprocess(const data_preprocess *p, const data_image *img, float *out,
-                                 vit_error *err) {
-    if (!p || !img || !out) return vit_error_set(err, VIT_E_ARG, "preprocess: missing argument");
+static base_status oracle_preprocess(const data_preprocess *p, const data_image *img, float *out,
+                                 base_error *err) {
+    if (!p || !img || !out) return base_error_set(err, BASE_E_ARG, "preprocess: missing argument");
     if (!img->pixels || img->width <= 0 || img->height <= 0)
-        return vit_error_set(err, VIT_E_ARG, "preprocess: empty image");
-    vit_status st = VIT_OK;
+        return base_error_set(err, BASE_E_ARG, "preprocess: empty image");
+    base_status st = BASE_OK;
 
     /* 1. resize, with torchvision's/transformers' output size rule. */
     int rw = img->width, rh = img->height;
@@ -330,12 +330,12 @@ static vit_status oracle_preprocess(const data_preprocess *p, const data_image *
      * image resized to 18 x 672764 made fuzz_image time out). */
     const int64_t max_pixels = p->max_pixels > 0 ? p->max_pixels : DATA_MAX_PIXELS;
     if ((rw != img->width || rh != img->height) && rw > max_pixels / rh)
-        return vit_error_set(err, VIT_E_LIMIT,
+        return base_error_set(err, BASE_E_LIMIT,
                              "preprocess: resizing %dx%d to %dx%d exceeds the limit of %lld pixels",
                              img->width, img->height, rw, rh, (long long)max_pixels);
     if (rw != img->width || rh != img->height) {
         st = oracle_resize(img, rw, rh, p->resample, &resized, err);
-        if (st != VIT_OK) return st;
+        if (st != BASE_OK) return st;
         cur = &resized;
     }
 
@@ -375,7 +375,7 @@ static vit_status oracle_preprocess(const data_preprocess *p, const data_image *
         }
     }
     data_image_free(&resized);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 

@@ -26,10 +26,10 @@ static void touch(const char *rel) {
 
 static void expect_walk(const data_walk_options *options, const char *const *expected, size_t n) {
     data_file_list list = {0};
-    vit_error err;
+    base_error err;
     char root[128];
     snprintf(root, sizeof root, "%s/a", dir);
-    cr_assert(data_walk(root, options, &list, &err) == VIT_OK, "%s", err.message);
+    cr_assert(data_walk(root, options, &list, &err) == BASE_OK, "%s", err.message);
     cr_assert_eq(list.count, n, "walk found %zu files, expected %zu", list.count, n);
     for (size_t i = 0; i < n; i++) {
         char want[256];
@@ -60,8 +60,8 @@ Test(batch, walk_is_sorted_filtered_and_survives_loops) {
 
 Test(batch, batched_forward_equals_single_images) {
     vit_model *model;
-    vit_error err;
-    cr_assert(vit_model_load(MODEL, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(vit_model_load(MODEL, NULL, &model, &err) == BASE_OK, "%s", err.message);
     enum { B = 7 };
     const int S = vit_model_config(model)->image_size, per = 3 * S * S;
     const int C = vit_model_output_size(model);
@@ -69,10 +69,10 @@ Test(batch, batched_forward_equals_single_images) {
     srand(7);
     for (int i = 0; i < per * B; i++) images[i] = (float)rand() / RAND_MAX * 4.0f - 2.0f;
     vit_context *ctx;
-    cr_assert(vit_context_create(model, B, 0, 0, &ctx, &err) == VIT_OK, "%s", err.message);
-    cr_assert(vit_forward(ctx, images, B, batched, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, B, 0, 0, &ctx, &err) == BASE_OK, "%s", err.message);
+    cr_assert(vit_forward(ctx, images, B, batched, &err) == BASE_OK, "%s", err.message);
     for (int b = 0; b < B; b++) {
-        cr_assert(vit_forward(ctx, images + (size_t)b * per, 1, single, &err) == VIT_OK);
+        cr_assert(vit_forward(ctx, images + (size_t)b * per, 1, single, &err) == BASE_OK);
         for (int c = 0; c < C; c++)
             cr_expect(fabsf(single[c] - batched[b * C + c]) <= 1e-5f,
                       "image %d class %d: single %g, batched %g", b, c, single[c], batched[b * C + c]);

@@ -52,10 +52,10 @@ static void read_csv(const char *path, csv_table *t) {
     char *text = read_all(path, &size);
     data_csv csv;
     data_csv_init(&csv, text, size);
-    vit_error err;
+    base_error err;
     int got;
     memset(t, 0, sizeof *t);
-    while (data_csv_next(&csv, path, &got, &err) == VIT_OK && got) {
+    while (data_csv_next(&csv, path, &got, &err) == BASE_OK && got) {
         cr_assert(t->rows < 8);
         t->columns[t->rows] = csv.num_fields;
         t->cell[t->rows] = malloc(csv.num_fields * sizeof(char *));
@@ -98,8 +98,8 @@ static void reference_logits(const char *model, float *want) {
     char path[1024];
     snprintf(path, sizeof path, REAL "/%s.safetensors", model);
     weights_file *ref;
-    vit_error err;
-    cr_assert(weights_open(path, &ref, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_open(path, &ref, &err) == BASE_OK, "%s", err.message);
     float *all = tensor_f32(ref, "logits", NULL);
     char images[4096];
     snprintf(images, sizeof images, "%s", weights_metadata(ref, "images"));

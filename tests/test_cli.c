@@ -129,8 +129,8 @@ Test(cli, eval_image_folder) {
     char png[256];
     snprintf(png, sizeof png, "%s/confusion.png", dir);
     data_image pic;
-    vit_error err;
-    cr_expect(data_image_load(png, &pic, &err) == VIT_OK, "--confusion: %s", err.message);
+    base_error err;
+    cr_expect(data_image_load(png, &pic, &err) == BASE_OK, "--confusion: %s", err.message);
     if (pic.pixels) cr_expect(pic.width > 100 && pic.height > 100, "%dx%d", pic.width, pic.height);
     data_image_free(&pic);
     snprintf(args, sizeof args, "eval -q -m " MODEL " %s --confusion %s/4/c.png", dir, dir);

@@ -80,8 +80,8 @@ static int stb_reference(const uint8_t *b, size_t n, data_image *ref) {
 /* Decodes b both ways; both must fail, or give the same pixels. */
 static void expect_same_decode(const uint8_t *b, size_t n, const char *what) {
     data_image ours, ref;
-    vit_error err;
-    const int ok = data_image_load_memory(b, n, what, &ours, &err) == VIT_OK;
+    base_error err;
+    const int ok = data_image_load_memory(b, n, what, &ours, &err) == BASE_OK;
     const int ref_ok = stb_reference(b, n, &ref);
     cr_expect_eq(ok, ref_ok, "%s: decoded %d, stb %d (%s)", what, ok, ref_ok, ok ? "" : err.message);
     if (ok && ref_ok) {
@@ -289,16 +289,16 @@ Test(resize, streaming_windows_match_the_old_resize) {
             for (size_t f = 0; f < 3; f++) {
                 const int W = DST[d][0], H = DST[d][1];
                 data_image ref, got;
-                vit_error err;
-                cr_assert_eq(oracle_resize(&src, W, H, FILTERS[f], &ref, &err), VIT_OK);
-                cr_assert_eq(data_resize(&src, W, H, FILTERS[f], &got, &err), VIT_OK, "%s", err.message);
+                base_error err;
+                cr_assert_eq(oracle_resize(&src, W, H, FILTERS[f], &ref, &err), BASE_OK);
+                cr_assert_eq(data_resize(&src, W, H, FILTERS[f], &got, &err), BASE_OK, "%s", err.message);
                 cr_expect(memcmp(ref.pixels, got.pixels, (size_t)W * H * 3) == 0,
                           "%dx%d -> %dx%d filter %d differs", src.width, src.height, W, H, FILTERS[f]);
                 data_image_free(&got);
                 /* A window off the centre: rows and columns the old code computed. */
                 const int x = W / 3, y = H / 4, w = W - x - W / 5 > 0 ? W - x - W / 5 : 1, h = H - y > 0 ? H - y : 1;
                 data_image win = {w, h, malloc((size_t)w * h * 3)};
-                cr_assert_eq(data_resize_rows(&src, W, H, FILTERS[f], x, y, w, h, window_row, &win, &err), VIT_OK);
+                cr_assert_eq(data_resize_rows(&src, W, H, FILTERS[f], x, y, w, h, window_row, &win, &err), BASE_OK);
                 for (int r = 0; r < h; r++)
                     cr_expect(memcmp(win.pixels + (size_t)r * w * 3, ref.pixels + ((size_t)(y + r) * W + x) * 3,
                                      (size_t)w * 3) == 0,
@@ -352,9 +352,9 @@ static int check_photo(const char *path) {
     for (int k = 0; k < 4; k++) {
         const size_t floats = 3 * (size_t)data_preprocess_out_height(&r[k]) * data_preprocess_out_width(&r[k]);
         float *want = malloc(floats * sizeof *want), *got = malloc(floats * sizeof *got);
-        vit_error err;
-        cr_assert_eq(oracle_preprocess(&r[k], &ref, want, &err), VIT_OK, "%s: %s", path, err.message);
-        cr_assert_eq(data_preprocess_memory(&r[k], b, n, path, got, &err), VIT_OK, "%s", err.message);
+        base_error err;
+        cr_assert_eq(oracle_preprocess(&r[k], &ref, want, &err), BASE_OK, "%s: %s", path, err.message);
+        cr_assert_eq(data_preprocess_memory(&r[k], b, n, path, got, &err), BASE_OK, "%s", err.message);
         cr_expect(memcmp(want, got, floats * sizeof *got) == 0, "%s: recipe %d: tensors differ", path, k);
         free(want);
         free(got);

@@ -39,8 +39,8 @@ static void compare(const char *name, const vit_model *model, int run_size, floa
     char path[1024];
     snprintf(path, sizeof path, FAMILY "%s/expected.safetensors", name);
     weights_file *expected;
-    vit_error err;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_open(path, &expected, &err) == BASE_OK, "%s", err.message);
     const vit_config *c = vit_model_config(model);
     const weights_tensor *input_t;
     float *input = tensor_f32(expected, "input", &input_t);
@@ -49,7 +49,7 @@ static void compare(const char *name, const vit_model *model, int run_size, floa
                  (long long)input_t->shape[2], run_size);
 
     vit_context *ctx;
-    cr_assert(vit_context_create(model, batch, run_size, 0, &ctx, &err) == VIT_OK, "%s: %s", name,
+    cr_assert(vit_context_create(model, batch, run_size, 0, &ctx, &err) == BASE_OK, "%s: %s", name,
               err.message);
     const int T = vit_context_num_tokens(ctx), D = c->hidden_size, H = c->num_heads;
     const size_t token_floats = (size_t)batch * T * D;
@@ -61,9 +61,9 @@ static void compare(const char *name, const vit_model *model, int run_size, floa
     cr_assert_eq(out_floats, logits_t->numel, "%s: output size %zu, PyTorch %zu", name,
                  out_floats, logits_t->numel);
     float *got = malloc(out_floats * sizeof(float));
-    cr_assert(vit_context_capture_tokens(ctx, c->num_layers - 1, last, &err) == VIT_OK);
-    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, 0, attn, &err) == VIT_OK);
-    cr_assert(vit_forward(ctx, input, batch, got, &err) == VIT_OK, "%s: %s", name, err.message);
+    cr_assert(vit_context_capture_tokens(ctx, c->num_layers - 1, last, &err) == BASE_OK);
+    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, 0, attn, &err) == BASE_OK);
+    cr_assert(vit_forward(ctx, input, batch, got, &err) == BASE_OK, "%s: %s", name, err.message);
 
     float e = max_abs_diff(got, logits, out_floats);
     cr_expect(e <= tolerance, "%s: output differs from PyTorch by %g", name, e);
@@ -85,9 +85,9 @@ static void compare(const char *name, const vit_model *model, int run_size, floa
         for (int b = 0; b < batch; b++) {
             const float *x = last + (size_t)b * T * D;
             cr_assert(vit_pool_tokens(model, x, T, VIT_POOL_NONE, 0, normed + (size_t)b * T * D,
-                                      NULL, &err) == VIT_OK, "%s", err.message);
+                                      NULL, &err) == BASE_OK, "%s", err.message);
             cr_assert(vit_pool_tokens(model, x, T, VIT_POOL_MODEL, 0, pool + (size_t)b * pooled_size,
-                                      scratch, &err) == VIT_OK, "%s", err.message);
+                                      scratch, &err) == BASE_OK, "%s", err.message);
         }
         e = max_abs_diff(normed, tokens, token_floats);
         cr_expect(e <= tolerance, "%s: final tokens differ from PyTorch by %g", name, e);
@@ -110,9 +110,9 @@ static void check_case(const char *name) {
     const int run_size = cJSON_GetObjectItem(info, "run_size")->valueint;
     case_model_path(name, info, model_path, sizeof model_path);
 
-    vit_error err;
+    base_error err;
     vit_model *model;
-    cr_assert(vit_model_load(model_path, NULL, &model, &err) == VIT_OK, "%s: %s", name, err.message);
+    cr_assert(vit_model_load(model_path, NULL, &model, &err) == BASE_OK, "%s: %s", name, err.message);
     cr_expect_str_empty(vit_model_notices(model), "%s: unexpected notice: %s", name,
                         vit_model_notices(model));
     const vit_config *c = vit_model_config(model);
@@ -187,10 +187,10 @@ Test(family, hostile_files_are_refused_with_their_fault_named) {
         char *slash = strrchr(path, '/');
         *slash = '\0';
         vit_model *model = NULL;
-        vit_error err;
-        const vit_status status = vit_model_load(path, NULL, &model, &err);
-        cr_expect(status != VIT_OK, "%s loaded", item->string);
-        if (status == VIT_OK) {
+        base_error err;
+        const base_status status = vit_model_load(path, NULL, &model, &err);
+        cr_expect(status != BASE_OK, "%s loaded", item->string);
+        if (status == BASE_OK) {
             vit_model_free(model);
             continue;
         }
@@ -208,8 +208,8 @@ Test(family, hostile_files_are_refused_with_their_fault_named) {
 Test(family, allow_unused_loads_with_a_notice) {
     vit_load_options options = {.allow_unused = 1};
     vit_model *model;
-    vit_error err;
-    cr_assert(vit_model_load(FAMILY "hostile/unused_tensor", &options, &model, &err) == VIT_OK,
+    base_error err;
+    cr_assert(vit_model_load(FAMILY "hostile/unused_tensor", &options, &model, &err) == BASE_OK,
               "%s", err.message);
     cr_expect(strstr(vit_model_notices(model), "blocks.0.foo.weight"), "notices: %s",
               vit_model_notices(model));
@@ -224,12 +224,12 @@ static void check_quantized(const char *name, weights_quant to, float tolerance)
     cJSON *info = read_json(path);
     const int run_size = cJSON_GetObjectItem(info, "run_size")->valueint;
     case_model_path(name, info, model_path, sizeof model_path);
-    vit_error err;
+    base_error err;
     vit_model *model, *copy;
-    cr_assert(vit_model_load(model_path, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_load(model_path, NULL, &model, &err) == BASE_OK, "%s", err.message);
     snprintf(out, sizeof out, "/tmp/vitc-family-%d-%s-%d.safetensors", (int)getpid(), name, (int)to);
-    cr_assert(vit_model_quantize(model, to, 1, out, &err) == VIT_OK, "%s", err.message);
-    cr_assert(vit_model_load(out, NULL, &copy, &err) == VIT_OK, "%s: %s", name, err.message);
+    cr_assert(vit_model_quantize(model, to, 1, out, &err) == BASE_OK, "%s", err.message);
+    cr_assert(vit_model_load(out, NULL, &copy, &err) == BASE_OK, "%s: %s", name, err.message);
     char a[256], b[256];
     cr_expect_str_eq(vit_config_describe_switches(vit_model_config(model), a, sizeof a),
                      vit_config_describe_switches(vit_model_config(copy), b, sizeof b));
@@ -261,7 +261,7 @@ static void check_training_forward(const char *name) {
     vit_model *model;
     weights_file *expected;
     open_case(path, &model, &expected);
-    vit_error err;
+    base_error err;
     const weights_tensor *in = weights_find(expected, "input");
     const int batch = (int)in->shape[0];
     /* At the size the fixture runs (DINOv2: its recipe's, not the grid's). */
@@ -269,11 +269,11 @@ static void check_training_forward(const char *name) {
     const vit_config *c = &run;
     run.image_size = (int)in->shape[2];
     vit_train_model *train = NULL;
-    cr_assert(vit_train_create(c, batch, &train, &err) == VIT_OK, "%s: %s", name, err.message);
-    cr_assert(vit_train_copy_from(train, model, 1, &err) == VIT_OK, "%s: %s", name, err.message);
+    cr_assert(vit_train_create(c, batch, &train, &err) == BASE_OK, "%s: %s", name, err.message);
+    cr_assert(vit_train_copy_from(train, model, 1, &err) == BASE_OK, "%s: %s", name, err.message);
     float *input = tensor_f32(expected, "input", NULL), *want = tensor_f32(expected, "logits", NULL);
     float *got = malloc(sizeof(float) * batch * c->num_classes);
-    cr_assert(vit_train_forward(train, input, batch, got, NULL, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_train_forward(train, input, batch, got, NULL, &err) == BASE_OK, "%s", err.message);
     for (int i = 0; i < batch * c->num_classes; i++)
         cr_expect(fabsf(got[i] - want[i]) <= TOLERANCE * (1.0f + fabsf(want[i])),
                   "%s: training logit %d is %g, PyTorch %g", name, i, (double)got[i], (double)want[i]);
@@ -281,8 +281,8 @@ static void check_training_forward(const char *name) {
     vit_config other = *c;
     other.layer_scale = !other.layer_scale;
     vit_train_model *wrong;
-    cr_assert(vit_train_create(&other, batch, &wrong, &err) == VIT_OK, "%s", err.message);
-    cr_expect(vit_train_copy_from(wrong, model, 1, &err) != VIT_OK, "%s", name);
+    cr_assert(vit_train_create(&other, batch, &wrong, &err) == BASE_OK, "%s", err.message);
+    cr_expect(vit_train_copy_from(wrong, model, 1, &err) != BASE_OK, "%s", name);
     cr_expect(strstr(err.message, "LayerScale") && !strchr(err.message, '\n'), "%s", err.message);
     vit_train_free(wrong);
     free(input);
@@ -308,13 +308,13 @@ Test(family, hf_json_config_round_trips_the_switches) {
         char path[512];
         snprintf(path, sizeof path, FAMILY "%s", CASES[i]);
         vit_model *model;
-        vit_error err;
-        cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
+        base_error err;
+        cr_assert(vit_model_load(path, NULL, &model, &err) == BASE_OK, "%s", err.message);
         const vit_config *c = vit_model_config(model);
         cJSON *json = cJSON_CreateObject();
         vit_config_to_hf_json(c, 3, json);
         vit_config back = {0};
-        cr_assert(vit_config_from_hf_json(json, "round trip", &back, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_config_from_hf_json(json, "round trip", &back, &err) == BASE_OK, "%s", err.message);
         cr_expect_eq(back.no_class_token, c->no_class_token, "%s", CASES[i]);
         cr_expect_eq(back.num_reg_tokens, c->num_reg_tokens, "%s", CASES[i]);
         cr_expect_eq(back.no_embed_class, c->no_embed_class, "%s", CASES[i]);

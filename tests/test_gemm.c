@@ -340,21 +340,21 @@ static float *model_outputs(const char *dir, kernels_isa isa, int batch, int thr
                             size_t *floats) {
     const vit_load_options options = {.isa = kernels_isa_name(isa)};
     vit_model *model;
-    vit_error err;
-    cr_assert(vit_model_load(dir, &options, &model, &err) == VIT_OK, "%s: %s", dir, err.message);
+    base_error err;
+    cr_assert(vit_model_load(dir, &options, &model, &err) == BASE_OK, "%s: %s", dir, err.message);
     const vit_config *c = vit_model_config(model);
     const int S = c->image_size, C = vit_model_output_size(model), D = c->hidden_size;
     vit_context *ctx;
-    cr_assert(vit_context_create(model, batch, S, threads, &ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, batch, S, threads, &ctx, &err) == BASE_OK, "%s", err.message);
     const size_t T = (size_t)vit_context_num_tokens(ctx);
     const size_t n_logits = (size_t)batch * C, n_tokens = (size_t)batch * T * D;
     *floats = n_logits + n_tokens + (size_t)batch * c->num_heads * T * T;
     float *out = malloc(sizeof(float) * *floats), *images = malloc(sizeof(float) * batch * 3 * S * S);
     uint32_t seed = 4;
     for (int i = 0; i < batch * 3 * S * S; i++) images[i] = uniform(&seed) * 2.0f;
-    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_TOKENS, c->num_layers - 1, out + n_logits, &err) == VIT_OK);
-    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, 0, out + n_logits + n_tokens, &err) == VIT_OK);
-    cr_assert(vit_forward(ctx, images, batch, out, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_TOKENS, c->num_layers - 1, out + n_logits, &err) == BASE_OK);
+    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, 0, out + n_logits + n_tokens, &err) == BASE_OK);
+    cr_assert(vit_forward(ctx, images, batch, out, &err) == BASE_OK, "%s", err.message);
     free(images);
     vit_context_free(ctx);
     vit_model_free(model);

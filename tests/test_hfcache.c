@@ -72,13 +72,13 @@ Test(hfcache, cache_dir_order) {
     cr_assert(setenv("HF_HUB_CACHE", "/x/hub-cache", 1) == 0);
     cr_assert(setenv("HF_HOME", "/y/home", 1) == 0);
     cr_assert(setenv("HOME", "/z", 1) == 0);
-    cr_assert(hub_cache_dir(out, sizeof out, NULL) == VIT_OK);
+    cr_assert(hub_cache_dir(out, sizeof out, NULL) == BASE_OK);
     cr_assert_str_eq(out, "/x/hub-cache");
     unsetenv("HF_HUB_CACHE");
-    cr_assert(hub_cache_dir(out, sizeof out, NULL) == VIT_OK);
+    cr_assert(hub_cache_dir(out, sizeof out, NULL) == BASE_OK);
     cr_assert_str_eq(out, "/y/home/hub");
     unsetenv("HF_HOME");
-    cr_assert(hub_cache_dir(out, sizeof out, NULL) == VIT_OK);
+    cr_assert(hub_cache_dir(out, sizeof out, NULL) == BASE_OK);
     cr_assert_str_eq(out, "/z/.cache/huggingface/hub");
 }
 
@@ -86,12 +86,12 @@ Test(hfcache, revision_names_are_path_components) {
     make_cache();
     use_hub_cache();
     char out[4096];
-    vit_error err;
+    base_error err;
     const char *bad[] = {"..", "../x", "a/../b", "/main", "a//b", "main/", "."};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        cr_assert_eq(hub_cache_resolve("acme/tiny-vit", bad[i], out, sizeof out, &err), VIT_E_ARG,
+        cr_assert_eq(hub_cache_resolve("acme/tiny-vit", bad[i], out, sizeof out, &err), BASE_E_ARG,
                      "revision '%s'", bad[i]);
-    cr_assert_eq(hub_cache_resolve("acme/tiny-vit", NULL, out, sizeof out, &err), VIT_OK, "%s",
+    cr_assert_eq(hub_cache_resolve("acme/tiny-vit", NULL, out, sizeof out, &err), BASE_OK, "%s",
                  err.message);
     cr_assert(strstr(out, "/models--acme--tiny-vit/snapshots/" COMMIT_MAIN), "%s", out);
 }
@@ -232,8 +232,8 @@ Test(hfcache, refs_that_are_not_small_regular_files_are_errors, .timeout = 60) {
                                     {"zero", "not a regular file (a character device)"},
                                     {"big", "5000 bytes"}};
     for (int i = 0; i < 3; i++) {
-        vit_error err = {0};
-        cr_expect_neq(hub_cache_resolve("acme/tiny-vit", cases[i][0], path, sizeof path, &err), VIT_OK,
+        base_error err = {0};
+        cr_expect_neq(hub_cache_resolve("acme/tiny-vit", cases[i][0], path, sizeof path, &err), BASE_OK,
                       "%s resolved", cases[i][0]);
         cr_expect(strstr(err.message, cases[i][1]) && strstr(err.message, cases[i][0]), "%s: %s",
                   cases[i][0], err.message);
@@ -243,5 +243,5 @@ Test(hfcache, refs_that_are_not_small_regular_files_are_errors, .timeout = 60) {
     cr_expect(count_lines(r->err) == 1 && strstr(r->err, "refs/fifo: not a regular file"), "%s", r->err);
     /* refs/pr/ is a directory: asked for "pr", there is no such ref. */
     shell("mkdir -p '%s/pr'", root);
-    cr_expect_eq(hub_cache_resolve("acme/tiny-vit", "pr", path, sizeof path, NULL), VIT_E_IO);
+    cr_expect_eq(hub_cache_resolve("acme/tiny-vit", "pr", path, sizeof path, NULL), BASE_E_IO);
 }

@@ -28,10 +28,10 @@ static unsigned char *read_all(const char *path, size_t *size) {
 static void expect_agrees(const unsigned char *bytes, size_t size, const char *what) {
     data_image_probe p;
     data_image img;
-    vit_error err;
-    cr_assert_eq(data_image_probe_memory(bytes, size, what, 0, &p, &err), VIT_OK, "%s: %s", what,
+    base_error err;
+    cr_assert_eq(data_image_probe_memory(bytes, size, what, 0, &p, &err), BASE_OK, "%s: %s", what,
                  err.message);
-    cr_assert_eq(data_image_load_memory(bytes, size, what, &img, &err), VIT_OK, "%s: %s", what,
+    cr_assert_eq(data_image_load_memory(bytes, size, what, &img, &err), BASE_OK, "%s: %s", what,
                  err.message);
     cr_expect_eq(p.width, img.width, "%s: width", what);
     cr_expect_eq(p.height, img.height, "%s: height", what);
@@ -69,13 +69,13 @@ Test(probe, agrees_with_the_decoder_on_every_format) {
 static void expect_same_refusal(const void *bytes, size_t size, int64_t cap, const char *what) {
     data_image_probe p;
     data_image img;
-    vit_error perr, derr;
-    const vit_status ps = data_image_probe_memory(bytes, size, what, cap, &p, &perr);
-    const vit_status ds = data_image_load_memory_capped(bytes, size, what, cap, &img, &derr);
-    cr_expect_neq(ps, VIT_OK, "%s: probed", what);
+    base_error perr, derr;
+    const base_status ps = data_image_probe_memory(bytes, size, what, cap, &p, &perr);
+    const base_status ds = data_image_load_memory_capped(bytes, size, what, cap, &img, &derr);
+    cr_expect_neq(ps, BASE_OK, "%s: probed", what);
     cr_expect_eq(ps, ds, "%s: probe %d, decoder %d", what, (int)ps, (int)ds);
     if (ds == ps) cr_expect_str_eq(perr.message, derr.message, "%s", what);
-    if (ds == VIT_OK) data_image_free(&img);
+    if (ds == BASE_OK) data_image_free(&img);
 }
 
 Test(probe, refuses_as_the_decoder_does) {
@@ -103,21 +103,21 @@ Test(probe, jpeg_frame_header_sets_the_cost) {
                             0xFF, 0xC0, 0, 17, 8, 0x03, 0xE8, 0x07, 0xD0, 3,
                             1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0, 0xFF, 0xD9};
     data_image_probe base, prog, cmyk;
-    vit_error err;
-    cr_assert_eq(data_image_probe_memory(jpeg, sizeof jpeg, "j", 0, &base, &err), VIT_OK, "%s",
+    base_error err;
+    cr_assert_eq(data_image_probe_memory(jpeg, sizeof jpeg, "j", 0, &base, &err), BASE_OK, "%s",
                  err.message);
     cr_expect_eq(base.width, 2000);
     cr_expect_eq(base.height, 1000);
     cr_expect_str_eq(base.format, "JPEG");
     jpeg[9] = 0xC2;
-    cr_assert_eq(data_image_probe_memory(jpeg, sizeof jpeg, "j", 0, &prog, &err), VIT_OK);
+    cr_assert_eq(data_image_probe_memory(jpeg, sizeof jpeg, "j", 0, &prog, &err), BASE_OK);
     jpeg[9] = 0xC0;
     jpeg[17] = 4;
-    cr_assert_eq(data_image_probe_memory(jpeg, sizeof jpeg, "j", 0, &cmyk, &err), VIT_OK);
+    cr_assert_eq(data_image_probe_memory(jpeg, sizeof jpeg, "j", 0, &cmyk, &err), BASE_OK);
     cr_expect_gt(prog.peak_bytes, base.peak_bytes + (size_t)2000 * 1000 * 5);
     cr_expect_gt(cmyk.peak_bytes, base.peak_bytes);
     jpeg[9] = 0xDA; /* a scan before any frame header */
-    cr_expect_eq(data_image_probe_memory(jpeg, sizeof jpeg, "j", 0, &base, &err), VIT_E_FORMAT);
+    cr_expect_eq(data_image_probe_memory(jpeg, sizeof jpeg, "j", 0, &base, &err), BASE_E_FORMAT);
     cr_expect(strstr(err.message, "no frame header"), "%s", err.message);
 }
 
@@ -133,9 +133,9 @@ static size_t decode_peak(const unsigned char *bytes, size_t size) {
         const char *rss = strstr(status, "VmRSS:");
         const long before = rss ? atol(rss + 6) : 0;
         data_image img;
-        vit_error err;
+        base_error err;
         long after = 0;
-        if (data_image_load_memory(bytes, size, "x", &img, &err) == VIT_OK) {
+        if (data_image_load_memory(bytes, size, "x", &img, &err) == BASE_OK) {
             slurp("/proc/self/status", status, sizeof status);
             const char *hwm = strstr(status, "VmHWM:");
             after = hwm ? atol(hwm + 6) : 0;
@@ -169,12 +169,12 @@ Test(probe, peak_covers_a_real_decode) {
     for (int c = 0; c < 2; c++) {
         char path[512];
         snprintf(path, sizeof path, "%s/p%d.png", dir, channels[c]);
-        vit_error err;
-        cr_assert_eq(data_write_png(path, w, h, channels[c], pixels, &err), VIT_OK, "%s", err.message);
+        base_error err;
+        cr_assert_eq(data_write_png(path, w, h, channels[c], pixels, &err), BASE_OK, "%s", err.message);
         size_t size;
         unsigned char *bytes = read_all(path, &size);
         data_image_probe p;
-        cr_assert_eq(data_image_probe_memory(bytes, size, path, 0, &p, &err), VIT_OK);
+        cr_assert_eq(data_image_probe_memory(bytes, size, path, 0, &p, &err), BASE_OK);
         const size_t real = decode_peak(bytes, size);
         cr_expect_leq(real, p.peak_bytes, "%d-channel PNG: decoding held %zu, probe says %zu",
                       channels[c], real, p.peak_bytes);
@@ -192,8 +192,8 @@ Test(probe, peak_covers_a_real_decode) {
         "ANMF\x26\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x64\0\0\0VP8L\x0e\0\0\0"
         "\x2f\0\0\0\0\x07\x10\x11\xfd\x0f\x44\x44\xff\x03";
     data_image_probe p;
-    vit_error err;
-    cr_assert_eq(data_image_probe_memory(anim, sizeof anim - 1, "anim", 0, &p, &err), VIT_OK, "%s",
+    base_error err;
+    cr_assert_eq(data_image_probe_memory(anim, sizeof anim - 1, "anim", 0, &p, &err), BASE_OK, "%s",
                  err.message);
     cr_assert_eq(p.width, 2000);
     const size_t real = decode_peak(anim, sizeof anim - 1);

@@ -34,8 +34,8 @@ static float *tensor(const weights_file *f, const char *name, size_t expect_nume
     cr_assert(t, "fixture has no '%s'", name);
     if (expect_numel) cr_assert_eq(t->numel, expect_numel, "'%s': %zu values, expected %zu", name, t->numel, expect_numel);
     float *values = malloc(t->numel * sizeof(float));
-    vit_error err;
-    cr_assert(weights_to_f32(f, t, values, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_to_f32(f, t, values, &err) == BASE_OK, "%s", err.message);
     return values;
 }
 
@@ -51,33 +51,33 @@ typedef struct inspected {
 } inspected;
 
 static void inspect_case(const char *case_dir, const char *ref_path, int keys, inspected *r) {
-    vit_error err;
+    base_error err;
     open_case(case_dir, &r->model, &r->expected);
-    cr_assert(weights_open(ref_path, &r->ref, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_open(ref_path, &r->ref, &err) == BASE_OK, "%s", err.message);
     const vit_config *c = vit_model_config(r->model);
     const weights_tensor *input_t = weights_find(r->expected, "input");
     const int B = (int)input_t->shape[0], S = (int)input_t->shape[2], L = c->num_layers;
     r->B = B;
     r->L = L;
     r->input = tensor(r->expected, "input", 0);
-    cr_assert(vit_context_create(r->model, B, S, 0, &r->ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(r->model, B, S, 0, &r->ctx, &err) == BASE_OK, "%s", err.message);
     const int T = vit_context_num_tokens(r->ctx);
     const size_t token_floats = (size_t)B * T * c->hidden_size;
     r->attn = calloc((size_t)L, sizeof *r->attn);
     for (int l = 0; l < L; l++) {
         r->attn[l] = malloc((size_t)B * c->num_heads * T * T * sizeof(float));
-        cr_assert(vit_context_capture(r->ctx, VIT_CAPTURE_ATTENTION, l, r->attn[l], &err) == VIT_OK, "%s",
+        cr_assert(vit_context_capture(r->ctx, VIT_CAPTURE_ATTENTION, l, r->attn[l], &err) == BASE_OK, "%s",
                   err.message);
     }
     r->tokens = malloc(token_floats * sizeof(float));
-    cr_assert(vit_context_capture(r->ctx, VIT_CAPTURE_TOKENS, L - 1, r->tokens, &err) == VIT_OK);
+    cr_assert(vit_context_capture(r->ctx, VIT_CAPTURE_TOKENS, L - 1, r->tokens, &err) == BASE_OK);
     r->keys = NULL;
     if (keys) {
         r->keys = malloc(token_floats * sizeof(float));
-        cr_assert(vit_context_capture(r->ctx, VIT_CAPTURE_KEYS, L - 1, r->keys, &err) == VIT_OK);
+        cr_assert(vit_context_capture(r->ctx, VIT_CAPTURE_KEYS, L - 1, r->keys, &err) == BASE_OK);
     }
     r->logits = malloc((size_t)B * vit_model_output_size(r->model) * sizeof(float));
-    cr_assert(vit_forward(r->ctx, r->input, B, r->logits, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_forward(r->ctx, r->input, B, r->logits, &err) == BASE_OK, "%s", err.message);
 }
 
 static void inspected_free(inspected *r) {
@@ -97,7 +97,7 @@ static void check_case(const char *name) {
     snprintf(path, sizeof path, FIXTURES "%s.safetensors", name);
     inspected run;
     inspect_case(dir, path, 1, &run);
-    vit_error err;
+    base_error err;
     const vit_model *model = run.model;
     tolerance = vit_model_bf16_kernels(model) ? BF16_TOLERANCE : 1e-4f;
     const weights_file *ref = run.ref;
@@ -134,7 +134,7 @@ static void check_case(const char *name) {
         want = tensor(ref, names[d], (size_t)B * T * T);
         for (int b = 0; b < B; b++) {
             for (int l = 0; l < L; l++) layers[l] = attn[l] + (size_t)b * H * T * T;
-            cr_assert(vit_attention_rollout(layers, L, H, T, discards[d], result, scratch, &err) == VIT_OK, "%s", err.message);
+            cr_assert(vit_attention_rollout(layers, L, H, T, discards[d], result, scratch, &err) == BASE_OK, "%s", err.message);
             e = max_abs_diff(result, want + (size_t)b * T * T, (size_t)T * T);
             cr_expect(e <= TOLERANCE, "%s: %s of image %d differs from PyTorch by %g", name, names[d], b, e);
         }
@@ -145,7 +145,7 @@ static void check_case(const char *name) {
     float *patch = malloc((size_t)P * C * sizeof(float));
     want = tensor(ref, "patch_logits", (size_t)B * P * C);
     for (int b = 0; b < B; b++) {
-        cr_assert(vit_token_logits(model, tokens + ((size_t)b * T + c->num_prefix_tokens) * D, P, 0, patch, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_token_logits(model, tokens + ((size_t)b * T + c->num_prefix_tokens) * D, P, 0, patch, &err) == BASE_OK, "%s", err.message);
         e = max_abs_diff(patch, want + (size_t)b * P * C, (size_t)P * C);
         cr_expect(e <= TOLERANCE, "%s: patch logits of image %d differ from PyTorch by %g", name, b, e);
     }
@@ -164,7 +164,7 @@ static void check_case(const char *name) {
         want = tensor(ref, POOLS[k].key, (size_t)B * per_image);
         for (int b = 0; b < B; b++) {
             cr_assert(vit_pool_tokens(model, tokens + (size_t)b * T * D, T, POOLS[k].pool, POOLS[k].l2,
-                                      pooled, pool_scratch, &err) == VIT_OK, "%s", err.message);
+                                      pooled, pool_scratch, &err) == BASE_OK, "%s", err.message);
             e = max_abs_diff(pooled, want + (size_t)b * per_image, per_image);
             cr_expect(e <= TOLERANCE, "%s: %s of image %d differs from PyTorch by %g", name, POOLS[k].key, b, e);
         }
@@ -190,16 +190,16 @@ Test(rollout, discard_ties_and_protected_class_entry) {
     float attn[T * T], result[T * T], scratch[T * T + 16 * T]; /* vit_rollout_scratch_size */
     for (int i = 0; i < T * T; i++) attn[i] = 1.0f / T;
     const float *layers[1] = {attn};
-    vit_error err;
+    base_error err;
     /* floor(16 * 0.3) = 4 smallest: flat 0..3 (row 0); 0 is spared. */
-    cr_assert(vit_attention_rollout(layers, 1, 1, T, 0.3f, result, scratch, &err) == VIT_OK);
+    cr_assert(vit_attention_rollout(layers, 1, 1, T, 0.3f, result, scratch, &err) == BASE_OK);
     /* Row 0 keeps only (0,0): (0.25 + 1) / 2 renormalised = 1. */
     cr_expect_float_eq(result[0], 1.0f, 1e-6f);
     for (int j = 1; j < T; j++) cr_expect_float_eq(result[j], 0.0f, 1e-7f);
     /* Other rows untouched: (0.25 + I)/2 renormalised. */
     cr_expect_float_eq(result[T + 1], 0.625f, 1e-6f);
     cr_expect_float_eq(result[T + 0], 0.125f, 1e-6f);
-    cr_expect(vit_attention_rollout(layers, 1, 1, T, 1.0f, result, scratch, &err) == VIT_E_ARG);
+    cr_expect(vit_attention_rollout(layers, 1, 1, T, 1.0f, result, scratch, &err) == BASE_E_ARG);
 }
 
 Test(rollout, identity_attention_gives_identity) {
@@ -209,8 +209,8 @@ Test(rollout, identity_attention_gives_identity) {
     for (int h = 0; h < 2; h++)
         for (int i = 0; i < T; i++) attn[h * T * T + i * T + i] = 1.0f;
     const float *layers[3] = {attn, attn, attn};
-    vit_error err;
-    cr_assert(vit_attention_rollout(layers, 3, 2, T, 0.0f, result, scratch, &err) == VIT_OK);
+    base_error err;
+    cr_assert(vit_attention_rollout(layers, 3, 2, T, 0.0f, result, scratch, &err) == BASE_OK);
     for (int i = 0; i < T * T; i++) cr_expect_float_eq(result[i], i % (T + 1) == 0 ? 1.0f : 0.0f, 1e-6f);
 }
 
@@ -261,10 +261,10 @@ Test(kmeans, recovers_separable_clusters_for_every_seed) {
     double scratch[2 * BLOBS * DIM + 2 * N + BLOBS];
     cr_assert_geq(sizeof scratch / sizeof *scratch, vit_kmeans_scratch_size(N, DIM, BLOBS));
     make_blobs(points, truth);
-    vit_error err;
+    base_error err;
     for (uint64_t seed = 0; seed < 20; seed++) {
         int iterations = -1;
-        cr_assert(vit_kmeans(points, N, DIM, BLOBS, seed, 100, labels, centroids, scratch, &iterations, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_kmeans(points, N, DIM, BLOBS, seed, 100, labels, centroids, scratch, &iterations, &err) == BASE_OK, "%s", err.message);
         for (int i = 0; i < N; i++)
             cr_assert_eq(labels[i], truth[i], "seed %llu: point %d in cluster %d, truth %d",
                          (unsigned long long)seed, i, labels[i], truth[i]);
@@ -289,17 +289,17 @@ Test(kmeans, deterministic_for_a_seed) {
     uint32_t s = 99;
     for (int i = 0; i < n * dim; i++) points[i] = test_noise(&s);
     vit_l2_normalize_rows(points, n, dim);
-    vit_error err;
-    cr_assert(vit_kmeans(points, n, dim, k, 7, 300, l1, c1, scratch, NULL, &err) == VIT_OK);
-    cr_assert(vit_kmeans(points, n, dim, k, 7, 300, l2, c2, scratch, NULL, &err) == VIT_OK);
+    base_error err;
+    cr_assert(vit_kmeans(points, n, dim, k, 7, 300, l1, c1, scratch, NULL, &err) == BASE_OK);
+    cr_assert(vit_kmeans(points, n, dim, k, 7, 300, l2, c2, scratch, NULL, &err) == BASE_OK);
     cr_expect(memcmp(l1, l2, sizeof l1) == 0 && memcmp(c1, c2, sizeof c1) == 0);
     int differs = 0;
     for (uint64_t seed = 8; seed < 16 && !differs; seed++) {
-        cr_assert(vit_kmeans(points, n, dim, k, seed, 300, l2, c2, scratch, NULL, &err) == VIT_OK);
+        cr_assert(vit_kmeans(points, n, dim, k, seed, 300, l2, c2, scratch, NULL, &err) == BASE_OK);
         differs = memcmp(l1, l2, sizeof l1) != 0;
     }
     cr_expect(differs, "the seed is not used");
-    cr_expect(vit_kmeans(points, n, dim, n + 1, 0, 10, l1, NULL, scratch, NULL, &err) == VIT_E_ARG);
+    cr_expect(vit_kmeans(points, n, dim, n + 1, 0, 10, l1, NULL, scratch, NULL, &err) == BASE_E_ARG);
 }
 
 Test(kmeans, l2_normalize) {
@@ -313,9 +313,9 @@ Test(kmeans, l2_normalize) {
 /* ------------------------------------------------------------- resampling */
 
 Test(resample, bilinear_and_nearest_match_interpolate) {
-    vit_error err;
+    base_error err;
     weights_file *f;
-    cr_assert(weights_open(FIXTURES "resample.safetensors", &f, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_open(FIXTURES "resample.safetensors", &f, &err) == BASE_OK, "%s", err.message);
     for (int i = 0; i < 3; i++) {
         char name[32];
         snprintf(name, sizeof name, "src_%d", i);
@@ -386,7 +386,7 @@ static void check_family(const char *name, int want_prefix, int want_patches) {
     snprintf(path, sizeof path, FIXTURES "family_%s.safetensors", name);
     inspected run;
     inspect_case(dir, path, 0, &run);
-    vit_error err;
+    base_error err;
     const vit_model *model = run.model;
     const weights_file *ref = run.ref;
     const vit_config *c = vit_model_config(model);
@@ -439,7 +439,7 @@ static void check_family(const char *name, int want_prefix, int want_patches) {
         want = tensor(ref, names[d], (size_t)B * P);
         for (int b = 0; b < B; b++) {
             for (int l = 0; l < L; l++) layers[l] = attn[l] + (size_t)b * H * plane;
-            cr_assert(vit_attention_rollout(layers, L, H, T, discards[d], result, scratch, &err) == VIT_OK, "%s", err.message);
+            cr_assert(vit_attention_rollout(layers, L, H, T, discards[d], result, scratch, &err) == BASE_OK, "%s", err.message);
             family_map(c, result, 1, T, 0, map);
             e = max_abs_diff(map, want + (size_t)b * P, (size_t)P);
             cr_expect(e <= TOLERANCE, "%s: %s of image %d differs from PyTorch by %g", name, names[d], b, e);
@@ -454,7 +454,7 @@ static void check_family(const char *name, int want_prefix, int want_patches) {
     float *pooled = malloc((size_t)T * D * sizeof(float)), *pool_scratch = malloc((size_t)D * sizeof(float));
     for (size_t k = 0; k < sizeof POOLS / sizeof *POOLS; k++) {
         if (POOLS[k].pool == VIT_POOL_CLS && c->no_class_token) {
-            cr_expect(vit_pool_tokens(model, tokens, T, VIT_POOL_CLS, 0, pooled, pool_scratch, &err) == VIT_E_ARG,
+            cr_expect(vit_pool_tokens(model, tokens, T, VIT_POOL_CLS, 0, pooled, pool_scratch, &err) == BASE_E_ARG,
                       "%s: --pool cls accepted without a class token", name);
             cr_expect(weights_find(ref, "pool_cls") == NULL);
             continue;
@@ -465,7 +465,7 @@ static void check_family(const char *name, int want_prefix, int want_patches) {
         want = tensor(ref, POOLS[k].key, (size_t)B * per_image);
         for (int b = 0; b < B; b++) {
             cr_assert(vit_pool_tokens(model, tokens + (size_t)b * T * D, T, POOLS[k].pool, 0, pooled,
-                                      pool_scratch, &err) == VIT_OK, "%s", err.message);
+                                      pool_scratch, &err) == BASE_OK, "%s", err.message);
             e = max_abs_diff(pooled, want + (size_t)b * per_image, per_image);
             cr_expect(e <= TOLERANCE, "%s: %s of image %d differs from PyTorch by %g", name, POOLS[k].key, b, e);
         }
@@ -477,7 +477,7 @@ static void check_family(const char *name, int want_prefix, int want_patches) {
     float *patch = malloc((size_t)P * C * sizeof(float));
     want = tensor(ref, "patch_logits", (size_t)B * P * C);
     for (int b = 0; b < B; b++) {
-        cr_assert(vit_patch_logits(model, tokens + (size_t)b * T * D, T, 0, patch, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_patch_logits(model, tokens + (size_t)b * T * D, T, 0, patch, &err) == BASE_OK, "%s", err.message);
         e = max_abs_diff(patch, want + (size_t)b * P * C, (size_t)P * C);
         cr_expect(e <= TOLERANCE, "%s: patch logits of image %d differ from PyTorch by %g", name, b, e);
         if (c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG)
@@ -542,36 +542,36 @@ static float *npy_floats(const char *path, size_t count) {
 Test(writers, npy_loads_with_numpy, .init = make_tmpdir, .fini = remove_tmpdir) {
     need_numpy();
     char path[512];
-    vit_error err;
+    base_error err;
     float f[24];
     for (int i = 0; i < 24; i++) f[i] = (float)i * 0.5f - 3.0f;
     snprintf(path, sizeof path, "%s/a.npy", tmpdir);
     const int64_t shape3[3] = {2, 3, 4};
-    cr_assert(data_write_npy(path, DATA_NPY_F32, shape3, 3, f, &err) == VIT_OK, "%s", err.message);
+    cr_assert(data_write_npy(path, DATA_NPY_F32, shape3, 3, f, &err) == BASE_OK, "%s", err.message);
     numpy_check(path, "<f4", "(2, 3, 4)", "assert a[1, 2, 3] == 23 * 0.5 - 3 and a[0, 0, 0] == -3");
     free(npy_floats(path, 24));
     int32_t v[5] = {0, -1, 2, 70000, -70000};
     const int64_t shape1[1] = {5};
     snprintf(path, sizeof path, "%s/b.npy", tmpdir);
-    cr_assert(data_write_npy(path, DATA_NPY_I32, shape1, 1, v, &err) == VIT_OK, "%s", err.message);
+    cr_assert(data_write_npy(path, DATA_NPY_I32, shape1, 1, v, &err) == BASE_OK, "%s", err.message);
     numpy_check(path, "<i4", "(5,)", "assert list(a) == [0, -1, 2, 70000, -70000]");
     /* Only the finished files, no temporaries. */
     shell("test $(ls %s | wc -l) -eq 2", tmpdir);
     /* An unwritable place: one line naming the file. */
-    cr_expect(data_write_npy("/nonexistent-dir/x.npy", DATA_NPY_F32, shape1, 1, f, &err) == VIT_E_IO);
+    cr_expect(data_write_npy("/nonexistent-dir/x.npy", DATA_NPY_F32, shape1, 1, f, &err) == BASE_E_IO);
     cr_expect(strstr(err.message, "/nonexistent-dir/x.npy") != NULL, "%s", err.message);
 }
 
 Test(writers, png_round_trip, .init = make_tmpdir, .fini = remove_tmpdir) {
     char path[512];
-    vit_error err;
+    base_error err;
     enum { W = 37, H = 23 };
     uint8_t px[W * H * 3];
     for (int i = 0; i < W * H * 3; i++) px[i] = (uint8_t)(i * 31 + 7);
     snprintf(path, sizeof path, "%s/p.png", tmpdir);
-    cr_assert(data_write_png(path, W, H, 3, px, &err) == VIT_OK, "%s", err.message);
+    cr_assert(data_write_png(path, W, H, 3, px, &err) == BASE_OK, "%s", err.message);
     data_image img;
-    cr_assert(data_image_load(path, &img, &err) == VIT_OK, "%s", err.message);
+    cr_assert(data_image_load(path, &img, &err) == BASE_OK, "%s", err.message);
     cr_expect(img.width == W && img.height == H);
     cr_expect(memcmp(img.pixels, px, sizeof px) == 0);
     data_image_free(&img);
@@ -589,8 +589,8 @@ static void make_image(const char *path, int w, int h) {
             for (int c = 0; c < 3; c++)
                 px[((size_t)y * w + x) * 3 + c] =
                     (uint8_t)(x > w / 3 && x < 2 * w / 3 && y > h / 3 && y < 2 * h / 3 ? 220 - 40 * c : (x + y + 30 * c) % 90);
-    vit_error err;
-    cr_assert(data_write_png(path, w, h, 3, px, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(data_write_png(path, w, h, 3, px, &err) == BASE_OK, "%s", err.message);
     free(px);
 }
 
@@ -650,8 +650,8 @@ static void expect_png_size(const char *path, int w, int h, int channels) {
     cr_expect(pw == w && ph == h && comp == channels, "%s: %dx%d with %d channels, expected %dx%d with %d",
               path, pw, ph, comp, w, h, channels);
     data_image img;
-    vit_error err;
-    cr_expect(data_image_load(path, &img, &err) == VIT_OK, "%s does not decode: %s", path, err.message);
+    base_error err;
+    cr_expect(data_image_load(path, &img, &err) == BASE_OK, "%s does not decode: %s", path, err.message);
     data_image_free(&img);
 }
 
@@ -659,17 +659,17 @@ static void expect_png_size(const char *path, int w, int h, int channels) {
  * model with the given captures (dst arrays sized for one image). */
 static void library_run(const char *image, vit_capture_kind kind, int layer, float *dst,
                         float **attn_layers) {
-    vit_error err;
+    base_error err;
     vit_model *model;
-    cr_assert(vit_model_load(MODEL, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_load(MODEL, NULL, &model, &err) == BASE_OK, "%s", err.message);
     vit_context *ctx;
-    cr_assert(vit_context_create(model, 1, 0, 0, &ctx, &err) == VIT_OK);
+    cr_assert(vit_context_create(model, 1, 0, 0, &ctx, &err) == BASE_OK);
     float input[3 * 32 * 32], logits[5];
-    cr_assert(data_preprocess_file(vit_model_preprocess(model), image, input, &err) == VIT_OK, "%s", err.message);
-    if (dst) cr_assert(vit_context_capture(ctx, kind, layer, dst, &err) == VIT_OK);
+    cr_assert(data_preprocess_file(vit_model_preprocess(model), image, input, &err) == BASE_OK, "%s", err.message);
+    if (dst) cr_assert(vit_context_capture(ctx, kind, layer, dst, &err) == BASE_OK);
     for (int l = 0; attn_layers && l < 2; l++)
-        cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, l, attn_layers[l], &err) == VIT_OK);
-    cr_assert(vit_forward(ctx, input, 1, logits, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, l, attn_layers[l], &err) == BASE_OK);
+    cr_assert(vit_forward(ctx, input, 1, logits, &err) == BASE_OK, "%s", err.message);
     vit_context_free(ctx);
     vit_model_free(model);
 }
@@ -699,8 +699,8 @@ Test(commands, attention_single_image_and_rollout, .init = make_tmpdir, .fini = 
     library_run(img, VIT_CAPTURE_ATTENTION, 0, attn0, a);
     float result[17 * 17], scratch[3 * 17 * 17];
     const float *layers[2] = {a[0], a[1]};
-    vit_error err;
-    cr_assert(vit_attention_rollout(layers, 2, 3, 17, 0.5f, result, scratch, &err) == VIT_OK);
+    base_error err;
+    cr_assert(vit_attention_rollout(layers, 2, 3, 17, 0.5f, result, scratch, &err) == BASE_OK);
     got = npy_floats(npy, 16);
     for (int j = 0; j < 16; j++) cr_expect_float_eq(got[j], result[1 + j], 1e-6f, "patch %d", j);
     free(got);
@@ -775,8 +775,8 @@ Test(commands, segment_mask_overlay_and_labels, .init = make_tmpdir, .fini = rem
     vit_l2_normalize_rows(tokens + 48, 16, 48);
     int labels[16];
     double scratch[2 * 3 * 48 + 2 * 16 + 3];
-    vit_error err;
-    cr_assert(vit_kmeans(tokens + 48, 16, 48, 3, 5, 300, labels, NULL, scratch, NULL, &err) == VIT_OK);
+    base_error err;
+    cr_assert(vit_kmeans(tokens + 48, 16, 48, 3, 5, 300, labels, NULL, scratch, NULL, &err) == BASE_OK);
     FILE *fp = fopen(npy, "rb");
     cr_assert(fp);
     int32_t got[16];
@@ -827,8 +827,8 @@ Test(commands, patches_logits_and_picture, .init = make_tmpdir, .fini = remove_t
     /* The legend sits in a strip below the picture, never over it (and
      * widens a picture narrower than itself). */
     data_image pic;
-    vit_error err;
-    cr_assert(data_image_load(out, &pic, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(data_image_load(out, &pic, &err) == BASE_OK, "%s", err.message);
     cr_expect(pic.width >= 50 && pic.height > 50, "%dx%d", pic.width, pic.height);
     int dark = 0;
     for (size_t i = (size_t)50 * pic.width * 3; i < (size_t)pic.width * pic.height * 3; i++)
@@ -842,8 +842,8 @@ Test(commands, patches_logits_and_picture, .init = make_tmpdir, .fini = remove_t
     float tokens[17 * 48], want[16 * 5];
     library_run(img, VIT_CAPTURE_TOKENS, 1, tokens, NULL);
     vit_model *model;
-    cr_assert(vit_model_load(MODEL, NULL, &model, &err) == VIT_OK);
-    cr_assert(vit_token_logits(model, tokens + 48, 16, 0, want, &err) == VIT_OK);
+    cr_assert(vit_model_load(MODEL, NULL, &model, &err) == BASE_OK);
+    cr_assert(vit_token_logits(model, tokens + 48, 16, 0, want, &err) == BASE_OK);
     vit_model_free(model);
     float *got = npy_floats(npy, 16 * 5);
     cr_expect(max_abs_diff(got, want, 16 * 5) == 0.0f);
@@ -902,23 +902,23 @@ Test(commands, features_in_input_order_with_nan_rows, .init = make_tmpdir, .fini
 static vit_model *family_run(const char *name, int size, const char *image, float *tokens, float **attn) {
     char path[1024];
     snprintf(path, sizeof path, FAMILY "%s", name);
-    vit_error err;
+    base_error err;
     vit_model *model;
     const vit_load_options options = {.input_size = size};
-    cr_assert(vit_model_load(path, &options, &model, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_load(path, &options, &model, &err) == BASE_OK, "%s", err.message);
     const vit_config *c = vit_model_config(model);
     data_preprocess pre = *vit_model_preprocess(model);
     if (size) data_preprocess_set_size(&pre, size);
     vit_context *ctx;
-    cr_assert(vit_context_create(model, 1, size, 0, &ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, 1, size, 0, &ctx, &err) == BASE_OK, "%s", err.message);
     const int S = vit_context_image_size(ctx);
     float *input = malloc((size_t)3 * S * S * sizeof(float));
     float *out = malloc((size_t)vit_model_output_size(model) * sizeof(float));
-    cr_assert(data_preprocess_file(&pre, image, input, &err) == VIT_OK, "%s", err.message);
-    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_TOKENS, c->num_layers - 1, tokens, &err) == VIT_OK);
+    cr_assert(data_preprocess_file(&pre, image, input, &err) == BASE_OK, "%s", err.message);
+    cr_assert(vit_context_capture(ctx, VIT_CAPTURE_TOKENS, c->num_layers - 1, tokens, &err) == BASE_OK);
     for (int l = 0; attn && l < c->num_layers; l++)
-        cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, l, attn[l], &err) == VIT_OK);
-    cr_assert(vit_forward(ctx, input, 1, out, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, l, attn[l], &err) == BASE_OK);
+    cr_assert(vit_forward(ctx, input, 1, out, &err) == BASE_OK, "%s", err.message);
     free(input);
     free(out);
     vit_context_free(ctx);
@@ -935,7 +935,7 @@ Test(commands, register_and_no_class_token_models, .init = make_tmpdir, .fini = 
     make_image(img, 48, 40);
     snprintf(out, sizeof out, "%s/o.png", tmpdir);
     snprintf(npy, sizeof npy, "%s/o.npy", tmpdir);
-    vit_error err;
+    base_error err;
 
     /* reg4_gap: tokens reg0..reg3, 16 patches (T 20, D 32, 2 heads, 2 layers, 6 classes). */
     float tokens[21 * 32], pooled[64], scratch[32], map[16], logits[16 * 6];
@@ -952,7 +952,7 @@ Test(commands, register_and_no_class_token_models, .init = make_tmpdir, .fini = 
     cr_assert_eq(run(args)->status, 0);
     float result[20 * 20], rscratch[3 * 20 * 20];
     const float *layers[2] = {attn[0], attn[1]};
-    cr_assert(vit_attention_rollout(layers, 2, 2, 20, 0.0f, result, rscratch, &err) == VIT_OK);
+    cr_assert(vit_attention_rollout(layers, 2, 2, 20, 0.0f, result, rscratch, &err) == BASE_OK);
     vit_attention_mean_row(result, 1, 20, 4, 0, 4, map);
     got = npy_floats(npy, 16);
     cr_expect(max_abs_diff(got, map, 16) == 0.0f, "rollout: not the mean of the patch rows");
@@ -979,7 +979,7 @@ Test(commands, register_and_no_class_token_models, .init = make_tmpdir, .fini = 
     free(npy_floats(npy, 20 * 32));
     snprintf(args, sizeof args, "features -q -m " FAMILY "reg4_gap %s -o %s --pool mean", img, npy);
     cr_assert_eq(run(args)->status, 0);
-    cr_assert(vit_pool_tokens(model, tokens, 20, VIT_POOL_MEAN, 0, pooled, scratch, &err) == VIT_OK);
+    cr_assert(vit_pool_tokens(model, tokens, 20, VIT_POOL_MEAN, 0, pooled, scratch, &err) == BASE_OK);
     got = npy_floats(npy, 32);
     cr_expect(max_abs_diff(got, pooled, 32) <= 1e-6f, "--pool mean");
     free(got);
@@ -1001,7 +1001,7 @@ Test(commands, register_and_no_class_token_models, .init = make_tmpdir, .fini = 
     free(npy_floats(npy, 16)); /* int32: 16 patch labels, no register */
     snprintf(args, sizeof args, "patches -q -m " FAMILY "reg4_gap %s -o %s --npy %s", img, out, npy);
     cr_assert_eq(run(args)->status, 0);
-    cr_assert(vit_patch_logits(model, tokens, 20, 0, logits, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_patch_logits(model, tokens, 20, 0, logits, &err) == BASE_OK, "%s", err.message);
     got = npy_floats(npy, 16 * 6);
     cr_expect(max_abs_diff(got, logits, 16 * 6) == 0.0f, "patches");
     free(got);
@@ -1034,13 +1034,13 @@ Test(commands, register_and_no_class_token_models, .init = make_tmpdir, .fini = 
     snprintf(args, sizeof args, "patches -q -m " FAMILY "dinov2_reg_hf --size 16 %s -o %s --npy %s", img, out, npy);
     r = run(args);
     cr_assert_eq(r->status, 0, "%s", r->err);
-    cr_assert(vit_patch_logits(model, tokens, 21, 0, logits, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_patch_logits(model, tokens, 21, 0, logits, &err) == BASE_OK, "%s", err.message);
     got = npy_floats(npy, 16 * 4);
     cr_expect(max_abs_diff(got, logits, 16 * 4) == 0.0f, "dinov2 patches");
     free(got);
     snprintf(args, sizeof args, "features -q -m " FAMILY "dinov2_reg_hf --size 16 %s -o %s --pool model", img, npy);
     cr_assert_eq(run(args)->status, 0);
-    cr_assert(vit_pool_tokens(model, tokens, 21, VIT_POOL_MODEL, 0, pooled, scratch, &err) == VIT_OK);
+    cr_assert(vit_pool_tokens(model, tokens, 21, VIT_POOL_MODEL, 0, pooled, scratch, &err) == BASE_OK);
     got = npy_floats(npy, 64);
     cr_expect(max_abs_diff(got, pooled, 64) <= 1e-6f, "dinov2 --pool model");
     free(got);

@@ -186,9 +186,9 @@ Test(int8, non_finite_rows_stay_non_finite) {
  * scale 2, tiny and huge rows): the quantised inputs and their scales are
  * the same bits, the outputs within float rounding of the float64 result. */
 Test(int8, one_layer_matches_the_pytorch_emulation) {
-    vit_error err;
+    base_error err;
     weights_file *f;
-    cr_assert(weights_open(FIXTURES "linear.safetensors", &f, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_open(FIXTURES "linear.safetensors", &f, &err) == BASE_OK, "%s", err.message);
     const int ks[] = {64, 48};
     for (size_t c = 0; c < 2; c++) {
         char name[32];
@@ -265,13 +265,13 @@ Test(int8, one_layer_matches_the_pytorch_emulation) {
 static void check_model(const char *name, kernels_isa isa) {
     char path[512];
     snprintf(path, sizeof path, FIXTURES "%s", name);
-    vit_error err;
+    base_error err;
     vit_model *model;
     const vit_load_options options = {.isa = kernels_isa_name(isa)};
-    cr_assert(vit_model_load(path, &options, &model, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_load(path, &options, &model, &err) == BASE_OK, "%s", err.message);
     snprintf(path, sizeof path, FIXTURES "%s/expected.safetensors", name);
     weights_file *expected;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_open(path, &expected, &err) == BASE_OK, "%s", err.message);
     const weights_tensor *input_t, *logits_t;
     float *input = tensor_f32(expected, "input", &input_t);
     float *logits = tensor_f32(expected, "logits_int8_emul", &logits_t);
@@ -279,11 +279,11 @@ static void check_model(const char *name, kernels_isa isa) {
     float *block0 = tensor_f32(expected, "block0_int8_emul", NULL);
     const int batch = (int)input_t->shape[0], size = (int)input_t->shape[2];
     vit_context *ctx;
-    cr_assert(vit_context_create(model, batch, size, 0, &ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, batch, size, 0, &ctx, &err) == BASE_OK, "%s", err.message);
     const size_t tokens = (size_t)batch * vit_context_num_tokens(ctx) * vit_model_config(model)->hidden_size;
     float *got_block0 = malloc(sizeof(float) * tokens), *got = malloc(sizeof(float) * logits_t->numel);
-    cr_assert(vit_context_capture_tokens(ctx, 0, got_block0, &err) == VIT_OK);
-    cr_assert(vit_forward(ctx, input, batch, got, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_capture_tokens(ctx, 0, got_block0, &err) == BASE_OK);
+    cr_assert(vit_forward(ctx, input, batch, got, &err) == BASE_OK, "%s", err.message);
     float e = max_abs_diff(got_block0, block0, tokens);
     cr_expect(e <= 1e-4f, "%s on %s: block 0 differs from the emulation by %g", name,
               kernels_isa_name(isa), e);
@@ -308,22 +308,22 @@ Test(int8, models_match_the_pytorch_emulation_on_every_path) {
 
 /* An int8 model's outputs do not depend on the batch or the thread count. */
 Test(int8, outputs_do_not_depend_on_batch_or_threads) {
-    vit_error err;
+    base_error err;
     vit_model *model;
-    cr_assert(vit_model_load(FIXTURES "timm_d64_h4", NULL, &model, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_load(FIXTURES "timm_d64_h4", NULL, &model, &err) == BASE_OK, "%s", err.message);
     weights_file *expected;
-    cr_assert(weights_open(FIXTURES "timm_d64_h4/expected.safetensors", &expected, &err) == VIT_OK);
+    cr_assert(weights_open(FIXTURES "timm_d64_h4/expected.safetensors", &expected, &err) == BASE_OK);
     const weights_tensor *input_t;
     float *input = tensor_f32(expected, "input", &input_t);
     const int batch = (int)input_t->shape[0], size = (int)input_t->shape[2];
     const int classes = vit_model_output_size(model);
     float *together = malloc(sizeof(float) * batch * classes), *alone = malloc(sizeof(float) * classes);
     vit_context *ctx;
-    cr_assert(vit_context_create(model, batch, size, 0, &ctx, &err) == VIT_OK);
-    cr_assert(vit_forward(ctx, input, batch, together, &err) == VIT_OK);
+    cr_assert(vit_context_create(model, batch, size, 0, &ctx, &err) == BASE_OK);
+    cr_assert(vit_forward(ctx, input, batch, together, &err) == BASE_OK);
     const size_t image = (size_t)3 * size * size;
     for (int b = 0; b < batch; b++) {
-        cr_assert(vit_forward(ctx, input + b * image, 1, alone, &err) == VIT_OK);
+        cr_assert(vit_forward(ctx, input + b * image, 1, alone, &err) == BASE_OK);
         cr_assert(memcmp(alone, together + (size_t)b * classes, sizeof(float) * classes) == 0,
                   "image %d: other bits alone than in a batch of %d", b, batch);
     }
@@ -335,13 +335,13 @@ Test(int8, outputs_do_not_depend_on_batch_or_threads) {
 
 Test(int8, forcing_a_path_names_what_the_cpu_runs) {
     kernels_isa isa;
-    vit_error err;
-    cr_assert(kernels_isa_choose("nonsense", &isa, &err) == VIT_E_UNSUPPORTED);
+    base_error err;
+    cr_assert(kernels_isa_choose("nonsense", &isa, &err) == BASE_E_UNSUPPORTED);
     cr_assert(strstr(err.message, "VITC_ISA=nonsense: unknown"), "%s", err.message);
-    cr_assert(kernels_isa_choose("generic", &isa, &err) == VIT_OK && isa == KERNELS_ISA_GENERIC);
-    cr_assert(kernels_isa_choose(NULL, &isa, &err) == VIT_OK && kernels_isa_supported(isa));
+    cr_assert(kernels_isa_choose("generic", &isa, &err) == BASE_OK && isa == KERNELS_ISA_GENERIC);
+    cr_assert(kernels_isa_choose(NULL, &isa, &err) == BASE_OK && kernels_isa_supported(isa));
     if (!kernels_isa_supported(KERNELS_ISA_AVX512_VNNI)) {
-        cr_assert(kernels_isa_choose("avx512vnni", &isa, &err) == VIT_E_UNSUPPORTED);
+        cr_assert(kernels_isa_choose("avx512vnni", &isa, &err) == BASE_E_UNSUPPORTED);
         cr_assert(strstr(err.message, "this CPU cannot run it (it runs: generic"), "%s", err.message);
     }
     setenv("VITC_ISA", "bogus", 1);

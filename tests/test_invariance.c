@@ -47,8 +47,8 @@ static void make_inputs(void) {
                 }
         char path[256];
         snprintf(path, sizeof path, "%s/in/gen%d.png", dir, i);
-        vit_error err;
-        cr_assert(data_write_png(path, w, h, 3, px, &err) == VIT_OK, "%s", err.message);
+        base_error err;
+        cr_assert(data_write_png(path, w, h, 3, px, &err) == BASE_OK, "%s", err.message);
         free(px);
     }
 }
@@ -150,8 +150,8 @@ Test(invariance, real_deit_tiny, .timeout = 900) {
  * the same bits, logits and captured tokens and attention alike. */
 static void forward_bits_invariant(const char *path, int S) {
     vit_model *model;
-    vit_error err;
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(vit_model_load(path, NULL, &model, &err) == BASE_OK, "%s", err.message);
     enum { B = 7 };
     const int per = 3 * S * S, C = vit_model_output_size(model);
     const int L = vit_model_config(model)->num_layers, H = vit_model_config(model)->num_heads;
@@ -162,22 +162,22 @@ static void forward_bits_invariant(const char *path, int S) {
     size_t att_floats = 0;
     for (int threads = 1; threads <= 2; threads++) {
         vit_context *ctx;
-        cr_assert(vit_context_create(model, B, S, threads, &ctx, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_context_create(model, B, S, threads, &ctx, &err) == BASE_OK, "%s", err.message);
         cr_assert_eq(vit_context_threads(ctx), threads);
         const size_t T = (size_t)vit_context_num_tokens(ctx);
         att_floats = (size_t)H * T * T;
         float *logits = malloc(sizeof(float) * B * C), *att = malloc(sizeof(float) * B * att_floats);
-        cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, L - 1, att, &err) == VIT_OK);
+        cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, L - 1, att, &err) == BASE_OK);
         /* The whole batch, then each image alone into its own place. */
         for (int pass = 0; pass < 2; pass++) {
             if (pass == 0) {
-                cr_assert(vit_forward(ctx, images, B, logits, &err) == VIT_OK, "%s", err.message);
+                cr_assert(vit_forward(ctx, images, B, logits, &err) == BASE_OK, "%s", err.message);
             } else {
                 float *one = malloc(sizeof(float) * att_floats);
-                cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, L - 1, one, &err) == VIT_OK);
+                cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, L - 1, one, &err) == BASE_OK);
                 for (int b = 0; b < B; b++) {
                     cr_assert(vit_forward(ctx, images + (size_t)b * per, 1, logits + (size_t)b * C,
-                                          &err) == VIT_OK);
+                                          &err) == BASE_OK);
                     memcpy(att + (size_t)b * att_floats, one, sizeof(float) * att_floats);
                 }
                 free(one);
@@ -187,7 +187,7 @@ static void forward_bits_invariant(const char *path, int S) {
                 want_att = att;
                 logits = malloc(sizeof(float) * B * C);
                 att = malloc(sizeof(float) * B * att_floats);
-                cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, L - 1, att, &err) == VIT_OK);
+                cr_assert(vit_context_capture(ctx, VIT_CAPTURE_ATTENTION, L - 1, att, &err) == BASE_OK);
                 continue;
             }
             cr_expect(memcmp(logits, want, sizeof(float) * B * C) == 0,
@@ -229,22 +229,22 @@ typedef struct context_run {
     int batch, rounds;
     float *out; /* rounds x batch outputs */
     size_t per_round;
-    vit_status status;
+    base_status status;
 } context_run;
 
 static void *run_context(void *arg) {
     context_run *r = arg;
-    vit_error err;
-    r->status = VIT_OK;
-    for (int i = 0; i < r->rounds && r->status == VIT_OK; i++)
+    base_error err;
+    r->status = BASE_OK;
+    for (int i = 0; i < r->rounds && r->status == BASE_OK; i++)
         r->status = vit_forward(r->ctx, r->images, r->batch, r->out + (size_t)i * r->per_round, &err);
     return NULL;
 }
 
 static void two_contexts_at_once(const char *path, int S) {
     vit_model *model;
-    vit_error err;
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(vit_model_load(path, NULL, &model, &err) == BASE_OK, "%s", err.message);
     enum { B = 5, ROUNDS = 6 };
     const int per = 3 * S * S, C = vit_model_output_size(model);
     float *images = malloc(sizeof(float) * per * B);
@@ -254,7 +254,7 @@ static void two_contexts_at_once(const char *path, int S) {
     context_run runs[2];
     float *alone[2];
     for (int k = 0; k < 2; k++) {
-        cr_assert(vit_context_create(model, B, S, k + 1, &runs[k].ctx, &err) == VIT_OK, "%s",
+        cr_assert(vit_context_create(model, B, S, k + 1, &runs[k].ctx, &err) == BASE_OK, "%s",
                   err.message);
         cr_assert_eq(vit_context_threads(runs[k].ctx), k + 1);
         runs[k].images = images;
@@ -264,7 +264,7 @@ static void two_contexts_at_once(const char *path, int S) {
         runs[k].out = malloc(sizeof(float) * ROUNDS * B * C);
         /* Alone: one round. */
         alone[k] = malloc(sizeof(float) * B * C);
-        cr_assert(vit_forward(runs[k].ctx, images, B, alone[k], &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_forward(runs[k].ctx, images, B, alone[k], &err) == BASE_OK, "%s", err.message);
     }
     cr_expect(memcmp(alone[0], alone[1], sizeof(float) * B * C) == 0,
               "%s: 1 and 2 threads differ", path);
@@ -272,7 +272,7 @@ static void two_contexts_at_once(const char *path, int S) {
     for (int k = 0; k < 2; k++) cr_assert(pthread_create(&tid[k], NULL, run_context, &runs[k]) == 0);
     for (int k = 0; k < 2; k++) pthread_join(tid[k], NULL);
     for (int k = 0; k < 2; k++) {
-        cr_assert_eq(runs[k].status, VIT_OK);
+        cr_assert_eq(runs[k].status, BASE_OK);
         for (int i = 0; i < ROUNDS; i++)
             cr_expect(memcmp(runs[k].out + (size_t)i * B * C, alone[k], sizeof(float) * B * C) == 0,
                       "%s: the %d-thread context, round %d beside the other, differs from alone",

@@ -1,4 +1,4 @@
-/* Safety limits (vit_limits.h): each one refuses with one line naming the
+/* Safety limits (base_limits.h): each one refuses with one line naming the
  * file and the limit, can be raised from the command line, and in a batch
  * run turns only the offending file into an error row. Also the in-memory
  * entry points the fuzzers use, which must agree with the file ones. */
@@ -78,11 +78,11 @@ Test(limits, pixel_cap_is_checked_before_decoding_and_can_be_set) {
     snprintf(path, sizeof path, "%s/small.pgm", dir);
     write_pgm(path, 6, 5);
     data_image img;
-    vit_error err = {0};
-    cr_expect_eq(data_image_load_capped(path, 29, &img, &err), VIT_E_LIMIT);
+    base_error err = {0};
+    cr_expect_eq(data_image_load_capped(path, 29, &img, &err), BASE_E_LIMIT);
     expect_one_line(err.message, path, "30 pixels exceeds the limit of 29 pixels");
     cr_expect_null(img.pixels);
-    cr_assert_eq(data_image_load_capped(path, 30, &img, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(data_image_load_capped(path, 30, &img, &err), BASE_OK, "%s", err.message);
     data_image_free(&img);
     /* A PNG header claiming 200000 x 200000 with no pixel data behind it:
      * refused on its size, not on its missing data. */
@@ -94,12 +94,12 @@ Test(limits, pixel_cap_is_checked_before_decoding_and_can_be_set) {
         png[18 + 4 * i] = 0x0d;
         png[19 + 4 * i] = 0x40;
     }
-    cr_expect_eq(data_image_load_memory(png, 64, "claims.png", &img, &err), VIT_E_LIMIT);
+    cr_expect_eq(data_image_load_memory(png, 64, "claims.png", &img, &err), BASE_E_LIMIT);
     expect_one_line(err.message, "claims.png", "exceeds the limit of 100 megapixels");
     free(png);
     /* Found by fuzz_image: sides near 2^32 whose product overflows int64. */
     cr_expect_eq(data_image_load(VITC_SOURCE_DIR "/tests/fuzz/corpus/image/regress-png-dims-overflow.png",
-                                 &img, &err), VIT_E_LIMIT);
+                                 &img, &err), BASE_E_LIMIT);
     expect_one_line(err.message, "4290904064x3082272960", "exceeds the limit");
 }
 
@@ -110,11 +110,11 @@ Test(limits, resizing_past_the_pixel_cap_is_refused) {
     data_preprocess_default(&p, 16);
     p.max_pixels = 60000;
     float *out = malloc(sizeof(float) * 3 * 16 * 16);
-    vit_error err = {0};
-    cr_expect_eq(data_preprocess_apply(&p, &img, out, &err), VIT_E_LIMIT);
+    base_error err = {0};
+    cr_expect_eq(data_preprocess_apply(&p, &img, out, &err), BASE_E_LIMIT);
     expect_one_line(err.message, "resizing 2x400 to 18x3600", "limit of 60000 pixels");
     p.max_pixels = 64800;
-    cr_expect_eq(data_preprocess_apply(&p, &img, out, &err), VIT_OK, "%s", err.message);
+    cr_expect_eq(data_preprocess_apply(&p, &img, out, &err), BASE_OK, "%s", err.message);
     free(out);
     data_image_free(&img);
 }
@@ -124,12 +124,12 @@ Test(limits, files_that_claim_more_data_than_they_hold_are_refused) {
     snprintf(path, sizeof path, "%s/short.pgm", dir);
     write_file(path, "P5 100 100 255\n\1\2\3", 18);
     data_image img;
-    vit_error err = {0};
-    cr_expect_eq(data_image_load(path, &img, &err), VIT_E_FORMAT);
+    base_error err = {0};
+    cr_expect_eq(data_image_load(path, &img, &err), BASE_E_FORMAT);
     expect_one_line(err.message, path, "truncated");
     size_t size;
     char *png = read_file(APPLE, &size);
-    cr_expect_neq(data_image_load_memory(png, size / 2, "half.png", &img, &err), VIT_OK);
+    cr_expect_neq(data_image_load_memory(png, size / 2, "half.png", &img, &err), BASE_OK);
     expect_one_line(err.message, "half.png", NULL);
     free(png);
     /* Found by fuzz_image with stb instrumented: Huffman tables with over
@@ -140,20 +140,20 @@ Test(limits, files_that_claim_more_data_than_they_hold_are_refused) {
         char name[256];
         snprintf(name, sizeof name, VITC_SOURCE_DIR "/tests/fuzz/corpus/image/regress-jpeg-dht-overflow%s.jpg",
                  dht[i]);
-        cr_expect_eq(data_image_load(name, &img, &err), VIT_E_FORMAT, "%s", name);
+        cr_expect_eq(data_image_load(name, &img, &err), BASE_E_FORMAT, "%s", name);
         expect_one_line(err.message, name, "Huffman table with over 256 codes");
     }
     /* Found by fuzz_image with stb instrumented: a progressive AC scan with
      * an AC table no DHT defined makes stb 2.27 index past its tables with
      * uninitialised memory. Valid baseline and progressive JPEGs still load. */
     const char *const undefined = VITC_SOURCE_DIR "/tests/fuzz/corpus/image/regress-jpeg-undefined-huffman.jpg";
-    cr_expect_eq(data_image_load(undefined, &img, &err), VIT_E_FORMAT);
+    cr_expect_eq(data_image_load(undefined, &img, &err), BASE_E_FORMAT);
     expect_one_line(err.message, undefined, "table the file never defines");
     const char *const valid[] = {VITC_SOURCE_DIR "/tests/fuzz/corpus/image/baseline.jpg",
                                  VITC_SOURCE_DIR "/tests/fuzz/corpus/image/progressive.jpg",
                                  VITC_SOURCE_DIR "/tests/fuzz/corpus/image/grey.jpg"};
     for (int i = 0; i < 3; i++) {
-        cr_expect_eq(data_image_load(valid[i], &img, &err), VIT_OK, "%s", err.message);
+        cr_expect_eq(data_image_load(valid[i], &img, &err), BASE_OK, "%s", err.message);
         data_image_free(&img);
     }
     /* An empty IDAT chunk first (legal, no data) made stb 2.27 add 0 to a
@@ -172,8 +172,8 @@ Test(limits, files_that_claim_more_data_than_they_hold_are_refused) {
         memcpy(with_empty + at, empty_idat, 12);
         memcpy(with_empty + at + 12, png_bytes + at, size - at);
         data_image plain, padded;
-        cr_assert_eq(data_image_load_memory(png_bytes, size, "plain", &plain, &err), VIT_OK, "%s", err.message);
-        cr_assert_eq(data_image_load_memory(with_empty, size + 12, "padded", &padded, &err), VIT_OK, "%s",
+        cr_assert_eq(data_image_load_memory(png_bytes, size, "plain", &plain, &err), BASE_OK, "%s", err.message);
+        cr_assert_eq(data_image_load_memory(with_empty, size + 12, "padded", &padded, &err), BASE_OK, "%s",
                      err.message);
         cr_expect(plain.width == padded.width && plain.height == padded.height &&
                       memcmp(plain.pixels, padded.pixels, (size_t)plain.width * plain.height * 3) == 0,
@@ -188,9 +188,9 @@ Test(limits, files_that_claim_more_data_than_they_hold_are_refused) {
                                  VITC_SOURCE_DIR "/tests/fuzz/corpus/image/rgb.tga"};
     for (int i = 0; i < 2; i++) {
         char *bytes = read_file(whole[i], &size);
-        cr_assert_eq(data_image_load_memory(bytes, size, whole[i], &img, &err), VIT_OK, "%s", err.message);
+        cr_assert_eq(data_image_load_memory(bytes, size, whole[i], &img, &err), BASE_OK, "%s", err.message);
         data_image_free(&img);
-        cr_expect_eq(data_image_load_memory(bytes, size / 2, "cut", &img, &err), VIT_E_FORMAT, "%s", whole[i]);
+        cr_expect_eq(data_image_load_memory(bytes, size / 2, "cut", &img, &err), BASE_E_FORMAT, "%s", whole[i]);
         expect_one_line(err.message, "cut: truncated ", i ? "TGA" : "GIF");
         free(bytes);
     }
@@ -225,15 +225,15 @@ Test(limits, max_pixels_flag_makes_an_error_row_and_the_rest_carries_on) {
 
 Test(limits, header_and_tensor_count_caps) {
     weights_file *f;
-    vit_error err = {0};
-    const vit_limits small_header = {.max_header_bytes = 4096};
-    cr_expect_eq(weights_open_limited(MODEL "/model.safetensors", &small_header, &f, &err), VIT_E_LIMIT);
+    base_error err = {0};
+    const base_limits small_header = {.max_header_bytes = 4096};
+    cr_expect_eq(weights_open_limited(MODEL "/model.safetensors", &small_header, &f, &err), BASE_E_LIMIT);
     expect_one_line(err.message, "model.safetensors", "header length 4240 exceeds the limit of 4096 bytes");
-    const vit_limits few = {.max_tensors = 10};
-    cr_expect_eq(weights_open_limited(MODEL "/model.safetensors", &few, &f, &err), VIT_E_LIMIT);
+    const base_limits few = {.max_tensors = 10};
+    cr_expect_eq(weights_open_limited(MODEL "/model.safetensors", &few, &f, &err), BASE_E_LIMIT);
     expect_one_line(err.message, "model.safetensors", "exceed the limit of 10 tensors");
-    const vit_limits enough = {.max_header_bytes = 4240, .max_tensors = 45};
-    cr_assert_eq(weights_open_limited(MODEL "/model.safetensors", &enough, &f, &err), VIT_OK, "%s",
+    const base_limits enough = {.max_header_bytes = 4240, .max_tensors = 45};
+    cr_assert_eq(weights_open_limited(MODEL "/model.safetensors", &enough, &f, &err), BASE_OK, "%s",
                  err.message);
     weights_close(f);
 
@@ -252,14 +252,14 @@ Test(limits, overflowing_shapes_and_deep_headers_are_refused) {
         "{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]"
         "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
     };
-    const vit_status expected[] = {VIT_E_FORMAT, VIT_E_LIMIT};
+    const base_status expected[] = {BASE_E_FORMAT, BASE_E_LIMIT};
     for (int i = 0; i < 2; i++) {
         const size_t len = strlen(headers[i]);
         char *file = calloc(1, 8 + len + 16);
         for (int b = 0; b < 8; b++) file[b] = (char)((uint64_t)len >> (8 * b));
         memcpy(file + 8, headers[i], len);
         weights_file *f;
-        vit_error err = {0};
+        base_error err = {0};
         cr_expect_eq(weights_open_memory(file, 8 + len + 16, "bad.safetensors", NULL, &f, &err),
                      expected[i], "%s", err.message);
         expect_one_line(err.message, "bad.safetensors", i ? "64 levels" : "overflows");
@@ -278,12 +278,12 @@ Test(limits, config_json_depth_and_size_caps) {
     char model_dir[128], args[512];
     snprintf(model_dir, sizeof model_dir, "%s/model", dir);
     vit_model *model;
-    vit_error err = {0};
-    cr_expect_eq(vit_model_load(model_dir, NULL, &model, &err), VIT_E_LIMIT);
+    base_error err = {0};
+    cr_expect_eq(vit_model_load(model_dir, NULL, &model, &err), BASE_E_LIMIT);
     expect_one_line(err.message, "config.json", "deeper than the limit of 64 levels");
-    const vit_limits deeper = {.max_json_depth = 80};
+    const base_limits deeper = {.max_json_depth = 80};
     const vit_load_options options = {.limits = &deeper};
-    cr_assert_eq(vit_model_load(model_dir, &options, &model, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_model_load(model_dir, &options, &model, &err), BASE_OK, "%s", err.message);
     vit_model_free(model);
     snprintf(args, sizeof args, "info -m %s --max-json-depth 80", model_dir);
     cr_expect_eq(run(args)->status, 0);
@@ -321,8 +321,8 @@ Test(limits, help_lists_the_limit_flags) {
 Test(limits, labels_csv_rows_header_quotes_and_errors) {
     const char text[] = "file,class_index\r\n\"a,\"\"b\"\".jpg\",3,extra\n\nc.png,0";
     data_labelled_files rows = {0};
-    vit_error err = {0};
-    cr_assert_eq(data_labels_csv_parse(text, sizeof text - 1, "l.csv", 5, &rows, &err), VIT_OK, "%s",
+    base_error err = {0};
+    cr_assert_eq(data_labels_csv_parse(text, sizeof text - 1, "l.csv", 5, &rows, &err), BASE_OK, "%s",
                  err.message);
     cr_assert_eq(rows.count, 2);
     cr_expect_str_eq(rows.files[0], "a,\"b\".jpg");
@@ -333,20 +333,20 @@ Test(limits, labels_csv_rows_header_quotes_and_errors) {
     static const char *const needle[] = {"l.csv:1: class index 5 is outside 0..4", "l.csv:2: second column 'x'",
                                          "l.csv: no rows", "second column '1?2'"};
     for (int i = 0; i < 4; i++) {
-        cr_expect_eq(data_labels_csv_parse(bad[i], strlen(bad[i]), "l.csv", 5, &rows, &err), VIT_E_FORMAT,
+        cr_expect_eq(data_labels_csv_parse(bad[i], strlen(bad[i]), "l.csv", 5, &rows, &err), BASE_E_FORMAT,
                      "%s", bad[i]);
         expect_one_line(err.message, needle[i], NULL);
         data_labelled_files_free(&rows);
     }
     char **labels;
     int count;
-    cr_assert_eq(data_labels_parse("a\r\nb\n\nc", "l.txt", 10, &labels, &count, &err), VIT_OK);
+    cr_assert_eq(data_labels_parse("a\r\nb\n\nc", "l.txt", 10, &labels, &count, &err), BASE_OK);
     cr_expect_eq(count, 4);
     cr_expect_str_eq(labels[0], "a");
     cr_expect_str_eq(labels[2], "");
     cr_expect_str_eq(labels[3], "c");
     data_labels_free(labels, count);
-    cr_expect_eq(data_labels_parse("a\nb\nc\n", "l.txt", 2, &labels, &count, &err), VIT_E_LIMIT);
+    cr_expect_eq(data_labels_parse("a\nb\nc\n", "l.txt", 2, &labels, &count, &err), BASE_E_LIMIT);
     expect_one_line(err.message, "l.txt", "limit of 2 labels");
 }
 
@@ -359,21 +359,21 @@ Test(limits, memory_loader_agrees_with_the_file_loader) {
     size_t weights_size;
     free(read_file(MODEL "/model.safetensors", &weights_size));
     vit_model *from_file, *from_memory;
-    vit_error err = {0};
-    cr_assert_eq(vit_model_load(MODEL, NULL, &from_file, &err), VIT_OK, "%s", err.message);
+    base_error err = {0};
+    cr_assert_eq(vit_model_load(MODEL, NULL, &from_file, &err), BASE_OK, "%s", err.message);
     cr_assert_eq(vit_model_load_memory(weights, weights_size, "mem", config, NULL, NULL, &from_memory,
-                                       &err), VIT_OK, "%s", err.message);
+                                       &err), BASE_OK, "%s", err.message);
     cr_expect_eq(memcmp(vit_model_config(from_file), vit_model_config(from_memory), sizeof(vit_config)), 0);
     cr_expect_eq(vit_model_num_labels(from_file), vit_model_num_labels(from_memory));
     cr_expect_str_eq(vit_model_label(from_memory, 4), "class four");
     const data_preprocess *a = vit_model_preprocess(from_file), *b = vit_model_preprocess(from_memory);
     cr_expect_eq(a->crop_width, b->crop_width);
     cr_expect_eq(a->resize_mode, b->resize_mode);
-    cr_expect_eq(a->max_pixels, VIT_DEFAULT_MAX_PIXELS);
+    cr_expect_eq(a->max_pixels, BASE_DEFAULT_MAX_PIXELS);
     vit_model_free(from_file);
     vit_model_free(from_memory);
     cr_expect_eq(vit_model_load_memory(weights, 7, "short", NULL, NULL, NULL, &from_memory, &err),
-                 VIT_E_FORMAT);
+                 BASE_E_FORMAT);
     expect_one_line(err.message, "short", "too short");
     free(weights);
     free(config);

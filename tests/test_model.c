@@ -53,8 +53,8 @@ typedef int (*tensor_edit)(weights_tensor *t);
 
 static void write_model(tensor_edit edit) {
     weights_file *good;
-    vit_error err;
-    cr_assert(weights_open(GOOD "/model.safetensors", &good, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_open(GOOD "/model.safetensors", &good, &err) == BASE_OK, "%s", err.message);
     weights_tensor *kept = calloc(weights_count(good), sizeof *kept);
     size_t n = 0;
     for (size_t i = 0; i < weights_count(good); i++) {
@@ -63,16 +63,16 @@ static void write_model(tensor_edit edit) {
     }
     char path[256];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    cr_assert(weights_write(path, kept, n, NULL, NULL, 0, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_write(path, kept, n, NULL, NULL, 0, &err) == BASE_OK, "%s", err.message);
     free(kept);
     weights_close(good);
 }
 
 /* Loads dir and expects failure with code and every needle in the message. */
-static void expect_refused(vit_status code, const char *needle1, const char *needle2) {
+static void expect_refused(base_status code, const char *needle1, const char *needle2) {
     vit_model *model = (vit_model *)1;
-    vit_error err = {0};
-    vit_status status = vit_model_load(dir, NULL, &model, &err);
+    base_error err = {0};
+    base_status status = vit_model_load(dir, NULL, &model, &err);
     cr_assert_eq(status, code, "expected status %d, got %d: %s", code, status, err.message);
     cr_assert_null(model);
     cr_assert(strchr(err.message, '\n') == NULL, "message is not one line: %s", err.message);
@@ -104,8 +104,8 @@ Test(model, good_copy_loads) {
     write_model(NULL);
     write_text("config.json", read_good_config());
     vit_model *model;
-    vit_error err;
-    cr_assert(vit_model_load(dir, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(vit_model_load(dir, NULL, &model, &err) == BASE_OK, "%s", err.message);
     cr_assert_eq(vit_model_config(model)->num_heads, 3);
     cr_assert_str_eq(vit_model_label(model, 4), "class four");
     vit_model_free(model);
@@ -114,24 +114,24 @@ Test(model, good_copy_loads) {
 Test(model, missing_tensor) {
     write_model(drop_fc1_of_layer1);
     write_text("config.json", read_good_config());
-    expect_refused(VIT_E_FORMAT, "model.safetensors", "vit.encoder.layer.1.intermediate.dense.weight");
+    expect_refused(BASE_E_FORMAT, "model.safetensors", "vit.encoder.layer.1.intermediate.dense.weight");
 }
 
 Test(model, missing_head_bias) {
     write_model(drop_head_bias);
     write_text("config.json", read_good_config());
-    expect_refused(VIT_E_FORMAT, "model.safetensors", "classifier.bias");
+    expect_refused(BASE_E_FORMAT, "model.safetensors", "classifier.bias");
 }
 
 Test(model, wrong_shape) {
     write_model(transpose_proj);
     write_text("config.json", read_good_config());
-    expect_refused(VIT_E_SHAPE, "vit.encoder.layer.0.attention.output.dense.weight", "[24, 96]");
+    expect_refused(BASE_E_SHAPE, "vit.encoder.layer.0.attention.output.dense.weight", "[24, 96]");
 }
 
 Test(model, not_a_vit) {
     write_model(rename_everything);
-    expect_refused(VIT_E_UNSUPPORTED, "model.safetensors", "not a ViT");
+    expect_refused(BASE_E_UNSUPPORTED, "model.safetensors", "not a ViT");
 }
 
 Test(model, config_contradicts_tensors) {
@@ -141,7 +141,7 @@ Test(model, config_contradicts_tensors) {
     cr_assert(hidden, "fixture config changed");
     memcpy(hidden, "\"hidden_size\": 64", 17);
     write_text("config.json", config);
-    expect_refused(VIT_E_SHAPE, "hidden size = 64", "48");
+    expect_refused(BASE_E_SHAPE, "hidden size = 64", "48");
 }
 
 Test(model, heads_do_not_divide_hidden) {
@@ -151,13 +151,13 @@ Test(model, heads_do_not_divide_hidden) {
     cr_assert(heads, "fixture config changed");
     heads[strlen("\"num_attention_heads\": ")] = '5';
     write_text("config.json", config);
-    expect_refused(VIT_E_SHAPE, "5 heads", "48");
+    expect_refused(BASE_E_SHAPE, "5 heads", "48");
 }
 
 Test(model, config_not_json) {
     write_model(NULL);
     write_text("config.json", "{\"hidden_size\": 48,");
-    expect_refused(VIT_E_FORMAT, "config.json", "JSON");
+    expect_refused(BASE_E_FORMAT, "config.json", "JSON");
 }
 
 Test(model, truncated_weights) {
@@ -170,12 +170,12 @@ Test(model, truncated_weights) {
     long size = ftell(fp);
     fclose(fp);
     cr_assert(truncate(path, size / 2) == 0);
-    expect_refused(VIT_E_FORMAT, "model.safetensors", NULL);
+    expect_refused(BASE_E_FORMAT, "model.safetensors", NULL);
 }
 
 Test(model, missing_directory) {
     remove_dir();
-    expect_refused(VIT_E_IO, dir, NULL);
+    expect_refused(BASE_E_IO, dir, NULL);
     cr_assert(mkdir(dir, 0700) == 0);
 }
 
@@ -187,8 +187,8 @@ Test(model, labels_file_with_wrong_count) {
     snprintf(labels, sizeof labels, "%s/labels.txt", dir);
     vit_load_options options = {.labels_path = labels};
     vit_model *model;
-    vit_error err;
-    cr_assert_eq(vit_model_load(dir, &options, &model, &err), VIT_E_SHAPE);
+    base_error err;
+    cr_assert_eq(vit_model_load(dir, &options, &model, &err), BASE_E_SHAPE);
     cr_assert(strstr(err.message, "3 labels for a model with 5 classes"), "%s", err.message);
 }
 
@@ -200,8 +200,8 @@ Test(model, labels_file_overrides) {
     snprintf(labels, sizeof labels, "%s/labels.txt", dir);
     vit_load_options options = {.labels_path = labels};
     vit_model *model;
-    vit_error err;
-    cr_assert(vit_model_load(dir, &options, &model, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(vit_model_load(dir, &options, &model, &err) == BASE_OK, "%s", err.message);
     cr_assert_str_eq(vit_model_label(model, 3), "three");
     vit_model_free(model);
 }

@@ -88,9 +88,9 @@ static double compare(const char *name_a, const char *name_b, int *identical, do
     snprintf(pa, sizeof pa, "%s/%s", dir, name_a);
     snprintf(pb, sizeof pb, "%s/%s", dir, name_b);
     weights_file *a, *b;
-    vit_error err;
-    cr_assert_eq(weights_open(pa, &a, &err), VIT_OK, "%s", err.message);
-    cr_assert_eq(weights_open(pb, &b, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(weights_open(pa, &a, &err), BASE_OK, "%s", err.message);
+    cr_assert_eq(weights_open(pb, &b, &err), BASE_OK, "%s", err.message);
     cr_assert_eq(weights_count(a), weights_count(b));
     double worst = 0.0;
     *identical = 1;

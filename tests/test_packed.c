@@ -33,8 +33,8 @@ static void tmp_path(char *path, size_t size, const char *name, const char *what
  * kept with its last 64 bytes cut instead (a damaged file). */
 static void strip(const char *in, const char *out, const char *shrink) {
     weights_file *f;
-    vit_error err;
-    cr_assert(weights_open(in, &f, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_open(in, &f, &err) == BASE_OK, "%s", err.message);
     const size_t n = weights_count(f), n_meta = weights_metadata_count(f);
     weights_tensor *t = calloc(n, sizeof *t);
     const char **k = calloc(n_meta + 1, sizeof *k), **v = calloc(n_meta + 1, sizeof *v);
@@ -57,7 +57,7 @@ static void strip(const char *in, const char *out, const char *shrink) {
         if (shrink || strncmp(key, "vitc_packed", 11) != 0)
             k[kept_meta] = key, v[kept_meta++] = weights_metadata_value(f, i);
     }
-    cr_assert(weights_write(out, t, kept, k, v, kept_meta, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_write(out, t, kept, k, v, kept_meta, &err) == BASE_OK, "%s", err.message);
     free(t);
     free(k);
     free(v);
@@ -67,8 +67,8 @@ static void strip(const char *in, const char *out, const char *shrink) {
 /* `in` with byte `at` of tensor `part` flipped (xor 0x40) into `out`. */
 static void flip(const char *in, const char *out, const char *part, size_t at) {
     weights_file *f;
-    vit_error err;
-    cr_assert(weights_open(in, &f, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_open(in, &f, &err) == BASE_OK, "%s", err.message);
     const size_t n = weights_count(f), n_meta = weights_metadata_count(f);
     weights_tensor *t = calloc(n, sizeof *t);
     const char **k = calloc(n_meta + 1, sizeof *k), **v = calloc(n_meta + 1, sizeof *v);
@@ -83,7 +83,7 @@ static void flip(const char *in, const char *out, const char *part, size_t at) {
     }
     cr_assert(copy, "%s: no %s", in, part);
     for (size_t i = 0; i < n_meta; i++) k[i] = weights_metadata_key(f, i), v[i] = weights_metadata_value(f, i);
-    cr_assert(weights_write(out, t, n, k, v, n_meta, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_write(out, t, n, k, v, n_meta, &err) == BASE_OK, "%s", err.message);
     free(copy);
     free(t);
     free(k);
@@ -97,21 +97,21 @@ static size_t forward(const char *name, const char *path, const vit_load_options
                       float **logits, char *notices, size_t size) {
     char expected_path[512];
     snprintf(expected_path, sizeof expected_path, FIXTURES "%s/expected.safetensors", name);
-    vit_error err;
+    base_error err;
     vit_model *m;
-    cr_assert(vit_model_load(path, options, &m, &err) == VIT_OK, "%s: %s", path, err.message);
+    cr_assert(vit_model_load(path, options, &m, &err) == BASE_OK, "%s: %s", path, err.message);
     if (notices) snprintf(notices, size, "%s", vit_model_notices(m));
     weights_file *expected;
-    cr_assert(weights_open(expected_path, &expected, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_open(expected_path, &expected, &err) == BASE_OK, "%s", err.message);
     const weights_tensor *input_t, *logits_t;
     float *input = tensor_f32(expected, "input", &input_t);
     free(tensor_f32(expected, "logits", &logits_t));
     const int batch = (int)input_t->shape[0];
     vit_context *ctx;
-    cr_assert(vit_context_create(m, batch, (int)input_t->shape[2], 0, &ctx, &err) == VIT_OK, "%s",
+    cr_assert(vit_context_create(m, batch, (int)input_t->shape[2], 0, &ctx, &err) == BASE_OK, "%s",
               err.message);
     *logits = malloc(logits_t->numel * sizeof(float));
-    cr_assert(vit_forward(ctx, input, batch, *logits, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_forward(ctx, input, batch, *logits, &err) == BASE_OK, "%s", err.message);
     const size_t n = logits_t->numel;
     free(input);
     vit_context_free(ctx);
@@ -124,8 +124,8 @@ static size_t forward(const char *name, const char *path, const vit_load_options
  * mapping; returns how many parts it has. */
 static int aligned_parts(const char *path) {
     weights_file *f;
-    vit_error err;
-    cr_assert(weights_open(path, &f, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_open(path, &f, &err) == BASE_OK, "%s", err.message);
     int parts = 0;
     for (size_t i = 0; i < weights_count(f); i++) {
         const weights_tensor *t = weights_at(f, i);
@@ -162,16 +162,16 @@ static void check_same_bits(const char *name, const char *dtype) {
          * fp32 copy in float32: the same bits only from a float source; the
          * copy is still held to PyTorch's float32 below. */
         vit_model *source;
-        vit_error load_err;
-        cr_assert(vit_model_load(model, NULL, &source, &load_err) == VIT_OK, "%s", load_err.message);
+        base_error load_err;
+        cr_assert(vit_model_load(model, NULL, &source, &load_err) == BASE_OK, "%s", load_err.message);
         if (!vit_model_bf16_kernels(source))
             cr_expect(memcmp(a, c, n * sizeof(float)) == 0, "%s: fp32 copy differs from source", name);
         vit_model_free(source);
         char expected_path[512];
         snprintf(expected_path, sizeof expected_path, FIXTURES "%s/expected.safetensors", name);
         weights_file *e;
-        vit_error err;
-        cr_assert(weights_open(expected_path, &e, &err) == VIT_OK, "%s", err.message);
+        base_error err;
+        cr_assert(weights_open(expected_path, &e, &err) == BASE_OK, "%s", err.message);
         const weights_tensor *t;
         want = tensor_f32(e, "logits", &t);
         float worst = 0.0f, scale = 0.0f;
@@ -204,11 +204,11 @@ Test(packed, another_layout_is_packed_again_with_one_line) {
     const char *name = "timm_d128_h2";
     char out[512];
     tmp_path(out, sizeof out, name, "generic");
-    vit_error err;
+    base_error err;
     vit_model *m;
     const vit_load_options generic = {.isa = "generic"}, quads = {.isa = "vnni-reference"};
-    cr_assert(vit_model_load(FIXTURES "timm_d128_h2", &generic, &m, &err) == VIT_OK, "%s", err.message);
-    cr_assert(vit_model_quantize(m, WEIGHTS_QUANT_INT8, 1, out, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_load(FIXTURES "timm_d128_h2", &generic, &m, &err) == BASE_OK, "%s", err.message);
+    cr_assert(vit_model_quantize(m, WEIGHTS_QUANT_INT8, 1, out, &err) == BASE_OK, "%s", err.message);
     vit_model_free(m);
     float *a, *b, *c;
     char notes[1024];
@@ -257,18 +257,18 @@ Test(packed, int8_copies_load_on_every_path_with_the_same_bits, .timeout = 600) 
     size_t n = 0;
     for (size_t p = 0; p < count; p++) {
         kernels_isa packed_isa, isa;
-        vit_error err;
-        if (kernels_isa_choose(ISAS[p], &packed_isa, &err) != VIT_OK) continue;
+        base_error err;
+        if (kernels_isa_choose(ISAS[p], &packed_isa, &err) != BASE_OK) continue;
         const vit_load_options packer = {.isa = ISAS[p]};
         char out[512];
         tmp_path(out, sizeof out, name, ISAS[p]);
         vit_model *m;
-        cr_assert(vit_model_load(FIXTURES "timm_d128_h2", &packer, &m, &err) == VIT_OK, "%s",
+        cr_assert(vit_model_load(FIXTURES "timm_d128_h2", &packer, &m, &err) == BASE_OK, "%s",
                   err.message);
-        cr_assert(vit_model_quantize(m, WEIGHTS_QUANT_INT8, 1, out, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_model_quantize(m, WEIGHTS_QUANT_INT8, 1, out, &err) == BASE_OK, "%s", err.message);
         vit_model_free(m);
         for (size_t l = 0; l < count; l++) {
-            if (kernels_isa_choose(ISAS[l], &isa, &err) != VIT_OK) continue;
+            if (kernels_isa_choose(ISAS[l], &isa, &err) != BASE_OK) continue;
             const vit_load_options loader = {.isa = ISAS[l]};
             float *got;
             char notes[1024];
@@ -283,7 +283,7 @@ Test(packed, int8_copies_load_on_every_path_with_the_same_bits, .timeout = 600) 
             }
             if (strcmp(kernels_qmatrix_layout(isa), kernels_qmatrix_layout(packed_isa)) == 0) {
                 vit_model *loaded;
-                cr_assert(vit_model_load(out, &loader, &loaded, &err) == VIT_OK, "%s", err.message);
+                cr_assert(vit_model_load(out, &loader, &loaded, &err) == BASE_OK, "%s", err.message);
                 cr_expect(strcmp(vit_model_packing(loaded), "mapped from the file") == 0,
                           "packed on %s, loaded on %s (one layout): %s", ISAS[p], ISAS[l],
                           vit_model_packing(loaded));
@@ -306,9 +306,9 @@ Test(packed, a_part_that_does_not_fit_its_layout_refuses_the_load) {
                                         PREFIX "patch.0"};
     for (size_t i = 0; i < sizeof PARTS / sizeof *PARTS; i++) {
         strip(out, bad, PARTS[i]);
-        vit_error err;
+        base_error err;
         vit_model *m = NULL;
-        cr_expect_eq(vit_model_load(bad, NULL, &m, &err), VIT_E_FORMAT, "%s", PARTS[i]);
+        cr_expect_eq(vit_model_load(bad, NULL, &m, &err), BASE_E_FORMAT, "%s", PARTS[i]);
         cr_expect(strstr(err.message, "packed matrix"), "%s", err.message);
         vit_model_free(m);
     }
@@ -318,14 +318,14 @@ Test(packed, a_part_that_does_not_fit_its_layout_refuses_the_load) {
     static const char *const ISAS[] = {"generic", "vnni-reference"};
     for (size_t i = 0; i < 2; i++) {
         const vit_load_options on = {.isa = ISAS[i]};
-        vit_error err;
+        base_error err;
         vit_model *m;
-        cr_assert(vit_model_load(FIXTURES "hf_vit_d48_h3", &on, &m, &err) == VIT_OK, "%s", err.message);
-        cr_assert(vit_model_quantize(m, WEIGHTS_QUANT_INT8, 1, out, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_model_load(FIXTURES "hf_vit_d48_h3", &on, &m, &err) == BASE_OK, "%s", err.message);
+        cr_assert(vit_model_quantize(m, WEIGHTS_QUANT_INT8, 1, out, &err) == BASE_OK, "%s", err.message);
         vit_model_free(m);
         flip(out, bad, PREFIX "blocks.0.fc1.0", 1);
         m = NULL;
-        cr_expect_eq(vit_model_load(bad, &on, &m, &err), VIT_E_FORMAT, "%s: a flipped weight loads",
+        cr_expect_eq(vit_model_load(bad, &on, &m, &err), BASE_E_FORMAT, "%s: a flipped weight loads",
                      ISAS[i]);
         cr_expect(strstr(err.message, "packed matrix 'blocks.0.fc1'"), "%s", err.message);
         vit_model_free(m);
@@ -351,10 +351,10 @@ Test(packed, unaligned_in_memory_packs_at_load) {
     unsigned char *buffer = malloc((size_t)size + 8); /* 16-aligned, so buffer + 8 is not 64- */
     cr_assert_eq(fread(buffer + 8, 1, (size_t)size, f), (size_t)size);
     fclose(f);
-    vit_error err;
+    base_error err;
     vit_model *m;
     cr_assert(vit_model_load_memory(buffer + 8, (size_t)size, "packed", NULL, NULL, NULL, &m, &err) ==
-                  VIT_OK, "%s", err.message);
+                  BASE_OK, "%s", err.message);
     cr_expect_str_eq(vit_model_packing(m), "packed at load");
     vit_model_free(m);
     free(buffer);

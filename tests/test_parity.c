@@ -35,12 +35,12 @@ static void check_case(const char *name, const vit_load_options *options) {
     else
         snprintf(model_path, sizeof model_path, FIXTURES "%s", name);
 
-    vit_error err;
+    base_error err;
     vit_model *model;
-    cr_assert(vit_model_load(model_path, options, &model, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_load(model_path, options, &model, &err) == BASE_OK, "%s", err.message);
     snprintf(path, sizeof path, FIXTURES "%s/expected.safetensors", name);
     weights_file *expected;
-    cr_assert(weights_open(path, &expected, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_open(path, &expected, &err) == BASE_OK, "%s", err.message);
 
     const weights_tensor *input_t;
     float *input = tensor_f32(expected, "input", &input_t);
@@ -52,7 +52,7 @@ static void check_case(const char *name, const vit_load_options *options) {
     cr_assert_eq(input_t->shape[2], run_size);
 
     vit_context *ctx;
-    cr_assert(vit_context_create(model, batch, run_size, 0, &ctx, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, batch, run_size, 0, &ctx, &err) == BASE_OK, "%s", err.message);
     const size_t token_floats =
         (size_t)batch * vit_context_num_tokens(ctx) * vit_model_config(model)->hidden_size;
     float *got_embed = malloc(token_floats * sizeof(float));
@@ -61,9 +61,9 @@ static void check_case(const char *name, const vit_load_options *options) {
     cr_assert_eq(out_floats, logits_t->numel, "%s: output size %zu, PyTorch %zu", name,
                  out_floats, logits_t->numel);
     float *got_logits = malloc(out_floats * sizeof(float));
-    cr_assert(vit_context_capture_tokens(ctx, -1, got_embed, &err) == VIT_OK);
-    cr_assert(vit_context_capture_tokens(ctx, 0, got_block0, &err) == VIT_OK);
-    cr_assert(vit_forward(ctx, input, batch, got_logits, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_capture_tokens(ctx, -1, got_embed, &err) == BASE_OK);
+    cr_assert(vit_context_capture_tokens(ctx, 0, got_block0, &err) == BASE_OK);
+    cr_assert(vit_forward(ctx, input, batch, got_logits, &err) == BASE_OK, "%s", err.message);
 
     const float tol = vit_model_bf16_kernels(model) ? BF16_TOLERANCE : TOLERANCE;
     float e = max_abs_diff(got_embed, embed, token_floats);

@@ -20,7 +20,7 @@ static const char *const PATHS[] = {APPLE, POLARS, MISSING, POLARS, APPLE};
  * failed) into rows, in input order; returns the files seen. */
 static size_t run_all(vit_pipeline *p, float *rows, int n) {
     data_batch b;
-    vit_error err;
+    base_error err;
     int rc;
     size_t seen = 0;
     while ((rc = vit_pipeline_next(p, &b, &err)) > 0) {
@@ -38,8 +38,8 @@ static size_t run_all(vit_pipeline *p, float *rows, int n) {
 static size_t run_with(const vit_model *model, vit_pipeline_options o,
                        const vit_pipeline_source *src, float *rows) {
     vit_pipeline *p;
-    vit_error err;
-    cr_assert(vit_pipeline_create(model, &o, src, &p, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(vit_pipeline_create(model, &o, src, &p, &err) == BASE_OK, "%s", err.message);
     const size_t seen = run_all(p, rows, vit_pipeline_row_size(p));
     vit_pipeline_free(p);
     return seen;
@@ -62,8 +62,8 @@ static size_t schedule_backwards(void *self) {
 
 Test(pipeline, rows_match_forward_in_order_whatever_the_batching) {
     vit_model *model;
-    vit_error err;
-    cr_assert(vit_model_load(MODEL, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(vit_model_load(MODEL, NULL, &model, &err) == BASE_OK, "%s", err.message);
     const int n = vit_model_output_size(model);
     float want[COUNT * 64], got[COUNT * 64];
     cr_assert(n <= 64);
@@ -97,11 +97,11 @@ Test(pipeline, rows_match_forward_in_order_whatever_the_batching) {
 
 Test(pipeline, images_in_memory_and_new_sources_between_batches) {
     vit_model *model;
-    vit_error err;
-    cr_assert(vit_model_load(MODEL, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(vit_model_load(MODEL, NULL, &model, &err) == BASE_OK, "%s", err.message);
     const vit_pipeline_options o = {.batch = 2, .threads = 1, .softmax = 0};
     vit_pipeline *p;
-    cr_assert(vit_pipeline_create(model, &o, NULL, &p, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_pipeline_create(model, &o, NULL, &p, &err) == BASE_OK, "%s", err.message);
     data_batch b;
     cr_assert_eq(vit_pipeline_next(p, &b, &err), 0, "no source: no batch");
     /* Logits from files, one source after another (classify --stream). */
@@ -109,7 +109,7 @@ Test(pipeline, images_in_memory_and_new_sources_between_batches) {
     float from_files[2 * 64];
     for (int k = 0; k < 2; k++) {
         const vit_pipeline_source src = {PATHS + k, 1, NULL, NULL};
-        cr_assert(vit_pipeline_open(p, &src, 1, 0, &err) == VIT_OK, "%s", err.message);
+        cr_assert(vit_pipeline_open(p, &src, 1, 0, &err) == BASE_OK, "%s", err.message);
         cr_assert_eq(vit_pipeline_next(p, &b, &err), 1, "%s", err.message);
         memcpy(from_files + k * n, vit_pipeline_row(p, &b, 0), sizeof(float) * (size_t)n);
         cr_assert_eq(vit_pipeline_next(p, &b, &err), 0);
@@ -121,17 +121,17 @@ Test(pipeline, images_in_memory_and_new_sources_between_batches) {
     cr_assert(images);
     for (int k = 0; k < 2; k++) {
         data_image img;
-        cr_assert(data_image_load(PATHS[k], &img, &err) == VIT_OK, "%s", err.message);
-        cr_assert(data_preprocess_apply(pre, &img, images + k * per, &err) == VIT_OK, "%s",
+        cr_assert(data_image_load(PATHS[k], &img, &err) == BASE_OK, "%s", err.message);
+        cr_assert(data_preprocess_apply(pre, &img, images + k * per, &err) == BASE_OK, "%s",
                   err.message);
         data_image_free(&img);
     }
     int finite[2];
-    cr_assert(vit_pipeline_run_images(p, images, 2, finite, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_pipeline_run_images(p, images, 2, finite, &err) == BASE_OK, "%s", err.message);
     cr_assert(finite[0] && finite[1]);
     cr_assert(memcmp(vit_pipeline_outputs(p), from_files, sizeof(float) * 2 * (size_t)n) == 0,
               "images in memory give the files' logits");
-    cr_assert(vit_pipeline_run_images(p, images, 3, NULL, &err) == VIT_E_ARG,
+    cr_assert(vit_pipeline_run_images(p, images, 3, NULL, &err) == BASE_E_ARG,
               "more images than the batch is an error, not an overflow");
     free(images);
     vit_pipeline_free(p);

@@ -25,9 +25,9 @@ static void fixture(char *buf, size_t size, const char *name) {
 static void load_fixture(const char *name, data_image *img) {
     char path[1024];
     fixture(path, sizeof path, name);
-    vit_error err = {0};
-    vit_status st = data_image_load(path, img, &err);
-    cr_assert_eq(st, VIT_OK, "loading %s: %s", name, err.message);
+    base_error err = {0};
+    base_status st = data_image_load(path, img, &err);
+    cr_assert_eq(st, BASE_OK, "loading %s: %s", name, err.message);
 }
 
 static uint8_t *read_all(const char *path, size_t *size) {
@@ -90,8 +90,8 @@ Test(resize, matches_pil_on_every_case) {
         load_fixture(f[0], &src);
         load_fixture(f[4], &want);
         int w = atoi(f[1]), h = atoi(f[2]);
-        vit_error err = {0};
-        cr_assert_eq(data_resize(&src, w, h, (data_resample)atoi(f[3]), &got, &err), VIT_OK,
+        base_error err = {0};
+        cr_assert_eq(data_resize(&src, w, h, (data_resample)atoi(f[3]), &got, &err), BASE_OK,
                      "%s: %s", f[4], err.message);
         cr_assert_eq(got.width, want.width, "%s width", f[4]);
         cr_assert_eq(got.height, want.height, "%s height", f[4]);
@@ -117,23 +117,23 @@ Test(resize, matches_pil_on_every_case) {
 Test(resize, rejects_bad_arguments) {
     data_image src, dst;
     load_fixture("src_noise_37x23.png", &src);
-    vit_error err = {0};
-    cr_expect_eq(data_resize(&src, 0, 10, DATA_RESAMPLE_BICUBIC, &dst, &err), VIT_E_ARG);
+    base_error err = {0};
+    cr_expect_eq(data_resize(&src, 0, 10, DATA_RESAMPLE_BICUBIC, &dst, &err), BASE_E_ARG);
     cr_expect_null(dst.pixels);
-    cr_expect_eq(data_resize(&src, 10, -3, DATA_RESAMPLE_BILINEAR, &dst, &err), VIT_E_ARG);
-    cr_expect_eq(data_resize(&src, 10, 10, (data_resample)1, &dst, &err), VIT_E_UNSUPPORTED);
+    cr_expect_eq(data_resize(&src, 10, -3, DATA_RESAMPLE_BILINEAR, &dst, &err), BASE_E_ARG);
+    cr_expect_eq(data_resize(&src, 10, 10, (data_resample)1, &dst, &err), BASE_E_UNSUPPORTED);
     cr_expect_eq(data_resize(&src, 200000, 200000, DATA_RESAMPLE_NEAREST, &dst, &err),
-                 VIT_E_LIMIT);
+                 BASE_E_LIMIT);
     data_image empty = {0};
-    cr_expect_eq(data_resize(&empty, 10, 10, DATA_RESAMPLE_BICUBIC, &dst, &err), VIT_E_ARG);
+    cr_expect_eq(data_resize(&empty, 10, 10, DATA_RESAMPLE_BICUBIC, &dst, &err), BASE_E_ARG);
     data_image_free(&src);
 }
 
 /* ------------------------------------------------------------ pipelines */
 
 static void recipe_for(const char *cfg, data_preprocess *p) {
-    vit_error err = {0};
-    vit_status st;
+    base_error err = {0};
+    base_status st;
     if (strncmp(cfg, "model_", 6) == 0) {
         char dir[1024];
         fixture(dir, sizeof dir, cfg);
@@ -147,7 +147,7 @@ static void recipe_for(const char *cfg, data_preprocess *p) {
             st = data_preprocess_from_hf_json(text, cfg, p, &err);
         free(text);
     }
-    cr_assert_eq(st, VIT_OK, "%s: %s", cfg, err.message);
+    cr_assert_eq(st, BASE_OK, "%s: %s", cfg, err.message);
 }
 
 Test(pipeline, matches_torchvision_and_transformers) {
@@ -170,8 +170,8 @@ Test(pipeline, matches_torchvision_and_transformers) {
         cr_assert(got && want);
         data_image src;
         load_fixture(f[0], &src);
-        vit_error err = {0};
-        cr_assert_eq(data_preprocess_apply(&p, &src, got, &err), VIT_OK, "%s: %s", f[3],
+        base_error err = {0};
+        cr_assert_eq(data_preprocess_apply(&p, &src, got, &err), BASE_OK, "%s: %s", f[3],
                      err.message);
         if (strcmp(f[2], "f32") == 0) {
             char path[1024];
@@ -236,8 +236,8 @@ Test(pipeline, normalisation_equals_torchvision_bitwise) {
     p.crop_height = 1;
     float out[3 * 256], want[3 * 256];
     memcpy(want, raw, bytes);
-    vit_error err = {0};
-    cr_assert_eq(data_preprocess_apply(&p, &img, out, &err), VIT_OK, "%s", err.message);
+    base_error err = {0};
+    cr_assert_eq(data_preprocess_apply(&p, &img, out, &err), BASE_OK, "%s", err.message);
     int mismatches = 0;
     for (int i = 0; i < 3 * 256; i++) mismatches += memcmp(&out[i], &want[i], sizeof(float)) != 0;
     cr_expect_eq(mismatches, 0, "%d of 768 values differ from torchvision", mismatches);
@@ -249,15 +249,15 @@ Test(pipeline, normalisation_equals_torchvision_bitwise) {
 
 static void parse_hf_fixture(const char *name, data_preprocess *p) {
     char *text = read_fixture_text(name);
-    vit_error err = {0};
-    cr_assert_eq(data_preprocess_from_hf_json(text, name, p, &err), VIT_OK, "%s", err.message);
+    base_error err = {0};
+    cr_assert_eq(data_preprocess_from_hf_json(text, name, p, &err), BASE_OK, "%s", err.message);
     free(text);
 }
 
 static void parse_timm_fixture(const char *name, data_preprocess *p) {
     char *text = read_fixture_text(name);
-    vit_error err = {0};
-    cr_assert_eq(data_preprocess_from_timm_json(text, name, p, &err), VIT_OK, "%s", err.message);
+    base_error err = {0};
+    cr_assert_eq(data_preprocess_from_timm_json(text, name, p, &err), BASE_OK, "%s", err.message);
     free(text);
 }
 
@@ -296,17 +296,17 @@ Test(recipe, hf_vit_defaults) {
     cr_expect_not(p.do_center_crop);
     cr_expect_eq(data_preprocess_out_width(&p), 24);
     expect_triplet(p.mean, 0.5f, 0.5f, 0.5f);
-    vit_error err = {0};
+    base_error err = {0};
     cr_assert_eq(data_preprocess_from_hf_json("{\"feature_extractor_type\": "
                                               "\"DeiTFeatureExtractor\"}",
                                               "deit.json", &p, &err),
-                 VIT_OK, "%s", err.message);
+                 BASE_OK, "%s", err.message);
     cr_expect_eq(p.resize_width, 256);
     cr_expect_eq(p.resample, DATA_RESAMPLE_BICUBIC);
     cr_expect(p.do_center_crop);
     cr_expect_eq(p.crop_width, 224);
     expect_triplet(p.std, 0.229f, 0.224f, 0.225f);
-    cr_assert_eq(data_preprocess_from_hf_json("{}", "empty.json", &p, &err), VIT_OK);
+    cr_assert_eq(data_preprocess_from_hf_json("{}", "empty.json", &p, &err), BASE_OK);
     cr_expect_eq(p.resize_width, 224);
     cr_expect_eq(p.resample, DATA_RESAMPLE_BILINEAR);
     cr_expect_not(p.do_center_crop);
@@ -332,10 +332,10 @@ Test(recipe, hf_dict_and_shortest_edge) {
     cr_expect_not(p.do_rescale);
     parse_hf_fixture("cfg_hf_no_normalize.json", &p);
     cr_expect_not(p.do_normalize);
-    vit_error err = {0};
+    base_error err = {0};
     cr_expect_eq(data_preprocess_from_hf_json("{\"size\": 300, \"crop_size\": null}", "n.json", &p,
                                               &err),
-                 VIT_OK, "null is absent: %s", err.message);
+                 BASE_OK, "null is absent: %s", err.message);
     cr_expect_not(p.do_center_crop);
 }
 
@@ -357,29 +357,29 @@ Test(recipe, timm_pretrained_cfg) {
     cr_expect_eq(p.resize_mode, DATA_RESIZE_EXACT);
     cr_expect_eq(p.resize_width, 22);
     cr_expect_eq(p.resample, DATA_RESAMPLE_NEAREST);
-    vit_error err = {0};
+    base_error err = {0};
     cr_assert_eq(data_preprocess_from_timm_json("{\"pretrained_cfg\": {}}", "t.json", &p, &err),
-                 VIT_OK, "%s", err.message);
+                 BASE_OK, "%s", err.message);
     cr_expect_eq(p.resize_shortest, 256); /* timm defaults: 224, crop_pct 0.875 */
     expect_triplet(p.mean, 0.485f, 0.456f, 0.406f);
 }
 
 Test(recipe, for_model_picks_the_right_file) {
     data_preprocess p;
-    vit_error err = {0};
-    cr_assert_eq(data_preprocess_for_model(FIXTURES "model_deit", 224, &p, &err), VIT_OK, "%s",
+    base_error err = {0};
+    cr_assert_eq(data_preprocess_for_model(FIXTURES "model_deit", 224, &p, &err), BASE_OK, "%s",
                  err.message);
     cr_expect_str_eq(p.source, "preprocessor_config.json");
     cr_expect_eq(p.resize_width, 256);
-    cr_assert_eq(data_preprocess_for_model(FIXTURES "model_timm", 224, &p, &err), VIT_OK, "%s",
+    cr_assert_eq(data_preprocess_for_model(FIXTURES "model_timm", 224, &p, &err), BASE_OK, "%s",
                  err.message);
     cr_expect_str_eq(p.source, "timm pretrained_cfg");
     cr_expect_eq(p.resize_shortest, 248);
-    cr_assert_eq(data_preprocess_for_model(FIXTURES "model_plain", 384, &p, &err), VIT_OK);
+    cr_assert_eq(data_preprocess_for_model(FIXTURES "model_plain", 384, &p, &err), BASE_OK);
     cr_expect_str_eq(p.source, "default");
     cr_expect_eq(p.resize_shortest, 438); /* floor(384 / 0.875) */
     cr_expect_eq(p.crop_width, 384);
-    cr_assert_eq(data_preprocess_for_model(NULL, 224, &p, &err), VIT_OK);
+    cr_assert_eq(data_preprocess_for_model(NULL, 224, &p, &err), BASE_OK);
     cr_expect_eq(p.resize_shortest, 256);
     cr_expect_eq(p.resample, DATA_RESAMPLE_BICUBIC);
     char line[256];
@@ -395,10 +395,10 @@ Test(recipe, set_size) {
     cr_expect_eq(p.crop_width, 384);
     cr_expect_eq(p.resize_shortest, 426); /* floor(384 / 0.9) */
     /* Python: floor(238 / 0.85) == 280; dividing by the float 0.85f gives 279. */
-    vit_error err = {0};
+    base_error err = {0};
     cr_assert_eq(data_preprocess_from_timm_json("{\"pretrained_cfg\": {\"crop_pct\": 0.85}}", "t",
                                                 &p, &err),
-                 VIT_OK);
+                 BASE_OK);
     data_preprocess_set_size(&p, 238);
     cr_expect_eq(p.resize_shortest, 280);
     parse_hf_fixture("model_deit/preprocessor_config.json", &p);
@@ -442,9 +442,9 @@ Test(recipe, malformed_configs_are_errors) {
     };
     for (size_t i = 0; i < sizeof hf_bad / sizeof *hf_bad; i++) {
         data_preprocess p;
-        vit_error err = {0};
-        vit_status st = data_preprocess_from_hf_json(hf_bad[i], "bad_hf.json", &p, &err);
-        cr_expect_neq(st, VIT_OK, "accepted %s", hf_bad[i]);
+        base_error err = {0};
+        base_status st = data_preprocess_from_hf_json(hf_bad[i], "bad_hf.json", &p, &err);
+        cr_expect_neq(st, BASE_OK, "accepted %s", hf_bad[i]);
         cr_expect(strstr(err.message, "bad_hf.json") != NULL, "%s -> %s", hf_bad[i], err.message);
     }
     static const char *timm_bad[] = {
@@ -466,14 +466,14 @@ Test(recipe, malformed_configs_are_errors) {
     };
     for (size_t i = 0; i < sizeof timm_bad / sizeof *timm_bad; i++) {
         data_preprocess p;
-        vit_error err = {0};
-        vit_status st = data_preprocess_from_timm_json(timm_bad[i], "bad_timm.json", &p, &err);
-        cr_expect_neq(st, VIT_OK, "accepted %s", timm_bad[i]);
+        base_error err = {0};
+        base_status st = data_preprocess_from_timm_json(timm_bad[i], "bad_timm.json", &p, &err);
+        cr_expect_neq(st, BASE_OK, "accepted %s", timm_bad[i]);
         cr_expect(strstr(err.message, "bad_timm.json") != NULL, "%s -> %s", timm_bad[i],
                   err.message);
     }
     /* Oversized and deeply nested JSON. */
-    size_t big = VIT_DEFAULT_MAX_JSON_BYTES + 16;
+    size_t big = BASE_DEFAULT_MAX_JSON_BYTES + 16;
     char *text = malloc(big + 1);
     cr_assert(text);
     memset(text, ' ', big);
@@ -481,11 +481,11 @@ Test(recipe, malformed_configs_are_errors) {
     text[big - 1] = '}';
     text[big] = 0;
     data_preprocess p;
-    vit_error err = {0};
-    cr_expect_eq(data_preprocess_from_hf_json(text, "big.json", &p, &err), VIT_E_LIMIT);
+    base_error err = {0};
+    cr_expect_eq(data_preprocess_from_hf_json(text, "big.json", &p, &err), BASE_E_LIMIT);
     for (size_t i = 0; i < 100000; i++) text[i] = '[';
     text[100000] = 0;
-    cr_expect_neq(data_preprocess_from_hf_json(text, "deep.json", &p, &err), VIT_OK);
+    cr_expect_neq(data_preprocess_from_hf_json(text, "deep.json", &p, &err), BASE_OK);
     free(text);
 }
 
@@ -550,12 +550,12 @@ static void write_tmp(const char *name, const void *data, size_t size, char *pat
 }
 
 /* Loads path and expects failure with the file named in the message. */
-static void expect_load_error(const char *path, vit_status want) {
+static void expect_load_error(const char *path, base_status want) {
     data_image img;
-    vit_error err = {0};
-    vit_status st = data_image_load(path, &img, &err);
-    cr_expect_neq(st, VIT_OK, "%s loaded", path);
-    if (want != VIT_OK) cr_expect_eq(st, want, "%s: status %d (%s)", path, st, err.message);
+    base_error err = {0};
+    base_status st = data_image_load(path, &img, &err);
+    cr_expect_neq(st, BASE_OK, "%s loaded", path);
+    if (want != BASE_OK) cr_expect_eq(st, want, "%s: status %d (%s)", path, st, err.message);
     cr_expect(strstr(err.message, path) != NULL, "message lacks the file: %s", err.message);
     cr_expect_null(img.pixels);
     cr_expect_null(strchr(err.message, '\n'), "multi-line message");
@@ -564,10 +564,10 @@ static void expect_load_error(const char *path, vit_status want) {
 Test(hostile, bad_files_are_clear_errors, .init = make_tmpdir, .fini = remove_tmpdir) {
     char path[512];
     snprintf(path, sizeof path, "%s/does_not_exist.jpg", tmpdir);
-    expect_load_error(path, VIT_E_IO);
-    expect_load_error(tmpdir, VIT_E_IO); /* a directory */
+    expect_load_error(path, BASE_E_IO);
+    expect_load_error(tmpdir, BASE_E_IO); /* a directory */
     write_tmp("empty.png", "", 0, path, sizeof path);
-    expect_load_error(path, VIT_E_FORMAT);
+    expect_load_error(path, BASE_E_FORMAT);
 
     size_t n;
     char src[1024];
@@ -576,7 +576,7 @@ Test(hostile, bad_files_are_clear_errors, .init = make_tmpdir, .fini = remove_tm
     size_t cuts[] = {1, 2, 3, 10, 100, n / 2, n - 2};
     for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
         write_tmp("truncated.jpg", jpeg, cuts[i], path, sizeof path);
-        expect_load_error(path, VIT_OK);
+        expect_load_error(path, BASE_OK);
     }
     free(jpeg);
     fixture(src, sizeof src, "src_polars.png");
@@ -584,24 +584,24 @@ Test(hostile, bad_files_are_clear_errors, .init = make_tmpdir, .fini = remove_tm
     size_t png_cuts[] = {4, 8, 20, 40, n / 2, n - 13};
     for (size_t i = 0; i < sizeof png_cuts / sizeof *png_cuts; i++) {
         write_tmp("truncated.png", png, png_cuts[i], path, sizeof path);
-        expect_load_error(path, VIT_OK);
+        expect_load_error(path, BASE_OK);
     }
     free(png);
     fixture(src, sizeof src, "dec_rgb.bmp");
     uint8_t *bmp = read_all(src, &n);
     write_tmp("truncated.bmp", bmp, n / 2, path, sizeof path);
-    expect_load_error(path, VIT_E_FORMAT);
+    expect_load_error(path, BASE_E_FORMAT);
     free(bmp);
     static const char ppm[] = "P6 20 10 255\nabc";
     write_tmp("truncated.ppm", ppm, sizeof ppm - 1, path, sizeof path);
-    expect_load_error(path, VIT_E_FORMAT);
+    expect_load_error(path, BASE_E_FORMAT);
 
     srand(12345);
     uint8_t noise[4096];
     for (int trial = 0; trial < 20; trial++) {
         for (size_t i = 0; i < sizeof noise; i++) noise[i] = (uint8_t)rand();
         write_tmp("random.jpg", noise, (size_t)(trial * 200 + 1), path, sizeof path);
-        expect_load_error(path, VIT_OK);
+        expect_load_error(path, BASE_OK);
     }
 }
 
@@ -621,9 +621,9 @@ Test(hostile, png_chunk_longer_than_the_file_is_truncated) {
     const uint8_t huge[4] = {0x49, 0x46, 0x00, 0x89}; /* 1,229,324,425 bytes */
     memcpy(png + at, huge, 4);
     data_image img;
-    vit_error err = {0};
-    const vit_status st = data_image_load_memory(png, n, "overrun.png", &img, &err);
-    cr_expect_eq(st, VIT_E_FORMAT, "status %d (%s)", st, err.message);
+    base_error err = {0};
+    const base_status st = data_image_load_memory(png, n, "overrun.png", &img, &err);
+    cr_expect_eq(st, BASE_E_FORMAT, "status %d (%s)", st, err.message);
     cr_expect(strstr(err.message, "overrun.png: truncated PNG (the IDAT chunk"), "%s", err.message);
     cr_expect_null(img.pixels);
     free(png);
@@ -653,9 +653,9 @@ static void expect_truncated_jpeg(const uint8_t *jpeg, size_t keep, const char *
     cut[keep] = 0xFF;
     cut[keep + 1] = 0xD9;
     data_image img;
-    vit_error err = {0};
-    const vit_status st = data_image_load_memory(cut, keep + 2, what, &img, &err);
-    cr_expect_eq(st, VIT_E_FORMAT, "%s: status %d (%s)", what, st, err.message);
+    base_error err = {0};
+    const base_status st = data_image_load_memory(cut, keep + 2, what, &img, &err);
+    cr_expect_eq(st, BASE_E_FORMAT, "%s: status %d (%s)", what, st, err.message);
     cr_expect(strstr(err.message, what) && strstr(err.message, "truncated JPEG"), "%s", err.message);
     cr_expect_null(img.pixels);
     free(cut);
@@ -682,8 +682,8 @@ Test(hostile, jpeg_scan_data_cut_short_is_truncated) {
             expect_truncated_jpeg(jpeg, keeps[k], what);
         }
         data_image img;
-        vit_error err;
-        cr_expect_eq(data_image_load_memory(jpeg, n, names[f], &img, &err), VIT_OK, "%s", err.message);
+        base_error err;
+        cr_expect_eq(data_image_load_memory(jpeg, n, names[f], &img, &err), BASE_OK, "%s", err.message);
         data_image_free(&img);
         free(jpeg);
     }
@@ -722,8 +722,8 @@ Test(hostile, every_shared_photo_decodes, .timeout = 300) {
             char path[1024];
             snprintf(path, sizeof path, "%s/%s", roots[d], e->d_name);
             data_image img;
-            vit_error err;
-            cr_expect_eq(data_image_load(path, &img, &err), VIT_OK, "%s", err.message);
+            base_error err;
+            cr_expect_eq(data_image_load(path, &img, &err), BASE_OK, "%s", err.message);
             data_image_free(&img);
             photos++;
         }
@@ -736,30 +736,30 @@ Test(hostile, absurd_dimensions_are_refused_before_decoding) {
     char path[1024];
     fixture(path, sizeof path, "huge_50000.png");
     data_image img;
-    vit_error err = {0};
-    cr_expect_eq(data_image_load(path, &img, &err), VIT_E_LIMIT, "%s", err.message);
+    base_error err = {0};
+    cr_expect_eq(data_image_load(path, &img, &err), BASE_E_LIMIT, "%s", err.message);
     cr_expect(strstr(err.message, "huge_50000.png") && strstr(err.message, "50000x50000"), "%s",
               err.message);
     cr_expect(strstr(err.message, "2500 megapixels"), "%s", err.message);
     fixture(path, sizeof path, "huge_50000.jpg");
-    cr_expect_eq(data_image_load(path, &img, &err), VIT_E_LIMIT, "%s", err.message);
+    cr_expect_eq(data_image_load(path, &img, &err), BASE_E_LIMIT, "%s", err.message);
     cr_expect(strstr(err.message, "huge_50000.jpg") != NULL, "%s", err.message);
     static const char pgm[] = "P5 50000 50000 255\n";
-    cr_expect_eq(data_image_load_memory(pgm, sizeof pgm - 1, "huge.pgm", &img, &err), VIT_E_LIMIT);
+    cr_expect_eq(data_image_load_memory(pgm, sizeof pgm - 1, "huge.pgm", &img, &err), BASE_E_LIMIT);
 }
 
 Test(hostile, memory_api_edge_cases) {
     data_image img;
-    vit_error err = {0};
-    cr_expect_eq(data_image_load_memory(NULL, 0, "null.png", &img, &err), VIT_E_FORMAT);
+    base_error err = {0};
+    cr_expect_eq(data_image_load_memory(NULL, 0, "null.png", &img, &err), BASE_E_FORMAT);
     cr_expect(strstr(err.message, "null.png") != NULL);
-    cr_expect_eq(data_image_load_memory("x", 1, "x.png", &img, &err), VIT_E_FORMAT);
+    cr_expect_eq(data_image_load_memory("x", 1, "x.png", &img, &err), BASE_E_FORMAT);
     cr_expect_str_eq(err.message, "x.png: not an image (unknown format)");
-    cr_expect_eq(data_image_load_memory("GIF89a", 6, "t.gif", &img, &err), VIT_E_FORMAT);
+    cr_expect_eq(data_image_load_memory("GIF89a", 6, "t.gif", &img, &err), BASE_E_FORMAT);
     cr_expect_eq(data_image_load_memory("\x89PNG\r\n\x1a\n", 8, "t.png", &img, &err),
-                 VIT_E_FORMAT);
+                 BASE_E_FORMAT);
     cr_expect_eq(data_image_load_memory("P1 2 2 0 1 1 0", 14, "a.pbm", &img, &err),
-                 VIT_E_UNSUPPORTED);
+                 BASE_E_UNSUPPORTED);
     data_image_free(&img);
     data_image_free(NULL);
 }
@@ -783,9 +783,9 @@ Test(hostile, corrupted_bytes_never_crash) {
             for (int f = 0; f < flips; f++) buf[(size_t)rand() % n] = (uint8_t)rand();
             size_t len = trial % 4 == 0 ? (size_t)rand() % n + 1 : n;
             data_image img;
-            vit_error err = {0};
-            vit_status st = data_image_load_memory(buf, len, names[k], &img, &err);
-            if (st == VIT_OK) {
+            base_error err = {0};
+            base_status st = data_image_load_memory(buf, len, names[k], &img, &err);
+            if (st == BASE_OK) {
                 decoded++;
                 cr_expect(img.width > 0 && img.height > 0 && img.pixels);
                 data_image_free(&img);
@@ -804,11 +804,11 @@ Test(hostile, preprocess_file_names_the_file) {
     data_preprocess p;
     data_preprocess_default(&p, 224);
     float *out = malloc(3 * 224 * 224 * sizeof *out);
-    vit_error err = {0};
-    cr_expect_eq(data_preprocess_file(&p, "/nonexistent/cat.jpg", out, &err), VIT_E_IO);
+    base_error err = {0};
+    cr_expect_eq(data_preprocess_file(&p, "/nonexistent/cat.jpg", out, &err), BASE_E_IO);
     cr_expect(strstr(err.message, "/nonexistent/cat.jpg") != NULL, "%s", err.message);
     char path[1024];
     fixture(path, sizeof path, "src_polars.png");
-    cr_expect_eq(data_preprocess_file(&p, path, out, &err), VIT_OK, "%s", err.message);
+    cr_expect_eq(data_preprocess_file(&p, path, out, &err), BASE_OK, "%s", err.message);
     free(out);
 }

@@ -50,23 +50,23 @@ static float relative_logit_error(const char *name, const char *dtype) {
     run_result *r = run(args);
     cr_assert_eq(r->status, 0, "vit %s: %s", args, r->err);
 
-    vit_error err;
+    base_error err;
     vit_model *m, *source;
-    cr_assert(vit_model_load(out, NULL, &m, &err) == VIT_OK, "%s", err.message);
-    cr_assert(vit_model_load(model, NULL, &source, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_load(out, NULL, &m, &err) == BASE_OK, "%s", err.message);
+    cr_assert(vit_model_load(model, NULL, &source, &err) == BASE_OK, "%s", err.message);
     expect_same_recipe_and_labels(source, m, name);
     vit_model_free(source);
     weights_file *expected;
-    cr_assert(weights_open(expected_path, &expected, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_open(expected_path, &expected, &err) == BASE_OK, "%s", err.message);
     const weights_tensor *input_t, *logits_t;
     float *input = tensor_f32(expected, "input", &input_t);
     float *logits = tensor_f32(expected, "logits", &logits_t);
     const int batch = (int)input_t->shape[0];
     vit_context *ctx;
-    cr_assert(vit_context_create(m, batch, (int)input_t->shape[2], 0, &ctx, &err) == VIT_OK, "%s",
+    cr_assert(vit_context_create(m, batch, (int)input_t->shape[2], 0, &ctx, &err) == BASE_OK, "%s",
               err.message);
     float *got = malloc(logits_t->numel * sizeof(float));
-    cr_assert(vit_forward(ctx, input, batch, got, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_forward(ctx, input, batch, got, &err) == BASE_OK, "%s", err.message);
     float worst = 0.0f, scale = 0.0f;
     for (size_t i = 0; i < logits_t->numel; i++) {
         worst = fmaxf(worst, fabsf(got[i] - logits[i]));
@@ -110,10 +110,10 @@ Test(quantize, int8_groups_round_to_the_nearest_step) {
     snprintf(args, sizeof args, "quantize -m " FIXTURES "hf_vit_d48_h3 -o %s --dtype int8", out);
     run_result *r = run(args);
     cr_assert_eq(r->status, 0, "%s", r->err);
-    vit_error err;
+    base_error err;
     weights_file *src, *q;
-    cr_assert(weights_open(FIXTURES "hf_vit_d48_h3/model.safetensors", &src, &err) == VIT_OK);
-    cr_assert(weights_open(out, &q, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_open(FIXTURES "hf_vit_d48_h3/model.safetensors", &src, &err) == BASE_OK);
+    cr_assert(weights_open(out, &q, &err) == BASE_OK, "%s", err.message);
     int matrices = 0;
     for (size_t i = 0; i < weights_count(q); i++) {
         const weights_tensor *t = weights_at(q, i);
@@ -128,9 +128,9 @@ Test(quantize, int8_groups_round_to_the_nearest_step) {
         cr_expect_eq(group, cols % 32 == 0 ? 32 : cols, "%s: groups of %zu", t->name, group);
         float *w = malloc(t->numel * sizeof(float)), *deq = malloc(t->numel * sizeof(float));
         float *scales = malloc(scale_t->numel * sizeof(float));
-        cr_assert(weights_to_f32(src, orig, w, &err) == VIT_OK);
-        cr_assert(weights_to_f32(q, t, deq, &err) == VIT_OK, "%s", err.message);
-        cr_assert(weights_to_f32(q, scale_t, scales, &err) == VIT_OK);
+        cr_assert(weights_to_f32(src, orig, w, &err) == BASE_OK);
+        cr_assert(weights_to_f32(q, t, deq, &err) == BASE_OK, "%s", err.message);
+        cr_assert(weights_to_f32(q, scale_t, scales, &err) == BASE_OK);
         const signed char *codes = t->data;
         for (size_t g = 0; g < scale_t->numel; g++) {
             float max_abs = 0.0f;

@@ -26,8 +26,8 @@ static vit_model *load(const char *name) {
     char path[1024];
     snprintf(path, sizeof path, SHARED "/models/%s", name);
     vit_model *model;
-    vit_error err;
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(vit_model_load(path, NULL, &model, &err) == BASE_OK, "%s", err.message);
     return model;
 }
 
@@ -42,14 +42,14 @@ static void check_photos(const char *name) {
     char path[1024];
     snprintf(path, sizeof path, REAL_FIXTURES "/%s.safetensors", name);
     weights_file *ref;
-    vit_error err;
-    cr_assert(weights_open(path, &ref, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_open(path, &ref, &err) == BASE_OK, "%s", err.message);
     const weights_tensor *logits_t = weights_find(ref, "logits");
     cr_assert(logits_t && logits_t->ndim == 2 && logits_t->shape[1] == 1000);
     const int rows = (int)logits_t->shape[0];
     cr_assert(rows <= MAX_ROWS);
     float *expected = malloc(logits_t->numel * sizeof(float));
-    cr_assert(weights_to_f32(ref, logits_t, expected, &err) == VIT_OK);
+    cr_assert(weights_to_f32(ref, logits_t, expected, &err) == BASE_OK);
     char images[2048];
     snprintf(images, sizeof images, "%s", weights_metadata(ref, "images"));
 
@@ -65,14 +65,14 @@ static void check_photos(const char *name) {
             snprintf(path, sizeof path, REAL_FIXTURES "/%s", tok + 4);
         else
             snprintf(path, sizeof path, SHARED "/images/%s", tok);
-        cr_assert(data_preprocess_file(pre, path, inputs + (size_t)row * 3 * S * S, &err) == VIT_OK,
+        cr_assert(data_preprocess_file(pre, path, inputs + (size_t)row * 3 * S * S, &err) == BASE_OK,
                   "%s", err.message);
         row++;
     }
     cr_assert_eq(row, rows);
     vit_context *ctx;
-    cr_assert(vit_context_create(model, rows, 0, 0, &ctx, &err) == VIT_OK, "%s", err.message);
-    cr_assert(vit_forward(ctx, inputs, rows, logits, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_context_create(model, rows, 0, 0, &ctx, &err) == BASE_OK, "%s", err.message);
+    cr_assert(vit_forward(ctx, inputs, rows, logits, &err) == BASE_OK, "%s", err.message);
 
     for (int r = 0; r < rows; r++) {
         const float *got = logits + (size_t)r * 1000, *want = expected + (size_t)r * 1000;
@@ -124,8 +124,8 @@ static void check_accuracy(const char *name, double ref_top1, double ref_top5) {
     float *logits = malloc(sizeof(float) * 1000 * BATCH);
     int truth[BATCH], count = 0, total = 0, top1 = 0, top5 = 0;
     vit_context *ctx;
-    vit_error err;
-    cr_assert(vit_context_create(model, BATCH, 0, 0, &ctx, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(vit_context_create(model, BATCH, 0, 0, &ctx, &err) == BASE_OK, "%s", err.message);
     char line[1024], path[1200];
     int more = fgets(line, sizeof line, csv) != NULL; /* header */
     while (more) {
@@ -136,12 +136,12 @@ static void check_accuracy(const char *name, double ref_top1, double ref_top5) {
             *comma = '\0';
             truth[count] = atoi(comma + 1);
             snprintf(path, sizeof path, SHARED "/imagenet-sample/%s", line);
-            cr_assert(data_preprocess_file(pre, path, inputs + (size_t)count * 3 * S * S, &err) == VIT_OK,
+            cr_assert(data_preprocess_file(pre, path, inputs + (size_t)count * 3 * S * S, &err) == BASE_OK,
                       "%s", err.message);
             count++;
         }
         if (count == BATCH || (!more && count > 0)) {
-            cr_assert(vit_forward(ctx, inputs, count, logits, &err) == VIT_OK, "%s", err.message);
+            cr_assert(vit_forward(ctx, inputs, count, logits, &err) == BASE_OK, "%s", err.message);
             for (int i = 0; i < count; i++) {
                 int top[5];
                 vit_top_k(logits + (size_t)i * 1000, 1000, 5, top);

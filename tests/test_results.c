@@ -100,8 +100,8 @@ static void make_overflowing_model(void) {
 /* A copy of MODEL with one NaN in every tensor: NaN weights. */
 static void make_nan_model(void) {
     weights_file *f;
-    vit_error err;
-    cr_assert(weights_open(MODEL "/model.safetensors", &f, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_open(MODEL "/model.safetensors", &f, &err) == BASE_OK, "%s", err.message);
     const size_t n = weights_count(f);
     weights_tensor *tensors = calloc(n, sizeof *tensors);
     float **copies = calloc(n, sizeof *copies);
@@ -117,7 +117,7 @@ static void make_nan_model(void) {
     shell("mkdir -p %s/nan && cp %s/config.json %s/nan/", dir, MODEL, dir);
     char path[256];
     snprintf(path, sizeof path, "%s/nan/model.safetensors", dir);
-    cr_assert(weights_write(path, tensors, n, NULL, NULL, 0, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_write(path, tensors, n, NULL, NULL, 0, &err) == BASE_OK, "%s", err.message);
     for (size_t i = 0; i < n; i++) free(copies[i]);
     free(copies);
     free(tensors);

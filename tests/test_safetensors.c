@@ -106,11 +106,11 @@ static size_t count_dir_entries(const char *dir) {
 
 /* Opening must fail with an error naming the file on one line, and leave
  * *out NULL. Returns the status for further checks. */
-static vit_status expect_rejected(const char *path, const char *label) {
+static base_status expect_rejected(const char *path, const char *label) {
     weights_file *f = (weights_file *)&f; /* non-NULL, so NULL on return means it was reset */
-    vit_error err = {0};
-    vit_status s = weights_open(path, &f, &err);
-    cr_expect_neq(s, VIT_OK, "%s: accepted a hostile file", label);
+    base_error err = {0};
+    base_status s = weights_open(path, &f, &err);
+    cr_expect_neq(s, BASE_OK, "%s: accepted a hostile file", label);
     cr_expect_null(f, "%s: *out not NULL after failure", label);
     const char *base = strrchr(path, '/') + 1;
     cr_expect_not_null(strstr(err.message, base), "%s: message does not name the file: %s", label,
@@ -118,15 +118,15 @@ static vit_status expect_rejected(const char *path, const char *label) {
     cr_expect_null(strchr(err.message, '\n'), "%s: message is not one line: %s", label,
                    err.message);
     cr_expect_eq(err.code, s, "%s: err.code differs from the returned status", label);
-    if (s == VIT_OK) weights_close(f);
+    if (s == BASE_OK) weights_close(f);
     return s;
 }
 
 static weights_file *open_ok(const char *path) {
     weights_file *f = NULL;
-    vit_error err = {0};
-    vit_status s = weights_open(path, &f, &err);
-    cr_assert_eq(s, VIT_OK, "weights_open(%s) failed: %s", path, err.message);
+    base_error err = {0};
+    base_status s = weights_open(path, &f, &err);
+    cr_assert_eq(s, BASE_OK, "weights_open(%s) failed: %s", path, err.message);
     cr_assert_not_null(f);
     return f;
 }
@@ -215,9 +215,9 @@ Test(safetensors, to_f32_matches_pytorch) {
 
         float *got = malloc((t->numel + 1) * sizeof *got);
         float *ref = malloc((t->numel + 1) * sizeof *ref);
-        vit_error err = {0};
-        cr_assert_eq(weights_to_f32(f, t, got, &err), VIT_OK, "%s", err.message);
-        cr_assert_eq(weights_to_f32(expected, want, ref, &err), VIT_OK, "%s", err.message);
+        base_error err = {0};
+        cr_assert_eq(weights_to_f32(f, t, got, &err), BASE_OK, "%s", err.message);
+        cr_assert_eq(weights_to_f32(expected, want, ref, &err), BASE_OK, "%s", err.message);
         for (size_t k = 0; k < t->numel; k++) {
             if (isnan(ref[k]))
                 cr_expect(isnan(got[k]), "%s[%zu]: want NaN, got %a", t->name, k, got[k]);
@@ -236,8 +236,8 @@ Test(safetensors, to_f32_rejects_integer_dtypes) {
     weights_file *f = open_ok(FIXTURE_DIR "mixed.safetensors");
     const weights_tensor *t = weights_find(f, "i64.steps");
     float dst[4];
-    vit_error err = {0};
-    cr_assert_eq(weights_to_f32(f, t, dst, &err), VIT_E_UNSUPPORTED);
+    base_error err = {0};
+    cr_assert_eq(weights_to_f32(f, t, dst, &err), BASE_E_UNSUPPORTED);
     cr_assert_not_null(strstr(err.message, "mixed.safetensors"), "%s", err.message);
     cr_assert_not_null(strstr(err.message, "i64.steps"), "%s", err.message);
     cr_assert_not_null(strstr(err.message, "I64"), "%s", err.message);
@@ -272,14 +272,14 @@ static void check_all_16bit_patterns(weights_dtype dtype, const char *file) {
     };
     char path[512];
     tmp_path(path, sizeof path, file);
-    vit_error err = {0};
-    cr_assert_eq(weights_write(path, tensors, 2, NULL, NULL, 0, &err), VIT_OK, "%s", err.message);
+    base_error err = {0};
+    cr_assert_eq(weights_write(path, tensors, 2, NULL, NULL, 0, &err), BASE_OK, "%s", err.message);
 
     weights_file *f = open_ok(path);
     const weights_tensor *t = weights_find(f, "all");
     cr_assert_eq((uintptr_t)t->data % 2, 1, "data should be misaligned for this test");
     float *got = malloc(N * sizeof *got);
-    cr_assert_eq(weights_to_f32(f, t, got, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(weights_to_f32(f, t, got, &err), BASE_OK, "%s", err.message);
     for (uint32_t i = 0; i < N; i++) {
         if (dtype == WEIGHTS_BF16) {
             cr_assert_eq(float_bits(got[i]), i << 16, "bf16 0x%04x", i);
@@ -316,12 +316,12 @@ Test(safetensors, f16_every_length_up_to_20) {
     for (int n = 0; n < 20; n++) {
         weights_tensor t = {.name = "x", .dtype = WEIGHTS_F16, .ndim = 1, .shape = {n},
                             .numel = (size_t)n, .nbytes = 2 * (size_t)n, .data = bits};
-        vit_error err = {0};
-        cr_assert_eq(weights_write(path, &t, 1, NULL, NULL, 0, &err), VIT_OK, "%s", err.message);
+        base_error err = {0};
+        cr_assert_eq(weights_write(path, &t, 1, NULL, NULL, 0, &err), BASE_OK, "%s", err.message);
         weights_file *f = open_ok(path);
         float got[21];
         got[n] = 12345.0f;
-        cr_assert_eq(weights_to_f32(f, weights_find(f, "x"), got, &err), VIT_OK);
+        cr_assert_eq(weights_to_f32(f, weights_find(f, "x"), got, &err), BASE_OK);
         for (int i = 0; i < n; i++) cr_assert_eq(got[i], f16_reference(bits[i]), "n=%d i=%d", n, i);
         cr_assert_eq(got[n], 12345.0f, "wrote past the end for n=%d", n);
         weights_close(f);
@@ -334,11 +334,11 @@ Test(safetensors, rejects_short_files) {
     char path[512];
     tmp_path(path, sizeof path, "empty.safetensors");
     write_bytes(path, "", 0);
-    cr_expect_eq(expect_rejected(path, "empty"), VIT_E_FORMAT);
+    cr_expect_eq(expect_rejected(path, "empty"), BASE_E_FORMAT);
 
     tmp_path(path, sizeof path, "seven.safetensors");
     write_bytes(path, "\x02\0\0\0\0\0\0", 7);
-    cr_expect_eq(expect_rejected(path, "7 bytes"), VIT_E_FORMAT);
+    cr_expect_eq(expect_rejected(path, "7 bytes"), BASE_E_FORMAT);
 
     tmp_path(path, sizeof path, "only_length.safetensors");
     write_bytes(path, "\0\0\0\0\0\0\0\0", 8);
@@ -350,7 +350,7 @@ Test(safetensors, rejects_bad_header_lengths) {
     const char *json = "{}";
     tmp_path(path, sizeof path, "len_past_end.safetensors");
     write_safetensors_raw(path, 100, json, 2, NULL, 40);
-    cr_expect_eq(expect_rejected(path, "header length past end"), VIT_E_FORMAT);
+    cr_expect_eq(expect_rejected(path, "header length past end"), BASE_E_FORMAT);
 
     tmp_path(path, sizeof path, "len_one_past.safetensors");
     write_safetensors_raw(path, 3, json, 2, NULL, 0);
@@ -373,7 +373,7 @@ Test(safetensors, rejects_header_over_limit) {
     uint64_t len = WEIGHTS_MAX_HEADER_BYTES + 8;
     write_safetensors_raw(path, len, "{", 1, NULL, 0);
     cr_assert_eq(truncate(path, (off_t)(8 + len + 64)), 0);
-    cr_expect_eq(expect_rejected(path, "header over limit"), VIT_E_LIMIT);
+    cr_expect_eq(expect_rejected(path, "header over limit"), BASE_E_LIMIT);
 }
 
 /* cJSON must not read past the header even when it ends exactly at the end
@@ -387,7 +387,7 @@ Test(safetensors, unterminated_json_at_end_of_file) {
     memcpy(json, "{\"a", 3);
     write_safetensors_raw(path, json_len, json, json_len, NULL, 0);
     free(json);
-    cr_expect_eq(expect_rejected(path, "unterminated"), VIT_E_FORMAT);
+    cr_expect_eq(expect_rejected(path, "unterminated"), BASE_E_FORMAT);
 }
 
 Test(safetensors, rejects_deep_nesting) {
@@ -409,7 +409,7 @@ typedef struct hostile_case {
     const char *label;
     const char *json;
     size_t data_len;
-    vit_status want; /* VIT_OK: any error will do */
+    base_status want; /* BASE_OK: any error will do */
     const char *says; /* a phrase the message must contain, or NULL */
 } hostile_case;
 
@@ -417,81 +417,81 @@ typedef struct hostile_case {
     "{\"dtype\":\"" dtype "\",\"shape\":" shape ",\"data_offsets\":" offsets "}"
 
 static const hostile_case hostile_cases[] = {
-    {"invalid JSON", "{\"a\": {\"dtype\": \"F32\"", 0, VIT_E_FORMAT, "JSON"},
-    {"garbage", "\x01\x02\xff\xfe", 0, VIT_E_FORMAT, NULL},
-    {"JSON array", "[1, 2, 3]", 0, VIT_E_FORMAT, "not an object"},
-    {"JSON string", "\"weights\"", 0, VIT_E_FORMAT, NULL},
-    {"trailing bytes", "{} x", 0, VIT_E_FORMAT, NULL},
-    {"two objects", "{}{}", 0, VIT_E_FORMAT, NULL},
-    {"entry not object", "{\"a\": 5}", 0, VIT_E_FORMAT, "'a'"},
-    {"missing dtype", "{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, VIT_E_FORMAT, "dtype"},
-    {"missing shape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, VIT_E_FORMAT,
+    {"invalid JSON", "{\"a\": {\"dtype\": \"F32\"", 0, BASE_E_FORMAT, "JSON"},
+    {"garbage", "\x01\x02\xff\xfe", 0, BASE_E_FORMAT, NULL},
+    {"JSON array", "[1, 2, 3]", 0, BASE_E_FORMAT, "not an object"},
+    {"JSON string", "\"weights\"", 0, BASE_E_FORMAT, NULL},
+    {"trailing bytes", "{} x", 0, BASE_E_FORMAT, NULL},
+    {"two objects", "{}{}", 0, BASE_E_FORMAT, NULL},
+    {"entry not object", "{\"a\": 5}", 0, BASE_E_FORMAT, "'a'"},
+    {"missing dtype", "{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, BASE_E_FORMAT, "dtype"},
+    {"missing shape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", 4, BASE_E_FORMAT,
      "shape"},
-    {"missing offsets", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, VIT_E_FORMAT,
+    {"missing offsets", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, BASE_E_FORMAT,
      "data_offsets"},
     {"dtype twice",
      "{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
-     VIT_E_FORMAT, "twice"},
+     BASE_E_FORMAT, "twice"},
     {"dtype not string", "{\"a\":{\"dtype\":4,\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
-     VIT_E_FORMAT, NULL},
-    {"unknown dtype", "{\"a\":" ENTRY("F33", "[1]", "[0,4]") "}", 4, VIT_E_FORMAT, "F33"},
-    {"lowercase dtype", "{\"a\":" ENTRY("f32", "[1]", "[0,4]") "}", 4, VIT_E_FORMAT, NULL},
-    {"unsupported dtype", "{\"a\":" ENTRY("U16", "[2]", "[0,4]") "}", 4, VIT_E_UNSUPPORTED,
+     BASE_E_FORMAT, NULL},
+    {"unknown dtype", "{\"a\":" ENTRY("F33", "[1]", "[0,4]") "}", 4, BASE_E_FORMAT, "F33"},
+    {"lowercase dtype", "{\"a\":" ENTRY("f32", "[1]", "[0,4]") "}", 4, BASE_E_FORMAT, NULL},
+    {"unsupported dtype", "{\"a\":" ENTRY("U16", "[2]", "[0,4]") "}", 4, BASE_E_UNSUPPORTED,
      "U16"},
-    {"shape not array", "{\"a\":" ENTRY("F32", "4", "[0,4]") "}", 4, VIT_E_FORMAT, NULL},
-    {"negative dim", "{\"a\":" ENTRY("F32", "[-1]", "[0,4]") "}", 4, VIT_E_FORMAT, "negative"},
-    {"float dim", "{\"a\":" ENTRY("F32", "[3.5]", "[0,14]") "}", 14, VIT_E_FORMAT, "integer"},
-    {"string dim", "{\"a\":" ENTRY("F32", "[\"4\"]", "[0,16]") "}", 16, VIT_E_FORMAT, NULL},
-    {"null dim", "{\"a\":" ENTRY("F32", "[null]", "[0,4]") "}", 4, VIT_E_FORMAT, NULL},
-    {"huge dim", "{\"a\":" ENTRY("U8", "[1e300]", "[0,4]") "}", 4, VIT_E_FORMAT, "large"},
-    {"dim 2^53+1", "{\"a\":" ENTRY("U8", "[9007199254740993]", "[0,4]") "}", 4, VIT_E_FORMAT,
+    {"shape not array", "{\"a\":" ENTRY("F32", "4", "[0,4]") "}", 4, BASE_E_FORMAT, NULL},
+    {"negative dim", "{\"a\":" ENTRY("F32", "[-1]", "[0,4]") "}", 4, BASE_E_FORMAT, "negative"},
+    {"float dim", "{\"a\":" ENTRY("F32", "[3.5]", "[0,14]") "}", 14, BASE_E_FORMAT, "integer"},
+    {"string dim", "{\"a\":" ENTRY("F32", "[\"4\"]", "[0,16]") "}", 16, BASE_E_FORMAT, NULL},
+    {"null dim", "{\"a\":" ENTRY("F32", "[null]", "[0,4]") "}", 4, BASE_E_FORMAT, NULL},
+    {"huge dim", "{\"a\":" ENTRY("U8", "[1e300]", "[0,4]") "}", 4, BASE_E_FORMAT, "large"},
+    {"dim 2^53+1", "{\"a\":" ENTRY("U8", "[9007199254740993]", "[0,4]") "}", 4, BASE_E_FORMAT,
      NULL},
-    {"dim 2^64", "{\"a\":" ENTRY("U8", "[18446744073709551616]", "[0,4]") "}", 4, VIT_E_FORMAT,
+    {"dim 2^64", "{\"a\":" ENTRY("U8", "[18446744073709551616]", "[0,4]") "}", 4, BASE_E_FORMAT,
      NULL},
     {"too many dims", "{\"a\":" ENTRY("F32", "[1,1,1,1,1,1,1,1,1]", "[0,4]") "}", 4,
-     VIT_E_LIMIT, NULL},
+     BASE_E_LIMIT, NULL},
     {"element count overflow",
-     "{\"a\":" ENTRY("F32", "[1099511627776,1099511627776]", "[0,0]") "}", 0, VIT_E_FORMAT,
+     "{\"a\":" ENTRY("F32", "[1099511627776,1099511627776]", "[0,0]") "}", 0, BASE_E_FORMAT,
      "overflow"},
     {"byte size overflow", "{\"a\":" ENTRY("F64", "[4503599627370496,1024]", "[0,0]") "}", 0,
-     VIT_E_FORMAT, "overflow"},
-    {"shape needs more bytes", "{\"a\":" ENTRY("F32", "[2]", "[0,4]") "}", 8, VIT_E_SHAPE,
+     BASE_E_FORMAT, "overflow"},
+    {"shape needs more bytes", "{\"a\":" ENTRY("F32", "[2]", "[0,4]") "}", 8, BASE_E_SHAPE,
      "'a'"},
-    {"shape needs fewer bytes", "{\"a\":" ENTRY("F16", "[2]", "[0,8]") "}", 8, VIT_E_SHAPE, NULL},
+    {"shape needs fewer bytes", "{\"a\":" ENTRY("F16", "[2]", "[0,8]") "}", 8, BASE_E_SHAPE, NULL},
     {"offsets out of range",
-     "{\"blocks.0.attn.qkv.weight\":" ENTRY("F32", "[75]", "[100,400]") "}", 300, VIT_E_FORMAT,
+     "{\"blocks.0.attn.qkv.weight\":" ENTRY("F32", "[75]", "[100,400]") "}", 300, BASE_E_FORMAT,
      "tensor 'blocks.0.attn.qkv.weight': byte range [100, 400) lies outside the data section "
      "(300 bytes)"},
-    {"end one past data", "{\"a\":" ENTRY("F32", "[1]", "[0,4]") "}", 3, VIT_E_FORMAT, "outside"},
-    {"begin after end", "{\"a\":" ENTRY("F32", "[1]", "[8,4]") "}", 8, VIT_E_FORMAT, "before"},
-    {"one offset", "{\"a\":" ENTRY("F32", "[0]", "[0]") "}", 4, VIT_E_FORMAT, NULL},
-    {"three offsets", "{\"a\":" ENTRY("F32", "[1]", "[0,4,8]") "}", 8, VIT_E_FORMAT, NULL},
-    {"offsets not array", "{\"a\":" ENTRY("F32", "[1]", "4") "}", 4, VIT_E_FORMAT, NULL},
-    {"negative offset", "{\"a\":" ENTRY("F32", "[1]", "[-4,0]") "}", 4, VIT_E_FORMAT,
+    {"end one past data", "{\"a\":" ENTRY("F32", "[1]", "[0,4]") "}", 3, BASE_E_FORMAT, "outside"},
+    {"begin after end", "{\"a\":" ENTRY("F32", "[1]", "[8,4]") "}", 8, BASE_E_FORMAT, "before"},
+    {"one offset", "{\"a\":" ENTRY("F32", "[0]", "[0]") "}", 4, BASE_E_FORMAT, NULL},
+    {"three offsets", "{\"a\":" ENTRY("F32", "[1]", "[0,4,8]") "}", 8, BASE_E_FORMAT, NULL},
+    {"offsets not array", "{\"a\":" ENTRY("F32", "[1]", "4") "}", 4, BASE_E_FORMAT, NULL},
+    {"negative offset", "{\"a\":" ENTRY("F32", "[1]", "[-4,0]") "}", 4, BASE_E_FORMAT,
      "negative"},
-    {"float offset", "{\"a\":" ENTRY("U8", "[4]", "[0.5,4.5]") "}", 8, VIT_E_FORMAT, NULL},
+    {"float offset", "{\"a\":" ENTRY("U8", "[4]", "[0.5,4.5]") "}", 8, BASE_E_FORMAT, NULL},
     {"huge offsets", "{\"a\":" ENTRY("U8", "[4]", "[18446744073709551612,18446744073709551616]") "}",
-     8, VIT_E_FORMAT, NULL},
+     8, BASE_E_FORMAT, NULL},
     {"overlapping tensors",
      "{\"a\":" ENTRY("F32", "[2]", "[0,8]") ",\"b\":" ENTRY("F32", "[2]", "[4,12]") "}", 12,
-     VIT_E_FORMAT, "overlaps"},
+     BASE_E_FORMAT, "overlaps"},
     {"same range twice",
      "{\"a\":" ENTRY("F32", "[2]", "[0,8]") ",\"b\":" ENTRY("U8", "[8]", "[0,8]") "}", 8,
-     VIT_E_FORMAT, "overlaps"},
+     BASE_E_FORMAT, "overlaps"},
     {"range inside another",
      "{\"a\":" ENTRY("U8", "[16]", "[0,16]") ",\"b\":" ENTRY("U8", "[2]", "[10,12]")
-     ",\"c\":" ENTRY("U8", "[4]", "[16,20]") "}", 20, VIT_E_FORMAT, "overlaps"},
+     ",\"c\":" ENTRY("U8", "[4]", "[16,20]") "}", 20, BASE_E_FORMAT, "overlaps"},
     {"duplicate names",
      "{\"a\":" ENTRY("F32", "[1]", "[0,4]") ",\"a\":" ENTRY("F32", "[1]", "[4,8]") "}", 8,
-     VIT_E_FORMAT, "twice"},
-    {"metadata value not string", "{\"__metadata__\":{\"k\":1}}", 0, VIT_E_FORMAT, "'k'"},
-    {"metadata value object", "{\"__metadata__\":{\"k\":{}}}", 0, VIT_E_FORMAT, NULL},
-    {"metadata not object", "{\"__metadata__\":[\"x\"]}", 0, VIT_E_FORMAT, "__metadata__"},
-    {"metadata string", "{\"__metadata__\":\"x\"}", 0, VIT_E_FORMAT, NULL},
-    {"metadata twice", "{\"__metadata__\":{},\"__metadata__\":{}}", 0, VIT_E_FORMAT, NULL},
-    {"metadata key twice", "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0, VIT_E_FORMAT,
+     BASE_E_FORMAT, "twice"},
+    {"metadata value not string", "{\"__metadata__\":{\"k\":1}}", 0, BASE_E_FORMAT, "'k'"},
+    {"metadata value object", "{\"__metadata__\":{\"k\":{}}}", 0, BASE_E_FORMAT, NULL},
+    {"metadata not object", "{\"__metadata__\":[\"x\"]}", 0, BASE_E_FORMAT, "__metadata__"},
+    {"metadata string", "{\"__metadata__\":\"x\"}", 0, BASE_E_FORMAT, NULL},
+    {"metadata twice", "{\"__metadata__\":{},\"__metadata__\":{}}", 0, BASE_E_FORMAT, NULL},
+    {"metadata key twice", "{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0, BASE_E_FORMAT,
      "twice"},
-    {"control chars in name", "{\"bad\\nname\":" ENTRY("Q", "[1]", "[0,4]") "}", 4, VIT_E_FORMAT,
+    {"control chars in name", "{\"bad\\nname\":" ENTRY("Q", "[1]", "[0,4]") "}", 4, BASE_E_FORMAT,
      "bad?name"},
 };
 
@@ -502,16 +502,16 @@ Test(safetensors, rejects_hostile_headers) {
         snprintf(name, sizeof name, "hostile_%02zu.safetensors", i);
         tmp_path(path, sizeof path, name);
         write_json_file(path, c->json, c->data_len);
-        vit_error err = {0};
+        base_error err = {0};
         weights_file *f = NULL;
-        vit_status s = weights_open(path, &f, &err);
+        base_status s = weights_open(path, &f, &err);
         weights_close(f);
         cr_log_info("%-26s %s", c->label, err.message); /* shown with --verbose */
-        vit_status got = expect_rejected(path, c->label);
+        base_status got = expect_rejected(path, c->label);
         cr_expect_eq(got, s, "%s: status not repeatable", c->label);
-        if (c->want != VIT_OK)
+        if (c->want != BASE_OK)
             cr_expect_eq(got, c->want, "%s: status %s, want %s (%s)", c->label,
-                         vit_status_name(got), vit_status_name(c->want), err.message);
+                         base_status_name(got), base_status_name(c->want), err.message);
         if (c->says)
             cr_expect_not_null(strstr(err.message, c->says), "%s: message lacks \"%s\": %s",
                                c->label, c->says, err.message);
@@ -534,27 +534,27 @@ Test(safetensors, rejects_too_many_tensors) {
     tmp_path(path, sizeof path, "many.safetensors");
     write_json_file(path, json, 0);
     free(json);
-    cr_expect_eq(expect_rejected(path, "too many tensors"), VIT_E_LIMIT);
+    cr_expect_eq(expect_rejected(path, "too many tensors"), BASE_E_LIMIT);
 }
 
 Test(safetensors, rejects_missing_and_non_regular_files) {
     char path[512];
     tmp_path(path, sizeof path, "does_not_exist.safetensors");
-    cr_expect_eq(expect_rejected(path, "missing file"), VIT_E_IO);
+    cr_expect_eq(expect_rejected(path, "missing file"), BASE_E_IO);
 
     tmp_path(path, sizeof path, "a_directory.safetensors");
     cr_assert_eq(mkdir(path, 0700), 0);
-    cr_expect_eq(expect_rejected(path, "directory"), VIT_E_IO);
+    cr_expect_eq(expect_rejected(path, "directory"), BASE_E_IO);
 }
 
 Test(safetensors, rejects_bad_arguments) {
-    vit_error err = {0};
-    cr_expect_eq(weights_open(FIXTURE_DIR "mixed.safetensors", NULL, &err), VIT_E_ARG);
+    base_error err = {0};
+    cr_expect_eq(weights_open(FIXTURE_DIR "mixed.safetensors", NULL, &err), BASE_E_ARG);
     weights_file *f = NULL;
-    cr_expect_eq(weights_open(NULL, &f, &err), VIT_E_ARG);
+    cr_expect_eq(weights_open(NULL, &f, &err), BASE_E_ARG);
     cr_expect_null(f);
-    /* A NULL vit_error is allowed: callers may not care about the text. */
-    cr_expect_eq(weights_open("/nonexistent/x.safetensors", &f, NULL), VIT_E_IO);
+    /* A NULL base_error is allowed: callers may not care about the text. */
+    cr_expect_eq(weights_open("/nonexistent/x.safetensors", &f, NULL), BASE_E_IO);
     weights_close(NULL);
     cr_expect_eq(weights_count(NULL), 0);
     cr_expect_null(weights_at(NULL, 0));
@@ -608,15 +608,15 @@ Test(safetensors, find_many_tensors) {
     }
     char path[512];
     tmp_path(path, sizeof path, "many_ok.safetensors");
-    vit_error err = {0};
-    cr_assert_eq(weights_write(path, tensors, N, NULL, NULL, 0, &err), VIT_OK, "%s", err.message);
+    base_error err = {0};
+    cr_assert_eq(weights_write(path, tensors, N, NULL, NULL, 0, &err), BASE_OK, "%s", err.message);
     weights_file *f = open_ok(path);
     cr_assert_eq(weights_count(f), N);
     for (int i = 0; i < N; i++) {
         const weights_tensor *t = weights_find(f, names[i]);
         cr_assert_not_null(t, "%s", names[i]);
         float v;
-        cr_assert_eq(weights_to_f32(f, t, &v, &err), VIT_OK);
+        cr_assert_eq(weights_to_f32(f, t, &v, &err), BASE_OK);
         cr_assert_eq(v, (float)i);
         cr_assert_eq(weights_at(f, (size_t)i), t, "offset order differs from write order");
     }
@@ -681,8 +681,8 @@ Test(safetensors, write_round_trip) {
     const char *values[] = {"pt", "back\\slash\nnewline\x01", "\xe2\x9c\x93"};
     char path[512];
     tmp_path(path, sizeof path, "round_trip.safetensors");
-    vit_error err = {0};
-    cr_assert_eq(weights_write(path, tensors, n, keys, values, 3, &err), VIT_OK, "%s",
+    base_error err = {0};
+    cr_assert_eq(weights_write(path, tensors, n, keys, values, 3, &err), BASE_OK, "%s",
                  err.message);
     cr_assert_eq(count_dir_entries(tmp_dir), 1, "temporary file left behind");
     cr_assert_eq(read_header_length(path) % 8, 0, "data section is not 8-byte aligned");
@@ -712,8 +712,8 @@ Test(safetensors, write_replaces_existing_file) {
     float v = 4.0f;
     weights_tensor t = {.name = "v", .dtype = WEIGHTS_F32, .ndim = 1, .shape = {1}, .numel = 1,
                         .nbytes = 4, .data = &v};
-    vit_error err = {0};
-    cr_assert_eq(weights_write(path, &t, 1, NULL, NULL, 0, &err), VIT_OK, "%s", err.message);
+    base_error err = {0};
+    cr_assert_eq(weights_write(path, &t, 1, NULL, NULL, 0, &err), BASE_OK, "%s", err.message);
     weights_file *f = open_ok(path);
     cr_assert_eq(weights_count(f), 1);
     weights_close(f);
@@ -723,8 +723,8 @@ Test(safetensors, write_replaces_existing_file) {
 Test(safetensors, write_empty_file_round_trips) {
     char path[512];
     tmp_path(path, sizeof path, "nothing.safetensors");
-    vit_error err = {0};
-    cr_assert_eq(weights_write(path, NULL, 0, NULL, NULL, 0, &err), VIT_OK, "%s", err.message);
+    base_error err = {0};
+    cr_assert_eq(weights_write(path, NULL, 0, NULL, NULL, 0, &err), BASE_OK, "%s", err.message);
     weights_file *f = open_ok(path);
     cr_assert_eq(weights_count(f), 0);
     weights_close(f);
@@ -740,8 +740,8 @@ Test(safetensors, failed_write_into_missing_directory) {
     tmp_path(path, sizeof path, "no_such_dir/out.safetensors");
     float v = 1.0f;
     weights_tensor t = one_float(&v);
-    vit_error err = {0};
-    cr_assert_eq(weights_write(path, &t, 1, NULL, NULL, 0, &err), VIT_E_IO);
+    base_error err = {0};
+    cr_assert_eq(weights_write(path, &t, 1, NULL, NULL, 0, &err), BASE_E_IO);
     cr_assert_not_null(strstr(err.message, path), "%s", err.message);
     cr_assert_not(file_exists(path));
     cr_assert_eq(count_dir_entries(tmp_dir), 0);
@@ -755,8 +755,8 @@ Test(safetensors, failed_rename_removes_temporary) {
     cr_assert_eq(mkdir(path, 0700), 0);
     float v = 1.0f;
     weights_tensor t = one_float(&v);
-    vit_error err = {0};
-    cr_assert_eq(weights_write(path, &t, 1, NULL, NULL, 0, &err), VIT_E_IO);
+    base_error err = {0};
+    cr_assert_eq(weights_write(path, &t, 1, NULL, NULL, 0, &err), BASE_E_IO);
     cr_assert_not_null(strstr(err.message, path), "%s", err.message);
     cr_assert_eq(count_dir_entries(tmp_dir), 1, "temporary file left behind");
     cr_assert_eq(count_dir_entries(path), 0);
@@ -773,8 +773,8 @@ Test(safetensors, failed_write_into_read_only_directory) {
     snprintf(path, sizeof path, "%s/out.safetensors", dir);
     float v = 1.0f;
     weights_tensor t = one_float(&v);
-    vit_error err = {0};
-    cr_assert_eq(weights_write(path, &t, 1, NULL, NULL, 0, &err), VIT_E_IO);
+    base_error err = {0};
+    cr_assert_eq(weights_write(path, &t, 1, NULL, NULL, 0, &err), BASE_E_IO);
     cr_assert_not_null(strstr(err.message, path), "%s", err.message);
     cr_assert_eq(count_dir_entries(dir), 0);
 }
@@ -809,18 +809,18 @@ Test(safetensors, write_rejects_invalid_tensors) {
                                     .nbytes = 0, .data = v}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        vit_error err = {0};
-        cr_expect_neq(weights_write(path, &cases[i].t, 1, NULL, NULL, 0, &err), VIT_OK, "%s",
+        base_error err = {0};
+        cr_expect_neq(weights_write(path, &cases[i].t, 1, NULL, NULL, 0, &err), BASE_OK, "%s",
                       cases[i].label);
         cr_expect_not_null(strstr(err.message, path), "%s: %s", cases[i].label, err.message);
     }
     weights_tensor dup[2] = {good, good};
-    vit_error err = {0};
-    cr_expect_eq(weights_write(path, dup, 2, NULL, NULL, 0, &err), VIT_E_ARG);
+    base_error err = {0};
+    cr_expect_eq(weights_write(path, dup, 2, NULL, NULL, 0, &err), BASE_E_ARG);
     cr_expect_not_null(strstr(err.message, "twice"), "%s", err.message);
     const char *keys[] = {"k", "k"}, *values[] = {"1", "2"};
-    cr_expect_eq(weights_write(path, &good, 1, keys, values, 2, &err), VIT_E_ARG);
+    cr_expect_eq(weights_write(path, &good, 1, keys, values, 2, &err), BASE_E_ARG);
     const char *null_value[] = {"1", NULL};
-    cr_expect_eq(weights_write(path, &good, 1, keys, null_value, 2, &err), VIT_E_ARG);
+    cr_expect_eq(weights_write(path, &good, 1, keys, null_value, 2, &err), BASE_E_ARG);
     cr_expect_eq(count_dir_entries(tmp_dir), 0, "a rejected write left a file");
 }

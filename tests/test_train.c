@@ -33,8 +33,8 @@ static vit_train_model *tiny_model(int batch, int classes, uint64_t seed) {
                           .patch_size = 4, .image_size = 8, .num_channels = 1,
                           .layer_norm_eps = 1e-6f, .num_classes = classes, .num_prefix_tokens = 1};
     vit_train_model *m;
-    vit_error err;
-    cr_assert(vit_train_create(&c, batch, &m, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(vit_train_create(&c, batch, &m, &err) == BASE_OK, "%s", err.message);
     vit_train_init(m, seed);
     /* Larger than timm's 0.02 so every layer matters to the loss. */
     vit_train_rng rng;
@@ -61,9 +61,9 @@ Test(train, finite_differences_agree_with_backward) {
     float images[N * 64];
     int labels[N];
     random_batch(images, labels, N, 64, CLASSES, 8);
-    vit_error err;
+    base_error err;
     float loss;
-    cr_assert(vit_train_step_grads(m, images, labels, N, 0.1f, &loss, NULL, &err) == VIT_OK);
+    cr_assert(vit_train_step_grads(m, images, labels, N, 0.1f, &loss, NULL, &err) == BASE_OK);
     const size_t P = vit_train_num_params(m);
     float *grads = malloc(P * sizeof(float)), *saved = malloc(P * sizeof(float));
     memcpy(grads, vit_train_grads(m), P * sizeof(float));
@@ -100,13 +100,13 @@ Test(train, finite_differences_agree_with_backward) {
 static float overfit(vit_train_model *m, const float *images, const int *labels, int n, int steps,
                      float first_loss[1], int *hits) {
     vit_adamw *opt;
-    vit_error err;
+    base_error err;
     const vit_adamw_params hyper = {0.9f, 0.999f, 1e-8f, 0.01f};
-    cr_assert(vit_adamw_create(m, &hyper, &opt, &err) == VIT_OK);
+    cr_assert(vit_adamw_create(m, &hyper, &opt, &err) == BASE_OK);
     const vit_train_schedule sched = {3e-3f, 1e-4f, 10, steps};
     float loss = 0.0f;
     for (int s = 0; s < steps; s++) {
-        cr_assert(vit_train_step_grads(m, images, labels, n, 0.0f, &loss, hits, &err) == VIT_OK);
+        cr_assert(vit_train_step_grads(m, images, labels, n, 0.0f, &loss, hits, &err) == BASE_OK);
         if (s == 0) first_loss[0] = loss;
         vit_train_clip_grad_norm(m, 1.0f);
         vit_adamw_step(opt, m, vit_train_lr_at(s, &sched));
@@ -154,17 +154,17 @@ Test(train, saved_model_loads_and_matches) {
     int labels[N];
     random_batch(images, labels, N, 64, CLASSES, 22);
     float want[N * CLASSES];
-    vit_error err;
-    cr_assert(vit_train_forward(m, images, N, want, NULL, &err) == VIT_OK);
+    base_error err;
+    cr_assert(vit_train_forward(m, images, N, want, NULL, &err) == BASE_OK);
     char path[64];
     snprintf(path, sizeof path, "/tmp/vitc-train-save-%d.safetensors", (int)getpid());
     const char *names[CLASSES] = {"ant", "bee", "cat"};
     data_preprocess pre;
     data_preprocess_default(&pre, 8);
-    cr_assert(vit_train_save(m, path, names, &pre, NULL, 0, NULL, NULL, 0, &err) == VIT_OK, "%s",
+    cr_assert(vit_train_save(m, path, names, &pre, NULL, 0, NULL, NULL, 0, &err) == BASE_OK, "%s",
               err.message);
     vit_model *model;
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_load(path, NULL, &model, &err) == BASE_OK, "%s", err.message);
     cr_expect_eq(vit_model_config(model)->num_channels, 3);
     cr_expect_eq(vit_model_config(model)->num_heads, 2);
     cr_expect_str_eq(vit_model_label(model, 1), "bee");
@@ -172,8 +172,8 @@ Test(train, saved_model_loads_and_matches) {
     for (int b = 0; b < N; b++)
         for (int ch = 0; ch < 3; ch++) memcpy(rgb + (b * 3 + ch) * 64, images + b * 64, sizeof(float) * 64);
     vit_context *ctx;
-    cr_assert(vit_context_create(model, N, 0, 0, &ctx, &err) == VIT_OK);
-    cr_assert(vit_forward(ctx, rgb, N, got, &err) == VIT_OK);
+    cr_assert(vit_context_create(model, N, 0, 0, &ctx, &err) == BASE_OK);
+    cr_assert(vit_forward(ctx, rgb, N, got, &err) == BASE_OK);
     for (int i = 0; i < N * CLASSES; i++)
         cr_expect(fabsf(got[i] - want[i]) <= 1e-4f * (1.0f + fabsf(want[i])), "logit %d: %g vs %g",
                   i, (double)got[i], (double)want[i]);
@@ -187,7 +187,7 @@ Test(train, saved_model_loads_and_matches) {
  * Face layouts, through vit_train_copy_from): the logits PyTorch gave. */
 static void check_parity_forward(const char *name) {
     char path[1024];
-    vit_error err;
+    base_error err;
     vit_model *model;
     weights_file *expected;
     snprintf(path, sizeof path, VITC_SOURCE_DIR "/tests/fixtures/parity/%s", name);
@@ -196,11 +196,11 @@ static void check_parity_forward(const char *name) {
     const int batch = (int)in->shape[0];
     const vit_config *c = vit_model_config(model);
     vit_train_model *m;
-    cr_assert(vit_train_create(c, batch, &m, &err) == VIT_OK, "%s", err.message);
-    cr_assert(vit_train_copy_from(m, model, 1, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_train_create(c, batch, &m, &err) == BASE_OK, "%s", err.message);
+    cr_assert(vit_train_copy_from(m, model, 1, &err) == BASE_OK, "%s", err.message);
     float *input = values_of(expected, "input", 0), *want = values_of(expected, "logits", 0);
     float *got = malloc(sizeof(float) * batch * c->num_classes);
-    cr_assert(vit_train_forward(m, input, batch, got, NULL, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_train_forward(m, input, batch, got, NULL, &err) == BASE_OK, "%s", err.message);
     const double e = relative_error(got, want, (size_t)batch * c->num_classes);
     cr_expect(e <= 1e-5, "%s: training forward differs from PyTorch by %.3g (relative)", name, e);
     free(input);

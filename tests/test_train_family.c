@@ -101,8 +101,8 @@ static void check_save_reload(const char *name) {
     const vit_config *c = &fx.config;
     const int N = fx.batch, C = c->num_classes;
     float *train_logits = malloc(sizeof(float) * N * C), *got = malloc(sizeof(float) * N * C);
-    vit_error err;
-    cr_assert(vit_train_forward(fx.model, fx.input, N, train_logits, NULL, &err) == VIT_OK);
+    base_error err;
+    cr_assert(vit_train_forward(fx.model, fx.input, N, train_logits, NULL, &err) == BASE_OK);
     float *torch_logits = values_of(fx.file, "logits", (size_t)N * C);
     const double e_torch = relative_error(train_logits, torch_logits, (size_t)N * C);
     cr_expect(e_torch <= 1e-5, "%s: training forward differs from torch by %.3g", name, e_torch);
@@ -110,10 +110,10 @@ static void check_save_reload(const char *name) {
     snprintf(path, sizeof path, "/tmp/vitc-train-family-%s-%d.safetensors", name, (int)getpid());
     data_preprocess pre;
     data_preprocess_default(&pre, c->image_size);
-    cr_assert(vit_train_save(fx.model, path, NULL, &pre, NULL, 0, NULL, NULL, 0, &err) == VIT_OK,
+    cr_assert(vit_train_save(fx.model, path, NULL, &pre, NULL, 0, NULL, NULL, 0, &err) == BASE_OK,
               "%s", err.message);
     vit_model *model;
-    cr_assert(vit_model_load(path, NULL, &model, &err) == VIT_OK, "%s: %s", name, err.message);
+    cr_assert(vit_model_load(path, NULL, &model, &err) == BASE_OK, "%s: %s", name, err.message);
     const vit_config *r = vit_model_config(model);
     char want_sw[256], got_sw[256];
     vit_config_describe_switches(c, want_sw, sizeof want_sw);
@@ -133,8 +133,8 @@ static void check_save_reload(const char *name) {
     cr_expect_eq(r->layer_norm_eps, c->layer_norm_eps, "%s", name);
     cr_expect_eq(r->num_classes, C, "%s", name);
     vit_context *ctx;
-    cr_assert(vit_context_create(model, N, 0, 0, &ctx, &err) == VIT_OK, "%s", err.message);
-    cr_assert(vit_forward(ctx, fx.input, N, got, &err) == VIT_OK);
+    cr_assert(vit_context_create(model, N, 0, 0, &ctx, &err) == BASE_OK, "%s", err.message);
+    cr_assert(vit_forward(ctx, fx.input, N, got, &err) == BASE_OK);
     const double e = relative_error(got, train_logits, (size_t)N * C);
     cr_expect(e <= 1e-5, "%s: reloaded logits differ from the training forward's by %.3g", name, e);
     vit_context_free(ctx);
@@ -158,18 +158,18 @@ Test(train_family, linear_probe_without_class_token) {
     train_fixture fx;
     load_fixture("reg4_gap", &fx);
     const int N = fx.batch, D = fx.config.hidden_size, C = fx.config.num_classes;
-    vit_error err;
+    base_error err;
     float *features = malloc(sizeof(float) * N * D), *logits = malloc(sizeof(float) * N * C);
-    cr_assert(vit_train_forward(fx.model, fx.input, N, logits, features, &err) == VIT_OK);
+    cr_assert(vit_train_forward(fx.model, fx.input, N, logits, features, &err) == BASE_OK);
     float loss_full, loss_head;
     cr_assert(vit_train_step_grads(fx.model, fx.input, fx.labels, N, fx.smoothing, &loss_full,
-                                   NULL, &err) == VIT_OK);
+                                   NULL, &err) == BASE_OK);
     const vit_train_tensor *hw = vit_train_find(fx.model, "head.weight");
     cr_assert(hw);
     float *full = malloc(hw->numel * sizeof(float));
     memcpy(full, vit_train_grads(fx.model) + hw->offset, hw->numel * sizeof(float));
     cr_assert(vit_train_head_grads(fx.model, features, fx.labels, N, fx.smoothing, &loss_head, NULL,
-                                   &err) == VIT_OK);
+                                   &err) == BASE_OK);
     cr_expect(fabsf(loss_full - loss_head) <= 1e-6f * fabsf(loss_full), "%g vs %g",
               (double)loss_full, (double)loss_head);
     cr_expect(relative_error(vit_train_grads(fx.model) + hw->offset, full, hw->numel) <= 1e-6);
@@ -184,9 +184,9 @@ Test(train_family, linear_probe_without_class_token) {
     memcpy(before, vit_train_params(fx.model), P * sizeof(float));
     const vit_adamw_params hyper = {0.9f, 0.999f, 1e-8f, 0.05f};
     vit_adamw *opt;
-    cr_assert(vit_adamw_create(fx.model, &hyper, &opt, &err) == VIT_OK);
+    cr_assert(vit_adamw_create(fx.model, &hyper, &opt, &err) == BASE_OK);
     for (int s = 0; s < 3; s++) {
-        cr_assert(vit_train_head_grads(fx.model, features, fx.labels, N, 0.0f, NULL, NULL, &err) == VIT_OK);
+        cr_assert(vit_train_head_grads(fx.model, features, fx.labels, N, 0.0f, NULL, NULL, &err) == BASE_OK);
         vit_adamw_step(opt, fx.model, 1e-2f);
     }
     for (size_t i = 0; i < vit_train_num_tensors(fx.model); i++) {

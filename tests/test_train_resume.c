@@ -149,8 +149,8 @@ Test(train_resume, a_fine_tuned_run_resumes_as_one) {
     char state[512];
     snprintf(state, sizeof state, "%s/p.safetensors.state", dir);
     weights_file *f = NULL;
-    vit_error err;
-    cr_assert_eq(weights_open(state, &f, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(weights_open(state, &f, &err), BASE_OK, "%s", err.message);
     cr_expect_eq(weights_count(f), 6, "%zu tensors in a linear probe's state", weights_count(f));
     cr_expect_not_null(weights_find(f, "adamw.v.head.weight"));
     weights_close(f);
@@ -218,8 +218,8 @@ Test(train_resume, log_and_plot_continue_across_resume) {
     cr_expect_eq(count_lines(first), 3, "%s", first);
     snprintf(path, sizeof path, "%s/l.png", dir);
     data_image png;
-    vit_error err;
-    cr_expect(data_image_load(path, &png, &err) == VIT_OK, "--plot: %s", err.message);
+    base_error err;
+    cr_expect(data_image_load(path, &png, &err) == BASE_OK, "--plot: %s", err.message);
     data_image_free(&png);
     snprintf(args, sizeof args, "train --data %s/data --val %s/data -o %s/l.safetensors --resume "
              "%s/l.safetensors --epochs 3 --log %s/l.csv", dir, dir, dir, dir, dir);

@@ -24,8 +24,8 @@ static void make_folder(void) {
 static void open_folder(vit_trainer_source *s) {
     char path[256];
     snprintf(path, sizeof path, "%s/data", dir);
-    vit_error err;
-    cr_assert_eq(vit_trainer_source_open(path, 1, NULL, 0, s, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(vit_trainer_source_open(path, 1, NULL, 0, s, &err), BASE_OK, "%s", err.message);
     cr_assert_eq(s->count, 4);
     cr_assert_eq(s->num_classes, 2);
     cr_assert_str_eq(s->class_names[0], "apple");
@@ -45,7 +45,7 @@ static void make_trainer(vit_trainer *t, const vit_trainer_source *train, const 
                                .patch_size = 8, .image_size = 32, .num_channels = 3,
                                .num_classes = 2, .layer_norm_eps = 1e-6f,
                                .num_prefix_tokens = 1};
-    vit_error err;
+    base_error err;
     t->out_path = path;
     snprintf(t->state_path, sizeof t->state_path, "%s.state", path);
     t->labels = train->class_names;
@@ -55,10 +55,10 @@ static void make_trainer(vit_trainer *t, const vit_trainer_source *train, const 
     t->h = (vit_trainer_hyper){.batch = 2, .warmup = 1, .flip = 1, .freeze = freeze, .lr = 3e-3,
                                .min_lr = 1e-5, .wd = 0.05, .smoothing = 0.1, .clip = 1.0,
                                .min_scale = 0.08, .images = train->count};
-    cr_assert_eq(vit_train_create(&config, 2, &t->model, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_train_create(&config, 2, &t->model, &err), BASE_OK, "%s", err.message);
     vit_train_init(t->model, t->seed);
     const vit_adamw_params hyper = {0.9f, 0.999f, 1e-8f, 0.05f};
-    cr_assert_eq(vit_adamw_create(t->model, &hyper, &t->opt, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_adamw_create(t->model, &hyper, &t->opt, &err), BASE_OK, "%s", err.message);
     if (freeze) vit_train_freeze_backbone(t->model, 1);
     t->in = (vit_trainer_input){.size = 32, .channels = 3, .augment = 1, .flip = 1,
                                 .min_scale = 0.08, .seed = t->seed};
@@ -68,14 +68,14 @@ static void make_trainer(vit_trainer *t, const vit_trainer_source *train, const 
 
 /* Epochs first .. last - 1, each saved; returns the last epoch's loss sum. */
 static double run_epochs(vit_trainer *t, long first, long last) {
-    vit_error err;
+    base_error err;
     double loss = 0.0;
     for (long e = first; e < last; e++) {
         vit_trainer_epoch_begin(t, e);
         loss = 0.0;
         for (long s = 0; s < t->steps_per_epoch; s++) {
             vit_trainer_step_result res;
-            cr_assert_eq(vit_trainer_step(t, e, s, &res, &err), VIT_OK, "%s", err.message);
+            cr_assert_eq(vit_trainer_step(t, e, s, &res, &err), BASE_OK, "%s", err.message);
             cr_assert_eq(res.placed, 2);
             cr_assert(isfinite(res.loss) && res.lr > 0);
             loss += res.loss;
@@ -84,8 +84,8 @@ static double run_epochs(vit_trainer *t, long first, long last) {
         /* The history goes into the state, so a resumed state keeps it. */
         const vit_trainer_epoch rec = {.epoch = e + 1, .train_loss = loss, .lr = 1e-3 * (e + 1),
                                        .eval_loss = NAN, .eval_top1 = NAN, .eval_top5 = NAN};
-        cr_assert_eq(vit_trainer_record_epoch(t, &rec, &err), VIT_OK);
-        cr_assert_eq(vit_trainer_save(t, -1.0, &err), VIT_OK, "%s", err.message);
+        cr_assert_eq(vit_trainer_record_epoch(t, &rec, &err), BASE_OK);
+        cr_assert_eq(vit_trainer_save(t, -1.0, &err), BASE_OK, "%s", err.message);
     }
     return loss;
 }
@@ -108,8 +108,8 @@ Test(trainer, steps_then_a_loadable_checkpoint) {
     open_folder(&train);
     vit_trainer t;
     make_trainer(&t, &train, "m", 0);
-    vit_error err;
-    cr_assert_eq(vit_trainer_prepare(&t, &train, NULL, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(vit_trainer_prepare(&t, &train, NULL, &err), BASE_OK, "%s", err.message);
     cr_assert_eq(t.steps_per_epoch, 2);
     run_epochs(&t, 0, 3);
     cr_assert_eq(t.step, 6);
@@ -118,12 +118,12 @@ Test(trainer, steps_then_a_loadable_checkpoint) {
     cr_assert_lt(vit_trainer_validate(&t, &none), 0, "no validation source: -1");
     cr_assert_eq(none.images, 0);
     vit_model *m = NULL;
-    cr_assert_eq(vit_model_load(t.out_path, NULL, &m, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_model_load(t.out_path, NULL, &m, &err), BASE_OK, "%s", err.message);
     cr_assert_eq(vit_model_config(m)->num_classes, 2);
     vit_model_free(m);
     vit_trainer_state_info info;
     weights_file *f = NULL;
-    cr_assert_eq(vit_trainer_state_read(t.state_path, &info, &f, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_trainer_state_read(t.state_path, &info, &f, &err), BASE_OK, "%s", err.message);
     cr_assert_eq(info.epoch, 3);
     cr_assert_eq(info.step, 6);
     cr_assert_eq(info.seed, 5);
@@ -139,24 +139,24 @@ Test(trainer, resume_gives_the_uninterrupted_run) {
     make_folder();
     vit_trainer_source train;
     open_folder(&train);
-    vit_error err;
+    base_error err;
     vit_trainer a, b, c;
     make_trainer(&a, &train, "a", 0);
-    cr_assert_eq(vit_trainer_prepare(&a, &train, NULL, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_trainer_prepare(&a, &train, NULL, &err), BASE_OK, "%s", err.message);
     run_epochs(&a, 0, 3);
     make_trainer(&b, &train, "b", 0);
-    cr_assert_eq(vit_trainer_prepare(&b, &train, NULL, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_trainer_prepare(&b, &train, NULL, &err), BASE_OK, "%s", err.message);
     run_epochs(&b, 0, 1);
     /* A new trainer, like a new process, from b's state. */
     vit_trainer_state_info info;
     weights_file *f = NULL;
-    cr_assert_eq(vit_trainer_state_read(b.state_path, &info, &f, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_trainer_state_read(b.state_path, &info, &f, &err), BASE_OK, "%s", err.message);
     make_trainer(&c, &train, "b", 0);
     c.step = info.step;
     c.epoch_done = info.epoch;
-    cr_assert_eq(vit_trainer_state_load(f, &info, &c, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_trainer_state_load(f, &info, &c, &err), BASE_OK, "%s", err.message);
     weights_close(f);
-    cr_assert_eq(vit_trainer_prepare(&c, &train, NULL, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_trainer_prepare(&c, &train, NULL, &err), BASE_OK, "%s", err.message);
     run_epochs(&c, info.epoch, 3);
     /* The files too, metadata included: nothing of the run's time or
      * command line in them. */
@@ -182,11 +182,11 @@ Test(trainer, linear_probe_trains_the_head_only) {
     open_folder(&train);
     char path[256];
     snprintf(path, sizeof path, "%s/data", dir);
-    vit_error err;
-    cr_assert_eq(vit_trainer_source_open(path, 0, train.class_names, 2, &val, &err), VIT_OK);
+    base_error err;
+    cr_assert_eq(vit_trainer_source_open(path, 0, train.class_names, 2, &val, &err), BASE_OK);
     vit_trainer t;
     make_trainer(&t, &train, "p", 1);
-    cr_assert_eq(vit_trainer_prepare(&t, &train, &val, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(vit_trainer_prepare(&t, &train, &val, &err), BASE_OK, "%s", err.message);
     cr_assert_not_null(t.features);
     const size_t n = vit_train_num_params(t.model);
     float *before = malloc(n * sizeof(float));
@@ -214,14 +214,14 @@ Test(trainer, linear_probe_trains_the_head_only) {
 
 Test(trainer, sources_that_cannot_be_used_say_why) {
     vit_trainer_source s;
-    vit_error err;
+    base_error err;
     char path[256];
     snprintf(path, sizeof path, "%s/none", dir);
-    cr_assert_neq(vit_trainer_source_open(path, 1, NULL, 0, &s, &err), VIT_OK);
+    cr_assert_neq(vit_trainer_source_open(path, 1, NULL, 0, &s, &err), BASE_OK);
     vit_trainer_source_free(&s);
     shell("mkdir -p %s/empty", dir);
     snprintf(path, sizeof path, "%s/empty", dir);
-    cr_assert_neq(vit_trainer_source_open(path, 1, NULL, 0, &s, &err), VIT_OK);
+    cr_assert_neq(vit_trainer_source_open(path, 1, NULL, 0, &s, &err), BASE_OK);
     cr_assert(strstr(err.message, "no class folders"), "%s", err.message);
     vit_trainer_source_free(&s);
     make_folder();
@@ -229,7 +229,7 @@ Test(trainer, sources_that_cannot_be_used_say_why) {
           VITC_SOURCE_DIR "/tests/fixtures/real/apple.png", dir);
     char *names[] = {"apple", "bear"};
     snprintf(path, sizeof path, "%s/data", dir);
-    cr_assert_neq(vit_trainer_source_open(path, 0, names, 2, &s, &err), VIT_OK);
+    cr_assert_neq(vit_trainer_source_open(path, 0, names, 2, &s, &err), BASE_OK);
     cr_assert(strstr(err.message, "cat: no such class in the training data"), "%s", err.message);
     vit_trainer_source_free(&s);
 }

@@ -25,8 +25,8 @@
 
 Test(trajectory, ten_adamw_steps_match_pytorch) {
     weights_file *file;
-    vit_error err;
-    cr_assert(weights_open(FIXTURES "trajectory.safetensors", &file, &err) == VIT_OK, "%s",
+    base_error err;
+    cr_assert(weights_open(FIXTURES "trajectory.safetensors", &file, &err) == BASE_OK, "%s",
               err.message);
     cJSON *meta = cJSON_Parse(weights_metadata(file, "case"));
     cr_assert(meta);
@@ -38,10 +38,10 @@ Test(trajectory, ten_adamw_steps_match_pytorch) {
     const vit_adamw_params hyper = fixture_adamw(meta, &lr);
 
     vit_train_model *model;
-    cr_assert(vit_train_create(&config, batch, &model, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_train_create(&config, batch, &model, &err) == BASE_OK, "%s", err.message);
     fixture_params(file, "", model);
     vit_adamw *opt;
-    cr_assert(vit_adamw_create(model, &hyper, &opt, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_adamw_create(model, &hyper, &opt, &err) == BASE_OK, "%s", err.message);
     const size_t image = (size_t)config.num_channels * config.image_size * config.image_size;
     float *input = values_of(file, "input", image * batch * steps);
     float *label_values = values_of(file, "labels", (size_t)batch * steps);
@@ -53,7 +53,7 @@ Test(trajectory, ten_adamw_steps_match_pytorch) {
         float loss;
         cr_assert(vit_train_step_grads(model, input + (size_t)step * batch * image,
                                        labels + (size_t)step * batch, batch, smoothing, &loss,
-                                       NULL, &err) == VIT_OK, "%s", err.message);
+                                       NULL, &err) == BASE_OK, "%s", err.message);
         vit_train_clip_grad_norm(model, clip);
         vit_adamw_step(opt, model, lr);
         const double e = fabs((double)loss - want[step]) / fabs((double)want[step]);

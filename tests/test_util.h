@@ -69,8 +69,8 @@ static inline float *tensor_f32(const weights_file *f, const char *name,
     const weights_tensor *t = weights_find(f, name);
     cr_assert(t, "%s has no '%s'", weights_path(f), name);
     float *values = malloc(t->numel * sizeof(float));
-    vit_error err;
-    cr_assert(weights_to_f32(f, t, values, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_to_f32(f, t, values, &err) == BASE_OK, "%s", err.message);
     if (out) *out = t;
     return values;
 }
@@ -89,8 +89,8 @@ static inline float max_abs_diff(const float *a, const float *b, size_t n) {
 static inline cJSON *read_json(const char *path) {
     char *text = NULL;
     int missing = 0;
-    vit_error err;
-    cr_assert(base_read_text_file(path, 1 << 20, &text, &missing, &err) == VIT_OK && !missing,
+    base_error err;
+    cr_assert(base_read_text_file(path, 1 << 20, &text, &missing, &err) == BASE_OK && !missing,
               "cannot read %s: %s", path, missing ? "missing" : err.message);
     cJSON *json = cJSON_Parse(text);
     free(text);
@@ -102,10 +102,10 @@ static inline cJSON *read_json(const char *path) {
  * model it holds and its expected.safetensors. */
 static inline void open_case(const char *dir, vit_model **model, weights_file **expected) {
     char path[1024 + 32];
-    vit_error err;
-    cr_assert(vit_model_load(dir, NULL, model, &err) == VIT_OK, "%s: %s", dir, err.message);
+    base_error err;
+    cr_assert(vit_model_load(dir, NULL, model, &err) == BASE_OK, "%s: %s", dir, err.message);
     snprintf(path, sizeof path, "%s/expected.safetensors", dir);
-    cr_assert(weights_open(path, expected, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_open(path, expected, &err) == BASE_OK, "%s", err.message);
 }
 
 static inline int count_lines(const char *s) {

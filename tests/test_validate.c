@@ -57,7 +57,7 @@ static void write_hf_config_with(const char *key, const char *value) {
     cJSON_Delete(config);
 }
 
-static vit_status load(vit_model **model, vit_error *err) {
+static base_status load(vit_model **model, base_error *err) {
     *model = NULL;
     memset(err, 0, sizeof *err);
     return vit_model_load(dir, NULL, model, err);
@@ -65,10 +65,10 @@ static vit_status load(vit_model **model, vit_error *err) {
 
 /* Loads dir, expecting code and a one-line message holding every needle
  * (NULL-terminated list). */
-static void expect_refused_all(vit_status code, const char *const *needles) {
+static void expect_refused_all(base_status code, const char *const *needles) {
     vit_model *model;
-    vit_error err;
-    vit_status status = load(&model, &err);
+    base_error err;
+    base_status status = load(&model, &err);
     cr_assert_eq(status, code, "expected status %d, got %d: %s", code, status, err.message);
     cr_assert_null(model);
     cr_assert(strchr(err.message, '\n') == NULL, "message is not one line: %s", err.message);
@@ -79,8 +79,8 @@ static void expect_refused_all(vit_status code, const char *const *needles) {
 
 static vit_model *expect_loads(void) {
     vit_model *model;
-    vit_error err;
-    cr_assert_eq(load(&model, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(load(&model, &err), BASE_OK, "%s", err.message);
     return model;
 }
 
@@ -89,26 +89,26 @@ static vit_model *expect_loads(void) {
 Test(validate, crop_smaller_than_the_model_input_is_refused) {
     copy_fixture(HF);
     write_text("preprocessor_config.json", "{\"size\": 8, \"crop_size\": 7}");
-    expect_refused(VIT_E_SHAPE, "preprocessor_config.json", "7x7", "32x32");
+    expect_refused(BASE_E_SHAPE, "preprocessor_config.json", "7x7", "32x32");
 }
 
 Test(validate, crop_larger_than_the_model_input_is_refused) {
     copy_fixture(HF);
     write_text("preprocessor_config.json", "{\"size\": 48, \"crop_size\": 40}");
-    expect_refused(VIT_E_SHAPE, "preprocessor_config.json", "40x40", "32x32");
+    expect_refused(BASE_E_SHAPE, "preprocessor_config.json", "40x40", "32x32");
 }
 
 Test(validate, non_square_crop_is_refused) {
     copy_fixture(HF);
     write_text("preprocessor_config.json",
                "{\"size\": 40, \"crop_size\": {\"height\": 32, \"width\": 24}}");
-    expect_refused(VIT_E_SHAPE, "preprocessor_config.json", "24x32", "32x32");
+    expect_refused(BASE_E_SHAPE, "preprocessor_config.json", "24x32", "32x32");
 }
 
 Test(validate, resize_without_crop_to_another_size_is_refused) {
     copy_fixture(HF);
     write_text("preprocessor_config.json", "{\"size\": 28, \"do_center_crop\": false}");
-    expect_refused(VIT_E_SHAPE, "preprocessor_config.json", "28x28", "32x32");
+    expect_refused(BASE_E_SHAPE, "preprocessor_config.json", "28x28", "32x32");
 }
 
 /* model_args states the weights' size; pretrained_cfg preprocesses to another. */
@@ -116,7 +116,7 @@ Test(validate, timm_input_size_other_than_the_weights_is_refused) {
     copy_fixture(TIMM);
     write_text("config.json", "{\"architecture\": \"vit_test\", \"model_args\": {\"img_size\": 32}, "
                               "\"pretrained_cfg\": {\"input_size\": [3, 40, 40], \"crop_pct\": 1.0}}");
-    expect_refused(VIT_E_SHAPE, "config.json", "40x40", "32x32");
+    expect_refused(BASE_E_SHAPE, "config.json", "40x40", "32x32");
 }
 
 Test(validate, matching_preprocessing_still_loads) {
@@ -173,15 +173,15 @@ Test(validate, forward_refuses_images_of_another_size) {
     copy_fixture(HF);
     vit_model *model = expect_loads();
     vit_context *ctx;
-    vit_error err;
-    cr_assert_eq(vit_context_create(model, 1, 0, 0, &ctx, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(vit_context_create(model, 1, 0, 0, &ctx, &err), BASE_OK, "%s", err.message);
     float *images = calloc(3 * 7 * 7, sizeof(float)), out[5];
-    cr_expect_eq(vit_forward_checked(ctx, images, 1, 3, 7, 7, out, &err), VIT_E_SHAPE);
+    cr_expect_eq(vit_forward_checked(ctx, images, 1, 3, 7, 7, out, &err), BASE_E_SHAPE);
     cr_expect(strstr(err.message, "7x7") && strstr(err.message, "32x32"), "%s", err.message);
-    cr_expect_eq(vit_forward_checked(ctx, images, 1, 1, 32, 32, out, &err), VIT_E_SHAPE);
+    cr_expect_eq(vit_forward_checked(ctx, images, 1, 1, 32, 32, out, &err), BASE_E_SHAPE);
     free(images);
     images = calloc(3 * 32 * 32, sizeof(float));
-    cr_expect_eq(vit_forward_checked(ctx, images, 1, 3, 32, 32, out, &err), VIT_OK, "%s",
+    cr_expect_eq(vit_forward_checked(ctx, images, 1, 3, 32, 32, out, &err), BASE_OK, "%s",
                  err.message);
     free(images);
     vit_context_free(ctx);
@@ -194,8 +194,8 @@ Test(validate, forward_refuses_images_of_another_size) {
  * (values are irrelevant: the load must stop before any forward pass). */
 static void write_model_with_channels(int channels) {
     weights_file *good;
-    vit_error err;
-    cr_assert(weights_open(HF "/model.safetensors", &good, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_open(HF "/model.safetensors", &good, &err) == BASE_OK, "%s", err.message);
     const size_t n = weights_count(good);
     weights_tensor *tensors = calloc(n, sizeof *tensors);
     float *kernel = NULL;
@@ -214,7 +214,7 @@ static void write_model_with_channels(int channels) {
     cr_assert(kernel, "fixture has no patch kernel");
     char path[256];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    cr_assert(weights_write(path, tensors, n, NULL, NULL, 0, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_write(path, tensors, n, NULL, NULL, 0, &err) == BASE_OK, "%s", err.message);
     free(kernel);
     free(tensors);
     weights_close(good);
@@ -222,12 +222,12 @@ static void write_model_with_channels(int channels) {
 
 Test(validate, four_channel_patch_embedding_is_refused) {
     write_model_with_channels(4);
-    expect_refused(VIT_E_UNSUPPORTED, "model.safetensors", "4 input channels", "only 3");
+    expect_refused(BASE_E_UNSUPPORTED, "model.safetensors", "4 input channels", "only 3");
 }
 
 Test(validate, one_channel_patch_embedding_is_refused) {
     write_model_with_channels(1);
-    expect_refused(VIT_E_UNSUPPORTED, "model.safetensors", "1 input channels", "only 3");
+    expect_refused(BASE_E_UNSUPPORTED, "model.safetensors", "1 input channels", "only 3");
 }
 
 /* ------------------------------------------------- 3. config.json values */
@@ -252,16 +252,16 @@ Test(validate, invalid_hf_config_values_are_refused) {
         write_hf_config_with(CASES[i].key, CASES[i].value);
         char key[80];
         snprintf(key, sizeof key, "\"%s\"", CASES[i].key);
-        expect_refused(VIT_E_FORMAT, "config.json", key, CASES[i].shown);
+        expect_refused(BASE_E_FORMAT, "config.json", key, CASES[i].shown);
     }
 }
 
 Test(validate, unsupported_hf_values_are_refused) {
     copy_fixture(HF);
     write_hf_config_with("image_size", "[32, 24]");
-    expect_refused(VIT_E_UNSUPPORTED, "config.json", "\"image_size\"", "square");
+    expect_refused(BASE_E_UNSUPPORTED, "config.json", "\"image_size\"", "square");
     write_hf_config_with("hidden_act", "\"relu\"");
-    expect_refused(VIT_E_UNSUPPORTED, "config.json", "\"hidden_act\"", "\"relu\"");
+    expect_refused(BASE_E_UNSUPPORTED, "config.json", "\"hidden_act\"", "\"relu\"");
 }
 
 /* Only an absent key (or null, Python's None) takes the default. */
@@ -311,16 +311,16 @@ Test(validate, invalid_timm_config_values_are_refused) {
     copy_fixture(TIMM);
     for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
         write_text("config.json", CASES[i].config);
-        expect_refused(VIT_E_FORMAT, "config.json", CASES[i].needle1, CASES[i].needle2);
+        expect_refused(BASE_E_FORMAT, "config.json", CASES[i].needle1, CASES[i].needle2);
     }
 }
 
 Test(validate, timm_values_that_contradict_the_tensors_are_refused) {
     copy_fixture(TIMM);
     write_text("config.json", "{\"architecture\": \"vit_x\", \"model_args\": {\"mlp_ratio\": 2}}");
-    expect_refused(VIT_E_SHAPE, "MLP size = 256", "512");
+    expect_refused(BASE_E_SHAPE, "MLP size = 256", "512");
     write_text("config.json", "{\"architecture\": \"vit_x\", \"num_classes\": 1000}");
-    expect_refused(VIT_E_SHAPE, "num_classes = 1000", "10");
+    expect_refused(BASE_E_SHAPE, "num_classes = 1000", "10");
     write_text("config.json", "{\"architecture\": \"vit_x\", \"model_args\": {\"mlp_ratio\": 4, "
                               "\"num_heads\": 2}, \"num_classes\": 10, \"pretrained_cfg\": "
                               "{\"input_size\": [3, 32, 32], \"crop_pct\": 1.0}}");
@@ -350,7 +350,7 @@ Test(validate, invalid_preprocessor_values_name_key_and_value) {
             snprintf(text, sizeof text, "{\"size\": %s}", CASES[i].value);
         write_text("preprocessor_config.json", text);
         snprintf(key, sizeof key, "\"%s\"", CASES[i].key);
-        expect_refused(VIT_E_FORMAT, "preprocessor_config.json", key, CASES[i].shown);
+        expect_refused(BASE_E_FORMAT, "preprocessor_config.json", key, CASES[i].shown);
     }
 }
 
@@ -362,8 +362,8 @@ Test(validate, real_configs_still_load) {
     if (access(models[0], R_OK) != 0) cr_skip_test("../shared is absent: no real checkpoints");
     for (int i = 0; i < 2; i++) {
         vit_model *model;
-        vit_error err;
-        cr_assert_eq(vit_model_load(models[i], NULL, &model, &err), VIT_OK, "%s", err.message);
+        base_error err;
+        cr_assert_eq(vit_model_load(models[i], NULL, &model, &err), BASE_OK, "%s", err.message);
         cr_expect_eq(vit_model_config(model)->num_heads, 3);
         cr_expect_eq(vit_model_num_labels(model), 1000);
         vit_model_free(model);
@@ -375,7 +375,7 @@ Test(validate, real_configs_still_load) {
 Test(validate, id2label_with_too_few_labels_is_refused) {
     copy_fixture(HF);
     write_hf_config_with("id2label", "{\"0\": \"a\", \"1\": \"b\"}");
-    expect_refused(VIT_E_SHAPE, "config.json", "2 labels", "5 classes");
+    expect_refused(BASE_E_SHAPE, "config.json", "2 labels", "5 classes");
 }
 
 Test(validate, id2label_with_too_many_labels_is_refused) {
@@ -388,13 +388,13 @@ Test(validate, id2label_with_too_many_labels_is_refused) {
     }
     strcat(text, "}");
     write_hf_config_with("id2label", text);
-    expect_refused(VIT_E_SHAPE, "config.json", "7 labels", "5 classes");
+    expect_refused(BASE_E_SHAPE, "config.json", "7 labels", "5 classes");
 }
 
 Test(validate, id2label_that_is_not_an_object_is_refused) {
     copy_fixture(HF);
     write_hf_config_with("id2label", "[\"a\", \"b\", \"c\", \"d\", \"e\"]");
-    expect_refused(VIT_E_FORMAT, "config.json", "\"id2label\"", "[\"a\"");
+    expect_refused(BASE_E_FORMAT, "config.json", "\"id2label\"", "[\"a\"");
 }
 
 /* transformers writes id2label {LABEL_0, LABEL_1} into every config: a
@@ -416,8 +416,8 @@ Test(validate, labels_file_replaces_a_bad_id2label) {
     snprintf(labels, sizeof labels, "%s/labels.txt", dir);
     vit_load_options options = {.labels_path = labels};
     vit_model *model;
-    vit_error err;
-    cr_assert_eq(vit_model_load(dir, &options, &model, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(vit_model_load(dir, &options, &model, &err), BASE_OK, "%s", err.message);
     cr_expect_str_eq(vit_model_label(model, 4), "z");
     vit_model_free(model);
 }
@@ -429,13 +429,13 @@ Test(validate, fifo_as_the_model_is_not_a_regular_file, .timeout = 20) {
     snprintf(fifo, sizeof fifo, "%s/model.safetensors", dir);
     cr_assert_eq(mkfifo(fifo, 0600), 0);
     vit_model *model;
-    vit_error err;
-    cr_expect_eq(vit_model_load(fifo, NULL, &model, &err), VIT_E_IO);
+    base_error err;
+    cr_expect_eq(vit_model_load(fifo, NULL, &model, &err), BASE_E_IO);
     cr_expect(strstr(err.message, fifo) && strstr(err.message, "not a regular file") &&
                   strstr(err.message, "FIFO"),
               "%s", err.message);
     /* The directory holding it: the same words, not "no model.safetensors". */
-    cr_expect_eq(vit_model_load(dir, NULL, &model, &err), VIT_E_IO);
+    cr_expect_eq(vit_model_load(dir, NULL, &model, &err), BASE_E_IO);
     cr_expect(strstr(err.message, "not a regular file"), "%s", err.message);
     char args[512];
     snprintf(args, sizeof args, "classify -m %s %s", fifo, PHOTO);
@@ -453,7 +453,7 @@ Test(validate, config_fifo_is_an_error, .timeout = 20) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     remove(path);
     cr_assert_eq(mkfifo(path, 0600), 0);
-    expect_refused(VIT_E_IO, "config.json", "not a regular file", "FIFO");
+    expect_refused(BASE_E_IO, "config.json", "not a regular file", "FIFO");
 }
 
 Test(validate, preprocessor_config_symlink_to_dev_zero_is_an_error, .timeout = 20) {
@@ -461,7 +461,7 @@ Test(validate, preprocessor_config_symlink_to_dev_zero_is_an_error, .timeout = 2
     char path[256];
     snprintf(path, sizeof path, "%s/preprocessor_config.json", dir);
     cr_assert_eq(symlink("/dev/zero", path), 0);
-    expect_refused(VIT_E_IO, "preprocessor_config.json", "not a regular file", "character device");
+    expect_refused(BASE_E_IO, "preprocessor_config.json", "not a regular file", "character device");
 }
 
 Test(validate, config_directory_is_an_error) {
@@ -470,7 +470,7 @@ Test(validate, config_directory_is_an_error) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     remove(path);
     cr_assert_eq(mkdir(path, 0700), 0);
-    expect_refused(VIT_E_IO, "config.json", "not a regular file", "directory");
+    expect_refused(BASE_E_IO, "config.json", "not a regular file", "directory");
 }
 
 Test(validate, broken_config_symlink_is_an_error) {
@@ -479,7 +479,7 @@ Test(validate, broken_config_symlink_is_an_error) {
     snprintf(path, sizeof path, "%s/config.json", dir);
     remove(path);
     cr_assert_eq(symlink("/nonexistent/config.json", path), 0);
-    expect_refused(VIT_E_IO, "config.json", "broken symbolic link");
+    expect_refused(BASE_E_IO, "config.json", "broken symbolic link");
 }
 
 /* Checkpoints are opened directly too (vit train --resume, --init). */
@@ -488,8 +488,8 @@ Test(validate, weights_open_on_a_fifo_does_not_block, .timeout = 20) {
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     cr_assert_eq(mkfifo(path, 0600), 0);
     weights_file *f = NULL;
-    vit_error err;
-    cr_expect_eq(weights_open(path, &f, &err), VIT_E_IO);
+    base_error err;
+    cr_expect_eq(weights_open(path, &f, &err), BASE_E_IO);
     cr_expect(strstr(err.message, "not a regular file"), "%s", err.message);
     cr_expect_null(f);
 }
@@ -500,8 +500,8 @@ Test(validate, reading_a_fifo_without_writer_does_not_block, .timeout = 20) {
     snprintf(path, sizeof path, "%s/labels.fifo", dir);
     cr_assert_eq(mkfifo(path, 0600), 0);
     char *text = NULL;
-    vit_error err;
-    cr_expect_eq(base_read_text_file(path, 1024, &text, NULL, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_expect_eq(base_read_text_file(path, 1024, &text, NULL, &err), BASE_OK, "%s", err.message);
     cr_expect(text && text[0] == '\0');
     free(text);
 }
@@ -510,16 +510,16 @@ Test(validate, reading_a_fifo_without_writer_does_not_block, .timeout = 20) {
 Test(validate, malformed_config_json_says_where) {
     copy_fixture(HF);
     write_text("config.json", "{\"hidden_size\": 48,");
-    expect_refused(VIT_E_FORMAT, "config.json", "malformed JSON near byte");
+    expect_refused(BASE_E_FORMAT, "config.json", "malformed JSON near byte");
     write_text("config.json", "[1, 2]");
-    expect_refused(VIT_E_FORMAT, "config.json", "not a JSON object");
+    expect_refused(BASE_E_FORMAT, "config.json", "not a JSON object");
     char path[256];
     snprintf(path, sizeof path, "%s/config.json", dir);
     remove(path);
     write_text("preprocessor_config.json", "[1, 2]");
-    expect_refused(VIT_E_FORMAT, "preprocessor_config.json", "not a JSON object");
+    expect_refused(BASE_E_FORMAT, "preprocessor_config.json", "not a JSON object");
     write_text("preprocessor_config.json", "{\"size\": 32,");
-    expect_refused(VIT_E_FORMAT, "preprocessor_config.json", "malformed JSON near byte");
+    expect_refused(BASE_E_FORMAT, "preprocessor_config.json", "malformed JSON near byte");
 }
 
 Test(validate, labels_file_byte_order_mark_is_dropped) {
@@ -529,8 +529,8 @@ Test(validate, labels_file_byte_order_mark_is_dropped) {
     snprintf(labels, sizeof labels, "%s/labels.txt", dir);
     vit_load_options options = {.labels_path = labels};
     vit_model *model;
-    vit_error err;
-    cr_assert_eq(vit_model_load(dir, &options, &model, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(vit_model_load(dir, &options, &model, &err), BASE_OK, "%s", err.message);
     cr_expect_str_eq(vit_model_label(model, 0), "zero");
     vit_model_free(model);
 }
@@ -541,14 +541,14 @@ Test(validate, labels_source_names_the_metadata_config) {
     char config[65536], path[256];
     slurp(HF "/config.json", config, sizeof config);
     weights_file *good;
-    vit_error err;
-    cr_assert(weights_open(HF "/model.safetensors", &good, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_open(HF "/model.safetensors", &good, &err) == BASE_OK, "%s", err.message);
     const size_t n = weights_count(good);
     weights_tensor *tensors = calloc(n, sizeof *tensors);
     for (size_t i = 0; i < n; i++) tensors[i] = *weights_at(good, i);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     const char *keys[] = {"config"}, *values[] = {config};
-    cr_assert(weights_write(path, tensors, n, keys, values, 1, &err) == VIT_OK, "%s", err.message);
+    cr_assert(weights_write(path, tensors, n, keys, values, 1, &err) == BASE_OK, "%s", err.message);
     free(tensors);
     weights_close(good);
     vit_model *model = expect_loads();
@@ -574,24 +574,24 @@ static void make_carrying_copy(void) {
                "\"do_normalize\": true, \"image_mean\": [0.5, 0.5, 0.5], "
                "\"image_std\": [0.5, 0.5, 0.5]}");
     vit_model *model = expect_loads();
-    vit_error err;
+    base_error err;
     char path[256];
     snprintf(path, sizeof path, "%s/q", dir);
     cr_assert(mkdir(path, 0777) == 0);
     snprintf(path, sizeof path, "%s/q/model.safetensors", dir);
-    cr_assert(vit_model_quantize(model, WEIGHTS_QUANT_BF16, 1, path, &err) == VIT_OK, "%s", err.message);
+    cr_assert(vit_model_quantize(model, WEIGHTS_QUANT_BF16, 1, path, &err) == BASE_OK, "%s", err.message);
     vit_model_free(model);
 }
 
 /* Loads dir/q: 1 when it loads, else 0 with the message in err. */
-static int copy_loads(vit_error *err) {
+static int copy_loads(base_error *err) {
     char path[256];
     snprintf(path, sizeof path, "%s/q", dir);
     vit_model *model = NULL;
     memset(err, 0, sizeof *err);
-    const vit_status status = vit_model_load(path, NULL, &model, err);
+    const base_status status = vit_model_load(path, NULL, &model, err);
     vit_model_free(model);
-    return status == VIT_OK;
+    return status == BASE_OK;
 }
 
 /* Issue 24: a config beside a file that carries its own replaced it without
@@ -601,7 +601,7 @@ static int copy_loads(vit_error *err) {
  * preprocessing or its labels is refused, naming both and what differs. */
 Test(validate, config_beside_a_file_that_carries_one_must_agree) {
     make_carrying_copy();
-    vit_error err;
+    base_error err;
     cr_expect(copy_loads(&err), "alone: %s", err.message);
     shell("cp %s/config.json %s/preprocessor_config.json %s/q/", dir, dir, dir);
     cr_expect(copy_loads(&err), "beside it, the same files: %s", err.message);

@@ -49,10 +49,10 @@ Test(walk, fifo_in_a_directory_is_left_out_and_never_waited_for, .timeout = 120)
 
     /* The same for the library walk: regular files only. */
     data_file_list files = {0};
-    vit_error err;
+    base_error err;
     char path[256];
     snprintf(path, sizeof path, "%s/in", dir);
-    cr_assert_eq(data_walk(path, NULL, &files, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(data_walk(path, NULL, &files, &err), BASE_OK, "%s", err.message);
     cr_expect_eq(files.count, 2);
     for (size_t i = 0; i < files.count; i++)
         cr_expect(!strstr(files.paths[i], "pipe"), "%s", files.paths[i]);
@@ -74,10 +74,10 @@ Test(walk, fifo_named_on_the_command_line_gets_an_error_row, .timeout = 120) {
     char path[256];
     snprintf(path, sizeof path, "%s/pipe.png", dir);
     data_image img;
-    vit_error err;
-    cr_expect_eq(data_image_load(path, &img, &err), VIT_E_IO);
+    base_error err;
+    cr_expect_eq(data_image_load(path, &img, &err), BASE_E_IO);
     cr_expect(strstr(err.message, "not a regular file (a FIFO)"), "%s", err.message);
-    cr_expect_eq(data_image_load("/dev/null", &img, &err), VIT_E_IO);
+    cr_expect_eq(data_image_load("/dev/null", &img, &err), BASE_E_IO);
     cr_expect(strstr(err.message, "not a regular file (a character device)"), "%s", err.message);
 }
 
@@ -181,13 +181,13 @@ Test(walk, walk_collect_lists_the_files_and_the_problems, .timeout = 60) {
         char path[256];
         snprintf(path, sizeof path, "%s/in", dir);
         data_file_list files = {0}, problems = {0};
-        vit_error err;
-        if (data_walk_collect(path, NULL, &files, &problems, &err) != VIT_OK) _exit(11);
+        base_error err;
+        if (data_walk_collect(path, NULL, &files, &problems, &err) != BASE_OK) _exit(11);
         if (files.count != 1 || !strstr(files.paths[0], "a.png")) _exit(12);
         if (problems.count != 1 || !strstr(problems.paths[0], "locked: cannot open directory"))
             _exit(13);
         data_file_list_free(&files);
-        if (data_walk(path, NULL, &files, &err) != VIT_E_IO) _exit(14);
+        if (data_walk(path, NULL, &files, &err) != BASE_E_IO) _exit(14);
         _exit(0);
     }
     int status;
@@ -242,14 +242,14 @@ Test(walk, an_empty_directory_walks_to_nothing) {
     char path[256];
     snprintf(path, sizeof path, "%s/empty", dir);
     data_file_list files = {0};
-    vit_error err;
-    cr_assert_eq(data_walk(path, NULL, &files, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(data_walk(path, NULL, &files, &err), BASE_OK, "%s", err.message);
     cr_expect_eq(files.count, 0);
-    cr_assert_eq(data_list_subdirs(path, &files, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(data_list_subdirs(path, &files, &err), BASE_OK, "%s", err.message);
     cr_expect_eq(files.count, 1);
     data_file_list_free(&files);
     snprintf(path, sizeof path, "%s/empty/sub", dir);
-    cr_assert_eq(data_list_subdirs(path, &files, &err), VIT_OK, "%s", err.message);
+    cr_assert_eq(data_list_subdirs(path, &files, &err), BASE_OK, "%s", err.message);
     cr_expect_eq(files.count, 0);
     data_file_list_free(&files);
 }
@@ -302,9 +302,9 @@ Test(walk, top_down_bmp_decodes_like_pil) {
     data_image img[2];
     for (int top_down = 0; top_down < 2; top_down++) {
         const size_t n = make_bmp(bytes[top_down], top_down);
-        vit_error err;
+        base_error err;
         cr_assert_eq(data_image_load_memory(bytes[top_down], n, "t.bmp", &img[top_down], &err),
-                     VIT_OK, "%s: %s", top_down ? "top-down" : "bottom-up", err.message);
+                     BASE_OK, "%s: %s", top_down ? "top-down" : "bottom-up", err.message);
         cr_assert_eq(img[top_down].width, BMP_W);
         cr_assert_eq(img[top_down].height, BMP_H);
     }
@@ -323,20 +323,20 @@ Test(walk, top_down_bmp_decodes_like_pil) {
 
     /* Cut short, a top-down file is still refused as truncated. */
     const size_t n = make_bmp(bytes[1], 1);
-    vit_error err;
+    base_error err;
     data_image cut;
-    cr_expect_eq(data_image_load_memory(bytes[1], n - 100, "t.bmp", &cut, &err), VIT_E_FORMAT);
+    cr_expect_eq(data_image_load_memory(bytes[1], n - 100, "t.bmp", &cut, &err), BASE_E_FORMAT);
     cr_expect(strstr(err.message, "truncated BMP"), "%s", err.message);
 }
 
 Test(walk, binary_pbm_is_named_as_such) {
     static const uint8_t pbm[] = "P4\n8 2\n\xAA\x55";
     data_image img;
-    vit_error err;
-    cr_expect_eq(data_image_load_memory(pbm, sizeof pbm - 1, "b.pbm", &img, &err), VIT_E_UNSUPPORTED);
+    base_error err;
+    cr_expect_eq(data_image_load_memory(pbm, sizeof pbm - 1, "b.pbm", &img, &err), BASE_E_UNSUPPORTED);
     cr_expect(strstr(err.message, "bitmap PBM (P4) images are not supported"), "%s", err.message);
     cr_expect(!strstr(err.message, "ASCII"), "%s", err.message);
     static const uint8_t ascii[] = "P1\n2 1\n0 1\n";
-    cr_expect_eq(data_image_load_memory(ascii, sizeof ascii - 1, "a.pbm", &img, &err), VIT_E_UNSUPPORTED);
+    cr_expect_eq(data_image_load_memory(ascii, sizeof ascii - 1, "a.pbm", &img, &err), BASE_E_UNSUPPORTED);
     cr_expect(strstr(err.message, "ASCII PNM"), "%s", err.message);
 }

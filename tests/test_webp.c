@@ -16,8 +16,8 @@ static int max_difference_from_pil(const char *name) {
     snprintf(path, sizeof path, WEBP_DIR "/%s.webp", name);
     snprintf(rgb_path, sizeof rgb_path, WEBP_DIR "/%s.rgb", name);
     data_image img;
-    vit_error err;
-    cr_assert_eq(data_image_load(path, &img, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(data_image_load(path, &img, &err), BASE_OK, "%s", err.message);
     cr_assert_eq(img.width, 40, "%s", name);
     cr_assert_eq(img.height, 30, "%s", name);
     static unsigned char pil[40 * 30 * 3 + 1];
@@ -48,9 +48,9 @@ Test(webp, alpha_is_dropped_as_pil_convert_rgb_does) {
     cr_expect_eq(max_difference_from_pil("lossless_alpha"), 0);
     /* and those colours are the image's own, same as the file without alpha */
     data_image a, b;
-    vit_error err;
-    cr_assert_eq(data_image_load(WEBP_DIR "/lossless_alpha.webp", &a, &err), VIT_OK, "%s", err.message);
-    cr_assert_eq(data_image_load(WEBP_DIR "/lossless.webp", &b, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(data_image_load(WEBP_DIR "/lossless_alpha.webp", &a, &err), BASE_OK, "%s", err.message);
+    cr_assert_eq(data_image_load(WEBP_DIR "/lossless.webp", &b, &err), BASE_OK, "%s", err.message);
     cr_expect(memcmp(a.pixels, b.pixels, 40 * 30 * 3) == 0);
     data_image_free(&a);
     data_image_free(&b);
@@ -62,19 +62,19 @@ Test(webp, animated_gives_its_first_frame) {
 
 Test(webp, the_pixel_cap_comes_before_decoding) {
     data_image img;
-    vit_error err;
-    const vit_status st = data_image_load_capped(WEBP_DIR "/lossy.webp", 1000, &img, &err);
-    cr_expect_eq(st, VIT_E_LIMIT, "%s", err.message);
+    base_error err;
+    const base_status st = data_image_load_capped(WEBP_DIR "/lossy.webp", 1000, &img, &err);
+    cr_expect_eq(st, BASE_E_LIMIT, "%s", err.message);
     cr_expect(strstr(err.message, "lossy.webp") && strstr(err.message, "40x30"), "%s", err.message);
     cr_expect_null(img.pixels);
-    cr_expect_eq(data_image_load_capped(WEBP_DIR "/lossy.webp", 1200, &img, &err), VIT_OK);
+    cr_expect_eq(data_image_load_capped(WEBP_DIR "/lossy.webp", 1200, &img, &err), BASE_OK);
     data_image_free(&img);
 }
 
 Test(webp, truncated_and_damaged_files_are_one_clean_error) {
     data_image img;
-    vit_error err;
-    cr_expect_eq(data_image_load(WEBP_DIR "/truncated.webp", &img, &err), VIT_E_FORMAT);
+    base_error err;
+    cr_expect_eq(data_image_load(WEBP_DIR "/truncated.webp", &img, &err), BASE_E_FORMAT);
     cr_expect(strstr(err.message, "truncated.webp") && strstr(err.message, "truncated WebP"), "%s",
               err.message);
     cr_expect(!strchr(err.message, '\n'));
@@ -88,12 +88,12 @@ Test(webp, truncated_and_damaged_files_are_one_clean_error) {
     fclose(f);
     for (size_t i = 12; i < n; i++) {
         bytes[i] ^= 0x5a;
-        if (data_image_load_memory(bytes, n, "damaged.webp", &img, &err) == VIT_OK) data_image_free(&img);
+        if (data_image_load_memory(bytes, n, "damaged.webp", &img, &err) == BASE_OK) data_image_free(&img);
         else cr_expect(strstr(err.message, "damaged.webp"), "%s", err.message);
         bytes[i] ^= 0x5a;
     }
     /* Only the header: the size is known, the pixels are not there. */
-    cr_expect_neq(data_image_load_memory(bytes, 30, "head.webp", &img, &err), VIT_OK);
+    cr_expect_neq(data_image_load_memory(bytes, 30, "head.webp", &img, &err), BASE_OK);
 }
 
 /* The magic decides, not the name. */
@@ -104,16 +104,16 @@ Test(webp, recognised_by_content_not_extension) {
     const size_t n = fread(bytes, 1, sizeof bytes, f);
     fclose(f);
     data_image img;
-    vit_error err;
-    cr_assert_eq(data_image_load_memory(bytes, n, "photo.png", &img, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(data_image_load_memory(bytes, n, "photo.png", &img, &err), BASE_OK, "%s", err.message);
     cr_expect_eq(img.width, 40);
     data_image_free(&img);
 }
 
 Test(webp, walks_pick_up_webp_files) {
     data_file_list files = {0};
-    vit_error err;
-    cr_assert_eq(data_walk(WEBP_DIR, NULL, &files, &err), VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert_eq(data_walk(WEBP_DIR, NULL, &files, &err), BASE_OK, "%s", err.message);
     cr_expect_eq(files.count, 6); /* the five images and truncated.webp; not the .rgb files */
     for (size_t i = 0; i < files.count; i++)
         cr_expect(strstr(files.paths[i], ".webp"), "%s", files.paths[i]);

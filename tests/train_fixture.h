@@ -110,14 +110,14 @@ static inline void load_train_fixture(const char *name, vit_config (*config_of)(
                                       train_fixture *fx) {
     char path[1024];
     snprintf(path, sizeof path, FIXTURES "%s.safetensors", name);
-    vit_error err;
-    cr_assert(weights_open(path, &fx->file, &err) == VIT_OK, "%s", err.message);
+    base_error err;
+    cr_assert(weights_open(path, &fx->file, &err) == BASE_OK, "%s", err.message);
     fx->meta = cJSON_Parse(weights_metadata(fx->file, "case"));
     cr_assert(fx->meta);
     fx->config = config_of(fx->meta);
     fx->batch = json_int(fx->meta, "batch");
     fx->smoothing = (float)json_number(fx->meta, "smoothing");
-    cr_assert(vit_train_create(&fx->config, fx->batch, &fx->model, &err) == VIT_OK, "%s: %s", name,
+    cr_assert(vit_train_create(&fx->config, fx->batch, &fx->model, &err) == BASE_OK, "%s: %s", name,
               err.message);
     fixture_params(fx->file, "", fx->model);
     const size_t image = (size_t)fx->config.num_channels * fx->config.image_size * fx->config.image_size;
@@ -145,11 +145,11 @@ static inline void check_train_gradients(const char *name, vit_config (*config_o
                                          double zero_bound) {
     train_fixture fx;
     load_train_fixture(name, config_of, &fx);
-    vit_error err;
+    base_error err;
     float loss;
     int correct;
     cr_assert(vit_train_step_grads(fx.model, fx.input, fx.labels, fx.batch, fx.smoothing, &loss,
-                                   &correct, &err) == VIT_OK, "%s", err.message);
+                                   &correct, &err) == BASE_OK, "%s", err.message);
     float *want_loss = values_of(fx.file, "loss", 1);
     cr_expect(fabsf(loss - want_loss[0]) <= 1e-5f * fabsf(want_loss[0]), "%s: loss %.8g, torch %.8g",
               name, (double)loss, (double)want_loss[0]);
@@ -191,8 +191,8 @@ static inline void check_adamw_steps(train_fixture *fx, int steps) {
     float lr;
     const vit_adamw_params hyper = fixture_adamw(fx->meta, &lr);
     vit_adamw *opt;
-    vit_error err;
-    cr_assert(vit_adamw_create(fx->model, &hyper, &opt, &err) == VIT_OK);
+    base_error err;
+    cr_assert(vit_adamw_create(fx->model, &hyper, &opt, &err) == BASE_OK);
     for (int step = 1; step <= steps; step++) {
         for (size_t i = 0; i < vit_train_num_tensors(fx->model); i++) {
             const vit_train_tensor *t = vit_train_tensor_at(fx->model, i);

@@ -42,14 +42,14 @@ const char *vit_ffi_default_model(void) {
 void vit_ffi_free(void *p) { free(p); }
 
 /* The status, with its message copied for the caller. */
-static int report(vit_status st, const vit_error *err, char *msg, size_t msg_size) {
-    if (msg && msg_size) snprintf(msg, msg_size, "%s", st == VIT_OK ? "" : err->message);
+static int report(base_status st, const base_error *err, char *msg, size_t msg_size) {
+    if (msg && msg_size) snprintf(msg, msg_size, "%s", st == BASE_OK ? "" : err->message);
     return (int)st;
 }
 
-static int fail(vit_status st, char *msg, size_t msg_size, const char *format, ...)
+static int fail(base_status st, char *msg, size_t msg_size, const char *format, ...)
     __attribute__((format(printf, 4, 5)));
-static int fail(vit_status st, char *msg, size_t msg_size, const char *format, ...) {
+static int fail(base_status st, char *msg, size_t msg_size, const char *format, ...) {
     if (msg && msg_size) {
         va_list ap;
         va_start(ap, format);
@@ -74,23 +74,23 @@ static char *describe_json(const vit_model *model, int is_default) {
 
 /* A hub name org/name that is not an existing path: its snapshot in the
  * local Hugging Face cache (as -m resolves it), written to buf. */
-static vit_status resolve_path(const char *path, char *buf, size_t size, const char **resolved,
-                               vit_error *err) {
+static base_status resolve_path(const char *path, char *buf, size_t size, const char **resolved,
+                               base_error *err) {
     struct stat st;
     *resolved = path;
-    if (!hub_cache_is_name(path) || stat(path, &st) == 0) return VIT_OK;
-    vit_status s = hub_cache_resolve(path, NULL, buf, size, err);
-    if (s != VIT_OK) return s;
+    if (!hub_cache_is_name(path) || stat(path, &st) == 0) return BASE_OK;
+    base_status s = hub_cache_resolve(path, NULL, buf, size, err);
+    if (s != BASE_OK) return s;
     *resolved = buf;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-static vit_status open_context(vit_ffi_model *m, int threads, int size, vit_error *err) {
+static base_status open_context(vit_ffi_model *m, int threads, int size, base_error *err) {
     const vit_config *c = vit_model_config(m->model);
     m->pre = *vit_model_preprocess(m->model);
     if (size) data_preprocess_set_size(&m->pre, size);
-    vit_status st = vit_context_create(m->model, m->batch, size, threads, &m->ctx, err);
-    if (st != VIT_OK) return st;
+    base_status st = vit_context_create(m->model, m->batch, size, threads, &m->ctx, err);
+    if (st != BASE_OK) return st;
     m->size = vit_context_image_size(m->ctx);
     m->tokens = vit_context_num_tokens(m->ctx);
     m->prefix = c->num_prefix_tokens;
@@ -101,36 +101,36 @@ static vit_status open_context(vit_ffi_model *m, int threads, int size, vit_erro
     m->patches = m->tokens - m->prefix;
     m->out = malloc(sizeof(float) * (size_t)m->batch * vit_model_output_size(m->model));
     if (!m->out || !(m->info_json = describe_json(m->model, 0)))
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
-    return VIT_OK;
+        return base_error_set(err, BASE_E_NOMEM, "out of memory");
+    return BASE_OK;
 }
 
 int vit_ffi_open(const char *path, int threads, int size, int allow_unused, vit_ffi_model **out,
                  char *msg, size_t msg_size) {
     *out = NULL;
-    if (!path || !*path) return fail(VIT_E_ARG, msg, msg_size, "no model path given");
+    if (!path || !*path) return fail(BASE_E_ARG, msg, msg_size, "no model path given");
     if (threads < 0 || threads > 1024)
-        return fail(VIT_E_ARG, msg, msg_size, "threads must be 0 (all processors) to 1024, got %d", threads);
+        return fail(BASE_E_ARG, msg, msg_size, "threads must be 0 (all processors) to 1024, got %d", threads);
     if (size < 0 || size > 8192)
-        return fail(VIT_E_ARG, msg, msg_size, "size must be 0 (the model's) to 8192, got %d", size);
-    vit_error err;
+        return fail(BASE_E_ARG, msg, msg_size, "size must be 0 (the model's) to 8192, got %d", size);
+    base_error err;
     char buf[8192];
     const char *resolved;
-    vit_status st = resolve_path(path, buf, sizeof buf, &resolved, &err);
-    if (st != VIT_OK) return report(st, &err, msg, msg_size);
+    base_status st = resolve_path(path, buf, sizeof buf, &resolved, &err);
+    if (st != BASE_OK) return report(st, &err, msg, msg_size);
     vit_ffi_model *m = calloc(1, sizeof *m);
-    if (!m) return fail(VIT_E_NOMEM, msg, msg_size, "out of memory");
+    if (!m) return fail(BASE_E_NOMEM, msg, msg_size, "out of memory");
     m->batch = FFI_BATCH;
     const vit_load_options options = {.input_size = size, .allow_unused = allow_unused,
                                       .threads = threads};
     st = vit_model_load(resolved, &options, &m->model, &err);
-    if (st == VIT_OK) st = open_context(m, threads, size, &err);
-    if (st != VIT_OK) {
+    if (st == BASE_OK) st = open_context(m, threads, size, &err);
+    if (st != BASE_OK) {
         vit_ffi_close(m);
         return report(st, &err, msg, msg_size);
     }
     *out = m;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void vit_ffi_close(vit_ffi_model *m) {
@@ -164,33 +164,33 @@ const char *vit_ffi_notices(const vit_ffi_model *m) { return vit_model_notices(m
 int vit_ffi_load_image(const char *path, uint8_t **pixels, int *width, int *height, char *msg,
                        size_t msg_size) {
     data_image img;
-    vit_error err;
+    base_error err;
     *pixels = NULL;
-    const vit_status st = data_image_load(path, &img, &err);
-    if (st != VIT_OK) return report(st, &err, msg, msg_size);
+    const base_status st = data_image_load(path, &img, &err);
+    if (st != BASE_OK) return report(st, &err, msg, msg_size);
     *pixels = img.pixels;
     *width = img.width;
     *height = img.height;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 int vit_ffi_preprocess_file(const vit_ffi_model *m, const char *path, float *out, char *msg,
                             size_t msg_size) {
-    vit_error err;
+    base_error err;
     return report(data_preprocess_file(&m->pre, path, out, &err), &err, msg, msg_size);
 }
 
 int vit_ffi_preprocess_pixels(const vit_ffi_model *m, const uint8_t *pixels, int width,
                               int height, float *out, char *msg, size_t msg_size) {
     if (!pixels || width < 1 || height < 1)
-        return fail(VIT_E_ARG, msg, msg_size, "an image needs at least one pixel, got %dx%d", width, height);
+        return fail(BASE_E_ARG, msg, msg_size, "an image needs at least one pixel, got %dx%d", width, height);
     const int64_t max = m->pre.max_pixels > 0 ? m->pre.max_pixels : DATA_MAX_PIXELS;
     if ((int64_t)width * height > max)
-        return fail(VIT_E_LIMIT, msg, msg_size, "a %dx%d image is over the limit of %lld pixels",
+        return fail(BASE_E_LIMIT, msg, msg_size, "a %dx%d image is over the limit of %lld pixels",
                     width, height, (long long)max);
     /* The recipe only reads the pixels: the caller's array is not copied. */
     const data_image img = {.width = width, .height = height, .pixels = (uint8_t *)pixels};
-    vit_error err;
+    base_error err;
     return report(data_preprocess_apply(&m->pre, &img, out, &err), &err, msg, msg_size);
 }
 
@@ -198,42 +198,42 @@ int vit_ffi_preprocess_pixels(const vit_ffi_model *m, const uint8_t *pixels, int
  * `each` for every image (its index in the batch and its row in the chunk). */
 typedef struct ffi_pass {
     vit_ffi_model *m;
-    int (*each)(struct ffi_pass *p, int image, int row, vit_error *err);
+    int (*each)(struct ffi_pass *p, int image, int row, base_error *err);
     void *state;
 } ffi_pass;
 
-static vit_status run_pass(ffi_pass *p, const float *images, int n, vit_error *err) {
+static base_status run_pass(ffi_pass *p, const float *images, int n, base_error *err) {
     vit_ffi_model *m = p->m;
-    if (!images || n < 1) return vit_error_set(err, VIT_E_ARG, "empty batch: no images given");
+    if (!images || n < 1) return base_error_set(err, BASE_E_ARG, "empty batch: no images given");
     const size_t floats = (size_t)3 * m->size * m->size;
     for (int first = 0; first < n; first += m->batch) {
         const int count = n - first < m->batch ? n - first : m->batch;
-        vit_status st = vit_forward_checked(m->ctx, images + (size_t)first * floats, count, 3,
+        base_status st = vit_forward_checked(m->ctx, images + (size_t)first * floats, count, 3,
                                             m->size, m->size, m->out, err);
-        for (int i = 0; st == VIT_OK && i < count; i++)
-            st = (vit_status)p->each(p, first + i, i, err);
-        if (st != VIT_OK) return st;
+        for (int i = 0; st == BASE_OK && i < count; i++)
+            st = (base_status)p->each(p, first + i, i, err);
+        if (st != BASE_OK) return st;
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Captures for a pass: buffers for a chunk, stopped whatever happens. */
-static vit_status capture(vit_ffi_model *m, vit_capture_kind kind, int layer, size_t per_image,
-                          float **dst, vit_error *err) {
+static base_status capture(vit_ffi_model *m, vit_capture_kind kind, int layer, size_t per_image,
+                          float **dst, base_error *err) {
     if (!(*dst = malloc(sizeof(float) * (size_t)m->batch * per_image)))
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory");
     return vit_context_capture(m->ctx, kind, layer, *dst, err);
 }
 
 static void release(vit_ffi_model *m, vit_capture_kind kind, int layer, float *buffer) {
-    vit_error ignored;
+    base_error ignored;
     if (buffer) vit_context_capture(m->ctx, kind, layer, NULL, &ignored);
     free(buffer);
 }
 
-static vit_status check_layer(const vit_ffi_model *m, int layer, int allow_embed, vit_error *err) {
-    if (layer >= (allow_embed ? -1 : 0) && layer < m->layers) return VIT_OK;
-    return vit_error_set(err, VIT_E_ARG, "layer %d is not one of the model's blocks 0..%d%s", layer,
+static base_status check_layer(const vit_ffi_model *m, int layer, int allow_embed, base_error *err) {
+    if (layer >= (allow_embed ? -1 : 0) && layer < m->layers) return BASE_OK;
+    return base_error_set(err, BASE_E_ARG, "layer %d is not one of the model's blocks 0..%d%s", layer,
                          m->layers - 1, allow_embed ? " (or -1, the embedding)" : "");
 }
 
@@ -242,7 +242,7 @@ typedef struct logits_state {
     int softmax;
 } logits_state;
 
-static int logits_each(ffi_pass *p, int image, int row, vit_error *err) {
+static int logits_each(ffi_pass *p, int image, int row, base_error *err) {
     const logits_state *s = p->state;
     const int n = vit_model_output_size(p->m->model);
     float *dst = s->out + (size_t)image * n;
@@ -250,16 +250,16 @@ static int logits_each(ffi_pass *p, int image, int row, vit_error *err) {
     /* As classify (cli_run_batch): such outputs make no result. */
     for (int c = 0; c < n; c++)
         if (!isfinite(dst[c]))
-            return vit_error_set(err, VIT_E_FORMAT, "image %d: model output is not finite (NaN/Inf)", image);
+            return base_error_set(err, BASE_E_FORMAT, "image %d: model output is not finite (NaN/Inf)", image);
     if (s->softmax && vit_model_config(p->m->model)->num_classes > 0) vit_softmax(dst, n);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 int vit_ffi_logits(vit_ffi_model *m, const float *images, int n, int softmax, float *out,
                    char *msg, size_t msg_size) {
     logits_state s = {out, softmax};
     ffi_pass p = {m, logits_each, &s};
-    vit_error err;
+    base_error err;
     return report(run_pass(&p, images, n, &err), &err, msg, msg_size);
 }
 
@@ -269,7 +269,7 @@ typedef struct features_state {
     size_t row_floats;
 } features_state;
 
-static int features_each(ffi_pass *p, int image, int row, vit_error *err) {
+static int features_each(ffi_pass *p, int image, int row, base_error *err) {
     const features_state *s = p->state;
     const vit_ffi_model *m = p->m;
     const float *tokens = s->captured + (size_t)row * m->tokens * m->dim;
@@ -277,33 +277,33 @@ static int features_each(ffi_pass *p, int image, int row, vit_error *err) {
     if (s->pool < 0) { /* vit features without --pool: the stream as it is */
         memcpy(dst, tokens, s->row_floats * sizeof *dst);
         if (s->l2) vit_l2_normalize_rows(dst, m->tokens, m->dim);
-        return VIT_OK;
+        return BASE_OK;
     }
     return vit_pool_tokens(m->model, tokens, m->tokens, (vit_pool)s->pool, s->l2, dst, s->scratch, err);
 }
 
 int vit_ffi_features(vit_ffi_model *m, const float *images, int n, int pool, int layer, int l2,
                      float *out, char *msg, size_t msg_size) {
-    vit_error err;
+    base_error err;
     const vit_config *c = vit_model_config(m->model);
     if (pool < -1 || pool > VIT_POOL_MODEL)
-        return fail(VIT_E_ARG, msg, msg_size, "pool %d is not one of -1..%d", pool, VIT_POOL_MODEL);
+        return fail(BASE_E_ARG, msg, msg_size, "pool %d is not one of -1..%d", pool, VIT_POOL_MODEL);
     if (pool == VIT_POOL_CLS && c->no_class_token)
-        return fail(VIT_E_ARG, msg, msg_size, "%s has no class token (use pool mean)",
+        return fail(BASE_E_ARG, msg, msg_size, "%s has no class token (use pool mean)",
                     vit_model_weights_path(m->model));
     if (pool >= 0) layer = m->layers - 1; /* pooling reads the last block's tokens */
-    if (check_layer(m, layer, 1, &err) != VIT_OK) return report(err.code, &err, msg, msg_size);
+    if (check_layer(m, layer, 1, &err) != BASE_OK) return report(err.code, &err, msg, msg_size);
     features_state s = {.out = out, .pool = pool, .l2 = l2 != 0};
     s.row_floats = pool == VIT_POOL_MODEL ? (size_t)vit_config_pooled_size(c)
                    : pool == VIT_POOL_CLS || pool == VIT_POOL_MEAN ? (size_t)m->dim
                                                                   : (size_t)m->tokens * m->dim;
-    vit_status st = VIT_OK;
+    base_status st = BASE_OK;
     if (!(s.scratch = malloc(sizeof(float) * m->dim)))
-        st = vit_error_set(&err, VIT_E_NOMEM, "out of memory");
-    if (st == VIT_OK)
+        st = base_error_set(&err, BASE_E_NOMEM, "out of memory");
+    if (st == BASE_OK)
         st = capture(m, VIT_CAPTURE_TOKENS, layer, (size_t)m->tokens * m->dim, &s.captured, &err);
     ffi_pass p = {m, features_each, &s};
-    if (st == VIT_OK) st = run_pass(&p, images, n, &err);
+    if (st == BASE_OK) st = run_pass(&p, images, n, &err);
     release(m, VIT_CAPTURE_TOKENS, layer, s.captured);
     free(s.scratch);
     return report(st, &err, msg, msg_size);
@@ -325,34 +325,34 @@ static void attention_map(const vit_ffi_model *m, const float *attn, int heads, 
         vit_attention_row(attn, heads, m->tokens, 0, head, m->prefix, dst);
 }
 
-static int attention_each(ffi_pass *p, int image, int row, vit_error *err) {
+static int attention_each(ffi_pass *p, int image, int row, base_error *err) {
     attention_state *s = p->state;
     const vit_ffi_model *m = p->m;
     const size_t per_image = (size_t)m->heads * m->tokens * m->tokens;
     if (s->rollout) {
         for (int l = 0; l <= s->layer; l++) s->per_image[l] = s->layers[l] + (size_t)row * per_image;
-        vit_status st = vit_attention_rollout(s->per_image, s->layer + 1, m->heads, m->tokens,
+        base_status st = vit_attention_rollout(s->per_image, s->layer + 1, m->heads, m->tokens,
                                               s->discard, s->result, s->scratch, err);
-        if (st == VIT_OK) attention_map(m, s->result, 1, 0, s->out + (size_t)image * m->patches);
+        if (st == BASE_OK) attention_map(m, s->result, 1, 0, s->out + (size_t)image * m->patches);
         return st;
     }
     const float *attn = s->layers[s->layer] + (size_t)row * per_image;
     if (s->head >= -1) {
         attention_map(m, attn, m->heads, s->head, s->out + (size_t)image * m->patches);
-        return VIT_OK;
+        return BASE_OK;
     }
     /* Every head, then their mean (vit attention --grid's maps). */
     float *dst = s->out + (size_t)image * (m->heads + 1) * m->patches;
     for (int h = 0; h <= m->heads; h++)
         attention_map(m, attn, m->heads, h < m->heads ? h : -1, dst + (size_t)h * m->patches);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The attention captures of a pass, rollout's buffers, the pass, the cleanup. */
-static vit_status attention_pass(vit_ffi_model *m, attention_state *s, const float *images, int n,
-                                 vit_error *err) {
+static base_status attention_pass(vit_ffi_model *m, attention_state *s, const float *images, int n,
+                                 base_error *err) {
     const size_t per_image = (size_t)m->heads * m->tokens * m->tokens;
-    vit_status st = VIT_OK;
+    base_status st = BASE_OK;
     s->layers = calloc((size_t)m->layers, sizeof *s->layers);
     s->per_image = calloc((size_t)m->layers, sizeof *s->per_image);
     if (s->rollout) {
@@ -360,11 +360,11 @@ static vit_status attention_pass(vit_ffi_model *m, attention_state *s, const flo
         s->scratch = malloc(sizeof(float) * vit_rollout_scratch_size(m->tokens));
     }
     if (!s->layers || !s->per_image || (s->rollout && (!s->result || !s->scratch)))
-        st = vit_error_set(err, VIT_E_NOMEM, "out of memory");
-    for (int l = s->rollout ? 0 : s->layer; st == VIT_OK && l <= s->layer; l++)
+        st = base_error_set(err, BASE_E_NOMEM, "out of memory");
+    for (int l = s->rollout ? 0 : s->layer; st == BASE_OK && l <= s->layer; l++)
         st = capture(m, VIT_CAPTURE_ATTENTION, l, per_image, &s->layers[l], err);
     ffi_pass p = {m, attention_each, s};
-    if (st == VIT_OK) st = run_pass(&p, images, n, err);
+    if (st == BASE_OK) st = run_pass(&p, images, n, err);
     for (int l = 0; s->layers && l < m->layers; l++)
         release(m, VIT_CAPTURE_ATTENTION, l, s->layers[l]);
     free(s->layers);
@@ -376,10 +376,10 @@ static vit_status attention_pass(vit_ffi_model *m, attention_state *s, const flo
 
 int vit_ffi_attention(vit_ffi_model *m, const float *images, int n, int layer, int head,
                       float *out, char *msg, size_t msg_size) {
-    vit_error err;
-    if (check_layer(m, layer, 0, &err) != VIT_OK) return report(err.code, &err, msg, msg_size);
+    base_error err;
+    if (check_layer(m, layer, 0, &err) != BASE_OK) return report(err.code, &err, msg, msg_size);
     if (head < -2 || head >= m->heads)
-        return fail(VIT_E_ARG, msg, msg_size, "head %d is not one of the model's heads 0..%d",
+        return fail(BASE_E_ARG, msg, msg_size, "head %d is not one of the model's heads 0..%d",
                     head, m->heads - 1);
     attention_state s = {.out = out, .layer = layer, .head = head};
     return report(attention_pass(m, &s, images, n, &err), &err, msg, msg_size);
@@ -387,10 +387,10 @@ int vit_ffi_attention(vit_ffi_model *m, const float *images, int n, int layer, i
 
 int vit_ffi_rollout(vit_ffi_model *m, const float *images, int n, int layer, float discard,
                     float *out, char *msg, size_t msg_size) {
-    vit_error err;
-    if (check_layer(m, layer, 0, &err) != VIT_OK) return report(err.code, &err, msg, msg_size);
+    base_error err;
+    if (check_layer(m, layer, 0, &err) != BASE_OK) return report(err.code, &err, msg, msg_size);
     if (!(discard >= 0.0f && discard < 1.0f))
-        return fail(VIT_E_ARG, msg, msg_size, "discard expects a fraction in [0, 1), got %g", (double)discard);
+        return fail(BASE_E_ARG, msg, msg_size, "discard expects a fraction in [0, 1), got %g", (double)discard);
     attention_state s = {.out = out, .layer = layer, .rollout = 1, .discard = discard};
     return report(attention_pass(m, &s, images, n, &err), &err, msg, msg_size);
 }
@@ -403,7 +403,7 @@ typedef struct tokens_state {
     double *scratch;
 } tokens_state;
 
-static int patch_logits_each(ffi_pass *p, int image, int row, vit_error *err) {
+static int patch_logits_each(ffi_pass *p, int image, int row, base_error *err) {
     const tokens_state *s = p->state;
     const vit_ffi_model *m = p->m;
     const size_t classes = (size_t)vit_model_config(m->model)->num_classes;
@@ -414,20 +414,20 @@ static int patch_logits_each(ffi_pass *p, int image, int row, vit_error *err) {
 
 int vit_ffi_patch_logits(vit_ffi_model *m, const float *images, int n, int layer, float *out,
                          char *msg, size_t msg_size) {
-    vit_error err;
-    if (check_layer(m, layer, 0, &err) != VIT_OK) return report(err.code, &err, msg, msg_size);
+    base_error err;
+    if (check_layer(m, layer, 0, &err) != BASE_OK) return report(err.code, &err, msg, msg_size);
     if (vit_model_config(m->model)->num_classes == 0)
-        return fail(VIT_E_ARG, msg, msg_size, "%s has no classification head (it outputs features)",
+        return fail(BASE_E_ARG, msg, msg_size, "%s has no classification head (it outputs features)",
                     vit_model_weights_path(m->model));
     tokens_state s = {.out = out};
-    vit_status st = capture(m, VIT_CAPTURE_TOKENS, layer, (size_t)m->tokens * m->dim, &s.captured, &err);
+    base_status st = capture(m, VIT_CAPTURE_TOKENS, layer, (size_t)m->tokens * m->dim, &s.captured, &err);
     ffi_pass p = {m, patch_logits_each, &s};
-    if (st == VIT_OK) st = run_pass(&p, images, n, &err);
+    if (st == BASE_OK) st = run_pass(&p, images, n, &err);
     release(m, VIT_CAPTURE_TOKENS, layer, s.captured);
     return report(st, &err, msg, msg_size);
 }
 
-static int segment_each(ffi_pass *p, int image, int row, vit_error *err) {
+static int segment_each(ffi_pass *p, int image, int row, base_error *err) {
     const tokens_state *s = p->state;
     const vit_ffi_model *m = p->m;
     const int np = m->patches, D = m->dim;
@@ -440,21 +440,21 @@ static int segment_each(ffi_pass *p, int image, int row, vit_error *err) {
 
 int vit_ffi_segment(vit_ffi_model *m, const float *images, int n, int k, int seed, int layer,
                     int keys, int32_t *out, char *msg, size_t msg_size) {
-    vit_error err;
-    if (check_layer(m, layer, 0, &err) != VIT_OK) return report(err.code, &err, msg, msg_size);
+    base_error err;
+    if (check_layer(m, layer, 0, &err) != BASE_OK) return report(err.code, &err, msg, msg_size);
     if (k < 1 || k > 254 || k > m->patches)
-        return fail(VIT_E_ARG, msg, msg_size, "clusters must be 1 to %d (254 at most, and no more "
+        return fail(BASE_E_ARG, msg, msg_size, "clusters must be 1 to %d (254 at most, and no more "
                     "than the patches), got %d", m->patches < 254 ? m->patches : 254, k);
-    if (seed < 0) return fail(VIT_E_ARG, msg, msg_size, "seed must be 0 or more, got %d", seed);
+    if (seed < 0) return fail(BASE_E_ARG, msg, msg_size, "seed must be 0 or more, got %d", seed);
     tokens_state s = {.labels = out, .k = k, .keys = keys != 0, .seed = (uint64_t)seed};
     const vit_capture_kind kind = s.keys ? VIT_CAPTURE_KEYS : VIT_CAPTURE_TOKENS;
-    vit_status st = VIT_OK;
+    base_status st = BASE_OK;
     s.points = malloc(sizeof(float) * m->patches * m->dim);
     s.scratch = malloc(sizeof(double) * vit_kmeans_scratch_size(m->patches, m->dim, k));
-    if (!s.points || !s.scratch) st = vit_error_set(&err, VIT_E_NOMEM, "out of memory");
-    if (st == VIT_OK) st = capture(m, kind, layer, (size_t)m->tokens * m->dim, &s.captured, &err);
+    if (!s.points || !s.scratch) st = base_error_set(&err, BASE_E_NOMEM, "out of memory");
+    if (st == BASE_OK) st = capture(m, kind, layer, (size_t)m->tokens * m->dim, &s.captured, &err);
     ffi_pass p = {m, segment_each, &s};
-    if (st == VIT_OK) st = run_pass(&p, images, n, &err);
+    if (st == BASE_OK) st = run_pass(&p, images, n, &err);
     release(m, kind, layer, s.captured);
     free(s.points);
     free(s.scratch);
@@ -464,7 +464,7 @@ int vit_ffi_segment(vit_ffi_model *m, const float *images, int n, int k, int see
 int vit_ffi_overlay_heatmap(const vit_ffi_model *m, const uint8_t *pixels, int width, int height,
                             const float *grid, uint8_t *out, char *msg, size_t msg_size) {
     if (!pixels || width < 1 || height < 1)
-        return fail(VIT_E_ARG, msg, msg_size, "an image needs at least one pixel, got %dx%d", width, height);
+        return fail(BASE_E_ARG, msg, msg_size, "an image needs at least one pixel, got %dx%d", width, height);
     const int cells = m->grid * m->grid;
     float lo = grid[0], hi = grid[0];
     for (int i = 1; i < cells; i++) {
@@ -475,10 +475,10 @@ int vit_ffi_overlay_heatmap(const vit_ffi_model *m, const uint8_t *pixels, int w
     double box[4];
     data_preprocess_source_box(&m->pre, width, height, box);
     data_image pic = {0};
-    vit_error err;
-    const vit_status st = data_overlay_heatmap(&img, box, grid, m->grid, m->grid, lo, hi,
+    base_error err;
+    const base_status st = data_overlay_heatmap(&img, box, grid, m->grid, m->grid, lo, hi,
                                                OVERLAY_ALPHA, &pic, &err);
-    if (st == VIT_OK) memcpy(out, pic.pixels, (size_t)width * height * 3);
+    if (st == BASE_OK) memcpy(out, pic.pixels, (size_t)width * height * 3);
     data_image_free(&pic);
     return report(st, &err, msg, msg_size);
 }
@@ -486,8 +486,8 @@ int vit_ffi_overlay_heatmap(const vit_ffi_model *m, const uint8_t *pixels, int w
 int vit_ffi_write_png(const char *path, int width, int height, int channels,
                       const uint8_t *pixels, char *msg, size_t msg_size) {
     if (!pixels || width < 1 || height < 1 || (channels != 1 && channels != 3 && channels != 4))
-        return fail(VIT_E_ARG, msg, msg_size, "a PNG needs 1, 3 or 4 channels and at least one "
+        return fail(BASE_E_ARG, msg, msg_size, "a PNG needs 1, 3 or 4 channels and at least one "
                     "pixel, got %dx%dx%d", height, width, channels);
-    vit_error err;
+    base_error err;
     return report(data_write_png(path, width, height, channels, pixels, &err), &err, msg, msg_size);
 }

@@ -160,8 +160,8 @@ static int alloc_buffers(vit_context *ctx) {
 /* The context's position row of every token: prefix tokens with a row
  * (the first pos_embed_prefix) get it; the others (registers,
  * no_embed_class) stay zero. Only the patch positions are resampled at
- * another grid. VIT_OK, or VIT_E_NOMEM. */
-static vit_status fill_pos_embed(vit_context *ctx) {
+ * another grid. BASE_OK, or BASE_E_NOMEM. */
+static base_status fill_pos_embed(vit_context *ctx) {
     const vit_model *model = ctx->model;
     const vit_config *c = &model->config;
     const size_t D = (size_t)c->hidden_size, Np = (size_t)ctx->num_patches;
@@ -171,7 +171,7 @@ static vit_status fill_pos_embed(vit_context *ctx) {
     const float *model_patch_pos = model->pos_embed + (size_t)pos_prefix * D;
     if (ctx->grid_h == native_grid) {
         memcpy(patch_pos, model_patch_pos, sizeof(float) * Np * D);
-        return VIT_OK;
+        return BASE_OK;
     }
     return patching_resample_pos_embed(model_patch_pos, 0, native_grid, native_grid, (int)D,
                                        patch_pos, ctx->grid_h, ctx->grid_w, c->pos_embed_antialias);
@@ -181,30 +181,30 @@ static vit_status fill_pos_embed(vit_context *ctx) {
  * property of the machine, not the process's OpenMP settings). */
 int vit_threads_or_procs(int threads) { return threads > 0 ? threads : omp_get_num_procs(); }
 
-vit_status vit_context_create(const vit_model *model, int max_batch, int image_size, int threads,
-                              vit_context **out, vit_error *err) {
+base_status vit_context_create(const vit_model *model, int max_batch, int image_size, int threads,
+                              vit_context **out, base_error *err) {
     *out = NULL;
     const vit_config *c = &model->config;
     /* No kernels_check_blas: inference runs on vitc's own kernels, never
-     * OpenBLAS, which training alone loads (base/vitc_blas.h). */
+     * OpenBLAS, which training alone loads (base/base_blas.h). */
     if (max_batch <= 0 || max_batch > 4096)
-        return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..4096", max_batch);
+        return base_error_set(err, BASE_E_ARG, "batch size %d is outside 1..4096", max_batch);
     if (threads < 0 || threads > 1024)
-        return vit_error_set(err, VIT_E_ARG, "thread count %d is outside 0..1024", threads);
+        return base_error_set(err, BASE_E_ARG, "thread count %d is outside 0..1024", threads);
     if (image_size == 0) image_size = c->image_size;
     if (image_size < c->patch_size || image_size > 8192)
-        return vit_error_set(err, VIT_E_ARG, "image size %d is outside %d..8192", image_size,
+        return base_error_set(err, BASE_E_ARG, "image size %d is outside %d..8192", image_size,
                              c->patch_size);
     /* The patch embedding would drop the pixels past the last whole patch
      * (as a strided convolution does): a 100-pixel input to a patch-16
      * model loses a 4-pixel border and gives a 6x6 grid without a word. */
     if (image_size % c->patch_size)
-        return vit_error_set(err, VIT_E_ARG,
+        return base_error_set(err, BASE_E_ARG,
                              "image size %d is not a multiple of the patch size %d (%d or %d are)",
                              image_size, c->patch_size, image_size / c->patch_size * c->patch_size,
                              (image_size / c->patch_size + 1) * c->patch_size);
     vit_context *ctx = calloc(1, sizeof *ctx);
-    if (!ctx) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    if (!ctx) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     ctx->model = model;
     ctx->max_batch = max_batch;
     ctx->image_size = image_size;
@@ -225,15 +225,15 @@ vit_status vit_context_create(const vit_model *model, int max_batch, int image_s
 
     if (!alloc_buffers(ctx)) {
         vit_context_free(ctx);
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory for a batch of %d at %dx%d",
+        return base_error_set(err, BASE_E_NOMEM, "out of memory for a batch of %d at %dx%d",
                              max_batch, image_size, image_size);
     }
-    if (fill_pos_embed(ctx) != VIT_OK) {
+    if (fill_pos_embed(ctx) != BASE_OK) {
         vit_context_free(ctx);
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory");
     }
     *out = ctx;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void vit_context_free(vit_context *ctx) {
@@ -247,20 +247,20 @@ int vit_context_image_size(const vit_context *ctx) { return ctx->image_size; }
 int vit_context_num_tokens(const vit_context *ctx) { return ctx->num_tokens; }
 int vit_context_threads(const vit_context *ctx) { return ctx->num_threads; }
 
-vit_status vit_context_capture(vit_context *ctx, vit_capture_kind kind, int layer, float *dst,
-                               vit_error *err) {
+base_status vit_context_capture(vit_context *ctx, vit_capture_kind kind, int layer, float *dst,
+                               base_error *err) {
     const int layers = ctx->model->config.num_layers;
     const int lowest = kind == VIT_CAPTURE_TOKENS ? -1 : 0;
     if ((unsigned)kind >= VIT_CAPTURE_KIND_COUNT)
-        return vit_error_set(err, VIT_E_ARG, "unknown capture kind %d", (int)kind);
+        return base_error_set(err, BASE_E_ARG, "unknown capture kind %d", (int)kind);
     if (layer < lowest || layer >= layers)
-        return vit_error_set(err, VIT_E_ARG, "layer %d is outside %d..%d", layer, lowest,
+        return base_error_set(err, BASE_E_ARG, "layer %d is outside %d..%d", layer, lowest,
                              layers - 1);
     ctx->captures[(size_t)kind * (layers + 1) + (layer + 1)] = dst;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, vit_error *err) {
+base_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, base_error *err) {
     return vit_context_capture(ctx, VIT_CAPTURE_TOKENS, layer, dst, err);
 }
 
@@ -273,52 +273,52 @@ void vit_softmax(float *values, int n) { softmax_forward(values, n); }
 
 /* *dst = weight [rows, cols] packed (NULL when weight is: an int8 layer),
  * mapped from a packed file when it holds it (vit_packed_fmatrix). */
-static vit_status pack_linear(vit_model *m, const char *name, kernels_fmatrix **dst,
-                              const float *weight, int rows, int cols, vit_error *err) {
+static base_status pack_linear(vit_model *m, const char *name, kernels_fmatrix **dst,
+                              const float *weight, int rows, int cols, base_error *err) {
     *dst = NULL;
-    if (!weight) return VIT_OK;
-    vit_status s = vit_packed_fmatrix(m, name, rows, cols, dst, err);
-    if (s != VIT_OK || *dst) return s;
+    if (!weight) return BASE_OK;
+    base_status s = vit_packed_fmatrix(m, name, rows, cols, dst, err);
+    if (s != BASE_OK || *dst) return s;
     if (!(*dst = kernels_fmatrix_create(rows, cols)))
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory packing the weights");
     kernels_fmatrix_set(*dst, 0, rows, 0, cols, weight, 1.0f);
 #pragma omp atomic
     m->packed++;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The head as vitc's GEMM runs it (vit_internal.h): with a distillation
  * head both halves halved (exact) side by side, so one sum over [class ‖
  * distillation] gives the mean of the heads. */
-static vit_status pack_head(vit_model *m, vit_error *err) {
+static base_status pack_head(vit_model *m, base_error *err) {
     const vit_config *c = &m->config;
     const int C = c->num_classes, D = c->hidden_size;
-    if (C == 0 || !m->head_w) return VIT_OK;
+    if (C == 0 || !m->head_w) return BASE_OK;
     if (!m->head_dist_w)
         return pack_linear(m, "head", &m->head_f, m->head_w, C, vit_config_pooled_size(c), err);
     if (!(m->head_bias = malloc(sizeof(float) * (size_t)C)))
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory packing the weights");
     for (int j = 0; j < C; j++) m->head_bias[j] = 0.5f * (m->head_b[j] + m->head_dist_b[j]);
-    vit_status s = vit_packed_fmatrix(m, "head", C, 2 * D, &m->head_f, err);
-    if (s != VIT_OK || m->head_f) return s;
+    base_status s = vit_packed_fmatrix(m, "head", C, 2 * D, &m->head_f, err);
+    if (s != BASE_OK || m->head_f) return s;
     if (!(m->head_f = kernels_fmatrix_create(C, 2 * D)))
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory packing the weights");
     kernels_fmatrix_set(m->head_f, 0, C, 0, D, m->head_w, 0.5f);
     kernels_fmatrix_set(m->head_f, 0, C, D, D, m->head_dist_w, 0.5f);
     m->packed++;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Block l's float32 layers packed (or mapped). */
-static vit_status pack_block(vit_model *m, int l, vit_error *err) {
+static base_status pack_block(vit_model *m, int l, base_error *err) {
     const int D = m->config.hidden_size, M = m->config.mlp_size;
     vit_block *b = &m->blocks[l];
     kernels_fmatrix **dst[4] = {&b->qkv_f, &b->proj_f, &b->fc1_f, &b->fc2_f};
     const float *w[4] = {b->qkv_w, b->proj_w, b->fc1_w, b->fc2_w};
     const int rows[4] = {3 * D, D, M, D}, cols[4] = {D, D, D, M};
     static const char *const WHAT[4] = {"qkv", "proj", "fc1", "fc2"};
-    vit_status s = VIT_OK;
-    for (int i = 0; i < 4 && s == VIT_OK; i++) {
+    base_status s = BASE_OK;
+    for (int i = 0; i < 4 && s == BASE_OK; i++) {
         if (*dst[i]) continue; /* mapped by take_all (model.c take_mapped) */
         char name[48];
         snprintf(name, sizeof name, "blocks.%d.%s", l, WHAT[i]);
@@ -327,14 +327,14 @@ static vit_status pack_block(vit_model *m, int l, vit_error *err) {
     return s;
 }
 
-vit_status vit_model_pack(vit_model *m, int threads, vit_error *err) {
+base_status vit_model_pack(vit_model *m, int threads, base_error *err) {
     const vit_config *c = &m->config;
-    vit_status s = pack_linear(m, "patch", &m->patch_f, m->patch_w, c->hidden_size,
+    base_status s = pack_linear(m, "patch", &m->patch_f, m->patch_w, c->hidden_size,
                                c->num_channels * c->patch_size * c->patch_size, err);
-    if (s == VIT_OK) s = pack_head(m, err);
-    if (s != VIT_OK) return s;
+    if (s == BASE_OK) s = pack_head(m, err);
+    if (s != BASE_OK) return s;
     if (m->packed_f) { /* mapped: no work worth starting the threads for */
-        for (int l = 0; l < c->num_layers && s == VIT_OK; l++) s = pack_block(m, l, err);
+        for (int l = 0; l < c->num_layers && s == BASE_OK; l++) s = pack_block(m, l, err);
         return s;
     }
     /* The layers side by side: packing reads and writes every weight once,
@@ -342,10 +342,10 @@ vit_status vit_model_pack(vit_model *m, int threads, vit_error *err) {
     int ok = 1;
 #pragma omp parallel for schedule(dynamic) reduction(&& : ok) num_threads(threads)
     for (int l = 0; l < c->num_layers; l++) {
-        vit_error mine;
-        ok = pack_block(m, l, &mine) == VIT_OK && ok;
+        base_error mine;
+        ok = pack_block(m, l, &mine) == BASE_OK && ok;
     }
-    return ok ? VIT_OK : vit_error_set(err, VIT_E_NOMEM, "out of memory packing the weights");
+    return ok ? BASE_OK : base_error_set(err, BASE_E_NOMEM, "out of memory packing the weights");
 }
 
 void vit_model_unpack(vit_model *m) {
@@ -638,23 +638,23 @@ void vit_head_forward(const vit_model *m, const float *pooled, int stride, int b
     kernels_linear(out, c->num_classes, pooled, stride, batch, m->head_f, &bias, th);
 }
 
-vit_status vit_forward_checked(vit_context *ctx, const float *images, int batch, int channels,
-                               int height, int width, float *out, vit_error *err) {
+base_status vit_forward_checked(vit_context *ctx, const float *images, int batch, int channels,
+                               int height, int width, float *out, base_error *err) {
     const int C = ctx->model->config.num_channels, S = ctx->image_size;
     /* vit_forward reads C x S x S floats per image whatever it is given:
      * anything smaller would be read past its end. */
     if (channels != C || height != S || width != S)
-        return vit_error_set(err, VIT_E_SHAPE,
+        return base_error_set(err, BASE_E_SHAPE,
                              "images of %d x %dx%d given to a model context that takes %d x %dx%d",
                              channels, width, height, C, S, S);
     return vit_forward(ctx, images, batch, out, err);
 }
 
-vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *out,
-                       vit_error *err) {
+base_status vit_forward(vit_context *ctx, const float *images, int batch, float *out,
+                       base_error *err) {
     const vit_model *m = ctx->model;
     if (batch <= 0 || batch > ctx->max_batch)
-        return vit_error_set(err, VIT_E_ARG, "batch of %d images, the context holds 1..%d",
+        return base_error_set(err, BASE_E_ARG, "batch of %d images, the context holds 1..%d",
                              batch, ctx->max_batch);
     const int threads = ctx->num_threads;
     const double started = omp_get_wtime();
@@ -692,20 +692,20 @@ vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *
     vit_head_forward(m, ctx->pooled, ctx->pool_stride, batch, out,
          kernels_threading(KERNELS_INFERENCE, threads, m->isa));
     mark(&clock, VIT_STAGE_HEAD);
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, int threads,
-                            float *out, vit_error *err) {
+base_status vit_token_logits(const vit_model *model, const float *tokens, int n, int threads,
+                            float *out, base_error *err) {
     const vit_config *c = &model->config;
     if (c->num_classes == 0 || !model->head_w)
-        return vit_error_set(err, VIT_E_ARG, "the model has no classifier head");
+        return base_error_set(err, BASE_E_ARG, "the model has no classifier head");
     if (c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG)
-        return vit_error_set(err, VIT_E_UNSUPPORTED, "the model's head reads [class token, mean of "
+        return base_error_set(err, BASE_E_UNSUPPORTED, "the model's head reads [class token, mean of "
                              "patches], not one token");
     const int D = c->hidden_size;
     float *normed = kernels_alloc_floats((size_t)n * 2 * D);
-    if (!normed) return vit_error_set(err, VIT_E_NOMEM, "out of memory for %d tokens", n);
+    if (!normed) return base_error_set(err, BASE_E_NOMEM, "out of memory for %d tokens", n);
     /* Each token fills the class (and distillation) slot of a pooled row:
      * final norm, then fc_norm, as the pooled features get. */
     for (int i = 0; i < n; i++) {
@@ -719,22 +719,22 @@ vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, 
     vit_head_forward(model, normed, 2 * D, n, out,
          kernels_threading(KERNELS_INFERENCE, vit_threads_or_procs(threads), model->isa));
     free(normed);
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num_tokens,
-                            int threads, float *out, vit_error *err) {
+base_status vit_patch_logits(const vit_model *model, const float *tokens, int num_tokens,
+                            int threads, float *out, base_error *err) {
     const vit_config *c = &model->config;
     const int D = c->hidden_size, prefix = c->num_prefix_tokens, n = num_tokens - prefix;
     if (n < 1 || !tokens || !out)
-        return vit_error_set(err, VIT_E_ARG, "%d tokens hold no patch after %d prefix tokens",
+        return base_error_set(err, BASE_E_ARG, "%d tokens hold no patch after %d prefix tokens",
                              num_tokens, prefix);
     if (c->global_pool != VIT_GLOBAL_POOL_TOKEN_AVG)
         return vit_token_logits(model, tokens + (size_t)prefix * D, n, threads, out, err);
     if (c->num_classes == 0 || !model->head_w)
-        return vit_error_set(err, VIT_E_ARG, "the model has no classifier head");
+        return base_error_set(err, BASE_E_ARG, "the model has no classifier head");
     float *rows = kernels_alloc_floats((size_t)n * 2 * D);
-    if (!rows) return vit_error_set(err, VIT_E_NOMEM, "out of memory for %d tokens", n);
+    if (!rows) return base_error_set(err, BASE_E_NOMEM, "out of memory for %d tokens", n);
     /* [class ‖ patch]: the same class half for every patch, the patch in the
      * mean's half; fc_norm (DINOv2 has none) exactly where pool_image puts it. */
     for (int i = 0; i < n; i++) {
@@ -748,19 +748,19 @@ vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num
     vit_head_forward(model, rows, 2 * D, n, out,
          kernels_threading(KERNELS_INFERENCE, vit_threads_or_procs(threads), model->isa));
     free(rows);
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_pool_tokens(const vit_model *model, const float *tokens, int num_tokens,
-                           vit_pool pool, int l2, float *out, float *scratch, vit_error *err) {
+base_status vit_pool_tokens(const vit_model *model, const float *tokens, int num_tokens,
+                           vit_pool pool, int l2, float *out, float *scratch, base_error *err) {
     const vit_config *c = &model->config;
     const int D = c->hidden_size, prefix = c->num_prefix_tokens;
     if (num_tokens <= prefix || ((pool == VIT_POOL_MEAN || pool == VIT_POOL_MODEL) && !scratch) ||
         (pool != VIT_POOL_CLS && pool != VIT_POOL_MEAN && pool != VIT_POOL_NONE &&
          pool != VIT_POOL_MODEL))
-        return vit_error_set(err, VIT_E_ARG, "cannot pool %d tokens this way", num_tokens);
+        return base_error_set(err, BASE_E_ARG, "cannot pool %d tokens this way", num_tokens);
     if (pool == VIT_POOL_CLS && c->no_class_token)
-        return vit_error_set(err, VIT_E_ARG, "the model has no class token");
+        return base_error_set(err, BASE_E_ARG, "the model has no class token");
     int rows = 1, width = D;
     if (pool == VIT_POOL_CLS) {
         final_norm_row(model, out, tokens);
@@ -784,7 +784,7 @@ vit_status vit_pool_tokens(const vit_model *model, const float *tokens, int num_
         }
     }
     if (l2) vit_l2_normalize_rows(out, rows, width);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 int vit_top_k(const float *values, int n, int k, int *indices) {

@@ -100,13 +100,13 @@ static void discard_smallest(float *a, size_t n, size_t count, float *copy) {
     }
 }
 
-vit_status vit_attention_rollout(const float *const *layers, int num_layers, int heads,
+base_status vit_attention_rollout(const float *const *layers, int num_layers, int heads,
                                  int tokens, float discard, float *result, float *scratch,
-                                 vit_error *err) {
+                                 base_error *err) {
     if (num_layers < 1 || heads < 1 || tokens < 1 || !layers || !result || !scratch)
-        return vit_error_set(err, VIT_E_ARG, "attention rollout: bad arguments");
+        return base_error_set(err, BASE_E_ARG, "attention rollout: bad arguments");
     if (!(discard >= 0.0f && discard < 1.0f))
-        return vit_error_set(err, VIT_E_ARG, "attention rollout: discard ratio %g is not in [0, 1)",
+        return base_error_set(err, BASE_E_ARG, "attention rollout: discard ratio %g is not in [0, 1)",
                              (double)discard);
     const int T = tokens;
     const size_t plane = (size_t)T * T;
@@ -114,7 +114,7 @@ vit_status vit_attention_rollout(const float *const *layers, int num_layers, int
     /* R = A R on vitc's GEMM, one thread, the CPU's best path (every path
      * gives the same bits). */
     kernels_isa isa;
-    if (kernels_isa_choose(NULL, &isa, err) != VIT_OK) return err->code;
+    if (kernels_isa_choose(NULL, &isa, err) != BASE_OK) return err->code;
     const kernels_threads th = kernels_threading(KERNELS_INFERENCE, 1, isa);
     /* Same rounding as vit-explain's int(flat.size(-1) * discard_ratio). */
     const size_t count = (size_t)((double)plane * (double)discard);
@@ -138,7 +138,7 @@ vit_status vit_attention_rollout(const float *const *layers, int num_layers, int
         }
         kernels_matmul(result, T, fused, T, T, result, T, T, T, packed, th);
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void vit_l2_normalize_rows(float *x, int n, int dim) {
@@ -289,13 +289,13 @@ static void renumber_clusters(int n, int dim, int k, int *labels, const double *
                 centroids[(size_t)(int)counts[c] * dim + j] = (float)centre[(size_t)c * dim + j];
 }
 
-vit_status vit_kmeans(const float *points, int n, int dim, int k, uint64_t seed, int max_iter,
+base_status vit_kmeans(const float *points, int n, int dim, int k, uint64_t seed, int max_iter,
                       int *labels, float *centroids, double *scratch, int *iterations,
-                      vit_error *err) {
+                      base_error *err) {
     if (!points || !labels || !scratch || n < 1 || dim < 1 || max_iter < 0)
-        return vit_error_set(err, VIT_E_ARG, "k-means: bad arguments");
+        return base_error_set(err, BASE_E_ARG, "k-means: bad arguments");
     if (k < 1 || k > n)
-        return vit_error_set(err, VIT_E_ARG, "k-means: %d clusters for %d points", k, n);
+        return base_error_set(err, BASE_E_ARG, "k-means: %d clusters for %d points", k, n);
     double *centre = scratch, *sums = centre + (size_t)k * dim, *mind = sums + (size_t)k * dim,
            *trial = mind + n, *counts = trial + n;
     rng r = {seed};
@@ -304,5 +304,5 @@ vit_status vit_kmeans(const float *points, int n, int dim, int k, uint64_t seed,
     const int iter = lloyd(points, n, dim, k, max_iter, labels, centre, sums, counts);
     renumber_clusters(n, dim, k, labels, centre, centroids, counts);
     if (iterations) *iterations = iter;
-    return VIT_OK;
+    return BASE_OK;
 }

@@ -22,17 +22,17 @@ kernels_threads kernels_threading(kernels_pass pass, int threads, kernels_isa is
     return th;
 }
 
-vit_status kernels_check_blas(vit_error *err) {
+base_status kernels_check_blas(base_error *err) {
     /* A pthreads OpenBLAS would start its own threads inside our parallel
      * regions (threads x threads on the cores) and its results would not
      * be split the way the OpenMP build splits them. */
     const int kind = openblas_get_parallel();
     if (kind != OPENBLAS_OPENMP_BUILD)
-        return vit_error_set(err, VIT_E_UNSUPPORTED,
+        return base_error_set(err, BASE_E_UNSUPPORTED,
                              "OpenBLAS is the %s build, vitc needs the OpenMP one "
                              "(libopenblas0-openmp)",
                              kind == 0 ? "single-threaded" : "pthreads");
-    return VIT_OK;
+    return BASE_OK;
 }
 
 float *kernels_alloc_floats(size_t count) {

@@ -29,7 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vit_error.h"
+#include "base_error.h"
 
 /* The instruction-set paths, chosen at run time, one for every dtype: each
  * names an fp32 path (GEMM micro-kernels, LayerNorm, softmax, GELU) and an
@@ -117,11 +117,11 @@ typedef enum kernels_act {
     KERNELS_ACT_QUICK_GELU, /* x * sigmoid(1.702 x) */
 } kernels_act;
 
-/* VIT_OK when the OpenBLAS linked in is its OpenMP build: the threading
+/* BASE_OK when the OpenBLAS linked in is its OpenMP build: the threading
  * above relies on OpenBLAS running single-threaded when called inside an
  * OpenMP parallel region, which only that build does. Else
- * VIT_E_UNSUPPORTED and a one-line message. */
-vit_status kernels_check_blas(vit_error *err);
+ * BASE_E_UNSUPPORTED and a one-line message. */
+base_status kernels_check_blas(base_error *err);
 
 /* count floats, 64-byte aligned (whole AVX-512 vectors per row start) and
  * zeroed; NULL when out of memory. Free with free(). */
@@ -297,9 +297,9 @@ int kernels_isa_supported(kernels_isa isa);
 
 /* The path to use: the fastest this CPU runs, or the one `forced` names
  * (the VITC_ISA environment variable; NULL or "" or "auto": choose). An
- * unknown name or a path this CPU lacks is VIT_E_UNSUPPORTED with a line
+ * unknown name or a path this CPU lacks is BASE_E_UNSUPPORTED with a line
  * naming what it has. */
-vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *err);
+base_status kernels_isa_choose(const char *forced, kernels_isa *isa, base_error *err);
 
 /* An int8 weight matrix [rows, cols] (a Linear layer's weight, rows = its
  * outputs) with one float scale per group of `group` weights along a row,

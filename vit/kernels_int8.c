@@ -91,7 +91,7 @@ int kernels_isa_supported(kernels_isa isa) {
     }
 }
 
-vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *err) {
+base_status kernels_isa_choose(const char *forced, kernels_isa *isa, base_error *err) {
     if (!forced || !*forced || strcmp(forced, "auto") == 0) {
         *isa = kernels_isa_supported(KERNELS_ISA_NEON_I8MM)   ? KERNELS_ISA_NEON_I8MM
                : kernels_isa_supported(KERNELS_ISA_NEON_DOTPROD) ? KERNELS_ISA_NEON_DOTPROD
@@ -102,14 +102,14 @@ vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *e
                : kernels_isa_supported(KERNELS_ISA_AVX_VNNI)  ? KERNELS_ISA_AVX_VNNI
                : kernels_isa_supported(KERNELS_ISA_AVX2)      ? KERNELS_ISA_AVX2
                                                               : KERNELS_ISA_GENERIC;
-        return VIT_OK;
+        return BASE_OK;
     }
     char have[128] = "";
     size_t used = 0;
     for (int i = 0; i < KERNELS_ISA_COUNT; i++) {
         if (strcmp(forced, ISA_NAMES[i]) == 0 && kernels_isa_supported((kernels_isa)i)) {
             *isa = (kernels_isa)i;
-            return VIT_OK;
+            return BASE_OK;
         }
         if (kernels_isa_supported((kernels_isa)i) && used < sizeof have)
             used += (size_t)snprintf(have + used, sizeof have - used, "%s%s", used ? ", " : "",
@@ -117,9 +117,9 @@ vit_status kernels_isa_choose(const char *forced, kernels_isa *isa, vit_error *e
     }
     for (int i = 0; i < KERNELS_ISA_COUNT; i++)
         if (strcmp(forced, ISA_NAMES[i]) == 0)
-            return vit_error_set(err, VIT_E_UNSUPPORTED,
+            return base_error_set(err, BASE_E_UNSUPPORTED,
                                  "VITC_ISA=%s: this CPU cannot run it (it runs: %s)", forced, have);
-    return vit_error_set(err, VIT_E_UNSUPPORTED,
+    return base_error_set(err, BASE_E_UNSUPPORTED,
                          "VITC_ISA=%.40s: unknown (auto, generic, avx2, avx512, avx512vnni, "
                          "vnni-reference, avxvnni, neon, avx512bf16, neon-dotprod, neon-i8mm)",
                          forced);

@@ -11,10 +11,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "vit_json.h"
+#include "base_json.h"
 
 /* A --labels file larger than this is not a label list (21k-class lists
- * are about 1 MB). Config JSON has its own limit (vit_limits). */
+ * are about 1 MB). Config JSON has its own limit (base_limits). */
 #define MAX_LABELS_BYTES ((long)16 << 20)
 #define MAX_LABELS 1000000
 
@@ -28,29 +28,29 @@ static int is_directory(const char *path) {
 /* Checks path (following symlinks) is a regular file, without opening it:
  * opening a FIFO would block until a writer came. *missing (when non-NULL)
  * is set instead of an error when nothing is there at all. */
-static vit_status check_regular(const char *path, int *missing, vit_error *err) {
+static base_status check_regular(const char *path, int *missing, base_error *err) {
     struct stat st;
     if (missing) *missing = 0;
     if (stat(path, &st) != 0) {
         const int error = errno;
         if (error == ENOENT && missing && lstat(path, &st) != 0) {
             *missing = 1;
-            return VIT_OK;
+            return BASE_OK;
         }
         if (error == ENOENT)
-            return vit_error_set(err, VIT_E_IO, missing ? "%s: broken symbolic link"
+            return base_error_set(err, BASE_E_IO, missing ? "%s: broken symbolic link"
                                                         : "%s: no such model file or directory", path);
-        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(error));
+        return base_error_set(err, BASE_E_IO, "%s: cannot open (%s)", path, strerror(error));
     }
     if (!S_ISREG(st.st_mode))
-        return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path, base_file_kind(st.st_mode));
-    return VIT_OK;
+        return base_error_set(err, BASE_E_IO, "%s: not a regular file (%s)", path, base_file_kind(st.st_mode));
+    return BASE_OK;
 }
 
 /* Reads a whole small text file. Returns NULL (with err set) on failure. */
-static char *read_text_file(const char *path, long max_bytes, vit_error *err) {
+static char *read_text_file(const char *path, long max_bytes, base_error *err) {
     char *text;
-    return base_read_text_file(path, (size_t)max_bytes, &text, NULL, err) == VIT_OK ? text : NULL;
+    return base_read_text_file(path, (size_t)max_bytes, &text, NULL, err) == BASE_OK ? text : NULL;
 }
 
 /* ------------------------------------------------------------ model store */
@@ -80,14 +80,14 @@ static void mark_used(vit_model *m, const weights_tensor *t) {
     }
 }
 
-static vit_status shape_error(const vit_model *m, const weights_ref *ref, const char *expected,
-                              vit_error *err) {
+static base_status shape_error(const vit_model *m, const weights_ref *ref, const char *expected,
+                              base_error *err) {
     char got[128] = "";
     size_t used = 0;
     for (int i = 0; i < ref->tensor->ndim && used < sizeof got - 24; i++)
         used += (size_t)snprintf(got + used, sizeof got - used, "%s%lld", i ? ", " : "",
                                  (long long)ref->tensor->shape[i]);
-    return vit_error_set(err, VIT_E_SHAPE, "%s: tensor '%s' has shape [%s], expected %s",
+    return base_error_set(err, BASE_E_SHAPE, "%s: tensor '%s' has shape [%s], expected %s",
                          weights_path(m->file), ref->key, got, expected);
 }
 
@@ -108,34 +108,34 @@ static int shape_matches(const weights_ref *ref, int64_t rows, int64_t cols) {
 
 /* Float32 values of a tensor (or slice): in place when the file already holds
  * aligned F32, else converted into a buffer the model owns. */
-static vit_status tensor_values(vit_model *m, const weights_ref *ref, const float **out,
-                                vit_error *err) {
+static base_status tensor_values(vit_model *m, const weights_ref *ref, const float **out,
+                                base_error *err) {
     const weights_tensor *t = ref->tensor;
     const size_t row_len = t->ndim >= 2 ? t->numel / (size_t)t->shape[0] : 1;
     const size_t first = (size_t)ref->row_start * row_len;
     if (t->dtype == WEIGHTS_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
         *out = (const float *)t->data + first;
-        return VIT_OK;
+        return BASE_OK;
     }
     float *whole = own(m, t->numel);
-    if (!whole) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(m->file));
-    vit_status status = weights_to_f32(m->file, t, whole, err);
-    if (status != VIT_OK) return status;
+    if (!whole) return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", weights_path(m->file));
+    base_status status = weights_to_f32(m->file, t, whole, err);
+    if (status != BASE_OK) return status;
     *out = whole + first;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Looks up role, requires it (unless optional), checks its shape is
  * rows x cols and returns its values. */
-static vit_status take(vit_model *m, weights_role role, int layer, int64_t rows, int64_t cols,
-                       int optional, const float **out, vit_error *err) {
+static base_status take(vit_model *m, weights_role role, int layer, int64_t rows, int64_t cols,
+                       int optional, const float **out, base_error *err) {
     weights_ref ref;
     *out = NULL;
-    vit_status status = weights_layout_find(m->file, m->layout, role, layer, &ref, err);
-    if (status != VIT_OK) return status;
+    base_status status = weights_layout_find(m->file, m->layout, role, layer, &ref, err);
+    if (status != BASE_OK) return status;
     if (!ref.tensor) {
-        if (optional) return VIT_OK;
-        return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout)",
+        if (optional) return BASE_OK;
+        return base_error_set(err, BASE_E_FORMAT, "%s: missing tensor '%s' (%s layout)",
                              weights_path(m->file), ref.key, weights_layout_name(m->layout));
     }
     if (!shape_matches(&ref, rows, cols)) {
@@ -157,22 +157,22 @@ static vit_status take(vit_model *m, weights_role role, int layer, int64_t rows,
  * unless the tensor is float32 in place (so a dtype the forward pass would
  * convert, an int8 file's proj or a bf16 file's, is never converted);
  * otherwise as take() gives it, packed later by vit_model_pack. */
-static vit_status take_mapped(vit_model *m, weights_role role, int layer, const char *what,
+static base_status take_mapped(vit_model *m, weights_role role, int layer, const char *what,
                               int64_t rows, int64_t cols, const float **w, kernels_fmatrix **f,
-                              vit_error *err) {
+                              base_error *err) {
     weights_ref ref;
     *w = NULL;
-    vit_status s = weights_layout_find(m->file, m->layout, role, layer, &ref, err);
-    if (s != VIT_OK || !m->packed_f || !ref.tensor || ref.row_count || !shape_matches(&ref, rows, cols) ||
+    base_status s = weights_layout_find(m->file, m->layout, role, layer, &ref, err);
+    if (s != BASE_OK || !m->packed_f || !ref.tensor || ref.row_count || !shape_matches(&ref, rows, cols) ||
         (ref.tensor->dtype == WEIGHTS_F32 && (uintptr_t)ref.tensor->data % sizeof(float) == 0))
-        return s != VIT_OK ? s : take(m, role, layer, rows, cols, 0, w, err);
+        return s != BASE_OK ? s : take(m, role, layer, rows, cols, 0, w, err);
     char name[48];
     snprintf(name, sizeof name, "blocks.%d.%s", layer, what);
-    if ((s = vit_packed_fmatrix(m, name, (int)rows, (int)cols, f, err)) != VIT_OK) return s;
+    if ((s = vit_packed_fmatrix(m, name, (int)rows, (int)cols, f, err)) != BASE_OK) return s;
     if (!*f) return take(m, role, layer, rows, cols, 0, w, err); /* not mappable here */
     m->param_count += ref.tensor->numel;
     mark_used(m, ref.tensor);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Whether the int8 kernels take a matrix of cols columns in groups of
@@ -184,43 +184,43 @@ static int packable(size_t cols, size_t group) {
 /* The I8 matrices of parts (each rows_each x cols: a tensor or a slice of
  * one) stacked into one packed matrix in *q; *q stays NULL when a part is
  * not I8 or not packable, and the caller loads them as float. */
-static vit_status pack_int8(vit_model *m, const char *name, const weights_ref *parts, int n_parts,
+static base_status pack_int8(vit_model *m, const char *name, const weights_ref *parts, int n_parts,
                             int64_t rows_each, int64_t cols, kernels_qmatrix **q,
-                            vit_error *err) {
+                            base_error *err) {
     *q = NULL;
     size_t groups = 0;
     const weights_tensor *scale[3];
     for (int i = 0; i < n_parts; i++) {
         const weights_tensor *t = parts[i].tensor;
         size_t g;
-        if (!t || t->dtype != WEIGHTS_I8 || !shape_matches(&parts[i], rows_each, cols)) return VIT_OK;
-        vit_status s = weights_i8_scales(m->file, t, &scale[i], &g, err);
-        if (s != VIT_OK) return s;
-        if ((i > 0 && g != groups) || !packable((size_t)cols, (size_t)cols / g)) return VIT_OK;
+        if (!t || t->dtype != WEIGHTS_I8 || !shape_matches(&parts[i], rows_each, cols)) return BASE_OK;
+        base_status s = weights_i8_scales(m->file, t, &scale[i], &g, err);
+        if (s != BASE_OK) return s;
+        if ((i > 0 && g != groups) || !packable((size_t)cols, (size_t)cols / g)) return BASE_OK;
         groups = g;
     }
     const int rows = (int)(rows_each * n_parts), group = (int)(cols / (int64_t)groups);
-    vit_status mapped = vit_packed_qmatrix(m, name, rows, (int)cols, group, q, err);
-    if (mapped != VIT_OK || *q) { /* a packed file's own: nothing to pack */
-        for (int i = 0; mapped == VIT_OK && i < n_parts; i++) {
+    base_status mapped = vit_packed_qmatrix(m, name, rows, (int)cols, group, q, err);
+    if (mapped != BASE_OK || *q) { /* a packed file's own: nothing to pack */
+        for (int i = 0; mapped == BASE_OK && i < n_parts; i++) {
             if (parts[i].row_start == 0) m->param_count += parts[i].tensor->numel;
             mark_used(m, parts[i].tensor);
         }
         return mapped;
     }
     kernels_qmatrix *packed = kernels_qmatrix_create(rows, (int)cols, group, m->isa);
-    if (!packed) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(m->file));
+    if (!packed) return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", weights_path(m->file));
     m->packed++;
     float *all = NULL; /* the scale tensor of part i as float32 (slices share one) */
-    vit_status s = VIT_OK;
-    for (int i = 0; i < n_parts && s == VIT_OK; i++) {
+    base_status s = BASE_OK;
+    for (int i = 0; i < n_parts && s == BASE_OK; i++) {
         const weights_tensor *t = parts[i].tensor;
         if (i == 0 || scale[i] != scale[i - 1]) {
             free(all);
             all = malloc(sizeof(float) * scale[i]->numel);
             s = all ? weights_to_f32(m->file, scale[i], all, err)
-                    : vit_error_set(err, VIT_E_NOMEM, "out of memory");
-            if (s != VIT_OK) break;
+                    : base_error_set(err, BASE_E_NOMEM, "out of memory");
+            if (s != BASE_OK) break;
         }
         const size_t first = (size_t)parts[i].row_start;
         kernels_qmatrix_set_rows(packed, (int)(i * rows_each), (int)rows_each,
@@ -230,32 +230,32 @@ static vit_status pack_int8(vit_model *m, const char *name, const weights_ref *p
         mark_used(m, t);
     }
     free(all);
-    if (s != VIT_OK) {
+    if (s != BASE_OK) {
         kernels_qmatrix_free(packed);
         return s;
     }
     *q = packed;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The BF16 matrices of parts (each rows_each x cols) stacked into one
  * matrix packed for the bf16 GEMM in *h, which computes in bf16 (kernels.h
  * kernels_linear_bf16) rather than widening the weights to float32; *h
  * stays NULL when a part is not BF16, and the caller loads them as float. */
-static vit_status pack_bf16(vit_model *m, const char *name, const weights_ref *parts,
+static base_status pack_bf16(vit_model *m, const char *name, const weights_ref *parts,
                             int n_parts, int64_t rows_each, int64_t cols, kernels_bmatrix **h,
-                            vit_error *err) {
+                            base_error *err) {
     *h = NULL;
     for (int i = 0; i < n_parts; i++)
         if (!parts[i].tensor || parts[i].tensor->dtype != WEIGHTS_BF16 ||
             !shape_matches(&parts[i], rows_each, cols))
-            return VIT_OK;
+            return BASE_OK;
     const int rows = (int)(rows_each * n_parts);
-    vit_status s = vit_packed_bmatrix(m, name, rows, (int)cols, h, err);
-    if (s != VIT_OK) return s;
+    base_status s = vit_packed_bmatrix(m, name, rows, (int)cols, h, err);
+    if (s != BASE_OK) return s;
     if (!*h) {
         if (!(*h = kernels_bmatrix_create(rows, (int)cols)))
-            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(m->file));
+            return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", weights_path(m->file));
         m->packed++;
         for (int i = 0; i < n_parts; i++)
             kernels_bmatrix_set_rows(*h, (int)(i * rows_each), (int)rows_each,
@@ -266,31 +266,31 @@ static vit_status pack_bf16(vit_model *m, const char *name, const weights_ref *p
         if (parts[i].row_start == 0) m->param_count += parts[i].tensor->numel;
         mark_used(m, parts[i].tensor);
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* A linear layer's weight [rows, cols]: packed int8 when the file stores it
  * as I8, packed bf16 when BF16 (then *w is NULL), else float32 as take()
  * gives it. */
-static vit_status take_linear(vit_model *m, weights_role role, int layer, int64_t rows,
+static base_status take_linear(vit_model *m, weights_role role, int layer, int64_t rows,
                               int64_t cols, const float **w, kernels_qmatrix **q,
-                              kernels_bmatrix **h, kernels_fmatrix **f, vit_error *err) {
+                              kernels_bmatrix **h, kernels_fmatrix **f, base_error *err) {
     weights_ref ref;
     *w = NULL;
-    vit_status s = weights_layout_find(m->file, m->layout, role, layer, &ref, err);
+    base_status s = weights_layout_find(m->file, m->layout, role, layer, &ref, err);
     const char *what = role == WEIGHTS_FC1_W ? "fc1" : role == WEIGHTS_FC2_W ? "fc2" : "proj";
     char name[48];
     snprintf(name, sizeof name, "blocks.%d.%s", layer, what);
-    if (s == VIT_OK) s = pack_int8(m, name, &ref, 1, rows, cols, q, err);
-    if (s == VIT_OK && !*q) s = pack_bf16(m, name, &ref, 1, rows, cols, h, err);
-    if (s != VIT_OK || *q || *h) return s;
+    if (s == BASE_OK) s = pack_int8(m, name, &ref, 1, rows, cols, q, err);
+    if (s == BASE_OK && !*q) s = pack_bf16(m, name, &ref, 1, rows, cols, h, err);
+    if (s != BASE_OK || *q || *h) return s;
     return take_mapped(m, role, layer, what, rows, cols, w, f, err);
 }
 
 /* Q, K and V of one block as one [3D, D] matrix (and [3D] bias): the timm
  * fused tensor in place, or the three Hugging Face tensors concatenated. */
-static vit_status take_qkv(vit_model *m, int layer, const float **w, const float **b,
-                           kernels_qmatrix **q, kernels_bmatrix **h, vit_error *err) {
+static base_status take_qkv(vit_model *m, int layer, const float **w, const float **b,
+                           kernels_qmatrix **q, kernels_bmatrix **h, base_error *err) {
     const int D = m->config.hidden_size;
     const weights_role w_roles[3] = {WEIGHTS_Q_W, WEIGHTS_K_W, WEIGHTS_V_W};
     const weights_role b_roles[3] = {WEIGHTS_Q_B, WEIGHTS_K_B, WEIGHTS_V_B};
@@ -298,22 +298,22 @@ static vit_status take_qkv(vit_model *m, int layer, const float **w, const float
     weights_ref refs[3];
     *q = NULL;
     for (int i = 0; i < 3; i++) {
-        vit_status status = weights_layout_find(m->file, m->layout, w_roles[i], layer, &refs[i], err);
-        if (status != VIT_OK) return status;
+        base_status status = weights_layout_find(m->file, m->layout, w_roles[i], layer, &refs[i], err);
+        if (status != BASE_OK) return status;
     }
     char name[48];
     snprintf(name, sizeof name, "blocks.%d.qkv", layer);
-    vit_status packed = pack_int8(m, name, refs, 3, D, D, q, err);
-    if (packed == VIT_OK && !*q) packed = pack_bf16(m, name, refs, 3, D, D, h, err);
-    if (packed != VIT_OK) return packed;
+    base_status packed = pack_int8(m, name, refs, 3, D, D, q, err);
+    if (packed == BASE_OK && !*q) packed = pack_bf16(m, name, refs, 3, D, D, h, err);
+    if (packed != BASE_OK) return packed;
     for (int i = 0; i < 3; i++) {
-        vit_status status = *q || *h ? VIT_OK : take(m, w_roles[i], layer, D, D, 0, &parts_w[i], err);
-        if (status == VIT_OK) status = take(m, b_roles[i], layer, 1, D, 1, &parts_b[i], err);
-        if (status != VIT_OK) return status;
+        base_status status = *q || *h ? BASE_OK : take(m, w_roles[i], layer, D, D, 0, &parts_w[i], err);
+        if (status == BASE_OK) status = take(m, b_roles[i], layer, 1, D, 1, &parts_b[i], err);
+        if (status != BASE_OK) return status;
     }
     const int has_bias = parts_b[0] && parts_b[1] && parts_b[2];
     if (!has_bias && (parts_b[0] || parts_b[1] || parts_b[2]))
-        return vit_error_set(err, VIT_E_FORMAT, "%s: block %d has a bias for only some of Q, K, V",
+        return base_error_set(err, BASE_E_FORMAT, "%s: block %d has a bias for only some of Q, K, V",
                              weights_path(m->file), layer);
     const size_t DD = (size_t)D * D;
     if (*q || *h) {
@@ -322,7 +322,7 @@ static vit_status take_qkv(vit_model *m, int layer, const float **w, const float
         *w = parts_w[0];
     } else {
         float *fused = own(m, 3 * DD);
-        if (!fused) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        if (!fused) return base_error_set(err, BASE_E_NOMEM, "out of memory");
         for (int i = 0; i < 3; i++) memcpy(fused + i * DD, parts_w[i], DD * sizeof(float));
         *w = fused;
     }
@@ -332,12 +332,12 @@ static vit_status take_qkv(vit_model *m, int layer, const float **w, const float
             *b = parts_b[0];
         } else {
             float *fused = own(m, 3 * (size_t)D);
-            if (!fused) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+            if (!fused) return base_error_set(err, BASE_E_NOMEM, "out of memory");
             for (int i = 0; i < 3; i++) memcpy(fused + i * D, parts_b[i], D * sizeof(float));
             *b = fused;
         }
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* ------------------------------------------------------ hyper-parameters */
@@ -367,56 +367,56 @@ static void stated_init(stated_config *c) {
 }
 
 /* A boolean key (JSON true/false; null or absent: *out left alone). */
-static vit_status json_bool(const cJSON *obj, const char *key, const char *where,
-                            const char *name, int *out, vit_error *err) {
-    const cJSON *item = vit_json_get(obj, key);
-    if (!item) return VIT_OK;
+static base_status json_bool(const cJSON *obj, const char *key, const char *where,
+                            const char *name, int *out, base_error *err) {
+    const cJSON *item = base_json_get(obj, key);
+    if (!item) return BASE_OK;
     if (!cJSON_IsBool(item)) {
         char shown[48];
-        return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s%s\" is %s; expected true or false",
-                             name, where, key, vit_json_show(item, shown, sizeof shown));
+        return base_error_set(err, BASE_E_FORMAT, "%s: \"%s%s\" is %s; expected true or false",
+                             name, where, key, base_json_show(item, shown, sizeof shown));
     }
     *out = cJSON_IsTrue(item);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* An activation name: "gelu" (exact) or "quick_gelu"; anything else would
  * run silently wrong. */
-static vit_status json_act(const cJSON *obj, const char *key, const char *where,
-                           const char *name, int *out, vit_error *err) {
-    const cJSON *act = vit_json_get(obj, key);
-    if (!act) return VIT_OK;
+static base_status json_act(const cJSON *obj, const char *key, const char *where,
+                           const char *name, int *out, base_error *err) {
+    const cJSON *act = base_json_get(obj, key);
+    if (!act) return BASE_OK;
     if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu") == 0) {
         *out = VIT_ACT_GELU;
-        return VIT_OK;
+        return BASE_OK;
     }
     if (cJSON_IsString(act) && strcmp(act->valuestring, "quick_gelu") == 0) {
         *out = VIT_ACT_QUICK_GELU;
-        return VIT_OK;
+        return BASE_OK;
     }
     char shown[48];
-    return vit_error_set(err, cJSON_IsString(act) ? VIT_E_UNSUPPORTED : VIT_E_FORMAT,
+    return base_error_set(err, cJSON_IsString(act) ? BASE_E_UNSUPPORTED : BASE_E_FORMAT,
                          "%s: \"%s%s\" is %s; only \"gelu\" (exact GELU) and \"quick_gelu\" are "
-                         "supported", name, where, key, vit_json_show(act, shown, sizeof shown));
+                         "supported", name, where, key, base_json_show(act, shown, sizeof shown));
 }
 
 /* timm's global_pool: "token" or "avg" (others, e.g. "map", are refused). */
-static vit_status json_pool(const cJSON *obj, const char *key, const char *where,
-                            const char *name, int *out, vit_error *err) {
-    const cJSON *pool = vit_json_get(obj, key);
-    if (!pool) return VIT_OK;
+static base_status json_pool(const cJSON *obj, const char *key, const char *where,
+                            const char *name, int *out, base_error *err) {
+    const cJSON *pool = base_json_get(obj, key);
+    if (!pool) return BASE_OK;
     if (cJSON_IsString(pool) && strcmp(pool->valuestring, "token") == 0) {
         *out = VIT_GLOBAL_POOL_TOKEN;
-        return VIT_OK;
+        return BASE_OK;
     }
     if (cJSON_IsString(pool) && strcmp(pool->valuestring, "avg") == 0) {
         *out = VIT_GLOBAL_POOL_AVG;
-        return VIT_OK;
+        return BASE_OK;
     }
     char shown[48];
-    return vit_error_set(err, cJSON_IsString(pool) ? VIT_E_UNSUPPORTED : VIT_E_FORMAT,
+    return base_error_set(err, cJSON_IsString(pool) ? BASE_E_UNSUPPORTED : BASE_E_FORMAT,
                          "%s: \"%s%s\" is %s; only \"token\" and \"avg\" are supported", name,
-                         where, key, vit_json_show(pool, shown, sizeof shown));
+                         where, key, base_json_show(pool, shown, sizeof shown));
 }
 
 /* Largest value any integer key may state; the tensors bound the real ones. */
@@ -434,70 +434,70 @@ static int whole_in_range(const cJSON *item, int min, int max, int *out) {
 
 /* A square size written as N or [N, N] (transformers accepts an iterable
  * for image_size and patch_size). Absent: *out is left alone. */
-static vit_status json_square(const cJSON *obj, const char *key, const char *where,
-                              const char *name, int *out, vit_error *err) {
-    const cJSON *item = vit_json_get(obj, key);
-    if (!item) return VIT_OK;
+static base_status json_square(const cJSON *obj, const char *key, const char *where,
+                              const char *name, int *out, base_error *err) {
+    const cJSON *item = base_json_get(obj, key);
+    if (!item) return BASE_OK;
     int h, w;
     if (whole_in_range(item, 1, MAX_STATED, &h)) {
         *out = h;
-        return VIT_OK;
+        return BASE_OK;
     }
     char shown[48];
     if (cJSON_IsArray(item) && cJSON_GetArraySize(item) == 2 &&
         whole_in_range(cJSON_GetArrayItem(item, 0), 1, MAX_STATED, &h) &&
         whole_in_range(cJSON_GetArrayItem(item, 1), 1, MAX_STATED, &w)) {
         if (h != w)
-            return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: \"%s%s\" is %s; only square sizes are supported",
-                                 name, where, key, vit_json_show(item, shown, sizeof shown));
+            return base_error_set(err, BASE_E_UNSUPPORTED, "%s: \"%s%s\" is %s; only square sizes are supported",
+                                 name, where, key, base_json_show(item, shown, sizeof shown));
         *out = h;
-        return VIT_OK;
+        return BASE_OK;
     }
-    return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s%s\" is %s; expected a whole number from 1 to %d or [N, N]",
-                         name, where, key, vit_json_show(item, shown, sizeof shown), MAX_STATED);
+    return base_error_set(err, BASE_E_FORMAT, "%s: \"%s%s\" is %s; expected a whole number from 1 to %d or [N, N]",
+                         name, where, key, base_json_show(item, shown, sizeof shown), MAX_STATED);
 }
 
 /* A key that must be a JSON object when present. */
-static vit_status json_object(const cJSON *obj, const char *key, const char *name,
-                              const cJSON **out, vit_error *err) {
-    const cJSON *item = vit_json_get(obj, key);
+static base_status json_object(const cJSON *obj, const char *key, const char *name,
+                              const cJSON **out, base_error *err) {
+    const cJSON *item = base_json_get(obj, key);
     *out = item;
-    if (!item || cJSON_IsObject(item)) return VIT_OK;
+    if (!item || cJSON_IsObject(item)) return BASE_OK;
     char shown[48];
-    return vit_error_set(err, VIT_E_FORMAT, "%s: \"%s\" is %s; expected an object", name, key,
-                         vit_json_show(item, shown, sizeof shown));
+    return base_error_set(err, BASE_E_FORMAT, "%s: \"%s\" is %s; expected an object", name, key,
+                         base_json_show(item, shown, sizeof shown));
 }
 
 /* Hugging Face config.json (also the form we write into __metadata__).
- * Every key is optional; a present one must be valid (vit_json.h). */
-static vit_status read_hf_config(const cJSON *json, const char *name, stated_config *c,
-                                 vit_error *err) {
-    vit_status s;
+ * Every key is optional; a present one must be valid (base_json.h). */
+static base_status read_hf_config(const cJSON *json, const char *name, stated_config *c,
+                                 base_error *err) {
+    base_status s;
     c->layer_norm_eps = 1e-12; /* transformers' ViTConfig/DeiTConfig default */
-    if ((s = vit_json_int(json, "hidden_size", "", 1, MAX_STATED, name, &c->hidden_size, err)) ||
-        (s = vit_json_int(json, "num_hidden_layers", "", 1, MAX_STATED, name, &c->num_layers, err)) ||
-        (s = vit_json_int(json, "num_attention_heads", "", 1, MAX_STATED, name, &c->num_heads, err)) ||
-        (s = vit_json_int(json, "intermediate_size", "", 1, MAX_STATED, name, &c->mlp_size, err)) ||
+    if ((s = base_json_int(json, "hidden_size", "", 1, MAX_STATED, name, &c->hidden_size, err)) ||
+        (s = base_json_int(json, "num_hidden_layers", "", 1, MAX_STATED, name, &c->num_layers, err)) ||
+        (s = base_json_int(json, "num_attention_heads", "", 1, MAX_STATED, name, &c->num_heads, err)) ||
+        (s = base_json_int(json, "intermediate_size", "", 1, MAX_STATED, name, &c->mlp_size, err)) ||
         (s = json_square(json, "patch_size", "", name, &c->patch_size, err)) ||
         (s = json_square(json, "image_size", "", name, &c->image_size, err)) ||
-        (s = vit_json_int(json, "num_channels", "", 1, MAX_STATED, name, &c->num_channels, err)) ||
-        (s = vit_json_number(json, "layer_norm_eps", "", 0, 1, name, &c->layer_norm_eps, err)) ||
+        (s = base_json_int(json, "num_channels", "", 1, MAX_STATED, name, &c->num_channels, err)) ||
+        (s = base_json_number(json, "layer_norm_eps", "", 0, 1, name, &c->layer_norm_eps, err)) ||
         (s = json_act(json, "hidden_act", "", name, &c->act, err)) ||
         (s = json_bool(json, "qkv_bias", "", name, &c->qkv_bias, err)))
         return s;
     if (c->act >= 0) c->act_stated_by = 1;
-    const cJSON *type = vit_json_get(json, "model_type");
+    const cJSON *type = base_json_get(json, "model_type");
     c->dinov2 = !cJSON_IsString(type) ? 0
                 : strcmp(type->valuestring, "dinov2") == 0 ? 1
                 : strcmp(type->valuestring, "dinov2_with_registers") == 0 ? 2 : 0;
-    if (c->dinov2 && !vit_json_get(json, "layer_norm_eps")) c->layer_norm_eps = 1e-6; /* Dinov2Config */
-    if ((s = vit_json_int(json, "num_register_tokens", "", 0, 4096, name, &c->reg_tokens, err)))
+    if (c->dinov2 && !base_json_get(json, "layer_norm_eps")) c->layer_norm_eps = 1e-6; /* Dinov2Config */
+    if ((s = base_json_int(json, "num_register_tokens", "", 0, 4096, name, &c->reg_tokens, err)))
         return s;
-    if (!vit_json_get(json, "num_register_tokens")) c->reg_tokens = -1;
+    if (!base_json_get(json, "num_register_tokens")) c->reg_tokens = -1;
     int swiglu = 0;
     if ((s = json_bool(json, "use_swiglu_ffn", "", name, &swiglu, err))) return s;
     if (swiglu)
-        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: \"use_swiglu_ffn\" is true; the SwiGLU "
+        return base_error_set(err, BASE_E_UNSUPPORTED, "%s: \"use_swiglu_ffn\" is true; the SwiGLU "
                              "MLP (dinov2-giant) is not supported", name);
     /* The switches vit_config_to_hf_json writes (vitc's own keys). */
     if ((s = json_bool(json, "class_token", "", name, &c->class_token, err)) ||
@@ -509,7 +509,7 @@ static vit_status read_hf_config(const cJSON *json, const char *name, stated_con
         (s = json_pool(json, "global_pool", "", name, &c->global_pool, err)))
         return s;
     c->eps_stated = 1; /* transformers' default when absent */
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void vit_config_to_hf_json(const vit_config *c, int num_channels, cJSON *json) {
@@ -538,12 +538,12 @@ void vit_config_to_hf_json(const vit_config *c, int num_channels, cJSON *json) {
     cJSON_AddBoolToObject(json, "vitc_pos_embed_antialias", c->pos_embed_antialias);
 }
 
-vit_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_config *c,
-                                   vit_error *err) {
+base_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_config *c,
+                                   base_error *err) {
     stated_config stated;
     stated_init(&stated);
-    const vit_status s = read_hf_config(json, name, &stated, err);
-    if (s != VIT_OK) return s;
+    const base_status s = read_hf_config(json, name, &stated, err);
+    if (s != BASE_OK) return s;
     c->hidden_size = stated.hidden_size;
     c->num_layers = stated.num_layers;
     c->num_heads = stated.num_heads;
@@ -562,7 +562,7 @@ vit_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_conf
     c->qk_norm = stated.qk_norm > 0;
     c->no_qkv_bias = stated.qkv_bias == 0;
     c->pos_embed_antialias = stated.pos_antialias != 0; /* timm's, unless said */
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Heads of timm's named ViT/DeiT sizes (their configs state no dims). */
@@ -626,51 +626,51 @@ static const timm_arch_switches *timm_arch_lookup(const char *architecture) {
 
 /* timm config.json: dims only when the model was built with explicit
  * model_args; the architecture name alone fixes them by convention. Every
- * key is optional; a present one must be valid (vit_json.h). */
-static vit_status read_timm_config(const cJSON *json, const char *name, stated_config *c,
-                                   vit_error *err) {
+ * key is optional; a present one must be valid (base_json.h). */
+static base_status read_timm_config(const cJSON *json, const char *name, stated_config *c,
+                                   base_error *err) {
     const cJSON *args, *pretrained;
-    vit_status s;
+    base_status s;
     char shown[48];
     if ((s = json_object(json, "model_args", name, &args, err)) ||
         (s = json_object(json, "pretrained_cfg", name, &pretrained, err)) ||
-        (s = vit_json_int(args, "embed_dim", "model_args.", 1, MAX_STATED, name, &c->hidden_size, err)) ||
-        (s = vit_json_int(args, "depth", "model_args.", 1, MAX_STATED, name, &c->num_layers, err)) ||
-        (s = vit_json_int(args, "num_heads", "model_args.", 1, MAX_STATED, name, &c->num_heads, err)) ||
+        (s = base_json_int(args, "embed_dim", "model_args.", 1, MAX_STATED, name, &c->hidden_size, err)) ||
+        (s = base_json_int(args, "depth", "model_args.", 1, MAX_STATED, name, &c->num_layers, err)) ||
+        (s = base_json_int(args, "num_heads", "model_args.", 1, MAX_STATED, name, &c->num_heads, err)) ||
         (s = json_square(args, "patch_size", "model_args.", name, &c->patch_size, err)) ||
         (s = json_square(args, "img_size", "model_args.", name, &c->image_size, err)) ||
-        (s = vit_json_int(args, "in_chans", "model_args.", 1, MAX_STATED, name, &c->num_channels, err)) ||
-        (s = vit_json_number(args, "mlp_ratio", "model_args.", 0, 1e6, name, &c->mlp_ratio, err)) ||
-        (s = vit_json_int(json, "num_classes", "", 0, MAX_LABELS, name, &c->num_classes, err)) ||
+        (s = base_json_int(args, "in_chans", "model_args.", 1, MAX_STATED, name, &c->num_channels, err)) ||
+        (s = base_json_number(args, "mlp_ratio", "model_args.", 0, 1e6, name, &c->mlp_ratio, err)) ||
+        (s = base_json_int(json, "num_classes", "", 0, MAX_LABELS, name, &c->num_classes, err)) ||
         (s = json_bool(args, "class_token", "model_args.", name, &c->class_token, err)) ||
         (s = json_bool(args, "no_embed_class", "model_args.", name, &c->no_embed_class, err)) ||
         (s = json_bool(args, "fc_norm", "model_args.", name, &c->fc_norm, err)) ||
         (s = json_bool(args, "pre_norm", "model_args.", name, &c->pre_norm, err)) ||
         (s = json_bool(args, "qk_norm", "model_args.", name, &c->qk_norm, err)) ||
         (s = json_bool(args, "qkv_bias", "model_args.", name, &c->qkv_bias, err)) ||
-        (s = vit_json_int(args, "reg_tokens", "model_args.", 0, 4096, name, &c->reg_tokens, err)) ||
+        (s = base_json_int(args, "reg_tokens", "model_args.", 0, 4096, name, &c->reg_tokens, err)) ||
         (s = json_act(args, "act_layer", "model_args.", name, &c->act, err)) ||
         (s = json_pool(json, "global_pool", "", name, &c->global_pool, err)) ||
         (s = json_pool(args, "global_pool", "model_args.", name, &c->global_pool, err)))
         return s;
-    if (!vit_json_get(args, "reg_tokens")) c->reg_tokens = -1;
+    if (!base_json_get(args, "reg_tokens")) c->reg_tokens = -1;
     if (c->act >= 0) c->act_stated_by = 1;
-    const cJSON *input_size = vit_json_get(pretrained, "input_size");
+    const cJSON *input_size = base_json_get(pretrained, "input_size");
     if (input_size) {
         int channels, h, w;
         if (!cJSON_IsArray(input_size) || cJSON_GetArraySize(input_size) != 3 ||
             !whole_in_range(cJSON_GetArrayItem(input_size, 0), 1, MAX_STATED, &channels) ||
             !whole_in_range(cJSON_GetArrayItem(input_size, 1), 1, MAX_STATED, &h) ||
             !whole_in_range(cJSON_GetArrayItem(input_size, 2), 1, MAX_STATED, &w))
-            return vit_error_set(err, VIT_E_FORMAT, "%s: \"pretrained_cfg.input_size\" is %s; "
+            return base_error_set(err, BASE_E_FORMAT, "%s: \"pretrained_cfg.input_size\" is %s; "
                                  "expected [channels, height, width] of whole numbers",
-                                 name, vit_json_show(input_size, shown, sizeof shown));
+                                 name, base_json_show(input_size, shown, sizeof shown));
         if (!c->image_size) c->image_size = h;
     }
-    const cJSON *architecture = vit_json_get(json, "architecture");
+    const cJSON *architecture = base_json_get(json, "architecture");
     if (architecture && !cJSON_IsString(architecture))
-        return vit_error_set(err, VIT_E_FORMAT, "%s: \"architecture\" is %s; expected a string",
-                             name, vit_json_show(architecture, shown, sizeof shown));
+        return base_error_set(err, BASE_E_FORMAT, "%s: \"architecture\" is %s; expected a string",
+                             name, base_json_show(architecture, shown, sizeof shown));
     if (!c->num_heads && architecture) c->num_heads = timm_architecture_heads(architecture->valuestring);
     c->layer_norm_eps = 1e-6; /* timm's ViT default */
     if (architecture) {
@@ -681,14 +681,14 @@ static vit_status read_timm_config(const cJSON *json, const char *name, stated_c
             if (known->eps > 0) c->layer_norm_eps = known->eps;
             if (c->act < 0 && known->act >= 0) c->act = known->act, c->act_stated_by = 2;
             if (c->act < 0 && known->act == -2)
-                return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: timm architecture '%s' may use "
+                return base_error_set(err, BASE_E_UNSUPPORTED, "%s: timm architecture '%s' may use "
                                      "tanh GELU, which vitc does not run, and model_args.act_layer "
                                      "does not say", name, c->architecture);
             if (c->no_embed_class < 0) c->no_embed_class = known->no_embed_class;
             if (c->global_pool < 0) c->global_pool = known->global_pool;
         }
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 static int is_timm_config(const cJSON *json) {
@@ -702,13 +702,13 @@ static void add_notice(vit_model *m, const char *text) {
 }
 
 /* Checks a stated value against the one the tensors imply. */
-static vit_status check_stated(const vit_model *m, const char *what, int stated, int actual,
-                               const char *tensor, vit_error *err) {
+static base_status check_stated(const vit_model *m, const char *what, int stated, int actual,
+                               const char *tensor, base_error *err) {
     if (stated > 0 && stated != actual)
-        return vit_error_set(err, VIT_E_SHAPE,
+        return base_error_set(err, BASE_E_SHAPE,
                              "%s: %s says %s = %d but tensor '%s' implies %d",
                              weights_path(m->file), m->config_source, what, stated, tensor, actual);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The tensors whose shapes give the model's sizes and switches. */
@@ -716,9 +716,9 @@ typedef struct config_tensors {
     weights_ref patch, pos, fc1, head, dist, cls, reg, norm, fc_norm, norm_pre, ls1, q_norm, q_bias;
 } config_tensors;
 
-static vit_status find_config_tensors(vit_model *m, config_tensors *t, vit_error *err) {
+static base_status find_config_tensors(vit_model *m, config_tensors *t, base_error *err) {
     const char *path = weights_path(m->file);
-    vit_status status;
+    base_status status;
     const struct { weights_role role; weights_ref *ref; } FIND[] = {
         {WEIGHTS_PATCH_W, &t->patch},    {WEIGHTS_POS_EMBED, &t->pos},   {WEIGHTS_FC1_W, &t->fc1},
         {WEIGHTS_HEAD_W, &t->head},      {WEIGHTS_DIST_TOKEN, &t->dist}, {WEIGHTS_CLS_TOKEN, &t->cls},
@@ -732,10 +732,10 @@ static vit_status find_config_tensors(vit_model *m, config_tensors *t, vit_error
     const weights_ref *required[] = {&t->patch, &t->pos, &t->fc1};
     for (int i = 0; i < 3; i++)
         if (!required[i]->tensor)
-            return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout)", path,
+            return base_error_set(err, BASE_E_FORMAT, "%s: missing tensor '%s' (%s layout)", path,
                                  required[i]->key, weights_layout_name(m->layout));
 
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* side when n is a square side * side, else -1. */
@@ -750,8 +750,8 @@ static int square_side(int64_t n) {
  * table's shape, with no_embed_class from the config or the architecture
  * table where the shape allows both. Sets pos_embed_prefix, pos_embed_grid
  * and image_size. */
-static vit_status settle_pos_embed(vit_model *m, const stated_config *stated,
-                                   const config_tensors *t, vit_error *err) {
+static base_status settle_pos_embed(vit_model *m, const stated_config *stated,
+                                   const config_tensors *t, base_error *err) {
     vit_config *c = &m->config;
     const char *path = weights_path(m->file);
     const weights_tensor *pe = t->pos.tensor;
@@ -767,7 +767,7 @@ static vit_status settle_pos_embed(vit_model *m, const stated_config *stated,
         with_prefix = -1;
         without = pos_tokens > 1 ? square_side(pos_tokens - 1) : -1;
         if (without < 0)
-            return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: tensor '%s' holds %lld positions, "
+            return base_error_set(err, BASE_E_UNSUPPORTED, "%s: tensor '%s' holds %lld positions, "
                                  "not the class token's and a square grid", path, t->pos.key,
                                  (long long)pos_tokens);
         c->pos_embed_prefix = 1;
@@ -777,7 +777,7 @@ static vit_status settle_pos_embed(vit_model *m, const stated_config *stated,
         int use_without;
         if (with_prefix > 0 && without > 0 && prefix > 0) {
             if (stated->no_embed_class < 0)
-                return vit_error_set(err, VIT_E_FORMAT, "%s: tensor '%s' (%lld positions) fits both "
+                return base_error_set(err, BASE_E_FORMAT, "%s: tensor '%s' (%lld positions) fits both "
                                      "a %dx%d grid with the %d prefix tokens and a %dx%d grid "
                                      "without them, and no config states no_embed_class",
                                      path, t->pos.key, (long long)pos_tokens, with_prefix,
@@ -786,13 +786,13 @@ static vit_status settle_pos_embed(vit_model *m, const stated_config *stated,
         } else if (with_prefix > 0 || without > 0) {
             use_without = with_prefix <= 0;
             if (stated->no_embed_class >= 0 && prefix > 0 && stated->no_embed_class != use_without)
-                return vit_error_set(err, VIT_E_SHAPE, "%s: %s says no_embed_class = %s but tensor "
+                return base_error_set(err, BASE_E_SHAPE, "%s: %s says no_embed_class = %s but tensor "
                                      "'%s' holds %lld positions (%s the %d prefix tokens)",
                                      path, m->config_source,
                                      stated->no_embed_class ? "true" : "false", t->pos.key,
                                      (long long)pos_tokens, use_without ? "without" : "with", prefix);
         } else {
-            return vit_error_set(err, VIT_E_UNSUPPORTED,
+            return base_error_set(err, BASE_E_UNSUPPORTED,
                                  "%s: tensor '%s' holds %lld positions: not a square grid, with or "
                                  "without the %d prefix tokens", path, t->pos.key,
                                  (long long)pos_tokens, prefix);
@@ -802,13 +802,13 @@ static vit_status settle_pos_embed(vit_model *m, const stated_config *stated,
     }
     c->no_embed_class = prefix > 0 && c->pos_embed_prefix == 0;
     c->image_size = c->pos_embed_grid * c->patch_size;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The prefix tokens (class, distillation, registers) from the tensors
  * present, checked against what the config states (sizes_from_tensors). */
-static vit_status settle_prefix_tokens(vit_model *m, const stated_config *stated,
-                                       const config_tensors *t, vit_error *err) {
+static base_status settle_prefix_tokens(vit_model *m, const stated_config *stated,
+                                       const config_tensors *t, base_error *err) {
     vit_config *c = &m->config;
     const char *path = weights_path(m->file);
     c->no_class_token = t->cls.tensor == NULL;
@@ -823,45 +823,45 @@ static vit_status settle_prefix_tokens(vit_model *m, const stated_config *stated
         c->num_reg_tokens = (int)(r->numel / (size_t)D);
     }
     if (stated->reg_tokens >= 0 && stated->reg_tokens != c->num_reg_tokens)
-        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says %s = %d but the checkpoint "
+        return base_error_set(err, BASE_E_SHAPE, "%s: %s says %s = %d but the checkpoint "
                              "holds %d register tokens ('%s')", path, m->config_source,
                              m->layout == WEIGHTS_LAYOUT_TIMM ? "reg_tokens" : "num_register_tokens",
                              stated->reg_tokens,
                              c->num_reg_tokens, t->reg.key[0] ? t->reg.key : "reg_token");
     if (stated->class_token >= 0 && stated->class_token == c->no_class_token)
-        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says class_token = %s but tensor '%s' is %s",
+        return base_error_set(err, BASE_E_SHAPE, "%s: %s says class_token = %s but tensor '%s' is %s",
                              path, m->config_source, stated->class_token ? "true" : "false",
                              t->cls.key, c->no_class_token ? "absent" : "present");
     if (c->distilled && c->no_class_token)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: tensor '%s' without a class token '%s'", path,
+        return base_error_set(err, BASE_E_FORMAT, "%s: tensor '%s' without a class token '%s'", path,
                              t->dist.key, t->cls.key);
     c->num_prefix_tokens = !c->no_class_token + c->distilled + c->num_reg_tokens;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The norms (final, fc_norm, pre-norm) and the pooling, from the tensors
  * present and what the config states (sizes_from_tensors). */
-static vit_status settle_norms_and_pool(vit_model *m, const stated_config *stated,
-                                        const config_tensors *t, vit_error *err) {
+static base_status settle_norms_and_pool(vit_model *m, const stated_config *stated,
+                                        const config_tensors *t, base_error *err) {
     vit_config *c = &m->config;
     const char *path = weights_path(m->file);
     c->no_final_norm = t->norm.tensor == NULL;
     c->fc_norm = t->fc_norm.tensor != NULL;
     c->pre_norm = t->norm_pre.tensor != NULL;
     if (c->no_final_norm && !c->fc_norm)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout)", path,
+        return base_error_set(err, BASE_E_FORMAT, "%s: missing tensor '%s' (%s layout)", path,
                              t->norm.key, weights_layout_name(m->layout));
     if (stated->fc_norm > 0 && !c->fc_norm)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: %s says fc_norm = true but tensor 'fc_norm.weight' "
+        return base_error_set(err, BASE_E_FORMAT, "%s: %s says fc_norm = true but tensor 'fc_norm.weight' "
                              "is missing", path, m->config_source);
     if (stated->pre_norm > 0 && !c->pre_norm)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: %s says pre_norm = true but tensor "
+        return base_error_set(err, BASE_E_FORMAT, "%s: %s says pre_norm = true but tensor "
                              "'norm_pre.weight' is missing", path, m->config_source);
     if (m->layout == WEIGHTS_LAYOUT_HF_DINOV2) {
         c->global_pool = VIT_GLOBAL_POOL_TOKEN; /* the features: Dinov2Model's pooler_output */
     } else if (c->no_class_token) {
         if (stated->global_pool == VIT_GLOBAL_POOL_TOKEN)
-            return vit_error_set(err, VIT_E_FORMAT, "%s: %s says global_pool = \"token\" but the "
+            return base_error_set(err, BASE_E_FORMAT, "%s: %s says global_pool = \"token\" but the "
                                  "checkpoint has no class token ('%s')", path, m->config_source,
                                  t->cls.key);
         c->global_pool = VIT_GLOBAL_POOL_AVG; /* the only pooling without a class token */
@@ -870,22 +870,22 @@ static vit_status settle_norms_and_pool(vit_model *m, const stated_config *state
     } else if (c->fc_norm) {
         /* timm's default ties fc_norm to avg, but a class token with fc_norm
          * exists both ways (BEiT-style fine-tunes): not a guess to make. */
-        return vit_error_set(err, VIT_E_FORMAT, "%s: the checkpoint has a class token and fc_norm, "
+        return base_error_set(err, BASE_E_FORMAT, "%s: the checkpoint has a class token and fc_norm, "
                              "and no config states global_pool (\"token\" or \"avg\")", path);
     } else {
         c->global_pool = VIT_GLOBAL_POOL_TOKEN;
     }
     if (c->distilled && c->global_pool != VIT_GLOBAL_POOL_TOKEN)
-        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: a distilled model with average pooling "
+        return base_error_set(err, BASE_E_UNSUPPORTED, "%s: a distilled model with average pooling "
                              "is not supported", path);
 
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The patch, block, MLP, grid and class counts and the switches the
  * tensors imply. */
-static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
-                                     const config_tensors *t, vit_error *err) {
+static base_status sizes_from_tensors(vit_model *m, const stated_config *stated,
+                                     const config_tensors *t, base_error *err) {
     vit_config *c = &m->config;
     const char *path = weights_path(m->file);
     const weights_tensor *pw = t->patch.tensor;
@@ -898,25 +898,25 @@ static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
      * stores grey models with their kernel spread over 3 channels): any
      * other count would make every forward pass read past each image. */
     if (c->num_channels != 3)
-        return vit_error_set(err, VIT_E_UNSUPPORTED,
+        return base_error_set(err, BASE_E_UNSUPPORTED,
                              "%s: tensor '%s' takes %d input channels; only 3 (RGB) are supported",
                              path, t->patch.key, c->num_channels);
     c->patch_size = (int)pw->shape[2];
     c->num_layers = weights_layout_num_layers(m->file, m->layout);
     if (c->num_layers <= 0)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: no encoder blocks found (%s layout)", path,
+        return base_error_set(err, BASE_E_FORMAT, "%s: no encoder blocks found (%s layout)", path,
                              weights_layout_name(m->layout));
 
-    vit_status status = settle_prefix_tokens(m, stated, t, err);
-    if (status != VIT_OK) return status;
+    base_status status = settle_prefix_tokens(m, stated, t, err);
+    if (status != BASE_OK) return status;
 
     const weights_tensor *fc = t->fc1.tensor;
     if (fc->ndim != 2 || fc->shape[1] != c->hidden_size || fc->shape[0] <= 0 || fc->shape[0] > (1 << 20))
         return shape_error(m, &t->fc1, "[mlp, D]", err);
     c->mlp_size = (int)fc->shape[0];
 
-    if ((status = settle_pos_embed(m, stated, t, err)) != VIT_OK ||
-        (status = settle_norms_and_pool(m, stated, t, err)) != VIT_OK)
+    if ((status = settle_pos_embed(m, stated, t, err)) != BASE_OK ||
+        (status = settle_norms_and_pool(m, stated, t, err)) != BASE_OK)
         return status;
 
     c->num_classes = 0;
@@ -934,9 +934,9 @@ static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
         if (m->layout == WEIGHTS_LAYOUT_HF_DINOV2) c->global_pool = VIT_GLOBAL_POOL_TOKEN_AVG;
     }
     if (m->layout == WEIGHTS_LAYOUT_HF_DINOV2 && c->no_class_token)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout)", path,
+        return base_error_set(err, BASE_E_FORMAT, "%s: missing tensor '%s' (%s layout)", path,
                              t->cls.key, weights_layout_name(m->layout));
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Whether the blocks hold a per-block switch's tensors (roles): none in
@@ -944,11 +944,11 @@ static vit_status sizes_from_tensors(vit_model *m, const stated_config *stated,
  * every one of them, else the error names the first missing (block 0 alone
  * used to decide, so a file without blocks.0.ls1.gamma ran with LayerScale
  * off and the other blocks' gammas loaded but unused). */
-static vit_status block_switch(vit_model *m, const weights_role *roles, int num_roles,
-                               const char *what, int *on, vit_error *err) {
+static base_status block_switch(vit_model *m, const weights_role *roles, int num_roles,
+                               const char *what, int *on, base_error *err) {
     const int layers = m->config.num_layers;
     weights_ref ref, seen = {0};
-    vit_status status;
+    base_status status;
     *on = 0;
     for (int l = 0; l < layers && !*on; l++)
         for (int i = 0; i < num_roles && !*on; i++) {
@@ -959,18 +959,18 @@ static vit_status block_switch(vit_model *m, const weights_role *roles, int num_
         for (int i = 0; i < num_roles; i++) {
             if ((status = weights_layout_find(m->file, m->layout, roles[i], l, &ref, err))) return status;
             if (!ref.tensor && ref.key[0]) /* "": the layout has no such tensor */
-                return vit_error_set(err, VIT_E_FORMAT, "%s: missing tensor '%s' (%s layout): '%s' "
+                return base_error_set(err, BASE_E_FORMAT, "%s: missing tensor '%s' (%s layout): '%s' "
                                      "is there, and %s needs its tensors in every block",
                                      weights_path(m->file), ref.key,
                                      weights_layout_name(m->layout), seen.key, what);
         }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The per-block switches, decided from all blocks (block_switch), and
  * checked against what the config states. */
-static vit_status settle_block_switches(vit_model *m, const stated_config *stated,
-                                        const config_tensors *t, vit_error *err) {
+static base_status settle_block_switches(vit_model *m, const stated_config *stated,
+                                        const config_tensors *t, base_error *err) {
     vit_config *c = &m->config;
     const char *path = weights_path(m->file);
     static const weights_role LS[] = {WEIGHTS_LS1, WEIGHTS_LS2};
@@ -978,29 +978,29 @@ static vit_status settle_block_switches(vit_model *m, const stated_config *state
                                            WEIGHTS_K_NORM_B};
     static const weights_role QKV_BIAS[] = {WEIGHTS_Q_B, WEIGHTS_K_B, WEIGHTS_V_B};
     int qkv_bias;
-    vit_status status;
+    base_status status;
     if ((status = block_switch(m, LS, 2, "LayerScale", &c->layer_scale, err)) ||
         (status = block_switch(m, QK_NORM, 4, "qk-norm", &c->qk_norm, err)) ||
         (status = block_switch(m, QKV_BIAS, 3, "the QKV bias", &qkv_bias, err)))
         return status;
     c->no_qkv_bias = !qkv_bias;
     if (stated->qk_norm >= 0 && stated->qk_norm != c->qk_norm)
-        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says qk_norm = %s but tensor '%s' is %s",
+        return base_error_set(err, BASE_E_SHAPE, "%s: %s says qk_norm = %s but tensor '%s' is %s",
                              path, m->config_source, stated->qk_norm ? "true" : "false",
                              t->q_norm.key, c->qk_norm ? "present" : "absent");
     if (stated->qkv_bias >= 0 && stated->qkv_bias == c->no_qkv_bias)
-        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says qkv_bias = %s but tensor '%s' is %s",
+        return base_error_set(err, BASE_E_SHAPE, "%s: %s says qkv_bias = %s but tensor '%s' is %s",
                              path, m->config_source, stated->qkv_bias ? "true" : "false",
                              t->q_bias.key, c->no_qkv_bias ? "absent" : "present");
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Every size the config states must be the one the tensors imply. */
-static vit_status check_stated_sizes(const vit_model *m, const stated_config *stated,
-                                     const config_tensors *t, vit_error *err) {
+static base_status check_stated_sizes(const vit_model *m, const stated_config *stated,
+                                     const config_tensors *t, base_error *err) {
     const vit_config *c = &m->config;
     const char *path = weights_path(m->file);
-    vit_status status;
+    base_status status;
     if ((status = check_stated(m, "hidden size", stated->hidden_size, c->hidden_size, t->patch.key, err)) ||
         (status = check_stated(m, "patch size", stated->patch_size, c->patch_size, t->patch.key, err)) ||
         (status = check_stated(m, "channels", stated->num_channels, c->num_channels, t->patch.key, err)) ||
@@ -1014,14 +1014,14 @@ static vit_status check_stated_sizes(const vit_model *m, const stated_config *st
                                t->fc1.key, err)))
         return status;
     if (stated->num_classes >= 0 && t->head.tensor && stated->num_classes != c->num_classes)
-        return vit_error_set(err, VIT_E_SHAPE, "%s: %s says num_classes = %d but tensor '%s' implies %d",
+        return base_error_set(err, BASE_E_SHAPE, "%s: %s says num_classes = %d but tensor '%s' implies %d",
                              path, m->config_source, stated->num_classes, t->head.key, c->num_classes);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Heads and eps: the config's when stated, else the standard ones (noted). */
-static vit_status settle_heads_and_eps(vit_model *m, const stated_config *stated, const cJSON *json,
-                                       vit_error *err) {
+static base_status settle_heads_and_eps(vit_model *m, const stated_config *stated, const cJSON *json,
+                                       base_error *err) {
     vit_config *c = &m->config;
     const char *path = weights_path(m->file);
     if (stated->num_heads > 0) {
@@ -1035,17 +1035,17 @@ static vit_status settle_heads_and_eps(vit_model *m, const stated_config *stated
         add_notice(m, note);
     }
     if (c->num_heads <= 0 || c->hidden_size % c->num_heads != 0)
-        return vit_error_set(err, VIT_E_SHAPE, "%s: %d heads do not divide hidden size %d", path,
+        return base_error_set(err, BASE_E_SHAPE, "%s: %d heads do not divide hidden size %d", path,
                              c->num_heads, c->hidden_size);
     if (!(stated->layer_norm_eps > 0 && stated->layer_norm_eps < 1))
-        return vit_error_set(err, VIT_E_FORMAT, "%s: %s says layer_norm_eps = %g; expected a "
+        return base_error_set(err, BASE_E_FORMAT, "%s: %s says layer_norm_eps = %g; expected a "
                              "positive number below 1", path, m->config_source, stated->layer_norm_eps);
     c->layer_norm_eps = (float)stated->layer_norm_eps;
     /* CLIP-style towers (norm_pre) come with nn.LayerNorm's 1e-5 and, from
      * OpenAI, QuickGELU: neither shows in the tensors, so a file that has
      * norm_pre must have them said (config, or a known timm architecture). */
     if (c->pre_norm && !stated->eps_stated)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: the checkpoint has norm_pre (a CLIP-style "
+        return base_error_set(err, BASE_E_FORMAT, "%s: the checkpoint has norm_pre (a CLIP-style "
                              "tower) but %s%s%s; cannot tell its LayerNorm eps (1e-5 or 1e-6)", path,
                              !json ? "no config"
                              : stated->architecture[0] ? "vitc does not know the timm architecture '"
@@ -1054,7 +1054,7 @@ static vit_status settle_heads_and_eps(vit_model *m, const stated_config *stated
     if (stated->act >= 0) {
         c->act = (vit_act)stated->act;
     } else if (c->pre_norm) {
-        return vit_error_set(err, VIT_E_FORMAT, "%s: the checkpoint has norm_pre (a CLIP-style "
+        return base_error_set(err, BASE_E_FORMAT, "%s: the checkpoint has norm_pre (a CLIP-style "
                              "tower) but %s; cannot tell its activation (gelu or quick_gelu)",
                              path, !json ? "no config" : "the config does not say (act_layer / hidden_act)");
     } else {
@@ -1066,20 +1066,20 @@ static vit_status settle_heads_and_eps(vit_model *m, const stated_config *stated
                  (double)c->layer_norm_eps);
         add_notice(m, note);
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Settles the configuration: sizes from the tensors (they cannot lie about
  * what is in the file), heads and eps from the config when stated. */
-static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_timm,
-                                const char *config_path, vit_error *err) {
+static base_status settle_config(vit_model *m, const cJSON *json, int json_is_timm,
+                                const char *config_path, base_error *err) {
     stated_config stated;
     stated_init(&stated);
-    vit_status status = VIT_OK;
+    base_status status = BASE_OK;
     if (json) {
         if (json_is_timm) status = read_timm_config(json, config_path, &stated, err);
         else status = read_hf_config(json, config_path, &stated, err);
-        if (status != VIT_OK) return status;
+        if (status != BASE_OK) return status;
     } else {
         stated.layer_norm_eps = 1e-6;
     }
@@ -1102,66 +1102,66 @@ static vit_status settle_config(vit_model *m, const cJSON *json, int json_is_tim
 /* --------------------------------------------------------------- labels */
 
 /* One label per line; a final newline does not start another label. */
-static vit_status set_labels_from_lines(vit_model *m, const char *text, const char *source,
-                                        vit_error *err) {
+static base_status set_labels_from_lines(vit_model *m, const char *text, const char *source,
+                                        base_error *err) {
     return data_labels_parse(text, source, MAX_LABELS, &m->labels, &m->num_labels, err);
 }
 
-static vit_status set_labels_from_id2label(vit_model *m, const cJSON *id2label,
-                                           const char *config_path, vit_error *err) {
+static base_status set_labels_from_id2label(vit_model *m, const cJSON *id2label,
+                                           const char *config_path, base_error *err) {
     const int count = cJSON_GetArraySize(id2label);
-    if (count <= 0 || count > MAX_LABELS) return VIT_OK;
+    if (count <= 0 || count > MAX_LABELS) return BASE_OK;
     m->labels = calloc((size_t)count + 1, sizeof *m->labels);
-    if (!m->labels) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", config_path);
+    if (!m->labels) return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", config_path);
     m->num_labels = count; /* so a failure part-way frees what was filled */
     const cJSON *item;
     cJSON_ArrayForEach(item, id2label) {
         char *end;
         long index = strtol(item->string, &end, 10);
         if (*end || end == item->string || index < 0 || index >= count || !cJSON_IsString(item))
-            return vit_error_set(err, VIT_E_FORMAT, "%s: id2label entry \"%.40s\" is not an index 0..%d with a string label",
+            return base_error_set(err, BASE_E_FORMAT, "%s: id2label entry \"%.40s\" is not an index 0..%d with a string label",
                                  config_path, strpbrk(item->string, "\n\r") ? "(key with a line break)" : item->string,
                                  count - 1);
         if (m->labels[index])
-            return vit_error_set(err, VIT_E_FORMAT, "%s: id2label has index %ld twice", config_path, index);
+            return base_error_set(err, BASE_E_FORMAT, "%s: id2label has index %ld twice", config_path, index);
         if (!(m->labels[index] = strdup(item->valuestring)))
-            return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", config_path);
+            return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", config_path);
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
-static vit_status settle_labels(vit_model *m, const cJSON *json, const char *config_path,
-                                const vit_load_options *options, vit_error *err) {
-    vit_status status = VIT_OK;
+static base_status settle_labels(vit_model *m, const cJSON *json, const char *config_path,
+                                const vit_load_options *options, base_error *err) {
+    base_status status = BASE_OK;
     const int classes = m->config.num_classes;
     if (options && options->labels_path) {
         char *text = read_text_file(options->labels_path, MAX_LABELS_BYTES, err);
-        if (!text) return err ? err->code : VIT_E_IO;
+        if (!text) return err ? err->code : BASE_E_IO;
         status = set_labels_from_lines(m, text, options->labels_path, err);
         free(text);
-        if (status != VIT_OK) return status;
+        if (status != BASE_OK) return status;
         if (m->num_labels != classes)
-            return vit_error_set(err, VIT_E_SHAPE, "%s: %d labels for a model with %d classes",
+            return base_error_set(err, BASE_E_SHAPE, "%s: %d labels for a model with %d classes",
                                  options->labels_path, m->num_labels, classes);
         snprintf(m->labels_source, sizeof m->labels_source, "--labels FILE");
-        return VIT_OK;
+        return BASE_OK;
     }
     /* A headless model has no classes to name: its id2label (transformers
      * writes LABEL_0, LABEL_1 by default) is not used. */
-    const cJSON *id2label = json && classes > 0 ? vit_json_get(json, "id2label") : NULL;
+    const cJSON *id2label = json && classes > 0 ? base_json_get(json, "id2label") : NULL;
     if (id2label) {
         char shown[48];
         if (!cJSON_IsObject(id2label))
-            return vit_error_set(err, VIT_E_FORMAT, "%s: \"id2label\" is %s; expected an object",
-                                 config_path, vit_json_show(id2label, shown, sizeof shown));
+            return base_error_set(err, BASE_E_FORMAT, "%s: \"id2label\" is %s; expected an object",
+                                 config_path, base_json_show(id2label, shown, sizeof shown));
         /* Labels of another count belong to another head: using them, or
          * silently others, would name every prediction wrongly. */
         const int count = cJSON_GetArraySize(id2label);
         if (count != classes)
-            return vit_error_set(err, VIT_E_SHAPE, "%s: id2label has %d labels but the model has "
+            return base_error_set(err, BASE_E_SHAPE, "%s: id2label has %d labels but the model has "
                                  "%d classes", config_path, count, classes);
         status = set_labels_from_id2label(m, id2label, config_path, err);
-        if (status == VIT_OK)
+        if (status == BASE_OK)
             snprintf(m->labels_source, sizeof m->labels_source, "%s id2label",
                      strcmp(m->config_source, "config.json") == 0 ? "config.json"
                                                                   : "safetensors __metadata__ config");
@@ -1169,24 +1169,24 @@ static vit_status settle_labels(vit_model *m, const cJSON *json, const char *con
     }
     if (classes == 1000) {
         status = set_labels_from_lines(m, weights_imagenet1k_labels(), "ImageNet-1k labels", err);
-        if (status == VIT_OK) snprintf(m->labels_source, sizeof m->labels_source, "ImageNet-1k (shipped)");
+        if (status == BASE_OK) snprintf(m->labels_source, sizeof m->labels_source, "ImageNet-1k (shipped)");
         return status;
     }
     snprintf(m->labels_source, sizeof m->labels_source, "none");
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* ------------------------------------------------------------- weights */
 
-static vit_status take_all(vit_model *m, vit_error *err) {
+static base_status take_all(vit_model *m, base_error *err) {
     const vit_config *c = &m->config;
     const int D = c->hidden_size, M = c->mlp_size, K = c->num_channels * c->patch_size * c->patch_size;
     const int dh = D / c->num_heads;
     const int grid = c->pos_embed_grid;
     const int pos_rows = c->pos_embed_prefix + grid * grid;
-    vit_status s;
+    base_status s;
     if (!(m->used = calloc(weights_count(m->file) + 1, 1)))
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory");
     char note[512];
     if (vit_packed_settle(m, note, sizeof note)) add_notice(m, note);
     if ((s = take(m, WEIGHTS_PATCH_W, 0, D, K, 0, &m->patch_w, err)) ||
@@ -1205,7 +1205,7 @@ static vit_status take_all(vit_model *m, vit_error *err) {
         (s = take(m, WEIGHTS_FC_NORM_B, 0, 1, D, !c->fc_norm, &m->fc_norm_b, err)))
         return s;
     if (!(m->blocks = calloc((size_t)c->num_layers, sizeof *m->blocks)))
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory");
     for (int l = 0; l < c->num_layers; l++) {
         vit_block *b = &m->blocks[l];
         if ((s = take(m, WEIGHTS_LN1_W, l, 1, D, 0, &b->ln1_w, err)) ||
@@ -1238,7 +1238,7 @@ static vit_status take_all(vit_model *m, vit_error *err) {
             (s = take(m, WEIGHTS_K_NORM_B, l, 1, dh, !c->qk_norm, &b->k_norm_b, err)))
             return s;
         if ((b->qkv_b == NULL) != c->no_qkv_bias)
-            return vit_error_set(err, VIT_E_FORMAT, "%s: block %d %s a qkv bias but block 0 %s",
+            return base_error_set(err, BASE_E_FORMAT, "%s: block %d %s a qkv bias but block 0 %s",
                                  weights_path(m->file), l, b->qkv_b ? "has" : "lacks",
                                  c->no_qkv_bias ? "does not" : "has one");
     }
@@ -1256,13 +1256,13 @@ static vit_status take_all(vit_model *m, vit_error *err) {
                 return s;
         }
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* No tensor silently ignored: one the forward pass does not read (other
  * than the layout's known-unneeded ones) refuses the load, or with
  * allow_unused is named in a notice. */
-static vit_status check_unused(vit_model *m, int allow_unused, vit_error *err) {
+static base_status check_unused(vit_model *m, int allow_unused, base_error *err) {
     char names[400] = "";
     size_t used_len = 0, count = 0;
     for (size_t i = 0; i < weights_count(m->file); i++) {
@@ -1273,11 +1273,11 @@ static vit_status check_unused(vit_model *m, int allow_unused, vit_error *err) {
                                          count ? ", " : "", t->name);
         count++;
     }
-    if (!count) return VIT_OK;
+    if (!count) return BASE_OK;
     char more[48] = "";
     if (count > 4) snprintf(more, sizeof more, " and %zu more", count - 4);
     if (!allow_unused)
-        return vit_error_set(err, VIT_E_UNSUPPORTED,
+        return base_error_set(err, BASE_E_UNSUPPORTED,
                              "%s: %zu tensor%s the forward pass would not use: %s%s (a model "
                              "vitc does not support; --allow-unused loads it anyway)",
                              weights_path(m->file), count, count == 1 ? "" : "s", names, more);
@@ -1285,7 +1285,7 @@ static vit_status check_unused(vit_model *m, int allow_unused, vit_error *err) {
     snprintf(note, sizeof note, "%s: warning: %zu tensor%s not used (--allow-unused): %s%s",
              weights_path(m->file), count, count == 1 ? "" : "s", names, more);
     add_notice(m, note);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 static void describe_dtypes(vit_model *m) {
@@ -1300,19 +1300,19 @@ static void describe_dtypes(vit_model *m) {
 }
 
 /* Finds the safetensors file and the directory its configs live in. */
-static vit_status locate(const char *path, char *weights_path_out, char *dir_out, size_t size,
-                         vit_error *err) {
+static base_status locate(const char *path, char *weights_path_out, char *dir_out, size_t size,
+                         base_error *err) {
     if (is_directory(path)) {
         snprintf(dir_out, size, "%s", path);
         snprintf(weights_path_out, size, "%s/model.safetensors", path);
         int missing;
-        vit_status status = check_regular(weights_path_out, &missing, err);
-        if (status == VIT_OK && missing)
-            return vit_error_set(err, VIT_E_IO, "%s: no model.safetensors in this directory", path);
+        base_status status = check_regular(weights_path_out, &missing, err);
+        if (status == BASE_OK && missing)
+            return base_error_set(err, BASE_E_IO, "%s: no model.safetensors in this directory", path);
         return status;
     }
-    vit_status status = check_regular(path, NULL, err);
-    if (status != VIT_OK) return status;
+    base_status status = check_regular(path, NULL, err);
+    if (status != BASE_OK) return status;
     snprintf(weights_path_out, size, "%s", path);
     const char *slash = strrchr(path, '/');
     if (slash)
@@ -1320,7 +1320,7 @@ static vit_status locate(const char *path, char *weights_path_out, char *dir_out
     else
         snprintf(dir_out, size, ".");
     if (!dir_out[0]) snprintf(dir_out, size, "/");
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* What a load reads besides the weights, as text (NULL: absent); names are
@@ -1331,9 +1331,9 @@ typedef struct load_texts {
 } load_texts;
 
 /* Parses a config JSON text after checking it against the limits. */
-static vit_status parse_config(const char *text, const char *name, const vit_limits *limits,
-                               cJSON **json, vit_error *err) {
-    return vit_json_parse_object(text, name, limits, json, err);
+static base_status parse_config(const char *text, const char *name, const base_limits *limits,
+                               cJSON **json, base_error *err) {
+    return base_json_parse_object(text, name, limits, json, err);
 }
 
 /* The texts one load uses (NULL: none) and the names messages give them. */
@@ -1377,11 +1377,11 @@ static void choose_texts(const vit_model *m, const load_texts *texts, int own_fi
 
 /* The chosen config parsed (*json NULL without one: sizes inferred from
  * the tensors). */
-static vit_status read_model_config(vit_model *m, const chosen_texts *texts,
-                                    const vit_limits *limits, cJSON **json, vit_error *err) {
+static base_status read_model_config(vit_model *m, const chosen_texts *texts,
+                                    const base_limits *limits, cJSON **json, base_error *err) {
     if (!texts->config) {
         snprintf(m->config_source, sizeof m->config_source, "inferred from tensor shapes");
-        return VIT_OK;
+        return BASE_OK;
     }
     snprintf(m->config_source, sizeof m->config_source, "%s",
              texts->config_from_meta ? "safetensors __metadata__" : "config.json");
@@ -1393,8 +1393,8 @@ static vit_status read_model_config(vit_model *m, const chosen_texts *texts,
  * ones gave confident garbage. Another size on purpose is --size
  * (data_preprocess_set_size + vit_context_create). recipe_name names the
  * recipe's file in the message. */
-static vit_status check_recipe_size(const vit_model *m, const vit_load_options *options,
-                                    const char *recipe_name, vit_error *err) {
+static base_status check_recipe_size(const vit_model *m, const vit_load_options *options,
+                                    const char *recipe_name, base_error *err) {
     data_preprocess retargeted = m->preprocess;
     const int asked = options ? options->input_size : 0;
     if (asked > 0) data_preprocess_set_size(&retargeted, asked);
@@ -1402,49 +1402,49 @@ static vit_status check_recipe_size(const vit_model *m, const vit_load_options *
     const int out_w = data_preprocess_out_width(&retargeted);
     const int size = asked > 0 ? asked : m->config.image_size;
     if (out_h != size || out_w != size)
-        return vit_error_set(err, VIT_E_SHAPE, "%s: preprocessing makes %dx%d images but %s "
+        return base_error_set(err, BASE_E_SHAPE, "%s: preprocessing makes %dx%d images but %s "
                              "takes %dx%d (%s)",
                              recipe_name, out_w, out_h,
                              asked > 0 ? "this run (input size)" : "the model", size, size,
                              weights_path(m->file));
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The layout, the configuration (*json: the config parsed, NULL without
  * one) and how position embeddings are resampled. */
-static vit_status settle_model_config(vit_model *m, const chosen_texts *texts,
+static base_status settle_model_config(vit_model *m, const chosen_texts *texts,
                                       const vit_load_options *options, cJSON **json,
-                                      vit_error *err) {
-    const vit_limits limits = vit_limits_resolve(options ? options->limits : NULL);
+                                      base_error *err) {
+    const base_limits limits = base_limits_resolve(options ? options->limits : NULL);
     m->layout = weights_layout_detect(m->file);
     if (m->layout == WEIGHTS_LAYOUT_UNKNOWN)
-        return vit_error_set(err, VIT_E_UNSUPPORTED,
+        return base_error_set(err, BASE_E_UNSUPPORTED,
                              "%s: not a ViT/DeiT checkpoint in timm or Hugging Face layout "
                              "(no patch-embedding tensor found)", weights_path(m->file));
-    vit_status status = read_model_config(m, texts, &limits, json, err);
-    if (status == VIT_OK)
+    base_status status = read_model_config(m, texts, &limits, json, err);
+    if (status == BASE_OK)
         status = settle_config(m, *json, *json && is_timm_config(*json), texts->config_name, err);
-    if (status != VIT_OK) return status;
+    if (status != BASE_OK) return status;
     const vit_pos_resample resample = options ? options->pos_resample : VIT_POS_RESAMPLE_AUTO;
     m->config.pos_embed_antialias = resample == VIT_POS_RESAMPLE_AUTO
                                         ? m->library_antialias
                                         : resample == VIT_POS_RESAMPLE_BICUBIC_AA;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The labels and the preprocessing recipe, once the configuration is
  * settled. A config serves preprocessing too (timm's pretrained_cfg, in
  * config.json or in __metadata__, where vit quantize copies it). */
-static vit_status settle_labels_and_recipe(vit_model *m, const chosen_texts *texts,
+static base_status settle_labels_and_recipe(vit_model *m, const chosen_texts *texts,
                                            const cJSON *json, const vit_load_options *options,
-                                           vit_error *err) {
-    const vit_limits limits = vit_limits_resolve(options ? options->limits : NULL);
-    vit_status status = settle_labels(m, json, texts->config_name, options, err);
-    if (status == VIT_OK)
+                                           base_error *err) {
+    const base_limits limits = base_limits_resolve(options ? options->limits : NULL);
+    base_status status = settle_labels(m, json, texts->config_name, options, err);
+    if (status == BASE_OK)
         status = data_preprocess_from_texts(texts->preprocessor, texts->preprocessor_name,
                                             texts->config, texts->config_name, m->config.image_size,
                                             &limits, &m->preprocess, err);
-    if (status != VIT_OK) return status;
+    if (status != BASE_OK) return status;
     /* transformers' DINOv2 resamples its position embeddings to whatever it
      * is given (518 learned, 224 crops in its recipe): its recipe's size is
      * the one it runs at. */
@@ -1475,29 +1475,29 @@ static void name_neighbours(const load_texts *texts, char *out, size_t size) {
  * the files beside would silently change the model (a config.json of
  * another model once moved eps, mean and std). Refused naming both and
  * what differs; files that repeat the weights' configuration are fine. */
-static vit_status check_neighbours(const vit_model *m, const load_texts *texts,
-                                   const vit_load_options *options, vit_error *err) {
+static base_status check_neighbours(const vit_model *m, const load_texts *texts,
+                                   const vit_load_options *options, base_error *err) {
     if ((!texts->config && !texts->preprocessor) ||
         (!weights_metadata(m->file, "config") && !weights_metadata(m->file, "preprocessor_config")))
-        return VIT_OK;
+        return BASE_OK;
     vit_model *own = calloc(1, sizeof *own);
     chosen_texts *chosen = malloc(sizeof *chosen);
     char beside[8500], diff[400];
     name_neighbours(texts, beside, sizeof beside);
-    vit_status status = own && chosen ? VIT_OK : vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    base_status status = own && chosen ? BASE_OK : base_error_set(err, BASE_E_NOMEM, "out of memory");
     cJSON *json = NULL;
-    if (status == VIT_OK) {
+    if (status == BASE_OK) {
         own->file = m->file; /* borrowed: not closed below */
         choose_texts(own, texts, 1, chosen);
         status = settle_model_config(own, chosen, options, &json, err);
-        if (status == VIT_OK) status = settle_labels_and_recipe(own, chosen, json, options, err);
-        if (status != VIT_OK) {
+        if (status == BASE_OK) status = settle_labels_and_recipe(own, chosen, json, options, err);
+        if (status != BASE_OK) {
             char inner[sizeof err->message];
             snprintf(inner, sizeof inner, "%s", err ? err->message : "");
-            status = vit_error_set(err, status, "%s (the configuration the weights carry; %s "
+            status = base_error_set(err, status, "%s (the configuration the weights carry; %s "
                                    "beside them may not replace it)", inner, beside);
         } else if (vit_model_settings_diff(own, m, diff, sizeof diff)) {
-            status = vit_error_set(err, VIT_E_FORMAT, "%s: the configuration it carries "
+            status = base_error_set(err, BASE_E_FORMAT, "%s: the configuration it carries "
                                    "(__metadata__) and %s beside it disagree: %s (its own vs "
                                    "beside it); remove or correct the file beside it",
                                    weights_path(m->file), beside, diff);
@@ -1512,28 +1512,28 @@ static vit_status check_neighbours(const vit_model *m, const load_texts *texts,
 
 /* Everything after the weights are open: configuration, tensors, labels,
  * preprocessing. m->file is set; on failure the caller frees m. */
-static vit_status load_from(vit_model *m, const load_texts *texts, const vit_load_options *options,
-                            vit_error *err) {
+static base_status load_from(vit_model *m, const load_texts *texts, const vit_load_options *options,
+                            base_error *err) {
     chosen_texts *chosen = malloc(sizeof *chosen);
-    if (!chosen) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    if (!chosen) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     choose_texts(m, texts, 0, chosen);
     cJSON *json = NULL;
-    vit_status status = settle_model_config(m, chosen, options, &json, err);
-    if (status == VIT_OK) {
+    base_status status = settle_model_config(m, chosen, options, &json, err);
+    if (status == BASE_OK) {
         const char *isa = options && options->isa ? options->isa : getenv("VITC_ISA");
         status = kernels_isa_choose(isa, &m->isa, err);
     }
-    if (status == VIT_OK) status = take_all(m, err);
-    if (status == VIT_OK) status = check_unused(m, options && options->allow_unused, err);
-    if (status == VIT_OK)
+    if (status == BASE_OK) status = take_all(m, err);
+    if (status == BASE_OK) status = check_unused(m, options && options->allow_unused, err);
+    if (status == BASE_OK)
         status = vit_model_pack(m, vit_threads_or_procs(options ? options->threads : 0), err);
-    if (status == VIT_OK) status = settle_labels_and_recipe(m, chosen, json, options, err);
-    if (status == VIT_OK) status = check_neighbours(m, texts, options, err);
-    if (status == VIT_OK) {
+    if (status == BASE_OK) status = settle_labels_and_recipe(m, chosen, json, options, err);
+    if (status == BASE_OK) status = check_neighbours(m, texts, options, err);
+    if (status == BASE_OK) {
         describe_dtypes(m);
         if ((chosen->config && !(m->config_text = strdup(chosen->config))) ||
             (chosen->preprocessor && !(m->preprocessor_text = strdup(chosen->preprocessor))))
-            status = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(m->file));
+            status = base_error_set(err, BASE_E_NOMEM, "%s: out of memory", weights_path(m->file));
     }
     cJSON_Delete(json);
     free(chosen);
@@ -1541,73 +1541,73 @@ static vit_status load_from(vit_model *m, const load_texts *texts, const vit_loa
 }
 
 /* Reads dir/name into *text if it exists (else *text stays NULL). */
-static vit_status read_optional(const char *dir, const char *name, size_t max_bytes, char *path,
-                                size_t path_size, char **text, vit_error *err) {
+static base_status read_optional(const char *dir, const char *name, size_t max_bytes, char *path,
+                                size_t path_size, char **text, base_error *err) {
     *text = NULL;
     snprintf(path, path_size, "%s/%s", dir, name);
     /* Only a file that is not there at all is absent: a FIFO, a device or a
      * directory in its place is a mistake to report, not to skip. */
     int missing;
-    vit_status status = check_regular(path, &missing, err);
-    if (status != VIT_OK || missing) return status;
+    base_status status = check_regular(path, &missing, err);
+    if (status != BASE_OK || missing) return status;
     return base_read_text_file(path, max_bytes, text, NULL, err);
 }
 
-vit_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
-                          vit_error *err) {
+base_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
+                          base_error *err) {
     *out = NULL;
-    if (!path) return vit_error_set(err, VIT_E_ARG, "no model given");
-    const vit_limits limits = vit_limits_resolve(options ? options->limits : NULL);
+    if (!path) return base_error_set(err, BASE_E_ARG, "no model given");
+    const base_limits limits = base_limits_resolve(options ? options->limits : NULL);
     char weights_file_path[4096], dir[4096], config_path[4200], preprocessor_path[4200];
-    vit_status status = locate(path, weights_file_path, dir, sizeof dir, err);
-    if (status != VIT_OK) return status;
+    base_status status = locate(path, weights_file_path, dir, sizeof dir, err);
+    if (status != BASE_OK) return status;
 
     vit_model *m = calloc(1, sizeof *m);
-    if (!m) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    if (!m) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     char *config = NULL, *preprocessor = NULL;
     status = weights_open_limited(weights_file_path, &limits, &m->file, err);
-    if (status == VIT_OK)
+    if (status == BASE_OK)
         status = read_optional(dir, "config.json", limits.max_json_bytes, config_path,
                                sizeof config_path, &config, err);
-    if (status == VIT_OK)
+    if (status == BASE_OK)
         status = read_optional(dir, "preprocessor_config.json", limits.max_json_bytes,
                                preprocessor_path, sizeof preprocessor_path, &preprocessor, err);
-    if (status == VIT_OK) {
+    if (status == BASE_OK) {
         const load_texts texts = {config, config_path, preprocessor, preprocessor_path};
         status = load_from(m, &texts, options, err);
     }
     free(config);
     free(preprocessor);
-    if (status != VIT_OK) {
+    if (status != BASE_OK) {
         vit_model_free(m);
         return status;
     }
     *out = m;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_model_load_memory(const void *weights, size_t size, const char *name,
+base_status vit_model_load_memory(const void *weights, size_t size, const char *name,
                                  const char *config_json, const char *preprocessor_json,
-                                 const vit_load_options *options, vit_model **out, vit_error *err) {
+                                 const vit_load_options *options, vit_model **out, base_error *err) {
     *out = NULL;
     if (!name) name = "(memory)";
-    const vit_limits limits = vit_limits_resolve(options ? options->limits : NULL);
+    const base_limits limits = base_limits_resolve(options ? options->limits : NULL);
     vit_model *m = calloc(1, sizeof *m);
-    if (!m) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    if (!m) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     char config_name[4200], preprocessor_name[4200];
     snprintf(config_name, sizeof config_name, "%s config.json", name);
     snprintf(preprocessor_name, sizeof preprocessor_name, "%s preprocessor_config.json", name);
-    vit_status status = weights_open_memory(weights, size, name, &limits, &m->file, err);
-    if (status == VIT_OK) {
+    base_status status = weights_open_memory(weights, size, name, &limits, &m->file, err);
+    if (status == BASE_OK) {
         const load_texts texts = {config_json, config_name, preprocessor_json, preprocessor_name};
         status = load_from(m, &texts, options, err);
     }
-    if (status != VIT_OK) {
+    if (status != BASE_OK) {
         vit_model_free(m);
         return status;
     }
     *out = m;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void vit_model_free(vit_model *m) {
@@ -1672,16 +1672,16 @@ static size_t copy_metadata(const vit_model *m, weights_quant to, const char **k
 
 /* Rewrites path (written by weights_quantize) with its matrices packed for
  * m's kernels: loaded on m's path, then written with the parts. */
-static vit_status pack_copy(const vit_model *m, const char *path, vit_error *err) {
+static base_status pack_copy(const vit_model *m, const char *path, base_error *err) {
     const vit_load_options options = {.isa = kernels_isa_name(m->isa), .allow_unused = 1};
     vit_model *copy = NULL;
-    vit_status status = vit_model_load(path, &options, &copy, err);
+    base_status status = vit_model_load(path, &options, &copy, err);
     const size_t n_source = copy ? weights_metadata_count(copy->file) : 0;
     const char **keys = calloc(n_source + 1, sizeof *keys);
     const char **values = calloc(n_source + 1, sizeof *values);
-    if (status == VIT_OK && (!keys || !values))
-        status = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
-    if (status == VIT_OK) {
+    if (status == BASE_OK && (!keys || !values))
+        status = base_error_set(err, BASE_E_NOMEM, "%s: out of memory", path);
+    if (status == BASE_OK) {
         for (size_t i = 0; i < n_source; i++) {
             keys[i] = weights_metadata_key(copy->file, i);
             values[i] = weights_metadata_value(copy->file, i);
@@ -1694,23 +1694,23 @@ static vit_status pack_copy(const vit_model *m, const char *path, vit_error *err
     return status;
 }
 
-vit_status vit_model_quantize(const vit_model *m, weights_quant to, int packed, const char *path,
-                              vit_error *err) {
+base_status vit_model_quantize(const vit_model *m, weights_quant to, int packed, const char *path,
+                              base_error *err) {
     const size_t n_source = weights_metadata_count(m->file);
     const char **keys = calloc(n_source + 3, sizeof *keys);
     const char **values = calloc(n_source + 3, sizeof *values);
     if (!keys || !values) {
         free(keys);
         free(values);
-        return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
+        return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", path);
     }
     const size_t n = copy_metadata(m, to, keys, values);
-    vit_status status = weights_quantize(m->file, to, path, keys, values, n, err);
+    base_status status = weights_quantize(m->file, to, path, keys, values, n, err);
     free(keys);
     free(values);
-    if (status != VIT_OK || !packed) return status; /* failed: path untouched (atomic) */
+    if (status != BASE_OK || !packed) return status; /* failed: path untouched (atomic) */
     status = pack_copy(m, path, err);
-    if (status != VIT_OK) remove(path); /* not left half done */
+    if (status != BASE_OK) remove(path); /* not left half done */
     return status;
 }
 

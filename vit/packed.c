@@ -102,46 +102,46 @@ static int parts_aligned(const kernels_packed *p) {
     return 1;
 }
 
-static vit_status bad_parts(const vit_model *m, const char *name, const char *layout, int rows,
-                            int cols, vit_error *err) {
-    return vit_error_set(err, VIT_E_FORMAT,
+static base_status bad_parts(const vit_model *m, const char *name, const char *layout, int rows,
+                            int cols, base_error *err) {
+    return base_error_set(err, BASE_E_FORMAT,
                          "%s: packed matrix '%s' is missing or not %s for %d x %d (a damaged "
                          "packed file: make it again with vit quantize)",
                          weights_path(m->file), name, layout, rows, cols);
 }
 
-vit_status vit_packed_fmatrix(vit_model *m, const char *name, int rows, int cols,
-                              kernels_fmatrix **out, vit_error *err) {
+base_status vit_packed_fmatrix(vit_model *m, const char *name, int rows, int cols,
+                              kernels_fmatrix **out, base_error *err) {
     *out = NULL;
-    if (!m->packed_f) return VIT_OK;
+    if (!m->packed_f) return BASE_OK;
     kernels_packed p;
-    if (find_parts(m, name, &p) && !parts_aligned(&p)) return VIT_OK;
+    if (find_parts(m, name, &p) && !parts_aligned(&p)) return BASE_OK;
     if (p.count) *out = kernels_fmatrix_wrap(rows, cols, &p);
     m->mapped += *out != NULL;
-    return *out ? VIT_OK : bad_parts(m, name, kernels_fmatrix_layout(), rows, cols, err);
+    return *out ? BASE_OK : bad_parts(m, name, kernels_fmatrix_layout(), rows, cols, err);
 }
 
-vit_status vit_packed_qmatrix(vit_model *m, const char *name, int rows, int cols, int group,
-                              kernels_qmatrix **out, vit_error *err) {
+base_status vit_packed_qmatrix(vit_model *m, const char *name, int rows, int cols, int group,
+                              kernels_qmatrix **out, base_error *err) {
     *out = NULL;
-    if (!m->packed_q) return VIT_OK;
+    if (!m->packed_q) return BASE_OK;
     kernels_packed p;
-    if (find_parts(m, name, &p) && !parts_aligned(&p)) return VIT_OK;
+    if (find_parts(m, name, &p) && !parts_aligned(&p)) return BASE_OK;
     if (p.count) *out = kernels_qmatrix_wrap(rows, cols, group, m->isa, &p);
     m->mapped += *out != NULL;
-    return *out ? VIT_OK
+    return *out ? BASE_OK
                 : bad_parts(m, name, kernels_qmatrix_layout(m->isa), rows, cols, err);
 }
 
-vit_status vit_packed_bmatrix(vit_model *m, const char *name, int rows, int cols,
-                              kernels_bmatrix **out, vit_error *err) {
+base_status vit_packed_bmatrix(vit_model *m, const char *name, int rows, int cols,
+                              kernels_bmatrix **out, base_error *err) {
     *out = NULL;
-    if (!m->packed_b) return VIT_OK;
+    if (!m->packed_b) return BASE_OK;
     kernels_packed p;
-    if (find_parts(m, name, &p) && !parts_aligned(&p)) return VIT_OK;
+    if (find_parts(m, name, &p) && !parts_aligned(&p)) return BASE_OK;
     if (p.count) *out = kernels_bmatrix_wrap(rows, cols, &p);
     m->mapped += *out != NULL;
-    return *out ? VIT_OK : bad_parts(m, name, kernels_bmatrix_layout(), rows, cols, err);
+    return *out ? BASE_OK : bad_parts(m, name, kernels_bmatrix_layout(), rows, cols, err);
 }
 
 /* ------------------------------------------------------------- writing */
@@ -209,16 +209,16 @@ static void list_tensors(const vit_model *m, part_list *l, int *has_q, int *has_
         if (!vit_packed_is_part(weights_at(m->file, i)->name)) l->t[l->n++] = *weights_at(m->file, i);
 }
 
-vit_status vit_model_write_packed(const vit_model *m, const char *path, const char *const *keys,
-                                  const char *const *values, size_t n_meta, vit_error *err) {
+base_status vit_model_write_packed(const vit_model *m, const char *path, const char *const *keys,
+                                  const char *const *values, size_t n_meta, base_error *err) {
     /* At most KERNELS_PACKED_PARTS parts for each of 2 + 4 per block. */
     const size_t most = (size_t)KERNELS_PACKED_PARTS * (2 + 4 * (size_t)m->config.num_layers);
     part_list l = {calloc(most + weights_count(m->file) + 1, sizeof *l.t), 0,
                    calloc(most + 1, sizeof *l.names)};
     const char **k = calloc(n_meta + 3, sizeof *k), **v = calloc(n_meta + 3, sizeof *v);
-    vit_status status = VIT_OK;
+    base_status status = BASE_OK;
     if (!l.t || !l.names || !k || !v) {
-        status = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
+        status = base_error_set(err, BASE_E_NOMEM, "%s: out of memory", path);
     } else {
         int has_q, has_b;
         list_tensors(m, &l, &has_q, &has_b);

@@ -26,8 +26,8 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-vit_status vit_pipeline_open(vit_pipeline *p, const vit_pipeline_source *source, int decode_threads,
-                             int prefetch, vit_error *err) {
+base_status vit_pipeline_open(vit_pipeline *p, const vit_pipeline_source *source, int decode_threads,
+                             int prefetch, base_error *err) {
     data_loader_free(p->loader);
     p->loader = NULL;
     p->paths = source->paths;
@@ -40,19 +40,19 @@ vit_status vit_pipeline_open(vit_pipeline *p, const vit_pipeline_source *source,
                               &p->loader, err);
 }
 
-vit_status vit_pipeline_create(const vit_model *model, const vit_pipeline_options *options,
+base_status vit_pipeline_create(const vit_model *model, const vit_pipeline_options *options,
                                const vit_pipeline_source *source, vit_pipeline **out,
-                               vit_error *err) {
+                               base_error *err) {
     *out = NULL;
     const vit_config *config = vit_model_config(model);
     if (options->batch < 1)
-        return vit_error_set(err, VIT_E_ARG, "batch size %d: must be at least 1", options->batch);
+        return base_error_set(err, BASE_E_ARG, "batch size %d: must be at least 1", options->batch);
     if (config->num_channels != PIPELINE_CHANNELS)
-        return vit_error_set(err, VIT_E_UNSUPPORTED,
+        return base_error_set(err, BASE_E_UNSUPPORTED,
                              "the model takes %d input channels; images are read as RGB (%d)",
                              config->num_channels, PIPELINE_CHANNELS);
     vit_pipeline *p = calloc(1, sizeof *p);
-    if (!p) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    if (!p) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     p->model = model;
     p->batch = options->batch;
     p->channels = config->num_channels;
@@ -63,21 +63,21 @@ vit_status vit_pipeline_create(const vit_model *model, const vit_pipeline_option
     const double start = now_seconds();
     /* The loader first: its thread decodes the first batch while this one
      * makes the context (a one-shot run's decode and context overlap). */
-    vit_status st = VIT_OK;
+    base_status st = BASE_OK;
     if (source && source->paths)
         st = vit_pipeline_open(p, source, options->decode_threads, options->prefetch, err);
-    if (st == VIT_OK)
+    if (st == BASE_OK)
         st = vit_context_create(model, p->batch, options->size, options->threads, &p->ctx, err);
-    if (st == VIT_OK &&
+    if (st == BASE_OK &&
         !(p->outputs = malloc(sizeof(float) * (size_t)p->row_floats * (size_t)p->batch)))
-        st = vit_error_set(err, VIT_E_NOMEM, "out of memory");
-    if (st != VIT_OK) {
+        st = base_error_set(err, BASE_E_NOMEM, "out of memory");
+    if (st != BASE_OK) {
         vit_pipeline_free(p);
         return st;
     }
     p->timings.start = now_seconds() - start;
     *out = p;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Whether a row is all finite: NaN/Inf weights, or a preprocessing std
@@ -91,40 +91,40 @@ static int finish_row(const vit_pipeline *p, float *row) {
     return finite;
 }
 
-vit_status vit_pipeline_run_images(vit_pipeline *p, const float *images, int n, int *finite,
-                                   vit_error *err) {
+base_status vit_pipeline_run_images(vit_pipeline *p, const float *images, int n, int *finite,
+                                   base_error *err) {
     if (n < 0 || n > p->batch)
-        return vit_error_set(err, VIT_E_ARG, "%d images for a pipeline of batch %d", n, p->batch);
-    if (n == 0) return VIT_OK;
-    const vit_status st =
+        return base_error_set(err, BASE_E_ARG, "%d images for a pipeline of batch %d", n, p->batch);
+    if (n == 0) return BASE_OK;
+    const base_status st =
         vit_forward_checked(p->ctx, images, n, p->channels, data_preprocess_out_height(&p->pre),
                             data_preprocess_out_width(&p->pre), p->outputs, err);
-    if (st != VIT_OK) return st;
+    if (st != BASE_OK) return st;
     for (int i = 0; i < n; i++) {
         const int ok = finish_row(p, p->outputs + (size_t)i * p->row_floats);
         if (finite) finite[i] = ok;
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The forward pass of a loaded batch; files whose rows are not finite are
  * failed in b, naming the file and the cause. */
-static vit_status run_batch(vit_pipeline *p, data_batch *b, vit_error *err) {
-    if (b->num_good == 0) return VIT_OK;
-    const vit_status st = vit_forward_checked(p->ctx, b->images, b->num_good, p->channels,
+static base_status run_batch(vit_pipeline *p, data_batch *b, base_error *err) {
+    if (b->num_good == 0) return BASE_OK;
+    const base_status st = vit_forward_checked(p->ctx, b->images, b->num_good, p->channels,
                                               b->height, b->width, p->outputs, err);
-    if (st != VIT_OK) return st;
+    if (st != BASE_OK) return st;
     for (int i = 0; i < b->count; i++) {
         const int row = b->row[i];
         if (row < 0 || finish_row(p, p->outputs + (size_t)row * p->row_floats)) continue;
         b->row[i] = -1;
-        vit_error_set(&b->errors[i], VIT_E_FORMAT, "%s: model output is not finite (NaN/Inf)",
+        base_error_set(&b->errors[i], BASE_E_FORMAT, "%s: model output is not finite (NaN/Inf)",
                       p->paths[b->first + (size_t)i]);
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
-int vit_pipeline_next(vit_pipeline *p, data_batch *b, vit_error *err) {
+int vit_pipeline_next(vit_pipeline *p, data_batch *b, base_error *err) {
     if (!p->loader) return 0;
     /* How long the model waits for the loader: decoding that the prefetch
      * did not hide behind the previous forward pass. */
@@ -132,9 +132,9 @@ int vit_pipeline_next(vit_pipeline *p, data_batch *b, vit_error *err) {
     if (data_loader_next(p->loader, b) <= 0) return 0;
     const double forward = now_seconds();
     p->timings.decode += forward - wait;
-    const vit_status st = run_batch(p, b, err);
+    const base_status st = run_batch(p, b, err);
     p->timings.forward += now_seconds() - forward;
-    return st == VIT_OK ? 1 : -1;
+    return st == BASE_OK ? 1 : -1;
 }
 
 const float *vit_pipeline_row(const vit_pipeline *p, const data_batch *b, int i) {

@@ -259,7 +259,7 @@ static int train_unsupported(const vit_config *c, char *why, size_t size) {
     return 1;
 }
 
-static vit_status check_trainable(const vit_config *c, vit_error *err) {
+static base_status check_trainable(const vit_config *c, base_error *err) {
     /* The first thing wrong, in words: a bare "cannot train" leaves the
      * user guessing which of nine numbers to change. */
     char why[300] = "";
@@ -283,8 +283,8 @@ static vit_status check_trainable(const vit_config *c, vit_error *err) {
                  c->num_prefix_tokens, c->no_class_token ? " (none)" : "", c->num_reg_tokens);
     else if (!(c->layer_norm_eps > 0))
         snprintf(why, sizeof why, "layer norm eps %g must be positive", (double)c->layer_norm_eps);
-    if (!why[0]) return VIT_OK;
-    return vit_error_set(err, VIT_E_ARG,
+    if (!why[0]) return BASE_OK;
+    return base_error_set(err, BASE_E_ARG,
                          "cannot train this configuration: %s (hidden %d, heads %d, layers %d, "
                          "MLP %d, patch %d, image %d, channels %d, classes %d, prefix %d)",
                          why, c->hidden_size, c->num_heads, c->num_layers, c->mlp_size,
@@ -389,20 +389,20 @@ static void point_model(vit_train_model *m, kernels_isa isa) {
     }
 }
 
-vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_model **out,
-                            vit_error *err) {
+base_status vit_train_create(const vit_config *config, int max_batch, vit_train_model **out,
+                            base_error *err) {
     *out = NULL;
     const vit_config *c = config;
-    vit_status blas = kernels_check_blas(err);
-    if (blas != VIT_OK) return blas;
+    base_status blas = kernels_check_blas(err);
+    if (blas != BASE_OK) return blas;
     if (max_batch <= 0 || max_batch > 65536)
-        return vit_error_set(err, VIT_E_ARG, "batch size %d is outside 1..65536", max_batch);
-    vit_status s = check_trainable(c, err);
-    if (s != VIT_OK) return s;
+        return base_error_set(err, BASE_E_ARG, "batch size %d is outside 1..65536", max_batch);
+    base_status s = check_trainable(c, err);
+    if (s != BASE_OK) return s;
     kernels_isa isa; /* for the kernels other than OpenBLAS's GEMMs */
-    if ((s = kernels_isa_choose(getenv("VITC_ISA"), &isa, err)) != VIT_OK) return s;
+    if ((s = kernels_isa_choose(getenv("VITC_ISA"), &isa, err)) != BASE_OK) return s;
     vit_train_model *m = calloc(1, sizeof *m);
-    if (!m) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    if (!m) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     m->config = *c;
     m->max_batch = max_batch;
     m->grid = patching_grid(c->image_size, c->patch_size);
@@ -425,7 +425,7 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     m->vblocks = calloc((size_t)c->num_layers, sizeof *m->vblocks);
     if (!m->tensors || !m->blocks || !m->vblocks) {
         vit_train_free(m);
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory");
     }
     lay_out_tensors(m);
 
@@ -435,14 +435,14 @@ vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_m
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         if (!all[i]) {
             vit_train_free(m);
-            return vit_error_set(err, VIT_E_NOMEM,
+            return base_error_set(err, BASE_E_NOMEM,
                                  "out of memory for training at batch %d (%zu tokens, %zu "
                                  "layers)", max_batch, T, L);
         }
     for (size_t i = 0; i < (size_t)max_batch * T; i++) m->ones[i] = 1.0f;
     point_model(m, isa);
     *out = m;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void vit_train_free(vit_train_model *m) {
@@ -502,19 +502,19 @@ void vit_train_init(vit_train_model *m, uint64_t seed) {
 }
 
 /* Copies n floats of a pretrained tensor (NULL: absent) into dst. */
-static vit_status copy_param(float *dst, const float *src, size_t n, const char *name,
-                             vit_error *err) {
-    if (!src) return vit_error_set(err, VIT_E_SHAPE, "the pretrained model has no %s", name);
+static base_status copy_param(float *dst, const float *src, size_t n, const char *name,
+                             base_error *err) {
+    if (!src) return base_error_set(err, BASE_E_SHAPE, "the pretrained model has no %s", name);
     memcpy(dst, src, n * sizeof(float));
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* A linear layer's weight: float, an int8 file's values times scales, a
  * bf16 file's values widened (h), or a packed file's mapped matrix (f: the
  * float pointer is then NULL). */
-static vit_status copy_linear(float *dst, const float *src, const kernels_qmatrix *q,
+static base_status copy_linear(float *dst, const float *src, const kernels_qmatrix *q,
                               const kernels_bmatrix *h, const kernels_fmatrix *f, size_t n,
-                              const char *name, vit_error *err) {
+                              const char *name, base_error *err) {
     if (q) {
         kernels_qmatrix_to_f32(q, dst);
     } else if (h) {
@@ -524,7 +524,7 @@ static vit_status copy_linear(float *dst, const float *src, const kernels_qmatri
     } else {
         return copy_param(dst, src, n, name, err);
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The switches of a and b that differ, named into buf (empty when none);
@@ -552,7 +552,7 @@ static void switch_differences(const vit_config *a, const vit_config *b, int cop
 }
 
 /* The patch embedding and position rows of src into m (vit_train_copy_from). */
-static vit_status copy_embedding(vit_train_model *m, const vit_model *src, vit_error *err) {
+static base_status copy_embedding(vit_train_model *m, const vit_model *src, base_error *err) {
     const vit_config *a = &m->config, *b = &src->config;
     const size_t D = (size_t)a->hidden_size, PP = (size_t)a->patch_size * a->patch_size;
     const size_t Np = (size_t)m->num_patches;
@@ -577,8 +577,8 @@ static vit_status copy_embedding(vit_train_model *m, const vit_model *src, vit_e
         memcpy(p + m->pos + pos_prefix * D, src->pos_embed + pos_prefix * D, Np * D * sizeof(float));
     } else if (patching_resample_pos_embed(src->pos_embed + pos_prefix * D, 0, b->pos_embed_grid,
                                            b->pos_embed_grid, (int)D, p + m->pos + pos_prefix * D,
-                                           m->grid, m->grid, b->pos_embed_antialias) != VIT_OK) {
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+                                           m->grid, m->grid, b->pos_embed_antialias) != BASE_OK) {
+        return base_error_set(err, BASE_E_NOMEM, "out of memory");
     }
     /* A patch bias the model being trained lacks (timm: none with
      * pre-norm) is the same constant on every patch row: folded into
@@ -590,16 +590,16 @@ static vit_status copy_embedding(vit_train_model *m, const vit_model *src, vit_e
         for (size_t t = 0; t < Np; t++)
             for (size_t d = 0; d < D; d++) p[m->pos + (pos_prefix + t) * D + d] += src->patch_b[d];
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Encoder block l of src into m (vit_train_copy_from). */
-static vit_status copy_block(vit_train_model *m, const vit_model *src, int l, vit_error *err) {
+static base_status copy_block(vit_train_model *m, const vit_model *src, int l, base_error *err) {
     const vit_config *a = &m->config;
     const size_t D = (size_t)a->hidden_size, M = (size_t)a->mlp_size;
     const size_t dh = D / (size_t)a->num_heads;
     float *p = m->params;
-    vit_status s;
+    base_status s;
     const vit_block *sb = &src->blocks[l];
     const block_offsets *o = &m->blocks[l];
     if ((s = copy_param(p + o->ln1_w, sb->ln1_w, D, "norm1", err)) ||
@@ -630,21 +630,21 @@ static vit_status copy_block(vit_train_model *m, const vit_model *src, int l, vi
         if (sb->qkv_b) memcpy(p + o->qkv_b, sb->qkv_b, 3 * D * sizeof(float));
         else memset(p + o->qkv_b, 0, 3 * D * sizeof(float));
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int copy_head,
-                               vit_error *err) {
+base_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int copy_head,
+                               base_error *err) {
     const vit_config *a = &m->config, *b = &src->config;
     char why[300];
     if (train_unsupported(b, why, sizeof why))
-        return vit_error_set(err, VIT_E_UNSUPPORTED, "%s: %s (it can be run, not fine-tuned)",
+        return base_error_set(err, BASE_E_UNSUPPORTED, "%s: %s (it can be run, not fine-tuned)",
                              weights_path(src->file), why);
     if (a->hidden_size != b->hidden_size || a->num_layers != b->num_layers ||
         a->mlp_size != b->mlp_size || a->patch_size != b->patch_size ||
         a->num_heads != b->num_heads ||
         !(a->num_channels == b->num_channels || (a->num_channels == 1 && b->num_channels == 3)))
-        return vit_error_set(err, VIT_E_SHAPE,
+        return base_error_set(err, BASE_E_SHAPE,
                              "the pretrained model (hidden %d, %d layers, %d heads, MLP %d, patch "
                              "%d, image %d, %d channels, %d prefix tokens) does not match the one "
                              "being trained (hidden %d, %d layers, %d heads, MLP %d, patch %d, "
@@ -655,12 +655,12 @@ vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int cop
                              a->patch_size, a->image_size, a->num_channels);
     switch_differences(a, b, copy_head, why, sizeof why);
     if (why[0])
-        return vit_error_set(err, VIT_E_SHAPE, "the pretrained model differs from the one being "
+        return base_error_set(err, BASE_E_SHAPE, "the pretrained model differs from the one being "
                              "trained in: %s", why);
     const size_t D = (size_t)a->hidden_size;
     float *p = m->params;
-    vit_status s = copy_embedding(m, src, err);
-    if (s != VIT_OK) return s;
+    base_status s = copy_embedding(m, src, err);
+    if (s != BASE_OK) return s;
     if ((m->cls != NONE && (s = copy_param(p + m->cls, src->cls_token, D, "class token", err))) ||
         (m->reg != NONE &&
          (s = copy_param(p + m->reg, src->reg_tokens, (size_t)m->num_reg * D, "register tokens", err))) ||
@@ -675,15 +675,15 @@ vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int cop
           (s = copy_param(p + m->fc_norm_b, src->fc_norm_b, D, "fc_norm", err)))))
         return s;
     for (int l = 0; l < a->num_layers; l++)
-        if ((s = copy_block(m, src, l, err)) != VIT_OK) return s;
+        if ((s = copy_block(m, src, l, err)) != BASE_OK) return s;
     if (copy_head) {
         if (b->num_classes != a->num_classes || !src->head_w)
-            return vit_error_set(err, VIT_E_SHAPE, "the pretrained head has %d classes, not %d",
+            return base_error_set(err, BASE_E_SHAPE, "the pretrained head has %d classes, not %d",
                                  b->num_classes, a->num_classes);
         memcpy(p + m->head_w, src->head_w, (size_t)a->num_classes * m->pooled_size * sizeof(float));
         memcpy(p + m->head_b, src->head_b, (size_t)a->num_classes * sizeof(float));
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void vit_train_freeze_backbone(vit_train_model *m, int freeze) {
@@ -830,25 +830,25 @@ static float cross_entropy(const float *logits, const int *labels, int n, int to
     return (float)(sum_loss / total);
 }
 
-static vit_status check_batch(const vit_train_model *m, const int *labels, int n, vit_error *err) {
+static base_status check_batch(const vit_train_model *m, const int *labels, int n, base_error *err) {
     if (n <= 0 || n > m->max_batch)
-        return vit_error_set(err, VIT_E_ARG, "batch of %d images, the model holds 1..%d", n,
+        return base_error_set(err, BASE_E_ARG, "batch of %d images, the model holds 1..%d", n,
                              m->max_batch);
     for (int b = 0; labels && b < n; b++)
         if (labels[b] < 0 || labels[b] >= m->config.num_classes)
-            return vit_error_set(err, VIT_E_ARG, "label %d of image %d is outside 0..%d",
+            return base_error_set(err, BASE_E_ARG, "label %d of image %d is outside 0..%d",
                                  labels[b], b, m->config.num_classes - 1);
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_train_forward(vit_train_model *m, const float *images, int n, float *logits,
-                             float *features, vit_error *err) {
-    vit_status s = check_batch(m, NULL, n, err);
-    if (s != VIT_OK) return s;
+base_status vit_train_forward(vit_train_model *m, const float *images, int n, float *logits,
+                             float *features, base_error *err) {
+    base_status s = check_batch(m, NULL, n, err);
+    if (s != BASE_OK) return s;
     forward(m, images, n);
     if (logits) memcpy(logits, m->logits, sizeof(float) * n * m->config.num_classes);
     if (features) memcpy(features, m->pooled, sizeof(float) * n * m->pooled_size);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* ------------------------------------------------------------- backward */
@@ -1024,12 +1024,12 @@ static void backward(vit_train_model *m, int n, int full) {
     }
 }
 
-vit_status vit_train_step_grads_part(vit_train_model *m, const float *images, const int *labels,
+base_status vit_train_step_grads_part(vit_train_model *m, const float *images, const int *labels,
                                      int n, int total, float label_smoothing, float *loss,
-                                     int *correct, vit_error *err) {
-    vit_status s = check_batch(m, labels, n, err);
-    if (s != VIT_OK) return s;
-    if (total < n) return vit_error_set(err, VIT_E_ARG, "%d images of a batch of %d", n, total);
+                                     int *correct, base_error *err) {
+    base_status s = check_batch(m, labels, n, err);
+    if (s != BASE_OK) return s;
+    if (total < n) return base_error_set(err, BASE_E_ARG, "%d images of a batch of %d", n, total);
     forward(m, images, n);
     int hits;
     const float value = cross_entropy(m->logits, labels, n, total, m->config.num_classes,
@@ -1037,20 +1037,20 @@ vit_status vit_train_step_grads_part(vit_train_model *m, const float *images, co
     backward(m, n, 1);
     if (loss) *loss = value;
     if (correct) *correct = hits;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_train_step_grads(vit_train_model *m, const float *images, const int *labels, int n,
-                                float label_smoothing, float *loss, int *correct, vit_error *err) {
+base_status vit_train_step_grads(vit_train_model *m, const float *images, const int *labels, int n,
+                                float label_smoothing, float *loss, int *correct, base_error *err) {
     return vit_train_step_grads_part(m, images, labels, n, n, label_smoothing, loss, correct, err);
 }
 
-vit_status vit_train_head_grads_part(vit_train_model *m, const float *features, const int *labels,
+base_status vit_train_head_grads_part(vit_train_model *m, const float *features, const int *labels,
                                      int n, int total, float label_smoothing, float *loss,
-                                     int *correct, vit_error *err) {
-    vit_status s = check_batch(m, labels, n, err);
-    if (s != VIT_OK) return s;
-    if (total < n) return vit_error_set(err, VIT_E_ARG, "%d images of a batch of %d", n, total);
+                                     int *correct, base_error *err) {
+    base_status s = check_batch(m, labels, n, err);
+    if (s != BASE_OK) return s;
+    if (total < n) return base_error_set(err, BASE_E_ARG, "%d images of a batch of %d", n, total);
     const int PS = m->pooled_size, C = m->config.num_classes;
     memcpy(m->pooled, features, sizeof(float) * n * PS);
     vit_head_forward(&m->view, m->pooled, PS, n, m->logits, m->threads);
@@ -1060,22 +1060,22 @@ vit_status vit_train_head_grads_part(vit_train_model *m, const float *features, 
     backward(m, n, 0);
     if (loss) *loss = value;
     if (correct) *correct = hits;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_train_head_forward(vit_train_model *m, const float *features, int n,
-                                  float *logits, vit_error *err) {
+base_status vit_train_head_forward(vit_train_model *m, const float *features, int n,
+                                  float *logits, base_error *err) {
     if (n < 1 || n > m->max_batch)
-        return vit_error_set(err, VIT_E_ARG, "%d images for a batch of at most %d", n, m->max_batch);
+        return base_error_set(err, BASE_E_ARG, "%d images for a batch of at most %d", n, m->max_batch);
     const int PS = m->pooled_size;
     memcpy(m->pooled, features, sizeof(float) * n * PS);
     vit_head_forward(&m->view, m->pooled, PS, n, logits, m->threads);
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_train_head_grads(vit_train_model *m, const float *features, const int *labels,
+base_status vit_train_head_grads(vit_train_model *m, const float *features, const int *labels,
                                 int n, float label_smoothing, float *loss, int *correct,
-                                vit_error *err) {
+                                base_error *err) {
     return vit_train_head_grads_part(m, features, labels, n, n, label_smoothing, loss, correct,
                                      err);
 }
@@ -1106,21 +1106,21 @@ double vit_train_clip_grad_norm(vit_train_model *m, float max_norm) {
     return norm;
 }
 
-vit_status vit_adamw_create(const vit_train_model *model, const vit_adamw_params *hyper,
-                            vit_adamw **out, vit_error *err) {
+base_status vit_adamw_create(const vit_train_model *model, const vit_adamw_params *hyper,
+                            vit_adamw **out, base_error *err) {
     *out = NULL;
     vit_adamw *opt = calloc(1, sizeof *opt);
-    if (!opt) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    if (!opt) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     opt->hyper = *hyper;
     opt->n = model->num_params;
     opt->m = kernels_alloc_floats(opt->n);
     opt->v = kernels_alloc_floats(opt->n);
     if (!opt->m || !opt->v) {
         vit_adamw_free(opt);
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory for the optimiser state");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory for the optimiser state");
     }
     *out = opt;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void vit_adamw_free(vit_adamw *opt) {
@@ -1251,10 +1251,10 @@ static size_t file_tensors(const vit_train_model *m, weights_tensor *tensors, ch
     return count;
 }
 
-vit_status vit_train_save(const vit_train_model *m, const char *path, const char *const *labels,
+base_status vit_train_save(const vit_train_model *m, const char *path, const char *const *labels,
                           const data_preprocess *pre, const weights_tensor *extra,
                           size_t num_extra, const char *const *meta_keys,
-                          const char *const *meta_values, size_t num_meta, vit_error *err) {
+                          const char *const *meta_values, size_t num_meta, base_error *err) {
     const vit_config *c = &m->config;
     const int fold = c->num_channels == 1;
     const size_t D = (size_t)c->hidden_size, PP = (size_t)c->patch_size * c->patch_size;
@@ -1268,10 +1268,10 @@ vit_status vit_train_save(const vit_train_model *m, const char *path, const char
     const char **keys = calloc(num_meta + 2, sizeof *keys), **values = calloc(num_meta + 2, sizeof *values);
     char *config = config_json(m, fold ? 3 : c->num_channels, labels);
     char *preprocessor = pre ? data_preprocess_to_json(pre) : NULL;
-    vit_status status;
+    base_status status;
     if (!tensors || (dinov2 && !names) || (fold && !folded) || !keys || !values || !config ||
         (pre && !preprocessor)) {
-        status = vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        status = base_error_set(err, BASE_E_NOMEM, "out of memory");
         goto done;
     }
     const size_t count = file_tensors(m, tensors, names, folded);

@@ -4,7 +4,7 @@
  * arithmetic and the order of every random draw are unchanged. */
 #include "vit_trainer.h"
 #include "vit_internal.h"
-#include "vit_json.h"
+#include "base_json.h"
 
 #include <cJSON.h>
 #include <inttypes.h>
@@ -33,41 +33,41 @@ static int is_dir(const char *path) {
 }
 
 /* Adds the images of one class folder (label) to s. */
-static vit_status add_class(vit_trainer_source *s, const char *spec, const char *name, int label,
-                            vit_error *err) {
+static base_status add_class(vit_trainer_source *s, const char *spec, const char *name, int label,
+                            base_error *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", spec, name);
     const size_t before = s->files.count, before_u = s->unreadable.count;
     /* One unreadable folder should not cost the whole run: the caller says
      * so and ends with a partial-failure status. */
-    if (data_walk_collect(path, NULL, &s->files, &s->unreadable, err) != VIT_OK) {
+    if (data_walk_collect(path, NULL, &s->files, &s->unreadable, err) != BASE_OK) {
         /* The run fails on the error alone, as it did before. */
         while (s->unreadable.count > before_u) free(s->unreadable.paths[--s->unreadable.count]);
         return err->code;
     }
     int *grown = realloc(s->labels, sizeof *grown * (s->files.count ? s->files.count : 1));
-    if (!grown) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    if (!grown) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     s->labels = grown;
     for (size_t i = before; i < s->files.count; i++) s->labels[i] = label;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_trainer_source_open(const char *spec, int train, char *const *names, int num_names,
-                                   vit_trainer_source *s, vit_error *err) {
+base_status vit_trainer_source_open(const char *spec, int train, char *const *names, int num_names,
+                                   vit_trainer_source *s, base_error *err) {
     memset(s, 0, sizeof *s);
     if (strcmp(spec, "fashion-mnist") == 0 && !is_dir(spec)) {
-        if (data_mnist_load(NULL, train, &s->set, err) != VIT_OK) return err->code;
+        if (data_mnist_load(NULL, train, &s->set, err) != BASE_OK) return err->code;
         s->mnist = 1;
         s->count = (size_t)s->set.count;
         s->num_classes = 10;
-        return VIT_OK;
+        return BASE_OK;
     }
     data_file_list classes = {0};
-    if (data_list_subdirs(spec, &classes, err) != VIT_OK) return err->code;
-    vit_status st = VIT_OK;
+    if (data_list_subdirs(spec, &classes, err) != BASE_OK) return err->code;
+    base_status st = BASE_OK;
     int empty = -1, empty_unlisted = 0; /* the first class folder without images */
     if (classes.count == 0) {
-        st = vit_error_set(err, VIT_E_IO, "no images found in %s (no class folders: expected "
+        st = base_error_set(err, BASE_E_IO, "no images found in %s (no class folders: expected "
                                           "DIR/<class>/*)", spec);
         goto done;
     }
@@ -80,14 +80,14 @@ vit_status vit_trainer_source_open(const char *spec, int train, char *const *nam
             for (int k = 0; k < num_names; k++)
                 if (strcmp(names[k], classes.paths[c]) == 0) label = k;
             if (label < 0) {
-                st = vit_error_set(err, VIT_E_ARG, "%s/%s: no such class in the training data",
+                st = base_error_set(err, BASE_E_ARG, "%s/%s: no such class in the training data",
                                    spec, classes.paths[c]);
                 goto done;
             }
         }
         if (!(s->class_names[c] = strdup(classes.paths[c]))) goto oom;
         const size_t before = s->files.count, before_u = s->unreadable.count;
-        if ((st = add_class(s, spec, classes.paths[c], label, err)) != VIT_OK) goto done;
+        if ((st = add_class(s, spec, classes.paths[c], label, err)) != BASE_OK) goto done;
         if (empty < 0 && s->files.count == before) {
             empty = (int)c;
             empty_unlisted = s->unreadable.count > before_u;
@@ -95,15 +95,15 @@ vit_status vit_trainer_source_open(const char *spec, int train, char *const *nam
     }
     s->count = s->files.count;
     if (s->count == 0)
-        st = vit_error_set(err, VIT_E_IO, "no images found in %s (expected DIR/<class>/*)", spec);
+        st = base_error_set(err, BASE_E_IO, "no images found in %s (expected DIR/<class>/*)", spec);
     else if (!names && empty >= 0) /* a training folder is a class the head has a row for */
-        st = vit_error_set(err, VIT_E_IO, "%s/%s: class folder %s (every folder under the training "
+        st = base_error_set(err, BASE_E_IO, "%s/%s: class folder %s (every folder under the training "
                            "data is a class: remove it or add images)", spec, classes.paths[empty],
                            empty_unlisted ? "could not be listed, so it has no images"
                                           : "holds no images");
     goto done;
 oom:
-    st = vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    st = base_error_set(err, BASE_E_NOMEM, "out of memory");
 done:
     data_file_list_free(&classes);
     return st;
@@ -186,7 +186,7 @@ static int load_mnist_item(const vit_trainer_source *s, size_t i, const vit_trai
     }
     /* Another size (a fine-tuned model): as an RGB image through the
      * model's own preprocessing, like any PNG. */
-    vit_error err;
+    base_error err;
     data_image rgb = {W, H, malloc((size_t)W * H * 3)};
     if (!rgb.pixels) return -1;
     for (int y = 0; y < H; y++)
@@ -194,7 +194,7 @@ static int load_mnist_item(const vit_trainer_source *s, size_t i, const vit_trai
             memset(rgb.pixels + ((size_t)y * W + x) * 3, px[y * W + (flip ? W - 1 - x : x)], 3);
     float *tmp = malloc(sizeof(float) * 3 * S * S);
     int rc = -1;
-    if (tmp && data_preprocess_apply(&in->eval, &rgb, tmp, &err) == VIT_OK) {
+    if (tmp && data_preprocess_apply(&in->eval, &rgb, tmp, &err) == BASE_OK) {
         memcpy(out, tmp, sizeof(float) * in->channels * S * S);
         rc = 0;
     }
@@ -210,22 +210,22 @@ static int load_item(const vit_trainer_source *s, size_t i, const vit_trainer_in
     vit_train_rng rng;
     image_rng(&rng, in->seed, epoch, i);
     if (s->mnist) return load_mnist_item(s, i, in, &rng, out);
-    vit_error err;
+    base_error err;
     data_image img = {0}, crop = {0};
-    if (data_image_load(s->files.paths[i], &img, &err) != VIT_OK) {
+    if (data_image_load(s->files.paths[i], &img, &err) != BASE_OK) {
         warn(in, NULL, err.message);
         return -1;
     }
     int rc = 0;
     if (in->augment) {
         if (data_random_resized_crop(&img, in->size, in->min_scale, in->flip,
-                                     vit_train_rng_uniform_cb, &rng, &crop, &err) != VIT_OK) {
+                                     vit_train_rng_uniform_cb, &rng, &crop, &err) != BASE_OK) {
             warn(in, s->files.paths[i], err.message);
             rc = -1;
         } else {
             normalise_rgb(&crop, &in->eval, in->channels, out);
         }
-    } else if (data_preprocess_apply(&in->eval, &img, out, &err) != VIT_OK) {
+    } else if (data_preprocess_apply(&in->eval, &img, out, &err) != BASE_OK) {
         warn(in, NULL, err.message);
         rc = -1;
     }
@@ -298,13 +298,13 @@ double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
     plain.augment = 0;
     size_t seen = 0;
     double sums[3] = {0};
-    vit_error err;
+    base_error err;
     for (size_t first = 0; first < s->count; first += (size_t)B) {
         const int n = (int)(s->count - first < (size_t)B ? s->count - first : (size_t)B);
         const int placed = vit_trainer_load_batch(s, NULL, first, n, &plain, -1, images, labels, ok);
         if (placed == 0) continue;
         float *feat = features ? features + seen * D : NULL;
-        if (vit_train_forward(m, images, placed, logits, feat, &err) != VIT_OK) return -1.0;
+        if (vit_train_forward(m, images, placed, logits, feat, &err) != BASE_OK) return -1.0;
         score_logits(logits, labels, placed, C, sums);
         seen += (size_t)placed;
     }
@@ -312,8 +312,8 @@ double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
     return seen ? sums[1] / seen : 0.0;
 }
 
-vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
-                               const vit_trainer_source *val, vit_error *err) {
+base_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
+                               const vit_trainer_source *val, base_error *err) {
     const vit_config *c = vit_train_config(t->model);
     const long batch = t->h.batch;
     t->train = train;
@@ -325,19 +325,19 @@ vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
     t->ok = malloc(sizeof(int) * batch);
     t->order = malloc(sizeof(size_t) * train->count);
     if (!t->images || !t->logits || !t->batch_labels || !t->ok || !t->order)
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory");
     t->steps_per_epoch = (long)((train->count + batch - 1) / batch);
     t->sched = (vit_train_schedule){(float)t->h.lr, (float)t->h.min_lr,
                                     t->h.warmup * t->steps_per_epoch,
                                     t->epochs * t->steps_per_epoch};
-    if (!t->h.freeze) return VIT_OK;
+    if (!t->h.freeze) return BASE_OK;
     /* Linear probe: every image's features once, without augmentation. */
     const int D = vit_config_pooled_size(c);
     t->features = malloc(sizeof(float) * D * train->count);
     t->feature_labels = malloc(sizeof(int) * train->count);
     if (t->val) t->val_features = malloc(sizeof(float) * D * t->val->count);
     if (!t->features || !t->feature_labels || (t->val && !t->val_features))
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory for %zu feature rows", train->count);
+        return base_error_set(err, BASE_E_NOMEM, "out of memory for %zu feature rows", train->count);
     vit_trainer_evaluate(t->model, train, &t->in, t->images, t->batch_labels, t->ok, t->logits,
                          t->features, NULL);
     for (size_t i = 0; i < train->count; i++)
@@ -345,18 +345,18 @@ vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
     if (t->val)
         vit_trainer_evaluate(t->model, t->val, &t->in, t->images, t->batch_labels, t->ok,
                              t->logits, t->val_features, NULL);
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_trainer_record_epoch(vit_trainer *t, const vit_trainer_epoch *e, vit_error *err) {
+base_status vit_trainer_record_epoch(vit_trainer *t, const vit_trainer_epoch *e, base_error *err) {
     size_t keep = 0;
     while (keep < t->history_count && t->history[keep].epoch < e->epoch) keep++;
     vit_trainer_epoch *grown = realloc(t->history, (keep + 1) * sizeof *grown);
-    if (!grown) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    if (!grown) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     grown[keep] = *e;
     t->history = grown;
     t->history_count = keep + 1;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 void vit_trainer_free(vit_trainer *t) {
@@ -387,8 +387,8 @@ static void slice(int n, const vit_trainer_parallel *par, int *lo, int *hi) {
     *hi = (int)((long long)n * (rank + 1) / size);
 }
 
-vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step_result *res,
-                            vit_error *err) {
+base_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step_result *res,
+                            base_error *err) {
     const size_t first = (size_t)s * t->h.batch, count = t->train->count;
     const size_t batch = (size_t)t->h.batch;
     const int n = (int)(count - first < batch ? count - first : batch);
@@ -396,7 +396,7 @@ vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step
     const vit_trainer_parallel *par = t->parallel && t->parallel->size > 1 ? t->parallel : NULL;
     float *images = t->images;
     int *labels = t->batch_labels;
-    vit_status st = VIT_OK;
+    base_status st = BASE_OK;
     int lo, hi, placed;
     slice(n, par, &lo, &hi);
     memset(res, 0, sizeof *res);
@@ -417,12 +417,12 @@ vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step
     if (par) {
         double all = placed;
         if (par->sum(par->ctx, NULL, 0, &all, 1) != 0)
-            return vit_error_set(err, VIT_E_IO, "step %ld: the processes could not add up their "
+            return base_error_set(err, BASE_E_IO, "step %ld: the processes could not add up their "
                                                 "image counts", t->step);
         total = (int)all;
     }
     res->placed = total;
-    if (total == 0) return VIT_OK;
+    if (total == 0) return BASE_OK;
     if (placed == 0) {
         /* Nothing of this batch here: no part of its gradients. */
         memset(vit_train_grads(t->model), 0, sizeof(float) * vit_train_num_params(t->model));
@@ -433,24 +433,24 @@ vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step
         st = vit_train_step_grads_part(t->model, images, labels, placed, total,
                                        (float)t->h.smoothing, &res->loss, &res->correct, err);
     }
-    if (st != VIT_OK) return st;
+    if (st != BASE_OK) return st;
     if (par) {
         double stats[2] = {res->loss, res->correct};
         if (par->sum(par->ctx, vit_train_grads(t->model), vit_train_num_params(t->model), stats,
                      2) != 0)
-            return vit_error_set(err, VIT_E_IO, "step %ld: the processes could not add up their "
+            return base_error_set(err, BASE_E_IO, "step %ld: the processes could not add up their "
                                                 "gradients", t->step);
         res->loss = (float)stats[0];
         res->correct = (int)stats[1];
     }
     if (!isfinite(res->loss))
-        return vit_error_set(err, VIT_E_ARG, "the loss is %g at step %ld: lower --lr",
+        return base_error_set(err, BASE_E_ARG, "the loss is %g at step %ld: lower --lr",
                              (double)res->loss, t->step);
     vit_train_clip_grad_norm(t->model, (float)t->h.clip);
     res->lr = vit_train_lr_at(t->step, &t->sched);
     vit_adamw_step(t->opt, t->model, res->lr);
     t->step++;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 int vit_trainer_validate(vit_trainer *t, vit_trainer_scores *scores) {
@@ -466,11 +466,11 @@ int vit_trainer_validate(vit_trainer *t, vit_trainer_scores *scores) {
     const vit_config *c = vit_train_config(t->model);
     const int D = vit_config_pooled_size(c); /* features per image */
     double sums[3] = {0};
-    vit_error err;
+    base_error err;
     for (size_t first = 0; first < count; first += batch) {
         const int n = (int)(count - first < batch ? count - first : batch);
         for (int b = 0; b < n; b++) t->batch_labels[b] = vit_trainer_source_label(t->val, first + b);
-        if (vit_train_head_forward(t->model, t->val_features + first * D, n, t->logits, &err) == VIT_OK)
+        if (vit_train_head_forward(t->model, t->val_features + first * D, n, t->logits, &err) == BASE_OK)
             score_logits(t->logits, t->batch_labels, n, c->num_classes, sums);
     }
     scores_from_sums(sums, count, scores);
@@ -518,12 +518,12 @@ static void add_history(cJSON *j, const vit_trainer *t) {
 }
 
 /* Reads add_history's rows (absent in older states: none). */
-static vit_status read_history(const cJSON *j, vit_trainer_state_info *info, vit_error *err) {
+static base_status read_history(const cJSON *j, vit_trainer_state_info *info, base_error *err) {
     const cJSON *rows = cJSON_GetObjectItem(j, "history");
     const int n = cJSON_IsArray(rows) ? cJSON_GetArraySize(rows) : 0;
-    if (n == 0) return VIT_OK;
+    if (n == 0) return BASE_OK;
     if (!(info->history = calloc((size_t)n, sizeof *info->history)))
-        return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        return base_error_set(err, BASE_E_NOMEM, "out of memory");
     for (int i = 0; i < n; i++) {
         const cJSON *row = cJSON_GetArrayItem(rows, i);
         double v[7];
@@ -534,7 +534,7 @@ static vit_status read_history(const cJSON *j, vit_trainer_state_info *info, vit
         info->history[i] = (vit_trainer_epoch){(long)v[0], v[1], v[2], v[3], v[4], v[5], v[6]};
     }
     info->history_count = (size_t)n;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* FNV-1a over the frozen parameters (a linear probe's backbone), which the
@@ -583,15 +583,15 @@ static char *state_json(const vit_trainer *t) {
     return text;
 }
 
-static vit_status save_state(const vit_trainer *t, vit_error *err) {
+static base_status save_state(const vit_trainer *t, base_error *err) {
     vit_train_model *m = t->model;
     const size_t nt = vit_train_num_tensors(m);
     weights_tensor *w = calloc(3 * nt, sizeof *w);
     char (*names)[64] = calloc(3 * nt, sizeof *names);
     char *text = w && names ? state_json(t) : NULL;
-    vit_status st;
+    base_status st;
     if (!text) {
-        st = vit_error_set(err, VIT_E_NOMEM, "out of memory");
+        st = base_error_set(err, BASE_E_NOMEM, "out of memory");
         goto done;
     }
     const float *bufs[3] = {vit_train_params(m), t->opt->m, t->opt->v};
@@ -622,7 +622,7 @@ done:
     return st;
 }
 
-vit_status vit_trainer_save(const vit_trainer *t, double val_acc, vit_error *err) {
+base_status vit_trainer_save(const vit_trainer *t, double val_acc, base_error *err) {
     /* Only what the run determines: no wall-clock time and no command line,
      * so a run resumed after a crash writes the same file as one that was
      * not interrupted (timings go to stderr and to vit train --log). */
@@ -637,26 +637,26 @@ vit_status vit_trainer_save(const vit_trainer *t, double val_acc, vit_error *err
         info = cJSON_PrintUnformatted(j);
     }
     cJSON_Delete(j);
-    if (!info) return vit_error_set(err, VIT_E_NOMEM, "out of memory");
+    if (!info) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     const char *keys[] = {"vitc_training"}, *values[] = {info};
-    const vit_status st = vit_train_save(t->model, t->out_path, (const char *const *)t->labels,
+    const base_status st = vit_train_save(t->model, t->out_path, (const char *const *)t->labels,
                                          &t->pre, NULL, 0, keys, values, 1, err);
     free(info);
-    return st != VIT_OK ? st : save_state(t, err);
+    return st != BASE_OK ? st : save_state(t, err);
 }
 
-vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info,
-                                  weights_file **file, vit_error *err) {
+base_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info,
+                                  weights_file **file, base_error *err) {
     memset(info, 0, sizeof *info);
-    if (weights_open(path, file, err) != VIT_OK) return err->code;
+    if (weights_open(path, file, err) != BASE_OK) return err->code;
     const char *meta = weights_metadata(*file, "vitc_train_state");
-    if (!meta) return vit_error_set(err, VIT_E_FORMAT, "%s is not a vit train state file", path);
+    if (!meta) return base_error_set(err, BASE_E_FORMAT, "%s is not a vit train state file", path);
     /* Through the limits-checked parse, like every other JSON we read: a
      * state file is an input too. */
     cJSON *j = NULL;
-    vit_error why;
-    if (vit_json_parse_object(meta, "vitc_train_state", NULL, &j, &why) != VIT_OK)
-        return vit_error_set(err, why.code, "%s is not a vit train state file (%s)", path,
+    base_error why;
+    if (base_json_parse_object(meta, "vitc_train_state", NULL, &j, &why) != BASE_OK)
+        return base_error_set(err, why.code, "%s is not a vit train state file (%s)", path,
                              why.message);
 #define GET(key) (cJSON_IsNumber(cJSON_GetObjectItem(j, key)) ? cJSON_GetObjectItem(j, key)->valuedouble : -1)
     const cJSON *config = cJSON_GetObjectItem(j, "config");
@@ -665,7 +665,7 @@ vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info
         info->config = (vit_config){.num_prefix_tokens = 1};
         char name[4200];
         snprintf(name, sizeof name, "%s (state config)", path);
-        if (vit_config_from_hf_json(config, name, &info->config, err) != VIT_OK) {
+        if (vit_config_from_hf_json(config, name, &info->config, err) != BASE_OK) {
             cJSON_Delete(j);
             return err->code;
         }
@@ -702,7 +702,7 @@ vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info
 #undef GET
     const cJSON *init = cJSON_GetObjectItem(j, "init");
     if (cJSON_IsString(init)) snprintf(info->h.init, sizeof info->h.init, "%s", init->valuestring);
-    if (read_history(j, info, err) != VIT_OK) {
+    if (read_history(j, info, err) != BASE_OK) {
         cJSON_Delete(j);
         return err->code;
     }
@@ -712,11 +712,11 @@ vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info
     const cJSON *s = cJSON_GetObjectItem(j, "seed");
     info->seed = cJSON_IsString(s) ? strtoull(s->valuestring, NULL, 10) : 0;
     cJSON_Delete(j);
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status vit_trainer_state_load(weights_file *f, vit_trainer_state_info *info,
-                                  vit_trainer *t, vit_error *err) {
+base_status vit_trainer_state_load(weights_file *f, vit_trainer_state_info *info,
+                                  vit_trainer *t, base_error *err) {
     vit_train_model *m = t->model;
     float *bufs[3] = {vit_train_params(m), t->opt->m, t->opt->v};
     const size_t nt = vit_train_num_tensors(m);
@@ -728,16 +728,16 @@ vit_status vit_trainer_state_load(weights_file *f, vit_trainer_state_info *info,
             const weights_tensor *w = weights_find(f, name);
             if (!w && !p->trainable) continue; /* a probe's backbone: from --init */
             if (!w || w->numel != p->numel)
-                return vit_error_set(err, VIT_E_SHAPE, "%s: tensor '%s' missing or of another size",
+                return base_error_set(err, BASE_E_SHAPE, "%s: tensor '%s' missing or of another size",
                                      weights_path(f), name);
-            if (weights_to_f32(f, w, bufs[k] + p->offset, err) != VIT_OK) return err->code;
+            if (weights_to_f32(f, w, bufs[k] + p->offset, err) != BASE_OK) return err->code;
         }
     }
     char hex[17];
     snprintf(hex, sizeof hex, "%016" PRIx64, frozen_checksum(m));
     const char *saved = info->frozen_checksum[0] ? info->frozen_checksum : NULL;
     if (saved && strcmp(saved, hex) != 0)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: the frozen backbone is not the one this "
+        return base_error_set(err, BASE_E_FORMAT, "%s: the frozen backbone is not the one this "
                              "state was trained on (--init %s changed since?)",
                              weights_path(f), t->h.init);
     t->opt->step = t->step;
@@ -750,5 +750,5 @@ vit_status vit_trainer_state_load(weights_file *f, vit_trainer_state_info *info,
         t->history_count--;
     info->history = NULL;
     info->history_count = 0;
-    return VIT_OK;
+    return BASE_OK;
 }

@@ -1,6 +1,6 @@
 /* vit.h — the vitc public API: load a ViT/DeiT checkpoint, run it.
  *
- *   vit_model *model;  vit_context *ctx;  vit_error err;
+ *   vit_model *model;  vit_context *ctx;  base_error err;
  *   vit_model_load("models/deit-tiny", NULL, &model, &err);
  *   vit_context_create(model, batch, 0, threads, &ctx, &err); // 0: native size
  *   vit_forward(ctx, images, batch, logits, &err);       // images: B x 3 x S x S
@@ -33,7 +33,7 @@
 #include <stddef.h>
 
 #include "data.h"
-#include "vit_error.h"
+#include "base_error.h"
 #include "weights.h"
 
 /* How the features the head reads are pooled from the final tokens. */
@@ -114,7 +114,7 @@ typedef enum vit_pos_resample {
 typedef struct vit_load_options {
     const char *labels_path; /* one label per line; overrides the checkpoint's */
     vit_pos_resample pos_resample;
-    const vit_limits *limits; /* safety limits (vit_limits.h); NULL: the defaults */
+    const base_limits *limits; /* safety limits (base_limits.h); NULL: the defaults */
     /* The input size the caller will run at (data_preprocess_set_size and
      * vit_context_create with it, as --size does), 0: the model's own. The
      * preprocessing recipe is checked to make images of this size. */
@@ -152,16 +152,16 @@ typedef struct vit_model vit_model;
  * tensors the forward pass does not use is refused, naming them, unless
  * options->allow_unused (then a notice) or they are known to be unneeded
  * (weights_layout_known_unneeded: HF mask_token, pooler). */
-vit_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
-                          vit_error *err);
+base_status vit_model_load(const char *path, const vit_load_options *options, vit_model **out,
+                          base_error *err);
 
 /* The same from memory: the safetensors bytes (size bytes, kept by the model
  * until vit_model_free, not copied) and the texts of config.json and
  * preprocessor_config.json (NULL: absent). name stands for the file in
  * messages. For fuzzing and for callers that hold the files already. */
-vit_status vit_model_load_memory(const void *weights, size_t size, const char *name,
+base_status vit_model_load_memory(const void *weights, size_t size, const char *name,
                                  const char *config_json, const char *preprocessor_json,
-                                 const vit_load_options *options, vit_model **out, vit_error *err);
+                                 const vit_load_options *options, vit_model **out, base_error *err);
 
 /* Writes a copy of the model's checkpoint to path in the dtype `to` asks
  * (weights_quantize says what each stores; WEIGHTS_QUANT_KEEP as stored).
@@ -170,8 +170,8 @@ vit_status vit_model_load_memory(const void *weights, size_t size, const char *n
  * tensors stay, for other kernels and other tools). The copy carries in
  * its __metadata__ the config and preprocessing texts the model was loaded
  * with, so it loads on its own. */
-vit_status vit_model_quantize(const vit_model *model, weights_quant to, int packed,
-                              const char *path, vit_error *err);
+base_status vit_model_quantize(const vit_model *model, weights_quant to, int packed,
+                              const char *path, base_error *err);
 
 /* Frees the model; NULL is allowed. Contexts must be freed first. */
 void vit_model_free(vit_model *model);
@@ -258,8 +258,8 @@ typedef struct vit_context vit_context;
  * image_size x image_size pixels (0: the model's native size), run on
  * `threads` OpenMP threads (1..1024; 0: one per processor). At another
  * size the position embeddings are resampled once, here. */
-vit_status vit_context_create(const vit_model *model, int max_batch, int image_size, int threads,
-                              vit_context **out, vit_error *err);
+base_status vit_context_create(const vit_model *model, int max_batch, int image_size, int threads,
+                              vit_context **out, base_error *err);
 
 void vit_context_free(vit_context *ctx);
 
@@ -284,21 +284,21 @@ typedef enum vit_capture_kind {
  * for the batches that will be passed; layout above). dst NULL stops it.
  * Any number of (kind, layer) pairs may be active at once. Costs nothing
  * when unused. */
-vit_status vit_context_capture(vit_context *ctx, vit_capture_kind kind, int layer, float *dst,
-                               vit_error *err);
+base_status vit_context_capture(vit_context *ctx, vit_capture_kind kind, int layer, float *dst,
+                               base_error *err);
 
 /* The same as vit_context_capture(ctx, VIT_CAPTURE_TOKENS, layer, dst, err). */
-vit_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, vit_error *err);
+base_status vit_context_capture_tokens(vit_context *ctx, int layer, float *dst, base_error *err);
 
 /* Applies the model's final LayerNorm (and fc_norm) and classifier head to
  * n token rows taken after the last encoder block (n x hidden floats): n x
  * num_classes logits into out (the mean of both heads for distilled DeiT).
- * This is the classifier run on every patch token. VIT_E_ARG for a model
- * without head; VIT_E_UNSUPPORTED for a head on [class ‖ mean] (DINOv2:
+ * This is the classifier run on every patch token. BASE_E_ARG for a model
+ * without head; BASE_E_UNSUPPORTED for a head on [class ‖ mean] (DINOv2:
  * vit_patch_logits gives it the class token). The head's GEMM runs on
  * `threads` threads (0: one per processor). */
-vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, int threads,
-                            float *out, vit_error *err);
+base_status vit_token_logits(const vit_model *model, const float *tokens, int n, int threads,
+                            float *out, base_error *err);
 
 /* The classifier on every patch token of one image: tokens are all
  * num_tokens rows after the last encoder block (prefix tokens first), out
@@ -309,16 +309,16 @@ vit_status vit_token_logits(const vit_model *model, const float *tokens, int n, 
  * token), head — vit_token_logits. A head on [class ‖ mean of patches]
  * (VIT_GLOBAL_POOL_TOKEN_AVG, DINOv2) reads [normed class token ‖ normed
  * patch]: the patch stands in for the mean, so, the head being linear, the
- * mean of the patch logits is the model's logits. VIT_E_ARG for a model
+ * mean of the patch logits is the model's logits. BASE_E_ARG for a model
  * without head or bad sizes. threads as vit_token_logits. */
-vit_status vit_patch_logits(const vit_model *model, const float *tokens, int num_tokens,
-                            int threads, float *out, vit_error *err);
+base_status vit_patch_logits(const vit_model *model, const float *tokens, int num_tokens,
+                            int threads, float *out, base_error *err);
 
 /* How vit_pool_tokens makes one image's features, following timm's
  * forward_head(pre_logits=True) on forward_features' output. */
 typedef enum vit_pool {
     VIT_POOL_CLS,  /* the final-normed class token (timm global_pool='token');
-                      VIT_E_ARG for a model without one */
+                      BASE_E_ARG for a model without one */
     VIT_POOL_MEAN, /* the mean of the final-normed patch tokens, prefix tokens
                       (class, distillation, registers) left out, then fc_norm when
                       the model has one (timm global_pool='avg') */
@@ -335,9 +335,9 @@ typedef enum vit_pool {
  * (CLS, MEAN), vit_config_pooled_size (MODEL), or num_tokens x hidden
  * (NONE). With l2, each output row is divided by max(its L2 norm, 1e-12),
  * as torch.nn.functional.normalize. scratch: hidden floats (MEAN, MODEL),
- * else unused (may be NULL). Does not allocate. VIT_E_ARG for bad sizes. */
-vit_status vit_pool_tokens(const vit_model *model, const float *tokens, int num_tokens,
-                           vit_pool pool, int l2, float *out, float *scratch, vit_error *err);
+ * else unused (may be NULL). Does not allocate. BASE_E_ARG for bad sizes. */
+base_status vit_pool_tokens(const vit_model *model, const float *tokens, int num_tokens,
+                           vit_pool pool, int l2, float *out, float *scratch, base_error *err);
 
 /* Stages of the forward pass, for profiling. */
 typedef enum vit_stage {
@@ -363,15 +363,15 @@ void vit_context_profile(vit_context *ctx, double *seconds);
 /* Runs batch images (batch x 3 x S x S floats, preprocessed) through the
  * model and writes batch x vit_model_output_size floats (logits, or class
  * token features for a headless model) to out. */
-vit_status vit_forward(vit_context *ctx, const float *images, int batch, float *out,
-                       vit_error *err);
+base_status vit_forward(vit_context *ctx, const float *images, int batch, float *out,
+                       base_error *err);
 
 /* vit_forward for images whose size the caller states (batch x channels x
- * height x width floats): refuses (VIT_E_SHAPE, naming both sizes) images
+ * height x width floats): refuses (BASE_E_SHAPE, naming both sizes) images
  * of any other size than the context's 3 x S x S, which vit_forward would
  * read past or misread. Use it whenever the images come from a recipe. */
-vit_status vit_forward_checked(vit_context *ctx, const float *images, int batch, int channels,
-                               int height, int width, float *out, vit_error *err);
+base_status vit_forward_checked(vit_context *ctx, const float *images, int batch, int channels,
+                               int height, int width, float *out, base_error *err);
 
 /* In-place numerically stable softmax over n values. */
 void vit_softmax(float *values, int n);

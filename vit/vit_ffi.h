@@ -3,7 +3,7 @@
  *
  * Everything is an opaque handle, plain pointers, ints and sizes: no
  * structs, enums or callbacks cross the boundary. Every call that can fail
- * returns a vit_status (0: VIT_OK; the codes of vit_error.h) and writes the
+ * returns a base_status (0: BASE_OK; the codes of base_error.h) and writes the
  * library's one-line message into the caller's buffer msg (msg_size bytes,
  * NUL-terminated; may be NULL). Outputs go into memory the caller owns and
  * sized from vit_ffi_size; nothing returned points into a handle's buffers
@@ -93,7 +93,7 @@ int vit_ffi_preprocess_pixels(const vit_ffi_model *m, const uint8_t *pixels, int
 
 /* n x outputs floats: probabilities (softmax 1; a headless model's
  * features either way) or logits. An image whose outputs are not all
- * finite fails the call (VIT_E_FORMAT), as classify fails its file. */
+ * finite fails the call (BASE_E_FORMAT), as classify fails its file. */
 int vit_ffi_logits(vit_ffi_model *m, const float *images, int n, int softmax, float *out,
                    char *msg, size_t msg_size);
 

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vit_error.h"
+#include "base_error.h"
 
 /* Copies query token `query`'s attention over the keys first_key .. T-1 from
  * one image's attention probabilities attn [heads, T, T] (row = query) into
@@ -60,11 +60,11 @@ size_t vit_rollout_scratch_size(int tokens);
  * patches is row 0 from column num_prefix_tokens on; a model without a
  * class token has the mean of the patch rows instead (vit_attention_mean_row
  * with heads 1). Entry (0, 0) is protected whatever token 0 is (a register or
- * the first patch when there is no class token), as vit-explain would. Returns VIT_E_ARG for
+ * the first patch when there is no class token), as vit-explain would. Returns BASE_E_ARG for
  * bad sizes or discard outside [0, 1). */
-vit_status vit_attention_rollout(const float *const *layers, int num_layers, int heads,
+base_status vit_attention_rollout(const float *const *layers, int num_layers, int heads,
                                  int tokens, float discard, float *result, float *scratch,
-                                 vit_error *err);
+                                 base_error *err);
 
 /* Divides each of the n rows (dim floats) of x by its Euclidean norm, as
  * torch.nn.functional.normalize(x, dim=-1) does (norms below 1e-12 count as
@@ -85,9 +85,9 @@ size_t vit_kmeans_scratch_size(int n, int dim, int k);
  * of first appearance (point 0's cluster is 0), so equal partitions get equal
  * labels. labels gets n ids, centroids (may be NULL) k x dim floats,
  * *iterations (may be NULL) the Lloyd iterations run. Serial and
- * deterministic for a given seed. VIT_E_ARG unless 1 <= k <= n. */
-vit_status vit_kmeans(const float *points, int n, int dim, int k, uint64_t seed, int max_iter,
+ * deterministic for a given seed. BASE_E_ARG unless 1 <= k <= n. */
+base_status vit_kmeans(const float *points, int n, int dim, int k, uint64_t seed, int max_iter,
                       int *labels, float *centroids, double *scratch, int *iterations,
-                      vit_error *err);
+                      base_error *err);
 
 #endif

@@ -89,10 +89,10 @@ static inline kernels_act vit_kernels_act(vit_act act) {
 }
 
 /* Packs the model's float32 linear layers for vitc's GEMM (the *_f
- * fields, forward.c) on `threads` threads (>= 1); VIT_E_NOMEM when out of
+ * fields, forward.c) on `threads` threads (>= 1); BASE_E_NOMEM when out of
  * memory. Called once at load; vit_model_unpack frees them (NULL fields
  * allowed). */
-vit_status vit_model_pack(vit_model *m, int threads, vit_error *err);
+base_status vit_model_pack(vit_model *m, int threads, base_error *err);
 
 /* threads when > 0, else one per processor the process may run on
  * (omp_get_num_procs: the machine, not the process's OpenMP settings). */
@@ -109,17 +109,17 @@ int vit_packed_is_key(const char *key);
 /* The packed matrix name ("patch", "head", "blocks.3.fc1") mapped from the
  * file into *out when the file's layout is the kernels' (else *out NULL,
  * as when a file loaded from memory holds its parts unaligned: the caller
- * packs); VIT_E_FORMAT when the file claims it but its parts do not fit. */
-vit_status vit_packed_fmatrix(vit_model *m, const char *name, int rows, int cols,
-                              kernels_fmatrix **out, vit_error *err);
-vit_status vit_packed_qmatrix(vit_model *m, const char *name, int rows, int cols, int group,
-                              kernels_qmatrix **out, vit_error *err);
-vit_status vit_packed_bmatrix(vit_model *m, const char *name, int rows, int cols,
-                              kernels_bmatrix **out, vit_error *err);
+ * packs); BASE_E_FORMAT when the file claims it but its parts do not fit. */
+base_status vit_packed_fmatrix(vit_model *m, const char *name, int rows, int cols,
+                              kernels_fmatrix **out, base_error *err);
+base_status vit_packed_qmatrix(vit_model *m, const char *name, int rows, int cols, int group,
+                              kernels_qmatrix **out, base_error *err);
+base_status vit_packed_bmatrix(vit_model *m, const char *name, int rows, int cols,
+                              kernels_bmatrix **out, base_error *err);
 /* Writes m's file's tensors, with every packed matrix of m before them,
  * and the n_meta metadata pairs plus the layout names, to path. */
-vit_status vit_model_write_packed(const vit_model *m, const char *path, const char *const *keys,
-                                  const char *const *values, size_t n_meta, vit_error *err);
+base_status vit_model_write_packed(const vit_model *m, const char *path, const char *const *keys,
+                                  const char *const *values, size_t n_meta, base_error *err);
 
 /* The most input-scale groups (kernels_qmatrix_groups) of any of the
  * model's int8 layers; 0 when every layer is float. */
@@ -141,7 +141,7 @@ int vit_model_settings_diff(const vit_model *a, const vit_model *b, char *out, s
  * read: a present but invalid key is an error naming name, an absent one
  * leaves 0 (layer_norm_eps: transformers' 1e-12). */
 void vit_config_to_hf_json(const vit_config *c, int num_channels, cJSON *json);
-vit_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_config *c,
-                                   vit_error *err);
+base_status vit_config_from_hf_json(const cJSON *json, const char *name, vit_config *c,
+                                   base_error *err);
 
 #endif

@@ -13,7 +13,7 @@
  *     vit_pipeline_options o = {.batch = 16, .threads = 0, .prefetch = 1, .softmax = 1};
  *     vit_pipeline_source src = {.paths = paths, .count = n};
  *     vit_pipeline *p;
- *     if (vit_pipeline_create(model, &o, &src, &p, &err) != VIT_OK) ...;
+ *     if (vit_pipeline_create(model, &o, &src, &p, &err) != BASE_OK) ...;
  *     data_batch b;
  *     int rc;
  *     while ((rc = vit_pipeline_next(p, &b, &err)) > 0)
@@ -31,7 +31,7 @@
  * preprocessed in memory (vit serve: request bodies; the Fashion-MNIST
  * test split) hands them in with vit_pipeline_run_images.
  *
- * Library rules: errors are values (vit_error), nothing is printed, no
+ * Library rules: errors are values (base_error), nothing is printed, no
  * process-wide state is read or set; thread counts are parameters. The
  * loader's threads decode; the forward pass's OpenMP threads run the model
  * (outer loops only, never nested). Buffers are made once, at create: a
@@ -78,24 +78,24 @@ typedef struct vit_pipeline_timings {
  * options->threads threads, the row buffers and, when source is not NULL
  * (and has paths), the loader over it; the loader starts decoding before the
  * context is made, so a one-shot run's decode and setup overlap. model is
- * borrowed and must outlive the pipeline. VIT_E_UNSUPPORTED when the model
+ * borrowed and must outlive the pipeline. BASE_E_UNSUPPORTED when the model
  * takes another channel count than the loader makes (RGB). */
-vit_status vit_pipeline_create(const vit_model *model, const vit_pipeline_options *options,
+base_status vit_pipeline_create(const vit_model *model, const vit_pipeline_options *options,
                                const vit_pipeline_source *source, vit_pipeline **out,
-                               vit_error *err);
+                               base_error *err);
 
 /* Replaces the files (the loader over the old ones is stopped): the next
  * batch is the new source's first. decode_threads and prefetch as in
  * vit_pipeline_options. */
-vit_status vit_pipeline_open(vit_pipeline *p, const vit_pipeline_source *source, int decode_threads,
-                             int prefetch, vit_error *err);
+base_status vit_pipeline_open(vit_pipeline *p, const vit_pipeline_source *source, int decode_threads,
+                             int prefetch, base_error *err);
 
 /* Takes the loader's next batch into b and runs it: 1, with b describing
  * the files (b->first, b->count; b->row[i] -1 and b->errors[i] for a file
  * that failed: unreadable, or outputs not finite); 0 when the source has no
  * batch left (or no source was given); -1 when the forward pass failed
  * (err). */
-int vit_pipeline_next(vit_pipeline *p, data_batch *b, vit_error *err);
+int vit_pipeline_next(vit_pipeline *p, data_batch *b, base_error *err);
 
 /* The row of file i of the batch last returned (vit_pipeline_row_size
  * floats), or NULL when it failed. */
@@ -106,8 +106,8 @@ const float *vit_pipeline_row(const vit_pipeline *p, const data_batch *b, int i)
  * row i at vit_pipeline_outputs(p) + i * vit_pipeline_row_size(p);
  * finite[i] (may be NULL) says whether row i is all finite (only finite
  * rows get the softmax). */
-vit_status vit_pipeline_run_images(vit_pipeline *p, const float *images, int n, int *finite,
-                                   vit_error *err);
+base_status vit_pipeline_run_images(vit_pipeline *p, const float *images, int n, int *finite,
+                                   base_error *err);
 
 /* Floats per row: the model's outputs (vit_model_output_size). */
 int vit_pipeline_row_size(const vit_pipeline *p);

@@ -2,7 +2,7 @@
  * backward pass needs, gradients of every layer, cross-entropy with label
  * smoothing, AdamW, a warm-up + cosine schedule and gradient clipping.
  *
- *   vit_train_model *m;  vit_adamw *opt;  vit_error err;
+ *   vit_train_model *m;  vit_adamw *opt;  base_error err;
  *   vit_train_create(&config, batch, &m, &err);
  *   vit_train_init(m, seed);                      // or vit_train_copy_from(m, pretrained, ...)
  *   vit_adamw_create(m, &hyper, &opt, &err);
@@ -73,10 +73,10 @@ typedef struct vit_train_model vit_train_model;
 /* Allocates a model of config (num_classes >= 1; num_prefix_tokens the
  * class token and registers; no distillation token; a config stating only
  * sizes is the original ViT's) and buffers for batches of up to max_batch
- * images. What it cannot train is VIT_E_ARG with one line saying why. Values are zero
+ * images. What it cannot train is BASE_E_ARG with one line saying why. Values are zero
  * until vit_train_init or vit_train_copy_from. */
-vit_status vit_train_create(const vit_config *config, int max_batch, vit_train_model **out,
-                            vit_error *err);
+base_status vit_train_create(const vit_config *config, int max_batch, vit_train_model **out,
+                            base_error *err);
 void vit_train_free(vit_train_model *m);
 
 const vit_config *vit_train_config(const vit_train_model *m);
@@ -102,10 +102,10 @@ void vit_train_init(vit_train_model *m, uint64_t seed);
  * size is resampled as the checkpoint's library does; a pre-norm
  * checkpoint's patch bias is folded into the patch positions). With
  * copy_head 0 the head keeps its current values (a new head for new
- * classes, which may pool otherwise). VIT_E_SHAPE when the backbones
+ * classes, which may pool otherwise). BASE_E_SHAPE when the backbones
  * differ, naming the switches that do. */
-vit_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int copy_head,
-                               vit_error *err);
+base_status vit_train_copy_from(vit_train_model *m, const vit_model *src, int copy_head,
+                               base_error *err);
 
 /* Marks every tensor but the head frozen (1) or all trainable (0). */
 void vit_train_freeze_backbone(vit_train_model *m, int freeze);
@@ -114,39 +114,39 @@ void vit_train_freeze_backbone(vit_train_model *m, int freeze);
  * floats, preprocessed; labels in 0..num_classes-1): fills the gradients of
  * the mean cross-entropy with label smoothing (as F.cross_entropy's
  * label_smoothing), and returns the loss and the number of top-1 hits. */
-vit_status vit_train_step_grads(vit_train_model *m, const float *images, const int *labels, int n,
-                                float label_smoothing, float *loss, int *correct, vit_error *err);
+base_status vit_train_step_grads(vit_train_model *m, const float *images, const int *labels, int n,
+                                float label_smoothing, float *loss, int *correct, base_error *err);
 
 /* The forward pass alone: n x num_classes logits into logits and, when
  * features is non-NULL, the n x vit_config_pooled_size features the head
  * reads (pooled, then fc_norm: the normed class token, the mean of the
  * patch tokens, or DINOv2's [class ‖ mean]). */
-vit_status vit_train_forward(vit_train_model *m, const float *images, int n, float *logits,
-                             float *features, vit_error *err);
+base_status vit_train_forward(vit_train_model *m, const float *images, int n, float *logits,
+                             float *features, base_error *err);
 
 /* The head alone on n precomputed features (as vit_train_forward gives
  * them): n x num_classes logits. */
-vit_status vit_train_head_forward(vit_train_model *m, const float *features, int n,
-                                  float *logits, vit_error *err);
+base_status vit_train_head_forward(vit_train_model *m, const float *features, int n,
+                                  float *logits, base_error *err);
 
 /* The head alone on precomputed features (n x vit_config_pooled_size,
  * from vit_train_forward): gradients of the head only (the rest are left as
  * they are), loss and hits. For linear probes: features computed once. */
-vit_status vit_train_head_grads(vit_train_model *m, const float *features, const int *labels,
+base_status vit_train_head_grads(vit_train_model *m, const float *features, const int *labels,
                                 int n, float label_smoothing, float *loss, int *correct,
-                                vit_error *err);
+                                base_error *err);
 
 /* The same for n images that are part of a batch of total (n <= total):
  * the gradients and *loss are the batch's mean restricted to these images
  * (their sums divided by total), so the parts of a batch add up to the
  * whole batch's (to rounding: data-parallel training over processes).
  * total == n gives exactly vit_train_step_grads / vit_train_head_grads. */
-vit_status vit_train_step_grads_part(vit_train_model *m, const float *images, const int *labels,
+base_status vit_train_step_grads_part(vit_train_model *m, const float *images, const int *labels,
                                      int n, int total, float label_smoothing, float *loss,
-                                     int *correct, vit_error *err);
-vit_status vit_train_head_grads_part(vit_train_model *m, const float *features, const int *labels,
+                                     int *correct, base_error *err);
+base_status vit_train_head_grads_part(vit_train_model *m, const float *features, const int *labels,
                                      int n, int total, float label_smoothing, float *loss,
-                                     int *correct, vit_error *err);
+                                     int *correct, base_error *err);
 
 /* Scales the gradients of trainable tensors so their global L2 norm is at
  * most max_norm (as torch.nn.utils.clip_grad_norm_); returns the norm
@@ -161,10 +161,10 @@ double vit_train_clip_grad_norm(vit_train_model *m, float max_norm);
  * weights, so RGB input computes the model on PIL's convert('L') grey
  * (exactly for grey images) and every colour input works. extra tensors
  * and metadata (may be NULL / 0) are appended: training state for resume. */
-vit_status vit_train_save(const vit_train_model *m, const char *path, const char *const *labels,
+base_status vit_train_save(const vit_train_model *m, const char *path, const char *const *labels,
                           const data_preprocess *pre, const weights_tensor *extra,
                           size_t num_extra, const char *const *meta_keys,
-                          const char *const *meta_values, size_t num_meta, vit_error *err);
+                          const char *const *meta_values, size_t num_meta, base_error *err);
 
 /* ------------------------------------------------------------- optimiser */
 
@@ -180,8 +180,8 @@ typedef struct vit_adamw {
     float *m, *v;
 } vit_adamw;
 
-vit_status vit_adamw_create(const vit_train_model *model, const vit_adamw_params *hyper,
-                            vit_adamw **out, vit_error *err);
+base_status vit_adamw_create(const vit_train_model *model, const vit_adamw_params *hyper,
+                            vit_adamw **out, base_error *err);
 void vit_adamw_free(vit_adamw *opt);
 
 /* One AdamW update of the trainable tensors at learning rate lr, as

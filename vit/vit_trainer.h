@@ -4,7 +4,7 @@
  * and the checkpoint (a loadable model file plus FILE.state with the AdamW
  * moments and where the run stands, each written atomically).
  *
- *   vit_trainer_source train;  vit_trainer t = {0};  vit_error err;
+ *   vit_trainer_source train;  vit_trainer t = {0};  base_error err;
  *   vit_trainer_source_open("DIR", 1, NULL, 0, &train, &err);
  *   ... t.model, t.opt (vit_train_create, vit_adamw_create), t.out_path,
  *       t.state_path, t.labels, t.epochs, t.seed, t.h, t.in ...
@@ -17,7 +17,7 @@
  *   }
  *   vit_trainer_free(&t);  vit_trainer_source_free(&train);
  *
- * Nothing here prints: errors come back as vit_error, and images that cannot
+ * Nothing here prints: errors come back as base_error, and images that cannot
  * be read during a step are reported through the input's warn callback (it
  * may be called from several OpenMP threads at once). Randomness is a pure
  * function of (seed, epoch, image index), so a run and its resume see the
@@ -56,8 +56,8 @@ typedef struct vit_trainer_source {
  * on failure) rather than failing the run. Without names (training data) a
  * class folder without images is an error naming it; a validation folder
  * without images adds nothing. */
-vit_status vit_trainer_source_open(const char *spec, int train, char *const *names, int num_names,
-                                   vit_trainer_source *s, vit_error *err);
+base_status vit_trainer_source_open(const char *spec, int train, char *const *names, int num_names,
+                                   vit_trainer_source *s, base_error *err);
 void vit_trainer_source_free(vit_trainer_source *s);
 int vit_trainer_source_label(const vit_trainer_source *s, size_t i);
 
@@ -158,11 +158,11 @@ typedef struct vit_trainer {
 
 /* Buffers for batches of h.batch images and, with h.freeze (a linear
  * probe), every image's features computed once without augmentation. */
-vit_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
-                               const vit_trainer_source *val, vit_error *err);
+base_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
+                               const vit_trainer_source *val, base_error *err);
 /* Appends an epoch to t->history, replacing it and any later one already
  * there (an epoch run again after a crash). */
-vit_status vit_trainer_record_epoch(vit_trainer *t, const vit_trainer_epoch *e, vit_error *err);
+base_status vit_trainer_record_epoch(vit_trainer *t, const vit_trainer_epoch *e, base_error *err);
 
 /* Frees what vit_trainer_prepare allocated (not the model, optimiser,
  * or labels, which the caller owns). */
@@ -182,8 +182,8 @@ typedef struct vit_trainer_step_result {
  * image): nothing was done. A non-finite loss is an error. With
  * t->parallel, every process calls it for the same step: it loads its
  * slice, and res holds the whole batch's loss, hits and images. */
-vit_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step_result *res,
-                            vit_error *err);
+base_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_step_result *res,
+                            base_error *err);
 
 /* Scores on labelled images, as timm's validate reports them. */
 typedef struct vit_trainer_scores {
@@ -206,7 +206,7 @@ double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
 /* The model file (loadable) and the state file (parameters, AdamW moments,
  * where the run stands), each written atomically; the state names the epoch
  * the model file holds, so a crash between the two is harmless. */
-vit_status vit_trainer_save(const vit_trainer *t, double val_acc, vit_error *err);
+base_status vit_trainer_save(const vit_trainer *t, double val_acc, base_error *err);
 
 /* What a state file says: the configuration, epochs done and planned, step,
  * seed and options (*have_hyper 0 for a state written before they were
@@ -226,14 +226,14 @@ typedef struct vit_trainer_state_info {
     size_t history_count;
 } vit_trainer_state_info;
 
-vit_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info,
-                                  weights_file **file, vit_error *err);
+base_status vit_trainer_state_read(const char *path, vit_trainer_state_info *info,
+                                  weights_file **file, base_error *err);
 
 /* Copies the parameters and AdamW moments of an open state file into t.
  * Tensors t->model has frozen may be absent (a linear probe's state): they
  * keep the values they have, which must be the ones info's checksum names
  * (copy the --init model in first). */
-vit_status vit_trainer_state_load(weights_file *f, vit_trainer_state_info *info,
-                                  vit_trainer *t, vit_error *err);
+base_status vit_trainer_state_load(weights_file *f, vit_trainer_state_info *info,
+                                  vit_trainer *t, base_error *err);
 
 #endif

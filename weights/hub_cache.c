@@ -21,19 +21,19 @@ static const char *env(const char *name) {
     return value && value[0] ? value : NULL;
 }
 
-static vit_status fit(int written, size_t size, const char *what, vit_error *err) {
+static base_status fit(int written, size_t size, const char *what, base_error *err) {
     if (written < 0 || (size_t)written >= size)
-        return vit_error_set(err, VIT_E_ARG, "%s: path too long", what);
-    return VIT_OK;
+        return base_error_set(err, BASE_E_ARG, "%s: path too long", what);
+    return BASE_OK;
 }
 
-vit_status hub_cache_dir(char *out, size_t size, vit_error *err) {
+base_status hub_cache_dir(char *out, size_t size, base_error *err) {
     const char *value;
     if ((value = env("HF_HUB_CACHE"))) return fit(snprintf(out, size, "%s", value), size, value, err);
     if ((value = env("HF_HOME"))) return fit(snprintf(out, size, "%s/hub", value), size, value, err);
     if ((value = env("HOME")))
         return fit(snprintf(out, size, "%s/.cache/huggingface/hub", value), size, value, err);
-    return vit_error_set(err, VIT_E_ARG, "cannot find the Hugging Face cache: none of HF_HUB_CACHE, "
+    return base_error_set(err, BASE_E_ARG, "cannot find the Hugging Face cache: none of HF_HUB_CACHE, "
                                          "HF_HOME and HOME is set");
 }
 
@@ -60,92 +60,92 @@ static int safe_revision(const char *rev) {
 
 /* Checks the refs file fd opened: a directory is no ref (refs/pr/ when
  * asked for "pr"; *none set), anything but a small regular file an error. */
-static vit_status check_ref_file(int fd, const char *path, int *none, vit_error *err) {
+static base_status check_ref_file(int fd, const char *path, int *none, base_error *err) {
     struct stat sb;
     *none = 0;
     if (fstat(fd, &sb) != 0)
-        return vit_error_set(err, VIT_E_IO, "%s: cannot stat (%s)", path, strerror(errno));
+        return base_error_set(err, BASE_E_IO, "%s: cannot stat (%s)", path, strerror(errno));
     if (S_ISDIR(sb.st_mode)) {
         *none = 1;
-        return VIT_OK;
+        return BASE_OK;
     }
     if (!S_ISREG(sb.st_mode))
-        return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path,
+        return base_error_set(err, BASE_E_IO, "%s: not a regular file (%s)", path,
                              base_file_kind(sb.st_mode));
     if (sb.st_size > HUB_REF_MAX_BYTES)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: %lld bytes; a ref holds one commit hash",
+        return base_error_set(err, BASE_E_FORMAT, "%s: %lld bytes; a ref holds one commit hash",
                              path, (long long)sb.st_size);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The commit in a refs file: its first line, trimmed (empty: no such ref).
  * Opened as images are: without blocking (open(2) of a FIFO with no
  * writer waits forever), regular files only, small. */
-static vit_status read_ref(const char *path, char *commit, size_t size, vit_error *err) {
+static base_status read_ref(const char *path, char *commit, size_t size, base_error *err) {
     commit[0] = '\0';
     const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         const int e = errno;
         struct stat sb;
-        if (e == ENOENT || e == ENOTDIR) return VIT_OK;
+        if (e == ENOENT || e == ENOTDIR) return BASE_OK;
         if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) /* a socket: ENXIO */
-            return vit_error_set(err, VIT_E_IO, "%s: not a regular file (%s)", path,
+            return base_error_set(err, BASE_E_IO, "%s: not a regular file (%s)", path,
                                  base_file_kind(sb.st_mode));
-        return vit_error_set(err, VIT_E_IO, "%s: cannot open (%s)", path, strerror(e));
+        return base_error_set(err, BASE_E_IO, "%s: cannot open (%s)", path, strerror(e));
     }
     int none;
-    vit_status status = check_ref_file(fd, path, &none, err);
+    base_status status = check_ref_file(fd, path, &none, err);
     char text[HUB_REF_MAX_BYTES + 1];
     ssize_t got = 0;
-    if (status == VIT_OK && !none) {
+    if (status == BASE_OK && !none) {
         do got = read(fd, text, sizeof text - 1);
         while (got < 0 && errno == EINTR);
-        if (got < 0) status = vit_error_set(err, VIT_E_IO, "%s: read error (%s)", path, strerror(errno));
+        if (got < 0) status = base_error_set(err, BASE_E_IO, "%s: read error (%s)", path, strerror(errno));
     }
     close(fd);
-    if (status != VIT_OK || none) return status;
+    if (status != BASE_OK || none) return status;
     text[got] = '\0';
     text[strcspn(text, " \t\r\n")] = '\0';
     if (strlen(text) >= size)
-        return vit_error_set(err, VIT_E_FORMAT, "%s: '%.60s...' is not a commit hash", path, text);
+        return base_error_set(err, BASE_E_FORMAT, "%s: '%.60s...' is not a commit hash", path, text);
     memcpy(commit, text, strlen(text) + 1);
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status hub_cache_resolve(const char *name, const char *revision, char *out, size_t size,
-                             vit_error *err) {
+base_status hub_cache_resolve(const char *name, const char *revision, char *out, size_t size,
+                             base_error *err) {
     if (!hub_cache_is_name(name))
-        return vit_error_set(err, VIT_E_ARG, "'%s' is not a hub name (org/name)", name);
+        return base_error_set(err, BASE_E_ARG, "'%s' is not a hub name (org/name)", name);
     const char *rev = revision ? revision : "main";
     if (!safe_revision(rev))
-        return vit_error_set(err, VIT_E_ARG, "'%s' is not a revision name or commit hash", rev);
+        return base_error_set(err, BASE_E_ARG, "'%s' is not a revision name or commit hash", rev);
     char cache[4096], repo[4096 + 512], path[sizeof repo + 1024];
-    vit_status status = hub_cache_dir(cache, sizeof cache, err);
-    if (status != VIT_OK) return status;
+    base_status status = hub_cache_dir(cache, sizeof cache, err);
+    if (status != BASE_OK) return status;
     const char *slash = strchr(name, '/');
     status = fit(snprintf(repo, sizeof repo, "%s/models--%.*s--%s", cache, (int)(slash - name), name,
                           slash + 1),
                  sizeof repo, name, err);
-    if (status != VIT_OK) return status;
+    if (status != BASE_OK) return status;
     const char *base = strrchr(repo, '/') + 1;
     if (!is_dir(repo))
-        return vit_error_set(err, VIT_E_IO, "%s is not in the Hugging Face cache (no %s in %s)", name,
+        return base_error_set(err, BASE_E_IO, "%s is not in the Hugging Face cache (no %s in %s)", name,
                              base, cache);
     char commit[256];
     snprintf(path, sizeof path, "%s/refs/%s", repo, rev);
     status = read_ref(path, commit, sizeof commit, err);
-    if (status != VIT_OK) return status;
+    if (status != BASE_OK) return status;
     if (commit[0] && !safe_revision(commit))
-        return vit_error_set(err, VIT_E_FORMAT, "%s: '%s' is not a commit hash", path, commit);
+        return base_error_set(err, BASE_E_FORMAT, "%s: '%s' is not a commit hash", path, commit);
     const char *snapshot = commit[0] ? commit : rev;
     status = fit(snprintf(out, size, "%s/snapshots/%s", repo, snapshot), size, name, err);
-    if (status != VIT_OK) return status;
+    if (status != BASE_OK) return status;
     if (!is_dir(out)) {
         if (commit[0])
-            return vit_error_set(err, VIT_E_IO, "%s: refs/%s names commit %s, but %s/%s/snapshots "
+            return base_error_set(err, BASE_E_IO, "%s: refs/%s names commit %s, but %s/%s/snapshots "
                                  "has no such snapshot", name, rev, commit, cache, base);
-        return vit_error_set(err, VIT_E_IO, "%s at revision %s is not in the Hugging Face cache "
+        return base_error_set(err, BASE_E_IO, "%s at revision %s is not in the Hugging Face cache "
                              "(no refs/%s or snapshots/%s in %s/%s)", name, rev, rev, rev, cache, base);
     }
-    return VIT_OK;
+    return BASE_OK;
 }

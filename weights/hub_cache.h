@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "vit_error.h"
+#include "base_error.h"
 
 /* Whether text has the shape of a hub name: org/name, exactly one '/',
  * neither part empty, not starting with '.' or '/'. (Whether it is also an
@@ -19,13 +19,13 @@
 int hub_cache_is_name(const char *text);
 
 /* The cache directory (written to out; it need not exist). */
-vit_status hub_cache_dir(char *out, size_t size, vit_error *err);
+base_status hub_cache_dir(char *out, size_t size, base_error *err);
 
 /* The snapshot directory of name at revision (NULL: "main"): refs/REVISION's
- * commit, else a snapshot named REVISION (a commit hash). VIT_E_IO with one
+ * commit, else a snapshot named REVISION (a commit hash). BASE_E_IO with one
  * line naming what was looked for and where when the cache does not hold
- * it; VIT_E_ARG for a name or revision that cannot be one. */
-vit_status hub_cache_resolve(const char *name, const char *revision, char *out, size_t size,
-                             vit_error *err);
+ * it; BASE_E_ARG for a name or revision that cannot be one. */
+base_status hub_cache_resolve(const char *name, const char *revision, char *out, size_t size,
+                             base_error *err);
 
 #endif

@@ -126,11 +126,11 @@ static void hf_key(const weights_file *f, weights_layout layout, const char *pat
     snprintf(key, size, "%s%s", unprefixed ? "" : hf_prefix(f, layout), body);
 }
 
-vit_status weights_layout_find(const weights_file *f, weights_layout layout, weights_role role,
-                               int layer, weights_ref *ref, vit_error *err) {
+base_status weights_layout_find(const weights_file *f, weights_layout layout, weights_role role,
+                               int layer, weights_ref *ref, base_error *err) {
     memset(ref, 0, sizeof *ref);
     if ((int)role < 0 || role >= WEIGHTS_ROLE_COUNT || layout == WEIGHTS_LAYOUT_UNKNOWN)
-        return vit_error_set(err, VIT_E_ARG, "%s: no key layout for tensor role %d",
+        return base_error_set(err, BASE_E_ARG, "%s: no key layout for tensor role %d",
                              weights_path(f), (int)role);
     const role_keys *keys = &ROLE_KEYS[role];
     if (layout == WEIGHTS_LAYOUT_TIMM) {
@@ -139,16 +139,16 @@ vit_status weights_layout_find(const weights_file *f, weights_layout layout, wei
         if (ref->tensor && keys->slice >= 0) {
             const int64_t rows = ref->tensor->ndim >= 1 ? ref->tensor->shape[0] : 0;
             if (rows % 3 != 0)
-                return vit_error_set(err, VIT_E_SHAPE,
+                return base_error_set(err, BASE_E_SHAPE,
                                      "%s: tensor '%s': fused qkv has %lld rows, not a multiple of 3",
                                      weights_path(f), ref->key, (long long)rows);
             ref->row_count = rows / 3;
             ref->row_start = keys->slice * ref->row_count;
         }
-        return VIT_OK;
+        return BASE_OK;
     }
     const char *pattern = layout == WEIGHTS_LAYOUT_HF_DINOV2 && keys->dinov2 ? keys->dinov2 : keys->hf;
-    if (strcmp(pattern, "-") == 0) return VIT_OK; /* no such tensor in this layout */
+    if (strcmp(pattern, "-") == 0) return BASE_OK; /* no such tensor in this layout */
     hf_key(f, layout, pattern, layer, ref->key, sizeof ref->key);
     ref->tensor = weights_find(f, ref->key);
     if (!ref->tensor && keys->hf_alt) {
@@ -156,7 +156,7 @@ vit_status weights_layout_find(const weights_file *f, weights_layout layout, wei
         hf_key(f, layout, keys->hf_alt, layer, alt, sizeof alt);
         if ((ref->tensor = weights_find(f, alt))) memcpy(ref->key, alt, sizeof alt);
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* The role (and layer) timm spells as name: -1 when none does. A fused

@@ -55,13 +55,13 @@ static void quantize_groups(const float *w, size_t count, size_t group, int8_t *
     }
 }
 
-vit_status weights_quantize(const weights_file *f, weights_quant to, const char *path,
+base_status weights_quantize(const weights_file *f, weights_quant to, const char *path,
                             const char *const *meta_keys, const char *const *meta_values,
-                            size_t n_meta, vit_error *err) {
+                            size_t n_meta, base_error *err) {
     const size_t n = weights_count(f);
     for (size_t i = 0; i < n; i++)
         if (weights_at(f, i)->dtype == WEIGHTS_I8 && to != WEIGHTS_QUANT_KEEP)
-            return vit_error_set(err, VIT_E_ARG, "%s: already quantised (tensor '%s' is I8)",
+            return base_error_set(err, BASE_E_ARG, "%s: already quantised (tensor '%s' is I8)",
                                  weights_path(f), weights_at(f, i)->name);
     /* Up to two output tensors per input (matrix + scales), each with its
      * own buffer and, for scales, its own name. */
@@ -69,9 +69,9 @@ vit_status weights_quantize(const weights_file *f, weights_quant to, const char 
     void **buffers = calloc(2 * n + 1, sizeof *buffers);
     char **names = calloc(n + 1, sizeof *names);
     size_t n_out = 0, n_buffers = 0;
-    vit_status status = out && buffers && names ? VIT_OK
-                                                : vit_error_set(err, VIT_E_NOMEM, "out of memory");
-    for (size_t i = 0; i < n && status == VIT_OK; i++) {
+    base_status status = out && buffers && names ? BASE_OK
+                                                : base_error_set(err, BASE_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < n && status == BASE_OK; i++) {
         const weights_tensor *t = weights_at(f, i);
         weights_tensor *o = &out[n_out++];
         *o = *t;
@@ -81,11 +81,11 @@ vit_status weights_quantize(const weights_file *f, weights_quant to, const char 
         float *values = malloc(sizeof(float) * t->numel);
         buffers[n_buffers++] = values;
         if (!values) {
-            status = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(f));
+            status = base_error_set(err, BASE_E_NOMEM, "%s: out of memory", weights_path(f));
             break;
         }
         status = weights_to_f32(f, t, values, err);
-        if (status != VIT_OK) break;
+        if (status != BASE_OK) break;
         if (to == WEIGHTS_QUANT_BF16) {
             uint16_t *half = (uint16_t *)values; /* in place: element i after i */
             for (size_t k = 0; k < t->numel; k++) half[k] = bf16_from_f32(values[k]);
@@ -102,7 +102,7 @@ vit_status weights_quantize(const weights_file *f, weights_quant to, const char 
             buffers[n_buffers++] = scales;
             names[i] = malloc(strlen(t->name) + sizeof WEIGHTS_SCALE_SUFFIX);
             if (!q || !scales || !names[i]) {
-                status = vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", weights_path(f));
+                status = base_error_set(err, BASE_E_NOMEM, "%s: out of memory", weights_path(f));
                 break;
             }
             quantize_groups(values, t->numel, group, q, scales);
@@ -122,7 +122,7 @@ vit_status weights_quantize(const weights_file *f, weights_quant to, const char 
             o->nbytes = t->numel * sizeof(float);
         }
     }
-    if (status == VIT_OK)
+    if (status == BASE_OK)
         status = weights_write(path, out, n_out, meta_keys, meta_values, n_meta, err);
     for (size_t i = 0; i < n_buffers; i++) free(buffers[i]);
     for (size_t i = 0; names && i < n; i++) free(names[i]);

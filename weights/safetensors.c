@@ -121,15 +121,15 @@ static const char *printable_name(const char *s, char *buf, size_t size) {
     return buf;
 }
 
-__attribute__((format(printf, 5, 6))) static vit_status
-tensor_error(vit_error *err, vit_status code, const char *path, const char *tensor,
+__attribute__((format(printf, 5, 6))) static base_status
+tensor_error(base_error *err, base_status code, const char *path, const char *tensor,
              const char *fmt, ...) {
     char problem[512], shown[100];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(problem, sizeof problem, fmt, ap);
     va_end(ap);
-    return vit_error_set(err, code, "%s: tensor '%s': %s", path,
+    return base_error_set(err, code, "%s: tensor '%s': %s", path,
                          printable_name(tensor, shown, sizeof shown), problem);
 }
 
@@ -138,15 +138,15 @@ static const char *errno_text(int errnum, char *buf, size_t size) {
     return buf;
 }
 
-static vit_status io_error(vit_error *err, const char *path, const char *what, int errnum) {
+static base_status io_error(base_error *err, const char *path, const char *what, int errnum) {
     char text[128];
-    return vit_error_set(err, VIT_E_IO, "%s: %s: %s", path, what,
+    return base_error_set(err, BASE_E_IO, "%s: %s: %s", path, what,
                          errno_text(errnum, text, sizeof text));
 }
 
 /* ------------------------------------------------------------ file mapping */
 
-static vit_status map_file(const char *path, void **map, size_t *size, vit_error *err) {
+static base_status map_file(const char *path, void **map, size_t *size, base_error *err) {
     /* O_NONBLOCK: open(2) of a FIFO would otherwise wait for a writer
      * before the regular-file check below could refuse it. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -159,11 +159,11 @@ static vit_status map_file(const char *path, void **map, size_t *size, vit_error
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return vit_error_set(err, VIT_E_IO, "%s: not a regular file", path);
+        return base_error_set(err, BASE_E_IO, "%s: not a regular file", path);
     }
     if (st.st_size < HEADER_LEN_BYTES) {
         close(fd);
-        return vit_error_set(err, VIT_E_FORMAT,
+        return base_error_set(err, BASE_E_FORMAT,
                              "%s: file is %lld bytes, too short for the 8-byte header length",
                              path, (long long)st.st_size);
     }
@@ -175,7 +175,7 @@ static vit_status map_file(const char *path, void **map, size_t *size, vit_error
         *map = NULL;
         return io_error(err, path, "cannot map", e);
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
 static uint64_t read_u64_le(const unsigned char *p) {
@@ -193,7 +193,7 @@ typedef struct parse_ctx {
     size_t data_size;
     const unsigned char *data;
     size_t max_tensors;
-    vit_error *err;
+    base_error *err;
 } parse_ctx;
 
 typedef enum { INT_OK, INT_NOT_NUMBER, INT_NOT_INTEGER, INT_NEGATIVE, INT_TOO_LARGE } int_check;
@@ -229,7 +229,7 @@ static const cJSON *entry_field(const parse_ctx *ctx, const cJSON *entry, const 
     for (const cJSON *c = entry->child; c; c = c->next) {
         if (c->string && strcmp(c->string, key) == 0) {
             if (found) {
-                tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, entry->string,
+                tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, entry->string,
                              "\"%s\" appears twice", key);
                 return NULL;
             }
@@ -237,34 +237,34 @@ static const cJSON *entry_field(const parse_ctx *ctx, const cJSON *entry, const 
         }
     }
     if (!found)
-        tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, entry->string, "missing \"%s\"", key);
+        tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, entry->string, "missing \"%s\"", key);
     return found;
 }
 
-static vit_status parse_dtype(const parse_ctx *ctx, const cJSON *entry, weights_dtype *dtype) {
+static base_status parse_dtype(const parse_ctx *ctx, const cJSON *entry, weights_dtype *dtype) {
     const cJSON *item = entry_field(ctx, entry, "dtype");
-    if (!item) return VIT_E_FORMAT;
+    if (!item) return BASE_E_FORMAT;
     const char *name = entry->string;
     if (!cJSON_IsString(item))
-        return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, name, "\"dtype\" is not a string");
-    if (dtype_parse(item->valuestring, dtype)) return VIT_OK;
+        return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, name, "\"dtype\" is not a string");
+    if (dtype_parse(item->valuestring, dtype)) return BASE_OK;
     char shown[40];
     printable_name(item->valuestring, shown, sizeof shown);
     if (dtype_in_spec(item->valuestring))
-        return tensor_error(ctx->err, VIT_E_UNSUPPORTED, ctx->path, name,
+        return tensor_error(ctx->err, BASE_E_UNSUPPORTED, ctx->path, name,
                             "dtype \"%s\" is not supported", shown);
-    return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, name, "unknown dtype \"%s\"", shown);
+    return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, name, "unknown dtype \"%s\"", shown);
 }
 
-static vit_status parse_shape(const parse_ctx *ctx, const cJSON *entry, weights_tensor *t) {
+static base_status parse_shape(const parse_ctx *ctx, const cJSON *entry, weights_tensor *t) {
     const cJSON *item = entry_field(ctx, entry, "shape");
-    if (!item) return VIT_E_FORMAT;
+    if (!item) return BASE_E_FORMAT;
     const char *name = entry->string;
     if (!cJSON_IsArray(item))
-        return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, name, "\"shape\" is not an array");
+        return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, name, "\"shape\" is not an array");
     int ndim = cJSON_GetArraySize(item);
     if (ndim > WEIGHTS_MAX_DIMS)
-        return tensor_error(ctx->err, VIT_E_LIMIT, ctx->path, name,
+        return tensor_error(ctx->err, BASE_E_LIMIT, ctx->path, name,
                             "shape has %d dimensions, more than the %d supported", ndim,
                             WEIGHTS_MAX_DIMS);
     int i = 0;
@@ -273,17 +273,17 @@ static vit_status parse_shape(const parse_ctx *ctx, const cJSON *entry, weights_
         int_check c = json_exact_uint(dim, &v);
         char why[96];
         if (c != INT_OK)
-            return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, name,
+            return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, name,
                                 "shape[%d] is %s; dimensions must be non-negative integers", i,
                                 describe_int_problem(dim, c, why, sizeof why));
         t->shape[i] = (int64_t)v;
     }
     t->ndim = ndim;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* numel and nbytes, refusing any product that does not fit in size_t. */
-static vit_status compute_sizes(const parse_ctx *ctx, const char *name, weights_tensor *t) {
+static base_status compute_sizes(const parse_ctx *ctx, const char *name, weights_tensor *t) {
     size_t numel = 1;
     bool has_zero = false;
     for (int i = 0; i < t->ndim; i++) has_zero |= t->shape[i] == 0;
@@ -293,18 +293,18 @@ static vit_status compute_sizes(const parse_ctx *ctx, const char *name, weights_
         for (int i = 0; i < t->ndim; i++) {
             size_t d = (size_t)t->shape[i];
             if (numel > SIZE_MAX / d)
-                return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, name,
+                return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, name,
                                     "element count of the shape overflows");
             numel *= d;
         }
     }
     size_t elem = weights_dtype_size(t->dtype);
     if (numel > SIZE_MAX / elem)
-        return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, name,
+        return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, name,
                             "byte size of the shape overflows");
     t->numel = numel;
     t->nbytes = numel * elem;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* "[2, 3]" */
@@ -316,12 +316,12 @@ static const char *format_shape(const weights_tensor *t, char *buf, size_t size)
     return buf;
 }
 
-static vit_status parse_offsets(const parse_ctx *ctx, const cJSON *entry, weights_tensor *t) {
+static base_status parse_offsets(const parse_ctx *ctx, const cJSON *entry, weights_tensor *t) {
     const cJSON *item = entry_field(ctx, entry, "data_offsets");
-    if (!item) return VIT_E_FORMAT;
+    if (!item) return BASE_E_FORMAT;
     const char *name = entry->string;
     if (!cJSON_IsArray(item) || cJSON_GetArraySize(item) != 2)
-        return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, name,
+        return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, name,
                             "\"data_offsets\" is not an array [begin, end]");
     uint64_t range[2];
     int i = 0;
@@ -329,42 +329,42 @@ static vit_status parse_offsets(const parse_ctx *ctx, const cJSON *entry, weight
         int_check check = json_exact_uint(c, &range[i]);
         char why[96];
         if (check != INT_OK)
-            return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, name,
+            return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, name,
                                 "data_offsets[%d] is %s", i,
                                 describe_int_problem(c, check, why, sizeof why));
     }
     uint64_t begin = range[0], end = range[1];
     if (begin > end)
-        return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, name,
+        return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, name,
                             "byte range [%llu, %llu) ends before it begins",
                             (unsigned long long)begin, (unsigned long long)end);
     if (end > ctx->data_size)
-        return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, name,
+        return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, name,
                             "byte range [%llu, %llu) lies outside the data section (%zu bytes)",
                             (unsigned long long)begin, (unsigned long long)end, ctx->data_size);
     if (end - begin != t->nbytes) {
         char shape[WEIGHTS_MAX_DIMS * 18 + 3];
-        return tensor_error(ctx->err, VIT_E_SHAPE, ctx->path, name,
+        return tensor_error(ctx->err, BASE_E_SHAPE, ctx->path, name,
                             "%s %s needs %zu bytes but byte range [%llu, %llu) holds %llu",
                             weights_dtype_name(t->dtype), format_shape(t, shape, sizeof shape),
                             t->nbytes, (unsigned long long)begin, (unsigned long long)end,
                             (unsigned long long)(end - begin));
     }
     t->data = ctx->data + begin;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-static vit_status parse_tensor(const parse_ctx *ctx, const cJSON *entry, const char *name,
+static base_status parse_tensor(const parse_ctx *ctx, const cJSON *entry, const char *name,
                                weights_tensor *t) {
     if (!cJSON_IsObject(entry))
-        return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, entry->string,
+        return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, entry->string,
                             "entry is not a JSON object");
-    vit_status s;
+    base_status s;
     memset(t, 0, sizeof *t);
     t->name = name;
-    if ((s = parse_dtype(ctx, entry, &t->dtype)) != VIT_OK) return s;
-    if ((s = parse_shape(ctx, entry, t)) != VIT_OK) return s;
-    if ((s = compute_sizes(ctx, entry->string, t)) != VIT_OK) return s;
+    if ((s = parse_dtype(ctx, entry, &t->dtype)) != BASE_OK) return s;
+    if ((s = parse_shape(ctx, entry, t)) != BASE_OK) return s;
+    if ((s = compute_sizes(ctx, entry->string, t)) != BASE_OK) return s;
     return parse_offsets(ctx, entry, t);
 }
 
@@ -404,22 +404,22 @@ static char *copy_string(char **cursor, const char *s) {
     return dst;
 }
 
-static vit_status parse_metadata(const parse_ctx *ctx, const cJSON *meta, weights_file *f,
+static base_status parse_metadata(const parse_ctx *ctx, const cJSON *meta, weights_file *f,
                                  char **cursor) {
-    if (cJSON_IsNull(meta)) return VIT_OK;
+    if (cJSON_IsNull(meta)) return BASE_OK;
     if (!cJSON_IsObject(meta))
-        return vit_error_set(ctx->err, VIT_E_FORMAT, "%s: \"%s\" is not a JSON object",
+        return base_error_set(ctx->err, BASE_E_FORMAT, "%s: \"%s\" is not a JSON object",
                              ctx->path, METADATA_KEY);
     size_t n = (size_t)cJSON_GetArraySize(meta);
     f->meta_keys = calloc(n ? n : 1, sizeof *f->meta_keys);
     f->meta_values = calloc(n ? n : 1, sizeof *f->meta_values);
     if (!f->meta_keys || !f->meta_values)
-        return vit_error_set(ctx->err, VIT_E_NOMEM, "%s: out of memory for metadata", ctx->path);
+        return base_error_set(ctx->err, BASE_E_NOMEM, "%s: out of memory for metadata", ctx->path);
     for (const cJSON *c = meta->child; c; c = c->next) {
         char shown[100];
         printable_name(c->string, shown, sizeof shown);
         if (!cJSON_IsString(c))
-            return vit_error_set(ctx->err, VIT_E_FORMAT,
+            return base_error_set(ctx->err, BASE_E_FORMAT,
                                  "%s: metadata value of '%s' is not a string", ctx->path, shown);
         f->meta_keys[f->n_meta] = copy_string(cursor, c->string);
         f->meta_values[f->n_meta] = copy_string(cursor, c->valuestring);
@@ -429,16 +429,16 @@ static vit_status parse_metadata(const parse_ctx *ctx, const cJSON *meta, weight
     const char *dup = find_duplicate(f->meta_keys, f->n_meta, &nomem);
     char shown[100];
     if (nomem)
-        return vit_error_set(ctx->err, VIT_E_NOMEM, "%s: out of memory for metadata", ctx->path);
+        return base_error_set(ctx->err, BASE_E_NOMEM, "%s: out of memory for metadata", ctx->path);
     if (dup)
-        return vit_error_set(ctx->err, VIT_E_FORMAT, "%s: metadata key '%s' appears twice",
+        return base_error_set(ctx->err, BASE_E_FORMAT, "%s: metadata key '%s' appears twice",
                              ctx->path, printable_name(dup, shown, sizeof shown));
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Bytes needed to copy every name and metadata string out of the JSON tree,
  * and the number of tensor entries. */
-static vit_status measure_header(const parse_ctx *ctx, const cJSON *root, size_t *n_tensors,
+static base_status measure_header(const parse_ctx *ctx, const cJSON *root, size_t *n_tensors,
                                  size_t *string_bytes) {
     size_t count = 0, bytes = 0, n_meta_objects = 0;
     for (const cJSON *c = root->child; c; c = c->next) {
@@ -448,7 +448,7 @@ static vit_status measure_header(const parse_ctx *ctx, const cJSON *root, size_t
             continue;
         }
         if (++n_meta_objects > 1)
-            return vit_error_set(ctx->err, VIT_E_FORMAT, "%s: \"%s\" appears twice", ctx->path,
+            return base_error_set(ctx->err, BASE_E_FORMAT, "%s: \"%s\" appears twice", ctx->path,
                                  METADATA_KEY);
         for (const cJSON *m = c->child; m; m = m->next) {
             bytes += strlen(m->string ? m->string : "") + 1;
@@ -456,12 +456,12 @@ static vit_status measure_header(const parse_ctx *ctx, const cJSON *root, size_t
         }
     }
     if (count > ctx->max_tensors)
-        return vit_error_set(ctx->err, VIT_E_LIMIT,
+        return base_error_set(ctx->err, BASE_E_LIMIT,
                              "%s: %zu tensors exceed the limit of %zu tensors per checkpoint",
                              ctx->path, count, ctx->max_tensors);
     *n_tensors = count;
     *string_bytes = bytes;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 static int compare_by_offset(const void *a, const void *b) {
@@ -479,14 +479,14 @@ static int compare_by_name(const void *a, const void *b) {
 
 /* With tensors in offset order, any overlap shows up between a tensor and
  * the last non-empty one before it. Empty tensors share no bytes. */
-static vit_status check_overlaps(const parse_ctx *ctx, const weights_file *f) {
+static base_status check_overlaps(const parse_ctx *ctx, const weights_file *f) {
     const weights_tensor *prev = NULL;
     for (size_t i = 0; i < f->n_tensors; i++) {
         const weights_tensor *t = &f->tensors[i];
         if (t->nbytes == 0) continue;
         if (prev && offset_of(ctx, t) < offset_of(ctx, prev) + prev->nbytes) {
             char shown[100];
-            return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, t->name,
+            return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, t->name,
                                 "byte range [%zu, %zu) overlaps tensor '%s' [%zu, %zu)",
                                 offset_of(ctx, t), offset_of(ctx, t) + t->nbytes,
                                 printable_name(prev->name, shown, sizeof shown),
@@ -494,32 +494,32 @@ static vit_status check_overlaps(const parse_ctx *ctx, const weights_file *f) {
         }
         prev = t;
     }
-    return VIT_OK;
+    return BASE_OK;
 }
 
-static vit_status index_names(const parse_ctx *ctx, weights_file *f) {
+static base_status index_names(const parse_ctx *ctx, weights_file *f) {
     f->tensors_by_name = malloc((f->n_tensors ? f->n_tensors : 1) * sizeof *f->tensors_by_name);
     if (!f->tensors_by_name)
-        return vit_error_set(ctx->err, VIT_E_NOMEM, "%s: out of memory for the name index",
+        return base_error_set(ctx->err, BASE_E_NOMEM, "%s: out of memory for the name index",
                              ctx->path);
     for (size_t i = 0; i < f->n_tensors; i++) f->tensors_by_name[i] = &f->tensors[i];
     qsort(f->tensors_by_name, f->n_tensors, sizeof *f->tensors_by_name, compare_by_name);
     /* cJSON keeps duplicate object keys, so a repeated name surfaces here. */
     for (size_t i = 1; i < f->n_tensors; i++)
         if (strcmp(f->tensors_by_name[i - 1]->name, f->tensors_by_name[i]->name) == 0)
-            return tensor_error(ctx->err, VIT_E_FORMAT, ctx->path, f->tensors_by_name[i]->name,
+            return tensor_error(ctx->err, BASE_E_FORMAT, ctx->path, f->tensors_by_name[i]->name,
                                 "name appears twice in the header");
-    return VIT_OK;
+    return BASE_OK;
 }
 
-static vit_status build_from_json(const parse_ctx *ctx, const cJSON *root, weights_file *f) {
+static base_status build_from_json(const parse_ctx *ctx, const cJSON *root, weights_file *f) {
     size_t n_tensors = 0, string_bytes = 0;
-    vit_status s = measure_header(ctx, root, &n_tensors, &string_bytes);
-    if (s != VIT_OK) return s;
+    base_status s = measure_header(ctx, root, &n_tensors, &string_bytes);
+    if (s != BASE_OK) return s;
     f->strings = malloc(string_bytes ? string_bytes : 1);
     f->tensors = calloc(n_tensors ? n_tensors : 1, sizeof *f->tensors);
     if (!f->strings || !f->tensors)
-        return vit_error_set(ctx->err, VIT_E_NOMEM, "%s: out of memory for %zu tensors",
+        return base_error_set(ctx->err, BASE_E_NOMEM, "%s: out of memory for %zu tensors",
                              ctx->path, n_tensors);
     char *cursor = f->strings;
     for (const cJSON *c = root->child; c; c = c->next) {
@@ -529,10 +529,10 @@ static vit_status build_from_json(const parse_ctx *ctx, const cJSON *root, weigh
             s = parse_tensor(ctx, c, copy_string(&cursor, c->string), &f->tensors[f->n_tensors]);
             f->n_tensors++;
         }
-        if (s != VIT_OK) return s;
+        if (s != BASE_OK) return s;
     }
     qsort(f->tensors, f->n_tensors, sizeof *f->tensors, compare_by_offset);
-    if ((s = check_overlaps(ctx, f)) != VIT_OK) return s;
+    if ((s = check_overlaps(ctx, f)) != BASE_OK) return s;
     return index_names(ctx, f);
 }
 
@@ -542,36 +542,36 @@ static bool only_json_whitespace(const char *p, const char *end) {
     return true;
 }
 
-static vit_status parse_header(weights_file *f, const vit_limits *limits, vit_error *err) {
-    const vit_limits lim = vit_limits_resolve(limits);
+static base_status parse_header(weights_file *f, const base_limits *limits, base_error *err) {
+    const base_limits lim = base_limits_resolve(limits);
     const unsigned char *bytes = f->map;
     if (f->map_size < HEADER_LEN_BYTES)
-        return vit_error_set(err, VIT_E_FORMAT,
+        return base_error_set(err, BASE_E_FORMAT,
                              "%s: file is %zu bytes, too short for the 8-byte header length",
                              f->path, f->map_size);
     uint64_t header_len = read_u64_le(bytes);
     size_t available = f->map_size - HEADER_LEN_BYTES;
     if (header_len > lim.max_header_bytes)
-        return vit_error_set(err, VIT_E_LIMIT,
+        return base_error_set(err, BASE_E_LIMIT,
                              "%s: header length %llu exceeds the limit of %zu bytes", f->path,
                              (unsigned long long)header_len, lim.max_header_bytes);
     if (header_len > available)
-        return vit_error_set(err, VIT_E_FORMAT,
+        return base_error_set(err, BASE_E_FORMAT,
                              "%s: header length %llu exceeds the %zu bytes after it", f->path,
                              (unsigned long long)header_len, available);
     const char *json = (const char *)bytes + HEADER_LEN_BYTES;
     const char *json_end = json + header_len;
     /* The header is JSON like any other: same nesting cap (its size has its
      * own limit above). */
-    vit_limits depth_only = lim;
+    base_limits depth_only = lim;
     depth_only.max_json_bytes = (size_t)header_len;
-    vit_status depth = vit_json_check_limits(json, (size_t)header_len, f->path, &depth_only, err);
-    if (depth != VIT_OK) return depth;
+    base_status depth = base_json_check_limits(json, (size_t)header_len, f->path, &depth_only, err);
+    if (depth != BASE_OK) return depth;
     const char *parse_end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, (size_t)header_len, &parse_end, false);
     if (!root) {
         size_t at = parse_end ? (size_t)(parse_end - json) : 0;
-        return vit_error_set(err, VIT_E_FORMAT, "%s: header is not valid JSON (near byte %zu of %llu)",
+        return base_error_set(err, BASE_E_FORMAT, "%s: header is not valid JSON (near byte %zu of %llu)",
                              f->path, at, (unsigned long long)header_len);
     }
     parse_ctx ctx = {
@@ -581,12 +581,12 @@ static vit_status parse_header(weights_file *f, const vit_limits *limits, vit_er
         .max_tensors = lim.max_tensors,
         .err = err,
     };
-    vit_status s;
+    base_status s;
     if (!only_json_whitespace(parse_end, json_end))
-        s = vit_error_set(err, VIT_E_FORMAT, "%s: header has bytes after the JSON value (at byte %zu)",
+        s = base_error_set(err, BASE_E_FORMAT, "%s: header has bytes after the JSON value (at byte %zu)",
                           f->path, (size_t)(parse_end - json));
     else if (!cJSON_IsObject(root))
-        s = vit_error_set(err, VIT_E_FORMAT, "%s: header JSON is not an object", f->path);
+        s = base_error_set(err, BASE_E_FORMAT, "%s: header JSON is not an object", f->path);
     else
         s = build_from_json(&ctx, root, f);
     cJSON_Delete(root);
@@ -594,18 +594,18 @@ static vit_status parse_header(weights_file *f, const vit_limits *limits, vit_er
 }
 
 /* Opens from a file (bytes NULL: map path) or from caller memory. */
-static vit_status open_common(const char *path, const void *bytes, size_t size,
-                              const vit_limits *limits, weights_file **out, vit_error *err) {
-    if (!out) return vit_error_set(err, VIT_E_ARG, "%s: weights_open needs an output pointer",
+static base_status open_common(const char *path, const void *bytes, size_t size,
+                              const base_limits *limits, weights_file **out, base_error *err) {
+    if (!out) return base_error_set(err, BASE_E_ARG, "%s: weights_open needs an output pointer",
                                    path ? path : "(null)");
     *out = NULL;
-    if (!path) return vit_error_set(err, VIT_E_ARG, "weights_open: path is NULL");
+    if (!path) return base_error_set(err, BASE_E_ARG, "weights_open: path is NULL");
     weights_file *f = calloc(1, sizeof *f);
     if (!f || !(f->path = strdup(path))) {
         free(f);
-        return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
+        return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", path);
     }
-    vit_status s = VIT_OK;
+    base_status s = BASE_OK;
     if (bytes) {
         f->map = bytes;
         f->map_size = size;
@@ -615,30 +615,30 @@ static vit_status open_common(const char *path, const void *bytes, size_t size,
         f->map = map;
         f->owns_map = map != NULL;
     }
-    if (s == VIT_OK) s = parse_header(f, limits, err);
-    if (s != VIT_OK) {
+    if (s == BASE_OK) s = parse_header(f, limits, err);
+    if (s != BASE_OK) {
         weights_close(f);
         return s;
     }
     *out = f;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-vit_status weights_open(const char *path, weights_file **out, vit_error *err) {
+base_status weights_open(const char *path, weights_file **out, base_error *err) {
     return open_common(path, NULL, 0, NULL, out, err);
 }
 
-vit_status weights_open_limited(const char *path, const vit_limits *limits, weights_file **out,
-                                vit_error *err) {
+base_status weights_open_limited(const char *path, const base_limits *limits, weights_file **out,
+                                base_error *err) {
     return open_common(path, NULL, 0, limits, out, err);
 }
 
-vit_status weights_open_memory(const void *bytes, size_t size, const char *name,
-                               const vit_limits *limits, weights_file **out, vit_error *err) {
+base_status weights_open_memory(const void *bytes, size_t size, const char *name,
+                               const base_limits *limits, weights_file **out, base_error *err) {
     if (!name) name = "(memory)";
     if (!bytes) {
         if (out) *out = NULL;
-        return vit_error_set(err, VIT_E_ARG, "%s: weights_open_memory given no bytes", name);
+        return base_error_set(err, BASE_E_ARG, "%s: weights_open_memory given no bytes", name);
     }
     return open_common(name, bytes, size, limits, out, err);
 }
@@ -755,37 +755,37 @@ static void convert_bf16(const unsigned char *src, float *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = f32_from_bits((uint32_t)load_u16(src + 2 * i) << 16);
 }
 
-vit_status weights_i8_scales(const weights_file *f, const weights_tensor *t,
-                             const weights_tensor **scale, size_t *groups, vit_error *err) {
+base_status weights_i8_scales(const weights_file *f, const weights_tensor *t,
+                             const weights_tensor **scale, size_t *groups, base_error *err) {
     const char *path = f ? f->path : "(no file)";
     char scale_name[512];
     if (t->ndim != 2 || snprintf(scale_name, sizeof scale_name, "%s%s", t->name,
                                  WEIGHTS_SCALE_SUFFIX) >= (int)sizeof scale_name)
-        return tensor_error(err, VIT_E_UNSUPPORTED, path, t->name,
+        return tensor_error(err, BASE_E_UNSUPPORTED, path, t->name,
                             "I8 tensors are read only as matrices with scales");
     const weights_tensor *s = weights_find(f, scale_name);
     const size_t rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
     const size_t n = s && rows ? s->numel / rows : 0;
     if (!s || s->dtype == WEIGHTS_I8 || n == 0 || s->numel != rows * n || cols % n != 0)
-        return tensor_error(err, VIT_E_FORMAT, path, t->name,
+        return tensor_error(err, BASE_E_FORMAT, path, t->name,
                             "I8 matrix without a '%s' of %zu x (a divisor of %zu) floats",
                             scale_name, rows, cols);
     *scale = s;
     *groups = n;
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* An I8 matrix times its group scales (see weights_quantize). */
-static vit_status dequantize_i8(const weights_file *f, const weights_tensor *t, float *dst,
-                                vit_error *err) {
+static base_status dequantize_i8(const weights_file *f, const weights_tensor *t, float *dst,
+                                base_error *err) {
     const weights_tensor *scale;
     size_t groups;
-    vit_status status = weights_i8_scales(f, t, &scale, &groups, err);
-    if (status != VIT_OK) return status;
+    base_status status = weights_i8_scales(f, t, &scale, &groups, err);
+    if (status != BASE_OK) return status;
     float *scales = malloc(sizeof(float) * scale->numel);
-    if (!scales) return tensor_error(err, VIT_E_NOMEM, f ? f->path : "(no file)", t->name, "out of memory");
+    if (!scales) return tensor_error(err, BASE_E_NOMEM, f ? f->path : "(no file)", t->name, "out of memory");
     status = weights_to_f32(f, scale, scales, err);
-    if (status == VIT_OK) {
+    if (status == BASE_OK) {
         const signed char *q = t->data;
         const size_t group = (size_t)t->shape[1] / groups;
         for (size_t i = 0; i < t->numel; i++) dst[i] = (float)q[i] * scales[i / group];
@@ -794,23 +794,23 @@ static vit_status dequantize_i8(const weights_file *f, const weights_tensor *t, 
     return status;
 }
 
-vit_status weights_to_f32(const weights_file *f, const weights_tensor *t, float *dst,
-                          vit_error *err) {
+base_status weights_to_f32(const weights_file *f, const weights_tensor *t, float *dst,
+                          base_error *err) {
     const char *path = f ? f->path : "(no file)";
-    if (!t) return vit_error_set(err, VIT_E_ARG, "%s: weights_to_f32 given no tensor", path);
+    if (!t) return base_error_set(err, BASE_E_ARG, "%s: weights_to_f32 given no tensor", path);
     const char *name = t->name ? t->name : "(unnamed)";
     if (!dtype_valid(t->dtype) || t->nbytes != t->numel * weights_dtype_size(t->dtype))
-        return tensor_error(err, VIT_E_ARG, path, name, "inconsistent tensor description");
-    if (t->numel == 0) return VIT_OK;
+        return tensor_error(err, BASE_E_ARG, path, name, "inconsistent tensor description");
+    if (t->numel == 0) return BASE_OK;
     if (!dst || !t->data)
-        return tensor_error(err, VIT_E_ARG, path, name, "weights_to_f32 given a NULL buffer");
+        return tensor_error(err, BASE_E_ARG, path, name, "weights_to_f32 given a NULL buffer");
     switch (t->dtype) {
-    case WEIGHTS_F32: memcpy(dst, t->data, t->nbytes); return VIT_OK;
-    case WEIGHTS_F16: convert_f16(t->data, dst, t->numel); return VIT_OK;
-    case WEIGHTS_BF16: convert_bf16(t->data, dst, t->numel); return VIT_OK;
+    case WEIGHTS_F32: memcpy(dst, t->data, t->nbytes); return BASE_OK;
+    case WEIGHTS_F16: convert_f16(t->data, dst, t->numel); return BASE_OK;
+    case WEIGHTS_BF16: convert_bf16(t->data, dst, t->numel); return BASE_OK;
     case WEIGHTS_I8: return dequantize_i8(f, t, dst, err);
     default:
-        return tensor_error(err, VIT_E_UNSUPPORTED, path, name,
+        return tensor_error(err, BASE_E_UNSUPPORTED, path, name,
                             "dtype %s cannot be converted to F32 (only F32, F16, BF16)",
                             weights_dtype_name(t->dtype));
     }
@@ -882,9 +882,9 @@ static void text_tensor_entry(text_buffer *b, const weights_tensor *t, size_t be
 }
 
 /* The JSON header, padded with spaces so the data section starts 8-aligned. */
-static vit_status build_header(const char *path, const weights_tensor *tensors, size_t n_tensors,
+static base_status build_header(const char *path, const weights_tensor *tensors, size_t n_tensors,
                                const char *const *meta_keys, const char *const *meta_values,
-                               size_t n_meta, text_buffer *b, vit_error *err) {
+                               size_t n_meta, text_buffer *b, base_error *err) {
     text_puts(b, "{");
     if (n_meta > 0) {
         text_puts(b, "\"" METADATA_KEY "\":{");
@@ -907,32 +907,32 @@ static vit_status build_header(const char *path, const weights_tensor *tensors, 
      * are multiples of 64 at the front then stay 64-byte aligned when the
      * file is mapped (vit/packed.c's packed parts). */
     while ((b->len + HEADER_LEN_BYTES) % 64 != 0) text_puts(b, " ");
-    if (b->failed) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory for the header", path);
+    if (b->failed) return base_error_set(err, BASE_E_NOMEM, "%s: out of memory for the header", path);
     if (b->len > WEIGHTS_MAX_HEADER_BYTES)
-        return vit_error_set(err, VIT_E_LIMIT, "%s: header would be %zu bytes, over the %zu limit",
+        return base_error_set(err, BASE_E_LIMIT, "%s: header would be %zu bytes, over the %zu limit",
                              path, b->len, WEIGHTS_MAX_HEADER_BYTES);
-    return VIT_OK;
+    return BASE_OK;
 }
 
 /* Refuses anything the reader would reject, so every file written reopens. */
-static vit_status check_write_tensor(const char *path, const weights_tensor *t, size_t index,
-                                     size_t *total, vit_error *err) {
+static base_status check_write_tensor(const char *path, const weights_tensor *t, size_t index,
+                                     size_t *total, base_error *err) {
     if (!t->name)
-        return vit_error_set(err, VIT_E_ARG, "%s: tensor #%zu has no name", path, index);
+        return base_error_set(err, BASE_E_ARG, "%s: tensor #%zu has no name", path, index);
     const char *name = t->name;
     if (strcmp(name, METADATA_KEY) == 0)
-        return tensor_error(err, VIT_E_ARG, path, name, "name is reserved for metadata");
+        return tensor_error(err, BASE_E_ARG, path, name, "name is reserved for metadata");
     if (!dtype_valid(t->dtype))
-        return tensor_error(err, VIT_E_ARG, path, name, "invalid dtype %d", (int)t->dtype);
+        return tensor_error(err, BASE_E_ARG, path, name, "invalid dtype %d", (int)t->dtype);
     if (t->ndim < 0 || t->ndim > WEIGHTS_MAX_DIMS)
-        return tensor_error(err, VIT_E_ARG, path, name, "ndim %d outside [0, %d]", t->ndim,
+        return tensor_error(err, BASE_E_ARG, path, name, "ndim %d outside [0, %d]", t->ndim,
                             WEIGHTS_MAX_DIMS);
     size_t numel = 1;
     bool overflow = false, has_zero = false;
     for (int d = 0; d < t->ndim; d++) {
         int64_t dim = t->shape[d];
         if (dim < 0 || (double)dim >= MAX_EXACT_JSON_INT)
-            return tensor_error(err, VIT_E_ARG, path, name, "shape[%d] = %lld is out of range", d,
+            return tensor_error(err, BASE_E_ARG, path, name, "shape[%d] = %lld is out of range", d,
                                 (long long)dim);
         if (dim != 0 && numel > SIZE_MAX / (size_t)dim) overflow = true;
         has_zero |= dim == 0;
@@ -940,90 +940,90 @@ static vit_status check_write_tensor(const char *path, const weights_tensor *t, 
     }
     if (has_zero) numel = 0; /* as the reader counts it, however large the other dims */
     else if (overflow)
-        return tensor_error(err, VIT_E_ARG, path, name, "element count overflows");
+        return tensor_error(err, BASE_E_ARG, path, name, "element count overflows");
     if (numel != t->numel || t->nbytes / weights_dtype_size(t->dtype) != numel ||
         t->nbytes % weights_dtype_size(t->dtype) != 0)
-        return tensor_error(err, VIT_E_ARG, path, name,
+        return tensor_error(err, BASE_E_ARG, path, name,
                             "numel %zu / nbytes %zu do not match the %s shape (%zu elements)",
                             t->numel, t->nbytes, weights_dtype_name(t->dtype), numel);
     if (t->nbytes > 0 && !t->data)
-        return tensor_error(err, VIT_E_ARG, path, name, "data is NULL");
+        return tensor_error(err, BASE_E_ARG, path, name, "data is NULL");
     if (t->nbytes > SIZE_MAX - *total || *total + t->nbytes >= (size_t)MAX_EXACT_JSON_INT)
-        return tensor_error(err, VIT_E_ARG, path, name, "data section would be too large");
+        return tensor_error(err, BASE_E_ARG, path, name, "data section would be too large");
     *total += t->nbytes;
-    return VIT_OK;
+    return BASE_OK;
 }
 
-static vit_status check_unique(const char *path, const char **names, size_t n, const char *what,
-                               vit_error *err) {
+static base_status check_unique(const char *path, const char **names, size_t n, const char *what,
+                               base_error *err) {
     bool nomem;
     const char *dup = find_duplicate(names, n, &nomem);
-    if (nomem) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
-    if (!dup) return VIT_OK;
+    if (nomem) return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", path);
+    if (!dup) return BASE_OK;
     char shown[100];
-    return vit_error_set(err, VIT_E_ARG, "%s: %s '%s' given twice", path, what,
+    return base_error_set(err, BASE_E_ARG, "%s: %s '%s' given twice", path, what,
                          printable_name(dup, shown, sizeof shown));
 }
 
-static vit_status check_write_args(const char *path, const weights_tensor *tensors,
+static base_status check_write_args(const char *path, const weights_tensor *tensors,
                                    size_t n_tensors, const char *const *meta_keys,
-                                   const char *const *meta_values, size_t n_meta, vit_error *err) {
+                                   const char *const *meta_values, size_t n_meta, base_error *err) {
     if (n_tensors > 0 && !tensors)
-        return vit_error_set(err, VIT_E_ARG, "%s: tensors is NULL", path);
+        return base_error_set(err, BASE_E_ARG, "%s: tensors is NULL", path);
     if (n_tensors > WEIGHTS_MAX_TENSORS)
-        return vit_error_set(err, VIT_E_LIMIT, "%s: %zu tensors, more than the %zu allowed", path,
+        return base_error_set(err, BASE_E_LIMIT, "%s: %zu tensors, more than the %zu allowed", path,
                              n_tensors, WEIGHTS_MAX_TENSORS);
     if (n_meta > 0 && (!meta_keys || !meta_values))
-        return vit_error_set(err, VIT_E_ARG, "%s: metadata keys or values are NULL", path);
+        return base_error_set(err, BASE_E_ARG, "%s: metadata keys or values are NULL", path);
     for (size_t i = 0; i < n_meta; i++)
         if (!meta_keys[i] || !meta_values[i])
-            return vit_error_set(err, VIT_E_ARG, "%s: metadata entry #%zu is NULL", path, i);
+            return base_error_set(err, BASE_E_ARG, "%s: metadata entry #%zu is NULL", path, i);
     size_t total = 0;
     for (size_t i = 0; i < n_tensors; i++) {
-        vit_status s = check_write_tensor(path, &tensors[i], i, &total, err);
-        if (s != VIT_OK) return s;
+        base_status s = check_write_tensor(path, &tensors[i], i, &total, err);
+        if (s != BASE_OK) return s;
     }
     const char **names = malloc((n_tensors ? n_tensors : 1) * sizeof *names);
-    if (!names) return vit_error_set(err, VIT_E_NOMEM, "%s: out of memory", path);
+    if (!names) return base_error_set(err, BASE_E_NOMEM, "%s: out of memory", path);
     for (size_t i = 0; i < n_tensors; i++) names[i] = tensors[i].name;
-    vit_status s = check_unique(path, names, n_tensors, "tensor name", err);
+    base_status s = check_unique(path, names, n_tensors, "tensor name", err);
     free(names);
-    if (s != VIT_OK) return s;
+    if (s != BASE_OK) return s;
     return check_unique(path, (const char **)meta_keys, n_meta, "metadata key", err);
 }
 
 /* Header length, header, then every tensor's bytes, into a file that
  * replaces path only when whole (base_io.h). */
-static vit_status write_file_atomically(const char *path, const text_buffer *header,
+static base_status write_file_atomically(const char *path, const text_buffer *header,
                                         const weights_tensor *tensors, size_t n_tensors,
-                                        vit_error *err) {
+                                        base_error *err) {
     base_atomic_file *f;
-    vit_status st = base_atomic_open(path, &f, err);
-    if (st != VIT_OK) return st;
+    base_status st = base_atomic_open(path, &f, err);
+    if (st != BASE_OK) return st;
     unsigned char len_bytes[HEADER_LEN_BYTES];
     uint64_t len = header->len;
     for (int i = 0; i < HEADER_LEN_BYTES; i++) len_bytes[i] = (unsigned char)(len >> (8 * i));
     st = base_atomic_write(f, len_bytes, sizeof len_bytes, err);
-    if (st == VIT_OK) st = base_atomic_write(f, header->data, header->len, err);
-    for (size_t i = 0; st == VIT_OK && i < n_tensors; i++)
+    if (st == BASE_OK) st = base_atomic_write(f, header->data, header->len, err);
+    for (size_t i = 0; st == BASE_OK && i < n_tensors; i++)
         st = base_atomic_write(f, tensors[i].data, tensors[i].nbytes, err);
-    if (st != VIT_OK) {
+    if (st != BASE_OK) {
         base_atomic_abort(f);
         return st;
     }
     return base_atomic_commit(f, err);
 }
 
-vit_status weights_write(const char *path, const weights_tensor *tensors, size_t n_tensors,
+base_status weights_write(const char *path, const weights_tensor *tensors, size_t n_tensors,
                          const char *const *meta_keys, const char *const *meta_values,
-                         size_t n_meta, vit_error *err) {
-    if (!path) return vit_error_set(err, VIT_E_ARG, "weights_write: path is NULL");
-    vit_status s =
+                         size_t n_meta, base_error *err) {
+    if (!path) return base_error_set(err, BASE_E_ARG, "weights_write: path is NULL");
+    base_status s =
         check_write_args(path, tensors, n_tensors, meta_keys, meta_values, n_meta, err);
-    if (s != VIT_OK) return s;
+    if (s != BASE_OK) return s;
     text_buffer header = {0};
     s = build_header(path, tensors, n_tensors, meta_keys, meta_values, n_meta, &header, err);
-    if (s == VIT_OK) s = write_file_atomically(path, &header, tensors, n_tensors, err);
+    if (s == BASE_OK) s = write_file_atomically(path, &header, tensors, n_tensors, err);
     free(header.data);
     return s;
 }

@@ -13,8 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vit_error.h"
-#include "vit_limits.h"
+#include "base_error.h"
+#include "base_limits.h"
 
 /* ---------------------------------------------------------------- safetensors */
 
@@ -32,9 +32,9 @@ typedef enum weights_dtype {
 } weights_dtype;
 
 #define WEIGHTS_MAX_DIMS 8
-/* Default safety limits for files from strangers (vit_limits overrides). */
-#define WEIGHTS_MAX_HEADER_BYTES VIT_DEFAULT_MAX_HEADER_BYTES
-#define WEIGHTS_MAX_TENSORS VIT_DEFAULT_MAX_TENSORS
+/* Default safety limits for files from strangers (base_limits overrides). */
+#define WEIGHTS_MAX_HEADER_BYTES BASE_DEFAULT_MAX_HEADER_BYTES
+#define WEIGHTS_MAX_TENSORS BASE_DEFAULT_MAX_TENSORS
 
 typedef struct weights_tensor {
     const char *name;
@@ -52,19 +52,19 @@ typedef struct weights_file weights_file;
 
 /* Maps and validates a .safetensors file. On failure *out is NULL and err
  * names the file, the tensor (if any) and the problem. */
-vit_status weights_open(const char *path, weights_file **out, vit_error *err);
+base_status weights_open(const char *path, weights_file **out, base_error *err);
 
 /* weights_open with limits other than the defaults (NULL: defaults): header
  * length, tensor count and the JSON nesting depth of the header. */
-vit_status weights_open_limited(const char *path, const vit_limits *limits, weights_file **out,
-                                vit_error *err);
+base_status weights_open_limited(const char *path, const base_limits *limits, weights_file **out,
+                                base_error *err);
 
 /* The same checks on a file held in memory (size bytes at bytes, which must
  * stay valid and unchanged until weights_close; nothing is copied). name
  * stands for the path in messages and weights_path. For fuzzing and for
  * callers that already hold the bytes. */
-vit_status weights_open_memory(const void *bytes, size_t size, const char *name,
-                               const vit_limits *limits, weights_file **out, vit_error *err);
+base_status weights_open_memory(const void *bytes, size_t size, const char *name,
+                               const base_limits *limits, weights_file **out, base_error *err);
 
 /* Unmaps and frees; NULL is allowed. Tensors obtained from f become invalid. */
 void weights_close(weights_file *f);
@@ -96,23 +96,23 @@ const char *weights_dtype_name(weights_dtype dtype);
  * I8 matrix [rows, cols] written by weights_quantize is dequantized with its
  * scales, the tensor "<name>_scale" in f ([rows, groups] or [rows]; groups
  * of cols / groups weights along each row).
- * Other dtypes are VIT_E_UNSUPPORTED, with the file and tensor named. */
-vit_status weights_to_f32(const weights_file *f, const weights_tensor *t, float *dst,
-                          vit_error *err);
+ * Other dtypes are BASE_E_UNSUPPORTED, with the file and tensor named. */
+base_status weights_to_f32(const weights_file *f, const weights_tensor *t, float *dst,
+                          base_error *err);
 
 /* The "<name>_scale" tensor of an I8 matrix t [rows, cols] and its group
  * count (a divisor of cols; the group is cols / groups weights along a
- * row). VIT_E_FORMAT naming both when it is missing or malformed. */
-vit_status weights_i8_scales(const weights_file *f, const weights_tensor *t,
-                             const weights_tensor **scale, size_t *groups, vit_error *err);
+ * row). BASE_E_FORMAT naming both when it is missing or malformed. */
+base_status weights_i8_scales(const weights_file *f, const weights_tensor *t,
+                             const weights_tensor **scale, size_t *groups, base_error *err);
 
 /* Writes tensors (data taken from each .data, .nbytes bytes) and optional
  * string metadata (n_meta key/value pairs) as a safetensors file. The file is
  * written to a temporary name beside path and renamed into place, so a crash
  * never leaves a half-written checkpoint. */
-vit_status weights_write(const char *path, const weights_tensor *tensors, size_t n_tensors,
+base_status weights_write(const char *path, const weights_tensor *tensors, size_t n_tensors,
                          const char *const *meta_keys, const char *const *meta_values,
-                         size_t n_meta, vit_error *err);
+                         size_t n_meta, base_error *err);
 
 /* ------------------------------------------------------------ quantisation */
 
@@ -136,9 +136,9 @@ typedef enum weights_quant {
  * metadata pairs given (the caller decides what of f's own to keep), to
  * path (atomically, as weights_write). Refuses a file that already holds I8
  * tensors unless `to` is WEIGHTS_QUANT_KEEP. */
-vit_status weights_quantize(const weights_file *f, weights_quant to, const char *path,
+base_status weights_quantize(const weights_file *f, weights_quant to, const char *path,
                             const char *const *meta_keys, const char *const *meta_values,
-                            size_t n_meta, vit_error *err);
+                            size_t n_meta, base_error *err);
 
 /* -------------------------------------------------------------------- layouts */
 
@@ -191,11 +191,11 @@ typedef struct weights_ref {
     char key[160]; /* the key looked up, for messages */
 } weights_ref;
 
-/* Finds role (for layer, where per-layer) in f. Returns VIT_OK with
+/* Finds role (for layer, where per-layer) in f. Returns BASE_OK with
  * ref->tensor NULL when the tensor is absent; the caller decides whether the
  * role is optional. */
-vit_status weights_layout_find(const weights_file *f, weights_layout layout, weights_role role,
-                               int layer, weights_ref *ref, vit_error *err);
+base_status weights_layout_find(const weights_file *f, weights_layout layout, weights_role role,
+                               int layer, weights_ref *ref, base_error *err);
 
 /* How a file of layout spells the tensor timm calls timm_name, for writing
  * one (a trained model saved in the layout the loader reads back): into

@@ -41,7 +41,7 @@ __all__ = ["Model", "Error", "FileNotFound", "InvalidInput", "OutOfMemory", "loa
 _LIB, library_path = _lib.load()
 _MSG_SIZE = 1024
 
-# vit_status (base/vit_error.h)
+# base_status (base/base_error.h)
 _E_IO, _E_FORMAT, _E_SHAPE, _E_UNSUPPORTED, _E_NOMEM, _E_ARG, _E_LIMIT = range(1, 8)
 _POOLS = {"cls": 0, "mean": 1, "none": 2, "model": 3}
 _DEFAULT_MODEL = "vit-tiny-augreg-int8.safetensors"
@@ -49,7 +49,7 @@ _DEFAULT_MODEL = "vit-tiny-augreg-int8.safetensors"
 
 class Error(Exception):
     """A vitc failure: str(e) is the library's one-line message, e.code its
-    vit_status (base/vit_error.h; 0 for checks made in Python)."""
+    base_status (base/base_error.h; 0 for checks made in Python)."""
 
     def __init__(self, message, code=0):
         super().__init__(message)

@@ -47,9 +47,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 static void load(const blob *weights, const char *config, const char *preprocessor) {
     vit_model *model;
-    vit_error err;
+    base_error err;
     if (vit_model_load_memory(weights->bytes, weights->size, "tiny", config, preprocessor, NULL,
-                              &model, &err) == VIT_OK) {
+                              &model, &err) == BASE_OK) {
         /* What the CLI reads back from a loaded model. */
         char line[256];
         data_preprocess_describe(vit_model_preprocess(model), line, sizeof line);
@@ -69,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     load(&timm, text, NULL);
     load(&hf, NULL, text);
     data_preprocess p;
-    vit_error err;
+    base_error err;
     (void)data_preprocess_from_hf_json(text, "preprocessor_config.json", &p, &err);
     (void)data_preprocess_from_timm_json(text, "config.json", &p, &err);
     free(text);

@@ -11,8 +11,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     data_image img;
-    vit_error err;
-    if (data_image_load_memory_capped(data, size, "fuzz.img", FUZZ_MAX_PIXELS, &img, &err) != VIT_OK)
+    base_error err;
+    if (data_image_load_memory_capped(data, size, "fuzz.img", FUZZ_MAX_PIXELS, &img, &err) != BASE_OK)
         return 0;
     if (!img.pixels || img.width <= 0 || img.height <= 0 ||
         (int64_t)img.width * img.height > FUZZ_MAX_PIXELS)

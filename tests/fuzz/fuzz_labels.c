@@ -8,9 +8,9 @@
 #include "data.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    vit_error err;
+    base_error err;
     data_labelled_files rows = {0};
-    if (data_labels_csv_parse((const char *)data, size, "labels.csv", 1000, &rows, &err) == VIT_OK)
+    if (data_labels_csv_parse((const char *)data, size, "labels.csv", 1000, &rows, &err) == BASE_OK)
         for (size_t i = 0; i < rows.count; i++)
             if (rows.classes[i] < 0 || rows.classes[i] >= 1000 || !rows.files[i]) abort();
     data_labelled_files_free(&rows);
@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     text[size] = '\0';
     char **labels;
     int count;
-    if (data_labels_parse(text, "labels.txt", 100000, &labels, &count, &err) == VIT_OK) {
+    if (data_labels_parse(text, "labels.txt", 100000, &labels, &count, &err) == BASE_OK) {
         for (int i = 0; i < count; i++)
             if (!labels[i] || strchr(labels[i], '\n')) abort();
         data_labels_free(labels, count);

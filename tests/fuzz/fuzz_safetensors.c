@@ -12,21 +12,21 @@
 #include "vit.h"
 
 /* Small caps keep every input fast; the defaults are tested elsewhere. */
-static const vit_limits LIMITS = {.max_pixels = 1 << 20,
+static const base_limits LIMITS = {.max_pixels = 1 << 20,
                                   .max_header_bytes = 1 << 20,
                                   .max_tensors = 4096,
                                   .max_json_bytes = 1 << 20,
                                   .max_json_depth = 64};
 
 static void exercise_file(const weights_file *f) {
-    vit_error err;
+    base_error err;
     for (size_t i = 0; i < weights_count(f); i++) {
         const weights_tensor *t = weights_at(f, i);
         if (weights_find(f, t->name) == NULL) abort(); /* every listed name is findable */
         if (t->dtype != WEIGHTS_F32 && t->dtype != WEIGHTS_F16 && t->dtype != WEIGHTS_BF16) continue;
         if (t->numel > 65536) continue;
         float *values = malloc((t->numel ? t->numel : 1) * sizeof *values);
-        if (values && weights_to_f32(f, t, values, &err) != VIT_OK) abort();
+        if (values && weights_to_f32(f, t, values, &err) != BASE_OK) abort();
         free(values);
     }
     (void)weights_metadata(f, "config");
@@ -45,8 +45,8 @@ static void run_model(const vit_model *model) {
     if (c->image_size > 64 || c->hidden_size > 64 || c->num_layers > 4 || c->mlp_size > 256)
         return;
     vit_context *ctx;
-    vit_error err;
-    if (vit_context_create(model, 1, 0, 0, &ctx, &err) != VIT_OK) return;
+    base_error err;
+    if (vit_context_create(model, 1, 0, 0, &ctx, &err) != BASE_OK) return;
     const size_t in = (size_t)3 * c->image_size * c->image_size;
     float *image = calloc(in, sizeof *image);
     float *out = calloc((size_t)vit_model_output_size(model), sizeof *out);
@@ -61,15 +61,15 @@ static void run_model(const vit_model *model) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     weights_file *f;
-    vit_error err;
-    if (weights_open_memory(data, size, "fuzz.safetensors", &LIMITS, &f, &err) == VIT_OK) {
+    base_error err;
+    if (weights_open_memory(data, size, "fuzz.safetensors", &LIMITS, &f, &err) == BASE_OK) {
         exercise_file(f);
         weights_close(f);
     }
     vit_model *model;
     const vit_load_options options = {.limits = &LIMITS};
     if (vit_model_load_memory(data, size, "fuzz.safetensors", NULL, NULL, &options, &model,
-                              &err) == VIT_OK) {
+                              &err) == BASE_OK) {
         run_model(model);
         vit_model_free(model);
     }

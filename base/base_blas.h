@@ -1,4 +1,4 @@
-/* vitc_blas.h — OpenBLAS, loaded the first time it is called.
+/* base_blas.h — OpenBLAS, loaded the first time it is called.
  *
  * With VITC_LAZY_BLAS (the default) the program does not link OpenBLAS:
  * lazy_openblas.c defines the few BLAS entry points vitc calls (cblas.h's
@@ -10,8 +10,8 @@
  *
  * A function vitc starts calling must be added there: the link fails
  * (undefined reference) until it is. */
-#ifndef VITC_BLAS_H
-#define VITC_BLAS_H
+#ifndef BASE_BLAS_H
+#define BASE_BLAS_H
 
 #include <stddef.h>
 
@@ -20,9 +20,9 @@
  * cannot load the library prints that message and ends the process with
  * status 127, as the dynamic loader does for a missing library, because no
  * BLAS function can return an error: call this first to report it instead. */
-int vitc_blas_load(char *why, size_t size);
+int base_blas_load(char *why, size_t size);
 
-/* Whether OpenBLAS has been loaded (by a call or vitc_blas_load). */
-int vitc_blas_loaded(void);
+/* Whether OpenBLAS has been loaded (by a call or base_blas_load). */
+int base_blas_loaded(void);
 
 #endif
