@@ -9,6 +9,40 @@
 /* The ten classes of Fashion-MNIST (T-shirt/top ... ankle boot). */
 #define FASHION_MNIST_CLASSES 10
 
+/* Test images first..first+n-1 as their PNGs would arrive (grey
+ * replicated to RGB), through the model's own preprocessing into images
+ * (per floats each); the first that fails, or -1. */
+static int prepare_batch(const data_mnist *set, int first, int n, const data_preprocess *pre,
+                         float *images, size_t per, int *failed) {
+    const int W = set->width, H = set->height;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < n; b++) {
+        const uint8_t *px = set->pixels + (size_t)(first + b) * W * H;
+        data_image rgb = {W, H, malloc((size_t)W * H * 3)};
+        base_error e;
+        failed[b] = !rgb.pixels;
+        for (int i = 0; rgb.pixels && i < W * H; i++) memset(rgb.pixels + 3 * i, px[i], 3);
+        if (rgb.pixels) failed[b] = data_preprocess_apply(pre, &rgb, images + b * per, &e) != BASE_OK;
+        data_image_free(&rgb);
+    }
+    for (int b = 0; b < n; b++)
+        if (failed[b]) return first + b;
+    return -1;
+}
+
+/* Top-1/top-5 hits and the confusion counts of n images' logits. */
+static void score_batch(const float *logits, const uint8_t *labels, int n, int classes,
+                        size_t *top1, size_t *top5, size_t *counts) {
+    for (int b = 0; b < n; b++) {
+        int top[5];
+        const int k = vit_top_k(logits + (size_t)b * classes, classes, 5, top);
+        const int truth = labels[b];
+        *top1 += top[0] == truth;
+        for (int i = 0; i < k; i++) *top5 += top[i] == truth;
+        counts[(size_t)truth * classes + top[0]]++;
+    }
+}
+
 int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, int size, int threads,
                            int quiet, const char *confusion_png) {
     const int classes = vit_model_config(model)->num_classes;
@@ -37,7 +71,6 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
         return CLI_EXIT_FATAL;
     }
     const data_preprocess *pre = vit_pipeline_preprocess(pipeline);
-    const int W = set.width, H = set.height;
     /* Sized by the recipe, which writes the images; the pipeline then
      * refuses them if the context expects another size. */
     const int out_h = data_preprocess_out_height(pre), out_w = data_preprocess_out_width(pre);
@@ -53,36 +86,17 @@ int cli_eval_fashion_mnist(const vit_model *model, int is_default, int batch, in
     const double start = cli_now_seconds();
     for (int first = 0; first < set.count; first += batch) {
         const int n = set.count - first < batch ? set.count - first : batch;
-        /* Each image as its PNG would arrive: grey replicated to RGB, then
-         * the model's own preprocessing. */
-#pragma omp parallel for schedule(static)
-        for (int b = 0; b < n; b++) {
-            const uint8_t *px = set.pixels + (size_t)(first + b) * W * H;
-            data_image rgb = {W, H, malloc((size_t)W * H * 3)};
-            base_error e;
-            failed[b] = !rgb.pixels;
-            for (int i = 0; rgb.pixels && i < W * H; i++) memset(rgb.pixels + 3 * i, px[i], 3);
-            if (rgb.pixels) failed[b] = data_preprocess_apply(pre, &rgb, images + b * per, &e) != BASE_OK;
-            data_image_free(&rgb);
+        const int bad = prepare_batch(&set, first, n, pre, images, per, failed);
+        if (bad >= 0) {
+            fprintf(stderr, "vit eval: cannot preprocess test image %d\n", bad);
+            goto done;
         }
-        for (int b = 0; b < n; b++)
-            if (failed[b]) {
-                fprintf(stderr, "vit eval: cannot preprocess test image %d\n", first + b);
-                goto done;
-            }
         if (vit_pipeline_run_images(pipeline, images, n, NULL, &err) != BASE_OK) {
             fprintf(stderr, "vit eval: %s\n", err.message);
             goto done;
         }
-        const float *logits = vit_pipeline_outputs(pipeline);
-        for (int b = 0; b < n; b++) {
-            int top[5];
-            const int k = vit_top_k(logits + (size_t)b * classes, classes, 5, top);
-            const int truth = set.labels[first + b];
-            top1 += top[0] == truth;
-            for (int i = 0; i < k; i++) top5 += top[i] == truth;
-            counts[(size_t)truth * classes + top[0]]++;
-        }
+        score_batch(vit_pipeline_outputs(pipeline), set.labels + first, n, classes, &top1, &top5,
+                    counts);
     }
     const double seconds = cli_now_seconds() - start;
     printf("top-1 %.2f%% (%zu/%d)  top-5 %.2f%% (%zu/%d)\n", 100.0 * top1 / set.count, top1,

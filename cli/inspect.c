@@ -1012,6 +1012,36 @@ static int features_setup(inspect *s, const char *which, int *several) {
     return refused ? -1 : 0;
 }
 
+/* Which tokens and pooling --tokens/--pool ask for, into st (first,
+ * count, pool) and the width of one vector; 1 after saying why the model
+ * cannot give them. */
+static int features_choose(const inspect *s, const char *which, features_state *st, int *width) {
+    const vit_config *config = vit_model_config(s->model);
+    /* Token order (vit_config): class, distillation, registers, patches. */
+    const int registers = config->num_reg_tokens, first_reg = s->prefix - registers;
+    st->first = strcmp(which, "patch") == 0 ? s->prefix : strcmp(which, "reg") == 0 ? first_reg : 0;
+    st->count = strcmp(which, "cls") == 0 ? 1 : strcmp(which, "reg") == 0 ? registers : s->tokens - st->first;
+    const char *pool = s->args.values[OPT_POOL];
+    st->pool = !pool ? -1
+               : strcmp(pool, "cls") == 0 ? VIT_POOL_CLS
+               : strcmp(pool, "mean") == 0 ? VIT_POOL_MEAN
+               : strcmp(pool, "model") == 0 ? VIT_POOL_MODEL : VIT_POOL_NONE;
+    if ((st->pool == VIT_POOL_CLS || strcmp(which, "cls") == 0) && config->no_class_token) {
+        fprintf(stderr, "vit features: %s has no class token (use --pool mean, or the patch "
+                "tokens)\n", vit_model_weights_path(s->model));
+        return 1;
+    }
+    if (strcmp(which, "reg") == 0 && registers == 0) {
+        fprintf(stderr, "vit features: %s has no register tokens (--tokens reg)\n",
+                vit_model_weights_path(s->model));
+        return 1;
+    }
+    /* One vector per image; the model's own pool may be wider (DINOv2: 2D). */
+    *width = st->pool == VIT_POOL_MODEL ? vit_config_pooled_size(config) : s->dim;
+    if (st->pool == VIT_POOL_CLS || st->pool == VIT_POOL_MEAN || st->pool == VIT_POOL_MODEL) st->count = 1;
+    return 0;
+}
+
 int cli_features(int argc, char **argv) {
     inspect s;
     int exit_code = CLI_EXIT_FATAL;
@@ -1035,29 +1065,8 @@ int cli_features(int argc, char **argv) {
             goto done;
     }
     features_state st = {0};
-    const vit_config *config = vit_model_config(s.model);
-    /* Token order (vit_config): class, distillation, registers, patches. */
-    const int registers = config->num_reg_tokens, first_reg = s.prefix - registers;
-    st.first = strcmp(which, "patch") == 0 ? s.prefix : strcmp(which, "reg") == 0 ? first_reg : 0;
-    st.count = strcmp(which, "cls") == 0 ? 1 : strcmp(which, "reg") == 0 ? registers : s.tokens - st.first;
-    const char *pool = s.args.values[OPT_POOL];
-    st.pool = !pool ? -1
-              : strcmp(pool, "cls") == 0 ? VIT_POOL_CLS
-              : strcmp(pool, "mean") == 0 ? VIT_POOL_MEAN
-              : strcmp(pool, "model") == 0 ? VIT_POOL_MODEL : VIT_POOL_NONE;
-    if ((st.pool == VIT_POOL_CLS || strcmp(which, "cls") == 0) && config->no_class_token) {
-        fprintf(stderr, "vit features: %s has no class token (use --pool mean, or the patch "
-                "tokens)\n", vit_model_weights_path(s.model));
-        goto done;
-    }
-    if (strcmp(which, "reg") == 0 && registers == 0) {
-        fprintf(stderr, "vit features: %s has no register tokens (--tokens reg)\n",
-                vit_model_weights_path(s.model));
-        goto done;
-    }
-    /* One vector per image; the model's own pool may be wider (DINOv2: 2D). */
-    const int width = st.pool == VIT_POOL_MODEL ? vit_config_pooled_size(config) : s.dim;
-    if (st.pool == VIT_POOL_CLS || st.pool == VIT_POOL_MEAN || st.pool == VIT_POOL_MODEL) st.count = 1;
+    int width;
+    if (features_choose(&s, which, &st, &width) != 0) goto done;
     st.l2 = s.args.values[OPT_L2] != NULL;
     const size_t row_floats = st.row_floats = (size_t)st.count * width;
     base_error err;

@@ -605,26 +605,31 @@ static base_status decode_grey16(const uint8_t *b, size_t size, image_format fmt
     return st;
 }
 
+/* What stb 2.27 would mishandle in a PNG, checked first: a size beyond
+ * 2^30 bytes of pixels (stb says only "unknown image type") and a chunk
+ * longer than the file (png_chunk_overrun). */
+static base_status png_check_before_stb(const uint8_t *b, size_t size, const char *name,
+                                        int64_t max_pixels, base_error *err) {
+    if (size < 24 || memcmp(b + 12, "IHDR", 4) != 0) return BASE_OK;
+    base_status st = check_dimensions(name, base_be32(b + 16), base_be32(b + 20), max_pixels, err);
+    if (st != BASE_OK) return st;
+    uint32_t declared = 0;
+    const size_t at = png_chunk_overrun(b, size, &declared);
+    if (!at) return BASE_OK;
+    char type[5] = "????";
+    for (int k = 0; k < 4; k++)
+        if (isalpha(b[at + 4 + k])) type[k] = (char)b[at + 4 + k];
+    return base_error_set(err, BASE_E_FORMAT,
+                          "%s: truncated PNG (the %s chunk at byte %zu declares %u bytes, %zu remain)",
+                          name, type, at, declared, size - at - 8);
+}
+
 /* Everything stb decodes (PNG, JPEG, GIF, BMP, TGA, PSD), after our own
  * checks of what stb 2.27 would mishandle. */
 static base_status decode_with_stb(const uint8_t *b, size_t size, image_format fmt, const char *name,
                                   int64_t max_pixels, data_image *out, base_error *err) {
-    /* stb refuses PNG headers beyond 2^30 bytes of pixels with a generic
-     * "unknown image type", so read the size ourselves for a useful message. */
-    if (fmt == FMT_PNG && size >= 24 && memcmp(b + 12, "IHDR", 4) == 0) {
-        base_status st = check_dimensions(name, base_be32(b + 16), base_be32(b + 20), max_pixels, err);
-        if (st != BASE_OK) return st;
-        uint32_t declared = 0;
-        const size_t at = png_chunk_overrun(b, size, &declared);
-        if (at) {
-            char type[5] = "????";
-            for (int k = 0; k < 4; k++)
-                if (isalpha(b[at + 4 + k])) type[k] = (char)b[at + 4 + k];
-            return base_error_set(err, BASE_E_FORMAT,
-                                 "%s: truncated PNG (the %s chunk at byte %zu declares %u bytes, %zu remain)",
-                                 name, type, at, declared, size - at - 8);
-        }
-    }
+    const base_status png = fmt == FMT_PNG ? png_check_before_stb(b, size, name, max_pixels, err) : BASE_OK;
+    if (png != BASE_OK) return png;
     /* Before stb sees the file at all: its header reader builds Huffman
      * tables too. */
     const char *jpeg_problem = "";
