@@ -380,6 +380,13 @@ Test(results, sigterm_leaves_a_closed_json_array, .timeout = 300) {
 /* The other batch commands stop between batches too: what they write by
  * rename is whole or absent, and no temporary file is left behind. */
 Test(results, sigterm_leaves_no_partial_or_temporary_files, .timeout = 300) {
+#ifdef VITC_TEST_EMULATED
+    /* qemu-user catches every signal itself, so /proc/PID/status says
+     * "caught" before vit has installed its handler, and the SIGTERM sent
+     * then kills the guest (seen: eval status 15). The handling is the same
+     * C on every architecture; the native build checks it. */
+    cr_skip_test("under an emulator the moment vit catches SIGTERM cannot be observed");
+#endif
     shell("mkdir -p %s/in/0 %s/out && cp %s %s/in/0/img0000.png && for i in $(seq -w 1 1500); do "
           "ln %s/in/0/img0000.png %s/in/0/img$i.png; done", dir, dir, APPLE, dir, dir, dir);
     char input[256], npy[256], csv[256], pictures[256];
