@@ -138,6 +138,12 @@ Test(invariance, small_model_int8, .timeout = 600) {
 }
 
 Test(invariance, real_deit_tiny, .timeout = 900) {
+#ifdef VITC_TEST_EMULATED
+    /* Over 900 s under qemu. The aarch64 build's outputs of this checkpoint
+     * are byte-identical to x86-64's (scripts/aarch64 identity), where this
+     * test runs; the small models below run here too. */
+    cr_skip_test("under an emulator the real DeiT-tiny check is left to the native build (issue 30)");
+#endif
     if (access(DEIT "/model.safetensors", R_OK) != 0)
         cr_skip_test("%s is absent (../shared): the real DeiT-tiny check is skipped", DEIT);
     make_inputs();
