@@ -10,6 +10,18 @@
 
 #define VITC_VERSION "0.1.0"
 
+/* OpenMP threads sleep at a barrier unless the user asks otherwise: with
+ * libgomp's default they spin 300 000 times first, holding a core the
+ * image loader's thread or another process needs (one photo: 40 ms against
+ * 31 on an idle 2-core machine, bench/README.md). libgomp reads the
+ * environment in its own constructor; it is linked into the program
+ * (VITC_STATIC_DEPS), so a constructor with a priority runs before it.
+ * A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins. */
+__attribute__((constructor(101))) static void default_wait_policy(void) {
+    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT"))
+        setenv("OMP_WAIT_POLICY", "passive", 0);
+}
+
 static void usage(FILE *out) {
     fprintf(out,
             "usage: vit <command> [options]\n"

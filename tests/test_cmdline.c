@@ -166,6 +166,28 @@ Test(cmdline, info_names_the_default_model) {
     cr_expect(!strstr(r->out, "default model"), "%s", r->out);
 }
 
+/* OpenMP threads sleep at barriers unless the user says otherwise (cli/main.c):
+ * libgomp prints the spin count it chose from the environment when
+ * OMP_DISPLAY_ENV=verbose (0: sleep at once; 300000 its own default). Only
+ * where libgomp is linked into the program, whose default can precede it. */
+Test(cmdline, openmp_threads_wait_passively_by_default) {
+#ifndef VITC_PROGRAM_STATIC_GOMP
+    cr_skip_test("the program links the shared libgomp, which reads the environment first");
+#endif
+    setenv("OMP_DISPLAY_ENV", "verbose", 1);
+    run_result *r = run("--version");
+    cr_expect(strstr(r->err, "GOMP_SPINCOUNT = '0'"), "%s", r->err);
+    setenv("OMP_WAIT_POLICY", "active", 1);
+    r = run("--version");
+    cr_expect(strstr(r->err, "OMP_WAIT_POLICY = 'ACTIVE'"), "%s", r->err);
+    unsetenv("OMP_WAIT_POLICY");
+    setenv("GOMP_SPINCOUNT", "10000", 1);
+    r = run("--version");
+    cr_expect(strstr(r->err, "GOMP_SPINCOUNT = '10000'"), "%s", r->err);
+    unsetenv("GOMP_SPINCOUNT");
+    unsetenv("OMP_DISPLAY_ENV");
+}
+
 /* fashion-mnist with the default ImageNet model has no meaningful accuracy:
  * refused with the model to use (before the dataset is even looked for). */
 Test(cmdline, fashion_mnist_needs_its_model) {
