@@ -185,6 +185,11 @@ done:
     free(copy);
     free(longs);
     free(shorts);
+    if (status != 0) { /* nothing left for a command that stops here to free */
+        free(args->positional);
+        args->positional = NULL;
+        args->num_positional = 0;
+    }
     return status;
 }
 

@@ -28,13 +28,18 @@ typedef struct cli_args {
 
 /* Parses argv (after the subcommand name) against options. On a bad option
  * prints one line naming it and returns -1; returns 1 if -h/--help was given
- * (help printed), 0 otherwise. args->positional must be freed. A "model"
+ * (help printed), 0 otherwise; args->positional must then be freed (not
+ * after -1 or 1: cli_parse_exit gives the command's exit code). A "model"
  * option's value that names a model in the Hugging Face cache (with the
  * "revision" option's value, if the table has one) is replaced by the
  * snapshot directory (cli_resolve_model); one it cannot find is a bad
  * option. */
 int cli_parse(const char *command, const char *usage, const cli_option *options, int num_options,
               int argc, char **argv, cli_args *args);
+
+/* The exit code of a command whose cli_parse returned parsed != 0: 0 after
+ * help, 1 after a bad option. */
+static inline int cli_parse_exit(int parsed) { return parsed > 0 ? 0 : 1; }
 
 /* Parses an integer option within [min, max]; prints one line and returns -1
  * when it is not one. */

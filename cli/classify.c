@@ -587,10 +587,7 @@ static int run_stream(classify_run *c) {
 int cli_classify(int argc, char **argv) {
     cli_args args;
     int parsed = cli_parse("classify", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
-    if (parsed != 0) {
-        free(args.positional);
-        return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
-    }
+    if (parsed != 0) return cli_parse_exit(parsed);
     classify_run c = {.run = {.command = "classify", .batch = DEFAULT_BATCH},
                       .values = args.values,
                       .top_k = 5,

@@ -517,10 +517,7 @@ static int run_eval(eval_run *e, const cli_args *args) {
 int cli_eval(int argc, char **argv) {
     cli_args args;
     int parsed = cli_parse("eval", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
-    if (parsed != 0) {
-        free(args.positional);
-        return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
-    }
+    if (parsed != 0) return cli_parse_exit(parsed);
     eval_run e = {.run = {.command = "eval", .batch = 16}, .values = args.values};
     const int exit_code = run_eval(&e, &args);
     base_atomic_abort(e.out_file); /* a run that stopped early: nothing written */

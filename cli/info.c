@@ -61,12 +61,12 @@ cJSON *cli_info_json(const vit_model *model, int is_default) {
 int cli_info(int argc, char **argv) {
     cli_args args;
     int parsed = cli_parse("info", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
-    if (parsed != 0 || args.num_positional > 0) {
-        if (parsed == 0)
-            fprintf(stderr, "vit info: unexpected argument '%s' (the model goes after -m)\n",
-                    args.positional[0]);
+    if (parsed != 0) return cli_parse_exit(parsed);
+    if (args.num_positional > 0) {
+        fprintf(stderr, "vit info: unexpected argument '%s' (the model goes after -m)\n",
+                args.positional[0]);
         free(args.positional);
-        return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
+        return CLI_EXIT_FATAL;
     }
     base_limits limits;
     int allow_unused;

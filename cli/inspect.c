@@ -448,7 +448,7 @@ static int inspect_parse(inspect *s, const char *command, const char *usage,
     s->command = command;
     const int parsed = cli_parse(command, usage, options, num_options, argc, argv, &s->args);
     if (parsed == 0) return 0;
-    *exit_code = parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
+    *exit_code = cli_parse_exit(parsed);
     return 1;
 }
 

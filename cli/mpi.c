@@ -26,18 +26,10 @@ int cli_mpi_active(void) { return world_size > 1; }
 int cli_mpi_rank(void) { return world_rank; }
 int cli_mpi_size(void) { return joined ? world_size : 1; }
 
-/* Launched by mpirun / mpiexec (Open MPI: OMPI_COMM_WORLD_SIZE, PMIx:
- * PMIX_RANK) or srun / MPICH's hydra (PMI_SIZE / PMI_RANK). A plain vit
- * never calls MPI_Init, so it starts and runs exactly as without MPI. */
-static int launched(void) {
-    static const char *const VARS[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK"};
-    for (size_t i = 0; i < sizeof VARS / sizeof *VARS; i++)
-        if (getenv(VARS[i])) return 1;
-    return 0;
-}
-
+/* Only called through the module, which the program opens when a launcher
+ * started it (cli/mpi_calls.c looks for the launcher's variables), so it
+ * always joins. A plain vit never calls MPI_Init. */
 int cli_mpi_start(int *argc, char ***argv) {
-    if (!launched()) return 0;
     int provided;
     if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "vit: cannot join the MPI job (MPI_Init_thread failed)\n");

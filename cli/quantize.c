@@ -46,11 +46,11 @@ static double file_mib(const char *path) {
 int cli_quantize(int argc, char **argv) {
     cli_args args;
     int parsed = cli_parse("quantize", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
-    if (parsed != 0 || args.num_positional > 0) {
-        if (parsed == 0)
-            fprintf(stderr, "vit quantize: unexpected argument '%s'\n", args.positional[0]);
+    if (parsed != 0) return cli_parse_exit(parsed);
+    if (args.num_positional > 0) {
+        fprintf(stderr, "vit quantize: unexpected argument '%s'\n", args.positional[0]);
         free(args.positional);
-        return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
+        return CLI_EXIT_FATAL;
     }
     free(args.positional);
     const char **v = args.values;

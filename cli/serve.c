@@ -1315,10 +1315,7 @@ static void serve_stop(server *s) {
 int cli_serve(int argc, char **argv) {
     cli_args args;
     const int parsed = cli_parse("serve", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
-    if (parsed != 0) {
-        free(args.positional);
-        return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
-    }
+    if (parsed != 0) return cli_parse_exit(parsed);
     /* SIGINT and SIGTERM go to the main thread alone, which takes them with
      * sigwait: they are blocked before any thread (OpenMP's included) is
      * started, and every thread inherits that. */

@@ -681,8 +681,7 @@ static int train_main(int argc, char **argv) {
     int parsed = cli_parse("train", USAGE, OPTIONS, NUM_OPTS, argc, argv, &args);
     if (parsed != 0) {
         cli_mpi_train_quiet_end(0);
-        free(args.positional);
-        return parsed > 0 ? CLI_EXIT_OK : CLI_EXIT_FATAL;
+        return cli_parse_exit(parsed);
     }
     int exit_code = CLI_EXIT_FATAL, ready = 0, root_ready;
     train_run r = {.v = args.values};

@@ -277,9 +277,9 @@ static base_status resize_nearest(const resize_stream *s, int width, int height,
     return BASE_OK;
 }
 
-base_status data_resize_rows(const data_image *src, int width, int height, data_resample filter,
-                            int x, int y, int w, int h, data_resize_row_fn emit, void *ctx,
-                            base_error *err) {
+/* What both resizes refuse: no source, an empty target, or one over the
+ * pixel limit. */
+static base_status check_resize(const data_image *src, int width, int height, base_error *err) {
     if (!src || !src->pixels || src->width <= 0 || src->height <= 0)
         return base_error_set(err, BASE_E_ARG, "resize: empty source image");
     if (width <= 0 || height <= 0)
@@ -288,6 +288,14 @@ base_status data_resize_rows(const data_image *src, int width, int height, data_
         return base_error_set(err, BASE_E_LIMIT,
                              "resize: target %dx%d exceeds the limit of %lld megapixels", width,
                              height, (long long)(DATA_MAX_PIXELS / 1000000));
+    return BASE_OK;
+}
+
+base_status data_resize_rows(const data_image *src, int width, int height, data_resample filter,
+                            int x, int y, int w, int h, data_resize_row_fn emit, void *ctx,
+                            base_error *err) {
+    const base_status bad = check_resize(src, width, height, err);
+    if (bad != BASE_OK) return bad;
     if (x < 0 || y < 0 || w <= 0 || h <= 0 || x > width - w || y > height - h)
         return base_error_set(err, BASE_E_ARG, "resize: window %dx%d at %d,%d is outside %dx%d", w,
                              h, x, y, width, height);
@@ -316,14 +324,8 @@ base_status data_resize(const data_image *src, int width, int height, data_resam
                        data_image *dst, base_error *err) {
     if (!dst) return base_error_set(err, BASE_E_ARG, "resize: no destination image");
     memset(dst, 0, sizeof *dst);
-    if (!src || !src->pixels || src->width <= 0 || src->height <= 0)
-        return base_error_set(err, BASE_E_ARG, "resize: empty source image");
-    if (width <= 0 || height <= 0)
-        return base_error_set(err, BASE_E_ARG, "resize: invalid target size %dx%d", width, height);
-    if ((int64_t)width * height > DATA_MAX_PIXELS)
-        return base_error_set(err, BASE_E_LIMIT,
-                             "resize: target %dx%d exceeds the limit of %lld megapixels", width,
-                             height, (long long)(DATA_MAX_PIXELS / 1000000));
+    const base_status bad = check_resize(src, width, height, err);
+    if (bad != BASE_OK) return bad;
     if (filter != DATA_RESAMPLE_NEAREST && filter != DATA_RESAMPLE_BILINEAR &&
         filter != DATA_RESAMPLE_BICUBIC)
         return base_error_set(err, BASE_E_UNSUPPORTED, "resize: unsupported filter %d", (int)filter);

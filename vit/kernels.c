@@ -60,27 +60,37 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
         });
 }
 
+/* One row of LayerNorm's backward pass, shared by the token LayerNorm and
+ * qk-norm's per-head one: the input gradient into dx (added to it when
+ * accumulate, else stored: qk-norm replaces dout in place, dx == dout),
+ * and dout * xhat into prod for the weight gradient. */
+static void layernorm_row_backward(float *dx, int accumulate, float *prod, const float *dout,
+                                   const float *x, const float *weight, float mean, float rstd,
+                                   int dim) {
+    float sum_g = 0.0f, sum_gx = 0.0f;
+    for (int i = 0; i < dim; i++) {
+        const float xhat = (x[i] - mean) * rstd, gw = dout[i] * weight[i];
+        prod[i] = dout[i] * xhat;
+        sum_g += gw;
+        sum_gx += gw * xhat;
+    }
+    const float mg = sum_g / (float)dim, mgx = sum_gx / (float)dim;
+    for (int i = 0; i < dim; i++) {
+        const float xhat = (x[i] - mean) * rstd;
+        const float d = rstd * (dout[i] * weight[i] - mg - xhat * mgx);
+        dx[i] = accumulate ? dx[i] + d : d;
+    }
+}
+
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, const float *mean,
                         const float *rstd, int rows, int dim, size_t stride, float *scratch,
                         const float *ones, kernels_threads th) {
     PARALLEL_FOR(
         for (int r = 0; r < rows; r++) {
-            const float *x = inp + (size_t)r * stride * dim, *g = dout + (size_t)r * dim;
-            float *dx = dinp + (size_t)r * stride * dim, *prod = scratch + (size_t)r * dim;
-            const float m = mean[r], s = rstd[r];
-            float sum_g = 0.0f, sum_gx = 0.0f;
-            for (int i = 0; i < dim; i++) {
-                const float xhat = (x[i] - m) * s, gw = g[i] * weight[i];
-                prod[i] = g[i] * xhat;
-                sum_g += gw;
-                sum_gx += gw * xhat;
-            }
-            const float mg = sum_g / (float)dim, mgx = sum_gx / (float)dim;
-            for (int i = 0; i < dim; i++) {
-                const float xhat = (x[i] - m) * s;
-                dx[i] += s * (g[i] * weight[i] - mg - xhat * mgx);
-            }
+            layernorm_row_backward(dinp + (size_t)r * stride * dim, 1,
+                                   scratch + (size_t)r * dim, dout + (size_t)r * dim,
+                                   inp + (size_t)r * stride * dim, weight, mean[r], rstd[r], dim);
         });
     cblas_sgemv(CblasRowMajor, CblasTrans, rows, dim, 1.0f, scratch, dim, ones, 1, 0.0f, dweight,
                 1);
@@ -299,19 +309,7 @@ static void qk_norm_backward_part(float *dqkv, float *dweight, float *dbias, con
                 float *g = dqkv + (size_t)r * 3 * D + (size_t)part * D + h * dh;
                 float *prod = scratch + (size_t)r * D + h * dh;
                 const size_t stat = ((size_t)r * 2 + part) * heads + h;
-                const float m = mean[stat], s = rstd[stat];
-                float sum_g = 0.0f, sum_gx = 0.0f;
-                for (int i = 0; i < dh; i++) {
-                    const float xhat = (x[i] - m) * s, gw = g[i] * weight[i];
-                    prod[i] = g[i] * xhat;
-                    sum_g += gw;
-                    sum_gx += gw * xhat;
-                }
-                const float mg = sum_g / (float)dh, mgx = sum_gx / (float)dh;
-                for (int i = 0; i < dh; i++) {
-                    const float xhat = (x[i] - m) * s;
-                    g[i] = s * (g[i] * weight[i] - mg - xhat * mgx);
-                }
+                layernorm_row_backward(g, 0, prod, g, x, weight, mean[stat], rstd[stat], dh);
             }
         });
     cblas_sgemv(CblasRowMajor, CblasTrans, rows, D, 1.0f, scratch, D, ones, 1, 0.0f, sums, 1);
