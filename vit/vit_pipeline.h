@@ -78,7 +78,9 @@ typedef struct vit_pipeline_timings {
  * options->threads threads, the row buffers and, when source is not NULL
  * (and has paths), the loader over it; the loader starts decoding before the
  * context is made, so a one-shot run's decode and setup overlap. model is
- * borrowed and must outlive the pipeline. BASE_E_UNSUPPORTED when the model
+ * borrowed and must outlive the pipeline: one loaded model serves several
+ * pipelines (serve's, a Python caller's, a command's at two sizes), and a
+ * command reads its labels and settings before it makes one. BASE_E_UNSUPPORTED when the model
  * takes another channel count than the loader makes (RGB). */
 base_status vit_pipeline_create(const vit_model *model, const vit_pipeline_options *options,
                                const vit_pipeline_source *source, vit_pipeline **out,
