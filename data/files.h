@@ -162,6 +162,13 @@ base_status data_loader_create_scheduled(const data_preprocess *pre, const char 
  * count; 0 when every file has been handed out. */
 int data_loader_next(data_loader *loader, data_batch *batch);
 
+/* Points a loader made without prefetch or schedule at new paths, decoded
+ * with `threads` threads, keeping its buffers (a stream of paths arriving
+ * in batches allocates them once): the next batch starts at paths[0].
+ * Returns 0, or -1 (nothing changed) for a loader with a thread or a
+ * schedule, which must be made again. */
+int data_loader_restart(data_loader *loader, const char *const *paths, size_t count, int threads);
+
 /* Stops the background thread and frees; NULL is allowed. */
 void data_loader_free(data_loader *loader);
 

@@ -201,6 +201,15 @@ int data_loader_next(data_loader *l, data_batch *batch) {
     return batch->count;
 }
 
+int data_loader_restart(data_loader *l, const char *const *paths, size_t count, int threads) {
+    if (l->prefetch || l->schedule) return -1;
+    l->paths = paths;
+    l->num_paths = count;
+    l->next_to_fill = l->next_to_take = 0;
+    l->threads = threads > 0 ? threads : 1;
+    return 0;
+}
+
 void data_loader_free(data_loader *l) {
     if (!l) return;
     if (l->thread_started) {

@@ -114,6 +114,16 @@ Test(pipeline, images_in_memory_and_new_sources_between_batches) {
         memcpy(from_files + k * n, vit_pipeline_row(p, &b, 0), sizeof(float) * (size_t)n);
         cr_assert_eq(vit_pipeline_next(p, &b, &err), 0);
     }
+    /* A third source of two files, one missing, on the same loader (kept
+     * between sources without prefetch): the good one's row, the other's
+     * error. */
+    const vit_pipeline_source two = {PATHS + 1, 2, NULL, NULL};
+    cr_assert(vit_pipeline_open(p, &two, 2, 0, &err) == BASE_OK, "%s", err.message);
+    cr_assert_eq(vit_pipeline_next(p, &b, &err), 1, "%s", err.message);
+    cr_assert_eq(b.count, 2);
+    cr_assert(memcmp(vit_pipeline_row(p, &b, 0), from_files + n, sizeof(float) * (size_t)n) == 0);
+    cr_assert_null(vit_pipeline_row(p, &b, 1));
+    cr_assert_eq(vit_pipeline_next(p, &b, &err), 0);
     /* The same images decoded by the caller (vit serve, Fashion-MNIST). */
     const data_preprocess *pre = vit_pipeline_preprocess(p);
     const size_t per = (size_t)3 * data_preprocess_out_height(pre) * data_preprocess_out_width(pre);

@@ -28,10 +28,14 @@ static double now_seconds(void) {
 
 base_status vit_pipeline_open(vit_pipeline *p, const vit_pipeline_source *source, int decode_threads,
                              int prefetch, base_error *err) {
-    data_loader_free(p->loader);
-    p->loader = NULL;
     p->paths = source->paths;
     const int threads = decode_threads > 0 ? decode_threads : 1;
+    /* classify --stream opens every batch: its loader and buffers stay. */
+    if (p->loader && !prefetch && !source->schedule &&
+        data_loader_restart(p->loader, source->paths, source->count, threads) == 0)
+        return BASE_OK;
+    data_loader_free(p->loader);
+    p->loader = NULL;
     if (source->schedule)
         return data_loader_create_scheduled(&p->pre, source->paths, source->count, p->batch, threads,
                                             prefetch, source->schedule, source->schedule_context,
