@@ -137,12 +137,10 @@ void bgemm_row_generic(const bgemm_call *g, int r, int p) {
     gemm_store_row(&g->d, r, p, acc);
 }
 
-static void tile_generic(const void *call, int r0, int mr, int p, int np) {
-    (void)mr, (void)np; /* one row, one panel */
-    bgemm_row_generic(call, r0, p);
-}
+#define ROW(m) bgemm_row_generic(call, r0, p)
+GEMM_TILE_FN(tile_generic, , 1, ROW)
 
-const gemm_tiles bgemm_tiles_generic = {tile_generic, 1, 1, &kernels_path_generic};
+const gemm_tiles bgemm_tiles_generic = {tile_generic, 1, &kernels_path_generic};
 
 /* ------------------------------------------------------------ dispatch */
 
@@ -175,3 +173,16 @@ void kernels_linear_bf16(float *out, int ldo, const uint16_t *binp, int rows,
     const bgemm_call g = {{out, ldo, rows, w->rows, ep ? *ep : plain}, binp, w->values, w->kpad};
     gemm_run(&g, path_of(th.isa), th);
 }
+
+/* The paths of another architecture: never chosen (kernels_isa_supported),
+ * kept linkable. */
+#if !defined(__x86_64__) && !defined(__i386__)
+const gemm_tiles bgemm_tiles_avx2 = {0}, bgemm_tiles_avx512bf16 = {0};
+
+void bf16_round_row_avx512bf16(uint16_t *dst, const float *x, int n) {
+    for (int k = 0; k < n; k++) dst[k] = bf16_round(x[k]);
+}
+#endif
+#if !defined(__aarch64__)
+const gemm_tiles bgemm_tiles_neon = {0};
+#endif

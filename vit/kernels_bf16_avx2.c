@@ -61,12 +61,6 @@ AVX2_FN INLINE void tile(const bgemm_call *g, int r0, const int mr, int p) {
 #define TILE(m) tile(call, r0, m, p)
 GEMM_TILE_FN(tile_avx2, AVX2_FN, 4, TILE)
 
-const gemm_tiles bgemm_tiles_avx2 = {tile_avx2, MR, 1, &kernels_path_avx2};
+const gemm_tiles bgemm_tiles_avx2 = {tile_avx2, 1, &kernels_path_avx2};
 
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_bf16.h"
-
-const gemm_tiles bgemm_tiles_avx2 = {0};
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_bf16.c's stand-ins */

@@ -51,7 +51,7 @@ BF16_FN INLINE void tile(const bgemm_call *g, int r0, const int mr, int p, const
 #define TILE(m) (np == 2 ? tile(call, r0, m, p, 2) : tile(call, r0, m, p, 1))
 GEMM_TILE_FN(tile_avx512bf16, BF16_FN, 12, TILE)
 
-const gemm_tiles bgemm_tiles_avx512bf16 = {tile_avx512bf16, MR, 2, &kernels_path_avx512};
+const gemm_tiles bgemm_tiles_avx512bf16 = {tile_avx512bf16, 2, &kernels_path_avx512};
 
 BF16_FN void bf16_round_row_avx512bf16(uint16_t *dst, const float *x, int n) {
     int k = 0;
@@ -66,14 +66,4 @@ BF16_FN void bf16_round_row_avx512bf16(uint16_t *dst, const float *x, int n) {
     }
 }
 
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_bf16.h"
-
-void bf16_round_row_avx512bf16(uint16_t *dst, const float *x, int n) {
-    for (int k = 0; k < n; k++) dst[k] = bf16_round(x[k]);
-}
-
-const gemm_tiles bgemm_tiles_avx512bf16 = {0};
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_bf16.c's stand-ins */

@@ -73,22 +73,17 @@ INLINE int tile(const bgemm_call *g, int r0, const int mr, int p) {
     return 1;
 }
 
-/* The micro-kernel (gemm_tile_fn): one panel, up to MR rows; rows whose
- * sums met the flush range again by the C path, alone (its bits). */
-static void tile_neon(const void *call, int r0, int mr, int p, int np) {
-    (void)np;
-    const int done = mr == 1 ? tile(call, r0, 1, p) : mr == 2 ? tile(call, r0, 2, p)
-                   : mr == 3 ? tile(call, r0, 3, p) : tile(call, r0, MR, p);
-    if (!done)
-        for (int r = r0; r < r0 + mr; r++) bgemm_row_generic(call, r, p);
+/* A tile whose sums met the flush range again by the C path, row by row
+ * (its bits). */
+INLINE void tile_or_c(const bgemm_call *g, int r0, const int mr, int p) {
+    if (!tile(g, r0, mr, p))
+        for (int r = r0; r < r0 + mr; r++) bgemm_row_generic(g, r, p);
 }
 
-const gemm_tiles bgemm_tiles_neon = {tile_neon, MR, 1, &kernels_path_neon};
+/* The micro-kernel: one panel, tiles of up to MR rows. */
+#define TILE(m) tile_or_c(call, r0, m, p)
+GEMM_TILE_FN(tile_neon, , 4, TILE)
 
-#else /* not aarch64: never chosen, kept linkable */
+const gemm_tiles bgemm_tiles_neon = {tile_neon, 1, &kernels_path_neon};
 
-#include "kernels_bf16.h"
-
-const gemm_tiles bgemm_tiles_neon = {0};
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_bf16.c's stand-ins */

@@ -130,8 +130,7 @@ void gemm_drive(const void *call, const gemm_tiles *t, int p0, int p1) {
     const gemm_dest *d = call; /* every call struct starts with its gemm_dest */
     for (int p = p0; p < p1; p += t->np) {
         const int np = p1 - p < t->np ? p1 - p : t->np;
-        for (int r0 = 0; r0 < d->rows; r0 += t->mr)
-            t->tile(call, r0, d->rows - r0 < t->mr ? d->rows - r0 : t->mr, p, np);
+        t->tile(call, 0, d->rows, p, np);
         if (d->ep.act == KERNELS_ACT_NONE) continue;
         /* After the panels' every row: the tiles' stores are still in L1. */
         const int j0 = p * FPANEL, cols = d->n - j0 < np * FPANEL ? d->n - j0 : np * FPANEL;
@@ -169,9 +168,7 @@ void gemm_run(const void *call, const gemm_tiles *t, kernels_threads th) {
 
 /* One row's 16 columns of panel p, stored through the epilogue; a row at
  * a time, each element its own chain of fmaf over k. */
-static void generic_tile(const void *call, int r, int mr, int p, int np) {
-    const gemm_call *g = call;
-    (void)mr, (void)np; /* a tile of one row and one panel */
+static void generic_row(const gemm_call *g, int r, int p) {
     const float *a = g->inp + (size_t)r * g->lda;
     const float *w = g->panels + (size_t)p * g->k * FPANEL;
     float acc[FPANEL] = {0};
@@ -180,10 +177,13 @@ static void generic_tile(const void *call, int r, int mr, int p, int np) {
     gemm_store_row(&g->d, r, p, acc);
 }
 
+#define ROW(m) generic_row(call, r0, p)
+GEMM_TILE_FN(generic_tile, , 1, ROW)
+
 ROWS_DEFINE_ELEMENTWISE(generic, )
 ROWS_DEFINE_REDUCTIONS(generic, )
 
-const kernels_path kernels_path_generic = {{generic_tile, 1, 1, &kernels_path_generic},
+const kernels_path kernels_path_generic = {{generic_tile, 1, &kernels_path_generic},
                                            act_generic, gelu_backward_generic,
                                            layernorm_generic, softmax_generic};
 
@@ -347,3 +347,12 @@ void attention_forward_vitc(float *out, float *att, const float *qkv, int batch,
         attention_share(&a, tasks, omp_get_thread_num());
     }
 }
+
+/* The paths of another architecture: never chosen (kernels_isa_supported),
+ * kept linkable. */
+#if !defined(__x86_64__) && !defined(__i386__)
+const kernels_path kernels_path_avx2 = {0}, kernels_path_avx512 = {0};
+#endif
+#if !defined(__aarch64__)
+const kernels_path kernels_path_neon = {0};
+#endif

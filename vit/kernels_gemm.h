@@ -53,22 +53,23 @@ typedef struct gemm_call {
 
 struct kernels_path;
 
-/* A path's micro-kernel: rows r0 .. r0 + mr - 1 x panels p .. p + np - 1
- * of call (a dtype's call struct, whose gemm_dest is first) into its
- * out through the epilogue, activation aside; mr <= the tiles' mr, np <=
- * their np. The per-ISA code of a GEMM is this and its packing. */
-typedef void gemm_tile_fn(const void *call, int r0, int mr, int p, int np);
+/* A path's micro-kernel: rows r0 .. r1 - 1 x panels p .. p + np - 1 of
+ * call (a dtype's call struct, whose gemm_dest is first) into its out
+ * through the epilogue, activation aside; np <= the tiles' np. Written
+ * with GEMM_TILE_FN, which walks the rows in the ISA's tiles. The per-ISA
+ * code of a GEMM is this and its packing. */
+typedef void gemm_tile_fn(const void *call, int r0, int r1, int p, int np);
 
 typedef struct gemm_tiles {
     gemm_tile_fn *tile;
-    int mr, np;                      /* a whole tile's rows and panels (1 or 2) */
+    int np;                          /* panels a tile computes together: 1 or 2 */
     const struct kernels_path *rows; /* whose act runs the activation */
 } gemm_tiles;
 
 /* Every dtype's driver: panels p0 .. p1 - 1 of every row of call on the
- * calling thread, np panels at a time, a tile of mr rows each (a call per
- * tile: K multiply-adds of mr x 16 np outputs each, against which the
- * indirect call does not show), then the activation over those columns. */
+ * calling thread, np panels at a time, then the activation over those
+ * columns. One indirect call per np panels of every row: a call per tile
+ * cost int8's 6-row tiles 1-2% (bench/README.md, issue 26). */
 void gemm_drive(const void *call, const gemm_tiles *t, int p0, int p1);
 
 /* gemm_drive over every panel on th's threads: whole pairs of panels (an
@@ -94,13 +95,16 @@ void gemm_run(const void *call, const gemm_tiles *t, kernels_threads th);
 #define TILE_ROWS(n, mr, CALL) \
     switch (mr) { TILE_ROWS_##n(CALL) default: CALL(n); }
 
-/* An ISA's micro-kernel `name` (a gemm_tile_fn with attributes attr) of
- * up to n rows: CALL(m) runs its inline tile on rows r0 .. r0 + m - 1,
- * panels p .. p + np - 1 of call (names it may use). */
+/* An ISA's micro-kernel `name` (a gemm_tile_fn with attributes attr) in
+ * tiles of n rows, the last one fewer: CALL(m) runs its inline tile on
+ * rows r0 .. r0 + m - 1, panels p .. p + np - 1 of call (names it may
+ * use). */
 #define GEMM_TILE_FN(name, attr, n, CALL)                                    \
-    attr static void name(const void *call, int r0, int mr, int p, int np) { \
-        (void)call, (void)r0, (void)p, (void)np;                             \
-        TILE_ROWS(n, mr, CALL)                                               \
+    attr static void name(const void *call, int r0, int r1, int p, int np) { \
+        (void)call, (void)p, (void)np;                                       \
+        for (; r0 < r1; r0 += n) {                                           \
+            TILE_ROWS(n, r1 - r0 < n ? r1 - r0 : n, CALL)                    \
+        }                                                                    \
     }
 
 /* A path's row kernels; the same C (kernels_rows.h) compiled for each

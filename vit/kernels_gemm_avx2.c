@@ -158,13 +158,7 @@ AVX2_FN static void layernorm_v256(float *out, float *mean, float *rstd, const f
 #define TILE(m) tile(call, r0, m, p)
 GEMM_TILE_FN(tile_avx2, AVX2_FN, 6, TILE)
 
-const kernels_path kernels_path_avx2 = {{tile_avx2, MR, 1, &kernels_path_avx2}, act_avx2,
+const kernels_path kernels_path_avx2 = {{tile_avx2, 1, &kernels_path_avx2}, act_avx2,
                                         gelu_backward_avx2, layernorm_v256, softmax_v256};
 
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_gemm.h"
-
-const kernels_path kernels_path_avx2 = {0};
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_gemm.c's stand-ins */

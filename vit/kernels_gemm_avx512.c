@@ -142,13 +142,7 @@ AVX512_FN static void layernorm_v512(float *out, float *mean, float *rstd, const
 #define TILE(m) (np == 2 ? tile(call, r0, m, p, 2) : tile(call, r0, m, p, 1))
 GEMM_TILE_FN(tile_avx512, AVX512_FN, 12, TILE)
 
-const kernels_path kernels_path_avx512 = {{tile_avx512, MR, 2, &kernels_path_avx512}, act_avx512,
+const kernels_path kernels_path_avx512 = {{tile_avx512, 2, &kernels_path_avx512}, act_avx512,
                                           gelu_backward_avx512, layernorm_v512, softmax_v512};
 
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_gemm.h"
-
-const kernels_path kernels_path_avx512 = {0};
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_gemm.c's stand-ins */

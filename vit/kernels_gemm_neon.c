@@ -50,13 +50,7 @@ ROWS_DEFINE_REDUCTIONS(neon, )
 #define TILE(m) tile(call, r0, m, p)
 GEMM_TILE_FN(tile_neon, , 6, TILE)
 
-const kernels_path kernels_path_neon = {{tile_neon, MR, 1, &kernels_path_neon}, act_neon,
+const kernels_path kernels_path_neon = {{tile_neon, 1, &kernels_path_neon}, act_neon,
                                         gelu_backward_neon, layernorm_neon, softmax_neon};
 
-#else /* not aarch64: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_gemm.h"
-
-const kernels_path kernels_path_neon = {0};
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_gemm.c's stand-ins */

@@ -503,19 +503,14 @@ static inline __attribute__((always_inline)) void c_row(const qmatmul_call *c, i
             qmatmul_output(c->d.ep.residual, c->d.ep.bias, c->d.ldo, r, first + k, sum[k]);
 }
 
-/* The C micro-kernels: one row, one panel. */
-static void tile_generic(const void *call, int r0, int mr, int p, int np) {
-    (void)mr, (void)np;
-    c_row(call, r0, p, 0);
-}
+/* The C micro-kernels: a row at a time. */
+#define PAIRS_ROW(m) c_row(call, r0, p, 0)
+#define QUADS_ROW(m) c_row(call, r0, p, 1)
+GEMM_TILE_FN(tile_generic, , 1, PAIRS_ROW)
+GEMM_TILE_FN(tile_vnni_reference, , 1, QUADS_ROW)
 
-static void tile_vnni_reference(const void *call, int r0, int mr, int p, int np) {
-    (void)mr, (void)np;
-    c_row(call, r0, p, 1);
-}
-
-const gemm_tiles qtiles_generic = {tile_generic, 1, 1, &kernels_path_generic};
-const gemm_tiles qtiles_vnni_reference = {tile_vnni_reference, 1, 1, &kernels_path_generic};
+const gemm_tiles qtiles_generic = {tile_generic, 1, &kernels_path_generic};
+const gemm_tiles qtiles_vnni_reference = {tile_vnni_reference, 1, &kernels_path_generic};
 
 /* By int8 path (kernels_isa_int8: never KERNELS_ISA_AVX512, whose slot is avx2's). */
 static const gemm_tiles *const TILES[KERNELS_ISA_COUNT] = {
@@ -530,3 +525,27 @@ void qmatmul_forward(float *out, const float *residual, const void *qinp,
     const qmatmul_call call = {{out, weight->rows, rows, weight->rows, ep}, qinp, inp_scale, weight};
     gemm_run(&call, TILES[weight->isa], th);
 }
+
+/* The paths of another architecture: never chosen (kernels_isa_supported),
+ * kept linkable. */
+#if !defined(__x86_64__) && !defined(__i386__)
+const gemm_tiles qtiles_avx2 = {0}, qtiles_avx_vnni = {0}, qtiles_avx512_vnni = {0};
+
+float qspan32_avx2(const float *x, int16_t *q) {
+    (void)x, (void)q;
+    return 0.0f;
+}
+
+float qspan_u8_avx2(const float *x, int len, uint8_t *q) {
+    (void)x, (void)len, (void)q;
+    return 0.0f;
+}
+
+float qspan_u8_avx512(const float *x, int len, uint8_t *q) {
+    (void)x, (void)len, (void)q;
+    return 0.0f;
+}
+#endif
+#if !defined(__aarch64__)
+const gemm_tiles qtiles_neon = {0}, qtiles_neon_dotprod = {0}, qtiles_neon_i8mm = {0};
+#endif

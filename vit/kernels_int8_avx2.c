@@ -141,9 +141,9 @@ AVX2_FN static void write_rows(float *out, int ldo, const float *residual, const
     }
 }
 
-/* The micro-kernel (gemm_tile_fn): one panel, up to BLOCK_ROWS rows. */
-AVX2_FN static void tile_avx2(const void *call, int r0, int mr, int p, int np) {
-    const qmatmul_call *c = call;
+/* Rows r0 .. r0 + mr - 1 of panel p: a block of BLOCK_ROWS, or fewer
+ * rows one at a time. */
+AVX2_FN static inline void block(const qmatmul_call *c, int r0, int mr, int p) {
     const kernels_qmatrix *w = c->w;
     const int first = p * QPANEL;
     const int here = w->rows - first < QPANEL ? w->rows - first : QPANEL;
@@ -151,7 +151,6 @@ AVX2_FN static void tile_avx2(const void *call, int r0, int mr, int p, int np) {
     const float *scales = w->scales + (size_t)p * w->groups * QPANEL;
     const int16_t *a = (const int16_t *)c->qinp + (size_t)r0 * w->kpad;
     float sums[BLOCK_ROWS][QPANEL];
-    (void)np;
     if (mr == BLOCK_ROWS)
         panel_block(w, values, scales, a, c->inp_scale + (size_t)r0 * w->groups, sums);
     else
@@ -161,7 +160,11 @@ AVX2_FN static void tile_avx2(const void *call, int r0, int mr, int p, int np) {
     write_rows(c->d.out, c->d.ldo, c->d.ep.residual, c->d.ep.bias, r0, mr, first, here, sums);
 }
 
-const gemm_tiles qtiles_avx2 = {tile_avx2, BLOCK_ROWS, 1, &kernels_path_avx2};
+/* The micro-kernel: one panel, blocks of BLOCK_ROWS rows. */
+#define BLOCK(m) block(call, r0, m, p)
+GEMM_TILE_FN(tile_avx2, AVX2_FN, 4, BLOCK)
+
+const gemm_tiles qtiles_avx2 = {tile_avx2, 1, &kernels_path_avx2};
 
 /* quantize_span (kernels_int8.c) of 32 values into the int16 layout, the
  * same bits: max of the magnitudes' bit patterns, 127 / max, x * inv
@@ -232,20 +235,4 @@ AVX2_FN float qspan_u8_avx2(const float *x, int len, uint8_t *q) {
     return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
 }
 
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_int8.h"
-
-const gemm_tiles qtiles_avx2 = {0};
-
-float qspan32_avx2(const float *x, int16_t *q) {
-    (void)x, (void)q;
-    return 0.0f;
-}
-
-float qspan_u8_avx2(const float *x, int len, uint8_t *q) {
-    (void)x, (void)len, (void)q;
-    return 0.0f;
-}
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_int8.c's stand-ins */

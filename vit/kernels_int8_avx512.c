@@ -108,7 +108,7 @@ AVX512_VNNI_FN INLINE void tile(const qmatmul_call *c, int r0, const int mr, int
 #define TILE(m) (((const qmatmul_call *)call)->w->kgroup == 32 ? TILE_NP(m, 8) : TILE_NP(m, 0))
 GEMM_TILE_FN(tile_avx512_vnni, AVX512_VNNI_FN, 6, TILE)
 
-const gemm_tiles qtiles_avx512_vnni = {tile_avx512_vnni, MR, 2, &kernels_path_avx512};
+const gemm_tiles qtiles_avx512_vnni = {tile_avx512_vnni, 2, &kernels_path_avx512};
 
 /* quantize_span (kernels_int8.c) of len inputs (a multiple of 16) into
  * the u8 layout, the same bits: max of the magnitudes' bit patterns, inv =
@@ -137,15 +137,4 @@ AVX512_VNNI_FN float qspan_u8_avx512(const float *x, int len, uint8_t *q) {
     return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
 }
 
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_int8.h"
-
-const gemm_tiles qtiles_avx512_vnni = {0};
-
-float qspan_u8_avx512(const float *x, int len, uint8_t *q) {
-    (void)x, (void)len, (void)q;
-    return 0.0f;
-}
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_int8.c's stand-ins */

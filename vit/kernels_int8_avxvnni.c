@@ -94,12 +94,6 @@ AVXVNNI_FN INLINE void tile(const qmatmul_call *c, int r0, const int mr, int p, 
 #define TILE(m) (((const qmatmul_call *)call)->w->kgroup == 32 ? tile(call, r0, m, p, 8) : tile(call, r0, m, p, 0))
 GEMM_TILE_FN(tile_avx_vnni, AVXVNNI_FN, 4, TILE)
 
-const gemm_tiles qtiles_avx_vnni = {tile_avx_vnni, MR, 1, &kernels_path_avx2};
+const gemm_tiles qtiles_avx_vnni = {tile_avx_vnni, 1, &kernels_path_avx2};
 
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_int8.h"
-
-const gemm_tiles qtiles_avx_vnni = {0};
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_int8.c's stand-ins */

@@ -123,14 +123,12 @@ INLINE void neon_tile(const qmatmul_call *c, int r0, const int mr, int p) {
     for (int i = 0; i < mr; i++) store_row(c, r0 + i, p, sum[i]);
 }
 
-/* The micro-kernel (gemm_tile_fn): one panel, one or two rows. */
-static void tile_neon(const void *call, int r0, int mr, int p, int np) {
-    (void)np;
-    if (mr == 2) neon_tile(call, r0, 2, p);
-    else neon_tile(call, r0, 1, p);
-}
+/* The micro-kernel: one panel, two rows at a time. */
+#define TILE(m) neon_tile(call, r0, m, p)
+GEMM_TILE_FN(tile_neon, , 2, TILE)
+#undef TILE
 
-const gemm_tiles qtiles_neon = {tile_neon, 2, 1, &kernels_path_neon};
+const gemm_tiles qtiles_neon = {tile_neon, 1, &kernels_path_neon};
 
 /* ------------------------------------------------------------- dotprod */
 
@@ -185,8 +183,9 @@ DOTPROD_FN INLINE void dot_tile(const qmatmul_call *c, int r0, const int mr, int
 #define TILE(m) \
     (((const qmatmul_call *)call)->w->kgroup == 32 ? dot_tile(call, r0, m, p, 8) : dot_tile(call, r0, m, p, 0))
 GEMM_TILE_FN(tile_neon_dotprod, DOTPROD_FN, 3, TILE)
+#undef TILE
 
-const gemm_tiles qtiles_neon_dotprod = {tile_neon_dotprod, DMR, 1, &kernels_path_neon};
+const gemm_tiles qtiles_neon_dotprod = {tile_neon_dotprod, 1, &kernels_path_neon};
 
 /* ---------------------------------------------------------------- i8mm */
 
@@ -229,22 +228,14 @@ I8MM_FN INLINE void mm_tile(const qmatmul_call *c, int r0, int r1, int p, const 
     if (r1 != r0) store_row(c, r1, p, sum[1]);
 }
 
-/* The micro-kernel (gemm_tile_fn): one panel, rows r0 and r0 + 1 (a
- * last odd row computed twice, stored once). */
-I8MM_FN static void tile_neon_i8mm(const void *call, int r0, int mr, int p, int np) {
-    const qmatmul_call *c = call;
-    const int r1 = mr == 2 ? r0 + 1 : r0;
-    (void)np;
-    if (c->w->kgroup == 32) mm_tile(c, r0, r1, p, 4); /* vitc int8 files: unrolled */
-    else mm_tile(c, r0, r1, p, 0);
-}
+/* The micro-kernel: one panel, rows r0 and r0 + 1 at a time (a last odd
+ * row computed twice, stored once); groups of 32 (vitc int8 files)
+ * unrolled. */
+#define TILE(m)                                                          \
+    (((const qmatmul_call *)call)->w->kgroup == 32 ? mm_tile(call, r0, r0 + m - 1, p, 4) \
+                                                    : mm_tile(call, r0, r0 + m - 1, p, 0))
+GEMM_TILE_FN(tile_neon_i8mm, I8MM_FN, 2, TILE)
 
-const gemm_tiles qtiles_neon_i8mm = {tile_neon_i8mm, 2, 1, &kernels_path_neon};
+const gemm_tiles qtiles_neon_i8mm = {tile_neon_i8mm, 1, &kernels_path_neon};
 
-#else /* not aarch64: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_int8.h"
-
-const gemm_tiles qtiles_neon = {0}, qtiles_neon_dotprod = {0}, qtiles_neon_i8mm = {0};
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_int8.c's stand-ins */
