@@ -60,6 +60,14 @@ void bgemm_row_generic(const bgemm_call *g, int r, int p);
  * rounding is bf16_round's: RNE, DAZ, NaN quieted); kernels_bf16_avx512.c. */
 void bf16_round_row_avx512bf16(uint16_t *dst, const float *x, int n);
 
+/* The two bf16 at a (an input pair: a[0] low, a[1] high) as one 32-bit
+ * word, which every vector tile broadcasts. */
+static inline uint32_t bf16_pair(const uint16_t *a) {
+    uint32_t pair;
+    memcpy(&pair, a, sizeof pair);
+    return pair;
+}
+
 static inline float bf16_f32(uint16_t h) {
     const uint32_t u = (uint32_t)h << 16;
     float f;

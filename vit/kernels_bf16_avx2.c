@@ -40,9 +40,7 @@ AVX2_FN INLINE void tile(const bgemm_call *g, int r0, const int mr, int p) {
         const __m256 e0 = even_f32(lo), o0 = odd_f32(lo), e1 = even_f32(hi), o1 = odd_f32(hi);
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++) {
-            int32_t pair;
-            memcpy(&pair, a + i * lda + 2 * k, sizeof pair);
-            const __m256i x = _mm256_set1_epi32(pair);
+            const __m256i x = _mm256_set1_epi32((int)bf16_pair(a + i * lda + 2 * k));
             const __m256 xe = even_f32(x), xo = odd_f32(x);
             acc[i][0] = _mm256_fmadd_ps(xe, e0, _mm256_fmadd_ps(xo, o0, acc[i][0]));
             acc[i][1] = _mm256_fmadd_ps(xe, e1, _mm256_fmadd_ps(xo, o1, acc[i][1]));

@@ -35,9 +35,7 @@ BF16_FN INLINE void tile(const bgemm_call *g, int r0, const int mr, int p, const
         const __m512bh b1 = np == 2 ? (__m512bh)_mm512_loadu_si512(w1 + (size_t)k * 2 * BPANEL) : b0;
 #pragma GCC unroll 12
         for (int i = 0; i < mr; i++) {
-            int32_t pair;
-            memcpy(&pair, a + i * lda + 2 * k, sizeof pair);
-            const __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
+            const __m512bh x = (__m512bh)_mm512_set1_epi32((int)bf16_pair(a + i * lda + 2 * k));
             acc[i][0] = _mm512_dpbf16_ps(acc[i][0], x, b0);
             if (np == 2) acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, b1);
         }

@@ -56,9 +56,7 @@ INLINE int tile(const bgemm_call *g, int r0, const int mr, int p) {
         }
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++) {
-            uint32_t pair;
-            memcpy(&pair, a + i * lda + 2 * k, sizeof pair);
-            const uint32x4_t x = vdupq_n_u32(pair);
+            const uint32x4_t x = vdupq_n_u32(bf16_pair(a + i * lda + 2 * k));
             const float32x4_t xe = even_f32(x), xo = odd_f32(x);
             for (int q = 0; q < 4; q++) {
                 acc[i][q] = vfmaq_f32(acc[i][q], xo, wo[q]);
