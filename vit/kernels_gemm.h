@@ -1,9 +1,10 @@
 /* kernels_gemm.h — inside vitc's fp32 GEMM and the row kernels it shares
  * with the rest of the forward pass: the packed layout, one call's
- * arguments, and each instruction-set path's entry points (kernels_gemm.c
- * dispatches; kernels_gemm_avx2.c and kernels_gemm_avx512.c are compiled
- * for their instruction sets and called only on CPUs that have them).
- * Internal to the kernel layer.
+ * arguments, the GEMM driver every dtype runs (fp32, bf16, int8: gemm_run
+ * over a path's micro-kernel, gemm_tiles), and each instruction-set path's
+ * entry points (kernels_gemm.c dispatches; kernels_gemm_avx2.c and
+ * kernels_gemm_avx512.c are compiled for their instruction sets and called
+ * only on CPUs that have them). Internal to the kernel layer.
  *
  * The same bits on every path: an output element is
  *   s = 0; for k = 0 .. K-1 in order: s = fma(a[k], w[k], s)

@@ -1,5 +1,5 @@
 /* kernels_int8.h — inside the int8 kernels: the packed layouts and the
- * per-path panel kernels (kernels_int8.c dispatches; the AVX2, AVX-VNNI and
+ * per-path micro-kernels (kernels_int8.c dispatches; the AVX2, AVX-VNNI and
  * AVX-512 files, and the DotProd and I8MM code of kernels_int8_neon.c, are
  * compiled for their instruction sets and called only on CPUs that have
  * them). Internal to the kernel layer.

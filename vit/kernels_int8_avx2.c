@@ -1,4 +1,4 @@
-/* The int8 panel kernel for AVX2 (kernels_int8.h): vpmaddwd multiplies
+/* The int8 micro-kernel for AVX2 (kernels_int8.h): vpmaddwd multiplies
  * int16 pairs and adds each pair into int32, exactly, 16 products per
  * instruction (twice the multiply-adds of an fp32 FMA of the same width).
  * Compiled for AVX2 (AVX2_FN), called only when the CPU has it. */
