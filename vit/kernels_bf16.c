@@ -1,15 +1,11 @@
 /* The bf16 GEMM (kernels.h kernels_linear_bf16, kernels_bf16.h): packing,
- * rounding activations, splitting output panels over threads, choosing a
- * path, and the portable C path, the definition the others reproduce.
- * Compiled with -ffp-contract=off (CMakeLists.txt): its two-sum must not
- * be fused. */
-/* madvise and MADV_HUGEPAGE (Linux) beside the project's POSIX. */
-#define _DEFAULT_SOURCE
+ * rounding activations, choosing a path, and the portable C micro-kernel,
+ * the definition the others reproduce; the driver and the thread split are
+ * the fp32 GEMM's (kernels_gemm.c gemm_run). Compiled with
+ * -ffp-contract=off (CMakeLists.txt): its two-sum must not be fused. */
 #include "kernels_bf16.h"
 
-#include <omp.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 
 #include "kernels_parallel.h"
 
@@ -27,22 +23,13 @@ kernels_bmatrix *kernels_bmatrix_create(int rows, int cols) {
     kernels_bmatrix *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     *w = (kernels_bmatrix){rows, cols, (cols + 1) / 2 * 2, (rows + BPANEL - 1) / BPANEL, NULL, 0};
-    const size_t bytes = (kernels_bmatrix_bytes(w) + 63) / 64 * 64, huge = (size_t)2 << 20;
-    void *values = NULL;
-    /* Large matrices in 2 MiB pages where allowed (as kernels_fmatrix). */
-    if (bytes >= huge && posix_memalign(&values, huge, (bytes + huge - 1) / huge * huge) == 0) {
-#ifdef MADV_HUGEPAGE
-        madvise(values, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
-#endif
-    } else {
-        values = aligned_alloc(64, bytes);
-    }
-    if (!values) {
+    w->values = kernels_alloc_panels(kernels_bmatrix_bytes(w));
+    if (!w->values) {
         free(w);
         return NULL;
     }
-    memset(values, 0, bytes);
-    w->values = values;
+    /* Zeroed: the padding lanes and the odd column past cols must be. */
+    memset(w->values, 0, kernels_bmatrix_bytes(w));
     return w;
 }
 
@@ -131,8 +118,7 @@ void bf16_round_forward(uint16_t *binp, const float *inp, int rows, int cols,
 
 /* ------------------------------------------------------------ generic */
 
-/* One row's 16 columns of panel p through the epilogue. */
-static void generic_row_panel(const bgemm_call *g, int r, int p) {
+void bgemm_row_generic(const bgemm_call *g, int r, int p) {
     const uint16_t *a = g->inp + (size_t)r * g->kpad;
     const uint16_t *w = g->panels + (size_t)p * g->kpad * BPANEL;
     float acc[BPANEL] = {0};
@@ -148,65 +134,55 @@ static void generic_row_panel(const bgemm_call *g, int r, int p) {
             acc[c] = bf16_step(a0, y0, bf16_step(a1, y1, acc[c]));
         }
     }
-    const int j0 = p * BPANEL, here = g->n - j0 < BPANEL ? g->n - j0 : BPANEL;
-    float *out = g->out + (size_t)r * g->ldo;
-    const float *res = g->ep.residual ? g->ep.residual + (size_t)r * g->ldo : NULL;
-    for (int c = 0; c < here; c++) out[j0 + c] = gemm_epilogue(&g->ep, acc[c], j0 + c, res);
-    if (g->ep.act != KERNELS_ACT_NONE)
-        kernels_path_generic.act(out + j0, out + j0, (size_t)here, g->ep.act);
+    gemm_store_row(&g->d, r, p, acc);
 }
 
-void bgemm_panels_generic(const bgemm_call *g, int p0, int p1) {
-    for (int p = p0; p < p1; p++)
-        for (int r = 0; r < g->rows; r++) generic_row_panel(g, r, p);
-}
+#define ROW(m) bgemm_row_generic(call, r0, p)
+GEMM_TILE_FN(tile_generic, , 1, ROW)
+
+const gemm_tiles bgemm_tiles_generic = {tile_generic, 1, &kernels_path_generic};
 
 /* ------------------------------------------------------------ dispatch */
 
-static bgemm_panels_fn *path_of(kernels_isa isa) {
+static const gemm_tiles *path_of(kernels_isa isa) {
     switch (isa) {
-    case KERNELS_ISA_AVX512_BF16: return bgemm_panels_avx512bf16;
+    case KERNELS_ISA_AVX512_BF16: return &bgemm_tiles_avx512bf16;
     case KERNELS_ISA_AVX2:
     case KERNELS_ISA_AVX_VNNI:
     case KERNELS_ISA_AVX512:
-    case KERNELS_ISA_AVX512_VNNI: return bgemm_panels_avx2;
+    case KERNELS_ISA_AVX512_VNNI: return &bgemm_tiles_avx2;
     case KERNELS_ISA_NEON:
     case KERNELS_ISA_NEON_DOTPROD:
-    case KERNELS_ISA_NEON_I8MM: return bgemm_panels_neon;
-    default: return bgemm_panels_generic;
+    case KERNELS_ISA_NEON_I8MM: return &bgemm_tiles_neon;
+    default: return &bgemm_tiles_generic;
     }
 }
 
 const char *kernels_bf16_path(kernels_isa isa) {
-    bgemm_panels_fn *f = path_of(isa);
-    return f == bgemm_panels_avx512bf16 ? "avx512bf16 (vdpbf16ps)"
-           : f == bgemm_panels_avx2     ? "avx2 (fma)"
-           : f == bgemm_panels_neon     ? "neon (vfmaq)"
+    const gemm_tiles *t = path_of(isa);
+    return t == &bgemm_tiles_avx512bf16 ? "avx512bf16 (vdpbf16ps)"
+           : t == &bgemm_tiles_avx2     ? "avx2 (fma)"
+           : t == &bgemm_tiles_neon     ? "neon (vfmaq)"
                                         : "generic (C)";
-}
-
-/* Thread id of team's share: whole pairs of panels, as gemm_share. */
-static void bgemm_share(const bgemm_call *g, bgemm_panels_fn *run, int team, int id) {
-    const int panels = (g->n + BPANEL - 1) / BPANEL, pairs = (panels + 1) / 2;
-    const int first = 2 * (int)((long)pairs * id / team);
-    const int last = 2 * (int)((long)pairs * (id + 1) / team);
-    if (first < panels) run(g, first, last < panels ? last : panels);
 }
 
 void kernels_linear_bf16(float *out, int ldo, const uint16_t *binp, int rows,
                          const kernels_bmatrix *w, const kernels_epilogue *ep,
                          kernels_threads th) {
     static const kernels_epilogue plain = {0};
-    const bgemm_call g = {out, ldo, binp, rows, w->values, w->rows, w->kpad, ep ? *ep : plain};
-    bgemm_panels_fn *run = path_of(th.isa);
-    if (rows <= 0) return;
-    if (th.count <= 1) {
-        run(&g, 0, w->panels);
-    } else if (th.in_team) {
-        bgemm_share(&g, run, omp_get_num_threads(), omp_get_thread_num());
-#pragma omp barrier
-    } else {
-#pragma omp parallel num_threads(th.count)
-        bgemm_share(&g, run, omp_get_num_threads(), omp_get_thread_num());
-    }
+    const bgemm_call g = {{out, ldo, rows, w->rows, ep ? *ep : plain}, binp, w->values, w->kpad};
+    gemm_run(&g, path_of(th.isa), th);
 }
+
+/* The paths of another architecture: never chosen (kernels_isa_supported),
+ * kept linkable. */
+#if !defined(__x86_64__) && !defined(__i386__)
+const gemm_tiles bgemm_tiles_avx2 = {0}, bgemm_tiles_avx512bf16 = {0};
+
+void bf16_round_row_avx512bf16(uint16_t *dst, const float *x, int n) {
+    for (int k = 0; k < n; k++) dst[k] = bf16_round(x[k]);
+}
+#endif
+#if !defined(__aarch64__)
+const gemm_tiles bgemm_tiles_neon = {0};
+#endif

@@ -39,27 +39,34 @@ struct kernels_bmatrix {
 
 /* One bf16 GEMM: out [rows, n] = epilogue(inp [rows, kpad] x panels). */
 typedef struct bgemm_call {
-    float *out;
-    int ldo;
+    gemm_dest d;
     const uint16_t *inp; /* [rows][kpad] bf16 */
-    int rows;
     const uint16_t *panels;
-    int n, kpad;
-    kernels_epilogue ep;
+    int kpad;
 } bgemm_call;
 
-/* A path's GEMM over every row and panels p0 .. p1 - 1, epilogue and
- * activation included, on the calling thread. */
-typedef void bgemm_panels_fn(const bgemm_call *g, int p0, int p1);
+/* Each path's micro-kernel (kernels_gemm.h gemm_tiles) on a bgemm_call;
+ * the driver is gemm_drive, the fp32 GEMM's. */
+extern const gemm_tiles bgemm_tiles_generic;
+extern const gemm_tiles bgemm_tiles_avx2;       /* kernels_bf16_avx2.c */
+extern const gemm_tiles bgemm_tiles_avx512bf16; /* kernels_bf16_avx512.c */
+extern const gemm_tiles bgemm_tiles_neon;       /* kernels_bf16_neon.c */
 
-bgemm_panels_fn bgemm_panels_generic;
-bgemm_panels_fn bgemm_panels_avx2;       /* kernels_bf16_avx2.c */
-bgemm_panels_fn bgemm_panels_avx512bf16; /* kernels_bf16_avx512.c */
-bgemm_panels_fn bgemm_panels_neon;       /* kernels_bf16_neon.c */
+/* The C micro-kernel: row r of panel p through the epilogue, the
+ * definition's bits (the NEON tile's fallback). */
+void bgemm_row_generic(const bgemm_call *g, int r, int p);
 
 /* A row of n floats rounded as bf16_round into dst (vcvtne2ps2bf16, whose
  * rounding is bf16_round's: RNE, DAZ, NaN quieted); kernels_bf16_avx512.c. */
 void bf16_round_row_avx512bf16(uint16_t *dst, const float *x, int n);
+
+/* The two bf16 at a (an input pair: a[0] low, a[1] high) as one 32-bit
+ * word, which every vector tile broadcasts. */
+static inline uint32_t bf16_pair(const uint16_t *a) {
+    uint32_t pair;
+    memcpy(&pair, a, sizeof pair);
+    return pair;
+}
 
 static inline float bf16_f32(uint16_t h) {
     const uint32_t u = (uint32_t)h << 16;

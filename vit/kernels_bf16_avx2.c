@@ -8,29 +8,15 @@
  * a damaged file's subnormal weights) and the caller's MXCSR put back
  * before the epilogue. Compiled for AVX2 + FMA (AVX2_FN). */
 #if defined(__x86_64__) || defined(__i386__)
-#define AVX2_FN __attribute__((target("avx2,fma")))
-
 #include <immintrin.h>
 
 #include "kernels_bf16.h"
+#include "kernels_store.h" /* AVX2_FN, store8_avx2 */
 
 #define MR 4 /* rows of a tile: 8 accumulators + 4 weight vectors + 2 inputs */
 #define MXCSR_FTZ_DAZ 0x8040u
 
 #define INLINE static inline __attribute__((always_inline))
-
-/* Row r, columns j .. j + 7 of out from their sums (gemm_epilogue's order). */
-AVX2_FN INLINE void store_half(const bgemm_call *g, int r, int j, __m256 v) {
-    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(g->n - j), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    if (g->ep.scaled) v = _mm256_mul_ps(v, _mm256_set1_ps(g->ep.scale));
-    if (g->ep.bias) v = _mm256_add_ps(v, _mm256_maskload_ps(g->ep.bias + j, m));
-    if (g->ep.residual) {
-        const __m256 res = _mm256_maskload_ps(g->ep.residual + (size_t)r * g->ldo + j, m);
-        if (g->ep.gamma) v = _mm256_mul_ps(_mm256_maskload_ps(g->ep.gamma + j, m), v);
-        v = _mm256_add_ps(res, v);
-    }
-    _mm256_maskstore_ps(g->out + (size_t)r * g->ldo + j, m, v);
-}
 
 /* The even (low) and odd (high) bf16 of each 32-bit pair, as fp32. */
 AVX2_FN INLINE __m256 even_f32(__m256i v) { return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)); }
@@ -54,9 +40,7 @@ AVX2_FN INLINE void tile(const bgemm_call *g, int r0, const int mr, int p) {
         const __m256 e0 = even_f32(lo), o0 = odd_f32(lo), e1 = even_f32(hi), o1 = odd_f32(hi);
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++) {
-            int32_t pair;
-            memcpy(&pair, a + i * lda + 2 * k, sizeof pair);
-            const __m256i x = _mm256_set1_epi32(pair);
+            const __m256i x = _mm256_set1_epi32((int)bf16_pair(a + i * lda + 2 * k));
             const __m256 xe = even_f32(x), xo = odd_f32(x);
             acc[i][0] = _mm256_fmadd_ps(xe, e0, _mm256_fmadd_ps(xo, o0, acc[i][0]));
             acc[i][1] = _mm256_fmadd_ps(xe, e1, _mm256_fmadd_ps(xo, o1, acc[i][1]));
@@ -66,34 +50,15 @@ AVX2_FN INLINE void tile(const bgemm_call *g, int r0, const int mr, int p) {
     const int j0 = p * BPANEL;
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++) {
-        store_half(g, r0 + i, j0, acc[i][0]);
-        if (g->n > j0 + 8) store_half(g, r0 + i, j0 + 8, acc[i][1]);
+        store8_avx2(&g->d, r0 + i, j0, acc[i][0]);
+        if (g->d.n > j0 + 8) store8_avx2(&g->d, r0 + i, j0 + 8, acc[i][1]);
     }
 }
 
-AVX2_FN void bgemm_panels_avx2(const bgemm_call *g, int p0, int p1) {
-    for (int p = p0; p < p1; p++) {
-        for (int r0 = 0; r0 < g->rows; r0 += MR) {
-            switch (g->rows - r0 < MR ? g->rows - r0 : MR) {
-            case 1: tile(g, r0, 1, p); break;
-            case 2: tile(g, r0, 2, p); break;
-            case 3: tile(g, r0, 3, p); break;
-            default: tile(g, r0, MR, p);
-            }
-        }
-        if (g->ep.act == KERNELS_ACT_NONE) continue;
-        const int j0 = p * BPANEL, cols = g->n - j0 < BPANEL ? g->n - j0 : BPANEL;
-        for (int r = 0; r < g->rows; r++) {
-            float *row = g->out + (size_t)r * g->ldo + j0;
-            kernels_path_avx2.act(row, row, (size_t)cols, g->ep.act);
-        }
-    }
-}
+/* The micro-kernel: one panel, up to MR rows. */
+#define TILE(m) tile(call, r0, m, p)
+GEMM_TILE_FN(tile_avx2, AVX2_FN, 4, TILE)
 
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
+const gemm_tiles bgemm_tiles_avx2 = {tile_avx2, 1, &kernels_path_avx2};
 
-#include "kernels_bf16.h"
-
-void bgemm_panels_avx2(const bgemm_call *g, int p0, int p1) { bgemm_panels_generic(g, p0, p1); }
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_bf16.c's stand-ins */

@@ -16,6 +16,7 @@
 #include <arm_neon.h>
 
 #include "kernels_bf16.h"
+#include "kernels_store.h" /* store16_neon */
 
 #define MR 4
 
@@ -34,16 +35,6 @@ INLINE float32x4_t odd_f32(uint32x4_t v) { return daz(vandq_u32(v, vdupq_n_u32(0
 INLINE uint32x4_t tiny(float32x4_t r) {
     const uint32x4_t m = vandq_u32(vreinterpretq_u32_f32(r), vdupq_n_u32(0x7fffffffu));
     return vcltq_u32(vsubq_u32(m, vdupq_n_u32(1)), vdupq_n_u32(0x00800000u));
-}
-
-/* Row r's columns of panel p from acc[0..3] through the epilogue. */
-INLINE void store(const bgemm_call *g, int r, int p, const float32x4_t acc[4]) {
-    const int j0 = p * BPANEL, here = g->n - j0 < BPANEL ? g->n - j0 : BPANEL;
-    float *out = g->out + (size_t)r * g->ldo + j0;
-    const float *res = g->ep.residual ? g->ep.residual + (size_t)r * g->ldo : NULL;
-    float sums[BPANEL];
-    for (int q = 0; q < 4; q++) vst1q_f32(sums + 4 * q, acc[q]);
-    for (int c = 0; c < here; c++) out[c] = gemm_epilogue(&g->ep, sums[c], j0 + c, res);
 }
 
 /* Rows r0 .. r0 + mr - 1 of panel p; 0 when a sum met the flush range
@@ -65,9 +56,7 @@ INLINE int tile(const bgemm_call *g, int r0, const int mr, int p) {
         }
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++) {
-            uint32_t pair;
-            memcpy(&pair, a + i * lda + 2 * k, sizeof pair);
-            const uint32x4_t x = vdupq_n_u32(pair);
+            const uint32x4_t x = vdupq_n_u32(bf16_pair(a + i * lda + 2 * k));
             const float32x4_t xe = even_f32(x), xo = odd_f32(x);
             for (int q = 0; q < 4; q++) {
                 acc[i][q] = vfmaq_f32(acc[i][q], xo, wo[q]);
@@ -78,39 +67,21 @@ INLINE int tile(const bgemm_call *g, int r0, const int mr, int p) {
         }
     }
     if (vmaxvq_u32(met)) return 0;
-    for (int i = 0; i < mr; i++) store(g, r0 + i, p, acc[i]);
+    for (int i = 0; i < mr; i++) store16_neon(&g->d, r0 + i, p, acc[i]);
     return 1;
 }
 
-void bgemm_panels_neon(const bgemm_call *g, int p0, int p1) {
-    for (int p = p0; p < p1; p++) {
-        for (int r0 = 0; r0 < g->rows; r0 += MR) {
-            const int mr = g->rows - r0 < MR ? g->rows - r0 : MR;
-            const int done = mr == 1 ? tile(g, r0, 1, p) : mr == 2 ? tile(g, r0, 2, p)
-                           : mr == 3 ? tile(g, r0, 3, p) : tile(g, r0, MR, p);
-            if (!done) { /* the C path, on these rows alone (its bits) */
-                bgemm_call sub = *g;
-                sub.inp = g->inp + (size_t)r0 * g->kpad;
-                sub.out = g->out + (size_t)r0 * g->ldo;
-                sub.ep.residual = g->ep.residual ? g->ep.residual + (size_t)r0 * g->ldo : NULL;
-                sub.ep.act = KERNELS_ACT_NONE;
-                sub.rows = mr;
-                bgemm_panels_generic(&sub, p, p + 1);
-            }
-        }
-        if (g->ep.act == KERNELS_ACT_NONE) continue;
-        const int j0 = p * BPANEL, cols = g->n - j0 < BPANEL ? g->n - j0 : BPANEL;
-        for (int r = 0; r < g->rows; r++) {
-            float *row = g->out + (size_t)r * g->ldo + j0;
-            kernels_path_neon.act(row, row, (size_t)cols, g->ep.act);
-        }
-    }
+/* A tile whose sums met the flush range again by the C path, row by row
+ * (its bits). */
+INLINE void tile_or_c(const bgemm_call *g, int r0, const int mr, int p) {
+    if (!tile(g, r0, mr, p))
+        for (int r = r0; r < r0 + mr; r++) bgemm_row_generic(g, r, p);
 }
 
-#else /* not aarch64: never chosen, kept linkable */
+/* The micro-kernel: one panel, tiles of up to MR rows. */
+#define TILE(m) tile_or_c(call, r0, m, p)
+GEMM_TILE_FN(tile_neon, , 4, TILE)
 
-#include "kernels_bf16.h"
+const gemm_tiles bgemm_tiles_neon = {tile_neon, 1, &kernels_path_neon};
 
-void bgemm_panels_neon(const bgemm_call *g, int p0, int p1) { bgemm_panels_generic(g, p0, p1); }
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_bf16.c's stand-ins */

@@ -1,8 +1,10 @@
 /* vitc's fp32 GEMM (kernels.h kernels_linear): packing weights into
- * panels, splitting output panels over threads, choosing a path, and the
- * portable C path. Compiled with -ffp-contract=off (CMakeLists.txt) like
- * the AVX2 and AVX-512 files: every multiply-add that is fused is an fmaf
- * or an FMA instruction, written out, in every path alike. */
+ * panels, the one GEMM driver of every dtype (gemm_drive: tiles, threads,
+ * activation; kernels_bf16.c and kernels_int8.c run it on their own
+ * micro-kernels), choosing a path, and the portable C micro-kernel.
+ * Compiled with -ffp-contract=off (CMakeLists.txt) like the AVX2 and
+ * AVX-512 files: every multiply-add that is fused is an fmaf or an FMA
+ * instruction, written out, in every path alike. */
 /* madvise and MADV_HUGEPAGE (Linux) beside the project's POSIX. */
 #define _DEFAULT_SOURCE
 #include "kernels_gemm.h"
@@ -17,6 +19,22 @@
 #include "kernels_parallel.h"
 #include "kernels_rows.h"
 
+void *kernels_alloc_panels(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    bytes = (bytes + 63) / 64 * 64;
+    void *values = NULL;
+    /* A large matrix in 2 MiB pages where the kernel allows (transparent
+     * huge pages in madvise mode): a 4 KiB page fault per 1024 weights was
+     * half of a ViT-Base's load time on the VMs here. */
+    if (bytes >= huge && posix_memalign(&values, huge, (bytes + huge - 1) / huge * huge) == 0) {
+#ifdef MADV_HUGEPAGE
+        madvise(values, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
+#endif
+        return values;
+    }
+    return aligned_alloc(64, bytes);
+}
+
 kernels_fmatrix *kernels_fmatrix_create(int rows, int cols) {
     if (rows <= 0 || cols <= 0) return NULL;
     kernels_fmatrix *w = calloc(1, sizeof *w);
@@ -26,20 +44,7 @@ kernels_fmatrix *kernels_fmatrix_create(int rows, int cols) {
     w->panels = (rows + FPANEL - 1) / FPANEL;
     /* Not zeroed as a whole (kernels_alloc_floats would): set() writes
      * every value, so only the last panel's lanes past rows are zeroed. */
-    const size_t floats = (size_t)w->panels * FPANEL * (size_t)cols;
-    const size_t huge = (size_t)2 << 20, bytes = (floats * sizeof(float) + 63) / 64 * 64;
-    void *values = NULL;
-    /* A large matrix in 2 MiB pages where the kernel allows (transparent
-     * huge pages in madvise mode): a 4 KiB page fault per 1024 weights was
-     * half of a ViT-Base's load time on the VMs here. */
-    if (bytes >= huge && posix_memalign(&values, huge, (bytes + huge - 1) / huge * huge) == 0) {
-#ifdef MADV_HUGEPAGE
-        madvise(values, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE);
-#endif
-    } else {
-        values = aligned_alloc(64, bytes);
-    }
-    w->values = values;
+    w->values = kernels_alloc_panels(kernels_fmatrix_bytes(w));
     if (!w->values) {
         free(w);
         return NULL;
@@ -119,32 +124,67 @@ static void pack_columns(float *dst, const float *b, size_t ldb, int K, int N) {
     }
 }
 
+/* ------------------------------------------------------------ driver */
+
+void gemm_drive(const void *call, const gemm_tiles *t, int p0, int p1) {
+    const gemm_dest *d = call; /* every call struct starts with its gemm_dest */
+    for (int p = p0; p < p1; p += t->np) {
+        const int np = p1 - p < t->np ? p1 - p : t->np;
+        t->tile(call, 0, d->rows, p, np);
+        if (d->ep.act == KERNELS_ACT_NONE) continue;
+        /* After the panels' every row: the tiles' stores are still in L1. */
+        const int j0 = p * FPANEL, cols = d->n - j0 < np * FPANEL ? d->n - j0 : np * FPANEL;
+        for (int r = 0; r < d->rows; r++) {
+            float *row = d->out + (size_t)r * d->ldo + j0;
+            t->rows->act(row, row, (size_t)cols, d->ep.act);
+        }
+    }
+}
+
+/* Thread id of team's share of the panels. */
+static void gemm_share(const void *call, const gemm_tiles *t, int team, int id) {
+    const gemm_dest *d = call;
+    const int panels = (d->n + FPANEL - 1) / FPANEL, pairs = (panels + 1) / 2;
+    const int first = 2 * (int)((long)pairs * id / team);
+    const int last = 2 * (int)((long)pairs * (id + 1) / team);
+    if (first < panels) gemm_drive(call, t, first, last < panels ? last : panels);
+}
+
+void gemm_run(const void *call, const gemm_tiles *t, kernels_threads th) {
+    const gemm_dest *d = call;
+    if (d->rows <= 0) return;
+    if (th.count <= 1) {
+        gemm_drive(call, t, 0, (d->n + FPANEL - 1) / FPANEL);
+    } else if (th.in_team) {
+        gemm_share(call, t, omp_get_num_threads(), omp_get_thread_num());
+#pragma omp barrier
+    } else {
+#pragma omp parallel num_threads(th.count)
+        gemm_share(call, t, omp_get_num_threads(), omp_get_thread_num());
+    }
+}
+
 /* ------------------------------------------------------------ generic */
 
 /* One row's 16 columns of panel p, stored through the epilogue; a row at
  * a time, each element its own chain of fmaf over k. */
-static void generic_row_panel(const gemm_call *g, int r, int p) {
+static void generic_row(const gemm_call *g, int r, int p) {
     const float *a = g->inp + (size_t)r * g->lda;
     const float *w = g->panels + (size_t)p * g->k * FPANEL;
     float acc[FPANEL] = {0};
     for (int k = 0; k < g->k; k++)
         for (int c = 0; c < FPANEL; c++) acc[c] = fmaf(a[k], w[(size_t)k * FPANEL + c], acc[c]);
-    const int j0 = p * FPANEL, here = g->n - j0 < FPANEL ? g->n - j0 : FPANEL;
-    float *out = g->out + (size_t)r * g->ldo;
-    const float *res = g->ep.residual ? g->ep.residual + (size_t)r * g->ldo : NULL;
-    for (int c = 0; c < here; c++) out[j0 + c] = gemm_epilogue(&g->ep, acc[c], j0 + c, res);
-    if (g->ep.act != KERNELS_ACT_NONE) rows_act(out + j0, out + j0, (size_t)here, g->ep.act);
+    gemm_store_row(&g->d, r, p, acc);
 }
 
-static void gemm_panels_generic(const gemm_call *g, int p0, int p1) {
-    for (int p = p0; p < p1; p++)
-        for (int r = 0; r < g->rows; r++) generic_row_panel(g, r, p);
-}
+#define ROW(m) generic_row(call, r0, p)
+GEMM_TILE_FN(generic_tile, , 1, ROW)
 
 ROWS_DEFINE_ELEMENTWISE(generic, )
 ROWS_DEFINE_REDUCTIONS(generic, )
 
-const kernels_path kernels_path_generic = {gemm_panels_generic, act_generic, gelu_backward_generic,
+const kernels_path kernels_path_generic = {{generic_tile, 1, &kernels_path_generic},
+                                           act_generic, gelu_backward_generic,
                                            layernorm_generic, softmax_generic};
 
 const kernels_path *kernels_path_of(kernels_isa isa) {
@@ -161,37 +201,11 @@ const kernels_path *kernels_path_of(kernels_isa isa) {
     }
 }
 
-/* ------------------------------------------------------------ threads */
-
-/* Thread id of team's share: whole pairs of panels (an AVX-512 tile's
- * width), contiguous, as even as they split. */
-static void gemm_share(const gemm_call *g, gemm_panels_fn *run, int team, int id) {
-    const int panels = (g->n + FPANEL - 1) / FPANEL, pairs = (panels + 1) / 2;
-    const int first = 2 * (int)((long)pairs * id / team);
-    const int last = 2 * (int)((long)pairs * (id + 1) / team);
-    if (first < panels) run(g, first, last < panels ? last : panels);
-}
-
-/* g on th's threads (kernels_linear's split). */
-static void gemm_run(const gemm_call *g, kernels_threads th) {
-    gemm_panels_fn *run = kernels_path_of(th.isa)->gemm;
-    if (g->rows <= 0) return;
-    if (th.count <= 1) {
-        run(g, 0, (g->n + FPANEL - 1) / FPANEL);
-    } else if (th.in_team) {
-        gemm_share(g, run, omp_get_num_threads(), omp_get_thread_num());
-#pragma omp barrier
-    } else {
-#pragma omp parallel num_threads(th.count)
-        gemm_share(g, run, omp_get_num_threads(), omp_get_thread_num());
-    }
-}
-
 void kernels_linear(float *out, int ldo, const float *inp, int lda, int rows,
                     const kernels_fmatrix *w, const kernels_epilogue *ep, kernels_threads th) {
     static const kernels_epilogue plain = {0};
-    const gemm_call g = {out, ldo, inp, lda, rows, w->values, w->rows, w->cols, ep ? *ep : plain};
-    gemm_run(&g, th);
+    const gemm_call g = {{out, ldo, rows, w->rows, ep ? *ep : plain}, inp, lda, w->values, w->cols};
+    gemm_run(&g, &kernels_path_of(th.isa)->gemm, th);
 }
 
 size_t kernels_matmul_scratch_floats(int K, int N) {
@@ -201,8 +215,8 @@ size_t kernels_matmul_scratch_floats(int K, int N) {
 void kernels_matmul(float *out, int ldo, const float *a, int lda, int rows, const float *b, int ldb,
                     int K, int N, float *scratch, kernels_threads th) {
     pack_columns(scratch, b, (size_t)ldb, K, N);
-    const gemm_call g = {out, ldo, a, lda, rows, scratch, N, K, {0}};
-    gemm_run(&g, th);
+    const gemm_call g = {{out, ldo, rows, N, {0}}, a, lda, scratch, K};
+    gemm_run(&g, &kernels_path_of(th.isa)->gemm, th);
 }
 
 /* Elementwise work in chunks of 4096 floats (whole vectors on every
@@ -294,13 +308,13 @@ static void attention_task(const attention_job *a, int task, float *mine) {
                     __builtin_prefetch(image + dh + t * ld + 2 * D + d, 0, 2);
                 }
     }
-    const gemm_call s = {scores, T, image + first * ld, (int)ld, rows, kp, T, dh,
-                         {.scaled = 1, .scale = 1.0f / sqrtf((float)dh)}};
-    path->gemm(&s, 0, (T + FPANEL - 1) / FPANEL);
+    const gemm_call s = {{scores, T, rows, T, {.scaled = 1, .scale = 1.0f / sqrtf((float)dh)}},
+                         image + first * ld, (int)ld, kp, dh};
+    gemm_drive(&s, &path->gemm, 0, (T + FPANEL - 1) / FPANEL);
     for (int i = 0; i < rows; i++) path->softmax(scores + (size_t)i * T, T);
-    const gemm_call o = {a->out + ((size_t)b * T + first) * D + (size_t)h * dh, D, scores, T, rows,
-                         vp, dh, T, {0}};
-    path->gemm(&o, 0, (dh + FPANEL - 1) / FPANEL);
+    const gemm_call o = {{a->out + ((size_t)b * T + first) * D + (size_t)h * dh, D, rows, dh, {0}},
+                         scores, T, vp, T};
+    gemm_drive(&o, &path->gemm, 0, (dh + FPANEL - 1) / FPANEL);
 }
 
 /* The tasks of a team's thread `id`, as an orphaned omp for ending with
@@ -333,3 +347,12 @@ void attention_forward_vitc(float *out, float *att, const float *qkv, int batch,
         attention_share(&a, tasks, omp_get_thread_num());
     }
 }
+
+/* The paths of another architecture: never chosen (kernels_isa_supported),
+ * kept linkable. */
+#if !defined(__x86_64__) && !defined(__i386__)
+const kernels_path kernels_path_avx2 = {0}, kernels_path_avx512 = {0};
+#endif
+#if !defined(__aarch64__)
+const kernels_path kernels_path_neon = {0};
+#endif

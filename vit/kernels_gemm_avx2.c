@@ -4,39 +4,15 @@
  * (AVX2_FN), called only when the CPU has both; each element's chain is
  * that of the C path, fma for fmaf. */
 #if defined(__x86_64__) || defined(__i386__)
-/* Every function here is compiled for the instruction set (gcc and clang
- * alike; clang ignores gcc's target pragma). */
-#define AVX2_FN __attribute__((target("avx2,fma")))
-
 #include <immintrin.h>
 
 #include "kernels_gemm.h"
 #include "kernels_rows.h"
+#include "kernels_store.h" /* AVX2_FN, store8_avx2 */
 
 #define MR 6 /* rows of a tile: 12 accumulators + 2 weight vectors of 16 */
 
 #define INLINE static inline __attribute__((always_inline))
-
-/* The lanes of a half panel (8 columns from j) that exist, as maskload
- * wants them: all ones in a lane that does. */
-AVX2_FN INLINE __m256i half_mask(const gemm_call *g, int j) {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(g->n - j), lane);
-}
-
-/* Row r, columns j .. j + 7 of out from their sums: gemm_epilogue lane by
- * lane, in its order. */
-AVX2_FN INLINE void store_half(const gemm_call *g, int r, int j, __m256 v) {
-    const __m256i m = half_mask(g, j);
-    if (g->ep.scaled) v = _mm256_mul_ps(v, _mm256_set1_ps(g->ep.scale));
-    if (g->ep.bias) v = _mm256_add_ps(v, _mm256_maskload_ps(g->ep.bias + j, m));
-    if (g->ep.residual) {
-        const __m256 res = _mm256_maskload_ps(g->ep.residual + (size_t)r * g->ldo + j, m);
-        if (g->ep.gamma) v = _mm256_mul_ps(_mm256_maskload_ps(g->ep.gamma + j, m), v);
-        v = _mm256_add_ps(res, v);
-    }
-    _mm256_maskstore_ps(g->out + (size_t)r * g->ldo + j, m, v);
-}
 
 /* Rows r0 .. r0 + mr - 1 x panel p: mr is a constant where this is
  * inlined, so the accumulators stay in registers. */
@@ -61,8 +37,8 @@ AVX2_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p) {
     const int j0 = p * FPANEL;
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++) {
-        store_half(g, r0 + i, j0, acc[i][0]);
-        if (g->n > j0 + 8) store_half(g, r0 + i, j0 + 8, acc[i][1]);
+        store8_avx2(&g->d, r0 + i, j0, acc[i][0]);
+        if (g->d.n > j0 + 8) store8_avx2(&g->d, r0 + i, j0 + 8, acc[i][1]);
     }
 }
 
@@ -78,17 +54,7 @@ AVX2_FN INLINE __m256 v_exp(__m256 x) {
     const __m256 over = _mm256_cmp_ps(x, _mm256_set1_ps(EXP_HI), _CMP_GT_OQ);
     x = _mm256_blendv_ps(x, _mm256_set1_ps(EXP_HI), over);
     x = _mm256_blendv_ps(x, _mm256_set1_ps(EXP_LO), under);
-    const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(EXP_LOG2E), _mm256_set1_ps(EXP_SHIFT));
-    const __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(EXP_SHIFT));
-    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-EXP_LN2_HI), x);
-    r = _mm256_fmadd_ps(n, _mm256_set1_ps(-EXP_LN2_LO), r);
-    __m256 p = _mm256_set1_ps(EXP_C6);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C5));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_C2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    ROWS_EXP_STEPS(__m256, _mm256_fmadd_ps, _mm256_sub_ps, _mm256_set1_ps, x, t, p)
     const __m256i bits = _mm256_slli_epi32(
         _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32((int)EXP_BIAS)), 23);
     return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
@@ -188,32 +154,11 @@ AVX2_FN static void layernorm_v256(float *out, float *mean, float *rstd, const f
     if (rstd) *rstd = s;
 }
 
-AVX2_FN static void gemm_panels_avx2(const gemm_call *g, int p0, int p1) {
-    for (int p = p0; p < p1; p++) {
-        for (int r0 = 0; r0 < g->rows; r0 += MR) {
-            switch (g->rows - r0 < MR ? g->rows - r0 : MR) {
-            case 1: tile(g, r0, 1, p); break;
-            case 2: tile(g, r0, 2, p); break;
-            case 3: tile(g, r0, 3, p); break;
-            case 4: tile(g, r0, 4, p); break;
-            case 5: tile(g, r0, 5, p); break;
-            default: tile(g, r0, MR, p);
-            }
-        }
-        if (g->ep.act == KERNELS_ACT_NONE) continue;
-        const int j0 = p * FPANEL, cols = g->n - j0 < FPANEL ? g->n - j0 : FPANEL;
-        for (int r = 0; r < g->rows; r++) act_avx2(g->out + (size_t)r * g->ldo + j0, g->out + (size_t)r * g->ldo + j0, (size_t)cols,
-                   g->ep.act);
-    }
-}
+/* The micro-kernel: one panel, up to MR rows. */
+#define TILE(m) tile(call, r0, m, p)
+GEMM_TILE_FN(tile_avx2, AVX2_FN, 6, TILE)
 
-const kernels_path kernels_path_avx2 = {gemm_panels_avx2, act_avx2, gelu_backward_avx2, layernorm_v256,
-                                        softmax_v256};
+const kernels_path kernels_path_avx2 = {{tile_avx2, 1, &kernels_path_avx2}, act_avx2,
+                                        gelu_backward_avx2, layernorm_v256, softmax_v256};
 
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_gemm.h"
-
-const kernels_path kernels_path_avx2 = {0};
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_gemm.c's stand-ins */

@@ -4,43 +4,15 @@
  * (AVX512_FN), called only when the CPU has it; each element's chain is
  * that of the C path, fma for fmaf. */
 #if defined(__x86_64__) || defined(__i386__)
-/* Every function here is compiled for the instruction set (gcc and clang
- * alike; clang ignores gcc's target pragma). */
-#ifdef __clang__ /* clang drops a target attribute naming prefer-vector-width */
-#define AVX512_FN __attribute__((target("avx512f,avx2,fma")))
-#else
-#define AVX512_FN __attribute__((target("avx512f,avx2,fma,prefer-vector-width=512")))
-#endif
-
 #include <immintrin.h>
 
 #include "kernels_gemm.h"
 #include "kernels_rows.h"
+#include "kernels_store.h" /* AVX512_FN, store16_avx512 */
 
 #define MR 12 /* rows of a tile: 24 accumulators + 2 weight vectors of 32 */
 
 #define INLINE static inline __attribute__((always_inline))
-
-/* Mask of the columns of panel p that exist (a last panel may be part). */
-AVX512_FN INLINE __mmask16 panel_mask(const gemm_call *g, int p) {
-    const int here = g->n - p * FPANEL;
-    return here >= FPANEL ? (__mmask16)0xffff : (__mmask16)((1u << here) - 1);
-}
-
-/* Row r, panel p of out from its sum: the epilogue of gemm_epilogue, lane
- * by lane, in its order. */
-AVX512_FN INLINE void store(const gemm_call *g, int r, int p, __m512 v) {
-    const __mmask16 m = panel_mask(g, p);
-    const int j0 = p * FPANEL;
-    if (g->ep.scaled) v = _mm512_mul_ps(v, _mm512_set1_ps(g->ep.scale));
-    if (g->ep.bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, g->ep.bias + j0));
-    if (g->ep.residual) {
-        const __m512 res = _mm512_maskz_loadu_ps(m, g->ep.residual + (size_t)r * g->ldo + j0);
-        if (g->ep.gamma) v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, g->ep.gamma + j0), v);
-        v = _mm512_add_ps(res, v);
-    }
-    _mm512_mask_storeu_ps(g->out + (size_t)r * g->ldo + j0, m, v);
-}
 
 /* Rows r0 .. r0 + mr - 1 x panels p .. p + np - 1 (np 1 or 2): mr and np
  * are constants where this is inlined, so the accumulators stay in
@@ -65,17 +37,8 @@ AVX512_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p, cons
     }
 #pragma GCC unroll 12
     for (int i = 0; i < mr; i++)
-        for (int q = 0; q < np; q++) store(g, r0 + i, p + q, acc[i][q]);
+        for (int q = 0; q < np; q++) store16_avx512(&g->d, r0 + i, p + q, acc[i][q]);
 }
-
-#define TILE_CASE(n, np) \
-    case n: tile(g, r0, n, p, np); break;
-#define TILE_SWITCH(mr, np)                                                               \
-    switch (mr) {                                                                         \
-        TILE_CASE(1, np) TILE_CASE(2, np) TILE_CASE(3, np) TILE_CASE(4, np)               \
-        TILE_CASE(5, np) TILE_CASE(6, np) TILE_CASE(7, np) TILE_CASE(8, np)               \
-        TILE_CASE(9, np) TILE_CASE(10, np) TILE_CASE(11, np) default: tile(g, r0, MR, p, np); \
-    }
 
 ROWS_DEFINE_ELEMENTWISE(avx512, AVX512_FN)
 
@@ -89,17 +52,7 @@ AVX512_FN INLINE __m512 v_exp(__m512 x) {
     const __mmask16 over = _mm512_cmp_ps_mask(x, _mm512_set1_ps(EXP_HI), _CMP_GT_OQ);
     x = _mm512_mask_blend_ps(over, x, _mm512_set1_ps(EXP_HI));
     x = _mm512_mask_blend_ps(under, x, _mm512_set1_ps(EXP_LO));
-    const __m512 t = _mm512_fmadd_ps(x, _mm512_set1_ps(EXP_LOG2E), _mm512_set1_ps(EXP_SHIFT));
-    const __m512 n = _mm512_sub_ps(t, _mm512_set1_ps(EXP_SHIFT));
-    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-EXP_LN2_HI), x);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(-EXP_LN2_LO), r);
-    __m512 p = _mm512_set1_ps(EXP_C6);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C5));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_C2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    ROWS_EXP_STEPS(__m512, _mm512_fmadd_ps, _mm512_sub_ps, _mm512_set1_ps, x, t, p)
     const __m512i bits = _mm512_slli_epi32(
         _mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32((int)EXP_BIAS)), 23);
     return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(bits));
@@ -185,31 +138,11 @@ AVX512_FN static void layernorm_v512(float *out, float *mean, float *rstd, const
     if (rstd) *rstd = s;
 }
 
-AVX512_FN static void gemm_panels_avx512(const gemm_call *g, int p0, int p1) {
-    for (int p = p0; p < p1; p += 2) {
-        const int np = p1 - p >= 2 ? 2 : 1;
-        for (int r0 = 0; r0 < g->rows; r0 += MR) {
-            const int mr = g->rows - r0 < MR ? g->rows - r0 : MR;
-            if (np == 2) {
-                TILE_SWITCH(mr, 2)
-            } else {
-                TILE_SWITCH(mr, 1)
-            }
-        }
-        if (g->ep.act == KERNELS_ACT_NONE) continue;
-        const int j0 = p * FPANEL, cols = g->n - j0 < np * FPANEL ? g->n - j0 : np * FPANEL;
-        for (int r = 0; r < g->rows; r++) act_avx512(g->out + (size_t)r * g->ldo + j0, g->out + (size_t)r * g->ldo + j0, (size_t)cols,
-                   g->ep.act);
-    }
-}
+/* The micro-kernel: up to MR rows x one or two panels. */
+#define TILE(m) (np == 2 ? tile(call, r0, m, p, 2) : tile(call, r0, m, p, 1))
+GEMM_TILE_FN(tile_avx512, AVX512_FN, 12, TILE)
 
-const kernels_path kernels_path_avx512 = {gemm_panels_avx512, act_avx512, gelu_backward_avx512,
-                                          layernorm_v512, softmax_v512};
+const kernels_path kernels_path_avx512 = {{tile_avx512, 2, &kernels_path_avx512}, act_avx512,
+                                          gelu_backward_avx512, layernorm_v512, softmax_v512};
 
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_gemm.h"
-
-const kernels_path kernels_path_avx512 = {0};
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_gemm.c's stand-ins */

@@ -10,36 +10,11 @@
 
 #include "kernels_gemm.h"
 #include "kernels_rows.h"
+#include "kernels_store.h" /* store16_neon */
 
 #define MR 6 /* rows of a tile: 24 accumulators + 4 weight vectors */
 
 #define INLINE static inline __attribute__((always_inline))
-
-/* Row r's columns of panel p from their sums acc[0..3], through the
- * epilogue (gemm_epilogue's order, lane by lane); a part panel through
- * the scalar epilogue. */
-INLINE void store(const gemm_call *g, int r, int p, const float32x4_t acc[4]) {
-    const int j0 = p * FPANEL, here = g->n - j0 < FPANEL ? g->n - j0 : FPANEL;
-    float *out = g->out + (size_t)r * g->ldo + j0;
-    const float *res = g->ep.residual ? g->ep.residual + (size_t)r * g->ldo : NULL;
-    if (here < FPANEL) {
-        float sums[FPANEL];
-        for (int q = 0; q < 4; q++) vst1q_f32(sums + 4 * q, acc[q]);
-        for (int c = 0; c < here; c++) out[c] = gemm_epilogue(&g->ep, sums[c], j0 + c, res);
-        return;
-    }
-    for (int q = 0; q < 4; q++) {
-        float32x4_t v = acc[q];
-        const int j = j0 + 4 * q;
-        if (g->ep.scaled) v = vmulq_n_f32(v, g->ep.scale);
-        if (g->ep.bias) v = vaddq_f32(v, vld1q_f32(g->ep.bias + j));
-        if (res) {
-            if (g->ep.gamma) v = vmulq_f32(vld1q_f32(g->ep.gamma + j), v);
-            v = vaddq_f32(vld1q_f32(res + j), v);
-        }
-        vst1q_f32(out + 4 * q, v);
-    }
-}
 
 /* Rows r0 .. r0 + mr - 1 of panel p: mr is a constant where this is
  * inlined, so the accumulators stay in registers. */
@@ -65,40 +40,17 @@ INLINE void tile(const gemm_call *g, int r0, const int mr, int p) {
         }
     }
 #pragma GCC unroll 6
-    for (int i = 0; i < mr; i++) store(g, r0 + i, p, acc[i]);
+    for (int i = 0; i < mr; i++) store16_neon(&g->d, r0 + i, p, acc[i]);
 }
 
 ROWS_DEFINE_ELEMENTWISE(neon, )
 ROWS_DEFINE_REDUCTIONS(neon, )
 
-static void gemm_panels_neon(const gemm_call *g, int p0, int p1) {
-    for (int p = p0; p < p1; p++) {
-        for (int r0 = 0; r0 < g->rows; r0 += MR) {
-            switch (g->rows - r0 < MR ? g->rows - r0 : MR) {
-            case 1: tile(g, r0, 1, p); break;
-            case 2: tile(g, r0, 2, p); break;
-            case 3: tile(g, r0, 3, p); break;
-            case 4: tile(g, r0, 4, p); break;
-            case 5: tile(g, r0, 5, p); break;
-            default: tile(g, r0, MR, p);
-            }
-        }
-        if (g->ep.act == KERNELS_ACT_NONE) continue;
-        const int j0 = p * FPANEL, cols = g->n - j0 < FPANEL ? g->n - j0 : FPANEL;
-        for (int r = 0; r < g->rows; r++) {
-            float *row = g->out + (size_t)r * g->ldo + j0;
-            act_neon(row, row, (size_t)cols, g->ep.act);
-        }
-    }
-}
+/* The micro-kernel: one panel, up to MR rows. */
+#define TILE(m) tile(call, r0, m, p)
+GEMM_TILE_FN(tile_neon, , 6, TILE)
 
-const kernels_path kernels_path_neon = {gemm_panels_neon, act_neon, gelu_backward_neon,
-                                        layernorm_neon, softmax_neon};
+const kernels_path kernels_path_neon = {{tile_neon, 1, &kernels_path_neon}, act_neon,
+                                        gelu_backward_neon, layernorm_neon, softmax_neon};
 
-#else /* not aarch64: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_gemm.h"
-
-const kernels_path kernels_path_neon = {0};
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_gemm.c's stand-ins */

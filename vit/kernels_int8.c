@@ -1,5 +1,6 @@
 /* The int8 kernels (kernels.h): choosing a path, packing weights, dynamic
- * activation quantisation, and the portable C panel kernels. Compiled with
+ * activation quantisation, and the portable C micro-kernels (the driver
+ * is the fp32 GEMM's, kernels_gemm.c gemm_run). Compiled with
  * -ffp-contract=off (CMakeLists.txt), as are the AVX2, AVX-VNNI and AVX-512
  * files, so the one fused multiply-add per group (kernels_int8.h) is
  * written out (fmaf here, an FMA instruction there) and no path fuses
@@ -446,100 +447,105 @@ void quantize_forward(void *qinp, float *inp_scale, const float *inp, int rows, 
     });
 }
 
-/* The activation over rows r0 .. r0 + rows - 1, columns first .. first + n - 1 of out,
- * on a path's row kernels (kernels_act_forward's bits on every path). */
-void qmatmul_act(const qmatmul_call *c, const kernels_path *path, int r0, int rows, int first,
-                 int n) {
-    if (c->act == KERNELS_ACT_NONE || n <= 0) return;
-    for (int r = r0; r < r0 + rows; r++) {
-        float *row = c->out + (size_t)r * c->ldo + first;
-        path->act(row, row, (size_t)n, c->act);
-    }
-}
-
 /* Columns of panel p that exist (a last panel may be part). */
 static int panel_width(const kernels_qmatrix *w, int p) {
     const int here = w->rows - p * QPANEL;
     return here < QPANEL ? here : QPANEL;
 }
 
-static void panel_generic(const qmatmul_call *c, int panel) {
-    const kernels_qmatrix *w = c->w;
-    const int pairs = w->kgroup / 2, first = panel * QPANEL, here = panel_width(w, panel);
-    const int16_t *panel_values = (const int16_t *)w->values + (size_t)panel * w->kpad * QPANEL;
-    const float *panel_scales = w->scales + (size_t)panel * w->groups * QPANEL;
-    for (int r = 0; r < c->rows; r++) {
-        const int16_t *a = (const int16_t *)c->qinp + (size_t)r * w->kpad;
-        const float *row_scales = c->inp_scale + (size_t)r * w->groups;
-        float sum[QPANEL] = {0};
-        for (int g = 0; g < w->groups; g++) {
-            int32_t acc[QPANEL] = {0};
-            for (int p = g * pairs; p < (g + 1) * pairs; p++) {
-                const int32_t a0 = a[2 * p], a1 = a[2 * p + 1];
-                const int16_t *pair = panel_values + (size_t)p * QPANEL * 2;
-                for (int k = 0; k < QPANEL; k++) acc[k] += a0 * pair[2 * k] + a1 * pair[2 * k + 1];
-            }
-            for (int k = 0; k < QPANEL; k++)
-                sum[k] = fmaf((float)acc[k], panel_scales[g * QPANEL + k] * row_scales[g], sum[k]);
+/* acc = the exact int32 sums of group g of row a in panel p's columns:
+ * int16 pairs (the generic path's layout) or u8 quads starting from the
+ * group's offsets (vnni-reference's: avx512vnni's layout and arithmetic). */
+static inline void group_sums(const kernels_qmatrix *w, const void *row, int p, int g, int quads,
+                              int32_t acc[QPANEL]) {
+    const size_t panel = (size_t)p * w->kpad * QPANEL;
+    if (!quads) {
+        const int16_t *a = row, *v = (const int16_t *)w->values + panel;
+        for (int k = 0; k < QPANEL; k++) acc[k] = 0;
+        for (int i = g * w->kgroup / 2; i < (g + 1) * w->kgroup / 2; i++) {
+            const int32_t a0 = a[2 * i], a1 = a[2 * i + 1];
+            const int16_t *pair = v + (size_t)i * QPANEL * 2;
+            for (int k = 0; k < QPANEL; k++) acc[k] += a0 * pair[2 * k] + a1 * pair[2 * k + 1];
         }
-        for (int k = 0; k < here; k++)
-            c->out[(size_t)r * c->ldo + first + k] =
-                qmatmul_output(c->residual, c->bias, c->ldo, r, first + k, sum[k]);
+        return;
     }
-    qmatmul_act(c, kernels_path_of(KERNELS_ISA_GENERIC), 0, c->rows, first, here);
+    const uint8_t *a = row;
+    const int8_t *v = (const int8_t *)w->values + panel;
+    const int32_t *offsets = w->offsets + ((size_t)p * w->groups + (size_t)g) * QPANEL;
+    for (int k = 0; k < QPANEL; k++) acc[k] = offsets[k];
+    for (int i = g * w->kgroup / 4; i < (g + 1) * w->kgroup / 4; i++) {
+        const int8_t *quad = v + (size_t)i * QPANEL * 4;
+        for (int k = 0; k < QPANEL; k++)
+            for (int e = 0; e < 4; e++) acc[k] += a[4 * i + e] * quad[4 * k + e];
+    }
 }
 
-void qpanel_generic(const qmatmul_call *c, int first, int count) {
-    for (int p = first; p < first + count; p++) panel_generic(c, p);
-}
-
-static void panel_vnni_reference(const qmatmul_call *c, int panel) {
+/* Row r of panel p as kernels_int8.h defines it: per group the one fmaf
+ * into the float sum, then qmatmul_output. quads: the layout, a constant
+ * where inlined. */
+static inline __attribute__((always_inline)) void c_row(const qmatmul_call *c, int r, int p,
+                                                        int quads) {
     const kernels_qmatrix *w = c->w;
-    const int quads = w->kgroup / 4, first = panel * QPANEL, here = panel_width(w, panel);
-    const int8_t *panel_values = (const int8_t *)w->values + (size_t)panel * w->kpad * QPANEL;
-    const float *panel_scales = w->scales + (size_t)panel * w->groups * QPANEL;
-    const int32_t *panel_offsets = w->offsets + (size_t)panel * w->groups * QPANEL;
-    for (int r = 0; r < c->rows; r++) {
-        const uint8_t *a = (const uint8_t *)c->qinp + (size_t)r * w->kpad;
-        const float *row_scales = c->inp_scale + (size_t)r * w->groups;
-        float sum[QPANEL] = {0};
-        for (int g = 0; g < w->groups; g++) {
-            int32_t acc[QPANEL];
-            for (int k = 0; k < QPANEL; k++) acc[k] = panel_offsets[g * QPANEL + k];
-            for (int p = g * quads; p < (g + 1) * quads; p++) {
-                const int8_t *quad = panel_values + (size_t)p * QPANEL * 4;
-                for (int k = 0; k < QPANEL; k++)
-                    for (int e = 0; e < 4; e++) acc[k] += a[4 * p + e] * quad[4 * k + e];
-            }
-            for (int k = 0; k < QPANEL; k++)
-                sum[k] = fmaf((float)acc[k], panel_scales[g * QPANEL + k] * row_scales[g], sum[k]);
-        }
-        for (int k = 0; k < here; k++)
-            c->out[(size_t)r * c->ldo + first + k] =
-                qmatmul_output(c->residual, c->bias, c->ldo, r, first + k, sum[k]);
+    const size_t bytes = quads ? 1 : 2;
+    const void *row = (const char *)c->qinp + (size_t)r * w->kpad * bytes;
+    const float *panel_scales = w->scales + (size_t)p * w->groups * QPANEL;
+    const float *row_scales = c->inp_scale + (size_t)r * w->groups;
+    float sum[QPANEL] = {0};
+    for (int g = 0; g < w->groups; g++) {
+        int32_t acc[QPANEL];
+        group_sums(w, row, p, g, quads, acc);
+        for (int k = 0; k < QPANEL; k++)
+            sum[k] = fmaf((float)acc[k], panel_scales[g * QPANEL + k] * row_scales[g], sum[k]);
     }
-    qmatmul_act(c, kernels_path_of(KERNELS_ISA_GENERIC), 0, c->rows, first, here);
+    const int first = p * QPANEL;
+    for (int k = 0; k < panel_width(w, p); k++)
+        c->d.out[(size_t)r * c->d.ldo + first + k] =
+            qmatmul_output(c->d.ep.residual, c->d.ep.bias, c->d.ldo, r, first + k, sum[k]);
 }
 
-void qpanel_vnni_reference(const qmatmul_call *c, int first, int count) {
-    for (int p = first; p < first + count; p++) panel_vnni_reference(c, p);
-}
+/* The C micro-kernels: a row at a time. */
+#define PAIRS_ROW(m) c_row(call, r0, p, 0)
+#define QUADS_ROW(m) c_row(call, r0, p, 1)
+GEMM_TILE_FN(tile_generic, , 1, PAIRS_ROW)
+GEMM_TILE_FN(tile_vnni_reference, , 1, QUADS_ROW)
+
+const gemm_tiles qtiles_generic = {tile_generic, 1, &kernels_path_generic};
+const gemm_tiles qtiles_vnni_reference = {tile_vnni_reference, 1, &kernels_path_generic};
 
 /* By int8 path (kernels_isa_int8: never KERNELS_ISA_AVX512, whose slot is avx2's). */
-static qpanel_kernel *const PANEL_KERNELS[KERNELS_ISA_COUNT] = {
-    qpanel_generic,  qpanel_avx2, qpanel_avx2,        qpanel_avx512_vnni,  qpanel_vnni_reference,
-    qpanel_avx_vnni, qpanel_neon, qpanel_avx512_vnni, qpanel_neon_dotprod, qpanel_neon_i8mm};
+static const gemm_tiles *const TILES[KERNELS_ISA_COUNT] = {
+    &qtiles_generic,     &qtiles_avx2,         &qtiles_avx2,          &qtiles_avx512_vnni,
+    &qtiles_vnni_reference, &qtiles_avx_vnni,  &qtiles_neon,          &qtiles_avx512_vnni,
+    &qtiles_neon_dotprod, &qtiles_neon_i8mm};
 
 void qmatmul_forward(float *out, const float *residual, const void *qinp,
                      const float *inp_scale, const kernels_qmatrix *weight, const float *bias,
                      kernels_act act, int rows, kernels_threads th) {
-    qpanel_kernel *kernel = PANEL_KERNELS[weight->isa];
-    const qmatmul_call call = {.out = out, .ldo = weight->rows, .residual = residual,
-                               .bias = bias, .qinp = qinp, .inp_scale = inp_scale,
-                               .w = weight, .rows = rows, .act = act};
-    /* Pairs of panels (32 columns: the AVX-512 tile's width), split
-     * statically: which thread computes a column changes none of its bits. */
-    const int pairs = (weight->panels + 1) / 2;
-    PARALLEL_FOR(for (int pair = 0; pair < pairs; pair++) kernel(
-                     &call, 2 * pair, weight->panels - 2 * pair < 2 ? 1 : 2););
+    const kernels_epilogue ep = {.bias = bias, .residual = residual, .act = act};
+    const qmatmul_call call = {{out, weight->rows, rows, weight->rows, ep}, qinp, inp_scale, weight};
+    gemm_run(&call, TILES[weight->isa], th);
 }
+
+/* The paths of another architecture: never chosen (kernels_isa_supported),
+ * kept linkable. */
+#if !defined(__x86_64__) && !defined(__i386__)
+const gemm_tiles qtiles_avx2 = {0}, qtiles_avx_vnni = {0}, qtiles_avx512_vnni = {0};
+
+float qspan32_avx2(const float *x, int16_t *q) {
+    (void)x, (void)q;
+    return 0.0f;
+}
+
+float qspan_u8_avx2(const float *x, int len, uint8_t *q) {
+    (void)x, (void)len, (void)q;
+    return 0.0f;
+}
+
+float qspan_u8_avx512(const float *x, int len, uint8_t *q) {
+    (void)x, (void)len, (void)q;
+    return 0.0f;
+}
+#endif
+#if !defined(__aarch64__)
+const gemm_tiles qtiles_neon = {0}, qtiles_neon_dotprod = {0}, qtiles_neon_i8mm = {0};
+#endif

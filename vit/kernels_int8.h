@@ -1,5 +1,5 @@
 /* kernels_int8.h — inside the int8 kernels: the packed layouts and the
- * per-path panel kernels (kernels_int8.c dispatches; the AVX2, AVX-VNNI and
+ * per-path micro-kernels (kernels_int8.c dispatches; the AVX2, AVX-VNNI and
  * AVX-512 files, and the DotProd and I8MM code of kernels_int8_neon.c, are
  * compiled for their instruction sets and called only on CPUs that have
  * them). Internal to the kernel layer.
@@ -50,33 +50,24 @@ struct kernels_qmatrix {
     int wrapped;      /* the arrays belong to the caller (kernels_qmatrix_wrap) */
 };
 
-/* One qmatmul_forward call, as the panel kernels see it. */
+/* One qmatmul_forward call, as the micro-kernels see it: d.n = w->rows,
+ * d.ldo = w->rows, d.ep's bias, residual and act (the epilogue is
+ * qmatmul_output's, not gemm_epilogue's: no scale or gamma). */
 typedef struct qmatmul_call {
-    float *out;
-    int ldo; /* = w->rows */
-    const float *residual, *bias;
-    const void *qinp; /* [rows][kpad] in w's layout */
+    gemm_dest d;
+    const void *qinp;       /* [rows][kpad] in w's layout */
     const float *inp_scale; /* [rows][groups] */
     const kernels_qmatrix *w;
-    int rows;
-    kernels_act act;
 } qmatmul_call;
 
-/* Panels first .. first + count - 1 of every row: out[r, n] for the
- * columns n they hold, as kernels_int8.h says, activation included. */
-typedef void qpanel_kernel(const qmatmul_call *c, int first, int count);
-
-qpanel_kernel qpanel_generic, qpanel_vnni_reference;
-qpanel_kernel qpanel_avx2;        /* kernels_int8_avx2.c */
-qpanel_kernel qpanel_avx_vnni;    /* kernels_int8_avxvnni.c */
-qpanel_kernel qpanel_avx512_vnni; /* kernels_int8_avx512.c */
+/* Each int8 path's micro-kernel (kernels_gemm.h gemm_tiles) on a
+ * qmatmul_call, run by the fp32 GEMM's driver (gemm_run). */
+extern const gemm_tiles qtiles_generic, qtiles_vnni_reference;
+extern const gemm_tiles qtiles_avx2;        /* kernels_int8_avx2.c */
+extern const gemm_tiles qtiles_avx_vnni;    /* kernels_int8_avxvnni.c */
+extern const gemm_tiles qtiles_avx512_vnni; /* kernels_int8_avx512.c */
 /* kernels_int8_neon.c: s8 activations; quads (neon, dotprod), octs (i8mm) */
-qpanel_kernel qpanel_neon, qpanel_neon_dotprod, qpanel_neon_i8mm;
-
-/* The activation of rows r0 .. r0 + rows - 1, columns first .. first + n
- * - 1 of c->out, in place, on path's row kernels (kernels_int8.c). */
-void qmatmul_act(const qmatmul_call *c, const kernels_path *path, int r0, int rows, int first,
-                 int n);
+extern const gemm_tiles qtiles_neon, qtiles_neon_dotprod, qtiles_neon_i8mm;
 
 /* One group of inputs quantised (kernels_int8.c's quantize_span, the same
  * bits) into q: returns its scale. */

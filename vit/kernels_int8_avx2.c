@@ -1,4 +1,4 @@
-/* The int8 panel kernel for AVX2 (kernels_int8.h): vpmaddwd multiplies
+/* The int8 micro-kernel for AVX2 (kernels_int8.h): vpmaddwd multiplies
  * int16 pairs and adds each pair into int32, exactly, 16 products per
  * instruction (twice the multiply-adds of an fp32 FMA of the same width).
  * Compiled for AVX2 (AVX2_FN), called only when the CPU has it. */
@@ -141,30 +141,30 @@ AVX2_FN static void write_rows(float *out, int ldo, const float *residual, const
     }
 }
 
-AVX2_FN static void panel_avx2(const qmatmul_call *c, int panel) {
+/* Rows r0 .. r0 + mr - 1 of panel p: a block of BLOCK_ROWS, or fewer
+ * rows one at a time. */
+AVX2_FN static inline void block(const qmatmul_call *c, int r0, int mr, int p) {
     const kernels_qmatrix *w = c->w;
-    const int first = panel * QPANEL;
+    const int first = p * QPANEL;
     const int here = w->rows - first < QPANEL ? w->rows - first : QPANEL;
-    const int16_t *values = (const int16_t *)w->values + (size_t)panel * w->kpad * QPANEL;
-    const float *scales = w->scales + (size_t)panel * w->groups * QPANEL;
+    const int16_t *values = (const int16_t *)w->values + (size_t)p * w->kpad * QPANEL;
+    const float *scales = w->scales + (size_t)p * w->groups * QPANEL;
+    const int16_t *a = (const int16_t *)c->qinp + (size_t)r0 * w->kpad;
     float sums[BLOCK_ROWS][QPANEL];
-    for (int r0 = 0; r0 < c->rows; r0 += BLOCK_ROWS) {
-        const int16_t *a = (const int16_t *)c->qinp + (size_t)r0 * w->kpad;
-        const int count = c->rows - r0 < BLOCK_ROWS ? c->rows - r0 : BLOCK_ROWS;
-        if (count == BLOCK_ROWS)
-            panel_block(w, values, scales, a, c->inp_scale + (size_t)r0 * w->groups, sums);
-        else
-            for (int r = 0; r < count; r++)
-                panel_row(w, values, scales, a + (size_t)r * w->kpad,
-                          c->inp_scale + (size_t)(r0 + r) * w->groups, sums[r]);
-        write_rows(c->out, c->ldo, c->residual, c->bias, r0, count, first, here, sums);
-    }
-    qmatmul_act(c, &kernels_path_avx2, 0, c->rows, first, here);
+    if (mr == BLOCK_ROWS)
+        panel_block(w, values, scales, a, c->inp_scale + (size_t)r0 * w->groups, sums);
+    else
+        for (int r = 0; r < mr; r++)
+            panel_row(w, values, scales, a + (size_t)r * w->kpad,
+                      c->inp_scale + (size_t)(r0 + r) * w->groups, sums[r]);
+    write_rows(c->d.out, c->d.ldo, c->d.ep.residual, c->d.ep.bias, r0, mr, first, here, sums);
 }
 
-AVX2_FN void qpanel_avx2(const qmatmul_call *c, int first, int count) {
-    for (int p = first; p < first + count; p++) panel_avx2(c, p);
-}
+/* The micro-kernel: one panel, blocks of BLOCK_ROWS rows. */
+#define BLOCK(m) block(call, r0, m, p)
+GEMM_TILE_FN(tile_avx2, AVX2_FN, 4, BLOCK)
+
+const gemm_tiles qtiles_avx2 = {tile_avx2, 1, &kernels_path_avx2};
 
 /* quantize_span (kernels_int8.c) of 32 values into the int16 layout, the
  * same bits: max of the magnitudes' bit patterns, 127 / max, x * inv
@@ -235,20 +235,4 @@ AVX2_FN float qspan_u8_avx2(const float *x, int len, uint8_t *q) {
     return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
 }
 
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_int8.h"
-
-void qpanel_avx2(const qmatmul_call *c, int first, int count) { qpanel_generic(c, first, count); }
-
-float qspan32_avx2(const float *x, int16_t *q) {
-    (void)x, (void)q;
-    return 0.0f;
-}
-
-float qspan_u8_avx2(const float *x, int len, uint8_t *q) {
-    (void)x, (void)len, (void)q;
-    return 0.0f;
-}
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_int8.c's stand-ins */

@@ -8,7 +8,7 @@
  * conversion, one multiply (weight scale x input scale) and one FMA into
  * the float sum: the scheme's one float step. Compiled for AVX-512 VNNI
  * (AVX512_VNNI_FN), called only when the CPU has it; its layout and
- * arithmetic are those of qpanel_vnni_reference, which the tests check on
+ * arithmetic are those of vnni-reference (kernels_int8.c), which the tests check on
  * every CPU. */
 #if defined(__x86_64__) || defined(__i386__)
 /* Every function here is compiled for the instruction set (gcc and clang
@@ -94,44 +94,21 @@ AVX512_VNNI_FN INLINE void tile(const qmatmul_call *c, int r0, const int mr, int
     for (int i = 0; i < mr; i++)
         for (int q = 0; q < np; q++) {
             const __mmask16 m = panel_mask(w, p + q);
-            const size_t at = (size_t)(r0 + i) * c->ldo + (size_t)(p + q) * QPANEL;
-            __m512 base = c->bias ? _mm512_maskz_loadu_ps(m, c->bias + (size_t)(p + q) * QPANEL)
+            const size_t at = (size_t)(r0 + i) * c->d.ldo + (size_t)(p + q) * QPANEL;
+            __m512 base = c->d.ep.bias ? _mm512_maskz_loadu_ps(m, c->d.ep.bias + (size_t)(p + q) * QPANEL)
                                   : _mm512_setzero_ps();
-            if (c->residual) base = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c->residual + at), base);
-            _mm512_mask_storeu_ps(c->out + at, m, _mm512_add_ps(base, sum[i][q]));
+            if (c->d.ep.residual) base = _mm512_add_ps(_mm512_maskz_loadu_ps(m, c->d.ep.residual + at), base);
+            _mm512_mask_storeu_ps(c->d.out + at, m, _mm512_add_ps(base, sum[i][q]));
         }
 }
 
-#define TILE_CASE(n, np, fq) \
-    case n: tile(c, r0, n, p, np, fq); break;
-#define TILE_SWITCH(mr, np, fq)                                                            \
-    switch (mr) {                                                                          \
-        TILE_CASE(1, np, fq) TILE_CASE(2, np, fq) TILE_CASE(3, np, fq) TILE_CASE(4, np, fq) \
-        TILE_CASE(5, np, fq) default: tile(c, r0, MR, p, np, fq);                          \
-    }
+/* The micro-kernel: up to MR rows x one or two panels; groups of 32
+ * (every layer of a vitc int8 file) with their 8 quads unrolled. */
+#define TILE_NP(m, fq) (np == 2 ? tile(call, r0, m, p, 2, fq) : tile(call, r0, m, p, 1, fq))
+#define TILE(m) (((const qmatmul_call *)call)->w->kgroup == 32 ? TILE_NP(m, 8) : TILE_NP(m, 0))
+GEMM_TILE_FN(tile_avx512_vnni, AVX512_VNNI_FN, 6, TILE)
 
-AVX512_VNNI_FN void qpanel_avx512_vnni(const qmatmul_call *c, int first, int count) {
-    const kernels_qmatrix *w = c->w;
-    for (int p = first; p < first + count; p += 2) {
-        const int np = first + count - p >= 2 ? 2 : 1;
-        for (int r0 = 0; r0 < c->rows; r0 += MR) {
-            const int mr = c->rows - r0 < MR ? c->rows - r0 : MR;
-            if (w->kgroup == 32) {
-                if (np == 2) {
-                    TILE_SWITCH(mr, 2, 8)
-                } else {
-                    TILE_SWITCH(mr, 1, 8)
-                }
-            } else if (np == 2) {
-                TILE_SWITCH(mr, 2, 0)
-            } else {
-                TILE_SWITCH(mr, 1, 0)
-            }
-        }
-        const int width = w->rows - p * QPANEL < np * QPANEL ? w->rows - p * QPANEL : np * QPANEL;
-        qmatmul_act(c, &kernels_path_avx512, 0, c->rows, p * QPANEL, width);
-    }
-}
+const gemm_tiles qtiles_avx512_vnni = {tile_avx512_vnni, 2, &kernels_path_avx512};
 
 /* quantize_span (kernels_int8.c) of len inputs (a multiple of 16) into
  * the u8 layout, the same bits: max of the magnitudes' bit patterns, inv =
@@ -160,17 +137,4 @@ AVX512_VNNI_FN float qspan_u8_avx512(const float *x, int len, uint8_t *q) {
     return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
 }
 
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_int8.h"
-
-void qpanel_avx512_vnni(const qmatmul_call *c, int first, int count) {
-    qpanel_vnni_reference(c, first, count);
-}
-
-float qspan_u8_avx512(const float *x, int len, uint8_t *q) {
-    (void)x, (void)len, (void)q;
-    return 0.0f;
-}
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_int8.c's stand-ins */

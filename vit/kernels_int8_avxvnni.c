@@ -5,7 +5,7 @@
  * accumulators, 2 weight vectors and a broadcast of the 16 registers; the
  * float sums live in memory (L1), folded in once per group. Compiled for
  * AVX2 + FMA + AVX-VNNI (AVXVNNI_FN), called only when the CPU has them;
- * the same arithmetic as qpanel_vnni_reference, so the same bits. */
+ * the same arithmetic as vnni-reference (kernels_int8.c), so the same bits. */
 #if defined(__x86_64__) || defined(__i386__)
 #define AVXVNNI_FN __attribute__((target("avx2,fma,avxvnni")))
 
@@ -23,10 +23,29 @@ AVXVNNI_FN INLINE __m256i quad_of(const uint8_t *p) {
     return _mm256_set1_epi32(v);
 }
 
-/* sums[i][0 .. 15] for rows r0 .. r0 + mr - 1 of panel p; mr and
- * fixed_quads are constants where this is inlined. */
-AVXVNNI_FN INLINE void tile(const qmatmul_call *c, int r0, const int mr, int p,
-                            const int fixed_quads, float sums[MR][QPANEL]) {
+/* Rows r0 .. r0 + mr - 1 of panel p from their sums (qmatmul_output's
+ * order: (residual + bias) + sum). */
+AVXVNNI_FN INLINE void store_rows(const qmatmul_call *c, int r0, int mr, int p, float sums[MR][QPANEL]) {
+    const int first = p * QPANEL, here = c->w->rows - first < QPANEL ? c->w->rows - first : QPANEL;
+    for (int i = 0; i < mr; i++) {
+        const size_t at = (size_t)(r0 + i) * c->d.ldo + first;
+        if (here == QPANEL) {
+            for (int h = 0; h < 2; h++) {
+                __m256 base = c->d.ep.bias ? _mm256_loadu_ps(c->d.ep.bias + first + 8 * h) : _mm256_setzero_ps();
+                if (c->d.ep.residual) base = _mm256_add_ps(_mm256_loadu_ps(c->d.ep.residual + at + 8 * h), base);
+                _mm256_storeu_ps(c->d.out + at + 8 * h, _mm256_add_ps(base, _mm256_loadu_ps(sums[i] + 8 * h)));
+            }
+            continue;
+        }
+        for (int k = 0; k < here; k++)
+            c->d.out[at + k] = qmatmul_output(c->d.ep.residual, c->d.ep.bias, c->d.ldo, r0 + i, first + k, sums[i][k]);
+    }
+}
+
+/* Rows r0 .. r0 + mr - 1 of panel p; mr and fixed_quads (quads per group
+ * when known where this is inlined, else 0) are constants where this is
+ * inlined. The float sums live in memory (L1), folded in once a group. */
+AVXVNNI_FN INLINE void tile(const qmatmul_call *c, int r0, const int mr, int p, const int fixed_quads) {
     const kernels_qmatrix *w = c->w;
     const int G = w->groups, quads = fixed_quads ? fixed_quads : w->kgroup / 4;
     const size_t kpad = (size_t)w->kpad;
@@ -35,7 +54,8 @@ AVXVNNI_FN INLINE void tile(const qmatmul_call *c, int r0, const int mr, int p,
     const int32_t *o = w->offsets + (size_t)p * G * QPANEL;
     const uint8_t *a = (const uint8_t *)c->qinp + (size_t)r0 * kpad;
     const float *xs = c->inp_scale + (size_t)r0 * G;
-    memset(sums, 0, sizeof(float) * MR * QPANEL);
+    float sums[MR][QPANEL];
+    memset(sums, 0, sizeof sums);
     for (int g = 0; g < G; g++) {
         __m256i acc[MR][2];
         const __m256i off0 = _mm256_load_si256((const __m256i *)(o + (size_t)g * QPANEL));
@@ -66,52 +86,14 @@ AVXVNNI_FN INLINE void tile(const qmatmul_call *c, int r0, const int mr, int p,
                                                           _mm256_loadu_ps(sums[i] + 8)));
         }
     }
+    store_rows(c, r0, mr, p, sums);
 }
 
-#define TILE_CASE(n, fq) \
-    case n: tile(c, r0, n, p, fq, sums); break;
-#define TILE_SWITCH(mr, fq) \
-    switch (mr) { TILE_CASE(1, fq) TILE_CASE(2, fq) TILE_CASE(3, fq) default: tile(c, r0, MR, p, fq, sums); }
+/* The micro-kernel: one panel, up to MR rows; groups of 32 (every layer
+ * of a vitc int8 file) with their 8 quads unrolled. */
+#define TILE(m) (((const qmatmul_call *)call)->w->kgroup == 32 ? tile(call, r0, m, p, 8) : tile(call, r0, m, p, 0))
+GEMM_TILE_FN(tile_avx_vnni, AVXVNNI_FN, 4, TILE)
 
-AVXVNNI_FN static void panel_avx_vnni(const qmatmul_call *c, int p) {
-    const kernels_qmatrix *w = c->w;
-    const int first = p * QPANEL, here = w->rows - first < QPANEL ? w->rows - first : QPANEL;
-    float sums[MR][QPANEL];
-    for (int r0 = 0; r0 < c->rows; r0 += MR) {
-        const int mr = c->rows - r0 < MR ? c->rows - r0 : MR;
-        if (w->kgroup == 32) {
-            TILE_SWITCH(mr, 8)
-        } else {
-            TILE_SWITCH(mr, 0)
-        }
-        /* (residual + bias) + sum, as qmatmul_output. */
-        for (int i = 0; i < mr; i++) {
-            const size_t at = (size_t)(r0 + i) * c->ldo + first;
-            if (here == QPANEL) {
-                for (int h = 0; h < 2; h++) {
-                    __m256 base = c->bias ? _mm256_loadu_ps(c->bias + first + 8 * h) : _mm256_setzero_ps();
-                    if (c->residual) base = _mm256_add_ps(_mm256_loadu_ps(c->residual + at + 8 * h), base);
-                    _mm256_storeu_ps(c->out + at + 8 * h, _mm256_add_ps(base, _mm256_loadu_ps(sums[i] + 8 * h)));
-                }
-                continue;
-            }
-            for (int k = 0; k < here; k++)
-                c->out[at + k] = qmatmul_output(c->residual, c->bias, c->ldo, r0 + i, first + k, sums[i][k]);
-        }
-    }
-    qmatmul_act(c, &kernels_path_avx2, 0, c->rows, first, here);
-}
+const gemm_tiles qtiles_avx_vnni = {tile_avx_vnni, 1, &kernels_path_avx2};
 
-AVXVNNI_FN void qpanel_avx_vnni(const qmatmul_call *c, int first, int count) {
-    for (int p = first; p < first + count; p++) panel_avx_vnni(c, p);
-}
-
-#else /* not x86: never chosen (kernels_isa_supported), kept linkable */
-
-#include "kernels_int8.h"
-
-void qpanel_avx_vnni(const qmatmul_call *c, int first, int count) {
-    qpanel_vnni_reference(c, first, count);
-}
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_int8.c's stand-ins */

@@ -39,18 +39,18 @@
 INLINE void store_row(const qmatmul_call *c, int r, int p, const float32x4_t sum[4]) {
     const int first = p * QPANEL;
     const int here = c->w->rows - first < QPANEL ? c->w->rows - first : QPANEL;
-    float *out = c->out + (size_t)r * c->ldo + first;
+    float *out = c->d.out + (size_t)r * c->d.ldo + first;
     if (here < QPANEL) {
         float s[QPANEL];
         for (int q = 0; q < 4; q++) vst1q_f32(s + 4 * q, sum[q]);
         for (int k = 0; k < here; k++)
-            out[k] = qmatmul_output(c->residual, c->bias, c->ldo, r, first + k, s[k]);
+            out[k] = qmatmul_output(c->d.ep.residual, c->d.ep.bias, c->d.ldo, r, first + k, s[k]);
         return;
     }
     for (int q = 0; q < 4; q++) {
-        float32x4_t base = c->bias ? vld1q_f32(c->bias + first + 4 * q) : vdupq_n_f32(0.0f);
-        if (c->residual)
-            base = vaddq_f32(vld1q_f32(c->residual + (size_t)r * c->ldo + first + 4 * q), base);
+        float32x4_t base = c->d.ep.bias ? vld1q_f32(c->d.ep.bias + first + 4 * q) : vdupq_n_f32(0.0f);
+        if (c->d.ep.residual)
+            base = vaddq_f32(vld1q_f32(c->d.ep.residual + (size_t)r * c->d.ldo + first + 4 * q), base);
         vst1q_f32(out + 4 * q, vaddq_f32(base, sum[q]));
     }
 }
@@ -123,15 +123,12 @@ INLINE void neon_tile(const qmatmul_call *c, int r0, const int mr, int p) {
     for (int i = 0; i < mr; i++) store_row(c, r0 + i, p, sum[i]);
 }
 
-void qpanel_neon(const qmatmul_call *c, int first, int count) {
-    for (int p = first; p < first + count; p++) {
-        int r0 = 0;
-        for (; r0 + 2 <= c->rows; r0 += 2) neon_tile(c, r0, 2, p);
-        if (r0 < c->rows) neon_tile(c, r0, 1, p);
-        const int here = c->w->rows - p * QPANEL < QPANEL ? c->w->rows - p * QPANEL : QPANEL;
-        qmatmul_act(c, &kernels_path_neon, 0, c->rows, p * QPANEL, here);
-    }
-}
+/* The micro-kernel: one panel, two rows at a time. */
+#define TILE(m) neon_tile(call, r0, m, p)
+GEMM_TILE_FN(tile_neon, , 2, TILE)
+#undef TILE
+
+const gemm_tiles qtiles_neon = {tile_neon, 1, &kernels_path_neon};
 
 /* ------------------------------------------------------------- dotprod */
 
@@ -181,27 +178,14 @@ DOTPROD_FN INLINE void dot_tile(const qmatmul_call *c, int r0, const int mr, int
     for (int i = 0; i < mr; i++) store_row(c, r0 + i, p, sum[i]);
 }
 
-#define DOT_CASES(fq)                                     \
-    switch (mr) {                                         \
-    case 1: dot_tile(c, r0, 1, p, fq); break;             \
-    case 2: dot_tile(c, r0, 2, p, fq); break;             \
-    default: dot_tile(c, r0, DMR, p, fq);                 \
-    }
+/* The micro-kernel: one panel, up to DMR rows; groups of 32 (every
+ * layer of a vitc int8 file) unrolled. */
+#define TILE(m) \
+    (((const qmatmul_call *)call)->w->kgroup == 32 ? dot_tile(call, r0, m, p, 8) : dot_tile(call, r0, m, p, 0))
+GEMM_TILE_FN(tile_neon_dotprod, DOTPROD_FN, 3, TILE)
+#undef TILE
 
-DOTPROD_FN void qpanel_neon_dotprod(const qmatmul_call *c, int first, int count) {
-    for (int p = first; p < first + count; p++) {
-        for (int r0 = 0; r0 < c->rows; r0 += DMR) {
-            const int mr = c->rows - r0 < DMR ? c->rows - r0 : DMR;
-            if (c->w->kgroup == 32) { /* every layer of a vitc int8 file: unrolled */
-                DOT_CASES(8)
-            } else {
-                DOT_CASES(0)
-            }
-        }
-        const int here = c->w->rows - p * QPANEL < QPANEL ? c->w->rows - p * QPANEL : QPANEL;
-        qmatmul_act(c, &kernels_path_neon, 0, c->rows, p * QPANEL, here);
-    }
-}
+const gemm_tiles qtiles_neon_dotprod = {tile_neon_dotprod, 1, &kernels_path_neon};
 
 /* ---------------------------------------------------------------- i8mm */
 
@@ -244,28 +228,14 @@ I8MM_FN INLINE void mm_tile(const qmatmul_call *c, int r0, int r1, int p, const 
     if (r1 != r0) store_row(c, r1, p, sum[1]);
 }
 
-I8MM_FN void qpanel_neon_i8mm(const qmatmul_call *c, int first, int count) {
-    for (int p = first; p < first + count; p++) {
-        for (int r0 = 0; r0 < c->rows; r0 += 2) {
-            const int r1 = r0 + 1 < c->rows ? r0 + 1 : r0;
-            if (c->w->kgroup == 32) mm_tile(c, r0, r1, p, 4); /* vitc int8 files: unrolled */
-            else mm_tile(c, r0, r1, p, 0);
-        }
-        const int here = c->w->rows - p * QPANEL < QPANEL ? c->w->rows - p * QPANEL : QPANEL;
-        qmatmul_act(c, &kernels_path_neon, 0, c->rows, p * QPANEL, here);
-    }
-}
+/* The micro-kernel: one panel, rows r0 and r0 + 1 at a time (a last odd
+ * row computed twice, stored once); groups of 32 (vitc int8 files)
+ * unrolled. */
+#define TILE(m)                                                          \
+    (((const qmatmul_call *)call)->w->kgroup == 32 ? mm_tile(call, r0, r0 + m - 1, p, 4) \
+                                                    : mm_tile(call, r0, r0 + m - 1, p, 0))
+GEMM_TILE_FN(tile_neon_i8mm, I8MM_FN, 2, TILE)
 
-#else /* not aarch64: never chosen (kernels_isa_supported), kept linkable */
+const gemm_tiles qtiles_neon_i8mm = {tile_neon_i8mm, 1, &kernels_path_neon};
 
-#include "kernels_int8.h"
-
-void qpanel_neon(const qmatmul_call *c, int first, int count) { qpanel_generic(c, first, count); }
-void qpanel_neon_dotprod(const qmatmul_call *c, int first, int count) {
-    qpanel_generic(c, first, count);
-}
-void qpanel_neon_i8mm(const qmatmul_call *c, int first, int count) {
-    qpanel_generic(c, first, count);
-}
-
-#endif
+#endif /* elsewhere never chosen (kernels_isa_supported): kernels_int8.c's stand-ins */

@@ -48,20 +48,31 @@
 #define EXP_C2 0.4999999403953552f
 #define EXP_BIAS (127u - 0x4B400000u) /* t's bits + this, shifted: 2^n */
 
+/* rows_exp's steps from the clamped x (of type T: a float or a vector) to
+ * t and p, written once for every path: FMA(a, b, c) is the path's
+ * a b + c rounded once, SUB its subtraction, SET1 a constant in every
+ * lane. The vector paths (kernels_gemm_avx2.c, kernels_gemm_avx512.c)
+ * differ only in the clamp before and the 2^n after. */
+#define ROWS_EXP_STEPS(T, FMA, SUB, SET1, x, t, p)           \
+    const T t = FMA(x, SET1(EXP_LOG2E), SET1(EXP_SHIFT));   \
+    const T exp_n_ = SUB(t, SET1(EXP_SHIFT));               \
+    T exp_r_ = FMA(exp_n_, SET1(-EXP_LN2_HI), x);           \
+    exp_r_ = FMA(exp_n_, SET1(-EXP_LN2_LO), exp_r_);        \
+    T p = SET1(EXP_C6);                                     \
+    p = FMA(p, exp_r_, SET1(EXP_C5));                       \
+    p = FMA(p, exp_r_, SET1(EXP_C4));                       \
+    p = FMA(p, exp_r_, SET1(EXP_C3));                       \
+    p = FMA(p, exp_r_, SET1(EXP_C2));                       \
+    p = FMA(p, exp_r_, SET1(1.0f));                         \
+    p = FMA(p, exp_r_, SET1(1.0f));
+
+#define ROWS_SUB(a, b) ((a) - (b))
+#define ROWS_SCALAR(v) (v)
+
 ROWS_INLINE float rows_exp(float x) {
     const int underflow = x < EXP_LO;
     x = x > EXP_HI ? EXP_HI : (x < EXP_LO ? EXP_LO : x); /* a NaN passes */
-    const float t = fmaf(x, EXP_LOG2E, EXP_SHIFT);
-    const float n = t - EXP_SHIFT;
-    float r = fmaf(n, -EXP_LN2_HI, x);
-    r = fmaf(n, -EXP_LN2_LO, r);
-    float p = EXP_C6;
-    p = fmaf(p, r, EXP_C5);
-    p = fmaf(p, r, EXP_C4);
-    p = fmaf(p, r, EXP_C3);
-    p = fmaf(p, r, EXP_C2);
-    p = fmaf(p, r, 1.0f);
-    p = fmaf(p, r, 1.0f);
+    ROWS_EXP_STEPS(float, fmaf, ROWS_SUB, ROWS_SCALAR, x, t, p)
     uint32_t bits;
     memcpy(&bits, &t, sizeof bits);
     bits = (bits + EXP_BIAS) << 23; /* 2^n, n in -126..127 */
