@@ -26,8 +26,7 @@ AVX2_FN INLINE __m256 odd_f32(__m256i v) {
 
 AVX2_FN INLINE void tile(const bgemm_call *g, int r0, const int mr, int p) {
     __m256 acc[MR][2];
-#pragma GCC unroll 4
-    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    zero_tile_avx2(acc, mr);
     const size_t lda = (size_t)g->kpad;
     const uint16_t *a = g->inp + (size_t)r0 * lda;
     const uint16_t *w = g->panels + (size_t)p * g->kpad * BPANEL;
@@ -47,12 +46,7 @@ AVX2_FN INLINE void tile(const bgemm_call *g, int r0, const int mr, int p) {
         }
     }
     _mm_setcsr(mxcsr);
-    const int j0 = p * BPANEL;
-#pragma GCC unroll 4
-    for (int i = 0; i < mr; i++) {
-        store8_avx2(&g->d, r0 + i, j0, acc[i][0]);
-        if (g->d.n > j0 + 8) store8_avx2(&g->d, r0 + i, j0 + 8, acc[i][1]);
-    }
+    store_tile_avx2(&g->d, r0, mr, p, acc);
 }
 
 /* The micro-kernel: one panel, up to MR rows. */

@@ -24,8 +24,7 @@
  * where inlined, so the accumulators stay in registers. */
 BF16_FN INLINE void tile(const bgemm_call *g, int r0, const int mr, int p, const int np) {
     __m512 acc[MR][2];
-#pragma GCC unroll 12
-    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    zero_tile_avx512(acc, mr);
     const size_t lda = (size_t)g->kpad;
     const uint16_t *a = g->inp + (size_t)r0 * lda;
     const uint16_t *w0 = g->panels + (size_t)p * g->kpad * BPANEL, *w1 = w0 + (size_t)g->kpad * BPANEL;
@@ -40,9 +39,7 @@ BF16_FN INLINE void tile(const bgemm_call *g, int r0, const int mr, int p, const
             if (np == 2) acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, b1);
         }
     }
-#pragma GCC unroll 12
-    for (int i = 0; i < mr; i++)
-        for (int q = 0; q < np; q++) store16_avx512(&g->d, r0 + i, p + q, acc[i][q]);
+    store_tile_avx512(&g->d, r0, mr, p, np, acc);
 }
 
 /* The micro-kernel: up to MR rows x one or two panels. */

@@ -42,9 +42,7 @@ INLINE uint32x4_t tiny(float32x4_t r) {
 INLINE int tile(const bgemm_call *g, int r0, const int mr, int p) {
     float32x4_t acc[MR][4];
     uint32x4_t met = vdupq_n_u32(0);
-#pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-        for (int q = 0; q < 4; q++) acc[i][q] = vdupq_n_f32(0.0f);
+    zero_tile_neon(acc, mr);
     const size_t lda = (size_t)g->kpad;
     const uint16_t *a = g->inp + (size_t)r0 * lda;
     const uint16_t *w = g->panels + (size_t)p * g->kpad * BPANEL;

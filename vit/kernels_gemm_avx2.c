@@ -18,8 +18,7 @@
  * inlined, so the accumulators stay in registers. */
 AVX2_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p) {
     __m256 acc[MR][2];
-#pragma GCC unroll 12
-    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    zero_tile_avx2(acc, mr);
     const size_t lda = (size_t)g->lda;
     const float *a = g->inp + (size_t)r0 * lda;
     const float *w = g->panels + (size_t)p * g->k * FPANEL;
@@ -34,12 +33,7 @@ AVX2_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p) {
             acc[i][1] = _mm256_fmadd_ps(x, b1, acc[i][1]);
         }
     }
-    const int j0 = p * FPANEL;
-#pragma GCC unroll 12
-    for (int i = 0; i < mr; i++) {
-        store8_avx2(&g->d, r0 + i, j0, acc[i][0]);
-        if (g->d.n > j0 + 8) store8_avx2(&g->d, r0 + i, j0 + 8, acc[i][1]);
-    }
+    store_tile_avx2(&g->d, r0, mr, p, acc);
 }
 
 ROWS_DEFINE_ELEMENTWISE(avx2, AVX2_FN)

@@ -19,8 +19,7 @@
  * registers. */
 AVX512_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p, const int np) {
     __m512 acc[MR][2];
-#pragma GCC unroll 12
-    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    zero_tile_avx512(acc, mr);
     const size_t lda = (size_t)g->lda;
     const float *a = g->inp + (size_t)r0 * lda;
     const float *w0 = g->panels + (size_t)p * g->k * FPANEL, *w1 = w0 + (size_t)g->k * FPANEL;
@@ -35,9 +34,7 @@ AVX512_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p, cons
             if (np == 2) acc[i][1] = _mm512_fmadd_ps(x, b1, acc[i][1]);
         }
     }
-#pragma GCC unroll 12
-    for (int i = 0; i < mr; i++)
-        for (int q = 0; q < np; q++) store16_avx512(&g->d, r0 + i, p + q, acc[i][q]);
+    store_tile_avx512(&g->d, r0, mr, p, np, acc);
 }
 
 ROWS_DEFINE_ELEMENTWISE(avx512, AVX512_FN)

@@ -20,9 +20,7 @@
  * inlined, so the accumulators stay in registers. */
 INLINE void tile(const gemm_call *g, int r0, const int mr, int p) {
     float32x4_t acc[MR][4];
-#pragma GCC unroll 6
-    for (int i = 0; i < mr; i++)
-        for (int q = 0; q < 4; q++) acc[i][q] = vdupq_n_f32(0.0f);
+    zero_tile_neon(acc, mr);
     const size_t lda = (size_t)g->lda;
     const float *a = g->inp + (size_t)r0 * lda;
     const float *w = g->panels + (size_t)p * g->k * FPANEL;

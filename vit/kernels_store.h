@@ -52,6 +52,40 @@ AVX512_FN STORE_INLINE void store16_avx512(const gemm_dest *d, int r, int p, __m
     }
     _mm512_mask_storeu_ps(d->out + (size_t)r * d->ldo + j0, m, v);
 }
+
+/* The accumulators of a tile (rows x two vectors) every path's fp32 and
+ * bf16 tiles share, zeroed and stored: the sums are made each their own
+ * way in between. mr and np are constants where these inline, so the
+ * accumulators stay in registers. */
+AVX2_FN STORE_INLINE void zero_tile_avx2(__m256 acc[][2], const int mr) {
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+}
+
+/* Rows r0 .. r0 + mr - 1 of panel p: 16 columns as two 8-lane halves, the
+ * second where the output has columns there. */
+AVX2_FN STORE_INLINE void store_tile_avx2(const gemm_dest *d, int r0, const int mr, int p,
+                                          __m256 acc[][2]) {
+    const int j0 = p * FPANEL;
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {
+        store8_avx2(d, r0 + i, j0, acc[i][0]);
+        if (d->n > j0 + 8) store8_avx2(d, r0 + i, j0 + 8, acc[i][1]);
+    }
+}
+
+AVX512_FN STORE_INLINE void zero_tile_avx512(__m512 acc[][2], const int mr) {
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+}
+
+/* Rows r0 .. r0 + mr - 1 of panels p .. p + np - 1 (np 1 or 2). */
+AVX512_FN STORE_INLINE void store_tile_avx512(const gemm_dest *d, int r0, const int mr, int p,
+                                              const int np, __m512 acc[][2]) {
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++)
+        for (int q = 0; q < np; q++) store16_avx512(d, r0 + i, p + q, acc[i][q]);
+}
 #endif
 
 #if defined(__aarch64__)
@@ -80,6 +114,13 @@ STORE_INLINE void store16_neon(const gemm_dest *d, int r, int p, const float32x4
         }
         vst1q_f32(out + 4 * q, v);
     }
+}
+
+/* A tile's accumulators (rows x the panel's four vectors), zeroed. */
+STORE_INLINE void zero_tile_neon(float32x4_t acc[][4], const int mr) {
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++)
+        for (int q = 0; q < 4; q++) acc[i][q] = vdupq_n_f32(0.0f);
 }
 #endif
 
