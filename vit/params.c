@@ -81,7 +81,8 @@ static void lay_out_block(vit_model *m, int l) {
 static void lay_out_tensors(vit_model *m) {
     const vit_config *c = &m->config;
     const int64_t D = c->hidden_size, C = c->num_classes, P = c->patch_size;
-    const int64_t R = c->num_reg_tokens, rows = c->pos_embed_prefix + (int64_t)c->pos_embed_grid * c->pos_embed_grid;
+    const int64_t R = c->num_reg_tokens;
+    const int64_t rows = c->pos_embed_prefix + (int64_t)c->pos_embed_grid * c->pos_embed_grid;
     m->num_tensors = 0;
     m->param_count = 0;
     m->patch_w = add_tensor(m, "patch_embed.proj.weight", 4, SHAPE(D, c->num_channels, P, P), 1);
@@ -434,7 +435,8 @@ base_status vit_model_assign(vit_model *m, const vit_model *src, int copy_head, 
     if (s != BASE_OK) return s;
     const size_t D = (size_t)m->config.hidden_size;
     if ((s = copy_embedding(m, src, err)) != BASE_OK) return s;
-    if ((m->cls_token && (s = copy_param(m, m->cls_token, src->cls_token, D, "class token", err))) ||
+    if ((m->cls_token &&
+         (s = copy_param(m, m->cls_token, src->cls_token, D, "class token", err))) ||
         (m->reg_tokens &&
          (s = copy_param(m, m->reg_tokens, src->reg_tokens, (size_t)m->config.num_reg_tokens * D,
                          "register tokens", err))) ||
@@ -452,7 +454,8 @@ base_status vit_model_assign(vit_model *m, const vit_model *src, int copy_head, 
         if ((s = copy_block(m, src, l, err)) != BASE_OK) return s;
     if (copy_head) {
         const size_t C = (size_t)m->config.num_classes;
-        memcpy(own(m, m->head_w), src->head_w, C * vit_config_pooled_size(&m->config) * sizeof(float));
+        const size_t PS = (size_t)vit_config_pooled_size(&m->config);
+        memcpy(own(m, m->head_w), src->head_w, C * PS * sizeof(float));
         memcpy(own(m, m->head_b), src->head_b, C * sizeof(float));
     }
     return BASE_OK;

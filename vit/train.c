@@ -215,24 +215,26 @@ float *vit_train_grads(vit_train *m) { return m->grads; }
  * patch j row pos_prefix + j, other prefix tokens none (no_embed_class,
  * DINOv2's registers). */
 static void embed(vit_train *m, const float *images, int n, float *dst) {
-    const int D = m->model->config.hidden_size, T = m->num_tokens, prefix = m->prefix;
+    const vit_model *v = m->model;
+    const int D = v->config.hidden_size, T = m->num_tokens, prefix = m->prefix;
     const int pos_prefix = m->pos_prefix;
     /* Each token's position row as the context holds it at inference. */
     for (int t = 0; t < T; t++) {
         float *dst_pos = m->token_pos + (size_t)t * D;
         const int row = t < prefix ? (t < pos_prefix ? t : -1) : pos_prefix + t - prefix;
         if (row < 0) memset(dst_pos, 0, sizeof(float) * D);
-        else memcpy(dst_pos, m->model->pos_embed + (size_t)row * D, sizeof(float) * D);
+        else memcpy(dst_pos, v->pos_embed + (size_t)row * D, sizeof(float) * D);
     }
     /* The patch projections into dtmp (backward's scratch, free until then). */
-    vit_embed_forward(m->model, images, n, m->model->config.image_size, m->token_pos, m->cols, m->dtmp,
+    vit_embed_forward(v, images, n, v->config.image_size, m->token_pos, m->cols, m->dtmp,
                       dst, m->threads);
 }
 
 /* Encoder block l on n images: m->x[l] into m->x[l + 1] through the one
  * block forward inference runs, keeping what block_backward reads. */
 static void block_forward(vit_train *m, int n, int l) {
-    const vit_config *c = &m->model->config;
+    const vit_model *v = m->model;
+    const vit_config *c = &v->config;
     const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, H = c->num_heads;
     const size_t BT = (size_t)m->max_batch * T;
     float *mean1 = LAYER(m->stats1, l, BT * 2), *mean2 = LAYER(m->stats2, l, BT * 2);
@@ -249,13 +251,14 @@ static void block_forward(vit_train *m, int n, int l) {
         .qk_mean = c->qk_norm ? qk_mean : NULL, .qk_rstd = c->qk_norm ? qk_mean + BT * 2 * H : NULL,
         .br1 = c->layer_scale ? LAYER(m->br1, l, BT * D) : NULL,
         .br2 = c->layer_scale ? LAYER(m->br2, l, BT * D) : NULL};
-    vit_block_forward(c, &m->model->blocks[l], n, T, &io, m->threads);
+    vit_block_forward(c, &v->blocks[l], n, T, &io, m->threads);
 }
 
 /* After the blocks: the final norm, pooling, fc_norm and head of n
  * images, logits into m->logits. */
 static void head_forward(vit_train *m, int n) {
-    const vit_config *c = &m->model->config;
+    const vit_model *v = m->model;
+    const vit_config *c = &v->config;
     const int D = c->hidden_size, T = m->num_tokens;
     const int rows = n * T, PS = m->pooled_size, B = m->max_batch;
     const size_t BT = (size_t)B * T;
@@ -265,36 +268,37 @@ static void head_forward(vit_train *m, int n) {
      * tokens alone, n rows into fin), then the pooling, then fc_norm. */
     const float *last = LAYER(m->x, c->num_layers, BT * D), *tokens = last;
     const int token_pool = c->global_pool == VIT_GLOBAL_POOL_TOKEN;
-    if (m->model->norm_w) {
+    if (v->norm_w) {
         if (token_pool)
             for (int b = 0; b < n; b++)
                 layernorm_forward_row(m->fin + (size_t)b * D, m->fin_stats + b,
                                       m->fin_stats + BT + b, last + (size_t)b * T * D,
-                                      m->model->norm_w, m->model->norm_b, D, eps);
+                                      v->norm_w, v->norm_b, D, eps);
         else
-            layernorm_forward(m->fin, m->fin_stats, m->fin_stats + BT, last, m->model->norm_w,
-                              m->model->norm_b, rows, D, eps, th);
+            layernorm_forward(m->fin, m->fin_stats, m->fin_stats + BT, last, v->norm_w,
+                              v->norm_b, rows, D, eps, th);
         tokens = m->fin;
     }
     /* The tokens are normed already (token pooling: fin holds the class
      * rows alone, D apart). */
     float *feat = c->fc_norm ? m->pool_in : m->pooled;
     for (int b = 0; b < n; b++) {
-        const float *img = token_pool && m->model->norm_w ? tokens + (size_t)b * D
+        const float *img = token_pool && v->norm_w ? tokens + (size_t)b * D
                                                            : tokens + (size_t)b * T * D;
         pool_forward(feat + (size_t)b * PS, img, T, m->prefix, 1, D, (kernels_pool)c->global_pool,
                      NULL, NULL, eps, NULL);
     }
     if (c->fc_norm)
         layernorm_forward(m->pooled, m->pool_stats, m->pool_stats + B, m->pool_in,
-                          m->model->fc_norm_w, m->model->fc_norm_b, n, D, eps, th);
-    vit_head_forward(m->model, m->pooled, PS, n, m->logits, th);
+                          v->fc_norm_w, v->fc_norm_b, n, D, eps, th);
+    vit_head_forward(v, m->pooled, PS, n, m->logits, th);
 }
 
 /* The whole forward pass for n images, keeping every activation; logits
  * into m->logits. */
 static void forward(vit_train *m, const float *images, int n) {
-    const vit_config *c = &m->model->config;
+    const vit_model *v = m->model;
+    const vit_config *c = &v->config;
     const int D = c->hidden_size, T = m->num_tokens, rows = n * T;
     const size_t BT = (size_t)m->max_batch * T;
     const float eps = c->layer_norm_eps;
@@ -303,8 +307,8 @@ static void forward(vit_train *m, const float *images, int n) {
     if (c->pre_norm) {
         /* CLIP's ln_pre on the embedding */
         embed(m, images, n, m->emb);
-        layernorm_forward(m->x, m->pre_stats, m->pre_stats + BT, m->emb, m->model->norm_pre_w,
-                          m->model->norm_pre_b, rows, D, eps, th);
+        layernorm_forward(m->x, m->pre_stats, m->pre_stats + BT, m->emb, v->norm_pre_w,
+                          v->norm_pre_b, rows, D, eps, th);
     } else {
         embed(m, images, n, m->x);
     }
@@ -345,13 +349,14 @@ static float cross_entropy(const float *logits, const int *labels, int n, int to
 }
 
 static base_status check_batch(const vit_train *m, const int *labels, int n, base_error *err) {
+    const vit_model *v = m->model;
     if (n <= 0 || n > m->max_batch)
         return base_error_set(err, BASE_E_ARG, "batch of %d images, the model holds 1..%d", n,
                              m->max_batch);
     for (int b = 0; labels && b < n; b++)
-        if (labels[b] < 0 || labels[b] >= m->model->config.num_classes)
+        if (labels[b] < 0 || labels[b] >= v->config.num_classes)
             return base_error_set(err, BASE_E_ARG, "label %d of image %d is outside 0..%d",
-                                 labels[b], b, m->model->config.num_classes - 1);
+                                 labels[b], b, v->config.num_classes - 1);
     return BASE_OK;
 }
 
@@ -372,13 +377,14 @@ base_status vit_train_forward(vit_train *m, const float *images, int n, float *l
  * patch rows gathered into gather [n*Np, D] for the patch GEMM's weight and
  * bias gradients. */
 static void embed_backward(vit_train *m, int n, const float *demb, float *gather) {
-    const int D = m->model->config.hidden_size, T = m->num_tokens, Np = m->num_patches;
+    const vit_model *v = m->model;
+    const int D = v->config.hidden_size, T = m->num_tokens, Np = m->num_patches;
     const int prefix = m->prefix, pos_prefix = m->pos_prefix;
     /* Position row r belongs to token r (prefix) or prefix + r - pos_prefix (patches). */
 #pragma omp parallel for schedule(static) num_threads(m->threads.count)
     for (int r = 0; r < m->pos_rows; r++) {
         const int t = r < pos_prefix ? r : prefix + r - pos_prefix;
-        float *dpos = grad(m, m->model->pos_embed) + (size_t)r * D;
+        float *dpos = grad(m, v->pos_embed) + (size_t)r * D;
         memset(dpos, 0, sizeof(float) * D);
         for (int b = 0; b < n; b++) {
             const float *src = demb + ((size_t)b * T + t) * D;
@@ -386,7 +392,8 @@ static void embed_backward(vit_train *m, int n, const float *demb, float *gather
         }
     }
     for (int t = 0; t < prefix; t++) {
-        float *dtok = t < m->has_cls ? grad(m, m->model->cls_token) : grad(m, m->model->reg_tokens) + (size_t)(t - m->has_cls) * D;
+        float *dtok = t < m->has_cls ? grad(m, v->cls_token)
+                                     : grad(m, v->reg_tokens) + (size_t)(t - m->has_cls) * D;
         memset(dtok, 0, sizeof(float) * D);
         for (int b = 0; b < n; b++) {
             const float *src = demb + ((size_t)b * T + t) * D;
@@ -397,14 +404,15 @@ static void embed_backward(vit_train *m, int n, const float *demb, float *gather
     for (int b = 0; b < n; b++)
         memcpy(gather + (size_t)b * Np * D, demb + ((size_t)b * T + prefix) * D,
                sizeof(float) * Np * D);
-    matmul_backward(NULL, grad(m, m->model->patch_w), grad(m, m->model->patch_b), gather, m->cols, m->model->patch_w,
+    matmul_backward(NULL, grad(m, v->patch_w), grad(m, v->patch_b), gather, m->cols, v->patch_w,
                     m->ones, n * Np, m->patch_dim, D);
 }
 
 /* From d(pooled features) (m->dpooled) back through fc_norm, the pooling
  * and the final norm: d(last block's output) into m->dx. */
 static void pool_backward(vit_train *m, int n) {
-    const vit_config *c = &m->model->config;
+    const vit_model *v = m->model;
+    const vit_config *c = &v->config;
     const int D = c->hidden_size, T = m->num_tokens;
     const int rows = n * T, B = m->max_batch, PS = m->pooled_size;
     const size_t BT = (size_t)B * T;
@@ -412,8 +420,8 @@ static void pool_backward(vit_train *m, int n) {
     const float *dfeat = m->dpooled;
     if (c->fc_norm) {
         memset(m->dpool_in, 0, sizeof(float) * n * D);
-        layernorm_backward(m->dpool_in, grad(m, m->model->fc_norm_w), grad(m, m->model->fc_norm_b), m->dpooled,
-                           m->pool_in, m->model->fc_norm_w, m->pool_stats, m->pool_stats + B, n, D,
+        layernorm_backward(m->dpool_in, grad(m, v->fc_norm_w), grad(m, v->fc_norm_b), m->dpooled,
+                           m->pool_in, v->fc_norm_w, m->pool_stats, m->pool_stats + B, n, D,
                            1, m->prod, m->ones, th);
         dfeat = m->dpool_in;
     }
@@ -421,17 +429,17 @@ static void pool_backward(vit_train *m, int n) {
     memset(m->dx, 0, sizeof(float) * rows * D);
     if (c->global_pool == VIT_GLOBAL_POOL_TOKEN) {
         /* The class tokens alone (T rows apart). */
-        if (m->model->norm_w)
-            layernorm_backward(m->dx, grad(m, m->model->norm_w), grad(m, m->model->norm_b), dfeat, last, m->model->norm_w,
-                               m->fin_stats, m->fin_stats + BT, n, D, (size_t)T, m->prod, m->ones,
-                               th);
+        if (v->norm_w)
+            layernorm_backward(m->dx, grad(m, v->norm_w), grad(m, v->norm_b), dfeat, last,
+                               v->norm_w, m->fin_stats, m->fin_stats + BT, n, D, (size_t)T,
+                               m->prod, m->ones, th);
         else
             for (int b = 0; b < n; b++)
                 memcpy(m->dx + (size_t)b * T * D, dfeat + (size_t)b * D, sizeof(float) * D);
     } else {
         /* d(tokens): the class token's part of [class ‖ mean], and the
          * mean's gradient over the patch tokens. */
-        float *dtok = m->model->norm_w ? m->dtmp : m->dx;
+        float *dtok = v->norm_w ? m->dtmp : m->dx;
         const int count = T - m->prefix, token_avg = c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG;
         memset(dtok, 0, sizeof(float) * rows * D);
         for (int b = 0; b < n; b++) {
@@ -442,8 +450,8 @@ static void pool_backward(vit_train *m, int n) {
             for (int t = m->prefix; t < T; t++)
                 for (int d = 0; d < D; d++) img[(size_t)t * D + d] = fmean[d] / (float)count;
         }
-        if (m->model->norm_w)
-            layernorm_backward(m->dx, grad(m, m->model->norm_w), grad(m, m->model->norm_b), dtok, last, m->model->norm_w,
+        if (v->norm_w)
+            layernorm_backward(m->dx, grad(m, v->norm_w), grad(m, v->norm_b), dtok, last, v->norm_w,
                                m->fin_stats, m->fin_stats + BT, rows, D, 1, m->prod, m->ones, th);
     }
 }
@@ -451,12 +459,13 @@ static void pool_backward(vit_train *m, int n) {
 /* Encoder block l backward: m->dx holds d(its output) on entry, d(its
  * input) on return; its parameters' gradients are written. */
 static void block_backward(vit_train *m, int n, int l) {
-    const vit_config *c = &m->model->config;
+    const vit_model *v = m->model;
+    const vit_config *c = &v->config;
     const int D = c->hidden_size, M = c->mlp_size, T = m->num_tokens, H = c->num_heads;
     const int rows = n * T, B = m->max_batch;
     const size_t BT = (size_t)B * T;
     const kernels_threads th = m->threads;
-    const vit_block *o = &m->model->blocks[l];
+    const vit_block *o = &v->blocks[l];
     const float *x = LAYER(m->x, l, BT * D), *xmid = LAYER(m->xmid, l, BT * D);
     const float *ln1 = LAYER(m->ln1, l, BT * D), *ln2 = LAYER(m->ln2, l, BT * D);
     const float *mean1 = LAYER(m->stats1, l, BT * 2), *rstd1 = mean1 + BT;
@@ -507,22 +516,23 @@ static void block_backward(vit_train *m, int n, int l) {
  * norm (filling m->dx, the gradient of the last block's output) and, with
  * full, through every block and the embedding. */
 static void backward(vit_train *m, int n, int full) {
-    const vit_config *c = &m->model->config;
+    const vit_model *v = m->model;
+    const vit_config *c = &v->config;
     const int D = c->hidden_size, T = m->num_tokens;
     const int C = c->num_classes, rows = n * T, B = m->max_batch, PS = m->pooled_size;
     const size_t BT = (size_t)B * T;
     const kernels_threads th = m->threads;
 
-    matmul_backward(m->dpooled, grad(m, m->model->head_w), grad(m, m->model->head_b), m->dlogits, m->pooled,
-                    m->model->head_w, m->ones, n, PS, C);
+    matmul_backward(m->dpooled, grad(m, v->head_w), grad(m, v->head_b), m->dlogits, m->pooled,
+                    v->head_w, m->ones, n, PS, C);
     if (!full) return;
     pool_backward(m, n);
     for (int l = c->num_layers - 1; l >= 0; l--) block_backward(m, n, l);
     if (c->pre_norm) {
         /* d(embedding) through norm_pre into dtmp; dx is then free to gather in. */
         memset(m->dtmp, 0, sizeof(float) * rows * D);
-        layernorm_backward(m->dtmp, grad(m, m->model->norm_pre_w), grad(m, m->model->norm_pre_b), m->dx, m->emb,
-                           m->model->norm_pre_w, m->pre_stats, m->pre_stats + BT, rows, D, 1,
+        layernorm_backward(m->dtmp, grad(m, v->norm_pre_w), grad(m, v->norm_pre_b), m->dx, m->emb,
+                           v->norm_pre_w, m->pre_stats, m->pre_stats + BT, rows, D, 1,
                            m->prod, m->ones, th);
         embed_backward(m, n, m->dtmp, m->dx);
     } else {

@@ -565,10 +565,15 @@ static char *state_json(const vit_trainer *t) {
     vit_config_to_hf_json(c, c->num_channels, cJSON_AddObjectToObject(j, "config"));
     /* What those keys leave to the tensors (a state is read by config alone). */
     cJSON *sw = cJSON_AddObjectToObject(j, "switches");
-    cJSON_AddNumberToObject(sw, "pos_embed_prefix", c->pos_embed_prefix);
-    cJSON_AddNumberToObject(sw, "global_pool", c->global_pool);
-    cJSON_AddNumberToObject(sw, "no_final_norm", c->no_final_norm);
-    cJSON_AddNumberToObject(sw, "layer_scale", c->layer_scale);
+    const struct {
+        const char *key;
+        int value;
+    } switches[] = {{"pos_embed_prefix", c->pos_embed_prefix},
+                    {"global_pool", (int)c->global_pool},
+                    {"no_final_norm", c->no_final_norm},
+                    {"layer_scale", c->layer_scale}};
+    for (size_t i = 0; i < sizeof switches / sizeof *switches; i++)
+        cJSON_AddNumberToObject(sw, switches[i].key, switches[i].value);
     cJSON_AddNumberToObject(j, "num_classes", c->num_classes);
     add_hyper(j, t);
     add_history(j, t);
