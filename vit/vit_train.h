@@ -13,9 +13,9 @@
  *       vit_adamw_step(opt, t, vit_train_lr_at(step, &schedule));
  *   vit_model_save(model, "out.safetensors", labels, &pre, ..., &err);
  *
- * The model is a vit_model made by vit_model_create (vit.h): its parameters
- * float32 in one buffer, in timm's names, the same type inference loads and
- * runs. The model is the timm ViT (class token, learned position
+ * The model is a vit_model made by vit_model_create (vit.h): the type
+ * vit_model_load gives, its parameters float32 in one buffer, in timm's
+ * names. It is the timm ViT (class token, learned position
  * embeddings, pre-norm blocks, exact GELU, final LayerNorm, linear head on
  * the class token) with every switch of vit_config but the DeiT
  * distillation token: LayerScale (ls1/ls2.gamma trained), register tokens
@@ -62,7 +62,7 @@ double vit_train_rng_uniform_cb(void *rng);
 
 typedef struct vit_train vit_train;
 
-/* Buffers for training model (a created one: vit_model_create; borrowed,
+/* Buffers for training model (a created one: vit_model_create; borrowed:
  * it must outlive the trainer) on batches of up to max_batch images:
  * gradients and activations. BASE_E_ARG for a loaded model. */
 base_status vit_train_create(vit_model *model, int max_batch, vit_train **out, base_error *err);
