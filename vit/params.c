@@ -490,16 +490,22 @@ static char *config_json(const vit_model *m, int channels, const char *const *la
     return text;
 }
 
-/* The Hugging Face DINOv2 name of a tensor (timm name), for a model whose
- * head reads [class ‖ mean] (Dinov2ForImageClassification; no timm
- * spelling), as the loader's layout table spells it
- * (weights_layout_spell): into out, with *split set when the tensor is
- * timm's fused qkv, written as query, key and value (part 0..2 names each).
- * Every tensor such a model trains has a spelling (train_unsupported). */
-static void dinov2_name(const vit_model *m, const char *timm, int part, char *out, size_t size,
-                        int *split) {
+/* The name a tensor (timm name) takes in the file, as the loader's layout
+ * table spells it (weights_layout_spell): timm's own, or for a model whose
+ * head reads [class ‖ mean] the Hugging Face DINOv2 names
+ * (Dinov2ForImageClassification; no timm spelling). Into out, with *split
+ * set when the layout stores a third of the tensor (timm's fused qkv as
+ * DINOv2's query, key and value: part 0..2 names each). Every tensor a
+ * created model has is spelt (train_unsupported); one that were not would
+ * keep its timm name. */
+static void file_name(const vit_model *m, const char *timm, int part, char *out, size_t size,
+                      int *split) {
+    const int dinov2 = m->config.global_pool == VIT_GLOBAL_POOL_TOKEN_AVG;
+    const weights_layout layout = dinov2 ? WEIGHTS_LAYOUT_HF_DINOV2 : WEIGHTS_LAYOUT_TIMM;
     const char *prefix = m->config.num_reg_tokens ? "dinov2_with_registers." : "dinov2.";
-    *split = weights_layout_spell(WEIGHTS_LAYOUT_HF_DINOV2, prefix, timm, part, out, size) == 1;
+    const int spelt = weights_layout_spell(layout, prefix, timm, part, out, size);
+    if (spelt < 0) snprintf(out, size, "%s", timm);
+    *split = spelt == 1;
 }
 
 /* Tensor t of m as the file stores it: timm's, a grey patch kernel folded
@@ -526,19 +532,18 @@ static void file_tensor(const vit_model *m, const vit_param *t, float *folded,
 }
 
 /* The model's tensors as the file stores them, into tensors (returns how
- * many): file_tensor's, with a [class ‖ mean] head in the Hugging Face
- * DINOv2 names (into names), its fused qkv as query, key and value. */
+ * many): file_tensor's, named as the loader's layout spells them
+ * (file_name, into names), a fused qkv the layout stores as query, key and
+ * value written as three. */
 static size_t file_tensors(const vit_model *m, weights_tensor *tensors, char (*names)[96],
                            float *folded) {
-    const int dinov2 = m->config.global_pool == VIT_GLOBAL_POOL_TOKEN_AVG;
     size_t count = 0;
     for (size_t i = 0; i < m->num_tensors; i++) {
         const vit_param *t = &m->tensors[i];
         weights_tensor *w = &tensors[count++];
         file_tensor(m, t, folded, w);
-        if (!dinov2) continue;
         int split;
-        dinov2_name(m, t->name, 0, names[count - 1], sizeof *names, &split);
+        file_name(m, t->name, 0, names[count - 1], sizeof *names, &split);
         w->name = names[count - 1];
         if (!split) continue;
         /* rows [q; k; v] of the fused tensor, a third each */
@@ -546,7 +551,7 @@ static size_t file_tensors(const vit_model *m, weights_tensor *tensors, char (*n
         for (int part = 0; part < 3; part++) {
             weights_tensor *q = part ? &tensors[count++] : w;
             *q = whole;
-            dinov2_name(m, t->name, part, names[count - 1], sizeof *names, &split);
+            file_name(m, t->name, part, names[count - 1], sizeof *names, &split);
             q->name = names[count - 1];
             q->shape[0] = whole.shape[0] / 3;
             q->numel = whole.numel / 3;
@@ -591,13 +596,13 @@ base_status vit_model_save(const vit_model *m, const char *path, const char *con
     const int dinov2 = c->global_pool == VIT_GLOBAL_POOL_TOKEN_AVG;
     const size_t max_out = m->num_tensors * (dinov2 ? 3 : 1);
     weights_tensor *tensors = calloc(max_out + num_extra, sizeof *tensors);
-    char(*names)[96] = dinov2 ? calloc(max_out, sizeof *names) : NULL;
+    char(*names)[96] = calloc(max_out, sizeof *names);
     float *folded = fold ? malloc(D * 3 * PP * sizeof(float)) : NULL;
     const char **keys = calloc(num_meta + 2, sizeof *keys), **values = calloc(num_meta + 2, sizeof *values);
     char *config = config_json(m, fold ? 3 : c->num_channels, labels);
     char *preprocessor = pre ? data_preprocess_to_json(pre) : NULL;
     base_status status;
-    if (!tensors || (dinov2 && !names) || (fold && !folded) || !keys || !values || !config ||
+    if (!tensors || !names || (fold && !folded) || !keys || !values || !config ||
         (pre && !preprocessor)) {
         status = base_error_set(err, BASE_E_NOMEM, "out of memory");
     } else {
