@@ -118,7 +118,7 @@ class FolderSource:
 
 
 def timm_init(m):
-    """timm's init for a model trained from scratch, as vit_train_init."""
+    """timm's init for a model trained from scratch, as vit_model_init."""
     with torch.no_grad():
         for name, p in m.named_parameters():
             if p.dim() >= 2:       # weight matrices, patch kernel, class token, position embeddings

@@ -201,8 +201,8 @@ static uint64_t fnv(uint64_t h, const void *data, size_t n) {
  * and its options. */
 static void fingerprints(vit_trainer *t, uint64_t out[3]) {
     const uint64_t basis = 0xcbf29ce484222325ull;
-    const size_t np = vit_train_num_params(t->model);
-    out[0] = fnv(basis, vit_train_params(t->model), np * sizeof(float));
+    const size_t np = vit_model_param_count(t->model);
+    out[0] = fnv(basis, vit_model_params(t->model), np * sizeof(float));
     out[0] = fnv(out[0], t->opt->m, np * sizeof(float));
     out[0] = fnv(out[0], t->opt->v, np * sizeof(float));
     const vit_trainer_source *s = t->train;
@@ -260,8 +260,8 @@ void cli_mpi_train_after_step(const vit_trainer *t) {
     }
     if (checksums) {
         vit_trainer *u = (vit_trainer *)t;
-        const size_t np = vit_train_num_params(u->model);
-        uint64_t h = fnv(0xcbf29ce484222325ull, vit_train_params(u->model), np * sizeof(float));
+        const size_t np = vit_model_param_count(u->model);
+        uint64_t h = fnv(0xcbf29ce484222325ull, vit_model_params(u->model), np * sizeof(float));
         h = fnv(h, u->opt->m, np * sizeof(float));
         h = fnv(h, u->opt->v, np * sizeof(float));
         fprintf(stderr, "vitc-test rank %d step %ld weights %016llx\n", world_rank, t->step,

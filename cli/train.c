@@ -359,21 +359,23 @@ static int create_model(vit_trainer *t, const vit_config *config, const train_op
     base_error err;
     /* Under MPI each rank computes a slice of every batch. */
     const int ranks = cli_mpi_train_size();
-    if (vit_train_create(config, (int)((o->batch + ranks - 1) / ranks), &t->model, &err) != BASE_OK) {
+    if (vit_model_create(config, &t->model, &err) != BASE_OK ||
+        vit_train_create(t->model, (int)((o->batch + ranks - 1) / ranks), &t->training, &err) !=
+            BASE_OK) {
         fprintf(stderr, "vit train: %s\n", err.message);
         return -1;
     }
-    vit_train_init(t->model, t->seed);
+    vit_model_init(t->model, t->seed);
     const vit_adamw_params hyper = {0.9f, 0.999f, 1e-8f, (float)o->wd};
     if (vit_adamw_create(t->model, &hyper, &t->opt, &err) != BASE_OK) {
         fprintf(stderr, "vit train: %s\n", err.message);
         return -1;
     }
-    if (init && (!state || o->freeze) && vit_train_copy_from(t->model, init, 0, &err) != BASE_OK) {
+    if (init && (!state || o->freeze) && vit_model_assign(t->model, init, 0, &err) != BASE_OK) {
         fprintf(stderr, "vit train: --init: %s\n", err.message);
         return -1;
     }
-    if (o->freeze) vit_train_freeze_backbone(t->model, 1);
+    if (o->freeze) vit_model_freeze_backbone(t->model, 1);
     if (state && vit_trainer_state_load(state, saved, t, &err) != BASE_OK) {
         fprintf(stderr, "vit train: --resume: %s\n", err.message);
         return -1;
@@ -496,7 +498,7 @@ static int run_epochs(vit_trainer *t, train_curves *curves, int quiet) {
             return -1;
     }
     if (speak)
-        printf("wrote %s (%zu parameters) in %.1f s\n", t->out_path, vit_train_num_params(t->model),
+        printf("wrote %s (%zu parameters) in %.1f s\n", t->out_path, vit_model_param_count(t->model),
                cli_now_seconds() - run_start);
     return 0;
 }
@@ -524,7 +526,8 @@ static void run_free(train_run *r) {
     vit_trainer_free(&r->t);
     vit_trainer_source_free(&r->train);
     vit_trainer_source_free(&r->val);
-    vit_train_free(r->t.model);
+    vit_train_free(r->t.training);
+    vit_model_free(r->t.model);
     vit_adamw_free(r->t.opt);
     free(r->t.labels);
     vit_model_free(r->init);
@@ -712,7 +715,7 @@ static int train_main(int argc, char **argv) {
                         "(batch %ld), %s\n",
                 r.v[OPT_DATA], r.train.count, c->num_classes, c->hidden_size, c->num_layers,
                 c->num_heads, c->mlp_size, c->patch_size, c->image_size, c->image_size,
-                c->num_channels, vit_train_num_params(r.t.model), r.t.epochs,
+                c->num_channels, vit_model_param_count(r.t.model), r.t.epochs,
                 r.t.epochs == 1 ? "" : "s", r.t.steps_per_epoch,
                 r.t.steps_per_epoch == 1 ? "" : "s", r.o.batch, workers);
     if (run_epochs(&r.t, &r.curves, r.v[OPT_QUIET] != NULL) != 0) goto done;

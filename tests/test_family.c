@@ -251,7 +251,7 @@ Test(family, int8_and_bf16_copies_keep_the_switches) {
     }
 }
 
-/* Training runs every switch: a training model made from a family
+/* Training runs every switch: a model created from a family
  * checkpoint's config, its weights copied (DINOv2's position grid resampled
  * to the run size as HF does), gives PyTorch's logits; one that differs in
  * a switch is refused naming it. */
@@ -268,9 +268,11 @@ static void check_training_forward(const char *name) {
     vit_config run = *vit_model_config(model);
     const vit_config *c = &run;
     run.image_size = (int)in->shape[2];
-    vit_train_model *train = NULL;
-    cr_assert(vit_train_create(c, batch, &train, &err) == BASE_OK, "%s: %s", name, err.message);
-    cr_assert(vit_train_copy_from(train, model, 1, &err) == BASE_OK, "%s: %s", name, err.message);
+    vit_model *created = NULL;
+    vit_train *train = NULL;
+    cr_assert(vit_model_create(c, &created, &err) == BASE_OK, "%s: %s", name, err.message);
+    cr_assert(vit_model_assign(created, model, 1, &err) == BASE_OK, "%s: %s", name, err.message);
+    cr_assert(vit_train_create(created, batch, &train, &err) == BASE_OK, "%s: %s", name, err.message);
     float *input = tensor_f32(expected, "input", NULL), *want = tensor_f32(expected, "logits", NULL);
     float *got = malloc(sizeof(float) * batch * c->num_classes);
     cr_assert(vit_train_forward(train, input, batch, got, NULL, &err) == BASE_OK, "%s", err.message);
@@ -280,15 +282,16 @@ static void check_training_forward(const char *name) {
     /* The same backbone without LayerScale is not this model. */
     vit_config other = *c;
     other.layer_scale = !other.layer_scale;
-    vit_train_model *wrong;
-    cr_assert(vit_train_create(&other, batch, &wrong, &err) == BASE_OK, "%s", err.message);
-    cr_expect(vit_train_copy_from(wrong, model, 1, &err) != BASE_OK, "%s", name);
+    vit_model *wrong;
+    cr_assert(vit_model_create(&other, &wrong, &err) == BASE_OK, "%s", err.message);
+    cr_expect(vit_model_assign(wrong, model, 1, &err) != BASE_OK, "%s", name);
     cr_expect(strstr(err.message, "LayerScale") && !strchr(err.message, '\n'), "%s", err.message);
-    vit_train_free(wrong);
+    vit_model_free(wrong);
     free(input);
     free(want);
     free(got);
     vit_train_free(train);
+    vit_model_free(created);
     weights_close(expected);
     vit_model_free(model);
 }

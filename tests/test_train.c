@@ -27,20 +27,29 @@ Test(train, adamw_matches_torch) {
     free_train_fixture(&fx);
 }
 
-/* A tiny model of random weights. */
-static vit_train_model *tiny_model(int batch, int classes, uint64_t seed) {
+/* Frees a trainer and the model it trains. */
+static void free_trained(vit_train *m) {
+    vit_model *model = vit_train_model(m);
+    vit_train_free(m);
+    vit_model_free(model);
+}
+
+/* A tiny model of random weights, with its trainer. */
+static vit_train *tiny_model(int batch, int classes, uint64_t seed) {
     const vit_config c = {.hidden_size = 16, .num_layers = 2, .num_heads = 2, .mlp_size = 32,
                           .patch_size = 4, .image_size = 8, .num_channels = 1,
                           .layer_norm_eps = 1e-6f, .num_classes = classes, .num_prefix_tokens = 1};
-    vit_train_model *m;
+    vit_model *model;
+    vit_train *m;
     base_error err;
-    cr_assert(vit_train_create(&c, batch, &m, &err) == BASE_OK, "%s", err.message);
-    vit_train_init(m, seed);
+    cr_assert(vit_model_create(&c, &model, &err) == BASE_OK, "%s", err.message);
+    cr_assert(vit_train_create(model, batch, &m, &err) == BASE_OK, "%s", err.message);
+    vit_model_init(model, seed);
     /* Larger than timm's 0.02 so every layer matters to the loss. */
     vit_train_rng rng;
     vit_train_rng_seed(&rng, seed + 1);
-    float *p = vit_train_params(m);
-    for (size_t i = 0; i < vit_train_num_params(m); i++) p[i] += 0.3f * (float)vit_train_rng_normal(&rng);
+    float *p = vit_model_params(vit_train_model(m));
+    for (size_t i = 0; i < vit_model_param_count(vit_train_model(m)); i++) p[i] += 0.3f * (float)vit_train_rng_normal(&rng);
     return m;
 }
 
@@ -57,22 +66,22 @@ static void random_batch(float *images, int *labels, int n, int size, int classe
  * shifts the derivative by far more. */
 Test(train, finite_differences_agree_with_backward) {
     enum { N = 4, CLASSES = 3 };
-    vit_train_model *m = tiny_model(N, CLASSES, 7);
+    vit_train *m = tiny_model(N, CLASSES, 7);
     float images[N * 64];
     int labels[N];
     random_batch(images, labels, N, 64, CLASSES, 8);
     base_error err;
     float loss;
     cr_assert(vit_train_step_grads(m, images, labels, N, 0.1f, &loss, NULL, &err) == BASE_OK);
-    const size_t P = vit_train_num_params(m);
+    const size_t P = vit_model_param_count(vit_train_model(m));
     float *grads = malloc(P * sizeof(float)), *saved = malloc(P * sizeof(float));
     memcpy(grads, vit_train_grads(m), P * sizeof(float));
-    memcpy(saved, vit_train_params(m), P * sizeof(float));
+    memcpy(saved, vit_model_params(vit_train_model(m)), P * sizeof(float));
     vit_train_rng rng;
     vit_train_rng_seed(&rng, 9);
     const float h = 2e-3f;
-    for (size_t i = 0; i < vit_train_num_tensors(m); i++) {
-        const vit_train_tensor *t = vit_train_tensor_at(m, i);
+    for (size_t i = 0; i < vit_model_num_tensors(vit_train_model(m)); i++) {
+        const vit_param *t = vit_model_tensor_at(vit_train_model(m), i);
         float *dir = malloc(t->numel * sizeof(float));
         double analytic = 0.0;
         for (size_t j = 0; j < t->numel; j++) {
@@ -80,7 +89,7 @@ Test(train, finite_differences_agree_with_backward) {
             analytic += (double)dir[j] * grads[t->offset + j];
         }
         float up, down;
-        float *p = vit_train_params(m) + t->offset;
+        float *p = vit_model_params(vit_train_model(m)) + t->offset;
         for (size_t j = 0; j < t->numel; j++) p[j] = saved[t->offset + j] + h * dir[j];
         vit_train_step_grads(m, images, labels, N, 0.1f, &up, NULL, &err);
         for (size_t j = 0; j < t->numel; j++) p[j] = saved[t->offset + j] - h * dir[j];
@@ -93,16 +102,16 @@ Test(train, finite_differences_agree_with_backward) {
     }
     free(grads);
     free(saved);
-    vit_train_free(m);
+    free_trained(m);
 }
 
 /* Trains on one batch until it is learnt; returns the final loss. */
-static float overfit(vit_train_model *m, const float *images, const int *labels, int n, int steps,
+static float overfit(vit_train *m, const float *images, const int *labels, int n, int steps,
                      float first_loss[1], int *hits) {
     vit_adamw *opt;
     base_error err;
     const vit_adamw_params hyper = {0.9f, 0.999f, 1e-8f, 0.01f};
-    cr_assert(vit_adamw_create(m, &hyper, &opt, &err) == BASE_OK);
+    cr_assert(vit_adamw_create(vit_train_model(m), &hyper, &opt, &err) == BASE_OK);
     const vit_train_schedule sched = {3e-3f, 1e-4f, 10, steps};
     float loss = 0.0f;
     for (int s = 0; s < steps; s++) {
@@ -118,8 +127,8 @@ static float overfit(vit_train_model *m, const float *images, const int *labels,
 
 Test(train, tiny_model_overfits_a_batch) {
     enum { N = 16, CLASSES = 4 };
-    vit_train_model *m = tiny_model(N, CLASSES, 11);
-    vit_train_init(m, 11); /* timm init for real training */
+    vit_train *m = tiny_model(N, CLASSES, 11);
+    vit_model_init(vit_train_model(m), 11); /* timm init for real training */
     float images[N * 64];
     int labels[N], hits;
     random_batch(images, labels, N, 64, CLASSES, 12);
@@ -127,7 +136,7 @@ Test(train, tiny_model_overfits_a_batch) {
     const float last = overfit(m, images, labels, N, 300, &first, &hits);
     cr_expect(last < 0.05f * first, "loss went from %g to %g only", first, last);
     cr_expect_eq(hits, N, "%d of %d images right after training", hits, N);
-    vit_train_free(m);
+    free_trained(m);
 }
 
 Test(train, same_seed_same_weights) {
@@ -135,21 +144,21 @@ Test(train, same_seed_same_weights) {
     float images[N * 64], first;
     int labels[N], hits;
     random_batch(images, labels, N, 64, CLASSES, 5);
-    vit_train_model *a = tiny_model(N, CLASSES, 3), *b = tiny_model(N, CLASSES, 3);
+    vit_train *a = tiny_model(N, CLASSES, 3), *b = tiny_model(N, CLASSES, 3);
     overfit(a, images, labels, N, 20, &first, &hits);
     overfit(b, images, labels, N, 20, &first, &hits);
-    cr_expect(memcmp(vit_train_params(a), vit_train_params(b),
-                     vit_train_num_params(a) * sizeof(float)) == 0,
+    cr_expect(memcmp(vit_model_params(vit_train_model(a)), vit_model_params(vit_train_model(b)),
+                     vit_model_param_count(vit_train_model(a)) * sizeof(float)) == 0,
               "two runs from the same seed differ");
-    vit_train_free(a);
-    vit_train_free(b);
+    free_trained(a);
+    free_trained(b);
 }
 
 /* A saved 1-channel model loads for inference (3 channels, luma-folded
  * kernel) and gives the training forward's logits on grey RGB input. */
 Test(train, saved_model_loads_and_matches) {
     enum { N = 2, CLASSES = 3 };
-    vit_train_model *m = tiny_model(N, CLASSES, 21);
+    vit_train *m = tiny_model(N, CLASSES, 21);
     float images[N * 64];
     int labels[N];
     random_batch(images, labels, N, 64, CLASSES, 22);
@@ -161,7 +170,7 @@ Test(train, saved_model_loads_and_matches) {
     const char *names[CLASSES] = {"ant", "bee", "cat"};
     data_preprocess pre;
     data_preprocess_default(&pre, 8);
-    cr_assert(vit_train_save(m, path, names, &pre, NULL, 0, NULL, NULL, 0, &err) == BASE_OK, "%s",
+    cr_assert(vit_model_save(vit_train_model(m), path, names, &pre, NULL, 0, NULL, NULL, 0, &err) == BASE_OK, "%s",
               err.message);
     vit_model *model;
     cr_assert(vit_model_load(path, NULL, &model, &err) == BASE_OK, "%s", err.message);
@@ -180,11 +189,11 @@ Test(train, saved_model_loads_and_matches) {
     vit_context_free(ctx);
     vit_model_free(model);
     remove(path);
-    vit_train_free(m);
+    free_trained(m);
 }
 
 /* The training forward on the inference parity fixtures (timm and Hugging
- * Face layouts, through vit_train_copy_from): the logits PyTorch gave. */
+ * Face layouts, through vit_model_assign): the logits PyTorch gave. */
 static void check_parity_forward(const char *name) {
     char path[1024];
     base_error err;
@@ -195,9 +204,11 @@ static void check_parity_forward(const char *name) {
     const weights_tensor *in = weights_find(expected, "input");
     const int batch = (int)in->shape[0];
     const vit_config *c = vit_model_config(model);
-    vit_train_model *m;
-    cr_assert(vit_train_create(c, batch, &m, &err) == BASE_OK, "%s", err.message);
-    cr_assert(vit_train_copy_from(m, model, 1, &err) == BASE_OK, "%s", err.message);
+    vit_model *created;
+    vit_train *m;
+    cr_assert(vit_model_create(c, &created, &err) == BASE_OK, "%s", err.message);
+    cr_assert(vit_model_assign(created, model, 1, &err) == BASE_OK, "%s", err.message);
+    cr_assert(vit_train_create(created, batch, &m, &err) == BASE_OK, "%s", err.message);
     float *input = values_of(expected, "input", 0), *want = values_of(expected, "logits", 0);
     float *got = malloc(sizeof(float) * batch * c->num_classes);
     cr_assert(vit_train_forward(m, input, batch, got, NULL, &err) == BASE_OK, "%s", err.message);
@@ -206,7 +217,7 @@ static void check_parity_forward(const char *name) {
     free(input);
     free(want);
     free(got);
-    vit_train_free(m);
+    free_trained(m);
     weights_close(expected);
     vit_model_free(model);
 }

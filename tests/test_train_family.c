@@ -63,8 +63,8 @@ static void load_fixture(const char *name, train_fixture *fx) {
             if (strcmp(n, "input") && strcmp(n, "labels") && strcmp(n, "loss") && strcmp(n, "logits"))
                 file_params++;
     }
-    cr_expect_eq(vit_train_num_tensors(fx->model), file_params, "%s: %zu tensors, the file %zu",
-                 name, vit_train_num_tensors(fx->model), file_params);
+    cr_expect_eq(vit_model_num_tensors(fx->model), file_params, "%s: %zu tensors, the file %zu",
+                 name, vit_model_num_tensors(fx->model), file_params);
 }
 
 /* Gradients within GRAD_TOLERANCE but where torch's is zero but for
@@ -102,7 +102,7 @@ static void check_save_reload(const char *name) {
     const int N = fx.batch, C = c->num_classes;
     float *train_logits = malloc(sizeof(float) * N * C), *got = malloc(sizeof(float) * N * C);
     base_error err;
-    cr_assert(vit_train_forward(fx.model, fx.input, N, train_logits, NULL, &err) == BASE_OK);
+    cr_assert(vit_train_forward(fx.training, fx.input, N, train_logits, NULL, &err) == BASE_OK);
     float *torch_logits = values_of(fx.file, "logits", (size_t)N * C);
     const double e_torch = relative_error(train_logits, torch_logits, (size_t)N * C);
     cr_expect(e_torch <= 1e-5, "%s: training forward differs from torch by %.3g", name, e_torch);
@@ -110,7 +110,7 @@ static void check_save_reload(const char *name) {
     snprintf(path, sizeof path, "/tmp/vitc-train-family-%s-%d.safetensors", name, (int)getpid());
     data_preprocess pre;
     data_preprocess_default(&pre, c->image_size);
-    cr_assert(vit_train_save(fx.model, path, NULL, &pre, NULL, 0, NULL, NULL, 0, &err) == BASE_OK,
+    cr_assert(vit_model_save(fx.model, path, NULL, &pre, NULL, 0, NULL, NULL, 0, &err) == BASE_OK,
               "%s", err.message);
     vit_model *model;
     cr_assert(vit_model_load(path, NULL, &model, &err) == BASE_OK, "%s: %s", name, err.message);
@@ -160,38 +160,38 @@ Test(train_family, linear_probe_without_class_token) {
     const int N = fx.batch, D = fx.config.hidden_size, C = fx.config.num_classes;
     base_error err;
     float *features = malloc(sizeof(float) * N * D), *logits = malloc(sizeof(float) * N * C);
-    cr_assert(vit_train_forward(fx.model, fx.input, N, logits, features, &err) == BASE_OK);
+    cr_assert(vit_train_forward(fx.training, fx.input, N, logits, features, &err) == BASE_OK);
     float loss_full, loss_head;
-    cr_assert(vit_train_step_grads(fx.model, fx.input, fx.labels, N, fx.smoothing, &loss_full,
+    cr_assert(vit_train_step_grads(fx.training, fx.input, fx.labels, N, fx.smoothing, &loss_full,
                                    NULL, &err) == BASE_OK);
-    const vit_train_tensor *hw = vit_train_find(fx.model, "head.weight");
+    const vit_param *hw = vit_model_find(fx.model, "head.weight");
     cr_assert(hw);
     float *full = malloc(hw->numel * sizeof(float));
-    memcpy(full, vit_train_grads(fx.model) + hw->offset, hw->numel * sizeof(float));
-    cr_assert(vit_train_head_grads(fx.model, features, fx.labels, N, fx.smoothing, &loss_head, NULL,
+    memcpy(full, vit_train_grads(fx.training) + hw->offset, hw->numel * sizeof(float));
+    cr_assert(vit_train_head_grads(fx.training, features, fx.labels, N, fx.smoothing, &loss_head, NULL,
                                    &err) == BASE_OK);
     cr_expect(fabsf(loss_full - loss_head) <= 1e-6f * fabsf(loss_full), "%g vs %g",
               (double)loss_full, (double)loss_head);
-    cr_expect(relative_error(vit_train_grads(fx.model) + hw->offset, full, hw->numel) <= 1e-6);
+    cr_expect(relative_error(vit_train_grads(fx.training) + hw->offset, full, hw->numel) <= 1e-6);
     /* The head reads fc_norm's output: a head fed the un-normed mean would not. */
     float *want = values_of(fx.file, "grad.head.weight", hw->numel);
-    cr_expect(relative_error(vit_train_grads(fx.model) + hw->offset, want, hw->numel) <= GRAD_TOLERANCE);
+    cr_expect(relative_error(vit_train_grads(fx.training) + hw->offset, want, hw->numel) <= GRAD_TOLERANCE);
     free(want);
 
-    vit_train_freeze_backbone(fx.model, 1);
-    const size_t P = vit_train_num_params(fx.model);
+    vit_model_freeze_backbone(fx.model, 1);
+    const size_t P = vit_model_param_count(fx.model);
     float *before = malloc(P * sizeof(float));
-    memcpy(before, vit_train_params(fx.model), P * sizeof(float));
+    memcpy(before, vit_model_params(fx.model), P * sizeof(float));
     const vit_adamw_params hyper = {0.9f, 0.999f, 1e-8f, 0.05f};
     vit_adamw *opt;
     cr_assert(vit_adamw_create(fx.model, &hyper, &opt, &err) == BASE_OK);
     for (int s = 0; s < 3; s++) {
-        cr_assert(vit_train_head_grads(fx.model, features, fx.labels, N, 0.0f, NULL, NULL, &err) == BASE_OK);
-        vit_adamw_step(opt, fx.model, 1e-2f);
+        cr_assert(vit_train_head_grads(fx.training, features, fx.labels, N, 0.0f, NULL, NULL, &err) == BASE_OK);
+        vit_adamw_step(opt, fx.training, 1e-2f);
     }
-    for (size_t i = 0; i < vit_train_num_tensors(fx.model); i++) {
-        const vit_train_tensor *t = vit_train_tensor_at(fx.model, i);
-        const int same = memcmp(vit_train_params(fx.model) + t->offset, before + t->offset,
+    for (size_t i = 0; i < vit_model_num_tensors(fx.model); i++) {
+        const vit_param *t = vit_model_tensor_at(fx.model, i);
+        const int same = memcmp(vit_model_params(fx.model) + t->offset, before + t->offset,
                                 t->numel * sizeof(float)) == 0;
         if (strncmp(t->name, "head.", 5) == 0)
             cr_expect(!same, "%s did not move", t->name);

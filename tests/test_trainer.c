@@ -55,11 +55,12 @@ static void make_trainer(vit_trainer *t, const vit_trainer_source *train, const 
     t->h = (vit_trainer_hyper){.batch = 2, .warmup = 1, .flip = 1, .freeze = freeze, .lr = 3e-3,
                                .min_lr = 1e-5, .wd = 0.05, .smoothing = 0.1, .clip = 1.0,
                                .min_scale = 0.08, .images = train->count};
-    cr_assert_eq(vit_train_create(&config, 2, &t->model, &err), BASE_OK, "%s", err.message);
-    vit_train_init(t->model, t->seed);
+    cr_assert_eq(vit_model_create(&config, &t->model, &err), BASE_OK, "%s", err.message);
+    cr_assert_eq(vit_train_create(t->model, 2, &t->training, &err), BASE_OK, "%s", err.message);
+    vit_model_init(t->model, t->seed);
     const vit_adamw_params hyper = {0.9f, 0.999f, 1e-8f, 0.05f};
     cr_assert_eq(vit_adamw_create(t->model, &hyper, &t->opt, &err), BASE_OK, "%s", err.message);
-    if (freeze) vit_train_freeze_backbone(t->model, 1);
+    if (freeze) vit_model_freeze_backbone(t->model, 1);
     t->in = (vit_trainer_input){.size = 32, .channels = 3, .augment = 1, .flip = 1,
                                 .min_scale = 0.08, .seed = t->seed};
     vit_trainer_default_preprocess(NULL, 0, 32, &t->in.eval);
@@ -98,7 +99,8 @@ static int files_equal(const char *a, const char *b) {
 
 static void free_trainer(vit_trainer *t) {
     vit_trainer_free(t);
-    vit_train_free(t->model);
+    vit_train_free(t->training);
+    vit_model_free(t->model);
     vit_adamw_free(t->opt);
 }
 
@@ -165,8 +167,8 @@ Test(trainer, resume_gives_the_uninterrupted_run) {
     cr_assert_eq(c.history_count, 3);
     cr_assert_eq(c.history[0].epoch, 1);
     cr_assert(isnan(c.history[2].eval_top1));
-    const size_t n = vit_train_num_params(a.model);
-    cr_assert_eq(memcmp(vit_train_params(a.model), vit_train_params(c.model), n * sizeof(float)), 0);
+    const size_t n = vit_model_param_count(a.model);
+    cr_assert_eq(memcmp(vit_model_params(a.model), vit_model_params(c.model), n * sizeof(float)), 0);
     cr_assert_eq(memcmp(a.opt->m, c.opt->m, n * sizeof(float)), 0);
     cr_assert_eq(memcmp(a.opt->v, c.opt->v, n * sizeof(float)), 0);
     cr_assert_eq(a.step, c.step);
@@ -188,15 +190,15 @@ Test(trainer, linear_probe_trains_the_head_only) {
     make_trainer(&t, &train, "p", 1);
     cr_assert_eq(vit_trainer_prepare(&t, &train, &val, &err), BASE_OK, "%s", err.message);
     cr_assert_not_null(t.features);
-    const size_t n = vit_train_num_params(t.model);
+    const size_t n = vit_model_param_count(t.model);
     float *before = malloc(n * sizeof(float));
-    memcpy(before, vit_train_params(t.model), n * sizeof(float));
+    memcpy(before, vit_model_params(t.model), n * sizeof(float));
     run_epochs(&t, 0, 3);
-    const vit_train_tensor *head = vit_train_find(t.model, "head.weight");
+    const vit_param *head = vit_model_find(t.model, "head.weight");
     cr_assert_not_null(head);
-    const float *now = vit_train_params(t.model);
-    for (size_t i = 0; i < vit_train_num_tensors(t.model); i++) {
-        const vit_train_tensor *p = vit_train_tensor_at(t.model, i);
+    const float *now = vit_model_params(t.model);
+    for (size_t i = 0; i < vit_model_num_tensors(t.model); i++) {
+        const vit_param *p = vit_model_tensor_at(t.model, i);
         const int same = memcmp(before + p->offset, now + p->offset, p->numel * sizeof(float)) == 0;
         if (strncmp(p->name, "head.", 5) == 0) cr_assert(!same, "%s did not train", p->name);
         else cr_assert(same, "%s changed in a linear probe", p->name);

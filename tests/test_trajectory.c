@@ -37,8 +37,10 @@ Test(trajectory, ten_adamw_steps_match_pytorch) {
     float lr;
     const vit_adamw_params hyper = fixture_adamw(meta, &lr);
 
-    vit_train_model *model;
-    cr_assert(vit_train_create(&config, batch, &model, &err) == BASE_OK, "%s", err.message);
+    vit_model *model;
+    vit_train *train;
+    cr_assert(vit_model_create(&config, &model, &err) == BASE_OK, "%s", err.message);
+    cr_assert(vit_train_create(model, batch, &train, &err) == BASE_OK, "%s", err.message);
     fixture_params(file, "", model);
     vit_adamw *opt;
     cr_assert(vit_adamw_create(model, &hyper, &opt, &err) == BASE_OK, "%s", err.message);
@@ -51,23 +53,23 @@ Test(trajectory, ten_adamw_steps_match_pytorch) {
 
     for (int step = 0; step < steps; step++) {
         float loss;
-        cr_assert(vit_train_step_grads(model, input + (size_t)step * batch * image,
+        cr_assert(vit_train_step_grads(train, input + (size_t)step * batch * image,
                                        labels + (size_t)step * batch, batch, smoothing, &loss,
                                        NULL, &err) == BASE_OK, "%s", err.message);
-        vit_train_clip_grad_norm(model, clip);
-        vit_adamw_step(opt, model, lr);
+        vit_train_clip_grad_norm(train, clip);
+        vit_adamw_step(opt, train, lr);
         const double e = fabs((double)loss - want[step]) / fabs((double)want[step]);
         cr_log_info("step %d: loss %.7f, torch %.7f, relative %.2g", step + 1, (double)loss,
                     (double)want[step], e);
         cr_expect(e <= LOSS_TOLERANCE, "step %d: loss %.7f, torch %.7f (relative %.2g)", step + 1,
                   (double)loss, (double)want[step], e);
     }
-    for (size_t i = 0; i < vit_train_num_tensors(model); i++) {
-        const vit_train_tensor *t = vit_train_tensor_at(model, i);
+    for (size_t i = 0; i < vit_model_num_tensors(model); i++) {
+        const vit_param *t = vit_model_tensor_at(model, i);
         char key[128];
         snprintf(key, sizeof key, "final.%s", t->name);
         float *final = values_of(file, key, t->numel);
-        const float *got = vit_train_params(model) + t->offset;
+        const float *got = vit_model_params(model) + t->offset;
         double e = relative_error(got, final, t->numel);
         const size_t len = strlen(t->name), D = (size_t)config.hidden_size;
         if (len > 13 && strcmp(t->name + len - 13, "attn.qkv.bias") == 0) {
@@ -90,7 +92,8 @@ Test(trajectory, ten_adamw_steps_match_pytorch) {
     free(label_values);
     free(input);
     vit_adamw_free(opt);
-    vit_train_free(model);
+    vit_train_free(train);
+    vit_model_free(model);
     cJSON_Delete(meta);
     weights_close(file);
 }

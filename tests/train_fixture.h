@@ -1,7 +1,7 @@
 /* train_fixture.h — reading the PyTorch training fixtures (tests/gen_train.py,
  * tests/gen_train_family.py, tests/gen_trajectory.py): tensors by name, the
  * "case" JSON's model configuration and AdamW hyper-parameters, the error
- * measure, and a case loaded as a training model with its batch, checked
+ * measure, and a case loaded as a created model and its trainer, checked
  * against autograd's gradients and torch.optim.AdamW's steps. */
 #ifndef TRAIN_FIXTURE_H
 #define TRAIN_FIXTURE_H
@@ -69,13 +69,13 @@ static inline vit_adamw_params fixture_adamw(const cJSON *meta, float *lr) {
 }
 
 /* Copies the fixture's tensors prefix<name> into the model's parameters. */
-static inline void fixture_params(const weights_file *f, const char *prefix, vit_train_model *m) {
-    for (size_t i = 0; i < vit_train_num_tensors(m); i++) {
-        const vit_train_tensor *t = vit_train_tensor_at(m, i);
+static inline void fixture_params(const weights_file *f, const char *prefix, vit_model *m) {
+    for (size_t i = 0; i < vit_model_num_tensors(m); i++) {
+        const vit_param *t = vit_model_tensor_at(m, i);
         char key[128];
         snprintf(key, sizeof key, "%s%s", prefix, t->name);
         float *v = values_of(f, key, t->numel);
-        memcpy(vit_train_params(m) + t->offset, v, t->numel * sizeof(float));
+        memcpy(vit_model_params(m) + t->offset, v, t->numel * sizeof(float));
         free(v);
     }
 }
@@ -99,7 +99,8 @@ typedef struct train_fixture {
     vit_config config;
     int batch;
     float smoothing;
-    vit_train_model *model;
+    vit_model *model;
+    vit_train *training;
     float *input;
     int *labels;
 } train_fixture;
@@ -117,8 +118,10 @@ static inline void load_train_fixture(const char *name, vit_config (*config_of)(
     fx->config = config_of(fx->meta);
     fx->batch = json_int(fx->meta, "batch");
     fx->smoothing = (float)json_number(fx->meta, "smoothing");
-    cr_assert(vit_train_create(&fx->config, fx->batch, &fx->model, &err) == BASE_OK, "%s: %s", name,
+    cr_assert(vit_model_create(&fx->config, &fx->model, &err) == BASE_OK, "%s: %s", name,
               err.message);
+    cr_assert(vit_train_create(fx->model, fx->batch, &fx->training, &err) == BASE_OK, "%s: %s",
+              name, err.message);
     fixture_params(fx->file, "", fx->model);
     const size_t image = (size_t)fx->config.num_channels * fx->config.image_size * fx->config.image_size;
     fx->input = values_of(fx->file, "input", image * fx->batch);
@@ -129,7 +132,8 @@ static inline void load_train_fixture(const char *name, vit_config (*config_of)(
 }
 
 static inline void free_train_fixture(train_fixture *fx) {
-    vit_train_free(fx->model);
+    vit_train_free(fx->training);
+    vit_model_free(fx->model);
     weights_close(fx->file);
     cJSON_Delete(fx->meta);
     free(fx->input);
@@ -148,17 +152,17 @@ static inline void check_train_gradients(const char *name, vit_config (*config_o
     base_error err;
     float loss;
     int correct;
-    cr_assert(vit_train_step_grads(fx.model, fx.input, fx.labels, fx.batch, fx.smoothing, &loss,
+    cr_assert(vit_train_step_grads(fx.training, fx.input, fx.labels, fx.batch, fx.smoothing, &loss,
                                    &correct, &err) == BASE_OK, "%s", err.message);
     float *want_loss = values_of(fx.file, "loss", 1);
     cr_expect(fabsf(loss - want_loss[0]) <= 1e-5f * fabsf(want_loss[0]), "%s: loss %.8g, torch %.8g",
               name, (double)loss, (double)want_loss[0]);
-    for (size_t i = 0; i < vit_train_num_tensors(fx.model); i++) {
-        const vit_train_tensor *t = vit_train_tensor_at(fx.model, i);
+    for (size_t i = 0; i < vit_model_num_tensors(fx.model); i++) {
+        const vit_param *t = vit_model_tensor_at(fx.model, i);
         char key[96];
         snprintf(key, sizeof key, "grad.%s", t->name);
         float *want = values_of(fx.file, key, t->numel);
-        const float *got = vit_train_grads(fx.model) + t->offset;
+        const float *got = vit_train_grads(fx.training) + t->offset;
         double scale = 0.0, worst = 0.0;
         /* Not fmax: gcc 12.2 for aarch64 (Debian bookworm's, native and
          * cross) crashes vectorising an fmax reduction of widened floats
@@ -194,21 +198,21 @@ static inline void check_adamw_steps(train_fixture *fx, int steps) {
     base_error err;
     cr_assert(vit_adamw_create(fx->model, &hyper, &opt, &err) == BASE_OK);
     for (int step = 1; step <= steps; step++) {
-        for (size_t i = 0; i < vit_train_num_tensors(fx->model); i++) {
-            const vit_train_tensor *t = vit_train_tensor_at(fx->model, i);
+        for (size_t i = 0; i < vit_model_num_tensors(fx->model); i++) {
+            const vit_param *t = vit_model_tensor_at(fx->model, i);
             char key[96];
             snprintf(key, sizeof key, "grad.%s", t->name);
             float *g = values_of(fx->file, key, t->numel);
-            memcpy(vit_train_grads(fx->model) + t->offset, g, t->numel * sizeof(float));
+            memcpy(vit_train_grads(fx->training) + t->offset, g, t->numel * sizeof(float));
             free(g);
         }
-        vit_adamw_step(opt, fx->model, lr);
-        for (size_t i = 0; i < vit_train_num_tensors(fx->model); i++) {
-            const vit_train_tensor *t = vit_train_tensor_at(fx->model, i);
+        vit_adamw_step(opt, fx->training, lr);
+        for (size_t i = 0; i < vit_model_num_tensors(fx->model); i++) {
+            const vit_param *t = vit_model_tensor_at(fx->model, i);
             char key[96];
             snprintf(key, sizeof key, "step%d.%s", step, t->name);
             float *want = values_of(fx->file, key, t->numel);
-            const float *got = vit_train_params(fx->model) + t->offset;
+            const float *got = vit_model_params(fx->model) + t->offset;
             double worst = 0.0;
             for (size_t j = 0; j < t->numel; j++) {
                 const double d = fabs((double)got[j] - want[j]);

@@ -1632,6 +1632,8 @@ void vit_model_free(vit_model *m) {
     free(m->used);
     free(m->config_text);
     free(m->preprocessor_text);
+    free(m->params);
+    free(m->tensors);
     weights_close(m->file);
     free(m);
 }

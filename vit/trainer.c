@@ -289,7 +289,7 @@ static void scores_from_sums(const double sums[3], size_t images, vit_trainer_sc
     *scores = (vit_trainer_scores){sums[0] / images, sums[1] / images, sums[2] / images, images};
 }
 
-double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
+double vit_trainer_evaluate(vit_train *m, const vit_trainer_source *s,
                             const vit_trainer_input *in, float *images, int *labels, int *ok,
                             float *logits, float *features, vit_trainer_scores *scores) {
     const int B = vit_train_max_batch(m), C = vit_train_config(m)->num_classes;
@@ -314,7 +314,7 @@ double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
 
 base_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
                                const vit_trainer_source *val, base_error *err) {
-    const vit_config *c = vit_train_config(t->model);
+    const vit_config *c = vit_model_config(t->model);
     const long batch = t->h.batch;
     t->train = train;
     t->val = val && val->count ? val : NULL;
@@ -338,12 +338,12 @@ base_status vit_trainer_prepare(vit_trainer *t, const vit_trainer_source *train,
     if (t->val) t->val_features = malloc(sizeof(float) * D * t->val->count);
     if (!t->features || !t->feature_labels || (t->val && !t->val_features))
         return base_error_set(err, BASE_E_NOMEM, "out of memory for %zu feature rows", train->count);
-    vit_trainer_evaluate(t->model, train, &t->in, t->images, t->batch_labels, t->ok, t->logits,
+    vit_trainer_evaluate(t->training, train, &t->in, t->images, t->batch_labels, t->ok, t->logits,
                          t->features, NULL);
     for (size_t i = 0; i < train->count; i++)
         t->feature_labels[i] = vit_trainer_source_label(train, i);
     if (t->val)
-        vit_trainer_evaluate(t->model, t->val, &t->in, t->images, t->batch_labels, t->ok,
+        vit_trainer_evaluate(t->training, t->val, &t->in, t->images, t->batch_labels, t->ok,
                              t->logits, t->val_features, NULL);
     return BASE_OK;
 }
@@ -392,7 +392,7 @@ base_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_ste
     const size_t first = (size_t)s * t->h.batch, count = t->train->count;
     const size_t batch = (size_t)t->h.batch;
     const int n = (int)(count - first < batch ? count - first : batch);
-    const int D = vit_config_pooled_size(vit_train_config(t->model)); /* features per image */
+    const int D = vit_config_pooled_size(vit_model_config(t->model)); /* features per image */
     const vit_trainer_parallel *par = t->parallel && t->parallel->size > 1 ? t->parallel : NULL;
     float *images = t->images;
     int *labels = t->batch_labels;
@@ -425,18 +425,18 @@ base_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_ste
     if (total == 0) return BASE_OK;
     if (placed == 0) {
         /* Nothing of this batch here: no part of its gradients. */
-        memset(vit_train_grads(t->model), 0, sizeof(float) * vit_train_num_params(t->model));
+        memset(vit_train_grads(t->training), 0, sizeof(float) * vit_model_param_count(t->model));
     } else if (t->features) {
-        st = vit_train_head_grads_part(t->model, images, labels, placed, total,
+        st = vit_train_head_grads_part(t->training, images, labels, placed, total,
                                        (float)t->h.smoothing, &res->loss, &res->correct, err);
     } else {
-        st = vit_train_step_grads_part(t->model, images, labels, placed, total,
+        st = vit_train_step_grads_part(t->training, images, labels, placed, total,
                                        (float)t->h.smoothing, &res->loss, &res->correct, err);
     }
     if (st != BASE_OK) return st;
     if (par) {
         double stats[2] = {res->loss, res->correct};
-        if (par->sum(par->ctx, vit_train_grads(t->model), vit_train_num_params(t->model), stats,
+        if (par->sum(par->ctx, vit_train_grads(t->training), vit_model_param_count(t->model), stats,
                      2) != 0)
             return base_error_set(err, BASE_E_IO, "step %ld: the processes could not add up their "
                                                 "gradients", t->step);
@@ -446,9 +446,9 @@ base_status vit_trainer_step(vit_trainer *t, long epoch, long s, vit_trainer_ste
     if (!isfinite(res->loss))
         return base_error_set(err, BASE_E_ARG, "the loss is %g at step %ld: lower --lr",
                              (double)res->loss, t->step);
-    vit_train_clip_grad_norm(t->model, (float)t->h.clip);
+    vit_train_clip_grad_norm(t->training, (float)t->h.clip);
     res->lr = vit_train_lr_at(t->step, &t->sched);
-    vit_adamw_step(t->opt, t->model, res->lr);
+    vit_adamw_step(t->opt, t->training, res->lr);
     t->step++;
     return BASE_OK;
 }
@@ -457,20 +457,20 @@ int vit_trainer_validate(vit_trainer *t, vit_trainer_scores *scores) {
     *scores = (vit_trainer_scores){0};
     if (!t->val) return -1;
     if (!t->features) {
-        vit_trainer_evaluate(t->model, t->val, &t->in, t->images, t->batch_labels, t->ok,
+        vit_trainer_evaluate(t->training, t->val, &t->in, t->images, t->batch_labels, t->ok,
                              t->logits, NULL, scores);
         return 0;
     }
     /* A linear probe: the head on the features computed once. */
     const size_t batch = (size_t)t->h.batch, count = t->val->count;
-    const vit_config *c = vit_train_config(t->model);
+    const vit_config *c = vit_model_config(t->model);
     const int D = vit_config_pooled_size(c); /* features per image */
     double sums[3] = {0};
     base_error err;
     for (size_t first = 0; first < count; first += batch) {
         const int n = (int)(count - first < batch ? count - first : batch);
         for (int b = 0; b < n; b++) t->batch_labels[b] = vit_trainer_source_label(t->val, first + b);
-        if (vit_train_head_forward(t->model, t->val_features + first * D, n, t->logits, &err) == BASE_OK)
+        if (vit_train_head_forward(t->training, t->val_features + first * D, n, t->logits, &err) == BASE_OK)
             score_logits(t->logits, t->batch_labels, n, c->num_classes, sums);
     }
     scores_from_sums(sums, count, scores);
@@ -540,11 +540,11 @@ static base_status read_history(const cJSON *j, vit_trainer_state_info *info, ba
 /* FNV-1a over the frozen parameters (a linear probe's backbone), which the
  * state leaves out: a resumed probe takes them from --init again, and this
  * tells whether that file still holds the same weights. 0: none frozen. */
-static uint64_t frozen_checksum(vit_train_model *m) {
+static uint64_t frozen_checksum(vit_model *m) {
     uint64_t h = 0;
-    const float *params = vit_train_params(m);
-    for (size_t i = 0; i < vit_train_num_tensors(m); i++) {
-        const vit_train_tensor *p = vit_train_tensor_at(m, i);
+    const float *params = vit_model_params(m);
+    for (size_t i = 0; i < vit_model_num_tensors(m); i++) {
+        const vit_param *p = vit_model_tensor_at(m, i);
         if (p->trainable) continue;
         if (!h) h = 0xcbf29ce484222325ull;
         const unsigned char *b = (const unsigned char *)(params + p->offset);
@@ -555,7 +555,7 @@ static uint64_t frozen_checksum(vit_train_model *m) {
 
 /* The state's JSON: where the run stands, the configuration and options. */
 static char *state_json(const vit_trainer *t) {
-    const vit_config *c = vit_train_config(t->model);
+    const vit_config *c = vit_model_config(t->model);
     cJSON *j = cJSON_CreateObject();
     cJSON_AddNumberToObject(j, "epoch", (double)t->epoch_done);
     cJSON_AddNumberToObject(j, "step", (double)t->step);
@@ -565,10 +565,15 @@ static char *state_json(const vit_trainer *t) {
     vit_config_to_hf_json(c, c->num_channels, cJSON_AddObjectToObject(j, "config"));
     /* What those keys leave to the tensors (a state is read by config alone). */
     cJSON *sw = cJSON_AddObjectToObject(j, "switches");
-    cJSON_AddNumberToObject(sw, "pos_embed_prefix", c->pos_embed_prefix);
-    cJSON_AddNumberToObject(sw, "global_pool", c->global_pool);
-    cJSON_AddNumberToObject(sw, "no_final_norm", c->no_final_norm);
-    cJSON_AddNumberToObject(sw, "layer_scale", c->layer_scale);
+    const struct {
+        const char *key;
+        int value;
+    } switches[] = {{"pos_embed_prefix", c->pos_embed_prefix},
+                    {"global_pool", (int)c->global_pool},
+                    {"no_final_norm", c->no_final_norm},
+                    {"layer_scale", c->layer_scale}};
+    for (size_t i = 0; i < sizeof switches / sizeof *switches; i++)
+        cJSON_AddNumberToObject(sw, switches[i].key, switches[i].value);
     cJSON_AddNumberToObject(j, "num_classes", c->num_classes);
     add_hyper(j, t);
     add_history(j, t);
@@ -584,8 +589,8 @@ static char *state_json(const vit_trainer *t) {
 }
 
 static base_status save_state(const vit_trainer *t, base_error *err) {
-    vit_train_model *m = t->model;
-    const size_t nt = vit_train_num_tensors(m);
+    vit_model *m = t->model;
+    const size_t nt = vit_model_num_tensors(m);
     weights_tensor *w = calloc(3 * nt, sizeof *w);
     char (*names)[64] = calloc(3 * nt, sizeof *names);
     char *text = w && names ? state_json(t) : NULL;
@@ -594,12 +599,12 @@ static base_status save_state(const vit_trainer *t, base_error *err) {
         st = base_error_set(err, BASE_E_NOMEM, "out of memory");
         goto done;
     }
-    const float *bufs[3] = {vit_train_params(m), t->opt->m, t->opt->v};
+    const float *bufs[3] = {vit_model_params(m), t->opt->m, t->opt->v};
     /* A frozen tensor's moments stay zero and its values are --init's: a
      * linear probe's state holds the head alone (not 3x the backbone). */
     size_t kept = 0;
     for (size_t i = 0; i < nt; i++) {
-        const vit_train_tensor *p = vit_train_tensor_at(m, i);
+        const vit_param *p = vit_model_tensor_at(m, i);
         if (!p->trainable) continue;
         for (int k = 0; k < 3; k++, kept++) {
             weights_tensor *x = &w[kept];
@@ -639,7 +644,7 @@ base_status vit_trainer_save(const vit_trainer *t, double val_acc, base_error *e
     cJSON_Delete(j);
     if (!info) return base_error_set(err, BASE_E_NOMEM, "out of memory");
     const char *keys[] = {"vitc_training"}, *values[] = {info};
-    const base_status st = vit_train_save(t->model, t->out_path, (const char *const *)t->labels,
+    const base_status st = vit_model_save(t->model, t->out_path, (const char *const *)t->labels,
                                          &t->pre, NULL, 0, keys, values, 1, err);
     free(info);
     return st != BASE_OK ? st : save_state(t, err);
@@ -717,11 +722,11 @@ base_status vit_trainer_state_read(const char *path, vit_trainer_state_info *inf
 
 base_status vit_trainer_state_load(weights_file *f, vit_trainer_state_info *info,
                                   vit_trainer *t, base_error *err) {
-    vit_train_model *m = t->model;
-    float *bufs[3] = {vit_train_params(m), t->opt->m, t->opt->v};
-    const size_t nt = vit_train_num_tensors(m);
+    vit_model *m = t->model;
+    float *bufs[3] = {vit_model_params(m), t->opt->m, t->opt->v};
+    const size_t nt = vit_model_num_tensors(m);
     for (size_t i = 0; i < nt; i++) {
-        const vit_train_tensor *p = vit_train_tensor_at(m, i);
+        const vit_param *p = vit_model_tensor_at(m, i);
         for (int k = 0; k < 3; k++) {
             char name[96];
             snprintf(name, sizeof name, "%s%s", STATE_PREFIX[k], p->name);

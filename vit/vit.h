@@ -31,6 +31,7 @@
 #define VIT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "data.h"
 #include "base_error.h"
@@ -251,6 +252,73 @@ void vit_model_describe(const vit_model *model, int is_default, vit_model_descri
 /* Floats per image that vit_forward writes: num_classes, or hidden_size for
  * a checkpoint without a head. */
 int vit_model_output_size(const vit_model *model);
+
+/* ---- A model made for training: the same vit_model, its parameters
+ * float32 in one owned buffer with a table of tensors in timm's names (the
+ * names the loader reads), none packed. vit/vit_train.h runs and trains it
+ * through the same forward pieces as vit_forward (vit/vit_block.h);
+ * vit_model_save writes it for vit_model_load. */
+
+/* One parameter tensor of a created model: its timm name and shape, where
+ * its values sit in vit_model_params (and its gradient in the trainer's
+ * buffer of the same layout), and how the optimiser treats it. */
+typedef struct vit_param {
+    char name[48];
+    int ndim;
+    int64_t shape[4];
+    size_t offset, numel;
+    int decay;     /* AdamW weight decay applies: weight matrices only (like timm,
+                      no decay on norms, biases, position embeddings, class token) */
+    int trainable; /* 0: frozen (vit_adamw_step leaves it alone) */
+} vit_param;
+
+/* A model of config with every parameter zero (vit_model_init or
+ * vit_model_assign fill them): num_classes >= 1, num_prefix_tokens the
+ * class token and registers, no distillation token (a config stating only
+ * sizes is the original ViT's); its position grid is image_size's. What
+ * training cannot handle is BASE_E_ARG with one line saying why. */
+base_status vit_model_create(const vit_config *config, vit_model **out, base_error *err);
+
+/* timm's initialisation of a created model: weights and tokens truncated
+ * normal (std 0.02, drawn in table order from seed), biases zero,
+ * LayerNorm weight one, LayerScale 1e-5. */
+void vit_model_init(vit_model *m, uint64_t seed);
+
+/* Fills created model m from src (a loaded model: any dtype, packed or
+ * not) whose sizes and switches match, transformed where m differs: a
+ * 1-channel m takes the sum of src's 3-channel patch kernel (the exact
+ * equivalent for grey inputs), another patch grid is resampled as src's
+ * library does, src's patch bias is folded into the patch positions when
+ * m has none (pre-norm). With copy_head 0 m's head keeps its values (a new
+ * head for new classes, which may pool otherwise). BASE_E_SHAPE when the
+ * backbones differ, naming the switches that do. */
+base_status vit_model_assign(vit_model *m, const vit_model *src, int copy_head, base_error *err);
+
+/* A created model's parameters (vit_model_param_count floats; NULL for a
+ * loaded model), its tensors (0 for a loaded model) and the tensor called
+ * name (timm spelling), or NULL. */
+float *vit_model_params(vit_model *m);
+size_t vit_model_num_tensors(const vit_model *m);
+vit_param *vit_model_tensor_at(vit_model *m, size_t i);
+vit_param *vit_model_find(vit_model *m, const char *name);
+
+/* Marks every tensor but the head frozen (1) or all trainable (0). */
+void vit_model_freeze_backbone(vit_model *m, int freeze);
+
+/* Writes a created model as a safetensors file (atomically) in the names
+ * vit_model_load reads: its tensors (timm's; a [class ‖ mean] head in the
+ * Hugging Face DINOv2 names of weights/layout.c), and in __metadata__ the
+ * config (Hugging Face form, id2label from labels when non-NULL) and
+ * preprocessing (pre, non-NULL: as a preprocessor_config). A 1-channel
+ * model is written as a 3-channel one whose patch kernel is folded with the
+ * ITU-R 601 luma weights, so RGB input computes the model on PIL's
+ * convert('L') grey (exactly for grey images) and every colour input
+ * works. extra tensors and metadata (may be NULL / 0) are appended:
+ * training state for resume. BASE_E_ARG for a loaded model. */
+base_status vit_model_save(const vit_model *m, const char *path, const char *const *labels,
+                          const data_preprocess *pre, const weights_tensor *extra,
+                          size_t num_extra, const char *const *meta_keys,
+                          const char *const *meta_values, size_t num_meta, base_error *err);
 
 typedef struct vit_context vit_context;
 

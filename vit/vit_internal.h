@@ -81,6 +81,14 @@ struct vit_model {
     size_t param_count;
     /* Per tensor of the file (weights_at order): used by the forward pass. */
     unsigned char *used;
+
+    /* A created model (vit_model_create, vit/params.c): every parameter
+     * float32 in this one owned buffer (param_count floats), laid out as
+     * the table of num_tensors says, the pointers above pointing into it.
+     * NULL for a loaded model. */
+    float *params;
+    vit_param *tensors;
+    size_t num_tensors;
 };
 
 /* The kernels' form of the model's MLP activation (inference and training). */

@@ -6,7 +6,8 @@
  *
  *   vit_trainer_source train;  vit_trainer t = {0};  base_error err;
  *   vit_trainer_source_open("DIR", 1, NULL, 0, &train, &err);
- *   ... t.model, t.opt (vit_train_create, vit_adamw_create), t.out_path,
+ *   ... t.model, t.training, t.opt (vit_model_create, vit_train_create,
+ *       vit_adamw_create), t.out_path,
  *       t.state_path, t.labels, t.epochs, t.seed, t.h, t.in ...
  *   vit_trainer_prepare(&t, &train, NULL, &err);
  *   for (long e = 0; e < t.epochs; e++) {
@@ -129,7 +130,8 @@ typedef struct vit_trainer_epoch {
 
 typedef struct vit_trainer {
     /* Set by the caller. */
-    vit_train_model *model;
+    vit_model *model;     /* a created one (vit_model_create) */
+    vit_train *training;  /* its gradients and activations (vit_train_create) */
     vit_adamw *opt;
     const char *out_path;
     char state_path[4200];
@@ -199,7 +201,7 @@ int vit_trainer_validate(vit_trainer *t, vit_trainer_scores *scores);
 /* Scores (when non-NULL) of the model on all of s; top-1 accuracy as the
  * value; features, when non-NULL, receives every image's normed class
  * token. -1 on failure. */
-double vit_trainer_evaluate(vit_train_model *m, const vit_trainer_source *s,
+double vit_trainer_evaluate(vit_train *m, const vit_trainer_source *s,
                             const vit_trainer_input *in, float *images, int *labels, int *ok,
                             float *logits, float *features, vit_trainer_scores *scores);
 
