@@ -23,6 +23,7 @@
 
 #include "kernels.h"
 #include "patching.h"
+#include "train_packed.h"
 #include "vit_rng.h"
 
 /* ------------------------------------------------------------- randomness */
@@ -120,7 +121,7 @@ struct vit_train_model {
     float *dbranch;   /* [BTD] LayerScale: d(branch) */
     float *dqkv;      /* [BT*3D] */
     float *dhid;      /* [BTM] */
-    float *dscores;   /* [threads, T*T] */
+    float *dscores;   /* kernels_train_scratch_floats: attention's, matmul_backward's */
     float *dlogits, *dpooled, *dpool_in; /* [B, C], [B, pooled_size], [B, D] */
     float *prod;      /* [BT * max(D, C)] dy * xhat for LayerNorm weight gradients */
     float *sums;      /* [D] qk-norm column sums */
@@ -345,7 +346,8 @@ static void alloc_buffers(vit_train_model *m) {
     m->dbranch = kernels_alloc_floats(ls * BT * D);
     m->dqkv = kernels_alloc_floats(BT * 3 * D);
     m->dhid = kernels_alloc_floats(BT * M);
-    m->dscores = kernels_alloc_floats((size_t)m->threads.count * T * T);
+    m->dscores = kernels_alloc_floats(kernels_train_scratch_floats(
+        m->threads.count, (int)T, (int)D, (int)H, (int)M, (int)C, (int)PS));
     m->dlogits = kernels_alloc_floats(B * C);
     m->dpooled = kernels_alloc_floats(B * PS);
     m->dpool_in = kernels_alloc_floats(B * D);
@@ -441,12 +443,17 @@ base_status vit_train_create(const vit_config *config, int max_batch, vit_train_
         }
     for (size_t i = 0; i < (size_t)max_batch * T; i++) m->ones[i] = 1.0f;
     point_model(m, isa);
+    if (!train_packed_create(m->vblocks, &m->config)) {
+        vit_train_free(m);
+        return base_error_set(err, BASE_E_NOMEM, "out of memory");
+    }
     *out = m;
     return BASE_OK;
 }
 
 void vit_train_free(vit_train_model *m) {
     if (!m) return;
+    train_packed_free(m->vblocks, &m->config);
     float *const all[] = ALL_BUFFERS(m);
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
     free(m->tensors);
@@ -730,6 +737,7 @@ static void block_forward(vit_train_model *m, int n, int l) {
         .attn = LAYER(m->attn, l, BT * D), .hid = LAYER(m->hid, l, BT * M),
         .act = LAYER(m->act, l, BT * M),
         .probs = LAYER(m->probs, l, (size_t)m->max_batch * H * T * T), .query_rows = T,
+        .scores = m->dscores,
         .mean1 = mean1, .rstd1 = mean1 + BT, .mean2 = mean2, .rstd2 = mean2 + BT,
         .qk_raw = c->qk_norm ? LAYER(m->qk_raw, l, BT * 2 * D) : NULL,
         .qk_mean = c->qk_norm ? qk_mean : NULL, .qk_rstd = c->qk_norm ? qk_mean + BT * 2 * H : NULL,
@@ -786,6 +794,7 @@ static void forward(vit_train_model *m, const float *images, int n) {
     const float *p = m->params, eps = c->layer_norm_eps;
     const kernels_threads th = m->threads;
 
+    train_packed_refresh(m->vblocks, c, th);
     if (c->pre_norm) {
         /* CLIP's ln_pre on the embedding */
         embed(m, images, n, m->emb);
@@ -886,7 +895,7 @@ static void embed_backward(vit_train_model *m, int n, const float *demb, float *
         memcpy(gather + (size_t)b * Np * D, demb + ((size_t)b * T + prefix) * D,
                sizeof(float) * Np * D);
     matmul_backward(NULL, g + m->patch_w, grad(m, m->patch_b), gather, m->cols, p + m->patch_w,
-                    m->ones, n * Np, m->patch_dim, D);
+                    m->ones, n * Np, m->patch_dim, D, m->dscores, m->threads);
 }
 
 /* From d(pooled features) (m->dpooled) back through fc_norm, the pooling
@@ -965,11 +974,11 @@ static void block_backward(vit_train_model *m, int n, int l) {
         dmlp = m->dbranch;
     }
     matmul_backward(m->dhid, g + o->fc2_w, g + o->fc2_b, dmlp, act, p + o->fc2_w, m->ones,
-                    rows, M, D);
+                    rows, M, D, m->dscores, th);
     if (c->act == VIT_ACT_QUICK_GELU) quick_gelu_backward(m->dhid, hid, m->dhid, (size_t)rows * M, th);
     else gelu_backward(m->dhid, hid, m->dhid, (size_t)rows * M, th);
     matmul_backward(m->dtmp, g + o->fc1_w, g + o->fc1_b, m->dhid, ln2, p + o->fc1_w, m->ones,
-                    rows, D, M);
+                    rows, D, M, m->dscores, th);
     layernorm_backward(m->dx, g + o->ln2_w, g + o->ln2_b, m->dtmp, xmid, p + o->ln2_w, mean2,
                        rstd2, rows, D, 1, m->prod, m->ones, th);
     /* Attention: dx is now d(xmid) = d(block input) through the residual. */
@@ -980,7 +989,7 @@ static void block_backward(vit_train_model *m, int n, int l) {
         dproj = m->dbranch;
     }
     matmul_backward(m->dtmp, g + o->proj_w, g + o->proj_b, dproj, attn, p + o->proj_w,
-                    m->ones, rows, D, D);
+                    m->ones, rows, D, D, m->dscores, th);
     attention_backward(m->dqkv, m->dscores, m->dtmp, qkv, probs, n, T, D, H, th);
     if (c->qk_norm) {
         const float *qk_mean = LAYER(m->qk_stats, l, BT * 2 * H * 2), *qk_rstd = qk_mean + BT * 2 * H;
@@ -990,7 +999,7 @@ static void block_backward(vit_train_model *m, int n, int l) {
                          m->ones, th);
     }
     matmul_backward(m->dtmp, g + o->qkv_w, grad(m, o->qkv_b), m->dqkv, ln1, p + o->qkv_w,
-                    m->ones, rows, D, 3 * D);
+                    m->ones, rows, D, 3 * D, m->dscores, th);
     layernorm_backward(m->dx, g + o->ln1_w, g + o->ln1_b, m->dtmp, x, p + o->ln1_w, mean1,
                        rstd1, rows, D, 1, m->prod, m->ones, th);
 }
@@ -1008,7 +1017,7 @@ static void backward(vit_train_model *m, int n, int full) {
     const kernels_threads th = m->threads;
 
     matmul_backward(m->dpooled, g + m->head_w, g + m->head_b, m->dlogits, m->pooled,
-                    p + m->head_w, m->ones, n, PS, C);
+                    p + m->head_w, m->ones, n, PS, C, m->dscores, th);
     if (!full) return;
     pool_backward(m, n);
     for (int l = c->num_layers - 1; l >= 0; l--) block_backward(m, n, l);
