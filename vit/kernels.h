@@ -81,8 +81,11 @@ typedef enum kernels_gemm_mode {
      * depend on nothing but its inputs: not on the thread count, the batch,
      * the instruction-set path or OpenBLAS. Inference. */
     KERNELS_GEMM_VITC,
-    /* OpenBLAS's sgemm, which threads itself (training; its split is fixed
-     * for a given thread count, so training stays deterministic). */
+    /* Training: the blocks' linear layers, attention and the backward
+     * GEMMs on vitc's kernels as above (train_packed.h, kernels_train.h);
+     * what still has plain weights (the patch embedding and head forward,
+     * LayerScale's projections) on OpenBLAS's sgemm, which threads itself
+     * with a split fixed for a given thread count. */
     KERNELS_GEMM_OPENBLAS,
 } kernels_gemm_mode;
 
@@ -104,9 +107,8 @@ typedef struct kernels_threads {
 typedef enum kernels_pass { KERNELS_INFERENCE, KERNELS_TRAINING } kernels_pass;
 
 /* The one decision on GEMM threading: inference runs vitc's own GEMM on
- * path isa; training (thousands of rows per batch, plus the transposed
- * backward GEMMs) lets OpenBLAS thread its GEMMs, and runs its other
- * kernels on path isa. */
+ * path isa; training runs its plain-weight GEMMs (matmul_forward) on
+ * OpenBLAS and every other kernel on path isa. */
 kernels_threads kernels_threading(kernels_pass pass, int threads, kernels_isa isa);
 
 /* An activation, after a GEMM's sum (kernels_epilogue) or on its own
@@ -173,8 +175,8 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *rstd, int rows, int dim, size_t stride, float *scratch,
                         const float *ones, kernels_threads th);
 
-/* The GEMMs of training, on OpenBLAS (KERNELS_GEMM_OPENBLAS; inference
- * runs kernels_linear): out[r, j] = (inp · weightᵀ)[r, j] + beta ·
+/* Training's GEMMs on plain weights, on OpenBLAS (inference runs
+ * kernels_linear): out[r, j] = (inp · weightᵀ)[r, j] + beta ·
  * out[r, j], out's rows ldo floats apart. */
 void matmul_gemm(float *out, int ldo, const float *inp, const float *weight, int rows,
                  int in_dim, int out_dim, float beta, kernels_threads th);

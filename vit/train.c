@@ -3,11 +3,12 @@
  * backward pass layer by layer in reverse. The inference path (forward.c)
  * stays lean; this one spends memory instead.
  *
- * Threading and determinism: GEMMs and GEMVs are OpenBLAS calls made from
- * one thread (kernels_threading(KERNELS_TRAINING): OpenBLAS splits them the
- * same way for a given thread count); row-wise work and attention are
- * OpenMP loops with static or per-task splits whose results do not depend
- * on which thread ran them; sums over rows (bias and LayerNorm gradients,
+ * Threading and determinism: the GEMMs run on vitc's kernels, each element
+ * one fixed chain (train_packed.h, kernels_train.h); the few left on plain
+ * weights and the GEMVs are OpenBLAS calls made from one thread (OpenBLAS
+ * splits them the same way for a given thread count); row-wise work and
+ * attention are OpenMP loops with static or per-task splits whose results
+ * do not depend on which thread ran them; sums over rows (bias and LayerNorm gradients,
  * token gradients) go through GEMV or a fixed sequential order. Nothing
  * here allocates after vit_train_create. */
 #include "vit_train.h"
