@@ -20,7 +20,7 @@ AVX2_FN INLINE __m256i lanes(int here) {
 /* Rows m0 .. m0 + mr - 1, columns j .. j + 15 (lanes outside the masks
  * neither read nor written): mr constant where inlined. */
 AVX2_FN INLINE void tile(const tn_call *t, int m0, const int mr, int j, __m256i mask0,
-                         __m256i mask1, int k0, int k1, int accumulate) {
+                         __m256i mask1, int k0, int k1, int accumulate, const int full) {
     __m256 acc[MR][2];
     float *c = t->c + (size_t)m0 * t->ldc + j;
 #pragma GCC unroll 6
@@ -30,7 +30,9 @@ AVX2_FN INLINE void tile(const tn_call *t, int m0, const int mr, int j, __m256i 
     }
     const float *a = t->a + (size_t)k0 * t->lda + m0, *b = t->b + (size_t)k0 * t->ldb + j;
     for (int k = k0; k < k1; k++, a += t->lda, b += t->ldb) {
-        const __m256 b0 = _mm256_maskload_ps(b, mask0), b1 = _mm256_maskload_ps(b + 8, mask1);
+        /* Whole blocks load plainly (vmaskmovps is the slower load). */
+        const __m256 b0 = full ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, mask0);
+        const __m256 b1 = full ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, mask1);
 #pragma GCC unroll 6
         for (int i = 0; i < mr; i++) {
             const __m256 x = _mm256_broadcast_ss(a + i);
@@ -45,16 +47,24 @@ AVX2_FN INLINE void tile(const tn_call *t, int m0, const int mr, int j, __m256i 
     }
 }
 
-#define TILE_CASE(n) \
-    case n: tile(t, m, n, j, mask0, mask1, k0, k1, accumulate); break;
+#define TILE_CASE(n, full) \
+    case n: tile(t, m, n, j, mask0, mask1, k0, k1, accumulate, full); break;
+#define TILE_SWITCH(mr, full)                                                             \
+    switch (mr) {                                                                         \
+        TILE_CASE(1, full) TILE_CASE(2, full) TILE_CASE(3, full) TILE_CASE(4, full)       \
+        TILE_CASE(5, full)                                                                \
+        default: tile(t, m, MR, j, mask0, mask1, k0, k1, accumulate, full);               \
+    }
 
 AVX2_FN void tn_avx2(const tn_call *t, int m0, int m1, int k0, int k1, int accumulate) {
     for (int j = 0; j < t->n; j += 16) {
         const __m256i mask0 = lanes(t->n - j), mask1 = lanes(t->n - j - 8);
         for (int m = m0; m < m1; m += MR) {
-            switch (m1 - m < MR ? m1 - m : MR) {
-                TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5)
-                default: tile(t, m, MR, j, mask0, mask1, k0, k1, accumulate);
+            const int mr = m1 - m < MR ? m1 - m : MR;
+            if (t->n - j >= 16) {
+                TILE_SWITCH(mr, 1)
+            } else {
+                TILE_SWITCH(mr, 0)
             }
         }
     }

@@ -19,7 +19,8 @@
 /* Rows m0 .. m0 + mr - 1, columns j .. j + 16 nv - 1 (lanes past mask0 /
  * mask1 neither read nor written): mr and nv constants where inlined. */
 AVX512_FN INLINE void tile(const tn_call *t, int m0, const int mr, int j, const int nv,
-                           __mmask16 mask0, __mmask16 mask1, int k0, int k1, int accumulate) {
+                           __mmask16 mask0, __mmask16 mask1, int k0, int k1, int accumulate,
+                           const int full) {
     __m512 acc[MR][2];
     float *c = t->c + (size_t)m0 * t->ldc + j;
 #pragma GCC unroll 12
@@ -31,8 +32,9 @@ AVX512_FN INLINE void tile(const tn_call *t, int m0, const int mr, int j, const 
     }
     const float *a = t->a + (size_t)k0 * t->lda + m0, *b = t->b + (size_t)k0 * t->ldb + j;
     for (int k = k0; k < k1; k++, a += t->lda, b += t->ldb) {
-        const __m512 b0 = _mm512_maskz_loadu_ps(mask0, b);
-        const __m512 b1 = nv == 2 ? _mm512_maskz_loadu_ps(mask1, b + 16) : b0;
+        /* Whole blocks load unmasked: no mask register live in the loop. */
+        const __m512 b0 = full ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(mask0, b);
+        const __m512 b1 = nv == 1 ? b0 : full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(mask1, b + 16);
 #pragma GCC unroll 12
         for (int i = 0; i < mr; i++) {
             const __m512 x = _mm512_set1_ps(a[i]);
@@ -47,14 +49,15 @@ AVX512_FN INLINE void tile(const tn_call *t, int m0, const int mr, int j, const 
     }
 }
 
-#define TILE_CASE(n, nv) \
-    case n: tile(t, m, n, j, nv, mask0, mask1, k0, k1, accumulate); break;
-#define TILE_SWITCH(mr, nv)                                                               \
+#define TILE_CASE(n, nv, full) \
+    case n: tile(t, m, n, j, nv, mask0, mask1, k0, k1, accumulate, full); break;
+#define TILE_SWITCH(mr, nv, full)                                                         \
     switch (mr) {                                                                         \
-        TILE_CASE(1, nv) TILE_CASE(2, nv) TILE_CASE(3, nv) TILE_CASE(4, nv)               \
-        TILE_CASE(5, nv) TILE_CASE(6, nv) TILE_CASE(7, nv) TILE_CASE(8, nv)               \
-        TILE_CASE(9, nv) TILE_CASE(10, nv) TILE_CASE(11, nv)                              \
-        default: tile(t, m, MR, j, nv, mask0, mask1, k0, k1, accumulate);                 \
+        TILE_CASE(1, nv, full) TILE_CASE(2, nv, full) TILE_CASE(3, nv, full)              \
+        TILE_CASE(4, nv, full) TILE_CASE(5, nv, full) TILE_CASE(6, nv, full)              \
+        TILE_CASE(7, nv, full) TILE_CASE(8, nv, full) TILE_CASE(9, nv, full)              \
+        TILE_CASE(10, nv, full) TILE_CASE(11, nv, full)                                   \
+        default: tile(t, m, MR, j, nv, mask0, mask1, k0, k1, accumulate, full);           \
     }
 
 static __mmask16 lanes(int here) {
@@ -69,10 +72,14 @@ AVX512_FN void tn_avx512(const tn_call *t, int m0, int m1, int k0, int k1, int a
         const __mmask16 mask0 = lanes(here), mask1 = lanes(here - 16);
         for (int m = m0; m < m1; m += MR) {
             const int mr = m1 - m < MR ? m1 - m : MR;
-            if (here > 16) {
-                TILE_SWITCH(mr, 2)
+            if (here >= 32) {
+                TILE_SWITCH(mr, 2, 1)
+            } else if (here > 16) {
+                TILE_SWITCH(mr, 2, 0)
+            } else if (here == 16) {
+                TILE_SWITCH(mr, 1, 1)
             } else {
-                TILE_SWITCH(mr, 1)
+                TILE_SWITCH(mr, 1, 0)
             }
         }
     }
