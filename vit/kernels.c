@@ -212,19 +212,6 @@ void residual_matmul_forward(float *out, const float *residual, const float *inp
     gemm_job_run(&g, th);
 }
 
-void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                     const float *inp, const float *weight, const float *ones, int rows,
-                     int in_dim, int out_dim) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, rows, 1.0f, dout,
-                out_dim, inp, in_dim, 0.0f, dweight, in_dim);
-    if (dbias)
-        cblas_sgemv(CblasRowMajor, CblasTrans, rows, out_dim, 1.0f, dout, out_dim, ones, 1, 0.0f,
-                    dbias, 1);
-    if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, in_dim, out_dim, 1.0f, dout,
-                    out_dim, weight, in_dim, 0.0f, dinp, in_dim);
-}
-
 /* ------------------------------------------------------------- gelu */
 
 
@@ -347,63 +334,8 @@ size_t attention_scratch_floats(int T, int D, int heads, int block_rows) {
     return (floats + 15) / 16 * 16; /* every thread's part 64-byte aligned */
 }
 
-/* Training: one head per task on OpenBLAS, the probabilities into att. */
-static void attention_forward_blas(float *out, float *att, const float *qkv, int batch, int T,
-                                   int D, int heads, kernels_threads th) {
-    const int H = heads, dh = D / H;
-    const float scale = 1.0f / sqrtf((float)dh);
-    PARALLEL_FOR(
-        for (int task = 0; task < batch * H; task++) {
-            const int b = task / H, h = task % H;
-            float *scores = att + (size_t)task * T * T;
-            const float *q = qkv + (size_t)b * T * 3 * D + (size_t)h * dh;
-            const float *k = q + D, *v = q + 2 * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, scale, q, 3 * D, k, 3 * D,
-                        0.0f, scores, T);
-            for (int i = 0; i < T; i++) kernels_path_of(th.isa)->softmax(scores + (size_t)i * T, T);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, 1.0f, scores, T, v,
-                        3 * D, 0.0f, out + (size_t)b * T * D + (size_t)h * dh, D);
-        });
-}
-
 void attention_forward(float *out, float *att, const float *qkv, int batch, int T, int D,
                        int heads, int block_rows, float *scratch, kernels_threads th) {
-    if (th.gemm == KERNELS_GEMM_OPENBLAS) {
-        attention_forward_blas(out, att, qkv, batch, T, D, heads, th);
-        return;
-    }
     attention_forward_vitc(out, att, qkv, batch, T, D, heads, block_rows, scratch,
                            attention_scratch_floats(T, D, heads, block_rows), th);
-}
-
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                        const float *att, int batch, int T, int D, int heads,
-                        kernels_threads th) {
-    const int H = heads, dh = D / H;
-    const float scale = 1.0f / sqrtf((float)dh);
-    PARALLEL_FOR(
-        for (int task = 0; task < batch * H; task++) {
-            const int b = task / H, h = task % H;
-            const size_t base = (size_t)b * T * 3 * D + (size_t)h * dh;
-            const float *q = qkv + base, *k = q + D, *v = q + 2 * D;
-            float *dq = dqkv + base, *dk = dq + D, *dv = dq + 2 * D;
-            const float *p = att + (size_t)task * T * T;
-            const float *dO = dout + (size_t)b * T * D + (size_t)h * dh;
-            float *ds = scratch + (size_t)scratch_slot(th) * T * T;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, 1.0f, dO, D, v, 3 * D,
-                        0.0f, ds, T);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1.0f, p, T, dO, D, 0.0f,
-                        dv, 3 * D);
-            for (int i = 0; i < T; i++) {
-                float *dsr = ds + (size_t)i * T;
-                const float *pr = p + (size_t)i * T;
-                float dot = 0.0f;
-                for (int j = 0; j < T; j++) dot += dsr[j] * pr[j];
-                for (int j = 0; j < T; j++) dsr[j] = pr[j] * (dsr[j] - dot);
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, scale, ds, T, k, 3 * D,
-                        0.0f, dq, 3 * D);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, scale, ds, T, q, 3 * D,
-                        0.0f, dk, 3 * D);
-        });
 }

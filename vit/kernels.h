@@ -81,8 +81,11 @@ typedef enum kernels_gemm_mode {
      * depend on nothing but its inputs: not on the thread count, the batch,
      * the instruction-set path or OpenBLAS. Inference. */
     KERNELS_GEMM_VITC,
-    /* OpenBLAS's sgemm, which threads itself (training; its split is fixed
-     * for a given thread count, so training stays deterministic). */
+    /* Training: the blocks' linear layers, attention and the backward
+     * GEMMs on vitc's kernels as above (train_packed.h, kernels_train.h);
+     * what still has plain weights (the patch embedding and head forward,
+     * LayerScale's projections) on OpenBLAS's sgemm, which threads itself
+     * with a split fixed for a given thread count. */
     KERNELS_GEMM_OPENBLAS,
 } kernels_gemm_mode;
 
@@ -104,9 +107,8 @@ typedef struct kernels_threads {
 typedef enum kernels_pass { KERNELS_INFERENCE, KERNELS_TRAINING } kernels_pass;
 
 /* The one decision on GEMM threading: inference runs vitc's own GEMM on
- * path isa; training (thousands of rows per batch, plus the transposed
- * backward GEMMs) lets OpenBLAS thread its GEMMs, and runs its other
- * kernels on path isa. */
+ * path isa; training runs its plain-weight GEMMs (matmul_forward) on
+ * OpenBLAS and every other kernel on path isa. */
 kernels_threads kernels_threading(kernels_pass pass, int threads, kernels_isa isa);
 
 /* An activation, after a GEMM's sum (kernels_epilogue) or on its own
@@ -173,8 +175,8 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *rstd, int rows, int dim, size_t stride, float *scratch,
                         const float *ones, kernels_threads th);
 
-/* The GEMMs of training, on OpenBLAS (KERNELS_GEMM_OPENBLAS; inference
- * runs kernels_linear): out[r, j] = (inp · weightᵀ)[r, j] + beta ·
+/* Training's GEMMs on plain weights, on OpenBLAS (inference runs
+ * kernels_linear): out[r, j] = (inp · weightᵀ)[r, j] + beta ·
  * out[r, j], out's rows ldo floats apart. */
 void matmul_gemm(float *out, int ldo, const float *inp, const float *weight, int rows,
                  int in_dim, int out_dim, float beta, kernels_threads th);
@@ -193,12 +195,22 @@ void residual_matmul_forward(float *out, const float *residual, const float *inp
                              const float *weight, const float *bias, int rows, int in_dim,
                              int out_dim, kernels_threads th);
 
-/* Given dout [rows, out_dim]: dweight = doutᵀ · inp, dbias = column sums of
- * dout (GEMV with ones [rows]; skipped when dbias is NULL, a layer without
- * bias), dinp = dout · weight (skipped when dinp is NULL). OpenBLAS-threaded GEMMs only (training). */
+/* Given dout [rows, out_dim]: dweight = doutᵀ · inp (kernels_train.h:
+ * each element one chain of fmas over the rows in order), dbias = column
+ * sums of dout (GEMV with ones [rows]; skipped when dbias is NULL, a layer
+ * without bias), dinp = dout · weight on vitc's GEMM, weight packed into
+ * scratch first (skipped when dinp is NULL). Training; the gradients'
+ * bits depend neither on th.count nor on th.isa. */
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, const float *ones, int rows,
-                     int in_dim, int out_dim);
+                     int in_dim, int out_dim, float *scratch, kernels_threads th);
+
+/* Floats of the scratch training's kernels share (attention_forward and
+ * attention_backward on `threads` threads, matmul_backward's packed
+ * weight for every linear layer of a model of these sizes: hidden D,
+ * mlp, classes over pooled features). */
+size_t kernels_train_scratch_floats(int threads, int T, int D, int heads, int mlp, int classes,
+                                    int pooled);
 
 /* out = act(inp) over n floats on path th.isa (inference: after the int8
  * GEMM, whose epilogue has no activation); out may be inp. */
@@ -262,19 +274,20 @@ void qk_norm_backward(float *dqkv, float *dqw, float *dqb, float *dkw, float *dk
  * block_rows query rows of one head of one image, the last block of a head
  * also taking the T % block_rows rows after it. att, when not NULL,
  * receives the probabilities [batch, heads, T, T] (kept for the backward
- * pass, or captured). Inference (KERNELS_GEMM_VITC) runs both products on
- * vitc's GEMM, each thread packing the head's K and V into its part of
- * scratch (attention_scratch_floats each), and gives every element the
- * same bits whatever block_rows, th and the path; training
- * (KERNELS_GEMM_OPENBLAS) runs them on OpenBLAS and needs att. */
+ * pass, or captured). Both products run on vitc's GEMM, each thread
+ * packing the head's K and V into its part of scratch
+ * (attention_scratch_floats each), and every element has the same bits
+ * whatever block_rows, th and the path. */
 size_t attention_scratch_floats(int T, int D, int heads, int block_rows);
 void attention_forward(float *out, float *att, const float *qkv, int batch, int T, int D,
                        int heads, int block_rows, float *scratch, kernels_threads th);
 
 /* Attention backward from dout [batch*T, D] and the kept att into dqkv
- * [batch*T, 3D]; scratch holds T*T floats per thread. With P the
- * probabilities and O = P V: dP = dO Vᵀ, dV = Pᵀ dO, dS = P ⊙ (dP -
- * rowsum(dP ⊙ P)), dQ = scale dS K, dK = scale dSᵀ Q. */
+ * [batch*T, 3D]; scratch as kernels_train_scratch_floats gives it. With P
+ * the probabilities and O = P V: dP = dO Vᵀ, dV = Pᵀ dO, dS = P ⊙ (dP -
+ * rowsum(dP ⊙ P)), dQ = scale dS K, dK = scale dSᵀ Q (scale folded into
+ * dS), on vitc's GEMM and kernels_train.h's aᵀ b: each element one fixed
+ * chain, whatever th. */
 void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
                         const float *att, int batch, int T, int D, int heads,
                         kernels_threads th);

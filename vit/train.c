@@ -5,11 +5,12 @@
  * holds the gradients, laid out as the model's parameters, and those
  * buffers; the parameters stay the model's.
  *
- * Threading and determinism: GEMMs and GEMVs are OpenBLAS calls made from
- * one thread (kernels_threading(KERNELS_TRAINING): OpenBLAS splits them the
- * same way for a given thread count); row-wise work and attention are
- * OpenMP loops with static or per-task splits whose results do not depend
- * on which thread ran them; sums over rows (bias and LayerNorm gradients,
+ * Threading and determinism: the GEMMs run on vitc's kernels, each element
+ * one fixed chain (train_packed.h, kernels_train.h); the few left on plain
+ * weights and the GEMVs are OpenBLAS calls made from one thread (OpenBLAS
+ * splits them the same way for a given thread count); row-wise work and
+ * attention are OpenMP loops with static or per-task splits whose results
+ * do not depend on which thread ran them; sums over rows (bias and LayerNorm gradients,
  * token gradients) go through GEMV or a fixed sequential order. Nothing
  * here allocates after vit_train_create. */
 #include "vit_train.h"
@@ -23,6 +24,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "train_packed.h"
 #include "vit_rng.h"
 
 /* ------------------------------------------------------------- randomness */
@@ -101,7 +103,7 @@ struct vit_train {
     float *dbranch;   /* [BTD] LayerScale: d(branch) */
     float *dqkv;      /* [BT*3D] */
     float *dhid;      /* [BTM] */
-    float *dscores;   /* [threads, T*T] */
+    float *dscores;   /* kernels_train_scratch_floats: attention's, matmul_backward's */
     float *dlogits, *dpooled, *dpool_in; /* [B, C], [B, pooled_size], [B, D] */
     float *prod;      /* [BT * max(D, C)] dy * xhat for LayerNorm weight gradients */
     float *sums;      /* [D] qk-norm column sums */
@@ -142,7 +144,8 @@ static size_t buffers(vit_train *m, float **bufs[NUM_BUFFERS], size_t floats[NUM
         {&m->fin_stats, BT * 2}, {&m->pool_in, B * D}, {&m->pooled, B * PS},
         {&m->pool_stats, B * 2}, {&m->logits, B * C}, {&m->dx, BT * D}, {&m->dtmp, BT * D},
         {&m->dbranch, ls * BT * D}, {&m->dqkv, BT * 3 * D}, {&m->dhid, BT * M},
-        {&m->dscores, (size_t)m->threads.count * T * T}, {&m->dlogits, B * C},
+        {&m->dscores, kernels_train_scratch_floats(m->threads.count, (int)T, (int)D, (int)H,
+                                                  (int)M, (int)C, (int)PS)}, {&m->dlogits, B * C},
         {&m->dpooled, B * PS}, {&m->dpool_in, B * D}, {&m->prod, BT * (D > C ? D : C)},
         {&m->sums, D}, {&m->ones, BT}};
     for (size_t i = 0; i < NUM_BUFFERS; i++) {
@@ -189,12 +192,17 @@ base_status vit_train_create(vit_model *model, int max_batch, vit_train **out, b
                              max_batch, T, c->num_layers);
     }
     for (size_t i = 0; i < (size_t)max_batch * T; i++) m->ones[i] = 1.0f;
+    if (!train_packed_create(m->model->blocks, &m->model->config)) {
+        vit_train_free(m);
+        return base_error_set(err, BASE_E_NOMEM, "out of memory");
+    }
     *out = m;
     return BASE_OK;
 }
 
 void vit_train_free(vit_train *m) {
     if (!m) return;
+    train_packed_free(m->model->blocks, &m->model->config);
     float **bufs[NUM_BUFFERS];
     size_t floats[NUM_BUFFERS];
     const size_t n = buffers(m, bufs, floats);
@@ -246,6 +254,7 @@ static void block_forward(vit_train *m, int n, int l) {
         .attn = LAYER(m->attn, l, BT * D), .hid = LAYER(m->hid, l, BT * M),
         .act = LAYER(m->act, l, BT * M),
         .probs = LAYER(m->probs, l, (size_t)m->max_batch * H * T * T), .query_rows = T,
+        .scores = m->dscores,
         .mean1 = mean1, .rstd1 = mean1 + BT, .mean2 = mean2, .rstd2 = mean2 + BT,
         .qk_raw = c->qk_norm ? LAYER(m->qk_raw, l, BT * 2 * D) : NULL,
         .qk_mean = c->qk_norm ? qk_mean : NULL, .qk_rstd = c->qk_norm ? qk_mean + BT * 2 * H : NULL,
@@ -304,6 +313,7 @@ static void forward(vit_train *m, const float *images, int n) {
     const float eps = c->layer_norm_eps;
     const kernels_threads th = m->threads;
 
+    train_packed_refresh(m->model->blocks, c, th);
     if (c->pre_norm) {
         /* CLIP's ln_pre on the embedding */
         embed(m, images, n, m->emb);
@@ -405,7 +415,7 @@ static void embed_backward(vit_train *m, int n, const float *demb, float *gather
         memcpy(gather + (size_t)b * Np * D, demb + ((size_t)b * T + prefix) * D,
                sizeof(float) * Np * D);
     matmul_backward(NULL, grad(m, v->patch_w), grad(m, v->patch_b), gather, m->cols, v->patch_w,
-                    m->ones, n * Np, m->patch_dim, D);
+                    m->ones, n * Np, m->patch_dim, D, m->dscores, m->threads);
 }
 
 /* From d(pooled features) (m->dpooled) back through fc_norm, the pooling
@@ -482,11 +492,11 @@ static void block_backward(vit_train *m, int n, int l) {
         dmlp = m->dbranch;
     }
     matmul_backward(m->dhid, grad(m, o->fc2_w), grad(m, o->fc2_b), dmlp, act, o->fc2_w, m->ones,
-                    rows, M, D);
+                    rows, M, D, m->dscores, th);
     if (c->act == VIT_ACT_QUICK_GELU) quick_gelu_backward(m->dhid, hid, m->dhid, (size_t)rows * M, th);
     else gelu_backward(m->dhid, hid, m->dhid, (size_t)rows * M, th);
     matmul_backward(m->dtmp, grad(m, o->fc1_w), grad(m, o->fc1_b), m->dhid, ln2, o->fc1_w, m->ones,
-                    rows, D, M);
+                    rows, D, M, m->dscores, th);
     layernorm_backward(m->dx, grad(m, o->ln2_w), grad(m, o->ln2_b), m->dtmp, xmid, o->ln2_w, mean2,
                        rstd2, rows, D, 1, m->prod, m->ones, th);
     /* Attention: dx is now d(xmid) = d(block input) through the residual. */
@@ -497,7 +507,7 @@ static void block_backward(vit_train *m, int n, int l) {
         dproj = m->dbranch;
     }
     matmul_backward(m->dtmp, grad(m, o->proj_w), grad(m, o->proj_b), dproj, attn, o->proj_w,
-                    m->ones, rows, D, D);
+                    m->ones, rows, D, D, m->dscores, th);
     attention_backward(m->dqkv, m->dscores, m->dtmp, qkv, probs, n, T, D, H, th);
     if (c->qk_norm) {
         const float *qk_mean = LAYER(m->qk_stats, l, BT * 2 * H * 2), *qk_rstd = qk_mean + BT * 2 * H;
@@ -507,7 +517,7 @@ static void block_backward(vit_train *m, int n, int l) {
                          m->ones, th);
     }
     matmul_backward(m->dtmp, grad(m, o->qkv_w), grad(m, o->qkv_b), m->dqkv, ln1, o->qkv_w,
-                    m->ones, rows, D, 3 * D);
+                    m->ones, rows, D, 3 * D, m->dscores, th);
     layernorm_backward(m->dx, grad(m, o->ln1_w), grad(m, o->ln1_b), m->dtmp, x, o->ln1_w, mean1,
                        rstd1, rows, D, 1, m->prod, m->ones, th);
 }
@@ -524,7 +534,7 @@ static void backward(vit_train *m, int n, int full) {
     const kernels_threads th = m->threads;
 
     matmul_backward(m->dpooled, grad(m, v->head_w), grad(m, v->head_b), m->dlogits, m->pooled,
-                    v->head_w, m->ones, n, PS, C);
+                    v->head_w, m->ones, n, PS, C, m->dscores, th);
     if (!full) return;
     pool_backward(m, n);
     for (int l = c->num_layers - 1; l >= 0; l--) block_backward(m, n, l);
