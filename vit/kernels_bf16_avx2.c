@@ -11,7 +11,7 @@
 #include <immintrin.h>
 
 #include "kernels_bf16.h"
-#include "kernels_store.h" /* AVX2_FN, store8_avx2 */
+#include "kernels_tile.h" /* AVX2_FN, TILE_AVX2_DEFINE */
 
 #define MR 4 /* rows of a tile: 8 accumulators + 4 weight vectors + 2 inputs */
 #define MXCSR_FTZ_DAZ 0x8040u
@@ -24,30 +24,32 @@ AVX2_FN INLINE __m256 odd_f32(__m256i v) {
     return _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)));
 }
 
-AVX2_FN INLINE void tile(const bgemm_call *g, int r0, const int mr, int p) {
-    __m256 acc[MR][2];
-    zero_tile_avx2(acc, mr);
-    const size_t lda = (size_t)g->kpad;
-    const uint16_t *a = g->inp + (size_t)r0 * lda;
-    const uint16_t *w = g->panels + (size_t)p * g->kpad * BPANEL;
-    const int pairs = g->kpad / 2;
+/* A step is a pair of inputs of a row and of each of the panel's 16
+ * columns: the weights' 32 bf16 widened to the even and odd fp32 of each
+ * half, and the odd product added first, as vdpbf16ps adds them. */
+typedef struct {
+    __m256 even_lo, odd_lo, even_hi, odd_hi;
+} pairs;
+AVX2_FN INLINE pairs load_pairs(const uint16_t *w) {
+    const __m256i lo = _mm256_loadu_si256((const __m256i *)w);
+    const __m256i hi = _mm256_loadu_si256((const __m256i *)(w + 16));
+    return (pairs){even_f32(lo), odd_f32(lo), even_f32(hi), odd_f32(hi)};
+}
+AVX2_FN INLINE void dot_row(__m256 acc[2], const uint16_t *x, pairs w) {
+    const __m256i both = _mm256_set1_epi32((int)bf16_pair(x));
+    const __m256 xe = even_f32(both), xo = odd_f32(both);
+    acc[0] = _mm256_fmadd_ps(xe, w.even_lo, _mm256_fmadd_ps(xo, w.odd_lo, acc[0]));
+    acc[1] = _mm256_fmadd_ps(xe, w.even_hi, _mm256_fmadd_ps(xo, w.odd_hi, acc[1]));
+}
+
+/* MXCSR with flushing on for the sums; its old value, to put back. */
+AVX2_FN INLINE unsigned flush_on(void) {
     const unsigned mxcsr = _mm_getcsr();
     _mm_setcsr(mxcsr | MXCSR_FTZ_DAZ);
-    for (int k = 0; k < pairs; k++) {
-        const __m256i lo = _mm256_loadu_si256((const __m256i *)(w + (size_t)k * 2 * BPANEL));
-        const __m256i hi = _mm256_loadu_si256((const __m256i *)(w + (size_t)k * 2 * BPANEL + 16));
-        const __m256 e0 = even_f32(lo), o0 = odd_f32(lo), e1 = even_f32(hi), o1 = odd_f32(hi);
-#pragma GCC unroll 4
-        for (int i = 0; i < mr; i++) {
-            const __m256i x = _mm256_set1_epi32((int)bf16_pair(a + i * lda + 2 * k));
-            const __m256 xe = even_f32(x), xo = odd_f32(x);
-            acc[i][0] = _mm256_fmadd_ps(xe, e0, _mm256_fmadd_ps(xo, o0, acc[i][0]));
-            acc[i][1] = _mm256_fmadd_ps(xe, e1, _mm256_fmadd_ps(xo, o1, acc[i][1]));
-        }
-    }
-    _mm_setcsr(mxcsr);
-    store_tile_avx2(&g->d, r0, mr, p, acc);
+    return mxcsr;
 }
+TILE_AVX2_DEFINE(tile, AVX2_FN, bgemm_call, uint16_t, MR, g->kpad, g->kpad / 2, 2, 2 * BPANEL, pairs,
+                 load_pairs, dot_row, flush_on(), _mm_setcsr)
 
 /* The micro-kernel: one panel, up to MR rows. */
 #define TILE(m) tile(call, r0, m, p)

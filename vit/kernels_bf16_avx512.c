@@ -14,37 +14,23 @@
 #include <immintrin.h>
 
 #include "kernels_bf16.h"
-#include "kernels_store.h" /* store16_avx512 */
-
-#define MR 12 /* rows of a tile: 24 accumulators + 2 weight vectors */
+#include "kernels_tile.h" /* TILE_AVX512_DEFINE */
 
 #define INLINE static inline __attribute__((always_inline))
 
-/* Rows r0 .. r0 + mr - 1 x panels p .. p + np - 1 (np 1 or 2), constants
- * where inlined, so the accumulators stay in registers. */
-BF16_FN INLINE void tile(const bgemm_call *g, int r0, const int mr, int p, const int np) {
-    __m512 acc[MR][2];
-    zero_tile_avx512(acc, mr);
-    const size_t lda = (size_t)g->kpad;
-    const uint16_t *a = g->inp + (size_t)r0 * lda;
-    const uint16_t *w0 = g->panels + (size_t)p * g->kpad * BPANEL, *w1 = w0 + (size_t)g->kpad * BPANEL;
-    const int pairs = g->kpad / 2;
-    for (int k = 0; k < pairs; k++) {
-        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(w0 + (size_t)k * 2 * BPANEL);
-        const __m512bh b1 = np == 2 ? (__m512bh)_mm512_loadu_si512(w1 + (size_t)k * 2 * BPANEL) : b0;
-#pragma GCC unroll 12
-        for (int i = 0; i < mr; i++) {
-            const __m512bh x = (__m512bh)_mm512_set1_epi32((int)bf16_pair(a + i * lda + 2 * k));
-            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], x, b0);
-            if (np == 2) acc[i][1] = _mm512_dpbf16_ps(acc[i][1], x, b1);
-        }
-    }
-    store_tile_avx512(&g->d, r0, mr, p, np, acc);
+/* A step is a pair of a row's inputs and of each weight column: vdpbf16ps
+ * adds both products. */
+BF16_FN INLINE __m512bh load_pairs(const uint16_t *w) { return (__m512bh)_mm512_loadu_si512(w); }
+BF16_FN INLINE __m512bh broadcast_pair(const uint16_t *x) {
+    return (__m512bh)_mm512_set1_epi32((int)bf16_pair(x));
 }
+BF16_FN INLINE __m512 dot_pairs(__m512 acc, __m512bh x, __m512bh w) { return _mm512_dpbf16_ps(acc, x, w); }
+TILE_AVX512_DEFINE(tile, BF16_FN, bgemm_call, uint16_t, g->kpad, g->kpad / 2, 2, 2 * BPANEL, __m512bh,
+                   load_pairs, broadcast_pair, dot_pairs)
 
-/* The micro-kernel: up to MR rows x one or two panels. */
+/* The micro-kernel: up to TILE_AVX512_ROWS rows x one or two panels. */
 #define TILE(m) (np == 2 ? tile(call, r0, m, p, 2) : tile(call, r0, m, p, 1))
-GEMM_TILE_FN(tile_avx512bf16, BF16_FN, 12, TILE)
+GEMM_TILE_FN(tile_avx512bf16, BF16_FN, TILE_AVX512_ROWS, TILE)
 
 const gemm_tiles bgemm_tiles_avx512bf16 = {tile_avx512bf16, 2, &kernels_path_avx512};
 

@@ -16,7 +16,7 @@
 #include <arm_neon.h>
 
 #include "kernels_bf16.h"
-#include "kernels_store.h" /* store16_neon */
+#include "kernels_tile.h" /* store16_neon */
 
 #define MR 4
 

@@ -8,33 +8,27 @@
 
 #include "kernels_gemm.h"
 #include "kernels_rows.h"
-#include "kernels_store.h" /* AVX2_FN, store8_avx2 */
+#include "kernels_tile.h" /* AVX2_FN, TILE_AVX2_DEFINE */
 
 #define MR 6 /* rows of a tile: 12 accumulators + 2 weight vectors of 16 */
 
 #define INLINE static inline __attribute__((always_inline))
 
-/* Rows r0 .. r0 + mr - 1 x panel p: mr is a constant where this is
- * inlined, so the accumulators stay in registers. */
-AVX2_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p) {
-    __m256 acc[MR][2];
-    zero_tile_avx2(acc, mr);
-    const size_t lda = (size_t)g->lda;
-    const float *a = g->inp + (size_t)r0 * lda;
-    const float *w = g->panels + (size_t)p * g->k * FPANEL;
-    const int K = g->k;
-    for (int k = 0; k < K; k++) {
-        const __m256 b0 = _mm256_loadu_ps(w + (size_t)k * FPANEL);
-        const __m256 b1 = _mm256_loadu_ps(w + (size_t)k * FPANEL + 8);
-#pragma GCC unroll 12
-        for (int i = 0; i < mr; i++) {
-            const __m256 x = _mm256_broadcast_ss(a + i * lda + k);
-            acc[i][0] = _mm256_fmadd_ps(x, b0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(x, b1, acc[i][1]);
-        }
-    }
-    store_tile_avx2(&g->d, r0, mr, p, acc);
+/* A step is one input of a row and a row of the panel's 16 weights, as
+ * two halves: x * w added by fma, as fmaf does on the C path. */
+typedef struct {
+    __m256 lo, hi;
+} halves;
+AVX2_FN INLINE halves load_halves(const float *w) {
+    return (halves){_mm256_loadu_ps(w), _mm256_loadu_ps(w + 8)};
 }
+AVX2_FN INLINE void fma_row(__m256 acc[2], const float *x, halves w) {
+    const __m256 v = _mm256_broadcast_ss(x);
+    acc[0] = _mm256_fmadd_ps(v, w.lo, acc[0]);
+    acc[1] = _mm256_fmadd_ps(v, w.hi, acc[1]);
+}
+TILE_AVX2_DEFINE(tile, AVX2_FN, gemm_call, float, MR, g->lda, g->k, 1, FPANEL, halves, load_halves,
+                 fma_row, 0u, (void))
 
 ROWS_DEFINE_ELEMENTWISE(avx2, AVX2_FN)
 

@@ -8,34 +8,16 @@
 
 #include "kernels_gemm.h"
 #include "kernels_rows.h"
-#include "kernels_store.h" /* AVX512_FN, store16_avx512 */
-
-#define MR 12 /* rows of a tile: 24 accumulators + 2 weight vectors of 32 */
+#include "kernels_tile.h" /* AVX512_FN, TILE_AVX512_DEFINE */
 
 #define INLINE static inline __attribute__((always_inline))
 
-/* Rows r0 .. r0 + mr - 1 x panels p .. p + np - 1 (np 1 or 2): mr and np
- * are constants where this is inlined, so the accumulators stay in
- * registers. */
-AVX512_FN INLINE void tile(const gemm_call *g, int r0, const int mr, int p, const int np) {
-    __m512 acc[MR][2];
-    zero_tile_avx512(acc, mr);
-    const size_t lda = (size_t)g->lda;
-    const float *a = g->inp + (size_t)r0 * lda;
-    const float *w0 = g->panels + (size_t)p * g->k * FPANEL, *w1 = w0 + (size_t)g->k * FPANEL;
-    const int K = g->k;
-    for (int k = 0; k < K; k++) {
-        const __m512 b0 = _mm512_loadu_ps(w0 + (size_t)k * FPANEL);
-        const __m512 b1 = np == 2 ? _mm512_loadu_ps(w1 + (size_t)k * FPANEL) : b0;
-#pragma GCC unroll 12
-        for (int i = 0; i < mr; i++) {
-            const __m512 x = _mm512_set1_ps(a[i * lda + k]);
-            acc[i][0] = _mm512_fmadd_ps(x, b0, acc[i][0]);
-            if (np == 2) acc[i][1] = _mm512_fmadd_ps(x, b1, acc[i][1]);
-        }
-    }
-    store_tile_avx512(&g->d, r0, mr, p, np, acc);
-}
+/* A step is one input of a row and a row of FPANEL weights: x * w added
+ * by fma, as fmaf does on the C path. */
+AVX512_FN INLINE __m512 broadcast_f32(const float *x) { return _mm512_set1_ps(*x); }
+AVX512_FN INLINE __m512 fma_f32(__m512 acc, __m512 x, __m512 w) { return _mm512_fmadd_ps(x, w, acc); }
+TILE_AVX512_DEFINE(tile, AVX512_FN, gemm_call, float, g->lda, g->k, 1, FPANEL, __m512, _mm512_loadu_ps,
+                   broadcast_f32, fma_f32)
 
 ROWS_DEFINE_ELEMENTWISE(avx512, AVX512_FN)
 
@@ -135,9 +117,9 @@ AVX512_FN static void layernorm_v512(float *out, float *mean, float *rstd, const
     if (rstd) *rstd = s;
 }
 
-/* The micro-kernel: up to MR rows x one or two panels. */
+/* The micro-kernel: up to TILE_AVX512_ROWS rows x one or two panels. */
 #define TILE(m) (np == 2 ? tile(call, r0, m, p, 2) : tile(call, r0, m, p, 1))
-GEMM_TILE_FN(tile_avx512, AVX512_FN, 12, TILE)
+GEMM_TILE_FN(tile_avx512, AVX512_FN, TILE_AVX512_ROWS, TILE)
 
 const kernels_path kernels_path_avx512 = {{tile_avx512, 2, &kernels_path_avx512}, act_avx512,
                                           gelu_backward_avx512, layernorm_v512, softmax_v512};

@@ -10,7 +10,7 @@
 
 #include "kernels_gemm.h"
 #include "kernels_rows.h"
-#include "kernels_store.h" /* store16_neon */
+#include "kernels_tile.h" /* store16_neon */
 
 #define MR 6 /* rows of a tile: 24 accumulators + 4 weight vectors */
 

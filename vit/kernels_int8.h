@@ -75,6 +75,37 @@ float qspan32_avx2(const float *x, int16_t *q);           /* int16, 32 inputs; A
 float qspan_u8_avx2(const float *x, int len, uint8_t *q);  /* u8 (q + 128), len % 8 == 0; AVX2 */
 float qspan_u8_avx512(const float *x, int len, uint8_t *q); /* u8, len % 16 == 0; AVX-512BW */
 
+/* The body of qspan_u8_avx2 and qspan_u8_avx512, one for both widths (W
+ * 256 or 512 bits, LANES floats): max of the magnitudes' bit patterns
+ * (MAX_U32 of the lanes), inv = qinv(max), x * inv rounded to nearest even
+ * (the default rounding mode), clamped to +-127, plus 128; STORE_U8(q, v)
+ * narrows a vector's lanes to bytes. A NaN or infinity: a NaN scale over
+ * zeros (q = 128). */
+#define QSPAN_U8_DEFINE(NAME, FN, W, LANES, MAX_U32, STORE_U8)                                  \
+    FN float NAME(const float *x, int len, uint8_t *q) {                                       \
+        const __m##W##i magnitude = _mm##W##_set1_epi32(0x7fffffff);                           \
+        __m##W##i top = _mm##W##_setzero_si##W();                                              \
+        for (int k = 0; k < len; k += LANES)                                                   \
+            top = _mm##W##_max_epu32(                                                          \
+                top, _mm##W##_and_si##W(_mm##W##_castps_si##W(_mm##W##_loadu_ps(x + k)), magnitude)); \
+        const uint32_t max_bits = MAX_U32(top);                                                \
+        if (max_bits >= 0x7f800000u) {                                                         \
+            memset(q, 128, (size_t)len);                                                       \
+            return NAN;                                                                        \
+        }                                                                                      \
+        float max_abs;                                                                         \
+        memcpy(&max_abs, &max_bits, sizeof max_abs);                                           \
+        const __m##W inv = _mm##W##_set1_ps(qinv(max_abs));                                    \
+        const __m##W##i lo = _mm##W##_set1_epi32(-127), hi = _mm##W##_set1_epi32(127);        \
+        const __m##W##i zero_point = _mm##W##_set1_epi32(128);                                 \
+        for (int k = 0; k < len; k += LANES) {                                                 \
+            __m##W##i v = _mm##W##_cvtps_epi32(_mm##W##_mul_ps(_mm##W##_loadu_ps(x + k), inv));  \
+            v = _mm##W##_add_epi32(_mm##W##_min_epi32(_mm##W##_max_epi32(v, lo), hi), zero_point); \
+            STORE_U8(q + k, v);                                                                \
+        }                                                                                      \
+        return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;                                       \
+    }
+
 /* The epilogue every path computes, per element: (residual + bias) + sum. */
 static inline float qmatmul_output(const float *residual, const float *bias, int ldo, int r,
                                    int n, float sum) {

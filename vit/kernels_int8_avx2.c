@@ -8,6 +8,7 @@
 #define AVX2_FN __attribute__((target("avx2,fma")))
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels_int8.h"
@@ -166,6 +167,14 @@ GEMM_TILE_FN(tile_avx2, AVX2_FN, 4, BLOCK)
 
 const gemm_tiles qtiles_avx2 = {tile_avx2, 1, &kernels_path_avx2};
 
+/* The largest of 8 unsigned lanes. */
+AVX2_FN static inline uint32_t max_u32_avx2(__m256i v) {
+    __m128i half = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    half = _mm_max_epu32(half, _mm_shuffle_epi32(half, 0x4e));
+    half = _mm_max_epu32(half, _mm_shuffle_epi32(half, 0xb1));
+    return (uint32_t)_mm_cvtsi128_si32(half);
+}
+
 /* quantize_span (kernels_int8.c) of 32 values into the int16 layout, the
  * same bits: max of the magnitudes' bit patterns, 127 / max, x * inv
  * rounded to nearest even, clamped to +-127. */
@@ -177,10 +186,7 @@ AVX2_FN float qspan32_avx2(const float *x, int16_t *q) {
         v[i] = _mm256_loadu_ps(x + 8 * i);
         top = _mm256_max_epu32(top, _mm256_and_si256(_mm256_castps_si256(v[i]), magnitude));
     }
-    __m128i half = _mm_max_epu32(_mm256_castsi256_si128(top), _mm256_extracti128_si256(top, 1));
-    half = _mm_max_epu32(half, _mm_shuffle_epi32(half, 0x4e));
-    half = _mm_max_epu32(half, _mm_shuffle_epi32(half, 0xb1));
-    const uint32_t max_bits = (uint32_t)_mm_cvtsi128_si32(half);
+    const uint32_t max_bits = max_u32_avx2(top);
     if (max_bits >= 0x7f800000u) {
         memset(q, 0, 32 * sizeof *q);
         return __builtin_nanf("");
@@ -206,33 +212,13 @@ AVX2_FN float qspan32_avx2(const float *x, int16_t *q) {
     return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
 }
 
-/* quantize_span of len inputs (a multiple of 8) into the u8 layout (q +
- * 128), the same bits, for the AVX-VNNI path. */
-AVX2_FN float qspan_u8_avx2(const float *x, int len, uint8_t *q) {
-    const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
-    __m256i top = _mm256_setzero_si256();
-    for (int k = 0; k < len; k += 8)
-        top = _mm256_max_epu32(top, _mm256_and_si256(_mm256_castps_si256(_mm256_loadu_ps(x + k)), magnitude));
-    __m128i half = _mm_max_epu32(_mm256_castsi256_si128(top), _mm256_extracti128_si256(top, 1));
-    half = _mm_max_epu32(half, _mm_shuffle_epi32(half, 0x4e));
-    half = _mm_max_epu32(half, _mm_shuffle_epi32(half, 0xb1));
-    const uint32_t max_bits = (uint32_t)_mm_cvtsi128_si32(half);
-    if (max_bits >= 0x7f800000u) {
-        memset(q, 128, (size_t)len);
-        return __builtin_nanf("");
-    }
-    float max_abs;
-    memcpy(&max_abs, &max_bits, sizeof max_abs);
-    const __m256 inv = _mm256_set1_ps(qinv(max_abs));
-    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
-    const __m256i zero_point = _mm256_set1_epi32(128);
-    for (int k = 0; k < len; k += 8) {
-        __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), inv));
-        v = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v, lo), hi), zero_point);
-        const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        _mm_storel_epi64((__m128i *)(q + k), _mm_packus_epi16(words, words));
-    }
-    return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+/* 8 lanes, each a value in 1 .. 255, as bytes. */
+AVX2_FN static inline void store_u8_avx2(uint8_t *q, __m256i v) {
+    const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    _mm_storel_epi64((__m128i *)q, _mm_packus_epi16(words, words));
 }
+
+/* quantize_span into the u8 layout, for the AVX-VNNI path. */
+QSPAN_U8_DEFINE(qspan_u8_avx2, AVX2_FN, 256, 8, max_u32_avx2, store_u8_avx2)
 
 #endif /* elsewhere never chosen (kernels_isa_supported): kernels_int8.c's stand-ins */

@@ -110,31 +110,11 @@ GEMM_TILE_FN(tile_avx512_vnni, AVX512_VNNI_FN, 6, TILE)
 
 const gemm_tiles qtiles_avx512_vnni = {tile_avx512_vnni, 2, &kernels_path_avx512};
 
-/* quantize_span (kernels_int8.c) of len inputs (a multiple of 16) into
- * the u8 layout, the same bits: max of the magnitudes' bit patterns, inv =
- * qinv(max), x * inv rounded to nearest even (the default rounding mode),
- * clamped to +-127, plus 128. */
-AVX512_VNNI_FN float qspan_u8_avx512(const float *x, int len, uint8_t *q) {
-    const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
-    __m512i top = _mm512_setzero_si512();
-    for (int k = 0; k < len; k += 16)
-        top = _mm512_max_epu32(top, _mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(x + k)), magnitude));
-    const uint32_t max_bits = (uint32_t)_mm512_reduce_max_epu32(top);
-    if (max_bits >= 0x7f800000u) { /* NaN or infinity: a NaN scale over zeros */
-        memset(q, 128, (size_t)len);
-        return NAN;
-    }
-    float max_abs;
-    memcpy(&max_abs, &max_bits, sizeof max_abs);
-    const __m512 inv = _mm512_set1_ps(qinv(max_abs));
-    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
-    const __m512i zero_point = _mm512_set1_epi32(128);
-    for (int k = 0; k < len; k += 16) {
-        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + k), inv));
-        v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), zero_point);
-        _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtepi32_epi8(v));
-    }
-    return max_abs > 0.0f ? max_abs / 127.0f : 1.0f;
+/* 16 lanes, each a value in 1 .. 255, as bytes. */
+AVX512_VNNI_FN INLINE void store_u8_avx512(uint8_t *q, __m512i v) {
+    _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(v));
 }
+QSPAN_U8_DEFINE(qspan_u8_avx512, AVX512_VNNI_FN, 512, 16, (uint32_t)_mm512_reduce_max_epu32,
+                store_u8_avx512)
 
 #endif /* elsewhere never chosen (kernels_isa_supported): kernels_int8.c's stand-ins */
